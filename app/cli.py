@@ -1,0 +1,70 @@
+"""`radloop` command line.  Each part registers its commands from its own module (lazy heavy imports)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+
+import typer
+
+
+@dataclass(frozen=True)
+class CommandGroups:
+    """The Typer groups command modules attach to."""
+
+    root: typer.Typer
+    bench: typer.Typer
+    labelstudio: typer.Typer
+    round: typer.Typer
+    models: typer.Typer
+
+
+#: Command modules, in help order.  Each defines ``register(groups: CommandGroups)``.
+COMMAND_MODULES = (
+    "radloop.app.cli_ingest",
+    "radloop.app.cli_labeling",
+    "radloop.app.cli_ssl",
+    "radloop.app.cli_retrieval",
+    "radloop.app.cli_labelstudio",
+    "radloop.app.cli_train",
+    "radloop.app.cli_round",
+    "radloop.app.cli_demo",
+)
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(name="radloop", no_args_is_help=True, add_completion=False,
+                      help="Radiograph archive -> weak labels, self-supervised encoders, case search, "
+                           "active learning with Label Studio, and fine-tuning.")
+    groups = CommandGroups(
+        root=app,
+        bench=typer.Typer(no_args_is_help=True, help="Benchmarks: commands that print measured figures."),
+        labelstudio=typer.Typer(no_args_is_help=True, help="Label Studio projects."),
+        round=typer.Typer(no_args_is_help=True, help="Active-learning rounds: start, push, pull, status, finish."),
+        models=typer.Typer(no_args_is_help=True, help="Model registry: list, set current, roll back."),
+    )
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name == name:  # that part is not installed in this build
+                continue
+            raise
+        module.register(groups)
+    app.add_typer(groups.bench, name="bench")
+    app.add_typer(groups.labelstudio, name="ls")
+    app.add_typer(groups.round, name="round")
+    app.add_typer(groups.models, name="models")
+    return app
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("RADLOOP_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    build_app()()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Options shared by every CLI command and the way commands print their results."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+WorkspaceOption = Annotated[
+    Optional[Path],
+    typer.Option("--workspace", "-w", help="Workspace folder (default: $RADLOOP_WORKSPACE, else ./radloop-workspace).",
+                 envvar="RADLOOP_WORKSPACE", show_envvar=True),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
+OverrideOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Dotted config override, e.g. --set trainer.max_steps=100 (repeatable)."),
+]
+
+console = Console(stderr=True)
+
+
+def emit(result: dict[str, Any], as_json: bool, *, title: str | None = None) -> None:
+    """Print a command's summary: JSON on stdout with ``--json``, else a readable table on stderr+stdout."""
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+        sys.stdout.flush()
+        return
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False, box=None)
+    for key, value in _flatten(result).items():
+        table.add_row(f"[bold]{key}[/bold]", _short(value))
+    Console().print(table)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and len(value) <= 40:
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = str(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a clear error (no traceback) and exit."""
+    console.print(f"[bold red]error:[/bold red] {message}")
+    raise typer.Exit(code)

@@ -1,0 +1,138 @@
+"""The catalog: one SQLAlchemy database (SQLite in the workspace by default, PostgreSQL by URL).
+
+Usage::
+
+    catalog = Catalog.open(resolve_workspace())
+    with catalog.session() as session:
+        session.add(...)
+
+The schema is versioned: :data:`MIGRATIONS` lists ``(version, description, function)``; opening a catalog
+applies the missing ones in order inside a transaction and records them in ``schema_version``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, create_engine, event, func, inspect, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from radloop.core.schema import (
+    Annotation, Base, Embedding, Image, IngestError, Model, Report, Round, SchemaVersion,
+    Selection, Study, WeakLabel,
+)
+from radloop.core.workspace import Workspace
+
+
+def _migration_1_initial(connection: Connection) -> None:
+    Base.metadata.create_all(connection)
+
+
+#: Ordered schema migrations.  Append, never edit a released one.
+MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
+    (1, "initial schema", _migration_1_initial),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers (app, backend) never block the writer
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the database to :data:`SCHEMA_VERSION`; returns the version it was at before."""
+    with engine.begin() as connection:
+        SchemaVersion.__table__.create(connection, checkfirst=True)
+        current = connection.execute(select(func.max(SchemaVersion.version))).scalar() or 0
+        if current > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"catalog schema version {current} is newer than this radloop ({SCHEMA_VERSION}); upgrade radloop")
+        for version, description, function in MIGRATIONS:
+            if version > current:
+                function(connection)
+                connection.execute(SchemaVersion.__table__.insert().values(version=version, description=description))
+    return current
+
+
+@dataclass
+class Catalog:
+    """Handle on the catalog database of one workspace."""
+
+    workspace: Workspace
+    engine: Engine
+    _sessions: sessionmaker
+
+    @classmethod
+    def open(cls, workspace: Workspace, *, create: bool = True) -> "Catalog":
+        """Open (and migrate) the catalog of ``workspace``.
+
+        Raises:
+            FileNotFoundError: ``create=False`` and the SQLite file does not exist.
+        """
+        url = workspace.database_url
+        if url.startswith("sqlite"):
+            db_path = url.split("sqlite:///", 1)[-1]
+            if not create and not __import__("os").path.exists(db_path):
+                raise FileNotFoundError(
+                    f"no catalog at {db_path}: run `radloop ingest ...` or `radloop demo` first")
+            workspace.ensure()
+            engine = create_engine(url, connect_args={"timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            workspace.ensure()
+            engine = create_engine(url, pool_pre_ping=True)
+        migrate(engine)
+        return cls(workspace=workspace, engine=engine, _sessions=sessionmaker(engine, expire_on_commit=False))
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session that commits on success and rolls back on error."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as connection:
+            return connection.execute(select(func.max(SchemaVersion.version))).scalar() or 0
+
+    def table_names(self) -> list[str]:
+        return sorted(inspect(self.engine).get_table_names())
+
+    def counts(self) -> dict[str, int]:
+        """Row counts of the main tables (for summaries and the app's overview)."""
+        tables = {"studies": Study, "images": Image, "reports": Report, "weak_labels": WeakLabel,
+                  "annotations": Annotation, "embeddings": Embedding, "models": Model, "rounds": Round,
+                  "selections": Selection, "ingest_errors": IngestError}
+        with self.session() as session:
+            return {name: session.scalar(select(func.count()).select_from(table)) or 0
+                    for name, table in tables.items()}
+
+    def current_model(self, task: str, kind: str | None = None) -> Model | None:
+        """The registry's current model for ``task`` (and ``kind``), or None."""
+        with self.session() as session:
+            query = select(Model).where(Model.task == task, Model.is_current.is_(True))
+            if kind:
+                query = query.where(Model.kind == kind)
+            return session.scalars(query.order_by(Model.created_at.desc())).first()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def vacuum(self) -> None:
+        if self.workspace.database_url.startswith("sqlite"):
+            with self.engine.connect() as connection:
+                connection.execute(text("VACUUM"))

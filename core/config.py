@@ -1,0 +1,92 @@
+"""One config system: YAML files validated into pydantic models, dotted command-line overrides.
+
+Every job's tunables live in ``configs/*.yaml``.  Models declare ``extra="forbid"`` so that an unknown
+key fails fast with its dotted path named.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not validate; the message names the offending keys."""
+
+
+class StrictModel(BaseModel):
+    """Base for config models: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides to a nested dict (values parsed as YAML scalars/lists).
+
+    Raises:
+        ConfigError: an override without ``=``.
+    """
+    result = json.loads(json.dumps(data))  # deep copy of plain data
+    for override in overrides or ():
+        if "=" not in override:
+            raise ConfigError(f"override {override!r} must look like key.path=value")
+        dotted, raw = override.split("=", 1)
+        keys = [k for k in dotted.strip().split(".") if k]
+        if not keys:
+            raise ConfigError(f"override {override!r} has an empty key")
+        node = result
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {override!r}: {key!r} is not a section")
+        node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return result
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "<root>"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  unknown key '{where}'")
+        else:
+            lines.append(f"  {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None, model: type[ModelT], overrides: list[str] | None = None) -> ModelT:
+    """Load a YAML file (or just defaults when ``path`` is None) into ``model``.
+
+    Raises:
+        ConfigError: the file is missing, not a mapping, or does not validate (unknown keys named).
+    """
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file not found: {file}")
+        loaded = yaml.safe_load(file.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config {file} must be a mapping at the top level")
+        data = loaded
+    data = apply_overrides(data, overrides)
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error, source)) from None
+
+
+def save_resolved_config(config: BaseModel, path: str | Path) -> Path:
+    """Write the resolved config as YAML next to a checkpoint, index or round."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
+    return target

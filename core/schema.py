@@ -1,0 +1,217 @@
+"""Catalog tables (SQLAlchemy 2.0 declarative).
+
+Identifiers are pseudonymous strings: studies ``S-<16 hex>``, images ``I-<16 hex>`` (from the content
+hash), reports keep the source's de-identified id (Open-i ``CXR123``) or ``R-<16 hex>``.  Patient
+identifiers (name, ID, birth date, accession, institution) never enter these tables.  Free-form extras
+go into the JSON ``meta`` columns so that a part can add attributes without a migration.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SchemaVersion(Base):
+    __tablename__ = "schema_version"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    description: Mapped[str] = mapped_column(String(200), default="")
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(100), default="", index=True)
+    body_region: Mapped[str | None] = mapped_column(String(50), index=True)
+    modality: Mapped[str | None] = mapped_column(String(16))
+    split: Mapped[str] = mapped_column(String(8), default="train", index=True)
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Image(Base):
+    __tablename__ = "images"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id"), index=True)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    dataset: Mapped[str] = mapped_column(String(100), default="", index=True)
+    external_id: Mapped[str | None] = mapped_column(String(200), index=True)  # e.g. Open-i image stem
+    source_path: Mapped[str] = mapped_column(Text)  # original location, kept for re-processing
+    source_format: Mapped[str] = mapped_column(String(16))  # dicom | png | jpeg
+    render_path: Mapped[str] = mapped_column(Text)  # 8-bit PNG, relative to the workspace
+    thumb_path: Mapped[str] = mapped_column(Text)
+    width: Mapped[int] = mapped_column(Integer)  # original pixel columns
+    height: Mapped[int] = mapped_column(Integer)  # original pixel rows
+    render_width: Mapped[int] = mapped_column(Integer)
+    render_height: Mapped[int] = mapped_column(Integer)
+    body_region: Mapped[str | None] = mapped_column(String(50), index=True)
+    modality: Mapped[str | None] = mapped_column(String(16))
+    view: Mapped[str | None] = mapped_column(String(32))
+    laterality: Mapped[str | None] = mapped_column(String(8))
+    pixel_spacing_row: Mapped[float | None] = mapped_column(Float)
+    pixel_spacing_col: Mapped[float | None] = mapped_column(Float)
+    pixel_spacing_source: Mapped[str | None] = mapped_column(String(32))
+    bits_stored: Mapped[int | None] = mapped_column(Integer)
+    photometric: Mapped[str | None] = mapped_column(String(16))
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Report(Base):
+    __tablename__ = "reports"
+    id: Mapped[str] = mapped_column(String(60), primary_key=True)
+    study_id: Mapped[str | None] = mapped_column(ForeignKey("studies.id"), index=True)
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    dataset: Mapped[str] = mapped_column(String(100), default="")
+    text: Mapped[str] = mapped_column(Text)
+    sections: Mapped[dict] = mapped_column(JSON, default=dict)  # {"FINDINGS": "...", ...}
+    expert_codes: Mapped[list] = mapped_column(JSON, default=list)  # e.g. Open-i manual MeSH terms
+    image_external_ids: Mapped[list] = mapped_column(JSON, default=list)
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WeakLabel(Base):
+    """One finding mention extracted from a report by the rules."""
+
+    __tablename__ = "weak_labels"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    report_id: Mapped[str] = mapped_column(ForeignKey("reports.id"), index=True)
+    finding: Mapped[str] = mapped_column(String(50), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # positive | negative | uncertain
+    temporality: Mapped[str] = mapped_column(String(16), default="unspecified")
+    site: Mapped[str | None] = mapped_column(String(50))
+    laterality: Mapped[str | None] = mapped_column(String(16))
+    device_type: Mapped[str | None] = mapped_column(String(50))
+    evidence: Mapped[str] = mapped_column(Text, default="")
+    start: Mapped[int | None] = mapped_column(Integer)
+    end: Mapped[int | None] = mapped_column(Integer)
+    section: Mapped[str | None] = mapped_column(String(50))
+    rules_version: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Annotation(Base):
+    """An expert label: an image-level choice or a box in original-image pixels.  Append-only."""
+
+    __tablename__ = "annotations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), index=True)
+    source: Mapped[str] = mapped_column(String(200))  # coco:<file> | yolo:<dir> | labelstudio | simulate
+    kind: Mapped[str] = mapped_column(String(16))  # choice | box | skip
+    label: Mapped[str] = mapped_column(String(100), index=True)  # finding vocabulary name
+    source_label: Mapped[str | None] = mapped_column(String(200))  # the source's own class name
+    x: Mapped[float | None] = mapped_column(Float)
+    y: Mapped[float | None] = mapped_column(Float)
+    w: Mapped[float | None] = mapped_column(Float)
+    h: Mapped[float | None] = mapped_column(Float)
+    annotator: Mapped[str | None] = mapped_column(String(200))
+    external_id: Mapped[str | None] = mapped_column(String(100), index=True)  # e.g. LS annotation id
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class QuarantinedAnnotation(Base):
+    """An annotation result that could not be converted (unknown label, malformed); kept with a reason."""
+
+    __tablename__ = "quarantined_annotations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    image_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    source: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Embedding(Base):
+    """Where an image's embedding by one model version lives (row ``row`` of a shard file)."""
+
+    __tablename__ = "embeddings"
+    __table_args__ = (UniqueConstraint("image_id", "model_version", name="uq_embedding_image_model"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), index=True)
+    model_version: Mapped[str] = mapped_column(String(100), index=True)
+    shard_path: Mapped[str] = mapped_column(Text)  # relative to the workspace
+    row: Mapped[int] = mapped_column(Integer)
+    dim: Mapped[int] = mapped_column(Integer)
+    dtype: Mapped[str] = mapped_column(String(16))
+    normalized: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Model(Base):
+    """Model registry: encoders, classifiers, detectors, with lineage, data used and metrics."""
+
+    __tablename__ = "models"
+    version: Mapped[str] = mapped_column(String(100), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # encoder | probe | classifier | detector
+    task: Mapped[str] = mapped_column(String(64), default="", index=True)
+    parent_version: Mapped[str | None] = mapped_column(String(100))
+    path: Mapped[str] = mapped_column(Text)  # relative to the workspace (or absolute outside it)
+    config: Mapped[dict] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    annotation_ids: Mapped[list] = mapped_column(JSON, default=list)
+    is_current: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Round(Base):
+    __tablename__ = "rounds"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    number: Mapped[int] = mapped_column(Integer, index=True)
+    state: Mapped[str] = mapped_column(String(32), default="created")
+    strategy: Mapped[str] = mapped_column(String(50))
+    budget: Mapped[int] = mapped_column(Integer)
+    task: Mapped[str] = mapped_column(String(64), default="")
+    model_version: Mapped[str | None] = mapped_column(String(100))
+    metric_name: Mapped[str | None] = mapped_column(String(50))
+    metric_before: Mapped[float | None] = mapped_column(Float)
+    metric_after: Mapped[float | None] = mapped_column(Float)
+    labels_spent: Mapped[int] = mapped_column(Integer, default=0)
+    config: Mapped[dict] = mapped_column(JSON, default=dict)
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Selection(Base):
+    __tablename__ = "selections"
+    __table_args__ = (UniqueConstraint("round_id", "image_id", name="uq_selection_round_image"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), index=True)
+    rank: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float | None] = mapped_column(Float)
+    strategy: Mapped[str] = mapped_column(String(50))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    ls_task_id: Mapped[int | None] = mapped_column(Integer)
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IngestError(Base):
+    __tablename__ = "ingest_errors"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(40), index=True)
+    path: Mapped[str] = mapped_column(Text)
+    stage: Mapped[str] = mapped_column(String(32))  # read | decode | render | parse | link
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+Index("ix_annotations_image_label", Annotation.image_id, Annotation.label)

@@ -1,0 +1,93 @@
+"""The workspace: one folder holding the catalog, renders, embeddings, models and rounds.
+
+Resolution order for every command: ``--workspace`` > ``RADLOOP_WORKSPACE`` > ``./radloop-workspace``.
+The catalog URL defaults to SQLite inside the workspace; ``RADLOOP_DATABASE_URL`` (read once at start-up)
+points it at PostgreSQL for a multi-user site.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+DEFAULT_WORKSPACE = "radloop-workspace"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths of one radloop workspace.
+
+    Attributes:
+        root: the workspace folder (created on demand).
+        database_url: SQLAlchemy URL of the catalog.
+    """
+
+    root: Path
+    database_url: str
+
+    @property
+    def renders_dir(self) -> Path:
+        return self.root / "renders"
+
+    @property
+    def thumbs_dir(self) -> Path:
+        return self.root / "thumbs"
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.root / "embeddings"
+
+    @property
+    def indexes_dir(self) -> Path:
+        return self.root / "indexes"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def rounds_dir(self) -> Path:
+        return self.root / "rounds"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    def ensure(self) -> "Workspace":
+        """Create the folder layout (idempotent) and return self."""
+        for path in (self.root, self.renders_dir, self.thumbs_dir, self.embeddings_dir,
+                     self.indexes_dir, self.models_dir, self.rounds_dir, self.logs_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    @cached_property
+    def pseudonym_key(self) -> bytes:
+        """Per-workspace secret used to derive pseudonymous study ids (HMAC key).
+
+        Stored in ``<root>/secret.key`` with mode 0600; never leaves the workspace.
+        """
+        path = self.root / "secret.key"
+        if not path.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+        return bytes.fromhex(path.read_text().strip())
+
+    def relative(self, path: Path | str) -> str:
+        """Path relative to the workspace root (what the catalog stores for files it owns)."""
+        return str(Path(path).resolve().relative_to(self.root.resolve()))
+
+    def absolute(self, relative_path: str) -> Path:
+        """Inverse of :meth:`relative`."""
+        return self.root / relative_path
+
+
+def resolve_workspace(path: str | os.PathLike | None = None) -> Workspace:
+    """Resolve the workspace from an explicit path, the environment, or the default folder."""
+    root = Path(path or os.environ.get("RADLOOP_WORKSPACE") or DEFAULT_WORKSPACE).expanduser().resolve()
+    url = os.environ.get("RADLOOP_DATABASE_URL") or f"sqlite:///{root / 'catalog.sqlite'}"
+    return Workspace(root=root, database_url=url)
