@@ -1,0 +1,3 @@
+"""Reports -> weak labels (medspacy rules as data) and the Label Studio adapters."""
+
+__all__: list[str] = []
