@@ -1,3 +1,16 @@
-"""Self-supervised encoders, pretraining (MAE, SimCLR), fine-tuning heads and embedding extraction."""
+"""Self-supervised encoders, pretraining (MAE, SimCLR), fine-tuning heads and embedding extraction.
 
-__all__: list[str] = []
+Public API (see CONTRACTS "Encoders"): :func:`load_encoder`, :func:`random_encoder`, :func:`embed_images`,
+:class:`EncoderBundle`, :class:`EncoderConfig`, :func:`save_encoder`.
+"""
+
+from radloop.ssl.encoders import (
+    EncoderBundle, EncoderConfig, PooledEncoder, build_backbone, embed_images, load_encoder, preprocess,
+    random_encoder, save_encoder,
+)
+from radloop.ssl.pixels import UnreadableImage, read_image
+
+__all__ = [
+    "EncoderBundle", "EncoderConfig", "PooledEncoder", "UnreadableImage", "build_backbone", "embed_images",
+    "load_encoder", "preprocess", "random_encoder", "read_image", "save_encoder",
+]

@@ -1,0 +1,273 @@
+"""Exported encoders: a timm backbone saved as ``encoder.safetensors`` + ``encoder.json``.
+
+An encoder maps one-channel radiographs ``(B, 1, H, W)`` float to embeddings ``(B, D)``.  Its folder holds
+the backbone's weights (safetensors, never pickle) and an :class:`EncoderConfig` that says how to rebuild
+it with ``timm.create_model(timm_name, in_chans=1, num_classes=0, ...)`` and how to preprocess pixels
+(squash-resize to ``image_size``, ``(x - mean) / std`` on [0, 1] pixels).
+
+Usage::
+
+    bundle = load_encoder("ws/models/runs/simclr_cpu/encoder")
+    vectors = embed_images(bundle, ["a.png", "b.png"])          # (2, D) float32, L2-normalized
+    baseline = random_encoder(bundle.config.timm_name, bundle.config.image_size)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from radloop.ssl.pixels import read_image, resize_square, to_unit_float
+
+__all__ = [
+    "ENCODER_CONFIG_FILE", "ENCODER_WEIGHTS_FILE", "EncoderBundle", "EncoderConfig", "PooledEncoder",
+    "build_backbone", "embed_images", "load_encoder", "preprocess", "random_encoder", "save_encoder",
+]
+
+logger = logging.getLogger(__name__)
+
+ENCODER_WEIGHTS_FILE = "encoder.safetensors"
+ENCODER_CONFIG_FILE = "encoder.json"
+Pooling = Literal["default", "avg_tokens"]
+
+
+class EncoderConfig(BaseModel):
+    """What ``encoder.json`` holds: how to rebuild the backbone and preprocess its input.
+
+    Attributes:
+        timm_name: timm architecture name (``resnet18``, ``vit_base_patch16_224``...).
+        in_chans: always 1 (radiographs).
+        image_size: side of the square input the encoder embeds at.
+        patch_size: ViT patch size (None for CNNs).
+        mean, std: per-channel normalization of [0, 1] pixels (length ``in_chans``).
+        method: how the weights were obtained (``mae``, ``simclr``, ``random``).
+        embed_dim: D, the embedding length.
+        version: registry version string (``enc-simclr-resnet18-1a2b3c4d``).
+        pooling: ``default`` = the timm model's own pooled output; ``avg_tokens`` = mean of the final
+            (normed) patch tokens of a ViT (the usual MAE probe feature).
+        data: what the encoder was trained on (dataset names, splits, image count, steps...).
+        model_kwargs: extra ``timm.create_model`` keyword arguments.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    timm_name: str
+    in_chans: int = 1
+    image_size: int
+    patch_size: int | None = None
+    mean: list[float] = Field(default_factory=lambda: [0.5])
+    std: list[float] = Field(default_factory=lambda: [0.25])
+    method: str
+    embed_dim: int
+    version: str
+    pooling: Pooling = "default"
+    data: dict[str, Any] = Field(default_factory=dict)
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+def build_backbone(timm_name: str, image_size: int, *, patch_size: int | None = None,
+                   **model_kwargs: Any) -> nn.Module:
+    """``timm.create_model(timm_name, in_chans=1, num_classes=0)``, sized for ViTs (no pretrained weights).
+
+    Raises:
+        ValueError: an unknown timm architecture name.
+    """
+    import timm
+
+    if not timm.is_model(timm_name):
+        raise ValueError(f"unknown timm model {timm_name!r} (see timm.list_models())")
+    kwargs = dict(model_kwargs)
+    if _is_vit(timm_name):
+        kwargs.setdefault("img_size", image_size)
+        if patch_size is not None:
+            kwargs.setdefault("patch_size", patch_size)
+    return timm.create_model(timm_name, pretrained=False, in_chans=1, num_classes=0, **kwargs)
+
+
+def _is_vit(timm_name: str) -> bool:
+    return timm_name.startswith(("vit_", "deit_", "eva", "beit"))
+
+
+class PooledEncoder(nn.Module):
+    """A timm backbone plus its pooling: ``(B, 1, H, W)`` float -> ``(B, D)``.
+
+    Only ``backbone`` holds parameters, so the exported state dict is the timm model's own.
+    """
+
+    def __init__(self, backbone: nn.Module, pooling: Pooling = "default") -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.pooling = pooling
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "avg_tokens":
+            tokens = self.backbone.forward_features(images)
+            prefix = int(getattr(self.backbone, "num_prefix_tokens", 0))
+            return tokens[:, prefix:].mean(dim=1)
+        return self.backbone(images)
+
+
+@dataclass
+class EncoderBundle:
+    """A ready-to-use encoder: ``model`` ((B, 1, H, W) float -> (B, D)), its ``config`` and ``version``."""
+
+    model: PooledEncoder
+    config: EncoderConfig
+
+    @property
+    def version(self) -> str:
+        return self.config.version
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+
+def _bundle(backbone: nn.Module, config: EncoderConfig) -> EncoderBundle:
+    model = PooledEncoder(backbone, config.pooling)
+    model.eval()
+    return EncoderBundle(model=model, config=config)
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """Short sha256 over a state dict's names and values (stable across save/load)."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().to("cpu").contiguous()
+        digest.update(name.encode())
+        digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else
+                      tensor.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_encoder(backbone: nn.Module, folder: str | Path, *, timm_name: str, image_size: int, method: str,
+                 patch_size: int | None = None, mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.25,),
+                 pooling: Pooling = "default", data: dict[str, Any] | None = None,
+                 model_kwargs: dict[str, Any] | None = None, version: str | None = None) -> EncoderBundle:
+    """Export a trained backbone to ``folder`` (safetensors + JSON) and return it as a bundle.
+
+    The version defaults to ``enc-<method>-<timm_name>-<8 hex of the weights>``.
+    """
+    from safetensors.torch import save_file
+
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in backbone.state_dict().items()}
+    version = version or f"enc-{method}-{timm_name}-{weights_digest(state)[:8]}"
+    pooled = PooledEncoder(backbone, pooling).eval()
+    with torch.no_grad():
+        embed_dim = int(pooled(torch.zeros(1, 1, image_size, image_size,
+                                           device=next(backbone.parameters()).device)).shape[-1])
+    config = EncoderConfig(timm_name=timm_name, image_size=image_size, patch_size=patch_size, mean=list(mean),
+                           std=list(std), method=method, embed_dim=embed_dim, version=version, pooling=pooling,
+                           data=data or {}, model_kwargs=model_kwargs or {})
+    save_file(state, str(target / ENCODER_WEIGHTS_FILE), metadata={"version": version})
+    (target / ENCODER_CONFIG_FILE).write_text(json.dumps(config.model_dump(), indent=2) + "\n")
+    return _bundle(backbone.to("cpu"), config)
+
+
+def load_encoder(path: str | Path) -> EncoderBundle:
+    """Restore an exported encoder from its folder (or its ``encoder.json`` / ``.safetensors`` file).
+
+    Raises:
+        FileNotFoundError: no ``encoder.json`` / ``encoder.safetensors`` there.
+        ValueError: an invalid config or weights that do not fit the architecture.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(path)
+    if folder.is_file():
+        folder = folder.parent
+    config_file, weights_file = folder / ENCODER_CONFIG_FILE, folder / ENCODER_WEIGHTS_FILE
+    for file in (config_file, weights_file):
+        if not file.is_file():
+            raise FileNotFoundError(f"not an encoder folder: {file} is missing")
+    config = EncoderConfig.model_validate_json(config_file.read_text())
+    backbone = build_backbone(config.timm_name, config.image_size, patch_size=config.patch_size,
+                              **config.model_kwargs)
+    try:
+        backbone.load_state_dict(load_file(str(weights_file)), strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"{weights_file} does not fit {config.timm_name}: {error}") from None
+    return _bundle(backbone, config)
+
+
+def random_encoder(timm_name: str, image_size: int, *, patch_size: int | None = None,
+                   mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.25,), pooling: Pooling = "default",
+                   seed: int = 0, **model_kwargs: Any) -> EncoderBundle:
+    """The same architecture with timm's random initialization (seeded): the baseline for every encoder."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone = build_backbone(timm_name, image_size, patch_size=patch_size, **model_kwargs)
+    pooled = PooledEncoder(backbone, pooling).eval()
+    with torch.no_grad():
+        embed_dim = int(pooled(torch.zeros(1, 1, image_size, image_size)).shape[-1])
+    config = EncoderConfig(timm_name=timm_name, image_size=image_size, patch_size=patch_size, mean=list(mean),
+                           std=list(std), method="random", embed_dim=embed_dim,
+                           version=f"random-{timm_name}-{image_size}-seed{seed}", pooling=pooling,
+                           model_kwargs=model_kwargs)
+    return _bundle(backbone, config)
+
+
+def preprocess(config: EncoderConfig, image: str | Path | np.ndarray) -> torch.Tensor:
+    """One image (path or 2-D array) -> normalized ``(1, S, S)`` float tensor for this encoder.
+
+    Raises:
+        UnreadableImage: a path that cannot be decoded.
+    """
+    pixels = read_image(image) if isinstance(image, (str, Path)) else to_unit_float(image)
+    tensor = resize_square(torch.from_numpy(np.ascontiguousarray(pixels)).unsqueeze(0), config.image_size)
+    mean = torch.tensor(config.mean, dtype=tensor.dtype).view(-1, 1, 1)
+    std = torch.tensor(config.std, dtype=tensor.dtype).view(-1, 1, 1)
+    return (tensor - mean) / std
+
+
+def _pick_device(device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def embed_images(bundle: EncoderBundle, images: Sequence[str | Path | np.ndarray], *, batch_size: int = 64,
+                 normalize: bool = True, device: str | torch.device | None = None) -> np.ndarray:
+    """Embed images with the encoder's own preprocessing.
+
+    Args:
+        bundle: from :func:`load_encoder` or :func:`random_encoder`.
+        images: file paths (PNG / JPEG / DICOM) or 2-D uint8 / float arrays.
+        batch_size: images per forward pass.
+        normalize: L2-normalize each embedding.
+        device: ``cpu``, ``cuda``... (default: CUDA when available).
+
+    Returns:
+        float32 array of shape (N, D), rows in input order.
+
+    Raises:
+        UnreadableImage: a path that cannot be decoded (callers that must not stop skip such images first).
+    """
+    target = _pick_device(device)
+    model = bundle.model.to(target).eval()
+    outputs: list[np.ndarray] = []
+    for start in range(0, len(images), batch_size):
+        batch = torch.stack([preprocess(bundle.config, image) for image in images[start:start + batch_size]])
+        batch = batch.to(target)
+        if target.type == "cpu":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        vectors = model(batch).float()
+        if normalize:
+            vectors = torch.nn.functional.normalize(vectors, dim=1)
+        outputs.append(vectors.cpu().numpy())
+    if not outputs:
+        return np.zeros((0, bundle.embed_dim), dtype=np.float32)
+    return np.concatenate(outputs).astype(np.float32, copy=False)
