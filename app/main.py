@@ -1,0 +1,27 @@
+"""radloop Streamlit app: ``streamlit run app/main.py``.
+
+Reads the same workspace as the CLI (``$RADLOOP_WORKSPACE``, else ``./radloop-workspace``).  Each page is a
+flat module ``app/page_*.py`` that only renders what :mod:`radloop.app.views` returns.  Streamlit executes
+this file as a script, so everything is imported as ``radloop.app.*``.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from radloop.app import ui
+
+st.set_page_config(page_title="radloop", page_icon=":material/radiology:", layout="wide")
+
+PAGES = [
+    st.Page("page_overview.py", title="Overview", icon=":material/dashboard:", url_path="overview", default=True),
+    st.Page("page_search.py", title="Case search", icon=":material/image_search:", url_path="search"),
+    st.Page("page_reports.py", title="Report explorer", icon=":material/description:", url_path="reports"),
+    st.Page("page_queue.py", title="Selection queue", icon=":material/checklist:", url_path="queue"),
+    st.Page("page_rounds.py", title="Round control", icon=":material/autorenew:", url_path="rounds"),
+    st.Page("page_models.py", title="Models", icon=":material/model_training:", url_path="models"),
+]
+
+navigation = st.navigation(PAGES)
+ui.sidebar_workspace()
+navigation.run()

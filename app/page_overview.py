@@ -1,0 +1,71 @@
+"""Overview page: counts by body region and finding, weak-label coverage, rounds and the learning curve."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from radloop.app import ui, views
+
+
+@ui.safe_page
+def render() -> None:
+    """Render the overview of the workspace."""
+    st.title("Overview")
+    catalog = ui.require_catalog()
+    counts = catalog.counts()
+    columns = st.columns(5)
+    for column, (label, name) in zip(columns, [("Studies", "studies"), ("Images", "images"),
+                                              ("Reports", "reports"), ("Expert labels", "annotations"),
+                                              ("Rounds", "rounds")]):
+        column.metric(label, f"{counts[name]:,}")
+
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Images by body region")
+        regions = views.region_counts(catalog)
+        if regions.empty:
+            ui.next_step("No images yet: `radloop ingest ...` imports radiographs.")
+        else:
+            st.bar_chart(regions, x="body_region", y="images", horizontal=True, height=260)
+            st.dataframe(regions, hide_index=True, width="stretch")
+    with right:
+        st.subheader("Findings")
+        findings = views.finding_counts(catalog)
+        if findings.empty:
+            ui.next_step("No weak or expert labels yet: `radloop labels build` labels the reports.")
+        else:
+            st.caption("Reports with a positive / negative / uncertain mention (weak labels) and images "
+                       "with an expert label.")
+            st.dataframe(findings, hide_index=True, width="stretch")
+
+    st.subheader("Weak-label coverage")
+    coverage = views.weak_label_coverage(catalog)
+    first, second, third = st.columns(3)
+    first.metric("Reports labelled", f"{coverage.reports_labelled:,} / {coverage.reports:,}",
+                 f"{coverage.report_fraction:.0%}", delta_color="off")
+    second.metric("Images with a report", f"{coverage.images_with_report:,} / {coverage.images:,}")
+    third.metric("Images with weak labels", f"{coverage.images_labelled:,}",
+                 f"{coverage.image_fraction:.0%}", delta_color="off")
+    if coverage.rules_versions:
+        st.caption("Rules version(s): " + ", ".join(f"`{version}`" for version in coverage.rules_versions))
+    elif coverage.reports:
+        ui.next_step("The reports have no weak labels yet: run `radloop labels build`.")
+
+    st.subheader("Active-learning rounds")
+    rounds = views.rounds_frame(catalog)
+    if rounds.empty:
+        ui.next_step("No round yet: start one on the *Round control* page or with "
+                     "`radloop round start --strategy NAME --budget N` (`--simulate` without experts).")
+        return
+    curve = views.learning_curve(rounds)
+    if curve.empty:
+        st.caption("No round has recorded a metric yet (`radloop round finish` evaluates the model).")
+    else:
+        st.caption("Metric against expert labels spent")
+        st.line_chart(curve, x="labels", y="metric", color="metric_name", height=280,
+                      x_label="expert labels", y_label="metric")
+    st.dataframe(rounds.drop(columns=["round_id"]), hide_index=True, width="stretch")
+
+
+if __name__ == "__main__":
+    render()

@@ -1,0 +1,54 @@
+"""Selection queue page: the images the latest round picked, their scores and why they were chosen."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from radloop.app import ui, views
+
+THUMBNAILS = 8
+
+
+@ui.safe_page
+def render() -> None:
+    """Render the selection queue."""
+    st.title("Selection queue")
+    catalog = ui.require_catalog(need_images=True)
+    rounds = views.rounds_frame(catalog)
+    if rounds.empty:
+        ui.next_step("No round has selected images yet: start one on the *Round control* page or with "
+                     "`radloop round start --strategy NAME --budget N`.")
+        return
+    choices = {int(row.round_id): f"round {row.number} · {row.strategy} · {row.state}"
+               for row in rounds.iloc[::-1].itertuples()}
+    round_id = st.selectbox("Round", list(choices), format_func=choices.get, key="queue_round")
+    queue = views.selection_queue(catalog, round_id)
+    info = queue.round
+    columns = st.columns(4)
+    columns[0].metric("Selected", len(queue.items))
+    columns[1].metric("Awaiting labels", queue.pending)
+    columns[2].metric("Budget", info.budget)
+    columns[3].metric("State", info.state)
+    if queue.items.empty:
+        ui.next_step(f"Round {info.number} has not selected images yet: `radloop round start` resumes it.")
+        return
+    st.dataframe(queue.items, hide_index=True, width="stretch",
+                 column_config={"score": st.column_config.NumberColumn(format="%.4f"),
+                                "reason": st.column_config.TextColumn(width="large")})
+    st.subheader(f"Next to label (top {min(THUMBNAILS, queue.pending or len(queue.items))})")
+    pending = queue.items[~queue.items["annotated"]] if queue.pending else queue.items
+    ranked = pending.head(THUMBNAILS)
+    cards = {card.image_id: card for card in views.case_cards(catalog, ranked["image_id"].tolist())}
+    for column, row in zip(st.columns(4) * 2, ranked.itertuples()):
+        card = cards.get(row.image_id)
+        with column:
+            if card is not None and card.thumb is not None:
+                st.image(str(card.thumb), width="stretch")
+            st.markdown(f"**#{row.rank}** `{row.image_id}`")
+            score = f"score {row.score:.4f} · " if pd.notna(row.score) else ""
+            st.caption(f"{score}{row.reason or ''}")
+
+
+if __name__ == "__main__":
+    render()

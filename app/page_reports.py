@@ -1,0 +1,87 @@
+"""Report explorer: report text with highlighted finding mentions, their ConText modifiers and statuses."""
+
+from __future__ import annotations
+
+import logging
+
+import streamlit as st
+
+from radloop.app import ui, views_reports
+from radloop.core.vocabulary import FINDINGS, STATUSES
+
+logger = logging.getLogger(__name__)
+
+
+@st.cache_resource(show_spinner="Loading the report rules…")
+def _labeler():
+    """The report labeller (medspacy pipeline, loaded once per server), or None when not installed."""
+    try:
+        from radloop.labeling import ReportLabeler
+    except ImportError:
+        return None
+    return ReportLabeler()
+
+
+def _legend() -> str:
+    return " ".join(f'<mark style="background:{colour};color:#111;padding:0 4px;border-radius:3px">{status}</mark>'
+                    for status, colour in views_reports.STATUS_COLOURS.items())
+
+
+@ui.safe_page
+def render() -> None:
+    """Render the report explorer."""
+    st.title("Report explorer")
+    catalog = ui.require_catalog(need_reports=True)
+    filter_columns = st.columns([1, 1, 2])
+    finding = filter_columns[0].selectbox("Finding", ["any", *FINDINGS], key="reports_finding")
+    status = filter_columns[1].selectbox("Status", ["any", *STATUSES], key="reports_status",
+                                         disabled=finding == "any")
+    text = filter_columns[2].text_input("Text contains", key="reports_text")
+    reports = views_reports.list_reports(catalog, finding=None if finding == "any" else finding,
+                                         status=None if status == "any" or finding == "any" else status,
+                                         text=text or None)
+    if reports.empty:
+        ui.next_step("No report matches these filters." if finding != "any" or text else
+                     views_reports.NEXT_STEP_WEAK)
+        return
+    if not views_reports.weak_label_total(catalog):
+        ui.next_step(views_reports.NEXT_STEP_WEAK)
+    labels = {row.report_id: f"{row.report_id} · {row.findings or 'no mentions'}" for row in reports.itertuples()}
+    report_id = st.selectbox(f"Report ({len(reports)} shown)", list(labels), format_func=labels.get,
+                             key="reports_id")
+    detail = views_reports.report_detail(catalog, report_id)
+    if detail is None:
+        st.warning(f"Report {report_id} is no longer in the catalog.")
+        return
+
+    source = st.radio("Mentions", ["live rules (ConText modifiers)", "stored weak labels"], horizontal=True,
+                      key="reports_source")
+    mentions, caption = detail.stored, "Stored weak labels" + (
+        f" (rules {', '.join(detail.rules_versions)})" if detail.rules_versions else "")
+    if source.startswith("live"):
+        labeler = _labeler()
+        if labeler is None:
+            ui.next_step(views_reports.NEXT_STEP_LABELER)
+        else:
+            try:
+                mentions = views_reports.live_mentions(labeler, detail.text)
+                caption = f"Live rules `{labeler.rules_version}`"
+            except (ValueError, RuntimeError) as error:
+                logger.warning("labeller failed on %s", report_id, exc_info=True)
+                st.warning(f"The labeller failed on this report ({error}); showing stored weak labels.")
+
+    st.markdown(f"**{detail.report_id}** · study `{detail.study_id or '—'}` · "
+                f"{len(detail.image_ids)} image(s)")
+    st.html(_legend())
+    st.html(views_reports.highlight_html(views_reports.highlight_segments(detail.text, mentions)))
+    st.caption(caption)
+    if mentions:
+        st.dataframe(views_reports.mentions_frame(mentions), hide_index=True, width="stretch")
+    else:
+        st.caption("No finding mentioned in this report.")
+    if detail.expert_codes:
+        st.caption("Expert codes (MeSH): " + "; ".join(detail.expert_codes))
+
+
+if __name__ == "__main__":
+    render()

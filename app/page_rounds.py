@@ -1,0 +1,95 @@
+"""Round control page: start and finish active-learning rounds with progress.
+
+The work is done by the round scripts (``radloop.app.rounds``), the same functions as
+``radloop round start`` / ``radloop round finish``; this page only collects the parameters and shows progress.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from radloop.app import ui, views, views_rounds
+
+
+def _progress_reporter(status, bar):
+    def report(fraction: float = 0.0, text: str = "", *_, **__) -> None:
+        if isinstance(fraction, str):  # (text, fraction) order
+            fraction, text = (text if isinstance(text, (int, float)) else 0.0), fraction
+        bar.progress(min(max(float(fraction or 0.0), 0.0), 1.0), text=text or None)
+        if text:
+            status.update(label=text)
+    return report
+
+
+def _run(action: str, function, catalog, **kwargs) -> None:
+    with st.status(f"{action}…", expanded=True) as status:
+        bar = st.progress(0.0)
+        result = views_rounds.run_round_action(function, catalog, progress=_progress_reporter(status, bar),
+                                               **kwargs)
+        if result.ok:
+            bar.progress(1.0)
+            status.update(label=f"{action}: done", state="complete")
+            if result.summary:
+                st.json(result.summary, expanded=False)
+        else:
+            status.update(label=f"{action}: failed", state="error")
+            st.error(result.message)
+            ui.next_step("Fix the cause above and press the button again: every round step is resumable. "
+                         "`radloop round status` shows where the round stands.")
+
+
+@ui.safe_page
+def render() -> None:
+    """Render round control."""
+    st.title("Round control")
+    catalog = ui.require_catalog(need_images=True)
+    current = views.latest_round(catalog)
+    if current is None:
+        st.caption("No round yet.")
+    else:
+        columns = st.columns(4)
+        columns[0].metric("Latest round", current.number)
+        columns[1].metric("State", current.state)
+        columns[2].metric("Labels spent", current.labels_spent)
+        if current.metric_after is not None:
+            delta = (current.metric_after - current.metric_before if current.metric_before is not None else None)
+            columns[3].metric(current.metric_name or "metric", f"{current.metric_after:.3f}",
+                              None if delta is None else f"{delta:+.3f}")
+        elif current.metric_before is not None:
+            columns[3].metric(f"{current.metric_name or 'metric'} (before)", f"{current.metric_before:.3f}")
+
+    label_studio = views_rounds.label_studio_status()
+    if label_studio.reachable:
+        st.success(label_studio.message, icon=":material/check_circle:")
+    else:
+        st.warning(label_studio.message, icon=":material/cloud_off:")
+
+    api = views_rounds.rounds_api()
+    if not api.available:
+        ui.next_step(api.message)
+        return
+
+    start_column, finish_column = st.columns(2)
+    with start_column, st.form("start_round"):
+        st.subheader("Start a round")
+        strategy = st.selectbox("Strategy", views_rounds.strategy_names(), key="round_strategy")
+        budget = st.number_input("Budget (images to label)", min_value=1, max_value=10_000, value=20, step=5,
+                                 key="round_budget")
+        simulate = st.checkbox("Simulate the experts (answer from the dataset's ground truth)",
+                               value=not label_studio.reachable, key="round_simulate")
+        start = st.form_submit_button("Start round", type="primary")
+    with finish_column, st.form("finish_round"):
+        st.subheader("Finish the round")
+        st.caption("Pull the annotations, fine-tune, evaluate and record the metric before/after.")
+        finish = st.form_submit_button("Finish round")
+    if start:
+        if not simulate and not label_studio.reachable:
+            st.info("No Label Studio: the round writes the Label Studio import file under `rounds/`; "
+                    "import it by hand or tick *Simulate*.")
+        _run("Starting round", api.start, catalog, strategy=strategy, budget=int(budget), simulate=simulate)
+    if finish:
+        _run("Finishing round", api.finish, catalog, simulate=simulate)
+
+
+if __name__ == "__main__":
+    render()

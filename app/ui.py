@@ -1,0 +1,99 @@
+"""Streamlit helpers shared by the pages: the workspace, the cached catalog, and safe rendering.
+
+Pages call :func:`require_catalog` first: in a workspace without a catalog it shows what to run and
+stops the page.  :func:`safe_page` turns any unexpected error into a short message plus the next step,
+so users never see a traceback (the full error goes to the server log).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+
+from radloop.app import views
+from radloop.core.catalog import Catalog
+from radloop.core.workspace import Workspace, resolve_workspace
+
+__all__ = ["workspace", "require_catalog", "safe_page", "next_step", "cached_catalog", "sidebar_workspace"]
+
+logger = logging.getLogger("radloop.app")
+
+
+def workspace() -> Workspace:
+    """The app's workspace: ``$RADLOOP_WORKSPACE``, else the CLI's default ``./radloop-workspace``."""
+    return resolve_workspace()
+
+
+@st.cache_resource(show_spinner=False)
+def cached_catalog(root: str, database_url: str) -> Catalog:
+    """One catalog handle per workspace for the whole server (a failed open is not cached)."""
+    return views.open_catalog(resolve_workspace(root))
+
+
+def open_catalog_or_none(ws: Workspace) -> Catalog | None:
+    """The workspace's catalog, or None when it has none yet."""
+    try:
+        return cached_catalog(str(ws.root), ws.database_url)
+    except FileNotFoundError:
+        return None
+
+
+def next_step(message: str) -> None:
+    """Show what the user should do next."""
+    st.info(message, icon=":material/arrow_forward:")
+
+
+def require_catalog(*, need_images: bool = False, need_reports: bool = False) -> Catalog:
+    """The catalog, or show the next step and stop the page when the workspace has no (relevant) data."""
+    ws = workspace()
+    catalog = open_catalog_or_none(ws)
+    if catalog is None:
+        st.warning(f"No radloop catalog in `{ws.root}`.")
+        next_step(views.NEXT_STEP_EMPTY + " Point the app at another workspace with "
+                  "`RADLOOP_WORKSPACE=/path/to/workspace streamlit run app/main.py`.")
+        st.stop()
+    counts = catalog.counts()
+    if counts["images"] + counts["reports"] == 0 or (need_images and not counts["images"]) \
+            or (need_reports and not counts["reports"]):
+        what = "images" if need_images else "reports" if need_reports else "images or reports"
+        st.warning(f"The workspace `{ws.root}` has no {what} yet.")
+        next_step(views.NEXT_STEP_EMPTY)
+        st.stop()
+    return catalog
+
+
+def safe_page(render: Callable[[], Any]) -> Callable[[], Any]:
+    """Decorate a page's ``render``: unexpected errors become a message, not a traceback."""
+
+    @functools.wraps(render)
+    def wrapper() -> Any:
+        try:
+            return render()
+        except Exception as error:  # noqa: BLE001 - the page must never show a traceback
+            if type(error).__module__.startswith("streamlit"):  # st.stop / st.rerun control flow
+                raise
+            logger.exception("page %s failed", render.__code__.co_filename)
+            st.error(f"This page could not be shown: {type(error).__name__}: {error}")
+            next_step("Check that the workspace was built by this radloop version (`radloop demo` builds a "
+                      "fresh one); the server log has the details.")
+            return None
+
+    return wrapper
+
+
+def sidebar_workspace() -> None:
+    """Sidebar: which workspace the app reads and its main counts."""
+    ws = workspace()
+    catalog = open_catalog_or_none(ws)
+    with st.sidebar:
+        st.caption(f"Workspace: `{ws.root}`")
+        if catalog is None:
+            st.caption("no catalog yet")
+            return
+        counts = catalog.counts()
+        st.caption(" · ".join(f"{counts[name]} {name.replace('_', ' ')}"
+                              for name in ("images", "reports", "annotations", "rounds")))

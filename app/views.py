@@ -1,0 +1,419 @@
+"""Read-only queries behind the Streamlit app: pure functions over the catalog, no Streamlit.
+
+Every page of ``app/main.py`` only renders what these functions return (dataclasses and pandas
+DataFrames), so the queries are testable without a browser and the UI holds no business logic.
+Case search, report highlighting and round control live in :mod:`radloop.app.views_search`,
+:mod:`radloop.app.views_reports` and :mod:`radloop.app.views_rounds`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import distinct, func, select
+
+from radloop.core.catalog import Catalog
+from radloop.core.schema import Annotation, Image, Model, Report, Round, Selection, Study, WeakLabel
+from radloop.core.workspace import Workspace
+
+__all__ = [
+    "NEXT_STEP_EMPTY", "WorkspaceState", "Coverage", "RoundInfo", "SelectionQueue", "CaseCard",
+    "workspace_state", "open_catalog", "region_counts", "finding_counts", "weak_label_coverage",
+    "rounds_frame", "learning_curve", "list_cases", "case_cards", "latest_round", "selection_queue",
+    "models_frame",
+]
+
+#: What to do in a workspace without a catalog or without images.
+NEXT_STEP_EMPTY = (
+    "Run `radloop demo` for the whole loop on the bundled real data, or import your archive with "
+    "`radloop ingest ...` (then `radloop labels build` for weak labels from the reports).")
+
+
+@dataclass(frozen=True)
+class WorkspaceState:
+    """Whether a workspace holds a catalog, and the row counts of its main tables."""
+
+    root: Path
+    has_catalog: bool
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def is_empty(self) -> bool:
+        """True when there is no catalog or it has neither images nor reports."""
+        return not self.has_catalog or (self.counts.get("images", 0) + self.counts.get("reports", 0)) == 0
+
+
+def open_catalog(workspace: Workspace) -> Catalog:
+    """Open an existing catalog without creating a new one.
+
+    Raises:
+        FileNotFoundError: the workspace has no catalog yet (message says what to run).
+    """
+    return Catalog.open(workspace, create=False)
+
+
+def workspace_state(workspace: Workspace, catalog: Catalog | None) -> WorkspaceState:
+    """Summarise ``workspace``; ``catalog`` is None when it could not be opened."""
+    if catalog is None:
+        return WorkspaceState(root=workspace.root, has_catalog=False)
+    return WorkspaceState(root=workspace.root, has_catalog=True, counts=catalog.counts())
+
+
+def region_counts(catalog: Catalog) -> pd.DataFrame:
+    """Images and studies per body region (``unknown`` for images without one), largest first.
+
+    Returns:
+        DataFrame with columns ``body_region, images, studies``.
+    """
+    with catalog.session() as session:
+        rows = session.execute(
+            select(Image.body_region, func.count(Image.id), func.count(distinct(Image.study_id)))
+            .group_by(Image.body_region)).all()
+    frame = pd.DataFrame([(region or "unknown", images, studies) for region, images, studies in rows],
+                         columns=["body_region", "images", "studies"])
+    return frame.sort_values(["images", "body_region"], ascending=[False, True], ignore_index=True)
+
+
+def finding_counts(catalog: Catalog) -> pd.DataFrame:
+    """Per finding: reports with a positive / negative / uncertain weak mention, and expert-labelled images.
+
+    A report counts once per (finding, status) even when it mentions the finding several times.
+    ``expert_positive`` counts images with a box or a present (value 1) choice annotation;
+    ``expert_negative`` images with an absent (value 0) choice annotation.
+
+    Returns:
+        DataFrame with columns ``finding, positive, negative, uncertain, expert_positive, expert_negative``,
+        sorted by the number of positive reports.
+    """
+    table: dict[str, Counter] = defaultdict(Counter)
+    with catalog.session() as session:
+        for finding, status, reports in session.execute(
+                select(WeakLabel.finding, WeakLabel.status, func.count(distinct(WeakLabel.report_id)))
+                .group_by(WeakLabel.finding, WeakLabel.status)):
+            table[finding][status] += reports
+        for label, images in session.execute(
+                select(Annotation.label, func.count(distinct(Annotation.image_id)))
+                .where(Annotation.kind == "box").group_by(Annotation.label)):
+            table[label]["expert_positive_box"] += images
+        choices = session.execute(
+            select(Annotation.image_id, Annotation.label, Annotation.meta).where(Annotation.kind == "choice")
+            .order_by(Annotation.created_at, Annotation.id)).all()
+    latest: dict[tuple[str, str], int] = {}
+    for image_id, label, meta in choices:  # newest annotation of an (image, finding) wins
+        latest[(image_id, label)] = int(bool((meta or {}).get("value", 1)))
+    for (_, label), value in latest.items():
+        table[label]["expert_positive_choice" if value else "expert_negative"] += 1
+    columns = ["finding", "positive", "negative", "uncertain", "expert_positive", "expert_negative"]
+    rows = [(finding, counts["positive"], counts["negative"], counts["uncertain"],
+             counts["expert_positive_box"] + counts["expert_positive_choice"], counts["expert_negative"])
+            for finding, counts in table.items()]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values(["positive", "expert_positive", "finding"], ascending=[False, False, True],
+                             ignore_index=True)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How much of the archive the report rules have labelled."""
+
+    reports: int
+    reports_labelled: int
+    images: int
+    images_with_report: int
+    images_labelled: int
+    rules_versions: tuple[str, ...]
+
+    @property
+    def report_fraction(self) -> float:
+        """Share of reports that went through the labeller (0 when there are none)."""
+        return self.reports_labelled / self.reports if self.reports else 0.0
+
+    @property
+    def image_fraction(self) -> float:
+        """Share of images whose study has a labelled report."""
+        return self.images_labelled / self.images if self.images else 0.0
+
+
+def weak_label_coverage(catalog: Catalog) -> Coverage:
+    """Reports with at least one weak label, and images whose study has such a report.
+
+    A report without any mention (e.g. a very short normal report) counts as not labelled: the rules found
+    nothing to say about it.
+    """
+    with catalog.session() as session:
+        reports = session.scalar(select(func.count(Report.id))) or 0
+        labelled = session.scalar(select(func.count(distinct(WeakLabel.report_id)))) or 0
+        images = session.scalar(select(func.count(Image.id))) or 0
+        reported_studies = select(Report.study_id).where(Report.study_id.is_not(None))
+        with_report = session.scalar(
+            select(func.count(Image.id)).where(Image.study_id.in_(reported_studies))) or 0
+        labelled_studies = (select(Report.study_id).join(WeakLabel, WeakLabel.report_id == Report.id)
+                            .where(Report.study_id.is_not(None)))
+        images_labelled = session.scalar(
+            select(func.count(Image.id)).where(Image.study_id.in_(labelled_studies))) or 0
+        versions = tuple(sorted(session.scalars(select(WeakLabel.rules_version).distinct()).all()))
+    return Coverage(reports=reports, reports_labelled=labelled, images=images, images_with_report=with_report,
+                    images_labelled=images_labelled, rules_versions=versions)
+
+
+ROUND_COLUMNS = ["round_id", "number", "state", "strategy", "budget", "task", "labels_spent", "labels_total",
+                 "metric_name", "metric_before", "metric_after", "gain", "model_version", "created_at",
+                 "finished_at"]
+
+
+def rounds_frame(catalog: Catalog) -> pd.DataFrame:
+    """All active-learning rounds in order, with the cumulative labels spent and the metric gain.
+
+    Returns:
+        DataFrame with the columns of :data:`ROUND_COLUMNS` (empty when no round was run).
+    """
+    with catalog.session() as session:
+        rounds = session.scalars(select(Round).order_by(Round.number, Round.id)).all()
+    rows, total = [], 0
+    for round_ in rounds:
+        total += round_.labels_spent or 0
+        gain = (round_.metric_after - round_.metric_before
+                if round_.metric_after is not None and round_.metric_before is not None else None)
+        rows.append((round_.id, round_.number, round_.state, round_.strategy, round_.budget, round_.task,
+                     round_.labels_spent or 0, total, round_.metric_name, round_.metric_before,
+                     round_.metric_after, gain, round_.model_version, round_.created_at, round_.finished_at))
+    return pd.DataFrame(rows, columns=ROUND_COLUMNS)
+
+
+def learning_curve(rounds: pd.DataFrame) -> pd.DataFrame:
+    """Metric against the cumulative number of expert labels, one line per metric name.
+
+    Each finished round gives the point (labels before it, metric before) and (labels after it, metric
+    after); duplicate x positions keep the latest value.
+
+    Args:
+        rounds: output of :func:`rounds_frame`.
+
+    Returns:
+        DataFrame with columns ``labels, metric, metric_name`` sorted by labels (empty without metrics).
+    """
+    points: dict[tuple[str, int], float] = {}
+    for row in rounds.itertuples(index=False):
+        name = row.metric_name or "metric"
+        before = row.labels_total - row.labels_spent
+        if pd.notna(row.metric_before):
+            points[(name, int(before))] = float(row.metric_before)
+        if pd.notna(row.metric_after):
+            points[(name, int(row.labels_total))] = float(row.metric_after)
+    frame = pd.DataFrame([(labels, metric, name) for (name, labels), metric in points.items()],
+                         columns=["labels", "metric", "metric_name"])
+    return frame.sort_values(["metric_name", "labels"], ignore_index=True)
+
+
+def list_cases(catalog: Catalog, *, body_region: str | None = None, limit: int = 500) -> pd.DataFrame:
+    """Images to pick a query case from, newest first.
+
+    Returns:
+        DataFrame with columns ``image_id, study_id, body_region, split, dataset, external_id``.
+    """
+    with catalog.session() as session:
+        query = (select(Image.id, Image.study_id, Image.body_region, Study.split, Image.dataset,
+                        Image.external_id).join(Study, Study.id == Image.study_id))
+        if body_region:
+            query = query.where(Image.body_region == body_region)
+        rows = session.execute(query.order_by(Image.created_at.desc(), Image.id).limit(limit)).all()
+    return pd.DataFrame([tuple(row) for row in rows],
+                        columns=["image_id", "study_id", "body_region", "split", "dataset", "external_id"])
+
+
+@dataclass(frozen=True)
+class CaseCard:
+    """What a grid tile shows about one image.
+
+    ``thumb`` is an absolute path (None when the file is missing); ``expert_labels`` maps finding -> 1/0
+    from annotations; ``weak_labels`` maps finding -> status from its study's reports.
+    """
+
+    image_id: str
+    study_id: str
+    body_region: str | None
+    split: str | None
+    thumb: Path | None
+    expert_labels: dict[str, int]
+    weak_labels: dict[str, str]
+    report_id: str | None
+    report_snippet: str
+    distance: float | None = None
+
+    @property
+    def label_summary(self) -> str:
+        """One line: expert labels first, then weak labels (``finding?`` for uncertain, ``no finding``)."""
+        parts = [f"{finding}={value}" for finding, value in sorted(self.expert_labels.items())]
+        for finding, status in sorted(self.weak_labels.items()):
+            parts.append({"positive": finding, "negative": f"no {finding}"}.get(status, f"{finding}?"))
+        return ", ".join(parts) if parts else "no labels"
+
+
+#: When a report mentions a finding several times, which status the card shows.
+_STATUS_PRIORITY = {"positive": 3, "uncertain": 2, "negative": 1}
+
+
+def _snippet(report: Report | None, length: int) -> str:
+    if report is None:
+        return ""
+    sections = report.sections or {}
+    text = " ".join(str(sections[name]) for name in ("FINDINGS", "IMPRESSION") if sections.get(name)) or report.text
+    text = " ".join(text.split())
+    return text if len(text) <= length else text[:length - 1].rstrip() + "…"
+
+
+def case_cards(catalog: Catalog, image_ids: list[str], *, distances: list[float] | None = None,
+               snippet_length: int = 160) -> list[CaseCard]:
+    """Grid tiles for ``image_ids`` in the given order (unknown ids are skipped).
+
+    Args:
+        catalog: the catalog.
+        image_ids: images to show.
+        distances: optional distance of each image to a query, same order as ``image_ids``.
+        snippet_length: maximum characters of report text per tile.
+    """
+    from radloop.core.targets import image_targets
+
+    distance_of = dict(zip(image_ids, distances)) if distances is not None else {}
+    targets = {target.image_id: target for target in image_targets(catalog, image_ids=list(image_ids))}
+    with catalog.session() as session:
+        images = {image.id: image for image in session.scalars(select(Image).where(Image.id.in_(image_ids)))}
+        study_ids = {image.study_id for image in images.values()}
+        reports: dict[str, Report] = {}
+        for report in session.scalars(select(Report).where(Report.study_id.in_(study_ids)).order_by(Report.id)):
+            reports.setdefault(report.study_id, report)
+        weak: dict[str, dict[str, str]] = defaultdict(dict)
+        report_ids = [report.id for report in reports.values()]
+        for label in session.scalars(select(WeakLabel).where(WeakLabel.report_id.in_(report_ids))):
+            current = weak[label.report_id].get(label.finding)
+            if current is None or _STATUS_PRIORITY.get(label.status, 0) > _STATUS_PRIORITY.get(current, 0):
+                weak[label.report_id][label.finding] = label.status
+    cards = []
+    for image_id in image_ids:
+        image = images.get(image_id)
+        if image is None:
+            continue
+        thumb = catalog.workspace.absolute(image.thumb_path) if image.thumb_path else None
+        report = reports.get(image.study_id)
+        target = targets.get(image_id)
+        cards.append(CaseCard(
+            image_id=image_id, study_id=image.study_id, body_region=image.body_region,
+            split=target.split if target else None,
+            thumb=thumb if thumb is not None and thumb.is_file() else None,
+            expert_labels=dict(target.labels) if target else {},
+            weak_labels=dict(weak.get(report.id, {})) if report else {},
+            report_id=report.id if report else None, report_snippet=_snippet(report, snippet_length),
+            distance=distance_of.get(image_id)))
+    return cards
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """One active-learning round as the app shows it."""
+
+    round_id: int
+    number: int
+    state: str
+    strategy: str
+    budget: int
+    labels_spent: int
+    metric_name: str | None
+    metric_before: float | None
+    metric_after: float | None
+    model_version: str | None
+
+
+def _round_info(round_: Round) -> RoundInfo:
+    return RoundInfo(round_id=round_.id, number=round_.number, state=round_.state, strategy=round_.strategy,
+                     budget=round_.budget, labels_spent=round_.labels_spent or 0, metric_name=round_.metric_name,
+                     metric_before=round_.metric_before, metric_after=round_.metric_after,
+                     model_version=round_.model_version)
+
+
+def latest_round(catalog: Catalog) -> RoundInfo | None:
+    """The most recent round (highest number), or None before the first one."""
+    with catalog.session() as session:
+        round_ = session.scalars(select(Round).order_by(Round.number.desc(), Round.id.desc())).first()
+        return _round_info(round_) if round_ is not None else None
+
+
+@dataclass(frozen=True)
+class SelectionQueue:
+    """The images a round picked for annotation.
+
+    ``items`` has columns ``rank, image_id, score, strategy, reason, body_region, annotated, ls_task_id``;
+    ``annotated`` says whether the round already received an expert answer (any annotation kind, skips
+    included) for the image.
+    """
+
+    round: RoundInfo | None
+    items: pd.DataFrame
+
+    @property
+    def pending(self) -> int:
+        """Selected images the round has no expert answer for yet."""
+        return int((~self.items["annotated"]).sum()) if len(self.items) else 0
+
+
+def selection_queue(catalog: Catalog, round_id: int | None = None) -> SelectionQueue:
+    """Selections of ``round_id`` (default: the latest round), by rank."""
+    columns = ["rank", "image_id", "score", "strategy", "reason", "body_region", "annotated", "ls_task_id"]
+    with catalog.session() as session:
+        if round_id is None:
+            round_ = session.scalars(select(Round).order_by(Round.number.desc(), Round.id.desc())).first()
+        else:
+            round_ = session.get(Round, round_id)
+        if round_ is None:
+            return SelectionQueue(round=None, items=pd.DataFrame(columns=columns))
+        rows = session.execute(
+            select(Selection, Image.body_region).join(Image, Image.id == Selection.image_id)
+            .where(Selection.round_id == round_.id).order_by(Selection.rank)).all()
+        selected = [selection.image_id for selection, _ in rows]
+        annotated = set(session.scalars(
+            select(Annotation.image_id).distinct().where(Annotation.image_id.in_(selected),
+                                                        Annotation.round_id == round_.id)))
+        info = _round_info(round_)
+    items = pd.DataFrame(
+        [(selection.rank, selection.image_id, selection.score, selection.strategy, selection.reason, region,
+          selection.image_id in annotated, selection.ls_task_id) for selection, region in rows],
+        columns=columns)
+    return SelectionQueue(round=info, items=items)
+
+
+def models_frame(catalog: Catalog, task: str | None = None) -> pd.DataFrame:
+    """The model registry, newest first, with every numeric metric as its own ``metric:<name>`` column.
+
+    Returns:
+        DataFrame with columns ``version, kind, task, current, parent_version, labels, created_at, path``
+        followed by the metric columns (sorted by name).
+    """
+    with catalog.session() as session:
+        query = select(Model).order_by(Model.created_at.desc(), Model.version)
+        if task:
+            query = query.where(Model.task == task)
+        models = session.scalars(query).all()
+    rows = []
+    for model in models:
+        row = {"version": model.version, "kind": model.kind, "task": model.task, "current": bool(model.is_current),
+               "parent_version": model.parent_version, "labels": len(model.annotation_ids or []),
+               "created_at": model.created_at, "path": model.path}
+        for name, value in _flat_metrics(model.metrics or {}).items():
+            row[f"metric:{name}"] = value
+        rows.append(row)
+    base = ["version", "kind", "task", "current", "parent_version", "labels", "created_at", "path"]
+    frame = pd.DataFrame(rows, columns=None if rows else base)
+    metric_columns = sorted(column for column in frame.columns if column.startswith("metric:"))
+    return frame[base + metric_columns]
+
+
+def _flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for name, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(_flat_metrics(value, f"{prefix}{name}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[f"{prefix}{name}"] = float(value)
+    return flat

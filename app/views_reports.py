@@ -1,0 +1,178 @@
+"""Report explorer queries: report lists, stored weak labels, live ConText mentions, highlight segments."""
+
+from __future__ import annotations
+
+import html
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import pandas as pd
+from sqlalchemy import distinct, func, select
+
+from radloop.core.catalog import Catalog
+from radloop.core.records import FindingMention
+from radloop.core.schema import Image, Report, WeakLabel
+
+__all__ = ["ReportDetail", "Segment", "list_reports", "report_detail", "stored_mentions", "live_mentions",
+           "mentions_frame", "highlight_segments", "highlight_html", "STATUS_COLOURS", "NEXT_STEP_LABELER"]
+
+logger = logging.getLogger(__name__)
+
+#: Background colour of a highlighted mention per status (colour-blind-safe pairs, dark text).
+STATUS_COLOURS = {"positive": "#f4a582", "negative": "#92c5de", "uncertain": "#fddbc7"}
+NEXT_STEP_LABELER = ("The report labeller is not available in this build (`radloop.labeling.ReportLabeler`): "
+                     "install the `labeling` extra. Showing the weak labels stored in the catalog instead.")
+NEXT_STEP_WEAK = "No weak labels stored yet: run `radloop labels build` to label the reports."
+
+
+def list_reports(catalog: Catalog, *, finding: str | None = None, status: str | None = None,
+                 text: str | None = None, limit: int = 200) -> pd.DataFrame:
+    """Reports matching the filters, by id.
+
+    Args:
+        catalog: the catalog.
+        finding: keep reports with a stored weak label of this finding.
+        status: with ``finding``, keep only mentions of this status.
+        text: case-insensitive substring of the report text.
+        limit: maximum rows.
+
+    Returns:
+        DataFrame with columns ``report_id, study_id, mentions, findings`` (``findings`` a comma list).
+    """
+    with catalog.session() as session:
+        query = select(Report.id, Report.study_id)
+        if finding:
+            matching = select(WeakLabel.report_id).where(WeakLabel.finding == finding)
+            if status:
+                matching = matching.where(WeakLabel.status == status)
+            query = query.where(Report.id.in_(matching))
+        if text:
+            query = query.where(func.lower(Report.text).contains(text.lower()))
+        rows = session.execute(query.order_by(Report.id).limit(limit)).all()
+        report_ids = [report_id for report_id, _ in rows]
+        found: dict[str, list[str]] = {}
+        counts: dict[str, int] = {}
+        for report_id, label_finding, mentions in session.execute(
+                select(WeakLabel.report_id, WeakLabel.finding, func.count(WeakLabel.id))
+                .where(WeakLabel.report_id.in_(report_ids)).group_by(WeakLabel.report_id, WeakLabel.finding)):
+            found.setdefault(report_id, []).append(label_finding)
+            counts[report_id] = counts.get(report_id, 0) + mentions
+    return pd.DataFrame([(report_id, study_id, counts.get(report_id, 0), ", ".join(sorted(found.get(report_id, []))))
+                         for report_id, study_id in rows],
+                        columns=["report_id", "study_id", "mentions", "findings"])
+
+
+@dataclass(frozen=True)
+class ReportDetail:
+    """One report with its stored weak labels and the images of its study."""
+
+    report_id: str
+    study_id: str | None
+    text: str
+    sections: dict[str, str]
+    expert_codes: list[str]
+    image_ids: list[str]
+    stored: list[FindingMention]
+    rules_versions: tuple[str, ...]
+
+
+def stored_mentions(catalog: Catalog, report_id: str) -> tuple[list[FindingMention], tuple[str, ...]]:
+    """The ``WeakLabel`` rows of a report as mentions (by offset), and the rule versions that made them."""
+    with catalog.session() as session:
+        rows = session.scalars(select(WeakLabel).where(WeakLabel.report_id == report_id)
+                               .order_by(WeakLabel.start, WeakLabel.id)).all()
+    mentions = [FindingMention(finding=row.finding, status=row.status, temporality=row.temporality, site=row.site,
+                               laterality=row.laterality, device_type=row.device_type, evidence=row.evidence,
+                               start=row.start, end=row.end, section=row.section) for row in rows]
+    return mentions, tuple(sorted({row.rules_version for row in rows}))
+
+
+def report_detail(catalog: Catalog, report_id: str) -> ReportDetail | None:
+    """A report and its stored labels, or None when the id is unknown."""
+    with catalog.session() as session:
+        report = session.get(Report, report_id)
+        if report is None:
+            return None
+        image_ids = (list(session.scalars(select(Image.id).where(Image.study_id == report.study_id)
+                                          .order_by(Image.id)))
+                     if report.study_id else [])
+    mentions, versions = stored_mentions(catalog, report_id)
+    return ReportDetail(report_id=report.id, study_id=report.study_id, text=report.text,
+                        sections=dict(report.sections or {}), expert_codes=list(report.expert_codes or []),
+                        image_ids=image_ids, stored=mentions, rules_versions=versions)
+
+
+def weak_label_total(catalog: Catalog) -> int:
+    """Number of reports with stored weak labels."""
+    with catalog.session() as session:
+        return session.scalar(select(func.count(distinct(WeakLabel.report_id)))) or 0
+
+
+def live_mentions(labeler: Any, text: str) -> list[FindingMention]:
+    """Run the report labeller on ``text`` (mentions carry their ConText modifiers), sorted by offset."""
+    mentions = list(labeler.label(text))
+    return sorted(mentions, key=lambda mention: (mention.start if mention.start is not None else -1))
+
+
+def mentions_frame(mentions: Iterable[FindingMention]) -> pd.DataFrame:
+    """One row per mention: what was found, its status, its modifiers and where it is in the text."""
+    rows = [(mention.finding, mention.status, mention.temporality, mention.site, mention.laterality,
+             mention.device_type, ", ".join(mention.modifiers), mention.section, mention.evidence, mention.start,
+             mention.end) for mention in mentions]
+    return pd.DataFrame(rows, columns=["finding", "status", "temporality", "site", "laterality", "device_type",
+                                       "modifiers", "section", "evidence", "start", "end"])
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of report text; ``mention`` is the mention it belongs to (None for plain text)."""
+
+    text: str
+    mention: FindingMention | None = None
+
+
+def highlight_segments(text: str, mentions: Iterable[FindingMention]) -> list[Segment]:
+    """Cut ``text`` into plain and mention segments, in order.
+
+    Mentions without valid offsets are skipped; when two mentions overlap, the earlier-starting (then longer)
+    one is highlighted and the other is only listed in the table.
+    """
+    spans = sorted(((mention.start, mention.end, mention) for mention in mentions
+                    if mention.start is not None and mention.end is not None
+                    and 0 <= mention.start < mention.end <= len(text)),
+                   key=lambda span: (span[0], -span[1]))
+    segments, cursor = [], 0
+    for start, end, mention in spans:
+        if start < cursor:
+            continue
+        if start > cursor:
+            segments.append(Segment(text[cursor:start]))
+        segments.append(Segment(text[start:end], mention))
+        cursor = end
+    if cursor < len(text):
+        segments.append(Segment(text[cursor:]))
+    return segments
+
+
+def highlight_html(segments: Iterable[Segment]) -> str:
+    """HTML for the segments: mentions as ``<mark>`` coloured by status with the details as tooltip."""
+    parts = []
+    for segment in segments:
+        escaped = html.escape(segment.text)
+        mention = segment.mention
+        if mention is None:
+            parts.append(escaped)
+            continue
+        details = [mention.finding, mention.status]
+        details += [value for value in (mention.temporality if mention.temporality != "unspecified" else None,
+                                        mention.site, mention.laterality, mention.device_type) if value]
+        details += list(mention.modifiers)
+        colour = STATUS_COLOURS.get(mention.status, "#e0e0e0")
+        parts.append(f'<mark class="radloop-mention radloop-{html.escape(mention.status)}" '
+                     f'style="background:{colour};color:#111;padding:0 2px;border-radius:3px" '
+                     f'title="{html.escape(" | ".join(details))}">{escaped}'
+                     f'<sub style="font-size:0.65em"> {html.escape(mention.finding)}:{html.escape(mention.status)}'
+                     f'</sub></mark>')
+    body = "".join(parts).replace("\n", "<br>")
+    return f'<div class="radloop-report" style="line-height:1.8;white-space:normal">{body}</div>'

@@ -1,0 +1,131 @@
+"""Case search for the app: readiness checks and a guarded call to ``radloop.retrieval.search_cases``.
+
+Nothing here raises for a missing part: every problem comes back as a :class:`SearchOutcome` whose
+``message`` says what to run next, so the page never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+
+from radloop.app.views import CaseCard, case_cards
+from radloop.core.catalog import Catalog
+from radloop.core.schema import Embedding
+
+__all__ = ["SearchReadiness", "SearchOutcome", "search_readiness", "find_similar", "neighbour_pairs",
+           "NEXT_STEP_ENCODER", "NEXT_STEP_INDEX"]
+
+logger = logging.getLogger(__name__)
+
+NEXT_STEP_ENCODER = ("No encoder is registered in this workspace. Pretrain one with `radloop ssl pretrain` "
+                     "(or run `radloop demo`), then embed the images with `radloop embed` and build the index "
+                     "with `radloop index build`.")
+NEXT_STEP_INDEX = ("The images have no embeddings or no search index for the current encoder yet: run "
+                   "`radloop embed` and then `radloop index build`.")
+NEXT_STEP_RETRIEVAL = ("Case search is not available in this build (`radloop.retrieval.search_cases` is "
+                       "missing): install radloop with the `retrieval` extra (`pip install -e '.[all]'`).")
+
+
+@dataclass(frozen=True)
+class SearchReadiness:
+    """Whether case search can run: the current encoder and how many images it has embedded."""
+
+    encoder_version: str | None
+    embedded_images: int
+    message: str | None
+
+    @property
+    def ready(self) -> bool:
+        return self.message is None
+
+
+def search_readiness(catalog: Catalog) -> SearchReadiness:
+    """Check that an encoder is current and has embeddings (the index itself is checked by the search)."""
+    encoder = catalog.current_model("encoder", kind="encoder") or catalog.current_model("encoder")
+    if encoder is None:
+        return SearchReadiness(encoder_version=None, embedded_images=0, message=NEXT_STEP_ENCODER)
+    with catalog.session() as session:
+        embedded = session.scalar(select(func.count(Embedding.id))
+                                  .where(Embedding.model_version == encoder.version)) or 0
+    return SearchReadiness(encoder_version=encoder.version, embedded_images=embedded,
+                           message=None if embedded else NEXT_STEP_INDEX)
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """Neighbours of a query (closest first), or the reason there are none and what to do next."""
+
+    neighbours: list[CaseCard] = field(default_factory=list)
+    message: str | None = None
+    query_image_id: str | None = None
+
+
+def _field(item: Any, *names: str) -> Any:
+    for name in names:
+        if isinstance(item, dict) and name in item:
+            return item[name]
+        if hasattr(item, name):
+            return getattr(item, name)
+    return None
+
+
+def neighbour_pairs(result: Any) -> list[tuple[str, float | None]]:
+    """Normalise what ``search_cases`` returns into ``(image_id, distance)`` pairs, closest first.
+
+    Accepts a sequence of hits (objects or dicts with ``image_id`` and ``distance``/``score``), an object
+    holding such a sequence under ``neighbours``/``hits``/``results``, or a DataFrame with those columns.
+    """
+    if hasattr(result, "to_dict") and hasattr(result, "columns"):  # a DataFrame
+        result = result.to_dict("records")
+    for name in ("neighbours", "neighbors", "hits", "results"):
+        inner = _field(result, name)
+        if inner is not None and not isinstance(result, (list, tuple)):
+            result = inner
+            break
+    pairs = []
+    for item in result or []:
+        image_id = _field(item, "image_id", "id")
+        if image_id is None:
+            continue
+        distance = _field(item, "distance", "score")
+        pairs.append((str(image_id), None if distance is None else float(distance)))
+    return pairs
+
+
+def find_similar(catalog: Catalog, *, image: np.ndarray | None = None, case_id: str | None = None,
+                 k: int = 8, filters: dict[str, Any] | None = None) -> SearchOutcome:
+    """The ``k`` cases nearest to an uploaded ``image`` (2-D uint8 array) or to catalog image ``case_id``.
+
+    The query case itself is left out of its own neighbours.  Missing parts (retrieval not installed, no
+    encoder, no embeddings or index) give an outcome with a ``message`` instead of raising.
+    """
+    if (image is None) == (case_id is None):
+        return SearchOutcome(message="Upload an image or pick a case from the catalog.")
+    readiness = search_readiness(catalog)
+    if not readiness.ready:
+        return SearchOutcome(message=readiness.message, query_image_id=case_id)
+    try:
+        from radloop.retrieval import search_cases
+    except ImportError:
+        return SearchOutcome(message=NEXT_STEP_RETRIEVAL, query_image_id=case_id)
+    try:
+        # One extra neighbour so that the query case can be dropped from its own results.
+        result = search_cases(catalog, image=image, case_id=case_id, k=k + 1, filters=filters or None)
+    except (FileNotFoundError, LookupError) as error:
+        logger.info("case search unavailable: %s", error)
+        return SearchOutcome(message=f"{error}. {NEXT_STEP_INDEX}", query_image_id=case_id)
+    except (ValueError, RuntimeError, OSError) as error:
+        logger.warning("case search failed", exc_info=True)
+        return SearchOutcome(message=f"Case search failed: {error}", query_image_id=case_id)
+    pairs = [(image_id, distance) for image_id, distance in neighbour_pairs(result) if image_id != case_id][:k]
+    if not pairs:
+        return SearchOutcome(message="The index returned no neighbours (is it empty? run `radloop index build`).",
+                             query_image_id=case_id)
+    cards = case_cards(catalog, [image_id for image_id, _ in pairs],
+                       distances=[distance for _, distance in pairs])
+    return SearchOutcome(neighbours=cards, query_image_id=case_id)

@@ -1,0 +1,194 @@
+"""Every page of the Streamlit app under ``streamlit.testing`` AppTest, on a small real workspace and an empty one."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from app_workspace import build_app_workspace  # noqa: E402
+from conftest import DATA_ROOT, data_path  # noqa: E402
+
+MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+PAGES = ["page_overview.py", "page_search.py", "page_reports.py", "page_queue.py", "page_rounds.py",
+         "page_models.py"]
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def app_workspace(tmp_path_factory):
+    data_path("bone_fracture_xray_roboflow_v4", "yolo", "train")
+    data_path("iu_xray_reports", "NLMCXR_reports_dev.tgz")
+    data_path("iu_xray_images", "CXR3_IM-1384-1001.png")
+    return build_app_workspace(tmp_path_factory.mktemp("app") / "ws", DATA_ROOT)
+
+
+@pytest.fixture
+def env(monkeypatch):
+    """Isolate the app from the caller's environment: no database URL, a Label Studio that is down."""
+    monkeypatch.delenv("RADLOOP_DATABASE_URL", raising=False)
+    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")  # discard port: refused at once
+    return monkeypatch
+
+
+def open_page(workspace_root: Path, page: str, env) -> AppTest:
+    env.setenv("RADLOOP_WORKSPACE", str(workspace_root))
+    app = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
+    app.run()
+    if page != PAGES[0]:
+        app.switch_page(page).run()
+    assert not app.exception, [item.value for item in app.exception]
+    return app
+
+
+def texts(app: AppTest) -> str:
+    """Everything the page wrote, as one string (markdown, captions, alerts, titles, metrics)."""
+    parts = []
+    for kind in ("title", "subheader", "markdown", "caption", "info", "warning", "error", "success"):
+        parts += [str(element.value) for element in getattr(app, kind)]
+    parts += [f"{metric.label}={metric.value}" for metric in app.metric]
+    return "\n".join(parts)
+
+
+def test_overview_counts_coverage_and_learning_curve(app_workspace, env):
+    app = open_page(app_workspace.root, "page_overview.py", env)
+    assert app.title[0].value == "Overview"
+    metrics = {metric.label: metric.value for metric in app.metric}
+    assert metrics["Images"] == "9" and metrics["Reports"] == "6" and metrics["Rounds"] == "2"
+    regions = app.dataframe[0].value
+    assert {"chest", "elbow"} <= set(regions["body_region"])
+    assert regions["images"].sum() == 9
+    findings = app.dataframe[1].value.set_index("finding")
+    assert findings.loc["fracture", "expert_positive"] == 8
+    assert findings[["positive", "negative"]].to_numpy().sum() > 0
+    assert metrics["Reports labelled"] == "6 / 6"
+    assert "app-test-fixture" in texts(app)
+    charts = app.get("vega_lite_chart")
+    assert len(charts) == 2  # regions bar chart + learning curve
+    assert not app.error
+
+
+def test_search_page_says_what_to_do_without_embeddings(app_workspace, env):
+    app = open_page(app_workspace.root, "page_search.py", env)
+    assert app.title[0].value == "Case search"
+    assert "radloop embed" in texts(app)  # encoder registered, nothing embedded yet
+    assert app.selectbox(key="search_case").options  # cases to pick from
+    assert app.image, "the picked query case shows its thumbnail"
+    assert not app.error
+
+
+def test_search_page_without_encoder(catalog, env):
+    from app_workspace import _add_image
+
+    source = data_path("iu_xray_images", "CXR3_IM-1384-1001.png")
+    with catalog.session() as session:
+        _add_image(session, catalog.workspace, source, dataset="iu_xray", body_region="chest", split="test", meta={})
+    app = open_page(catalog.workspace.root, "page_search.py", env)
+    assert "No encoder is registered" in texts(app)
+    assert "radloop ssl pretrain" in texts(app)
+    assert not app.error
+
+
+def test_report_explorer_highlights_mentions(app_workspace, env):
+    app = open_page(app_workspace.root, "page_reports.py", env)
+    assert app.title[0].value == "Report explorer"
+    app.radio(key="reports_source").set_value("stored weak labels").run()
+    html = "\n".join(element.proto.body for element in app.get("html"))
+    assert '<mark class="radloop-mention radloop-negative"' in html
+    mentions = app.dataframe[0].value
+    assert {"finding", "status", "modifiers", "start", "end"} <= set(mentions.columns)
+    assert set(mentions["status"]) <= {"positive", "negative", "uncertain"}
+    # Filter: only reports with a negative pneumothorax mention remain selectable.
+    app.selectbox(key="reports_finding").set_value("pneumothorax").run()
+    app.selectbox(key="reports_status").set_value("negative").run()
+    options = app.selectbox(key="reports_id").options
+    assert options and all("pneumothorax" in option for option in options)
+    assert not app.exception and not app.error
+
+
+def test_selection_queue_shows_scores_and_reasons(app_workspace, env):
+    app = open_page(app_workspace.root, "page_queue.py", env)
+    assert app.title[0].value == "Selection queue"
+    items = app.dataframe[0].value
+    assert list(items["rank"]) == [1, 2, 3]
+    assert items["score"].is_monotonic_decreasing
+    assert items["reason"].str.contains("decision boundary").all()
+    assert {metric.label: metric.value for metric in app.metric}["Awaiting labels"] == "3"
+    assert len(app.image) == 3
+    assert not app.error
+
+
+def test_round_control_without_label_studio(app_workspace, env):
+    app = open_page(app_workspace.root, "page_rounds.py", env)
+    assert app.title[0].value == "Round control"
+    page = texts(app)
+    assert "Label Studio is not reachable" in page and "Simulate" in page
+    assert {metric.label: metric.value for metric in app.metric}["State"] == "selected"
+    assert not app.error
+
+
+def test_round_control_starts_a_round_with_progress(app_workspace, env):
+    calls = []
+
+    def start_round(catalog, *, strategy, budget, simulate, progress=None):
+        calls.append({"strategy": strategy, "budget": budget, "simulate": simulate})
+        progress(0.5, "embedding new images")
+        return {"round": 3, "selected": budget}
+
+    def finish_round(catalog, *, simulate=False, progress=None):
+        raise RuntimeError("round 3 has no annotations yet")
+
+    fake = types.ModuleType("radloop.app.rounds")
+    fake.start_round, fake.finish_round = start_round, finish_round
+    env.setitem(sys.modules, "radloop.app.rounds", fake)
+    import radloop.app
+
+    env.setattr(radloop.app, "rounds", fake, raising=False)
+    app = open_page(app_workspace.root, "page_rounds.py", env)
+    assert app.checkbox(key="round_simulate").value is True  # Label Studio is down
+    app.number_input(key="round_budget").set_value(5)
+    app.button[0].click().run()
+    assert calls == [{"strategy": app.selectbox(key="round_strategy").value, "budget": 5, "simulate": True}]
+    assert not app.error and not app.exception
+    assert app.json and '"selected": 5' in app.json[0].value
+    app.button[1].click().run()
+    assert "round 3 has no annotations yet" in app.error[0].value
+    assert "resumable" in texts(app)
+    assert not app.exception
+
+
+def test_models_page_lists_versions_and_metrics(app_workspace, env):
+    app = open_page(app_workspace.root, "page_models.py", env)
+    assert app.title[0].value == "Models"
+    models = app.dataframe[0].value
+    assert list(models["version"]) == ["findings-probe-r2", "findings-probe-r1", "enc-simclr-resnet18-0a1b2c3d"]
+    assert {"metric:auroc", "metric:fracture.auroc"} <= set(models.columns)
+    app.selectbox(key="models_task").set_value("findings").run()
+    assert len(app.dataframe[0].value) == 2
+    assert not app.error
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_empty_workspace_says_what_to_do(tmp_path, env, page):
+    app = open_page(tmp_path / "nothing-here", page, env)
+    page_text = texts(app)
+    assert "No radloop catalog" in page_text and "radloop demo" in page_text
+    assert not (tmp_path / "nothing-here" / "catalog.sqlite").exists(), "the app must not create a catalog"
+    assert not app.error
+
+
+def test_page_error_is_a_message_not_a_traceback(app_workspace, env):
+    from radloop.app import views
+
+    def broken(catalog):
+        raise KeyError("weak_labels")
+
+    env.setattr(views, "region_counts", broken)
+    app = open_page(app_workspace.root, "page_overview.py", env)
+    assert "could not be shown" in app.error[0].value
+    assert not app.exception
