@@ -1,0 +1,40 @@
+"""Catalog overview for `radloop info` and the app: counts by table, region, dataset, split, recent errors."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from radloop.core.catalog import Catalog
+from radloop.core.schema import Annotation, Image, IngestError, Report, Study
+
+__all__ = ["catalog_info"]
+
+
+def catalog_info(catalog: Catalog, *, recent_errors: int = 10) -> dict:
+    """A JSON-able overview of the catalog."""
+    result: dict = {"workspace": str(catalog.workspace.root), "schema_version": catalog.schema_version(),
+                    "counts": catalog.counts()}
+    with catalog.session() as session:
+        def grouped(column, *where) -> dict:
+            query = select(column, func.count()).where(*where).group_by(column).order_by(func.count().desc())
+            return {str(key) if key is not None else "unknown": count for key, count in session.execute(query)}
+
+        result["images_by_body_region"] = grouped(Image.body_region)
+        result["images_by_dataset"] = grouped(Image.dataset)
+        result["images_by_format"] = grouped(Image.source_format)
+        result["images_by_split"] = {
+            split: count for split, count in session.execute(
+                select(Study.split, func.count(Image.id)).join(Image, Image.study_id == Study.id)
+                .group_by(Study.split))}
+        result["studies_by_split"] = grouped(Study.split)
+        result["reports_by_dataset"] = grouped(Report.dataset)
+        result["reports_linked_to_study"] = session.scalar(
+            select(func.count()).select_from(Report).where(Report.study_id.is_not(None))) or 0
+        result["annotations_by_source"] = grouped(Annotation.source)
+        result["annotations_by_label"] = grouped(Annotation.label)
+        result["ingest_errors_by_stage"] = grouped(IngestError.stage)
+        last_run = session.scalars(select(IngestError.run_id).order_by(IngestError.id.desc()).limit(1)).first()
+        result["last_error_run"] = last_run
+        rows = session.scalars(select(IngestError).order_by(IngestError.id.desc()).limit(recent_errors)).all()
+        result["recent_errors"] = [f"[{row.run_id}] {row.stage}: {row.path}: {row.reason}" for row in rows]
+    return result

@@ -1,0 +1,289 @@
+"""Read a DICOM radiograph into display-ready float pixels plus a metadata record without patient identifiers.
+
+The grey-level pipeline follows DICOM PS3.3 C.11 (the order a viewer applies):
+
+1. decode the stored values (pydicom, JPEG 2000 through pylibjpeg-openjpeg / Pillow), respecting BitsStored;
+2. modality LUT (``apply_modality_lut``; a plain rescale slope/intercept is done in float32 for speed);
+3. VOI: a VOI LUT sequence (``apply_voi_lut``), else the first window centre/width (LINEAR, LINEAR_EXACT or
+   SIGMOID, C.11.2.1.2), else a percentile window (0.5-99.5 %) and finally min/max;
+4. MONOCHROME1 is inverted so that 1.0 is always bright (bone white, air black).
+
+Only technical attributes reach :class:`DicomMetadata`; the StudyInstanceUID is kept solely so ingest can
+derive a pseudonymous study id (it is excluded from :meth:`DicomMetadata.to_record`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
+
+from radloop.core.input_errors import (
+    CorruptImageError, EmptyFileError, NoPixelDataError, NotDicomError, TruncatedFileError,
+    UnsupportedTransferSyntaxError,
+)
+
+__all__ = ["DicomImage", "DicomMetadata", "decode_stored_values", "is_dicom_bytes", "read_dicom"]
+
+PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+#: DICOM BodyPartExamined (upper case) -> radloop body region (core.vocabulary.BODY_REGIONS).
+BODY_PART_REGIONS = {
+    "CHEST": "chest", "THORAX": "chest", "LUNG": "chest", "RIB": "chest", "RIBS": "chest",
+    "HAND": "hand", "FINGER": "fingers", "FINGERS": "fingers", "WRIST": "wrist", "FOREARM": "forearm",
+    "ELBOW": "elbow", "HUMERUS": "humerus", "ARM": "humerus", "SHOULDER": "shoulder", "CLAVICLE": "shoulder",
+    "PELVIS": "pelvis", "HIP": "hip", "KNEE": "knee", "ANKLE": "ankle", "FOOT": "foot", "LEG": "leg",
+    "FEMUR": "leg", "TIBIA": "leg", "LOWLEG": "leg", "UPRLEG": "leg", "SPINE": "spine", "CSPINE": "spine",
+    "TSPINE": "spine", "LSPINE": "spine", "SSPINE": "spine", "SKULL": "skull", "HEAD": "skull",
+    "ABDOMEN": "abdomen", "EXTREMITY": "extremity",
+}
+
+
+@dataclass(frozen=True)
+class DicomMetadata:
+    """Technical attributes of one DICOM image (no patient identifiers).
+
+    ``pixel_spacing`` is (row, column) spacing in mm; ``pixel_spacing_source`` says which attribute gave it
+    (``PixelSpacing`` is calibrated at the patient, ``ImagerPixelSpacing`` at the detector).
+    ``window_source`` records how the display window was chosen: voi_lut | window | percentile | minmax.
+    """
+
+    modality: str | None
+    body_part: str | None
+    body_region: str | None
+    view_position: str | None
+    laterality: str | None
+    pixel_spacing: tuple[float, float] | None
+    pixel_spacing_source: str | None
+    rows: int
+    columns: int
+    bits_stored: int | None
+    bits_allocated: int | None
+    photometric: str | None
+    transfer_syntax: str
+    number_of_frames: int
+    window_source: str
+    study_instance_uid: str | None = field(default=None, repr=False)
+
+    def to_record(self) -> dict:
+        """JSON-able attributes for the catalog (the StudyInstanceUID is left out)."""
+        record = asdict(self)
+        record.pop("study_instance_uid")
+        record["pixel_spacing"] = list(self.pixel_spacing) if self.pixel_spacing else None
+        return record
+
+
+@dataclass(frozen=True)
+class DicomImage:
+    """Display-ready pixels (H, W) float32 in [0, 1] (1 = bright) and their metadata."""
+
+    pixels: np.ndarray
+    metadata: DicomMetadata
+
+
+def is_dicom_bytes(data: bytes) -> bool:
+    """True when ``data`` carries the DICOM Part 10 preamble marker ``DICM`` at offset 128."""
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def read_dicom(source: str | os.PathLike | bytes) -> DicomImage:
+    """Read and window a DICOM image.
+
+    Args:
+        source: a path or the file's bytes (ingest reads once and hashes the same bytes).
+
+    Raises:
+        EmptyFileError, NotDicomError, TruncatedFileError, NoPixelDataError,
+        UnsupportedTransferSyntaxError, CorruptImageError: with a reason that names the problem.
+    """
+    dataset = _read_dataset(source)
+    stored = decode_stored_values(dataset)
+    values, voi_source = _to_display(stored, dataset)
+    return DicomImage(pixels=values, metadata=_metadata(dataset, stored.shape, voi_source))
+
+
+def decode_stored_values(dataset: pydicom.Dataset) -> np.ndarray:
+    """Decode the first frame's stored values (H, W), or (H, W, 3) for colour, with unused high bits cleared.
+
+    Raises:
+        NoPixelDataError, UnsupportedTransferSyntaxError, TruncatedFileError, CorruptImageError.
+    """
+    if not any(tag in dataset for tag in PIXEL_TAGS):
+        hint = (" although the image module (Rows/Columns) is present: the pixel data was removed or the file "
+                "is truncated") if "Rows" in dataset else ""
+        raise NoPixelDataError(f"DICOM object has no pixel data element{hint}")
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None:
+        raise TruncatedFileError("DICOM file meta has no Transfer Syntax UID (header truncated or damaged)")
+    if syntax.is_compressed:
+        try:
+            decoder = get_decoder(syntax)
+        except NotImplementedError:
+            decoder = None
+        if decoder is None or not decoder.is_available:
+            missing = "; ".join(decoder.missing_dependencies) if decoder is not None else "no pydicom decoder"
+            raise UnsupportedTransferSyntaxError(
+                f"transfer syntax {syntax.name} ({syntax}) has no installed decoder ({missing})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            array = pixel_array(dataset, index=0 if int(dataset.get("NumberOfFrames", 1) or 1) > 1 else None)
+    except Exception as error:  # decoders raise ValueError, RuntimeError, OSError, ... on bad data
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if "less than expected" in message or "truncated" in message.lower():
+            raise TruncatedFileError(f"pixel data is truncated: {message}") from error
+        raise CorruptImageError(f"cannot decode pixel data ({syntax.name}): {message}") from error
+    return _respect_bits_stored(array, dataset)
+
+
+def _read_dataset(source: str | os.PathLike | bytes) -> pydicom.Dataset:
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    if not data:
+        raise EmptyFileError("file is empty (0 bytes)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            dataset = pydicom.dcmread(io.BytesIO(data), force=not is_dicom_bytes(data))
+        except InvalidDicomError as error:
+            raise NotDicomError(f"not a DICOM file: {error}") from error
+        except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as error:
+            if is_dicom_bytes(data):
+                raise TruncatedFileError(f"DICOM header is truncated or damaged: {error}") from error
+            raise NotDicomError("not a DICOM file (no DICM preamble and no parsable data set)") from error
+    if not is_dicom_bytes(data) and ("SOPClassUID" not in dataset and "Rows" not in dataset):
+        raise NotDicomError("not a DICOM file (no DICM preamble, no SOP Class UID or image attributes)")
+    truncation = [str(item.message) for item in caught if "End of file" in str(item.message)
+                  or "truncat" in str(item.message).lower()]
+    if truncation:
+        raise TruncatedFileError(f"DICOM file is truncated: {truncation[0]}")
+    return dataset
+
+
+def _respect_bits_stored(array: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
+    """Clear bits above BitsStored (overlay bits or garbage in the high bits of unsigned data)."""
+    bits_stored = dataset.get("BitsStored")
+    if bits_stored and array.dtype.kind == "u" and bits_stored < array.dtype.itemsize * 8:
+        limit = (1 << int(bits_stored)) - 1
+        if int(array.max()) > limit:
+            array = np.bitwise_and(array, limit)
+    return array
+
+
+def _to_display(stored: np.ndarray, dataset: pydicom.Dataset) -> tuple[np.ndarray, str]:
+    if stored.ndim == 3:  # colour: luminance, then a plain percentile window
+        values = stored[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return _auto_window(values)
+    values = _modality(stored, dataset)
+    if "VOILUTSequence" in dataset:
+        try:
+            lut_bits = int(dataset.VOILUTSequence[0].LUTDescriptor[2])
+            windowed = apply_voi_lut(values, dataset, prefer_lut=True).astype(np.float32)
+            windowed /= float((1 << lut_bits) - 1)
+            display, source = np.clip(windowed, 0.0, 1.0), "voi_lut"
+        except Exception:  # malformed LUT: fall back to the window or the data range
+            display, source = _window_or_auto(values, dataset)
+    else:
+        display, source = _window_or_auto(values, dataset)
+    if str(dataset.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
+        display = 1.0 - display
+    return display.astype(np.float32, copy=False), source
+
+
+def _modality(stored: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
+    if "ModalityLUTSequence" in dataset:
+        return np.asarray(apply_modality_lut(stored, dataset), dtype=np.float32)
+    values = stored.astype(np.float32)
+    # Same arithmetic as apply_modality_lut's rescale, in float32 instead of float64 (half the memory traffic).
+    slope, intercept = float(dataset.get("RescaleSlope", 1) or 1), float(dataset.get("RescaleIntercept", 0) or 0)
+    if slope != 1.0:
+        values *= slope
+    if intercept != 0.0:
+        values += intercept
+    return values
+
+
+def _window_or_auto(values: np.ndarray, dataset: pydicom.Dataset) -> tuple[np.ndarray, str]:
+    center, width = _first(dataset.get("WindowCenter")), _first(dataset.get("WindowWidth"))
+    if center is None or width is None or width < 1:
+        return _auto_window(values)
+    function = str(dataset.get("VOILUTFunction", "LINEAR")).strip().upper() or "LINEAR"
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width)), "window"
+    if function == "LINEAR_EXACT":
+        display = (values - center) / width + 0.5
+    else:  # LINEAR (C.11.2.1.2.1): (x - (c - 0.5)) / (w - 1) + 0.5
+        display = (values - (center - 0.5)) / max(width - 1.0, 1.0) + 0.5
+    return np.clip(display, 0.0, 1.0, out=display), "window"
+
+
+def _auto_window(values: np.ndarray) -> tuple[np.ndarray, str]:
+    """Percentile window (0.5-99.5 %) from a strided sample; min/max when that range is flat."""
+    sample = values[::4, ::4]
+    low, high = np.percentile(sample, [0.5, 99.5])
+    source = "percentile"
+    if high <= low:
+        low, high, source = float(values.min()), float(values.max()), "minmax"
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float32), source
+    display = (values - np.float32(low)) * np.float32(1.0 / (high - low))
+    return np.clip(display, 0.0, 1.0, out=display), source
+
+
+def _first(value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, pydicom.multival.MultiValue) or isinstance(value, (list, tuple)):
+        value = value[0] if len(value) else None
+    try:
+        return float(value) if value is not None and str(value).strip() != "" else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _spacing(dataset: pydicom.Dataset) -> tuple[tuple[float, float] | None, str | None]:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = dataset.get(keyword)
+        try:
+            row, column = float(value[0]), float(value[1])
+        except (TypeError, ValueError, IndexError):
+            continue
+        if row > 0 and column > 0:  # 0/0 is a placeholder some modalities write
+            return (row, column), keyword
+    return None, None
+
+
+def _text(dataset: pydicom.Dataset, keyword: str) -> str | None:
+    value = dataset.get(keyword)
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def _metadata(dataset: pydicom.Dataset, shape: tuple[int, ...], window_source: str) -> DicomMetadata:
+    body_part = _text(dataset, "BodyPartExamined")
+    spacing, spacing_source = _spacing(dataset)
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    return DicomMetadata(
+        modality=_text(dataset, "Modality"),
+        body_part=body_part,
+        body_region=BODY_PART_REGIONS.get(body_part.upper().replace(" ", "")) if body_part else None,
+        view_position=_text(dataset, "ViewPosition"),
+        laterality=_text(dataset, "ImageLaterality") or _text(dataset, "Laterality"),
+        pixel_spacing=spacing,
+        pixel_spacing_source=spacing_source,
+        rows=int(shape[0]),
+        columns=int(shape[1]),
+        bits_stored=int(dataset.BitsStored) if "BitsStored" in dataset else None,
+        bits_allocated=int(dataset.BitsAllocated) if "BitsAllocated" in dataset else None,
+        photometric=_text(dataset, "PhotometricInterpretation"),
+        transfer_syntax=str(syntax) if syntax else "",
+        number_of_frames=int(dataset.get("NumberOfFrames", 1) or 1),
+        window_source=window_source,
+        study_instance_uid=_text(dataset, "StudyInstanceUID"),
+    )

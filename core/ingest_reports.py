@@ -1,0 +1,126 @@
+"""Write parsed reports into the catalog and link them to studies and images.
+
+Links, where the data says so:
+- Open-i: the report's study is the pseudonym of its uid (``CXR1``); Open-i images ``CXR1_IM-...`` get the
+  same study, whichever is ingested first.
+- CSV ``study_id``: pseudonym of that key in the ``study`` namespace, the same one DICOM images get from
+  their StudyInstanceUID, so a CSV keyed by StudyInstanceUID links to its DICOMs.
+- CSV ``image``: the study of the catalogued image with that external id (file stem).
+Reports still unlinked are linked at the end of every later ingest once their images arrive.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from radloop.core.catalog import Catalog
+from radloop.core.deid import study_pseudonym
+from radloop.core.reports_io import ParsedReport, ReportProblem, read_reports
+from radloop.core.schema import Image, IngestError, Report, Study
+from radloop.core.splits import split_for_study
+
+if TYPE_CHECKING:
+    from radloop.core.ingest import IngestSummary
+
+__all__ = ["link_unlinked_reports", "write_reports"]
+
+BATCH = 500
+
+
+def write_reports(catalog: Catalog, path: Path, summary: "IngestSummary", run_id: str, *,
+                  dataset: str | None = None) -> None:
+    """Read one report source and write its reports (and problems) to the catalog in batches."""
+    name = dataset or _dataset_name(path)
+    key = catalog.workspace.pseudonym_key
+    batch: list[ParsedReport | ReportProblem] = []
+    for item in read_reports(path):
+        batch.append(item)
+        if len(batch) >= BATCH:
+            _write_batch(catalog, batch, summary, run_id, name, key)
+            batch = []
+    _write_batch(catalog, batch, summary, run_id, name, key)
+    summary.reports_linked += link_unlinked_reports(catalog)
+
+
+def link_unlinked_reports(catalog: Catalog) -> int:
+    """Give reports without a study the study of a catalogued image they name; returns how many."""
+    linked = 0
+    with catalog.session() as session:
+        reports = session.scalars(select(Report).where(Report.study_id.is_(None))).all()
+        for report in reports:
+            if not report.image_external_ids:
+                continue
+            study = session.scalars(select(Image.study_id).where(
+                Image.external_id.in_(list(report.image_external_ids))).limit(1)).first()
+            if study:
+                report.study_id = study
+                linked += 1
+    return linked
+
+
+def _dataset_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".tar.gz", ".tgz", ".tar", ".xml", ".csv"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _write_batch(catalog: Catalog, batch: list, summary: "IngestSummary", run_id: str, dataset: str,
+                 key: bytes) -> None:
+    if not batch:
+        return
+    with catalog.session() as session:
+        for item in batch:
+            if isinstance(item, ReportProblem):
+                warning = item.severity == "warning"
+                session.add(IngestError(run_id=run_id, path=item.path, stage=item.stage,
+                                        reason=("warning: " if warning else "") + item.reason))
+                summary.record_problem(item.path, item.stage, item.reason, warning=warning)
+                continue
+            if item.encoding != "utf-8":
+                reason = f"warning: report {item.report_id} is not valid UTF-8; decoded as {item.encoding}"
+                session.add(IngestError(run_id=run_id, path=item.source, stage="encoding", reason=reason))
+                summary.record_problem(item.source, "encoding", reason, warning=True)
+            study_id = _study_for(session, item, key, dataset)
+            _upsert(session, item, study_id, dataset, summary)
+
+
+def _study_for(session, item: ParsedReport, key: bytes, dataset: str) -> str | None:
+    if item.study_key and item.study_namespace:
+        study_id = study_pseudonym(key, item.study_namespace, item.study_key)
+        if session.get(Study, study_id) is None:
+            region = "chest" if item.study_namespace == "openi" else None
+            session.add(Study(id=study_id, dataset=dataset, body_region=region, split=split_for_study(study_id)))
+            session.flush()
+        return study_id
+    if item.image_external_ids:
+        return session.scalars(select(Image.study_id).where(
+            Image.external_id.in_(list(item.image_external_ids))).limit(1)).first()
+    return None
+
+
+def _upsert(session, item: ParsedReport, study_id: str | None, dataset: str, summary: "IngestSummary") -> None:
+    digest = item.content_hash
+    existing = session.get(Report, item.report_id)
+    meta = dict(item.meta, source=Path(item.source.split(":")[0]).name)
+    if existing is None:
+        session.add(Report(id=item.report_id, study_id=study_id, content_hash=digest, dataset=dataset,
+                           text=item.text, sections=dict(item.sections), expert_codes=list(item.expert_codes),
+                           image_external_ids=list(item.image_external_ids), meta=meta))
+        session.flush()  # a repeated id later in this batch must find this row
+        summary.reports_added += 1
+    elif existing.content_hash == digest:
+        if existing.study_id is None and study_id:
+            existing.study_id = study_id
+        summary.reports_skipped_existing += 1
+    else:  # the source changed: keep the newest text, remember the previous hash
+        meta["previous_content_hash"] = existing.content_hash
+        existing.text, existing.sections, existing.content_hash = item.text, dict(item.sections), digest
+        existing.expert_codes, existing.image_external_ids = list(item.expert_codes), list(item.image_external_ids)
+        existing.study_id = study_id or existing.study_id
+        existing.meta = meta
+        summary.reports_updated += 1

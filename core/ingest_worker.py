@@ -1,0 +1,136 @@
+"""Per-image work of an ingest, run in the worker processes: read once, hash, decode, window, render.
+
+The file is read once; the same bytes are hashed (idempotency key) and decoded, so an image already in the
+catalog costs one read and one SHA-256, never a decode.  Workers write only render/thumbnail files (atomic
+renames); every catalog write happens in the main process.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from radloop.core.deid import content_hash, image_id_for_hash, study_pseudonym
+from radloop.core.dicom_io import is_dicom_bytes, read_dicom
+from radloop.core.ingest_sources import ImageTask
+from radloop.core.input_errors import EmptyFileError, InputError, NotDicomError, UnsupportedFileError
+from radloop.core.render import read_raster, render_files, to_uint8
+
+__all__ = ["ImageOutcome", "WorkerContext", "process_task", "render_relative_paths"]
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """What a worker needs: where to write, the pseudonym key, and the hashes already catalogued."""
+
+    workspace_root: Path
+    pseudonym_key: bytes
+    existing_hashes: frozenset[str] = frozenset()
+
+
+@dataclass
+class ImageOutcome:
+    """Result of one task: ``status`` added | existing | error.
+
+    ``image`` holds the catalog columns of a new image (no patient identifiers), ``study_id`` its
+    pseudonymous study, ``stage``/``reason`` describe a failure.
+    """
+
+    index: int
+    status: str
+    content_hash: str | None = None
+    image_id: str | None = None
+    study_id: str | None = None
+    image: dict = field(default_factory=dict)
+    stage: str | None = None
+    reason: str | None = None
+    seconds: float = 0.0
+
+
+def render_relative_paths(image_id: str) -> tuple[str, str]:
+    """Workspace-relative render and thumbnail paths of an image (sharded by two hex characters)."""
+    shard = image_id[2:4]
+    return f"renders/{shard}/{image_id}.png", f"thumbs/{shard}/{image_id}.png"
+
+
+_context: WorkerContext | None = None
+
+
+def init_worker(context: WorkerContext) -> None:
+    """Pool initializer: keep the context for :func:`process_in_worker` (one per worker process)."""
+    global _context
+    _context = context
+
+
+def process_in_worker(item: tuple[int, ImageTask]) -> ImageOutcome:
+    """Pool entry point: :func:`process_task` with the context given to :func:`init_worker`."""
+    assert _context is not None, "init_worker was not called"
+    return process_task(item[0], item[1], _context)
+
+
+def process_task(index: int, task: ImageTask, context: WorkerContext) -> ImageOutcome:
+    """Ingest one image file; never raises for bad input (returns an ``error`` outcome instead)."""
+    started = time.perf_counter()
+    try:
+        outcome = _process(index, task, context)
+    except InputError as error:
+        outcome = ImageOutcome(index=index, status="error", stage=error.stage, reason=str(error))
+    except OSError as error:
+        outcome = ImageOutcome(index=index, status="error", stage="read", reason=f"cannot read file: {error}")
+    except Exception as error:  # a library failing on odd input must not stop the batch
+        outcome = ImageOutcome(index=index, status="error", stage="decode",
+                               reason=f"unexpected {type(error).__name__}: {error}")
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def _process(index: int, task: ImageTask, context: WorkerContext) -> ImageOutcome:
+    data = Path(task.path).read_bytes()
+    if not data:
+        raise EmptyFileError("file is empty (0 bytes)")
+    digest = content_hash(data)
+    image_id = image_id_for_hash(digest)
+    if digest in context.existing_hashes:
+        return ImageOutcome(index=index, status="existing", content_hash=digest, image_id=image_id)
+    columns: dict = {"dataset": task.dataset, "external_id": task.external_id, "source_path": task.path,
+                     "body_region": task.body_region}
+    if data.startswith(PNG_MAGIC) or data.startswith(JPEG_MAGIC):
+        raster = read_raster(data)
+        pixels = raster.pixels
+        columns.update(source_format=raster.format, meta={"source_mode": raster.mode})
+        study_id = study_pseudonym(context.pseudonym_key, task.study_namespace, task.study_key)
+    else:
+        try:
+            dicom = read_dicom(data)
+        except NotDicomError as error:
+            if Path(task.path).suffix.lower() in (".png", ".jpg", ".jpeg") or not is_dicom_bytes(data):
+                raise UnsupportedFileError(f"not a DICOM, PNG or JPEG file ({error})") from error
+            raise
+        pixels = to_uint8(dicom.pixels)
+        metadata = dicom.metadata
+        uid = metadata.study_instance_uid
+        # The StudyInstanceUID only keys the pseudonym; without one the image is its own study.
+        study_id = (study_pseudonym(context.pseudonym_key, "study", uid) if uid
+                    else study_pseudonym(context.pseudonym_key, "content", digest))
+        spacing = metadata.pixel_spacing
+        columns.update(
+            source_format="dicom", modality=metadata.modality, view=metadata.view_position,
+            laterality=metadata.laterality, bits_stored=metadata.bits_stored, photometric=metadata.photometric,
+            pixel_spacing_row=spacing[0] if spacing else None, pixel_spacing_col=spacing[1] if spacing else None,
+            pixel_spacing_source=metadata.pixel_spacing_source,
+            body_region=task.body_region or metadata.body_region,
+            meta={"dicom": {key: value for key, value in metadata.to_record().items()
+                            if key in ("body_part", "transfer_syntax", "window_source", "number_of_frames",
+                                       "bits_allocated")}},
+        )
+    render_path, thumb_path = render_relative_paths(image_id)
+    sizes = render_files(pixels, context.workspace_root / render_path, context.workspace_root / thumb_path)
+    columns.update(id=image_id, content_hash=digest, study_id=study_id, render_path=render_path,
+                   thumb_path=thumb_path, width=sizes.width, height=sizes.height,
+                   render_width=sizes.render_width, render_height=sizes.render_height)
+    return ImageOutcome(index=index, status="added", content_hash=digest, image_id=image_id, study_id=study_id,
+                        image=columns)
