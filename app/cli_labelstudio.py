@@ -1,0 +1,259 @@
+"""Label Studio commands: ``radloop ls init|export|connect-backend``, ``radloop round push|pull``,
+``radloop serve-backend`` and ``radloop bench backend``.
+
+The API token comes from ``--token`` or ``LABEL_STUDIO_API_KEY`` / ``RADLOOP_LS_TOKEN``; it is used in
+memory only (never written to the catalog, the workspace or logs).  Push/pull logic lives in
+:mod:`radloop.labeling.ls_sync` (``push_round`` / ``pull_round``) so that other commands can call it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from radloop.app.options import JsonOption, WorkspaceOption, console, emit, fail
+
+TokenOption = Annotated[Optional[str], typer.Option(
+    "--token", help="Label Studio API token (default: $LABEL_STUDIO_API_KEY or $RADLOOP_LS_TOKEN). Never stored.",
+    show_default=False)]
+RoundOption = Annotated[Optional[int], typer.Option("--round", "-r", help="Round id (default: the latest round).")]
+
+
+def _open_catalog(workspace: Optional[Path]):
+    from radloop.core.catalog import Catalog
+    from radloop.core.workspace import resolve_workspace
+
+    try:
+        return Catalog.open(resolve_workspace(workspace), create=False)
+    except FileNotFoundError as error:
+        fail(str(error))
+
+
+def _client(url: Optional[str], token: Optional[str]):
+    from radloop.labeling.ls_client import LabelStudioClient, LabelStudioError, token_from_env
+
+    url = url or os.environ.get("LABEL_STUDIO_URL")
+    if not url:
+        fail("no Label Studio URL: pass --url or set LABEL_STUDIO_URL")
+    try:
+        return LabelStudioClient(url, token or token_from_env() or "")
+    except LabelStudioError as error:
+        fail(str(error))
+
+
+def _round_id(catalog, round_id: Optional[int]) -> int:
+    from sqlalchemy import select
+
+    from radloop.core.schema import Round
+
+    with catalog.session() as session:
+        if round_id is not None:
+            if session.get(Round, round_id) is None:
+                fail(f"no round with id {round_id} (see `radloop round status`)")
+            return round_id
+        latest = session.scalars(select(Round.id).order_by(Round.id.desc()).limit(1)).first()
+    if latest is None:
+        fail("the catalog has no rounds yet: start one with `radloop round start`")
+    return latest
+
+
+def _bound_client(catalog, token: Optional[str]):
+    from radloop.labeling.ls_project import load_binding
+
+    try:
+        binding = load_binding(catalog.workspace)
+    except FileNotFoundError as error:
+        fail(str(error))
+    return binding, _client(binding.url, token)
+
+
+def ls_init(url: Annotated[Optional[str], typer.Option("--url", help="Label Studio URL ($LABEL_STUDIO_URL).")] = None,
+            token: TokenOption = None,
+            project: Annotated[str, typer.Option("--project", help="Project title.")] = "radloop findings",
+            document_root: Annotated[Optional[Path], typer.Option(
+                "--document-root", help="The server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (must contain the "
+                "workspace); default: that variable, else the workspace.")] = None,
+            media_url: Annotated[Optional[str], typer.Option(
+                "--media-url", help="Serve renders from this URL prefix instead of local-files storage.")] = None,
+            workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
+    """Create or update (idempotent) the Label Studio project with the vocabulary's labelling config."""
+    from radloop.core.workspace import resolve_workspace
+    from radloop.labeling.ls_client import LabelStudioError
+    from radloop.labeling.ls_project import init_project
+
+    client = _client(url, token)
+    try:
+        result = init_project(client, resolve_workspace(workspace).ensure(), title=project,
+                              document_root=str(document_root) if document_root else None, media_url=media_url)
+    except (LabelStudioError, ValueError) as error:
+        fail(str(error))
+    emit(result, as_json, title="Label Studio project")
+
+
+def ls_export(out: Annotated[Path, typer.Option("--out", help="Where to write the import JSON.")],
+              round_id: RoundOption = None,
+              document_root: Annotated[Optional[Path], typer.Option("--document-root")] = None,
+              media_url: Annotated[Optional[str], typer.Option("--media-url")] = None,
+              workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
+    """Write a round's Label Studio import file (tasks + pre-annotations) without a server."""
+    from radloop.labeling.ls_project import load_binding
+    from radloop.labeling.ls_tasks import export_tasks_json
+
+    catalog = _open_catalog(workspace)
+    try:
+        binding = load_binding(catalog.workspace)
+    except FileNotFoundError:
+        binding = None
+    try:
+        result = export_tasks_json(catalog, _round_id(catalog, round_id), out, binding=binding,
+                                   document_root=str(document_root) if document_root else None, media_url=media_url)
+    except (LookupError, FileNotFoundError, ValueError) as error:
+        fail(str(error))
+    emit(result, as_json, title="Label Studio import file")
+
+
+def ls_connect_backend(backend_url: Annotated[str, typer.Option("--backend-url", help="radloop ML backend URL.")],
+                       token: TokenOption = None,
+                       auth_user: Annotated[Optional[str], typer.Option("--auth-user")] = None,
+                       workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
+    """Connect the radloop ML backend to the workspace's project (password: $RADLOOP_BACKEND_PASSWORD)."""
+    from radloop.labeling.ls_client import LabelStudioError
+
+    catalog = _open_catalog(workspace)
+    binding, client = _bound_client(catalog, token)
+    password = os.environ.get("RADLOOP_BACKEND_PASSWORD")
+    if auth_user and not password:
+        fail("--auth-user needs the password in $RADLOOP_BACKEND_PASSWORD")
+    try:
+        backend_id = client.ensure_ml_backend(binding.project_id, backend_url,
+                                              basic_auth=(auth_user, password) if auth_user else None)
+    except LabelStudioError as error:
+        fail(str(error))
+    emit({"project_id": binding.project_id, "ml_backend_id": backend_id, "backend_url": backend_url}, as_json)
+
+
+def round_push(round_id: RoundOption = None, token: TokenOption = None,
+               chunk_size: Annotated[int, typer.Option("--chunk-size", min=1)] = 50,
+               recreate_deleted: Annotated[bool, typer.Option("--recreate-deleted")] = False,
+               no_model: Annotated[bool, typer.Option("--no-model", help="Skip model pre-annotations.")] = False,
+               workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
+    """Import the round's selected batch into Label Studio (idempotent, with pre-annotations)."""
+    from radloop.labeling.ls_client import LabelStudioError
+    from radloop.labeling.ls_sync import PushIncompleteError, push_round
+
+    catalog = _open_catalog(workspace)
+    binding, client = _bound_client(catalog, token)
+    try:
+        result = push_round(catalog, client, _round_id(catalog, round_id), binding=binding, chunk_size=chunk_size,
+                            recreate_deleted=recreate_deleted, with_model=not no_model)
+    except PushIncompleteError as error:
+        if as_json:
+            emit({**error.summary, "error": str(error)}, True)
+        fail(str(error), code=3)
+    except (LabelStudioError, LookupError, FileNotFoundError) as error:
+        fail(str(error))
+    emit(result, as_json, title="round push")
+
+
+def round_pull(round_id: RoundOption = None, token: TokenOption = None,
+               full: Annotated[bool, typer.Option("--full", help="Re-read every task, not only changed ones.")] = False,
+               workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
+    """Fetch new annotations of the round from Label Studio into the catalog (append-only)."""
+    from radloop.labeling.ls_client import LabelStudioError
+    from radloop.labeling.ls_sync import pull_round
+
+    catalog = _open_catalog(workspace)
+    binding, client = _bound_client(catalog, token)
+    try:
+        result = pull_round(catalog, client, _round_id(catalog, round_id), binding=binding, full=full)
+    except (LabelStudioError, LookupError) as error:
+        fail(str(error))
+    emit(result, as_json, title="round pull")
+
+
+def _backend_auth(auth: Optional[str]):
+    from radloop.app.backend import BackendAuth
+
+    if auth is None:
+        return BackendAuth()
+    if auth == "bearer":
+        token = os.environ.get("RADLOOP_BACKEND_TOKEN")
+        if not token:
+            fail("--auth bearer needs the token in $RADLOOP_BACKEND_TOKEN")
+        return BackendAuth(bearer_token=token)
+    if auth.startswith("basic:"):
+        password = os.environ.get("RADLOOP_BACKEND_PASSWORD")
+        if not password:
+            fail("--auth basic:USER needs the password in $RADLOOP_BACKEND_PASSWORD")
+        return BackendAuth(username=auth.split(":", 1)[1], password=password)
+    fail(f"--auth must be 'basic:USER' or 'bearer', got {auth!r}")
+
+
+AuthOption = Annotated[Optional[str], typer.Option(
+    "--auth", help="Require 'basic:USER' (password in $RADLOOP_BACKEND_PASSWORD) or 'bearer' "
+    "(token in $RADLOOP_BACKEND_TOKEN).")]
+
+
+def serve_backend(host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+                  port: Annotated[int, typer.Option("--port")] = 9090, auth: AuthOption = None,
+                  debounce: Annotated[float, typer.Option("--debounce", help="Seconds of quiet before training.")] = 30.0,
+                  threads: Annotated[int, typer.Option("--threads", help="torch CPU threads.")] = 2,
+                  workspace: WorkspaceOption = None) -> None:
+    """Serve the Label Studio ML backend (/health, /setup, /predict, /webhook, /versions)."""
+    import uvicorn
+
+    from radloop.app.backend import BackendSettings, create_app
+
+    _set_threads(threads)
+    catalog = _open_catalog(workspace)
+    app = create_app(catalog, settings=BackendSettings(debounce_s=debounce, auth=_backend_auth(auth)))
+    console.print(f"radloop ML backend on http://{host}:{port} (model {app.state.holder.get().model_version})")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _set_threads(threads: int) -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+    except ImportError:
+        pass
+
+
+def bench_backend(requests: Annotated[int, typer.Option("--requests", min=5)] = 50,
+                  concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 8,
+                  case_id: Annotated[Optional[str], typer.Option("--case", help="Image id (default: any).")] = None,
+                  threads: Annotated[int, typer.Option("--threads")] = 2,
+                  workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
+    """p50/p95 latency of /predict for one task, sequential and under concurrent clients (real HTTP)."""
+    from radloop.app.backend import BackendSettings, create_app
+    from radloop.app.backend_bench import measure_predict, serve_in_thread
+    from radloop.app.backend_runtime import first_case
+
+    _set_threads(threads)
+    catalog = _open_catalog(workspace)
+    case_id = case_id or first_case(catalog)
+    if case_id is None:
+        fail("the catalog has no images to predict on: ingest some first")
+    app = create_app(catalog, settings=BackendSettings(debounce_s=3600))
+    body = {"tasks": [{"id": 1, "data": {"case_id": case_id}}], "project": "bench"}
+    with serve_in_thread(app) as url:
+        result = measure_predict(url, body, requests=requests, concurrency=concurrency)
+    predictor = app.state.holder.get()
+    result.update(case_id=case_id, model_version=predictor.model_version, predictor=predictor.kind,
+                  torch_threads=threads, cpu_count=os.cpu_count())
+    emit(result, as_json, title="ML backend /predict latency")
+
+
+def register(groups) -> None:
+    """Attach the Label Studio commands to the CLI groups."""
+    groups.labelstudio.command("init")(ls_init)
+    groups.labelstudio.command("export")(ls_export)
+    groups.labelstudio.command("connect-backend")(ls_connect_backend)
+    groups.round.command("push")(round_push)
+    groups.round.command("pull")(round_pull)
+    groups.root.command("serve-backend")(serve_backend)
+    groups.bench.command("backend")(bench_backend)

@@ -1,0 +1,285 @@
+"""A thin wrapper around label-studio-sdk 2.x: retries with back-off and errors that say what to do.
+
+Idempotent requests (reads, project/storage updates, deletes) are retried with exponential back-off on
+connection errors, timeouts, HTTP 429 and 5xx.  Task import is *not* retried here: a lost response may
+hide a successful import, so :mod:`radloop.labeling.ls_sync` reconciles by listing the project's tasks
+before importing again (no duplicates).  The API token is kept only in memory: it never appears in
+messages, ``repr`` or logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+__all__ = [
+    "AuthenticationError", "LabelStudioClient", "LabelStudioError", "ProjectNotFoundError",
+    "ServerUnavailableError", "TaskNotFoundError", "token_from_env",
+]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Environment variables the token may come from (first set wins).
+TOKEN_ENV_VARS = ("LABEL_STUDIO_API_KEY", "RADLOOP_LS_TOKEN")
+
+
+class LabelStudioError(RuntimeError):
+    """A Label Studio request failed; the message says which request and why."""
+
+
+class AuthenticationError(LabelStudioError):
+    """The server rejected the API token (HTTP 401/403)."""
+
+
+class ServerUnavailableError(LabelStudioError):
+    """The server could not be reached (down, restarting, wrong URL) after all retries."""
+
+
+class ProjectNotFoundError(LabelStudioError):
+    """The project does not exist (deleted in Label Studio?)."""
+
+
+class TaskNotFoundError(LabelStudioError):
+    """The task does not exist (deleted in Label Studio?)."""
+
+
+def token_from_env(environ: dict[str, str] | None = None) -> str | None:
+    """The API token from ``LABEL_STUDIO_API_KEY`` or ``RADLOOP_LS_TOKEN`` (None when neither is set)."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    for name in TOKEN_ENV_VARS:
+        if environ.get(name):
+            return environ[name]
+    return None
+
+
+def _transient(error: BaseException) -> bool:
+    import httpx
+    from label_studio_sdk.core.api_error import ApiError
+
+    if isinstance(error, (httpx.TransportError, ConnectionError, TimeoutError)):
+        return True
+    return isinstance(error, ApiError) and (error.status_code in (408, 429) or (error.status_code or 0) >= 500)
+
+
+class LabelStudioClient:
+    """Label Studio operations radloop needs, on top of ``label_studio_sdk.LabelStudio``.
+
+    Args:
+        url: server URL, e.g. ``http://127.0.0.1:8080``.
+        token: API token (legacy token or personal access token); never logged.
+        retries: extra attempts for idempotent requests; backoff: first wait in seconds (doubles).
+        timeout: per-request timeout in seconds.
+        sleep: injectable for tests.
+    """
+
+    def __init__(self, url: str, token: str, *, retries: int = 4, backoff: float = 0.5, timeout: float = 60.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if not url or not url.startswith(("http://", "https://")):
+            raise LabelStudioError(f"Label Studio URL must start with http:// or https://, got {url!r}")
+        if not token:
+            raise AuthenticationError(
+                "no Label Studio API token: pass --token or set LABEL_STUDIO_API_KEY / RADLOOP_LS_TOKEN")
+        from label_studio_sdk import LabelStudio
+
+        self.url = url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self._sleep = sleep
+        self._sdk = LabelStudio(base_url=self.url, api_key=token, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"LabelStudioClient(url={self.url!r})"
+
+    @property
+    def sdk(self):
+        """The underlying ``LabelStudio`` SDK client (for calls this wrapper does not cover)."""
+        return self._sdk
+
+    # ------------------------------------------------------------------------------------------ core
+    def call(self, what: str, function: Callable[[], T], *, idempotent: bool = True, project_id: int | None = None,
+             task_id: int | None = None) -> T:
+        """Run one SDK call with retries (when idempotent) and translate its errors.
+
+        Raises:
+            AuthenticationError, ServerUnavailableError, ProjectNotFoundError, TaskNotFoundError,
+            LabelStudioError: with ``what`` and the server's reason in the message.
+        """
+        from label_studio_sdk.core.api_error import ApiError
+
+        attempts = 1 + (self.retries if idempotent else 0)
+        for attempt in range(attempts):
+            try:
+                return function()
+            except Exception as error:  # translated below; the SDK raises ApiError or httpx errors
+                if _transient(error) and attempt + 1 < attempts:
+                    wait = self.backoff * (2 ** attempt)
+                    logger.warning("Label Studio %s failed (%s); retry %d/%d in %.1f s", what,
+                                   type(error).__name__, attempt + 1, attempts - 1, wait)
+                    self._sleep(wait)
+                    continue
+                if isinstance(error, ApiError):
+                    raise self._api_error(what, error, project_id, task_id) from None
+                if _transient(error):
+                    raise ServerUnavailableError(
+                        f"Label Studio at {self.url} is unreachable ({type(error).__name__}: {error}) while "
+                        f"trying to {what}, after {attempts} attempt(s); is the server running? Re-run the "
+                        f"command when it is back: nothing is lost and nothing is duplicated") from None
+                raise
+        raise AssertionError("unreachable")
+
+    def _api_error(self, what: str, error, project_id: int | None, task_id: int | None) -> LabelStudioError:
+        status = error.status_code
+        body = error.body
+        detail = body.get("detail") or body.get("validation_errors") if isinstance(body, dict) else body
+        detail = json.dumps(detail)[:300] if not isinstance(detail, str) else detail[:300]
+        if status in (401, 403):
+            return AuthenticationError(
+                f"Label Studio at {self.url} rejected the API token (HTTP {status}) while trying to {what}: "
+                "check --token / LABEL_STUDIO_API_KEY (Account & Settings > Access Token); a legacy token "
+                "also needs the server's LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true")
+        if status == 404 and task_id is not None:
+            return TaskNotFoundError(f"Label Studio task {task_id} was not found at {self.url} "
+                                     f"(deleted in Label Studio?) while trying to {what}")
+        if status == 404 and project_id is not None:
+            return ProjectNotFoundError(
+                f"Label Studio project {project_id} was not found at {self.url} (deleted?) while trying to "
+                f"{what}: run `radloop ls init` to create it again; annotations already pulled stay in the catalog")
+        return LabelStudioError(f"Label Studio refused to {what} (HTTP {status}): {detail}")
+
+    # -------------------------------------------------------------------------------------- account
+    def whoami(self) -> dict:
+        """The token's user (checks URL and token)."""
+        user = self.call("check the API token", lambda: self._sdk.users.whoami())
+        return {"id": user.id, "email": user.email}
+
+    def user_emails(self) -> dict[int, str]:
+        users = self.call("list users", lambda: list(self._sdk.users.list()))
+        return {user.id: user.email for user in users if getattr(user, "id", None) is not None}
+
+    # ------------------------------------------------------------------------------------- projects
+    def find_project(self, title: str) -> int | None:
+        """Id of the (first) project titled ``title``, or None."""
+        projects = self.call("list projects", lambda: list(self._sdk.projects.list(title=title)))
+        matching = sorted(project.id for project in projects if project.title == title)
+        return matching[0] if matching else None
+
+    def get_project(self, project_id: int) -> dict:
+        project = self.call(f"read project {project_id}", lambda: self._sdk.projects.get(id=project_id),
+                            project_id=project_id)
+        return {"id": project.id, "title": project.title, "label_config": project.label_config or ""}
+
+    def create_project(self, title: str, label_config: str, description: str = "") -> int:
+        project = self.call(f"create project {title!r}", lambda: self._sdk.projects.create(
+            title=title, label_config=label_config, description=description, show_skip_button=True,
+            enable_empty_annotation=True, sampling="Sequential sampling"), idempotent=False)
+        return project.id
+
+    def update_project(self, project_id: int, **fields: Any) -> None:
+        self.call(f"update project {project_id}", lambda: self._sdk.projects.update(id=project_id, **fields),
+                  project_id=project_id)
+
+    def delete_project(self, project_id: int) -> None:
+        self.call(f"delete project {project_id}", lambda: self._sdk.projects.delete(id=project_id),
+                  project_id=project_id)
+
+    def ensure_local_storage(self, project_id: int, path: str, title: str = "radloop renders") -> int:
+        """Local-files import storage for ``path`` (needed before tasks can reference its files)."""
+        storages = self.call("list local storages",
+                             lambda: list(self._sdk.import_storage.local.list(project=project_id)),
+                             project_id=project_id)
+        for storage in storages:
+            if storage.path == path:
+                return storage.id
+        storage = self.call("create local-files storage", lambda: self._sdk.import_storage.local.create(
+            project=project_id, path=path, title=title, use_blob_urls=False), project_id=project_id)
+        return storage.id
+
+    # ---------------------------------------------------------------------------------------- tasks
+    def import_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
+        """Import tasks (with predictions) in one request; returns the new task ids.  Not retried."""
+        response = self.call(
+            f"import {len(tasks)} task(s) into project {project_id}",
+            lambda: self._sdk.projects.import_tasks(id=project_id, request=tasks, return_task_ids=True,
+                                                    request_options={"max_retries": 0}),
+            idempotent=False, project_id=project_id)
+        return list(response.task_ids or [])
+
+    def iter_tasks(self, project_id: int, *, round_id: int | None = None, updated_after: str | None = None,
+                   with_annotations: bool = True, page_size: int = 100) -> list[dict]:
+        """All tasks of a project as raw dicts (with annotations: ``fields=all``), optionally filtered.
+
+        Args:
+            round_id: only tasks whose ``data.round_id`` equals it.
+            updated_after: ISO timestamp; only tasks updated after it (incremental pull).
+        """
+        items = []
+        if round_id is not None:
+            items.append({"filter": "filter:tasks:data.round_id", "operator": "equal", "type": "Number",
+                          "value": round_id})
+        if updated_after:
+            items.append({"filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime",
+                          "value": updated_after})
+        query = json.dumps({"filters": {"conjunction": "and", "items": items}}) if items else None
+
+        def _list() -> list[dict]:
+            pager = self._sdk.tasks.list(project=project_id, fields="all" if with_annotations else "task_only",
+                                         query=query, page_size=page_size)
+            return [task.dict() for task in pager]
+
+        return self.call(f"list tasks of project {project_id}", _list, project_id=project_id)
+
+    def get_task(self, task_id: int) -> dict:
+        task = self.call(f"read task {task_id}", lambda: self._sdk.tasks.get(id=task_id), task_id=task_id)
+        return task.dict()
+
+    def delete_task(self, task_id: int) -> None:
+        self.call(f"delete task {task_id}", lambda: self._sdk.tasks.delete(id=task_id), task_id=task_id)
+
+    def create_annotation(self, task_id: int, result: list[dict], *, was_cancelled: bool = False) -> int:
+        """Submit an annotation as the token's user would in the UI (used by tests and scripts)."""
+        annotation = self.call(f"annotate task {task_id}", lambda: self._sdk.annotations.create(
+            id=task_id, result=result, was_cancelled=was_cancelled), idempotent=False, task_id=task_id)
+        return annotation.id
+
+    def update_annotation(self, annotation_id: int, result: list[dict]) -> None:
+        self.call(f"update annotation {annotation_id}",
+                  lambda: self._sdk.annotations.update(id=annotation_id, result=result))
+
+    # ----------------------------------------------------------------------------------- ML backend
+    def ensure_ml_backend(self, project_id: int, url: str, *, title: str = "radloop",
+                          basic_auth: tuple[str, str] | None = None, timeout: float = 30.0) -> int:
+        """Connect (or update) the radloop ML backend; Label Studio checks ``/health`` and ``/setup`` on save."""
+        auth: dict[str, Any] = {"auth_method": "NONE"}
+        if basic_auth:
+            auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": basic_auth[0], "basic_auth_pass": basic_auth[1]}
+        backends = self.call("list ML backends", lambda: list(self._sdk.ml.list(project=project_id)),
+                             project_id=project_id)
+        for backend in backends:
+            if backend.url.rstrip("/") == url.rstrip("/"):
+                self.call("update ML backend", lambda: self._sdk.ml.update(
+                    id=backend.id, url=url, title=title, is_interactive=False, timeout=timeout, **auth))
+                return backend.id
+        backend = self.call("connect the ML backend", lambda: self._sdk.ml.create(
+            project=project_id, url=url, title=title, is_interactive=False, timeout=timeout, **auth),
+            idempotent=False, project_id=project_id)
+        return backend.id
+
+    def train(self, backend_id: int) -> None:
+        """Ask Label Studio to send START_TRAINING to the backend."""
+        self.call("start training", lambda: self._sdk.ml.train(id=backend_id))
+
+    def predict_all(self, project_id: int, backend_id: int) -> None:
+        """Ask Label Studio to fetch predictions for the project's tasks from the ML backend."""
+        self.call("request predictions", lambda: self._sdk.ml.predict_all_tasks(id=backend_id, batch_size=10),
+                  project_id=project_id)
+
+
+def iter_chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

@@ -1,0 +1,175 @@
+"""Which Label Studio project a workspace labels into, and creating/updating it idempotently.
+
+The binding (server URL, project id and title, config digest, how images are served) lives in
+``<workspace>/labelstudio/project.json``.  The API token is never stored there nor anywhere else:
+commands take it from ``--token`` or the environment each time.
+
+Images reach Label Studio de-identified: only 8-bit renders, copied (hard-linked when possible) to
+``<workspace>/labelstudio/media/<image id>.png`` so that the URL carries only the pseudonymous image id,
+never an original file name; a render carrying PNG text/EXIF metadata is re-encoded without it.
+They are served either by Label Studio's local-files storage (``document_root`` must contain the media
+folder and equal the server's ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``) or from ``media_url``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from radloop.core.workspace import Workspace
+from radloop.labeling.ls_client import LabelStudioClient
+from radloop.labeling.ls_config import build_label_config, config_digest
+
+__all__ = ["DEFAULT_PROJECT_TITLE", "ProjectBinding", "image_url", "init_project", "load_binding", "media_dir",
+           "save_binding", "stage_render"]
+
+DEFAULT_PROJECT_TITLE = "radloop findings"
+_SAFE_PNG_KEYS = {"dpi", "gamma", "transparency", "aspect", "srgb"}
+
+
+@dataclass(frozen=True)
+class ProjectBinding:
+    """The Label Studio project of a workspace (no token)."""
+
+    url: str
+    project_id: int
+    title: str
+    config_digest: str
+    document_root: str | None = None
+    media_url: str | None = None
+    storage_id: int | None = None
+
+
+def binding_path(workspace: Workspace) -> Path:
+    return workspace.root / "labelstudio" / "project.json"
+
+
+def media_dir(workspace: Workspace) -> Path:
+    return workspace.root / "labelstudio" / "media"
+
+
+def save_binding(workspace: Workspace, binding: ProjectBinding) -> Path:
+    path = binding_path(workspace)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(asdict(binding), indent=2) + "\n")
+    os.replace(temporary, path)
+    return path
+
+
+def load_binding(workspace: Workspace) -> ProjectBinding:
+    """The workspace's project binding.
+
+    Raises:
+        FileNotFoundError: ``radloop ls init`` has not been run for this workspace.
+    """
+    path = binding_path(workspace)
+    if not path.exists():
+        raise FileNotFoundError(f"no Label Studio project bound to workspace {workspace.root}: "
+                                "run `radloop ls init --url URL --token TOKEN` first")
+    return ProjectBinding(**json.loads(path.read_text()))
+
+
+def stage_render(workspace: Workspace, image_id: str, render_path: str) -> Path:
+    """Place the render of ``image_id`` at ``media/<image_id>.png`` (idempotent); returns that path.
+
+    Raises:
+        FileNotFoundError: the render is missing.
+    """
+    source = workspace.absolute(render_path)
+    if not source.exists():
+        raise FileNotFoundError(f"render of {image_id} missing: {render_path} (re-run ingest)")
+    target = media_dir(workspace) / f"{image_id}.png"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    from PIL import Image as PILImage
+
+    with PILImage.open(source) as image:
+        carries_metadata = bool(set(image.info) - _SAFE_PNG_KEYS) or image.format != "PNG"
+        if carries_metadata:  # re-encode pixels only: no text chunks, EXIF or ICC profile leave radloop
+            temporary = target.with_suffix(".tmp.png")
+            image.convert("L").save(temporary, format="PNG")
+            os.replace(temporary, target)
+            return target
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+    return target
+
+
+def image_url(binding: ProjectBinding | None, staged: Path, *, document_root: str | None = None,
+              media_url: str | None = None) -> str:
+    """The URL a task uses for a staged render (local-files storage or radloop-served)."""
+    media_url = media_url or (binding.media_url if binding else None)
+    if media_url:
+        return f"{media_url.rstrip('/')}/{quote(staged.name)}"
+    root = document_root or (binding.document_root if binding else None)
+    if not root:
+        raise ValueError("neither a local-files document root nor a media URL is configured")
+    relative = staged.resolve().relative_to(Path(root).resolve())
+    return "/data/local-files/?d=" + quote(relative.as_posix())
+
+
+def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str = DEFAULT_PROJECT_TITLE,
+                 document_root: str | None = None, media_url: str | None = None) -> dict:
+    """Create or update (idempotent) the workspace's project; returns a summary.
+
+    The project is found by the binding's id (when it still exists on the same server), else by title;
+    its labelling config is replaced when the generated one differs.
+
+    Raises:
+        ValueError: the media folder is not under ``document_root``.
+        radloop.labeling.ls_client.LabelStudioError: server / token problems.
+    """
+    label_config = build_label_config()
+    digest = config_digest(label_config)
+    media = media_dir(workspace)
+    media.mkdir(parents=True, exist_ok=True)
+    if not media_url:
+        document_root = document_root or os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT") \
+            or str(workspace.root)
+        if not media.resolve().is_relative_to(Path(document_root).resolve()):
+            raise ValueError(f"media folder {media} is not under the Label Studio document root {document_root}: "
+                             "set LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (server and here) to a parent of the "
+                             "workspace, or pass --media-url")
+    client.whoami()
+    previous = None
+    try:
+        previous = load_binding(workspace)
+    except FileNotFoundError:
+        pass
+    project_id = None
+    if previous and previous.url == client.url:
+        from radloop.labeling.ls_client import ProjectNotFoundError
+
+        try:
+            project_id = client.get_project(previous.project_id)["id"]
+        except ProjectNotFoundError:
+            project_id = None
+    if project_id is None:
+        project_id = client.find_project(title)
+    created = updated = False
+    if project_id is None:
+        project_id = client.create_project(title, label_config, description="radloop active-learning round tasks")
+        created = True
+    else:
+        current = client.get_project(project_id)
+        if config_digest(current["label_config"]) != digest or current["title"] != title:
+            client.update_project(project_id, label_config=label_config, title=title)
+            updated = True
+    storage_id = None
+    if not media_url:
+        storage_id = client.ensure_local_storage(project_id, str(media.resolve()))
+    binding = ProjectBinding(url=client.url, project_id=project_id, title=title, config_digest=digest,
+                             document_root=str(Path(document_root).resolve()) if document_root else None,
+                             media_url=media_url, storage_id=storage_id)
+    save_binding(workspace, binding)
+    return {"project_id": project_id, "title": title, "created": created, "config_updated": updated,
+            "url": client.url, "storage_id": storage_id, "media_dir": str(media),
+            "binding": str(binding_path(workspace))}

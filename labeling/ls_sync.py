@@ -1,0 +1,327 @@
+"""Push a round's selected batch to Label Studio and pull the annotations back into the catalog.
+
+Push (:func:`push_round`) is idempotent, keyed by (case, round) (``data.radloop_key``): it first lists the
+round's tasks already in the project, records those it finds in ``Selection.ls_task_id`` /
+``Selection.meta["ls"]`` and imports only the rest, in chunks, committing after each one.  When the server
+goes away mid-push the error says how far it got; a re-run reconciles (a chunk whose response was lost is
+found by its keys, never imported twice) and completes.  A task deleted in Label Studio is reported and
+marked in the selection's meta; it is re-created only with ``recreate_deleted=True``.
+
+Pull (:func:`pull_round`) is incremental (tasks updated since the round's cursor, with a safety margin)
+and append-only: every new version (``updated_at``) of a Label Studio annotation becomes new catalog rows
+with ``version`` + 1, the annotator and the time — choices as ``Annotation(kind="choice",
+meta={"value": 1|0})``, rectangles as ``Annotation(kind="box")`` in original pixels, a skipped/cancelled
+task as ``Annotation(kind="skip")``.  Unconvertible results go to ``QuarantinedAnnotation`` with a reason.
+
+Disagreement rule (documented, applied per task and finding when two or more annotators voted):
+1. each annotator's newest non-cancelled annotation counts (one vote per annotator);
+2. the majority value wins;
+3. a tie is "uncertain".
+The outcome is appended as ``Annotation(kind="choice", source="labelstudio:consensus",
+meta={"value": 1|0|None, "status": "agreed"|"majority"|"uncertain", "votes": {...}})`` after the raw rows,
+so that readers taking the newest choice per (image, finding) get the consensus.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import select
+
+from radloop.core.catalog import Catalog
+from radloop.core.schema import Annotation, Image, QuarantinedAnnotation, Round, Selection
+from radloop.labeling.ls_adapter import AnnotationVersion, ImageGeometry, LSTask, parse_task, task_key
+from radloop.labeling.ls_client import (
+    AuthenticationError, LabelStudioClient, LabelStudioError, ProjectNotFoundError, iter_chunks,
+)
+from radloop.labeling.ls_config import parse_label_config
+from radloop.labeling.ls_project import ProjectBinding, image_url, load_binding
+from radloop.labeling.ls_tasks import build_task_payloads, load_current_predictor
+
+__all__ = ["PushIncompleteError", "SOURCE", "CONSENSUS_SOURCE", "consensus", "pull_round", "push_round"]
+
+logger = logging.getLogger(__name__)
+SOURCE = "labelstudio"
+CONSENSUS_SOURCE = "labelstudio:consensus"
+#: Incremental pulls re-read tasks updated this long before the cursor (clock skew, same-second writes).
+CURSOR_MARGIN = timedelta(seconds=5)
+
+
+class PushIncompleteError(LabelStudioError):
+    """A push stopped part-way; ``summary`` says what was pushed.  Re-running completes it."""
+
+    def __init__(self, message: str, summary: dict) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+def _ls_meta(selection: Selection) -> dict:
+    return dict((selection.meta or {}).get("ls") or {})
+
+
+def _set_ls_meta(selection: Selection, **values) -> None:
+    meta = dict(selection.meta or {})
+    ls = dict(meta.get("ls") or {})
+    ls.update(values)
+    meta["ls"] = ls
+    selection.meta = meta  # reassign: JSON columns do not track in-place changes
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _record_existing(catalog: Catalog, round_id: int, binding: ProjectBinding, existing: dict[str, int]) -> int:
+    """Write task ids found in Label Studio into the selections; returns how many were newly recorded."""
+    recorded = 0
+    with catalog.session() as session:
+        for selection in session.scalars(select(Selection).where(Selection.round_id == round_id)):
+            task_id = existing.get(task_key(selection.image_id, round_id))
+            if task_id is None:
+                continue
+            meta = _ls_meta(selection)
+            if selection.ls_task_id != task_id or meta.get("project_id") != binding.project_id:
+                selection.ls_task_id = task_id
+                _set_ls_meta(selection, project_id=binding.project_id, url=binding.url, task_id=task_id,
+                             key=task_key(selection.image_id, round_id), pushed_at=meta.get("pushed_at") or _now(),
+                             deleted_at=None)
+                recorded += 1
+    return recorded
+
+
+def _existing_keys(client: LabelStudioClient, binding: ProjectBinding, round_id: int) -> dict[str, int]:
+    tasks = client.iter_tasks(binding.project_id, round_id=round_id, with_annotations=False)
+    return {task["data"]["radloop_key"]: task["id"] for task in tasks
+            if isinstance(task.get("data"), dict) and isinstance(task["data"].get("radloop_key"), str)}
+
+
+def push_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, binding: ProjectBinding | None = None,
+               chunk_size: int = 50, recreate_deleted: bool = False, with_model: bool = True,
+               predictor=None, progress=None) -> dict:
+    """Import the round's selected batch as tasks with pre-annotations (idempotent); returns a summary.
+
+    Raises:
+        LookupError: no such round.  ProjectNotFoundError / AuthenticationError: see the message.
+        PushIncompleteError: the server failed part-way (what was imported is recorded; re-run to finish).
+    """
+    binding = binding or load_binding(catalog.workspace)
+    with catalog.session() as session:
+        if session.get(Round, round_id) is None:
+            raise LookupError(f"no round with id {round_id}")
+        selections = session.scalars(select(Selection).where(Selection.round_id == round_id)
+                                     .order_by(Selection.rank, Selection.id)).all()
+    existing = _existing_keys(client, binding, round_id)
+    already = _record_existing(catalog, round_id, binding, existing)
+    to_push, deleted = [], []
+    with catalog.session() as session:
+        for selection in session.scalars(select(Selection).where(Selection.round_id == round_id)):
+            if task_key(selection.image_id, round_id) in existing:
+                continue
+            meta = _ls_meta(selection)
+            if selection.ls_task_id is not None and meta.get("project_id") == binding.project_id:
+                deleted.append(selection.id)
+                if not meta.get("deleted_at"):
+                    _set_ls_meta(selection, deleted_at=_now())
+                if not recreate_deleted:
+                    continue
+            to_push.append(selection.id)
+    summary = {"round_id": round_id, "project_id": binding.project_id, "selected": len(selections),
+               "already_in_label_studio": len(existing), "recorded_from_label_studio": already,
+               "deleted_in_label_studio": len(deleted), "imported": 0, "predictions": 0,
+               "model_version": None}
+    if not to_push:
+        return summary
+    predictor = predictor if predictor is not None else (load_current_predictor(catalog) if with_model else None)
+    summary["model_version"] = getattr(predictor, "model_version", None)
+    payloads = build_task_payloads(catalog, round_id, selection_ids=to_push, predictor=predictor,
+                                   url_for=lambda staged: image_url(binding, staged))
+    for chunk in iter_chunks(payloads, chunk_size):
+        try:
+            task_ids = client.import_tasks(binding.project_id, [payload.task for payload in chunk])
+        except (AuthenticationError, ProjectNotFoundError):
+            raise
+        except LabelStudioError as error:
+            try:  # the import may have succeeded with its response lost: record what is there
+                _record_existing(catalog, round_id, binding, _existing_keys(client, binding, round_id))
+            except LabelStudioError:
+                pass
+            raise PushIncompleteError(
+                f"push of round {round_id} stopped after {summary['imported']} of {len(payloads)} new task(s): "
+                f"{error}\nRe-run `radloop round push` to finish; tasks already imported are not duplicated.",
+                summary) from error
+        if len(task_ids) == len(chunk):
+            _record_existing(catalog, round_id, binding, {p.key: t for p, t in zip(chunk, task_ids)})
+        else:  # the server did not return ids in order: look them up by key
+            _record_existing(catalog, round_id, binding, _existing_keys(client, binding, round_id))
+        summary["imported"] += len(chunk)
+        summary["predictions"] += sum(len(payload.task["predictions"]) for payload in chunk)
+        if progress is not None:
+            progress(len(chunk))
+    return summary
+
+
+def consensus(versions: list[AnnotationVersion]) -> dict[str, dict]:
+    """The documented disagreement rule over one task's annotations.
+
+    Returns:
+        finding -> ``{"value": 1|0|None, "status": "agreed"|"majority"|"uncertain", "votes": {annotator: v}}``
+        for findings with at least one vote.
+    """
+    newest: dict[str, AnnotationVersion] = {}
+    for version in versions:
+        if version.cancelled:
+            continue
+        who = str(version.annotator_id)
+        if who not in newest or version.updated_at > newest[who].updated_at:
+            newest[who] = version
+    outcome: dict[str, dict] = {}
+    findings = sorted({name for version in newest.values() for name in version.choices})
+    for finding in findings:
+        votes = {who: version.choices[finding] for who, version in newest.items() if finding in version.choices}
+        counts = Counter(votes.values())
+        if len(counts) == 1:
+            outcome[finding] = {"value": next(iter(counts)), "status": "agreed", "votes": votes}
+        elif counts[1] != counts[0]:
+            outcome[finding] = {"value": int(counts[1] > counts[0]), "status": "majority", "votes": votes}
+        else:
+            outcome[finding] = {"value": None, "status": "uncertain", "votes": votes}
+    return outcome
+
+
+def _geometries(catalog: Catalog, case_ids: set[str]) -> dict[str, ImageGeometry]:
+    with catalog.session() as session:
+        rows = session.scalars(select(Image).where(Image.id.in_(sorted(case_ids)))).all()
+        return {image.id: ImageGeometry(image.width, image.height, image.render_width, image.render_height)
+                for image in rows}
+
+
+def _store_task(session, task: LSTask, round_id: int, project_id: int, annotators: dict[int, str],
+                stored: dict[str, tuple[set[str], int]], counts: Counter) -> None:
+    image_id = task.case_id
+    for problem in task.problems:
+        session.add(QuarantinedAnnotation(image_id=image_id, source=SOURCE, reason=problem.reason,
+                                          raw={"task_id": task.task_id, "item": problem.raw}))
+        counts["quarantined"] += 1
+    wrote_votes = False
+    for version in task.annotations:
+        external_id = f"ls:{project_id}:{version.annotation_id}"
+        stamps, last_version = stored.get(external_id, (set(), 0))
+        if version.version_stamp in stamps:
+            continue
+        number = last_version + 1
+        stored[external_id] = (stamps | {version.version_stamp}, number)
+        who = annotators.get(version.annotator_id or -1) or (
+            f"ls-user-{version.annotator_id}" if version.annotator_id is not None else None)
+        meta = {"ls_task_id": task.task_id, "ls_project_id": project_id, "ls_annotation_id": version.annotation_id,
+                "ls_version_stamp": version.version_stamp, "annotated_at": version.updated_at.isoformat(),
+                "lead_time": version.lead_time, "ground_truth": version.ground_truth}
+        if version.comment:
+            meta["comment"] = version.comment
+        if version.notes:
+            meta["notes"] = list(version.notes)
+        common = dict(image_id=image_id, source=SOURCE, annotator=who, external_id=external_id, version=number,
+                      round_id=round_id)
+        for problem in version.problems:
+            session.add(QuarantinedAnnotation(image_id=image_id, source=SOURCE, reason=problem.reason, raw={
+                "task_id": task.task_id, "annotation_id": version.annotation_id, "version": number,
+                "annotator": who, "result": problem.raw}))
+            counts["quarantined"] += 1
+        counts["versions"] += 1
+        if version.cancelled:
+            session.add(Annotation(kind="skip", label="skip", meta=meta, **common))
+            counts["skipped"] += 1
+            continue
+        for finding, value in sorted(version.choices.items()):
+            session.add(Annotation(kind="choice", label=finding, meta={**meta, "value": value}, **common))
+            counts["choices"] += 1
+        for box in version.boxes:
+            session.add(Annotation(kind="box", label=box.label, source_label=box.label, x=box.x, y=box.y, w=box.w,
+                                   h=box.h, meta=meta, **common))
+            counts["boxes"] += 1
+        wrote_votes = True
+    voters = {version.annotator_id for version in task.annotations if not version.cancelled}
+    if wrote_votes and len(voters) >= 2:
+        session.flush()  # raw rows first: the consensus rows must be the newest choice rows
+        for finding, outcome in consensus(list(task.annotations)).items():
+            session.add(Annotation(
+                image_id=image_id, source=CONSENSUS_SOURCE, kind="choice", label=finding, round_id=round_id,
+                external_id=f"ls:{project_id}:task:{task.task_id}", annotator=None,
+                meta={"value": outcome["value"], "status": outcome["status"], "votes": outcome["votes"],
+                      "rule": "newest per annotator, then majority, tie -> uncertain", "ls_task_id": task.task_id}))
+            counts["consensus"] += 1
+            if outcome["status"] != "agreed":
+                counts["disagreements"] += 1
+
+
+def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, binding: ProjectBinding | None = None,
+               full: bool = False) -> dict:
+    """Fetch new/changed annotations of the round's tasks into the catalog (append-only); returns a summary.
+
+    Args:
+        full: ignore the incremental cursor and re-read every task (still no duplicate rows).
+
+    Raises:
+        LookupError: no such round.  ProjectNotFoundError / AuthenticationError / ServerUnavailableError.
+    """
+    binding = binding or load_binding(catalog.workspace)
+    with catalog.session() as session:
+        round_row = session.get(Round, round_id)
+        if round_row is None:
+            raise LookupError(f"no round with id {round_id}")
+        state = dict((round_row.meta or {}).get("ls_pull") or {})
+    if state.get("project_id") != binding.project_id:
+        state = {}
+    cursor = None if full or not state.get("cursor") else (
+        datetime.fromisoformat(state["cursor"]) - CURSOR_MARGIN).isoformat()
+    config = parse_label_config(client.get_project(binding.project_id)["label_config"])
+    raw_tasks = client.iter_tasks(binding.project_id, round_id=round_id, updated_after=cursor)
+    all_ids = {task["id"] for task in client.iter_tasks(binding.project_id, round_id=round_id,
+                                                        with_annotations=False)}
+    annotators = client.user_emails() if raw_tasks else {}
+    case_ids = {task["data"].get("case_id") for task in raw_tasks if isinstance(task.get("data"), dict)}
+    geometries = _geometries(catalog, {case for case in case_ids if isinstance(case, str)})
+    counts: Counter = Counter()
+    newest_update = state.get("cursor")
+    with catalog.session() as session:
+        selections = {s.image_id: s for s in session.scalars(select(Selection).where(Selection.round_id == round_id))}
+        images = sorted(geometries)
+        stored: dict[str, tuple[set[str], int]] = defaultdict(lambda: (set(), 0))
+        for annotation in session.scalars(select(Annotation).where(Annotation.source == SOURCE,
+                                                                   Annotation.image_id.in_(images))):
+            stamps, number = stored[annotation.external_id]
+            stored[annotation.external_id] = (stamps | {(annotation.meta or {}).get("ls_version_stamp")},
+                                              max(number, annotation.version))
+        for raw in raw_tasks:
+            task = parse_task(raw, config, geometries.get)
+            if task.case_id not in selections or task.case_id not in geometries:
+                session.add(QuarantinedAnnotation(image_id=task.case_id, source=SOURCE, raw={"task_id": task.task_id},
+                                                  reason="task does not belong to a selection of this round"))
+                counts["quarantined"] += 1
+                continue
+            _store_task(session, task, round_id, binding.project_id, annotators, stored, counts)
+            selection = selections[task.case_id]
+            live = [v for v in task.annotations if not v.cancelled]
+            status = "annotated" if live else ("skipped" if task.annotations else "pending")
+            _set_ls_meta(selection, status=status, annotations=len(task.annotations), pulled_at=_now())
+            if task.updated_at and (newest_update is None or task.updated_at.isoformat() > newest_update):
+                newest_update = task.updated_at.isoformat()
+            counts["tasks"] += 1
+        missing = []
+        for selection in selections.values():
+            meta = _ls_meta(selection)
+            if (selection.ls_task_id is not None and meta.get("project_id") == binding.project_id
+                    and selection.ls_task_id not in all_ids):
+                missing.append(selection.ls_task_id)
+                if not meta.get("deleted_at"):
+                    _set_ls_meta(selection, deleted_at=_now(), status="deleted_in_label_studio")
+        round_row = session.get(Round, round_id)
+        meta = dict(round_row.meta or {})
+        meta["ls_pull"] = {"project_id": binding.project_id, "cursor": newest_update, "pulled_at": _now()}
+        round_row.meta = meta
+    return {"round_id": round_id, "project_id": binding.project_id, "incremental": cursor is not None,
+            "tasks_read": counts["tasks"], "new_versions": counts["versions"], "choices": counts["choices"],
+            "boxes": counts["boxes"], "skipped": counts["skipped"], "quarantined": counts["quarantined"],
+            "consensus_rows": counts["consensus"], "disagreements": counts["disagreements"],
+            "deleted_tasks": sorted(missing)}

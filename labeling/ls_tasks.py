@@ -1,0 +1,155 @@
+"""Building Label Studio tasks for a round's selected batch (data + pre-annotations), and the offline export.
+
+Pre-annotations per task:
+- the report rules' weak labels of the case's study, as ticked choices (``model_version`` =
+  ``report-rules:<rules version>``; a positive mention scores 1.0, an uncertain one 0.5);
+- the current image model's choices and boxes with per-result scores, from
+  ``radloop.ssl.predict.load_predictor`` (skipped when that module or a current model does not exist).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from sqlalchemy import select
+
+from radloop.core.catalog import Catalog
+from radloop.core.schema import Image, Report, Round, Selection, WeakLabel
+from radloop.core.vocabulary import IMAGE_FINDINGS
+from radloop.labeling.ls_adapter import ImageGeometry, PredictionRecord, TaskData, task_key, task_to_ls
+from radloop.labeling.ls_config import ParsedLabelConfig, build_label_config, parse_label_config
+from radloop.labeling.ls_project import ProjectBinding, image_url, stage_render
+
+__all__ = ["TaskPayload", "build_task_payloads", "export_tasks_json", "load_current_predictor",
+           "weak_label_predictions"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TaskPayload:
+    """One task ready for import, with the selection it came from."""
+
+    selection_id: int
+    key: str
+    image_id: str
+    task: dict
+
+
+def load_current_predictor(catalog: Catalog, task: str = "findings"):
+    """The registry's current predictor (``radloop.ssl.predict.load_predictor``), or None when absent."""
+    try:
+        from radloop.ssl.predict import load_predictor
+    except ImportError:
+        return None
+    try:
+        return load_predictor(catalog, task=task)
+    except FileNotFoundError as error:
+        logger.warning("current model cannot be loaded (%s); pushing without model pre-annotations", error)
+        return None
+
+
+def weak_label_predictions(session, study_ids: list[str]) -> dict[str, PredictionRecord]:
+    """Report-rule pre-annotations per study: positive -> 1.0, uncertain -> 0.5, negative -> 0.0."""
+    rows = session.execute(
+        select(Report.study_id, WeakLabel.finding, WeakLabel.status, WeakLabel.rules_version)
+        .join(WeakLabel, WeakLabel.report_id == Report.id).where(Report.study_id.in_(study_ids))).all()
+    weight = {"positive": 1.0, "uncertain": 0.5, "negative": 0.0}
+    by_study: dict[str, dict[str, float]] = {}
+    versions: dict[str, str] = {}
+    for study_id, finding, status, rules_version in rows:
+        if finding not in IMAGE_FINDINGS or status not in weight:
+            continue
+        findings = by_study.setdefault(study_id, {})
+        findings[finding] = max(findings.get(finding, 0.0), weight[status])
+        versions[study_id] = rules_version
+    return {study_id: PredictionRecord(model_version=f"report-rules:{versions[study_id]}", choices=choices)
+            for study_id, choices in by_study.items()}
+
+
+def _report_texts(session, study_ids: list[str]) -> dict[str, str]:
+    texts: dict[str, list[str]] = {}
+    for study_id, text in session.execute(
+            select(Report.study_id, Report.text).where(Report.study_id.in_(study_ids)).order_by(Report.id)).all():
+        texts.setdefault(study_id, []).append(text or "")
+    return {study_id: "\n\n".join(parts) for study_id, parts in texts.items()}
+
+
+def build_task_payloads(catalog: Catalog, round_id: int, *, selection_ids: list[int] | None = None,
+                        url_for: Callable[[Path], str], predictor: Any = None,
+                        label_config: ParsedLabelConfig | None = None, batch_size: int = 16) -> list[TaskPayload]:
+    """Task JSON (data + predictions) for the round's selections (all, or ``selection_ids``), in rank order.
+
+    Args:
+        url_for: staged render path -> image URL.
+        predictor: a ``radloop.ssl.predict.Predictor`` or None (no model pre-annotations).
+
+    Raises:
+        LookupError: no such round.
+        FileNotFoundError: a render is missing.
+    """
+    config = label_config or parse_label_config(build_label_config())
+    workspace = catalog.workspace
+    with catalog.session() as session:
+        round_row = session.get(Round, round_id)
+        if round_row is None:
+            raise LookupError(f"no round with id {round_id}")
+        query = select(Selection, Image).join(Image, Image.id == Selection.image_id) \
+            .where(Selection.round_id == round_id).order_by(Selection.rank, Selection.id)
+        if selection_ids is not None:
+            query = query.where(Selection.id.in_(selection_ids))
+        rows = session.execute(query).all()
+        study_ids = sorted({image.study_id for _, image in rows})
+        reports = _report_texts(session, study_ids)
+        weak = weak_label_predictions(session, study_ids)
+        round_number = round_row.number
+    staged = {image.id: stage_render(workspace, image.id, image.render_path) for _, image in rows}
+    model_predictions: dict[str, PredictionRecord] = {}
+    if predictor is not None and rows:
+        images = [image for _, image in rows]
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            outputs = predictor.predict([str(workspace.absolute(image.render_path)) for image in chunk])
+            for image, output in zip(chunk, outputs):
+                model_predictions[image.id] = PredictionRecord(
+                    model_version=output.model_version, choices=dict(output.choices), boxes=tuple(output.boxes))
+    payloads = []
+    for selection, image in rows:
+        geometry = ImageGeometry(image.width, image.height, image.render_width, image.render_height)
+        data = TaskData(case_id=image.id, study_id=image.study_id, image_url=url_for(staged[image.id]),
+                        report=reports.get(image.study_id) or "(no report for this study)",
+                        body_region=image.body_region or "unknown", strategy=selection.strategy,
+                        selection_score=None if selection.score is None else round(float(selection.score), 6),
+                        round_number=round_number, round_id=round_id)
+        predictions = [p for p in (weak.get(image.study_id), model_predictions.get(image.id)) if p is not None]
+        payloads.append(TaskPayload(selection_id=selection.id, key=task_key(image.id, round_id), image_id=image.id,
+                                    task=task_to_ls(data, predictions, geometry, config)))
+    return payloads
+
+
+def export_tasks_json(catalog: Catalog, round_id: int, path: str | os.PathLike, *,
+                      binding: ProjectBinding | None = None, document_root: str | None = None,
+                      media_url: str | None = None, with_model: bool = True) -> dict:
+    """Write the round's Label Studio import file (for when no server is reachable); returns a summary.
+
+    Images are staged like a push; their URLs use ``media_url`` or local-files paths under
+    ``document_root`` (default: the binding's, else the workspace root).
+    """
+    root = document_root or (binding.document_root if binding else None) or str(catalog.workspace.root)
+    predictor = load_current_predictor(catalog) if with_model else None
+    payloads = build_task_payloads(
+        catalog, round_id, predictor=predictor,
+        url_for=lambda staged: image_url(binding, staged, document_root=root, media_url=media_url))
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_suffix(target.suffix + ".tmp")
+    temporary.write_text(json.dumps([payload.task for payload in payloads], indent=1))
+    os.replace(temporary, target)
+    return {"path": str(target), "tasks": len(payloads),
+            "predictions": sum(len(payload.task["predictions"]) for payload in payloads),
+            "model_version": getattr(predictor, "model_version", None)}
