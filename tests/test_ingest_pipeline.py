@@ -1,0 +1,138 @@
+"""End-to-end ingest of the real DICOMs plus corrupt variants: errors, idempotency, de-identification, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+
+import numpy as np
+from PIL import Image as PILImage
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from conftest import data_path
+from ingest_data import DICOM_DIR, PATIENT_VALUES, make_corrupt_dicoms
+from radloop.app.cli import build_app
+from radloop.core.catalog import Catalog
+from radloop.core.ingest import ingest_paths
+from radloop.core.schema import Image, IngestError, Study
+
+
+def _inputs(tmp_path):
+    source = data_path(*DICOM_DIR)
+    folder = tmp_path / "archive"
+    shutil.copytree(source, folder / "good")
+    make_corrupt_dicoms(folder / "bad")
+    png = data_path("iu_xray_images", "CXR3_IM-1384-1001.png")
+    shutil.copy(png, folder / "good" / png.name)
+    data = png.read_bytes()
+    (folder / "bad" / "broken.png").write_bytes(data[: len(data) // 3])
+    return folder
+
+
+def test_ingest_records_every_bad_file_and_keeps_going(tmp_path, catalog):
+    folder = _inputs(tmp_path)
+    summary = ingest_paths(catalog, [folder], workers=2, progress=False)
+    assert summary.images_added == 7  # 6 DICOMs + 1 PNG
+    assert summary.errors == 7 and summary.failed
+    assert summary.files_ignored == 2  # README.txt, LICENSE...txt
+    with catalog.session() as session:
+        errors = {row.path.rsplit("/", 1)[-1]: row for row in session.scalars(select(IngestError))}
+        images = session.scalars(select(Image)).all()
+        splits = {study.id: study.split for study in session.scalars(select(Study))}
+    assert set(errors) == {"empty.dcm", "truncated_native.dcm", "truncated_j2k.dcm", "no_pixels.dcm",
+                           "jpeg_ls.dcm", "notes.dcm", "broken.png"}
+    assert "JPEG-LS" in errors["jpeg_ls.dcm"].reason and errors["jpeg_ls.dcm"].stage == "decode"
+    assert "truncated" in errors["broken.png"].reason
+    assert "empty" in errors["empty.dcm"].reason and errors["empty.dcm"].stage == "read"
+    for image in images:
+        assert image.id == "I-" + image.content_hash[:16] and image.study_id.startswith("S-")
+        with PILImage.open(catalog.workspace.absolute(image.render_path)) as render:
+            assert render.mode == "L" and render.size == (image.render_width, image.render_height)
+            assert render.size == (image.width, image.height)  # all inputs <= 2048 px
+        with PILImage.open(catalog.workspace.absolute(image.thumb_path)) as thumb:
+            assert max(thumb.size) == 256
+        assert splits[image.study_id] in ("train", "val", "test")
+    by_name = {image.external_id: image for image in images}
+    assert by_name["RG3_UNCR"].laterality == "R" and by_name["RG1_J2KI"].body_region == "chest"
+    assert by_name["RG1_J2KI"].bits_stored == 15 and by_name["RG3_UNCR"].bits_stored == 10
+    # Lossless J2K and uncompressed RG3 belong to the same DICOM study (same StudyInstanceUID pseudonym).
+    assert by_name["RG3_UNCR"].study_id == by_name["RG3_J2KR"].study_id != by_name["RG1_J2KR"].study_id
+    rendered = np.asarray(PILImage.open(catalog.workspace.absolute(by_name["RG3_UNCR"].render_path)))
+    lossless = np.asarray(PILImage.open(catalog.workspace.absolute(by_name["RG3_J2KR"].render_path)))
+    assert np.array_equal(rendered, lossless)
+
+
+def test_reingest_is_idempotent(tmp_path, catalog):
+    folder = _inputs(tmp_path)
+    first = ingest_paths(catalog, [folder], workers=2, progress=False)
+    renders = sorted(p.name for p in catalog.workspace.renders_dir.rglob("*.png"))
+    second = ingest_paths(catalog, [folder, folder / "good" / "RG1_J2KI.dcm"], workers=1, progress=False)
+    assert first.images_added == 7 and second.images_added == 0 and second.images_skipped_existing == 7
+    assert second.studies_added == 0
+    counts = catalog.counts()
+    assert counts["images"] == 7 and counts["studies"] == first.studies_added
+    assert sorted(p.name for p in catalog.workspace.renders_dir.rglob("*.png")) == renders
+    with catalog.session() as session:
+        assert session.scalar(select(func.count(func.distinct(Image.content_hash)))) == 7
+
+
+def test_no_patient_identifier_reaches_the_workspace(tmp_path, catalog):
+    folder = _inputs(tmp_path)
+    ingest_paths(catalog, [folder], workers=2, progress=False)
+    import pydicom
+
+    study_uids = {pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID
+                  for path in (folder / "good").glob("*.dcm")}
+    catalog.dispose()
+    with sqlite3.connect(catalog.workspace.root / "catalog.sqlite") as connection:  # fold the WAL into the file
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    needles = [value.encode() for value in (*PATIENT_VALUES, *study_uids)]
+    files = [path for path in catalog.workspace.root.rglob("*") if path.is_file()]
+    assert any(path.name == "catalog.sqlite" for path in files) and len(files) > 10
+    for path in files:
+        content = path.read_bytes()
+        for needle in needles:
+            assert needle not in content, f"{needle!r} found in {path}"
+
+
+def test_cli_ingest_json_summary_exit_codes_and_info(tmp_path):
+    runner = CliRunner()
+    app = build_app()
+    workspace = tmp_path / "ws"
+    good = data_path(*DICOM_DIR)
+    result = runner.invoke(app, ["ingest", str(good), "--workspace", str(workspace), "--json", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["images_added"] == 6 and summary["errors"] == 0
+    bad = tmp_path / "bad"
+    make_corrupt_dicoms(bad)
+    result = runner.invoke(app, ["ingest", str(bad), "--workspace", str(workspace), "--json"])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["errors"] == 6
+    result = runner.invoke(app, ["info", "--workspace", str(workspace), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["counts"]["images"] == 6 and info["counts"]["ingest_errors"] == 6
+    assert info["images_by_body_region"] == {"chest": 3, "extremity": 3}
+    result = runner.invoke(app, ["ingest", str(tmp_path / "missing"), "--workspace", str(workspace)])
+    assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_limit_takes_the_first_images_by_path(tmp_path, catalog):
+    summary = ingest_paths(catalog, [data_path(*DICOM_DIR)], workers=1, progress=False, limit=2)
+    assert summary.images_added == 2
+    with catalog.session() as session:
+        names = sorted(session.scalars(select(Image.external_id)))
+    assert names == ["RG1_J2KI", "RG1_J2KR"]
+
+
+def test_same_catalog_reopened_sees_no_duplicates(tmp_path, workspace):
+    first = Catalog.open(workspace)
+    ingest_paths(first, [data_path(*DICOM_DIR)], workers=1, progress=False, limit=1)
+    first.dispose()
+    second = Catalog.open(workspace)
+    summary = ingest_paths(second, [data_path(*DICOM_DIR)], workers=1, progress=False, limit=1)
+    assert summary.images_skipped_existing == 1 and second.counts()["images"] == 1
+    second.dispose()
