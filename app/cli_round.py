@@ -1,0 +1,105 @@
+"""`radloop round start|status|finish`: the active-learning round scripts (logic in radloop.app.rounds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from radloop.app.options import JsonOption, OverrideOption, WorkspaceOption, console, emit, fail
+
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="Round config YAML "
+                                                      "(default: configs/rounds/default.yaml values).")]
+
+
+def _catalog(workspace: Path | None):
+    from radloop.core.catalog import Catalog
+    from radloop.core.workspace import resolve_workspace
+
+    try:
+        return Catalog.open(resolve_workspace(workspace), create=False)
+    except FileNotFoundError as error:
+        fail(str(error))
+
+
+def _progress():
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console)
+    task = bar.add_task("round", total=1.0)
+
+    def update(message: str, fraction: float) -> None:
+        bar.update(task, description=message, completed=fraction)
+
+    return bar, update
+
+
+def register(groups) -> None:
+    @groups.round.command("start")
+    def start(strategy: Annotated[Optional[str], typer.Option(help="Selection strategy (registry name).")] = None,
+              budget: Annotated[Optional[int], typer.Option(min=1, help="Images to select.")] = None,
+              task: Annotated[Optional[str], typer.Option(help="Image-level finding to label.")] = None,
+              simulate: Annotated[bool, typer.Option("--simulate", help="Answer from the dataset's ground "
+                                                     "truth instead of experts.")] = False,
+              config: ConfigOption = None, overrides: OverrideOption = None,
+              workspace: WorkspaceOption = None, json_output: JsonOption = False) -> None:
+        """Start a round: embed new images, update the index, score, select, push to Label Studio.
+
+        Without a Label Studio URL the batch is written as a Label Studio import file under rounds/.
+        Rerunning resumes an interrupted round.
+        """
+        from radloop.app.rounds import RoundError, load_round_config, start_round
+        from radloop.core.config import ConfigError
+
+        catalog = _catalog(workspace)
+        try:
+            settings = load_round_config(config, overrides)
+            bar, update = _progress()
+            with bar:
+                report = start_round(catalog, config=settings, progress=update, strategy=strategy, budget=budget,
+                                     task=task, simulate=simulate or None)
+        except (RoundError, ConfigError, ValueError, LookupError) as error:
+            fail(str(error))
+        emit(report.to_json(), json_output, title=f"round {report.number}")
+
+    @groups.round.command("status")
+    def status(workspace: WorkspaceOption = None, json_output: JsonOption = False) -> None:
+        """Show every round: state, strategy, labels spent, metric before/after."""
+        from rich.table import Table
+
+        from radloop.app.rounds import round_status
+
+        reports = round_status(_catalog(workspace))
+        if json_output:
+            emit({"rounds": [report.to_json() for report in reports]}, True)
+            return
+        if not reports:
+            console.print("no rounds yet: `radloop round start --strategy typiclust --budget 50`")
+            return
+        table = Table("round", "state", "strategy", "task", "selected", "labels spent", "labels total",
+                      "metric", "before", "after")
+        for r in reports:
+            table.add_row(str(r.number), r.state, r.strategy, r.task, str(r.selected), str(r.labels_spent),
+                          str(r.labels_total), r.metric_name or "", _fmt(r.metric_before), _fmt(r.metric_after))
+        console.print(table)
+
+    @groups.round.command("finish")
+    def finish(simulate: Annotated[bool, typer.Option("--simulate", help="Answer from the dataset's ground "
+                                                      "truth instead of pulling from Label Studio.")] = False,
+               workspace: WorkspaceOption = None, json_output: JsonOption = False) -> None:
+        """Finish the open round: pull (or simulate) answers, fine-tune, evaluate, record what it bought."""
+        from radloop.app.rounds import RoundError, finish_round
+
+        catalog = _catalog(workspace)
+        try:
+            bar, update = _progress()
+            with bar:
+                report = finish_round(catalog, progress=update, simulate=simulate or None)
+        except RoundError as error:
+            fail(str(error))
+        emit(report.to_json(), json_output, title=f"round {report.number}")
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"

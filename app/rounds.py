@@ -1,0 +1,458 @@
+"""Active-learning rounds: the loop's orchestration, shared by the CLI, the app and the demo.
+
+A round moves through states, each step idempotent and recorded in the catalog, so that a crash at any
+point is resumed by running the same command again::
+
+    created -> selected -> pushed -> answered -> trained -> finished
+
+``start_round`` embeds new images with the current encoder, refreshes the case-search index, scores the
+unlabelled pool with the current model, selects a batch with a strategy and hands it to annotators
+(Label Studio when configured, else an import file under ``rounds/``).  ``finish_round`` collects the
+answers (Label Studio, or the dataset's ground truth with ``simulate``), trains a calibrated linear probe
+on every label bought so far, evaluates it on the held-out split and records what the round bought.
+
+The unit of labelling is an image-level finding (``task``, e.g. ``fracture``).  In simulation the dataset's
+own expert annotations play the annotator: a label counts as *bought* only once a round revealed it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+
+from radloop.core.catalog import Catalog
+from radloop.core.config import StrictModel, load_config, save_resolved_config
+from radloop.core.schema import Annotation, Image, Round, Selection, Study
+from radloop.core.targets import image_targets
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RoundConfig", "RoundError", "RoundReport", "start_round", "finish_round", "round_status",
+           "load_round_config", "labelled_image_ids"]
+
+Progress = Callable[[str, float], None]
+SIMULATE_SOURCE = "simulate"
+STATES = ("created", "selected", "pushed", "answered", "trained", "finished")
+
+
+class RoundError(RuntimeError):
+    """A round cannot proceed; the message says what to do next."""
+
+
+class RoundConfig(StrictModel):
+    """Settings of a round (``configs/rounds/default.yaml``; every field can be overridden)."""
+
+    task: str = "fracture"
+    strategy: str = "margin"
+    budget: int = 50
+    cold_start_strategy: str = "typiclust"
+    encoder: str | None = None  # registry version; default: the current encoder
+    dataset: str | None = None  # restrict the pool to one dataset
+    pool_split: str = "train"
+    eval_split: str = "test"
+    simulate: bool = False
+    random_state: int = 0
+    probe_C: float = 1.0
+    label_studio_url: str | None = None
+    label_studio_project: str = "radloop"
+
+
+def load_round_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RoundConfig:
+    return load_config(path, RoundConfig, overrides)
+
+
+@dataclass
+class RoundReport:
+    """What one round did and bought."""
+
+    round_id: int
+    number: int
+    state: str
+    strategy: str
+    task: str
+    budget: int
+    selected: int = 0
+    labels_spent: int = 0
+    labels_total: int = 0
+    metric_name: str | None = None
+    metric_before: float | None = None
+    metric_after: float | None = None
+    model_version: str | None = None
+    tasks_file: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _report(row: Round) -> RoundReport:
+    meta = row.meta or {}
+    return RoundReport(round_id=row.id, number=row.number, state=row.state, strategy=row.strategy,
+                       task=row.task, budget=row.budget, selected=int(meta.get("selected", 0)),
+                       labels_spent=row.labels_spent, labels_total=int(meta.get("labels_total", 0)),
+                       metric_name=row.metric_name, metric_before=row.metric_before,
+                       metric_after=row.metric_after, model_version=row.model_version,
+                       tasks_file=meta.get("tasks_file"), notes=list(meta.get("notes", [])))
+
+
+def _noop(_message: str, _fraction: float) -> None:
+    return None
+
+
+def _current_encoder(catalog: Catalog, config: RoundConfig):
+    from radloop.core.registry import current_model, get_model
+    from radloop.ssl.encoder_adapter import encoder_from_registry
+
+    record = get_model(catalog, config.encoder) if config.encoder else current_model(catalog, "encoder")
+    if record is None:
+        raise RoundError("no encoder in the registry: run `radloop pretrain --config configs/ssl/simclr_cpu.yaml` "
+                         "(or `radloop demo`) first, or pass --set encoder=<version>")
+    return record.version, encoder_from_registry(catalog, record.version)
+
+
+def _ensure_embeddings(catalog: Catalog, encoder_version: str, encoder: Any, progress: Progress) -> int:
+    """Embed catalog images that have no embedding by ``encoder_version``; returns how many were added."""
+    from radloop.ssl.embed import embed_catalog
+
+    progress("embedding new images", 0.05)
+    return int(embed_catalog(catalog, encoder, model_version=encoder_version, progress=False))
+
+
+def _refresh_index(catalog: Catalog, encoder_version: str, progress: Progress) -> str | None:
+    """Rebuild or extend the case-search index of the encoder; a failure is noted, not fatal."""
+    progress("updating the case-search index", 0.2)
+    try:
+        from radloop.retrieval import IndexManager
+
+        manager = IndexManager.build_from_catalog(catalog, encoder_version)
+        return str(manager.save())
+    except Exception as error:  # the index serves case search; selection works from arrays
+        logger.warning("index not updated: %s", error)
+        return None
+
+
+def labelled_image_ids(catalog: Catalog, task: str, *, simulate: bool) -> dict[str, int]:
+    """Image id -> 0/1 for every label bought so far for ``task`` (newest answer wins).
+
+    In simulation only labels revealed by rounds count; otherwise every expert choice for the task
+    (Label Studio pulls, ingested image-level labels) counts.
+    """
+    with catalog.session() as session:
+        query = select(Annotation.image_id, Annotation.meta).where(
+            Annotation.kind == "choice", Annotation.label == task)
+        if simulate:
+            query = query.where(Annotation.source == SIMULATE_SOURCE)
+        rows = session.execute(query.order_by(Annotation.created_at, Annotation.id)).all()
+    return {image_id: int(bool((meta or {}).get("value", 1))) for image_id, meta in rows}
+
+
+def _next_number(catalog: Catalog) -> int:
+    with catalog.session() as session:
+        return int(session.scalar(select(func.max(Round.number))) or 0) + 1
+
+
+def _open_round(catalog: Catalog) -> Round | None:
+    with catalog.session() as session:
+        return session.scalars(select(Round).where(Round.state != "finished").order_by(Round.id.desc())).first()
+
+
+def _set(catalog: Catalog, round_id: int, **values: Any) -> Round:
+    with catalog.session() as session:
+        row = session.get(Round, round_id)
+        meta = dict(row.meta or {})
+        meta.update(values.pop("meta", {}))
+        row.meta = meta
+        for key, value in values.items():
+            setattr(row, key, value)
+        session.flush()
+        return row
+
+
+def _pool(catalog: Catalog, config: RoundConfig) -> tuple[list[str], list[str | None]]:
+    """Unlabelled-or-labelled pool image ids (and body regions) the round may select from."""
+    with catalog.session() as session:
+        query = (select(Image.id, Image.body_region).join(Study, Study.id == Image.study_id)
+                 .where(Study.split == config.pool_split))
+        if config.dataset:
+            query = query.where(Image.dataset == config.dataset)
+        rows = session.execute(query.order_by(Image.id)).all()
+    return [row[0] for row in rows], [row[1] for row in rows]
+
+
+def _probabilities(catalog: Catalog, encoder_version: str, vectors: np.ndarray, task: str) -> np.ndarray | None:
+    """(N, 2) probabilities [absent, present] of ``task`` from the current findings model, when usable."""
+    from radloop.ssl.predict import load_predictor
+
+    predictor = load_predictor(catalog, "findings")
+    if predictor is None or task not in predictor.findings or predictor.encoder_version != encoder_version:
+        return None
+    present = predictor.predict_proba_embeddings(vectors)[:, predictor.findings.index(task)]
+    return np.stack([1.0 - present, present], axis=1)
+
+
+def _weak_labels(catalog: Catalog, image_ids: list[str], task: str) -> np.ndarray | None:
+    """Report weak label per image (1 positive, 0 negative, -1 unknown) via the report of its study."""
+    from radloop.core.schema import Report, WeakLabel
+
+    with catalog.session() as session:
+        rows = session.execute(
+            select(Image.id, WeakLabel.status).join(Report, Report.study_id == Image.study_id)
+            .join(WeakLabel, WeakLabel.report_id == Report.id)
+            .where(Image.id.in_(image_ids), WeakLabel.finding == task)).all()
+    if not rows:
+        return None
+    status = {}
+    for image_id, value in rows:
+        status[image_id] = max(status.get(image_id, -1), 1 if value == "positive" else 0)
+    return np.array([status.get(image_id, -1) for image_id in image_ids], dtype=np.int64)
+
+
+def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress: Progress | None = None,
+                **overrides: Any) -> RoundReport:
+    """Start a round (or resume the open one): embed, index, score, select, hand to annotators.
+
+    Args:
+        catalog: the workspace catalog.
+        config: round settings; keyword ``overrides`` (e.g. ``strategy="margin", budget=50``) apply on top.
+        progress: callback ``(message, fraction)`` for long steps.
+
+    Raises:
+        RoundError: no encoder, an empty pool, or a round of another task already open.
+    """
+    from radloop.core.embeddings import load_embeddings
+    from radloop.retrieval import get_strategy
+
+    progress = progress or _noop
+    config = (config or RoundConfig()).model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    config = RoundConfig.model_validate(config.model_dump())  # validate the overrides too
+    get_strategy(config.strategy)  # unknown names fail here, listing the valid ones
+    if config.budget < 1:
+        raise RoundError(f"budget must be at least 1, got {config.budget}")
+
+    row = _open_round(catalog)
+    if row is not None and row.state in ("selected", "pushed", "answered", "trained"):
+        logger.info("round %s is open in state %s; resuming it", row.number, row.state)
+        if row.state == "selected":
+            return _hand_out(catalog, row.id, config, progress)
+        return _report(row)
+    encoder_version, encoder = _current_encoder(catalog, config)
+    _ensure_embeddings(catalog, encoder_version, encoder, progress)
+    _refresh_index(catalog, encoder_version, progress)
+
+    pool_ids, regions = _pool(catalog, config)
+    if not pool_ids:
+        raise RoundError(f"no images in the '{config.pool_split}' split to select from: run `radloop ingest` first")
+    progress("scoring the pool", 0.4)
+    embedded = load_embeddings(catalog, encoder_version, pool_ids)
+    order = {image_id: i for i, image_id in enumerate(embedded.image_ids)}
+    keep = [i for i, image_id in enumerate(pool_ids) if image_id in order]
+    pool_ids = [pool_ids[i] for i in keep]
+    regions = [regions[i] for i in keep]
+    vectors = embedded.vectors[[order[image_id] for image_id in pool_ids]]
+    labelled = labelled_image_ids(catalog, config.task, simulate=config.simulate)
+    labelled_mask = np.array([image_id in labelled for image_id in pool_ids])
+    if labelled_mask.all():
+        raise RoundError("every image of the pool is labelled already: ingest more images")
+
+    probabilities = _probabilities(catalog, encoder_version, vectors, config.task)
+    strategy_name, notes = config.strategy, []
+    needs_model = strategy_name in ("least_confidence", "margin", "entropy", "report_disagreement") \
+        or "hybrid" in strategy_name or strategy_name in ("badge", "cluster_margin")
+    if needs_model and probabilities is None:
+        notes.append(f"no current model for '{config.task}' on encoder {encoder_version}: "
+                     f"cold start with '{config.cold_start_strategy}' instead of '{strategy_name}'")
+        strategy_name = config.cold_start_strategy
+    strategy = get_strategy(strategy_name, random_state=config.random_state)
+    progress(f"selecting {config.budget} images with {strategy_name}", 0.6)
+    picked = strategy.select(
+        min(config.budget, int((~labelled_mask).sum())), embeddings=vectors, labeled_mask=labelled_mask,
+        probabilities=probabilities, weak_labels=_weak_labels(catalog, pool_ids, config.task),
+        groups=np.array([region or "unknown" for region in regions], dtype=object),
+        random_state=config.random_state)
+    scores = getattr(strategy, "scores_", None)
+    reasons = getattr(strategy, "reasons_", None)
+
+    with catalog.session() as session:
+        number = _next_number(catalog)
+        new = Round(number=number, state="created", strategy=strategy_name, budget=config.budget,
+                    task=config.task, model_version=encoder_version, config=json.loads(config.model_dump_json()),
+                    meta={"notes": notes, "simulate": config.simulate})
+        session.add(new)
+        session.flush()
+        for rank, index in enumerate(np.asarray(picked).tolist()):
+            score = None if scores is None else float(np.asarray(scores)[rank])
+            reason = "" if reasons is None else str(list(reasons)[rank])
+            session.add(Selection(round_id=new.id, image_id=pool_ids[index], rank=rank, score=score,
+                                  strategy=strategy_name, reason=reason))
+        new.state = "selected"
+        new.meta = {**new.meta, "selected": len(picked), "pool": len(pool_ids),
+                    "labelled_before": int(labelled_mask.sum())}
+        round_id = new.id
+    folder = catalog.workspace.rounds_dir / f"round-{number:03d}"
+    save_resolved_config(config, folder / "config.yaml")
+    return _hand_out(catalog, round_id, config, progress)
+
+
+def _hand_out(catalog: Catalog, round_id: int, config: RoundConfig, progress: Progress) -> RoundReport:
+    """Push the batch to Label Studio, or write the import file when there is no server (idempotent)."""
+    from radloop.labeling import ls_sync
+
+    progress("handing the batch to annotators", 0.8)
+    with catalog.session() as session:
+        row = session.get(Round, round_id)
+        number = row.number
+    folder = catalog.workspace.rounds_dir / f"round-{number:03d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    tasks_file = folder / "label_studio_tasks.json"
+    ls_sync.export_tasks_json(catalog, round_id, tasks_file)
+    meta: dict[str, Any] = {"tasks_file": catalog.workspace.relative(tasks_file)}
+    if config.label_studio_url and not config.simulate:
+        client = ls_sync.client_from_env(config.label_studio_url)
+        project = ls_sync.ensure_project(client, config.label_studio_project)
+        pushed = ls_sync.push_round(catalog, client, round_id, project=project)
+        meta["label_studio"] = {"url": config.label_studio_url, "project": config.label_studio_project,
+                                "pushed": pushed}
+    row = _set(catalog, round_id, state="pushed", meta=meta)
+    progress("round started", 1.0)
+    return _report(row)
+
+
+def _simulate_answers(catalog: Catalog, round_id: int, task: str) -> int:
+    """Reveal the dataset's ground truth for the round's selections (the simulated annotator)."""
+    with catalog.session() as session:
+        selected = list(session.scalars(select(Selection.image_id).where(Selection.round_id == round_id)))
+        answered = set(session.scalars(select(Annotation.image_id).where(
+            Annotation.round_id == round_id, Annotation.source == SIMULATE_SOURCE)))
+    truth = {t.image_id: t.labels.get(task) for t in image_targets(catalog, image_ids=selected)}
+    added = 0
+    with catalog.session() as session:
+        for image_id in selected:
+            if image_id in answered:
+                continue
+            value = truth.get(image_id)
+            if value is None:
+                continue  # no ground truth for this image: the annotator "skips" it
+            session.add(Annotation(image_id=image_id, source=SIMULATE_SOURCE, kind="choice", label=task,
+                                   annotator="simulated", round_id=round_id, meta={"value": int(value)}))
+            added += 1
+    return added
+
+
+def _train_and_evaluate(catalog: Catalog, row: Round, config: RoundConfig, progress: Progress) -> dict[str, Any]:
+    """Fit the probe on every label bought so far, evaluate on the held-out split, register it."""
+    from sklearn.metrics import roc_auc_score
+
+    from radloop.core.embeddings import load_embeddings
+    from radloop.core.registry import register_model
+    from radloop.ssl.probe import LinearProbe, ProbeError
+
+    encoder_version = row.model_version
+    labelled = labelled_image_ids(catalog, config.task, simulate=config.simulate)
+    train = load_embeddings(catalog, encoder_version, sorted(labelled))
+    targets = np.array([[labelled[image_id]] for image_id in train.image_ids], dtype=np.int64)
+    progress(f"training a probe on {len(train.image_ids)} labels", 0.5)
+    try:
+        probe = LinearProbe(C=config.probe_C, random_state=config.random_state).fit(
+            _normalize(train.vectors), targets, [config.task])
+    except ProbeError as error:
+        return {"labels_total": len(labelled), "note": f"no model trained yet: {error}"}
+    evaluation = [t for t in image_targets(catalog, split=config.eval_split, dataset=config.dataset)
+                  if t.labels.get(config.task) is not None]
+    metric = None
+    if evaluation:
+        held_out = load_embeddings(catalog, encoder_version, [t.image_id for t in evaluation])
+        truth = {t.image_id: t.labels[config.task] for t in evaluation}
+        labels = np.array([truth[image_id] for image_id in held_out.image_ids])
+        scores = probe.predict_proba(_normalize(held_out.vectors))[:, 0]
+        if labels.min() != labels.max():
+            metric = float(roc_auc_score(labels, scores))
+    version = f"probe-{config.task}-r{row.number:03d}-{encoder_version[-8:]}"
+    folder = catalog.workspace.models_dir / version
+    probe.save(folder)
+    save_resolved_config(config, folder / "round_config.yaml")
+    with catalog.session() as session:
+        annotation_ids = list(session.scalars(select(Annotation.id).where(
+            Annotation.kind == "choice", Annotation.label == config.task)))
+    metrics = {f"auroc.{config.task}": metric, "labels": len(labelled), "eval_images": len(evaluation)}
+    from radloop.core.registry import RegistryError
+
+    try:
+        register_model(catalog, version, "probe", "findings", folder, parent_version=encoder_version,
+                       config={"round": row.number, **json.loads(config.model_dump_json()),
+                               "embeddings": {"normalize": True}},
+                       metrics=metrics, annotation_ids=annotation_ids, make_current=True)
+    except RegistryError:
+        logger.info("model %s registered already (resumed round)", version)
+    return {"labels_total": len(labelled), "metric": metric, "model_version": version}
+
+
+def _normalize(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate: bool | None = None) -> RoundReport:
+    """Collect the answers of the open round, fine-tune, evaluate and record what the round bought.
+
+    Raises:
+        RoundError: no open round, or no answers yet (Label Studio still labelling).
+    """
+    progress = progress or _noop
+    row = _open_round(catalog)
+    if row is None:
+        raise RoundError("no open round: start one with `radloop round start --strategy margin --budget 50`")
+    config = RoundConfig.model_validate(row.config)
+    if simulate is not None:
+        config = config.model_copy(update={"simulate": simulate})
+    if row.state == "created":
+        raise RoundError(f"round {row.number} has no selection yet: run `radloop round start` again to resume it")
+    if row.state in ("selected", "pushed"):
+        progress("collecting answers", 0.1)
+        if config.simulate:
+            answered = _simulate_answers(catalog, row.id, config.task)
+        else:
+            from radloop.labeling import ls_sync
+
+            url = (row.meta or {}).get("label_studio", {}).get("url") or config.label_studio_url
+            if not url:
+                raise RoundError(f"round {row.number} went to an import file ({(row.meta or {}).get('tasks_file')}); "
+                                 "import it into Label Studio and pass the server with --set label_studio_url=..., "
+                                 "or finish with --simulate")
+            client = ls_sync.client_from_env(url)
+            answered = ls_sync.pull_round(catalog, client, row.id).annotations_added
+        if answered == 0 and not config.simulate:
+            raise RoundError(f"round {row.number}: no annotations yet in Label Studio; label the tasks, then rerun")
+        row = _set(catalog, row.id, state="answered", labels_spent=int(answered))
+    if row.state == "answered":
+        previous = _previous_metric(catalog, row.number)
+        result = _train_and_evaluate(catalog, row, config, progress)
+        notes = list((row.meta or {}).get("notes", []))
+        if "note" in result:
+            notes.append(result["note"])
+        row = _set(catalog, row.id, state="trained", metric_name=f"auroc.{config.task}",
+                   metric_before=previous, metric_after=result.get("metric"),
+                   meta={"labels_total": result["labels_total"], "notes": notes,
+                         "probe_version": result.get("model_version")})
+    if row.state == "trained":
+        row = _set(catalog, row.id, state="finished", finished_at=datetime.now(timezone.utc))
+    progress("round finished", 1.0)
+    return _report(row)
+
+
+def _previous_metric(catalog: Catalog, number: int) -> float | None:
+    with catalog.session() as session:
+        return session.scalar(select(Round.metric_after).where(Round.number < number, Round.state == "finished")
+                              .order_by(Round.number.desc()))
+
+
+def round_status(catalog: Catalog) -> list[RoundReport]:
+    """All rounds, oldest first."""
+    with catalog.session() as session:
+        return [_report(row) for row in session.scalars(select(Round).order_by(Round.number))]
