@@ -1,0 +1,63 @@
+"""`radloop demo`: the whole loop on the real data, into a fresh workspace."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from radloop.app.options import JsonOption, WorkspaceOption, console, emit, fail
+
+
+def _default_data() -> Path:
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[2] / "shared" / "data", Path.cwd().parent / "shared" / "data"):
+        if candidate.exists():
+            return candidate
+    return Path("../shared/data")
+
+
+def register(groups) -> None:
+    @groups.root.command("demo")
+    def demo(data: Annotated[Optional[Path], typer.Option(help="Shared real-data folder (default ../shared/data).")] = None,
+             limit: Annotated[Optional[int], typer.Option(min=50, help="Fracture images to ingest (default: all).")] = None,
+             encoder: Annotated[Optional[Path], typer.Option(help="Use this encoder folder instead of pretraining.")] = None,
+             pretrain_minutes: Annotated[float, typer.Option(min=0.1, help="Length of the short pretraining.")] = 2.5,
+             rounds: Annotated[int, typer.Option(min=2, help="Simulated active-learning rounds.")] = 3,
+             budget: Annotated[int, typer.Option(min=5, help="Images bought per round.")] = 40,
+             strategy: Annotated[str, typer.Option(help="Strategy after the cold-start round.")] = "margin",
+             label_studio_url: Annotated[Optional[str], typer.Option(
+                 help="Push the next batch to this Label Studio (token from LABEL_STUDIO_API_KEY).")] = None,
+             keep: Annotated[bool, typer.Option("--keep", help="Reuse the workspace instead of starting fresh.")] = False,
+             workers: Annotated[Optional[int], typer.Option(min=1, help="Ingest processes.")] = None,
+             workspace: WorkspaceOption = None, json_output: JsonOption = False) -> None:
+        """Run the whole loop on real data: ingest, weak labels, pretraining, embeddings, index,
+        simulated active-learning rounds with fine-tuning, the next batch, a report and a plot."""
+        from radloop.app.demo import DemoOptions, run_demo
+        from radloop.core.catalog import Catalog
+        from radloop.core.workspace import resolve_workspace
+
+        data = (data or _default_data()).resolve()
+        if not data.exists():
+            fail(f"data folder {data} not found: pass --data /path/to/shared/data")
+        target = resolve_workspace(workspace)
+        if target.root.exists() and not keep:
+            if (target.root / "catalog.sqlite").exists() or not any(target.root.iterdir()):
+                shutil.rmtree(target.root)
+            else:
+                fail(f"{target.root} exists and is not a radloop workspace; choose another --workspace")
+        catalog = Catalog.open(target)
+        options = DemoOptions(data=data, limit=limit, encoder=encoder, pretrain_minutes=pretrain_minutes,
+                              rounds=rounds, budget=budget, strategy=strategy, label_studio_url=label_studio_url,
+                              workers=workers)
+        say = (lambda message: console.print(message, markup=False, highlight=False))
+        try:
+            result = run_demo(catalog, options, say=say)
+        except FileNotFoundError as error:
+            fail(str(error))
+        if json_output:
+            emit(result.to_json(), True)
+        console.print(f"\nworkspace: {target.root}  (explore it: RADLOOP_WORKSPACE={target.root} "
+                      "streamlit run app/main.py)", markup=False, highlight=False)

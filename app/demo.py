@@ -1,0 +1,308 @@
+"""`radloop demo`: the whole loop on the real data in ``../shared/data`` with embedded defaults.
+
+ingest -> report weak labels (scored against the experts' MeSH coding) -> a short self-supervised
+pretraining (or the latest / a given encoder) -> embeddings -> case-search index -> simulated
+active-learning rounds (cold start, then uncertainty/diversity) with a probe fine-tuned each round ->
+a random-selection baseline on the same label counts -> the next batch for Label Studio (import file,
+or pushed when a server is configured) -> report + learning-curve plot.
+
+Every step is a call of the same functions the CLI uses; the demo adds no logic of its own beyond
+choosing small, fast defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from radloop.core.catalog import Catalog
+from radloop.core.workspace import Workspace
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DemoOptions", "DemoResult", "run_demo"]
+
+FRACTURE_COCO = "bone_fracture_xray_roboflow_v4/coco/train_annotations.coco.json"
+FRACTURE_IMAGES = "bone_fracture_xray_roboflow_v4/yolo/train/images"
+DICOMS = "dicom_radiographs"
+OPENI_REPORTS = "iu_xray_reports/NLMCXR_reports_dev.tgz"
+NEGBIO_GOLD = "negbio_openi_gold/examples/openi_gld_std14.csv"
+EXTRA_IMAGES = ("iu_xray_images", "nih_cxr14_labels_samples/images")
+
+
+@dataclass
+class DemoOptions:
+    """Knobs of the demo (the CLI exposes them; defaults run in a few minutes on 2 cores)."""
+
+    data: Path
+    limit: int | None = None  # fracture images to ingest (None: all 3,631 of the dev set)
+    encoder: Path | None = None  # a trained encoder folder to use instead of pretraining
+    pretrain_config: Path | None = None
+    pretrain_minutes: float = 2.5
+    rounds: int = 3
+    budget: int = 40
+    strategy: str = "margin"
+    cold_start_strategy: str = "typiclust"
+    random_seeds: int = 3
+    label_studio_url: str | None = None
+    workers: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class DemoResult:
+    """What the demo did: one entry per step, per round, and the files it wrote."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    random_baseline: list[dict[str, Any]] = field(default_factory=list)
+    next_batch: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"steps": self.steps, "rounds": self.rounds, "random_baseline": self.random_baseline,
+                "next_batch": self.next_batch, "files": self.files}
+
+
+Say = Callable[[str], None]
+
+
+class _Steps:
+    """Times each step and records its summary."""
+
+    def __init__(self, result: DemoResult, say: Say) -> None:
+        self.result, self.say = result, say
+
+    def run(self, name: str, function: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        self.say(f"[{len(self.result.steps) + 1}] {name} ...")
+        started = time.perf_counter()
+        summary = function() or {}
+        summary = {"step": name, "seconds": round(time.perf_counter() - started, 1), **summary}
+        self.result.steps.append(summary)
+        shown = {k: v for k, v in summary.items() if k not in ("step",) and not isinstance(v, (dict, list))}
+        self.say("    " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+        return summary
+
+
+def _require(data: Path, relative: str) -> Path:
+    path = data / relative
+    if not path.exists():
+        raise FileNotFoundError(f"demo data missing: {path} (pass --data pointing at the shared data folder)")
+    return path
+
+
+def _ingest(catalog: Catalog, options: DemoOptions) -> dict[str, Any]:
+    from radloop.core.ingest import ingest_paths
+
+    data = options.data
+    fracture = ingest_paths(catalog, [_require(data, FRACTURE_COCO)], images_dir=_require(data, FRACTURE_IMAGES),
+                            dataset="fracture", workers=options.workers, limit=options.limit)
+    others = [data / name for name in (DICOMS, *EXTRA_IMAGES) if (data / name).exists()]
+    radiographs = ingest_paths(catalog, others, workers=options.workers, dataset="radiographs") if others else None
+    reports = ingest_paths(catalog, [], reports=[_require(data, OPENI_REPORTS)], dataset="openi")
+    errors = fracture.errors + reports.errors + (radiographs.errors if radiographs else 0)
+    return {"fracture_images": fracture.images_added + fracture.images_skipped_existing,
+            "boxes": fracture.annotations_added,
+            "other_radiographs": (radiographs.images_added + radiographs.images_skipped_existing) if radiographs else 0,
+            "reports": reports.reports_added + reports.reports_skipped_existing + reports.reports_updated,
+            "ingest_errors": errors}
+
+
+def _weak_labels(catalog: Catalog, options: DemoOptions) -> dict[str, Any]:
+    from radloop.labeling import label_catalog
+    from radloop.labeling.evaluate import evaluate_openi
+
+    stored = label_catalog(catalog)
+    summary: dict[str, Any] = {"reports_labelled": getattr(stored, "reports", stored)}
+    negbio = options.data / NEGBIO_GOLD
+    scores = evaluate_openi(_require(options.data, OPENI_REPORTS), negbio if negbio.exists() else None)
+    for name in ("micro_f1_chest", "fracture", "device", "foreign_body", "normal"):
+        value = scores.get(name)
+        if isinstance(value, dict):
+            value = value.get("f1")
+        if value is not None:
+            summary[f"f1_{name}"] = round(float(value), 3)
+    return summary
+
+
+def _encoder(catalog: Catalog, options: DemoOptions) -> dict[str, Any]:
+    from radloop.core.registry import current_model
+    from radloop.ssl.pretrain import import_encoder, pretrain
+
+    if options.encoder:
+        version = import_encoder(catalog, options.encoder, make_current=True)
+        return {"encoder": version, "source": str(options.encoder)}
+    existing = current_model(catalog, "encoder")
+    if existing is not None:
+        return {"encoder": existing.version, "source": "latest in workspace"}
+    config = options.pretrain_config or _default_config("ssl/simclr_cpu.yaml")
+    overrides = [f"trainer.max_time_minutes={options.pretrain_minutes}"]
+    version = pretrain(catalog, config, overrides=overrides)
+    return {"encoder": version, "source": f"pretrained {options.pretrain_minutes} min ({config.name})"}
+
+
+def _default_config(relative: str) -> Path:
+    """A config shipped in the repository's configs/ folder."""
+    here = Path(__file__).resolve()
+    for root in (here.parents[1], Path.cwd()):
+        candidate = root / "configs" / relative
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"configs/{relative} not found next to the radloop sources or in the current folder")
+
+
+def _embed_and_index(catalog: Catalog) -> dict[str, Any]:
+    from radloop.core.registry import current_model
+    from radloop.retrieval import IndexManager
+    from radloop.ssl.embed import embed_catalog
+    from radloop.ssl.encoder_adapter import encoder_from_registry
+
+    version = current_model(catalog, "encoder").version
+    added = embed_catalog(catalog, encoder_from_registry(catalog, version), model_version=version)
+    manager = IndexManager.build_from_catalog(catalog, version)
+    path = manager.save()
+    return {"embedded": int(added), "index_size": int(manager.ntotal), "index": str(path)}
+
+
+def _rounds(catalog: Catalog, options: DemoOptions, result: DemoResult, say: Say) -> dict[str, Any]:
+    from radloop.app.rounds import RoundConfig, finish_round, start_round
+
+    base = RoundConfig(task="fracture", budget=options.budget, simulate=True, dataset="fracture",
+                       random_state=options.seed, cold_start_strategy=options.cold_start_strategy)
+    for number in range(options.rounds):
+        strategy = options.cold_start_strategy if number == 0 else options.strategy
+        started = start_round(catalog, config=base.model_copy(update={"strategy": strategy}))
+        finished = finish_round(catalog)
+        entry = {"round": finished.number, "strategy": finished.strategy, "labels_spent": finished.labels_spent,
+                 "labels_total": finished.labels_total, "auroc_before": finished.metric_before,
+                 "auroc_after": finished.metric_after, "selected": started.selected}
+        result.rounds.append(entry)
+        say(f"    round {entry['round']}: {entry['strategy']:<10} +{entry['labels_spent']} labels "
+            f"(total {entry['labels_total']}) fracture AUROC {_fmt(entry['auroc_before'])} -> "
+            f"{_fmt(entry['auroc_after'])}")
+    return {"rounds": len(result.rounds)}
+
+
+def _random_baseline(catalog: Catalog, options: DemoOptions, result: DemoResult) -> dict[str, Any]:
+    """Random selection at the same label counts (mean over seeds): what active learning is measured against."""
+    from sklearn.metrics import roc_auc_score
+
+    from radloop.core.embeddings import load_embeddings
+    from radloop.core.registry import current_model
+    from radloop.core.targets import image_targets
+    from radloop.ssl.probe import LinearProbe, ProbeError
+
+    version = current_model(catalog, "encoder").version
+    pool = [t for t in image_targets(catalog, dataset="fracture", split="train") if t.fracture is not None]
+    held = [t for t in image_targets(catalog, dataset="fracture", split="test") if t.fracture is not None]
+    pool_set = load_embeddings(catalog, version, [t.image_id for t in pool])
+    held_set = load_embeddings(catalog, version, [t.image_id for t in held])
+    truth = {t.image_id: t.fracture for t in pool + held}
+    pool_y = np.array([truth[i] for i in pool_set.image_ids])
+    held_y = np.array([truth[i] for i in held_set.image_ids])
+    pool_x, held_x = _unit(pool_set.vectors), _unit(held_set.vectors)
+    for entry in result.rounds:
+        count = entry["labels_total"]
+        scores = []
+        for seed in range(options.random_seeds):
+            rng = np.random.default_rng(1000 + seed)
+            picked = rng.choice(len(pool_y), size=min(count, len(pool_y)), replace=False)
+            try:
+                probe = LinearProbe(random_state=seed).fit(pool_x[picked], pool_y[picked, None], ["fracture"])
+            except ProbeError:
+                continue
+            scores.append(roc_auc_score(held_y, probe.predict_proba(held_x)[:, 0]))
+        result.random_baseline.append({"labels": count, "auroc_mean": float(np.mean(scores)) if scores else None,
+                                       "auroc_std": float(np.std(scores)) if scores else None})
+    return {"eval_images": len(held_y)}
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def _next_batch(catalog: Catalog, options: DemoOptions) -> dict[str, Any]:
+    from radloop.app.rounds import RoundConfig, start_round
+
+    config = RoundConfig(task="fracture", budget=options.budget, strategy=options.strategy, dataset="fracture",
+                         simulate=options.label_studio_url is None, label_studio_url=options.label_studio_url,
+                         random_state=options.seed)
+    report = start_round(catalog, config=config)
+    return {"round": report.number, "strategy": report.strategy, "selected": report.selected,
+            "label_studio_import_file": report.tasks_file}
+
+
+def _plot(workspace: Workspace, result: DemoResult) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4), dpi=120)
+    labels = [r["labels_total"] for r in result.rounds]
+    axis.plot(labels, [r["auroc_after"] or np.nan for r in result.rounds], "o-", label="active learning")
+    if result.random_baseline:
+        means = np.array([b["auroc_mean"] or np.nan for b in result.random_baseline], dtype=float)
+        spread = np.array([b["auroc_std"] or 0.0 for b in result.random_baseline], dtype=float)
+        axis.plot(labels, means, "s--", label="random (mean of seeds)")
+        axis.fill_between(labels, means - spread, means + spread, alpha=0.2)
+    axis.set_xlabel("expert labels bought")
+    axis.set_ylabel("fracture AUROC (held-out)")
+    axis.set_title("radloop demo: what the labels bought")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    path = workspace.rounds_dir / "learning_curve.png"
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def _fmt(value: float | None) -> str:
+    return "  -  " if value is None else f"{value:.3f}"
+
+
+def run_demo(catalog: Catalog, options: DemoOptions, say: Say = print) -> DemoResult:
+    """Run the whole loop into ``catalog``'s workspace and return what happened."""
+    result = DemoResult()
+    steps = _Steps(result, say)
+    steps.run("ingest radiographs, boxes and reports", lambda: _ingest(catalog, options))
+    steps.run("weak labels from reports (medspacy rules) + score vs expert MeSH coding",
+              lambda: _weak_labels(catalog, options))
+    steps.run("encoder (self-supervised)", lambda: _encoder(catalog, options))
+    steps.run("embed every image + case-search index", lambda: _embed_and_index(catalog))
+    steps.run(f"{options.rounds} simulated active-learning rounds (probe fine-tuned each round)",
+              lambda: _rounds(catalog, options, result, say))
+    steps.run("random-selection baseline at the same label counts", lambda: _random_baseline(catalog, options, result))
+    result.next_batch = steps.run("next batch for the experts", lambda: _next_batch(catalog, options))
+    plot = _plot(catalog.workspace, result)
+    result.files["learning_curve"] = str(plot)
+    summary_file = catalog.workspace.rounds_dir / "demo_summary.json"
+    summary_file.write_text(json.dumps(result.to_json(), indent=2, default=str))
+    result.files["summary"] = str(summary_file)
+    _print_report(result, say)
+    return result
+
+
+def _print_report(result: DemoResult, say: Say) -> None:
+    say("")
+    say("What the labels bought (fracture present, AUROC on the held-out split):")
+    say(f"  {'round':>5}  {'strategy':<12}{'labels':>7}  {'active':>7}  {'random':>14}")
+    for entry, baseline in zip(result.rounds, result.random_baseline or [{}] * len(result.rounds)):
+        random_text = (f"{baseline['auroc_mean']:.3f}±{baseline['auroc_std']:.3f}"
+                       if baseline.get("auroc_mean") is not None else "-")
+        say(f"  {entry['round']:>5}  {entry['strategy']:<12}{entry['labels_total']:>7}  "
+            f"{_fmt(entry['auroc_after']):>7}  {random_text:>14}")
+    if result.next_batch:
+        say(f"Next batch: round {result.next_batch.get('round')} selected {result.next_batch.get('selected')} "
+            f"images with {result.next_batch.get('strategy')}; Label Studio import file: "
+            f"{result.next_batch.get('label_studio_import_file')}")
+    for name, path in result.files.items():
+        say(f"{name}: {path}")
