@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from radloop.app import ui, views
+from radloop.app import next_steps, ui, views
 
 
 @ui.safe_page
@@ -14,8 +14,7 @@ def render() -> None:
     catalog = ui.require_catalog()
     models = views.models_frame(catalog)
     if models.empty:
-        ui.next_step("No model registered yet: `radloop ssl pretrain` registers an encoder, `radloop train` "
-                     "a findings model (or run `radloop demo`).")
+        ui.next_step(next_steps.NO_MODELS)
         return
     tasks = sorted(models["task"].dropna().unique())
     task = st.selectbox("Task", ["all", *tasks], key="models_task")
@@ -31,9 +30,9 @@ def render() -> None:
         # Vega-Lite reads ":" and "." in a field name as type / nesting: plot under a plain name.
         plotted = shown[["version", metric]].dropna().rename(columns={metric: "value"})
         if not plotted.empty:
-            st.bar_chart(plotted, x="version", y="value", horizontal=True, height=60 + 30 * len(plotted),
+            st.bar_chart(plotted, x="version", y="value", sort="-value", horizontal=True, height=60 + 30 * len(plotted),
                          y_label=metric.removeprefix("metric:"))
-    st.caption("Switch models with `radloop models set-current VERSION` or `radloop models rollback TASK`.")
+    st.caption(next_steps.SWITCH_MODELS)
 
 
 if __name__ == "__main__":

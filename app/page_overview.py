@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from radloop.app import ui, views
+from radloop.app import next_steps, ui, views
 
 
 @ui.safe_page
@@ -24,42 +24,46 @@ def render() -> None:
         st.subheader("Images by body region")
         regions = views.region_counts(catalog)
         if regions.empty:
-            ui.next_step("No images yet: `radloop ingest ...` imports radiographs.")
+            ui.next_step(next_steps.NO_IMAGES)
         else:
-            st.bar_chart(regions, x="body_region", y="images", horizontal=True, height=260)
+            st.bar_chart(regions, x="body_region", y="images", horizontal=True, sort="-images", height=260)
             st.dataframe(regions, hide_index=True, width="stretch")
     with right:
         st.subheader("Findings")
         findings = views.finding_counts(catalog)
         if findings.empty:
-            ui.next_step("No weak or expert labels yet: `radloop labels build` labels the reports.")
+            ui.next_step(next_steps.NO_WEAK_LABELS)
         else:
             st.caption("Reports with a positive / negative / uncertain mention (weak labels) and images "
                        "with an expert label.")
-            st.dataframe(findings, hide_index=True, width="stretch")
+            st.dataframe(findings, hide_index=True, width="stretch", column_config={
+                "positive": st.column_config.NumberColumn("pos.", help="reports with a positive mention"),
+                "negative": st.column_config.NumberColumn("neg.", help="reports with a negated mention"),
+                "uncertain": st.column_config.NumberColumn("unc.", help="reports with an uncertain mention"),
+                "expert_positive": st.column_config.NumberColumn("expert +", help="images labelled present"),
+                "expert_negative": st.column_config.NumberColumn("expert −", help="images labelled absent")})
 
     st.subheader("Weak-label coverage")
     coverage = views.weak_label_coverage(catalog)
     first, second, third = st.columns(3)
     first.metric("Reports labelled", f"{coverage.reports_labelled:,} / {coverage.reports:,}",
-                 f"{coverage.report_fraction:.0%}", delta_color="off")
+                 help=f"{coverage.report_fraction:.0%} of the reports have at least one weak label")
     second.metric("Images with a report", f"{coverage.images_with_report:,} / {coverage.images:,}")
-    third.metric("Images with weak labels", f"{coverage.images_labelled:,}",
-                 f"{coverage.image_fraction:.0%}", delta_color="off")
+    third.metric("Images with weak labels", f"{coverage.images_labelled:,} ({coverage.image_fraction:.0%})",
+                 help="Images whose study has a report with at least one weak label")
     if coverage.rules_versions:
         st.caption("Rules version(s): " + ", ".join(f"`{version}`" for version in coverage.rules_versions))
     elif coverage.reports:
-        ui.next_step("The reports have no weak labels yet: run `radloop labels build`.")
+        ui.next_step(next_steps.NO_WEAK_LABELS)
 
     st.subheader("Active-learning rounds")
     rounds = views.rounds_frame(catalog)
     if rounds.empty:
-        ui.next_step("No round yet: start one on the *Round control* page or with "
-                     "`radloop round start --strategy NAME --budget N` (`--simulate` without experts).")
+        ui.next_step(next_steps.NO_ROUND)
         return
     curve = views.learning_curve(rounds)
     if curve.empty:
-        st.caption("No round has recorded a metric yet (`radloop round finish` evaluates the model).")
+        st.caption(next_steps.NO_METRIC)
     else:
         st.caption("Metric against expert labels spent")
         st.line_chart(curve, x="labels", y="metric", color="metric_name", height=280,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from radloop.app import ui, views
+from radloop.app import next_steps, ui, views
 
 THUMBNAILS = 8
 
@@ -17,8 +17,7 @@ def render() -> None:
     catalog = ui.require_catalog(need_images=True)
     rounds = views.rounds_frame(catalog)
     if rounds.empty:
-        ui.next_step("No round has selected images yet: start one on the *Round control* page or with "
-                     "`radloop round start --strategy NAME --budget N`.")
+        ui.next_step(next_steps.NO_ROUND)
         return
     choices = {int(row.round_id): f"round {row.number} · {row.strategy} · {row.state}"
                for row in rounds.iloc[::-1].itertuples()}
@@ -31,7 +30,8 @@ def render() -> None:
     columns[2].metric("Budget", info.budget)
     columns[3].metric("State", info.state)
     if queue.items.empty:
-        ui.next_step(f"Round {info.number} has not selected images yet: `radloop round start` resumes it.")
+        ui.next_step(f"Round {info.number} has not selected images yet: "
+                     f"{next_steps.command('round_start')} resumes it.")
         return
     st.dataframe(queue.items, hide_index=True, width="stretch",
                  column_config={"score": st.column_config.NumberColumn(format="%.4f"),

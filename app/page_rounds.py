@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import streamlit as st
 
-from radloop.app import ui, views, views_rounds
+from radloop.app import next_steps, ui, views, views_rounds
+from radloop.core.vocabulary import IMAGE_FINDINGS
 
 
 def _progress_reporter(status, bar):
-    def report(fraction: float = 0.0, text: str = "", *_, **__) -> None:
-        if isinstance(fraction, str):  # (text, fraction) order
-            fraction, text = (text if isinstance(text, (int, float)) else 0.0), fraction
-        bar.progress(min(max(float(fraction or 0.0), 0.0), 1.0), text=text or None)
-        if text:
-            status.update(label=text)
+    """A ``progress(message, fraction)`` callback that drives the status box and the progress bar."""
+
+    def report(message: str = "", fraction: float = 0.0) -> None:
+        if not isinstance(message, str):  # tolerate (fraction, message)
+            message, fraction = str(fraction or ""), float(message or 0.0)
+        bar.progress(min(max(float(fraction or 0.0), 0.0), 1.0), text=message or None)
+        if message:
+            status.update(label=message)
+
     return report
 
 
@@ -34,8 +38,7 @@ def _run(action: str, function, catalog, **kwargs) -> None:
         else:
             status.update(label=f"{action}: failed", state="error")
             st.error(result.message)
-            ui.next_step("Fix the cause above and press the button again: every round step is resumable. "
-                         "`radloop round status` shows where the round stands.")
+            ui.next_step(next_steps.ROUND_RESUMABLE)
 
 
 @ui.safe_page
@@ -69,26 +72,37 @@ def render() -> None:
         ui.next_step(api.message)
         return
 
+    defaults = api.defaults
+    strategies = views_rounds.strategy_names()
+    tasks = list(IMAGE_FINDINGS)
     start_column, finish_column = st.columns(2)
     with start_column, st.form("start_round"):
         st.subheader("Start a round")
-        strategy = st.selectbox("Strategy", views_rounds.strategy_names(), key="round_strategy")
-        budget = st.number_input("Budget (images to label)", min_value=1, max_value=10_000, value=20, step=5,
-                                 key="round_budget")
+        task = st.selectbox("Finding to label", tasks, key="round_task",
+                            index=tasks.index(defaults["task"]) if defaults.get("task") in tasks else 0)
+        strategy = st.selectbox("Strategy", strategies, key="round_strategy",
+                                index=strategies.index(defaults["strategy"])
+                                if defaults.get("strategy") in strategies else 0)
+        budget = st.number_input("Budget (images to label)", min_value=1, max_value=10_000, step=5,
+                                 value=int(defaults.get("budget") or 20), key="round_budget")
         simulate = st.checkbox("Simulate the experts (answer from the dataset's ground truth)",
                                value=not label_studio.reachable, key="round_simulate")
         start = st.form_submit_button("Start round", type="primary")
     with finish_column, st.form("finish_round"):
         st.subheader("Finish the round")
         st.caption("Pull the annotations, fine-tune, evaluate and record the metric before/after.")
+        simulate_missing = st.checkbox("Simulate the answers (dataset ground truth)", value=False,
+                                       key="round_finish_simulate")
         finish = st.form_submit_button("Finish round")
     if start:
         if not simulate and not label_studio.reachable:
             st.info("No Label Studio: the round writes the Label Studio import file under `rounds/`; "
                     "import it by hand or tick *Simulate*.")
-        _run("Starting round", api.start, catalog, strategy=strategy, budget=int(budget), simulate=simulate)
+        _run("Starting round", api.start, catalog, task=task, strategy=strategy, budget=int(budget),
+             simulate=simulate, label_studio_url=label_studio.url if label_studio.reachable and not simulate
+             else None)
     if finish:
-        _run("Finishing round", api.finish, catalog, simulate=simulate)
+        _run("Finishing round", api.finish, catalog, simulate=True if simulate_missing else None)
 
 
 if __name__ == "__main__":

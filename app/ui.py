@@ -14,7 +14,7 @@ from typing import Any
 
 import streamlit as st
 
-from radloop.app import views
+from radloop.app import next_steps, views
 from radloop.core.catalog import Catalog
 from radloop.core.workspace import Workspace, resolve_workspace
 
@@ -78,8 +78,7 @@ def safe_page(render: Callable[[], Any]) -> Callable[[], Any]:
                 raise
             logger.exception("page %s failed", render.__code__.co_filename)
             st.error(f"This page could not be shown: {type(error).__name__}: {error}")
-            next_step("Check that the workspace was built by this radloop version (`radloop demo` builds a "
-                      "fresh one); the server log has the details.")
+            next_step(next_steps.PAGE_FAILED)
             return None
 
     return wrapper

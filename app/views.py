@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import distinct, func, select
 
+from radloop.app import next_steps
 from radloop.core.catalog import Catalog
 from radloop.core.schema import Annotation, Image, Model, Report, Round, Selection, Study, WeakLabel
 from radloop.core.workspace import Workspace
@@ -27,9 +28,7 @@ __all__ = [
 ]
 
 #: What to do in a workspace without a catalog or without images.
-NEXT_STEP_EMPTY = (
-    "Run `radloop demo` for the whole loop on the bundled real data, or import your archive with "
-    "`radloop ingest ...` (then `radloop labels build` for weak labels from the reports).")
+NEXT_STEP_EMPTY = next_steps.EMPTY_WORKSPACE
 
 
 @dataclass(frozen=True)
@@ -387,8 +386,8 @@ def models_frame(catalog: Catalog, task: str | None = None) -> pd.DataFrame:
     """The model registry, newest first, with every numeric metric as its own ``metric:<name>`` column.
 
     Returns:
-        DataFrame with columns ``version, kind, task, current, parent_version, labels, created_at, path``
-        followed by the metric columns (sorted by name).
+        DataFrame with columns ``version, kind, task, current``, the metric columns (sorted by name), then
+        ``labels, parent_version, created_at, path``.
     """
     with catalog.session() as session:
         query = select(Model).order_by(Model.created_at.desc(), Model.version)
@@ -403,10 +402,10 @@ def models_frame(catalog: Catalog, task: str | None = None) -> pd.DataFrame:
         for name, value in _flat_metrics(model.metrics or {}).items():
             row[f"metric:{name}"] = value
         rows.append(row)
-    base = ["version", "kind", "task", "current", "parent_version", "labels", "created_at", "path"]
-    frame = pd.DataFrame(rows, columns=None if rows else base)
+    head, tail = ["version", "kind", "task", "current"], ["labels", "parent_version", "created_at", "path"]
+    frame = pd.DataFrame(rows, columns=None if rows else head + tail)
     metric_columns = sorted(column for column in frame.columns if column.startswith("metric:"))
-    return frame[base + metric_columns]
+    return frame[head + metric_columns + tail]
 
 
 def _flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:

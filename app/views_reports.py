@@ -10,6 +10,7 @@ from typing import Any, Iterable
 import pandas as pd
 from sqlalchemy import distinct, func, select
 
+from radloop.app import next_steps
 from radloop.core.catalog import Catalog
 from radloop.core.records import FindingMention
 from radloop.core.schema import Image, Report, WeakLabel
@@ -21,9 +22,8 @@ logger = logging.getLogger(__name__)
 
 #: Background colour of a highlighted mention per status (colour-blind-safe pairs, dark text).
 STATUS_COLOURS = {"positive": "#f4a582", "negative": "#92c5de", "uncertain": "#fddbc7"}
-NEXT_STEP_LABELER = ("The report labeller is not available in this build (`radloop.labeling.ReportLabeler`): "
-                     "install the `labeling` extra. Showing the weak labels stored in the catalog instead.")
-NEXT_STEP_WEAK = "No weak labels stored yet: run `radloop labels build` to label the reports."
+NEXT_STEP_LABELER = next_steps.NO_LABELER
+NEXT_STEP_WEAK = next_steps.NO_WEAK_LABELS
 
 
 def list_reports(catalog: Catalog, *, finding: str | None = None, status: str | None = None,

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from radloop.app import next_steps
 from radloop.core.catalog import Catalog
 
 __all__ = ["LabelStudioStatus", "RoundsApi", "ActionResult", "rounds_api", "strategy_names",
@@ -25,11 +26,12 @@ FALLBACK_STRATEGIES = ("random",)
 
 @dataclass(frozen=True)
 class RoundsApi:
-    """The lead's round functions, or the reason they are not available."""
+    """The round functions, their default settings, or the reason they are not available."""
 
     start: Callable[..., Any] | None
     finish: Callable[..., Any] | None
     message: str | None
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     @property
     def available(self) -> bool:
@@ -42,14 +44,18 @@ def rounds_api() -> RoundsApi:
         from radloop.app import rounds
     except ImportError as error:
         logger.info("round scripts unavailable: %s", error)
-        return RoundsApi(None, None, "Round control is not available in this build (`radloop.app.rounds` is "
-                                     f"missing: {error}). Use the CLI: `radloop round start --strategy NAME "
-                                     "--budget N` and `radloop round finish`.")
+        return RoundsApi(None, None, next_steps.NO_ROUND_SCRIPTS)
     start, finish = getattr(rounds, "start_round", None), getattr(rounds, "finish_round", None)
     if start is None or finish is None:
-        return RoundsApi(None, None, "`radloop.app.rounds` has no start_round/finish_round: use the CLI "
-                                     "`radloop round start` / `radloop round finish`.")
-    return RoundsApi(start, finish, None)
+        return RoundsApi(None, None, next_steps.NO_ROUND_SCRIPTS)
+    defaults: dict[str, Any] = {}
+    config_class = getattr(rounds, "RoundConfig", None)
+    if config_class is not None:
+        try:
+            defaults = dict(config_class().model_dump())
+        except (TypeError, ValueError):  # a config that needs arguments: no defaults to show
+            defaults = {}
+    return RoundsApi(start, finish, None, defaults)
 
 
 def strategy_names() -> list[str]:
@@ -108,7 +114,7 @@ def _summary(result: Any) -> dict[str, Any]:
         return {}
     if isinstance(result, dict):
         return result
-    for name in ("model_dump", "to_dict", "_asdict"):
+    for name in ("to_json", "model_dump", "to_dict", "_asdict"):
         if hasattr(result, name):
             return dict(getattr(result, name)())
     if hasattr(result, "__dataclass_fields__"):
@@ -119,15 +125,16 @@ def _summary(result: Any) -> dict[str, Any]:
 
 
 def run_round_action(function: Callable[..., Any], catalog: Catalog, *,
-                     progress: Callable[[float, str], None] | None = None, **kwargs: Any) -> ActionResult:
+                     progress: Callable[[str, float], None] | None = None, **kwargs: Any) -> ActionResult:
     """Call a round function; expected failures come back as a message, never as an exception.
 
-    ``progress(fraction, text)`` is passed on when the function takes a ``progress`` argument. Keyword
-    arguments the function does not accept are dropped (the round scripts may not take all of them).
+    ``progress(message, fraction)`` is passed on when the function takes a ``progress`` argument. Keyword
+    arguments the function does not accept, and None values, are dropped (None means "the default").
     """
     parameters = inspect.signature(function).parameters
     takes_any = any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values())
-    call = {name: value for name, value in kwargs.items() if takes_any or name in parameters}
+    call = {name: value for name, value in kwargs.items()
+            if value is not None and (takes_any or name in parameters)}
     if progress is not None and ("progress" in parameters or takes_any):
         call["progress"] = progress
     try:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select
 
+from radloop.app import next_steps
 from radloop.app.views import CaseCard, case_cards
 from radloop.core.catalog import Catalog
 from radloop.core.schema import Embedding
@@ -22,13 +23,9 @@ __all__ = ["SearchReadiness", "SearchOutcome", "search_readiness", "find_similar
 
 logger = logging.getLogger(__name__)
 
-NEXT_STEP_ENCODER = ("No encoder is registered in this workspace. Pretrain one with `radloop ssl pretrain` "
-                     "(or run `radloop demo`), then embed the images with `radloop embed` and build the index "
-                     "with `radloop index build`.")
-NEXT_STEP_INDEX = ("The images have no embeddings or no search index for the current encoder yet: run "
-                   "`radloop embed` and then `radloop index build`.")
-NEXT_STEP_RETRIEVAL = ("Case search is not available in this build (`radloop.retrieval.search_cases` is "
-                       "missing): install radloop with the `retrieval` extra (`pip install -e '.[all]'`).")
+NEXT_STEP_ENCODER = next_steps.NO_ENCODER
+NEXT_STEP_INDEX = next_steps.NO_EMBEDDINGS
+NEXT_STEP_RETRIEVAL = next_steps.NO_RETRIEVAL
 
 
 @dataclass(frozen=True)
@@ -124,8 +121,7 @@ def find_similar(catalog: Catalog, *, image: np.ndarray | None = None, case_id: 
         return SearchOutcome(message=f"Case search failed: {error}", query_image_id=case_id)
     pairs = [(image_id, distance) for image_id, distance in neighbour_pairs(result) if image_id != case_id][:k]
     if not pairs:
-        return SearchOutcome(message="The index returned no neighbours (is it empty? run `radloop index build`).",
-                             query_image_id=case_id)
+        return SearchOutcome(message=next_steps.NO_INDEX_HITS, query_image_id=case_id)
     cards = case_cards(catalog, [image_id for image_id, _ in pairs],
                        distances=[distance for _, distance in pairs])
     return SearchOutcome(neighbours=cards, query_image_id=case_id)

@@ -135,12 +135,13 @@ def test_round_control_without_label_studio(app_workspace, env):
 def test_round_control_starts_a_round_with_progress(app_workspace, env):
     calls = []
 
-    def start_round(catalog, *, strategy, budget, simulate, progress=None):
-        calls.append({"strategy": strategy, "budget": budget, "simulate": simulate})
-        progress(0.5, "embedding new images")
-        return {"round": 3, "selected": budget}
+    def start_round(catalog, *, config=None, progress=None, **overrides):
+        calls.append(overrides)
+        progress("embedding new images", 0.5)
+        return {"round": 3, "selected": overrides["budget"]}
 
-    def finish_round(catalog, *, simulate=False, progress=None):
+    def finish_round(catalog, *, progress=None, simulate=None):
+        calls.append({"finish_simulate": simulate})
         raise RuntimeError("round 3 has no annotations yet")
 
     fake = types.ModuleType("radloop.app.rounds")
@@ -153,10 +154,12 @@ def test_round_control_starts_a_round_with_progress(app_workspace, env):
     assert app.checkbox(key="round_simulate").value is True  # Label Studio is down
     app.number_input(key="round_budget").set_value(5)
     app.button[0].click().run()
-    assert calls == [{"strategy": app.selectbox(key="round_strategy").value, "budget": 5, "simulate": True}]
+    assert calls == [{"task": "fracture", "strategy": app.selectbox(key="round_strategy").value, "budget": 5,
+                      "simulate": True}]  # no label_studio_url: the server is down
     assert not app.error and not app.exception
     assert app.json and '"selected": 5' in app.json[0].value
     app.button[1].click().run()
+    assert calls[-1] == {"finish_simulate": None}  # the round remembers how it was started
     assert "round 3 has no annotations yet" in app.error[0].value
     assert "resumable" in texts(app)
     assert not app.exception

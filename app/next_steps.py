@@ -1,0 +1,60 @@
+"""What the app tells users to run next: one place for every CLI command it names.
+
+Keeping the commands in :data:`COMMANDS` lets a test check that each one exists in the ``radloop`` CLI,
+so the guidance cannot drift from the real command names.
+"""
+
+from __future__ import annotations
+
+__all__ = ["COMMANDS", "EMPTY_WORKSPACE", "NO_IMAGES", "NO_WEAK_LABELS", "NO_ENCODER", "NO_EMBEDDINGS",
+           "NO_INDEX_HITS", "NO_RETRIEVAL", "NO_LABELER", "NO_ROUND", "NO_ROUND_SCRIPTS", "NO_METRIC",
+           "NO_MODELS", "SWITCH_MODELS", "ROUND_RESUMABLE", "PAGE_FAILED", "command"]
+
+#: Purpose -> the command line (``radloop`` sub-command path first, then its arguments).
+COMMANDS = {
+    "demo": "radloop demo",
+    "ingest": "radloop ingest PATH...",
+    "labels": "radloop labels build",
+    "pretrain": "radloop ssl pretrain",
+    "embed": "radloop embed",
+    "index": "radloop index build",
+    "train": "radloop train",
+    "round_start": "radloop round start --strategy NAME --budget N",
+    "round_finish": "radloop round finish",
+    "round_status": "radloop round status",
+    "models_current": "radloop models set-current VERSION",
+    "models_rollback": "radloop models rollback TASK",
+}
+
+
+def command(purpose: str) -> str:
+    """The command for ``purpose`` as inline code."""
+    return f"`{COMMANDS[purpose]}`"
+
+
+EMPTY_WORKSPACE = (f"Run {command('demo')} for the whole loop on the bundled real data, or import your archive "
+                   f"with {command('ingest')} (then {command('labels')} for weak labels from the reports).")
+NO_IMAGES = f"No images yet: {command('ingest')} imports radiographs (DICOM, PNG, JPEG, COCO/YOLO sets)."
+NO_WEAK_LABELS = f"The reports have no weak labels yet: run {command('labels')}."
+NO_ENCODER = (f"No encoder is registered in this workspace. Pretrain one with {command('pretrain')} (or run "
+              f"{command('demo')}), then embed the images with {command('embed')} and build the index with "
+              f"{command('index')}.")
+NO_EMBEDDINGS = (f"The images have no embeddings or no search index for the current encoder yet: run "
+                 f"{command('embed')} and then {command('index')}.")
+NO_INDEX_HITS = f"The index returned no neighbours: rebuild it with {command('index')}."
+NO_RETRIEVAL = ("Case search is not available in this build (`radloop.retrieval.search_cases` is missing): "
+                "install radloop with the `retrieval` extra (`pip install -e '.[all]'`).")
+NO_LABELER = ("The report labeller is not available in this build (`radloop.labeling.ReportLabeler`): install "
+              "the `labeling` extra. Showing the weak labels stored in the catalog instead.")
+NO_ROUND = (f"No round yet: start one on the *Round control* page or with {command('round_start')} "
+            "(`--simulate` answers from the dataset's ground truth when there are no experts).")
+NO_ROUND_SCRIPTS = (f"Round control needs the round scripts (`radloop.app.rounds`), which this build does not "
+                    f"have. Use the CLI: {command('round_start')} and {command('round_finish')}.")
+NO_METRIC = f"No round has recorded a metric yet ({command('round_finish')} trains and evaluates the model)."
+NO_MODELS = (f"No model registered yet: {command('pretrain')} registers an encoder, {command('train')} a "
+             f"findings model (or run {command('demo')}).")
+SWITCH_MODELS = f"Switch models with {command('models_current')} or {command('models_rollback')}."
+ROUND_RESUMABLE = (f"Fix the cause above and press the button again: every round step is resumable. "
+                   f"{command('round_status')} shows where the round stands.")
+PAGE_FAILED = (f"Check that the workspace was built by this radloop version ({command('demo')} builds a fresh "
+               "one); the server log has the details.")
