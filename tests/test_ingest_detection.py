@@ -1,0 +1,115 @@
+"""COCO and YOLO detection-set ingest on a small subset of the real fracture set (copied at test time)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from ingest_data import fracture_subset
+from radloop.core.ingest import ingest_paths
+from radloop.core.schema import Annotation, Image, Study
+from radloop.core.targets import image_targets
+
+CLASS_REGIONS = {"elbow positive": "elbow", "fingers positive": "fingers", "forearm fracture": "forearm",
+                 "humerus fracture": "humerus", "humerus": "humerus", "shoulder fracture": "shoulder",
+                 "wrist positive": "wrist"}
+
+
+def _iou(a: tuple, b: tuple) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    inter_w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    inter_h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = inter_w * inter_h
+    return inter / (aw * ah + bw * bh - inter)
+
+
+@pytest.fixture
+def subset(tmp_path):
+    return fracture_subset(tmp_path / "fracture", count=20)
+
+
+def test_coco_boxes_become_fracture_annotations(subset, catalog):
+    yolo, coco_path = subset
+    coco = json.loads(coco_path.read_text())
+    summary = ingest_paths(catalog, [coco_path], images_dir=yolo / "train" / "images", dataset="fracture",
+                           workers=2, progress=False)
+    expected = [a for a in coco["annotations"] if a["category_id"] != 0]
+    assert summary.images_added == 20 and summary.errors == 0
+    assert summary.annotations_added == len(expected) > 0
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    file_of = {image["id"]: image["file_name"] for image in coco["images"]}
+    with catalog.session() as session:
+        images = {Path(image.source_path).name: image for image in session.scalars(select(Image))}
+        boxes = session.scalars(select(Annotation)).all()
+    by_image = defaultdict(list)
+    for box in boxes:
+        assert box.kind == "box" and box.label == "fracture" and box.source == f"coco:{coco_path.name}"
+        by_image[box.image_id].append(box)
+    for annotation in expected:
+        image = images[file_of[annotation["image_id"]]]
+        assert image.meta["box_source"] == f"coco:{coco_path.name}"
+        assert image.body_region == CLASS_REGIONS[names[annotation["category_id"]]]
+        match = [b for b in by_image[image.id] if b.source_label == names[annotation["category_id"]]
+                 and (b.x, b.y, b.w, b.h) == pytest.approx(tuple(annotation["bbox"]), abs=0.01)]
+        assert match, f"box {annotation['bbox']} of {image.external_id} missing"
+    targets = {t.image_id: t for t in image_targets(catalog, dataset="fracture")}
+    assert len(targets) == 20
+    assert sum(t.fracture for t in targets.values()) == len({a["image_id"] for a in expected})
+    assert sum(1 for t in targets.values() if t.fracture == 0) == 2  # exhaustive boxes: no box = negative
+    again = ingest_paths(catalog, [coco_path], images_dir=yolo / "train" / "images", dataset="fracture",
+                         workers=1, progress=False)
+    assert again.images_added == 0 and again.annotations_added == 0 and again.images_skipped_existing == 20
+
+
+def test_yolo_polygons_and_boxes_match_coco(subset, catalog):
+    yolo, coco_path = subset
+    coco = json.loads(coco_path.read_text())
+    summary = ingest_paths(catalog, [yolo], dataset="fracture", workers=2, progress=False)
+    assert summary.images_added == 20 and summary.errors == 0 and summary.annotations_added > 0
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    file_of = {image["id"]: image["file_name"] for image in coco["images"]}
+    with catalog.session() as session:
+        images = {Path(image.source_path).name: image for image in session.scalars(select(Image))}
+        yolo_boxes = defaultdict(list)
+        for box in session.scalars(select(Annotation)):
+            assert box.source == "yolo:yolo" and box.label == "fracture"
+            yolo_boxes[box.image_id].append(box)
+        studies = {study.id for study in session.scalars(select(Study))}
+    matched = 0
+    for annotation in coco["annotations"]:
+        image = images[file_of[annotation["image_id"]]]
+        candidates = [b for b in yolo_boxes[image.id] if b.source_label == names[annotation["category_id"]]]
+        if candidates:  # YOLO txt files lost some boxes (dataset README); those present must agree with COCO
+            best = max(_iou((b.x, b.y, b.w, b.h), tuple(annotation["bbox"])) for b in candidates)
+            assert best > 0.8, (image.external_id, annotation["bbox"])
+            matched += 1
+    assert matched >= 10
+    # Roboflow copies of one source image (<stem>.rf.<hash>) share a study: never split across train/test.
+    stems = {name.split(".rf.")[0] for name in images}
+    assert len(studies) == len(stems)
+    # Then the COCO json on the same images: no new images, its boxes added once, box_source kept.
+    both = ingest_paths(catalog, [coco_path], images_dir=yolo / "train" / "images", dataset="fracture",
+                        workers=1, progress=False)
+    assert both.images_added == 0 and both.annotations_added == len(
+        [a for a in coco["annotations"] if a["category_id"] != 0])
+    assert ingest_paths(catalog, [yolo], workers=1, progress=False).annotations_added == 0
+
+
+def test_bad_yolo_lines_and_missing_coco_images_are_errors(subset, catalog):
+    yolo, coco_path = subset
+    label = sorted((yolo / "train" / "labels").glob("*.txt"))[0]
+    label.write_text(label.read_text() + "\n9 0.5 0.5 0.1 0.1\n0 0.5 0.5\n")
+    coco = json.loads(coco_path.read_text())
+    coco["images"].append(dict(coco["images"][0], id=99999, file_name="not_there.jpg"))
+    coco_path.write_text(json.dumps(coco))
+    summary = ingest_paths(catalog, [yolo, coco_path], images_dir=yolo / "train" / "images", dataset="fracture",
+                           workers=1, progress=False)
+    reasons = [sample["reason"] for sample in summary.error_samples]
+    assert summary.errors == 3 and summary.images_added == 20
+    assert any("bad YOLO line" in reason for reason in reasons)
+    assert any("missing" in reason for reason in reasons)

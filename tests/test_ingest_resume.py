@@ -1,0 +1,65 @@
+"""An ingest killed with SIGKILL mid-run resumes without duplicates (subprocess, real CLI)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pydicom
+from PIL import Image as PILImage
+
+from ingest_data import dicom_file
+
+N_FILES = 60
+
+
+def _variants(folder):
+    """Distinct-content copies of the real SIIM chest DICOM (only SeriesNumber differs)."""
+    folder.mkdir()
+    dataset = pydicom.dcmread(dicom_file(
+        "siim_cr_chest_pa_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"))
+    for number in range(N_FILES):
+        dataset.SeriesNumber = number + 1
+        dataset.save_as(folder / f"copy_{number:03d}.dcm")
+
+
+def _count(database) -> int:
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as connection:
+            return connection.execute("SELECT count(*) FROM images").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_kill_9_mid_ingest_then_resume(tmp_path):
+    folder = tmp_path / "dicoms"
+    _variants(folder)
+    workspace = tmp_path / "ws"
+    database = workspace / "catalog.sqlite"
+    command = [sys.executable, "-m", "radloop.app.cli", "ingest", str(folder), "--workspace", str(workspace),
+               "--workers", "1", "--batch-size", "3", "--json"]
+    env = {key: value for key, value in os.environ.items() if key != "RADLOOP_DATABASE_URL"}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 60
+    while _count(database) < 6 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    committed = _count(database)
+    assert 6 <= committed < N_FILES, f"the kill should land mid-run ({committed} of {N_FILES} committed)"
+    finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute("SELECT id, content_hash, render_path FROM images").fetchall()
+        studies = connection.execute("SELECT count(*) FROM studies").fetchone()[0]
+    assert len(rows) == N_FILES and len({row[1] for row in rows}) == N_FILES
+    assert studies == 1  # every copy carries the same StudyInstanceUID
+    for _, _, render_path in rows:
+        with PILImage.open(workspace / render_path) as render:
+            render.verify()
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0 and '"images_added": 0' in again.stdout
