@@ -1,0 +1,159 @@
+"""Core-set greedy k-center selection (Sener & Savarese, "Active Learning for Convolutional Neural
+Networks: A Core-Set Approach", ICLR 2018), exact, in batches of picks per pass over the pool.
+
+The greedy step picks the pool point farthest from every current center.  The plain algorithm makes one
+full distance pass over the ``N`` points per pick (:func:`kcenter_greedy_reference`), bound by memory
+bandwidth.  :func:`kcenter_greedy` makes the same picks with far fewer passes: it takes the ``T`` points
+with the largest current distance as candidates; every other point's distance is at most ``tau``, the
+largest distance outside the candidates, and distances only shrink.  So as long as the best candidate
+(distances updated among the candidates only, ``T x D`` per pick) is strictly above ``tau`` it is the
+global farthest point, exactly the reference's pick.  When it is not, one pass over the pool with all
+the new centers at once (a matrix product, compute-bound instead of memory-bound) refreshes the
+distances and a new candidate set is drawn.  Ties at ``tau`` always fall back to a refresh, so the picks
+equal the reference's up to float32 rounding of near-equal distances.  The initial assignment to the
+already-labelled centers is a FAISS exact 1-NN search.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Rows per block in a refresh pass (bounds the temporary (rows, batch) distance matrix).
+_BLOCK_ROWS = 65536
+
+
+def _squared_distances(vectors: np.ndarray, norms: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances from ``center`` (D,) to ``vectors`` (M, D), clipped at 0."""
+    distances = norms - 2.0 * (vectors @ center)
+    distances += float(center @ center)
+    np.maximum(distances, 0.0, out=distances)
+    return distances
+
+
+def _refresh(vectors: np.ndarray, norms: np.ndarray, best: np.ndarray, centers: np.ndarray) -> None:
+    """``best = min(best, squared distance to any of centers (B, D))`` in place, blockwise."""
+    center_norms = np.einsum("ij,ij->i", centers, centers)
+    for start in range(0, len(vectors), _BLOCK_ROWS):
+        stop = min(start + _BLOCK_ROWS, len(vectors))
+        distances = vectors[start:stop] @ centers.T
+        distances *= -2.0
+        distances += norms[start:stop, None]
+        distances += center_norms[None, :]
+        np.minimum(best[start:stop], np.maximum(distances.min(axis=1), 0.0), out=best[start:stop])
+
+
+def _initial_distances(vectors: np.ndarray, norms: np.ndarray, initial_centers: np.ndarray) -> np.ndarray:
+    """Squared distance of every point to its nearest initial center (inf without centers)."""
+    best = np.full(len(vectors), np.inf, dtype=np.float32)
+    if len(initial_centers) == 0:
+        return best
+    if len(initial_centers) <= 256:
+        _refresh(vectors, norms, best, vectors[initial_centers])
+    else:
+        import faiss
+
+        index = faiss.IndexFlatL2(vectors.shape[1])
+        index.add(np.ascontiguousarray(vectors[initial_centers]))
+        distances, _ = index.search(vectors, 1)
+        best = np.maximum(distances[:, 0], 0.0).astype(np.float32)
+    best[initial_centers] = 0.0
+    return best
+
+
+def kcenter_greedy(vectors: np.ndarray, budget: int, initial_centers: np.ndarray | None = None,
+                   candidates: np.ndarray | None = None, *,
+                   candidate_pool: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy k-center picks, exact, with one pool pass per batch of picks.
+
+    Args:
+        vectors: float32 array (N, D).
+        budget: number of picks (fewer when the candidates run out).
+        initial_centers: indices (M,) of points that are centers already (the labelled set).
+        candidates: boolean mask (N,) of points that may be picked (default: all but the centers).
+        candidate_pool: points examined per batch (default ``max(4096, 8 * budget)``).
+
+    Returns:
+        ``(picks, radii)``: indices (B,) in pick order and, for each pick, its distance (not squared) to
+        the nearest center at the time it was picked (the core-set covering radius).
+    """
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    initial = np.asarray(initial_centers if initial_centers is not None else [], dtype=np.int64)
+    allowed = np.ones(len(vectors), dtype=bool) if candidates is None else np.asarray(candidates, bool).copy()
+    allowed[initial] = False
+    budget = min(int(budget), int(allowed.sum()))
+    norms = np.einsum("ij,ij->i", vectors, vectors)
+    best = _initial_distances(vectors, norms, initial)
+    pool_size = candidate_pool or max(4096, 8 * budget)
+    picks: list[int] = []
+    radii: list[float] = []
+    while len(picks) < budget:
+        masked = np.where(allowed, best, -1.0)
+        available = int(allowed.sum())
+        if not np.isfinite(masked).all() or available <= 1:
+            pick = int(np.argmax(masked))  # no center yet (all distances infinite) or one point left
+            batch = [pick]
+            radii.append(float(np.sqrt(best[pick])))
+        else:
+            size = min(pool_size, available)
+            if size < available:
+                order = np.argpartition(-masked, size)
+                chosen, tau = order[:size], float(masked[order[size:]].max())
+            else:
+                chosen, tau = np.flatnonzero(allowed), -np.inf
+            chosen = np.sort(chosen)  # ascending ids: argmax ties resolve as in the reference
+            pool_vectors, pool_norms = vectors[chosen], norms[chosen]
+            values = best[chosen].copy()
+            batch = []
+            while len(picks) + len(batch) < budget:
+                position = int(np.argmax(values))
+                if values[position] <= tau or values[position] < 0:
+                    break
+                batch.append(int(chosen[position]))
+                radii.append(float(np.sqrt(values[position])))
+                np.minimum(values, _squared_distances(pool_vectors, pool_norms, vectors[chosen[position]]),
+                           out=values)
+                values[position] = -1.0
+                alive = values > tau
+                if alive.sum() * 2 < len(values):  # drop candidates that can no longer win this batch
+                    chosen, pool_vectors, pool_norms = chosen[alive], pool_vectors[alive], pool_norms[alive]
+                    values = values[alive]
+                    if not len(values):
+                        break
+            if not batch:  # tie at tau: take the exact global argmax
+                pick = int(np.argmax(masked))
+                batch = [pick]
+                radii.append(float(np.sqrt(best[pick])))
+        picks.extend(batch)
+        allowed[batch] = False
+        _refresh(vectors, norms, best, vectors[batch])
+        best[batch] = 0.0
+    return np.asarray(picks, dtype=np.int64), np.asarray(radii, dtype=np.float32)
+
+
+def kcenter_greedy_reference(vectors: np.ndarray, budget: int,
+                             initial_centers: np.ndarray | None = None) -> np.ndarray:
+    """Plain NumPy greedy k-center: one full distance pass over the pool per pick (the slow reference).
+
+    Args:
+        vectors: float32 array (N, D).
+        budget: number of picks.
+        initial_centers: indices of points that are centers already.
+
+    Returns:
+        Indices (B,) in pick order.
+    """
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    norms = np.einsum("ij,ij->i", vectors, vectors)
+    initial = np.asarray(initial_centers if initial_centers is not None else [], dtype=np.int64)
+    best = np.full(len(vectors), np.inf, dtype=np.float32)
+    for index in initial:
+        best = np.minimum(best, _squared_distances(vectors, norms, vectors[index]))
+    taken = np.zeros(len(vectors), dtype=bool)
+    taken[initial] = True
+    picks = []
+    for _ in range(min(int(budget), int((~taken).sum()))):
+        pick = int(np.argmax(np.where(taken, -1.0, best)))
+        picks.append(pick)
+        taken[pick] = True
+        best = np.minimum(best, _squared_distances(vectors, norms, vectors[pick]))
+    return np.asarray(picks, dtype=np.int64)
