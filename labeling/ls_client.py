@@ -138,7 +138,8 @@ class LabelStudioClient:
         body = error.body
         detail = body.get("detail") or body.get("validation_errors") if isinstance(body, dict) else body
         detail = json.dumps(detail)[:300] if not isinstance(detail, str) else detail[:300]
-        if status in (401, 403):
+        if status == 401 or (status == 403 and any(word in detail.lower() for word in ("token", "credential",
+                                                                                      "authenticat"))):
             return AuthenticationError(
                 f"Label Studio at {self.url} rejected the API token (HTTP {status}) while trying to {what}: "
                 "check --token / LABEL_STUDIO_API_KEY (Account & Settings > Access Token); a legacy token "
@@ -230,13 +231,13 @@ class LabelStudioClient:
         def _list() -> list[dict]:
             pager = self._sdk.tasks.list(project=project_id, fields="all" if with_annotations else "task_only",
                                          query=query, page_size=page_size)
-            return [task.dict() for task in pager]
+            return [task.model_dump(mode="json", by_alias=True) for task in pager]
 
         return self.call(f"list tasks of project {project_id}", _list, project_id=project_id)
 
     def get_task(self, task_id: int) -> dict:
         task = self.call(f"read task {task_id}", lambda: self._sdk.tasks.get(id=task_id), task_id=task_id)
-        return task.dict()
+        return task.model_dump(mode="json", by_alias=True)
 
     def delete_task(self, task_id: int) -> None:
         self.call(f"delete task {task_id}", lambda: self._sdk.tasks.delete(id=task_id), task_id=task_id)
@@ -274,10 +275,14 @@ class LabelStudioClient:
         """Ask Label Studio to send START_TRAINING to the backend."""
         self.call("start training", lambda: self._sdk.ml.train(id=backend_id))
 
-    def predict_all(self, project_id: int, backend_id: int) -> None:
-        """Ask Label Studio to fetch predictions for the project's tasks from the ML backend."""
-        self.call("request predictions", lambda: self._sdk.ml.predict_all_tasks(id=backend_id, batch_size=10),
-                  project_id=project_id)
+    def retrieve_predictions(self, project_id: int) -> None:
+        """Ask Label Studio to fetch predictions for all the project's tasks from its ML backend.
+
+        (The Data Manager action "Retrieve predictions": Label Studio then calls the backend's ``/predict``.)
+        """
+        self.call("retrieve predictions from the ML backend", lambda: self._sdk.actions.create(
+            id="retrieve_tasks_predictions", project=project_id, selected_items={"all": True, "excluded": []}),
+            project_id=project_id)
 
 
 def iter_chunks(items: list[T], size: int) -> Iterator[list[T]]:

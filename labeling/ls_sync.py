@@ -273,8 +273,10 @@ def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
         state = dict((round_row.meta or {}).get("ls_pull") or {})
     if state.get("project_id") != binding.project_id:
         state = {}
-    cursor = None if full or not state.get("cursor") else (
-        datetime.fromisoformat(state["cursor"]) - CURSOR_MARGIN).isoformat()
+    cursor = None
+    if not full and state.get("cursor"):  # Label Studio's filter wants exactly this format (UTC, "Z")
+        since = datetime.fromisoformat(state["cursor"]).astimezone(timezone.utc) - CURSOR_MARGIN
+        cursor = since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     config = parse_label_config(client.get_project(binding.project_id)["label_config"])
     raw_tasks = client.iter_tasks(binding.project_id, round_id=round_id, updated_after=cursor)
     all_ids = {task["id"] for task in client.iter_tasks(binding.project_id, round_id=round_id,
