@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-
 import streamlit as st
 
 from radloop.app import ui, views_reports
 from radloop.core.vocabulary import FINDINGS, STATUSES
 
-logger = logging.getLogger(__name__)
-
 
 @st.cache_resource(show_spinner="Loading the report rules…")
 def _labeler():
     """The report labeller (medspacy pipeline, loaded once per server), or None when not installed."""
-    try:
-        from radloop.labeling import ReportLabeler
-    except ImportError:
-        return None
-    return ReportLabeler()
+    return views_reports.load_labeler()
 
 
 def _legend() -> str:
@@ -63,12 +55,11 @@ def render() -> None:
         if labeler is None:
             ui.next_step(views_reports.NEXT_STEP_LABELER)
         else:
-            try:
-                mentions = views_reports.live_mentions(labeler, detail.text)
-                caption = f"Live rules `{labeler.rules_version}`"
-            except (ValueError, RuntimeError) as error:
-                logger.warning("labeller failed on %s", report_id, exc_info=True)
-                st.warning(f"The labeller failed on this report ({error}); showing stored weak labels.")
+            live, error = views_reports.live_mentions(labeler, detail.text)
+            if error:
+                st.warning(f"The labeller could not label this report ({error}); showing stored weak labels.")
+            else:
+                mentions, caption = live, f"Live rules `{labeler.rules_version}` (ConText modifiers in the table)"
 
     st.markdown(f"**{detail.report_id}** · study `{detail.study_id or '—'}` · "
                 f"{len(detail.image_ids)} image(s)")

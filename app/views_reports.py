@@ -16,7 +16,7 @@ from radloop.core.records import FindingMention
 from radloop.core.schema import Image, Report, WeakLabel
 
 __all__ = ["ReportDetail", "Segment", "list_reports", "report_detail", "stored_mentions", "live_mentions",
-           "mentions_frame", "highlight_segments", "highlight_html", "STATUS_COLOURS", "NEXT_STEP_LABELER"]
+           "mentions_frame", "highlight_segments", "load_labeler", "weak_label_total", "highlight_html", "STATUS_COLOURS", "NEXT_STEP_LABELER"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,10 +109,26 @@ def weak_label_total(catalog: Catalog) -> int:
         return session.scalar(select(func.count(distinct(WeakLabel.report_id)))) or 0
 
 
-def live_mentions(labeler: Any, text: str) -> list[FindingMention]:
-    """Run the report labeller on ``text`` (mentions carry their ConText modifiers), sorted by offset."""
-    mentions = list(labeler.label(text))
-    return sorted(mentions, key=lambda mention: (mention.start if mention.start is not None else -1))
+def load_labeler() -> Any | None:
+    """A :class:`radloop.labeling.ReportLabeler` (slow: builds the medspacy pipeline), or None when absent."""
+    try:
+        from radloop.labeling import ReportLabeler
+    except ImportError:
+        try:
+            from radloop.labeling.labeler import ReportLabeler
+        except ImportError:
+            return None
+    return ReportLabeler()
+
+
+def live_mentions(labeler: Any, text: str) -> tuple[list[FindingMention], str | None]:
+    """Run the report labeller on ``text``: mentions (with ConText modifiers) by offset, and its error if any.
+
+    Report-level mentions without offsets (e.g. an implied ``normal``) come first.
+    """
+    result = labeler.label(text)
+    mentions = sorted(result, key=lambda mention: (mention.start if mention.start is not None else -1))
+    return mentions, getattr(result, "error", None)
 
 
 def mentions_frame(mentions: Iterable[FindingMention]) -> pd.DataFrame:

@@ -155,7 +155,7 @@ def test_page_renders_in_chromium(server, browser, page):
         time.sleep(0.25)
         heading = browser.find_elements(By.CSS_SELECTOR, "h1")[0]
     assert heading.text.strip() == title
-    _wait_for(browser, selector, count)
+    _wait_for(browser, selector, count, timeout=60 if page == "reports" else 20)  # reports: medspacy loads once
     for extra, minimum in EXTRA.get(page, {}).items():
         _wait_for(browser, extra, minimum)
     _wait_for(browser, '[data-testid="stSidebarNav"] a', len(PAGES))

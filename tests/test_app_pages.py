@@ -97,6 +97,14 @@ def test_search_page_without_encoder(catalog, env):
 def test_report_explorer_highlights_mentions(app_workspace, env):
     app = open_page(app_workspace.root, "page_reports.py", env)
     assert app.title[0].value == "Report explorer"
+    if _labeler_available():  # default: the live rules, with their ConText modifiers
+        html = "\n".join(element.proto.body for element in app.get("html"))
+        assert '<mark class="radloop-mention radloop-negative"' in html
+        live = app.dataframe[0].value
+        assert "NEGATED_EXISTENCE" in set(", ".join(live["modifiers"]).split(", "))
+        assert "Live rules" in texts(app)
+    else:
+        assert "report labeller is not available" in texts(app)
     app.radio(key="reports_source").set_value("stored weak labels").run()
     html = "\n".join(element.proto.body for element in app.get("html"))
     assert '<mark class="radloop-mention radloop-negative"' in html
@@ -109,6 +117,17 @@ def test_report_explorer_highlights_mentions(app_workspace, env):
     options = app.selectbox(key="reports_id").options
     assert options and all("pneumothorax" in option for option in options)
     assert not app.exception and not app.error
+
+
+def _labeler_available() -> bool:
+    try:
+        from radloop.labeling import ReportLabeler  # noqa: F401
+    except ImportError:
+        try:
+            from radloop.labeling.labeler import ReportLabeler  # noqa: F401
+        except ImportError:
+            return False
+    return True
 
 
 def test_selection_queue_shows_scores_and_reasons(app_workspace, env):
