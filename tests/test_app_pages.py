@@ -82,6 +82,44 @@ def test_search_page_says_what_to_do_without_embeddings(app_workspace, env):
     assert not app.error
 
 
+def test_search_page_upload_and_neighbour_grid(app_workspace, env):
+    """Upload a real radiograph; the grid shows the neighbours that search_cases returns, query excluded."""
+    import radloop.retrieval
+    from radloop.app import views_search
+
+    picked = sorted(path for path in (app_workspace.root / "thumbs").glob("*.png"))
+    ids = [path.stem for path in picked]
+    calls = []
+
+    def search_cases(catalog, *, image=None, case_id=None, k=8, filters=None):
+        calls.append({"image": None if image is None else image.shape, "case_id": case_id, "k": k})
+        return [{"image_id": image_id, "distance": 0.1 * rank} for rank, image_id in enumerate(ids)][:k]
+
+    env.setattr(radloop.retrieval, "search_cases", search_cases, raising=False)
+    env.setattr(views_search, "search_readiness", lambda catalog: views_search.SearchReadiness("enc-x", 9, None))
+    app = open_page(app_workspace.root, "page_search.py", env)
+    assert calls[-1]["case_id"] == app.selectbox(key="search_case").value
+    app.slider(key="search_k").set_value(4).run()
+    query = app.selectbox(key="search_case").value
+    captions = texts(app)
+    assert calls[-1] == {"image": None, "case_id": query, "k": 5}
+    shown = [image_id for image_id in ids if f"**{image_id}** · distance" in captions]
+    assert len(shown) == 4 and query not in shown
+    assert len(app.image) == 1 + 4  # query tile + neighbour grid
+    source = data_path("bone_fracture_xray_roboflow_v4", "yolo", "train", "images")
+    jpeg = sorted(source.glob("*.jpg"))[-1]
+    app.file_uploader(key="search_upload").upload(jpeg.name, jpeg.read_bytes(), "image/jpeg").run()
+    assert calls[-1]["case_id"] is None and len(calls[-1]["image"]) == 2  # a 2-D grey array
+    assert not app.error and not app.exception
+
+
+def test_search_page_rejects_a_broken_upload(app_workspace, env):
+    app = open_page(app_workspace.root, "page_search.py", env)
+    app.file_uploader(key="search_upload").upload("scan.png", b"not a png at all", "image/png").run()
+    assert "Could not read 'scan.png'" in app.error[0].value
+    assert not app.exception
+
+
 def test_search_page_without_encoder(catalog, env):
     from app_workspace import _add_image
 
