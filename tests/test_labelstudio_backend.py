@@ -1,0 +1,244 @@
+"""The ML backend's contract with FastAPI's TestClient: shapes, auth, malformed requests, training, swaps."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from radloop.app.backend import BackendAuth, BackendSettings, create_app
+from radloop.app.backend_runtime import CasePredictor, ModelHolder
+from radloop.core.records import Box
+
+CUSTOM_CONFIG = ("<View><Image name='xray' value='$img'/><Choices name='cls' toName='xray' choice='multiple'>"
+                 "<Choice value='fracture'/><Choice value='normal'/></Choices>"
+                 "<RectangleLabels name='rect' toName='xray'><Label value='fracture'/></RectangleLabels></View>")
+
+
+@dataclass
+class _Output:
+    choices: dict
+    boxes: list
+    model_version: str
+
+
+@dataclass
+class BrightSpotModel:
+    """A tiny deterministic image model for contract tests: fracture probability = mean brightness, and a
+    box around the brightest 16 x 16 block (original pixels, scaled from the render)."""
+
+    model_version: str = "test-model-1"
+    scale: float = 1.0
+    calls: list = field(default_factory=list)
+
+    def predict(self, images):
+        from PIL import Image as PILImage
+
+        outputs = []
+        for image in images:
+            pixels = np.asarray(PILImage.open(image).convert("L")) if isinstance(image, str) else image
+            self.calls.append(pixels.shape)
+            probability = float(pixels.mean() / 255.0)
+            blocks = pixels[: pixels.shape[0] // 16 * 16, : pixels.shape[1] // 16 * 16]
+            sums = blocks.reshape(blocks.shape[0] // 16, 16, blocks.shape[1] // 16, 16).sum(axis=(1, 3))
+            row, column = np.unravel_index(int(sums.argmax()), sums.shape)
+            box = Box("fracture", column * 16 * self.scale, row * 16 * self.scale, 16 * self.scale, 16 * self.scale,
+                      score=round(probability, 4))
+            outputs.append(_Output({"fracture": probability, "normal": 1 - probability}, [box], self.model_version))
+        return outputs
+
+
+@pytest.fixture
+def cases(catalog):
+    """Two synthetic cases in the catalog; the first's original is 2x its render."""
+    from PIL import Image as PILImage
+
+    from radloop.core.schema import Image, Study
+
+    ids = []
+    with catalog.session() as session:
+        for index in range(2):
+            pixels = np.zeros((64, 96), dtype=np.uint8)
+            pixels[16:32, 48:64] = 255 - 40 * index
+            image_id = f"I-{index:016x}"
+            path = catalog.workspace.renders_dir / f"{image_id}.png"
+            PILImage.fromarray(pixels).save(path)
+            session.add(Study(id=f"S-{index:016x}", body_region="wrist"))
+            session.flush()
+            scale = 2 if index == 0 else 1
+            session.add(Image(id=image_id, study_id=f"S-{index:016x}", content_hash=f"{index:064x}",
+                              source_path="x", source_format="png", render_path=catalog.workspace.relative(path),
+                              thumb_path="t", width=96 * scale, height=64 * scale, render_width=96,
+                              render_height=64))
+            ids.append(image_id)
+    return ids
+
+
+def _app(catalog, model=None, **kwargs):
+    model = model or BrightSpotModel()
+    return create_app(catalog, predictor_loader=lambda: CasePredictor(catalog, model), **kwargs), model
+
+
+def test_health_setup_versions(catalog, cases):
+    app, _ = _app(catalog)
+    client = TestClient(app)
+    assert client.get("/health").json() == {"status": "UP", "model_class": "BrightSpotModel",
+                                            "model_version": "test-model-1"}
+    response = client.post("/setup", json={"project": "3.1700000000", "schema": CUSTOM_CONFIG,
+                                           "hostname": "http://127.0.0.1:1", "access_token": "abc"})
+    assert response.status_code == 200 and response.json() == {"model_version": "test-model-1"}
+    assert app.state.projects.config("3.1700000000").choices[0].from_name == "cls"
+    assert client.get("/versions").json()["model_version"] == "test-model-1"
+
+
+def test_predict_uses_project_names_and_original_pixels(catalog, cases):
+    app, model = _app(catalog)
+    client = TestClient(app)
+    client.post("/setup", json={"project": "p1", "schema": CUSTOM_CONFIG})
+    body = {"tasks": [{"id": 1, "data": {"img": "/x.png", "case_id": cases[0]}},
+                      {"id": 2, "data": {"img": "/y.png", "case_id": cases[1]}}], "project": "p1"}
+    results = client.post("/predict", json=body).json()["results"]
+    assert len(results) == 2
+    first = results[0]
+    assert first["model_version"] == "test-model-1"
+    kinds = {result["type"]: result for result in first["result"]}
+    assert kinds["choices"]["from_name"] == "cls" and kinds["choices"]["to_name"] == "xray"
+    rect = kinds["rectanglelabels"]
+    assert rect["from_name"] == "rect" and rect["value"]["rectanglelabels"] == ["fracture"]
+    assert rect["score"] is not None and rect["value"]["rotation"] == 0
+    # boxes are divided by the ORIGINAL size: case 0's original is 2x its render and this model (scale=1)
+    # reports the bright block at (48, 16) px, i.e. 25 % / 12.5 % of the 192 x 128 original
+    assert rect["value"]["x"] == pytest.approx(48 / 192 * 100) and rect["value"]["y"] == pytest.approx(16 / 128 * 100)
+    assert rect["original_width"] == 96 and rect["original_height"] == 64  # what Label Studio displays
+    assert results[1]["result"][1]["value"]["x"] == pytest.approx(48 / 96 * 100)
+    # an unknown case with no image URL in this catalog gets an empty prediction, not an error
+    unknown = client.post("/predict", json={"tasks": [{"id": 3, "data": {"case_id": "I-unknown"}}],
+                                            "label_config": CUSTOM_CONFIG}).json()
+    assert unknown["results"][0]["result"] == []
+
+
+@pytest.mark.parametrize("payload, status, reason", [
+    (b"{not json", 400, "not valid JSON"),
+    (b'{"tasks": []}', 422, "non-empty list"),
+    (b'{"tasks": [{"id": 1}]}', 422, "'data' object"),
+    (b'{"tasks": [{"id": 1, "data": {"foo": 1}}]}', 422, "neither a known case_id nor an image URL"),
+    (b'{"tasks": [{"id": 1, "data": {"case_id": "I-1"}}], "label_config": "<View>"}', 422, "not valid XML"),
+    (b'{"tasks": [{"id": 1, "data": {"image": "ftp://x"}}]}', 422, "unsupported image URL"),
+])
+def test_malformed_predict_requests_get_4xx_with_reason(catalog, cases, payload, status, reason):
+    app, _ = _app(catalog)
+    response = TestClient(app).post("/predict", content=payload, headers={"content-type": "application/json"})
+    assert response.status_code == status
+    assert reason in response.json()["detail"]
+
+
+def test_malformed_setup_and_webhook(catalog, cases):
+    client = TestClient(_app(catalog)[0])
+    assert client.post("/setup", json={"project": "p", "schema": "<View><Image"}).status_code == 422
+    assert client.post("/setup", content=b"[1]").status_code == 422
+    response = client.post("/webhook", json={"project": {"id": 1}})
+    assert response.status_code == 422 and "action" in response.json()["detail"]
+    assert client.post("/webhook", json={"action": "PROJECT_UPDATED"}).json()["status"] == "ignored"
+
+
+def test_too_many_tasks_rejected(catalog, cases):
+    app, _ = _app(catalog, settings=BackendSettings(max_tasks=2))
+    body = {"tasks": [{"id": i, "data": {"case_id": cases[0]}} for i in range(3)]}
+    response = TestClient(app).post("/predict", json=body)
+    assert response.status_code == 422 and "at most 2" in response.json()["detail"]
+
+
+def test_basic_and_bearer_auth(catalog, cases):
+    auth = BackendAuth(username="ls", password="s3cret", bearer_token="tok-123")
+    assert "s3cret" not in repr(auth) and "tok-123" not in repr(auth)
+    client = TestClient(_app(catalog, settings=BackendSettings(auth=auth))[0])
+    assert client.get("/health").status_code == 401
+    assert client.get("/health", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    wrong = base64.b64encode(b"ls:nope").decode()
+    assert client.get("/health", headers={"Authorization": f"Basic {wrong}"}).status_code == 401
+    assert client.get("/health", headers={"Authorization": "Basic !!notbase64"}).status_code == 401
+    good = base64.b64encode(b"ls:s3cret").decode()
+    assert client.get("/health", headers={"Authorization": f"Basic {good}"}).status_code == 200
+    assert client.get("/health", headers={"Authorization": "Bearer tok-123"}).status_code == 200
+    body = {"tasks": [{"id": 1, "data": {"case_id": cases[0]}}]}
+    assert client.post("/predict", json=body).status_code == 401
+    assert client.post("/predict", json=body, headers={"Authorization": "Bearer tok-123"}).status_code == 200
+
+
+def test_webhooks_schedule_debounced_background_training_and_swap_model(catalog, cases):
+    runs, started = [], threading.Event()
+    versions = iter(["test-model-2", "test-model-3"])
+    current = {"model": BrightSpotModel()}
+
+    def train(batch):
+        started.set()
+        time.sleep(0.5)  # slow training must not block requests
+        current["model"] = BrightSpotModel(model_version=next(versions))
+        runs.append([request.reason for request in batch])
+        return {"ok": True}
+
+    app = create_app(catalog, predictor_loader=lambda: CasePredictor(catalog, current["model"]),
+                     train_function=train, settings=BackendSettings(debounce_s=0.3))
+    client = TestClient(app)
+    began = time.monotonic()
+    for _ in range(4):
+        response = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 1}})
+        assert response.status_code == 200 and response.json()["status"] == "scheduled"
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert time.monotonic() - began < 0.3  # returned before the debounce even expired
+    assert started.wait(5)
+    body = {"tasks": [{"id": 1, "data": {"case_id": cases[1]}}]}
+    during = time.monotonic()
+    assert client.post("/predict", json=body).json()["results"][0]["model_version"] == "test-model-1"
+    assert time.monotonic() - during < 0.4  # served while training runs
+    assert app.state.scheduler.wait_idle(10)
+    assert runs == [["ANNOTATION_CREATED"] * 4 + ["START_TRAINING"]]  # one debounced run
+    assert client.post("/predict", json=body).json()["results"][0]["model_version"] == "test-model-2"
+    status = client.get("/training").json()
+    assert status["runs"][-1]["ok"] and status["runs"][-1]["model_version"] == "test-model-2"
+    # a failing training run is recorded and the server keeps the model it had
+    app.state.scheduler._train = lambda batch: 1 / 0
+    client.post("/train", json={"project": "1.1"})
+    assert app.state.scheduler.wait_idle(10)
+    assert client.get("/training").json()["runs"][-1]["ok"] is False
+    assert client.get("/health").json()["model_version"] == "test-model-2"
+
+
+def test_model_holder_swap_is_atomic_under_concurrent_reads(catalog):
+    versions = iter(range(1, 10_000))
+    holder = ModelHolder(lambda: CasePredictor(catalog, BrightSpotModel(model_version=f"v{next(versions)}")))
+    seen, stop = [], threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            predictor = holder.get()
+            seen.append(predictor.model_version == predictor.predictor.model_version)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for _ in range(200):
+        holder.reload()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert all(seen) and holder.swaps == 200 and holder.get().model_version == "v201"
+
+
+def test_fallback_predictor_serves_report_weak_labels(catalog, cases):
+    from radloop.core.schema import Report, WeakLabel
+
+    with catalog.session() as session:
+        session.add(Report(id="R-1", study_id="S-0000000000000000", content_hash="h", text="Fracture."))
+        session.flush()
+        session.add(WeakLabel(report_id="R-1", finding="fracture", status="positive", rules_version="r9"))
+    app = create_app(catalog, predictor_loader=lambda: CasePredictor(catalog, None))
+    result = TestClient(app).post("/predict", json={"tasks": [{"id": 1, "data": {"case_id": cases[0]}}]}).json()
+    prediction = result["results"][0]
+    assert prediction["model_version"] == "report-rules:r9"
+    assert prediction["result"][0]["value"]["choices"] == ["fracture"]
