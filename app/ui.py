@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import sqlite3
 from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -28,16 +31,38 @@ def workspace() -> Workspace:
     return resolve_workspace()
 
 
-@st.cache_resource(show_spinner=False)
-def cached_catalog(root: str, database_url: str) -> Catalog:
-    """One catalog handle per workspace for the whole server (a failed open is not cached)."""
+@st.cache_resource(show_spinner=False, max_entries=8)
+def cached_catalog(root: str, database_url: str, created: str) -> Catalog:
+    """One catalog handle per workspace for the whole server (a failed open is not cached).
+
+    ``created`` (when the catalog's first migration ran) makes a re-created workspace, e.g. after a fresh
+    ``radloop demo``, open a new handle instead of reading the deleted file through the old one.
+    """
     return views.open_catalog(resolve_workspace(root))
+
+
+def _catalog_created(ws: Workspace) -> str | None:
+    """When the SQLite catalog was created ("" for a server database), None when there is no catalog file."""
+    if not ws.database_url.startswith("sqlite"):
+        return ""
+    path = Path(ws.database_url.split("sqlite:///", 1)[-1])
+    if not path.is_file():
+        return None
+    try:
+        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)) as connection:
+            row = connection.execute("SELECT applied_at FROM schema_version WHERE version = 1").fetchone()
+    except sqlite3.Error:  # not migrated yet (being created right now) or not a catalog
+        return f"inode:{path.stat().st_ino}"
+    return str(row[0]) if row else f"inode:{path.stat().st_ino}"
 
 
 def open_catalog_or_none(ws: Workspace) -> Catalog | None:
     """The workspace's catalog, or None when it has none yet."""
+    created = _catalog_created(ws)
+    if created is None:
+        return None
     try:
-        return cached_catalog(str(ws.root), ws.database_url)
+        return cached_catalog(str(ws.root), ws.database_url, created)
     except FileNotFoundError:
         return None
 

@@ -242,6 +242,36 @@ def test_empty_workspace_says_what_to_do(tmp_path, env, page):
     assert not app.error
 
 
+def test_recreated_workspace_is_read_afresh(tmp_path, env):
+    """`radloop demo` deletes and rebuilds its workspace: a running app must not keep reading the old file."""
+    import shutil
+    import time
+
+    from app_workspace import _add_image
+    from radloop.core.catalog import Catalog
+    from radloop.core.workspace import resolve_workspace
+
+    sources = sorted(data_path("bone_fracture_xray_roboflow_v4", "yolo", "train", "images").glob("*.jpg"))[:3]
+    root = tmp_path / "ws"
+
+    def build(count: int) -> None:
+        catalog = Catalog.open(resolve_workspace(root))
+        with catalog.session() as session:
+            for source in sources[:count]:
+                _add_image(session, catalog.workspace, source, dataset="t", body_region="elbow", split="train",
+                           meta={})
+        catalog.dispose()
+
+    build(1)
+    app = open_page(root, "page_overview.py", env)
+    assert {metric.label: metric.value for metric in app.metric}["Images"] == "1"
+    shutil.rmtree(root)
+    time.sleep(0.01)  # a different creation time for the new catalog
+    build(3)
+    app.run()
+    assert {metric.label: metric.value for metric in app.metric}["Images"] == "3"
+
+
 def test_page_error_is_a_message_not_a_traceback(app_workspace, env):
     from radloop.app import views
 
