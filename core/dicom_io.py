@@ -93,11 +93,15 @@ def is_dicom_bytes(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
-def read_dicom(source: str | os.PathLike | bytes) -> DicomImage:
+def read_dicom(source: str | os.PathLike | bytes, *, as_uint8: bool = False) -> DicomImage:
     """Read and window a DICOM image.
 
     Args:
         source: a path or the file's bytes (ingest reads once and hashes the same bytes).
+        as_uint8: return 8-bit display pixels (H, W) uint8 instead of float32 in [0, 1].  For integer data
+            the whole grey-level pipeline is then evaluated once per distinct stored value (a lookup table
+            over min..max) and applied with one ``np.take``: same result as ``to_uint8`` of the float
+            pixels, several times less memory traffic.
 
     Raises:
         EmptyFileError, NotDicomError, TruncatedFileError, NoPixelDataError,
@@ -105,7 +109,10 @@ def read_dicom(source: str | os.PathLike | bytes) -> DicomImage:
     """
     dataset = _read_dataset(source)
     stored = decode_stored_values(dataset)
-    values, voi_source = _to_display(stored, dataset)
+    if as_uint8:
+        values, voi_source = _to_display_uint8(stored, dataset)
+    else:
+        values, voi_source = _to_display(stored, dataset)
     return DicomImage(pixels=values, metadata=_metadata(dataset, stored.shape, voi_source))
 
 
@@ -180,7 +187,32 @@ def _to_display(stored: np.ndarray, dataset: pydicom.Dataset) -> tuple[np.ndarra
     if stored.ndim == 3:  # colour: luminance, then a plain percentile window
         values = stored[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         return _auto_window(values)
-    values = _modality(stored, dataset)
+    return _voi_and_polarity(_modality(stored, dataset), dataset)
+
+
+def _to_display_uint8(stored: np.ndarray, dataset: pydicom.Dataset) -> tuple[np.ndarray, str]:
+    if stored.ndim != 2 or stored.dtype.kind not in "iu":  # colour or float data: the direct path
+        display, source = _to_display(stored, dataset)
+        return _uint8(display), source
+    low, high = min(int(stored.min()), 0), int(stored.max())
+    if high - low > 1 << 16:
+        display, source = _to_display(stored, dataset)
+        return _uint8(display), source
+    domain = np.arange(low, high + 1, dtype=np.int64).astype(stored.dtype)[np.newaxis, :]
+    sample = _modality(stored[::4, ::4], dataset)  # the auto window's percentiles come from the image
+    display, source = _voi_and_polarity(_modality(domain, dataset), dataset, sample=sample)
+    table = _uint8(display)[0]
+    return np.take(table, stored if low == 0 else stored.astype(np.int32) - low), source
+
+
+def _uint8(display: np.ndarray) -> np.ndarray:
+    scaled = np.multiply(display, 255.0, dtype=np.float32)
+    scaled += 0.5
+    return scaled.astype(np.uint8)
+
+
+def _voi_and_polarity(values: np.ndarray, dataset: pydicom.Dataset, *,
+                      sample: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     if "VOILUTSequence" in dataset:
         try:
             lut_bits = int(dataset.VOILUTSequence[0].LUTDescriptor[2])
@@ -188,9 +220,9 @@ def _to_display(stored: np.ndarray, dataset: pydicom.Dataset) -> tuple[np.ndarra
             windowed /= float((1 << lut_bits) - 1)
             display, source = np.clip(windowed, 0.0, 1.0), "voi_lut"
         except Exception:  # malformed LUT: fall back to the window or the data range
-            display, source = _window_or_auto(values, dataset)
+            display, source = _window_or_auto(values, dataset, sample)
     else:
-        display, source = _window_or_auto(values, dataset)
+        display, source = _window_or_auto(values, dataset, sample)
     if str(dataset.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
         display = 1.0 - display
     return display.astype(np.float32, copy=False), source
@@ -209,10 +241,11 @@ def _modality(stored: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
     return values
 
 
-def _window_or_auto(values: np.ndarray, dataset: pydicom.Dataset) -> tuple[np.ndarray, str]:
+def _window_or_auto(values: np.ndarray, dataset: pydicom.Dataset,
+                    sample: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     center, width = _first(dataset.get("WindowCenter")), _first(dataset.get("WindowWidth"))
     if center is None or width is None or width < 1:
-        return _auto_window(values)
+        return _auto_window(values, sample)
     function = str(dataset.get("VOILUTFunction", "LINEAR")).strip().upper() or "LINEAR"
     if function == "SIGMOID":
         return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width)), "window"
@@ -223,13 +256,13 @@ def _window_or_auto(values: np.ndarray, dataset: pydicom.Dataset) -> tuple[np.nd
     return np.clip(display, 0.0, 1.0, out=display), "window"
 
 
-def _auto_window(values: np.ndarray) -> tuple[np.ndarray, str]:
-    """Percentile window (0.5-99.5 %) from a strided sample; min/max when that range is flat."""
-    sample = values[::4, ::4]
+def _auto_window(values: np.ndarray, sample: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """Percentile window (0.5-99.5 %) from a strided sample of the image; min/max when that range is flat."""
+    sample = values[::4, ::4] if sample is None else sample
     low, high = np.percentile(sample, [0.5, 99.5])
     source = "percentile"
     if high <= low:
-        low, high, source = float(values.min()), float(values.max()), "minmax"
+        low, high, source = float(sample.min()), float(sample.max()), "minmax"
     if high <= low:
         return np.zeros(values.shape, dtype=np.float32), source
     display = (values - np.float32(low)) * np.float32(1.0 / (high - low))

@@ -138,11 +138,21 @@ def _run_tasks(tasks: list[ImageTask], context: WorkerContext, workers: int) -> 
         for index, task in enumerate(tasks):
             yield process_task(index, task, context)
         return
+    # Largest files first (longest-processing-time scheduling): one big file last would idle the other workers.
+    order = sorted(range(len(tasks)), key=lambda index: -_file_size(tasks[index].path))
     # fork: workers inherit the imported modules and the context without pickling the hash set.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     chunksize = max(1, min(8, len(tasks) // (workers * 16)))
     with multiprocessing.get_context(method).Pool(workers, initializer=init_worker, initargs=(context,)) as pool:
-        yield from pool.imap_unordered(process_in_worker, enumerate(tasks), chunksize=chunksize)
+        yield from pool.imap_unordered(process_in_worker, ((index, tasks[index]) for index in order),
+                                       chunksize=chunksize)
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def _progress(outcomes: Iterator[ImageOutcome], total: int, enabled: bool) -> Iterator[ImageOutcome]:

