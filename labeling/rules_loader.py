@@ -1,0 +1,116 @@
+"""Load the labeller's rule files (package data) through medspacy's own rule classes.
+
+Every rule file in ``radloop.labeling.rules`` is JSON with a file-level ``metadata`` block and one
+list of rules: ``target_rules`` (``targets_*.json``), ``context_rules`` (``context.json``),
+``section_rules`` (``sections.json``) or ``site_rules`` (``sites.json``).  Rules are built with
+``TargetRule.from_dict`` / ``ConTextRule.from_dict`` / ``SectionRule.from_dict``, which reject
+unknown keys.  Callbacks are named in a rule's ``metadata`` and resolved via
+:data:`radloop.labeling.callbacks.CALLBACKS`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+
+from radloop.core.vocabulary import DEVICE_TYPES, FINDINGS, LATERALITIES, SITES
+
+from .callbacks import get_callback
+
+RULES_PACKAGE = "radloop.labeling.rules"
+
+#: Target categories that are not findings of the vocabulary but steer the labeller.
+INTERNAL_CATEGORIES = ("abnormal", "pseudo")
+
+
+@dataclass
+class RuleSet:
+    """All rules of the labeller plus the settings carried in rule-file metadata."""
+
+    target_rules: list = field(default_factory=list)
+    context_rules: list = field(default_factory=list)
+    section_rules: list = field(default_factory=list)
+    site_rules: list = field(default_factory=list)
+    excluded_sections: frozenset[str] = frozenset()
+    files: tuple[str, ...] = ()
+    version: str = ""
+
+
+def rule_files() -> list[str]:
+    """Names of the rule files in the package (sorted; case tables excluded)."""
+    root = resources.files(RULES_PACKAGE)
+    return sorted(item.name for item in root.iterdir()
+                  if item.is_file() and item.name.endswith((".json", ".yaml", ".yml", ".tsv")))
+
+
+def rules_version() -> str:
+    """A short hash over the names and bytes of every rule file: changes whenever a rule changes."""
+    root = resources.files(RULES_PACKAGE)
+    digest = hashlib.sha256()
+    for name in rule_files():
+        digest.update(name.encode())
+        digest.update(root.joinpath(name).read_bytes())
+    return "rules-" + digest.hexdigest()[:12]
+
+
+def _read(name: str) -> dict:
+    text = resources.files(RULES_PACKAGE).joinpath(name).read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"rule file {name}: invalid JSON ({error})") from None
+
+
+def _attach_callbacks(rule, name: str) -> None:
+    metadata = rule.metadata or {}
+    if "on_modifies" in metadata:
+        rule.on_modifies = get_callback(metadata["on_modifies"])
+    if "on_match" in metadata:
+        rule.on_match = get_callback(metadata["on_match"])
+
+
+def load_rule_set() -> RuleSet:
+    """Read and validate every rule file; raise ``ValueError`` naming the file and rule on any problem."""
+    from medspacy.context import ConTextRule
+    from medspacy.section_detection import SectionRule
+    from medspacy.target_matcher import TargetRule
+
+    rule_set = RuleSet(files=tuple(rule_files()), version=rules_version())
+    excluded: set[str] = set()
+    kinds = {"target_rules": (TargetRule, rule_set.target_rules),
+             "context_rules": (ConTextRule, rule_set.context_rules),
+             "section_rules": (SectionRule, rule_set.section_rules),
+             "site_rules": (TargetRule, rule_set.site_rules)}
+    for name in rule_set.files:
+        if not name.endswith(".json"):
+            continue
+        data = _read(name)
+        lists = [key for key in data if key in kinds]
+        unknown = set(data) - set(kinds) - {"metadata"}
+        if unknown or len(lists) != 1:
+            raise ValueError(f"rule file {name}: expected 'metadata' and one of {sorted(kinds)}, got {sorted(data)}")
+        key = lists[0]
+        rule_class, target = kinds[key]
+        excluded.update(data.get("metadata", {}).get("excluded_sections", []))
+        for index, rule_dict in enumerate(data[key]):
+            try:
+                if isinstance(rule_dict.get("pattern"), str):
+                    re.compile(rule_dict["pattern"])
+                rule = rule_class.from_dict(rule_dict)
+                _attach_callbacks(rule, name)
+            except (ValueError, TypeError, re.error) as error:
+                raise ValueError(f"rule file {name}, rule {index} ({rule_dict.get('literal')!r}): {error}") from None
+            if key == "target_rules" and rule.category not in FINDINGS + INTERNAL_CATEGORIES:
+                raise ValueError(f"rule file {name}, rule {index}: category {rule.category!r} is not in the "
+                                 f"vocabulary (core/vocabulary.py FINDINGS) nor {INTERNAL_CATEGORIES}")
+            device_type = (rule.metadata or {}).get("device_type") if key == "target_rules" else None
+            if device_type is not None and device_type not in DEVICE_TYPES:
+                raise ValueError(f"rule file {name}, rule {index}: device_type {device_type!r} not in DEVICE_TYPES")
+            if key == "site_rules" and rule.category not in SITES + LATERALITIES:
+                raise ValueError(f"rule file {name}, rule {index}: {rule.category!r} is not a site or laterality")
+            target.append(rule)
+    rule_set.excluded_sections = frozenset(excluded)
+    return rule_set
