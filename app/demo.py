@@ -160,14 +160,14 @@ def _default_config(relative: str) -> Path:
 
 def _embed_and_index(catalog: Catalog) -> dict[str, Any]:
     from radloop.core.registry import current_model
-    from radloop.retrieval import IndexManager
+    from radloop.retrieval.index import IndexManager, index_folder
     from radloop.ssl.embed import embed_catalog
     from radloop.ssl.encoder_adapter import encoder_from_registry
 
     version = current_model(catalog, "encoder").version
     added = embed_catalog(catalog, encoder_from_registry(catalog, version), model_version=version)
-    manager = IndexManager.build_from_catalog(catalog, version)
-    path = manager.save()
+    manager = IndexManager.from_catalog(catalog, version)
+    path = manager.save(index_folder(catalog.workspace, version))
     return {"embedded": int(added), "index_size": int(manager.ntotal), "index": str(path)}
 
 

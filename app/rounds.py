@@ -130,10 +130,10 @@ def _refresh_index(catalog: Catalog, encoder_version: str, progress: Progress) -
     """Rebuild or extend the case-search index of the encoder; a failure is noted, not fatal."""
     progress("updating the case-search index", 0.2)
     try:
-        from radloop.retrieval import IndexManager
+        from radloop.retrieval.index import IndexManager, index_folder
 
-        manager = IndexManager.build_from_catalog(catalog, encoder_version)
-        return str(manager.save())
+        manager = IndexManager.from_catalog(catalog, encoder_version)
+        return str(manager.save(index_folder(catalog.workspace, encoder_version)))
     except Exception as error:  # the index serves case search; selection works from arrays
         logger.warning("index not updated: %s", error)
         return None
@@ -263,18 +263,20 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
         raise RoundError("every image of the pool is labelled already: ingest more images")
 
     probabilities = _probabilities(catalog, encoder_version, vectors, config.task)
+    weak_labels = _weak_labels(catalog, pool_ids, config.task)
     strategy_name, notes = config.strategy, []
-    needs_model = strategy_name in ("least_confidence", "margin", "entropy", "report_disagreement") \
-        or "hybrid" in strategy_name or strategy_name in ("badge", "cluster_margin")
-    if needs_model and probabilities is None:
-        notes.append(f"no current model for '{config.task}' on encoder {encoder_version}: "
-                     f"cold start with '{config.cold_start_strategy}' instead of '{strategy_name}'")
+    strategy = get_strategy(strategy_name)
+    missing = [name for name, value in (("probabilities", probabilities), ("weak_labels", weak_labels))
+               if name in strategy.needs and value is None]
+    if missing:
+        notes.append(f"'{strategy_name}' needs {' and '.join(missing)}, which do not exist yet for "
+                     f"'{config.task}' on encoder {encoder_version}: cold start with '{config.cold_start_strategy}'")
         strategy_name = config.cold_start_strategy
-    strategy = get_strategy(strategy_name, random_state=config.random_state)
+        strategy = get_strategy(strategy_name)
     progress(f"selecting {config.budget} images with {strategy_name}", 0.6)
     picked = strategy.select(
         min(config.budget, int((~labelled_mask).sum())), embeddings=vectors, labeled_mask=labelled_mask,
-        probabilities=probabilities, weak_labels=_weak_labels(catalog, pool_ids, config.task),
+        probabilities=probabilities, weak_labels=weak_labels,
         groups=np.array([region or "unknown" for region in regions], dtype=object),
         random_state=config.random_state)
     scores = getattr(strategy, "scores_", None)
