@@ -168,7 +168,7 @@ def _embed_and_index(catalog: Catalog) -> dict[str, Any]:
     added = embed_catalog(catalog, encoder_from_registry(catalog, version), model_version=version)
     manager = IndexManager.from_catalog(catalog, version)
     path = manager.save(index_folder(catalog.workspace, version))
-    return {"embedded": int(added), "index_size": int(manager.ntotal), "index": str(path)}
+    return {"embedded": int(added), "index_size": len(manager), "index": str(path)}
 
 
 def _rounds(catalog: Catalog, options: DemoOptions, result: DemoResult, say: Say) -> dict[str, Any]:

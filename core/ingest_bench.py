@@ -3,12 +3,14 @@
 ``decode_bound_per_s`` is measured with the same number of worker processes as the ingest, each worker
 doing only ``dcmread`` + ``pixel_array`` of its files (what any DICOM pipeline must pay), so ``ratio`` is
 the share of the attainable throughput that the full pipeline (hash, window, render, thumbnail, catalog)
-keeps.  Each figure is the best of ``repeat`` runs (the usual defence against a shared, noisy machine).
+keeps.  Each figure is the best of ``repeat`` runs (the usual defence against a shared, noisy machine);
+``cpu_ratio`` compares CPU seconds instead of wall time, which other load on the machine does not distort.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
 import tempfile
 import time
@@ -26,6 +28,12 @@ def decode_only(path: str) -> int:
         return int(dataset.pixel_array.size)
     except Exception:
         return 0
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (pool workers)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def _decode_all(paths: list[str], workers: int) -> float:
@@ -56,14 +64,18 @@ def bench_ingest(path: Path, *, workers: int | None = None, repeat: int = 3, lim
         return result
     decodable = sum(1 for file in files if decode_only(file) > 0)  # warm-up and count
     decode_seconds, ingest_seconds, ingest_summary = [], [], None
+    decode_cpu, ingest_cpu = [], []
     for _ in range(repeat):
+        cpu = _cpu_seconds()
         decode_seconds.append(_decode_all(files, workers))
+        decode_cpu.append(_cpu_seconds() - cpu)
         scratch = Path(tempfile.mkdtemp(prefix="radloop-bench-"))
         try:
             catalog = Catalog.open(resolve_workspace(scratch / "workspace"))
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), _cpu_seconds()
             ingest_summary = ingest_paths(catalog, [Path(path)], workers=workers, progress=progress, limit=limit)
             ingest_seconds.append(time.perf_counter() - started)
+            ingest_cpu.append(_cpu_seconds() - cpu)
             catalog.dispose()
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -76,6 +88,11 @@ def bench_ingest(path: Path, *, workers: int | None = None, repeat: int = 3, lim
         ratio=round(images_per_s / decode_per_s, 3),
         images_per_s_per_worker=round(images_per_s / workers, 3),
         decode_bound_per_s_per_worker=round(decode_per_s / workers, 3),
+        # CPU time is insensitive to other users of a shared machine: decode CPU / ingest CPU is the share
+        # of the work that is the unavoidable decode (1.0 = ingest costs no more than decoding).
+        cpu_ratio=round(min(decode_cpu) / min(ingest_cpu), 3) if min(ingest_cpu) > 0 else None,
+        ingest_cpu_s_per_image=round(min(ingest_cpu) / len(files), 4),
+        decode_cpu_s_per_image=round(min(decode_cpu) / len(files), 4),
         ingest_seconds=[round(s, 3) for s in ingest_seconds],
         decode_seconds=[round(s, 3) for s in decode_seconds],
         images_added=ingest_summary.images_added if ingest_summary else 0,
