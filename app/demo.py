@@ -116,19 +116,29 @@ def _ingest(catalog: Catalog, options: DemoOptions) -> dict[str, Any]:
 
 
 def _weak_labels(catalog: Catalog, options: DemoOptions) -> dict[str, Any]:
-    from radloop.labeling import label_catalog
-    from radloop.labeling.evaluate import evaluate_openi
+    from collections import defaultdict
 
-    stored = label_catalog(catalog)
-    summary: dict[str, Any] = {"reports_labelled": getattr(stored, "reports", stored)}
-    negbio = options.data / NEGBIO_GOLD
-    scores = evaluate_openi(_require(options.data, OPENI_REPORTS), negbio if negbio.exists() else None)
-    for name in ("micro_f1_chest", "fracture", "device", "foreign_body", "normal"):
-        value = scores.get(name)
-        if isinstance(value, dict):
-            value = value.get("f1")
-        if value is not None:
-            summary[f"f1_{name}"] = round(float(value), 3)
+    from sqlalchemy import select
+
+    from radloop.core.schema import Report, WeakLabel
+    from radloop.labeling import label_catalog
+    from radloop.labeling.evaluate import read_negbio_table, score_reports
+
+    run = label_catalog(catalog)
+    with catalog.session() as session:
+        majors = {report_id: codes for report_id, codes in session.execute(
+            select(Report.id, Report.expert_codes).where(Report.dataset == "openi")) if codes}
+        labels: dict[str, list[dict]] = defaultdict(list)
+        for row in session.scalars(select(WeakLabel).where(WeakLabel.rules_version == run.rules_version)):
+            labels[row.report_id].append({"finding": row.finding, "status": row.status, "site": row.site,
+                                          "temporality": row.temporality, "evidence": row.evidence})
+    negbio_file = options.data / NEGBIO_GOLD
+    scores = score_reports(labels, majors, read_negbio_table(negbio_file) if negbio_file.exists() else None)
+    summary: dict[str, Any] = {"reports_labelled": run.reports_labelled, "mentions": run.mentions_written,
+                               "label_errors": run.errors, "scored_reports": scores["reports"],
+                               "micro_f1_14_chest": round(scores["micro_f1"], 3)}
+    for finding in ("fracture", "device", "foreign_body", "normal"):
+        summary[f"f1_{finding}"] = round(scores["per_finding"][finding]["f1"], 3)
     return summary
 
 
