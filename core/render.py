@@ -4,11 +4,11 @@ A render keeps the original pixel size unless its long side exceeds :data:`MAX_R
 scaled down); a thumbnail's long side is :data:`THUMB_SIDE`.
 
 PNG encoding dominates the cost of an ingest after decoding, so 8-bit grayscale PNGs are encoded here with
-numpy + zlib: the PNG "Up" filter on every row (vectorised) and zlib level 1 with the run-length strategy.
-On the NEMA CR chest (1955x1841) that is ~2x faster than Pillow's fastest setting (whose adaptive
-per-row filter choice runs in C row by row) and ~20x faster than its default, at a smaller size than
-Pillow level 1 (1.30 MB vs 1.57 MB; level 6: 1.35 MB).  The files are standard PNGs (any reader opens them).
-Files are written to a temporary name and renamed, so an interrupted ingest never leaves half a PNG.
+numpy + deflate: the PNG "Up" filter on every row (vectorised; radiographs are smooth, so the residuals are
+small) and the fastest deflate that still compresses: ISA-L (``isal``, level 0) when installed, else zlib's
+Huffman-only strategy.  On the NEMA CR chest (1955x1841) that is ~3-4x faster than Pillow's fastest setting
+(whose adaptive per-row filter choice runs row by row) at a similar size (1.74 MB with ISA-L, 1.30 MB with
+zlib, vs 1.57 MB for Pillow level 1).  The files are standard PNGs (any reader opens them).
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ __all__ = [
 
 MAX_RENDER_SIDE = 2048
 THUMB_SIDE = 256
-PNG_COMPRESS_LEVEL = 1
+try:  # ISA-L deflate: ~3x faster than zlib at its fastest useful setting
+    from isal import isal_zlib as _fast_zlib
+except ImportError:  # pragma: no cover - isal is a declared dependency; zlib keeps renders working without it
+    _fast_zlib = None
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -120,16 +123,22 @@ def _fit(width: int, height: int, side: int) -> tuple[int, int]:
 
 
 def encode_png_gray(pixels: np.ndarray) -> bytes:
-    """Encode (H, W) uint8 as an 8-bit grayscale PNG (Up filter, zlib level 1, run-length strategy)."""
+    """Encode (H, W) uint8 as an 8-bit grayscale PNG (Up filter, fast deflate: see the module docstring)."""
     height, width = pixels.shape
     rows = np.empty((height, width + 1), dtype=np.uint8)
     rows[:, 0] = 2  # filter type Up: each byte minus the byte above (the first row has an all-zero row above)
     rows[0, 1:] = pixels[0]
     np.subtract(pixels[1:], pixels[:-1], out=rows[1:, 1:])  # uint8 arithmetic wraps modulo 256, as PNG wants
-    compressor = zlib.compressobj(PNG_COMPRESS_LEVEL, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
-    data = compressor.compress(rows.data) + compressor.flush()
+    data = _deflate(rows.data)
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit, grayscale, deflate, no interlace
     return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
+
+
+def _deflate(data: memoryview) -> bytes:
+    if _fast_zlib is not None:
+        return _fast_zlib.compress(data, 0)
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
+    return compressor.compress(data) + compressor.flush()
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:

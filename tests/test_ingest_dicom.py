@@ -142,3 +142,11 @@ def test_png_encoder_round_trips_exactly():
     pixels[10:20] = 7  # flat runs as well as noise
     decoded = np.asarray(PILImage.open(io.BytesIO(encode_png_gray(pixels))))
     assert decoded.dtype == np.uint8 and np.array_equal(decoded, pixels)
+
+
+def test_png_encoder_zlib_fallback_round_trips(monkeypatch):
+    import radloop.core.render as render
+
+    monkeypatch.setattr(render, "_fast_zlib", None)
+    pixels = np.random.default_rng(1).integers(0, 256, size=(40, 30), dtype=np.uint8)
+    assert np.array_equal(np.asarray(PILImage.open(io.BytesIO(render.encode_png_gray(pixels)))), pixels)
