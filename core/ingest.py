@@ -115,6 +115,7 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
     summary.images_found = len(found.image_tasks)
     summary.files_ignored = len(found.ignored_files)
     summary.sources = dict(found.sources)
+    _remove_stale_temporaries(catalog.workspace.root)
     writer = _CatalogWriter(catalog, summary, found.image_tasks, batch_size)
     for path, stage, reason in found.errors:
         writer.add_error(path, stage, reason)
@@ -131,6 +132,22 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
     summary.images_per_s = round(summary.images_found / summary.elapsed_s, 3) if summary.elapsed_s else 0.0
     _write_log(catalog, summary)
     return summary
+
+
+def _remove_stale_temporaries(root: Path) -> None:
+    """Delete half-written renders (``.<name>.<pid>.tmp``) left by an ingest that was killed.
+
+    Only files of processes that no longer exist are removed, so a concurrent ingest is never disturbed.
+    """
+    for folder in (root / "renders", root / "thumbs"):
+        for path in folder.glob("*/.*.tmp"):
+            try:
+                pid = int(path.name.rsplit(".", 2)[-2])
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                path.unlink(missing_ok=True)
+            except (ValueError, PermissionError, IndexError):
+                continue
 
 
 def _run_tasks(tasks: list[ImageTask], context: WorkerContext, workers: int) -> Iterator[ImageOutcome]:

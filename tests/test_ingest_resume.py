@@ -27,6 +27,13 @@ def _variants(folder):
         dataset.save_as(folder / f"copy_{number:03d}.dcm")
 
 
+def _dead_pid() -> int:
+    """The id of a process that has exited (a child that was started and waited for)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
 def _count(database) -> int:
     try:
         with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as connection:
@@ -51,6 +58,9 @@ def test_kill_9_mid_ingest_then_resume(tmp_path):
     process.wait()
     committed = _count(database)
     assert 6 <= committed < N_FILES, f"the kill should land mid-run ({committed} of {N_FILES} committed)"
+    stale = workspace / "renders" / "00" / f".I-00deadbeef000000.png.{_dead_pid()}.tmp"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"half a png")
     finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert finished.returncode == 0, finished.stderr
     with sqlite3.connect(database) as connection:
@@ -58,6 +68,8 @@ def test_kill_9_mid_ingest_then_resume(tmp_path):
         studies = connection.execute("SELECT count(*) FROM studies").fetchone()[0]
     assert len(rows) == N_FILES and len({row[1] for row in rows}) == N_FILES
     assert studies == 1  # every copy carries the same StudyInstanceUID
+    # A half-written render of the killed run (or a stale one planted here) is cleaned up by the resume.
+    assert not list(workspace.glob("renders/*/.*.tmp")) and not list(workspace.glob("thumbs/*/.*.tmp"))
     for _, _, render_path in rows:
         with PILImage.open(workspace / render_path) as render:
             render.verify()
