@@ -1,0 +1,177 @@
+"""`radloop train`, `radloop evaluate`, `radloop models list|set-current|rollback`, `radloop bench finetune`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from radloop.app.options import JsonOption, OverrideOption, WorkspaceOption, emit, fail
+
+DEFAULT_BENCH_CONFIG = Path("configs/finetune/bench_cpu.yaml")
+
+
+def _catalog(workspace: Optional[Path]):
+    from radloop.core.catalog import Catalog
+    from radloop.core.workspace import resolve_workspace
+
+    try:
+        return Catalog.open(resolve_workspace(workspace), create=False)
+    except FileNotFoundError as error:
+        fail(str(error))
+
+
+def _quiet_lightning() -> None:
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*(LeafSpec|litlogger|num_workers|does not have many workers).*")
+
+
+def train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Job config, e.g. configs/finetune/probe_cpu.yaml.")],
+    overrides: OverrideOption = None,
+    register: Annotated[bool, typer.Option("--register/--no-register", help="Register the model in the catalog.")] = True,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train a head (probe, fine-tuning, detection) on expert labels; evaluate on the held-out split; register it."""
+    from radloop.core.config import ConfigError, load_config
+    from radloop.core.registry import RegistryError
+    from radloop.ssl.finetune_config import TrainConfig
+    from radloop.ssl.finetune_jobs import run_training
+
+    _quiet_lightning()
+    try:
+        job = load_config(config, TrainConfig, overrides)
+    except ConfigError as error:
+        fail(str(error))
+    catalog = _catalog(workspace)
+    try:
+        result = run_training(catalog, job, register=register, progress=True)
+    except (ValueError, RegistryError, FileNotFoundError) as error:
+        fail(str(error))
+    emit(result.to_json(), as_json, title=f"trained {result.version}")
+
+
+def evaluate(
+    model: Annotated[str, typer.Option("--model", "-m", help="Registered model version.")],
+    coco: Annotated[Optional[Path], typer.Option("--coco", help="External COCO file to evaluate on.")] = None,
+    images: Annotated[Optional[Path], typer.Option("--images", help="Image folder of --coco.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Catalog split (default: the job's eval split).")] = None,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """AUROC / AP per finding, ECE, region accuracy and box mAP@0.5 of a model on held-out images."""
+    from radloop.core.registry import RegistryError
+    from radloop.ssl.finetune_evaluate import evaluate_model
+
+    _quiet_lightning()
+    catalog = _catalog(workspace)
+    try:
+        result = evaluate_model(catalog, model, coco=coco, images=images, split=split, progress=True)
+    except (ValueError, RegistryError, FileNotFoundError) as error:
+        fail(str(error))
+    emit(result, as_json, title=f"evaluation of {model}")
+
+
+def models_list(
+    task: Annotated[Optional[str], typer.Option("--task", help="Only this task (findings, detection, encoder).")] = None,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Registered models, newest first (current ones marked)."""
+    from radloop.core.registry import list_models
+
+    records = [record.to_json() for record in list_models(_catalog(workspace), task=task)]
+    if as_json:
+        emit({"models": records}, True)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("version", "kind", "task", "parent", "current", "created", "metrics", title="models")
+    for record in records:
+        shown = {k: v for k, v in record["metrics"].items() if k.startswith(("auroc.", "map50", "ece"))}
+        table.add_row(record["version"], record["kind"], record["task"], record["parent_version"] or "",
+                      "*" if record["is_current"] else "", (record["created_at"] or "")[:19],
+                      ", ".join(f"{k}={v:.3f}" for k, v in shown.items() if isinstance(v, float)))
+    Console().print(table)
+
+
+def models_set_current(
+    version: Annotated[str, typer.Argument(help="Model version to make current for its task.")],
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make a version the current model of its task (the ML backend and the strategies use it)."""
+    from radloop.core.registry import RegistryError, set_current
+
+    try:
+        record = set_current(_catalog(workspace), version)
+    except RegistryError as error:
+        fail(str(error))
+    emit(record.to_json(), as_json, title=f"current {record.task} model")
+
+
+def models_rollback(
+    task: Annotated[str, typer.Argument(help="Task to roll back (findings, detection, encoder).")] = "findings",
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make the version registered before the current one current again."""
+    from radloop.core.registry import RegistryError, rollback
+
+    try:
+        record = rollback(_catalog(workspace), task)
+    except RegistryError as error:
+        fail(str(error))
+    emit(record.to_json(), as_json, title=f"rolled back {task}")
+
+
+def bench_finetune(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Bench config.")] = DEFAULT_BENCH_CONFIG,
+    overrides: OverrideOption = None,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Label efficiency: AUROC (fracture), region balanced accuracy, box mAP at 1/10/100 % labels, pretrained vs random."""
+    from radloop.core.config import ConfigError
+    from radloop.ssl.finetune_bench import run_bench
+
+    _quiet_lightning()
+    if not config.is_file():
+        fail(f"bench config not found: {config}")
+    try:
+        result = run_bench(_catalog(workspace), config, overrides, progress=True)
+    except (ConfigError, ValueError, FileNotFoundError) as error:
+        fail(str(error))
+    if as_json:
+        emit(result, True)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("head", "init", "labels", "train", "AUROC frac", "region bal. acc", "mAP@0.5", "s",
+                  title="radloop bench finetune (held-out split)")
+    for row in result["rows"]:
+        cells = [row.get(k) for k in ("auroc.fracture", "region_balanced_accuracy", "map50")]
+        table.add_row(row["head"], row["init"], f"{row['fraction']:.0%}", str(row.get("train_images", "-")),
+                      *[f"{c:.3f}" if isinstance(c, float) else ("error" if "error" in row else "-") for c in cells],
+                      str(row.get("seconds")))
+    Console().print(table)
+
+
+def register(groups) -> None:
+    """Attach the commands to the CLI groups."""
+    groups.root.command("train")(train)
+    groups.root.command("evaluate")(evaluate)
+    groups.models.command("list")(models_list)
+    groups.models.command("set-current")(models_set_current)
+    groups.models.command("rollback")(models_rollback)
+    groups.bench.command("finetune")(bench_finetune)

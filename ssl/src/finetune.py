@@ -1,0 +1,247 @@
+"""Partial / full fine-tuning of the encoder with multi-label finding and body-region heads (Lightning).
+
+Recipe: layer-wise learning-rate decay over timm's layer groups (BEiT, Bao et al. 2022; MAE, He et al. 2022)
+with AdamW, linear warm-up and cosine decay; ``linear`` freezes the backbone, ``partial`` trains only the top
+``trainable_fraction`` of its layer groups, ``full`` trains everything.  Class imbalance: per-finding
+``pos_weight`` in the BCE loss and, optionally, a sampler that balances positives.  Unknown labels (-1) are
+masked out of the loss; report-derived rows carry a lower sample weight.  Saved as
+``classifier.safetensors`` + ``classifier.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from radloop.ssl.encoder_adapter import encoder_stats, timm_backbone_from_bundle
+from radloop.ssl.finetune_images import AugmentedImages, model_input, preload_images
+from radloop.ssl.predict import ImagePrediction, Predictor
+from radloop.ssl.finetune_config import FinetuneConfig, TrainerConfig
+
+CLASSIFIER_WEIGHTS = "classifier.safetensors"
+CLASSIFIER_CONFIG = "classifier.json"
+
+__all__ = ["ClassifierPredictor", "FindingsClassifier", "FindingsClassifierModule", "layer_decay_groups",
+           "train_classifier"]
+
+
+class FindingsClassifier(nn.Module):
+    """timm backbone (one channel) + linear multi-label findings head + optional body-region head."""
+
+    def __init__(self, backbone: nn.Module, n_findings: int, n_regions: int = 0) -> None:
+        super().__init__()
+        self.backbone = backbone
+        features = int(backbone.num_features)
+        self.findings_head = nn.Linear(features, n_findings)
+        self.region_head = nn.Linear(features, n_regions) if n_regions else None
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, 1, H, W) -> finding logits (B, T), region logits (B, R) or None."""
+        features = self.backbone(images)
+        regions = self.region_head(features) if self.region_head is not None else None
+        return self.findings_head(features), regions
+
+
+def layer_decay_groups(model: FindingsClassifier, config: FinetuneConfig) -> list[dict[str, Any]]:
+    """AdamW parameter groups with ``lr_scale`` per layer group; frozen groups get ``requires_grad=False``.
+
+    Heads get scale 1; backbone groups get ``layer_decay ** depth`` from the top (timm's grouping).
+    """
+    from timm.optim import param_groups_layer_decay
+
+    backbone_groups = param_groups_layer_decay(model.backbone, weight_decay=config.weight_decay,
+                                               layer_decay=config.layer_decay)
+    scales = sorted({group["lr_scale"] for group in backbone_groups})
+    if config.mode == "linear":
+        frozen_below = math.inf
+    elif config.mode == "partial":
+        keep = max(1, int(round(config.trainable_fraction * len(scales))))
+        frozen_below = scales[len(scales) - keep]
+    else:
+        frozen_below = -math.inf
+    groups = []
+    for group in backbone_groups:
+        trainable = group["lr_scale"] >= frozen_below
+        for parameter in group["params"]:
+            parameter.requires_grad_(trainable)
+        if trainable:
+            groups.append({**group, "lr_scale": group["lr_scale"] * config.layer_decay})
+    heads = [p for module in (model.findings_head, model.region_head) if module is not None
+             for p in module.parameters()]
+    groups.append({"params": heads, "lr_scale": 1.0, "weight_decay": 0.0})
+    return groups
+
+
+class FindingsClassifierModule(L.LightningModule):
+    """Masked, weighted multi-label BCE (+ body-region cross-entropy) with layer-decayed AdamW."""
+
+    def __init__(self, net: FindingsClassifier, config: FinetuneConfig, pos_weight: torch.Tensor,
+                 region_weight: torch.Tensor | None, total_steps: int) -> None:
+        super().__init__()
+        self.net = net
+        self.config = config
+        self.register_buffer("pos_weight", pos_weight)
+        self.register_buffer("region_weight", region_weight if region_weight is not None else torch.ones(0))
+        self.total_steps = max(total_steps, 1)
+
+    def on_train_epoch_start(self) -> None:
+        if self.config.mode == "linear":  # frozen backbone: keep its BatchNorm statistics fixed
+            self.net.backbone.eval()
+
+    def training_step(self, batch, _index):
+        images, targets, weights, regions = batch
+        logits, region_logits = self.net(images)
+        known = (targets >= 0).float()
+        loss_matrix = nn.functional.binary_cross_entropy_with_logits(
+            logits, targets.clamp(min=0).float(), pos_weight=self.pos_weight, reduction="none")
+        loss = (loss_matrix * known * weights[:, None]).sum() / known.sum().clamp(min=1.0)
+        self.log("loss_findings", loss, prog_bar=True)
+        if region_logits is not None and bool((regions >= 0).any()):
+            region_loss = nn.functional.cross_entropy(region_logits, regions, weight=self.region_weight,
+                                                      ignore_index=-1)
+            self.log("loss_region", region_loss, prog_bar=True)
+            loss = loss + self.config.region_loss_weight * region_loss
+        self.log("loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        groups = layer_decay_groups(self.net, self.config)
+        for group in groups:
+            group["lr"] = self.config.lr * group["lr_scale"]
+        optimizer = torch.optim.AdamW(groups, lr=self.config.lr)
+        warmup = min(self.config.warmup_steps, self.total_steps // 5)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = (step - warmup) / max(1, self.total_steps - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _pos_weight(targets: np.ndarray) -> torch.Tensor:
+    """negatives / positives per finding (1 when a class is missing), clipped to [1/50, 50]."""
+    weights = []
+    for column in range(targets.shape[1]):
+        known = targets[:, column][targets[:, column] >= 0]
+        positives, negatives = int((known == 1).sum()), int((known == 0).sum())
+        weights.append(float(np.clip(negatives / positives, 1 / 50, 50)) if positives and negatives else 1.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def train_classifier(bundle: Any, images: Sequence[Path], targets: np.ndarray, weights: np.ndarray,
+                     regions: Sequence[str | None], findings: list[str], config: FinetuneConfig,
+                     trainer: TrainerConfig, *, region_names: list[str] | None = None,
+                     progress: bool = True) -> "ClassifierPredictor":
+    """Fine-tune ``bundle``'s backbone on labelled images; returns the trained model as a predictor.
+
+    Args:
+        bundle: encoder bundle (pretrained or random init).
+        images: render paths (N).
+        targets: (N, T) 1 / 0 / -1.
+        weights: (N,) sample weights.
+        regions: body region per image (None unknown); ``region_names`` fixes the class order.
+    """
+    from torch.utils.data import DataLoader, WeightedRandomSampler
+
+    image_size, mean, std = encoder_stats(bundle)
+    backbone, _report = timm_backbone_from_bundle(bundle)
+    names = region_names if region_names is not None else sorted({r for r in regions if r})
+    if len(names) < 2:
+        names = []
+    region_index = np.array([names.index(r) if r in names else -1 for r in regions], dtype=np.int64)
+    net = FindingsClassifier(backbone, len(findings), len(names))
+    pixels = preload_images(images, image_size, progress=progress)
+    dataset = AugmentedImages(pixels, mean, std, augment=config.augment, targets=targets, weights=weights,
+                              regions=region_index)
+    sampler = None
+    if config.balanced_sampling:
+        positive = targets[:, 0] == 1
+        share = max(positive.mean(), 1e-6)
+        sample = np.where(positive, 0.5 / share, 0.5 / max(1 - share, 1e-6))
+        sampler = WeightedRandomSampler(torch.as_tensor(sample, dtype=torch.double), len(sample), replacement=True)
+    loader = DataLoader(dataset, batch_size=min(config.batch_size, len(dataset)), shuffle=sampler is None,
+                        sampler=sampler, num_workers=config.num_workers, drop_last=len(dataset) > config.batch_size)
+    steps_per_epoch = len(loader)
+    total = config.max_steps if config.max_steps > 0 else steps_per_epoch * config.max_epochs
+    region_weight = None
+    if names:
+        counts = np.bincount(region_index[region_index >= 0], minlength=len(names)).astype(np.float32)
+        region_weight = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(names), dtype=torch.float32)
+    module = FindingsClassifierModule(net, config, _pos_weight(targets), region_weight, total)
+    if trainer.num_threads:
+        torch.set_num_threads(trainer.num_threads)
+    fit = L.Trainer(accelerator=trainer.accelerator, devices=trainer.devices, precision=trainer.precision,
+                    max_epochs=config.max_epochs, max_steps=config.max_steps,
+                    max_time={"minutes": config.max_time_minutes} if config.max_time_minutes else None,
+                    log_every_n_steps=min(trainer.log_every_n_steps, steps_per_epoch),
+                    enable_checkpointing=False, logger=False, enable_progress_bar=progress,
+                    enable_model_summary=False, deterministic=trainer.deterministic)
+    fit.fit(module, loader)
+    meta = {"timm_name": bundle.config.timm_name, "model_kwargs": dict(bundle.config.model_kwargs), "image_size": image_size, "mean": mean, "std": std,
+            "findings": list(findings), "regions": names, "encoder_version": getattr(bundle, "version", None)}
+    return ClassifierPredictor(net.eval(), meta, model_version="")
+
+
+class ClassifierPredictor(Predictor):
+    """A fine-tuned classifier applied to images (sigmoid findings, softmax body region)."""
+
+    def __init__(self, net: FindingsClassifier, meta: dict[str, Any], model_version: str) -> None:
+        self.net = net.eval()
+        self.meta = meta
+        self.model_version = model_version
+        self.findings = list(meta["findings"])
+        self.regions = list(meta.get("regions", []))
+
+    @torch.inference_mode()
+    def predict_arrays(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(B, 1, S, S) preprocessed -> finding probabilities (B, T), region probabilities (B, R)."""
+        logits, region_logits = self.net(batch)
+        regions = (torch.softmax(region_logits, dim=1) if region_logits is not None
+                   else torch.zeros(len(batch), 0))
+        return torch.sigmoid(logits).numpy(), regions.numpy()
+
+    def predict(self, images, batch_size: int = 32) -> list[ImagePrediction]:
+        results = []
+        for start in range(0, len(images), batch_size):
+            batch = model_input(list(images[start:start + batch_size]), self.meta["image_size"],
+                                self.meta["mean"], self.meta["std"])
+            probabilities, regions = self.predict_arrays(batch)
+            for row, region_row in zip(probabilities, regions):
+                results.append(ImagePrediction(
+                    choices={name: float(p) for name, p in zip(self.findings, row)},
+                    model_version=self.model_version,
+                    regions={name: float(p) for name, p in zip(self.regions, region_row)}))
+        return results
+
+    def save(self, folder: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        target = Path(folder)
+        target.mkdir(parents=True, exist_ok=True)
+        state = {name: tensor.detach().contiguous() for name, tensor in self.net.state_dict().items()}
+        save_file(state, str(target / CLASSIFIER_WEIGHTS))
+        (target / CLASSIFIER_CONFIG).write_text(json.dumps(self.meta, indent=2))
+        return target
+
+    @classmethod
+    def load(cls, folder: str | Path, model_version: str = "") -> "ClassifierPredictor":
+        import timm
+        from safetensors.torch import load_file
+
+        source = Path(folder)
+        meta = json.loads((source / CLASSIFIER_CONFIG).read_text())
+        backbone = timm.create_model(meta["timm_name"], pretrained=False, in_chans=1, num_classes=0,
+                                     **meta.get("model_kwargs", {}))
+        net = FindingsClassifier(backbone, len(meta["findings"]), len(meta.get("regions", [])))
+        net.load_state_dict(load_file(str(source / CLASSIFIER_WEIGHTS)))
+        return cls(net, meta, model_version)

@@ -1,0 +1,153 @@
+"""Typed configs of the training jobs (``configs/finetune/*.yaml``), validated at load."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from radloop.core.config import StrictModel
+from radloop.core.vocabulary import BOX_FINDINGS, FINDINGS
+
+__all__ = ["DataConfig", "DetectConfig", "EncoderConfigRef", "FinetuneConfig", "ProbeConfig", "TrainConfig",
+           "TrainerConfig", "WeakLabelConfig"]
+
+
+class WeakLabelConfig(StrictModel):
+    """Report-derived weak labels for images no expert labelled (noise-aware: lower sample weight)."""
+
+    use: bool = False
+    weight: float = Field(0.3, gt=0.0, le=1.0)
+
+
+class DataConfig(StrictModel):
+    """Which images and labels a job trains and evaluates on."""
+
+    dataset: str | None = None
+    findings: list[str] = ["fracture"]
+    body_region: bool = True
+    train_splits: list[str] = ["train"]
+    eval_split: str = "test"
+    label_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    max_train_images: int | None = Field(None, ge=1)
+    max_eval_images: int | None = Field(None, ge=1)
+    weak_labels: WeakLabelConfig = WeakLabelConfig()
+    seed: int = 0
+
+    @field_validator("findings")
+    @classmethod
+    def _known_findings(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in FINDINGS]
+        if unknown or not value:
+            raise ValueError(f"unknown finding(s) {unknown or '(none given)'}; valid: {', '.join(FINDINGS)}")
+        return value
+
+    @field_validator("eval_split")
+    @classmethod
+    def _eval_not_train(cls, value: str, info) -> str:
+        if value in (info.data.get("train_splits") or []):
+            raise ValueError(f"eval_split {value!r} is also a training split: evaluation would leak")
+        return value
+
+
+class EncoderConfigRef(StrictModel):
+    """The encoder the head is built on.
+
+    ``path``: an encoder folder (registered into the workspace on first use), else ``version``: a registered
+    encoder version or ``current`` (the registry's current encoder).  ``init: random`` trains from scratch:
+    the same architecture as the referenced encoder when there is one, else ``timm_name`` at ``image_size``.
+    """
+
+    version: str | None = "current"
+    path: str | None = None
+    init: Literal["pretrained", "random"] = "pretrained"
+    timm_name: str = "resnet18"
+    image_size: int = Field(128, ge=32)
+
+
+class ProbeConfig(StrictModel):
+    """Calibrated logistic-regression probe on standardised, L2-normalised embeddings."""
+
+    C: float = Field(0.1, gt=0.0)
+    class_weight: Literal["balanced"] | None = "balanced"
+    calibration_folds: int = Field(3, ge=0)
+    batch_size: int = Field(64, ge=1)
+
+
+class FinetuneConfig(StrictModel):
+    """Partial/full fine-tuning with layer-wise learning-rate decay (BEiT/MAE recipe)."""
+
+    mode: Literal["linear", "partial", "full"] = "full"
+    trainable_fraction: float = Field(0.5, gt=0.0, le=1.0)  # partial: top fraction of layer groups trained
+    lr: float = Field(1e-3, gt=0.0)
+    layer_decay: float = Field(0.75, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.05, ge=0.0)
+    batch_size: int = Field(32, ge=1)
+    max_epochs: int = Field(5, ge=1)
+    max_steps: int = -1
+    max_time_minutes: float | None = Field(None, gt=0)
+    warmup_steps: int = Field(20, ge=0)
+    pos_weight: bool = True
+    balanced_sampling: bool = False
+    region_loss_weight: float = Field(0.5, ge=0.0)
+    augment: bool = True
+    num_workers: int = Field(0, ge=0)
+
+
+class DetectConfig(StrictModel):
+    """Faster R-CNN on the timm backbone with an FPN (one channel)."""
+
+    labels: list[str] = ["fracture"]
+    fpn_channels: int = Field(128, ge=16)
+    min_size: int = Field(384, ge=64)
+    max_size: int = Field(512, ge=64)
+    trainable_layers: int = Field(3, ge=0, le=5)
+    lr: float = Field(0.01, gt=0.0)
+    momentum: float = 0.9
+    weight_decay: float = Field(1e-4, ge=0.0)
+    batch_size: int = Field(4, ge=1)
+    max_epochs: int = Field(3, ge=1)
+    max_steps: int = -1
+    max_time_minutes: float | None = Field(None, gt=0)
+    include_negatives: bool = True
+    score_threshold: float = Field(0.05, ge=0.0, le=1.0)
+    detections_per_image: int = Field(20, ge=1)
+    min_box_size: float = Field(2.0, ge=0.0)
+
+    @field_validator("labels")
+    @classmethod
+    def _box_findings(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in BOX_FINDINGS]
+        if unknown or not value:
+            raise ValueError(f"box labels must be in {', '.join(BOX_FINDINGS)}, got {value}")
+        return value
+
+
+class TrainerConfig(StrictModel):
+    """Lightning ``Trainer`` settings shared by the fine-tuning and detection jobs."""
+
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    precision: str = "32-true"
+    num_threads: int | None = Field(2, ge=1)
+    log_every_n_steps: int = Field(10, ge=1)
+    deterministic: bool = False
+
+
+class TrainConfig(StrictModel):
+    """One training job: ``radloop train --config configs/finetune/<name>.yaml``."""
+
+    name: str
+    head: Literal["probe", "finetune", "detect"]
+    task: str | None = None  # default: findings for probe/finetune, detection for detect
+    make_current: bool = True
+    encoder: EncoderConfigRef = EncoderConfigRef()
+    data: DataConfig = DataConfig()
+    probe: ProbeConfig = ProbeConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    detect: DetectConfig = DetectConfig()
+    trainer: TrainerConfig = TrainerConfig()
+
+    @property
+    def resolved_task(self) -> str:
+        return self.task or ("detection" if self.head == "detect" else "findings")

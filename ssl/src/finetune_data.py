@@ -1,0 +1,195 @@
+"""Training and evaluation sets for the heads, read from the catalog.
+
+Expert annotations come first (``core.targets.image_targets``: image-level choices and exhaustive boxes);
+report weak labels (``weak_labels`` rows of the study's reports) optionally fill findings an expert has not
+labelled, with a lower sample weight (noise-aware).  Splits are the study-level ``Study.split`` written by
+ingest, so training (``train``) and evaluation (``test`` / ``val``) never share a patient study.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from radloop.core.catalog import Catalog
+from radloop.core.records import Box
+from radloop.core.schema import Annotation, Report, WeakLabel
+from radloop.core.targets import ImageTargets, image_targets
+
+__all__ = ["DataError", "LabeledSet", "build_labeled_set", "check_no_leak", "subsample"]
+
+
+class DataError(ValueError):
+    """No usable images/labels for a job (the message says what is missing and what to run)."""
+
+
+@dataclass
+class LabeledSet:
+    """Images with their targets, aligned by row.
+
+    Attributes:
+        findings: the T finding names (columns of ``targets``).
+        image_ids, study_ids: catalog ids (N).
+        paths: absolute render paths (N).
+        sizes: original (width, height) per image (boxes are in these pixels).
+        targets: (N, T) int64, 1 present / 0 absent / -1 unknown.
+        weights: (N,) float32 sample weights (1 for expert labels, the weak weight for report-only rows).
+        regions: body region per image (None unknown).
+        boxes: expert boxes per image (original pixels).
+        annotations: expert annotation id -> image id (the annotations behind the rows).
+        weak_rows: number of rows whose labels come only from reports.
+    """
+
+    findings: list[str]
+    image_ids: list[str] = field(default_factory=list)
+    study_ids: list[str] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+    targets: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+    weights: np.ndarray = field(default_factory=lambda: np.zeros((0,), dtype=np.float32))
+    regions: list[str | None] = field(default_factory=list)
+    boxes: list[list[Box]] = field(default_factory=list)
+    annotations: dict[int, str] = field(default_factory=dict)
+    weak_rows: int = 0
+
+    @property
+    def annotation_ids(self) -> list[int]:
+        """Sorted ids of the expert annotations behind the rows (recorded per model)."""
+        return sorted(self.annotations)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def take(self, rows: np.ndarray | list[int]) -> "LabeledSet":
+        """A subset (rows in the given order); annotations are kept only for the kept images."""
+        rows = [int(r) for r in rows]
+        kept = {self.image_ids[r] for r in rows}
+        return LabeledSet(
+            findings=list(self.findings), image_ids=[self.image_ids[r] for r in rows],
+            study_ids=[self.study_ids[r] for r in rows], paths=[self.paths[r] for r in rows],
+            sizes=[self.sizes[r] for r in rows], targets=self.targets[rows], weights=self.weights[rows],
+            regions=[self.regions[r] for r in rows], boxes=[self.boxes[r] for r in rows],
+            annotations={i: image for i, image in self.annotations.items() if image in kept},
+            weak_rows=int(sum(1 for r in rows if self.weights[r] < 1.0)))
+
+    def summary(self) -> dict:
+        """Counts for logs and the registry: images, positives per finding, regions, boxes, weak rows."""
+        positives = {name: int((self.targets[:, c] == 1).sum()) for c, name in enumerate(self.findings)}
+        labelled = {name: int((self.targets[:, c] >= 0).sum()) for c, name in enumerate(self.findings)}
+        return {"images": len(self), "studies": len(set(self.study_ids)), "labelled": labelled,
+                "positives": positives, "regions": dict(Counter(r for r in self.regions if r)),
+                "boxes": int(sum(len(b) for b in self.boxes)), "weak_rows": self.weak_rows,
+                "annotations": len(self.annotations)}
+
+
+def _report_status(catalog: Catalog, study_ids: list[str], findings: list[str]) -> dict[str, dict[str, int]]:
+    """Study -> finding -> 1/0 from report weak labels (positive beats negative; uncertain-only is skipped)."""
+    statuses: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    with catalog.session() as session:
+        for start in range(0, len(study_ids), 5000):
+            chunk = study_ids[start:start + 5000]
+            rows = session.execute(
+                select(Report.study_id, WeakLabel.finding, WeakLabel.status)
+                .join(Report, Report.id == WeakLabel.report_id)
+                .where(Report.study_id.in_(chunk), WeakLabel.finding.in_(findings))).all()
+            for study_id, finding, status in rows:
+                statuses[study_id][finding].add(status)
+    result: dict[str, dict[str, int]] = defaultdict(dict)
+    for study_id, per_finding in statuses.items():
+        for finding, seen in per_finding.items():
+            if "positive" in seen:
+                result[study_id][finding] = 1
+            elif seen == {"negative"}:
+                result[study_id][finding] = 0
+    return result
+
+
+def build_labeled_set(catalog: Catalog, findings: list[str], *, splits: list[str], dataset: str | None = None,
+                      weak_labels: bool = False, weak_weight: float = 0.3,
+                      require_labels: bool = True) -> LabeledSet:
+    """Catalog images of ``splits`` with expert targets (and optionally report weak labels).
+
+    Expert labels win; with ``weak_labels`` an image without any expert label for ``findings`` takes its
+    study's report-level weak labels with sample weight ``weak_weight``.  Images with no known label, no
+    body region and no box are left out unless ``require_labels`` is False.
+
+    Raises:
+        DataError: no images in those splits, or none of them is labelled.
+    """
+    targets: list[ImageTargets] = []
+    for split in splits:
+        targets.extend(image_targets(catalog, dataset=dataset, split=split))
+    where = f"split(s) {', '.join(splits)}{f' of dataset {dataset!r}' if dataset else ''}"
+    if not targets:
+        raise DataError(f"no images in {where}: run `radloop ingest ...` first")
+    weak = _report_status(catalog, sorted({t.study_id for t in targets}), findings) if weak_labels else {}
+    result = LabeledSet(findings=list(findings))
+    rows_targets, rows_weights = [], []
+    for target in targets:
+        row = [target.labels.get(name, -1) for name in findings]
+        weight, weak_only = 1.0, False
+        if weak_labels and all(value < 0 for value in row):
+            report = weak.get(target.study_id, {})
+            row = [report.get(name, -1) for name in findings]
+            weak_only = any(value >= 0 for value in row)
+            weight = weak_weight if weak_only else 1.0
+        if require_labels and all(value < 0 for value in row) and not target.body_region and not target.boxes:
+            continue
+        result.image_ids.append(target.image_id)
+        result.study_ids.append(target.study_id)
+        result.paths.append(catalog.workspace.absolute(target.render_path))
+        result.sizes.append((int(target.width), int(target.height)))
+        result.regions.append(target.body_region)
+        result.boxes.append(list(target.boxes))
+        rows_targets.append(row)
+        rows_weights.append(weight)
+        result.weak_rows += int(weak_only)
+    if not result.image_ids:
+        raise DataError(f"none of the {len(targets)} images in {where} has a label for {', '.join(findings)}, "
+                        "a body region or a box: annotate some (Label Studio) or ingest a labelled dataset")
+    result.targets = np.asarray(rows_targets, dtype=np.int64).reshape(len(result.image_ids), len(findings))
+    result.weights = np.asarray(rows_weights, dtype=np.float32)
+    with catalog.session() as session:
+        for start in range(0, len(result.image_ids), 5000):
+            chunk = result.image_ids[start:start + 5000]
+            for annotation_id, image_id in session.execute(
+                    select(Annotation.id, Annotation.image_id)
+                    .where(Annotation.image_id.in_(chunk), Annotation.kind.in_(("box", "choice")))):
+                result.annotations[int(annotation_id)] = image_id
+    return result
+
+
+def subsample(labeled: LabeledSet, fraction: float, *, seed: int = 0, stratify_column: int = 0) -> LabeledSet:
+    """Keep ``fraction`` of the images, stratified by one finding (at least one image of each class).
+
+    Raises:
+        DataError: ``fraction`` outside (0, 1].
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise DataError(f"label fraction must be in (0, 1], got {fraction}")
+    if fraction >= 1.0:
+        return labeled
+    rng = np.random.default_rng(seed)
+    column = labeled.targets[:, stratify_column] if labeled.targets.size else np.full(len(labeled), -1)
+    chosen: list[int] = []
+    for value in np.unique(column):
+        rows = np.flatnonzero(column == value)
+        count = max(1, int(round(fraction * len(rows))))
+        chosen.extend(rng.choice(rows, size=min(count, len(rows)), replace=False).tolist())
+    return labeled.take(sorted(chosen))
+
+
+def check_no_leak(train: LabeledSet, held_out: LabeledSet) -> None:
+    """Raise if a study appears in both sets (the split must be at study/patient level).
+
+    Raises:
+        DataError: naming the first shared study ids.
+    """
+    shared = sorted(set(train.study_ids) & set(held_out.study_ids))
+    if shared:
+        raise DataError(f"{len(shared)} studies are in both the training and the held-out set "
+                        f"(e.g. {', '.join(shared[:5])}): the split must be study-level")

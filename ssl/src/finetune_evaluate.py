@@ -1,0 +1,158 @@
+"""Held-out evaluation of a registered model (``radloop evaluate``): catalog split or an external COCO file.
+
+Metrics (``--json`` keys): ``auroc.<finding>``, ``ap.<finding>``, ``ece``, ``map50`` (detectors), plus
+``region_balanced_accuracy`` when the model has a body-region head and ``n_images``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from radloop.core.boxes import sanitize_boxes
+from radloop.core.catalog import Catalog
+from radloop.core.records import Box
+from radloop.core.vocabulary import BODY_REGIONS
+from radloop.ssl.finetune_data import DataError, LabeledSet, build_labeled_set
+from radloop.ssl.finetune_metrics import box_map50, classification_metrics, region_metrics
+
+__all__ = ["coco_labeled_set", "evaluate_model", "evaluate_predictor"]
+
+
+def evaluate_predictor(predictor: Any, labeled: LabeledSet, *, catalog: Catalog | None = None,
+                       encoder_version: str | None = None, progress: bool = False) -> dict[str, Any]:
+    """Metrics of ``predictor`` on ``labeled`` (probes reuse stored embeddings when a catalog is given)."""
+    from radloop.ssl.predict import ProbePredictor
+
+    findings = [name for name in predictor.findings if name in labeled.findings]
+    columns = [labeled.findings.index(name) for name in findings]
+    predicted_regions: list[str | None] = [None] * len(labeled)
+    predicted_boxes: list[list[Box]] | None = None
+    if isinstance(predictor, ProbePredictor) and catalog is not None:
+        from radloop.ssl.finetune_jobs import embeddings_for
+
+        vectors = embeddings_for(catalog, predictor.encoder, encoder_version, labeled, progress=progress)
+        probabilities = predictor.probe.predict_proba(vectors)
+        region_probabilities = predictor.probe.predict_region_proba(vectors)
+        if predictor.regions:
+            predicted_regions = [predictor.regions[i] for i in region_probabilities.argmax(axis=1)]
+        order = [predictor.findings.index(name) for name in findings]
+        probabilities = probabilities[:, order]
+    else:
+        kwargs = {"original_sizes": labeled.sizes} if hasattr(predictor, "meta") and "labels" in predictor.meta else {}
+        predictions = predictor.predict(list(labeled.paths), **kwargs)
+        probabilities = np.array([[p.choices.get(name, 0.0) for name in findings] for p in predictions],
+                                 dtype=np.float32).reshape(len(labeled), len(findings))
+        predicted_regions = [p.body_region for p in predictions]
+        if kwargs:
+            predicted_boxes = [p.boxes for p in predictions]
+    metrics: dict[str, Any] = {"n_images": len(labeled)}
+    metrics.update(classification_metrics(labeled.targets[:, columns], probabilities, findings))
+    if getattr(predictor, "regions", None):
+        metrics.update(region_metrics(labeled.regions, predicted_regions))
+    if predicted_boxes is not None:
+        labels = list(predictor.meta["labels"])
+        truth = [sanitize_boxes([b for b in boxes if b.label in labels], w, h)[0]
+                 for boxes, (w, h) in zip(labeled.boxes, labeled.sizes)]
+        boxes = box_map50(predicted_boxes, truth, labels)
+        notes = boxes.pop("notes", [])
+        metrics.update(boxes)
+        if notes:
+            metrics.setdefault("notes", []).extend(notes)
+    return metrics
+
+
+def _coco_label(class_name: str) -> str:
+    return "foreign_body" if "foreign" in class_name.lower() else "fracture"
+
+
+def _coco_region(class_name: str) -> str | None:
+    first = class_name.lower().split()[0] if class_name.strip() else ""
+    return first if first in BODY_REGIONS else None
+
+
+def coco_labeled_set(coco_file: str | Path, images_dir: str | Path, findings: list[str]) -> LabeledSet:
+    """A held-out set from a COCO detection file (boxes exhaustive: no box -> finding absent).
+
+    Class names map to ``fracture`` (or ``foreign_body`` when the name says so) and to a body region when
+    their first word is one (``"elbow positive"`` -> elbow).
+
+    Raises:
+        DataError: unreadable file, or none of its images exists under ``images_dir``.
+    """
+    coco_path, folder = Path(coco_file), Path(images_dir)
+    try:
+        coco = json.loads(coco_path.read_text())
+        categories = {c["id"]: c["name"] for c in coco["categories"]}
+        entries = coco["images"]
+    except (OSError, ValueError, KeyError) as error:
+        raise DataError(f"cannot read COCO file {coco_path}: {error}") from None
+    boxes: dict[Any, list[Box]] = {}
+    regions: dict[Any, str] = {}
+    for annotation in coco.get("annotations", []):
+        name = categories.get(annotation["category_id"], "")
+        x, y, w, h = annotation["bbox"]
+        boxes.setdefault(annotation["image_id"], []).append(Box(_coco_label(name), float(x), float(y),
+                                                                float(w), float(h)))
+        if _coco_region(name):
+            regions.setdefault(annotation["image_id"], _coco_region(name))
+    result = LabeledSet(findings=list(findings))
+    rows = []
+    for entry in entries:
+        path = folder / entry["file_name"]
+        if not path.is_file():
+            continue
+        image_boxes = boxes.get(entry["id"], [])
+        present = {b.label for b in image_boxes}
+        rows.append([int(name in present) if name in ("fracture", "foreign_body") else -1 for name in findings])
+        result.image_ids.append(str(entry["file_name"]))
+        result.study_ids.append(str(entry["file_name"]))
+        result.paths.append(path)
+        result.sizes.append((int(entry["width"]), int(entry["height"])))
+        result.regions.append(regions.get(entry["id"]))
+        result.boxes.append(image_boxes)
+    if not rows:
+        raise DataError(f"none of the {len(entries)} images of {coco_path.name} is under {folder}")
+    result.targets = np.asarray(rows, dtype=np.int64)
+    result.weights = np.ones(len(rows), dtype=np.float32)
+    return result
+
+
+def evaluate_model(catalog: Catalog, version: str, *, coco: str | Path | None = None,
+                   images: str | Path | None = None, split: str | None = None,
+                   progress: bool = False) -> dict[str, Any]:
+    """Evaluate registered ``version`` on the held-out catalog split (default: the job's eval split) or a COCO file.
+
+    Raises:
+        DataError: the split overlaps the model's training images, or has no images.
+        RegistryError: unknown version.
+    """
+    from radloop.core.registry import get_model
+    from radloop.ssl.predict import predictor_for_version
+
+    record = get_model(catalog, version)
+    predictor = predictor_for_version(catalog, version)
+    data = record.config.get("data", {})
+    findings = list(dict.fromkeys(list(data.get("findings", predictor.findings)) + list(predictor.findings)))
+    if coco is not None:
+        if images is None:
+            raise DataError("--coco needs --images (the folder holding the COCO file_name images)")
+        labeled = coco_labeled_set(coco, images, findings)
+        source = f"coco:{Path(coco).name}"
+    else:
+        split = split or data.get("eval_split", "test")
+        if split in data.get("train_splits", ["train"]):
+            raise DataError(f"split {split!r} was used to train {version}: evaluation would leak")
+        labeled = build_labeled_set(catalog, findings, splits=[split], dataset=data.get("dataset"),
+                                    require_labels=False)
+        trained_on = set(record.annotation_ids)
+        leaked = [i for i in labeled.annotation_ids if i in trained_on]
+        if leaked:
+            raise DataError(f"{len(leaked)} annotations of split {split!r} were used to train {version}")
+        source = f"split:{split}"
+    metrics = evaluate_predictor(predictor, labeled, catalog=catalog if coco is None else None,
+                                 encoder_version=record.parent_version, progress=progress)
+    return {"model": version, "kind": record.kind, "source": source, **metrics}

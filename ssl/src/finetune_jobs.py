@@ -1,0 +1,226 @@
+"""Training jobs behind ``radloop train``: data from the catalog, a head, held-out metrics, registration.
+
+A job trains on ``data.train_splits`` (expert labels first, report weak labels optionally), evaluates on
+``data.eval_split`` (study-level, checked not to overlap), saves the artefacts (safetensors + JSON + the
+resolved YAML config) under ``<workspace>/models/<version>/`` and registers the model with its parent
+encoder, config, metrics and the expert annotation ids it used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from radloop.core.catalog import Catalog
+from radloop.core.config import save_resolved_config
+from radloop.core.registry import ModelRecord, current_model, register_model
+from radloop.ssl.finetune_data import DataError, LabeledSet, build_labeled_set, check_no_leak, subsample
+from radloop.ssl.finetune_config import EncoderConfigRef, TrainConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["JobResult", "embeddings_for", "resolve_encoder", "run_training", "train_head"]
+
+
+@dataclass
+class JobResult:
+    """What a training job produced."""
+
+    version: str
+    metrics: dict[str, Any]
+    train_summary: dict[str, Any]
+    eval_summary: dict[str, Any]
+    messages: list[str] = field(default_factory=list)
+    record: ModelRecord | None = None
+    predictor: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "registered": self.record is not None,
+                "current": bool(self.record and self.record.is_current), "metrics": self.metrics,
+                "train": self.train_summary, "eval": self.eval_summary, "messages": self.messages[:20],
+                "n_messages": len(self.messages)}
+
+
+def _referenced_encoder(catalog: Catalog, reference: EncoderConfigRef) -> tuple[Any, str] | None:
+    """The encoder named by ``path`` (registered on first use) or ``version``/``current``; None if neither."""
+    from radloop.core.registry import RegistryError, get_model
+    from radloop.ssl.encoder_adapter import encoder_from_registry, load_encoder
+
+    if reference.path:
+        bundle = load_encoder(reference.path)
+        try:
+            get_model(catalog, bundle.version)
+        except RegistryError:
+            register_model(catalog, bundle.version, kind="encoder", task="encoder", path=reference.path,
+                           config=bundle.config.model_dump(mode="json"))
+        return bundle, bundle.version
+    version = reference.version
+    if version in (None, "current"):
+        record = current_model(catalog, "encoder")
+        if record is None:
+            return None
+        version = record.version
+    return encoder_from_registry(catalog, version), version
+
+
+def resolve_encoder(catalog: Catalog, reference: EncoderConfigRef) -> tuple[Any, str | None]:
+    """The encoder bundle a head starts from and its registry version (None for random init).
+
+    Raises:
+        DataError: a pretrained encoder is asked for but none is given or current.
+    """
+    from radloop.ssl.encoder_adapter import random_encoder
+
+    found = _referenced_encoder(catalog, reference) if (reference.path or reference.version) else None
+    if reference.init == "random":
+        if found is not None:
+            config = found[0].config
+            return random_encoder(config.timm_name, config.image_size, patch_size=config.patch_size,
+                                  mean=config.mean, std=config.std, pooling=config.pooling,
+                                  **config.model_kwargs), None
+        return random_encoder(reference.timm_name, reference.image_size), None
+    if found is None:
+        raise DataError("no current encoder in the registry: pretrain one (`radloop pretrain ...`), set "
+                        "encoder.path=FOLDER or encoder.version=VERSION, or use encoder.init=random")
+    return found
+
+
+def embeddings_for(catalog: Catalog, bundle: Any, version: str | None, labeled: LabeledSet, *,
+                   batch_size: int = 64, progress: bool = True) -> np.ndarray:
+    """(N, D) L2-normalised embeddings of ``labeled``'s images: stored ones reused, missing ones computed.
+
+    Newly computed embeddings of a registered encoder are written to the shared store.
+    """
+    from radloop.core.embeddings import load_embeddings, write_shard
+    from radloop.ssl.encoder_adapter import embed_images
+
+    known: dict[str, np.ndarray] = {}
+    if version is not None:
+        try:
+            stored = load_embeddings(catalog, version, labeled.image_ids)
+            known = dict(zip(stored.image_ids, stored.vectors))
+        except LookupError:
+            known = {}
+    missing = [i for i, image_id in enumerate(labeled.image_ids) if image_id not in known]
+    if missing:
+        vectors = embed_images(bundle, [labeled.paths[i] for i in missing], batch_size=batch_size, normalize=True,
+                               progress=progress)
+        if version is not None:
+            write_shard(catalog, version, [labeled.image_ids[i] for i in missing], vectors, normalized=True)
+        known.update({labeled.image_ids[i]: vector for i, vector in zip(missing, vectors)})
+    matrix = np.stack([known[image_id] for image_id in labeled.image_ids]).astype(np.float32)
+    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+
+
+def _version(config: TrainConfig, parent: str | None, labeled: LabeledSet) -> str:
+    digest = hashlib.sha256(json.dumps([config.model_dump(mode="json"), parent, labeled.image_ids],
+                                       sort_keys=True).encode()).hexdigest()[:8]
+    kind = {"probe": "probe", "finetune": "clf", "detect": "det"}[config.head]
+    return f"{kind}-{config.name}-{digest}"
+
+
+def train_head(catalog: Catalog, config: TrainConfig, train: LabeledSet, bundle: Any, encoder_version: str | None,
+               *, progress: bool = True) -> tuple[Any, dict[str, Any], list[str]]:
+    """Train the configured head on ``train``; returns (predictor, train summary, messages)."""
+    messages: list[str] = []
+    summary = train.summary()
+    findings = train.findings
+    regions = train.regions if config.data.body_region else [None] * len(train)
+    if config.head == "probe":
+        from radloop.ssl.predict import ProbePredictor
+        from radloop.ssl.probe import LinearProbe
+
+        vectors = embeddings_for(catalog, bundle, encoder_version, train, batch_size=config.probe.batch_size,
+                                 progress=progress)
+        probe = LinearProbe(C=config.probe.C, class_weight=config.probe.class_weight,
+                            calibration_folds=config.probe.calibration_folds, random_state=config.data.seed)
+        probe.fit(vectors, train.targets, findings, regions=regions, sample_weight=train.weights)
+        messages.extend(f"{name} not trained: {why}" for name, why in probe.skipped_.items())
+        predictor = ProbePredictor(bundle, probe, "", encoder_version=encoder_version)
+    elif config.head == "finetune":
+        from radloop.ssl.finetune import train_classifier
+
+        trainable = [c for c in range(len(findings)) if len(np.unique(train.targets[:, c][train.targets[:, c] >= 0])) == 2]
+        if not trainable:
+            raise DataError(f"one class only: no finding among {', '.join(findings)} has both present and absent "
+                            f"training images ({summary['positives']} positives of {summary['labelled']} labelled)")
+        predictor = train_classifier(bundle, train.paths, train.targets, train.weights, regions, findings,
+                                     config.finetune, config.trainer, progress=progress)
+    else:
+        from radloop.ssl.detection import known_negatives, train_detector
+
+        negatives = known_negatives(train.targets, findings, config.detect.labels)
+        predictor, messages = train_detector(bundle, train.paths, train.sizes, train.boxes, negatives,
+                                             config.detect, config.trainer, progress=progress)
+        summary["detector"] = predictor.train_summary
+    return predictor, summary, messages
+
+
+def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True, progress: bool = True) -> JobResult:
+    """Run one training job end to end (see the module docstring).
+
+    Raises:
+        DataError: no labelled training images, one class only, or a train/eval study overlap.
+    """
+    from radloop.ssl.finetune_evaluate import evaluate_predictor
+
+    data = config.data
+    findings = list(data.findings)
+    if config.head == "detect":
+        findings = list(dict.fromkeys(findings + config.detect.labels))
+    train = build_labeled_set(catalog, findings, splits=data.train_splits, dataset=data.dataset,
+                              weak_labels=data.weak_labels.use, weak_weight=data.weak_labels.weight)
+    train = subsample(train, data.label_fraction, seed=data.seed)
+    if data.max_train_images and len(train) > data.max_train_images:
+        train = subsample(train, data.max_train_images / len(train), seed=data.seed)
+    try:
+        held_out = build_labeled_set(catalog, findings, splits=[data.eval_split], dataset=data.dataset,
+                                     require_labels=False)
+        if data.max_eval_images and len(held_out) > data.max_eval_images:
+            held_out = held_out.take(np.random.default_rng(data.seed).choice(
+                len(held_out), data.max_eval_images, replace=False).tolist())
+        check_no_leak(train, held_out)
+    except DataError as error:
+        if "both the training" in str(error):
+            raise
+        held_out = None
+        log.warning("no held-out evaluation: %s", error)
+    bundle, encoder_version = resolve_encoder(catalog, config.encoder)
+    predictor, train_summary, messages = train_head(catalog, config, train, bundle, encoder_version, progress=progress)
+    metrics: dict[str, Any] = {}
+    eval_summary: dict[str, Any] = {"split": data.eval_split, "images": 0}
+    if held_out is not None:
+        metrics = evaluate_predictor(predictor, held_out, catalog=catalog, encoder_version=encoder_version,
+                                     progress=progress)
+        eval_summary = {"split": data.eval_split, **held_out.summary()}
+    else:
+        messages.append(f"no images in eval split {data.eval_split!r}: metrics not measured")
+    version = _version(config, encoder_version, train)
+    predictor.model_version = version
+    result = JobResult(version=version, metrics=metrics, train_summary=train_summary, eval_summary=eval_summary,
+                       messages=messages, predictor=predictor)
+    if register:
+        folder = catalog.workspace.models_dir / version
+        if config.head == "probe":
+            predictor.probe.save(folder)
+        else:
+            predictor.save(folder)
+        save_resolved_config(config, folder / "config.yaml")
+        kind = {"probe": "probe", "finetune": "classifier", "detect": "detector"}[config.head]
+        stored_config = {**config.model_dump(mode="json"), "embeddings": {"normalize": True},
+                         "train_summary": train_summary, "eval_summary": eval_summary,
+                         "encoder_init": config.encoder.init}
+        result.record = register_model(catalog, version, kind=kind, task=config.resolved_task, path=folder,
+                                       parent_version=encoder_version, config=stored_config,
+                                       metrics=_json_safe(metrics), annotation_ids=train.annotation_ids,
+                                       make_current=config.make_current)
+    return result
+
+
+def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(metrics, default=float, allow_nan=True).replace("NaN", "null"))

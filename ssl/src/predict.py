@@ -1,0 +1,211 @@
+"""Predictors: the current registered model of a task, loaded once, applied to images.
+
+``load_predictor(catalog, task)`` reads the registry's current model for ``task`` and returns a
+:class:`Predictor` (``None`` when the task has no current model).  The default ``findings`` model is a probe
+on encoder embeddings (fast on CPU: one encoder forward pass + a matrix product); fine-tuned classifiers and
+detectors are loaded the same way.  A predictor holds no per-request state and can be shared by a server's
+requests; training never happens here.
+
+Usage::
+
+    predictor = load_predictor(catalog, "findings")
+    [prediction] = predictor.predict(["renders/I-0123.png"])
+    prediction.choices["fracture"], prediction.boxes
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from radloop.core.catalog import Catalog
+from radloop.core.records import Box
+from radloop.core.registry import TASK_DETECTION, ModelRecord, current_model, get_model
+
+ImageInput = str | Path | np.ndarray
+
+__all__ = ["ImagePrediction", "Predictor", "ProbePredictor", "CombinedPredictor", "load_predictor",
+           "predictor_for_version"]
+
+
+@dataclass(frozen=True)
+class ImagePrediction:
+    """Prediction for one image.
+
+    Attributes:
+        choices: finding -> probability of being present.
+        boxes: boxes in original-image pixels, with ``score``.
+        model_version: the registry version that produced it.
+        regions: body region -> probability (empty when the model has no region head).
+    """
+
+    choices: dict[str, float]
+    boxes: list[Box] = field(default_factory=list)
+    model_version: str = ""
+    regions: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def body_region(self) -> str | None:
+        """The most probable body region, or None."""
+        return max(self.regions, key=self.regions.get) if self.regions else None
+
+
+class Predictor:
+    """Base class: ``model_version``, ``findings`` and ``predict(images)``."""
+
+    model_version: str
+    findings: list[str]
+    regions: list[str]
+
+    def predict(self, images: Sequence[ImageInput]) -> list[ImagePrediction]:
+        """Predictions for images given as render paths or 2-D arrays (in input order)."""
+        raise NotImplementedError
+
+    def predict_proba_embeddings(self, vectors: np.ndarray) -> np.ndarray:
+        """Finding probabilities (N, n_findings) from encoder embeddings; only probe heads can do this.
+
+        Raises:
+            TypeError: the head needs images (fine-tuned classifier, detector).
+        """
+        raise TypeError(f"{type(self).__name__} ({self.model_version}) needs images, not embeddings; "
+                        "only probe models predict from stored embeddings")
+
+    @property
+    def encoder_version(self) -> str | None:
+        """The encoder whose embeddings :meth:`predict_proba_embeddings` expects (None if not a probe)."""
+        return None
+
+
+class ProbePredictor(Predictor):
+    """Encoder embedding + calibrated linear probe (the default ``findings`` model)."""
+
+    def __init__(self, encoder: Any, probe: Any, model_version: str, *, normalize: bool = True,
+                 encoder_version: str | None = None) -> None:
+        self.encoder = encoder
+        self.probe = probe
+        self.model_version = model_version
+        self.normalize = normalize
+        self.findings = list(probe.findings_)
+        self.regions = list(probe.regions_)
+        self._encoder_version = encoder_version
+
+    @property
+    def encoder_version(self) -> str | None:
+        return self._encoder_version
+
+    def predict_proba_embeddings(self, vectors: np.ndarray) -> np.ndarray:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.probe.coef_.shape[1]:
+            raise ValueError(f"embeddings of shape {vectors.shape} do not match the probe's dimension "
+                             f"{self.probe.coef_.shape[1]} (encoder {self._encoder_version})")
+        if self.normalize:
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return self.probe.predict_proba(vectors)
+
+    def predict(self, images: Sequence[ImageInput]) -> list[ImagePrediction]:
+        import torch
+
+        from radloop.ssl.encoder_adapter import embed_images
+
+        if len(images) == 0:
+            return []
+        with torch.inference_mode():
+            vectors = embed_images(self.encoder, list(images), batch_size=32, normalize=self.normalize)
+        probabilities = self.probe.predict_proba(vectors)
+        regions = self.probe.predict_region_proba(vectors)
+        return [ImagePrediction(choices={name: float(p) for name, p in zip(self.findings, row)},
+                                model_version=self.model_version,
+                                regions={name: float(p) for name, p in zip(self.regions, region_row)})
+                for row, region_row in zip(probabilities, regions)]
+
+
+class CombinedPredictor(Predictor):
+    """A findings predictor plus a detector's boxes (for pre-annotations with both)."""
+
+    def __init__(self, findings: Predictor, detector: Predictor) -> None:
+        self.findings_predictor = findings
+        self.detector = detector
+        self.model_version = f"{findings.model_version}+{detector.model_version}"
+        self.findings = list(findings.findings)
+        self.regions = list(getattr(findings, "regions", []))
+
+    @property
+    def encoder_version(self) -> str | None:
+        return self.findings_predictor.encoder_version
+
+    def predict_proba_embeddings(self, vectors: np.ndarray) -> np.ndarray:
+        return self.findings_predictor.predict_proba_embeddings(vectors)
+
+    def predict(self, images: Sequence[ImageInput]) -> list[ImagePrediction]:
+        first = self.findings_predictor.predict(images)
+        second = self.detector.predict(images)
+        return [ImagePrediction(choices=a.choices, boxes=b.boxes, model_version=self.model_version,
+                                regions=a.regions) for a, b in zip(first, second)]
+
+
+def _load_probe_predictor(catalog: Catalog, record: ModelRecord) -> Predictor:
+    from radloop.ssl.encoder_adapter import encoder_from_registry
+    from radloop.ssl.probe import LinearProbe
+
+    if not record.parent_version:
+        raise ValueError(f"probe {record.version!r} has no parent encoder version in the registry")
+    encoder = encoder_from_registry(catalog, record.parent_version)
+    probe = LinearProbe.load(record.folder(catalog))
+    return ProbePredictor(encoder, probe, record.version,
+                          normalize=bool(record.config.get("embeddings", {}).get("normalize", True)),
+                          encoder_version=record.parent_version)
+
+
+def _load_classifier_predictor(catalog: Catalog, record: ModelRecord) -> Predictor:
+    from radloop.ssl.finetune import ClassifierPredictor
+
+    return ClassifierPredictor.load(record.folder(catalog), model_version=record.version)
+
+
+def _load_detector_predictor(catalog: Catalog, record: ModelRecord) -> Predictor:
+    from radloop.ssl.detection import DetectorPredictor
+
+    return DetectorPredictor.load(record.folder(catalog), model_version=record.version)
+
+
+#: Registry kind -> loader.
+LOADERS = {"probe": _load_probe_predictor, "classifier": _load_classifier_predictor,
+           "detector": _load_detector_predictor}
+
+
+def predictor_for_version(catalog: Catalog, version: str) -> Predictor:
+    """Load the registered model ``version`` as a predictor.
+
+    Raises:
+        RegistryError: unknown version.
+        ValueError: the version is an encoder (no head to predict with).
+    """
+    record = get_model(catalog, version)
+    if record.kind not in LOADERS:
+        raise ValueError(f"model {version!r} is a {record.kind}; predictors exist for "
+                         f"{', '.join(LOADERS)}")
+    return LOADERS[record.kind](catalog, record)
+
+
+def load_predictor(catalog: Catalog, task: str = "findings", *, with_detector: bool = False) -> Predictor | None:
+    """The current model of ``task`` as a predictor, or None when the task has no current model.
+
+    Args:
+        catalog: the workspace catalog.
+        task: registry task (``findings`` for image-level choices, ``detection`` for boxes).
+        with_detector: also attach the current ``detection`` model's boxes (when there is one).
+    """
+    record = current_model(catalog, task)
+    if record is None:
+        return None
+    predictor = LOADERS[record.kind](catalog, record) if record.kind in LOADERS else None
+    if predictor is None:
+        raise ValueError(f"current model {record.version!r} of task {task!r} is a {record.kind}, not a head")
+    if with_detector and task != TASK_DETECTION:
+        detector_record = current_model(catalog, TASK_DETECTION)
+        if detector_record is not None:
+            predictor = CombinedPredictor(predictor, LOADERS[detector_record.kind](catalog, detector_record))
+    return predictor
