@@ -8,6 +8,9 @@ from radloop.app import ui, views_reports
 from radloop.core.vocabulary import FINDINGS, STATUSES
 
 
+REPORT_LIMIT = 200
+
+
 @st.cache_resource(show_spinner="Loading the report rules…")
 def _labeler():
     """The report labeller (medspacy pipeline, loaded once per server), or None when not installed."""
@@ -31,7 +34,7 @@ def render() -> None:
     text = filter_columns[2].text_input("Text contains", key="reports_text")
     reports = views_reports.list_reports(catalog, finding=None if finding == "any" else finding,
                                          status=None if status == "any" or finding == "any" else status,
-                                         text=text or None)
+                                         text=text or None, limit=REPORT_LIMIT)
     if reports.empty:
         ui.next_step("No report matches these filters." if finding != "any" or text else
                      views_reports.NEXT_STEP_WEAK)
@@ -39,8 +42,8 @@ def render() -> None:
     if not views_reports.weak_label_total(catalog):
         ui.next_step(views_reports.NEXT_STEP_WEAK)
     labels = {row.report_id: f"{row.report_id} · {row.findings or 'no mentions'}" for row in reports.itertuples()}
-    report_id = st.selectbox(f"Report ({len(reports)} shown)", list(labels), format_func=labels.get,
-                             key="reports_id")
+    shown = f"{len(reports)} shown" + (", the first ones: narrow the filters" if len(reports) == REPORT_LIMIT else "")
+    report_id = st.selectbox(f"Report ({shown})", list(labels), format_func=labels.get, key="reports_id")
     detail = views_reports.report_detail(catalog, report_id)
     if detail is None:
         st.warning(f"Report {report_id} is no longer in the catalog.")

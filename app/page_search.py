@@ -78,7 +78,10 @@ def render() -> None:
     outcome = views_search.find_similar(catalog, image=image, case_id=query_id, k=k, filters=filters)
     st.subheader("Nearest cases")
     if outcome.message:
-        ui.next_step(outcome.message)
+        if outcome.message == readiness.message:
+            st.caption("Not available yet: see the next step at the top of the page.")
+        else:
+            ui.next_step(outcome.message)
         return
     for start in range(0, len(outcome.neighbours), GRID_COLUMNS):
         for column, card in zip(st.columns(GRID_COLUMNS), outcome.neighbours[start:start + GRID_COLUMNS]):

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from app_workspace import build_app_workspace  # noqa: E402
 from conftest import DATA_ROOT, data_path  # noqa: E402
+from radloop.app import next_steps  # noqa: E402
 
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 PAGES = ["page_overview.py", "page_search.py", "page_reports.py", "page_queue.py", "page_rounds.py",
@@ -76,7 +77,7 @@ def test_overview_counts_coverage_and_learning_curve(app_workspace, env):
 def test_search_page_says_what_to_do_without_embeddings(app_workspace, env):
     app = open_page(app_workspace.root, "page_search.py", env)
     assert app.title[0].value == "Case search"
-    assert "radloop embed" in texts(app)  # encoder registered, nothing embedded yet
+    assert next_steps.NO_EMBEDDINGS in texts(app)  # encoder registered, nothing embedded yet
     assert app.selectbox(key="search_case").options  # cases to pick from
     assert app.image, "the picked query case shows its thumbnail"
     assert not app.error
@@ -128,7 +129,7 @@ def test_search_page_without_encoder(catalog, env):
         _add_image(session, catalog.workspace, source, dataset="iu_xray", body_region="chest", split="test", meta={})
     app = open_page(catalog.workspace.root, "page_search.py", env)
     assert "No encoder is registered" in texts(app)
-    assert "radloop ssl pretrain" in texts(app)
+    assert next_steps.COMMANDS["pretrain"] in texts(app)
     assert not app.error
 
 
