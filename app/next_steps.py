@@ -7,16 +7,16 @@ so the guidance cannot drift from the real command names.
 from __future__ import annotations
 
 __all__ = ["COMMANDS", "EMPTY_WORKSPACE", "NO_IMAGES", "NO_WEAK_LABELS", "NO_ENCODER", "NO_EMBEDDINGS",
-           "NO_INDEX_HITS", "NO_RETRIEVAL", "NO_LABELER", "NO_ROUND", "NO_ROUND_SCRIPTS", "NO_METRIC",
+           "NO_INDEX_HITS", "no_embeddings", "NO_RETRIEVAL", "NO_LABELER", "NO_ROUND", "NO_ROUND_SCRIPTS", "NO_METRIC",
            "NO_MODELS", "SWITCH_MODELS", "ROUND_RESUMABLE", "PAGE_FAILED", "command"]
 
 #: Purpose -> the command line (``radloop`` sub-command path first, then its arguments).
 COMMANDS = {
     "demo": "radloop demo",
     "ingest": "radloop ingest PATH...",
-    "labels": "radloop label-reports catalog",
+    "labels": "radloop label-reports catalog --out labels.jsonl",
     "pretrain": "radloop pretrain --config configs/ssl/simclr_cpu.yaml",
-    "embed": "radloop embed",
+    "embed": "radloop embed --encoder VERSION",
     "index": "radloop index build",
     "train": "radloop train --config configs/finetune/NAME.yaml",
     "round_start": "radloop round start --strategy NAME --budget N",
@@ -41,6 +41,11 @@ NO_ENCODER = (f"No encoder is registered in this workspace. Pretrain one with {c
               f"{command('index')}.")
 NO_EMBEDDINGS = (f"The images have no embeddings or no search index for the current encoder yet: run "
                  f"{command('embed')} and then {command('index')}.")
+
+
+def no_embeddings(encoder_version: str) -> str:
+    """:data:`NO_EMBEDDINGS` with the encoder's registry version filled in."""
+    return NO_EMBEDDINGS.replace("VERSION", encoder_version)
 NO_INDEX_HITS = f"The index returned no neighbours: rebuild it with {command('index')}."
 NO_RETRIEVAL = ("Case search is not available in this build (`radloop.retrieval.search_cases` is missing): "
                 "install radloop with the `retrieval` extra (`pip install -e '.[all]'`).")

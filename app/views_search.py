@@ -50,7 +50,7 @@ def search_readiness(catalog: Catalog) -> SearchReadiness:
         embedded = session.scalar(select(func.count(Embedding.id))
                                   .where(Embedding.model_version == encoder.version)) or 0
     return SearchReadiness(encoder_version=encoder.version, embedded_images=embedded,
-                           message=None if embedded else NEXT_STEP_INDEX)
+                           message=None if embedded else next_steps.no_embeddings(encoder.version))
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,8 @@ def find_similar(catalog: Catalog, *, image: np.ndarray | None = None, case_id: 
         result = search_cases(catalog, image=image, case_id=case_id, k=k + 1, filters=filters or None)
     except (FileNotFoundError, LookupError) as error:
         logger.info("case search unavailable: %s", error)
-        return SearchOutcome(message=f"{error}. {NEXT_STEP_INDEX}", query_image_id=case_id)
+        return SearchOutcome(message=f"{error}. {next_steps.no_embeddings(readiness.encoder_version)}",
+                             query_image_id=case_id)
     except (ValueError, RuntimeError, OSError) as error:
         logger.warning("case search failed", exc_info=True)
         return SearchOutcome(message=f"Case search failed: {error}", query_image_id=case_id)

@@ -77,7 +77,9 @@ def test_overview_counts_coverage_and_learning_curve(app_workspace, env):
 def test_search_page_says_what_to_do_without_embeddings(app_workspace, env):
     app = open_page(app_workspace.root, "page_search.py", env)
     assert app.title[0].value == "Case search"
-    assert next_steps.NO_EMBEDDINGS in texts(app)  # encoder registered, nothing embedded yet
+    # Encoder registered, nothing embedded yet: the command names the encoder's version.
+    assert next_steps.no_embeddings("enc-simclr-resnet18-0a1b2c3d") in texts(app)
+    assert "radloop embed --encoder enc-simclr-resnet18-0a1b2c3d" in texts(app)
     assert app.selectbox(key="search_case").options  # cases to pick from
     assert app.image, "the picked query case shows its thumbnail"
     assert not app.error

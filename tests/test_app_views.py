@@ -229,7 +229,7 @@ def test_search_readiness_and_messages(filled, monkeypatch):
     assert outcome.message == next_steps.NO_ENCODER and not outcome.neighbours
     with filled.session() as session:
         session.add(Model(version="enc-1", kind="encoder", task="encoder", path="models/enc-1", is_current=True))
-    assert views_search.find_similar(filled, case_id="I-a").message == next_steps.NO_EMBEDDINGS
+    assert views_search.find_similar(filled, case_id="I-a").message == next_steps.no_embeddings("enc-1")
     with filled.session() as session:
         for row, image_id in enumerate(("I-a", "I-b", "I-c")):
             session.add(Embedding(image_id=image_id, model_version="enc-1", shard_path="e.npy", row=row, dim=4,
