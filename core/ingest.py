@@ -18,6 +18,7 @@ import os
 import secrets
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -32,7 +33,7 @@ from radloop.core.ingest_worker import ImageOutcome, WorkerContext, init_worker,
 from radloop.core.schema import Annotation, Image, IngestError, Study
 from radloop.core.splits import split_for_study
 
-__all__ = ["IngestSummary", "default_workers", "ingest_paths"]
+__all__ = ["IngestSummary", "default_workers", "ingest_paths", "propagate_study_regions"]
 
 ERROR_SAMPLE_LIMIT = 20
 
@@ -126,12 +127,40 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
     for outcome in _progress(outcomes, len(found.image_tasks), progress):
         writer.add(outcome)
     writer.flush()
+    propagate_study_regions(catalog, writer.touched_studies)
     for report_file in found.report_files:
         write_reports(catalog, report_file, summary, run_id, dataset=dataset)
     summary.elapsed_s = round(time.perf_counter() - started, 3)
     summary.images_per_s = round(summary.images_found / summary.elapsed_s, 3) if summary.elapsed_s else 0.0
     _write_log(catalog, summary)
     return summary
+
+
+def propagate_study_regions(catalog: Catalog, study_ids: Iterable[str]) -> int:
+    """Give images without a body region the majority region of their study's other images.
+
+    All images of a study show the same body part (e.g. Roboflow copies of one source radiograph, of which
+    only some carry the boxes whose class names the region).  The study gets that region too.
+    Returns the number of images updated.
+    """
+    updated, study_ids = 0, list(study_ids)
+    with catalog.session() as session:
+        for start in range(0, len(study_ids), 500):
+            chunk = study_ids[start:start + 500]
+            images = session.scalars(select(Image).where(Image.study_id.in_(chunk))).all()
+            regions: dict[str, Counter] = {}
+            for image in images:
+                if image.body_region:
+                    regions.setdefault(image.study_id, Counter())[image.body_region] += 1
+            for image in images:
+                if image.body_region is None and image.study_id in regions:
+                    image.body_region = regions[image.study_id].most_common(1)[0][0]
+                    image.meta = dict(image.meta or {}, body_region_from="study")
+                    updated += 1
+            for study in session.scalars(select(Study).where(Study.id.in_(list(regions)))).all():
+                if study.body_region is None:
+                    study.body_region = regions[study.id].most_common(1)[0][0]
+    return updated
 
 
 def _remove_stale_temporaries(root: Path) -> None:
@@ -198,6 +227,7 @@ class _CatalogWriter:
         with catalog.session() as session:
             self.known_hashes: set[str] = set(session.scalars(select(Image.content_hash)).all())
         self.pending: list[ImageOutcome] = []
+        self.touched_studies: set[str] = set()
         self.pending_errors: list[tuple[str, str, str]] = []
         self.last_flush = time.monotonic()
 
@@ -244,6 +274,7 @@ class _CatalogWriter:
                 session.add(Image(**columns, meta=meta))
                 session.flush()  # the image before its boxes
                 self.known_hashes.add(outcome.content_hash)
+                self.touched_studies.add(outcome.study_id)
                 self.summary.images_added += 1
                 self._add_boxes(session, task, outcome.image_id, columns["width"], columns["height"], new=True)
                 continue
@@ -252,6 +283,7 @@ class _CatalogWriter:
             if task.box_source:
                 image = session.get(Image, outcome.image_id)
                 if image is not None:
+                    self.touched_studies.add(image.study_id)
                     self._attach_detection_source(image, task)
                     self._add_boxes(session, task, image.id, image.width, image.height, new=False)
 

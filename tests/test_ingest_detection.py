@@ -113,3 +113,25 @@ def test_bad_yolo_lines_and_missing_coco_images_are_errors(subset, catalog):
     assert summary.errors == 3 and summary.images_added == 20
     assert any("bad YOLO line" in reason for reason in reasons)
     assert any("missing" in reason for reason in reasons)
+
+
+def test_unboxed_copy_of_a_source_image_gets_its_study_region(subset, catalog):
+    yolo, coco_path = subset
+    coco = json.loads(coco_path.read_text())
+    boxed_ids = {a["image_id"] for a in coco["annotations"] if a["category_id"] != 0}
+    original = next(image for image in coco["images"] if image["id"] in boxed_ids)
+    source_stem = original["file_name"].split(".rf.")[0]
+    copy_name = f"{source_stem}.rf.{'0' * 32}.jpg"
+    images_dir = yolo / "train" / "images"
+    # Different bytes (data after the JPEG end marker is ignored by decoders), same picture, no boxes.
+    (images_dir / copy_name).write_bytes((images_dir / original["file_name"]).read_bytes() + b"copy")
+    coco["images"].append(dict(original, id=123456, file_name=copy_name))
+    coco_path.write_text(json.dumps(coco))
+    ingest_paths(catalog, [coco_path], images_dir=images_dir, dataset="fracture", workers=1, progress=False)
+    with catalog.session() as session:
+        by_name = {Path(image.source_path).name: image for image in session.scalars(select(Image))}
+        copy, source = by_name[copy_name], by_name[original["file_name"]]
+        assert copy.study_id == source.study_id
+        assert copy.body_region == source.body_region is not None
+        assert copy.meta["body_region_from"] == "study"
+        assert session.get(Study, copy.study_id).body_region == source.body_region
