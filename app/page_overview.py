@@ -61,7 +61,7 @@ def render() -> None:
     if rounds.empty:
         ui.next_step(next_steps.NO_ROUND)
         return
-    curve = views.learning_curve(rounds)
+    curve = views.learning_curve(rounds, views.demo_baseline(catalog.workspace))
     if curve.empty:
         st.caption(next_steps.NO_METRIC)
     else:

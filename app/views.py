@@ -23,7 +23,7 @@ from radloop.core.workspace import Workspace
 __all__ = [
     "NEXT_STEP_EMPTY", "WorkspaceState", "Coverage", "RoundInfo", "SelectionQueue", "CaseCard",
     "workspace_state", "open_catalog", "region_counts", "finding_counts", "weak_label_coverage",
-    "rounds_frame", "learning_curve", "list_cases", "case_cards", "latest_round", "selection_queue",
+    "rounds_frame", "learning_curve", "demo_baseline", "list_cases", "case_cards", "latest_round", "selection_queue",
     "models_frame",
 ]
 
@@ -164,7 +164,10 @@ ROUND_COLUMNS = ["round_id", "number", "state", "strategy", "budget", "task", "l
 
 
 def rounds_frame(catalog: Catalog) -> pd.DataFrame:
-    """All active-learning rounds in order, with the cumulative labels spent and the metric gain.
+    """All active-learning rounds in order, with the labels bought so far and the metric gain.
+
+    ``labels_total`` is the round's recorded ``meta["labels_total"]`` (labels the model was trained on) when
+    the round scripts stored it, else the running sum of ``labels_spent``.
 
     Returns:
         DataFrame with the columns of :data:`ROUND_COLUMNS` (empty when no round was run).
@@ -173,7 +176,9 @@ def rounds_frame(catalog: Catalog) -> pd.DataFrame:
         rounds = session.scalars(select(Round).order_by(Round.number, Round.id)).all()
     rows, total = [], 0
     for round_ in rounds:
-        total += round_.labels_spent or 0
+        # The round scripts record how many labels the model was trained on; else count what rounds spent.
+        recorded = (round_.meta or {}).get("labels_total")
+        total = int(recorded) if isinstance(recorded, (int, float)) else total + (round_.labels_spent or 0)
         gain = (round_.metric_after - round_.metric_before
                 if round_.metric_after is not None and round_.metric_before is not None else None)
         rows.append((round_.id, round_.number, round_.state, round_.strategy, round_.budget, round_.task,
@@ -182,7 +187,7 @@ def rounds_frame(catalog: Catalog) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=ROUND_COLUMNS)
 
 
-def learning_curve(rounds: pd.DataFrame) -> pd.DataFrame:
+def learning_curve(rounds: pd.DataFrame, baseline: pd.DataFrame | None = None) -> pd.DataFrame:
     """Metric against the cumulative number of expert labels, one line per metric name.
 
     Each finished round gives the point (labels before it, metric before) and (labels after it, metric
@@ -190,6 +195,7 @@ def learning_curve(rounds: pd.DataFrame) -> pd.DataFrame:
 
     Args:
         rounds: output of :func:`rounds_frame`.
+        baseline: optional extra line with the same columns (e.g. :func:`demo_baseline`).
 
     Returns:
         DataFrame with columns ``labels, metric, metric_name`` sorted by labels (empty without metrics).
@@ -204,7 +210,33 @@ def learning_curve(rounds: pd.DataFrame) -> pd.DataFrame:
             points[(name, int(row.labels_total))] = float(row.metric_after)
     frame = pd.DataFrame([(labels, metric, name) for (name, labels), metric in points.items()],
                          columns=["labels", "metric", "metric_name"])
+    if baseline is not None and not baseline.empty:
+        frame = pd.concat([frame, baseline[["labels", "metric", "metric_name"]]], ignore_index=True)
     return frame.sort_values(["metric_name", "labels"], ignore_index=True)
+
+
+#: Where ``radloop demo`` writes its summary (inside the workspace's rounds/ folder).
+DEMO_SUMMARY = "demo_summary.json"
+
+
+def demo_baseline(workspace: Workspace) -> pd.DataFrame:
+    """The random-selection baseline that ``radloop demo`` measured at the rounds' label counts.
+
+    Returns:
+        DataFrame with columns ``labels, metric, metric_name`` (empty without a readable demo summary).
+    """
+    import json
+
+    path = workspace.rounds_dir / DEMO_SUMMARY
+    columns = ["labels", "metric", "metric_name"]
+    try:
+        entries = json.loads(path.read_text()).get("random_baseline") or []
+    except (OSError, ValueError, AttributeError):
+        return pd.DataFrame(columns=columns)
+    rows = [(int(entry["labels"]), float(entry["auroc_mean"]), "random selection (demo baseline)")
+            for entry in entries if isinstance(entry, dict) and entry.get("auroc_mean") is not None
+            and entry.get("labels") is not None]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def list_cases(catalog: Catalog, *, body_region: str | None = None, limit: int = 500) -> pd.DataFrame:

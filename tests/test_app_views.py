@@ -135,6 +135,28 @@ def test_rounds_learning_curve_and_queue(filled):
     assert views.latest_round(filled).number == 3
 
 
+def test_recorded_label_totals_and_demo_baseline(catalog):
+    import json
+
+    with catalog.session() as session:
+        session.add_all([
+            Round(number=0, state="finished", strategy="typiclust", budget=10, metric_name="auroc.fracture",
+                  metric_after=0.6, labels_spent=10, meta={"labels_total": 10}),
+            Round(number=1, state="finished", strategy="margin", budget=10, metric_name="auroc.fracture",
+                  metric_before=0.6, metric_after=0.7, labels_spent=8, meta={"labels_total": 18}),
+        ])
+    rounds = views.rounds_frame(catalog)
+    assert rounds["labels_total"].tolist() == [10, 18]
+    assert views.demo_baseline(catalog.workspace).empty  # no demo summary yet
+    (catalog.workspace.rounds_dir / views.DEMO_SUMMARY).write_text(json.dumps({"random_baseline": [
+        {"labels": 10, "auroc_mean": 0.55, "auroc_std": 0.02}, {"labels": 18, "auroc_mean": None}]}))
+    curve = views.learning_curve(rounds, views.demo_baseline(catalog.workspace))
+    assert curve.values.tolist() == [[10, 0.6, "auroc.fracture"], [18, 0.7, "auroc.fracture"],
+                                     [10, 0.55, "random selection (demo baseline)"]]
+    (catalog.workspace.rounds_dir / views.DEMO_SUMMARY).write_text("{not json")
+    assert views.demo_baseline(catalog.workspace).empty
+
+
 def test_case_cards_labels_snippets_and_missing_thumbs(filled):
     cards = views.case_cards(filled, ["I-c", "I-a", "I-missing"], distances=[0.5, 0.1, 9.0])
     assert [card.image_id for card in cards] == ["I-c", "I-a"]
