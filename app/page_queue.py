@@ -29,6 +29,13 @@ def render() -> None:
     columns[1].metric("Awaiting labels", queue.pending)
     columns[2].metric("Budget", info.budget)
     columns[3].metric("State", info.state)
+    for note in info.notes:
+        st.caption(f"Note: {note}")
+    if info.label_studio_url:
+        st.caption(f"Pushed to Label Studio at {info.label_studio_url}.")
+    elif info.tasks_file:
+        st.caption(f"Label Studio import file: `{catalog.workspace.absolute(info.tasks_file)}` "
+                   "(import it into a Label Studio project, or finish the round with *Simulate*).")
     if queue.items.empty:
         ui.next_step(f"Round {info.number} has not selected images yet: "
                      f"{next_steps.command('round_start')} resumes it.")

@@ -343,7 +343,12 @@ def case_cards(catalog: Catalog, image_ids: list[str], *, distances: list[float]
 
 @dataclass(frozen=True)
 class RoundInfo:
-    """One active-learning round as the app shows it."""
+    """One active-learning round as the app shows it.
+
+    ``notes`` are what the round scripts recorded (e.g. a cold-start fallback); ``tasks_file`` is the Label
+    Studio import file written for the batch (relative to the workspace) and ``label_studio_url`` the
+    server the batch was pushed to, when it was.
+    """
 
     round_id: int
     number: int
@@ -355,13 +360,19 @@ class RoundInfo:
     metric_before: float | None
     metric_after: float | None
     model_version: str | None
+    notes: tuple[str, ...] = ()
+    tasks_file: str | None = None
+    label_studio_url: str | None = None
 
 
 def _round_info(round_: Round) -> RoundInfo:
+    meta = round_.meta or {}
+    pushed = meta.get("label_studio") if isinstance(meta.get("label_studio"), dict) else {}
     return RoundInfo(round_id=round_.id, number=round_.number, state=round_.state, strategy=round_.strategy,
                      budget=round_.budget, labels_spent=round_.labels_spent or 0, metric_name=round_.metric_name,
                      metric_before=round_.metric_before, metric_after=round_.metric_after,
-                     model_version=round_.model_version)
+                     model_version=round_.model_version, notes=tuple(str(note) for note in meta.get("notes") or ()),
+                     tasks_file=meta.get("tasks_file"), label_studio_url=pushed.get("url"))
 
 
 def latest_round(catalog: Catalog) -> RoundInfo | None:

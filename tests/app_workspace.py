@@ -161,7 +161,9 @@ def build_app_workspace(root: Path, data_root: Path, *, fractures: int = 8, repo
                       labels_spent=4, created_at=now, finished_at=now + timedelta(minutes=5))
         second = Round(number=2, state="selected", strategy="uncertainty", budget=3, task="findings",
                        model_version="findings-probe-r2", metric_name="auroc", metric_before=0.71, labels_spent=0,
-                       created_at=now + timedelta(hours=3))
+                       created_at=now + timedelta(hours=3),
+                       meta={"notes": ["'margin' needs probabilities: cold start with 'typiclust'"],
+                             "tasks_file": "rounds/round-002/label_studio_tasks.json"})
         session.add_all([first, second])
         session.flush()
         for rank, image_id in enumerate(image_ids[:3]):

@@ -179,6 +179,8 @@ def test_selection_queue_shows_scores_and_reasons(app_workspace, env):
     assert items["score"].is_monotonic_decreasing
     assert items["reason"].str.contains("decision boundary").all()
     assert {metric.label: metric.value for metric in app.metric}["Awaiting labels"] == "3"
+    assert "cold start with 'typiclust'" in texts(app)
+    assert str(app_workspace.root / "rounds/round-002/label_studio_tasks.json") in texts(app)
     assert len(app.image) == 3
     assert not app.error
 
