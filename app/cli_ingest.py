@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -56,7 +57,8 @@ def ingest_command(
     catalog = Catalog.open(resolve_workspace(workspace))
     try:
         summary = ingest_paths(catalog, paths, reports=reports, images_dir=images, workers=workers,
-                               dataset=dataset, progress=not json_output, limit=limit, batch_size=batch_size)
+                               dataset=dataset, progress=not json_output or sys.stderr.isatty(), limit=limit,
+                               batch_size=batch_size)
     finally:
         catalog.dispose()
     result = summary.to_dict()
@@ -92,7 +94,10 @@ def info_command(
         result = catalog_info(catalog, recent_errors=errors)
     finally:
         catalog.dispose()
+    recent = result.pop("recent_errors") if not json_output else []
     emit(result, json_output, title=f"catalog {catalog.workspace.root}")
+    for line in recent:
+        console.print(f"[yellow]ingest error[/yellow] {line}")
 
 
 def bench_ingest_command(

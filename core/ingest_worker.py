@@ -107,8 +107,9 @@ def _process(index: int, task: ImageTask, context: WorkerContext) -> ImageOutcom
         try:
             dicom = read_dicom(data, as_uint8=True)
         except NotDicomError as error:
-            if Path(task.path).suffix.lower() in (".png", ".jpg", ".jpeg") or not is_dicom_bytes(data):
-                raise UnsupportedFileError(f"not a DICOM, PNG or JPEG file ({error})") from error
+            if not is_dicom_bytes(data):
+                raise UnsupportedFileError("not a DICOM, PNG or JPEG file (no DICM marker, no DICOM "
+                                           "attributes, no PNG/JPEG signature)") from error
             raise
         pixels = dicom.pixels
         metadata = dicom.metadata

@@ -136,3 +136,18 @@ def test_same_catalog_reopened_sees_no_duplicates(tmp_path, workspace):
     summary = ingest_paths(second, [data_path(*DICOM_DIR)], workers=1, progress=False, limit=1)
     assert summary.images_skipped_existing == 1 and second.counts()["images"] == 1
     second.dispose()
+
+
+def test_bench_ingest_json_keys(tmp_path):
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    for name in ("RG3_J2KI.dcm", "siim_cr_chest_pa_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"):
+        shutil.copy(data_path(*DICOM_DIR, name), folder / name)
+    result = CliRunner().invoke(build_app(), ["bench", "ingest", str(folder), "--workers", "1", "--repeat", "1",
+                                              "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert figures["n_images"] == 2 and figures["images_added"] == 2 and figures["workers"] == 1
+    assert figures["images_per_s"] > 0 and figures["decode_bound_per_s"] > 0
+    assert abs(figures["ratio"] - figures["images_per_s"] / figures["decode_bound_per_s"]) < 0.01
+    assert {"images_per_s_per_worker", "decode_bound_per_s_per_worker", "cpu_ratio"} <= set(figures)
