@@ -13,6 +13,7 @@ import atexit
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -46,7 +47,7 @@ class LabelStudioServer:
     root: Path
     port: int
     token: str = field(default_factory=lambda: secrets.token_hex(20), repr=False)
-    username: str = "radloop-admin@example.com"
+    username: str = field(default_factory=lambda: f"radloop-{secrets.token_hex(4)}@example.com")
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12), repr=False)
     process: subprocess.Popen | None = None
 
@@ -149,12 +150,7 @@ class LabelStudioServer:
             return "(no log)"
 
 
-def start_label_studio(root: Path) -> LabelStudioServer:
-    """Start a fresh server rooted at ``root`` (data dir, document root, log)."""
-    executable = label_studio_executable()
-    if executable is None:
-        pytest.skip(f"Label Studio venv not found ({os.environ.get('RADLOOP_LS_VENV') or DEFAULT_VENV}): "
-                    "run `make labelstudio` (or set RADLOOP_LS_VENV)")
+def _start_on_free_port(executable: Path, root: Path) -> LabelStudioServer:
     last_error = None
     for _ in range(3):  # a port taken between probing and binding: try another
         server = LabelStudioServer(executable=executable, root=root, port=_free_port())
@@ -166,6 +162,42 @@ def start_label_studio(root: Path) -> LabelStudioServer:
             if "moved to port" not in str(error):
                 break
     raise RuntimeError(f"could not start Label Studio: {last_error}")
+
+
+def _migrated_template(executable: Path) -> Path:
+    """A data dir with Label Studio's database already migrated (cached next to its venv).
+
+    Migrating a fresh SQLite database takes minutes on a busy 2-core machine; every test session copies
+    this template instead and only creates its own user and token on start.
+    """
+    venv = executable.parent.parent
+    versions = sorted(path.name for path in venv.glob("lib/python*/site-packages/label_studio-*.dist-info"))
+    version = versions[-1].removeprefix("label_studio-").removesuffix(".dist-info") if versions else "unknown"
+    template = venv.parent / f"label-studio-{version}-migrated-data"
+    if (template / "label_studio.sqlite3").exists():
+        return template
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="ls-template-", dir=template.parent))
+    server = _start_on_free_port(executable, work)
+    server.stop()
+    try:
+        os.replace(server.data_dir, template)  # atomic: a concurrent session either sees it or makes its own
+    except OSError:
+        pass
+    shutil.rmtree(work, ignore_errors=True)
+    return template
+
+
+def start_label_studio(root: Path) -> LabelStudioServer:
+    """Start a fresh server rooted at ``root`` (own data dir copied from the migrated template, own user)."""
+    executable = label_studio_executable()
+    if executable is None:
+        pytest.skip(f"Label Studio venv not found ({os.environ.get('RADLOOP_LS_VENV') or DEFAULT_VENV}): "
+                    "run `make labelstudio` (or set RADLOOP_LS_VENV)")
+    template = _migrated_template(executable)
+    shutil.copytree(template, root / "ls-data")
+    return _start_on_free_port(executable, root)
 
 
 @pytest.fixture(scope="session")
