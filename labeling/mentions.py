@@ -112,23 +112,9 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str]) -> list[Fi
             laterality=side[0] if side else None, device_type=device_type, evidence=ent.text,
             start=ent.start_char, end=ent.end_char, section=section,
             modifiers=tuple(sorted(categories))))
-    if labelled_text or _has_report_body(doc, excluded):
+    if labelled_text:
         mentions.append(_normal_entry(normal_evidence, abnormal_asserted))
     return mentions
-
-
-def _has_report_body(doc, excluded: set[str]) -> bool:
-    """True when some text lies outside the excluded sections (a report with no findings is normal)."""
-    sections = doc._.sections
-    if not sections:
-        return any(token.is_alpha for token in doc)
-    for section in sections:
-        if (section.category or "") in excluded:
-            continue
-        start, end = section.body_span
-        if any(token.is_alpha for token in doc[start:end]):
-            return True
-    return False
 
 
 def _normal_entry(evidence, abnormal_asserted: bool) -> FindingMention:

@@ -23,9 +23,13 @@ def silence_pyrush() -> None:
 def build_pipeline(rule_set: RuleSet):
     """Return a ``spacy.Language``: sentencizer -> sectionizer -> target matcher -> ConText."""
     silence_pyrush()
+    import warnings
+
     import spacy
     import medspacy  # noqa: F401  (registers the medspacy factories)
 
+    # medspacy builds a token Matcher per component even when all its rules are phrases (spaCy W036)
+    warnings.filterwarnings("ignore", message=r".*\[W036\]")
     nlp = spacy.blank("en")
     nlp.max_length = 2_000_000
     nlp.add_pipe("sentencizer", config={"punct_chars": [".", "!", "?", ";"]})

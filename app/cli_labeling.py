@@ -1,0 +1,248 @@
+"""`radloop label-reports`, `radloop eval-reports` and `radloop bench label-reports`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+
+from radloop.app.options import JsonOption, WorkspaceOption, console, emit, fail
+
+InputArgument = Annotated[str, typer.Argument(
+    help="Open-i XML tarball (.tgz) or folder, a CSV with columns report_id,text, or 'catalog' "
+         "(the workspace's reports; labels are also stored there under the rules' version).")]
+ProcessesOption = Annotated[int, typer.Option("--n-process", "-j", min=1, help="Worker processes.")]
+
+
+def register(groups) -> None:
+    """Attach the report-labelling commands to the CLI groups."""
+    groups.root.command("label-reports")(label_reports_command)
+    groups.root.command("eval-reports")(eval_reports_command)
+    groups.bench.command("label-reports")(bench_label_reports_command)
+
+
+def _record(report_id: str, result) -> dict:
+    record = {"report_id": report_id, "findings": [mention.to_json() for mention in result]}
+    if result.error is not None:
+        record["error"] = result.error
+    return record
+
+
+def _open_sources(source: str):
+    from radloop.labeling.sources import iter_reports
+
+    try:
+        return iter_reports(source)
+    except ValueError as error:
+        fail(str(error))
+
+
+def _progress(total: int | None = None, description: str = "labelling reports"):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="report", file=sys.stderr, disable=not sys.stderr.isatty(),
+                dynamic_ncols=True)
+
+
+def label_reports_command(
+    source: InputArgument,
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL output, one report per line ('-' = stdout).")] = Path("-"),
+    n_process: ProcessesOption = 1,
+    force: Annotated[bool, typer.Option("--force", help="catalog: relabel reports already labelled with these rules.")] = False,
+    workspace: WorkspaceOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Label radiology reports: findings with status, temporality, site, laterality, device type, evidence."""
+    from radloop.labeling import ReportLabeler
+
+    labeler = ReportLabeler()
+    to_stdout = str(out) == "-"
+    handle = sys.stdout if to_stdout else out.open("w", encoding="utf-8")
+    counts = {"reports": 0, "errors": 0, "mentions": 0, "positive_findings": 0}
+    progress = _progress()
+
+    def write(report_id: str, result) -> None:
+        handle.write(json.dumps(_record(report_id, result)) + "\n")
+        counts["reports"] += 1
+        counts["errors"] += result.error is not None
+        counts["mentions"] += len(result)
+        counts["positive_findings"] += sum(m.status == "positive" and m.finding != "normal" for m in result)
+        progress.update(1)
+
+    try:
+        if source == "catalog":
+            from radloop.core.catalog import Catalog
+            from radloop.core.workspace import resolve_workspace
+            from radloop.labeling import label_catalog
+
+            catalog = Catalog.open(resolve_workspace(workspace).ensure())
+            try:
+                summary = label_catalog(catalog, labeler, n_process=n_process, force=force, on_result=write)
+            finally:
+                catalog.dispose()
+            counts.update(stored_mentions=summary.mentions_written, skipped_already_labelled=summary.reports_skipped)
+        else:
+            reports = _open_sources(source)
+            from collections import deque
+
+            pending: deque = deque()
+
+            def texts() -> Iterator[str | None]:
+                for report in reports:
+                    pending.append(report)
+                    yield report.text
+
+            for result in labeler.label_many(texts(), n_process=n_process):
+                report = pending.popleft()
+                if report.error and result.error is None:
+                    result.error = report.error
+                write(report.report_id, result)
+    except ValueError as error:
+        fail(str(error))
+    finally:
+        progress.close()
+        if not to_stdout:
+            handle.close()
+    summary = {"input": source, "out": str(out), "rules_version": labeler.rules_version, **counts}
+    if to_stdout:
+        console.print(json.dumps(summary))
+    else:
+        emit(summary, json_output, title="label-reports")
+
+
+def eval_reports_command(
+    reports: Annotated[Path, typer.Option("--reports", help="Open-i XML tarball or folder (with MeSH <major> coding).")],
+    negbio: Annotated[Optional[Path], typer.Option("--negbio", help="NegBio openi_gld_std14.csv (14 chest findings).")] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="labels.jsonl from label-reports (default: label now).")] = None,
+    disagreements: Annotated[Optional[Path], typer.Option("--disagreements", help="Write disagreement rows (TSV) here.")] = None,
+    n_process: ProcessesOption = 1,
+    workspace: WorkspaceOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Score report labels against Open-i's manual MeSH coding and the NegBio table (P/R/F1, micro-F1)."""
+    from radloop.labeling.evaluate import read_negbio_table, score_reports, write_disagreements
+
+    for path, name in ((reports, "--reports"), (negbio, "--negbio"), (labels, "--labels")):
+        if path is not None and not path.exists():
+            fail(f"{name} not found: {path}")
+    sources = list(_open_sources(str(reports)))
+    if not sources:
+        fail(f"no Open-i reports in {reports}")
+    majors = {report.report_id: report.expert_codes for report in sources}
+    texts = {report.report_id: report.text or "" for report in sources}
+    if labels is not None:
+        predicted = {}
+        with labels.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                        predicted[record["report_id"]] = record.get("findings", [])
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        fail(f"{labels}:{number}: not a label-reports JSON line")
+        rules = None
+    else:
+        from radloop.labeling import ReportLabeler
+
+        labeler = ReportLabeler()
+        rules = labeler.rules_version
+        progress = _progress(len(sources))
+        predicted = {}
+        for report, result in zip(sources, labeler.label_many((r.text for r in sources), n_process=n_process)):
+            predicted[report.report_id] = [mention.to_json() for mention in result]
+            progress.update(1)
+        progress.close()
+    try:
+        table = read_negbio_table(negbio) if negbio is not None else None
+    except (KeyError, ValueError) as error:
+        fail(f"--negbio {negbio}: not a NegBio Open-i table ({error})")
+    scores = score_reports(predicted, majors, table, texts)
+    rows = scores.pop("disagreements")
+    if disagreements is not None:
+        write_disagreements(rows, disagreements)
+    scores.update(rules_version=rules, disagreements=len(rows),
+                  disagreements_file=str(disagreements) if disagreements else None)
+    if json_output:
+        emit(scores, True)
+        return
+    _print_scores(scores)
+
+
+def _print_scores(scores: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"eval-reports: {scores['reports']} reports")
+    for column in ("finding", "precision", "recall", "F1", "TP", "FP", "FN"):
+        table.add_column(column, justify="left" if column == "finding" else "right")
+    for finding, values in scores["per_finding"].items():
+        table.add_row(finding, f"{values['precision']:.3f}", f"{values['recall']:.3f}", f"{values['f1']:.3f}",
+                      str(values["tp"]), str(values["fp"]), str(values["fn"]))
+    output = Console()
+    output.print(table)
+    for key in ("micro_f1", "micro_f1_negbio_literal", "fracture_site_agreement", "fracture_old_agreement",
+                "disagreements", "disagreements_file", "rules_version"):
+        output.print(f"[bold]{key}[/bold] {scores.get(key)}")
+
+
+def bench_label_reports_command(
+    source: InputArgument,
+    n_process: Annotated[int, typer.Option("--n-process", "-j", min=1, help="Worker processes.")] = 2,
+    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Stream the input this many times (memory must stay flat).")] = 1,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N reports of the input.")] = None,
+    workspace: WorkspaceOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Measure labelling throughput (reports/s) and peak memory with the full rule set."""
+    import itertools
+    import os
+    import resource
+
+    import psutil
+
+    from radloop.labeling import ReportLabeler
+
+    if source == "catalog":
+        from radloop.core.catalog import Catalog
+        from radloop.core.workspace import resolve_workspace
+        from radloop.labeling.store import iter_catalog_reports
+
+        catalog = Catalog.open(resolve_workspace(workspace).ensure())
+        try:
+            texts = [text for _, text in itertools.islice(iter_catalog_reports(catalog), limit)]
+        finally:
+            catalog.dispose()
+    else:
+        texts = [report.text for report in itertools.islice(_open_sources(source), limit)]
+    if not texts:
+        fail(f"no reports in {source}")
+    process = psutil.Process(os.getpid())
+    started = time.perf_counter()
+    labeler = ReportLabeler()
+    build_seconds = time.perf_counter() - started
+    rss_start = process.memory_info().rss
+    stream = itertools.chain.from_iterable(itertools.repeat(texts, repeat))
+    cpu_start = time.process_time()
+    started = time.perf_counter()
+    count = mentions = errors = 0
+    for result in labeler.label_many(stream, n_process=n_process):
+        count += 1
+        mentions += len(result)
+        errors += result.error is not None
+    seconds = time.perf_counter() - started
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_seconds = (time.process_time() - cpu_start) + (children.ru_utime + children.ru_stime if n_process > 1 else 0.0)
+    emit({
+        "input": source, "reports": count, "n_process": n_process, "seconds": round(seconds, 3),
+        "reports_per_s": round(count / seconds, 1), "reports_per_cpu_s": round(count / max(cpu_seconds, 1e-9), 1),
+        "peak_rss_mb": round(max(own.ru_maxrss, children.ru_maxrss) / 1024, 1),
+        "rss_before_mb": round(rss_start / 2**20, 1), "rss_after_mb": round(process.memory_info().rss / 2**20, 1),
+        "build_seconds": round(build_seconds, 2), "mentions": mentions, "errors": errors,
+        "rules_version": labeler.rules_version, "cpu_count": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }, json_output, title="bench label-reports")
