@@ -216,7 +216,8 @@ def _voi_and_polarity(values: np.ndarray, dataset: pydicom.Dataset, *,
     if "VOILUTSequence" in dataset:
         try:
             lut_bits = int(dataset.VOILUTSequence[0].LUTDescriptor[2])
-            windowed = apply_voi_lut(values, dataset, prefer_lut=True).astype(np.float32)
+            indices = values if values.dtype.kind in "iu" else np.rint(values).astype(np.int32)  # LUT inputs
+            windowed = apply_voi_lut(indices, dataset, prefer_lut=True).astype(np.float32)
             windowed /= float((1 << lut_bits) - 1)
             display, source = np.clip(windowed, 0.0, 1.0), "voi_lut"
         except Exception:  # malformed LUT: fall back to the window or the data range
@@ -231,9 +232,12 @@ def _voi_and_polarity(values: np.ndarray, dataset: pydicom.Dataset, *,
 def _modality(stored: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
     if "ModalityLUTSequence" in dataset:
         return np.asarray(apply_modality_lut(stored, dataset), dtype=np.float32)
-    values = stored.astype(np.float32)
-    # Same arithmetic as apply_modality_lut's rescale, in float32 instead of float64 (half the memory traffic).
+    # Same arithmetic as apply_modality_lut's rescale, in float32 instead of float64 (half the memory traffic);
+    # without a rescale the stored integers go on unchanged (a VOI LUT indexes them).
     slope, intercept = float(dataset.get("RescaleSlope", 1) or 1), float(dataset.get("RescaleIntercept", 0) or 0)
+    if slope == 1.0 and intercept == 0.0:
+        return stored
+    values = stored.astype(np.float32)
     if slope != 1.0:
         values *= slope
     if intercept != 0.0:
@@ -246,6 +250,7 @@ def _window_or_auto(values: np.ndarray, dataset: pydicom.Dataset,
     center, width = _first(dataset.get("WindowCenter")), _first(dataset.get("WindowWidth"))
     if center is None or width is None or width < 1:
         return _auto_window(values, sample)
+    values = values.astype(np.float32, copy=False)
     function = str(dataset.get("VOILUTFunction", "LINEAR")).strip().upper() or "LINEAR"
     if function == "SIGMOID":
         return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width)), "window"
@@ -258,6 +263,7 @@ def _window_or_auto(values: np.ndarray, dataset: pydicom.Dataset,
 
 def _auto_window(values: np.ndarray, sample: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     """Percentile window (0.5-99.5 %) from a strided sample of the image; min/max when that range is flat."""
+    values = values.astype(np.float32, copy=False)
     sample = values[::4, ::4] if sample is None else sample
     low, high = np.percentile(sample, [0.5, 99.5])
     source = "percentile"
