@@ -126,7 +126,7 @@ def _summary(result: Any) -> dict[str, Any]:
 
 def run_round_action(function: Callable[..., Any], catalog: Catalog, *,
                      progress: Callable[[str, float], None] | None = None, **kwargs: Any) -> ActionResult:
-    """Call a round function; expected failures come back as a message, never as an exception.
+    """Call a round function; a failure comes back as a message (traceback in the log), never as an exception.
 
     ``progress(message, fraction)`` is passed on when the function takes a ``progress`` argument. Keyword
     arguments the function does not accept, and None values, are dropped (None means "the default").
@@ -139,7 +139,7 @@ def run_round_action(function: Callable[..., Any], catalog: Catalog, *,
         call["progress"] = progress
     try:
         result = function(catalog, **call)
-    except (ValueError, LookupError, FileNotFoundError, RuntimeError, ConnectionError, OSError) as error:
+    except Exception as error:  # noqa: BLE001 - a failed step is resumable: report it, keep the page
         logger.warning("round action %s failed", getattr(function, "__name__", function), exc_info=True)
         return ActionResult(False, message=f"{type(error).__name__}: {error}")
     return ActionResult(True, summary=_summary(result))

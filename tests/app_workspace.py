@@ -103,8 +103,18 @@ def _reports(archive: Path, count: int) -> list[tuple[str, dict[str, str], list[
     return found
 
 
-def build_app_workspace(root: Path, data_root: Path, *, fractures: int = 8, reports: int = 6) -> Workspace:
-    """Create the test workspace under ``root`` from the real data in ``data_root``."""
+def build_app_workspace(root: Path, data_root: Path, *, fractures: int = 8, reports: int = 6,
+                        negatives: int = 0, open_round: bool = True) -> Workspace:
+    """Create the test workspace under ``root`` from the real data in ``data_root``.
+
+    Args:
+        root: workspace folder to create.
+        data_root: the shared real-data folder.
+        fractures: images with fracture boxes (spread over body regions).
+        reports: Open-i reports (each its own chest study).
+        negatives: images whose label file is empty (exhaustively annotated: no fracture).
+        open_round: leave round 2 open (state ``selected``) instead of finished.
+    """
     workspace = resolve_workspace(root).ensure()
     catalog = Catalog.open(workspace)
     fracture_dir = data_root.joinpath(*FRACTURE_DIR)
@@ -132,6 +142,16 @@ def build_app_workspace(root: Path, data_root: Path, *, fractures: int = 8, repo
             seen[class_id] = seen.get(class_id, 0) + 1
             if len(image_ids) == fractures:
                 break
+        for label_file in sorted((fracture_dir / "labels").glob("*.txt"))[:: 7]:
+            if negatives <= 0:
+                break
+            if label_file.read_text().strip():
+                continue
+            source = next(fracture_dir.joinpath("images").glob(label_file.stem + ".*"))
+            split = ("train", "test")[negatives % 2]
+            image = _add_image(session, workspace, source, dataset="bone_fracture", body_region=None, split=split,
+                               meta={"box_source": "yolo:train"})
+            negatives -= 1
         chest = _add_image(session, workspace, data_root.joinpath(*CHEST_IMAGE), dataset="iu_xray",
                            body_region="chest", split="test", meta={})
         image_ids.append(chest.id)
@@ -159,7 +179,7 @@ def build_app_workspace(root: Path, data_root: Path, *, fractures: int = 8, repo
         first = Round(number=1, state="finished", strategy="random", budget=4, task="findings",
                       model_version="findings-probe-r1", metric_name="auroc", metric_before=0.62, metric_after=0.71,
                       labels_spent=4, created_at=now, finished_at=now + timedelta(minutes=5))
-        second = Round(number=2, state="selected", strategy="uncertainty", budget=3, task="findings",
+        second = Round(number=2, state="selected" if open_round else "finished", strategy="uncertainty", budget=3, task="findings",
                        model_version="findings-probe-r2", metric_name="auroc", metric_before=0.71, labels_spent=0,
                        created_at=now + timedelta(hours=3),
                        meta={"notes": ["'margin' needs probabilities: cold start with 'typiclust'"],
