@@ -59,6 +59,9 @@ class IngestSummary:
     elapsed_s: float = 0.0
     images_per_s: float = 0.0
     errors_by_stage: dict[str, int] = field(default_factory=dict)
+    #: Seconds summed over images (worker stages: read, hash, decode incl. windowing, render) and the main
+    #: process's catalog writes ("catalog"): where an ingest spends its time.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
     error_samples: list[dict] = field(default_factory=list)
     sources: dict[str, int] = field(default_factory=dict)
 
@@ -132,6 +135,7 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
         write_reports(catalog, report_file, summary, run_id, dataset=dataset)
     summary.elapsed_s = round(time.perf_counter() - started, 3)
     summary.images_per_s = round(summary.images_found / summary.elapsed_s, 3) if summary.elapsed_s else 0.0
+    summary.stage_seconds = {stage: round(seconds, 3) for stage, seconds in summary.stage_seconds.items()}
     _write_log(catalog, summary)
     return summary
 
@@ -236,6 +240,8 @@ class _CatalogWriter:
         self.summary.record_problem(path, stage, reason)
 
     def add(self, outcome: ImageOutcome) -> None:
+        for stage, seconds in outcome.stage_seconds.items():
+            self.summary.stage_seconds[stage] = self.summary.stage_seconds.get(stage, 0.0) + seconds
         if outcome.status == "error":
             self.add_error(self.tasks[outcome.index].path, outcome.stage or "decode", outcome.reason or "")
         else:
@@ -246,11 +252,14 @@ class _CatalogWriter:
     def flush(self) -> None:
         if not self.pending and not self.pending_errors:
             return
+        started = time.perf_counter()
         with self.catalog.session() as session:
             for path, stage, reason in self.pending_errors:
                 session.add(IngestError(run_id=self.summary.run_id, path=path, stage=stage, reason=reason))
             self._write_images(session)
         self.pending, self.pending_errors = [], []
+        stages = self.summary.stage_seconds
+        stages["catalog"] = stages.get("catalog", 0.0) + time.perf_counter() - started
         self.last_flush = time.monotonic()
 
     def _write_images(self, session) -> None:
