@@ -6,7 +6,7 @@ so the guidance cannot drift from the real command names.
 
 from __future__ import annotations
 
-__all__ = ["COMMANDS", "EMPTY_WORKSPACE", "NO_IMAGES", "NO_WEAK_LABELS", "NO_ENCODER", "NO_EMBEDDINGS",
+__all__ = ["COMMANDS", "EMPTY_WORKSPACE", "NO_IMAGES", "NO_REPORTS", "NO_WEAK_LABELS", "NO_ENCODER", "NO_EMBEDDINGS",
            "NO_INDEX_HITS", "no_embeddings", "NO_RETRIEVAL", "NO_LABELER", "NO_ROUND", "NO_ROUND_SCRIPTS", "NO_METRIC",
            "NO_MODELS", "SWITCH_MODELS", "ROUND_RESUMABLE", "PAGE_FAILED", "command"]
 
@@ -14,6 +14,7 @@ __all__ = ["COMMANDS", "EMPTY_WORKSPACE", "NO_IMAGES", "NO_WEAK_LABELS", "NO_ENC
 COMMANDS = {
     "demo": "radloop demo",
     "ingest": "radloop ingest PATH...",
+    "ingest_reports": "radloop ingest --reports FILE",
     "labels": "radloop label-reports catalog --out labels.jsonl",
     "pretrain": "radloop pretrain --config configs/ssl/simclr_cpu.yaml",
     "embed": "radloop embed --encoder VERSION",
@@ -35,6 +36,8 @@ def command(purpose: str) -> str:
 EMPTY_WORKSPACE = (f"Run {command('demo')} for the whole loop on the bundled real data, or import your archive "
                    f"with {command('ingest')} (then {command('labels')} for weak labels from the reports).")
 NO_IMAGES = f"No images yet: {command('ingest')} imports radiographs (DICOM, PNG, JPEG, COCO/YOLO sets)."
+NO_REPORTS = (f"No reports yet: {command('ingest_reports')} imports them (Open-i XML tarball or folder, or a "
+              f"CSV with report_id,text[,study_id,image]); then {command('labels')}.")
 NO_WEAK_LABELS = f"The reports have no weak labels yet: run {command('labels')}."
 NO_ENCODER = (f"No encoder is registered in this workspace. Pretrain one with {command('pretrain')} (or run "
               f"{command('demo')}), then embed the images with {command('embed')} and build the index with "

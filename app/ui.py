@@ -82,11 +82,17 @@ def require_catalog(*, need_images: bool = False, need_reports: bool = False) ->
                   "`RADLOOP_WORKSPACE=/path/to/workspace streamlit run app/main.py`.")
         st.stop()
     counts = catalog.counts()
-    if counts["images"] + counts["reports"] == 0 or (need_images and not counts["images"]) \
-            or (need_reports and not counts["reports"]):
-        what = "images" if need_images else "reports" if need_reports else "images or reports"
-        st.warning(f"The workspace `{ws.root}` has no {what} yet.")
+    if counts["images"] + counts["reports"] == 0:
+        st.warning(f"The workspace `{ws.root}` has no images or reports yet.")
         next_step(views.NEXT_STEP_EMPTY)
+        st.stop()
+    if need_images and not counts["images"]:
+        st.warning(f"The workspace `{ws.root}` has reports but no images yet.")
+        next_step(next_steps.NO_IMAGES)
+        st.stop()
+    if need_reports and not counts["reports"]:
+        st.warning(f"The workspace `{ws.root}` has images but no reports yet.")
+        next_step(next_steps.NO_REPORTS)
         st.stop()
     return catalog
 

@@ -277,6 +277,28 @@ def test_recreated_workspace_is_read_afresh(tmp_path, env):
     assert {metric.label: metric.value for metric in app.metric}["Images"] == "3"
 
 
+@pytest.mark.parametrize("page", PAGES)
+def test_catalog_without_rows_says_what_to_do(catalog, env, page):
+    app = open_page(catalog.workspace.root, page, env)
+    assert "has no images or reports yet" in texts(app) and "radloop demo" in texts(app)
+    assert not app.error
+
+
+def test_images_without_reports_and_reports_without_images(catalog, env):
+    from app_workspace import _add_image
+
+    with catalog.session() as session:
+        _add_image(session, catalog.workspace, data_path("iu_xray_images", "CXR3_IM-1384-1001.png"),
+                   dataset="iu_xray", body_region="chest", split="test", meta={})
+    app = open_page(catalog.workspace.root, "page_reports.py", env)
+    assert "has images but no reports yet" in texts(app)
+    assert next_steps.COMMANDS["ingest_reports"] in texts(app)
+    overview = open_page(catalog.workspace.root, "page_overview.py", env)
+    assert {metric.label: metric.value for metric in overview.metric}["Images"] == "1"
+    assert next_steps.NO_ROUND in texts(overview)
+    assert not app.error and not overview.error
+
+
 def test_page_error_is_a_message_not_a_traceback(app_workspace, env):
     from radloop.app import views
 
