@@ -114,10 +114,7 @@ def load_labeler() -> Any | None:
     try:
         from radloop.labeling import ReportLabeler
     except ImportError:
-        try:
-            from radloop.labeling.labeler import ReportLabeler
-        except ImportError:
-            return None
+        return None
     return ReportLabeler()
 
 

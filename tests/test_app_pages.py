@@ -164,10 +164,7 @@ def _labeler_available() -> bool:
     try:
         from radloop.labeling import ReportLabeler  # noqa: F401
     except ImportError:
-        try:
-            from radloop.labeling.labeler import ReportLabeler  # noqa: F401
-        except ImportError:
-            return False
+        return False
     return True
 
 
