@@ -112,7 +112,8 @@ def bench_ingest_command(
     """Full-ingest images/s (into a temporary workspace) vs. pydicom decode alone on the same files (the bound).
 
     JSON keys: images_per_s, decode_bound_per_s, ratio (= images_per_s / decode_bound_per_s, both measured
-    with the same number of workers), plus per-worker figures.
+    with the same number of workers), plus per-worker figures, cpu_ratio and seconds per image by stage.
+    The ingest goes into a temporary workspace (deleted afterwards); --workspace is not touched.
     """
     from radloop.core.ingest_bench import bench_ingest
 

@@ -59,8 +59,8 @@ class IngestSummary:
     elapsed_s: float = 0.0
     images_per_s: float = 0.0
     errors_by_stage: dict[str, int] = field(default_factory=dict)
-    #: Seconds summed over images (worker stages: read, hash, decode incl. windowing, render) and the main
-    #: process's catalog writes ("catalog"): where an ingest spends its time.
+    #: CPU seconds summed over images (worker stages: read, hash, decode incl. windowing, render) and the
+    #: main process's catalog writes ("catalog"): where an ingest spends its CPU.
     stage_seconds: dict[str, float] = field(default_factory=dict)
     error_samples: list[dict] = field(default_factory=list)
     sources: dict[str, int] = field(default_factory=dict)
@@ -111,11 +111,13 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
         The run's :class:`IngestSummary` (also written to ``<workspace>/logs/ingest-<run_id>.json``).
     """
     started = time.perf_counter()
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    reports = [reports] if isinstance(reports, (str, os.PathLike)) else list(reports or [])
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     workers = max(1, int(workers or default_workers()))
     summary = IngestSummary(run_id=run_id, workers=workers)
     found = discover([Path(p) for p in paths], images_dir=Path(images_dir) if images_dir else None,
-                     dataset=dataset, reports=[Path(r) for r in reports or []], limit=limit)
+                     dataset=dataset, reports=[Path(r) for r in reports], limit=limit)
     summary.images_found = len(found.image_tasks)
     summary.files_ignored = len(found.ignored_files)
     summary.sources = dict(found.sources)
@@ -252,14 +254,14 @@ class _CatalogWriter:
     def flush(self) -> None:
         if not self.pending and not self.pending_errors:
             return
-        started = time.perf_counter()
+        started = time.process_time()
         with self.catalog.session() as session:
             for path, stage, reason in self.pending_errors:
                 session.add(IngestError(run_id=self.summary.run_id, path=path, stage=stage, reason=reason))
             self._write_images(session)
         self.pending, self.pending_errors = [], []
         stages = self.summary.stage_seconds
-        stages["catalog"] = stages.get("catalog", 0.0) + time.perf_counter() - started
+        stages["catalog"] = stages.get("catalog", 0.0) + time.process_time() - started
         self.last_flush = time.monotonic()
 
     def _write_images(self, session) -> None:

@@ -93,7 +93,7 @@ def bench_ingest(path: Path, *, workers: int | None = None, repeat: int = 3, lim
         cpu_ratio=round(min(decode_cpu) / min(ingest_cpu), 3) if min(ingest_cpu) > 0 else None,
         ingest_cpu_s_per_image=round(min(ingest_cpu) / len(files), 4),
         decode_cpu_s_per_image=round(min(decode_cpu) / len(files), 4),
-        stage_seconds_per_image={stage: round(seconds / len(files), 4)
+        stage_cpu_seconds_per_image={stage: round(seconds / len(files), 4)
                                  for stage, seconds in ingest_summary.stage_seconds.items()},
         ingest_seconds=[round(s, 3) for s in ingest_seconds],
         decode_seconds=[round(s, 3) for s in decode_seconds],
