@@ -195,7 +195,8 @@ def _run_tasks(tasks: list[ImageTask], context: WorkerContext, workers: int) -> 
     # fork: workers inherit the imported modules and the context without pickling the hash set.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     chunksize = max(1, min(8, len(tasks) // (workers * 16)))
-    with multiprocessing.get_context(method).Pool(workers, initializer=init_worker, initargs=(context,)) as pool:
+    processes = min(workers, len(tasks))
+    with multiprocessing.get_context(method).Pool(processes, initializer=init_worker, initargs=(context,)) as pool:
         yield from pool.imap_unordered(process_in_worker, ((index, tasks[index]) for index in order),
                                        chunksize=chunksize)
 
