@@ -31,6 +31,10 @@ __all__ = [
 NEXT_STEP_EMPTY = next_steps.EMPTY_WORKSPACE
 
 
+#: How the app names a missing body region.
+UNKNOWN_REGION = "unknown"
+
+
 @dataclass(frozen=True)
 class WorkspaceState:
     """Whether a workspace holds a catalog, and the row counts of its main tables."""
@@ -71,7 +75,7 @@ def region_counts(catalog: Catalog) -> pd.DataFrame:
         rows = session.execute(
             select(Image.body_region, func.count(Image.id), func.count(distinct(Image.study_id)))
             .group_by(Image.body_region)).all()
-    frame = pd.DataFrame([(region or "unknown", images, studies) for region, images, studies in rows],
+    frame = pd.DataFrame([(region or UNKNOWN_REGION, images, studies) for region, images, studies in rows],
                          columns=["body_region", "images", "studies"])
     return frame.sort_values(["images", "body_region"], ascending=[False, True], ignore_index=True)
 
@@ -242,13 +246,17 @@ def demo_baseline(workspace: Workspace) -> pd.DataFrame:
 def list_cases(catalog: Catalog, *, body_region: str | None = None, limit: int = 500) -> pd.DataFrame:
     """Images to pick a query case from, newest first.
 
+    ``body_region="unknown"`` selects the images without a region (the name :func:`region_counts` gives them).
+
     Returns:
         DataFrame with columns ``image_id, study_id, body_region, split, dataset, external_id``.
     """
     with catalog.session() as session:
         query = (select(Image.id, Image.study_id, Image.body_region, Study.split, Image.dataset,
                         Image.external_id).join(Study, Study.id == Image.study_id))
-        if body_region:
+        if body_region == UNKNOWN_REGION:
+            query = query.where(Image.body_region.is_(None))
+        elif body_region:
             query = query.where(Image.body_region == body_region)
         rows = session.execute(query.order_by(Image.created_at.desc(), Image.id).limit(limit)).all()
     return pd.DataFrame([tuple(row) for row in rows],

@@ -174,6 +174,10 @@ def test_case_cards_labels_snippets_and_missing_thumbs(filled):
 def test_list_cases_filters_by_region(filled):
     assert set(views.list_cases(filled)["image_id"]) == {"I-a", "I-b", "I-c"}
     assert views.list_cases(filled, body_region="wrist")["image_id"].tolist() == ["I-c"]
+    with filled.session() as session:
+        _image(session, filled.workspace, "I-d", "S-4", None)
+    assert views.region_counts(filled)["body_region"].tolist() == ["chest", views.UNKNOWN_REGION, "wrist"]
+    assert views.list_cases(filled, body_region=views.UNKNOWN_REGION)["image_id"].tolist() == ["I-d"]
 
 
 def test_models_frame_flattens_metrics(catalog):
