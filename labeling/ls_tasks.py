@@ -48,9 +48,9 @@ def load_current_predictor(catalog: Catalog, task: str = "findings"):
     except ImportError:
         return None
     try:
-        return load_predictor(catalog, task=task)
-    except FileNotFoundError as error:
-        logger.warning("current model cannot be loaded (%s); pushing without model pre-annotations", error)
+        return load_predictor(catalog, task=task, with_detector=True)
+    except (FileNotFoundError, ValueError) as error:
+        logger.warning("current model cannot be loaded (%s); going on without model predictions", error)
         return None
 
 
