@@ -143,19 +143,29 @@ def _weak_labels(catalog: Catalog, options: DemoOptions) -> dict[str, Any]:
 
 
 def _encoder(catalog: Catalog, options: DemoOptions) -> dict[str, Any]:
+    from radloop.core.config import load_config
     from radloop.core.registry import current_model
-    from radloop.ssl.pretrain import import_encoder, pretrain
+    from radloop.ssl.embed import resolve_encoder
+    from radloop.ssl.pretrain import pretrain, register_encoder
+    from radloop.ssl.settings import PretrainConfig
 
     if options.encoder:
-        version = import_encoder(catalog, options.encoder, make_current=True)
-        return {"encoder": version, "source": str(options.encoder)}
+        bundle = resolve_encoder(catalog, options.encoder)
+        register_encoder(catalog, Path(options.encoder), bundle.version, bundle.config.model_dump(), {},
+                         make_current=True)
+        return {"encoder": bundle.version, "source": str(options.encoder)}
     existing = current_model(catalog, "encoder")
     if existing is not None:
         return {"encoder": existing.version, "source": "latest in workspace"}
-    config = options.pretrain_config or _default_config("ssl/simclr_cpu.yaml")
-    overrides = [f"trainer.max_time_minutes={options.pretrain_minutes}"]
-    version = pretrain(catalog, config, overrides=overrides)
-    return {"encoder": version, "source": f"pretrained {options.pretrain_minutes} min ({config.name})"}
+    config_file = options.pretrain_config or _default_config("ssl/simclr_cpu.yaml")
+    minutes = options.pretrain_minutes
+    # The schedule (warm-up + cosine) is laid out over max_steps; ~1 step/s on 2 cores, max_time is the guard.
+    overrides = [f"trainer.max_steps={max(20, int(minutes * 60))}",
+                 f"trainer.max_time=00:00:{int(minutes) + 1:02d}:00", "trainer.loggers=[csv]"]
+    config = load_config(config_file, PretrainConfig, overrides)
+    run = pretrain(catalog, config, catalog.workspace.models_dir / "demo-pretrain", resume=False)
+    return {"encoder": run.version, "steps": run.steps, "final_loss": run.final_loss,
+            "source": f"pretrained {run.seconds:.0f} s with {config_file.name}"}
 
 
 def _default_config(relative: str) -> Path:
@@ -175,7 +185,8 @@ def _embed_and_index(catalog: Catalog) -> dict[str, Any]:
     from radloop.ssl.encoder_adapter import encoder_from_registry
 
     version = current_model(catalog, "encoder").version
-    added = embed_catalog(catalog, encoder_from_registry(catalog, version), model_version=version)
+    summary = embed_catalog(catalog, encoder_from_registry(catalog, version), progress=True)
+    added = summary["embedded"]
     manager = IndexManager.from_catalog(catalog, version)
     path = manager.save(index_folder(catalog.workspace, version))
     return {"embedded": int(added), "index_size": len(manager), "index": str(path)}

@@ -123,7 +123,7 @@ def _ensure_embeddings(catalog: Catalog, encoder_version: str, encoder: Any, pro
     from radloop.ssl.embed import embed_catalog
 
     progress("embedding new images", 0.05)
-    return int(embed_catalog(catalog, encoder, model_version=encoder_version, progress=False))
+    return int(embed_catalog(catalog, encoder, progress=False)["embedded"])
 
 
 def _refresh_index(catalog: Catalog, encoder_version: str, progress: Progress) -> str | None:
