@@ -6,7 +6,7 @@ so the guidance cannot drift from the real command names.
 
 from __future__ import annotations
 
-__all__ = ["COMMANDS", "EMPTY_WORKSPACE", "NO_IMAGES", "NO_REPORTS", "NO_WEAK_LABELS", "NO_ENCODER", "NO_EMBEDDINGS",
+__all__ = ["COMMANDS", "EMPTY_WORKSPACE", "NO_IMAGES", "NO_REPORTS", "NO_WEAK_LABELS", "NO_ENCODER", "NO_ENCODER_FOR_ROUNDS", "NO_EMBEDDINGS",
            "NO_INDEX_HITS", "no_embeddings", "NO_RETRIEVAL", "NO_LABELER", "NO_ROUND", "NO_ROUND_SCRIPTS", "NO_METRIC",
            "NO_MODELS", "SWITCH_MODELS", "ROUND_RESUMABLE", "PAGE_FAILED", "command"]
 
@@ -42,6 +42,8 @@ NO_WEAK_LABELS = f"The reports have no weak labels yet: run {command('labels')}.
 NO_ENCODER = (f"No encoder is registered in this workspace. Pretrain one with {command('pretrain')} (or run "
               f"{command('demo')}), then embed the images with {command('embed')} and build the index with "
               f"{command('index')}.")
+NO_ENCODER_FOR_ROUNDS = (f"A round embeds and scores images with the current encoder, and there is none yet: "
+                         f"pretrain one with {command('pretrain')} (or run {command('demo')}).")
 NO_EMBEDDINGS = (f"The images have no embeddings or no search index for the current encoder yet: run "
                  f"{command('embed')} and then {command('index')}.")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from radloop.app import next_steps, ui, views, views_rounds
+from radloop.app import next_steps, ui, views, views_rounds, views_search
 from radloop.core.vocabulary import IMAGE_FINDINGS
 
 
@@ -72,6 +72,9 @@ def render() -> None:
         ui.next_step(api.message)
         return
 
+    encoder = views_search.search_readiness(catalog).encoder_version
+    if encoder is None:
+        ui.next_step(next_steps.NO_ENCODER_FOR_ROUNDS)
     defaults = api.defaults
     strategies = views_rounds.strategy_names()
     tasks = list(IMAGE_FINDINGS)
@@ -87,7 +90,7 @@ def render() -> None:
                                  value=int(defaults.get("budget") or 20), key="round_budget")
         simulate = st.checkbox("Simulate the experts (answer from the dataset's ground truth)",
                                value=not label_studio.reachable, key="round_simulate")
-        start = st.form_submit_button("Start round", type="primary")
+        start = st.form_submit_button("Start round", type="primary", disabled=encoder is None)
     with finish_column, st.form("finish_round"):
         st.subheader("Finish the round")
         st.caption("Pull the annotations, fine-tune, evaluate and record the metric before/after.")

@@ -191,6 +191,18 @@ def test_round_control_without_label_studio(app_workspace, env):
     assert not app.error
 
 
+def test_round_control_without_encoder(catalog, env):
+    from app_workspace import _add_image
+
+    with catalog.session() as session:
+        _add_image(session, catalog.workspace, data_path("iu_xray_images", "CXR3_IM-1384-1001.png"),
+                   dataset="iu_xray", body_region="chest", split="test", meta={})
+    app = open_page(catalog.workspace.root, "page_rounds.py", env)
+    assert next_steps.NO_ENCODER_FOR_ROUNDS in texts(app)
+    assert app.button[0].disabled  # "Start round" waits for an encoder
+    assert not app.error
+
+
 def test_round_control_starts_a_round_with_progress(app_workspace, env):
     calls = []
 
