@@ -104,7 +104,7 @@ def _reports(archive: Path, count: int) -> list[tuple[str, dict[str, str], list[
 
 
 def build_app_workspace(root: Path, data_root: Path, *, fractures: int = 8, reports: int = 6,
-                        negatives: int = 0, open_round: bool = True) -> Workspace:
+                        negatives: int = 0, open_round: bool = True, registry: bool = True) -> Workspace:
     """Create the test workspace under ``root`` from the real data in ``data_root``.
 
     Args:
@@ -114,6 +114,8 @@ def build_app_workspace(root: Path, data_root: Path, *, fractures: int = 8, repo
         reports: Open-i reports (each its own chest study).
         negatives: images whose label file is empty (exhaustively annotated: no fracture).
         open_round: leave round 2 open (state ``selected``) instead of finished.
+        registry: add model-registry rows (an encoder and two probes) without artefacts: for the pages that
+            only list them; leave them out when real code will load the models.
     """
     workspace = resolve_workspace(root).ensure()
     catalog = Catalog.open(workspace)
@@ -165,7 +167,7 @@ def build_app_workspace(root: Path, data_root: Path, *, fractures: int = 8, repo
             session.flush()
             session.add_all(_fixture_mentions(report_id, text))
 
-        session.add_all([
+        session.add_all([] if not registry else [
             Model(version="enc-simclr-resnet18-0a1b2c3d", kind="encoder", task="encoder", path="models/enc",
                   config={"timm_name": "resnet18"}, metrics={"knn_accuracy": 0.61}, is_current=True,
                   created_at=now),
@@ -173,14 +175,14 @@ def build_app_workspace(root: Path, data_root: Path, *, fractures: int = 8, repo
                   parent_version="enc-simclr-resnet18-0a1b2c3d", metrics={"auroc": 0.71, "fracture": {"auroc": 0.70}},
                   annotation_ids=[1, 2, 3, 4], created_at=now + timedelta(hours=1)),
             Model(version="findings-probe-r2", kind="probe", task="findings", path="models/probe-r2",
-                  parent_version="findings-probe-r1", metrics={"auroc": 0.78, "fracture": {"auroc": 0.77}},
+                  parent_version="enc-simclr-resnet18-0a1b2c3d", metrics={"auroc": 0.78, "fracture": {"auroc": 0.77}},
                   annotation_ids=[1, 2, 3, 4, 5, 6], is_current=True, created_at=now + timedelta(hours=2)),
         ])
         first = Round(number=1, state="finished", strategy="random", budget=4, task="findings",
-                      model_version="findings-probe-r1", metric_name="auroc", metric_before=0.62, metric_after=0.71,
+                      model_version="enc-simclr-resnet18-0a1b2c3d", metric_name="auroc", metric_before=0.62, metric_after=0.71,
                       labels_spent=4, created_at=now, finished_at=now + timedelta(minutes=5))
         second = Round(number=2, state="selected" if open_round else "finished", strategy="uncertainty", budget=3, task="findings",
-                       model_version="findings-probe-r2", metric_name="auroc", metric_before=0.71, labels_spent=0,
+                       model_version="enc-simclr-resnet18-0a1b2c3d", metric_name="auroc", metric_before=0.71, labels_spent=0,
                        created_at=now + timedelta(hours=3),
                        meta={"notes": ["'margin' needs probabilities: cold start with 'typiclust'"],
                              "tasks_file": "rounds/round-002/label_studio_tasks.json"})
