@@ -93,6 +93,7 @@ class BackendSettings:
     debounce_s: float = 30.0
     max_tasks: int = 64
     image_fetch_timeout_s: float = 10.0
+    train_config: str | None = None  # fine-tuning job config run in the background (None: record only)
     auth: BackendAuth = BackendAuth()
 
 
@@ -155,12 +156,13 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
         catalog: the workspace catalog (cases, renders, weak labels, model registry); None: images only by URL.
         predictor_loader: returns the current :class:`CasePredictor` (default: registry's current model).
         train_function: called in the background with the gathered training requests (default:
-            :func:`radloop.app.backend_runtime.default_train_function`).
+            :func:`radloop.app.backend_runtime.default_train_function` with ``settings.train_config``).
     """
     settings = settings or BackendSettings()
     loader = predictor_loader or (lambda: load_case_predictor(catalog, settings.task))
     holder = ModelHolder(loader)
-    scheduler = TrainingScheduler(train_function or default_train_function(catalog), on_trained=holder.reload,
+    train_function = train_function or default_train_function(catalog, settings.train_config)
+    scheduler = TrainingScheduler(train_function, on_trained=holder.reload,
                                   debounce_s=settings.debounce_s)
     projects = _ProjectState()
     default_config = parse_label_config(build_label_config())

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -208,10 +209,13 @@ class TrainingScheduler:
                 self._condition.notify_all()
 
 
-def default_train_function(catalog: Catalog | None) -> Callable[[list[TrainingRequest]], Any]:
-    """Fine-tune with ``radloop.ssl.finetune`` when that module offers a catalog entry point, else record.
+def default_train_function(catalog: Catalog | None, config_path: str | Path | None = None
+                           ) -> Callable[[list[TrainingRequest]], Any]:
+    """Training the backend runs in the background: ``radloop.ssl.finetune_jobs.run_training`` with the job
+    config at ``config_path`` (e.g. ``configs/finetune/probe_cpu.yaml``), registering the new model as
+    current; without a config (or without the fine-tuning part installed) the request is only recorded.
 
-    The request is always appended to ``<workspace>/logs/training-requests.jsonl``.
+    Every request is appended to ``<workspace>/logs/training-requests.jsonl``.
     """
 
     def train(batch: list[TrainingRequest]) -> Any:
@@ -221,16 +225,17 @@ def default_train_function(catalog: Catalog | None) -> Callable[[list[TrainingRe
             with path.open("a") as handle:
                 for request in batch:
                     handle.write(json.dumps(request.__dict__) + "\n")
+        if catalog is None or config_path is None:
+            return {"trained": False, "reason": "no training config given; request recorded"}
         try:
-            from radloop.ssl import finetune
-        except ImportError:
-            return {"trained": False, "reason": "radloop.ssl.finetune is not available; request recorded"}
-        for name in ("finetune_from_catalog", "train_from_catalog", "run_finetune"):
-            function = getattr(finetune, name, None)
-            if callable(function) and catalog is not None:
-                result = function(catalog)
-                return {"trained": True, "entry_point": name, "result": str(result)[:500]}
-        return {"trained": False, "reason": "radloop.ssl.finetune has no catalog entry point; request recorded"}
+            from radloop.core.config import load_config
+            from radloop.ssl.finetune_config import TrainConfig
+            from radloop.ssl.finetune_jobs import run_training
+        except ImportError as error:
+            return {"trained": False, "reason": f"fine-tuning is not available ({error}); request recorded"}
+        result = run_training(catalog, load_config(Path(config_path), TrainConfig), register=True, progress=False)
+        return {"trained": True, "version": result.version, "metrics": {
+            key: value for key, value in result.metrics.items() if isinstance(value, (int, float, str))}}
 
     return train
 

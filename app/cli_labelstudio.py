@@ -201,6 +201,9 @@ def serve_backend(host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
                   port: Annotated[int, typer.Option("--port")] = 9090, auth: AuthOption = None,
                   debounce: Annotated[float, typer.Option("--debounce", help="Seconds of quiet before training.")] = 30.0,
                   threads: Annotated[int, typer.Option("--threads", help="torch CPU threads.")] = 2,
+                  train_config: Annotated[Optional[Path], typer.Option(
+                      "--train-config", help="Fine-tuning job run in the background on new annotations, e.g. "
+                      "configs/finetune/probe_cpu.yaml (default: only record the requests).")] = None,
                   workspace: WorkspaceOption = None) -> None:
     """Serve the Label Studio ML backend (/health, /setup, /predict, /webhook, /versions)."""
     import uvicorn
@@ -209,7 +212,10 @@ def serve_backend(host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
 
     _set_threads(threads)
     catalog = _open_catalog(workspace)
-    app = create_app(catalog, settings=BackendSettings(debounce_s=debounce, auth=_backend_auth(auth)))
+    if train_config is not None and not train_config.exists():
+        fail(f"training config not found: {train_config}")
+    app = create_app(catalog, settings=BackendSettings(debounce_s=debounce, auth=_backend_auth(auth),
+                                                       train_config=str(train_config) if train_config else None))
     console.print(f"radloop ML backend on http://{host}:{port} (model {app.state.holder.get().model_version})")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

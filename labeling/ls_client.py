@@ -91,7 +91,8 @@ class LabelStudioClient:
         self.retries = retries
         self.backoff = backoff
         self._sleep = sleep
-        self._sdk = LabelStudio(base_url=self.url, api_key=token, timeout=timeout)
+        # retries are ours (below): the SDK would also retry a lost POST response, duplicating imported tasks
+        self._sdk = LabelStudio(base_url=self.url, api_key=token, timeout=timeout, max_retries=0)
 
     def __repr__(self) -> str:
         return f"LabelStudioClient(url={self.url!r})"

@@ -88,6 +88,16 @@ def test_init_is_idempotent(env):
         '<Choice value="normal" hint="normal"/>', ""))
     assert init_project(client, catalog.workspace, title="radloop it",
                         document_root=str(server.document_root))["config_updated"]
+    from typer.testing import CliRunner
+
+    from radloop.app.cli import build_app
+
+    cli = CliRunner().invoke(build_app(), [
+        "ls", "init", "--url", server.url, "--project", "radloop it", "--document-root", str(server.document_root),
+        "--workspace", str(catalog.workspace.root), "--json"], env={"LABEL_STUDIO_API_KEY": server.token})
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.stdout)["project_id"] == first["project_id"] and not json.loads(cli.stdout)["created"]
+    assert server.token not in cli.output
     binding_text = (catalog.workspace.root / "labelstudio" / "project.json").read_text()
     assert server.token not in binding_text
 
