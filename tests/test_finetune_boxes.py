@@ -53,3 +53,20 @@ def test_degenerate_boxes_are_dropped_or_clipped_with_reasons():
                                     context="I-1")
     assert kept == [Box("fracture", 1, 2, 3, 4)]
     assert messages == ["I-1: fracture box dropped: zero or negative area (w=-1, h=3)"]
+
+
+def test_predicted_boxes_survive_the_label_studio_adapter_exactly():
+    """A detector box -> Label Studio prediction JSON -> submitted annotation -> the same pixel box."""
+    ls_adapter = pytest.importorskip("radloop.labeling.ls_adapter")
+    from radloop.labeling.ls_config import build_label_config, parse_label_config
+
+    config = parse_label_config(build_label_config())
+    geometry = ls_adapter.ImageGeometry(width=3000, height=2500, render_width=2048, render_height=1707)
+    boxes = (Box("fracture", 1234.567, 89.125, 456.789, 1000.001, score=0.9),
+             Box("fracture", 0.0, 0.0, 3000.0, 2500.0, score=0.4))
+    record = ls_adapter.PredictionRecord(model_version="det-1", choices={"fracture": 0.9}, boxes=boxes)
+    predicted = ls_adapter.prediction_to_ls(record, geometry, config)
+    annotation = {"id": 7, "task": 3, "created_at": "2026-11-26T00:00:00Z", "result": predicted["result"]}
+    parsed = ls_adapter.parse_annotation(annotation, config, geometry)
+    assert not parsed.problems
+    assert [(b.x, b.y, b.w, b.h) for b in parsed.boxes] == [(b.x, b.y, b.w, b.h) for b in boxes]

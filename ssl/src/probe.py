@@ -200,8 +200,11 @@ class LinearProbe:
         self._check_fitted()
         target = Path(folder)
         target.mkdir(parents=True, exist_ok=True)
-        save_file({"mean": self.mean_, "scale": self.scale_, "coef": self.coef_, "intercept": self.intercept_, "calibration": self.calibration_,
-                   "region_coef": self.region_coef_, "region_intercept": self.region_intercept_},
+        arrays = {"mean": self.mean_, "scale": self.scale_, "coef": self.coef_, "intercept": self.intercept_,
+                  "calibration": self.calibration_, "region_coef": self.region_coef_,
+                  "region_intercept": self.region_intercept_}
+        # safetensors writes the raw buffer: Fortran-ordered arrays (scikit-learn's coef_) must be made C-ordered
+        save_file({name: np.ascontiguousarray(array, dtype=np.float32) for name, array in arrays.items()},
                   str(target / PROBE_WEIGHTS))
         meta = {"findings": self.findings_, "regions": self.regions_, "skipped": self.skipped_,
                 "params": {"C": self.C, "class_weight": self.class_weight,
