@@ -173,3 +173,18 @@ def test_page_renders_in_chromium(server, browser, page):
         target = Path(os.environ["RADLOOP_SCREENSHOTS"])
         target.mkdir(parents=True, exist_ok=True)
         shutil.copy(screenshot, target / screenshot.name)
+
+
+def test_sidebar_navigation_switches_pages(server, browser):
+    from selenium.webdriver.common.by import By
+
+    base_url, _ = server
+    browser.get(base_url)
+    _wait_for(browser, '[data-testid="stMetric"]', 5)
+    links = {link.text.strip().splitlines()[-1]: link  # the text starts with the icon's ligature name
+             for link in _wait_for(browser, '[data-testid="stSidebarNav"] a', len(PAGES))}
+    assert list(links) == [title for title, _, _ in PAGES.values()]
+    links["Selection queue"].click()
+    _wait_for(browser, '[data-testid="stImage"] img', 3)
+    assert browser.find_elements(By.CSS_SELECTOR, "h1")[0].text.strip() == "Selection queue"
+    assert browser.current_url.rstrip("/").endswith("/queue")
