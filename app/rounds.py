@@ -306,6 +306,7 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
 def _hand_out(catalog: Catalog, round_id: int, config: RoundConfig, progress: Progress) -> RoundReport:
     """Push the batch to Label Studio, or write the import file when there is no server (idempotent)."""
     from radloop.labeling import ls_sync
+    from radloop.labeling.ls_tasks import export_tasks_json
 
     progress("handing the batch to annotators", 0.8)
     with catalog.session() as session:
@@ -314,12 +315,11 @@ def _hand_out(catalog: Catalog, round_id: int, config: RoundConfig, progress: Pr
     folder = catalog.workspace.rounds_dir / f"round-{number:03d}"
     folder.mkdir(parents=True, exist_ok=True)
     tasks_file = folder / "label_studio_tasks.json"
-    ls_sync.export_tasks_json(catalog, round_id, tasks_file)
+    export_tasks_json(catalog, round_id, tasks_file)
     meta: dict[str, Any] = {"tasks_file": catalog.workspace.relative(tasks_file)}
     if config.label_studio_url and not config.simulate:
         client = ls_sync.client_from_env(config.label_studio_url)
-        project = ls_sync.ensure_project(client, config.label_studio_project)
-        pushed = ls_sync.push_round(catalog, client, round_id, project=project)
+        pushed = dict(ls_sync.push_round(catalog, client, round_id, project=config.label_studio_project))
         meta["label_studio"] = {"url": config.label_studio_url, "project": config.label_studio_project,
                                 "pushed": pushed}
     row = _set(catalog, round_id, state="pushed", meta=meta)
@@ -428,7 +428,7 @@ def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate
                                  "import it into Label Studio and pass the server with --set label_studio_url=..., "
                                  "or finish with --simulate")
             client = ls_sync.client_from_env(url)
-            answered = ls_sync.pull_round(catalog, client, row.id).annotations_added
+            answered = int(ls_sync.pull_round(catalog, client, row.id, project=config.label_studio_project)["annotations_added"])
         if answered == 0 and not config.simulate:
             raise RoundError(f"round {row.number}: no annotations yet in Label Studio; label the tasks, then rerun")
         row = _set(catalog, row.id, state="answered", labels_spent=int(answered))
