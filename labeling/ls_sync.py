@@ -37,10 +37,11 @@ from radloop.labeling.ls_client import (
     AuthenticationError, LabelStudioClient, LabelStudioError, ProjectNotFoundError, iter_chunks,
 )
 from radloop.labeling.ls_config import parse_label_config
-from radloop.labeling.ls_project import ProjectBinding, image_url, load_binding
-from radloop.labeling.ls_tasks import build_task_payloads, load_current_predictor
+from radloop.labeling.ls_project import DEFAULT_PROJECT_TITLE, ProjectBinding, image_url, init_project, load_binding
+from radloop.labeling.ls_tasks import build_task_payloads, export_tasks_json, load_current_predictor
 
-__all__ = ["PushIncompleteError", "SOURCE", "CONSENSUS_SOURCE", "consensus", "pull_round", "push_round"]
+__all__ = ["CONSENSUS_SOURCE", "PushIncompleteError", "SOURCE", "SyncSummary", "client_from_env", "consensus",
+           "ensure_project", "export_tasks_json", "pull_round", "push_round"]
 
 logger = logging.getLogger(__name__)
 SOURCE = "labelstudio"
@@ -55,6 +56,57 @@ class PushIncompleteError(LabelStudioError):
     def __init__(self, message: str, summary: dict) -> None:
         super().__init__(message)
         self.summary = summary
+
+
+class SyncSummary(dict):
+    """A push/pull summary: a JSON-ready dict whose keys also read as attributes (``summary.imported``)."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def client_from_env(url: str, token: str | None = None) -> LabelStudioClient:
+    """A client for ``url`` with ``token`` or the token from ``LABEL_STUDIO_API_KEY`` / ``RADLOOP_LS_TOKEN``.
+
+    Raises:
+        AuthenticationError: no token given nor in the environment.
+    """
+    from radloop.labeling.ls_client import token_from_env
+
+    return LabelStudioClient(url, token or token_from_env() or "")
+
+
+def ensure_project(client: LabelStudioClient, title: str | None = None, *, catalog: Catalog | None = None,
+                   **options) -> str:
+    """Check the server and token; with ``catalog``, also create/update the project and bind the workspace.
+
+    Returns the project title, which :func:`push_round` accepts as ``project`` (it binds the workspace to it
+    idempotently when needed).  ``options`` go to :func:`radloop.labeling.ls_project.init_project`.
+    """
+    title = title or DEFAULT_PROJECT_TITLE
+    if catalog is not None:
+        init_project(client, catalog.workspace, title=title, **options)
+    else:
+        client.whoami()
+    return title
+
+
+def _resolve_binding(catalog: Catalog, client: LabelStudioClient, binding: ProjectBinding | None,
+                     project: str | None) -> ProjectBinding:
+    if binding is not None:
+        return binding
+    if project is not None:
+        try:
+            current = load_binding(catalog.workspace)
+            if current.title == project and current.url == client.url:
+                return current
+        except FileNotFoundError:
+            pass
+        init_project(client, catalog.workspace, title=project)
+    return load_binding(catalog.workspace)
 
 
 def _ls_meta(selection: Selection) -> dict:
@@ -98,15 +150,21 @@ def _existing_keys(client: LabelStudioClient, binding: ProjectBinding, round_id:
 
 
 def push_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, binding: ProjectBinding | None = None,
-               chunk_size: int = 50, recreate_deleted: bool = False, with_model: bool = True,
-               predictor=None, progress=None) -> dict:
+               project: str | None = None, chunk_size: int = 50, recreate_deleted: bool = False,
+               with_model: bool = True, predictor=None, progress=None) -> SyncSummary:
     """Import the round's selected batch as tasks with pre-annotations (idempotent); returns a summary.
+
+    Args:
+        binding: the project to push to (default: the workspace's, from ``radloop ls init``).
+        project: a project title instead: the workspace is bound to it (created if needed) first.
+        predictor: image model for pre-annotations (default: the registry's current one, if ``with_model``).
+        progress: called with the number of tasks imported after each chunk.
 
     Raises:
         LookupError: no such round.  ProjectNotFoundError / AuthenticationError: see the message.
         PushIncompleteError: the server failed part-way (what was imported is recorded; re-run to finish).
     """
-    binding = binding or load_binding(catalog.workspace)
+    binding = _resolve_binding(catalog, client, binding, project)
     with catalog.session() as session:
         if session.get(Round, round_id) is None:
             raise LookupError(f"no round with id {round_id}")
@@ -127,10 +185,10 @@ def push_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
                 if not recreate_deleted:
                     continue
             to_push.append(selection.id)
-    summary = {"round_id": round_id, "project_id": binding.project_id, "selected": len(selections),
+    summary = SyncSummary({"round_id": round_id, "project_id": binding.project_id, "selected": len(selections),
                "already_in_label_studio": len(existing), "recorded_from_label_studio": already,
                "deleted_in_label_studio": len(deleted), "imported": 0, "predictions": 0,
-               "model_version": None}
+               "model_version": None})
     if not to_push:
         return summary
     predictor = predictor if predictor is not None else (load_current_predictor(catalog) if with_model else None)
@@ -256,7 +314,7 @@ def _store_task(session, task: LSTask, round_id: int, project_id: int, annotator
 
 
 def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, binding: ProjectBinding | None = None,
-               full: bool = False) -> dict:
+               project: str | None = None, full: bool = False) -> SyncSummary:
     """Fetch new/changed annotations of the round's tasks into the catalog (append-only); returns a summary.
 
     Args:
@@ -264,8 +322,10 @@ def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
 
     Raises:
         LookupError: no such round.  ProjectNotFoundError / AuthenticationError / ServerUnavailableError.
+
+    The summary's ``annotations_added`` counts new non-skipped annotation versions (labels spent).
     """
-    binding = binding or load_binding(catalog.workspace)
+    binding = _resolve_binding(catalog, client, binding, project)
     with catalog.session() as session:
         round_row = session.get(Round, round_id)
         if round_row is None:
@@ -322,8 +382,10 @@ def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
         meta = dict(round_row.meta or {})
         meta["ls_pull"] = {"project_id": binding.project_id, "cursor": newest_update, "pulled_at": _now()}
         round_row.meta = meta
-    return {"round_id": round_id, "project_id": binding.project_id, "incremental": cursor is not None,
-            "tasks_read": counts["tasks"], "new_versions": counts["versions"], "choices": counts["choices"],
-            "boxes": counts["boxes"], "skipped": counts["skipped"], "quarantined": counts["quarantined"],
-            "consensus_rows": counts["consensus"], "disagreements": counts["disagreements"],
-            "deleted_tasks": sorted(missing)}
+    return SyncSummary({
+        "round_id": round_id, "project_id": binding.project_id, "incremental": cursor is not None,
+        "annotations_added": counts["versions"] - counts["skipped"],
+        "tasks_read": counts["tasks"], "new_versions": counts["versions"], "choices": counts["choices"],
+        "boxes": counts["boxes"], "skipped": counts["skipped"], "quarantined": counts["quarantined"],
+        "consensus_rows": counts["consensus"], "disagreements": counts["disagreements"],
+        "deleted_tasks": sorted(missing)})

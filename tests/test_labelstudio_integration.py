@@ -141,8 +141,18 @@ def test_push_imports_deidentified_tasks_with_predictions(env):
     with PILImage.open(catalog.workspace.root / "labelstudio" / "media" / f"{env['image_ids'][0]}.png") as staged:
         assert not (set(staged.info) - {"dpi", "gamma"})
     # re-running never duplicates
-    again = push_round(catalog, client, env["round_id"], with_model=False)
-    assert again["imported"] == 0 and again["already_in_label_studio"] == 4
+    import os
+
+    from radloop.labeling.ls_sync import client_from_env, ensure_project
+
+    os.environ["RADLOOP_LS_TOKEN"] = server.token
+    try:
+        by_title = client_from_env(server.url)
+    finally:
+        del os.environ["RADLOOP_LS_TOKEN"]
+    title = ensure_project(by_title, "radloop it")
+    again = push_round(catalog, by_title, env["round_id"], project=title, with_model=False)
+    assert again.imported == 0 and again["already_in_label_studio"] == 4
     assert len(_round_tasks(env)) == 4
 
 
@@ -176,6 +186,7 @@ def test_annotate_then_pull_incrementally_append_only(env):
     summary = pull_round(catalog, client, env["round_id"])
     assert summary["tasks_read"] == 4 and summary["new_versions"] == 5 and summary["skipped"] == 1
     assert summary["boxes"] == 1 and summary["quarantined"] == 2 and summary["disagreements"] == 1
+    assert summary.annotations_added == 4  # attribute access for the round state machine
     with catalog.session() as session:
         box = session.scalars(select(Annotation).where(Annotation.kind == "box")).one()
         assert (box.x, box.y, box.w, box.h) == (100.5, 200.25, 300.0, 150.75)  # original pixels, exactly
