@@ -1,0 +1,127 @@
+"""End to end on a real-image workspace: train (probe) -> registry -> predictor -> evaluate, via the CLI too."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from finetune_workspace import fill_fracture_catalog
+from radloop.core.registry import get_model, list_models, register_model
+from radloop.core.schema import Annotation, Image
+from radloop.ssl.encoders import random_encoder, save_encoder
+from radloop.ssl.finetune_config import TrainConfig
+from radloop.ssl.finetune_data import DataError, build_labeled_set
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "finetune"
+
+
+@pytest.fixture
+def filled(catalog, tmp_path):
+    """24 real radiographs (train/test alternate by study) and a registered current encoder."""
+    fill_fracture_catalog(catalog, 24, seed=2, render_size=160)
+    bundle = random_encoder("test_resnet", 64)
+    folder = tmp_path / "encoder"
+    saved = save_encoder(bundle.model.backbone, folder, timm_name="test_resnet", image_size=64, method="random")
+    register_model(catalog, saved.version, kind="encoder", task="encoder", path=folder, make_current=True)
+    return catalog
+
+
+def _probe_config(**data) -> TrainConfig:
+    return TrainConfig.model_validate({"name": "probe-test", "head": "probe", "data": data,
+                                       "trainer": {"num_threads": 1}})
+
+
+def test_probe_job_registers_lineage_and_never_trains_on_held_out_images(filled):
+    from radloop.ssl.finetune_evaluate import evaluate_model
+    from radloop.ssl.finetune_jobs import run_training
+    from radloop.ssl.predict import ProbePredictor, load_predictor
+
+    result = run_training(filled, _probe_config(), progress=False)
+    record = get_model(filled, result.version)
+    encoder = filled.current_model("encoder").version
+    assert record.kind == "probe" and record.task == "findings" and record.is_current
+    assert record.parent_version == encoder and record.config["data"]["eval_split"] == "test"
+    train_ids = set(build_labeled_set(filled, ["fracture"], splits=["train"]).annotation_ids)
+    assert record.annotation_ids and set(record.annotation_ids) == train_ids
+    test_ids = set(build_labeled_set(filled, ["fracture"], splits=["test"]).annotation_ids)
+    assert test_ids and not test_ids & set(record.annotation_ids)
+    for key in ("auroc.fracture", "ap.fracture", "ece", "region_balanced_accuracy"):
+        assert key in record.metrics
+
+    predictor = load_predictor(filled, "findings")
+    assert isinstance(predictor, ProbePredictor) and predictor.model_version == result.version
+    held_out = build_labeled_set(filled, ["fracture"], splits=["test"], require_labels=False)
+    predictions = predictor.predict(held_out.paths[:3])
+    assert [p.model_version for p in predictions] == [result.version] * 3
+    from radloop.ssl.encoder_adapter import embed_images
+
+    vectors = embed_images(predictor.encoder, held_out.paths[:3])
+    np.testing.assert_allclose(predictor.predict_proba_embeddings(vectors)[:, 0],
+                               [p.choices["fracture"] for p in predictions], atol=1e-5)
+    evaluated = evaluate_model(filled, result.version)
+    assert evaluated["auroc.fracture"] == pytest.approx(record.metrics["auroc.fracture"], abs=1e-6)
+    with pytest.raises(DataError, match="used to train"):
+        evaluate_model(filled, result.version, split="train")
+
+
+def test_bad_input_is_explained(filled):
+    from radloop.ssl.finetune_jobs import run_training
+
+    with pytest.raises(DataError, match="no images in split"):
+        run_training(filled, _probe_config(train_splits=["val"], eval_split="test"), progress=False)
+    with pytest.raises(ValueError, match="eval_split 'train' is also a training split"):
+        _probe_config(eval_split="train")
+    with pytest.raises(ValueError, match="unknown finding"):
+        _probe_config(findings=["fractures"])
+    with pytest.raises(ValueError, match="one class only"):
+        finetune = TrainConfig.model_validate({"name": "x", "head": "finetune", "data": {"findings": ["foreign_body"]}})
+        with filled.session() as session:
+            image = session.query(Image).first()
+            session.add(Annotation(image_id=image.id, source="test", kind="choice", label="foreign_body",
+                                   meta={"value": 1}))
+        run_training(filled, finetune, progress=False)
+
+
+def test_images_without_labels_are_refused(catalog):
+    fill_fracture_catalog(catalog, 4, seed=3, render_size=64, splits=("train",))
+    with catalog.session() as session:
+        for image in session.query(Image):
+            image.meta = {}
+            image.body_region = None
+        session.query(Annotation).delete()
+    with pytest.raises(DataError, match="none of the 4 images in split\\(s\\) train has a label"):
+        build_labeled_set(catalog, ["fracture"], splits=["train"])
+
+
+def test_cli_train_evaluate_models(filled):
+    from radloop.app.cli import build_app
+
+    app, runner = build_app(), CliRunner()
+    workspace = str(filled.workspace.root)
+    versions = []
+    for C in (0.1, 1.0):
+        result = runner.invoke(app, ["train", "--config", str(CONFIGS / "probe_cpu.yaml"), "--set", f"probe.C={C}",
+                                     "--set", "trainer.num_threads=1", "--workspace", workspace, "--json"])
+        assert result.exit_code == 0, result.output
+        versions.append(json.loads(result.stdout)["version"])
+    result = runner.invoke(app, ["evaluate", "--model", versions[0], "--workspace", workspace, "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert {"auroc.fracture", "ap.fracture", "ece"} <= set(metrics) and metrics["source"] == "split:test"
+    listed = json.loads(runner.invoke(app, ["models", "list", "--task", "findings", "--workspace", workspace,
+                                            "--json"]).stdout)["models"]
+    assert [m["version"] for m in listed if m["is_current"]] == [versions[1]]
+    result = runner.invoke(app, ["models", "rollback", "findings", "--workspace", workspace, "--json"])
+    assert json.loads(result.stdout)["version"] == versions[0] and filled.current_model("findings").version == versions[0]
+    result = runner.invoke(app, ["models", "set-current", versions[1], "--workspace", workspace, "--json"])
+    assert result.exit_code == 0 and filled.current_model("findings").version == versions[1]
+    result = runner.invoke(app, ["models", "set-current", "nope", "--workspace", workspace])
+    assert result.exit_code == 2 and "no model version 'nope'" in result.output
+    result = runner.invoke(app, ["train", "--config", str(CONFIGS / "probe_cpu.yaml"), "--set", "probe.Cx=1",
+                                 "--workspace", workspace])
+    assert result.exit_code == 2 and "unknown key 'probe.Cx'" in result.output
+    assert len(list_models(filled, task="findings")) == 2
