@@ -7,6 +7,8 @@ Public API:
 """
 
 from radloop.retrieval.base import SelectionStrategy, validate_selection_input
+from radloop.retrieval.index import IndexConfig, IndexManager, SearchResult, choose_factory, index_folder
+from radloop.retrieval.search import CaseNeighbour, load_index, parse_filters, search_cases
 from radloop.retrieval.diversity import ClusterMarginSelection, KCenterSelection, TypiClustSelection
 from radloop.retrieval.kcenter import kcenter_greedy, kcenter_greedy_reference
 from radloop.retrieval.strategies import STRATEGIES, StratifiedSelection, get_strategy
@@ -19,4 +21,6 @@ __all__ = [
     "RandomSelection", "LeastConfidenceSelection", "MarginSelection", "EntropySelection",
     "KCenterSelection", "TypiClustSelection", "ClusterMarginSelection", "ReportDisagreementSelection",
     "StratifiedSelection", "kcenter_greedy", "kcenter_greedy_reference",
+    "IndexManager", "IndexConfig", "SearchResult", "choose_factory", "index_folder",
+    "search_cases", "CaseNeighbour", "load_index", "parse_filters",
 ]

@@ -1,0 +1,298 @@
+"""`radloop search`, `radloop index build|info`, `radloop bench active-learning|retrieval|selection`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from radloop.app.options import JsonOption, OverrideOption, WorkspaceOption, console, emit, fail
+
+index_app = typer.Typer(no_args_is_help=True, help="Case-search indexes (FAISS): build, inspect.")
+
+
+def register(groups) -> None:
+    """Attach the retrieval and active-learning commands to the CLI groups."""
+    groups.root.command("search")(search_command)
+    groups.root.add_typer(index_app, name="index")
+    groups.bench.command("active-learning")(bench_active_learning_command)
+    groups.bench.command("retrieval")(bench_retrieval_command)
+    groups.bench.command("selection")(bench_selection_command)
+
+
+def _say(message: str) -> None:
+    console.print(f"[dim]{message}[/dim]")
+
+
+def _open_catalog(workspace):
+    from radloop.core.catalog import Catalog
+    from radloop.core.workspace import resolve_workspace
+
+    try:
+        return Catalog.open(resolve_workspace(workspace), create=False)
+    except FileNotFoundError as error:
+        fail(str(error))
+
+
+def _index_config(config: Optional[Path], overrides):
+    from radloop.core.config import ConfigError, load_config
+    from radloop.retrieval.index import IndexConfig
+
+    try:
+        return load_config(config, IndexConfig, overrides)
+    except ConfigError as error:
+        fail(str(error))
+
+
+def search_command(
+    image: Annotated[Optional[Path], typer.Option("--image", help="Query image file (PNG/JPEG/DICOM).")] = None,
+    case: Annotated[Optional[str], typer.Option("--case", help="Query catalog image id (I-...) or study id (S-...).")] = None,
+    k: Annotated[int, typer.Option("--k", min=1, help="Number of neighbours.")] = 10,
+    filters: Annotated[Optional[list[str]], typer.Option(
+        "--filter", help="key=value, repeatable (same key: any of; keys: body_region, finding, split, dataset, "
+                         "modality, view, laterality).")] = None,
+    encoder: Annotated[Optional[str], typer.Option("--encoder", help="Encoder version (default: the current one).")] = None,
+    workspace: WorkspaceOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Find the catalog cases most similar to an image or a case."""
+    if (image is None) == (case is None):
+        fail("give exactly one of --image FILE or --case ID")
+    from radloop.retrieval.search import parse_filters, search_cases
+
+    try:
+        parsed = parse_filters(filters)
+    except ValueError as error:
+        fail(str(error))
+    catalog = _open_catalog(workspace)
+    try:
+        hits = search_cases(catalog, image=image, case_id=case, k=k, filters=parsed, encoder=encoder)
+    except (ValueError, LookupError, FileNotFoundError) as error:
+        fail(str(error))
+    result = {"query": str(image) if image else case, "k": k, "filters": parsed,
+              "neighbours": [hit.to_dict() for hit in hits]}
+    if json_output:
+        emit(result, True)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(hits)} neighbours of {result['query']}")
+    for column in ("rank", "image", "distance", "region", "labels", "report"):
+        table.add_column(column)
+    for hit in hits:
+        labels = ", ".join(f"{key}={value}" for key, value in hit.labels.items())
+        table.add_row(str(hit.rank), hit.image_id, f"{hit.distance:.4f}", hit.body_region or "", labels,
+                      hit.report_excerpt[:80])
+    from rich.console import Console
+
+    Console().print(table)
+
+
+@index_app.command("build")
+def index_build_command(
+    encoder: Annotated[Optional[str], typer.Option("--encoder", help="Encoder version (default: the current one).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Index YAML (configs/retrieval/index.yaml).")] = None,
+    factory: Annotated[Optional[str], typer.Option("--factory", help="FAISS factory string, overrides the choice.")] = None,
+    overrides: OverrideOption = None,
+    workspace: WorkspaceOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """(Re)build the case-search index of an encoder's embeddings and save it in the workspace."""
+    import time
+
+    from radloop.retrieval.index import IndexManager, index_folder
+    from radloop.retrieval.search import resolve_encoder_version
+
+    settings = _index_config(config, (overrides or []) + ([f"factory={factory}"] if factory else []))
+    catalog = _open_catalog(workspace)
+    try:
+        version = resolve_encoder_version(catalog, encoder)
+        start = time.perf_counter()
+        manager = IndexManager.from_catalog(catalog, version, settings)
+        folder = manager.save(index_folder(catalog.workspace, version))
+    except (ValueError, LookupError) as error:
+        fail(str(error))
+    emit({"model_version": version, "count": len(manager), "factory": manager.factory, "path": str(folder),
+          "rerank": manager.config.rerank, "build_s": round(time.perf_counter() - start, 2),
+          "memory_mb": round(manager.memory_bytes() / 2**20, 2)}, json_output, title="index build")
+
+
+@index_app.command("info")
+def index_info_command(
+    encoder: Annotated[Optional[str], typer.Option("--encoder", help="Encoder version (default: the current one).")] = None,
+    workspace: WorkspaceOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show the saved index of an encoder (manifest)."""
+    from radloop.retrieval.index import MANIFEST, index_folder
+    from radloop.retrieval.search import resolve_encoder_version
+
+    catalog = _open_catalog(workspace)
+    try:
+        version = resolve_encoder_version(catalog, encoder)
+    except LookupError as error:
+        fail(str(error))
+    manifest = index_folder(catalog.workspace, version) / MANIFEST
+    if not manifest.is_file():
+        fail(f"no index for {version}: run `radloop index build --encoder {version}`")
+    emit(json.loads(manifest.read_text()), json_output, title="index")
+
+
+def _load_npz(path: Path):
+    import numpy as np
+
+    if not path.is_file():
+        fail(f"--embeddings {path} does not exist")
+    data = np.load(path, allow_pickle=False)
+    missing = [key for key in ("vectors",) if key not in data]
+    if missing:
+        fail(f"{path} has no {missing[0]!r} array (expected ids, vectors, file_names)")
+    names = data["file_names"] if "file_names" in data else data["ids"] if "ids" in data else None
+    return (None if names is None else [str(name) for name in names]), data["vectors"]
+
+
+def bench_active_learning_command(
+    train_coco: Annotated[Path, typer.Option("--train-coco", help="COCO file of the pool images.")],
+    train_images: Annotated[Path, typer.Option("--train-images", help="Folder of the pool images.")],
+    eval_coco: Annotated[Optional[Path], typer.Option("--eval-coco", help="COCO file of held-out images.")] = None,
+    eval_images: Annotated[Optional[Path], typer.Option("--eval-images", help="Folder of held-out images.")] = None,
+    eval_fraction: Annotated[float, typer.Option(
+        "--eval-fraction", help="Without --eval-coco: hold out this fraction of the train images (seeded).")] = 0.25,
+    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated: region, fracture.")] = "region,fracture",
+    strategies: Annotated[str, typer.Option("--strategies", help="Comma-separated registry names.")] = (
+        "random,least_confidence,margin,entropy,kcenter,typiclust,cluster_margin"),
+    budget: Annotated[int, typer.Option("--budget", min=1)] = 500,
+    step: Annotated[int, typer.Option("--step", min=1)] = 50,
+    seeds: Annotated[int, typer.Option("--seeds", min=1)] = 3,
+    embeddings: Annotated[Optional[Path], typer.Option(
+        "--embeddings", help="NPZ with vectors and file_names (or ids) of every image.")] = None,
+    encoder: Annotated[Optional[Path], typer.Option("--encoder", help="Encoder folder: embed the images now.")] = None,
+    regularization: Annotated[float, typer.Option("--C", help="Inverse L2 strength of the probe.")] = 0.1,
+    split_seed: Annotated[int, typer.Option("--split-seed")] = 0,
+    out: Annotated[Path, typer.Option("--out", help="Results JSON (a PNG plot is written next to it).")] = Path(
+        "al_results.json"),
+    json_output: JsonOption = False,
+) -> None:
+    """Simulated active learning on a COCO detection set: learning curves and label savings per strategy."""
+    from radloop.retrieval import al_bench, al_tasks
+
+    if (embeddings is None) == (encoder is None):
+        fail("give exactly one of --embeddings NPZ or --encoder FOLDER")
+    for path in (train_coco, train_images) + tuple(p for p in (eval_coco, eval_images) if p is not None):
+        if not path.exists():
+            fail(f"{path} does not exist")
+    if (eval_coco is None) != (eval_images is None):
+        fail("--eval-coco and --eval-images go together")
+    try:
+        pool = al_tasks.load_coco_targets(train_coco)
+        if eval_coco is None:
+            pool, evaluation, _ = al_tasks.split_by_image(pool, eval_fraction, split_seed)
+            eval_images = train_images
+        else:
+            evaluation = al_tasks.load_coco_targets(eval_coco)
+        if embeddings is not None:
+            names, vectors = _load_npz(embeddings)
+            if names is None:
+                fail(f"{embeddings} needs a file_names (or ids) array")
+            source = str(embeddings)
+        else:
+            from radloop.ssl import embed_images, load_encoder
+
+            bundle = load_encoder(encoder)
+            names = pool.file_names + evaluation.file_names
+            folders = [train_images] * len(pool.file_names) + [eval_images] * len(evaluation.file_names)
+            _say(f"embedding {len(names)} images with {bundle.version}")
+            vectors = embed_images(bundle, [str(folder / name) for folder, name in zip(folders, names)])
+            source = bundle.version
+        pool_x = al_tasks.features_for(pool, names, vectors, source)
+        eval_x = al_tasks.features_for(evaluation, names, vectors, source)
+        built = [al_tasks.build_task(name.strip(), pool, pool_x, evaluation, eval_x)
+                 for name in tasks.split(",") if name.strip()]
+        result = al_bench.run_benchmark(built, [name.strip() for name in strategies.split(",") if name.strip()],
+                                        budget=budget, step=step, seeds=seeds, regularization=regularization,
+                                        progress=_say)
+    except (ValueError, LookupError) as error:
+        fail(str(error))
+    result["embeddings"] = source
+    result["eval"] = str(eval_coco) if eval_coco else f"{eval_fraction:.0%} of {train_coco.name} (seed {split_seed})"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    plot = al_bench.plot_curves(result, out.with_suffix(".png"))
+    summary = {"out": str(out), "plot": str(plot), "tasks": {}}
+    for name, entry in result["tasks"].items():
+        summary["tasks"][name] = {"metric": entry["metric"], "random_final": entry.get("random_final"),
+                                  "label_savings": entry.get("label_savings"),
+                                  "labels_to_reach_random": entry.get("labels_to_reach_random")}
+        for strategy, saving in (entry.get("label_savings") or {}).items():
+            needed = entry["labels_to_reach_random"][strategy]
+            console.print(f"{name:9s} {strategy:18s} label savings {saving:5.2f}x "
+                          f"({needed if needed is not None else '>' + str(budget)} labels to reach random's "
+                          f"{entry['metric']} {entry['random_final']:.3f} at {budget})")
+    emit(summary, json_output, title="active-learning benchmark")
+
+
+def bench_retrieval_command(
+    n: Annotated[int, typer.Option("--n", min=1000, help="Number of database vectors.")] = 1_000_000,
+    dim: Annotated[int, typer.Option("--dim", min=2)] = 384,
+    queries: Annotated[int, typer.Option("--queries", min=10, help="Held-out query vectors.")] = 1000,
+    embeddings: Annotated[Optional[Path], typer.Option(
+        "--embeddings", help="NPZ with real vectors instead of synthetic ones (queries held out from it).")] = None,
+    factory: Annotated[Optional[str], typer.Option("--factory", help="Override radloop's index choice.")] = None,
+    overrides: OverrideOption = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    json_output: JsonOption = False,
+) -> None:
+    """Index build time, memory, recall@10 vs exact search and queries/s (batched and single)."""
+    import numpy as np
+
+    from radloop.retrieval.scale_bench import bench_retrieval, clustered_vectors
+
+    settings = _index_config(None, (overrides or []) + ([f"factory={factory}"] if factory else []))
+    if embeddings is not None:
+        _, vectors = _load_npz(embeddings)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if len(vectors) <= queries:
+            fail(f"{embeddings} holds {len(vectors)} vectors: need more than --queries {queries}")
+        order = np.random.default_rng(seed).permutation(len(vectors))
+        database, held_out = vectors[order[queries:]], vectors[order[:queries]]
+        data = str(embeddings)
+    else:
+        _say(f"generating {n + queries:,} clustered unit vectors of dimension {dim} (seed {seed})")
+        everything = clustered_vectors(n + queries, dim, seed=seed)
+        database, held_out = everything[:n], everything[n:]
+        data = f"synthetic clustered (1000 clusters, noise 0.6, seed {seed})"
+    try:
+        result = bench_retrieval(database, held_out, config=settings, progress=_say)
+    except ValueError as error:
+        fail(str(error))
+    result["data"] = data
+    emit(result, json_output, title="retrieval benchmark")
+
+
+def bench_selection_command(
+    n: Annotated[int, typer.Option("--n", min=10, help="Pool size.")] = 1_000_000,
+    dim: Annotated[int, typer.Option("--dim", min=2)] = 384,
+    budget: Annotated[int, typer.Option("--budget", min=1)] = 1000,
+    strategies: Annotated[str, typer.Option("--strategies")] = "kcenter,cluster_margin",
+    labelled: Annotated[int, typer.Option("--labelled", min=0, help="Samples labelled beforehand.")] = 0,
+    reference: Annotated[bool, typer.Option("--reference/--no-reference", help="Time the NumPy k-center too.")] = True,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    json_output: JsonOption = False,
+) -> None:
+    """Time selection strategies at scale against a plain NumPy k-center greedy reference."""
+    from radloop.retrieval.scale_bench import bench_selection, clustered_vectors
+
+    if labelled >= n:
+        fail(f"--labelled {labelled} leaves no pool of --n {n}")
+    _say(f"generating {n:,} clustered unit vectors of dimension {dim} (seed {seed})")
+    vectors = clustered_vectors(n, dim, seed=seed)
+    try:
+        result = bench_selection(vectors, budget, strategies=tuple(s.strip() for s in strategies.split(",") if s),
+                                 labelled=labelled, seed=seed, reference=reference, progress=_say)
+    except ValueError as error:
+        fail(str(error))
+    emit(result, json_output, title="selection benchmark")
+    sys.stdout.flush()

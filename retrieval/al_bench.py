@@ -1,0 +1,189 @@
+"""Label-efficiency benchmark: simulated active learning with a linear probe on frozen embeddings.
+
+For every task, strategy and seed: start from ``step`` labels, retrain a logistic-regression probe on the
+labelled embeddings every round, score the evaluation images, let the strategy pick the next ``step``
+images from the pool, until ``budget``.  Strategies that need a model's probabilities start from the same
+random first batch as ``random`` (same seed); the others (``random``, ``kcenter``, ``typiclust``,
+``cluster_margin``) choose the first batch themselves (cold start).
+
+Label savings of a strategy = random's labels at the budget / the labels the strategy needs to reach
+random's final score (first curve point at or above it).  A strategy that never reaches it gets
+(labels random needs to reach the strategy's final score) / budget, which is below 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from radloop.retrieval.al_tasks import TaskData
+from radloop.retrieval.strategies import STRATEGIES, get_strategy
+
+DEFAULT_STRATEGIES = ("random", "least_confidence", "margin", "entropy", "kcenter", "typiclust", "cluster_margin")
+#: strategies that can pick the first batch without a model.
+COLD_START = ("random", "kcenter", "typiclust", "cluster_margin")
+
+
+class LinearProbe:
+    """Standardised features + logistic regression, tolerant of rounds where a class is still missing.
+
+    Args:
+        n_classes: number of classes C of the task.
+        regularization: inverse regularisation strength ``C`` of the logistic regression.
+    """
+
+    def __init__(self, n_classes: int, regularization: float = 0.1):
+        self.n_classes = n_classes
+        self.regularization = regularization
+
+    def fit(self, features: np.ndarray, targets: np.ndarray, scaler) -> "LinearProbe":
+        from sklearn.linear_model import LogisticRegression
+
+        self.scaler_ = scaler
+        self.classes_ = np.unique(targets)
+        self.model_ = None
+        if len(self.classes_) > 1:
+            self.model_ = LogisticRegression(C=self.regularization, max_iter=2000, class_weight="balanced")
+            self.model_.fit(scaler.transform(features), targets)
+        return self
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """Probabilities (N, C) over all task classes (0 for classes not seen yet)."""
+        probabilities = np.zeros((len(features), self.n_classes))
+        if self.model_ is None:
+            probabilities[:, self.classes_[0]] = 1.0 if self.n_classes > 1 else 1.0
+            return probabilities if self.n_classes > 2 else np.full_like(probabilities, 0.5)
+        probabilities[:, self.model_.classes_] = self.model_.predict_proba(self.scaler_.transform(features))
+        return probabilities
+
+
+def score(metric: str, targets: np.ndarray, probabilities: np.ndarray) -> float:
+    """Balanced accuracy (argmax) or AUROC of the positive class."""
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    if metric == "balanced_accuracy":
+        return float(balanced_accuracy_score(targets, probabilities.argmax(axis=1)))
+    if len(np.unique(targets)) < 2:
+        raise ValueError("AUROC needs both classes in the evaluation set")
+    return float(roc_auc_score(targets, probabilities[:, 1]))
+
+
+def learning_curve(task: TaskData, strategy: str, *, budget: int, step: int, seed: int,
+                   regularization: float = 0.1, strategy_params: dict | None = None) -> tuple[list[int], list[float]]:
+    """(labels, scores) of one strategy and seed on one task."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(task.pool_x)  # unsupervised: fitted on the unlabelled pool
+    labelled = np.zeros(len(task.pool_x), dtype=bool)
+    labels, scores = [], []
+    probe = None
+    for round_index, target in enumerate(range(step, budget + 1, step)):
+        wanted = target - int(labelled.sum())
+        if wanted <= 0 or labelled.all():
+            break
+        round_seed = seed * 100_003 + round_index
+        if probe is None and strategy not in COLD_START:
+            picks = get_strategy("random").select(wanted, embeddings=task.pool_x, labeled_mask=labelled,
+                                                  random_state=round_seed)
+        else:
+            probabilities = probe.predict_proba(task.pool_x) if probe is not None else None
+            picks = get_strategy(strategy, **(strategy_params or {})).select(
+                wanted, embeddings=task.pool_x, labeled_mask=labelled, probabilities=probabilities,
+                random_state=round_seed)
+        labelled[picks] = True
+        probe = LinearProbe(len(task.classes), regularization).fit(task.pool_x[labelled], task.pool_y[labelled],
+                                                                   scaler)
+        labels.append(int(labelled.sum()))
+        scores.append(score(task.metric, task.eval_y, probe.predict_proba(task.eval_x)))
+    return labels, scores
+
+
+def label_savings(curves: dict[str, dict], budget: int) -> tuple[dict[str, float], dict[str, int | None]]:
+    """Savings per strategy relative to ``random`` and the labels each needs to reach random's final score."""
+    if "random" not in curves:
+        raise ValueError("label savings need the 'random' strategy in the run")
+    random_labels, random_mean = curves["random"]["labels"], curves["random"]["mean"]
+    target = random_mean[-1]
+    savings, needed = {}, {}
+    for name, curve in curves.items():
+        reached = [labels for labels, mean in zip(curve["labels"], curve["mean"]) if mean >= target - 1e-12]
+        if name == "random":
+            needed[name], savings[name] = random_labels[-1], 1.0
+        elif reached:
+            needed[name] = reached[0]
+            savings[name] = round(random_labels[-1] / reached[0], 3)
+        else:
+            needed[name] = None
+            final = curve["mean"][-1]
+            random_reach = next(labels for labels, mean in zip(random_labels, random_mean) if mean >= final)
+            savings[name] = round(random_reach / random_labels[-1], 3)
+    return savings, needed
+
+
+def run_benchmark(tasks: list[TaskData], strategies: list[str], *, budget: int, step: int, seeds: int,
+                  regularization: float = 0.1,
+                  progress: Callable[[str], None] | None = None) -> dict:
+    """Learning curves (mean, std over seeds) and label savings for every task and strategy.
+
+    Raises:
+        ValueError: unknown strategy, a strategy this benchmark cannot feed, bad budget/step.
+    """
+    if step < 1 or budget < step:
+        raise ValueError(f"need 1 <= step <= budget, got step={step}, budget={budget}")
+    for name in strategies:
+        if name not in STRATEGIES:
+            raise ValueError(f"unknown selection strategy {name!r}; valid: {', '.join(sorted(STRATEGIES))}")
+        needs = set(STRATEGIES[name].needs) - {"embeddings", "probabilities"}
+        if needs:
+            raise ValueError(f"strategy {name!r} needs {', '.join(sorted(needs))}, which this COCO benchmark "
+                             "does not have (no reports, no strata)")
+    say = progress or (lambda _message: None)
+    result: dict = {"budget": budget, "step": step, "seeds": seeds, "tasks": {}}
+    for task in tasks:
+        curves: dict[str, dict] = {}
+        for name in strategies:
+            runs = []
+            for seed in range(seeds):
+                labels, scores = learning_curve(task, name, budget=budget, step=step, seed=seed,
+                                                regularization=regularization)
+                runs.append(scores)
+                say(f"{task.name} {name} seed {seed}: {task.metric} {scores[-1]:.3f} at {labels[-1]} labels")
+            matrix = np.asarray(runs)
+            curves[name] = {"labels": labels, "mean": np.round(matrix.mean(axis=0), 4).tolist(),
+                            "std": np.round(matrix.std(axis=0), 4).tolist(), "runs": np.round(matrix, 4).tolist()}
+        entry = {"metric": task.metric, "classes": task.classes, "n_pool": len(task.pool_y),
+                 "n_eval": len(task.eval_y), "strategies": curves}
+        if "random" in curves:
+            entry["label_savings"], entry["labels_to_reach_random"] = label_savings(curves, budget)
+            entry["random_final"] = curves["random"]["mean"][-1]
+        result["tasks"][task.name] = entry
+    return result
+
+
+def plot_curves(result: dict, path: str | Path) -> Path:
+    """PNG of every task's learning curves (mean line, +-1 std band)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = result["tasks"]
+    figure, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
+    for axis, (name, entry) in zip(axes[0], tasks.items()):
+        for strategy, curve in entry["strategies"].items():
+            mean, std = np.asarray(curve["mean"]), np.asarray(curve["std"])
+            axis.plot(curve["labels"], mean, marker="o", markersize=3, label=strategy,
+                      linewidth=2.5 if strategy == "random" else 1.5, color="black" if strategy == "random" else None)
+            axis.fill_between(curve["labels"], mean - std, mean + std, alpha=0.12)
+        axis.set_title(f"{name} ({entry['n_pool']} pool / {entry['n_eval']} eval images)")
+        axis.set_xlabel("labelled images")
+        axis.set_ylabel(entry["metric"])
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

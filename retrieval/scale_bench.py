@@ -1,0 +1,131 @@
+"""Scale benchmarks: index build/recall/throughput/memory and selection time on embedding-like vectors.
+
+Uniform random vectors make recall meaningless (every point is about equally far from every other), so
+the synthetic vectors are clustered: ``n_clusters`` Gaussian centres, points = centre + isotropic noise,
+L2-normalised, all from one seed.  Real embeddings can be given instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from radloop.retrieval.index import IndexConfig, IndexManager
+
+
+def clustered_vectors(count: int, dim: int, *, n_clusters: int = 1000, noise: float = 0.6, seed: int = 0,
+                      block: int = 100_000) -> np.ndarray:
+    """Seeded, clustered, L2-normalised float32 vectors (count, dim), generated blockwise."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((n_clusters, dim), dtype=np.float32)
+    vectors = np.empty((count, dim), dtype=np.float32)
+    for start in range(0, count, block):
+        stop = min(count, start + block)
+        rows = vectors[start:stop]
+        rows[:] = rng.standard_normal((stop - start, dim), dtype=np.float32)
+        rows *= noise
+        rows += centers[rng.integers(0, n_clusters, stop - start)]
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    return vectors
+
+
+def _timed(function: Callable, *args, **kwargs):
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def bench_retrieval(vectors: np.ndarray, queries: np.ndarray, *, k: int = 10, config: IndexConfig | None = None,
+                    single_queries: int = 2000, progress: Callable[[str], None] | None = None) -> dict:
+    """Build the index radloop chooses, then measure recall@k against exact search and throughput.
+
+    Args:
+        vectors: (N, D) database vectors.
+        queries: (Q, D) query vectors (not in the database).
+        k: neighbours per query.
+        config: index configuration (automatic choice unless ``factory`` is set).
+        single_queries: queries timed one at a time.
+        progress: called with a short status line per stage.
+    """
+    import faiss
+
+    say = progress or (lambda _message: None)
+    count, dim = vectors.shape
+    ids = [f"v{i}" for i in range(count)]
+    say(f"building the index for {count:,} x {dim}")
+    manager, build_s = _timed(IndexManager.build, vectors, ids, "bench", config)
+    say(f"{manager.factory} built in {build_s:.1f} s; exact search of {len(queries)} queries")
+    exact = faiss.IndexFlatIP(dim) if manager.config.metric == "cosine" else faiss.IndexFlatL2(dim)
+    exact.add(vectors)
+    prepared = manager._prepare(queries)
+    (_, truth), exact_s = _timed(exact.search, prepared, k)
+    del exact
+    say("approximate search, batched")
+    manager.search(queries[:100], k)  # warm-up
+    result, batched_s = _timed(manager.search, queries, k)
+    label_of = {value: label for label, value in enumerate(ids)}
+    found = [[label_of[value] for value in row] for row in result.ids]
+    recall = float(np.mean([len(set(row) & set(expected)) / k for row, expected in zip(found, truth.tolist())]))
+    say("approximate search, one query at a time")
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        singles = queries[:single_queries]
+        start = time.perf_counter()
+        for query in singles:
+            manager.search(query, k)
+        single_s = time.perf_counter() - start
+    finally:
+        faiss.omp_set_num_threads(threads)
+    memory = manager.memory_bytes()
+    return {
+        "n": count, "dim": dim, "factory": manager.factory, "nprobe": getattr(
+            faiss.try_extract_index_ivf(manager.index), "nprobe", None),
+        "queries": len(queries), "recall_at_10" if k == 10 else f"recall_at_{k}": round(recall, 4),
+        "qps_batched": round(len(queries) / batched_s, 1), "qps_single": round(len(singles) / single_s, 1),
+        "qps_exact": round(len(queries) / exact_s, 1),
+        "speedup_batched_vs_exact": round(exact_s / batched_s, 1),
+        "memory_mb": round(memory / 2**20, 1), "flat_memory_mb": round(count * dim * 4 / 2**20, 1),
+        "build_s": round(build_s, 2), "threads": threads,
+    }
+
+
+def bench_selection(vectors: np.ndarray, budget: int, *, strategies: tuple[str, ...] = ("kcenter", "cluster_margin"),
+                    n_classes: int = 5, labelled: int = 0, seed: int = 0, reference: bool = True,
+                    progress: Callable[[str], None] | None = None) -> dict:
+    """Time strategies on ``vectors`` (N, D) and, in the same run, the plain NumPy k-center reference.
+
+    Probabilities for uncertainty-based strategies come from a seeded random linear softmax model over the
+    vectors (what a linear probe produces); ``labelled`` random samples are labelled beforehand.
+    """
+    from radloop.retrieval.kcenter import kcenter_greedy_reference
+    from radloop.retrieval.strategies import get_strategy
+
+    say = progress or (lambda _message: None)
+    rng = np.random.default_rng(seed)
+    count, dim = vectors.shape
+    mask = np.zeros(count, dtype=bool)
+    mask[rng.choice(count, labelled, replace=False)] = True
+    logits = vectors @ rng.standard_normal((dim, n_classes), dtype=np.float32) * 3.0
+    logits -= logits.max(axis=1, keepdims=True)
+    probabilities = np.exp(logits)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    seconds, picks = {}, {}
+    for name in strategies:
+        say(f"{name}: selecting {budget} of {count:,}")
+        strategy = get_strategy(name)
+        picks[name], seconds[name] = _timed(strategy.select, budget, embeddings=vectors, labeled_mask=mask,
+                                            probabilities=probabilities, random_state=seed)
+    result = {"n": count, "dim": dim, "budget": budget, "labelled": labelled,
+              "seconds": {name: round(value, 2) for name, value in seconds.items()}}
+    if reference:
+        say("reference: plain NumPy k-center greedy (one full pass per pick)")
+        expected, result["reference_kcenter_s"] = _timed(kcenter_greedy_reference, vectors, budget,
+                                                         np.flatnonzero(mask))
+        result["reference_kcenter_s"] = round(result["reference_kcenter_s"], 2)
+        if "kcenter" in picks:
+            result["kcenter_same_picks"] = float(np.mean(picks["kcenter"] == expected))
+            result["kcenter_speedup"] = round(result["reference_kcenter_s"] / max(seconds["kcenter"], 1e-9), 2)
+    return result

@@ -1,0 +1,263 @@
+"""Case search: the catalog images nearest to a query image or case, with thumbnails, labels and reports.
+
+A query image that is not in the catalog (or has no embedding yet) is embedded on the fly with the
+encoder the index was built from.  The index of an encoder version is loaded from
+``<workspace>/indexes/<version>/`` (memory-mapped), extended with embeddings added since it was saved,
+or built and saved when there is none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from radloop.retrieval.index import IndexConfig, IndexManager, index_folder
+
+#: Filter keys and the catalog column (on ``Image``) each one reads; ``finding`` is special.
+FILTER_KEYS = ("body_region", "finding", "split", "dataset", "modality", "view", "laterality")
+EXCERPT_CHARS = 240
+
+
+@dataclass(frozen=True)
+class CaseNeighbour:
+    """One search hit.
+
+    Attributes:
+        rank: 1 = nearest.
+        distance: 1 - cosine similarity (0 = identical direction).
+        thumb_path / render_path: absolute paths of the thumbnail and the 8-bit render.
+        labels: expert labels finding -> 0/1.
+        report_labels: report weak labels finding -> positive/negative/uncertain.
+        report_excerpt: start of the study's report (FINDINGS / IMPRESSION when sectioned).
+    """
+
+    rank: int
+    image_id: str
+    study_id: str
+    distance: float
+    thumb_path: str | None
+    render_path: str | None
+    body_region: str | None
+    split: str | None
+    labels: dict[str, int] = field(default_factory=dict)
+    report_labels: dict[str, str] = field(default_factory=dict)
+    report_excerpt: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def parse_filters(items: list[str] | None) -> dict[str, list[str]]:
+    """``["body_region=wrist", "finding=fracture"]`` -> ``{"body_region": ["wrist"], ...}``.
+
+    Raises:
+        ValueError: an item without ``=`` or an unknown key (the valid keys are listed).
+    """
+    filters: dict[str, list[str]] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"filter {item!r} must look like key=value (keys: {', '.join(FILTER_KEYS)})")
+        key, value = (part.strip() for part in item.split("=", 1))
+        filters.setdefault(key, []).append(value)
+    check_filters(filters)
+    return filters
+
+
+def check_filters(filters: dict[str, Any] | None) -> dict[str, list[str]]:
+    """Normalise filter values to lists and reject unknown keys."""
+    normalised = {}
+    for key, value in (filters or {}).items():
+        if key not in FILTER_KEYS:
+            raise ValueError(f"unknown filter {key!r}; valid: {', '.join(FILTER_KEYS)}")
+        normalised[key] = [str(item) for item in (value if isinstance(value, (list, tuple, set)) else [value])]
+    return normalised
+
+
+def resolve_encoder_version(catalog, encoder: str | None = None) -> str:
+    """The encoder version to search with: the one named, the current encoder, or the only one embedded.
+
+    Raises:
+        LookupError: none can be chosen (the message says what to run).
+    """
+    from radloop.core.embeddings import embedded_versions
+
+    if encoder:
+        path = Path(encoder)
+        if path.is_dir() and (path / "encoder.json").is_file():
+            from radloop.ssl import load_encoder
+
+            return load_encoder(path).version
+        return encoder
+    current = catalog.current_model("encoder", kind="encoder") or catalog.current_model("encoder")
+    if current is not None:
+        return current.version
+    versions = embedded_versions(catalog)
+    if len(versions) == 1:
+        return next(iter(versions))
+    if not versions:
+        raise LookupError("no embeddings in the catalog: train or register an encoder and run `radloop embed`")
+    raise LookupError(f"several encoder versions are embedded ({', '.join(sorted(versions))}) and none is "
+                      "current: pass --encoder VERSION")
+
+
+def load_index(catalog, model_version: str, config: IndexConfig | None = None) -> IndexManager:
+    """The saved index of ``model_version``, brought up to date with the catalog's embeddings."""
+    from radloop.core.embeddings import load_embeddings
+    from radloop.core.schema import Embedding
+
+    folder = index_folder(catalog.workspace, model_version)
+    if not (folder / "manifest.json").is_file():
+        manager = IndexManager.from_catalog(catalog, model_version, config)
+        manager.save(folder)
+        return manager
+    manager = IndexManager.load(folder, model_version=model_version)
+    with catalog.session() as session:
+        stored = set(session.scalars(select(Embedding.image_id).where(Embedding.model_version == model_version)))
+    missing = sorted(image_id for image_id in stored if image_id not in manager)
+    if missing:
+        new = load_embeddings(catalog, model_version, missing)
+        manager.add(new.vectors, new.image_ids)
+        manager.save(folder)
+    return manager
+
+
+def _allowed_ids(catalog, filters: dict[str, list[str]]) -> list[str] | None:
+    from radloop.core.schema import Image, Report, Study, WeakLabel
+    from radloop.core.targets import image_targets
+
+    if not filters:
+        return None
+    with catalog.session() as session:
+        query = select(Image.id, Image.study_id).join(Study, Study.id == Image.study_id)
+        for key, values in filters.items():
+            if key == "split":
+                query = query.where(Study.split.in_(values))
+            elif key != "finding":
+                query = query.where(getattr(Image, key).in_(values))
+        rows = session.execute(query).all()
+        allowed = {image_id for image_id, _ in rows}
+        if "finding" in filters:
+            wanted = set(filters["finding"])
+            positive_studies = set(session.scalars(
+                select(Report.study_id).join(WeakLabel, WeakLabel.report_id == Report.id)
+                .where(WeakLabel.finding.in_(wanted), WeakLabel.status == "positive")))
+            expert = {target.image_id: target.labels for target in image_targets(catalog, image_ids=sorted(allowed))}
+            allowed = {image_id for image_id, study_id in rows
+                       if any(expert.get(image_id, {}).get(name) == 1 for name in wanted)
+                       or (study_id in positive_studies
+                           and not any(expert.get(image_id, {}).get(name) == 0 for name in wanted))}
+    return sorted(allowed)
+
+
+def _query_vector(catalog, model_version: str, image, case_id: str | None) -> tuple[np.ndarray, str | None]:
+    """(vector (D,), catalog image id of the query or None)."""
+    from radloop.core.embeddings import load_embeddings
+    from radloop.core.schema import Image
+
+    image_id, source = None, image
+    with catalog.session() as session:
+        if case_id is not None:
+            row = session.get(Image, case_id) or session.scalars(
+                select(Image).where(Image.study_id == case_id).order_by(Image.id)).first()
+            if row is None:
+                raise LookupError(f"no image or study {case_id!r} in the catalog")
+            image_id, source = row.id, catalog.workspace.absolute(row.render_path)
+        elif isinstance(image, (str, Path)):
+            path = Path(image)
+            if not path.is_file():
+                raise FileNotFoundError(f"query image not found: {path}")
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            row = session.scalars(select(Image).where(Image.content_hash == digest)).first()
+            image_id = row.id if row is not None else None
+    if image_id is not None:
+        try:
+            return load_embeddings(catalog, model_version, [image_id]).vectors[0], image_id
+        except LookupError:
+            pass  # in the catalog but not embedded yet: embed it now
+    from radloop.ssl import embed_images
+    from radloop.ssl.embed import resolve_encoder
+
+    bundle = resolve_encoder(catalog, model_version)
+    return embed_images(bundle, [source])[0], image_id
+
+
+def _describe(catalog, hits: list[tuple[str, float]]) -> list[CaseNeighbour]:
+    from radloop.core.schema import Image, Report, Study, WeakLabel
+    from radloop.core.targets import image_targets
+
+    ids = [image_id for image_id, _ in hits]
+    targets = {target.image_id: target for target in image_targets(catalog, image_ids=ids)}
+    with catalog.session() as session:
+        images = {row.id: row for row in session.scalars(select(Image).where(Image.id.in_(ids)))}
+        studies = {image.study_id for image in images.values()}
+        splits = dict(session.execute(select(Study.id, Study.split).where(Study.id.in_(studies))).all())
+        reports = {}
+        for report in session.scalars(select(Report).where(Report.study_id.in_(studies)).order_by(Report.id)):
+            reports.setdefault(report.study_id, report)
+        weak: dict[str, dict[str, str]] = {}
+        report_ids = [report.id for report in reports.values()]
+        for label in session.scalars(select(WeakLabel).where(WeakLabel.report_id.in_(report_ids))):
+            weak.setdefault(label.report_id, {})
+            if weak[label.report_id].get(label.finding) != "positive":
+                weak[label.report_id][label.finding] = label.status
+    result = []
+    for rank, (image_id, distance) in enumerate(hits, start=1):
+        image = images.get(image_id)
+        if image is None:  # embedded but deleted from the catalog since
+            continue
+        report = reports.get(image.study_id)
+        excerpt = ""
+        if report is not None:
+            sections = report.sections or {}
+            excerpt = " ".join(filter(None, (sections.get("FINDINGS"), sections.get("IMPRESSION")))) or report.text
+            excerpt = " ".join(excerpt.split())
+            excerpt = excerpt if len(excerpt) <= EXCERPT_CHARS else excerpt[:EXCERPT_CHARS - 3] + "..."
+        result.append(CaseNeighbour(
+            rank=rank, image_id=image_id, study_id=image.study_id, distance=round(float(distance), 6),
+            thumb_path=str(catalog.workspace.absolute(image.thumb_path)) if image.thumb_path else None,
+            render_path=str(catalog.workspace.absolute(image.render_path)) if image.render_path else None,
+            body_region=image.body_region, split=splits.get(image.study_id),
+            labels=dict(targets[image_id].labels) if image_id in targets else {},
+            report_labels=weak.get(report.id, {}) if report is not None else {}, report_excerpt=excerpt))
+    return result
+
+
+def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_id: str | None = None,
+                 k: int = 10, filters: dict[str, Any] | None = None, encoder: str | None = None,
+                 index_config: IndexConfig | None = None) -> list[CaseNeighbour]:
+    """The ``k`` catalog cases nearest to a query image (file or 2-D array) or a catalog image/study id.
+
+    The query case itself is never among its neighbours.
+
+    Args:
+        catalog: the workspace catalog.
+        image: query image file (PNG/JPEG/DICOM) or a 2-D array; embedded on the fly when not catalogued.
+        case_id: a catalog image id (``I-...``) or study id (``S-...``, its first image).
+        k: number of neighbours.
+        filters: ``{"body_region": "wrist", "finding": "fracture", ...}`` (values may be lists: any of).
+        encoder: encoder version (or folder); default the current encoder.
+        index_config: used when the index must be built.
+
+    Raises:
+        ValueError: neither or both of image/case_id, bad k, unknown filter key.
+        LookupError: unknown case, no encoder or embeddings.
+    """
+    if (image is None) == (case_id is None):
+        raise ValueError("give exactly one of image or case_id")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    checked = check_filters(filters)
+    version = resolve_encoder_version(catalog, encoder)
+    manager = load_index(catalog, version, index_config)
+    vector, query_id = _query_vector(catalog, version, image, case_id)
+    allowed = _allowed_ids(catalog, checked)
+    if allowed is not None and not allowed:
+        return []
+    found = manager.search(vector, k, allowed_ids=allowed, exclude_ids=[query_id] if query_id else None)
+    hits = [(image_id, float(distance)) for image_id, distance in zip(found.ids[0], found.distances[0])]
+    return _describe(catalog, hits)
