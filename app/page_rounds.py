@@ -90,7 +90,12 @@ def render() -> None:
                                  value=int(defaults.get("budget") or 20), key="round_budget")
         simulate = st.checkbox("Simulate the experts (answer from the dataset's ground truth)",
                                value=not label_studio.reachable, key="round_simulate")
-        start = st.form_submit_button("Start round", type="primary", disabled=encoder is None)
+        open_round = current is not None and current.state != "finished"
+        if open_round:
+            st.caption(f"Round {current.number} is open ({current.state}): this resumes it. Finish it to start "
+                       "a new one.")
+        start = st.form_submit_button(f"Resume round {current.number}" if open_round else "Start round",
+                                      type="primary", disabled=encoder is None)
     with finish_column, st.form("finish_round"):
         st.subheader("Finish the round")
         st.caption("Pull the annotations, fine-tune, evaluate and record the metric before/after.")

@@ -188,6 +188,7 @@ def test_round_control_without_label_studio(app_workspace, env):
     page = texts(app)
     assert "Label Studio is not reachable" in page and "Simulate" in page
     assert {metric.label: metric.value for metric in app.metric}["State"] == "selected"
+    assert app.button[0].label == "Resume round 2"  # the open round resumes, no second one starts
     assert not app.error
 
 
