@@ -1,0 +1,149 @@
+"""`radloop pretrain`, `radloop embed`, `radloop bench ssl` and `radloop bench pretrain-throughput`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from radloop.app.options import JsonOption, OverrideOption, WorkspaceOption, emit, fail
+
+
+def register(groups) -> None:
+    """Attach the self-supervised encoder commands to the CLI groups."""
+    groups.root.command("pretrain")(pretrain_command)
+    groups.root.command("embed")(embed_command)
+    groups.bench.command("ssl")(bench_ssl_command)
+    groups.bench.command("pretrain-throughput")(bench_throughput_command)
+
+
+def pretrain_command(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Pretraining YAML, e.g. configs/ssl/simclr_cpu.yaml.")],
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="Run folder (default: <workspace>/models/runs/<config name>).")] = None,
+    overrides: OverrideOption = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume/--no-resume", help="Continue from <out>/checkpoints/last.ckpt when present.")] = True,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Resume from this checkpoint.")] = None,
+    workspace: WorkspaceOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Pretrain an encoder (MAE or SimCLR) on the workspace's images, export and register it."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from radloop.core.catalog import Catalog
+    from radloop.core.config import ConfigError, load_config
+    from radloop.core.workspace import resolve_workspace
+    from radloop.ssl.settings import PretrainConfig
+
+    try:
+        settings = load_config(config, PretrainConfig, overrides)
+    except ConfigError as error:
+        fail(str(error))
+    if checkpoint is not None and not checkpoint.is_file():
+        fail(f"--checkpoint {checkpoint} does not exist")
+    from radloop.ssl.pretrain import pretrain
+
+    ws = resolve_workspace(workspace)
+    try:
+        catalog = Catalog.open(ws, create=False)
+    except FileNotFoundError as error:
+        fail(str(error))
+    run_dir = out or ws.models_dir / "runs" / settings.name
+    try:
+        result = pretrain(catalog, settings, run_dir, resume=str(checkpoint) if checkpoint else resume)
+    except ValueError as error:
+        fail(str(error))
+    emit(result.to_json(), json_output, title="pretrain")
+
+
+def embed_command(
+    encoder: Annotated[str, typer.Option("--encoder", "-e", help="Encoder folder, or a registered encoder version.")],
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Store float16 vectors (half the disk).")] = False,
+    no_normalize: Annotated[bool, typer.Option("--no-normalize", help="Keep raw (not L2-normalized) vectors.")] = False,
+    shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Rows per shard file.")] = 4096,
+    devices: Annotated[str, typer.Option("--devices", help="Lightning devices (e.g. 1, 4, auto).")] = "1",
+    accelerator: Annotated[str, typer.Option("--accelerator", help="cpu | gpu | auto")] = "auto",
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Data loader processes.")] = 0,
+    workspace: WorkspaceOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Embed every catalog image not yet embedded by this encoder version (resumable, sharded)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from radloop.core.catalog import Catalog
+    from radloop.core.workspace import resolve_workspace
+    from radloop.ssl.embed import embed_catalog, resolve_encoder
+
+    ws = resolve_workspace(workspace)
+    try:
+        catalog = Catalog.open(ws, create=False)
+        bundle = resolve_encoder(catalog, encoder)
+    except (FileNotFoundError, LookupError, ValueError) as error:
+        fail(str(error))
+    parsed_devices: int | str = int(devices) if devices.isdigit() else devices
+    summary = embed_catalog(catalog, bundle, batch_size=batch_size, fp16=fp16, normalize=not no_normalize,
+                            shard_size=shard_size, devices=parsed_devices, accelerator=accelerator,
+                            num_workers=workers, progress=not json_output)
+    emit(summary, json_output, title="embed")
+
+
+def bench_ssl_command(
+    encoders: Annotated[list[str], typer.Option("--encoder", "-e", help="Encoder folder or version (repeatable).")],
+    fractions: Annotated[str, typer.Option("--fractions", help="Label fractions for the linear probe.")] = "0.01,0.1,1",
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Random label subsets per fraction < 1.")] = 5,
+    no_baselines: Annotated[bool, typer.Option("--no-baselines", help="Skip random-init and raw-pixel baselines.")] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
+    workspace: WorkspaceOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Linear probe (1/10/100% labels) and kNN precision@10 for each encoder vs random init and raw pixels.
+
+    Tasks: fracture present (AUROC) and body region (balanced accuracy); labels from the train split,
+    evaluation on the held-out val+test images (study-level split).
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from radloop.core.catalog import Catalog
+    from radloop.core.workspace import resolve_workspace
+    from radloop.ssl.benchmark import benchmark_encoders
+    from radloop.ssl.embed import resolve_encoder
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        label_fractions = [float(value) for value in fractions.split(",") if value.strip()]
+    except ValueError:
+        fail(f"--fractions {fractions!r} must be comma-separated numbers in (0, 1]")
+    if not label_fractions or any(not 0 < value <= 1 for value in label_fractions):
+        fail(f"--fractions {fractions!r} must be comma-separated numbers in (0, 1]")
+    ws = resolve_workspace(workspace)
+    try:
+        catalog = Catalog.open(ws, create=False)
+        bundles = [resolve_encoder(catalog, name) for name in encoders]
+        result = benchmark_encoders(catalog, bundles, fractions=label_fractions, repeats=repeats, seed=seed,
+                                    baselines=not no_baselines, batch_size=batch_size, progress=not json_output)
+    except (FileNotFoundError, LookupError, ValueError) as error:
+        fail(str(error))
+    emit(result, json_output, title="bench ssl")
+
+
+def bench_throughput_command(
+    image_sizes: Annotated[Optional[list[int]], typer.Option("--image-size", help="Default: 224 and 448.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Per step (GPU).")] = 256,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Timed steps after warm-up.")] = 20,
+    compile_model: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the MAE.")] = False,
+    workspace: WorkspaceOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """MAE ViT-B/16 pretraining throughput (images/s) and peak GPU memory, bf16; tiny shape on CPU."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from radloop.ssl.throughput import pretrain_throughput
+
+    result = pretrain_throughput(image_sizes or [224, 448], batch_size=batch_size, steps=steps,
+                                 compile_model=compile_model)
+    emit(result, json_output, title="bench pretrain-throughput")

@@ -1,0 +1,165 @@
+"""``radloop embed``: embed every catalog image not yet embedded by an encoder version.
+
+Runs through Lightning's predict loop (one code path for CPU, one GPU or many: ``devices=4`` shards the
+images over processes); a prediction writer appends shards of ``shard_size`` rows with
+:func:`radloop.core.embeddings.write_shard`, so an interrupted run keeps every finished shard and a rerun
+embeds only what is missing.  Unreadable images are skipped with a logged reason (retried next run).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from sqlalchemy import select
+from torch.utils.data import Dataset
+
+from radloop.core.catalog import Catalog
+from radloop.core.embeddings import missing_image_ids, write_shard
+from radloop.core.schema import Image, Model
+from radloop.ssl.encoders import EncoderBundle, load_encoder, preprocess
+from radloop.ssl.pixels import UnreadableImage
+
+__all__ = ["embed_catalog", "resolve_encoder"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_encoder(catalog: Catalog, name: str | Path) -> EncoderBundle:
+    """An encoder from a folder path or a registered encoder version.
+
+    Raises:
+        LookupError: neither an encoder folder nor a registered version.
+    """
+    path = Path(name)
+    if path.exists():
+        return load_encoder(path)
+    with catalog.session() as session:
+        row = session.get(Model, str(name))
+        known = session.scalars(select(Model.version).where(Model.kind == "encoder")).all()
+    if row is None:
+        listed = ", ".join(known) if known else "none registered"
+        raise LookupError(f"encoder {name!r} is neither a folder nor a registered version (encoders: {listed})")
+    folder = Path(row.path)
+    return load_encoder(folder if folder.is_absolute() else catalog.workspace.absolute(row.path))
+
+
+class _CatalogImages(Dataset):
+    def __init__(self, items: list[tuple[str, str]], bundle: EncoderBundle) -> None:
+        self.items, self.config = items, bundle.config
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[str, torch.Tensor | None, str | None]:
+        image_id, path = self.items[index]
+        try:
+            return image_id, preprocess(self.config, path), None
+        except UnreadableImage as error:
+            return image_id, None, str(error)
+
+
+def _collate(samples: list[tuple[str, torch.Tensor | None, str | None]]) -> dict[str, Any]:
+    kept = [(image_id, tensor) for image_id, tensor, _ in samples if tensor is not None]
+    skipped = {image_id: reason for image_id, tensor, reason in samples if tensor is None}
+    for image_id, reason in skipped.items():
+        logger.warning("skipping unreadable image %s: %s", image_id, reason)
+    return {"image_ids": [image_id for image_id, _ in kept],
+            "images": torch.stack([tensor for _, tensor in kept]) if kept else None, "skipped": skipped}
+
+
+class _EncoderModule(L.LightningModule):
+    def __init__(self, bundle: EncoderBundle, normalize: bool) -> None:
+        super().__init__()
+        self.encoder = bundle.model
+        self.normalize = normalize
+
+    def predict_step(self, batch: dict[str, Any], batch_index: int) -> dict[str, Any]:
+        if batch["images"] is None:
+            return {"image_ids": [], "vectors": None, "skipped": batch["skipped"]}
+        vectors = self.encoder(batch["images"]).float()
+        if self.normalize:
+            vectors = torch.nn.functional.normalize(vectors, dim=1)
+        return {"image_ids": batch["image_ids"], "vectors": vectors.cpu().numpy(), "skipped": batch["skipped"]}
+
+
+class _ShardWriter(BasePredictionWriter):
+    """Buffers each process's embeddings and appends a shard every ``shard_size`` rows (file-locked)."""
+
+    def __init__(self, catalog: Catalog, version: str, *, shard_size: int, fp16: bool, normalized: bool) -> None:
+        super().__init__(write_interval="batch")
+        self.catalog, self.version, self.shard_size = catalog, version, shard_size
+        self.dtype = np.float16 if fp16 else np.float32
+        self.normalized = normalized
+        self.ids: list[str] = []
+        self.vectors: list[np.ndarray] = []
+        self.written = 0
+        self.shards = 0
+        self.skipped: dict[str, str] = {}
+        self.lock_path = catalog.workspace.embeddings_dir / ".write.lock"
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        self.skipped.update(prediction["skipped"])
+        if prediction["vectors"] is not None:
+            self.ids.extend(prediction["image_ids"])
+            self.vectors.append(prediction["vectors"])
+        while len(self.ids) >= self.shard_size:
+            self.flush(self.shard_size)
+
+    def on_predict_epoch_end(self, trainer, pl_module) -> None:
+        self.flush()
+
+    def flush(self, rows: int | None = None) -> None:
+        """Write the first ``rows`` buffered rows (all when None) as one shard."""
+        if not self.ids:
+            return
+        vectors = np.concatenate(self.vectors)
+        rows = len(self.ids) if rows is None else rows
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path, "w") as lock:  # processes of one run append shards one at a time
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            write_shard(self.catalog, self.version, self.ids[:rows], vectors[:rows].astype(self.dtype),
+                        normalized=self.normalized)
+        self.written += rows
+        self.shards += 1
+        self.ids, self.vectors = self.ids[rows:], [vectors[rows:]] if rows < len(vectors) else []
+
+
+def embed_catalog(catalog: Catalog, bundle: EncoderBundle, *, batch_size: int = 64, fp16: bool = False,
+                  normalize: bool = True, shard_size: int = 4096, devices: int | str = 1,
+                  accelerator: str = "auto", num_workers: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Embed the catalog images that have no embedding for ``bundle.version`` yet.
+
+    Returns:
+        Summary: model_version, embedded, skipped (unreadable, retried next time), shards, dim, dtype,
+        normalized, already_embedded, seconds.
+    """
+    started = time.time()
+    missing = missing_image_ids(catalog, bundle.version)
+    with catalog.session() as session:
+        total = session.scalar(select(__import__("sqlalchemy").func.count()).select_from(Image)) or 0
+        paths = dict(session.execute(select(Image.id, Image.render_path).where(Image.id.in_(missing))).all()) \
+            if len(missing) < 30000 else dict(session.execute(select(Image.id, Image.render_path)).all())
+    items = [(image_id, str(catalog.workspace.absolute(paths[image_id]))) for image_id in missing]
+    summary: dict[str, Any] = {"model_version": bundle.version, "embedded": 0, "skipped": 0, "shards": 0,
+                               "dim": bundle.embed_dim, "dtype": "float16" if fp16 else "float32",
+                               "normalized": normalize, "already_embedded": total - len(missing)}
+    if items:
+        writer = _ShardWriter(catalog, bundle.version, shard_size=shard_size, fp16=fp16, normalized=normalize)
+        loader = torch.utils.data.DataLoader(_CatalogImages(items, bundle), batch_size=batch_size, shuffle=False,
+                                             num_workers=num_workers, collate_fn=_collate)
+        trainer = L.Trainer(accelerator=accelerator, devices=devices, callbacks=[writer], logger=False,
+                            enable_progress_bar=progress, enable_model_summary=False)
+        trainer.predict(_EncoderModule(bundle, normalize), dataloaders=loader, return_predictions=False)
+        summary.update(embedded=writer.written, skipped=len(writer.skipped), shards=writer.shards)
+        if writer.skipped:
+            summary["skipped_examples"] = dict(list(writer.skipped.items())[:5])
+    summary["seconds"] = round(time.time() - started, 1)
+    return summary

@@ -1,0 +1,172 @@
+"""``radloop pretrain``: train an encoder on the workspace's images, export it, register it.
+
+Run folder layout (``--out``, default ``<workspace>/models/runs/<config name>``)::
+
+    config.yaml              resolved config of the run
+    checkpoints/last.ckpt    Lightning checkpoint every ``trainer.checkpoint_every_n_steps`` (exact resume)
+    logs/metrics.csv, tb/    CSV and TensorBoard logs
+    encoder/                 encoder.safetensors + encoder.json + config.yaml (the exported encoder)
+
+Multi-GPU / multi-node: set ``trainer.devices``, ``trainer.num_nodes`` and ``trainer.strategy=ddp`` and
+launch with torchrun or SLURM ``srun`` (see ssl/README.md); Lightning does the distribution.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from radloop.core.catalog import Catalog
+from radloop.core.config import save_resolved_config
+from radloop.ssl.settings import PretrainConfig
+
+__all__ = ["PretrainResult", "pretrain", "register_encoder"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainResult:
+    """What a pretraining run produced."""
+
+    run_dir: str
+    encoder_dir: str | None
+    version: str | None
+    steps: int
+    total_steps: int
+    seconds: float
+    images: int
+    skipped: dict[str, str] = field(default_factory=dict)
+    final_loss: float | None = None
+    resumed_from: str | None = None
+    registered: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        result = asdict(self)
+        result["skipped"] = len(self.skipped)
+        return result
+
+
+def register_encoder(catalog: Catalog, bundle_dir: Path, version: str, config: dict, metrics: dict,
+                     *, make_current: bool = True) -> bool:
+    """Add the encoder to the catalog's model registry (kind="encoder", task="encoder"); False if present."""
+    from radloop.core.registry import RegistryError, register_model
+
+    try:
+        register_model(catalog, version, kind="encoder", task="encoder", path=bundle_dir, config=config,
+                       metrics=metrics, make_current=make_current)
+    except RegistryError as error:
+        logger.warning("%s", error)
+        return False
+    return True
+
+
+def _loggers(config: PretrainConfig, run_dir: Path) -> list:
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    loggers = []
+    if "csv" in config.trainer.loggers:
+        loggers.append(CSVLogger(str(run_dir), name="logs", version="",
+                                 flush_logs_every_n_steps=config.trainer.log_every_n_steps))
+    if "tensorboard" in config.trainer.loggers:
+        loggers.append(TensorBoardLogger(str(run_dir), name="tb", version=""))
+    return loggers
+
+
+def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, resume: bool | str = True,
+             register: bool = True, callbacks: list | None = None) -> PretrainResult:
+    """Train, export and register an encoder.
+
+    Args:
+        catalog: the workspace catalog (images are read from it).
+        config: a validated :class:`PretrainConfig`.
+        run_dir: run folder (checkpoints, logs, exported encoder).
+        resume: True: continue from ``run_dir/checkpoints/last.ckpt`` when it exists; a path: from that
+            checkpoint; False: start fresh.
+        register: register the exported encoder in the catalog.
+        callbacks: extra Lightning callbacks (e.g. early stopping, profiling).
+
+    Raises:
+        ValueError: no (readable) images to train on.
+    """
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from radloop.ssl.encoders import save_encoder
+    from radloop.ssl.pretrain_data import PixelStore, catalog_images
+    from radloop.ssl.pretrain_module import PretrainDataModule, SSLPretrainer
+
+    started = time.time()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config.trainer.num_threads:
+        torch.set_num_threads(config.trainer.num_threads)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    data = config.data
+    items = catalog_images(catalog, datasets=data.datasets, splits=data.splits, limit=data.limit)
+    if not items:
+        raise ValueError(f"no catalog images match datasets={data.datasets} splits={data.splits}: "
+                         "ingest images first (`radloop ingest ...`)")
+    cache_size = data.cache_size or round(1.25 * data.crop_size)
+    store = PixelStore(items, cache_size=cache_size, cache=data.cache, threads=config.trainer.num_threads or 2)
+    if len(store) < data.batch_size:
+        raise ValueError(f"only {len(store)} readable images (skipped {len(store.skipped)}); "
+                         f"need at least one batch of {data.batch_size}")
+    if data.mean is None or data.std is None:
+        mean, std = store.statistics()
+        config = config.model_copy(update={"data": data.model_copy(update={"mean": [mean], "std": [std]})})
+    save_resolved_config(config, run_dir / "config.yaml")
+
+    checkpoints = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step-{step}",
+                                  every_n_train_steps=config.trainer.checkpoint_every_n_steps, save_last=True,
+                                  save_top_k=1, monitor=None)
+    trainer_settings = config.trainer
+    trainer = L.Trainer(
+        accelerator=trainer_settings.accelerator, devices=trainer_settings.devices,
+        num_nodes=trainer_settings.num_nodes, strategy=trainer_settings.strategy,
+        precision=trainer_settings.precision, accumulate_grad_batches=trainer_settings.accumulate_grad_batches,
+        max_epochs=1, max_time=trainer_settings.max_time, gradient_clip_val=trainer_settings.gradient_clip_val,
+        log_every_n_steps=trainer_settings.log_every_n_steps, callbacks=[checkpoints, *(callbacks or [])],
+        logger=_loggers(config, run_dir) or False, use_distributed_sampler=False,
+        enable_progress_bar=trainer_settings.enable_progress_bar, enable_model_summary=False,
+        num_sanity_val_steps=0)
+    datamodule = PretrainDataModule(store, config, config.data.mean, config.data.std)
+    total_batches = datamodule.total_batches(trainer.world_size)
+    total_steps = total_batches // trainer_settings.accumulate_grad_batches
+    trainer.fit_loop.epoch_loop.max_steps = total_steps
+    module = SSLPretrainer(config, total_steps)
+
+    ckpt_path = None
+    if isinstance(resume, (str, Path)) and str(resume) not in ("", "auto"):
+        ckpt_path = str(resume)
+    elif resume and (run_dir / "checkpoints" / "last.ckpt").is_file():
+        ckpt_path = str(run_dir / "checkpoints" / "last.ckpt")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    loss = trainer.callback_metrics.get("train/loss")
+    result = PretrainResult(run_dir=str(run_dir), encoder_dir=None, version=None, steps=trainer.global_step,
+                            total_steps=total_steps, seconds=round(time.time() - started, 1), images=len(store),
+                            skipped=dict(store.skipped), final_loss=float(loss) if loss is not None else None,
+                            resumed_from=ckpt_path)
+    if not trainer.is_global_zero:
+        return result
+
+    model = config.model
+    backbone = module.backbone.to("cpu").float().to(memory_format=torch.contiguous_format)
+    encoder_dir = run_dir / "encoder"
+    bundle = save_encoder(
+        backbone, encoder_dir, timm_name=model.timm_name, image_size=model.image_size, method=config.method,
+        patch_size=model.patch_size, mean=config.data.mean, std=config.data.std, pooling=model.pooling,
+        model_kwargs=model.kwargs,
+        data={"datasets": data.datasets, "splits": data.splits, "images": len(store), "skipped": len(store.skipped),
+              "steps": trainer.global_step, "crop_size": data.crop_size, "config_name": config.name})
+    save_resolved_config(config, encoder_dir / "config.yaml")
+    result.encoder_dir, result.version = str(encoder_dir), bundle.version
+    if register:
+        metrics = {"final_loss": result.final_loss, "steps": result.steps, "seconds": result.seconds}
+        result.registered = register_encoder(catalog, encoder_dir, bundle.version, bundle.config.model_dump(),
+                                             metrics)
+    return result

@@ -1,0 +1,146 @@
+"""Lightning modules for self-supervised pretraining (MAE and SimCLR) and its data.
+
+Lightning runs everything distributed (DDP, bf16-mixed, gradient accumulation, checkpoints): no home-made
+distribution here.  The data module builds a :class:`~radloop.ssl.pretrain_data.StepBatchSampler` from the
+trainer's restored ``global_step``, which makes resuming exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import lightning as L
+import torch
+from torch import nn
+
+from radloop.ssl.augment import RadiographViews
+from radloop.ssl.encoders import PooledEncoder, build_backbone
+from radloop.ssl.mae import MaskedAutoencoder
+from radloop.ssl.pretrain_data import PixelStore, StepBatchSampler, ViewsDataset, collate_views, total_batches
+from radloop.ssl.settings import PretrainConfig
+from radloop.ssl.simclr import SimCLRModel
+
+__all__ = ["PretrainDataModule", "SSLPretrainer", "warmup_cosine"]
+
+logger = logging.getLogger(__name__)
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up from 0 to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class PretrainDataModule(L.LightningDataModule):
+    """Cached (or streamed) catalog pixels -> seeded augmented views, batched by step."""
+
+    def __init__(self, store: PixelStore, config: PretrainConfig, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.store, self.config, self.mean, self.std = store, config, mean, std
+
+    def total_batches(self, world_size: int) -> int:
+        return total_batches(self.config.trainer, len(self.store), self.config.data.batch_size, world_size)
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        config = self.config
+        trainer = self.trainer
+        world_size = trainer.world_size if trainer else 1
+        rank = trainer.global_rank if trainer else 0
+        consumed = trainer.global_step * config.trainer.accumulate_grad_batches if trainer else 0
+        sampler = StepBatchSampler(len(self.store), config.data.batch_size, self.total_batches(world_size),
+                                   seed=config.seed, start_batch=consumed, rank=rank, world_size=world_size)
+        views = RadiographViews(config.data.crop_size, config.augment, mean=self.mean, std=self.std)
+        dataset = ViewsDataset(self.store, views, seed=config.seed)
+        workers = config.data.num_workers
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_views,
+                                           num_workers=workers, persistent_workers=False,
+                                           pin_memory=torch.cuda.is_available())
+
+
+class SSLPretrainer(L.LightningModule):
+    """MAE or SimCLR around a timm backbone; ``backbone`` is what gets exported.
+
+    Args:
+        config: the resolved pretraining config.
+        total_steps: optimizer steps in the whole run (for the cosine schedule).
+    """
+
+    def __init__(self, config: PretrainConfig, total_steps: int) -> None:
+        super().__init__()
+        self.config = config
+        self.total_steps = total_steps
+        self.save_hyperparameters({"config": config.model_dump(), "total_steps": total_steps})
+        model = config.model
+        self.backbone = build_backbone(model.timm_name, model.image_size, patch_size=model.patch_size, **model.kwargs)
+        if config.method == "mae":
+            mae = config.mae
+            self.method: nn.Module = MaskedAutoencoder(
+                self.backbone, decoder_dim=mae.decoder_dim, decoder_depth=mae.decoder_depth,
+                decoder_heads=mae.decoder_heads, mask_ratio=mae.mask_ratio, norm_pix_loss=mae.norm_pix_loss)
+        else:
+            encoder = PooledEncoder(self.backbone, model.pooling)
+            with torch.no_grad():
+                embed_dim = int(encoder.eval()(torch.zeros(2, 1, config.data.crop_size, config.data.crop_size)).shape[-1])
+            encoder.train()
+            simclr = config.simclr
+            self.method = SimCLRModel(encoder, embed_dim, projection_hidden_dim=simclr.projection_hidden_dim,
+                                      projection_dim=simclr.projection_dim, temperature=simclr.temperature)
+        if model.channels_last:
+            self.method = self.method.to(memory_format=torch.channels_last)
+
+    def _gather(self, projections: torch.Tensor) -> torch.Tensor:
+        gathered = self.all_gather(projections, sync_grads=True)
+        return gathered.reshape(-1, projections.shape[-1]) if gathered.ndim == 3 else gathered
+
+    def training_step(self, views: list[torch.Tensor], batch_index: int) -> torch.Tensor | None:
+        if not views:  # every image of this batch was unreadable (logged by the data store)
+            return None
+        if self.config.model.channels_last:
+            views = [view.contiguous(memory_format=torch.channels_last) for view in views]
+        if self.config.method == "mae":
+            # Masks depend only on (seed, step, rank, micro-batch): exact on resume.
+            generator = torch.Generator().manual_seed(
+                self.config.seed * 7919 + (self.global_step * self.config.trainer.accumulate_grad_batches
+                                           + batch_index % self.config.trainer.accumulate_grad_batches)
+                * max(1, self.trainer.world_size) + self.global_rank)
+            loss, _, _ = self.method(views[0], generator=generator)
+        else:
+            gather = self._gather if (self.trainer.world_size > 1 and self.config.simclr.gather_across_devices) else None
+            loss = self.method(views, gather=gather)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=views[0].shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        optim = self.config.optim
+        decay, no_decay = [], []
+        for name, parameter in self.method.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            skip = parameter.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "mask_token"))
+            (no_decay if skip else decay).append(parameter)
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": optim.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=optim.lr, betas=optim.betas)
+        warmup = optim.warmup_steps if optim.warmup_steps is not None else int(optim.warmup_fraction * self.total_steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, self.total_steps, warmup, optim.min_lr_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        self._clock = (time.time(), self.global_step)
+
+    def on_train_batch_end(self, outputs, batch, batch_index: int) -> None:
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True)
+        every = self.config.trainer.log_every_n_steps
+        if self.global_rank == 0 and self.global_step % every == 0 and outputs is not None \
+                and (batch_index + 1) % self.config.trainer.accumulate_grad_batches == 0:
+            started, first_step = getattr(self, "_clock", (time.time(), 0))
+            elapsed = time.time() - started
+            images = (self.global_step - first_step) * self.config.data.batch_size \
+                * self.config.trainer.accumulate_grad_batches * self.trainer.world_size
+            logger.info("step %d/%d loss %.4f lr %.2e %.1f images/s", self.global_step, self.total_steps,
+                        float(outputs["loss"]), self.trainer.optimizers[0].param_groups[0]["lr"],
+                        images / max(elapsed, 1e-9))

@@ -1,0 +1,132 @@
+"""Pretraining config: one YAML file per job (``configs/ssl/*.yaml``), validated here; unknown keys fail.
+
+Load with ``radloop.core.config.load_config(path, PretrainConfig, overrides)``; every Trainer setting
+(devices, strategy, precision, accumulation, steps, checkpoints, loggers) comes from the ``trainer`` section.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from radloop.core.config import StrictModel
+
+__all__ = ["AugmentSettings", "DataSettings", "MAESettings", "ModelSettings", "OptimSettings",
+           "PretrainConfig", "SimCLRSettings", "TrainerSettings"]
+
+
+class ModelSettings(StrictModel):
+    """The exported backbone: ``timm.create_model(timm_name, in_chans=1, num_classes=0, **kwargs)``."""
+
+    timm_name: str = "resnet18"
+    image_size: int = Field(128, ge=16, description="side the exported encoder embeds at")
+    patch_size: int | None = Field(None, description="ViT patch size (None: the timm default)")
+    pooling: Literal["default", "avg_tokens"] = "default"
+    channels_last: bool = True
+    kwargs: dict = Field(default_factory=dict)
+
+
+class MAESettings(StrictModel):
+    mask_ratio: float = Field(0.75, ge=0.0, lt=1.0)
+    decoder_dim: int = 512
+    decoder_depth: int = 8
+    decoder_heads: int = 16
+    norm_pix_loss: bool = True
+
+
+class SimCLRSettings(StrictModel):
+    projection_hidden_dim: int = 2048
+    projection_dim: int = 128
+    temperature: float = Field(0.2, gt=0.0)
+    gather_across_devices: bool = True
+
+
+class AugmentSettings(StrictModel):
+    """Radiograph-safe augmentations.  No flips unless asked: laterality matters."""
+
+    crop_scale: tuple[float, float] = (0.25, 1.0)
+    crop_ratio: tuple[float, float] = (0.75, 1.3333)
+    rotation_degrees: float = 10.0
+    brightness: float = Field(0.2, ge=0.0, description="additive shift, uniform in +-brightness")
+    contrast: float = Field(0.3, ge=0.0, description="multiplicative, uniform in 1 +- contrast")
+    gamma: tuple[float, float] = (0.7, 1.4)
+    noise_std: float = Field(0.03, ge=0.0, description="max std of additive Gaussian noise")
+    blur_probability: float = Field(0.0, ge=0.0, le=1.0)
+    horizontal_flip: bool = False
+    vertical_flip: bool = False
+    global_views: int = Field(2, ge=1)
+    local_views: int = Field(0, ge=0, description="extra small crops (multi-crop), SimCLR only")
+    local_crop_size: int = 48
+    local_crop_scale: tuple[float, float] = (0.05, 0.3)
+
+
+class DataSettings(StrictModel):
+    datasets: list[str] | None = Field(None, description="catalog datasets to train on (None: all)")
+    splits: list[str] | None = Field(None, description="study splits to train on (None: all)")
+    limit: int | None = Field(None, ge=1, description="at most this many images (deterministic subset)")
+    crop_size: int = Field(128, ge=16, description="training resolution of the global views")
+    batch_size: int = Field(128, ge=2, description="images per device per step")
+    num_workers: int = Field(0, ge=0)
+    cache: bool = Field(True, description="decode every image once into RAM (uint8) at cache_size")
+    cache_size: int | None = Field(None, description="side of cached images (default 1.25 x crop_size)")
+    mean: list[float] | None = Field(None, description="pixel mean on [0,1] (None: estimated from data)")
+    std: list[float] | None = None
+
+
+class OptimSettings(StrictModel):
+    lr: float = Field(1e-3, gt=0.0, description="peak learning rate (AdamW)")
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int | None = Field(None, ge=0)
+    warmup_fraction: float = Field(0.05, ge=0.0, le=1.0)
+    min_lr_ratio: float = Field(0.01, ge=0.0, le=1.0)
+
+
+class TrainerSettings(StrictModel):
+    """Lightning ``Trainer`` arguments (plus checkpoint/logging cadence)."""
+
+    accelerator: str = "auto"
+    devices: int | str | list[int] = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    accumulate_grad_batches: int = Field(1, ge=1)
+    max_epochs: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    max_time: str | None = Field(None, description="DD:HH:MM:SS safety stop")
+    gradient_clip_val: float | None = None
+    log_every_n_steps: int = 10
+    checkpoint_every_n_steps: int = Field(200, ge=1)
+    loggers: list[Literal["csv", "tensorboard"]] = Field(default_factory=lambda: ["csv", "tensorboard"])
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch default)")
+    enable_progress_bar: bool = True
+
+    @model_validator(mode="after")
+    def _length(self) -> "TrainerSettings":
+        if self.max_epochs is None and self.max_steps is None:
+            raise ValueError("set trainer.max_steps or trainer.max_epochs")
+        return self
+
+
+class PretrainConfig(StrictModel):
+    """A whole pretraining job."""
+
+    name: str = "pretrain"
+    method: Literal["mae", "simclr"] = "simclr"
+    seed: int = 0
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    mae: MAESettings = Field(default_factory=MAESettings)
+    simclr: SimCLRSettings = Field(default_factory=SimCLRSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)
+    optim: OptimSettings = Field(default_factory=OptimSettings)
+    trainer: TrainerSettings = Field(default_factory=lambda: TrainerSettings(max_steps=1000))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PretrainConfig":
+        if self.method == "mae" and self.data.crop_size != self.model.image_size:
+            raise ValueError("MAE trains at the encoder's image_size: set data.crop_size == model.image_size")
+        if self.method == "mae" and self.augment.local_views:
+            raise ValueError("augment.local_views (multi-crop) is for SimCLR only")
+        return self

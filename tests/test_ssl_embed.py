@@ -1,0 +1,115 @@
+"""Embeddings at catalog scale, the encoder contract, `bench ssl`, and the CLI's bad-input paths."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ssl_workspace import FRACTURE_IMAGES, build_workspace
+
+from radloop.core.embeddings import load_embeddings, missing_image_ids
+from radloop.ssl import embed_images, load_encoder, random_encoder, save_encoder
+from radloop.ssl.benchmark import benchmark_encoders, knn_precision_at_k
+from radloop.ssl.embed import embed_catalog, resolve_encoder
+
+
+@pytest.fixture
+def encoder_dir(tmp_path):
+    bundle = random_encoder("resnet18", 32, seed=1)
+    return save_encoder(bundle.model.backbone, tmp_path / "encoder", timm_name="resnet18", image_size=32,
+                        method="simclr", mean=[0.4], std=[0.2]).config, tmp_path / "encoder"
+
+
+def test_embed_catalog_is_resumable_sharded_and_skips_unreadable(catalog, encoder_dir, caplog):
+    config, folder = encoder_dir
+    ids = build_workspace(catalog, 10)
+    broken = catalog.workspace.absolute(f"renders/{ids[3]}.png")
+    broken.write_bytes(b"\x89PNG broken")
+    bundle = load_encoder(folder)
+    summary = embed_catalog(catalog, bundle, batch_size=4, shard_size=4, progress=False, accelerator="cpu")
+    assert summary["embedded"] == 9 and summary["skipped"] == 1 and summary["shards"] == 3
+    assert ids[3] in caplog.text
+    assert missing_image_ids(catalog, bundle.version) == [ids[3]]
+    stored = load_embeddings(catalog, bundle.version)
+    assert stored.vectors.shape == (9, 512)
+    np.testing.assert_allclose(np.linalg.norm(stored.vectors, axis=1), 1.0, rtol=1e-5)
+    paths = [str(catalog.workspace.absolute(f"renders/{image_id}.png")) for image_id in stored.image_ids]
+    np.testing.assert_allclose(stored.vectors, embed_images(bundle, paths, device="cpu"), rtol=1e-4, atol=1e-5)
+    again = embed_catalog(catalog, bundle, progress=False, accelerator="cpu")
+    assert again["embedded"] == 0 and again["already_embedded"] == 9
+
+
+def test_embed_fp16_and_unnormalized(catalog, encoder_dir):
+    from radloop.core.schema import Embedding
+
+    build_workspace(catalog, 5)
+    bundle = load_encoder(encoder_dir[1])
+    embed_catalog(catalog, bundle, fp16=True, normalize=False, progress=False, accelerator="cpu")
+    with catalog.session() as session:
+        rows = session.query(Embedding).all()
+        assert {row.dtype for row in rows} == {"float16"} and not any(row.normalized for row in rows)
+
+
+def test_resolve_encoder_by_path_or_registered_version(catalog, encoder_dir):
+    from radloop.core.registry import register_model
+
+    config, folder = encoder_dir
+    assert resolve_encoder(catalog, folder).version == config.version
+    register_model(catalog, config.version, kind="encoder", task="encoder", path=folder)
+    assert resolve_encoder(catalog, config.version).version == config.version
+    with pytest.raises(LookupError, match="neither a folder nor a registered version"):
+        resolve_encoder(catalog, "enc-nope")
+
+
+def test_embed_images_accepts_arrays_of_any_depth_and_is_order_stable():
+    bundle = random_encoder("vit_tiny_patch16_224", 32, patch_size=8, pooling="avg_tokens")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (40, 30), dtype=np.uint8), rng.integers(0, 4095, (64, 64)).astype(np.uint16),
+              rng.random((20, 50)).astype(np.float32)]
+    vectors = embed_images(bundle, images, batch_size=2)
+    assert vectors.shape == (3, 192) and vectors.dtype == np.float32
+    np.testing.assert_allclose(embed_images(bundle, images[::-1], batch_size=3)[::-1], vectors, atol=1e-5)
+
+
+def test_knn_precision_reference():
+    database = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
+    labels = np.array(["a", "a", "b", "b"])
+    queries = np.array([[1, 0.05], [0.05, 1]], dtype=np.float32)
+    assert knn_precision_at_k(database, labels, queries, np.array(["a", "a"]), k=2) == pytest.approx(0.5)
+
+
+def test_bench_ssl_reports_probe_and_knn_for_encoder_and_baselines(catalog, encoder_dir):
+    from conftest import data_path
+
+    real = data_path(*FRACTURE_IMAGES.parts)
+    build_workspace(catalog, 40, real_dir=real)
+    result = benchmark_encoders(catalog, [load_encoder(encoder_dir[1])], fractions=(0.5, 1.0), repeats=2,
+                                progress=False)
+    names = list(result["encoders"])
+    assert names[0].startswith("enc-simclr") and names[1].startswith("random-resnet18-32") and \
+        names[2] == "raw_pixels_64_pca128"
+    for entry in result["encoders"].values():
+        scores = entry["probe"]["body_region_balanced_accuracy"]
+        assert set(scores) == {"0.5", "1"} and 0.0 <= scores["1"]["mean"] <= 1.0
+        assert 0.0 <= entry["knn_precision_at_10"]["body_region"] <= 1.0
+
+
+def test_cli_pretrain_names_unknown_config_key(tmp_path, catalog):
+    from radloop.app.cli import build_app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: simclr\ndata:\n  crop_sise: 64\n")
+    result = CliRunner().invoke(build_app(), ["pretrain", "--config", str(bad), "-w", str(catalog.workspace.root)])
+    assert result.exit_code == 2 and "data.crop_sise" in result.output
+
+
+def test_cli_pretrain_throughput_runs_on_cpu():
+    from radloop.app.cli import build_app
+
+    result = CliRunner().invoke(build_app(), ["bench", "pretrain-throughput", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["gpu"] is False and "no GPU" in payload["note"] and payload["runs"][0]["images_per_s"] > 0

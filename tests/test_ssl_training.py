@@ -1,0 +1,160 @@
+"""Pretraining: loss goes down, exact resume, export/load round-trip, unreadable images, strict configs."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import pytest
+import torch
+
+from ssl_workspace import build_workspace
+
+from radloop.core.config import ConfigError, load_config
+from radloop.ssl import embed_images, load_encoder
+from radloop.ssl.encoders import PooledEncoder, build_backbone
+from radloop.ssl.mae import MaskedAutoencoder
+from radloop.ssl.pretrain import pretrain
+from radloop.ssl.pretrain_data import CatalogImage, PixelStore, StepBatchSampler, catalog_images
+from radloop.ssl.settings import PretrainConfig
+from radloop.ssl.simclr import SimCLRModel
+
+TINY = {
+    "simclr": ["method=simclr", "model.timm_name=resnet18", "model.image_size=32", "simclr.projection_hidden_dim=64",
+               "simclr.projection_dim=16", "augment.local_views=2", "augment.local_crop_size=16"],
+    "mae": ["method=mae", "model.timm_name=vit_tiny_patch16_224", "model.image_size=32", "model.patch_size=8",
+            "model.pooling=avg_tokens", "model.channels_last=false", "mae.decoder_dim=32", "mae.decoder_depth=1",
+            "mae.decoder_heads=2"],
+}
+COMMON = ["data.crop_size=32", "data.batch_size=8", "data.cache_size=40", "trainer.checkpoint_every_n_steps=2",
+          "trainer.enable_progress_bar=false", "trainer.num_threads=1", "trainer.loggers=[csv]", "trainer.max_steps=5",
+          "trainer.log_every_n_steps=1"]
+
+
+def _config(method: str, *extra: str) -> PretrainConfig:
+    return load_config(None, PretrainConfig, COMMON + TINY[method] + list(extra))
+
+
+def test_a_few_optimizer_steps_lower_the_mae_loss():
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(build_backbone("vit_tiny_patch16_224", 32, patch_size=8), decoder_dim=32,
+                              decoder_depth=1, decoder_heads=2)
+    images = torch.rand(4, 1, 32, 32)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        loss, predictions, mask = model(images, generator=torch.Generator().manual_seed(0))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert predictions.shape == (4, 16, 64) and mask.sum().item() == 4 * 12
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_a_few_optimizer_steps_lower_the_simclr_loss():
+    torch.manual_seed(0)
+    model = SimCLRModel(PooledEncoder(build_backbone("resnet18", 32)), 512, projection_hidden_dim=64,
+                        projection_dim=16)
+    first, second = torch.rand(8, 1, 32, 32), torch.rand(8, 1, 32, 32)
+    views = [first, first + 0.05 * second]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        loss = model(views)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_step_sampler_is_a_function_of_the_step_and_splits_ranks():
+    full = list(StepBatchSampler(20, 4, 12, seed=3))
+    resumed = list(StepBatchSampler(20, 4, 12, seed=3, start_batch=7))
+    assert resumed == full[7:] and len(StepBatchSampler(20, 4, 12, start_batch=7)) == 12
+    assert sorted(i for batch in full[:5] for i, _ in batch) == list(range(20))  # one epoch = a permutation
+    ranks = [list(StepBatchSampler(20, 2, 6, seed=3, rank=r, world_size=2)) for r in range(2)]
+    for step in range(6):
+        both = sorted(ranks[0][step] + ranks[1][step])
+        assert len(both) == 4 and len({i for i, _ in both}) == 4
+
+
+class _StopAt(L.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+@pytest.mark.parametrize("method", ["simclr", "mae"])
+def test_resume_from_checkpoint_is_exact(catalog, tmp_path, method):
+    build_workspace(catalog, 16)
+    config = _config(method)
+    straight = pretrain(catalog, config, tmp_path / "straight", register=False)
+    interrupted = pretrain(catalog, config, tmp_path / "resumed", register=False, callbacks=[_StopAt(2)])
+    assert interrupted.steps == 2
+    resumed = pretrain(catalog, config, tmp_path / "resumed", register=False)
+    assert resumed.resumed_from and resumed.resumed_from.endswith("last.ckpt")
+    assert straight.steps == resumed.steps == 5
+    first, second = load_encoder(straight.encoder_dir), load_encoder(resumed.encoder_dir)
+    for name, tensor in first.model.state_dict().items():
+        assert torch.equal(tensor, second.model.state_dict()[name]), name
+    assert first.version == second.version
+    assert (tmp_path / "straight" / "logs" / "metrics.csv").is_file()
+
+
+def test_export_load_round_trip_and_registration(catalog, tmp_path):
+    from radloop.core.schema import Model
+
+    build_workspace(catalog, 16)
+    result = pretrain(catalog, _config("simclr", "trainer.max_steps=2"), tmp_path / "run")
+    bundle = load_encoder(result.encoder_dir)
+    assert bundle.version == result.version and bundle.version.startswith("enc-simclr-resnet18-")
+    assert bundle.config.in_chans == 1 and bundle.config.image_size == 32 and bundle.config.embed_dim == 512
+    assert bundle.config.data["images"] == 16 and len(bundle.config.mean) == 1
+    assert (tmp_path / "run" / "encoder" / "config.yaml").is_file()
+    images = [torch.rand(50, 40).numpy(), (torch.rand(20, 30) * 255).to(torch.uint8).numpy()]
+    again = load_encoder(tmp_path / "run" / "encoder" / "encoder.json")
+    assert (embed_images(bundle, images) == embed_images(again, images)).all()
+    with catalog.session() as session:
+        row = session.get(Model, bundle.version)
+        assert row.kind == "encoder" and row.task == "encoder" and row.is_current
+
+
+def test_unreadable_image_is_skipped_with_a_logged_reason(catalog, tmp_path, caplog):
+    ids = build_workspace(catalog, 17)
+    items = catalog_images(catalog)
+    broken = next(item for item in items if item.image_id == ids[0])
+    with open(broken.path, "wb") as handle:
+        handle.write(b"not a png")
+    with caplog.at_level(logging.WARNING):
+        store = PixelStore(items, cache_size=32)
+        streamed = PixelStore([CatalogImage("I-missing", str(tmp_path / "nope.png"))], cache_size=32, cache=False)
+        assert streamed.pixels(0) is None
+    assert len(store) == 16 and ids[0] in store.skipped and "I-missing" in streamed.skipped
+    assert ids[0] in caplog.text and "not a png" not in caplog.text or ids[0] in caplog.text
+    result = pretrain(catalog, _config("mae", "trainer.max_steps=2"), tmp_path / "run", register=False)
+    assert result.images == 16 and ids[0] in result.skipped and result.steps == 2
+
+
+def test_unknown_config_key_fails_naming_it(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: mae\ntrainer:\n  max_step: 10\n")
+    with pytest.raises(ConfigError, match="trainer.max_step"):
+        load_config(bad, PretrainConfig)
+    with pytest.raises(ConfigError, match="augment.flip"):
+        load_config(None, PretrainConfig, ["augment.flip=true"])
+
+
+def test_shipped_configs_validate():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "configs" / "ssl"
+    names = sorted(path.name for path in folder.glob("*.yaml"))
+    assert {"simclr_cpu.yaml", "mae_cpu.yaml", "mae_vitb16_224_gpu.yaml", "mae_vitb16_448_gpu.yaml",
+            "simclr_resnet50_gpu.yaml"} <= set(names)
+    for name in names:
+        load_config(folder / name, PretrainConfig)
