@@ -236,7 +236,13 @@ def test_label_studio_calls_the_ml_backend(env):
             client.ensure_ml_backend(binding.project_id, url, basic_auth=("ls", "wrong"))
         backend_id = client.ensure_ml_backend(binding.project_id, url, basic_auth=("ls", "pw-1"))
         assert app.state.projects._configs, "Label Studio did not call /setup"
+        # a task that is not a catalog case: the backend fetches its image from Label Studio itself
+        media = f"/data/local-files/?d=ws/labelstudio/media/{env['image_ids'][0]}.png"
+        [outside] = client.import_tasks(binding.project_id, [{"data": {"image": media, "report": "-"}}])
         client.retrieve_predictions(binding.project_id)
+        fetched = [p for p in client.get_task(outside)["predictions"] if p["model_version"] == "backend-v7"]
+        assert len(fetched) == 1 and {r["type"] for r in fetched[0]["result"]} >= {"rectanglelabels"}
+        client.delete_task(outside)
         tasks = _round_tasks(env)
         for task in tasks:
             backend_predictions = [p for p in task["predictions"] if p["model_version"] == "backend-v7"]
