@@ -167,6 +167,24 @@ def bench_finetune(
     Console().print(table)
 
 
+def bench_predict(
+    task: Annotated[str, typer.Option("--task", help="Registry task whose current model is timed.")] = "findings",
+    n_images: Annotated[int, typer.Option("--n", min=1, help="Held-out images, one per call.")] = 50,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads.")] = 2,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Single-image prediction latency (p50/p95 ms) of the current model, as the ML backend calls it."""
+    from radloop.ssl.finetune_bench import predict_latency
+
+    _quiet_lightning()
+    try:
+        result = predict_latency(_catalog(workspace), task, n_images=n_images, threads=threads)
+    except ValueError as error:
+        fail(str(error))
+    emit(result, as_json, title="prediction latency")
+
+
 def register(groups) -> None:
     """Attach the commands to the CLI groups."""
     groups.root.command("train")(train)
@@ -175,3 +193,4 @@ def register(groups) -> None:
     groups.models.command("set-current")(models_set_current)
     groups.models.command("rollback")(models_rollback)
     groups.bench.command("finetune")(bench_finetune)
+    groups.bench.command("predict")(bench_predict)

@@ -125,3 +125,21 @@ def test_cli_train_evaluate_models(filled):
                                  "--workspace", workspace])
     assert result.exit_code == 2 and "unknown key 'probe.Cx'" in result.output
     assert len(list_models(filled, task="findings")) == 2
+
+
+def test_bench_grid_and_latency(filled, tmp_path):
+    from radloop.ssl.finetune_bench import predict_latency, run_bench
+    from radloop.ssl.finetune_jobs import run_training
+
+    bench_file = tmp_path / "bench.yaml"
+    bench_file.write_text(f"heads: {{probe: {CONFIGS / 'probe_cpu.yaml'}}}\nfractions: [0.25, 1.0]\n"
+                          "inits: [pretrained, random]\noverrides: [trainer.num_threads=1]\n")
+    result = run_bench(filled, bench_file, ["encoder.image_size=64", "encoder.timm_name=test_resnet"], progress=False)
+    assert [(r["init"], r["fraction"]) for r in result["rows"]] == [
+        ("pretrained", 0.25), ("pretrained", 1.0), ("random", 0.25), ("random", 1.0)]
+    assert result["rows"][0]["train_images"] < result["rows"][1]["train_images"]
+    assert "probe.random.1.auroc.fracture" in result["figures"]
+    assert list_models(filled, task="findings") == []  # the bench registers nothing
+    run_training(filled, _probe_config(), progress=False)
+    latency = predict_latency(filled, n_images=5, threads=1)
+    assert latency["n"] == 5 and latency["p95_ms"] >= latency["p50_ms"] > 0

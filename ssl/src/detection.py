@@ -26,6 +26,7 @@ from radloop.core.records import Box
 from radloop.ssl.encoder_adapter import encoder_stats, read_pixels, timm_backbone_from_bundle
 from radloop.ssl.predict import ImagePrediction, Predictor
 from radloop.ssl.finetune_config import DetectConfig, TrainerConfig
+from radloop.ssl.finetune_images import trainer_callbacks
 
 DETECTOR_WEIGHTS = "detector.safetensors"
 DETECTOR_CONFIG = "detector.json"
@@ -191,7 +192,8 @@ def train_detector(bundle: Any, paths: Sequence[Path], sizes: Sequence[tuple[int
                     max_epochs=config.max_epochs, max_steps=config.max_steps,
                     max_time={"minutes": config.max_time_minutes} if config.max_time_minutes else None,
                     log_every_n_steps=min(trainer.log_every_n_steps, len(loader)), enable_checkpointing=False,
-                    logger=False, enable_progress_bar=progress, enable_model_summary=False)
+                    logger=False, enable_progress_bar=progress, enable_model_summary=False,
+                    callbacks=trainer_callbacks(progress))
     module = DetectorModule(model, config, total)
     fit.fit(module, loader)
     module.final_loss = float(fit.callback_metrics.get("loss", torch.tensor(float("nan"))))

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from radloop.ssl.encoder_adapter import encoder_stats, timm_backbone_from_bundle
-from radloop.ssl.finetune_images import AugmentedImages, model_input, preload_images
+from radloop.ssl.finetune_images import AugmentedImages, model_input, preload_images, trainer_callbacks
 from radloop.ssl.predict import ImagePrediction, Predictor
 from radloop.ssl.finetune_config import FinetuneConfig, TrainerConfig
 
@@ -154,6 +154,7 @@ def train_classifier(bundle: Any, images: Sequence[Path], targets: np.ndarray, w
     from torch.utils.data import DataLoader, WeightedRandomSampler
 
     image_size, mean, std = encoder_stats(bundle)
+    image_size = config.image_size or image_size  # conv nets transfer across input sizes
     backbone, _report = timm_backbone_from_bundle(bundle)
     names = region_names if region_names is not None else sorted({r for r in regions if r})
     if len(names) < 2:
@@ -185,6 +186,7 @@ def train_classifier(bundle: Any, images: Sequence[Path], targets: np.ndarray, w
                     max_time={"minutes": config.max_time_minutes} if config.max_time_minutes else None,
                     log_every_n_steps=min(trainer.log_every_n_steps, steps_per_epoch),
                     enable_checkpointing=False, logger=False, enable_progress_bar=progress,
+                    callbacks=trainer_callbacks(progress),
                     enable_model_summary=False, deterministic=trainer.deterministic)
     fit.fit(module, loader)
     meta = {"timm_name": bundle.config.timm_name, "model_kwargs": dict(bundle.config.model_kwargs), "image_size": image_size, "mean": mean, "std": std,

@@ -21,7 +21,7 @@ from radloop.ssl.finetune_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BenchConfig", "run_bench"]
+__all__ = ["BenchConfig", "predict_latency", "run_bench"]
 
 #: Figures copied from each job's metrics into the bench table.
 FIGURES = ("auroc.fracture", "ap.fracture", "ece", "region_balanced_accuracy", "map50")
@@ -85,3 +85,39 @@ def run_bench(catalog: Catalog, config_path: str | Path, overrides: list[str] | 
                 rows.append(row)
                 log.info("bench row %s", row)
     return {"config": str(config_path), "rows": rows, "figures": figures}
+
+
+def predict_latency(catalog: Catalog, task: str = "findings", *, n_images: int = 50, threads: int = 2,
+                    split: str = "test") -> dict[str, Any]:
+    """Single-image latency of the task's current predictor (load once, then one image per call).
+
+    Returns load time and p50/p95/max milliseconds over ``n_images`` held-out renders (first call excluded).
+
+    Raises:
+        ValueError: no current model for ``task`` or no images in ``split``.
+    """
+    import numpy as np
+    import torch
+
+    from radloop.core.targets import image_targets
+    from radloop.ssl.predict import load_predictor
+
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    predictor = load_predictor(catalog, task)
+    if predictor is None:
+        raise ValueError(f"no current model for task {task!r}: train one with `radloop train`")
+    load_seconds = time.perf_counter() - started
+    targets = image_targets(catalog, split=split)[: n_images + 1]
+    if not targets:
+        raise ValueError(f"no images in split {split!r}")
+    timings = []
+    for target in targets:
+        path = catalog.workspace.absolute(target.render_path)
+        started = time.perf_counter()
+        predictor.predict([path])
+        timings.append((time.perf_counter() - started) * 1000.0)
+    timings = np.asarray(timings[1:] or timings)
+    return {"model": predictor.model_version, "threads": threads, "load_s": round(load_seconds, 3),
+            "n": int(len(timings)), "p50_ms": round(float(np.percentile(timings, 50)), 1),
+            "p95_ms": round(float(np.percentile(timings, 95)), 1), "max_ms": round(float(timings.max()), 1)}

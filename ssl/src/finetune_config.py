@@ -78,6 +78,7 @@ class FinetuneConfig(StrictModel):
     """Partial/full fine-tuning with layer-wise learning-rate decay (BEiT/MAE recipe)."""
 
     mode: Literal["linear", "partial", "full"] = "full"
+    image_size: int | None = Field(None, ge=32)  # None: the encoder's own input size
     trainable_fraction: float = Field(0.5, gt=0.0, le=1.0)  # partial: top fraction of layer groups trained
     lr: float = Field(1e-3, gt=0.0)
     layer_decay: float = Field(0.75, gt=0.0, le=1.0)
