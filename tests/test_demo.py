@@ -1,0 +1,45 @@
+"""`radloop demo` on a small real subset: every stage runs and the report/plot are written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import DATA_ROOT, data_path
+
+
+@pytest.mark.slow
+def test_demo_small_subset(tmp_path):
+    from typer.testing import CliRunner
+
+    from radloop.app.cli import build_app
+
+    data_path("bone_fracture_xray_roboflow_v4", "coco", "train_annotations.coco.json")
+    data_path("iu_xray_reports", "NLMCXR_reports_dev.tgz")
+    workspace = tmp_path / "demo-ws"
+    result = CliRunner().invoke(build_app(), [
+        "demo", "--data", str(DATA_ROOT), "--workspace", str(workspace), "--limit", "240",
+        "--pretrain-minutes", "0.15", "--rounds", "2", "--budget", "12", "--workers", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((workspace / "rounds" / "demo_summary.json").read_text())
+    steps = {step["step"].split(" ")[0]: step for step in summary["steps"]}
+    assert steps["ingest"]["fracture_images"] == 240 and steps["ingest"]["ingest_errors"] == 0
+    assert steps["weak"]["reports_labelled"] > 2000 and steps["weak"]["f1_fracture"] > 0.5
+    assert steps["embed"]["index_size"] >= 240
+    assert [r["labels_total"] for r in summary["rounds"]] == [12, 24]
+    assert len(summary["random_baseline"]) == 2
+    assert summary["next_batch"]["selected"] == 12
+    assert (workspace / summary["next_batch"]["label_studio_import_file"]).exists()
+    assert (workspace / "rounds" / "learning_curve.png").stat().st_size > 10_000
+
+
+def test_demo_missing_data_is_a_clear_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from radloop.app.cli import build_app
+
+    result = CliRunner().invoke(build_app(), ["demo", "--data", str(tmp_path / "nowhere"),
+                                              "--workspace", str(tmp_path / "ws")])
+    assert result.exit_code == 2
+    assert "not found" in result.output

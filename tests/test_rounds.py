@@ -1,0 +1,110 @@
+"""Active-learning rounds end to end on a small real workspace (fracture radiographs, simulated answers)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from conftest import data_path
+
+
+@pytest.fixture(scope="module")
+def round_catalog(tmp_path_factory):
+    """120 real fracture radiographs ingested, a small random-init encoder registered as current."""
+    from radloop.core.catalog import Catalog
+    from radloop.core.ingest import ingest_paths
+    from radloop.core.workspace import resolve_workspace
+    from radloop.ssl.encoders import random_encoder, save_encoder
+    from radloop.ssl.pretrain import register_encoder
+
+    coco = data_path("bone_fracture_xray_roboflow_v4", "coco", "train_annotations.coco.json")
+    images = data_path("bone_fracture_xray_roboflow_v4", "yolo", "train", "images")
+    workspace = resolve_workspace(tmp_path_factory.mktemp("rounds") / "ws")
+    catalog = Catalog.open(workspace)
+    ingest_paths(catalog, [coco], images_dir=images, dataset="fracture", workers=1, limit=160, progress=False)
+    bundle = random_encoder("resnet18", 64, seed=0)
+    folder = workspace.models_dir / "encoder"
+    saved = save_encoder(bundle.model.backbone, folder,
+                         timm_name="resnet18", image_size=64, method="random", version="enc-test-resnet18")
+    register_encoder(catalog, folder, saved.version, saved.config.model_dump(), {}, make_current=True)
+    yield catalog
+    catalog.dispose()
+
+
+def _rounds(catalog):
+    from radloop.core.schema import Round
+
+    with catalog.session() as session:
+        return list(session.scalars(select(Round).order_by(Round.number)))
+
+
+def test_unknown_strategy_lists_valid_ones(round_catalog):
+    from radloop.app.rounds import start_round
+
+    with pytest.raises(ValueError, match="valid:.*margin"):
+        start_round(round_catalog, strategy="nope", budget=5, simulate=True)
+    assert _rounds(round_catalog) == []
+
+
+def test_finish_without_open_round_says_what_to_do(round_catalog):
+    from radloop.app.rounds import RoundError, finish_round
+
+    with pytest.raises(RoundError, match="radloop round start"):
+        finish_round(round_catalog)
+
+
+def test_simulated_rounds_buy_labels_and_resume(round_catalog):
+    from radloop.app.rounds import finish_round, labelled_image_ids, round_status, start_round
+    from radloop.core.registry import current_model
+    from radloop.core.schema import Annotation, Round, Selection
+    from radloop.core.targets import image_targets
+
+    first = start_round(round_catalog, strategy="margin", budget=12, simulate=True, dataset="fracture")
+    # no model yet: the uncertainty strategy falls back to the cold-start strategy, and says so
+    assert first.strategy == "typiclust" and any("cold start" in note for note in first.notes)
+    assert first.state == "pushed" and first.selected == 12
+    assert (round_catalog.workspace.root / first.tasks_file).exists()
+
+    # starting again while the round is open resumes it instead of selecting twice
+    again = start_round(round_catalog, strategy="margin", budget=12, simulate=True)
+    assert again.round_id == first.round_id
+    with round_catalog.session() as session:
+        assert session.scalar(select(func.count()).select_from(Selection)) == 12
+
+    done = finish_round(round_catalog)
+    assert done.state == "finished" and done.labels_spent == 12 and done.labels_total == 12
+    labels = labelled_image_ids(round_catalog, "fracture", simulate=True)
+    truth = {t.image_id: t.fracture for t in image_targets(round_catalog, image_ids=list(labels))}
+    assert labels == truth  # the simulated annotator answers with the dataset's ground truth
+
+    second = start_round(round_catalog, strategy="margin", budget=10, simulate=True, dataset="fracture")
+    with round_catalog.session() as session:
+        picked = set(session.scalars(select(Selection.image_id).where(Selection.round_id == second.round_id)))
+    assert not picked & set(labels), "a round must never select an image that is labelled already"
+    # a crash after the answers were stored: the round is 'answered'; finishing again completes it once
+    with round_catalog.session() as session:
+        session.get(Round, second.round_id).state = "selected"
+    finish_round(round_catalog)
+    finish_round_again = round_status(round_catalog)[-1]
+    assert finish_round_again.state == "finished" and finish_round_again.labels_total == 22
+    with round_catalog.session() as session:
+        simulated = session.scalar(select(func.count()).select_from(Annotation).where(
+            Annotation.source == "simulate"))
+    assert simulated == 22
+    model = current_model(round_catalog, "findings")
+    assert model is not None and model.parent_version == "enc-test-resnet18"
+    assert finish_round_again.metric_name == "auroc.fracture"
+
+
+def test_round_cli_status_json(round_catalog):
+    import json
+
+    from typer.testing import CliRunner
+
+    from radloop.app.cli import build_app
+
+    result = CliRunner().invoke(build_app(), ["round", "status", "--json", "--workspace",
+                                              str(round_catalog.workspace.root)])
+    assert result.exit_code == 0, result.output
+    rounds = json.loads(result.stdout)["rounds"]
+    assert [r["state"] for r in rounds] == ["finished"] * len(rounds) and len(rounds) >= 2
