@@ -329,3 +329,27 @@ def test_label_studio_status_reachable_and_not():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _cli_command(words: list[str]):
+    """The click command a command line names (descending through groups), or None."""
+    import typer.main
+
+    from radloop.app.cli import build_app
+
+    command = typer.main.get_command(build_app())
+    for word in words:  # groups have .commands (typer may vendor click: no isinstance check)
+        if word not in getattr(command, "commands", {}):
+            break
+        command = command.commands[word]
+    return None if hasattr(command, "commands") else command
+
+
+@pytest.mark.parametrize("purpose", sorted(next_steps.COMMANDS))
+def test_next_step_commands_exist_in_the_cli(purpose):
+    """The app only names commands the CLI really has (with the options it mentions)."""
+    words = next_steps.COMMANDS[purpose].split()[1:]
+    command = _cli_command(words)
+    assert command is not None, f"`{next_steps.COMMANDS[purpose]}` names no registered radloop command"
+    options = {option for parameter in command.params for option in getattr(parameter, "opts", [])}
+    assert {word for word in words if word.startswith("--")} <= options
