@@ -143,3 +143,47 @@ def test_bench_grid_and_latency(filled, tmp_path):
     run_training(filled, _probe_config(), progress=False)
     latency = predict_latency(filled, n_images=5, threads=1)
     assert latency["n"] == 5 and latency["p95_ms"] >= latency["p50_ms"] > 0
+
+
+def test_report_weak_labels_fill_unlabelled_images_with_a_lower_weight(catalog):
+    from radloop.core.schema import Report, WeakLabel
+
+    fill_fracture_catalog(catalog, 4, seed=4, render_size=64, splits=("train",))
+    with catalog.session() as session:
+        images = session.query(Image).order_by(Image.id).all()
+        for image in images[:2]:  # no longer exhaustively boxed: the expert says nothing about fracture
+            image.meta, image.body_region = {}, None
+            session.query(Annotation).filter(Annotation.image_id == image.id).delete()
+        for number, (image, status) in enumerate(zip(images[:2], ("positive", "negative"))):
+            session.add(Report(id=f"R-{number}", study_id=image.study_id, content_hash=str(number), text="..."))
+            session.flush()
+            session.add(WeakLabel(report_id=f"R-{number}", finding="fracture", status=status, rules_version="t"))
+        unlabelled = [image.id for image in images[:2]]
+    expert_only = build_labeled_set(catalog, ["fracture"], splits=["train"])
+    assert not set(unlabelled) & set(expert_only.image_ids) and expert_only.weak_rows == 0
+    weak = build_labeled_set(catalog, ["fracture"], splits=["train"], weak_labels=True, weak_weight=0.25)
+    rows = {image_id: row for row, image_id in enumerate(weak.image_ids)}
+    assert weak.weak_rows == 2
+    assert [int(weak.targets[rows[i], 0]) for i in unlabelled] == [1, 0]
+    assert [float(weak.weights[rows[i]]) for i in unlabelled] == [0.25, 0.25]
+    assert set(weak.weights[[r for i, r in rows.items() if i not in unlabelled]]) == {1.0}
+
+
+def test_evaluate_on_an_external_coco_file(filled, tmp_path):
+    from finetune_workspace import fracture_coco
+    from radloop.ssl.finetune_evaluate import evaluate_model
+    from radloop.ssl.finetune_jobs import run_training
+
+    coco, image_dir = fracture_coco()
+    boxed = {a["image_id"] for a in coco["annotations"]}
+    chosen = [e for e in coco["images"] if e["id"] in boxed][:4] + [e for e in coco["images"] if e["id"] not in boxed][:4]
+    ids = {e["id"] for e in chosen}
+    subset = {"categories": coco["categories"], "images": chosen,
+              "annotations": [a for a in coco["annotations"] if a["image_id"] in ids]}
+    (tmp_path / "held_out.json").write_text(json.dumps(subset))
+    version = run_training(filled, _probe_config(), progress=False).version
+    metrics = evaluate_model(filled, version, coco=tmp_path / "held_out.json", images=image_dir)
+    assert metrics["n_images"] == 8 and metrics["n.fracture"] == 8 and metrics["prevalence.fracture"] == 0.5
+    assert 0.0 <= metrics["auroc.fracture"] <= 1.0 and metrics["n.region"] == 4
+    with pytest.raises(DataError, match="none of the 8 images"):
+        evaluate_model(filled, version, coco=tmp_path / "held_out.json", images=tmp_path)
