@@ -272,8 +272,8 @@ def _plot(workspace: Workspace, result: DemoResult) -> Path:
     if result.random_baseline:
         means = np.array([b["auroc_mean"] or np.nan for b in result.random_baseline], dtype=float)
         spread = np.array([b["auroc_std"] or 0.0 for b in result.random_baseline], dtype=float)
-        axis.plot(labels, means, "s--", label="random (mean of seeds)")
-        axis.fill_between(labels, means - spread, means + spread, alpha=0.2)
+        (line,) = axis.plot(labels, means, "s--", label="random selection (mean ± sd of seeds)")
+        axis.fill_between(labels, means - spread, means + spread, alpha=0.2, color=line.get_color())
     axis.set_xlabel("expert labels bought")
     axis.set_ylabel("fracture AUROC (held-out)")
     axis.set_title("radloop demo: what the labels bought")
