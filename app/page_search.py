@@ -9,6 +9,7 @@ import streamlit as st
 
 from radloop.app import ui, views, views_search
 from radloop.app.views import CaseCard
+from radloop.core.vocabulary import FINDINGS
 
 GRID_COLUMNS = 4
 
@@ -54,7 +55,11 @@ def render() -> None:
         regions = views.region_counts(catalog)["body_region"].tolist()
         region = st.selectbox("Body region", ["all", *regions], key="search_region")
         k = st.slider("Neighbours", min_value=1, max_value=24, value=8, key="search_k")
-        same_region = st.checkbox("Only the same body region", value=False, key="search_same_region")
+        same_region = st.checkbox("Neighbours from this body region only", value=False, key="search_same_region",
+                                  disabled=region in ("all", views.UNKNOWN_REGION))
+        finding = st.selectbox("Neighbours with finding", ["any", *FINDINGS], key="search_finding",
+                               help="Expert label present, or a positive report mention without an expert "
+                                    "label saying absent.")
     with query_column:
         upload = st.file_uploader("Upload a radiograph (PNG/JPEG)", type=["png", "jpg", "jpeg"],
                                   key="search_upload")
@@ -74,7 +79,11 @@ def render() -> None:
         if cards:
             with st.container(width=320):
                 _card(cards[0])
-    filters = {"body_region": region} if same_region and region != "all" else None
+    filters = {}
+    if same_region and region not in ("all", views.UNKNOWN_REGION):
+        filters["body_region"] = region
+    if finding != "any":
+        filters["finding"] = finding
     outcome = views_search.find_similar(catalog, image=image, case_id=query_id, k=k, filters=filters)
     st.subheader("Nearest cases")
     if outcome.message:
