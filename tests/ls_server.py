@@ -164,11 +164,12 @@ def _start_on_free_port(executable: Path, root: Path) -> LabelStudioServer:
     raise RuntimeError(f"could not start Label Studio: {last_error}")
 
 
-def _migrated_template(executable: Path) -> Path:
+def _migrated_template(executable: Path) -> Path | None:
     """A data dir with Label Studio's database already migrated (cached next to its venv).
 
     Migrating a fresh SQLite database takes minutes on a busy 2-core machine; every test session copies
-    this template instead and only creates its own user and token on start.
+    this template instead and only creates its own user and token on start.  None when the cache folder is
+    not writable (then each session migrates its own).
     """
     venv = executable.parent.parent
     versions = sorted(path.name for path in venv.glob("lib/python*/site-packages/label_studio-*.dist-info"))
@@ -178,7 +179,10 @@ def _migrated_template(executable: Path) -> Path:
         return template
     import tempfile
 
-    work = Path(tempfile.mkdtemp(prefix="ls-template-", dir=template.parent))
+    try:
+        work = Path(tempfile.mkdtemp(prefix="ls-template-", dir=template.parent))
+    except OSError:  # read-only cache: every session migrates its own database
+        return None
     server = _start_on_free_port(executable, work)
     server.stop()
     try:
@@ -186,7 +190,7 @@ def _migrated_template(executable: Path) -> Path:
     except OSError:
         pass
     shutil.rmtree(work, ignore_errors=True)
-    return template
+    return template if (template / "label_studio.sqlite3").exists() else None
 
 
 def start_label_studio(root: Path) -> LabelStudioServer:
@@ -196,7 +200,8 @@ def start_label_studio(root: Path) -> LabelStudioServer:
         pytest.skip(f"Label Studio venv not found ({os.environ.get('RADLOOP_LS_VENV') or DEFAULT_VENV}): "
                     "run `make labelstudio` (or set RADLOOP_LS_VENV)")
     template = _migrated_template(executable)
-    shutil.copytree(template, root / "ls-data")
+    if template is not None:
+        shutil.copytree(template, root / "ls-data")
     return _start_on_free_port(executable, root)
 
 
