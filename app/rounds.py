@@ -151,7 +151,14 @@ def labelled_image_ids(catalog: Catalog, task: str, *, simulate: bool) -> dict[s
         if simulate:
             query = query.where(Annotation.source == SIMULATE_SOURCE)
         rows = session.execute(query.order_by(Annotation.created_at, Annotation.id)).all()
-    return {image_id: int(bool((meta or {}).get("value", 1))) for image_id, meta in rows}
+    labels: dict[str, int] = {}
+    for image_id, meta in rows:
+        value = (meta or {}).get("value", 1)
+        if value is None:  # annotators disagreed: the consensus is "uncertain", not a label
+            labels.pop(image_id, None)
+        else:
+            labels[image_id] = int(bool(value))
+    return labels
 
 
 def _next_number(catalog: Catalog) -> int:

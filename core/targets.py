@@ -74,7 +74,10 @@ def image_targets(catalog: Catalog, *, dataset: str | None = None, split: str | 
                         Box(annotation.label, annotation.x, annotation.y, annotation.w, annotation.h))
                 elif annotation.kind == "choice":
                     value = (annotation.meta or {}).get("value", 1)
-                    choices[annotation.image_id][annotation.label] = int(bool(value))
+                    if value is None:  # annotators disagreed (consensus "uncertain"): unknown again
+                        choices[annotation.image_id].pop(annotation.label, None)
+                    else:
+                        choices[annotation.image_id][annotation.label] = int(bool(value))
     result = []
     for image, study_split in rows:
         labels: dict[str, int] = {}
