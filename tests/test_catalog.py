@@ -30,6 +30,7 @@ def test_targets_newest_choice_wins_and_uncertain_is_unknown(catalog):
 
     with catalog.session() as session:
         session.add(Study(id="S-2", dataset="t", split="train"))
+        session.flush()
         session.add(Image(id="I-1", study_id="S-2", content_hash="h1", source_path="x", source_format="png",
                           render_path="r.png", thumb_path="t.png", width=10, height=10, render_width=10,
                           render_height=10))
