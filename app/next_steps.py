@@ -6,9 +6,10 @@ so the guidance cannot drift from the real command names.
 
 from __future__ import annotations
 
-__all__ = ["COMMANDS", "EMPTY_WORKSPACE", "NO_IMAGES", "NO_REPORTS", "NO_WEAK_LABELS", "NO_ENCODER", "NO_ENCODER_FOR_ROUNDS", "NO_EMBEDDINGS",
-           "NO_INDEX_HITS", "no_embeddings", "NO_RETRIEVAL", "NO_LABELER", "NO_ROUND", "NO_ROUND_SCRIPTS", "NO_METRIC",
-           "NO_MODELS", "SWITCH_MODELS", "ROUND_RESUMABLE", "PAGE_FAILED", "command"]
+__all__ = ["COMMANDS", "EMPTY_WORKSPACE", "NO_IMAGES", "NO_REPORTS", "NO_WEAK_LABELS", "NO_ENCODER",
+           "NO_ENCODER_FOR_ROUNDS", "NO_EMBEDDINGS", "NO_INDEX_HITS", "NO_RETRIEVAL", "NO_LABELER", "NO_ROUND",
+           "NO_ROUND_SCRIPTS", "NO_METRIC", "NO_MODELS", "SWITCH_MODELS", "ROUND_RESUMABLE", "PAGE_FAILED",
+           "command", "no_embeddings"]
 
 #: Purpose -> the command line (``radloop`` sub-command path first, then its arguments).
 COMMANDS = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from radloop.app import next_steps, ui, views
+from radloop.app import next_steps, ui, views, views_rounds
 
 
 @ui.safe_page
@@ -16,7 +16,7 @@ def render() -> None:
     columns = st.columns(5)
     for column, (label, name) in zip(columns, [("Studies", "studies"), ("Images", "images"),
                                               ("Reports", "reports"), ("Expert labels", "annotations"),
-                                              ("Rounds", "rounds")]):
+                                              ("Rounds", "rounds")], strict=True):
         column.metric(label, f"{counts[name]:,}")
 
     left, right = st.columns(2)
@@ -57,11 +57,11 @@ def render() -> None:
         ui.next_step(next_steps.NO_WEAK_LABELS)
 
     st.subheader("Active-learning rounds")
-    rounds = views.rounds_frame(catalog)
+    rounds = views_rounds.rounds_frame(catalog)
     if rounds.empty:
         ui.next_step(next_steps.NO_ROUND)
         return
-    curve = views.learning_curve(rounds, views.demo_baseline(catalog.workspace))
+    curve = views_rounds.learning_curve(rounds, views_rounds.demo_baseline(catalog.workspace))
     if curve.empty:
         st.caption(next_steps.NO_METRIC)
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from radloop.app import next_steps, ui, views
+from radloop.app import next_steps, ui, views, views_rounds
 
 THUMBNAILS = 8
 
@@ -15,14 +15,14 @@ def render() -> None:
     """Render the selection queue."""
     st.title("Selection queue")
     catalog = ui.require_catalog(need_images=True)
-    rounds = views.rounds_frame(catalog)
+    rounds = views_rounds.rounds_frame(catalog)
     if rounds.empty:
         ui.next_step(next_steps.NO_ROUND)
         return
     choices = {int(row.round_id): f"round {row.number} · {row.strategy} · {row.state}"
                for row in rounds.iloc[::-1].itertuples()}
     round_id = st.selectbox("Round", list(choices), format_func=choices.get, key="queue_round")
-    queue = views.selection_queue(catalog, round_id)
+    queue = views_rounds.selection_queue(catalog, round_id)
     info = queue.round
     columns = st.columns(4)
     columns[0].metric("Selected", len(queue.items))
@@ -47,7 +47,7 @@ def render() -> None:
     pending = queue.items[~queue.items["annotated"]] if queue.pending else queue.items
     ranked = pending.head(THUMBNAILS)
     cards = {card.image_id: card for card in views.case_cards(catalog, ranked["image_id"].tolist())}
-    for column, row in zip(st.columns(4) * 2, ranked.itertuples()):
+    for column, row in zip(st.columns(4) * 2, ranked.itertuples(), strict=False):
         card = cards.get(row.image_id)
         with column:
             if card is not None and card.thumb is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from radloop.app import next_steps, ui, views, views_rounds, views_search
+from radloop.app import next_steps, ui, views_control, views_rounds, views_search
 from radloop.core.vocabulary import IMAGE_FINDINGS
 
 
@@ -28,7 +28,7 @@ def _progress_reporter(status, bar):
 def _run(action: str, function, catalog, **kwargs) -> None:
     with st.status(f"{action}…", expanded=True) as status:
         bar = st.progress(0.0)
-        result = views_rounds.run_round_action(function, catalog, progress=_progress_reporter(status, bar),
+        result = views_control.run_round_action(function, catalog, progress=_progress_reporter(status, bar),
                                                **kwargs)
         if result.ok:
             bar.progress(1.0)
@@ -46,7 +46,7 @@ def render() -> None:
     """Render round control."""
     st.title("Round control")
     catalog = ui.require_catalog(need_images=True)
-    current = views.latest_round(catalog)
+    current = views_rounds.latest_round(catalog)
     if current is None:
         st.caption("No round yet.")
     else:
@@ -61,13 +61,13 @@ def render() -> None:
         elif current.metric_before is not None:
             columns[3].metric(f"{current.metric_name or 'metric'} (before)", f"{current.metric_before:.3f}")
 
-    label_studio = views_rounds.label_studio_status()
+    label_studio = views_control.label_studio_status()
     if label_studio.reachable:
         st.success(label_studio.message, icon=":material/check_circle:")
     else:
         st.warning(label_studio.message, icon=":material/cloud_off:")
 
-    api = views_rounds.rounds_api()
+    api = views_control.rounds_api()
     if not api.available:
         ui.next_step(api.message)
         return
@@ -76,7 +76,7 @@ def render() -> None:
     if encoder is None:
         ui.next_step(next_steps.NO_ENCODER_FOR_ROUNDS)
     defaults = api.defaults
-    strategies = views_rounds.strategy_names()
+    strategies = views_control.strategy_names()
     tasks = list(IMAGE_FINDINGS)
     start_column, finish_column = st.columns(2)
     with start_column, st.form("start_round"):

@@ -93,7 +93,7 @@ def render() -> None:
             ui.next_step(outcome.message)
         return
     for start in range(0, len(outcome.neighbours), GRID_COLUMNS):
-        for column, card in zip(st.columns(GRID_COLUMNS), outcome.neighbours[start:start + GRID_COLUMNS]):
+        for column, card in zip(st.columns(GRID_COLUMNS), outcome.neighbours[start:start + GRID_COLUMNS], strict=False):
             with column:
                 _card(card)
 

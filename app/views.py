@@ -2,14 +2,15 @@
 
 Every page of ``app/main.py`` only renders what these functions return (dataclasses and pandas
 DataFrames), so the queries are testable without a browser and the UI holds no business logic.
-Case search, report highlighting and round control live in :mod:`radloop.app.views_search`,
-:mod:`radloop.app.views_reports` and :mod:`radloop.app.views_rounds`.
+Case search, report highlighting, round history / selection queue and round control live in
+:mod:`radloop.app.views_search`, :mod:`radloop.app.views_reports`, :mod:`radloop.app.views_rounds` and
+:mod:`radloop.app.views_control`.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -17,14 +18,12 @@ from sqlalchemy import distinct, func, select
 
 from radloop.app import next_steps
 from radloop.core.catalog import Catalog
-from radloop.core.schema import Annotation, Image, Model, Report, Round, Selection, Study, WeakLabel
+from radloop.core.schema import Annotation, Image, Model, Report, Study, WeakLabel
 from radloop.core.workspace import Workspace
 
 __all__ = [
-    "NEXT_STEP_EMPTY", "WorkspaceState", "Coverage", "RoundInfo", "SelectionQueue", "CaseCard",
-    "workspace_state", "open_catalog", "region_counts", "finding_counts", "weak_label_coverage",
-    "rounds_frame", "learning_curve", "demo_baseline", "list_cases", "case_cards", "latest_round", "selection_queue",
-    "models_frame",
+    "NEXT_STEP_EMPTY", "UNKNOWN_REGION", "Coverage", "CaseCard", "open_catalog", "region_counts", "finding_counts",
+    "weak_label_coverage", "list_cases", "case_cards", "models_frame",
 ]
 
 #: What to do in a workspace without a catalog or without images.
@@ -35,20 +34,6 @@ NEXT_STEP_EMPTY = next_steps.EMPTY_WORKSPACE
 UNKNOWN_REGION = "unknown"
 
 
-@dataclass(frozen=True)
-class WorkspaceState:
-    """Whether a workspace holds a catalog, and the row counts of its main tables."""
-
-    root: Path
-    has_catalog: bool
-    counts: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def is_empty(self) -> bool:
-        """True when there is no catalog or it has neither images nor reports."""
-        return not self.has_catalog or (self.counts.get("images", 0) + self.counts.get("reports", 0)) == 0
-
-
 def open_catalog(workspace: Workspace) -> Catalog:
     """Open an existing catalog without creating a new one.
 
@@ -56,13 +41,6 @@ def open_catalog(workspace: Workspace) -> Catalog:
         FileNotFoundError: the workspace has no catalog yet (message says what to run).
     """
     return Catalog.open(workspace, create=False)
-
-
-def workspace_state(workspace: Workspace, catalog: Catalog | None) -> WorkspaceState:
-    """Summarise ``workspace``; ``catalog`` is None when it could not be opened."""
-    if catalog is None:
-        return WorkspaceState(root=workspace.root, has_catalog=False)
-    return WorkspaceState(root=workspace.root, has_catalog=True, counts=catalog.counts())
 
 
 def region_counts(catalog: Catalog) -> pd.DataFrame:
@@ -162,87 +140,6 @@ def weak_label_coverage(catalog: Catalog) -> Coverage:
                     images_labelled=images_labelled, rules_versions=versions)
 
 
-ROUND_COLUMNS = ["round_id", "number", "state", "strategy", "budget", "task", "labels_spent", "labels_total",
-                 "metric_name", "metric_before", "metric_after", "gain", "model_version", "created_at",
-                 "finished_at"]
-
-
-def rounds_frame(catalog: Catalog) -> pd.DataFrame:
-    """All active-learning rounds in order, with the labels bought so far and the metric gain.
-
-    ``labels_total`` is the round's recorded ``meta["labels_total"]`` (labels the model was trained on) when
-    the round scripts stored it, else the running sum of ``labels_spent``.
-
-    Returns:
-        DataFrame with the columns of :data:`ROUND_COLUMNS` (empty when no round was run).
-    """
-    with catalog.session() as session:
-        rounds = session.scalars(select(Round).order_by(Round.number, Round.id)).all()
-    rows, total = [], 0
-    for round_ in rounds:
-        # The round scripts record how many labels the model was trained on; else count what rounds spent.
-        recorded = (round_.meta or {}).get("labels_total")
-        total = int(recorded) if isinstance(recorded, (int, float)) else total + (round_.labels_spent or 0)
-        gain = (round_.metric_after - round_.metric_before
-                if round_.metric_after is not None and round_.metric_before is not None else None)
-        rows.append((round_.id, round_.number, round_.state, round_.strategy, round_.budget, round_.task,
-                     round_.labels_spent or 0, total, round_.metric_name, round_.metric_before,
-                     round_.metric_after, gain, round_.model_version, round_.created_at, round_.finished_at))
-    return pd.DataFrame(rows, columns=ROUND_COLUMNS)
-
-
-def learning_curve(rounds: pd.DataFrame, baseline: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Metric against the cumulative number of expert labels, one line per metric name.
-
-    Each finished round gives the point (labels before it, metric before) and (labels after it, metric
-    after); duplicate x positions keep the latest value.
-
-    Args:
-        rounds: output of :func:`rounds_frame`.
-        baseline: optional extra line with the same columns (e.g. :func:`demo_baseline`).
-
-    Returns:
-        DataFrame with columns ``labels, metric, metric_name`` sorted by labels (empty without metrics).
-    """
-    points: dict[tuple[str, int], float] = {}
-    for row in rounds.itertuples(index=False):
-        name = row.metric_name or "metric"
-        before = row.labels_total - row.labels_spent
-        if pd.notna(row.metric_before):
-            points[(name, int(before))] = float(row.metric_before)
-        if pd.notna(row.metric_after):
-            points[(name, int(row.labels_total))] = float(row.metric_after)
-    frame = pd.DataFrame([(labels, metric, name) for (name, labels), metric in points.items()],
-                         columns=["labels", "metric", "metric_name"])
-    if baseline is not None and not baseline.empty:
-        frame = pd.concat([frame, baseline[["labels", "metric", "metric_name"]]], ignore_index=True)
-    return frame.sort_values(["metric_name", "labels"], ignore_index=True)
-
-
-#: Where ``radloop demo`` writes its summary (inside the workspace's rounds/ folder).
-DEMO_SUMMARY = "demo_summary.json"
-
-
-def demo_baseline(workspace: Workspace) -> pd.DataFrame:
-    """The random-selection baseline that ``radloop demo`` measured at the rounds' label counts.
-
-    Returns:
-        DataFrame with columns ``labels, metric, metric_name`` (empty without a readable demo summary).
-    """
-    import json
-
-    path = workspace.rounds_dir / DEMO_SUMMARY
-    columns = ["labels", "metric", "metric_name"]
-    try:
-        entries = json.loads(path.read_text()).get("random_baseline") or []
-    except (OSError, ValueError, AttributeError):
-        return pd.DataFrame(columns=columns)
-    rows = [(int(entry["labels"]), float(entry["auroc_mean"]), "random selection (demo baseline)")
-            for entry in entries if isinstance(entry, dict) and entry.get("auroc_mean") is not None
-            and entry.get("labels") is not None]
-    return pd.DataFrame(rows, columns=columns)
-
-
 def list_cases(catalog: Catalog, *, body_region: str | None = None, limit: int = 500) -> pd.DataFrame:
     """Images to pick a query case from, newest first.
 
@@ -316,7 +213,7 @@ def case_cards(catalog: Catalog, image_ids: list[str], *, distances: list[float]
     """
     from radloop.core.targets import image_targets
 
-    distance_of = dict(zip(image_ids, distances)) if distances is not None else {}
+    distance_of = dict(zip(image_ids, distances, strict=True)) if distances is not None else {}
     targets = {target.image_id: target for target in image_targets(catalog, image_ids=list(image_ids))}
     with catalog.session() as session:
         images = {image.id: image for image in session.scalars(select(Image).where(Image.id.in_(image_ids)))}
@@ -347,90 +244,6 @@ def case_cards(catalog: Catalog, image_ids: list[str], *, distances: list[float]
             report_id=report.id if report else None, report_snippet=_snippet(report, snippet_length),
             distance=distance_of.get(image_id)))
     return cards
-
-
-@dataclass(frozen=True)
-class RoundInfo:
-    """One active-learning round as the app shows it.
-
-    ``notes`` are what the round scripts recorded (e.g. a cold-start fallback); ``tasks_file`` is the Label
-    Studio import file written for the batch (relative to the workspace) and ``label_studio_url`` the
-    server the batch was pushed to, when it was.
-    """
-
-    round_id: int
-    number: int
-    state: str
-    strategy: str
-    budget: int
-    labels_spent: int
-    metric_name: str | None
-    metric_before: float | None
-    metric_after: float | None
-    model_version: str | None
-    notes: tuple[str, ...] = ()
-    tasks_file: str | None = None
-    label_studio_url: str | None = None
-
-
-def _round_info(round_: Round) -> RoundInfo:
-    meta = round_.meta or {}
-    pushed = meta.get("label_studio") if isinstance(meta.get("label_studio"), dict) else {}
-    return RoundInfo(round_id=round_.id, number=round_.number, state=round_.state, strategy=round_.strategy,
-                     budget=round_.budget, labels_spent=round_.labels_spent or 0, metric_name=round_.metric_name,
-                     metric_before=round_.metric_before, metric_after=round_.metric_after,
-                     model_version=round_.model_version, notes=tuple(str(note) for note in meta.get("notes") or ()),
-                     tasks_file=meta.get("tasks_file"), label_studio_url=pushed.get("url"))
-
-
-def latest_round(catalog: Catalog) -> RoundInfo | None:
-    """The most recent round (highest number), or None before the first one."""
-    with catalog.session() as session:
-        round_ = session.scalars(select(Round).order_by(Round.number.desc(), Round.id.desc())).first()
-        return _round_info(round_) if round_ is not None else None
-
-
-@dataclass(frozen=True)
-class SelectionQueue:
-    """The images a round picked for annotation.
-
-    ``items`` has columns ``rank, image_id, score, strategy, reason, body_region, annotated, ls_task_id``;
-    ``annotated`` says whether the round already received an expert answer (any annotation kind, skips
-    included) for the image.
-    """
-
-    round: RoundInfo | None
-    items: pd.DataFrame
-
-    @property
-    def pending(self) -> int:
-        """Selected images the round has no expert answer for yet."""
-        return int((~self.items["annotated"]).sum()) if len(self.items) else 0
-
-
-def selection_queue(catalog: Catalog, round_id: int | None = None) -> SelectionQueue:
-    """Selections of ``round_id`` (default: the latest round), by rank."""
-    columns = ["rank", "image_id", "score", "strategy", "reason", "body_region", "annotated", "ls_task_id"]
-    with catalog.session() as session:
-        if round_id is None:
-            round_ = session.scalars(select(Round).order_by(Round.number.desc(), Round.id.desc())).first()
-        else:
-            round_ = session.get(Round, round_id)
-        if round_ is None:
-            return SelectionQueue(round=None, items=pd.DataFrame(columns=columns))
-        rows = session.execute(
-            select(Selection, Image.body_region).join(Image, Image.id == Selection.image_id)
-            .where(Selection.round_id == round_.id).order_by(Selection.rank)).all()
-        selected = [selection.image_id for selection, _ in rows]
-        annotated = set(session.scalars(
-            select(Annotation.image_id).distinct().where(Annotation.image_id.in_(selected),
-                                                        Annotation.round_id == round_.id)))
-        info = _round_info(round_)
-    items = pd.DataFrame(
-        [(selection.rank, selection.image_id, selection.score, selection.strategy, selection.reason, region,
-          selection.image_id in annotated, selection.ls_task_id) for selection, region in rows],
-        columns=columns)
-    return SelectionQueue(round=info, items=items)
 
 
 def models_frame(catalog: Catalog, task: str | None = None) -> pd.DataFrame:

@@ -16,7 +16,8 @@ from radloop.core.records import FindingMention
 from radloop.core.schema import Image, Report, WeakLabel
 
 __all__ = ["ReportDetail", "Segment", "list_reports", "report_detail", "stored_mentions", "live_mentions",
-           "mentions_frame", "highlight_segments", "load_labeler", "weak_label_total", "highlight_html", "STATUS_COLOURS", "NEXT_STEP_LABELER"]
+           "mentions_frame", "highlight_segments", "load_labeler", "weak_label_total", "highlight_html",
+           "STATUS_COLOURS", "NEXT_STEP_LABELER", "NEXT_STEP_WEAK"]
 
 logger = logging.getLogger(__name__)
 

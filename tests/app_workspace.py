@@ -178,12 +178,13 @@ def build_app_workspace(root: Path, data_root: Path, *, fractures: int = 8, repo
                   parent_version="enc-simclr-resnet18-0a1b2c3d", metrics={"auroc": 0.78, "fracture": {"auroc": 0.77}},
                   annotation_ids=[1, 2, 3, 4, 5, 6], is_current=True, created_at=now + timedelta(hours=2)),
         ])
-        first = Round(number=1, state="finished", strategy="random", budget=4, task="findings",
-                      model_version="enc-simclr-resnet18-0a1b2c3d", metric_name="auroc", metric_before=0.62, metric_after=0.71,
-                      labels_spent=4, created_at=now, finished_at=now + timedelta(minutes=5))
-        second = Round(number=2, state="selected" if open_round else "finished", strategy="uncertainty", budget=3, task="findings",
-                       model_version="enc-simclr-resnet18-0a1b2c3d", metric_name="auroc", metric_before=0.71, labels_spent=0,
-                       created_at=now + timedelta(hours=3),
+        encoder = "enc-simclr-resnet18-0a1b2c3d"
+        first = Round(number=1, state="finished", strategy="random", budget=4, task="findings", model_version=encoder,
+                      metric_name="auroc", metric_before=0.62, metric_after=0.71, labels_spent=4, created_at=now,
+                      finished_at=now + timedelta(minutes=5))
+        second = Round(number=2, state="selected" if open_round else "finished", strategy="uncertainty", budget=3,
+                       task="findings", model_version=encoder, metric_name="auroc", metric_before=0.71,
+                       labels_spent=0, created_at=now + timedelta(hours=3),
                        meta={"notes": ["'margin' needs probabilities: cold start with 'typiclust'"],
                              "tasks_file": "rounds/round-002/label_studio_tasks.json"})
         session.add_all([first, second])

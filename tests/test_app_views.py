@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from radloop.app import next_steps, views, views_reports, views_rounds, views_search
+from radloop.app import next_steps, views, views_control, views_reports, views_rounds, views_search
 from radloop.core.records import FindingMention
 from radloop.core.schema import Annotation, Embedding, Image, Model, Report, Round, Selection, Study, WeakLabel
 
@@ -88,10 +88,11 @@ def test_weak_label_coverage(filled):
 
 def test_empty_catalog_views(catalog):
     assert views.region_counts(catalog).empty and views.finding_counts(catalog).empty
-    assert views.rounds_frame(catalog).empty and views.learning_curve(views.rounds_frame(catalog)).empty
+    rounds = views_rounds.rounds_frame(catalog)
+    assert rounds.empty and views_rounds.learning_curve(rounds).empty
     assert views.models_frame(catalog).empty and list(views.models_frame(catalog).columns)[:2] == ["version", "kind"]
-    assert views.latest_round(catalog) is None
-    assert views.selection_queue(catalog).round is None
+    assert views_rounds.latest_round(catalog) is None
+    assert views_rounds.selection_queue(catalog).round is None
     coverage = views.weak_label_coverage(catalog)
     assert coverage.report_fraction == 0.0 and coverage.image_fraction == 0.0
 
@@ -123,16 +124,16 @@ def test_rounds_learning_curve_and_queue(filled):
         session.add(Annotation(image_id="I-a", source="labelstudio", kind="choice", label="fracture",
                                meta={"value": 1}, round_id=third.id))
         third_id = third.id
-    rounds = views.rounds_frame(filled)
+    rounds = views_rounds.rounds_frame(filled)
     assert rounds["labels_total"].tolist() == [2, 5, 5]
     assert rounds["gain"].round(3).tolist()[:2] == [0.1, 0.05]
-    curve = views.learning_curve(rounds)
+    curve = views_rounds.learning_curve(rounds)
     assert curve[["labels", "metric"]].values.tolist() == [[0, 0.6], [2, 0.7], [5, 0.75]]
-    queue = views.selection_queue(filled)
+    queue = views_rounds.selection_queue(filled)
     assert queue.round.round_id == third_id and queue.round.state == "selected"
     assert queue.items["image_id"].tolist() == ["I-a", "I-b"]
     assert queue.items["annotated"].tolist() == [True, False] and queue.pending == 1
-    assert views.latest_round(filled).number == 3
+    assert views_rounds.latest_round(filled).number == 3
 
 
 def test_recorded_label_totals_and_demo_baseline(catalog):
@@ -145,16 +146,16 @@ def test_recorded_label_totals_and_demo_baseline(catalog):
             Round(number=1, state="finished", strategy="margin", budget=10, metric_name="auroc.fracture",
                   metric_before=0.6, metric_after=0.7, labels_spent=8, meta={"labels_total": 18}),
         ])
-    rounds = views.rounds_frame(catalog)
+    rounds = views_rounds.rounds_frame(catalog)
     assert rounds["labels_total"].tolist() == [10, 18]
-    assert views.demo_baseline(catalog.workspace).empty  # no demo summary yet
-    (catalog.workspace.rounds_dir / views.DEMO_SUMMARY).write_text(json.dumps({"random_baseline": [
+    assert views_rounds.demo_baseline(catalog.workspace).empty  # no demo summary yet
+    (catalog.workspace.rounds_dir / views_rounds.DEMO_SUMMARY).write_text(json.dumps({"random_baseline": [
         {"labels": 10, "auroc_mean": 0.55, "auroc_std": 0.02}, {"labels": 18, "auroc_mean": None}]}))
-    curve = views.learning_curve(rounds, views.demo_baseline(catalog.workspace))
+    curve = views_rounds.learning_curve(rounds, views_rounds.demo_baseline(catalog.workspace))
     assert curve.values.tolist() == [[10, 0.6, "auroc.fracture"], [18, 0.7, "auroc.fracture"],
                                      [10, 0.55, "random selection (demo baseline)"]]
-    (catalog.workspace.rounds_dir / views.DEMO_SUMMARY).write_text("{not json")
-    assert views.demo_baseline(catalog.workspace).empty
+    (catalog.workspace.rounds_dir / views_rounds.DEMO_SUMMARY).write_text("{not json")
+    assert views_rounds.demo_baseline(catalog.workspace).empty
 
 
 def test_case_cards_labels_snippets_and_missing_thumbs(filled):
@@ -294,7 +295,7 @@ def test_run_round_action_filters_arguments_and_reports_errors(catalog):
         return {"selected": budget}
 
     messages = []
-    result = views_rounds.run_round_action(strict, catalog, progress=lambda m, f: messages.append((m, f)),
+    result = views_control.run_round_action(strict, catalog, progress=lambda m, f: messages.append((m, f)),
                                            budget=3, strategy="ignored", label_studio_url=None)
     assert result.ok and result.summary == {"selected": 3} and messages == [("selecting", 0.5)]
 
@@ -302,13 +303,13 @@ def test_run_round_action_filters_arguments_and_reports_errors(catalog):
         seen["overrides"] = overrides
         raise RuntimeError("no encoder: run `radloop demo`")
 
-    result = views_rounds.run_round_action(flexible, catalog, budget=2, label_studio_url=None)
+    result = views_control.run_round_action(flexible, catalog, budget=2, label_studio_url=None)
     assert seen["overrides"] == {"budget": 2}  # None means "use the default"
     assert not result.ok and "no encoder" in result.message
 
 
 def test_label_studio_status_reachable_and_not():
-    down = views_rounds.label_studio_status("http://127.0.0.1:9", timeout=1)
+    down = views_control.label_studio_status("http://127.0.0.1:9", timeout=1)
     assert not down.reachable and "Simulate" in down.message
 
     class Health(http.server.BaseHTTPRequestHandler):
@@ -324,7 +325,7 @@ def test_label_studio_status_reachable_and_not():
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        up = views_rounds.label_studio_status(f"http://127.0.0.1:{server.server_port}/")
+        up = views_control.label_studio_status(f"http://127.0.0.1:{server.server_port}/")
         assert up.reachable and up.url == f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
