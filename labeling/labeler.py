@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterable, Iterator
 
 from radloop.core.records import FindingMention
@@ -9,7 +10,7 @@ from radloop.core.records import FindingMention
 from .mentions import doc_mentions
 from .pipeline import build_pipeline, build_site_matcher
 from .rules_loader import RuleSet, load_rule_set, rules_version
-from .text import MAX_CHARS, clean_text
+from .text import CHUNK_CHARS, MAX_CHARS, clean_text, split_chunks
 
 
 class LabelResult(list):
@@ -24,6 +25,8 @@ class ReportLabeler:
     Args:
         max_chars: Longer reports are not labelled; their result carries ``error``.
         batch_size: spaCy ``nlp.pipe`` batch size.
+        chunk_chars: Reports longer than this are labelled piecewise (sentence-aligned pieces; the
+            section header in force is carried into the next piece), keeping time linear in length.
 
     Example:
         >>> labeler = ReportLabeler()
@@ -31,9 +34,10 @@ class ReportLabeler:
         ['fracture', 'normal']
     """
 
-    def __init__(self, *, max_chars: int = MAX_CHARS, batch_size: int = 256):
+    def __init__(self, *, max_chars: int = MAX_CHARS, batch_size: int = 256, chunk_chars: int = CHUNK_CHARS):
         self.max_chars = max_chars
         self.batch_size = batch_size
+        self.chunk_chars = chunk_chars
         self._rule_set: RuleSet = load_rule_set()
         self.rules_version: str = self._rule_set.version
         self._nlp = build_pipeline(self._rule_set)
@@ -70,17 +74,44 @@ class ReportLabeler:
             yield from self._label_batch(pending)
 
     def _label_batch(self, batch: list[tuple[str, str | None]]) -> Iterator[LabelResult]:
-        docs = self._nlp.pipe(text for text, _ in batch)
+        short = (text if len(text) <= self.chunk_chars else "" for text, _ in batch)
+        docs = self._nlp.pipe(short)
         for (text, error), doc in zip(batch, docs):
             result = LabelResult()
             if error is not None:
                 result.error = error
             elif text:
                 try:
-                    result.extend(doc_mentions(doc, self._sites, self._rule_set.excluded_sections))
+                    if len(text) > self.chunk_chars:
+                        result.extend(self._label_long(text))
+                    else:
+                        result.extend(doc_mentions(doc, self._sites, self._rule_set.excluded_sections))
                 except Exception as failure:  # noqa: BLE001  one bad report must not stop a run
                     result.error = f"labelling failed: {type(failure).__name__}: {failure}"
             yield result
+
+    def _label_long(self, text: str) -> list[FindingMention]:
+        """Label a long report piece by piece; offsets index ``text``; one merged ``normal`` entry."""
+        mentions: list[FindingMention] = []
+        normals: list[FindingMention] = []
+        header = ""
+        for offset, piece in split_chunks(text, self.chunk_chars):
+            prefix = f"{header}\n" if header else ""
+            doc = self._nlp(prefix + piece)
+            shift = offset - len(prefix)
+            for mention in doc_mentions(doc, self._sites, self._rule_set.excluded_sections):
+                if mention.start is not None:
+                    mention = replace(mention, start=mention.start + shift, end=mention.end + shift)
+                (normals if mention.finding == "normal" else mentions).append(mention)
+            if doc._.sections and doc._.sections[-1].category is not None:
+                start, end = doc._.sections[-1].title_span
+                header = doc[start:end].text
+        if normals:
+            positive = all(entry.status == "positive" for entry in normals)
+            evidence = next((entry for entry in normals if entry.start is not None), None)
+            entry = evidence if evidence is not None and positive else FindingMention(finding="normal", status="negative")
+            mentions.append(replace(entry, status="positive" if positive else "negative"))
+        return mentions
 
 
 __all__ = ["LabelResult", "ReportLabeler", "rules_version"]

@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 
 #: Reports longer than this are not labelled (an ``error`` is returned instead).
-MAX_CHARS = 100_000
+MAX_CHARS = 2_000_000
+#: Longer texts are labelled in pieces of about this size (ConText pairs every modifier with every
+#: target of a doc, so one huge doc costs quadratic time).
+CHUNK_CHARS = 2_000
+_BREAK = re.compile(r"(?:[.!?;]\s+|\n+)")
 
 _TAG = re.compile(r"<[^<>]{0,200}>")
 _ENTITY = re.compile(r"&(?:[a-zA-Z]{2,8}|#\d{1,5});")
@@ -36,3 +40,18 @@ def clean_text(raw: str | bytes | None, *, max_chars: int = MAX_CHARS) -> tuple[
         text = _ENTITY.sub(lambda match: " " * len(match.group()), text)
     text = _CONTROL.sub(" ", text)
     return text, None
+
+
+def split_chunks(text: str, size: int = CHUNK_CHARS) -> list[tuple[int, str]]:
+    """Split ``text`` into ``(offset, piece)`` pieces of at most about ``size`` characters at sentence ends."""
+    pieces: list[tuple[int, str]] = []
+    start = 0
+    while start < len(text):
+        end = min(start + size, len(text))
+        if end < len(text):
+            breaks = [match.end() for match in _BREAK.finditer(text, start + size // 2, end)]
+            if breaks:
+                end = breaks[-1]
+        pieces.append((start, text[start:end]))
+        start = end
+    return pieces
