@@ -59,6 +59,20 @@ class LinearProbe:
         return probabilities
 
 
+def probe_features(pool: np.ndarray, components: int = 64):
+    """Standardise + PCA-whiten to ``components`` dimensions, fitted on the unlabelled pool (unsupervised).
+
+    A few hundred labels cannot fit hundreds of dimensions; the whitened top components keep the probe
+    well-posed and fast to retrain every round.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    components = min(components, pool.shape[1], len(pool))
+    return make_pipeline(StandardScaler(), PCA(components, whiten=True, random_state=0)).fit(pool)
+
+
 def score(metric: str, targets: np.ndarray, probabilities: np.ndarray) -> float:
     """Balanced accuracy (argmax) or AUROC of the positive class."""
     from sklearn.metrics import balanced_accuracy_score, roc_auc_score
@@ -73,9 +87,7 @@ def score(metric: str, targets: np.ndarray, probabilities: np.ndarray) -> float:
 def learning_curve(task: TaskData, strategy: str, *, budget: int, step: int, seed: int,
                    regularization: float = 0.1, strategy_params: dict | None = None) -> tuple[list[int], list[float]]:
     """(labels, scores) of one strategy and seed on one task."""
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(task.pool_x)  # unsupervised: fitted on the unlabelled pool
+    scaler = probe_features(task.pool_x)
     labelled = np.zeros(len(task.pool_x), dtype=bool)
     labels, scores = [], []
     probe = None

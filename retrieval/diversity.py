@@ -21,7 +21,7 @@ def kmeans_assign(vectors: np.ndarray, n_clusters: int, random_state: np.random.
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     kmeans = faiss.Kmeans(vectors.shape[1], n_clusters, niter=n_iter, seed=int(random_state.randint(2**31 - 1)),
                           verbose=False, max_points_per_centroid=256, min_points_per_centroid=1,
-                          nredo=3 if len(vectors) * n_clusters <= 5_000_000 else 1)
+                          nredo=3 if len(vectors) * n_clusters * vectors.shape[1] <= 20_000_000 else 1)
     kmeans.train(vectors)
     _, assignment = kmeans.index.search(vectors, 1)
     return assignment[:, 0].astype(np.int64)

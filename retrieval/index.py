@@ -190,7 +190,7 @@ class IndexManager:
 
         ivf = faiss.try_extract_index_ivf(self.index)
         if ivf is not None:
-            ivf.nprobe = self.config.nprobe or max(1, min(ivf.nlist, ivf.nlist // 256))
+            ivf.nprobe = self.config.nprobe or min(ivf.nlist, max(16, ivf.nlist // 128))
             quantizer = faiss.downcast_index(ivf.quantizer)
             if isinstance(quantizer, faiss.IndexHNSW):
                 quantizer.hnsw.efSearch = max(self.config.ef_search, 2 * ivf.nprobe)
