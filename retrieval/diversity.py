@@ -44,9 +44,17 @@ class KCenterSelection(SelectionStrategy):
     def _select(self, data: SelectionInput):
         candidates = np.zeros(data.n_samples, dtype=bool)
         candidates[data.pool] = True
-        picks, radii = kcenter_greedy(data.embeddings, data.budget, data.labeled, candidates,
+        centers, first = data.labeled, np.empty(0, dtype=np.int64)
+        if not len(centers):  # cold start: a seeded random first center, then greedy
+            first = np.asarray([data.random_state.choice(data.pool)], dtype=np.int64)
+            centers = first
+        picks, radii = kcenter_greedy(data.embeddings, data.budget - len(first), centers, candidates,
                                       candidate_pool=self.candidate_pool)
-        return picks, radii, [f"distance to nearest labelled/picked {radius:.3f}" for radius in radii]
+        picks = np.concatenate([first, picks])
+        radii = np.concatenate([np.full(len(first), np.inf, dtype=np.float32), radii])
+        reasons = [f"distance to nearest labelled/picked {radius:.3f}" if np.isfinite(radius)
+                   else "random first center (nothing labelled yet)" for radius in radii]
+        return picks, radii, reasons
 
 
 def _typicality(vectors: np.ndarray, n_neighbors: int) -> np.ndarray:
