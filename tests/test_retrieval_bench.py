@@ -1,0 +1,110 @@
+"""Benchmark commands on small synthetic inputs: JSON keys, plot, label savings arithmetic."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from radloop.retrieval.al_bench import label_savings
+from radloop.retrieval.al_tasks import load_coco_targets
+
+REGIONS = ("elbow positive", "wrist positive", "humerus fracture", "humerus")
+
+
+def _coco(tmp_path, count=160, seed=0):
+    rng = np.random.default_rng(seed)
+    categories = [{"id": 0, "name": "bones", "supercategory": "none"}] + [
+        {"id": i + 1, "name": name, "supercategory": "bones"} for i, name in enumerate(REGIONS)]
+    images, annotations, names, vectors = [], [], [], []
+    for i in range(count):
+        name = f"img{i:04d}.jpg"
+        images.append({"id": i, "file_name": name, "width": 64, "height": 64})
+        region = i % 3  # elbow, wrist, humerus
+        boxed = i % 2 == 0
+        if boxed:
+            annotations.append({"id": len(annotations), "image_id": i, "category_id": region + 1,
+                                "bbox": [1, 1, 4, 4], "area": 16, "iscrowd": 0})
+        names.append(name)
+        vectors.append(np.concatenate([np.eye(3)[region] * 2, [1.5 * boxed], rng.normal(size=12)]))
+    path = tmp_path / "train.coco.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    npz = tmp_path / "emb.npz"
+    np.savez(npz, ids=np.array(names), file_names=np.array(names), vectors=np.asarray(vectors, np.float32))
+    (tmp_path / "images").mkdir()
+    return path, npz
+
+
+def test_coco_targets_follow_the_category_names(tmp_path):
+    path, _ = _coco(tmp_path, count=12)
+    targets = load_coco_targets(path)
+    assert targets.regions[:4] == ["elbow", None, "humerus", None]
+    assert targets.fracture.tolist()[:4] == [1, 0, 1, 0]
+
+
+def test_label_savings_arithmetic():
+    curves = {"random": {"labels": [10, 20, 30, 40], "mean": [0.5, 0.6, 0.65, 0.7]},
+              "good": {"labels": [10, 20, 30, 40], "mean": [0.6, 0.72, 0.8, 0.8]},
+              "bad": {"labels": [10, 20, 30, 40], "mean": [0.4, 0.5, 0.6, 0.62]}}
+    savings, needed = label_savings(curves, 40)
+    assert needed == {"random": 40, "good": 20, "bad": None}
+    assert savings == {"random": 1.0, "good": 2.0, "bad": 0.75}  # random reaches 0.62 at 30 of 40
+
+
+def test_bench_active_learning_cli(tmp_path):
+    from radloop.app.cli import build_app
+
+    coco, npz = _coco(tmp_path)
+    out = tmp_path / "results.json"
+    result = CliRunner().invoke(build_app(), [
+        "bench", "active-learning", "--train-coco", str(coco), "--train-images", str(tmp_path / "images"),
+        "--eval-fraction", "0.3", "--tasks", "region,fracture", "--strategies", "random,margin,kcenter,typiclust,"
+        "cluster_margin", "--budget", "30", "--step", "10", "--seeds", "2", "--embeddings", str(npz),
+        "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    for task in ("region", "fracture"):
+        entry = data["tasks"][task]
+        for name in ("random", "margin", "kcenter", "typiclust", "cluster_margin"):
+            curve = entry["strategies"][name]
+            assert curve["labels"] == [10, 20, 30] and len(curve["mean"]) == len(curve["std"]) == 3
+            assert name in entry["label_savings"]
+    assert data["tasks"]["region"]["strategies"]["random"]["mean"][-1] > 0.9  # separable synthetic regions
+    assert out.with_suffix(".png").stat().st_size > 1000
+    assert "label savings" in result.stderr or "label savings" in result.output
+
+
+def test_bench_active_learning_rejects_bad_input(tmp_path):
+    from radloop.app.cli import build_app
+
+    coco, npz = _coco(tmp_path, count=40)
+    base = ["bench", "active-learning", "--train-coco", str(coco), "--train-images", str(tmp_path / "images"),
+            "--embeddings", str(npz), "--out", str(tmp_path / "r.json"), "--budget", "20", "--step", "10"]
+    runner = CliRunner()
+    unknown = runner.invoke(build_app(), base + ["--strategies", "random,oracle"])
+    assert unknown.exit_code != 0 and "valid:" in unknown.output
+    needs = runner.invoke(build_app(), base + ["--strategies", "random,report_disagreement"])
+    assert needs.exit_code != 0 and "weak_labels" in needs.output
+    task = runner.invoke(build_app(), base + ["--tasks", "knee"])
+    assert task.exit_code != 0 and "unknown task 'knee'" in task.output
+
+
+@pytest.mark.parametrize("command, keys", [
+    (["bench", "selection", "--n", "3000", "--dim", "16", "--budget", "40"],
+     ("seconds", "reference_kcenter_s", "kcenter_same_picks")),
+    (["bench", "retrieval", "--n", "4000", "--dim", "16", "--queries", "50"],
+     ("recall_at_10", "qps_batched", "qps_single", "qps_exact", "memory_mb", "flat_memory_mb", "build_s")),
+])
+def test_scale_bench_cli_keys(command, keys):
+    from radloop.app.cli import build_app
+
+    result = CliRunner().invoke(build_app(), command + ["--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert all(key in data for key in keys)
+    if "kcenter_same_picks" in data:
+        assert data["kcenter_same_picks"] == 1.0 and set(data["seconds"]) == {"kcenter", "cluster_margin"}
+    else:
+        assert data["recall_at_10"] == 1.0  # 4,000 vectors: exact index
