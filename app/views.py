@@ -61,37 +61,28 @@ def region_counts(catalog: Catalog) -> pd.DataFrame:
 def finding_counts(catalog: Catalog) -> pd.DataFrame:
     """Per finding: reports with a positive / negative / uncertain weak mention, and expert-labelled images.
 
-    A report counts once per (finding, status) even when it mentions the finding several times.
-    ``expert_positive`` counts images with a box or a present (value 1) choice annotation;
-    ``expert_negative`` images with an absent (value 0) choice annotation.
+    A report counts once per (finding, status) even when it mentions the finding several times.  Expert
+    counts are images whose training target (:func:`radloop.core.targets.image_targets`: boxes of an
+    exhaustively annotated set, then the newest image-level answer) says present / absent.
 
     Returns:
         DataFrame with columns ``finding, positive, negative, uncertain, expert_positive, expert_negative``,
         sorted by the number of positive reports.
     """
+    from radloop.core.targets import image_targets
+
     table: dict[str, Counter] = defaultdict(Counter)
     with catalog.session() as session:
         for finding, status, reports in session.execute(
                 select(WeakLabel.finding, WeakLabel.status, func.count(distinct(WeakLabel.report_id)))
                 .group_by(WeakLabel.finding, WeakLabel.status)):
             table[finding][status] += reports
-        for label, images in session.execute(
-                select(Annotation.label, func.count(distinct(Annotation.image_id)))
-                .where(Annotation.kind == "box").group_by(Annotation.label)):
-            table[label]["expert_positive_box"] += images
-        choices = session.execute(
-            select(Annotation.image_id, Annotation.label, Annotation.meta).where(Annotation.kind == "choice")
-            .order_by(Annotation.created_at, Annotation.id)).all()
-    latest: dict[tuple[str, str], int] = {}
-    for image_id, label, meta in choices:  # newest annotation of an (image, finding) wins
-        latest[(image_id, label)] = int(bool((meta or {}).get("value", 1)))
-    for (_, label), value in latest.items():
-        table[label]["expert_positive_choice" if value else "expert_negative"] += 1
+    for target in image_targets(catalog):
+        for finding, value in target.labels.items():
+            table[finding]["expert_positive" if value else "expert_negative"] += 1
     columns = ["finding", "positive", "negative", "uncertain", "expert_positive", "expert_negative"]
-    rows = [(finding, counts["positive"], counts["negative"], counts["uncertain"],
-             counts["expert_positive_box"] + counts["expert_positive_choice"], counts["expert_negative"])
-            for finding, counts in table.items()]
-    frame = pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame([(finding, *(counts[name] for name in columns[1:])) for finding, counts in table.items()],
+                         columns=columns)
     return frame.sort_values(["positive", "expert_positive", "finding"], ascending=[False, False, True],
                              ignore_index=True)
 
