@@ -18,7 +18,7 @@ from sqlalchemy import distinct, func, select
 
 from radloop.app import next_steps
 from radloop.core.catalog import Catalog
-from radloop.core.schema import Annotation, Image, Model, Report, Study, WeakLabel
+from radloop.core.schema import Image, Model, Report, Study, WeakLabel
 from radloop.core.workspace import Workspace
 
 __all__ = [
