@@ -131,7 +131,7 @@ class IndexManager:
         if vectors.ndim != 2:
             raise ValueError(f"vectors must be (N, D), got shape {vectors.shape}")
         manager = cls(vectors.shape[1], model_version, config)
-        manager.add(vectors, ids)
+        manager.add(vectors, ids, model_version=model_version)
         return manager
 
     @classmethod
@@ -209,13 +209,24 @@ class IndexManager:
             if self._vectors is not None:
                 self._vectors = np.array(self._vectors)
 
-    def add(self, vectors: np.ndarray, ids: list[str]) -> int:
+    def _check_version(self, model_version: str | None) -> None:
+        if model_version is not None and model_version != self.model_version:
+            raise ValueError(f"vectors come from model version {model_version!r}; this index holds "
+                             f"{self.model_version!r} embeddings (rebuild it for the new encoder)")
+
+    def add(self, vectors: np.ndarray, ids: list[str], *, model_version: str | None = None) -> int:
         """Add vectors (N, D) with their string ids; trains first when the index is new.
 
+        Args:
+            vectors: float array (N, D).
+            ids: N unique string ids not yet in the index.
+            model_version: the encoder version of ``vectors``; checked against the index's when given.
+
         Raises:
-            ValueError: wrong dimension, NaNs, length mismatch, duplicate or already indexed ids.  The
-                index is unchanged when this is raised.
+            ValueError: wrong model version or dimension, NaNs, length mismatch, duplicate or already
+                indexed ids.  The index is unchanged when this is raised.
         """
+        self._check_version(model_version)
         ids = [str(value) for value in ids]
         prepared = self._prepare(np.asarray(vectors))
         if len(ids) != len(prepared):
@@ -264,7 +275,7 @@ class IndexManager:
         return image_id in self._labels
 
     def search(self, queries: np.ndarray, k: int = 10, *, allowed_ids: list[str] | None = None,
-               exclude_ids: list[str] | None = None) -> SearchResult:
+               exclude_ids: list[str] | None = None, model_version: str | None = None) -> SearchResult:
         """Nearest neighbours of queries (Q, D) (or one (D,) query).
 
         Args:
@@ -272,9 +283,11 @@ class IndexManager:
             k: neighbours per query.
             allowed_ids: restrict results to these ids (FAISS id selector: exact filtering).
             exclude_ids: drop these ids from the results (e.g. the query image itself).
+            model_version: the encoder version of the queries; checked against the index's when given.
         """
         import faiss
 
+        self._check_version(model_version)
         if self.index is None or not len(self):
             raise ValueError("the index is empty")
         if k < 1:

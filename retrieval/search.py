@@ -121,7 +121,7 @@ def load_index(catalog, model_version: str, config: IndexConfig | None = None) -
     missing = sorted(image_id for image_id in stored if image_id not in manager)
     if missing:
         new = load_embeddings(catalog, model_version, missing)
-        manager.add(new.vectors, new.image_ids)
+        manager.add(new.vectors, new.image_ids, model_version=model_version)
         manager.save(folder)
     return manager
 
@@ -258,6 +258,7 @@ def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_
     allowed = _allowed_ids(catalog, checked)
     if allowed is not None and not allowed:
         return []
-    found = manager.search(vector, k, allowed_ids=allowed, exclude_ids=[query_id] if query_id else None)
+    found = manager.search(vector, k, allowed_ids=allowed, exclude_ids=[query_id] if query_id else None,
+                           model_version=version)
     hits = [(image_id, float(distance)) for image_id, distance in zip(found.ids[0], found.distances[0])]
     return _describe(catalog, hits)

@@ -85,6 +85,10 @@ def test_bad_input_names_the_problem_and_leaves_the_index_intact(data):
     reference = manager.search(vectors[:3], 5)
     with pytest.raises(ValueError, match="holds dimension 32"):
         manager.add(np.ones((2, 16), np.float32), ["a", "b"])
+    with pytest.raises(ValueError, match="model version 'enc-new'; this index holds 'enc-test'"):
+        manager.add(vectors[1000:1002], ["a", "b"], model_version="enc-new")
+    with pytest.raises(ValueError, match="model version 'enc-new'"):
+        manager.search(vectors[0], model_version="enc-new")
     bad = vectors[1000:1003].copy()
     bad[1, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
