@@ -8,6 +8,7 @@ import streamlit as st
 from radloop.app import next_steps, ui, views, views_rounds
 
 THUMBNAILS = 8
+GRID_COLUMNS = 4
 
 
 @ui.safe_page
@@ -47,14 +48,16 @@ def render() -> None:
     pending = queue.items[~queue.items["annotated"]] if queue.pending else queue.items
     ranked = pending.head(THUMBNAILS)
     cards = {card.image_id: card for card in views.case_cards(catalog, ranked["image_id"].tolist())}
-    for column, row in zip(st.columns(4) * 2, ranked.itertuples(), strict=False):
-        card = cards.get(row.image_id)
-        with column:
-            if card is not None and card.thumb is not None:
-                st.image(str(card.thumb), width="stretch")
-            st.markdown(f"**#{row.rank}** `{row.image_id}`")
-            score = f"score {row.score:.4f} · " if pd.notna(row.score) else ""
-            st.caption(f"{score}{row.reason or ''}")
+    rows = list(ranked.itertuples())
+    for start in range(0, len(rows), GRID_COLUMNS):  # one st.columns row per line: tiles stay aligned
+        for column, row in zip(st.columns(GRID_COLUMNS), rows[start:start + GRID_COLUMNS], strict=False):
+            card = cards.get(row.image_id)
+            with column:
+                if card is not None and card.thumb is not None:
+                    st.image(str(card.thumb), width="stretch")
+                st.markdown(f"**#{row.rank}** `{row.image_id}`")
+                score = f"score {row.score:.4f} · " if pd.notna(row.score) else ""
+                st.caption(f"{score}{row.reason or ''}")
 
 
 if __name__ == "__main__":
