@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from ssl_workspace import FRACTURE_IMAGES, build_workspace
@@ -15,6 +16,14 @@ from radloop.ssl import embed_images, load_encoder, random_encoder, save_encoder
 from radloop.ssl.benchmark import benchmark_encoders, knn_precision_at_k
 from radloop.ssl.embed import embed_catalog, resolve_encoder
 
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a shared, oversubscribed CPU, OpenMP workers spin and run ~10x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 @pytest.fixture
 def encoder_dir(tmp_path):
