@@ -9,7 +9,7 @@ from __future__ import annotations
 __all__ = ["COMMANDS", "EMPTY_WORKSPACE", "NO_IMAGES", "NO_REPORTS", "NO_WEAK_LABELS", "NO_ENCODER",
            "NO_ENCODER_FOR_ROUNDS", "NO_EMBEDDINGS", "NO_INDEX_HITS", "NO_RETRIEVAL", "NO_LABELER", "NO_ROUND",
            "NO_ROUND_SCRIPTS", "NO_METRIC", "NO_MODELS", "SWITCH_MODELS", "ROUND_RESUMABLE", "PAGE_FAILED",
-           "command", "no_embeddings"]
+           "BROKEN_CATALOG", "command", "no_embeddings"]
 
 #: Purpose -> the command line (``radloop`` sub-command path first, then its arguments).
 COMMANDS = {
@@ -67,5 +67,8 @@ NO_MODELS = (f"No model registered yet: {command('pretrain')} registers an encod
 SWITCH_MODELS = f"Switch models with {command('models_current')} or {command('models_rollback')}."
 ROUND_RESUMABLE = (f"Fix the cause above and press the button again: every round step is resumable. "
                    f"{command('round_status')} shows where the round stands.")
+BROKEN_CATALOG = (f"If the catalog was written by a newer radloop, upgrade radloop; if the file is damaged, "
+                  f"rebuild the workspace ({command('demo')}, or {command('ingest')} into a new folder) or point "
+                  "the app at another one with `RADLOOP_WORKSPACE=/path/to/workspace`.")
 PAGE_FAILED = (f"Check that the workspace was built by this radloop version ({command('demo')} builds a fresh "
                "one); the server log has the details.")

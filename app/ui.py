@@ -75,7 +75,13 @@ def next_step(message: str) -> None:
 def require_catalog(*, need_images: bool = False, need_reports: bool = False) -> Catalog:
     """The catalog, or show the next step and stop the page when the workspace has no (relevant) data."""
     ws = workspace()
-    catalog = open_catalog_or_none(ws)
+    try:
+        catalog = open_catalog_or_none(ws)
+    except Exception as error:  # noqa: BLE001 - a broken or newer catalog: say so instead of a traceback
+        logger.exception("cannot open the catalog of %s", ws.root)
+        st.error(f"The catalog in `{ws.root}` cannot be opened: {type(error).__name__}: {error}")
+        next_step(next_steps.BROKEN_CATALOG)
+        st.stop()
     if catalog is None:
         st.warning(f"No radloop catalog in `{ws.root}`.")
         next_step(views.NEXT_STEP_EMPTY + " Point the app at another workspace with "
@@ -118,9 +124,13 @@ def safe_page(render: Callable[[], Any]) -> Callable[[], Any]:
 def sidebar_workspace() -> None:
     """Sidebar: which workspace the app reads and its main counts."""
     ws = workspace()
-    catalog = open_catalog_or_none(ws)
     with st.sidebar:
         st.caption(f"Workspace: `{ws.root}`")
+        try:
+            catalog = open_catalog_or_none(ws)
+        except Exception:  # noqa: BLE001 - the page itself explains the problem
+            st.caption("the catalog cannot be opened")
+            return
         if catalog is None:
             st.caption("no catalog yet")
             return

@@ -309,6 +309,17 @@ def test_images_without_reports_and_reports_without_images(catalog, env):
     assert not app.error and not overview.error
 
 
+@pytest.mark.parametrize("page", ["page_overview.py", "page_search.py"])
+def test_damaged_catalog_says_what_to_do(tmp_path, env, page):
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "catalog.sqlite").write_bytes(b"this is not a SQLite database" * 100)
+    app = open_page(root, page, env)
+    assert "cannot be opened" in app.error[0].value
+    assert next_steps.BROKEN_CATALOG in texts(app)
+    assert not app.exception
+
+
 def test_page_error_is_a_message_not_a_traceback(app_workspace, env):
     from radloop.app import views
 
