@@ -17,63 +17,13 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from radloop.core.config import StrictModel
+from radloop.retrieval.index_config import IndexConfig, choose_factory
 
 MANIFEST = "manifest.json"
-
-
-class IndexConfig(StrictModel):
-    """How an index is chosen and searched (``configs/retrieval/index.yaml``)."""
-
-    metric: Literal["cosine", "l2"] = "cosine"
-    #: a FAISS factory string ("Flat", "HNSW32", "IVF4096,SQ8", ...) that overrides the automatic choice.
-    factory: str | None = None
-    #: up to this many vectors the index is exact (IndexFlat).
-    exact_max: int = 100_000
-    #: when an approximate index with 8-bit codes would exceed this, product quantisation is used.
-    memory_budget_mb: float | None = None
-    #: IVF cells visited per query (None: chosen from the number of cells).
-    nprobe: int | None = None
-    #: HNSW search breadth.
-    ef_search: int = 128
-    #: k-means training points per IVF cell and iterations (FAISS's 256 x 25 costs minutes at 1M vectors).
-    train_points_per_cell: int = 16
-    train_iterations: int = 10
-    #: re-rank ``rerank_factor * k`` approximate candidates with exact distances from the stored vectors
-    #: (``vectors.npy``, memory-mapped on load: on disk, not in the index's memory).  None: on for
-    #: quantised (approximate) indexes, off for exact ones.
-    rerank: bool | None = None
-    rerank_factor: int = 4
-    seed: int = 0
-
-
-def choose_factory(count: int, dim: int, config: IndexConfig | None = None) -> str:
-    """The FAISS factory string radloop uses for ``count`` vectors of ``dim`` dimensions.
-
-    Exact (``Flat``) up to ``config.exact_max``; beyond, an inverted file with ~4 sqrt(N) cells and 8-bit
-    scalar quantisation (a quarter of the flat memory, recall@10 ~0.98 on embedding-like data), or
-    product quantisation with ``dim / 8`` bytes per vector when that would break the memory budget.
-    IVF rather than HNSW: it trains and adds a million vectors within two minutes on two cores, and
-    supports removal.
-    """
-    config = config or IndexConfig()
-    if config.factory:
-        return config.factory
-    if count <= config.exact_max:
-        return "Flat"
-    cells = int(2 ** round(math.log2(max(4 * math.sqrt(count), 256))))
-    cells = min(cells, 65536)
-    # from 2048 cells on, an HNSW graph over the centroids assigns vectors much faster than a flat scan
-    coarse = f"IVF{cells}_HNSW32" if cells >= 2048 else f"IVF{cells}"
-    if config.memory_budget_mb is not None and count * dim / 2**20 > config.memory_budget_mb:
-        subquantizers = next(m for m in (dim // 8, dim // 12, dim // 16, dim // 24, dim // 32, 8, 4, 2, 1)
-                             if m >= 1 and dim % m == 0)
-        return f"{coarse},PQ{subquantizers}"
-    return f"{coarse},SQ8"
+__all__ = ["IndexConfig", "IndexManager", "MANIFEST", "SearchResult", "choose_factory", "index_folder"]
 
 
 @dataclass(frozen=True)
