@@ -154,7 +154,7 @@ class ClusterMarginSelection(SelectionStrategy):
         jitter = data.random_state.random_sample(len(data.pool))
         order = np.lexsort((jitter, -uncertainty))[:max(count, int(self.candidate_factor) * count)]
         candidates, candidate_scores = data.pool[order], uncertainty[order]
-        assignment = kmeans_assign(data.embeddings[candidates], count, data.random_state)
+        assignment = kmeans_assign(data.embeddings[candidates], count, data.random_state, n_iter=10)
         sizes = np.bincount(assignment)
         queues = [list(np.flatnonzero(assignment == cluster)) for cluster in np.argsort(sizes, kind="stable")]
         picks, scores, reasons = [], [], []
