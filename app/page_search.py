@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import streamlit as st
 
@@ -29,13 +27,10 @@ def _card(card: CaseCard) -> None:
 
 
 def _decode(upload) -> np.ndarray | None:
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(io.BytesIO(upload.getvalue())) as image:
-            return np.asarray(image.convert("L"))
-    except (UnidentifiedImageError, OSError) as error:
-        st.error(f"Could not read {upload.name!r} as an image ({error}). Upload a PNG or JPEG radiograph.")
+        return views_search.decode_image(upload.getvalue())
+    except ValueError as error:
+        st.error(f"Could not read {upload.name!r}: {error}. Upload a PNG or JPEG radiograph.")
         return None
 
 

@@ -18,7 +18,7 @@ from radloop.app.views import CaseCard, case_cards
 from radloop.core.catalog import Catalog
 from radloop.core.schema import Embedding
 
-__all__ = ["SearchReadiness", "SearchOutcome", "search_readiness", "find_similar", "neighbour_pairs",
+__all__ = ["SearchReadiness", "SearchOutcome", "search_readiness", "find_similar", "neighbour_pairs", "decode_image",
            "NEXT_STEP_ENCODER", "NEXT_STEP_INDEX"]
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,23 @@ def neighbour_pairs(result: Any) -> list[tuple[str, float | None]]:
         distance = _field(item, "distance", "score")
         pairs.append((str(image_id), None if distance is None else float(distance)))
     return pairs
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """An uploaded PNG/JPEG as a 2-D uint8 grey array (the query form ``search_cases`` embeds).
+
+    Raises:
+        ValueError: the bytes are not an image PIL can read.
+    """
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("L"))
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"not a readable image ({error})") from None
 
 
 def find_similar(catalog: Catalog, *, image: np.ndarray | None = None, case_id: str | None = None,

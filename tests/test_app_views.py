@@ -250,6 +250,19 @@ def test_neighbour_pairs_accepts_the_usual_shapes():
     assert views_search.neighbour_pairs([]) == []
 
 
+def test_decode_image_gives_a_grey_array():
+    import io
+
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.fromarray(np.dstack([np.full((5, 7), value, np.uint8) for value in (10, 20, 30)])).save(buffer, "PNG")
+    grey = views_search.decode_image(buffer.getvalue())
+    assert grey.shape == (5, 7) and grey.dtype == np.uint8 and 15 <= int(grey[0, 0]) <= 25
+    with pytest.raises(ValueError, match="not a readable image"):
+        views_search.decode_image(b"%PDF-1.4 not an image")
+
+
 def test_search_readiness_and_messages(filled, monkeypatch):
     assert views_search.find_similar(filled).message.startswith("Upload an image")
     outcome = views_search.find_similar(filled, case_id="I-a")
