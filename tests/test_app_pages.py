@@ -330,3 +330,36 @@ def test_page_error_is_a_message_not_a_traceback(app_workspace, env):
     app = open_page(app_workspace.root, "page_overview.py", env)
     assert "could not be shown" in app.error[0].value
     assert not app.exception
+
+
+def test_every_page_on_a_workspace_built_by_ingest(tmp_path, env):
+    """The catalog as `radloop ingest` writes it (renders, thumbnails, boxes, reports), not hand-made rows."""
+    import csv
+
+    from radloop.core.catalog import Catalog
+    from radloop.core.ingest import ingest_paths
+    from radloop.core.workspace import resolve_workspace
+
+    coco = data_path("bone_fracture_xray_roboflow_v4", "coco", "train_annotations.coco.json")
+    images = data_path("bone_fracture_xray_roboflow_v4", "yolo", "train", "images")
+    report_csv = tmp_path / "reports.csv"  # two short synthetic reports, written at test time
+    with report_csv.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["report_id", "text"])
+        writer.writerow(["R-1", "FINDINGS: There is no evidence of pneumothorax. Small left pleural effusion."])
+        writer.writerow(["R-2", "IMPRESSION: Normal chest x-XXXX."])
+    catalog = Catalog.open(resolve_workspace(tmp_path / "ws"))
+    summary = ingest_paths(catalog, [coco], images_dir=images, reports=[report_csv], workers=1, progress=False,
+                           limit=6, dataset="fracture")
+    assert summary.images_added == 6 and summary.reports_added == 2
+    counts = catalog.counts()
+    catalog.dispose()
+    for page in PAGES:
+        app = open_page(tmp_path / "ws", page, env)
+        assert not app.error, (page, [error.value for error in app.error])
+        if page == "page_overview.py":
+            metrics = {metric.label: metric.value for metric in app.metric}
+            assert metrics["Images"] == str(counts["images"]) and metrics["Reports"] == "2"
+        if page == "page_search.py":
+            assert app.image, "the picked case shows the thumbnail ingest wrote"
+            assert next_steps.NO_ENCODER in texts(app)
