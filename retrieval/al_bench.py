@@ -52,9 +52,9 @@ class LinearProbe:
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Probabilities (N, C) over all task classes (0 for classes not seen yet)."""
         probabilities = np.zeros((len(features), self.n_classes))
-        if self.model_ is None:
-            probabilities[:, self.classes_[0]] = 1.0 if self.n_classes > 1 else 1.0
-            return probabilities if self.n_classes > 2 else np.full_like(probabilities, 0.5)
+        if self.model_ is None:  # one class labelled so far: predict it (constant scores, AUROC 0.5)
+            probabilities[:, self.classes_[0]] = 1.0
+            return probabilities
         probabilities[:, self.model_.classes_] = self.model_.predict_proba(self.scaler_.transform(features))
         return probabilities
 

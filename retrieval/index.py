@@ -327,6 +327,7 @@ class IndexManager:
 
         if self.index is None:
             raise ValueError("nothing to save: the index is empty")
+        self._writable()  # a memory-mapped IVF index refers to its file: write a self-contained copy
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         temporary = folder / ".index.faiss.tmp"

@@ -60,6 +60,8 @@ def test_persistence_round_trip_memory_mapped(tmp_path, data):
     after = loaded.search(queries[:20], 5)
     assert after.ids == before.ids
     np.testing.assert_allclose(after.distances, before.distances, atol=1e-6)
+    loaded.save(tmp_path / "copy")  # saving a memory-mapped index writes a self-contained copy
+    assert IndexManager.load(tmp_path / "copy", mmap=False).search(queries[:20], 5).ids == before.ids
     loaded.add(vectors[3:4], ["I-00003"])  # a memory-mapped index becomes writable on demand
     assert loaded.search(vectors[3], 1).ids == [["I-00003"]]
     with pytest.raises(ValueError, match="built for model version 'enc-test', not 'enc-other'"):
