@@ -14,7 +14,7 @@ from radloop.labeling.evaluate import mesh_gold, read_negbio_table, score_report
 from radloop.labeling.sources import iter_reports
 
 #: measured 2026-11-26 on NLMCXR_reports_dev.tgz (2,966 reports): see the report of issue 3.
-MINIMUM = {"micro_f1": 0.91, "fracture": 0.89, "device": 0.89, "foreign_body": 0.85, "normal": 0.90,
+MINIMUM = {"micro_f1": 0.92, "fracture": 0.89, "device": 0.89, "foreign_body": 0.85, "normal": 0.90,
            "fracture_site_agreement": 0.95, "fracture_old_agreement": 0.85}
 
 
@@ -35,7 +35,7 @@ def test_dev_reports_meet_the_measured_quality(dev_scores):
         assert dev_scores["per_finding"][finding]["f1"] >= MINIMUM[finding], (finding, dev_scores["per_finding"][finding])
     assert dev_scores["fracture_site_agreement"] >= MINIMUM["fracture_site_agreement"]
     assert dev_scores["fracture_old_agreement"] >= MINIMUM["fracture_old_agreement"]
-    assert dev_scores["micro_f1_negbio_literal"] >= 0.89
+    assert dev_scores["micro_f1_negbio_literal"] >= 0.90
 
 
 def test_every_chest_finding_is_found(dev_scores):
