@@ -58,6 +58,8 @@ def render() -> None:
                 st.markdown(f"**#{row.rank}** `{row.image_id}`")
                 score = f"score {row.score:.4f} · " if pd.notna(row.score) else ""
                 st.caption(f"{score}{row.reason or ''}")
+                if card is not None:
+                    st.caption(f"{card.body_region or 'unknown region'} · {card.label_summary}")
 
 
 if __name__ == "__main__":

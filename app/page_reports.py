@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from radloop.app import ui, views_reports
+from radloop.app import ui, views, views_reports
 from radloop.core.vocabulary import FINDINGS, STATUSES
 
 
 REPORT_LIMIT = 200
+IMAGES_SHOWN = 4
 
 
 @st.cache_resource(show_spinner="Loading the report rules…")
@@ -75,6 +76,12 @@ def render() -> None:
         st.caption("No finding mentioned in this report.")
     if detail.expert_codes:
         st.caption("Expert codes (MeSH): " + "; ".join(detail.expert_codes))
+    cards = [card for card in views.case_cards(catalog, detail.image_ids[:IMAGES_SHOWN]) if card.thumb is not None]
+    if cards:
+        st.subheader("Images of this study")
+        for column, card in zip(st.columns(IMAGES_SHOWN), cards, strict=False):
+            column.image(str(card.thumb), caption=f"{card.image_id} · {card.body_region or 'unknown'}",
+                         width="stretch")
 
 
 if __name__ == "__main__":

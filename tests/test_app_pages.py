@@ -363,3 +363,19 @@ def test_every_page_on_a_workspace_built_by_ingest(tmp_path, env):
         if page == "page_search.py":
             assert app.image, "the picked case shows the thumbnail ingest wrote"
             assert next_steps.NO_ENCODER in texts(app)
+
+
+def test_report_explorer_shows_the_images_of_the_study(catalog, env):
+    from app_workspace import _add_image
+    from radloop.core.schema import Report
+
+    with catalog.session() as session:
+        image = _add_image(session, catalog.workspace, data_path("iu_xray_images", "CXR3_IM-1384-1001.png"),
+                           dataset="iu_xray", body_region="chest", split="test", meta={})
+        # A synthetic report attached to the image's study (the real CXR3 report is held back from ../shared/data).
+        session.add(Report(id="R-test", study_id=image.study_id, content_hash="h", text="FINDINGS: Clear lungs."))
+        image_id = image.id
+    app = open_page(catalog.workspace.root, "page_reports.py", env)
+    assert "Images of this study" in texts(app)
+    assert [caption for element in app.image for caption in element.captions] == [f"{image_id} · chest"]
+    assert not app.error
