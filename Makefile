@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv labelstudio browser demo test test-fast clean
+.PHONY: venv labelstudio browser demo app test test-fast clean
 
 venv: $(VENV)/.installed
 
@@ -47,6 +47,10 @@ browser:
 
 demo: venv
 	$(BIN)/radloop demo --data $(DATA) --workspace $(WORKSPACE)
+
+# The Streamlit app on the demo's workspace (or WORKSPACE=...).
+app: venv
+	RADLOOP_WORKSPACE=$(WORKSPACE) $(BIN)/streamlit run app/main.py --server.headless true
 
 test: venv labelstudio browser
 	RADLOOP_LS_VENV=$(LS_VENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
