@@ -1,17 +1,21 @@
 """Core-set greedy k-center selection (Sener & Savarese, "Active Learning for Convolutional Neural
-Networks: A Core-Set Approach", ICLR 2018), exact, in batches of picks per pass over the pool.
+Networks: A Core-Set Approach", ICLR 2018), exact, with lazy distance updates in batches of picks.
 
 The greedy step picks the pool point farthest from every current center.  The plain algorithm makes one
 full distance pass over the ``N`` points per pick (:func:`kcenter_greedy_reference`), bound by memory
-bandwidth.  :func:`kcenter_greedy` makes the same picks with far fewer passes: it takes the ``T`` points
-with the largest current distance as candidates; every other point's distance is at most ``tau``, the
-largest distance outside the candidates, and distances only shrink.  So as long as the best candidate
-(distances updated among the candidates only, ``T x D`` per pick) is strictly above ``tau`` it is the
-global farthest point, exactly the reference's pick.  When it is not, one pass over the pool with all
-the new centers at once (a matrix product, compute-bound instead of memory-bound) refreshes the
-distances and a new candidate set is drawn.  Ties at ``tau`` always fall back to a refresh, so the picks
-equal the reference's up to float32 rounding of near-equal distances.  The initial assignment to the
-already-labelled centers is a FAISS exact 1-NN search.
+bandwidth.  :func:`kcenter_greedy` makes the same picks with far less work.  Distances to the nearest
+center only shrink as centers are added, so a value computed against the first ``e`` centers is an upper
+bound of the current one.  Each batch takes the ``T`` points with the largest (possibly stale) values as
+candidates and brings only them up to date; every other point is then at most ``tau``, the largest stale
+value outside the candidates.  As long as the best candidate (updated among the candidates only, ``T x D``
+per pick) is strictly above ``tau`` it is the global farthest point: exactly the reference's pick.  When
+none is, all points are brought up to date (one matrix product with the pending centers) and the global
+argmax is taken.
+
+Approximation bound: none in exact arithmetic.  In float32, distances computed by a matrix product and by
+a matrix-vector product can differ in the last bits, so two points whose distances tie to ~1e-6 (relative)
+may be taken in the other order; the covering radius then differs from the reference's by at most that.
+The initial assignment to many already-labelled centers is a FAISS exact 1-NN search.
 """
 
 from __future__ import annotations
@@ -40,6 +44,16 @@ def _refresh(vectors: np.ndarray, norms: np.ndarray, best: np.ndarray, centers: 
         distances += norms[start:stop, None]
         distances += center_norms[None, :]
         np.minimum(best[start:stop], np.maximum(distances.min(axis=1), 0.0), out=best[start:stop])
+
+
+def _refresh_rows(vectors: np.ndarray, norms: np.ndarray, best: np.ndarray, rows: np.ndarray,
+                  centers: np.ndarray) -> None:
+    """``best[rows] = min(best[rows], squared distance to any of centers)`` in place."""
+    for start in range(0, len(rows), _BLOCK_ROWS):
+        block = rows[start:start + _BLOCK_ROWS]
+        values = best[block]
+        _refresh(vectors[block], norms[block], values, centers)
+        best[block] = values
 
 
 def _initial_distances(vectors: np.ndarray, norms: np.ndarray, initial_centers: np.ndarray) -> np.ndarray:
@@ -82,51 +96,66 @@ def kcenter_greedy(vectors: np.ndarray, budget: int, initial_centers: np.ndarray
     allowed[initial] = False
     budget = min(int(budget), int(allowed.sum()))
     norms = np.einsum("ij,ij->i", vectors, vectors)
+    # best[i]: squared distance to the nearest of the first epoch[i] picks (an upper bound of the true
+    # distance to all centers; exact when epoch[i] == len(picks))
     best = _initial_distances(vectors, norms, initial)
+    epoch = np.zeros(len(vectors), dtype=np.int64)
     pool_size = candidate_pool or max(4096, 8 * budget)
     picks: list[int] = []
     radii: list[float] = []
+
+    def bring_up_to_date(rows: np.ndarray) -> None:
+        stale = rows[epoch[rows] < len(picks)]
+        if len(stale):
+            _refresh_rows(vectors, norms, best, stale, vectors[picks[int(epoch[stale].min()):]])
+            epoch[stale] = len(picks)
+
     while len(picks) < budget:
         masked = np.where(allowed, best, -1.0)
         available = int(allowed.sum())
-        if not np.isfinite(masked).all() or available <= 1:
-            pick = int(np.argmax(masked))  # no center yet (all distances infinite) or one point left
-            batch = [pick]
-            radii.append(float(np.sqrt(best[pick])))
-        else:
+        batch: list[int] = []
+        if np.isfinite(masked).all() and available > 1:
             size = min(pool_size, available)
             if size < available:
                 order = np.argpartition(-masked, size)
-                chosen, tau = order[:size], float(masked[order[size:]].max())
+                chosen, tau = order[:size], float(masked[order[size:]].max())  # stale: an upper bound
             else:
                 chosen, tau = np.flatnonzero(allowed), -np.inf
             chosen = np.sort(chosen)  # ascending ids: argmax ties resolve as in the reference
+            bring_up_to_date(chosen)
             pool_vectors, pool_norms = vectors[chosen], norms[chosen]
             values = best[chosen].copy()
-            batch = []
-            while len(picks) + len(batch) < budget:
+            while len(picks) < budget:
                 position = int(np.argmax(values))
                 if values[position] <= tau or values[position] < 0:
                     break
-                batch.append(int(chosen[position]))
+                pick = int(chosen[position])
+                picks.append(pick)
                 radii.append(float(np.sqrt(values[position])))
-                np.minimum(values, _squared_distances(pool_vectors, pool_norms, vectors[chosen[position]]),
-                           out=values)
+                batch.append(pick)
+                np.minimum(values, _squared_distances(pool_vectors, pool_norms, vectors[pick]), out=values)
                 values[position] = -1.0
                 alive = values > tau
-                if alive.sum() * 2 < len(values):  # drop candidates that can no longer win this batch
+                if alive.sum() * 2 < len(values):  # retire candidates that can no longer win this batch
+                    best[chosen[~alive]] = np.maximum(values[~alive], 0.0)
+                    epoch[chosen[~alive]] = len(picks)
                     chosen, pool_vectors, pool_norms = chosen[alive], pool_vectors[alive], pool_norms[alive]
                     values = values[alive]
                     if not len(values):
                         break
-            if not batch:  # tie at tau: take the exact global argmax
-                pick = int(np.argmax(masked))
-                batch = [pick]
-                radii.append(float(np.sqrt(best[pick])))
-        picks.extend(batch)
+            best[chosen] = np.maximum(values, 0.0)
+            epoch[chosen] = len(picks)
+        if not batch:
+            # no candidate provably ahead (stale bounds, ties, or no center yet): exact global argmax
+            bring_up_to_date(np.flatnonzero(allowed))
+            masked = np.where(allowed, best, -1.0)
+            pick = int(np.argmax(masked))
+            radii.append(float(np.sqrt(best[pick])))
+            picks.append(pick)
+            batch = [pick]
         allowed[batch] = False
-        _refresh(vectors, norms, best, vectors[batch])
         best[batch] = 0.0
+        epoch[batch] = len(picks)
     return np.asarray(picks, dtype=np.int64), np.asarray(radii, dtype=np.float32)
 
 
