@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -166,3 +167,19 @@ def test_shipped_configs_validate():
             "simclr_resnet50_gpu.yaml"} <= set(names)
     for name in names:
         load_config(folder / name, PretrainConfig)
+
+
+def test_warm_start_loads_an_encoder_or_a_checkpoint(catalog, tmp_path):
+    from radloop.ssl.pretrain import _warm_start
+    from radloop.ssl.pretrain_module import SSLPretrainer
+
+    build_workspace(catalog, 16)
+    first = pretrain(catalog, _config("simclr", "trainer.max_steps=2"), tmp_path / "first", register=False)
+    trained = load_encoder(first.encoder_dir).model.backbone.state_dict()
+    for source in (first.encoder_dir, tmp_path / "first" / "checkpoints" / "last.ckpt"):
+        module = SSLPretrainer(_config("simclr"), total_steps=5)
+        _warm_start(module, Path(source))
+        for name, tensor in module.backbone.state_dict().items():
+            assert torch.equal(tensor, trained[name]), name
+    with pytest.raises(ValueError, match="neither a checkpoint nor an encoder folder"):
+        _warm_start(SSLPretrainer(_config("simclr"), total_steps=5), tmp_path / "missing")

@@ -18,7 +18,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from sqlalchemy import select
+from sqlalchemy import func, select
 from torch.utils.data import Dataset
 
 from radloop.core.catalog import Catalog
@@ -144,7 +144,7 @@ def embed_catalog(catalog: Catalog, bundle: EncoderBundle, *, batch_size: int = 
     started = time.time()
     missing = missing_image_ids(catalog, bundle.version)
     with catalog.session() as session:
-        total = session.scalar(select(__import__("sqlalchemy").func.count()).select_from(Image)) or 0
+        total = session.scalar(select(func.count()).select_from(Image)) or 0
         paths = dict(session.execute(select(Image.id, Image.render_path).where(Image.id.in_(missing))).all()) \
             if len(missing) < 30000 else dict(session.execute(select(Image.id, Image.render_path)).all())
     items = [(image_id, str(catalog.workspace.absolute(paths[image_id]))) for image_id in missing]

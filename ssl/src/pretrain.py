@@ -64,6 +64,22 @@ def register_encoder(catalog: Catalog, bundle_dir: Path, version: str, config: d
     return True
 
 
+def _warm_start(module, source: Path) -> None:
+    """Load weights from a Lightning checkpoint (all of them) or an encoder folder (the backbone)."""
+    import torch
+
+    if source.is_dir() or source.suffix in (".json", ".safetensors"):
+        from radloop.ssl.encoders import load_encoder
+
+        module.backbone.load_state_dict(load_encoder(source).model.backbone.state_dict())
+    elif source.is_file():
+        state = torch.load(source, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    else:
+        raise ValueError(f"model.init_from {source} is neither a checkpoint nor an encoder folder")
+    logger.info("warm start from %s", source)
+
+
 def _loggers(config: PretrainConfig, run_dir: Path) -> list:
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -139,6 +155,8 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
     total_steps = total_batches // trainer_settings.accumulate_grad_batches
     trainer.fit_loop.epoch_loop.max_steps = total_steps
     module = SSLPretrainer(config, total_steps)
+    if config.model.init_from:
+        _warm_start(module, Path(config.model.init_from))
 
     ckpt_path = None
     if isinstance(resume, (str, Path)) and str(resume) not in ("", "auto"):

@@ -28,6 +28,7 @@ from radloop.core.catalog import Catalog
 from radloop.core.schema import Image, Study
 from radloop.ssl.augment import RadiographViews
 from radloop.ssl.pixels import UnreadableImage, read_image, resize_square
+from radloop.ssl.settings import TrainerSettings
 
 __all__ = ["CatalogImage", "PixelStore", "StepBatchSampler", "ViewsDataset", "catalog_images", "collate_views"]
 
@@ -199,7 +200,7 @@ def collate_views(samples: list[list[torch.Tensor] | None]) -> list[torch.Tensor
     return [torch.stack([sample[v] for sample in kept]) for v in range(len(kept[0]))]
 
 
-def total_batches(config_trainer, num_items: int, batch_size: int, world_size: int) -> int:
+def total_batches(config_trainer: TrainerSettings, num_items: int, batch_size: int, world_size: int) -> int:
     """Batches per rank in the run: ``max_steps * accumulation`` or ``max_epochs`` worth of data."""
     if config_trainer.max_steps:
         return config_trainer.max_steps * config_trainer.accumulate_grad_batches

@@ -25,6 +25,8 @@ class ModelSettings(StrictModel):
     pooling: Literal["default", "avg_tokens"] = "default"
     channels_last: bool = True
     kwargs: dict = Field(default_factory=dict)
+    init_from: str | None = Field(None, description="warm start: a Lightning checkpoint (whole model) or an "
+                                  "encoder folder (backbone only); optimizer and schedule start fresh")
 
 
 class MAESettings(StrictModel):

@@ -52,7 +52,6 @@ class SimCLRModel(nn.Module):
             gather: optional callable (N, d) -> (world * N, d) that all-gathers projections across
                 processes with gradients (more negatives under DDP).
         """
-        projections = []
         by_size: dict[tuple[int, int], list[int]] = {}
         for position, view in enumerate(views):
             by_size.setdefault(tuple(view.shape[-2:]), []).append(position)
