@@ -35,7 +35,7 @@ def test_automatic_choice_by_size():
 
 
 @pytest.mark.parametrize("factory, minimum", [("Flat", 1.0), ("IVF64,SQ8", 0.95), ("HNSW16", 0.95),
-                                              ("IVF64,PQ8", 0.8)])
+                                              ("IVF64,PQ8x4", 0.7)])
 def test_recall_against_index_flat(data, factory, minimum):
     vectors, queries, ids = data
     manager = IndexManager.build(vectors, ids, "enc-test", IndexConfig(factory=factory, nprobe=16))
