@@ -140,6 +140,13 @@ def test_search_cli_json(catalog, workspace):
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert len(payload["neighbours"]) == 3 and all(n["body_region"] == "wrist" for n in payload["neighbours"])
+    built = runner.invoke(build_app(), ["index", "build", "--encoder", VERSION, "--factory", "HNSW16", "--json",
+                                        "--workspace", str(workspace.root)])
+    assert built.exit_code == 0, built.output
+    assert json.loads(built.stdout)["count"] == 30 and json.loads(built.stdout)["factory"] == "HNSW16"
+    info = runner.invoke(build_app(), ["index", "info", "--encoder", VERSION, "--json", "--workspace",
+                                       str(workspace.root)])
+    assert info.exit_code == 0 and json.loads(info.stdout)["model_version"] == VERSION
     bad = runner.invoke(build_app(), ["search", "--case", ids[0], "--filter", "nonsense", "--encoder", VERSION,
                                       "--workspace", str(workspace.root)])
     assert bad.exit_code != 0 and "key=value" in bad.output
