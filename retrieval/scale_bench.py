@@ -56,15 +56,18 @@ def bench_retrieval(vectors: np.ndarray, queries: np.ndarray, *, k: int = 10, co
     ids = [f"v{i}" for i in range(count)]
     say(f"building the index for {count:,} x {dim}")
     manager, build_s = _timed(IndexManager.build, vectors, ids, "bench", config)
-    say(f"{manager.factory} built in {build_s:.1f} s; exact search of {len(queries)} queries")
+    say(f"{manager.factory} built in {build_s:.1f} s (memory {manager.memory_bytes() / 2**20:.0f} MB); "
+        f"exact search of {len(queries)} queries")
     exact = faiss.IndexFlatIP(dim) if manager.config.metric == "cosine" else faiss.IndexFlatL2(dim)
     exact.add(vectors)
     prepared = manager._prepare(queries)
     (_, truth), exact_s = _timed(exact.search, prepared, k)
     del exact
+    say(f"exact: {len(queries) / exact_s:.1f} queries/s")
     say("approximate search, batched")
     manager.search(queries[:100], k)  # warm-up
     result, batched_s = _timed(manager.search, queries, k)
+    say(f"batched: {len(queries) / batched_s:.1f} queries/s")
     label_of = {value: label for label, value in enumerate(ids)}
     found = [[label_of[value] for value in row] for row in result.ids]
     recall = float(np.mean([len(set(row) & set(expected)) / k for row, expected in zip(found, truth.tolist())]))
@@ -118,6 +121,7 @@ def bench_selection(vectors: np.ndarray, budget: int, *, strategies: tuple[str, 
         strategy = get_strategy(name)
         picks[name], seconds[name] = _timed(strategy.select, budget, embeddings=vectors, labeled_mask=mask,
                                             probabilities=probabilities, random_state=seed)
+        say(f"{name}: {seconds[name]:.2f} s")
     result = {"n": count, "dim": dim, "budget": budget, "labelled": labelled,
               "seconds": {name: round(value, 2) for name, value in seconds.items()}}
     if reference:
@@ -128,6 +132,7 @@ def bench_selection(vectors: np.ndarray, budget: int, *, strategies: tuple[str, 
         expected, result["reference_kcenter_s"] = _timed(kcenter_greedy_reference, vectors, budget - len(first),
                                                          np.concatenate([initial, first]))
         expected = np.concatenate([first, expected])
+        say(f"reference: {result['reference_kcenter_s']:.2f} s")
         result["reference_kcenter_s"] = round(result["reference_kcenter_s"], 2)
         if "kcenter" in picks:
             result["kcenter_same_picks"] = float(np.mean(picks["kcenter"] == expected))
