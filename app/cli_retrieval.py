@@ -207,6 +207,13 @@ def bench_active_learning_command(
             _say(f"embedding {len(names)} images with {bundle.version}")
             vectors = embed_images(bundle, [str(folder / name) for folder, name in zip(folders, names)])
             source = bundle.version
+            import numpy as np
+
+            cache = out.with_suffix(".embeddings.npz")  # reuse with --embeddings for further runs
+            out.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cache, ids=np.asarray(names), file_names=np.asarray(names), vectors=vectors,
+                     model_version=np.asarray(bundle.version))
+            _say(f"embeddings saved to {cache}")
         pool_x = al_tasks.features_for(pool, names, vectors, source)
         eval_x = al_tasks.features_for(evaluation, names, vectors, source)
         built = [al_tasks.build_task(name.strip(), pool, pool_x, evaluation, eval_x)
