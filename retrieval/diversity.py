@@ -51,9 +51,11 @@ class KCenterSelection(SelectionStrategy):
         picks, radii = kcenter_greedy(data.embeddings, data.budget - len(first), centers, candidates,
                                       candidate_pool=self.candidate_pool)
         picks = np.concatenate([first, picks])
-        radii = np.concatenate([np.full(len(first), np.inf, dtype=np.float32), radii])
-        reasons = [f"distance to nearest labelled/picked {radius:.3f}" if np.isfinite(radius)
-                   else "random first center (nothing labelled yet)" for radius in radii]
+        reasons = ["random first center (nothing labelled yet)"] * len(first) + [
+            f"distance to nearest labelled/picked {radius:.3f}" for radius in radii]
+        # the random first center has no distance to anything: score it like the farthest pick (finite,
+        # so that scores stay JSON/SQL friendly)
+        radii = np.concatenate([np.full(len(first), radii.max() if len(radii) else 0.0, dtype=np.float32), radii])
         return picks, radii, reasons
 
 
