@@ -35,6 +35,7 @@ def test_registry_contract(name):
     everything = strategy.select(10_000, random_state=0, **inputs)  # budget larger than the pool
     assert sorted(everything.tolist()) == np.flatnonzero(~mask).tolist()
     assert len(strategy.scores_) == len(everything) == len(strategy.reasons_)
+    assert np.isfinite(strategy.scores_).all(), "scores are stored in the catalog: finite numbers only"
     with pytest.raises(ValueError, match="budget must be >= 1"):
         get_strategy(name).select(0, random_state=0, **inputs)
     with pytest.raises(ValueError, match="empty pool"):
