@@ -2,9 +2,9 @@
 
 For each encoder, the same architecture randomly initialized, and raw pixels (64x64 thumbnails, PCA to 128):
 
-- linear probe (standardized features, logistic regression, class-balanced) trained on 1%, 10%, 100% of the
-  train-split labels (random stratified subsets, ``repeats`` of them below 100%), scored on the held-out
-  val+test images: fracture present -> AUROC, body region -> balanced accuracy;
+- linear probe (standardized features, class-balanced logistic regression, L2 strength by 3-fold CV on the
+  training labels) trained on 1%, 10%, 100% of the train-split labels (random stratified subsets,
+  ``repeats`` of them below 100%), scored on the held-out val+test images: fracture present -> AUROC, body region -> balanced accuracy;
 - kNN precision@10: for each held-out image, the share of its 10 nearest train-split images (cosine) with
   the same label (what case search and diversity selection rely on).
 
@@ -83,13 +83,36 @@ def _subset(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np
     return np.sort(np.concatenate(chosen))
 
 
-def linear_probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
-                        metric: str, fractions: Sequence[float], repeats: int, seed: int) -> dict[str, dict[str, float]]:
-    """Logistic-regression probe per label fraction: {fraction: {"mean", "std", "n_labels"}}."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+#: Inverse L2 strengths tried by the probe's inner cross-validation (on the training labels only).
+PROBE_CS = (0.01, 0.03, 0.1, 0.3, 1.0)
+#: Used when a label subset is too small for 3-fold cross-validation.
+DEFAULT_C = 0.1
+
+
+def _fit_probe(features: np.ndarray, labels: np.ndarray, metric: str, seed: int):
+    """Standardize + logistic regression; C chosen by 3-fold CV on the given labels when each class has >= 3."""
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    _, counts = np.unique(labels, return_counts=True)
+    if counts.min() >= 3:
+        model = LogisticRegressionCV(Cs=list(PROBE_CS), cv=3, class_weight="balanced", max_iter=3000,
+                                     scoring="roc_auc" if metric == "auroc" else "balanced_accuracy",
+                                     random_state=seed)
+    else:
+        model = LogisticRegression(C=DEFAULT_C, class_weight="balanced", max_iter=3000)
+    return make_pipeline(StandardScaler(), model).fit(features, labels)
+
+
+def linear_probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
+                        metric: str, fractions: Sequence[float], repeats: int, seed: int) -> dict[str, dict[str, float]]:
+    """Logistic-regression probe per label fraction: {fraction: {"mean", "std", "n_labels"}}.
+
+    The L2 strength is picked by 3-fold cross-validation on the training labels of each subset (never on
+    the held-out images), falling back to ``C = 0.1`` for subsets too small to split.
+    """
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
     results: dict[str, dict[str, float]] = {}
     for fraction in fractions:
@@ -99,8 +122,7 @@ def linear_probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.nda
             rows = np.arange(len(train_y)) if fraction >= 1.0 else _subset(train_y, fraction, rng)
             if len(np.unique(train_y[rows])) < 2:
                 continue
-            probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, class_weight="balanced"))
-            probe.fit(train_x[rows], train_y[rows])
+            probe = _fit_probe(train_x[rows], train_y[rows], metric, seed)
             if metric == "auroc":
                 scores.append(roc_auc_score(test_y, probe.predict_proba(test_x)[:, 1]))
             else:
