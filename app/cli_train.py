@@ -170,7 +170,7 @@ def bench_finetune(
 def bench_predict(
     task: Annotated[str, typer.Option("--task", help="Registry task whose current model is timed.")] = "findings",
     n_images: Annotated[int, typer.Option("--n", min=1, help="Held-out images, one per call.")] = 50,
-    threads: Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads.")] = 2,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads (1 is fastest on a busy 2-core host).")] = 1,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
