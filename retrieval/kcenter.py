@@ -9,8 +9,8 @@ bound of the current one.  Each batch takes the ``T`` points with the largest (p
 candidates and brings only them up to date; every other point is then at most ``tau``, the largest stale
 value outside the candidates.  As long as the best candidate (updated among the candidates only, ``T x D``
 per pick) is strictly above ``tau`` it is the global farthest point: exactly the reference's pick.  When
-none is, all points are brought up to date (one matrix product with the pending centers) and the global
-argmax is taken.
+none is, the candidate pool grows fourfold (more points brought up to date) until one is, or until it
+holds every point (then the exact global argmax is taken).
 
 Approximation bound: none in exact arithmetic.  In float32, distances computed by a matrix product and by
 a matrix-vector product can differ in the last bits, so two points whose distances tie to ~1e-6 (relative)
@@ -110,12 +110,13 @@ def kcenter_greedy(vectors: np.ndarray, budget: int, initial_centers: np.ndarray
             _refresh_rows(vectors, norms, best, stale, vectors[picks[int(epoch[stale].min()):]])
             epoch[stale] = len(picks)
 
+    growth = 1  # candidate pool multiplier: grows while stale bounds hide the farthest point
     while len(picks) < budget:
         masked = np.where(allowed, best, -1.0)
         available = int(allowed.sum())
         batch: list[int] = []
+        size = min(pool_size * growth, available)
         if np.isfinite(masked).all() and available > 1:
-            size = min(pool_size, available)
             if size < available:
                 order = np.argpartition(-masked, size)
                 chosen, tau = order[:size], float(masked[order[size:]].max())  # stale: an upper bound
@@ -145,6 +146,10 @@ def kcenter_greedy(vectors: np.ndarray, budget: int, initial_centers: np.ndarray
                         break
             best[chosen] = np.maximum(values, 0.0)
             epoch[chosen] = len(picks)
+            if not batch and size < available:  # look deeper before falling back to a full pass
+                growth *= 4
+                continue
+            growth = 1
         if not batch:
             # no candidate provably ahead (stale bounds, ties, or no center yet): exact global argmax
             bring_up_to_date(np.flatnonzero(allowed))
