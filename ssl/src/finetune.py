@@ -189,7 +189,8 @@ def train_classifier(bundle: Any, images: Sequence[Path], targets: np.ndarray, w
                     callbacks=trainer_callbacks(progress),
                     enable_model_summary=False, deterministic=trainer.deterministic)
     fit.fit(module, loader)
-    meta = {"timm_name": bundle.config.timm_name, "model_kwargs": dict(bundle.config.model_kwargs), "image_size": image_size, "mean": mean, "std": std,
+    meta = {"timm_name": bundle.config.timm_name, "model_kwargs": dict(bundle.config.model_kwargs),
+            "image_size": image_size, "mean": mean, "std": std,
             "findings": list(findings), "regions": names, "encoder_version": getattr(bundle, "version", None)}
     return ClassifierPredictor(net.eval(), meta, model_version="")
 
