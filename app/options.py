@@ -58,5 +58,7 @@ def _short(value: Any) -> str:
 
 def fail(message: str, code: int = 2) -> None:
     """Print a clear error (no traceback) and exit."""
-    console.print(f"[bold red]error:[/bold red] {message}", soft_wrap=True, highlight=False)
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
