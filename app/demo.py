@@ -48,7 +48,7 @@ class DemoOptions:
     pretrain_minutes: float = 2.5
     rounds: int = 3
     budget: int = 40
-    strategy: str = "margin"
+    strategy: str = "kcenter"
     cold_start_strategy: str = "typiclust"
     random_seeds: int = 3
     label_studio_url: str | None = None
