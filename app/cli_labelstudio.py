@@ -14,22 +14,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from radloop.app.options import JsonOption, WorkspaceOption, console, emit, fail
+from radloop.app.options import JsonOption, WorkspaceOption, console, emit, fail, open_catalog
 
 TokenOption = Annotated[Optional[str], typer.Option(
     "--token", help="Label Studio API token (default: $LABEL_STUDIO_API_KEY or $RADLOOP_LS_TOKEN). Never stored.",
     show_default=False)]
 RoundOption = Annotated[Optional[int], typer.Option("--round", "-r", help="Round id (default: the latest round).")]
-
-
-def _open_catalog(workspace: Optional[Path]):
-    from radloop.core.catalog import Catalog
-    from radloop.core.workspace import resolve_workspace
-
-    try:
-        return Catalog.open(resolve_workspace(workspace), create=False)
-    except FileNotFoundError as error:
-        fail(str(error))
 
 
 def _client(url: Optional[str], token: Optional[str]):
@@ -102,7 +92,7 @@ def ls_export(out: Annotated[Path, typer.Option("--out", help="Where to write th
     from radloop.labeling.ls_project import load_binding
     from radloop.labeling.ls_tasks import export_tasks_json
 
-    catalog = _open_catalog(workspace)
+    catalog = open_catalog(workspace)
     try:
         binding = load_binding(catalog.workspace)
     except FileNotFoundError:
@@ -122,7 +112,7 @@ def ls_connect_backend(backend_url: Annotated[str, typer.Option("--backend-url",
     """Connect the radloop ML backend to the workspace's project (password: $RADLOOP_BACKEND_PASSWORD)."""
     from radloop.labeling.ls_client import LabelStudioError
 
-    catalog = _open_catalog(workspace)
+    catalog = open_catalog(workspace)
     binding, client = _bound_client(catalog, token)
     password = os.environ.get("RADLOOP_BACKEND_PASSWORD")
     if auth_user and not password:
@@ -144,7 +134,7 @@ def round_push(round_id: RoundOption = None, token: TokenOption = None,
     from radloop.labeling.ls_client import LabelStudioError
     from radloop.labeling.ls_sync import PushIncompleteError, push_round
 
-    catalog = _open_catalog(workspace)
+    catalog = open_catalog(workspace)
     binding, client = _bound_client(catalog, token)
     try:
         result = push_round(catalog, client, _round_id(catalog, round_id), binding=binding, chunk_size=chunk_size,
@@ -165,7 +155,7 @@ def round_pull(round_id: RoundOption = None, token: TokenOption = None,
     from radloop.labeling.ls_client import LabelStudioError
     from radloop.labeling.ls_sync import pull_round
 
-    catalog = _open_catalog(workspace)
+    catalog = open_catalog(workspace)
     binding, client = _bound_client(catalog, token)
     try:
         result = pull_round(catalog, client, _round_id(catalog, round_id), binding=binding, full=full)
@@ -211,7 +201,7 @@ def serve_backend(host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     from radloop.app.backend import BackendSettings, create_app
 
     _set_threads(threads)
-    catalog = _open_catalog(workspace)
+    catalog = open_catalog(workspace)
     if train_config is not None and not train_config.exists():
         fail(f"training config not found: {train_config}")
     app = create_app(catalog, settings=BackendSettings(debounce_s=debounce, auth=_backend_auth(auth),
@@ -240,7 +230,7 @@ def bench_backend(requests: Annotated[int, typer.Option("--requests", min=5)] = 
     from radloop.app.backend_runtime import first_case
 
     _set_threads(threads)
-    catalog = _open_catalog(workspace)
+    catalog = open_catalog(workspace)
     case_id = case_id or first_case(catalog)
     if case_id is None:
         fail("the catalog has no images to predict on: ingest some first")

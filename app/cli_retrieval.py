@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from radloop.app.options import JsonOption, OverrideOption, WorkspaceOption, console, emit, fail
+from radloop.app.options import JsonOption, OverrideOption, WorkspaceOption, console, emit, fail, open_catalog
 
 index_app = typer.Typer(no_args_is_help=True, help="Case-search indexes (FAISS): build, inspect.")
 
@@ -25,16 +25,6 @@ def register(groups) -> None:
 
 def _say(message: str) -> None:
     console.print(f"[dim]{message}[/dim]")
-
-
-def _open_catalog(workspace):
-    from radloop.core.catalog import Catalog
-    from radloop.core.workspace import resolve_workspace
-
-    try:
-        return Catalog.open(resolve_workspace(workspace), create=False)
-    except FileNotFoundError as error:
-        fail(str(error))
 
 
 def _index_config(config: Optional[Path], overrides):
@@ -67,7 +57,7 @@ def search_command(
         parsed = parse_filters(filters)
     except ValueError as error:
         fail(str(error))
-    catalog = _open_catalog(workspace)
+    catalog = open_catalog(workspace)
     try:
         hits = search_cases(catalog, image=image, case_id=case, k=k, filters=parsed, encoder=encoder)
     except (ValueError, LookupError, FileNotFoundError) as error:
@@ -107,7 +97,7 @@ def index_build_command(
     from radloop.retrieval.search import resolve_encoder_version
 
     settings = _index_config(config, (overrides or []) + ([f"factory={factory}"] if factory else []))
-    catalog = _open_catalog(workspace)
+    catalog = open_catalog(workspace)
     try:
         version = resolve_encoder_version(catalog, encoder)
         start = time.perf_counter()
@@ -130,7 +120,7 @@ def index_info_command(
     from radloop.retrieval.index import MANIFEST, index_folder
     from radloop.retrieval.search import resolve_encoder_version
 
-    catalog = _open_catalog(workspace)
+    catalog = open_catalog(workspace)
     try:
         version = resolve_encoder_version(catalog, encoder)
     except LookupError as error:

@@ -7,20 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from radloop.app.options import JsonOption, OverrideOption, WorkspaceOption, console, emit, fail
+from radloop.app.options import JsonOption, OverrideOption, WorkspaceOption, console, emit, fail, open_catalog
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="Round config YAML "
                                                       "(default: configs/rounds/default.yaml values).")]
-
-
-def _catalog(workspace: Path | None):
-    from radloop.core.catalog import Catalog
-    from radloop.core.workspace import resolve_workspace
-
-    try:
-        return Catalog.open(resolve_workspace(workspace), create=False)
-    except FileNotFoundError as error:
-        fail(str(error))
 
 
 def _progress():
@@ -52,7 +42,7 @@ def register(groups) -> None:
         from radloop.app.rounds import RoundError, load_round_config, start_round
         from radloop.core.config import ConfigError
 
-        catalog = _catalog(workspace)
+        catalog = open_catalog(workspace)
         try:
             settings = load_round_config(config, overrides)
             bar, update = _progress()
@@ -70,7 +60,7 @@ def register(groups) -> None:
 
         from radloop.app.rounds import round_status
 
-        reports = round_status(_catalog(workspace))
+        reports = round_status(open_catalog(workspace))
         if json_output:
             emit({"rounds": [report.to_json() for report in reports]}, True)
             return
@@ -91,7 +81,7 @@ def register(groups) -> None:
         """Finish the open round: pull (or simulate) answers, fine-tune, evaluate, record what it bought."""
         from radloop.app.rounds import RoundError, finish_round
 
-        catalog = _catalog(workspace)
+        catalog = open_catalog(workspace)
         try:
             bar, update = _progress()
             with bar:

@@ -7,19 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from radloop.app.options import JsonOption, OverrideOption, WorkspaceOption, emit, fail
+from radloop.app.options import JsonOption, OverrideOption, WorkspaceOption, emit, fail, open_catalog
 
 DEFAULT_BENCH_CONFIG = Path("configs/finetune/bench_cpu.yaml")
-
-
-def _catalog(workspace: Optional[Path]):
-    from radloop.core.catalog import Catalog
-    from radloop.core.workspace import resolve_workspace
-
-    try:
-        return Catalog.open(resolve_workspace(workspace), create=False)
-    except FileNotFoundError as error:
-        fail(str(error))
 
 
 def _quiet_lightning() -> None:
@@ -51,7 +41,7 @@ def train(
         job = load_config(config, TrainConfig, overrides)
     except ConfigError as error:
         fail(str(error))
-    catalog = _catalog(workspace)
+    catalog = open_catalog(workspace)
     try:
         result = run_training(catalog, job, register=register, progress=True)
     except (ValueError, RegistryError, FileNotFoundError) as error:
@@ -72,7 +62,7 @@ def evaluate(
     from radloop.ssl.finetune_evaluate import evaluate_model
 
     _quiet_lightning()
-    catalog = _catalog(workspace)
+    catalog = open_catalog(workspace)
     try:
         result = evaluate_model(catalog, model, coco=coco, images=images, split=split, progress=True)
     except (ValueError, RegistryError, FileNotFoundError) as error:
@@ -88,7 +78,7 @@ def models_list(
     """Registered models, newest first (current ones marked)."""
     from radloop.core.registry import list_models
 
-    records = [record.to_json() for record in list_models(_catalog(workspace), task=task)]
+    records = [record.to_json() for record in list_models(open_catalog(workspace), task=task)]
     if as_json:
         emit({"models": records}, True)
         return
@@ -113,7 +103,7 @@ def models_set_current(
     from radloop.core.registry import RegistryError, set_current
 
     try:
-        record = set_current(_catalog(workspace), version)
+        record = set_current(open_catalog(workspace), version)
     except RegistryError as error:
         fail(str(error))
     emit(record.to_json(), as_json, title=f"current {record.task} model")
@@ -128,7 +118,7 @@ def models_rollback(
     from radloop.core.registry import RegistryError, rollback
 
     try:
-        record = rollback(_catalog(workspace), task)
+        record = rollback(open_catalog(workspace), task)
     except RegistryError as error:
         fail(str(error))
     emit(record.to_json(), as_json, title=f"rolled back {task}")
@@ -148,7 +138,7 @@ def bench_finetune(
     if not config.is_file():
         fail(f"bench config not found: {config}")
     try:
-        result = run_bench(_catalog(workspace), config, overrides, progress=True)
+        result = run_bench(open_catalog(workspace), config, overrides, progress=True)
     except (ConfigError, ValueError, FileNotFoundError) as error:
         fail(str(error))
     if as_json:
@@ -179,7 +169,7 @@ def bench_predict(
 
     _quiet_lightning()
     try:
-        result = predict_latency(_catalog(workspace), task, n_images=n_images, threads=threads)
+        result = predict_latency(open_catalog(workspace), task, n_images=n_images, threads=threads)
     except ValueError as error:
         fail(str(error))
     emit(result, as_json, title="prediction latency")

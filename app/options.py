@@ -62,3 +62,14 @@ def fail(message: str, code: int = 2) -> None:
 
     console.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
+
+
+def open_catalog(workspace: Path | None):
+    """Open an existing workspace's catalog, or exit with what to run first."""
+    from radloop.core.catalog import Catalog
+    from radloop.core.workspace import resolve_workspace
+
+    try:
+        return Catalog.open(resolve_workspace(workspace), create=False)
+    except FileNotFoundError as error:
+        fail(str(error))
