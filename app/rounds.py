@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select
 
+from radloop.app.round_labels import labelled_image_ids, simulate_answers, train_round_probe
 from radloop.core.catalog import Catalog
 from radloop.core.config import StrictModel, load_config, save_resolved_config
-from radloop.core.schema import Annotation, Image, Round, Selection, Study
-from radloop.core.targets import image_targets
+from radloop.core.schema import Image, Round, Selection, Study
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,6 @@ __all__ = ["RoundConfig", "RoundError", "RoundReport", "start_round", "finish_ro
            "load_round_config", "labelled_image_ids"]
 
 Progress = Callable[[str, float], None]
-SIMULATE_SOURCE = "simulate"
 STATES = ("created", "selected", "pushed", "answered", "trained", "finished")
 
 
@@ -137,28 +136,6 @@ def _refresh_index(catalog: Catalog, encoder_version: str, progress: Progress) -
     except Exception as error:  # the index serves case search; selection works from arrays
         logger.warning("index not updated: %s", error)
         return None
-
-
-def labelled_image_ids(catalog: Catalog, task: str, *, simulate: bool) -> dict[str, int]:
-    """Image id -> 0/1 for every label bought so far for ``task`` (newest answer wins).
-
-    In simulation only labels revealed by rounds count; otherwise every expert choice for the task
-    (Label Studio pulls, ingested image-level labels) counts.
-    """
-    with catalog.session() as session:
-        query = select(Annotation.image_id, Annotation.meta).where(
-            Annotation.kind == "choice", Annotation.label == task)
-        if simulate:
-            query = query.where(Annotation.source == SIMULATE_SOURCE)
-        rows = session.execute(query.order_by(Annotation.created_at, Annotation.id)).all()
-    labels: dict[str, int] = {}
-    for image_id, meta in rows:
-        value = (meta or {}).get("value", 1)
-        if value is None:  # annotators disagreed: the consensus is "uncertain", not a label
-            labels.pop(image_id, None)
-        else:
-            labels[image_id] = int(bool(value))
-    return labels
 
 
 def _next_number(catalog: Catalog) -> int:
@@ -334,79 +311,6 @@ def _hand_out(catalog: Catalog, round_id: int, config: RoundConfig, progress: Pr
     return _report(row)
 
 
-def _simulate_answers(catalog: Catalog, round_id: int, task: str) -> int:
-    """Reveal the dataset's ground truth for the round's selections (the simulated annotator)."""
-    with catalog.session() as session:
-        selected = list(session.scalars(select(Selection.image_id).where(Selection.round_id == round_id)))
-        answered = set(session.scalars(select(Annotation.image_id).where(
-            Annotation.round_id == round_id, Annotation.source == SIMULATE_SOURCE)))
-    truth = {t.image_id: t.labels.get(task) for t in image_targets(catalog, image_ids=selected)}
-    added = 0
-    with catalog.session() as session:
-        for image_id in selected:
-            if image_id in answered:
-                continue
-            value = truth.get(image_id)
-            if value is None:
-                continue  # no ground truth for this image: the annotator "skips" it
-            session.add(Annotation(image_id=image_id, source=SIMULATE_SOURCE, kind="choice", label=task,
-                                   annotator="simulated", round_id=round_id, meta={"value": int(value)}))
-            added += 1
-    return added
-
-
-def _train_and_evaluate(catalog: Catalog, row: Round, config: RoundConfig, progress: Progress) -> dict[str, Any]:
-    """Fit the probe on every label bought so far, evaluate on the held-out split, register it."""
-    from sklearn.metrics import roc_auc_score
-
-    from radloop.core.embeddings import load_embeddings
-    from radloop.core.registry import register_model
-    from radloop.ssl.probe import LinearProbe, ProbeError
-
-    encoder_version = row.model_version
-    labelled = labelled_image_ids(catalog, config.task, simulate=config.simulate)
-    train = load_embeddings(catalog, encoder_version, sorted(labelled))
-    targets = np.array([[labelled[image_id]] for image_id in train.image_ids], dtype=np.int64)
-    progress(f"training a probe on {len(train.image_ids)} labels", 0.5)
-    try:
-        probe = LinearProbe(C=config.probe_C, random_state=config.random_state).fit(
-            _normalize(train.vectors), targets, [config.task])
-    except ProbeError as error:
-        return {"labels_total": len(labelled), "note": f"no model trained yet: {error}"}
-    evaluation = [t for t in image_targets(catalog, split=config.eval_split, dataset=config.dataset)
-                  if t.labels.get(config.task) is not None]
-    metric = None
-    if evaluation:
-        held_out = load_embeddings(catalog, encoder_version, [t.image_id for t in evaluation])
-        truth = {t.image_id: t.labels[config.task] for t in evaluation}
-        labels = np.array([truth[image_id] for image_id in held_out.image_ids])
-        scores = probe.predict_proba(_normalize(held_out.vectors))[:, 0]
-        if labels.min() != labels.max():
-            metric = float(roc_auc_score(labels, scores))
-    version = f"probe-{config.task}-r{row.number:03d}-{encoder_version[-8:]}"
-    folder = catalog.workspace.models_dir / version
-    probe.save(folder)
-    save_resolved_config(config, folder / "round_config.yaml")
-    with catalog.session() as session:
-        annotation_ids = list(session.scalars(select(Annotation.id).where(
-            Annotation.kind == "choice", Annotation.label == config.task)))
-    metrics = {f"auroc.{config.task}": metric, "labels": len(labelled), "eval_images": len(evaluation)}
-    from radloop.core.registry import RegistryError
-
-    try:
-        register_model(catalog, version, "probe", "findings", folder, parent_version=encoder_version,
-                       config={"round": row.number, **json.loads(config.model_dump_json()),
-                               "embeddings": {"normalize": True}},
-                       metrics=metrics, annotation_ids=annotation_ids, make_current=True)
-    except RegistryError:
-        logger.info("model %s registered already (resumed round)", version)
-    return {"labels_total": len(labelled), "metric": metric, "model_version": version}
-
-
-def _normalize(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-
 def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate: bool | None = None) -> RoundReport:
     """Collect the answers of the open round, fine-tune, evaluate and record what the round bought.
 
@@ -425,7 +329,7 @@ def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate
     if row.state in ("selected", "pushed"):
         progress("collecting answers", 0.1)
         if config.simulate:
-            answered = _simulate_answers(catalog, row.id, config.task)
+            answered = simulate_answers(catalog, row.id, config.task)
         else:
             from radloop.labeling import ls_sync
 
@@ -441,7 +345,7 @@ def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate
         row = _set(catalog, row.id, state="answered", labels_spent=int(answered))
     if row.state == "answered":
         previous = _previous_metric(catalog, row.number)
-        result = _train_and_evaluate(catalog, row, config, progress)
+        result = train_round_probe(catalog, row, config, progress)
         notes = list((row.meta or {}).get("notes", []))
         if "note" in result:
             notes.append(result["note"])
