@@ -36,3 +36,14 @@ def catalog(workspace):
     opened = Catalog.open(workspace)
     yield opened
     opened.dispose()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread: on a shared, oversubscribed CPU, OpenMP workers spin and run ~10x slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

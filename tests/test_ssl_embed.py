@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from ssl_workspace import FRACTURE_IMAGES, build_workspace
@@ -17,13 +16,7 @@ from radloop.ssl.benchmark import benchmark_encoders, knn_precision_at_k
 from radloop.ssl.embed import embed_catalog, resolve_encoder
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU, OpenMP workers spin and run ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture
 def encoder_dir(tmp_path):

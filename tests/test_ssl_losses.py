@@ -10,13 +10,7 @@ import torch
 from radloop.ssl.losses import mae_loss, nt_xent_loss, patchify, random_masking, unpatchify, unshuffle
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU, OpenMP workers spin and run ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.mark.parametrize(("length", "ratio"), [(16, 0.75), (64, 0.9), (10, 0.5), (7, 0.0)])
 def test_masking_keeps_exactly_the_right_number_of_patches(length, ratio):

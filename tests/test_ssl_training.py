@@ -31,13 +31,7 @@ COMMON = ["data.crop_size=32", "data.batch_size=8", "data.cache_size=40", "train
           "trainer.enable_progress_bar=false", "trainer.num_threads=1", "trainer.loggers=[csv]", "trainer.max_steps=5",
           "trainer.log_every_n_steps=1"]
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU, OpenMP workers spin and run ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(method: str, *extra: str) -> PretrainConfig:
