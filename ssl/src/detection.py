@@ -9,7 +9,6 @@ come out in original-image pixels.  Saved as ``detector.safetensors`` + ``detect
 
 from __future__ import annotations
 
-import json
 import math
 from collections import OrderedDict
 from pathlib import Path
@@ -238,23 +237,17 @@ class DetectorPredictor(Predictor):
         return results
 
     def save(self, folder: str | Path) -> Path:
-        from safetensors.torch import save_file
+        from radloop.ssl.artifacts import save_artifact
 
-        target = Path(folder)
-        target.mkdir(parents=True, exist_ok=True)
-        state = {name: tensor.detach().contiguous() for name, tensor in self.model.state_dict().items()}
-        save_file(state, str(target / DETECTOR_WEIGHTS))
-        (target / DETECTOR_CONFIG).write_text(json.dumps(self.meta, indent=2))
-        return target
+        return save_artifact(self.model, folder, DETECTOR_WEIGHTS, DETECTOR_CONFIG, self.meta)
 
     @classmethod
     def load(cls, folder: str | Path, model_version: str = "") -> "DetectorPredictor":
-        from safetensors.torch import load_file
+        from radloop.ssl.artifacts import read_artifact
 
-        source = Path(folder)
-        meta = json.loads((source / DETECTOR_CONFIG).read_text())
+        state, meta = read_artifact(folder, DETECTOR_WEIGHTS, DETECTOR_CONFIG)
         model = build_detector(_body(meta["timm_name"]), meta)
-        model.load_state_dict(load_file(str(source / DETECTOR_WEIGHTS)))
+        model.load_state_dict(state)
         return cls(model, meta, model_version)
 
 

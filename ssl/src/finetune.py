@@ -10,7 +10,6 @@ masked out of the loss; report-derived rows carry a lower sample weight.  Saved 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -227,24 +226,19 @@ class ClassifierPredictor(Predictor):
         return results
 
     def save(self, folder: str | Path) -> Path:
-        from safetensors.torch import save_file
+        from radloop.ssl.artifacts import save_artifact
 
-        target = Path(folder)
-        target.mkdir(parents=True, exist_ok=True)
-        state = {name: tensor.detach().contiguous() for name, tensor in self.net.state_dict().items()}
-        save_file(state, str(target / CLASSIFIER_WEIGHTS))
-        (target / CLASSIFIER_CONFIG).write_text(json.dumps(self.meta, indent=2))
-        return target
+        return save_artifact(self.net, folder, CLASSIFIER_WEIGHTS, CLASSIFIER_CONFIG, self.meta)
 
     @classmethod
     def load(cls, folder: str | Path, model_version: str = "") -> "ClassifierPredictor":
         import timm
-        from safetensors.torch import load_file
 
-        source = Path(folder)
-        meta = json.loads((source / CLASSIFIER_CONFIG).read_text())
+        from radloop.ssl.artifacts import read_artifact
+
+        state, meta = read_artifact(folder, CLASSIFIER_WEIGHTS, CLASSIFIER_CONFIG)
         backbone = timm.create_model(meta["timm_name"], pretrained=False, in_chans=1, num_classes=0,
                                      **meta.get("model_kwargs", {}))
         net = FindingsClassifier(backbone, len(meta["findings"]), len(meta.get("regions", [])))
-        net.load_state_dict(load_file(str(source / CLASSIFIER_WEIGHTS)))
+        net.load_state_dict(state)
         return cls(net, meta, model_version)
