@@ -57,8 +57,7 @@ class ReportLabeler:
         if n_process > 1:
             from .parallel import label_parallel
 
-            yield from label_parallel(texts, n_process=n_process, batch_size=self.batch_size,
-                                      max_chars=self.max_chars)
+            yield from label_parallel(self, texts, n_process=n_process)
             return
         yield from self._label_serial(texts)
 

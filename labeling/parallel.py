@@ -1,7 +1,9 @@
 """Label reports in worker processes, streaming with a bounded number of chunks in flight.
 
-medspacy rule objects do not pickle, so every worker builds its own pipeline once (pool initializer)
-and only texts and plain result records cross process boundaries.
+medspacy rule objects do not pickle.  Where the platform forks, workers inherit the parent's
+ready-built labeller (copy-on-write: no rule loading or pipeline building per worker, which
+would cost seconds); elsewhere (spawn) every worker builds its own once, in the pool initializer.
+Only texts and plain result records cross process boundaries.
 """
 
 from __future__ import annotations
@@ -9,34 +11,46 @@ from __future__ import annotations
 import multiprocessing
 from collections import deque
 from itertools import islice
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
-_WORKER_LABELER = None  # one per worker process, built by _init_worker
+if TYPE_CHECKING:
+    from .labeler import LabelResult, ReportLabeler
+
+_WORKER_LABELER = None  # the labeller of this worker process: inherited at fork or built by _init_worker
 
 
 def _init_worker(max_chars: int, batch_size: int) -> None:
     global _WORKER_LABELER
-    from .labeler import ReportLabeler
+    if _WORKER_LABELER is None:
+        from .labeler import ReportLabeler
 
-    _WORKER_LABELER = ReportLabeler(max_chars=max_chars, batch_size=batch_size)
+        _WORKER_LABELER = ReportLabeler(max_chars=max_chars, batch_size=batch_size)
 
 
 def _label_chunk(texts: list) -> list[tuple[list, str | None]]:
     return [(list(result), result.error) for result in _WORKER_LABELER._label_serial(texts)]
 
 
-def label_parallel(texts: Iterable, *, n_process: int, batch_size: int, max_chars: int,
-                   chunk_size: int | None = None) -> Iterator:
-    """Yield ``LabelResult`` per text, in input order, from ``n_process`` workers.
+def label_parallel(labeler: ReportLabeler, texts: Iterable, *, n_process: int,
+                   chunk_size: int | None = None) -> Iterator[LabelResult]:
+    """Yield ``LabelResult`` per text, in input order, from ``n_process`` workers running ``labeler``.
 
     At most ``2 * n_process`` chunks are queued, so memory stays flat however long ``texts`` is.
     """
+    global _WORKER_LABELER
     from .labeler import LabelResult
 
-    chunk_size = chunk_size or batch_size
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    chunk_size = chunk_size or labeler.batch_size
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if fork else "spawn")
     iterator = iter(texts)
-    with context.Pool(n_process, initializer=_init_worker, initargs=(max_chars, batch_size)) as pool:
+    if fork:
+        _WORKER_LABELER = labeler  # forked workers start with it; the pool initializer then has nothing to do
+    try:
+        pool = context.Pool(n_process, initializer=_init_worker, initargs=(labeler.max_chars, labeler.batch_size))
+    finally:
+        _WORKER_LABELER = None
+    with pool:
         pending: deque = deque()
 
         def submit() -> bool:
