@@ -8,7 +8,7 @@ from typing import Iterable, Iterator
 from radloop.core.records import FindingMention
 
 from .mentions import doc_mentions
-from .pipeline import build_pipeline, build_site_matcher
+from .pipeline import blank_pipeline, build_pipeline, build_site_matcher, token_texts
 from .rules_loader import RuleSet, load_rule_set, rules_version
 from .text import CHUNK_CHARS, MAX_CHARS, clean_text, split_chunks
 
@@ -38,9 +38,10 @@ class ReportLabeler:
         self.max_chars = max_chars
         self.batch_size = batch_size
         self.chunk_chars = chunk_chars
-        self._rule_set: RuleSet = load_rule_set()
+        nlp = blank_pipeline()
+        self._rule_set: RuleSet = load_rule_set(tokenize=token_texts(nlp))
         self.rules_version: str = self._rule_set.version
-        self._nlp = build_pipeline(self._rule_set)
+        self._nlp = build_pipeline(self._rule_set, nlp)
         self._sites = build_site_matcher(self._nlp, self._rule_set)
 
     def label(self, text: str | bytes | None) -> LabelResult:

@@ -8,6 +8,8 @@ TargetMatcher, modifiers from ConText.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from .rules_loader import RuleSet
 
 
@@ -20,18 +22,36 @@ def silence_pyrush() -> None:
     logger.disable("PyRuSH")
 
 
-def build_pipeline(rule_set: RuleSet):
-    """Return a ``spacy.Language``: sentencizer -> sectionizer -> target matcher -> ConText."""
+def blank_pipeline():
+    """Return a blank English ``spacy.Language`` (tokenizer only), ready for :func:`build_pipeline`."""
+    import spacy
+
+    nlp = spacy.blank("en")
+    nlp.max_length = 2_000_000
+    return nlp
+
+
+def token_texts(nlp) -> Callable[[str], list[str]]:
+    """``text -> token texts`` with the tokenizer of ``nlp`` (for :func:`~.rules_loader.load_rule_set`)."""
+    tokenizer = nlp.tokenizer
+    return lambda text: [token.text for token in tokenizer(text)]
+
+
+def build_pipeline(rule_set: RuleSet, nlp=None):
+    """Return a ``spacy.Language``: sentencizer -> sectionizer -> target matcher -> ConText.
+
+    Args:
+        rule_set: The rules.
+        nlp: A :func:`blank_pipeline` to add the components to (default: a new one).
+    """
     silence_pyrush()
     import warnings
 
-    import spacy
     import medspacy  # noqa: F401  (registers the medspacy factories)
 
     # medspacy builds a token Matcher per component even when all its rules are phrases (spaCy W036)
     warnings.filterwarnings("ignore", message=r".*\[W036\]")
-    nlp = spacy.blank("en")
-    nlp.max_length = 2_000_000
+    nlp = nlp if nlp is not None else blank_pipeline()
     nlp.add_pipe("sentencizer", config={"punct_chars": [".", "!", "?", ";"]})
     sectionizer = nlp.add_pipe("medspacy_sectionizer",
                                config={"rules": None, "apply_sentence_boundary": True})

@@ -11,10 +11,13 @@ unknown keys.  Callbacks are named in a rule's ``metadata`` and resolved via
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Callable
 
 from radloop.core.vocabulary import DEVICE_TYPES, FINDINGS, LATERALITIES, SITES
 
@@ -24,6 +27,8 @@ RULES_PACKAGE = "radloop.labeling.rules"
 
 #: Target categories that are not findings of the vocabulary but steer the labeller.
 INTERNAL_CATEGORIES = ("abnormal", "pseudo")
+#: A token pattern that spells out at most this many phrases is matched as those phrases.
+MAX_PHRASES = 3_000
 
 
 @dataclass
@@ -64,6 +69,54 @@ def _read(name: str) -> dict:
         raise ValueError(f"rule file {name}: invalid JSON ({error})") from None
 
 
+def pattern_phrases(pattern, limit: int = MAX_PHRASES) -> list[tuple[str, ...]] | None:
+    """The word sequences a token pattern matches, when it is a short finite list of literal words.
+
+    A pattern qualifies when every token is ``{"LOWER": word | {"IN": words}}`` (or ``ORTH`` with
+    caseless words such as ``"-"``), optionally with ``"OP": "?"``, and it spells out at most
+    ``limit`` sequences.  spaCy's token ``Matcher`` pays for every pattern at every token of every
+    report; its ``PhraseMatcher`` looks phrases up by hash, so matching the sequences as phrases
+    is much faster and finds exactly the same spans.  Returns ``None`` for any other pattern.
+    """
+    if not isinstance(pattern, list) or not pattern:
+        return None
+    options: list[list[str | None]] = []
+    for token in pattern:
+        attrs = set(token) - {"OP"}
+        if len(attrs) != 1 or not attrs <= {"LOWER", "ORTH"} or token.get("OP") not in (None, "?"):
+            return None
+        attr = attrs.pop()
+        value = token[attr]
+        words = [value] if isinstance(value, str) else value.get("IN") if isinstance(value, dict) and set(value) == {"IN"} else None
+        # LOWER words must be lower case and ORTH words caseless, else phrase matching on LOWER differs
+        if not words or not all(isinstance(word, str) and word == word.lower() and
+                                (attr == "LOWER" or word == word.upper()) for word in words):
+            return None
+        options.append(list(dict.fromkeys(words)) + ([None] if token.get("OP") == "?" else []))
+    if math.prod(len(words) for words in options) > limit:
+        return None
+    sequences = (tuple(word for word in combination if word is not None) for combination in itertools.product(*options))
+    return [sequence for sequence in dict.fromkeys(sequences) if sequence]
+
+
+def compile_phrases(rule_dict: dict, tokenize: Callable[[str], list[str]] | None) -> list[dict] | None:
+    """Rewrite a finite token-pattern rule as one literal (phrase) rule per word sequence it matches.
+
+    ``tokenize`` (text -> token texts, the pipeline's tokenizer) must keep every word one token, so
+    that phrase and pattern match the same token sequences; otherwise, or without ``tokenize``,
+    returns ``None`` and the rule keeps its token pattern.  The authored name is kept in
+    ``metadata.rule`` (``literal`` becomes the phrase).
+    """
+    phrases = pattern_phrases(rule_dict.get("pattern")) if tokenize is not None else None
+    if phrases is None:
+        return None
+    words = {word for phrase in phrases for word in phrase}
+    if any(tokenize(word) != [word] for word in words):
+        return None
+    metadata = dict(rule_dict.get("metadata") or {}, rule=rule_dict.get("literal"))
+    return [dict(rule_dict, literal=" ".join(phrase), pattern=None, metadata=metadata) for phrase in phrases]
+
+
 def expand_first_token(rule_dict: dict, depth: int = 3) -> list[dict]:
     """Split a token pattern whose first token is a word set into one pattern per word.
 
@@ -93,14 +146,36 @@ def _attach_callbacks(rule, name: str) -> None:
         rule.on_match = get_callback(metadata["on_match"])
 
 
-def load_rule_set() -> RuleSet:
-    """Read and validate every rule file; raise ``ValueError`` naming the file and rule on any problem."""
+def _check_phrase_conflicts(rules: list, seen: dict, where: str) -> None:
+    """Reject a phrase that two rules give different outcomes (category, device type).
+
+    Which of two rules matching the same span wins depends on spaCy's internal hash order, so
+    the result would change whenever unrelated rules are added.
+    """
+    for rule in rules:
+        if rule.pattern is not None:
+            continue
+        phrase = " ".join(rule.literal.lower().split())
+        outcome = (rule.category, (rule.metadata or {}).get("device_type"))
+        first = seen.setdefault(phrase, (where, outcome))
+        if first[1] != outcome:
+            raise ValueError(f"rule file {where}: phrase {phrase!r} is {outcome} but {first[0]} makes it {first[1]}")
+
+
+def load_rule_set(tokenize: Callable[[str], list[str]] | None = None) -> RuleSet:
+    """Read and validate every rule file; raise ``ValueError`` naming the file and rule on any problem.
+
+    Args:
+        tokenize: The pipeline's tokenizer as text -> token texts.  With it, token patterns that
+            spell out a short list of phrases are loaded as phrase rules (see :func:`compile_phrases`).
+    """
     from medspacy.context import ConTextRule
     from medspacy.section_detection import SectionRule
     from medspacy.target_matcher import TargetRule
 
     rule_set = RuleSet(files=tuple(rule_files()), version=rules_version())
     excluded: set[str] = set()
+    phrases: dict[str, dict] = {}  # rule kind -> {phrase: (where, outcome)}
     kinds = {"target_rules": (TargetRule, rule_set.target_rules),
              "context_rules": (ConTextRule, rule_set.context_rules),
              "section_rules": (SectionRule, rule_set.section_rules),
@@ -120,7 +195,8 @@ def load_rule_set() -> RuleSet:
             try:
                 if isinstance(authored.get("pattern"), str):
                     re.compile(authored["pattern"])
-                rules = [rule_class.from_dict(rule_dict) for rule_dict in expand_first_token(authored)]
+                rule_dicts = compile_phrases(authored, tokenize) or expand_first_token(authored)
+                rules = [rule_class.from_dict(rule_dict) for rule_dict in rule_dicts]
                 for rule in rules:
                     _attach_callbacks(rule, name)
             except (ValueError, TypeError, re.error) as error:
@@ -134,6 +210,7 @@ def load_rule_set() -> RuleSet:
                 raise ValueError(f"rule file {name}, rule {index}: device_type {device_type!r} not in DEVICE_TYPES")
             if key == "site_rules" and rule.category not in SITES + LATERALITIES:
                 raise ValueError(f"rule file {name}, rule {index}: {rule.category!r} is not a site or laterality")
+            _check_phrase_conflicts(rules, phrases.setdefault(key, {}), f"{name}, rule {index}")
             target.extend(rules)
     rule_set.excluded_sections = frozenset(excluded)
     return rule_set
