@@ -71,6 +71,7 @@ class IndexManager:
         self._vectors: np.ndarray | None = None  # for re-ranking, row = label
         self._removed: set[int] = set()  # tombstones for index types that cannot remove
         self._source: Path | None = None  # the file a memory-mapped index was read from
+        self.calibration: dict | None = None  # nprobe calibrated at build time (see IndexConfig.target_recall)
 
     # ----------------------------------------------------------------------------------------- building
     @classmethod
@@ -131,8 +132,9 @@ class IndexManager:
             index = faiss.IndexIDMap2(index)
         self.index = index
         if self.config.rerank is None:
-            quantised = any(code in self.factory for code in ("SQ", "PQ", "LSH", "RaBitQ"))
-            self.config = self.config.model_copy(update={"rerank": quantised})
+            lossless = any(code in self.factory for code in ("SQfp16", "SQbf16"))
+            lossy = not lossless and any(code in self.factory for code in ("SQ", "PQ", "LSH", "RaBitQ"))
+            self.config = self.config.model_copy(update={"rerank": lossy})
         self._apply_search_parameters()
 
     def _apply_search_parameters(self) -> None:
@@ -140,13 +142,23 @@ class IndexManager:
 
         ivf = faiss.try_extract_index_ivf(self.index)
         if ivf is not None:
-            ivf.nprobe = self.config.nprobe or min(ivf.nlist, max(16, ivf.nlist // 128))
+            calibrated = (self.calibration or {}).get("nprobe")
+            ivf.nprobe = self.config.nprobe or calibrated or min(ivf.nlist, max(16, ivf.nlist // 128))
             quantizer = faiss.downcast_index(ivf.quantizer)
             if isinstance(quantizer, faiss.IndexHNSW):
-                quantizer.hnsw.efSearch = max(self.config.ef_search, 2 * ivf.nprobe)
+                quantizer.hnsw.efSearch = self._coarse_ef_search(ivf.nprobe)
         inner = faiss.downcast_index(self.index.index) if isinstance(self.index, faiss.IndexIDMap) else self.index
         if isinstance(inner, faiss.IndexHNSW):
             inner.hnsw.efSearch = self.config.ef_search
+
+    def _rerank_factor(self) -> int:
+        if self.config.rerank_factor:
+            return self.config.rerank_factor
+        return 8 if any(code in (self.factory or "") for code in ("PQ", "LSH", "RaBitQ")) else 2
+
+    def _coarse_ef_search(self, nprobe: int) -> int:
+        """Search breadth of an HNSW coarse quantiser: it must find the ``nprobe`` nearest cells."""
+        return max(self.config.coarse_ef_search or 32, 2 * nprobe)
 
     def _writable(self) -> None:
         """Indexes loaded memory-mapped are read-only: load them into memory before changing them."""
@@ -188,7 +200,8 @@ class IndexManager:
             raise ValueError(f"{len(existing)} id(s) are indexed already, e.g. {existing[:3]}; remove them first")
         if not len(ids):
             return 0
-        if self.index is None:
+        created = self.index is None
+        if created:
             self._create(len(prepared), prepared)
         self._writable()
         start = len(self._ids)
@@ -198,7 +211,52 @@ class IndexManager:
         self._labels.update(zip(ids, labels.tolist()))
         if self.config.rerank:
             self._vectors = prepared if self._vectors is None else np.concatenate([self._vectors, prepared])
+        if created:
+            self._calibrate(prepared)
         return len(ids)
+
+    def _calibrate(self, vectors: np.ndarray, k: int = 10) -> None:
+        """Pick the smallest power-of-two ``nprobe`` whose recall@k reaches ``config.target_recall``.
+
+        Queries are ``config.calibration_queries`` of the (already added, labels 0..N-1) vectors; the exact
+        top k comes from a brute-force pass over all of them; each query's own match is left out of both.
+        Recall is measured through the whole search path (re-ranking included).  When the codes cap the
+        recall below the target, the search stops at the plateau (no gain over two doublings) instead of
+        visiting every cell.  Only for IVF indexes whose ``nprobe`` the config leaves open.
+        """
+        import faiss
+
+        ivf = faiss.try_extract_index_ivf(self.index)
+        if ivf is None or self.config.nprobe is not None or len(vectors) <= k + 1:
+            return
+        rng = np.random.default_rng(self.config.seed)
+        rows = np.sort(rng.choice(len(vectors), min(self.config.calibration_queries, len(vectors)), replace=False))
+        queries = vectors[rows]
+        metric = faiss.METRIC_INNER_PRODUCT if self.config.metric == "cosine" else faiss.METRIC_L2
+        _, truth = faiss.knn(queries, vectors, k + 1, metric=metric)
+
+        def without_self(found: np.ndarray) -> list[set[int]]:
+            return [set([label for label in row if label != own and label >= 0][:k])
+                    for row, own in zip(found.tolist(), rows)]
+
+        expected = without_self(truth)
+        tried: list[tuple[int, float]] = []
+        nprobe = 1
+        while True:
+            self.calibration = {"nprobe": nprobe}
+            self._apply_search_parameters()
+            _, found = self._search_labels(queries, k + 1)
+            recall = float(np.mean([len(a & b) / k for a, b in zip(without_self(found), expected)]))
+            tried.append((nprobe, round(recall, 4)))
+            plateau = len(tried) >= 3 and recall - tried[-3][1] < 0.002
+            if recall >= self.config.target_recall or nprobe >= ivf.nlist or plateau:
+                break
+            nprobe = min(2 * nprobe, ivf.nlist)
+        best = max(value for _, value in tried)
+        nprobe, recall = next((p, r) for p, r in tried if r >= min(self.config.target_recall, best - 0.002))
+        self.calibration = {"nprobe": nprobe, "recall_at_10": round(recall, 4), "queries": len(rows),
+                            "target_recall": self.config.target_recall, "tried": tried}
+        self._apply_search_parameters()
 
     def remove(self, ids: list[str]) -> int:
         """Remove ids (unknown ones are reported, nothing is removed then); returns the number removed."""
@@ -245,10 +303,7 @@ class IndexManager:
         queries = np.asarray(queries)
         prepared = self._prepare(queries[None, :] if queries.ndim == 1 else queries)
         excluded = {self._labels[value] for value in exclude_ids or () if value in self._labels} | self._removed
-        fetch = k + len(excluded)
-        if self.config.rerank and self._vectors is not None:
-            fetch *= max(1, self.config.rerank_factor)
-        fetch = min(fetch, self.index.ntotal)
+        fetch = min(k + len(excluded), self.index.ntotal)
         parameters = None
         if allowed_ids is not None:
             allowed = np.asarray([self._labels[value] for value in allowed_ids if value in self._labels],
@@ -261,11 +316,18 @@ class IndexManager:
             selector = faiss.IDSelectorBatch(allowed)
             # a small allowed set may sit in cells a normal query does not visit: visit them all
             parameters = self._search_parameters(selector, exhaustive=len(allowed) <= self.index.ntotal // 10)
-        scores, labels = (self.index.search(prepared, fetch, params=parameters) if parameters is not None
-                          else self.index.search(prepared, fetch))
+        return self._to_result(*self._search_labels(prepared, fetch, parameters), k, excluded)
+
+    def _search_labels(self, prepared: np.ndarray, fetch: int, parameters=None) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS search of prepared queries for ``fetch`` labels each, re-ranked when configured."""
+        wanted = fetch
+        if self.config.rerank and self._vectors is not None:
+            wanted = min(fetch * self._rerank_factor(), self.index.ntotal)
+        scores, labels = (self.index.search(prepared, wanted, params=parameters) if parameters is not None
+                          else self.index.search(prepared, wanted))
         if self.config.rerank and self._vectors is not None:
             scores, labels = self._rerank(prepared, labels)
-        return self._to_result(scores, labels, k, excluded)
+        return scores, labels
 
     def _search_parameters(self, selector, exhaustive: bool = False):
         import faiss
@@ -343,6 +405,7 @@ class IndexManager:
             "model_version": self.model_version, "dim": self.dim, "metric": self.config.metric,
             "factory": self.factory, "count": len(self), "faiss_version": faiss.__version__,
             "saved_at": datetime.now(timezone.utc).isoformat(), "config": self.config.model_dump(),
+            "calibration": self.calibration,
         }
         (folder / f".{MANIFEST}.tmp").write_text(json.dumps(manifest, indent=2))
         os.replace(folder / f".{MANIFEST}.tmp", folder / MANIFEST)
@@ -368,6 +431,7 @@ class IndexManager:
                              f"not {model_version!r}")
         manager = cls(manifest["dim"], manifest["model_version"], IndexConfig(**manifest["config"]))
         manager.factory = manifest["factory"]
+        manager.calibration = manifest.get("calibration")
         path = str(folder / "index.faiss")
         manager.index, manager.memory_mapped, manager._source = None, False, folder / "index.faiss"
         if mmap:

@@ -91,7 +91,8 @@ def bench_retrieval(vectors: np.ndarray, queries: np.ndarray, *, k: int = 10, co
         "qps_exact": round(len(queries) / exact_s, 1),
         "speedup_batched_vs_exact": round(exact_s / batched_s, 1),
         "memory_mb": round(memory / 2**20, 1), "flat_memory_mb": round(count * dim * 4 / 2**20, 1),
-        "build_s": round(build_s, 2), "threads": threads,
+        "build_s": round(build_s, 2), "threads": threads, "rerank": bool(manager.config.rerank),
+        "calibration": manager.calibration,
     }
 
 

@@ -108,3 +108,23 @@ def test_bad_input_names_the_problem_and_leaves_the_index_intact(data):
     assert len(manager) == 1000
     after = manager.search(vectors[:3], 5)
     assert after.ids == reference.ids
+
+
+def test_nprobe_is_calibrated_to_the_target_recall_and_persisted(tmp_path, data):
+    vectors, queries, ids = data
+    manager = IndexManager.build(vectors, ids, "enc-test", IndexConfig(factory="IVF64,SQ8", target_recall=0.95))
+    calibration = manager.calibration
+    assert calibration["recall_at_10"] >= 0.95 and calibration["queries"] == 500
+    tried = [nprobe for nprobe, _ in calibration["tried"]]
+    assert tried == [2 ** i for i in range(len(tried))] and calibration["nprobe"] == tried[-1] < 64
+    assert _recall(manager, vectors, queries) >= 0.93  # held-out queries: close to the calibration estimate
+    lower = IndexManager.build(vectors, ids, "enc-test", IndexConfig(factory="IVF64,SQ8", target_recall=0.9))
+    higher = IndexManager.build(vectors, ids, "enc-test", IndexConfig(factory="IVF64,SQ8", target_recall=0.9999))
+    assert lower.calibration["nprobe"] < calibration["nprobe"] < higher.calibration["nprobe"]
+    manager.save(tmp_path / "index")
+    loaded = IndexManager.load(tmp_path / "index")
+    assert loaded.calibration["nprobe"] == calibration["nprobe"]
+    import faiss
+    assert faiss.try_extract_index_ivf(loaded.index).nprobe == calibration["nprobe"]
+    fixed = IndexManager.build(vectors, ids, "enc-test", IndexConfig(factory="IVF64,SQ8", nprobe=5))
+    assert fixed.calibration is None and faiss.try_extract_index_ivf(fixed.index).nprobe == 5
