@@ -7,6 +7,8 @@ from typing import Iterable
 from radloop.core.records import FindingMention
 from radloop.core.vocabulary import LATERALITIES
 
+from .pipeline import TARGET_GROUP
+
 #: ConText categories -> effect.
 NEGATION = frozenset({"NEGATED_EXISTENCE"})
 UNCERTAINTY = frozenset({"POSSIBLE_EXISTENCE", "HYPOTHETICAL"})
@@ -67,31 +69,52 @@ def _anatomy(doc, site_matcher) -> tuple[list, list]:
     return sites, sides
 
 
+def _section_categories(doc) -> list[tuple[int, int, str | None]]:
+    """``(start, end, category)`` token ranges of the Sectionizer's sections, last assigned first.
+
+    The Sectionizer sets ``token._.section`` section by section (a later one overwrites an earlier
+    one); reading these ranges once per report is much cheaper than ``span._.section_category``
+    (three extension look-ups) for every target.
+    """
+    return [(section.title_start, section.body_end, section.category) for section in reversed(doc._.sections)]
+
+
+def _section_at(sections: list[tuple[int, int, str | None]], index: int) -> str | None:
+    for start, end, category in sections:
+        if start <= index < end:
+            return category
+    return None
+
+
 def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str]) -> list[FindingMention]:
     """Mentions of one report, plus one ``normal`` entry (positive when nothing abnormal is asserted).
 
     Targets in excluded sections (indication, history, comparison, technique) are dropped: a finding
     someone asks about is not a finding.
     """
-    excluded = set(excluded_sections)
-    targets = [ent for ent in doc.ents if (ent._.section_category or "") not in excluded]
+    excluded = excluded_sections if isinstance(excluded_sections, (set, frozenset)) else set(excluded_sections)
+    sections = _section_categories(doc)
+    targets = []
+    for ent in (doc.spans[TARGET_GROUP] if TARGET_GROUP in doc.spans else ()):
+        section = _section_at(sections, ent.start)
+        if (section or "") not in excluded:
+            targets.append((ent, section))
     sites, sides = _anatomy(doc, site_matcher) if targets else ([], [])
     mentions: list[FindingMention] = []
     normal_evidence = None
     abnormal_asserted = False
     labelled_text = False
-    for ent in targets:
+    for ent, section in targets:
         category = ent.label_
         if category == "pseudo":
             continue
         modifiers = ent._.modifiers
         categories = {modifier.category for modifier in modifiers}
         status = _status(categories)
-        section = ent._.section_category
         labelled_text = True
         if category == "normal":
             if status == "positive" and normal_evidence is None:
-                normal_evidence = ent
+                normal_evidence = (ent, section)
             continue
         if status != "negative":
             abnormal_asserted = True
@@ -121,5 +144,6 @@ def _normal_entry(evidence, abnormal_asserted: bool) -> FindingMention:
     status = "negative" if abnormal_asserted else "positive"
     if evidence is None:
         return FindingMention(finding="normal", status=status)
-    return FindingMention(finding="normal", status=status, evidence=evidence.text, start=evidence.start_char,
-                          end=evidence.end_char, section=evidence._.section_category)
+    span, section = evidence
+    return FindingMention(finding="normal", status=status, evidence=span.text, start=span.start_char,
+                          end=span.end_char, section=section)
