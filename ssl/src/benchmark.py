@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -102,7 +103,10 @@ def _fit_probe(features: np.ndarray, labels: np.ndarray, metric: str, seed: int)
                                      random_state=seed)
     else:
         model = LogisticRegression(C=DEFAULT_C, class_weight="balanced", max_iter=3000)
-    return make_pipeline(StandardScaler(), model).fit(features, labels)
+    with warnings.catch_warnings():
+        # scikit-learn 1.8 announces API changes of LogisticRegressionCV on every fit: noise in a benchmark
+        warnings.filterwarnings("ignore", category=FutureWarning, module="sklearn")
+        return make_pipeline(StandardScaler(), model).fit(features, labels)
 
 
 def linear_probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
