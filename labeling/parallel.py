@@ -8,6 +8,7 @@ Only texts and plain result records cross process boundaries.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 from collections import deque
 from itertools import islice
@@ -15,6 +16,10 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 if TYPE_CHECKING:
     from .labeler import LabelResult, ReportLabeler
+
+#: Reports per task sent to a worker: small enough that workers finish together at the end of a
+#: stream (the last chunk is the tail), large enough that inter-process overhead stays negligible.
+CHUNK_REPORTS = 64
 
 _WORKER_LABELER = None  # the labeller of this worker process: inherited at fork or built by _init_worker
 
@@ -40,16 +45,21 @@ def label_parallel(labeler: ReportLabeler, texts: Iterable, *, n_process: int,
     global _WORKER_LABELER
     from .labeler import LabelResult
 
-    chunk_size = chunk_size or labeler.batch_size
+    chunk_size = chunk_size or CHUNK_REPORTS
     fork = "fork" in multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if fork else "spawn")
     iterator = iter(texts)
     if fork:
         _WORKER_LABELER = labeler  # forked workers start with it; the pool initializer then has nothing to do
+        # the workers' garbage collector then leaves the inherited objects alone (no copy-on-write of
+        # their pages, no scanning a million rule and vocabulary objects); the parent unfreezes at once
+        gc.freeze()
     try:
         pool = context.Pool(n_process, initializer=_init_worker, initargs=(labeler.max_chars, labeler.batch_size))
     finally:
         _WORKER_LABELER = None
+        if fork:
+            gc.unfreeze()
     with pool:
         pending: deque = deque()
 
