@@ -7,6 +7,9 @@ import pytest
 from radloop.core.records import FindingMention
 from radloop.labeling import ReportLabeler, report_level
 
+# medspacy calls its token Matcher even when a component's rules are all phrases (spaCy W036)
+pytestmark = pytest.mark.filterwarnings("ignore:.*W036:UserWarning")
+
 
 @pytest.fixture(scope="module")
 def labeler():

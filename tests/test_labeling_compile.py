@@ -15,6 +15,9 @@ from radloop.labeling.rules_loader import (
 )
 from conftest import data_path
 
+# medspacy calls its token Matcher even when a component's rules are all phrases (spaCy W036)
+pytestmark = pytest.mark.filterwarnings("ignore:.*W036:UserWarning")
+
 KINDS = ("target_rules", "context_rules", "section_rules", "site_rules")
 
 

@@ -11,6 +11,9 @@ import pytest
 from radloop.labeling import ReportLabeler, load_rule_set
 from radloop.labeling.rules_loader import RULES_PACKAGE, rule_files
 
+# medspacy calls its token Matcher even when a component's rules are all phrases (spaCy W036)
+pytestmark = pytest.mark.filterwarnings("ignore:.*W036:UserWarning")
+
 CASES = resources.files(RULES_PACKAGE).joinpath("cases")
 
 
