@@ -29,6 +29,8 @@ RULES_PACKAGE = "radloop.labeling.rules"
 INTERNAL_CATEGORIES = ("abnormal", "pseudo")
 #: A token pattern that spells out at most this many phrases is matched as those phrases.
 MAX_PHRASES = 3_000
+#: A first-token word set of a token pattern up to this size is split into one pattern per word.
+MAX_EXPANDED_WORDS = 8
 
 
 @dataclass
@@ -121,16 +123,18 @@ def expand_first_token(rule_dict: dict, depth: int = 3) -> list[dict]:
     """Split a token pattern whose first token is a word set into one pattern per word.
 
     spaCy evaluates ``{"LOWER": {"IN": [...]}}`` in Python at every token, but ``{"LOWER": "word"}``
-    in C; since every pattern is tried at every token, a plain first token makes the matcher several
-    times faster.  The rules match exactly the same spans.  A leading optional token (``"OP": "?"``)
-    expands to "each word" plus "absent".
+    in C; since every pattern is tried at every token, a plain first token makes the matcher faster,
+    as long as the set is small: each extra pattern also costs at every token (measured on Open-i:
+    sets of up to :data:`MAX_EXPANDED_WORDS` gain, an 11-word set loses).  The rules match exactly
+    the same spans.  A leading optional token (``"OP": "?"``) expands to "each word" plus "absent".
     """
     pattern = rule_dict.get("pattern")
     if not isinstance(pattern, list) or not pattern or depth == 0:
         return [rule_dict]
     first, rest = pattern[0], pattern[1:]
     words = first.get("LOWER", {}).get("IN") if isinstance(first.get("LOWER"), dict) else None
-    if words is None or set(first) - {"LOWER", "OP"} or first.get("OP") not in (None, "?"):
+    if (words is None or len(words) > MAX_EXPANDED_WORDS or set(first) - {"LOWER", "OP"}
+            or first.get("OP") not in (None, "?")):
         return [rule_dict]
     expanded = [dict(rule_dict, pattern=[{"LOWER": word}] + rest) for word in words]
     if first.get("OP") == "?" and rest:
