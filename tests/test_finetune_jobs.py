@@ -145,6 +145,29 @@ def test_bench_grid_and_latency(filled, tmp_path):
     assert latency["n"] == 5 and latency["p95_ms"] >= latency["p50_ms"] > 0
 
 
+def test_bench_grid_keeps_measured_rows_when_a_job_crashes(filled, tmp_path, monkeypatch):
+    import radloop.ssl.finetune_jobs as jobs
+    from radloop.ssl.finetune_bench import run_bench
+
+    real = jobs.run_training
+    calls = []
+
+    def flaky(catalog, job, **kwargs):
+        calls.append(job.encoder.init)
+        if job.encoder.init == "random":  # e.g. a package missing on that machine
+            raise ModuleNotFoundError("`MAP` metric requires that `pycocotools` is installed")
+        return real(catalog, job, **kwargs)
+
+    monkeypatch.setattr(jobs, "run_training", flaky)
+    bench_file = tmp_path / "bench.yaml"
+    bench_file.write_text(f"heads: {{probe: {CONFIGS / 'probe_cpu.yaml'}}}\nfractions: [1.0]\n"
+                          "inits: [pretrained, random]\noverrides: [trainer.num_threads=1]\n")
+    result = run_bench(filled, bench_file, ["encoder.image_size=64", "encoder.timm_name=test_resnet"], progress=False)
+    assert calls == ["pretrained", "random"]
+    assert "auroc.fracture" in result["rows"][0] and "error" not in result["rows"][0]
+    assert result["rows"][1]["error"].startswith("ModuleNotFoundError: `MAP` metric requires")
+
+
 def test_report_weak_labels_fill_unlabelled_images_with_a_lower_weight(catalog):
     from radloop.core.schema import Report, WeakLabel
 

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from radloop.core.boxes import sanitize_boxes
 from radloop.core.records import Box
 from radloop.ssl.encoder_adapter import encoder_stats, read_pixels, timm_backbone_from_bundle
+from radloop.ssl.encoders import pick_device
 from radloop.ssl.predict import ImagePrediction, Predictor
 from radloop.ssl.finetune_config import DetectConfig, TrainerConfig
 from radloop.ssl.finetune_images import trainer_callbacks
@@ -218,9 +219,12 @@ class DetectorPredictor(Predictor):
                 batch_size: int = 4) -> list[ImagePrediction]:
         """Predict boxes; ``original_sizes`` (width, height) rescales from render to original pixels."""
         results = []
+        device = pick_device()  # the GPU when there is one (Lightning hands models back on the CPU)
+        self.model.to(device)
         for start in range(0, len(images), batch_size):
             tensors = [torch.from_numpy(read_pixels(image))[None] for image in images[start:start + batch_size]]
-            outputs = self.model(tensors)
+            outputs = [{key: value.cpu() for key, value in output.items()}
+                       for output in self.model([tensor.to(device) for tensor in tensors])]
             for offset, (tensor, output) in enumerate(zip(tensors, outputs)):
                 scale_x = scale_y = 1.0
                 if original_sizes is not None:

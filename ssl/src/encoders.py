@@ -232,7 +232,8 @@ def preprocess(config: EncoderConfig, image: str | Path | np.ndarray) -> torch.T
     return (tensor - mean) / std
 
 
-def _pick_device(device: str | torch.device | None) -> torch.device:
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` when given, else CUDA when available, else the CPU."""
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -256,7 +257,7 @@ def embed_images(bundle: EncoderBundle, images: Sequence[str | Path | np.ndarray
     Raises:
         UnreadableImage: a path that cannot be decoded (callers that must not stop skip such images first).
     """
-    target = _pick_device(device)
+    target = pick_device(device)
     model = bundle.model.to(target).eval()
     outputs: list[np.ndarray] = []
     for start in range(0, len(images), batch_size):

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from radloop.ssl.encoder_adapter import encoder_stats, timm_backbone_from_bundle
+from radloop.ssl.encoders import pick_device
 from radloop.ssl.finetune_images import AugmentedImages, model_input, preload_images, trainer_callbacks
 from radloop.ssl.predict import ImagePrediction, Predictor
 from radloop.ssl.finetune_config import FinetuneConfig, TrainerConfig
@@ -206,11 +207,15 @@ class ClassifierPredictor(Predictor):
 
     @torch.inference_mode()
     def predict_arrays(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(B, 1, S, S) preprocessed -> finding probabilities (B, T), region probabilities (B, R)."""
-        logits, region_logits = self.net(batch)
+        """(B, 1, S, S) preprocessed -> finding probabilities (B, T), region probabilities (B, R).
+
+        Runs on the GPU when there is one (Lightning hands trained models back on the CPU)."""
+        device = pick_device()
+        self.net.to(device)
+        logits, region_logits = self.net(batch.to(device))
         regions = (torch.softmax(region_logits, dim=1) if region_logits is not None
                    else torch.zeros(len(batch), 0))
-        return torch.sigmoid(logits).numpy(), regions.numpy()
+        return torch.sigmoid(logits).float().cpu().numpy(), regions.float().cpu().numpy()
 
     def predict(self, images, batch_size: int = 32) -> list[ImagePrediction]:
         results = []

@@ -73,6 +73,15 @@ def run_bench(catalog: Catalog, config_path: str | Path, overrides: list[str] | 
                     rows.append(row)
                     log.warning("bench %s/%s/%s failed: %s", head, init, fraction, error)
                     continue
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as error:  # noqa: BLE001 - a broken job (e.g. a missing package) must not
+                    # lose the rows already measured: report it with its traceback in the log, go on
+                    log.exception("bench %s/%s/%s crashed", head, init, fraction)
+                    row.update({"error": f"{type(error).__name__}: {error}",
+                                "seconds": round(time.perf_counter() - started, 1)})
+                    rows.append(row)
+                    continue
                 row.update({"train_images": result.train_summary["images"],
                             "eval_images": result.metrics.get("n_images"),
                             "seconds": round(time.perf_counter() - started, 1),
