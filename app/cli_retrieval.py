@@ -107,7 +107,8 @@ def index_build_command(
         fail(str(error))
     emit({"model_version": version, "count": len(manager), "factory": manager.factory, "path": str(folder),
           "rerank": manager.config.rerank, "build_s": round(time.perf_counter() - start, 2),
-          "memory_mb": round(manager.memory_bytes() / 2**20, 2)}, json_output, title="index build")
+          "memory_mb": round(manager.memory_bytes() / 2**20, 2),
+          "nprobe_calibration": manager.calibration}, json_output, title="index build")
 
 
 @index_app.command("info")
