@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import html
+import re
 import sys
 import tarfile
 import xml.etree.ElementTree as ElementTree
@@ -32,8 +34,58 @@ def assemble_text(sections: dict[str, str]) -> str:
     return "\n".join(f"{name}: {sections[name].strip()}" for name in order if (sections[name] or "").strip())
 
 
+_DECLARATION = re.compile(rb"""\A(?:\xef\xbb\xbf)?<\?xml[^>]*encoding=["'](?:utf-8|UTF-8)["'][^>]*\?>""")
+_UID = re.compile(r'<uId\s+id="([^"<&]*)"\s*/>')
+_ABSTRACT = re.compile(r'<AbstractText(?:\s+Label="([^"<&]*)")?\s*(?:/>|>([^<]*)</AbstractText>)')
+_MAJOR = re.compile(r"<major>([^<]*)</major>")
+_ENTITY = re.compile(r"&(?!(?:amp|lt|gt|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);)")
+
+
+def _xml_text(raw: str) -> str:
+    """Character data as an XML parser returns it: line ends normalised, the five entities and numeric
+    references resolved."""
+    return html.unescape(raw.replace("\r\n", "\n").replace("\r", "\n")) if ("&" in raw or "\r" in raw) else raw
+
+
+def _parse_openi_fast(data: bytes) -> tuple[str | None, dict[str, str], tuple[str, ...]] | None:
+    """The fields ``parse_openi_xml`` reads, by pattern, or None when the document is not in the plain
+    shape every Open-i report has (then the XML parser decides).
+
+    About four times faster than building the element tree of a 6 kB report, which matters when one
+    process reads for several labelling workers.  Falls back on: another encoding, comments or CDATA,
+    an entity other than XML's five, an ``AbstractText`` or ``major`` element with attributes or child
+    elements the patterns do not cover, more than one ``uId``.
+    """
+    if not _DECLARATION.match(data) or b"<!" in data or b"\r" in data:
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if _ENTITY.search(text):
+        return None
+    uids = _UID.findall(text)
+    abstracts = _ABSTRACT.findall(text)
+    majors = _MAJOR.findall(text)
+    if (len(uids) > 1 or text.count("<uId") != len(uids) or text.count("<AbstractText") != len(abstracts)
+            or text.count("<major") != len(majors)):
+        return None
+    sections = {_xml_text(label or "TEXT").upper(): _xml_text(body) for label, body in abstracts}
+    codes = tuple(code for code in (_xml_text(major).strip() for major in majors) if code)
+    return (_xml_text(uids[0]) if uids else None), sections, codes
+
+
 def parse_openi_xml(data: bytes, fallback_id: str) -> SourceReport:
     """Parse one Open-i XML document (``<uId>``, ``<AbstractText Label=..>``, ``<MeSH><major>``)."""
+    fast = _parse_openi_fast(data)
+    if fast is not None:
+        uid, sections, majors = fast
+        return SourceReport(uid or fallback_id, assemble_text(sections), majors, sections)
+    return _parse_openi_tree(data, fallback_id)
+
+
+def _parse_openi_tree(data: bytes, fallback_id: str) -> SourceReport:
+    """``parse_openi_xml`` through the XML parser (any well-formed document)."""
     try:
         root = ElementTree.fromstring(data)
     except ElementTree.ParseError as error:
