@@ -15,7 +15,8 @@ def save_artifact(module: Any, folder: str | Path, weights_name: str, config_nam
 
     target = Path(folder)
     target.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().contiguous() for name, tensor in module.state_dict().items()}
+    # predictors may hold their model on the GPU (they move there to predict): weights are saved from the CPU
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
     save_file(state, str(target / weights_name))
     (target / config_name).write_text(json.dumps(meta, indent=2))
     return target
