@@ -122,3 +122,14 @@ def test_nt_xent_prefers_aligned_views():
     aligned = nt_xent_loss([first, first + 0.01 * torch.randn(8, 16, generator=generator)])
     shuffled = nt_xent_loss([first, first[torch.randperm(8, generator=generator)]])
     assert aligned < shuffled
+
+
+def test_nt_xent_stays_float32_under_bf16_autocast():
+    """bf16-mixed training (GPU or CPU) must not run the similarity logits in bf16."""
+    generator = torch.Generator().manual_seed(3)
+    first, second = torch.randn(64, 128, generator=generator), torch.randn(64, 128, generator=generator)
+    expected = _slow_nt_xent(first, second, 0.2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = nt_xent_loss([first, second], 0.2)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(expected, rel=1e-5)

@@ -30,8 +30,11 @@ def nt_xent_loss(views: list[torch.Tensor] | torch.Tensor, temperature: float = 
     n_views, n_images = stacked.shape[0], stacked.shape[1]
     if n_views < 2:
         raise ValueError("NT-Xent needs at least two views per image")
-    embeddings = F.normalize(stacked.reshape(n_views * n_images, -1).float(), dim=1)
-    logits = embeddings @ embeddings.T / temperature
+    # Autocast (bf16-mixed) would run the similarity matmul in bf16, whose ~3 significant digits blur the
+    # logits (cos / 0.2 spans [-5, 5]): the loss is computed in float32 whatever the trainer's precision.
+    with torch.autocast(device_type=stacked.device.type, enabled=False):
+        embeddings = F.normalize(stacked.reshape(n_views * n_images, -1).float(), dim=1)
+        logits = embeddings @ embeddings.T / temperature
     self_mask = torch.eye(n_views * n_images, dtype=torch.bool, device=logits.device)
     logits = logits.masked_fill(self_mask, float("-inf"))
     image_index = torch.arange(n_images, device=logits.device).repeat(n_views)
