@@ -28,7 +28,7 @@ from radloop.ssl.finetune_config import FinetuneConfig, TrainerConfig
 CLASSIFIER_WEIGHTS = "classifier.safetensors"
 CLASSIFIER_CONFIG = "classifier.json"
 
-__all__ = ["ClassifierPredictor", "FindingsClassifier", "FindingsClassifierModule", "layer_decay_groups",
+__all__ = ["ClassifierPredictor", "FindingsClassifier", "FindingsClassifierModule", "fit_platt", "layer_decay_groups",
            "train_classifier"]
 
 
@@ -195,6 +195,42 @@ def train_classifier(bundle: Any, images: Sequence[Path], targets: np.ndarray, w
     return ClassifierPredictor(net.eval(), meta, model_version="")
 
 
+def fit_platt(logits: np.ndarray, targets: np.ndarray, findings: Sequence[str]) -> tuple[dict[str, list[float]], list[str]]:
+    """Per-finding Platt scaling, ``p = sigmoid(slope * logit + intercept)``, fitted on held-out images.
+
+    Fine-tuning with ``pos_weight`` shifts and sharpens the raw scores (measured ECE 0.17 on the fracture test
+    split); a positive slope keeps every finding's ranking, so AUROC / AP are unchanged.
+
+    Args:
+        logits: (N, T) raw finding logits.
+        targets: (N, T) 1 / 0 / -1 (unknown, ignored).
+
+    Returns:
+        ({"slope": [...], "intercept": [...]} with identity (1, 0) where a finding could not be fitted,
+        messages naming those findings and why).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    slopes, intercepts, messages = [], [], []
+    for column, name in enumerate(findings):
+        known = targets[:, column] >= 0
+        labels = targets[known, column]
+        if len(np.unique(labels)) < 2:
+            messages.append(f"{name} not calibrated: the calibration images have one class only")
+            slopes.append(1.0)
+            intercepts.append(0.0)
+            continue
+        model = LogisticRegression(C=1e4).fit(logits[known, column:column + 1].astype(np.float64), labels)
+        slope, intercept = float(model.coef_[0, 0]), float(model.intercept_[0])
+        if not slope > 0:
+            messages.append(f"{name} not calibrated: fitted slope {slope:.3g} <= 0 (scores do not rank the "
+                            "calibration images)")
+            slope, intercept = 1.0, 0.0
+        slopes.append(slope)
+        intercepts.append(intercept)
+    return {"slope": slopes, "intercept": intercepts}, messages
+
+
 class ClassifierPredictor(Predictor):
     """A fine-tuned classifier applied to images (sigmoid findings, softmax body region)."""
 
@@ -210,12 +246,37 @@ class ClassifierPredictor(Predictor):
         """(B, 1, S, S) preprocessed -> finding probabilities (B, T), region probabilities (B, R).
 
         Runs on the GPU when there is one (Lightning hands trained models back on the CPU)."""
+        logits, regions = self.logits(batch)
+        calibration = self.meta.get("calibration")
+        if calibration:
+            logits = logits * np.asarray(calibration["slope"], dtype=np.float32) + np.asarray(
+                calibration["intercept"], dtype=np.float32)
+        return torch.sigmoid(torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))).numpy(), regions
+
+    @torch.inference_mode()
+    def logits(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(B, 1, S, S) preprocessed -> raw finding logits (B, T), region probabilities (B, R)."""
         device = pick_device()
         self.net.to(device)
         logits, region_logits = self.net(batch.to(device))
-        regions = (torch.softmax(region_logits, dim=1) if region_logits is not None
+        regions = (torch.softmax(region_logits.float(), dim=1) if region_logits is not None
                    else torch.zeros(len(batch), 0))
-        return torch.sigmoid(logits).float().cpu().numpy(), regions.float().cpu().numpy()
+        return logits.float().cpu().numpy(), regions.float().cpu().numpy()
+
+    def calibrate(self, images: Sequence[Path], targets: np.ndarray, batch_size: int = 32,
+                  progress: bool = False) -> list[str]:
+        """Fit per-finding Platt scaling on labelled held-out images (stored in the saved meta); messages."""
+        from tqdm.auto import tqdm
+
+        rows = []
+        for start in tqdm(range(0, len(images), batch_size), desc="calibrate", unit="batch", disable=not progress):
+            batch = model_input(list(images[start:start + batch_size]), self.meta["image_size"],
+                                self.meta["mean"], self.meta["std"])
+            rows.append(self.logits(batch)[0])
+        logits = np.concatenate(rows) if rows else np.zeros((0, len(self.findings)), dtype=np.float32)
+        calibration, messages = fit_platt(logits, targets, self.findings)
+        self.meta["calibration"] = {**calibration, "images": int(len(images))}
+        return messages
 
     def predict(self, images, batch_size: int = 32) -> list[ImagePrediction]:
         results = []

@@ -28,6 +28,9 @@ class DataConfig(StrictModel):
     body_region: bool = True
     train_splits: list[str] = ["train"]
     eval_split: str = "test"
+    # fine-tuned classifiers: per-finding Platt scaling fitted on this split after training (None: off; skipped
+    # with a message when it is a training split or the eval split, or holds no labelled images)
+    calibration_split: str | None = "val"
     label_fraction: float = Field(1.0, gt=0.0, le=1.0)
     max_train_images: int | None = Field(None, ge=1)
     max_eval_images: int | None = Field(None, ge=1)
@@ -93,6 +96,7 @@ class FinetuneConfig(StrictModel):
     region_loss_weight: float = Field(0.5, ge=0.0)
     augment: bool = True
     num_workers: int = Field(0, ge=0)
+    calibrate: bool = True  # Platt-scale each finding on data.calibration_split (pos_weight skews raw scores)
 
 
 class DetectConfig(StrictModel):

@@ -125,8 +125,11 @@ def _version(config: TrainConfig, parent: str | None, labeled: LabeledSet) -> st
 
 
 def train_head(catalog: Catalog, config: TrainConfig, train: LabeledSet, bundle: Any, encoder_version: str | None,
-               *, progress: bool = True) -> tuple[Any, dict[str, Any], list[str]]:
-    """Train the configured head on ``train``; returns (predictor, train summary, messages)."""
+               *, calibration: LabeledSet | None = None,
+               progress: bool = True) -> tuple[Any, dict[str, Any], list[str]]:
+    """Train the configured head on ``train``; returns (predictor, train summary, messages).
+
+    ``calibration``: labelled held-out images on which a fine-tuned classifier is Platt-scaled."""
     messages: list[str] = []
     summary = train.summary()
     findings = train.findings
@@ -151,6 +154,9 @@ def train_head(catalog: Catalog, config: TrainConfig, train: LabeledSet, bundle:
                             f"training images ({summary['positives']} positives of {summary['labelled']} labelled)")
         predictor = train_classifier(bundle, train.paths, train.targets, train.weights, regions, findings,
                                      config.finetune, config.trainer, progress=progress)
+        if config.finetune.calibrate and calibration is not None and len(calibration):
+            messages.extend(predictor.calibrate(calibration.paths, calibration.targets, progress=progress))
+            summary["calibration"] = {"split": config.data.calibration_split, **predictor.meta["calibration"]}
     else:
         from radloop.ssl.detection import known_negatives, train_detector
 
@@ -190,8 +196,11 @@ def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True
             raise
         held_out = None
         log.warning("no held-out evaluation: %s", error)
+    calibration, calibration_messages = _calibration_set(catalog, config, findings, train, held_out)
     bundle, encoder_version = resolve_encoder(catalog, config.encoder)
-    predictor, train_summary, messages = train_head(catalog, config, train, bundle, encoder_version, progress=progress)
+    predictor, train_summary, messages = train_head(catalog, config, train, bundle, encoder_version,
+                                                    calibration=calibration, progress=progress)
+    messages = calibration_messages + messages
     metrics: dict[str, Any] = {}
     eval_summary: dict[str, Any] = {"split": data.eval_split, "images": 0}
     if held_out is not None:
@@ -205,6 +214,9 @@ def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True
     result = JobResult(version=version, metrics=metrics, train_summary=train_summary, eval_summary=eval_summary,
                        messages=messages, predictor=predictor)
     if register:
+        # expert labels the model used: its training images', plus the calibration images' when it was scaled
+        annotation_ids = sorted(set(train.annotation_ids) | set(
+            calibration.annotation_ids if calibration is not None and "calibration" in train_summary else []))
         folder = catalog.workspace.models_dir / version
         if config.head == "probe":
             predictor.probe.save(folder)
@@ -217,9 +229,31 @@ def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True
                          "encoder_init": config.encoder.init}
         result.record = register_model(catalog, version, kind=kind, task=config.resolved_task, path=folder,
                                        parent_version=encoder_version, config=stored_config,
-                                       metrics=_json_safe(metrics), annotation_ids=train.annotation_ids,
+                                       metrics=_json_safe(metrics), annotation_ids=annotation_ids,
                                        make_current=config.make_current)
     return result
+
+
+def _calibration_set(catalog: Catalog, config: TrainConfig, findings: list[str], train: LabeledSet,
+                     held_out: LabeledSet | None) -> tuple[LabeledSet | None, list[str]]:
+    """The labelled images a fine-tuned classifier is calibrated on (never training or evaluation images)."""
+    data = config.data
+    split = data.calibration_split
+    if config.head != "finetune" or not config.finetune.calibrate or split is None:
+        return None, []
+    if split in data.train_splits or split == data.eval_split:
+        role = "a training split" if split in data.train_splits else "the eval split"
+        return None, [f"not calibrated: calibration_split {split!r} is {role} (set data.calibration_split)"]
+    try:
+        calibration = build_labeled_set(catalog, findings, splits=[split], dataset=data.dataset)
+        check_no_leak(train, calibration)
+        if held_out is not None:
+            check_no_leak(calibration, held_out)
+    except DataError as error:
+        if "both the training" in str(error):
+            raise
+        return None, [f"not calibrated: {error}"]
+    return calibration, []
 
 
 def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
