@@ -126,7 +126,7 @@ def bench_ssl_command(
         catalog = Catalog.open(ws, create=False)
         bundles = [resolve_encoder(catalog, name) for name in encoders]
         result = benchmark_encoders(catalog, bundles, fractions=label_fractions, repeats=repeats, seed=seed,
-                                    baselines=not no_baselines, batch_size=batch_size, progress=not json_output)
+                                    baselines=not no_baselines, batch_size=batch_size, progress=True)  # tqdm: stderr
     except (FileNotFoundError, LookupError, ValueError) as error:
         fail(str(error))
     emit(result, json_output, title="bench ssl")

@@ -177,3 +177,23 @@ def test_warm_start_loads_an_encoder_or_a_checkpoint(catalog, tmp_path):
             assert torch.equal(tensor, trained[name]), name
     with pytest.raises(ValueError, match="neither a checkpoint nor an encoder folder"):
         _warm_start(SSLPretrainer(_config("simclr"), total_steps=5), tmp_path / "missing")
+
+
+def test_cli_pretrain_json_stdout_is_json_with_the_progress_bar_on(catalog, tmp_path):
+    """The training progress bar goes to stderr: `radloop pretrain --json` prints only JSON on stdout."""
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from radloop.app.cli import build_app
+
+    build_workspace(catalog, 16)
+    settings = [s for s in COMMON + TINY["simclr"] if not s.startswith("trainer.enable_progress_bar")]
+    config = load_config(None, PretrainConfig, settings + ["trainer.max_steps=2", "trainer.loggers=[]"])
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))
+    result = CliRunner().invoke(build_app(), ["pretrain", "--config", str(path), "--out", str(tmp_path / "run"),
+                                              "-w", str(catalog.workspace.root), "--json"])
+    assert result.exit_code == 0, result.output
+    assert config.trainer.enable_progress_bar and json.loads(result.stdout)["steps"] == 2

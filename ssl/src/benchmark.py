@@ -212,7 +212,9 @@ def benchmark_encoders(catalog: Catalog, bundles: Sequence[EncoderBundle], *, fr
             features, readable = _embed_paths(bundle, paths, batch_size)
             meta = {"method": bundle.config.method, "timm_name": bundle.config.timm_name,
                     "image_size": bundle.config.image_size, "embed_dim": bundle.embed_dim}
+        logger.info("bench ssl: %s: %d images embedded in %.0f s; probing", name, len(paths), time.time() - started)
         evaluation = _evaluate(features, readable, targets, fractions=fractions, repeats=repeats, seed=seed)
         results["encoders"][name] = {**meta, **evaluation, "unreadable": int((~readable).sum()),
                                      "seconds": round(time.time() - started, 1)}
+        logger.info("bench ssl: %s done in %.0f s", name, time.time() - started)
     return results

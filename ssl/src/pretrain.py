@@ -113,6 +113,7 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from radloop.ssl.encoders import save_encoder
+    from radloop.ssl.finetune_images import trainer_callbacks
     from radloop.ssl.pretrain_data import PixelStore, catalog_images
     from radloop.ssl.pretrain_module import PretrainDataModule, SSLPretrainer
 
@@ -146,7 +147,9 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
         num_nodes=trainer_settings.num_nodes, strategy=trainer_settings.strategy,
         precision=trainer_settings.precision, accumulate_grad_batches=trainer_settings.accumulate_grad_batches,
         max_epochs=1, max_time=trainer_settings.max_time, gradient_clip_val=trainer_settings.gradient_clip_val,
-        log_every_n_steps=trainer_settings.log_every_n_steps, callbacks=[checkpoints, *(callbacks or [])],
+        log_every_n_steps=trainer_settings.log_every_n_steps,
+        # the progress bar goes to stderr: stdout carries `radloop pretrain --json`'s output
+        callbacks=[checkpoints, *trainer_callbacks(trainer_settings.enable_progress_bar), *(callbacks or [])],
         logger=_loggers(config, run_dir) or False, use_distributed_sampler=False,
         enable_progress_bar=trainer_settings.enable_progress_bar, enable_model_summary=False,
         num_sanity_val_steps=0)
