@@ -210,3 +210,15 @@ def test_evaluate_on_an_external_coco_file(filled, tmp_path):
     assert 0.0 <= metrics["auroc.fracture"] <= 1.0 and metrics["n.region"] == 4
     with pytest.raises(DataError, match="none of the 8 images"):
         evaluate_model(filled, version, coco=tmp_path / "held_out.json", images=tmp_path)
+
+
+def test_shipped_train_configs_validate():
+    from radloop.core.config import load_config
+
+    names = []
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        if path.name.startswith("bench_"):  # `radloop bench finetune` files: a list of jobs, not one job
+            continue
+        config = load_config(path, TrainConfig)
+        names.append(config.name)
+    assert len(names) >= 6 and "finetune_hour" in names
