@@ -195,7 +195,8 @@ def train_classifier(bundle: Any, images: Sequence[Path], targets: np.ndarray, w
     return ClassifierPredictor(net.eval(), meta, model_version="")
 
 
-def fit_platt(logits: np.ndarray, targets: np.ndarray, findings: Sequence[str]) -> tuple[dict[str, list[float]], list[str]]:
+def fit_platt(logits: np.ndarray, targets: np.ndarray,
+              findings: Sequence[str]) -> tuple[dict[str, list[float]], list[str]]:
     """Per-finding Platt scaling, ``p = sigmoid(slope * logit + intercept)``, fitted on held-out images.
 
     Fine-tuning with ``pos_weight`` shifts and sharpens the raw scores (measured ECE 0.17 on the fracture test
