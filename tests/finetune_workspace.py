@@ -86,3 +86,14 @@ def fill_fracture_catalog(catalog, n_images: int = 24, *, seed: int = 0, render_
                                        x=x, y=y, w=w, h=h))
             ids.append(image_id)
     return ids
+
+
+def register_random_encoder(catalog, folder: Path) -> str:
+    """Save a random-init tiny ResNet encoder (64 px) into ``folder`` and make it the current encoder."""
+    from radloop.core.registry import register_model
+    from radloop.ssl.encoders import random_encoder, save_encoder
+
+    bundle = random_encoder("test_resnet", 64)
+    saved = save_encoder(bundle.model.backbone, folder, timm_name="test_resnet", image_size=64, method="random")
+    register_model(catalog, saved.version, kind="encoder", task="encoder", path=folder, make_current=True)
+    return saved.version

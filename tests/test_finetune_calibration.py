@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from finetune_workspace import fill_fracture_catalog
-from radloop.core.registry import get_model, register_model
-from radloop.ssl.encoders import random_encoder, save_encoder
+from finetune_workspace import fill_fracture_catalog, register_random_encoder
+from radloop.core.registry import get_model
 from radloop.ssl.finetune import fit_platt
 from radloop.ssl.finetune_config import TrainConfig
 from radloop.ssl.finetune_data import build_labeled_set
@@ -39,10 +38,7 @@ def test_fit_platt_leaves_unfittable_findings_unscaled():
 def three_splits(catalog, tmp_path):
     """30 real radiographs over train / val / test studies and a registered current encoder."""
     fill_fracture_catalog(catalog, 30, seed=3, render_size=96, splits=("train", "val", "test"))
-    bundle = random_encoder("test_resnet", 64)
-    folder = tmp_path / "encoder"
-    saved = save_encoder(bundle.model.backbone, folder, timm_name="test_resnet", image_size=64, method="random")
-    register_model(catalog, saved.version, kind="encoder", task="encoder", path=folder, make_current=True)
+    register_random_encoder(catalog, tmp_path / "encoder")
     return catalog
 
 

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from finetune_workspace import fill_fracture_catalog
-from radloop.core.registry import get_model, list_models, register_model
+from finetune_workspace import fill_fracture_catalog, register_random_encoder
+from radloop.core.registry import get_model, list_models
 from radloop.core.schema import Annotation, Image
-from radloop.ssl.encoders import random_encoder, save_encoder
 from radloop.ssl.finetune_config import TrainConfig
 from radloop.ssl.finetune_data import DataError, build_labeled_set
 
@@ -23,10 +22,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "finetune"
 def filled(catalog, tmp_path):
     """24 real radiographs (train/test alternate by study) and a registered current encoder."""
     fill_fracture_catalog(catalog, 24, seed=2, render_size=160)
-    bundle = random_encoder("test_resnet", 64)
-    folder = tmp_path / "encoder"
-    saved = save_encoder(bundle.model.backbone, folder, timm_name="test_resnet", image_size=64, method="random")
-    register_model(catalog, saved.version, kind="encoder", task="encoder", path=folder, make_current=True)
+    register_random_encoder(catalog, tmp_path / "encoder")
     return catalog
 
 
