@@ -97,6 +97,7 @@ def bench_ssl_command(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
+    device: Annotated[str, typer.Option("--device", help="Where to embed: cpu, cuda, cuda:1 or auto.")] = "cpu",
     workspace: WorkspaceOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -111,10 +112,12 @@ def bench_ssl_command(
     from radloop.ssl.benchmark import benchmark_encoders
     from radloop.ssl.embed import resolve_encoder
 
-    if threads:
-        import torch
+    import torch
 
+    if threads:
         torch.set_num_threads(threads)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"--device {device}: no CUDA device here (use --device cpu or auto)")
     try:
         label_fractions = [float(value) for value in fractions.split(",") if value.strip()]
     except ValueError:
@@ -126,7 +129,8 @@ def bench_ssl_command(
         catalog = Catalog.open(ws, create=False)
         bundles = [resolve_encoder(catalog, name) for name in encoders]
         result = benchmark_encoders(catalog, bundles, fractions=label_fractions, repeats=repeats, seed=seed,
-                                    baselines=not no_baselines, batch_size=batch_size, progress=True)  # tqdm: stderr
+                                    baselines=not no_baselines, batch_size=batch_size, progress=True,
+                                    device=None if device == "auto" else device)  # tqdm: stderr
     except (FileNotFoundError, LookupError, ValueError) as error:
         fail(str(error))
     emit(result, json_output, title="bench ssl")

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from ssl_workspace import FRACTURE_IMAGES, build_workspace
@@ -115,3 +116,12 @@ def test_cli_pretrain_throughput_runs_on_cpu():
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["gpu"] is False and "no GPU" in payload["note"] and payload["runs"][0]["images_per_s"] > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_cli_bench_ssl_device_cuda_without_gpu_fails_clearly(catalog, encoder_dir):
+    from radloop.app.cli import build_app
+
+    result = CliRunner().invoke(build_app(), ["bench", "ssl", "--encoder", str(encoder_dir[1]), "--device", "cuda",
+                                              "-w", str(catalog.workspace.root)])
+    assert result.exit_code == 2 and "no CUDA device" in result.output

@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 EVALUATION_SPLITS = ("val", "test")
 
 
-def _embed_paths(bundle: EncoderBundle, paths: Sequence[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _embed_paths(bundle: EncoderBundle, paths: Sequence[str], batch_size: int,
+                 device: str | None = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Unnormalized embeddings (N, D) and a readable mask (N,); unreadable images get zero rows."""
     vectors = np.zeros((len(paths), bundle.embed_dim), dtype=np.float32)
     readable = np.ones(len(paths), dtype=bool)
@@ -42,11 +43,11 @@ def _embed_paths(bundle: EncoderBundle, paths: Sequence[str], batch_size: int) -
         part = list(paths[start:start + chunk])
         try:
             vectors[start:start + len(part)] = embed_images(bundle, part, batch_size=batch_size, normalize=False,
-                                                            device="cpu")
+                                                            device=device)
         except UnreadableImage:
             for offset, path in enumerate(part):
                 try:
-                    vectors[start + offset] = embed_images(bundle, [path], normalize=False, device="cpu")[0]
+                    vectors[start + offset] = embed_images(bundle, [path], normalize=False, device=device)[0]
                 except UnreadableImage as error:
                     logger.warning("skipping unreadable image: %s", error)
                     readable[start + offset] = False
@@ -173,8 +174,10 @@ def _evaluate(features: np.ndarray, readable: np.ndarray, targets: list[ImageTar
 
 def benchmark_encoders(catalog: Catalog, bundles: Sequence[EncoderBundle], *, fractions: Sequence[float] = (0.01, 0.1, 1.0),
                        repeats: int = 5, seed: int = 0, baselines: bool = True, batch_size: int = 64,
-                       progress: bool = True) -> dict[str, Any]:
+                       progress: bool = True, device: str | None = "cpu") -> dict[str, Any]:
     """Probe and kNN figures for every encoder (and its random-init twin, and raw pixels).
+
+    ``device`` embeds the images there (``None``: CUDA when available); probes always fit on the CPU.
 
     Raises:
         ValueError: no held-out (val/test) or no train-split labelled images in the catalog.
@@ -209,7 +212,7 @@ def benchmark_encoders(catalog: Catalog, bundles: Sequence[EncoderBundle], *, fr
             features, readable = raw_pixel_features(paths, np.array(splits) == "train", seed=seed)
             meta = {"method": "raw_pixels"}
         else:
-            features, readable = _embed_paths(bundle, paths, batch_size)
+            features, readable = _embed_paths(bundle, paths, batch_size, device)
             meta = {"method": bundle.config.method, "timm_name": bundle.config.timm_name,
                     "image_size": bundle.config.image_size, "embed_dim": bundle.embed_dim}
         logger.info("bench ssl: %s: %d images embedded in %.0f s; probing", name, len(paths), time.time() - started)
