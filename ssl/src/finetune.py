@@ -264,16 +264,18 @@ class ClassifierPredictor(Predictor):
                    else torch.zeros(len(batch), 0))
         return logits.float().cpu().numpy(), regions.float().cpu().numpy()
 
+    def _batches(self, images: Sequence, batch_size: int, progress: bool = False, desc: str = "predict"):
+        """Preprocessed (B, 1, S, S) batches of ``images`` with the classifier's own size and normalization."""
+        from tqdm.auto import tqdm
+
+        for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress):
+            yield model_input(list(images[start:start + batch_size]), self.meta["image_size"], self.meta["mean"],
+                              self.meta["std"])
+
     def calibrate(self, images: Sequence[Path], targets: np.ndarray, batch_size: int = 32,
                   progress: bool = False) -> list[str]:
         """Fit per-finding Platt scaling on labelled held-out images (stored in the saved meta); messages."""
-        from tqdm.auto import tqdm
-
-        rows = []
-        for start in tqdm(range(0, len(images), batch_size), desc="calibrate", unit="batch", disable=not progress):
-            batch = model_input(list(images[start:start + batch_size]), self.meta["image_size"],
-                                self.meta["mean"], self.meta["std"])
-            rows.append(self.logits(batch)[0])
+        rows = [self.logits(batch)[0] for batch in self._batches(images, batch_size, progress, "calibrate")]
         logits = np.concatenate(rows) if rows else np.zeros((0, len(self.findings)), dtype=np.float32)
         calibration, messages = fit_platt(logits, targets, self.findings)
         self.meta["calibration"] = {**calibration, "images": int(len(images))}
@@ -281,9 +283,7 @@ class ClassifierPredictor(Predictor):
 
     def predict(self, images, batch_size: int = 32) -> list[ImagePrediction]:
         results = []
-        for start in range(0, len(images), batch_size):
-            batch = model_input(list(images[start:start + batch_size]), self.meta["image_size"],
-                                self.meta["mean"], self.meta["std"])
+        for batch in self._batches(images, batch_size):
             probabilities, regions = self.predict_arrays(batch)
             for row, region_row in zip(probabilities, regions):
                 results.append(ImagePrediction(
