@@ -162,6 +162,9 @@ def bench_active_learning_command(
         "--embeddings", help="NPZ with vectors and file_names (or ids) of every image.")] = None,
     encoder: Annotated[Optional[Path], typer.Option("--encoder", help="Encoder folder: embed the images now.")] = None,
     regularization: Annotated[float, typer.Option("--C", help="Inverse L2 strength of the probe.")] = 0.1,
+    pca: Annotated[int, typer.Option("--pca", min=0, help=(
+        "PCA-whiten the probe's input to this many dimensions (0: standardised embeddings, all dimensions).")
+    )] = 0,
     split_seed: Annotated[int, typer.Option("--split-seed")] = 0,
     out: Annotated[Path, typer.Option("--out", help="Results JSON (a PNG plot is written next to it).")] = Path(
         "al_results.json"),
@@ -211,7 +214,7 @@ def bench_active_learning_command(
                  for name in tasks.split(",") if name.strip()]
         result = al_bench.run_benchmark(built, [name.strip() for name in strategies.split(",") if name.strip()],
                                         budget=budget, step=step, seeds=seeds, regularization=regularization,
-                                        progress=_say)
+                                        pca_components=pca or None, progress=_say)
     except (ValueError, LookupError) as error:
         fail(str(error))
     result["embeddings"] = source

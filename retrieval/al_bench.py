@@ -59,16 +59,20 @@ class LinearProbe:
         return probabilities
 
 
-def probe_features(pool: np.ndarray, components: int = 64):
-    """Standardise + PCA-whiten to ``components`` dimensions, fitted on the unlabelled pool (unsupervised).
+def probe_features(pool: np.ndarray, components: int | None = None):
+    """The probe's input transform, fitted on the unlabelled pool (unsupervised).
 
-    A few hundred labels cannot fit hundreds of dimensions; the whitened top components keep the probe
-    well-posed and fast to retrain every round.
+    Default (``components=None``): standardise every embedding dimension, the same input as ``bench ssl``'s
+    probe.  ``components=N`` standardises and PCA-whitens to N dimensions instead (cheaper rounds; measured
+    on the fracture set with a CPU SimCLR encoder it lowered random's score at 500 labels from 0.607 to 0.574
+    region balanced accuracy and from 0.657 to 0.614 fracture AUROC with N = 64).
     """
     from sklearn.decomposition import PCA
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    if not components:
+        return StandardScaler().fit(pool)
     components = min(components, pool.shape[1], len(pool))
     return make_pipeline(StandardScaler(), PCA(components, whiten=True, random_state=0)).fit(pool)
 
@@ -85,9 +89,10 @@ def score(metric: str, targets: np.ndarray, probabilities: np.ndarray) -> float:
 
 
 def learning_curve(task: TaskData, strategy: str, *, budget: int, step: int, seed: int,
-                   regularization: float = 0.1, strategy_params: dict | None = None) -> tuple[list[int], list[float]]:
+                   regularization: float = 0.1, strategy_params: dict | None = None,
+                   pca_components: int | None = None) -> tuple[list[int], list[float]]:
     """(labels, scores) of one strategy and seed on one task."""
-    scaler = probe_features(task.pool_x)
+    scaler = probe_features(task.pool_x, pca_components)
     labelled = np.zeros(len(task.pool_x), dtype=bool)
     labels, scores = [], []
     probe = None
@@ -135,7 +140,7 @@ def label_savings(curves: dict[str, dict], budget: int) -> tuple[dict[str, float
 
 
 def run_benchmark(tasks: list[TaskData], strategies: list[str], *, budget: int, step: int, seeds: int,
-                  regularization: float = 0.1,
+                  regularization: float = 0.1, pca_components: int | None = None,
                   progress: Callable[[str], None] | None = None) -> dict:
     """Learning curves (mean, std over seeds) and label savings for every task and strategy.
 
@@ -152,14 +157,15 @@ def run_benchmark(tasks: list[TaskData], strategies: list[str], *, budget: int, 
             raise ValueError(f"strategy {name!r} needs {', '.join(sorted(needs))}, which this COCO benchmark "
                              "does not have (no reports, no strata)")
     say = progress or (lambda _message: None)
-    result: dict = {"budget": budget, "step": step, "seeds": seeds, "tasks": {}}
+    result: dict = {"budget": budget, "step": step, "seeds": seeds, "tasks": {},
+                    "probe": {"C": regularization, "pca_components": pca_components or None}}
     for task in tasks:
         curves: dict[str, dict] = {}
         for name in strategies:
             runs = []
             for seed in range(seeds):
                 labels, scores = learning_curve(task, name, budget=budget, step=step, seed=seed,
-                                                regularization=regularization)
+                                                regularization=regularization, pca_components=pca_components)
                 runs.append(scores)
                 say(f"{task.name} {name} seed {seed}: {task.metric} {scores[-1]:.3f} at {labels[-1]} labels")
             matrix = np.asarray(runs)

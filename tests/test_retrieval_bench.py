@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from radloop.retrieval.al_bench import label_savings
+from radloop.retrieval.al_bench import label_savings, probe_features
 from radloop.retrieval.al_tasks import load_coco_targets
 
 REGIONS = ("elbow positive", "wrist positive", "humerus fracture", "humerus")
@@ -53,6 +53,17 @@ def test_label_savings_arithmetic():
     assert savings == {"random": 1.0, "good": 2.0, "bad": 0.75}  # random reaches 0.62 at 30 of 40
 
 
+def test_probe_features_standardise_by_default_and_whiten_on_request():
+    rng = np.random.default_rng(0)
+    pool = rng.normal(size=(200, 16)) * np.linspace(0.1, 10, 16) + 3.0
+    standard = probe_features(pool).transform(pool)
+    assert standard.shape == (200, 16)  # every dimension kept
+    assert np.allclose(standard.mean(axis=0), 0, atol=1e-9) and np.allclose(standard.std(axis=0), 1, atol=1e-9)
+    whitened = probe_features(pool, 4).transform(pool)
+    assert whitened.shape == (200, 4)
+    assert np.allclose(np.cov(whitened.T), np.eye(4), atol=0.02)  # decorrelated, unit variance
+
+
 def test_bench_active_learning_cli(tmp_path):
     from radloop.app.cli import build_app
 
@@ -65,6 +76,7 @@ def test_bench_active_learning_cli(tmp_path):
         "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
+    assert data["probe"] == {"C": 0.1, "pca_components": None}
     for task in ("region", "fracture"):
         entry = data["tasks"][task]
         for name in ("random", "margin", "kcenter", "typiclust", "cluster_margin"):

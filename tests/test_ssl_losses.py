@@ -102,6 +102,31 @@ def test_nt_xent_equals_slow_reference(temperature):
     assert nt_xent_loss([first, second], temperature).item() == pytest.approx(expected, rel=1e-5)
 
 
+def _slow_dcl(first, second, temperature):
+    """Decoupled contrastive loss, one anchor at a time: the positive is not in the denominator."""
+    views = torch.cat([first, second]).double()
+    n = first.shape[0]
+    def cosine(a, b):
+        return float(a @ b / (a.norm() * b.norm()))
+    total = 0.0
+    for i in range(2 * n):
+        positive = (i + n) % (2 * n)
+        negatives = sum(math.exp(cosine(views[i], views[k]) / temperature)
+                        for k in range(2 * n) if k not in (i, positive))
+        total += -cosine(views[i], views[positive]) / temperature + math.log(negatives)
+    return total / (2 * n)
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.5])
+def test_decoupled_nt_xent_equals_slow_reference(temperature):
+    generator = torch.Generator().manual_seed(1)
+    first, second = torch.randn(5, 8, generator=generator), torch.randn(5, 8, generator=generator)
+    expected = _slow_dcl(first, second, temperature)
+    assert nt_xent_loss([first, second], temperature, decoupled=True).item() == pytest.approx(expected, rel=1e-5)
+    # the coupled loss differs: its denominator also holds the positive
+    assert nt_xent_loss([first, second], temperature).item() != pytest.approx(expected, rel=1e-3)
+
+
 def test_nt_xent_multi_view_averages_over_all_positives():
     generator = torch.Generator().manual_seed(1)
     views = [torch.randn(4, 6, generator=generator) for _ in range(3)]

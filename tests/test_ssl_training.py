@@ -72,6 +72,22 @@ def test_a_few_optimizer_steps_lower_the_simclr_loss():
     assert losses[-1] < losses[0]
 
 
+def test_decoupled_config_reaches_the_simclr_loss():
+    from radloop.ssl.losses import nt_xent_loss
+    from radloop.ssl.pretrain_module import SSLPretrainer
+
+    torch.manual_seed(0)
+    module = SSLPretrainer(_config("simclr", "simclr.decoupled=true", "augment.local_views=0"), total_steps=5)
+    assert module.method.decoupled is True and module.method.temperature == 0.2
+    module.method.eval()
+    views = [torch.rand(4, 1, 32, 32), torch.rand(4, 1, 32, 32)]
+    with torch.no_grad():
+        projections = [module.method.project(view) for view in views]
+        expected = nt_xent_loss(projections, 0.2, decoupled=True)
+        assert module.method(views).item() == pytest.approx(expected.item(), rel=1e-5)
+        assert module.method(views).item() != pytest.approx(nt_xent_loss(projections, 0.2).item(), rel=1e-3)
+
+
 def test_step_sampler_is_a_function_of_the_step_and_splits_ranks():
     full = list(StepBatchSampler(20, 4, 12, seed=3))
     resumed = list(StepBatchSampler(20, 4, 12, seed=3, start_batch=7))

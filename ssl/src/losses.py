@@ -2,7 +2,9 @@
 
 - NT-Xent: Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations" (SimCLR,
   ICML 2020), generalised to V >= 2 views per image (every other view of the same image is a positive, as in
-  multi-crop / SupCon); with V = 2 it is exactly SimCLR's loss.
+  multi-crop / SupCon); with V = 2 it is exactly SimCLR's loss.  ``decoupled=True`` is the decoupled
+  contrastive loss (DCL: Yeh et al., "Decoupled Contrastive Learning", ECCV 2022): the positives leave the
+  softmax denominator, which removes the negative-positive coupling that slows learning at small batch sizes.
 - MAE: He et al., "Masked Autoencoders Are Scalable Vision Learners" (CVPR 2022): random masking by
   argsort of uniform noise, loss on per-patch normalized pixels of the masked patches only.
 """
@@ -15,16 +17,19 @@ import torch.nn.functional as F
 __all__ = ["mae_loss", "nt_xent_loss", "patchify", "random_masking", "unpatchify", "unshuffle"]
 
 
-def nt_xent_loss(views: list[torch.Tensor] | torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+def nt_xent_loss(views: list[torch.Tensor] | torch.Tensor, temperature: float = 0.2, *,
+                 decoupled: bool = False) -> torch.Tensor:
     """Normalized-temperature cross entropy over V views of N images.
 
     Args:
         views: V tensors of shape (N, d) (or one (V, N, d) tensor); row i of every view is image i.
         temperature: softmax temperature tau.
+        decoupled: leave the positives out of the denominator (DCL): each positive is scored against the
+            V*(N-1) negatives only, ``-s_p / tau + logsumexp_negatives(s / tau)``.
 
     Returns:
         Scalar loss: mean over the V*N anchors of the mean negative log-probability of its V-1 positives
-        among all other V*N-1 rows (cosine similarity / tau).
+        among all other V*N-1 rows (cosine similarity / tau); with ``decoupled`` among the negatives only.
     """
     stacked = torch.stack(list(views)) if not isinstance(views, torch.Tensor) else views
     n_views, n_images = stacked.shape[0], stacked.shape[1]
@@ -39,7 +44,8 @@ def nt_xent_loss(views: list[torch.Tensor] | torch.Tensor, temperature: float = 
     logits = logits.masked_fill(self_mask, float("-inf"))
     image_index = torch.arange(n_images, device=logits.device).repeat(n_views)
     positives = (image_index[:, None] == image_index[None, :]) & ~self_mask
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    denominator = logits.masked_fill(positives, float("-inf")) if decoupled else logits
+    log_prob = logits - torch.logsumexp(denominator, dim=1, keepdim=True)
     positive_log_prob = log_prob.masked_fill(~positives, 0.0).sum(dim=1) / (n_views - 1)
     return -positive_log_prob.mean()
 

@@ -88,7 +88,8 @@ class SSLPretrainer(L.LightningModule):
             encoder.train()
             simclr = config.simclr
             self.method = SimCLRModel(encoder, embed_dim, projection_hidden_dim=simclr.projection_hidden_dim,
-                                      projection_dim=simclr.projection_dim, temperature=simclr.temperature)
+                                      projection_dim=simclr.projection_dim, temperature=simclr.temperature,
+                                      decoupled=simclr.decoupled)
         if model.channels_last:
             self.method = self.method.to(memory_format=torch.channels_last)
 

@@ -41,6 +41,7 @@ class SimCLRSettings(StrictModel):
     projection_hidden_dim: int = 2048
     projection_dim: int = 128
     temperature: float = Field(0.2, gt=0.0)
+    decoupled: bool = Field(False, description="decoupled contrastive loss (DCL): positives leave the denominator")
     gather_across_devices: bool = True
 
 

@@ -32,14 +32,17 @@ class SimCLRModel(nn.Module):
         embed_dim: the encoder's output length D.
         projection_hidden_dim, projection_dim: head sizes.
         temperature: NT-Xent temperature.
+        decoupled: decoupled contrastive loss (positives out of the denominator; see ``nt_xent_loss``).
     """
 
     def __init__(self, encoder: PooledEncoder, embed_dim: int, *, projection_hidden_dim: int = 2048,
-                 projection_dim: int = 128, temperature: float = 0.2) -> None:
+                 projection_dim: int = 128, temperature: float = 0.2,
+                 decoupled: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = ProjectionHead(embed_dim, projection_hidden_dim, projection_dim)
         self.temperature = temperature
+        self.decoupled = decoupled
 
     def project(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(images))
@@ -63,4 +66,4 @@ class SimCLRModel(nn.Module):
         projections = [outputs[p] for p in range(len(views))]
         if gather is not None:
             projections = [gather(projection) for projection in projections]
-        return nt_xent_loss(projections, self.temperature)
+        return nt_xent_loss(projections, self.temperature, decoupled=self.decoupled)
