@@ -132,23 +132,31 @@ class ClusterMarginSelection(SelectionStrategy):
     Takes the ``candidate_factor * budget`` most uncertain unlabelled samples, clusters them (FAISS
     k-means, ``budget`` clusters) and picks round-robin over clusters from the smallest up, most uncertain
     first: uncertain samples, but never a batch of near-duplicates.  Without probabilities (cold start,
-    no model yet) it falls back to :class:`TypiClustSelection`.
+    no model yet) it picks the first batch with the ``cold_start`` strategy.
 
     Args:
         candidate_factor: candidates per requested sample.
         uncertainty: "margin", "least_confidence" or "entropy".
+        cold_start: "typiclust", "kcenter" or "random" (the paper's seed set is uniform random).
     """
 
     name = "cluster_margin"
     needs = ("embeddings",)
+    COLD_STARTS = ("typiclust", "kcenter", "random")
 
-    def __init__(self, candidate_factor: int = 10, uncertainty: str = "margin"):
+    def __init__(self, candidate_factor: int = 10, uncertainty: str = "margin", cold_start: str = "typiclust"):
+        if cold_start not in self.COLD_STARTS:
+            raise ValueError(f"unknown cold_start {cold_start!r}; valid: {', '.join(self.COLD_STARTS)}")
         self.candidate_factor = candidate_factor
         self.uncertainty = uncertainty
+        self.cold_start = cold_start
 
     def _select(self, data: SelectionInput):
         if data.probabilities is None:
-            fallback = TypiClustSelection()
+            if self.cold_start == "random":
+                picks = data.random_state.choice(data.pool, size=min(data.budget, len(data.pool)), replace=False)
+                return picks, np.zeros(len(picks)), ["cold start (no model): uniform random"] * len(picks)
+            fallback = TypiClustSelection() if self.cold_start == "typiclust" else KCenterSelection()
             picks, scores, reasons = fallback._select(data)
             return picks, scores, [f"cold start (no model): {reason}" for reason in reasons]
         count = min(data.budget, len(data.pool))

@@ -114,3 +114,17 @@ def test_typiclust_covers_clusters_at_cold_start():
     vectors = (centers[labels] + rng.normal(size=(280, 8))).astype(np.float32)
     picks = get_strategy("typiclust").select(4, embeddings=vectors, random_state=0)
     assert sorted(labels[picks].tolist()) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("cold_start", ["typiclust", "kcenter", "random"])
+def test_cluster_margin_cold_start_follows_its_setting(cold_start):
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(120, 6)).astype(np.float32)
+    picks = get_strategy("cluster_margin", cold_start=cold_start).select(10, embeddings=vectors, random_state=3)
+    expected = get_strategy(cold_start).select(10, embeddings=vectors, random_state=3)
+    assert picks.tolist() == expected.tolist()  # no model yet: the cold-start strategy's picks, same seed
+
+
+def test_cluster_margin_rejects_an_unknown_cold_start():
+    with pytest.raises(ValueError, match="valid: typiclust, kcenter, random"):
+        get_strategy("cluster_margin", cold_start="badge")
