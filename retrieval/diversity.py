@@ -7,7 +7,7 @@ import numpy as np
 
 from radloop.retrieval.base import SelectionInput, SelectionStrategy
 from radloop.retrieval.kcenter import kcenter_greedy
-from radloop.retrieval.uncertainty import uncertainty_scores
+from radloop.retrieval.uncertainty import RandomSelection, uncertainty_scores
 
 
 def kmeans_assign(vectors: np.ndarray, n_clusters: int, random_state: np.random.RandomState,
@@ -153,10 +153,8 @@ class ClusterMarginSelection(SelectionStrategy):
 
     def _select(self, data: SelectionInput):
         if data.probabilities is None:
-            if self.cold_start == "random":
-                picks = data.random_state.choice(data.pool, size=min(data.budget, len(data.pool)), replace=False)
-                return picks, np.zeros(len(picks)), ["cold start (no model): uniform random"] * len(picks)
-            fallback = TypiClustSelection() if self.cold_start == "typiclust" else KCenterSelection()
+            fallback = {"typiclust": TypiClustSelection, "kcenter": KCenterSelection,
+                        "random": RandomSelection}[self.cold_start]()
             picks, scores, reasons = fallback._select(data)
             return picks, scores, [f"cold start (no model): {reason}" for reason in reasons]
         count = min(data.budget, len(data.pool))
