@@ -88,6 +88,37 @@ def test_decoupled_config_reaches_the_simclr_loss():
         assert module.method(views).item() != pytest.approx(nt_xent_loss(projections, 0.2).item(), rel=1e-3)
 
 
+def test_multiscale_pooling_concatenates_the_last_two_stages():
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet18", 64).eval()
+    captured = {}
+    backbone.layer3.register_forward_hook(lambda module, inputs, output: captured.__setitem__("layer3", output))
+    images = torch.rand(3, 1, 64, 64)
+    with torch.no_grad():
+        pooled = PooledEncoder(backbone, "multiscale")(images)
+        reference = torch.cat([captured["layer3"].mean(dim=(2, 3)), backbone(images)], dim=1)
+    assert pooled.shape == (3, 256 + 512)
+    torch.testing.assert_close(pooled, reference)
+    vit = build_backbone("vit_tiny_patch16_224", 32, patch_size=8).eval()
+    with torch.no_grad():
+        assert PooledEncoder(vit, "multiscale")(torch.rand(2, 1, 32, 32)).shape == (2, 2 * 192)
+    with pytest.raises(ValueError, match="forward_intermediates"):
+        PooledEncoder(torch.nn.Linear(4, 4), "multiscale")
+
+
+def test_export_pooling_changes_the_embedding_not_the_training(catalog, tmp_path):
+    from radloop.ssl.pretrain_module import SSLPretrainer
+
+    config = _config("simclr", "model.export_pooling=multiscale", "augment.local_views=0")
+    assert SSLPretrainer(config, total_steps=5).method.encoder.pooling == "default"
+    build_workspace(catalog, 16)
+    result = pretrain(catalog, _config("simclr", "trainer.max_steps=2", "model.export_pooling=multiscale"),
+                      tmp_path / "run")
+    bundle = load_encoder(result.encoder_dir)
+    assert bundle.config.pooling == "multiscale" and bundle.config.embed_dim == 768
+    assert embed_images(bundle, [torch.rand(50, 40).numpy()]).shape == (1, 768)
+
+
 def test_step_sampler_is_a_function_of_the_step_and_splits_ranks():
     full = list(StepBatchSampler(20, 4, 12, seed=3))
     resumed = list(StepBatchSampler(20, 4, 12, seed=3, start_batch=7))

@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 ENCODER_WEIGHTS_FILE = "encoder.safetensors"
 ENCODER_CONFIG_FILE = "encoder.json"
-Pooling = Literal["default", "avg_tokens"]
+Pooling = Literal["default", "avg_tokens", "multiscale"]
 
 
 class EncoderConfig(BaseModel):
@@ -54,7 +54,9 @@ class EncoderConfig(BaseModel):
         embed_dim: D, the embedding length.
         version: registry version string (``enc-simclr-resnet18-1a2b3c4d``).
         pooling: ``default`` = the timm model's own pooled output; ``avg_tokens`` = mean of the final
-            (normed) patch tokens of a ViT (the usual MAE probe feature).
+            (normed) patch tokens of a ViT (the usual MAE probe feature); ``multiscale`` = the last two
+            stages (CNN: e.g. ResNet ``layer3`` + ``layer4``; ViT: the last two blocks' patch tokens), each
+            mean-pooled, concatenated (ResNet-18: 256 + 512 = 768): the earlier stage keeps finer detail.
         data: what the encoder was trained on (dataset names, splits, image count, steps...).
         model_kwargs: extra ``timm.create_model`` keyword arguments.
     """
@@ -106,6 +108,9 @@ class PooledEncoder(nn.Module):
 
     def __init__(self, backbone: nn.Module, pooling: Pooling = "default") -> None:
         super().__init__()
+        if pooling == "multiscale" and not hasattr(backbone, "forward_intermediates"):
+            raise ValueError(f"pooling 'multiscale' needs a timm model with forward_intermediates; "
+                             f"{type(backbone).__name__} has none (use pooling 'default')")
         self.backbone = backbone
         self.pooling = pooling
 
@@ -114,6 +119,9 @@ class PooledEncoder(nn.Module):
             tokens = self.backbone.forward_features(images)
             prefix = int(getattr(self.backbone, "num_prefix_tokens", 0))
             return tokens[:, prefix:].mean(dim=1)
+        if self.pooling == "multiscale":
+            maps = self.backbone.forward_intermediates(images, indices=2, intermediates_only=True)
+            return torch.cat([feature_map.mean(dim=(2, 3)) for feature_map in maps], dim=1)
         return self.backbone(images)
 
 

@@ -22,7 +22,12 @@ class ModelSettings(StrictModel):
     timm_name: str = "resnet18"
     image_size: int = Field(128, ge=16, description="side the exported encoder embeds at")
     patch_size: int | None = Field(None, description="ViT patch size (None: the timm default)")
-    pooling: Literal["default", "avg_tokens"] = "default"
+    pooling: Literal["default", "avg_tokens", "multiscale"] = Field(
+        "default", description="feature the SimCLR head trains on and, unless export_pooling says otherwise, "
+        "the exported encoder embeds with (see radloop.ssl.encoders.EncoderConfig)")
+    export_pooling: Literal["default", "avg_tokens", "multiscale"] | None = Field(
+        None, description="pooling of the exported encoder only (None: pooling); e.g. train the head on the "
+        "last stage and embed with 'multiscale' (last two stages concatenated)")
     channels_last: bool = True
     kwargs: dict = Field(default_factory=dict)
     init_from: str | None = Field(None, description="warm start: a Lightning checkpoint (whole model) or an "
