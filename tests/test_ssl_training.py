@@ -106,6 +106,19 @@ def test_multiscale_pooling_concatenates_the_last_two_stages():
         PooledEncoder(torch.nn.Linear(4, 4), "multiscale")
 
 
+def test_encoder_version_follows_the_weights_and_the_embedding_settings(tmp_path):
+    from radloop.ssl.encoders import save_encoder
+
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet18", 32)
+    versions = {name: save_encoder(backbone, tmp_path / name, timm_name="resnet18", method="simclr", **kwargs).version
+                for name, kwargs in {"a": {"image_size": 32}, "again": {"image_size": 32},
+                                     "bigger": {"image_size": 48},
+                                     "multiscale": {"image_size": 32, "pooling": "multiscale"}}.items()}
+    assert versions["a"] == versions["again"]
+    assert len({versions["a"], versions["bigger"], versions["multiscale"]}) == 3
+
+
 def test_export_pooling_changes_the_embedding_not_the_training(catalog, tmp_path):
     from radloop.ssl.pretrain_module import SSLPretrainer
 

@@ -164,14 +164,21 @@ def save_encoder(backbone: nn.Module, folder: str | Path, *, timm_name: str, ima
                  model_kwargs: dict[str, Any] | None = None, version: str | None = None) -> EncoderBundle:
     """Export a trained backbone to ``folder`` (safetensors + JSON) and return it as a bundle.
 
-    The version defaults to ``enc-<method>-<timm_name>-<8 hex of the weights>``.
+    The version defaults to ``enc-<method>-<timm_name>-<8 hex>``, a digest of the weights and of everything
+    else that changes the embeddings (image size, pooling, normalization, model kwargs): the same weights
+    exported to embed differently get another version, so ``radloop embed`` never mixes their vectors.
     """
     from safetensors.torch import save_file
 
     target = Path(folder)
     target.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in backbone.state_dict().items()}
-    version = version or f"enc-{method}-{timm_name}-{weights_digest(state)[:8]}"
+    if version is None:
+        embedding_settings = json.dumps({"image_size": image_size, "pooling": pooling, "mean": list(mean),
+                                         "std": list(std), "patch_size": patch_size,
+                                         "model_kwargs": model_kwargs or {}}, sort_keys=True, default=str)
+        digest = hashlib.sha256((weights_digest(state) + embedding_settings).encode()).hexdigest()
+        version = f"enc-{method}-{timm_name}-{digest[:8]}"
     pooled = PooledEncoder(backbone, pooling).eval()
     with torch.no_grad():
         embed_dim = int(pooled(torch.zeros(1, 1, image_size, image_size,
