@@ -20,7 +20,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from radloop.ssl.pixels import read_image, resize_square, to_unit_float
+from radloop.ssl.settings import PoolingName
 
 __all__ = [
     "ENCODER_CONFIG_FILE", "ENCODER_WEIGHTS_FILE", "EncoderBundle", "EncoderConfig", "PooledEncoder",
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 ENCODER_WEIGHTS_FILE = "encoder.safetensors"
 ENCODER_CONFIG_FILE = "encoder.json"
-Pooling = Literal["default", "avg_tokens", "multiscale"]
+Pooling = PoolingName
 
 
 class EncoderConfig(BaseModel):

@@ -16,16 +16,20 @@ __all__ = ["AugmentSettings", "DataSettings", "MAESettings", "ModelSettings", "O
            "PretrainConfig", "SimCLRSettings", "TrainerSettings"]
 
 
+#: Pooling of an exported encoder (what each name means: ``radloop.ssl.encoders.EncoderConfig``).
+PoolingName = Literal["default", "avg_tokens", "multiscale"]
+
+
 class ModelSettings(StrictModel):
     """The exported backbone: ``timm.create_model(timm_name, in_chans=1, num_classes=0, **kwargs)``."""
 
     timm_name: str = "resnet18"
     image_size: int = Field(128, ge=16, description="side the exported encoder embeds at")
     patch_size: int | None = Field(None, description="ViT patch size (None: the timm default)")
-    pooling: Literal["default", "avg_tokens", "multiscale"] = Field(
+    pooling: PoolingName = Field(
         "default", description="feature the SimCLR head trains on and, unless export_pooling says otherwise, "
         "the exported encoder embeds with (see radloop.ssl.encoders.EncoderConfig)")
-    export_pooling: Literal["default", "avg_tokens", "multiscale"] | None = Field(
+    export_pooling: PoolingName | None = Field(
         None, description="pooling of the exported encoder only (None: pooling); e.g. train the head on the "
         "last stage and embed with 'multiscale' (last two stages concatenated)")
     channels_last: bool = True
