@@ -142,7 +142,7 @@ class ClusterMarginSelection(SelectionStrategy):
 
     name = "cluster_margin"
     needs = ("embeddings",)
-    COLD_STARTS = ("typiclust", "kcenter", "random")
+    COLD_STARTS = {"typiclust": TypiClustSelection, "kcenter": KCenterSelection, "random": RandomSelection}
 
     def __init__(self, candidate_factor: int = 10, uncertainty: str = "margin", cold_start: str = "typiclust"):
         if cold_start not in self.COLD_STARTS:
@@ -153,8 +153,7 @@ class ClusterMarginSelection(SelectionStrategy):
 
     def _select(self, data: SelectionInput):
         if data.probabilities is None:
-            fallback = {"typiclust": TypiClustSelection, "kcenter": KCenterSelection,
-                        "random": RandomSelection}[self.cold_start]()
+            fallback = self.COLD_STARTS[self.cold_start]()
             picks, scores, reasons = fallback._select(data)
             return picks, scores, [f"cold start (no model): {reason}" for reason in reasons]
         count = min(data.budget, len(data.pool))
