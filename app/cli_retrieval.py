@@ -154,7 +154,7 @@ def bench_active_learning_command(
         "--eval-fraction", help="Without --eval-coco: hold out this fraction of the train images (seeded).")] = 0.25,
     tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated: region, fracture.")] = "region,fracture",
     strategies: Annotated[str, typer.Option("--strategies", help="Comma-separated registry names.")] = (
-        "random,least_confidence,margin,entropy,kcenter,typiclust,cluster_margin"),
+        "random,least_confidence,margin,entropy,kcenter,typiclust,cluster_margin,badge"),
     budget: Annotated[int, typer.Option("--budget", min=1)] = 500,
     step: Annotated[int, typer.Option("--step", min=1)] = 50,
     seeds: Annotated[int, typer.Option("--seeds", min=1)] = 3,

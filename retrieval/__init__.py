@@ -6,6 +6,7 @@ Public API:
 - case search: ``search_cases``, ``CaseNeighbour``.
 """
 
+from radloop.retrieval.badge import BadgeSelection
 from radloop.retrieval.base import SelectionStrategy, validate_selection_input
 from radloop.retrieval.index import IndexConfig, IndexManager, SearchResult, choose_factory, index_folder
 from radloop.retrieval.search import CaseNeighbour, load_index, parse_filters, search_cases
@@ -19,7 +20,7 @@ from radloop.retrieval.uncertainty import (
 __all__ = [
     "STRATEGIES", "get_strategy", "SelectionStrategy", "validate_selection_input",
     "RandomSelection", "LeastConfidenceSelection", "MarginSelection", "EntropySelection",
-    "KCenterSelection", "TypiClustSelection", "ClusterMarginSelection", "ReportDisagreementSelection",
+    "KCenterSelection", "TypiClustSelection", "ClusterMarginSelection", "BadgeSelection", "ReportDisagreementSelection",
     "StratifiedSelection", "kcenter_greedy", "kcenter_greedy_reference",
     "IndexManager", "IndexConfig", "SearchResult", "choose_factory", "index_folder",
     "search_cases", "CaseNeighbour", "load_index", "parse_filters",

@@ -4,7 +4,7 @@ For every task, strategy and seed: start from ``step`` labels, retrain a logisti
 labelled embeddings every round, score the evaluation images, let the strategy pick the next ``step``
 images from the pool, until ``budget``.  Strategies that need a model's probabilities start from the same
 random first batch as ``random`` (same seed); the others (``random``, ``kcenter``, ``typiclust``,
-``cluster_margin``) choose the first batch themselves (cold start).
+``cluster_margin``, ``badge``) choose the first batch themselves (cold start).
 
 Label savings of a strategy = random's labels at the budget / the labels the strategy needs to reach
 random's final score (first curve point at or above it).  A strategy that never reaches it gets
@@ -21,9 +21,10 @@ import numpy as np
 from radloop.retrieval.al_tasks import TaskData
 from radloop.retrieval.strategies import STRATEGIES, get_strategy
 
-DEFAULT_STRATEGIES = ("random", "least_confidence", "margin", "entropy", "kcenter", "typiclust", "cluster_margin")
+DEFAULT_STRATEGIES = ("random", "least_confidence", "margin", "entropy", "kcenter", "typiclust", "cluster_margin",
+                      "badge")
 #: strategies that can pick the first batch without a model.
-COLD_START = ("random", "kcenter", "typiclust", "cluster_margin")
+COLD_START = ("random", "kcenter", "typiclust", "cluster_margin", "badge")
 
 
 class LinearProbe:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from radloop.retrieval.badge import BadgeSelection
 from radloop.retrieval.base import SelectionInput, SelectionStrategy
 from radloop.retrieval.diversity import ClusterMarginSelection, KCenterSelection, TypiClustSelection
 from radloop.retrieval.uncertainty import (
@@ -83,7 +84,8 @@ class StratifiedSelection(SelectionStrategy):
 STRATEGIES: dict[str, type[SelectionStrategy]] = {
     cls.name: cls for cls in (
         RandomSelection, LeastConfidenceSelection, MarginSelection, EntropySelection, KCenterSelection,
-        TypiClustSelection, ClusterMarginSelection, ReportDisagreementSelection, StratifiedSelection)
+        TypiClustSelection, ClusterMarginSelection, BadgeSelection, ReportDisagreementSelection,
+        StratifiedSelection)
 }
 
 

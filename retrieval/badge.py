@@ -1,0 +1,86 @@
+"""BADGE (Ash et al., "Deep Batch Active Learning by Diverse, Uncertain Gradient Lower Bounds", ICLR 2020):
+the hybrid of uncertainty and diversity that k-means++-seeds the gradient embeddings of a linear head."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from radloop.retrieval.base import SelectionInput, SelectionStrategy
+from radloop.retrieval.diversity import ClusterMarginSelection
+
+
+def gradient_factors(embeddings: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two factors of BADGE's gradient embeddings, never multiplied out.
+
+    The gradient of the cross-entropy of a linear softmax head at its own prediction ``argmax p`` with respect
+    to the head's weights is the outer product ``(p - onehot(argmax p)) x^T`` of a residual ``r`` (C values)
+    and the input ``x``.  The input here is the embedding standardised over all N samples (the probe's input)
+    with a bias column.  For two classes the head has one logit, so ``r`` is the positive class's residual
+    alone.  Distances between gradient embeddings follow from the factors:
+    ``<g_i, g_j> = <r_i, r_j> <x_i, x_j>``.
+
+    Returns:
+        ``r`` float64 (N, C or 1) and ``x`` float32 (N, D + 1).
+    """
+    x = np.asarray(embeddings, dtype=np.float32)
+    x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-6)
+    x = np.hstack([x, np.ones((len(x), 1), dtype=np.float32)])
+    residual = np.array(probabilities, dtype=np.float64)
+    residual[np.arange(len(residual)), residual.argmax(axis=1)] -= 1.0
+    if residual.shape[1] == 2:
+        residual = residual[:, 1:]
+    return residual, x
+
+
+class BadgeSelection(SelectionStrategy):
+    """BADGE: k-means++ seeding over gradient embeddings, so a batch is both uncertain (long gradients) and
+    diverse (gradients pointing different ways).
+
+    The first pick is the sample with the longest gradient embedding; each next one is drawn with probability
+    proportional to its squared distance to the nearest pick so far (D² sampling, seeded).  Distances come
+    from the factored gradients (see ``gradient_factors``): one pass over the pool per pick, O(N (D + C)),
+    without the N x C·D matrix.  Without probabilities (cold start, no model yet) it picks the first batch
+    with the ``cold_start`` strategy.
+
+    Args:
+        cold_start: "typiclust", "kcenter" or "random".
+    """
+
+    name = "badge"
+    needs = ("embeddings",)
+
+    def __init__(self, cold_start: str = "typiclust"):
+        if cold_start not in ClusterMarginSelection.COLD_STARTS:
+            raise ValueError(f"unknown cold_start {cold_start!r}; "
+                             f"valid: {', '.join(ClusterMarginSelection.COLD_STARTS)}")
+        self.cold_start = cold_start
+
+    def _select(self, data: SelectionInput):
+        if data.probabilities is None:
+            picks, scores, reasons = ClusterMarginSelection.COLD_STARTS[self.cold_start]()._select(data)
+            return picks, scores, [f"cold start (no model): {reason}" for reason in reasons]
+        residual, x = gradient_factors(data.embeddings, data.probabilities)
+        residual, x = residual[data.pool], x[data.pool]
+        squared_norm = (residual ** 2).sum(axis=1) * (x.astype(np.float64) ** 2).sum(axis=1)
+        count = min(data.budget, len(data.pool))
+        chosen = np.zeros(len(data.pool), dtype=bool)
+        nearest = np.full(len(data.pool), np.inf)
+        picks, scores = [], []
+        for _ in range(count):
+            if not picks:
+                pick = int(np.argmax(squared_norm))
+            else:
+                weights = np.where(chosen, 0.0, np.maximum(nearest, 0.0))
+                total = weights.sum()
+                if total > 0:
+                    pick = int(data.random_state.choice(len(weights), p=weights / total))
+                else:  # every unpicked gradient equals a picked one: any unpicked sample will do
+                    pick = int(data.random_state.choice(np.flatnonzero(~chosen)))
+            scores.append(float(squared_norm[pick]) if not picks else float(nearest[pick]))
+            chosen[pick] = True
+            picks.append(pick)
+            inner = (residual @ residual[pick]) * (x @ x[pick]).astype(np.float64)
+            nearest = np.minimum(nearest, squared_norm + squared_norm[pick] - 2.0 * inner)
+        reasons = [f"gradient length² {scores[0]:.3f} (longest)"] + [
+            f"gradient distance² to the nearest pick {score:.3f}" for score in scores[1:]]
+        return data.pool[np.asarray(picks, dtype=np.int64)], np.asarray(scores), reasons
