@@ -38,33 +38,43 @@ class BadgeSelection(SelectionStrategy):
 
     The first pick is the sample with the longest gradient embedding; each next one is drawn with probability
     proportional to its squared distance to the nearest pick so far (D² sampling, seeded).  Distances come
-    from the factored gradients (see ``gradient_factors``): one pass over the pool per pick, O(N (D + C)),
-    without the N x C·D matrix.  Without probabilities (cold start, no model yet) it picks the first batch
-    with the ``cold_start`` strategy.
+    from the factored gradients (see ``gradient_factors``): one pass over the candidates per pick,
+    O(N (D + C)), without the N x C·D matrix.  Without probabilities (cold start, no model yet) it picks the
+    first batch with the ``cold_start`` strategy.
 
     Args:
         cold_start: "typiclust", "kcenter" or "random".
+        max_candidates: pools larger than this are first subsampled uniformly (seeded) to this many
+            candidates, which bounds the cost of a pick (k-means++ seeding on a uniform sample); None: the
+            whole pool, whatever its size.
     """
 
     name = "badge"
     needs = ("embeddings",)
 
-    def __init__(self, cold_start: str = "typiclust"):
+    def __init__(self, cold_start: str = "typiclust", max_candidates: int | None = 100_000):
         if cold_start not in ClusterMarginSelection.COLD_STARTS:
             raise ValueError(f"unknown cold_start {cold_start!r}; "
                              f"valid: {', '.join(ClusterMarginSelection.COLD_STARTS)}")
+        if max_candidates is not None and max_candidates < 1:
+            raise ValueError(f"max_candidates must be >= 1 or None, got {max_candidates}")
         self.cold_start = cold_start
+        self.max_candidates = max_candidates
 
     def _select(self, data: SelectionInput):
         if data.probabilities is None:
             picks, scores, reasons = ClusterMarginSelection.COLD_STARTS[self.cold_start]()._select(data)
             return picks, scores, [f"cold start (no model): {reason}" for reason in reasons]
+        candidates = data.pool
+        if self.max_candidates is not None and len(candidates) > max(self.max_candidates, data.budget):
+            size = max(self.max_candidates, data.budget)
+            candidates = np.sort(data.random_state.choice(candidates, size, replace=False))
         residual, x = gradient_factors(data.embeddings, data.probabilities)
-        residual, x = residual[data.pool], x[data.pool]
+        residual, x = residual[candidates], x[candidates]
         squared_norm = (residual ** 2).sum(axis=1) * (x.astype(np.float64) ** 2).sum(axis=1)
-        count = min(data.budget, len(data.pool))
-        chosen = np.zeros(len(data.pool), dtype=bool)
-        nearest = np.full(len(data.pool), np.inf)
+        count = min(data.budget, len(candidates))
+        chosen = np.zeros(len(candidates), dtype=bool)
+        nearest = np.full(len(candidates), np.inf)
         picks, scores = [], []
         for _ in range(count):
             if not picks:
@@ -83,4 +93,4 @@ class BadgeSelection(SelectionStrategy):
             nearest = np.minimum(nearest, squared_norm + squared_norm[pick] - 2.0 * inner)
         reasons = [f"gradient length² {scores[0]:.3f} (longest)"] + [
             f"gradient distance² to the nearest pick {score:.3f}" for score in scores[1:]]
-        return data.pool[np.asarray(picks, dtype=np.int64)], np.asarray(scores), reasons
+        return candidates[np.asarray(picks, dtype=np.int64)], np.asarray(scores), reasons

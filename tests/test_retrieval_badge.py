@@ -79,3 +79,22 @@ def test_badge_with_identical_gradients_still_fills_the_budget():
 def test_badge_rejects_an_unknown_cold_start():
     with pytest.raises(ValueError, match="valid: typiclust, kcenter, random"):
         get_strategy("badge", cold_start="margin")
+
+
+def test_badge_subsamples_large_pools_to_max_candidates():
+    rng = np.random.default_rng(2)
+    embeddings = rng.normal(size=(400, 5)).astype(np.float32)
+    probabilities = rng.dirichlet(np.ones(3), size=400)
+    strategy = get_strategy("badge", max_candidates=50)
+    picks = strategy.select(20, embeddings=embeddings, probabilities=probabilities, random_state=7)
+    again = get_strategy("badge", max_candidates=50).select(20, embeddings=embeddings,
+                                                            probabilities=probabilities, random_state=7)
+    assert picks.tolist() == again.tolist() and len(set(picks.tolist())) == 20
+    # the candidates are the seeded uniform sample that select draws first
+    candidates = np.random.RandomState(7).choice(np.arange(400), 50, replace=False)
+    assert set(picks.tolist()) <= set(candidates.tolist())
+    # a budget above max_candidates still gets filled
+    assert len(get_strategy("badge", max_candidates=50).select(
+        80, embeddings=embeddings, probabilities=probabilities, random_state=7)) == 80
+    with pytest.raises(ValueError, match="max_candidates must be >= 1"):
+        get_strategy("badge", max_candidates=0)
