@@ -50,7 +50,7 @@ class RoundConfig(StrictModel):
     """Settings of a round (``configs/rounds/default.yaml``; every field can be overridden)."""
 
     task: str = "fracture"
-    strategy: str = "margin"
+    strategy: str = "badge"
     budget: int = 50
     cold_start_strategy: str = "typiclust"
     encoder: str | None = None  # registry version; default: the current encoder
@@ -251,7 +251,7 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     strategy_name, notes = config.strategy, []
     strategy = get_strategy(strategy_name)
     missing = [name for name, value in (("probabilities", probabilities), ("weak_labels", weak_labels))
-               if name in strategy.needs and value is None]
+               if name in strategy.needs + strategy.uses and value is None]
     if missing:
         notes.append(f"'{strategy_name}' needs {' and '.join(missing)}, which do not exist yet for "
                      f"'{config.task}' on encoder {encoder_version}: cold start with '{config.cold_start_strategy}'")

@@ -51,6 +51,7 @@ class BadgeSelection(SelectionStrategy):
 
     name = "badge"
     needs = ("embeddings",)
+    uses = ("probabilities",)
 
     def __init__(self, cold_start: str = "typiclust", max_candidates: int | None = 100_000):
         if cold_start not in ClusterMarginSelection.COLD_STARTS:

@@ -121,6 +121,8 @@ class SelectionStrategy(BaseEstimator):
     name: ClassVar[str] = ""
     #: inputs the strategy cannot work without ("embeddings", "probabilities", "weak_labels", "groups").
     needs: ClassVar[tuple[str, ...]] = ()
+    #: inputs it uses once they exist and replaces by its own cold start until then (hybrids: probabilities).
+    uses: ClassVar[tuple[str, ...]] = ()
 
     def select(self, budget: int, *, embeddings=None, labeled_mask=None, probabilities=None,
                weak_labels=None, groups=None, random_state=None) -> np.ndarray:

@@ -142,6 +142,7 @@ class ClusterMarginSelection(SelectionStrategy):
 
     name = "cluster_margin"
     needs = ("embeddings",)
+    uses = ("probabilities",)
     COLD_STARTS = {"typiclust": TypiClustSelection, "kcenter": KCenterSelection, "random": RandomSelection}
 
     def __init__(self, candidate_factor: int = 10, uncertainty: str = "margin", cold_start: str = "typiclust"):

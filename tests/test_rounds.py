@@ -59,8 +59,9 @@ def test_simulated_rounds_buy_labels_and_resume(round_catalog):
     from radloop.core.schema import Annotation, Round, Selection
     from radloop.core.targets import image_targets
 
-    first = start_round(round_catalog, strategy="margin", budget=12, simulate=True, dataset="fracture")
-    # no model yet: the uncertainty strategy falls back to the cold-start strategy, and says so
+    first = start_round(round_catalog, strategy="badge", budget=12, simulate=True, dataset="fracture")
+    # no model yet: the hybrid (it uses probabilities) falls back to the configured cold-start strategy, and
+    # says so
     assert first.strategy == "typiclust" and any("cold start" in note for note in first.notes)
     assert first.state == "pushed" and first.selected == 12
     assert (round_catalog.workspace.root / first.tasks_file).exists()
@@ -77,7 +78,8 @@ def test_simulated_rounds_buy_labels_and_resume(round_catalog):
     truth = {t.image_id: t.fracture for t in image_targets(round_catalog, image_ids=list(labels))}
     assert labels == truth  # the simulated annotator answers with the dataset's ground truth
 
-    second = start_round(round_catalog, strategy="margin", budget=10, simulate=True, dataset="fracture")
+    second = start_round(round_catalog, strategy="badge", budget=10, simulate=True, dataset="fracture")
+    assert second.strategy == "badge" and not second.notes  # a model exists now: the hybrid itself
     with round_catalog.session() as session:
         picked = set(session.scalars(select(Selection.image_id).where(Selection.round_id == second.round_id)))
     assert not picked & set(labels), "a round must never select an image that is labelled already"
