@@ -20,8 +20,8 @@ from radloop.retrieval.uncertainty import (
 __all__ = [
     "STRATEGIES", "get_strategy", "SelectionStrategy", "validate_selection_input",
     "RandomSelection", "LeastConfidenceSelection", "MarginSelection", "EntropySelection",
-    "KCenterSelection", "TypiClustSelection", "ClusterMarginSelection", "BadgeSelection", "ReportDisagreementSelection",
-    "StratifiedSelection", "kcenter_greedy", "kcenter_greedy_reference",
+    "KCenterSelection", "TypiClustSelection", "ClusterMarginSelection", "BadgeSelection",
+    "ReportDisagreementSelection", "StratifiedSelection", "kcenter_greedy", "kcenter_greedy_reference",
     "IndexManager", "IndexConfig", "SearchResult", "choose_factory", "index_folder",
     "search_cases", "CaseNeighbour", "load_index", "parse_filters",
 ]

@@ -9,7 +9,8 @@ from radloop.retrieval.base import SelectionInput, SelectionStrategy
 from radloop.retrieval.diversity import ClusterMarginSelection
 
 
-def gradient_factors(embeddings: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gradient_factors(embeddings: np.ndarray, probabilities: np.ndarray, rows: np.ndarray | None = None,
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """The two factors of BADGE's gradient embeddings, never multiplied out.
 
     The gradient of the cross-entropy of a linear softmax head at its own prediction ``argmax p`` with respect
@@ -19,13 +20,17 @@ def gradient_factors(embeddings: np.ndarray, probabilities: np.ndarray) -> tuple
     alone.  Distances between gradient embeddings follow from the factors:
     ``<g_i, g_j> = <r_i, r_j> <x_i, x_j>``.
 
+    Args:
+        rows: the rows wanted (default: all); the standardisation still uses all N.
+
     Returns:
-        ``r`` float64 (N, C or 1) and ``x`` float32 (N, D + 1).
+        ``r`` float64 (R, C or 1) and ``x`` float32 (R, D + 1) for the R wanted rows.
     """
-    x = np.asarray(embeddings, dtype=np.float32)
-    x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-6)
-    x = np.hstack([x, np.ones((len(x), 1), dtype=np.float32)])
-    residual = np.array(probabilities, dtype=np.float64)
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    rows = np.arange(len(embeddings)) if rows is None else np.asarray(rows)
+    mean, std = embeddings.mean(axis=0), embeddings.std(axis=0) + 1e-6
+    x = np.hstack([(embeddings[rows] - mean) / std, np.ones((len(rows), 1), dtype=np.float32)])
+    residual = np.array(np.asarray(probabilities)[rows], dtype=np.float64)
     residual[np.arange(len(residual)), residual.argmax(axis=1)] -= 1.0
     if residual.shape[1] == 2:
         residual = residual[:, 1:]
@@ -70,8 +75,7 @@ class BadgeSelection(SelectionStrategy):
         if self.max_candidates is not None and len(candidates) > max(self.max_candidates, data.budget):
             size = max(self.max_candidates, data.budget)
             candidates = np.sort(data.random_state.choice(candidates, size, replace=False))
-        residual, x = gradient_factors(data.embeddings, data.probabilities)
-        residual, x = residual[candidates], x[candidates]
+        residual, x = gradient_factors(data.embeddings, data.probabilities, candidates)
         squared_norm = (residual ** 2).sum(axis=1) * (x.astype(np.float64) ** 2).sum(axis=1)
         count = min(data.budget, len(candidates))
         chosen = np.zeros(len(candidates), dtype=bool)
