@@ -227,11 +227,14 @@ def bench_active_learning_command(
         summary["tasks"][name] = {"metric": entry["metric"], "random_final": entry.get("random_final"),
                                   "label_savings": entry.get("label_savings"),
                                   "labels_to_reach_random": entry.get("labels_to_reach_random")}
+        random_spread = entry["strategies"]["random"]["std"][-1] if "random" in entry["strategies"] else 0.0
         for strategy, saving in (entry.get("label_savings") or {}).items():
             needed = entry["labels_to_reach_random"][strategy]
+            curve = entry["strategies"][strategy]
             console.print(f"{name:9s} {strategy:18s} label savings {saving:5.2f}x "
                           f"({needed if needed is not None else '>' + str(budget)} labels to reach random's "
-                          f"{entry['metric']} {entry['random_final']:.3f} at {budget})")
+                          f"{entry['metric']} {entry['random_final']:.3f} ± {random_spread:.3f} at {budget}; "
+                          f"its own final {curve['mean'][-1]:.3f} ± {curve['std'][-1]:.3f}, ± = seed std)")
     emit(summary, json_output, title="active-learning benchmark")
 
 

@@ -72,20 +72,21 @@ def test_bench_active_learning_cli(tmp_path):
     result = CliRunner().invoke(build_app(), [
         "bench", "active-learning", "--train-coco", str(coco), "--train-images", str(tmp_path / "images"),
         "--eval-fraction", "0.3", "--tasks", "region,fracture", "--strategies", "random,margin,kcenter,typiclust,"
-        "cluster_margin", "--budget", "30", "--step", "10", "--seeds", "2", "--embeddings", str(npz),
+        "cluster_margin,badge", "--budget", "30", "--step", "10", "--seeds", "2", "--embeddings", str(npz),
         "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert data["probe"] == {"C": 0.1, "pca_components": None}
     for task in ("region", "fracture"):
         entry = data["tasks"][task]
-        for name in ("random", "margin", "kcenter", "typiclust", "cluster_margin"):
+        for name in ("random", "margin", "kcenter", "typiclust", "cluster_margin", "badge"):
             curve = entry["strategies"][name]
             assert curve["labels"] == [10, 20, 30] and len(curve["mean"]) == len(curve["std"]) == 3
             assert name in entry["label_savings"]
     assert data["tasks"]["region"]["strategies"]["random"]["mean"][-1] > 0.9  # separable synthetic regions
     assert out.with_suffix(".png").stat().st_size > 1000
-    assert "label savings" in result.stderr or "label savings" in result.output
+    printed = result.stderr + result.output
+    assert "label savings" in printed and "± = seed std" in printed  # the spread next to every saving
 
 
 def test_bench_active_learning_rejects_bad_input(tmp_path):
