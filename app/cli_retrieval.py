@@ -153,8 +153,9 @@ def bench_active_learning_command(
     eval_fraction: Annotated[float, typer.Option(
         "--eval-fraction", help="Without --eval-coco: hold out this fraction of the train images (seeded).")] = 0.25,
     tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated: region, fracture.")] = "region,fracture",
-    strategies: Annotated[str, typer.Option("--strategies", help="Comma-separated registry names.")] = (
-        "random,least_confidence,margin,entropy,kcenter,typiclust,cluster_margin,badge"),
+    strategies: Annotated[Optional[str], typer.Option(
+        "--strategies", help="Comma-separated registry names (default: random, the uncertainty measures, kcenter, "
+                             "typiclust, cluster_margin, badge).")] = None,
     budget: Annotated[int, typer.Option("--budget", min=1)] = 500,
     step: Annotated[int, typer.Option("--step", min=1)] = 50,
     seeds: Annotated[int, typer.Option("--seeds", min=1)] = 3,
@@ -172,6 +173,8 @@ def bench_active_learning_command(
 ) -> None:
     """Simulated active learning on a COCO detection set: learning curves and label savings per strategy."""
     from radloop.retrieval import al_bench, al_tasks
+
+    strategies = strategies or ",".join(al_bench.DEFAULT_STRATEGIES)
 
     if (embeddings is None) == (encoder is None):
         fail("give exactly one of --embeddings NPZ or --encoder FOLDER")

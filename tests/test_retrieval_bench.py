@@ -104,6 +104,20 @@ def test_bench_active_learning_rejects_bad_input(tmp_path):
     assert task.exit_code != 0 and "unknown task 'knee'" in task.output
 
 
+def test_bench_active_learning_default_strategies(tmp_path):
+    from radloop.app.cli import build_app
+    from radloop.retrieval.al_bench import DEFAULT_STRATEGIES
+
+    coco, npz = _coco(tmp_path, count=60)
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(build_app(), [
+        "bench", "active-learning", "--train-coco", str(coco), "--train-images", str(tmp_path / "images"),
+        "--embeddings", str(npz), "--out", str(out), "--budget", "20", "--step", "10", "--seeds", "1",
+        "--tasks", "fracture"])
+    assert result.exit_code == 0, result.output
+    assert list(json.loads(out.read_text())["tasks"]["fracture"]["strategies"]) == list(DEFAULT_STRATEGIES)
+
+
 @pytest.mark.parametrize("command, keys", [
     (["bench", "selection", "--n", "3000", "--dim", "16", "--budget", "40"],
      ("seconds", "reference_kcenter_s", "kcenter_same_picks")),
