@@ -154,8 +154,10 @@ class _StopAt(L.Callback):
 
 @pytest.mark.parametrize("method", [pytest.param("simclr", marks=pytest.mark.slow), "mae"])
 def test_resume_from_checkpoint_is_exact(catalog, tmp_path, method):
+    """Bit-identical weights after an interruption; on a CUDA machine this runs on the GPU, where it needs
+    deterministic kernels (``trainer.deterministic``)."""
     build_workspace(catalog, 16)
-    config = _config(method)
+    config = _config(method, "trainer.deterministic=true")
     straight = pretrain(catalog, config, tmp_path / "straight", register=False)
     interrupted = pretrain(catalog, config, tmp_path / "resumed", register=False, callbacks=[_StopAt(2)])
     assert interrupted.steps == 2
