@@ -253,7 +253,8 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     missing = [name for name, value in (("probabilities", probabilities), ("weak_labels", weak_labels))
                if name in strategy.needs + strategy.uses and value is None]
     if missing:
-        notes.append(f"'{strategy_name}' needs {' and '.join(missing)}, which do not exist yet for "
+        verb = "needs" if any(name in strategy.needs for name in missing) else "works from"
+        notes.append(f"'{strategy_name}' {verb} {' and '.join(missing)}, which do not exist yet for "
                      f"'{config.task}' on encoder {encoder_version}: cold start with '{config.cold_start_strategy}'")
         strategy_name = config.cold_start_strategy
         strategy = get_strategy(strategy_name)

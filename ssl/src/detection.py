@@ -26,7 +26,7 @@ from radloop.ssl.encoder_adapter import encoder_stats, read_pixels, timm_backbon
 from radloop.ssl.encoders import pick_device
 from radloop.ssl.predict import ImagePrediction, Predictor
 from radloop.ssl.finetune_config import DetectConfig, TrainerConfig
-from radloop.ssl.finetune_images import trainer_callbacks
+from radloop.ssl.trainer_progress import trainer_callbacks
 
 DETECTOR_WEIGHTS = "detector.safetensors"
 DETECTOR_CONFIG = "detector.json"

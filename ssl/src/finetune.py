@@ -21,9 +21,10 @@ from torch import nn
 
 from radloop.ssl.encoder_adapter import encoder_stats, timm_backbone_from_bundle
 from radloop.ssl.encoders import pick_device
-from radloop.ssl.finetune_images import AugmentedImages, model_input, preload_images, trainer_callbacks
-from radloop.ssl.predict import ImagePrediction, Predictor
 from radloop.ssl.finetune_config import FinetuneConfig, TrainerConfig
+from radloop.ssl.finetune_images import AugmentedImages, model_input, preload_images
+from radloop.ssl.predict import ImagePrediction, Predictor
+from radloop.ssl.trainer_progress import trainer_callbacks
 
 CLASSIFIER_WEIGHTS = "classifier.safetensors"
 CLASSIFIER_CONFIG = "classifier.json"

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from radloop.ssl.encoder_adapter import read_pixels
 from radloop.ssl.pixels import resize_square
 
-__all__ = ["AugmentedImages", "model_input", "preload_images", "trainer_callbacks"]
+__all__ = ["AugmentedImages", "model_input", "preload_images"]
 
 
 def model_input(images: Sequence[Path | str | np.ndarray], image_size: int, mean: float, std: float) -> torch.Tensor:
@@ -89,20 +89,3 @@ class AugmentedImages(Dataset):
             image = self._transform(image)
         image = (image.float() / 255.0 - self.mean) / self.std
         return image, self.targets[index], self.weights[index], self.regions[index]
-
-
-def trainer_callbacks(progress: bool) -> list:
-    """Lightning callbacks: a progress bar on stderr (stdout carries ``--json`` output) when wanted."""
-    if not progress:
-        return []
-    import sys
-
-    from lightning.pytorch.callbacks import TQDMProgressBar
-    from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
-
-    class StderrProgressBar(TQDMProgressBar):
-        def init_train_tqdm(self) -> Tqdm:
-            return Tqdm(desc=self.train_description, position=2 * self.process_position, disable=self.is_disabled,
-                        leave=True, dynamic_ncols=True, file=sys.stderr, smoothing=0, bar_format=self.BAR_FORMAT)
-
-    return [StderrProgressBar(refresh_rate=5)]
