@@ -1,4 +1,5 @@
-"""Platt scaling of fine-tuned classifiers on the validation split (never on training or evaluation images)."""
+"""Platt scaling and epoch selection of fine-tuned classifiers on the validation split (never on training or
+evaluation images)."""
 
 from __future__ import annotations
 
@@ -79,3 +80,56 @@ def test_calibration_on_the_eval_split_is_refused_with_a_message(three_splits):
     result = run_training(three_splits, _config(calibration_split="test"), progress=False, register=False)
     assert "calibration" not in result.train_summary and "calibration" not in result.predictor.meta
     assert any("not calibrated" in m and "eval split" in m for m in result.messages)
+
+
+def test_best_epoch_keeps_the_weights_of_the_best_scoring_epoch():
+    from types import SimpleNamespace
+
+    from radloop.ssl.finetune import BestEpoch
+
+    class Brightness(torch.nn.Module):  # finding 1 scored by weight x mean brightness; finding 2 unknown
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, images):
+            brightness = images.mean(dim=(1, 2, 3))
+            return torch.stack([self.weight * brightness, torch.zeros_like(brightness)], 1), None
+
+    net = Brightness()
+    pixels = (torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    brightness = pixels.float().mean(dim=(1, 2, 3)).numpy()
+    targets = np.stack([(brightness > np.median(brightness)).astype(int), np.full(40, -1)], 1)
+    callback = BestEpoch(pixels, targets, mean=0.5, std=0.25, batch_size=16)
+    module = SimpleNamespace(net=net, device=torch.device("cpu"))
+    for weight in (0.0, 1.0, -1.0):  # epochs: constant scores, ranked by brightness, ranked backwards
+        with torch.no_grad():
+            net.weight.fill_(weight)
+        callback.on_train_epoch_end(None, module)
+    assert callback.scores == [0.5, 1.0, 0.0] and callback.best_epoch == 2
+    assert net.training  # scoring put the network back in training mode
+    callback.restore(net)
+    assert net.weight.item() == 1.0  # epoch 2's weights are back
+    assert callback.summary() == {"metric": "mean AUROC of the findings", "images": 40, "scores": [0.5, 1.0, 0.0],
+                                  "best_epoch": 2}
+
+
+def test_finetune_job_selects_its_epoch_on_val(three_splits):
+    from radloop.ssl.finetune_jobs import run_training
+
+    config = _config()
+    config.finetune.max_epochs, config.finetune.max_steps = 3, -1
+    config.finetune.select_epoch, config.finetune.calibrate = True, False
+    result = run_training(three_splits, config, progress=False)
+    val = build_labeled_set(three_splits, ["fracture"], splits=["val"])
+    selection = result.train_summary["epoch_selection"]
+    assert selection["split"] == "val" and selection["images"] == len(val) and len(selection["scores"]) == 3
+    scores = selection["scores"]
+    assert selection["best_epoch"] == 1 + max(range(3), key=lambda i: (scores[i], -i))
+    assert "calibration" not in result.train_summary
+    assert set(val.annotation_ids) <= set(get_model(three_splits, result.version).annotation_ids)
+
+    config.data.calibration_split = "train"
+    refused = run_training(three_splits, config, progress=False, register=False)
+    assert "epoch_selection" not in refused.train_summary
+    assert any(m.startswith("epoch not selected") for m in refused.messages)

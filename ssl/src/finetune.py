@@ -139,11 +139,65 @@ def _pos_weight(targets: np.ndarray) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
+class BestEpoch(L.Callback):
+    """Scores the findings on validation images after every training epoch and keeps the best epoch's weights.
+
+    The score is the mean AUROC over the findings that have both classes among the validation images; the
+    earliest epoch wins ties.  :meth:`restore` loads the kept weights into the network.
+    """
+
+    def __init__(self, pixels: torch.Tensor, targets: np.ndarray, mean: float, std: float, batch_size: int) -> None:
+        self.pixels, self.targets = pixels, np.asarray(targets)
+        self.mean, self.std, self.batch_size = mean, std, batch_size
+        self.scores: list[float | None] = []
+        self.best_epoch: int | None = None
+        self._best_state: dict[str, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def score(self, net: FindingsClassifier, device: torch.device) -> float | None:
+        from sklearn.metrics import roc_auc_score
+
+        was_training = net.training
+        net.eval()
+        logits = []
+        for start in range(0, len(self.pixels), self.batch_size):
+            batch = (self.pixels[start:start + self.batch_size].float() / 255.0 - self.mean) / self.std
+            logits.append(net(batch.to(device))[0].float().cpu().numpy())
+        net.train(was_training)
+        logits_all = np.concatenate(logits) if logits else np.zeros((0, self.targets.shape[1]), np.float32)
+        aurocs = []
+        for column in range(self.targets.shape[1]):
+            known = self.targets[:, column] >= 0
+            if len(np.unique(self.targets[known, column])) == 2:
+                aurocs.append(roc_auc_score(self.targets[known, column], logits_all[known, column]))
+        return float(np.mean(aurocs)) if aurocs else None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        score = self.score(module.net, module.device)
+        self.scores.append(score)
+        best = self.scores[self.best_epoch - 1] if self.best_epoch else None
+        if score is not None and (best is None or score > best):
+            self.best_epoch = len(self.scores)
+            self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in module.net.state_dict().items()}
+
+    def restore(self, net: nn.Module) -> None:
+        if self._best_state is not None:
+            net.load_state_dict(self._best_state)
+
+    def summary(self) -> dict[str, Any]:
+        return {"metric": "mean AUROC of the findings", "images": int(len(self.pixels)),
+                "scores": [None if s is None else round(s, 4) for s in self.scores], "best_epoch": self.best_epoch}
+
+
 def train_classifier(bundle: Any, images: Sequence[Path], targets: np.ndarray, weights: np.ndarray,
                      regions: Sequence[str | None], findings: list[str], config: FinetuneConfig,
                      trainer: TrainerConfig, *, region_names: list[str] | None = None,
+                     validation: tuple[Sequence[Path], np.ndarray] | None = None,
                      progress: bool = True) -> "ClassifierPredictor":
     """Fine-tune ``bundle``'s backbone on labelled images; returns the trained model as a predictor.
+
+    With ``validation`` (render paths, (M, T) targets) the findings are scored on those images after every
+    epoch and the best epoch's weights are returned (:class:`BestEpoch`; summary in ``meta["epoch_selection"]``).
 
     Args:
         bundle: encoder bundle (pretrained or random init).
@@ -182,17 +236,24 @@ def train_classifier(bundle: Any, images: Sequence[Path], targets: np.ndarray, w
     module = FindingsClassifierModule(net, config, _pos_weight(targets), region_weight, total)
     if trainer.num_threads:
         torch.set_num_threads(trainer.num_threads)
+    best_epoch = None
+    if validation is not None and len(validation[0]):
+        best_epoch = BestEpoch(preload_images(validation[0], image_size, progress=progress), validation[1], mean, std,
+                               config.batch_size)
     fit = L.Trainer(accelerator=trainer.accelerator, devices=trainer.devices, precision=trainer.precision,
                     max_epochs=config.max_epochs, max_steps=config.max_steps,
                     max_time={"minutes": config.max_time_minutes} if config.max_time_minutes else None,
                     log_every_n_steps=min(trainer.log_every_n_steps, steps_per_epoch),
                     enable_checkpointing=False, logger=False, enable_progress_bar=progress,
-                    callbacks=trainer_callbacks(progress),
+                    callbacks=trainer_callbacks(progress) + ([best_epoch] if best_epoch is not None else []),
                     enable_model_summary=False, deterministic=trainer.deterministic)
     fit.fit(module, loader)
     meta = {"timm_name": bundle.config.timm_name, "model_kwargs": dict(bundle.config.model_kwargs),
             "image_size": image_size, "mean": mean, "std": std,
             "findings": list(findings), "regions": names, "encoder_version": getattr(bundle, "version", None)}
+    if best_epoch is not None:
+        best_epoch.restore(net)
+        meta["epoch_selection"] = best_epoch.summary()
     return ClassifierPredictor(net.eval(), meta, model_version="")
 
 

@@ -97,6 +97,9 @@ class FinetuneConfig(StrictModel):
     augment: bool = True
     num_workers: int = Field(0, ge=0)
     calibrate: bool = True  # Platt-scale each finding on data.calibration_split (pos_weight skews raw scores)
+    # score the findings (mean AUROC) on data.calibration_split after every epoch and keep the best epoch's
+    # weights: validation-based early stopping without a patience cut-off (training still runs its epochs)
+    select_epoch: bool = False
 
 
 class DetectConfig(StrictModel):

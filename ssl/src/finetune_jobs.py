@@ -152,8 +152,17 @@ def train_head(catalog: Catalog, config: TrainConfig, train: LabeledSet, bundle:
         if not trainable:
             raise DataError(f"one class only: no finding among {', '.join(findings)} has both present and absent "
                             f"training images ({summary['positives']} positives of {summary['labelled']} labelled)")
+        validation = None
+        if config.finetune.select_epoch:
+            if calibration is not None and len(calibration):
+                validation = (calibration.paths, calibration.targets)
+            else:
+                messages.append(f"epoch not selected: no labelled images in data.calibration_split "
+                                f"{config.data.calibration_split!r} to score epochs on; the last epoch is kept")
         predictor = train_classifier(bundle, train.paths, train.targets, train.weights, regions, findings,
-                                     config.finetune, config.trainer, progress=progress)
+                                     config.finetune, config.trainer, validation=validation, progress=progress)
+        if "epoch_selection" in predictor.meta:
+            summary["epoch_selection"] = {"split": config.data.calibration_split, **predictor.meta["epoch_selection"]}
         if config.finetune.calibrate and calibration is not None and len(calibration):
             messages.extend(predictor.calibrate(calibration.paths, calibration.targets, progress=progress))
             summary["calibration"] = {"split": config.data.calibration_split, **predictor.meta["calibration"]}
@@ -214,9 +223,11 @@ def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True
     result = JobResult(version=version, metrics=metrics, train_summary=train_summary, eval_summary=eval_summary,
                        messages=messages, predictor=predictor)
     if register:
-        # expert labels the model used: its training images', plus the calibration images' when it was scaled
+        # expert labels the model used: its training images', plus the calibration images' when they scaled it
+        # or chose its epoch
+        used = "calibration" in train_summary or "epoch_selection" in train_summary
         annotation_ids = sorted(set(train.annotation_ids) | set(
-            calibration.annotation_ids if calibration is not None and "calibration" in train_summary else []))
+            calibration.annotation_ids if calibration is not None and used else []))
         folder = catalog.workspace.models_dir / version
         if config.head == "probe":
             predictor.probe.save(folder)
@@ -236,10 +247,11 @@ def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True
 
 def _calibration_set(catalog: Catalog, config: TrainConfig, findings: list[str], train: LabeledSet,
                      held_out: LabeledSet | None) -> tuple[LabeledSet | None, list[str]]:
-    """The labelled images a fine-tuned classifier is calibrated on (never training or evaluation images)."""
+    """The labelled images a fine-tuned classifier is calibrated (and its epoch selected) on: never training or
+    evaluation images."""
     data = config.data
     split = data.calibration_split
-    if config.head != "finetune" or not config.finetune.calibrate or split is None:
+    if config.head != "finetune" or not (config.finetune.calibrate or config.finetune.select_epoch) or split is None:
         return None, []
     if split in data.train_splits or split == data.eval_split:
         role = "a training split" if split in data.train_splits else "the eval split"
