@@ -132,4 +132,5 @@ def test_finetune_job_selects_its_epoch_on_val(three_splits):
     config.data.calibration_split = "train"
     refused = run_training(three_splits, config, progress=False, register=False)
     assert "epoch_selection" not in refused.train_summary
-    assert any(m.startswith("epoch not selected") for m in refused.messages)
+    assert any(m.startswith("epoch not selected: calibration_split 'train' is a training split")
+               for m in refused.messages), refused.messages

@@ -156,9 +156,8 @@ def train_head(catalog: Catalog, config: TrainConfig, train: LabeledSet, bundle:
         if config.finetune.select_epoch:
             if calibration is not None and len(calibration):
                 validation = (calibration.paths, calibration.targets)
-            else:
-                messages.append(f"epoch not selected: no labelled images in data.calibration_split "
-                                f"{config.data.calibration_split!r} to score epochs on; the last epoch is kept")
+            elif config.data.calibration_split is None:  # other reasons come from _calibration_set
+                messages.append("epoch not selected: data.calibration_split is null; the last epoch is kept")
         predictor = train_classifier(bundle, train.paths, train.targets, train.weights, regions, findings,
                                      config.finetune, config.trainer, validation=validation, progress=progress)
         if "epoch_selection" in predictor.meta:
@@ -253,9 +252,11 @@ def _calibration_set(catalog: Catalog, config: TrainConfig, findings: list[str],
     split = data.calibration_split
     if config.head != "finetune" or not (config.finetune.calibrate or config.finetune.select_epoch) or split is None:
         return None, []
+    what = " and ".join(name for name, wanted in (("not calibrated", config.finetune.calibrate),
+                                                  ("epoch not selected", config.finetune.select_epoch)) if wanted)
     if split in data.train_splits or split == data.eval_split:
         role = "a training split" if split in data.train_splits else "the eval split"
-        return None, [f"not calibrated: calibration_split {split!r} is {role} (set data.calibration_split)"]
+        return None, [f"{what}: calibration_split {split!r} is {role} (set data.calibration_split)"]
     try:
         calibration = build_labeled_set(catalog, findings, splits=[split], dataset=data.dataset)
         check_no_leak(train, calibration)
@@ -264,7 +265,7 @@ def _calibration_set(catalog: Catalog, config: TrainConfig, findings: list[str],
     except DataError as error:
         if "both the training" in str(error):
             raise
-        return None, [f"not calibrated: {error}"]
+        return None, [f"{what}: {error}"]
     return calibration, []
 
 

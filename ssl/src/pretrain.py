@@ -113,9 +113,9 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from radloop.ssl.encoders import save_encoder
-    from radloop.ssl.trainer_progress import trainer_callbacks
     from radloop.ssl.pretrain_data import PixelStore, catalog_images
     from radloop.ssl.pretrain_module import PretrainDataModule, SSLPretrainer
+    from radloop.ssl.trainer_progress import trainer_callbacks
 
     started = time.time()
     run_dir = Path(run_dir)
