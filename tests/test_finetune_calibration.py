@@ -128,6 +128,17 @@ def test_finetune_job_selects_its_epoch_on_val(three_splits):
     assert selection["best_epoch"] == 1 + max(range(3), key=lambda i: (scores[i], -i))
     assert "calibration" not in result.train_summary
     assert set(val.annotation_ids) <= set(get_model(three_splits, result.version).annotation_ids)
+    # the epoch scores use the predictor's own preprocessing: the returned model scores the same on val
+    from sklearn.metrics import roc_auc_score
+
+    from radloop.ssl.finetune_images import model_input
+
+    predictor = result.predictor
+    logits, _ = predictor.logits(model_input(val.paths, predictor.meta["image_size"], predictor.meta["mean"],
+                                             predictor.meta["std"]))
+    known = val.targets[:, 0] >= 0
+    assert roc_auc_score(val.targets[known, 0], logits[known, 0]) == pytest.approx(
+        scores[selection["best_epoch"] - 1], abs=0.02)
 
     config.data.calibration_split = "train"
     refused = run_training(three_splits, config, progress=False, register=False)
