@@ -151,7 +151,8 @@ def bench_active_learning_command(
     eval_coco: Annotated[Optional[Path], typer.Option("--eval-coco", help="COCO file of held-out images.")] = None,
     eval_images: Annotated[Optional[Path], typer.Option("--eval-images", help="Folder of held-out images.")] = None,
     eval_fraction: Annotated[float, typer.Option(
-        "--eval-fraction", help="Without --eval-coco: hold out this fraction of the train images (seeded).")] = 0.25,
+        "--eval-fraction", help="Without --eval-coco: hold out this fraction of the train images (seeded; "
+                                "Roboflow copies of one source image stay on one side).")] = 0.25,
     tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated: region, fracture.")] = "region,fracture",
     strategies: Annotated[Optional[str], typer.Option(
         "--strategies", help="Comma-separated registry names (default: random, the uncertainty measures, kcenter, "
@@ -186,7 +187,7 @@ def bench_active_learning_command(
     try:
         pool = al_tasks.load_coco_targets(train_coco)
         if eval_coco is None:
-            pool, evaluation, _ = al_tasks.split_by_image(pool, eval_fraction, split_seed)
+            pool, evaluation, _ = al_tasks.split_by_source(pool, eval_fraction, split_seed)
             eval_images = train_images
         else:
             evaluation = al_tasks.load_coco_targets(eval_coco)

@@ -109,13 +109,35 @@ def build_task(name: str, pool: CocoImages, pool_features: np.ndarray, evaluatio
                     eval_y=eval_y)
 
 
-def split_by_image(images: CocoImages, fraction: float, seed: int) -> tuple[CocoImages, CocoImages, np.ndarray]:
-    """Hold out ``fraction`` of the images (seeded) for evaluation; returns (pool, eval, eval mask)."""
+def source_key(file_name: str) -> str:
+    """The source image a file was exported from: Roboflow's copies ``<source>.rf.<hash>.<ext>`` of one
+    radiograph (augmented or resized) share it, as they share a study in the catalog; otherwise the file itself."""
+    from radloop.core.ingest_sources import ROBOFLOW_COPY
+
+    stem = Path(str(file_name)).stem
+    copy = ROBOFLOW_COPY.match(stem)
+    return copy.group(1) if copy else Path(str(file_name)).name
+
+
+def split_by_source(images: CocoImages, fraction: float, seed: int) -> tuple[CocoImages, CocoImages, np.ndarray]:
+    """Hold out about ``fraction`` of the images (seeded) for evaluation, whole source images at a time, so
+    copies of one radiograph never sit on both sides; returns (pool, eval, eval mask)."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"eval fraction must be in (0, 1), got {fraction}")
-    rng = np.random.default_rng(seed)
-    held = np.zeros(len(images.file_names), dtype=bool)
-    held[rng.choice(len(held), int(round(fraction * len(held))), replace=False)] = True
+    keys = [source_key(name) for name in images.file_names]
+    sources = sorted(set(keys))
+    order = np.random.default_rng(seed).permutation(len(sources))
+    rows_of: dict[str, list[int]] = {}
+    for row, key in enumerate(keys):
+        rows_of.setdefault(key, []).append(row)
+    held = np.zeros(len(keys), dtype=bool)
+    target = int(round(fraction * len(keys)))
+    for index in order:
+        if held.sum() >= target:
+            break
+        held[rows_of[sources[index]]] = True
+    if held.all() or not held.any():
+        raise ValueError(f"cannot hold out {fraction:.0%} of {len(keys)} images from {len(sources)} source image(s)")
 
     def subset(mask: np.ndarray) -> CocoImages:
         rows = np.flatnonzero(mask)

@@ -37,6 +37,24 @@ def _coco(tmp_path, count=160, seed=0):
     return path, npz
 
 
+def test_held_out_split_keeps_copies_of_one_source_image_together():
+    from radloop.retrieval.al_tasks import CocoImages, source_key, split_by_source
+
+    names = [f"case{i:03d}_jpg.rf.{(i * 7919 + copy):032x}.jpg" for i in range(40) for copy in range(3)]
+    names += [f"plain{i}.png" for i in range(30)]
+    images = CocoImages(names, [None] * len(names), np.zeros(len(names), dtype=int))
+    assert source_key(names[0]) == source_key(names[2]) == "case000_jpg" and source_key("plain3.png") == "plain3.png"
+    pool, evaluation, held = split_by_source(images, 0.25, seed=1)
+    assert len(pool.file_names) + len(evaluation.file_names) == len(names)
+    assert not {source_key(n) for n in pool.file_names} & {source_key(n) for n in evaluation.file_names}
+    assert abs(held.sum() - 0.25 * len(names)) <= 3  # whole sources: off by less than one source (3 copies)
+    again = split_by_source(images, 0.25, seed=1)[1]
+    assert again.file_names == evaluation.file_names
+    assert split_by_source(images, 0.25, 2)[1].file_names != evaluation.file_names
+    with pytest.raises(ValueError, match="eval fraction"):
+        split_by_source(images, 1.0, 0)
+
+
 def test_coco_targets_follow_the_category_names(tmp_path):
     path, _ = _coco(tmp_path, count=12)
     targets = load_coco_targets(path)
