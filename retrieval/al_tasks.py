@@ -131,11 +131,13 @@ def split_by_source(images: CocoImages, fraction: float, seed: int) -> tuple[Coc
     for row, key in enumerate(keys):
         rows_of.setdefault(key, []).append(row)
     held = np.zeros(len(keys), dtype=bool)
-    target = int(round(fraction * len(keys)))
+    target, count = int(round(fraction * len(keys))), 0
     for index in order:
-        if held.sum() >= target:
+        if count >= target:
             break
-        held[rows_of[sources[index]]] = True
+        rows = rows_of[sources[index]]
+        held[rows] = True
+        count += len(rows)
     if held.all() or not held.any():
         raise ValueError(f"cannot hold out {fraction:.0%} of {len(keys)} images from {len(sources)} source image(s)")
 
