@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from radloop.core.ingest_sources import ROBOFLOW_COPY
+
 TASKS = ("region", "fracture")
 _FRACTURE_WORDS = ("fracture", "positive")
 
@@ -112,8 +114,6 @@ def build_task(name: str, pool: CocoImages, pool_features: np.ndarray, evaluatio
 def source_key(file_name: str) -> str:
     """The source image a file was exported from: Roboflow's copies ``<source>.rf.<hash>.<ext>`` of one
     radiograph (augmented or resized) share it, as they share a study in the catalog; otherwise the file itself."""
-    from radloop.core.ingest_sources import ROBOFLOW_COPY
-
     stem = Path(str(file_name)).stem
     copy = ROBOFLOW_COPY.match(stem)
     return copy.group(1) if copy else Path(str(file_name)).name
