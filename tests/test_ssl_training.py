@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
@@ -106,6 +107,18 @@ def test_multiscale_pooling_concatenates_the_last_two_stages():
         PooledEncoder(torch.nn.Linear(4, 4), "multiscale")
 
 
+def test_flip_average_embeds_an_image_and_its_mirror_alike():
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet18", 64).eval()
+    images = torch.rand(3, 1, 64, 64)
+    with torch.no_grad():
+        plain = PooledEncoder(backbone, "multiscale")
+        averaged = PooledEncoder(backbone, "multiscale", flip_average=True)
+        torch.testing.assert_close(averaged(images), (plain(images) + plain(images.flip(-1))) / 2)
+        torch.testing.assert_close(averaged(images.flip(-1)), averaged(images))
+        assert not torch.allclose(plain(images.flip(-1)), plain(images), atol=1e-4)
+
+
 def test_encoder_version_follows_the_weights_and_the_embedding_settings(tmp_path):
     from radloop.ssl.encoders import save_encoder
 
@@ -114,9 +127,11 @@ def test_encoder_version_follows_the_weights_and_the_embedding_settings(tmp_path
     versions = {name: save_encoder(backbone, tmp_path / name, timm_name="resnet18", method="simclr", **kwargs).version
                 for name, kwargs in {"a": {"image_size": 32}, "again": {"image_size": 32},
                                      "bigger": {"image_size": 48},
-                                     "multiscale": {"image_size": 32, "pooling": "multiscale"}}.items()}
+                                     "multiscale": {"image_size": 32, "pooling": "multiscale"},
+                                     "flip": {"image_size": 32, "flip_average": True}}.items()}
     assert versions["a"] == versions["again"]
-    assert len({versions["a"], versions["bigger"], versions["multiscale"]}) == 3
+    assert len({versions["a"], versions["bigger"], versions["multiscale"], versions["flip"]}) == 4
+    assert load_encoder(tmp_path / "flip").config.flip_average and not load_encoder(tmp_path / "a").config.flip_average
 
 
 def test_export_pooling_changes_the_embedding_not_the_training(catalog, tmp_path):
@@ -125,11 +140,14 @@ def test_export_pooling_changes_the_embedding_not_the_training(catalog, tmp_path
     config = _config("simclr", "model.export_pooling=multiscale", "augment.local_views=0")
     assert SSLPretrainer(config, total_steps=5).method.encoder.pooling == "default"
     build_workspace(catalog, 16)
-    result = pretrain(catalog, _config("simclr", "trainer.max_steps=2", "model.export_pooling=multiscale"),
-                      tmp_path / "run")
+    result = pretrain(catalog, _config("simclr", "trainer.max_steps=2", "model.export_pooling=multiscale",
+                                       "model.export_flip_average=true"), tmp_path / "run")
     bundle = load_encoder(result.encoder_dir)
-    assert bundle.config.pooling == "multiscale" and bundle.config.embed_dim == 768
-    assert embed_images(bundle, [torch.rand(50, 40).numpy()]).shape == (1, 768)
+    assert bundle.config.pooling == "multiscale" and bundle.config.embed_dim == 768 and bundle.config.flip_average
+    image = torch.rand(50, 40).numpy()
+    vectors = embed_images(bundle, [image, image[:, ::-1].copy()])
+    assert vectors.shape == (2, 768)
+    np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-5)
 
 
 def test_step_sampler_is_a_function_of_the_step_and_splits_ranks():

@@ -194,11 +194,12 @@ def benchmark_encoders(catalog: Catalog, bundles: Sequence[EncoderBundle], *, fr
         seen = set()
         for bundle in bundles:
             config = bundle.config
-            key = (config.timm_name, config.image_size, config.patch_size, config.pooling)
+            key = (config.timm_name, config.image_size, config.patch_size, config.pooling, config.flip_average)
             if key not in seen:
                 seen.add(key)
                 twin = random_encoder(config.timm_name, config.image_size, patch_size=config.patch_size,
-                                      mean=config.mean, std=config.std, pooling=config.pooling, seed=seed,
+                                      mean=config.mean, std=config.std, pooling=config.pooling,
+                                      flip_average=config.flip_average, seed=seed,
                                       **config.model_kwargs)
                 candidates.append((twin.version, twin))
         candidates.append(("raw_pixels_64_pca128", None))

@@ -58,6 +58,9 @@ class EncoderConfig(BaseModel):
             (normed) patch tokens of a ViT (the usual MAE probe feature); ``multiscale`` = the last two
             stages (CNN: e.g. ResNet ``layer3`` + ``layer4``; ViT: the last two blocks' patch tokens), each
             mean-pooled, concatenated (ResNet-18: 256 + 512 = 768): the earlier stage keeps finer detail.
+        flip_average: embed the image and its left-right mirror image and average the two pooled features,
+            so a left and a right limb in the same pose embed alike (twice the embedding compute).  Off by
+            default: searching for "the same side" needs it off.
         data: what the encoder was trained on (dataset names, splits, image count, steps...).
         model_kwargs: extra ``timm.create_model`` keyword arguments.
     """
@@ -74,6 +77,7 @@ class EncoderConfig(BaseModel):
     embed_dim: int
     version: str
     pooling: Pooling = "default"
+    flip_average: bool = False
     data: dict[str, Any] = Field(default_factory=dict)
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
 
@@ -107,15 +111,22 @@ class PooledEncoder(nn.Module):
     Only ``backbone`` holds parameters, so the exported state dict is the timm model's own.
     """
 
-    def __init__(self, backbone: nn.Module, pooling: Pooling = "default") -> None:
+    def __init__(self, backbone: nn.Module, pooling: Pooling = "default", flip_average: bool = False) -> None:
         super().__init__()
         if pooling == "multiscale" and not hasattr(backbone, "forward_intermediates"):
             raise ValueError(f"pooling 'multiscale' needs a timm model with forward_intermediates; "
                              f"{type(backbone).__name__} has none (use pooling 'default')")
         self.backbone = backbone
         self.pooling = pooling
+        self.flip_average = flip_average
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.flip_average:
+            return self._pooled(images)
+        both = self._pooled(torch.cat([images, images.flip(-1)]))
+        return (both[:len(images)] + both[len(images):]) / 2
+
+    def _pooled(self, images: torch.Tensor) -> torch.Tensor:
         if self.pooling == "avg_tokens":
             tokens = self.backbone.forward_features(images)
             prefix = int(getattr(self.backbone, "num_prefix_tokens", 0))
@@ -143,7 +154,7 @@ class EncoderBundle:
 
 
 def _bundle(backbone: nn.Module, config: EncoderConfig) -> EncoderBundle:
-    model = PooledEncoder(backbone, config.pooling)
+    model = PooledEncoder(backbone, config.pooling, config.flip_average)
     model.eval()
     return EncoderBundle(model=model, config=config)
 
@@ -161,12 +172,12 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
 
 def save_encoder(backbone: nn.Module, folder: str | Path, *, timm_name: str, image_size: int, method: str,
                  patch_size: int | None = None, mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.25,),
-                 pooling: Pooling = "default", data: dict[str, Any] | None = None,
+                 pooling: Pooling = "default", flip_average: bool = False, data: dict[str, Any] | None = None,
                  model_kwargs: dict[str, Any] | None = None, version: str | None = None) -> EncoderBundle:
     """Export a trained backbone to ``folder`` (safetensors + JSON) and return it as a bundle.
 
     The version defaults to ``enc-<method>-<timm_name>-<8 hex>``, a digest of the weights and of everything
-    else that changes the embeddings (image size, pooling, normalization, model kwargs): the same weights
+    else that changes the embeddings (image size, pooling, flip averaging, normalization, model kwargs): the same weights
     exported to embed differently get another version, so ``radloop embed`` never mixes their vectors.
     """
     from safetensors.torch import save_file
@@ -177,16 +188,18 @@ def save_encoder(backbone: nn.Module, folder: str | Path, *, timm_name: str, ima
     if version is None:
         embedding_settings = json.dumps({"image_size": image_size, "pooling": pooling, "mean": list(mean),
                                          "std": list(std), "patch_size": patch_size,
-                                         "model_kwargs": model_kwargs or {}}, sort_keys=True, default=str)
+                                         "model_kwargs": model_kwargs or {},
+                                         **({"flip_average": True} if flip_average else {})},
+                                        sort_keys=True, default=str)
         digest = hashlib.sha256((weights_digest(state) + embedding_settings).encode()).hexdigest()
         version = f"enc-{method}-{timm_name}-{digest[:8]}"
-    pooled = PooledEncoder(backbone, pooling).eval()
+    pooled = PooledEncoder(backbone, pooling, flip_average).eval()
     with torch.no_grad():
         embed_dim = int(pooled(torch.zeros(1, 1, image_size, image_size,
                                            device=next(backbone.parameters()).device)).shape[-1])
     config = EncoderConfig(timm_name=timm_name, image_size=image_size, patch_size=patch_size, mean=list(mean),
                            std=list(std), method=method, embed_dim=embed_dim, version=version, pooling=pooling,
-                           data=data or {}, model_kwargs=model_kwargs or {})
+                           flip_average=flip_average, data=data or {}, model_kwargs=model_kwargs or {})
     save_file(state, str(target / ENCODER_WEIGHTS_FILE), metadata={"version": version})
     (target / ENCODER_CONFIG_FILE).write_text(json.dumps(config.model_dump(), indent=2) + "\n")
     return _bundle(backbone.to("cpu"), config)
@@ -220,18 +233,18 @@ def load_encoder(path: str | Path) -> EncoderBundle:
 
 def random_encoder(timm_name: str, image_size: int, *, patch_size: int | None = None,
                    mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.25,), pooling: Pooling = "default",
-                   seed: int = 0, **model_kwargs: Any) -> EncoderBundle:
+                   flip_average: bool = False, seed: int = 0, **model_kwargs: Any) -> EncoderBundle:
     """The same architecture with timm's random initialization (seeded): the baseline for every encoder."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         backbone = build_backbone(timm_name, image_size, patch_size=patch_size, **model_kwargs)
-    pooled = PooledEncoder(backbone, pooling).eval()
+    pooled = PooledEncoder(backbone, pooling, flip_average).eval()
     with torch.no_grad():
         embed_dim = int(pooled(torch.zeros(1, 1, image_size, image_size)).shape[-1])
     config = EncoderConfig(timm_name=timm_name, image_size=image_size, patch_size=patch_size, mean=list(mean),
                            std=list(std), method="random", embed_dim=embed_dim,
-                           version=f"random-{timm_name}-{image_size}-seed{seed}", pooling=pooling,
-                           model_kwargs=model_kwargs)
+                           version=f"random-{timm_name}-{image_size}-seed{seed}" + ("-flipavg" if flip_average else ""),
+                           pooling=pooling, flip_average=flip_average, model_kwargs=model_kwargs)
     return _bundle(backbone, config)
 
 

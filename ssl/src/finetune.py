@@ -22,7 +22,7 @@ from torch import nn
 from radloop.ssl.encoder_adapter import encoder_stats, timm_backbone_from_bundle
 from radloop.ssl.encoders import pick_device
 from radloop.ssl.finetune_config import FinetuneConfig, TrainerConfig
-from radloop.ssl.finetune_images import AugmentedImages, model_input, preload_images
+from radloop.ssl.finetune_images import AugmentedImages, model_input, normalize_pixels, preload_images
 from radloop.ssl.predict import ImagePrediction, Predictor
 from radloop.ssl.trainer_progress import trainer_callbacks
 
@@ -161,7 +161,7 @@ class BestEpoch(L.Callback):
         net.eval()
         logits = []
         for start in range(0, len(self.pixels), self.batch_size):
-            batch = (self.pixels[start:start + self.batch_size].float() / 255.0 - self.mean) / self.std
+            batch = normalize_pixels(self.pixels[start:start + self.batch_size], self.mean, self.std)
             logits.append(net(batch.to(device))[0].float().cpu().numpy())
         net.train(was_training)
         logits_all = np.concatenate(logits) if logits else np.zeros((0, self.targets.shape[1]), np.float32)

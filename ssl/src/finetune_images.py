@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from radloop.ssl.encoder_adapter import read_pixels
 from radloop.ssl.pixels import resize_square
 
-__all__ = ["AugmentedImages", "model_input", "preload_images"]
+__all__ = ["AugmentedImages", "model_input", "normalize_pixels", "preload_images"]
 
 
 def model_input(images: Sequence[Path | str | np.ndarray], image_size: int, mean: float, std: float) -> torch.Tensor:
@@ -24,6 +24,11 @@ def model_input(images: Sequence[Path | str | np.ndarray], image_size: int, mean
     batch = torch.stack([resize_square(torch.from_numpy(np.ascontiguousarray(read_pixels(image)))[None], image_size)
                          for image in images])
     return (batch - mean) / std
+
+
+def normalize_pixels(pixels: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 pixels from :func:`preload_images` -> the encoder's input, ``(x / 255 - mean) / std`` in float32."""
+    return (pixels.float() / 255.0 - mean) / std
 
 
 def preload_images(paths: Sequence[Path | str | np.ndarray], image_size: int, *, progress: bool = True,
@@ -87,5 +92,5 @@ class AugmentedImages(Dataset):
         image = self.pixels[index]
         if self._transform is not None:
             image = self._transform(image)
-        image = (image.float() / 255.0 - self.mean) / self.std
+        image = normalize_pixels(image, self.mean, self.std)
         return image, self.targets[index], self.weights[index], self.regions[index]

@@ -82,7 +82,7 @@ def resolve_encoder(catalog: Catalog, reference: EncoderConfigRef) -> tuple[Any,
             config = found[0].config
             return random_encoder(config.timm_name, config.image_size, patch_size=config.patch_size,
                                   mean=config.mean, std=config.std, pooling=config.pooling,
-                                  **config.model_kwargs), None
+                                  flip_average=config.flip_average, **config.model_kwargs), None
         return random_encoder(reference.timm_name, reference.image_size), None
     if found is None:
         raise DataError("no current encoder in the registry: pretrain one (`radloop pretrain ...`), set "

@@ -181,7 +181,8 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
     bundle = save_encoder(
         backbone, encoder_dir, timm_name=model.timm_name, image_size=model.image_size, method=config.method,
         patch_size=model.patch_size, mean=config.data.mean, std=config.data.std,
-        pooling=model.export_pooling or model.pooling, model_kwargs=model.kwargs,
+        pooling=model.export_pooling or model.pooling, flip_average=model.export_flip_average,
+        model_kwargs=model.kwargs,
         data={"datasets": data.datasets, "splits": data.splits, "images": len(store), "skipped": len(store.skipped),
               "steps": trainer.global_step, "crop_size": data.crop_size, "config_name": config.name})
     save_resolved_config(config, encoder_dir / "config.yaml")

@@ -32,6 +32,9 @@ class ModelSettings(StrictModel):
     export_pooling: PoolingName | None = Field(
         None, description="pooling of the exported encoder only (None: pooling); e.g. train the head on the "
         "last stage and embed with 'multiscale' (last two stages concatenated)")
+    export_flip_average: bool = Field(
+        False, description="the exported encoder averages each image's features with its left-right mirror's "
+        "(left and right limbs embed alike; twice the embedding compute); training is unchanged")
     channels_last: bool = True
     kwargs: dict = Field(default_factory=dict)
     init_from: str | None = Field(None, description="warm start: a Lightning checkpoint (whole model) or an "
