@@ -15,6 +15,7 @@ def register(groups) -> None:
     """Attach the self-supervised encoder commands to the CLI groups."""
     groups.root.command("pretrain")(pretrain_command)
     groups.root.command("embed")(embed_command)
+    groups.root.command("reexport-encoder")(reexport_command)
     groups.bench.command("ssl")(bench_ssl_command)
     groups.bench.command("pretrain-throughput")(bench_throughput_command)
 
@@ -87,6 +88,33 @@ def embed_command(
                             shard_size=shard_size, devices=parsed_devices, accelerator=accelerator,
                             num_workers=workers, progress=not json_output)
     emit(summary, json_output, title="embed")
+
+
+def reexport_command(
+    source: Annotated[Path, typer.Argument(help="Encoder folder (encoder.json + encoder.safetensors).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="New, empty folder for the re-exported encoder.")],
+    image_size: Annotated[Optional[int], typer.Option("--image-size", min=16, help="Embed at this side (px).")] = None,
+    pooling: Annotated[Optional[str], typer.Option(
+        "--pooling", help="default | avg_tokens | multiscale (see radloop.ssl.encoders.EncoderConfig).")] = None,
+    flip_average: Annotated[Optional[bool], typer.Option(
+        "--flip-average/--no-flip-average", help="Average each image's features with its mirror image's.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Re-export an encoder's weights with other embedding settings (a new version; the weights are untouched)."""
+    from typing import get_args
+
+    from radloop.ssl.encoders import reexport_encoder
+    from radloop.ssl.settings import PoolingName
+
+    if pooling is not None and pooling not in get_args(PoolingName):
+        fail(f"unknown pooling {pooling!r}; valid: {', '.join(get_args(PoolingName))}")
+    try:
+        bundle = reexport_encoder(source, out, image_size=image_size, pooling=pooling, flip_average=flip_average)
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        fail(str(error))
+    config = bundle.config
+    emit({"folder": str(out), "version": config.version, "image_size": config.image_size, "pooling": config.pooling,
+          "flip_average": config.flip_average, "embed_dim": config.embed_dim}, json_output, title="reexport-encoder")
 
 
 def bench_ssl_command(

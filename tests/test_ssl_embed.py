@@ -127,3 +127,34 @@ def test_cli_bench_ssl_device_cuda_without_gpu_fails_clearly(catalog, encoder_di
     result = CliRunner().invoke(build_app(), ["bench", "ssl", "--encoder", str(encoder_dir[1]), "--device", "cuda",
                                               "-w", str(catalog.workspace.root)])
     assert result.exit_code == 2 and "no CUDA device" in result.output
+
+
+def test_cli_reexport_encoder_changes_the_embedding_settings_not_the_weights(encoder_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from radloop.app.cli import build_app
+
+    config, folder = encoder_dir
+    runner = CliRunner()
+    result = runner.invoke(build_app(), ["reexport-encoder", str(folder), "--out", str(tmp_path / "flip"),
+                                         "--image-size", "48", "--pooling", "multiscale", "--flip-average", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    copy = load_encoder(tmp_path / "flip")
+    assert payload["version"] == copy.version != config.version and payload["embed_dim"] == 768
+    assert (copy.config.image_size, copy.config.pooling, copy.config.flip_average) == (48, "multiscale", True)
+    assert copy.config.mean == config.mean and copy.config.data == config.data
+    source = load_file(str(folder / "encoder.safetensors"))
+    copied = load_file(str(tmp_path / "flip" / "encoder.safetensors"))
+    assert source.keys() == copied.keys() and all(torch.equal(source[k], copied[k]) for k in source)
+    image = np.random.default_rng(0).random((40, 30)).astype(np.float32)
+    mirrored = embed_images(copy, [image, image[:, ::-1].copy()])
+    np.testing.assert_allclose(mirrored[0], mirrored[1], atol=1e-5)
+
+    again = runner.invoke(build_app(), ["reexport-encoder", str(folder), "--out", str(tmp_path / "flip")])
+    assert again.exit_code == 2 and "not empty" in again.output
+    bad = runner.invoke(build_app(), ["reexport-encoder", str(folder), "--out", str(tmp_path / "x"),
+                                      "--pooling", "gem"])
+    assert bad.exit_code == 2 and "multiscale" in bad.output and not (tmp_path / "x").exists()
+    missing = runner.invoke(build_app(), ["reexport-encoder", str(tmp_path / "none"), "--out", str(tmp_path / "y")])
+    assert missing.exit_code == 2 and "encoder.json" in missing.output

@@ -6,11 +6,11 @@ Public API (see CONTRACTS "Encoders"): :func:`load_encoder`, :func:`random_encod
 
 from radloop.ssl.encoders import (
     EncoderBundle, EncoderConfig, PooledEncoder, build_backbone, embed_images, load_encoder, preprocess,
-    random_encoder, save_encoder,
+    random_encoder, reexport_encoder, save_encoder,
 )
 from radloop.ssl.pixels import UnreadableImage, read_image
 
 __all__ = [
     "EncoderBundle", "EncoderConfig", "PooledEncoder", "UnreadableImage", "build_backbone", "embed_images",
-    "load_encoder", "preprocess", "random_encoder", "read_image", "save_encoder",
+    "load_encoder", "preprocess", "random_encoder", "read_image", "reexport_encoder", "save_encoder",
 ]

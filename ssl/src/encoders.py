@@ -32,7 +32,8 @@ from radloop.ssl.settings import PoolingName
 
 __all__ = [
     "ENCODER_CONFIG_FILE", "ENCODER_WEIGHTS_FILE", "EncoderBundle", "EncoderConfig", "PooledEncoder",
-    "build_backbone", "embed_images", "load_encoder", "preprocess", "random_encoder", "save_encoder",
+    "build_backbone", "embed_images", "load_encoder", "preprocess", "random_encoder", "reexport_encoder",
+    "save_encoder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -229,6 +230,32 @@ def load_encoder(path: str | Path) -> EncoderBundle:
     except RuntimeError as error:
         raise ValueError(f"{weights_file} does not fit {config.timm_name}: {error}") from None
     return _bundle(backbone, config)
+
+
+def reexport_encoder(source: str | Path, folder: str | Path, *, image_size: int | None = None,
+                     pooling: Pooling | None = None, flip_average: bool | None = None) -> EncoderBundle:
+    """The same weights exported to ``folder`` with other embedding settings (None keeps the source's).
+
+    The copy gets its own version (settings are part of it), so its vectors never mix with the source's;
+    what the source was trained on (``data``) is kept.
+
+    Raises:
+        FileExistsError: ``folder`` already holds files (nothing is overwritten, the source included).
+        ValueError: settings the backbone cannot take (e.g. ``multiscale`` on a model without stages).
+    """
+    bundle = load_encoder(source)
+    target = Path(folder)
+    if target.exists() and any(target.iterdir()):
+        raise FileExistsError(f"{target} is not empty: re-export into a new folder")
+    config = bundle.config
+    size = config.image_size if image_size is None else image_size
+    if _is_vit(config.timm_name) and size != config.image_size:
+        raise ValueError(f"{config.timm_name} was built for {config.image_size} px; a ViT keeps its input size")
+    return save_encoder(bundle.model.backbone, target, timm_name=config.timm_name, image_size=size,
+                        method=config.method, patch_size=config.patch_size, mean=config.mean, std=config.std,
+                        pooling=config.pooling if pooling is None else pooling,
+                        flip_average=config.flip_average if flip_average is None else flip_average,
+                        data=config.data, model_kwargs=config.model_kwargs)
 
 
 def random_encoder(timm_name: str, image_size: int, *, patch_size: int | None = None,
