@@ -117,6 +117,10 @@ def test_flip_average_embeds_an_image_and_its_mirror_alike():
         torch.testing.assert_close(averaged(images), (plain(images) + plain(images.flip(-1))) / 2)
         torch.testing.assert_close(averaged(images.flip(-1)), averaged(images))
         assert not torch.allclose(plain(images.flip(-1)), plain(images), atol=1e-4)
+        vit = build_backbone("vit_tiny_patch16_224", 32, patch_size=8).eval()
+        tokens = PooledEncoder(vit, "avg_tokens", flip_average=True)
+        small = torch.rand(2, 1, 32, 32)
+        torch.testing.assert_close(tokens(small.flip(-1)), tokens(small), atol=1e-5, rtol=1e-4)
 
 
 def test_encoder_version_follows_the_weights_and_the_embedding_settings(tmp_path):
