@@ -113,8 +113,9 @@ def reexport_command(
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         fail(str(error))
     config = bundle.config
-    emit({"folder": str(out), "version": config.version, "image_size": config.image_size, "pooling": config.pooling,
-          "flip_average": config.flip_average, "embed_dim": config.embed_dim}, json_output, title="reexport-encoder")
+    emit({"folder": str(out), "version": config.version, "image_size": config.image_size,
+          "pooling": config.pooling, "flip_average": config.flip_average, "embed_dim": config.embed_dim},
+         json_output, title="reexport-encoder")
 
 
 def bench_ssl_command(

@@ -178,8 +178,9 @@ def save_encoder(backbone: nn.Module, folder: str | Path, *, timm_name: str, ima
     """Export a trained backbone to ``folder`` (safetensors + JSON) and return it as a bundle.
 
     The version defaults to ``enc-<method>-<timm_name>-<8 hex>``, a digest of the weights and of everything
-    else that changes the embeddings (image size, pooling, flip averaging, normalization, model kwargs): the same weights
-    exported to embed differently get another version, so ``radloop embed`` never mixes their vectors.
+    else that changes the embeddings (image size, pooling, flip averaging, normalization, model kwargs): the
+    same weights exported to embed differently get another version, so ``radloop embed`` never mixes their
+    vectors.
     """
     from safetensors.torch import save_file
 
