@@ -145,3 +145,21 @@ def test_finetune_job_selects_its_epoch_on_val(three_splits):
     assert "epoch_selection" not in refused.train_summary
     assert any(m.startswith("epoch not selected: calibration_split 'train' is a training split")
                for m in refused.messages), refused.messages
+
+
+def test_finetune_job_is_reproducible_under_its_data_seed(three_splits):
+    """The same job twice (augmentation, shuffling, head initialisation) gives the same weights; another
+    ``data.seed`` gives other weights."""
+    from radloop.ssl.finetune_jobs import run_training
+
+    def weights(seed: int) -> dict:
+        config = TrainConfig.model_validate({
+            "name": "ft-seed", "head": "finetune", "data": {"seed": seed}, "trainer": {"num_threads": 1},
+            "finetune": {"max_steps": 3, "max_epochs": 1, "batch_size": 8, "augment": True, "warmup_steps": 0}})
+        result = run_training(three_splits, config, progress=False, register=False)
+        return {name: value.clone() for name, value in result.predictor.net.state_dict().items()}
+
+    first, again, other = weights(0), weights(0), weights(1)
+    assert first.keys() == again.keys()
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert not all(torch.equal(first[name], other[name]) for name in first)

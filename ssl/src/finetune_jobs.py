@@ -181,6 +181,8 @@ def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True
     Raises:
         DataError: no labelled training images, one class only, or a train/eval study overlap.
     """
+    import lightning as L
+
     from radloop.ssl.finetune_evaluate import evaluate_predictor
 
     data = config.data
@@ -206,6 +208,8 @@ def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True
         log.warning("no held-out evaluation: %s", error)
     calibration, calibration_messages = _calibration_set(catalog, config, findings, train, held_out)
     bundle, encoder_version = resolve_encoder(catalog, config.encoder)
+    # one seed for head initialisation, augmentation, shuffling and sampling: the same job trains the same model
+    L.seed_everything(data.seed, workers=True, verbose=False)
     predictor, train_summary, messages = train_head(catalog, config, train, bundle, encoder_version,
                                                     calibration=calibration, progress=progress)
     messages = calibration_messages + messages
