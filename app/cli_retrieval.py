@@ -168,6 +168,13 @@ def bench_active_learning_command(
         "PCA-whiten the probe's input to this many dimensions (0: standardised embeddings, all dimensions).")
     )] = 0,
     split_seed: Annotated[int, typer.Option("--split-seed")] = 0,
+    headroom_draws: Annotated[int, typer.Option("--headroom-draws", min=0, help=(
+        "Also score this many random training sets of budget / --headroom-savings labels: the share that reaches "
+        "the mean of random budget-label sets is how rare a set a strategy must find for that saving (0: off).")
+    )] = 0,
+    headroom_savings: Annotated[float, typer.Option("--headroom-savings", help=(
+        "The label saving --headroom-draws tests (5: budget / 5 labels against budget).")
+    )] = 5.0,
     out: Annotated[Path, typer.Option("--out", help="Results JSON (a PNG plot is written next to it).")] = Path(
         "al_results.json"),
     json_output: JsonOption = False,
@@ -218,7 +225,8 @@ def bench_active_learning_command(
                  for name in tasks.split(",") if name.strip()]
         result = al_bench.run_benchmark(built, [name.strip() for name in strategies.split(",") if name.strip()],
                                         budget=budget, step=step, seeds=seeds, regularization=regularization,
-                                        pca_components=pca or None, progress=_say)
+                                        pca_components=pca or None, headroom_draws=headroom_draws,
+                                        headroom_savings=headroom_savings, progress=_say)
     except (ValueError, LookupError) as error:
         fail(str(error))
     result["embeddings"] = source
@@ -231,6 +239,9 @@ def bench_active_learning_command(
         summary["tasks"][name] = {"metric": entry["metric"], "random_final": entry.get("random_final"),
                                   "label_savings": entry.get("label_savings"),
                                   "labels_to_reach_random": entry.get("labels_to_reach_random")}
+        headroom = entry.get("headroom")
+        if headroom:
+            summary["tasks"][name]["headroom"] = headroom
         random_spread = entry["strategies"]["random"]["std"][-1] if "random" in entry["strategies"] else 0.0
         for strategy, saving in (entry.get("label_savings") or {}).items():
             needed = entry["labels_to_reach_random"][strategy]
@@ -239,6 +250,12 @@ def bench_active_learning_command(
                           f"({needed if needed is not None else '>' + str(budget)} labels to reach random's "
                           f"{entry['metric']} {entry['random_final']:.3f} ± {random_spread:.3f} at {budget}; "
                           f"its own final {curve['mean'][-1]:.3f} ± {curve['std'][-1]:.3f}, ± = seed std)")
+        if headroom:
+            console.print(f"{name:9s} headroom for {headroom['savings']:g}x: "
+                          f"{headroom['share_reaching_reference']:.2%} of {headroom['draws']} random "
+                          f"{headroom['labels']}-label sets reach the mean of random {headroom['reference_labels']}-label "
+                          f"sets ({headroom['reference_mean']:.3f}); they score {headroom['mean']:.3f} ± "
+                          f"{headroom['std']:.3f}, 99th percentile {headroom['p99']:.3f}")
     emit(summary, json_output, title="active-learning benchmark")
 
 

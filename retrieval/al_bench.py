@@ -140,16 +140,62 @@ def label_savings(curves: dict[str, dict], budget: int) -> tuple[dict[str, float
     return savings, needed
 
 
+def random_subset_headroom(task: TaskData, *, labels: int, reference_labels: int, draws: int = 2000,
+                           reference_draws: int = 200, seed: int = 0, regularization: float = 0.1,
+                           pca_components: int | None = None) -> dict:
+    """How exceptional a training set of ``labels`` pool images must be to score what ``reference_labels``
+    random ones do, with the benchmark's probe.
+
+    Scores ``draws`` random subsets of ``labels`` images and ``reference_draws`` of ``reference_labels``; the
+    share of small subsets that reach the reference mean says how rare a set a label-free strategy must find
+    to save ``reference_labels / labels`` times the labels (judged on the evaluation images): 0.01 means it has
+    to beat 99 % of random picks.  Seeded; the probe, input transform and metric are the learning curves'.
+
+    Raises:
+        ValueError: ``labels`` not below ``reference_labels``, more labels than pool images, no draws.
+    """
+    if not 1 <= labels < reference_labels <= len(task.pool_y):
+        raise ValueError(f"need 1 <= labels < reference_labels <= pool size ({len(task.pool_y)}), got "
+                         f"labels={labels}, reference_labels={reference_labels}")
+    if draws < 1 or reference_draws < 1:
+        raise ValueError(f"need at least one draw, got draws={draws}, reference_draws={reference_draws}")
+    scaler = probe_features(task.pool_x, pca_components)
+    rng = np.random.default_rng(seed)
+
+    def scores(size: int, count: int) -> np.ndarray:
+        values = []
+        for _ in range(count):
+            rows = rng.choice(len(task.pool_y), size, replace=False)
+            probe = LinearProbe(len(task.classes), regularization).fit(task.pool_x[rows], task.pool_y[rows], scaler)
+            values.append(score(task.metric, task.eval_y, probe.predict_proba(task.eval_x)))
+        return np.asarray(values)
+
+    reference = scores(reference_labels, reference_draws)
+    small = scores(labels, draws)
+    return {"labels": labels, "reference_labels": reference_labels, "draws": draws,
+            "reference_draws": reference_draws, "savings": round(reference_labels / labels, 3),
+            "mean": round(float(small.mean()), 4), "std": round(float(small.std()), 4),
+            "p99": round(float(np.percentile(small, 99)), 4), "max": round(float(small.max()), 4),
+            "reference_mean": round(float(reference.mean()), 4),
+            "share_reaching_reference": round(float((small >= reference.mean()).mean()), 4)}
+
+
 def run_benchmark(tasks: list[TaskData], strategies: list[str], *, budget: int, step: int, seeds: int,
                   regularization: float = 0.1, pca_components: int | None = None,
+                  headroom_draws: int = 0, headroom_savings: float = 5.0,
                   progress: Callable[[str], None] | None = None) -> dict:
     """Learning curves (mean, std over seeds) and label savings for every task and strategy.
+
+    With ``headroom_draws`` > 0 every task also gets ``headroom``: :func:`random_subset_headroom` for
+    ``budget / headroom_savings`` labels against ``budget`` random ones.
 
     Raises:
         ValueError: unknown strategy, a strategy this benchmark cannot feed, bad budget/step.
     """
     if step < 1 or budget < step:
         raise ValueError(f"need 1 <= step <= budget, got step={step}, budget={budget}")
+    if headroom_draws and not headroom_savings > 1:
+        raise ValueError(f"headroom_savings must be above 1, got {headroom_savings}")
     for name in strategies:
         if name not in STRATEGIES:
             raise ValueError(f"unknown selection strategy {name!r}; valid: {', '.join(sorted(STRATEGIES))}")
@@ -177,6 +223,14 @@ def run_benchmark(tasks: list[TaskData], strategies: list[str], *, budget: int, 
         if "random" in curves:
             entry["label_savings"], entry["labels_to_reach_random"] = label_savings(curves, budget)
             entry["random_final"] = curves["random"]["mean"][-1]
+        if headroom_draws:
+            reference = min(budget, len(task.pool_y))
+            small = max(1, round(reference / headroom_savings))
+            say(f"{task.name}: scoring {headroom_draws} random {small}-label sets against {reference}-label ones")
+            entry["headroom"] = random_subset_headroom(
+                task, labels=small, reference_labels=reference, draws=headroom_draws,
+                reference_draws=max(20, headroom_draws // 10), regularization=regularization,
+                pca_components=pca_components)
         result["tasks"][task.name] = entry
     return result
 

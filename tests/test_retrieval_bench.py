@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from radloop.retrieval.al_bench import label_savings, probe_features
+from radloop.retrieval.al_bench import label_savings, probe_features, random_subset_headroom
+from radloop.retrieval.al_tasks import TaskData
 from radloop.retrieval.al_tasks import load_coco_targets
 
 REGIONS = ("elbow positive", "wrist positive", "humerus fracture", "humerus")
@@ -153,3 +154,58 @@ def test_scale_bench_cli_keys(command, keys):
         assert data["kcenter_same_picks"] == 1.0 and set(data["seconds"]) == {"kcenter", "cluster_margin"}
     else:
         assert data["recall_at_10"] == 1.0  # 4,000 vectors: exact index
+
+
+def _binary_task(separation: float, dim: int, seed: int = 0) -> TaskData:
+    """Two classes apart by ``separation`` along one of ``dim`` standard-normal dimensions."""
+    rng = np.random.default_rng(seed)
+    pool_y, eval_y = rng.integers(0, 2, 600), rng.integers(0, 2, 400)
+    pool_x, eval_x = rng.normal(size=(600, dim)).astype(np.float32), rng.normal(size=(400, dim)).astype(np.float32)
+    pool_x[:, 0] += separation * pool_y
+    eval_x[:, 0] += separation * eval_y
+    return TaskData("fracture", "auroc", ["absent", "present"], pool_x, pool_y, eval_x, eval_y)
+
+
+def test_random_subset_headroom_tells_a_saturated_task_from_a_data_hungry_one():
+    easy = random_subset_headroom(_binary_task(20.0, 5), labels=20, reference_labels=100, draws=60, reference_draws=20)
+    hungry = random_subset_headroom(_binary_task(3.0, 300), labels=20, reference_labels=100, draws=60,
+                                    reference_draws=20)
+    # a few labels already score what many do: a 5x saving is there for the taking
+    assert easy["share_reaching_reference"] >= 0.5 and easy["savings"] == 5.0
+    # one signal dimension among 300: 20 random labels fall far short of 100, a 5x saving needs a rare set
+    assert hungry["mean"] < hungry["reference_mean"] - 0.05 and hungry["share_reaching_reference"] <= 0.05
+    assert hungry["p99"] <= hungry["max"] and hungry["draws"] == 60
+    again = random_subset_headroom(_binary_task(3.0, 300), labels=20, reference_labels=100, draws=60,
+                                   reference_draws=20)
+    assert again == hungry  # seeded
+
+
+def test_random_subset_headroom_rejects_bad_sizes():
+    task = _binary_task(2.0, 4)
+    with pytest.raises(ValueError, match="labels < reference_labels"):
+        random_subset_headroom(task, labels=100, reference_labels=100)
+    with pytest.raises(ValueError, match="pool size"):
+        random_subset_headroom(task, labels=10, reference_labels=601)
+    with pytest.raises(ValueError, match="at least one draw"):
+        random_subset_headroom(task, labels=10, reference_labels=50, draws=0)
+
+
+def test_bench_active_learning_headroom_in_json_and_printed(tmp_path):
+    from radloop.app.cli import build_app
+
+    coco, npz = _coco(tmp_path, count=80)
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(build_app(), [
+        "bench", "active-learning", "--train-coco", str(coco), "--train-images", str(tmp_path / "images"),
+        "--embeddings", str(npz), "--out", str(out), "--budget", "30", "--step", "10", "--seeds", "1",
+        "--tasks", "fracture", "--strategies", "random", "--headroom-draws", "12", "--headroom-savings", "3"])
+    assert result.exit_code == 0, result.output
+    headroom = json.loads(out.read_text())["tasks"]["fracture"]["headroom"]
+    assert headroom["labels"] == 10 and headroom["reference_labels"] == 30 and headroom["draws"] == 12
+    assert headroom["reference_draws"] == 20 and 0.0 <= headroom["share_reaching_reference"] <= 1.0
+    assert "headroom for 3x" in result.stderr + result.output
+    bad = CliRunner().invoke(build_app(), [
+        "bench", "active-learning", "--train-coco", str(coco), "--train-images", str(tmp_path / "images"),
+        "--embeddings", str(npz), "--out", str(out), "--budget", "30", "--step", "10", "--seeds", "1",
+        "--tasks", "fracture", "--strategies", "random", "--headroom-draws", "12", "--headroom-savings", "1"])
+    assert bad.exit_code != 0 and "headroom_savings must be above 1" in bad.output
