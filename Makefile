@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv labelstudio browser demo app test test-fast clean
+.PHONY: venv labelstudio browser demo app test test-fast test-postgres clean
 
 venv: $(VENV)/.installed
 
@@ -54,6 +54,11 @@ app: venv
 
 test: venv labelstudio browser
 	RADLOOP_LS_VENV=$(LS_VENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-postgres
+
+# The tests that use a workspace catalog again, each on a new database of a throwaway PostgreSQL server.
+test-postgres: venv
+	RADLOOP_TEST_DATABASE=postgres $(BIN)/python -m pytest -m "catalog and not labelstudio and not browser" $(PYTEST_ARGS)
 
 # Unit tests only: no Label Studio, no browser.
 test-fast: venv

@@ -20,12 +20,45 @@ def data_path(*parts: str) -> Path:
     return path
 
 
+def pytest_collection_modifyitems(items):
+    """Mark every test that uses a workspace catalog: ``-m catalog`` selects them for the PostgreSQL pass."""
+    for item in items:
+        if "workspace" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.catalog)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """A throwaway PostgreSQL server for the session (pgserver's bundled binaries; no root, no system install)."""
+    pgserver = pytest.importorskip("pgserver", reason="pgserver is not installed (pip install -e '.[test]')")
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install -e '.[postgres]')")
+    server = pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
 @pytest.fixture
-def workspace(tmp_path, monkeypatch):
-    """A fresh, empty workspace (SQLite catalog) for one test."""
+def postgres_url(postgres_server):
+    """SQLAlchemy URL of a new, empty PostgreSQL database on the session's server."""
+    import uuid
+    from urllib.parse import urlsplit
+
+    name = f"radloop_{uuid.uuid4().hex[:12]}"
+    postgres_server.psql(f"CREATE DATABASE {name};")
+    parts = urlsplit(postgres_server.get_uri())  # postgresql://postgres:@/postgres?host=/socket/dir
+    return f"postgresql+psycopg://{parts.netloc}/{name}?{parts.query}"
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch, request):
+    """A fresh, empty workspace for one test: SQLite, or a new PostgreSQL database when the environment sets
+    ``RADLOOP_TEST_DATABASE=postgres`` (``make test-postgres``)."""
     from radloop.core.workspace import resolve_workspace
 
-    monkeypatch.delenv("RADLOOP_DATABASE_URL", raising=False)
+    if os.environ.get("RADLOOP_TEST_DATABASE") == "postgres":
+        monkeypatch.setenv("RADLOOP_DATABASE_URL", request.getfixturevalue("postgres_url"))
+    else:
+        monkeypatch.delenv("RADLOOP_DATABASE_URL", raising=False)
     return resolve_workspace(tmp_path / "ws").ensure()
 
 

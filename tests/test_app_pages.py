@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import sys
 import types
 from pathlib import Path
@@ -31,8 +33,10 @@ def app_workspace(tmp_path_factory):
 
 @pytest.fixture
 def env(monkeypatch):
-    """Isolate the app from the caller's environment: no database URL, a Label Studio that is down."""
-    monkeypatch.delenv("RADLOOP_DATABASE_URL", raising=False)
+    """Isolate the app from the caller's environment: no database URL (but the test catalog's PostgreSQL one
+    under ``RADLOOP_TEST_DATABASE=postgres``), a Label Studio that is down."""
+    if os.environ.get("RADLOOP_TEST_DATABASE") != "postgres":
+        monkeypatch.delenv("RADLOOP_DATABASE_URL", raising=False)
     monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")  # discard port: refused at once
     return monkeypatch
 
