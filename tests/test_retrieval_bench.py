@@ -123,16 +123,24 @@ def test_bench_active_learning_rejects_bad_input(tmp_path):
     assert task.exit_code != 0 and "unknown task 'knee'" in task.output
 
 
-def test_bench_active_learning_default_strategies(tmp_path):
+def _bench_fracture(tmp_path, count: int, budget: int, *options: str):
+    """`radloop bench active-learning` on the fracture task of a synthetic set, one seed: (result, JSON path)."""
     from radloop.app.cli import build_app
-    from radloop.retrieval.al_bench import DEFAULT_STRATEGIES
 
-    coco, npz = _coco(tmp_path, count=60)
+    tmp_path.mkdir(exist_ok=True)
+    coco, npz = _coco(tmp_path, count=count)
     out = tmp_path / "r.json"
     result = CliRunner().invoke(build_app(), [
         "bench", "active-learning", "--train-coco", str(coco), "--train-images", str(tmp_path / "images"),
-        "--embeddings", str(npz), "--out", str(out), "--budget", "20", "--step", "10", "--seeds", "1",
-        "--tasks", "fracture"])
+        "--embeddings", str(npz), "--out", str(out), "--budget", str(budget), "--step", "10", "--seeds", "1",
+        "--tasks", "fracture", *options])
+    return result, out
+
+
+def test_bench_active_learning_default_strategies(tmp_path):
+    from radloop.retrieval.al_bench import DEFAULT_STRATEGIES
+
+    result, out = _bench_fracture(tmp_path, 60, 20)
     assert result.exit_code == 0, result.output
     assert list(json.loads(out.read_text())["tasks"]["fracture"]["strategies"]) == list(DEFAULT_STRATEGIES)
 
@@ -191,21 +199,13 @@ def test_random_subset_headroom_rejects_bad_sizes():
 
 
 def test_bench_active_learning_headroom_in_json_and_printed(tmp_path):
-    from radloop.app.cli import build_app
-
-    coco, npz = _coco(tmp_path, count=80)
-    out = tmp_path / "r.json"
-    result = CliRunner().invoke(build_app(), [
-        "bench", "active-learning", "--train-coco", str(coco), "--train-images", str(tmp_path / "images"),
-        "--embeddings", str(npz), "--out", str(out), "--budget", "30", "--step", "10", "--seeds", "1",
-        "--tasks", "fracture", "--strategies", "random", "--headroom-draws", "12", "--headroom-savings", "3"])
+    result, out = _bench_fracture(tmp_path, 80, 30, "--strategies", "random", "--headroom-draws", "12",
+                                  "--headroom-savings", "3")
     assert result.exit_code == 0, result.output
     headroom = json.loads(out.read_text())["tasks"]["fracture"]["headroom"]
     assert headroom["labels"] == 10 and headroom["reference_labels"] == 30 and headroom["draws"] == 12
     assert headroom["reference_draws"] == 20 and 0.0 <= headroom["share_reaching_reference"] <= 1.0
     assert "headroom for 3x" in result.stderr + result.output
-    bad = CliRunner().invoke(build_app(), [
-        "bench", "active-learning", "--train-coco", str(coco), "--train-images", str(tmp_path / "images"),
-        "--embeddings", str(npz), "--out", str(out), "--budget", "30", "--step", "10", "--seeds", "1",
-        "--tasks", "fracture", "--strategies", "random", "--headroom-draws", "12", "--headroom-savings", "1"])
+    bad, _ = _bench_fracture(tmp_path / "bad", 80, 30, "--strategies", "random", "--headroom-draws", "12",
+                             "--headroom-savings", "1")
     assert bad.exit_code != 0 and "headroom_savings must be above 1" in bad.output
