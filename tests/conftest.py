@@ -39,14 +39,15 @@ def postgres_server(tmp_path_factory):
 
 @pytest.fixture
 def postgres_url(postgres_server):
-    """SQLAlchemy URL of a new, empty PostgreSQL database on the session's server."""
+    """SQLAlchemy URL of a new, empty PostgreSQL database on the session's server (dropped afterwards)."""
     import uuid
     from urllib.parse import urlsplit
 
     name = f"radloop_{uuid.uuid4().hex[:12]}"
     postgres_server.psql(f"CREATE DATABASE {name};")
     parts = urlsplit(postgres_server.get_uri())  # postgresql://postgres:@/postgres?host=/socket/dir
-    return f"postgresql+psycopg://{parts.netloc}/{name}?{parts.query}"
+    yield f"postgresql+psycopg://{parts.netloc}/{name}?{parts.query}"
+    postgres_server.psql(f"DROP DATABASE {name} WITH (FORCE);")
 
 
 @pytest.fixture
