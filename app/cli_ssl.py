@@ -87,6 +87,10 @@ def embed_command(
     summary = embed_catalog(catalog, bundle, batch_size=batch_size, fp16=fp16, normalize=not no_normalize,
                             shard_size=shard_size, devices=parsed_devices, accelerator=accelerator,
                             num_workers=workers, progress=not json_output)
+    if Path(encoder).exists():  # a folder: register it so that rounds, search and training find it
+        from radloop.ssl.encoder_adapter import ensure_encoder_registered
+
+        summary["registry"] = ensure_encoder_registered(catalog, encoder, bundle, current_if_none=True)
     emit(summary, json_output, title="embed")
 
 

@@ -113,7 +113,8 @@ def _current_encoder(catalog: Catalog, config: RoundConfig):
     record = get_model(catalog, config.encoder) if config.encoder else current_model(catalog, "encoder")
     if record is None:
         raise RoundError("no encoder in the registry: run `radloop pretrain --config configs/ssl/simclr_cpu.yaml` "
-                         "(or `radloop demo`) first, or pass --set encoder=<version>")
+                         "(or `radloop demo`) first, register an encoder folder with `radloop embed --encoder "
+                         "FOLDER`, or pass --set encoder=<version>")
     return record.version, encoder_from_registry(catalog, record.version)
 
 

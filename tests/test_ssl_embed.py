@@ -158,3 +158,33 @@ def test_cli_reexport_encoder_changes_the_embedding_settings_not_the_weights(enc
     assert bad.exit_code == 2 and "multiscale" in bad.output and not (tmp_path / "x").exists()
     missing = runner.invoke(build_app(), ["reexport-encoder", str(tmp_path / "none"), "--out", str(tmp_path / "y")])
     assert missing.exit_code == 2 and "encoder.json" in missing.output
+
+
+def test_cli_embed_registers_an_encoder_folder_current_only_when_none_is(catalog, encoder_dir, tmp_path):
+    """`radloop embed --encoder FOLDER` makes the folder known to rounds, search and training; a second encoder
+    is registered without replacing the current one."""
+    from radloop.app.cli import build_app
+    from radloop.core.registry import current_model, get_model
+
+    config, folder = encoder_dir
+    build_workspace(catalog, 4)
+    root = str(catalog.workspace.root)
+    first = CliRunner().invoke(build_app(), ["embed", "--encoder", str(folder), "--accelerator", "cpu", "-w", root,
+                                             "--json"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["registry"] == "registered as the current encoder"
+    assert current_model(catalog, "encoder").version == config.version
+    assert get_model(catalog, config.version).folder(catalog) == folder.resolve()
+    other = save_encoder(random_encoder("resnet18", 32, seed=2).model.backbone, tmp_path / "other",
+                         timm_name="resnet18", image_size=32, method="simclr", mean=[0.4], std=[0.2]).config
+    second = CliRunner().invoke(build_app(), ["embed", "--encoder", str(tmp_path / "other"), "--accelerator", "cpu",
+                                              "-w", root, "--json"])
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.stdout)["registry"] == "registered" and other.version != config.version
+    assert current_model(catalog, "encoder").version == config.version  # the current encoder stays
+    again = CliRunner().invoke(build_app(), ["embed", "--encoder", str(folder), "--accelerator", "cpu", "-w", root,
+                                             "--json"])
+    assert json.loads(again.stdout)["registry"] == "already registered"
+    by_version = CliRunner().invoke(build_app(), ["embed", "--encoder", other.version, "--accelerator", "cpu",
+                                                  "-w", root, "--json"])
+    assert by_version.exit_code == 0 and "registry" not in json.loads(by_version.stdout)

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from radloop.core.catalog import Catalog
-from radloop.core.registry import get_model
+from radloop.core.registry import RegistryError, current_model, get_model, register_model
 from radloop.ssl.encoders import EncoderBundle, load_encoder, preprocess, random_encoder
 from radloop.ssl.encoders import embed_images as _embed_images
 from radloop.ssl.pixels import read_image, to_unit_float
 
-__all__ = ["embed_images", "encoder_from_registry", "encoder_stats", "load_encoder", "preprocess_images",
-           "random_encoder", "read_pixels", "timm_backbone_from_bundle"]
+__all__ = ["embed_images", "encoder_from_registry", "encoder_stats", "ensure_encoder_registered", "load_encoder",
+           "preprocess_images", "random_encoder", "read_pixels", "timm_backbone_from_bundle"]
 
 
 def encoder_stats(bundle: EncoderBundle) -> tuple[int, float, float]:
@@ -41,6 +41,30 @@ def encoder_from_registry(catalog: Catalog, version: str) -> EncoderBundle:
     if record.kind != "encoder":
         raise ValueError(f"model {version!r} is a {record.kind}, not an encoder")
     return load_encoder(record.folder(catalog))
+
+
+def ensure_encoder_registered(catalog: Catalog, folder: str | Path, bundle: EncoderBundle, *,
+                              current_if_none: bool = False) -> str:
+    """Register an encoder folder the workspace uses (rounds, search and training find encoders there).
+
+    Args:
+        current_if_none: make it the current encoder when the workspace has none yet (never replaces one).
+
+    Returns:
+        ``"registered as the current encoder"``, ``"registered"`` or ``"already registered"``.
+    """
+    try:
+        get_model(catalog, bundle.version)
+        return "already registered"
+    except RegistryError:
+        pass
+    make_current = current_if_none and current_model(catalog, "encoder") is None
+    try:
+        register_model(catalog, bundle.version, kind="encoder", task="encoder", path=Path(folder).resolve(),
+                       config=bundle.config.model_dump(mode="json"), make_current=make_current)
+    except RegistryError:  # another process (e.g. a second GPU rank) registered it first
+        return "already registered"
+    return "registered as the current encoder" if make_current else "registered"
 
 
 def read_pixels(image: str | Path | np.ndarray) -> np.ndarray:

@@ -48,16 +48,11 @@ class JobResult:
 
 def _referenced_encoder(catalog: Catalog, reference: EncoderConfigRef) -> tuple[Any, str] | None:
     """The encoder named by ``path`` (registered on first use) or ``version``/``current``; None if neither."""
-    from radloop.core.registry import RegistryError, get_model
-    from radloop.ssl.encoder_adapter import encoder_from_registry, load_encoder
+    from radloop.ssl.encoder_adapter import encoder_from_registry, ensure_encoder_registered, load_encoder
 
     if reference.path:
         bundle = load_encoder(reference.path)
-        try:
-            get_model(catalog, bundle.version)
-        except RegistryError:
-            register_model(catalog, bundle.version, kind="encoder", task="encoder", path=reference.path,
-                           config=bundle.config.model_dump(mode="json"))
+        ensure_encoder_registered(catalog, reference.path, bundle)
         return bundle, bundle.version
     version = reference.version
     if version in (None, "current"):
