@@ -67,18 +67,13 @@ def search_command(
     if json_output:
         emit(result, True)
         return
-    from rich.table import Table
+    from radloop.app.options import listing_table, show
 
-    table = Table(title=f"{len(hits)} neighbours of {result['query']}")
-    for column in ("rank", "image", "distance", "region", "labels", "report"):
-        table.add_column(column)
-    for hit in hits:
-        labels = ", ".join(f"{key}={value}" for key, value in hit.labels.items())
-        table.add_row(str(hit.rank), hit.image_id, f"{hit.distance:.4f}", hit.body_region or "", labels,
-                      hit.report_excerpt[:80])
-    from rich.console import Console
-
-    Console().print(table)
+    rows = [[hit.rank, hit.image_id, f"{hit.distance:.4f}", hit.body_region or "",
+             ", ".join(f"{key}={value}" for key, value in hit.labels.items()), hit.report_excerpt[:80]]
+            for hit in hits]
+    show(listing_table(["rank", "image", "distance", "region", "labels", "report"], rows,
+                       title=f"{len(hits)} neighbours of {result['query']}", whole=("image",)))
 
 
 @index_app.command("build")

@@ -56,8 +56,7 @@ def register(groups) -> None:
     @groups.round.command("status")
     def status(workspace: WorkspaceOption = None, json_output: JsonOption = False) -> None:
         """Show every round: state, strategy, labels spent, metric before/after."""
-        from rich.table import Table
-
+        from radloop.app.options import listing_table, show
         from radloop.app.rounds import round_status
 
         reports = round_status(open_catalog(workspace))
@@ -67,12 +66,10 @@ def register(groups) -> None:
         if not reports:
             console.print("no rounds yet: `radloop round start --strategy typiclust --budget 50`")
             return
-        table = Table("round", "state", "strategy", "task", "selected", "labels spent", "labels total",
-                      "metric", "before", "after")
-        for r in reports:
-            table.add_row(str(r.number), r.state, r.strategy, r.task, str(r.selected), str(r.labels_spent),
-                          str(r.labels_total), r.metric_name or "", _fmt(r.metric_before), _fmt(r.metric_after))
-        console.print(table)
+        rows = [[r.number, r.state, r.strategy, r.task, r.selected, r.labels_spent, r.labels_total,
+                 r.metric_name or "", _fmt(r.metric_before), _fmt(r.metric_after)] for r in reports]
+        show(listing_table(["round", "state", "strategy", "task", "selected", "labels spent", "labels total",
+                            "metric", "before", "after"], rows), stderr=True)
 
     @groups.round.command("finish")
     def finish(simulate: Annotated[bool, typer.Option("--simulate", help="Answer from the dataset's ground "

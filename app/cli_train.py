@@ -82,16 +82,16 @@ def models_list(
     if as_json:
         emit({"models": records}, True)
         return
-    from rich.console import Console
-    from rich.table import Table
+    from radloop.app.options import listing_table, show
 
-    table = Table("version", "kind", "task", "parent", "current", "created", "metrics", title="models")
+    rows = []
     for record in records:
         shown = {k: v for k, v in record["metrics"].items() if k.startswith(("auroc.", "map50", "ece"))}
-        table.add_row(record["version"], record["kind"], record["task"], record["parent_version"] or "",
-                      "*" if record["is_current"] else "", (record["created_at"] or "")[:19],
-                      ", ".join(f"{k}={v:.3f}" for k, v in shown.items() if isinstance(v, float)))
-    Console().print(table)
+        rows.append([record["version"], record["kind"], record["task"], record["parent_version"] or "",
+                     "*" if record["is_current"] else "", (record["created_at"] or "")[:19],
+                     ", ".join(f"{k}={v:.3f}" for k, v in shown.items() if isinstance(v, float))])
+    show(listing_table(["version", "kind", "task", "parent", "current", "created", "metrics"], rows, title="models",
+                       whole=("version",)))
 
 
 def models_set_current(

@@ -35,7 +35,31 @@ def emit(result: dict[str, Any], as_json: bool, *, title: str | None = None) -> 
     table = Table(title=title, show_header=False, box=None)
     for key, value in _flatten(result).items():
         table.add_row(f"[bold]{key}[/bold]", _short(value))
-    Console().print(table)
+    show(table)
+
+
+def listing_table(headers: list[str], rows: list[list[Any]], *, title: str | None = None,
+                  whole: tuple[str, ...] = ()):
+    """A rich table whose cells wrap onto more lines instead of ending in "…" (narrow terminals, pipes, logs).
+
+    Columns named in ``whole`` (versions and ids that users copy into the next command) are never broken.
+    """
+    from rich.table import Table
+
+    table = Table(title=title)
+    for index, header in enumerate(headers):
+        keep = header in whole
+        width = max([len(str(row[index])) for row in rows] + [len(header)]) if keep else None
+        table.add_column(header, overflow="fold", no_wrap=keep, min_width=width)
+    for row in rows:
+        table.add_row(*[str(cell) for cell in row])
+    return table
+
+
+def show(renderable: Any, *, stderr: bool = False) -> None:
+    """Print a table at the terminal's width, or up to 160 columns into a pipe or log (rich's default is 80)."""
+    stream = sys.stderr if stderr else sys.stdout
+    Console(stderr=stderr, width=None if stream.isatty() else 160).print(renderable)
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

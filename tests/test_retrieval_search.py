@@ -4,6 +4,7 @@ index persistence and update, on-the-fly embedding of an image that is not in th
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -150,3 +151,16 @@ def test_search_cli_json(catalog, workspace):
     bad = runner.invoke(build_app(), ["search", "--case", ids[0], "--filter", "nonsense", "--encoder", VERSION,
                                       "--workspace", str(workspace.root)])
     assert bad.exit_code != 0 and "key=value" in bad.output
+
+
+def test_listing_table_folds_instead_of_cutting_and_keeps_ids_whole():
+    from rich.console import Console
+
+    from radloop.app.options import listing_table
+
+    version = "probe-fracture-r012-0123456789abcdef"
+    table = listing_table(["version", "notes"], [[version, "a long note " * 12]], whole=("version",))
+    console = Console(width=60, record=True, file=open(os.devnull, "w"))
+    console.print(table)
+    text = console.export_text()
+    assert version in text and "…" not in text and text.count("long") == 12  # wrapped, every word kept
