@@ -19,6 +19,20 @@ def _default_data() -> Path:
     return Path("../shared/data")
 
 
+def demo_workspace(path: str | Path | None):
+    """The demo's workspace: always its own SQLite catalog (the demo deletes and rebuilds the folder, which must
+    never leave a server database describing files that are gone). Returns (workspace, note or None)."""
+    import os
+
+    from radloop.core.workspace import local_workspace, resolve_workspace
+
+    target = local_workspace(resolve_workspace(path).root)
+    note = None
+    if os.environ.get("RADLOOP_DATABASE_URL"):
+        note = "the demo keeps its catalog in the workspace's SQLite file; RADLOOP_DATABASE_URL is not used"
+    return target, note
+
+
 def register(groups) -> None:
     @groups.root.command("demo")
     def demo(data: Annotated[Optional[Path], typer.Option(help="Shared real-data folder (default ../shared/data).")] = None,
@@ -37,12 +51,13 @@ def register(groups) -> None:
         simulated active-learning rounds with fine-tuning, the next batch, a report and a plot."""
         from radloop.app.demo import DemoOptions, run_demo
         from radloop.core.catalog import Catalog
-        from radloop.core.workspace import resolve_workspace
 
         data = (data or _default_data()).resolve()
         if not data.exists():
             fail(f"data folder {data} not found: pass --data /path/to/shared/data")
-        target = resolve_workspace(workspace)
+        target, note = demo_workspace(workspace)
+        if note:
+            console.print(f"note: {note}", markup=False, highlight=False)
         if target.root.exists() and not keep:
             if (target.root / "catalog.sqlite").exists() or not any(target.root.iterdir()):
                 shutil.rmtree(target.root)

@@ -54,7 +54,7 @@ def bench_ingest(path: Path, *, workers: int | None = None, repeat: int = 3, lim
     from radloop.core.catalog import Catalog
     from radloop.core.ingest import default_workers, ingest_paths
     from radloop.core.ingest_sources import discover
-    from radloop.core.workspace import resolve_workspace
+    from radloop.core.workspace import local_workspace
 
     workers = max(1, workers or default_workers())
     tasks = discover([Path(path)], limit=limit).image_tasks
@@ -71,7 +71,7 @@ def bench_ingest(path: Path, *, workers: int | None = None, repeat: int = 3, lim
         decode_cpu.append(_cpu_seconds() - cpu)
         scratch = Path(tempfile.mkdtemp(prefix="radloop-bench-"))
         try:
-            catalog = Catalog.open(resolve_workspace(scratch / "workspace"))
+            catalog = Catalog.open(local_workspace(scratch / "workspace"))
             started, cpu = time.perf_counter(), _cpu_seconds()
             ingest_summary = ingest_paths(catalog, [Path(path)], workers=workers, progress=progress, limit=limit)
             ingest_seconds.append(time.perf_counter() - started)

@@ -89,5 +89,17 @@ class Workspace:
 def resolve_workspace(path: str | os.PathLike | None = None) -> Workspace:
     """Resolve the workspace from an explicit path, the environment, or the default folder."""
     root = Path(path or os.environ.get("RADLOOP_WORKSPACE") or DEFAULT_WORKSPACE).expanduser().resolve()
-    url = os.environ.get("RADLOOP_DATABASE_URL") or f"sqlite:///{root / 'catalog.sqlite'}"
+    url = os.environ.get("RADLOOP_DATABASE_URL") or sqlite_url(root)
     return Workspace(root=root, database_url=url)
+
+
+def sqlite_url(root: str | os.PathLike) -> str:
+    """The URL of a workspace's own SQLite catalog."""
+    return f"sqlite:///{Path(root).expanduser().resolve() / 'catalog.sqlite'}"
+
+
+def local_workspace(path: str | os.PathLike) -> Workspace:
+    """A workspace with its own SQLite catalog whatever ``RADLOOP_DATABASE_URL`` says: for the demo and for
+    benchmarks, which create and delete their folders and must never write into a site's database."""
+    root = Path(path).expanduser().resolve()
+    return Workspace(root=root, database_url=sqlite_url(root))

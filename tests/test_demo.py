@@ -43,3 +43,15 @@ def test_demo_missing_data_is_a_clear_error(tmp_path):
                                               "--workspace", str(tmp_path / "ws")])
     assert result.exit_code == 2
     assert "not found" in result.output
+
+
+def test_demo_workspace_is_sqlite_even_with_a_site_database(tmp_path, monkeypatch):
+    """The demo deletes and rebuilds its folder: its catalog lives there, never in RADLOOP_DATABASE_URL's."""
+    from radloop.app.cli_demo import demo_workspace
+
+    monkeypatch.delenv("RADLOOP_DATABASE_URL", raising=False)
+    plain, note = demo_workspace(tmp_path / "ws")
+    assert plain.database_url == f"sqlite:///{(tmp_path / 'ws' / 'catalog.sqlite').resolve()}" and note is None
+    monkeypatch.setenv("RADLOOP_DATABASE_URL", "postgresql+psycopg://site@db.example/radloop")
+    demo, note = demo_workspace(tmp_path / "ws")
+    assert demo == plain and "RADLOOP_DATABASE_URL is not used" in note

@@ -138,7 +138,9 @@ def test_same_catalog_reopened_sees_no_duplicates(tmp_path, workspace):
     second.dispose()
 
 
-def test_bench_ingest_json_keys(tmp_path):
+def test_bench_ingest_json_keys(tmp_path, monkeypatch):
+    # the benchmark's scratch catalog is SQLite whatever the site database is (this URL would fail to connect)
+    monkeypatch.setenv("RADLOOP_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:9/none")
     folder = tmp_path / "bench"
     folder.mkdir()
     for name in ("RG3_J2KI.dcm", "siim_cr_chest_pa_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"):
