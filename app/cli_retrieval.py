@@ -248,9 +248,9 @@ def bench_active_learning_command(
         if headroom:
             console.print(f"{name:9s} headroom for {headroom['savings']:g}x: "
                           f"{headroom['share_reaching_reference']:.2%} of {headroom['draws']} random "
-                          f"{headroom['labels']}-label sets reach the mean of random {headroom['reference_labels']}-label "
-                          f"sets ({headroom['reference_mean']:.3f}); they score {headroom['mean']:.3f} ± "
-                          f"{headroom['std']:.3f}, 99th percentile {headroom['p99']:.3f}")
+                          f"{headroom['labels']}-label sets reach the mean of random "
+                          f"{headroom['reference_labels']}-label sets ({headroom['reference_mean']:.3f}); they "
+                          f"score {headroom['mean']:.3f} ± {headroom['std']:.3f}, 99th percentile {headroom['p99']:.3f}")
     emit(summary, json_output, title="active-learning benchmark")
 
 
