@@ -37,17 +37,38 @@ def postgres_server(tmp_path_factory):
     server.cleanup()
 
 
-@pytest.fixture
-def postgres_url(postgres_server):
-    """SQLAlchemy URL of a new, empty PostgreSQL database on the session's server (dropped afterwards)."""
+def _new_postgres_database(server) -> tuple[str, str]:
+    """(name, SQLAlchemy URL) of a new, empty database on ``server``."""
     import uuid
     from urllib.parse import urlsplit
 
     name = f"radloop_{uuid.uuid4().hex[:12]}"
-    postgres_server.psql(f"CREATE DATABASE {name};")
-    parts = urlsplit(postgres_server.get_uri())  # postgresql://postgres:@/postgres?host=/socket/dir
-    yield f"postgresql+psycopg://{parts.netloc}/{name}?{parts.query}"
+    server.psql(f"CREATE DATABASE {name};")
+    parts = urlsplit(server.get_uri())  # postgresql://postgres:@/postgres?host=/socket/dir
+    return name, f"postgresql+psycopg://{parts.netloc}/{name}?{parts.query}"
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """SQLAlchemy URL of a new, empty PostgreSQL database on the session's server (dropped afterwards)."""
+    name, url = _new_postgres_database(postgres_server)
+    yield url
     postgres_server.psql(f"DROP DATABASE {name} WITH (FORCE);")
+
+
+@pytest.fixture(scope="session")
+def test_catalog_url(request):
+    """``test_catalog_url(root)``: the catalog URL of a test workspace built outside the ``workspace`` fixture
+    (module-scoped ones): its own SQLite file, or a new PostgreSQL database under ``RADLOOP_TEST_DATABASE=postgres``.
+    Modules using it carry ``pytestmark = pytest.mark.catalog``."""
+    from radloop.core.workspace import sqlite_url
+
+    def url(root) -> str:
+        if os.environ.get("RADLOOP_TEST_DATABASE") == "postgres":
+            return _new_postgres_database(request.getfixturevalue("postgres_server"))[1]
+        return sqlite_url(root)
+
+    return url
 
 
 @pytest.fixture

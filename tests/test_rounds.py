@@ -7,19 +7,22 @@ from sqlalchemy import func, select
 
 from conftest import data_path
 
+pytestmark = pytest.mark.catalog  # `make test-postgres` runs these on PostgreSQL too
+
 
 @pytest.fixture(scope="module")
-def round_catalog(tmp_path_factory):
+def round_catalog(tmp_path_factory, test_catalog_url):
     """120 real fracture radiographs ingested, a small random-init encoder registered as current."""
     from radloop.core.catalog import Catalog
     from radloop.core.ingest import ingest_paths
-    from radloop.core.workspace import resolve_workspace
+    from radloop.core.workspace import Workspace
     from radloop.ssl.encoders import random_encoder, save_encoder
     from radloop.ssl.pretrain import register_encoder
 
     coco = data_path("bone_fracture_xray_roboflow_v4", "coco", "train_annotations.coco.json")
     images = data_path("bone_fracture_xray_roboflow_v4", "yolo", "train", "images")
-    workspace = resolve_workspace(tmp_path_factory.mktemp("rounds") / "ws")
+    root = (tmp_path_factory.mktemp("rounds") / "ws").resolve()
+    workspace = Workspace(root=root, database_url=test_catalog_url(root))
     catalog = Catalog.open(workspace)
     ingest_paths(catalog, [coco], images_dir=images, dataset="fracture", workers=1, limit=160, progress=False)
     bundle = random_encoder("resnet18", 64, seed=0)
@@ -36,6 +39,13 @@ def _rounds(catalog):
 
     with catalog.session() as session:
         return list(session.scalars(select(Round).order_by(Round.number)))
+
+
+def test_round_catalog_follows_the_test_database_switch(round_catalog):
+    import os
+
+    expected = "postgresql" if os.environ.get("RADLOOP_TEST_DATABASE") == "postgres" else "sqlite"
+    assert round_catalog.engine.dialect.name == expected
 
 
 def test_unknown_strategy_lists_valid_ones(round_catalog):
@@ -100,12 +110,14 @@ def test_simulated_rounds_buy_labels_and_resume(round_catalog):
     assert finish_round_again.metric_name == "auroc.fracture"
 
 
-def test_round_cli_status_json(round_catalog):
+def test_round_cli_status_json(round_catalog, monkeypatch):
     import json
 
     from typer.testing import CliRunner
 
     from radloop.app.cli import build_app
+
+    monkeypatch.setenv("RADLOOP_DATABASE_URL", round_catalog.workspace.database_url)
 
     result = CliRunner().invoke(build_app(), ["round", "status", "--json", "--workspace",
                                               str(round_catalog.workspace.root)])
