@@ -33,6 +33,15 @@ def demo_workspace(path: str | Path | None):
     return target, note
 
 
+def explore_command(root: Path) -> str:
+    """The shell line that opens the demo's workspace in the app. With a site ``RADLOOP_DATABASE_URL`` in the
+    environment the app would read that database instead of the demo's SQLite file, so the line clears it."""
+    import os
+
+    clear = "RADLOOP_DATABASE_URL= " if os.environ.get("RADLOOP_DATABASE_URL") else ""
+    return f"{clear}RADLOOP_WORKSPACE={root} streamlit run app/main.py"
+
+
 def register(groups) -> None:
     @groups.root.command("demo")
     def demo(data: Annotated[Optional[Path], typer.Option(help="Shared real-data folder (default ../shared/data).")] = None,
@@ -74,5 +83,5 @@ def register(groups) -> None:
             fail(str(error))
         if json_output:
             emit(result.to_json(), True)
-        console.print(f"\nworkspace: {target.root}  (explore it: RADLOOP_WORKSPACE={target.root} "
-                      "streamlit run app/main.py)", markup=False, highlight=False)
+        console.print(f"\nworkspace: {target.root}  (explore it: {explore_command(target.root)})",
+                      markup=False, highlight=False)

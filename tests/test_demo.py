@@ -55,3 +55,26 @@ def test_demo_workspace_is_sqlite_even_with_a_site_database(tmp_path, monkeypatc
     monkeypatch.setenv("RADLOOP_DATABASE_URL", "postgresql+psycopg://site@db.example/radloop")
     demo, note = demo_workspace(tmp_path / "ws")
     assert demo == plain and "RADLOOP_DATABASE_URL is not used" in note
+
+
+def test_demo_explore_hint_opens_the_demo_catalog(tmp_path, monkeypatch):
+    """The closing hint must open the demo's SQLite catalog in the app, also with a site database in the shell."""
+    import shlex
+
+    from radloop.app.cli_demo import explore_command
+    from radloop.core.workspace import resolve_workspace
+
+    def workspace_the_hint_opens(line):
+        assignments = dict(word.split("=", 1) for word in shlex.split(line) if "=" in word and "/" not in word[:1])
+        with monkeypatch.context() as scope:
+            for key, value in assignments.items():
+                scope.setenv(key, value)
+            return resolve_workspace()
+
+    monkeypatch.delenv("RADLOOP_DATABASE_URL", raising=False)
+    line = explore_command(tmp_path / "ws")
+    assert "RADLOOP_DATABASE_URL" not in line
+    assert workspace_the_hint_opens(line).database_url.startswith("sqlite:///")
+    monkeypatch.setenv("RADLOOP_DATABASE_URL", "postgresql+psycopg://site@db.example/radloop")
+    opened = workspace_the_hint_opens(explore_command(tmp_path / "ws"))
+    assert opened.database_url == f"sqlite:///{(tmp_path / 'ws' / 'catalog.sqlite').resolve()}"
