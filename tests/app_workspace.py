@@ -104,7 +104,8 @@ def _reports(archive: Path, count: int) -> list[tuple[str, dict[str, str], list[
 
 
 def build_app_workspace(root: Path, data_root: Path, *, fractures: int = 8, reports: int = 6,
-                        negatives: int = 0, open_round: bool = True, registry: bool = True) -> Workspace:
+                        negatives: int = 0, open_round: bool = True, registry: bool = True,
+                        database_url: str | None = None) -> Workspace:
     """Create the test workspace under ``root`` from the real data in ``data_root``.
 
     Args:
@@ -116,8 +117,13 @@ def build_app_workspace(root: Path, data_root: Path, *, fractures: int = 8, repo
         open_round: leave round 2 open (state ``selected``) instead of finished.
         registry: add model-registry rows (an encoder and two probes) without artefacts: for the pages that
             only list them; leave them out when real code will load the models.
+        database_url: the catalog's URL (default: as the CLI resolves it, from ``RADLOOP_DATABASE_URL`` or the
+            workspace's own SQLite file).
     """
-    workspace = resolve_workspace(root).ensure()
+    workspace = resolve_workspace(root)
+    if database_url:
+        workspace = Workspace(root=workspace.root, database_url=database_url)
+    workspace.ensure()
     catalog = Catalog.open(workspace)
     fracture_dir = data_root.joinpath(*FRACTURE_DIR)
     now = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -21,9 +21,10 @@ def data_path(*parts: str) -> Path:
 
 
 def pytest_collection_modifyitems(items):
-    """Mark every test that uses a workspace catalog: ``-m catalog`` selects them for the PostgreSQL pass."""
+    """Mark every test that uses a workspace catalog (the ``workspace`` fixture, or ``test_catalog_url`` for
+    module-scoped workspaces): ``-m catalog`` selects them for the PostgreSQL pass."""
     for item in items:
-        if "workspace" in getattr(item, "fixturenames", ()):
+        if {"workspace", "test_catalog_url"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.catalog)
 
 
@@ -60,7 +61,7 @@ def postgres_url(postgres_server):
 def test_catalog_url(request):
     """``test_catalog_url(root)``: the catalog URL of a test workspace built outside the ``workspace`` fixture
     (module-scoped ones): its own SQLite file, or a new PostgreSQL database under ``RADLOOP_TEST_DATABASE=postgres``.
-    Modules using it carry ``pytestmark = pytest.mark.catalog``."""
+    Tests that use it (directly or through another fixture) are marked ``catalog`` automatically."""
     from radloop.core.workspace import sqlite_url
 
     def url(root) -> str:

@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from app_workspace import build_app_workspace  # noqa: E402
 from conftest import DATA_ROOT, data_path  # noqa: E402
 from radloop.app import next_steps  # noqa: E402
+from radloop.core.workspace import Workspace  # noqa: E402
 
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 PAGES = ["page_overview.py", "page_search.py", "page_reports.py", "page_queue.py", "page_rounds.py",
@@ -24,11 +25,12 @@ TIMEOUT = 60
 
 
 @pytest.fixture(scope="module")
-def app_workspace(tmp_path_factory):
+def app_workspace(tmp_path_factory, test_catalog_url):
     data_path("bone_fracture_xray_roboflow_v4", "yolo", "train")
     data_path("iu_xray_reports", "NLMCXR_reports_dev.tgz")
     data_path("iu_xray_images", "CXR3_IM-1384-1001.png")
-    return build_app_workspace(tmp_path_factory.mktemp("app") / "ws", DATA_ROOT)
+    root = (tmp_path_factory.mktemp("app") / "ws").resolve()
+    return build_app_workspace(root, DATA_ROOT, database_url=test_catalog_url(root))
 
 
 @pytest.fixture
@@ -41,8 +43,12 @@ def env(monkeypatch):
     return monkeypatch
 
 
-def open_page(workspace_root: Path, page: str, env) -> AppTest:
-    env.setenv("RADLOOP_WORKSPACE", str(workspace_root))
+def open_page(workspace: Path | Workspace, page: str, env) -> AppTest:
+    """Open ``page`` on a workspace folder (catalog URL from the environment) or a Workspace (its own URL)."""
+    if isinstance(workspace, Workspace):
+        env.setenv("RADLOOP_DATABASE_URL", workspace.database_url)
+        workspace = workspace.root
+    env.setenv("RADLOOP_WORKSPACE", str(workspace))
     app = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
     app.run()
     if page != PAGES[0]:
@@ -60,8 +66,15 @@ def texts(app: AppTest) -> str:
     return "\n".join(parts)
 
 
+def test_app_workspace_catalog_is_the_test_database(app_workspace):
+    """Under ``make test-postgres`` the pages below read a PostgreSQL catalog, else the workspace's SQLite file."""
+    postgres = os.environ.get("RADLOOP_TEST_DATABASE") == "postgres"
+    assert app_workspace.database_url.startswith("postgresql" if postgres else "sqlite:///")
+    assert (app_workspace.root / "catalog.sqlite").exists() is not postgres
+
+
 def test_overview_counts_coverage_and_learning_curve(app_workspace, env):
-    app = open_page(app_workspace.root, "page_overview.py", env)
+    app = open_page(app_workspace, "page_overview.py", env)
     assert app.title[0].value == "Overview"
     metrics = {metric.label: metric.value for metric in app.metric}
     assert metrics["Images"] == "9" and metrics["Reports"] == "6" and metrics["Rounds"] == "2"
@@ -79,7 +92,7 @@ def test_overview_counts_coverage_and_learning_curve(app_workspace, env):
 
 
 def test_search_page_says_what_to_do_without_embeddings(app_workspace, env):
-    app = open_page(app_workspace.root, "page_search.py", env)
+    app = open_page(app_workspace, "page_search.py", env)
     assert app.title[0].value == "Case search"
     # Encoder registered, nothing embedded yet: the command names the encoder's version.
     assert next_steps.no_embeddings("enc-simclr-resnet18-0a1b2c3d") in texts(app)
@@ -104,7 +117,7 @@ def test_search_page_upload_and_neighbour_grid(app_workspace, env):
 
     env.setattr(radloop.retrieval, "search_cases", search_cases, raising=False)
     env.setattr(views_search, "search_readiness", lambda catalog: views_search.SearchReadiness("enc-x", 9, None))
-    app = open_page(app_workspace.root, "page_search.py", env)
+    app = open_page(app_workspace, "page_search.py", env)
     assert calls[-1]["case_id"] == app.selectbox(key="search_case").value
     app.slider(key="search_k").set_value(4).run()
     query = app.selectbox(key="search_case").value
@@ -121,7 +134,7 @@ def test_search_page_upload_and_neighbour_grid(app_workspace, env):
 
 
 def test_search_page_rejects_a_broken_upload(app_workspace, env):
-    app = open_page(app_workspace.root, "page_search.py", env)
+    app = open_page(app_workspace, "page_search.py", env)
     app.file_uploader(key="search_upload").upload("scan.png", b"not a png at all", "image/png").run()
     assert "Could not read 'scan.png'" in app.error[0].value
     assert not app.exception
@@ -140,7 +153,7 @@ def test_search_page_without_encoder(catalog, env):
 
 
 def test_report_explorer_highlights_mentions(app_workspace, env):
-    app = open_page(app_workspace.root, "page_reports.py", env)
+    app = open_page(app_workspace, "page_reports.py", env)
     assert app.title[0].value == "Report explorer"
     if _labeler_available():  # default: the live rules, with their ConText modifiers
         html = "\n".join(element.proto.body for element in app.get("html"))
@@ -173,7 +186,7 @@ def _labeler_available() -> bool:
 
 
 def test_selection_queue_shows_scores_and_reasons(app_workspace, env):
-    app = open_page(app_workspace.root, "page_queue.py", env)
+    app = open_page(app_workspace, "page_queue.py", env)
     assert app.title[0].value == "Selection queue"
     items = app.dataframe[0].value
     assert list(items["rank"]) == [1, 2, 3]
@@ -187,7 +200,7 @@ def test_selection_queue_shows_scores_and_reasons(app_workspace, env):
 
 
 def test_round_control_without_label_studio(app_workspace, env):
-    app = open_page(app_workspace.root, "page_rounds.py", env)
+    app = open_page(app_workspace, "page_rounds.py", env)
     assert app.title[0].value == "Round control"
     page = texts(app)
     assert "Label Studio is not reachable" in page and "Simulate" in page
@@ -226,7 +239,7 @@ def test_round_control_starts_a_round_with_progress(app_workspace, env):
     import radloop.app
 
     env.setattr(radloop.app, "rounds", fake, raising=False)
-    app = open_page(app_workspace.root, "page_rounds.py", env)
+    app = open_page(app_workspace, "page_rounds.py", env)
     assert app.checkbox(key="round_simulate").value is True  # Label Studio is down
     app.number_input(key="round_budget").set_value(5)
     app.button[0].click().run()
@@ -242,7 +255,7 @@ def test_round_control_starts_a_round_with_progress(app_workspace, env):
 
 
 def test_models_page_lists_versions_and_metrics(app_workspace, env):
-    app = open_page(app_workspace.root, "page_models.py", env)
+    app = open_page(app_workspace, "page_models.py", env)
     assert app.title[0].value == "Models"
     models = app.dataframe[0].value
     assert list(models["version"]) == ["findings-probe-r2", "findings-probe-r1", "enc-simclr-resnet18-0a1b2c3d"]
@@ -331,7 +344,7 @@ def test_page_error_is_a_message_not_a_traceback(app_workspace, env):
         raise KeyError("weak_labels")
 
     env.setattr(views, "region_counts", broken)
-    app = open_page(app_workspace.root, "page_overview.py", env)
+    app = open_page(app_workspace, "page_overview.py", env)
     assert "could not be shown" in app.error[0].value
     assert not app.exception
 

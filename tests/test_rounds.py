@@ -7,8 +7,6 @@ from sqlalchemy import func, select
 
 from conftest import data_path
 
-pytestmark = pytest.mark.catalog  # `make test-postgres` runs these on PostgreSQL too
-
 
 @pytest.fixture(scope="module")
 def round_catalog(tmp_path_factory, test_catalog_url):
