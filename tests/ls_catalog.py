@@ -14,11 +14,14 @@ from conftest import data_path
 FRACTURE_IMAGES = ("bone_fracture_xray_roboflow_v4", "yolo", "train", "images")
 
 
-def build_round_catalog(workspace_root: Path, n_images: int = 4, *, scale_first: int = 2, round_number: int = 1):
+def build_round_catalog(workspace_root: Path, n_images: int = 4, *, scale_first: int = 2, round_number: int = 1,
+                        database_url: str | None = None):
     """A catalog with ``n_images`` cases, one report per study (with weak labels) and one round selecting all.
 
     The first image pretends its original was ``scale_first`` times larger than its render (as ingest does
     for > 2048 px originals), to check that percent boxes map to original pixels.
+
+    ``database_url`` overrides the catalog's URL (default: as the CLI resolves it).
 
     Returns:
         (catalog, round_id, image_ids)
@@ -27,10 +30,13 @@ def build_round_catalog(workspace_root: Path, n_images: int = 4, *, scale_first:
 
     from radloop.core.catalog import Catalog
     from radloop.core.schema import Image, Report, Round, Selection, Study, WeakLabel
-    from radloop.core.workspace import resolve_workspace
+    from radloop.core.workspace import Workspace, resolve_workspace
 
     sources = sorted(data_path(*FRACTURE_IMAGES).glob("*.jpg"))[:n_images]
-    workspace = resolve_workspace(workspace_root).ensure()
+    workspace = resolve_workspace(workspace_root)
+    if database_url:
+        workspace = Workspace(root=workspace.root, database_url=database_url)
+    workspace.ensure()
     catalog = Catalog.open(workspace)
     image_ids = []
     with catalog.session() as session:

@@ -56,9 +56,10 @@ class CentreModel:
 
 
 @pytest.fixture(scope="module")
-def env(label_studio):  # noqa: F811
+def env(label_studio, test_catalog_url):  # noqa: F811
     """Workspace (inside the server's local-files document root), catalog with one round, client, project."""
-    catalog, round_id, image_ids = build_round_catalog(label_studio.document_root / "ws")
+    root = (label_studio.document_root / "ws").resolve()
+    catalog, round_id, image_ids = build_round_catalog(root, database_url=test_catalog_url(root))
     client = LabelStudioClient(label_studio.url, label_studio.token, retries=2, backoff=0.2)
     yield {"server": label_studio, "catalog": catalog, "round_id": round_id, "image_ids": image_ids,
            "client": client}
@@ -68,6 +69,11 @@ def env(label_studio):  # noqa: F811
 def _round_tasks(env, round_id=None):
     binding = load_binding(env["catalog"].workspace)
     return env["client"].iter_tasks(binding.project_id, round_id=round_id or env["round_id"])
+
+
+def _cli_env(env, **variables) -> dict[str, str]:
+    """Environment for a CLI call on the shared workspace: its catalog URL (SQLite or the PostgreSQL pass's)."""
+    return {"RADLOOP_DATABASE_URL": env["catalog"].workspace.database_url, **variables}
 
 
 def _count(catalog, model, *conditions):
@@ -94,7 +100,7 @@ def test_init_is_idempotent(env):
 
     cli = CliRunner().invoke(build_app(), [
         "ls", "init", "--url", server.url, "--project", "radloop it", "--document-root", str(server.document_root),
-        "--workspace", str(catalog.workspace.root), "--json"], env={"LABEL_STUDIO_API_KEY": server.token})
+        "--workspace", str(catalog.workspace.root), "--json"], env=_cli_env(env, LABEL_STUDIO_API_KEY=server.token))
     assert cli.exit_code == 0, cli.output
     assert json.loads(cli.stdout)["project_id"] == first["project_id"] and not json.loads(cli.stdout)["created"]
     assert server.token not in cli.output
@@ -348,12 +354,12 @@ def test_wrong_token_gives_clear_error_without_the_token(env):
         push_round(env["catalog"], bad, env["round_id"], with_model=False)
     assert "not-the-token-0123456789" not in str(caught.value)
     result = CliRunner().invoke(build_app(), ["round", "pull", "--workspace", str(env["catalog"].workspace.root)],
-                                env={"LABEL_STUDIO_API_KEY": "not-the-token-0123456789", "COLUMNS": "200"})
+                                env=_cli_env(env, LABEL_STUDIO_API_KEY="not-the-token-0123456789", COLUMNS="200"))
     assert result.exit_code == 2 and "rejected the API token" in result.output
     assert "not-the-token-0123456789" not in result.output
     ok = CliRunner().invoke(build_app(), ["round", "pull", "--workspace", str(env["catalog"].workspace.root),
                                           "--round", str(env["round_id"]), "--json"],
-                            env={"RADLOOP_LS_TOKEN": server.token})
+                            env=_cli_env(env, RADLOOP_LS_TOKEN=server.token))
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["new_versions"] == 0
 

@@ -8,11 +8,12 @@ import pytest
 from ls_catalog import build_round_catalog
 
 
-def test_export_tasks_json_is_deidentified_with_weak_label_predictions(tmp_path):
+def test_export_tasks_json_is_deidentified_with_weak_label_predictions(tmp_path, test_catalog_url):
     from radloop.labeling.ls_config import build_label_config, parse_label_config
     from radloop.labeling.ls_tasks import export_tasks_json
 
-    catalog, round_id, image_ids = build_round_catalog(tmp_path / "ws", n_images=3)
+    catalog, round_id, image_ids = build_round_catalog(tmp_path / "ws", n_images=3,
+                                                       database_url=test_catalog_url(tmp_path / "ws"))
     out = tmp_path / "import.json"
     summary = export_tasks_json(catalog, round_id, out, document_root=str(tmp_path))
     assert summary == {"path": str(out), "tasks": 3, "predictions": 3, "model_version": None}
