@@ -63,7 +63,17 @@ def build_app() -> typer.Typer:
 def main() -> None:
     logging.basicConfig(level=os.environ.get("RADLOOP_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    build_app()()
+    try:
+        build_app()()
+    except OSError as error:
+        # a path the user gave that cannot be read or written (missing folder, a file where a folder belongs,
+        # no permission): one clear line, not a traceback; RADLOOP_DEBUG=1 shows the traceback
+        if not getattr(error, "filename", None) or os.environ.get("RADLOOP_DEBUG"):
+            raise
+        from radloop.app.options import console
+
+        console.print(f"error: {error.strerror or error}: {error.filename}", markup=False, highlight=False)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -33,6 +33,28 @@ def demo_workspace(path: str | Path | None):
     return target, note
 
 
+DEMO_MARKER = ".radloop-demo"
+
+
+def replaceable(root: Path, keep: bool) -> str | None:
+    """Why the demo must not use ``root`` (None when it may). Without ``--keep`` the demo deletes and rebuilds
+    its folder, which is only allowed for an empty folder or one an earlier demo made (it leaves a marker file):
+    a real workspace (``$RADLOOP_WORKSPACE`` in the shell, say) is never wiped."""
+    if not root.exists():
+        return None
+    if not root.is_dir():
+        return f"{root} is a file, not a folder; choose another --workspace"
+    if (root / DEMO_MARKER).exists() or not any(root.iterdir()):
+        return None
+    if keep and (root / "catalog.sqlite").exists():
+        return (f"{root} is a workspace the demo did not make; --keep would add the demo's data to it: "
+                "choose another --workspace")
+    if (root / "catalog.sqlite").exists():
+        return (f"{root} is a radloop workspace the demo did not make and the demo starts from an empty one: "
+                "choose another --workspace (the demo never deletes a workspace it did not create)")
+    return f"{root} exists and is not a radloop workspace; choose another --workspace"
+
+
 def explore_command(root: Path) -> str:
     """The shell line that opens the demo's workspace in the app. With a site ``RADLOOP_DATABASE_URL`` in the
     environment the app would read that database instead of the demo's SQLite file, so the line clears it."""
@@ -53,7 +75,9 @@ def register(groups) -> None:
              strategy: Annotated[str, typer.Option(help="Strategy after the cold-start round (kcenter: best measured with a briefly pretrained encoder).")] = "kcenter",
              label_studio_url: Annotated[Optional[str], typer.Option(
                  help="Push the next batch to this Label Studio (token from LABEL_STUDIO_API_KEY).")] = None,
-             keep: Annotated[bool, typer.Option("--keep", help="Reuse the workspace instead of starting fresh.")] = False,
+             keep: Annotated[bool, typer.Option("--keep", help=(
+                 "Reuse the demo's workspace instead of starting fresh (without it the demo deletes and rebuilds "
+                 "a folder an earlier demo made; it refuses any other non-empty folder)."))] = False,
              workers: Annotated[Optional[int], typer.Option(min=1, help="Ingest processes.")] = None,
              workspace: WorkspaceOption = None, json_output: JsonOption = False) -> None:
         """Run the whole loop on real data: ingest, weak labels, pretraining, embeddings, index,
@@ -61,17 +85,25 @@ def register(groups) -> None:
         from radloop.app.demo import DemoOptions, run_demo
         from radloop.core.catalog import Catalog
 
+        from radloop.app.demo import check_data
+
         data = (data or _default_data()).resolve()
         if not data.exists():
             fail(f"data folder {data} not found: pass --data /path/to/shared/data")
+        try:
+            check_data(data)
+        except FileNotFoundError as error:
+            fail(str(error))
         target, note = demo_workspace(workspace)
         if note:
             console.print(f"note: {note}", markup=False, highlight=False)
+        problem = replaceable(target.root, keep)
+        if problem:
+            fail(problem)
         if target.root.exists() and not keep:
-            if (target.root / "catalog.sqlite").exists() or not any(target.root.iterdir()):
-                shutil.rmtree(target.root)
-            else:
-                fail(f"{target.root} exists and is not a radloop workspace; choose another --workspace")
+            shutil.rmtree(target.root)
+        target.ensure()
+        (target.root / DEMO_MARKER).write_text("made by `radloop demo`: the next `radloop demo` may delete this folder\n")
         catalog = Catalog.open(target)
         options = DemoOptions(data=data, limit=limit, encoder=encoder, pretrain_minutes=pretrain_minutes,
                               rounds=rounds, budget=budget, strategy=strategy, label_studio_url=label_studio_url,

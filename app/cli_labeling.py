@@ -10,7 +10,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from radloop.app.options import JsonOption, WorkspaceOption, console, emit, fail
+from radloop.app.options import JsonOption, WorkspaceOption, console, emit, fail, open_catalog
 
 InputArgument = Annotated[str, typer.Argument(
     help="Open-i XML tarball (.tgz) or folder, a CSV with columns report_id,text, or 'catalog' "
@@ -61,30 +61,52 @@ def label_reports_command(
 
     labeler = ReportLabeler()
     to_stdout = str(out) == "-"
-    handle = sys.stdout if to_stdout else out.open("w", encoding="utf-8")
+    catalog = open_catalog(workspace) if source == "catalog" else None
+    # written next to --out and renamed at the end: an interrupted or failed run leaves the previous file whole
+    partial = None if to_stdout else out.with_name(out.name + ".partial")
+    if partial is not None:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            handle = partial.open("w", encoding="utf-8")
+        except OSError as error:
+            fail(f"cannot write --out {out}: {error.strerror or error}")
+    else:
+        handle = sys.stdout
     counts = {"reports": 0, "errors": 0, "mentions": 0, "positive_findings": 0}
     progress = _progress()
+    labelled_now: set[str] = set()
 
     def write(report_id: str, result) -> None:
         handle.write(json.dumps(_record(report_id, result)) + "\n")
+        labelled_now.add(report_id)
         counts["reports"] += 1
         counts["errors"] += result.error is not None
         counts["mentions"] += len(result)
         counts["positive_findings"] += sum(m.status == "positive" and m.finding != "normal" for m in result)
         progress.update(1)
 
+    completed = False
     try:
-        if source == "catalog":
-            from radloop.core.catalog import Catalog
-            from radloop.core.workspace import resolve_workspace
+        if catalog is not None:
             from radloop.labeling import label_catalog
+            from radloop.labeling.store import stored_mentions
 
-            catalog = Catalog.open(resolve_workspace(workspace).ensure())
             try:
                 summary = label_catalog(catalog, labeler, n_process=n_process, force=force, on_result=write)
+                # reports labelled by an earlier run with these rules: their stored mentions, so that --out
+                # always holds every labelled report (a rerun must not leave an empty file)
+                from_catalog = 0
+                for report_id, findings in stored_mentions(catalog, labeler.rules_version, exclude=labelled_now):
+                    handle.write(json.dumps({"report_id": report_id, "findings": findings}) + "\n")
+                    from_catalog += 1
+                    counts["mentions"] += len(findings)
+                    counts["positive_findings"] += sum(f["status"] == "positive" and f["finding"] != "normal"
+                                                       for f in findings)
             finally:
                 catalog.dispose()
-            counts.update(stored_mentions=summary.mentions_written, skipped_already_labelled=summary.reports_skipped)
+            counts.update(stored_mentions=summary.mentions_written, skipped_already_labelled=summary.reports_skipped,
+                          written_from_catalog=from_catalog)
+            counts["reports"] += from_catalog
         else:
             reports = _open_sources(source)
             from collections import deque
@@ -101,12 +123,17 @@ def label_reports_command(
                 if report.error and result.error is None:
                     result.error = report.error
                 write(report.report_id, result)
+        completed = True
     except ValueError as error:
         fail(str(error))
     finally:
         progress.close()
-        if not to_stdout:
+        if partial is not None:
             handle.close()
+            if completed:
+                partial.replace(out)
+            else:
+                partial.unlink(missing_ok=True)
     summary = {"input": source, "out": str(out), "rules_version": labeler.rules_version, **counts}
     if to_stdout:
         console.print(json.dumps(summary))
@@ -163,6 +190,7 @@ def eval_reports_command(
     scores = score_reports(predicted, majors, table, texts)
     rows = scores.pop("disagreements")
     if disagreements is not None:
+        disagreements.parent.mkdir(parents=True, exist_ok=True)
         write_disagreements(rows, disagreements)
     scores.update(rules_version=rules, disagreements=len(rows),
                   disagreements_file=str(disagreements) if disagreements else None)

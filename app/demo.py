@@ -91,6 +91,12 @@ class _Steps:
         return summary
 
 
+def check_data(data: Path) -> None:
+    """Fail with the missing path before anything is touched when ``data`` lacks what the demo reads."""
+    for relative in (FRACTURE_COCO, FRACTURE_IMAGES, OPENI_REPORTS):
+        _require(data, relative)
+
+
 def _require(data: Path, relative: str) -> Path:
     path = data / relative
     if not path.exists():

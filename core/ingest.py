@@ -123,6 +123,9 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
     summary.sources = dict(found.sources)
     _remove_stale_temporaries(catalog.workspace.root)
     writer = _CatalogWriter(catalog, summary, found.image_tasks, batch_size)
+    # errors an earlier run recorded about these input paths themselves (a missing path, an unreadable COCO
+    # json, a COCO json without its images) are looked at again now: this run records them again if they remain
+    _resolve_errors(catalog, [str(p) for p in paths] + [str(Path(p).resolve()) for p in paths], run_id)
     for path, stage, reason in found.errors:
         writer.add_error(path, stage, reason)
     writer.flush()
@@ -220,6 +223,23 @@ def _progress(outcomes: Iterator[ImageOutcome], total: int, enabled: bool) -> It
             yield outcome
 
 
+def _resolve_errors(catalog_or_session, paths: list[str], run_id: str) -> None:
+    """Delete earlier runs' ``IngestError`` rows for ``paths``: they were ingested (or re-examined) now, so the
+    catalog's error count is what still needs attention (each run's JSON log in ``logs/`` keeps the history)."""
+    from sqlalchemy import delete
+
+    paths = sorted(set(paths))
+    if not paths:
+        return
+    if isinstance(catalog_or_session, Catalog):
+        with catalog_or_session.session() as session:
+            _resolve_errors(session, paths, run_id)
+        return
+    for start in range(0, len(paths), 500):
+        catalog_or_session.execute(delete(IngestError).where(
+            IngestError.path.in_(paths[start:start + 500]), IngestError.run_id != run_id))
+
+
 def _write_log(catalog: Catalog, summary: IngestSummary) -> None:
     logs = catalog.workspace.logs_dir
     logs.mkdir(parents=True, exist_ok=True)
@@ -260,6 +280,9 @@ class _CatalogWriter:
             for path, stage, reason in self.pending_errors:
                 session.add(IngestError(run_id=self.summary.run_id, path=path, stage=stage, reason=reason))
             self._write_images(session)
+            # every path looked at now replaces what earlier runs said about it (this run's error rows stay)
+            examined = [self.tasks[outcome.index].path for outcome in self.pending]
+            _resolve_errors(session, examined + [path for path, _, _ in self.pending_errors], self.summary.run_id)
         self.pending, self.pending_errors = [], []
         stages = self.summary.stage_seconds
         stages["catalog"] = stages.get("catalog", 0.0) + time.process_time() - started

@@ -234,9 +234,15 @@ def _discover_coco(json_path: Path, images_dir: Path, dataset: str, found: Disco
         image = annotation.get("image_id")
         boxes.setdefault(image, []).append(RawBox(name, *map(float, bbox)))
     source = f"coco:{json_path.name}"
-    for entry in images:
+    present = [(images_dir / entry["file_name"]).is_file() for entry in images]
+    if images and not any(present):
+        # the wrong folder (or none given): one error that says what to do, not one per listed image
+        found.errors.append((str(json_path), "read", f"none of the {len(images)} images listed in {json_path.name} "
+                             f"is in {images_dir}: pass --images FOLDER, the folder their file_name paths are in"))
+        return
+    for entry, exists in zip(images, present):
         path = images_dir / entry["file_name"]
-        if not path.is_file():
+        if not exists:
             found.errors.append((str(path), "read", f"image listed in {json_path.name} is missing"))
             continue
         reference = (float(entry.get("width") or 0) or None, float(entry.get("height") or 0) or None)

@@ -58,6 +58,8 @@ class Workspace:
 
     def ensure(self) -> "Workspace":
         """Create the folder layout (idempotent) and return self."""
+        if self.root.exists() and not self.root.is_dir():
+            raise NotADirectoryError(20, "the workspace is a file, not a folder", str(self.root))
         for path in (self.root, self.renders_dir, self.thumbs_dir, self.embeddings_dir,
                      self.indexes_dir, self.models_dir, self.rounds_dir, self.logs_dir):
             path.mkdir(parents=True, exist_ok=True)

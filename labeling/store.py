@@ -114,3 +114,33 @@ def label_catalog(catalog, labeler: ReportLabeler | None = None, *, n_process: i
             flush()
     flush()
     return LabelRunSummary(version, total, labelled, skipped, written, errors)
+
+
+def stored_mentions(catalog, rules_version: str, *, exclude: set[str] = frozenset(),
+                    batch_size: int = 500) -> Iterator[tuple[str, list[dict]]]:
+    """Yield ``(report_id, findings)`` from the catalog's ``WeakLabel`` rows of ``rules_version`` (findings in
+    the ``FindingMention.to_json`` layout, in stored order), report by report in id order, skipping ``exclude``."""
+    from sqlalchemy import select
+
+    from radloop.core.schema import WeakLabel
+
+    columns = ("finding", "status", "temporality", "site", "laterality", "device_type", "evidence", "start", "end",
+               "section")
+    last_id = ""
+    while True:
+        with catalog.session() as session:
+            ids = session.execute(select(WeakLabel.report_id).where(
+                WeakLabel.rules_version == rules_version, WeakLabel.report_id > last_id).distinct()
+                .order_by(WeakLabel.report_id).limit(batch_size)).scalars().all()
+            if not ids:
+                return
+            rows = session.execute(select(WeakLabel).where(
+                WeakLabel.rules_version == rules_version, WeakLabel.report_id.in_(ids))
+                .order_by(WeakLabel.report_id, WeakLabel.id)).scalars().all()
+            grouped: dict[str, list[dict]] = {report_id: [] for report_id in ids}
+            for row in rows:
+                grouped[row.report_id].append({name: getattr(row, name) for name in columns})
+        for report_id in ids:
+            if report_id not in exclude:
+                yield report_id, grouped[report_id]
+        last_id = ids[-1]

@@ -78,3 +78,42 @@ def test_demo_explore_hint_opens_the_demo_catalog(tmp_path, monkeypatch):
     monkeypatch.setenv("RADLOOP_DATABASE_URL", "postgresql+psycopg://site@db.example/radloop")
     opened = workspace_the_hint_opens(explore_command(tmp_path / "ws"))
     assert opened.database_url == f"sqlite:///{(tmp_path / 'ws' / 'catalog.sqlite').resolve()}"
+
+
+def test_demo_never_wipes_a_workspace_it_did_not_make(tmp_path, monkeypatch):
+    """Without --keep the demo deletes and rebuilds its folder: only an empty one or one an earlier demo made
+    (marker file); a real workspace, another folder or a file is refused, and bad --data is caught first."""
+    from typer.testing import CliRunner
+
+    from radloop.app.cli import build_app
+    from radloop.app.cli_demo import DEMO_MARKER, replaceable
+
+    monkeypatch.delenv("RADLOOP_DATABASE_URL", raising=False)
+    assert replaceable(tmp_path / "new", keep=False) is None
+    (tmp_path / "empty").mkdir()
+    assert replaceable(tmp_path / "empty", keep=False) is None
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "catalog.sqlite").write_text("a site's catalog")
+    for keep in (False, True):
+        assert "did not make" in replaceable(real, keep=keep)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "thesis.tex").write_text("x")
+    assert "not a radloop workspace" in replaceable(tmp_path / "other", keep=False)
+    (tmp_path / "afile").write_text("x")
+    assert "is a file" in replaceable(tmp_path / "afile", keep=False)
+    demo_made = tmp_path / "demo-ws"
+    demo_made.mkdir()
+    (demo_made / DEMO_MARKER).write_text("")
+    (demo_made / "catalog.sqlite").write_text("")
+    assert replaceable(demo_made, keep=False) is None and replaceable(demo_made, keep=True) is None
+
+    runner = CliRunner()
+    refused = runner.invoke(build_app(), ["demo", "--data", str(DATA_ROOT), "--workspace", str(real)])
+    assert refused.exit_code == 2 and "did not make" in refused.output
+    assert (real / "catalog.sqlite").read_text() == "a site's catalog"
+    (tmp_path / "nodata").mkdir()
+    (demo_made / "keep-me.txt").write_text("x")
+    no_data = runner.invoke(build_app(), ["demo", "--data", str(tmp_path / "nodata"), "--workspace", str(demo_made)])
+    assert no_data.exit_code == 2 and "demo data missing" in no_data.output
+    assert (demo_made / "keep-me.txt").exists()

@@ -76,6 +76,28 @@ def test_reingest_is_idempotent(tmp_path, catalog):
     assert sorted(p.name for p in catalog.workspace.renders_dir.rglob("*.png")) == renders
     with catalog.session() as session:
         assert session.scalar(select(func.count(func.distinct(Image.content_hash)))) == 7
+        # the bad files still fail: their errors are the second run's, not counted twice
+        assert session.scalar(select(func.count(IngestError.id))) == second.errors == first.errors == 7
+        assert set(session.scalars(select(IngestError.run_id))) == {second.run_id}
+
+
+def test_fixed_files_and_a_coco_json_without_its_images(tmp_path, catalog):
+    """A COCO json whose images are not where it is read from gives one error that names --images; once the
+    images are found (or a broken file is replaced) the catalog no longer counts the old errors."""
+    coco = data_path("bone_fracture_xray_roboflow_v4", "coco", "train_annotations.coco.json")
+    images = data_path("bone_fracture_xray_roboflow_v4", "yolo", "train", "images")
+    wrong = ingest_paths(catalog, [coco], images_dir=tmp_path, progress=False, workers=1, limit=3)
+    assert wrong.errors == 1 and "pass --images" in wrong.error_samples[0]["reason"]
+    right = ingest_paths(catalog, [coco], images_dir=images, progress=False, workers=1, limit=3)
+    assert right.errors == 0 and right.images_added == 3
+    png = data_path("iu_xray_images", "CXR3_IM-1384-1001.png")
+    broken = tmp_path / "scan.png"
+    broken.write_bytes(png.read_bytes()[:2000])
+    assert ingest_paths(catalog, [broken], progress=False, workers=1).errors == 1
+    broken.write_bytes(png.read_bytes())
+    assert ingest_paths(catalog, [broken], progress=False, workers=1).images_added == 1
+    with catalog.session() as session:
+        assert session.scalar(select(func.count(IngestError.id))) == 0
 
 
 def test_no_patient_identifier_reaches_the_workspace(tmp_path, catalog):
@@ -153,3 +175,19 @@ def test_bench_ingest_json_keys(tmp_path, monkeypatch):
     assert figures["images_per_s"] > 0 and figures["decode_bound_per_s"] > 0
     assert abs(figures["ratio"] - figures["images_per_s"] / figures["decode_bound_per_s"]) < 0.01
     assert {"images_per_s_per_worker", "decode_bound_per_s_per_worker", "cpu_ratio"} <= set(figures)
+
+
+def test_cli_path_mistakes_are_one_line_not_a_traceback(tmp_path):
+    """The console script turns an unusable path (a file given as the workspace) into one error line."""
+    import subprocess
+    import sys
+
+    not_a_folder = tmp_path / "notes.txt"
+    not_a_folder.write_text("x")
+    png = data_path("iu_xray_images", "CXR3_IM-1384-1001.png")
+    run = subprocess.run([sys.executable, "-m", "radloop.app.cli", "ingest", str(png), "-w", str(not_a_folder)],
+                         capture_output=True, text=True, timeout=120)
+    output = run.stdout + run.stderr
+    assert run.returncode == 2, output
+    assert "the workspace is a file, not a folder" in output and str(not_a_folder) in output
+    assert "Traceback" not in output and not_a_folder.read_text() == "x"

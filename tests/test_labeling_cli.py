@@ -148,3 +148,46 @@ def test_label_catalog_is_idempotent_per_rules_version(catalog, workspace):
     result = runner.invoke(build_app(), ["label-reports", "catalog", "--workspace", str(workspace.root), "--out", "-"])
     assert result.exit_code == 0, result.output
     assert '"skipped_already_labelled": 3' in result.output
+
+
+def test_label_reports_catalog_rerun_writes_every_report_and_keeps_old_file_on_failure(catalog, workspace,
+                                                                                      monkeypatch):
+    """A rerun (nothing new to label) writes the stored labels, not an empty file; a failed run leaves the
+    previous --out whole; a missing output folder is created; a workspace that does not exist is refused."""
+    from radloop.core.schema import Report
+
+    with catalog.session() as session:
+        session.add(Report(id="R1", content_hash="h1", text="FINDINGS: Healed right rib fracture. Left chest tube."))
+        session.add(Report(id="R2", content_hash="h2", text="FINDINGS: Small left pleural effusion."))
+        session.add(Report(id="R3", content_hash="h3", text="PA and lateral views."))  # no mention at all
+    out = workspace.root.parent / "new-folder" / "labels.jsonl"
+    command = ["label-reports", "catalog", "--workspace", str(workspace.root), "--out", str(out), "--json"]
+
+    def records():
+        return sorted((json.loads(line) for line in out.read_text().splitlines()), key=lambda r: r["report_id"])
+
+    first = runner.invoke(build_app(), command)
+    assert first.exit_code == 0, first.output
+    labelled = records()
+    assert [r["report_id"] for r in labelled] == ["R1", "R2", "R3"]
+    assert {f["finding"] for f in labelled[0]["findings"]} >= {"fracture", "device"}
+    second = runner.invoke(build_app(), command)
+    assert second.exit_code == 0, second.output
+    summary = json.loads(second.stdout)
+    assert summary["skipped_already_labelled"] == 2 and summary["written_from_catalog"] == 2
+    assert summary["reports"] == 3 and records() == labelled
+    assert not out.with_name(out.name + ".partial").exists()
+
+    import radloop.labeling
+
+    def broken(*args, **kwargs):
+        raise ValueError("labeller broke half-way")
+
+    monkeypatch.setattr(radloop.labeling, "label_catalog", broken)
+    failed = runner.invoke(build_app(), command)
+    assert failed.exit_code == 2 and "labeller broke half-way" in failed.output
+    assert records() == labelled and not out.with_name(out.name + ".partial").exists()
+
+    missing = workspace.root.parent / "typo-ws"
+    refused = runner.invoke(build_app(), ["label-reports", "catalog", "--workspace", str(missing), "--out", str(out)])
+    assert refused.exit_code == 2 and "no catalog" in refused.output and not missing.exists()
