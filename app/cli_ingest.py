@@ -54,10 +54,13 @@ def ingest_command(
         fail(f"nothing to ingest: no such file or folder: {', '.join(missing)}")
     if images is not None and not images.is_dir():
         fail(f"--images {images} is not a folder")
+    if images is not None and not any(path.suffix.lower() == ".json" for path in paths):
+        console.print("[yellow]warning[/yellow] --images only says where a COCO json's images are; "
+                      "no .json was given, so it is not used", highlight=False)
     catalog = Catalog.open(resolve_workspace(workspace))
     try:
         summary = ingest_paths(catalog, paths, reports=reports, images_dir=images, workers=workers,
-                               dataset=dataset, progress=not json_output or sys.stderr.isatty(), limit=limit,
+                               dataset=dataset, progress=sys.stderr.isatty(), limit=limit,
                                batch_size=batch_size)
     finally:
         catalog.dispose()
@@ -69,6 +72,11 @@ def ingest_command(
                           f"{sample['reason']}")
         result.pop("error_samples")
     emit(result, json_output, title=f"ingest {summary.run_id}")
+    report_rows = summary.reports_added + summary.reports_skipped_existing + summary.reports_updated
+    if summary.images_found == 0 and report_rows == 0 and not summary.failed:
+        ignored = f" ({summary.files_ignored} file(s) ignored by type)" if summary.files_ignored else ""
+        console.print(f"[yellow]warning[/yellow] nothing to ingest was found in "
+                      f"{', '.join(str(p) for p in [*paths, *(reports or [])])}{ignored}", highlight=False)
     if summary.failed:
         if not json_output:
             console.print(f"[bold red]{summary.errors} input(s) failed[/bold red]; details: `radloop info` "

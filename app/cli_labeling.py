@@ -160,6 +160,9 @@ def eval_reports_command(
     if not sources:
         fail(f"no Open-i reports in {reports}")
     majors = {report.report_id: report.expert_codes for report in sources}
+    if negbio is None and not any(majors.values()):
+        fail(f"no expert coding in {reports}: eval-reports scores against Open-i XML's MeSH <major> terms "
+             "(or a NegBio table with --negbio); these reports carry none")
     texts = {report.report_id: report.text or "" for report in sources}
     if labels is not None:
         predicted = {}

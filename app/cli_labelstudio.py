@@ -85,8 +85,11 @@ def ls_init(url: Annotated[Optional[str], typer.Option("--url", help="Label Stud
 
 def ls_export(out: Annotated[Path, typer.Option("--out", help="Where to write the import JSON.")],
               round_id: RoundOption = None,
-              document_root: Annotated[Optional[Path], typer.Option("--document-root")] = None,
-              media_url: Annotated[Optional[str], typer.Option("--media-url")] = None,
+              document_root: Annotated[Optional[Path], typer.Option("--document-root", help=(
+                  "The server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, for the renders' local-files URLs "
+                  "(default: the project binding's, else the workspace)."))] = None,
+              media_url: Annotated[Optional[str], typer.Option(
+                  "--media-url", help="Serve renders from this URL prefix instead of local-files storage.")] = None,
               workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
     """Write a round's Label Studio import file (tasks + pre-annotations) without a server."""
     from radloop.labeling.ls_project import load_binding
@@ -107,7 +110,9 @@ def ls_export(out: Annotated[Path, typer.Option("--out", help="Where to write th
 
 def ls_connect_backend(backend_url: Annotated[str, typer.Option("--backend-url", help="radloop ML backend URL.")],
                        token: TokenOption = None,
-                       auth_user: Annotated[Optional[str], typer.Option("--auth-user")] = None,
+                       auth_user: Annotated[Optional[str], typer.Option("--auth-user", help=(
+                           "Basic-auth user the backend requires (its password from "
+                           "$RADLOOP_BACKEND_PASSWORD)."))] = None,
                        workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
     """Connect the radloop ML backend to the workspace's project (password: $RADLOOP_BACKEND_PASSWORD)."""
     from radloop.labeling.ls_client import LabelStudioError
@@ -126,8 +131,9 @@ def ls_connect_backend(backend_url: Annotated[str, typer.Option("--backend-url",
 
 
 def round_push(round_id: RoundOption = None, token: TokenOption = None,
-               chunk_size: Annotated[int, typer.Option("--chunk-size", min=1)] = 50,
-               recreate_deleted: Annotated[bool, typer.Option("--recreate-deleted")] = False,
+               chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Tasks per import request.")] = 50,
+               recreate_deleted: Annotated[bool, typer.Option("--recreate-deleted", help=(
+                   "Import again the tasks someone deleted in Label Studio (default: report them and skip)."))] = False,
                no_model: Annotated[bool, typer.Option("--no-model", help="Skip model pre-annotations.")] = False,
                workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
     """Import the round's selected batch into Label Studio (idempotent, with pre-annotations)."""

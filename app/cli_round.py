@@ -27,7 +27,10 @@ def _progress():
 
 def register(groups) -> None:
     @groups.round.command("start")
-    def start(strategy: Annotated[Optional[str], typer.Option(help="Selection strategy (registry name).")] = None,
+    def start(strategy: Annotated[Optional[str], typer.Option(help=(
+                  "Selection strategy: random, least_confidence, margin, entropy, kcenter, typiclust, "
+                  "cluster_margin, badge, report_disagreement, stratified (default: the config's, badge; "
+                  "typiclust while the task has no model yet)."))] = None,
               budget: Annotated[Optional[int], typer.Option(min=1, help="Images to select.")] = None,
               task: Annotated[Optional[str], typer.Option(help="Image-level finding to label.")] = None,
               simulate: Annotated[bool, typer.Option("--simulate", help="Answer from the dataset's ground "
@@ -64,7 +67,7 @@ def register(groups) -> None:
             emit({"rounds": [report.to_json() for report in reports]}, True)
             return
         if not reports:
-            console.print("no rounds yet: `radloop round start --strategy typiclust --budget 50`")
+            console.print("no rounds yet: `radloop round start --budget 50` (cold start: typiclust)")
             return
         rows = [[r.number, r.state, r.strategy, r.task, r.selected, r.labels_spent, r.labels_total,
                  r.metric_name or "", _fmt(r.metric_before), _fmt(r.metric_after)] for r in reports]

@@ -60,8 +60,10 @@ def pretrain_command(
 
 
 def embed_command(
-    encoder: Annotated[str, typer.Option("--encoder", "-e", help="Encoder folder, or a registered encoder version.")],
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+    encoder: Annotated[str, typer.Option("--encoder", "-e", help=(
+        "Encoder folder, a registered encoder version, or 'current' (the workspace's current encoder, e.g. "
+        "the one `radloop pretrain` registered)."))] = "current",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 64,
     fp16: Annotated[bool, typer.Option("--fp16", help="Store float16 vectors (half the disk).")] = False,
     no_normalize: Annotated[bool, typer.Option("--no-normalize", help="Keep raw (not L2-normalized) vectors.")] = False,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Rows per shard file.")] = 4096,

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from radloop.app.options import JsonOption, OverrideOption, WorkspaceOption, emit, fail, open_catalog
+from radloop.app.options import JsonOption, OverrideOption, WorkspaceOption, console, emit, fail, open_catalog
 
 DEFAULT_BENCH_CONFIG = Path("configs/finetune/bench_cpu.yaml")
 
@@ -71,14 +71,19 @@ def evaluate(
 
 
 def models_list(
-    task: Annotated[Optional[str], typer.Option("--task", help="Only this task (findings, detection, encoder).")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="Only this task (e.g. findings, fracture, detection, encoder).")] = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Registered models, newest first (current ones marked)."""
     from radloop.core.registry import list_models
 
-    records = [record.to_json() for record in list_models(open_catalog(workspace), task=task)]
+    catalog = open_catalog(workspace)
+    records = [record.to_json() for record in list_models(catalog, task=task)]
+    if task and not records:
+        tasks = sorted({record.task for record in list_models(catalog)})
+        console.print(f"no models for task {task!r} (tasks in the registry: {', '.join(tasks) or 'none yet'})",
+                      markup=False, highlight=False)
     if as_json:
         emit({"models": records}, True)
         return

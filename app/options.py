@@ -18,7 +18,8 @@ WorkspaceOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
 OverrideOption = Annotated[
     Optional[list[str]],
-    typer.Option("--set", "-s", help="Dotted config override, e.g. --set trainer.max_steps=100 (repeatable)."),
+    typer.Option("--set", "-s", help=("Config override KEY=VALUE, dotted for nested keys (repeatable); the keys "
+                                      "are those of this command's config file (an unknown key is named).")),
 ]
 
 console = Console(stderr=True)

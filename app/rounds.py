@@ -322,7 +322,7 @@ def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate
     progress = progress or _noop
     row = _open_round(catalog)
     if row is None:
-        raise RoundError("no open round: start one with `radloop round start --strategy margin --budget 50`")
+        raise RoundError("no open round: start one with `radloop round start --budget 50`")
     config = RoundConfig.model_validate(row.config)
     if simulate is not None:
         config = config.model_copy(update={"simulate": simulate})

@@ -60,6 +60,26 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def shipped_configs() -> Path:
+    """The ``configs/`` folder that ships with radloop's source (next to ``core/``)."""
+    return Path(__file__).resolve().parents[1] / "configs"
+
+
+def _find_config(file: Path) -> Path:
+    """``file`` itself, else (for a relative path such as ``configs/ssl/simclr_cpu.yaml`` given outside the
+    repository) the shipped config of that name; a clear error naming where the shipped ones are otherwise."""
+    if file.is_file():
+        return file
+    shipped = shipped_configs()
+    if not file.is_absolute():
+        parts = file.parts[1:] if file.parts and file.parts[0] == "configs" else file.parts
+        candidate = shipped.joinpath(*parts) if parts else shipped
+        if candidate.is_file():
+            return candidate
+    hint = f" (radloop's own configs are in {shipped})" if shipped.is_dir() else ""
+    raise ConfigError(f"config file not found: {file}{hint}")
+
+
 def load_config(path: str | Path | None, model: type[ModelT], overrides: list[str] | None = None) -> ModelT:
     """Load a YAML file (or just defaults when ``path`` is None) into ``model``.
 
@@ -67,17 +87,17 @@ def load_config(path: str | Path | None, model: type[ModelT], overrides: list[st
         ConfigError: the file is missing, not a mapping, or does not validate (unknown keys named).
     """
     data: dict[str, Any] = {}
-    source = "<defaults>"
+    source = "(built-in defaults)"
     if path is not None:
         source = str(path)
-        file = Path(path)
-        if not file.is_file():
-            raise ConfigError(f"config file not found: {file}")
+        file = _find_config(Path(path))
         loaded = yaml.safe_load(file.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config {file} must be a mapping at the top level")
         data = loaded
     data = apply_overrides(data, overrides)
+    if overrides:
+        source += " with --set " + " ".join(overrides)
     try:
         return model.model_validate(data)
     except ValidationError as error:

@@ -113,6 +113,8 @@ def test_cli_train_evaluate_models(filled):
     assert [m["version"] for m in listed if m["is_current"]] == [versions[1]]
     table = runner.invoke(app, ["models", "list", "--workspace", workspace]).output  # a pipe: no terminal width
     assert all(version in table for version in versions) and "…" not in table  # whole versions to copy
+    bogus = runner.invoke(app, ["models", "list", "--task", "findngs", "--workspace", workspace])
+    assert bogus.exit_code == 0 and "no models for task 'findngs'" in bogus.output and "findings" in bogus.output
     result = runner.invoke(app, ["models", "rollback", "findings", "--workspace", workspace, "--json"])
     assert json.loads(result.stdout)["version"] == versions[0] and filled.current_model("findings").version == versions[0]
     result = runner.invoke(app, ["models", "set-current", versions[1], "--workspace", workspace, "--json"])

@@ -191,3 +191,10 @@ def test_cli_path_mistakes_are_one_line_not_a_traceback(tmp_path):
     assert run.returncode == 2, output
     assert "the workspace is a file, not a folder" in output and str(not_a_folder) in output
     assert "Traceback" not in output and not_a_folder.read_text() == "x"
+
+
+def test_cli_ingest_of_an_empty_folder_says_nothing_was_found(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(build_app(), ["ingest", str(empty), "-w", str(tmp_path / "ws")])
+    assert result.exit_code == 0 and "nothing to ingest was found" in result.output

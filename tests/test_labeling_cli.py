@@ -191,3 +191,10 @@ def test_label_reports_catalog_rerun_writes_every_report_and_keeps_old_file_on_f
     missing = workspace.root.parent / "typo-ws"
     refused = runner.invoke(build_app(), ["label-reports", "catalog", "--workspace", str(missing), "--out", str(out)])
     assert refused.exit_code == 2 and "no catalog" in refused.output and not missing.exists()
+
+
+def test_eval_reports_refuses_reports_without_expert_coding(tmp_path):
+    reports = tmp_path / "reports.csv"
+    reports.write_text("report_id,text\nR1,No fracture.\nR2,Healed rib fracture.\n")
+    result = runner.invoke(build_app(), ["eval-reports", "--reports", str(reports)])
+    assert result.exit_code == 2 and "no expert coding" in result.output

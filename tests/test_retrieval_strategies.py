@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -128,3 +130,20 @@ def test_cluster_margin_cold_start_follows_its_setting(cold_start):
 def test_cluster_margin_rejects_an_unknown_cold_start():
     with pytest.raises(ValueError, match="valid: typiclust, kcenter, random"):
         get_strategy("cluster_margin", cold_start="badge")
+
+
+def test_round_start_help_lists_every_strategy_and_the_defaults():
+    """`radloop round start --help` is where configs/rounds/default.yaml sends users for the registry."""
+    from typer.testing import CliRunner
+
+    from radloop.app.cli import build_app
+    from radloop.app.rounds import load_round_config
+    from radloop.retrieval.strategies import STRATEGIES
+
+    shown = CliRunner().invoke(build_app(), ["round", "start", "--help"], env={"COLUMNS": "400"})
+    assert shown.exit_code == 0
+    text = " ".join(shown.output.replace("│", " ").split())
+    for name in STRATEGIES:
+        assert f" {name}," in text or f" {name} (" in text, name
+    defaults = load_round_config(Path(__file__).resolve().parents[1] / "configs" / "rounds" / "default.yaml")
+    assert f"the config's, {defaults.strategy};" in text and f"{defaults.cold_start_strategy} while" in text

@@ -162,13 +162,15 @@ def test_cli_reexport_encoder_changes_the_embedding_settings_not_the_weights(enc
 
 def test_cli_embed_registers_an_encoder_folder_current_only_when_none_is(catalog, encoder_dir, tmp_path):
     """`radloop embed --encoder FOLDER` makes the folder known to rounds, search and training; a second encoder
-    is registered without replacing the current one."""
+    is registered without replacing the current one; plain `radloop embed` uses the current encoder."""
     from radloop.app.cli import build_app
     from radloop.core.registry import current_model, get_model
 
     config, folder = encoder_dir
     build_workspace(catalog, 4)
     root = str(catalog.workspace.root)
+    none_yet = CliRunner().invoke(build_app(), ["embed", "--accelerator", "cpu", "-w", root])
+    assert none_yet.exit_code == 2 and "no current encoder" in none_yet.output and "radloop pretrain" in none_yet.output
     first = CliRunner().invoke(build_app(), ["embed", "--encoder", str(folder), "--accelerator", "cpu", "-w", root,
                                              "--json"])
     assert first.exit_code == 0, first.output
@@ -188,3 +190,6 @@ def test_cli_embed_registers_an_encoder_folder_current_only_when_none_is(catalog
     by_version = CliRunner().invoke(build_app(), ["embed", "--encoder", other.version, "--accelerator", "cpu",
                                                   "-w", root, "--json"])
     assert by_version.exit_code == 0 and "registry" not in json.loads(by_version.stdout)
+    current = CliRunner().invoke(build_app(), ["embed", "--accelerator", "cpu", "-w", root, "--json"])
+    assert current.exit_code == 0, current.output
+    assert json.loads(current.stdout)["model_version"] == config.version

@@ -236,6 +236,19 @@ def test_unknown_config_key_fails_naming_it(tmp_path):
         load_config(None, PretrainConfig, ["augment.flip=true"])
 
 
+def test_shipped_config_paths_work_outside_the_repository(tmp_path, monkeypatch):
+    """`--config configs/ssl/simclr_cpu.yaml` (as the README writes it) works from any folder; a missing
+    config names where the shipped ones are."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("configs/ssl/simclr_cpu.yaml", "ssl/simclr_cpu.yaml"):
+        assert load_config(name, PretrainConfig).method == "simclr"
+    (tmp_path / "configs" / "ssl").mkdir(parents=True)
+    (tmp_path / "configs" / "ssl" / "simclr_cpu.yaml").write_text("method: mae\n")
+    assert load_config("configs/ssl/simclr_cpu.yaml", PretrainConfig).method == "mae"  # a local file wins
+    with pytest.raises(ConfigError, match="radloop's own configs are in .*configs"):
+        load_config("configs/ssl/nope.yaml", PretrainConfig)
+
+
 def test_shipped_configs_validate():
     from pathlib import Path
 

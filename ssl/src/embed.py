@@ -33,17 +33,26 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_encoder(catalog: Catalog, name: str | Path) -> EncoderBundle:
-    """An encoder from a folder path or a registered encoder version.
+    """An encoder from a folder path, a registered encoder version, or ``current`` (the workspace's current
+    encoder, e.g. the one ``radloop pretrain`` just registered).
 
     Raises:
-        LookupError: neither an encoder folder nor a registered version.
+        LookupError: neither an encoder folder nor a registered version (or no current encoder).
     """
     path = Path(name)
     if path.exists():
         return load_encoder(path)
     with catalog.session() as session:
-        row = session.get(Model, str(name))
         known = session.scalars(select(Model.version).where(Model.kind == "encoder")).all()
+        if str(name) == "current":
+            row = session.scalars(select(Model).where(Model.task == "encoder", Model.kind == "encoder",
+                                                      Model.is_current.is_(True))
+                                  .order_by(Model.created_at.desc())).first()
+            if row is None:
+                raise LookupError("the workspace has no current encoder: run `radloop pretrain` or pass --encoder "
+                                  f"FOLDER (encoders: {', '.join(known) if known else 'none registered'})")
+        else:
+            row = session.get(Model, str(name))
     if row is None:
         listed = ", ".join(known) if known else "none registered"
         raise LookupError(f"encoder {name!r} is neither a folder nor a registered version (encoders: {listed})")
