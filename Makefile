@@ -59,7 +59,8 @@ test: venv labelstudio browser
 # The tests that use a workspace catalog again, each on a new database of a throwaway PostgreSQL server
 # (the Label Studio integration tests included: the server keeps its own SQLite, radloop's catalog is PostgreSQL).
 test-postgres: venv labelstudio
-	RADLOOP_TEST_DATABASE=postgres RADLOOP_LS_VENV=$(LS_VENV) $(BIN)/python -m pytest -m "catalog and not browser" $(PYTEST_ARGS)
+	RADLOOP_TEST_DATABASE=postgres RADLOOP_LS_VENV=$(LS_VENV) \
+	  $(BIN)/python -m pytest -m "catalog and not browser" $(PYTEST_ARGS)
 
 # Unit tests only: no Label Studio, no browser.
 test-fast: venv

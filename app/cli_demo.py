@@ -103,7 +103,7 @@ def register(groups) -> None:
         if target.root.exists() and not keep:
             shutil.rmtree(target.root)
         target.ensure()
-        (target.root / DEMO_MARKER).write_text("made by `radloop demo`: the next `radloop demo` may delete this folder\n")
+        (target.root / DEMO_MARKER).write_text("made by `radloop demo`: the next demo may delete this folder\n")
         catalog = Catalog.open(target)
         options = DemoOptions(data=data, limit=limit, encoder=encoder, pretrain_minutes=pretrain_minutes,
                               rounds=rounds, budget=budget, strategy=strategy, label_studio_url=label_studio_url,

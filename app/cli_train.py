@@ -71,7 +71,8 @@ def evaluate(
 
 
 def models_list(
-    task: Annotated[Optional[str], typer.Option("--task", help="Only this task (e.g. findings, fracture, detection, encoder).")] = None,
+    task: Annotated[Optional[str], typer.Option(
+        "--task", help="Only this task (e.g. findings, fracture, detection, encoder).")] = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
