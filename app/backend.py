@@ -92,7 +92,9 @@ class BackendSettings:
     task: str = "findings"
     debounce_s: float = 30.0
     max_tasks: int = 64
-    image_fetch_timeout_s: float = 10.0
+    image_fetch_timeout_s: float = 10.0  # whole download of one image, not per read
+    max_image_bytes: int = 256 * 1024 * 1024  # a larger image reply is refused while it downloads
+    max_body_bytes: int = 32 * 1024 * 1024  # request bodies (Label Studio sends at most max_tasks tasks)
     train_config: str | None = None  # fine-tuning job config run in the background (None: record only)
     auth: BackendAuth = BackendAuth()
 
@@ -126,10 +128,16 @@ def _http_error(status: int, reason: str) -> HTTPException:
     return HTTPException(status_code=status, detail=reason)
 
 
-def _fetch_pixels(url: str, host: tuple[str, str | None] | None, timeout: float) -> np.ndarray:
-    """Download an image a task points to (Label Studio local files or http) as a uint8 (H, W) array."""
+def _fetch_pixels(url: str, host: tuple[str, str | None] | None, timeout: float,
+                  max_bytes: int = 256 * 1024 * 1024) -> np.ndarray:
+    """Download an image a task points to (Label Studio local files or http) as a uint8 (H, W) array.
+
+    The whole download must finish within ``timeout`` seconds and stay under ``max_bytes``; every network or
+    decoding failure is an :class:`AdapterError` naming the cause.
+    """
+    import time
+
     import httpx
-    from PIL import Image as PILImage
 
     headers = {}
     if url.startswith("/"):
@@ -140,11 +148,30 @@ def _fetch_pixels(url: str, host: tuple[str, str | None] | None, timeout: float)
             headers["Authorization"] = f"Token {token}"
     elif not url.startswith(("http://", "https://")):
         raise AdapterError(f"unsupported image URL {url[:80]!r}")
-    response = httpx.get(url, headers=headers, timeout=timeout, follow_redirects=True)
-    if response.status_code != 200:
-        raise AdapterError(f"image URL answered HTTP {response.status_code}")
-    with PILImage.open(io.BytesIO(response.content)) as image:
-        return np.asarray(image.convert("L"))
+    deadline = time.monotonic() + timeout
+    body = bytearray()
+    try:
+        with httpx.stream("GET", url, headers=headers, timeout=timeout, follow_redirects=True) as response:
+            if response.status_code != 200:
+                raise AdapterError(f"image URL answered HTTP {response.status_code}")
+            if int(response.headers.get("content-length") or 0) > max_bytes:
+                raise AdapterError(f"image is larger than {max_bytes // 2**20} MiB")
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise AdapterError(f"image is larger than {max_bytes // 2**20} MiB")
+                if time.monotonic() > deadline:
+                    raise AdapterError(f"image download took longer than {timeout:g} s")
+    except httpx.TimeoutException:
+        raise AdapterError(f"image URL did not answer within {timeout:g} s") from None
+    except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as error:
+        raise AdapterError(f"image URL could not be fetched: {type(error).__name__}: {error}") from None
+    from radloop.core.render import decode_upload
+
+    try:
+        return decode_upload(bytes(body))
+    except ValueError as error:
+        raise AdapterError(f"image URL did not return a PNG/JPEG image: {error}") from None
 
 
 def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = None,
@@ -169,9 +196,13 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
 
     def authorize(request: Request) -> None:
         if not settings.auth.check(request.headers.get("authorization")):
-            raise _http_error(401, "authentication required (basic or bearer)")
+            scheme = "Bearer" if settings.auth.bearer_token else "Basic"
+            raise HTTPException(status_code=401, detail="authentication required (basic or bearer)",
+                                headers={"WWW-Authenticate": f'{scheme} realm="radloop"'})
 
-    app = FastAPI(title="radloop ML backend", version="1", dependencies=[Depends(authorize)])
+    # with auth on, the generated API docs (not covered by the dependency) are switched off
+    docs = {} if not settings.auth.enabled else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="radloop ML backend", version="1", dependencies=[Depends(authorize)], **docs)
     app.state.holder = holder
     app.state.scheduler = scheduler
     app.state.projects = projects
@@ -181,7 +212,17 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
         return JSONResponse(status_code=422, content={"detail": f"invalid request: {error.errors()[:3]}"})
 
     async def _json(request: Request) -> Any:
-        body = await request.body()
+        too_large = _http_error(413, f"request body is larger than {settings.max_body_bytes // 2**20} MiB")
+        try:
+            if int(request.headers.get("content-length") or 0) > settings.max_body_bytes:
+                raise too_large
+        except ValueError:
+            raise _http_error(400, "invalid Content-Length header") from None
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > settings.max_body_bytes:
+                raise too_large
         if not body:
             return {}
         import json
@@ -190,6 +231,8 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as error:
             raise _http_error(400, f"request body is not valid JSON: {error}") from None
+        except RecursionError:
+            raise _http_error(400, "request body is not valid JSON: nested too deeply") from None
 
     @app.get("/health")
     def health() -> dict:
@@ -218,7 +261,7 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
                 return None  # a case unknown to this catalog: answered with an empty prediction
             raise AdapterError(f"task {task.task_id} has neither a known case_id nor an image URL "
                                f"in data[{config.image_value!r}]")
-        pixels = _fetch_pixels(url, projects.host(project), settings.image_fetch_timeout_s)
+        pixels = _fetch_pixels(url, projects.host(project), settings.image_fetch_timeout_s, settings.max_image_bytes)
         height, width = pixels.shape[:2]
         return CaseInput(case_id=task.case_id, geometry=ImageGeometry(width, height, width, height), pixels=pixels)
 
@@ -238,20 +281,46 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
         return await run_in_threadpool(_predict_sync, parsed, config)
 
     def _predict_sync(parsed, config: ParsedLabelConfig) -> dict:
+        """One result per task. A task that cannot be answered (its image cannot be fetched or read) gets an
+        empty prediction and a logged warning, so one bad task never costs the batch its predictions; when no
+        task can be answered the request fails with 422 and the reasons."""
         predictor = holder.get()  # one model version for the whole request, even if a swap happens now
+        cases: list[CaseInput | None] = []
+        failures: dict[int, str] = {}
+        for index, task in enumerate(parsed.tasks):
+            try:
+                cases.append(_resolve(task, config, predictor, parsed.project))
+            except AdapterError as error:
+                cases.append(None)
+                failures[index] = str(error)
+        predictions = _predict_each(predictor, cases, failures, parsed.tasks)
+        if failures and len(failures) == len(parsed.tasks):
+            raise _http_error(422, "; ".join(list(dict.fromkeys(failures.values()))[:3]))
+        for index, reason in failures.items():
+            logger.warning("predict: task %s answered empty: %s", parsed.tasks[index].task_id, reason)
+        empty = {"result": [], "score": None, "model_version": predictor.model_version}
+        return {"results": [prediction_to_ls(predictions[index], case.geometry, config) if index in predictions
+                            else dict(empty) for index, case in enumerate(cases)]}
+
+    def _predict_each(predictor: CasePredictor, cases: list, failures: dict[int, str], tasks) -> dict:
+        """Predictions by task index: the answerable cases in one batch; if the batch fails (e.g. a catalog
+        render went missing), case by case so that only the broken ones go without."""
+        indices = [index for index, case in enumerate(cases) if case is not None]
+        if not indices:
+            return {}
         try:
-            cases = [_resolve(task, config, predictor, parsed.project) for task in parsed.tasks]
-        except AdapterError as error:
-            raise _http_error(422, str(error)) from None
-        known = [case for case in cases if case is not None]
-        records = iter(predictor.predict(known) if known else [])
-        results = []
-        for case in cases:
-            if case is None:
-                results.append({"result": [], "score": None, "model_version": predictor.model_version})
-                continue
-            results.append(prediction_to_ls(next(records), case.geometry, config))
-        return {"results": results}
+            return dict(zip(indices, predictor.predict([cases[index] for index in indices])))
+        except (OSError, ValueError) as error:  # UnreadableImage is a ValueError
+            if len(indices) == 1:
+                failures[indices[0]] = f"task {tasks[indices[0]].task_id}: {error}"
+                return {}
+        answered = {}
+        for index in indices:
+            try:
+                answered[index] = predictor.predict([cases[index]])[0]
+            except (OSError, ValueError) as error:
+                failures[index] = f"task {tasks[index].task_id}: {error}"
+        return answered
 
     @app.post("/webhook")
     async def webhook(request: Request) -> dict:

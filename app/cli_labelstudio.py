@@ -181,6 +181,8 @@ def _backend_auth(auth: Optional[str]):
             fail("--auth bearer needs the token in $RADLOOP_BACKEND_TOKEN")
         return BackendAuth(bearer_token=token)
     if auth.startswith("basic:"):
+        if not auth.split(":", 1)[1]:
+            fail("--auth basic:USER needs a user name after 'basic:'")
         password = os.environ.get("RADLOOP_BACKEND_PASSWORD")
         if not password:
             fail("--auth basic:USER needs the password in $RADLOOP_BACKEND_PASSWORD")

@@ -100,14 +100,11 @@ def decode_image(data: bytes) -> np.ndarray:
     Raises:
         ValueError: the bytes are not an image PIL can read.
     """
-    import io
-
-    from PIL import Image, UnidentifiedImageError
+    from radloop.core.render import decode_upload
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("L"))
-    except (UnidentifiedImageError, OSError) as error:
+        return decode_upload(data)
+    except ValueError as error:
         raise ValueError(f"not a readable image ({error})") from None
 
 

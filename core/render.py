@@ -102,6 +102,20 @@ def read_raster(data: bytes) -> RasterImage:
     return RasterImage(pixels=pixels, format=file_format, mode=mode)
 
 
+def decode_upload(data: bytes) -> np.ndarray:
+    """PNG/JPEG bytes (an upload, an image URL's reply) as the (H, W) uint8 array the models take, decoded as
+    ingest decodes files: 16-bit images scaled by their range (``convert("L")`` would clip them to white),
+    colour by luma.
+
+    Raises:
+        ValueError: not a readable PNG/JPEG (the reason says why), or too large to decode safely.
+    """
+    try:
+        return read_raster(data).pixels
+    except PILImage.DecompressionBombError as error:
+        raise ValueError(f"image too large to decode safely ({error})") from None
+
+
 def render_files(pixels: np.ndarray, render_path: Path, thumb_path: Path) -> RenderResult:
     """Write the 8-bit render (long side <= 2048) and the 256-px thumbnail of ``pixels`` (H, W) uint8."""
     pixels = pixels if pixels.dtype == np.uint8 else to_uint8(pixels)

@@ -263,6 +263,22 @@ def test_decode_image_gives_a_grey_array():
         views_search.decode_image(b"%PDF-1.4 not an image")
 
 
+def test_decode_image_keeps_16_bit_contrast_and_refuses_bombs(monkeypatch):
+    """A 16-bit upload is scaled by its range as ingest renders it (convert("L") clipped it to white); an image
+    too large to decode safely is a clear error, not a crashed page."""
+    import io
+
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.fromarray(np.tile(np.linspace(0, 4095, 64, dtype=np.uint16), (8, 1))).save(buffer, "PNG")
+    grey = views_search.decode_image(buffer.getvalue())
+    assert grey[0, 0] == 0 and grey[0, -1] == 255 and 100 < grey.mean() < 155
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)  # this 8 x 64 image is then > 2x the limit
+    with pytest.raises(ValueError, match="too large to decode safely"):
+        views_search.decode_image(buffer.getvalue())
+
+
 def test_search_readiness_and_messages(filled, monkeypatch):
     assert views_search.find_similar(filled).message.startswith("Upload an image")
     outcome = views_search.find_similar(filled, case_id="I-a")

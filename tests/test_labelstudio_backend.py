@@ -168,6 +168,87 @@ def test_basic_and_bearer_auth(catalog, cases):
     body = {"tasks": [{"id": 1, "data": {"case_id": cases[0]}}]}
     assert client.post("/predict", json=body).status_code == 401
     assert client.post("/predict", json=body, headers={"Authorization": "Bearer tok-123"}).status_code == 200
+    assert client.get("/health").headers["www-authenticate"].startswith("Bearer")
+    assert client.get("/openapi.json").status_code == 404 and client.get("/docs").status_code == 404
+    assert TestClient(_app(catalog)[0]).get("/openapi.json").status_code == 200  # no auth: docs stay
+
+
+def test_predict_survives_bad_image_urls_and_reads_16_bit_images(catalog, cases):
+    """Every fetch or decode failure is a 4xx naming the cause (never a 500); in a batch only the bad task
+    goes without a prediction; downloads are capped in time and size; 16-bit PNGs keep their contrast."""
+    import asyncio
+    import io
+
+    from PIL import Image as PILImage
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse, Response, StreamingResponse
+    from starlette.routing import Route
+
+    from radloop.app.backend_bench import serve_in_thread
+
+    wide = np.tile(np.linspace(0, 4095, 96, dtype=np.uint16), (64, 1))  # 12-bit values in a 16-bit PNG
+    buffer = io.BytesIO()
+    PILImage.fromarray(wide).save(buffer, format="PNG")
+
+    async def drip(_request):
+        async def body():
+            for _ in range(20):
+                yield b"x"
+                await asyncio.sleep(0.5)
+        return StreamingResponse(body(), media_type="image/png")
+
+    images = Starlette(routes=[
+        Route("/sixteen.png", lambda _r: Response(buffer.getvalue(), media_type="image/png")),
+        Route("/text", lambda _r: PlainTextResponse("not an image")),
+        Route("/huge", lambda _r: Response(b"x" * 4096, media_type="image/png")),
+        Route("/slow", drip),
+    ])
+    app, model = _app(catalog, settings=BackendSettings(image_fetch_timeout_s=1.0, max_image_bytes=2048))
+    client = TestClient(app)
+
+    def predict(*urls):
+        tasks = [{"id": index, "data": {"image": url}} for index, url in enumerate(urls)]
+        return client.post("/predict", json={"tasks": tasks, "label_config": CUSTOM_CONFIG.replace("$img", "$image")})
+
+    with serve_in_thread(images) as base:
+        expectations = {f"{base}/text": "not return a PNG/JPEG", f"{base}/huge": "larger than",
+                        "http://127.0.0.1:9/x.png": "could not be fetched", "http://[::1": "could not be fetched"}
+        for url, reason in expectations.items():
+            response = predict(url)
+            assert response.status_code == 422 and reason in response.json()["detail"], (url, response.text)
+        started = time.monotonic()
+        slow = predict(f"{base}/slow")
+        assert slow.status_code == 422 and "longer than 1 s" in slow.json()["detail"]
+        assert time.monotonic() - started < 4
+        mixed = predict(f"{base}/sixteen.png", f"{base}/text")
+        assert mixed.status_code == 200
+        first, second = mixed.json()["results"]
+        assert first["result"] and second["result"] == []
+    # the model saw the 16-bit ramp scaled to 0..255 (mean brightness 0.5), not clipped to white by convert("L")
+    assert model.calls[-1] == (64, 96)
+    [box] = [result for result in first["result"] if result["type"] == "rectanglelabels"]
+    assert box["score"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_bodies_too_large_or_too_deep_are_4xx(catalog, cases):
+    client = TestClient(_app(catalog, settings=BackendSettings(max_body_bytes=1000))[0])
+    assert client.post("/predict", content=b"[" * 5000).status_code == 413
+    deep = TestClient(_app(catalog)[0])
+    response = deep.post("/webhook", content=b"[" * 200000 + b"]" * 200000)
+    assert response.status_code == 400 and "nested too deeply" in response.json()["detail"]
+
+
+def test_a_missing_render_costs_only_its_own_task(catalog, cases):
+    app, _ = _app(catalog)
+    (catalog.workspace.renders_dir / f"{cases[1]}.png").unlink()
+    client = TestClient(app)
+    both = client.post("/predict", json={"tasks": [{"id": 1, "data": {"case_id": cases[0]}},
+                                                   {"id": 2, "data": {"case_id": cases[1]}}]})
+    assert both.status_code == 200
+    first, second = both.json()["results"]
+    assert first["result"] and second["result"] == []
+    alone = client.post("/predict", json={"tasks": [{"id": 2, "data": {"case_id": cases[1]}}]})
+    assert alone.status_code == 422 and "task 2" in alone.json()["detail"]
 
 
 def test_webhooks_schedule_debounced_background_training_and_swap_model(catalog, cases):
@@ -242,3 +323,17 @@ def test_fallback_predictor_serves_report_weak_labels(catalog, cases):
     prediction = result["results"][0]
     assert prediction["model_version"] == "report-rules:r9"
     assert prediction["result"][0]["value"]["choices"] == ["fracture"]
+
+
+def test_serve_backend_auth_option_is_checked(monkeypatch):
+    """`--auth basic:` with no user would have served without any auth: refused, as are missing secrets."""
+    import typer
+
+    from radloop.app.cli_labelstudio import _backend_auth
+
+    monkeypatch.setenv("RADLOOP_BACKEND_PASSWORD", "pw")
+    monkeypatch.delenv("RADLOOP_BACKEND_TOKEN", raising=False)
+    for bad in ("basic:", "bearer", "token"):
+        with pytest.raises(typer.Exit):
+            _backend_auth(bad)
+    assert _backend_auth("basic:ls").enabled and not _backend_auth(None).enabled
