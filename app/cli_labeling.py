@@ -216,7 +216,7 @@ def _print_scores(scores: dict) -> None:
     output = Console()
     output.print(table)
     for key in ("micro_f1", "micro_f1_negbio_literal", "fracture_site_agreement", "fracture_old_agreement",
-                "disagreements", "disagreements_file", "rules_version"):
+                "mesh_uncoded_excluded", "disagreements", "disagreements_file", "rules_version"):
         output.print(f"[bold]{key}[/bold] {scores.get(key)}")
 
 

@@ -9,6 +9,10 @@ Gold standards:
 * **NegBio table** (``openi_gld_std14.csv``): the 14 chest findings.  Its ``Hernia`` column has no
   positive row at all (hiatal hernias were never mapped), so ``micro_f1`` scores hernia against MeSH
   ``Hernia, Hiatal``/``Hernia, Diaphragmatic``; ``micro_f1_negbio_literal`` uses the column as is.
+
+Reports that Open-i left uncoded (MeSH ``No Indexing``) have no MeSH gold: they are left out of every
+MeSH-scored finding (fracture, device, foreign body, normal, dislocation, hernia; all findings without a
+NegBio table) and counted in ``mesh_uncoded_excluded``, instead of being scored as "not normal".
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ SITE_QUALIFIERS = {
     "ankle": "ankle", "foot": "foot", "skull": "skull",
 }
 OLD_QUALIFIERS = frozenset({"healed", "chronic", "old"})
+#: MeSH codings that mean "not coded": such a report has no MeSH gold.
+UNCODED_TERMS = frozenset({"no indexing"})
 NEGBIO_COLUMNS = {"Atelectasis": "atelectasis", "Cardiomegaly": "cardiomegaly", "Effusion": "effusion",
                   "Infiltration": "infiltration", "Mass": "mass", "Nodule": "nodule", "Pneumonia": "pneumonia",
                   "Pneumothorax": "pneumothorax", "Consolidation": "consolidation", "Edema": "edema",
@@ -73,6 +79,11 @@ def mesh_gold(majors: Iterable[str]) -> GoldReport:
             gold.fracture_sites.update(SITE_QUALIFIERS[q] for q in qualifiers if q in SITE_QUALIFIERS)
             gold.fracture_old |= bool(OLD_QUALIFIERS.intersection(qualifiers))
     return gold
+
+
+def mesh_uncoded(majors: Iterable[str]) -> bool:
+    """Whether the report was left uncoded (``No Indexing``): it then has no MeSH gold at all."""
+    return any(term.strip().lower() in UNCODED_TERMS for term in majors)
 
 
 def read_negbio_table(path: str | Path) -> dict[str, set[str]]:
@@ -109,10 +120,12 @@ def score_reports(labels: Mapping[str, list[Mapping]], majors: Mapping[str, Iter
     """
     counts = {finding: [0, 0, 0] for finding in SCORED_FINDINGS}
     literal = [0, 0, 0]
-    site_hits = site_total = old_hits = old_total = 0
+    site_hits = site_total = old_hits = old_total = uncoded = 0
     disagreements: list[dict] = []
     for report_id, terms in majors.items():
         gold = mesh_gold(terms)
+        no_mesh_gold = mesh_uncoded(terms)
+        uncoded += no_mesh_gold
         findings = labels.get(report_id, [])
         predicted = predicted_positives(findings)
         for finding in SCORED_FINDINGS:
@@ -127,6 +140,8 @@ def score_reports(labels: Mapping[str, list[Mapping]], majors: Mapping[str, Iter
                 literal[2] += literal_expected and not got
             else:
                 expected = finding in gold.positives
+            if no_mesh_gold and (finding not in CHEST_FINDINGS or negbio is None or finding == "hernia"):
+                continue  # MeSH-scored finding of an uncoded report: no gold
             got = finding in predicted
             if got and expected:
                 counts[finding][0] += 1
@@ -152,6 +167,7 @@ def score_reports(labels: Mapping[str, list[Mapping]], majors: Mapping[str, Iter
     chest = [sum(counts[f][i] for f in CHEST_FINDINGS) for i in range(3)]
     return {
         "reports": len(majors),
+        "mesh_uncoded_excluded": uncoded,
         "micro_f1": _prf(*chest)["f1"],
         "micro_f1_negbio_literal": _prf(*literal)["f1"] if negbio is not None else None,
         "per_finding": per_finding,

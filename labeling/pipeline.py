@@ -15,6 +15,10 @@ from .rules_loader import RuleSet
 #: The span group that holds the TargetMatcher's findings (cheaper than ``doc.ents``, which medspacy
 #: extends one span at a time, re-validating all entities each time).
 TARGET_GROUP = "radloop_targets"
+#: Tokens that end a sentence.  spaCy's tokenizer keeps a run of dots ("effusion.. Minimal") as one
+#: token, so ".." / "..." / "...." must be listed or negation leaks into the next sentence.  (A change
+#: here changes the labels: bump ``rules_loader.PIPELINE_REVISION``.)
+SENTENCE_END = (".", "..", "...", "....", "!", "?", ";")
 
 
 def silence_pyrush() -> None:
@@ -58,7 +62,7 @@ def build_pipeline(rule_set: RuleSet, nlp=None):
     # medspacy builds a token Matcher per component even when all its rules are phrases (spaCy W036)
     warnings.filterwarnings("ignore", message=r".*\[W036\]")
     nlp = nlp if nlp is not None else blank_pipeline()
-    nlp.add_pipe("sentencizer", config={"punct_chars": [".", "!", "?", ";"]})
+    nlp.add_pipe("sentencizer", config={"punct_chars": list(SENTENCE_END)})
     sectionizer = nlp.add_pipe("medspacy_sectionizer",
                                config={"rules": None, "apply_sentence_boundary": True})
     sectionizer.add(rule_set.section_rules)

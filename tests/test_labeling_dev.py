@@ -10,11 +10,13 @@ import pytest
 
 from conftest import data_path
 from radloop.labeling import ReportLabeler
-from radloop.labeling.evaluate import mesh_gold, read_negbio_table, score_reports
+from radloop.labeling.evaluate import mesh_gold, mesh_uncoded, read_negbio_table, score_reports
 from radloop.labeling.sources import iter_reports
 
-#: measured 2026-11-26 on NLMCXR_reports_dev.tgz (2,966 reports): see the report of issue 3.
-MINIMUM = {"micro_f1": 0.92, "fracture": 0.89, "device": 0.89, "foreign_body": 0.85, "normal": 0.90,
+#: measured 2026-11-26 on NLMCXR_reports_dev.tgz (2,966 reports): see the report of issue 3; raised
+#: 2026-11-27 after the dev-report audit fixes (measured: micro-F1 0.947, fracture 0.938, device 0.919,
+#: foreign body 0.927, normal 0.960 with the 69 uncoded 'No Indexing' reports out of the MeSH scores).
+MINIMUM = {"micro_f1": 0.93, "fracture": 0.91, "device": 0.89, "foreign_body": 0.85, "normal": 0.94,
            "fracture_site_agreement": 0.95, "fracture_old_agreement": 0.85}
 
 
@@ -30,6 +32,7 @@ def dev_scores():
 
 def test_dev_reports_meet_the_measured_quality(dev_scores):
     assert dev_scores["reports"] == 2966
+    assert dev_scores["mesh_uncoded_excluded"] == 69
     assert dev_scores["micro_f1"] >= MINIMUM["micro_f1"]
     for finding in ("fracture", "device", "foreign_body", "normal"):
         assert dev_scores["per_finding"][finding]["f1"] >= MINIMUM[finding], (finding, dev_scores["per_finding"][finding])
@@ -63,3 +66,20 @@ def test_scorer_counts_by_hand():
     assert effusion["precision"] == 1.0 and effusion["recall"] == 0.5
     assert scores["fracture_site_agreement"] == 1.0 and scores["fracture_old_agreement"] == 1.0
     assert {(row["report_id"], row["finding"], row["error"]) for row in scores["disagreements"]} == {("B", "effusion", "false_negative")}
+
+
+def test_uncoded_reports_have_no_mesh_gold():
+    """'No Indexing' reports are left out of the MeSH-scored findings (not scored as 'not normal')."""
+    assert mesh_uncoded(["No Indexing"]) and not mesh_uncoded(["normal"])
+    labels = {"A": [{"finding": "normal", "status": "positive"}],
+              "U": [{"finding": "normal", "status": "positive"}, {"finding": "device", "status": "positive"},
+                    {"finding": "effusion", "status": "positive"}]}
+    majors = {"A": ["normal"], "U": ["No Indexing"]}
+    scores = score_reports(labels, majors, {"A": {"normal"}, "U": set()})
+    assert scores["mesh_uncoded_excluded"] == 1
+    normal, device = scores["per_finding"]["normal"], scores["per_finding"]["device"]
+    assert (normal["tp"], normal["fp"], normal["fn"]) == (1, 0, 0)
+    assert (device["tp"], device["fp"], device["fn"]) == (0, 0, 0)
+    # chest findings keep the NegBio table's row (its gold is not MeSH-scored here)
+    assert scores["per_finding"]["effusion"]["fp"] == 1
+    assert {(row["report_id"], row["finding"]) for row in scores["disagreements"]} == {("U", "effusion")}
