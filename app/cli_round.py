@@ -73,6 +73,9 @@ def register(groups) -> None:
                  r.metric_name or "", _fmt(r.metric_before), _fmt(r.metric_after)] for r in reports]
         show(listing_table(["round", "state", "strategy", "task", "selected", "labels spent", "labels total",
                             "metric", "before", "after"], rows), stderr=True)
+        for report in reports:  # what a round had to say (cold start, why no metric, ...)
+            for note in report.notes:
+                console.print(f"round {report.number}: {note}", markup=False, highlight=False)
 
     @groups.round.command("finish")
     def finish(simulate: Annotated[bool, typer.Option("--simulate", help="Answer from the dataset's ground "

@@ -7,8 +7,8 @@ so the guidance cannot drift from the real command names.
 from __future__ import annotations
 
 __all__ = ["COMMANDS", "EMPTY_WORKSPACE", "NO_IMAGES", "NO_REPORTS", "NO_WEAK_LABELS", "NO_ENCODER",
-           "NO_ENCODER_FOR_ROUNDS", "NO_EMBEDDINGS", "NO_INDEX_HITS", "NO_RETRIEVAL", "NO_LABELER", "NO_ROUND",
-           "NO_ROUND_SCRIPTS", "NO_METRIC", "NO_MODELS", "SWITCH_MODELS", "ROUND_RESUMABLE", "PAGE_FAILED",
+           "NO_ENCODER_FOR_ROUNDS", "NO_EMBEDDINGS", "NO_INDEX_HITS", "NO_FILTERED_HITS", "NO_RETRIEVAL", "NO_LABELER", "NO_ROUND",
+           "NO_ROUND_SCRIPTS", "NO_METRIC", "NO_METRIC_FINISHED", "NO_MODELS", "SWITCH_MODELS", "ROUND_RESUMABLE", "PAGE_FAILED",
            "BROKEN_CATALOG", "command", "no_embeddings"]
 
 #: Purpose -> the command line (``radloop`` sub-command path first, then its arguments).
@@ -53,6 +53,8 @@ def no_embeddings(encoder_version: str) -> str:
     """:data:`NO_EMBEDDINGS` with the encoder's registry version filled in."""
     return NO_EMBEDDINGS.replace("VERSION", encoder_version)
 NO_INDEX_HITS = f"The index returned no neighbours: rebuild it with {command('index')}."
+NO_FILTERED_HITS = ("No case matches these filters among the nearest neighbours: widen them (another region or "
+                    "finding, or no finding filter).")
 NO_RETRIEVAL = ("Case search is not available in this build (`radloop.retrieval.search_cases` is missing): "
                 "install radloop with the `retrieval` extra (`pip install -e '.[all]'`).")
 NO_LABELER = ("The report labeller is not available in this build (`radloop.labeling.ReportLabeler`): install "
@@ -62,6 +64,9 @@ NO_ROUND = (f"No round yet: start one on the *Round control* page or with {comma
 NO_ROUND_SCRIPTS = (f"Round control needs the round scripts (`radloop.app.rounds`), which this build does not "
                     f"have. Use the CLI: {command('round_start')} and {command('round_finish')}.")
 NO_METRIC = f"No round has recorded a metric yet ({command('round_finish')} trains and evaluates the model)."
+NO_METRIC_FINISHED = ("The finished rounds recorded no metric: a model needs labels of both classes, and its score "
+                      "(AUROC) held-out images of both classes; the rounds' notes say which was missing "
+                      f"({command('round_status')}).")
 NO_MODELS = (f"No model registered yet: {command('pretrain')} registers an encoder, {command('train')} a "
              f"findings model (or run {command('demo')}).")
 SWITCH_MODELS = f"Switch models with {command('models_current')} or {command('models_rollback')}."

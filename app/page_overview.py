@@ -63,7 +63,7 @@ def render() -> None:
         return
     curve = views_rounds.learning_curve(rounds, views_rounds.demo_baseline(catalog.workspace))
     if curve.empty:
-        st.caption(next_steps.NO_METRIC)
+        st.caption(next_steps.NO_METRIC_FINISHED if (rounds["state"] == "finished").any() else next_steps.NO_METRIC)
     else:
         st.caption("Metric against expert labels spent")
         st.line_chart(curve, x="labels", y="metric", color="metric_name", height=280,

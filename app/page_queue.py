@@ -35,8 +35,9 @@ def render() -> None:
     if info.label_studio_url:
         st.caption(f"Pushed to Label Studio at {info.label_studio_url}.")
     elif info.tasks_file:
-        st.caption(f"Label Studio import file: `{catalog.workspace.absolute(info.tasks_file)}` "
-                   "(import it into a Label Studio project, or finish the round with *Simulate*).")
+        hint = ("" if info.state == "finished"
+                else " (import it into a Label Studio project, or finish the round with *Simulate*)")
+        st.caption(f"Label Studio import file: `{catalog.workspace.absolute(info.tasks_file)}`{hint}.")
     if queue.items.empty:
         ui.next_step(f"Round {info.number} has not selected images yet: "
                      f"{next_steps.command('round_start')} resumes it.")

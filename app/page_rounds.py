@@ -25,20 +25,31 @@ def _progress_reporter(status, bar):
     return report
 
 
+_RESULT_KEY = "round_action_result"
+
+
 def _run(action: str, function, catalog, **kwargs) -> None:
+    """Run a round step with live progress, keep its outcome and rerun the page, so that the header and the
+    forms show the rounds as they are now (not as they were before the click)."""
     with st.status(f"{action}…", expanded=True) as status:
         bar = st.progress(0.0)
         result = views_control.run_round_action(function, catalog, progress=_progress_reporter(status, bar),
                                                **kwargs)
-        if result.ok:
-            bar.progress(1.0)
-            status.update(label=f"{action}: done", state="complete")
-            if result.summary:
-                st.json(result.summary, expanded=False)
-        else:
-            status.update(label=f"{action}: failed", state="error")
-            st.error(result.message)
-            ui.next_step(next_steps.ROUND_RESUMABLE)
+    st.session_state[_RESULT_KEY] = (action, result.ok, result.summary, result.message)
+    st.rerun()
+
+
+def _show_last_result() -> None:
+    if _RESULT_KEY not in st.session_state:
+        return
+    action, ok, summary, message = st.session_state.pop(_RESULT_KEY)
+    if ok:
+        st.success(f"{action}: done", icon=":material/check_circle:")
+        if summary:
+            st.json(summary, expanded=False)
+    else:
+        st.error(f"{action}: failed. {message}")
+        ui.next_step(next_steps.ROUND_RESUMABLE)
 
 
 @ui.safe_page
@@ -46,6 +57,7 @@ def render() -> None:
     """Render round control."""
     st.title("Round control")
     catalog = ui.require_catalog(need_images=True)
+    _show_last_result()
     current = views_rounds.latest_round(catalog)
     if current is None:
         st.caption("No round yet.")
@@ -78,6 +90,7 @@ def render() -> None:
     defaults = api.defaults
     strategies = views_control.strategy_names()
     tasks = list(IMAGE_FINDINGS)
+    open_round = current is not None and current.state != "finished"
     start_column, finish_column = st.columns(2)
     with start_column, st.form("start_round"):
         st.subheader("Start a round")
@@ -90,7 +103,6 @@ def render() -> None:
                                  value=int(defaults.get("budget") or 20), key="round_budget")
         simulate = st.checkbox("Simulate the experts (answer from the dataset's ground truth)",
                                value=not label_studio.reachable, key="round_simulate")
-        open_round = current is not None and current.state != "finished"
         if open_round:
             st.caption(f"Round {current.number} is open ({current.state}): this resumes it. Finish it to start "
                        "a new one.")
@@ -98,10 +110,12 @@ def render() -> None:
                                       type="primary", disabled=encoder is None)
     with finish_column, st.form("finish_round"):
         st.subheader("Finish the round")
-        st.caption("Pull the annotations, fine-tune, evaluate and record the metric before/after.")
+        st.caption("Pull the annotations, fine-tune, evaluate and record the metric before/after."
+                   if open_round else "No round is open: start one first.")
         simulate_missing = st.checkbox("Simulate the answers (dataset ground truth)", value=False,
                                        key="round_finish_simulate")
-        finish = st.form_submit_button("Finish round")
+        finish = st.form_submit_button(f"Finish round {current.number}" if open_round else "Finish round",
+                                       disabled=not open_round)
     if start:
         if not simulate and not label_studio.reachable:
             st.info("No Label Studio: the round writes the Label Studio import file under `rounds/`; "

@@ -97,6 +97,11 @@ def train_round_probe(catalog: Catalog, row: Round, config: Any, progress: Progr
         scores = probe.predict_proba(_normalize(held_out.vectors))[:, 0]
         if labels.min() != labels.max():
             metric = float(roc_auc_score(labels, scores))
+    note = None
+    if metric is None:
+        positives = sum(bool(t.labels[config.task]) for t in evaluation)
+        note = (f"no metric: AUROC needs both classes among the '{config.eval_split}' split's labelled images "
+                f"({len(evaluation)} labelled, {positives} with {config.task})")
     version = f"probe-{config.task}-r{row.number:03d}-{encoder_version[-8:]}"
     folder = catalog.workspace.models_dir / version
     probe.save(folder)
@@ -114,7 +119,8 @@ def train_round_probe(catalog: Catalog, row: Round, config: Any, progress: Progr
                        metrics=metrics, annotation_ids=annotation_ids, make_current=True)
     except RegistryError:
         logger.info("model %s registered already (resumed round)", version)
-    return {"labels_total": len(labelled), "metric": metric, "model_version": version}
+    result = {"labels_total": len(labelled), "metric": metric, "model_version": version}
+    return {**result, "note": note} if note else result
 
 
 def _normalize(vectors: np.ndarray) -> np.ndarray:

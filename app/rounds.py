@@ -278,7 +278,7 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
         for rank, index in enumerate(np.asarray(picked).tolist()):
             score = None if scores is None else float(np.asarray(scores)[rank])
             reason = "" if reasons is None else str(list(reasons)[rank])
-            session.add(Selection(round_id=new.id, image_id=pool_ids[index], rank=rank, score=score,
+            session.add(Selection(round_id=new.id, image_id=pool_ids[index], rank=rank + 1, score=score,
                                   strategy=strategy_name, reason=reason))
         new.state = "selected"
         new.meta = {**new.meta, "selected": len(picked), "pool": len(pool_ids),

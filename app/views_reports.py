@@ -49,7 +49,7 @@ def list_reports(catalog: Catalog, *, finding: str | None = None, status: str | 
                 matching = matching.where(WeakLabel.status == status)
             query = query.where(Report.id.in_(matching))
         if text:
-            query = query.where(func.lower(Report.text).contains(text.lower()))
+            query = query.where(func.lower(Report.text).contains(text.lower(), autoescape=True))  # % and _ literal
         rows = session.execute(query.order_by(Report.id).limit(limit)).all()
         report_ids = [report_id for report_id, _ in rows]
         found: dict[str, list[str]] = {}

@@ -136,7 +136,8 @@ def find_similar(catalog: Catalog, *, image: np.ndarray | None = None, case_id: 
         return SearchOutcome(message=f"Case search failed: {error}", query_image_id=case_id)
     pairs = [(image_id, distance) for image_id, distance in neighbour_pairs(result) if image_id != case_id][:k]
     if not pairs:
-        return SearchOutcome(message=next_steps.NO_INDEX_HITS, query_image_id=case_id)
+        message = next_steps.NO_FILTERED_HITS if filters else next_steps.NO_INDEX_HITS
+        return SearchOutcome(message=message, query_image_id=case_id)
     cards = case_cards(catalog, [image_id for image_id, _ in pairs],
                        distances=[distance for _, distance in pairs])
     return SearchOutcome(neighbours=cards, query_image_id=case_id)

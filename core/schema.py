@@ -195,7 +195,7 @@ class Selection(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
     image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), index=True)
-    rank: Mapped[int] = mapped_column(Integer)
+    rank: Mapped[int] = mapped_column(Integer)  # 1 = the strategy's first pick
     score: Mapped[float | None] = mapped_column(Float)
     strategy: Mapped[str] = mapped_column(String(50))
     reason: Mapped[str] = mapped_column(Text, default="")

@@ -218,6 +218,7 @@ def test_round_control_without_encoder(catalog, env):
     app = open_page(catalog.workspace.root, "page_rounds.py", env)
     assert next_steps.NO_ENCODER_FOR_ROUNDS in texts(app)
     assert app.button[0].disabled  # "Start round" waits for an encoder
+    assert app.button[1].disabled and "No round is open" in texts(app)  # nothing to finish
     assert not app.error
 
 

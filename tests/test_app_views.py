@@ -204,6 +204,7 @@ def test_list_reports_and_detail(filled):
                                             "findings": "effusion, pneumonia, pneumothorax"}]
     assert views_reports.list_reports(filled, finding="effusion", status="negative").empty
     assert views_reports.list_reports(filled, text="NORMAL")["report_id"].tolist() == ["R2"]
+    assert views_reports.list_reports(filled, text="%").empty and views_reports.list_reports(filled, text="_").empty
     detail = views_reports.report_detail(filled, "R1")
     assert detail.image_ids == ["I-a", "I-b"] and detail.rules_versions == ("v1", "v2")
     assert [mention.finding for mention in detail.stored][0] == "pneumothorax"
@@ -313,6 +314,11 @@ def test_search_readiness_and_messages(filled, monkeypatch):
     monkeypatch.setattr(radloop.retrieval, "search_cases", missing_index)
     outcome = views_search.find_similar(filled, image=np.zeros((8, 8), np.uint8))
     assert "no index for enc-1" in outcome.message and next_steps.COMMANDS["index"] in outcome.message
+
+    monkeypatch.setattr(radloop.retrieval, "search_cases", lambda catalog, **_: [])
+    filtered = views_search.find_similar(filled, case_id="I-a", filters={"finding": "pneumothorax"})
+    assert filtered.message == next_steps.NO_FILTERED_HITS  # the filters, not the index, are the cause
+    assert views_search.find_similar(filled, case_id="I-a").message == next_steps.NO_INDEX_HITS
 
 
 def test_run_round_action_filters_arguments_and_reports_errors(catalog):

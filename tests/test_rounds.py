@@ -81,6 +81,8 @@ def test_simulated_rounds_buy_labels_and_resume(round_catalog):
     assert again.round_id == first.round_id
     with round_catalog.session() as session:
         assert session.scalar(select(func.count()).select_from(Selection)) == 12
+        ranks = session.scalars(select(Selection.rank).where(Selection.round_id == first.round_id)).all()
+        assert sorted(ranks) == list(range(1, 13))  # 1 = the first pick, as the selection queue shows it
 
     done = finish_round(round_catalog)
     assert done.state == "finished" and done.labels_spent == 12 and done.labels_total == 12
