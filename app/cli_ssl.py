@@ -56,6 +56,8 @@ def pretrain_command(
         result = pretrain(catalog, settings, run_dir, resume=str(checkpoint) if checkpoint else resume)
     except ValueError as error:
         fail(str(error))
+    except KeyboardInterrupt as error:
+        fail(str(error) or "interrupted: rerun the same command to resume", code=130)
     emit(result.to_json(), json_output, title="pretrain")
 
 
@@ -85,10 +87,22 @@ def embed_command(
         bundle = resolve_encoder(catalog, encoder)
     except (FileNotFoundError, LookupError, ValueError) as error:
         fail(str(error))
+    from radloop.ssl.pretrain import require_accelerator
+
+    try:
+        require_accelerator(accelerator)
+    except ValueError as error:
+        fail(str(error))
+    if not (devices.isdigit() or devices == "auto" or devices.replace(",", "").isdigit()):
+        fail(f"--devices {devices!r}: a number of devices, a comma list of device indices, or auto")
     parsed_devices: int | str = int(devices) if devices.isdigit() else devices
-    summary = embed_catalog(catalog, bundle, batch_size=batch_size, fp16=fp16, normalize=not no_normalize,
-                            shard_size=shard_size, devices=parsed_devices, accelerator=accelerator,
-                            num_workers=workers, progress=not json_output)
+    try:
+        summary = embed_catalog(catalog, bundle, batch_size=batch_size, fp16=fp16, normalize=not no_normalize,
+                                shard_size=shard_size, devices=parsed_devices, accelerator=accelerator,
+                                num_workers=workers, progress=not json_output)
+    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into a graceful shutdown + sys.exit(1)
+        fail("embedding interrupted: the shards written so far are kept; rerun the same command to embed the "
+             "rest", code=130)
     if Path(encoder).exists():  # a folder: register it so that rounds, search and training find it
         from radloop.ssl.encoder_adapter import ensure_encoder_registered
 

@@ -77,7 +77,9 @@ def test_round_control_runs_a_simulated_round(app, live_workspace):
     app.number_input(key="round_budget").set_value(2)
     app.button[0].click().run()
     assert not app.exception and not app.error, [error.value for error in app.error]
-    assert [(status.label, status.state) for status in app.status] == [("Starting round: done", "complete")]
+    # the page reran after the step: its outcome is shown once, the header reads the rounds as they are now
+    assert [success.value for success in app.success][-1] == "Starting round: done"
+    assert {metric.label: metric.value for metric in app.metric}["State"] == "pushed"
     catalog = Catalog.open(workspace)
     try:
         with catalog.session() as session:
@@ -89,7 +91,9 @@ def test_round_control_runs_a_simulated_round(app, live_workspace):
         app.checkbox(key="round_finish_simulate").check()
         app.button[1].click().run()
         assert not app.exception and not app.error, [error.value for error in app.error]
-        assert [(status.label, status.state) for status in app.status] == [("Finishing round: done", "complete")]
+        assert [success.value for success in app.success][-1] == "Finishing round: done"
+        assert {metric.label: metric.value for metric in app.metric}["State"] == "finished"
+        assert app.button[1].disabled  # nothing left to finish
         with catalog.session() as session:
             round_ = session.get(Round, round_.id)
             assert round_.state == "finished" and round_.labels_spent == 2

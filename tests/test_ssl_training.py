@@ -191,6 +191,43 @@ def test_resume_from_checkpoint_is_exact(catalog, tmp_path, method):
         assert torch.equal(tensor, second.model.state_dict()[name]), name
     assert first.version == second.version
     assert (tmp_path / "straight" / "logs" / "metrics.csv").is_file()
+    # the interrupted part's metrics are kept beside the resumed part's (Lightning would delete them)
+    earlier = (tmp_path / "resumed" / "logs" / "metrics-1.csv").read_text()
+    assert "train/loss" in earlier and (tmp_path / "resumed" / "logs" / "metrics.csv").is_file()
+
+
+def test_resume_refuses_what_it_cannot_do(catalog, tmp_path):
+    """A finished run cannot be extended (its schedule has ended), a checkpoint of other settings cannot be
+    resumed, a file that is not a checkpoint is named: clear errors instead of a traceback or a silent no-op."""
+    build_workspace(catalog, 16)
+    run = tmp_path / "run"
+    done = pretrain(catalog, _config("simclr", "trainer.max_steps=3"), run, register=False)
+    assert done.steps == 3
+    with pytest.raises(ValueError, match="finished its 3-step schedule.*model.init_from="):
+        pretrain(catalog, _config("simclr", "trainer.max_steps=6"), run, register=False)
+    with pytest.raises(ValueError, match=r"other settings \(simclr.projection_dim\)"):
+        pretrain(catalog, _config("simclr", "trainer.max_steps=3", "simclr.projection_dim=8"), run, register=False)
+    not_a_checkpoint = tmp_path / "notes.ckpt"
+    not_a_checkpoint.write_text("hello")
+    with pytest.raises(ValueError, match="not a radloop pretraining checkpoint"):
+        pretrain(catalog, _config("simclr", "trainer.max_steps=3"), tmp_path / "other", register=False,
+                 resume=str(not_a_checkpoint))
+    again = pretrain(catalog, _config("simclr", "trainer.max_steps=3", "model.export_pooling=multiscale"), run,
+                     register=False)  # export settings may change: same schedule, re-exported
+    assert again.steps == 3
+
+
+def test_gpu_settings_on_a_machine_without_one_fail_first(catalog, tmp_path):
+    from radloop.ssl.pretrain import require_accelerator
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match="no CUDA GPU is visible"):
+        pretrain(catalog, _config("simclr", "trainer.accelerator=gpu"), tmp_path / "run", register=False)
+    assert not (tmp_path / "run").exists()  # refused before any folder or decoding
+    with pytest.raises(ValueError, match="unknown accelerator 'foo'"):
+        require_accelerator("foo")
+    require_accelerator("cpu")
 
 
 def test_export_load_round_trip_and_registration(catalog, tmp_path):

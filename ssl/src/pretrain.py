@@ -85,11 +85,76 @@ def _loggers(config: PretrainConfig, run_dir: Path) -> list:
 
     loggers = []
     if "csv" in config.trainer.loggers:
+        # a resumed run keeps the earlier metrics: Lightning would delete logs/metrics.csv, so it is moved
+        # aside first (logs/metrics-<n>.csv, oldest first)
+        existing = run_dir / "logs" / "metrics.csv"
+        if existing.is_file():
+            number = 1 + len(list(existing.parent.glob("metrics-*.csv")))
+            existing.rename(existing.with_name(f"metrics-{number}.csv"))
         loggers.append(CSVLogger(str(run_dir), name="logs", version="",
                                  flush_logs_every_n_steps=config.trainer.log_every_n_steps))
     if "tensorboard" in config.trainer.loggers:
         loggers.append(TensorBoardLogger(str(run_dir), name="tb", version=""))
     return loggers
+
+
+def require_accelerator(accelerator: str) -> None:
+    """Fail with what to do when a config or option asks for a GPU this machine does not have.
+
+    Raises:
+        ValueError: an unknown accelerator, or ``gpu``/``cuda`` without a visible CUDA device.
+    """
+    import torch
+
+    name = str(accelerator).lower()
+    if name not in ("auto", "cpu", "gpu", "cuda", "mps"):
+        raise ValueError(f"unknown accelerator {accelerator!r}: use cpu, gpu or auto")
+    if name in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(f"accelerator {accelerator!r} but no CUDA GPU is visible on this machine: use a CPU "
+                         "config (configs/ssl/*_cpu.yaml) or --set trainer.accelerator=cpu (embed: --accelerator cpu)")
+
+
+#: Config sections that must match for a checkpoint to resume (the export settings may change).
+_RESUME_SECTIONS = ("method", "model", "simclr", "mae", "optim")
+_EXPORT_ONLY = ("export_pooling", "export_flip_average", "init_from")
+
+
+def check_resume(checkpoint: str | Path, config: PretrainConfig, total_steps: int, run_dir: Path) -> None:
+    """Refuse a resume that Lightning would turn into a traceback or quietly into nothing.
+
+    Raises:
+        ValueError: not a Lightning checkpoint; trained with another model/method/optimiser config; or a
+            schedule of another length (a finished run cannot be extended: its cosine schedule has ended).
+    """
+    import torch
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        saved = state["hyper_parameters"]
+        step, old_total, old_config = int(state["global_step"]), int(saved["total_steps"]), saved["config"]
+    except Exception as error:  # noqa: BLE001 (pickle, zip and key errors all mean "not ours")
+        raise ValueError(f"{checkpoint} is not a radloop pretraining checkpoint ({type(error).__name__})") from None
+    fresh = f"start a new run with --no-resume (or --out ANOTHER_FOLDER; {run_dir} is this config's default)"
+    new_config = config.model_dump()
+    changed = []
+    for section in _RESUME_SECTIONS:
+        old, new = old_config.get(section), new_config.get(section)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += [f"{section}.{key}" for key in sorted(set(old) | set(new))
+                        if key not in _EXPORT_ONLY and old.get(key) != new.get(key)]
+        elif old != new:
+            changed.append(section)
+    if changed:
+        raise ValueError(f"checkpoint {checkpoint} was trained with other settings ({', '.join(changed[:6])}): "
+                         f"it cannot be resumed with these; {fresh}")
+    if old_total != total_steps:
+        if step >= old_total:
+            raise ValueError(
+                f"the run in {run_dir} has finished its {old_total}-step schedule; to train longer, start a new "
+                f"run from its weights: --out NEW_FOLDER --set model.init_from={checkpoint}")
+        raise ValueError(f"checkpoint {checkpoint} belongs to a {old_total}-step schedule and these settings make "
+                         f"{total_steps} steps: resume with the same settings (trainer.max_steps, data.batch_size, "
+                         f"devices), or {fresh}")
 
 
 def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, resume: bool | str = True,
@@ -118,6 +183,7 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
     from radloop.ssl.trainer_progress import trainer_callbacks
 
     started = time.time()
+    require_accelerator(config.trainer.accelerator)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if config.trainer.num_threads:
@@ -166,7 +232,22 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
         ckpt_path = str(resume)
     elif resume and (run_dir / "checkpoints" / "last.ckpt").is_file():
         ckpt_path = str(run_dir / "checkpoints" / "last.ckpt")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    if ckpt_path:
+        check_resume(ckpt_path, config, total_steps, run_dir)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SystemExit:  # Lightning's answer to Ctrl-C: a graceful shutdown, then sys.exit(1)
+        if trainer.interrupted:
+            raise KeyboardInterrupt(
+                f"pretraining interrupted at step {trainer.global_step}: the last checkpoint in "
+                f"{run_dir / 'checkpoints'} (one every {trainer_settings.checkpoint_every_n_steps} steps) is kept; "
+                "rerun the same command to resume") from None
+        raise
+    if trainer.global_step >= total_steps:
+        # the periodic checkpoints stop short of the last steps: last.ckpt must be the finished state, so that a
+        # rerun knows the run is complete (and does not train its last steps again).  A run stopped early
+        # (max_time, a callback) keeps its periodic last.ckpt, from which a rerun continues.
+        trainer.save_checkpoint(str(run_dir / "checkpoints" / "last.ckpt"))
     loss = trainer.callback_metrics.get("train/loss")
     result = PretrainResult(run_dir=str(run_dir), encoder_dir=None, version=None, steps=trainer.global_step,
                             total_steps=total_steps, seconds=round(time.time() - started, 1), images=len(store),
