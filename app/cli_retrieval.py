@@ -45,10 +45,12 @@ def search_command(
         "--filter", help="key=value, repeatable (same key: any of; keys: body_region, finding, split, dataset, "
                          "modality, view, laterality).")] = None,
     encoder: Annotated[Optional[str], typer.Option("--encoder", help="Encoder version (default: the current one).")] = None,
+    same_study: Annotated[bool, typer.Option(
+        "--same-study", help="Also list the query's other study images (other views, copies).")] = False,
     workspace: WorkspaceOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Find the catalog cases most similar to an image or a case."""
+    """Find the catalog cases most similar to an image or a case (other studies only, unless --same-study)."""
     if (image is None) == (case is None):
         fail("give exactly one of --image FILE or --case ID")
     from radloop.retrieval.search import parse_filters, search_cases
@@ -57,15 +59,28 @@ def search_command(
         parsed = parse_filters(filters)
     except ValueError as error:
         fail(str(error))
+    from radloop.retrieval.search import index_coverage, resolve_encoder_version
+
     catalog = open_catalog(workspace)
     try:
-        hits = search_cases(catalog, image=image, case_id=case, k=k, filters=parsed, encoder=encoder)
+        hits = search_cases(catalog, image=image, case_id=case, k=k, filters=parsed, encoder=encoder,
+                            same_study=same_study)
+        version = resolve_encoder_version(catalog, encoder)
     except (ValueError, LookupError, FileNotFoundError) as error:
         fail(str(error))
-    result = {"query": str(image) if image else case, "k": k, "filters": parsed,
+    embedded, total = index_coverage(catalog, version)
+    result = {"query": str(image) if image else case, "k": k, "filters": parsed, "encoder": version,
+              "images_searched": embedded, "images_in_catalog": total,
               "neighbours": [hit.to_dict() for hit in hits]}
+    if embedded < total:
+        console.print(f"note: {embedded:,} of {total:,} catalog images are embedded with {version}; "
+                      f"`radloop embed --encoder {version}` makes the rest searchable", markup=False,
+                      highlight=False)
     if json_output:
         emit(result, True)
+        return
+    if not hits:
+        console.print("no neighbours" + (" match these filters" if parsed else ""), markup=False, highlight=False)
         return
     from radloop.app.options import listing_table, show
 

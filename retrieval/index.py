@@ -4,8 +4,10 @@ Ids are the catalog's string image ids; FAISS sees sequential int64 labels and t
 label -> id map (``None`` for removed entries).  Cosine similarity is inner product on L2-normalised
 vectors.  An index folder (``<workspace>/indexes/<model_version>/``) holds ``index.faiss``,
 ``ids.json``, ``manifest.json`` (model version, dimension, metric, factory string, resolved config) and,
-when exact re-ranking is on, ``vectors.npy`` (memory-mapped on load).  Saving writes temporary files and
-renames them, manifest last, so an interrupted save leaves the previous index loadable.
+when exact re-ranking is on, ``vectors.npy`` (memory-mapped on load).  Each save writes a new generation of those files
+(``index-<gen>.faiss`` ...) and then the manifest that names them (atomically, by rename); the previous
+generation is deleted only after that, so an interrupted save leaves the previous index loadable and never
+pairs one save's index with another's id map.
 """
 
 from __future__ import annotations
@@ -46,6 +48,19 @@ def _safe_name(model_version: str) -> str:
 def index_folder(workspace, model_version: str) -> Path:
     """``<workspace>/indexes/<model_version>/``."""
     return Path(workspace.indexes_dir) / _safe_name(model_version)
+
+
+def _generation_files(folder: Path, manifest: dict | None = None) -> dict[str, str]:
+    """The files of the saved index generation the manifest names (older layouts: fixed names)."""
+    if manifest is None:
+        path = folder / MANIFEST
+        manifest = json.loads(path.read_text()) if path.is_file() else {}
+    if manifest.get("files"):
+        return dict(manifest["files"])
+    legacy = {"index": "index.faiss", "ids": "ids.json"}
+    if (folder / "vectors.npy").is_file():
+        legacy["vectors"] = "vectors.npy"
+    return legacy if manifest else {}
 
 
 class IndexManager:
@@ -392,23 +407,28 @@ class IndexManager:
         self._writable()  # a memory-mapped IVF index refers to its file: write a self-contained copy
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        temporary = folder / ".index.faiss.tmp"
-        faiss.write_index(self.index, str(temporary))
-        os.replace(temporary, folder / "index.faiss")
-        (folder / ".ids.json.tmp").write_text(json.dumps({"ids": self._ids, "removed": sorted(self._removed)}))
-        os.replace(folder / ".ids.json.tmp", folder / "ids.json")
+        previous = _generation_files(folder)  # deleted once the new generation is in place
+        generation = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f") + f"-{os.getpid()}"
+        files = {"index": f"index-{generation}.faiss", "ids": f"ids-{generation}.json"}
+        faiss.write_index(self.index, str(folder / files["index"]))
+        (folder / files["ids"]).write_text(json.dumps({"ids": self._ids, "removed": sorted(self._removed)}))
         if self._vectors is not None:
-            with open(folder / ".vectors.npy.tmp", "wb") as handle:
+            files["vectors"] = f"vectors-{generation}.npy"
+            with open(folder / files["vectors"], "wb") as handle:
                 np.save(handle, np.asarray(self._vectors))
-            os.replace(folder / ".vectors.npy.tmp", folder / "vectors.npy")
         manifest = {
             "model_version": self.model_version, "dim": self.dim, "metric": self.config.metric,
             "factory": self.factory, "count": len(self), "faiss_version": faiss.__version__,
             "saved_at": datetime.now(timezone.utc).isoformat(), "config": self.config.model_dump(),
-            "calibration": self.calibration,
+            "calibration": self.calibration, "files": files,
         }
         (folder / f".{MANIFEST}.tmp").write_text(json.dumps(manifest, indent=2))
-        os.replace(folder / f".{MANIFEST}.tmp", folder / MANIFEST)
+        os.replace(folder / f".{MANIFEST}.tmp", folder / MANIFEST)  # the switch to the new generation
+        # the previous generation, and any left by a save that was interrupted before its switch
+        leftovers = set(previous.values()) | {path.name for pattern in ("index-*.faiss", "ids-*.json", "vectors-*.npy")
+                                             for path in folder.glob(pattern)}
+        for name in leftovers - set(files.values()):
+            (folder / name).unlink(missing_ok=True)
         return folder
 
     @classmethod
@@ -432,8 +452,9 @@ class IndexManager:
         manager = cls(manifest["dim"], manifest["model_version"], IndexConfig(**manifest["config"]))
         manager.factory = manifest["factory"]
         manager.calibration = manifest.get("calibration")
-        path = str(folder / "index.faiss")
-        manager.index, manager.memory_mapped, manager._source = None, False, folder / "index.faiss"
+        files = _generation_files(folder, manifest)
+        path = str(folder / files["index"])
+        manager.index, manager.memory_mapped, manager._source = None, False, folder / files["index"]
         if mmap:
             try:
                 manager.index = faiss.read_index(path, faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
@@ -443,12 +464,15 @@ class IndexManager:
         if manager.index is None:
             manager.index = faiss.read_index(path)
         manager._apply_search_parameters()
-        stored = json.loads((folder / "ids.json").read_text())
+        stored = json.loads((folder / files["ids"]).read_text())
         manager._ids = stored["ids"]
         manager._removed = set(stored.get("removed", []))
         manager._labels = {value: label for label, value in enumerate(manager._ids) if value is not None}
-        if (folder / "vectors.npy").is_file():
-            manager._vectors = np.load(folder / "vectors.npy", mmap_mode="r" if mmap else None)
+        if "vectors" in files and (folder / files["vectors"]).is_file():
+            manager._vectors = np.load(folder / files["vectors"], mmap_mode="r" if mmap else None)
+        if manager.index.ntotal != len(manager._labels):
+            raise ValueError(f"index at {folder} is inconsistent ({manager.index.ntotal} vectors, "
+                             f"{len(manager._labels)} ids): rebuild it with `radloop index build`")
         return manager
 
     def memory_bytes(self) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from radloop.retrieval.index import IndexConfig, IndexManager, index_folder
 
@@ -92,6 +92,13 @@ def resolve_encoder_version(catalog, encoder: str | None = None) -> str:
             from radloop.ssl import load_encoder
 
             return load_encoder(path).version
+        from radloop.core.schema import Model
+
+        with catalog.session() as session:
+            registered = set(session.scalars(select(Model.version).where(Model.kind == "encoder")))
+        known = registered | set(embedded_versions(catalog))
+        if encoder not in known:
+            raise LookupError(f"unknown encoder {encoder!r} (encoders: {', '.join(sorted(known)) or 'none yet'})")
         return encoder
     current = catalog.current_model("encoder", kind="encoder") or catalog.current_model("encoder")
     if current is not None:
@@ -183,7 +190,34 @@ def _query_vector(catalog, model_version: str, image, case_id: str | None) -> tu
     from radloop.ssl.embed import resolve_encoder
 
     bundle = resolve_encoder(catalog, model_version)
-    return embed_images(bundle, [source])[0], image_id
+    try:
+        return embed_images(bundle, [source])[0], image_id
+    except Exception as error:  # noqa: BLE001 (PIL, pydicom and radloop's own decode errors alike)
+        if isinstance(error, (MemoryError, KeyboardInterrupt)):
+            raise
+        raise ValueError(f"cannot read the query image {source}: {error} (PNG, JPEG or DICOM)") from None
+
+
+def _study_images(catalog, image_id: str) -> list[str]:
+    """Every catalog image of ``image_id``'s study (other views, copies of the same radiograph)."""
+    from radloop.core.schema import Image
+
+    with catalog.session() as session:
+        study = session.scalar(select(Image.study_id).where(Image.id == image_id))
+        if study is None:
+            return [image_id]
+        return list(session.scalars(select(Image.id).where(Image.study_id == study)))
+
+
+def index_coverage(catalog, model_version: str) -> tuple[int, int]:
+    """(images embedded with ``model_version``, images in the catalog): search sees only the first."""
+    from radloop.core.schema import Embedding, Image
+
+    with catalog.session() as session:
+        embedded = session.scalar(select(func.count(func.distinct(Embedding.image_id)))
+                                  .where(Embedding.model_version == model_version)) or 0
+        total = session.scalar(select(func.count(Image.id))) or 0
+    return int(embedded), int(total)
 
 
 def _describe(catalog, hits: list[tuple[str, float]]) -> list[CaseNeighbour]:
@@ -229,10 +263,11 @@ def _describe(catalog, hits: list[tuple[str, float]]) -> list[CaseNeighbour]:
 
 def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_id: str | None = None,
                  k: int = 10, filters: dict[str, Any] | None = None, encoder: str | None = None,
-                 index_config: IndexConfig | None = None) -> list[CaseNeighbour]:
+                 index_config: IndexConfig | None = None, same_study: bool = False) -> list[CaseNeighbour]:
     """The ``k`` catalog cases nearest to a query image (file or 2-D array) or a catalog image/study id.
 
-    The query case itself is never among its neighbours.
+    The query case itself is never among its neighbours, nor (unless ``same_study``) the other images of its
+    study: other views and copies of the same radiograph are not other cases.
 
     Args:
         catalog: the workspace catalog.
@@ -258,7 +293,9 @@ def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_
     allowed = _allowed_ids(catalog, checked)
     if allowed is not None and not allowed:
         return []
-    found = manager.search(vector, k, allowed_ids=allowed, exclude_ids=[query_id] if query_id else None,
-                           model_version=version)
+    excluded = None
+    if query_id:
+        excluded = [query_id] if same_study else _study_images(catalog, query_id)
+    found = manager.search(vector, k, allowed_ids=allowed, exclude_ids=excluded, model_version=version)
     hits = [(image_id, float(distance)) for image_id, distance in zip(found.ids[0], found.distances[0])]
     return _describe(catalog, hits)

@@ -128,3 +128,36 @@ def test_nprobe_is_calibrated_to_the_target_recall_and_persisted(tmp_path, data)
     assert faiss.try_extract_index_ivf(loaded.index).nprobe == calibration["nprobe"]
     fixed = IndexManager.build(vectors, ids, "enc-test", IndexConfig(factory="IVF64,SQ8", nprobe=5))
     assert fixed.calibration is None and faiss.try_extract_index_ivf(fixed.index).nprobe == 5
+
+
+def test_interrupted_save_keeps_the_previous_index_whole(data, tmp_path, monkeypatch):
+    """A save killed before its manifest switch leaves the previous generation (index + its own id map)."""
+    import json
+    import os
+
+    vectors, _, ids = data
+    folder = tmp_path / "index"
+    IndexManager.build(vectors[:300], ids[:300], "enc-test").save(folder)
+    other_order = IndexManager.build(vectors[:300][::-1].copy(), ids[:300][::-1], "enc-test")
+    real_replace = os.replace
+
+    def interrupted(source, target):
+        if str(target).endswith("manifest.json"):
+            raise KeyboardInterrupt("killed before the manifest switch")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        other_order.save(folder)
+    monkeypatch.setattr(os, "replace", real_replace)
+    loaded = IndexManager.load(folder)
+    assert loaded.search(vectors[7], 1).ids == [["I-00007"]]  # each vector still maps to its own id
+    other_order.save(folder)  # a completed save switches and removes the old generation's files
+    names = sorted(path.name for path in folder.iterdir() if not path.name.startswith("."))
+    files = json.loads((folder / "manifest.json").read_text())["files"]
+    assert sorted(files.values()) + ["manifest.json"] == sorted(names)
+    assert IndexManager.load(folder).search(vectors[7], 1).ids == [["I-00007"]]
+    # a hand-damaged id map is caught on load, not answered with wrong ids
+    (folder / files["ids"]).write_text(json.dumps({"ids": ids[:299], "removed": []}))
+    with pytest.raises(ValueError, match="inconsistent .*radloop index build"):
+        IndexManager.load(folder)

@@ -128,7 +128,26 @@ def test_image_outside_the_catalog_is_embedded_on_the_fly(catalog, tmp_path):
     assert hits[0].image_id == "I-1" and hits[0].distance < 1e-4
     hits = search_cases(catalog, image=pixels[0], k=1)  # a 2-D array works too
     assert hits[0].image_id == "I-0"
+    not_an_image = tmp_path / "scan.png"
+    not_an_image.write_text("these are notes, not pixels")
+    with pytest.raises(ValueError, match="cannot read the query image .*scan.png"):
+        search_cases(catalog, image=not_an_image, k=1)
     del torch
+
+
+def test_same_study_images_are_not_other_cases(catalog):
+    """Other views / copies of the query's radiograph (same study) are left out unless asked for."""
+    ids, vectors = _fill(catalog, count=30)
+    with catalog.session() as session:  # a copy of case 0 (another file of the same study, near-identical)
+        session.add(Image(id="I-copy", study_id="S-" + ids[0][2:], content_hash="c" * 64, dataset="synthetic",
+                          source_path="/nowhere/copy.png", source_format="png", render_path="renders/c.png",
+                          thumb_path="thumbs/c.png", width=64, height=64, render_width=64, render_height=64))
+    write_shard(catalog, VERSION, ["I-copy"], vectors[:1].astype(np.float32), normalized=False)
+    assert "I-copy" not in [hit.image_id for hit in search_cases(catalog, case_id=ids[0], k=5, encoder=VERSION)]
+    with_study = search_cases(catalog, case_id=ids[0], k=5, encoder=VERSION, same_study=True)
+    assert with_study[0].image_id == "I-copy" and with_study[0].distance < 1e-5
+    with pytest.raises(LookupError, match="unknown encoder 'enc-nope' \\(encoders: enc-test-0001\\)"):
+        search_cases(catalog, case_id=ids[0], encoder="enc-nope")
 
 
 def test_search_cli_json(catalog, workspace):
@@ -151,6 +170,14 @@ def test_search_cli_json(catalog, workspace):
     bad = runner.invoke(build_app(), ["search", "--case", ids[0], "--filter", "nonsense", "--encoder", VERSION,
                                       "--workspace", str(workspace.root)])
     assert bad.exit_code != 0 and "key=value" in bad.output
+    with catalog.session() as session:  # an image not embedded yet: search covers 30 of 31 and says so
+        session.add(Image(id="I-new", study_id="S-" + ids[0][2:], content_hash="n" * 64, dataset="synthetic",
+                          source_path="/nowhere/new.png", source_format="png", render_path="renders/n.png",
+                          thumb_path="thumbs/n.png", width=64, height=64, render_width=64, render_height=64))
+    partial = runner.invoke(build_app(), ["search", "--case", ids[1], "--encoder", VERSION, "--json",
+                                          "--workspace", str(workspace.root)])
+    assert partial.exit_code == 0 and "30 of 31 catalog images are embedded" in partial.output
+    assert json.loads(partial.stdout)["images_searched"] == 30
 
 
 def test_listing_table_folds_instead_of_cutting_and_keeps_ids_whole():
