@@ -63,6 +63,8 @@ def build_app() -> typer.Typer:
 def main() -> None:
     logging.basicConfig(level=os.environ.get("RADLOOP_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("lightning.pytorch", "lightning.fabric"):  # they print through their own handler already
+        logging.getLogger(name).propagate = False
     try:
         build_app()()
     except OSError as error:

@@ -26,7 +26,9 @@ def _quiet_lightning() -> None:
 def train(
     config: Annotated[Path, typer.Option("--config", "-c", help="Job config, e.g. configs/finetune/probe_cpu.yaml.")],
     overrides: OverrideOption = None,
-    register: Annotated[bool, typer.Option("--register/--no-register", help="Register the model in the catalog.")] = True,
+    register: Annotated[bool, typer.Option("--register/--no-register", help=(
+        "Save the model in the workspace and register it; --no-register only trains and measures it "
+        "(nothing is saved, the version cannot be used later)."))] = True,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -46,7 +48,8 @@ def train(
         result = run_training(catalog, job, register=register, progress=True)
     except (ValueError, RegistryError, FileNotFoundError) as error:
         fail(str(error))
-    emit(result.to_json(), as_json, title=f"trained {result.version}")
+    title = f"trained {result.version}" if register else "trained and measured (not saved: --no-register)"
+    emit(result.to_json(), as_json, title=title)
 
 
 def evaluate(
@@ -62,6 +65,8 @@ def evaluate(
     from radloop.ssl.finetune_evaluate import evaluate_model
 
     _quiet_lightning()
+    if split is not None and split not in ("train", "val", "test"):
+        fail(f"--split {split!r}: one of train, val, test")
     catalog = open_catalog(workspace)
     try:
         result = evaluate_model(catalog, model, coco=coco, images=images, split=split, progress=True)

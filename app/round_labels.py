@@ -112,15 +112,34 @@ def train_round_probe(catalog: Catalog, row: Round, config: Any, progress: Progr
     metrics = {f"auroc.{config.task}": metric, "labels": len(labelled), "eval_images": len(evaluation)}
     from radloop.core.registry import RegistryError
 
+    make_current, kept = _becomes_current(catalog, f"auroc.{config.task}", metric)
     try:
         register_model(catalog, version, "probe", "findings", folder, parent_version=encoder_version,
                        config={"round": row.number, **json.loads(config.model_dump_json()),
                                "embeddings": {"normalize": True}},
-                       metrics=metrics, annotation_ids=annotation_ids, make_current=True)
+                       metrics=metrics, annotation_ids=annotation_ids, make_current=make_current)
     except RegistryError:
         logger.info("model %s registered already (resumed round)", version)
+    if kept:
+        note = "; ".join(filter(None, [note, f"{version} registered, not current: {kept} (`radloop models "
+                                               f"set-current {version}` to use it)"]))
     result = {"labels_total": len(labelled), "metric": metric, "model_version": version}
     return {**result, "note": note} if note else result
+
+
+def _becomes_current(catalog: Catalog, metric_name: str, metric: float | None) -> tuple[bool, str | None]:
+    """Whether a round's probe replaces the current findings model (what the ML backend serves), and if not,
+    why.  It does when there is none, when the current one is an earlier round's probe, or when it scores at
+    least as well on the same metric; a model trained otherwise (``radloop train``) is not displaced by a probe
+    that scores worse or has no score."""
+    current = catalog.current_model("findings")
+    if current is None or "round" in (current.config or {}):
+        return True, None
+    theirs = (current.metrics or {}).get(metric_name)
+    if metric is not None and (theirs is None or metric >= theirs):
+        return True, None
+    score = f"{metric_name} {theirs:.3f}" if isinstance(theirs, (int, float)) else "trained outside the rounds"
+    return False, f"the current findings model {current.version} ({score}) stays current"
 
 
 def _normalize(vectors: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy import func, select
@@ -55,8 +55,8 @@ class RoundConfig(StrictModel):
     cold_start_strategy: str = "typiclust"
     encoder: str | None = None  # registry version; default: the current encoder
     dataset: str | None = None  # restrict the pool to one dataset
-    pool_split: str = "train"
-    eval_split: str = "test"
+    pool_split: Literal["train", "val", "test"] = "train"
+    eval_split: Literal["train", "val", "test"] = "test"
     simulate: bool = False
     random_state: int = 0
     probe_C: float = 1.0

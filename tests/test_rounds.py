@@ -124,3 +124,21 @@ def test_round_cli_status_json(round_catalog, monkeypatch):
     assert result.exit_code == 0, result.output
     rounds = json.loads(result.stdout)["rounds"]
     assert [r["state"] for r in rounds] == ["finished"] * len(rounds) and len(rounds) >= 2
+
+
+def test_a_round_probe_does_not_displace_a_better_trained_model(catalog, tmp_path):
+    """`round finish` registers its probe; it becomes the current findings model (what the ML backend serves)
+    unless a model trained outside the rounds scores better on the same metric (or the probe has no score)."""
+    from radloop.app.round_labels import _becomes_current
+    from radloop.core.registry import register_model
+
+    assert _becomes_current(catalog, "auroc.fracture", None) == (True, None)  # nothing current yet
+    register_model(catalog, "probe-fracture-r001", "probe", "findings", tmp_path, config={"round": 1},
+                   metrics={"auroc.fracture": 0.9}, make_current=True)
+    assert _becomes_current(catalog, "auroc.fracture", 0.5) == (True, None)  # an earlier round's probe
+    register_model(catalog, "clf-ft", "classifier", "findings", tmp_path, config={"task": "findings"},
+                   metrics={"auroc.fracture": 0.8}, make_current=True)
+    assert _becomes_current(catalog, "auroc.fracture", 0.85) == (True, None)
+    stays, why = _becomes_current(catalog, "auroc.fracture", 0.7)
+    assert not stays and "clf-ft (auroc.fracture 0.800) stays current" in why
+    assert _becomes_current(catalog, "auroc.fracture", None)[0] is False

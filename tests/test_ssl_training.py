@@ -271,6 +271,8 @@ def test_unknown_config_key_fails_naming_it(tmp_path):
         load_config(bad, PretrainConfig)
     with pytest.raises(ConfigError, match="augment.flip"):
         load_config(None, PretrainConfig, ["augment.flip=true"])
+    with pytest.raises(ConfigError, match="data.splits.0: Input should be 'train', 'val' or 'test'"):
+        load_config(None, PretrainConfig, ["data.splits=[tarin]"])  # a typo, not "ingest images first"
 
 
 def test_shipped_config_paths_work_outside_the_repository(tmp_path, monkeypatch):

@@ -26,11 +26,11 @@ class DataConfig(StrictModel):
     dataset: str | None = None
     findings: list[str] = ["fracture"]
     body_region: bool = True
-    train_splits: list[str] = ["train"]
-    eval_split: str = "test"
+    train_splits: list[Literal["train", "val", "test"]] = ["train"]
+    eval_split: Literal["train", "val", "test"] = "test"
     # fine-tuned classifiers: per-finding Platt scaling fitted on this split after training (None: off; skipped
     # with a message when it is a training split or the eval split, or holds no labelled images)
-    calibration_split: str | None = "val"
+    calibration_split: Literal["train", "val", "test"] | None = "val"
     label_fraction: float = Field(1.0, gt=0.0, le=1.0)
     max_train_images: int | None = Field(None, ge=1)
     max_eval_images: int | None = Field(None, ge=1)

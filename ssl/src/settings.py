@@ -78,7 +78,8 @@ class AugmentSettings(StrictModel):
 
 class DataSettings(StrictModel):
     datasets: list[str] | None = Field(None, description="catalog datasets to train on (None: all)")
-    splits: list[str] | None = Field(None, description="study splits to train on (None: all)")
+    splits: list[Literal["train", "val", "test"]] | None = Field(
+        None, description="study splits to train on (None: all)")
     limit: int | None = Field(None, ge=1, description="at most this many images (deterministic subset)")
     crop_size: int = Field(128, ge=16, description="training resolution of the global views")
     batch_size: int = Field(128, ge=2, description="images per device per step")
