@@ -239,6 +239,7 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     embedded = load_embeddings(catalog, encoder_version, pool_ids)
     order = {image_id: i for i, image_id in enumerate(embedded.image_ids)}
     keep = [i for i, image_id in enumerate(pool_ids) if image_id in order]
+    not_embedded = len(pool_ids) - len(keep)
     pool_ids = [pool_ids[i] for i in keep]
     regions = [regions[i] for i in keep]
     vectors = embedded.vectors[[order[image_id] for image_id in pool_ids]]
@@ -250,6 +251,9 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     probabilities = _probabilities(catalog, encoder_version, vectors, config.task)
     weak_labels = _weak_labels(catalog, pool_ids, config.task)
     strategy_name, notes = config.strategy, []
+    if not_embedded:
+        notes.append(f"{not_embedded} pool images are not embedded with {encoder_version} and were not "
+                     f"considered: `radloop embed --encoder {encoder_version}` adds them")
     strategy = get_strategy(strategy_name)
     missing = [name for name, value in (("probabilities", probabilities), ("weak_labels", weak_labels))
                if name in strategy.needs + strategy.uses and value is None]
@@ -259,9 +263,13 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
                      f"'{config.task}' on encoder {encoder_version}: cold start with '{config.cold_start_strategy}'")
         strategy_name = config.cold_start_strategy
         strategy = get_strategy(strategy_name)
-    progress(f"selecting {config.budget} images with {strategy_name}", 0.6)
+    unlabelled = int((~labelled_mask).sum())
+    if config.budget > unlabelled:
+        notes.append(f"budget {config.budget} is more than the {unlabelled} unlabelled images of the pool: "
+                     f"all {unlabelled} selected")
+    progress(f"selecting {min(config.budget, unlabelled)} images with {strategy_name}", 0.6)
     picked = strategy.select(
-        min(config.budget, int((~labelled_mask).sum())), embeddings=vectors, labeled_mask=labelled_mask,
+        min(config.budget, unlabelled), embeddings=vectors, labeled_mask=labelled_mask,
         probabilities=probabilities, weak_labels=weak_labels,
         groups=np.array([region or "unknown" for region in regions], dtype=object),
         random_state=config.random_state)

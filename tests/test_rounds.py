@@ -142,3 +142,11 @@ def test_a_round_probe_does_not_displace_a_better_trained_model(catalog, tmp_pat
     stays, why = _becomes_current(catalog, "auroc.fracture", 0.7)
     assert not stays and "clf-ft (auroc.fracture 0.800) stays current" in why
     assert _becomes_current(catalog, "auroc.fracture", None)[0] is False
+
+
+def test_a_budget_beyond_the_pool_selects_all_and_says_so(round_catalog):
+    from radloop.app.rounds import start_round
+
+    report = start_round(round_catalog, strategy="kcenter", budget=10_000, simulate=True)
+    assert 0 < report.selected < 10_000
+    assert any(f"budget 10000 is more than the {report.selected} unlabelled images" in note for note in report.notes)
