@@ -51,6 +51,8 @@ class RoundConfig(StrictModel):
 
     task: str = "fracture"
     strategy: str = "badge"
+    #: keyword parameters of ``strategy`` (e.g. stratified: {base: margin, quotas: {wrist: 0.5, elbow: 0.5}})
+    strategy_params: dict[str, Any] = {}
     budget: int = 50
     cold_start_strategy: str = "typiclust"
     encoder: str | None = None  # registry version; default: the current encoder
@@ -61,7 +63,7 @@ class RoundConfig(StrictModel):
     random_state: int = 0
     probe_C: float = 1.0
     label_studio_url: str | None = None
-    label_studio_project: str = "radloop"
+    label_studio_project: str | None = None  # None: the project `radloop ls init` bound, else "radloop findings"
 
 
 def load_round_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RoundConfig:
@@ -218,7 +220,7 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     progress = progress or _noop
     config = (config or RoundConfig()).model_copy(update={k: v for k, v in overrides.items() if v is not None})
     config = RoundConfig.model_validate(config.model_dump())  # validate the overrides too
-    get_strategy(config.strategy)  # unknown names fail here, listing the valid ones
+    get_strategy(config.strategy, **config.strategy_params)  # unknown names / parameters fail here
     if config.budget < 1:
         raise RoundError(f"budget must be at least 1, got {config.budget}")
 
@@ -254,7 +256,7 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     if not_embedded:
         notes.append(f"{not_embedded} pool images are not embedded with {encoder_version} and were not "
                      f"considered: `radloop embed --encoder {encoder_version}` adds them")
-    strategy = get_strategy(strategy_name)
+    strategy = get_strategy(strategy_name, **config.strategy_params)
     missing = [name for name, value in (("probabilities", probabilities), ("weak_labels", weak_labels))
                if name in strategy.needs + strategy.uses and value is None]
     if missing:

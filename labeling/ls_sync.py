@@ -96,16 +96,22 @@ def ensure_project(client: LabelStudioClient, title: str | None = None, *, catal
 
 def _resolve_binding(catalog: Catalog, client: LabelStudioClient, binding: ProjectBinding | None,
                      project: str | None) -> ProjectBinding:
+    """The workspace's project on ``client``'s server: the binding ``radloop ls init`` saved when it is for this
+    server (and ``project``, when a title is asked for), else the project is created or re-bound with the
+    binding's own settings (document root, media URL) kept."""
     if binding is not None:
         return binding
-    if project is not None:
-        try:
-            current = load_binding(catalog.workspace)
-            if current.title == project and current.url == client.url:
-                return current
-        except FileNotFoundError:
-            pass
-        init_project(client, catalog.workspace, title=project)
+    try:
+        current = load_binding(catalog.workspace)
+    except FileNotFoundError:
+        current = None
+    if current is not None and current.url == client.url and project in (None, current.title):
+        return current
+    from radloop.labeling.ls_project import DEFAULT_PROJECT_TITLE
+
+    init_project(client, catalog.workspace, title=project or (current.title if current else DEFAULT_PROJECT_TITLE),
+                 document_root=current.document_root if current else None,
+                 media_url=current.media_url if current else None)
     return load_binding(catalog.workspace)
 
 

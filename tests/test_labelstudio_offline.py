@@ -98,3 +98,31 @@ def test_client_errors_are_clear_without_server(monkeypatch):
         client.whoami()
     assert waits == [0.5, 1.0, 2.0]  # exponential back-off
     assert "secret-token-xyz" not in str(caught.value) and "secret-token-xyz" not in repr(client)
+
+
+def test_rounds_push_to_the_project_ls_init_bound(catalog, monkeypatch):
+    """`round start/finish` without a project title use the bound project as is (the default title used to
+    differ from `ls init`'s and re-bound the workspace, losing its document root); another title re-binds with
+    the binding's settings kept."""
+    from types import SimpleNamespace
+
+    from radloop.labeling import ls_sync
+    from radloop.labeling.ls_project import ProjectBinding, load_binding, save_binding
+
+    bound = ProjectBinding(url="http://ls:8080", project_id=7, title="radloop findings", config_digest="d",
+                           document_root="/srv/data", media_url=None, storage_id=3)
+    save_binding(catalog.workspace, bound)
+    calls = []
+
+    def fake_init(client, workspace, *, title, document_root=None, media_url=None):
+        calls.append((title, document_root, media_url))
+        save_binding(workspace, ProjectBinding(url=client.url, project_id=8, title=title, config_digest="d",
+                                               document_root=document_root, media_url=media_url))
+
+    monkeypatch.setattr(ls_sync, "init_project", fake_init)
+    client = SimpleNamespace(url="http://ls:8080")
+    assert ls_sync._resolve_binding(catalog, client, None, None) == bound and not calls
+    assert ls_sync._resolve_binding(catalog, client, None, "radloop findings") == bound and not calls
+    other = ls_sync._resolve_binding(catalog, client, None, "fracture round")
+    assert calls == [("fracture round", "/srv/data", None)] and other.project_id == 8
+    assert load_binding(catalog.workspace).title == "fracture round"

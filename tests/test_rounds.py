@@ -54,6 +54,14 @@ def test_unknown_strategy_lists_valid_ones(round_catalog):
     assert _rounds(round_catalog) == []
 
 
+def test_strategy_parameters_come_from_the_round_config(round_catalog):
+    from radloop.app.rounds import load_round_config, start_round
+
+    config = load_round_config(None, ["strategy=stratified", "strategy_params={base: margin, colour: red}"])
+    with pytest.raises(ValueError, match="bad parameters for strategy 'stratified'.*colour"):
+        start_round(round_catalog, config=config, simulate=True)
+
+
 def test_finish_without_open_round_says_what_to_do(round_catalog):
     from radloop.app.rounds import RoundError, finish_round
 
