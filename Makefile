@@ -66,5 +66,8 @@ test-postgres: venv labelstudio
 test-fast: venv
 	$(BIN)/python -m pytest -m "not labelstudio and not browser and not slow" $(PYTEST_ARGS)
 
+# the workspace only when the demo made it (marker file): a real workspace at that path is never deleted
 clean:
-	rm -rf $(VENV) $(WORKSPACE) .pytest_cache
+	rm -rf $(VENV) .pytest_cache
+	@if test -f $(WORKSPACE)/.radloop-demo; then rm -rf $(WORKSPACE); \
+	 elif test -e $(WORKSPACE); then echo "kept $(WORKSPACE): not made by the demo"; fi

@@ -2,9 +2,9 @@
 
 Ids are the catalog's string image ids; FAISS sees sequential int64 labels and the manager keeps the
 label -> id map (``None`` for removed entries).  Cosine similarity is inner product on L2-normalised
-vectors.  An index folder (``<workspace>/indexes/<model_version>/``) holds ``index.faiss``,
-``ids.json``, ``manifest.json`` (model version, dimension, metric, factory string, resolved config) and,
-when exact re-ranking is on, ``vectors.npy`` (memory-mapped on load).  Each save writes a new generation of those files
+vectors.  An index folder (``<workspace>/indexes/<model_version>/``) holds the index, the id map and, when
+exact re-ranking is on, the vectors (memory-mapped on load), plus ``manifest.json`` (model version,
+dimension, metric, factory string, resolved config, and the names of those three files).  Each save writes a new generation of those files
 (``index-<gen>.faiss`` ...) and then the manifest that names them (atomically, by rename); the previous
 generation is deleted only after that, so an interrupted save leaves the previous index loadable and never
 pairs one save's index with another's id map.

@@ -34,7 +34,7 @@ class IndexConfig(StrictModel):
     train_points_per_cell: int = 16
     train_iterations: int = 10
     #: re-rank ``rerank_factor * k`` approximate candidates with exact distances from the stored vectors
-    #: (``vectors.npy``, memory-mapped on load: on disk, not in the index's memory).  None: on for lossy
+    #: (``vectors-<gen>.npy``, memory-mapped on load: on disk, not in the index's memory).  None: on for lossy
     #: codes (8-bit and smaller scalar codes, PQ, LSH, RaBitQ), off for exact vectors and 16-bit codes.
     #: (8-bit codes alone cap recall@10 near 0.98 on clustered embeddings: near-ties swap.)
     rerank: bool | None = None
