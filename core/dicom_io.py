@@ -4,9 +4,10 @@ The grey-level pipeline follows DICOM PS3.3 C.11 (the order a viewer applies):
 
 1. decode the stored values (pydicom, JPEG 2000 through pylibjpeg-openjpeg / Pillow), respecting BitsStored;
 2. modality LUT (``apply_modality_lut``; a plain rescale slope/intercept is done in float32 for speed);
-3. VOI: a VOI LUT sequence (``apply_voi_lut``), else the first window centre/width (LINEAR, LINEAR_EXACT or
+3. VOI: a VOI LUT sequence (``_apply_voi_table``), else the first window centre/width (LINEAR, LINEAR_EXACT or
    SIGMOID, C.11.2.1.2), else a percentile window (0.5-99.5 %) and finally min/max;
-4. MONOCHROME1 is inverted so that 1.0 is always bright (bone white, air black).
+4. MONOCHROME1 (or MONOCHROME2 with Presentation LUT Shape INVERSE) is inverted so that 1.0 is always bright
+   (bone white, air black); PALETTE COLOR goes through its palette, colour through luminance.
 
 Only technical attributes reach :class:`DicomMetadata`; the StudyInstanceUID is kept solely so ingest can
 derive a pseudonymous study id (it is excluded from :meth:`DicomMetadata.to_record`).
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
+from pydicom.pixels import apply_modality_lut, get_decoder, pixel_array
 
 from radloop.core.input_errors import (
     CorruptImageError, EmptyFileError, NoPixelDataError, NotDicomError, TruncatedFileError,
@@ -71,11 +72,15 @@ class DicomMetadata:
     number_of_frames: int
     window_source: str
     study_instance_uid: str | None = field(default=None, repr=False)
+    #: when there is no StudyInstanceUID: patient id + study date / accession, only ever fed to the study
+    #: pseudonym's HMAC (never stored), so one patient's images of one day stay one study (and one split)
+    study_fallback_key: str | None = field(default=None, repr=False)
 
     def to_record(self) -> dict:
-        """JSON-able attributes for the catalog (the StudyInstanceUID is left out)."""
+        """JSON-able attributes for the catalog (the StudyInstanceUID and the fallback key are left out)."""
         record = asdict(self)
         record.pop("study_instance_uid")
+        record.pop("study_fallback_key")
         record["pixel_spacing"] = list(self.pixel_spacing) if self.pixel_spacing else None
         return record
 
@@ -128,8 +133,12 @@ def decode_stored_values(dataset: pydicom.Dataset) -> np.ndarray:
         raise NoPixelDataError(f"DICOM object has no pixel data element{hint}")
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is None:
-        raise TruncatedFileError("DICOM file meta has no Transfer Syntax UID (header truncated or damaged)")
-    if syntax.is_compressed:
+        syntax = _syntax_from_encoding(dataset)
+    try:
+        compressed = syntax.is_compressed
+    except ValueError:
+        raise UnsupportedTransferSyntaxError(f"unknown transfer syntax UID {syntax}") from None
+    if compressed:
         try:
             decoder = get_decoder(syntax)
         except NotImplementedError:
@@ -147,7 +156,31 @@ def decode_stored_values(dataset: pydicom.Dataset) -> np.ndarray:
         if "less than expected" in message or "truncated" in message.lower():
             raise TruncatedFileError(f"pixel data is truncated: {message}") from error
         raise CorruptImageError(f"cannot decode pixel data ({syntax.name}): {message}") from error
+    if str(dataset.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        try:  # the stored values are palette indices: apply the palette, the colour path makes it grey
+            return np.asarray(apply_color_lut(array, dataset))
+        except Exception as error:  # noqa: BLE001
+            raise CorruptImageError(f"PALETTE COLOR image whose palette cannot be applied: {error}") from error
     return _respect_bits_stored(array, dataset)
+
+
+def _syntax_from_encoding(dataset: pydicom.Dataset):
+    """The transfer syntax of a data set read without file meta (a raw data set): its parsed encoding."""
+    from pydicom import uid
+
+    encoding = getattr(dataset, "original_encoding", None)
+    if not encoding or encoding[0] is None:
+        raise TruncatedFileError("DICOM file meta has no Transfer Syntax UID and the encoding cannot be told "
+                                 "(header truncated or damaged)")
+    implicit, little = encoding
+    syntax = (uid.ImplicitVRLittleEndian if implicit else
+              uid.ExplicitVRLittleEndian if little else uid.ExplicitVRBigEndian)
+    if not hasattr(dataset, "file_meta") or dataset.file_meta is None:
+        dataset.file_meta = pydicom.dataset.FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = syntax
+    return syntax
 
 
 def _read_dataset(source: str | os.PathLike | bytes) -> pydicom.Dataset:
@@ -215,18 +248,43 @@ def _voi_and_polarity(values: np.ndarray, dataset: pydicom.Dataset, *,
                       sample: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     if "VOILUTSequence" in dataset:
         try:
-            lut_bits = int(dataset.VOILUTSequence[0].LUTDescriptor[2])
-            indices = values if values.dtype.kind in "iu" else np.rint(values).astype(np.int32)  # LUT inputs
-            windowed = apply_voi_lut(indices, dataset, prefer_lut=True).astype(np.float32)
-            windowed /= float((1 << lut_bits) - 1)
-            display, source = np.clip(windowed, 0.0, 1.0), "voi_lut"
+            display, source = _apply_voi_table(values, dataset.VOILUTSequence[0]), "voi_lut"
         except Exception:  # malformed LUT: fall back to the window or the data range
             display, source = _window_or_auto(values, dataset, sample)
     else:
         display, source = _window_or_auto(values, dataset, sample)
-    if str(dataset.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
+    photometric = str(dataset.get("PhotometricInterpretation", "")).strip()
+    # MONOCHROME1 is shown inverted (its Presentation LUT Shape INVERSE says the same, not twice); a
+    # MONOCHROME2 image with Presentation LUT Shape INVERSE asks for the inversion too
+    if photometric == "MONOCHROME1" or str(dataset.get("PresentationLUTShape", "")).strip() == "INVERSE":
         display = 1.0 - display
     return display.astype(np.float32, copy=False), source
+
+
+def _apply_voi_table(values: np.ndarray, item) -> np.ndarray:
+    """A VOI LUT sequence item applied to ``values``, as display values in [0, 1].
+
+    Done here rather than with pydicom's ``apply_voi_lut``, which indexes an 8-bit LUT of more than 256 entries
+    through uint8 indices (wrapping around).  A LUT declared with 16-bit entries whose values use fewer bits
+    (12-bit data in 16-bit words, common in CR) is scaled by the bits it uses, as DICOM viewers do.
+    """
+    entries, first, bits = (int(value) for value in item.LUTDescriptor)
+    entries = entries or 65536
+    raw = item["LUTData"].value
+    if isinstance(raw, (bytes, bytearray)):
+        table = np.frombuffer(raw, dtype="<u2" if len(raw) >= 2 * entries else np.uint8)[:entries]
+    else:
+        table = np.asarray(raw if isinstance(raw, (list, tuple, pydicom.multival.MultiValue)) else [raw])
+    table = table.astype(np.float32)
+    if table.size == 0:
+        raise ValueError("empty VOI LUT")
+    indices = values if values.dtype.kind in "iu" else np.rint(values)
+    indices = np.clip(indices.astype(np.int64) - first, 0, table.size - 1)
+    top = float((1 << bits) - 1)
+    used = float(table.max())
+    if bits > 8 and 0 < used < (top + 1) / 16:  # e.g. 12-bit values in a 16-bit LUT
+        top = float((1 << int(np.ceil(np.log2(used + 1)))) - 1)
+    return np.clip(table[indices] / top, 0.0, 1.0)
 
 
 def _modality(stored: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
@@ -299,7 +357,10 @@ def _spacing(dataset: pydicom.Dataset) -> tuple[tuple[float, float] | None, str 
 
 
 def _text(dataset: pydicom.Dataset, keyword: str) -> str | None:
+    """An attribute as text; of a multi-valued one the first value (not the list's repr)."""
     value = dataset.get(keyword)
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        value = value[0] if len(value) else None
     text = str(value).strip() if value is not None else ""
     return text or None
 
@@ -311,7 +372,8 @@ def _metadata(dataset: pydicom.Dataset, shape: tuple[int, ...], window_source: s
     return DicomMetadata(
         modality=_text(dataset, "Modality"),
         body_part=body_part,
-        body_region=BODY_PART_REGIONS.get(body_part.upper().replace(" ", "")) if body_part else None,
+        body_region=BODY_PART_REGIONS.get(body_part.upper().replace(" ", "").replace("-", "").replace("_", ""))
+        if body_part else None,
         view_position=_text(dataset, "ViewPosition"),
         laterality=_text(dataset, "ImageLaterality") or _text(dataset, "Laterality"),
         pixel_spacing=spacing,
@@ -325,4 +387,11 @@ def _metadata(dataset: pydicom.Dataset, shape: tuple[int, ...], window_source: s
         number_of_frames=int(dataset.get("NumberOfFrames", 1) or 1),
         window_source=window_source,
         study_instance_uid=_text(dataset, "StudyInstanceUID"),
+        study_fallback_key=_study_fallback_key(dataset),
     )
+
+
+def _study_fallback_key(dataset: pydicom.Dataset) -> str | None:
+    patient = _text(dataset, "PatientID")
+    when = _text(dataset, "AccessionNumber") or _text(dataset, "StudyDate")
+    return f"{patient}|{when}" if patient and when else None

@@ -121,9 +121,14 @@ def _process(index: int, task: ImageTask, context: WorkerContext) -> ImageOutcom
         pixels = dicom.pixels
         metadata = dicom.metadata
         uid = metadata.study_instance_uid
-        # The StudyInstanceUID only keys the pseudonym; without one the image is its own study.
-        study_id = (study_pseudonym(context.pseudonym_key, "study", uid) if uid
-                    else study_pseudonym(context.pseudonym_key, "content", digest))
+        # The StudyInstanceUID only keys the pseudonym; without one, the patient id + accession / study date
+        # (never stored, only hashed), else the image is its own study.
+        if uid:
+            study_id = study_pseudonym(context.pseudonym_key, "study", uid)
+        elif metadata.study_fallback_key:
+            study_id = study_pseudonym(context.pseudonym_key, "patient-day", metadata.study_fallback_key)
+        else:
+            study_id = study_pseudonym(context.pseudonym_key, "content", digest)
         spacing = metadata.pixel_spacing
         columns.update(
             source_format="dicom", modality=metadata.modality, view=metadata.view_position,
