@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import logging
 import secrets
 import threading
@@ -310,7 +309,7 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
             return {}
         try:
             return dict(zip(indices, predictor.predict([cases[index] for index in indices])))
-        except (OSError, ValueError) as error:  # UnreadableImage is a ValueError
+        except (OSError, ValueError) as error:  # UnreadableImage is an OSError
             if len(indices) == 1:
                 failures[indices[0]] = f"task {tasks[indices[0]].task_id}: {error}"
                 return {}
