@@ -192,9 +192,9 @@ def _query_vector(catalog, model_version: str, image, case_id: str | None) -> tu
     bundle = resolve_encoder(catalog, model_version)
     try:
         return embed_images(bundle, [source])[0], image_id
+    except MemoryError:
+        raise
     except Exception as error:  # noqa: BLE001 (PIL, pydicom and radloop's own decode errors alike)
-        if isinstance(error, (MemoryError, KeyboardInterrupt)):
-            raise
         raise ValueError(f"cannot read the query image {source}: {error} (PNG, JPEG or DICOM)") from None
 
 
