@@ -75,7 +75,8 @@ class Catalog:
         """Open (and migrate) the catalog of ``workspace``.
 
         Raises:
-            FileNotFoundError: ``create=False`` and the SQLite file does not exist.
+            FileNotFoundError: ``create=False`` and the SQLite file (or, with a server database, the
+                workspace folder) does not exist.
         """
         url = workspace.database_url
         if url.startswith("sqlite"):
@@ -87,6 +88,10 @@ class Catalog:
             engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
+            if not create and not workspace.root.is_dir():  # the database exists, but not this workspace
+                raise FileNotFoundError(
+                    f"no workspace folder at {workspace.root} (its catalog would be RADLOOP_DATABASE_URL's "
+                    "database): run `radloop ingest ...` first, or check --workspace")
             workspace.ensure()
             engine = create_engine(url, pool_pre_ping=True)
         migrate(engine)
