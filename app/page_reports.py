@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from radloop.app import ui, views, views_reports
+from radloop.app import next_steps, ui, views, views_reports
 from radloop.core.vocabulary import FINDINGS, STATUSES
 
 
@@ -64,6 +64,11 @@ def render() -> None:
                 st.warning(f"The labeller could not label this report ({error}); showing stored weak labels.")
             else:
                 mentions, caption = live, f"Live rules `{labeler.rules_version}` (ConText modifiers in the table)"
+            if detail.rules_versions and labeler.rules_version not in detail.rules_versions:
+                st.info(f"The rules changed since this report's weak labels were stored "
+                        f"({', '.join(detail.rules_versions)}; now `{labeler.rules_version}`): "
+                        f"{next_steps.command('labels')} relabels the catalog (older rows are kept per "
+                        "version).", icon=":material/update:")
 
     st.markdown(f"**{detail.report_id}** · study `{detail.study_id or '—'}` · "
                 f"{len(detail.image_ids)} image(s)")

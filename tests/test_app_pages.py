@@ -161,6 +161,8 @@ def test_report_explorer_highlights_mentions(app_workspace, env):
         live = app.dataframe[0].value
         assert "NEGATED_EXISTENCE" in set(", ".join(live["modifiers"]).split(", "))
         assert "Live rules" in texts(app)
+        # the fixture's weak labels carry another rules version than the live rules: the page says so
+        assert "The rules changed since" in texts(app) and "app-test-fixture" in texts(app)
     else:
         assert "report labeller is not available" in texts(app)
     app.radio(key="reports_source").set_value("stored weak labels").run()
