@@ -129,7 +129,7 @@ def check_resume(checkpoint: str | Path, config: PretrainConfig, total_steps: in
     import torch
 
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)  # tensors mapped, not read
         saved = state["hyper_parameters"]
         step, old_total, old_config = int(state["global_step"]), int(saved["total_steps"]), saved["config"]
     except Exception as error:  # noqa: BLE001 (pickle, zip and key errors all mean "not ours")
