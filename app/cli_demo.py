@@ -111,7 +111,7 @@ def register(groups) -> None:
         say = (lambda message: console.print(message, markup=False, highlight=False))
         try:
             result = run_demo(catalog, options, say=say)
-        except FileNotFoundError as error:
+        except (FileNotFoundError, ValueError) as error:
             fail(str(error))
         if json_output:
             emit(result.to_json(), True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -169,6 +170,14 @@ def _encoder(catalog: Catalog, options: DemoOptions) -> dict[str, Any]:
     overrides = [f"trainer.max_steps={max(20, int(minutes * 60))}",
                  f"trainer.max_time=00:00:{int(minutes) + 1:02d}:00", "trainer.loggers=[csv]"]
     config = load_config(config_file, PretrainConfig, overrides)
+    from radloop.ssl.pretrain_data import catalog_images
+
+    data = config.data
+    available = len(catalog_images(catalog, datasets=data.datasets, splits=data.splits, limit=data.limit))
+    if available < 8:
+        raise ValueError(f"only {available} images to pretrain on in the {data.splits} split(s): use a larger --limit")
+    if available < data.batch_size:  # a small --limit: smaller batches rather than no encoder
+        config = config.model_copy(update={"data": data.model_copy(update={"batch_size": available // 2 * 2})})
     run = pretrain(catalog, config, catalog.workspace.models_dir / "demo-pretrain", resume=False)
     return {"encoder": run.version, "steps": run.steps, "final_loss": run.final_loss,
             "source": f"pretrained {run.seconds:.0f} s with {config_file.name}"}
@@ -323,8 +332,9 @@ def _print_report(result: DemoResult, say: Say) -> None:
     say("What the labels bought (fracture present, AUROC on the held-out split):")
     say(f"  {'round':>5}  {'strategy':<12}{'labels':>7}  {'active':>7}  {'random':>14}")
     for entry, baseline in zip(result.rounds, result.random_baseline or [{}] * len(result.rounds)):
-        random_text = (f"{baseline['auroc_mean']:.3f}±{baseline['auroc_std']:.3f}"
-                       if baseline.get("auroc_mean") is not None else "-")
+        mean = baseline.get("auroc_mean")
+        random_text = (f"{mean:.3f}±{baseline['auroc_std']:.3f}"
+                       if mean is not None and math.isfinite(mean) else "-")
         say(f"  {entry['round']:>5}  {entry['strategy']:<12}{entry['labels_total']:>7}  "
             f"{_fmt(entry['auroc_after']):>7}  {random_text:>14}")
     if result.next_batch:
