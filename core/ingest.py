@@ -125,7 +125,8 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
     writer = _CatalogWriter(catalog, summary, found.image_tasks, batch_size)
     # errors an earlier run recorded about these input paths themselves (a missing path, an unreadable COCO
     # json, a COCO json without its images) are looked at again now: this run records them again if they remain
-    _resolve_errors(catalog, [str(p) for p in paths] + [str(Path(p).resolve()) for p in paths], run_id)
+    with catalog.session() as session:
+        _resolve_errors(session, [str(p) for p in paths] + [str(Path(p).resolve()) for p in paths], run_id)
     for path, stage, reason in found.errors:
         writer.add_error(path, stage, reason)
     writer.flush()
@@ -223,20 +224,14 @@ def _progress(outcomes: Iterator[ImageOutcome], total: int, enabled: bool) -> It
             yield outcome
 
 
-def _resolve_errors(catalog_or_session, paths: list[str], run_id: str) -> None:
+def _resolve_errors(session, paths: list[str], run_id: str) -> None:
     """Delete earlier runs' ``IngestError`` rows for ``paths``: they were ingested (or re-examined) now, so the
     catalog's error count is what still needs attention (each run's JSON log in ``logs/`` keeps the history)."""
     from sqlalchemy import delete
 
     paths = sorted(set(paths))
-    if not paths:
-        return
-    if isinstance(catalog_or_session, Catalog):
-        with catalog_or_session.session() as session:
-            _resolve_errors(session, paths, run_id)
-        return
     for start in range(0, len(paths), 500):
-        catalog_or_session.execute(delete(IngestError).where(
+        session.execute(delete(IngestError).where(
             IngestError.path.in_(paths[start:start + 500]), IngestError.run_id != run_id))
 
 
