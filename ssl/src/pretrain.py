@@ -87,10 +87,15 @@ def _loggers(config: PretrainConfig, run_dir: Path) -> list:
     if "csv" in config.trainer.loggers:
         # a resumed run keeps the earlier metrics: Lightning would delete logs/metrics.csv, so it is moved
         # aside first (logs/metrics-<n>.csv, oldest first)
+        from lightning.pytorch.utilities import rank_zero_only
+
         existing = run_dir / "logs" / "metrics.csv"
-        if existing.is_file():
+        if rank_zero_only.rank == 0 and existing.is_file():  # once, not by every DDP process
             number = 1 + len(list(existing.parent.glob("metrics-*.csv")))
-            existing.rename(existing.with_name(f"metrics-{number}.csv"))
+            try:
+                existing.rename(existing.with_name(f"metrics-{number}.csv"))
+            except FileNotFoundError:  # moved by a concurrent launch of the same run
+                pass
         loggers.append(CSVLogger(str(run_dir), name="logs", version="",
                                  flush_logs_every_n_steps=config.trainer.log_every_n_steps))
     if "tensorboard" in config.trainer.loggers:
