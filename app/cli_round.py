@@ -35,11 +35,17 @@ def register(groups) -> None:
               task: Annotated[Optional[str], typer.Option(help="Image-level finding to label.")] = None,
               simulate: Annotated[bool, typer.Option("--simulate", help="Answer from the dataset's ground "
                                                      "truth instead of experts.")] = False,
+              label_studio: Annotated[Optional[str], typer.Option(
+                  "--label-studio", help="Label Studio URL to push to (default: the server `radloop ls init` "
+                                         "bound, else $LABEL_STUDIO_URL).")] = None,
+              no_push: Annotated[bool, typer.Option("--no-push", help="Only write the Label Studio import file, "
+                                                    "even with a server configured.")] = False,
               config: ConfigOption = None, overrides: OverrideOption = None,
               workspace: WorkspaceOption = None, json_output: JsonOption = False) -> None:
         """Start a round: embed new images, update the index, score, select, push to Label Studio.
 
-        Without a Label Studio URL the batch is written as a Label Studio import file under rounds/.
+        The batch goes to the server `radloop ls init` bound (or --label-studio / $LABEL_STUDIO_URL); without
+        one, or with --no-push, it is written as a Label Studio import file under rounds/.
         Rerunning resumes an interrupted round.
         """
         from radloop.app.rounds import RoundError, load_round_config, start_round
@@ -48,6 +54,10 @@ def register(groups) -> None:
         catalog = open_catalog(workspace)
         try:
             settings = load_round_config(config, overrides)
+            if label_studio:
+                settings = settings.model_copy(update={"label_studio_url": label_studio})
+            if no_push:
+                settings = settings.model_copy(update={"push": False})
             bar, update = _progress()
             with bar:
                 report = start_round(catalog, config=settings, progress=update, strategy=strategy, budget=budget,

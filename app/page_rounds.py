@@ -73,7 +73,8 @@ def render() -> None:
         elif current.metric_before is not None:
             columns[3].metric(f"{current.metric_name or 'metric'} (before)", f"{current.metric_before:.3f}")
 
-    label_studio = views_control.label_studio_status()
+    # the server rounds push to: the one `radloop ls init` bound, else $LABEL_STUDIO_URL, else the default
+    label_studio = views_control.label_studio_status(_round_server(catalog))
     if label_studio.reachable:
         st.success(label_studio.message, icon=":material/check_circle:")
     else:
@@ -122,9 +123,21 @@ def render() -> None:
                     "import it by hand or tick *Simulate*.")
         _run("Starting round", api.start, catalog, task=task, strategy=strategy, budget=int(budget),
              simulate=simulate, label_studio_url=label_studio.url if label_studio.reachable and not simulate
-             else None)
+             else None, push=bool(label_studio.reachable) or simulate)
     if finish:
         _run("Finishing round", api.finish, catalog, simulate=True if simulate_missing else None)
+
+
+def _round_server(catalog) -> str | None:
+    try:
+        from radloop.app.rounds import RoundConfig, RoundError, label_studio_server
+    except ImportError:  # round scripts unavailable: the page says so elsewhere
+        return None
+    try:
+        return label_studio_server(catalog, RoundConfig())[0]
+    except RoundError as error:  # a damaged binding: the probe falls back to $LABEL_STUDIO_URL, the start says why
+        st.warning(str(error))
+        return None
 
 
 if __name__ == "__main__":

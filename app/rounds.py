@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -36,7 +37,7 @@ from radloop.core.schema import Image, Round, Selection, Study
 logger = logging.getLogger(__name__)
 
 __all__ = ["RoundConfig", "RoundError", "RoundReport", "start_round", "finish_round", "round_status",
-           "load_round_config", "labelled_image_ids"]
+           "load_round_config", "labelled_image_ids", "label_studio_server"]
 
 Progress = Callable[[str, float], None]
 STATES = ("created", "selected", "pushed", "answered", "trained", "finished")
@@ -62,8 +63,10 @@ class RoundConfig(StrictModel):
     simulate: bool = False
     random_state: int = 0
     probe_C: float = 1.0
+    #: None: the server `radloop ls init` bound this workspace to, else ``$LABEL_STUDIO_URL``, else no server
     label_studio_url: str | None = None
     label_studio_project: str | None = None  # None: the project `radloop ls init` bound, else "radloop findings"
+    push: bool = True  # False: only write the Label Studio import file, even with a server configured
 
 
 def load_round_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RoundConfig:
@@ -299,6 +302,30 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     return _hand_out(catalog, round_id, config, progress)
 
 
+def label_studio_server(catalog: Catalog, config: RoundConfig) -> tuple[str | None, str]:
+    """The Label Studio server a round talks to, and where that choice came from.
+
+    In order: ``config.label_studio_url``, the server ``radloop ls init`` bound the workspace to, then
+    ``$LABEL_STUDIO_URL``; ``(None, reason)`` when there is none or ``config.push`` is off.
+    """
+    if not config.push:
+        return None, "push: false"
+    if config.label_studio_url:
+        return config.label_studio_url.rstrip("/"), "label_studio_url"
+    from radloop.labeling.ls_project import load_binding
+
+    try:
+        return load_binding(catalog.workspace).url.rstrip("/"), "the workspace's `ls init` binding"
+    except FileNotFoundError:
+        pass
+    except (ValueError, TypeError) as error:  # a damaged binding file: say so instead of silently not pushing
+        raise RoundError(f"the workspace's Label Studio binding is unreadable ({error}): rerun `radloop ls init`") from error
+    env = os.environ.get("LABEL_STUDIO_URL", "").strip()
+    if env:
+        return env.rstrip("/"), "$LABEL_STUDIO_URL"
+    return None, "no server configured"
+
+
 def _hand_out(catalog: Catalog, round_id: int, config: RoundConfig, progress: Progress) -> RoundReport:
     """Push the batch to Label Studio, or write the import file when there is no server (idempotent)."""
     from radloop.labeling import ls_sync
@@ -313,11 +340,22 @@ def _hand_out(catalog: Catalog, round_id: int, config: RoundConfig, progress: Pr
     tasks_file = folder / "label_studio_tasks.json"
     export_tasks_json(catalog, round_id, tasks_file)
     meta: dict[str, Any] = {"tasks_file": catalog.workspace.relative(tasks_file)}
-    if config.label_studio_url and not config.simulate:
-        client = ls_sync.client_from_env(config.label_studio_url)
+    url, source = (None, "simulated") if config.simulate else label_studio_server(catalog, config)
+    if url:
+        client = ls_sync.client_from_env(url)
         pushed = dict(ls_sync.push_round(catalog, client, round_id, project=config.label_studio_project))
-        meta["label_studio"] = {"url": config.label_studio_url, "project": config.label_studio_project,
+        meta["label_studio"] = {"url": url, "source": source, "project": config.label_studio_project,
                                 "pushed": pushed}
+        handed = f"batch pushed to Label Studio at {url} (server from {source})"
+    elif config.simulate:
+        handed = None
+    else:
+        handed = (f"batch written to {meta['tasks_file']} ({source}); import it into Label Studio, or connect a "
+                  "server with `radloop ls init --url URL` and rerun `radloop round start`")
+    with catalog.session() as session:
+        notes = [note for note in (session.get(Round, round_id).meta or {}).get("notes", [])
+                 if not note.startswith("batch ")]  # a rerun replaces the earlier hand-out note
+    meta["notes"] = notes + ([handed] if handed else [])
     row = _set(catalog, round_id, state="pushed", meta=meta)
     progress("round started", 1.0)
     return _report(row)
@@ -345,11 +383,11 @@ def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate
         else:
             from radloop.labeling import ls_sync
 
-            url = (row.meta or {}).get("label_studio", {}).get("url") or config.label_studio_url
+            url = (row.meta or {}).get("label_studio", {}).get("url") or label_studio_server(catalog, config)[0]
             if not url:
                 raise RoundError(f"round {row.number} went to an import file ({(row.meta or {}).get('tasks_file')}); "
-                                 "import it into Label Studio and pass the server with --set label_studio_url=..., "
-                                 "or finish with --simulate")
+                                 "import it into Label Studio, then connect the workspace with `radloop ls init --url "
+                                 "URL` (or set LABEL_STUDIO_URL) and rerun, or finish with --simulate")
             client = ls_sync.client_from_env(url)
             answered = int(ls_sync.pull_round(catalog, client, row.id, project=config.label_studio_project)["annotations_added"])
         if answered == 0 and not config.simulate:

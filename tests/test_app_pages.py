@@ -247,7 +247,7 @@ def test_round_control_starts_a_round_with_progress(app_workspace, env):
     app.number_input(key="round_budget").set_value(5)
     app.button[0].click().run()
     assert calls == [{"task": "fracture", "strategy": app.selectbox(key="round_strategy").value, "budget": 5,
-                      "simulate": True}]  # no label_studio_url: the server is down
+                      "simulate": True, "push": True}]  # no label_studio_url: the server is down
     assert not app.error and not app.exception
     assert app.json and '"selected": 5' in app.json[0].value
     app.button[1].click().run()
@@ -255,6 +255,9 @@ def test_round_control_starts_a_round_with_progress(app_workspace, env):
     assert "round 3 has no annotations yet" in app.error[0].value
     assert "resumable" in texts(app)
     assert not app.exception
+    app.checkbox(key="round_simulate").uncheck()
+    app.button[0].click().run()  # experts, but the server is down: only the import file, no push attempt
+    assert calls[-1]["simulate"] is False and calls[-1]["push"] is False
 
 
 def test_models_page_lists_versions_and_metrics(app_workspace, env):

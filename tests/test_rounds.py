@@ -158,3 +158,61 @@ def test_a_budget_beyond_the_pool_selects_all_and_says_so(round_catalog):
     report = start_round(round_catalog, strategy="kcenter", budget=10_000, simulate=True)
     assert 0 < report.selected < 10_000
     assert any(f"budget 10000 is more than the {report.selected} unlabelled images" in note for note in report.notes)
+
+
+def _bind(catalog, url):
+    import dataclasses
+    import json
+
+    from radloop.labeling.ls_project import ProjectBinding, binding_path
+
+    path = binding_path(catalog.workspace)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dataclasses.asdict(ProjectBinding(url=url, project_id=7, title="radloop findings",
+                                                                 config_digest="x"))))
+
+
+def test_rounds_push_to_the_bound_server_then_label_studio_url(catalog, monkeypatch):
+    from radloop.app.rounds import RoundConfig, RoundError, label_studio_server
+
+    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
+    assert label_studio_server(catalog, RoundConfig()) == (None, "no server configured")
+    monkeypatch.setenv("LABEL_STUDIO_URL", "http://env-host:8080/")
+    assert label_studio_server(catalog, RoundConfig()) == ("http://env-host:8080", "$LABEL_STUDIO_URL")
+    _bind(catalog, "http://bound-host:8080")  # `radloop ls init` connected the workspace: that server wins
+    assert label_studio_server(catalog, RoundConfig())[0] == "http://bound-host:8080"
+    explicit = RoundConfig(label_studio_url="http://other:9000")
+    assert label_studio_server(catalog, explicit) == ("http://other:9000", "label_studio_url")
+    assert label_studio_server(catalog, RoundConfig(push=False, label_studio_url="http://other:9000"))[0] is None
+    from radloop.labeling.ls_project import binding_path
+
+    binding_path(catalog.workspace).write_text('{"url": "http://x"}')  # damaged: fields missing
+    with pytest.raises(RoundError, match="binding is unreadable.*ls init"):
+        label_studio_server(catalog, RoundConfig())
+
+
+def test_hand_out_pushes_to_the_bound_server_and_says_so(catalog, monkeypatch):
+    from radloop.app import rounds
+    from radloop.core.schema import Round
+    from radloop.labeling import ls_sync
+
+    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
+    with catalog.session() as session:
+        row = Round(number=1, state="selected", strategy="random", budget=1, task="fracture", config={}, meta={})
+        session.add(row)
+        session.flush()
+        round_id = row.id
+    calls = []
+    monkeypatch.setattr(ls_sync, "client_from_env", lambda url: f"client:{url}")
+    monkeypatch.setattr(ls_sync, "push_round", lambda cat, client, rid, project=None: calls.append((client, rid))
+                        or {"created": 0})
+    report = rounds._hand_out(catalog, round_id, rounds.RoundConfig(), rounds._noop)
+    assert calls == [] and report.state == "pushed"  # no server anywhere: import file only
+    assert [n for n in report.notes if n.startswith("batch written to")], report.notes
+    _bind(catalog, "http://bound-host:8080")
+    report = rounds._hand_out(catalog, round_id, rounds.RoundConfig(), rounds._noop)
+    assert calls == [("client:http://bound-host:8080", round_id)]
+    assert [n for n in report.notes if n.startswith("batch")] == [
+        "batch pushed to Label Studio at http://bound-host:8080 (server from the workspace's `ls init` binding)"]
+    report = rounds._hand_out(catalog, round_id, rounds.RoundConfig(push=False), rounds._noop)
+    assert len(calls) == 1 and "push: false" in [n for n in report.notes if n.startswith("batch")][0]
