@@ -84,7 +84,8 @@ class TypiClustSelection(SelectionStrategy):
     Args:
         max_clusters: cap on the number of k-means clusters.
         n_neighbors: neighbours in the typicality estimate.
-        min_cluster_size: clusters smaller than this are used only when no larger one is left.
+        min_cluster_size: clusters smaller than this are used only when no larger one is left (on a small
+            pool, where the mean cluster is about this small, the cut is half the mean cluster size).
     """
 
     name = "typiclust"
@@ -102,6 +103,11 @@ class TypiClustSelection(SelectionStrategy):
         n_clusters = int(assignment.max()) + 1
         sizes = np.bincount(assignment, minlength=n_clusters)
         labelled_counts = np.bincount(assignment[data.labeled], minlength=n_clusters)
+        # the paper drops clusters under 5 samples as outliers; when the budget is a large share of a small pool
+        # the mean cluster is that small itself, and dropping them all left a few clusters picked over and over
+        # (12 of 48 samples: 4 picks from each of 3 clusters); so only clusters under half the mean size count
+        # as outliers then
+        min_size = min(self.min_cluster_size, max(2, int(np.ceil(0.5 * data.n_samples / n_clusters))))
         unlabelled = np.zeros(data.n_samples, dtype=bool)
         unlabelled[data.pool] = True
         ranked: dict[int, list[int]] = {}
@@ -109,8 +115,8 @@ class TypiClustSelection(SelectionStrategy):
         while len(picks) < count:
             remaining = np.bincount(assignment[unlabelled], minlength=n_clusters)
             usable = remaining > 0
-            if (usable & (sizes >= self.min_cluster_size)).any():
-                usable &= sizes >= self.min_cluster_size
+            if (usable & (sizes >= min_size)).any():
+                usable &= sizes >= min_size
             order = np.lexsort((-sizes, labelled_counts + np.where(usable, 0, 1 << 40)))
             cluster = int(order[0])
             if cluster not in ranked:
@@ -119,10 +125,14 @@ class TypiClustSelection(SelectionStrategy):
                 ranked[cluster] = [int(members[i]) for i in np.argsort(-typicality, kind="stable")]
             pick = next(index for index in ranked[cluster] if unlabelled[index])
             unlabelled[pick] = False
+            before = int(labelled_counts[cluster])
             labelled_counts[cluster] += 1
             picks.append(pick)
             scores.append(float(sizes[cluster]))
-            reasons.append(f"most typical unlabelled of cluster {cluster} (size {sizes[cluster]})")
+            where = f"cluster {cluster} of {n_clusters} (size {sizes[cluster]})"
+            reasons.append(f"most typical unlabelled sample of {where}" if before == 0 else
+                           f"most typical unlabelled sample of {where}, already holding {before} labelled: "
+                           "every usable cluster is covered")
         return np.asarray(picks), np.asarray(scores), reasons
 
 

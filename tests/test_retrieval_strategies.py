@@ -147,3 +147,18 @@ def test_round_start_help_lists_every_strategy_and_the_defaults():
         assert f" {name}," in text or f" {name} (" in text, name
     defaults = load_round_config(Path(__file__).resolve().parents[1] / "configs" / "rounds" / "default.yaml")
     assert f"the config's, {defaults.strategy};" in text and f"{defaults.cold_start_strategy} while" in text
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_typiclust_covers_every_group_when_the_budget_is_a_large_share_of_a_small_pool(seed):
+    # 6 separated groups of 8; 12 picks make 12 k-means clusters of ~4, below the paper's outlier size of 5:
+    # dropping them all used to leave 3 clusters picked 4 times each
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(6, 16)) * 3
+    embeddings = np.concatenate([c + rng.normal(size=(8, 16)) for c in centers]).astype("float32")
+    group = np.repeat(np.arange(6), 8)
+    strategy = get_strategy("typiclust")
+    picks = strategy.select(12, embeddings=embeddings, random_state=seed)
+    assert len(set(group[picks])) == 6
+    assert np.bincount(group[picks]).max() <= 3
+    assert len(set(strategy.reasons_)) == len(picks)  # each reason names its own cluster / pick
