@@ -2,12 +2,20 @@
 
 The grey-level pipeline follows DICOM PS3.3 C.11 (the order a viewer applies):
 
-1. decode the stored values (pydicom, JPEG 2000 through pylibjpeg-openjpeg / Pillow), respecting BitsStored;
-2. modality LUT (``apply_modality_lut``; a plain rescale slope/intercept is done in float32 for speed);
+1. decode the stored values (pydicom, JPEG 2000 through pylibjpeg-openjpeg / Pillow): the BitsStored bits that
+   end at HighBit, so legacy native data with the values in the top bits (BitsStored 12, HighBit 15) is read too;
+2. modality LUT (``apply_modality_lut``; 10-15-bit tables in 16-bit words by ``_apply_modality_table``; a plain
+   rescale slope/intercept is done in float32 for speed);
 3. VOI: a VOI LUT sequence (``_apply_voi_table``), else the first window centre/width (LINEAR, LINEAR_EXACT or
    SIGMOID, C.11.2.1.2), else a percentile window (0.5-99.5 %) and finally min/max;
 4. MONOCHROME1 (or MONOCHROME2 with Presentation LUT Shape INVERSE) is inverted so that 1.0 is always bright
    (bone white, air black); PALETTE COLOR goes through its palette, colour through luminance.
+
+Inconsistent files get one clear error rather than a wrong image: a JPEG 2000 codestream whose size (its SIZ
+marker, read before anything is allocated) differs from Rows/Columns, and native pixel words in the other byte
+order than the transfer syntax's (detected when they overflow BitsStored as declared and fit byte-swapped).  A
+whole data set in the other explicit VR byte order than its file meta declares is unambiguous (the declared order
+parses to nonsense, the other to an image) and is read in its own order, with a warning.
 
 Only technical attributes reach :class:`DicomMetadata`; the StudyInstanceUID is kept solely so ingest can
 derive a pseudonymous study id (it is excluded from :meth:`DicomMetadata.to_record`).
@@ -26,6 +34,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, get_decoder, pixel_array
+from pydicom.uid import JPEG2000TransferSyntaxes, UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from radloop.core.input_errors import (
     CorruptImageError, EmptyFileError, NoPixelDataError, NotDicomError, TruncatedFileError,
@@ -35,6 +44,8 @@ from radloop.core.input_errors import (
 __all__ = ["DicomImage", "DicomMetadata", "decode_stored_values", "is_dicom_bytes", "read_dicom"]
 
 PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+#: explicit VR transfer syntax -> the one in the other byte order (both UIDs are 19 characters long)
+OTHER_BYTE_ORDER = {ExplicitVRLittleEndian: ExplicitVRBigEndian, ExplicitVRBigEndian: ExplicitVRLittleEndian}
 #: DICOM BodyPartExamined (upper case) -> radloop body region (core.vocabulary.BODY_REGIONS).
 BODY_PART_REGIONS = {
     "CHEST": "chest", "THORAX": "chest", "LUNG": "chest", "RIB": "chest", "RIBS": "chest",
@@ -147,15 +158,23 @@ def decode_stored_values(dataset: pydicom.Dataset) -> np.ndarray:
             missing = "; ".join(decoder.missing_dependencies) if decoder is not None else "no pydicom decoder"
             raise UnsupportedTransferSyntaxError(
                 f"transfer syntax {syntax.name} ({syntax}) has no installed decoder ({missing})")
+        if syntax in JPEG2000TransferSyntaxes:
+            _check_codestream_size(dataset)
+    # native words with unused bits come raw (pydicom would keep the low BitsStored bits whatever HighBit says)
+    raw_words = (not compressed and "PixelData" in dataset
+                 and 0 < int(dataset.get("BitsStored") or 0) < int(dataset.get("BitsAllocated") or 0))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            array = pixel_array(dataset, index=0 if int(dataset.get("NumberOfFrames", 1) or 1) > 1 else None)
+            array = pixel_array(dataset, index=0 if int(dataset.get("NumberOfFrames", 1) or 1) > 1 else None,
+                                **({"correct_unused_bits": False} if raw_words else {}))
     except Exception as error:  # decoders raise ValueError, RuntimeError, OSError, ... on bad data
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         if "less than expected" in message or "truncated" in message.lower():
             raise TruncatedFileError(f"pixel data is truncated: {message}") from error
         raise CorruptImageError(f"cannot decode pixel data ({syntax.name}): {message}") from error
+    if raw_words:
+        array = _stored_field(array, dataset, syntax)
     if str(dataset.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
 
@@ -164,6 +183,34 @@ def decode_stored_values(dataset: pydicom.Dataset) -> np.ndarray:
         except Exception as error:  # noqa: BLE001
             raise CorruptImageError(f"PALETTE COLOR image whose palette cannot be applied: {error}") from error
     return _respect_bits_stored(array, dataset)
+
+
+def _check_codestream_size(dataset: pydicom.Dataset) -> None:
+    """Compare the first JPEG 2000 codestream's size (SIZ marker) with Rows/Columns before decoding.
+
+    pydicom allocates the declared size and then fails with a numpy broadcast error; the image is not decoded at
+    the codestream's size either: header and pixel data that disagree may not belong to the same image.
+    """
+    from pydicom.encaps import generate_fragments, parse_basic_offsets
+
+    if "PixelData" not in dataset:
+        return
+    buffer = io.BytesIO(dataset.PixelData)
+    try:
+        parse_basic_offsets(buffer)
+        fragment = next(generate_fragments(buffer))
+    except Exception:  # noqa: BLE001 - a broken encapsulation is reported by the decoder
+        return
+    start = fragment.find(b"\xff\x4f\xff\x51", 0, 4096)  # SOC then SIZ: also found inside a JP2 wrapper
+    if start < 0 or len(fragment) < start + 24:
+        return
+    width_end, height_end, width_offset, height_offset = struct.unpack(">4I", fragment[start + 8:start + 24])
+    width, height = width_end - width_offset, height_end - height_offset
+    rows, columns = dataset.get("Rows"), dataset.get("Columns")
+    if (rows, columns) != (height, width):
+        raise CorruptImageError(
+            f"JPEG 2000 codestream is {width} x {height} (columns x rows) but the DICOM header declares "
+            f"{columns} x {rows}: header and pixel data do not belong together")
 
 
 def _syntax_from_encoding(dataset: pydicom.Dataset):
@@ -195,15 +242,86 @@ def _read_dataset(source: str | os.PathLike | bytes) -> pydicom.Dataset:
             raise NotDicomError(f"not a DICOM file: {error}") from error
         except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as error:
             if is_dicom_bytes(data):
+                reread = _read_in_other_byte_order(data)
+                if reread is not None:
+                    return reread
                 raise TruncatedFileError(f"DICOM header is truncated or damaged: {error}") from error
             raise NotDicomError("not a DICOM file (no DICM preamble and no parsable data set)") from error
     if not is_dicom_bytes(data) and ("SOPClassUID" not in dataset and "Rows" not in dataset):
         raise NotDicomError("not a DICOM file (no DICM preamble, no SOP Class UID or image attributes)")
-    truncation = [str(item.message) for item in caught if "End of file" in str(item.message)
-                  or "truncat" in str(item.message).lower()]
+    if not any(tag in dataset for tag in PIXEL_TAGS):
+        reread = _read_in_other_byte_order(data)
+        if reread is not None:
+            return reread
+    truncation = _truncation_warnings(caught)
     if truncation:
         raise TruncatedFileError(f"DICOM file is truncated: {truncation[0]}")
     return dataset
+
+
+def _truncation_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(item.message) for item in caught
+            if "End of file" in str(item.message) or "truncat" in str(item.message).lower()]
+
+
+def _read_in_other_byte_order(data: bytes) -> pydicom.Dataset | None:
+    """The data set of a file whose file meta declares an explicit VR byte order its body is not written in.
+
+    Read in the declared order such a body parses to nonsense (no image); it is read in the other order when that
+    gives an image cleanly, else None (then the declared reading and its diagnosis stand).
+    """
+    position = data.find(b"\x02\x00\x10\x00UI", 0, 2048)  # the file meta's Transfer Syntax UID, little endian
+    if position < 0:
+        return None
+    length = int.from_bytes(data[position + 6:position + 8], "little")
+    declared = UID(data[position + 8:position + 8 + length].rstrip(b"\0 ").decode("ascii", "replace"))
+    other = OTHER_BYTE_ORDER.get(declared)
+    if other is None:
+        return None
+    patched = data[:position + 8] + str(other).encode().ljust(length, b"\0") + data[position + 8 + length:]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            dataset = pydicom.dcmread(io.BytesIO(patched))
+        except Exception:  # noqa: BLE001 - not an image in the other order either
+            return None
+    if _truncation_warnings(caught) or "Rows" not in dataset or not any(tag in dataset for tag in PIXEL_TAGS):
+        return None
+    warnings.warn(f"transfer syntax mismatch: the file meta declares {declared.name} but the data set is "
+                  f"encoded {other.name}; read as {other.name}", stacklevel=4)  # at read_dicom's caller
+    return dataset
+
+
+def _stored_field(words: np.ndarray, dataset: pydicom.Dataset, syntax) -> np.ndarray:
+    """The stored values in raw native ``words``: the BitsStored bits ending at HighBit, sign-extended when signed.
+
+    The field is normally the low bits (HighBit = BitsStored - 1).  Legacy files put it in the top bits (BitsStored
+    12, HighBit 15), which pydicom ignores (keeping the low 12 bits of such words gives a sawtooth); a HighBit above
+    the field whose words use the bits below it and none above BitsStored is taken for a mis-declared one.
+
+    Raises:
+        CorruptImageError: the words are in the other byte order than ``syntax`` says (they overflow the field
+            but fit in it byte-swapped).
+    """
+    words = words.astype(words.dtype.newbyteorder("="), copy=False)  # pydicom gives big endian data as ">u2"
+    allocated, stored = words.dtype.itemsize * 8, int(dataset.BitsStored)
+    high_bit = int(dataset.get("HighBit", stored - 1) or 0)
+    unsigned = words.view(f"u{words.dtype.itemsize}")
+    shift = high_bit + 1 - stored if stored - 1 <= high_bit < allocated else 0
+    if shift and unsigned.max() >> stored == 0 and (unsigned & ((1 << shift) - 1)).any():
+        shift = 0
+    if not shift:
+        signed = words.dtype.kind == "i"
+        low, high = (-(1 << (stored - 1)), (1 << (stored - 1)) - 1) if signed else (0, (1 << stored) - 1)
+        if low <= words.min() and words.max() <= high:  # the usual case: the words are the values
+            return words
+        swapped_max = int(unsigned.byteswap().max()) if allocated > 8 else high + 1
+        if 255 < swapped_max <= (1 << stored) - 1:  # not overlays or garbage: the other byte order
+            raise CorruptImageError(
+                f"pixel data byte order does not match the transfer syntax {syntax.name}: the {allocated}-bit "
+                f"words overflow BitsStored {stored} as declared but fit byte-swapped")
+    field = unsigned << (allocated - stored - shift)  # the field's top bit (HighBit) to the word's top bit
+    return (field.view(words.dtype) if words.dtype.kind == "i" else field) >> (allocated - stored)
 
 
 def _respect_bits_stored(array: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
@@ -287,9 +405,33 @@ def _apply_voi_table(values: np.ndarray, item) -> np.ndarray:
     return np.clip(table[indices] / top, 0.0, 1.0)
 
 
+def _apply_modality_table(stored: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
+    """The Modality LUT Sequence's first table applied to ``stored`` (C.11.1.1), as float32.
+
+    pydicom's ``apply_modality_lut`` makes a numpy dtype of the descriptor's bit depth, so it is used for 8 and 16;
+    tables of 10-15-bit entries (in 16-bit words, e.g. 12-bit CR) are looked up here.
+    """
+    item = dataset.ModalityLUTSequence[0]
+    entries, first, bits = (int(value) for value in item.LUTDescriptor)
+    if bits in (8, 16):
+        return np.asarray(apply_modality_lut(stored, dataset), dtype=np.float32)
+    raw = item["LUTData"].value
+    if isinstance(raw, (bytes, bytearray)):
+        syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+        order = ">" if syntax is not None and syntax == ExplicitVRBigEndian else "<"
+        table = np.frombuffer(raw, dtype=f"{order}u2")[:entries or 65536]
+    else:
+        table = np.asarray(raw if isinstance(raw, (list, tuple, pydicom.multival.MultiValue)) else [raw])
+    if table.size == 0:
+        raise CorruptImageError("the Modality LUT Sequence has an empty table")
+    if first >= 1 << 15 and dataset.get("PixelRepresentation") == 1:  # the first mapped value is SS for signed data
+        first -= 1 << 16
+    return table.astype(np.float32)[np.clip(stored.astype(np.int64) - first, 0, table.size - 1)]
+
+
 def _modality(stored: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
     if "ModalityLUTSequence" in dataset:
-        return np.asarray(apply_modality_lut(stored, dataset), dtype=np.float32)
+        return _apply_modality_table(stored, dataset)
     # Same arithmetic as apply_modality_lut's rescale, in float32 instead of float64 (half the memory traffic);
     # without a rescale the stored integers go on unchanged (a VOI LUT indexes them).
     slope, intercept = float(dataset.get("RescaleSlope", 1) or 1), float(dataset.get("RescaleIntercept", 0) or 0)
