@@ -1,0 +1,171 @@
+"""DICOM grey-level steps 2-4 (PS3.3 C.11): modality LUT, VOI (LUT, window or automatic) and polarity.
+
+:mod:`radloop.core.dicom_io` reads and decodes the stored values and calls :func:`to_display` /
+:func:`to_display_uint8`; the order and choices are described there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+from pydicom.pixels import apply_modality_lut
+from pydicom.uid import ExplicitVRBigEndian
+
+from radloop.core.input_errors import CorruptImageError
+
+__all__ = ["first_value", "to_display", "to_display_uint8"]
+
+
+def to_display(stored: np.ndarray, dataset: pydicom.Dataset) -> tuple[np.ndarray, str]:
+    """Display values in [0, 1] (1 = bright) of decoded stored values, and where the window came from."""
+    if stored.ndim == 3:  # colour: luminance, then a plain percentile window
+        values = stored[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return _auto_window(values)
+    return _voi_and_polarity(_modality(stored, dataset), dataset)
+
+
+def to_display_uint8(stored: np.ndarray, dataset: pydicom.Dataset) -> tuple[np.ndarray, str]:
+    """:func:`to_display` as uint8, through a lookup table over the stored range when that is small (fast)."""
+    if stored.ndim != 2 or stored.dtype.kind not in "iu":  # colour or float data: the direct path
+        display, source = to_display(stored, dataset)
+        return _uint8(display), source
+    low, high = min(int(stored.min()), 0), int(stored.max())
+    if high - low > 1 << 16:
+        display, source = to_display(stored, dataset)
+        return _uint8(display), source
+    domain = np.arange(low, high + 1, dtype=np.int64).astype(stored.dtype)[np.newaxis, :]
+    sample = _modality(stored[::4, ::4], dataset)  # the auto window's percentiles come from the image
+    display, source = _voi_and_polarity(_modality(domain, dataset), dataset, sample=sample)
+    table = _uint8(display)[0]
+    return np.take(table, stored if low == 0 else stored.astype(np.int32) - low), source
+
+
+def _uint8(display: np.ndarray) -> np.ndarray:
+    scaled = np.multiply(display, 255.0, dtype=np.float32)
+    scaled += 0.5
+    return scaled.astype(np.uint8)
+
+
+def _voi_and_polarity(values: np.ndarray, dataset: pydicom.Dataset, *,
+                      sample: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    if "VOILUTSequence" in dataset:
+        try:
+            display, source = _apply_voi_table(values, dataset.VOILUTSequence[0]), "voi_lut"
+        except Exception:  # malformed LUT: fall back to the window or the data range
+            display, source = _window_or_auto(values, dataset, sample)
+    else:
+        display, source = _window_or_auto(values, dataset, sample)
+    photometric = str(dataset.get("PhotometricInterpretation", "")).strip()
+    # MONOCHROME1 is shown inverted (its Presentation LUT Shape INVERSE says the same, not twice); a
+    # MONOCHROME2 image with Presentation LUT Shape INVERSE asks for the inversion too
+    if photometric == "MONOCHROME1" or str(dataset.get("PresentationLUTShape", "")).strip() == "INVERSE":
+        display = 1.0 - display
+    return display.astype(np.float32, copy=False), source
+
+
+def _apply_voi_table(values: np.ndarray, item) -> np.ndarray:
+    """A VOI LUT sequence item applied to ``values``, as display values in [0, 1].
+
+    Done here rather than with pydicom's ``apply_voi_lut``, which indexes an 8-bit LUT of more than 256 entries
+    through uint8 indices (wrapping around).  A LUT declared with 16-bit entries whose values use fewer bits
+    (12-bit data in 16-bit words, common in CR) is scaled by the bits it uses, as DICOM viewers do.
+    """
+    entries, first, bits = (int(value) for value in item.LUTDescriptor)
+    entries = entries or 65536
+    raw = item["LUTData"].value
+    if isinstance(raw, (bytes, bytearray)):
+        table = np.frombuffer(raw, dtype="<u2" if len(raw) >= 2 * entries else np.uint8)[:entries]
+    else:
+        table = np.asarray(raw if isinstance(raw, (list, tuple, pydicom.multival.MultiValue)) else [raw])
+    table = table.astype(np.float32)
+    if table.size == 0:
+        raise ValueError("empty VOI LUT")
+    indices = values if values.dtype.kind in "iu" else np.rint(values)
+    indices = np.clip(indices.astype(np.int64) - first, 0, table.size - 1)
+    top = float((1 << bits) - 1)
+    used = float(table.max())
+    if bits > 8 and 0 < used < (top + 1) / 16:  # e.g. 12-bit values in a 16-bit LUT
+        top = float((1 << int(np.ceil(np.log2(used + 1)))) - 1)
+    return np.clip(table[indices] / top, 0.0, 1.0)
+
+
+def _apply_modality_table(stored: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
+    """The Modality LUT Sequence's first table applied to ``stored`` (C.11.1.1), as float32.
+
+    pydicom's ``apply_modality_lut`` makes a numpy dtype of the descriptor's bit depth, so it is used for 8 and 16;
+    tables of 10-15-bit entries (in 16-bit words, e.g. 12-bit CR) are looked up here.
+    """
+    item = dataset.ModalityLUTSequence[0]
+    entries, first, bits = (int(value) for value in item.LUTDescriptor)
+    if bits in (8, 16):
+        return np.asarray(apply_modality_lut(stored, dataset), dtype=np.float32)
+    raw = item["LUTData"].value
+    if isinstance(raw, (bytes, bytearray)):
+        syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+        order = ">" if syntax is not None and syntax == ExplicitVRBigEndian else "<"
+        table = np.frombuffer(raw, dtype=f"{order}u2")[:entries or 65536]
+    else:
+        table = np.asarray(raw if isinstance(raw, (list, tuple, pydicom.multival.MultiValue)) else [raw])
+    if table.size == 0:
+        raise CorruptImageError("the Modality LUT Sequence has an empty table")
+    if first >= 1 << 15 and dataset.get("PixelRepresentation") == 1:  # the first mapped value is SS for signed data
+        first -= 1 << 16
+    return table.astype(np.float32)[np.clip(stored.astype(np.int64) - first, 0, table.size - 1)]
+
+
+def _modality(stored: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
+    if "ModalityLUTSequence" in dataset:
+        return _apply_modality_table(stored, dataset)
+    # Same arithmetic as apply_modality_lut's rescale, in float32 instead of float64 (half the memory traffic);
+    # without a rescale the stored integers go on unchanged (a VOI LUT indexes them).
+    slope, intercept = float(dataset.get("RescaleSlope", 1) or 1), float(dataset.get("RescaleIntercept", 0) or 0)
+    if slope == 1.0 and intercept == 0.0:
+        return stored
+    values = stored.astype(np.float32)
+    if slope != 1.0:
+        values *= slope
+    if intercept != 0.0:
+        values += intercept
+    return values
+
+
+def _window_or_auto(values: np.ndarray, dataset: pydicom.Dataset,
+                    sample: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    center, width = first_value(dataset.get("WindowCenter")), first_value(dataset.get("WindowWidth"))
+    if center is None or width is None or width < 1:
+        return _auto_window(values, sample)
+    values = values.astype(np.float32, copy=False)
+    function = str(dataset.get("VOILUTFunction", "LINEAR")).strip().upper() or "LINEAR"
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width)), "window"
+    if function == "LINEAR_EXACT":
+        display = (values - center) / width + 0.5
+    else:  # LINEAR (C.11.2.1.2.1): (x - (c - 0.5)) / (w - 1) + 0.5
+        display = (values - (center - 0.5)) / max(width - 1.0, 1.0) + 0.5
+    return np.clip(display, 0.0, 1.0, out=display), "window"
+
+
+def _auto_window(values: np.ndarray, sample: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """Percentile window (0.5-99.5 %) from a strided sample of the image; min/max when that range is flat."""
+    values = values.astype(np.float32, copy=False)
+    sample = values[::4, ::4] if sample is None else sample
+    low, high = np.percentile(sample, [0.5, 99.5])
+    source = "percentile"
+    if high <= low:
+        low, high, source = float(sample.min()), float(sample.max()), "minmax"
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float32), source
+    display = (values - np.float32(low)) * np.float32(1.0 / (high - low))
+    return np.clip(display, 0.0, 1.0, out=display), source
+
+
+def first_value(value) -> float | None:
+    """The first value of a (possibly multi-valued) numeric attribute, or None."""
+    if value is None:
+        return None
+    if isinstance(value, pydicom.multival.MultiValue) or isinstance(value, (list, tuple)):
+        value = value[0] if len(value) else None
+    try:
+        return float(value) if value is not None and str(value).strip() != "" else None
+    except (TypeError, ValueError):
+        return None
