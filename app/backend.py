@@ -9,8 +9,13 @@ Endpoints (the contract Label Studio calls, see ``label_studio/ml/api_connector.
   "score", "model_version"}, ...]}``, one entry per task, choices and boxes with scores for the project's
   control names (parsed from its config).
 - ``POST /webhook`` Label Studio events; annotation events and ``START_TRAINING`` schedule fine-tuning in
-  the background (debounced), ``POST /train`` (older Label Studio) does the same.
+  the background (debounced), other actions are acknowledged and ignored; ``POST /train`` (older Label
+  Studio: ``{"project", "annotations", "label_config", "params"}``) does the same.
 - ``GET /versions`` -> ``{"versions": [...], "model_version": ...}``.
+
+Images of tasks that are not catalog cases are downloaded under a :class:`FetchPolicy`: by default only from
+the Label Studio URL (``settings.label_studio_url``, else the workspace's ``ls init`` binding), where
+relative ``/data/...`` URLs are resolved with the token from ``/setup``; other hosts only by explicit prefix.
 
 Everything lives in the app built by :func:`create_app` (``app.state``): no module-level mutable state.
 Optional auth: HTTP basic (what Label Studio sends when its ML backend uses BASIC_AUTH) or a bearer token.
@@ -28,11 +33,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from radloop.app.backend_fetch import FetchPolicy, fetch_image
 from radloop.app.backend_runtime import (
     CaseInput, CasePredictor, ModelHolder, TrainingScheduler, default_train_function, load_case_predictor,
 )
@@ -45,13 +50,15 @@ from radloop.labeling.ls_config import (
     LabelConfigError, ParsedLabelConfig, build_label_config, parse_label_config,
 )
 
-__all__ = ["BackendAuth", "BackendSettings", "create_app"]
+__all__ = ["BackendAuth", "BackendSettings", "FetchPolicy", "create_app"]
 
 logger = logging.getLogger(__name__)
 
 #: Webhook actions that mean "there are new labels" (and the explicit training request).
 TRAINING_ACTIONS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED",
                               "ANNOTATIONS_DELETED", "START_TRAINING"})
+#: Longest project id accepted by ``/train`` (Label Studio sends ``"<id>.<created timestamp>"``).
+MAX_PROJECT_ID_CHARS = 100
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,8 @@ class BackendSettings:
     max_image_bytes: int = 256 * 1024 * 1024  # a larger image reply is refused while it downloads
     max_body_bytes: int = 32 * 1024 * 1024  # request bodies (Label Studio sends at most max_tasks tasks)
     train_config: str | None = None  # fine-tuning job config run in the background (None: record only)
+    label_studio_url: str | None = None  # where images are fetched from (None: the workspace's ls-init binding)
+    fetch_policy: FetchPolicy = FetchPolicy()  # image URLs allowed besides the Label Studio URL
     auth: BackendAuth = BackendAuth()
 
 
@@ -127,50 +136,44 @@ def _http_error(status: int, reason: str) -> HTTPException:
     return HTTPException(status_code=status, detail=reason)
 
 
-def _fetch_pixels(url: str, host: tuple[str, str | None] | None, timeout: float,
-                  max_bytes: int = 256 * 1024 * 1024) -> np.ndarray:
-    """Download an image a task points to (Label Studio local files or http) as a uint8 (H, W) array.
+def _parse_train_request(body: Any) -> str:
+    """The project of a legacy ``POST /train`` body (``MLApi.train`` in Label Studio's ``ml/api_connector.py``:
+    ``{"project": "<id>.<timestamp>", "annotations": [task, ...], "label_config": "<View>...", "params": {}}``).
+    Other keys are ignored, as Label Studio's own ML backend does.
 
-    The whole download must finish within ``timeout`` seconds and stay under ``max_bytes``; every network or
-    decoding failure is an :class:`AdapterError` naming the cause.
+    Raises:
+        AdapterError: not an object, no usable ``project``, or a known key of the wrong type.
     """
-    import time
+    if not isinstance(body, dict):
+        raise AdapterError("train body must be a JSON object {'project', 'annotations', 'label_config', 'params'}")
+    project = body.get("project")
+    if isinstance(project, bool) or not isinstance(project, (str, int)) or not str(project).strip():
+        raise AdapterError("train body needs 'project': Label Studio's project id (a string or an integer)")
+    if len(str(project)) > MAX_PROJECT_ID_CHARS:
+        raise AdapterError(f"train body 'project' is longer than {MAX_PROJECT_ID_CHARS} characters")
+    annotations = body.get("annotations", [])
+    if not isinstance(annotations, list) or not all(isinstance(task, dict) for task in annotations):
+        raise AdapterError("train body 'annotations' must be a list of task objects")
+    if not isinstance(body.get("label_config", ""), (str, type(None))):
+        raise AdapterError("train body 'label_config' must be a string")
+    if not isinstance(body.get("params", {}), (dict, type(None))):
+        raise AdapterError("train body 'params' must be an object")
+    return str(project)
 
-    import httpx
 
-    headers = {}
-    if url.startswith("/"):
-        if host is None:
-            raise AdapterError(f"relative image URL {url!r} but Label Studio's hostname is unknown (no /setup)")
-        url, token = host[0] + url, host[1]
-        if token:
-            headers["Authorization"] = f"Token {token}"
-    elif not url.startswith(("http://", "https://")):
-        raise AdapterError(f"unsupported image URL {url[:80]!r}")
-    deadline = time.monotonic() + timeout
-    body = bytearray()
-    try:
-        with httpx.stream("GET", url, headers=headers, timeout=timeout, follow_redirects=True) as response:
-            if response.status_code != 200:
-                raise AdapterError(f"image URL answered HTTP {response.status_code}")
-            if int(response.headers.get("content-length") or 0) > max_bytes:
-                raise AdapterError(f"image is larger than {max_bytes // 2**20} MiB")
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > max_bytes:
-                    raise AdapterError(f"image is larger than {max_bytes // 2**20} MiB")
-                if time.monotonic() > deadline:
-                    raise AdapterError(f"image download took longer than {timeout:g} s")
-    except httpx.TimeoutException:
-        raise AdapterError(f"image URL did not answer within {timeout:g} s") from None
-    except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as error:
-        raise AdapterError(f"image URL could not be fetched: {type(error).__name__}: {error}") from None
-    from radloop.core.render import decode_upload
+def _label_studio_url(settings: BackendSettings, catalog: Catalog | None) -> str | None:
+    """The Label Studio URL images are fetched from: the setting, else the workspace's ``ls init`` binding."""
+    if settings.label_studio_url or catalog is None:
+        return settings.label_studio_url
+    from radloop.labeling.ls_project import load_binding
 
     try:
-        return decode_upload(bytes(body))
-    except ValueError as error:
-        raise AdapterError(f"image URL did not return a PNG/JPEG image: {error}") from None
+        return load_binding(catalog.workspace).url
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError) as error:  # a damaged binding: say so, fetch from nowhere by default
+        logger.warning("the workspace's Label Studio binding is unreadable (%s): rerun `radloop ls init`", error)
+        return None
 
 
 def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = None,
@@ -180,11 +183,15 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
 
     Args:
         catalog: the workspace catalog (cases, renders, weak labels, model registry); None: images only by URL.
+        settings: see :class:`BackendSettings`; the Label Studio URL (setting or binding) is read once, here.
         predictor_loader: returns the current :class:`CasePredictor` (default: registry's current model).
         train_function: called in the background with the gathered training requests (default:
             :func:`radloop.app.backend_runtime.default_train_function` with ``settings.train_config``).
     """
     settings = settings or BackendSettings()
+    label_studio_url = _label_studio_url(settings, catalog)
+    fetch_policy = (settings.fetch_policy.with_prefix(label_studio_url) if label_studio_url
+                    else settings.fetch_policy)
     loader = predictor_loader or (lambda: load_case_predictor(catalog, settings.task))
     holder = ModelHolder(loader)
     train_function = train_function or default_train_function(catalog, settings.train_config)
@@ -205,6 +212,7 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
     app.state.holder = holder
     app.state.scheduler = scheduler
     app.state.projects = projects
+    app.state.fetch_policy = fetch_policy
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request, error):  # noqa: ANN001
@@ -248,6 +256,14 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
         projects.remember(parsed.project or "", config, parsed.hostname, parsed.access_token)
         return {"model_version": holder.get().model_version}
 
+    def _label_studio(project: str | None) -> tuple[str, str | None] | None:
+        """Base URL and token for relative image URLs: the configured Label Studio URL with the project's
+        /setup token; without one, the hostname /setup sent (which the policy then has to allow)."""
+        known = projects.host(project)
+        if label_studio_url is None:
+            return known
+        return label_studio_url, known[1] if known else None
+
     def _resolve(task: PredictTask, config: ParsedLabelConfig, predictor: CasePredictor,
                  project: str | None) -> CaseInput | None:
         if task.case_id:
@@ -260,7 +276,8 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
                 return None  # a case unknown to this catalog: answered with an empty prediction
             raise AdapterError(f"task {task.task_id} has neither a known case_id nor an image URL "
                                f"in data[{config.image_value!r}]")
-        pixels = _fetch_pixels(url, projects.host(project), settings.image_fetch_timeout_s, settings.max_image_bytes)
+        pixels = fetch_image(url, fetch_policy, _label_studio(project), timeout=settings.image_fetch_timeout_s,
+                             max_bytes=settings.max_image_bytes)
         height, width = pixels.shape[:2]
         return CaseInput(case_id=task.case_id, geometry=ImageGeometry(width, height, width, height), pixels=pixels)
 
@@ -326,17 +343,19 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
         try:
             event = parse_webhook(await _json(request))
         except AdapterError as error:
-            raise _http_error(422, str(error)) from None
-        if event.action not in TRAINING_ACTIONS:
-            return {"status": "ignored", "action": event.action}
+            raise _http_error(400, str(error)) from None
+        if event.action not in TRAINING_ACTIONS:  # Label Studio sends many event types; never echoed back
+            return {"status": "ignored", "reason": "not a training event"}
         scheduled = scheduler.request(event.action, str(event.project_id) if event.project_id else None)
         return {"status": "scheduled", "action": event.action, **scheduled}
 
     @app.post("/train")
     async def train(request: Request) -> dict:
-        body = await _json(request)
-        project = body.get("project") if isinstance(body, dict) else None
-        return {"status": "scheduled", **scheduler.request("train", str(project) if project else None)}
+        try:
+            project = _parse_train_request(await _json(request))
+        except AdapterError as error:
+            raise _http_error(400, str(error)) from None
+        return {"status": "scheduled", **scheduler.request("train", project)}
 
     @app.get("/versions")
     def versions() -> dict:

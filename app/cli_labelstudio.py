@@ -193,6 +193,34 @@ def _backend_auth(auth: Optional[str]):
 AuthOption = Annotated[Optional[str], typer.Option(
     "--auth", help="Require 'basic:USER' (password in $RADLOOP_BACKEND_PASSWORD) or 'bearer' "
     "(token in $RADLOOP_BACKEND_TOKEN).")]
+LabelStudioUrlOption = Annotated[Optional[str], typer.Option(
+    "--label-studio-url", metavar="URL", show_default=False, help="Label Studio as this backend reaches it; task "
+    "images are fetched from it (default: the workspace's `ls init` binding, else $LABEL_STUDIO_URL).")]
+AllowUrlPrefixOption = Annotated[Optional[list[str]], typer.Option(
+    "--allow-url-prefix", metavar="URL", envvar="RADLOOP_BACKEND_ALLOW_URL_PREFIX", show_envvar=True, help=(
+        "Also fetch task images under this URL prefix, e.g. https://bucket.s3.amazonaws.com/ (repeatable; "
+        "the variable takes a space-separated list; '*': any URL). Hosts are compared as written, not resolved."))]
+AllowAnyUrlOption = Annotated[bool, typer.Option(
+    "--allow-any-url", help="Fetch task images from any http(s) URL (lets whoever can call /predict make "
+    "this server request internal addresses).")]
+
+
+def _fetch_settings(catalog, label_studio_url: Optional[str], allow_url_prefix: Optional[list[str]],
+                    allow_any_url: bool) -> dict:
+    """``label_studio_url`` and ``fetch_policy`` for :class:`BackendSettings` (explicit URL, else the binding,
+    else $LABEL_STUDIO_URL, the order ``radloop round`` uses)."""
+    from radloop.app.backend import FetchPolicy
+    from radloop.labeling.ls_project import binding_path
+
+    if label_studio_url is None and not binding_path(catalog.workspace).exists():
+        label_studio_url = os.environ.get("LABEL_STUDIO_URL", "").strip() or None
+    try:
+        policy = FetchPolicy(prefixes=tuple(allow_url_prefix or ()), allow_any=allow_any_url)
+        if label_studio_url:
+            policy.with_prefix(label_studio_url)  # checked now, not at the first image
+    except ValueError as error:
+        fail(str(error))
+    return {"label_studio_url": label_studio_url, "fetch_policy": policy}
 
 
 def serve_backend(host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
@@ -202,8 +230,13 @@ def serve_backend(host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
                   train_config: Annotated[Optional[Path], typer.Option(
                       "--train-config", help="Fine-tuning job run in the background on new annotations, e.g. "
                       "configs/finetune/probe_cpu.yaml (default: only record the requests).")] = None,
-                  workspace: WorkspaceOption = None) -> None:
-    """Serve the Label Studio ML backend (/health, /setup, /predict, /webhook, /versions)."""
+                  label_studio_url: LabelStudioUrlOption = None, allow_url_prefix: AllowUrlPrefixOption = None,
+                  allow_any_url: AllowAnyUrlOption = False, workspace: WorkspaceOption = None) -> None:
+    """Serve the Label Studio ML backend (/health, /setup, /predict, /webhook, /versions).
+
+    Task images that are not catalog cases are fetched only from Label Studio unless --allow-url-prefix or
+    --allow-any-url says otherwise.
+    """
     import uvicorn
 
     from radloop.app.backend import BackendSettings, create_app
@@ -212,9 +245,17 @@ def serve_backend(host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     catalog = open_catalog(workspace)
     if train_config is not None and not train_config.exists():
         fail(f"training config not found: {train_config}")
-    app = create_app(catalog, settings=BackendSettings(debounce_s=debounce, auth=_backend_auth(auth),
-                                                       train_config=str(train_config) if train_config else None))
-    console.print(f"radloop ML backend on http://{host}:{port} (model {app.state.holder.get().model_version})")
+    settings = BackendSettings(debounce_s=debounce, auth=_backend_auth(auth),
+                               train_config=str(train_config) if train_config else None,
+                               **_fetch_settings(catalog, label_studio_url, allow_url_prefix, allow_any_url))
+    try:
+        app = create_app(catalog, settings=settings)
+    except ValueError as error:  # e.g. the `ls init` binding's URL is not an http(s) URL
+        fail(str(error))
+    policy = app.state.fetch_policy
+    allowed = "any URL" if policy.allows_any else ", ".join(policy.prefixes) or "none (catalog cases only)"
+    console.print(f"radloop ML backend on http://{host}:{port} (model {app.state.holder.get().model_version}); "
+                  f"image URLs fetched from: {allowed}")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from radloop.app.backend import BackendAuth, BackendSettings, create_app
+from radloop.app.backend import BackendAuth, BackendSettings, FetchPolicy, create_app
 from radloop.app.backend_runtime import CasePredictor, ModelHolder
 from radloop.core.records import Box
 
@@ -141,9 +141,57 @@ def test_malformed_setup_and_webhook(catalog, cases):
     client = TestClient(_app(catalog)[0])
     assert client.post("/setup", json={"project": "p", "schema": "<View><Image"}).status_code == 422
     assert client.post("/setup", content=b"[1]").status_code == 422
-    response = client.post("/webhook", json={"project": {"id": 1}})
-    assert response.status_code == 422 and "action" in response.json()["detail"]
-    assert client.post("/webhook", json={"action": "PROJECT_UPDATED"}).json()["status"] == "ignored"
+    for body in (b"", b"[1]", b'"ANNOTATION_CREATED"', b'{"project": {"id": 1}}', b'{"action": 7}',
+                 b'{"action": ""}', b"{not json"):
+        response = client.post("/webhook", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400, (body, response.text)
+        assert "JSON" in response.json()["detail"]
+
+
+def test_webhook_never_reflects_the_action(catalog, cases):
+    """Label Studio sends many event types: unknown ones get a fixed 200 reply, not the request's text back."""
+    app, _ = _app(catalog, settings=BackendSettings(debounce_s=3600))
+    client = TestClient(app)
+    for action in ("PROJECT_UPDATED", "<script>alert(1)</script>", "x" * 10_000):
+        response = client.post("/webhook", json={"action": action, "project": {"id": 1}})
+        assert response.status_code == 200
+        assert response.json() == {"status": "ignored", "reason": "not a training event"}
+    scheduled = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 1}}).json()
+    assert scheduled["status"] == "scheduled" and scheduled["action"] == "ANNOTATION_CREATED"
+    assert app.state.scheduler.status()["pending"] == 1  # the ignored ones queued nothing
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (b"", "needs 'project'"),
+    (b"[1]", "must be a JSON object"),
+    (b'"train"', "must be a JSON object"),
+    (b"{}", "needs 'project'"),
+    (b'{"project": {"id": 1}}', "needs 'project'"),
+    (b'{"project": true}', "needs 'project'"),
+    (b'{"project": " "}', "needs 'project'"),
+    (b'{"project": "' + b"9" * 101 + b'"}', "longer than 100"),
+    (b'{"project": "1.1", "annotations": {"id": 1}}', "'annotations' must be a list"),
+    (b'{"project": "1.1", "annotations": [1, 2]}', "'annotations' must be a list of task objects"),
+    (b'{"project": "1.1", "label_config": 5}', "'label_config' must be a string"),
+    (b'{"project": "1.1", "params": []}', "'params' must be an object"),
+])
+def test_train_body_is_validated(catalog, cases, payload, reason):
+    app, _ = _app(catalog, settings=BackendSettings(debounce_s=3600))
+    response = TestClient(app).post("/train", content=payload, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and reason in response.json()["detail"]
+    assert app.state.scheduler.status()["pending"] == 0
+
+
+def test_train_accepts_label_studios_body(catalog, cases):
+    """The body of ``MLApi.train`` in Label Studio 1.23 (``ml/api_connector.py``, feature flag off)."""
+    app, _ = _app(catalog, settings=BackendSettings(debounce_s=3600))
+    body = {"annotations": [{"id": 1, "data": {"case_id": cases[0]}, "annotations": [], "predictions": []}],
+            "project": "3.1700000000", "label_config": CUSTOM_CONFIG, "params": {"login": None, "password": None}}
+    client = TestClient(app)
+    response = client.post("/train", json=body)
+    assert response.status_code == 200 and response.json()["status"] == "scheduled"
+    assert client.post("/train", json={"project": 3, "future_key": "ignored"}).status_code == 200
+    assert app.state.scheduler.status()["pending"] == 2
 
 
 def test_too_many_tasks_rejected(catalog, cases):
@@ -203,14 +251,16 @@ def test_predict_survives_bad_image_urls_and_reads_16_bit_images(catalog, cases)
         Route("/huge", lambda _r: Response(b"x" * 4096, media_type="image/png")),
         Route("/slow", drip),
     ])
-    app, model = _app(catalog, settings=BackendSettings(image_fetch_timeout_s=1.0, max_image_bytes=2048))
-    client = TestClient(app)
-
     def predict(*urls):
         tasks = [{"id": index, "data": {"image": url}} for index, url in enumerate(urls)]
         return client.post("/predict", json={"tasks": tasks, "label_config": CUSTOM_CONFIG.replace("$img", "$image")})
 
     with serve_in_thread(images) as base:
+        # the test image server and a closed port are not Label Studio: allowed explicitly, as a user would
+        allowed = FetchPolicy((f"{base}/", "http://127.0.0.1:9/"))
+        app, model = _app(catalog, settings=BackendSettings(image_fetch_timeout_s=1.0, max_image_bytes=2048,
+                                                            fetch_policy=allowed))
+        client = TestClient(app)
         expectations = {f"{base}/text": "not return a PNG/JPEG", f"{base}/huge": "larger than",
                         "http://127.0.0.1:9/x.png": "could not be fetched", "http://[::1": "could not be fetched"}
         for url, reason in expectations.items():
