@@ -39,8 +39,10 @@ def ingest_command(
 ) -> None:
     """Ingest radiographs, detection sets and reports into the catalog (idempotent, resumable).
 
-    Bad files never stop the batch: each becomes an ingest-error row with the stage and reason. The exit
-    code is 1 when anything failed, 0 otherwise.
+    A file whose decoded pixels are an image already catalogued (re-saved, re-encoded losslessly, exported
+    under new UIDs) is counted as a duplicate of it, not added. Bad files never stop the batch: each becomes
+    an ingest-error row with the stage and reason. The exit code is 1 when anything failed, 0 otherwise
+    (duplicates and warnings do not fail).
     """
     from radloop.core.catalog import Catalog
     from radloop.core.ingest import ingest_paths
@@ -70,7 +72,15 @@ def ingest_command(
         for sample in summary.error_samples:
             console.print(f"[yellow]{sample['severity']}[/yellow] {sample['stage']}: {sample['path']}: "
                           f"{sample['reason']}")
+        for sample in summary.duplicate_samples:
+            console.print(f"[cyan]duplicate[/cyan] {sample['path']}: same pixels as {sample['duplicate_of']} "
+                          f"({sample['original_path']})", highlight=False)
+        more = summary.images_skipped_duplicate - len(summary.duplicate_samples)
+        if more > 0:
+            console.print(f"[cyan]duplicate[/cyan] ... and {more} more (table duplicate_sources, run_id "
+                          f"{summary.run_id})", highlight=False)
         result.pop("error_samples")
+        result.pop("duplicate_samples")
     emit(result, json_output, title=f"ingest {summary.run_id}")
     report_rows = summary.reports_added + summary.reports_skipped_existing + summary.reports_updated
     if summary.images_found == 0 and report_rows == 0 and not summary.failed:

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from radloop.core.schema import (
-    Annotation, Base, Embedding, Image, IngestError, Model, Report, Round, SchemaVersion,
+    Annotation, Base, DuplicateSource, Embedding, Image, IngestError, Model, Report, Round, SchemaVersion,
     Selection, Study, WeakLabel,
 )
 from radloop.core.workspace import Workspace
@@ -31,9 +31,30 @@ def _migration_1_initial(connection: Connection) -> None:
     Base.metadata.create_all(connection)
 
 
+def _migration_2_pixel_duplicates(connection: Connection) -> None:
+    """``images.pixel_hash`` and ``images.sop_pseudonym`` (nullable, indexed) and the ``duplicate_sources`` table.
+
+    A new catalog already has them (migration 1 creates the current tables), so each step checks first.
+    Rows ingested before keep NULL keys until a re-ingest of their file backfills them (core.ingest).
+    """
+    inspector = inspect(connection)
+    columns = {column["name"] for column in inspector.get_columns(Image.__tablename__)}
+    indexes = {index["name"] for index in inspector.get_indexes(Image.__tablename__)}
+    for name in ("pixel_hash", "sop_pseudonym"):
+        column = Image.__table__.c[name]
+        if name not in columns:
+            connection.execute(text(f"ALTER TABLE {Image.__tablename__} ADD COLUMN {name} "
+                                    f"{column.type.compile(dialect=connection.dialect)}"))
+        for index in Image.__table__.indexes:
+            if list(index.columns) == [column] and index.name not in indexes:
+                index.create(connection)
+    DuplicateSource.__table__.create(connection, checkfirst=True)
+
+
 #: Ordered schema migrations.  Append, never edit a released one.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _migration_1_initial),
+    (2, "pixel hash and SOP pseudonym of images, duplicate sources", _migration_2_pixel_duplicates),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -121,7 +142,7 @@ class Catalog:
         """Row counts of the main tables (for summaries and the app's overview)."""
         tables = {"studies": Study, "images": Image, "reports": Report, "weak_labels": WeakLabel,
                   "annotations": Annotation, "embeddings": Embedding, "models": Model, "rounds": Round,
-                  "selections": Selection, "ingest_errors": IngestError}
+                  "selections": Selection, "ingest_errors": IngestError, "duplicate_sources": DuplicateSource}
         with self.session() as session:
             return {name: session.scalar(select(func.count()).select_from(table)) or 0
                     for name, table in tables.items()}

@@ -1,4 +1,5 @@
-"""Catalog overview for `radloop info` and the app: counts by table, region, dataset, split, recent errors."""
+"""Catalog overview for `radloop info` and the app: counts by table, region, dataset, split, recent errors,
+images still without a pixel hash (catalogued before duplicates were recognised)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ def catalog_info(catalog: Catalog, *, recent_errors: int = 10) -> dict:
         result["images_by_body_region"] = grouped(Image.body_region)
         result["images_by_dataset"] = grouped(Image.dataset)
         result["images_by_format"] = grouped(Image.source_format)
+        # rows catalogued before pixel hashes: not recognised as duplicates until a re-ingest of their file
+        result["images_without_pixel_hash"] = session.scalar(
+            select(func.count()).select_from(Image).where(Image.pixel_hash.is_(None))) or 0
         result["images_by_split"] = {
             split: count for split, count in session.execute(
                 select(Study.split, func.count(Image.id)).join(Image, Image.study_id == Study.id)

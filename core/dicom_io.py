@@ -44,9 +44,8 @@ from radloop.core.input_errors import (
     UnsupportedTransferSyntaxError,
 )
 
-_to_display_uint8 = to_display_uint8  # the name core.ingest_worker uses
-
-__all__ = ["DicomImage", "DicomMetadata", "decode_stored_values", "is_dicom_bytes", "read_dicom"]
+__all__ = ["DicomImage", "DicomMetadata", "decode_stored_values", "display_image", "is_dicom_bytes", "read_dataset",
+           "read_dicom"]
 
 PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 #: explicit VR transfer syntax -> the one in the other byte order (both UIDs are 19 characters long)
@@ -128,8 +127,13 @@ def read_dicom(source: str | os.PathLike | bytes, *, as_uint8: bool = False) -> 
         EmptyFileError, NotDicomError, TruncatedFileError, NoPixelDataError,
         UnsupportedTransferSyntaxError, CorruptImageError: with a reason that names the problem.
     """
-    dataset = _read_dataset(source)
-    stored = decode_stored_values(dataset)
+    dataset = read_dataset(source)
+    return display_image(dataset, decode_stored_values(dataset), as_uint8=as_uint8)
+
+
+def display_image(dataset: pydicom.Dataset, stored: np.ndarray, *, as_uint8: bool = False) -> DicomImage:
+    """The windowed image and metadata record of a data set whose stored values are already decoded
+    (:func:`read_dicom` in steps, for a caller that also needs the stored values, e.g. ingest's pixel hash)."""
     if as_uint8:
         values, voi_source = to_display_uint8(stored, dataset)
     else:
@@ -235,7 +239,7 @@ def _syntax_from_encoding(dataset: pydicom.Dataset):
     return syntax
 
 
-def _read_dataset(source: str | os.PathLike | bytes) -> pydicom.Dataset:
+def read_dataset(source: str | os.PathLike | bytes) -> pydicom.Dataset:
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     if not data:
         raise EmptyFileError("file is empty (0 bytes)")

@@ -3,6 +3,16 @@
 Guarantees:
 - idempotent: images are keyed by their content hash (``I-`` + 16 hex), reports by their source id,
   boxes by (image, source); re-ingesting the same files adds nothing;
+- one image per picture: a new file whose decoded pixels (:func:`radloop.core.deid.pixel_hash`) are those of a
+  catalogued image, or of one added earlier in the run, is not a second image (it would be counted twice in
+  active learning, possibly in another split): it is counted as a duplicate and its path kept in
+  ``duplicate_sources`` (its content hash makes the next run skip it like a catalogued file; its boxes, from a
+  detection set, go to the catalogued image).  Same pixels under another SOPInstanceUID are a duplicate too.
+  A DICOM file with the SOPInstanceUID (pseudonym) of a catalogued image but other pixels (a corrected
+  re-send?) is not ingested either: the first one stays, and every run warns (an ``IngestError`` row, stage
+  ``duplicate``) naming both files until it is resolved.  Within one run "first" is the first written: the
+  first by path with one worker or within a batch, else the first decoded.  Rows ingested before pixel
+  hashes existed get theirs when their file is re-ingested (decoded once, not rendered again);
 - resumable: each batch is one transaction and renders are renamed into place, so an ingest killed at any
   point (even ``kill -9``) resumes on the next run without duplicates;
 - bad input never stops the batch: every failure becomes an ``IngestError`` row (stage + reason).
@@ -28,10 +38,10 @@ from sqlalchemy import select
 
 from radloop.core.catalog import Catalog
 from radloop.core.ingest_reports import write_reports
-from radloop.core.ingest_sources import ImageTask, box_label_for_class, discover
+from radloop.core.ingest_sources import ImageTask, discover
 from radloop.core.ingest_worker import ImageOutcome, WorkerContext, init_worker, process_in_worker, process_task
-from radloop.core.schema import Annotation, Image, IngestError, Study
-from radloop.core.splits import split_for_study
+from radloop.core.ingest_writer import CatalogWriter, resolve_errors
+from radloop.core.schema import Image, Study
 
 __all__ = ["IngestSummary", "default_workers", "ingest_paths", "propagate_study_regions"]
 
@@ -46,6 +56,13 @@ class IngestSummary:
     images_found: int = 0
     images_added: int = 0
     images_skipped_existing: int = 0
+    #: new files whose pixels are an image already catalogued (or added earlier in the run): not added; each
+    #: is in the ``duplicate_sources`` table (the first ones also in ``duplicate_samples``)
+    images_skipped_duplicate: int = 0
+    #: new DICOM files with a catalogued image's SOPInstanceUID but other pixels: not added, one warning each
+    images_skipped_conflict: int = 0
+    #: catalogued images without a pixel hash (ingested before it existed) that got it from this run
+    pixel_hashes_backfilled: int = 0
     studies_added: int = 0
     annotations_added: int = 0
     reports_added: int = 0
@@ -63,6 +80,8 @@ class IngestSummary:
     #: main process's catalog writes ("catalog"): where an ingest spends its CPU.
     stage_seconds: dict[str, float] = field(default_factory=dict)
     error_samples: list[dict] = field(default_factory=list)
+    #: ``{"path", "duplicate_of", "original_path"}`` of the first duplicates found
+    duplicate_samples: list[dict] = field(default_factory=list)
     sources: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -122,16 +141,16 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
     summary.files_ignored = len(found.ignored_files)
     summary.sources = dict(found.sources)
     _remove_stale_temporaries(catalog.workspace.root)
-    writer = _CatalogWriter(catalog, summary, found.image_tasks, batch_size)
+    writer = CatalogWriter(catalog, summary, found.image_tasks, batch_size)
     # errors an earlier run recorded about these input paths themselves (a missing path, an unreadable COCO
     # json, a COCO json without its images) are looked at again now: this run records them again if they remain
     with catalog.session() as session:
-        _resolve_errors(session, [str(p) for p in paths] + [str(Path(p).resolve()) for p in paths], run_id)
+        resolve_errors(session, [str(p) for p in paths] + [str(Path(p).resolve()) for p in paths], run_id)
     for path, stage, reason in found.errors:
         writer.add_error(path, stage, reason)
     writer.flush()
     context = WorkerContext(workspace_root=catalog.workspace.root, pseudonym_key=catalog.workspace.pseudonym_key,
-                            existing_hashes=frozenset(writer.known_hashes))
+                            existing_hashes=frozenset(writer.known_hashes), backfill_hashes=writer.backfill_hashes)
     outcomes = _run_tasks(found.image_tasks, context, workers)
     for outcome in _progress(outcomes, len(found.image_tasks), progress):
         writer.add(outcome)
@@ -224,118 +243,7 @@ def _progress(outcomes: Iterator[ImageOutcome], total: int, enabled: bool) -> It
             yield outcome
 
 
-def _resolve_errors(session, paths: list[str], run_id: str) -> None:
-    """Delete earlier runs' ``IngestError`` rows for ``paths``: they were ingested (or re-examined) now, so the
-    catalog's error count is what still needs attention (each run's JSON log in ``logs/`` keeps the history)."""
-    from sqlalchemy import delete
-
-    paths = sorted(set(paths))
-    for start in range(0, len(paths), 500):
-        session.execute(delete(IngestError).where(
-            IngestError.path.in_(paths[start:start + 500]), IngestError.run_id != run_id))
-
-
 def _write_log(catalog: Catalog, summary: IngestSummary) -> None:
     logs = catalog.workspace.logs_dir
     logs.mkdir(parents=True, exist_ok=True)
     (logs / f"ingest-{summary.run_id}.json").write_text(json.dumps(summary.to_dict(), indent=2))
-
-
-class _CatalogWriter:
-    """Collects worker outcomes and writes them to the catalog, one transaction per batch."""
-
-    def __init__(self, catalog: Catalog, summary: IngestSummary, tasks: list[ImageTask], batch_size: int):
-        self.catalog, self.summary, self.tasks, self.batch_size = catalog, summary, tasks, max(1, batch_size)
-        with catalog.session() as session:
-            self.known_hashes: set[str] = set(session.scalars(select(Image.content_hash)).all())
-        self.pending: list[ImageOutcome] = []
-        self.touched_studies: set[str] = set()
-        self.pending_errors: list[tuple[str, str, str]] = []
-        self.last_flush = time.monotonic()
-
-    def add_error(self, path: str, stage: str, reason: str) -> None:
-        self.pending_errors.append((path, stage, reason))
-        self.summary.record_problem(path, stage, reason)
-
-    def add(self, outcome: ImageOutcome) -> None:
-        for stage, seconds in outcome.stage_seconds.items():
-            self.summary.stage_seconds[stage] = self.summary.stage_seconds.get(stage, 0.0) + seconds
-        if outcome.status == "error":
-            self.add_error(self.tasks[outcome.index].path, outcome.stage or "decode", outcome.reason or "")
-        else:
-            self.pending.append(outcome)
-        if len(self.pending) + len(self.pending_errors) >= self.batch_size or time.monotonic() - self.last_flush > 5:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending and not self.pending_errors:
-            return
-        started = time.process_time()
-        with self.catalog.session() as session:
-            for path, stage, reason in self.pending_errors:
-                session.add(IngestError(run_id=self.summary.run_id, path=path, stage=stage, reason=reason))
-            self._write_images(session)
-            # every path looked at now replaces what earlier runs said about it (this run's error rows stay)
-            examined = [self.tasks[outcome.index].path for outcome in self.pending]
-            _resolve_errors(session, examined + [path for path, _, _ in self.pending_errors], self.summary.run_id)
-        self.pending, self.pending_errors = [], []
-        stages = self.summary.stage_seconds
-        stages["catalog"] = stages.get("catalog", 0.0) + time.process_time() - started
-        self.last_flush = time.monotonic()
-
-    def _write_images(self, session) -> None:
-        study_ids = {o.study_id for o in self.pending if o.status == "added"}
-        existing_studies = set(session.scalars(select(Study.id).where(Study.id.in_(study_ids))).all()) \
-            if study_ids else set()
-        for outcome in self.pending:
-            task = self.tasks[outcome.index]
-            if outcome.status == "added" and outcome.content_hash not in self.known_hashes:
-                columns = dict(outcome.image)
-                if outcome.study_id not in existing_studies:
-                    existing_studies.add(outcome.study_id)
-                    session.add(Study(id=outcome.study_id, dataset=task.dataset,
-                                      body_region=columns.get("body_region"), modality=columns.get("modality"),
-                                      split=split_for_study(outcome.study_id)))
-                    session.flush()  # no ORM relationships: flush the study before its image (foreign key)
-                    self.summary.studies_added += 1
-                meta = dict(columns.pop("meta", None) or {})
-                if task.box_source:
-                    meta["box_source"] = task.box_source
-                session.add(Image(**columns, meta=meta))
-                session.flush()  # the image before its boxes
-                self.known_hashes.add(outcome.content_hash)
-                self.touched_studies.add(outcome.study_id)
-                self.summary.images_added += 1
-                self._add_boxes(session, task, outcome.image_id, columns["width"], columns["height"], new=True)
-                continue
-            # Already catalogued (earlier run, or the same bytes twice in this run).
-            self.summary.images_skipped_existing += 1
-            if task.box_source:
-                image = session.get(Image, outcome.image_id)
-                if image is not None:
-                    self.touched_studies.add(image.study_id)
-                    self._attach_detection_source(image, task)
-                    self._add_boxes(session, task, image.id, image.width, image.height, new=False)
-
-    def _attach_detection_source(self, image: Image, task: ImageTask) -> None:
-        """An image already catalogued (e.g. as a plain JPEG) now listed by a detection set."""
-        meta = dict(image.meta or {})
-        if meta.get("box_source") != task.box_source and "box_source" not in meta:
-            meta["box_source"] = task.box_source
-            image.meta = meta
-        if image.body_region is None and task.body_region:
-            image.body_region = task.body_region
-
-    def _add_boxes(self, session, task: ImageTask, image_id: str, width: int, height: int, *, new: bool) -> None:
-        if not task.boxes:
-            return
-        if not new and session.scalars(select(Annotation.id).where(
-                Annotation.image_id == image_id, Annotation.source == task.box_source).limit(1)).first():
-            return  # this source's boxes are already there (re-ingest)
-        for box in task.boxes:
-            x, y, w, h = box.to_pixels(width, height)
-            session.add(Annotation(image_id=image_id, source=task.box_source, kind="box",
-                                   label=box_label_for_class(box.source_label), source_label=box.source_label,
-                                   x=x, y=y, w=w, h=h, meta={}))
-            self.summary.annotations_added += 1
-

@@ -1,8 +1,13 @@
 """Per-image work of an ingest, run in the worker processes: read once, hash, decode, window, render.
 
 The file is read once; the same bytes are hashed (idempotency key) and decoded, so an image already in the
-catalog costs one read and one SHA-256, never a decode.  Workers write only render/thumbnail files (atomic
-renames); every catalog write happens in the main process.
+catalog costs one read and one SHA-256, never a decode (except once, without rendering, for a row catalogued
+before pixel hashes existed: its pixel hash is backfilled).  While decoding, the worker also computes the
+duplicate keys of a new image: the pixel hash (:func:`radloop.core.deid.pixel_hash`: for DICOM the stored
+values, before the modality LUT and the window; for PNG/JPEG the 8-bit grey pixels ingest keeps) and, for
+DICOM, the pseudonym of its SOPInstanceUID.  Whether the image is a duplicate is decided in the main process,
+which sees every outcome.  Workers write only render/thumbnail files (atomic renames); every catalog write
+happens in the main process.
 """
 
 from __future__ import annotations
@@ -11,8 +16,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from radloop.core.deid import content_hash, image_id_for_hash, study_pseudonym
-from radloop.core.dicom_io import is_dicom_bytes, read_dicom
+import numpy as np
+import pydicom
+
+from radloop.core.deid import content_hash, image_id_for_hash, instance_pseudonym, pixel_hash, study_pseudonym
+from radloop.core.dicom_io import DicomImage, decode_stored_values, display_image, is_dicom_bytes, read_dataset
 from radloop.core.ingest_sources import ImageTask
 from radloop.core.input_errors import EmptyFileError, InputError, NotDicomError, UnsupportedFileError
 from radloop.core.render import read_raster, render_files
@@ -25,11 +33,16 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 
 @dataclass(frozen=True)
 class WorkerContext:
-    """What a worker needs: where to write, the pseudonym key, and the hashes already catalogued."""
+    """What a worker needs: where to write, the pseudonym key, and the hashes already catalogued.
+
+    ``existing_hashes`` are the content hashes of catalogued images and of recorded duplicate files;
+    ``backfill_hashes`` those of catalogued images without a pixel hash yet (decoded once to fill it in).
+    """
 
     workspace_root: Path
     pseudonym_key: bytes
     existing_hashes: frozenset[str] = frozenset()
+    backfill_hashes: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -37,12 +50,15 @@ class ImageOutcome:
     """Result of one task: ``status`` added | existing | error.
 
     ``image`` holds the catalog columns of a new image (no patient identifiers), ``study_id`` its
-    pseudonymous study, ``stage``/``reason`` describe a failure.
+    pseudonymous study, ``stage``/``reason`` describe a failure.  ``pixel_hash`` / ``sop_pseudonym`` are the
+    duplicate keys of a new image, or of an existing one whose row gets them backfilled.
     """
 
     index: int
     status: str
     content_hash: str | None = None
+    pixel_hash: str | None = None
+    sop_pseudonym: str | None = None
     image_id: str | None = None
     study_id: str | None = None
     image: dict = field(default_factory=dict)
@@ -100,26 +116,32 @@ def _process(index: int, task: ImageTask, context: WorkerContext) -> ImageOutcom
     image_id = image_id_for_hash(digest)
     timings["hash"] = time.process_time() - clock
     if digest in context.existing_hashes:
-        return ImageOutcome(index=index, status="existing", content_hash=digest, image_id=image_id,
-                            stage_seconds=timings)
+        outcome = ImageOutcome(index=index, status="existing", content_hash=digest, image_id=image_id,
+                               stage_seconds=timings)
+        if digest in context.backfill_hashes:
+            clock = time.process_time()
+            try:
+                outcome.pixel_hash, outcome.sop_pseudonym = _duplicate_keys(data, context.pseudonym_key)
+            except Exception:  # noqa: BLE001 - the image is catalogued; its row just stays without the keys
+                pass
+            timings["decode"] = time.process_time() - clock
+        return outcome
     clock = time.process_time()
     columns: dict = {"dataset": task.dataset, "external_id": task.external_id, "source_path": task.path,
                      "body_region": task.body_region}
-    if data.startswith(PNG_MAGIC) or data.startswith(JPEG_MAGIC):
+    sop = None
+    if _is_raster(data):
         raster = read_raster(data)
         pixels = raster.pixels
+        pixels_key = _raster_pixel_hash(raster.pixels)
         columns.update(source_format=raster.format, meta={"source_mode": raster.mode})
         study_id = study_pseudonym(context.pseudonym_key, task.study_namespace, task.study_key)
     else:
-        try:
-            dicom = read_dicom(data, as_uint8=True)
-        except NotDicomError as error:
-            if not is_dicom_bytes(data):
-                raise UnsupportedFileError("not a DICOM, PNG or JPEG file (no DICM marker, no DICOM "
-                                           "attributes, no PNG/JPEG signature)") from error
-            raise
+        dicom, stored, dataset = _read_dicom(data)
         pixels = dicom.pixels
         metadata = dicom.metadata
+        pixels_key = _dicom_pixel_hash(stored, dataset)
+        sop = _sop_pseudonym(dataset, context.pseudonym_key)
         uid = metadata.study_instance_uid
         # The StudyInstanceUID only keys the pseudonym; without one, the patient id + accession / study date
         # (never stored, only hashed), else the image is its own study.
@@ -146,7 +168,55 @@ def _process(index: int, task: ImageTask, context: WorkerContext) -> ImageOutcom
     sizes = render_files(pixels, context.workspace_root / render_path, context.workspace_root / thumb_path)
     columns.update(id=image_id, content_hash=digest, study_id=study_id, render_path=render_path,
                    thumb_path=thumb_path, width=sizes.width, height=sizes.height,
-                   render_width=sizes.render_width, render_height=sizes.render_height)
+                   render_width=sizes.render_width, render_height=sizes.render_height,
+                   pixel_hash=pixels_key, sop_pseudonym=sop)
     timings["render"] = time.process_time() - clock
-    return ImageOutcome(index=index, status="added", content_hash=digest, image_id=image_id, study_id=study_id,
-                        image=columns, stage_seconds=timings)
+    return ImageOutcome(index=index, status="added", content_hash=digest, pixel_hash=pixels_key,
+                        sop_pseudonym=sop, image_id=image_id, study_id=study_id, image=columns,
+                        stage_seconds=timings)
+
+
+def _is_raster(data: bytes) -> bool:
+    return data.startswith(PNG_MAGIC) or data.startswith(JPEG_MAGIC)
+
+
+def _read_dicom(data: bytes) -> tuple[DicomImage, np.ndarray, pydicom.Dataset]:
+    """``read_dicom(data, as_uint8=True)``, step by step, also returning the stored values (H, W) or
+    (H, W, 3) and the data set: the duplicate keys are taken from them, without a second decode."""
+    try:
+        dataset = read_dataset(data)
+    except NotDicomError as error:
+        if not is_dicom_bytes(data):
+            raise UnsupportedFileError("not a DICOM, PNG or JPEG file (no DICM marker, no DICOM "
+                                       "attributes, no PNG/JPEG signature)") from error
+        raise
+    stored = decode_stored_values(dataset)
+    return display_image(dataset, stored, as_uint8=True), stored, dataset
+
+
+def _duplicate_keys(data: bytes, key: bytes) -> tuple[str, str | None]:
+    """(pixel hash, SOP pseudonym or None) of a file, decoding its pixels but not windowing or rendering them."""
+    if _is_raster(data):
+        return _raster_pixel_hash(read_raster(data).pixels), None
+    dataset = read_dataset(data)
+    return _dicom_pixel_hash(decode_stored_values(dataset), dataset), _sop_pseudonym(dataset, key)
+
+
+def _raster_pixel_hash(grey: np.ndarray) -> str:
+    # The 8-bit grey pixels ingest keeps (those of the file for a grey 8-bit PNG/JPEG): a colour or 16-bit file
+    # that converts to the same grey pixels would make the same catalog image, so it is the same image here.
+    return pixel_hash(grey, photometric="MONOCHROME2")
+
+
+def _dicom_pixel_hash(stored: np.ndarray, dataset: pydicom.Dataset) -> str:
+    # Colour arrives decoded to RGB (YBR and palette images included), so its own photometric is not hashed.
+    photometric = str(dataset.get("PhotometricInterpretation", "")).strip() or "MONOCHROME2"
+    return pixel_hash(stored, photometric="RGB" if stored.ndim == 3 else photometric,
+                      frames=int(dataset.get("NumberOfFrames", 1) or 1))
+
+
+def _sop_pseudonym(dataset: pydicom.Dataset, key: bytes) -> str | None:
+    file_meta = getattr(dataset, "file_meta", None)
+    uid = str(dataset.get("SOPInstanceUID", "") or
+              (file_meta.get("MediaStorageSOPInstanceUID", "") if file_meta is not None else "") or "").strip()
+    return instance_pseudonym(key, uid) if uid else None

@@ -66,7 +66,27 @@ class Image(Base):
     pixel_spacing_source: Mapped[str | None] = mapped_column(String(32))
     bits_stored: Mapped[int | None] = mapped_column(Integer)
     photometric: Mapped[str | None] = mapped_column(String(16))
+    # Duplicate keys (schema version 2; NULL for rows ingested before until a re-ingest backfills them):
+    # core.deid.pixel_hash of the decoded stored pixels, and the HMAC pseudonym of a DICOM SOPInstanceUID.
+    pixel_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    sop_pseudonym: Mapped[str | None] = mapped_column(String(40), index=True)
     meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DuplicateSource(Base):
+    """A file whose decoded pixels are those of an image already catalogued (re-saved, re-encoded losslessly,
+    exported under new UIDs): it is not a second image; its path is kept here and its content hash makes a
+    re-ingest skip it like a catalogued file."""
+
+    __tablename__ = "duplicate_sources"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), index=True)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 of the duplicate file's bytes
+    source_path: Mapped[str] = mapped_column(Text)
+    source_format: Mapped[str] = mapped_column(String(16))
+    dataset: Mapped[str] = mapped_column(String(100), default="")
+    run_id: Mapped[str] = mapped_column(String(40), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -209,7 +229,7 @@ class IngestError(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(String(40), index=True)
     path: Mapped[str] = mapped_column(Text)
-    stage: Mapped[str] = mapped_column(String(32))  # read | decode | render | parse | link
+    stage: Mapped[str] = mapped_column(String(32))  # read | decode | render | parse | link | duplicate
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

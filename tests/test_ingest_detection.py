@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from PIL import Image as PILImage
 from sqlalchemy import select
 
 from ingest_data import fracture_subset
@@ -123,8 +124,9 @@ def test_unboxed_copy_of_a_source_image_gets_its_study_region(subset, catalog):
     source_stem = original["file_name"].split(".rf.")[0]
     copy_name = f"{source_stem}.rf.{'0' * 32}.jpg"
     images_dir = yolo / "train" / "images"
-    # Different bytes (data after the JPEG end marker is ignored by decoders), same picture, no boxes.
-    (images_dir / copy_name).write_bytes((images_dir / original["file_name"]).read_bytes() + b"copy")
+    # An augmented copy of the same radiograph (mirrored: another picture, not a duplicate), no boxes.
+    with PILImage.open(images_dir / original["file_name"]) as source_image:
+        source_image.transpose(PILImage.Transpose.FLIP_LEFT_RIGHT).save(images_dir / copy_name, quality=95)
     coco["images"].append(dict(original, id=123456, file_name=copy_name))
     coco_path.write_text(json.dumps(coco))
     ingest_paths(catalog, [coco_path], images_dir=images_dir, dataset="fracture", workers=1, progress=False)

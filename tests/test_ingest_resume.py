@@ -10,6 +10,7 @@ import sys
 import time
 
 import pydicom
+from pydicom.uid import generate_uid
 from PIL import Image as PILImage
 
 from ingest_data import dicom_file
@@ -18,11 +19,18 @@ N_FILES = 60
 
 
 def _variants(folder):
-    """Distinct-content copies of the real SIIM chest DICOM (only SeriesNumber differs)."""
+    """Distinct images made from the real SIIM chest DICOM: each its own SOPInstanceUID and one pixel changed
+    (same pixels would be one image: ingest recognises duplicates by their decoded pixels)."""
     folder.mkdir()
     dataset = pydicom.dcmread(dicom_file(
         "siim_cr_chest_pa_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"))
+    dataset.decompress()
+    pixels = dataset.pixel_array.copy()
     for number in range(N_FILES):
+        variant = pixels.copy()
+        variant[0, number] = 255 - variant[0, number]
+        dataset.PixelData = variant.tobytes()
+        dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         dataset.SeriesNumber = number + 1
         dataset.save_as(folder / f"copy_{number:03d}.dcm")
 

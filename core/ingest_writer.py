@@ -1,0 +1,250 @@
+"""The catalog side of an ingest: worker outcomes written in batches, one transaction each, in the main process.
+
+New images (with their study and boxes), duplicates of catalogued images (``duplicate_sources``, see
+:mod:`radloop.core.ingest`), SOPInstanceUID conflicts, pixel-hash backfills and ingest-error rows.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from radloop.core.catalog import Catalog
+from radloop.core.ingest_sources import ImageTask, box_label_for_class
+from radloop.core.ingest_worker import ImageOutcome
+from radloop.core.schema import Annotation, DuplicateSource, Image, IngestError, Study
+from radloop.core.splits import split_for_study
+
+if TYPE_CHECKING:
+    from radloop.core.ingest import IngestSummary
+
+__all__ = ["CatalogWriter", "resolve_errors"]
+
+DUPLICATE_SAMPLE_LIMIT = 20
+
+
+def resolve_errors(session, paths: list[str], run_id: str) -> None:
+    """Delete earlier runs' ``IngestError`` rows for ``paths``: they were ingested (or re-examined) now, so the
+    catalog's error count is what still needs attention (each run's JSON log in ``logs/`` keeps the history)."""
+    from sqlalchemy import delete
+
+    paths = sorted(set(paths))
+    for start in range(0, len(paths), 500):
+        session.execute(delete(IngestError).where(
+            IngestError.path.in_(paths[start:start + 500]), IngestError.run_id != run_id))
+
+
+
+class CatalogWriter:
+    """Collects worker outcomes and writes them to the catalog, one transaction per batch."""
+
+    def __init__(self, catalog: Catalog, summary: "IngestSummary", tasks: list[ImageTask], batch_size: int):
+        self.catalog, self.summary, self.tasks, self.batch_size = catalog, summary, tasks, max(1, batch_size)
+        with catalog.session() as session:
+            self.known_hashes: set[str] = set(session.scalars(select(Image.content_hash)).all())
+            self.backfill_hashes = frozenset(session.scalars(
+                select(Image.content_hash).where(Image.pixel_hash.is_(None))).all())
+            #: content hash of a recorded duplicate file -> the catalogued image it duplicates
+            self.duplicate_of: dict[str, str] = dict(session.execute(
+                select(DuplicateSource.content_hash, DuplicateSource.image_id)).all())
+        self.known_hashes |= set(self.duplicate_of)
+        self.pending: list[ImageOutcome] = []
+        self.touched_studies: set[str] = set()
+        self.pending_errors: list[tuple[str, str, str]] = []
+        self.last_flush = time.monotonic()
+
+    def add_error(self, path: str, stage: str, reason: str) -> None:
+        self.pending_errors.append((path, stage, reason))
+        self.summary.record_problem(path, stage, reason)
+
+    def add(self, outcome: ImageOutcome) -> None:
+        for stage, seconds in outcome.stage_seconds.items():
+            self.summary.stage_seconds[stage] = self.summary.stage_seconds.get(stage, 0.0) + seconds
+        if outcome.status == "error":
+            self.add_error(self.tasks[outcome.index].path, outcome.stage or "decode", outcome.reason or "")
+        else:
+            self.pending.append(outcome)
+        if len(self.pending) + len(self.pending_errors) >= self.batch_size or time.monotonic() - self.last_flush > 5:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending and not self.pending_errors:
+            return
+        started = time.process_time()
+        with self.catalog.session() as session:
+            for path, stage, reason in self.pending_errors:
+                session.add(IngestError(run_id=self.summary.run_id, path=path, stage=stage, reason=reason))
+            self._write_images(session)
+            # every path looked at now replaces what earlier runs said about it (this run's error rows stay)
+            examined = [self.tasks[outcome.index].path for outcome in self.pending]
+            resolve_errors(session, examined + [path for path, _, _ in self.pending_errors], self.summary.run_id)
+        self.pending, self.pending_errors = [], []
+        stages = self.summary.stage_seconds
+        stages["catalog"] = stages.get("catalog", 0.0) + time.process_time() - started
+        self.last_flush = time.monotonic()
+
+    def _write_images(self, session) -> None:
+        # by task index: of duplicates in one batch the first by path wins, whatever order the workers finished in
+        pending = sorted(self.pending, key=lambda outcome: outcome.index)
+        study_ids = {o.study_id for o in pending if o.status == "added"}
+        existing_studies = set(session.scalars(select(Study.id).where(Study.id.in_(study_ids))).all()) \
+            if study_ids else set()
+        known = _CataloguedKeys(session, pending)
+        for outcome in pending:
+            task = self.tasks[outcome.index]
+            if outcome.status == "added" and outcome.content_hash not in self.known_hashes:
+                original = known.by_pixels.get(outcome.pixel_hash) if outcome.pixel_hash else None
+                if original is not None:
+                    self._add_duplicate(session, outcome, task, original)
+                    continue
+                resent = known.by_sop.get(outcome.sop_pseudonym) if outcome.sop_pseudonym else None
+                if resent is not None:
+                    self._warn_sop_conflict(session, outcome, task, resent)
+                    continue
+                columns = dict(outcome.image)
+                if outcome.study_id not in existing_studies:
+                    existing_studies.add(outcome.study_id)
+                    session.add(Study(id=outcome.study_id, dataset=task.dataset,
+                                      body_region=columns.get("body_region"), modality=columns.get("modality"),
+                                      split=split_for_study(outcome.study_id)))
+                    session.flush()  # no ORM relationships: flush the study before its image (foreign key)
+                    self.summary.studies_added += 1
+                meta = dict(columns.pop("meta", None) or {})
+                if task.box_source:
+                    meta["box_source"] = task.box_source
+                session.add(Image(**columns, meta=meta))
+                session.flush()  # the image before its boxes
+                self.known_hashes.add(outcome.content_hash)
+                known.add(outcome.image_id, outcome.pixel_hash, outcome.sop_pseudonym, task.path)
+                self.touched_studies.add(outcome.study_id)
+                self.summary.images_added += 1
+                self._add_boxes(session, task, outcome.image_id, columns["width"], columns["height"], new=True)
+                continue
+            # Already catalogued (earlier run, or the same bytes twice in this run), as an image or a duplicate.
+            self.summary.images_skipped_existing += 1
+            image_id = self.duplicate_of.get(outcome.content_hash, outcome.image_id)
+            if outcome.status == "added" and image_id != outcome.image_id:
+                self._discard_renders(session, outcome)  # the same bytes twice, rendered before dedupe
+            if outcome.pixel_hash and outcome.status == "existing":
+                self._backfill(session, outcome, task, known)
+            if task.box_source:
+                image = session.get(Image, image_id)
+                if image is not None:
+                    self.touched_studies.add(image.study_id)
+                    self._attach_detection_source(image, task)
+                    self._add_boxes(session, task, image.id, image.width, image.height, new=False)
+
+    def _add_duplicate(self, session, outcome: ImageOutcome, task: ImageTask, original: "_Catalogued") -> None:
+        """A new file with the pixels of ``original``: recorded as its duplicate source, not as an image."""
+        session.add(DuplicateSource(image_id=original.image_id, content_hash=outcome.content_hash,
+                                    source_path=task.path, source_format=outcome.image.get("source_format", ""),
+                                    dataset=task.dataset, run_id=self.summary.run_id))
+        self.known_hashes.add(outcome.content_hash)
+        self.duplicate_of[outcome.content_hash] = original.image_id
+        self.summary.images_skipped_duplicate += 1
+        if len(self.summary.duplicate_samples) < DUPLICATE_SAMPLE_LIMIT:
+            self.summary.duplicate_samples.append({"path": task.path, "duplicate_of": original.image_id,
+                                                   "original_path": original.source_path})
+        self._discard_renders(session, outcome)
+        if task.box_source:
+            image = session.get(Image, original.image_id)
+            if image is not None:
+                self.touched_studies.add(image.study_id)
+                self._attach_detection_source(image, task)
+                self._add_boxes(session, task, image.id, image.width, image.height, new=False)
+
+    def _warn_sop_conflict(self, session, outcome: ImageOutcome, task: ImageTask, original: "_Catalogued") -> None:
+        """Same SOPInstanceUID as ``original``, other pixels: the catalogued one stays, the new file is reported."""
+        reason = (f"same DICOM SOPInstanceUID as {original.image_id} ({original.source_path}) but other pixels "
+                  f"(a corrected re-send?): not ingested as {outcome.image_id}; {original.image_id}, ingested "
+                  "first, is kept")
+        session.add(IngestError(run_id=self.summary.run_id, path=task.path, stage="duplicate",
+                                reason="warning: " + reason))
+        self.summary.record_problem(task.path, "duplicate", reason, warning=True)
+        self.summary.images_skipped_conflict += 1
+        self._discard_renders(session, outcome)
+
+    def _backfill(self, session, outcome: ImageOutcome, task: ImageTask, known: "_CataloguedKeys") -> None:
+        """Give a row catalogued before pixel hashes its keys; warn when another row turns out to be its twin."""
+        image = session.scalars(select(Image).where(Image.content_hash == outcome.content_hash)).first()
+        if image is None or image.pixel_hash is not None:
+            return
+        twin = known.by_pixels.get(outcome.pixel_hash)
+        resent = known.by_sop.get(outcome.sop_pseudonym) if outcome.sop_pseudonym else None
+        image.pixel_hash, image.sop_pseudonym = outcome.pixel_hash, outcome.sop_pseudonym
+        self.summary.pixel_hashes_backfilled += 1
+        known.add(image.id, image.pixel_hash, image.sop_pseudonym, image.source_path)
+        if twin is not None and twin.image_id != image.id:
+            reason = f"same pixels as {twin.image_id} ({twin.source_path})"
+        elif resent is not None and resent.image_id != image.id:
+            reason = f"same DICOM SOPInstanceUID as {resent.image_id} ({resent.source_path}) but other pixels"
+        else:
+            return
+        reason = (f"{image.id}: {reason}; both were catalogued before duplicates were recognised and both stay "
+                  "(remove one from the catalog by hand if they are the same image)")
+        session.add(IngestError(run_id=self.summary.run_id, path=task.path, stage="duplicate",
+                                reason="warning: " + reason))
+        self.summary.record_problem(task.path, "duplicate", reason, warning=True)
+
+    def _discard_renders(self, session, outcome: ImageOutcome) -> None:
+        """Delete the render and thumbnail a worker wrote for a file that did not become an image."""
+        if not outcome.image or session.get(Image, outcome.image_id) is not None:
+            return
+        for key in ("render_path", "thumb_path"):
+            self.catalog.workspace.absolute(outcome.image[key]).unlink(missing_ok=True)
+
+    def _attach_detection_source(self, image: Image, task: ImageTask) -> None:
+        """An image already catalogued (e.g. as a plain JPEG) now listed by a detection set."""
+        meta = dict(image.meta or {})
+        if meta.get("box_source") != task.box_source and "box_source" not in meta:
+            meta["box_source"] = task.box_source
+            image.meta = meta
+        if image.body_region is None and task.body_region:
+            image.body_region = task.body_region
+
+    def _add_boxes(self, session, task: ImageTask, image_id: str, width: int, height: int, *, new: bool) -> None:
+        if not task.boxes:
+            return
+        if not new and session.scalars(select(Annotation.id).where(
+                Annotation.image_id == image_id, Annotation.source == task.box_source).limit(1)).first():
+            return  # this source's boxes are already there (re-ingest)
+        for box in task.boxes:
+            x, y, w, h = box.to_pixels(width, height)
+            session.add(Annotation(image_id=image_id, source=task.box_source, kind="box",
+                                   label=box_label_for_class(box.source_label), source_label=box.source_label,
+                                   x=x, y=y, w=w, h=h, meta={}))
+            self.summary.annotations_added += 1
+
+
+@dataclass(frozen=True)
+class _Catalogued:
+    image_id: str
+    source_path: str
+
+
+class _CataloguedKeys:
+    """The catalogued images whose pixel hash or SOP pseudonym a batch's outcomes carry (one query per kind and
+    500 keys), kept up to date while the batch is written.  Of rows sharing a key the oldest is the original."""
+
+    def __init__(self, session, outcomes: list[ImageOutcome]):
+        self.by_pixels: dict[str, _Catalogued] = {}
+        self.by_sop: dict[str, _Catalogued] = {}
+        for column, keys in ((Image.pixel_hash, {o.pixel_hash for o in outcomes if o.pixel_hash}),
+                             (Image.sop_pseudonym, {o.sop_pseudonym for o in outcomes if o.sop_pseudonym})):
+            keys = sorted(keys)
+            for start in range(0, len(keys), 500):
+                rows = session.execute(
+                    select(Image.id, Image.pixel_hash, Image.sop_pseudonym, Image.source_path)
+                    .where(column.in_(keys[start:start + 500])).order_by(Image.created_at, Image.id))
+                for image_id, pixels, sop, path in rows:
+                    self.add(image_id, pixels, sop, path)
+
+    def add(self, image_id: str, pixel_hash: str | None, sop_pseudonym: str | None, source_path: str) -> None:
+        entry = _Catalogued(image_id=image_id, source_path=source_path)
+        if pixel_hash:
+            self.by_pixels.setdefault(pixel_hash, entry)
+        if sop_pseudonym:
+            self.by_sop.setdefault(sop_pseudonym, entry)
