@@ -68,6 +68,7 @@ class IngestSummary:
     reports_added: int = 0
     reports_updated: int = 0
     reports_skipped_existing: int = 0
+    #: reports of this run given a study through the images they name (when written, or later in the run)
     reports_linked: int = 0
     errors: int = 0
     warnings: int = 0

@@ -86,7 +86,8 @@ def _write_batch(catalog: Catalog, batch: list, summary: "IngestSummary", run_id
                 session.add(IngestError(run_id=run_id, path=item.source, stage="encoding", reason=reason))
                 summary.record_problem(item.source, "encoding", reason, warning=True)
             study_id = _study_for(session, item, key, dataset)
-            _upsert(session, item, study_id, dataset, summary)
+            via_images = bool(study_id) and not (item.study_key and item.study_namespace)
+            _upsert(session, item, study_id, dataset, summary, via_images=via_images)
 
 
 def _study_for(session, item: ParsedReport, key: bytes, dataset: str) -> str | None:
@@ -103,9 +104,12 @@ def _study_for(session, item: ParsedReport, key: bytes, dataset: str) -> str | N
     return None
 
 
-def _upsert(session, item: ParsedReport, study_id: str | None, dataset: str, summary: "IngestSummary") -> None:
+def _upsert(session, item: ParsedReport, study_id: str | None, dataset: str, summary: "IngestSummary", *,
+            via_images: bool = False) -> None:
     digest = item.content_hash
     existing = session.get(Report, item.report_id)
+    if via_images and (existing is None or existing.study_id is None):
+        summary.reports_linked += 1
     meta = dict(item.meta, source=Path(item.source.split(":")[0]).name)
     if existing is None:
         session.add(Report(id=item.report_id, study_id=study_id, content_hash=digest, dataset=dataset,

@@ -28,6 +28,10 @@ class Workspace:
     root: Path
     database_url: str
 
+    def __post_init__(self) -> None:
+        # Workspace("/data/ws", url) from a notebook: a str root would break every path below
+        object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
+
     @property
     def renders_dir(self) -> Path:
         return self.root / "renders"

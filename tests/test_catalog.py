@@ -47,3 +47,10 @@ def test_targets_newest_choice_wins_and_uncertain_is_unknown(catalog):
     targets = {t.image_id: t for t in image_targets(catalog)}
     assert targets["I-1"].labels == {"fracture": 0}
     assert targets["I-2"].labels == {}
+
+
+def test_workspace_accepts_a_string_root(tmp_path):
+    from radloop.core.workspace import Workspace, sqlite_url
+
+    workspace = Workspace(str(tmp_path / "ws"), sqlite_url(tmp_path / "ws"))  # as typed in a notebook
+    assert workspace.root == (tmp_path / "ws").resolve() and workspace.renders_dir == workspace.root / "renders"
