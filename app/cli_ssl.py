@@ -58,7 +58,16 @@ def pretrain_command(
         fail(str(error))
     except KeyboardInterrupt as error:
         fail(str(error) or "interrupted: rerun the same command to resume", code=130)
-    emit(result.to_json(), json_output, title="pretrain")
+    if is_global_rank_zero():  # DDP re-runs this command once per extra device: one report, not one per process
+        emit(result.to_json(), json_output, title="pretrain")
+
+
+def is_global_rank_zero() -> bool:
+    """False in the extra processes a multi-device run starts (Lightning's ddp re-runs the command; torchrun and
+    srun start it once per rank): only global rank 0 prints the result and registers."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def embed_command(
@@ -103,6 +112,8 @@ def embed_command(
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into a graceful shutdown + sys.exit(1)
         fail("embedding interrupted: the shards written so far are kept; rerun the same command to embed the "
              "rest", code=130)
+    if not is_global_rank_zero():  # the summary counts every process's images already: rank 0 reports it
+        return
     if Path(encoder).exists():  # a folder: register it so that rounds, search and training find it
         from radloop.ssl.encoder_adapter import ensure_encoder_registered
 

@@ -193,3 +193,21 @@ def test_cli_embed_registers_an_encoder_folder_current_only_when_none_is(catalog
     current = CliRunner().invoke(build_app(), ["embed", "--accelerator", "cpu", "-w", root, "--json"])
     assert current.exit_code == 0, current.output
     assert json.loads(current.stdout)["model_version"] == config.version
+
+
+def test_cli_embed_in_an_extra_ddp_process_neither_reports_nor_registers(catalog, encoder_dir, monkeypatch):
+    """Lightning's ddp (and torchrun / srun) run the command once per process: only global rank 0 speaks."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from radloop.app.cli import build_app
+    from radloop.core.registry import RegistryError, get_model
+
+    config, folder = encoder_dir
+    build_workspace(catalog, 2)
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    result = CliRunner().invoke(build_app(), ["embed", "--encoder", str(folder), "--accelerator", "cpu", "-w",
+                                              str(catalog.workspace.root), "--json"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == ""
+    with pytest.raises(RegistryError, match="registry is empty"):
+        get_model(catalog, config.version)

@@ -124,6 +124,13 @@ class _ShardWriter(BasePredictionWriter):
 
     def on_predict_epoch_end(self, trainer, pl_module) -> None:
         self.flush()
+        if trainer.world_size > 1:  # the summary counts every process's images, not only this one's
+            import torch.distributed as dist
+
+            parts: list[Any] = [None] * trainer.world_size
+            dist.all_gather_object(parts, (self.written, self.shards, self.skipped))
+            self.written, self.shards = sum(part[0] for part in parts), sum(part[1] for part in parts)
+            self.skipped = {image_id: reason for part in parts for image_id, reason in part[2].items()}
 
     def flush(self, rows: int | None = None) -> None:
         """Write the first ``rows`` buffered rows (all when None) as one shard."""

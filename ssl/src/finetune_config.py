@@ -135,11 +135,22 @@ class TrainerConfig(StrictModel):
     """Lightning ``Trainer`` settings shared by the fine-tuning and detection jobs."""
 
     accelerator: str = "cpu"
-    devices: int | str = 1
+    devices: int | str = Field(1, description="one device: 1, or one device index as Lightning writes it ('0,')")
     precision: str = "32-true"
     num_threads: int | None = Field(2, ge=1)
     log_every_n_steps: int = Field(10, ge=1)
     deterministic: bool = False
+
+    @field_validator("devices")
+    @classmethod
+    def _one_device(cls, value: int | str) -> int | str:
+        # More than one device makes Lightning start one process per device (DDP), and each would evaluate,
+        # save and register the model; the step schedule would also count the unsharded batches.
+        text = str(value).strip()
+        if not (text == "1" or (text.endswith(",") and text[:-1].strip().isdigit())):
+            raise ValueError(f"devices={value!r}: a head trains on one device (1, or one index like '0,'); "
+                             "multi-device training is for pretraining (`radloop pretrain`, trainer.devices)")
+        return value
 
 
 class TrainConfig(StrictModel):

@@ -181,6 +181,7 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.utilities import rank_zero_only
 
     from radloop.ssl.encoders import save_encoder
     from radloop.ssl.pretrain_data import PixelStore, catalog_images
@@ -207,7 +208,8 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
     if data.mean is None or data.std is None:
         mean, std = store.statistics()
         config = config.model_copy(update={"data": data.model_copy(update={"mean": [mean], "std": [std]})})
-    save_resolved_config(config, run_dir / "config.yaml")
+    if rank_zero_only.rank == 0:  # every DDP process runs this function: one writer
+        save_resolved_config(config, run_dir / "config.yaml")
 
     checkpoints = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step-{step}",
                                   every_n_train_steps=config.trainer.checkpoint_every_n_steps, save_last=True,

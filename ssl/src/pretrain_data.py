@@ -174,7 +174,13 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
 
 
 class ViewsDataset(Dataset):
-    """``dataset[(index, position)]`` -> list of augmented views (None when the image is unreadable)."""
+    """``dataset[(index, position)]`` -> list of augmented views.
+
+    An unreadable image (streamed stores only; a cached store has dropped them already) is replaced by the
+    next readable one, so that every batch keeps its size: under DDP the ranks' batches meet in collectives
+    (SimCLR's all-gather, the gradient all-reduce) that fail or hang on unequal shapes.  None only when no
+    image at all can be read.
+    """
 
     def __init__(self, store: PixelStore, views: RadiographViews, *, seed: int = 0) -> None:
         self.store, self.views, self.seed = store, views, seed
@@ -184,7 +190,11 @@ class ViewsDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> list[torch.Tensor] | None:
         index, position = key
-        pixels = self.store.pixels(index)
+        pixels = None
+        for offset in range(len(self.store)):
+            pixels = self.store.pixels((index + offset) % len(self.store))
+            if pixels is not None:
+                break
         if pixels is None:
             return None
         with torch.random.fork_rng(devices=[]):
@@ -193,7 +203,7 @@ class ViewsDataset(Dataset):
 
 
 def collate_views(samples: list[list[torch.Tensor] | None]) -> list[torch.Tensor]:
-    """Stack view v of every readable sample: V tensors (N, 1, h, w); unreadable samples are dropped."""
+    """Stack view v of every sample: V tensors (N, 1, h, w); None samples (nothing readable) are dropped."""
     kept = [sample for sample in samples if sample is not None]
     if not kept:
         return []

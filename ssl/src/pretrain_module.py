@@ -98,7 +98,7 @@ class SSLPretrainer(L.LightningModule):
         return gathered.reshape(-1, projections.shape[-1]) if gathered.ndim == 3 else gathered
 
     def training_step(self, views: list[torch.Tensor], batch_index: int) -> torch.Tensor | None:
-        if not views:  # every image of this batch was unreadable (logged by the data store)
+        if not views:  # no image of the store could be read (logged by the data store)
             return None
         if self.config.model.channels_last:
             views = [view.contiguous(memory_format=torch.channels_last) for view in views]
@@ -112,7 +112,8 @@ class SSLPretrainer(L.LightningModule):
         else:
             gather = self._gather if (self.trainer.world_size > 1 and self.config.simclr.gather_across_devices) else None
             loss = self.method(views, gather=gather)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=views[0].shape[0])
+        # mean over the DDP processes (MAE's loss is per process; SimCLR's gathered loss is the same on all)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=views[0].shape[0], sync_dist=True)
         return loss
 
     def configure_optimizers(self):

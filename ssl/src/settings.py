@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from radloop.core.config import StrictModel
 
@@ -120,6 +120,17 @@ class TrainerSettings(StrictModel):
     deterministic: bool | Literal["warn"] = Field(
         False, description="deterministic kernels (Lightning's flag): makes a resumed GPU run bit-identical to an "
         "uninterrupted one, at some speed; CPU runs resume exactly without it")
+
+    @field_validator("strategy")
+    @classmethod
+    def _launched_by_script(cls, value: str) -> str:
+        # spawn/fork strategies train in child processes and hand back only the weights: the launching process,
+        # which exports the encoder and writes the finished last.ckpt, would see global_step 0
+        if any(word in value.lower() for word in ("spawn", "fork", "notebook")):
+            raise ValueError(f"strategy {value!r} is not supported for pretraining (the step count and the final "
+                             "checkpoint stay in its child processes): use ddp (it re-runs the command once per "
+                             "device), torchrun or srun")
+        return value
 
     @model_validator(mode="after")
     def _length(self) -> "TrainerSettings":
