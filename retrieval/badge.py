@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from radloop.retrieval.base import SelectionInput, SelectionStrategy
+from radloop.retrieval.base import Interval, Options, SelectionInput, SelectionStrategy
 from radloop.retrieval.diversity import ClusterMarginSelection
 
 
@@ -47,23 +47,24 @@ class BadgeSelection(SelectionStrategy):
     O(N (D + C)), without the N x C·D matrix.  Without probabilities (cold start, no model yet) it picks the
     first batch with the ``cold_start`` strategy.
 
+    ``scores_``: the first pick's squared gradient length, then each pick's squared gradient distance to the
+    nearest earlier pick (the D² sampling weight; drawn at random, so not sorted); at cold start, the
+    cold-start strategy's scores.
+
     Args:
         cold_start: "typiclust", "kcenter" or "random".
         max_candidates: pools larger than this are first subsampled uniformly (seeded) to this many
             candidates, which bounds the cost of a pick (k-means++ seeding on a uniform sample); None: the
-            whole pool, whatever its size.
+            whole pool, whatever its size.  >= 1.
     """
 
     name = "badge"
     needs = ("embeddings",)
     uses = ("probabilities",)
+    parameter_constraints = {"cold_start": Options(tuple(ClusterMarginSelection.COLD_STARTS)),
+                             "max_candidates": Interval(1, allow_none=True)}
 
     def __init__(self, cold_start: str = "typiclust", max_candidates: int | None = 100_000):
-        if cold_start not in ClusterMarginSelection.COLD_STARTS:
-            raise ValueError(f"unknown cold_start {cold_start!r}; "
-                             f"valid: {', '.join(ClusterMarginSelection.COLD_STARTS)}")
-        if max_candidates is not None and max_candidates < 1:
-            raise ValueError(f"max_candidates must be >= 1 or None, got {max_candidates}")
         self.cold_start = cold_start
         self.max_candidates = max_candidates
 

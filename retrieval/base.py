@@ -8,11 +8,18 @@ fails with a message naming the problem (wrong shape, NaN, empty pool, budget 0)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state as _sklearn_check_random_state
+
+#: Report statuses (``radloop.core.vocabulary.STATUSES``, what the labeller's report level gives) as the
+#: class index of a binary finding's weak label: NaN = the report says nothing definite.
+WEAK_LABEL_STATUSES = {"positive": 1.0, "negative": 0.0, "uncertain": np.nan}
+#: Largest relative deviation of a probability row's sum from 1.
+PROBABILITY_SUM_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -24,8 +31,9 @@ class SelectionInput:
         pool: indices (P,) of the unlabelled samples, ascending.
         labeled: indices (L,) of the labelled samples, ascending.
         embeddings: float32 (N, D) or None.
-        probabilities: float (N, C) rows summing to ~1, or None.
-        weak_labels: (N,) or None.
+        probabilities: float64 (N, C) rows summing to ~1 (C >= 2; 1-D or (N, 1) positive-class
+            probabilities become (N, 2)), or None.
+        weak_labels: float64 (N,) class indices (NaN or negative = unknown), or None.
         groups: (N,) or None.
         random_state: a ``numpy.random.RandomState``.
     """
@@ -52,14 +60,99 @@ def _check_finite(name: str, array: np.ndarray) -> None:
                          f"e.g. rows {rows[:5].tolist()}")
 
 
+def as_float32(name: str, values) -> np.ndarray:
+    """``values`` as contiguous float32, refusing NaN/inf and values that overflow float32 (named as such)."""
+    values = np.asarray(values)
+    if values.dtype.kind in "biuf":
+        _check_finite(name, values)
+    with np.errstate(over="ignore"):
+        converted = np.ascontiguousarray(values, dtype=np.float32)
+    if not np.isfinite(converted).all():
+        rows = np.unique(np.nonzero(~np.isfinite(converted))[0])
+        largest = float(np.abs(values.astype(np.float64)).max())
+        raise ValueError(f"{name} overflow float32 in {len(rows)} row(s), e.g. rows {rows[:5].tolist()} "
+                         f"(largest magnitude {largest:.3g} > {float(np.finfo(np.float32).max):.3g}): rescale them")
+    return converted
+
+
+def check_random_state(seed) -> np.random.RandomState:
+    """scikit-learn's ``check_random_state``, also taking a ``numpy.random.Generator``.
+
+    A Generator seeds a new ``RandomState`` with one draw from it: deterministic for a given Generator state
+    (and, as with a ``RandomState`` passed in, it advances the caller's generator).
+    """
+    if isinstance(seed, np.random.Generator):
+        return np.random.RandomState(int(seed.integers(0, 2**32, dtype=np.uint64)))
+    return _sklearn_check_random_state(seed)
+
+
+def _check_probabilities(probabilities) -> np.ndarray:
+    """(N, C) float64 probabilities whose rows sum to ~1; 1-D and (N, 1) inputs are positive-class."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim == 2 and probabilities.shape[1] == 1:
+        probabilities = probabilities[:, 0]  # one column: the positive class, as 1-D input
+    if probabilities.ndim not in (1, 2):
+        raise ValueError(f"probabilities must be (N, C) or (N,) positive-class, got shape {probabilities.shape}")
+    _check_finite("probabilities", probabilities)
+    if (probabilities < -1e-6).any() or (probabilities > 1 + 1e-6).any():
+        raise ValueError(f"probabilities must lie in [0, 1] (found {probabilities.min():.3g} .. "
+                         f"{probabilities.max():.3g}): pass softmax/sigmoid outputs, not logits or scores")
+    if probabilities.ndim == 1:
+        return np.stack([1.0 - probabilities, probabilities], axis=1)
+    sums = probabilities.sum(axis=1)
+    off = np.flatnonzero(np.abs(sums - 1.0) > PROBABILITY_SUM_TOLERANCE)
+    if len(off):
+        raise ValueError(f"probabilities rows must sum to 1 (within {PROBABILITY_SUM_TOLERANCE:g}): "
+                         f"{len(off)} row(s) do not, e.g. row {off[0]} sums to {sums[off[0]]:.4g}; pass one "
+                         "distribution per sample (N, C), or positive-class probabilities as (N,) or (N, 1)")
+    return probabilities
+
+
+def _check_weak_labels(weak_labels, probabilities: np.ndarray | None) -> np.ndarray:
+    """Weak labels as float64 class indices (N,), NaN = unknown; report statuses mapped for binary tasks."""
+    accepted = ("weak_labels must be a 1-D array (N,) of class indices (0, 1, ...; NaN or -1 = unknown) "
+                f"or of report statuses {', '.join(map(repr, WEAK_LABEL_STATUSES))} (binary findings)")
+    array = np.asarray(weak_labels)
+    if array.ndim != 1:
+        raise ValueError(f"{accepted}; got {'a scalar' if array.ndim == 0 else f'shape {array.shape}'}")
+    if array.dtype.kind in "biuf":
+        values = array.astype(np.float64)
+    elif array.dtype.kind in "OUS":
+        values, statuses = np.empty(len(array)), False
+        for row, value in enumerate(array.tolist()):
+            if isinstance(value, bytes):
+                value = value.decode()
+            if value is None or (isinstance(value, float) and np.isnan(value)):
+                values[row] = np.nan
+            elif isinstance(value, str):
+                if value.strip().lower() not in WEAK_LABEL_STATUSES:
+                    raise ValueError(f"{accepted}; got {value!r} (row {row})")
+                values[row], statuses = WEAK_LABEL_STATUSES[value.strip().lower()], True
+            elif isinstance(value, (Real, np.number)) and not isinstance(value, complex):
+                values[row] = float(value)
+            else:
+                raise ValueError(f"{accepted}; got {value!r} (row {row})")
+        if statuses and probabilities is not None and probabilities.shape[1] != 2:
+            raise ValueError(f"weak_labels given as report statuses need binary probabilities ((N,) or (N, 2)); "
+                             f"got {probabilities.shape[1]} classes: pass class indices instead")
+    else:
+        raise ValueError(f"{accepted}; got dtype {array.dtype}")
+    if np.isinf(values).any() or (np.isfinite(values) & (values != np.round(values))).any():
+        bad = np.flatnonzero(np.isinf(values) | (np.isfinite(values) & (values != np.round(values))))
+        raise ValueError(f"{accepted}; got {values[bad[0]]!r} (row {bad[0]}, {len(bad)} such row(s))")
+    return values
+
+
 def validate_selection_input(budget: int, *, embeddings=None, labeled_mask=None, probabilities=None,
                              weak_labels=None, groups=None, random_state=None,
                              needs: tuple[str, ...] = (), strategy: str = "strategy") -> SelectionInput:
     """Check shapes and values of a selection's inputs.
 
     Raises:
-        ValueError: budget < 1, no array to size the pool, mismatched lengths, NaNs, a missing input the
-            strategy needs, or an empty unlabelled pool; the message names the problem.
+        ValueError: budget < 1, no array to size the pool, mismatched lengths, NaNs or float32 overflow,
+            probabilities outside [0, 1] or rows not summing to 1, weak labels that are not class indices or
+            report statuses, a missing input the strategy needs, or an empty unlabelled pool; the message
+            names the problem.
     """
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
         raise ValueError(f"budget must be a positive integer, got {budget!r}")
@@ -74,17 +167,15 @@ def validate_selection_input(budget: int, *, embeddings=None, labeled_mask=None,
         embeddings = np.asarray(embeddings)
         if embeddings.ndim != 2 or embeddings.shape[1] == 0:
             raise ValueError(f"embeddings must be a 2-D array (N, D), got shape {embeddings.shape}")
-        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-        _check_finite("embeddings", embeddings)
+        embeddings = as_float32("embeddings", embeddings)
     if probabilities is not None:
-        probabilities = np.asarray(probabilities, dtype=np.float64)
-        if probabilities.ndim == 1:
-            probabilities = np.stack([1.0 - probabilities, probabilities], axis=1)
-        if probabilities.ndim != 2:
-            raise ValueError(f"probabilities must be (N, C), got shape {probabilities.shape}")
-        _check_finite("probabilities", probabilities)
-        if (probabilities < -1e-6).any() or (probabilities > 1 + 1e-6).any():
-            raise ValueError("probabilities must lie in [0, 1]")
+        probabilities = _check_probabilities(probabilities)
+    if weak_labels is not None:
+        weak_labels = _check_weak_labels(weak_labels, probabilities)
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.ndim != 1:
+            raise ValueError(f"groups must be a 1-D array (N,) of strata, got shape {groups.shape}")
     sizes = {name: len(value) for name, value in
              (("embeddings", embeddings), ("probabilities", probabilities), ("weak_labels", weak_labels),
               ("groups", groups), ("labeled_mask", labeled_mask)) if value is not None}
@@ -105,17 +196,54 @@ def validate_selection_input(budget: int, *, embeddings=None, labeled_mask=None,
                          "nothing left to select")
     return SelectionInput(
         budget=int(budget), pool=pool, labeled=np.flatnonzero(labeled_mask), embeddings=embeddings,
-        probabilities=probabilities,
-        weak_labels=None if weak_labels is None else np.asarray(weak_labels),
-        groups=None if groups is None else np.asarray(groups),
+        probabilities=probabilities, weak_labels=weak_labels, groups=groups,
         random_state=check_random_state(random_state))
 
 
-class SelectionStrategy(BaseEstimator):
-    """Base class: subclasses set ``name``/``needs`` and implement ``_select``.
+@dataclass(frozen=True)
+class Interval:
+    """Constraint of a numeric hyperparameter: ``low <= value <= high`` (either end open when None)."""
 
-    After ``select``: ``scores_`` (one score per picked index, higher = picked earlier) and ``reasons_``
-    (one short human-readable reason per picked index) describe the picks.
+    low: float | None = None
+    high: float | None = None
+    integer: bool = True
+    allow_none: bool = False
+
+    def check(self, name: str, value, owner: str) -> None:
+        if value is None and self.allow_none:
+            return
+        numeric = (isinstance(value, (Integral, np.integer)) if self.integer
+                   else isinstance(value, (Real, np.integer, np.floating))) and not isinstance(value, bool)
+        in_range = numeric and (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+        if not in_range:
+            bounds = " and ".join(part for part in (f">= {self.low:g}" if self.low is not None else "",
+                                                    f"<= {self.high:g}" if self.high is not None else "") if part)
+            kind = "an integer" if self.integer else "a number"
+            raise ValueError(f"strategy {owner!r}: {name} must be {bounds or kind} ({kind})"
+                             f"{' or None' if self.allow_none else ''}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Constraint of a hyperparameter that takes one of a few names."""
+
+    values: tuple[str, ...]
+
+    def check(self, name: str, value, owner: str) -> None:
+        if not isinstance(value, str) or value not in self.values:
+            raise ValueError(f"strategy {owner!r}: unknown {name} {value!r}; valid: {', '.join(self.values)}")
+
+
+class SelectionStrategy(BaseEstimator):
+    """Base class: subclasses set ``name``/``needs``/``parameter_constraints`` and implement ``_select``.
+
+    Hyperparameters are checked against ``parameter_constraints`` when ``select`` runs (and by
+    ``get_strategy``), so values set with ``set_params`` are checked too (scikit-learn's convention).
+
+    After ``select``: ``scores_`` (one float per picked index, same order) and ``reasons_`` (one short
+    human-readable reason per picked index) describe the picks.  What a score means depends on the strategy
+    (each class documents it); only for the score-ranking strategies (``least_confidence``, ``margin``,
+    ``entropy``, ``report_disagreement``) and ``kcenter`` does a higher score mean picked earlier.
     """
 
     name: ClassVar[str] = ""
@@ -123,6 +251,19 @@ class SelectionStrategy(BaseEstimator):
     needs: ClassVar[tuple[str, ...]] = ()
     #: inputs it uses once they exist and replaces by its own cold start until then (hybrids: probabilities).
     uses: ClassVar[tuple[str, ...]] = ()
+    #: hyperparameter -> ``Interval`` / ``Options``; every ``__init__`` parameter has one.
+    parameter_constraints: ClassVar[dict] = {}
+
+    def _validate_params(self) -> None:
+        """Check every hyperparameter against ``parameter_constraints``.
+
+        Raises:
+            ValueError: a value outside its valid range or options (the message names both).
+        """
+        for name, value in self.get_params(deep=False).items():
+            constraint = self.parameter_constraints.get(name)
+            if constraint is not None:
+                constraint.check(name, value, self.name)
 
     def select(self, budget: int, *, embeddings=None, labeled_mask=None, probabilities=None,
                weak_labels=None, groups=None, random_state=None) -> np.ndarray:
@@ -132,14 +273,20 @@ class SelectionStrategy(BaseEstimator):
             budget: number of samples wanted (>= 1); fewer come back when the pool is smaller.
             embeddings: float array (N, D).
             labeled_mask: bool array (N,), True for samples that are labelled already.
-            probabilities: model probabilities (N, C) (or (N,) positive-class probabilities).
-            weak_labels: (N,) report weak labels (class index, NaN / negative = unknown).
+            probabilities: model probabilities (N, C), rows summing to 1 (or (N,) / (N, 1) positive-class
+                probabilities of a binary finding).
+            weak_labels: (N,) report weak labels: class indices (NaN / negative = unknown) or, for a binary
+                finding, report statuses "positive" / "negative" / "uncertain" (= unknown).
             groups: (N,) stratum of each sample (e.g. body region).
-            random_state: seed or ``RandomState``.
+            random_state: seed, ``RandomState`` or ``numpy.random.Generator``.
 
         Returns:
             int64 indices into the N samples, unique, unlabelled, in priority order.
+
+        Raises:
+            ValueError: a bad hyperparameter or input (see ``validate_selection_input``).
         """
+        self._validate_params()
         data = validate_selection_input(
             budget, embeddings=embeddings, labeled_mask=labeled_mask, probabilities=probabilities,
             weak_labels=weak_labels, groups=groups, random_state=random_state, needs=self.needs,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from radloop.retrieval.base import SelectionInput, SelectionStrategy
+from radloop.retrieval.base import Interval, Options, SelectionInput, SelectionStrategy
 from radloop.retrieval.kcenter import kcenter_greedy
 from radloop.retrieval.uncertainty import RandomSelection, uncertainty_scores
 
@@ -31,12 +31,16 @@ class KCenterSelection(SelectionStrategy):
     """Core-set greedy k-center (Sener & Savarese, ICLR 2018): each pick is the unlabelled sample
     farthest from every labelled or already-picked sample (exact, batched; see ``kcenter``).
 
+    ``scores_``: each pick's distance to the nearest labelled or earlier-picked sample when it was picked
+    (non-increasing: higher = picked earlier; a random first center at cold start scores like the second pick).
+
     Args:
-        candidate_pool: points examined per batch of picks (None: ``max(4096, 8 * budget)``).
+        candidate_pool: points examined per batch of picks (>= 1; None: ``max(4096, 8 * budget)``).
     """
 
     name = "kcenter"
     needs = ("embeddings",)
+    parameter_constraints = {"candidate_pool": Interval(1, allow_none=True)}
 
     def __init__(self, candidate_pool: int | None = None):
         self.candidate_pool = candidate_pool
@@ -81,15 +85,19 @@ class TypiClustSelection(SelectionStrategy):
     goes to the cluster with the fewest labelled samples (ties: the larger cluster) and takes its most
     typical unlabelled sample (inverse mean distance to its ``n_neighbors`` nearest cluster mates).
 
+    ``scores_``: the size of the cluster each pick came from (not a priority: picks are in the order above,
+    clusters with fewer labels first).
+
     Args:
-        max_clusters: cap on the number of k-means clusters.
-        n_neighbors: neighbours in the typicality estimate.
+        max_clusters: cap on the number of k-means clusters (>= 1).
+        n_neighbors: neighbours in the typicality estimate (>= 1).
         min_cluster_size: clusters smaller than this are used only when no larger one is left (on a small
-            pool, where the mean cluster is about this small, the cut is half the mean cluster size).
+            pool, where the mean cluster is about this small, the cut is half the mean cluster size) (>= 1).
     """
 
     name = "typiclust"
     needs = ("embeddings",)
+    parameter_constraints = {"max_clusters": Interval(1), "n_neighbors": Interval(1), "min_cluster_size": Interval(1)}
 
     def __init__(self, max_clusters: int = 500, n_neighbors: int = 20, min_cluster_size: int = 5):
         self.max_clusters = max_clusters
@@ -144,8 +152,11 @@ class ClusterMarginSelection(SelectionStrategy):
     first: uncertain samples, but never a batch of near-duplicates.  Without probabilities (cold start,
     no model yet) it picks the first batch with the ``cold_start`` strategy.
 
+    ``scores_``: each pick's uncertainty (higher = more uncertain; picks are in round-robin order over the
+    clusters, so scores are not sorted); at cold start, the cold-start strategy's scores.
+
     Args:
-        candidate_factor: candidates per requested sample.
+        candidate_factor: candidates per requested sample (>= 1).
         uncertainty: "margin", "least_confidence" or "entropy".
         cold_start: "typiclust", "kcenter" or "random" (the paper's seed set is uniform random).
     """
@@ -154,10 +165,11 @@ class ClusterMarginSelection(SelectionStrategy):
     needs = ("embeddings",)
     uses = ("probabilities",)
     COLD_STARTS = {"typiclust": TypiClustSelection, "kcenter": KCenterSelection, "random": RandomSelection}
+    parameter_constraints = {"candidate_factor": Interval(1),
+                             "uncertainty": Options(("margin", "least_confidence", "entropy")),
+                             "cold_start": Options(tuple(COLD_STARTS))}
 
     def __init__(self, candidate_factor: int = 10, uncertainty: str = "margin", cold_start: str = "typiclust"):
-        if cold_start not in self.COLD_STARTS:
-            raise ValueError(f"unknown cold_start {cold_start!r}; valid: {', '.join(self.COLD_STARTS)}")
         self.candidate_factor = candidate_factor
         self.uncertainty = uncertainty
         self.cold_start = cold_start

@@ -1,13 +1,18 @@
 """FAISS index management: choose, train, add, remove, search, persist and memory-map.
 
 Ids are the catalog's string image ids; FAISS sees sequential int64 labels and the manager keeps the
-label -> id map (``None`` for removed entries).  Cosine similarity is inner product on L2-normalised
-vectors.  An index folder (``<workspace>/indexes/<model_version>/``) holds the index, the id map and, when
-exact re-ranking is on, the vectors (memory-mapped on load), plus ``manifest.json`` (model version,
-dimension, metric, factory string, resolved config, and the names of those three files).  Each save writes a new generation of those files
-(``index-<gen>.faiss`` ...) and then the manifest that names them (atomically, by rename); the previous
-generation is deleted only after that, so an interrupted save leaves the previous index loadable and never
-pairs one save's index with another's id map.
+label -> id map (``None`` for removed entries).  Every method that takes ids (``build``, ``add``,
+``remove``, ``search``'s ``allowed_ids`` / ``exclude_ids``, ``in``) converts them with ``str()``, so
+``7`` and ``"7"`` name the same entry and results are always strings; a bare string where a list of ids
+is expected is refused (it is not read as its characters).  Index types that cannot delete (HNSW) keep
+removed entries as tombstones (saved as ``removed``, filtered at search time).  Cosine similarity is
+inner product on L2-normalised vectors.  An index folder (``<workspace>/indexes/<model_version>/``) holds
+the index, the id map and, when exact re-ranking is on, the vectors (memory-mapped on load), plus
+``manifest.json`` (model version, dimension, metric, factory string, resolved config, and the names of
+those three files).  Each save writes a new generation of those files (``index-<gen>.faiss`` ...), reads
+them back and checks them as ``load`` does, and only then writes the manifest that names them (atomically,
+by rename); the previous generation is deleted only after that, so an interrupted or failed save leaves the
+previous index loadable and never pairs one save's index with another's id map.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from radloop.retrieval.base import as_float32
 from radloop.retrieval.index_config import IndexConfig, choose_factory
 
 MANIFEST = "manifest.json"
@@ -48,6 +54,16 @@ def _safe_name(model_version: str) -> str:
 def index_folder(workspace, model_version: str) -> Path:
     """``<workspace>/indexes/<model_version>/``."""
     return Path(workspace.indexes_dir) / _safe_name(model_version)
+
+
+def _id_list(ids, name: str = "ids") -> list[str]:
+    """Ids as a list of strings (``str()`` of each); a bare string is refused, not split into characters."""
+    if isinstance(ids, (str, bytes)):
+        raise TypeError(f"{name} must be a list of ids, not a single string: pass [{ids!r}]")
+    try:
+        return [str(value) for value in ids]
+    except TypeError:
+        raise TypeError(f"{name} must be a list of ids, got {type(ids).__name__}") from None
 
 
 def _generation_files(folder: Path, manifest: dict | None = None) -> dict[str, str]:
@@ -92,7 +108,7 @@ class IndexManager:
     @classmethod
     def build(cls, vectors: np.ndarray, ids: list[str], model_version: str,
               config: IndexConfig | None = None) -> "IndexManager":
-        """Choose, train and fill an index from ``vectors`` (N, D) with string ``ids`` (N)."""
+        """Choose, train and fill an index from ``vectors`` (N, D) with ``ids`` (N; stored as ``str(id)``)."""
         vectors = np.asarray(vectors)
         if vectors.ndim != 2:
             raise ValueError(f"vectors must be (N, D), got shape {vectors.shape}")
@@ -109,14 +125,11 @@ class IndexManager:
         return cls.build(embeddings.vectors, embeddings.image_ids, model_version, config)
 
     def _prepare(self, vectors: np.ndarray) -> np.ndarray:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        vectors = np.asarray(vectors)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise ValueError(f"vectors have shape {vectors.shape}; this index ({self.model_version}) "
                              f"holds dimension {self.dim}")
-        bad = ~np.isfinite(vectors).all(axis=1)
-        if bad.any():
-            raise ValueError(f"vectors contain NaN or infinite values in {int(bad.sum())} row(s), "
-                             f"e.g. rows {np.flatnonzero(bad)[:5].tolist()}")
+        vectors = as_float32("vectors", vectors)  # NaN / inf, and float64 values that overflow float32
         if self.config.metric == "cosine":
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             if (norms == 0).any():
@@ -192,19 +205,20 @@ class IndexManager:
                              f"{self.model_version!r} embeddings (rebuild it for the new encoder)")
 
     def add(self, vectors: np.ndarray, ids: list[str], *, model_version: str | None = None) -> int:
-        """Add vectors (N, D) with their string ids; trains first when the index is new.
+        """Add vectors (N, D) with their ids; trains first when the index is new.
 
         Args:
             vectors: float array (N, D).
-            ids: N unique string ids not yet in the index.
+            ids: N unique ids not yet in the index (a list; stored as ``str(id)``).
             model_version: the encoder version of ``vectors``; checked against the index's when given.
 
         Raises:
             ValueError: wrong model version or dimension, NaNs, length mismatch, duplicate or already
                 indexed ids.  The index is unchanged when this is raised.
+            TypeError: ``ids`` is a single string, not a list.
         """
         self._check_version(model_version)
-        ids = [str(value) for value in ids]
+        ids = _id_list(ids)
         prepared = self._prepare(np.asarray(vectors))
         if len(ids) != len(prepared):
             raise ValueError(f"{len(prepared)} vectors but {len(ids)} ids")
@@ -274,12 +288,20 @@ class IndexManager:
         self._apply_search_parameters()
 
     def remove(self, ids: list[str]) -> int:
-        """Remove ids (unknown ones are reported, nothing is removed then); returns the number removed."""
+        """Remove ids (a list; repeats count once); returns the number removed.
+
+        Raises:
+            ValueError: ids not in the index (nothing is removed then).
+            TypeError: ``ids`` is a single string, not a list (nothing is removed).
+        """
         import faiss
 
+        ids = list(dict.fromkeys(_id_list(ids)))
         unknown = [value for value in ids if value not in self._labels]
         if unknown:
-            raise ValueError(f"{len(unknown)} id(s) not in the index, e.g. {unknown[:3]}")
+            raise ValueError(f"{len(unknown)} id(s) not in the index, e.g. {unknown[:3]}; nothing removed")
+        if not ids:
+            return 0
         self._writable()
         labels = np.asarray([self._labels[value] for value in ids], dtype=np.int64)
         try:
@@ -294,8 +316,8 @@ class IndexManager:
     def __len__(self) -> int:
         return len(self._labels)
 
-    def __contains__(self, image_id: str) -> bool:
-        return image_id in self._labels
+    def __contains__(self, image_id) -> bool:
+        return str(image_id) in self._labels
 
     def search(self, queries: np.ndarray, k: int = 10, *, allowed_ids: list[str] | None = None,
                exclude_ids: list[str] | None = None, model_version: str | None = None) -> SearchResult:
@@ -304,9 +326,11 @@ class IndexManager:
         Args:
             queries: float array (Q, D) or (D,).
             k: neighbours per query.
-            allowed_ids: restrict results to these ids (FAISS id selector: exact filtering).
-            exclude_ids: drop these ids from the results (e.g. the query image itself).
+            allowed_ids: restrict results to these ids (a list; FAISS id selector: exact filtering).
+            exclude_ids: drop these ids from the results (a list; e.g. the query image itself).
             model_version: the encoder version of the queries; checked against the index's when given.
+
+        Ids are compared as ``str(id)``; unknown ids in either list are ignored.
         """
         import faiss
 
@@ -317,10 +341,12 @@ class IndexManager:
             raise ValueError(f"k must be >= 1, got {k}")
         queries = np.asarray(queries)
         prepared = self._prepare(queries[None, :] if queries.ndim == 1 else queries)
-        excluded = {self._labels[value] for value in exclude_ids or () if value in self._labels} | self._removed
+        exclude_ids = _id_list(exclude_ids or (), "exclude_ids")
+        excluded = {self._labels[value] for value in exclude_ids if value in self._labels} | self._removed
         fetch = min(k + len(excluded), self.index.ntotal)
         parameters = None
         if allowed_ids is not None:
+            allowed_ids = dict.fromkeys(_id_list(allowed_ids, "allowed_ids"))  # a repeat is one hit, not two
             allowed = np.asarray([self._labels[value] for value in allowed_ids if value in self._labels],
                                  dtype=np.int64)
             if not len(allowed):
@@ -398,12 +424,33 @@ class IndexManager:
         return SearchResult(all_ids, all_distances)
 
     # ----------------------------------------------------------------------------------------- persistence
+    def _check_consistent(self, where: str) -> None:
+        """The FAISS index holds one vector per live id plus one per tombstone (index types that cannot delete).
+
+        Raises:
+            ValueError: it does not (the message says to rebuild).
+        """
+        expected = len(self._labels) + len(self._removed)
+        vectors_match = self._vectors is None or len(self._vectors) == len(self._ids)
+        if self.index.ntotal != expected or not vectors_match:
+            raise ValueError(f"index at {where} is inconsistent ({self.index.ntotal} vectors, {len(self._labels)} "
+                             f"ids, {len(self._removed)} removed): rebuild it with `radloop index build`")
+
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write the index, id map, manifest (and vectors for re-ranking) to ``folder``, atomically per file."""
+        """Write the index, id map, manifest (and vectors for re-ranking) to ``folder`` as a new generation.
+
+        The new files are read back and checked as ``load`` checks them before the manifest switches to them;
+        the previous generation is deleted only after the switch.
+
+        Raises:
+            ValueError: nothing to save, or the new generation does not load back consistently (the previous
+                one is left in place then).
+        """
         import faiss
 
         if self.index is None:
             raise ValueError("nothing to save: the index is empty")
+        self._check_consistent("(unsaved)")
         self._writable()  # a memory-mapped IVF index refers to its file: write a self-contained copy
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -422,6 +469,15 @@ class IndexManager:
             "saved_at": datetime.now(timezone.utc).isoformat(), "config": self.config.model_dump(),
             "calibration": self.calibration, "files": files,
         }
+        try:  # verify before the switch: a generation that would not load must not replace a good one
+            written = self._open(folder, manifest, mmap=True)
+            if len(written) != len(self) or written.dim != self.dim:
+                raise ValueError(f"index at {folder}: the new generation holds {len(written)} ids, not {len(self)}")
+        except BaseException:
+            for name in files.values():
+                (folder / name).unlink(missing_ok=True)
+            raise
+        del written
         (folder / f".{MANIFEST}.tmp").write_text(json.dumps(manifest, indent=2))
         os.replace(folder / f".{MANIFEST}.tmp", folder / MANIFEST)  # the switch to the new generation
         # the previous generation, and any left by a save that was interrupted before its switch
@@ -438,10 +494,9 @@ class IndexManager:
 
         Raises:
             FileNotFoundError: no index there.
-            ValueError: the index was built for another model version than ``model_version``.
+            ValueError: the index was built for another model version than ``model_version``, or its files
+                disagree (vectors, ids and tombstones do not add up).
         """
-        import faiss
-
         folder = Path(folder)
         if not (folder / MANIFEST).is_file():
             raise FileNotFoundError(f"no index at {folder} (missing {MANIFEST}): build one with `radloop index build`")
@@ -449,6 +504,13 @@ class IndexManager:
         if model_version is not None and manifest["model_version"] != model_version:
             raise ValueError(f"index at {folder} was built for model version {manifest['model_version']!r}, "
                              f"not {model_version!r}")
+        return cls._open(folder, manifest, mmap=mmap)
+
+    @classmethod
+    def _open(cls, folder: Path, manifest: dict, *, mmap: bool) -> "IndexManager":
+        """The index generation ``manifest`` names in ``folder``, checked for consistency."""
+        import faiss
+
         manager = cls(manifest["dim"], manifest["model_version"], IndexConfig(**manifest["config"]))
         manager.factory = manifest["factory"]
         manager.calibration = manifest.get("calibration")
@@ -470,9 +532,7 @@ class IndexManager:
         manager._labels = {value: label for label, value in enumerate(manager._ids) if value is not None}
         if "vectors" in files and (folder / files["vectors"]).is_file():
             manager._vectors = np.load(folder / files["vectors"], mmap_mode="r" if mmap else None)
-        if manager.index.ntotal != len(manager._labels):
-            raise ValueError(f"index at {folder} is inconsistent ({manager.index.ntotal} vectors, "
-                             f"{len(manager._labels)} ids): rebuild it with `radloop index build`")
+        manager._check_consistent(str(folder))
         return manager
 
     def memory_bytes(self) -> int:

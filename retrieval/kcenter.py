@@ -74,25 +74,65 @@ def _initial_distances(vectors: np.ndarray, norms: np.ndarray, initial_centers: 
     return best
 
 
+def _center_indices(initial_centers, count: int) -> np.ndarray:
+    """``initial_centers`` (indices, or a boolean mask of length ``count``) as int64 indices.
+
+    Raises:
+        ValueError: a boolean mask of another length, non-integer values, or indices outside [0, count).
+    """
+    if initial_centers is None:
+        return np.empty(0, dtype=np.int64)
+    values = np.asarray(initial_centers)
+    if values.dtype == bool:
+        if values.shape != (count,):
+            raise ValueError(f"initial_centers as a boolean mask must have shape ({count},), got {values.shape}")
+        return np.flatnonzero(values)
+    values = values.reshape(-1)
+    if len(values) and values.dtype.kind not in "iu":
+        raise ValueError(f"initial_centers must be integer indices or a boolean mask of length {count}, "
+                         f"got dtype {values.dtype}")
+    values = values.astype(np.int64)
+    if len(values) and (values.min() < 0 or values.max() >= count):
+        raise ValueError(f"initial_centers must be indices in [0, {count}), got {values.min()} .. {values.max()}")
+    return values
+
+
+def _candidate_mask(candidates, count: int) -> np.ndarray:
+    if candidates is None:
+        return np.ones(count, dtype=bool)
+    mask = np.asarray(candidates)
+    if mask.dtype != bool or mask.shape != (count,):
+        raise ValueError(f"candidates must be a boolean mask of shape ({count},), got dtype {mask.dtype}, "
+                         f"shape {mask.shape}")
+    return mask.copy()
+
+
 def kcenter_greedy(vectors: np.ndarray, budget: int, initial_centers: np.ndarray | None = None,
                    candidates: np.ndarray | None = None, *,
                    candidate_pool: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Greedy k-center picks, exact, with one pool pass per batch of picks.
 
+    Unlike :func:`kcenter_greedy_reference`, which returns the picks alone, this returns a tuple
+    ``(picks, radii)``: unpack it (``picks, _ = kcenter_greedy(...)``).
+
     Args:
         vectors: float32 array (N, D).
         budget: number of picks (fewer when the candidates run out).
-        initial_centers: indices (M,) of points that are centers already (the labelled set).
+        initial_centers: indices (M,) of points that are centers already (the labelled set), or a boolean
+            mask (N,) of them.
         candidates: boolean mask (N,) of points that may be picked (default: all but the centers).
         candidate_pool: points examined per batch (default ``max(4096, 8 * budget)``).
 
     Returns:
-        ``(picks, radii)``: indices (B,) in pick order and, for each pick, its distance (not squared) to
-        the nearest center at the time it was picked (the core-set covering radius).
+        ``(picks, radii)``: int64 indices (B,) in pick order and float32 radii (B,): each pick's distance
+        (not squared) to the nearest center at the time it was picked (the core-set covering radius).
+
+    Raises:
+        ValueError: ``initial_centers`` or ``candidates`` of the wrong kind, length or range.
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    initial = np.asarray(initial_centers if initial_centers is not None else [], dtype=np.int64)
-    allowed = np.ones(len(vectors), dtype=bool) if candidates is None else np.asarray(candidates, bool).copy()
+    initial = _center_indices(initial_centers, len(vectors))
+    allowed = _candidate_mask(candidates, len(vectors))
     allowed[initial] = False
     budget = min(int(budget), int(allowed.sum()))
     norms = np.einsum("ij,ij->i", vectors, vectors)
@@ -168,17 +208,23 @@ def kcenter_greedy_reference(vectors: np.ndarray, budget: int,
                              initial_centers: np.ndarray | None = None) -> np.ndarray:
     """Plain NumPy greedy k-center: one full distance pass over the pool per pick (the slow reference).
 
+    Returns the picks alone, not the ``(picks, radii)`` tuple of :func:`kcenter_greedy`: compare
+    ``kcenter_greedy(...)[0]`` with it.
+
     Args:
         vectors: float32 array (N, D).
         budget: number of picks.
-        initial_centers: indices of points that are centers already.
+        initial_centers: indices of points that are centers already, or a boolean mask (N,) of them.
 
     Returns:
-        Indices (B,) in pick order.
+        int64 indices (B,) in pick order (only the indices).
+
+    Raises:
+        ValueError: ``initial_centers`` of the wrong kind, length or range.
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     norms = np.einsum("ij,ij->i", vectors, vectors)
-    initial = np.asarray(initial_centers if initial_centers is not None else [], dtype=np.int64)
+    initial = _center_indices(initial_centers, len(vectors))
     best = np.full(len(vectors), np.inf, dtype=np.float32)
     for index in initial:
         best = np.minimum(best, _squared_distances(vectors, norms, vectors[index]))

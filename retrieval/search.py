@@ -20,6 +20,8 @@ from radloop.retrieval.index import IndexConfig, IndexManager, index_folder
 
 #: Filter keys and the catalog column (on ``Image``) each one reads; ``finding`` is special.
 FILTER_KEYS = ("body_region", "finding", "split", "dataset", "modality", "view", "laterality")
+#: Laterality spellings that mean the same side: the vocabulary's words and DICOM's ImageLaterality codes.
+LATERALITY_SYNONYMS = {"left": ("left", "l"), "right": ("right", "r"), "bilateral": ("bilateral", "b")}
 EXCERPT_CHARS = 240
 
 
@@ -76,6 +78,67 @@ def check_filters(filters: dict[str, Any] | None) -> dict[str, list[str]]:
             raise ValueError(f"unknown filter {key!r}; valid: {', '.join(FILTER_KEYS)}")
         normalised[key] = [str(item) for item in (value if isinstance(value, (list, tuple, set)) else [value])]
     return normalised
+
+
+def _vocabulary(key: str) -> tuple[str, ...]:
+    from radloop.core import vocabulary
+    from radloop.core.splits import SPLITS
+
+    return {"body_region": vocabulary.BODY_REGIONS, "finding": vocabulary.FINDINGS, "split": SPLITS,
+            "laterality": vocabulary.LATERALITIES}.get(key, ())
+
+
+def _stored_values(catalog, key: str) -> set[str]:
+    """The distinct values the catalog holds for a filter key."""
+    from radloop.core.schema import Annotation, Image, Study, WeakLabel
+
+    columns = ([Study.split] if key == "split" else [WeakLabel.finding, Annotation.label] if key == "finding"
+               else [getattr(Image, key)])
+    with catalog.session() as session:
+        return {value for column in columns for value in session.scalars(select(column).distinct())
+                if value is not None and value != ""}
+
+
+def resolve_filter_values(catalog, filters: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Map each filter value to the catalog values it matches, refusing values that match nothing known.
+
+    A value is valid when it is in the vocabulary (``radloop.core.vocabulary``: body regions, findings,
+    lateralities; ``radloop.core.splits.SPLITS``) or stored in the catalog (datasets, modalities, views and
+    any other value ingest wrote).  Matching ignores case; laterality also takes DICOM's codes
+    (``L`` / ``R`` / ``B`` for ``left`` / ``right`` / ``bilateral``).  A valid value that no image has yet
+    matches nothing (no hits), not an error.
+
+    Raises:
+        ValueError: a value that is neither in the vocabulary nor in the catalog (the valid ones are listed).
+    """
+    resolved = {}
+    for key, values in filters.items():
+        stored = _stored_values(catalog, key)
+        known = {value.lower(): value for value in (*_vocabulary(key), *sorted(stored))}
+        matched = []
+        for value in values:
+            wanted = value.strip().lower()
+            if key == "laterality":
+                wanted_set = next((set(spellings) for spellings in LATERALITY_SYNONYMS.values()
+                                   if wanted in spellings), {wanted})
+            else:
+                wanted_set = {wanted}
+            if not wanted_set & set(known):
+                if key == "laterality":
+                    synonyms = {spelling for spellings in LATERALITY_SYNONYMS.values() for spelling in spellings}
+                    valid = [f"{word} ({code.upper()})" for word, code in LATERALITY_SYNONYMS.values()] + sorted(
+                        item for item in stored if item.lower() not in synonyms)
+                else:
+                    valid = sorted(set(known.values()), key=str.lower)
+                if not _vocabulary(key):
+                    raise ValueError(f"no image has {key} {value!r}; values in the catalog: "
+                                     f"{', '.join(valid) or 'none'}")
+                raise ValueError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
+            matched += sorted(item for item in stored if item.lower() in wanted_set)
+            if key == "finding":  # expert labels and weak labels are looked up by the vocabulary name too
+                matched += [known[name] for name in sorted(wanted_set) if name in known]
+        resolved[key] = list(dict.fromkeys(matched))
+    return resolved
 
 
 def resolve_encoder_version(catalog, encoder: str | None = None) -> str:
@@ -274,19 +337,20 @@ def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_
         image: query image file (PNG/JPEG/DICOM) or a 2-D array; embedded on the fly when not catalogued.
         case_id: a catalog image id (``I-...``) or study id (``S-...``, its first image).
         k: number of neighbours.
-        filters: ``{"body_region": "wrist", "finding": "fracture", ...}`` (values may be lists: any of).
+        filters: ``{"body_region": "wrist", "finding": "fracture", ...}`` (values may be lists: any of);
+            values are checked against the vocabulary and the catalog (see ``resolve_filter_values``).
         encoder: encoder version (or folder); default the current encoder.
         index_config: used when the index must be built.
 
     Raises:
-        ValueError: neither or both of image/case_id, bad k, unknown filter key.
+        ValueError: neither or both of image/case_id, bad k, unknown filter key or value.
         LookupError: unknown case, no encoder or embeddings.
     """
     if (image is None) == (case_id is None):
         raise ValueError("give exactly one of image or case_id")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    checked = check_filters(filters)
+    checked = resolve_filter_values(catalog, check_filters(filters))
     version = resolve_encoder_version(catalog, encoder)
     manager = load_index(catalog, version, index_config)
     vector, query_id = _query_vector(catalog, version, image, case_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from radloop.retrieval.badge import BadgeSelection
@@ -12,13 +14,31 @@ from radloop.retrieval.uncertainty import (
 )
 
 
+#: The stratum of samples whose group is missing (None, NaN, empty), as ``app/rounds.py`` names missing regions.
+UNKNOWN_STRATUM = "unknown"
+
+
+def _is_missing(value) -> bool:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return True
+    try:
+        return bool(value != value)  # NaN, NaT
+    except (TypeError, ValueError):  # pandas.NA compares to NA, which has no truth value
+        return type(value).__name__ == "NAType"
+
+
 class StratifiedSelection(SelectionStrategy):
     """Split the budget over strata (``groups``: body region, finding, ...) and run a base strategy in each.
 
+    Samples whose group is missing (None, NaN, an empty string) form one stratum, ``"unknown"``.  The picks
+    come back interleaved across strata in proportion to their shares, each stratum's in its base strategy's
+    order, so that any prefix of them is (about) as stratified as the whole.  ``scores_`` are the base
+    strategy's scores within each stratum (see its documentation; not comparable across strata).
+
     Args:
-        base: registry name of the strategy used inside each stratum.
-        quotas: stratum -> share of the budget (fractions, normalised) or None for equal shares over the
-            strata present in the pool.  Strata without a quota get nothing; budget a stratum cannot use
+        base: registry name of the strategy used inside each stratum (any but ``stratified``).
+        quotas: stratum -> share of the budget (fractions >= 0, normalised) or None for equal shares over
+            the strata present in the pool.  Strata without a quota get nothing; budget a stratum cannot use
             (too few samples) goes to the others.
         base_params: keyword parameters of the base strategy.
     """
@@ -31,11 +51,31 @@ class StratifiedSelection(SelectionStrategy):
         self.quotas = quotas
         self.base_params = base_params
 
+    def _validate_params(self) -> None:
+        bases = tuple(name for name in STRATEGIES if name != self.name)
+        if self.base not in bases:
+            raise ValueError(f"strategy 'stratified': unknown base {self.base!r}; valid: {', '.join(sorted(bases))}")
+        if self.quotas is not None:
+            if not isinstance(self.quotas, dict):
+                raise ValueError(f"strategy 'stratified': quotas must be a dict stratum -> share or None, "
+                                 f"got {self.quotas!r}")
+            bad = {key: share for key, share in self.quotas.items()
+                   if isinstance(share, bool) or not isinstance(share, (int, float, np.integer, np.floating))
+                   or not math.isfinite(share) or share < 0}
+            if bad:
+                raise ValueError(f"strategy 'stratified': quotas must be >= 0 (a number), got {bad}")
+            if self.quotas and sum(self.quotas.values()) <= 0:
+                raise ValueError("strategy 'stratified': quotas sum to 0: no stratum would get any budget")
+        if self.base_params is not None and not isinstance(self.base_params, dict):
+            raise ValueError(f"strategy 'stratified': base_params must be a dict or None, got {self.base_params!r}")
+        try:
+            get_strategy(self.base, **(self.base_params or {}))  # checks the base strategy's parameters
+        except ValueError as error:
+            raise ValueError(f"strategy 'stratified': base_params: {error}") from None
+
     def _allocate(self, available: dict, budget: int) -> dict:
         shares = {key: 1.0 for key in available} if not self.quotas else {
             key: float(self.quotas.get(key, self.quotas.get(str(key), 0.0))) for key in available}
-        if any(share < 0 for share in shares.values()):
-            raise ValueError(f"quotas must be >= 0, got {self.quotas}")
         counts = {key: 0 for key in available}
         left = min(budget, sum(available[key] for key in available if shares[key] > 0))
         while left > 0:
@@ -54,30 +94,39 @@ class StratifiedSelection(SelectionStrategy):
         return counts
 
     def _select(self, data: SelectionInput):
-        if self.quotas is not None and self.quotas and sum(self.quotas.values()) <= 0:
-            raise ValueError("quotas sum to 0: no stratum would get any budget")
-        pool_groups = data.groups[data.pool]
-        keys, counts = np.unique(pool_groups, return_counts=True)
+        groups = np.array([UNKNOWN_STRATUM if _is_missing(value) else value for value in data.groups.tolist()],
+                          dtype=object)
+        pool_groups = groups[data.pool]
+        present = list(dict.fromkeys(pool_groups.tolist()))
+        try:
+            present.sort()
+        except TypeError:  # mixed types (e.g. numbers and "unknown"): a stable order all the same
+            present.sort(key=lambda key: (type(key).__name__, str(key)))
+        number_of = {key: number for number, key in enumerate(present)}
+        codes = np.fromiter((number_of[value] for value in pool_groups.tolist()), np.int64, len(pool_groups))
+        counts = dict(zip(present, np.bincount(codes, minlength=len(present)).tolist()))
         if self.quotas:
-            unknown = [key for key in self.quotas if key not in set(keys.tolist())]
+            unknown = [key for key in self.quotas if key not in counts and str(key) not in map(str, counts)]
             if len(unknown) == len(self.quotas):
                 raise ValueError(f"no quota stratum {sorted(map(str, self.quotas))} occurs in the pool "
-                                 f"(strata: {sorted(map(str, keys.tolist()))})")
-        allocation = self._allocate(dict(zip(keys.tolist(), counts.tolist())), data.budget)
-        picks, scores, reasons = [], [], []
-        for key, share in allocation.items():
+                                 f"(strata: {sorted(map(str, present))})")
+        allocation = self._allocate(counts, data.budget)
+        ranked = []  # (position within the stratum's share, stratum number, pick, score, reason)
+        for number, (key, share) in enumerate(allocation.items()):
             if share <= 0:
                 continue
             strategy = get_strategy(self.base, **(self.base_params or {}))
             mask = np.ones(data.n_samples, dtype=bool)
-            mask[data.pool[pool_groups == key]] = False
+            mask[data.pool[codes == number_of[key]]] = False
             chosen = strategy.select(
                 share, embeddings=data.embeddings, labeled_mask=mask, probabilities=data.probabilities,
-                weak_labels=data.weak_labels, groups=data.groups, random_state=data.random_state)
-            picks.extend(chosen.tolist())
-            scores.extend(strategy.scores_.tolist())
-            reasons.extend(f"stratum {key}: {reason}" for reason in strategy.reasons_)
-        return np.asarray(picks), np.asarray(scores), reasons
+                weak_labels=data.weak_labels, groups=groups, random_state=data.random_state)
+            for position, (pick, score, reason) in enumerate(zip(chosen.tolist(), strategy.scores_.tolist(),
+                                                                  strategy.reasons_)):
+                ranked.append(((position + 0.5) / len(chosen), number, pick, score, f"stratum {key}: {reason}"))
+        ranked.sort(key=lambda item: item[:2])  # interleaved by share, each stratum in its base order
+        return (np.asarray([item[2] for item in ranked], dtype=np.int64),
+                np.asarray([item[3] for item in ranked], dtype=np.float64), [item[4] for item in ranked])
 
 
 #: Registry: strategy name -> class.
@@ -93,11 +142,14 @@ def get_strategy(name: str, **params) -> SelectionStrategy:
     """Instantiate a registered strategy.
 
     Raises:
-        ValueError: unknown name (the message lists the valid ones) or unknown parameter.
+        ValueError: unknown name (the message lists the valid ones), unknown parameter, or a parameter
+            value outside its valid range (``select`` checks again, after ``set_params``).
     """
     if name not in STRATEGIES:
         raise ValueError(f"unknown selection strategy {name!r}; valid: {', '.join(sorted(STRATEGIES))}")
     try:
-        return STRATEGIES[name](**params)
+        strategy = STRATEGIES[name](**params)
     except TypeError as error:
         raise ValueError(f"bad parameters for strategy {name!r}: {error}") from None
+    strategy._validate_params()
+    return strategy

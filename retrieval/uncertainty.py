@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from radloop.retrieval.base import SelectionInput, SelectionStrategy, top_scores
+from radloop.retrieval.base import Interval, SelectionInput, SelectionStrategy, top_scores
 
 
 class RandomSelection(SelectionStrategy):
-    """Uniform random sample of the unlabelled pool (the baseline every strategy must beat)."""
+    """Uniform random sample of the unlabelled pool (the baseline every strategy must beat); ``scores_`` all 0."""
 
     name = "random"
 
@@ -40,6 +40,8 @@ def uncertainty_scores(probabilities: np.ndarray, measure: str) -> np.ndarray:
 
 
 class _UncertaintySelection(SelectionStrategy):
+    """Rank the pool by an uncertainty measure; ``scores_``: each pick's uncertainty (higher = picked earlier)."""
+
     needs = ("probabilities",)
     measure = ""
 
@@ -75,14 +77,18 @@ class ReportDisagreementSelection(SelectionStrategy):
 
     ``weak_labels`` holds the class index the report implies (binary findings: 1 positive, 0 negative);
     NaN or a negative value means the report says nothing (those come last, in random order).
-    Score = 1 - probability the model gives to the report's class.
+    For a binary finding the weak labels may also be the report statuses "positive" / "negative" /
+    "uncertain" (1 / 0 / unknown), as the labeller's report level gives them.
+    Score = 1 - probability the model gives to the report's class (``scores_``: higher = picked earlier;
+    samples below ``min_disagreement`` score 1 lower, samples without a report label -1).
 
     Args:
-        min_disagreement: samples scoring below this are only taken when nothing else is left.
+        min_disagreement: samples scoring below this are only taken when nothing else is left (in [0, 1]).
     """
 
     name = "report_disagreement"
     needs = ("probabilities", "weak_labels")
+    parameter_constraints = {"min_disagreement": Interval(0, 1, integer=False)}
 
     def __init__(self, min_disagreement: float = 0.0):
         self.min_disagreement = min_disagreement

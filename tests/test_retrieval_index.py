@@ -161,3 +161,79 @@ def test_interrupted_save_keeps_the_previous_index_whole(data, tmp_path, monkeyp
     (folder / files["ids"]).write_text(json.dumps({"ids": ids[:299], "removed": []}))
     with pytest.raises(ValueError, match="inconsistent .*radloop index build"):
         IndexManager.load(folder)
+
+
+def test_removal_from_an_hnsw_index_survives_save_and_load(data, tmp_path):
+    """HNSW cannot delete: removed ids are saved as tombstones and the load-time check counts them."""
+    vectors, _, ids = data
+    folder = tmp_path / "hnsw"
+    manager = IndexManager.build(vectors[:200], ids[:200], "enc-test", IndexConfig(factory="HNSW32"))
+    manager.save(folder)
+    manager = IndexManager.load(folder, mmap=False)
+    manager.remove(["I-00000"])
+    manager.save(folder)
+    loaded = IndexManager.load(folder)
+    assert len(loaded) == 199 and "I-00000" not in loaded
+    assert loaded.search(vectors[0], 1).ids[0][0] != "I-00000"
+    loaded.add(vectors[:1], ["I-00000"])  # a re-added id gets a new entry; its tombstone stays filtered
+    loaded.save(folder)
+    assert IndexManager.load(folder).search(vectors[0], 1).ids == [["I-00000"]]
+
+
+def test_a_save_that_does_not_load_back_leaves_the_previous_generation(data, tmp_path, monkeypatch):
+    import json
+
+    vectors, _, ids = data
+    folder = tmp_path / "index"
+    IndexManager.build(vectors[:300], ids[:300], "enc-test").save(folder)
+    before = sorted(path.name for path in folder.iterdir())
+    newer = IndexManager.build(vectors[:100], ids[:100], "enc-test")
+
+    def unreadable(cls, *args, **kwargs):
+        raise ValueError("index at the new generation is inconsistent")
+
+    monkeypatch.setattr(IndexManager, "_open", classmethod(unreadable))
+    with pytest.raises(ValueError, match="inconsistent"):
+        newer.save(folder)
+    monkeypatch.undo()
+    assert sorted(path.name for path in folder.iterdir()) == before  # new files gone, old ones untouched
+    assert len(IndexManager.load(folder)) == 300
+    broken = IndexManager.build(vectors[:100], ids[:100], "enc-test")
+    broken._removed.add(5)  # a tombstone without its vector: refused before anything is written
+    with pytest.raises(ValueError, match="inconsistent"):
+        broken.save(folder)
+    assert sorted(path.name for path in folder.iterdir()) == before
+    assert json.loads((folder / "manifest.json").read_text())["count"] == 300
+
+
+def test_ids_are_compared_as_strings_everywhere(data):
+    vectors, _, _ = data
+    manager = IndexManager.build(vectors[:500], list(range(500)), "enc-test")
+    assert 7 in manager and "7" in manager and np.int64(7) in manager
+    assert sorted(manager.search(vectors[0], 3, allowed_ids=[1, 2, 3]).ids[0]) == ["1", "2", "3"]
+    assert "0" not in manager.search(vectors[0], 3, exclude_ids=[0]).ids[0]
+    assert manager.search(vectors[0], 1).ids == [["0"]]
+    assert manager.remove([5]) == 1 and "5" not in manager and len(manager) == 499
+    assert manager.search(vectors[0], 5, allowed_ids=["1", "1"]).ids == [["1"]]  # a repeat is one hit
+
+
+def test_remove_is_all_or_nothing_and_refuses_a_bare_string(data):
+    vectors, _, ids = data
+    manager = IndexManager.build(vectors[:100], ids[:100], "enc-test")
+    assert manager.remove(["I-00001", "I-00001"]) == 1  # repeats count once
+    assert len(manager) == 99 and "I-00001" not in manager
+    with pytest.raises(TypeError, match="not a single string"):
+        manager.remove("I-00002")
+    with pytest.raises(ValueError, match="not in the index.*nothing removed"):
+        manager.remove(["I-00002", "I-00001"])  # I-00001 is gone already: I-00002 must stay
+    assert "I-00002" in manager and len(manager) == 99
+    with pytest.raises(TypeError, match="not a single string"):
+        manager.add(vectors[:3], "abc")
+    with pytest.raises(TypeError, match="allowed_ids must be a list"):
+        manager.search(vectors[0], 3, allowed_ids="I-00003")
+
+
+def test_float64_vectors_that_overflow_float32_are_named_as_such(data):
+    vectors, _, ids = data
+    with pytest.raises(ValueError, match="overflow float32"):
+        IndexManager.build(vectors[:10].astype(np.float64) * 1e39, ids[:10], "enc-test")

@@ -81,6 +81,34 @@ def test_filters_restrict_results(catalog):
         search_cases(catalog, case_id="I-nope", encoder=VERSION)
 
 
+def test_filter_values_are_checked_against_the_vocabulary_and_the_catalog(catalog):
+    ids, _ = _fill(catalog)
+    with catalog.session() as session:
+        session.get(Image, ids[3]).laterality = "L"  # DICOM's ImageLaterality code
+        session.get(Image, ids[6]).laterality = "left"
+        session.get(Image, ids[9]).laterality = "R"
+    for filters, message in (({"body_region": "shoulders"}, "unknown body_region 'shoulders'; valid: .*shoulder"),
+                             ({"finding": "fractures"}, "unknown finding 'fractures'; valid: .*fracture"),
+                             ({"split": "training"}, "unknown split 'training'; valid: test, train, val"),
+                             ({"laterality": "up"}, "unknown laterality 'up'; valid: left \\(L\\), right \\(R\\)"),
+                             ({"dataset": "nope"}, "no image has dataset 'nope'; values in the catalog: synthetic")):
+        with pytest.raises(ValueError, match=message):
+            search_cases(catalog, case_id=ids[0], k=5, filters=filters, encoder=VERSION)
+    shoulders = search_cases(catalog, case_id=ids[0], k=50, filters={"body_region": "Shoulder"}, encoder=VERSION)
+    assert len(shoulders) == 20 and all(hit.body_region == "shoulder" for hit in shoulders)
+    assert len(search_cases(catalog, case_id=ids[1], k=50, filters={"finding": "Fracture"}, encoder=VERSION)) == 15
+    assert len(search_cases(catalog, case_id=ids[0], k=50, filters={"split": "TRAIN"}, encoder=VERSION)) == 50
+    left = {ids[3], ids[6]}
+    for spelling in ("L", "left", "Left", "l"):
+        hits = search_cases(catalog, case_id=ids[0], k=50, filters={"laterality": spelling}, encoder=VERSION)
+        assert {hit.image_id for hit in hits} == left, spelling
+    assert [hit.image_id for hit in search_cases(catalog, case_id=ids[0], k=5, filters={"laterality": "right"},
+                                                 encoder=VERSION)] == [ids[9]]
+    # in the vocabulary but on no image: no hits, not an error
+    assert search_cases(catalog, case_id=ids[0], k=5, filters={"body_region": "knee"}, encoder=VERSION) == []
+    assert search_cases(catalog, case_id=ids[0], k=5, filters={"laterality": "bilateral"}, encoder=VERSION) == []
+
+
 def test_saved_index_is_updated_with_new_embeddings(catalog):
     ids, vectors = _fill(catalog, count=30)
     search_cases(catalog, case_id=ids[0], k=3, encoder=VERSION)

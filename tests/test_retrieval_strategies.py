@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 
 from radloop.retrieval import STRATEGIES, get_strategy, kcenter_greedy, kcenter_greedy_reference
 
@@ -162,3 +163,148 @@ def test_typiclust_covers_every_group_when_the_budget_is_a_large_share_of_a_smal
     assert len(set(group[picks])) == 6
     assert np.bincount(group[picks]).max() <= 3
     assert len(set(strategy.reasons_)) == len(picks)  # each reason names its own cluster / pick
+
+
+def _invalid_values(strategy):
+    """(parameter, an invalid value) for each constrained hyperparameter of a strategy."""
+    from radloop.retrieval.base import Interval, Options
+
+    for name, constraint in strategy.parameter_constraints.items():
+        if isinstance(constraint, Options):
+            yield name, "bogus"
+        elif isinstance(constraint, Interval) and constraint.low is not None:
+            yield name, constraint.low - (1 if constraint.integer else 0.5)
+            if constraint.integer:
+                yield name, 2.5
+        if isinstance(constraint, Interval) and constraint.high is not None:
+            yield name, constraint.high + 1
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_registry_contract_validates_parameters_at_select_time(name):
+    """scikit-learn style: values set with set_params are checked by select, naming the parameter."""
+    inputs = _inputs()
+    strategy = get_strategy(name)
+    if name == "stratified":  # checks its own parameters, and its base strategy's
+        invalid = [("base", "bogus"), ("base", "stratified"), ("quotas", {"wrist": -1}),
+                   ("base_params", {"candidate_pool": 0})]
+        strategy.set_params(base="kcenter")
+    else:
+        assert set(strategy.get_params()) == set(strategy.parameter_constraints), "every parameter is constrained"
+        invalid = list(_invalid_values(strategy))
+    for parameter, value in invalid:
+        bad = clone(strategy).set_params(**{parameter: value})
+        with pytest.raises(ValueError, match=f"{parameter}.*(valid|must be)"):
+            bad.select(5, random_state=0, **inputs)
+        with pytest.raises(ValueError, match=parameter):
+            get_strategy(name, **{**strategy.get_params(), parameter: value})
+    for parameter, constraint in strategy.parameter_constraints.items():
+        if getattr(constraint, "integer", False) and constraint.low is not None:
+            assert parameter in [item for item, _ in invalid], f"{name}.{parameter} must reject {constraint.low - 1}"
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_registry_contract_takes_a_numpy_generator_as_random_state(name):
+    inputs = _inputs()
+    first = get_strategy(name).select(10, random_state=np.random.default_rng(5), **inputs)
+    again = get_strategy(name).select(10, random_state=np.random.default_rng(5), **inputs)
+    np.testing.assert_array_equal(first, again)
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_strategy_documents_what_its_scores_mean(name):
+    from radloop.retrieval.base import SelectionStrategy
+
+    own = [cls.__doc__ or "" for cls in STRATEGIES[name].__mro__
+           if issubclass(cls, SelectionStrategy) and cls is not SelectionStrategy]
+    assert any("scores_" in doc for doc in own), f"{name}: say what scores_ holds"
+
+
+def test_kcenter_accepts_a_boolean_mask_of_initial_centers_and_refuses_bad_ones():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(50, 4)).astype(np.float32)
+    mask = np.zeros(50, dtype=bool)
+    mask[[10, 20]] = True
+    picks, _ = kcenter_greedy(vectors, 3, initial_centers=mask)
+    np.testing.assert_array_equal(picks, kcenter_greedy(vectors, 3, initial_centers=[10, 20])[0])
+    np.testing.assert_array_equal(kcenter_greedy_reference(vectors, 3, mask), picks)
+    assert not set(picks.tolist()) & {10, 20}
+    with pytest.raises(ValueError, match="boolean mask must have shape \\(50,\\)"):
+        kcenter_greedy(vectors, 3, initial_centers=mask[:10])
+    with pytest.raises(ValueError, match="indices in \\[0, 50\\)"):
+        kcenter_greedy_reference(vectors, 3, [-1])
+    with pytest.raises(ValueError, match="integer indices or a boolean mask"):
+        kcenter_greedy(vectors, 3, initial_centers=[1.5])
+    with pytest.raises(ValueError, match="candidates must be a boolean mask"):
+        kcenter_greedy(vectors, 3, candidates=np.arange(5))
+
+
+def test_positive_class_probabilities_as_a_column_mean_the_same_as_1d():
+    positive = np.array([0.98, 0.5, 0.7, 0.55, 0.9])
+    for name in ("least_confidence", "margin", "entropy"):
+        column = get_strategy(name).select(2, probabilities=positive[:, None], random_state=0)
+        assert column.tolist() == get_strategy(name).select(2, probabilities=positive, random_state=0).tolist()
+        assert column.tolist() == [1, 3], name
+
+
+@pytest.mark.parametrize("probabilities, message", [
+    (np.tile([0.3, 0.3, 0.3], (5, 1)), "probabilities rows must sum to 1"),
+    (np.full((5, 3), 0.9), "probabilities rows must sum to 1"),
+    (np.tile([1.5, -0.5], (5, 1)), "probabilities must lie in \\[0, 1\\]"),
+])
+def test_probabilities_that_are_not_distributions_are_refused(probabilities, message):
+    with pytest.raises(ValueError, match=message):
+        get_strategy("margin").select(2, probabilities=probabilities, random_state=0)
+
+
+def test_weak_labels_errors_name_the_argument_and_statuses_map_for_binary_findings():
+    positive = np.array([0.95, 0.9, 0.1, 0.5, 0.05])
+    statuses = np.array(["positive", "negative", "positive", "uncertain", "negative"])
+    strategy = get_strategy("report_disagreement")
+    picks = strategy.select(5, probabilities=positive, weak_labels=statuses, random_state=0)
+    expected = get_strategy("report_disagreement").select(
+        5, probabilities=positive, weak_labels=np.array([1, 0, 1, np.nan, 0]), random_state=0)
+    assert picks.tolist() == expected.tolist()
+    with_none = np.array([1, None, 0, 1, 0], dtype=object)
+    assert len(strategy.select(5, probabilities=positive, weak_labels=with_none, random_state=0)) == 5
+    three = np.tile([0.2, 0.3, 0.5], (5, 1))
+    for weak, message in ((1, "weak_labels must be a 1-D array.*a scalar"),
+                          (np.full(5, 2.5), "weak_labels must be .*class indices.*2.5"),
+                          (np.array(["yes"] * 5), "weak_labels must be .*report statuses.*'yes'"),
+                          (statuses, "weak_labels given as report statuses need binary probabilities")):
+        with pytest.raises(ValueError, match=message):
+            get_strategy("report_disagreement").select(2, probabilities=three, weak_labels=weak, random_state=0)
+
+
+def test_embeddings_that_overflow_float32_are_named_as_such():
+    embeddings = np.random.default_rng(0).normal(size=(20, 3)) * 1e39
+    with pytest.raises(ValueError, match="embeddings overflow float32"):
+        get_strategy("kcenter").select(2, embeddings=embeddings, random_state=0)
+
+
+@pytest.mark.parametrize("missing", [None, np.nan, ""])
+def test_stratified_puts_missing_groups_in_one_unknown_stratum(missing):
+    groups = np.array(["wrist", "elbow", missing] * 20, dtype=object)
+    strategy = get_strategy("stratified")
+    picks = strategy.select(6, embeddings=np.zeros((60, 2)), groups=groups, random_state=0)
+    assert len(picks) == 6 and sorted(np.bincount(picks % 3).tolist()) == [2, 2, 2]
+    assert sum(reason.startswith("stratum unknown:") for reason in strategy.reasons_) == 2
+    numeric = np.array([np.nan, 1.0, 2.0] * 20)
+    assert len(get_strategy("stratified").select(6, embeddings=np.zeros((60, 2)), groups=numeric,
+                                                 random_state=0)) == 6
+
+
+def test_stratified_interleaves_strata_in_each_base_order():
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet([1, 1], size=200)
+    groups = np.array(["a", "b"] * 100)
+    strategy = get_strategy("stratified", base="margin")
+    picks = strategy.select(6, probabilities=probabilities, groups=groups, random_state=0)
+    assert groups[picks].tolist() == ["a", "b"] * 3  # a prefix is as stratified as the whole
+    for stratum in ("a", "b"):
+        mask = groups != stratum
+        alone = get_strategy("margin").select(3, probabilities=probabilities, labeled_mask=mask, random_state=0)
+        assert picks[groups[picks] == stratum].tolist() == alone.tolist()
+    uneven = get_strategy("stratified", quotas={"a": 2, "b": 1}).select(
+        6, embeddings=np.zeros((200, 2)), groups=groups, random_state=0)
+    assert groups[uneven].tolist() == ["a", "b", "a", "a", "b", "a"]
