@@ -22,7 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from radloop.core.records import FindingMention
 from radloop.core.vocabulary import CHEST_FINDINGS
+
+from .checks import require_many
+from .mention_json import as_mention_json
 
 #: MeSH head -> chest finding.
 CHEST_HEADS = {
@@ -66,7 +70,12 @@ class GoldReport:
 
 
 def mesh_gold(majors: Iterable[str]) -> GoldReport:
-    """Map Open-i MeSH major terms to the vocabulary (``Fractures, Bone/ribs/left/healed`` -> fracture, rib, old)."""
+    """Map Open-i MeSH major terms to the vocabulary (``Fractures, Bone/ribs/left/healed`` -> fracture, rib, old).
+
+    Raises:
+        TypeError: ``majors`` is one ``str`` (pass a list of terms).
+    """
+    require_many(majors, "majors", "MeSH terms", hint="wrap one term in a list")
     gold = GoldReport()
     for term in majors:
         parts = [part.strip().lower() for part in term.split("/")]
@@ -82,7 +91,12 @@ def mesh_gold(majors: Iterable[str]) -> GoldReport:
 
 
 def mesh_uncoded(majors: Iterable[str]) -> bool:
-    """Whether the report was left uncoded (``No Indexing``): it then has no MeSH gold at all."""
+    """Whether the report was left uncoded (``No Indexing``): it then has no MeSH gold at all.
+
+    Raises:
+        TypeError: ``majors`` is one ``str`` (pass a list of terms).
+    """
+    require_many(majors, "majors", "MeSH terms", hint="wrap one term in a list")
     return any(term.strip().lower() in UNCODED_TERMS for term in majors)
 
 
@@ -95,9 +109,16 @@ def read_negbio_table(path: str | Path) -> dict[str, set[str]]:
     return table
 
 
-def predicted_positives(findings: Iterable[Mapping]) -> set[str]:
-    """Findings with at least one ``positive`` entry (the contract's report-level rule)."""
-    return {entry["finding"] for entry in findings if entry.get("status") == "positive"}
+def predicted_positives(findings: Iterable[FindingMention | Mapping]) -> set[str]:
+    """Findings with at least one ``positive`` entry (the report-level rule of :func:`~.aggregate.report_level`).
+
+    Args:
+        findings: One report's mentions: ``FindingMention`` records (a ``LabelResult``) or dicts in the
+            ``to_json`` layout.
+    """
+    require_many(findings, "findings", "FindingMention records or their to_json dicts")
+    entries = [as_mention_json(entry) for entry in findings]
+    return {entry["finding"] for entry in entries if entry.get("status") == "positive"}
 
 
 def _prf(tp: int, fp: int, fn: int) -> dict:
@@ -108,13 +129,14 @@ def _prf(tp: int, fp: int, fn: int) -> dict:
             "tp": tp, "fp": fp, "fn": fn, "support": tp + fn}
 
 
-def score_reports(labels: Mapping[str, list[Mapping]], majors: Mapping[str, Iterable[str]],
+def score_reports(labels: Mapping[str, Iterable[FindingMention | Mapping]], majors: Mapping[str, Iterable[str]],
                   negbio: Mapping[str, set[str]] | None = None, texts: Mapping[str, str] | None = None) -> dict:
     """Per-finding P/R/F1, chest micro-F1, fracture site and old/healed agreement, disagreement rows.
 
     Args:
-        labels: ``report_id -> findings`` (JSON entries as written by ``label-reports``).
-        majors: ``report_id -> Open-i MeSH major terms`` (the reports scored).
+        labels: ``report_id -> findings``: JSON entries as written by ``label-reports`` (or yielded by
+            ``stored_mentions``), or ``FindingMention`` records / ``LabelResult`` lists.
+        majors: ``report_id -> Open-i MeSH major terms`` (the reports scored; each a list, not a str).
         negbio: Optional NegBio table; chest findings are then scored on the reports it lists.
         texts: Optional report texts for the disagreement rows.
     """
@@ -126,7 +148,7 @@ def score_reports(labels: Mapping[str, list[Mapping]], majors: Mapping[str, Iter
         gold = mesh_gold(terms)
         no_mesh_gold = mesh_uncoded(terms)
         uncoded += no_mesh_gold
-        findings = labels.get(report_id, [])
+        findings = [as_mention_json(entry) for entry in labels.get(report_id, [])]
         predicted = predicted_positives(findings)
         for finding in SCORED_FINDINGS:
             if finding in CHEST_FINDINGS and negbio is not None:

@@ -7,6 +7,7 @@ from typing import Iterable, Iterator
 
 from radloop.core.records import FindingMention
 
+from .checks import require_many
 from .mentions import doc_mentions
 from .pipeline import blank_pipeline, build_pipeline, build_site_matcher, token_texts
 from .rules_loader import RuleSet, load_rule_set, rules_version
@@ -52,15 +53,19 @@ class ReportLabeler:
         """Label reports lazily, in input order (streaming: memory stays flat).
 
         Args:
-            texts: Report texts (``None``/bytes/HTML tolerated).
+            texts: An iterable of report texts (``None``/bytes/HTML tolerated), one result per item.
             n_process: Worker processes; each builds its own pipeline (medspacy rules do not pickle).
+
+        Raises:
+            TypeError: ``texts`` is one ``str``/``bytes`` (it would be labelled character by
+                character); use :meth:`label` for one report, or wrap it in a list.
         """
+        require_many(texts, "texts", "report texts", hint="use label(text) for one report")
         if n_process > 1:
             from .parallel import label_parallel
 
-            yield from label_parallel(self, texts, n_process=n_process)
-            return
-        yield from self._label_serial(texts)
+            return label_parallel(self, texts, n_process=n_process)
+        return self._label_serial(texts)
 
     def _label_serial(self, texts: Iterable) -> Iterator[LabelResult]:
         cleaned = (clean_text(text, max_chars=self.max_chars) for text in texts)

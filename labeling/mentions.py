@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from typing import Iterable
 
 from radloop.core.records import FindingMention
@@ -20,6 +22,18 @@ SITE_WINDOW = 14
 LATERALITY_WINDOW = 10
 #: Findings that are anatomy-agnostic words; a site attaches to them (chest findings keep laterality only).
 SITED_FINDINGS = frozenset({"fracture", "dislocation", "foreign_body", "device"})
+#: Sites joined by these words share one finding word ("fracture of the right radius and left ulna"):
+#: the finding gets one mention per site, each with its own laterality.
+SITE_CONJUNCTIONS = frozenset({"and", "or", ",", "&", "/"})
+#: Words that may also stand between two coordinated sites (besides laterality words and ordinals).
+SITE_GAP_WORDS = frozenset({"the", "a", "an", "distal", "proximal", "mid", "middle", "lateral", "medial",
+                            "anterior", "posterior", "upper", "lower", "superior", "inferior", "also"})
+#: A site followed by one of these starts a clause ("... of the humerus and the scapula is intact"),
+#: so it is not coordinated with the site before it.
+SITE_CLAUSE_VERBS = frozenset({"is", "are", "was", "were", "appears", "appear", "remains", "remain", "looks",
+                               "look", "shows", "show", "demonstrates", "has", "have", "seems", "seem"})
+_ORDINAL = re.compile(r"^(?:\d+(?:st|nd|rd|th)?|first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|"
+                      r"tenth|eleventh|twelfth)$")
 
 
 def _status(categories: set[str]) -> str:
@@ -59,14 +73,102 @@ def _nearest(span, candidates: list[tuple[str, int, int]], window: int) -> tuple
 
 
 def _anatomy(doc, site_matcher) -> tuple[list, list]:
-    sites, sides = [], []
+    """Site and laterality matches ``(category, start, end)``, in text order.
+
+    A laterality rule with ``metadata.needs_site_after`` (the single letters "R"/"L") counts only when
+    a site other than its ``metadata.except_sites`` follows it (position words and ordinals may come
+    between): "R wrist", "L 5th rib" are sides, "L spine" (lumbar), "L1", "R/O" are not.
+    """
+    sites, sides, conditional = [], [], []
     vocab = doc.vocab.strings
     for match_id, start, end in site_matcher(doc):
         label = vocab[match_id]
         rule = site_matcher.rule_map.get(label)
         category = rule.category if rule is not None else label
-        (sides if category in LATERALITIES else sites).append((category, start, end))
+        metadata = (rule.metadata or {}) if rule is not None else {}
+        if category not in LATERALITIES:
+            sites.append((category, start, end))
+        elif metadata.get("needs_site_after"):
+            conditional.append((category, start, end, frozenset(metadata.get("except_sites", ()))))
+        else:
+            sides.append((category, start, end))
+    if conditional:
+        site_at = {start: category for category, start, _ in sites}
+        for category, start, end, excepted in conditional:
+            index = end
+            while index < len(doc) and index not in site_at and _gap_word(doc[index]):
+                index += 1
+            if site_at.get(index) is not None and site_at[index] not in excepted:
+                sides.append((category, start, end))
+    sites.sort(key=lambda item: item[1])
+    sides.sort(key=lambda item: item[1])
     return sites, sides
+
+
+def _gap_word(token) -> bool:
+    return token.lower_ in SITE_GAP_WORDS or _ORDINAL.match(token.lower_) is not None
+
+
+def _own_side(doc, site_start: int, sides: list[tuple[str, int, int]]) -> str | None:
+    """The laterality word in front of a site ("left" in "and the left distal ulna"), if any."""
+    side_at = {end: (category, start) for category, start, end in sides}
+    index = site_start
+    while index > 0:
+        if index in side_at:
+            return side_at[index][0]
+        if not _gap_word(doc[index - 1]):
+            return None
+        index -= 1
+    return None
+
+
+def _coordinated(doc, first: tuple[str, int, int], second: tuple[str, int, int], sides) -> bool:
+    """Whether two sites (in text order) are joined like "radius and left ulna": a conjunction, and
+    only laterality words, determiners, positions and ordinals between them; the second site not the
+    subject of a clause ("and the scapula is intact")."""
+    inside_side = {index for _, start, end in sides for index in range(start, end)}
+    between = range(first[2], second[1])
+    if not between or (second[2] < len(doc) and doc[second[2]].lower_ in SITE_CLAUSE_VERBS):
+        return False
+    conjunction = False
+    for index in between:
+        word = doc[index].lower_
+        if word in SITE_CONJUNCTIONS:
+            conjunction = True
+        elif index not in inside_side and not _gap_word(doc[index]):
+            return False
+    return conjunction
+
+
+def _site_mentions(doc, mention: FindingMention, site, sites, sides) -> list[FindingMention]:
+    """More mentions for the sites coordinated with ``site`` ("fracture of the right radius and left ulna").
+
+    Each such site takes the laterality word in front of it, else that of the site before it; a site
+    before ``site`` with none takes the finding's laterality, unless that is ``site``'s own word.
+    """
+    first = last = sites.index(site)
+    while last + 1 < len(sites) and _coordinated(doc, sites[last], sites[last + 1], sides):
+        last += 1
+    while first > 0 and _coordinated(doc, sites[first - 1], sites[first], sides):
+        first -= 1
+    chain = sites[first:last + 1]
+    if len(chain) < 2:
+        return []
+    before_found = _own_side(doc, site[1], sides) is None
+    extra, seen = [], {(mention.site, mention.laterality)}
+    previous = None
+    for candidate in chain:
+        if candidate == site:
+            previous = mention.laterality
+            continue
+        side = _own_side(doc, candidate[1], sides)
+        if side is None:
+            side = previous if candidate != chain[0] else (mention.laterality if before_found else None)
+        previous = side
+        if (candidate[0], side) not in seen:
+            seen.add((candidate[0], side))
+            extra.append(replace(mention, site=candidate[0], laterality=side))
+    return extra
 
 
 def _section_categories(doc) -> list[tuple[int, int, str | None]]:
@@ -122,19 +224,22 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str]) -> list[Fi
             continue
         sentence = ent.sent
         in_sentence = lambda items: [item for item in items if sentence.start <= item[1] < sentence.end]  # noqa: E731
-        site = None
+        found = None
         if category in SITED_FINDINGS:
-            found = _nearest(ent, in_sentence(sites), SITE_WINDOW)
-            site = found[0] if found else None
+            site_candidates = in_sentence(sites)
+            found = _nearest(ent, site_candidates, SITE_WINDOW)
         side_candidates = in_sentence(sides)
         side = _nearest(ent, side_candidates, LATERALITY_WINDOW)
         rule = ent._.target_rule
         device_type = (rule.metadata or {}).get("device_type") if rule is not None else None
-        mentions.append(FindingMention(
-            finding=category, status=status, temporality=_temporality(ent, modifiers), site=site,
-            laterality=side[0] if side else None, device_type=device_type, evidence=ent.text,
-            start=ent.start_char, end=ent.end_char, section=section,
-            modifiers=tuple(sorted(categories))))
+        mention = FindingMention(
+            finding=category, status=status, temporality=_temporality(ent, modifiers),
+            site=found[0] if found else None, laterality=side[0] if side else None, device_type=device_type,
+            evidence=ent.text, start=ent.start_char, end=ent.end_char, section=section,
+            modifiers=tuple(sorted(categories)))
+        mentions.append(mention)
+        if found is not None:
+            mentions += _site_mentions(doc, mention, found, site_candidates, side_candidates)
     if labelled_text:
         mentions.append(_normal_entry(normal_evidence, abnormal_asserted))
     return mentions

@@ -55,8 +55,10 @@ def rule_files() -> list[str]:
 
 #: Bump when labelling code (not a rule file) changes which mentions come out, e.g. sentence splitting in
 #: ``pipeline.py``: stored weak labels are tagged with the version, and ``label-reports catalog`` relabels
-#: only reports without rows of the current one.  2: ".." / "..." end a sentence.
-PIPELINE_REVISION = 2
+#: only reports without rows of the current one.  2: ".." / "..." end a sentence.  3: only real HTML
+#: markup is blanked ("<2 mm ... >10 degrees" stays text); coordinated sites give a mention each;
+#: laterality rules may need a site after them (``needs_site_after``).
+PIPELINE_REVISION = 3
 
 
 def rules_version() -> str:
@@ -173,6 +175,17 @@ def _check_phrase_conflicts(rules: list, seen: dict, where: str) -> None:
             raise ValueError(f"rule file {where}: phrase {phrase!r} is {outcome} but {first[0]} makes it {first[1]}")
 
 
+def _check_site_metadata(rule, where: str) -> None:
+    """``needs_site_after`` (a laterality that counts only before a site) and its ``except_sites``."""
+    metadata = rule.metadata or {}
+    if "needs_site_after" in metadata and (rule.category not in LATERALITIES
+                                           or not isinstance(metadata["needs_site_after"], bool)):
+        raise ValueError(f"rule file {where}: needs_site_after must be true/false on a laterality rule")
+    unknown = set(metadata.get("except_sites", ())) - set(SITES)
+    if unknown:
+        raise ValueError(f"rule file {where}: except_sites {sorted(unknown)} are not SITES")
+
+
 def load_rule_set(tokenize: Callable[[str], list[str]] | None = None) -> RuleSet:
     """Read and validate every rule file; raise ``ValueError`` naming the file and rule on any problem.
 
@@ -221,6 +234,8 @@ def load_rule_set(tokenize: Callable[[str], list[str]] | None = None) -> RuleSet
                 raise ValueError(f"rule file {name}, rule {index}: device_type {device_type!r} not in DEVICE_TYPES")
             if key == "site_rules" and rule.category not in SITES + LATERALITIES:
                 raise ValueError(f"rule file {name}, rule {index}: {rule.category!r} is not a site or laterality")
+            if key == "site_rules":
+                _check_site_metadata(rule, f"{name}, rule {index}")
             _check_phrase_conflicts(rules, phrases.setdefault(key, {}), f"{name}, rule {index}")
             target.extend(rules)
     rule_set.excluded_sections = frozenset(excluded)

@@ -112,11 +112,16 @@ def iter_openi(path: Path) -> Iterator[SourceReport]:
 
 
 def iter_csv(path: Path) -> Iterator[SourceReport]:
-    """Yield reports from a CSV with columns ``report_id,text`` (header required; bad bytes replaced)."""
+    """Yield reports from a CSV with columns ``report_id,text`` (header required; bad bytes replaced).
+
+    Header names are matched as core's report ingest matches them: stripped and case-insensitive
+    (``Report_ID``, `` TEXT`` work); other columns are ignored.
+    """
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
         reader = csv.DictReader(handle)
-        missing = {"report_id", "text"} - set(reader.fieldnames or [])
+        reader.fieldnames = [name.strip().lower() for name in reader.fieldnames or []]
+        missing = {"report_id", "text"} - set(reader.fieldnames)
         if missing:
             raise ValueError(f"{path}: CSV needs columns report_id,text (missing {', '.join(sorted(missing))})")
         for row_number, row in enumerate(reader, start=2):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable, Iterator
 
+from .checks import require_many
 from .labeler import ReportLabeler
 from .sources import assemble_text
 
@@ -116,10 +117,23 @@ def label_catalog(catalog, labeler: ReportLabeler | None = None, *, n_process: i
     return LabelRunSummary(version, total, labelled, skipped, written, errors)
 
 
-def stored_mentions(catalog, rules_version: str, *, exclude: set[str] = frozenset(),
+def stored_mentions(catalog, rules_version: str, *, exclude: Iterable[str] = frozenset(),
                     batch_size: int = 500) -> Iterator[tuple[str, list[dict]]]:
     """Yield ``(report_id, findings)`` from the catalog's ``WeakLabel`` rows of ``rules_version`` (findings in
-    the ``FindingMention.to_json`` layout, in stored order), report by report in id order, skipping ``exclude``."""
+    the ``FindingMention.to_json`` layout, in stored order), report by report in id order, skipping ``exclude``.
+
+    The rows hold no ConText modifiers (``mention_from_json`` turns an entry into a record with none).
+
+    Raises:
+        TypeError: ``exclude`` is one ``str`` (it would exclude every id that is a substring of it).
+    """
+    require_many(exclude, "exclude", "report ids", hint="wrap one id in a set")
+    exclude = exclude if isinstance(exclude, (set, frozenset)) else set(exclude)
+    return _stored_mentions(catalog, rules_version, exclude, batch_size)
+
+
+def _stored_mentions(catalog, rules_version: str, exclude: set[str],
+                     batch_size: int) -> Iterator[tuple[str, list[dict]]]:
     from sqlalchemy import select
 
     from radloop.core.schema import WeakLabel

@@ -211,3 +211,17 @@ def test_cli_embed_in_an_extra_ddp_process_neither_reports_nor_registers(catalog
     assert result.stdout.strip() == ""
     with pytest.raises(RegistryError, match="registry is empty"):
         get_model(catalog, config.version)
+
+
+def test_embed_images_refuses_one_image_where_a_list_belongs_and_takes_generators(tmp_path):
+    from radloop.ssl.encoder_adapter import embed_images as embed_with_progress
+    from radloop.ssl.encoders import embed_images, random_encoder
+
+    bundle = random_encoder("test_resnet", 32)
+    image = np.random.default_rng(0).random((40, 30)).astype(np.float32)
+    for embed in (embed_images, embed_with_progress):
+        for single in ("x.png", tmp_path / "x.png", image):
+            with pytest.raises(TypeError, match=r"a list of images.*pass \["):
+                embed(bundle, single)
+    from_generator = embed_images(bundle, (array for array in [image, image[::-1].copy()]))
+    np.testing.assert_allclose(from_generator, embed_images(bundle, [image, image[::-1].copy()]), atol=1e-6)

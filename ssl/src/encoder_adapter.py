@@ -8,6 +8,7 @@ preprocessing and embedding with a progress bar.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -83,6 +84,8 @@ def preprocess_images(bundle_or_config: Any, images: Sequence[str | Path | np.nd
 def embed_images(bundle: EncoderBundle, images: Sequence[str | Path | np.ndarray], *, batch_size: int = 64,
                  normalize: bool = True, device: str | None = None, progress: bool = False) -> np.ndarray:
     """``radloop.ssl.encoders.embed_images`` in chunks with an optional progress bar; (N, D) float32."""
+    if isinstance(images, (str, bytes, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim == 2):
+        return _embed_images(bundle, images)  # refused there with the reason
     images = list(images)
     if not progress or len(images) <= batch_size:
         return _embed_images(bundle, images, batch_size=batch_size, normalize=normalize, device=device)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,7 +304,8 @@ def embed_images(bundle: EncoderBundle, images: Sequence[str | Path | np.ndarray
 
     Args:
         bundle: from :func:`load_encoder` or :func:`random_encoder`.
-        images: file paths (PNG / JPEG / DICOM) or 2-D uint8 / float arrays.
+        images: a list (or any iterable) of file paths (PNG / JPEG / DICOM) or 2-D uint8 / float arrays;
+            a single path is refused (pass ``[path]``), a single 2-D array too (pass ``[array]``).
         batch_size: images per forward pass.
         normalize: L2-normalize each embedding.
         device: ``cpu``, ``cuda``... (default: CUDA when available).
@@ -313,7 +315,13 @@ def embed_images(bundle: EncoderBundle, images: Sequence[str | Path | np.ndarray
 
     Raises:
         UnreadableImage: a path that cannot be decoded (callers that must not stop skip such images first).
+        TypeError: one image where a list of images is expected.
     """
+    if isinstance(images, (str, bytes, os.PathLike)):
+        raise TypeError(f"images must be a list of images, not one path: pass [{str(images)!r}]")
+    if isinstance(images, np.ndarray) and images.ndim == 2:
+        raise TypeError("images must be a list of images, not one 2-D array: pass [array]")
+    images = images if isinstance(images, (list, tuple, np.ndarray)) else list(images)
     target = pick_device(device)
     model = bundle.model.to(target).eval()
     outputs: list[np.ndarray] = []
