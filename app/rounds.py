@@ -319,7 +319,8 @@ def label_studio_server(catalog: Catalog, config: RoundConfig) -> tuple[str | No
     except FileNotFoundError:
         pass
     except (ValueError, TypeError) as error:  # a damaged binding file: say so instead of silently not pushing
-        raise RoundError(f"the workspace's Label Studio binding is unreadable ({error}): rerun `radloop ls init`") from error
+        raise RoundError(f"the workspace's Label Studio binding is unreadable ({error}): "
+                         "rerun `radloop ls init`") from error
     env = os.environ.get("LABEL_STUDIO_URL", "").strip()
     if env:
         return env.rstrip("/"), "$LABEL_STUDIO_URL"
