@@ -333,3 +333,31 @@ def test_cli_pretrain_json_stdout_is_json_with_the_progress_bar_on(catalog, tmp_
                                               "-w", str(catalog.workspace.root), "--json"])
     assert result.exit_code == 0, result.output
     assert config.trainer.enable_progress_bar and json.loads(result.stdout)["steps"] == 2
+
+
+def test_sync_batchnorm_reaches_the_trainer(catalog, tmp_path, monkeypatch):
+    """SimCLR's projection head normalises the global batch on several GPUs (SyncBatchNorm needs CUDA, so the
+    setting is checked where it enters Lightning; the GPU SimCLR configs turn it on)."""
+    import lightning
+
+    from radloop.core.config import load_config as load
+
+    build_workspace(catalog, 8)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_trainer(**kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(lightning, "Trainer", fake_trainer)
+    for value in (True, False):
+        with pytest.raises(Stop):
+            pretrain(catalog, _config("simclr", f"trainer.sync_batchnorm={str(value).lower()}"), tmp_path / "run",
+                     register=False)
+        assert seen["sync_batchnorm"] is value
+    folder = Path(__file__).resolve().parents[1] / "configs" / "ssl"
+    for name in ("simclr_resnet18_224_gpu.yaml", "simclr_resnet50_gpu.yaml"):
+        assert load(folder / name, PretrainConfig).trainer.sync_batchnorm is True

@@ -225,7 +225,8 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
         callbacks=[checkpoints, *trainer_callbacks(trainer_settings.enable_progress_bar), *(callbacks or [])],
         logger=_loggers(config, run_dir) or False, use_distributed_sampler=False,
         enable_progress_bar=trainer_settings.enable_progress_bar, enable_model_summary=False,
-        num_sanity_val_steps=0, deterministic=trainer_settings.deterministic)
+        num_sanity_val_steps=0, deterministic=trainer_settings.deterministic,
+        sync_batchnorm=trainer_settings.sync_batchnorm)
     datamodule = PretrainDataModule(store, config, config.data.mean, config.data.std)
     total_batches = datamodule.total_batches(trainer.world_size)
     total_steps = total_batches // trainer_settings.accumulate_grad_batches

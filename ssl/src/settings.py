@@ -117,6 +117,9 @@ class TrainerSettings(StrictModel):
     loggers: list[Literal["csv", "tensorboard"]] = Field(default_factory=lambda: ["csv", "tensorboard"])
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch default)")
     enable_progress_bar: bool = True
+    sync_batchnorm: bool = Field(
+        False, description="batch-norm statistics over all DDP processes (Lightning's flag): SimCLR's projection head "
+        "then normalises the global batch, as in the paper; no effect on one device")
     deterministic: bool | Literal["warn"] = Field(
         False, description="deterministic kernels (Lightning's flag): makes a resumed GPU run bit-identical to an "
         "uninterrupted one, at some speed; CPU runs resume exactly without it")
