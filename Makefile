@@ -50,7 +50,8 @@ demo: venv
 
 # The Streamlit app on the demo's workspace (or WORKSPACE=...).
 app: venv
-	RADLOOP_WORKSPACE=$(WORKSPACE) $(BIN)/streamlit run app/main.py --server.headless true
+	RADLOOP_WORKSPACE=$(WORKSPACE) $(BIN)/streamlit run app/main.py --server.headless true --server.address 127.0.0.1 \
+	  --browser.gatherUsageStats false
 
 test: venv labelstudio browser
 	RADLOOP_LS_VENV=$(LS_VENV) $(BIN)/python -m pytest $(PYTEST_ARGS)

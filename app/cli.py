@@ -65,6 +65,8 @@ def main() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("lightning.pytorch", "lightning.fabric"):  # they print through their own handler already
         logging.getLogger(name).propagate = False
+    # Pillow logs image metadata (EXIF ImageDescription / Artist, PNG text: often a patient's name) at DEBUG
+    logging.getLogger("PIL").setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))
     try:
         build_app()()
     except OSError as error:

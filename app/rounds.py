@@ -167,13 +167,18 @@ def _set(catalog: Catalog, round_id: int, **values: Any) -> Round:
 
 
 def _pool(catalog: Catalog, config: RoundConfig) -> tuple[list[str], list[str | None]]:
-    """Unlabelled-or-labelled pool image ids (and body regions) the round may select from."""
+    """Unlabelled-or-labelled pool image ids (and body regions) the round may select from.
+
+    Images flagged ``burned_in_annotation`` at ingest (text in the pixels, possibly identifying) are left out:
+    a round would show them to annotators.
+    """
     with catalog.session() as session:
-        query = (select(Image.id, Image.body_region).join(Study, Study.id == Image.study_id)
+        query = (select(Image.id, Image.body_region, Image.meta).join(Study, Study.id == Image.study_id)
                  .where(Study.split == config.pool_split))
         if config.dataset:
             query = query.where(Image.dataset == config.dataset)
-        rows = session.execute(query.order_by(Image.id)).all()
+        rows = [row for row in session.execute(query.order_by(Image.id)).all()
+                if not (row[2] or {}).get("burned_in_annotation")]
     return [row[0] for row in rows], [row[1] for row in rows]
 
 

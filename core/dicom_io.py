@@ -86,6 +86,8 @@ class DicomMetadata:
     transfer_syntax: str
     number_of_frames: int
     window_source: str
+    #: BurnedInAnnotation YES: text (possibly identifying) is part of the pixels; ingest warns and flags it
+    burned_in_annotation: bool = False
     study_instance_uid: str | None = field(default=None, repr=False)
     #: when there is no StudyInstanceUID: patient id + study date / accession, only ever fed to the study
     #: pseudonym's HMAC (never stored), so one patient's images of one day stay one study (and one split)
@@ -385,6 +387,7 @@ def _metadata(dataset: pydicom.Dataset, shape: tuple[int, ...], window_source: s
         transfer_syntax=str(syntax) if syntax else "",
         number_of_frames=int(dataset.get("NumberOfFrames", 1) or 1),
         window_source=window_source,
+        burned_in_annotation=(_text(dataset, "BurnedInAnnotation") or "").upper() == "YES",
         study_instance_uid=_text(dataset, "StudyInstanceUID"),
         study_fallback_key=_study_fallback_key(dataset),
     )

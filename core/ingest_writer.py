@@ -121,6 +121,12 @@ class CatalogWriter:
                 known.add(outcome.image_id, outcome.pixel_hash, outcome.sop_pseudonym, task.path)
                 self.touched_studies.add(outcome.study_id)
                 self.summary.images_added += 1
+                if meta.get("burned_in_annotation"):
+                    reason = (f"{outcome.image_id}: BurnedInAnnotation YES (text in the pixels, possibly "
+                              "identifying): catalogued, but kept out of active-learning rounds")
+                    session.add(IngestError(run_id=self.summary.run_id, path=task.path, stage="privacy",
+                                            reason="warning: " + reason))
+                    self.summary.record_problem(task.path, "privacy", reason, warning=True)
                 self._add_boxes(session, task, outcome.image_id, columns["width"], columns["height"], new=True)
                 continue
             # Already catalogued (earlier run, or the same bytes twice in this run), as an image or a duplicate.

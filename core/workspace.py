@@ -64,6 +64,9 @@ class Workspace:
         """Create the folder layout (idempotent) and return self."""
         if self.root.exists() and not self.root.is_dir():
             raise NotADirectoryError(20, "the workspace is a file, not a folder", str(self.root))
+        if not self.root.exists():  # catalog, report text and renders: readable by the owner only
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o700, exist_ok=True)
         for path in (self.root, self.renders_dir, self.thumbs_dir, self.embeddings_dir,
                      self.indexes_dir, self.models_dir, self.rounds_dir, self.logs_dir):
             path.mkdir(parents=True, exist_ok=True)
@@ -77,7 +80,8 @@ class Workspace:
         """
         path = self.root / "secret.key"
         if not path.exists():
-            self.root.mkdir(parents=True, exist_ok=True)
+            if not self.root.exists():
+                self.ensure()  # private to the owner, like every new workspace
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_hex(32))
