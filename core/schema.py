@@ -1,9 +1,11 @@
 """Catalog tables (SQLAlchemy 2.0 declarative).
 
-Identifiers are pseudonymous strings: studies ``S-<16 hex>``, images ``I-<16 hex>`` (from the content
-hash), reports keep the source's de-identified id (Open-i ``CXR123``) or ``R-<16 hex>``.  Patient
-identifiers (name, ID, birth date, accession, institution) never enter these tables.  Free-form extras
-go into the JSON ``meta`` columns so that a part can add attributes without a migration.
+Study ids are pseudonymous (``S-<16 hex>``, an HMAC with the workspace key) and image ids come from the file's
+content hash (``I-<16 hex>``); no DICOM header identifier (name, patient id, birth date, accession, institution,
+UIDs) enters these tables.  What the site supplies is kept as given, so the catalog must be protected like the
+archive: reports keep their source id (Open-i ``CXR123``, or a CSV's ``report_id``, often an accession number)
+and their text; images keep their source path and file stem (``external_id``).  Free-form extras go into the
+JSON ``meta`` columns so that a part can add attributes without a migration.
 """
 
 from __future__ import annotations
