@@ -17,20 +17,17 @@ previous index loadable and never pairs one save's index with another's id map.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from radloop.retrieval.base import as_float32
 from radloop.retrieval.index_config import IndexConfig, choose_factory
+from radloop.retrieval.index_store import MANIFEST, IndexPersistence
 
-MANIFEST = "manifest.json"
 __all__ = ["IndexConfig", "IndexManager", "MANIFEST", "SearchResult", "choose_factory", "index_folder"]
 
 
@@ -66,20 +63,7 @@ def _id_list(ids, name: str = "ids") -> list[str]:
         raise TypeError(f"{name} must be a list of ids, got {type(ids).__name__}") from None
 
 
-def _generation_files(folder: Path, manifest: dict | None = None) -> dict[str, str]:
-    """The files of the saved index generation the manifest names (older layouts: fixed names)."""
-    if manifest is None:
-        path = folder / MANIFEST
-        manifest = json.loads(path.read_text()) if path.is_file() else {}
-    if manifest.get("files"):
-        return dict(manifest["files"])
-    legacy = {"index": "index.faiss", "ids": "ids.json"}
-    if (folder / "vectors.npy").is_file():
-        legacy["vectors"] = "vectors.npy"
-    return legacy if manifest else {}
-
-
-class IndexManager:
+class IndexManager(IndexPersistence):
     """One FAISS index over the embeddings of one encoder version.
 
     Args:
@@ -422,118 +406,6 @@ class IndexManager:
                     break
             all_ids.append(kept)
         return SearchResult(all_ids, all_distances)
-
-    # ----------------------------------------------------------------------------------------- persistence
-    def _check_consistent(self, where: str) -> None:
-        """The FAISS index holds one vector per live id plus one per tombstone (index types that cannot delete).
-
-        Raises:
-            ValueError: it does not (the message says to rebuild).
-        """
-        expected = len(self._labels) + len(self._removed)
-        vectors_match = self._vectors is None or len(self._vectors) == len(self._ids)
-        if self.index.ntotal != expected or not vectors_match:
-            raise ValueError(f"index at {where} is inconsistent ({self.index.ntotal} vectors, {len(self._labels)} "
-                             f"ids, {len(self._removed)} removed): rebuild it with `radloop index build`")
-
-    def save(self, folder: str | os.PathLike) -> Path:
-        """Write the index, id map, manifest (and vectors for re-ranking) to ``folder`` as a new generation.
-
-        The new files are read back and checked as ``load`` checks them before the manifest switches to them;
-        the previous generation is deleted only after the switch.
-
-        Raises:
-            ValueError: nothing to save, or the new generation does not load back consistently (the previous
-                one is left in place then).
-        """
-        import faiss
-
-        if self.index is None:
-            raise ValueError("nothing to save: the index is empty")
-        self._check_consistent("(unsaved)")
-        self._writable()  # a memory-mapped IVF index refers to its file: write a self-contained copy
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        previous = _generation_files(folder)  # deleted once the new generation is in place
-        generation = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f") + f"-{os.getpid()}"
-        files = {"index": f"index-{generation}.faiss", "ids": f"ids-{generation}.json"}
-        faiss.write_index(self.index, str(folder / files["index"]))
-        (folder / files["ids"]).write_text(json.dumps({"ids": self._ids, "removed": sorted(self._removed)}))
-        if self._vectors is not None:
-            files["vectors"] = f"vectors-{generation}.npy"
-            with open(folder / files["vectors"], "wb") as handle:
-                np.save(handle, np.asarray(self._vectors))
-        manifest = {
-            "model_version": self.model_version, "dim": self.dim, "metric": self.config.metric,
-            "factory": self.factory, "count": len(self), "faiss_version": faiss.__version__,
-            "saved_at": datetime.now(timezone.utc).isoformat(), "config": self.config.model_dump(),
-            "calibration": self.calibration, "files": files,
-        }
-        try:  # verify before the switch: a generation that would not load must not replace a good one
-            written = self._open(folder, manifest, mmap=True)
-            if len(written) != len(self) or written.dim != self.dim:
-                raise ValueError(f"index at {folder}: the new generation holds {len(written)} ids, not {len(self)}")
-        except BaseException:
-            for name in files.values():
-                (folder / name).unlink(missing_ok=True)
-            raise
-        del written
-        (folder / f".{MANIFEST}.tmp").write_text(json.dumps(manifest, indent=2))
-        os.replace(folder / f".{MANIFEST}.tmp", folder / MANIFEST)  # the switch to the new generation
-        # the previous generation, and any left by a save that was interrupted before its switch
-        leftovers = set(previous.values()) | {path.name for pattern in ("index-*.faiss", "ids-*.json", "vectors-*.npy")
-                                             for path in folder.glob(pattern)}
-        for name in leftovers - set(files.values()):
-            (folder / name).unlink(missing_ok=True)
-        return folder
-
-    @classmethod
-    def load(cls, folder: str | os.PathLike, *, model_version: str | None = None, mmap: bool = True,
-             ) -> "IndexManager":
-        """Load an index folder; memory-mapped where FAISS allows (``IO_FLAG_MMAP``).
-
-        Raises:
-            FileNotFoundError: no index there.
-            ValueError: the index was built for another model version than ``model_version``, or its files
-                disagree (vectors, ids and tombstones do not add up).
-        """
-        folder = Path(folder)
-        if not (folder / MANIFEST).is_file():
-            raise FileNotFoundError(f"no index at {folder} (missing {MANIFEST}): build one with `radloop index build`")
-        manifest = json.loads((folder / MANIFEST).read_text())
-        if model_version is not None and manifest["model_version"] != model_version:
-            raise ValueError(f"index at {folder} was built for model version {manifest['model_version']!r}, "
-                             f"not {model_version!r}")
-        return cls._open(folder, manifest, mmap=mmap)
-
-    @classmethod
-    def _open(cls, folder: Path, manifest: dict, *, mmap: bool) -> "IndexManager":
-        """The index generation ``manifest`` names in ``folder``, checked for consistency."""
-        import faiss
-
-        manager = cls(manifest["dim"], manifest["model_version"], IndexConfig(**manifest["config"]))
-        manager.factory = manifest["factory"]
-        manager.calibration = manifest.get("calibration")
-        files = _generation_files(folder, manifest)
-        path = str(folder / files["index"])
-        manager.index, manager.memory_mapped, manager._source = None, False, folder / files["index"]
-        if mmap:
-            try:
-                manager.index = faiss.read_index(path, faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
-                manager.memory_mapped = True
-            except RuntimeError:
-                manager.index = None
-        if manager.index is None:
-            manager.index = faiss.read_index(path)
-        manager._apply_search_parameters()
-        stored = json.loads((folder / files["ids"]).read_text())
-        manager._ids = stored["ids"]
-        manager._removed = set(stored.get("removed", []))
-        manager._labels = {value: label for label, value in enumerate(manager._ids) if value is not None}
-        if "vectors" in files and (folder / files["vectors"]).is_file():
-            manager._vectors = np.load(folder / files["vectors"], mmap_mode="r" if mmap else None)
-        manager._check_consistent(str(folder))
-        return manager
 
     def memory_bytes(self) -> int:
         """Size of the serialised FAISS index (what it occupies in memory, id map excluded)."""
