@@ -109,9 +109,11 @@ def register(groups) -> None:
                               rounds=rounds, budget=budget, strategy=strategy, label_studio_url=label_studio_url,
                               workers=workers)
         say = (lambda message: console.print(message, markup=False, highlight=False))
+        from radloop.app.rounds import RoundError
+
         try:
             result = run_demo(catalog, options, say=say)
-        except (FileNotFoundError, ValueError) as error:
+        except (FileNotFoundError, ValueError, LookupError, RoundError) as error:
             fail(str(error))
         if json_output:
             emit(result.to_json(), True)

@@ -208,12 +208,16 @@ def _embed_and_index(catalog: Catalog) -> dict[str, Any]:
 
 
 def _rounds(catalog: Catalog, options: DemoOptions, result: DemoResult, say: Say) -> dict[str, Any]:
-    from radloop.app.rounds import RoundConfig, finish_round, start_round
+    from radloop.app.rounds import RoundConfig, finish_round, labelled_image_ids, start_round
 
     base = RoundConfig(task="fracture", budget=options.budget, simulate=True, dataset="fracture",
                        random_state=options.seed, cold_start_strategy=options.cold_start_strategy)
     for number in range(options.rounds):
         strategy = options.cold_start_strategy if number == 0 else options.strategy
+        if number and _pool_exhausted(catalog, base, labelled_image_ids(catalog, "fracture", simulate=True)):
+            say(f"    every pool image is labelled after {number} round(s): no more rounds (a larger --limit "
+                "gives a larger pool)")
+            break
         started = start_round(catalog, config=base.model_copy(update={"strategy": strategy}))
         finished = finish_round(catalog)
         entry = {"round": finished.number, "strategy": finished.strategy, "labels_spent": finished.labels_spent,
@@ -224,6 +228,12 @@ def _rounds(catalog: Catalog, options: DemoOptions, result: DemoResult, say: Say
             f"(total {entry['labels_total']}) fracture AUROC {_fmt(entry['auroc_before'])} -> "
             f"{_fmt(entry['auroc_after'])}")
     return {"rounds": len(result.rounds)}
+
+
+def _pool_exhausted(catalog: Catalog, config, labelled: dict) -> bool:
+    from radloop.app.rounds import _pool
+
+    return all(image_id in labelled for image_id in _pool(catalog, config)[0])
 
 
 def _random_baseline(catalog: Catalog, options: DemoOptions, result: DemoResult) -> dict[str, Any]:
@@ -238,6 +248,11 @@ def _random_baseline(catalog: Catalog, options: DemoOptions, result: DemoResult)
     version = current_model(catalog, "encoder").version
     pool = [t for t in image_targets(catalog, dataset="fracture", split="train") if t.fracture is not None]
     held = [t for t in image_targets(catalog, dataset="fracture", split="test") if t.fracture is not None]
+    if not pool or len({t.fracture for t in held}) < 2:  # a small --limit: no AUROC can be measured
+        result.random_baseline.extend({"labels": entry["labels_total"], "auroc_mean": None, "auroc_std": None}
+                                      for entry in result.rounds)
+        return {"eval_images": len(held), "note": f"the held-out split has {len(held)} labelled fracture images "
+                f"of {len({t.fracture for t in held})} class(es): no AUROC to compare (a larger --limit gives one)"}
     pool_set = load_embeddings(catalog, version, [t.image_id for t in pool])
     held_set = load_embeddings(catalog, version, [t.image_id for t in held])
     truth = {t.image_id: t.fracture for t in pool + held}
@@ -265,11 +280,13 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 
 
 def _next_batch(catalog: Catalog, options: DemoOptions) -> dict[str, Any]:
-    from radloop.app.rounds import RoundConfig, start_round
+    from radloop.app.rounds import RoundConfig, labelled_image_ids, start_round
 
     config = RoundConfig(task="fracture", budget=options.budget, strategy=options.strategy, dataset="fracture",
                          simulate=options.label_studio_url is None, label_studio_url=options.label_studio_url,
                          random_state=options.seed)
+    if _pool_exhausted(catalog, config, labelled_image_ids(catalog, "fracture", simulate=config.simulate)):
+        return {"note": "every pool image is labelled: no next batch (a larger --limit gives a larger pool)"}
     report = start_round(catalog, config=config)
     return {"round": report.number, "strategy": report.strategy, "selected": report.selected,
             "label_studio_import_file": report.tasks_file}
@@ -337,7 +354,9 @@ def _print_report(result: DemoResult, say: Say) -> None:
                        if mean is not None and math.isfinite(mean) else "-")
         say(f"  {entry['round']:>5}  {entry['strategy']:<12}{entry['labels_total']:>7}  "
             f"{_fmt(entry['auroc_after']):>7}  {random_text:>14}")
-    if result.next_batch:
+    if result.next_batch and result.next_batch.get("round") is None:
+        say(f"Next batch: {result.next_batch.get('note', 'none')}")
+    elif result.next_batch:
         say(f"Next batch: round {result.next_batch.get('round')} selected {result.next_batch.get('selected')} "
             f"images with {result.next_batch.get('strategy')}; Label Studio import file: "
             f"{result.next_batch.get('label_studio_import_file')}")
