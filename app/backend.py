@@ -2,7 +2,9 @@
 
 Endpoints (the contract Label Studio calls, see ``label_studio/ml/api_connector.py``):
 
-- ``GET /health`` -> ``{"status": "UP", "model_version": ...}``
+- ``GET /health`` -> ``{"status": "UP", "model_class", "model_version", "last_training"}``: the model being
+  served (reloaded when the registry's current model changes) and the newest training run in brief
+  (``{"status": "failed", "error": ...}`` when it failed; None before the first).
 - ``POST /setup`` ``{"project", "schema", "hostname", "access_token"}`` -> ``{"model_version": ...}``;
   remembers the project's labelling config and how to fetch images from Label Studio.
 - ``POST /predict`` ``{"tasks": [...], "label_config", "project"}`` -> ``{"results": [{"result": [...],
@@ -10,8 +12,10 @@ Endpoints (the contract Label Studio calls, see ``label_studio/ml/api_connector.
   control names (parsed from its config).
 - ``POST /webhook`` Label Studio events; annotation events and ``START_TRAINING`` schedule fine-tuning in
   the background (debounced), other actions are acknowledged and ignored; ``POST /train`` (older Label
-  Studio: ``{"project", "annotations", "label_config", "params"}``) does the same.
-- ``GET /versions`` -> ``{"versions": [...], "model_version": ...}``.
+  Studio: ``{"project", "annotations", "label_config", "params"}``) does the same.  A run first pulls the
+  bound project's new annotations into the catalog with ``settings.label_studio_token``, else the token
+  ``/setup`` sent; without one it trains on the catalog's labels and says so in ``/training``.
+- ``GET /versions`` -> ``{"versions": [...], "model_version": ...}``; ``GET /training`` -> the runs.
 
 Images of tasks that are not catalog cases are downloaded under a :class:`FetchPolicy`: by default only from
 the Label Studio URL (``settings.label_studio_url``, else the workspace's ``ls init`` binding), where
@@ -30,6 +34,7 @@ import binascii
 import logging
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -39,7 +44,8 @@ from fastapi.responses import JSONResponse
 
 from radloop.app.backend_fetch import FetchPolicy, fetch_image
 from radloop.app.backend_runtime import (
-    CaseInput, CasePredictor, ModelHolder, TrainingScheduler, default_train_function, load_case_predictor,
+    CaseInput, CasePredictor, ModelHolder, TrainingScheduler, annotation_puller, default_train_function,
+    load_case_predictor, registry_state,
 )
 from radloop.core.catalog import Catalog
 from radloop.labeling.ls_adapter import (
@@ -93,7 +99,7 @@ class BackendAuth:
 
 @dataclass(frozen=True)
 class BackendSettings:
-    """Backend configuration (from the CLI; secrets only via :class:`BackendAuth`)."""
+    """Backend configuration (from the CLI; secrets hidden from ``repr``)."""
 
     task: str = "findings"
     debounce_s: float = 30.0
@@ -103,6 +109,8 @@ class BackendSettings:
     max_body_bytes: int = 32 * 1024 * 1024  # request bodies (Label Studio sends at most max_tasks tasks)
     train_config: str | None = None  # fine-tuning job config run in the background (None: record only)
     label_studio_url: str | None = None  # where images are fetched from (None: the workspace's ls-init binding)
+    label_studio_token: str | None = field(default=None, repr=False)  # for pulls; default: the /setup token
+    model_check_s: float = 5.0  # how often the registry is asked whether the current model changed
     fetch_policy: FetchPolicy = FetchPolicy()  # image URLs allowed besides the Label Studio URL
     auth: BackendAuth = BackendAuth()
 
@@ -130,6 +138,12 @@ class _ProjectState:
     def host(self, project: str | None) -> tuple[str, str | None] | None:
         with self._lock:
             return self._hosts.get(project or "")
+
+    def token(self, project_id: int) -> str | None:
+        """The token /setup sent for Label Studio project ``project_id`` (/setup names it ``"<id>.<created>"``)."""
+        with self._lock:
+            return next((token for project, (_host, token) in self._hosts.items()
+                         if token and project.split(".", 1)[0] == str(project_id)), None)
 
 
 def _http_error(status: int, reason: str) -> HTTPException:
@@ -178,26 +192,37 @@ def _label_studio_url(settings: BackendSettings, catalog: Catalog | None) -> str
 
 def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = None,
                predictor_loader: Callable[[], CasePredictor] | None = None,
-               train_function: Callable[[list], Any] | None = None):
+               train_function: Callable[[list], Any] | None = None,
+               connect_label_studio: Callable[[str, str], Any] | None = None):
     """Build the FastAPI app.
 
     Args:
         catalog: the workspace catalog (cases, renders, weak labels, model registry); None: images only by URL.
         settings: see :class:`BackendSettings`; the Label Studio URL (setting or binding) is read once, here.
-        predictor_loader: returns the current :class:`CasePredictor` (default: registry's current model).
+        predictor_loader: returns the current :class:`CasePredictor` (default: registry's current model); it is
+            called again whenever the registry's current model changes.
         train_function: called in the background with the gathered training requests (default:
-            :func:`radloop.app.backend_runtime.default_train_function` with ``settings.train_config``).
+            :func:`radloop.app.backend_runtime.default_train_function` with ``settings.train_config``, after
+            pulling Label Studio's new annotations).
+        connect_label_studio: builds the Label Studio client for that pull from (url, token) (default:
+            :class:`radloop.labeling.ls_client.LabelStudioClient`).
     """
     settings = settings or BackendSettings()
     label_studio_url = _label_studio_url(settings, catalog)
     fetch_policy = (settings.fetch_policy.with_prefix(label_studio_url) if label_studio_url
                     else settings.fetch_policy)
     loader = predictor_loader or (lambda: load_case_predictor(catalog, settings.task))
-    holder = ModelHolder(loader)
+    holder = ModelHolder(loader, check_interval_s=settings.model_check_s,
+                         registry_state=(lambda: registry_state(catalog, settings.task)) if catalog else None)
+    projects = _ProjectState()
+    if train_function is None and catalog is not None:
+        pull = annotation_puller(catalog, label_studio_url,
+                                 lambda project_id: settings.label_studio_token or projects.token(project_id),
+                                 connect=connect_label_studio)
+        train_function = default_train_function(catalog, settings.train_config, pull=pull)
     train_function = train_function or default_train_function(catalog, settings.train_config)
     scheduler = TrainingScheduler(train_function, on_trained=holder.reload,
                                   debounce_s=settings.debounce_s)
-    projects = _ProjectState()
     default_config = parse_label_config(build_label_config())
 
     def authorize(request: Request) -> None:
@@ -244,7 +269,8 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
     @app.get("/health")
     def health() -> dict:
         current = holder.get()
-        return {"status": "UP", "model_class": current.kind, "model_version": current.model_version}
+        return {"status": "UP", "model_class": current.kind, "model_version": current.model_version,
+                "last_training": scheduler.last_run()}
 
     @app.post("/setup")
     async def setup(request: Request) -> dict:
@@ -294,12 +320,13 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
             raise _http_error(422, str(error)) from None
         from starlette.concurrency import run_in_threadpool
 
-        return await run_in_threadpool(_predict_sync, parsed, config)
+        return await run_in_threadpool(_predict_sync, parsed, config, time.monotonic())
 
-    def _predict_sync(parsed, config: ParsedLabelConfig) -> dict:
+    def _predict_sync(parsed, config: ParsedLabelConfig, started: float) -> dict:
         """One result per task. A task that cannot be answered (its image cannot be fetched or read) gets an
         empty prediction and a logged warning, so one bad task never costs the batch its predictions; when no
-        task can be answered the request fails with 422 and the reasons."""
+        task can be answered the request fails with 422 and the reasons.  One INFO line per request says
+        how many tasks, which model and how long (never task data: report text, signed image URLs)."""
         predictor = holder.get()  # one model version for the whole request, even if a swap happens now
         cases: list[CaseInput | None] = []
         failures: dict[int, str] = {}
@@ -310,6 +337,9 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
                 cases.append(None)
                 failures[index] = str(error)
         predictions = _predict_each(predictor, cases, failures, parsed.tasks)
+        logger.info("predict: %d task(s), %d answered empty, project %r, model %s, %.2f s", len(parsed.tasks),
+                    len(failures), (parsed.project or "")[:MAX_PROJECT_ID_CHARS], predictor.model_version,
+                    time.monotonic() - started)
         if failures and len(failures) == len(parsed.tasks):
             raise _http_error(422, "; ".join(list(dict.fromkeys(failures.values()))[:3]))
         for index, reason in failures.items():

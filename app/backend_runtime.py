@@ -5,10 +5,14 @@
   the report rules' weak labels of the case's study (``model_version`` ``report-rules:<version>``).
 - :class:`ModelHolder` keeps the current :class:`CasePredictor`; :meth:`ModelHolder.reload` builds the new
   one outside the lock and swaps a single reference, so a request sees the old or the new model, never a
-  half-loaded one.
+  half-loaded one.  It also notices when the registry's current model changes (``radloop round finish``,
+  ``radloop models set-current``): at most every ``check_interval_s`` one small query, then a reload.
 - :class:`TrainingScheduler` collects training requests (annotation webhooks, START_TRAINING) and runs the
   training function in its own thread once no request came for ``debounce_s`` seconds; a request that
   arrives during a run schedules one more run after it.  Requests never wait for training.
+- :func:`default_train_function` first pulls the Label Studio project's new annotations into the catalog
+  (:func:`annotation_puller`, ``ls_sync.pull_round`` for every round pushed to the project), then trains;
+  an unchanged labelled set is the outcome "no new labels; model <version> unchanged", not a failure.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ import numpy as np
 from sqlalchemy import select
 
 from radloop.core.catalog import Catalog
-from radloop.core.schema import Image
+from radloop.core.registry import TASK_DETECTION
+from radloop.core.schema import Image, Model, Selection
 from radloop.labeling.ls_adapter import ImageGeometry, PredictionRecord
 from radloop.labeling.ls_tasks import load_current_predictor, weak_label_predictions
 
 __all__ = ["CaseInput", "CasePredictor", "ModelHolder", "TrainingRequest", "TrainingScheduler",
-           "default_train_function"]
+           "annotation_puller", "default_train_function", "pull_project_annotations", "registry_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,15 +99,31 @@ class CasePredictor:
 
 
 class ModelHolder:
-    """The current :class:`CasePredictor`, replaced atomically."""
+    """The current :class:`CasePredictor`, replaced atomically.
 
-    def __init__(self, loader: Callable[[], CasePredictor]) -> None:
+    Args:
+        loader: builds the predictor (e.g. from the registry's current model).
+        registry_state: a cheap query of what ``loader`` would load (see :func:`registry_state`); when its
+            answer changes, the next :meth:`get` reloads.  None: only :meth:`reload` swaps.
+        check_interval_s: at most one ``registry_state`` query per this many seconds.
+    """
+
+    def __init__(self, loader: Callable[[], CasePredictor], *, registry_state: Callable[[], Any] | None = None,
+                 check_interval_s: float = 5.0) -> None:
         self._loader = loader
-        self._lock = threading.Lock()
+        self._registry_state = registry_state
+        self.check_interval_s = check_interval_s
+        self._lock = threading.Lock()  # guards the reference only: held for nanoseconds
+        self._reload_lock = threading.Lock()  # one check or load at a time; readers never wait for it
+        self._state = self._read_state()
+        self._checked_at = time.monotonic()
         self._current = loader()
         self.swaps = 0
 
     def get(self) -> CasePredictor:
+        """The current predictor; first reloads it when the registry's current model changed."""
+        if self._registry_state is not None and time.monotonic() - self._checked_at >= self.check_interval_s:
+            self._refresh()
         with self._lock:
             return self._current
 
@@ -113,9 +134,43 @@ class ModelHolder:
 
     def reload(self) -> str:
         """Load the registry's current model (outside the lock) and swap it in; returns its version."""
+        with self._reload_lock:
+            return self._load()
+
+    def _load(self) -> str:
+        state = self._read_state()  # read before loading: a change during the load is seen by the next check
         fresh = self._loader()
         self.swap(fresh)
+        self._state, self._checked_at = state, time.monotonic()
         return fresh.model_version
+
+    def _refresh(self) -> None:
+        if not self._reload_lock.acquire(blocking=False):
+            return  # another request is checking or loading: this one is served by the model in place
+        try:
+            if time.monotonic() - self._checked_at < self.check_interval_s:
+                return
+            state = self._read_state()
+            self._checked_at = time.monotonic()
+            if state != self._state:
+                old = self._current.model_version
+                logger.info("the registry's current model changed: now serving %s (was %s)", self._load(), old)
+        except Exception:  # a failed check or load keeps the model in place; the next check tries again
+            logger.exception("could not reload the current model; still serving %s", self._current.model_version)
+        finally:
+            self._reload_lock.release()
+
+    def _read_state(self) -> Any:
+        return self._registry_state() if self._registry_state is not None else None
+
+
+def registry_state(catalog: Catalog, task: str = "findings") -> tuple:
+    """What :func:`load_case_predictor` would load, in one small query: the current (task, version) pairs of
+    ``task`` and of the detector it attaches."""
+    with catalog.session() as session:
+        rows = session.execute(select(Model.task, Model.version).where(
+            Model.is_current.is_(True), Model.task.in_(sorted({task, TASK_DETECTION})))).all()
+    return tuple(sorted((row.task, row.version) for row in rows))
 
 
 @dataclass(frozen=True)
@@ -135,6 +190,9 @@ class TrainingScheduler:
             recorded.  Runs in the scheduler's thread, never in a request.
         on_trained: called after each successful run (e.g. ``ModelHolder.reload``).
         debounce_s: quiet time after the last request before a run starts.
+
+    Each run is recorded with a ``status``: ``failed`` (with ``error``) when the function raised, else the
+    ``status`` of the dict it returned (``trained``, ``unchanged``, ``recorded``), else ``done``.
     """
 
     def __init__(self, train_function: Callable[[list[TrainingRequest]], Any], *,
@@ -163,6 +221,18 @@ class TrainingScheduler:
     def status(self) -> dict:
         with self._condition:
             return {"pending": len(self._pending), "running": self._running, "runs": list(self.history)}
+
+    def last_run(self) -> dict | None:
+        """The newest run in brief (for ``/health``): status, when it finished, its error or outcome."""
+        with self._condition:
+            if not self.history:
+                return None
+            run = self.history[-1]
+        brief = {key: run[key] for key in ("status", "finished_at", "error", "model_version") if key in run}
+        result = run.get("result")
+        if isinstance(result, dict) and result.get("outcome"):
+            brief["outcome"] = result["outcome"]
+        return brief
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until nothing is pending or running (tests, shutdown); False on timeout."""
@@ -193,15 +263,20 @@ class TrainingScheduler:
                 self._running = True
             started = time.monotonic()
             record: dict[str, Any] = {"requests": len(batch), "reasons": sorted({r.reason for r in batch}),
+                                      "projects": sorted({r.project for r in batch if r.project}),
                                       "started_at": datetime.now(timezone.utc).isoformat()}
             try:
-                record["result"] = self._train(batch)
+                result = record["result"] = self._train(batch)
                 if self._on_trained is not None:
                     record["model_version"] = self._on_trained()
-                record["ok"] = True
+                status = result.get("status") if isinstance(result, dict) else None
+                record.update(ok=True, status=status if isinstance(status, str) else "done")
+                logger.info("background training: %s", (result.get("outcome") if isinstance(result, dict)
+                                                          else None) or record["status"])
             except Exception as error:  # a failed run is recorded, the server keeps serving
                 logger.exception("background training failed")
-                record.update(ok=False, error=f"{type(error).__name__}: {error}")
+                record.update(ok=False, status="failed", error=f"{type(error).__name__}: {error}")
+            record["finished_at"] = datetime.now(timezone.utc).isoformat()
             record["seconds"] = round(time.monotonic() - started, 3)
             with self._condition:
                 self.history.append(record)
@@ -209,13 +284,92 @@ class TrainingScheduler:
                 self._condition.notify_all()
 
 
-def default_train_function(catalog: Catalog | None, config_path: str | Path | None = None
-                           ) -> Callable[[list[TrainingRequest]], Any]:
-    """Training the backend runs in the background: ``radloop.ssl.finetune_jobs.run_training`` with the job
-    config at ``config_path`` (e.g. ``configs/finetune/probe_cpu.yaml``), registering the new model as
-    current; without a config (or without the fine-tuning part installed) the request is only recorded.
+def _project_number(project: str | None) -> int | None:
+    """Label Studio's project id from a request's project (``"3"`` from webhooks, ``"3.1700000000"`` from
+    ``/train`` and ``/setup``)."""
+    head = (project or "").split(".", 1)[0].strip()
+    return int(head) if head.isdigit() else None
 
-    Every request is appended to ``<workspace>/logs/training-requests.jsonl``.
+
+def pull_project_annotations(catalog: Catalog, client: Any, binding: Any) -> dict:
+    """Pull new annotations of every round pushed to ``binding``'s project (``ls_sync.pull_round``, incremental
+    and append-only); returns a summary.
+
+    Raises:
+        LabelStudioError: the server refused or could not be reached.
+    """
+    from radloop.labeling.ls_sync import pull_round
+
+    with catalog.session() as session:
+        rows = session.execute(select(Selection.round_id, Selection.meta).where(
+            Selection.ls_task_id.is_not(None))).all()
+    rounds = sorted({round_id for round_id, meta in rows
+                     if ((meta or {}).get("ls") or {}).get("project_id") == binding.project_id})
+    added = quarantined = 0
+    for round_id in rounds:
+        summary = pull_round(catalog, client, round_id, binding=binding)
+        added += summary["annotations_added"]
+        quarantined += summary["quarantined"]
+    return {"pulled": True, "project_id": binding.project_id, "rounds": rounds, "annotations_added": added,
+            "quarantined": quarantined}
+
+
+def annotation_puller(catalog: Catalog, label_studio_url: str | None, token_for: Callable[[int], str | None], *,
+                      connect: Callable[[str, str], Any] | None = None
+                      ) -> Callable[[list[TrainingRequest]], dict]:
+    """What runs before training: pull the workspace's Label Studio project's new annotations into the catalog.
+
+    Args:
+        label_studio_url: Label Studio as the backend reaches it (None: the ``ls init`` binding's URL).
+        token_for: the API token for a project id (the deployment's, else the one ``/setup`` sent), or None.
+        connect: builds the client from (url, token); default :class:`~radloop.labeling.ls_client.LabelStudioClient`.
+
+    The returned function answers ``{"pulled": False, "reason": ...}`` when it cannot pull (no binding, the
+    requests are for another project, no token): training then uses the labels already in the catalog.
+
+    Raises (from the returned function):
+        LabelStudioError: the pull failed (server down, token refused, project deleted).
+    """
+
+    def pull(batch: list[TrainingRequest]) -> dict:
+        from radloop.labeling.ls_client import LabelStudioClient, LabelStudioError
+        from radloop.labeling.ls_project import load_binding
+
+        try:
+            binding = load_binding(catalog.workspace)
+        except (FileNotFoundError, ValueError, TypeError) as error:
+            return {"pulled": False, "reason": f"no usable Label Studio binding ({error}); training uses the "
+                                               "labels already in the catalog"}
+        asked = {number for number in (_project_number(r.project) for r in batch) if number is not None}
+        if asked and binding.project_id not in asked:
+            return {"pulled": False, "reason": f"the requests are for Label Studio project(s) {sorted(asked)}, the "
+                                               f"workspace is bound to project {binding.project_id}; not pulled"}
+        token = token_for(binding.project_id)
+        if not token:
+            return {"pulled": False, "reason": "no Label Studio API token (none from /setup for project "
+                    f"{binding.project_id}, none in the backend's environment): training uses the labels already "
+                    "in the catalog; run `radloop round pull`, or set $LABEL_STUDIO_API_KEY for the backend"}
+        client = (connect or (lambda url, key: LabelStudioClient(url, key, retries=2)))(
+            label_studio_url or binding.url, token)
+        try:
+            return pull_project_annotations(catalog, client, binding)
+        except LabelStudioError as error:
+            raise LabelStudioError(f"pulling new annotations from Label Studio failed, nothing was trained: "
+                                   f"{error}") from error
+
+    return pull
+
+
+def default_train_function(catalog: Catalog | None, config_path: str | Path | None = None, *,
+                           pull: Callable[[list[TrainingRequest]], dict] | None = None
+                           ) -> Callable[[list[TrainingRequest]], Any]:
+    """Training the backend runs in the background: ``pull`` (e.g. :func:`annotation_puller`) brings Label
+    Studio's new annotations into the catalog, then ``radloop.ssl.finetune_jobs.run_training`` runs the job
+    config at ``config_path`` (e.g. ``configs/finetune/probe_cpu.yaml``), registering the new model as current.
+
+    Returns a dict with ``status``: ``trained``; ``unchanged`` (the labelled set, and so the version, is the
+    registered one's: outcome "no new labels; model <version> unchanged"); ``recorded`` (no config, or no
+    fine-tuning installed).  Every request is appended to ``<workspace>/logs/training-requests.jsonl``.
     """
 
     def train(batch: list[TrainingRequest]) -> Any:
@@ -225,17 +379,27 @@ def default_train_function(catalog: Catalog | None, config_path: str | Path | No
             with path.open("a") as handle:
                 for request in batch:
                     handle.write(json.dumps(request.__dict__) + "\n")
+        pulled = pull(batch) if pull is not None and catalog is not None else {
+            "pulled": False, "reason": "no Label Studio pull configured: training uses the labels in the catalog"}
         if catalog is None or config_path is None:
-            return {"trained": False, "reason": "no training config given; request recorded"}
+            return {"status": "recorded", "trained": False, "pull": pulled,
+                    "reason": "no training config given; request recorded"}
         try:
             from radloop.core.config import load_config
             from radloop.ssl.finetune_config import TrainConfig
-            from radloop.ssl.finetune_jobs import run_training
+            from radloop.ssl.finetune_jobs import VersionExistsError, run_training
         except ImportError as error:
-            return {"trained": False, "reason": f"fine-tuning is not available ({error}); request recorded"}
-        result = run_training(catalog, load_config(Path(config_path), TrainConfig), register=True, progress=False)
-        return {"trained": True, "version": result.version, "metrics": {
-            key: value for key, value in result.metrics.items() if isinstance(value, (int, float, str))}}
+            return {"status": "recorded", "trained": False, "pull": pulled,
+                    "reason": f"fine-tuning is not available ({error}); request recorded"}
+        try:
+            result = run_training(catalog, load_config(Path(config_path), TrainConfig), register=True,
+                                  progress=False)
+        except VersionExistsError as error:
+            return {"status": "unchanged", "trained": False, "version": error.version, "pull": pulled,
+                    "outcome": f"no new labels; model {error.version} unchanged"}
+        return {"status": "trained", "trained": True, "version": result.version, "pull": pulled,
+                "outcome": f"trained and registered model {result.version}", "metrics": {
+                    key: value for key, value in result.metrics.items() if isinstance(value, (int, float, str))}}
 
     return train
 

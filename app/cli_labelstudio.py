@@ -20,6 +20,11 @@ TokenOption = Annotated[Optional[str], typer.Option(
     "--token", help="Label Studio API token (default: $LABEL_STUDIO_API_KEY or $RADLOOP_LS_TOKEN). Never stored.",
     show_default=False)]
 RoundOption = Annotated[Optional[int], typer.Option("--round", "-r", help="Round id (default: the latest round).")]
+ReportTextOption = Annotated[Optional[str], typer.Option(
+    "--report-text", metavar="redacted|none|as_stored", show_default=False, help=(
+        "What the tasks' report field carries: 'redacted' (identifiers scrubbed by radloop's rules; not a "
+        "certified de-identification), 'none' (no report text), 'as_stored' (reports de-identified at the "
+        "source)."))]
 
 
 def _client(url: Optional[str], token: Optional[str]):
@@ -68,16 +73,28 @@ def ls_init(url: Annotated[Optional[str], typer.Option("--url", help="Label Stud
                 "workspace); default: that variable, else the workspace.")] = None,
             media_url: Annotated[Optional[str], typer.Option(
                 "--media-url", help="Serve renders from this URL prefix instead of local-files storage.")] = None,
+            report_text: ReportTextOption = None,
             workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
-    """Create or update (idempotent) the Label Studio project with the vocabulary's labelling config."""
+    """Create or update (idempotent) the Label Studio project with the vocabulary's labelling config.
+
+    --report-text is saved in the workspace's binding and used by `round push` and `ls export` (default: the
+    binding's setting, 'redacted' for a new one).
+    """
     from radloop.core.workspace import resolve_workspace
     from radloop.labeling.ls_client import LabelStudioError
+    from radloop.labeling.ls_config import check_report_text
     from radloop.labeling.ls_project import init_project
 
+    if report_text is not None:
+        try:
+            check_report_text(report_text)
+        except ValueError as error:
+            fail(str(error))
     client = _client(url, token)
     try:
         result = init_project(client, resolve_workspace(workspace).ensure(), title=project,
-                              document_root=str(document_root) if document_root else None, media_url=media_url)
+                              document_root=str(document_root) if document_root else None, media_url=media_url,
+                              report_text=report_text)
     except (LabelStudioError, ValueError) as error:
         fail(str(error))
     emit(result, as_json, title="Label Studio project")
@@ -90,9 +107,13 @@ def ls_export(out: Annotated[Path, typer.Option("--out", help="Where to write th
                   "(default: the project binding's, else the workspace)."))] = None,
               media_url: Annotated[Optional[str], typer.Option(
                   "--media-url", help="Serve renders from this URL prefix instead of local-files storage.")] = None,
+              report_text: ReportTextOption = None,
               workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
-    """Write a round's Label Studio import file (tasks + pre-annotations) without a server."""
-    from radloop.labeling.ls_project import load_binding
+    """Write a round's Label Studio import file (tasks + pre-annotations) without a server.
+
+    The report field follows --report-text, else the `ls init` binding's setting, else 'redacted'.
+    """
+    from radloop.labeling.ls_project import load_binding, report_text_setting
     from radloop.labeling.ls_tasks import export_tasks_json
 
     catalog = open_catalog(workspace)
@@ -100,12 +121,16 @@ def ls_export(out: Annotated[Path, typer.Option("--out", help="Where to write th
         binding = load_binding(catalog.workspace)
     except FileNotFoundError:
         binding = None
+    except (ValueError, TypeError) as error:
+        fail(f"the workspace's Label Studio binding is unreadable ({error}): rerun `radloop ls init`")
     try:
+        report_text = report_text_setting(catalog.workspace, binding, report_text)
         result = export_tasks_json(catalog, _round_id(catalog, round_id), out, binding=binding,
-                                   document_root=str(document_root) if document_root else None, media_url=media_url)
+                                   document_root=str(document_root) if document_root else None, media_url=media_url,
+                                   report_text=report_text)
     except (LookupError, FileNotFoundError, ValueError) as error:
         fail(str(error))
-    emit(result, as_json, title="Label Studio import file")
+    emit({**result, "report_text": report_text}, as_json, title="Label Studio import file")
 
 
 def ls_connect_backend(backend_url: Annotated[str, typer.Option("--backend-url", help="radloop ML backend URL.")],
@@ -232,20 +257,24 @@ def serve_backend(host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
                       "configs/finetune/probe_cpu.yaml (default: only record the requests).")] = None,
                   label_studio_url: LabelStudioUrlOption = None, allow_url_prefix: AllowUrlPrefixOption = None,
                   allow_any_url: AllowAnyUrlOption = False, workspace: WorkspaceOption = None) -> None:
-    """Serve the Label Studio ML backend (/health, /setup, /predict, /webhook, /versions).
+    """Serve the Label Studio ML backend (/health, /setup, /predict, /webhook, /train, /training, /versions).
 
     Task images that are not catalog cases are fetched only from Label Studio unless --allow-url-prefix or
-    --allow-any-url says otherwise.
+    --allow-any-url says otherwise.  Before each training run the project's new annotations are pulled into
+    the catalog with $LABEL_STUDIO_API_KEY / $RADLOOP_LS_TOKEN, else the token Label Studio sends to /setup;
+    with neither, training uses the catalog's labels only.  The model served follows the registry's current one.
     """
     import uvicorn
 
     from radloop.app.backend import BackendSettings, create_app
+    from radloop.labeling.ls_client import token_from_env
 
     _set_threads(threads)
+    _log_requests()
     catalog = open_catalog(workspace)
     if train_config is not None and not train_config.exists():
         fail(f"training config not found: {train_config}")
-    settings = BackendSettings(debounce_s=debounce, auth=_backend_auth(auth),
+    settings = BackendSettings(debounce_s=debounce, auth=_backend_auth(auth), label_studio_token=token_from_env(),
                                train_config=str(train_config) if train_config else None,
                                **_fetch_settings(catalog, label_studio_url, allow_url_prefix, allow_any_url))
     try:
@@ -257,6 +286,17 @@ def serve_backend(host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     console.print(f"radloop ML backend on http://{host}:{port} (model {app.state.holder.get().model_version}); "
                   f"image URLs fetched from: {allowed}")
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _log_requests() -> None:
+    """Let the backend's one-line request and training summaries (INFO) through at the default WARNING level;
+    a quieter level chosen with RADLOOP_LOG_LEVEL (ERROR, CRITICAL) is kept."""
+    import logging
+
+    if logging.getLogger().getEffectiveLevel() <= logging.WARNING:
+        for name in ("radloop.app.backend", "radloop.app.backend_runtime"):
+            logger = logging.getLogger(name)
+            logger.setLevel(min(logging.INFO, logging.getLogger().getEffectiveLevel()))
 
 
 def _set_threads(threads: int) -> None:

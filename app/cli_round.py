@@ -50,6 +50,7 @@ def register(groups) -> None:
         """
         from radloop.app.rounds import RoundError, load_round_config, start_round
         from radloop.core.config import ConfigError
+        from radloop.labeling.ls_client import LabelStudioError
 
         catalog = open_catalog(workspace)
         try:
@@ -62,13 +63,19 @@ def register(groups) -> None:
             with bar:
                 report = start_round(catalog, config=settings, progress=update, strategy=strategy, budget=budget,
                                      task=task, simulate=simulate or None)
+        except LabelStudioError as error:
+            fail(_label_studio_failed(error, "start"))
         except (RoundError, ConfigError, ValueError, LookupError) as error:
             fail(str(error))
         emit(report.to_json(), json_output, title=f"round {report.number}")
 
     @groups.round.command("status")
     def status(workspace: WorkspaceOption = None, json_output: JsonOption = False) -> None:
-        """Show every round: state, strategy, labels spent, metric before/after."""
+        """Show every round: state, strategy, tasks answered / pending, labels spent, metric before/after.
+
+        Answered and pending count what pulls brought into the catalog; `radloop round pull --round ID`
+        collects answers given in Label Studio since.
+        """
         from radloop.app.options import listing_table, show
         from radloop.app.rounds import round_status
 
@@ -79,29 +86,48 @@ def register(groups) -> None:
         if not reports:
             console.print("no rounds yet: `radloop round start --budget 50` (cold start: typiclust)")
             return
-        rows = [[r.number, r.state, r.strategy, r.task, r.selected, r.labels_spent, r.labels_total,
-                 r.metric_name or "", _fmt(r.metric_before), _fmt(r.metric_after)] for r in reports]
-        show(listing_table(["round", "state", "strategy", "task", "selected", "labels spent", "labels total",
-                            "metric", "before", "after"], rows), stderr=True)
+        rows = [[r.number, r.state, r.strategy, r.task, r.selected, r.answered, r.pending, r.labels_spent,
+                 r.labels_total, r.metric_name or "", _fmt(r.metric_before), _fmt(r.metric_after)] for r in reports]
+        show(listing_table(["round", "state", "strategy", "task", "selected", "answered", "pending", "labels spent",
+                            "labels total", "metric", "before", "after"], rows), stderr=True)
         for report in reports:  # what a round had to say (cold start, why no metric, ...)
             for note in report.notes:
                 console.print(f"round {report.number}: {note}", markup=False, highlight=False)
+            if report.pending and report.state == "finished":
+                console.print(f"round {report.number}: {report.pending} task(s) still unanswered in Label Studio "
+                              f"now: `radloop round pull --round {report.round_id}` collects late answers",
+                              markup=False, highlight=False)
 
     @groups.round.command("finish")
     def finish(simulate: Annotated[bool, typer.Option("--simulate", help="Answer from the dataset's ground "
                                                       "truth instead of pulling from Label Studio.")] = False,
                workspace: WorkspaceOption = None, json_output: JsonOption = False) -> None:
-        """Finish the open round: pull (or simulate) answers, fine-tune, evaluate, record what it bought."""
+        """Finish the open round: pull (or simulate) answers, fine-tune, evaluate, record what it bought.
+
+        The round's answers in the catalog count, an earlier `radloop round pull` included.  Tasks still
+        unanswered are reported; `radloop round pull --round ID` collects their answers later.
+        """
         from radloop.app.rounds import RoundError, finish_round
+        from radloop.labeling.ls_client import LabelStudioError
 
         catalog = open_catalog(workspace)
         try:
             bar, update = _progress()
             with bar:
                 report = finish_round(catalog, progress=update, simulate=simulate or None)
+        except LabelStudioError as error:
+            fail(_label_studio_failed(error, "finish"))
         except RoundError as error:
             fail(str(error))
         emit(report.to_json(), json_output, title=f"round {report.number}")
+        if not json_output:  # the table cuts long values: the notes (pending tasks, ...) in full
+            for note in report.notes:
+                console.print(f"round {report.number}: {note}", markup=False, highlight=False)
+
+
+def _label_studio_failed(error: Exception, command: str) -> str:
+    return (f"{error}\nNothing was lost: what the round did so far is saved; rerun `radloop round {command}` "
+            "to resume it.")
 
 
 def _fmt(value: float | None) -> str:

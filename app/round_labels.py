@@ -1,4 +1,5 @@
-"""What a round buys: simulated answers, the probe trained on every label so far, and its held-out metric.
+"""What a round buys and still waits for: simulated answers, the Label Studio tasks answered or pending,
+the probe trained on every label so far, and its held-out metric.
 
 Split from :mod:`radloop.app.rounds` (the state machine); these functions do one step each and are
 idempotent, so the state machine can rerun them after a crash.
@@ -20,7 +21,8 @@ from radloop.core.targets import image_targets
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SIMULATE_SOURCE", "labelled_image_ids", "simulate_answers", "train_round_probe"]
+__all__ = ["SIMULATE_SOURCE", "labelled_image_ids", "late_answers_hint", "open_task_notes", "pending_images",
+           "round_progress", "simulate_answers", "train_round_probe", "without_pending"]
 
 SIMULATE_SOURCE = "simulate"
 Progress = Any
@@ -30,7 +32,9 @@ def labelled_image_ids(catalog: Catalog, task: str, *, simulate: bool) -> dict[s
     """Image id -> 0/1 for every label bought so far for ``task`` (newest answer wins).
 
     In simulation only labels revealed by rounds count; otherwise every expert choice for the task
-    (Label Studio pulls, ingested image-level labels) counts.
+    (Label Studio pulls, ingested image-level labels) counts.  Annotations withdrawn in Label Studio are no
+    longer choices (``kind="withdrawn"``); an image whose tasks disagree has a consensus row without a value
+    (uncertain), so it has no label.
     """
     with catalog.session() as session:
         query = select(Annotation.image_id, Annotation.meta).where(
@@ -41,11 +45,80 @@ def labelled_image_ids(catalog: Catalog, task: str, *, simulate: bool) -> dict[s
     labels: dict[str, int] = {}
     for image_id, meta in rows:
         value = (meta or {}).get("value", 1)
-        if value is None:  # annotators disagreed: the consensus is "uncertain", not a label
+        if value is None:  # annotators (or tasks) disagreed, or every vote was withdrawn: no label
             labels.pop(image_id, None)
         else:
             labels[image_id] = int(bool(value))
     return labels
+
+
+def round_progress(catalog: Catalog, round_ids: list[int] | None = None) -> dict[int, dict[str, int]]:
+    """Round id -> answered / skipped / pending / deleted / not_in_label_studio selections (from the catalog)."""
+    from radloop.labeling.ls_sync import round_progress as progress
+
+    return progress(catalog, round_ids)
+
+
+def pending_images(catalog: Catalog) -> dict[str, list[int]]:
+    """Image id -> ids of the rounds whose Label Studio task of it is still unanswered (not skipped, not deleted).
+
+    A new round leaves these images out: an answer may still come (``radloop round pull --round ID``), and
+    selecting them again would put the same image in two tasks.
+    """
+    from radloop.labeling.ls_sync import selection_states
+
+    waiting: dict[str, list[int]] = {}
+    for (round_id, image_id), state in sorted(selection_states(catalog).items()):
+        if state == "pending":
+            waiting.setdefault(image_id, []).append(round_id)
+    return waiting
+
+
+def without_pending(catalog: Catalog, pool_ids: list[str], regions: list[str | None]
+                    ) -> tuple[list[str], list[str | None], str | None]:
+    """The pool without images whose Label Studio task in an earlier round is unanswered, and a note saying so."""
+    waiting = pending_images(catalog)
+    keep = [i for i, image_id in enumerate(pool_ids) if image_id not in waiting]
+    if len(keep) == len(pool_ids):
+        return pool_ids, regions, None
+    rounds = sorted({round_id for i, image_id in enumerate(pool_ids) if image_id in waiting
+                     for round_id in waiting[image_id]})
+    with catalog.session() as session:
+        numbers = dict(session.execute(select(Round.id, Round.number).where(Round.id.in_(rounds))).all())
+    where = ", ".join(f"round {numbers.get(round_id, round_id)} (`radloop round pull --round {round_id}`)"
+                      for round_id in rounds)
+    note = (f"{len(pool_ids) - len(keep)} image(s) left out of the pool: their Label Studio tasks are still "
+            f"unanswered in {where}; a pull collects late answers")
+    return [pool_ids[i] for i in keep], [regions[i] for i in keep], note
+
+
+def open_task_notes(row: Round, tasks: dict[str, int]) -> list[str]:
+    """Notes on the round's tasks that are not answered when it finishes."""
+    notes = []
+    if tasks.get("pending"):
+        notes.append(f"finished with {tasks['pending']} of {sum(tasks.values())} Label Studio task(s) still "
+                     f"unanswered: `radloop round pull --round {row.id}` collects late answers (labels spent is "
+                     "updated; the next round's model trains on them); until then their images stay out of "
+                     "new rounds")
+    if tasks.get("skipped"):
+        notes.append(f"{tasks['skipped']} task(s) skipped in Label Studio: no label bought")
+    if tasks.get("deleted"):
+        notes.append(f"{tasks['deleted']} task(s) deleted in Label Studio: `radloop round push --round {row.id} "
+                     "--recreate-deleted` imports them again")
+    return notes
+
+
+def late_answers_hint(catalog: Catalog) -> str:
+    """Where finished rounds still wait for Label Studio answers, as a hint for a message ('' when nowhere)."""
+    waiting = {round_id: tasks["pending"] for round_id, tasks in round_progress(catalog).items() if tasks["pending"]}
+    if not waiting:
+        return ""
+    with catalog.session() as session:
+        rows = session.execute(select(Round.id, Round.number).where(Round.id.in_(sorted(waiting)))
+                               .order_by(Round.number)).all()
+    return "; " + "; ".join(f"round {number} has {waiting[round_id]} task(s) still unanswered in Label Studio: "
+                            f"`radloop round pull --round {round_id}` collects late answers"
+                            for round_id, number in rows)
 
 
 def simulate_answers(catalog: Catalog, round_id: int, task: str) -> int:

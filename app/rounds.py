@@ -9,7 +9,11 @@ point is resumed by running the same command again::
 unlabelled pool with the current model, selects a batch with a strategy and hands it to annotators
 (Label Studio when configured, else an import file under ``rounds/``).  ``finish_round`` collects the
 answers (Label Studio, or the dataset's ground truth with ``simulate``), trains a calibrated linear probe
-on every label bought so far, evaluates it on the held-out split and records what the round bought.
+on every label bought so far, evaluates it on the held-out split and records what the round bought: the
+round's answered selections, counted in the catalog (an earlier ``radloop round pull`` included).  Tasks
+still unanswered at that point are reported; a later ``radloop round pull --round ID`` collects them, and
+until then their images stay out of new rounds' pools.  Label Studio being unreachable is a
+:class:`RoundError` too: nothing is lost, rerunning the same command resumes.
 
 The unit of labelling is an image-level finding (``task``, e.g. ``fracture``).  In simulation the dataset's
 own expert annotations play the annotator: a label counts as *bought* only once a round revealed it.
@@ -29,7 +33,10 @@ from typing import Any, Literal
 import numpy as np
 from sqlalchemy import func, select
 
-from radloop.app.round_labels import labelled_image_ids, simulate_answers, train_round_probe
+from radloop.app.round_labels import (
+    labelled_image_ids, late_answers_hint, open_task_notes, round_progress, simulate_answers, train_round_probe,
+    without_pending,
+)
 from radloop.core.catalog import Catalog
 from radloop.core.config import StrictModel, load_config, save_resolved_config
 from radloop.core.schema import Image, Round, Selection, Study
@@ -84,6 +91,10 @@ class RoundReport:
     task: str
     budget: int
     selected: int = 0
+    #: selections answered / skipped / still waiting in Label Studio, as far as pulls brought them
+    answered: int = 0
+    skipped: int = 0
+    pending: int = 0
     labels_spent: int = 0
     labels_total: int = 0
     metric_name: str | None = None
@@ -97,10 +108,13 @@ class RoundReport:
         return dict(self.__dict__)
 
 
-def _report(row: Round) -> RoundReport:
+def _report(row: Round, catalog: Catalog, progress: dict[int, dict[str, int]] | None = None) -> RoundReport:
     meta = row.meta or {}
+    tasks = (progress if progress is not None else round_progress(catalog, [row.id])).get(row.id, {})
     return RoundReport(round_id=row.id, number=row.number, state=row.state, strategy=row.strategy,
                        task=row.task, budget=row.budget, selected=int(meta.get("selected", 0)),
+                       answered=tasks.get("answered", 0), skipped=tasks.get("skipped", 0),
+                       pending=tasks.get("pending", 0),
                        labels_spent=row.labels_spent, labels_total=int(meta.get("labels_total", 0)),
                        metric_name=row.metric_name, metric_before=row.metric_before,
                        metric_after=row.metric_after, model_version=row.model_version,
@@ -219,8 +233,12 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
         config: round settings; keyword ``overrides`` (e.g. ``strategy="margin", budget=50``) apply on top.
         progress: callback ``(message, fraction)`` for long steps.
 
+    Images whose Label Studio task in an earlier round is still unanswered are left out of the pool (the
+    round's notes say so).
+
     Raises:
-        RoundError: no encoder, an empty pool, or a round of another task already open.
+        RoundError: no encoder, an empty pool, a round of another task already open, or Label Studio
+            unreachable while pushing (the selection is kept: rerunning pushes it).
     """
     from radloop.core.embeddings import load_embeddings
     from radloop.retrieval import get_strategy
@@ -237,7 +255,7 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
         logger.info("round %s is open in state %s; resuming it", row.number, row.state)
         if row.state == "selected":
             return _hand_out(catalog, row.id, config, progress)
-        return _report(row)
+        return _report(row, catalog)
     encoder_version, encoder = _current_encoder(catalog, config)
     _ensure_embeddings(catalog, encoder_version, encoder, progress)
     _refresh_index(catalog, encoder_version, progress)
@@ -245,6 +263,7 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     pool_ids, regions = _pool(catalog, config)
     if not pool_ids:
         raise RoundError(f"no images in the '{config.pool_split}' split to select from: run `radloop ingest` first")
+    pool_ids, regions, waiting_note = without_pending(catalog, pool_ids, regions)
     progress("scoring the pool", 0.4)
     embedded = load_embeddings(catalog, encoder_version, pool_ids)
     order = {image_id: i for i, image_id in enumerate(embedded.image_ids)}
@@ -254,13 +273,14 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     regions = [regions[i] for i in keep]
     vectors = embedded.vectors[[order[image_id] for image_id in pool_ids]]
     labelled = labelled_image_ids(catalog, config.task, simulate=config.simulate)
-    labelled_mask = np.array([image_id in labelled for image_id in pool_ids])
+    labelled_mask = np.array([image_id in labelled for image_id in pool_ids], dtype=bool)
     if labelled_mask.all():
-        raise RoundError("every image of the pool is labelled already: ingest more images")
+        raise RoundError("every image of the pool is labelled already" + (" or waiting in an unanswered Label "
+                         "Studio task" if waiting_note else "") + ": ingest more images")
 
     probabilities = _probabilities(catalog, encoder_version, vectors, config.task)
     weak_labels = _weak_labels(catalog, pool_ids, config.task)
-    strategy_name, notes = config.strategy, []
+    strategy_name, notes = config.strategy, [waiting_note] if waiting_note else []
     if not_embedded:
         notes.append(f"{not_embedded} pool images are not embedded with {encoder_version} and were not "
                      f"considered: `radloop embed --encoder {encoder_version}` adds them")
@@ -348,8 +368,15 @@ def _hand_out(catalog: Catalog, round_id: int, config: RoundConfig, progress: Pr
     meta: dict[str, Any] = {"tasks_file": catalog.workspace.relative(tasks_file)}
     url, source = (None, "simulated") if config.simulate else label_studio_server(catalog, config)
     if url:
-        client = ls_sync.client_from_env(url)
-        pushed = dict(ls_sync.push_round(catalog, client, round_id, project=config.label_studio_project))
+        from radloop.labeling.ls_client import LabelStudioError
+
+        try:
+            client = ls_sync.client_from_env(url)
+            pushed = dict(ls_sync.push_round(catalog, client, round_id, project=config.label_studio_project))
+        except LabelStudioError as error:
+            raise RoundError(f"round {number}: the batch could not be pushed to Label Studio at {url}: {error}\n"
+                             f"Nothing was lost: the selection of round {number} is saved; rerun `radloop round "
+                             "start` to push it (tasks already in Label Studio are not imported twice)") from error
         meta["label_studio"] = {"url": url, "source": source, "project": config.label_studio_project,
                                 "pushed": pushed}
         handed = f"batch pushed to Label Studio at {url} (server from {source})"
@@ -364,19 +391,24 @@ def _hand_out(catalog: Catalog, round_id: int, config: RoundConfig, progress: Pr
     meta["notes"] = notes + ([handed] if handed else [])
     row = _set(catalog, round_id, state="pushed", meta=meta)
     progress("round started", 1.0)
-    return _report(row)
+    return _report(row, catalog)
 
 
 def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate: bool | None = None) -> RoundReport:
     """Collect the answers of the open round, fine-tune, evaluate and record what the round bought.
 
+    The round's answered selections in the catalog count, whether this call or an earlier ``radloop round
+    pull`` brought them; ``labels_spent`` is their number.  Tasks still unanswered are reported in the
+    round's notes (a later pull collects them).
+
     Raises:
-        RoundError: no open round, or no answers yet (Label Studio still labelling).
+        RoundError: no open round, no answers yet (Label Studio still labelling), or Label Studio unreachable
+            (nothing is lost: rerunning resumes).
     """
     progress = progress or _noop
     row = _open_round(catalog)
     if row is None:
-        raise RoundError("no open round: start one with `radloop round start --budget 50`")
+        raise RoundError("no open round: start one with `radloop round start --budget 50`" + late_answers_hint(catalog))
     config = RoundConfig.model_validate(row.config)
     if simulate is not None:
         config = config.model_copy(update={"simulate": simulate})
@@ -385,20 +417,18 @@ def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate
     if row.state in ("selected", "pushed"):
         progress("collecting answers", 0.1)
         if config.simulate:
-            answered = simulate_answers(catalog, row.id, config.task)
+            simulate_answers(catalog, row.id, config.task)
         else:
-            from radloop.labeling import ls_sync
-
-            url = (row.meta or {}).get("label_studio", {}).get("url") or label_studio_server(catalog, config)[0]
-            if not url:
-                raise RoundError(f"round {row.number} went to an import file ({(row.meta or {}).get('tasks_file')}); "
-                                 "import it into Label Studio, then connect the workspace with `radloop ls init --url "
-                                 "URL` (or set LABEL_STUDIO_URL) and rerun, or finish with --simulate")
-            client = ls_sync.client_from_env(url)
-            answered = int(ls_sync.pull_round(catalog, client, row.id, project=config.label_studio_project)["annotations_added"])
+            _pull_answers(catalog, row, config)
+        tasks = round_progress(catalog, [row.id]).get(row.id, {})
+        answered = tasks.get("answered", 0)
         if answered == 0 and not config.simulate:
-            raise RoundError(f"round {row.number}: no annotations yet in Label Studio; label the tasks, then rerun")
-        row = _set(catalog, row.id, state="answered", labels_spent=int(answered))
+            raise RoundError(f"round {row.number}: no annotations yet in Label Studio ({tasks.get('pending', 0)} "
+                             "task(s) waiting); label the tasks, then rerun `radloop round finish`")
+        notes = list((row.meta or {}).get("notes", []))
+        if not config.simulate:
+            notes += open_task_notes(row, tasks)
+        row = _set(catalog, row.id, state="answered", labels_spent=answered, meta={"notes": notes})
     if row.state == "answered":
         previous = _previous_metric(catalog, row.number)
         result = train_round_probe(catalog, row, config, progress)
@@ -412,7 +442,25 @@ def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate
     if row.state == "trained":
         row = _set(catalog, row.id, state="finished", finished_at=datetime.now(timezone.utc))
     progress("round finished", 1.0)
-    return _report(row)
+    return _report(row, catalog)
+
+
+def _pull_answers(catalog: Catalog, row: Round, config: RoundConfig) -> None:
+    """Pull the round's new annotations from Label Studio into the catalog."""
+    from radloop.labeling import ls_sync
+    from radloop.labeling.ls_client import LabelStudioError
+
+    url = (row.meta or {}).get("label_studio", {}).get("url") or label_studio_server(catalog, config)[0]
+    if not url:
+        raise RoundError(f"round {row.number} went to an import file ({(row.meta or {}).get('tasks_file')}); "
+                         "import it into Label Studio, then connect the workspace with `radloop ls init --url "
+                         "URL` (or set LABEL_STUDIO_URL) and rerun, or finish with --simulate")
+    try:
+        ls_sync.pull_round(catalog, ls_sync.client_from_env(url), row.id, project=config.label_studio_project)
+    except LabelStudioError as error:
+        raise RoundError(f"round {row.number}: the answers could not be pulled from Label Studio at {url}: "
+                         f"{error}\nNothing was lost: round {row.number} stays open with what earlier pulls "
+                         "brought; rerun `radloop round finish` to resume") from error
 
 
 def _previous_metric(catalog: Catalog, number: int) -> float | None:
@@ -422,6 +470,7 @@ def _previous_metric(catalog: Catalog, number: int) -> float | None:
 
 
 def round_status(catalog: Catalog) -> list[RoundReport]:
-    """All rounds, oldest first."""
+    """All rounds, oldest first, with their answered / skipped / pending task counts."""
+    progress = round_progress(catalog)
     with catalog.session() as session:
-        return [_report(row) for row in session.scalars(select(Round).order_by(Round.number))]
+        return [_report(row, catalog, progress) for row in session.scalars(select(Round).order_by(Round.number))]

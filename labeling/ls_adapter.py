@@ -11,7 +11,10 @@ aspect ratio, a rotated rectangle, an unknown label or a malformed value becomes
 (the sync quarantines it with the reason); nothing is dropped silently.
 
 Choices semantics: a submitted (not cancelled) annotation says, for every finding listed in the project's
-Choices control, 1 when ticked and 0 when not; a drawn box of a finding also counts as 1 for that finding.
+Choices control, 1 when ticked and 0 when not (the view says "none ticked = none present", so an unticked
+finding is an answer); a drawn box of a finding also counts as 1 for that finding.  A finding ticked in the
+"Cannot tell" control (:data:`~radloop.labeling.ls_config.CANNOT_TELL_NAME`) is ``None`` (uncertain: no
+label, like a consensus tie), whatever else the annotation says about it.
 """
 
 from __future__ import annotations
@@ -83,12 +86,15 @@ class PredictionRecord:
         choices: finding -> probability (only findings of the project's Choices are sent).
         boxes: boxes in original pixels with ``score``.
         threshold: findings with probability >= threshold are pre-ticked.
+        uncertain: findings the source cannot call (a report's "possible fracture"): never pre-ticked as
+            present; pre-ticked under "Cannot tell" where the project has that control.
     """
 
     model_version: str
     choices: dict[str, float]
     boxes: tuple[Box, ...] = ()
     threshold: float = 0.5
+    uncertain: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,8 @@ class AnnotationVersion:
     """One version (``updated_at``) of one Label Studio annotation, converted.
 
     Attributes:
-        choices: finding -> 1/0 for every finding the project's Choices list (empty when cancelled).
+        choices: finding -> 1/0 for every finding the project's Choices list, None for a finding the
+            annotator ticked under "Cannot tell" (empty when cancelled).
         boxes: boxes in original-image pixels.
         problems: results to quarantine.  notes: non-fatal remarks (e.g. a box clipped to the image).
     """
@@ -116,7 +123,7 @@ class AnnotationVersion:
     updated_at: datetime
     cancelled: bool
     ground_truth: bool
-    choices: dict[str, int]
+    choices: dict[str, int | None]
     boxes: tuple[Box, ...]
     comment: str | None
     problems: tuple[ResultProblem, ...] = ()
@@ -179,22 +186,32 @@ class WebhookEvent:
 
 # ----------------------------------------------------------------------------------------------- push side
 def prediction_to_ls(prediction: PredictionRecord, geometry: ImageGeometry, config: ParsedLabelConfig) -> dict:
-    """Label Studio prediction JSON: one Choices result (pre-ticked findings) and one result per box.
+    """Label Studio prediction JSON: Choices results (pre-ticked findings) and one result per box.
 
-    Every result carries its own ``score``; the prediction's ``score`` is the mean confidence
-    ``max(p, 1 - p)`` over the findings (low = uncertain, what ``prediction-score-min`` sampling uses).
+    Findings at or above the threshold are ticked as present, except ``prediction.uncertain`` ones, which
+    are ticked under "Cannot tell" when the project has that control (else left unticked).  Every result
+    carries its own ``score``; the prediction's ``score`` is the mean confidence ``max(p, 1 - p)`` over the
+    findings (low = uncertain, what ``prediction-score-min`` sampling uses).
     """
     results: list[dict] = []
     probabilities = {name: float(p) for name, p in prediction.choices.items() if math.isfinite(float(p))}
+    uncertain = set(prediction.uncertain)
     if config.choices:
         control = config.choices[0]
         shown = {name: p for name, p in probabilities.items() if name in control.labels}
-        ticked = sorted((name for name, p in shown.items() if p >= prediction.threshold),
-                        key=lambda name: -shown[name])
+        ticked = sorted((name for name, p in shown.items()
+                         if p >= prediction.threshold and name not in uncertain), key=lambda name: -shown[name])
         if ticked:
             results.append({"from_name": control.from_name, "to_name": control.to_name, "type": "choices",
                             "value": {"choices": ticked},
                             "score": round(min(shown[name] for name in ticked), 6)})
+    if config.cannot_tell:
+        control = config.cannot_tell[0]
+        unsure = [name for name in control.labels if name in uncertain]
+        if unsure:
+            scores = [probabilities[name] for name in unsure if name in probabilities]
+            results.append({"from_name": control.from_name, "to_name": control.to_name, "type": "choices",
+                            "value": {"choices": unsure}, "score": round(min(scores), 6) if scores else None})
     if config.rectangles:
         control = config.rectangles[0]
         for index, box in enumerate(prediction.boxes):
@@ -309,6 +326,7 @@ def parse_annotation(raw: dict, config: ParsedLabelConfig, geometry: ImageGeomet
     problems: list[ResultProblem] = []
     notes: list[str] = []
     ticked: set[str] = set()
+    unsure: set[str] = set()  # ticked under "Cannot tell"
     boxes: list[Box] = []
     comments: list[str] = []
     choices_unreliable = False  # a broken Choices result: unticked findings cannot be read as absent
@@ -317,6 +335,8 @@ def parse_annotation(raw: dict, config: ParsedLabelConfig, geometry: ImageGeomet
         problems.append(ResultProblem("annotation result is not a list", {"result": results}))
         results = []
     shown = tuple(label for control in config.choices for label in control.labels)
+    unsure_shown = tuple(label for control in config.cannot_tell for label in control.labels)
+    cannot_tell_names = {control.from_name for control in config.cannot_tell}
     for result in results:
         if not isinstance(result, dict):
             problems.append(ResultProblem("result is not an object", {"result": result}))
@@ -329,11 +349,13 @@ def parse_annotation(raw: dict, config: ParsedLabelConfig, geometry: ImageGeomet
                 problems.append(ResultProblem(f"malformed choices result from {from_name!r}", result))
                 choices_unreliable = True
                 continue
-            unknown = [value for value in values if value not in FINDINGS or value not in shown]
+            in_cannot_tell = from_name in cannot_tell_names
+            listed = unsure_shown if in_cannot_tell else shown
+            unknown = [value for value in values if value not in FINDINGS or value not in listed]
             if unknown:
                 problems.append(ResultProblem(f"unknown choice(s) {unknown}", result))
                 choices_unreliable = True
-            ticked.update(value for value in values if value not in unknown)
+            (unsure if in_cannot_tell else ticked).update(value for value in values if value not in unknown)
         elif kind == "rectanglelabels":
             found, reason, note = _convert_rectangle(result, config, geometry)
             if reason:
@@ -351,16 +373,22 @@ def parse_annotation(raw: dict, config: ParsedLabelConfig, geometry: ImageGeomet
                 problems.append(ResultProblem("malformed comment result", result))
         else:
             problems.append(ResultProblem(f"unsupported result type {kind!r} from {from_name!r}", result))
-    choices: dict[str, int] = {}
+    choices: dict[str, int | None] = {}
     if not cancelled:
         if not choices_unreliable:
             choices = {name: int(name in ticked) for name in shown if name in FINDINGS}
         else:
             choices = {name: 1 for name in ticked}
         for box in boxes:  # a drawn box says the finding is present even if its tick was forgotten
+            if box.label in unsure:
+                continue
             if choices.get(box.label) == 0:
                 notes.append(f"{box.label} implied by a drawn box")
             choices[box.label] = 1
+        for name in sorted(unsure):  # "Cannot tell" is the deliberate answer: it wins over a tick or a box
+            if name in ticked or any(box.label == name for box in boxes):
+                notes.append(f"{name} ticked or boxed as present and under Cannot tell: stored as uncertain")
+            choices[name] = None
     lead_time = raw.get("lead_time")
     return AnnotationVersion(
         annotation_id=raw["id"], task_id=int(raw.get("task") or 0), annotator_id=_user_id(raw.get("completed_by")),

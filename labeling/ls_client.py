@@ -76,10 +76,11 @@ class LabelStudioClient:
         retries: extra attempts for idempotent requests; backoff: first wait in seconds (doubles).
         timeout: per-request timeout in seconds.
         sleep: injectable for tests.
+        transport: an ``httpx`` transport to send requests through (tests: ``httpx.MockTransport``).
     """
 
     def __init__(self, url: str, token: str, *, retries: int = 4, backoff: float = 0.5, timeout: float = 60.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, transport: Any = None) -> None:
         if not url or not url.startswith(("http://", "https://")):
             raise LabelStudioError(f"Label Studio URL must start with http:// or https://, got {url!r}")
         if not token:
@@ -92,7 +93,12 @@ class LabelStudioClient:
         self.backoff = backoff
         self._sleep = sleep
         # retries are ours (below): the SDK would also retry a lost POST response, duplicating imported tasks
-        self._sdk = LabelStudio(base_url=self.url, api_key=token, timeout=timeout, max_retries=0)
+        extra: dict[str, Any] = {}
+        if transport is not None:
+            import httpx
+
+            extra["httpx_client"] = httpx.Client(transport=transport, timeout=timeout, follow_redirects=True)
+        self._sdk = LabelStudio(base_url=self.url, api_key=token, timeout=timeout, max_retries=0, **extra)
 
     def __repr__(self) -> str:
         return f"LabelStudioClient(url={self.url!r})"
@@ -137,7 +143,11 @@ class LabelStudioClient:
     def _api_error(self, what: str, error, project_id: int | None, task_id: int | None) -> LabelStudioError:
         status = error.status_code
         body = error.body
-        detail = body.get("detail") or body.get("validation_errors") if isinstance(body, dict) else body
+        if isinstance(body, dict):  # Label Studio: {"detail": "Validation error", "validation_errors": {...}}
+            parts = [body.get("detail"), body.get("validation_errors")]
+            detail = ": ".join(part if isinstance(part, str) else json.dumps(part) for part in parts if part) or body
+        else:
+            detail = body
         detail = json.dumps(detail)[:300] if not isinstance(detail, str) else detail[:300]
         if status == 401 or (status == 403 and any(word in detail.lower() for word in ("token", "credential",
                                                                                       "authenticat"))):
@@ -265,8 +275,11 @@ class LabelStudioClient:
         backend_id = None
         for backend in backends:
             if backend.url.rstrip("/") == url.rstrip("/"):
+                # Label Studio 1.23 re-validates the backend on PATCH with the request's fields only: without
+                # ``project`` its /setup check fails (HTTP 500, "setup_() missing ... 'project'")
                 self.call("update ML backend", lambda: self._sdk.ml.update(
-                    id=backend.id, url=url, title=title, is_interactive=False, timeout=timeout, **auth))
+                    id=backend.id, project=project_id, url=url, title=title, is_interactive=False,
+                    timeout=timeout, **auth))
                 backend_id = backend.id
         if backend_id is None:
             backend_id = self.call("connect the ML backend", lambda: self._sdk.ml.create(

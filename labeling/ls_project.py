@@ -1,14 +1,16 @@
 """Which Label Studio project a workspace labels into, and creating/updating it idempotently.
 
-The binding (server URL, project id and title, config digest, how images are served) lives in
-``<workspace>/labelstudio/project.json``.  The API token is never stored there nor anywhere else:
-commands take it from ``--token`` or the environment each time.
+The binding (server URL, project id and title, config digest, how images are served, what the tasks'
+report field carries) lives in ``<workspace>/labelstudio/project.json``.  The API token is never stored
+there nor anywhere else: commands take it from ``--token`` or the environment each time.
 
 Images reach Label Studio de-identified: only 8-bit renders, copied (hard-linked when possible) to
 ``<workspace>/labelstudio/media/<image id>.png`` so that the URL carries only the pseudonymous image id,
 never an original file name; a render carrying PNG text/EXIF metadata is re-encoded without it.
 They are served either by Label Studio's local-files storage (``document_root`` must contain the media
 folder and equal the server's ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``) or from ``media_url``.
+Report text reaches it as the binding's ``report_text`` says (``redacted`` by default: rule-based
+scrubbing, :mod:`radloop.labeling.redact`; ``none``; ``as_stored``).
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from urllib.parse import quote
 
 from radloop.core.workspace import Workspace
 from radloop.labeling.ls_client import LabelStudioClient
-from radloop.labeling.ls_config import build_label_config, config_digest
+from radloop.labeling.ls_config import DEFAULT_REPORT_TEXT, build_label_config, check_report_text, config_digest
 
 __all__ = ["DEFAULT_PROJECT_TITLE", "ProjectBinding", "image_url", "init_project", "load_binding", "media_dir",
-           "save_binding", "stage_render"]
+           "report_text_setting", "save_binding", "stage_render"]
 
 DEFAULT_PROJECT_TITLE = "radloop findings"
 _SAFE_PNG_KEYS = {"dpi", "gamma", "transparency", "aspect", "srgb"}
@@ -33,7 +35,11 @@ _SAFE_PNG_KEYS = {"dpi", "gamma", "transparency", "aspect", "srgb"}
 
 @dataclass(frozen=True)
 class ProjectBinding:
-    """The Label Studio project of a workspace (no token)."""
+    """The Label Studio project of a workspace (no token).
+
+    ``report_text``: what the tasks' report field carries (``redacted``, ``none`` or ``as_stored``;
+    bindings written before the setting existed read as ``redacted``).
+    """
 
     url: str
     project_id: int
@@ -42,6 +48,10 @@ class ProjectBinding:
     document_root: str | None = None
     media_url: str | None = None
     storage_id: int | None = None
+    report_text: str = DEFAULT_REPORT_TEXT
+
+    def __post_init__(self) -> None:
+        check_report_text(self.report_text)
 
 
 def binding_path(workspace: Workspace) -> Path:
@@ -72,6 +82,28 @@ def load_binding(workspace: Workspace) -> ProjectBinding:
         raise FileNotFoundError(f"no Label Studio project bound to workspace {workspace.root}: "
                                 "run `radloop ls init --url URL --token TOKEN` first")
     return ProjectBinding(**json.loads(path.read_text()))
+
+
+def report_text_setting(workspace: Workspace, binding: ProjectBinding | None = None,
+                        report_text: str | None = None) -> str:
+    """What the tasks' report field carries: ``report_text`` when given, else the binding's (``binding``, else
+    the workspace's saved one), else ``redacted``.
+
+    Raises:
+        ValueError: an unknown value, or a binding file that cannot be read (rather than guess what the site
+            chose to send).
+    """
+    if report_text is not None:
+        return check_report_text(report_text)
+    if binding is not None:
+        return binding.report_text
+    try:
+        return load_binding(workspace).report_text
+    except FileNotFoundError:
+        return DEFAULT_REPORT_TEXT
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"the workspace's Label Studio binding {binding_path(workspace)} is unreadable ({error}), "
+                         "so its report text setting is unknown: rerun `radloop ls init`") from error
 
 
 def stage_render(workspace: Workspace, image_id: str, render_path: str) -> Path:
@@ -117,17 +149,27 @@ def image_url(binding: ProjectBinding | None, staged: Path, *, document_root: st
 
 
 def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str = DEFAULT_PROJECT_TITLE,
-                 document_root: str | None = None, media_url: str | None = None) -> dict:
+                 document_root: str | None = None, media_url: str | None = None,
+                 report_text: str | None = None) -> dict:
     """Create or update (idempotent) the workspace's project; returns a summary.
 
     The project is found by the binding's id (when it still exists on the same server), else by title;
-    its labelling config is replaced when the generated one differs.
+    its labelling config is replaced when the generated one differs.  ``report_text`` (what tasks carry as
+    report: ``redacted``, ``none``, ``as_stored``) is saved in the binding; None keeps the binding's
+    setting (``redacted`` for a new one).
 
     Raises:
-        ValueError: the media folder is not under ``document_root``.
+        ValueError: the media folder is not under ``document_root``; an unknown ``report_text``.
         radloop.labeling.ls_client.LabelStudioError: server / token problems.
     """
-    label_config = build_label_config()
+    previous = None
+    try:
+        previous = load_binding(workspace)
+    except FileNotFoundError:
+        pass
+    if report_text is None:
+        report_text = previous.report_text if previous else DEFAULT_REPORT_TEXT
+    label_config = build_label_config(report_text=check_report_text(report_text))
     digest = config_digest(label_config)
     media = media_dir(workspace)
     media.mkdir(parents=True, exist_ok=True)
@@ -139,11 +181,6 @@ def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str 
                              "set LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (server and here) to a parent of the "
                              "workspace, or pass --media-url")
     client.whoami()
-    previous = None
-    try:
-        previous = load_binding(workspace)
-    except FileNotFoundError:
-        pass
     project_id = None
     if previous and previous.url == client.url:
         from radloop.labeling.ls_client import ProjectNotFoundError
@@ -168,8 +205,8 @@ def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str 
         storage_id = client.ensure_local_storage(project_id, str(media.resolve()))
     binding = ProjectBinding(url=client.url, project_id=project_id, title=title, config_digest=digest,
                              document_root=str(Path(document_root).resolve()) if document_root else None,
-                             media_url=media_url, storage_id=storage_id)
+                             media_url=media_url, storage_id=storage_id, report_text=report_text)
     save_binding(workspace, binding)
     return {"project_id": project_id, "title": title, "created": created, "config_updated": updated,
-            "url": client.url, "storage_id": storage_id, "media_dir": str(media),
+            "url": client.url, "storage_id": storage_id, "media_dir": str(media), "report_text": report_text,
             "binding": str(binding_path(workspace))}

@@ -12,14 +12,25 @@ and append-only: every new version (``updated_at``) of a Label Studio annotation
 with ``version`` + 1, the annotator and the time — choices as ``Annotation(kind="choice",
 meta={"value": 1|0})``, rectangles as ``Annotation(kind="box")`` in original pixels, a skipped/cancelled
 task as ``Annotation(kind="skip")``.  Unconvertible results go to ``QuarantinedAnnotation`` with a reason.
+An annotation deleted in Label Studio is withdrawn: its rows get ``kind="withdrawn"`` (the former kind in
+``meta["withdrawn"]``), so that no reader trains on them; the pull notices it for every task it reads, and
+only ``full=True`` reads tasks that did not change otherwise (Label Studio does not bump a task's
+``updated_at`` when one of its annotations is deleted).
 
-Disagreement rule (documented, applied per task and finding when two or more annotators voted):
-1. each annotator's newest non-cancelled annotation counts (one vote per annotator);
+Disagreement rule (documented, applied per image and finding over all the image's tasks, in every round):
+1. each annotator's newest non-cancelled, non-withdrawn annotation of a task is one vote (an image in two
+   tasks, e.g. re-selected by a later round, gets one vote per task and annotator);
 2. the majority value wins;
-3. a tie is "uncertain".
-The outcome is appended as ``Annotation(kind="choice", source="labelstudio:consensus",
-meta={"value": 1|0|None, "status": "agreed"|"majority"|"uncertain", "votes": {...}})`` after the raw rows,
-so that readers taking the newest choice per (image, finding) get the consensus.
+3. a tie is "uncertain"; no vote left (every annotation withdrawn) is "withdrawn", also without a value.
+When two or more votes count, or when the newest choice row no longer says what the votes say, the outcome
+is appended as ``Annotation(kind="choice", source="labelstudio:consensus", meta={"value": 1|0|None,
+"status": "agreed"|"majority"|"uncertain"|"withdrawn", "votes": {...}})`` after the raw rows, so that
+readers taking the newest choice per (image, finding) get the consensus (None: unknown, not trained on)
+instead of the last pulled answer.
+
+A round's selections are answered, skipped, pending (a task waits in Label Studio), deleted (the task was
+deleted there) or not_in_label_studio, as the catalog knows them (:func:`selection_states`); a pull
+records the round's answered count as its ``labels_spent``, late answers of a finished round included.
 """
 
 from __future__ import annotations
@@ -32,20 +43,23 @@ from sqlalchemy import select
 
 from radloop.core.catalog import Catalog
 from radloop.core.schema import Annotation, Image, QuarantinedAnnotation, Round, Selection
-from radloop.labeling.ls_adapter import AnnotationVersion, ImageGeometry, LSTask, parse_task, task_key
+from radloop.labeling.ls_adapter import ImageGeometry, LSTask, parse_task, task_key
 from radloop.labeling.ls_client import (
     AuthenticationError, LabelStudioClient, LabelStudioError, ProjectNotFoundError, iter_chunks,
 )
 from radloop.labeling.ls_config import parse_label_config
+from radloop.labeling.ls_consensus import (
+    CONSENSUS_SOURCE, SELECTION_STATES, SOURCE, _reconcile, _selection_states, _withdraw_deleted, consensus,
+    round_progress, selection_states,
+)
 from radloop.labeling.ls_project import DEFAULT_PROJECT_TITLE, ProjectBinding, image_url, init_project, load_binding
 from radloop.labeling.ls_tasks import build_task_payloads, export_tasks_json, load_current_predictor
 
-__all__ = ["CONSENSUS_SOURCE", "PushIncompleteError", "SOURCE", "SyncSummary", "client_from_env", "consensus",
-           "ensure_project", "export_tasks_json", "pull_round", "push_round"]
+__all__ = ["CONSENSUS_SOURCE", "PushIncompleteError", "SELECTION_STATES", "SOURCE", "SyncSummary", "client_from_env",
+           "consensus", "ensure_project", "export_tasks_json", "pull_round", "push_round", "round_progress",
+           "selection_states"]
 
 logger = logging.getLogger(__name__)
-SOURCE = "labelstudio"
-CONSENSUS_SOURCE = "labelstudio:consensus"
 #: Incremental pulls re-read tasks updated this long before the cursor (clock skew, same-second writes).
 CURSOR_MARGIN = timedelta(seconds=5)
 
@@ -226,34 +240,6 @@ def push_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
     return summary
 
 
-def consensus(versions: list[AnnotationVersion]) -> dict[str, dict]:
-    """The documented disagreement rule over one task's annotations.
-
-    Returns:
-        finding -> ``{"value": 1|0|None, "status": "agreed"|"majority"|"uncertain", "votes": {annotator: v}}``
-        for findings with at least one vote.
-    """
-    newest: dict[str, AnnotationVersion] = {}
-    for version in versions:
-        if version.cancelled:
-            continue
-        who = str(version.annotator_id)
-        if who not in newest or version.updated_at > newest[who].updated_at:
-            newest[who] = version
-    outcome: dict[str, dict] = {}
-    findings = sorted({name for version in newest.values() for name in version.choices})
-    for finding in findings:
-        votes = {who: version.choices[finding] for who, version in newest.items() if finding in version.choices}
-        counts = Counter(votes.values())
-        if len(counts) == 1:
-            outcome[finding] = {"value": next(iter(counts)), "status": "agreed", "votes": votes}
-        elif counts[1] != counts[0]:
-            outcome[finding] = {"value": int(counts[1] > counts[0]), "status": "majority", "votes": votes}
-        else:
-            outcome[finding] = {"value": None, "status": "uncertain", "votes": votes}
-    return outcome
-
-
 def _geometries(catalog: Catalog, case_ids: set[str]) -> dict[str, ImageGeometry]:
     with catalog.session() as session:
         rows = session.scalars(select(Image).where(Image.id.in_(sorted(case_ids)))).all()
@@ -268,7 +254,6 @@ def _store_task(session, task: LSTask, round_id: int, project_id: int, annotator
         session.add(QuarantinedAnnotation(image_id=image_id, source=SOURCE, reason=problem.reason,
                                           raw={"task_id": task.task_id, "item": problem.raw}))
         counts["quarantined"] += 1
-    wrote_votes = False
     for version in task.annotations:
         external_id = f"ls:{project_id}:{version.annotation_id}"
         stamps, last_version = stored.get(external_id, (set(), 0))
@@ -304,19 +289,6 @@ def _store_task(session, task: LSTask, round_id: int, project_id: int, annotator
             session.add(Annotation(kind="box", label=box.label, source_label=box.label, x=box.x, y=box.y, w=box.w,
                                    h=box.h, meta=meta, **common))
             counts["boxes"] += 1
-        wrote_votes = True
-    voters = {version.annotator_id for version in task.annotations if not version.cancelled}
-    if wrote_votes and len(voters) >= 2:
-        session.flush()  # raw rows first: the consensus rows must be the newest choice rows
-        for finding, outcome in consensus(list(task.annotations)).items():
-            session.add(Annotation(
-                image_id=image_id, source=CONSENSUS_SOURCE, kind="choice", label=finding, round_id=round_id,
-                external_id=f"ls:{project_id}:task:{task.task_id}", annotator=None,
-                meta={"value": outcome["value"], "status": outcome["status"], "votes": outcome["votes"],
-                      "rule": "newest per annotator, then majority, tie -> uncertain", "ls_task_id": task.task_id}))
-            counts["consensus"] += 1
-            if outcome["status"] != "agreed":
-                counts["disagreements"] += 1
 
 
 def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, binding: ProjectBinding | None = None,
@@ -324,12 +296,15 @@ def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
     """Fetch new/changed annotations of the round's tasks into the catalog (append-only); returns a summary.
 
     Args:
-        full: ignore the incremental cursor and re-read every task (still no duplicate rows).
+        full: ignore the incremental cursor and re-read every task (still no duplicate rows); only a full
+            pull sees annotations deleted in Label Studio on tasks that did not change otherwise.
 
     Raises:
         LookupError: no such round.  ProjectNotFoundError / AuthenticationError / ServerUnavailableError.
 
-    The summary's ``annotations_added`` counts new non-skipped annotation versions (labels spent).
+    The summary's ``annotations_added`` counts new non-skipped annotation versions; ``answered`` /
+    ``pending`` count the round's selections with an answer / with a task still waiting (``answered`` is
+    also recorded as the round's ``labels_spent``).
     """
     binding = _resolve_binding(catalog, client, binding, project)
     with catalog.session() as session:
@@ -356,11 +331,15 @@ def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
         selections = {s.image_id: s for s in session.scalars(select(Selection).where(Selection.round_id == round_id))}
         images = sorted(geometries)
         stored: dict[str, tuple[set[str], int]] = defaultdict(lambda: (set(), 0))
+        by_task: dict[tuple[object, object], list[Annotation]] = defaultdict(list)
         for annotation in session.scalars(select(Annotation).where(Annotation.source == SOURCE,
                                                                    Annotation.image_id.in_(images))):
             stamps, number = stored[annotation.external_id]
             stored[annotation.external_id] = (stamps | {(annotation.meta or {}).get("ls_version_stamp")},
                                               max(number, annotation.version))
+            meta = annotation.meta or {}
+            by_task[(meta.get("ls_project_id"), meta.get("ls_task_id"))].append(annotation)
+        touched: set[str] = set()
         for raw in raw_tasks:
             task = parse_task(raw, config, geometries.get)
             if task.case_id not in selections or task.case_id not in geometries:
@@ -368,7 +347,9 @@ def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
                                                   reason="task does not belong to a selection of this round"))
                 counts["quarantined"] += 1
                 continue
+            _withdraw_deleted(raw, by_task.get((binding.project_id, task.task_id), []), counts)
             _store_task(session, task, round_id, binding.project_id, annotators, stored, counts)
+            touched.add(task.case_id)
             selection = selections[task.case_id]
             live = [v for v in task.annotations if not v.cancelled]
             status = "annotated" if live else ("skipped" if task.annotations else "pending")
@@ -376,6 +357,7 @@ def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
             if task.updated_at and (newest_update is None or task.updated_at.isoformat() > newest_update):
                 newest_update = task.updated_at.isoformat()
             counts["tasks"] += 1
+        _reconcile(session, touched, round_id, counts)
         missing = []
         for selection in selections.values():
             meta = _ls_meta(selection)
@@ -384,14 +366,18 @@ def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
                 missing.append(selection.ls_task_id)
                 if not meta.get("deleted_at"):
                     _set_ls_meta(selection, deleted_at=_now(), status="deleted_in_label_studio")
+        session.flush()
+        progress = Counter(_selection_states(session, [round_id]).values())
         round_row = session.get(Round, round_id)
         meta = dict(round_row.meta or {})
         meta["ls_pull"] = {"project_id": binding.project_id, "cursor": newest_update, "pulled_at": _now()}
         round_row.meta = meta
+        round_row.labels_spent = progress["answered"]  # late answers of a finished round count too
     return SyncSummary({
         "round_id": round_id, "project_id": binding.project_id, "incremental": cursor is not None,
         "annotations_added": counts["versions"] - counts["skipped"],
         "tasks_read": counts["tasks"], "new_versions": counts["versions"], "choices": counts["choices"],
         "boxes": counts["boxes"], "skipped": counts["skipped"], "quarantined": counts["quarantined"],
-        "consensus_rows": counts["consensus"], "disagreements": counts["disagreements"],
-        "deleted_tasks": sorted(missing)})
+        "withdrawn": counts["withdrawn"], "consensus_rows": counts["consensus"],
+        "disagreements": counts["disagreements"], "deleted_tasks": sorted(missing),
+        "answered": progress["answered"], "pending": progress["pending"]})

@@ -1,8 +1,19 @@
 """Building Label Studio tasks for a round's selected batch (data + pre-annotations), and the offline export.
 
+The report field is where free text leaves radloop; it carries what the setting says (``report_text``:
+the caller's, else the workspace's binding, else ``redacted``; see
+:func:`radloop.labeling.ls_project.report_text_setting`):
+- ``redacted``: each stored report through :func:`radloop.labeling.redact.redact_report` (rule-based;
+  names without a title or cue word are missed);
+- ``none``: the fixed note :data:`REPORT_WITHHELD`, no report text;
+- ``as_stored``: the stored text, for sites whose reports are de-identified at the source.
+Weak labels are computed on the stored text as before; the pre-annotations carry only finding choices and
+scores (no evidence spans or other report text).
+
 Pre-annotations per task:
-- the report rules' weak labels of the case's study, as ticked choices (``model_version`` =
-  ``report-rules:<rules version>``; a positive mention scores 1.0, an uncertain one 0.5);
+- the report rules' weak labels of the case's study (``model_version`` = ``report-rules:<rules version>``):
+  a positive mention ticked as present (score 1.0), an uncertain one only ("possible fracture") ticked under
+  "Cannot tell" instead (score 0.5), a negative one left unticked;
 - the current image model's choices and boxes with per-result scores, from
   ``radloop.ssl.predict.load_predictor`` (skipped when that module or a current model does not exist).
 """
@@ -22,11 +33,16 @@ from radloop.core.catalog import Catalog
 from radloop.core.schema import Image, Report, Round, Selection, WeakLabel
 from radloop.core.vocabulary import IMAGE_FINDINGS
 from radloop.labeling.ls_adapter import ImageGeometry, PredictionRecord, TaskData, task_key, task_to_ls
-from radloop.labeling.ls_config import ParsedLabelConfig, build_label_config, parse_label_config
-from radloop.labeling.ls_project import ProjectBinding, image_url, stage_render
+from radloop.labeling.ls_config import ParsedLabelConfig, build_label_config, check_report_text, parse_label_config
+from radloop.labeling.ls_project import ProjectBinding, image_url, report_text_setting, stage_render
+from radloop.labeling.redact import redact_report
 
-__all__ = ["TaskPayload", "build_task_payloads", "export_tasks_json", "load_current_predictor",
-           "weak_label_predictions"]
+__all__ = ["NO_REPORT", "REPORT_WITHHELD", "TaskPayload", "build_task_payloads", "export_tasks_json",
+           "load_current_predictor", "task_report", "weak_label_predictions"]
+
+#: The report field of a study without a report, and of every task under ``report_text="none"``.
+NO_REPORT = "(no report for this study)"
+REPORT_WITHHELD = "(report text not sent to Label Studio by radloop)"
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +71,10 @@ def load_current_predictor(catalog: Catalog, task: str = "findings"):
 
 
 def weak_label_predictions(session, study_ids: list[str]) -> dict[str, PredictionRecord]:
-    """Report-rule pre-annotations per study: positive -> 1.0, uncertain -> 0.5, negative -> 0.0."""
+    """Report-rule pre-annotations per study: positive -> 1.0, uncertain -> 0.5, negative -> 0.0.
+
+    A finding whose strongest mention is uncertain is listed in ``uncertain`` (not pre-ticked as present).
+    """
     rows = session.execute(
         select(Report.study_id, WeakLabel.finding, WeakLabel.status, WeakLabel.rules_version)
         .join(WeakLabel, WeakLabel.report_id == Report.id).where(Report.study_id.in_(study_ids))).all()
@@ -68,33 +87,54 @@ def weak_label_predictions(session, study_ids: list[str]) -> dict[str, Predictio
         findings = by_study.setdefault(study_id, {})
         findings[finding] = max(findings.get(finding, 0.0), weight[status])
         versions[study_id] = rules_version
-    return {study_id: PredictionRecord(model_version=f"report-rules:{versions[study_id]}", choices=choices)
+    uncertain = weight["uncertain"]
+    return {study_id: PredictionRecord(
+                model_version=f"report-rules:{versions[study_id]}", choices=choices,
+                uncertain=tuple(name for name, value in choices.items() if value == uncertain))
             for study_id, choices in by_study.items()}
 
 
-def _report_texts(session, study_ids: list[str]) -> dict[str, str]:
+def task_report(texts: list[str], report_text: str) -> str:
+    """The report field of a task: a study's stored report texts as ``report_text`` says.
+
+    Raises:
+        ValueError: an unknown ``report_text``.
+    """
+    if check_report_text(report_text) == "none":
+        return REPORT_WITHHELD
+    if report_text == "redacted":
+        texts = [redact_report(text).text for text in texts]  # one report at a time: no match spans two
+    return "\n\n".join(texts) or NO_REPORT
+
+
+def _report_texts(session, study_ids: list[str]) -> dict[str, list[str]]:
     texts: dict[str, list[str]] = {}
     for study_id, text in session.execute(
             select(Report.study_id, Report.text).where(Report.study_id.in_(study_ids)).order_by(Report.id)).all():
         texts.setdefault(study_id, []).append(text or "")
-    return {study_id: "\n\n".join(parts) for study_id, parts in texts.items()}
+    return texts
 
 
 def build_task_payloads(catalog: Catalog, round_id: int, *, selection_ids: list[int] | None = None,
                         url_for: Callable[[Path], str], predictor: Any = None,
-                        label_config: ParsedLabelConfig | None = None, batch_size: int = 16) -> list[TaskPayload]:
+                        label_config: ParsedLabelConfig | None = None, batch_size: int = 16,
+                        report_text: str | None = None) -> list[TaskPayload]:
     """Task JSON (data + predictions) for the round's selections (all, or ``selection_ids``), in rank order.
 
     Args:
         url_for: staged render path -> image URL.
         predictor: a ``radloop.ssl.predict.Predictor`` or None (no model pre-annotations).
+        report_text: what the report field carries (``redacted``, ``none``, ``as_stored``); None: the
+            workspace binding's setting, else ``redacted``.
 
     Raises:
         LookupError: no such round.
         FileNotFoundError: a render is missing.
+        ValueError: an unknown ``report_text``, an unreadable binding when it is None.
     """
     config = label_config or parse_label_config(build_label_config())
     workspace = catalog.workspace
+    report_text = report_text_setting(workspace, report_text=report_text)
     with catalog.session() as session:
         round_row = session.get(Round, round_id)
         if round_row is None:
@@ -122,7 +162,7 @@ def build_task_payloads(catalog: Catalog, round_id: int, *, selection_ids: list[
     for selection, image in rows:
         geometry = ImageGeometry(image.width, image.height, image.render_width, image.render_height)
         data = TaskData(case_id=image.id, study_id=image.study_id, image_url=url_for(staged[image.id]),
-                        report=reports.get(image.study_id) or "(no report for this study)",
+                        report=task_report(reports.get(image.study_id, []), report_text),
                         body_region=image.body_region or "unknown", strategy=selection.strategy,
                         selection_score=None if selection.score is None else round(float(selection.score), 6),
                         round_number=round_number, round_id=round_id)
@@ -134,16 +174,18 @@ def build_task_payloads(catalog: Catalog, round_id: int, *, selection_ids: list[
 
 def export_tasks_json(catalog: Catalog, round_id: int, path: str | os.PathLike, *,
                       binding: ProjectBinding | None = None, document_root: str | None = None,
-                      media_url: str | None = None, with_model: bool = True) -> dict:
+                      media_url: str | None = None, with_model: bool = True, report_text: str | None = None) -> dict:
     """Write the round's Label Studio import file (for when no server is reachable); returns a summary.
 
     Images are staged like a push; their URLs use ``media_url`` or local-files paths under
-    ``document_root`` (default: the binding's, else the workspace root).
+    ``document_root`` (default: the binding's, else the workspace root).  The report field follows
+    ``report_text``, else the binding's (``binding``, else the workspace's) setting, else ``redacted``.
     """
     root = document_root or (binding.document_root if binding else None) or str(catalog.workspace.root)
+    report_text = report_text_setting(catalog.workspace, binding, report_text)
     predictor = load_current_predictor(catalog) if with_model else None
     payloads = build_task_payloads(
-        catalog, round_id, predictor=predictor,
+        catalog, round_id, predictor=predictor, report_text=report_text,
         url_for=lambda staged: image_url(binding, staged, document_root=root, media_url=media_url))
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

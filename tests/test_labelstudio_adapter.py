@@ -15,7 +15,7 @@ from radloop.labeling.ls_adapter import (
     parse_task, parse_webhook, prediction_to_ls,
 )
 from radloop.labeling.ls_config import (
-    LabelConfigError, build_label_config, config_digest, parse_label_config,
+    FINDINGS_INSTRUCTION, LabelConfigError, build_label_config, config_digest, parse_label_config,
 )
 from radloop.labeling.ls_sync import consensus
 
@@ -33,20 +33,28 @@ def _rect(value, *, label="fracture", seen=(1024, 512), image_rotation=0):
             "value": {**value, "rectanglelabels": [label]}}
 
 
-def _choices(*names):
-    return {"from_name": "findings", "to_name": "image", "type": "choices", "value": {"choices": list(names)}}
+def _choices(*names, control="findings"):
+    return {"from_name": control, "to_name": "image", "type": "choices", "value": {"choices": list(names)}}
+
+
+def _comment(text):
+    return {"from_name": "comment", "to_name": "image", "type": "textarea", "value": {"text": [text]}}
 
 
 # ------------------------------------------------------------------------------------------------ config
 def test_config_lists_vocabulary_and_parses_back():
     xml = build_label_config()
     root = ET.fromstring(xml)
-    assert [c.get("value") for c in root.iter("Choice")] == list(IMAGE_FINDINGS)
-    assert [c.get("value") for c in root.iter("Label")] == list(BOX_FINDINGS)
+    stored = {choices.get("name"): [c.get("alias") or c.get("value") for c in choices.iter("Choice")]
+              for choices in root.iter("Choices")}
+    assert stored == {"findings": list(IMAGE_FINDINGS), "cannot_tell": list(IMAGE_FINDINGS)}
+    assert [c.get("alias") or c.get("value") for c in root.iter("Label")] == list(BOX_FINDINGS)
     assert root.find(".//TextArea").get("name") == "comment"
     assert root.find(".//Text").get("value") == "$report"
     assert CONFIG.image_name == "image" and CONFIG.image_value == "image"
     assert CONFIG.choices[0].from_name == "findings" and CONFIG.rectangles[0].from_name == "boxes"
+    assert [c.from_name for c in CONFIG.choices] == ["findings"]  # "Cannot tell" is not a list of findings present
+    assert CONFIG.cannot_tell[0].from_name == "cannot_tell" and CONFIG.cannot_tell[0].labels == IMAGE_FINDINGS
     assert config_digest(xml) == config_digest(xml.replace("\n", "\n   "))  # whitespace-insensitive
 
 
@@ -67,6 +75,27 @@ def test_parse_foreign_config_names():
         "</Choices><RectangleLabels name='rect' toName='xray'><Label value='foreign_body'/></RectangleLabels></View>")
     assert (parsed.image_name, parsed.image_value) == ("xray", "img")
     assert parsed.choices[0].labels == ("fracture",) and parsed.rectangles[0].from_name == "rect"
+    assert parsed.cannot_tell == ()
+
+
+def test_view_shows_readable_names_and_results_carry_vocabulary_keys():
+    """Label Studio shows ``value`` and stores ``alias`` (else ``value``): no underscores on screen."""
+    root = ET.fromstring(build_label_config())
+    items = [*root.iter("Choice"), *root.iter("Label")]
+    assert all("_" not in item.get("value") for item in items)
+    foreign = [item for item in items if (item.get("alias") or item.get("value")) == "foreign_body"]
+    assert len(foreign) == 3 and all(item.get("value") == "foreign body" for item in foreign)
+    assert CONFIG.choices[0].labels == IMAGE_FINDINGS and CONFIG.rectangles[0].labels == BOX_FINDINGS
+    geometry = ImageGeometry(1024, 512, 1024, 512)
+    box = _rect({"x": 1, "y": 1, "width": 5, "height": 5, "rotation": 0}, label="foreign_body")
+    version = parse_annotation(_annotation([_choices("foreign_body"), box]), CONFIG, geometry)
+    assert version.problems == () and version.choices["foreign_body"] == 1 and version.boxes[0].label == "foreign_body"
+
+
+def test_view_says_none_ticked_means_none_present():
+    headers = [header.get("value") for header in ET.fromstring(build_label_config()).iter("Header")]
+    assert FINDINGS_INSTRUCTION in headers and "none ticked = none present" in FINDINGS_INSTRUCTION
+    assert "Cannot tell" in headers and "Present" in headers
 
 
 # -------------------------------------------------------------------------------------------- geometry
@@ -135,6 +164,48 @@ def test_choices_ticked_one_unticked_zero_and_box_implies_present():
     assert any("implied by a drawn box" in note for note in version.notes)
 
 
+def test_comment_only_submission_reads_as_none_present():
+    """What the view says: none ticked = none present (a deliberate answer, not a missing one)."""
+    version = parse_annotation(_annotation([_comment("looks fine")]), CONFIG, None)
+    assert version.choices == dict.fromkeys(IMAGE_FINDINGS, 0) and version.comment == "looks fine"
+
+
+def test_cannot_tell_stores_uncertain_not_negative():
+    """The reviewer's case: "cannot tell, suspicious for fracture" is an uncertain fracture, the rest absent."""
+    version = parse_annotation(_annotation([
+        _choices("fracture", control="cannot_tell"), _comment("cannot tell - suspicious for fracture")]), CONFIG, None)
+    assert version.problems == ()
+    assert version.choices == {"fracture": None, "foreign_body": 0, "device": 0, "normal": 0, "dislocation": 0}
+    both = parse_annotation(_annotation([_choices("device", "foreign_body"), _choices("foreign_body", "normal",
+                                                                                      control="cannot_tell")]),
+                            CONFIG, None)
+    assert both.choices == {"fracture": 0, "foreign_body": None, "device": 1, "normal": None, "dislocation": 0}
+    assert both.notes == ("foreign_body ticked or boxed as present and under Cannot tell: stored as uncertain",)
+
+
+def test_cannot_tell_wins_over_a_drawn_box_but_the_box_is_kept():
+    geometry = ImageGeometry(1024, 512, 1024, 512)
+    version = parse_annotation(_annotation([_choices("fracture", control="cannot_tell"),
+                                            _rect({"x": 1, "y": 1, "width": 5, "height": 5, "rotation": 0})]),
+                               CONFIG, geometry)
+    assert version.choices["fracture"] is None and len(version.boxes) == 1
+    assert not any("implied by a drawn box" in note for note in version.notes)
+    assert any("under Cannot tell" in note for note in version.notes)
+
+
+def test_unknown_cannot_tell_value_is_quarantined_and_unticked_not_read_as_absent():
+    version = parse_annotation(_annotation([_choices("device"), _choices("fracture", "alien", control="cannot_tell")]),
+                               CONFIG, None)
+    assert [p.reason for p in version.problems] == ["unknown choice(s) ['alien']"]
+    assert version.choices == {"device": 1, "fracture": None}
+
+
+def test_cannot_tell_votes_carry_no_label():
+    """ls_sync stores each choice value as is: None, like a consensus tie, is no training label."""
+    outcome = consensus([_vote(1, 0, fracture=None, device=0)])
+    assert outcome["fracture"]["value"] is None and outcome["device"]["value"] == 0
+
+
 def test_unknown_choice_is_quarantined_and_unticked_not_read_as_absent():
     version = parse_annotation(_annotation([_choices("fracture", "alien")]), CONFIG, None)
     assert [p.reason for p in version.problems] == ["unknown choice(s) ['alien']"]
@@ -167,6 +238,20 @@ def test_prediction_scores_and_threshold():
     assert choices["value"]["choices"] == ["fracture", "device"]  # effusion is not in this project's Choices
     assert choices["score"] == 0.6
     assert prediction["score"] == pytest.approx((0.9 + 0.6 + 0.9 + 0.99) / 4, abs=1e-6)
+
+
+def test_uncertain_prediction_is_ticked_under_cannot_tell_not_as_present():
+    """A report's "possible fracture" (weak label uncertain, 0.5) is not a pre-ticked fracture."""
+    geometry = ImageGeometry(100, 100, 100, 100)
+    prediction = prediction_to_ls(PredictionRecord("report-rules:1", {"fracture": 0.5, "device": 1.0, "normal": 0.0},
+                                                   uncertain=("fracture",)), geometry, CONFIG)
+    by_control = {result["from_name"]: result for result in prediction["result"]}
+    assert by_control["findings"]["value"]["choices"] == ["device"]
+    assert by_control["cannot_tell"]["value"]["choices"] == ["fracture"] and by_control["cannot_tell"]["score"] == 0.5
+    assert all(CONFIG.control(result["from_name"]) for result in prediction["result"])
+    old_layout = parse_label_config(build_label_config().replace('name="cannot_tell"', 'name="unsure_list"'))
+    plain = prediction_to_ls(PredictionRecord("r", {"fracture": 0.5}, uncertain=("fracture",)), geometry, old_layout)
+    assert plain["result"] == []  # no "Cannot tell" control: left unticked, never ticked as present
 
 
 # -------------------------------------------------------------------------------------- request parsing
@@ -206,3 +291,27 @@ def test_consensus_newest_per_annotator_then_majority_tie_uncertain():
     tie = consensus([_vote(1, 0, fracture=1, normal=0), _vote(2, 0, fracture=0, normal=0)])
     assert tie["fracture"]["value"] is None and tie["fracture"]["status"] == "uncertain"
     assert tie["normal"] == {"value": 0, "status": "agreed", "votes": {"1": 0, "2": 0}}
+
+
+def test_cannot_tell_votes_decide_nothing():
+    from radloop.labeling.ls_consensus import _decide
+
+    assert _decide({}) == (None, "withdrawn")
+    assert _decide({"a": None}) == (None, "uncertain")  # only "cannot tell": uncertain, not agreed
+    assert _decide({"a": None, "b": None}) == (None, "uncertain")
+    assert _decide({"a": 1, "b": None}) == (1, "majority")
+    assert _decide({"a": 1, "b": 1}) == (1, "agreed")
+    assert _decide({"a": 1, "b": 0, "c": None}) == (None, "uncertain")
+    assert _decide({"a": 0, "b": 0, "c": 1}) == (0, "majority")
+
+
+def test_label_studio_validation_errors_are_shown():
+    from types import SimpleNamespace
+
+    from radloop.labeling.ls_client import LabelStudioClient
+
+    client = LabelStudioClient("http://127.0.0.1:9", "token")
+    error = SimpleNamespace(status_code=400, body={"detail": "Validation error",
+                                                   "validation_errors": {"label_config": ["unknown tag Choicez"]}})
+    message = str(client._api_error("update the project", error, 1, None))
+    assert "Validation error" in message and "unknown tag Choicez" in message

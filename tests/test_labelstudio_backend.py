@@ -88,7 +88,7 @@ def test_health_setup_versions(catalog, cases):
     app, _ = _app(catalog)
     client = TestClient(app)
     assert client.get("/health").json() == {"status": "UP", "model_class": "BrightSpotModel",
-                                            "model_version": "test-model-1"}
+                                            "model_version": "test-model-1", "last_training": None}
     response = client.post("/setup", json={"project": "3.1700000000", "schema": CUSTOM_CONFIG,
                                            "hostname": "http://127.0.0.1:1", "access_token": "abc"})
     assert response.status_code == 200 and response.json() == {"model_version": "test-model-1"}
@@ -337,7 +337,10 @@ def test_webhooks_schedule_debounced_background_training_and_swap_model(catalog,
     client.post("/train", json={"project": "1.1"})
     assert app.state.scheduler.wait_idle(10)
     assert client.get("/training").json()["runs"][-1]["ok"] is False
-    assert client.get("/health").json()["model_version"] == "test-model-2"
+    health = client.get("/health").json()
+    assert health["status"] == "UP" and health["model_version"] == "test-model-2"
+    assert health["last_training"]["status"] == "failed"
+    assert health["last_training"]["error"] == "ZeroDivisionError: division by zero"
 
 
 def test_model_holder_swap_is_atomic_under_concurrent_reads(catalog):

@@ -2,7 +2,8 @@
 
 The tests run in file order and share one workspace: init -> push -> annotate (through the API, as an
 annotator would) -> pull -> re-push -> the ML backend called by Label Studio itself -> faults (task deleted,
-response lost, server down mid-push, wrong token, project deleted).
+response lost, conflicting answers across rounds and a deleted annotation, server down mid-push, wrong token,
+project deleted).
 """
 
 from __future__ import annotations
@@ -318,6 +319,34 @@ def test_lost_response_then_rerun_has_no_duplicates(env):
     summary = push_round(catalog, client, round_id, chunk_size=2, with_model=False)
     assert summary["already_in_label_studio"] == 2 and summary["imported"] == 2
     assert len(_round_tasks(env, round_id)) == 4
+
+
+def test_conflict_across_rounds_is_flagged_and_a_deleted_annotation_withdrawn(env):
+    """Round 2 selected the same cases: a second task answering differently makes the label uncertain (not the
+    last pull's); deleting that annotation in Label Studio withdraws it on a full pull."""
+    from radloop.core.targets import image_targets
+
+    catalog, client = env["catalog"], env["client"]
+    first = env["image_ids"][0]  # round 1 answered: fracture present
+    with catalog.session() as session:
+        round_two = session.scalars(select(Selection.round_id).where(Selection.round_id != env["round_id"])
+                                    .order_by(Selection.round_id)).first()
+    [task] = [t for t in _round_tasks(env, round_two) if t["data"]["case_id"] == first]
+    answer = client.create_annotation(task["id"], [_choices("normal")])
+
+    def fracture():
+        return image_targets(catalog, image_ids=[first])[0].labels.get("fracture")
+
+    assert fracture() == 1
+    summary = pull_round(catalog, client, round_two)
+    assert summary["disagreements"] >= 1 and summary["answered"] == 1 and fracture() is None
+    client.sdk.annotations.delete(id=answer)
+    full = pull_round(catalog, client, round_two, full=True)
+    assert full["withdrawn"] == 1 and full["answered"] == 0 and full["pending"] == 4
+    assert fracture() == 1
+    with catalog.session() as session:
+        rows = session.scalars(select(Annotation).where(Annotation.external_id.like(f"%:{answer}"))).all()
+        assert rows and {row.kind for row in rows} == {"withdrawn"}
 
 
 def test_server_down_mid_push_then_rerun_completes(env):

@@ -18,13 +18,25 @@ import numpy as np
 
 from radloop.core.catalog import Catalog
 from radloop.core.config import save_resolved_config
-from radloop.core.registry import ModelRecord, current_model, register_model
+from radloop.core.registry import ModelRecord, RegistryError, current_model, get_model, register_model
 from radloop.ssl.finetune_data import DataError, LabeledSet, build_labeled_set, check_no_leak, subsample
 from radloop.ssl.finetune_config import EncoderConfigRef, TrainConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JobResult", "embeddings_for", "resolve_encoder", "run_training", "train_head"]
+__all__ = ["JobResult", "VersionExistsError", "embeddings_for", "resolve_encoder", "run_training", "train_head"]
+
+
+class VersionExistsError(RegistryError):
+    """The job's version is registered already: same config, encoder and labelled images, nothing new to learn.
+
+    Raised before anything is trained or written, so the registered model's artefacts stay untouched.
+    """
+
+    def __init__(self, version: str) -> None:
+        super().__init__(f"model version {version!r} is already registered (same config, encoder and labelled "
+                         "images): nothing new to train")
+        self.version = version
 
 
 @dataclass
@@ -175,6 +187,8 @@ def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True
 
     Raises:
         DataError: no labelled training images, one class only, or a train/eval study overlap.
+        VersionExistsError: ``register`` and this very job (config, encoder, labelled images) was registered
+            before; checked before training.
     """
     import lightning as L
 
@@ -203,6 +217,9 @@ def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True
         log.warning("no held-out evaluation: %s", error)
     calibration, calibration_messages = _calibration_set(catalog, config, findings, train, held_out)
     bundle, encoder_version = resolve_encoder(catalog, config.encoder)
+    version = _version(config, encoder_version, train)
+    if register and _is_registered(catalog, version):
+        raise VersionExistsError(version)
     # one seed for head initialisation, augmentation, shuffling and sampling: the same job trains the same model
     L.seed_everything(data.seed, workers=True, verbose=False)
     predictor, train_summary, messages = train_head(catalog, config, train, bundle, encoder_version,
@@ -216,7 +233,6 @@ def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True
         eval_summary = {"split": data.eval_split, **held_out.summary()}
     else:
         messages.append(f"no images in eval split {data.eval_split!r}: metrics not measured")
-    version = _version(config, encoder_version, train)
     predictor.model_version = version
     result = JobResult(version=version, metrics=metrics, train_summary=train_summary, eval_summary=eval_summary,
                        messages=messages, predictor=predictor)
@@ -266,6 +282,14 @@ def _calibration_set(catalog: Catalog, config: TrainConfig, findings: list[str],
             raise
         return None, [f"{what}: {error}"]
     return calibration, []
+
+
+def _is_registered(catalog: Catalog, version: str) -> bool:
+    try:
+        get_model(catalog, version)
+    except RegistryError:
+        return False
+    return True
 
 
 def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:

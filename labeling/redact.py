@@ -1,0 +1,315 @@
+"""Rule-based scrubbing of identifiers from report text before it leaves radloop (Label Studio tasks).
+
+:func:`redact_report` replaces dates, times, labelled record numbers, long digit runs, phone numbers,
+e-mail addresses, URLs, DICOM-style names (``DOE^JOHN``) and names that follow a title or a cue word
+("Dr. Smith", "Patient John Doe", "signed by ...", "Attending: ...") with typed placeholders
+(:data:`PLACEHOLDERS`).  It is conservative on purpose: clinical text (measurements, vertebral levels,
+ribs, laterality, findings, section headers, the "XXXX" masks of de-identified sources) is left alone, so
+names written without a title or cue word are missed.  It is not a certified de-identification.
+
+The rules are data (:data:`REDACTION_RULES`, applied in order, each over the previous one's output).
+Time is linear in the text's length, hostile input included: every repeat is bounded, a match can begin
+only at the start of a token (a look-behind right after its first character), and each pattern starts
+with a literal or character class so that the regex engine skips other positions fast.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Iterable, Mapping
+
+__all__ = ["PLACEHOLDERS", "REDACTION_RULES", "RedactionResult", "RedactionRule", "compile_rules",
+           "redact_report"]
+
+#: What each kind of identifier becomes.
+PLACEHOLDERS: Mapping[str, str] = {
+    "date": "[DATE]", "time": "[TIME]", "id": "[ID]", "phone": "[PHONE]", "email": "[EMAIL]", "url": "[URL]",
+    "name": "[NAME]",
+}
+
+_MONTHS_FULL = ("January", "February", "March", "April", "June", "July", "August", "September", "October",
+                "November", "December")  # "May" only next to a year: it is also a verb
+_MONTHS_SHORT = ("Jan", "Feb", "Mar", "Apr", "Jun", "Jul", "Aug", "Sept", "Sep", "Oct", "Nov", "Dec")
+_CASES = {"any": ("lower", "capitalize", "title", "upper"), "title": ("title", "upper"), "exact": ()}
+
+
+def _words(phrases: Iterable[str], case: str = "any") -> str:
+    """A regex matching each phrase (in the given case forms) only at the start of a word.
+
+    The phrases are merged into a trie, so a candidate position costs the length of the longest phrase,
+    not the number of phrases; each alternative starts with a literal (the engine skips to candidate
+    characters) followed by a look-behind on the character before it.  Words are separated by 1-3 blanks.
+    """
+    trie: dict = {}
+    for phrase in phrases:
+        for form in {getattr(phrase, method)() for method in _CASES[case]} or {phrase}:
+            node = trie
+            for unit in re.findall(r" +|[^ ]", form):
+                node = node.setdefault(" " if unit.startswith(" ") else unit, {})
+            node[""] = {}  # a phrase ends here
+
+    def render(node: dict) -> str:
+        ends = "" in node
+        branches = [(r"[ \t]{1,3}" if unit == " " else re.escape(unit)) + render(child)
+                    for unit, child in sorted(node.items()) if unit]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 and not ends else "(?:" + "|".join(branches) + ")"
+        return body + "?" if ends else body
+
+    return "(?:" + "|".join(re.escape(first) + r"(?<![\w.].)" + render(child)
+                            for first, child in sorted(trie.items())) + ")"
+
+
+#: Words that are never part of a name (a name stops before them): masks, titles, credentials, modalities,
+#: header words, common words after a cue.  Matched in Capitalised, Title and UPPER case.
+NOT_NAMES = frozenset("""
+xxxx xx x the a an and or of on at in to for with by from as is was were be been has had have no not none
+who which that this these those he she his her they their it its there here also then than please
+dr mr mrs ms mx miss prof doctor md m.d. do d.o. phd ph.d. mbbs mbchb frcr facr frcpc rn np pa pa-c dds dmd
+rt rrt jr sr ii iii ct cta mri us pet xr cr dx nm cxr kub ap pet-ct spect ecg ekg icu or
+patient pt name age sex gender dob id mrn history information position positioning identifier status
+report reports findings finding impression comparison indication indications technique exam examination
+study date time left right bilateral chest radiograph radiology department hospital clinic service
+physician provider radiologist resident attending referring ordering
+""".split())
+
+_NOT_NAME = rf"(?!{_words(NOT_NAMES)}(?![\w'’]))"
+_NAME = (rf"{_NOT_NAME}(?:(?:[A-Z]['’])?[A-Z][a-z]{{1,30}}(?:[A-Z][a-z]{{1,30}})?(?:-[A-Z][a-z]{{1,30}})?(?![\w'’])"
+         r"|[A-Z]\.(?!\w))")
+_UPPER_NAME = rf"{_NOT_NAME}(?:(?:[A-Z]['’])?[A-Z]{{2,30}}(?:-[A-Z]{{2,30}})?(?![\w'’])|{_NAME})"
+
+#: Regex pieces the rules share, written ``{piece}`` in a pattern.  Month names match in Title or UPPER
+#: case only ("march", "may" are verbs).  ``name``: a capitalised word (O'Brien, McDonald, Smith-Jones) or
+#: an initial, never a :data:`NOT_NAMES` word; ``names``: 1-3 of them; ``upper_names``: 1-4, UPPER-CASE
+#: words too, commas between allowed (after strong cues only).
+FRAGMENTS: Mapping[str, str] = {
+    "month_full": _words(_MONTHS_FULL, "title"),
+    "month_any": _words((*_MONTHS_FULL, "May", *_MONTHS_SHORT), "title"),
+    "ordinal": r"(?:st|nd|rd|th)?",
+    "year": r"(?:19|20)\d{2}(?!\d)",
+    "name": f"(?:{_NAME})",
+    "names": rf"(?:{_NAME})(?:[ \t]{{1,3}}(?:{_NAME})){{0,2}}",
+    "upper_names": rf"(?:{_UPPER_NAME})(?:,?[ \t]{{1,3}}(?:{_UPPER_NAME})){{0,3}}",
+    "title_word": r"(?:Dr|DR|Doctor)\.?[ \t]{1,3}",
+}
+
+_ROLES = ("physician", "doctor", "provider", "clinician")
+
+#: The rules, applied in this order, each over the previous one's output.  Keys:
+#:   ``name``; ``kind`` (a :data:`PLACEHOLDERS` key); ``pattern`` (a regex; ``{piece}`` from
+#:   :data:`FRAGMENTS`, ``{cues}`` the rule's ``cues``); when it has a ``phi`` group (at the top level,
+#:   only look-aheads after it) only that group is replaced;
+#:   ``cues`` (phrases, matched at a word start in lower/Capitalised/Title/UPPER case, or as written with
+#:   ``cue_case: exact``); ``requires`` (a string every match contains: the rule is skipped without it);
+#:   ``provenance``; ``examples`` (text the rule must change).
+#: For speed on any input, a pattern starts with a literal or a character class (the regex engine then skips
+#: other positions in C), then a look-behind on the character before it (matches start at token starts
+#: only); every repeat is bounded and ``(?>...)`` keeps optional separators from backtracking.
+REDACTION_RULES: tuple[dict, ...] = (
+    {"name": "url", "kind": "url",
+     "pattern": r"(?:https?://|HTTPS?://|ftp://|FTP://|www\.|WWW\.)[^\s<>\"'\[\]]{0,2047}[^\s<>\"'\[\].,;:!?)]",
+     "provenance": "HIPAA Safe Harbor (R) web URLs", "examples": ["see https://pacs.example.org/study?id=1"]},
+    {"name": "email", "kind": "email", "requires": "@",
+     "pattern": r"[\w.%+-](?<![\w.%+-].)[\w.%+-]{0,63}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}",
+     "provenance": "HIPAA Safe Harbor (F) e-mail addresses", "examples": ["mail jdoe@hospital.org"]},
+    {"name": "dicom_person_name", "kind": "name", "requires": "^",
+     "pattern": r"[A-Za-z](?<![\w^].)[A-Za-z'-]{0,63}\^[A-Za-z][A-Za-z'-]{0,63}(?:\^[A-Za-z'.-]{0,63}){0,3}",
+     "provenance": "DICOM PS3.5 6.2 PN value representation (family^given^middle^prefix^suffix)",
+     "examples": ["DOE^JOHN", "DOE^JOHN^Q^^"]},
+    {"name": "date_numeric", "kind": "date",
+     "pattern": r"\d(?<![\w./-].)(?=\d{0,3}[-/.])(?:(?<=[12])\d(?<=19|20)\d{2}[-/.][01]?\d[-/.][0-3]?\d"
+                r"(?:[T ][0-2]?\d:[0-5]\d(?::[0-5]\d)?)?(?![\w/-])"
+                r"|\d?/{1,2}\d{1,3}/[ ]?(?:\d{4}|\d{2}|XXXX)(?![\w/])"
+                r"|\d?[.-][01]?\d[.-](?:19|20)\d{2}(?![\w.-]?\d)|\d[.-][01]\d[.-]\d{2}(?![\w.-]?\d))",
+     "provenance": "ISO 8601 (RIS/HL7 exports); m/d/y and d/m/y with slashes, also Open-i's month/day "
+                   "before a masked year (02/010/XXXX, 11//15/XXXX, 11/7/ XXXX); d.m.y and d-m-y (day and "
+                   "month of two digits when the year has two)",
+     "examples": ["2024-03-05", "2024/03/05T10:30", "01/02/1960", "3/5/24", "25/12/2024", "11/7/ XXXX",
+                  "05.03.2024", "5-3-2024", "05-03-24"]},
+    {"name": "date_day_month", "kind": "date",
+     "pattern": r"\d(?<![\w.].)(?=\d?(?:st|nd|rd|th)?[ \t-]{1,3}(?:of[ \t]{1,3})?[ADFJMNOS])"
+                r"\d?{ordinal}[ \t-]{1,3}(?:of[ \t]{1,3})?(?:{month_any}\.?,?[ \t-]{1,3}{year}|{month_full}(?!\w))",
+     "provenance": "written dates, day first (without a year: full month names but May)",
+     "examples": ["5 March 2024", "5th of March, 2024", "05-Mar-2024", "on 5 March", "12th of June"]},
+    {"name": "time", "kind": "time",
+     "pattern": r"\d(?<![\w:.].)(?=\d{0,3}[ \t]?[:AaPpHh])"
+                r"(?::[0-5]\d(?::[0-5]\d)?[ \t]?[AaPp]\.?[Mm]\b\.?|\d:[0-5]\d(?::[0-5]\d)?[ \t]?[AaPp]\.?[Mm]\b\.?"
+                r"|(?<=[01])\d:[0-5]\d(?::[0-5]\d)?(?![\w:])|(?<=2)[0-3]:[0-5]\d(?::[0-5]\d)?(?![\w:])"
+                r"|:(?<=\bat \d:)[0-5]\d(?![\w:])|\d:(?<=\bat \d\d:)[0-5]\d(?![\w:])"
+                r"|[ \t]?(?:[AaPp]\.[Mm]\.|[AaPp][Mm]\b)|\d{1,3}[ \t]?(?:[AaPp]\.[Mm]\.|[AaPp][Mm]\b)"
+                r"|(?<=[01])\d[0-5]\d[ \t]?(?:hours|hrs|h)\b|(?<=2)[0-3][0-5]\d[ \t]?(?:hours|hrs|h)\b)",
+     "provenance": "clock times: a one-digit hour only with am/pm or after 'at' (1:10 is a ratio); "
+                   "times without a colon before am/pm (Open-i: 'at 142 pm'); military times",
+     "examples": ["10:45", "2:30 p.m.", "at 9:05", "at 142 pm", "5 AM", "at 1430 hours", "0800h"]},
+    {"name": "phone", "kind": "phone",
+     "pattern": r"[\d(+](?<![\w+.-].)(?:(?<=\()\d{3}\)[ ]?\d{3}[-.]\d{4}|(?<=\d)\d{2}[-. ]\d{3}[-.]\d{4}"
+                r"|(?<=1)[-. ]?(?:\(\d{3}\)[ ]?|\d{3}[-. ])\d{3}[-.]\d{4}"
+                r"|(?<=\+)\d{1,3}[ .-]?\(?\d{1,4}\)?[ .-]?\d{2,4}[ .-]?\d{2,4}(?:[ .-]?\d{2,4})?)(?![\w-])",
+     "provenance": "North American and international phone numbers",
+     "examples": ["(317) 555-0123", "317-555-0123", "+44 20 7946 0958"]},
+    {"name": "digit_run", "kind": "id",
+     "pattern": r"\d(?<![\d.,].)\d{5,}(?![.,]?\d)"
+                r"(?![ \t]?(?:mm|cm|m|km|ml|mL|cc|l|L|mg|g|kg|lbs?|%|°|degrees?|deg|HU|mSv|mGy|Gy|kV|kVp|mAs|cells"
+                r"|units)\b)",
+     "provenance": "unlabelled numbers of six or more digits (record numbers); measurements keep theirs",
+     "examples": ["ref 12345678", "1234567"]},
+    {"name": "date_month_day", "kind": "date",
+     "pattern": r"{month_any}(?:\.?[ \t]{1,3}[0-3]?\d{ordinal},?[ \t]{1,3}{year}|\.?,?[ \t]{1,3}{year}"
+                r"|(?:(?<=[A-Za-z]{4})|\.)[ \t]{1,3}[0-3]?\d{ordinal}(?![\w.,]?\d))",
+     "provenance": "written dates, month first (without a year: full month names but May, or an "
+                   "abbreviation with its dot); a month and year alone too (the month is an identifier)",
+     "examples": ["March 5, 2024", "Mar. 5 2024", "March 2024", "on March 5", "Sept. 12th"]},
+    {"name": "labelled_id", "kind": "id",
+     "cues": ["MRN", "MR#", "MR no", "MR number", "medical record", "medical record no", "medical record number",
+              "accession", "acc", "patient id", "pt id", "pt. id", "unit no", "unit number", "encounter",
+              "visit no", "visit number", "visit id", "CSN", "FIN", "account", "acct", "SSN", "social security",
+              "social security number", "NHS", "NHS no", "NHS number", "ID"],
+     "pattern": r"{cues}(?>\.?[ \t]{0,3}(?i:no\.?|number|num\.?|#)?[ \t]{0,3}[:#=]?[ \t]{0,3})"
+                r"(?P<phi>(?:[A-Za-z]{1,4}-?)?\d{3,}[\dA-Za-z-]{0,24})(?!\w)",
+     "provenance": "record, accession and patient numbers after their label (Safe Harbor (H)-(J))",
+     "examples": ["MRN 12345", "MRN: 12345", "Accession #998877", "ID 1234567", "acc no. A-12345"]},
+    {"name": "phone_labelled", "kind": "phone",
+     "cues": ["phone", "tel", "telephone", "pager", "beeper", "fax", "ext", "extension", "callback", "call back"],
+     "pattern": r"{cues}(?>\.?[ \t]{0,3}(?i:no\.?|number|#)?[ \t]{0,3}[:#]?[ \t]{0,3})"
+                r"(?P<phi>\+?\(?\d[\d().-]{2,9}\d(?:[ ]\(?\d[\d().-]{0,9}\d){0,3})(?!\w)",
+     "provenance": "phone, pager and extension numbers after their label", "examples": ["pager 4521", "ext. 1234"]},
+    {"name": "signature", "kind": "name",
+     "cues": ["patient name", "patient's name", "pt name", "pt. name", "name of patient",
+              *(f"{how} by" for how in ("signed", "electronically signed", "dictated", "transcribed",
+                                        "dictated and signed", "electronically signed and dictated"))],
+     "pattern": r"{cues}[ \t]{0,3}[:=-]?[ \t]{0,3}(?:{title_word})?(?P<phi>{upper_names})",
+     "provenance": "demographic header and signature lines",
+     "examples": ["Patient name: John Doe", "PATIENT NAME: DOE, JOHN", "dictated by Alan Smith",
+                  "ELECTRONICALLY SIGNED BY: JOHN SMITH, MD"]},
+    {"name": "role_label", "kind": "name",
+     "cues": [*(f"{who} {role}" for who in ("referring", "ordering", "attending", "requesting", "consulting",
+                                            "primary care") for role in (*_ROLES, "radiologist", "md")),
+              "attending", "radiologist", "resident", "fellow", "technologist", "physician", "provider",
+              "clinician", "consultant", "cc"],
+     "pattern": r"{cues}[ \t]{0,3}:[ \t]{0,3}(?:{title_word})?(?P<phi>{upper_names})",
+     "provenance": "signature blocks ('Referring physician: X', 'Attending: X')",
+     "examples": ["Referring physician: Jane Roe", "Attending: SMITH, JOHN", "attending: Alan Smith"]},
+    {"name": "cue_phrase", "kind": "name",
+     "cues": [*(f"{who} {role}" for who in ("referring", "ordering", "attending", "requesting") for role in _ROLES),
+              *(f"{how} by" for how in ("seen", "reviewed", "read", "interpreted", "approved", "verified",
+                                        "reported", "examined", "referred", "ordered")),
+              "discussed with", "doctor"],
+     "pattern": r"{cues}[ \t]{1,3}(?P<phi>{names})",
+     "provenance": "narrative cues, capitalised words only ('seen by CT', 'discussed with the' stay)",
+     "examples": ["referring physician Jane Roe", "seen by John Smith", "discussed with Jane Roe", "doctor Smith"]},
+    {"name": "title", "kind": "name", "cue_case": "exact",
+     "cues": ["Dr", "Mr", "Mrs", "Ms", "Mx", "Prof", "Miss", "DR.", "MRS."],
+     "pattern": r"{cues}\.?[ \t]{1,3}(?P<phi>(?:{upper_names}))",
+     "provenance": "names after a title (UPPER-CASE titles only as DR. and MRS.: DR, MR, MS are abbreviations)",
+     "examples": ["Dr. Smith", "Dr Alan Smith", "Mrs. O'Brien", "DR. JONES"]},
+    {"name": "patient_name", "kind": "name", "cues": ["patient"],
+     "pattern": r"{cues}[ \t]{1,3}(?P<phi>{name}(?:[ \t]{1,3}{name}){1,2})",
+     "provenance": "'Patient John Doe' (two capitalised words at least: 'Patient History' stays)",
+     "examples": ["Patient John Doe"]},
+)
+
+_RULE_KEYS = {"name", "kind", "pattern", "cues", "cue_case", "requires", "provenance", "examples"}
+_FRAGMENT = re.compile(r"\{([a-z_]+)\}")
+
+
+@dataclass(frozen=True)
+class RedactionRule:
+    """One compiled rule (see :data:`REDACTION_RULES` for the keys).
+
+    ``regex`` has a ``keep`` group (what comes before the identifier, kept) when the rule has a ``phi``
+    group; ``replacement`` is the ``re.sub`` template.
+    """
+
+    name: str
+    kind: str
+    regex: re.Pattern
+    replacement: str
+    requires: str = ""
+    provenance: str = ""
+    examples: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, rule: Mapping) -> "RedactionRule":
+        """Compile one rule dictionary.
+
+        Raises:
+            ValueError: unknown or missing keys, an unknown kind, case or fragment, a pattern that does not
+                compile, a ``phi`` group that is not at the top level.
+        """
+        name = rule.get("name")
+        unknown = set(rule) - _RULE_KEYS
+        if unknown or not {"name", "kind", "pattern"} <= set(rule):
+            raise ValueError(f"redaction rule {name!r}: needs name, kind, pattern; unknown keys {sorted(unknown)}")
+        if rule["kind"] not in PLACEHOLDERS:
+            raise ValueError(f"redaction rule {name!r}: kind {rule['kind']!r} not in {sorted(PLACEHOLDERS)}")
+        if rule.get("cue_case", "any") not in _CASES:
+            raise ValueError(f"redaction rule {name!r}: cue_case must be one of {sorted(_CASES)}")
+        pieces = dict(FRAGMENTS)
+        if rule.get("cues"):
+            pieces["cues"] = _words(rule["cues"], rule.get("cue_case", "any"))
+
+        def piece(match: re.Match) -> str:
+            if match.group(1) not in pieces:
+                raise ValueError(f"redaction rule {name!r}: unknown fragment {{{match.group(1)}}}")
+            return pieces[match.group(1)]
+
+        source = _FRAGMENT.sub(piece, rule["pattern"])
+        placeholder = PLACEHOLDERS[rule["kind"]]
+        replacement = placeholder.replace("\\", "\\\\")
+        try:
+            if "(?P<phi>" in source:  # keep what comes before the identifier
+                before, after = source.split("(?P<phi>", 1)
+                re.compile(before), re.compile("(?P<phi>" + after)  # both whole: phi is at the top level
+                source = f"(?P<keep>{before})(?P<phi>{after}"
+                replacement = r"\g<keep>" + replacement
+            regex = re.compile(source)
+        except re.error as error:
+            raise ValueError(f"redaction rule {name!r}: {error} (a phi group must be at the top level)") from None
+        return cls(name=name, kind=rule["kind"], regex=regex, replacement=replacement,
+                   requires=rule.get("requires", ""), provenance=rule.get("provenance", ""),
+                   examples=tuple(rule.get("examples", ())))
+
+
+def compile_rules(rules: Iterable[Mapping]) -> tuple[RedactionRule, ...]:
+    """Compile rule dictionaries (in order); raises ``ValueError`` naming a bad rule."""
+    return tuple(RedactionRule.from_dict(rule) for rule in rules)
+
+
+@lru_cache(maxsize=1)
+def _default_rules() -> tuple[RedactionRule, ...]:
+    return compile_rules(REDACTION_RULES)
+
+
+@dataclass(frozen=True)
+class RedactionResult:
+    """The scrubbed text and how many identifiers of each kind (:data:`PLACEHOLDERS` keys) were replaced."""
+
+    text: str
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.counts)
+
+
+def redact_report(text: str, rules: Iterable[RedactionRule] | None = None) -> RedactionResult:
+    """Replace the identifiers the rules find with typed placeholders (``[DATE]``, ``[NAME]`` ...).
+
+    Args:
+        text: report text as stored.
+        rules: compiled rules (default: :data:`REDACTION_RULES`).
+
+    Returns:
+        The redacted text and the count of replacements per kind (empty when nothing changed).
+    """
+    counts: dict[str, int] = {}
+    for rule in rules if rules is not None else _default_rules():
+        if rule.requires and rule.requires not in text:
+            continue
+        text, replaced = rule.regex.subn(rule.replacement, text)
+        if replaced:
+            counts[rule.kind] = counts.get(rule.kind, 0) + replaced
+    return RedactionResult(text=text, counts=counts)

@@ -1,0 +1,342 @@
+"""Report text leaving radloop for Label Studio: the rule-based scrubber and the ``report_text`` setting."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from importlib import resources
+
+import pytest
+
+from radloop.labeling.redact import PLACEHOLDERS, REDACTION_RULES, compile_rules, redact_report
+
+#: The privacy review's report, as stored (a CSV report ingested with a FINDINGS header).
+PHI_REPORT = ("FINDINGS: Patient John Doe, MRN 12345, DOB 01/02/1960, seen by Dr. Smith on 2024-03-05. "
+              "Fracture of the left radius.")
+PHI_REDACTED = ("FINDINGS: Patient [NAME], MRN [ID], DOB [DATE], seen by Dr. [NAME] on [DATE]. "
+                "Fracture of the left radius.")
+PHI_PARTS = ("John", "Doe", "12345", "01/02/1960", "Smith", "2024-03-05")
+
+#: (text, identifiers that must be gone, what it must become)
+PHI_CASES = [
+    ("Dr. Smith reviewed the film.", ["Smith"], "Dr. [NAME] reviewed the film."),
+    ("Discussed with Dr Alan Smith at 10:45.", ["Alan", "Smith", "10:45"], "Discussed with Dr [NAME] at [TIME]."),
+    ("Mr. Jones, Mrs. O'Brien, Ms. Green and Miss White.", ["Jones", "O'Brien", "Green", "White"],
+     "Mr. [NAME], Mrs. [NAME], Ms. [NAME] and Miss [NAME]."),
+    ("Patient John Doe presented after a fall.", ["John", "Doe"], "Patient [NAME] presented after a fall."),
+    ("Seen by Jane Roe in clinic.", ["Jane", "Roe"], "Seen by [NAME] in clinic."),
+    ("Dictated by Alan Smith.", ["Alan", "Smith"], "Dictated by [NAME]."),
+    ("Signed by J. Smith, MD", ["J.", "Smith"], "Signed by [NAME], MD"),
+    ("ELECTRONICALLY SIGNED BY: JOHN SMITH, MD 03/05/2024 2:30 PM", ["JOHN", "SMITH", "03/05/2024", "2:30"],
+     "ELECTRONICALLY SIGNED BY: [NAME], MD [DATE] [TIME]"),
+    ("Referring physician: Jane Roe", ["Jane", "Roe"], "Referring physician: [NAME]"),
+    ("Attending: SMITH, JOHN", ["SMITH", "JOHN"], "Attending: [NAME]"),
+    ("Patient name: DOE^JOHN^Q", ["DOE", "JOHN"], "Patient name: [NAME]"),
+    ("Dr. Smith, Dr. Jones", ["Smith", "Jones"], "Dr. [NAME], Dr. [NAME]"),
+    ("MRN: 12345", ["12345"], "MRN: [ID]"),
+    ("Accession #998877", ["998877"], "Accession #[ID]"),
+    ("ID 1234567", ["1234567"], "ID [ID]"),
+    ("Study 20240305123 compared.", ["20240305123"], "Study [ID] compared."),
+    ("Call 317-555-0123 or (317) 555-0123, pager 4521.", ["555-0123", "4521"],
+     "Call [PHONE] or [PHONE], pager [PHONE]."),
+    ("Questions: jane.roe@hospital.org, https://pacs.example.org/viewer?study=1.",
+     ["jane.roe", "hospital.org", "pacs.example"], "Questions: [EMAIL], [URL]."),
+    ("Compared with 5 March 2024 and March 5, 2024.", ["March", "2024"], "Compared with [DATE] and [DATE]."),
+    ("Prior 05.03.2024, 2024/03/05, 5-Mar-2024.", ["05.03", "2024"], "Prior [DATE], [DATE], [DATE]."),
+    ("Exam at 1430 hours on Sept. 12th.", ["1430", "Sept"], "Exam at [TIME] on [DATE]."),
+]
+
+#: Clinical text that must come out unchanged (measurements, levels, ribs, ratios, laterality, cue words
+#: followed by non-names, masks of de-identified sources).
+CLINICAL_SENTENCES = [
+    "Nondisplaced fracture of the left 4th rib.",
+    "Compression deformity of T12 with 30% loss of height.",
+    "Degenerative disc disease at L1-L2 and L4-L5.",
+    "Transverse process fracture of L1 on the right.",
+    "Anterior wedging of C5 and C6 vertebral bodies; C1-C2 alignment normal.",
+    "5 x 3 cm mass in the right upper lobe.",
+    "1.2 cm nodule in the left lower lobe, previously 1.0 cm.",
+    "Lucency measuring 2.5 x 1.5 x 1.0 cm.",
+    "Fracture displacement <2 mm, angulation >10 degrees.",
+    "Dorsal angulation of 10 degrees of the distal radius fracture.",
+    "CT ratio 12/33.",
+    "Moderately enlarged with a cardiothoracic ratio of 16.2/24.7.",
+    "Left-sided chest pain for 1-1/2 weeks.",
+    "XXXX-year-old male with chest pain.",
+    "Dr. XXXX XXXX was notified of the critical results at XXXX a.m.",
+    "Dr. XXXX- XXXX was called and informed of these findings.",
+    "Chest x-XXXX dated XXXX, XXXX.",
+    "ICD-9 786.2, V70.0.",
+    "Old healed fractures of the right 5th, 6th and 7th ribs.",
+    "ET tube tip 4.5 cm above the carina.",
+    "Dual-chamber pacemaker with leads in the right atrium and right ventricle.",
+    "May represent atelectasis or early pneumonia.",
+    "This may be a March fracture of the 2nd metatarsal.",
+    "Salter-Harris type II fracture of the distal radius.",
+    "Scoliosis with a Cobb angle of 25 degrees.",
+    "Grade 1 anterolisthesis of L4 on L5 measuring 4 mm.",
+    "Post-operative changes from ACDF at C5-C6.",
+    "Mild levoscoliosis centered at T10-T11.",
+    "Follow-up radiographs in 6-8 weeks.",
+    "Compared with the study from 2019.",
+    "Series 3, image 45; images 1-4 of 12.",
+    "Heart size 14 cm; ratio 1:2, dilution 1:10.",
+    "Nodule at 10 o'clock.",
+    "Seen by CT, the nodule measures 8 mm.",
+    "The fracture is best seen on the lateral view.",
+    "Reviewed by CT angiography.",
+    "Discussed with the ordering physician.",
+    "Read by the resident and confirmed.",
+    "Attending radiologist agrees with the findings.",
+    "FINDINGS: The patient is rotated to the right.",
+    "Patient is status post CABG with sternotomy wires.",
+    "Patient History: fall from standing.",
+    "History of MS. LUNGS ARE CLEAR.",
+    "MR arthrogram recommended. DR chest 2 views.",
+    "ID consult recommended.",
+    "IMPRESSION: 1. No acute cardiopulmonary disease. 2. Stable granuloma.",
+    "COMPARISON: None. INDICATION: Shortness of breath.",
+    "Right PICC line terminates in the SVC; Swan-Ganz catheter tip in the right pulmonary artery.",
+    "Orthopedic hardware: 6-hole plate and 6 screws; 7 Fr catheter.",
+    "Left 5th metacarpal neck fracture (boxer's fracture).",
+]
+
+
+def test_the_review_report_is_redacted():
+    result = redact_report(PHI_REPORT)
+    assert result.text == PHI_REDACTED
+    assert dict(result.counts) == {"date": 2, "id": 1, "name": 2} and result.changed
+    assert not any(part in result.text for part in PHI_PARTS)
+
+
+@pytest.mark.parametrize(("text", "gone", "expected"), PHI_CASES, ids=[case[0][:40] for case in PHI_CASES])
+def test_identifiers_are_replaced(text, gone, expected):
+    redacted = redact_report(text).text
+    assert redacted == expected
+    assert not [part for part in gone if part in redacted]
+
+
+def test_every_rule_changes_its_examples():
+    for rule in compile_rules(REDACTION_RULES):
+        assert rule.examples, f"rule {rule.name} has no example"
+        for example in rule.examples:
+            result = redact_report(example, [rule])
+            assert PLACEHOLDERS[rule.kind] in result.text and result.counts == {rule.kind: 1}, (rule.name, example)
+
+
+@pytest.mark.parametrize("sentence", CLINICAL_SENTENCES)
+def test_clinical_text_is_untouched(sentence):
+    result = redact_report(sentence)
+    assert result.text == sentence and not result.changed
+
+
+def test_the_labelling_rule_case_sentences_are_untouched():
+    cases = resources.files("radloop.labeling.rules").joinpath("cases")
+    sentences = []
+    for item in cases.iterdir():
+        if item.name.endswith(".tsv"):
+            with item.open(newline="", encoding="utf-8") as handle:
+                sentences += [row["sentence"] for row in csv.DictReader(handle, delimiter="\t")]
+    assert len(sentences) > 100
+    assert [sentence for sentence in sentences if redact_report(sentence).changed] == []
+
+
+def test_iu_reports_barely_change():
+    """The IU/Open-i reports are de-identified ("XXXX"): only month/day left before a masked year and one
+    time change (HIPAA Safe Harbor counts every date element but the year)."""
+    from conftest import data_path
+
+    from radloop.labeling.sources import iter_reports
+
+    reports = list(iter_reports(data_path("iu_xray_reports", "NLMCXR_reports_dev.tgz")))
+    changed = {report.report_id: redact_report(report.text or "") for report in reports}
+    changed = {key: result for key, result in changed.items() if result.changed}
+    assert len(reports) > 2900 and len(changed) <= 5
+    assert all(set(result.counts) <= {"date", "time"} for result in changed.values())
+
+
+def test_bad_rules_are_rejected():
+    good = dict(REDACTION_RULES[0])
+    with pytest.raises(ValueError, match="unknown keys"):
+        compile_rules([{**good, "bogus": 1}])
+    with pytest.raises(ValueError, match="kind 'ssn' not in"):
+        compile_rules([{**good, "kind": "ssn"}])
+    with pytest.raises(ValueError, match="unknown fragment"):
+        compile_rules([{**good, "pattern": "{nothing}"}])
+    with pytest.raises(ValueError, match="top level"):
+        compile_rules([{**good, "pattern": "(a(?P<phi>b))"}])
+
+
+#: Near misses for every rule, repeated: classic shapes for catastrophic backtracking.
+_HOSTILE_UNITS = ["a" * 50, "1" * 40, "Dr. ", "Dr. Aa ", "MRN ", "ID ", "1/", "1-", "1.", "12:", "1 am", "(1", "+1 ",
+                  "a@", "a.", "^a", "Patient Aa ", "signed by ", "Attending: AA, ", "5 March ", "March ", "www.",
+                  "http://a", "XXXX ", "O'", "A. ", "2024-", "\n", " "]
+
+
+def _seconds(text: str) -> float:
+    best = float("inf")
+    for _ in range(2):  # the better of two: a shared CI machine
+        start = time.perf_counter()
+        redact_report(text)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def test_hostile_input_is_linear_and_fast():
+    redact_report("warm up: compile the rules")
+    unit = "".join(_HOSTILE_UNITS)
+    hostile = (unit * (1_000_000 // len(unit) + 1))[:1_000_000]
+    assert _seconds(hostile) < 5.0  # about 0.5 s here; backtracking would take minutes (the scaling check below)
+    for shape in ("a", "1", "Dr. ", "MRN ", "1/", "a@"):  # long runs: four times the text, about four times the time
+        small, large = ((shape * (size // len(shape) + 1))[:size] for size in (50_000, 200_000))
+        assert _seconds(large) < 8 * _seconds(small) + 0.05, shape
+
+
+# ------------------------------------------------------------------------------------------- Label Studio side
+@pytest.fixture()
+def phi_round(tmp_path, test_catalog_url):
+    """A round catalog whose first study's report is the review's report (the labeller is not run again)."""
+    from ls_catalog import build_round_catalog
+    from sqlalchemy import select
+
+    from radloop.core.schema import Image, Report
+
+    root = tmp_path / "ws"
+    catalog, round_id, image_ids = build_round_catalog(root, n_images=2, database_url=test_catalog_url(root))
+    with catalog.session() as session:
+        study_id = session.get(Image, image_ids[0]).study_id
+        session.scalars(select(Report).where(Report.study_id == study_id)).one().text = PHI_REPORT
+    yield catalog, round_id, image_ids
+    catalog.dispose()
+
+
+def _export(catalog, round_id, path, **options) -> list[dict]:
+    from radloop.labeling.ls_tasks import export_tasks_json
+
+    export_tasks_json(catalog, round_id, path, document_root=str(path.parent), with_model=False, **options)
+    return json.loads(path.read_text())
+
+
+def test_task_report_field_follows_the_setting(phi_round, tmp_path):
+    catalog, round_id, image_ids = phi_round
+    default = _export(catalog, round_id, tmp_path / "default.json")
+    assert default[0]["data"]["report"] == PHI_REDACTED
+    assert not any(part in json.dumps(default) for part in PHI_PARTS)
+    assert default[1]["data"]["report"] == "FINDINGS: No acute fracture. Orthopedic hardware in place."
+    from radloop.labeling.ls_tasks import REPORT_WITHHELD
+
+    withheld = _export(catalog, round_id, tmp_path / "none.json", report_text="none")
+    assert [task["data"]["report"] for task in withheld] == [REPORT_WITHHELD, REPORT_WITHHELD]
+    assert "Fracture" not in json.dumps([task["data"] for task in withheld])
+    stored = _export(catalog, round_id, tmp_path / "stored.json", report_text="as_stored")
+    assert stored[0]["data"]["report"] == PHI_REPORT
+    # the weak-label pre-annotations (computed on the stored text) carry choices only, the same in every mode
+    assert [task["predictions"] for task in default] == [task["predictions"] for task in withheld] \
+        == [task["predictions"] for task in stored]
+    assert default[0]["predictions"][0]["result"][0]["value"] == {"choices": ["fracture"]}
+    with pytest.raises(ValueError, match="redacted, none, as_stored"):
+        _export(catalog, round_id, tmp_path / "bad.json", report_text="scrubbed")
+
+
+def test_push_and_export_honour_the_binding(phi_round, tmp_path):
+    from radloop.labeling.ls_project import ProjectBinding, binding_path, save_binding
+    from radloop.labeling.ls_tasks import REPORT_WITHHELD, build_task_payloads
+
+    catalog, round_id, image_ids = phi_round
+    workspace = catalog.workspace
+    save_binding(workspace, ProjectBinding(url="http://ls:8080", project_id=1, title="t", config_digest="d",
+                                           report_text="none"))
+    # the payload builder round push uses, without an explicit setting
+    payloads = build_task_payloads(catalog, round_id, url_for=lambda staged: staged.name)
+    assert payloads[0].task["data"]["report"] == REPORT_WITHHELD
+    assert _export(catalog, round_id, tmp_path / "bound.json")[0]["data"]["report"] == REPORT_WITHHELD
+    assert _export(catalog, round_id, tmp_path / "over.json", report_text="as_stored")[0]["data"]["report"] \
+        == PHI_REPORT
+    # a damaged binding: its setting is unknown, so nothing is sent rather than guessed
+    binding_path(workspace).write_text('{"url": "http://x"}')
+    with pytest.raises(ValueError, match="unreadable.*ls init"):
+        build_task_payloads(catalog, round_id, url_for=lambda staged: staged.name)
+
+
+def test_cli_ls_export_report_text(phi_round, tmp_path):
+    from typer.testing import CliRunner
+
+    from radloop.app.cli import build_app
+
+    catalog, round_id, image_ids = phi_round
+    env = {"RADLOOP_DATABASE_URL": catalog.workspace.database_url}
+    base = ["ls", "export", "--workspace", str(catalog.workspace.root), "--document-root", str(tmp_path), "--json"]
+    runner = CliRunner()
+    result = runner.invoke(build_app(), [*base, "--out", str(tmp_path / "t.json")], env=env)
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "t.json").read_text()
+    assert "[NAME]" in text and not any(part in text for part in PHI_PARTS)
+    assert json.loads(result.stdout)["report_text"] == "redacted"
+    result = runner.invoke(build_app(), [*base, "--out", str(tmp_path / "n.json"), "--report-text", "none"], env=env)
+    assert result.exit_code == 0 and json.loads(result.stdout)["report_text"] == "none"
+    assert "Fracture of the left radius" not in (tmp_path / "n.json").read_text()
+    result = runner.invoke(build_app(), [*base, "--out", str(tmp_path / "x.json"), "--report-text", "raw"], env=env)
+    assert result.exit_code != 0 and "redacted, none, as_stored" in result.output
+
+
+def test_label_config_header_says_what_is_shown():
+    from radloop.labeling.ls_config import REPORT_TEXT_MODES, build_label_config, parse_label_config
+
+    assert 'Header value="Report (identifiers redacted by radloop)"' in build_label_config()
+    assert 'Header value="Report (as stored)"' in build_label_config(report_text="as_stored")
+    assert "de-identified" not in build_label_config()
+    for mode in REPORT_TEXT_MODES:  # every variant is a valid radloop config
+        assert parse_label_config(build_label_config(report_text=mode)).choices
+    with pytest.raises(ValueError, match="redacted, none, as_stored"):
+        build_label_config(report_text="raw")
+
+
+class _FakeServer:
+    """The Label Studio client calls ``init_project`` makes, in memory."""
+
+    url = "http://ls.test:8080"
+
+    def __init__(self) -> None:
+        self.projects: dict[int, dict] = {}
+
+    def whoami(self):
+        return {"id": 1}
+
+    def find_project(self, title):
+        return next((key for key, project in self.projects.items() if project["title"] == title), None)
+
+    def get_project(self, project_id):
+        return {"id": project_id, **self.projects[project_id]}
+
+    def create_project(self, title, label_config, description=""):
+        self.projects[len(self.projects) + 1] = {"title": title, "label_config": label_config}
+        return len(self.projects)
+
+    def update_project(self, project_id, label_config, title):
+        self.projects[project_id] = {"title": title, "label_config": label_config}
+
+    def ensure_local_storage(self, project_id, path):
+        return 5
+
+
+def test_ls_init_saves_the_setting_and_keeps_it(workspace):
+    import dataclasses
+
+    from radloop.labeling.ls_project import ProjectBinding, binding_path, init_project, load_binding
+
+    server = _FakeServer()
+    first = init_project(server, workspace)
+    assert first["report_text"] == "redacted" and load_binding(workspace).report_text == "redacted"
+    changed = init_project(server, workspace, report_text="as_stored")
+    assert changed["config_updated"] and "Report (as stored)" in server.projects[1]["label_config"]
+    again = init_project(server, workspace)  # no option: the binding's setting stays
+    assert again["report_text"] == "as_stored" and not again["config_updated"]
+    with pytest.raises(ValueError, match="redacted, none, as_stored"):
+        init_project(server, workspace, report_text="raw")
+    # a binding written before the setting existed reads as redacted
+    old = {key: value for key, value in dataclasses.asdict(load_binding(workspace)).items() if key != "report_text"}
+    binding_path(workspace).write_text(json.dumps(old))
+    assert load_binding(workspace).report_text == "redacted"
+    with pytest.raises(ValueError, match="report text setting"):
+        ProjectBinding(url="u", project_id=1, title="t", config_digest="d", report_text="raw")

@@ -1,0 +1,331 @@
+"""Rounds against a fake Label Studio (offline): pull then finish, pending tasks, late answers, conflicting
+answers across rounds, deleted annotations, the server down.
+
+The fake keeps tasks and annotations in memory and answers the few client calls push/pull make, in Label
+Studio's JSON shapes.  Like Label Studio 1.23, it does not bump a task's ``updated_at`` when an annotation is
+deleted.  The round-flow tests share one workspace and run in file order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select
+
+from conftest import data_path
+from ls_catalog import add_round, build_round_catalog
+
+URL = "http://fake-label-studio:8080"
+PROJECT_ID = 7
+
+
+class FakeLabelStudio:
+    """The client calls ``push_round`` / ``pull_round`` make, served from memory."""
+
+    url = URL
+
+    def __init__(self) -> None:
+        self.tasks: dict[int, dict] = {}
+        self.down = False
+        self._ids = itertools.count(1)
+        self._clock = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def _now(self) -> str:
+        self._clock += timedelta(seconds=10)  # past the pull's 5-second cursor margin
+        return self._clock.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def _check(self) -> None:
+        from radloop.labeling.ls_client import ServerUnavailableError
+
+        if self.down:
+            raise ServerUnavailableError(f"Label Studio at {URL} is unreachable (ConnectError: [Errno 111] "
+                                         "Connection refused); is the server running?")
+
+    # ------------------------------------------------------------------------------- client surface
+    def whoami(self) -> dict:
+        self._check()
+        return {"id": 1}
+
+    def user_emails(self) -> dict[int, str]:
+        self._check()
+        return {1: "rad1@example.com", 2: "rad2@example.com"}
+
+    def get_project(self, project_id: int) -> dict:
+        from radloop.labeling.ls_config import build_label_config
+
+        self._check()
+        return {"id": project_id, "label_config": build_label_config()}
+
+    def import_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
+        self._check()
+        ids = []
+        for task in tasks:
+            task_id = next(self._ids)
+            stamp = self._now()
+            self.tasks[task_id] = {"id": task_id, "data": task["data"], "annotations": [], "created_at": stamp,
+                                   "updated_at": stamp}
+            ids.append(task_id)
+        return ids
+
+    def iter_tasks(self, project_id: int, *, round_id=None, updated_after=None, with_annotations=True,
+                   page_size=100) -> list[dict]:
+        self._check()
+        since = datetime.fromisoformat(updated_after.replace("Z", "+00:00")) if updated_after else None
+        found = []
+        for task in self.tasks.values():
+            if round_id is not None and task["data"].get("round_id") != round_id:
+                continue
+            if since and datetime.fromisoformat(task["updated_at"].replace("Z", "+00:00")) <= since:
+                continue
+            found.append(json.loads(json.dumps(task if with_annotations else {**task, "annotations": []})))
+        return found
+
+    # ------------------------------------------------------------------------------ annotator side
+    def annotate(self, task_id: int, findings: list[str], *, user: int = 1) -> int:
+        """Submit an annotation ticking ``findings`` (none ticked: every finding absent)."""
+        annotation_id = next(self._ids)
+        stamp = self._now()
+        result = [{"from_name": "findings", "to_name": "image", "type": "choices", "value": {"choices": findings}}]
+        self.tasks[task_id]["annotations"].append({
+            "id": annotation_id, "task": task_id, "completed_by": user, "was_cancelled": False, "result": result,
+            "created_at": stamp, "updated_at": stamp, "lead_time": 4.0})
+        self.tasks[task_id]["updated_at"] = stamp
+        return annotation_id
+
+    def delete_annotation(self, annotation_id: int) -> None:
+        for task in self.tasks.values():  # the task's updated_at stays, as in Label Studio
+            task["annotations"] = [a for a in task["annotations"] if a["id"] != annotation_id]
+
+    def task_of(self, round_id: int, image_id: str) -> int:
+        return next(task_id for task_id, task in self.tasks.items()
+                    if task["data"]["round_id"] == round_id and task["data"]["case_id"] == image_id)
+
+
+def _bind(catalog) -> None:
+    from radloop.labeling.ls_project import ProjectBinding, save_binding
+
+    save_binding(catalog.workspace, ProjectBinding(url=URL, project_id=PROJECT_ID, title="radloop findings",
+                                                   config_digest="d", media_url="https://media.test/"))
+
+
+def _use(monkeypatch, fake) -> None:
+    from radloop.labeling import ls_sync
+
+    monkeypatch.setattr(ls_sync, "client_from_env", lambda url, token=None: fake)
+
+
+def _selected(catalog, round_id) -> list[str]:
+    from radloop.core.schema import Selection
+
+    with catalog.session() as session:
+        return list(session.scalars(select(Selection.image_id).where(Selection.round_id == round_id)
+                                    .order_by(Selection.rank)))
+
+
+def _fracture_label(catalog, image_id):
+    from radloop.core.targets import image_targets
+
+    [targets] = image_targets(catalog, image_ids=[image_id])
+    return targets.labels.get("fracture")
+
+
+# --------------------------------------------------------------------------- pull-level (small catalog)
+@pytest.fixture
+def small(tmp_path, test_catalog_url):
+    """Two cases selected by round 1 and again by round 2, both rounds pushed to a fake Label Studio."""
+    from radloop.labeling.ls_sync import push_round
+
+    root = tmp_path / "ws"
+    catalog, round_one, image_ids = build_round_catalog(root, n_images=2, database_url=test_catalog_url(root))
+    round_two = add_round(catalog, image_ids, number=2)
+    _bind(catalog)
+    fake = FakeLabelStudio()
+    for round_id in (round_one, round_two):
+        push_round(catalog, fake, round_id, with_model=False)
+    yield catalog, fake, (round_one, round_two), image_ids
+    catalog.dispose()
+
+
+def test_conflicting_answers_across_rounds_are_flagged_not_last_pull_wins(small):
+    from radloop.app.round_labels import labelled_image_ids
+    from radloop.core.schema import Annotation
+    from radloop.labeling.ls_sync import CONSENSUS_SOURCE, pull_round
+
+    catalog, fake, (round_one, round_two), (image, _) = small
+    fake.annotate(fake.task_of(round_one, image), ["fracture"])
+    fake.annotate(fake.task_of(round_two, image), [])  # the same annotator, in the other round's task: absent
+    assert pull_round(catalog, fake, round_one)["disagreements"] == 0
+    assert _fracture_label(catalog, image) == 1
+    second = pull_round(catalog, fake, round_two)
+    assert second["disagreements"] >= 1
+    # one vote per task and annotator: 1 against 0 is a tie -> uncertain, no label (not the last pull's 0)
+    assert _fracture_label(catalog, image) is None
+    assert image not in labelled_image_ids(catalog, "fracture", simulate=False)
+    with catalog.session() as session:
+        flag = session.scalars(select(Annotation).where(Annotation.source == CONSENSUS_SOURCE,
+                                                        Annotation.label == "fracture")
+                               .order_by(Annotation.id.desc())).first()
+    assert flag.meta["status"] == "uncertain" and flag.meta["value"] is None
+    assert sorted(flag.meta["votes"].values()) == [0, 1] and len(flag.meta["ls_task_ids"]) == 2
+    # a third vote decides by majority
+    fake.annotate(fake.task_of(round_two, image), ["fracture"], user=2)
+    pull_round(catalog, fake, round_two)
+    assert _fracture_label(catalog, image) == 1
+    # pulling again without news adds no rows
+    with catalog.session() as session:
+        rows = len(session.scalars(select(Annotation.id)).all())
+    pull_round(catalog, fake, round_one, full=True)
+    pull_round(catalog, fake, round_two, full=True)
+    with catalog.session() as session:
+        assert len(session.scalars(select(Annotation.id)).all()) == rows
+
+
+def test_full_pull_withdraws_annotations_deleted_in_label_studio(small):
+    from radloop.app.round_labels import labelled_image_ids, round_progress
+    from radloop.core.schema import Annotation, Round
+    from radloop.labeling.ls_sync import pull_round
+
+    catalog, fake, (round_one, round_two), (image, other) = small
+    kept = fake.annotate(fake.task_of(round_one, image), ["fracture"])
+    deleted = fake.annotate(fake.task_of(round_one, other), ["fracture"])
+    assert pull_round(catalog, fake, round_one)["answered"] == 2
+    assert set(labelled_image_ids(catalog, "fracture", simulate=False)) == {image, other}
+
+    fake.delete_annotation(deleted)
+    summary = pull_round(catalog, fake, round_one, full=True)
+    assert summary["withdrawn"] == 1 and summary["answered"] == 1 and summary["pending"] == 1
+    assert set(labelled_image_ids(catalog, "fracture", simulate=False)) == {image}  # not trained on any more
+    assert _fracture_label(catalog, other) is None and _fracture_label(catalog, image) == 1
+    with catalog.session() as session:
+        rows = session.scalars(select(Annotation).where(Annotation.image_id == other)).all()
+        assert rows and {row.kind for row in rows} == {"withdrawn"}
+        assert {row.meta["withdrawn"]["kind"] for row in rows} == {"choice"}
+        assert session.get(Round, round_one).labels_spent == 1
+        assert all(row.meta["ls_annotation_id"] == kept for row in session.scalars(
+            select(Annotation).where(Annotation.image_id == image, Annotation.kind == "choice")))
+    assert round_progress(catalog, [round_one])[round_one]["pending"] == 1  # its task waits again
+
+    # one vote of two withdrawn: the other task's answer is the label again
+    fake.annotate(fake.task_of(round_two, image), [])
+    pull_round(catalog, fake, round_two)
+    assert _fracture_label(catalog, image) is None  # 1 against 0
+    fake.delete_annotation(kept)
+    pull_round(catalog, fake, round_one, full=True)
+    assert _fracture_label(catalog, image) == 0
+
+
+# ------------------------------------------------------------------- round flow (encoder, real images)
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory, test_catalog_url):
+    """40 real fracture radiographs, a random-init encoder, the workspace bound to a fake Label Studio."""
+    from radloop.core.catalog import Catalog
+    from radloop.core.ingest import ingest_paths
+    from radloop.core.workspace import Workspace
+    from radloop.ssl.encoders import random_encoder, save_encoder
+    from radloop.ssl.pretrain import register_encoder
+
+    coco = data_path("bone_fracture_xray_roboflow_v4", "coco", "train_annotations.coco.json")
+    images = data_path("bone_fracture_xray_roboflow_v4", "yolo", "train", "images")
+    root = (tmp_path_factory.mktemp("rounds-ls") / "ws").resolve()
+    workspace = Workspace(root=root, database_url=test_catalog_url(root))
+    catalog = Catalog.open(workspace)
+    ingest_paths(catalog, [coco], images_dir=images, dataset="fracture", workers=1, limit=40, progress=False)
+    bundle = random_encoder("resnet18", 64, seed=0)
+    folder = workspace.models_dir / "encoder"
+    saved = save_encoder(bundle.model.backbone, folder, timm_name="resnet18", image_size=64, method="random",
+                         version="enc-test-resnet18")
+    register_encoder(catalog, folder, saved.version, saved.config.model_dump(), {}, make_current=True)
+    _bind(catalog)
+    yield catalog, FakeLabelStudio()
+    catalog.dispose()
+
+
+def test_pull_then_finish_counts_the_rounds_answers_and_reports_pending(loop, monkeypatch):
+    from radloop.app.rounds import RoundError, finish_round, round_status, start_round
+    from radloop.labeling.ls_sync import pull_round
+
+    catalog, fake = loop
+    _use(monkeypatch, fake)
+    started = start_round(catalog, strategy="random", budget=3, dataset="fracture")
+    assert started.state == "pushed" and started.pending == 3 and len(fake.tasks) == 3
+    with pytest.raises(RoundError, match=r"no annotations yet in Label Studio \(3 task"):
+        finish_round(catalog)
+    first, second, waiting = _selected(catalog, started.round_id)
+    fake.annotate(fake.task_of(started.round_id, first), ["fracture"])
+    fake.annotate(fake.task_of(started.round_id, second), [])
+    pulled = pull_round(catalog, fake, started.round_id)  # `radloop round pull`, then `radloop round finish`
+    assert pulled["annotations_added"] == 2 and pulled["answered"] == 2 and pulled["pending"] == 1
+
+    done = finish_round(catalog)
+    assert done.state == "finished" and done.labels_spent == 2 and done.answered == 2 and done.pending == 1
+    pull_hint = f"`radloop round pull --round {started.round_id}` collects late answers"
+    assert any("1 of 3 Label Studio task(s) still unanswered" in note and pull_hint in note for note in done.notes)
+    with pytest.raises(RoundError, match="no open round.*" + pull_hint.replace("`", ".")):
+        finish_round(catalog)
+    status = round_status(catalog)[-1]
+    assert (status.answered, status.pending, status.labels_spent) == (2, 1, 2)
+
+
+def test_next_round_leaves_pending_images_out_and_late_answers_count(loop, monkeypatch):
+    from radloop.app.round_labels import pending_images
+    from radloop.app.rounds import round_status, start_round
+    from radloop.labeling.ls_sync import pull_round
+
+    catalog, fake = loop
+    _use(monkeypatch, fake)
+    earlier = round_status(catalog)[-1]
+    first, second, waiting = _selected(catalog, earlier.round_id)
+    assert list(pending_images(catalog)) == [waiting]
+    nxt = start_round(catalog, strategy="random", budget=1000, dataset="fracture")  # the whole pool
+    picked = set(_selected(catalog, nxt.round_id))
+    assert picked and not picked & {first, second, waiting}  # the pending image is not in a second task
+    assert any(note.startswith("1 image(s) left out of the pool") and
+               f"round {earlier.number} (`radloop round pull --round {earlier.round_id}`)" in note
+               for note in nxt.notes), nxt.notes
+
+    fake.annotate(fake.task_of(earlier.round_id, waiting), ["fracture"])  # a late answer
+    assert pull_round(catalog, fake, earlier.round_id)["answered"] == 3
+    late = next(r for r in round_status(catalog) if r.round_id == earlier.round_id)
+    assert (late.state, late.labels_spent, late.pending) == ("finished", 3, 0)
+    assert waiting not in pending_images(catalog)
+
+
+def test_label_studio_down_start_and_finish_fail_cleanly_and_resume(loop, monkeypatch):
+    from typer.testing import CliRunner
+
+    from radloop.app.cli import build_app
+    from radloop.core.schema import Round
+
+    catalog, fake = loop
+    _use(monkeypatch, fake)
+    env = {"RADLOOP_DATABASE_URL": catalog.workspace.database_url, "COLUMNS": "200"}
+    where = ["--workspace", str(catalog.workspace.root)]
+    open_round = next(r for r in _rounds(catalog) if r.state != "finished")
+    tasks_before = len(fake.tasks)
+    fake.down = True
+    finish = CliRunner().invoke(build_app(), ["round", "finish", *where], env=env)
+    assert finish.exit_code == 2 and "Traceback" not in finish.output, finish.output
+    assert "unreachable" in finish.output and "Nothing was lost" in finish.output
+    assert "rerun `radloop round finish`" in finish.output and len(finish.output.splitlines()) < 12
+    with catalog.session() as session:  # as if the push had failed: the selection is saved, not pushed
+        session.get(Round, open_round.id).state = "selected"
+    start = CliRunner().invoke(build_app(), ["round", "start", *where], env=env)
+    assert start.exit_code == 2 and "Traceback" not in start.output, start.output
+    assert "Nothing was lost" in start.output and "rerun `radloop round start`" in start.output
+
+    fake.down = False
+    resumed = CliRunner().invoke(build_app(), ["round", "start", "--json", *where], env=env)
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["round_id"] == open_round.id and len(fake.tasks) == tasks_before
+    status = CliRunner().invoke(build_app(), ["round", "status", *where], env=env)
+    assert status.exit_code == 0 and "pending" in status.output
+
+
+def _rounds(catalog):
+    from radloop.core.schema import Round
+
+    with catalog.session() as session:
+        return list(session.scalars(select(Round).order_by(Round.number)))
