@@ -5,29 +5,14 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from conftest import data_path
+from rounds_workspace import build_rounds_catalog
 
 
 @pytest.fixture(scope="module")
 def round_catalog(tmp_path_factory, test_catalog_url):
     """120 real fracture radiographs ingested, a small random-init encoder registered as current."""
-    from radloop.core.catalog import Catalog
-    from radloop.core.ingest import ingest_paths
-    from radloop.core.workspace import Workspace
-    from radloop.ssl.encoders import random_encoder, save_encoder
-    from radloop.ssl.pretrain import register_encoder
-
-    coco = data_path("bone_fracture_xray_roboflow_v4", "coco", "train_annotations.coco.json")
-    images = data_path("bone_fracture_xray_roboflow_v4", "yolo", "train", "images")
     root = (tmp_path_factory.mktemp("rounds") / "ws").resolve()
-    workspace = Workspace(root=root, database_url=test_catalog_url(root))
-    catalog = Catalog.open(workspace)
-    ingest_paths(catalog, [coco], images_dir=images, dataset="fracture", workers=1, limit=160, progress=False)
-    bundle = random_encoder("resnet18", 64, seed=0)
-    folder = workspace.models_dir / "encoder"
-    saved = save_encoder(bundle.model.backbone, folder,
-                         timm_name="resnet18", image_size=64, method="random", version="enc-test-resnet18")
-    register_encoder(catalog, folder, saved.version, saved.config.model_dump(), {}, make_current=True)
+    catalog = build_rounds_catalog(root, test_catalog_url(root), 160)
     yield catalog
     catalog.dispose()
 

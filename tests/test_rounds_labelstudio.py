@@ -15,8 +15,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from conftest import data_path
 from ls_catalog import add_round, build_round_catalog
+from rounds_workspace import build_rounds_catalog
 
 URL = "http://fake-label-studio:8080"
 PROJECT_ID = 7
@@ -221,23 +221,8 @@ def test_full_pull_withdraws_annotations_deleted_in_label_studio(small):
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory, test_catalog_url):
     """40 real fracture radiographs, a random-init encoder, the workspace bound to a fake Label Studio."""
-    from radloop.core.catalog import Catalog
-    from radloop.core.ingest import ingest_paths
-    from radloop.core.workspace import Workspace
-    from radloop.ssl.encoders import random_encoder, save_encoder
-    from radloop.ssl.pretrain import register_encoder
-
-    coco = data_path("bone_fracture_xray_roboflow_v4", "coco", "train_annotations.coco.json")
-    images = data_path("bone_fracture_xray_roboflow_v4", "yolo", "train", "images")
     root = (tmp_path_factory.mktemp("rounds-ls") / "ws").resolve()
-    workspace = Workspace(root=root, database_url=test_catalog_url(root))
-    catalog = Catalog.open(workspace)
-    ingest_paths(catalog, [coco], images_dir=images, dataset="fracture", workers=1, limit=40, progress=False)
-    bundle = random_encoder("resnet18", 64, seed=0)
-    folder = workspace.models_dir / "encoder"
-    saved = save_encoder(bundle.model.backbone, folder, timm_name="resnet18", image_size=64, method="random",
-                         version="enc-test-resnet18")
-    register_encoder(catalog, folder, saved.version, saved.config.model_dump(), {}, make_current=True)
+    catalog = build_rounds_catalog(root, test_catalog_url(root), 40)
     _bind(catalog)
     yield catalog, FakeLabelStudio()
     catalog.dispose()
