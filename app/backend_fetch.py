@@ -106,6 +106,11 @@ class FetchPolicy:
                            f"allow it with " + _ALLOW_HINT.format(origin=origin))
 
 
+def _shown(url: str) -> str:
+    """A URL as error messages show it: without its query (signed URLs carry their token there), 80 characters."""
+    return url.split("?", 1)[0].split("#", 1)[0][:80]
+
+
 def fetch_image(url: str, policy: FetchPolicy, label_studio: tuple[str, str | None] | None, *,
                 timeout: float = 10.0, max_bytes: int = 256 * 1024 * 1024) -> np.ndarray:
     """Download the image a task points to as a uint8 (H, W) array.
@@ -122,14 +127,14 @@ def fetch_image(url: str, policy: FetchPolicy, label_studio: tuple[str, str | No
     headers = {}
     if url.startswith("/"):
         if label_studio is None:
-            raise AdapterError(f"relative image URL {url[:80]!r} but Label Studio's URL is unknown "
+            raise AdapterError(f"relative image URL {_shown(url)!r} but Label Studio's URL is unknown "
                                "(no --label-studio-url, `ls init` binding or /setup)")
         base, token = label_studio
         url = base.rstrip("/") + url
         if token:
             headers["Authorization"] = f"Token {token}"
     elif not url.startswith(("http://", "https://")):
-        raise AdapterError(f"unsupported image URL {url[:80]!r}")
+        raise AdapterError(f"unsupported image URL {_shown(url)!r}")
     deadline = time.monotonic() + timeout
     try:
         with httpx.Client(timeout=timeout, follow_redirects=False) as client:

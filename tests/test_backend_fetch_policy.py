@@ -225,3 +225,15 @@ def test_serve_backend_fetch_options_and_environment(catalog, monkeypatch):
     assert policy.allows_any
     bad, _ = serve("--allow-url-prefix", "bucket.example.com")
     assert bad.exit_code != 0 and "must be an http(s) URL" in bad.output
+
+
+def test_error_messages_leave_out_a_signed_urls_query():
+    from radloop.app.backend_fetch import FetchPolicy, fetch_image
+    from radloop.labeling.ls_adapter import AdapterError
+
+    with pytest.raises(AdapterError) as caught:
+        fetch_image("s3://bucket/I-1.png?X-Amz-Signature=SECRET123", FetchPolicy(), None)
+    assert "s3://bucket/I-1.png" in str(caught.value) and "SECRET123" not in str(caught.value)
+    with pytest.raises(AdapterError) as caught:
+        fetch_image("/data/upload/1/x.png?token=SECRET456", FetchPolicy(), None)
+    assert "SECRET456" not in str(caught.value)
