@@ -97,6 +97,11 @@ FRAGMENTS: Mapping[str, str] = {
 }
 
 _ROLES = ("physician", "doctor", "provider", "clinician")
+#: "<cue> Name" in running text ('seen by John Smith'): capitalised names only ('seen by CT' stays)
+_NARRATIVE_CUES = (*(f"{who} {role}" for who in ("referring", "ordering", "attending", "requesting") for role in _ROLES),
+                   *(f"{how} by" for how in ("seen", "reviewed", "read", "interpreted", "approved", "verified",
+                                             "reported", "examined", "referred", "ordered")),
+                   "discussed with", "doctor")
 
 #: The rules, applied in this order, each over the previous one's output.  Keys:
 #:   ``name``; ``kind`` (a :data:`PLACEHOLDERS` key); ``pattern`` (a regex; ``{piece}`` from
@@ -150,6 +155,15 @@ REDACTION_RULES: tuple[dict, ...] = (
                 r"|(?<=\+)\d{1,3}[ .-]?\(?\d{1,4}\)?[ .-]?\d{2,4}[ .-]?\d{2,4}(?:[ .-]?\d{2,4})?)(?![\w-])",
      "provenance": "North American and international phone numbers",
      "examples": ["(317) 555-0123", "317-555-0123", "+44 20 7946 0958"]},
+    {"name": "labelled_id", "kind": "id",
+     "cues": ["MRN", "MR#", "MR no", "MR number", "medical record", "medical record no", "medical record number",
+              "accession", "acc", "patient id", "pt id", "pt. id", "unit no", "unit number", "encounter",
+              "visit no", "visit number", "visit id", "CSN", "FIN", "account", "acct", "SSN", "social security",
+              "social security number", "NHS", "NHS no", "NHS number", "ID"],
+     "pattern": r"{cues}(?>\.?[ \t]{0,3}(?i:no\.?|number|num\.?|#)?[ \t]{0,3}[:#=]?[ \t]{0,3})"
+                r"(?P<phi>(?:[A-Za-z]{1,4}-?)?\d{3,}[\dA-Za-z-]{0,24})(?!\w)",
+     "provenance": "record, accession and patient numbers after their label (Safe Harbor (H)-(J))",
+     "examples": ["MRN 12345", "MRN: 12345", "Accession #998877", "ID 1234567", "acc no. A-12345"]},
     {"name": "digit_run", "kind": "id",
      "pattern": r"\d(?<![\d.,].)\d{5,}(?![.,]?\d)"
                 r"(?![ \t]?(?:mm|cm|m|km|ml|mL|cc|l|L|mg|g|kg|lbs?|%|°|degrees?|deg|HU|mSv|mGy|Gy|kV|kVp|mAs|cells"
@@ -162,15 +176,6 @@ REDACTION_RULES: tuple[dict, ...] = (
      "provenance": "written dates, month first (without a year: full month names but May, or an "
                    "abbreviation with its dot); a month and year alone too (the month is an identifier)",
      "examples": ["March 5, 2024", "Mar. 5 2024", "March 2024", "on March 5", "Sept. 12th"]},
-    {"name": "labelled_id", "kind": "id",
-     "cues": ["MRN", "MR#", "MR no", "MR number", "medical record", "medical record no", "medical record number",
-              "accession", "acc", "patient id", "pt id", "pt. id", "unit no", "unit number", "encounter",
-              "visit no", "visit number", "visit id", "CSN", "FIN", "account", "acct", "SSN", "social security",
-              "social security number", "NHS", "NHS no", "NHS number", "ID"],
-     "pattern": r"{cues}(?>\.?[ \t]{0,3}(?i:no\.?|number|num\.?|#)?[ \t]{0,3}[:#=]?[ \t]{0,3})"
-                r"(?P<phi>(?:[A-Za-z]{1,4}-?)?\d{3,}[\dA-Za-z-]{0,24})(?!\w)",
-     "provenance": "record, accession and patient numbers after their label (Safe Harbor (H)-(J))",
-     "examples": ["MRN 12345", "MRN: 12345", "Accession #998877", "ID 1234567", "acc no. A-12345"]},
     {"name": "phone_labelled", "kind": "phone",
      "cues": ["phone", "tel", "telephone", "pager", "beeper", "fax", "ext", "extension", "callback", "call back"],
      "pattern": r"{cues}(?>\.?[ \t]{0,3}(?i:no\.?|number|#)?[ \t]{0,3}[:#]?[ \t]{0,3})"
@@ -192,11 +197,15 @@ REDACTION_RULES: tuple[dict, ...] = (
      "pattern": r"{cues}[ \t]{0,3}:[ \t]{0,3}(?:{title_word})?(?P<phi>{upper_names})",
      "provenance": "signature blocks ('Referring physician: X', 'Attending: X')",
      "examples": ["Referring physician: Jane Roe", "Attending: SMITH, JOHN", "attending: Alan Smith"]},
+    {"name": "cue_label", "kind": "name",
+     "cues": [*_NARRATIVE_CUES, "patient", "pt", "name"],
+     "pattern": r"{cues}[ \t]{0,3}[:=][ \t]{0,3}(?:{title_word})?(?P<phi>{upper_names})",
+     "provenance": "header and sign-off lines with a colon ('Interpreted by: X', 'Patient: DOE, JOHN'): the colon "
+                   "makes the cue strong enough for UPPER-CASE names",
+     "examples": ["Interpreted by: John Smith, MD", "Verified by: ROE, JANE", "Patient: John Doe",
+                  "PATIENT: DOE, JOHN", "Name: John Doe", "Pt: John Doe", "Seen by: John Smith"]},
     {"name": "cue_phrase", "kind": "name",
-     "cues": [*(f"{who} {role}" for who in ("referring", "ordering", "attending", "requesting") for role in _ROLES),
-              *(f"{how} by" for how in ("seen", "reviewed", "read", "interpreted", "approved", "verified",
-                                        "reported", "examined", "referred", "ordered")),
-              "discussed with", "doctor"],
+     "cues": list(_NARRATIVE_CUES),
      "pattern": r"{cues}[ \t]{1,3}(?P<phi>{names})",
      "provenance": "narrative cues, capitalised words only ('seen by CT', 'discussed with the' stay)",
      "examples": ["referring physician Jane Roe", "seen by John Smith", "discussed with Jane Roe", "doctor Smith"]},

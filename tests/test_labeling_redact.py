@@ -340,3 +340,16 @@ def test_ls_init_saves_the_setting_and_keeps_it(workspace):
     assert load_binding(workspace).report_text == "redacted"
     with pytest.raises(ValueError, match="report text setting"):
         ProjectBinding(url="u", project_id=1, title="t", config_digest="d", report_text="raw")
+
+
+def test_header_and_sign_off_lines_with_a_colon_and_prefixed_ids():
+    for text, kept in [("Interpreted by: John Smith, MD", "Interpreted by: "), ("Read by: Jane Roe MD", "Read by: "),
+                       ("Verified by: ROE, JANE", "Verified by: "), ("Patient: John Doe", "Patient: "),
+                       ("PATIENT: DOE, JOHN", "PATIENT: "), ("Pt: John Doe", "Pt: "), ("Name: John Doe", "Name: ")]:
+        redacted = redact_report(text).text
+        assert redacted.startswith(kept) and "[NAME]" in redacted, text
+        assert not any(word in redacted for word in ("John", "Jane", "DOE", "ROE", "Smith", "Doe")), redacted
+    assert redact_report("Patient ID: AB123456").text == "Patient ID: [ID]"  # the letter prefix too
+    for clinical in ("Seen by CT.", "PT: 12.5 seconds.", "Exam name: XR WRIST 3 VIEWS",
+                     "Patient: cooperative, no distress."):
+        assert redact_report(clinical).text == clinical
