@@ -167,6 +167,14 @@ def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str 
         previous = load_binding(workspace)
     except FileNotFoundError:
         pass
+    except (ValueError, TypeError, KeyError) as error:  # a damaged binding: `ls init` is how it gets repaired
+        import logging
+
+        logging.getLogger(__name__).warning("the Label Studio binding %s is unreadable (%s): it is replaced",
+                                            binding_path(workspace), error)
+        if report_text is None:
+            raise ValueError(f"the workspace's Label Studio binding is unreadable ({error}): rerun `radloop ls "
+                             "init` with --report-text redacted|none|as_stored to say what tasks may carry") from error
     if report_text is None:
         report_text = previous.report_text if previous else DEFAULT_REPORT_TEXT
     label_config = build_label_config(report_text=check_report_text(report_text))

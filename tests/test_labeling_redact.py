@@ -353,3 +353,15 @@ def test_header_and_sign_off_lines_with_a_colon_and_prefixed_ids():
     for clinical in ("Seen by CT.", "PT: 12.5 seconds.", "Exam name: XR WRIST 3 VIEWS",
                      "Patient: cooperative, no distress."):
         assert redact_report(clinical).text == clinical
+
+
+def test_ls_init_repairs_a_damaged_binding_when_told_what_tasks_may_carry(workspace):
+    from radloop.labeling.ls_project import binding_path, init_project, load_binding
+
+    server = _FakeServer()
+    init_project(server, workspace)
+    binding_path(workspace).write_text('{"url": "http://x", "report_text": "as-stored"}')  # damaged by hand
+    with pytest.raises(ValueError, match="unreadable.*--report-text"):
+        init_project(server, workspace)  # the site's choice is unknown: say so, guess nothing
+    repaired = init_project(server, workspace, report_text="none")
+    assert repaired["report_text"] == "none" and load_binding(workspace).report_text == "none"
