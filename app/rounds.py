@@ -264,6 +264,9 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     if not pool_ids:
         raise RoundError(f"no images in the '{config.pool_split}' split to select from: run `radloop ingest` first")
     pool_ids, regions, waiting_note = without_pending(catalog, pool_ids, regions)
+    if not pool_ids:
+        raise RoundError(f"nothing to select: {waiting_note or 'every pool image waits in an earlier round'}; "
+                         "collect the answers with `radloop round pull --round ID` or ingest more images")
     progress("scoring the pool", 0.4)
     embedded = load_embeddings(catalog, encoder_version, pool_ids)
     order = {image_id: i for i, image_id in enumerate(embedded.image_ids)}

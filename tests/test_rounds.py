@@ -201,3 +201,14 @@ def test_hand_out_pushes_to_the_bound_server_and_says_so(catalog, monkeypatch):
         "batch pushed to Label Studio at http://bound-host:8080 (server from the workspace's `ls init` binding)"]
     report = rounds._hand_out(catalog, round_id, rounds.RoundConfig(push=False), rounds._noop)
     assert len(calls) == 1 and "push: false" in [n for n in report.notes if n.startswith("batch")][0]
+
+
+def test_a_pool_entirely_waiting_in_earlier_rounds_says_so(round_catalog, monkeypatch):
+    from radloop.app import rounds
+
+    if rounds._open_round(round_catalog) is not None:  # an earlier test's round: close it first
+        rounds.finish_round(round_catalog, simulate=True)
+    note = "160 image(s) left out of the pool: their Label Studio tasks are still unanswered in round 1"
+    monkeypatch.setattr(rounds, "without_pending", lambda catalog, ids, regions: ([], [], note))
+    with pytest.raises(rounds.RoundError, match="nothing to select: 160 image.*round pull --round"):
+        rounds.start_round(round_catalog, strategy="random", budget=3, simulate=True)
