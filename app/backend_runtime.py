@@ -291,9 +291,10 @@ def _project_number(project: str | None) -> int | None:
     return int(head) if head.isdigit() else None
 
 
-def pull_project_annotations(catalog: Catalog, client: Any, binding: Any) -> dict:
+def pull_project_annotations(catalog: Catalog, client: Any, binding: Any, *, full: bool = False) -> dict:
     """Pull new annotations of every round pushed to ``binding``'s project (``ls_sync.pull_round``, incremental
-    and append-only); returns a summary.
+    and append-only; ``full`` re-reads every task, which is how deleted annotations are noticed); returns a
+    summary.
 
     Raises:
         LabelStudioError: the server refused or could not be reached.
@@ -307,11 +308,11 @@ def pull_project_annotations(catalog: Catalog, client: Any, binding: Any) -> dic
                      if ((meta or {}).get("ls") or {}).get("project_id") == binding.project_id})
     added = quarantined = 0
     for round_id in rounds:
-        summary = pull_round(catalog, client, round_id, binding=binding)
+        summary = pull_round(catalog, client, round_id, binding=binding, full=full)
         added += summary["annotations_added"]
         quarantined += summary["quarantined"]
-    return {"pulled": True, "project_id": binding.project_id, "rounds": rounds, "annotations_added": added,
-            "quarantined": quarantined}
+    return {"pulled": True, "full": full, "project_id": binding.project_id, "rounds": rounds,
+            "annotations_added": added, "quarantined": quarantined}
 
 
 def annotation_puller(catalog: Catalog, label_studio_url: str | None, token_for: Callable[[int], str | None], *,
@@ -351,8 +352,11 @@ def annotation_puller(catalog: Catalog, label_studio_url: str | None, token_for:
                     "in the catalog; run `radloop round pull`, or set $LABEL_STUDIO_API_KEY for the backend"}
         client = (connect or (lambda url, key: LabelStudioClient(url, key, retries=2)))(
             label_studio_url or binding.url, token)
+        # Label Studio does not touch a task's updated_at when one of its annotations is deleted: only a full
+        # pull sees the deletion (and withdraws the labels)
+        full = any(request.reason == "ANNOTATIONS_DELETED" for request in batch)
         try:
-            return pull_project_annotations(catalog, client, binding)
+            return pull_project_annotations(catalog, client, binding, full=full)
         except LabelStudioError as error:
             raise LabelStudioError(f"pulling new annotations from Label Studio failed, nothing was trained: "
                                    f"{error}") from error

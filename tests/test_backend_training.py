@@ -111,7 +111,7 @@ def test_training_pulls_new_annotations_with_the_setup_token_first(catalog, push
     assert webhook.json()["status"] == "scheduled" and app.state.scheduler.wait_idle(30)
     second = client.get("/training").json()["runs"][-1]
     assert second["ok"], second
-    assert second["result"]["pull"] == {"pulled": True, "project_id": PROJECT_ID, "rounds": [1],
+    assert second["result"]["pull"] == {"pulled": True, "full": False, "project_id": PROJECT_ID, "rounds": [1],
                                         "annotations_added": 1, "quarantined": 0}
     assert connected == [("http://ls.internal:8080", "tok-7")]  # the backend's Label Studio URL, /setup's token
     with catalog.session() as session:
@@ -194,3 +194,28 @@ def test_unchanged_labels_are_an_outcome_not_a_failure(filled, tmp_path, monkeyp
     assert health["last_training"]["outcome"] == f"no new labels; model {version} unchanged"
     assert sorted(path.name for path in (filled.workspace.models_dir / version).iterdir()) == models_before
     assert Path(filled.workspace.logs_dir / "training-requests.jsonl").read_text().count("\n") == 2
+
+
+def test_a_deletion_webhook_pulls_every_task_and_withdraws_the_labels(catalog, pushed):
+    """Label Studio leaves a task's updated_at alone when an annotation is deleted: an incremental pull would
+    never see it, so ANNOTATIONS_DELETED makes the pull before training a full one."""
+    ids, label_studio = pushed
+    app = create_app(catalog, predictor_loader=lambda: CasePredictor(catalog, _Model()),
+                     connect_label_studio=lambda url, token: label_studio,
+                     settings=BackendSettings(debounce_s=0.01, label_studio_token="tok"))
+    client = TestClient(app)
+    client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": PROJECT_ID}})
+    assert app.state.scheduler.wait_idle(30)
+    client.post("/webhook", json={"action": "ANNOTATION_UPDATED", "project": {"id": PROJECT_ID}})
+    assert app.state.scheduler.wait_idle(30)
+    assert label_studio.calls[-2][2] is not None  # an ordinary event: tasks updated since the round's cursor
+    label_studio.tasks[0]["annotations"] = []  # the radiologist deleted the annotation
+    client.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": {"id": PROJECT_ID}})
+    assert app.state.scheduler.wait_idle(30)
+    run = client.get("/training").json()["runs"][-1]
+    assert run["ok"] and run["result"]["pull"]["full"] is True
+    assert label_studio.calls[-2][2] is None  # every task read, not only the recently updated ones
+    with catalog.session() as session:
+        kinds = {row.kind for row in session.scalars(select(Annotation).where(
+            Annotation.source == "labelstudio", Annotation.image_id == ids[0]))}
+    assert kinds == {"withdrawn"}
