@@ -222,3 +222,25 @@ def test_shipped_train_configs_validate():
         config = load_config(path, TrainConfig)
         names.append(config.name)
     assert len(names) >= 6 and "finetune_hour" in names
+
+
+def test_the_model_version_follows_the_labels_not_only_the_images():
+    """A corrected label (fracture 1 -> 0) must train a new model: the backend skips retraining when the version
+    exists, so a version of the image ids alone kept serving the model trained on the wrong label."""
+    from radloop.core.records import Box
+    from radloop.ssl.finetune_data import LabeledSet
+    from radloop.ssl.finetune_jobs import _version
+
+    config = TrainConfig.model_validate({"name": "probe", "head": "probe"})
+
+    def labelled(fracture: int, box: bool = False) -> LabeledSet:
+        return LabeledSet(findings=["fracture"], image_ids=["I-1", "I-2"], study_ids=["S-1", "S-2"],
+                          paths=[Path("a"), Path("b")], sizes=[(10, 10), (10, 10)],
+                          targets=np.array([[fracture], [0]]), weights=np.ones(2, dtype=np.float32),
+                          regions=["wrist", "wrist"],
+                          boxes=[[Box("fracture", 1, 1, 2, 2)] if box else [], []])
+
+    same = _version(config, "enc", labelled(1))
+    assert _version(config, "enc", labelled(1)) == same  # the same labelled set: the same model
+    assert _version(config, "enc", labelled(0)) != same  # a corrected label: a new model
+    assert _version(config, "enc", labelled(1, box=True)) != same

@@ -125,8 +125,12 @@ def embeddings_for(catalog: Catalog, bundle: Any, version: str | None, labeled: 
 
 
 def _version(config: TrainConfig, parent: str | None, labeled: LabeledSet) -> str:
-    digest = hashlib.sha256(json.dumps([config.model_dump(mode="json"), parent, labeled.image_ids],
-                                       sort_keys=True).encode()).hexdigest()[:8]
+    """``<kind>-<name>-<8 hex>`` of what the model learns from: config, encoder, images and their labels (targets,
+    weights, regions, boxes), so a corrected label is a new version, while the same labelled set is the same one."""
+    labels = [np.asarray(labeled.targets).tolist(), [round(float(w), 6) for w in labeled.weights],
+              list(labeled.regions), [[repr(box) for box in boxes] for boxes in labeled.boxes]]
+    digest = hashlib.sha256(json.dumps([config.model_dump(mode="json"), parent, labeled.image_ids, labels],
+                                       sort_keys=True, default=str).encode()).hexdigest()[:8]
     kind = {"probe": "probe", "finetune": "clf", "detect": "det"}[config.head]
     return f"{kind}-{config.name}-{digest}"
 
