@@ -1,5 +1,6 @@
 """Catalog overview for `radloop info` and the app: counts by table, region, dataset, split, recent errors,
-images still without a pixel hash (catalogued before duplicates were recognised)."""
+images still without a pixel hash (catalogued before duplicates were recognised), images flagged
+BurnedInAnnotation (kept out of active-learning rounds)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ def catalog_info(catalog: Catalog, *, recent_errors: int = 10) -> dict:
         # rows catalogued before pixel hashes: not recognised as duplicates until a re-ingest of their file
         result["images_without_pixel_hash"] = session.scalar(
             select(func.count()).select_from(Image).where(Image.pixel_hash.is_(None))) or 0
+        # text in the pixels (possibly identifying): catalogued, never in a round
+        result["images_with_burned_in_annotation"] = session.scalar(
+            select(func.count()).select_from(Image)
+            .where(Image.meta["burned_in_annotation"].as_boolean().is_(True))) or 0
         result["images_by_split"] = {
             split: count for split, count in session.execute(
                 select(Study.split, func.count(Image.id)).join(Image, Image.study_id == Study.id)

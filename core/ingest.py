@@ -12,7 +12,11 @@ Guarantees:
   re-send?) is not ingested either: the first one stays, and every run warns (an ``IngestError`` row, stage
   ``duplicate``) naming both files until it is resolved.  Within one run "first" is the first written: the
   first by path with one worker or within a batch, else the first decoded.  Rows ingested before pixel
-  hashes existed get theirs when their file is re-ingested (decoded once, not rendered again);
+  hashes existed get theirs (and their BurnedInAnnotation flag) when their file is re-ingested (decoded once,
+  not rendered again); the files at those rows' paths are read first, so a new copy of one is its duplicate.
+  Two such rows that turn out to be one image both stay, and every run that reads the younger one's file warns;
+- privacy: a DICOM with BurnedInAnnotation YES is flagged (kept out of active-learning rounds) and warned about
+  (an ``IngestError`` row, stage ``privacy``), again in every run that reads its file;
 - resumable: each batch is one transaction and renders are renamed into place, so an ingest killed at any
   point (even ``kill -9``) resumes on the next run without duplicates;
 - bad input never stops the batch: every failure becomes an ``IngestError`` row (stage + reason).
@@ -152,7 +156,8 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
     writer.flush()
     context = WorkerContext(workspace_root=catalog.workspace.root, pseudonym_key=catalog.workspace.pseudonym_key,
                             existing_hashes=frozenset(writer.known_hashes), backfill_hashes=writer.backfill_hashes)
-    outcomes = _run_tasks(found.image_tasks, context, workers)
+    backfills_first = [index for index, task in enumerate(found.image_tasks) if task.path in writer.backfill_paths]
+    outcomes = _run_tasks(found.image_tasks, context, workers, first=backfills_first)
     for outcome in _progress(outcomes, len(found.image_tasks), progress):
         writer.add(outcome)
     writer.flush()
@@ -209,20 +214,27 @@ def _remove_stale_temporaries(root: Path) -> None:
                 continue
 
 
-def _run_tasks(tasks: list[ImageTask], context: WorkerContext, workers: int) -> Iterator[ImageOutcome]:
+def _run_tasks(tasks: list[ImageTask], context: WorkerContext, workers: int,
+               first: Iterable[int] = ()) -> Iterator[ImageOutcome]:
+    """Outcomes of ``tasks``: those of the task indices ``first`` (the files of rows awaiting a pixel-hash
+    backfill) before any other, so that the rows have their keys before a new file is compared with them."""
+    chosen = set(first)
+    phases = [phase for phase in (sorted(chosen), [i for i in range(len(tasks)) if i not in chosen]) if phase]
     if workers == 1 or len(tasks) <= 1:
-        for index, task in enumerate(tasks):
-            yield process_task(index, task, context)
+        for phase in phases:
+            for index in phase:
+                yield process_task(index, tasks[index], context)
         return
-    # Largest files first (longest-processing-time scheduling): one big file last would idle the other workers.
-    order = sorted(range(len(tasks)), key=lambda index: -_file_size(tasks[index].path))
     # fork: workers inherit the imported modules and the context without pickling the hash set.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     chunksize = max(1, min(8, len(tasks) // (workers * 16)))
     processes = min(workers, len(tasks))
     with multiprocessing.get_context(method).Pool(processes, initializer=init_worker, initargs=(context,)) as pool:
-        yield from pool.imap_unordered(process_in_worker, ((index, tasks[index]) for index in order),
-                                       chunksize=chunksize)
+        for phase in phases:
+            # Largest first (longest-processing-time scheduling): one big file last would idle the other workers.
+            order = sorted(phase, key=lambda index: -_file_size(tasks[index].path))
+            yield from pool.imap_unordered(process_in_worker, ((index, tasks[index]) for index in order),
+                                           chunksize=chunksize)
 
 
 def _file_size(path: str) -> int:

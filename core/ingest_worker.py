@@ -2,12 +2,12 @@
 
 The file is read once; the same bytes are hashed (idempotency key) and decoded, so an image already in the
 catalog costs one read and one SHA-256, never a decode (except once, without rendering, for a row catalogued
-before pixel hashes existed: its pixel hash is backfilled).  While decoding, the worker also computes the
-duplicate keys of a new image: the pixel hash (:func:`radloop.core.deid.pixel_hash`: for DICOM the stored
-values, before the modality LUT and the window; for PNG/JPEG the 8-bit grey pixels ingest keeps) and, for
-DICOM, the pseudonym of its SOPInstanceUID.  Whether the image is a duplicate is decided in the main process,
-which sees every outcome.  Workers write only render/thumbnail files (atomic renames); every catalog write
-happens in the main process.
+before pixel hashes existed: its pixel hash, SOP pseudonym and BurnedInAnnotation flag are backfilled).  While
+decoding, the worker also computes the duplicate keys of a new image: the pixel hash
+(:func:`radloop.core.deid.pixel_hash`: for DICOM the stored values, before the modality LUT and the window; for
+PNG/JPEG the 8-bit grey pixels ingest keeps) and, for DICOM, the pseudonym of its SOPInstanceUID.  Whether the
+image is a duplicate is decided in the main process, which sees every outcome.  Workers write only
+render/thumbnail files (atomic renames); every catalog write happens in the main process.
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ class ImageOutcome:
 
     ``image`` holds the catalog columns of a new image (no patient identifiers), ``study_id`` its
     pseudonymous study, ``stage``/``reason`` describe a failure.  ``pixel_hash`` / ``sop_pseudonym`` are the
-    duplicate keys of a new image, or of an existing one whose row gets them backfilled.
+    duplicate keys of a new image, or of an existing one whose row gets them backfilled;
+    ``burned_in_annotation`` (DICOM BurnedInAnnotation YES: text, possibly identifying, in the pixels) is also
+    set for both (a new image has it in ``image["meta"]`` too).
     """
 
     index: int
@@ -59,6 +61,7 @@ class ImageOutcome:
     content_hash: str | None = None
     pixel_hash: str | None = None
     sop_pseudonym: str | None = None
+    burned_in_annotation: bool = False
     image_id: str | None = None
     study_id: str | None = None
     image: dict = field(default_factory=dict)
@@ -121,7 +124,9 @@ def _process(index: int, task: ImageTask, context: WorkerContext) -> ImageOutcom
         if digest in context.backfill_hashes:
             clock = time.process_time()
             try:
-                outcome.pixel_hash, outcome.sop_pseudonym = _duplicate_keys(data, context.pseudonym_key)
+                outcome.pixel_hash, outcome.sop_pseudonym, dataset = _duplicate_keys(data, context.pseudonym_key)
+                # a row catalogued before BurnedInAnnotation was checked gets the flag too (it keeps it out of rounds)
+                outcome.burned_in_annotation = dataset is not None and _burned_in_annotation(dataset)
             except Exception:  # noqa: BLE001 - the image is catalogued; its row just stays without the keys
                 pass
             timings["decode"] = time.process_time() - clock
@@ -174,7 +179,8 @@ def _process(index: int, task: ImageTask, context: WorkerContext) -> ImageOutcom
                    pixel_hash=pixels_key, sop_pseudonym=sop)
     timings["render"] = time.process_time() - clock
     return ImageOutcome(index=index, status="added", content_hash=digest, pixel_hash=pixels_key,
-                        sop_pseudonym=sop, image_id=image_id, study_id=study_id, image=columns,
+                        sop_pseudonym=sop, burned_in_annotation=bool(columns["meta"].get("burned_in_annotation")),
+                        image_id=image_id, study_id=study_id, image=columns,
                         stage_seconds=timings)
 
 
@@ -196,12 +202,21 @@ def _read_dicom(data: bytes) -> tuple[DicomImage, np.ndarray, pydicom.Dataset]:
     return display_image(dataset, stored, as_uint8=True), stored, dataset
 
 
-def _duplicate_keys(data: bytes, key: bytes) -> tuple[str, str | None]:
-    """(pixel hash, SOP pseudonym or None) of a file, decoding its pixels but not windowing or rendering them."""
+def _duplicate_keys(data: bytes, key: bytes) -> tuple[str, str | None, pydicom.Dataset | None]:
+    """(pixel hash, SOP pseudonym or None, the DICOM data set or None) of a file, decoding its pixels but not
+    windowing or rendering them."""
     if _is_raster(data):
-        return _raster_pixel_hash(read_raster(data).pixels), None
+        return _raster_pixel_hash(read_raster(data).pixels), None, None
     dataset = read_dataset(data)
-    return _dicom_pixel_hash(decode_stored_values(dataset), dataset), _sop_pseudonym(dataset, key)
+    return _dicom_pixel_hash(decode_stored_values(dataset), dataset), _sop_pseudonym(dataset, key), dataset
+
+
+def _burned_in_annotation(dataset: pydicom.Dataset) -> bool:
+    """BurnedInAnnotation YES, read as :func:`radloop.core.dicom_io.read_dicom` reads it for a new image."""
+    value = dataset.get("BurnedInAnnotation")
+    if isinstance(value, pydicom.multival.MultiValue):
+        value = value[0] if len(value) else None
+    return str(value if value is not None else "").strip().upper() == "YES"
 
 
 def _raster_pixel_hash(grey: np.ndarray) -> str:

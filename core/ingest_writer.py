@@ -2,6 +2,10 @@
 
 New images (with their study and boxes), duplicates of catalogued images (``duplicate_sources``, see
 :mod:`radloop.core.ingest`), SOPInstanceUID conflicts, pixel-hash backfills and ingest-error rows.
+
+Warnings about a catalogued image (BurnedInAnnotation; a twin catalogued before duplicates were recognised) are
+made again each time its file is ingested again, from the catalog (no decode): every path looked at replaces
+what earlier runs said about it, so ``radloop info``'s error count stays what still needs attention.
 """
 
 from __future__ import annotations
@@ -45,8 +49,12 @@ class CatalogWriter:
         self.catalog, self.summary, self.tasks, self.batch_size = catalog, summary, tasks, max(1, batch_size)
         with catalog.session() as session:
             self.known_hashes: set[str] = set(session.scalars(select(Image.content_hash)).all())
-            self.backfill_hashes = frozenset(session.scalars(
-                select(Image.content_hash).where(Image.pixel_hash.is_(None))).all())
+            backfills = session.execute(
+                select(Image.content_hash, Image.source_path).where(Image.pixel_hash.is_(None))).all()
+            self.backfill_hashes = frozenset(content for content, _ in backfills)
+            #: where the files of those rows were: read first (see ``ingest._run_tasks``), so that a new copy of
+            #: one is compared with its keys whichever batch it falls in
+            self.backfill_paths = frozenset(path for _, path in backfills)
             #: content hash of a recorded duplicate file -> the catalogued image it duplicates
             self.duplicate_of: dict[str, str] = dict(session.execute(
                 select(DuplicateSource.content_hash, DuplicateSource.image_id)).all())
@@ -54,6 +62,8 @@ class CatalogWriter:
         self.pending: list[ImageOutcome] = []
         self.touched_studies: set[str] = set()
         self.pending_errors: list[tuple[str, str, str]] = []
+        #: (stage, image id) of the catalogued images warned about in this run: one warning each per run
+        self.warned: set[tuple[str, str]] = set()
         self.last_flush = time.monotonic()
 
     def add_error(self, path: str, stage: str, reason: str) -> None:
@@ -92,7 +102,18 @@ class CatalogWriter:
         study_ids = {o.study_id for o in pending if o.status == "added"}
         existing_studies = set(session.scalars(select(Study.id).where(Study.id.in_(study_ids))).all()) \
             if study_ids else set()
-        known = _CataloguedKeys(session, pending)
+        # catalogued images whose own file was read again (not a recorded duplicate's): id -> first path read at
+        read_again: dict[str, str] = {}
+        for outcome in pending:
+            if outcome.status == "existing" and outcome.content_hash not in self.duplicate_of:
+                read_again.setdefault(outcome.image_id, self.tasks[outcome.index].path)
+        images = {image.id: image for image in session.scalars(
+            select(Image).where(Image.id.in_(list(read_again))))} if read_again else {}
+        # backfills first: a new file of this batch is compared with the keys of rows catalogued before them
+        backfilled = [image for outcome in pending if (image := self._backfill(outcome, images)) is not None]
+        session.flush()
+        known = _CataloguedKeys(session, [*((o.pixel_hash, o.sop_pseudonym) for o in pending),
+                                          *((image.pixel_hash, image.sop_pseudonym) for image in images.values())])
         for outcome in pending:
             task = self.tasks[outcome.index]
             if outcome.status == "added" and outcome.content_hash not in self.known_hashes:
@@ -122,11 +143,7 @@ class CatalogWriter:
                 self.touched_studies.add(outcome.study_id)
                 self.summary.images_added += 1
                 if meta.get("burned_in_annotation"):
-                    reason = (f"{outcome.image_id}: BurnedInAnnotation YES (text in the pixels, possibly "
-                              "identifying): catalogued, but kept out of active-learning rounds")
-                    session.add(IngestError(run_id=self.summary.run_id, path=task.path, stage="privacy",
-                                            reason="warning: " + reason))
-                    self.summary.record_problem(task.path, "privacy", reason, warning=True)
+                    self._warn_burned_in(session, outcome.image_id, task.path)
                 self._add_boxes(session, task, outcome.image_id, columns["width"], columns["height"], new=True)
                 continue
             # Already catalogued (earlier run, or the same bytes twice in this run), as an image or a duplicate.
@@ -134,14 +151,64 @@ class CatalogWriter:
             image_id = self.duplicate_of.get(outcome.content_hash, outcome.image_id)
             if outcome.status == "added" and image_id != outcome.image_id:
                 self._discard_renders(session, outcome)  # the same bytes twice, rendered before dedupe
-            if outcome.pixel_hash and outcome.status == "existing":
-                self._backfill(session, outcome, task, known)
             if task.box_source:
                 image = session.get(Image, image_id)
                 if image is not None:
                     self.touched_studies.add(image.study_id)
                     self._attach_detection_source(image, task)
                     self._add_boxes(session, task, image.id, image.width, image.height, new=False)
+        for image_id, path in read_again.items():
+            image = images.get(image_id)
+            if image is None:
+                continue
+            if (image.meta or {}).get("burned_in_annotation"):
+                self._warn_burned_in(session, image.id, path)
+            self._warn_if_twin(session, known, image.id, image.pixel_hash, image.sop_pseudonym, path)
+        # a younger twin read before this row got its keys (an earlier batch) or not read in this run: warned now
+        for image in backfilled:
+            for twin in known.sharing_keys(image.id, image.pixel_hash, image.sop_pseudonym):
+                self._warn_if_twin(session, known, twin.image_id, twin.pixel_hash, twin.sop_pseudonym,
+                                   twin.source_path)
+
+    def _backfill(self, outcome: ImageOutcome, images: dict[str, Image]) -> Image | None:
+        """Give a row catalogued before pixel hashes (or the BurnedInAnnotation check) what its file says."""
+        image = images.get(outcome.image_id) if outcome.status == "existing" and outcome.pixel_hash else None
+        if image is None or image.pixel_hash is not None:
+            return None
+        image.pixel_hash, image.sop_pseudonym = outcome.pixel_hash, outcome.sop_pseudonym
+        if outcome.burned_in_annotation:
+            image.meta = {**(image.meta or {}), "burned_in_annotation": True}
+        self.summary.pixel_hashes_backfilled += 1
+        return image
+
+    def _warn_burned_in(self, session, image_id: str, path: str) -> None:
+        if ("privacy", image_id) in self.warned:
+            return
+        self.warned.add(("privacy", image_id))
+        reason = (f"{image_id}: BurnedInAnnotation YES (text in the pixels, possibly identifying): catalogued, but "
+                  "kept out of active-learning rounds")
+        session.add(IngestError(run_id=self.summary.run_id, path=path, stage="privacy", reason="warning: " + reason))
+        self.summary.record_problem(path, "privacy", reason, warning=True)
+
+    def _warn_if_twin(self, session, known: "_CataloguedKeys", image_id: str, pixel_hash: str | None,
+                      sop_pseudonym: str | None, path: str) -> None:
+        """Warn about a catalogued image that an older one duplicates (both catalogued before one had its keys)."""
+        if ("duplicate", image_id) in self.warned:
+            return
+        twin = known.by_pixels.get(pixel_hash) if pixel_hash else None
+        resent = known.by_sop.get(sop_pseudonym) if sop_pseudonym else None
+        if twin is not None and twin.image_id != image_id:
+            reason = f"same pixels as {twin.image_id} ({twin.source_path})"
+        elif resent is not None and resent.image_id != image_id:
+            reason = f"same DICOM SOPInstanceUID as {resent.image_id} ({resent.source_path}) but other pixels"
+        else:
+            return
+        self.warned.add(("duplicate", image_id))
+        reason = (f"{image_id}: {reason}; both stay, as one was catalogued before the other's duplicate keys were "
+                  "known (remove one from the catalog by hand if they are the same image)")
+        session.add(IngestError(run_id=self.summary.run_id, path=path, stage="duplicate",
+                                reason="warning: " + reason))
+        self.summary.record_problem(path, "duplicate", reason, warning=True)
 
     def _add_duplicate(self, session, outcome: ImageOutcome, task: ImageTask, original: "_Catalogued") -> None:
         """A new file with the pixels of ``original``: recorded as its duplicate source, not as an image."""
@@ -172,28 +239,6 @@ class CatalogWriter:
         self.summary.record_problem(task.path, "duplicate", reason, warning=True)
         self.summary.images_skipped_conflict += 1
         self._discard_renders(session, outcome)
-
-    def _backfill(self, session, outcome: ImageOutcome, task: ImageTask, known: "_CataloguedKeys") -> None:
-        """Give a row catalogued before pixel hashes its keys; warn when another row turns out to be its twin."""
-        image = session.scalars(select(Image).where(Image.content_hash == outcome.content_hash)).first()
-        if image is None or image.pixel_hash is not None:
-            return
-        twin = known.by_pixels.get(outcome.pixel_hash)
-        resent = known.by_sop.get(outcome.sop_pseudonym) if outcome.sop_pseudonym else None
-        image.pixel_hash, image.sop_pseudonym = outcome.pixel_hash, outcome.sop_pseudonym
-        self.summary.pixel_hashes_backfilled += 1
-        known.add(image.id, image.pixel_hash, image.sop_pseudonym, image.source_path)
-        if twin is not None and twin.image_id != image.id:
-            reason = f"same pixels as {twin.image_id} ({twin.source_path})"
-        elif resent is not None and resent.image_id != image.id:
-            reason = f"same DICOM SOPInstanceUID as {resent.image_id} ({resent.source_path}) but other pixels"
-        else:
-            return
-        reason = (f"{image.id}: {reason}; both were catalogued before duplicates were recognised and both stay "
-                  "(remove one from the catalog by hand if they are the same image)")
-        session.add(IngestError(run_id=self.summary.run_id, path=task.path, stage="duplicate",
-                                reason="warning: " + reason))
-        self.summary.record_problem(task.path, "duplicate", reason, warning=True)
 
     def _discard_renders(self, session, outcome: ImageOutcome) -> None:
         """Delete the render and thumbnail a worker wrote for a file that did not become an image."""
@@ -229,28 +274,42 @@ class CatalogWriter:
 class _Catalogued:
     image_id: str
     source_path: str
+    pixel_hash: str | None = None
+    sop_pseudonym: str | None = None
 
 
 class _CataloguedKeys:
-    """The catalogued images whose pixel hash or SOP pseudonym a batch's outcomes carry (one query per kind and
-    500 keys), kept up to date while the batch is written.  Of rows sharing a key the oldest is the original."""
+    """The catalogued images with the pixel hashes or SOP pseudonyms a batch carries (one query per kind and 500
+    keys), kept up to date while the batch is written.  Of rows sharing a key the oldest is the original."""
 
-    def __init__(self, session, outcomes: list[ImageOutcome]):
+    def __init__(self, session, keys: list[tuple[str | None, str | None]]):
         self.by_pixels: dict[str, _Catalogued] = {}
         self.by_sop: dict[str, _Catalogued] = {}
-        for column, keys in ((Image.pixel_hash, {o.pixel_hash for o in outcomes if o.pixel_hash}),
-                             (Image.sop_pseudonym, {o.sop_pseudonym for o in outcomes if o.sop_pseudonym})):
-            keys = sorted(keys)
-            for start in range(0, len(keys), 500):
-                rows = session.execute(
-                    select(Image.id, Image.pixel_hash, Image.sop_pseudonym, Image.source_path)
-                    .where(column.in_(keys[start:start + 500])).order_by(Image.created_at, Image.id))
-                for image_id, pixels, sop, path in rows:
-                    self.add(image_id, pixels, sop, path)
+        #: every row loaded, by image id (the originals' twins among them)
+        self.rows: dict[str, _Catalogued] = {}
+        found = {}
+        for column, wanted in ((Image.pixel_hash, {pixels for pixels, _ in keys if pixels}),
+                               (Image.sop_pseudonym, {sop for _, sop in keys if sop})):
+            wanted = sorted(wanted)
+            for start in range(0, len(wanted), 500):
+                for row in session.execute(
+                        select(Image.id, Image.pixel_hash, Image.sop_pseudonym, Image.source_path, Image.created_at)
+                        .where(column.in_(wanted[start:start + 500]))):
+                    found[row.id] = row
+        # oldest first over both queries: a row found by its pixel hash may share a SOP pseudonym with an older one
+        for row in sorted(found.values(), key=lambda row: (row.created_at is None, row.created_at or 0, row.id)):
+            self.add(row.id, row.pixel_hash, row.sop_pseudonym, row.source_path)
 
     def add(self, image_id: str, pixel_hash: str | None, sop_pseudonym: str | None, source_path: str) -> None:
-        entry = _Catalogued(image_id=image_id, source_path=source_path)
+        entry = _Catalogued(image_id=image_id, source_path=source_path, pixel_hash=pixel_hash,
+                            sop_pseudonym=sop_pseudonym)
+        self.rows.setdefault(image_id, entry)
         if pixel_hash:
             self.by_pixels.setdefault(pixel_hash, entry)
         if sop_pseudonym:
             self.by_sop.setdefault(sop_pseudonym, entry)
+
+    def sharing_keys(self, image_id: str, pixel_hash: str | None, sop_pseudonym: str | None) -> list[_Catalogued]:
+        """The other loaded rows with this pixel hash or SOP pseudonym."""
+        return [row for row in self.rows.values() if row.image_id != image_id and (
+            (pixel_hash and row.pixel_hash == pixel_hash) or (sop_pseudonym and row.sop_pseudonym == sop_pseudonym))]

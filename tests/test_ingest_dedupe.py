@@ -15,7 +15,7 @@ import pytest
 from PIL import Image as PILImage
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless, generate_uid
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 
 from radloop.core.catalog import SCHEMA_VERSION, Catalog
 from radloop.core.deid import content_hash, image_id_for_hash, pixel_hash
@@ -318,5 +318,107 @@ def test_twins_catalogued_before_schema_2_are_reported_when_backfilled(tmp_path,
         summary = ingest_paths(catalog, [folder], workers=1, progress=False)
         assert summary.pixel_hashes_backfilled == 2 and summary.warnings == 1 and not summary.failed
         assert "same pixels as" in summary.error_samples[0]["reason"] and catalog.counts()["images"] == 2
+        for _ in range(2):  # both stay, so every run that reads them says so again (one row, this run's)
+            again = ingest_paths(catalog, [folder], workers=1, progress=False)
+            assert again.warnings == 1 and again.pixel_hashes_backfilled == 0 and "decode" not in again.stage_seconds
+            with catalog.session() as session:
+                rows = session.scalars(select(IngestError)).all()
+            assert [(row.path, row.stage, row.run_id) for row in rows] == [
+                (str(folder / "b.dcm"), "duplicate", again.run_id)]
+    finally:
+        catalog.dispose()
+
+
+def _catalog_of_schema_1(workspace, *files) -> None:
+    """A catalog made by radloop before schema 2 (and before the BurnedInAnnotation check), ``files`` ingested
+    into it one run each, in that order; every one of them an image, as that radloop made them."""
+    old = Catalog.open(workspace)
+    for path in files:
+        assert ingest_paths(old, [path], workers=1, progress=False).images_added == 1
+        with old.session() as session:
+            for image in session.scalars(select(Image)):
+                image.pixel_hash = image.sop_pseudonym = None
+                image.meta = {key: value for key, value in image.meta.items() if key != "burned_in_annotation"}
+            session.execute(delete(IngestError))
+    _downgrade_to_schema_1(old)
+    old.dispose()
+
+
+def test_younger_twin_read_before_its_original_got_its_keys_is_the_one_warned(tmp_path, workspace):
+    """Twins from before schema 2, the younger one's file read first and each in its own batch: the warning
+    still goes to the younger one (as in later runs), and once it is removed by hand it is a duplicate, no
+    warning left."""
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    _dicom(_radiograph(8)).save_as(folder / "z_first.dcm")
+    _implicit_copy(folder / "z_first.dcm", folder / "b_second.dcm")
+    _catalog_of_schema_1(workspace, folder / "z_first.dcm", folder / "b_second.dcm")
+    catalog = Catalog.open(workspace)
+    try:
+        with catalog.session() as session:
+            ids = {image.source_path.rsplit("/", 1)[-1]: image.id for image in session.scalars(select(Image))}
+        for batch_size in (1, 1, 64):
+            summary = ingest_paths(catalog, [folder], workers=1, batch_size=batch_size, progress=False)
+            with catalog.session() as session:
+                rows = session.scalars(select(IngestError)).all()
+            assert summary.warnings == 1 and len(rows) == 1 and rows[0].path == str(folder / "b_second.dcm")
+            assert rows[0].reason.startswith(f"warning: {ids['b_second.dcm']}: same pixels as {ids['z_first.dcm']}")
+        with catalog.session() as session:
+            session.execute(delete(Image).where(Image.id == ids["b_second.dcm"]))
+        summary = ingest_paths(catalog, [folder], workers=1, progress=False)
+        assert summary.images_skipped_duplicate == 1 and summary.warnings == 0 and summary.images_added == 0
+        assert catalog.counts()["ingest_errors"] == 0 and catalog.counts()["duplicate_sources"] == 1
+    finally:
+        catalog.dispose()
+
+
+def test_a_re_send_catalogued_before_schema_2_is_warned_about_in_every_run(tmp_path, workspace):
+    """Same SOPInstanceUID, other pixels, both catalogued by radloop before schema 2: the younger one (the
+    re-send) is warned about, whichever file is read first and with one file per batch, in every run."""
+    uid = "1.2.826.0.1.3680043.2.1125.99.8"
+    _dicom(_radiograph(1), sop_uid=uid).save_as(tmp_path / "sent.dcm")
+    resent = _radiograph(1)
+    resent[10:20, 10:20] = 0
+    _dicom(resent, sop_uid=uid).save_as(tmp_path / "resent.dcm")
+    _catalog_of_schema_1(workspace, tmp_path / "sent.dcm", tmp_path / "resent.dcm")
+    catalog = Catalog.open(workspace)
+    try:
+        with catalog.session() as session:
+            ids = {image.source_path.rsplit("/", 1)[-1]: image.id for image in session.scalars(select(Image))}
+        for _ in range(3):
+            summary = ingest_paths(catalog, [tmp_path / "resent.dcm", tmp_path / "sent.dcm"], workers=1,
+                                   batch_size=1, progress=False)
+            with catalog.session() as session:
+                rows = session.scalars(select(IngestError)).all()
+            assert summary.warnings == 1 and [(row.path, row.stage) for row in rows] == [
+                (str(tmp_path / "resent.dcm"), "duplicate")]
+            assert rows[0].reason.startswith(
+                f"warning: {ids['resent.dcm']}: same DICOM SOPInstanceUID as {ids['sent.dcm']}")
+            assert uid not in rows[0].reason and catalog.counts()["images"] == 2
+    finally:
+        catalog.dispose()
+
+
+@pytest.mark.parametrize(("workers", "batch_size"), [(1, 64), (1, 1), (2, 1)])
+def test_new_copy_of_a_row_awaiting_its_backfill_is_its_duplicate(tmp_path, workspace, workers, batch_size):
+    """A re-saved copy whose path sorts before the file of a row catalogued before schema 2, in the run that
+    backfills that row: the row gets its keys first (in the copy's batch or an earlier one), so the copy is its
+    duplicate, not a second image."""
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    _dicom(_radiograph(11)).save_as(folder / "knee.dcm")
+    _catalog_of_schema_1(workspace, folder / "knee.dcm")
+    _implicit_copy(folder / "knee.dcm", folder / "0_copy.dcm")
+    catalog = Catalog.open(workspace)
+    try:
+        summary = ingest_paths(catalog, [folder], workers=workers, batch_size=batch_size, progress=False)
+        assert summary.pixel_hashes_backfilled == 1 and summary.images_skipped_existing == 1
+        assert summary.images_added == 0 and summary.images_skipped_duplicate == 1 and summary.warnings == 0
+        with catalog.session() as session:
+            image = session.scalars(select(Image)).one()
+            duplicate = session.scalars(select(DuplicateSource)).one()
+        assert image.source_path == str(folder / "knee.dcm") and image.pixel_hash == pixel_hash(_radiograph(11))
+        assert (duplicate.image_id, duplicate.source_path) == (image.id, str(folder / "0_copy.dcm"))
+        _assert_renders_match_catalog(catalog)
     finally:
         catalog.dispose()

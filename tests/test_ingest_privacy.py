@@ -6,14 +6,23 @@ import stat
 
 from sqlalchemy import select
 
+from radloop.core.catalog import Catalog
+from radloop.core.catalog_info import catalog_info
 from radloop.core.ingest import ingest_paths
 from radloop.core.schema import Image, IngestError
-from test_ingest_dedupe import _dicom, _radiograph
+from test_ingest_dedupe import _catalog_of_schema_1, _dicom, _radiograph
+
+
+def _pooled(catalog) -> set[str]:
+    """Image ids any round could select, whatever its pool split."""
+    from radloop.app.rounds import RoundConfig, _pool
+
+    return {image_id for name in ("train", "val", "test")
+            for image_id in _pool(catalog, RoundConfig(pool_split=name,
+                                                       eval_split="val" if name != "val" else "test"))[0]}
 
 
 def test_burned_in_annotation_is_flagged_warned_and_kept_out_of_round_pools(tmp_path, catalog):
-    from radloop.app.rounds import RoundConfig, _pool
-
     folder = tmp_path / "archive"
     folder.mkdir()
     _dicom(_radiograph(1), BurnedInAnnotation="YES").save_as(folder / "burned.dcm", enforce_file_format=True)
@@ -26,11 +35,56 @@ def test_burned_in_annotation_is_flagged_warned_and_kept_out_of_round_pools(tmp_
     assert images["burned.dcm"].meta.get("burned_in_annotation") is True
     assert "burned_in_annotation" not in images["clean.dcm"].meta
     assert warning.stage == "privacy" and "BurnedInAnnotation" in warning.reason
-    split = {"train", "val", "test"}
-    pooled = {image_id for name in split
-              for image_id in _pool(catalog, RoundConfig(pool_split=name, eval_split="val" if name != "val"
-                                                         else "test"))[0]}
-    assert pooled == {images["clean.dcm"].id}
+    assert _pooled(catalog) == {images["clean.dcm"].id}
+    assert catalog_info(catalog)["images_with_burned_in_annotation"] == 1
+
+
+def test_the_burned_in_warning_stays_while_the_image_is_catalogued(tmp_path, catalog):
+    """A re-ingest replaces what earlier runs said about a file: the warning is made again (one row, this run's),
+    and a run that does not read the file leaves it as it is."""
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    _dicom(_radiograph(1), BurnedInAnnotation="YES").save_as(folder / "burned.dcm", enforce_file_format=True)
+    _dicom(_radiograph(2)).save_as(folder / "clean.dcm", enforce_file_format=True)
+    last_run = ingest_paths(catalog, [folder], workers=1, progress=False).run_id
+    for paths in ([folder], [folder], [folder / "clean.dcm"]):
+        again = ingest_paths(catalog, paths, workers=1, progress=False)
+        assert again.images_added == 0 and "decode" not in again.stage_seconds
+        assert again.warnings == (1 if paths == [folder] else 0)
+        with catalog.session() as session:
+            rows = session.scalars(select(IngestError)).all()
+        assert [(row.path, row.stage, row.run_id) for row in rows] == [
+            (str(folder / "burned.dcm"), "privacy", again.run_id if again.warnings else last_run)]
+        last_run = again.run_id
+        info = catalog_info(catalog)
+        assert info["ingest_errors_by_stage"] == {"privacy": 1} and info["images_with_burned_in_annotation"] == 1
+
+
+def test_an_image_catalogued_before_the_burned_in_check_is_flagged_when_its_file_is_read_again(
+        tmp_path, workspace):
+    """A row from before the check (and before pixel hashes): the backfill decode also reads BurnedInAnnotation,
+    so the image is flagged, warned about and out of the round pools from then on."""
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    _dicom(_radiograph(1), BurnedInAnnotation="YES").save_as(folder / "burned.dcm", enforce_file_format=True)
+    _dicom(_radiograph(2)).save_as(folder / "clean.dcm", enforce_file_format=True)
+    _catalog_of_schema_1(workspace, folder / "burned.dcm", folder / "clean.dcm")
+    catalog = Catalog.open(workspace)
+    try:
+        assert len(_pooled(catalog)) == 2 and catalog_info(catalog)["images_with_burned_in_annotation"] == 0
+        summary = ingest_paths(catalog, [folder], workers=1, progress=False)
+        assert summary.pixel_hashes_backfilled == 2 and summary.images_added == 0 and summary.warnings == 1
+        with catalog.session() as session:
+            images = {image.source_path.rsplit("/", 1)[-1]: image for image in session.scalars(select(Image))}
+            warning = session.scalars(select(IngestError)).one()
+        assert images["burned.dcm"].meta.get("burned_in_annotation") is True
+        assert "burned_in_annotation" not in images["clean.dcm"].meta
+        assert (warning.path, warning.stage) == (str(folder / "burned.dcm"), "privacy")
+        assert warning.reason.startswith(f"warning: {images['burned.dcm'].id}: BurnedInAnnotation YES")
+        assert _pooled(catalog) == {images["clean.dcm"].id}
+        assert catalog_info(catalog)["images_with_burned_in_annotation"] == 1
+    finally:
+        catalog.dispose()
 
 
 def test_a_new_workspace_is_private_to_its_owner(tmp_path):
