@@ -7,7 +7,12 @@ Usage::
         session.add(...)
 
 The schema is versioned: :data:`MIGRATIONS` lists ``(version, description, function)``; opening a catalog
-applies the missing ones in order inside a transaction and records them in ``schema_version``.
+applies the missing ones in order inside one transaction that holds the migration lock (several processes may
+open an old catalog at once: one migrates, the others wait and find it done) and records them in
+``schema_version``.
+
+Read-check-write sequences that two processes may run at once (two pulls of one round) start their session
+with :func:`get_for_update`, which holds a lock until the session's transaction ends.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import Connection, create_engine, event, func, inspect, select, text
 from sqlalchemy.engine import Engine
@@ -25,6 +31,8 @@ from radloop.core.schema import (
     Selection, Study, WeakLabel,
 )
 from radloop.core.workspace import Workspace
+
+T = TypeVar("T")
 
 
 def _migration_1_initial(connection: Connection) -> None:
@@ -68,19 +76,76 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+#: Key of PostgreSQL's transaction-level advisory lock that serialises migrations (any constant bigint).
+MIGRATION_LOCK_KEY = 0x7261646C6F6F70  # "radloop"
+
+
+def _schema_version(connection: Connection) -> int:
+    if not inspect(connection).has_table(SchemaVersion.__tablename__):
+        return 0
+    return connection.execute(select(func.max(SchemaVersion.version))).scalar() or 0
+
+
+def _begin_write(connection: Connection) -> None:
+    """Take the database's write lock now (SQLite), before the transaction's first read.
+
+    pysqlite opens a transaction only at the first INSERT/UPDATE/DELETE, so reads before it run outside any
+    transaction and another connection may write between them and the first write.  ``BEGIN IMMEDIATE``
+    takes the write lock at once (waiting up to the busy timeout); a connection that already wrote holds it.
+    """
+    dbapi_connection = connection.connection.dbapi_connection
+    if not dbapi_connection.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def migrate(engine: Engine) -> int:
-    """Bring the database to :data:`SCHEMA_VERSION`; returns the version it was at before."""
+    """Bring the database to :data:`SCHEMA_VERSION`; returns the version it was at before.
+
+    A catalog already up to date is only read (no lock: opening never waits for a writer).  Otherwise the
+    migrations run under a lock (SQLite's write lock, PostgreSQL's advisory lock :data:`MIGRATION_LOCK_KEY`)
+    after the version is read again, so that processes opening an old catalog together apply each migration
+    once; the first to get the lock migrates, the others find it done.
+    """
+    with engine.connect() as connection:
+        current = _schema_version(connection)
+    if current >= SCHEMA_VERSION:
+        _check_not_newer(current)
+        return current
     with engine.begin() as connection:
+        if connection.dialect.name == "sqlite":
+            _begin_write(connection)
+        elif connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         SchemaVersion.__table__.create(connection, checkfirst=True)
-        current = connection.execute(select(func.max(SchemaVersion.version))).scalar() or 0
-        if current > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"catalog schema version {current} is newer than this radloop ({SCHEMA_VERSION}); upgrade radloop")
+        current = _schema_version(connection)
+        _check_not_newer(current)
         for version, description, function in MIGRATIONS:
             if version > current:
                 function(connection)
                 connection.execute(SchemaVersion.__table__.insert().values(version=version, description=description))
     return current
+
+
+def _check_not_newer(current: int) -> None:
+    if current > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"catalog schema version {current} is newer than this radloop ({SCHEMA_VERSION}); upgrade radloop")
+
+
+def get_for_update(session: Session, entity: type[T], ident) -> T | None:
+    """``session.get(entity, ident)``, locked until the session's transaction ends; call it first in the session.
+
+    PostgreSQL locks the row (``SELECT ... FOR UPDATE``); SQLite has no row locks, so the session takes the
+    database's write lock (``BEGIN IMMEDIATE``) before it reads.  Either way a second session locking the
+    same row waits until the first commits or rolls back, then reads what the first wrote: read-check-write
+    sequences (what is stored? insert the rest) keyed on that row no longer interleave.  Reads the session
+    made before the call are not covered (on SQLite they ran outside the transaction).
+    """
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        _begin_write(connection)
+        return session.get(entity, ident, populate_existing=True)
+    return session.get(entity, ident, with_for_update=True, populate_existing=True)
 
 
 @dataclass

@@ -37,11 +37,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 
-from radloop.core.catalog import Catalog
+from radloop.core.catalog import Catalog, get_for_update
 from radloop.core.schema import Annotation, Image, QuarantinedAnnotation, Round, Selection
 from radloop.labeling.ls_adapter import ImageGeometry, LSTask, parse_task, task_key
 from radloop.labeling.ls_client import (
@@ -62,6 +63,9 @@ __all__ = ["CONSENSUS_SOURCE", "PushIncompleteError", "SELECTION_STATES", "SOURC
 logger = logging.getLogger(__name__)
 #: Incremental pulls re-read tasks updated this long before the cursor (clock skew, same-second writes).
 CURSOR_MARGIN = timedelta(seconds=5)
+#: Tries of a pull that finds another pull of the round committed while it read Label Studio; the last one
+#: reads Label Studio while holding the round's lock.
+PULL_ATTEMPTS = 3
 
 
 class PushIncompleteError(LabelStudioError):
@@ -291,6 +295,36 @@ def _store_task(session, task: LSTask, round_id: int, project_id: int, annotator
             counts["boxes"] += 1
 
 
+@dataclass
+class _LabelStudioRead:
+    """What a pull read from Label Studio for one round."""
+
+    pull_state: dict  # the round's ``meta["ls_pull"]`` the read started from
+    cursor: str | None  # the ``updated_after`` filter sent, None for a full read
+    raw_tasks: list[dict]
+    all_task_ids: set[int]
+    annotators: dict[int, str]
+    geometries: dict[str, ImageGeometry]
+
+
+def _read_label_studio(catalog: Catalog, client: LabelStudioClient, binding: ProjectBinding, round_id: int,
+                       pull_state: dict | None, full: bool) -> _LabelStudioRead:
+    state = dict(pull_state or {})
+    if state.get("project_id") != binding.project_id:
+        state = {}
+    cursor = None
+    if not full and state.get("cursor"):  # Label Studio's filter wants exactly this format (UTC, "Z")
+        since = datetime.fromisoformat(state["cursor"]).astimezone(timezone.utc) - CURSOR_MARGIN
+        cursor = since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    raw_tasks = client.iter_tasks(binding.project_id, round_id=round_id, updated_after=cursor)
+    all_ids = {task["id"] for task in client.iter_tasks(binding.project_id, round_id=round_id,
+                                                        with_annotations=False)}
+    annotators = client.user_emails() if raw_tasks else {}
+    case_ids = {task["data"].get("case_id") for task in raw_tasks if isinstance(task.get("data"), dict)}
+    geometries = _geometries(catalog, {case for case in case_ids if isinstance(case, str)})
+    return _LabelStudioRead(state, cursor, raw_tasks, all_ids, annotators, geometries)
+
+
 def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, binding: ProjectBinding | None = None,
                project: str | None = None, full: bool = False) -> SyncSummary:
     """Fetch new/changed annotations of the round's tasks into the catalog (append-only); returns a summary.
@@ -305,79 +339,95 @@ def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
     The summary's ``annotations_added`` counts new non-skipped annotation versions; ``answered`` /
     ``pending`` count the round's selections with an answer / with a task still waiting (``answered`` is
     also recorded as the round's ``labels_spent``).
+
+    Pulls of one round may run at once (the ML backend pulls before training while ``radloop round finish``
+    pulls): each reads Label Studio, then stores under the round's lock (:func:`get_for_update`), reading what
+    is stored only once it holds the lock.  A pull that finds that another one committed since it read Label
+    Studio reads it again, since what it read may be older than what the other stored (an annotation the
+    other stored and this read lacks would be taken for deleted); its last try reads under the lock.
     """
     binding = _resolve_binding(catalog, client, binding, project)
     with catalog.session() as session:
         round_row = session.get(Round, round_id)
         if round_row is None:
             raise LookupError(f"no round with id {round_id}")
-        state = dict((round_row.meta or {}).get("ls_pull") or {})
-    if state.get("project_id") != binding.project_id:
-        state = {}
-    cursor = None
-    if not full and state.get("cursor"):  # Label Studio's filter wants exactly this format (UTC, "Z")
-        since = datetime.fromisoformat(state["cursor"]).astimezone(timezone.utc) - CURSOR_MARGIN
-        cursor = since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        pull_state = (round_row.meta or {}).get("ls_pull")
     config = parse_label_config(client.get_project(binding.project_id)["label_config"])
-    raw_tasks = client.iter_tasks(binding.project_id, round_id=round_id, updated_after=cursor)
-    all_ids = {task["id"] for task in client.iter_tasks(binding.project_id, round_id=round_id,
-                                                        with_annotations=False)}
-    annotators = client.user_emails() if raw_tasks else {}
-    case_ids = {task["data"].get("case_id") for task in raw_tasks if isinstance(task.get("data"), dict)}
-    geometries = _geometries(catalog, {case for case in case_ids if isinstance(case, str)})
-    counts: Counter = Counter()
-    newest_update = state.get("cursor")
-    with catalog.session() as session:
-        selections = {s.image_id: s for s in session.scalars(select(Selection).where(Selection.round_id == round_id))}
-        images = sorted(geometries)
-        stored: dict[str, tuple[set[str], int]] = defaultdict(lambda: (set(), 0))
-        by_task: dict[tuple[object, object], list[Annotation]] = defaultdict(list)
-        for annotation in session.scalars(select(Annotation).where(Annotation.source == SOURCE,
-                                                                   Annotation.image_id.in_(images))):
-            stamps, number = stored[annotation.external_id]
-            stored[annotation.external_id] = (stamps | {(annotation.meta or {}).get("ls_version_stamp")},
-                                              max(number, annotation.version))
-            meta = annotation.meta or {}
-            by_task[(meta.get("ls_project_id"), meta.get("ls_task_id"))].append(annotation)
-        touched: set[str] = set()
-        for raw in raw_tasks:
-            task = parse_task(raw, config, geometries.get)
-            if task.case_id not in selections or task.case_id not in geometries:
-                session.add(QuarantinedAnnotation(image_id=task.case_id, source=SOURCE, raw={"task_id": task.task_id},
-                                                  reason="task does not belong to a selection of this round"))
-                counts["quarantined"] += 1
+    for attempt in range(1, PULL_ATTEMPTS + 1):
+        last_try = attempt == PULL_ATTEMPTS
+        read = None if last_try else _read_label_studio(catalog, client, binding, round_id, pull_state, full)
+        with catalog.session() as session:
+            round_row = get_for_update(session, Round, round_id)
+            if round_row is None:
+                raise LookupError(f"no round with id {round_id}")
+            latest = (round_row.meta or {}).get("ls_pull")
+            if latest != pull_state and not last_try:
+                pull_state = latest
                 continue
-            _withdraw_deleted(raw, by_task.get((binding.project_id, task.task_id), []), counts)
-            _store_task(session, task, round_id, binding.project_id, annotators, stored, counts)
-            touched.add(task.case_id)
-            selection = selections[task.case_id]
-            live = [v for v in task.annotations if not v.cancelled]
-            status = "annotated" if live else ("skipped" if task.annotations else "pending")
-            _set_ls_meta(selection, status=status, annotations=len(task.annotations), pulled_at=_now())
-            if task.updated_at and (newest_update is None or task.updated_at.isoformat() > newest_update):
-                newest_update = task.updated_at.isoformat()
-            counts["tasks"] += 1
-        _reconcile(session, touched, round_id, counts)
-        missing = []
-        for selection in selections.values():
-            meta = _ls_meta(selection)
-            if (selection.ls_task_id is not None and meta.get("project_id") == binding.project_id
-                    and selection.ls_task_id not in all_ids):
-                missing.append(selection.ls_task_id)
-                if not meta.get("deleted_at"):
-                    _set_ls_meta(selection, deleted_at=_now(), status="deleted_in_label_studio")
-        session.flush()
-        progress = Counter(_selection_states(session, [round_id]).values())
-        round_row = session.get(Round, round_id)
-        meta = dict(round_row.meta or {})
-        meta["ls_pull"] = {"project_id": binding.project_id, "cursor": newest_update, "pulled_at": _now()}
-        round_row.meta = meta
-        round_row.labels_spent = progress["answered"]  # late answers of a finished round count too
+            read = read or _read_label_studio(catalog, client, binding, round_id, latest, full)
+            counts, missing, progress = _store_pull(session, round_row, read, config, binding)
+            break
     return SyncSummary({
-        "round_id": round_id, "project_id": binding.project_id, "incremental": cursor is not None,
+        "round_id": round_id, "project_id": binding.project_id, "incremental": read.cursor is not None,
         "annotations_added": counts["versions"] - counts["skipped"],
         "tasks_read": counts["tasks"], "new_versions": counts["versions"], "choices": counts["choices"],
         "boxes": counts["boxes"], "skipped": counts["skipped"], "quarantined": counts["quarantined"],
         "withdrawn": counts["withdrawn"], "consensus_rows": counts["consensus"],
         "disagreements": counts["disagreements"], "deleted_tasks": sorted(missing),
         "answered": progress["answered"], "pending": progress["pending"]})
+
+
+def _store_pull(session, round_row: Round, read: _LabelStudioRead, config, binding: ProjectBinding
+                ) -> tuple[Counter, list[int], Counter]:
+    """Store what ``read`` brought that the catalog lacks; returns (counts, deleted task ids, selection states).
+
+    Runs under the round's lock: what is stored is read here, not before.
+    """
+    round_id = round_row.id
+    counts: Counter = Counter()
+    newest_update = read.pull_state.get("cursor")
+    selections = {s.image_id: s for s in session.scalars(select(Selection).where(Selection.round_id == round_id))}
+    images = sorted(read.geometries)
+    stored: dict[str, tuple[set[str], int]] = defaultdict(lambda: (set(), 0))
+    by_task: dict[tuple[object, object], list[Annotation]] = defaultdict(list)
+    for annotation in session.scalars(select(Annotation).where(Annotation.source == SOURCE,
+                                                               Annotation.image_id.in_(images))):
+        stamps, number = stored[annotation.external_id]
+        stored[annotation.external_id] = (stamps | {(annotation.meta or {}).get("ls_version_stamp")},
+                                          max(number, annotation.version))
+        meta = annotation.meta or {}
+        by_task[(meta.get("ls_project_id"), meta.get("ls_task_id"))].append(annotation)
+    touched: set[str] = set()
+    for raw in read.raw_tasks:
+        task = parse_task(raw, config, read.geometries.get)
+        if task.case_id not in selections or task.case_id not in read.geometries:
+            session.add(QuarantinedAnnotation(image_id=task.case_id, source=SOURCE, raw={"task_id": task.task_id},
+                                              reason="task does not belong to a selection of this round"))
+            counts["quarantined"] += 1
+            continue
+        _withdraw_deleted(raw, by_task.get((binding.project_id, task.task_id), []), counts)
+        _store_task(session, task, round_id, binding.project_id, read.annotators, stored, counts)
+        touched.add(task.case_id)
+        selection = selections[task.case_id]
+        live = [v for v in task.annotations if not v.cancelled]
+        status = "annotated" if live else ("skipped" if task.annotations else "pending")
+        _set_ls_meta(selection, status=status, annotations=len(task.annotations), pulled_at=_now())
+        if task.updated_at and (newest_update is None or task.updated_at.isoformat() > newest_update):
+            newest_update = task.updated_at.isoformat()
+        counts["tasks"] += 1
+    _reconcile(session, touched, round_id, counts)
+    missing = []
+    for selection in selections.values():
+        meta = _ls_meta(selection)
+        if (selection.ls_task_id is not None and meta.get("project_id") == binding.project_id
+                and selection.ls_task_id not in read.all_task_ids):
+            missing.append(selection.ls_task_id)
+            if not meta.get("deleted_at"):
+                _set_ls_meta(selection, deleted_at=_now(), status="deleted_in_label_studio")
+    session.flush()
+    progress = Counter(_selection_states(session, [round_id]).values())
+    meta = dict(round_row.meta or {})
+    meta["ls_pull"] = {"project_id": binding.project_id, "cursor": newest_update, "pulled_at": _now()}
+    round_row.meta = meta
+    round_row.labels_spent = progress["answered"]  # late answers of a finished round count too
+    return counts, missing, progress

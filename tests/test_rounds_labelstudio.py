@@ -1,5 +1,5 @@
 """Rounds against a fake Label Studio (offline): pull then finish, pending tasks, late answers, conflicting
-answers across rounds, deleted annotations, the server down.
+answers across rounds, deleted annotations, two pulls of a round at once, the server down.
 
 The fake keeps tasks and annotations in memory and answers the few client calls push/pull make, in Label
 Studio's JSON shapes.  Like Label Studio 1.23, it does not bump a task's ``updated_at`` when an annotation is
@@ -215,6 +215,78 @@ def test_full_pull_withdraws_annotations_deleted_in_label_studio(small):
     fake.delete_annotation(kept)
     pull_round(catalog, fake, round_one, full=True)
     assert _fracture_label(catalog, image) == 0
+
+
+def _pull_rows(catalog) -> list[tuple]:
+    from radloop.core.schema import Annotation
+
+    with catalog.session() as session:
+        return session.execute(select(Annotation.source, Annotation.kind, Annotation.external_id, Annotation.version,
+                                      Annotation.label).order_by(Annotation.id)).all()
+
+
+def test_two_pulls_of_a_round_at_once_store_each_annotation_once(small, monkeypatch):
+    """The backend's pull before training and `radloop round finish` at once: the second waits for the first's
+    lock, then reads what it stored (no row twice, no consensus row appended twice)."""
+    import threading
+
+    from radloop.labeling import ls_sync
+
+    catalog, fake, (round_one, _), (image, _) = small
+    fake.annotate(fake.task_of(round_one, image), ["fracture"])
+    fake.annotate(fake.task_of(round_one, image), [], user=2)
+    store_task, results, errors = ls_sync._store_task, {}, []
+
+    def pull(name):
+        try:
+            results[name] = ls_sync.pull_round(catalog, fake, round_one)
+        except Exception as error:  # reported by the assertion below, not lost in the thread
+            errors.append(error)
+
+    second = threading.Thread(target=pull, args=("second",))
+
+    def first_between_read_and_insert(*args, **kwargs):
+        if second.ident is None:  # the first pull's first task (the second pull's calls come later)
+            second.start()  # it reads Label Studio, then waits for the round's lock ...
+            second.join(timeout=1.0)  # ... (without the lock it would store the same rows meanwhile)
+        return store_task(*args, **kwargs)
+
+    monkeypatch.setattr(ls_sync, "_store_task", first_between_read_and_insert)
+    pull("first")
+    second.join(timeout=60)
+    assert not second.is_alive() and not errors
+    assert results["first"]["annotations_added"] == 2 and results["second"]["annotations_added"] == 0
+    assert results["second"]["consensus_rows"] == 0
+    rows = _pull_rows(catalog)
+    assert len(rows) == len(set(rows)) and {row[3] for row in rows} == {1}
+    assert len([row for row in rows if row[0] == "labelstudio:consensus"]) == results["first"]["consensus_rows"] > 0
+
+
+def test_a_pull_that_read_label_studio_before_another_pull_stored_reads_it_again(small, monkeypatch):
+    """An annotation made after this pull read Label Studio, pulled by another pull before this one stores:
+    it must not be taken for deleted (withdrawn) by this pull's older read."""
+    from radloop.labeling import ls_sync
+
+    catalog, fake, (round_one, _), (image, other) = small
+    fake.annotate(fake.task_of(round_one, image), ["fracture"])
+    read, reads = ls_sync._read_label_studio, []
+    late = {}
+
+    def read_then_other_pull(*args, **kwargs):
+        reads.append(read(*args, **kwargs))
+        if len(reads) == 1:  # meanwhile: a new annotation, which another pull stores
+            late["id"] = fake.annotate(fake.task_of(round_one, other), ["fracture"])
+            monkeypatch.setattr(ls_sync, "_read_label_studio", read)
+            ls_sync.pull_round(catalog, fake, round_one, full=True)
+            monkeypatch.setattr(ls_sync, "_read_label_studio", read_then_other_pull)
+        return reads[-1]
+
+    monkeypatch.setattr(ls_sync, "_read_label_studio", read_then_other_pull)
+    summary = ls_sync.pull_round(catalog, fake, round_one, full=True)
+    assert summary["withdrawn"] == 0 and summary["annotations_added"] == 0
+    assert len(reads) == 2  # it read Label Studio again, after the other pull
+    assert _fracture_label(catalog, other) == 1 and _fracture_label(catalog, image) == 1
+    assert {row[1] for row in _pull_rows(catalog)} == {"choice"}
 
 
 # ------------------------------------------------------------------- round flow (encoder, real images)
