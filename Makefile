@@ -53,15 +53,22 @@ app: venv
 	RADLOOP_WORKSPACE=$(WORKSPACE) $(BIN)/streamlit run app/main.py --server.headless true --server.address 127.0.0.1 \
 	  --browser.gatherUsageStats false
 
+# Each pass gets its own temporary folder (kept when it fails): pytest keeps only the newest three
+# /tmp/pytest-of-$$USER/pytest-N folders, so another pytest session on the machine could otherwise delete a
+# running pass's files (the PostgreSQL pass's data directory among them).
 test: venv labelstudio browser
-	RADLOOP_LS_VENV=$(LS_VENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	@base=$$(mktemp -d -t radloop-tests-XXXXXX); \
+	  RADLOOP_LS_VENV=$(LS_VENV) $(BIN)/python -m pytest --basetemp=$$base $(PYTEST_ARGS); status=$$?; \
+	  if [ $$status -eq 0 ]; then rm -rf $$base; else echo "test files kept in $$base"; fi; exit $$status
 	$(MAKE) --no-print-directory test-postgres
 
 # The tests that use a workspace catalog again, each on a new database of a throwaway PostgreSQL server
 # (the Label Studio integration tests included: the server keeps its own SQLite, radloop's catalog is PostgreSQL).
 test-postgres: venv labelstudio
-	RADLOOP_TEST_DATABASE=postgres RADLOOP_LS_VENV=$(LS_VENV) \
-	  $(BIN)/python -m pytest -m "catalog and not browser" $(PYTEST_ARGS)
+	@base=$$(mktemp -d -t radloop-tests-pg-XXXXXX); \
+	  RADLOOP_TEST_DATABASE=postgres RADLOOP_LS_VENV=$(LS_VENV) \
+	  $(BIN)/python -m pytest -m "catalog and not browser" --basetemp=$$base $(PYTEST_ARGS); status=$$?; \
+	  if [ $$status -eq 0 ]; then rm -rf $$base; else echo "test files kept in $$base"; fi; exit $$status
 
 # Unit tests only: no Label Studio, no browser.
 test-fast: venv
