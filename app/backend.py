@@ -176,16 +176,15 @@ def _parse_train_request(body: Any) -> str:
 
 
 def _label_studio_url(settings: BackendSettings, catalog: Catalog | None) -> str | None:
-    """The Label Studio URL images are fetched from: the setting, else the workspace's ``ls init`` binding."""
+    """The Label Studio URL images are fetched from: the setting, else the workspace's ``ls init`` binding, else
+    ``$LABEL_STUDIO_URL`` (:func:`radloop.labeling.ls_project.label_studio_url`)."""
     if settings.label_studio_url or catalog is None:
         return settings.label_studio_url
-    from radloop.labeling.ls_project import load_binding
+    from radloop.labeling.ls_project import label_studio_url
 
     try:
-        return load_binding(catalog.workspace).url
-    except FileNotFoundError:
-        return None
-    except (ValueError, TypeError) as error:  # a damaged binding: say so, fetch from nowhere by default
+        return label_studio_url(catalog.workspace)[0]
+    except ValueError as error:  # a damaged binding: say so, fetch from nowhere by default
         logger.warning("the workspace's Label Studio binding is unreadable (%s): rerun `radloop ls init`", error)
         return None
 

@@ -233,12 +233,14 @@ AllowAnyUrlOption = Annotated[bool, typer.Option(
 def _fetch_settings(catalog, label_studio_url: Optional[str], allow_url_prefix: Optional[list[str]],
                     allow_any_url: bool) -> dict:
     """``label_studio_url`` and ``fetch_policy`` for :class:`BackendSettings` (explicit URL, else the binding,
-    else $LABEL_STUDIO_URL, the order ``radloop round`` uses)."""
+    else $LABEL_STUDIO_URL: :func:`radloop.labeling.ls_project.label_studio_url`, as rounds use it)."""
     from radloop.app.backend import FetchPolicy
-    from radloop.labeling.ls_project import binding_path
+    from radloop.labeling.ls_project import label_studio_url as resolve
 
-    if label_studio_url is None and not binding_path(catalog.workspace).exists():
-        label_studio_url = os.environ.get("LABEL_STUDIO_URL", "").strip() or None
+    try:
+        label_studio_url = resolve(catalog.workspace, label_studio_url)[0]
+    except ValueError as error:
+        fail(f"the workspace's Label Studio binding is unreadable ({error}): rerun `radloop ls init`")
     try:
         policy = FetchPolicy(prefixes=tuple(allow_url_prefix or ()), allow_any=allow_any_url)
         if label_studio_url:

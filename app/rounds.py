@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -338,21 +337,13 @@ def label_studio_server(catalog: Catalog, config: RoundConfig) -> tuple[str | No
     """
     if not config.push:
         return None, "push: false"
-    if config.label_studio_url:
-        return config.label_studio_url.rstrip("/"), "label_studio_url"
-    from radloop.labeling.ls_project import load_binding
+    from radloop.labeling.ls_project import label_studio_url
 
     try:
-        return load_binding(catalog.workspace).url.rstrip("/"), "the workspace's `ls init` binding"
-    except FileNotFoundError:
-        pass
-    except (ValueError, TypeError) as error:  # a damaged binding file: say so instead of silently not pushing
+        return label_studio_url(catalog.workspace, config.label_studio_url)
+    except ValueError as error:  # a damaged binding file: say so instead of silently not pushing
         raise RoundError(f"the workspace's Label Studio binding is unreadable ({error}): "
                          "rerun `radloop ls init`") from error
-    env = os.environ.get("LABEL_STUDIO_URL", "").strip()
-    if env:
-        return env.rstrip("/"), "$LABEL_STUDIO_URL"
-    return None, "no server configured"
 
 
 def _hand_out(catalog: Catalog, round_id: int, config: RoundConfig, progress: Progress) -> RoundReport:

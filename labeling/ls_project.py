@@ -26,7 +26,8 @@ from radloop.core.workspace import Workspace
 from radloop.labeling.ls_client import LabelStudioClient
 from radloop.labeling.ls_config import DEFAULT_REPORT_TEXT, build_label_config, check_report_text, config_digest
 
-__all__ = ["DEFAULT_PROJECT_TITLE", "ProjectBinding", "image_url", "init_project", "load_binding", "media_dir",
+__all__ = ["DEFAULT_PROJECT_TITLE", "ProjectBinding", "image_url", "init_project", "label_studio_url",
+           "load_binding", "media_dir",
            "report_text_setting", "save_binding", "stage_render"]
 
 DEFAULT_PROJECT_TITLE = "radloop findings"
@@ -104,6 +105,27 @@ def report_text_setting(workspace: Workspace, binding: ProjectBinding | None = N
     except (ValueError, TypeError) as error:
         raise ValueError(f"the workspace's Label Studio binding {binding_path(workspace)} is unreadable ({error}), "
                          "so its report text setting is unknown: rerun `radloop ls init`") from error
+
+
+def label_studio_url(workspace: Workspace, explicit: str | None = None) -> tuple[str | None, str]:
+    """The Label Studio server of a workspace and where that choice came from: ``explicit``, else the server
+    ``radloop ls init`` bound the workspace to, else ``$LABEL_STUDIO_URL``; ``(None, "no server configured")``.
+
+    Raises:
+        ValueError: the binding file is unreadable (rerun ``radloop ls init``).
+    """
+    if explicit:
+        return explicit.rstrip("/"), "label_studio_url"
+    try:
+        return load_binding(workspace).url.rstrip("/"), "the workspace's `ls init` binding"
+    except FileNotFoundError:
+        pass
+    except (TypeError, KeyError) as error:
+        raise ValueError(str(error)) from error
+    env = os.environ.get("LABEL_STUDIO_URL", "").strip()
+    if env:
+        return env.rstrip("/"), "$LABEL_STUDIO_URL"
+    return None, "no server configured"
 
 
 def stage_render(workspace: Workspace, image_id: str, render_path: str) -> Path:
