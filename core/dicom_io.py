@@ -44,8 +44,8 @@ from radloop.core.input_errors import (
     UnsupportedTransferSyntaxError,
 )
 
-__all__ = ["DicomImage", "DicomMetadata", "decode_stored_values", "display_image", "is_dicom_bytes", "read_dataset",
-           "read_dicom"]
+__all__ = ["DicomImage", "DicomMetadata", "decode_stored_values", "display_image", "has_burned_in_annotation",
+           "is_dicom_bytes", "read_dataset", "read_dicom"]
 
 PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 #: explicit VR transfer syntax -> the one in the other byte order (both UIDs are 19 characters long)
@@ -357,6 +357,11 @@ def _spacing(dataset: pydicom.Dataset) -> tuple[tuple[float, float] | None, str 
     return None, None
 
 
+def has_burned_in_annotation(dataset: pydicom.Dataset) -> bool:
+    """BurnedInAnnotation YES: text (possibly identifying) is part of the pixels."""
+    return (_text(dataset, "BurnedInAnnotation") or "").upper() == "YES"
+
+
 def _text(dataset: pydicom.Dataset, keyword: str) -> str | None:
     """An attribute as text; of a multi-valued one the first value (not the list's repr)."""
     value = dataset.get(keyword)
@@ -387,7 +392,7 @@ def _metadata(dataset: pydicom.Dataset, shape: tuple[int, ...], window_source: s
         transfer_syntax=str(syntax) if syntax else "",
         number_of_frames=int(dataset.get("NumberOfFrames", 1) or 1),
         window_source=window_source,
-        burned_in_annotation=(_text(dataset, "BurnedInAnnotation") or "").upper() == "YES",
+        burned_in_annotation=has_burned_in_annotation(dataset),
         study_instance_uid=_text(dataset, "StudyInstanceUID"),
         study_fallback_key=_study_fallback_key(dataset),
     )

@@ -20,7 +20,9 @@ import numpy as np
 import pydicom
 
 from radloop.core.deid import content_hash, image_id_for_hash, instance_pseudonym, pixel_hash, study_pseudonym
-from radloop.core.dicom_io import DicomImage, decode_stored_values, display_image, is_dicom_bytes, read_dataset
+from radloop.core.dicom_io import (
+    DicomImage, decode_stored_values, display_image, has_burned_in_annotation, is_dicom_bytes, read_dataset,
+)
 from radloop.core.ingest_sources import ImageTask
 from radloop.core.input_errors import EmptyFileError, InputError, NotDicomError, UnsupportedFileError
 from radloop.core.render import read_raster, render_files
@@ -126,7 +128,7 @@ def _process(index: int, task: ImageTask, context: WorkerContext) -> ImageOutcom
             try:
                 outcome.pixel_hash, outcome.sop_pseudonym, dataset = _duplicate_keys(data, context.pseudonym_key)
                 # a row catalogued before BurnedInAnnotation was checked gets the flag too (it keeps it out of rounds)
-                outcome.burned_in_annotation = dataset is not None and _burned_in_annotation(dataset)
+                outcome.burned_in_annotation = dataset is not None and has_burned_in_annotation(dataset)
             except Exception:  # noqa: BLE001 - the image is catalogued; its row just stays without the keys
                 pass
             timings["decode"] = time.process_time() - clock
@@ -209,14 +211,6 @@ def _duplicate_keys(data: bytes, key: bytes) -> tuple[str, str | None, pydicom.D
         return _raster_pixel_hash(read_raster(data).pixels), None, None
     dataset = read_dataset(data)
     return _dicom_pixel_hash(decode_stored_values(dataset), dataset), _sop_pseudonym(dataset, key), dataset
-
-
-def _burned_in_annotation(dataset: pydicom.Dataset) -> bool:
-    """BurnedInAnnotation YES, read as :func:`radloop.core.dicom_io.read_dicom` reads it for a new image."""
-    value = dataset.get("BurnedInAnnotation")
-    if isinstance(value, pydicom.multival.MultiValue):
-        value = value[0] if len(value) else None
-    return str(value if value is not None else "").strip().upper() == "YES"
 
 
 def _raster_pixel_hash(grey: np.ndarray) -> str:
