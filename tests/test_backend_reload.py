@@ -123,6 +123,7 @@ def test_registry_checks_are_rate_limited_and_reloads_are_single_and_atomic(cata
     assert state["queries"] == 1  # within the interval: no query at all
 
     state["version"] = "v2"
+    started, queries_before = time.monotonic(), state["queries"]
     time.sleep(0.25)
     seen, stop = [], threading.Event()
 
@@ -141,7 +142,9 @@ def test_registry_checks_are_rate_limited_and_reloads_are_single_and_atomic(cata
     for thread in threads:
         thread.join()
     assert holder.get().model_version == "v2" and all(seen) and not concurrent_loads
-    assert state["queries"] <= 3 and holder.swaps == 1
+    # at most one registry query per 0.2-s interval however many readers (a loaded machine stretches the wait)
+    intervals = (time.monotonic() - started) / 0.2
+    assert state["queries"] - queries_before <= intervals + 1 and holder.swaps == 1
 
     state.update(version="v3", fail=True)
     time.sleep(0.25)
