@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 from pydicom.pixels import apply_modality_lut
-from pydicom.uid import ExplicitVRBigEndian
 
 from radloop.core.input_errors import CorruptImageError
 
@@ -50,7 +49,7 @@ def _voi_and_polarity(values: np.ndarray, dataset: pydicom.Dataset, *,
                       sample: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     if "VOILUTSequence" in dataset:
         try:
-            display, source = _apply_voi_table(values, dataset.VOILUTSequence[0]), "voi_lut"
+            display, source = _apply_voi_table(values, dataset.VOILUTSequence[0], dataset), "voi_lut"
         except Exception:  # malformed LUT: fall back to the window or the data range
             display, source = _window_or_auto(values, dataset, sample)
     else:
@@ -63,7 +62,7 @@ def _voi_and_polarity(values: np.ndarray, dataset: pydicom.Dataset, *,
     return display.astype(np.float32, copy=False), source
 
 
-def _apply_voi_table(values: np.ndarray, item) -> np.ndarray:
+def _apply_voi_table(values: np.ndarray, item, dataset: pydicom.Dataset) -> np.ndarray:
     """A VOI LUT sequence item applied to ``values``, as display values in [0, 1].
 
     Done here rather than with pydicom's ``apply_voi_lut``, which indexes an 8-bit LUT of more than 256 entries
@@ -71,13 +70,7 @@ def _apply_voi_table(values: np.ndarray, item) -> np.ndarray:
     (12-bit data in 16-bit words, common in CR) is scaled by the bits it uses, as DICOM viewers do.
     """
     entries, first, bits = (int(value) for value in item.LUTDescriptor)
-    entries = entries or 65536
-    raw = item["LUTData"].value
-    if isinstance(raw, (bytes, bytearray)):
-        table = np.frombuffer(raw, dtype="<u2" if len(raw) >= 2 * entries else np.uint8)[:entries]
-    else:
-        table = np.asarray(raw if isinstance(raw, (list, tuple, pydicom.multival.MultiValue)) else [raw])
-    table = table.astype(np.float32)
+    table = _lut_data(item, dataset, entries or 65536, bytes_when_short=True).astype(np.float32)
     if table.size == 0:
         raise ValueError("empty VOI LUT")
     indices = values if values.dtype.kind in "iu" else np.rint(values)
@@ -99,18 +92,35 @@ def _apply_modality_table(stored: np.ndarray, dataset: pydicom.Dataset) -> np.nd
     entries, first, bits = (int(value) for value in item.LUTDescriptor)
     if bits in (8, 16):
         return np.asarray(apply_modality_lut(stored, dataset), dtype=np.float32)
-    raw = item["LUTData"].value
-    if isinstance(raw, (bytes, bytearray)):
-        syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
-        order = ">" if syntax is not None and syntax == ExplicitVRBigEndian else "<"
-        table = np.frombuffer(raw, dtype=f"{order}u2")[:entries or 65536]
-    else:
-        table = np.asarray(raw if isinstance(raw, (list, tuple, pydicom.multival.MultiValue)) else [raw])
+    table = _lut_data(item, dataset, entries or 65536)
     if table.size == 0:
         raise CorruptImageError("the Modality LUT Sequence has an empty table")
     if first >= 1 << 15 and dataset.get("PixelRepresentation") == 1:  # the first mapped value is SS for signed data
         first -= 1 << 16
     return table.astype(np.float32)[np.clip(stored.astype(np.int64) - first, 0, table.size - 1)]
+
+
+def _lut_data(item, dataset: pydicom.Dataset, entries: int, *, bytes_when_short: bool = False) -> np.ndarray:
+    """A LUT's entries (the first ``entries``): LUTData as read when it is US (numbers), else its raw OW words
+    in the data set's byte order (pydicom leaves OW undecoded: Explicit VR Big Endian ones are big endian).
+
+    ``bytes_when_short``: fewer bytes than two per entry are one byte per entry (8-bit VOI LUTs so written).
+    """
+    raw = item["LUTData"].value
+    if not isinstance(raw, (bytes, bytearray)):
+        return np.asarray(raw if isinstance(raw, (list, tuple, pydicom.multival.MultiValue)) else [raw])
+    if bytes_when_short and len(raw) < 2 * entries:
+        return np.frombuffer(raw, dtype=np.uint8)[:entries]
+    return np.frombuffer(raw, dtype=f"{'<' if _is_little_endian(dataset) else '>'}u2")[:entries]
+
+
+def _is_little_endian(dataset: pydicom.Dataset) -> bool:
+    """The data set's byte order, as pydicom's own LUT functions tell it: the file meta's transfer syntax, else
+    the encoding it was read with; little endian when neither says."""
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and syntax.is_transfer_syntax and not syntax.is_private:
+        return syntax.is_little_endian
+    return getattr(dataset, "original_encoding", (None, None))[1] is not False
 
 
 def _modality(stored: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:

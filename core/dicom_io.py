@@ -11,13 +11,13 @@ The grey-level pipeline follows DICOM PS3.3 C.11 (the order a viewer applies):
 4. MONOCHROME1 (or MONOCHROME2 with Presentation LUT Shape INVERSE) is inverted so that 1.0 is always bright
    (bone white, air black); PALETTE COLOR goes through its palette, colour through luminance.
 
-Steps 2-4 live in :mod:`radloop.core.dicom_display`.
+Step 1 lives in :mod:`radloop.core.dicom_pixels`, steps 2-4 in :mod:`radloop.core.dicom_display`.
 
-Inconsistent files get one clear error rather than a wrong image: a JPEG 2000 codestream whose size (its SIZ
-marker, read before anything is allocated) differs from Rows/Columns, and native pixel words in the other byte
-order than the transfer syntax's (detected when they overflow BitsStored as declared and fit byte-swapped).  A
-whole data set in the other explicit VR byte order than its file meta declares is unambiguous (the declared order
-parses to nonsense, the other to an image) and is read in its own order, with a warning.
+Inconsistent files get one clear error rather than a wrong image: pixel data whose length or codestream size
+differs from what Rows/Columns/SamplesPerPixel/BitsAllocated declare, and native pixel words in the other byte
+order than the transfer syntax's (both checked in :mod:`radloop.core.dicom_pixels`).  A whole data set in the other
+explicit VR byte order than its file meta declares is unambiguous (the declared order parses to nonsense, the other
+to an image) and is read in its own order, with a warning.
 
 Only technical attributes reach :class:`DicomMetadata`; the StudyInstanceUID is kept solely so ingest can
 derive a pseudonymous study id (it is excluded from :meth:`DicomMetadata.to_record`).
@@ -35,19 +35,15 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import get_decoder, pixel_array
-from pydicom.uid import JPEG2000TransferSyntaxes, UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from radloop.core.dicom_display import to_display, to_display_uint8
-from radloop.core.input_errors import (
-    CorruptImageError, EmptyFileError, NoPixelDataError, NotDicomError, TruncatedFileError,
-    UnsupportedTransferSyntaxError,
-)
+from radloop.core.dicom_pixels import PIXEL_TAGS, decode_stored_values
+from radloop.core.input_errors import EmptyFileError, NotDicomError, TruncatedFileError
 
 __all__ = ["DicomImage", "DicomMetadata", "decode_stored_values", "display_image", "has_burned_in_annotation",
            "is_dicom_bytes", "read_dataset", "read_dicom"]
 
-PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 #: explicit VR transfer syntax -> the one in the other byte order (both UIDs are 19 characters long)
 OTHER_BYTE_ORDER = {ExplicitVRLittleEndian: ExplicitVRBigEndian, ExplicitVRBigEndian: ExplicitVRLittleEndian}
 #: DICOM BodyPartExamined (upper case) -> radloop body region (core.vocabulary.BODY_REGIONS).
@@ -143,106 +139,17 @@ def display_image(dataset: pydicom.Dataset, stored: np.ndarray, *, as_uint8: boo
     return DicomImage(pixels=values, metadata=_metadata(dataset, stored.shape, voi_source))
 
 
-def decode_stored_values(dataset: pydicom.Dataset) -> np.ndarray:
-    """Decode the first frame's stored values (H, W), or (H, W, 3) for colour, with unused high bits cleared.
-
-    Raises:
-        NoPixelDataError, UnsupportedTransferSyntaxError, TruncatedFileError, CorruptImageError.
-    """
-    if not any(tag in dataset for tag in PIXEL_TAGS):
-        hint = (" although the image module (Rows/Columns) is present: the pixel data was removed or the file "
-                "is truncated") if "Rows" in dataset else ""
-        raise NoPixelDataError(f"DICOM object has no pixel data element{hint}")
-    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is None:
-        syntax = _syntax_from_encoding(dataset)
-    try:
-        compressed = syntax.is_compressed
-    except ValueError:
-        raise UnsupportedTransferSyntaxError(f"unknown transfer syntax UID {syntax}") from None
-    if compressed:
-        try:
-            decoder = get_decoder(syntax)
-        except NotImplementedError:
-            decoder = None
-        if decoder is None or not decoder.is_available:
-            missing = "; ".join(decoder.missing_dependencies) if decoder is not None else "no pydicom decoder"
-            raise UnsupportedTransferSyntaxError(
-                f"transfer syntax {syntax.name} ({syntax}) has no installed decoder ({missing})")
-        if syntax in JPEG2000TransferSyntaxes:
-            _check_codestream_size(dataset)
-    # native words with unused bits come raw (pydicom would keep the low BitsStored bits whatever HighBit says)
-    raw_words = (not compressed and "PixelData" in dataset
-                 and 0 < int(dataset.get("BitsStored") or 0) < int(dataset.get("BitsAllocated") or 0))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            array = pixel_array(dataset, index=0 if int(dataset.get("NumberOfFrames", 1) or 1) > 1 else None,
-                                **({"correct_unused_bits": False} if raw_words else {}))
-    except Exception as error:  # decoders raise ValueError, RuntimeError, OSError, ... on bad data
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        if "less than expected" in message or "truncated" in message.lower():
-            raise TruncatedFileError(f"pixel data is truncated: {message}") from error
-        raise CorruptImageError(f"cannot decode pixel data ({syntax.name}): {message}") from error
-    if raw_words:
-        array = _stored_field(array, dataset, syntax)
-    if str(dataset.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR":
-        from pydicom.pixels import apply_color_lut
-
-        try:  # the stored values are palette indices: apply the palette, the colour path makes it grey
-            return np.asarray(apply_color_lut(array, dataset))
-        except Exception as error:  # noqa: BLE001
-            raise CorruptImageError(f"PALETTE COLOR image whose palette cannot be applied: {error}") from error
-    return _respect_bits_stored(array, dataset)
-
-
-def _check_codestream_size(dataset: pydicom.Dataset) -> None:
-    """Compare the first JPEG 2000 codestream's size (SIZ marker) with Rows/Columns before decoding.
-
-    pydicom allocates the declared size and then fails with a numpy broadcast error; the image is not decoded at
-    the codestream's size either: header and pixel data that disagree may not belong to the same image.
-    """
-    from pydicom.encaps import generate_fragments, parse_basic_offsets
-
-    if "PixelData" not in dataset:
-        return
-    buffer = io.BytesIO(dataset.PixelData)
-    try:
-        parse_basic_offsets(buffer)
-        fragment = next(generate_fragments(buffer))
-    except Exception:  # noqa: BLE001 - a broken encapsulation is reported by the decoder
-        return
-    start = fragment.find(b"\xff\x4f\xff\x51", 0, 4096)  # SOC then SIZ: also found inside a JP2 wrapper
-    if start < 0 or len(fragment) < start + 24:
-        return
-    width_end, height_end, width_offset, height_offset = struct.unpack(">4I", fragment[start + 8:start + 24])
-    width, height = width_end - width_offset, height_end - height_offset
-    rows, columns = dataset.get("Rows"), dataset.get("Columns")
-    if (rows, columns) != (height, width):
-        raise CorruptImageError(
-            f"JPEG 2000 codestream is {width} x {height} (columns x rows) but the DICOM header declares "
-            f"{columns} x {rows}: header and pixel data do not belong together")
-
-
-def _syntax_from_encoding(dataset: pydicom.Dataset):
-    """The transfer syntax of a data set read without file meta (a raw data set): its parsed encoding."""
-    from pydicom import uid
-
-    encoding = getattr(dataset, "original_encoding", None)
-    if not encoding or encoding[0] is None:
-        raise TruncatedFileError("DICOM file meta has no Transfer Syntax UID and the encoding cannot be told "
-                                 "(header truncated or damaged)")
-    implicit, little = encoding
-    syntax = (uid.ImplicitVRLittleEndian if implicit else
-              uid.ExplicitVRLittleEndian if little else uid.ExplicitVRBigEndian)
-    if not hasattr(dataset, "file_meta") or dataset.file_meta is None:
-        dataset.file_meta = pydicom.dataset.FileMetaDataset()
-    dataset.file_meta.TransferSyntaxUID = syntax
-    return syntax
-
-
 def read_dataset(source: str | os.PathLike | bytes) -> pydicom.Dataset:
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    """The data set of a DICOM file (a path or its bytes), pixels not decoded yet.  Read from a path, it keeps
+    the path as ``filename`` (as pydicom's ``dcmread`` would), and the pixel decoding errors name it."""
+    if isinstance(source, bytes):
+        return _parse_dataset(source)
+    dataset = _parse_dataset(Path(source).read_bytes())
+    dataset.filename = os.fspath(source)
+    return dataset
+
+
+def _parse_dataset(data: bytes) -> pydicom.Dataset:
     if not data:
         raise EmptyFileError("file is empty (0 bytes)")
     with warnings.catch_warnings(record=True) as caught:
@@ -299,50 +206,8 @@ def _read_in_other_byte_order(data: bytes) -> pydicom.Dataset | None:
     if _truncation_warnings(caught) or "Rows" not in dataset or not any(tag in dataset for tag in PIXEL_TAGS):
         return None
     warnings.warn(f"transfer syntax mismatch: the file meta declares {declared.name} but the data set is "
-                  f"encoded {other.name}; read as {other.name}", stacklevel=4)  # at read_dicom's caller
+                  f"encoded {other.name}; read as {other.name}", stacklevel=5)  # at read_dicom's caller
     return dataset
-
-
-def _stored_field(words: np.ndarray, dataset: pydicom.Dataset, syntax) -> np.ndarray:
-    """The stored values in raw native ``words``: the BitsStored bits ending at HighBit, sign-extended when signed.
-
-    The field is normally the low bits (HighBit = BitsStored - 1).  Legacy files put it in the top bits (BitsStored
-    12, HighBit 15), which pydicom ignores (keeping the low 12 bits of such words gives a sawtooth); a HighBit above
-    the field whose words use the bits below it and none above BitsStored is taken for a mis-declared one.
-
-    Raises:
-        CorruptImageError: the words are in the other byte order than ``syntax`` says (they overflow the field
-            but fit in it byte-swapped).
-    """
-    words = words.astype(words.dtype.newbyteorder("="), copy=False)  # pydicom gives big endian data as ">u2"
-    allocated, stored = words.dtype.itemsize * 8, int(dataset.BitsStored)
-    high_bit = int(dataset.get("HighBit", stored - 1) or 0)
-    unsigned = words.view(f"u{words.dtype.itemsize}")
-    shift = high_bit + 1 - stored if stored - 1 <= high_bit < allocated else 0
-    if shift and unsigned.max() >> stored == 0 and (unsigned & ((1 << shift) - 1)).any():
-        shift = 0
-    if not shift:
-        signed = words.dtype.kind == "i"
-        low, high = (-(1 << (stored - 1)), (1 << (stored - 1)) - 1) if signed else (0, (1 << stored) - 1)
-        if low <= words.min() and words.max() <= high:  # the usual case: the words are the values
-            return words
-        swapped_max = int(unsigned.byteswap().max()) if allocated > 8 else high + 1
-        if 255 < swapped_max <= (1 << stored) - 1:  # not overlays or garbage: the other byte order
-            raise CorruptImageError(
-                f"pixel data byte order does not match the transfer syntax {syntax.name}: the {allocated}-bit "
-                f"words overflow BitsStored {stored} as declared but fit byte-swapped")
-    field = unsigned << (allocated - stored - shift)  # the field's top bit (HighBit) to the word's top bit
-    return (field.view(words.dtype) if words.dtype.kind == "i" else field) >> (allocated - stored)
-
-
-def _respect_bits_stored(array: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
-    """Clear bits above BitsStored (overlay bits or garbage in the high bits of unsigned data)."""
-    bits_stored = dataset.get("BitsStored")
-    if bits_stored and array.dtype.kind == "u" and bits_stored < array.dtype.itemsize * 8:
-        limit = (1 << int(bits_stored)) - 1
-        if int(array.max()) > limit:
-            array = np.bitwise_and(array, limit)
-    return array
 
 
 def _spacing(dataset: pydicom.Dataset) -> tuple[tuple[float, float] | None, str | None]:

@@ -1,8 +1,9 @@
 """Rare DICOM layouts, written by pydicom at test time: each gets a correct render or one clear decode error.
 
-JPEG 2000 whose Rows/Columns disagree with the codestream, a Modality LUT with 12-bit entries, values in the top
-bits of the word (HighBit 15, BitsStored 12), and byte orders: genuine Explicit VR Big Endian, a whole data set in
-the other byte order than its file meta declares, and pixel data alone in the other byte order.
+JPEG 2000 whose Rows/Columns disagree with the codestream, Modality LUTs with 12-bit entries, LUT words in a big
+endian file, values in the top bits of the word (HighBit 15, BitsStored 12), and byte orders: genuine Explicit VR
+Big Endian, a whole data set in the other byte order than its file meta declares, and pixel data alone in the other
+byte order.  Sizes and byte orders of pixel data the header does not describe: test_dicom_pixels.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+from pydicom.uid import (
+    ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless, generate_uid,
+)
 
 from radloop.core.dicom_io import read_dicom
 from radloop.core.ingest_sources import ImageTask
@@ -38,7 +41,7 @@ def _synthetic(words: np.ndarray, bits: int = 12, high_bit: int | None = None, s
     dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
     dataset.PixelRepresentation, dataset.BitsAllocated, dataset.BitsStored = int(signed), 16, bits
     dataset.HighBit = bits - 1 if high_bit is None else high_bit
-    order = "<" if syntax == ExplicitVRLittleEndian else ">"
+    order = ">" if syntax == ExplicitVRBigEndian else "<"
     dataset.PixelData = words.astype(f"{order}{'i' if signed else 'u'}2").tobytes()
     for key, value in attributes.items():
         setattr(dataset, key, value)
@@ -86,7 +89,7 @@ def test_jpeg2000_rows_columns_disagreeing_with_the_codestream_is_one_clear_erro
     def no_decode(*args, **kwargs):
         raise AssertionError("the codestream size is checked before pydicom allocates and decodes")
 
-    monkeypatch.setattr("radloop.core.dicom_io.pixel_array", no_decode)
+    monkeypatch.setattr("radloop.core.dicom_pixels.pixel_array", no_decode)
     expected = (f"JPEG 2000 codestream is 64 x 64 .columns x rows. but the DICOM header declares {columns} x {rows}")
     with pytest.raises(CorruptImageError, match=expected):
         read_dicom(path)
@@ -100,9 +103,9 @@ def test_jpeg2000_rows_columns_disagreeing_with_the_codestream_is_one_clear_erro
 
 # 2. Modality LUT Sequence with 12-bit entries
 
-def _modality_item(table: np.ndarray, first: int, vr: str, order: str = "<") -> Dataset:
+def _modality_item(table: np.ndarray, first: int, vr: str, order: str = "<", bits: int = 12) -> Dataset:
     item = Dataset()
-    item.LUTDescriptor, item.ModalityLUTType = [len(table), first, 12], "US"
+    item.LUTDescriptor, item.ModalityLUTType = [len(table), first, bits], "US"
     item.LUTData = table.astype(f"{order}u2").tobytes() if vr == "OW" else [int(value) for value in table]
     item["LUTData"].VR = vr
     return item
@@ -120,6 +123,29 @@ def test_modality_lut_with_12_bit_entries_is_applied(tmp_path, vr, syntax):
     expected = _window(table[np.clip(RAMP.astype(int) - first, 0, len(table) - 1)], 2048, 4096)
     _assert_render(path, expected)
     assert read_dicom(path, as_uint8=True).pixels[0, 0] == 255  # the LUT inverts: the left edge is white
+
+
+SYNTAXES = [ExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian]
+
+
+@pytest.mark.parametrize("syntax", SYNTAXES, ids=["little", "big", "implicit"])
+def test_voi_and_modality_lut_words_are_read_in_the_files_byte_order(tmp_path, syntax):
+    """OW LUT data stays raw bytes in pydicom (so does every LUTData of an implicit VR file, whose VR is
+    ambiguous): the VOI LUT's were read little endian in a big endian file (a byte-swapped, noisy table)."""
+    order = ">" if syntax == ExplicitVRBigEndian else "<"
+    voi = Dataset()
+    voi.LUTDescriptor, voi.LUTData = [4096, 0, 16], (65535 - np.arange(4096) * 16).astype(f"{order}u2").tobytes()
+    voi["LUTData"].VR = "OW"
+    path = _save(_synthetic(RAMP, syntax=syntax, VOILUTSequence=[voi]), tmp_path / "voi_ow.dcm")
+    image = read_dicom(path)
+    assert image.metadata.window_source == "voi_lut"
+    _assert_render(path, (65535 - RAMP.astype(np.float64) * 16) / 65535)
+    # a 16-bit Modality LUT goes through pydicom's apply_modality_lut, which reads the words in the same order
+    table = (np.arange(4096) * 16).astype(np.uint16)
+    modality = _modality_item(table, 0, "OW", order, bits=16)
+    path = _save(_synthetic(RAMP, syntax=syntax, ModalityLUTSequence=[modality], WindowCenter=32768,
+                            WindowWidth=65536), tmp_path / "modality_ow16.dcm")
+    _assert_render(path, _window(table[RAMP], 32768, 65536))
 
 
 # 3. Values in the top bits of the word: HighBit 15 with BitsStored 12
