@@ -25,17 +25,17 @@ Everything lives in the app built by :func:`create_app` (``app.state``): no modu
 Optional auth: HTTP basic (what Label Studio sends when its ML backend uses BASIC_AUTH) or a bearer token.
 Malformed requests get 4xx with the reason; Label Studio JSON is read only through
 :mod:`radloop.labeling.ls_adapter`.
+
+The app's parts live beside it: settings and auth in :mod:`radloop.app.backend_settings`, what ``/setup`` and
+the training requests say per project in :mod:`radloop.app.backend_projects`, the served model in
+:mod:`radloop.app.backend_runtime`, background training in :mod:`radloop.app.backend_training`, image
+downloads in :mod:`radloop.app.backend_fetch`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
-import secrets
-import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -43,10 +43,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from radloop.app.backend_fetch import FetchPolicy, fetch_image
+from radloop.app.backend_projects import (
+    MAX_PROJECT_ID_CHARS, TRAINING_ACTIONS, _parse_train_request, _ProjectState,
+)
 from radloop.app.backend_runtime import (
     CaseInput, CasePredictor, ModelHolder, TrainingScheduler, annotation_puller, default_train_function,
     load_case_predictor, registry_state,
 )
+from radloop.app.backend_settings import BackendAuth, BackendSettings
 from radloop.core.catalog import Catalog
 from radloop.labeling.ls_adapter import (
     AdapterError, ImageGeometry, PredictTask, parse_predict_request, parse_setup_request, parse_webhook,
@@ -60,119 +64,9 @@ __all__ = ["BackendAuth", "BackendSettings", "FetchPolicy", "create_app"]
 
 logger = logging.getLogger(__name__)
 
-#: Webhook actions that mean "there are new labels" (and the explicit training request).
-TRAINING_ACTIONS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED",
-                              "ANNOTATIONS_DELETED", "START_TRAINING"})
-#: Longest project id accepted by ``/train`` (Label Studio sends ``"<id>.<created timestamp>"``).
-MAX_PROJECT_ID_CHARS = 100
-
-
-@dataclass(frozen=True)
-class BackendAuth:
-    """Credentials the backend requires (none configured: open).  Secrets are hidden from ``repr``."""
-
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    bearer_token: str | None = field(default=None, repr=False)
-
-    @property
-    def enabled(self) -> bool:
-        return bool((self.username and self.password) or self.bearer_token)
-
-    def check(self, header: str | None) -> bool:
-        if not self.enabled:
-            return True
-        if not header:
-            return False
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and self.bearer_token:
-            return secrets.compare_digest(value.strip().encode(), self.bearer_token.encode())
-        if scheme.lower() == "basic" and self.username and self.password:
-            try:
-                user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                return False
-            return (secrets.compare_digest(user.encode(), self.username.encode())
-                    and secrets.compare_digest(password.encode(), self.password.encode()))
-        return False
-
-
-@dataclass(frozen=True)
-class BackendSettings:
-    """Backend configuration (from the CLI; secrets hidden from ``repr``)."""
-
-    task: str = "findings"
-    debounce_s: float = 30.0
-    max_tasks: int = 64
-    image_fetch_timeout_s: float = 10.0  # whole download of one image, not per read
-    max_image_bytes: int = 256 * 1024 * 1024  # a larger image reply is refused while it downloads
-    max_body_bytes: int = 32 * 1024 * 1024  # request bodies (Label Studio sends at most max_tasks tasks)
-    train_config: str | None = None  # fine-tuning job config run in the background (None: record only)
-    label_studio_url: str | None = None  # where images are fetched from (None: the workspace's ls-init binding)
-    label_studio_token: str | None = field(default=None, repr=False)  # for pulls; default: the /setup token
-    model_check_s: float = 5.0  # how often the registry is asked whether the current model changed
-    fetch_policy: FetchPolicy = FetchPolicy()  # image URLs allowed besides the Label Studio URL
-    auth: BackendAuth = BackendAuth()
-
-
-class _ProjectState:
-    """Per-project state learned from ``/setup`` (config, where to fetch images)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._configs: dict[str, ParsedLabelConfig] = {}
-        self._hosts: dict[str, tuple[str, str | None]] = {}
-
-    def remember(self, project: str, config: ParsedLabelConfig | None, hostname: str | None,
-                 token: str | None) -> None:
-        with self._lock:
-            if config is not None:
-                self._configs[project] = config
-            if hostname:
-                self._hosts[project] = (hostname.rstrip("/"), token)
-
-    def config(self, project: str | None) -> ParsedLabelConfig | None:
-        with self._lock:
-            return self._configs.get(project or "")
-
-    def host(self, project: str | None) -> tuple[str, str | None] | None:
-        with self._lock:
-            return self._hosts.get(project or "")
-
-    def token(self, project_id: int) -> str | None:
-        """The token /setup sent for Label Studio project ``project_id`` (/setup names it ``"<id>.<created>"``)."""
-        with self._lock:
-            return next((token for project, (_host, token) in self._hosts.items()
-                         if token and project.split(".", 1)[0] == str(project_id)), None)
-
 
 def _http_error(status: int, reason: str) -> HTTPException:
     return HTTPException(status_code=status, detail=reason)
-
-
-def _parse_train_request(body: Any) -> str:
-    """The project of a legacy ``POST /train`` body (``MLApi.train`` in Label Studio's ``ml/api_connector.py``:
-    ``{"project": "<id>.<timestamp>", "annotations": [task, ...], "label_config": "<View>...", "params": {}}``).
-    Other keys are ignored, as Label Studio's own ML backend does.
-
-    Raises:
-        AdapterError: not an object, no usable ``project``, or a known key of the wrong type.
-    """
-    if not isinstance(body, dict):
-        raise AdapterError("train body must be a JSON object {'project', 'annotations', 'label_config', 'params'}")
-    project = body.get("project")
-    if isinstance(project, bool) or not isinstance(project, (str, int)) or not str(project).strip():
-        raise AdapterError("train body needs 'project': Label Studio's project id (a string or an integer)")
-    if len(str(project)) > MAX_PROJECT_ID_CHARS:
-        raise AdapterError(f"train body 'project' is longer than {MAX_PROJECT_ID_CHARS} characters")
-    annotations = body.get("annotations", [])
-    if not isinstance(annotations, list) or not all(isinstance(task, dict) for task in annotations):
-        raise AdapterError("train body 'annotations' must be a list of task objects")
-    if not isinstance(body.get("label_config", ""), (str, type(None))):
-        raise AdapterError("train body 'label_config' must be a string")
-    if not isinstance(body.get("params", {}), (dict, type(None))):
-        raise AdapterError("train body 'params' must be an object")
-    return str(project)
 
 
 def _label_studio_url(settings: BackendSettings, catalog: Catalog | None) -> str | None:

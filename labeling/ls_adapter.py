@@ -1,7 +1,10 @@
 """The ONE adapter between Label Studio JSON and radloop's typed records (house style §6).
 
-Everything else in radloop (sync, ML backend, app) sees only the frozen records defined here; raw Label
-Studio dictionaries stop at this module.
+Everything else in radloop (sync, ML backend, app) sees only the adapter's frozen records; raw Label
+Studio dictionaries stop at this module and the two split from it, whose names it re-exports:
+:mod:`radloop.labeling.ls_records` (the records) and :mod:`radloop.labeling.ls_backend_requests` (the ML
+backend's ``/predict``, ``/setup`` and webhook requests).  What lives here: tasks and predictions out to Label
+Studio (push side), tasks and annotations back (pull side).
 
 Geometry: Label Studio ``rectanglelabels`` values are percentages of the displayed image (the 8-bit render,
 possibly downscaled).  Percentages do not depend on the resolution, so they convert to *original* image
@@ -20,14 +23,20 @@ label, like a consensus tie), whatever else the annotation says about it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from radloop.core.boxes import BoxError, box_from_ls_percent, box_to_ls_percent, sanitize_box
 from radloop.core.records import Box
 from radloop.core.vocabulary import FINDINGS
+from radloop.labeling.ls_backend_requests import (
+    PredictRequest, PredictTask, SetupRequest, WebhookEvent, parse_predict_request, parse_setup_request,
+    parse_webhook,
+)
 from radloop.labeling.ls_config import ParsedLabelConfig
+from radloop.labeling.ls_records import (
+    AdapterError, AnnotationVersion, ImageGeometry, LSTask, PredictionRecord, ResultProblem, TaskData, task_key,
+)
 
 __all__ = [
     "AdapterError", "AnnotationVersion", "ImageGeometry", "LSTask", "PredictRequest",
@@ -38,150 +47,6 @@ __all__ = [
 
 #: Aspect-ratio tolerance between the size Label Studio saw and the render (relative).
 ASPECT_TOLERANCE = 0.01
-
-
-class AdapterError(ValueError):
-    """Label Studio JSON that cannot be read at all (the message says what is wrong)."""
-
-
-@dataclass(frozen=True)
-class ImageGeometry:
-    """Original pixel size of an image and the size of the render Label Studio displays."""
-
-    width: int
-    height: int
-    render_width: int
-    render_height: int
-
-
-@dataclass(frozen=True)
-class TaskData:
-    """What a radloop task shows: pseudonymous ids only (no file names, no DICOM header, no patient id)."""
-
-    case_id: str
-    study_id: str
-    image_url: str
-    report: str
-    body_region: str
-    strategy: str
-    selection_score: float | None
-    round_number: int
-    round_id: int
-
-    @property
-    def key(self) -> str:
-        """Idempotency key of a task: one task per (case, round)."""
-        return task_key(self.case_id, self.round_id)
-
-
-def task_key(case_id: str, round_id: int) -> str:
-    return f"{case_id}@round-{round_id}"
-
-
-@dataclass(frozen=True)
-class PredictionRecord:
-    """A model's (or the report rules') pre-annotation of one image.
-
-    Attributes:
-        choices: finding -> probability (only findings of the project's Choices are sent).
-        boxes: boxes in original pixels with ``score``.
-        threshold: findings with probability >= threshold are pre-ticked.
-        uncertain: findings the source cannot call (a report's "possible fracture"): never pre-ticked as
-            present; pre-ticked under "Cannot tell" where the project has that control.
-    """
-
-    model_version: str
-    choices: dict[str, float]
-    boxes: tuple[Box, ...] = ()
-    threshold: float = 0.5
-    uncertain: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ResultProblem:
-    """One annotation result that could not be converted, with the reason and the raw result."""
-
-    reason: str
-    raw: dict
-
-
-@dataclass(frozen=True)
-class AnnotationVersion:
-    """One version (``updated_at``) of one Label Studio annotation, converted.
-
-    Attributes:
-        choices: finding -> 1/0 for every finding the project's Choices list, None for a finding the
-            annotator ticked under "Cannot tell" (empty when cancelled).
-        boxes: boxes in original-image pixels.
-        problems: results to quarantine.  notes: non-fatal remarks (e.g. a box clipped to the image).
-    """
-
-    annotation_id: int
-    task_id: int
-    annotator_id: int | None
-    created_at: datetime
-    updated_at: datetime
-    cancelled: bool
-    ground_truth: bool
-    choices: dict[str, int | None]
-    boxes: tuple[Box, ...]
-    comment: str | None
-    problems: tuple[ResultProblem, ...] = ()
-    notes: tuple[str, ...] = ()
-    lead_time: float | None = None
-
-    @property
-    def version_stamp(self) -> str:
-        return self.updated_at.isoformat()
-
-
-@dataclass(frozen=True)
-class LSTask:
-    """A Label Studio task as radloop sees it."""
-
-    task_id: int
-    case_id: str | None
-    round_id: int | None
-    key: str | None
-    updated_at: datetime | None
-    annotations: tuple[AnnotationVersion, ...] = ()
-    problems: tuple[ResultProblem, ...] = ()
-
-
-@dataclass(frozen=True)
-class PredictTask:
-    """One task of a ``/predict`` request: its id and its data fields."""
-
-    task_id: int | None
-    data: dict[str, Any]
-
-    @property
-    def case_id(self) -> str | None:
-        value = self.data.get("case_id")
-        return str(value) if value else None
-
-
-@dataclass(frozen=True)
-class PredictRequest:
-    tasks: tuple[PredictTask, ...]
-    label_config: str | None
-    project: str | None
-
-
-@dataclass(frozen=True)
-class SetupRequest:
-    project: str | None
-    label_config: str | None
-    hostname: str | None
-    access_token: str | None = field(repr=False, default=None)
-
-
-@dataclass(frozen=True)
-class WebhookEvent:
-    action: str
-    project_id: int | None
-    task_id: int | None
-    annotation_id: int | None
 
 
 # ----------------------------------------------------------------------------------------------- push side
@@ -424,60 +289,3 @@ def parse_task(raw: dict, config: ParsedLabelConfig,
                   key=data.get("radloop_key") if isinstance(data.get("radloop_key"), str) else None,
                   updated_at=_parse_time(updated, "task updated_at") if updated else None,
                   annotations=tuple(annotations), problems=tuple(problems))
-
-
-# ---------------------------------------------------------------------------------------- ML backend side
-def parse_predict_request(body: Any) -> PredictRequest:
-    """Typed ``/predict`` request (``{"tasks": [...], "label_config": ..., "project": ...}``).
-
-    Raises:
-        AdapterError: not an object, no ``tasks`` list, or a task without a ``data`` object.
-    """
-    if not isinstance(body, dict):
-        raise AdapterError("request body must be a JSON object")
-    tasks = body.get("tasks")
-    if not isinstance(tasks, list) or not tasks:
-        raise AdapterError("'tasks' must be a non-empty list")
-    parsed = []
-    for index, task in enumerate(tasks):
-        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
-            raise AdapterError(f"tasks[{index}] must be an object with a 'data' object")
-        task_id = task.get("id")
-        parsed.append(PredictTask(task_id=task_id if isinstance(task_id, int) else None, data=task["data"]))
-    config = body.get("label_config")
-    project = body.get("project")
-    return PredictRequest(tasks=tuple(parsed), label_config=config if isinstance(config, str) else None,
-                          project=str(project) if project is not None else None)
-
-
-def parse_setup_request(body: Any) -> SetupRequest:
-    """Typed ``/setup`` request (``project``, ``schema``, ``hostname``, ``access_token``).
-
-    Raises:
-        AdapterError: not a JSON object.
-    """
-    if not isinstance(body, dict):
-        raise AdapterError("request body must be a JSON object")
-    schema = body.get("schema")
-    return SetupRequest(project=str(body["project"]) if body.get("project") is not None else None,
-                        label_config=schema if isinstance(schema, str) else None,
-                        hostname=body.get("hostname") if isinstance(body.get("hostname"), str) else None,
-                        access_token=body.get("access_token") if isinstance(body.get("access_token"), str) else None)
-
-
-def parse_webhook(body: Any) -> WebhookEvent:
-    """Typed webhook event (``{"action": "ANNOTATION_CREATED", "project": {...}, "annotation": {...}}``).
-
-    Raises:
-        AdapterError: not an object or no string ``action``.
-    """
-    if not isinstance(body, dict) or not isinstance(body.get("action"), str) or not body["action"]:
-        raise AdapterError("webhook body must be a JSON object with a string 'action'")
-
-    def _id(name: str) -> int | None:
-        value = body.get(name)
-        value = value.get("id") if isinstance(value, dict) else value
-        return value if isinstance(value, int) else None
-
-    return WebhookEvent(action=body["action"], project_id=_id("project"), task_id=_id("task"),
-                        annotation_id=_id("annotation"))

@@ -1,0 +1,63 @@
+"""How the ML backend is configured: :class:`BackendSettings` (from the CLI) and its :class:`BackendAuth`.
+
+Split from :mod:`radloop.app.backend`, which re-exports both (import them from there).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+from dataclasses import dataclass, field
+
+from radloop.app.backend_fetch import FetchPolicy
+
+__all__ = ["BackendAuth", "BackendSettings"]
+
+
+@dataclass(frozen=True)
+class BackendAuth:
+    """Credentials the backend requires (none configured: open).  Secrets are hidden from ``repr``."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    bearer_token: str | None = field(default=None, repr=False)
+
+    @property
+    def enabled(self) -> bool:
+        return bool((self.username and self.password) or self.bearer_token)
+
+    def check(self, header: str | None) -> bool:
+        if not self.enabled:
+            return True
+        if not header:
+            return False
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and self.bearer_token:
+            return secrets.compare_digest(value.strip().encode(), self.bearer_token.encode())
+        if scheme.lower() == "basic" and self.username and self.password:
+            try:
+                user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return False
+            return (secrets.compare_digest(user.encode(), self.username.encode())
+                    and secrets.compare_digest(password.encode(), self.password.encode()))
+        return False
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """Backend configuration (from the CLI; secrets hidden from ``repr``)."""
+
+    task: str = "findings"
+    debounce_s: float = 30.0
+    max_tasks: int = 64
+    image_fetch_timeout_s: float = 10.0  # whole download of one image, not per read
+    max_image_bytes: int = 256 * 1024 * 1024  # a larger image reply is refused while it downloads
+    max_body_bytes: int = 32 * 1024 * 1024  # request bodies (Label Studio sends at most max_tasks tasks)
+    train_config: str | None = None  # fine-tuning job config run in the background (None: record only)
+    label_studio_url: str | None = None  # where images are fetched from (None: the workspace's ls-init binding)
+    label_studio_token: str | None = field(default=None, repr=False)  # for pulls; default: the /setup token
+    model_check_s: float = 5.0  # how often the registry is asked whether the current model changed
+    fetch_policy: FetchPolicy = FetchPolicy()  # image URLs allowed besides the Label Studio URL
+    auth: BackendAuth = BackendAuth()
