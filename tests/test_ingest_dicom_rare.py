@@ -223,3 +223,37 @@ def test_pixel_data_alone_in_the_other_byte_order_is_one_clear_error(tmp_path, s
     name = "Big" if syntax == ExplicitVRBigEndian else "Little"
     with pytest.raises(CorruptImageError, match=f"byte order does not match the transfer syntax Explicit VR {name}"):
         read_dicom(path)
+
+
+def test_encoders_read_a_dicom_as_ingest_renders_it(tmp_path):
+    """`radloop pretrain --images FOLDER` / search by image file read DICOMs through ``read_image``: the same
+    display pixels as the catalog's render (a 12-bit modality LUT once broke only pydicom's own path), also for
+    an archive export without a suffix; an unreadable one is one ``UnreadableImage`` naming the file."""
+    from radloop.ssl.pixels import UnreadableImage, read_image
+
+    lut = np.linspace(4095, 0, 4096).astype(np.uint16)  # an inverting 12-bit modality LUT
+    sequence = Dataset()
+    sequence.LUTDescriptor, sequence.LUTData, sequence.ModalityLUTType = [4096, 0, 12], lut.tolist(), "US"
+    sequence["LUTData"].VR = "US"
+    dataset = _synthetic(RAMP, ModalityLUTSequence=[sequence], WindowCenter=2048, WindowWidth=4096)
+    with_suffix = _save(dataset, tmp_path / "ramp.dcm")
+    without = _save(dataset, tmp_path / "1.2.840.99999.1")
+    expected = read_dicom(with_suffix).pixels
+    assert expected[0, 0] > expected[0, -1]  # the LUT inverted the ramp
+    assert np.array_equal(read_image(with_suffix), expected)
+    assert np.array_equal(read_image(without), expected)
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(open(with_suffix, "rb").read()[:-2000])
+    with pytest.raises(UnreadableImage, match="broken.dcm"):
+        read_image(broken)
+
+
+def test_encoders_read_the_real_dicoms_as_ingest_renders_them():
+    from conftest import data_path
+
+    from radloop.ssl.pixels import read_image
+
+    files = sorted(data_path("dicom_radiographs").glob("*.dcm"))
+    assert files
+    for file in files:
+        assert np.array_equal(read_image(file), read_dicom(file).pixels), file.name

@@ -50,20 +50,23 @@ def to_unit_float(pixels: np.ndarray) -> np.ndarray:
 
 
 def _read_dicom(path: Path) -> np.ndarray:
-    import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    """The same display pixels ingest renders (modality / VOI LUT or window, MONOCHROME1 inverted, the file's
+    layout checked): an encoder sees a DICOM read from a folder as it sees the catalog's render of it."""
+    from radloop.core.dicom_io import read_dicom
 
-    dataset = pydicom.dcmread(path)
-    pixels = apply_modality_lut(dataset.pixel_array, dataset)
-    pixels = apply_voi_lut(pixels, dataset)
-    pixels = to_unit_float(np.asarray(pixels, dtype=np.float32))
-    if str(getattr(dataset, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        pixels = 1.0 - pixels
-    return pixels
+    return read_dicom(path).pixels
+
+
+def _is_dicom_file(file: Path) -> bool:
+    """A DICOM Part 10 file whatever its name (archives often export them without a suffix)."""
+    from radloop.core.dicom_io import is_dicom_bytes
+
+    with open(file, "rb") as handle:
+        return is_dicom_bytes(handle.read(132))
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read a PNG / JPEG (8 or 16 bit) or DICOM file as float32 (H, W) in [0, 1].
+    """Read a PNG / JPEG (8 or 16 bit) or DICOM file (by suffix or content) as float32 (H, W) in [0, 1].
 
     Raises:
         UnreadableImage: missing, truncated or undecodable file (the reason is in the message).
@@ -72,7 +75,7 @@ def read_image(path: str | Path) -> np.ndarray:
 
     file = Path(path)
     try:
-        if file.suffix.lower() in _DICOM_SUFFIXES:
+        if file.suffix.lower() in _DICOM_SUFFIXES or _is_dicom_file(file):
             return _read_dicom(file)
         with PILImage.open(file) as image:
             image.load()
