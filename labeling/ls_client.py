@@ -1,10 +1,12 @@
 """A thin wrapper around label-studio-sdk 2.x: retries with back-off and errors that say what to do.
 
 Idempotent requests (reads, project/storage updates, deletes) are retried with exponential back-off on
-connection errors, timeouts, HTTP 429 and 5xx.  Task import is *not* retried here: a lost response may
-hide a successful import, so :mod:`radloop.labeling.ls_sync` reconciles by listing the project's tasks
-before importing again (no duplicates).  The API token is kept only in memory: it never appears in
-messages, ``repr`` or logs.
+connection errors and timeouts, HTTP 408, 429, 502, 503 and 504 (waiting as long as a ``Retry-After``
+header in seconds asks, capped), and HTTP 500 once only: Label Studio also answers 500 for its own bugs,
+which no retry cures.  Other statuses (4xx, 501, 505 ...) fail at once.  Requests that are not idempotent
+(creating projects, annotations, ML backends; task import) are never retried: a lost response may hide a
+success, so :mod:`radloop.labeling.ls_sync` reconciles by listing the project's tasks before importing
+again (no duplicates).  The API token is kept only in memory: it never appears in messages, ``repr`` or logs.
 """
 
 from __future__ import annotations
@@ -58,13 +60,36 @@ def token_from_env(environ: dict[str, str] | None = None) -> str | None:
     return None
 
 
-def _transient(error: BaseException) -> bool:
+#: HTTP statuses another attempt may cure: request timeout, rate limit, gateway and unavailable errors.
+RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
+#: How many times one call retries HTTP 500 (Label Studio's answer to its own bugs as well as to overload).
+SERVER_ERROR_RETRIES = 1
+
+
+def _unreachable(error: BaseException) -> bool:
+    """A network failure: no connection, a timeout, a dropped connection (not a malformed request)."""
     import httpx
+
+    if isinstance(error, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)):
+        return False
+    return isinstance(error, (httpx.TransportError, ConnectionError, TimeoutError))
+
+
+def _status(error: BaseException) -> int | None:
     from label_studio_sdk.core.api_error import ApiError
 
-    if isinstance(error, (httpx.TransportError, ConnectionError, TimeoutError)):
-        return True
-    return isinstance(error, ApiError) and (error.status_code in (408, 429) or (error.status_code or 0) >= 500)
+    return error.status_code if isinstance(error, ApiError) else None
+
+
+def _retry_after(error: BaseException) -> float | None:
+    """The seconds a ``Retry-After`` header asks for (None without one, or when it is an HTTP date)."""
+    headers = getattr(error, "headers", None) or {}
+    value = next((value for key, value in headers.items() if str(key).lower() == "retry-after"), None)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 0 <= seconds <= float("inf") else None  # not negative, not NaN
 
 
 class LabelStudioClient:
@@ -74,12 +99,14 @@ class LabelStudioClient:
         url: server URL, e.g. ``http://127.0.0.1:8080``.
         token: API token (legacy token or personal access token); never logged.
         retries: extra attempts for idempotent requests; backoff: first wait in seconds (doubles).
+        max_retry_after: the longest wait in seconds a server's ``Retry-After`` header gets.
         timeout: per-request timeout in seconds.
         sleep: injectable for tests.
         transport: an ``httpx`` transport to send requests through (tests: ``httpx.MockTransport``).
     """
 
-    def __init__(self, url: str, token: str, *, retries: int = 4, backoff: float = 0.5, timeout: float = 60.0,
+    def __init__(self, url: str, token: str, *, retries: int = 4, backoff: float = 0.5,
+                 max_retry_after: float = 60.0, timeout: float = 60.0,
                  sleep: Callable[[float], None] = time.sleep, transport: Any = None) -> None:
         if not url or not url.startswith(("http://", "https://")):
             raise LabelStudioError(f"Label Studio URL must start with http:// or https://, got {url!r}")
@@ -91,6 +118,7 @@ class LabelStudioClient:
         self.url = url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
+        self.max_retry_after = max_retry_after
         self._sleep = sleep
         # retries are ours (below): the SDK would also retry a lost POST response, duplicating imported tasks
         extra: dict[str, Any] = {}
@@ -113,6 +141,11 @@ class LabelStudioClient:
              task_id: int | None = None) -> T:
         """Run one SDK call with retries (when idempotent) and translate its errors.
 
+        An idempotent call is retried (up to ``retries`` times) on network errors and timeouts, on HTTP 408,
+        429, 502, 503 and 504, and once on HTTP 500; it waits ``backoff`` seconds, doubling, or what a
+        ``Retry-After`` header says (at most ``max_retry_after``).  A call that is not idempotent runs once:
+        its request may have reached the server.
+
         Raises:
             AuthenticationError, ServerUnavailableError, ProjectNotFoundError, TaskNotFoundError,
             LabelStudioError: with ``what`` and the server's reason in the message.
@@ -120,19 +153,29 @@ class LabelStudioClient:
         from label_studio_sdk.core.api_error import ApiError
 
         attempts = 1 + (self.retries if idempotent else 0)
+        server_errors = 0
         for attempt in range(attempts):
             try:
                 return function()
             except Exception as error:  # translated below; the SDK raises ApiError or httpx errors
-                if _transient(error) and attempt + 1 < attempts:
+                status = _status(error)
+                if status == 500:
+                    server_errors += 1
+                retry = _unreachable(error) or status in RETRY_STATUSES or (
+                    status == 500 and server_errors <= SERVER_ERROR_RETRIES)
+                if retry and attempt + 1 < attempts:
                     wait = self.backoff * (2 ** attempt)
+                    asked = _retry_after(error)
+                    if asked is not None:
+                        wait = min(asked, self.max_retry_after)
                     logger.warning("Label Studio %s failed (%s); retry %d/%d in %.1f s", what,
-                                   type(error).__name__, attempt + 1, attempts - 1, wait)
+                                   f"HTTP {status}" if status else type(error).__name__, attempt + 1,
+                                   attempts - 1, wait)
                     self._sleep(wait)
                     continue
                 if isinstance(error, ApiError):
                     raise self._api_error(what, error, project_id, task_id) from None
-                if _transient(error):
+                if _unreachable(error):
                     raise ServerUnavailableError(
                         f"Label Studio at {self.url} is unreachable ({type(error).__name__}: {error}) while "
                         f"trying to {what}, after {attempts} attempt(s); is the server running? Re-run the "

@@ -1,11 +1,14 @@
 """Rule-based scrubbing of identifiers from report text before it leaves radloop (Label Studio tasks).
 
 :func:`redact_report` replaces dates, times, labelled record numbers, long digit runs, phone numbers,
-e-mail addresses, URLs, DICOM-style names (``DOE^JOHN``) and names that follow a title or a cue word
-("Dr. Smith", "Patient John Doe", "signed by ...", "Attending: ...") with typed placeholders
+e-mail addresses, URLs, DICOM-style names (``DOE^JOHN``), names that follow a title or a cue word
+("Dr. Smith", "Patient John Doe", "signed by ...", "Attending: ..."), ages over 89 ("92-year-old",
+"age 93", "94 y/o") and street addresses ("1234 Oak Street", "12 Elm Ave, Apt 4") with typed placeholders
 (:data:`PLACEHOLDERS`).  It is conservative on purpose: clinical text (measurements, vertebral levels,
-ribs, laterality, findings, section headers, the "XXXX" masks of de-identified sources) is left alone, so
-names written without a title or cue word are missed.  It is not a certified de-identification.
+ribs, laterality, findings, section headers, fractions and scores such as "3/5 strength", "L4/5",
+"BI-RADS 4/5", "120/80", the "XXXX" masks of de-identified sources) is left alone, so names written without
+a title or cue word are missed, and so is a month/day without a year ("3/5") unless a date cue comes
+first ("on 3/5", "dated 3/5", "DOS: 3/5").  It is not a certified de-identification.
 
 The rules are data (:data:`REDACTION_RULES`, applied in order, each over the previous one's output).
 Time is linear in the text's length, hostile input included: every repeat is bounded, a match can begin
@@ -23,16 +26,22 @@ from typing import Iterable, Mapping
 __all__ = ["PLACEHOLDERS", "REDACTION_RULES", "RedactionResult", "RedactionRule", "compile_rules",
            "redact_report"]
 
-#: What each kind of identifier becomes.
+#: What each kind of identifier becomes (an age over 89 keeps what HIPAA Safe Harbor allows: "90 or older").
 PLACEHOLDERS: Mapping[str, str] = {
     "date": "[DATE]", "time": "[TIME]", "id": "[ID]", "phone": "[PHONE]", "email": "[EMAIL]", "url": "[URL]",
-    "name": "[NAME]",
+    "name": "[NAME]", "age": "[AGE 90+]", "address": "[ADDRESS]",
 }
 
 _MONTHS_FULL = ("January", "February", "March", "April", "June", "July", "August", "September", "October",
                 "November", "December")  # "May" only next to a year: it is also a verb
 _MONTHS_SHORT = ("Jan", "Feb", "Mar", "Apr", "Jun", "Jul", "Aug", "Sept", "Sep", "Oct", "Nov", "Dec")
 _CASES = {"any": ("lower", "capitalize", "title", "upper"), "title": ("title", "upper"), "exact": ()}
+#: Street types after a street name, in Title and UPPER case ("Street", "STREET", "St", "ST") ...
+_STREET_TYPES = ("Street", "St", "Avenue", "Ave", "Road", "Rd", "Boulevard", "Blvd", "Lane", "Drive", "Court",
+                 "Place", "Terrace", "Parkway", "Pkwy", "Highway", "Hwy", "Circle", "Trail", "Crescent")
+#: ... and in Title case only: in UPPER case they are clinical abbreviations (DR, LN) or a word (WAY).
+#: "Ct" and "Pl" are left out (title-cased "Ct" is the modality).
+_STREET_TYPES_TITLE = ("Av", "Ln", "Dr", "Ter", "Cir", "Way")
 
 
 def _words(phrases: Iterable[str], case: str = "any") -> str:
@@ -84,7 +93,9 @@ _UPPER_NAME = rf"{_NOT_NAME}(?:(?:[A-Z]['’])?[A-Z]{{2,30}}(?:-[A-Z]{{2,30}})?(
 #: Regex pieces the rules share, written ``{piece}`` in a pattern.  Month names match in Title or UPPER
 #: case only ("march", "may" are verbs).  ``name``: a capitalised word (O'Brien, McDonald, Smith-Jones) or
 #: an initial, never a :data:`NOT_NAMES` word; ``names``: 1-3 of them; ``upper_names``: 1-4, UPPER-CASE
-#: words too, commas between allowed (after strong cues only).
+#: words too, commas between allowed (after strong cues only).  ``month_slash_day``: a valid m/d without a
+#: year; ``age_ninety_plus``: 90-119; ``street_word``: a capitalised or UPPER word or an ordinal ("5th");
+#: ``street_type``: Street, St, Ave, Rd ... (:data:`_STREET_TYPES`).
 FRAGMENTS: Mapping[str, str] = {
     "month_full": _words(_MONTHS_FULL, "title"),
     "month_any": _words((*_MONTHS_FULL, "May", *_MONTHS_SHORT), "title"),
@@ -94,6 +105,12 @@ FRAGMENTS: Mapping[str, str] = {
     "names": rf"(?:{_NAME})(?:[ \t]{{1,3}}(?:{_NAME})){{0,2}}",
     "upper_names": rf"(?:{_UPPER_NAME})(?:,?[ \t]{{1,3}}(?:{_UPPER_NAME})){{0,3}}",
     "title_word": r"(?:Dr|DR|Doctor)\.?[ \t]{1,3}",
+    "month_slash_day": r"(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])(?![\w/]|[.,]\d)",
+    "age_ninety_plus": r"(?:9\d|1[01]\d)(?![.,]?\d|\+)",  # "90+" is Safe Harbor's own aggregate
+    "street_word": r"(?!(?i:views?|images?|series|vessels?|levels?)(?!\w))"
+                   r"(?:(?:[A-Z]['’])?[A-Z][a-z]{1,30}(?:[A-Z][a-z]{1,30})?|[A-Z]{2,30}|\d{1,3}(?i:st|nd|rd|th))"
+                   r"(?![\w'’])",
+    "street_type": f"(?:{_words(_STREET_TYPES, 'title')}|{_words(_STREET_TYPES_TITLE, 'exact')})",
 }
 
 _ROLES = ("physician", "doctor", "provider", "clinician")
@@ -134,6 +151,18 @@ REDACTION_RULES: tuple[dict, ...] = (
                    "month of two digits when the year has two)",
      "examples": ["2024-03-05", "2024/03/05T10:30", "01/02/1960", "3/5/24", "25/12/2024", "11/7/ XXXX",
                   "05.03.2024", "5-3-2024", "05-03-24"]},
+    {"name": "date_month_day_cued", "kind": "date",
+     "cues": ["on", "dated", "date", "date of service", "date of exam", "date of study", "DOS", "since", "as of"],
+     "pattern": r"{cues}[ \t]{0,3}[:=]?[ \t]{0,3}"
+                r"(?P<phi>{month_slash_day}(?>(?:[ \t]{0,3}(?:-|to|and|through)[ \t]{0,3}{month_slash_day})?))"
+                r"(?![ \t]{0,3}(?i:of|cm|mm|images?|slices?|views?|series|sequences?|levels?|exams?|studies"
+                r"|radiographs?|films?|projections?|strength|power|motor|pain|scale|reflexes|pulses?|grade|ribs?"
+                r"|lobes?|segments?)(?!\w))",
+     "provenance": "month/day without a year only after a date cue ('on 3/5', 'dated 3/5', 'DOS: 3/5'); a "
+                   "bare 3/5 stays (strength 3/5, 2/3 of, L4/5, BI-RADS 4/5, 10/10 pain), and so does one "
+                   "followed by 'of', a unit or a counted noun ('on 2/3 of the images', 'on 4/5 strength'); "
+                   "a range after the cue ('on 3/5-3/7', 'on 3/5 and 3/9') is one date",
+     "examples": ["on 3/5", "dated 03/05", "DOS: 3/5", "since 12/31,", "Date of service 3/5", "on 3/5-3/7"]},
     {"name": "date_day_month", "kind": "date",
      "pattern": r"\d(?<![\w.].)(?=\d?(?:st|nd|rd|th)?[ \t-]{1,3}(?:of[ \t]{1,3})?[ADFJMNOS])"
                 r"\d?{ordinal}[ \t-]{1,3}(?:of[ \t]{1,3})?(?:{month_any}\.?,?[ \t-]{1,3}{year}|{month_full}(?!\w))",
@@ -155,6 +184,20 @@ REDACTION_RULES: tuple[dict, ...] = (
                 r"|(?<=\+)\d{1,3}[ .-]?\(?\d{1,4}\)?[ .-]?\d{2,4}[ .-]?\d{2,4}(?:[ .-]?\d{2,4})?)(?![\w-])",
      "provenance": "North American and international phone numbers",
      "examples": ["(317) 555-0123", "317-555-0123", "+44 20 7946 0958"]},
+    {"name": "age_cued", "kind": "age",
+     "cues": ["age", "aged", "age of"],
+     "pattern": r"{cues}[ \t]{0,3}[:=]?[ \t]{0,3}(?P<phi>{age_ninety_plus})"
+                r"(?![ \t-]{0,3}(?i:months?|mos?|weeks?|wks?|days?|hours?|hrs?|minutes?|min|[mwdh])(?!\w))",
+     "provenance": "HIPAA Safe Harbor (C) ages over 89 after 'age'/'aged' (bone age in months stays); "
+                   "ages up to 89 stay",
+     "examples": ["age 93", "Age: 90", "aged 101", "at the age of 95"]},
+    {"name": "age_unit", "kind": "age",
+     "pattern": r"[19](?<![\w.,/:+-].)(?:(?<=9)\d|(?<=1)[01]\d)(?![.,]?\d)"
+                r"(?=[ \t-]{0,2}(?:(?i:years?|yrs?)\.?(?!\w|[ \t-]{1,3}(?i:ago|prior|earlier|before|after|later"
+                r"|previously)(?!\w))|(?i:y/?o|y\.o\.)(?!\w)))",
+     "provenance": "HIPAA Safe Harbor (C) ages over 89 before 'year(s) (old)', 'yrs', 'yo', 'y/o', 'y.o.' "
+                   "('95 years ago' stays); ages up to 89 stay",
+     "examples": ["92-year-old", "a 90 year old", "93 yo", "94 y/o", "aged 101 years", "99 y.o.", "91 yrs"]},
     {"name": "labelled_id", "kind": "id",
      "cues": ["MRN", "MR#", "MR no", "MR number", "medical record", "medical record no", "medical record number",
               "accession", "acc", "patient id", "pt id", "pt. id", "unit no", "unit number", "encounter",
@@ -218,6 +261,21 @@ REDACTION_RULES: tuple[dict, ...] = (
      "pattern": r"{cues}[ \t]{1,3}(?P<phi>{name}(?:[ \t]{1,3}{name}){1,2})",
      "provenance": "'Patient John Doe' (two capitalised words at least: 'Patient History' stays)",
      "examples": ["Patient John Doe"]},
+    {"name": "street_address", "kind": "address",
+     "pattern": r"\d(?<![\w.,/:#+-].)(?=\d{0,4}(?:-?[A-Za-z])?[ \t]{1,3}(?:[A-Z]|\d{1,3}[A-Za-z]))"
+                r"\d{0,4}(?:-?[A-Za-z](?![\w'’]))?[ \t]{1,3}"
+                r"(?:(?:N[EW]|S[EW]|[NSEW])\.?[ \t]{1,3})?(?:{street_word}[ \t]{1,3}){1,3}"
+                r"{street_type}\.?(?![\w'’]|[ \t]{1,3}[A-Z][A-Za-z]{0,30}['’][sS]\b)"
+                r"(?:[ \t]{1,3}(?:N[EW]|S[EW])(?!\w))?"
+                r"(?:,?[ \t]{1,3}(?:(?:Apt|Apartment|Suite|Ste|Unit|Floor|Fl|Room|Rm|APT|SUITE|STE|UNIT|FLOOR|RM)"
+                r"\.?[ \t]{0,3}#?|#)[ \t]{0,3}(?:[A-Za-z]?\d{1,5}[A-Za-z]?|[A-Z])(?!\w))?"
+                r"(?:,[ \t]{1,3}(?:(?:[A-Z][a-z]{1,30}|[A-Z]{2,30})[ \t]{1,3}){0,2}"
+                r"(?:[A-Z][a-z]{1,30}|[A-Z]{2,30}),?[ \t]{1,3}[A-Z]{2}[ \t]{1,3}\d{5}(?:-\d{4})?(?!\d))?",
+     "provenance": "HIPAA Safe Harbor (B) street addresses: house number, 1-3 street-name words, street type, "
+                   "then an apartment/suite and 'City, ST 12345' when they follow ('2 views', 'St. Luke's' are "
+                   "no street); after the name rules, so 'Dr' before a name is a title first",
+     "examples": ["1234 Oak Street", "55 N. Main St.", "12 Elm Ave, Apt 4", "1600 Pennsylvania Ave NW",
+                  "77 West 5th Avenue", "9 OAK ST", "12 Elm St, Springfield, IL 62704", "350 Fifth Ave #12"]},
 )
 
 _RULE_KEYS = {"name", "kind", "pattern", "cues", "cue_case", "requires", "provenance", "examples"}
