@@ -245,7 +245,9 @@ def test_hostile_input_is_linear_and_fast():
     assert _seconds(hostile) < 5.0  # about 0.5 s here; backtracking would take minutes (the scaling check below)
     for shape in ("a", "1", "Dr. ", "MRN ", "1/", "a@", "1 ", "1 Aa "):  # 4x the text: about 4x the time
         small, large = ((shape * (size // len(shape) + 1))[:size] for size in (50_000, 200_000))
-        assert _seconds(large) < 8 * _seconds(small) + 0.05, shape
+        # best of five: a load spike on a shared machine once made one 0.03 s run look 10x slower (a quadratic
+        # rule makes 4x the text 16x slower every time)
+        assert _seconds(large, repeats=5) < 8 * _seconds(small, repeats=5) + 0.05, shape
 
 
 def test_digits_slashes_and_spaces_are_fast():
@@ -261,7 +263,7 @@ def test_digits_slashes_and_spaces_are_fast():
         parts.append(generator.choice(units))
         size += len(parts[-1])
     hostile = "".join(parts)[:1_000_000]
-    assert _seconds(hostile, repeats=3) < 2.0  # about 0.6 s idle; backtracking would take minutes
+    assert _seconds(hostile, repeats=3) < 5.0  # about 0.6 s idle; backtracking would take minutes
 
 
 # ------------------------------------------------------------------------------------------- Label Studio side
