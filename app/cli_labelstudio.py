@@ -19,7 +19,8 @@ from radloop.app.options import JsonOption, WorkspaceOption, console, emit, fail
 TokenOption = Annotated[Optional[str], typer.Option(
     "--token", help="Label Studio API token (default: $LABEL_STUDIO_API_KEY or $RADLOOP_LS_TOKEN). Never stored.",
     show_default=False)]
-RoundOption = Annotated[Optional[int], typer.Option("--round", "-r", help="Round id (default: the latest round).")]
+RoundOption = Annotated[Optional[int], typer.Option("--round", "-r", metavar="N", help=(
+    "Round number, as `radloop round status` shows it (default: the latest round)."))]
 ReportTextOption = Annotated[Optional[str], typer.Option(
     "--report-text", metavar="redacted|none|as_stored", show_default=False, help=(
         "What the tasks' report field carries: 'redacted' (identifiers scrubbed by radloop's rules; not a "
@@ -39,16 +40,19 @@ def _client(url: Optional[str], token: Optional[str]):
         fail(str(error))
 
 
-def _round_id(catalog, round_id: Optional[int]) -> int:
+def _round_id(catalog, number: Optional[int]) -> int:
+    """The catalog id of round ``number`` (``--round``), else of the latest round."""
     from sqlalchemy import select
 
+    from radloop.app.round_record import RoundError, round_id_for_number
     from radloop.core.schema import Round
 
+    if number is not None:
+        try:
+            return round_id_for_number(catalog, number)
+        except RoundError as error:
+            fail(str(error))
     with catalog.session() as session:
-        if round_id is not None:
-            if session.get(Round, round_id) is None:
-                fail(f"no round with id {round_id} (see `radloop round status`)")
-            return round_id
         latest = session.scalars(select(Round.id).order_by(Round.id.desc()).limit(1)).first()
     if latest is None:
         fail("the catalog has no rounds yet: start one with `radloop round start`")

@@ -46,6 +46,8 @@ def register(groups) -> None:
 
         The batch goes to the server `radloop ls init` bound (or --label-studio / $LABEL_STUDIO_URL); without
         one, or with --no-push, it is written as a Label Studio import file under rounds/.
+        Earlier rounds' tasks still unanswered are pulled first (Label Studio unreachable: noted, not fatal);
+        images an expert answered "cannot tell" or skipped stay out (--set reselect_unclear=true offers them).
         Rerunning resumes an interrupted round.
         """
         from radloop.app.rounds import RoundError, load_round_config, start_round
@@ -73,8 +75,8 @@ def register(groups) -> None:
     def status(workspace: WorkspaceOption = None, json_output: JsonOption = False) -> None:
         """Show every round: state, strategy, tasks answered / pending, labels spent, metric before/after.
 
-        Answered and pending count what pulls brought into the catalog; `radloop round pull --round ID`
-        collects answers given in Label Studio since.
+        Answered and pending count what pulls brought into the catalog; `radloop round pull --round N` (N: the
+        round column) collects answers given in Label Studio since; `radloop round start` pulls them first.
         """
         from radloop.app.options import listing_table, show
         from radloop.app.rounds import round_status
@@ -95,7 +97,7 @@ def register(groups) -> None:
                 console.print(f"round {report.number}: {note}", markup=False, highlight=False)
             if report.pending and report.state == "finished":
                 console.print(f"round {report.number}: {report.pending} task(s) still unanswered in Label Studio "
-                              f"now: `radloop round pull --round {report.round_id}` collects late answers",
+                              f"now: `radloop round pull --round {report.number}` collects late answers",
                               markup=False, highlight=False)
 
     @groups.round.command("finish")
@@ -105,7 +107,7 @@ def register(groups) -> None:
         """Finish the open round: pull (or simulate) answers, fine-tune, evaluate, record what it bought.
 
         The round's answers in the catalog count, an earlier `radloop round pull` included.  Tasks still
-        unanswered are reported; `radloop round pull --round ID` collects their answers later.
+        unanswered are reported; `radloop round pull --round N` collects their answers later.
         """
         from radloop.app.rounds import RoundError, finish_round
         from radloop.labeling.ls_client import LabelStudioError

@@ -62,7 +62,7 @@ def round_progress(catalog: Catalog, round_ids: list[int] | None = None) -> dict
 def pending_images(catalog: Catalog) -> dict[str, list[int]]:
     """Image id -> ids of the rounds whose Label Studio task of it is still unanswered (not skipped, not deleted).
 
-    A new round leaves these images out: an answer may still come (``radloop round pull --round ID``), and
+    A new round leaves these images out: an answer may still come (``radloop round pull --round N``), and
     selecting them again would put the same image in two tasks.
     """
     from radloop.labeling.ls_sync import selection_states
@@ -85,7 +85,7 @@ def without_pending(catalog: Catalog, pool_ids: list[str], regions: list[str | N
                      for round_id in waiting[image_id]})
     with catalog.session() as session:
         numbers = dict(session.execute(select(Round.id, Round.number).where(Round.id.in_(rounds))).all())
-    where = ", ".join(f"round {numbers.get(round_id, round_id)} (`radloop round pull --round {round_id}`)"
+    where = ", ".join(f"round {numbers[round_id]} (`radloop round pull --round {numbers[round_id]}`)"
                       for round_id in rounds)
     note = (f"{len(pool_ids) - len(keep)} image(s) left out of the pool: their Label Studio tasks are still "
             f"unanswered in {where}; a pull collects late answers")
@@ -97,13 +97,13 @@ def open_task_notes(row: Round, tasks: dict[str, int]) -> list[str]:
     notes = []
     if tasks.get("pending"):
         notes.append(f"finished with {tasks['pending']} of {sum(tasks.values())} Label Studio task(s) still "
-                     f"unanswered: `radloop round pull --round {row.id}` collects late answers (labels spent is "
+                     f"unanswered: `radloop round pull --round {row.number}` collects late answers (labels spent is "
                      "updated; the next round's model trains on them); until then their images stay out of "
                      "new rounds")
     if tasks.get("skipped"):
         notes.append(f"{tasks['skipped']} task(s) skipped in Label Studio: no label bought")
     if tasks.get("deleted"):
-        notes.append(f"{tasks['deleted']} task(s) deleted in Label Studio: `radloop round push --round {row.id} "
+        notes.append(f"{tasks['deleted']} task(s) deleted in Label Studio: `radloop round push --round {row.number} "
                      "--recreate-deleted` imports them again")
     return notes
 
@@ -117,7 +117,7 @@ def late_answers_hint(catalog: Catalog) -> str:
         rows = session.execute(select(Round.id, Round.number).where(Round.id.in_(sorted(waiting)))
                                .order_by(Round.number)).all()
     return "; " + "; ".join(f"round {number} has {waiting[round_id]} task(s) still unanswered in Label Studio: "
-                            f"`radloop round pull --round {round_id}` collects late answers"
+                            f"`radloop round pull --round {number}` collects late answers"
                             for round_id, number in rows)
 
 

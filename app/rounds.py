@@ -5,15 +5,17 @@ point is resumed by running the same command again::
 
     created -> selected -> pushed -> answered -> trained -> finished
 
-``start_round`` embeds new images with the current encoder, refreshes the case-search index, scores the
-unlabelled pool with the current model, selects a batch with a strategy and hands it to annotators
-(Label Studio when configured, else an import file under ``rounds/``).  ``finish_round`` collects the
-answers (Label Studio, or the dataset's ground truth with ``simulate``), trains a calibrated linear probe
-on every label bought so far, evaluates it on the held-out split and records what the round bought: the
-round's answered selections, counted in the catalog (an earlier ``radloop round pull`` included).  Tasks
-still unanswered at that point are reported; a later ``radloop round pull --round ID`` collects them, and
-until then their images stay out of new rounds' pools.  Label Studio being unreachable is a
-:class:`RoundError` too: nothing is lost, rerunning the same command resumes.
+``start_round`` embeds new images with the current encoder, refreshes the case-search index, pulls late
+answers of earlier rounds, scores the unlabelled pool with the current model (:mod:`.round_pool`), selects a
+batch with a strategy and hands it to annotators (Label Studio when configured, else an import file under
+``rounds/``).  ``finish_round`` collects the answers (Label Studio, or the dataset's ground truth with
+``simulate``), trains a calibrated linear probe on every label bought so far, evaluates it on the held-out
+split and records what the round bought: the round's answered selections, counted in the catalog (an
+earlier ``radloop round pull`` included).  Tasks still unanswered at that point are reported; a later
+``radloop round pull --round N`` (or the next ``start_round``) collects them, and until then their images
+stay out of new rounds' pools.  Label Studio being unreachable while pushing or finishing is a
+:class:`RoundError` too: nothing is lost, rerunning the same command resumes.  The round's row is updated
+under its lock (:func:`.round_record.update_round`), as pulls do.
 
 The unit of labelling is an image-level finding (``task``, e.g. ``fracture``).  In simulation the dataset's
 own expert annotations play the annotator: a label counts as *bought* only once a round revealed it.
@@ -23,101 +25,34 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from radloop.app.round_labels import (
     labelled_image_ids, late_answers_hint, open_task_notes, round_progress, simulate_answers, train_round_probe,
     without_pending,
 )
+from radloop.app.round_pool import (
+    pool_images, pool_probabilities, pool_weak_labels, pull_late_answers, without_unclear,
+)
+from radloop.app.round_record import (
+    STATES, Progress, RoundConfig, RoundError, RoundReport, label_studio_server, load_round_config, next_number,
+    open_round, report_of, round_id_for_number, round_server, update_round,
+)
 from radloop.core.catalog import Catalog
-from radloop.core.config import StrictModel, load_config, save_resolved_config
-from radloop.core.schema import Image, Round, Selection, Study
+from radloop.core.config import save_resolved_config
+from radloop.core.schema import Round, Selection
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RoundConfig", "RoundError", "RoundReport", "start_round", "finish_round", "round_status",
-           "load_round_config", "labelled_image_ids", "label_studio_server"]
+__all__ = ["RoundConfig", "RoundError", "RoundReport", "STATES", "start_round", "finish_round", "round_status",
+           "load_round_config", "labelled_image_ids", "label_studio_server", "round_id_for_number"]
 
-Progress = Callable[[str, float], None]
-STATES = ("created", "selected", "pushed", "answered", "trained", "finished")
-
-
-class RoundError(RuntimeError):
-    """A round cannot proceed; the message says what to do next."""
-
-
-class RoundConfig(StrictModel):
-    """Settings of a round (``configs/rounds/default.yaml``; every field can be overridden)."""
-
-    task: str = "fracture"
-    strategy: str = "badge"
-    #: keyword parameters of ``strategy`` (e.g. stratified: {base: margin, quotas: {wrist: 0.5, elbow: 0.5}})
-    strategy_params: dict[str, Any] = {}
-    budget: int = 50
-    cold_start_strategy: str = "typiclust"
-    encoder: str | None = None  # registry version; default: the current encoder
-    dataset: str | None = None  # restrict the pool to one dataset
-    pool_split: Literal["train", "val", "test"] = "train"
-    eval_split: Literal["train", "val", "test"] = "test"
-    simulate: bool = False
-    random_state: int = 0
-    probe_C: float = 1.0
-    #: None: the server `radloop ls init` bound this workspace to, else ``$LABEL_STUDIO_URL``, else no server
-    label_studio_url: str | None = None
-    label_studio_project: str | None = None  # None: the project `radloop ls init` bound, else "radloop findings"
-    push: bool = True  # False: only write the Label Studio import file, even with a server configured
-
-
-def load_round_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RoundConfig:
-    return load_config(path, RoundConfig, overrides)
-
-
-@dataclass
-class RoundReport:
-    """What one round did and bought."""
-
-    round_id: int
-    number: int
-    state: str
-    strategy: str
-    task: str
-    budget: int
-    selected: int = 0
-    #: selections answered / skipped / still waiting in Label Studio, as far as pulls brought them
-    answered: int = 0
-    skipped: int = 0
-    pending: int = 0
-    labels_spent: int = 0
-    labels_total: int = 0
-    metric_name: str | None = None
-    metric_before: float | None = None
-    metric_after: float | None = None
-    model_version: str | None = None
-    tasks_file: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def _report(row: Round, catalog: Catalog, progress: dict[int, dict[str, int]] | None = None) -> RoundReport:
-    meta = row.meta or {}
-    tasks = (progress if progress is not None else round_progress(catalog, [row.id])).get(row.id, {})
-    return RoundReport(round_id=row.id, number=row.number, state=row.state, strategy=row.strategy,
-                       task=row.task, budget=row.budget, selected=int(meta.get("selected", 0)),
-                       answered=tasks.get("answered", 0), skipped=tasks.get("skipped", 0),
-                       pending=tasks.get("pending", 0),
-                       labels_spent=row.labels_spent, labels_total=int(meta.get("labels_total", 0)),
-                       metric_name=row.metric_name, metric_before=row.metric_before,
-                       metric_after=row.metric_after, model_version=row.model_version,
-                       tasks_file=meta.get("tasks_file"), notes=list(meta.get("notes", [])))
+# names from before the split that the demo and tests use
+_pool, _open_round = pool_images, open_round
 
 
 def _noop(_message: str, _fraction: float) -> None:
@@ -157,72 +92,6 @@ def _refresh_index(catalog: Catalog, encoder_version: str, progress: Progress) -
         return None
 
 
-def _next_number(catalog: Catalog) -> int:
-    with catalog.session() as session:
-        return int(session.scalar(select(func.max(Round.number))) or 0) + 1
-
-
-def _open_round(catalog: Catalog) -> Round | None:
-    with catalog.session() as session:
-        return session.scalars(select(Round).where(Round.state != "finished").order_by(Round.id.desc())).first()
-
-
-def _set(catalog: Catalog, round_id: int, **values: Any) -> Round:
-    with catalog.session() as session:
-        row = session.get(Round, round_id)
-        meta = dict(row.meta or {})
-        meta.update(values.pop("meta", {}))
-        row.meta = meta
-        for key, value in values.items():
-            setattr(row, key, value)
-        session.flush()
-        return row
-
-
-def _pool(catalog: Catalog, config: RoundConfig) -> tuple[list[str], list[str | None]]:
-    """Unlabelled-or-labelled pool image ids (and body regions) the round may select from.
-
-    Images flagged ``burned_in_annotation`` at ingest (text in the pixels, possibly identifying) are left out:
-    a round would show them to annotators.
-    """
-    with catalog.session() as session:
-        query = (select(Image.id, Image.body_region, Image.meta).join(Study, Study.id == Image.study_id)
-                 .where(Study.split == config.pool_split))
-        if config.dataset:
-            query = query.where(Image.dataset == config.dataset)
-        rows = [row for row in session.execute(query.order_by(Image.id)).all()
-                if not (row[2] or {}).get("burned_in_annotation")]
-    return [row[0] for row in rows], [row[1] for row in rows]
-
-
-def _probabilities(catalog: Catalog, encoder_version: str, vectors: np.ndarray, task: str) -> np.ndarray | None:
-    """(N, 2) probabilities [absent, present] of ``task`` from the current findings model, when usable."""
-    from radloop.ssl.predict import load_predictor
-
-    predictor = load_predictor(catalog, "findings")
-    if predictor is None or task not in predictor.findings or predictor.encoder_version != encoder_version:
-        return None
-    present = predictor.predict_proba_embeddings(vectors)[:, predictor.findings.index(task)]
-    return np.stack([1.0 - present, present], axis=1)
-
-
-def _weak_labels(catalog: Catalog, image_ids: list[str], task: str) -> np.ndarray | None:
-    """Report weak label per image (1 positive, 0 negative, -1 unknown) via the report of its study."""
-    from radloop.core.schema import Report, WeakLabel
-
-    with catalog.session() as session:
-        rows = session.execute(
-            select(Image.id, WeakLabel.status).join(Report, Report.study_id == Image.study_id)
-            .join(WeakLabel, WeakLabel.report_id == Report.id)
-            .where(Image.id.in_(image_ids), WeakLabel.finding == task)).all()
-    if not rows:
-        return None
-    status = {}
-    for image_id, value in rows:
-        status[image_id] = max(status.get(image_id, -1), 1 if value == "positive" else 0)
-    return np.array([status.get(image_id, -1) for image_id in image_ids], dtype=np.int64)
-
-
 def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress: Progress | None = None,
                 **overrides: Any) -> RoundReport:
     """Start a round (or resume the open one): embed, index, score, select, hand to annotators.
@@ -232,8 +101,10 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
         config: round settings; keyword ``overrides`` (e.g. ``strategy="margin", budget=50``) apply on top.
         progress: callback ``(message, fraction)`` for long steps.
 
-    Images whose Label Studio task in an earlier round is still unanswered are left out of the pool (the
-    round's notes say so).
+    Earlier rounds with unanswered Label Studio tasks are pulled first, so that answers given since the last
+    pull count (Label Studio unreachable: noted, and the round goes on with what the catalog has).  Images
+    whose task in an earlier round is still unanswered, and unless ``reselect_unclear`` those an expert
+    answered "cannot tell" for the task or skipped, are left out of the pool (the round's notes say how many).
 
     Raises:
         RoundError: no encoder, an empty pool, a round of another task already open, or Label Studio
@@ -249,23 +120,27 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     if config.budget < 1:
         raise RoundError(f"budget must be at least 1, got {config.budget}")
 
-    row = _open_round(catalog)
+    row = open_round(catalog)
     if row is not None and row.state in ("selected", "pushed", "answered", "trained"):
         logger.info("round %s is open in state %s; resuming it", row.number, row.state)
         if row.state == "selected":
             return _hand_out(catalog, row.id, config, progress)
-        return _report(row, catalog)
+        return report_of(row, catalog)
     encoder_version, encoder = _current_encoder(catalog, config)
     _ensure_embeddings(catalog, encoder_version, encoder, progress)
     _refresh_index(catalog, encoder_version, progress)
 
-    pool_ids, regions = _pool(catalog, config)
+    notes = pull_late_answers(catalog, config, progress)
+    pool_ids, regions = pool_images(catalog, config)
     if not pool_ids:
         raise RoundError(f"no images in the '{config.pool_split}' split to select from: run `radloop ingest` first")
+    labelled = labelled_image_ids(catalog, config.task, simulate=config.simulate)
     pool_ids, regions, waiting_note = without_pending(catalog, pool_ids, regions)
+    pool_ids, regions, unclear_note = without_unclear(catalog, config, pool_ids, regions, labelled)
+    notes += [note for note in (waiting_note, unclear_note) if note]
     if not pool_ids:
-        raise RoundError(f"nothing to select: {waiting_note or 'every pool image waits in an earlier round'}; "
-                         "collect the answers with `radloop round pull --round ID` or ingest more images")
+        raise RoundError(f"nothing to select: {'; '.join(notes) or 'every pool image waits in an earlier round'}; "
+                         "collect the answers with `radloop round pull --round N` or ingest more images")
     progress("scoring the pool", 0.4)
     embedded = load_embeddings(catalog, encoder_version, pool_ids)
     order = {image_id: i for i, image_id in enumerate(embedded.image_ids)}
@@ -274,15 +149,14 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     pool_ids = [pool_ids[i] for i in keep]
     regions = [regions[i] for i in keep]
     vectors = embedded.vectors[[order[image_id] for image_id in pool_ids]]
-    labelled = labelled_image_ids(catalog, config.task, simulate=config.simulate)
     labelled_mask = np.array([image_id in labelled for image_id in pool_ids], dtype=bool)
     if labelled_mask.all():
-        raise RoundError("every image of the pool is labelled already" + (" or waiting in an unanswered Label "
-                         "Studio task" if waiting_note else "") + ": ingest more images")
+        raise RoundError("every image of the pool is labelled already" + "".join(
+            f"; {note}" for note in (waiting_note, unclear_note) if note) + ": ingest more images")
 
-    probabilities = _probabilities(catalog, encoder_version, vectors, config.task)
-    weak_labels = _weak_labels(catalog, pool_ids, config.task)
-    strategy_name, notes = config.strategy, [waiting_note] if waiting_note else []
+    probabilities = pool_probabilities(catalog, encoder_version, vectors, config.task)
+    weak_labels = pool_weak_labels(catalog, pool_ids, config.task)
+    strategy_name = config.strategy
     if not_embedded:
         notes.append(f"{not_embedded} pool images are not embedded with {encoder_version} and were not "
                      f"considered: `radloop embed --encoder {encoder_version}` adds them")
@@ -309,7 +183,7 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     reasons = getattr(strategy, "reasons_", None)
 
     with catalog.session() as session:
-        number = _next_number(catalog)
+        number = next_number(catalog)
         new = Round(number=number, state="created", strategy=strategy_name, budget=config.budget,
                     task=config.task, model_version=encoder_version, config=json.loads(config.model_dump_json()),
                     meta={"notes": notes, "simulate": config.simulate})
@@ -327,23 +201,6 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     folder = catalog.workspace.rounds_dir / f"round-{number:03d}"
     save_resolved_config(config, folder / "config.yaml")
     return _hand_out(catalog, round_id, config, progress)
-
-
-def label_studio_server(catalog: Catalog, config: RoundConfig) -> tuple[str | None, str]:
-    """The Label Studio server a round talks to, and where that choice came from.
-
-    In order: ``config.label_studio_url``, the server ``radloop ls init`` bound the workspace to, then
-    ``$LABEL_STUDIO_URL``; ``(None, reason)`` when there is none or ``config.push`` is off.
-    """
-    if not config.push:
-        return None, "push: false"
-    from radloop.labeling.ls_project import label_studio_url
-
-    try:
-        return label_studio_url(catalog.workspace, config.label_studio_url)
-    except ValueError as error:  # a damaged binding file: say so instead of silently not pushing
-        raise RoundError(f"the workspace's Label Studio binding is unreadable ({error}): "
-                         "rerun `radloop ls init`") from error
 
 
 def _hand_out(catalog: Catalog, round_id: int, config: RoundConfig, progress: Progress) -> RoundReport:
@@ -379,28 +236,25 @@ def _hand_out(catalog: Catalog, round_id: int, config: RoundConfig, progress: Pr
     else:
         handed = (f"batch written to {meta['tasks_file']} ({source}); import it into Label Studio, or connect a "
                   "server with `radloop ls init --url URL` and rerun `radloop round start`")
-    with catalog.session() as session:
-        notes = [note for note in (session.get(Round, round_id).meta or {}).get("notes", [])
-                 if not note.startswith("batch ")]  # a rerun replaces the earlier hand-out note
-    meta["notes"] = notes + ([handed] if handed else [])
-    row = _set(catalog, round_id, state="pushed", meta=meta)
+    row = update_round(catalog, round_id, state="pushed", meta=meta, notes=lambda notes: [  # a rerun replaces
+        note for note in notes if not note.startswith("batch ")] + ([handed] if handed else []))  # its note
     progress("round started", 1.0)
-    return _report(row, catalog)
+    return report_of(row, catalog)
 
 
 def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate: bool | None = None) -> RoundReport:
     """Collect the answers of the open round, fine-tune, evaluate and record what the round bought.
 
     The round's answered selections in the catalog count, whether this call or an earlier ``radloop round
-    pull`` brought them; ``labels_spent`` is their number.  Tasks still unanswered are reported in the
-    round's notes (a later pull collects them).
+    pull`` brought them; ``labels_spent`` is their number (a pull records it under the round's lock).  Tasks
+    still unanswered are reported in the round's notes (a later pull collects them).
 
     Raises:
         RoundError: no open round, no answers yet (Label Studio still labelling), or Label Studio unreachable
             (nothing is lost: rerunning resumes).
     """
     progress = progress or _noop
-    row = _open_round(catalog)
+    row = open_round(catalog)
     if row is None:
         raise RoundError("no open round: start one with `radloop round start --budget 50`" + late_answers_hint(catalog))
     config = RoundConfig.model_validate(row.config)
@@ -419,24 +273,21 @@ def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate
         if answered == 0 and not config.simulate:
             raise RoundError(f"round {row.number}: no annotations yet in Label Studio ({tasks.get('pending', 0)} "
                              "task(s) waiting); label the tasks, then rerun `radloop round finish`")
-        notes = list((row.meta or {}).get("notes", []))
-        if not config.simulate:
-            notes += open_task_notes(row, tasks)
-        row = _set(catalog, row.id, state="answered", labels_spent=answered, meta={"notes": notes})
+        open_tasks = [] if config.simulate else open_task_notes(row, tasks)
+        # a Label Studio round's labels_spent is the pull's, stored under the lock: not this older count
+        spent = {"labels_spent": answered} if config.simulate else {}
+        row = update_round(catalog, row.id, state="answered", notes=lambda notes: notes + open_tasks, **spent)
     if row.state == "answered":
         previous = _previous_metric(catalog, row.number)
         result = train_round_probe(catalog, row, config, progress)
-        notes = list((row.meta or {}).get("notes", []))
-        if "note" in result:
-            notes.append(result["note"])
-        row = _set(catalog, row.id, state="trained", metric_name=f"auroc.{config.task}",
-                   metric_before=previous, metric_after=result.get("metric"),
-                   meta={"labels_total": result["labels_total"], "notes": notes,
-                         "probe_version": result.get("model_version")})
+        row = update_round(catalog, row.id, state="trained", metric_name=f"auroc.{config.task}",
+                           metric_before=previous, metric_after=result.get("metric"),
+                           meta={"labels_total": result["labels_total"], "probe_version": result.get("model_version")},
+                           notes=lambda notes: notes + ([result["note"]] if "note" in result else []))
     if row.state == "trained":
-        row = _set(catalog, row.id, state="finished", finished_at=datetime.now(timezone.utc))
+        row = update_round(catalog, row.id, state="finished", finished_at=datetime.now(timezone.utc))
     progress("round finished", 1.0)
-    return _report(row, catalog)
+    return report_of(row, catalog)
 
 
 def _pull_answers(catalog: Catalog, row: Round, config: RoundConfig) -> None:
@@ -444,7 +295,7 @@ def _pull_answers(catalog: Catalog, row: Round, config: RoundConfig) -> None:
     from radloop.labeling import ls_sync
     from radloop.labeling.ls_client import LabelStudioError
 
-    url = (row.meta or {}).get("label_studio", {}).get("url") or label_studio_server(catalog, config)[0]
+    url = round_server(catalog, row, config)
     if not url:
         raise RoundError(f"round {row.number} went to an import file ({(row.meta or {}).get('tasks_file')}); "
                          "import it into Label Studio, then connect the workspace with `radloop ls init --url "
@@ -467,4 +318,4 @@ def round_status(catalog: Catalog) -> list[RoundReport]:
     """All rounds, oldest first, with their answered / skipped / pending task counts."""
     progress = round_progress(catalog)
     with catalog.session() as session:
-        return [_report(row, catalog, progress) for row in session.scalars(select(Round).order_by(Round.number))]
+        return [report_of(row, catalog, progress) for row in session.scalars(select(Round).order_by(Round.number))]

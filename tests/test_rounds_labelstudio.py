@@ -1,120 +1,20 @@
 """Rounds against a fake Label Studio (offline): pull then finish, pending tasks, late answers, conflicting
 answers across rounds, deleted annotations, two pulls of a round at once, the server down.
 
-The fake keeps tasks and annotations in memory and answers the few client calls push/pull make, in Label
-Studio's JSON shapes.  Like Label Studio 1.23, it does not bump a task's ``updated_at`` when an annotation is
-deleted.  The round-flow tests share one workspace and run in file order.
+The fake (tests/ls_fake.py) keeps tasks and annotations in memory and answers the few client calls push/pull
+make, in Label Studio's JSON shapes.  The round-flow tests share one workspace and run in file order.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select
 
 from ls_catalog import add_round, build_round_catalog
+from ls_fake import FakeLabelStudio, bind_fake as _bind, use_fake as _use
 from rounds_workspace import build_rounds_catalog
-
-URL = "http://fake-label-studio:8080"
-PROJECT_ID = 7
-
-
-class FakeLabelStudio:
-    """The client calls ``push_round`` / ``pull_round`` make, served from memory."""
-
-    url = URL
-
-    def __init__(self) -> None:
-        self.tasks: dict[int, dict] = {}
-        self.down = False
-        self._ids = itertools.count(1)
-        self._clock = datetime(2026, 1, 1, tzinfo=timezone.utc)
-
-    def _now(self) -> str:
-        self._clock += timedelta(seconds=10)  # past the pull's 5-second cursor margin
-        return self._clock.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-    def _check(self) -> None:
-        from radloop.labeling.ls_client import ServerUnavailableError
-
-        if self.down:
-            raise ServerUnavailableError(f"Label Studio at {URL} is unreachable (ConnectError: [Errno 111] "
-                                         "Connection refused); is the server running?")
-
-    # ------------------------------------------------------------------------------- client surface
-    def whoami(self) -> dict:
-        self._check()
-        return {"id": 1}
-
-    def user_emails(self) -> dict[int, str]:
-        self._check()
-        return {1: "rad1@example.com", 2: "rad2@example.com"}
-
-    def get_project(self, project_id: int) -> dict:
-        from radloop.labeling.ls_config import build_label_config
-
-        self._check()
-        return {"id": project_id, "label_config": build_label_config()}
-
-    def import_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
-        self._check()
-        ids = []
-        for task in tasks:
-            task_id = next(self._ids)
-            stamp = self._now()
-            self.tasks[task_id] = {"id": task_id, "data": task["data"], "annotations": [], "created_at": stamp,
-                                   "updated_at": stamp}
-            ids.append(task_id)
-        return ids
-
-    def iter_tasks(self, project_id: int, *, round_id=None, updated_after=None, with_annotations=True,
-                   page_size=100) -> list[dict]:
-        self._check()
-        since = datetime.fromisoformat(updated_after.replace("Z", "+00:00")) if updated_after else None
-        found = []
-        for task in self.tasks.values():
-            if round_id is not None and task["data"].get("round_id") != round_id:
-                continue
-            if since and datetime.fromisoformat(task["updated_at"].replace("Z", "+00:00")) <= since:
-                continue
-            found.append(json.loads(json.dumps(task if with_annotations else {**task, "annotations": []})))
-        return found
-
-    # ------------------------------------------------------------------------------ annotator side
-    def annotate(self, task_id: int, findings: list[str], *, user: int = 1) -> int:
-        """Submit an annotation ticking ``findings`` (none ticked: every finding absent)."""
-        annotation_id = next(self._ids)
-        stamp = self._now()
-        result = [{"from_name": "findings", "to_name": "image", "type": "choices", "value": {"choices": findings}}]
-        self.tasks[task_id]["annotations"].append({
-            "id": annotation_id, "task": task_id, "completed_by": user, "was_cancelled": False, "result": result,
-            "created_at": stamp, "updated_at": stamp, "lead_time": 4.0})
-        self.tasks[task_id]["updated_at"] = stamp
-        return annotation_id
-
-    def delete_annotation(self, annotation_id: int) -> None:
-        for task in self.tasks.values():  # the task's updated_at stays, as in Label Studio
-            task["annotations"] = [a for a in task["annotations"] if a["id"] != annotation_id]
-
-    def task_of(self, round_id: int, image_id: str) -> int:
-        return next(task_id for task_id, task in self.tasks.items()
-                    if task["data"]["round_id"] == round_id and task["data"]["case_id"] == image_id)
-
-
-def _bind(catalog) -> None:
-    from radloop.labeling.ls_project import ProjectBinding, save_binding
-
-    save_binding(catalog.workspace, ProjectBinding(url=URL, project_id=PROJECT_ID, title="radloop findings",
-                                                   config_digest="d", media_url="https://media.test/"))
-
-
-def _use(monkeypatch, fake) -> None:
-    from radloop.labeling import ls_sync
-
-    monkeypatch.setattr(ls_sync, "client_from_env", lambda url, token=None: fake)
 
 
 def _selected(catalog, round_id) -> list[str]:
@@ -318,7 +218,7 @@ def test_pull_then_finish_counts_the_rounds_answers_and_reports_pending(loop, mo
 
     done = finish_round(catalog)
     assert done.state == "finished" and done.labels_spent == 2 and done.answered == 2 and done.pending == 1
-    pull_hint = f"`radloop round pull --round {started.round_id}` collects late answers"
+    pull_hint = f"`radloop round pull --round {started.number}` collects late answers"
     assert any("1 of 3 Label Studio task(s) still unanswered" in note and pull_hint in note for note in done.notes)
     with pytest.raises(RoundError, match="no open round.*" + pull_hint.replace("`", ".")):
         finish_round(catalog)
@@ -340,7 +240,7 @@ def test_next_round_leaves_pending_images_out_and_late_answers_count(loop, monke
     picked = set(_selected(catalog, nxt.round_id))
     assert picked and not picked & {first, second, waiting}  # the pending image is not in a second task
     assert any(note.startswith("1 image(s) left out of the pool") and
-               f"round {earlier.number} (`radloop round pull --round {earlier.round_id}`)" in note
+               f"round {earlier.number} (`radloop round pull --round {earlier.number}`)" in note
                for note in nxt.notes), nxt.notes
 
     fake.annotate(fake.task_of(earlier.round_id, waiting), ["fracture"])  # a late answer

@@ -1,0 +1,192 @@
+"""The pool a new round selects from, and what the strategies score it with.
+
+Before a round selects, the earlier rounds still waiting for Label Studio answers are pulled
+(:func:`pull_late_answers`), so that an answer given since the last pull counts: its image joins the pool
+labelled instead of waiting.  The pool is the split's images, less those flagged at ingest (text burned into
+the pixels), those whose task in an earlier round is still unanswered
+(:func:`radloop.app.round_labels.without_pending`) and, unless ``reselect_unclear``, those the experts could
+not label (:func:`without_unclear`).
+
+Split from :mod:`radloop.app.rounds` (the state machine).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from radloop.app.round_labels import SIMULATE_SOURCE, round_progress
+from radloop.app.round_record import Progress, RoundConfig, RoundError, round_server
+from radloop.core.catalog import Catalog
+from radloop.core.schema import Annotation, Image, Round, Study
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["pool_images", "pool_probabilities", "pool_weak_labels", "pull_late_answers", "unclear_images",
+           "without_unclear"]
+
+
+def pool_images(catalog: Catalog, config: RoundConfig) -> tuple[list[str], list[str | None]]:
+    """Unlabelled-or-labelled pool image ids (and body regions) the round may select from.
+
+    Images flagged ``burned_in_annotation`` at ingest (text in the pixels, possibly identifying) are left out:
+    a round would show them to annotators.
+    """
+    with catalog.session() as session:
+        query = (select(Image.id, Image.body_region, Image.meta).join(Study, Study.id == Image.study_id)
+                 .where(Study.split == config.pool_split))
+        if config.dataset:
+            query = query.where(Image.dataset == config.dataset)
+        rows = [row for row in session.execute(query.order_by(Image.id)).all()
+                if not (row[2] or {}).get("burned_in_annotation")]
+    return [row[0] for row in rows], [row[1] for row in rows]
+
+
+def pool_probabilities(catalog: Catalog, encoder_version: str, vectors: np.ndarray, task: str) -> np.ndarray | None:
+    """(N, 2) probabilities [absent, present] of ``task`` from the current findings model, when usable."""
+    from radloop.ssl.predict import load_predictor
+
+    predictor = load_predictor(catalog, "findings")
+    if predictor is None or task not in predictor.findings or predictor.encoder_version != encoder_version:
+        return None
+    present = predictor.predict_proba_embeddings(vectors)[:, predictor.findings.index(task)]
+    return np.stack([1.0 - present, present], axis=1)
+
+
+def pool_weak_labels(catalog: Catalog, image_ids: list[str], task: str) -> np.ndarray | None:
+    """Report weak label per image (1 positive, 0 negative, -1 unknown) via the report of its study."""
+    from radloop.core.schema import Report, WeakLabel
+
+    with catalog.session() as session:
+        rows = session.execute(
+            select(Image.id, WeakLabel.status).join(Report, Report.study_id == Image.study_id)
+            .join(WeakLabel, WeakLabel.report_id == Report.id)
+            .where(Image.id.in_(image_ids), WeakLabel.finding == task)).all()
+    if not rows:
+        return None
+    status = {}
+    for image_id, value in rows:
+        status[image_id] = max(status.get(image_id, -1), 1 if value == "positive" else 0)
+    return np.array([status.get(image_id, -1) for image_id in image_ids], dtype=np.int64)
+
+
+def pull_late_answers(catalog: Catalog, config: RoundConfig, progress: Progress) -> list[str]:
+    """Pull every earlier round that still has unanswered Label Studio tasks; returns notes for the new round.
+
+    Each round is pulled from the server its batch went to (as ``radloop round finish`` does, with the round's
+    own settings).  A server that cannot be reached, or refuses the token, is noted (and logged), not fatal:
+    the round goes on with what the catalog has; the other rounds on that server are not tried again.  A
+    simulated round talks to no server.
+    """
+    if config.simulate:
+        return []
+    waiting = sorted(round_id for round_id, tasks in round_progress(catalog).items() if tasks.get("pending"))
+    if not waiting:
+        return []
+    from radloop.labeling import ls_sync
+    from radloop.labeling.ls_client import LabelStudioError
+
+    progress("collecting late answers from Label Studio", 0.3)
+    with catalog.session() as session:
+        rows = list(session.scalars(select(Round).where(Round.id.in_(waiting)).order_by(Round.number)))
+    notes: list[str] = []
+    added: dict[int, int] = {}
+    failed: dict[str, list[int]] = {}  # server -> rounds not pulled
+    reasons: dict[str, str] = {}
+    for row in rows:
+        try:
+            settings = RoundConfig.model_validate(row.config or {})
+        except ValueError:  # settings saved by another radloop version: the new round's instead
+            settings = config
+        try:
+            url = round_server(catalog, row, settings)
+        except RoundError as error:
+            notes.append(f"round {row.number} not pulled: {error}")
+            continue
+        if not url:
+            notes.append(f"round {row.number} waits for Label Studio answers but no server is configured to pull "
+                         "them from: `radloop ls init --url URL`, then `radloop round pull --round "
+                         f"{row.number}`")
+            continue
+        if url in failed:
+            failed[url].append(row.number)
+            continue
+        try:
+            summary = ls_sync.pull_round(catalog, ls_sync.client_from_env(url), row.id,
+                                         project=settings.label_studio_project)
+        except LabelStudioError as error:
+            logger.warning("round %s: late answers not pulled from Label Studio at %s: %s", row.number, url, error)
+            failed[url] = [row.number]
+            reasons[url] = str(error).splitlines()[0] if str(error) else type(error).__name__
+            continue
+        if summary["annotations_added"]:
+            added[row.number] = summary["annotations_added"]
+    for url, numbers in failed.items():
+        commands = ", ".join(f"`radloop round pull --round {number}`" for number in numbers)
+        notes.append(f"late answers not pulled from Label Studio at {url} before selecting ({reasons[url]}): "
+                     "answers given there since the last pull are not counted in this round's pool; "
+                     f"{commands} later collects them")
+    if added:
+        notes.insert(0, f"pulled {sum(added.values())} late answer(s) from Label Studio before selecting ("
+                     + ", ".join(f"round {number}: {count}" for number, count in added.items()) + ")")
+    return notes
+
+
+def unclear_images(catalog: Catalog, task: str, *, simulate: bool) -> dict[str, str]:
+    """Image id -> ``"cannot tell"`` or ``"skipped"``: images the experts looked at and could not label.
+
+    "cannot tell": the image's newest answer for ``task`` has no value because a reader ticked it under
+    "Cannot tell" (alone, or in a consensus that a "cannot tell" vote left without a majority).  A tie between
+    definite answers (one present, one absent) is a disagreement, not "cannot tell": another read settles it,
+    so such an image stays selectable.  "skipped": a Label Studio task of the image was skipped in a round and
+    the image has no label for ``task`` since.  In simulation only simulated answers count (as in
+    :func:`radloop.app.round_labels.labelled_image_ids`), which never say "cannot tell".
+    """
+    with catalog.session() as session:
+        query = select(Annotation.image_id, Annotation.meta).where(
+            Annotation.kind == "choice", Annotation.label == task)
+        if simulate:
+            query = query.where(Annotation.source == SIMULATE_SOURCE)
+        newest = {image_id: meta or {} for image_id, meta in
+                  session.execute(query.order_by(Annotation.created_at, Annotation.id)).all()}
+    unclear = {image_id: "cannot tell" for image_id, meta in newest.items() if _cannot_tell(meta)}
+    if not simulate:
+        from radloop.labeling.ls_sync import selection_states
+
+        for (_round_id, image_id), state in sorted(selection_states(catalog).items()):
+            if state == "skipped" and newest.get(image_id, {}).get("value") is None:
+                unclear.setdefault(image_id, "skipped")
+    return unclear
+
+
+def _cannot_tell(meta: dict[str, Any]) -> bool:
+    if meta.get("value") is not None:
+        return False
+    votes = meta.get("votes")
+    if votes is None:  # one reader's answer: a choice without a value is "cannot tell"
+        return True
+    return any(vote is None for vote in votes.values())  # a consensus that a "cannot tell" vote left open
+
+
+def without_unclear(catalog: Catalog, config: RoundConfig, pool_ids: list[str], regions: list[str | None],
+                    labelled: dict[str, int]) -> tuple[list[str], list[str | None], str | None]:
+    """The pool without the images experts could not label (:func:`unclear_images`), and a note saying so.
+
+    Nothing is left out with ``config.reselect_unclear``; labelled images always stay.
+    """
+    if config.reselect_unclear:
+        return pool_ids, regions, None
+    unclear = unclear_images(catalog, config.task, simulate=config.simulate)
+    dropped = [image_id for image_id in pool_ids if image_id in unclear and image_id not in labelled]
+    if not dropped:
+        return pool_ids, regions, None
+    gone = set(dropped)
+    keep = [i for i, image_id in enumerate(pool_ids) if image_id not in gone]
+    why = [unclear[image_id] for image_id in dropped]
+    counts = ", ".join(f"{why.count(reason)} {reason}" for reason in ("cannot tell", "skipped") if reason in why)
+    note = (f"{len(dropped)} image(s) left out of the pool: experts could not label them for '{config.task}' in "
+            f"earlier rounds ({counts}); `--set reselect_unclear=true` offers them again")
+    return [pool_ids[i] for i in keep], [regions[i] for i in keep], note

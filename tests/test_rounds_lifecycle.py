@@ -1,0 +1,308 @@
+"""The round lifecycle against a fake Label Studio (tests/ls_fake.py), offline: `round start` pulls late answers
+first (and goes on when Label Studio is down), images answered "cannot tell" or skipped stay out of later pools,
+round updates and pulls do not lose each other's keys, and `--round N` is the round number."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from sqlalchemy import event, select
+
+from ls_catalog import build_round_catalog
+from ls_fake import URL, FakeLabelStudio, bind_fake, use_fake
+from rounds_workspace import build_rounds_catalog
+
+
+@pytest.fixture
+def fresh(tmp_path, test_catalog_url):
+    """24 real fracture radiographs, a random-init encoder, the workspace bound to a fresh fake Label Studio."""
+    root = (tmp_path / "ws").resolve()
+    catalog = build_rounds_catalog(root, test_catalog_url(root), 24)
+    bind_fake(catalog)
+    yield catalog, FakeLabelStudio()
+    catalog.dispose()
+
+
+def _selected(catalog, round_id) -> list[str]:
+    from radloop.core.schema import Selection
+
+    with catalog.session() as session:
+        return list(session.scalars(select(Selection.image_id).where(Selection.round_id == round_id)
+                                    .order_by(Selection.rank)))
+
+
+def _status(catalog, round_id):
+    from radloop.app.rounds import round_status
+
+    return next(report for report in round_status(catalog) if report.round_id == round_id)
+
+
+# ------------------------------------------------------------------------ round start pulls first
+def test_start_pulls_late_answers_of_earlier_rounds_first(fresh, monkeypatch):
+    """An answer given in Label Studio after the last pull counts in the next round: its image is labelled,
+    not left out as waiting, and the earlier round's labels spent include it."""
+    from radloop.app.rounds import finish_round, start_round
+
+    catalog, fake = fresh
+    use_fake(monkeypatch, fake)
+    first = start_round(catalog, strategy="random", budget=3, dataset="fracture")
+    answered, late, waiting = _selected(catalog, first.round_id)
+    fake.annotate(fake.task_of(first.round_id, answered), ["fracture"])
+    assert finish_round(catalog).pending == 2
+    fake.annotate(fake.task_of(first.round_id, late), [])  # answered after the last pull
+
+    second = start_round(catalog, strategy="random", budget=1000, dataset="fracture")
+    assert second.notes[0] == "pulled 1 late answer(s) from Label Studio before selecting (round 1: 1)"
+    assert (_status(catalog, first.round_id).labels_spent, _status(catalog, first.round_id).pending) == (2, 1)
+    assert any(note.startswith("1 image(s) left out of the pool") for note in second.notes), second.notes
+    picked = set(_selected(catalog, second.round_id))
+    assert picked and not picked & {answered, late, waiting}
+
+
+def test_start_goes_on_when_label_studio_is_unreachable(fresh, monkeypatch):
+    """Label Studio down while a round starts: noted (with the command that pulls later), not fatal; the pool
+    is what the catalog knows.  A simulated round does not talk to Label Studio at all."""
+    from typer.testing import CliRunner
+
+    from radloop.app.cli import build_app
+    from radloop.app.rounds import finish_round, start_round
+    from radloop.labeling import ls_sync
+
+    catalog, fake = fresh
+    use_fake(monkeypatch, fake)
+    first = start_round(catalog, strategy="random", budget=2, dataset="fracture")
+    answered, waiting = _selected(catalog, first.round_id)
+    fake.annotate(fake.task_of(first.round_id, answered), ["fracture"])
+    finish_round(catalog)
+    fake.down = True
+    result = CliRunner().invoke(build_app(), [
+        "round", "start", "--strategy", "random", "--budget", "2", "--no-push", "--set", "dataset=fracture",
+        "--json", "--workspace", str(catalog.workspace.root)],
+        env={"RADLOOP_DATABASE_URL": catalog.workspace.database_url})
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["state"] == "pushed" and report["selected"] == 2
+    notes = "\n".join(report["notes"])
+    assert f"late answers not pulled from Label Studio at {URL} before selecting (" in notes
+    assert "`radloop round pull --round 1` later collects them" in notes
+    assert "1 image(s) left out of the pool" in notes  # the pending task's image, as the catalog knows it
+    assert waiting not in _selected(catalog, report["round_id"])
+
+    finish_round(catalog, simulate=True)
+    monkeypatch.setattr(ls_sync, "pull_round", lambda *args, **kwargs: pytest.fail("a simulated round pulled"))
+    simulated = start_round(catalog, strategy="random", budget=2, dataset="fracture", simulate=True)
+    assert simulated.selected == 2
+    assert not any(note.startswith(("pulled", "late answers")) for note in simulated.notes)
+
+
+# ------------------------------------------------------------------ "cannot tell" and skipped images
+def test_images_answered_cannot_tell_or_skipped_stay_out_unless_reselect_unclear(fresh, monkeypatch):
+    from radloop.app.rounds import RoundError, finish_round, labelled_image_ids, start_round
+
+    catalog, fake = fresh
+    use_fake(monkeypatch, fake)
+    first = start_round(catalog, strategy="random", budget=3, dataset="fracture")
+    unsure, skipped, answered = _selected(catalog, first.round_id)
+    fake.annotate(fake.task_of(first.round_id, unsure), [], cannot_tell=["fracture"])
+    fake.annotate(fake.task_of(first.round_id, skipped), [], skip=True)
+    fake.annotate(fake.task_of(first.round_id, answered), [])
+    done = finish_round(catalog)
+    assert (done.answered, done.skipped, done.pending) == (2, 1, 0)
+    assert set(labelled_image_ids(catalog, "fracture", simulate=False)) == {answered}
+
+    second = start_round(catalog, strategy="random", budget=1000, dataset="fracture")
+    assert ("2 image(s) left out of the pool: experts could not label them for 'fracture' in earlier rounds "
+            "(1 cannot tell, 1 skipped); `--set reselect_unclear=true` offers them again") in second.notes
+    assert not set(_selected(catalog, second.round_id)) & {unsure, skipped, answered}
+    finish_round(catalog, simulate=True)  # the rest of the pool gets its labels
+    unlabelled = {image_id for image_id in _pool_ids(catalog)
+                  if image_id not in labelled_image_ids(catalog, "fracture", simulate=False)}
+    assert unlabelled == {unsure, skipped}  # every other pool image is labelled: nothing left by default
+    with pytest.raises(RoundError, match=r"labelled already; 2 image\(s\) left out .*cannot tell"):
+        start_round(catalog, strategy="random", budget=1000, dataset="fracture")
+    again = start_round(catalog, strategy="random", budget=1000, dataset="fracture", reselect_unclear=True)
+    assert set(_selected(catalog, again.round_id)) == unlabelled
+    assert not any("left out" in note for note in again.notes)
+
+
+def _pool_ids(catalog) -> list[str]:
+    from radloop.app.rounds import RoundConfig, _pool
+
+    return _pool(catalog, RoundConfig(dataset="fracture"))[0]
+
+
+def test_a_tie_between_definite_answers_is_not_cannot_tell():
+    """Two readers disagreeing (1 against 0) leave the label open, but another read can settle it: only a
+    "cannot tell" vote, or a skip, keeps the image out."""
+    from radloop.app.round_pool import _cannot_tell
+
+    assert _cannot_tell({"value": None})  # one reader's "cannot tell"
+    assert not _cannot_tell({"value": 0})
+    assert not _cannot_tell({"value": None, "status": "uncertain", "votes": {"task 1: a": 1, "task 2: b": 0}})
+    assert _cannot_tell({"value": None, "status": "uncertain", "votes": {"task 1: a": 1, "task 2: b": 0,
+                                                                         "task 2: c": None}})
+    assert not _cannot_tell({"value": None, "status": "withdrawn", "votes": {}})
+
+
+# ------------------------------------------------------------- round updates vs. a concurrent pull
+@pytest.fixture
+def pushed(tmp_path, test_catalog_url):
+    """Two cases in round 1, pushed to a fake Label Studio; the first one answered there."""
+    from radloop.labeling.ls_sync import push_round
+
+    root = tmp_path / "ws"
+    catalog, round_id, image_ids = build_round_catalog(root, n_images=2, database_url=test_catalog_url(root))
+    bind_fake(catalog)
+    fake = FakeLabelStudio()
+    push_round(catalog, fake, round_id, with_model=False)
+    fake.annotate(fake.task_of(round_id, image_ids[0]), ["fracture"])
+    yield catalog, fake, round_id
+    catalog.dispose()
+
+
+def _round_row(catalog, round_id):
+    from radloop.core.schema import Round
+
+    with catalog.session() as session:
+        return session.get(Round, round_id)
+
+
+def _in_thread(target):
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            target()
+        except BaseException as error:  # reported by the caller's assertion, not lost in the thread
+            errors.append(error)
+
+    return threading.Thread(target=run), errors
+
+
+def test_a_pull_between_a_round_updates_read_and_write_is_kept(pushed):
+    """`round finish` updates the round's row while the ML backend pulls the round: the pull commits after the
+    update read the row's meta.  The update must not write back the meta it read (the pull's cursor lost)."""
+    from radloop.app.round_record import update_round
+    from radloop.labeling.ls_sync import pull_round
+
+    catalog, fake, round_id = pushed
+    pull, errors = _in_thread(lambda: pull_round(catalog, fake, round_id))
+    main = threading.get_ident()
+
+    def pull_once_the_update_reads(_conn, _cursor, statement, *_args):
+        if threading.get_ident() == main and pull.ident is None and "FROM rounds" in statement:
+            pull.start()  # it stores under the round's lock, or waits for the update's ...
+            pull.join(timeout=1.0)  # ... (without the lock it commits its cursor right now)
+
+    event.listen(catalog.engine, "after_cursor_execute", pull_once_the_update_reads)
+    try:
+        update_round(catalog, round_id, state="answered", meta={"labels_total": 1}, notes=lambda notes: ["done"])
+    finally:
+        event.remove(catalog.engine, "after_cursor_execute", pull_once_the_update_reads)
+    pull.join(timeout=60)
+    assert not pull.is_alive() and not errors, errors
+    row = _round_row(catalog, round_id)
+    assert row.state == "answered" and row.labels_spent == 1
+    assert row.meta["labels_total"] == 1 and row.meta["notes"] == ["done"]
+    assert row.meta["ls_pull"]["project_id"] == 7, row.meta  # the pull's cursor is kept
+
+
+def test_a_round_update_during_a_pull_keeps_the_pulls_keys(pushed, monkeypatch):
+    """The other order: the update comes while the pull holds the round's lock (between reading the row and
+    storing).  It waits, then reads the meta the pull wrote."""
+    from radloop.app.round_record import update_round
+    from radloop.labeling import ls_sync
+
+    catalog, fake, round_id = pushed
+    update, errors = _in_thread(lambda: update_round(catalog, round_id, meta={"probe_version": "p1"},
+                                                     notes=lambda notes: notes + ["trained"]))
+    store_task = ls_sync._store_task
+
+    def update_while_storing(*args, **kwargs):
+        if update.ident is None:
+            update.start()  # it waits for the pull's lock ...
+            update.join(timeout=1.0)  # ... (without taking it, it reads the meta before the pull's write)
+        return store_task(*args, **kwargs)
+
+    monkeypatch.setattr(ls_sync, "_store_task", update_while_storing)
+    ls_sync.pull_round(catalog, fake, round_id)
+    update.join(timeout=60)
+    assert not update.is_alive() and not errors, errors
+    row = _round_row(catalog, round_id)
+    assert row.meta["probe_version"] == "p1" and row.meta["notes"] == ["trained"]
+    assert row.meta["ls_pull"]["project_id"] == 7 and row.labels_spent == 1, row.meta
+
+
+# ------------------------------------------------------------------------- --round N is the number
+@pytest.fixture
+def numbered(tmp_path, test_catalog_url, monkeypatch):
+    """Round 1 (id 1) and round 2 stored under id 9, as ids and numbers differ once ids are skipped."""
+    from radloop.app import cli_labelstudio
+    from radloop.core.schema import Round, Selection
+
+    root = tmp_path / "ws"
+    catalog, _, image_ids = build_round_catalog(root, n_images=2, database_url=test_catalog_url(root))
+    with catalog.session() as session:
+        session.add(Round(id=9, number=2, strategy="random", budget=2, task="fracture", state="selected"))
+        session.flush()
+        session.add_all([Selection(round_id=9, image_id=image_id, rank=rank + 1, strategy="random", reason="test")
+                         for rank, image_id in enumerate(image_ids)])
+    bind_fake(catalog)
+    fake = FakeLabelStudio()
+    monkeypatch.setattr(cli_labelstudio, "_client", lambda url, token: fake)
+    yield catalog, fake, image_ids
+    catalog.dispose()
+
+
+def _cli(catalog, *arguments):
+    from typer.testing import CliRunner
+
+    from radloop.app.cli import build_app
+
+    return CliRunner().invoke(build_app(), [*arguments, "--workspace", str(catalog.workspace.root)],
+                              env={"RADLOOP_DATABASE_URL": catalog.workspace.database_url, "COLUMNS": "250"})
+
+
+def test_round_option_takes_the_round_number(numbered, tmp_path):
+    from radloop.app.round_labels import late_answers_hint, open_task_notes, without_pending
+    from radloop.core.schema import Round
+
+    catalog, fake, image_ids = numbered
+    pushed = _cli(catalog, "round", "push", "--round", "2", "--no-model", "--json")
+    assert pushed.exit_code == 0, pushed.output
+    assert json.loads(pushed.stdout)["round_id"] == 9
+    assert {task["data"]["round_id"] for task in fake.tasks.values()} == {9}
+    fake.annotate(fake.task_of(9, image_ids[0]), ["fracture"])
+    pulled = _cli(catalog, "round", "pull", "-r", "2", "--json")
+    assert pulled.exit_code == 0, pulled.output
+    assert (json.loads(pulled.stdout)["round_id"], json.loads(pulled.stdout)["answered"]) == (9, 1)
+    exported = _cli(catalog, "ls", "export", "--round", "2", "--out", str(tmp_path / "tasks.json"))
+    assert exported.exit_code == 0, exported.output
+    assert {task["data"]["round_id"] for task in json.loads((tmp_path / "tasks.json").read_text())} == {9}
+
+    missing = _cli(catalog, "round", "pull", "--round", "9")
+    assert missing.exit_code == 2 and "Traceback" not in missing.output
+    assert "no round number 9; existing rounds: 1, 2" in " ".join(missing.output.split())
+
+    # every hint names the number
+    with catalog.session() as session:
+        session.get(Round, 9).state = "finished"
+    status = _cli(catalog, "round", "status")
+    assert status.exit_code == 0, status.output
+    assert "`radloop round pull --round 2` collects late answers" in status.output
+    assert "--round 9" not in status.output
+    assert "`radloop round pull --round 2`" in late_answers_hint(catalog)
+    row = _round_row(catalog, 9)
+    notes = " ".join(open_task_notes(row, {"pending": 1, "deleted": 1}))
+    assert "round pull --round 2`" in notes and "round push --round 2 --recreate-deleted`" in notes
+    note = without_pending(catalog, [image_ids[1]], [None])[2]
+    assert "round 2 (`radloop round pull --round 2`)" in note
+
+
+def test_round_id_for_number_lists_the_numbers_there_are(catalog):
+    from radloop.app.rounds import RoundError, round_id_for_number
+
+    with pytest.raises(RoundError, match=r"no round number 1; the catalog has no rounds yet"):
+        round_id_for_number(catalog, 1)
