@@ -190,8 +190,10 @@ def push_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
     """
     binding = _resolve_binding(catalog, client, binding, project)
     with catalog.session() as session:
-        if session.get(Round, round_id) is None:
+        round_row = session.get(Round, round_id)
+        if round_row is None:
             raise LookupError(f"no round with id {round_id}")
+        number = round_row.number
         selections = session.scalars(select(Selection).where(Selection.round_id == round_id)
                                      .order_by(Selection.rank, Selection.id)).all()
     existing = _existing_keys(client, binding, round_id)
@@ -230,8 +232,9 @@ def push_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
             except LabelStudioError:
                 pass
             raise PushIncompleteError(
-                f"push of round {round_id} stopped after {summary['imported']} of {len(payloads)} new task(s): "
-                f"{error}\nRe-run `radloop round push` to finish; tasks already imported are not duplicated.",
+                f"push of round {number} stopped after {summary['imported']} of {len(payloads)} new task(s): "
+                f"{error}\nRe-run `radloop round push --round {number}` to finish; tasks already imported are not "
+                "duplicated.",
                 summary) from error
         if len(task_ids) == len(chunk):
             _record_existing(catalog, round_id, binding, {p.key: t for p, t in zip(chunk, task_ids)})

@@ -311,7 +311,7 @@ class _LosesFirstImportResponse:
 def test_lost_response_then_rerun_has_no_duplicates(env):
     catalog, client = env["catalog"], env["client"]
     round_id = add_round(catalog, env["image_ids"], number=2)
-    with pytest.raises(PushIncompleteError, match="Re-run"):
+    with pytest.raises(PushIncompleteError, match=r"Re-run `radloop round push --round 2`"):
         push_round(catalog, _LosesFirstImportResponse(client), round_id, chunk_size=2, with_model=False)
     with catalog.session() as session:  # the lost chunk was found by its keys and recorded
         assert len([s for s in session.scalars(select(Selection).where(Selection.round_id == round_id))
