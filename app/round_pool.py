@@ -19,11 +19,15 @@ import numpy as np
 from sqlalchemy import select
 
 from radloop.app.round_labels import SIMULATE_SOURCE, round_progress
-from radloop.app.round_record import Progress, RoundConfig, RoundError, round_server
+from radloop.app.round_record import Progress, RoundConfig
 from radloop.core.catalog import Catalog
 from radloop.core.schema import Annotation, Image, Round, Study
 
 logger = logging.getLogger(__name__)
+
+#: per-request timeout of the pull before a round selects (one retry): a server that does not answer costs
+#: about a minute at most, not the several minutes of the default client's retries
+LATE_PULL_TIMEOUT_S = 15.0
 
 __all__ = ["pool_images", "pool_probabilities", "pool_weak_labels", "pull_late_answers", "unclear_images",
            "without_unclear"]
@@ -76,10 +80,11 @@ def pool_weak_labels(catalog: Catalog, image_ids: list[str], task: str) -> np.nd
 def pull_late_answers(catalog: Catalog, config: RoundConfig, progress: Progress) -> list[str]:
     """Pull every earlier round that still has unanswered Label Studio tasks; returns notes for the new round.
 
-    Each round is pulled from the server its batch went to (as ``radloop round finish`` does, with the round's
-    own settings).  A server that cannot be reached, or refuses the token, is noted (and logged), not fatal:
-    the round goes on with what the catalog has; the other rounds on that server are not tried again.  A
-    simulated round talks to no server.
+    Each round is pulled from the server and project its tasks were pushed to (recorded per task), whatever
+    the workspace is bound to now; the pull never creates or re-binds a project.  A server that cannot be
+    reached (quick timeouts: :data:`LATE_PULL_TIMEOUT_S`, one retry), refuses the token or fails otherwise is
+    noted (and logged), not fatal: the round goes on with what the catalog has; the other rounds on that
+    server are not tried again.  A simulated round talks to no server.
     """
     if config.simulate:
         return []
@@ -97,27 +102,19 @@ def pull_late_answers(catalog: Catalog, config: RoundConfig, progress: Progress)
     failed: dict[str, list[int]] = {}  # server -> rounds not pulled
     reasons: dict[str, str] = {}
     for row in rows:
-        try:
-            settings = RoundConfig.model_validate(row.config or {})
-        except ValueError:  # settings saved by another radloop version: the new round's instead
-            settings = config
-        try:
-            url = round_server(catalog, row, settings)
-        except RoundError as error:
-            notes.append(f"round {row.number} not pulled: {error}")
+        binding = ls_sync.pushed_binding(catalog, row.id)
+        if binding is None:
+            notes.append(f"round {row.number} waits for Label Studio answers but records no server its tasks went "
+                         f"to: `radloop round pull --round {row.number}` pulls it from the workspace's project")
             continue
-        if not url:
-            notes.append(f"round {row.number} waits for Label Studio answers but no server is configured to pull "
-                         "them from: `radloop ls init --url URL`, then `radloop round pull --round "
-                         f"{row.number}`")
-            continue
+        url = binding.url
         if url in failed:
             failed[url].append(row.number)
             continue
-        try:
-            summary = ls_sync.pull_round(catalog, ls_sync.client_from_env(url), row.id,
-                                         project=settings.label_studio_project)
-        except LabelStudioError as error:
+        try:  # a quick client: an unreachable server delays the start by seconds, not minutes
+            client = ls_sync.client_from_env(url, timeout=LATE_PULL_TIMEOUT_S, retries=1, max_retry_after=5.0)
+            summary = ls_sync.pull_round(catalog, client, row.id, binding=binding)
+        except (LabelStudioError, ValueError, LookupError) as error:  # e.g. a label config edited in the UI
             logger.warning("round %s: late answers not pulled from Label Studio at %s: %s", row.number, url, error)
             failed[url] = [row.number]
             reasons[url] = str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -295,13 +295,15 @@ def _pull_answers(catalog: Catalog, row: Round, config: RoundConfig) -> None:
     from radloop.labeling import ls_sync
     from radloop.labeling.ls_client import LabelStudioError
 
-    url = round_server(catalog, row, config)
+    binding = ls_sync.pushed_binding(catalog, row.id)  # where its tasks went, even if the workspace moved since
+    url = binding.url if binding is not None else round_server(catalog, row, config)
     if not url:
         raise RoundError(f"round {row.number} went to an import file ({(row.meta or {}).get('tasks_file')}); "
                          "import it into Label Studio, then connect the workspace with `radloop ls init --url "
                          "URL` (or set LABEL_STUDIO_URL) and rerun, or finish with --simulate")
     try:
-        ls_sync.pull_round(catalog, ls_sync.client_from_env(url), row.id, project=config.label_studio_project)
+        ls_sync.pull_round(catalog, ls_sync.client_from_env(url), row.id, binding=binding,
+                           project=None if binding is not None else config.label_studio_project)
     except LabelStudioError as error:
         raise RoundError(f"round {row.number}: the answers could not be pulled from Label Studio at {url}: "
                          f"{error}\nNothing was lost: round {row.number} stays open with what earlier pulls "

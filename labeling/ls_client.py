@@ -251,8 +251,20 @@ class LabelStudioClient:
         for storage in storages:
             if storage.path == path:
                 return storage.id
-        storage = self.call("create local-files storage", lambda: self._sdk.import_storage.local.create(
-            project=project_id, path=path, title=title, use_blob_urls=False), project_id=project_id)
+        try:  # not retried (a second POST would make a second storage): a lost response is found by listing
+            storage = self.call("create local-files storage", lambda: self._sdk.import_storage.local.create(
+                project=project_id, path=path, title=title, use_blob_urls=False), idempotent=False,
+                project_id=project_id)
+        except AuthenticationError:
+            raise
+        except LabelStudioError:  # a lost response (timeout, 502 from a proxy) may hide a created storage
+            storages = self.call("list local storages",
+                                 lambda: list(self._sdk.import_storage.local.list(project=project_id)),
+                                 project_id=project_id)
+            found = next((storage.id for storage in storages if storage.path == path), None)
+            if found is None:
+                raise
+            return found
         return storage.id
 
     # ---------------------------------------------------------------------------------------- tasks
@@ -354,7 +366,7 @@ class LabelStudioClient:
 
     def train(self, backend_id: int) -> None:
         """Ask Label Studio to send START_TRAINING to the backend."""
-        self.call("start training", lambda: self._sdk.ml.train(id=backend_id))
+        self.call("start training", lambda: self._sdk.ml.train(id=backend_id), idempotent=False)
 
     def retrieve_predictions(self, project_id: int) -> None:
         """Ask Label Studio to fetch predictions for all the project's tasks from its ML backend.
@@ -363,7 +375,7 @@ class LabelStudioClient:
         """
         self.call("retrieve predictions from the ML backend", lambda: self._sdk.actions.create(
             id="retrieve_tasks_predictions", project=project_id, selected_items={"all": True, "excluded": []}),
-            project_id=project_id)
+            idempotent=False, project_id=project_id)
 
 
 def iter_chunks(items: list[T], size: int) -> Iterator[list[T]]:

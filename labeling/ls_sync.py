@@ -86,15 +86,16 @@ class SyncSummary(dict):
             raise AttributeError(name) from None
 
 
-def client_from_env(url: str, token: str | None = None) -> LabelStudioClient:
-    """A client for ``url`` with ``token`` or the token from ``LABEL_STUDIO_API_KEY`` / ``RADLOOP_LS_TOKEN``.
+def client_from_env(url: str, token: str | None = None, **options) -> LabelStudioClient:
+    """A client for ``url`` with ``token`` or the token from ``LABEL_STUDIO_API_KEY`` / ``RADLOOP_LS_TOKEN``
+    (``options``: :class:`LabelStudioClient`'s, e.g. ``timeout``, ``retries``).
 
     Raises:
         AuthenticationError: no token given nor in the environment.
     """
     from radloop.labeling.ls_client import token_from_env
 
-    return LabelStudioClient(url, token or token_from_env() or "")
+    return LabelStudioClient(url, token or token_from_env() or "", **options)
 
 
 def ensure_project(client: LabelStudioClient, title: str | None = None, *, catalog: Catalog | None = None,
@@ -131,6 +132,32 @@ def _resolve_binding(catalog: Catalog, client: LabelStudioClient, binding: Proje
                  document_root=current.document_root if current else None,
                  media_url=current.media_url if current else None)
     return load_binding(catalog.workspace)
+
+
+def pushed_binding(catalog: Catalog, round_id: int) -> ProjectBinding | None:
+    """The Label Studio server and project a round's tasks were pushed to (recorded per task at push), as a
+    binding for :func:`pull_round`; None when none of its tasks is in Label Studio.
+
+    Pulling through it never creates or re-binds a project (the workspace may be bound elsewhere by now); the
+    workspace's binding is returned when it is that project.  Tasks in several projects (a round re-pushed
+    after ``ls init`` moved): the project most of them are in.
+    """
+    with catalog.session() as session:
+        places = Counter((_ls_meta(selection).get("url"), _ls_meta(selection).get("project_id"))
+                         for selection in session.scalars(select(Selection).where(
+                             Selection.round_id == round_id, Selection.ls_task_id.is_not(None))))
+    places.pop((None, None), None)
+    known = [(place, count) for place, count in places.most_common() if place[0] and place[1] is not None]
+    if not known:
+        return None
+    url, project_id = known[0][0]
+    try:
+        current = load_binding(catalog.workspace)
+    except (FileNotFoundError, ValueError, TypeError):  # none, or unreadable: the recorded place is enough
+        current = None
+    if current is not None and current.url.rstrip("/") == url.rstrip("/") and current.project_id == project_id:
+        return current
+    return ProjectBinding(url=url, project_id=int(project_id), title="", config_digest="")
 
 
 def _ls_meta(selection: Selection) -> dict:

@@ -111,4 +111,4 @@ def use_fake(monkeypatch, fake) -> None:
     """Make rounds talk to ``fake`` (``ls_sync.client_from_env``)."""
     from radloop.labeling import ls_sync
 
-    monkeypatch.setattr(ls_sync, "client_from_env", lambda url, token=None: fake)
+    monkeypatch.setattr(ls_sync, "client_from_env", lambda url, token=None, **options: fake)

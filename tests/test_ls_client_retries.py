@@ -133,3 +133,29 @@ def test_retry_after_reaches_the_client_from_a_real_response():
                                transport=httpx.MockTransport(handler))
     assert client.whoami() == {"id": 1, "email": "a@b.c"}
     assert len(seen) == 3 and waits == [2.0, 0.0]
+
+
+def test_posts_that_start_work_are_sent_once():
+    """Creating a storage, starting training and "retrieve predictions" are sent once on a 502 (a proxy may have
+    lost the response of a request the server did); a storage whose creation response was lost is found by
+    listing, so no second storage is made."""
+    storages: list[dict] = []
+    posts: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path == "/api/storages/localfiles/":
+            return httpx.Response(200, json=storages)
+        posts.append(request.url.path)
+        if request.url.path == "/api/storages/localfiles/":
+            storages.append({"id": 7, "path": "/data/renders", "project": 3, "title": "radloop renders",
+                             "type": "localfiles"})
+        return httpx.Response(502, json={"detail": "Bad Gateway"})
+
+    client = LabelStudioClient("http://ls.test:8080", "tok", retries=3, backoff=0, sleep=lambda _s: None,
+                               transport=httpx.MockTransport(handler))
+    assert client.ensure_local_storage(3, "/data/renders") == 7
+    with pytest.raises(LabelStudioError, match="HTTP 502"):
+        client.train(5)
+    with pytest.raises(LabelStudioError, match="HTTP 502"):
+        client.retrieve_predictions(3)
+    assert posts == ["/api/storages/localfiles/", "/api/ml/5/train", "/api/dm/actions/"]

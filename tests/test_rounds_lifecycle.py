@@ -97,6 +97,36 @@ def test_start_goes_on_when_label_studio_is_unreachable(fresh, monkeypatch):
     assert not any(note.startswith(("pulled", "late answers")) for note in simulated.notes)
 
 
+def test_start_pulls_from_where_the_tasks_went_and_keeps_the_workspace_binding(fresh, monkeypatch):
+    """The workspace re-bound to another server after round 1 was pushed: the late answers come from round 1's
+    server and project, with a quick client, and the workspace stays bound where the user put it (the pull
+    used to re-bind it to the old server, and the new round went there)."""
+    from radloop.app.rounds import finish_round, start_round
+    from radloop.labeling import ls_sync
+    from radloop.labeling.ls_project import ProjectBinding, load_binding, save_binding
+
+    catalog, fake = fresh
+    use_fake(monkeypatch, fake)
+    first = start_round(catalog, strategy="random", budget=2, dataset="fracture")
+    answered, late = _selected(catalog, first.round_id)
+    fake.annotate(fake.task_of(first.round_id, answered), ["fracture"])
+    finish_round(catalog)
+    fake.annotate(fake.task_of(first.round_id, late), [])
+    moved = ProjectBinding(url="http://new-ls:8080", project_id=42, title="radloop findings", config_digest="e")
+    save_binding(catalog.workspace, moved)
+    clients = []
+    monkeypatch.setattr(ls_sync, "client_from_env", lambda url, token=None, **options: clients.append(
+        (url, options)) or fake)
+    monkeypatch.setattr(ls_sync, "init_project", lambda *args, **kwargs: pytest.fail("the pull re-bound"))
+
+    second = start_round(catalog, strategy="random", budget=2, dataset="fracture", push=False)
+    assert second.notes[0] == "pulled 1 late answer(s) from Label Studio before selecting (round 1: 1)"
+    assert clients == [(URL, {"timeout": 15.0, "retries": 1, "max_retry_after": 5.0})]
+    assert load_binding(catalog.workspace) == moved
+    assert ls_sync.pushed_binding(catalog, first.round_id).project_id == 7
+    assert ls_sync.pushed_binding(catalog, second.round_id) is None  # written to an import file only
+
+
 # ------------------------------------------------------------------ "cannot tell" and skipped images
 def test_images_answered_cannot_tell_or_skipped_stay_out_unless_reselect_unclear(fresh, monkeypatch):
     from radloop.app.rounds import RoundError, finish_round, labelled_image_ids, start_round
