@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from radloop.app.round_labels import round_progress
 from radloop.core.catalog import Catalog, get_for_update
@@ -26,7 +26,7 @@ from radloop.core.schema import Round
 logger = logging.getLogger(__name__)
 
 __all__ = ["Progress", "RoundConfig", "RoundError", "RoundReport", "STATES", "label_studio_server",
-           "load_round_config", "open_round", "next_number", "report_of", "round_id_for_number",
+           "load_round_config", "open_round", "report_of", "round_id_for_number",
            "round_server", "update_round"]
 
 Progress = Callable[[str, float], None]
@@ -136,11 +136,6 @@ def update_round(catalog: Catalog, round_id: int, *, meta: dict[str, Any] | None
             setattr(row, key, value)
         session.flush()
         return row
-
-
-def next_number(catalog: Catalog) -> int:
-    with catalog.session() as session:
-        return int(session.scalar(select(func.max(Round.number))) or 0) + 1
 
 
 def open_round(catalog: Catalog) -> Round | None:

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from radloop.app.round_labels import (
     labelled_image_ids, late_answers_hint, open_task_notes, round_progress, simulate_answers, train_round_probe,
@@ -39,10 +39,10 @@ from radloop.app.round_pool import (
     pool_images, pool_probabilities, pool_weak_labels, pull_late_answers, without_unclear,
 )
 from radloop.app.round_record import (
-    STATES, Progress, RoundConfig, RoundError, RoundReport, label_studio_server, load_round_config, next_number,
+    STATES, Progress, RoundConfig, RoundError, RoundReport, label_studio_server, load_round_config,
     open_round, report_of, round_id_for_number, round_server, update_round,
 )
-from radloop.core.catalog import Catalog
+from radloop.core.catalog import ROUND_LOCK_KEY, Catalog, lock_for_write
 from radloop.core.config import save_resolved_config
 from radloop.core.schema import Round, Selection
 
@@ -183,7 +183,12 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     reasons = getattr(strategy, "reasons_", None)
 
     with catalog.session() as session:
-        number = next_number(catalog)
+        lock_for_write(session, ROUND_LOCK_KEY)  # two starts at once: one round, numbers never shared
+        other = session.scalars(select(Round).where(Round.state != "finished").order_by(Round.id.desc())).first()
+        if other is not None:
+            raise RoundError(f"round {other.number} was started while this one was selecting; it is open now: "
+                             "run `radloop round start` again to resume it (nothing of this selection was kept)")
+        number = int(session.scalar(select(func.max(Round.number))) or 0) + 1
         new = Round(number=number, state="created", strategy=strategy_name, budget=config.budget,
                     task=config.task, model_version=encoder_version, config=json.loads(config.model_dump_json()),
                     meta={"notes": notes, "simulate": config.simulate})

@@ -126,6 +126,22 @@ def migrate(engine: Engine) -> int:
     return current
 
 
+#: Advisory lock key (PostgreSQL) that serialises opening a new round: the open-round check and its number.
+ROUND_LOCK_KEY = MIGRATION_LOCK_KEY + 1
+
+
+def lock_for_write(session: Session, key: int) -> None:
+    """Serialise a read-check-write that no single row covers (e.g. "no round is open? then number the next
+    one"); call it first in the session.  PostgreSQL takes the transaction-level advisory lock ``key``;
+    SQLite the database's write lock (``BEGIN IMMEDIATE``).  A second session asking for the same lock waits
+    until the first commits or rolls back, then reads what it wrote."""
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        _begin_write(connection)
+    elif connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
 def _check_not_newer(current: int) -> None:
     if current > SCHEMA_VERSION:
         raise RuntimeError(

@@ -336,3 +336,25 @@ def test_round_id_for_number_lists_the_numbers_there_are(catalog):
 
     with pytest.raises(RoundError, match=r"no round number 1; the catalog has no rounds yet"):
         round_id_for_number(catalog, 1)
+
+
+def test_a_round_started_while_another_selects_is_not_opened_twice(fresh, monkeypatch):
+    """Two `round start`s at once (two terminals, the app and the CLI): the one that finishes selecting second
+    finds the first's round open and says so, instead of opening a second round with the same number."""
+    from radloop.app import rounds
+    from radloop.core.schema import Round
+
+    catalog, fake = fresh
+    use_fake(monkeypatch, fake)
+    scores = rounds.pool_weak_labels
+
+    def another_start_meanwhile(*args, **kwargs):  # after this start checked that no round is open
+        monkeypatch.setattr(rounds, "pool_weak_labels", scores)
+        rounds.start_round(catalog, strategy="random", budget=2, dataset="fracture")
+        return scores(*args, **kwargs)
+
+    monkeypatch.setattr(rounds, "pool_weak_labels", another_start_meanwhile)
+    with pytest.raises(rounds.RoundError, match=r"round 1 was started while this one was selecting"):
+        rounds.start_round(catalog, strategy="random", budget=3, dataset="fracture")
+    with catalog.session() as session:
+        assert [(row.number, row.budget) for row in session.scalars(select(Round))] == [(1, 2)]
