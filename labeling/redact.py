@@ -3,12 +3,14 @@
 :func:`redact_report` replaces dates, times, labelled record numbers, long digit runs, phone numbers,
 e-mail addresses, URLs, DICOM-style names (``DOE^JOHN``), names that follow a title or a cue word
 ("Dr. Smith", "Patient John Doe", "signed by ...", "Attending: ..."), ages over 89 ("92-year-old",
-"age 93", "94 y/o") and street addresses ("1234 Oak Street", "12 Elm Ave, Apt 4") with typed placeholders
-(:data:`PLACEHOLDERS`).  It is conservative on purpose: clinical text (measurements, vertebral levels,
-ribs, laterality, findings, section headers, fractions and scores such as "3/5 strength", "L4/5",
-"BI-RADS 4/5", "120/80", the "XXXX" masks of de-identified sources) is left alone, so names written without
-a title or cue word are missed, and so is a month/day without a year ("3/5") unless a date cue comes
-first ("on 3/5", "dated 3/5", "DOS: 3/5").  It is not a certified de-identification.
+"age 93", "94 y/o", "92 y.o") and street addresses ("1234 Oak Street", "12 Elm Ave, Apt 4") with typed
+placeholders (:data:`PLACEHOLDERS`).  It is conservative on purpose: clinical text (measurements, vertebral
+levels, ribs, laterality, findings, devices "in place", "ST elevation", section headers, fractions and scores
+such as "3/5 strength", "L4/5", "BI-RADS 4/5", "120/80", the "XXXX" masks of de-identified sources), in
+lower, Title or UPPER case, is left alone, so names written without a title or cue word are missed, and so
+are a month/day without a year ("3/5") unless a date cue comes first ("on 3/5", "dated 3/5", "DOS: 3/5",
+"Comparison: 3/5"), and an address with a weak street type (St, Place, Court, Dr ...) and nothing else that
+makes it one ("4 Willow Dr", "9 OAK ST").  It is not a certified de-identification.
 
 The rules are data (:data:`REDACTION_RULES`, applied in order, each over the previous one's output).
 Time is linear in the text's length, hostile input included: every repeat is bounded, a match can begin
@@ -36,12 +38,25 @@ _MONTHS_FULL = ("January", "February", "March", "April", "June", "July", "August
                 "November", "December")  # "May" only next to a year: it is also a verb
 _MONTHS_SHORT = ("Jan", "Feb", "Mar", "Apr", "Jun", "Jul", "Aug", "Sept", "Sep", "Oct", "Nov", "Dec")
 _CASES = {"any": ("lower", "capitalize", "title", "upper"), "title": ("title", "upper"), "exact": ()}
-#: Street types after a street name, in Title and UPPER case ("Street", "STREET", "St", "ST") ...
-_STREET_TYPES = ("Street", "St", "Avenue", "Ave", "Road", "Rd", "Boulevard", "Blvd", "Lane", "Drive", "Court",
-                 "Place", "Terrace", "Parkway", "Pkwy", "Highway", "Hwy", "Circle", "Trail", "Crescent")
-#: ... and in Title case only: in UPPER case they are clinical abbreviations (DR, LN) or a word (WAY).
-#: "Ct" and "Pl" are left out (title-cased "Ct" is the modality).
-_STREET_TYPES_TITLE = ("Av", "Ln", "Dr", "Ter", "Cir", "Way")
+#: Street types.  Strong ones make a street address after a house number and 1-3 street-name words, in
+#: Title or UPPER case ("Street", "AVE") ...
+_STREET_TYPES = ("Street", "Avenue", "Ave", "Road", "Boulevard", "Blvd", "Parkway", "Pkwy", "Highway", "Hwy",
+                 "Terrace")
+_STREET_TYPES_TITLE = ("Rd",)  # strong in Title case only ("RD" needs evidence, below)
+#: ... weak ones are also report words ("in place", "ST elevation", "air crescent", "drive line", "3 way
+#: stopcock", "Circle of Willis"): an address only with more evidence (see the street-address rules).  The
+#: second tuple is Title case only but before "City, ST 12345": in UPPER case they are abbreviations (DR, LN,
+#: RD) or words (WAY); "Ct" and "Pl" are left out (title-cased "Ct" is the modality).
+_STREET_TYPES_WEAK = ("St", "Place", "Court", "Crescent", "Circle", "Trail", "Lane", "Drive")
+_STREET_TYPES_WEAK_TITLE = ("Av", "Ln", "Dr", "Ter", "Cir", "Way")
+#: What may follow a street type in place of a capitalised word: a direction, an apartment or suite.
+_STREET_DIRECTIONS = ("NE", "NW", "SE", "SW")
+_UNIT_WORDS = ("Apt", "Apartment", "Suite", "Ste", "Unit", "Floor", "Fl", "Room", "Rm")
+#: USPS state codes: "City, ST" without a ZIP code is evidence only with one of them and a Title-case city.
+_STATES = """AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC
+ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY PR GU VI""".split()
+#: Street types written short: their dot belongs to the address ("Main St."), a full word's is the sentence's.
+_STREET_ABBREVIATIONS = frozenset("St Ave Rd Blvd Pkwy Hwy Av Ln Dr Ter Cir".split())
 
 
 def _words(phrases: Iterable[str], case: str = "any") -> str:
@@ -72,6 +87,16 @@ def _words(phrases: Iterable[str], case: str = "any") -> str:
                             for first, child in sorted(trie.items())) + ")"
 
 
+def _street_types(kinds: Iterable[str], title: bool = True, upper: bool = True) -> str:
+    """A regex matching the street types as written (``title``) and/or in UPPER case, as whole words; an
+    abbreviation takes its dot along."""
+    forms = [form for kind in kinds for form in ((kind,) if title else ()) + ((kind.upper(),) if upper else ())]
+    full = [form for form in forms if form.title() not in _STREET_ABBREVIATIONS]
+    short = [form for form in forms if form.title() in _STREET_ABBREVIATIONS]
+    abbreviated = f"|{_words(short, 'exact')}(?![\\w'’])\\.?" if short else ""
+    return f"(?:{_words(full, 'exact')}(?![\\w'’]){abbreviated})"
+
+
 #: Words that are never part of a name (a name stops before them): masks, titles, credentials, modalities,
 #: header words, common words after a cue.  Matched in Capitalised, Title and UPPER case.
 NOT_NAMES = frozenset("""
@@ -90,12 +115,47 @@ _NAME = (rf"{_NOT_NAME}(?:(?:[A-Z]['’])?[A-Z][a-z]{{1,30}}(?:[A-Z][a-z]{{1,30}
          r"|[A-Z]\.(?!\w))")
 _UPPER_NAME = rf"{_NOT_NAME}(?:(?:[A-Z]['’])?[A-Z]{{2,30}}(?:-[A-Z]{{2,30}})?(?![\w'’])|{_NAME})"
 
+#: Words that are never a street name (an address needs a house number, 1-3 street-name words and a street
+#: type, and reports are full of "<count> <noun> ..." in Title and UPPER case): function words, units, what is
+#: counted in reports (views, tubes, wires, leads, clips ...) and ECG words.  Matched in any case.
+NOT_STREET_NAMES = frozenset("""
+a an the and or of on at in to for with by from as is are was no not per via x xxxx
+mm cm m ml cc mg kg lb lbs
+view views image images series vessel vessels level levels film films slice slices projection projections
+tube tubes wire wires lead leads clip clips line lines catheter catheters drain drains stent stents
+screw screws plate plates pin pins coil coils suture sutures staple staples valve valves electrode electrodes
+port ports pacer pacemaker sternal sternotomy surgical endotracheal et ng og ett picc chest
+st ekg ecg elevation elevations depression depressions segment segments wave waves
+nodule nodules mass masses rib ribs lobe lobes air fluid lane lanes mile miles km mph kph car cars
+""".split())
+
+_NOT_STREET_NAME = rf"(?!{_words(NOT_STREET_NAMES)}(?![\w'’]))"
+_STREET_WORD_TITLE = (rf"{_NOT_STREET_NAME}(?:(?:[A-Z]['’])?[A-Z][a-z]{{1,30}}(?:[A-Z][a-z]{{1,30}})?"
+                      r"|\d{1,3}(?:st|nd|rd|th))")
+_STREET_WORD_UPPER = rf"{_NOT_STREET_NAME}(?:(?:[A-Z]['’])?[A-Z]{{3,30}}|\d{{1,3}}(?i:st|nd|rd|th))"
+_MONTH_SLASH_DAY = r"(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])(?![\w/]|[.,]\d)"
+_CITY_WORD = r"(?:[A-Z][a-z]{1,30}|[A-Z]{2,30})"
+_TITLE_CITY = r"(?:[A-Z][a-z]{1,30}[ \t]{1,3}){0,2}[A-Z][a-z]{1,30}"
+_ZIP = r"\d{5}(?:-\d{4})?(?!\d)"
+_STATE = rf"{_words(_STATES, 'exact')}(?!\w)"
+_UNIT = (rf"(?:{_words(_UNIT_WORDS, 'title')}\.?[ \t]{{0,3}}#?|#)"
+         r"[ \t]{0,3}(?:[A-Za-z]?\d{1,5}[A-Za-z]?|[A-Z])(?!\w)")
+
 #: Regex pieces the rules share, written ``{piece}`` in a pattern.  Month names match in Title or UPPER
 #: case only ("march", "may" are verbs).  ``name``: a capitalised word (O'Brien, McDonald, Smith-Jones) or
 #: an initial, never a :data:`NOT_NAMES` word; ``names``: 1-3 of them; ``upper_names``: 1-4, UPPER-CASE
 #: words too, commas between allowed (after strong cues only).  ``month_slash_day``: a valid m/d without a
-#: year; ``age_ninety_plus``: 90-119; ``street_word``: a capitalised or UPPER word or an ordinal ("5th");
-#: ``street_type``: Street, St, Ave, Rd ... (:data:`_STREET_TYPES`).
+#: year; ``month_slash_days``: one, a range or a list of up to six ("3/5-3/7", "3/5, 3/7 and 3/9");
+#: ``age_ninety_plus``: 90-119.  Street addresses: ``house_number`` ("12", "12B", with its blanks);
+#: ``street_words_title`` / ``street_words_upper``: 1-3 Title-case / UPPER-CASE words (3 letters at least) or
+#: ordinals ("5th"), never a :data:`NOT_STREET_NAMES` word, with their blanks; ``street_type_strong_*`` /
+#: ``street_type_weak_*``: the types of :data:`_STREET_TYPES` / :data:`_STREET_TYPES_WEAK` in that case;
+#: ``street_type_any``: all of them; ``street_direction``: N, N., NE, North ...; ``street_end``: an
+#: abbreviation's dot, or no capitalised word or number next but a direction or apartment ("3 Different
+#: Street Drugs", "3 MEASUREMENTS AVE 10.5" are no address), never a possessive ("St. Luke's");
+#: ``street_tail``: what may follow (NW, "Apt 4", "#12", ", City, ST 12345"); ``street_evidence_title`` /
+#: ``street_evidence_upper``: what must follow a weak type (a direction, an apartment, a "City, ST" with a
+#: state code / a "City, ST 12345" with a ZIP code).
 FRAGMENTS: Mapping[str, str] = {
     "month_full": _words(_MONTHS_FULL, "title"),
     "month_any": _words((*_MONTHS_FULL, "May", *_MONTHS_SHORT), "title"),
@@ -105,12 +165,34 @@ FRAGMENTS: Mapping[str, str] = {
     "names": rf"(?:{_NAME})(?:[ \t]{{1,3}}(?:{_NAME})){{0,2}}",
     "upper_names": rf"(?:{_UPPER_NAME})(?:,?[ \t]{{1,3}}(?:{_UPPER_NAME})){{0,3}}",
     "title_word": r"(?:Dr|DR|Doctor)\.?[ \t]{1,3}",
-    "month_slash_day": r"(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])(?![\w/]|[.,]\d)",
+    "month_slash_day": _MONTH_SLASH_DAY,
+    "month_slash_days": rf"{_MONTH_SLASH_DAY}(?>(?:(?:[ \t]{{0,3}}(?:-|(?i:to|through))|,?[ \t]{{1,3}}(?i:and|or)|,)"
+                        rf"[ \t]{{0,3}}{_MONTH_SLASH_DAY}){{0,5}})",
     "age_ninety_plus": r"(?:9\d|1[01]\d)(?![.,]?\d|\+)",  # "90+" is Safe Harbor's own aggregate
-    "street_word": r"(?!(?i:views?|images?|series|vessels?|levels?)(?!\w))"
-                   r"(?:(?:[A-Z]['’])?[A-Z][a-z]{1,30}(?:[A-Z][a-z]{1,30})?|[A-Z]{2,30}|\d{1,3}(?i:st|nd|rd|th))"
-                   r"(?![\w'’])",
-    "street_type": f"(?:{_words(_STREET_TYPES, 'title')}|{_words(_STREET_TYPES_TITLE, 'exact')})",
+    "house_number": r"\d(?<![\w.,/:#+-].)(?=\d{0,4}(?:-?[A-Za-z])?[ \t]{1,3}(?:[A-Z]|\d{1,3}[A-Za-z]))"
+                    r"\d{0,4}(?:-?[A-Za-z](?![\w'’]))?[ \t]{1,3}",
+    "street_words_title": rf"(?:{_STREET_WORD_TITLE}(?![\w'’])[ \t]{{1,3}}){{1,3}}",
+    "street_words_upper": rf"(?:{_STREET_WORD_UPPER}(?![\w'’])[ \t]{{1,3}}){{1,3}}",
+    "street_words_any": rf"(?:(?:{_STREET_WORD_TITLE}|{_STREET_WORD_UPPER})(?![\w'’])[ \t]{{1,3}}){{1,3}}",
+    "street_type_strong_title": _street_types((*_STREET_TYPES, *_STREET_TYPES_TITLE), upper=False),
+    "street_type_strong_upper": _street_types(_STREET_TYPES, title=False),
+    "street_type_weak_title": _street_types((*_STREET_TYPES_WEAK, *_STREET_TYPES_WEAK_TITLE), upper=False),
+    "street_type_weak_upper": _street_types((*_STREET_TYPES_WEAK, *_STREET_TYPES_WEAK_TITLE, *_STREET_TYPES_TITLE),
+                                            title=False),
+    "street_type_any": f"(?:{_street_types((*_STREET_TYPES, *_STREET_TYPES_WEAK))}"
+                       f"|{_street_types((*_STREET_TYPES_TITLE, *_STREET_TYPES_WEAK_TITLE), upper=False)})",
+    "street_direction": r"(?:(?:N[EW]?|S[EW]?|[EW])\.?|North|South|East|West|NORTH|SOUTH|EAST|WEST)[ \t]{1,3}",
+    "street_end": rf"(?!\.?[ \t]{{1,3}}[A-Z][A-Za-z]{{0,30}}['’][sS]\b)(?:(?<=\.)|(?![ \t]{{1,3}}"
+                  rf"(?!{_words((*_STREET_DIRECTIONS, *_UNIT_WORDS), 'title')}\.?(?!\w))"
+                  r"(?:[A-Z]|\d(?!\d{0,2}(?i:st|nd|rd|th)\b))))",
+    "street_tail": rf"(?:[ \t]{{1,3}}(?:N[EW]|S[EW])(?!\w))?(?:,?[ \t]{{1,3}}{_UNIT})?"
+                   rf"(?:,[ \t]{{1,3}}(?:(?:{_CITY_WORD}[ \t]{{1,3}}){{0,2}}{_CITY_WORD},?[ \t]{{1,3}}"
+                   rf"(?:[A-Z]{{2}}[ \t]{{1,3}}{_ZIP}|{_STATE}(?:[ \t]{{1,3}}{_ZIP})?)))?",
+    "street_evidence_title": rf"\.?(?:[ \t]{{1,3}}(?:N[EW]|S[EW])(?!\w)|,?[ \t]{{1,3}}{_UNIT}"
+                             rf"|,[ \t]{{1,3}}{_TITLE_CITY},?[ \t]{{1,3}}{_STATE})",
+    "street_evidence_upper": rf"\.?(?:[ \t]{{1,3}}(?:N[EW]|S[EW]))?(?:,?[ \t]{{1,3}}{_UNIT})?"
+                             rf",[ \t]{{1,3}}(?:{_CITY_WORD}[ \t]{{1,3}}){{0,2}}{_CITY_WORD},?[ \t]{{1,3}}[A-Z]{{2}}"
+                             rf"[ \t]{{1,3}}{_ZIP}",
 }
 
 _ROLES = ("physician", "doctor", "provider", "clinician")
@@ -152,17 +234,23 @@ REDACTION_RULES: tuple[dict, ...] = (
      "examples": ["2024-03-05", "2024/03/05T10:30", "01/02/1960", "3/5/24", "25/12/2024", "11/7/ XXXX",
                   "05.03.2024", "5-3-2024", "05-03-24"]},
     {"name": "date_month_day_cued", "kind": "date",
-     "cues": ["on", "dated", "date", "date of service", "date of exam", "date of study", "DOS", "since", "as of"],
-     "pattern": r"{cues}[ \t]{0,3}[:=]?[ \t]{0,3}"
-                r"(?P<phi>{month_slash_day}(?>(?:[ \t]{0,3}(?:-|to|and|through)[ \t]{0,3}{month_slash_day})?))"
-                r"(?![ \t]{0,3}(?i:of|cm|mm|images?|slices?|views?|series|sequences?|levels?|exams?|studies"
-                r"|radiographs?|films?|projections?|strength|power|motor|pain|scale|reflexes|pulses?|grade|ribs?"
-                r"|lobes?|segments?)(?!\w))",
-     "provenance": "month/day without a year only after a date cue ('on 3/5', 'dated 3/5', 'DOS: 3/5'); a "
-                   "bare 3/5 stays (strength 3/5, 2/3 of, L4/5, BI-RADS 4/5, 10/10 pain), and so does one "
-                   "followed by 'of', a unit or a counted noun ('on 2/3 of the images', 'on 4/5 strength'); "
-                   "a range after the cue ('on 3/5-3/7', 'on 3/5 and 3/9') is one date",
-     "examples": ["on 3/5", "dated 03/05", "DOS: 3/5", "since 12/31,", "Date of service 3/5", "on 3/5-3/7"]},
+     "cues": ["dated", "date", "date of service", "date of exam", "date of study", "DOS", "as of",
+              *(f"comparison{what}" for what in ("", " study", " exam", " examination", " film", " radiograph"))],
+     "pattern": r"{cues}[ \t]{0,3}[:=]?[ \t]{0,3}(?P<phi>{month_slash_days})",
+     "provenance": "month/day without a year after a date cue ('dated 3/5', 'DOS: 3/5', 'Comparison: 3/5'); a "
+                   "bare 3/5 stays (strength 3/5, 2/3 of, L4/5, BI-RADS 4/5, 10/10 pain); a range or list after "
+                   "the cue ('3/5-3/7', '3/5, 3/7 and 3/9') is one date",
+     "examples": ["dated 03/05", "DOS: 3/5", "Date of service 3/5", "COMPARISON: 3/5", "dated 3/5, 3/7 and 3/9"]},
+    {"name": "date_month_day_after_on", "kind": "date",
+     "cues": ["on", "since", "compared to", "compared with"],
+     "pattern": r"{cues}[ \t]{0,3}[:=]?[ \t]{0,3}(?P<phi>{month_slash_days})"
+                r"(?![ \t]{0,3}(?i:of|cm|mm|images?|slices?|views?|series|sequences?|levels?|projections?|strength"
+                r"|power|motor|pain|scale|reflexes|pulses?|grade|ribs?|lobes?|segments?|discs?|disks?|interspaces?"
+                r"|doses?)(?!\w))",
+     "provenance": "month/day without a year after 'on', 'since', 'compared to/with' ('on 3/5', 'since 12/31'), "
+                   "not when 'of', a unit or a counted noun follows ('on 2/3 of the images', 'on 4/5 strength', "
+                   "'on 1/2 views', 'on 1/2 dose'); a study word reads as a date ('on 3/5 study', 'on 3/12 films')",
+     "examples": ["on 3/5", "since 12/31,", "on 3/5-3/7", "on 3/5 study", "compared to 3/5", "on 3/5, 3/7"]},
     {"name": "date_day_month", "kind": "date",
      "pattern": r"\d(?<![\w.].)(?=\d?(?:st|nd|rd|th)?[ \t-]{1,3}(?:of[ \t]{1,3})?[ADFJMNOS])"
                 r"\d?{ordinal}[ \t-]{1,3}(?:of[ \t]{1,3})?(?:{month_any}\.?,?[ \t-]{1,3}{year}|{month_full}(?!\w))",
@@ -194,10 +282,12 @@ REDACTION_RULES: tuple[dict, ...] = (
     {"name": "age_unit", "kind": "age",
      "pattern": r"[19](?<![\w.,/:+-].)(?:(?<=9)\d|(?<=1)[01]\d)(?![.,]?\d)"
                 r"(?=[ \t-]{0,2}(?:(?i:years?|yrs?)\.?(?!\w|[ \t-]{1,3}(?i:ago|prior|earlier|before|after|later"
-                r"|previously)(?!\w))|(?i:y/?o|y\.o\.)(?!\w)))",
-     "provenance": "HIPAA Safe Harbor (C) ages over 89 before 'year(s) (old)', 'yrs', 'yo', 'y/o', 'y.o.' "
-                   "('95 years ago' stays); ages up to 89 stay",
-     "examples": ["92-year-old", "a 90 year old", "93 yo", "94 y/o", "aged 101 years", "99 y.o.", "91 yrs"]},
+                r"|previously)(?!\w))|(?i:y/?o[fm]?|y\.o\.?)(?!\w)|y\.?(?![\w/-]|[ \t]{0,3}\d)))",
+     "provenance": "HIPAA Safe Harbor (C) ages over 89 before 'year(s) (old)', 'yrs', 'yo', 'y/o', 'y.o(.)', "
+                   "'yof'/'yom', a lower-case 'y' ('95 years ago', '90Y' yttrium and '101F' stay); ages up to 89 "
+                   "stay",
+     "examples": ["92-year-old", "a 90 year old", "93 yo", "94 y/o", "aged 101 years", "99 y.o.", "91 yrs",
+                  "92 y.o female", "92yo", "95yoF", "96 y, female"]},
     {"name": "labelled_id", "kind": "id",
      "cues": ["MRN", "MR#", "MR no", "MR number", "medical record", "medical record no", "medical record number",
               "accession", "acc", "patient id", "pt id", "pt. id", "unit no", "unit number", "encounter",
@@ -261,21 +351,30 @@ REDACTION_RULES: tuple[dict, ...] = (
      "pattern": r"{cues}[ \t]{1,3}(?P<phi>{name}(?:[ \t]{1,3}{name}){1,2})",
      "provenance": "'Patient John Doe' (two capitalised words at least: 'Patient History' stays)",
      "examples": ["Patient John Doe"]},
+    {"name": "street_address_cued", "kind": "address",
+     "cues": ["address", "home address", "mailing address", "lives at", "living at", "resides at", "residing at"],
+     "pattern": r"{cues}[ \t]{0,3}[:=-]?[ \t]{0,3}"
+                r"(?P<phi>{house_number}(?:{street_direction})?{street_words_any}{street_type_any}{street_tail})",
+     "provenance": "HIPAA Safe Harbor (B) street addresses after an address cue: any street type, Title or UPPER "
+                   "case ('Address: 9 OAK ST', 'lives at 4 Willow Dr'); after the name rules, so 'Dr' before a "
+                   "name is a title first",
+     "examples": ["Address: 9 OAK ST", "lives at 4 Willow Dr.", "ADDRESS: 55 N. MAIN ST, APT 2"]},
     {"name": "street_address", "kind": "address",
-     "pattern": r"\d(?<![\w.,/:#+-].)(?=\d{0,4}(?:-?[A-Za-z])?[ \t]{1,3}(?:[A-Z]|\d{1,3}[A-Za-z]))"
-                r"\d{0,4}(?:-?[A-Za-z](?![\w'’]))?[ \t]{1,3}"
-                r"(?:(?:N[EW]|S[EW]|[NSEW])\.?[ \t]{1,3})?(?:{street_word}[ \t]{1,3}){1,3}"
-                r"{street_type}\.?(?![\w'’]|[ \t]{1,3}[A-Z][A-Za-z]{0,30}['’][sS]\b)"
-                r"(?:[ \t]{1,3}(?:N[EW]|S[EW])(?!\w))?"
-                r"(?:,?[ \t]{1,3}(?:(?:Apt|Apartment|Suite|Ste|Unit|Floor|Fl|Room|Rm|APT|SUITE|STE|UNIT|FLOOR|RM)"
-                r"\.?[ \t]{0,3}#?|#)[ \t]{0,3}(?:[A-Za-z]?\d{1,5}[A-Za-z]?|[A-Z])(?!\w))?"
-                r"(?:,[ \t]{1,3}(?:(?:[A-Z][a-z]{1,30}|[A-Z]{2,30})[ \t]{1,3}){0,2}"
-                r"(?:[A-Z][a-z]{1,30}|[A-Z]{2,30}),?[ \t]{1,3}[A-Z]{2}[ \t]{1,3}\d{5}(?:-\d{4})?(?!\d))?",
-     "provenance": "HIPAA Safe Harbor (B) street addresses: house number, 1-3 street-name words, street type, "
-                   "then an apartment/suite and 'City, ST 12345' when they follow ('2 views', 'St. Luke's' are "
-                   "no street); after the name rules, so 'Dr' before a name is a title first",
+     "pattern": r"{house_number}(?:(?P<direction>{street_direction}))?"
+                r"(?:{street_words_title}(?:{street_type_strong_title}"
+                r"|{street_type_weak_title}(?(direction)|(?={street_evidence_title})))"
+                r"|{street_words_upper}(?:{street_type_strong_upper}"
+                r"|{street_type_weak_upper}(?={street_evidence_upper})))"
+                r"{street_end}{street_tail}",
+     "provenance": "HIPAA Safe Harbor (B) street addresses: house number, 1-3 street-name words (never a "
+                   "report word such as IN, MM, TUBES, LEADS), street type, then an apartment/suite and 'City, ST "
+                   "12345' when they follow.  A weak street type (St, Place, Court, Crescent, Dr ...) needs more: "
+                   "in Title case a direction (N., NW), an apartment or 'City, ST'; in UPPER case 'City, ST 12345' "
+                   "('1 ET TUBE IN PLACE', '2 MM ST ELEVATION', '1 Air Crescent' are no address).  No capitalised "
+                   "word after the type ('3 Different Street Drugs').  After the name rules",
      "examples": ["1234 Oak Street", "55 N. Main St.", "12 Elm Ave, Apt 4", "1600 Pennsylvania Ave NW",
-                  "77 West 5th Avenue", "9 OAK ST", "12 Elm St, Springfield, IL 62704", "350 Fifth Ave #12"]},
+                  "77 West 5th Avenue", "1234 OAK STREET", "12 Elm St, Springfield, IL 62704", "350 Fifth Ave #12",
+                  "9 OAK ST, SPRINGFIELD, IL 62704", "4 Willow Place, Springfield, IL", "8 Elm Court Apt 2"]},
 )
 
 _RULE_KEYS = {"name", "kind", "pattern", "cues", "cue_case", "requires", "provenance", "examples"}

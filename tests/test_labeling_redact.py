@@ -55,6 +55,17 @@ PHI_CASES = [
     ("Date of service: 12/31; stable since 1/15.", ["12/31", "1/15"], "Date of service: [DATE]; stable since [DATE]."),
     ("Serial films on 3/5-3/7 and on 4/1 and 4/3.", ["3/5", "3/7", "4/1", "4/3"],
      "Serial films on [DATE] and on [DATE]."),
+    # after a date cue a list is one date; after 'on' a study word reads as a date ("the study of 3/5")
+    ("Films on 3/5, 3/7 and 3/9 show no change.", ["3/5", "3/7", "3/9"], "Films on [DATE] show no change."),
+    ("Dated 3/5, 3/7, DOS 4/1 or 4/2.", ["3/5", "3/7", "4/1", "4/2"], "Dated [DATE], DOS [DATE]."),
+    ("Compared with the radiograph dated 3/5 film.", ["3/5"], "Compared with the radiograph dated [DATE] film."),
+    ("Unchanged on 3/12 films, on 3/5 exam and on 3/12 study.", ["3/12", "3/5"],
+     "Unchanged on [DATE] films, on [DATE] exam and on [DATE] study."),
+    ("On 3/5 radiographs the line was in place.", ["3/5"], "On [DATE] radiographs the line was in place."),
+    ("Comparison: 3/5. COMPARISON: 11/22 PA and lateral.", ["3/5", "11/22"],
+     "Comparison: [DATE]. COMPARISON: [DATE] PA and lateral."),
+    ("Comparison study 3/5; compared to 3/7; compared with 4/1; since 4/2 study.", ["3/5", "3/7", "4/1", "4/2"],
+     "Comparison study [DATE]; compared to [DATE]; compared with [DATE]; since [DATE] study."),
     # ages over 89 (HIPAA Safe Harbor: '90 or older' may stay)
     ("A 92-year-old woman fell.", ["92"], "A [AGE 90+]-year-old woman fell."),
     ("Age 93, female.", ["93"], "Age [AGE 90+], female."),
@@ -63,6 +74,9 @@ PHI_CASES = [
     ("AGE: 90 YEARS. 96 years of age. 91 yrs old. A 100 year old man.", ["AGE: 90", "96", "91", "100"],
      "AGE: [AGE 90+] YEARS. [AGE 90+] years of age. [AGE 90+] yrs old. A [AGE 90+] year old man."),
     ("Fall at the age of 97.", ["97"], "Fall at the age of [AGE 90+]."),
+    ("92 y.o female, 93 y.o. male, 94yo, 95yoF, 96 YOM.", ["92", "93", "94", "95", "96"],
+     "[AGE 90+] y.o female, [AGE 90+] y.o. male, [AGE 90+]yo, [AGE 90+]yoF, [AGE 90+] YOM."),
+    ("F, 97y. 98 y, female.", ["97", "98"], "F, [AGE 90+]y. [AGE 90+] y, female."),
     # street addresses
     ("Lives at 1234 Oak Street with her son.", ["1234", "Oak"], "Lives at [ADDRESS] with her son."),
     ("Address: 55 N. Main St.", ["55", "Main"], "Address: [ADDRESS]"),
@@ -71,7 +85,15 @@ PHI_CASES = [
     ("ADDRESS: 9 OAK ST, SPRINGFIELD, IL 62704-1234", ["OAK", "SPRINGFIELD", "62704"], "ADDRESS: [ADDRESS]"),
     ("Sent to 77 West 5th Avenue, Suite 200 and 350 Fifth Ave #12.", ["77", "5th", "200", "350", "#12"],
      "Sent to [ADDRESS] and [ADDRESS]."),
-    ("Found down at 4 Willow Dr. Dr. Smith aware.", ["Willow", "Smith"], "Found down at [ADDRESS] Dr. [NAME] aware."),
+    ("Lives at 4 Willow Dr. Dr. Smith aware.", ["Willow", "Smith"], "Lives at [ADDRESS] Dr. [NAME] aware."),
+    # UPPER case: a strong street type, or any type before "City, ST 12345" or after an address cue
+    ("LIVES AT 1234 OAK STREET. 9 OAK ST, SPRINGFIELD, IL 62704.", ["OAK", "62704"], "LIVES AT [ADDRESS]. [ADDRESS]."),
+    ("HOME: 12 ELM AVE, APT 4. RESIDES AT 4 WILLOW DRIVE WITH HER SON.", ["ELM", "APT 4", "WILLOW"],
+     "HOME: [ADDRESS]. RESIDES AT [ADDRESS] WITH HER SON."),
+    # a weak street type in Title case with a direction, an apartment or "City, ST"
+    ("From 8 Elm Court, Apt 2 and 4 Willow Place, Springfield, IL.", ["Elm", "Apt 2", "Willow", "Springfield"],
+     "From [ADDRESS] and [ADDRESS]."),
+    ("Lives at 1234 Oak Street 2nd floor.", ["Oak"], "Lives at [ADDRESS] 2nd floor."),
 ]
 
 #: Clinical text that must come out unchanged (measurements, levels, ribs, ratios, laterality, cue words
@@ -146,6 +168,56 @@ CLINICAL_SENTENCES = [
     "Hand 3 Views; Wrist 2 Views St.",
     "Aneurysm of the Circle of Willis; 3 Way stopcock; a 3-way stopcock.",
     "Placed at 12 o'clock position; 2 Dr visits.",
+    # counts of devices and findings in UPPER and Title case (many reports are all caps; headings Title case):
+    # "in place", "ST elevation", "air crescent", "drive line" are no street address
+    "FINDINGS: 1 ENDOTRACHEAL TUBE IN PLACE, TIP 4 CM ABOVE THE CARINA.",
+    "3 STERNAL WIRES IN PLACE. 2 PACER LEADS IN PLACE. 1 ET TUBE IN PLACE.",
+    "EKG: 2 MM ST ELEVATION IN V2-V4.",
+    "1 Sternotomy Wires In Place; 1 Air Crescent; 2 Surgical Clips St",
+    "2 VIEWS OF THE CHEST. 4 MM NODULE AT THE LEFT BASE.",
+    "2 Views Of The Chest: 4 Mm Nodule At The Left Base",
+    "1 Drain Ave; 1 DRAIN AVE",
+    "2 CHEST TUBES REMAIN IN PLACE. 2 Chest Tubes Remain In Place.",
+    "1 LEFT SUBCLAVIAN LINE IN PLACE, TIP IN THE SVC.",
+    "1 Right Ij Central Line In Place",
+    "2 MM ST DEPRESSION IN THE LATERAL LEADS; 1-2 MM ST ELEVATION V1-V3.",
+    "ECG: 1 MM ST Elevation In Lead III. 12 Lead Ecg Shows St Elevation.",
+    "3 Way Stopcock In Place; 1 Circle Of Willis Aneurysm.",
+    "1 NG TUBE COURSING INTO THE STOMACH, TIP IN PLACE.",
+    "1 LVAD DRIVE LINE IN PLACE. 1 Lvad Drive Line Exit Site.",
+    "MVC ON 2 LANE HIGHWAY AT 45 MPH. HIT BY 1 CAR ON MAIN ROAD.",
+    "HISTORY OF 3 DIFFERENT STREET DRUGS. 3 Different Street Drugs.",
+    "2 LEFT CHEST TUBES IN GOOD PLACE. 2 SURGICAL CLIPS ST.",
+    "AIR CRESCENT SIGN: 1 AIR CRESCENT IN THE LEFT UPPER LOBE; 1 CAVITARY LESION WITH AIR CRESCENT.",
+    "2 FIDUCIAL MARKERS IN PLACE. 2 EMBOLIZATION COILS IN PLACE. 4 ANCHORS ARE IN PLACE.",
+    "1 PICC LINE IN PLACE, TIP AT THE CAVOATRIAL JUNCTION.",
+    "1 Swan Ganz Catheter In Place, Tip In The Right Pulmonary Artery.",
+    "1 DUAL LEAD PACEMAKER IN PLACE. 1 AICD IN PLACE. 3 MEDIASTINAL DRAINS IN PLACE.",
+    "6 LEADS IN PLACE. 1 WIRE FRACTURED. 2 TUBES, 3 LINES AND 4 WIRES IN PLACE.",
+    "1 DOBHOFF TUBE IN PLACE. 1 Dobhoff Tube In Place.",
+    "STATUS POST 3 VESSEL CABG, STERNAL WIRES IN PLACE.",
+    "IMPRESSION: 1. ET TUBE IN PLACE. 2. NG TUBE IN PLACE.",
+    "1. Endotracheal Tube In Place. 2. Right Chest Tube In Place.",
+    "KIDNEY LENGTH 3 MEASUREMENTS AVE 10.5 CM.",
+    "4 Court Ordered Evaluation; 5 Surgical Staples Court.",
+    # fractions after 'on', 'since', 'compared to' with a counted noun, a unit or 'of'
+    "ON 2/3 OF THE IMAGES; ON 4/5 STRENGTH; POSITIVE ON 1/2 VIEWS.",
+    "Given on 1/2 dose; disc bulge on 4/5 disc; on 3/5 and 4/5 strength.",
+    "Compared to 1/2 of the prior size; since 4/5 strength returned.",
+    # not ages: temperatures, yttrium-90, coordinates
+    "Fever to 101F overnight; 100 F this morning.",
+    "Y-90 radioembolization; 90Y microspheres; 90 Y dose; coordinates x 95 y 100.",
+]
+
+#: Identifiers the rules leave on purpose (precision on clinical text first): documented in
+#: labeling/LABEL_STUDIO.md, kept here so that the documentation stays true.
+KNOWN_MISSES = [
+    "Found down at 4 Willow Dr.",  # a weak street type without a direction, apartment, city or address cue
+    "9 OAK ST",  # UPPER case: a weak type needs "City, ST 12345" or an address cue
+    "1234 OAK STREET WITH HER SON",  # UPPER case: a capitalised word after the street type
+    "92F, 92M.",  # "101F" is a temperature
+    "Seen 3/5.",  # a month/day without a date cue
+    "Prior 3/5 exam.",  # 'prior 4/5 fusion' is a spine level
 ]
 
 
@@ -183,6 +255,20 @@ def test_every_rule_changes_its_examples():
 def test_clinical_text_is_untouched(sentence):
     result = redact_report(sentence)
     assert result.text == sentence and not result.changed
+
+
+@pytest.mark.parametrize("case", ["upper", "title"])
+def test_clinical_text_in_upper_and_title_case_is_untouched(case):
+    """All-caps reports and Title-case headings: no date, age, address or number rule fires on the clinical
+    sentences (names aside: title-cased, "History of MS." reads "History Of Ms. ...", a title)."""
+    changed = {sentence: dict(result.counts) for sentence in CLINICAL_SENTENCES
+               if set((result := redact_report(getattr(sentence, case)())).counts) - {"name"}}
+    assert changed == {}
+
+
+@pytest.mark.parametrize("text", KNOWN_MISSES)
+def test_documented_misses_stay(text):
+    assert redact_report(text).text == text
 
 
 def test_the_labelling_rule_case_sentences_are_untouched():
@@ -226,7 +312,8 @@ def test_bad_rules_are_rejected():
 _HOSTILE_UNITS = ["a" * 50, "1" * 40, "Dr. ", "Dr. Aa ", "MRN ", "ID ", "1/", "1-", "1.", "12:", "1 am", "(1", "+1 ",
                   "a@", "a.", "^a", "Patient Aa ", "signed by ", "Attending: AA, ", "5 March ", "March ", "www.",
                   "http://a", "XXXX ", "O'", "A. ", "2024-", "on 1/", "on 1/1 and 1/", "age 9", "92 y", "1 Aa Aa ",
-                  "1 N. Aa St, Aa Aa, AA 1", "\n", " "]
+                  "1 N. Aa St, Aa Aa, AA 1", "1 AAA AAA ST, AAA AAA, AA 1", "1 Aa Aa Place, Aa Aa, ",
+                  "Address: 1 AA AAA ", "dated 1/1, 1/1 and ", "on 1/1 - 1/1, ", "92 y.o", "\n", " "]
 
 
 def _seconds(text: str, repeats: int = 2) -> float:
@@ -243,7 +330,8 @@ def test_hostile_input_is_linear_and_fast():
     unit = "".join(_HOSTILE_UNITS)
     hostile = (unit * (1_000_000 // len(unit) + 1))[:1_000_000]
     assert _seconds(hostile) < 5.0  # about 0.5 s here; backtracking would take minutes (the scaling check below)
-    for shape in ("a", "1", "Dr. ", "MRN ", "1/", "a@", "1 ", "1 Aa "):  # 4x the text: about 4x the time
+    # 4x the text: about 4x the time
+    for shape in ("a", "1", "Dr. ", "MRN ", "1/", "a@", "1 ", "1 Aa ", "1 AAA ", "on 1/1, "):
         small, large = ((shape * (size // len(shape) + 1))[:size] for size in (50_000, 200_000))
         # best of five: a load spike on a shared machine once made one 0.03 s run look 10x slower (a quadratic
         # rule makes 4x the text 16x slower every time)
