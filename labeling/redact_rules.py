@@ -1,0 +1,362 @@
+"""The data of :mod:`radloop.labeling.redact`: placeholders, vocabularies, pattern fragments and the ordered
+rule dictionaries (:data:`REDACTION_RULES`) the scrubber compiles.
+
+Split from :mod:`radloop.labeling.redact` (which keeps the engine: compiling, applying, counting).  What the
+rules catch and what they leave alone, and why, is said there and in ``labeling/LABEL_STUDIO.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Mapping
+
+__all__ = ["CASES", "FRAGMENTS", "NOT_NAMES", "NOT_STREET_NAMES", "PLACEHOLDERS", "REDACTION_RULES", "words"]
+
+#: What each kind of identifier becomes (an age over 89 keeps what HIPAA Safe Harbor allows: "90 or older").
+PLACEHOLDERS: Mapping[str, str] = {
+    "date": "[DATE]", "time": "[TIME]", "id": "[ID]", "phone": "[PHONE]", "email": "[EMAIL]", "url": "[URL]",
+    "name": "[NAME]", "age": "[AGE 90+]", "address": "[ADDRESS]",
+}
+
+_MONTHS_FULL = ("January", "February", "March", "April", "June", "July", "August", "September", "October",
+                "November", "December")  # "May" only next to a year: it is also a verb
+_MONTHS_SHORT = ("Jan", "Feb", "Mar", "Apr", "Jun", "Jul", "Aug", "Sept", "Sep", "Oct", "Nov", "Dec")
+CASES = {"any": ("lower", "capitalize", "title", "upper"), "title": ("title", "upper"), "exact": ()}
+#: Street types.  Strong ones make a street address after a house number and 1-3 street-name words, in
+#: Title or UPPER case ("Street", "AVE") ...
+_STREET_TYPES = ("Street", "Avenue", "Ave", "Road", "Boulevard", "Blvd", "Parkway", "Pkwy", "Highway", "Hwy",
+                 "Terrace")
+_STREET_TYPES_TITLE = ("Rd",)  # strong in Title case only ("RD" needs evidence, below)
+#: ... weak ones are also report words ("in place", "ST elevation", "air crescent", "drive line", "3 way
+#: stopcock", "Circle of Willis"): an address only with more evidence (see the street-address rules).  The
+#: second tuple is Title case only but before "City, ST 12345": in UPPER case they are abbreviations (DR, LN,
+#: RD) or words (WAY); "Ct" and "Pl" are left out (title-cased "Ct" is the modality).
+_STREET_TYPES_WEAK = ("St", "Place", "Court", "Crescent", "Circle", "Trail", "Lane", "Drive")
+_STREET_TYPES_WEAK_TITLE = ("Av", "Ln", "Dr", "Ter", "Cir", "Way")
+#: What may follow a street type in place of a capitalised word: a direction, an apartment or suite.
+_STREET_DIRECTIONS = ("NE", "NW", "SE", "SW")
+_UNIT_WORDS = ("Apt", "Apartment", "Suite", "Ste", "Unit", "Floor", "Fl", "Room", "Rm")
+#: USPS state codes: "City, ST" without a ZIP code is evidence only with one of them and a Title-case city.
+_STATES = """AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC
+ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY PR GU VI""".split()
+#: Street types written short: their dot belongs to the address ("Main St."), a full word's is the sentence's.
+_STREET_ABBREVIATIONS = frozenset("St Ave Rd Blvd Pkwy Hwy Av Ln Dr Ter Cir".split())
+
+
+def words(phrases: Iterable[str], case: str = "any") -> str:
+    """A regex matching each phrase (in the given case forms) only at the start of a word.
+
+    The phrases are merged into a trie, so a candidate position costs the length of the longest phrase,
+    not the number of phrases; each alternative starts with a literal (the engine skips to candidate
+    characters) followed by a look-behind on the character before it.  Words are separated by 1-3 blanks.
+    """
+    trie: dict = {}
+    for phrase in phrases:
+        for form in {getattr(phrase, method)() for method in CASES[case]} or {phrase}:
+            node = trie
+            for unit in re.findall(r" +|[^ ]", form):
+                node = node.setdefault(" " if unit.startswith(" ") else unit, {})
+            node[""] = {}  # a phrase ends here
+
+    def render(node: dict) -> str:
+        ends = "" in node
+        branches = [(r"[ \t]{1,3}" if unit == " " else re.escape(unit)) + render(child)
+                    for unit, child in sorted(node.items()) if unit]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 and not ends else "(?:" + "|".join(branches) + ")"
+        return body + "?" if ends else body
+
+    return "(?:" + "|".join(re.escape(first) + r"(?<![\w.].)" + render(child)
+                            for first, child in sorted(trie.items())) + ")"
+
+
+def _street_types(kinds: Iterable[str], title: bool = True, upper: bool = True) -> str:
+    """A regex matching the street types as written (``title``) and/or in UPPER case, as whole words; an
+    abbreviation takes its dot along."""
+    forms = [form for kind in kinds for form in ((kind,) if title else ()) + ((kind.upper(),) if upper else ())]
+    full = [form for form in forms if form.title() not in _STREET_ABBREVIATIONS]
+    short = [form for form in forms if form.title() in _STREET_ABBREVIATIONS]
+    abbreviated = f"|{words(short, 'exact')}(?![\\w'’])\\.?" if short else ""
+    return f"(?:{words(full, 'exact')}(?![\\w'’]){abbreviated})"
+
+
+#: Words that are never part of a name (a name stops before them): masks, titles, credentials, modalities,
+#: header words, common words after a cue.  Matched in Capitalised, Title and UPPER case.
+NOT_NAMES = frozenset("""
+xxxx xx x the a an and or of on at in to for with by from as is was were be been has had have no not none
+who which that this these those he she his her they their it its there here also then than please
+dr mr mrs ms mx miss prof doctor md m.d. do d.o. phd ph.d. mbbs mbchb frcr facr frcpc rn np pa pa-c dds dmd
+rt rrt jr sr ii iii ct cta mri us pet xr cr dx nm cxr kub ap pet-ct spect ecg ekg icu or
+patient pt name age sex gender dob id mrn history information position positioning identifier status
+report reports findings finding impression comparison indication indications technique exam examination
+study date time left right bilateral chest radiograph radiology department hospital clinic service
+physician provider radiologist resident attending referring ordering
+""".split())
+
+_NOT_NAME = rf"(?!{words(NOT_NAMES)}(?![\w'’]))"
+_NAME = (rf"{_NOT_NAME}(?:(?:[A-Z]['’])?[A-Z][a-z]{{1,30}}(?:[A-Z][a-z]{{1,30}})?(?:-[A-Z][a-z]{{1,30}})?(?![\w'’])"
+         r"|[A-Z]\.(?!\w))")
+_UPPER_NAME = rf"{_NOT_NAME}(?:(?:[A-Z]['’])?[A-Z]{{2,30}}(?:-[A-Z]{{2,30}})?(?![\w'’])|{_NAME})"
+
+#: Words that are never a street name (an address needs a house number, 1-3 street-name words and a street
+#: type, and reports are full of "<count> <noun> ..." in Title and UPPER case): function words, units, what is
+#: counted in reports (views, tubes, wires, leads, clips ...) and ECG words.  Matched in any case.
+NOT_STREET_NAMES = frozenset("""
+a an the and or of on at in to for with by from as is are was no not per via x xxxx
+mm cm m ml cc mg kg lb lbs
+view views image images series vessel vessels level levels film films slice slices projection projections
+tube tubes wire wires lead leads clip clips line lines catheter catheters drain drains stent stents
+screw screws plate plates pin pins coil coils suture sutures staple staples valve valves electrode electrodes
+port ports pacer pacemaker sternal sternotomy surgical endotracheal et ng og ett picc chest
+st ekg ecg elevation elevations depression depressions segment segments wave waves
+nodule nodules mass masses rib ribs lobe lobes air fluid lane lanes mile miles km mph kph car cars
+""".split())
+
+_NOT_STREET_NAME = rf"(?!{words(NOT_STREET_NAMES)}(?![\w'’]))"
+_STREET_WORD_TITLE = (rf"{_NOT_STREET_NAME}(?:(?:[A-Z]['’])?[A-Z][a-z]{{1,30}}(?:[A-Z][a-z]{{1,30}})?"
+                      r"|\d{1,3}(?:st|nd|rd|th))")
+_STREET_WORD_UPPER = rf"{_NOT_STREET_NAME}(?:(?:[A-Z]['’])?[A-Z]{{3,30}}|\d{{1,3}}(?i:st|nd|rd|th))"
+_MONTH_SLASH_DAY = r"(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])(?![\w/]|[.,]\d)"
+_CITY_WORD = r"(?:[A-Z][a-z]{1,30}|[A-Z]{2,30})"
+_TITLE_CITY = r"(?:[A-Z][a-z]{1,30}[ \t]{1,3}){0,2}[A-Z][a-z]{1,30}"
+_ZIP = r"\d{5}(?:-\d{4})?(?!\d)"
+_STATE = rf"{words(_STATES, 'exact')}(?!\w)"
+_UNIT = (rf"(?:{words(_UNIT_WORDS, 'title')}\.?[ \t]{{0,3}}#?|#)"
+         r"[ \t]{0,3}(?:[A-Za-z]?\d{1,5}[A-Za-z]?|[A-Z])(?!\w)")
+
+#: Regex pieces the rules share, written ``{piece}`` in a pattern.  Month names match in Title or UPPER
+#: case only ("march", "may" are verbs).  ``name``: a capitalised word (O'Brien, McDonald, Smith-Jones) or
+#: an initial, never a :data:`NOT_NAMES` word; ``names``: 1-3 of them; ``upper_names``: 1-4, UPPER-CASE
+#: words too, commas between allowed (after strong cues only).  ``month_slash_day``: a valid m/d without a
+#: year; ``month_slash_days``: one, a range or a list of up to six ("3/5-3/7", "3/5, 3/7 and 3/9");
+#: ``age_ninety_plus``: 90-119.  Street addresses: ``house_number`` ("12", "12B", with its blanks);
+#: ``street_words_title`` / ``street_words_upper``: 1-3 Title-case / UPPER-CASE words (3 letters at least) or
+#: ordinals ("5th"), never a :data:`NOT_STREET_NAMES` word, with their blanks; ``street_type_strong_*`` /
+#: ``street_type_weak_*``: the types of :data:`_STREET_TYPES` / :data:`_STREET_TYPES_WEAK` in that case;
+#: ``street_type_any``: all of them; ``street_direction``: N, N., NE, North ...; ``street_end``: an
+#: abbreviation's dot, or no capitalised word or number next but a direction or apartment ("3 Different
+#: Street Drugs", "3 MEASUREMENTS AVE 10.5" are no address), never a possessive ("St. Luke's");
+#: ``street_tail``: what may follow (NW, "Apt 4", "#12", ", City, ST 12345"); ``street_evidence_title`` /
+#: ``street_evidence_upper``: what must follow a weak type (a direction, an apartment, a "City, ST" with a
+#: state code / a "City, ST 12345" with a ZIP code).
+FRAGMENTS: Mapping[str, str] = {
+    "month_full": words(_MONTHS_FULL, "title"),
+    "month_any": words((*_MONTHS_FULL, "May", *_MONTHS_SHORT), "title"),
+    "ordinal": r"(?:st|nd|rd|th)?",
+    "year": r"(?:19|20)\d{2}(?!\d)",
+    "name": f"(?:{_NAME})",
+    "names": rf"(?:{_NAME})(?:[ \t]{{1,3}}(?:{_NAME})){{0,2}}",
+    "upper_names": rf"(?:{_UPPER_NAME})(?:,?[ \t]{{1,3}}(?:{_UPPER_NAME})){{0,3}}",
+    "title_word": r"(?:Dr|DR|Doctor)\.?[ \t]{1,3}",
+    "month_slash_day": _MONTH_SLASH_DAY,
+    "month_slash_days": rf"{_MONTH_SLASH_DAY}(?>(?:(?:[ \t]{{0,3}}(?:-|(?i:to|through))|,?[ \t]{{1,3}}(?i:and|or)|,)"
+                        rf"[ \t]{{0,3}}{_MONTH_SLASH_DAY}){{0,5}})",
+    "age_ninety_plus": r"(?:9\d|1[01]\d)(?![.,]?\d|\+)",  # "90+" is Safe Harbor's own aggregate
+    "house_number": r"\d(?<![\w.,/:#+-].)(?=\d{0,4}(?:-?[A-Za-z])?[ \t]{1,3}(?:[A-Z]|\d{1,3}[A-Za-z]))"
+                    r"\d{0,4}(?:-?[A-Za-z](?![\w'’]))?[ \t]{1,3}",
+    "street_words_title": rf"(?:{_STREET_WORD_TITLE}(?![\w'’])[ \t]{{1,3}}){{1,3}}",
+    "street_words_upper": rf"(?:{_STREET_WORD_UPPER}(?![\w'’])[ \t]{{1,3}}){{1,3}}",
+    "street_words_any": rf"(?:(?:{_STREET_WORD_TITLE}|{_STREET_WORD_UPPER})(?![\w'’])[ \t]{{1,3}}){{1,3}}",
+    "street_type_strong_title": _street_types((*_STREET_TYPES, *_STREET_TYPES_TITLE), upper=False),
+    "street_type_strong_upper": _street_types(_STREET_TYPES, title=False),
+    "street_type_weak_title": _street_types((*_STREET_TYPES_WEAK, *_STREET_TYPES_WEAK_TITLE), upper=False),
+    "street_type_weak_upper": _street_types((*_STREET_TYPES_WEAK, *_STREET_TYPES_WEAK_TITLE, *_STREET_TYPES_TITLE),
+                                            title=False),
+    "street_type_any": f"(?:{_street_types((*_STREET_TYPES, *_STREET_TYPES_WEAK))}"
+                       f"|{_street_types((*_STREET_TYPES_TITLE, *_STREET_TYPES_WEAK_TITLE), upper=False)})",
+    "street_direction": r"(?:(?:N[EW]?|S[EW]?|[EW])\.?|North|South|East|West|NORTH|SOUTH|EAST|WEST)[ \t]{1,3}",
+    "street_end": rf"(?!\.?[ \t]{{1,3}}[A-Z][A-Za-z]{{0,30}}['’][sS]\b)(?:(?<=\.)|(?![ \t]{{1,3}}"
+                  rf"(?!{words((*_STREET_DIRECTIONS, *_UNIT_WORDS), 'title')}\.?(?!\w))"
+                  r"(?:[A-Z]|\d(?!\d{0,2}(?i:st|nd|rd|th)\b))))",
+    "street_tail": rf"(?:[ \t]{{1,3}}(?:N[EW]|S[EW])(?!\w))?(?:,?[ \t]{{1,3}}{_UNIT})?"
+                   rf"(?:,[ \t]{{1,3}}(?:(?:{_CITY_WORD}[ \t]{{1,3}}){{0,2}}{_CITY_WORD},?[ \t]{{1,3}}"
+                   rf"(?:[A-Z]{{2}}[ \t]{{1,3}}{_ZIP}|{_STATE}(?:[ \t]{{1,3}}{_ZIP})?)))?",
+    "street_evidence_title": rf"\.?(?:[ \t]{{1,3}}(?:N[EW]|S[EW])(?!\w)|,?[ \t]{{1,3}}{_UNIT}"
+                             rf"|,[ \t]{{1,3}}{_TITLE_CITY},?[ \t]{{1,3}}{_STATE})",
+    "street_evidence_upper": rf"\.?(?:[ \t]{{1,3}}(?:N[EW]|S[EW]))?(?:,?[ \t]{{1,3}}{_UNIT})?"
+                             rf",[ \t]{{1,3}}(?:{_CITY_WORD}[ \t]{{1,3}}){{0,2}}{_CITY_WORD},?[ \t]{{1,3}}[A-Z]{{2}}"
+                             rf"[ \t]{{1,3}}{_ZIP}",
+}
+
+_ROLES = ("physician", "doctor", "provider", "clinician")
+#: "<cue> Name" in running text ('seen by John Smith'): capitalised names only ('seen by CT' stays)
+_NARRATIVE_CUES = (*(f"{who} {role}" for who in ("referring", "ordering", "attending", "requesting") for role in _ROLES),
+                   *(f"{how} by" for how in ("seen", "reviewed", "read", "interpreted", "approved", "verified",
+                                             "reported", "examined", "referred", "ordered")),
+                   "discussed with", "doctor")
+
+#: The rules, applied in this order, each over the previous one's output.  Keys:
+#:   ``name``; ``kind`` (a :data:`PLACEHOLDERS` key); ``pattern`` (a regex; ``{piece}`` from
+#:   :data:`FRAGMENTS`, ``{cues}`` the rule's ``cues``); when it has a ``phi`` group (at the top level,
+#:   only look-aheads after it) only that group is replaced;
+#:   ``cues`` (phrases, matched at a word start in lower/Capitalised/Title/UPPER case, or as written with
+#:   ``cue_case: exact``); ``requires`` (a string every match contains: the rule is skipped without it);
+#:   ``provenance``; ``examples`` (text the rule must change).
+#: For speed on any input, a pattern starts with a literal or a character class (the regex engine then skips
+#: other positions in C), then a look-behind on the character before it (matches start at token starts
+#: only); every repeat is bounded and ``(?>...)`` keeps optional separators from backtracking.
+REDACTION_RULES: tuple[dict, ...] = (
+    {"name": "url", "kind": "url",
+     "pattern": r"(?:https?://|HTTPS?://|ftp://|FTP://|www\.|WWW\.)[^\s<>\"'\[\]]{0,2047}[^\s<>\"'\[\].,;:!?)]",
+     "provenance": "HIPAA Safe Harbor (R) web URLs", "examples": ["see https://pacs.example.org/study?id=1"]},
+    {"name": "email", "kind": "email", "requires": "@",
+     "pattern": r"[\w.%+-](?<![\w.%+-].)[\w.%+-]{0,63}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}",
+     "provenance": "HIPAA Safe Harbor (F) e-mail addresses", "examples": ["mail jdoe@hospital.org"]},
+    {"name": "dicom_person_name", "kind": "name", "requires": "^",
+     "pattern": r"[A-Za-z](?<![\w^].)[A-Za-z'-]{0,63}\^[A-Za-z][A-Za-z'-]{0,63}(?:\^[A-Za-z'.-]{0,63}){0,3}",
+     "provenance": "DICOM PS3.5 6.2 PN value representation (family^given^middle^prefix^suffix)",
+     "examples": ["DOE^JOHN", "DOE^JOHN^Q^^"]},
+    {"name": "date_numeric", "kind": "date",
+     "pattern": r"\d(?<![\w./-].)(?=\d{0,3}[-/.])(?:(?<=[12])\d(?<=19|20)\d{2}[-/.][01]?\d[-/.][0-3]?\d"
+                r"(?:[T ][0-2]?\d:[0-5]\d(?::[0-5]\d)?)?(?![\w/-])"
+                r"|\d?/{1,2}\d{1,3}/[ ]?(?:\d{4}|\d{2}|XXXX)(?![\w/])"
+                r"|\d?[.-][01]?\d[.-](?:19|20)\d{2}(?![\w.-]?\d)|\d[.-][01]\d[.-]\d{2}(?![\w.-]?\d))",
+     "provenance": "ISO 8601 (RIS/HL7 exports); m/d/y and d/m/y with slashes, also Open-i's month/day "
+                   "before a masked year (02/010/XXXX, 11//15/XXXX, 11/7/ XXXX); d.m.y and d-m-y (day and "
+                   "month of two digits when the year has two)",
+     "examples": ["2024-03-05", "2024/03/05T10:30", "01/02/1960", "3/5/24", "25/12/2024", "11/7/ XXXX",
+                  "05.03.2024", "5-3-2024", "05-03-24"]},
+    {"name": "date_month_day_cued", "kind": "date",
+     "cues": ["dated", "date", "date of service", "date of exam", "date of study", "DOS", "as of",
+              *(f"comparison{what}" for what in ("", " study", " exam", " examination", " film", " radiograph"))],
+     "pattern": r"{cues}[ \t]{0,3}[:=]?[ \t]{0,3}(?P<phi>{month_slash_days})",
+     "provenance": "month/day without a year after a date cue ('dated 3/5', 'DOS: 3/5', 'Comparison: 3/5'); a "
+                   "bare 3/5 stays (strength 3/5, 2/3 of, L4/5, BI-RADS 4/5, 10/10 pain); a range or list after "
+                   "the cue ('3/5-3/7', '3/5, 3/7 and 3/9') is one date",
+     "examples": ["dated 03/05", "DOS: 3/5", "Date of service 3/5", "COMPARISON: 3/5", "dated 3/5, 3/7 and 3/9"]},
+    {"name": "date_month_day_after_on", "kind": "date",
+     "cues": ["on", "since", "compared to", "compared with"],
+     "pattern": r"{cues}[ \t]{0,3}[:=]?[ \t]{0,3}(?P<phi>{month_slash_days})"
+                r"(?![ \t]{0,3}(?i:of|cm|mm|images?|slices?|views?|series|sequences?|levels?|projections?|strength"
+                r"|power|motor|pain|scale|reflexes|pulses?|grade|ribs?|lobes?|segments?|discs?|disks?|interspaces?"
+                r"|doses?)(?!\w))",
+     "provenance": "month/day without a year after 'on', 'since', 'compared to/with' ('on 3/5', 'since 12/31'), "
+                   "not when 'of', a unit or a counted noun follows ('on 2/3 of the images', 'on 4/5 strength', "
+                   "'on 1/2 views', 'on 1/2 dose'); a study word reads as a date ('on 3/5 study', 'on 3/12 films')",
+     "examples": ["on 3/5", "since 12/31,", "on 3/5-3/7", "on 3/5 study", "compared to 3/5", "on 3/5, 3/7"]},
+    {"name": "date_day_month", "kind": "date",
+     "pattern": r"\d(?<![\w.].)(?=\d?(?:st|nd|rd|th)?[ \t-]{1,3}(?:of[ \t]{1,3})?[ADFJMNOS])"
+                r"\d?{ordinal}[ \t-]{1,3}(?:of[ \t]{1,3})?(?:{month_any}\.?,?[ \t-]{1,3}{year}|{month_full}(?!\w))",
+     "provenance": "written dates, day first (without a year: full month names but May)",
+     "examples": ["5 March 2024", "5th of March, 2024", "05-Mar-2024", "on 5 March", "12th of June"]},
+    {"name": "time", "kind": "time",
+     "pattern": r"\d(?<![\w:.].)(?=\d{0,3}[ \t]?[:AaPpHh])"
+                r"(?::[0-5]\d(?::[0-5]\d)?[ \t]?[AaPp]\.?[Mm]\b\.?|\d:[0-5]\d(?::[0-5]\d)?[ \t]?[AaPp]\.?[Mm]\b\.?"
+                r"|(?<=[01])\d:[0-5]\d(?::[0-5]\d)?(?![\w:])|(?<=2)[0-3]:[0-5]\d(?::[0-5]\d)?(?![\w:])"
+                r"|:(?<=\bat \d:)[0-5]\d(?![\w:])|\d:(?<=\bat \d\d:)[0-5]\d(?![\w:])"
+                r"|[ \t]?(?:[AaPp]\.[Mm]\.|[AaPp][Mm]\b)|\d{1,3}[ \t]?(?:[AaPp]\.[Mm]\.|[AaPp][Mm]\b)"
+                r"|(?<=[01])\d[0-5]\d[ \t]?(?:hours|hrs|h)\b|(?<=2)[0-3][0-5]\d[ \t]?(?:hours|hrs|h)\b)",
+     "provenance": "clock times: a one-digit hour only with am/pm or after 'at' (1:10 is a ratio); "
+                   "times without a colon before am/pm (Open-i: 'at 142 pm'); military times",
+     "examples": ["10:45", "2:30 p.m.", "at 9:05", "at 142 pm", "5 AM", "at 1430 hours", "0800h"]},
+    {"name": "phone", "kind": "phone",
+     "pattern": r"[\d(+](?<![\w+.-].)(?:(?<=\()\d{3}\)[ ]?\d{3}[-.]\d{4}|(?<=\d)\d{2}[-. ]\d{3}[-.]\d{4}"
+                r"|(?<=1)[-. ]?(?:\(\d{3}\)[ ]?|\d{3}[-. ])\d{3}[-.]\d{4}"
+                r"|(?<=\+)\d{1,3}[ .-]?\(?\d{1,4}\)?[ .-]?\d{2,4}[ .-]?\d{2,4}(?:[ .-]?\d{2,4})?)(?![\w-])",
+     "provenance": "North American and international phone numbers",
+     "examples": ["(317) 555-0123", "317-555-0123", "+44 20 7946 0958"]},
+    {"name": "age_cued", "kind": "age",
+     "cues": ["age", "aged", "age of"],
+     "pattern": r"{cues}[ \t]{0,3}[:=]?[ \t]{0,3}(?P<phi>{age_ninety_plus})"
+                r"(?![ \t-]{0,3}(?i:months?|mos?|weeks?|wks?|days?|hours?|hrs?|minutes?|min|[mwdh])(?!\w))",
+     "provenance": "HIPAA Safe Harbor (C) ages over 89 after 'age'/'aged' (bone age in months stays); "
+                   "ages up to 89 stay",
+     "examples": ["age 93", "Age: 90", "aged 101", "at the age of 95"]},
+    {"name": "age_unit", "kind": "age",
+     "pattern": r"[19](?<![\w.,/:+-].)(?:(?<=9)\d|(?<=1)[01]\d)(?![.,]?\d)"
+                r"(?=[ \t-]{0,2}(?:(?i:years?|yrs?)\.?(?!\w|[ \t-]{1,3}(?i:ago|prior|earlier|before|after|later"
+                r"|previously)(?!\w))|(?i:y/?o[fm]?|y\.o\.?)(?!\w)|y\.?(?![\w/-]|[ \t]{0,3}\d)))",
+     "provenance": "HIPAA Safe Harbor (C) ages over 89 before 'year(s) (old)', 'yrs', 'yo', 'y/o', 'y.o(.)', "
+                   "'yof'/'yom', a lower-case 'y' ('95 years ago', '90Y' yttrium and '101F' stay); ages up to 89 "
+                   "stay",
+     "examples": ["92-year-old", "a 90 year old", "93 yo", "94 y/o", "aged 101 years", "99 y.o.", "91 yrs",
+                  "92 y.o female", "92yo", "95yoF", "96 y, female"]},
+    {"name": "labelled_id", "kind": "id",
+     "cues": ["MRN", "MR#", "MR no", "MR number", "medical record", "medical record no", "medical record number",
+              "accession", "acc", "patient id", "pt id", "pt. id", "unit no", "unit number", "encounter",
+              "visit no", "visit number", "visit id", "CSN", "FIN", "account", "acct", "SSN", "social security",
+              "social security number", "NHS", "NHS no", "NHS number", "ID"],
+     "pattern": r"{cues}(?>\.?[ \t]{0,3}(?i:no\.?|number|num\.?|#)?[ \t]{0,3}[:#=]?[ \t]{0,3})"
+                r"(?P<phi>(?:[A-Za-z]{1,4}-?)?\d{3,}[\dA-Za-z-]{0,24})(?!\w)",
+     "provenance": "record, accession and patient numbers after their label (Safe Harbor (H)-(J))",
+     "examples": ["MRN 12345", "MRN: 12345", "Accession #998877", "ID 1234567", "acc no. A-12345"]},
+    {"name": "digit_run", "kind": "id",
+     "pattern": r"\d(?<![\d.,].)\d{5,}(?![.,]?\d)"
+                r"(?![ \t]?(?:mm|cm|m|km|ml|mL|cc|l|L|mg|g|kg|lbs?|%|°|degrees?|deg|HU|mSv|mGy|Gy|kV|kVp|mAs|cells"
+                r"|units)\b)",
+     "provenance": "unlabelled numbers of six or more digits (record numbers); measurements keep theirs",
+     "examples": ["ref 12345678", "1234567"]},
+    {"name": "date_month_day", "kind": "date",
+     "pattern": r"{month_any}(?:\.?[ \t]{1,3}[0-3]?\d{ordinal},?[ \t]{1,3}{year}|\.?,?[ \t]{1,3}{year}"
+                r"|(?:(?<=[A-Za-z]{4})|\.)[ \t]{1,3}[0-3]?\d{ordinal}(?![\w.,]?\d))",
+     "provenance": "written dates, month first (without a year: full month names but May, or an "
+                   "abbreviation with its dot); a month and year alone too (the month is an identifier)",
+     "examples": ["March 5, 2024", "Mar. 5 2024", "March 2024", "on March 5", "Sept. 12th"]},
+    {"name": "phone_labelled", "kind": "phone",
+     "cues": ["phone", "tel", "telephone", "pager", "beeper", "fax", "ext", "extension", "callback", "call back"],
+     "pattern": r"{cues}(?>\.?[ \t]{0,3}(?i:no\.?|number|#)?[ \t]{0,3}[:#]?[ \t]{0,3})"
+                r"(?P<phi>\+?\(?\d[\d().-]{2,9}\d(?:[ ]\(?\d[\d().-]{0,9}\d){0,3})(?!\w)",
+     "provenance": "phone, pager and extension numbers after their label", "examples": ["pager 4521", "ext. 1234"]},
+    {"name": "signature", "kind": "name",
+     "cues": ["patient name", "patient's name", "pt name", "pt. name", "name of patient",
+              *(f"{how} by" for how in ("signed", "electronically signed", "dictated", "transcribed",
+                                        "dictated and signed", "electronically signed and dictated"))],
+     "pattern": r"{cues}[ \t]{0,3}[:=-]?[ \t]{0,3}(?:{title_word})?(?P<phi>{upper_names})",
+     "provenance": "demographic header and signature lines",
+     "examples": ["Patient name: John Doe", "PATIENT NAME: DOE, JOHN", "dictated by Alan Smith",
+                  "ELECTRONICALLY SIGNED BY: JOHN SMITH, MD"]},
+    {"name": "role_label", "kind": "name",
+     "cues": [*(f"{who} {role}" for who in ("referring", "ordering", "attending", "requesting", "consulting",
+                                            "primary care") for role in (*_ROLES, "radiologist", "md")),
+              "attending", "radiologist", "resident", "fellow", "technologist", "physician", "provider",
+              "clinician", "consultant", "cc"],
+     "pattern": r"{cues}[ \t]{0,3}:[ \t]{0,3}(?:{title_word})?(?P<phi>{upper_names})",
+     "provenance": "signature blocks ('Referring physician: X', 'Attending: X')",
+     "examples": ["Referring physician: Jane Roe", "Attending: SMITH, JOHN", "attending: Alan Smith"]},
+    {"name": "cue_label", "kind": "name",
+     "cues": [*_NARRATIVE_CUES, "patient", "pt", "name"],
+     "pattern": r"{cues}[ \t]{0,3}[:=][ \t]{0,3}(?:{title_word})?(?P<phi>{upper_names})",
+     "provenance": "header and sign-off lines with a colon ('Interpreted by: X', 'Patient: DOE, JOHN'): the colon "
+                   "makes the cue strong enough for UPPER-CASE names",
+     "examples": ["Interpreted by: John Smith, MD", "Verified by: ROE, JANE", "Patient: John Doe",
+                  "PATIENT: DOE, JOHN", "Name: John Doe", "Pt: John Doe", "Seen by: John Smith"]},
+    {"name": "cue_phrase", "kind": "name",
+     "cues": list(_NARRATIVE_CUES),
+     "pattern": r"{cues}[ \t]{1,3}(?P<phi>{names})",
+     "provenance": "narrative cues, capitalised words only ('seen by CT', 'discussed with the' stay)",
+     "examples": ["referring physician Jane Roe", "seen by John Smith", "discussed with Jane Roe", "doctor Smith"]},
+    {"name": "title", "kind": "name", "cue_case": "exact",
+     "cues": ["Dr", "Mr", "Mrs", "Ms", "Mx", "Prof", "Miss", "DR.", "MRS."],
+     "pattern": r"{cues}\.?[ \t]{1,3}(?P<phi>(?:{upper_names}))",
+     "provenance": "names after a title (UPPER-CASE titles only as DR. and MRS.: DR, MR, MS are abbreviations)",
+     "examples": ["Dr. Smith", "Dr Alan Smith", "Mrs. O'Brien", "DR. JONES"]},
+    {"name": "patient_name", "kind": "name", "cues": ["patient"],
+     "pattern": r"{cues}[ \t]{1,3}(?P<phi>{name}(?:[ \t]{1,3}{name}){1,2})",
+     "provenance": "'Patient John Doe' (two capitalised words at least: 'Patient History' stays)",
+     "examples": ["Patient John Doe"]},
+    {"name": "street_address_cued", "kind": "address",
+     "cues": ["address", "home address", "mailing address", "lives at", "living at", "resides at", "residing at"],
+     "pattern": r"{cues}[ \t]{0,3}[:=-]?[ \t]{0,3}"
+                r"(?P<phi>{house_number}(?:{street_direction})?{street_words_any}{street_type_any}{street_tail})",
+     "provenance": "HIPAA Safe Harbor (B) street addresses after an address cue: any street type, Title or UPPER "
+                   "case ('Address: 9 OAK ST', 'lives at 4 Willow Dr'); after the name rules, so 'Dr' before a "
+                   "name is a title first",
+     "examples": ["Address: 9 OAK ST", "lives at 4 Willow Dr.", "ADDRESS: 55 N. MAIN ST, APT 2"]},
+    {"name": "street_address", "kind": "address",
+     "pattern": r"{house_number}(?:(?P<direction>{street_direction}))?"
+                r"(?:{street_words_title}(?:{street_type_strong_title}"
+                r"|{street_type_weak_title}(?(direction)|(?={street_evidence_title})))"
+                r"|{street_words_upper}(?:{street_type_strong_upper}"
+                r"|{street_type_weak_upper}(?={street_evidence_upper})))"
+                r"{street_end}{street_tail}",
+     "provenance": "HIPAA Safe Harbor (B) street addresses: house number, 1-3 street-name words (never a "
+                   "report word such as IN, MM, TUBES, LEADS), street type, then an apartment/suite and 'City, ST "
+                   "12345' when they follow.  A weak street type (St, Place, Court, Crescent, Dr ...) needs more: "
+                   "in Title case a direction (N., NW), an apartment or 'City, ST'; in UPPER case 'City, ST 12345' "
+                   "('1 ET TUBE IN PLACE', '2 MM ST ELEVATION', '1 Air Crescent' are no address).  No capitalised "
+                   "word after the type ('3 Different Street Drugs').  After the name rules",
+     "examples": ["1234 Oak Street", "55 N. Main St.", "12 Elm Ave, Apt 4", "1600 Pennsylvania Ave NW",
+                  "77 West 5th Avenue", "1234 OAK STREET", "12 Elm St, Springfield, IL 62704", "350 Fifth Ave #12",
+                  "9 OAK ST, SPRINGFIELD, IL 62704", "4 Willow Place, Springfield, IL", "8 Elm Court Apt 2"]},
+)
