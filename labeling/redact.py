@@ -12,10 +12,10 @@ are a month/day without a year ("3/5") unless a date cue comes first ("on 3/5", 
 "Comparison: 3/5"), and an address with a weak street type (St, Place, Court, Dr ...) and nothing else that
 makes it one ("4 Willow Dr", "9 OAK ST").  It is not a certified de-identification.
 
-The rules are data (:data:`REDACTION_RULES`, in :mod:`radloop.labeling.redact_rules`, applied in order,
-each over the previous one's output).  Time is linear in the text's length, hostile input included: every repeat is bounded, a match can begin
-only at the start of a token (a look-behind right after its first character), and each pattern starts
-with a literal or character class so that the regex engine skips other positions fast.
+The rules are data (:data:`REDACTION_RULES`, in :mod:`radloop.labeling.redact_rules`, applied in order, each
+over the previous one's output). Time is linear in the text's length, hostile input included: every repeat is
+bounded, a match can begin only at the start of a token (a look-behind right after its first character), and
+each pattern starts with a literal or character class so that the regex engine skips other positions fast.
 """
 
 from __future__ import annotations
