@@ -112,7 +112,8 @@ class LabelStudioClient:
             raise LabelStudioError(f"Label Studio URL must start with http:// or https://, got {url!r}")
         if not token:
             raise AuthenticationError(
-                "no Label Studio API token: pass --token or set LABEL_STUDIO_API_KEY / RADLOOP_LS_TOKEN")
+                "no Label Studio API token: set LABEL_STUDIO_API_KEY (or RADLOOP_LS_TOKEN), or pass --token where "
+                "the command has it (ls init, ls connect-backend, round push / pull)")
         from label_studio_sdk import LabelStudio
 
         self.url = url.rstrip("/")
