@@ -164,6 +164,7 @@ def eval_reports_command(
         fail(f"no expert coding in {reports}: eval-reports scores against Open-i XML's MeSH <major> terms "
              "(or a NegBio table with --negbio); these reports carry none")
     texts = {report.report_id: report.text or "" for report in sources}
+    unlabelled = 0
     if labels is not None:
         predicted = {}
         with labels.open(encoding="utf-8") as handle:
@@ -174,7 +175,15 @@ def eval_reports_command(
                         predicted[record["report_id"]] = record.get("findings", [])
                     except (json.JSONDecodeError, KeyError, TypeError):
                         fail(f"{labels}:{number}: not a label-reports JSON line")
-        rules = None
+        rules = f"from labels file {labels}"
+        unlabelled = len([report_id for report_id in majors if report_id not in predicted])
+        if unlabelled == len(majors):
+            fail(f"--labels {labels} labels none of the {len(majors)} reports in {reports} (no report_id in "
+                 "common): label them with `radloop label-reports` first")
+        if unlabelled:
+            console.print(f"warning: --labels {labels} covers {len(majors) - unlabelled} of {len(majors)} reports; "
+                          f"the other {unlabelled} are left out of the scores", markup=False, highlight=False)
+            majors = {report_id: terms for report_id, terms in majors.items() if report_id in predicted}
     else:
         from radloop.labeling import ReportLabeler
 
@@ -195,7 +204,8 @@ def eval_reports_command(
     if disagreements is not None:
         disagreements.parent.mkdir(parents=True, exist_ok=True)
         write_disagreements(rows, disagreements)
-    scores.update(rules_version=rules, disagreements=len(rows),
+    scores.update(rules_version=rules, reports_without_labels_excluded=unlabelled,
+                  disagreements=len(rows),
                   disagreements_file=str(disagreements) if disagreements else None)
     if json_output:
         emit(scores, True)
@@ -216,7 +226,7 @@ def _print_scores(scores: dict) -> None:
     output = Console()
     output.print(table)
     for key in ("micro_f1", "micro_f1_negbio_literal", "fracture_site_agreement", "fracture_old_agreement",
-                "mesh_uncoded_excluded", "disagreements", "disagreements_file", "rules_version"):
+                "mesh_uncoded_excluded", "reports_without_labels_excluded", "disagreements", "disagreements_file", "rules_version"):
         output.print(f"[bold]{key}[/bold] {scores.get(key)}")
 
 

@@ -11,6 +11,14 @@ from radloop.app.options import JsonOption, OverrideOption, WorkspaceOption, con
 
 DEFAULT_BENCH_CONFIG = Path("configs/finetune/bench_cpu.yaml")
 
+BenchOverrideOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help=(
+        "Override KEY=VALUE (repeatable). Plain keys go to every job config the bench runs, e.g. "
+        "data.max_eval_images=300; keys prefixed 'bench.' change the bench file itself, e.g. "
+        "bench.fractions=[1.0] or bench.inits=[pretrained] to shrink the grid (an unknown key is named).")),
+]
+
 
 def _quiet_lightning() -> None:
     import logging
@@ -136,18 +144,22 @@ def models_rollback(
 
 
 def bench_finetune(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Bench config.")] = DEFAULT_BENCH_CONFIG,
-    overrides: OverrideOption = None,
+    config: Annotated[Path, typer.Option("--config", "-c", help=(
+        "Bench config; a relative configs/... path not found here is taken from radloop's own configs/."))
+    ] = DEFAULT_BENCH_CONFIG,
+    overrides: BenchOverrideOption = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Label efficiency: AUROC (fracture), region balanced accuracy, box mAP at 1/10/100 % labels, pretrained vs random."""
-    from radloop.core.config import ConfigError
+    from radloop.core.config import ConfigError, find_config
     from radloop.ssl.finetune_bench import run_bench
 
     _quiet_lightning()
-    if not config.is_file():
-        fail(f"bench config not found: {config}")
+    try:
+        config = find_config(config)
+    except ConfigError as error:
+        fail(f"bench {error}")
     try:
         result = run_bench(open_catalog(workspace), config, overrides, progress=True)
     except (ConfigError, ValueError, FileNotFoundError) as error:

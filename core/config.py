@@ -65,7 +65,7 @@ def shipped_configs() -> Path:
     return Path(__file__).resolve().parents[1] / "configs"
 
 
-def _find_config(file: Path) -> Path:
+def find_config(file: Path) -> Path:
     """``file`` itself, else (for a relative path such as ``configs/ssl/simclr_cpu.yaml`` given outside the
     repository) the shipped config of that name; a clear error naming where the shipped ones are otherwise."""
     if file.is_file():
@@ -90,7 +90,7 @@ def load_config(path: str | Path | None, model: type[ModelT], overrides: list[st
     source = "(built-in defaults)"
     if path is not None:
         source = str(path)
-        file = _find_config(Path(path))
+        file = find_config(Path(path))
         loaded = yaml.safe_load(file.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config {file} must be a mapping at the top level")

@@ -62,11 +62,24 @@ def link_unlinked_reports(catalog: Catalog) -> int:
 
 
 def _dataset_name(path: Path) -> str:
+    """Dataset of a report source: an archive's or CSV's name without its suffix; for an Open-i XML file
+    (one report each) the folder it sits in when that folder holds other XML reports (a folder of XML files
+    is one dataset, as its tarball is), else the file's stem."""
     name = path.name
+    if path.is_file() and name.lower().endswith(".xml") and _in_xml_folder(path):
+        return path.parent.resolve().name or name[: -len(".xml")]
     for suffix in (".tar.gz", ".tgz", ".tar", ".xml", ".csv"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def _in_xml_folder(path: Path) -> bool:
+    try:
+        return any(other.suffix.lower() == ".xml" and other.name != path.name and other.is_file()
+                   for other in path.parent.iterdir())
+    except OSError:
+        return False
 
 
 def _write_batch(catalog: Catalog, batch: list, summary: "IngestSummary", run_id: str, dataset: str,

@@ -145,6 +145,32 @@ def test_bench_grid_and_latency(filled, tmp_path):
     assert latency["n"] == 5 and latency["p95_ms"] >= latency["p50_ms"] > 0
 
 
+def test_cli_bench_finds_its_default_config_outside_the_repo_and_documents_set(filled, tmp_path, monkeypatch):
+    import radloop.ssl.finetune_bench as finetune_bench
+    from radloop.app.cli import build_app
+    from radloop.core.config import shipped_configs
+
+    seen = {}
+
+    def fake_run_bench(catalog, config_path, overrides=None, *, progress=True):
+        seen.update(config=Path(config_path), overrides=list(overrides or []))
+        return {"config": str(config_path), "rows": [], "figures": {}}
+
+    monkeypatch.setattr(finetune_bench, "run_bench", fake_run_bench)
+    monkeypatch.chdir(tmp_path)  # outside the repository: no ./configs here
+    app, runner = build_app(), CliRunner()
+    result = runner.invoke(app, ["bench", "finetune", "--set", "bench.fractions=[1.0]",
+                                 "--workspace", str(filled.workspace.root), "--json"])
+    assert result.exit_code == 0, result.output
+    assert seen["config"] == shipped_configs() / "finetune" / "bench_cpu.yaml"
+    assert seen["overrides"] == ["bench.fractions=[1.0]"]
+    missing = runner.invoke(app, ["bench", "finetune", "--config", "configs/finetune/nope.yaml",
+                                  "--workspace", str(filled.workspace.root)])
+    assert missing.exit_code == 2 and "bench config file not found" in missing.output
+    help_text = " ".join(runner.invoke(app, ["bench", "finetune", "--help"], terminal_width=200).output.split())
+    assert "this command's config file" not in help_text and "bench.fractions" in help_text
+
+
 def test_bench_grid_keeps_measured_rows_when_a_job_crashes(filled, tmp_path, monkeypatch):
     import radloop.ssl.finetune_jobs as jobs
     from radloop.ssl.finetune_bench import run_bench

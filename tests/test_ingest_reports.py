@@ -69,6 +69,31 @@ def test_openi_ingest_links_reports_and_images_by_uid(tmp_path, catalog):
     assert again.reports_added == 0 and again.reports_skipped_existing == summary.reports_added
 
 
+def test_a_folder_of_openi_xml_files_is_one_dataset_named_after_the_folder(tmp_path, catalog):
+    folder = tmp_path / "iu" / "ecgen-radiology"
+    folder.mkdir(parents=True)
+    with tarfile.open(data_path(*TARBALL)) as source:
+        members = [m for m in source.getmembers() if m.isfile() and m.name.endswith(".xml")][:5]
+        for member in members:
+            (folder / member.name.split("/")[-1]).write_bytes(source.extractfile(member).read())
+    single = tmp_path / "single"
+    single.mkdir()
+    shutil.copy(folder / members[0].name.split("/")[-1], single / "7.xml")
+    summary = ingest_paths(catalog, [], reports=[folder], workers=1, progress=False)
+    assert summary.reports_added >= 4 and summary.errors == 0
+    with catalog.session() as session:
+        assert {report.dataset for report in session.scalars(select(Report))} == {"ecgen-radiology"}
+        count = len(session.scalars(select(Report)).all())
+    again = ingest_paths(catalog, [], reports=[folder], workers=1, progress=False)
+    assert again.reports_added == 0 and again.reports_skipped_existing == summary.reports_added
+    with catalog.session() as session:
+        assert len(session.scalars(select(Report)).all()) == count
+    from radloop.core.ingest_reports import _dataset_name
+
+    assert _dataset_name(single / "7.xml") == "7"  # a lone XML file keeps its own name
+    assert _dataset_name(tmp_path / "NLMCXR_reports_dev.tgz") == "NLMCXR_reports_dev"
+
+
 def test_csv_reports_odd_encoding_empty_rows_and_links(tmp_path, catalog):
     images = tmp_path / "images"
     images.mkdir()

@@ -84,6 +84,29 @@ def test_label_and_eval_openi_folder(tmp_path, openi_folder):
     assert disagreements.read_text().startswith("report_id\tfinding\terror")
 
 
+def test_eval_reports_scores_only_reports_in_a_partial_labels_file(tmp_path, openi_folder):
+    app = build_app()
+    out = tmp_path / "labels.jsonl"
+    assert runner.invoke(app, ["label-reports", str(openi_folder), "--out", str(out)]).exit_code == 0
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text(next(line for line in out.read_text().splitlines() if '"CXR1"' in line) + "\n")
+    result = runner.invoke(app, ["eval-reports", "--reports", str(openi_folder), "--labels", str(partial), "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert scores["reports"] == 1 and scores["reports_without_labels_excluded"] == 2
+    assert scores["per_finding"]["normal"]["fn"] == 0 and scores["per_finding"]["device"]["fn"] == 0
+    warning = " ".join(result.stderr.split())
+    assert "covers 1 of 3 reports" in warning and "the other 2 are left out" in warning
+    assert scores["rules_version"] == f"from labels file {partial}"
+    table = runner.invoke(app, ["eval-reports", "--reports", str(openi_folder), "--labels", str(partial)])
+    printed = " ".join(table.stdout.split())
+    assert table.exit_code == 0 and "rules_version None" not in printed and "rules_version from labels file" in printed
+    strangers = tmp_path / "strangers.jsonl"
+    strangers.write_text(json.dumps({"report_id": "OTHER", "findings": []}) + "\n")
+    result = runner.invoke(app, ["eval-reports", "--reports", str(openi_folder), "--labels", str(strangers)])
+    assert result.exit_code == 2 and "labels none of the 3 reports" in " ".join(result.output.split())
+
+
 def test_eval_reports_on_the_dev_tarball_labels_on_the_fly(tmp_path):
     tarball = data_path("iu_xray_reports", "NLMCXR_reports_dev.tgz")
     small = tmp_path / "small.tgz"
