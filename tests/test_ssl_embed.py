@@ -225,3 +225,30 @@ def test_embed_images_refuses_one_image_where_a_list_belongs_and_takes_generator
                 embed(bundle, single)
     from_generator = embed_images(bundle, (array for array in [image, image[::-1].copy()]))
     np.testing.assert_allclose(from_generator, embed_images(bundle, [image, image[::-1].copy()]), atol=1e-6)
+
+
+def test_a_registered_encoder_whose_folder_was_overwritten_is_refused_not_used(catalog, encoder_dir, tmp_path):
+    """Version A registered for a folder that now holds version B (a rerun wrote over it): loading A by version
+    (registry, `radloop embed --encoder A` / current, search's query embedding) names the overwrite instead of
+    embedding with B's weights under A's name."""
+    from radloop.app.cli import build_app
+    from radloop.core.registry import register_model
+    from radloop.ssl.encoder_adapter import encoder_from_registry
+    from radloop.ssl.encoders import EncoderOverwrittenError
+
+    config, folder = encoder_dir
+    build_workspace(catalog, 2)
+    register_model(catalog, config.version, kind="encoder", task="encoder", path=folder, make_current=True)
+    assert encoder_from_registry(catalog, config.version).version == config.version
+    newer = save_encoder(random_encoder("resnet18", 32, seed=2).model.backbone, folder, timm_name="resnet18",
+                         image_size=32, method="simclr", mean=[0.4], std=[0.2]).config
+    assert newer.version != config.version
+    expected = f"now holds version {newer.version}, not {config.version}: it was overwritten"
+    for load in (lambda: encoder_from_registry(catalog, config.version),
+                 lambda: resolve_encoder(catalog, config.version), lambda: resolve_encoder(catalog, "current")):
+        with pytest.raises(EncoderOverwrittenError, match=expected):
+            load()
+    result = CliRunner().invoke(build_app(), ["embed", "--encoder", config.version, "--accelerator", "cpu", "-w",
+                                              str(catalog.workspace.root), "--json"])
+    assert result.exit_code == 2 and "it was overwritten" in result.output and result.stdout.strip() == ""
+    assert missing_image_ids(catalog, newer.version) and missing_image_ids(catalog, config.version)

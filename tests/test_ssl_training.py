@@ -361,3 +361,31 @@ def test_sync_batchnorm_reaches_the_trainer(catalog, tmp_path, monkeypatch):
     folder = Path(__file__).resolve().parents[1] / "configs" / "ssl"
     for name in ("simclr_resnet18_224_gpu.yaml", "simclr_resnet50_gpu.yaml"):
         assert load(folder / name, PretrainConfig).trainer.sync_batchnorm is True
+
+
+def test_a_rerun_never_overwrites_a_registered_encoder(catalog, tmp_path):
+    """`--no-resume` (or another checkpoint) into a run folder whose encoder is registered is refused before
+    training; resuming the same finished run exports the same version again; a resumed run that would export
+    another version there (here: other export settings) is refused before writing, naming --out and the kept
+    checkpoint, which exports into a new folder."""
+    from radloop.core.registry import get_model
+
+    build_workspace(catalog, 16)
+    run = tmp_path / "run"
+    first = pretrain(catalog, _config("simclr", "trainer.max_steps=2"), run)
+    assert first.registered
+    weights = (run / "encoder" / "encoder.safetensors").read_bytes()
+    with pytest.raises(ValueError, match=rf"holds encoder {first.version}, registered .*--out NEW_FOLDER"):
+        pretrain(catalog, _config("simclr", "trainer.max_steps=2", "seed=7"), run, resume=False)
+    assert not (run / "logs" / "metrics-1.csv").exists()  # refused before training
+    same = pretrain(catalog, _config("simclr", "trainer.max_steps=2"), run)  # resuming the finished run
+    assert same.version == first.version
+    with pytest.raises(ValueError, match=rf"holds encoder {first.version}.*--checkpoint .*last.ckpt"):
+        pretrain(catalog, _config("simclr", "trainer.max_steps=2", "model.export_pooling=multiscale"), run)
+    assert (run / "encoder" / "encoder.safetensors").read_bytes() == weights
+    assert load_encoder(run / "encoder").version == first.version
+    moved = pretrain(catalog, _config("simclr", "trainer.max_steps=2", "model.export_pooling=multiscale"),
+                     tmp_path / "new", resume=str(run / "checkpoints" / "last.ckpt"))
+    assert moved.version != first.version and moved.steps == 2
+    assert get_model(catalog, first.version).folder(catalog) == (run / "encoder").resolve()
+    assert get_model(catalog, moved.version).folder(catalog) == (tmp_path / "new" / "encoder").resolve()

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from radloop.core.catalog import Catalog
 from radloop.core.embeddings import missing_image_ids, write_shard
 from radloop.core.schema import Image, Model
-from radloop.ssl.encoders import EncoderBundle, load_encoder, preprocess
+from radloop.ssl.encoders import EncoderBundle, check_registered_version, load_encoder, preprocess
 from radloop.ssl.pixels import UnreadableImage
 
 __all__ = ["embed_catalog", "resolve_encoder"]
@@ -37,7 +37,8 @@ def resolve_encoder(catalog: Catalog, name: str | Path) -> EncoderBundle:
     encoder, e.g. the one ``radloop pretrain`` just registered).
 
     Raises:
-        LookupError: neither an encoder folder nor a registered version (or no current encoder).
+        LookupError: neither an encoder folder nor a registered version (or no current encoder);
+            ``EncoderOverwrittenError``: the registered version's folder now holds another version.
     """
     path = Path(name)
     if path.exists():
@@ -57,7 +58,8 @@ def resolve_encoder(catalog: Catalog, name: str | Path) -> EncoderBundle:
         listed = ", ".join(known) if known else "none registered"
         raise LookupError(f"encoder {name!r} is neither a folder nor a registered version (encoders: {listed})")
     folder = Path(row.path)
-    return load_encoder(folder if folder.is_absolute() else catalog.workspace.absolute(row.path))
+    folder = folder if folder.is_absolute() else catalog.workspace.absolute(row.path)
+    return check_registered_version(load_encoder(folder), row.version, folder)
 
 
 class _CatalogImages(Dataset):

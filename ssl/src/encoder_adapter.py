@@ -17,7 +17,8 @@ import torch
 
 from radloop.core.catalog import Catalog
 from radloop.core.registry import RegistryError, current_model, get_model, register_model
-from radloop.ssl.encoders import EncoderBundle, load_encoder, preprocess, random_encoder
+from radloop.ssl.encoders import (EncoderBundle, check_registered_version, load_encoder, preprocess,
+                                  random_encoder)
 from radloop.ssl.encoders import embed_images as _embed_images
 from radloop.ssl.pixels import read_image, to_unit_float
 
@@ -37,11 +38,13 @@ def encoder_from_registry(catalog: Catalog, version: str) -> EncoderBundle:
     Raises:
         RegistryError: unknown version.
         ValueError: the version is not an encoder.
+        EncoderOverwrittenError: the folder now holds another version (a ``ValueError``).
     """
     record = get_model(catalog, version)
     if record.kind != "encoder":
         raise ValueError(f"model {version!r} is a {record.kind}, not an encoder")
-    return load_encoder(record.folder(catalog))
+    folder = record.folder(catalog)
+    return check_registered_version(load_encoder(folder), version, folder)
 
 
 def ensure_encoder_registered(catalog: Catalog, folder: str | Path, bundle: EncoderBundle, *,

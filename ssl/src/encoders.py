@@ -32,9 +32,9 @@ from radloop.ssl.pixels import read_image, resize_square, to_unit_float
 from radloop.ssl.settings import PoolingName
 
 __all__ = [
-    "ENCODER_CONFIG_FILE", "ENCODER_WEIGHTS_FILE", "EncoderBundle", "EncoderConfig", "PooledEncoder",
-    "build_backbone", "embed_images", "load_encoder", "preprocess", "random_encoder", "reexport_encoder",
-    "save_encoder",
+    "ENCODER_CONFIG_FILE", "ENCODER_WEIGHTS_FILE", "EncoderBundle", "EncoderConfig", "EncoderOverwrittenError",
+    "PooledEncoder", "build_backbone", "check_registered_version", "embed_images", "encoder_version",
+    "load_encoder", "preprocess", "random_encoder", "reexport_encoder", "save_encoder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -172,6 +172,20 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def encoder_version(state_dict: dict[str, torch.Tensor], *, timm_name: str, image_size: int, method: str,
+                    patch_size: int | None = None, mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.25,),
+                    pooling: Pooling = "default", flip_average: bool = False,
+                    model_kwargs: dict[str, Any] | None = None) -> str:
+    """The version :func:`save_encoder` gives these weights and settings (``enc-<method>-<timm_name>-<8 hex>``),
+    known before anything is written."""
+    embedding_settings = json.dumps({"image_size": image_size, "pooling": pooling, "mean": list(mean),
+                                     "std": list(std), "patch_size": patch_size, "model_kwargs": model_kwargs or {},
+                                     **({"flip_average": True} if flip_average else {})},
+                                    sort_keys=True, default=str)
+    digest = hashlib.sha256((weights_digest(state_dict) + embedding_settings).encode()).hexdigest()
+    return f"enc-{method}-{timm_name}-{digest[:8]}"
+
+
 def save_encoder(backbone: nn.Module, folder: str | Path, *, timm_name: str, image_size: int, method: str,
                  patch_size: int | None = None, mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.25,),
                  pooling: Pooling = "default", flip_average: bool = False, data: dict[str, Any] | None = None,
@@ -189,13 +203,9 @@ def save_encoder(backbone: nn.Module, folder: str | Path, *, timm_name: str, ima
     target.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in backbone.state_dict().items()}
     if version is None:
-        embedding_settings = json.dumps({"image_size": image_size, "pooling": pooling, "mean": list(mean),
-                                         "std": list(std), "patch_size": patch_size,
-                                         "model_kwargs": model_kwargs or {},
-                                         **({"flip_average": True} if flip_average else {})},
-                                        sort_keys=True, default=str)
-        digest = hashlib.sha256((weights_digest(state) + embedding_settings).encode()).hexdigest()
-        version = f"enc-{method}-{timm_name}-{digest[:8]}"
+        version = encoder_version(state, timm_name=timm_name, image_size=image_size, method=method,
+                                  patch_size=patch_size, mean=mean, std=std, pooling=pooling,
+                                  flip_average=flip_average, model_kwargs=model_kwargs)
     pooled = PooledEncoder(backbone, pooling, flip_average).eval()
     with torch.no_grad():
         embed_dim = int(pooled(torch.zeros(1, 1, image_size, image_size,
@@ -232,6 +242,25 @@ def load_encoder(path: str | Path) -> EncoderBundle:
     except RuntimeError as error:
         raise ValueError(f"{weights_file} does not fit {config.timm_name}: {error}") from None
     return _bundle(backbone, config)
+
+
+class EncoderOverwrittenError(LookupError, ValueError):
+    """A registered encoder's folder now holds another version (its weights were overwritten)."""
+
+
+def check_registered_version(bundle: EncoderBundle, version: str, folder: str | Path) -> EncoderBundle:
+    """``bundle`` (loaded from the folder registered for ``version``) if it is that version.
+
+    Raises:
+        EncoderOverwrittenError: the folder holds another version, so its weights are not ``version``'s; embedding
+            with them under ``version``'s name would mix two encoders' vectors.
+    """
+    if bundle.version != version:
+        raise EncoderOverwrittenError(
+            f"the encoder folder {folder} now holds version {bundle.version}, not {version}: it was overwritten; "
+            f"re-embed with {bundle.version} or retrain {version} (into a new folder: radloop pretrain --out "
+            "NEW_FOLDER)")
+    return bundle
 
 
 def reexport_encoder(source: str | Path, folder: str | Path, *, image_size: int | None = None,

@@ -13,6 +13,7 @@ launch with torchrun or SLURM ``srun`` (see ssl/README.md); Lightning does the d
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,7 +24,7 @@ from radloop.core.catalog import Catalog
 from radloop.core.config import save_resolved_config
 from radloop.ssl.settings import PretrainConfig
 
-__all__ = ["PretrainResult", "pretrain", "register_encoder"]
+__all__ = ["PretrainResult", "pretrain", "register_encoder", "registered_encoder_in"]
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +163,26 @@ def check_resume(checkpoint: str | Path, config: PretrainConfig, total_steps: in
                          f"devices), or {fresh}")
 
 
+def registered_encoder_in(catalog: Catalog, encoder_dir: Path) -> str | None:
+    """The version ``encoder_dir`` holds when the catalog's registry points that version at this folder, else None
+    (no encoder there, an unreadable ``encoder.json``, or a version not registered for it)."""
+    from radloop.core.registry import RegistryError, get_model
+    from radloop.ssl.encoders import ENCODER_CONFIG_FILE
+
+    try:
+        version = json.loads((encoder_dir / ENCODER_CONFIG_FILE).read_text())["version"]
+        record = get_model(catalog, str(version))
+    except (OSError, ValueError, KeyError, TypeError, RegistryError):
+        return None
+    return str(version) if record.folder(catalog).resolve() == encoder_dir.resolve() else None
+
+
+def _overwrite_refused(encoder_dir: Path, registered: str, detail: str, hint: str = "") -> ValueError:
+    return ValueError(f"{encoder_dir} holds encoder {registered}, registered in the catalog: {detail} would overwrite "
+                      f"its weights under its name (its embeddings and searches would silently use other weights); "
+                      f"pretrain into a new folder with --out NEW_FOLDER{hint}")
+
+
 def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, resume: bool | str = True,
              register: bool = True, callbacks: list | None = None) -> PretrainResult:
     """Train, export and register an encoder.
@@ -176,14 +197,16 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
         callbacks: extra Lightning callbacks (e.g. early stopping, profiling).
 
     Raises:
-        ValueError: no (readable) images to train on.
+        ValueError: no (readable) images to train on; ``run_dir/encoder`` holds a registered encoder and this run
+            would write another version there (a fresh run is refused before training, a resumed run that ends
+            with other weights before exporting): one folder, one version.
     """
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.utilities import rank_zero_only
 
-    from radloop.ssl.encoders import save_encoder
+    from radloop.ssl.encoders import encoder_version, save_encoder
     from radloop.ssl.pretrain_data import PixelStore, catalog_images
     from radloop.ssl.pretrain_module import PretrainDataModule, SSLPretrainer
     from radloop.ssl.trainer_progress import trainer_callbacks
@@ -191,6 +214,17 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
     started = time.time()
     require_accelerator(config.trainer.accelerator)
     run_dir = Path(run_dir)
+    ckpt_path = None
+    if isinstance(resume, (str, Path)) and str(resume) not in ("", "auto"):
+        ckpt_path = str(resume)
+    elif resume and (run_dir / "checkpoints" / "last.ckpt").is_file():
+        ckpt_path = str(run_dir / "checkpoints" / "last.ckpt")
+    encoder_dir = run_dir / "encoder"
+    registered = registered_encoder_in(catalog, encoder_dir)
+    same_run = ckpt_path is not None and Path(ckpt_path).resolve().parent == (run_dir / "checkpoints").resolve()
+    if registered and not same_run:  # refused before training: a fresh run cannot end with the same weights
+        raise _overwrite_refused(encoder_dir, registered, "a new run" if ckpt_path is None else
+                                 f"a run resumed from {ckpt_path}")
     run_dir.mkdir(parents=True, exist_ok=True)
     if config.trainer.num_threads:
         torch.set_num_threads(config.trainer.num_threads)
@@ -235,11 +269,6 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
     if config.model.init_from:
         _warm_start(module, Path(config.model.init_from))
 
-    ckpt_path = None
-    if isinstance(resume, (str, Path)) and str(resume) not in ("", "auto"):
-        ckpt_path = str(resume)
-    elif resume and (run_dir / "checkpoints" / "last.ckpt").is_file():
-        ckpt_path = str(run_dir / "checkpoints" / "last.ckpt")
     if ckpt_path:
         check_resume(ckpt_path, config, total_steps, run_dir)
     try:
@@ -266,12 +295,19 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
 
     model = config.model
     backbone = module.backbone.to("cpu").float().to(memory_format=torch.contiguous_format)
-    encoder_dir = run_dir / "encoder"
+    export = {"timm_name": model.timm_name, "image_size": model.image_size, "method": config.method,
+              "patch_size": model.patch_size, "mean": config.data.mean, "std": config.data.std,
+              "pooling": model.export_pooling or model.pooling, "flip_average": model.export_flip_average,
+              "model_kwargs": model.kwargs}
+    version = encoder_version(backbone.state_dict(), **export)
+    registered = registered_encoder_in(catalog, encoder_dir)  # again, now that the version is known
+    if registered and registered != version:  # e.g. a resumed run that was stopped early, then trained on
+        raise _overwrite_refused(
+            encoder_dir, registered, f"this run's encoder ({version}, step {trainer.global_step})",
+            f"; its checkpoint is kept: --out NEW_FOLDER --checkpoint {run_dir / 'checkpoints' / 'last.ckpt'} "
+            "exports it there")
     bundle = save_encoder(
-        backbone, encoder_dir, timm_name=model.timm_name, image_size=model.image_size, method=config.method,
-        patch_size=model.patch_size, mean=config.data.mean, std=config.data.std,
-        pooling=model.export_pooling or model.pooling, flip_average=model.export_flip_average,
-        model_kwargs=model.kwargs,
+        backbone, encoder_dir, version=version, **export,
         data={"datasets": data.datasets, "splits": data.splits, "images": len(store), "skipped": len(store.skipped),
               "steps": trainer.global_step, "crop_size": data.crop_size, "config_name": config.name})
     save_resolved_config(config, encoder_dir / "config.yaml")
