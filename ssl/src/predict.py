@@ -185,7 +185,8 @@ def predictor_for_version(catalog: Catalog, version: str) -> Predictor:
     """
     record = get_model(catalog, version)
     if record.kind not in LOADERS:
-        raise ValueError(f"model {version!r} is a {record.kind}; predictors exist for "
+        article = "an" if record.kind[:1] in "aeiou" else "a"
+        raise ValueError(f"model {version!r} is {article} {record.kind}; predictors exist for "
                          f"{', '.join(LOADERS)}")
     return LOADERS[record.kind](catalog, record)
 
