@@ -322,6 +322,9 @@ def bench_selection_command(
 
     if labelled >= n:
         fail(f"--labelled {labelled} leaves no pool of --n {n}")
+    if budget > n - labelled:
+        fail(f"--budget {budget} is more than the {n - labelled:,} unlabelled vectors (--n {n} less --labelled "
+             f"{labelled}): nothing would be timed at that budget")
     _say(f"generating {n:,} clustered unit vectors of dimension {dim} (seed {seed})")
     vectors = clustered_vectors(n, dim, seed=seed)
     try:

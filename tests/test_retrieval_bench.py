@@ -209,3 +209,10 @@ def test_bench_active_learning_headroom_in_json_and_printed(tmp_path):
     bad, _ = _bench_fracture(tmp_path / "bad", 80, 30, "--strategies", "random", "--headroom-draws", "12",
                              "--headroom-savings", "1")
     assert bad.exit_code != 0 and "headroom_savings must be above 1" in bad.output
+
+
+def test_bench_selection_refuses_a_budget_larger_than_the_pool():
+    from radloop.app.cli import build_app
+
+    result = CliRunner().invoke(build_app(), ["bench", "selection", "--n", "200", "--dim", "8", "--budget", "500"])
+    assert result.exit_code == 2 and "--budget 500 is more than the 200 unlabelled vectors" in result.output
