@@ -67,9 +67,12 @@ def register(groups) -> None:
                                      task=task, simulate=simulate or None)
         except LabelStudioError as error:
             fail(_label_studio_failed(error, "start"))
-        except (RoundError, ConfigError, ValueError, LookupError) as error:
-            fail(str(error))
-        emit(report.to_json(), json_output, title=f"round {report.number}")
+        except (RoundError, ConfigError, ValueError, LookupError, FileNotFoundError) as error:
+            fail(_one_line(error))
+        resumed = bool(report.notes) and report.notes[0].startswith(f"resumed round {report.number} ")
+        emit(report.to_json(), json_output, title=f"round {report.number}" + (" (resumed)" if resumed else ""))
+        if not json_output and resumed:
+            console.print(report.notes[0], markup=False, highlight=False)
 
     @groups.round.command("status")
     def status(workspace: WorkspaceOption = None, json_output: JsonOption = False) -> None:
@@ -119,8 +122,8 @@ def register(groups) -> None:
                 report = finish_round(catalog, progress=update, simulate=simulate or None)
         except LabelStudioError as error:
             fail(_label_studio_failed(error, "finish"))
-        except RoundError as error:
-            fail(str(error))
+        except (RoundError, LookupError, FileNotFoundError) as error:  # e.g. an encoder folder deleted since
+            fail(_one_line(error))
         emit(report.to_json(), json_output, title=f"round {report.number}")
         if not json_output:  # the table cuts long values: the notes (pending tasks, ...) in full
             for note in report.notes:
@@ -130,6 +133,13 @@ def register(groups) -> None:
 def _label_studio_failed(error: Exception, command: str) -> str:
     return (f"{error}\nNothing was lost: what the round did so far is saved; rerun `radloop round {command}` "
             "to resume it.")
+
+
+def _one_line(error: Exception) -> str:
+    """The error's message (a KeyError's too, without its quotes), or its type when it has none."""
+    if isinstance(error, KeyError) and error.args:
+        return str(error.args[0])
+    return str(error) or type(error).__name__
 
 
 def _fmt(value: float | None) -> str:

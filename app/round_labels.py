@@ -152,6 +152,8 @@ def train_round_probe(catalog: Catalog, row: Round, config: Any, progress: Progr
 
     encoder_version = row.model_version
     labelled = labelled_image_ids(catalog, config.task, simulate=config.simulate)
+    if not labelled:  # nothing bought for the task yet (e.g. no selected image has ground truth for it)
+        return {"labels_total": 0, "note": f"no labels for '{config.task}' yet: no model trained"}
     train = load_embeddings(catalog, encoder_version, sorted(labelled))
     targets = np.array([[labelled[image_id]] for image_id in train.image_ids], dtype=np.int64)
     progress(f"training a probe on {len(train.image_ids)} labels", 0.5)

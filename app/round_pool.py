@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 LATE_PULL_TIMEOUT_S = 15.0
 
 __all__ = ["pool_images", "pool_probabilities", "pool_weak_labels", "pull_late_answers", "unclear_images",
-           "without_unclear"]
+           "without_truth", "without_unclear"]
 
 
 def pool_images(catalog: Catalog, config: RoundConfig) -> tuple[list[str], list[str | None]]:
@@ -186,4 +186,25 @@ def without_unclear(catalog: Catalog, config: RoundConfig, pool_ids: list[str], 
     counts = ", ".join(f"{why.count(reason)} {reason}" for reason in ("cannot tell", "skipped") if reason in why)
     note = (f"{len(dropped)} image(s) left out of the pool: experts could not label them for '{config.task}' in "
             f"earlier rounds ({counts}); `--set reselect_unclear=true` offers them again")
+    return [pool_ids[i] for i in keep], [regions[i] for i in keep], note
+
+
+def without_truth(catalog: Catalog, config: RoundConfig, pool_ids: list[str], regions: list[str | None]
+                  ) -> tuple[list[str], list[str | None], str | None]:
+    """In simulation, the pool without images that have no ground truth for the task, and a note saying so.
+
+    The simulated annotator answers from the dataset's ground truth
+    (:func:`radloop.app.round_labels.simulate_answers`) and skips an image without one: selecting it would
+    spend budget on no label.  Outside simulation the pool is returned as it is.
+    """
+    if not config.simulate:
+        return pool_ids, regions, None
+    from radloop.core.targets import image_targets
+
+    known = {t.image_id for t in image_targets(catalog, image_ids=pool_ids) if t.labels.get(config.task) is not None}
+    keep = [i for i, image_id in enumerate(pool_ids) if image_id in known]
+    if len(keep) == len(pool_ids):
+        return pool_ids, regions, None
+    note = (f"{len(pool_ids) - len(keep)} image(s) left out of the pool: no ground truth for '{config.task}', "
+            "so the simulated annotator could not answer them")
     return [pool_ids[i] for i in keep], [regions[i] for i in keep], note

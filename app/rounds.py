@@ -36,7 +36,7 @@ from radloop.app.round_labels import (
     without_pending,
 )
 from radloop.app.round_pool import (
-    pool_images, pool_probabilities, pool_weak_labels, pull_late_answers, without_unclear,
+    pool_images, pool_probabilities, pool_weak_labels, pull_late_answers, without_truth, without_unclear,
 )
 from radloop.app.round_record import (
     STATES, Progress, RoundConfig, RoundError, RoundReport, label_studio_server, load_round_config,
@@ -45,6 +45,7 @@ from radloop.app.round_record import (
 from radloop.core.catalog import ROUND_LOCK_KEY, Catalog, lock_for_write
 from radloop.core.config import save_resolved_config
 from radloop.core.schema import Round, Selection
+from radloop.core.vocabulary import FINDINGS
 
 logger = logging.getLogger(__name__)
 
@@ -107,25 +108,34 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     answered "cannot tell" for the task or skipped, are left out of the pool (the round's notes say how many).
 
     Raises:
-        RoundError: no encoder, an empty pool, a round of another task already open, or Label Studio
+        RoundError: an unknown task, no encoder, an empty pool, a round open with other settings than the
+            ones given (it is resumed when none differ, and the report's first note says so), or Label Studio
             unreachable while pushing (the selection is kept: rerunning pushes it).
     """
     from radloop.core.embeddings import load_embeddings
     from radloop.retrieval import get_strategy
 
     progress = progress or _noop
-    config = (config or RoundConfig()).model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    config = (config or RoundConfig()).model_copy(update=given)
     config = RoundConfig.model_validate(config.model_dump())  # validate the overrides too
+    if config.task not in FINDINGS:
+        raise RoundError(f"unknown task {config.task!r}: a round labels one finding of the vocabulary; "
+                         f"valid: {', '.join(FINDINGS)}")
     get_strategy(config.strategy, **config.strategy_params)  # unknown names / parameters fail here
     if config.budget < 1:
         raise RoundError(f"budget must be at least 1, got {config.budget}")
 
     row = open_round(catalog)
     if row is not None and row.state in ("selected", "pushed", "answered", "trained"):
+        resumed = _resume_config(row, config, set(given))
         logger.info("round %s is open in state %s; resuming it", row.number, row.state)
-        if row.state == "selected":
-            return _hand_out(catalog, row.id, config, progress)
-        return report_of(row, catalog)
+        report = (_hand_out(catalog, row.id, resumed, progress) if row.state == "selected"
+                  else report_of(row, catalog))
+        report.notes.insert(0, f"resumed round {report.number} (open in state {row.state}), started with "
+                               f"{_describe(_saved_settings(row))}: no new round was started; `radloop round "
+                               "finish` closes it")
+        return report
     encoder_version, encoder = _current_encoder(catalog, config)
     _ensure_embeddings(catalog, encoder_version, encoder, progress)
     _refresh_index(catalog, encoder_version, progress)
@@ -134,10 +144,11 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     pool_ids, regions = pool_images(catalog, config)
     if not pool_ids:
         raise RoundError(f"no images in the '{config.pool_split}' split to select from: run `radloop ingest` first")
+    pool_ids, regions, truth_note = without_truth(catalog, config, pool_ids, regions)
     labelled = labelled_image_ids(catalog, config.task, simulate=config.simulate)
     pool_ids, regions, waiting_note = without_pending(catalog, pool_ids, regions)
     pool_ids, regions, unclear_note = without_unclear(catalog, config, pool_ids, regions, labelled)
-    notes += [note for note in (waiting_note, unclear_note) if note]
+    notes += [note for note in (truth_note, waiting_note, unclear_note) if note]
     if not pool_ids:
         raise RoundError(f"nothing to select: {'; '.join(notes) or 'every pool image waits in an earlier round'}; "
                          "collect the answers with `radloop round pull --round N` or ingest more images")
@@ -152,7 +163,7 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     labelled_mask = np.array([image_id in labelled for image_id in pool_ids], dtype=bool)
     if labelled_mask.all():
         raise RoundError("every image of the pool is labelled already" + "".join(
-            f"; {note}" for note in (waiting_note, unclear_note) if note) + ": ingest more images")
+            f"; {note}" for note in (truth_note, waiting_note, unclear_note) if note) + ": ingest more images")
 
     probabilities = pool_probabilities(catalog, encoder_version, vectors, config.task)
     weak_labels = pool_weak_labels(catalog, pool_ids, config.task)
@@ -206,6 +217,58 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     folder = catalog.workspace.rounds_dir / f"round-{number:03d}"
     save_resolved_config(config, folder / "config.yaml")
     return _hand_out(catalog, round_id, config, progress)
+
+
+#: the settings that make a round what it is: a start while a round is open may not change them
+ROUND_DEFINING = ("task", "strategy", "strategy_params", "budget", "cold_start_strategy", "encoder", "dataset",
+                  "pool_split", "eval_split", "simulate", "random_state", "probe_C", "reselect_unclear")
+
+
+def _saved_settings(row: Round) -> dict[str, Any]:
+    """The open round's settings as it was started (rows without a saved config: the row's own columns)."""
+    saved = {name: value for name, value in (row.config or {}).items() if name in ROUND_DEFINING}
+    saved.setdefault("task", row.task)
+    saved.setdefault("budget", row.budget)
+    saved.setdefault("simulate", bool((row.meta or {}).get("simulate", False)))
+    return saved
+
+
+def _describe(settings: dict[str, Any]) -> str:
+    shown = [f"{name} {settings[name]!r}" for name in ("task", "strategy", "budget", "simulate") if name in settings]
+    shown += [f"{name} {value!r}" for name, value in settings.items()
+              if name not in ("task", "strategy", "budget", "simulate") and value != getattr(_DEFAULTS, name)]
+    return ", ".join(shown)
+
+
+_DEFAULTS = RoundConfig()
+
+
+def _resume_config(row: Round, config: RoundConfig, overridden: set[str]) -> RoundConfig:
+    """The config an open round resumes with: its own, with this call's handing-out settings (server, project,
+    push).  Settings given explicitly (keyword overrides, or config values other than the defaults) that differ
+    from the round's are refused: they would silently not apply.
+
+    Raises:
+        RoundError: naming the open round, its settings and what differs.
+    """
+    saved = _saved_settings(row)
+    mine = json.loads(config.model_dump_json())
+    defaults = json.loads(_DEFAULTS.model_dump_json())
+    explicit = {name for name in ROUND_DEFINING if name in overridden or mine[name] != defaults[name]}
+    differs = [f"{name} {mine[name]!r} (round {row.number}: {saved[name]!r})" for name in ROUND_DEFINING
+               if name in explicit and name in saved and mine[name] != saved[name]]
+    if differs:
+        finish = "`radloop round finish --simulate`" if saved.get("simulate") else (
+            "`radloop round finish` (or `radloop round finish --simulate`)")
+        raise RoundError(f"round {row.number} is open (state {row.state}; {_describe(saved)}) and these options "
+                         f"differ from it: {'; '.join(differs)}.  Nothing was started: finish round {row.number} "
+                         f"first with {finish}, then start the new round; `radloop round start` without "
+                         f"options resumes round {row.number}")
+    if not row.config:
+        return config
+    own = RoundConfig.model_validate(row.config)
+    return own.model_copy(update={name: getattr(config, name)
+                                  for name in ("label_studio_url", "label_studio_project", "push")})
 
 
 def _hand_out(catalog: Catalog, round_id: int, config: RoundConfig, progress: Progress) -> RoundReport:

@@ -69,9 +69,9 @@ def test_simulated_rounds_buy_labels_and_resume(round_catalog):
     assert first.state == "pushed" and first.selected == 12
     assert (round_catalog.workspace.root / first.tasks_file).exists()
 
-    # starting again while the round is open resumes it instead of selecting twice
-    again = start_round(round_catalog, strategy="margin", budget=12, simulate=True)
-    assert again.round_id == first.round_id
+    # starting again (same options) while the round is open resumes it instead of selecting twice
+    again = start_round(round_catalog, strategy="badge", budget=12, simulate=True, dataset="fracture")
+    assert again.round_id == first.round_id and again.notes[0].startswith("resumed round 1")
     with round_catalog.session() as session:
         assert session.scalar(select(func.count()).select_from(Selection)) == 12
         ranks = session.scalars(select(Selection.rank).where(Selection.round_id == first.round_id)).all()

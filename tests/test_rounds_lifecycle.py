@@ -358,3 +358,93 @@ def test_a_round_started_while_another_selects_is_not_opened_twice(fresh, monkey
         rounds.start_round(catalog, strategy="random", budget=3, dataset="fracture")
     with catalog.session() as session:
         assert [(row.number, row.budget) for row in session.scalars(select(Round))] == [(1, 2)]
+
+
+# ------------------------------------------------------------------------ options of a start while a round is open
+def test_a_start_with_other_options_while_a_round_is_open_is_refused_not_ignored(fresh):
+    """Options that differ from the open round's are an error naming the round, its settings, what differs and
+    how to close it; a start without options (or the same ones) resumes it and says so."""
+    from radloop.app.rounds import RoundError, start_round
+
+    catalog, _fake = fresh
+    first = start_round(catalog, strategy="random", budget=3, dataset="fracture", simulate=True)
+    with pytest.raises(RoundError) as refused:
+        start_round(catalog, strategy="margin", budget=5, task="device")
+    message = str(refused.value)
+    assert f"round {first.number} is open" in message and "task 'fracture'" in message
+    assert "budget 5 (round 1: 3)" in message and "strategy 'margin' (round 1: 'random')" in message
+    assert "task 'device' (round 1: 'fracture')" in message and "`radloop round finish --simulate`" in message
+
+    result = _cli(catalog, "round", "start", "--budget", "3", "--strategy", "random", "--task", "device")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "error:" in result.output and "task 'device' (round 1: 'fracture')" in result.output
+
+    for again in (start_round(catalog), start_round(catalog, strategy="random", budget=3, simulate=True)):
+        assert again.round_id == first.round_id and again.selected == 3
+        assert again.notes[0].startswith(f"resumed round {first.number} (open in state pushed)"), again.notes
+    result = _cli(catalog, "round", "start")
+    assert result.exit_code == 0 and "(resumed)" in result.output and "resumed round 1" in result.output
+
+
+# ------------------------------------------------------------------------ tasks: unknown, unlabelled, errors
+def test_an_unknown_task_is_refused_at_start(fresh):
+    from radloop.app.rounds import RoundError, open_round, start_round
+
+    catalog, _fake = fresh
+    with pytest.raises(RoundError, match=r"unknown task 'nosuch'.*valid: fracture, foreign_body"):
+        start_round(catalog, task="nosuch", simulate=True, budget=3)
+    result = _cli(catalog, "round", "start", "--simulate", "--task", "nosuch")
+    assert result.exit_code == 2 and "Traceback" not in result.output and "unknown task 'nosuch'" in result.output
+    assert open_round(catalog) is None
+
+
+def test_a_round_without_labels_for_its_task_finishes_without_a_model(fresh):
+    """A valid finding that no selected image has ground truth for: the round finishes (no traceback, not stuck
+    in 'answered') with a note and no metric."""
+    from radloop.app.rounds import RoundConfig, open_round, start_round
+
+    catalog, _fake = fresh
+    start_round(catalog, config=RoundConfig(push=False), task="device", strategy="random", budget=3,
+                dataset="fracture")
+    result = _cli(catalog, "round", "finish", "--simulate", "--json")
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    report = json.loads(result.stdout)
+    assert report["state"] == "finished" and report["metric_after"] is None and report["labels_total"] == 0
+    assert "no labels for 'device' yet: no model trained" in report["notes"]
+    assert open_round(catalog) is None
+
+
+def test_missing_encoder_files_and_lookups_are_one_error_line(fresh, monkeypatch):
+    from radloop.app import rounds
+
+    catalog, _fake = fresh
+    rounds.start_round(catalog, strategy="random", budget=2, dataset="fracture", simulate=True)
+    monkeypatch.setattr(rounds, "train_round_probe", lambda *args: (_ for _ in ()).throw(
+        LookupError("no embeddings for model version enc-x")))
+    result = _cli(catalog, "round", "finish")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "error: no embeddings for model version enc-x" in result.output
+    monkeypatch.undo()
+    assert rounds.finish_round(catalog).state == "finished"
+
+    (catalog.workspace.models_dir / "encoder" / "encoder.json").unlink()  # the registered folder, damaged
+    result = _cli(catalog, "round", "start", "--simulate", "--budget", "2")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "error:" in result.output and "encoder.json" in result.output
+
+
+# ------------------------------------------------------------------------ simulation spends budget on known truth
+def test_simulated_rounds_leave_images_without_ground_truth_out_of_the_pool(fresh):
+    from radloop.app.rounds import finish_round, start_round
+    from radloop.core.schema import Image
+
+    catalog, _fake = fresh
+    with catalog.session() as session:  # three images whose boxes were not annotated exhaustively: no truth
+        for image in session.query(Image).order_by(Image.id).limit(3):
+            image.meta = {key: value for key, value in (image.meta or {}).items() if key != "box_source"}
+    report = start_round(catalog, strategy="random", budget=1000, dataset="fracture", simulate=True)
+    assert report.selected == 21, report.notes
+    assert ("3 image(s) left out of the pool: no ground truth for 'fracture', so the simulated annotator could "
+            "not answer them") in report.notes
+    done = finish_round(catalog)
+    assert (done.selected, done.answered, done.skipped, done.labels_spent) == (21, 21, 0, 21)
