@@ -170,9 +170,10 @@ def round_push(round_id: RoundOption = None, token: TokenOption = None,
     from radloop.labeling.ls_sync import PushIncompleteError, push_round
 
     catalog = open_catalog(workspace)
+    round_key = _round_id(catalog, round_id)  # an unknown round number is named before any server is asked
     binding, client = _bound_client(catalog, token)
     try:
-        result = push_round(catalog, client, _round_id(catalog, round_id), binding=binding, chunk_size=chunk_size,
+        result = push_round(catalog, client, round_key, binding=binding, chunk_size=chunk_size,
                             recreate_deleted=recreate_deleted, with_model=not no_model)
     except PushIncompleteError as error:
         if as_json:
@@ -191,9 +192,10 @@ def round_pull(round_id: RoundOption = None, token: TokenOption = None,
     from radloop.labeling.ls_sync import pull_round
 
     catalog = open_catalog(workspace)
+    round_key = _round_id(catalog, round_id)  # an unknown round number is named before any server is asked
     binding, client = _bound_client(catalog, token)
     try:
-        result = pull_round(catalog, client, _round_id(catalog, round_id), binding=binding, full=full)
+        result = pull_round(catalog, client, round_key, binding=binding, full=full)
     except (LabelStudioError, LookupError) as error:
         fail(str(error))
     emit(result, as_json, title="round pull")

@@ -336,6 +336,9 @@ def test_round_id_for_number_lists_the_numbers_there_are(catalog):
 
     with pytest.raises(RoundError, match=r"no round number 1; the catalog has no rounds yet"):
         round_id_for_number(catalog, 1)
+    for command in ("pull", "push"):  # named before the (here missing) Label Studio binding is looked for
+        result = _cli(catalog, "round", command, "--round", "9")
+        assert result.exit_code == 2 and "no round number 9" in result.output, result.output
 
 
 def test_a_round_started_while_another_selects_is_not_opened_twice(fresh, monkeypatch):
