@@ -93,7 +93,8 @@ def load_embeddings(catalog: Catalog, model_version: str, image_ids: list[str] |
             query = query.where(Embedding.image_id.in_(image_ids))
         rows = session.execute(query.order_by(Embedding.image_id)).all()
     if not rows:
-        raise LookupError(f"no embeddings for model version {model_version!r}: run `radloop embed` first")
+        raise LookupError(f"no embeddings for model version {model_version!r}: run "
+                          f"`radloop embed --encoder {model_version}` first")
     shards: dict[str, np.ndarray] = {}
     ids, vectors = [], []
     for image_id, shard_path, row in rows:
