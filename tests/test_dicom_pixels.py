@@ -14,12 +14,13 @@ import warnings
 import numpy as np
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     ExplicitVRBigEndian, ExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSLossless, RLELossless,
-    generate_uid,
 )
+
+from dicom_synthetic import synthetic_dataset
 
 from radloop.core.dicom_io import decode_stored_values, read_dataset, read_dicom
 from radloop.core.ingest_sources import ImageTask
@@ -28,26 +29,6 @@ from radloop.core.input_errors import CorruptImageError, TruncatedFileError
 
 #: a horizontal 12-bit ramp, 32 rows x 64 columns (4,096 bytes in 16-bit words)
 RAMP = np.tile(np.linspace(0, 4095, 64).astype(np.uint16), (32, 1))
-
-
-def _dataset(words: np.ndarray, bits: int = 12, allocated: int = 16, signed: bool = False,
-             syntax=ExplicitVRLittleEndian, pixel_order: str | None = None, **attributes) -> Dataset:
-    """A small MONOCHROME2 DX data set around ``words`` (H, W), in ``syntax``'s byte order unless
-    ``pixel_order`` ("<" or ">") says otherwise for the pixel words."""
-    dataset = Dataset()
-    dataset.file_meta = FileMetaDataset()
-    dataset.file_meta.TransferSyntaxUID = syntax
-    dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID = generate_uid()
-    dataset.Modality, dataset.Rows, dataset.Columns = "DX", *words.shape
-    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
-    dataset.PixelRepresentation, dataset.BitsAllocated, dataset.BitsStored = int(signed), allocated, bits
-    dataset.HighBit = bits - 1
-    order = pixel_order or (">" if syntax == ExplicitVRBigEndian else "<")
-    dataset.PixelData = words.astype(f"{order}{'i' if signed else 'u'}{allocated // 8}").tobytes()
-    for key, value in attributes.items():
-        setattr(dataset, key, value)
-    return dataset
 
 
 def _save(dataset: Dataset, path) -> str:
@@ -81,7 +62,7 @@ def _ingest_reason(path, tmp_path) -> str:
     ({"NumberOfFrames": 3}, "needs 12288 .Rows 32 x Columns 64 x SamplesPerPixel 1 x BitsAllocated 16 x 3 frames."),
 ], ids=["rows", "samples", "frames"])
 def test_native_pixel_data_shorter_than_the_header_is_one_clear_error(tmp_path, attributes, needed):
-    path = _save(_dataset(RAMP, **attributes), tmp_path / "short.dcm")
+    path = _save(synthetic_dataset(RAMP, **attributes), tmp_path / "short.dcm")
     with pytest.raises(TruncatedFileError, match=f"^{path}: pixel data is 4096 bytes but the header {needed}"):
         read_dicom(path)
     assert "pixel data is 4096 bytes but the header needs" in _ingest_reason(path, tmp_path)
@@ -90,7 +71,7 @@ def test_native_pixel_data_shorter_than_the_header_is_one_clear_error(tmp_path, 
 def test_native_pixel_data_one_byte_short_is_the_same_error(tmp_path):
     """An odd-length pixel data element one byte short of the last word (pydicom writes even lengths: the
     element's length is cut by hand)."""
-    data = open(_save(_dataset(RAMP), tmp_path / "even.dcm"), "rb").read()
+    data = open(_save(synthetic_dataset(RAMP), tmp_path / "even.dcm"), "rb").read()
     start = data.index(b"\xe0\x7f\x10\x00OW\x00\x00") + 8
     assert int.from_bytes(data[start:start + 4], "little") == 4096 and len(data) == start + 4 + 4096
     (tmp_path / "odd.dcm").write_bytes(data[:start] + (4095).to_bytes(4, "little") + data[start + 4:-1])
@@ -102,7 +83,7 @@ def test_native_pixel_data_one_byte_short_is_the_same_error(tmp_path):
 def test_native_pixel_data_longer_than_the_header_warns_and_reads_the_declared_frame(tmp_path, extra):
     """pydicom read a whole extra frame's worth as a second frame: the (2, 32, 64) array came out as a
     (2, 32) "colour" image."""
-    dataset = _dataset(RAMP, WindowCenter=2048, WindowWidth=4096)
+    dataset = synthetic_dataset(RAMP, WindowCenter=2048, WindowWidth=4096)
     dataset.PixelData += bytes(range(256)) * (extra // 256) + bytes(extra % 256)
     path = _save(dataset, tmp_path / "long.dcm")
     with pytest.warns(UserWarning, match=f"long.dcm: pixel data is {4096 + extra} bytes, {extra} more than the "
@@ -114,7 +95,7 @@ def test_native_pixel_data_longer_than_the_header_warns_and_reads_the_declared_f
 
 def test_native_pixel_data_with_the_odd_length_padding_byte_is_read_without_a_warning(tmp_path):
     values = np.arange(15, dtype=np.uint8).reshape(3, 5) * 17
-    path = _save(_dataset(values, bits=8, allocated=8), tmp_path / "odd_length.dcm")  # 15 bytes + 1 padding
+    path = _save(synthetic_dataset(values, bits=8, allocated=8), tmp_path / "odd_length.dcm")  # 15 bytes + 1 padding
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.array_equal(_stored(path), values)
@@ -126,7 +107,7 @@ def test_native_pixel_data_with_the_odd_length_padding_byte_is_read_without_a_wa
 def test_rle_rows_columns_disagreeing_with_the_segments_is_one_clear_error(tmp_path, rows, columns):
     """pydicom cut longer segments to the declared size (warning only: 32 x 32 read the 32 x 64 rows wrapped)
     and reported shorter ones as "Unable to decode as exceptions were raised by all available plugins:"."""
-    dataset = _dataset(RAMP)
+    dataset = synthetic_dataset(RAMP)
     dataset.compress(RLELossless)
     assert np.array_equal(_stored(_save(dataset, tmp_path / "rle.dcm")), RAMP)
     dataset.Rows, dataset.Columns = rows, columns
@@ -145,7 +126,7 @@ def _jpeg(values: np.ndarray, syntax) -> Dataset:
     codestream = buffer.getvalue()
     if syntax == JPEGExtended12Bit:
         codestream = codestream.replace(b"\xff\xc0", b"\xff\xc1", 1)
-    dataset = _dataset(values, bits=8, allocated=8, syntax=syntax)
+    dataset = synthetic_dataset(values, bits=8, allocated=8, syntax=syntax)
     dataset.PixelData = encapsulate([codestream])
     dataset["PixelData"].VR = "OB"
     return dataset
@@ -177,7 +158,7 @@ def test_jpeg_ls_size_disagreeing_with_the_header_is_reported_with_or_without_a_
     one; the mismatch is the error even where no JPEG-LS decoder is installed."""
     frame = b"\xff\xf7\x00\x0b\x0c" + (32).to_bytes(2, "big") + (64).to_bytes(2, "big") + b"\x01\x01\x11\x00"
     scan = b"\xff\xda\x00\x08\x01\x01\x00\x00\x00\x00" + bytes(16)
-    dataset = _dataset(RAMP, syntax=JPEGLSLossless, Rows=48)
+    dataset = synthetic_dataset(RAMP, syntax=JPEGLSLossless, Rows=48)
     dataset.PixelData = encapsulate([b"\xff\xd8" + frame + scan + b"\xff\xd9"])
     dataset["PixelData"].VR = "OB"
     path = _save(dataset, tmp_path / "jpeg_ls.dcm")
@@ -196,15 +177,15 @@ def test_signed_words_with_negative_values_in_either_byte_order(tmp_path, syntax
     """Negative values byte-swapped (e.g. -5 = 0xfffb as 0xfbff) were taken for overlay bits and masked away:
     the wrong image, no error."""
     declared = "<" if syntax == ExplicitVRLittleEndian else ">"
-    right = _dataset(SIGNED, signed=True, syntax=syntax, WindowCenter=0, WindowWidth=4096)
+    right = synthetic_dataset(SIGNED, signed=True, syntax=syntax, WindowCenter=0, WindowWidth=4096)
     image = read_dicom(_save(right, tmp_path / "right.dcm"))
     assert np.abs(image.pixels - _window(SIGNED, 0, 4096)).max() < 1e-5
-    wrong = _dataset(SIGNED, signed=True, syntax=syntax, pixel_order="><"[declared == ">"])
+    wrong = synthetic_dataset(SIGNED, signed=True, syntax=syntax, pixel_order="><"[declared == ">"])
     with pytest.raises(CorruptImageError, match=f"wrong.dcm: pixel data byte order does not match the transfer "
                                                 f"syntax {syntax.name}: the 16-bit words overflow BitsStored 12"):
         read_dicom(_save(wrong, tmp_path / "wrong.dcm"))
     # BitsStored 16: every word is a value in either order, nothing to tell them apart by: read as declared
-    full = _dataset(SIGNED * 16, bits=16, signed=True, syntax=syntax, WindowCenter=0, WindowWidth=65536)
+    full = synthetic_dataset(SIGNED * 16, bits=16, signed=True, syntax=syntax, WindowCenter=0, WindowWidth=65536)
     image = read_dicom(_save(full, tmp_path / "full.dcm"))
     assert np.abs(image.pixels - _window(SIGNED * 16, 0, 65536)).max() < 1e-5
 
@@ -215,19 +196,19 @@ def test_values_of_8_bits_or_fewer_in_either_byte_order(tmp_path, syntax):
     the image came out black."""
     values = (RAMP >> 4).astype(np.uint16)  # 0..255
     declared = "<" if syntax == ExplicitVRLittleEndian else ">"
-    right = _dataset(values, bits=8, syntax=syntax)
+    right = synthetic_dataset(values, bits=8, syntax=syntax)
     assert np.array_equal(_stored(_save(right, tmp_path / "right.dcm")), values)
-    overlay = _dataset(values | 0x8000, bits=8, syntax=syntax)  # an overlay plane in bit 15: cleared, no alarm
+    overlay = synthetic_dataset(values | 0x8000, bits=8, syntax=syntax)  # an overlay plane in bit 15: cleared, no alarm
     assert np.array_equal(_stored(_save(overlay, tmp_path / "overlay.dcm")), values)
-    wrong = _dataset(values, bits=8, syntax=syntax, pixel_order="><"[declared == ">"])
+    wrong = synthetic_dataset(values, bits=8, syntax=syntax, pixel_order="><"[declared == ">"])
     with pytest.raises(CorruptImageError, match="byte order does not match the transfer syntax"):
         read_dicom(_save(wrong, tmp_path / "wrong.dcm"))
     # 8-bit words have no byte order: values with a bit above BitsStored 7 set are masked, never an alarm
-    eight = _dataset((values | 0x80).astype(np.uint8), bits=7, allocated=8, syntax=syntax)
+    eight = synthetic_dataset((values | 0x80).astype(np.uint8), bits=7, allocated=8, syntax=syntax)
     assert np.array_equal(_stored(_save(eight, tmp_path / "eight.dcm")), values & 0x7F)
 
 
 def test_overlay_bits_over_a_blank_12_bit_image_are_no_byte_order_evidence(tmp_path):
     words = np.zeros_like(RAMP)
     words[8:24, 16:48] = 0x8000  # bit 15 only: byte-swapped these would be 12-bit values (0x0080)
-    assert not _stored(_save(_dataset(words), tmp_path / "blank.dcm")).any()
+    assert not _stored(_save(synthetic_dataset(words), tmp_path / "blank.dcm")).any()

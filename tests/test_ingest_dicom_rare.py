@@ -13,10 +13,12 @@ import warnings
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import (
-    ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless, generate_uid,
+    ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless,
 )
+
+from dicom_synthetic import synthetic_dataset
 
 from radloop.core.dicom_io import read_dicom
 from radloop.core.ingest_sources import ImageTask
@@ -27,25 +29,6 @@ from radloop.core.render import to_uint8
 #: a horizontal 12-bit ramp (64 x 64: the smallest size openjpeg encodes with its default 6 resolutions)
 RAMP = np.tile(np.linspace(0, 4095, 64).astype(np.uint16), (64, 1))
 LITTLE_UID, BIG_UID = str(ExplicitVRLittleEndian).encode() + b"\0", str(ExplicitVRBigEndian).encode() + b"\0"
-
-
-def _synthetic(words: np.ndarray, bits: int = 12, high_bit: int | None = None, signed: bool = False,
-               syntax=ExplicitVRLittleEndian, **attributes) -> Dataset:
-    """A small MONOCHROME2 DX data set around 16-bit ``words`` (written in ``syntax``'s byte order)."""
-    dataset = Dataset()
-    dataset.file_meta = FileMetaDataset()
-    dataset.file_meta.TransferSyntaxUID = syntax
-    dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID = generate_uid()
-    dataset.Modality, dataset.Rows, dataset.Columns = "DX", *words.shape
-    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
-    dataset.PixelRepresentation, dataset.BitsAllocated, dataset.BitsStored = int(signed), 16, bits
-    dataset.HighBit = bits - 1 if high_bit is None else high_bit
-    order = ">" if syntax == ExplicitVRBigEndian else "<"
-    dataset.PixelData = words.astype(f"{order}{'i' if signed else 'u'}2").tobytes()
-    for key, value in attributes.items():
-        setattr(dataset, key, value)
-    return dataset
 
 
 def _save(dataset: Dataset, path) -> str:
@@ -68,7 +51,7 @@ def _assert_render(path, expected: np.ndarray) -> None:
 
 @pytest.fixture(scope="module")
 def jpeg2000(tmp_path_factory) -> Dataset:
-    dataset = _synthetic(RAMP, WindowCenter=2048, WindowWidth=4096)
+    dataset = synthetic_dataset(RAMP, WindowCenter=2048, WindowWidth=4096)
     try:
         dataset.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
     except (RuntimeError, ValueError) as error:
@@ -118,7 +101,7 @@ def test_modality_lut_with_12_bit_entries_is_applied(tmp_path, vr, syntax):
     first = 100  # stored values below the first mapped value take the first entry, above the last the last
     table = (4095 - np.arange(3000) * 4095 // 2999).astype(np.uint16)  # an inverting LUT over 100..3099
     item = _modality_item(table, first, vr, "<" if syntax == ExplicitVRLittleEndian else ">")
-    dataset = _synthetic(RAMP, syntax=syntax, ModalityLUTSequence=[item], WindowCenter=2048, WindowWidth=4096)
+    dataset = synthetic_dataset(RAMP, syntax=syntax, ModalityLUTSequence=[item], WindowCenter=2048, WindowWidth=4096)
     path = _save(dataset, tmp_path / "modality_lut12.dcm")
     expected = _window(table[np.clip(RAMP.astype(int) - first, 0, len(table) - 1)], 2048, 4096)
     _assert_render(path, expected)
@@ -136,14 +119,14 @@ def test_voi_and_modality_lut_words_are_read_in_the_files_byte_order(tmp_path, s
     voi = Dataset()
     voi.LUTDescriptor, voi.LUTData = [4096, 0, 16], (65535 - np.arange(4096) * 16).astype(f"{order}u2").tobytes()
     voi["LUTData"].VR = "OW"
-    path = _save(_synthetic(RAMP, syntax=syntax, VOILUTSequence=[voi]), tmp_path / "voi_ow.dcm")
+    path = _save(synthetic_dataset(RAMP, syntax=syntax, VOILUTSequence=[voi]), tmp_path / "voi_ow.dcm")
     image = read_dicom(path)
     assert image.metadata.window_source == "voi_lut"
     _assert_render(path, (65535 - RAMP.astype(np.float64) * 16) / 65535)
     # a 16-bit Modality LUT goes through pydicom's apply_modality_lut, which reads the words in the same order
     table = (np.arange(4096) * 16).astype(np.uint16)
     modality = _modality_item(table, 0, "OW", order, bits=16)
-    path = _save(_synthetic(RAMP, syntax=syntax, ModalityLUTSequence=[modality], WindowCenter=32768,
+    path = _save(synthetic_dataset(RAMP, syntax=syntax, ModalityLUTSequence=[modality], WindowCenter=32768,
                             WindowWidth=65536), tmp_path / "modality_ow16.dcm")
     _assert_render(path, _window(table[RAMP], 32768, 65536))
 
@@ -152,33 +135,33 @@ def test_voi_and_modality_lut_words_are_read_in_the_files_byte_order(tmp_path, s
 
 def test_high_bit_15_with_bits_stored_12_takes_the_top_bits(tmp_path):
     """pydicom keeps the low 12 bits of such words (HighBit ignored): the ramp came out as a sawtooth."""
-    reference = _save(_synthetic(RAMP, WindowCenter=2048, WindowWidth=4096), tmp_path / "standard.dcm")
+    reference = _save(synthetic_dataset(RAMP, WindowCenter=2048, WindowWidth=4096), tmp_path / "standard.dcm")
     expected = read_dicom(reference).pixels
     _assert_render(reference, _window(RAMP, 2048, 4096))
-    top = _synthetic(RAMP << 4, high_bit=15, WindowCenter=2048, WindowWidth=4096)
+    top = synthetic_dataset(RAMP << 4, high_bit=15, WindowCenter=2048, WindowWidth=4096)
     _assert_render(_save(top, tmp_path / "top_bits.dcm"), expected)
-    overlay = _synthetic((RAMP << 4) | 0b1010, high_bit=15, WindowCenter=2048, WindowWidth=4096)
+    overlay = synthetic_dataset((RAMP << 4) | 0b1010, high_bit=15, WindowCenter=2048, WindowWidth=4096)
     _assert_render(_save(overlay, tmp_path / "top_bits_overlay.dcm"), expected)  # bits below the field ignored
     # a writer that declares HighBit 15 but keeps the values in the low bits (low bits in use, none above 12)
-    misdeclared = _synthetic(RAMP, high_bit=15, WindowCenter=2048, WindowWidth=4096)
+    misdeclared = synthetic_dataset(RAMP, high_bit=15, WindowCenter=2048, WindowWidth=4096)
     _assert_render(_save(misdeclared, tmp_path / "misdeclared.dcm"), expected)
 
 
 def test_signed_values_in_the_top_bits_keep_their_sign(tmp_path):
     values = RAMP.astype(np.int16) - 2048  # -2048 .. 2047 (12-bit signed)
     expected = _window(values, 0, 4096)
-    _assert_render(_save(_synthetic(values, signed=True, WindowCenter=0, WindowWidth=4096),
+    _assert_render(_save(synthetic_dataset(values, signed=True, WindowCenter=0, WindowWidth=4096),
                          tmp_path / "signed.dcm"), expected)
-    top = _synthetic(values << 4, high_bit=15, signed=True, WindowCenter=0, WindowWidth=4096)
+    top = synthetic_dataset(values << 4, high_bit=15, signed=True, WindowCenter=0, WindowWidth=4096)
     _assert_render(_save(top, tmp_path / "signed_top_bits.dcm"), expected)
-    middle = _synthetic((values << 2) | 0b1, bits=12, high_bit=13, signed=True, WindowCenter=0, WindowWidth=4096)
+    middle = synthetic_dataset((values << 2) | 0b1, bits=12, high_bit=13, signed=True, WindowCenter=0, WindowWidth=4096)
     _assert_render(_save(middle, tmp_path / "signed_bits_2_to_13.dcm"), expected)
 
 
 # 4. Byte order: Explicit VR Big Endian, and declarations that do not match the body
 
 def test_genuine_explicit_vr_big_endian_decodes_like_little_endian(tmp_path):
-    big = _synthetic(RAMP, syntax=ExplicitVRBigEndian, WindowCenter=2048, WindowWidth=4096)
+    big = synthetic_dataset(RAMP, syntax=ExplicitVRBigEndian, WindowCenter=2048, WindowWidth=4096)
     path = _save(big, tmp_path / "big_endian.dcm")
     assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == ExplicitVRBigEndian
     _assert_render(path, _window(RAMP, 2048, 4096))
@@ -190,7 +173,7 @@ def test_genuine_explicit_vr_big_endian_decodes_like_little_endian(tmp_path):
 def test_data_set_in_the_other_byte_order_than_declared_is_read_in_its_own(tmp_path, written, declared):
     """The declared order parses the body to nonsense, which used to be reported as "no pixel data"; the other
     order gives the whole image, so the file is read that way (with a warning naming the mismatch)."""
-    path = _save(_synthetic(RAMP, syntax=written, WindowCenter=2048, WindowWidth=4096), tmp_path / "written.dcm")
+    path = _save(synthetic_dataset(RAMP, syntax=written, WindowCenter=2048, WindowWidth=4096), tmp_path / "written.dcm")
     data = open(path, "rb").read()
     swapped = data.replace(LITTLE_UID if declared == BIG_UID else BIG_UID, declared, 1)
     assert swapped != data
@@ -217,7 +200,7 @@ def test_data_set_in_the_other_byte_order_than_declared_is_read_in_its_own(tmp_p
 def test_pixel_data_alone_in_the_other_byte_order_is_one_clear_error(tmp_path, syntax, pixel_order):
     """A header in one byte order over pixel words in the other (what pydicom writes when a little endian data set
     is saved as big endian) rendered as noise; the words overflow BitsStored unless byte-swapped."""
-    dataset = _synthetic(RAMP, syntax=syntax, WindowCenter=2048, WindowWidth=4096)
+    dataset = synthetic_dataset(RAMP, syntax=syntax, WindowCenter=2048, WindowWidth=4096)
     dataset.PixelData = RAMP.astype(f"{pixel_order}u2").tobytes()
     path = _save(dataset, tmp_path / "pixel_order.dcm")
     name = "Big" if syntax == ExplicitVRBigEndian else "Little"
@@ -235,7 +218,7 @@ def test_encoders_read_a_dicom_as_ingest_renders_it(tmp_path):
     sequence = Dataset()
     sequence.LUTDescriptor, sequence.LUTData, sequence.ModalityLUTType = [4096, 0, 12], lut.tolist(), "US"
     sequence["LUTData"].VR = "US"
-    dataset = _synthetic(RAMP, ModalityLUTSequence=[sequence], WindowCenter=2048, WindowWidth=4096)
+    dataset = synthetic_dataset(RAMP, ModalityLUTSequence=[sequence], WindowCenter=2048, WindowWidth=4096)
     with_suffix = _save(dataset, tmp_path / "ramp.dcm")
     without = _save(dataset, tmp_path / "1.2.840.99999.1")
     expected = read_dicom(with_suffix).pixels
