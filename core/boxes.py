@@ -4,6 +4,9 @@ Catalog boxes are ``core.records.Box`` in original-image pixels (top-left x, y, 
 ``rectanglelabels`` values are percentages of the image size (``x, y, width, height`` in 0..100).  The two
 conversions are inverses: pixel coordinates given with up to :data:`PIXEL_DECIMALS` decimals (COCO uses 3)
 come back bit-for-bit; percentages come back to within float rounding (relative 1e-12).
+
+:func:`same_box` says when two pixel boxes are one box written twice (the same image annotated in two formats,
+e.g. COCO and YOLO exports of one set, differ by rounding and polygon-to-box conversion only).
 """
 
 from __future__ import annotations
@@ -17,8 +20,16 @@ from radloop.core.records import Box
 #: pixel -> percent -> pixel round trip exact for any coordinate stored with that precision.
 PIXEL_DECIMALS = 4
 
-__all__ = ["PIXEL_DECIMALS", "BoxError", "box_from_ls_percent", "box_to_ls_percent", "sanitize_box",
-           "sanitize_boxes"]
+#: Two boxes of one label overlapping at least this much (intersection over union) are one box.
+SAME_BOX_IOU = 0.9
+#: ... as are two whose four edges each differ by at most this many pixels (small boxes, where a pixel of
+#: rounding moves the IoU below :data:`SAME_BOX_IOU`).
+SAME_BOX_EDGE_PX = 2.0
+
+__all__ = ["PIXEL_DECIMALS", "SAME_BOX_EDGE_PX", "SAME_BOX_IOU", "BoxError", "box_from_ls_percent",
+           "box_iou", "box_to_ls_percent", "same_box", "sanitize_box", "sanitize_boxes"]
+
+XYWH = tuple[float, float, float, float]
 
 
 class BoxError(ValueError):
@@ -60,6 +71,30 @@ def box_from_ls_percent(value: dict[str, float], width: int, height: int, label:
                w=round(float(value["width"]) * width / 100.0, PIXEL_DECIMALS),
                h=round(float(value["height"]) * height / 100.0, PIXEL_DECIMALS),
                score=score)
+
+
+def box_iou(a: XYWH, b: XYWH) -> float:
+    """Intersection over union of two pixel boxes ``(x, y, w, h)``; 0.0 when they do not overlap."""
+    inter_w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    inter_h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    if inter_w <= 0 or inter_h <= 0:
+        return 0.0
+    inter = inter_w * inter_h
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def same_box(a: XYWH, b: XYWH, *, iou: float = SAME_BOX_IOU, edge_px: float = SAME_BOX_EDGE_PX) -> bool:
+    """Whether two pixel boxes ``(x, y, w, h)`` of one image are the same box written twice.
+
+    True when their IoU is at least ``iou`` or each of their four edges (left, top, right, bottom) differs by
+    at most ``edge_px`` pixels.  Labels are the caller's to compare.
+    """
+    edges_a = (a[0], a[1], a[0] + a[2], a[1] + a[3])
+    edges_b = (b[0], b[1], b[0] + b[2], b[1] + b[3])
+    if all(abs(ea - eb) <= edge_px for ea, eb in zip(edges_a, edges_b)):
+        return True
+    return box_iou(a, b) >= iou
 
 
 def sanitize_box(box: Box, width: int, height: int, *, min_size: float = 1.0) -> tuple[Box | None, str | None]:

@@ -3,6 +3,10 @@
 Guarantees:
 - idempotent: images are keyed by their content hash (``I-`` + 16 hex), reports by their source id,
   boxes by (image, source); re-ingesting the same files adds nothing;
+- one box per box: boxes for an image that already has boxes from another source (the same set exported as
+  COCO and YOLO, a duplicate file's detection set) are stored only when no existing box has their
+  vocabulary label and the same geometry (IoU >= 0.9 or every edge within 2 px,
+  :func:`radloop.core.boxes.same_box`); the others are counted in ``boxes_skipped_duplicate``;
 - one image per picture: a new file whose decoded pixels (:func:`radloop.core.deid.pixel_hash`) are those of a
   catalogued image, or of one added earlier in the run, is not a second image (it would be counted twice in
   active learning, possibly in another split): it is counted as a duplicate and its path kept in
@@ -69,6 +73,9 @@ class IngestSummary:
     pixel_hashes_backfilled: int = 0
     studies_added: int = 0
     annotations_added: int = 0
+    #: boxes not stored because the image already had the same box from another source (counted again by a
+    #: re-run of that source, which stores nothing either)
+    boxes_skipped_duplicate: int = 0
     reports_added: int = 0
     reports_updated: int = 0
     reports_skipped_existing: int = 0

@@ -1,7 +1,8 @@
 """The catalog side of an ingest: worker outcomes written in batches, one transaction each, in the main process.
 
 New images (with their study and boxes), duplicates of catalogued images (``duplicate_sources``, see
-:mod:`radloop.core.ingest`), SOPInstanceUID conflicts, pixel-hash backfills and ingest-error rows.
+:mod:`radloop.core.ingest`), SOPInstanceUID conflicts, pixel-hash backfills and ingest-error rows.  Boxes that
+an image already has from another source are not stored twice (``CatalogWriter._add_boxes``).
 
 Warnings about a catalogued image (BurnedInAnnotation; a twin catalogued before duplicates were recognised) are
 made again each time its file is ingested again, from the catalog (no decode): every path looked at replaces
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from radloop.core.boxes import same_box
 from radloop.core.catalog import Catalog
 from radloop.core.ingest_sources import ImageTask, box_label_for_class
 from radloop.core.ingest_worker import ImageOutcome
@@ -257,15 +259,34 @@ class CatalogWriter:
             image.body_region = task.body_region
 
     def _add_boxes(self, session, task: ImageTask, image_id: str, width: int, height: int, *, new: bool) -> None:
+        """Store the task's boxes on ``image_id`` unless this source's are there already (re-ingest).
+
+        An image that already has boxes from another source (the same set in another format, a pixel-duplicate
+        file's set, Label Studio) gets only the boxes that are not already there: a box with the vocabulary
+        label of an existing box and :func:`radloop.core.boxes.same_box` geometry (IoU >= 0.9, or every edge
+        within 2 px) is counted in ``boxes_skipped_duplicate`` instead, each existing box matching one new box
+        at most.  (Vocabulary labels, not class names: exports of one set may name or number classes apart.)
+        """
         if not task.boxes:
             return
-        if not new and session.scalars(select(Annotation.id).where(
-                Annotation.image_id == image_id, Annotation.source == task.box_source).limit(1)).first():
-            return  # this source's boxes are already there (re-ingest)
+        existing: list[Annotation] = []
+        if not new:
+            existing = list(session.scalars(select(Annotation).where(
+                Annotation.image_id == image_id, Annotation.kind == "box")))
+            if any(annotation.source == task.box_source for annotation in existing):
+                return  # this source's boxes are already there (re-ingest)
+        unmatched = [(a.label, (a.x, a.y, a.w, a.h)) for a in existing if None not in (a.x, a.y, a.w, a.h)]
         for box in task.boxes:
             x, y, w, h = box.to_pixels(width, height)
+            label = box_label_for_class(box.source_label)
+            twin = next((i for i, (other_label, other) in enumerate(unmatched)
+                         if other_label == label and same_box((x, y, w, h), other)), None)
+            if twin is not None:
+                del unmatched[twin]
+                self.summary.boxes_skipped_duplicate += 1
+                continue
             session.add(Annotation(image_id=image_id, source=task.box_source, kind="box",
-                                   label=box_label_for_class(box.source_label), source_label=box.source_label,
+                                   label=label, source_label=box.source_label,
                                    x=x, y=y, w=w, h=h, meta={}))
             self.summary.annotations_added += 1
 

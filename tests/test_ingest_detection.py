@@ -93,10 +93,13 @@ def test_yolo_polygons_and_boxes_match_coco(subset, catalog):
     # Roboflow copies of one source image (<stem>.rf.<hash>) share a study: never split across train/test.
     stems = {name.split(".rf.")[0] for name in images}
     assert len(studies) == len(stems)
-    # Then the COCO json on the same images: no new images, its boxes added once, box_source kept.
+    # Then the COCO json on the same images: no new images; its boxes that YOLO already gave are duplicates
+    # (one per YOLO box), the ones the YOLO txt files lost are added.
+    yolo_count = sum(len(boxes) for boxes in yolo_boxes.values())
     both = ingest_paths(catalog, [coco_path], images_dir=yolo / "train" / "images", dataset="fracture",
                         workers=1, progress=False)
-    assert both.images_added == 0 and both.annotations_added == len(
+    assert both.images_added == 0 and both.boxes_skipped_duplicate == yolo_count
+    assert both.annotations_added + both.boxes_skipped_duplicate == len(
         [a for a in coco["annotations"] if a["category_id"] != 0])
     assert ingest_paths(catalog, [yolo], workers=1, progress=False).annotations_added == 0
 
