@@ -69,6 +69,23 @@ def _bound_client(catalog, token: Optional[str]):
     return binding, _client(binding.url, token)
 
 
+def _pull_client(catalog, round_key: int, token: Optional[str]):
+    """(binding, client) to pull round ``round_key`` from: the server and project its tasks were pushed to
+    (recorded per task, as `round finish` pulls), else the workspace's `ls init` binding."""
+    from radloop.labeling.ls_project import load_binding
+    from radloop.labeling.ls_sync import pushed_binding
+
+    binding = pushed_binding(catalog, round_key)  # the workspace's own binding when the tasks went there
+    if binding is None:
+        try:
+            binding = load_binding(catalog.workspace)
+        except FileNotFoundError as error:
+            fail(str(error))
+        except (ValueError, TypeError) as error:
+            fail(f"the workspace's Label Studio binding is unreadable ({error}): rerun `radloop ls init`")
+    return binding, _client(binding.url, token)
+
+
 def ls_init(url: Annotated[Optional[str], typer.Option("--url", help="Label Studio URL ($LABEL_STUDIO_URL).")] = None,
             token: TokenOption = None,
             project: Annotated[str, typer.Option("--project", help="Project title.")] = "radloop findings",
@@ -193,7 +210,7 @@ def round_pull(round_id: RoundOption = None, token: TokenOption = None,
 
     catalog = open_catalog(workspace)
     round_key = _round_id(catalog, round_id)  # an unknown round number is named before any server is asked
-    binding, client = _bound_client(catalog, token)
+    binding, client = _pull_client(catalog, round_key, token)
     try:
         result = pull_round(catalog, client, round_key, binding=binding, full=full)
     except (LabelStudioError, LookupError) as error:

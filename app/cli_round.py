@@ -82,22 +82,33 @@ def register(groups) -> None:
         round column) collects answers given in Label Studio since; `radloop round start` pulls them first.
         """
         from radloop.app.options import listing_table, show
+        from radloop.app.round_labels import round_progress
         from radloop.app.rounds import round_status
 
-        reports = round_status(open_catalog(workspace))
+        catalog = open_catalog(workspace)
+        reports = round_status(catalog)
+        progress = round_progress(catalog, [report.round_id for report in reports]) if reports else {}
+        # tasks written to an import file (or not pushed yet): waiting, though not "pending" in Label Studio
+        outside = {r.round_id: progress.get(r.round_id, {}).get("not_in_label_studio", 0) for r in reports}
         if json_output:
-            emit({"rounds": [report.to_json() for report in reports]}, True)
+            emit({"rounds": [{**report.to_json(), "not_in_label_studio": outside[report.round_id],
+                              **({"hint": hint} if (hint := _import_hint(report, outside[report.round_id])) else {})}
+                             for report in reports]}, True)
             return
         if not reports:
             console.print("no rounds yet: `radloop round start --budget 50` (cold start: typiclust)")
             return
-        rows = [[r.number, r.state, r.strategy, r.task, r.selected, r.answered, r.pending, r.labels_spent,
-                 r.labels_total, r.metric_name or "", _fmt(r.metric_before), _fmt(r.metric_after)] for r in reports]
-        show(listing_table(["round", "state", "strategy", "task", "selected", "answered", "pending", "labels spent",
-                            "labels total", "metric", "before", "after"], rows), stderr=True)
+        rows = [[r.number, r.state, r.strategy, r.task, r.selected, r.answered, r.pending, outside[r.round_id],
+                 r.labels_spent, r.labels_total, r.metric_name or "", _fmt(r.metric_before), _fmt(r.metric_after)]
+                for r in reports]
+        show(listing_table(["round", "state", "strategy", "task", "selected", "answered", "pending",
+                            "not in Label Studio", "labels spent", "labels total", "metric", "before", "after"],
+                           rows), stderr=True)
         for report in reports:  # what a round had to say (cold start, why no metric, ...)
             for note in report.notes:
                 console.print(f"round {report.number}: {note}", markup=False, highlight=False)
+            if hint := _import_hint(report, outside[report.round_id]):
+                console.print(f"round {report.number}: {hint}", markup=False, highlight=False)
             if report.pending and report.state == "finished":
                 console.print(f"round {report.number}: {report.pending} task(s) still unanswered in Label Studio "
                               f"now: `radloop round pull --round {report.number}` collects late answers",
@@ -128,6 +139,18 @@ def register(groups) -> None:
         if not json_output:  # the table cuts long values: the notes (pending tasks, ...) in full
             for note in report.notes:
                 console.print(f"round {report.number}: {note}", markup=False, highlight=False)
+
+
+def _import_hint(report, outside: int) -> str | None:
+    """What to do about an open round's ``outside`` tasks that are not in Label Studio (an import file's)."""
+    if not outside or report.state == "finished":
+        return None
+    if report.state == "selected":  # the batch was never handed out (e.g. the push failed)
+        return (f"{outside} task(s) not in Label Studio yet: rerun `radloop round start` to hand the batch out")
+    where = f"the import file {report.tasks_file}" if report.tasks_file else "the round's import file"
+    return (f"{outside} task(s) not in Label Studio yet: import {where} into a Label Studio project, or run "
+            f"`radloop ls init --url URL` then `radloop round push --round {report.number}` (or answer them "
+            f"from the ground truth with `radloop round finish --simulate`)")
 
 
 def _label_studio_failed(error: Exception, command: str) -> str:

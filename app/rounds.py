@@ -176,8 +176,11 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
                if name in strategy.needs + strategy.uses and value is None]
     if missing:
         verb = "needs" if any(name in strategy.needs for name in missing) else "works from"
+        # "cold start" only while the task has no model (no probabilities); a later round falls back
+        fallback = (f"cold start with '{config.cold_start_strategy}'" if probabilities is None
+                    else f"falls back to '{config.cold_start_strategy}'")
         notes.append(f"'{strategy_name}' {verb} {' and '.join(missing)}, which do not exist yet for "
-                     f"'{config.task}' on encoder {encoder_version}: cold start with '{config.cold_start_strategy}'")
+                     f"'{config.task}' on encoder {encoder_version}: {fallback}")
         strategy_name = config.cold_start_strategy
         strategy = get_strategy(strategy_name)
     unlabelled = int((~labelled_mask).sum())

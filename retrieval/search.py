@@ -224,6 +224,17 @@ def _allowed_ids(catalog, filters: dict[str, list[str]]) -> list[str] | None:
     return sorted(allowed)
 
 
+def _no_query_image(session, case_id: str) -> str:
+    """Why ``case_id`` (neither an image id nor a study with images) cannot be a query."""
+    from radloop.core.schema import Report, Study
+
+    if session.get(Study, case_id) is None:
+        return f"no image or study {case_id!r} in the catalog"
+    has_report = session.scalars(select(Report.id).where(Report.study_id == case_id).limit(1)).first() is not None
+    return (f"study {case_id!r} has no images" + (" (only a report)" if has_report else "")
+            + ": there is nothing to search with; pass an image id of another study, or --image PATH")
+
+
 def _query_vector(catalog, model_version: str, image, case_id: str | None) -> tuple[np.ndarray, str | None]:
     """(vector (D,), catalog image id of the query or None)."""
     from radloop.core.embeddings import load_embeddings
@@ -235,7 +246,7 @@ def _query_vector(catalog, model_version: str, image, case_id: str | None) -> tu
             row = session.get(Image, case_id) or session.scalars(
                 select(Image).where(Image.study_id == case_id).order_by(Image.id)).first()
             if row is None:
-                raise LookupError(f"no image or study {case_id!r} in the catalog")
+                raise LookupError(_no_query_image(session, case_id))
             image_id, source = row.id, catalog.workspace.absolute(row.render_path)
         elif isinstance(image, (str, Path)):
             path = Path(image)

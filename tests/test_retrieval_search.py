@@ -81,6 +81,24 @@ def test_filters_restrict_results(catalog):
         search_cases(catalog, case_id="I-nope", encoder=VERSION)
 
 
+def test_a_study_with_only_a_report_is_named_as_such_not_as_missing(catalog):
+    """`--case S-...` of a study that exists with a report but no images: nothing to search with, said so."""
+    _fill(catalog, count=6)
+    with catalog.session() as session:
+        session.add(Study(id="S-reportonly", dataset="synthetic", split="train"))
+        session.add(Study(id="S-empty", dataset="synthetic", split="train"))
+        session.flush()
+        session.add(Report(id="R-reportonly", study_id="S-reportonly", content_hash="f" * 64, text="No fracture."))
+    with pytest.raises(LookupError, match=r"study 'S-reportonly' has no images \(only a report\): there is "
+                                          "nothing to search with") as raised:
+        search_cases(catalog, case_id="S-reportonly", encoder=VERSION)
+    assert "in the catalog" not in str(raised.value)
+    with pytest.raises(LookupError, match="study 'S-empty' has no images: there is nothing to search with"):
+        search_cases(catalog, case_id="S-empty", encoder=VERSION)
+    with pytest.raises(LookupError, match="no image or study 'S-nope' in the catalog"):
+        search_cases(catalog, case_id="S-nope", encoder=VERSION)
+
+
 def test_filter_values_are_checked_against_the_vocabulary_and_the_catalog(catalog):
     ids, _ = _fill(catalog)
     with catalog.session() as session:

@@ -265,6 +265,53 @@ def test_a_round_update_during_a_pull_keeps_the_pulls_keys(pushed, monkeypatch):
     assert row.meta["ls_pull"]["project_id"] == 7 and row.labels_spent == 1, row.meta
 
 
+# ------------------------------------------------------------ round pull goes where the tasks went
+@pytest.mark.parametrize("workspace_binding", ["none", "elsewhere"])
+def test_round_pull_reads_the_server_the_round_was_pushed_to(pushed, monkeypatch, workspace_binding):
+    """`round pull --round N` pulls from the server and project the round's tasks went to (as `round finish`
+    does), with no `ls init` binding or one moved to another server since; the binding is left as it is."""
+    from radloop.app import cli_labelstudio
+    from radloop.labeling.ls_project import ProjectBinding, binding_path, load_binding, save_binding
+
+    catalog, fake, round_id = pushed
+    if workspace_binding == "none":
+        binding_path(catalog.workspace).unlink()
+    else:
+        save_binding(catalog.workspace, ProjectBinding(url="http://other-label-studio:8080", project_id=99,
+                                                       title="elsewhere", config_digest="e"))
+    asked: list[tuple] = []
+    get_project = fake.get_project
+    monkeypatch.setattr(fake, "get_project", lambda project_id: asked.append(("project", project_id))
+                        or get_project(project_id))
+    monkeypatch.setattr(cli_labelstudio, "_client", lambda url, token: asked.append(("url", url, token)) or fake)
+    number = _round_row(catalog, round_id).number
+    pulled = _cli(catalog, "round", "pull", "--round", str(number), "--token", "t0k", "--json")
+    assert pulled.exit_code == 0, pulled.output
+    assert json.loads(pulled.stdout)["answered"] == 1
+    assert ("url", URL, "t0k") in asked and ("project", 7) in asked and ("project", 99) not in asked, asked
+    assert _round_row(catalog, round_id).meta["ls_pull"]["project_id"] == 7
+    if workspace_binding == "none":
+        assert not binding_path(catalog.workspace).exists()  # pulling binds nothing
+    else:
+        assert load_binding(catalog.workspace).project_id == 99
+
+
+def test_round_pull_without_binding_or_pushed_tasks_says_run_ls_init(pushed, monkeypatch):
+    from radloop.app import cli_labelstudio
+    from radloop.core.schema import Selection
+    from radloop.labeling.ls_project import binding_path
+
+    catalog, fake, round_id = pushed
+    binding_path(catalog.workspace).unlink()
+    with catalog.session() as session:  # as if the round only went to an import file
+        for selection in session.scalars(select(Selection).where(Selection.round_id == round_id)):
+            selection.ls_task_id, selection.meta = None, {}
+    monkeypatch.setattr(cli_labelstudio, "_client", lambda url, token: fake)
+    pulled = _cli(catalog, "round", "pull", "--round", str(_round_row(catalog, round_id).number))
+    assert pulled.exit_code != 0 and "Traceback" not in pulled.output
+    assert "no Label Studio project bound" in " ".join(pulled.output.split())
+
+
 # ------------------------------------------------------------------------- --round N is the number
 @pytest.fixture
 def numbered(tmp_path, test_catalog_url, monkeypatch):
@@ -417,6 +464,51 @@ def test_a_round_without_labels_for_its_task_finishes_without_a_model(fresh):
     assert open_round(catalog) is None
 
 
+def test_status_counts_tasks_written_only_to_the_import_file(fresh):
+    """A round written to an import file (no server): its tasks wait outside Label Studio, not "pending 0"
+    and nothing else; status counts them and says how to hand them out."""
+    from radloop.app.rounds import RoundConfig, start_round
+
+    catalog, _fake = fresh
+    started = start_round(catalog, config=RoundConfig(push=False), strategy="random", budget=3, dataset="fracture")
+    assert started.state == "pushed" and started.pending == 0
+    result = _cli(catalog, "round", "status", "--json")
+    assert result.exit_code == 0, result.output
+    (status,) = json.loads(result.stdout)["rounds"]
+    assert status["pending"] == 0 and status["not_in_label_studio"] == 3, status
+    assert "import the import file" in status["hint"] and "`radloop round push --round 1`" in status["hint"]
+    table = _cli(catalog, "round", "status")
+    assert table.exit_code == 0, table.output
+    text = " ".join(table.output.split())
+    assert "not in Label Studio" in text
+    assert "round 1: 3 task(s) not in Label Studio yet: import the import file" in text
+    assert "`radloop ls init --url URL` then `radloop round push --round 1`" in text
+
+
+@pytest.mark.parametrize("has_model", [False, True])
+def test_a_strategy_without_weak_labels_says_cold_start_only_without_a_model(fresh, monkeypatch, has_model):
+    """report_disagreement with no weak labels falls back to the cold-start strategy; the note says "cold
+    start" only while the task has no model (a later round with a model merely falls back)."""
+    import numpy as np
+
+    from radloop.app import rounds
+    from radloop.app.rounds import RoundConfig, start_round
+
+    catalog, _fake = fresh
+    if has_model:
+        monkeypatch.setattr(rounds, "pool_probabilities", lambda catalog, version, vectors, task: np.tile(
+            [0.3, 0.7], (len(vectors), 1)))
+    report = start_round(catalog, config=RoundConfig(push=False), strategy="report_disagreement", budget=3,
+                         dataset="fracture")
+    assert report.strategy == "typiclust"
+    (note,) = [note for note in report.notes if note.startswith("'report_disagreement' ")]
+    assert "weak_labels, which do not exist yet" in note
+    if has_model:
+        assert "cold start" not in note and note.endswith("falls back to 'typiclust'"), note
+    else:
+        assert note.endswith("cold start with 'typiclust'"), note
+
+
 def test_missing_encoder_files_and_lookups_are_one_error_line(fresh, monkeypatch):
     from radloop.app import rounds
 
@@ -439,9 +531,12 @@ def test_missing_encoder_files_and_lookups_are_one_error_line(fresh, monkeypatch
 # ------------------------------------------------------------------------ simulation spends budget on known truth
 def test_simulated_rounds_leave_images_without_ground_truth_out_of_the_pool(fresh):
     from radloop.app.rounds import finish_round, start_round
-    from radloop.core.schema import Image
+    from radloop.core.schema import Image, Study
 
     catalog, _fake = fresh
+    with catalog.session() as session:
+        for study in session.query(Study):  # splits hash keyed pseudonyms: put all 24 images in the pool
+            study.split = "train"
     with catalog.session() as session:  # three images whose boxes were not annotated exhaustively: no truth
         for image in session.query(Image).order_by(Image.id).limit(3):
             image.meta = {key: value for key, value in (image.meta or {}).items() if key != "box_source"}
