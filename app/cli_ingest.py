@@ -95,11 +95,11 @@ def ingest_command(
 
 
 def info_command(
-    errors: Annotated[int, typer.Option("--errors", min=0, help="How many recent ingest errors to list.")] = 10,
+    errors: Annotated[int, typer.Option("--errors", min=0, help="How many recent ingest errors (and warnings) to list.")] = 10,
     workspace: WorkspaceOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Catalog overview: table counts, images by body region / dataset / split / format, recent errors."""
+    """Catalog overview: table counts, images by body region / dataset / split / format, recent errors and warnings."""
     from radloop.core.catalog import Catalog
     from radloop.core.catalog_info import catalog_info
     from radloop.core.workspace import resolve_workspace
@@ -112,10 +112,13 @@ def info_command(
         result = catalog_info(catalog, recent_errors=errors)
     finally:
         catalog.dispose()
-    recent = result.pop("recent_errors") if not json_output else []
+    recent_errors = result.pop("recent_errors") if not json_output else []
+    recent_warnings = result.pop("recent_warnings") if not json_output else []
     emit(result, json_output, title=f"catalog {catalog.workspace.root}")
-    for line in recent:
-        console.print(f"[yellow]ingest error[/yellow] {line}")
+    for line in recent_errors:
+        console.print(f"[red]ingest error[/red] {line}")
+    for line in recent_warnings:
+        console.print(f"[yellow]ingest warning[/yellow] {line}")
 
 
 def bench_ingest_command(

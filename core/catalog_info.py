@@ -1,6 +1,6 @@
-"""Catalog overview for `radloop info` and the app: counts by table, region, dataset, split, recent errors,
-images still without a pixel hash (catalogued before duplicates were recognised), images flagged
-BurnedInAnnotation (kept out of active-learning rounds)."""
+"""Catalog overview for `radloop info` and the app: counts by table, region, dataset, split, recent ingest errors
+and, apart from them as ingest counts them, ingest warnings, images still without a pixel hash (catalogued before
+duplicates were recognised), images flagged BurnedInAnnotation (kept out of active-learning rounds)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from radloop.core.schema import Annotation, Image, IngestError, Report, Study
 
 __all__ = ["catalog_info"]
 
+#: how ingest marks a warning in the ``ingest_errors`` table (``reason`` starts with it; see core/ingest_reports.py)
+WARNING_PREFIX = "warning: "
+
 
 def catalog_info(catalog: Catalog, *, recent_errors: int = 10) -> dict:
-    """A JSON-able overview of the catalog."""
+    """A JSON-able overview of the catalog; ``recent_errors`` caps both the recent errors and recent warnings."""
     result: dict = {"workspace": str(catalog.workspace.root), "schema_version": catalog.schema_version(),
                     "counts": catalog.counts()}
     with catalog.session() as session:
@@ -41,9 +44,26 @@ def catalog_info(catalog: Catalog, *, recent_errors: int = 10) -> dict:
             select(func.count()).select_from(Report).where(Report.study_id.is_not(None))) or 0
         result["annotations_by_source"] = grouped(Annotation.source)
         result["annotations_by_label"] = grouped(Annotation.label)
-        result["ingest_errors_by_stage"] = grouped(IngestError.stage)
-        last_run = session.scalars(select(IngestError.run_id).order_by(IngestError.id.desc()).limit(1)).first()
-        result["last_error_run"] = last_run
-        rows = session.scalars(select(IngestError).order_by(IngestError.id.desc()).limit(recent_errors)).all()
-        result["recent_errors"] = [f"[{row.run_id}] {row.stage}: {row.path}: {row.reason}" for row in rows]
+        # ingest stores warnings (a report without text, BurnedInAnnotation, a duplicate) as rows of the same
+        # table, their reason prefixed "warning: ", and counts them as warnings, not errors: so does this
+        warning = IngestError.reason.startswith(WARNING_PREFIX)
+        result["ingest_errors_by_stage"] = grouped(IngestError.stage, ~warning)
+        result["ingest_warnings_by_stage"] = grouped(IngestError.stage, warning)
+        # counts["ingest_errors"] is the table's row count, warnings included: split it as ingest does
+        if "ingest_errors" in result["counts"]:
+            result["counts"]["ingest_errors"] = sum(result["ingest_errors_by_stage"].values())
+            result["counts"]["ingest_warnings"] = sum(result["ingest_warnings_by_stage"].values())
+        result["last_error_run"] = session.scalars(
+            select(IngestError.run_id).where(~warning).order_by(IngestError.id.desc()).limit(1)).first()
+        result["last_warning_run"] = session.scalars(
+            select(IngestError.run_id).where(warning).order_by(IngestError.id.desc()).limit(1)).first()
+
+        def recent(*where) -> list[str]:
+            rows = session.scalars(select(IngestError).where(*where).order_by(IngestError.id.desc())
+                                   .limit(recent_errors)).all()
+            return [f"[{row.run_id}] {row.stage}: {row.path}: {row.reason.removeprefix(WARNING_PREFIX)}"
+                    for row in rows]
+
+        result["recent_errors"] = recent(~warning)
+        result["recent_warnings"] = recent(warning)
     return result

@@ -169,7 +169,7 @@ class LabelStudioClient:
                     asked = _retry_after(error)
                     if asked is not None:
                         wait = min(asked, self.max_retry_after)
-                    logger.warning("Label Studio %s failed (%s); retry %d/%d in %.1f s", what,
+                    logger.warning("Label Studio: could not %s (%s); retry %d/%d in %.1f s", what,
                                    f"HTTP {status}" if status else type(error).__name__, attempt + 1,
                                    attempts - 1, wait)
                     self._sleep(wait)

@@ -106,13 +106,40 @@ def bench_retrieval(vectors: np.ndarray, queries: np.ndarray, *, k: int = 10, co
     }
 
 
+#: Strata of the synthetic ``groups`` (as many as body regions in a typical musculoskeletal set).
+N_GROUPS = 8
+#: Share of samples whose synthetic report says nothing (weak label unknown).
+UNKNOWN_WEAK_LABELS = 0.3
+
+
+def synthetic_groups(vectors: np.ndarray, n_groups: int = N_GROUPS, *, seed: int = 0) -> np.ndarray:
+    """(N,) int64 stratum per vector: the nearest of ``n_groups`` seeded random directions, so strata follow
+    the geometry of the space (as body regions do) rather than being noise."""
+    directions = np.random.default_rng(seed).standard_normal((vectors.shape[1], n_groups), dtype=np.float32)
+    return (vectors @ directions).argmax(axis=1).astype(np.int64)
+
+
+def synthetic_weak_labels(probabilities: np.ndarray, *, unknown: float = UNKNOWN_WEAK_LABELS,
+                          seed: int = 0) -> np.ndarray:
+    """(N,) float report weak labels: a seeded random class per sample, NaN (the report says nothing) for a
+    share ``unknown`` of them."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, probabilities.shape[1], len(probabilities)).astype(np.float64)
+    labels[rng.random(len(labels)) < unknown] = np.nan
+    return labels
+
+
 def bench_selection(vectors: np.ndarray, budget: int, *, strategies: tuple[str, ...] = ("kcenter", "cluster_margin"),
                     n_classes: int = 5, labelled: int = 0, seed: int = 0, reference: bool = True,
+                    groups: np.ndarray | None = None, weak_labels: np.ndarray | None = None,
                     progress: Callable[[str], None] | None = None) -> dict:
     """Time strategies on ``vectors`` (N, D) and, in the same run, the plain NumPy k-center reference.
 
     Probabilities for uncertainty-based strategies come from a seeded random linear softmax model over the
-    vectors (what a linear probe produces); ``labelled`` random samples are labelled beforehand.
+    vectors (what a linear probe produces); ``labelled`` random samples are labelled beforehand.  Strategies
+    that need strata (``stratified``) or report weak labels (``report_disagreement``) get ``groups`` /
+    ``weak_labels`` when given, else synthetic ones (:func:`synthetic_groups`, :func:`synthetic_weak_labels`),
+    built once outside the timings; ``result["synthetic"]`` says which were made up.
     """
     from radloop.retrieval.kcenter import kcenter_greedy_reference
     from radloop.retrieval.strategies import get_strategy
@@ -126,15 +153,27 @@ def bench_selection(vectors: np.ndarray, budget: int, *, strategies: tuple[str, 
     logits -= logits.max(axis=1, keepdims=True)
     probabilities = np.exp(logits)
     probabilities /= probabilities.sum(axis=1, keepdims=True)
+    chosen = {name: get_strategy(name) for name in strategies}  # unknown names fail before any timing
+    needed = {need for strategy in chosen.values() for need in strategy.needs}
+    synthetic: dict[str, object] = {}
+    if "groups" in needed and groups is None:
+        groups = synthetic_groups(vectors, seed=seed)
+        synthetic["groups"] = f"{N_GROUPS} strata (nearest of {N_GROUPS} random directions)"
+    if "weak_labels" in needed and weak_labels is None:
+        weak_labels = synthetic_weak_labels(probabilities, seed=seed)
+        synthetic["weak_labels"] = f"random classes, {UNKNOWN_WEAK_LABELS:.0%} unknown"
     seconds, picks = {}, {}
-    for name in strategies:
+    for name, strategy in chosen.items():
         say(f"{name}: selecting {budget} of {count:,}")
-        strategy = get_strategy(name)
+        extra = {key: value for key, value in (("groups", groups), ("weak_labels", weak_labels))
+                 if key in strategy.needs}
         picks[name], seconds[name] = _timed(strategy.select, budget, embeddings=vectors, labeled_mask=mask,
-                                            probabilities=probabilities, random_state=seed)
+                                            probabilities=probabilities, random_state=seed, **extra)
         say(f"{name}: {seconds[name]:.2f} s")
     result = {"n": count, "dim": dim, "budget": budget, "labelled": labelled,
               "seconds": {name: round(value, 4) for name, value in seconds.items()}}
+    if synthetic:
+        result["synthetic"] = synthetic
     if reference:
         say("reference: plain NumPy k-center greedy (one full pass per pick)")
         initial = np.flatnonzero(mask)

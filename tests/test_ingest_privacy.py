@@ -57,7 +57,8 @@ def test_the_burned_in_warning_stays_while_the_image_is_catalogued(tmp_path, cat
             (str(folder / "burned.dcm"), "privacy", again.run_id if again.warnings else last_run)]
         last_run = again.run_id
         info = catalog_info(catalog)
-        assert info["ingest_errors_by_stage"] == {"privacy": 1} and info["images_with_burned_in_annotation"] == 1
+        assert info["ingest_warnings_by_stage"] == {"privacy": 1} and info["images_with_burned_in_annotation"] == 1
+        assert info["ingest_errors_by_stage"] == {} and info["recent_errors"] == []
 
 
 def test_an_image_catalogued_before_the_burned_in_check_is_flagged_when_its_file_is_read_again(

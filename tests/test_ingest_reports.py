@@ -136,3 +136,40 @@ def test_unparsable_xml_and_bad_csv_header_are_errors(tmp_path, catalog):
     assert summary.errors == 2 and summary.reports_added == 1 and summary.failed
     with catalog.session() as session:
         assert session.get(Report, "CXR8").text == "FINDINGS: Côtes normales."
+
+
+def test_info_lists_report_warnings_apart_from_errors(tmp_path, catalog):
+    """`radloop info` listed "no text" warnings under ingest errors although ingest counted them as warnings."""
+    from radloop.core.catalog_info import catalog_info
+
+    reports = tmp_path / "reports.csv"
+    reports.write_text("report_id,text\nR1,No fracture.\nR2,   \n", encoding="utf-8")
+    summary = ingest_paths(catalog, [], reports=[reports], workers=1, progress=False)
+    assert summary.errors == 0 and summary.warnings == 1
+    info = catalog_info(catalog)
+    assert info["ingest_errors_by_stage"] == {} and info["recent_errors"] == [] and info["last_error_run"] is None
+    assert sum(info["ingest_warnings_by_stage"].values()) == 1 and info["last_warning_run"] == summary.run_id
+    assert info["counts"]["ingest_errors"] == 0 and info["counts"]["ingest_warnings"] == 1
+    assert len(info["recent_warnings"]) == 1 and "R2" in info["recent_warnings"][0]
+    assert not info["recent_warnings"][0].split(": ", 2)[-1].startswith("warning: ")  # the section says so
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<eCitation><uId id='CXR9'/><Abstract>")
+    failed = ingest_paths(catalog, [], reports=[broken], workers=1, progress=False)
+    info = catalog_info(catalog)
+    assert failed.errors == 1 and sum(info["ingest_errors_by_stage"].values()) == 1
+    assert info["last_error_run"] == failed.run_id and len(info["recent_errors"]) == 1
+    assert sum(info["ingest_warnings_by_stage"].values()) == 1
+    assert info["counts"]["ingest_errors"] == 1 and info["counts"]["ingest_warnings"] == 1
+
+
+def test_cli_info_prints_warnings_as_warnings(tmp_path, catalog):
+    from typer.testing import CliRunner
+
+    from radloop.app.cli import build_app
+
+    reports = tmp_path / "reports.csv"
+    reports.write_text("report_id,text\nR1,No fracture.\nR2,   \n", encoding="utf-8")
+    ingest_paths(catalog, [], reports=[reports], workers=1, progress=False)
+    result = CliRunner().invoke(build_app(), ["info", "--workspace", str(catalog.workspace.root)])
+    assert result.exit_code == 0, result.output
+    assert "ingest warning" in result.output and "ingest error" not in result.output

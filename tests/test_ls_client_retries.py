@@ -159,3 +159,10 @@ def test_posts_that_start_work_are_sent_once():
     with pytest.raises(LabelStudioError, match="HTTP 502"):
         client.retrieve_predictions(3)
     assert posts == ["/api/storages/localfiles/", "/api/ml/5/train", "/api/dm/actions/"]
+
+
+def test_the_retry_log_reads_as_a_sentence(client_and_waits, caplog):
+    client, _ = client_and_waits
+    with caplog.at_level("WARNING"):
+        client.call("check the API token", _Failing(_api_error(503)))
+    assert "Label Studio: could not check the API token (HTTP 503); retry 1/4 in 0.5 s" in caplog.text

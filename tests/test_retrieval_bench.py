@@ -216,3 +216,26 @@ def test_bench_selection_refuses_a_budget_larger_than_the_pool():
 
     result = CliRunner().invoke(build_app(), ["bench", "selection", "--n", "200", "--dim", "8", "--budget", "500"])
     assert result.exit_code == 2 and "--budget 500 is more than the 200 unlabelled vectors" in result.output
+
+
+def test_bench_selection_times_every_registry_strategy_with_synthetic_strata_and_weak_labels():
+    """`--strategies stratified` failed with "needs groups; none given", report_disagreement with weak labels."""
+    from radloop.retrieval.scale_bench import bench_selection, clustered_vectors
+    from radloop.retrieval.strategies import STRATEGIES
+
+    vectors = clustered_vectors(300, 8, n_clusters=10, seed=1)
+    result = bench_selection(vectors, 20, strategies=tuple(STRATEGIES), labelled=10, reference=False)
+    assert set(result["seconds"]) == set(STRATEGIES)
+    assert set(result["synthetic"]) == {"groups", "weak_labels"}
+    plain = bench_selection(vectors, 20, strategies=("kcenter",), reference=False)
+    assert "synthetic" not in plain  # nothing made up when no strategy needs it
+
+
+def test_cli_bench_selection_stratified():
+    from radloop.app.cli import build_app
+
+    result = CliRunner().invoke(build_app(), ["bench", "selection", "--n", "300", "--dim", "8", "--budget", "20",
+                                              "--strategies", "stratified,report_disagreement", "--no-reference",
+                                              "--json"])
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.stdout)["seconds"]) == {"stratified", "report_disagreement"}

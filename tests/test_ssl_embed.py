@@ -252,3 +252,22 @@ def test_a_registered_encoder_whose_folder_was_overwritten_is_refused_not_used(c
                                               str(catalog.workspace.root), "--json"])
     assert result.exit_code == 2 and "it was overwritten" in result.output and result.stdout.strip() == ""
     assert missing_image_ids(catalog, newer.version) and missing_image_ids(catalog, config.version)
+
+
+def test_linear_probe_balanced_accuracy_on_a_split_missing_a_class_does_not_warn():
+    """`radloop bench ssl` printed sklearn's "y_pred contains classes not in y_true" when the held-out images
+    missed a body region the probe predicts."""
+    import warnings
+
+    from radloop.ssl.benchmark import linear_probe_scores
+
+    rng = np.random.default_rng(0)
+    train_y = np.repeat(np.array(["hand", "wrist", "ankle"]), 6)
+    train_x = rng.normal(size=(18, 4)) + np.repeat(np.eye(3, 4) * 4, 6, axis=0)
+    test_y = np.array(["hand", "wrist", "wrist"])
+    test_x = np.array([[0, 0, 4.0, 0], [0, 4.0, 0, 0], [4.0, 0, 0, 0]])  # the last looks like an ankle
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        scores = linear_probe_scores(train_x, train_y, test_x, test_y, metric="balanced_accuracy",
+                                     fractions=[1.0], repeats=1, seed=0)
+    assert 0.0 <= scores["1"]["mean"] <= 1.0

@@ -25,6 +25,7 @@ import torch
 from radloop.core.catalog import Catalog
 from radloop.core.targets import ImageTargets, image_targets
 from radloop.ssl.encoders import EncoderBundle, embed_images, random_encoder
+from radloop.ssl.finetune_metrics import CLASSES_NOT_IN_TRUTH, balanced_accuracy
 from radloop.ssl.pixels import UnreadableImage, read_image, resize_square
 
 __all__ = ["benchmark_encoders", "knn_precision_at_k", "linear_probe_scores", "raw_pixel_features"]
@@ -107,6 +108,8 @@ def _fit_probe(features: np.ndarray, labels: np.ndarray, metric: str, seed: int)
     with warnings.catch_warnings():
         # scikit-learn 1.8 announces API changes of LogisticRegressionCV on every fit: noise in a benchmark
         warnings.filterwarnings("ignore", category=FutureWarning, module="sklearn")
+        # a CV fold's validation labels may miss a class the probe predicts: balanced accuracy is still defined
+        warnings.filterwarnings("ignore", message=CLASSES_NOT_IN_TRUTH, category=UserWarning)
         return make_pipeline(StandardScaler(), model).fit(features, labels)
 
 
@@ -117,7 +120,7 @@ def linear_probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.nda
     The L2 strength is picked by 3-fold cross-validation on the training labels of each subset (never on
     the held-out images), falling back to ``C = 0.1`` for subsets too small to split.
     """
-    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+    from sklearn.metrics import roc_auc_score
 
     results: dict[str, dict[str, float]] = {}
     for fraction in fractions:
@@ -131,7 +134,7 @@ def linear_probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.nda
             if metric == "auroc":
                 scores.append(roc_auc_score(test_y, probe.predict_proba(test_x)[:, 1]))
             else:
-                scores.append(balanced_accuracy_score(test_y, probe.predict(test_x)))
+                scores.append(balanced_accuracy(test_y, probe.predict(test_x)))
             sizes.append(len(rows))
         results[f"{fraction:g}"] = {"mean": round(float(np.mean(scores)), 4) if scores else float("nan"),
                                     "std": round(float(np.std(scores)), 4) if scores else float("nan"),
