@@ -17,6 +17,8 @@ with :func:`get_for_update`, which holds a lock until the session's transaction 
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,10 +71,21 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers (app, backend) never block the writer
+    cursor.execute("PRAGMA busy_timeout=30000")
+    # readers (app, backend) never block the writer.  Switching a new database to WAL takes an exclusive lock
+    # for which SQLite may answer "database is locked" at once rather than wait (two processes opening a new
+    # catalog together failed so, once in a CI run): retried here for up to the busy timeout.
+    deadline = time.monotonic() + 30.0
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 

@@ -39,7 +39,7 @@ TASK_DETECTION = "detection"
 
 __all__ = [
     "MODEL_KINDS", "TASK_DETECTION", "TASK_ENCODER", "TASK_FINDINGS", "ModelRecord", "RegistryError",
-    "get_model", "list_models", "register_model", "rollback", "set_current",
+    "get_model", "list_models", "move_model_folder", "register_model", "rollback", "set_current",
 ]
 
 
@@ -83,6 +83,19 @@ def _record(row: Model) -> ModelRecord:
                        path=row.path, config=dict(row.config or {}), metrics=dict(row.metrics or {}),
                        annotation_ids=list(row.annotation_ids or []), is_current=bool(row.is_current),
                        created_at=created)
+
+
+def move_model_folder(catalog: Catalog, version: str, folder: str | Path) -> None:
+    """Record that ``version``'s artefacts now lie in ``folder`` (the caller moved them there).
+
+    Raises:
+        RegistryError: no such version.
+    """
+    with catalog.session() as session:
+        row = session.get(Model, version)
+        if row is None:
+            raise RegistryError(f"no model with version {version!r}")
+        row.path = _stored_path(catalog, Path(folder).resolve())
 
 
 def _stored_path(catalog: Catalog, path: str | Path) -> str:

@@ -365,9 +365,10 @@ def test_sync_batchnorm_reaches_the_trainer(catalog, tmp_path, monkeypatch):
 
 def test_a_rerun_never_overwrites_a_registered_encoder(catalog, tmp_path):
     """`--no-resume` (or another checkpoint) into a run folder whose encoder is registered is refused before
-    training; resuming the same finished run exports the same version again; a resumed run that would export
-    another version there (here: other export settings) is refused before writing, naming --out and the kept
-    checkpoint, which exports into a new folder."""
+    training; resuming the same finished run exports the same version again; a resumed run that exports another
+    version (stopped early, then trained on; here: other export settings) moves its earlier export aside to
+    ``encoder-<version>`` and re-points the registry, so both versions load with their own weights; a checkpoint
+    exports into a new folder."""
     from radloop.core.registry import get_model
 
     build_workspace(catalog, 16)
@@ -380,12 +381,14 @@ def test_a_rerun_never_overwrites_a_registered_encoder(catalog, tmp_path):
     assert not (run / "logs" / "metrics-1.csv").exists()  # refused before training
     same = pretrain(catalog, _config("simclr", "trainer.max_steps=2"), run)  # resuming the finished run
     assert same.version == first.version
-    with pytest.raises(ValueError, match=rf"holds encoder {first.version}.*--checkpoint .*last.ckpt"):
-        pretrain(catalog, _config("simclr", "trainer.max_steps=2", "model.export_pooling=multiscale"), run)
-    assert (run / "encoder" / "encoder.safetensors").read_bytes() == weights
-    assert load_encoder(run / "encoder").version == first.version
-    moved = pretrain(catalog, _config("simclr", "trainer.max_steps=2", "model.export_pooling=multiscale"),
+    other = pretrain(catalog, _config("simclr", "trainer.max_steps=2", "model.export_pooling=multiscale"), run)
+    assert other.version != first.version
+    kept = run / f"encoder-{first.version}"
+    assert (kept / "encoder.safetensors").read_bytes() == weights
+    assert get_model(catalog, first.version).folder(catalog) == kept.resolve()
+    assert get_model(catalog, other.version).folder(catalog) == (run / "encoder").resolve()
+    assert load_encoder(kept).version == first.version and load_encoder(run / "encoder").version == other.version
+    moved = pretrain(catalog, _config("simclr", "trainer.max_steps=2", "model.export_flip_average=true"),
                      tmp_path / "new", resume=str(run / "checkpoints" / "last.ckpt"))
-    assert moved.version != first.version and moved.steps == 2
-    assert get_model(catalog, first.version).folder(catalog) == (run / "encoder").resolve()
+    assert moved.version not in (first.version, other.version) and moved.steps == 2
     assert get_model(catalog, moved.version).folder(catalog) == (tmp_path / "new" / "encoder").resolve()

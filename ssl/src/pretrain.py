@@ -177,6 +177,20 @@ def registered_encoder_in(catalog: Catalog, encoder_dir: Path) -> str | None:
     return str(version) if record.folder(catalog).resolve() == encoder_dir.resolve() else None
 
 
+def _keep_earlier_export(catalog: Catalog, encoder_dir: Path, registered: str) -> Path:
+    """Move the encoder this run exported earlier (e.g. when it was stopped, then resumed) out of the way, to
+    ``encoder-<version>`` beside it, and point the registry there: it stays loadable, with its embeddings."""
+    from radloop.core.registry import move_model_folder
+
+    kept = encoder_dir.with_name(f"{encoder_dir.name}-{registered}")
+    if kept.exists():
+        raise _overwrite_refused(encoder_dir, registered, f"this run (its earlier export's folder {kept} is taken)")
+    encoder_dir.rename(kept)
+    move_model_folder(catalog, registered, kept)
+    logger.info("the encoder %s this run exported earlier was moved to %s", registered, kept)
+    return kept
+
+
 def _overwrite_refused(encoder_dir: Path, registered: str, detail: str, hint: str = "") -> ValueError:
     return ValueError(f"{encoder_dir} holds encoder {registered}, registered in the catalog: {detail} would overwrite "
                       f"its weights under its name (its embeddings and searches would silently use other weights); "
@@ -197,9 +211,10 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
         callbacks: extra Lightning callbacks (e.g. early stopping, profiling).
 
     Raises:
-        ValueError: no (readable) images to train on; ``run_dir/encoder`` holds a registered encoder and this run
-            would write another version there (a fresh run is refused before training, a resumed run that ends
-            with other weights before exporting): one folder, one version.
+        ValueError: no (readable) images to train on; ``run_dir/encoder`` holds a registered encoder and a run
+            that is not this run resumed would write another version there (refused before training): one
+            folder, one version.  A resumed run that ends with other weights (stopped early, then trained on)
+            moves its earlier export to ``run_dir/encoder-<version>`` first and re-points the registry.
     """
     import lightning as L
     import torch
@@ -302,10 +317,12 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
     version = encoder_version(backbone.state_dict(), **export)
     registered = registered_encoder_in(catalog, encoder_dir)  # again, now that the version is known
     if registered and registered != version:  # e.g. a resumed run that was stopped early, then trained on
-        raise _overwrite_refused(
-            encoder_dir, registered, f"this run's encoder ({version}, step {trainer.global_step})",
-            f"; its checkpoint is kept: --out NEW_FOLDER --checkpoint {run_dir / 'checkpoints' / 'last.ckpt'} "
-            "exports it there")
+        if not same_run:
+            raise _overwrite_refused(
+                encoder_dir, registered, f"this run's encoder ({version}, step {trainer.global_step})",
+                f"; its checkpoint is kept: --out NEW_FOLDER --checkpoint {run_dir / 'checkpoints' / 'last.ckpt'} "
+                "exports it there")
+        _keep_earlier_export(catalog, encoder_dir, registered)
     bundle = save_encoder(
         backbone, encoder_dir, version=version, **export,
         data={"datasets": data.datasets, "splits": data.splits, "images": len(store), "skipped": len(store.skipped),
