@@ -34,7 +34,28 @@ COMMAND_MODULES = (
 )
 
 
+def _flags_without_type_in_help() -> None:
+    """Rich help of typer 0.29 prints a type for every option, flags included (``--help  <bool>``), while its
+    plain help (and click's) prints none for a flag or a counter: print none for those in rich help too."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover - typer without its own option class
+        return
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "radloop_flags_untyped", False):
+        return  # a typer without it (rich help asks click's metavar, flag-aware), or already done
+
+    def display_type_rich(self, ctx):
+        if getattr(self, "is_flag", False) or getattr(self, "count", False):
+            return None
+        return original(self, ctx)
+
+    display_type_rich.radloop_flags_untyped = True
+    TyperOption.display_type_rich = display_type_rich
+
+
 def build_app() -> typer.Typer:
+    _flags_without_type_in_help()
     app = typer.Typer(name="radloop", no_args_is_help=True, add_completion=False,
                       help="Radiograph archive -> weak labels, self-supervised encoders, case search, "
                            "active learning with Label Studio, and fine-tuning.")

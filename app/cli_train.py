@@ -63,7 +63,8 @@ def train(
 def evaluate(
     model: Annotated[str, typer.Option("--model", "-m", help="Registered model version.")],
     coco: Annotated[Optional[Path], typer.Option("--coco", help="External COCO file to evaluate on.")] = None,
-    images: Annotated[Optional[Path], typer.Option("--images", help="Image folder of --coco.")] = None,
+    images: Annotated[Optional[Path], typer.Option(
+        "--images", help="Image folder of --coco (default: the COCO file's folder).")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Catalog split (default: the job's eval split).")] = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,

@@ -170,7 +170,8 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
     writer.flush()
     propagate_study_regions(catalog, writer.touched_studies)
     for report_file in found.report_files:
-        write_reports(catalog, report_file, summary, run_id, dataset=dataset)
+        write_reports(catalog, report_file, summary, run_id,
+                      dataset=dataset or found.report_datasets.get(str(report_file)))
     summary.elapsed_s = round(time.perf_counter() - started, 3)
     summary.images_per_s = round(summary.images_found / summary.elapsed_s, 3) if summary.elapsed_s else 0.0
     summary.stage_seconds = {stage: round(seconds, 3) for stage, seconds in summary.stage_seconds.items()}

@@ -6,7 +6,8 @@ Links, where the data says so:
 - CSV ``study_id``: pseudonym of that key in the ``study`` namespace, the same one DICOM images get from
   their StudyInstanceUID, so a CSV keyed by StudyInstanceUID links to its DICOMs.
 - CSV ``image``: the study of the catalogued image with that external id (file stem).
-Reports still unlinked are linked at the end of every later ingest once their images arrive.
+Reports still unlinked are linked at the end of every later ingest once their images arrive.  A CSV none
+of whose reports reaches a catalogued image while the catalog has images gets one warning that says so.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from radloop.core.catalog import Catalog
 from radloop.core.deid import study_pseudonym
@@ -36,13 +37,17 @@ def write_reports(catalog: Catalog, path: Path, summary: "IngestSummary", run_id
     name = dataset or _dataset_name(path)
     key = catalog.workspace.pseudonym_key
     batch: list[ParsedReport | ReportProblem] = []
+    csv_reports: dict[str, list[str]] = {}  # CSV file -> ids of the reports read from it
     for item in read_reports(path):
         batch.append(item)
+        if isinstance(item, ParsedReport) and item.meta.get("format") == "csv":
+            csv_reports.setdefault(item.source.rsplit(":", 1)[0], []).append(item.report_id)
         if len(batch) >= BATCH:
             _write_batch(catalog, batch, summary, run_id, name, key)
             batch = []
     _write_batch(catalog, batch, summary, run_id, name, key)
     summary.reports_linked += link_unlinked_reports(catalog)
+    _warn_unlinked_csv(catalog, csv_reports, summary, run_id)
 
 
 def link_unlinked_reports(catalog: Catalog) -> int:
@@ -61,10 +66,39 @@ def link_unlinked_reports(catalog: Catalog) -> int:
     return linked
 
 
+#: how a CSV report reaches its images (said in the warning about a CSV that reaches none)
+CSV_LINK_RULE = ("a CSV report links to images through its study_id column (the StudyInstanceUID of DICOM "
+                 "images) or its image column (the file name or stem of an ingested image)")
+
+
+def _warn_unlinked_csv(catalog: Catalog, csv_reports: dict[str, list[str]], summary: "IngestSummary",
+                       run_id: str) -> None:
+    """One warning per CSV file none of whose reports reaches a catalogued image, when the catalog has images
+    (a report-only workspace has nothing to link to: no warning then)."""
+    if not csv_reports:
+        return
+    with catalog.session() as session:
+        images = session.scalar(select(func.count()).select_from(Image)) or 0
+        if not images:
+            return
+        for source, ids in csv_reports.items():
+            ids = list(dict.fromkeys(ids))
+            if any(session.scalars(select(Report.id).join(Image, Image.study_id == Report.study_id)
+                                   .where(Report.id.in_(ids[start:start + BATCH])).limit(1)).first()
+                   for start in range(0, len(ids), BATCH)):
+                continue
+            reason = (f"none of the {len(ids)} reports of {Path(source).name} links to any of the {images} "
+                      f"catalogued images: {CSV_LINK_RULE}")
+            session.add(IngestError(run_id=run_id, path=source, stage="link", reason="warning: " + reason))
+            summary.record_problem(source, "link", reason, warning=True)
+
+
 def _dataset_name(path: Path) -> str:
-    """Dataset of a report source: an archive's or CSV's name without its suffix; for an Open-i XML file
-    (one report each) the folder it sits in when that folder holds other XML reports (a folder of XML files
-    is one dataset, as its tarball is), else the file's stem."""
+    """Dataset of a report source: a folder's name (a folder is read as one source), an archive's or CSV's
+    name without its suffix.  An Open-i XML file named on its own (one report each: ``ingest dir/*.xml``)
+    gets the folder it sits in when that folder holds other XML reports, as the folder would, else its stem."""
+    if path.is_dir():
+        return path.resolve().name or str(path)
     name = path.name
     if path.is_file() and name.lower().endswith(".xml") and _in_xml_folder(path):
         return path.parent.resolve().name or name[: -len(".xml")]

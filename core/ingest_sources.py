@@ -76,6 +76,8 @@ class Discovery:
 
     image_tasks: list[ImageTask] = field(default_factory=list)
     report_files: list[Path] = field(default_factory=list)
+    #: dataset of a report file found inside an input folder: that folder's dataset, as its images have
+    report_datasets: dict[str, str] = field(default_factory=dict)
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # (path, stage, reason)
     ignored_files: list[str] = field(default_factory=list)
     sources: Counter = field(default_factory=Counter)
@@ -146,10 +148,9 @@ def _default_dataset(path: Path) -> str:
 
 
 def _add_report_path(path: Path, found: Discovery) -> None:
-    if path.is_dir():
-        found.report_files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in
-                                         (".xml", ".csv")))
-    elif path.exists():
+    # a folder is one report source (read_reports reads its XML and CSV files, recursively): one dataset
+    # named after the folder, as its tarball is named after the tarball
+    if path.exists():
         found.report_files.append(path)
     else:
         found.errors.append((str(path), "read", "report path does not exist"))
@@ -175,6 +176,7 @@ def _discover_folder(root: Path, dataset: str, found: Discovery) -> None:
         suffix = path.suffix.lower()
         if suffix == ".xml":
             found.report_files.append(path)
+            found.report_datasets[str(path)] = dataset
         elif suffix in IGNORED_SUFFIXES:
             found.ignored_files.append(str(path))
         else:  # images, extension-less files (often DICOM) and anything unknown: tried, errors recorded

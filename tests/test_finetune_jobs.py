@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -236,6 +237,22 @@ def test_evaluate_on_an_external_coco_file(filled, tmp_path):
     assert 0.0 <= metrics["auroc.fracture"] <= 1.0 and metrics["n.region"] == 4
     with pytest.raises(DataError, match="none of the 8 images"):
         evaluate_model(filled, version, coco=tmp_path / "held_out.json", images=tmp_path)
+    # without --images: the COCO file's own folder, where `radloop ingest` looks too (a Roboflow COCO export)
+    with pytest.raises(DataError, match=r"none of the 8 .*\(the COCO file's folder\): pass --images FOLDER"):
+        evaluate_model(filled, version, coco=tmp_path / "held_out.json")
+    export = tmp_path / "export"
+    export.mkdir()
+    for entry in chosen:
+        shutil.copy(image_dir / entry["file_name"], export / entry["file_name"])
+    (export / "_annotations.coco.json").write_text(json.dumps(subset))
+    beside = evaluate_model(filled, version, coco=export / "_annotations.coco.json")
+    assert beside.pop("source") == "coco:_annotations.coco.json"
+    assert {k: v for k, v in metrics.items() if k != "source"} == beside
+    from radloop.app.cli import build_app
+
+    result = CliRunner().invoke(build_app(), ["evaluate", "--model", version, "--coco", str(tmp_path / "held_out.json"),
+                                              "--workspace", str(filled.workspace.root)])
+    assert result.exit_code == 2 and "pass --images FOLDER" in " ".join(result.output.split())
 
 
 def test_shipped_train_configs_validate():

@@ -42,3 +42,12 @@ def test_the_readme_python_api_block_runs(tmp_path):
     assert neighbours and neighbours[0].startswith("[['I-")
     picks = eval(lines[-1])  # noqa: S307 - our own printout of a list of ids
     assert len(picks) == 2 and all(pick.startswith("I-") for pick in picks)
+
+
+def test_the_readme_configs_section_says_where_a_relative_config_path_is_looked_up():
+    """`--config` falls back to radloop's own configs/ (core.config.find_config): the Configs section says so."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = " ".join(readme.split("## Configs", 1)[1].split("\n## ", 1)[0].split())
+    assert "`--config PATH` is read relative to the current folder first" in section
+    assert "looked up in radloop's own `configs/`" in section and "a local file of that name wins" in section
+    assert "Absolute paths are never looked up elsewhere" in section

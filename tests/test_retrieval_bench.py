@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from radloop.retrieval.al_bench import label_savings, probe_features, random_subset_headroom
+from radloop.retrieval.al_bench import label_savings, probe_features, random_subset_headroom, score
 from radloop.retrieval.al_tasks import TaskData
 from radloop.retrieval.al_tasks import load_coco_targets
 
@@ -70,6 +70,25 @@ def test_label_savings_arithmetic():
     savings, needed = label_savings(curves, 40)
     assert needed == {"random": 40, "good": 20, "bad": None}
     assert savings == {"random": 1.0, "good": 2.0, "bad": 0.75}  # random reaches 0.62 at 30 of 40
+
+
+def test_balanced_accuracy_score_is_sklearns_without_the_missing_class_warning():
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(0)
+    targets = np.array([0, 0, 0, 1, 1, 2])  # class 3 never held out, but the probe predicts it
+    probabilities = rng.dirichlet(np.ones(4), size=len(targets))
+    probabilities[1] = [0.0, 0.0, 0.0, 1.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        value = score("balanced_accuracy", targets, probabilities)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = balanced_accuracy_score(targets, probabilities.argmax(axis=1))
+    assert value == expected  # numerically identical, not just close
+    assert score("balanced_accuracy", targets, np.eye(4)[[0, 0, 0, 1, 1, 2]]) == 1.0
 
 
 def test_probe_features_standardise_by_default_and_whiten_on_request():

@@ -115,7 +115,9 @@ def coco_labeled_set(coco_file: str | Path, images_dir: str | Path, findings: li
         result.regions.append(regions.get(entry["id"]))
         result.boxes.append(image_boxes)
     if not rows:
-        raise DataError(f"none of the {len(entries)} images of {coco_path.name} is under {folder}")
+        where = f"{folder} (the COCO file's folder)" if folder == coco_path.parent else str(folder)
+        raise DataError(f"none of the {len(entries)} images of {coco_path.name} is under {where}: "
+                        "pass --images FOLDER, the folder their file_name paths are in")
     result.targets = np.asarray(rows, dtype=np.int64)
     result.weights = np.ones(len(rows), dtype=np.float32)
     return result
@@ -124,7 +126,8 @@ def coco_labeled_set(coco_file: str | Path, images_dir: str | Path, findings: li
 def evaluate_model(catalog: Catalog, version: str, *, coco: str | Path | None = None,
                    images: str | Path | None = None, split: str | None = None,
                    progress: bool = False) -> dict[str, Any]:
-    """Evaluate registered ``version`` on the held-out catalog split (default: the job's eval split) or a COCO file.
+    """Evaluate registered ``version`` on the held-out catalog split (default: the job's eval split) or a COCO file
+    (its images under ``images``, default: the COCO file's folder).
 
     Raises:
         DataError: the split overlaps the model's training images, or has no images.
@@ -138,9 +141,8 @@ def evaluate_model(catalog: Catalog, version: str, *, coco: str | Path | None = 
     data = record.config.get("data", {})
     findings = list(dict.fromkeys(list(data.get("findings", predictor.findings)) + list(predictor.findings)))
     if coco is not None:
-        if images is None:
-            raise DataError("--coco needs --images (the folder holding the COCO file_name images)")
-        labeled = coco_labeled_set(coco, images, findings)
+        # as `radloop ingest` reads a COCO file: its images sit in its folder unless ``images`` names another
+        labeled = coco_labeled_set(coco, images if images is not None else Path(coco).parent, findings)
         source = f"coco:{Path(coco).name}"
     else:
         split = split or data.get("eval_split", "test")

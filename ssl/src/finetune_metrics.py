@@ -7,14 +7,14 @@ in ``notes`` rather than silently dropped.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
+from radloop.core.metrics import CLASSES_NOT_IN_TRUTH, balanced_accuracy  # re-exported (benchmark, tests)
 from radloop.core.records import Box
 
-__all__ = ["balanced_accuracy", "box_map50", "classification_metrics", "expected_calibration_error", "region_metrics"]
+__all__ = ["CLASSES_NOT_IN_TRUTH", "balanced_accuracy", "box_map50", "classification_metrics", "expected_calibration_error", "region_metrics"]
 
 
 def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = 15) -> float:
@@ -72,21 +72,6 @@ def classification_metrics(targets: np.ndarray, probabilities: np.ndarray, findi
     if notes:
         result["notes"] = notes
     return result
-
-
-#: scikit-learn's warning when a prediction names a class absent from the truth (a small held-out split):
-#: the score is still well defined (the mean recall over the classes present), so the warning is noise.
-CLASSES_NOT_IN_TRUTH = "y_pred contains classes not in y_true"
-
-
-def balanced_accuracy(truth: Sequence, predicted: Sequence) -> float:
-    """scikit-learn's balanced accuracy (mean recall over the classes in ``truth``), without its warning about
-    predicted classes missing from ``truth``; other warnings pass through."""
-    from sklearn.metrics import balanced_accuracy_score
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=CLASSES_NOT_IN_TRUTH, category=UserWarning)
-        return float(balanced_accuracy_score(truth, predicted))
 
 
 def region_metrics(true_regions: Sequence[str | None], predicted: Sequence[str | None]) -> dict:
