@@ -2,15 +2,19 @@
 
 :func:`redact_report` replaces dates, times, labelled record numbers, long digit runs, phone numbers,
 e-mail addresses, URLs, DICOM-style names (``DOE^JOHN``), names that follow a title or a cue word
-("Dr. Smith", "Patient John Doe", "signed by ...", "Attending: ..."), ages over 89 ("92-year-old",
-"age 93", "94 y/o", "92 y.o") and street addresses ("1234 Oak Street", "12 Elm Ave, Apt 4") with typed
-placeholders (:data:`PLACEHOLDERS`).  It is conservative on purpose: clinical text (measurements, vertebral
-levels, ribs, laterality, findings, devices "in place", "ST elevation", section headers, fractions and scores
-such as "3/5 strength", "L4/5", "BI-RADS 4/5", "120/80", the "XXXX" masks of de-identified sources), in
-lower, Title or UPPER case, is left alone, so names written without a title or cue word are missed, and so
-are a month/day without a year ("3/5") unless a date cue comes first ("on 3/5", "dated 3/5", "DOS: 3/5",
-"Comparison: 3/5"), and an address with a weak street type (St, Place, Court, Dr ...) and nothing else that
-makes it one ("4 Willow Dr", "9 OAK ST").  It is not a certified de-identification.
+("Dr. Smith", "Patient John Doe", "signed by ...", "Attending: ...", "seen by Smith, John"), ages over 89
+("92-year-old", "age 93", "94 y/o", "92 y.o", "a 92F", "History: 95 M") and street addresses ("1234 Oak
+Street", "12 Elm Ave, Apt 4", "9 OAK ST" ending a line or clause) with typed placeholders (:data:`PLACEHOLDERS`).
+It is conservative on purpose: clinical text (measurements, vertebral levels, ribs, laterality, findings,
+devices "in place", "ST elevation", section headers, fractions and scores such as "3/5 strength", "L4/5",
+"BI-RADS 4/5", "120/80", French sizes "14F", temperatures "101F", the "XXXX" masks of de-identified sources),
+in lower, Title or UPPER case, is left alone.  A capitalised word after a cue is a name only when it is no
+prose word ("Patient Appears Morbidly Obese" stays) and, after the weak cues ("Patient", "seen by", "doctor"),
+only outside Title-cased prose.  So names written without a title or cue word are missed, and so are a
+month/day without a year ("3/5") unless a date cue comes first ("on 3/5", "dated 3/5", "DOS: 3/5",
+"Comparison: 3/5", "prior 3/5"), and an address with a weak street type (St, Place, Court, Dr ...) in running
+text with nothing else that makes it one ("found at 4 Willow Dr. She ...").  It is not a certified
+de-identification.
 
 The rules are data (:data:`REDACTION_RULES`, in :mod:`radloop.labeling.redact_rules`, applied in order, each
 over the previous one's output). Time is linear in the text's length, hostile input included: every repeat is
@@ -29,8 +33,17 @@ from radloop.labeling.redact_rules import CASES, FRAGMENTS, PLACEHOLDERS, REDACT
 
 __all__ = ["PLACEHOLDERS", "REDACTION_RULES", "RedactionResult", "RedactionRule", "compile_rules",
            "redact_report"]
-_RULE_KEYS = {"name", "kind", "pattern", "cues", "cue_case", "requires", "provenance", "examples"}
+_RULE_KEYS = {"name", "kind", "pattern", "cues", "cue_case", "requires", "case_evidence", "provenance", "examples"}
 _FRAGMENT = re.compile(r"\{([a-z_]+)\}")
+_TITLE_WORD = re.compile(r"[A-Z](?<![\w'’-].)[a-z]")  # a word starting "Xx"
+_LOWER_WORD = re.compile(r"[a-z](?<![\w'’-].)")  # a word starting in lower case
+
+
+def _title_cased(text: str) -> bool:
+    """Whether the text is Title-cased prose (8 or more "Xx" words, under one word in ten in lower case): there a
+    capitalised word is no evidence of a name."""
+    title = len(_TITLE_WORD.findall(text))
+    return title >= 8 and len(_LOWER_WORD.findall(text)) * 10 < title
 
 
 @dataclass(frozen=True)
@@ -38,7 +51,8 @@ class RedactionRule:
     """One compiled rule (see :data:`REDACTION_RULES` for the keys).
 
     ``regex`` has a ``keep`` group (what comes before the identifier, kept) when the rule has a ``phi``
-    group; ``replacement`` is the ``re.sub`` template.
+    group; ``replacement`` is the ``re.sub`` template; ``case_evidence``: the rule takes capitalisation as
+    evidence, so it is skipped on Title-cased prose.
     """
 
     name: str
@@ -46,6 +60,7 @@ class RedactionRule:
     regex: re.Pattern
     replacement: str
     requires: str = ""
+    case_evidence: bool = False
     provenance: str = ""
     examples: tuple[str, ...] = ()
 
@@ -87,7 +102,8 @@ class RedactionRule:
         except re.error as error:
             raise ValueError(f"redaction rule {name!r}: {error} (a phi group must be at the top level)") from None
         return cls(name=name, kind=rule["kind"], regex=regex, replacement=replacement,
-                   requires=rule.get("requires", ""), provenance=rule.get("provenance", ""),
+                   requires=rule.get("requires", ""), case_evidence=bool(rule.get("case_evidence", False)),
+                   provenance=rule.get("provenance", ""),
                    examples=tuple(rule.get("examples", ())))
 
 
@@ -124,9 +140,14 @@ def redact_report(text: str, rules: Iterable[RedactionRule] | None = None) -> Re
         The redacted text and the count of replacements per kind (empty when nothing changed).
     """
     counts: dict[str, int] = {}
+    title_cased = None  # computed when a rule needs it
     for rule in rules if rules is not None else _default_rules():
         if rule.requires and rule.requires not in text:
             continue
+        if rule.case_evidence:
+            title_cased = _title_cased(text) if title_cased is None else title_cased
+            if title_cased:
+                continue
         text, replaced = rule.regex.subn(rule.replacement, text)
         if replaced:
             counts[rule.kind] = counts.get(rule.kind, 0) + replaced

@@ -10,7 +10,11 @@ from __future__ import annotations
 import re
 from typing import Iterable, Mapping
 
-__all__ = ["CASES", "FRAGMENTS", "NOT_NAMES", "NOT_STREET_NAMES", "PLACEHOLDERS", "REDACTION_RULES", "words"]
+from radloop.labeling.redact_words import NOT_NAMES, NOT_STREET_NAMES, PROSE_WORDS
+from radloop.labeling.redact_words import PROSE_SUFFIXES as _PROSE_SUFFIXES
+
+__all__ = ["CASES", "FRAGMENTS", "NOT_NAMES", "NOT_STREET_NAMES", "PLACEHOLDERS", "PROSE_WORDS", "REDACTION_RULES",
+           "words"]
 
 #: What each kind of identifier becomes (an age over 89 keeps what HIPAA Safe Harbor allows: "90 or older").
 PLACEHOLDERS: Mapping[str, str] = {
@@ -33,8 +37,14 @@ _STREET_TYPES_TITLE = ("Rd",)  # strong in Title case only ("RD" needs evidence,
 #: RD) or words (WAY); "Ct" and "Pl" are left out (title-cased "Ct" is the modality).
 _STREET_TYPES_WEAK = ("St", "Place", "Court", "Crescent", "Circle", "Trail", "Lane", "Drive")
 _STREET_TYPES_WEAK_TITLE = ("Av", "Ln", "Dr", "Ter", "Cir", "Way")
-#: What may follow a street type in place of a capitalised word: a direction, an apartment or suite.
+#: Weak types that make an address where they end a line, the text or a clause ("9 OAK ST", "(4 Willow Dr),"):
+#: not Av, Ln (AV block, lymph nodes); UPPER case also RD.
+_STREET_TYPES_WEAK_END = tuple(kind for kind in (*_STREET_TYPES_WEAK, *_STREET_TYPES_WEAK_TITLE)
+                               if kind not in ("Av", "Ln"))
+#: What may follow a street type in place of a capitalised word: a direction, an apartment or suite, and in
+#: Title or UPPER case a preposition ("1234 OAK STREET WITH HER SON"; "STREET AND PRESCRIPTION DRUGS" stays).
 _STREET_DIRECTIONS = ("NE", "NW", "SE", "SW")
+_STREET_FOLLOWERS = ("With", "In", "On", "At", "Near", "For", "To", "From", "Since", "Where", "When")
 _UNIT_WORDS = ("Apt", "Apartment", "Suite", "Ste", "Unit", "Floor", "Fl", "Room", "Rm")
 #: USPS state codes: "City, ST" without a ZIP code is evidence only with one of them and a Title-case city.
 _STATES = """AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC
@@ -81,37 +91,15 @@ def _street_types(kinds: Iterable[str], title: bool = True, upper: bool = True) 
     return f"(?:{words(full, 'exact')}(?![\\w'’]){abbreviated})"
 
 
-#: Words that are never part of a name (a name stops before them): masks, titles, credentials, modalities,
-#: header words, common words after a cue.  Matched in Capitalised, Title and UPPER case.
-NOT_NAMES = frozenset("""
-xxxx xx x the a an and or of on at in to for with by from as is was were be been has had have no not none
-who which that this these those he she his her they their it its there here also then than please
-dr mr mrs ms mx miss prof doctor md m.d. do d.o. phd ph.d. mbbs mbchb frcr facr frcpc rn np pa pa-c dds dmd
-rt rrt jr sr ii iii ct cta mri us pet xr cr dx nm cxr kub ap pet-ct spect ecg ekg icu or
-patient pt name age sex gender dob id mrn history information position positioning identifier status
-report reports findings finding impression comparison indication indications technique exam examination
-study date time left right bilateral chest radiograph radiology department hospital clinic service
-physician provider radiologist resident attending referring ordering
-""".split())
-
-_NOT_NAME = rf"(?!{words(NOT_NAMES)}(?![\w'’]))"
-_NAME = (rf"{_NOT_NAME}(?:(?:[A-Z]['’])?[A-Z][a-z]{{1,30}}(?:[A-Z][a-z]{{1,30}})?(?:-[A-Z][a-z]{{1,30}})?(?![\w'’])"
-         r"|[A-Z]\.(?!\w))")
-_UPPER_NAME = rf"{_NOT_NAME}(?:(?:[A-Z]['’])?[A-Z]{{2,30}}(?:-[A-Z]{{2,30}})?(?![\w'’])|{_NAME})"
-
-#: Words that are never a street name (an address needs a house number, 1-3 street-name words and a street
-#: type, and reports are full of "<count> <noun> ..." in Title and UPPER case): function words, units, what is
-#: counted in reports (views, tubes, wires, leads, clips ...) and ECG words.  Matched in any case.
-NOT_STREET_NAMES = frozenset("""
-a an the and or of on at in to for with by from as is are was no not per via x xxxx
-mm cm m ml cc mg kg lb lbs
-view views image images series vessel vessels level levels film films slice slices projection projections
-tube tubes wire wires lead leads clip clips line lines catheter catheters drain drains stent stents
-screw screws plate plates pin pins coil coils suture sutures staple staples valve valves electrode electrodes
-port ports pacer pacemaker sternal sternotomy surgical endotracheal et ng og ett picc chest
-st ekg ecg elevation elevations depression depressions segment segments wave waves
-nodule nodules mass masses rib ribs lobe lobes air fluid lane lanes mile miles km mph kph car cars
-""".split())
+_PROSE_FORM = ("(?![A-Za-z]{3,31}+(?![\\w'’])(?i:" + "|".join(
+    f"(?<={'[a-z]{' + str(size - len(end)) + '}' if size > len(end) else ''}{end})"
+    for end, size in sorted(_PROSE_SUFFIXES.items())) + "))")
+_NOT_NAME = rf"(?!{words(NOT_NAMES | PROSE_WORDS, 'title')}(?![\w'’])){_PROSE_FORM}"  # names are capitalised
+_NAME_WORD = r"(?:[A-Z]['’])?[A-Z][a-z]{1,30}(?:[A-Z][a-z]{1,30})?(?:-[A-Z][a-z]{1,30})?(?![\w'’])"
+_INITIAL = r"[A-Z]\.(?!\w)"  # "J.", also "A." ("Roe, Jane A."): no word check
+_NAME = rf"(?:{_NOT_NAME}{_NAME_WORD}|{_INITIAL})"
+_UPPER_NAME = (rf"(?:{_NOT_NAME}(?:(?:[A-Z]['’])?[A-Z]{{2,30}}(?:-[A-Z]{{2,30}})?(?![\w'’])|{_NAME_WORD})"
+               rf"|{_INITIAL})")
 
 _NOT_STREET_NAME = rf"(?!{words(NOT_STREET_NAMES)}(?![\w'’]))"
 _STREET_WORD_TITLE = (rf"{_NOT_STREET_NAME}(?:(?:[A-Z]['’])?[A-Z][a-z]{{1,30}}(?:[A-Z][a-z]{{1,30}})?"
@@ -127,10 +115,11 @@ _UNIT = (rf"(?:{words(_UNIT_WORDS, 'title')}\.?[ \t]{{0,3}}#?|#)"
 
 #: Regex pieces the rules share, written ``{piece}`` in a pattern.  Month names match in Title or UPPER
 #: case only ("march", "may" are verbs).  ``name``: a capitalised word (O'Brien, McDonald, Smith-Jones) or
-#: an initial, never a :data:`NOT_NAMES` word; ``names``: 1-3 of them; ``upper_names``: 1-4, UPPER-CASE
-#: words too, commas between allowed (after strong cues only).  ``month_slash_day``: a valid m/d without a
-#: year; ``month_slash_days``: one, a range or a list of up to six ("3/5-3/7", "3/5, 3/7 and 3/9");
-#: ``age_ninety_plus``: 90-119.  Street addresses: ``house_number`` ("12", "12B", with its blanks);
+#: an initial, never a :data:`NOT_NAMES` or :data:`PROSE_WORDS` word nor one with a prose ending; ``names``:
+#: 1-3 of them, commas between allowed ("Smith, John"); ``upper_names``: 1-4, UPPER-CASE words too.
+#: ``month_slash_day``: a valid m/d without a year; ``month_slash_days``: one, a range or a list of up to six
+#: ("3/5-3/7", "3/5, 3/7 and 3/9"); ``age_ninety_plus``: 90-119; ``sex_follows``: F or M (not "F/U", not
+#: before a temperature word) or female, male ... next.  Street addresses: ``house_number`` ("12", "12B");
 #: ``street_words_title`` / ``street_words_upper``: 1-3 Title-case / UPPER-CASE words (3 letters at least) or
 #: ordinals ("5th"), never a :data:`NOT_STREET_NAMES` word, with their blanks; ``street_type_strong_*`` /
 #: ``street_type_weak_*``: the types of :data:`_STREET_TYPES` / :data:`_STREET_TYPES_WEAK` in that case;
@@ -139,20 +128,24 @@ _UNIT = (rf"(?:{words(_UNIT_WORDS, 'title')}\.?[ \t]{{0,3}}#?|#)"
 #: Street Drugs", "3 MEASUREMENTS AVE 10.5" are no address), never a possessive ("St. Luke's");
 #: ``street_tail``: what may follow (NW, "Apt 4", "#12", ", City, ST 12345"); ``street_evidence_title`` /
 #: ``street_evidence_upper``: what must follow a weak type (a direction, an apartment, a "City, ST" with a
-#: state code / a "City, ST 12345" with a ZIP code).
+#: state code / a "City, ST 12345" with a ZIP code); ``street_evidence_end``: the end of a line, the text or
+#: a clause (, ; or a closing bracket) after one of ``street_type_weak_end_*`` (:data:`_STREET_TYPES_WEAK_END`).
 FRAGMENTS: Mapping[str, str] = {
     "month_full": words(_MONTHS_FULL, "title"),
     "month_any": words((*_MONTHS_FULL, "May", *_MONTHS_SHORT), "title"),
     "ordinal": r"(?:st|nd|rd|th)?",
     "year": r"(?:19|20)\d{2}(?!\d)",
     "name": f"(?:{_NAME})",
-    "names": rf"(?:{_NAME})(?:[ \t]{{1,3}}(?:{_NAME})){{0,2}}",
-    "upper_names": rf"(?:{_UPPER_NAME})(?:,?[ \t]{{1,3}}(?:{_UPPER_NAME})){{0,3}}",
+    "names": rf"(?:{_NAME}(?:,?[ \t]{{1,3}}(?=[A-Z]))?){{1,3}}(?<![ \t,])",
+    "upper_names": rf"(?:{_UPPER_NAME}(?:,?[ \t]{{1,3}}(?=[A-Z]))?){{1,4}}(?<![ \t,])",
     "title_word": r"(?:Dr|DR|Doctor)\.?[ \t]{1,3}",
     "month_slash_day": _MONTH_SLASH_DAY,
     "month_slash_days": rf"{_MONTH_SLASH_DAY}(?>(?:(?:[ \t]{{0,3}}(?:-|(?i:to|through))|,?[ \t]{{1,3}}(?i:and|or)|,)"
                         rf"[ \t]{{0,3}}{_MONTH_SLASH_DAY}){{0,5}})",
     "age_ninety_plus": r"(?:9\d|1[01]\d)(?![.,]?\d|\+)",  # "90+" is Safe Harbor's own aggregate
+    "sex_follows": r"(?=[ \t]{0,2}(?:[FM](?![\w°'’/])(?![ \t]{0,3}(?i:fever|febrile|temp|temperature|degrees?|deg"
+                   r"|oral|orally|rectal|rectally|axillary|tympanic|core)(?!\w))"
+                   r"|(?i:female|male|woman|man|lady|gentleman)(?!\w)))",
     "house_number": r"\d(?<![\w.,/:#+-].)(?=\d{0,4}(?:-?[A-Za-z])?[ \t]{1,3}(?:[A-Z]|\d{1,3}[A-Za-z]))"
                     r"\d{0,4}(?:-?[A-Za-z](?![\w'’]))?[ \t]{1,3}",
     "street_words_title": rf"(?:{_STREET_WORD_TITLE}(?![\w'’])[ \t]{{1,3}}){{1,3}}",
@@ -163,11 +156,14 @@ FRAGMENTS: Mapping[str, str] = {
     "street_type_weak_title": _street_types((*_STREET_TYPES_WEAK, *_STREET_TYPES_WEAK_TITLE), upper=False),
     "street_type_weak_upper": _street_types((*_STREET_TYPES_WEAK, *_STREET_TYPES_WEAK_TITLE, *_STREET_TYPES_TITLE),
                                             title=False),
+    "street_type_weak_end_title": _street_types(_STREET_TYPES_WEAK_END, upper=False),
+    "street_type_weak_end_upper": _street_types((*_STREET_TYPES_WEAK_END, *_STREET_TYPES_TITLE), title=False),
+    "street_evidence_end": r"\.?[ \t]{0,3}(?:[,;)\r\n]|$)",
     "street_type_any": f"(?:{_street_types((*_STREET_TYPES, *_STREET_TYPES_WEAK))}"
                        f"|{_street_types((*_STREET_TYPES_TITLE, *_STREET_TYPES_WEAK_TITLE), upper=False)})",
     "street_direction": r"(?:(?:N[EW]?|S[EW]?|[EW])\.?|North|South|East|West|NORTH|SOUTH|EAST|WEST)[ \t]{1,3}",
     "street_end": rf"(?!\.?[ \t]{{1,3}}[A-Z][A-Za-z]{{0,30}}['’][sS]\b)(?:(?<=\.)|(?![ \t]{{1,3}}"
-                  rf"(?!{words((*_STREET_DIRECTIONS, *_UNIT_WORDS), 'title')}\.?(?!\w))"
+                  rf"(?!{words((*_STREET_DIRECTIONS, *_UNIT_WORDS, *_STREET_FOLLOWERS), 'title')}\.?(?!\w))"
                   r"(?:[A-Z]|\d(?!\d{0,2}(?i:st|nd|rd|th)\b))))",
     "street_tail": rf"(?:[ \t]{{1,3}}(?:N[EW]|S[EW])(?!\w))?(?:,?[ \t]{{1,3}}{_UNIT})?"
                    rf"(?:,[ \t]{{1,3}}(?:(?:{_CITY_WORD}[ \t]{{1,3}}){{0,2}}{_CITY_WORD},?[ \t]{{1,3}}"
@@ -192,7 +188,8 @@ _NARRATIVE_CUES = (*(f"{who} {role}" for who in ("referring", "ordering", "atten
 #:   only look-aheads after it) only that group is replaced;
 #:   ``cues`` (phrases, matched at a word start in lower/Capitalised/Title/UPPER case, or as written with
 #:   ``cue_case: exact``); ``requires`` (a string every match contains: the rule is skipped without it);
-#:   ``provenance``; ``examples`` (text the rule must change).
+#:   ``case_evidence`` (the rule takes a capital as evidence: skipped on Title-cased prose); ``provenance``;
+#:   ``examples`` (text the rule must change).
 #: For speed on any input, a pattern starts with a literal or a character class (the regex engine then skips
 #: other positions in C), then a look-behind on the character before it (matches start at token starts
 #: only); every repeat is bounded and ``(?>...)`` keeps optional separators from backtracking.
@@ -226,15 +223,20 @@ REDACTION_RULES: tuple[dict, ...] = (
                    "the cue ('3/5-3/7', '3/5, 3/7 and 3/9') is one date",
      "examples": ["dated 03/05", "DOS: 3/5", "Date of service 3/5", "COMPARISON: 3/5", "dated 3/5, 3/7 and 3/9"]},
     {"name": "date_month_day_after_on", "kind": "date",
-     "cues": ["on", "since", "compared to", "compared with"],
+     "cues": ["on", "since", "compared to", "compared with",
+              *(f"{when}{what}" for when in ("prior", "previous") for what in ("", " to", " study", " exam", " film",
+                                                                                 " films", " radiograph"))],
      "pattern": r"{cues}[ \t]{0,3}[:=]?[ \t]{0,3}(?P<phi>{month_slash_days})"
                 r"(?![ \t]{0,3}(?i:of|cm|mm|images?|slices?|views?|series|sequences?|levels?|projections?|strength"
                 r"|power|motor|pain|scale|reflexes|pulses?|grade|ribs?|lobes?|segments?|discs?|disks?|interspaces?"
-                r"|doses?)(?!\w))",
-     "provenance": "month/day without a year after 'on', 'since', 'compared to/with' ('on 3/5', 'since 12/31'), "
-                   "not when 'of', a unit or a counted noun follows ('on 2/3 of the images', 'on 4/5 strength', "
-                   "'on 1/2 views', 'on 1/2 dose'); a study word reads as a date ('on 3/5 study', 'on 3/12 films')",
-     "examples": ["on 3/5", "since 12/31,", "on 3/5-3/7", "on 3/5 study", "compared to 3/5", "on 3/5, 3/7"]},
+                r"|doses?|fusions?|laminectom(?:y|ies)|laminotomy|dis[ck]ectomy|foraminotomy|decompression"
+                r"|arthrodesis|hardware|instrumentation|acdf|[pta]lif|xlif|facets?|foramina?|spaces?)(?!\w))",
+     "provenance": "month/day without a year after 'on', 'since', 'compared to/with', 'prior (to)', 'previous' ('on "
+                   "3/5', 'since 12/31', 'prior 3/5'), not when 'of', a unit, a counted noun or a spine procedure "
+                   "follows ('on 2/3 of the images', 'on 4/5 strength', 'on 1/2 views', 'on 1/2 dose', 'prior 4/5 "
+                   "fusion'); a study word reads as a date ('on 3/5 study', 'on 3/12 films')",
+     "examples": ["on 3/5", "since 12/31,", "on 3/5-3/7", "on 3/5 study", "compared to 3/5", "on 3/5, 3/7",
+                  "prior 3/5", "Comparison: prior 3/5.", "PRIOR TO 11/2", "prior study 3/5"]},
     {"name": "date_day_month", "kind": "date",
      "pattern": r"\d(?<![\w.].)(?=\d?(?:st|nd|rd|th)?[ \t-]{1,3}(?:of[ \t]{1,3})?[ADFJMNOS])"
                 r"\d?{ordinal}[ \t-]{1,3}(?:of[ \t]{1,3})?(?:{month_any}\.?,?[ \t-]{1,3}{year}|{month_full}(?!\w))",
@@ -272,6 +274,17 @@ REDACTION_RULES: tuple[dict, ...] = (
                    "stay",
      "examples": ["92-year-old", "a 90 year old", "93 yo", "94 y/o", "aged 101 years", "99 y.o.", "91 yrs",
                   "92 y.o female", "92yo", "95yoF", "96 y, female"]},
+    {"name": "age_sex", "kind": "age",
+     "cues": ["a", "an", "pt", "patient", "history", "clinical history", "hx", "hpi", "indication", "indications",
+              "clinical indication", "reason", "reason for exam", "reason for study", "clinical information", "info"],
+     "pattern": r"{cues}\.?[ \t]{0,3}:?[ \t\r\n]{1,3}(?P<phi>{age_ninety_plus}){sex_follows}",
+     "provenance": "HIPAA Safe Harbor (C) ages over 89 with a sex letter or word after an article or a history "
+                   "header ('a 92F', 'History: 95 M'); 'a 101F fever', 'Temp 99F', '14F catheter' stay",
+     "examples": ["a 92F", "History: 95 M", "INDICATION:\n97F SOB", "a 93 female", "Pt 96 M"]},
+    {"name": "age_sex_line", "kind": "age",
+     "pattern": r"[19](?<![^\n].)(?:(?<=9)\d|(?<=1)[01]\d)(?![.,]?\d|\+){sex_follows}",
+     "provenance": "HIPAA Safe Harbor (C) ages over 89 with a sex letter or word starting a line ('92F with cough')",
+     "examples": ["92F with cough", "x\n95 M"]},
     {"name": "labelled_id", "kind": "id",
      "cues": ["MRN", "MR#", "MR no", "MR number", "medical record", "medical record no", "medical record number",
               "accession", "acc", "patient id", "pt id", "pt. id", "unit no", "unit number", "encounter",
@@ -321,19 +334,22 @@ REDACTION_RULES: tuple[dict, ...] = (
                    "makes the cue strong enough for UPPER-CASE names",
      "examples": ["Interpreted by: John Smith, MD", "Verified by: ROE, JANE", "Patient: John Doe",
                   "PATIENT: DOE, JOHN", "Name: John Doe", "Pt: John Doe", "Seen by: John Smith"]},
-    {"name": "cue_phrase", "kind": "name",
+    {"name": "cue_phrase", "kind": "name", "case_evidence": True,
      "cues": list(_NARRATIVE_CUES),
      "pattern": r"{cues}[ \t]{1,3}(?P<phi>{names})",
-     "provenance": "narrative cues, capitalised words only ('seen by CT', 'discussed with the' stay)",
-     "examples": ["referring physician Jane Roe", "seen by John Smith", "discussed with Jane Roe", "doctor Smith"]},
+     "provenance": "narrative cues, capitalised words only ('seen by CT', 'discussed with the' stay), surname first "
+                   "too ('seen by Smith, John'); not in Title-cased prose, where capitals are no evidence",
+     "examples": ["referring physician Jane Roe", "seen by John Smith", "discussed with Jane Roe", "doctor Smith",
+                  "seen by Smith, John"]},
     {"name": "title", "kind": "name", "cue_case": "exact",
      "cues": ["Dr", "Mr", "Mrs", "Ms", "Mx", "Prof", "Miss", "DR.", "MRS."],
      "pattern": r"{cues}\.?[ \t]{1,3}(?P<phi>(?:{upper_names}))",
      "provenance": "names after a title (UPPER-CASE titles only as DR. and MRS.: DR, MR, MS are abbreviations)",
      "examples": ["Dr. Smith", "Dr Alan Smith", "Mrs. O'Brien", "DR. JONES"]},
-    {"name": "patient_name", "kind": "name", "cues": ["patient"],
-     "pattern": r"{cues}[ \t]{1,3}(?P<phi>{name}(?:[ \t]{1,3}{name}){1,2})",
-     "provenance": "'Patient John Doe' (two capitalised words at least: 'Patient History' stays)",
+    {"name": "patient_name", "kind": "name", "cues": ["patient"], "case_evidence": True,
+     "pattern": r"{cues}[ \t]{1,3}(?P<phi>(?:{name}(?:[ \t]{1,3}(?=[A-Z]))?){2,3}(?<![ \t]))",
+     "provenance": "'Patient John Doe' (two capitalised words at least, no prose word: 'Patient History', 'Patient "
+                   "Appears Morbidly Obese' stay; not in Title-cased prose)",
      "examples": ["Patient John Doe"]},
     {"name": "street_address_cued", "kind": "address",
      "cues": ["address", "home address", "mailing address", "lives at", "living at", "resides at", "residing at"],
@@ -346,17 +362,21 @@ REDACTION_RULES: tuple[dict, ...] = (
     {"name": "street_address", "kind": "address",
      "pattern": r"{house_number}(?:(?P<direction>{street_direction}))?"
                 r"(?:{street_words_title}(?:{street_type_strong_title}"
-                r"|{street_type_weak_title}(?(direction)|(?={street_evidence_title})))"
+                r"|{street_type_weak_title}(?(direction)|(?={street_evidence_title}))"
+                r"|{street_type_weak_end_title}(?={street_evidence_end}))"
                 r"|{street_words_upper}(?:{street_type_strong_upper}"
-                r"|{street_type_weak_upper}(?={street_evidence_upper})))"
+                r"|{street_type_weak_upper}(?(direction)|(?={street_evidence_upper}))"
+                r"|{street_type_weak_end_upper}(?={street_evidence_end})))"
                 r"{street_end}{street_tail}",
      "provenance": "HIPAA Safe Harbor (B) street addresses: house number, 1-3 street-name words (never a "
                    "report word such as IN, MM, TUBES, LEADS), street type, then an apartment/suite and 'City, ST "
-                   "12345' when they follow.  A weak street type (St, Place, Court, Crescent, Dr ...) needs more: "
-                   "in Title case a direction (N., NW), an apartment or 'City, ST'; in UPPER case 'City, ST 12345' "
-                   "('1 ET TUBE IN PLACE', '2 MM ST ELEVATION', '1 Air Crescent' are no address).  No capitalised "
-                   "word after the type ('3 Different Street Drugs').  After the name rules",
+                   "12345' when they follow.  A weak street type (St, Place, Court, Crescent, Dr ...) needs more: a "
+                   "direction (N., NW), an apartment, 'City, ST' (UPPER case: 'City, ST 12345'), or the end of a "
+                   "line or clause after it ('9 OAK ST', '4 Willow Dr,'; '1 ET TUBE IN PLACE', '2 MM ST ELEVATION', "
+                   "'1 Air Crescent' are no address).  No capitalised word after the type but a preposition ('3 "
+                   "Different Street Drugs').  After the name rules",
      "examples": ["1234 Oak Street", "55 N. Main St.", "12 Elm Ave, Apt 4", "1600 Pennsylvania Ave NW",
                   "77 West 5th Avenue", "1234 OAK STREET", "12 Elm St, Springfield, IL 62704", "350 Fifth Ave #12",
+                  "9 OAK ST", "1200 N MAIN ST WITH", "4 Willow Dr, then", "1234 OAK STREET WITH HER SON",
                   "9 OAK ST, SPRINGFIELD, IL 62704", "4 Willow Place, Springfield, IL", "8 Elm Court Apt 2"]},
 )

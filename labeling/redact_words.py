@@ -1,0 +1,77 @@
+"""Word lists of the redaction rules (data): words that are never part of a name, words of prose that are
+nobody's name, word endings no name has, and words that are never a street name.  Used by
+:mod:`radloop.labeling.redact_rules`."""
+
+from __future__ import annotations
+
+__all__ = ["NOT_NAMES", "NOT_STREET_NAMES", "PROSE_SUFFIXES", "PROSE_WORDS"]
+
+#: Words that are never part of a name (a name stops before them): masks, titles, credentials, modalities,
+#: header words, common words after a cue.  Matched in Capitalised, Title and UPPER case.
+NOT_NAMES = frozenset("""
+xxxx xx x the a an and or of on at in to for with by from as is was were be been has had have no not none
+who which that this these those he she his her they their it its there here also then than please
+dr mr mrs ms mx miss prof doctor md m.d. do d.o. phd ph.d. mbbs mbchb frcr facr frcpc rn np pa pa-c dds dmd
+rt rrt jr sr ii iii ct cta mri us pet xr cr dx nm cxr kub ap pet-ct spect ecg ekg icu or
+patient pt name age sex gender dob id mrn history information position positioning identifier status
+report reports findings finding impression comparison indication indications technique exam examination
+study date time left right bilateral chest radiograph radiology department hospital clinic service
+physician provider radiologist resident attending referring ordering
+""".split())
+
+#: Words of prose that are no names (a name stops before them) and are nobody's name, so that Title-cased
+#: prose after a cue stays ("Patient Appears Morbidly Obese", "Ordering Physician States That"): function
+#: words, report verbs, nouns and adjectives.  Names that are also words (Will, May, Young, Small, White,
+#: Brown, Hope, Rose, Bell, Price, Page ...) are left out: a cue before them still finds them.
+PROSE_WORDS = frozenset("""
+about above across after again against all almost alone along already although always am among another any anything
+are around because before behind being below beneath between beyond both but cannot could did does doing done during
+each either even ever every except few further had has hasn have having how however if into just least many might most
+much must my neither never nor nothing now off often once only onto other otherwise our out over perhaps quite rather
+same should so some something such than thereafter therefore though through thus too toward towards under until up
+upon us very what whatever when where whereas whether while whom whose why within without would yet you your appear
+appears appearing seem seems show shows reveals remains remain returns return returning states presents presenting
+complains complaining reports reporting denies denying refuses takes taking take took taken given gets getting got
+went go goes going come comes coming came underwent undergoing undergone receiving lying lies sitting standing supine
+upright erect prone recumbent semierect stand sit walk walking breathing breathe coughing vomiting hallucinating
+hurting feeling feels felt falls fall fallen found able aware awake alert calm lethargic obese overweight thin
+cachectic elderly pregnant febrile afebrile ill sick visit visits body habitus size weight height build girth arms arm
+shoulders shoulder neck back chest lungs heart abdomen pelvis spine skin clothing jewelry gown hair care effort breath
+positioning technique quality exposure views view film films image images study studies exam exams bedside request
+requests order orders office family consent history hx complaint complaints symptoms symptom pain cough fever fevers
+trauma injury injuries fractures pneumonia surgery surgeries procedure procedures therapy antibiotics medications pre
+recent new old current follow followup recommend recommends suggest suggests consider correlate likely unlikely
+suspect concern concerning suboptimal adequate inadequate satisfactory unchanged worse severe mild moderate marked
+minimal slight significant aorta airspace airspaces anterior posterior superior inferior ankle knee hip wrist elbow
+rib ribs lobe lobes nodule nodules opacity density tumor tumors lesions hernia hiatal tortuosity ectasia infiltrate
+infiltrates scar scarring hilar hila hilum mediastinum diaphragm hemidiaphragm osteophytes spurs fissure azygos
+vertebral thoracic workup silhouette contour contours bony soft pulmonary cardiac chronic interval prominent
+bibasilar basilar streaky coronary patchy persistent diffuse focal vague multilevel midline incidental calcific clear
+dense borderline
+""".split())
+
+#: Word endings no name has ("Rotation", "Morbidly", "Antibiotic", "Recalled"), with the shortest word each
+#: applies to ("Clement", "Olive", "Ahmed", "Fleming" stay names).
+PROSE_SUFFIXES = dict((end, int(size)) for end, size in (item.split(":") for item in """
+tion:6 sion:6 ment:8 ous:5 ive:6 ible:6 able:6 ful:6 less:6 osis:6 itis:6 emia:6 tomy:6 plasty:7 graphy:7 gram:7
+ology:6 scopy:7 ism:6 ical:6 eral:7 ural:6 inal:6 onal:6 tral:7 rmal:6 ular:6 otic:6 etic:6 atic:6 ytic:6 itic:6
+ified:7 dly:6 tly:6 ially:7 cally:7 rally:7 mally:7 ibly:6 ably:6 ously:7 ively:7 ately:7 ial:6 rtic:6 oid:6
+enal:6 rsal:6 asis:7 trophy:7 pathy:7 megaly:7 ema:6 oma:8 ture:7 ities:7 ening:7 owing:7
+""".split()))
+PROSE_SUFFIXES.update((f"{pair}ed", 5) for pair in "at iz is ll ss pp tt rr ct rt nt st nd or ur in iv ov lv en "
+                                                     "er it ud id ot ch on as us ag gg nn dd bb ck rm".split())
+#: Words that are never a street name (an address needs a house number, 1-3 street-name words and a street
+#: type, and reports are full of "<count> <noun> ..." in Title and UPPER case): function words, units, what is
+#: counted in reports (views, tubes, wires, leads, clips ...) and ECG words.  Matched in any case.
+NOT_STREET_NAMES = frozenset("""
+a an the and or of on at in to for with by from as is are was no not per via x xxxx
+mm cm m ml cc mg kg lb lbs
+view views image images series vessel vessels level levels film films slice slices projection projections
+tube tubes wire wires lead leads clip clips line lines catheter catheters drain drains stent stents
+screw screws plate plates pin pins coil coils suture sutures staple staples valve valves electrode electrodes
+port ports pacer pacemaker sternal sternotomy surgical endotracheal et ng og ett picc chest
+st ekg ecg elevation elevations depression depressions segment segments wave waves
+nodule nodules mass masses rib ribs lobe lobes air fluid lane lanes mile miles km mph kph car cars lvad
+millimeter millimeters centimeter centimeters inch inches foot feet degree degrees different various several
+other multiple additional separate resident residents physician physicians doctor doctors nurse nurses
+""".split())
