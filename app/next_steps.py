@@ -7,9 +7,10 @@ so the guidance cannot drift from the real command names.
 from __future__ import annotations
 
 __all__ = ["COMMANDS", "EMPTY_WORKSPACE", "NO_IMAGES", "NO_REPORTS", "NO_WEAK_LABELS", "NO_ENCODER",
-           "NO_ENCODER_FOR_ROUNDS", "NO_EMBEDDINGS", "NO_INDEX_HITS", "NO_FILTERED_HITS", "NO_RETRIEVAL", "NO_LABELER", "NO_ROUND",
-           "NO_ROUND_SCRIPTS", "NO_METRIC", "NO_METRIC_FINISHED", "NO_MODELS", "SWITCH_MODELS", "ROUND_RESUMABLE", "PAGE_FAILED",
-           "BROKEN_CATALOG", "command", "no_embeddings"]
+           "NO_ENCODER_FOR_ROUNDS", "NO_EMBEDDINGS", "NO_INDEX_HITS", "NO_FILTERED_HITS", "NO_RETRIEVAL", "NO_LABELER",
+           "NO_ROUND", "NO_ROUND_SCRIPTS", "NO_METRIC", "NO_METRIC_FINISHED", "NO_MODELS", "SWITCH_MODELS",
+           "ROUND_RESUMABLE", "PAGE_FAILED", "BROKEN_CATALOG", "MISSING_SEARCH_FILE", "command", "no_embeddings",
+           "no_current_encoder"]
 
 #: Purpose -> the command line (``radloop`` sub-command path first, then its arguments).
 COMMANDS = {
@@ -52,6 +53,19 @@ NO_EMBEDDINGS = (f"The images have no embeddings or no search index for the curr
 def no_embeddings(encoder_version: str) -> str:
     """:data:`NO_EMBEDDINGS` with the encoder's registry version filled in."""
     return NO_EMBEDDINGS.replace("VERSION", encoder_version)
+
+
+def no_current_encoder(versions: list[str]) -> str:
+    """No encoder is current although ``versions`` (newest first) are registered: say how to pick one."""
+    listed = ", ".join(f"`{version}`" for version in versions)
+    return (f"No encoder is marked current (registered: {listed}): make one current with "
+            f"{command('models_current').replace('VERSION', versions[0])}.")
+
+
+MISSING_SEARCH_FILE = ("A file the case search needs is missing from the workspace (was `embeddings/` or `indexes/` "
+                       f"moved or deleted?). {command('index')} rebuilds a lost index from the embeddings; lost "
+                       "embedding files must be restored, as `radloop embed` skips images the catalog already "
+                       "lists as embedded.")
 NO_INDEX_HITS = f"The index returned no neighbours: rebuild it with {command('index')}."
 NO_FILTERED_HITS = ("No case matches these filters among the nearest neighbours: widen them (another region or "
                     "finding, or no finding filter).")

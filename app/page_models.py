@@ -19,6 +19,9 @@ def render() -> None:
     tasks = sorted(models["task"].dropna().unique())
     task = st.selectbox("Task", ["all", *tasks], key="models_task")
     shown = models if task == "all" else models[models["task"] == task]
+    # metrics no version of this task has (an encoder's loss among probes' AUROCs) are empty columns: drop them
+    shown = shown.drop(columns=[column for column in shown.columns
+                                if column.startswith("metric:") and shown[column].isna().all()])
     current = shown[shown["current"]]
     if not current.empty:
         st.caption("Current: " + ", ".join(f"`{row.version}` ({row.task or row.kind})"
@@ -30,9 +33,20 @@ def render() -> None:
         # Vega-Lite reads ":" and "." in a field name as type / nesting: plot under a plain name.
         plotted = shown[["version", metric]].dropna().rename(columns={metric: "value"})
         if not plotted.empty:
-            st.bar_chart(plotted, x="version", y="value", sort="-value", horizontal=True, height=60 + 30 * len(plotted),
-                         y_label=metric.removeprefix("metric:"))
+            st.altair_chart(_metric_chart(plotted, metric.removeprefix("metric:")), width="stretch")
     st.caption(next_steps.SWITCH_MODELS)
+
+
+def _metric_chart(plotted, title: str):
+    """Horizontal bars, best first, with whole version names: they share long prefixes
+    (``probe-fracture-r001-…``, ``-r002-…``) and a cut label made the rounds indistinguishable."""
+    import altair as alt
+
+    return (alt.Chart(plotted).mark_bar()
+            .encode(x=alt.X("value:Q", title=title),
+                    y=alt.Y("version:N", sort="-x", title=None, axis=alt.Axis(labelLimit=0)),
+                    tooltip=["version", alt.Tooltip("value:Q", title=title)])
+            .properties(height=40 + 28 * len(plotted)))
 
 
 if __name__ == "__main__":

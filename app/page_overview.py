@@ -14,10 +14,13 @@ def render() -> None:
     catalog = ui.require_catalog()
     counts = catalog.counts()
     columns = st.columns(5)
+    helps = {"annotations": "Annotation rows: every expert box and every expert answer (a round's label). The "
+                            "Findings table counts images with an expert label instead (an exhaustively boxed "
+                            "image without a box counts as absent there)."}
     for column, (label, name) in zip(columns, [("Studies", "studies"), ("Images", "images"),
                                               ("Reports", "reports"), ("Expert labels", "annotations"),
                                               ("Rounds", "rounds")], strict=True):
-        column.metric(label, f"{counts[name]:,}")
+        column.metric(label, f"{counts[name]:,}", help=helps.get(name))
 
     left, right = st.columns(2)
     with left:
@@ -51,6 +54,10 @@ def render() -> None:
     second.metric("Images with a report", f"{coverage.images_with_report:,} / {coverage.images:,}")
     third.metric("Images with weak labels", f"{coverage.images_labelled:,} ({coverage.image_fraction:.0%})",
                  help="Images whose study has a report with at least one weak label")
+    if coverage.reports and coverage.images and not coverage.images_with_report:
+        st.caption("No image belongs to a study with a report, so no weak label reaches an image yet (the demo's "
+                   "Open-i reports come without their radiographs). Ingest links a report to its images through "
+                   "their study: a reports CSV's `study_id` / `image` columns.")
     if coverage.rules_versions:
         st.caption("Rules version(s): " + ", ".join(f"`{version}`" for version in coverage.rules_versions))
     elif coverage.reports:
@@ -66,9 +73,21 @@ def render() -> None:
         st.caption(next_steps.NO_METRIC_FINISHED if (rounds["state"] == "finished").any() else next_steps.NO_METRIC)
     else:
         st.caption("Metric against expert labels spent")
-        st.line_chart(curve, x="labels", y="metric", color="metric_name", height=280,
-                      x_label="expert labels", y_label="metric")
+        st.altair_chart(_curve_chart(curve), width="stretch")
     st.dataframe(rounds.drop(columns=["round_id"]), hide_index=True, width="stretch")
+
+
+def _curve_chart(curve):
+    """Metric against labels, the y axis fitted to the values (AUROCs of 0.48–0.60 are flat lines on 0–1) and
+    the legend below, so that long series names ("random selection (demo baseline)") are not cut."""
+    import altair as alt
+
+    return (alt.Chart(curve).mark_line(point=True)
+            .encode(x=alt.X("labels:Q", title="expert labels"),
+                    y=alt.Y("metric:Q", title="metric", scale=alt.Scale(zero=False)),
+                    color=alt.Color("metric_name:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=0)),
+                    tooltip=["metric_name", "labels", alt.Tooltip("metric:Q", format=".3f")])
+            .properties(height=280))
 
 
 if __name__ == "__main__":

@@ -25,9 +25,10 @@ def render() -> None:
     round_id = st.selectbox("Round", list(choices), format_func=choices.get, key="queue_round")
     queue = views_rounds.selection_queue(catalog, round_id)
     info = queue.round
+    is_open = info.state != "finished"
     columns = st.columns(4)
     columns[0].metric("Selected", len(queue.items))
-    columns[1].metric("Awaiting labels", queue.pending)
+    columns[1].metric("Awaiting labels" if is_open else "Never answered", queue.pending)
     columns[2].metric("Budget", info.budget)
     columns[3].metric("State", info.state)
     for note in info.notes:
@@ -45,9 +46,12 @@ def render() -> None:
     st.dataframe(queue.items, hide_index=True, width="stretch",
                  column_config={"score": st.column_config.NumberColumn(format="%.4f"),
                                 "reason": st.column_config.TextColumn(width="large")})
-    st.subheader(f"Next to label (top {min(THUMBNAILS, queue.pending or len(queue.items))})")
-    pending = queue.items[~queue.items["annotated"]] if queue.pending else queue.items
-    ranked = pending.head(THUMBNAILS)
+    if is_open and queue.pending:
+        st.subheader(f"Next to label (top {min(THUMBNAILS, queue.pending)} of {queue.pending} awaiting)")
+        ranked = queue.items[~queue.items["annotated"]].head(THUMBNAILS)
+    else:  # a finished round (or one with every answer in): nothing waits, show what the round picked
+        st.subheader(f"Selected by round {info.number} (top {min(THUMBNAILS, len(queue.items))} by rank)")
+        ranked = queue.items.head(THUMBNAILS)
     cards = {card.image_id: card for card in views.case_cards(catalog, ranked["image_id"].tolist())}
     rows = list(ranked.itertuples())
     for start in range(0, len(rows), GRID_COLUMNS):  # one st.columns row per line: tiles stay aligned
@@ -57,8 +61,8 @@ def render() -> None:
                 if card is not None and card.thumb is not None:
                     st.image(str(card.thumb), width="stretch")
                 st.markdown(f"**#{row.rank}** `{row.image_id}`")
-                score = f"score {row.score:.4f} · " if pd.notna(row.score) else ""
-                st.caption(f"{score}{row.reason or ''}")
+                score = f"score {row.score:.4g} · " if pd.notna(row.score) else ""  # 147, 0.4397: as stored
+                st.caption(f"{score}{views.text_or(row.reason, '')}")
                 if card is not None:
                     st.caption(f"{card.body_region or 'unknown region'} · {card.label_summary}")
 

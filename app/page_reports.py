@@ -33,17 +33,24 @@ def render() -> None:
     status = filter_columns[1].selectbox("Status", ["any", *STATUSES], key="reports_status",
                                          disabled=finding == "any")
     text = filter_columns[2].text_input("Text contains", key="reports_text")
-    reports = views_reports.list_reports(catalog, finding=None if finding == "any" else finding,
-                                         status=None if status == "any" or finding == "any" else status,
-                                         text=text or None, limit=REPORT_LIMIT)
+    filters = {"finding": None if finding == "any" else finding,
+               "status": None if status == "any" or finding == "any" else status, "text": text or None}
+    total = views_reports.count_reports(catalog, **filters)
+    pages = max(1, -(-total // REPORT_LIMIT))
+    page = 1
+    if pages > 1:  # every report stays reachable, a page of REPORT_LIMIT at a time; other filters: page 1 again
+        page = int(filter_columns[2].number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1,
+                                                  step=1, key=f"reports_page_of_{pages}"))
+    reports = views_reports.list_reports(catalog, **filters, limit=REPORT_LIMIT, offset=(page - 1) * REPORT_LIMIT)
     if reports.empty:
         ui.next_step("No report matches these filters." if finding != "any" or text else
                      views_reports.NEXT_STEP_WEAK)
         return
     if not views_reports.weak_label_total(catalog):
         ui.next_step(views_reports.NEXT_STEP_WEAK)
-    labels = {row.report_id: f"{row.report_id} · {row.findings or 'no mentions'}" for row in reports.itertuples()}
-    shown = f"{len(reports)} shown" + (", the first ones: narrow the filters" if len(reports) == REPORT_LIMIT else "")
+    labels = {row.report_id: f"{row.report_id} · {row.summary or 'no mentions'}" for row in reports.itertuples()}
+    first = (page - 1) * REPORT_LIMIT + 1
+    shown = f"{total:,} match" if pages == 1 else f"{first:,}–{first + len(reports) - 1:,} of {total:,}"
     report_id = st.selectbox(f"Report ({shown})", list(labels), format_func=labels.get, key="reports_id")
     detail = views_reports.report_detail(catalog, report_id)
     if detail is None:

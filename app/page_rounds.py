@@ -85,39 +85,57 @@ def render() -> None:
         ui.next_step(api.message)
         return
 
-    encoder = views_search.search_readiness(catalog).encoder_version
-    if encoder is None:
-        ui.next_step(next_steps.NO_ENCODER_FOR_ROUNDS)
+    readiness = views_search.search_readiness(catalog)
+    encoder = readiness.encoder_version
+    if encoder is None:  # none at all, or registered but none current (the message says which)
+        ui.next_step(next_steps.NO_ENCODER_FOR_ROUNDS if readiness.message == next_steps.NO_ENCODER
+                     else readiness.message)
     defaults = api.defaults
     strategies = views_control.strategy_names()
     tasks = list(IMAGE_FINDINGS)
     open_round = current is not None and current.state != "finished"
     start_column, finish_column = st.columns(2)
-    with start_column, st.form("start_round"):
-        st.subheader("Start a round")
-        task = st.selectbox("Finding to label", tasks, key="round_task",
-                            index=tasks.index(defaults["task"]) if defaults.get("task") in tasks else 0)
-        strategy = st.selectbox("Strategy", strategies, key="round_strategy",
-                                index=strategies.index(defaults["strategy"])
-                                if defaults.get("strategy") in strategies else 0)
-        budget = st.number_input("Budget (images to label)", min_value=1, max_value=10_000, step=5,
-                                 value=int(defaults.get("budget") or 20), key="round_budget")
-        simulate = st.checkbox("Simulate the experts (answer from the dataset's ground truth)",
-                               value=not label_studio.reachable, key="round_simulate")
-        if open_round:
-            st.caption(f"Round {current.number} is open ({current.state}): this resumes it. Finish it to start "
-                       "a new one.")
-        start = st.form_submit_button(f"Resume round {current.number}" if open_round else "Start round",
-                                      type="primary", disabled=encoder is None)
+    if open_round:
+        # An open round resumes with its own settings: editable fields here would be refused by the round
+        # scripts ("these options differ from it"), so show what it was started with instead.
+        with start_column, st.form("resume_round"):
+            st.subheader(f"Round {current.number} is open")
+            answers = "simulated answers (dataset ground truth)" if current.simulate else "expert answers"
+            st.markdown(f"Finding **{current.task or '?'}** · strategy **{current.strategy}** · budget "
+                        f"**{current.budget}** · {answers}")
+            st.caption(f"State *{current.state}*. Resuming completes an interrupted selection or hand-out (Label "
+                       "Studio, or the import file) and shows the round's summary. To start a round with other "
+                       "settings, finish this one first.")
+            start = st.form_submit_button(f"Resume round {current.number}", disabled=encoder is None,
+                                          type="primary" if current.state == "selected" else "secondary")
+    else:
+        with start_column, st.form("start_round"):
+            st.subheader("Start a round")
+            task = st.selectbox("Finding to label", tasks, key="round_task",
+                                index=tasks.index(defaults["task"]) if defaults.get("task") in tasks else 0)
+            strategy = st.selectbox("Strategy", strategies, key="round_strategy",
+                                    index=strategies.index(defaults["strategy"])
+                                    if defaults.get("strategy") in strategies else 0)
+            budget = st.number_input("Budget (images to label)", min_value=1, max_value=10_000, step=5,
+                                     value=int(defaults.get("budget") or 20), key="round_budget")
+            simulate = st.checkbox("Simulate the experts (answer from the dataset's ground truth)",
+                                   value=not label_studio.reachable, key="round_simulate")
+            start = st.form_submit_button("Start round", type="primary", disabled=encoder is None)
     with finish_column, st.form("finish_round"):
         st.subheader("Finish the round")
         st.caption("Pull the annotations, fine-tune, evaluate and record the metric before/after."
                    if open_round else "No round is open: start one first.")
         simulate_missing = st.checkbox("Simulate the answers (dataset ground truth)", value=False,
                                        key="round_finish_simulate")
+        # once the batch is handed out, finishing is what the round waits for
         finish = st.form_submit_button(f"Finish round {current.number}" if open_round else "Finish round",
+                                       type="primary" if open_round and current.state != "selected" else "secondary",
                                        disabled=not open_round)
-    if start:
+    if start and open_round:  # no round-defining options: the round scripts resume it as it was started
+        _run(f"Resuming round {current.number}", api.start, catalog,
+             label_studio_url=label_studio.url if label_studio.reachable else None,
+             push=bool(label_studio.reachable) or current.simulate)
+    elif start:
         if not simulate and not label_studio.reachable:
             st.info("No Label Studio: the round writes the Label Studio import file under `rounds/`; "
                     "import it by hand or tick *Simulate*.")

@@ -10,6 +10,8 @@ from radloop.app.views import CaseCard
 from radloop.core.vocabulary import FINDINGS
 
 GRID_COLUMNS = 4
+#: Cases offered in the picker (newest first); any other one can be typed in.
+CASE_LIMIT = 500
 
 
 def _card(card: CaseCard) -> None:
@@ -18,8 +20,8 @@ def _card(card: CaseCard) -> None:
     else:
         st.caption("(no thumbnail)")
     title = f"**{card.image_id}**"
-    if card.distance is not None:
-        title += f" · distance {card.distance:.3f}"
+    if card.distance is not None:  # rounding can make a self-match slightly negative: never show "-0.000"
+        title += f" · distance {max(card.distance, 0.0):.3f}"
     st.markdown(title)
     st.caption(f"{card.body_region or 'unknown region'} · {card.split or '?'} · {card.label_summary}")
     if card.report_snippet:
@@ -30,7 +32,7 @@ def _decode(upload) -> np.ndarray | None:
     try:
         return views_search.decode_image(upload.getvalue())
     except ValueError as error:
-        st.error(f"Could not read {upload.name!r}: {error}. Upload a PNG or JPEG radiograph.")
+        st.error(f"Could not read {upload.name!r}: {error}. Upload a PNG, JPEG or DICOM radiograph.")
         return None
 
 
@@ -56,19 +58,34 @@ def render() -> None:
                                help="Expert label present, or a positive report mention without an expert "
                                     "label saying absent.")
     with query_column:
-        upload = st.file_uploader("Upload a radiograph (PNG/JPEG)", type=["png", "jpg", "jpeg"],
-                                  key="search_upload")
-        cases = views.list_cases(catalog, body_region=None if region == "all" else region)
-        labels = {row.image_id: f"{row.image_id} · {row.body_region or 'unknown'}" for row in cases.itertuples()}
-        case_id = st.selectbox("…or pick a case", list(labels), key="search_case", format_func=labels.get)
+        # No type filter: DICOM files from a PACS export often have no extension; decoding says what is wrong.
+        upload = st.file_uploader("Upload a radiograph (PNG, JPEG or DICOM)", key="search_upload")
+        cases = views.list_cases(catalog, body_region=None if region == "all" else region, limit=CASE_LIMIT)
+        labels = {row.image_id: f"{row.image_id} · {views.text_or(row.body_region, views.UNKNOWN_REGION)}"
+                  for row in cases.itertuples()}
+        pick_column, typed_column = st.columns([3, 2])
+        case_id = pick_column.selectbox("…or pick a case" + (f" (newest {CASE_LIMIT:,})" if len(cases) == CASE_LIMIT
+                                                             else ""),
+                                        list(labels), key="search_case", format_func=labels.get)
+        typed = typed_column.text_input("…or type a case id", key="search_case_id", placeholder="I-… or S-…",
+                                        help="An image id, or a study id (its first image); overrides the picker.")
+    if typed.strip() and upload is None:  # an upload wins over both
+        case_id = views_search.resolve_case(catalog, typed)
+        if case_id is None:
+            st.warning(f"No image or study `{typed.strip()}` in this catalog.")
+            return
 
     image = _decode(upload) if upload is not None else None
     if upload is not None and image is None:
         return
     query_id = None if image is not None else case_id
+    catalogued = views_search.catalog_image_for_upload(catalog, upload.getvalue()) if image is not None else None
     st.subheader("Query")
     if image is not None:
         st.image(image, caption=upload.name, width=256)
+        if catalogued is not None:
+            st.caption(f"This file is catalog case `{catalogued}`: its own study is left out of the neighbours.")
+            image, query_id = None, catalogued
     elif query_id is not None:
         cards = views.case_cards(catalog, [query_id])
         if cards:
@@ -79,7 +96,8 @@ def render() -> None:
         filters["body_region"] = region
     if finding != "any":
         filters["finding"] = finding
-    outcome = views_search.find_similar(catalog, image=image, case_id=query_id, k=k, filters=filters)
+    with st.spinner("Searching (the first search loads the encoder and the index)…"):
+        outcome = views_search.find_similar(catalog, image=image, case_id=query_id, k=k, filters=filters)
     st.subheader("Nearest cases")
     if outcome.message:
         if outcome.message == readiness.message:

@@ -23,7 +23,7 @@ from radloop.core.workspace import Workspace
 
 __all__ = [
     "NEXT_STEP_EMPTY", "UNKNOWN_REGION", "Coverage", "CaseCard", "open_catalog", "region_counts", "finding_counts",
-    "weak_label_coverage", "list_cases", "case_cards", "models_frame",
+    "weak_label_coverage", "list_cases", "case_cards", "models_frame", "text_or",
 ]
 
 #: What to do in a workspace without a catalog or without images.
@@ -32,6 +32,12 @@ NEXT_STEP_EMPTY = next_steps.EMPTY_WORKSPACE
 
 #: How the app names a missing body region.
 UNKNOWN_REGION = "unknown"
+
+
+def text_or(value: object, default: str) -> str:
+    """``value`` when it is a non-empty string, else ``default``: a missing value read back from a DataFrame row
+    is NaN under pandas 3 (a truthy float that prints "nan"), not None."""
+    return value if isinstance(value, str) and value else default
 
 
 def open_catalog(workspace: Workspace) -> Catalog:

@@ -15,9 +15,9 @@ from radloop.core.catalog import Catalog
 from radloop.core.records import FindingMention
 from radloop.core.schema import Image, Report, WeakLabel
 
-__all__ = ["ReportDetail", "Segment", "list_reports", "report_detail", "stored_mentions", "live_mentions",
-           "mentions_frame", "highlight_segments", "load_labeler", "weak_label_total", "highlight_html",
-           "STATUS_COLOURS", "NEXT_STEP_LABELER", "NEXT_STEP_WEAK"]
+__all__ = ["ReportDetail", "Segment", "list_reports", "count_reports", "mention_summary", "report_detail",
+           "stored_mentions", "live_mentions", "mentions_frame", "highlight_segments", "load_labeler",
+           "weak_label_total", "highlight_html", "STATUS_COLOURS", "NEXT_STEP_LABELER", "NEXT_STEP_WEAK"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,9 +27,42 @@ NEXT_STEP_LABELER = next_steps.NO_LABELER
 NEXT_STEP_WEAK = next_steps.NO_WEAK_LABELS
 
 
+def _report_filter(query, *, finding: str | None, status: str | None, text: str | None):
+    if finding:
+        matching = select(WeakLabel.report_id).where(WeakLabel.finding == finding)
+        if status:
+            matching = matching.where(WeakLabel.status == status)
+        query = query.where(Report.id.in_(matching))
+    if text:
+        query = query.where(func.lower(Report.text).contains(text.lower(), autoescape=True))  # % and _ literal
+    return query
+
+
+#: When a report mentions a finding several times, which status its one-line summary shows.
+_STATUS_RANK = {"positive": 3, "uncertain": 2, "negative": 1}
+
+
+def mention_summary(statuses: dict[str, str]) -> str:
+    """One line per report for a picker: positive findings, then ``finding?`` (uncertain), then ``no finding``
+    (negated; ``not normal``), so that a report that only rules findings out does not read as if it had them."""
+    by_status = {status: sorted(name for name, value in statuses.items() if value == status)
+                 for status in ("positive", "uncertain", "negative")}
+    parts = by_status["positive"] + [f"{name}?" for name in by_status["uncertain"]]
+    parts += [f"not {name}" if name == "normal" else f"no {name}" for name in by_status["negative"]]
+    return ", ".join(parts)
+
+
+def count_reports(catalog: Catalog, *, finding: str | None = None, status: str | None = None,
+                  text: str | None = None) -> int:
+    """How many reports match the filters of :func:`list_reports`."""
+    with catalog.session() as session:
+        query = _report_filter(select(func.count(Report.id)), finding=finding, status=status, text=text)
+        return session.scalar(query) or 0
+
+
 def list_reports(catalog: Catalog, *, finding: str | None = None, status: str | None = None,
-                 text: str | None = None, limit: int = 200) -> pd.DataFrame:
-    """Reports matching the filters, by id.
+                 text: str | None = None, limit: int = 200, offset: int = 0) -> pd.DataFrame:
+    """Reports matching the filters, by id (``offset`` / ``limit``: one page of them).
 
     Args:
         catalog: the catalog.
@@ -37,31 +70,32 @@ def list_reports(catalog: Catalog, *, finding: str | None = None, status: str | 
         status: with ``finding``, keep only mentions of this status.
         text: case-insensitive substring of the report text.
         limit: maximum rows.
+        offset: matching reports to skip first.
 
     Returns:
-        DataFrame with columns ``report_id, study_id, mentions, findings`` (``findings`` a comma list).
+        DataFrame with columns ``report_id, study_id, mentions, findings, summary`` (``findings`` a comma list
+        of the findings mentioned, whatever their status; ``summary`` the same with the status, see
+        :func:`mention_summary`).
     """
     with catalog.session() as session:
-        query = select(Report.id, Report.study_id)
-        if finding:
-            matching = select(WeakLabel.report_id).where(WeakLabel.finding == finding)
-            if status:
-                matching = matching.where(WeakLabel.status == status)
-            query = query.where(Report.id.in_(matching))
-        if text:
-            query = query.where(func.lower(Report.text).contains(text.lower(), autoescape=True))  # % and _ literal
-        rows = session.execute(query.order_by(Report.id).limit(limit)).all()
+        query = _report_filter(select(Report.id, Report.study_id), finding=finding, status=status, text=text)
+        rows = session.execute(query.order_by(Report.id).offset(offset).limit(limit)).all()
         report_ids = [report_id for report_id, _ in rows]
-        found: dict[str, list[str]] = {}
+        statuses: dict[str, dict[str, str]] = {}
         counts: dict[str, int] = {}
-        for report_id, label_finding, mentions in session.execute(
-                select(WeakLabel.report_id, WeakLabel.finding, func.count(WeakLabel.id))
-                .where(WeakLabel.report_id.in_(report_ids)).group_by(WeakLabel.report_id, WeakLabel.finding)):
-            found.setdefault(report_id, []).append(label_finding)
+        for report_id, label_finding, label_status, mentions in session.execute(
+                select(WeakLabel.report_id, WeakLabel.finding, WeakLabel.status, func.count(WeakLabel.id))
+                .where(WeakLabel.report_id.in_(report_ids))
+                .group_by(WeakLabel.report_id, WeakLabel.finding, WeakLabel.status)):
+            found = statuses.setdefault(report_id, {})
+            current = found.get(label_finding)
+            if current is None or _STATUS_RANK.get(label_status, 0) > _STATUS_RANK.get(current, 0):
+                found[label_finding] = label_status
             counts[report_id] = counts.get(report_id, 0) + mentions
-    return pd.DataFrame([(report_id, study_id, counts.get(report_id, 0), ", ".join(sorted(found.get(report_id, []))))
+    return pd.DataFrame([(report_id, study_id, counts.get(report_id, 0),
+                          ", ".join(sorted(statuses.get(report_id, {}))), mention_summary(statuses.get(report_id, {})))
                          for report_id, study_id in rows],
-                        columns=["report_id", "study_id", "mentions", "findings"])
+                        columns=["report_id", "study_id", "mentions", "findings", "summary"])
 
 
 @dataclass(frozen=True)

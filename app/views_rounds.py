@@ -60,7 +60,7 @@ def learning_curve(rounds: pd.DataFrame, baseline: pd.DataFrame | None = None) -
     """
     points: dict[tuple[str, int], float] = {}
     for row in rounds.itertuples(index=False):
-        name = row.metric_name or "metric"
+        name = row.metric_name if isinstance(row.metric_name, str) and row.metric_name else "metric"
         before = row.labels_total - row.labels_spent
         if pd.notna(row.metric_before):
             points[(name, int(before))] = float(row.metric_before)
@@ -101,7 +101,8 @@ class RoundInfo:
 
     ``notes`` are what the round scripts recorded (e.g. a cold-start fallback); ``tasks_file`` is the Label
     Studio import file written for the batch (relative to the workspace) and ``label_studio_url`` the
-    server the batch was pushed to, when it was.
+    server the batch was pushed to, when it was.  ``task`` and ``simulate`` are how the round was started (an
+    open round resumes with them).
     """
 
     round_id: int
@@ -117,6 +118,8 @@ class RoundInfo:
     notes: tuple[str, ...] = ()
     tasks_file: str | None = None
     label_studio_url: str | None = None
+    task: str | None = None
+    simulate: bool = False
 
 
 def _round_info(round_: Round) -> RoundInfo:
@@ -126,7 +129,8 @@ def _round_info(round_: Round) -> RoundInfo:
                      budget=round_.budget, labels_spent=round_.labels_spent or 0, metric_name=round_.metric_name,
                      metric_before=round_.metric_before, metric_after=round_.metric_after,
                      model_version=round_.model_version, notes=tuple(str(note) for note in meta.get("notes") or ()),
-                     tasks_file=meta.get("tasks_file"), label_studio_url=pushed.get("url"))
+                     tasks_file=meta.get("tasks_file"), label_studio_url=pushed.get("url"), task=round_.task,
+                     simulate=bool((round_.config or {}).get("simulate", meta.get("simulate", False))))
 
 
 def latest_round(catalog: Catalog) -> RoundInfo | None:

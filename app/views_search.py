@@ -16,10 +16,10 @@ from sqlalchemy import func, select
 from radloop.app import next_steps
 from radloop.app.views import CaseCard, case_cards
 from radloop.core.catalog import Catalog
-from radloop.core.schema import Embedding
+from radloop.core.schema import DuplicateSource, Embedding, Image, Model
 
 __all__ = ["SearchReadiness", "SearchOutcome", "search_readiness", "find_similar", "neighbour_pairs", "decode_image",
-           "NEXT_STEP_ENCODER", "NEXT_STEP_INDEX"]
+           "catalog_image_for_upload", "resolve_case", "NEXT_STEP_ENCODER", "NEXT_STEP_INDEX"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,11 @@ def search_readiness(catalog: Catalog) -> SearchReadiness:
     """Check that an encoder is current and has embeddings (the index itself is checked by the search)."""
     encoder = catalog.current_model("encoder", kind="encoder") or catalog.current_model("encoder")
     if encoder is None:
-        return SearchReadiness(encoder_version=None, embedded_images=0, message=NEXT_STEP_ENCODER)
+        with catalog.session() as session:
+            registered = list(session.scalars(select(Model.version).where(Model.kind == "encoder")
+                                              .order_by(Model.created_at.desc(), Model.version).limit(3)))
+        message = next_steps.no_current_encoder(registered) if registered else NEXT_STEP_ENCODER
+        return SearchReadiness(encoder_version=None, embedded_images=0, message=message)
     with catalog.session() as session:
         embedded = session.scalar(select(func.count(Embedding.id))
                                   .where(Embedding.model_version == encoder.version)) or 0
@@ -95,17 +99,44 @@ def neighbour_pairs(result: Any) -> list[tuple[str, float | None]]:
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """An uploaded PNG/JPEG as a 2-D uint8 grey array (the query form ``search_cases`` embeds).
+    """An uploaded PNG/JPEG or DICOM file as a 2-D uint8 grey array (the query form ``search_cases`` embeds).
+
+    DICOM (recognised by its ``DICM`` marker, whatever the file name) is windowed as ingest windows it.
 
     Raises:
-        ValueError: the bytes are not an image PIL can read.
+        ValueError: the bytes are not an image PIL or the DICOM reader can read.
     """
+    from radloop.core.dicom_io import is_dicom_bytes, read_dicom
     from radloop.core.render import decode_upload
 
     try:
+        if is_dicom_bytes(data):
+            return read_dicom(data, as_uint8=True).pixels
         return decode_upload(data)
     except ValueError as error:
         raise ValueError(f"not a readable image ({error})") from None
+
+
+def catalog_image_for_upload(catalog: Catalog, data: bytes) -> str | None:
+    """The catalog image an uploaded file is (same file bytes as an ingested file or a recorded duplicate of
+    one), or None: searching by that case leaves the case and its study out of their own neighbours."""
+    from radloop.core.deid import content_hash
+
+    digest = content_hash(data)
+    with catalog.session() as session:
+        return (session.scalar(select(Image.id).where(Image.content_hash == digest))
+                or session.scalar(select(DuplicateSource.image_id).where(DuplicateSource.content_hash == digest)))
+
+
+def resolve_case(catalog: Catalog, case_id: str) -> str | None:
+    """A typed case id as a catalog image id: an image id (``I-...``), or a study id (``S-...``: its first image)."""
+    case_id = case_id.strip()
+    if not case_id:
+        return None
+    with catalog.session() as session:
+        if session.get(Image, case_id) is not None:
+            return case_id
+        return session.scalar(select(Image.id).where(Image.study_id == case_id).order_by(Image.id).limit(1))
 
 
 def find_similar(catalog: Catalog, *, image: np.ndarray | None = None, case_id: str | None = None,
@@ -127,7 +158,10 @@ def find_similar(catalog: Catalog, *, image: np.ndarray | None = None, case_id: 
     try:
         # One extra neighbour so that the query case can be dropped from its own results.
         result = search_cases(catalog, image=image, case_id=case_id, k=k + 1, filters=filters or None)
-    except (FileNotFoundError, LookupError) as error:
+    except FileNotFoundError as error:
+        logger.warning("case search: missing file: %s", error)
+        return SearchOutcome(message=f"{error}. {next_steps.MISSING_SEARCH_FILE}", query_image_id=case_id)
+    except LookupError as error:
         logger.info("case search unavailable: %s", error)
         return SearchOutcome(message=f"{error}. {next_steps.no_embeddings(readiness.encoder_version)}",
                              query_image_id=case_id)

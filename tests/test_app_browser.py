@@ -188,3 +188,26 @@ def test_sidebar_navigation_switches_pages(server, browser):
     _wait_for(browser, '[data-testid="stImage"] img', 3)
     assert browser.find_elements(By.CSS_SELECTOR, "h1")[0].text.strip() == "Selection queue"
     assert browser.current_url.rstrip("/").endswith("/queue")
+
+
+def test_case_search_accepts_a_dicom_file(server, browser):
+    """The uploader used to accept only .png/.jpg/.jpeg: a radiologist's DICOM was refused by the browser widget."""
+    from selenium.webdriver.common.by import By
+
+    base_url, _ = server
+    dicom = data_path("dicom_radiographs", "RG1_J2KR.dcm")
+    browser.get(f"{base_url}/search")
+    _wait_for(browser, "h1", 1)
+    upload = _wait_for(browser, 'input[type="file"]', 1)[0]
+    assert not upload.get_attribute("accept")  # any file: DICOMs often have no extension
+    upload.send_keys(str(dicom))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        body = browser.find_element(By.TAG_NAME, "body").text
+        if "RG1_J2KR.dcm" in body and "Nearest cases" in body:
+            break
+        time.sleep(0.25)
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "Nearest cases" in body, body[-2000:]
+    for problem in ("not allowed", "Could not read", "Traceback", "could not be shown"):
+        assert problem not in body

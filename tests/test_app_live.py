@@ -88,6 +88,16 @@ def test_round_control_runs_a_simulated_round(app, live_workspace):
             assert len(session.scalars(select(Selection).where(Selection.round_id == round_.id)).all()) == 2
         assert (workspace.rounds_dir / "round-003" / "label_studio_tasks.json").is_file()
 
+        # the next day, a fresh browser session: the open round (budget 2, not the form's default) resumes
+        later = AppTest.from_file(MAIN, default_timeout=120)
+        later.run()
+        later.switch_page("page_rounds.py").run()
+        assert later.button[0].label == "Resume round 3"
+        later.button[0].click().run()
+        assert not later.exception and not later.error, [error.value for error in later.error]
+        assert [success.value for success in later.success][-1] == "Resuming round 3: done"
+        assert "budget **2**" in "\n".join(str(markdown.value) for markdown in later.markdown)
+
         app.checkbox(key="round_finish_simulate").check()
         app.button[1].click().run()
         assert not app.exception and not app.error, [error.value for error in app.error]
@@ -102,7 +112,8 @@ def test_round_control_runs_a_simulated_round(app, live_workspace):
     finally:
         catalog.dispose()
     app.switch_page("page_queue.py").run()
-    assert _metrics(app)["Awaiting labels"] == "0" and _metrics(app)["State"] == "finished"
+    assert _metrics(app)["Never answered"] == "0" and _metrics(app)["State"] == "finished"
+    assert "Selected by round 3" in "\n".join(str(subheader.value) for subheader in app.subheader)
 
 
 def test_case_search_finds_neighbours_with_the_real_index(app, live_workspace):

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -222,42 +219,6 @@ def test_round_control_without_encoder(catalog, env):
     assert app.button[0].disabled  # "Start round" waits for an encoder
     assert app.button[1].disabled and "No round is open" in texts(app)  # nothing to finish
     assert not app.error
-
-
-def test_round_control_starts_a_round_with_progress(app_workspace, env):
-    calls = []
-
-    def start_round(catalog, *, config=None, progress=None, **overrides):
-        calls.append(overrides)
-        progress("embedding new images", 0.5)
-        return {"round": 3, "selected": overrides["budget"]}
-
-    def finish_round(catalog, *, progress=None, simulate=None):
-        calls.append({"finish_simulate": simulate})
-        raise RuntimeError("round 3 has no annotations yet")
-
-    fake = types.ModuleType("radloop.app.rounds")
-    fake.start_round, fake.finish_round = start_round, finish_round
-    env.setitem(sys.modules, "radloop.app.rounds", fake)
-    import radloop.app
-
-    env.setattr(radloop.app, "rounds", fake, raising=False)
-    app = open_page(app_workspace, "page_rounds.py", env)
-    assert app.checkbox(key="round_simulate").value is True  # Label Studio is down
-    app.number_input(key="round_budget").set_value(5)
-    app.button[0].click().run()
-    assert calls == [{"task": "fracture", "strategy": app.selectbox(key="round_strategy").value, "budget": 5,
-                      "simulate": True, "push": True}]  # no label_studio_url: the server is down
-    assert not app.error and not app.exception
-    assert app.json and '"selected": 5' in app.json[0].value
-    app.button[1].click().run()
-    assert calls[-1] == {"finish_simulate": None}  # the round remembers how it was started
-    assert "round 3 has no annotations yet" in app.error[0].value
-    assert "resumable" in texts(app)
-    assert not app.exception
-    app.checkbox(key="round_simulate").uncheck()
-    app.button[0].click().run()  # experts, but the server is down: only the import file, no push attempt
-    assert calls[-1]["simulate"] is False and calls[-1]["push"] is False
 
 
 def test_models_page_lists_versions_and_metrics(app_workspace, env):

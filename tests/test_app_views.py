@@ -201,7 +201,8 @@ def test_list_reports_and_detail(filled):
     assert views_reports.list_reports(filled)["report_id"].tolist() == ["R1", "R2"]
     effusion = views_reports.list_reports(filled, finding="effusion", status="uncertain")
     assert effusion.to_dict("records") == [{"report_id": "R1", "study_id": "S-1", "mentions": 4,
-                                            "findings": "effusion, pneumonia, pneumothorax"}]
+                                            "findings": "effusion, pneumonia, pneumothorax",
+                                            "summary": "effusion, pneumonia?, no pneumothorax"}]
     assert views_reports.list_reports(filled, finding="effusion", status="negative").empty
     assert views_reports.list_reports(filled, text="NORMAL")["report_id"].tolist() == ["R2"]
     assert views_reports.list_reports(filled, text="%").empty and views_reports.list_reports(filled, text="_").empty
