@@ -165,11 +165,7 @@ def _encoder(catalog: Catalog, options: DemoOptions) -> dict[str, Any]:
     if existing is not None:
         return {"encoder": existing.version, "source": "latest in workspace"}
     config_file = options.pretrain_config or _default_config("ssl/simclr_cpu.yaml")
-    minutes = options.pretrain_minutes
-    # The schedule (warm-up + cosine) is laid out over max_steps; ~1 step/s on 2 cores, max_time is the guard.
-    overrides = [f"trainer.max_steps={max(20, int(minutes * 60))}",
-                 f"trainer.max_time=00:00:{int(minutes) + 1:02d}:00", "trainer.loggers=[csv]"]
-    config = load_config(config_file, PretrainConfig, overrides)
+    config = load_config(config_file, PretrainConfig, pretrain_overrides(options.pretrain_minutes))
     from radloop.ssl.pretrain_data import catalog_images
 
     data = config.data
@@ -179,8 +175,22 @@ def _encoder(catalog: Catalog, options: DemoOptions) -> dict[str, Any]:
     if available < data.batch_size:  # a small --limit: smaller batches rather than no encoder
         config = config.model_copy(update={"data": data.model_copy(update={"batch_size": available // 2 * 2})})
     run = pretrain(catalog, config, catalog.workspace.models_dir / "demo-pretrain", resume=False)
-    return {"encoder": run.version, "steps": run.steps, "final_loss": run.final_loss,
+    final_loss = round(run.final_loss, 4) if run.final_loss is not None else None
+    return {"encoder": run.version, "steps": run.steps, "final_loss": final_loss,
             "source": f"pretrained {run.seconds:.0f} s with {config_file.name}"}
+
+
+def pretrain_overrides(minutes: float) -> list[str]:
+    """Config overrides of the demo's short pretraining of ``minutes`` (fractions count: 0.1 is 6 s).
+
+    The schedule (warm-up + cosine) is laid out over ``max_steps`` at ~1 step/s (2 quiet cores at the demo's
+    settings); ``max_time`` stops the run when the machine is slower, before the schedule has decayed.
+    """
+    seconds = max(1, math.ceil(minutes * 60))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    return [f"trainer.max_steps={max(20, int(minutes * 60))}",
+            f"trainer.max_time={days:02d}:{hours:02d}:{rest // 60:02d}:{rest % 60:02d}", "trainer.loggers=[csv]"]
 
 
 def _default_config(relative: str) -> Path:

@@ -23,6 +23,7 @@ def test_demo_small_subset(tmp_path):
         "--pretrain-minutes", "0.15", "--rounds", "2", "--budget", "12", "--workers", "1", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads((workspace / "rounds" / "demo_summary.json").read_text())
+    assert json.loads(result.stdout)["rounds"] == summary["rounds"]  # --json: stdout is the JSON alone
     steps = {step["step"].split(" ")[0]: step for step in summary["steps"]}
     assert steps["ingest"]["fracture_images"] == 240 and steps["ingest"]["ingest_errors"] == 0
     assert steps["weak"]["reports_labelled"] > 2000 and steps["weak"]["f1_fracture"] > 0.5
@@ -117,3 +118,43 @@ def test_demo_never_wipes_a_workspace_it_did_not_make(tmp_path, monkeypatch):
     no_data = runner.invoke(build_app(), ["demo", "--data", str(tmp_path / "nodata"), "--workspace", str(demo_made)])
     assert no_data.exit_code == 2 and "demo data missing" in no_data.output
     assert (demo_made / "keep-me.txt").exists()
+
+
+def test_demo_pretraining_minutes_count_fractions():
+    from radloop.app.demo import pretrain_overrides
+
+    assert "trainer.max_time=00:00:00:06" in pretrain_overrides(0.1)
+    assert "trainer.max_time=00:00:02:30" in pretrain_overrides(2.5)
+    assert "trainer.max_time=00:01:05:00" in pretrain_overrides(65)
+    assert "trainer.max_steps=150" in pretrain_overrides(2.5)
+
+
+def test_lightning_progress_bars_write_to_stderr(capfd):
+    """stdout carries --json output: the prediction bar (embedding) and the training bar go to stderr."""
+    import lightning as L
+    import torch
+
+    from radloop.ssl.trainer_progress import trainer_callbacks
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, _):
+            return self.layer(batch[0]).sum()
+
+        def predict_step(self, batch, _):
+            return self.layer(batch[0])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(8, 2)), batch_size=4)
+    trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
+                        enable_model_summary=False, callbacks=trainer_callbacks(True))
+    trainer.fit(Tiny(), data)
+    trainer.predict(Tiny(), data, return_predictions=False)
+    captured = capfd.readouterr()
+    assert "Predicting" in captured.err and "Epoch" in captured.err
+    assert "Predicting" not in captured.out and "Epoch" not in captured.out

@@ -175,7 +175,7 @@ def test_simclr_on_two_processes_writes_one_set_of_outputs(simclr_run, images_ca
     assert results[0]["steps"] == results[0]["total_steps"] == STEPS and results[0]["registered"]
     assert results[1]["steps"] == STEPS and results[1]["encoder_dir"] is None and not results[1]["registered"]
     assert results[0]["skipped"] == 1  # the broken render, found while streaming
-    assert sorted(path.name for path in (run_dir / "checkpoints").iterdir()) == ["last.ckpt", "step-step=4.ckpt"]
+    assert sorted(path.name for path in (run_dir / "checkpoints").iterdir()) == ["last.ckpt", "step-4.ckpt"]
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == STEPS
     rows = _metrics_rows(run_dir)
     assert [int(row["step"]) for row in rows] == list(range(STEPS))  # one writer: no duplicated steps

@@ -261,6 +261,7 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
         save_resolved_config(config, run_dir / "config.yaml")
 
     checkpoints = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step-{step}",
+                                  auto_insert_metric_name=False,
                                   every_n_train_steps=config.trainer.checkpoint_every_n_steps, save_last=True,
                                   save_top_k=1, monitor=None)
     trainer_settings = config.trainer

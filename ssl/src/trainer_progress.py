@@ -1,4 +1,4 @@
-"""Lightning progress reporting shared by pretraining, fine-tuning and detection training."""
+"""Lightning progress reporting shared by pretraining, fine-tuning, detection training and embedding."""
 
 from __future__ import annotations
 
@@ -8,15 +8,36 @@ __all__ = ["trainer_callbacks"]
 
 
 def trainer_callbacks(progress: bool) -> list:
-    """Lightning callbacks: a progress bar on stderr (stdout carries ``--json`` output) when wanted."""
+    """Lightning callbacks: a progress bar on stderr (stdout carries ``--json`` output) when wanted.
+
+    Lightning's own bars (its rich bar, or tqdm's) write to stdout; every bar here (training, validation,
+    sanity check, prediction, test) writes to stderr.  Trainers built with these callbacks and
+    ``enable_progress_bar=progress`` get no bar of Lightning's when ``progress`` is false.
+    """
     if not progress:
         return []
     from lightning.pytorch.callbacks import TQDMProgressBar
     from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
     class StderrProgressBar(TQDMProgressBar):
+        def _bar(self, desc: str, position_offset: int = 0, leave: bool = True, **kwargs) -> Tqdm:
+            return Tqdm(desc=desc, position=2 * self.process_position + position_offset, disable=self.is_disabled,
+                        leave=leave, dynamic_ncols=True, file=sys.stderr, bar_format=self.BAR_FORMAT, **kwargs)
+
         def init_train_tqdm(self) -> Tqdm:
-            return Tqdm(desc=self.train_description, position=2 * self.process_position, disable=self.is_disabled,
-                        leave=True, dynamic_ncols=True, file=sys.stderr, smoothing=0, bar_format=self.BAR_FORMAT)
+            return self._bar(self.train_description, smoothing=0)
+
+        def init_predict_tqdm(self) -> Tqdm:
+            return self._bar(self.predict_description, smoothing=0)
+
+        def init_sanity_tqdm(self) -> Tqdm:
+            return self._bar(self.sanity_check_description, leave=False)
+
+        def init_validation_tqdm(self) -> Tqdm:
+            has_main_bar = self.trainer.state.fn != "validate"
+            return self._bar(self.validation_description, int(has_main_bar), leave=not has_main_bar)
+
+        def init_test_tqdm(self) -> Tqdm:
+            return self._bar("Testing")
 
     return [StderrProgressBar(refresh_rate=5)]
