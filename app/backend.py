@@ -6,10 +6,14 @@ Endpoints (the contract Label Studio calls, see ``label_studio/ml/api_connector.
   served (reloaded when the registry's current model changes) and the newest training run in brief
   (``{"status": "failed", "error": ...}`` when it failed; None before the first).
 - ``POST /setup`` ``{"project", "schema", "hostname", "access_token"}`` -> ``{"model_version": ...}``;
-  remembers the project's labelling config and how to fetch images from Label Studio.
+  remembers the project's labelling config and how to fetch images from Label Studio; 422 for a config
+  without any radloop finding among its labels.
 - ``POST /predict`` ``{"tasks": [...], "label_config", "project"}`` -> ``{"results": [{"result": [...],
   "score", "model_version"}, ...]}``, one entry per task, choices and boxes with scores for the project's
-  control names (parsed from its config).
+  control names (parsed from its config); ``[]`` (no prediction: Label Studio stores none and asks again) for a
+  task that cannot be answered now or is beyond ``max_tasks`` / ``predict_budget_s``.
+
+Refused requests (4xx) are logged with the reason: Label Studio's UI only shows the status code.
 - ``POST /webhook`` Label Studio events; annotation events and ``START_TRAINING`` schedule fine-tuning in
   the background (debounced), other actions are acknowledged and ignored; ``POST /train`` (older Label
   Studio: ``{"project", "annotations", "label_config", "params"}``) does the same.  A run first pulls the
@@ -39,12 +43,14 @@ import time
 from typing import Any, Callable
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from radloop.app.backend_fetch import FetchPolicy, fetch_image
 from radloop.app.backend_projects import (
-    MAX_PROJECT_ID_CHARS, TRAINING_ACTIONS, _parse_train_request, _ProjectState,
+    MAX_PROJECT_ID_CHARS, TRAINING_ACTIONS, _parse_train_request, _ProjectState, _RefusalLog, check_radloop_labels,
 )
 from radloop.app.backend_runtime import (
     CaseInput, CasePredictor, ModelHolder, TrainingScheduler, annotation_puller, default_train_function,
@@ -132,9 +138,18 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
     app.state.projects = projects
     app.state.fetch_policy = fetch_policy
 
+    refusals = _RefusalLog()
+
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request, error):  # noqa: ANN001
-        return JSONResponse(status_code=422, content={"detail": f"invalid request: {error.errors()[:3]}"})
+    async def _validation(request, error):  # noqa: ANN001
+        detail = f"invalid request: {error.errors()[:3]}"
+        refusals.log(request, 422, detail)
+        return JSONResponse(status_code=422, content={"detail": detail})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _refused(request, error):  # noqa: ANN001
+        refusals.log(request, error.status_code, str(error.detail), auth=settings.auth.enabled)
+        return await http_exception_handler(request, error)
 
     async def _json(request: Request) -> Any:
         too_large = _http_error(413, f"request body is larger than {settings.max_body_bytes // 2**20} MiB")
@@ -170,6 +185,8 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
         try:
             parsed = parse_setup_request(await _json(request))
             config = parse_label_config(parsed.label_config) if parsed.label_config else None
+            if config is not None:
+                check_radloop_labels(config)
         except (AdapterError, LabelConfigError) as error:
             raise _http_error(422, str(error)) from None
         projects.remember(parsed.project or "", config, parsed.hostname, parsed.access_token)
@@ -192,9 +209,11 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
         url = task.data.get(config.image_value)
         if not isinstance(url, str) or not url:
             if task.case_id:
-                return None  # a case unknown to this catalog: answered with an empty prediction
+                return None  # a case unknown to this catalog: no prediction
             raise AdapterError(f"task {task.task_id} has neither a known case_id nor an image URL "
                                f"in data[{config.image_value!r}]")
+        if not getattr(predictor, "reads_pixels", True):
+            return None  # no image model yet: the report rules cannot read pixels, nothing worth downloading
         pixels = fetch_image(url, fetch_policy, _label_studio(project), timeout=settings.image_fetch_timeout_s,
                              max_bytes=settings.max_image_bytes)
         height, width = pixels.shape[:2]
@@ -205,8 +224,6 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
         body = await _json(request)
         try:
             parsed = parse_predict_request(body)
-            if len(parsed.tasks) > settings.max_tasks:
-                raise AdapterError(f"at most {settings.max_tasks} tasks per request, got {len(parsed.tasks)}")
             config = (parse_label_config(parsed.label_config) if parsed.label_config
                       else projects.config(parsed.project) or default_config)
         except (AdapterError, LabelConfigError) as error:
@@ -216,30 +233,43 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
         return await run_in_threadpool(_predict_sync, parsed, config, time.monotonic())
 
     def _predict_sync(parsed, config: ParsedLabelConfig, started: float) -> dict:
-        """One result per task. A task that cannot be answered (its image cannot be fetched or read) gets an
-        empty prediction and a logged warning, so one bad task never costs the batch its predictions; when no
-        task can be answered the request fails with 422 and the reasons.  One INFO line per request says
-        how many tasks, which model and how long (never task data: report text, signed image URLs)."""
+        """One entry per task, in order.  A task that cannot be answered (its image cannot be fetched or read,
+        a case this catalog does not know, no model opinion) gets ``[]``: no prediction, which Label Studio
+        stores nothing for and asks again later, instead of an empty one that reads as "none present" and
+        would never be replaced for this model version.  Tasks beyond ``settings.max_tasks`` or left when
+        ``settings.predict_budget_s`` ran out are deferred the same way (Label Studio 1.23 sends every selected
+        task in one request: "Retrieve predictions" again answers the next ones).  When every task fails the
+        request fails with 422 and the reasons.  One INFO line per request says how many tasks, which model
+        and how long (never task data: report text, signed image URLs)."""
         predictor = holder.get()  # one model version for the whole request, even if a swap happens now
         cases: list[CaseInput | None] = []
         failures: dict[int, str] = {}
+        deadline = started + settings.predict_budget_s
         for index, task in enumerate(parsed.tasks):
+            if index >= settings.max_tasks or time.monotonic() > deadline:
+                break
             try:
                 cases.append(_resolve(task, config, predictor, parsed.project))
             except AdapterError as error:
                 cases.append(None)
                 failures[index] = str(error)
+        deferred = len(parsed.tasks) - len(cases)
         predictions = _predict_each(predictor, cases, failures, parsed.tasks)
-        logger.info("predict: %d task(s), %d answered empty, project %r, model %s, %.2f s", len(parsed.tasks),
-                    len(failures), (parsed.project or "")[:MAX_PROJECT_ID_CHARS], predictor.model_version,
-                    time.monotonic() - started)
-        if failures and len(failures) == len(parsed.tasks):
+        answered = {index: prediction for index, prediction in predictions.items()
+                    if prediction.choices or prediction.boxes}
+        logger.info("predict: %d task(s), %d answered, %d failed, %d deferred, project %r, model %s, %.2f s",
+                    len(parsed.tasks), len(answered), len(failures), deferred,
+                    (parsed.project or "")[:MAX_PROJECT_ID_CHARS], predictor.model_version, time.monotonic() - started)
+        if failures and len(failures) == len(cases) and not deferred:
             raise _http_error(422, "; ".join(list(dict.fromkeys(failures.values()))[:3]))
         for index, reason in failures.items():
-            logger.warning("predict: task %s answered empty: %s", parsed.tasks[index].task_id, reason)
-        empty = {"result": [], "score": None, "model_version": predictor.model_version}
-        return {"results": [prediction_to_ls(predictions[index], case.geometry, config) if index in predictions
-                            else dict(empty) for index, case in enumerate(cases)]}
+            logger.warning("predict: task %s has no prediction: %s", parsed.tasks[index].task_id, reason)
+        if deferred:
+            logger.warning("predict: %d of %d task(s) deferred (at most %d per request, %.0f s budget): "
+                           "they get no prediction now; \"Retrieve predictions\" again answers them", deferred,
+                           len(parsed.tasks), settings.max_tasks, settings.predict_budget_s)
+        return {"results": [prediction_to_ls(answered[index], cases[index].geometry, config) if index in answered
+                            else [] for index in range(len(parsed.tasks))]}
 
     def _predict_each(predictor: CasePredictor, cases: list, failures: dict[int, str], tasks) -> dict:
         """Predictions by task index: the answerable cases in one batch; if the batch fails (e.g. a catalog

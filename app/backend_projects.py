@@ -6,13 +6,17 @@ Split from :mod:`radloop.app.backend`.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from typing import Any
 
 from radloop.labeling.ls_adapter import AdapterError
-from radloop.labeling.ls_config import ParsedLabelConfig
+from radloop.labeling.ls_config import LabelConfigError, ParsedLabelConfig
 
-__all__ = ["MAX_PROJECT_ID_CHARS", "TRAINING_ACTIONS"]
+__all__ = ["MAX_PROJECT_ID_CHARS", "TRAINING_ACTIONS", "check_radloop_labels"]
+
+logger = logging.getLogger("radloop.app.backend")  # `radloop serve-backend` shows this logger's lines
 
 #: Webhook actions that mean "there are new labels" (and the explicit training request).
 TRAINING_ACTIONS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED",
@@ -75,3 +79,56 @@ def _parse_train_request(body: Any) -> str:
     if not isinstance(body.get("params", {}), (dict, type(None))):
         raise AdapterError("train body 'params' must be an object")
     return str(project)
+
+
+def check_radloop_labels(config: ParsedLabelConfig) -> None:
+    """Refuse a labelling config none of whose Choices / RectangleLabels labels is a radloop finding: every
+    prediction for it would be empty while Label Studio shows the backend as connected.
+
+    Raises:
+        LabelConfigError: naming the config's labels and the findings radloop predicts.
+    """
+    from radloop.core.vocabulary import FINDINGS
+
+    labels = [label for control in (*config.choices, *config.cannot_tell, *config.rectangles)
+              for label in control.labels]
+    if not any(label in FINDINGS for label in labels):
+        shown = ", ".join(dict.fromkeys(labels)) or "none"
+        raise LabelConfigError(
+            f"the project's labelling config has no radloop finding among its labels ({shown[:200]}): radloop "
+            f"predicts {', '.join(FINDINGS)}; use the config `radloop ls init` creates (labels, or their alias, "
+            "must be these names)")
+
+
+class _RefusalLog:
+    """Logs the requests the backend refuses (4xx), each (path, status, reason) at most once a minute: Label
+    Studio only shows "422 Client Error ... check the ML backend server console logs", so the reason has to be
+    there, and a page reload (or a client probing the port) must not flood the console."""
+
+    MAX_KEYS = 1000
+
+    def __init__(self, interval_s: float = 60.0) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[tuple[str, int, str], float] = {}
+        self.interval_s = interval_s
+
+    def log(self, request: Any, status: int, detail: str, *, auth: bool = False) -> None:
+        if status < 400:
+            return
+        path = request.url.path
+        now = time.monotonic()
+        key = (path, status, detail[:200])
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval_s:
+                return
+            if len(self._last) >= self.MAX_KEYS:
+                self._last.clear()
+            self._last[key] = now
+        hint = ""
+        if status == 401 and path == "/webhook" and auth:
+            hint = (" (Label Studio sends annotation events through the project's webhook, which has no credentials "
+                    "when the model was connected in its UI: run `radloop ls connect-backend --backend-url URL "
+                    "--auth-user USER`, or add the Authorization header to that webhook in the project's settings)")
+        logger.warning("refused %s %s from %s: HTTP %d: %s%s", request.method, path,
+                       request.client.host if request.client else "?", status, detail[:500], hint)

@@ -65,6 +65,11 @@ class CasePredictor:
     def kind(self) -> str:
         return type(self.predictor).__name__ if self.predictor is not None else "ReportRules"
 
+    @property
+    def reads_pixels(self) -> bool:
+        """Whether :meth:`predict` looks at images (an image model); the report rules read only reports."""
+        return self.predictor is not None
+
     def lookup(self, case_id: str) -> CaseInput | None:
         """The catalog case ``case_id`` (None when unknown or no catalog)."""
         if self.catalog is None:

@@ -51,10 +51,11 @@ class BackendSettings:
 
     task: str = "findings"
     debounce_s: float = 30.0
-    max_tasks: int = 64
+    max_tasks: int = 64  # tasks answered per /predict request; the rest get no prediction (asked again later)
+    predict_budget_s: float = 20.0  # tasks not reached by then are deferred too (ls connect-backend: 30-s timeout)
     image_fetch_timeout_s: float = 10.0  # whole download of one image, not per read
     max_image_bytes: int = 256 * 1024 * 1024  # a larger image reply is refused while it downloads
-    max_body_bytes: int = 32 * 1024 * 1024  # request bodies (Label Studio sends at most max_tasks tasks)
+    max_body_bytes: int = 32 * 1024 * 1024  # request bodies (Label Studio sends every selected task at once)
     train_config: str | None = None  # fine-tuning job config run in the background (None: record only)
     label_studio_url: str | None = None  # where images are fetched from (None: the workspace's ls-init binding)
     label_studio_token: str | None = field(default=None, repr=False)  # for pulls; default: the /setup token

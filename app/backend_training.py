@@ -219,8 +219,9 @@ def annotation_puller(catalog: Catalog, label_studio_url: str | None, token_for:
         try:
             return pull_project_annotations(catalog, client, binding, full=full)
         except LabelStudioError as error:
-            raise LabelStudioError(f"pulling new annotations from Label Studio failed, nothing was trained: "
-                                   f"{error}") from error
+            raise LabelStudioError(f"pulling new annotations from Label Studio failed, nothing was trained (the "
+                                   f"next annotation event, or Start Training in the model's settings, tries "
+                                   f"again; the annotations stay in Label Studio): {error}") from error
 
     return pull
 

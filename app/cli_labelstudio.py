@@ -91,12 +91,16 @@ def ls_init(url: Annotated[Optional[str], typer.Option("--url", help="Label Stud
             project: Annotated[str, typer.Option("--project", help="Project title.")] = "radloop findings",
             document_root: Annotated[Optional[Path], typer.Option(
                 "--document-root", help="The server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (must contain the "
-                "workspace); default: that variable, else the workspace.")] = None,
+                "workspace); default: that variable, else the parent folder the server is found to serve the "
+                "workspace's renders from (checked either way).")] = None,
             media_url: Annotated[Optional[str], typer.Option(
                 "--media-url", help="Serve renders from this URL prefix instead of local-files storage.")] = None,
             report_text: ReportTextOption = None,
             workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
     """Create or update (idempotent) the Label Studio project with the vocabulary's labelling config.
+
+    Checks that Label Studio serves the renders as annotators will ask for them (a probe file); tasks pushed
+    with other serving settings get the new image URLs.
 
     --report-text is saved in the workspace's binding and used by `round push` and `ls export` (default: the
     binding's setting, 'redacted' for a new one).

@@ -268,7 +268,16 @@ class LabelStudioClient:
             return found
         return storage.id
 
+    def local_file_status(self, relative: str) -> int:
+        """HTTP status of ``/data/local-files/?d=<relative>`` (200 served, 404 not under the server's document
+        root or a storage, 403 local-files serving disabled): what an annotator's browser would get."""
+        return self.call("read a local file", lambda: self._sdk._client_wrapper.httpx_client.request(
+            "data/local-files/", method="GET", params={"d": relative})).status_code
+
     # ---------------------------------------------------------------------------------------- tasks
+    def update_task_data(self, task_id: int, data: dict) -> None:
+        self.call(f"update task {task_id}", lambda: self._sdk.tasks.update(id=task_id, data=data), task_id=task_id)
+
     def import_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
         """Import tasks (with predictions) in one request; returns the new task ids.  Not retried."""
         response = self.call(

@@ -26,8 +26,8 @@ from radloop.core.workspace import Workspace
 from radloop.labeling.ls_client import LabelStudioClient
 from radloop.labeling.ls_config import DEFAULT_REPORT_TEXT, build_label_config, check_report_text, config_digest
 
-__all__ = ["DEFAULT_PROJECT_TITLE", "ProjectBinding", "image_url", "init_project", "label_studio_url",
-           "load_binding", "media_dir",
+__all__ = ["DEFAULT_PROJECT_TITLE", "ProjectBinding", "check_local_files", "image_url", "init_project",
+           "label_studio_url", "load_binding", "media_dir", "repair_image_urls",
            "report_text_setting", "save_binding", "stage_render"]
 
 DEFAULT_PROJECT_TITLE = "radloop findings"
@@ -170,6 +170,79 @@ def image_url(binding: ProjectBinding | None, staged: Path, *, document_root: st
     return "/data/local-files/?d=" + quote(relative.as_posix())
 
 
+def check_local_files(client: LabelStudioClient, media: Path, document_root: str, *,
+                      explicit: bool) -> tuple[str, str | None]:
+    """Check that Label Studio serves the media folder's files with ``document_root``, as an annotator's
+    browser will ask for them; returns ``(document_root, detected)``.
+
+    A probe file is written to ``media``, asked for relative to ``document_root``, then relative to each
+    parent of ``media``, and removed.  The server's document root found that way replaces a default one
+    (``detected`` is then that root, else None).  A client without ``local_file_status`` is not checked.
+
+    Raises:
+        ValueError: serving is disabled on the server; it serves from another root than an explicit
+            ``document_root``; or it serves the media folder from no root at all (another machine?).
+    """
+    status_of = getattr(client, "local_file_status", None)
+    if status_of is None:
+        return document_root, None
+    import secrets
+
+    probe = media.resolve() / f".radloop-serving-check-{secrets.token_hex(4)}.txt"
+    probe.write_text("radloop: Label Studio local-files check\n")
+    configured = Path(document_root).resolve()
+    candidates = [configured] + [root for root in (media.resolve(), *media.resolve().parents) if root != configured]
+    try:
+        for root in candidates:
+            status = status_of(probe.relative_to(root).as_posix())
+            if status == 403:
+                raise ValueError(f"Label Studio at {client.url} does not serve local files (HTTP 403): start it with "
+                                 "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true, or pass --media-url")
+            if status == 200:
+                break
+        else:
+            raise ValueError(f"Label Studio at {client.url} cannot serve the renders in {media} (HTTP 404 under every "
+                             f"parent folder): run it on this machine with LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT set "
+                             "to a parent of the workspace, or serve that folder yourself and pass --media-url")
+    finally:
+        probe.unlink(missing_ok=True)
+    if root == configured:
+        return document_root, None
+    if explicit:
+        raise ValueError(f"Label Studio at {client.url} serves local files from {root} (its "
+                         f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT), not from {document_root}: task images would not "
+                         f"open; pass --document-root {root} (or set the variable to it)")
+    return str(root), str(root)
+
+
+def repair_image_urls(client: LabelStudioClient, project_id: int, previous: ProjectBinding, media: Path,
+                      document_root: str | None, media_url: str | None) -> int:
+    """Point the project's radloop tasks at the renders' URLs under the new serving settings when they changed
+    (e.g. a wrong document root fixed by a second ``ls init``); returns how many tasks were updated."""
+    target = ProjectBinding(url=previous.url, project_id=project_id, title=previous.title,
+                            config_digest=previous.config_digest, document_root=document_root, media_url=media_url)
+    sample = media / "sample.png"
+    try:
+        if image_url(previous, sample) == image_url(target, sample) or not hasattr(client, "update_task_data"):
+            return 0
+    except ValueError:  # the old settings never made URLs for this media folder
+        return 0
+    repaired = 0
+    for task in client.iter_tasks(project_id, with_annotations=False):
+        data = task.get("data") or {}
+        case_id = data.get("case_id")
+        if not (isinstance(case_id, str) and data.get("radloop_key") and isinstance(data.get("image"), str)):
+            continue
+        staged = media / f"{case_id}.png"
+        if not staged.exists() or data["image"] != image_url(previous, staged):
+            continue  # not a URL radloop made under the old settings: left alone
+        new = image_url(target, staged)
+        if new != data["image"]:
+            client.update_task_data(task["id"], {**data, "image": new})
+            repaired += 1
+    return repaired
+
+
 def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str = DEFAULT_PROJECT_TITLE,
                  document_root: str | None = None, media_url: str | None = None,
                  report_text: str | None = None) -> dict:
@@ -203,6 +276,7 @@ def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str 
     digest = config_digest(label_config)
     media = media_dir(workspace)
     media.mkdir(parents=True, exist_ok=True)
+    explicit_root = bool(document_root or os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"))
     if not media_url:
         document_root = document_root or os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT") \
             or str(workspace.root)
@@ -231,12 +305,21 @@ def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str 
             client.update_project(project_id, label_config=label_config, title=title)
             updated = True
     storage_id = None
+    served_from = None
     if not media_url:
         storage_id = client.ensure_local_storage(project_id, str(media.resolve()))
+        document_root, served_from = check_local_files(client, media, document_root, explicit=explicit_root)
+    repaired = 0
+    if previous is not None and previous.project_id == project_id and previous.url == client.url:
+        repaired = repair_image_urls(client, project_id, previous, media, document_root, media_url)
     binding = ProjectBinding(url=client.url, project_id=project_id, title=title, config_digest=digest,
                              document_root=str(Path(document_root).resolve()) if document_root else None,
                              media_url=media_url, storage_id=storage_id, report_text=report_text)
     save_binding(workspace, binding)
     return {"project_id": project_id, "title": title, "created": created, "config_updated": updated,
             "url": client.url, "storage_id": storage_id, "media_dir": str(media), "report_text": report_text,
-            "binding": str(binding_path(workspace))}
+            "binding": str(binding_path(workspace)),
+            "document_root": binding.document_root,
+            **({"note": f"Label Studio serves local files from {served_from}: used as the document root (set "
+                        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT or --document-root to say so)"} if served_from else {}),
+            **({"image_urls_repaired": repaired} if repaired else {})}

@@ -116,10 +116,10 @@ def test_predict_uses_project_names_and_original_pixels(catalog, cases):
     assert rect["value"]["x"] == pytest.approx(48 / 192 * 100) and rect["value"]["y"] == pytest.approx(16 / 128 * 100)
     assert rect["original_width"] == 96 and rect["original_height"] == 64  # what Label Studio displays
     assert results[1]["result"][1]["value"]["x"] == pytest.approx(48 / 96 * 100)
-    # an unknown case with no image URL in this catalog gets an empty prediction, not an error
+    # an unknown case with no image URL gets no prediction (``[]``), not an empty one ("none present")
     unknown = client.post("/predict", json={"tasks": [{"id": 3, "data": {"case_id": "I-unknown"}}],
                                             "label_config": CUSTOM_CONFIG}).json()
-    assert unknown["results"][0]["result"] == []
+    assert unknown["results"] == [[]]
 
 
 @pytest.mark.parametrize("payload, status, reason", [
@@ -194,11 +194,18 @@ def test_train_accepts_label_studios_body(catalog, cases):
     assert app.state.scheduler.status()["pending"] == 2
 
 
-def test_too_many_tasks_rejected(catalog, cases):
+def test_tasks_beyond_the_limit_are_deferred_not_refused(catalog, cases):
+    """Label Studio sends every selected task in one /predict: the first ``max_tasks`` are answered, the rest
+    get ``[]`` (no prediction; asked again next time) instead of a 422 that left every task without one."""
     app, _ = _app(catalog, settings=BackendSettings(max_tasks=2))
     body = {"tasks": [{"id": i, "data": {"case_id": cases[0]}} for i in range(3)]}
     response = TestClient(app).post("/predict", json=body)
-    assert response.status_code == 422 and "at most 2" in response.json()["detail"]
+    assert response.status_code == 200, response.text
+    first, second, third = response.json()["results"]
+    assert first["result"] and second["result"] and third == []
+    out_of_time = TestClient(_app(catalog, settings=BackendSettings(predict_budget_s=0.0))[0]).post(
+        "/predict", json=body)
+    assert out_of_time.status_code == 200 and out_of_time.json()["results"][1:] == [[], []]
 
 
 def test_basic_and_bearer_auth(catalog, cases):
@@ -273,7 +280,7 @@ def test_predict_survives_bad_image_urls_and_reads_16_bit_images(catalog, cases)
         mixed = predict(f"{base}/sixteen.png", f"{base}/text")
         assert mixed.status_code == 200
         first, second = mixed.json()["results"]
-        assert first["result"] and second["result"] == []
+        assert first["result"] and second == []  # no prediction, not an empty one
     # the model saw the 16-bit ramp scaled to 0..255 (mean brightness 0.5), not clipped to white by convert("L")
     assert model.calls[-1] == (64, 96)
     [box] = [result for result in first["result"] if result["type"] == "rectanglelabels"]
@@ -296,7 +303,7 @@ def test_a_missing_render_costs_only_its_own_task(catalog, cases):
                                                    {"id": 2, "data": {"case_id": cases[1]}}]})
     assert both.status_code == 200
     first, second = both.json()["results"]
-    assert first["result"] and second["result"] == []
+    assert first["result"] and second == []
     alone = client.post("/predict", json={"tasks": [{"id": 2, "data": {"case_id": cases[1]}}]})
     assert alone.status_code == 422 and "task 2" in alone.json()["detail"]
 
