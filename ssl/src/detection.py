@@ -26,6 +26,7 @@ from radloop.ssl.encoder_adapter import encoder_stats, read_pixels, timm_backbon
 from radloop.ssl.encoders import pick_device
 from radloop.ssl.predict import ImagePrediction, Predictor
 from radloop.ssl.finetune_config import DetectConfig, TrainerConfig
+from radloop.ssl.precision import effective_precision
 from radloop.ssl.trainer_progress import trainer_callbacks
 
 DETECTOR_WEIGHTS = "detector.safetensors"
@@ -188,7 +189,8 @@ def train_detector(bundle: Any, paths: Sequence[Path], sizes: Sequence[tuple[int
     total = config.max_steps if config.max_steps > 0 else len(loader) * config.max_epochs
     if trainer.num_threads:
         torch.set_num_threads(trainer.num_threads)
-    fit = L.Trainer(accelerator=trainer.accelerator, devices=trainer.devices, precision=trainer.precision,
+    fit = L.Trainer(accelerator=trainer.accelerator, devices=trainer.devices,
+                    precision=effective_precision(trainer.precision, trainer.accelerator),
                     max_epochs=config.max_epochs, max_steps=config.max_steps,
                     max_time={"minutes": config.max_time_minutes} if config.max_time_minutes else None,
                     log_every_n_steps=min(trainer.log_every_n_steps, len(loader)), enable_checkpointing=False,

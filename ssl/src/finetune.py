@@ -24,6 +24,7 @@ from radloop.ssl.encoders import pick_device
 from radloop.ssl.finetune_config import FinetuneConfig, TrainerConfig
 from radloop.ssl.finetune_images import AugmentedImages, model_input, normalize_pixels, preload_images
 from radloop.ssl.predict import ImagePrediction, Predictor
+from radloop.ssl.precision import effective_precision
 from radloop.ssl.trainer_progress import trainer_callbacks
 
 CLASSIFIER_WEIGHTS = "classifier.safetensors"
@@ -240,7 +241,8 @@ def train_classifier(bundle: Any, images: Sequence[Path], targets: np.ndarray, w
     if validation is not None and len(validation[0]):
         best_epoch = BestEpoch(preload_images(validation[0], image_size, progress=progress), validation[1], mean, std,
                                config.batch_size)
-    fit = L.Trainer(accelerator=trainer.accelerator, devices=trainer.devices, precision=trainer.precision,
+    fit = L.Trainer(accelerator=trainer.accelerator, devices=trainer.devices,
+                    precision=effective_precision(trainer.precision, trainer.accelerator),
                     max_epochs=config.max_epochs, max_steps=config.max_steps,
                     max_time={"minutes": config.max_time_minutes} if config.max_time_minutes else None,
                     log_every_n_steps=min(trainer.log_every_n_steps, steps_per_epoch),

@@ -224,6 +224,7 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
     from radloop.ssl.encoders import encoder_version, save_encoder
     from radloop.ssl.pretrain_data import PixelStore, catalog_images
     from radloop.ssl.pretrain_module import PretrainDataModule, SSLPretrainer
+    from radloop.ssl.precision import effective_precision
     from radloop.ssl.trainer_progress import trainer_callbacks
 
     started = time.time()
@@ -268,7 +269,8 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
     trainer = L.Trainer(
         accelerator=trainer_settings.accelerator, devices=trainer_settings.devices,
         num_nodes=trainer_settings.num_nodes, strategy=trainer_settings.strategy,
-        precision=trainer_settings.precision, accumulate_grad_batches=trainer_settings.accumulate_grad_batches,
+        precision=effective_precision(trainer_settings.precision, trainer_settings.accelerator),
+        accumulate_grad_batches=trainer_settings.accumulate_grad_batches,
         max_epochs=1, max_time=trainer_settings.max_time, gradient_clip_val=trainer_settings.gradient_clip_val,
         log_every_n_steps=trainer_settings.log_every_n_steps,
         # the progress bar goes to stderr: stdout carries `radloop pretrain --json`'s output
