@@ -7,7 +7,7 @@ import numpy as np
 
 from radloop.retrieval.base import Interval, Options, SelectionInput, SelectionStrategy
 from radloop.retrieval.kcenter import kcenter_greedy
-from radloop.retrieval.uncertainty import RandomSelection, uncertainty_scores
+from radloop.retrieval.uncertainty import RandomSelection, uncertainty_reason, uncertainty_scores
 
 
 def kmeans_assign(vectors: np.ndarray, n_clusters: int, random_state: np.random.RandomState,
@@ -194,6 +194,6 @@ class ClusterMarginSelection(SelectionStrategy):
                     position = queue.pop(0)  # candidates are sorted by uncertainty: most uncertain first
                     picks.append(int(candidates[position]))
                     scores.append(float(candidate_scores[position]))
-                    reasons.append(f"{self.uncertainty} {candidate_scores[position]:.3f}, "
+                    reasons.append(f"{uncertainty_reason(self.uncertainty, candidate_scores[position])}, "
                                    f"cluster {int(assignment[position])}")
         return np.asarray(picks), np.asarray(scores), reasons

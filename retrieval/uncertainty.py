@@ -39,6 +39,16 @@ def uncertainty_scores(probabilities: np.ndarray, measure: str) -> np.ndarray:
     raise ValueError(f"unknown uncertainty measure {measure!r}; valid: least_confidence, margin, entropy")
 
 
+def uncertainty_reason(measure: str, score: float) -> str:
+    """Why a sample was picked, in words a reader of the queue takes the right way round: a margin score of
+    1.000 is a top-two gap of 0 (the model cannot separate its two likeliest classes), not a large margin."""
+    if measure == "margin":
+        return f"margin uncertainty {score:.3f} (top-two gap {1.0 - score:.3f})"
+    if measure == "least_confidence":
+        return f"least confidence {score:.3f} (top class p {1.0 - score:.3f})"
+    return f"{measure} {score:.3f}"
+
+
 class _UncertaintySelection(SelectionStrategy):
     """Rank the pool by an uncertainty measure; ``scores_``: each pick's uncertainty (higher = picked earlier)."""
 
@@ -48,7 +58,7 @@ class _UncertaintySelection(SelectionStrategy):
     def _select(self, data: SelectionInput):
         scores = uncertainty_scores(data.probabilities[data.pool], self.measure)
         picks, picked = top_scores(data.pool, scores, data.budget, data.random_state)
-        return picks, picked, [f"{self.measure} {score:.3f}" for score in picked]
+        return picks, picked, [uncertainty_reason(self.measure, score) for score in picked]
 
 
 class LeastConfidenceSelection(_UncertaintySelection):

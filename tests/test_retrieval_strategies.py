@@ -308,3 +308,17 @@ def test_stratified_interleaves_strata_in_each_base_order():
     uneven = get_strategy("stratified", quotas={"a": 2, "b": 1}).select(
         6, embeddings=np.zeros((200, 2)), groups=groups, random_state=0)
     assert groups[uneven].tolist() == ["a", "b", "a", "a", "b", "a"]
+
+
+def test_uncertainty_reasons_read_the_right_way_round():
+    """A margin score of 1 is a top-two gap of 0: the queue must not read 'margin 1.000' as a large margin."""
+    from radloop.retrieval import get_strategy
+
+    probabilities = np.array([[0.5, 0.5], [0.9, 0.1], [0.7, 0.3]])
+    embeddings = np.eye(3, 4, dtype=np.float32)
+    strategy = get_strategy("margin")
+    strategy.select(1, embeddings=embeddings, labeled_mask=np.zeros(3, bool), probabilities=probabilities)
+    assert strategy.reasons_ == ["margin uncertainty 1.000 (top-two gap 0.000)"]
+    strategy = get_strategy("least_confidence")
+    strategy.select(1, embeddings=embeddings, labeled_mask=np.zeros(3, bool), probabilities=probabilities)
+    assert strategy.reasons_ == ["least confidence 0.500 (top class p 0.500)"]
