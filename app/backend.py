@@ -201,7 +201,7 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
         return label_studio_url, known[1] if known else None
 
     def _resolve(task: PredictTask, config: ParsedLabelConfig, predictor: CasePredictor,
-                 project: str | None) -> CaseInput | None:
+                 project: str | None, deadline: float | None = None) -> CaseInput | None:
         if task.case_id:
             case = predictor.lookup(task.case_id)
             if case is not None:
@@ -214,7 +214,10 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
                                f"in data[{config.image_value!r}]")
         if not getattr(predictor, "reads_pixels", True):
             return None  # no image model yet: the report rules cannot read pixels, nothing worth downloading
-        pixels = fetch_image(url, fetch_policy, _label_studio(project), timeout=settings.image_fetch_timeout_s,
+        timeout = settings.image_fetch_timeout_s
+        if deadline is not None:  # a download never runs past the request's budget (Label Studio's timeout)
+            timeout = max(0.5, min(timeout, deadline - time.monotonic()))
+        pixels = fetch_image(url, fetch_policy, _label_studio(project), timeout=timeout,
                              max_bytes=settings.max_image_bytes)
         height, width = pixels.shape[:2]
         return CaseInput(case_id=task.case_id, geometry=ImageGeometry(width, height, width, height), pixels=pixels)
@@ -249,7 +252,7 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
             if index >= settings.max_tasks or time.monotonic() > deadline:
                 break
             try:
-                cases.append(_resolve(task, config, predictor, parsed.project))
+                cases.append(_resolve(task, config, predictor, parsed.project, deadline))
             except AdapterError as error:
                 cases.append(None)
                 failures[index] = str(error)

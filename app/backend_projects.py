@@ -103,7 +103,8 @@ def check_radloop_labels(config: ParsedLabelConfig) -> None:
 class _RefusalLog:
     """Logs the requests the backend refuses (4xx), each (path, status, reason) at most once a minute: Label
     Studio only shows "422 Client Error ... check the ML backend server console logs", so the reason has to be
-    there, and a page reload (or a client probing the port) must not flood the console."""
+    there, and a page reload must not flood the console.  Unknown routes and methods (404 / 405: a client
+    probing the port) are not logged."""
 
     MAX_KEYS = 1000
 
@@ -113,8 +114,8 @@ class _RefusalLog:
         self.interval_s = interval_s
 
     def log(self, request: Any, status: int, detail: str, *, auth: bool = False) -> None:
-        if status < 400:
-            return
+        if status < 400 or status in (404, 405):
+            return  # an unknown route or method is no request of Label Studio's (port scanners, typos)
         path = request.url.path
         now = time.monotonic()
         key = (path, status, detail[:200])

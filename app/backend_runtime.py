@@ -2,7 +2,7 @@
 
 - :class:`CasePredictor` turns cases (catalog image + study) into :class:`PredictionRecord` s, from the
   registry's current image model (``radloop.ssl.predict.load_predictor``) when there is one, else from
-  the report rules' weak labels of the case's study (``model_version`` ``report-rules:<version>``).
+  the report rules' weak labels of the case's study (``model_version`` ``report-rules``, what ``/setup`` answers).
 - :class:`ModelHolder` keeps the current :class:`CasePredictor`; :meth:`ModelHolder.reload` builds the new
   one outside the lock and swaps a single reference, so a request sees the old or the new model, never a
   half-loaded one.  It also notices when the registry's current model changes (``radloop round finish``,
@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -95,7 +95,10 @@ class CasePredictor:
             with self.catalog.session() as session:
                 weak = weak_label_predictions(session, study_ids)
         empty = PredictionRecord(model_version=self.model_version, choices={})
-        return [weak.get(case.study_id or "", empty) for case in cases]
+        # Stamped with the version /setup answers ("report-rules", not "report-rules:<rules version>"): Label
+        # Studio skips tasks holding a prediction of the version /setup gave, so a task answered once is not
+        # sent again by the next "Retrieve predictions" (and deferred tasks get their turn).
+        return [replace(weak.get(case.study_id or "", empty), model_version=self.model_version) for case in cases]
 
 
 class ModelHolder:

@@ -16,6 +16,7 @@ scrubbing, :mod:`radloop.labeling.redact`; ``none``; ``as_stored``).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -29,6 +30,8 @@ from radloop.labeling.ls_config import DEFAULT_REPORT_TEXT, build_label_config, 
 __all__ = ["DEFAULT_PROJECT_TITLE", "ProjectBinding", "check_local_files", "image_url", "init_project",
            "label_studio_url", "load_binding", "media_dir", "repair_image_urls",
            "report_text_setting", "save_binding", "stage_render"]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PROJECT_TITLE = "radloop findings"
 _SAFE_PNG_KEYS = {"dpi", "gamma", "transparency", "aspect", "srgb"}
@@ -192,20 +195,27 @@ def check_local_files(client: LabelStudioClient, media: Path, document_root: str
     probe.write_text("radloop: Label Studio local-files check\n")
     configured = Path(document_root).resolve()
     candidates = [configured] + [root for root in (media.resolve(), *media.resolve().parents) if root != configured]
+    seen: list[int] = []
     try:
         for root in candidates:
             status = status_of(probe.relative_to(root).as_posix())
+            seen.append(status)
             if status == 403:
                 raise ValueError(f"Label Studio at {client.url} does not serve local files (HTTP 403): start it with "
                                  "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true, or pass --media-url")
             if status == 200:
                 break
         else:
-            raise ValueError(f"Label Studio at {client.url} cannot serve the renders in {media} (HTTP 404 under every "
-                             f"parent folder): run it on this machine with LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT set "
-                             "to a parent of the workspace, or serve that folder yourself and pass --media-url")
+            answers = "/".join(str(code) for code in sorted(set(seen)))
+            raise ValueError(f"Label Studio at {client.url} cannot serve the renders in {media} (HTTP {answers} "
+                             "under every parent folder): run it on this machine with "
+                             "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT set to a parent of the workspace, or serve that "
+                             "folder yourself and pass --media-url")
     finally:
-        probe.unlink(missing_ok=True)
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError as error:  # a left-over probe is a harmless text file: never worth failing ls init for
+            logger.warning("could not delete the serving check file %s: %s", probe, error)
     if root == configured:
         return document_root, None
     if explicit:
@@ -234,8 +244,8 @@ def repair_image_urls(client: LabelStudioClient, project_id: int, previous: Proj
         if not (isinstance(case_id, str) and data.get("radloop_key") and isinstance(data.get("image"), str)):
             continue
         staged = media / f"{case_id}.png"
-        if not staged.exists() or data["image"] != image_url(previous, staged):
-            continue  # not a URL radloop made under the old settings: left alone
+        if Path(case_id).name != case_id or not staged.exists() or data["image"] != image_url(previous, staged):
+            continue  # not a case radloop staged (task data are editable), nor a URL it made: left alone
         new = image_url(target, staged)
         if new != data["image"]:
             client.update_task_data(task["id"], {**data, "image": new})

@@ -79,3 +79,46 @@ def test_without_an_image_model_task_images_are_not_downloaded(monkeypatch):
     assert response.status_code == 200, response.text
     assert response.json()["results"] == [[], []]
 
+
+
+def test_downloads_never_run_past_the_predict_budget(monkeypatch):
+    """Label Studio gives /predict 30 s: a download started near the end of ``predict_budget_s`` gets only what
+    is left of it (at least 0.5 s), not the whole ``image_fetch_timeout_s``, so the answer comes in time."""
+    import time
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    timeouts: list[float] = []
+
+    def slow_fetch(*_args, timeout, **_kwargs):
+        timeouts.append(timeout)
+        time.sleep(0.4)
+        return np.zeros((8, 8), dtype=np.uint8)
+
+    class ImageModel:
+        model_version = "img-v1"
+
+        def predict(self, images):
+            return [SimpleNamespace(model_version="img-v1", choices={"fracture": 0.9}, boxes=()) for _ in images]
+
+    monkeypatch.setattr(backend_module, "fetch_image", slow_fetch)
+    app = create_app(None, predictor_loader=lambda: CasePredictor(None, ImageModel()),
+                     settings=BackendSettings(debounce_s=3600, predict_budget_s=1.0, image_fetch_timeout_s=10.0,
+                                              fetch_policy=FetchPolicy(allow_any=True)))
+    tasks = [{"id": index, "data": {"image": f"http://127.0.0.1:9/{index}.png"}} for index in range(6)]
+    response = TestClient(app).post("/predict", json={"tasks": tasks, "label_config": build_label_config()})
+    assert response.status_code == 200, response.text
+    assert timeouts and max(timeouts) <= 1.0 and min(timeouts) >= 0.5
+    results = response.json()["results"]
+    assert len(results) == 6 and results[0] and results[-1] == []  # the first answered, the last deferred
+
+
+def test_unknown_routes_are_not_logged_as_refusals(caplog):
+    """A client probing the port asks for paths Label Studio never calls: no WARNING line for each."""
+    client = TestClient(_app())
+    with caplog.at_level(logging.WARNING, logger="radloop.app.backend"):
+        for path in ("/admin", "/.env", "/wp-login.php"):
+            assert client.get(path).status_code == 404
+        assert client.get("/predict").status_code == 405
+    assert _refusals(caplog) == []
