@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Mapping
 
-from radloop.labeling.redact_words import NOT_NAMES, NOT_STREET_NAMES, PROSE_WORDS
+from radloop.labeling.redact_words import NOT_NAMES, NOT_STREET_NAMES, PROCEDURE_WORDS, PROSE_WORDS
 from radloop.labeling.redact_words import PROSE_SUFFIXES as _PROSE_SUFFIXES
 
 __all__ = ["CASES", "FRAGMENTS", "NOT_NAMES", "NOT_STREET_NAMES", "PLACEHOLDERS", "PROSE_WORDS", "REDACTION_RULES",
@@ -118,8 +118,10 @@ _UNIT = (rf"(?:{words(_UNIT_WORDS, 'title')}\.?[ \t]{{0,3}}#?|#)"
 #: an initial, never a :data:`NOT_NAMES` or :data:`PROSE_WORDS` word nor one with a prose ending; ``names``:
 #: 1-3 of them, commas between allowed ("Smith, John"); ``upper_names``: 1-4, UPPER-CASE words too.
 #: ``month_slash_day``: a valid m/d without a year; ``month_slash_days``: one, a range or a list of up to six
-#: ("3/5-3/7", "3/5, 3/7 and 3/9"); ``age_ninety_plus``: 90-119; ``sex_follows``: F or M (not "F/U", not
-#: before a temperature word) or female, male ... next.  Street addresses: ``house_number`` ("12", "12B");
+#: ("3/5-3/7", "3/5, 3/7 and 3/9"); ``age_ninety_plus``: 90-119; ``sex_follows``: M, female, male ... next,
+#: or F (not "F/U", not before a temperature word) after 90-94 or 111-119: 95-110 F is a temperature ("a
+#: 102F") unless female, woman, yo, year ... follows ("a 97 F female"); ``procedure``: up to 3 spine words and
+#: a procedure ("posterior lumbar interbody fusion", "-ectomies").  Street addresses: ``house_number`` ("12", "12B");
 #: ``street_words_title`` / ``street_words_upper``: 1-3 Title-case / UPPER-CASE words (3 letters at least) or
 #: ordinals ("5th"), never a :data:`NOT_STREET_NAMES` word, with their blanks; ``street_type_strong_*`` /
 #: ``street_type_weak_*``: the types of :data:`_STREET_TYPES` / :data:`_STREET_TYPES_WEAK` in that case;
@@ -143,9 +145,15 @@ FRAGMENTS: Mapping[str, str] = {
     "month_slash_days": rf"{_MONTH_SLASH_DAY}(?>(?:(?:[ \t]{{0,3}}(?:-|(?i:to|through))|,?[ \t]{{1,3}}(?i:and|or)|,)"
                         rf"[ \t]{{0,3}}{_MONTH_SLASH_DAY}){{0,5}})",
     "age_ninety_plus": r"(?:9\d|1[01]\d)(?![.,]?\d|\+)",  # "90+" is Safe Harbor's own aggregate
-    "sex_follows": r"(?=[ \t]{0,2}(?:[FM](?![\w°'’/])(?![ \t]{0,3}(?i:fever|febrile|temp|temperature|degrees?|deg"
-                   r"|oral|orally|rectal|rectally|axillary|tympanic|core)(?!\w))"
-                   r"|(?i:female|male|woman|man|lady|gentleman)(?!\w)))",
+    "sex_follows": r"(?:(?<!9[5-9])(?<!10\d)(?<!110)(?=[ \t]{0,2}F(?![\w°'’/])(?![ \t]{0,3}(?i:fever|febrile"
+                   r"|temp|temperature|degrees?|deg|oral|orally|rectal|rectally|axillary|tympanic|core)(?!\w)))"
+                   r"|(?=[ \t]{0,2}F(?![\w°'’/])[ \t]{0,3}(?i:female|woman|lady|girl|y/?o|y\.o|years?|yrs?|old)"
+                   r"(?!\w))"
+                   r"|(?=[ \t]{0,2}(?:M(?![\w°'’/])|(?i:female|male|woman|man|lady|gentleman)(?!\w))))",
+    "procedure": rf"(?i:(?:{words(PROCEDURE_WORDS)}(?![\w'’])[ \t]{{1,3}}){{0,3}}(?:[a-z]{{0,20}}"
+                 r"(?:ectom|otom|ostom)(?:y|ies)|[a-z]{0,20}plast(?:y|ies)|[a-z]{0,20}(?:desis|deses)|fusions?"
+                 r"|decompressions?|hardware"
+                 r"|instrumentation|acdf|[pta]lif|xlif)(?![\w'’]))",
     "house_number": r"\d(?<![\w.,/:#+-].)(?=\d{0,4}(?:-?[A-Za-z])?[ \t]{1,3}(?:[A-Z]|\d{1,3}[A-Za-z]))"
                     r"\d{0,4}(?:-?[A-Za-z](?![\w'’]))?[ \t]{1,3}",
     "street_words_title": rf"(?:{_STREET_WORD_TITLE}(?![\w'’])[ \t]{{1,3}}){{1,3}}",
@@ -176,11 +184,13 @@ FRAGMENTS: Mapping[str, str] = {
 }
 
 _ROLES = ("physician", "doctor", "provider", "clinician")
-#: "<cue> Name" in running text ('seen by John Smith'): capitalised names only ('seen by CT' stays)
-_NARRATIVE_CUES = (*(f"{who} {role}" for who in ("referring", "ordering", "attending", "requesting") for role in _ROLES),
-                   *(f"{how} by" for how in ("seen", "reviewed", "read", "interpreted", "approved", "verified",
-                                             "reported", "examined", "referred", "ordered")),
-                   "discussed with", "doctor")
+#: "<cue> Name" in running text ('seen by John Smith'): capitalised names only ('seen by CT' stays).  The weak
+#: cues come before capitalised report words in Title-cased prose ("Seen By Portable Technique"): no evidence there.
+_STRONG_CUES = (*(f"{who} {role}" for who in ("referring", "ordering", "attending", "requesting") for role in _ROLES),
+                *(f"{how} by" for how in "reviewed read interpreted approved verified reported examined referred "
+                                         "ordered".split()), "discussed with")
+_WEAK_CUES = ("seen by", "doctor")
+_NARRATIVE_CUES = (*_STRONG_CUES, *_WEAK_CUES)
 
 #: The rules, applied in this order, each over the previous one's output.  Keys:
 #:   ``name``; ``kind`` (a :data:`PLACEHOLDERS` key); ``pattern`` (a regex; ``{piece}`` from
@@ -224,19 +234,28 @@ REDACTION_RULES: tuple[dict, ...] = (
      "examples": ["dated 03/05", "DOS: 3/5", "Date of service 3/5", "COMPARISON: 3/5", "dated 3/5, 3/7 and 3/9"]},
     {"name": "date_month_day_after_on", "kind": "date",
      "cues": ["on", "since", "compared to", "compared with",
-              *(f"{when}{what}" for when in ("prior", "previous") for what in ("", " to", " study", " exam", " film",
+              *(f"{when}{what}" for when in ("prior", "previous") for what in (" to", " study", " exam", " film",
                                                                                  " films", " radiograph"))],
      "pattern": r"{cues}[ \t]{0,3}[:=]?[ \t]{0,3}(?P<phi>{month_slash_days})"
                 r"(?![ \t]{0,3}(?i:of|cm|mm|images?|slices?|views?|series|sequences?|levels?|projections?|strength"
                 r"|power|motor|pain|scale|reflexes|pulses?|grade|ribs?|lobes?|segments?|discs?|disks?|interspaces?"
-                r"|doses?|fusions?|laminectom(?:y|ies)|laminotomy|dis[ck]ectomy|foraminotomy|decompression"
-                r"|arthrodesis|hardware|instrumentation|acdf|[pta]lif|xlif|facets?|foramina?|spaces?)(?!\w))",
-     "provenance": "month/day without a year after 'on', 'since', 'compared to/with', 'prior (to)', 'previous' ('on "
-                   "3/5', 'since 12/31', 'prior 3/5'), not when 'of', a unit, a counted noun or a spine procedure "
-                   "follows ('on 2/3 of the images', 'on 4/5 strength', 'on 1/2 views', 'on 1/2 dose', 'prior 4/5 "
-                   "fusion'); a study word reads as a date ('on 3/5 study', 'on 3/12 films')",
+                r"|doses?|facets?|foramina?|spaces?)(?!\w)|[ \t]{1,3}{procedure})",
+     "provenance": "month/day without a year after 'on', 'since', 'compared to/with', 'prior to', 'prior study' "
+                   "('on 3/5', 'since 12/31', 'PRIOR TO 11/2'), not when 'of', a unit, a counted noun or a procedure "
+                   "follows ('on 2/3 of the images', 'on 4/5 strength', 'on 1/2 views', 'on 1/2 dose', 'since 4/5 "
+                   "posterior fusion'); a study word reads as a date ('on 3/5 study', 'on 3/12 films')",
      "examples": ["on 3/5", "since 12/31,", "on 3/5-3/7", "on 3/5 study", "compared to 3/5", "on 3/5, 3/7",
-                  "prior 3/5", "Comparison: prior 3/5.", "PRIOR TO 11/2", "prior study 3/5"]},
+                  "PRIOR TO 11/2", "prior study 3/5"]},
+    {"name": "date_month_day_after_prior", "kind": "date",
+     "cues": ["prior", "previous"],
+     "pattern": r"{cues}[ \t]{0,3}(?P<phi>{month_slash_days})"
+                r"(?=[ \t]{0,3}(?:[.,;:)\]\r\n]|$)|[ \t]{1,3}(?i:stud(?:y|ies)|exams?|examinations?|films?|radiographs?"
+                r"|x-?rays?|cxr|ct|cta|mri|mr|pet|ultrasound|us|scans?|imaging|reports?|chest|pa|ap|portable)(?!\w)"
+                r"|[ \t]{1,3}(?i:and|or)[ \t]{1,3}(?i:prior|previous)(?!\w))",
+     "provenance": "month/day without a year after a bare 'prior'/'previous' before punctuation, a line end, a study "
+                   "word or 'and prior' ('prior 3/5.', 'prior 3/5 exam'): a level, fraction or procedure after it "
+                   "stays ('prior 4/5 fusion', 'prior 4/5 and 5/6 discectomies', 'prior 2/3 gastrectomy')",
+     "examples": ["prior 3/5", "Comparison: prior 3/5.", "prior 3/5 exam", "PREVIOUS 4/12 CT", "prior 3/5, 3/7"]},
     {"name": "date_day_month", "kind": "date",
      "pattern": r"\d(?<![\w.].)(?=\d?(?:st|nd|rd|th)?[ \t-]{1,3}(?:of[ \t]{1,3})?[ADFJMNOS])"
                 r"\d?{ordinal}[ \t-]{1,3}(?:of[ \t]{1,3})?(?:{month_any}\.?,?[ \t-]{1,3}{year}|{month_full}(?!\w))",
@@ -279,12 +298,15 @@ REDACTION_RULES: tuple[dict, ...] = (
               "clinical indication", "reason", "reason for exam", "reason for study", "clinical information", "info"],
      "pattern": r"{cues}\.?[ \t]{0,3}:?[ \t\r\n]{1,3}(?P<phi>{age_ninety_plus}){sex_follows}",
      "provenance": "HIPAA Safe Harbor (C) ages over 89 with a sex letter or word after an article or a history "
-                   "header ('a 92F', 'History: 95 M'); 'a 101F fever', 'Temp 99F', '14F catheter' stay",
-     "examples": ["a 92F", "History: 95 M", "INDICATION:\n97F SOB", "a 93 female", "Pt 96 M"]},
+                   "header ('a 92F', 'History: 95 M'); 95-110 with F alone is a temperature ('spiked a 102F', "
+                   "'History: 100 F since yesterday'; 'a 97 F female' is an age); 'Temp 99F', '14F catheter' stay",
+     "examples": ["a 92F", "History: 95 M", "INDICATION:\n93F SOB", "a 93 female", "Pt 96 M", "a 101 M",
+                  "a 97 F female", "a 112F"]},
     {"name": "age_sex_line", "kind": "age",
      "pattern": r"[19](?<![^\n].)(?:(?<=9)\d|(?<=1)[01]\d)(?![.,]?\d|\+){sex_follows}",
-     "provenance": "HIPAA Safe Harbor (C) ages over 89 with a sex letter or word starting a line ('92F with cough')",
-     "examples": ["92F with cough", "x\n95 M"]},
+     "provenance": "HIPAA Safe Harbor (C) ages over 89 with a sex letter or word starting a line ('92F with "
+                   "cough'; '101 F, HR 110' is a temperature, as in age_sex)",
+     "examples": ["92F with cough", "x\n95 M", "98 F female"]},
     {"name": "labelled_id", "kind": "id",
      "cues": ["MRN", "MR#", "MR no", "MR number", "medical record", "medical record no", "medical record number",
               "accession", "acc", "patient id", "pt id", "pt. id", "unit no", "unit number", "encounter",
@@ -334,13 +356,18 @@ REDACTION_RULES: tuple[dict, ...] = (
                    "makes the cue strong enough for UPPER-CASE names",
      "examples": ["Interpreted by: John Smith, MD", "Verified by: ROE, JANE", "Patient: John Doe",
                   "PATIENT: DOE, JOHN", "Name: John Doe", "Pt: John Doe", "Seen by: John Smith"]},
-    {"name": "cue_phrase", "kind": "name", "case_evidence": True,
-     "cues": list(_NARRATIVE_CUES),
+    {"name": "cue_phrase", "kind": "name",
+     "cues": list(_STRONG_CUES),
      "pattern": r"{cues}[ \t]{1,3}(?P<phi>{names})",
-     "provenance": "narrative cues, capitalised words only ('seen by CT', 'discussed with the' stay), surname first "
-                   "too ('seen by Smith, John'); not in Title-cased prose, where capitals are no evidence",
-     "examples": ["referring physician Jane Roe", "seen by John Smith", "discussed with Jane Roe", "doctor Smith",
-                  "seen by Smith, John"]},
+     "provenance": "narrative cues, capitalised words only ('discussed with the', 'read by CT' stay), surname first "
+                   "too ('read by Smith, John'), in any text ('Referring Physician Jane Roe' in Title-cased prose)",
+     "examples": ["referring physician Jane Roe", "interpreted by Jo Roe", "discussed with Jo", "Read By Roe, Jo"]},
+    {"name": "cue_phrase_weak", "kind": "name", "case_evidence": True,
+     "cues": list(_WEAK_CUES),
+     "pattern": r"{cues}[ \t]{1,3}(?P<phi>{names})",
+     "provenance": "'seen by X', 'doctor X' (capitalised words only: 'seen by CT' stays); not in Title-cased prose, "
+                   "where capitals after them are no evidence ('Seen By Portable Technique')",
+     "examples": ["seen by John Smith", "doctor Smith", "seen by Smith, John"]},
     {"name": "title", "kind": "name", "cue_case": "exact",
      "cues": ["Dr", "Mr", "Mrs", "Ms", "Mx", "Prof", "Miss", "DR.", "MRS."],
      "pattern": r"{cues}\.?[ \t]{1,3}(?P<phi>(?:{upper_names}))",

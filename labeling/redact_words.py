@@ -4,7 +4,7 @@ nobody's name, word endings no name has, and words that are never a street name.
 
 from __future__ import annotations
 
-__all__ = ["NOT_NAMES", "NOT_STREET_NAMES", "PROSE_SUFFIXES", "PROSE_WORDS"]
+__all__ = ["NOT_NAMES", "NOT_STREET_NAMES", "PROCEDURE_WORDS", "PROSE_SUFFIXES", "PROSE_WORDS"]
 
 #: Words that are never part of a name (a name stops before them): masks, titles, credentials, modalities,
 #: header words, common words after a cue.  Matched in Capitalised, Title and UPPER case.
@@ -59,10 +59,12 @@ ified:7 dly:6 tly:6 ially:7 cally:7 rally:7 mally:7 ibly:6 ably:6 ously:7 ively:
 enal:6 rsal:6 asis:7 trophy:7 pathy:7 megaly:7 ema:6 oma:8 ture:7 ities:7 ening:7 owing:7
 """.split()))
 PROSE_SUFFIXES.update((f"{pair}ed", 5) for pair in "at iz is ll ss pp tt rr ct rt nt st nd or ur in iv ov lv en "
-                                                     "er it ud id ot ch on as us ag gg nn dd bb ck rm".split())
+                                                     "er it ud id ot ch on as us ag gg nn dd bb ck rm ew".split())
 #: Words that are never a street name (an address needs a house number, 1-3 street-name words and a street
-#: type, and reports are full of "<count> <noun> ..." in Title and UPPER case): function words, units, what is
-#: counted in reports (views, tubes, wires, leads, clips ...) and ECG words.  Matched in any case.
+#: type, and reports are full of "<count> <noun> ..." in Title and UPPER case): function words, units, time
+#: spans ("3 DAYS DECREASED RESPIRATORY DRIVE"), what is counted in reports (views, tubes, wires, leads, clips,
+#: pellets ...), ECG words and clinical adjectives ("1 Lumbar Drive", "12 WEEKS GESTATION COURT").  Matched in
+#: any case.
 NOT_STREET_NAMES = frozenset("""
 a an the and or of on at in to for with by from as is are was no not per via x xxxx
 mm cm m ml cc mg kg lb lbs
@@ -74,4 +76,15 @@ st ekg ecg elevation elevations depression depressions segment segments wave wav
 nodule nodules mass masses rib ribs lobe lobes air fluid lane lanes mile miles km mph kph car cars lvad
 millimeter millimeters centimeter centimeters inch inches foot feet degree degrees different various several
 other multiple additional separate resident residents physician physicians doctor doctors nurse nurses
+second seconds sec secs minute minutes min mins hour hours hr hrs day days week weeks wk wks month months mo mos
+year years yr yrs time times episode episodes beat beats breath breaths pack packs dose doses cycle cycles
+gestation gestational respiratory ventilatory hypoxic hypercapnic sympathetic decreased increased reduced
+diminished impaired poor weak absent depressed altered elevated retained residual pellet pellets fragment fragments
+bullet bullets shotgun shrapnel metallic foreign body bodies lumbar cervical thoracic sacral spinal spine
 """.split())
+
+#: Words (up to three) before a procedure after a spine level or fraction, which the date rules then leave alone
+#: ("prior 4/5 posterior fusion", "since 4/5 posterior lumbar interbody fusion").  Matched in any case.
+PROCEDURE_WORDS = tuple("""spinal spine cervical thoracic lumbar sacral lumbosacral thoracolumbar cervicothoracic
+posterior anterior lateral posterolateral interbody transforaminal extreme oblique partial total subtotal bilateral
+left right open laparoscopic surgical disc disk level levels""".split())

@@ -33,7 +33,15 @@ CAUGHT = [
     ("History: 92F, fall. INDICATION: 95 M WITH SOB.", "History: [AGE 90+]F, fall. INDICATION: [AGE 90+] M WITH SOB."),
     ("Pt is a 96 M s/p fall; a 93 female; an 101 year old.", "Pt is a [AGE 90+] M s/p fall; a [AGE 90+] female; "
                                                               "an [AGE 90+] year old."),
-    ("Clinical history:\n97F SOB", "Clinical history:\n[AGE 90+]F SOB"),
+    ("Clinical history:\n93F SOB", "Clinical history:\n[AGE 90+]F SOB"),
+    # 95-110 with F alone reads as a temperature: an age only with more evidence; M is never a temperature
+    ("A 97 F female; a 98F woman; a 99 F yo.", "A [AGE 90+] F female; a [AGE 90+]F woman; a [AGE 90+] F yo."),
+    ("a 101 M; History: 103 M; a 112F", "a [AGE 90+] M; History: [AGE 90+] M; a [AGE 90+]F"),
+    ("a 92F with cough; a 94 F", "a [AGE 90+]F with cough; a [AGE 90+] F"),
+    # a bare "prior"/"previous" m/d before punctuation, the end or a study word
+    ("Prior 3/5 Exam. PREVIOUS 4/12 CT; prior 3/5 chest radiograph", "Prior [DATE] Exam. PREVIOUS [DATE] CT; prior "
+                                                                     "[DATE] chest radiograph"),
+    ("Comparison: Prior 3/5\nprior 3/5 and 3/7 studies", "Comparison: Prior [DATE]\nprior [DATE] studies"),
     # names after a cue, in any casing: a surname first too
     ("Patient: John Smith", "Patient: [NAME]"),
     ("Dr. Jane Doe", "Dr. [NAME]"),
@@ -60,12 +68,25 @@ KEPT = [
     "1 LVAD DRIVE\n1 AIR CRESCENT, 3 WAY\n1 CIRCLE\n4 COURT\nDiscussed With 1 Resident Dr.",
     "HISTORY OF 3 ILLICIT STREET AND PRESCRIPTION DRUGS. 2 DIFFERENT STREET IN TOWN.",
     "12 LEAD ECG ST\n2 FIDUCIAL MARKERS REMAIN IN PLACE; 1 PORT IN PLACE.",
+    # time spans, clinical words and fragments before a weak street type ending a line or clause
+    "HISTORY: 3 DAYS DECREASED RESPIRATORY DRIVE.\nIndication: 2 Days Poor Respiratory Drive",
+    "12 WEEKS GESTATION COURT\n3 RETAINED SHOTGUN PELLETS ST\n1 Lumbar Drive, 2 WEEKS OF DRIVE",
+    "1 WAY\n4 PLACE\n2 HOURS HYPOXIC DRIVE; 3 METALLIC FRAGMENTS ST\n5 YEARS REDUCED VENTILATORY DRIVE",
+    "4 MONTHS INCREASED SYMPATHETIC DRIVE; 1 CERVICAL PLACE, 2 BULLET FRAGMENTS IN PLACE",
     # "prior" before a spine level, a fraction or a count
     "Prior 4/5 fusion; prior L4/5 fusion; prior 5/6 ACDF; prior 4/5 laminectomy.",
     "Prior 2/3 of the dose; prior 4/5 strength; prior 1/2 views.",
+    # ... also plural, micro- and adjective-led procedures, and any -ectomy/-otomy/-plasty/-desis word
+    "prior 4/5 and 5/6 discectomies; prior 4/5 foraminotomies; previous 4/5 microdiscectomy.",
+    "prior 4/5 posterior fusion; prior 6/7 cervical fusion; prior 2/3 gastrectomy; prior 4/5 laminoplasty.",
+    "since 4/5 posterior lumbar interbody fusion; on 6/7 anterior cervical discectomy; prior to 5/6 arthrodesis.",
+    "Prior 4/5 anterior cervical fusion with plate; previous 5/6 total disc arthroplasty at outside hospital.",
     # French sizes, temperatures, measurements, units after 90-119
     "14F catheter; a 14F catheter; 8 French sheath; F5 catheter; 12 Fr drain.",
     "Fever to 101F overnight; had a 101F fever; Temp 99F; T 99.5F; Tmax 100 F.",
+    # temperatures of 95-110 with F alone after an article, a history header or starting a line
+    "Patient spiked a 102F overnight. He had a 101F, tachycardic. Fever to a 103 F.",
+    "Vitals:\n101 F, HR 110\nHistory: 100 F since yesterday. Indication: 104F, cough. A 95 F reading.",
     "A 99 F temperature; a 92 mm mass; A 95 MM NODULE; 90 MHz; a 100 mL bolus; a 90 min delay.",
     "Image 93 F; series 95 M.",
     # Title-cased prose after "Patient", "Doctor", "Ordering Physician" (IU/Open-i reports, title-cased)
@@ -104,6 +125,30 @@ def test_title_cased_reports_keep_their_prose_but_not_their_names():
     assert redact_report(report).text == (
         "Findings: Patient Appears Morbidly Obese. Patient Body Habitus Limits Evaluation. "
         "Ordering Physician States That The Patient Fell. Signed By: [NAME], Md. Dr. [NAME] Aware.")
+
+
+#: Left on purpose (documented in labeling/LABEL_STUDIO.md, "Limits"): the evidence is too weak.
+MISSED_BY_DESIGN = [
+    "History: 97F SOB. A 102F.",  # 95-110 with F alone and nothing else of an age: a temperature
+    "Strength prior 4/5 now.",  # a bare "prior" m/d without punctuation, the end or a study word next
+]
+
+
+@pytest.mark.parametrize("text", MISSED_BY_DESIGN)
+def test_documented_misses_of_weak_evidence_stay(text):
+    assert redact_report(text).text == text
+
+
+def test_strong_cues_find_names_in_title_cased_prose():
+    """Only the weak cues ("Patient", "seen by", "doctor" without a colon) are skipped in Title-cased prose:
+    "Referring Physician", "Interpreted By", "Discussed With" still take the capitalised words after them."""
+    report = ("Findings: Patient Appears Morbidly Obese. Referring Physician Jane Roe. Interpreted By John Smith. "
+              "Discussed With Alan Brown At The Time Of Dictation. Seen By Portable Technique. Doctor Notified.")
+    assert redact_report(report).text == report.replace("Jane Roe", "[NAME]").replace(
+        "John Smith", "[NAME]").replace("Alan Brown", "[NAME]")
+    for cue in ("Referring Physician", "Ordering Doctor", "Reviewed By", "Read By", "Verified By", "Reported By"):
+        text = f"Heart Size Normal. Lungs Are Clear. No Acute Disease. {cue} Jane Roe."
+        assert redact_report(text).text == text.replace("Jane Roe", "[NAME]"), cue
 
 
 def test_capitalised_prose_after_a_weak_cue_is_no_name():
