@@ -1,4 +1,4 @@
-"""`radloop search`, `radloop index build|info`, `radloop bench active-learning|retrieval|selection`."""
+"""`radloop search`, `radloop index build|info`, `radloop bench active-learning|retrieval|selection|catalog`."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ def register(groups) -> None:
     groups.bench.command("active-learning")(bench_active_learning_command)
     groups.bench.command("retrieval")(bench_retrieval_command)
     groups.bench.command("selection")(bench_selection_command)
+    groups.bench.command("catalog")(bench_catalog_command)
 
 
 def _say(message: str) -> None:
@@ -334,3 +335,33 @@ def bench_selection_command(
         fail(str(error))
     emit(result, json_output, title="selection benchmark")
     sys.stdout.flush()
+
+
+def bench_catalog_command(
+    sizes: Annotated[str, typer.Option("--sizes", help="Comma-separated catalog sizes (images).")] = "30000,100000",
+    folder: Annotated[Optional[Path], typer.Option(
+        "--folder", help="Where the synthetic workspaces are built (default: a temporary folder).")] = None,
+    operations: Annotated[Optional[str], typer.Option(
+        "--operations", help="Comma-separated subset of: info, overview, index build, search, search --filter, "
+                             "embed (nothing to do), round start 1, round finish 1, round start 2, round finish 2, "
+                             "round status (default: all).")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the workspaces (default: deleted).")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Wall time and peak memory of info, the overview, index build, search, embed and simulated rounds on
+    synthetic archive catalogs (SQLite), one process per operation."""
+    import tempfile
+
+    from radloop.core.catalog_bench import bench_catalog
+
+    try:
+        counts = [int(size) for size in sizes.split(",") if size.strip()]
+    except ValueError:
+        fail(f"--sizes {sizes!r}: comma-separated numbers of images")
+    if any(count < 2 for count in counts):
+        fail("each size must be at least 2 images (two per study)")
+    with tempfile.TemporaryDirectory(prefix="radloop-bench-catalog-") as temporary:
+        result = bench_catalog(counts, folder or Path(temporary), keep=keep and folder is not None,
+                               operations=[name.strip() for name in operations.split(",")] if operations else None,
+                               progress=_say)
+    emit(result, json_output, title="catalog benchmark")

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from radloop.core.catalog import Catalog
 from radloop.core.config import save_resolved_config
 from radloop.core.schema import Annotation, Round, Selection
-from radloop.core.targets import image_targets
+from radloop.core.targets import image_labels, image_targets
 
 logger = logging.getLogger(__name__)
 
@@ -162,19 +162,20 @@ def train_round_probe(catalog: Catalog, row: Round, config: Any, progress: Progr
             _normalize(train.vectors), targets, [config.task])
     except ProbeError as error:
         return {"labels_total": len(labelled), "note": f"no model trained yet: {error}"}
-    evaluation = [t for t in image_targets(catalog, split=config.eval_split, dataset=config.dataset)
-                  if t.labels.get(config.task) is not None]
+    # the held-out split's labels only (not a target per image of the split)
+    truth = {image_id: labels[config.task] for image_id, labels in image_labels(
+        catalog, split=config.eval_split, dataset=config.dataset).items() if labels.get(config.task) is not None}
+    evaluation = sorted(truth)
     metric = None
     if evaluation:
-        held_out = load_embeddings(catalog, encoder_version, [t.image_id for t in evaluation])
-        truth = {t.image_id: t.labels[config.task] for t in evaluation}
+        held_out = load_embeddings(catalog, encoder_version, evaluation)
         labels = np.array([truth[image_id] for image_id in held_out.image_ids])
         scores = probe.predict_proba(_normalize(held_out.vectors))[:, 0]
         if labels.min() != labels.max():
             metric = float(roc_auc_score(labels, scores))
     note = None
     if metric is None:
-        positives = sum(bool(t.labels[config.task]) for t in evaluation)
+        positives = sum(bool(value) for value in truth.values())
         note = (f"no metric: AUROC needs both classes among the '{config.eval_split}' split's labelled images "
                 f"({len(evaluation)} labelled, {positives} with {config.task})")
     version = f"probe-{config.task}-r{row.number:03d}-{encoder_version[-8:]}"

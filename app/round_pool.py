@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from radloop.app.round_labels import SIMULATE_SOURCE, round_progress
 from radloop.app.round_record import Progress, RoundConfig
-from radloop.core.catalog import Catalog
+from radloop.core.catalog import IN_CHUNK, Catalog
 from radloop.core.schema import Annotation, Image, Round, Study
 
 logger = logging.getLogger(__name__)
@@ -39,13 +39,17 @@ def pool_images(catalog: Catalog, config: RoundConfig) -> tuple[list[str], list[
     Images flagged ``burned_in_annotation`` at ingest (text in the pixels, possibly identifying) are left out:
     a round would show them to annotators.
     """
+    flag = Image.meta["burned_in_annotation"]
     with catalog.session() as session:
-        query = (select(Image.id, Image.body_region, Image.meta).join(Study, Study.id == Image.study_id)
+        query = (select(Image.id, Image.body_region).join(Study, Study.id == Image.study_id)
                  .where(Study.split == config.pool_split))
         if config.dataset:
             query = query.where(Image.dataset == config.dataset)
-        rows = [row for row in session.execute(query.order_by(Image.id)).all()
-                if not (row[2] or {}).get("burned_in_annotation")]
+        # the database finds the few rows that carry the flag (a JSON path), instead of each image's metadata
+        # coming here to be parsed; the flag's value is then read as before (any true value leaves the pool)
+        flagged = {image_id for image_id, value in session.execute(
+            query.with_only_columns(Image.id, flag).where(flag.as_string().is_not(None))) if value}
+        rows = [row for row in session.execute(query.order_by(Image.id)) if row[0] not in flagged]
     return [row[0] for row in rows], [row[1] for row in rows]
 
 
@@ -64,11 +68,14 @@ def pool_weak_labels(catalog: Catalog, image_ids: list[str], task: str) -> np.nd
     """Report weak label per image (1 positive, 0 negative, -1 unknown) via the report of its study."""
     from radloop.core.schema import Report, WeakLabel
 
+    query = (select(Image.id, WeakLabel.status).join(Report, Report.study_id == Image.study_id)
+             .join(WeakLabel, WeakLabel.report_id == Report.id).where(WeakLabel.finding == task))
     with catalog.session() as session:
-        rows = session.execute(
-            select(Image.id, WeakLabel.status).join(Report, Report.study_id == Image.study_id)
-            .join(WeakLabel, WeakLabel.report_id == Report.id)
-            .where(Image.id.in_(image_ids), WeakLabel.finding == task)).all()
+        if len(image_ids) <= IN_CHUNK:
+            rows = session.execute(query.where(Image.id.in_(image_ids))).all()
+        else:  # the task's weak labels over the archive, kept for the pool here (no 65535-parameter IN list)
+            wanted = set(image_ids)
+            rows = [row for row in session.execute(query) if row[0] in wanted]
     if not rows:
         return None
     status = {}
@@ -199,9 +206,10 @@ def without_truth(catalog: Catalog, config: RoundConfig, pool_ids: list[str], re
     """
     if not config.simulate:
         return pool_ids, regions, None
-    from radloop.core.targets import image_targets
+    from radloop.core.targets import image_labels
 
-    known = {t.image_id for t in image_targets(catalog, image_ids=pool_ids) if t.labels.get(config.task) is not None}
+    known = {image_id for image_id, labels in image_labels(catalog, pool_ids).items()
+             if labels.get(config.task) is not None}
     keep = [i for i, image_id in enumerate(pool_ids) if image_id in known]
     if len(keep) == len(pool_ids):
         return pool_ids, regions, None

@@ -81,11 +81,15 @@ def _ensure_embeddings(catalog: Catalog, encoder_version: str, encoder: Any, pro
 
 
 def _refresh_index(catalog: Catalog, encoder_version: str, progress: Progress) -> str | None:
-    """Rebuild or extend the case-search index of the encoder; a failure is noted, not fatal."""
+    """Rebuild the case-search index of the encoder unless the saved one holds its embeddings already (a
+    round without new images: rebuilding would give the same index, at minutes per million images); a failure
+    is noted, not fatal."""
     progress("updating the case-search index", 0.2)
     try:
         from radloop.retrieval.index import IndexManager, index_folder
 
+        if IndexManager.saved_is_current(catalog, encoder_version):
+            return str(index_folder(catalog.workspace, encoder_version))
         manager = IndexManager.from_catalog(catalog, encoder_version)
         return str(manager.save(index_folder(catalog.workspace, encoder_version)))
     except Exception as error:  # the index serves case search; selection works from arrays

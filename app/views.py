@@ -75,7 +75,7 @@ def finding_counts(catalog: Catalog) -> pd.DataFrame:
         DataFrame with columns ``finding, positive, negative, uncertain, expert_positive, expert_negative``,
         sorted by the number of positive reports.
     """
-    from radloop.core.targets import image_targets
+    from radloop.core.targets import image_labels
 
     table: dict[str, Counter] = defaultdict(Counter)
     with catalog.session() as session:
@@ -83,8 +83,8 @@ def finding_counts(catalog: Catalog) -> pd.DataFrame:
                 select(WeakLabel.finding, WeakLabel.status, func.count(distinct(WeakLabel.report_id)))
                 .group_by(WeakLabel.finding, WeakLabel.status)):
             table[finding][status] += reports
-    for target in image_targets(catalog):
-        for finding, value in target.labels.items():
+    for labels in image_labels(catalog).values():  # only labelled images are read (the archive may hold 1M)
+        for finding, value in labels.items():
             table[finding]["expert_positive" if value else "expert_negative"] += 1
     columns = ["finding", "positive", "negative", "uncertain", "expert_positive", "expert_negative"]
     frame = pd.DataFrame([(finding, *(counts[name] for name in columns[1:])) for finding, counts in table.items()],

@@ -36,6 +36,16 @@ from radloop.core.workspace import Workspace
 
 T = TypeVar("T")
 
+#: values per ``IN (...)`` list: far below the bound-parameter limits of SQLite (32766 or 250000, by build) and
+#: PostgreSQL (65535), large enough that a million ids take a few hundred queries
+IN_CHUNK = 5000
+
+
+def chunked(values: list, size: int = IN_CHUNK) -> Iterator[list]:
+    """``values`` in consecutive slices of at most ``size`` (to look up ``IN`` lists of any length)."""
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
 
 def _migration_1_initial(connection: Connection) -> None:
     Base.metadata.create_all(connection)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from radloop.core.catalog import Catalog
+from radloop.core.catalog import IN_CHUNK, Catalog
 from radloop.core.records import Box
 from radloop.core.schema import Annotation, Image, Study
 
@@ -50,44 +50,104 @@ def image_targets(catalog: Catalog, *, dataset: str | None = None, split: str | 
 
     Later choice annotations of the same (image, finding) override earlier ones (append-only history,
     the newest version wins); detection-set images get ``fracture``/``foreign_body`` from their boxes.
+
+    Only the columns the targets need are read (not whole rows: an archive's image metadata is large), and
+    more than :data:`~radloop.core.catalog.IN_CHUNK` ``image_ids`` are not sent as bound parameters
+    (PostgreSQL takes 65535 at most): the images are read in order and filtered here.
     """
+    query = (select(Image.id, Image.study_id, Study.split, Image.body_region, Image.render_path, Image.width,
+                    Image.height, Image.meta["box_source"]).join(Study, Study.id == Image.study_id))
+    if dataset:
+        query = query.where(Image.dataset == dataset)
+    if split:
+        query = query.where(Study.split == split)
+    query = query.order_by(Image.id)
     with catalog.session() as session:
-        query = select(Image, Study.split).join(Study, Study.id == Image.study_id)
-        if dataset:
-            query = query.where(Image.dataset == dataset)
-        if split:
-            query = query.where(Study.split == split)
-        if image_ids is not None:
-            query = query.where(Image.id.in_(image_ids))
-        rows = session.execute(query.order_by(Image.id)).all()
-        wanted = [image.id for image, _ in rows]
-        boxes: dict[str, list[Box]] = defaultdict(list)
-        choices: dict[str, dict[str, int]] = defaultdict(dict)
-        for start in range(0, len(wanted), 5000):
-            chunk = wanted[start:start + 5000]
-            annotations = session.scalars(
-                select(Annotation).where(Annotation.image_id.in_(chunk), Annotation.kind.in_(("box", "choice")))
-                .order_by(Annotation.created_at, Annotation.id)).all()
-            for annotation in annotations:
-                if annotation.kind == "box" and None not in (annotation.x, annotation.y, annotation.w, annotation.h):
-                    boxes[annotation.image_id].append(
-                        Box(annotation.label, annotation.x, annotation.y, annotation.w, annotation.h))
-                elif annotation.kind == "choice":
-                    value = (annotation.meta or {}).get("value", 1)
-                    if value is None:  # annotators disagreed (consensus "uncertain"): unknown again
-                        choices[annotation.image_id].pop(annotation.label, None)
-                    else:
-                        choices[annotation.image_id][annotation.label] = int(bool(value))
+        if image_ids is not None and len(image_ids) <= IN_CHUNK:
+            rows = session.execute(query.where(Image.id.in_(image_ids))).all()
+        else:
+            wanted = None if image_ids is None else set(image_ids)
+            rows = [row for row in session.execute(query) if wanted is None or row[0] in wanted]
+        boxes, choices = _expert_annotations(session, [row[0] for row in rows], everything=image_ids is None
+                                             and not dataset and not split)
     result = []
-    for image, study_split in rows:
-        labels: dict[str, int] = {}
-        image_boxes = boxes.get(image.id, [])
-        if (image.meta or {}).get("box_source"):
-            present = {box.label for box in image_boxes}
-            labels["fracture"] = int("fracture" in present)
-        labels.update(choices.get(image.id, {}))
+    for image_id, study_id, study_split, body_region, render_path, width, height, box_source in rows:
+        image_boxes = boxes.get(image_id, [])
         result.append(ImageTargets(
-            image_id=image.id, study_id=image.study_id, split=study_split, body_region=image.body_region,
-            render_path=image.render_path, width=image.width, height=image.height, labels=labels,
-            boxes=tuple(image_boxes)))
+            image_id=image_id, study_id=study_id, split=study_split, body_region=body_region,
+            render_path=render_path, width=width, height=height,
+            labels=_labels(box_source, image_boxes, choices.get(image_id)), boxes=tuple(image_boxes)))
     return result
+
+
+def image_labels(catalog: Catalog, image_ids: list[str] | None = None, *, dataset: str | None = None,
+                 split: str | None = None) -> dict[str, dict[str, int]]:
+    """Image id -> finding -> 1/0, for the images (of ``image_ids``, ``dataset`` and ``split``; default all)
+    that have a known label.
+
+    The ``labels`` of :func:`image_targets` without building a target per image: only exhaustively boxed images
+    (``meta["box_source"]``) and images with expert annotations are read, so this costs what is labelled, not
+    the size of the archive.  An image absent from the result has no label (its targets' ``labels`` is empty).
+    """
+    box_source = Image.meta["box_source"]
+    query = select(Image.id, box_source).where(box_source.as_string().is_not(None))
+    with catalog.session() as session:
+        if dataset or split:  # the images in scope, by id (their annotations are kept by id below)
+            scope = select(Image.id).join(Study, Study.id == Image.study_id)
+            if dataset:
+                scope = scope.where(Image.dataset == dataset)
+            if split:
+                scope = scope.where(Study.split == split)
+            in_scope = set(session.scalars(scope))
+            image_ids = [i for i in image_ids if i in in_scope] if image_ids is not None else list(in_scope)
+        if image_ids is not None and len(image_ids) <= IN_CHUNK:
+            wanted = list(image_ids)
+            sources = dict(session.execute(query.where(Image.id.in_(wanted))).all()) if wanted else {}
+        else:
+            wanted = None if image_ids is None else set(image_ids)
+            sources = {image_id: value for image_id, value in session.execute(query)
+                       if wanted is None or image_id in wanted}
+        boxes, choices = _expert_annotations(session, wanted, everything=wanted is None)
+    result = {}
+    for image_id in {image_id for image_id, value in sources.items() if value} | set(choices):
+        labels = _labels(sources.get(image_id), boxes.get(image_id, []), choices.get(image_id))
+        if labels:
+            result[image_id] = labels
+    return result
+
+
+def _labels(box_source, image_boxes: list[Box], choices: dict[str, int] | None) -> dict[str, int]:
+    """An image's labels: ``fracture`` from the boxes of an exhaustively boxed set, then its expert answers."""
+    labels: dict[str, int] = {}
+    if box_source:
+        labels["fracture"] = int("fracture" in {box.label for box in image_boxes})
+    labels.update(choices or {})
+    return labels
+
+
+def _expert_annotations(session, image_ids, *, everything: bool = False
+                        ) -> tuple[dict[str, list[Box]], dict[str, dict[str, int]]]:
+    """(image id -> boxes, image id -> finding -> newest answer 1/0) of ``image_ids`` (every image with
+    ``everything``), in annotation order (created, then id) so that the newest answer wins."""
+    boxes: dict[str, list[Box]] = defaultdict(list)
+    choices: dict[str, dict[str, int]] = defaultdict(dict)
+    query = (select(Annotation.image_id, Annotation.kind, Annotation.label, Annotation.x, Annotation.y,
+                    Annotation.w, Annotation.h, Annotation.meta)
+             .where(Annotation.kind.in_(("box", "choice"))).order_by(Annotation.created_at, Annotation.id))
+    if everything:
+        found = session.execute(query)
+    elif len(image_ids) <= IN_CHUNK:  # a few images: by the image index
+        found = session.execute(query.where(Annotation.image_id.in_(list(image_ids)))) if image_ids else []
+    else:  # most of the archive: one pass over the (far fewer) annotations, not thousands of IN lists
+        wanted = set(image_ids)
+        found = (row for row in session.execute(query) if row[0] in wanted)
+    for image_id, kind, label, x, y, w, h, meta in found:
+        if kind == "box" and None not in (x, y, w, h):
+            boxes[image_id].append(Box(label, x, y, w, h))
+        elif kind == "choice":
+            value = (meta or {}).get("value", 1)
+            if value is None:  # annotators disagreed (consensus "uncertain"): unknown again
+                choices[image_id].pop(label, None)
+            else:
+                choices[image_id][label] = int(bool(value))
+    return boxes, choices

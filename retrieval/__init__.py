@@ -4,18 +4,29 @@ Public API:
 - selection: ``STRATEGIES``, ``get_strategy``, the strategy classes, ``kcenter_greedy``;
 - indexes: ``IndexManager``, ``IndexConfig``, ``choose_factory``;
 - case search: ``search_cases``, ``CaseNeighbour``.
+
+The names are imported on first use (PEP 562): case search and ``radloop index`` do not pay for scikit-learn
+and SciPy, which only the selection strategies need (seconds of start-up per command).
 """
 
-from radloop.retrieval.badge import BadgeSelection
-from radloop.retrieval.base import SelectionStrategy, validate_selection_input
-from radloop.retrieval.index import IndexConfig, IndexManager, SearchResult, choose_factory, index_folder
-from radloop.retrieval.search import CaseNeighbour, load_index, parse_filters, search_cases
-from radloop.retrieval.diversity import ClusterMarginSelection, KCenterSelection, TypiClustSelection
-from radloop.retrieval.kcenter import kcenter_greedy, kcenter_greedy_reference
-from radloop.retrieval.strategies import STRATEGIES, StratifiedSelection, get_strategy
-from radloop.retrieval.uncertainty import (
-    EntropySelection, LeastConfidenceSelection, MarginSelection, RandomSelection, ReportDisagreementSelection,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+#: public name -> the submodule that defines it
+_EXPORTS = {
+    "BadgeSelection": "badge",
+    "SelectionStrategy": "base", "validate_selection_input": "base",
+    "IndexConfig": "index", "IndexManager": "index", "SearchResult": "index", "choose_factory": "index",
+    "index_folder": "index",
+    "CaseNeighbour": "search", "load_index": "search", "parse_filters": "search", "search_cases": "search",
+    "ClusterMarginSelection": "diversity", "KCenterSelection": "diversity", "TypiClustSelection": "diversity",
+    "kcenter_greedy": "kcenter", "kcenter_greedy_reference": "kcenter",
+    "STRATEGIES": "strategies", "StratifiedSelection": "strategies", "get_strategy": "strategies",
+    "EntropySelection": "uncertainty", "LeastConfidenceSelection": "uncertainty", "MarginSelection": "uncertainty",
+    "RandomSelection": "uncertainty", "ReportDisagreementSelection": "uncertainty",
+}
 
 __all__ = [
     "STRATEGIES", "get_strategy", "SelectionStrategy", "validate_selection_input",
@@ -25,3 +36,29 @@ __all__ = [
     "IndexManager", "IndexConfig", "SearchResult", "choose_factory", "index_folder",
     "search_cases", "CaseNeighbour", "load_index", "parse_filters",
 ]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from radloop.retrieval.badge import BadgeSelection
+    from radloop.retrieval.base import SelectionStrategy, validate_selection_input
+    from radloop.retrieval.diversity import ClusterMarginSelection, KCenterSelection, TypiClustSelection
+    from radloop.retrieval.index import IndexConfig, IndexManager, SearchResult, choose_factory, index_folder
+    from radloop.retrieval.kcenter import kcenter_greedy, kcenter_greedy_reference
+    from radloop.retrieval.search import CaseNeighbour, load_index, parse_filters, search_cases
+    from radloop.retrieval.strategies import STRATEGIES, StratifiedSelection, get_strategy
+    from radloop.retrieval.uncertainty import (
+        EntropySelection, LeastConfidenceSelection, MarginSelection, RandomSelection, ReportDisagreementSelection,
+    )

@@ -15,6 +15,8 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state as _sklearn_check_random_state
 
+from radloop.retrieval.arrays import _check_finite, as_float32  # noqa: F401 (re-exported)
+
 #: Report statuses (``radloop.core.vocabulary.STATUSES``, what the labeller's report level gives) as the
 #: class index of a binary finding's weak label: NaN = the report says nothing definite.
 WEAK_LABEL_STATUSES = {"positive": 1.0, "negative": 0.0, "uncertain": np.nan}
@@ -50,29 +52,6 @@ class SelectionInput:
     @property
     def n_samples(self) -> int:
         return len(self.pool) + len(self.labeled)
-
-
-def _check_finite(name: str, array: np.ndarray) -> None:
-    bad = ~np.isfinite(array)
-    if bad.any():
-        rows = np.unique(np.nonzero(bad)[0])
-        raise ValueError(f"{name} contain NaN or infinite values in {len(rows)} row(s), "
-                         f"e.g. rows {rows[:5].tolist()}")
-
-
-def as_float32(name: str, values) -> np.ndarray:
-    """``values`` as contiguous float32, refusing NaN/inf and values that overflow float32 (named as such)."""
-    values = np.asarray(values)
-    if values.dtype.kind in "biuf":
-        _check_finite(name, values)
-    with np.errstate(over="ignore"):
-        converted = np.ascontiguousarray(values, dtype=np.float32)
-    if not np.isfinite(converted).all():
-        rows = np.unique(np.nonzero(~np.isfinite(converted))[0])
-        largest = float(np.abs(values.astype(np.float64)).max())
-        raise ValueError(f"{name} overflow float32 in {len(rows)} row(s), e.g. rows {rows[:5].tolist()} "
-                         f"(largest magnitude {largest:.3g} > {float(np.finfo(np.float32).max):.3g}): rescale them")
-    return converted
 
 
 def check_random_state(seed) -> np.random.RandomState:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radloop.retrieval.base import as_float32
+from radloop.retrieval.arrays import as_float32
 from radloop.retrieval.index_config import IndexConfig, choose_factory
 from radloop.retrieval.index_search import IndexSearch, SearchResult, _id_list
 from radloop.retrieval.index_store import MANIFEST, IndexPersistence
@@ -67,6 +67,9 @@ class IndexManager(IndexSearch, IndexPersistence):
         self._removed: set[int] = set()  # tombstones for index types that cannot remove
         self._source: Path | None = None  # the file a memory-mapped index was read from
         self.calibration: dict | None = None  # nprobe calibrated at build time (see IndexConfig.target_recall)
+        self.trained_count: int | None = None  # vectors the index was created (trained) with; later adds extend it
+        #: the catalog's embedding rows this index holds, as :func:`radloop.core.embeddings.embedding_mark` took it
+        self.catalog_mark: dict | None = None
 
     # ----------------------------------------------------------------------------------------- building
     @classmethod
@@ -83,10 +86,50 @@ class IndexManager(IndexSearch, IndexPersistence):
     @classmethod
     def from_catalog(cls, catalog, model_version: str, config: IndexConfig | None = None) -> "IndexManager":
         """Build from the embeddings stored in the catalog for ``model_version``."""
-        from radloop.core.embeddings import load_embeddings
+        from radloop.core.embeddings import embedding_mark, load_embeddings
 
+        mark = embedding_mark(catalog, model_version)  # before reading: rows added meanwhile lie above it
         embeddings = load_embeddings(catalog, model_version)
-        return cls.build(embeddings.vectors, embeddings.image_ids, model_version, config)
+        manager = cls.build(embeddings.vectors, embeddings.image_ids, model_version, config)
+        manager.catalog_mark = mark
+        return manager
+
+    @classmethod
+    def saved_is_current(cls, catalog, model_version: str, config: IndexConfig | None = None) -> bool:
+        """Whether the saved index of ``model_version`` is what :meth:`from_catalog` with ``config`` would
+        build now: built (not extended since) from exactly the catalog's embeddings of that version, with this
+        config and the index type it chooses for them, nothing removed (a round start then need not rebuild
+        it).  False when there is none, it does not load, or it predates the ``trained_count`` record."""
+        from sqlalchemy import select
+
+        from radloop.core.schema import Embedding
+
+        from radloop.core.embeddings import embedding_mark
+
+        folder = index_folder(catalog.workspace, model_version)
+        try:
+            saved = cls.load(folder, model_version=model_version)
+        except (FileNotFoundError, ValueError, RuntimeError, KeyError):
+            return False
+        config = config or IndexConfig()
+        wanted, built = config.model_dump(), saved.config.model_dump()
+        if wanted["rerank"] is None:  # resolved from the factory when the index was created
+            wanted.pop("rerank"), built.pop("rerank")
+        if wanted != built or saved._removed or saved.trained_count != len(saved):
+            return False
+        mark = saved.catalog_mark
+        if mark and embedding_mark(catalog, model_version) == mark:
+            # every row up to the mark is indexed and there is none above it: the index holds exactly the rows
+            # when it holds as many ids as there are rows
+            count = mark["count"]
+        else:
+            with catalog.session() as session:
+                stored = list(session.scalars(select(Embedding.image_id)
+                                              .where(Embedding.model_version == model_version)))
+            if len(stored) != len(saved) or not all(image_id in saved for image_id in stored):
+                return False
+            count = len(stored)
+        return count == len(saved) and saved.factory == choose_factory(count, saved.dim, config)
 
     def _prepare(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors)
@@ -105,6 +148,7 @@ class IndexManager(IndexSearch, IndexPersistence):
         import faiss
 
         self.factory = choose_factory(count, self.dim, self.config)
+        self.trained_count = int(count)
         metric = faiss.METRIC_INNER_PRODUCT if self.config.metric == "cosine" else faiss.METRIC_L2
         try:
             index = faiss.index_factory(self.dim, self.factory, metric)

@@ -79,7 +79,8 @@ class IndexPersistence:
             "model_version": self.model_version, "dim": self.dim, "metric": self.config.metric,
             "factory": self.factory, "count": len(self), "faiss_version": faiss.__version__,
             "saved_at": datetime.now(timezone.utc).isoformat(), "config": self.config.model_dump(),
-            "calibration": self.calibration, "files": files,
+            "calibration": self.calibration, "trained_count": self.trained_count, "catalog": self.catalog_mark,
+            "files": files,
         }
         try:  # verify before the switch: a generation that would not load must not replace a good one
             written = self._open(folder, manifest, mmap=True)
@@ -126,6 +127,8 @@ class IndexPersistence:
         manager = cls(manifest["dim"], manifest["model_version"], IndexConfig(**manifest["config"]))
         manager.factory = manifest["factory"]
         manager.calibration = manifest.get("calibration")
+        manager.trained_count = manifest.get("trained_count")
+        manager.catalog_mark = manifest.get("catalog")
         files = _generation_files(folder, manifest)
         path = str(folder / files["index"])
         manager.index, manager.memory_mapped, manager._source = None, False, folder / files["index"]

@@ -177,7 +177,7 @@ def resolve_encoder_version(catalog, encoder: str | None = None) -> str:
 
 def load_index(catalog, model_version: str, config: IndexConfig | None = None) -> IndexManager:
     """The saved index of ``model_version``, brought up to date with the catalog's embeddings."""
-    from radloop.core.embeddings import load_embeddings
+    from radloop.core.embeddings import embedding_mark, load_embeddings
     from radloop.core.schema import Embedding
 
     folder = index_folder(catalog.workspace, model_version)
@@ -186,19 +186,25 @@ def load_index(catalog, model_version: str, config: IndexConfig | None = None) -
         manager.save(folder)
         return manager
     manager = IndexManager.load(folder, model_version=model_version)
+    query = select(Embedding.image_id).where(Embedding.model_version == model_version)
+    mark = manager.catalog_mark
+    if mark and embedding_mark(catalog, model_version, mark["max_id"]) == mark:
+        query = query.where(Embedding.id > mark["max_id"])  # the rows up to the mark are the ones indexed
+    latest = embedding_mark(catalog, model_version)  # before reading: rows added meanwhile lie above it
     with catalog.session() as session:
-        stored = set(session.scalars(select(Embedding.image_id).where(Embedding.model_version == model_version)))
+        stored = set(session.scalars(query))
     missing = sorted(image_id for image_id in stored if image_id not in manager)
     if missing:
         new = load_embeddings(catalog, model_version, missing)
         manager.add(new.vectors, new.image_ids, model_version=model_version)
+        manager.catalog_mark = latest  # every row up to it is indexed now
         manager.save(folder)
     return manager
 
 
 def _allowed_ids(catalog, filters: dict[str, list[str]]) -> list[str] | None:
     from radloop.core.schema import Image, Report, Study, WeakLabel
-    from radloop.core.targets import image_targets
+    from radloop.core.targets import image_labels
 
     if not filters:
         return None
@@ -216,7 +222,7 @@ def _allowed_ids(catalog, filters: dict[str, list[str]]) -> list[str] | None:
             positive_studies = set(session.scalars(
                 select(Report.study_id).join(WeakLabel, WeakLabel.report_id == Report.id)
                 .where(WeakLabel.finding.in_(wanted), WeakLabel.status == "positive")))
-            expert = {target.image_id: target.labels for target in image_targets(catalog, image_ids=sorted(allowed))}
+            expert = image_labels(catalog, sorted(allowed))  # images without an expert label: absent
             allowed = {image_id for image_id, study_id in rows
                        if any(expert.get(image_id, {}).get(name) == 1 for name in wanted)
                        or (study_id in positive_studies
