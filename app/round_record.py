@@ -82,7 +82,8 @@ class RoundReport:
     skipped: int = 0
     pending: int = 0
     labels_spent: int = 0
-    labels_total: int = 0
+    #: labels the round's model was trained on: known when the round finishes (None while it is open)
+    labels_total: int | None = None
     metric_name: str | None = None
     metric_before: float | None = None
     metric_after: float | None = None
@@ -102,7 +103,7 @@ def report_of(row: Round, catalog: Catalog, progress: dict[int, dict[str, int]] 
                        task=row.task, budget=row.budget, selected=int(meta.get("selected", 0)),
                        answered=tasks.get("answered", 0), skipped=tasks.get("skipped", 0),
                        pending=tasks.get("pending", 0),
-                       labels_spent=row.labels_spent, labels_total=int(meta.get("labels_total", 0)),
+                       labels_spent=row.labels_spent, labels_total=(int(meta["labels_total"]) if meta.get("labels_total") is not None else None),
                        metric_name=row.metric_name, metric_before=row.metric_before,
                        metric_after=row.metric_after, model_version=row.model_version,
                        tasks_file=meta.get("tasks_file"), notes=list(meta.get("notes", [])))

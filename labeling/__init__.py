@@ -6,16 +6,50 @@ Public API (described in ``labeling/README.md``): :class:`ReportLabeler` (``labe
 reports), the Open-i/NegBio scorer :func:`score_reports` / :func:`read_negbio_table`, and
 :func:`mention_from_json` / :func:`mention_to_json` (mentions and their JSON dicts; the functions that
 take mentions accept either).  The Label Studio adapters are the ``ls_*`` modules.
+
+The names are imported on first use (PEP 562): the Label Studio modules (rounds, the ML backend) do not pay for
+medspaCy / spaCy, which only the report labeller needs (seconds and hundreds of MB per command).
 """
 
-from .aggregate import report_level
-from .evaluate import read_negbio_table, score_reports
-from .labeler import LabelResult, ReportLabeler
-from .mention_json import mention_from_json, mention_to_json
-from .rules_loader import load_rule_set, rules_version
-from .sources import SourceReport, iter_reports
-from .store import LabelRunSummary, label_catalog, stored_mentions
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+#: public name -> the submodule that defines it
+_EXPORTS = {
+    "report_level": "aggregate",
+    "read_negbio_table": "evaluate", "score_reports": "evaluate",
+    "LabelResult": "labeler", "ReportLabeler": "labeler",
+    "mention_from_json": "mention_json", "mention_to_json": "mention_json",
+    "load_rule_set": "rules_loader", "rules_version": "rules_loader",
+    "SourceReport": "sources", "iter_reports": "sources",
+    "LabelRunSummary": "store", "label_catalog": "store", "stored_mentions": "store",
+}
 
 __all__ = ["LabelResult", "LabelRunSummary", "ReportLabeler", "SourceReport", "iter_reports", "label_catalog",
            "load_rule_set", "mention_from_json", "mention_to_json", "read_negbio_table", "report_level",
            "rules_version", "score_reports", "stored_mentions"]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from radloop.labeling.aggregate import report_level
+    from radloop.labeling.evaluate import read_negbio_table, score_reports
+    from radloop.labeling.labeler import LabelResult, ReportLabeler
+    from radloop.labeling.mention_json import mention_from_json, mention_to_json
+    from radloop.labeling.rules_loader import load_rule_set, rules_version
+    from radloop.labeling.sources import SourceReport, iter_reports
+    from radloop.labeling.store import LabelRunSummary, label_catalog, stored_mentions

@@ -67,6 +67,7 @@ def test_simulated_rounds_buy_labels_and_resume(round_catalog):
     assert any(note.startswith("'badge' works from probabilities") and "cold start with 'typiclust'" in note
                for note in first.notes), first.notes
     assert first.state == "pushed" and first.selected == 12
+    assert first.labels_total is None  # not known before the round finishes (was reported as 0)
     assert (round_catalog.workspace.root / first.tasks_file).exists()
 
     # starting again (same options) while the round is open resumes it instead of selecting twice
