@@ -13,8 +13,9 @@ medspaCy / spaCy, which only the report labeller needs (seconds and hundreds of 
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from radloop.core.lazy import lazy_exports
 
 #: public name -> the submodule that defines it
 _EXPORTS = {
@@ -32,17 +33,7 @@ __all__ = ["LabelResult", "LabelRunSummary", "ReportLabeler", "SourceReport", "i
            "rules_version", "score_reports", "stored_mentions"]
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # the next lookup is a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see

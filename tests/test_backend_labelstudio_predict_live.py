@@ -10,8 +10,6 @@ empty predictions only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 from ls_catalog import build_round_catalog
 from ls_server import label_studio  # noqa: F401  (session fixture)
@@ -19,15 +17,9 @@ from ls_server import label_studio  # noqa: F401  (session fixture)
 from radloop.labeling.ls_client import LabelStudioClient, LabelStudioError
 from radloop.labeling.ls_project import init_project
 from radloop.labeling.ls_sync import push_round
+from radloop.ssl.predict import ImagePrediction
 
 pytestmark = pytest.mark.labelstudio
-
-
-@dataclass
-class _Output:
-    choices: dict
-    boxes: list
-    model_version: str
 
 
 class SureModel:
@@ -36,7 +28,7 @@ class SureModel:
     model_version = "live-model-1"
 
     def predict(self, images):
-        return [_Output({"fracture": 0.9}, [], self.model_version) for _ in images]
+        return [ImagePrediction({"fracture": 0.9}, [], self.model_version) for _ in images]
 
 
 def _predictions(client, project_id: int) -> dict[int, list]:

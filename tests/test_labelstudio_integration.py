@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -26,15 +25,9 @@ from radloop.labeling.ls_client import (
 )
 from radloop.labeling.ls_project import init_project, load_binding
 from radloop.labeling.ls_sync import CONSENSUS_SOURCE, PushIncompleteError, pull_round, push_round
+from radloop.ssl.predict import ImagePrediction
 
 pytestmark = pytest.mark.labelstudio
-
-
-@dataclass
-class _Output:
-    choices: dict
-    boxes: list
-    model_version: str
 
 
 class CentreModel:
@@ -52,7 +45,7 @@ class CentreModel:
             height, width = pixels.shape
             probability = round(float(pixels.mean()) / 255.0 + 0.4, 4)
             box = Box("fracture", width / 4, height / 4, width / 2, height / 2, score=0.77)
-            outputs.append(_Output({"fracture": probability, "normal": 1 - probability}, [box], self.model_version))
+            outputs.append(ImagePrediction({"fracture": probability, "normal": 1 - probability}, [box], self.model_version))
         return outputs
 
 
