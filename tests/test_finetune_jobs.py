@@ -287,3 +287,18 @@ def test_the_model_version_follows_the_labels_not_only_the_images():
     assert _version(config, "enc", labelled(1)) == same  # the same labelled set: the same model
     assert _version(config, "enc", labelled(0)) != same  # a corrected label: a new model
     assert _version(config, "enc", labelled(1, box=True)) != same
+
+
+@pytest.mark.parametrize(("name", "head", "prefix"), [
+    ("probe", "probe", "probe-"), ("probe-test", "probe", "probe-test-"), ("detect", "detect", "det-"),
+    ("detect-gpu", "detect", "det-gpu-"), ("finetune_hour", "finetune", "clf-hour-"), ("wrist", "finetune", "clf-wrist-"),
+])
+def test_model_version_names_the_head_once(name, head, prefix):
+    from types import SimpleNamespace
+
+    from radloop.ssl.finetune_jobs import _version
+
+    config = TrainConfig.model_validate({"name": name, "head": head, "trainer": {"num_threads": 1}})
+    labeled = SimpleNamespace(image_ids=["a"], targets=[[1]], weights=[1.0], regions=[None], boxes=[[]])
+    version = _version(config, "enc-1", labeled)
+    assert version.startswith(prefix) and len(version) == len(prefix) + 8, version

@@ -125,14 +125,21 @@ def embeddings_for(catalog: Catalog, bundle: Any, version: str | None, labeled: 
 
 
 def _version(config: TrainConfig, parent: str | None, labeled: LabeledSet) -> str:
-    """``<kind>-<name>-<8 hex>`` of what the model learns from: config, encoder, images and their labels (targets,
+    """``<kind>-<name>-<8 hex>`` (``<kind>-<8 hex>`` when the name only repeats the head) of what the model learns from: config, encoder, images and their labels (targets,
     weights, regions, boxes), so a corrected label is a new version, while the same labelled set is the same one."""
     labels = [np.asarray(labeled.targets).tolist(), [round(float(w), 6) for w in labeled.weights],
               list(labeled.regions), [[repr(box) for box in boxes] for boxes in labeled.boxes]]
     digest = hashlib.sha256(json.dumps([config.model_dump(mode="json"), parent, labeled.image_ids, labels],
                                        sort_keys=True, default=str).encode()).hexdigest()[:8]
     kind = {"probe": "probe", "finetune": "clf", "detect": "det"}[config.head]
-    return f"{kind}-{config.name}-{digest}"
+    # the config's name without the head it repeats: probe.yaml -> probe-<hex> (was probe-probe-<hex>),
+    # detect-gpu.yaml -> det-gpu-<hex>
+    name = config.name
+    for repeated in {kind, config.head}:
+        if name == repeated or name[len(repeated):len(repeated) + 1] in ("-", "_") and name.startswith(repeated):
+            name = name[len(repeated) + 1:]
+            break
+    return f"{kind}-{name}-{digest}" if name else f"{kind}-{digest}"
 
 
 def train_head(catalog: Catalog, config: TrainConfig, train: LabeledSet, bundle: Any, encoder_version: str | None,
