@@ -36,24 +36,23 @@ records the round's answered count as its ``labels_spent``, late answers of a fi
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
-from dataclasses import dataclass
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 
 from radloop.core.catalog import Catalog, get_for_update
-from radloop.core.schema import Annotation, Image, QuarantinedAnnotation, Round, Selection
-from radloop.labeling.ls_adapter import ImageGeometry, LSTask, parse_task, task_key
+from radloop.core.schema import Image, Round, Selection
+from radloop.labeling.ls_adapter import ImageGeometry, task_key
 from radloop.labeling.ls_client import (
     AuthenticationError, LabelStudioClient, LabelStudioError, ProjectNotFoundError, iter_chunks,
 )
 from radloop.labeling.ls_config import parse_label_config
 from radloop.labeling.ls_consensus import (
-    CONSENSUS_SOURCE, SELECTION_STATES, SOURCE, _reconcile, _selection_states, _withdraw_deleted, consensus,
-    round_progress, selection_states,
+    CONSENSUS_SOURCE, SELECTION_STATES, SOURCE, consensus, round_progress, selection_states,
 )
 from radloop.labeling.ls_project import DEFAULT_PROJECT_TITLE, ProjectBinding, image_url, init_project, load_binding
+from radloop.labeling.ls_pull_store import LabelStudioRead, ls_meta, now_iso, set_ls_meta, store_pull
 from radloop.labeling.ls_tasks import build_task_payloads, export_tasks_json, load_current_predictor
 
 __all__ = ["CONSENSUS_SOURCE", "PushIncompleteError", "SELECTION_STATES", "SOURCE", "SyncSummary", "client_from_env",
@@ -143,7 +142,7 @@ def pushed_binding(catalog: Catalog, round_id: int) -> ProjectBinding | None:
     after ``ls init`` moved): the project most of them are in.
     """
     with catalog.session() as session:
-        places = Counter((_ls_meta(selection).get("url"), _ls_meta(selection).get("project_id"))
+        places = Counter((ls_meta(selection).get("url"), ls_meta(selection).get("project_id"))
                          for selection in session.scalars(select(Selection).where(
                              Selection.round_id == round_id, Selection.ls_task_id.is_not(None))))
     places.pop((None, None), None)
@@ -160,22 +159,6 @@ def pushed_binding(catalog: Catalog, round_id: int) -> ProjectBinding | None:
     return ProjectBinding(url=url, project_id=int(project_id), title="", config_digest="")
 
 
-def _ls_meta(selection: Selection) -> dict:
-    return dict((selection.meta or {}).get("ls") or {})
-
-
-def _set_ls_meta(selection: Selection, **values) -> None:
-    meta = dict(selection.meta or {})
-    ls = dict(meta.get("ls") or {})
-    ls.update(values)
-    meta["ls"] = ls
-    selection.meta = meta  # reassign: JSON columns do not track in-place changes
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
-
-
 def _record_existing(catalog: Catalog, round_id: int, binding: ProjectBinding, existing: dict[str, int]) -> int:
     """Write task ids found in Label Studio into the selections; returns how many were newly recorded."""
     recorded = 0
@@ -184,11 +167,11 @@ def _record_existing(catalog: Catalog, round_id: int, binding: ProjectBinding, e
             task_id = existing.get(task_key(selection.image_id, round_id))
             if task_id is None:
                 continue
-            meta = _ls_meta(selection)
+            meta = ls_meta(selection)
             if selection.ls_task_id != task_id or meta.get("project_id") != binding.project_id:
                 selection.ls_task_id = task_id
-                _set_ls_meta(selection, project_id=binding.project_id, url=binding.url, task_id=task_id,
-                             key=task_key(selection.image_id, round_id), pushed_at=meta.get("pushed_at") or _now(),
+                set_ls_meta(selection, project_id=binding.project_id, url=binding.url, task_id=task_id,
+                             key=task_key(selection.image_id, round_id), pushed_at=meta.get("pushed_at") or now_iso(),
                              deleted_at=None)
                 recorded += 1
     return recorded
@@ -230,11 +213,11 @@ def push_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
         for selection in session.scalars(select(Selection).where(Selection.round_id == round_id)):
             if task_key(selection.image_id, round_id) in existing:
                 continue
-            meta = _ls_meta(selection)
+            meta = ls_meta(selection)
             if selection.ls_task_id is not None and meta.get("project_id") == binding.project_id:
                 deleted.append(selection.id)
                 if not meta.get("deleted_at"):
-                    _set_ls_meta(selection, deleted_at=_now())
+                    set_ls_meta(selection, deleted_at=now_iso())
                 if not recreate_deleted:
                     continue
             to_push.append(selection.id)
@@ -281,64 +264,8 @@ def _geometries(catalog: Catalog, case_ids: set[str]) -> dict[str, ImageGeometry
                 for image in rows}
 
 
-def _store_task(session, task: LSTask, round_id: int, project_id: int, annotators: dict[int, str],
-                stored: dict[str, tuple[set[str], int]], counts: Counter) -> None:
-    image_id = task.case_id
-    for problem in task.problems:
-        session.add(QuarantinedAnnotation(image_id=image_id, source=SOURCE, reason=problem.reason,
-                                          raw={"task_id": task.task_id, "item": problem.raw}))
-        counts["quarantined"] += 1
-    for version in task.annotations:
-        external_id = f"ls:{project_id}:{version.annotation_id}"
-        stamps, last_version = stored.get(external_id, (set(), 0))
-        if version.version_stamp in stamps:
-            continue
-        number = last_version + 1
-        stored[external_id] = (stamps | {version.version_stamp}, number)
-        who = annotators.get(version.annotator_id or -1) or (
-            f"ls-user-{version.annotator_id}" if version.annotator_id is not None else None)
-        meta = {"ls_task_id": task.task_id, "ls_project_id": project_id, "ls_annotation_id": version.annotation_id,
-                "ls_version_stamp": version.version_stamp, "annotated_at": version.updated_at.isoformat(),
-                "lead_time": version.lead_time, "ground_truth": version.ground_truth}
-        if version.comment:
-            meta["comment"] = version.comment
-        if version.notes:
-            meta["notes"] = list(version.notes)
-        common = dict(image_id=image_id, source=SOURCE, annotator=who, external_id=external_id, version=number,
-                      round_id=round_id)
-        for problem in version.problems:
-            session.add(QuarantinedAnnotation(image_id=image_id, source=SOURCE, reason=problem.reason, raw={
-                "task_id": task.task_id, "annotation_id": version.annotation_id, "version": number,
-                "annotator": who, "result": problem.raw}))
-            counts["quarantined"] += 1
-        counts["versions"] += 1
-        if version.cancelled:
-            session.add(Annotation(kind="skip", label="skip", meta=meta, **common))
-            counts["skipped"] += 1
-            continue
-        for finding, value in sorted(version.choices.items()):
-            session.add(Annotation(kind="choice", label=finding, meta={**meta, "value": value}, **common))
-            counts["choices"] += 1
-        for box in version.boxes:
-            session.add(Annotation(kind="box", label=box.label, source_label=box.label, x=box.x, y=box.y, w=box.w,
-                                   h=box.h, meta=meta, **common))
-            counts["boxes"] += 1
-
-
-@dataclass
-class _LabelStudioRead:
-    """What a pull read from Label Studio for one round."""
-
-    pull_state: dict  # the round's ``meta["ls_pull"]`` the read started from
-    cursor: str | None  # the ``updated_after`` filter sent, None for a full read
-    raw_tasks: list[dict]
-    all_task_ids: set[int]
-    annotators: dict[int, str]
-    geometries: dict[str, ImageGeometry]
-
-
 def _read_label_studio(catalog: Catalog, client: LabelStudioClient, binding: ProjectBinding, round_id: int,
-                       pull_state: dict | None, full: bool) -> _LabelStudioRead:
+                       pull_state: dict | None, full: bool) -> LabelStudioRead:
     state = dict(pull_state or {})
     if state.get("project_id") != binding.project_id:
         state = {}
@@ -352,7 +279,7 @@ def _read_label_studio(catalog: Catalog, client: LabelStudioClient, binding: Pro
     annotators = client.user_emails() if raw_tasks else {}
     case_ids = {task["data"].get("case_id") for task in raw_tasks if isinstance(task.get("data"), dict)}
     geometries = _geometries(catalog, {case for case in case_ids if isinstance(case, str)})
-    return _LabelStudioRead(state, cursor, raw_tasks, all_ids, annotators, geometries)
+    return LabelStudioRead(state, cursor, raw_tasks, all_ids, annotators, geometries)
 
 
 def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, binding: ProjectBinding | None = None,
@@ -395,7 +322,7 @@ def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
                 pull_state = latest
                 continue
             read = read or _read_label_studio(catalog, client, binding, round_id, latest, full)
-            counts, missing, progress = _store_pull(session, round_row, read, config, binding)
+            counts, missing, progress = store_pull(session, round_row, read, config, binding)
             break
     return SyncSummary({
         "round_id": round_id, "project_id": binding.project_id, "incremental": read.cursor is not None,
@@ -405,59 +332,3 @@ def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
         "withdrawn": counts["withdrawn"], "consensus_rows": counts["consensus"],
         "disagreements": counts["disagreements"], "deleted_tasks": sorted(missing),
         "answered": progress["answered"], "pending": progress["pending"]})
-
-
-def _store_pull(session, round_row: Round, read: _LabelStudioRead, config, binding: ProjectBinding
-                ) -> tuple[Counter, list[int], Counter]:
-    """Store what ``read`` brought that the catalog lacks; returns (counts, deleted task ids, selection states).
-
-    Runs under the round's lock: what is stored is read here, not before.
-    """
-    round_id = round_row.id
-    counts: Counter = Counter()
-    newest_update = read.pull_state.get("cursor")
-    selections = {s.image_id: s for s in session.scalars(select(Selection).where(Selection.round_id == round_id))}
-    images = sorted(read.geometries)
-    stored: dict[str, tuple[set[str], int]] = defaultdict(lambda: (set(), 0))
-    by_task: dict[tuple[object, object], list[Annotation]] = defaultdict(list)
-    for annotation in session.scalars(select(Annotation).where(Annotation.source == SOURCE,
-                                                               Annotation.image_id.in_(images))):
-        stamps, number = stored[annotation.external_id]
-        stored[annotation.external_id] = (stamps | {(annotation.meta or {}).get("ls_version_stamp")},
-                                          max(number, annotation.version))
-        meta = annotation.meta or {}
-        by_task[(meta.get("ls_project_id"), meta.get("ls_task_id"))].append(annotation)
-    touched: set[str] = set()
-    for raw in read.raw_tasks:
-        task = parse_task(raw, config, read.geometries.get)
-        if task.case_id not in selections or task.case_id not in read.geometries:
-            session.add(QuarantinedAnnotation(image_id=task.case_id, source=SOURCE, raw={"task_id": task.task_id},
-                                              reason="task does not belong to a selection of this round"))
-            counts["quarantined"] += 1
-            continue
-        _withdraw_deleted(raw, by_task.get((binding.project_id, task.task_id), []), counts)
-        _store_task(session, task, round_id, binding.project_id, read.annotators, stored, counts)
-        touched.add(task.case_id)
-        selection = selections[task.case_id]
-        live = [v for v in task.annotations if not v.cancelled]
-        status = "annotated" if live else ("skipped" if task.annotations else "pending")
-        _set_ls_meta(selection, status=status, annotations=len(task.annotations), pulled_at=_now())
-        if task.updated_at and (newest_update is None or task.updated_at.isoformat() > newest_update):
-            newest_update = task.updated_at.isoformat()
-        counts["tasks"] += 1
-    _reconcile(session, touched, round_id, counts)
-    missing = []
-    for selection in selections.values():
-        meta = _ls_meta(selection)
-        if (selection.ls_task_id is not None and meta.get("project_id") == binding.project_id
-                and selection.ls_task_id not in read.all_task_ids):
-            missing.append(selection.ls_task_id)
-            if not meta.get("deleted_at"):
-                _set_ls_meta(selection, deleted_at=_now(), status="deleted_in_label_studio")
-    session.flush()
-    progress = Counter(_selection_states(session, [round_id]).values())
-    meta = dict(round_row.meta or {})
-    meta["ls_pull"] = {"project_id": binding.project_id, "cursor": newest_update, "pulled_at": _now()}
-    round_row.meta = meta
-    round_row.labels_spent = progress["answered"]  # late answers of a finished round count too
-    return counts, missing, progress

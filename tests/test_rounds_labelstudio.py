@@ -130,12 +130,12 @@ def test_two_pulls_of_a_round_at_once_store_each_annotation_once(small, monkeypa
     lock, then reads what it stored (no row twice, no consensus row appended twice)."""
     import threading
 
-    from radloop.labeling import ls_sync
+    from radloop.labeling import ls_pull_store, ls_sync
 
     catalog, fake, (round_one, _), (image, _) = small
     fake.annotate(fake.task_of(round_one, image), ["fracture"])
     fake.annotate(fake.task_of(round_one, image), [], user=2)
-    store_task, results, errors = ls_sync._store_task, {}, []
+    store_task, results, errors = ls_pull_store._store_task, {}, []
 
     def pull(name):
         try:
@@ -151,7 +151,7 @@ def test_two_pulls_of_a_round_at_once_store_each_annotation_once(small, monkeypa
             second.join(timeout=1.0)  # ... (without the lock it would store the same rows meanwhile)
         return store_task(*args, **kwargs)
 
-    monkeypatch.setattr(ls_sync, "_store_task", first_between_read_and_insert)
+    monkeypatch.setattr(ls_pull_store, "_store_task", first_between_read_and_insert)
     pull("first")
     second.join(timeout=60)
     assert not second.is_alive() and not errors

@@ -243,12 +243,12 @@ def test_a_round_update_during_a_pull_keeps_the_pulls_keys(pushed, monkeypatch):
     """The other order: the update comes while the pull holds the round's lock (between reading the row and
     storing).  It waits, then reads the meta the pull wrote."""
     from radloop.app.round_record import update_round
-    from radloop.labeling import ls_sync
+    from radloop.labeling import ls_pull_store, ls_sync
 
     catalog, fake, round_id = pushed
     update, errors = _in_thread(lambda: update_round(catalog, round_id, meta={"probe_version": "p1"},
                                                      notes=lambda notes: notes + ["trained"]))
-    store_task = ls_sync._store_task
+    store_task = ls_pull_store._store_task
 
     def update_while_storing(*args, **kwargs):
         if update.ident is None:
@@ -256,7 +256,7 @@ def test_a_round_update_during_a_pull_keeps_the_pulls_keys(pushed, monkeypatch):
             update.join(timeout=1.0)  # ... (without taking it, it reads the meta before the pull's write)
         return store_task(*args, **kwargs)
 
-    monkeypatch.setattr(ls_sync, "_store_task", update_while_storing)
+    monkeypatch.setattr(ls_pull_store, "_store_task", update_while_storing)
     ls_sync.pull_round(catalog, fake, round_id)
     update.join(timeout=60)
     assert not update.is_alive() and not errors, errors
