@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from radloop.core.workspace import Workspace
-from radloop.labeling.ls_client import LabelStudioClient
+from radloop.labeling.ls_client import AuthenticationError, LabelStudioClient, ProjectNotFoundError
 from radloop.labeling.ls_config import DEFAULT_REPORT_TEXT, build_label_config, check_report_text, config_digest
 
 __all__ = ["DEFAULT_PROJECT_TITLE", "ProjectBinding", "check_local_files", "image_url", "init_project",
@@ -185,6 +185,8 @@ def check_local_files(client: LabelStudioClient, media: Path, document_root: str
     Raises:
         ValueError: serving is disabled on the server; it serves from another root than an explicit
             ``document_root``; or it serves the media folder from no root at all (another machine?).
+        radloop.labeling.ls_client.AuthenticationError: the probe was refused (HTTP 401/403) because the
+            token is (no longer) accepted: Label Studio answers 403 to unauthenticated requests too.
     """
     status_of = getattr(client, "local_file_status", None)
     if status_of is None:
@@ -200,9 +202,8 @@ def check_local_files(client: LabelStudioClient, media: Path, document_root: str
         for root in candidates:
             status = status_of(probe.relative_to(root).as_posix())
             seen.append(status)
-            if status == 403:
-                raise ValueError(f"Label Studio at {client.url} does not serve local files (HTTP 403): start it with "
-                                 "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true, or pass --media-url")
+            if status in (401, 403):
+                raise _refused_probe(client, status)
             if status == 200:
                 break
         else:
@@ -223,6 +224,54 @@ def check_local_files(client: LabelStudioClient, media: Path, document_root: str
                          f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT), not from {document_root}: task images would not "
                          f"open; pass --document-root {root} (or set the variable to it)")
     return str(root), str(root)
+
+
+def _refused_probe(client: LabelStudioClient, status: int) -> Exception:
+    """The error for a local-files probe answered 401/403: Label Studio refuses unauthenticated requests with
+    403 as well as serving that is switched off, so the token is checked again to tell which."""
+    try:
+        client.whoami()
+    except AuthenticationError as error:
+        return AuthenticationError(f"{error} (the local-files check's HTTP {status} was this refusal, not serving "
+                                   "being switched off)")
+    if status == 401:
+        return ValueError(f"Label Studio at {client.url} refused the local-files check as unauthenticated (HTTP 401) "
+                          "although it accepts the API token: does a proxy in front of it drop the Authorization "
+                          "header for /data/ URLs?")
+    return ValueError(f"Label Studio at {client.url} does not serve local files (HTTP 403; it accepts the API "
+                      "token, so serving is switched off): start it with "
+                      "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true, or pass --media-url")
+
+
+def _add_to_message(error: BaseException, note: str) -> None:
+    """Append ``note`` to ``error``'s message (what the CLI prints), keeping its type and traceback."""
+    if len(error.args) == 1 and isinstance(error.args[0], str):
+        error.args = (f"{error.args[0]}; {note}",)
+    else:
+        error.add_note(note)
+
+
+def _remove_created_project(client: LabelStudioClient, workspace: Workspace, project_id: int, title: str,
+                            error: Exception) -> None:
+    """Delete the project ``init_project`` created before failing with ``error`` (Label Studio deletes its
+    storages with it), and say so in ``error``; a failed deletion is noted with the id to delete by hand."""
+    try:
+        bound = load_binding(workspace)
+    except (FileNotFoundError, ValueError, TypeError, KeyError):
+        bound = None
+    if bound is not None and (bound.url, bound.project_id) == (client.url, project_id):
+        return  # the binding was written: a project kept with it beats a binding to a deleted one
+    try:
+        client.delete_project(project_id)
+    except ProjectNotFoundError:
+        pass  # already gone (a retried delete whose first answer was lost)
+    except Exception as failure:  # the original error matters more: keep it, say what is left to do
+        _add_to_message(error, f"the project it created could not be removed ({failure}): delete Label Studio "
+                               f"project {project_id} ({title!r}) by hand, or fix the cause and rerun `radloop ls "
+                               "init`, which reuses it")
+        return
+    _add_to_message(error, f"the project it created was removed (Label Studio project {project_id}, {title!r}): fix "
+                           "the cause and rerun `radloop ls init`")
 
 
 def repair_image_urls(client: LabelStudioClient, project_id: int, previous: ProjectBinding, media: Path,
@@ -263,8 +312,14 @@ def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str 
     report: ``redacted``, ``none``, ``as_stored``) is saved in the binding; None keeps the binding's
     setting (``redacted`` for a new one).
 
+    A project created by this call is deleted again (with its storage) when a later step fails (storage
+    refused, serving check failed, binding not written): the error then says it was removed, or which
+    project id to delete by hand when that failed too.  A project that existed before is never deleted, nor
+    one on interruption (Ctrl-C: left unbound, a warning names it).
+
     Raises:
-        ValueError: the media folder is not under ``document_root``; an unknown ``report_text``.
+        ValueError: the media folder is not under ``document_root``; an unknown ``report_text``; Label Studio
+            does not serve the media folder (see :func:`check_local_files`).
         radloop.labeling.ls_client.LabelStudioError: server / token problems.
     """
     previous = None
@@ -273,10 +328,8 @@ def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str 
     except FileNotFoundError:
         pass
     except (ValueError, TypeError, KeyError) as error:  # a damaged binding: `ls init` is how it gets repaired
-        import logging
-
-        logging.getLogger(__name__).warning("the Label Studio binding %s is unreadable (%s): it is replaced",
-                                            binding_path(workspace), error)
+        logger.warning("the Label Studio binding %s is unreadable (%s): it is replaced", binding_path(workspace),
+                       error)
         if report_text is None:
             raise ValueError(f"the workspace's Label Studio binding is unreadable ({error}): rerun `radloop ls "
                              "init` with --report-text redacted|none|as_stored to say what tasks may carry") from error
@@ -297,8 +350,6 @@ def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str 
     client.whoami()
     project_id = None
     if previous and previous.url == client.url:
-        from radloop.labeling.ls_client import ProjectNotFoundError
-
         try:
             project_id = client.get_project(previous.project_id)["id"]
         except ProjectNotFoundError:
@@ -316,16 +367,26 @@ def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str 
             updated = True
     storage_id = None
     served_from = None
-    if not media_url:
-        storage_id = client.ensure_local_storage(project_id, str(media.resolve()))
-        document_root, served_from = check_local_files(client, media, document_root, explicit=explicit_root)
-    repaired = 0
-    if previous is not None and previous.project_id == project_id and previous.url == client.url:
-        repaired = repair_image_urls(client, project_id, previous, media, document_root, media_url)
-    binding = ProjectBinding(url=client.url, project_id=project_id, title=title, config_digest=digest,
-                             document_root=str(Path(document_root).resolve()) if document_root else None,
-                             media_url=media_url, storage_id=storage_id, report_text=report_text)
-    save_binding(workspace, binding)
+    try:  # all or nothing for a project created here: a half-configured one must not linger in the UI
+        if not media_url:
+            storage_id = client.ensure_local_storage(project_id, str(media.resolve()))
+            document_root, served_from = check_local_files(client, media, document_root, explicit=explicit_root)
+        repaired = 0
+        if previous is not None and previous.project_id == project_id and previous.url == client.url:
+            repaired = repair_image_urls(client, project_id, previous, media, document_root, media_url)
+        binding = ProjectBinding(url=client.url, project_id=project_id, title=title, config_digest=digest,
+                                 document_root=str(Path(document_root).resolve()) if document_root else None,
+                                 media_url=media_url, storage_id=storage_id, report_text=report_text)
+        save_binding(workspace, binding)
+    except Exception as error:
+        if created:
+            _remove_created_project(client, workspace, project_id, title, error)
+        raise
+    except BaseException:  # Ctrl-C: no more requests; a rerun finds the project by title and completes it
+        if created:
+            logger.warning("interrupted: Label Studio project %s (%r), created by this `ls init`, is kept; rerun "
+                           "`radloop ls init` (it reuses it) or delete it in Label Studio", project_id, title)
+        raise
     return {"project_id": project_id, "title": title, "created": created, "config_updated": updated,
             "url": client.url, "storage_id": storage_id, "media_dir": str(media), "report_text": report_text,
             "binding": str(binding_path(workspace)),
