@@ -63,9 +63,21 @@ def search_command(
     from radloop.retrieval.search import index_coverage, resolve_encoder_version
 
     catalog = open_catalog(workspace)
+    match = None
+    if image is not None and image.is_file():  # a catalogued file (or a re-saved copy) is searched as that case
+        from radloop.retrieval.query_match import match_catalog_file
+
+        match = match_catalog_file(catalog, image.read_bytes())
+        if match is not None:
+            console.print(f"note: {match.message}: searching as that case (its own study left out)", markup=False,
+                          highlight=False)
     try:
-        hits = search_cases(catalog, image=image, case_id=case, k=k, filters=parsed, encoder=encoder,
-                            same_study=same_study)
+        if match is not None:
+            hits = search_cases(catalog, case_id=match.image_id, k=k, filters=parsed, encoder=encoder,
+                                same_study=same_study)
+        else:
+            hits = search_cases(catalog, image=image, case_id=case, k=k, filters=parsed, encoder=encoder,
+                                same_study=same_study)
         version = resolve_encoder_version(catalog, encoder)
     except (ValueError, LookupError, FileNotFoundError) as error:
         fail(str(error))
@@ -73,6 +85,8 @@ def search_command(
     result = {"query": str(image) if image else case, "k": k, "filters": parsed, "encoder": version,
               "images_searched": embedded, "images_in_catalog": total,
               "neighbours": [hit.to_dict() for hit in hits]}
+    if match is not None:  # how the query file was recognised: "file" (same bytes) or "pixels" (re-saved copy)
+        result["query_match"] = {"image_id": match.image_id, "matched_by": match.matched_by}
     if embedded < total:
         console.print(f"note: {embedded:,} of {total:,} catalog images are embedded with {version}; "
                       f"`radloop embed --encoder {version}` makes the rest searchable", markup=False,

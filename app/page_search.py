@@ -79,13 +79,18 @@ def render() -> None:
     if upload is not None and image is None:
         return
     query_id = None if image is not None else case_id
-    catalogued = views_search.catalog_image_for_upload(catalog, upload.getvalue()) if image is not None else None
+    match = views_search.catalog_match_for_upload(catalog, upload.getvalue()) if image is not None else None
     st.subheader("Query")
     if image is not None:
         st.image(image, caption=upload.name, width=256)
-        if catalogued is not None:
-            st.caption(f"This file is catalog case `{catalogued}`: its own study is left out of the neighbours.")
-            image, query_id = None, catalogued
+        if match is not None:
+            if match.matched_by == "pixels":
+                st.caption(f"Same pixels as catalogued image `{match.image_id}` (a re-saved or re-encoded copy): "
+                           "searched as that case, its own study left out of the neighbours.")
+            else:
+                st.caption(f"This file is catalog case `{match.image_id}`: its own study is left out of the "
+                           "neighbours.")
+            image, query_id = None, match.image_id
     elif query_id is not None:
         cards = views.case_cards(catalog, [query_id])
         if cards:

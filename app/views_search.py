@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import func, select
@@ -18,8 +18,12 @@ from radloop.app.views import CaseCard, case_cards
 from radloop.core.catalog import Catalog
 from radloop.core.schema import DuplicateSource, Embedding, Image, Model
 
+if TYPE_CHECKING:
+    from radloop.retrieval.query_match import CatalogMatch
+
 __all__ = ["SearchReadiness", "SearchOutcome", "search_readiness", "find_similar", "neighbour_pairs", "decode_image",
-           "catalog_image_for_upload", "resolve_case", "NEXT_STEP_ENCODER", "NEXT_STEP_INDEX"]
+           "catalog_image_for_upload", "catalog_match_for_upload", "resolve_case", "NEXT_STEP_ENCODER",
+           "NEXT_STEP_INDEX"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,13 +123,24 @@ def decode_image(data: bytes) -> np.ndarray:
 
 def catalog_image_for_upload(catalog: Catalog, data: bytes) -> str | None:
     """The catalog image an uploaded file is (same file bytes as an ingested file or a recorded duplicate of
-    one), or None: searching by that case leaves the case and its study out of their own neighbours."""
+    one), or None: searching by that case leaves the case and its study out of their own neighbours.  The search
+    page uses :func:`catalog_match_for_upload`, which also knows a re-saved copy by its pixels."""
     from radloop.core.deid import content_hash
 
     digest = content_hash(data)
     with catalog.session() as session:
         return (session.scalar(select(Image.id).where(Image.content_hash == digest))
                 or session.scalar(select(DuplicateSource.image_id).where(DuplicateSource.content_hash == digest)))
+
+
+def catalog_match_for_upload(catalog: Catalog, data: bytes) -> CatalogMatch | None:
+    """The catalog image an uploaded file is, by its bytes or else by its decoded pixels (a re-saved DICOM, a
+    re-encoded PNG), with how it matched; None when it is none (or case search is not installed)."""
+    try:
+        from radloop.retrieval.query_match import match_catalog_file
+    except ImportError:  # no case search in this build: find_similar says so
+        return None
+    return match_catalog_file(catalog, data)
 
 
 def resolve_case(catalog: Catalog, case_id: str) -> str | None:

@@ -27,7 +27,7 @@ from radloop.core.ingest_sources import ImageTask
 from radloop.core.input_errors import EmptyFileError, InputError, NotDicomError, UnsupportedFileError
 from radloop.core.render import read_raster, render_files
 
-__all__ = ["ImageOutcome", "WorkerContext", "process_task", "render_relative_paths"]
+__all__ = ["ImageOutcome", "WorkerContext", "file_pixel_hash", "process_task", "render_relative_paths"]
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -211,6 +211,17 @@ def _duplicate_keys(data: bytes, key: bytes) -> tuple[str, str | None, pydicom.D
         return _raster_pixel_hash(read_raster(data).pixels), None, None
     dataset = read_dataset(data)
     return _dicom_pixel_hash(decode_stored_values(dataset), dataset), _sop_pseudonym(dataset, key), dataset
+
+
+def file_pixel_hash(data: bytes) -> str:
+    """The pixel hash ingest stores in ``images.pixel_hash`` for an image file's bytes (DICOM: the stored values,
+    before the modality LUT and the window; PNG/JPEG: the 8-bit grey pixels ingest keeps): a re-saved or
+    re-encoded copy of a catalogued image has its hash.  Decodes the pixels, never windows or renders them.
+
+    Raises:
+        radloop.core.input_errors.InputError, ValueError, OSError: not a PNG, JPEG or DICOM ingest can decode.
+    """
+    return _duplicate_keys(data, b"")[0]  # the SOP pseudonym (keyed with nothing here) is not wanted
 
 
 def _raster_pixel_hash(grey: np.ndarray) -> str:

@@ -21,6 +21,7 @@ _EXPORTS = {
     "SelectionStrategy": "base", "validate_selection_input": "base",
     "IndexConfig": "index", "IndexManager": "index", "SearchResult": "index", "choose_factory": "index",
     "index_folder": "index",
+    "CatalogMatch": "query_match", "match_catalog_file": "query_match",
     "CaseNeighbour": "search", "load_index": "search", "parse_filters": "search", "search_cases": "search",
     "ClusterMarginSelection": "diversity", "KCenterSelection": "diversity", "TypiClustSelection": "diversity",
     "kcenter_greedy": "kcenter", "kcenter_greedy_reference": "kcenter",
@@ -35,7 +36,7 @@ __all__ = [
     "KCenterSelection", "TypiClustSelection", "ClusterMarginSelection", "BadgeSelection",
     "ReportDisagreementSelection", "StratifiedSelection", "kcenter_greedy", "kcenter_greedy_reference",
     "IndexManager", "IndexConfig", "SearchResult", "choose_factory", "index_folder",
-    "search_cases", "CaseNeighbour", "load_index", "parse_filters",
+    "search_cases", "CaseNeighbour", "load_index", "parse_filters", "CatalogMatch", "match_catalog_file",
 ]
 
 
@@ -48,6 +49,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from radloop.retrieval.diversity import ClusterMarginSelection, KCenterSelection, TypiClustSelection
     from radloop.retrieval.index import IndexConfig, IndexManager, SearchResult, choose_factory, index_folder
     from radloop.retrieval.kcenter import kcenter_greedy, kcenter_greedy_reference
+    from radloop.retrieval.query_match import CatalogMatch, match_catalog_file
     from radloop.retrieval.search import CaseNeighbour, load_index, parse_filters, search_cases
     from radloop.retrieval.strategies import STRATEGIES, StratifiedSelection, get_strategy
     from radloop.retrieval.uncertainty import (

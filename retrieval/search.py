@@ -1,14 +1,15 @@
 """Case search: the catalog images nearest to a query image or case, with thumbnails, labels and reports.
 
-A query image that is not in the catalog (or has no embedding yet) is embedded on the fly with the
-encoder the index was built from.  The index of an encoder version is loaded from
-``<workspace>/indexes/<version>/`` (memory-mapped), extended with embeddings added since it was saved,
-or built and saved when there is none.
+A query file that is a catalogued image (:func:`radloop.retrieval.query_match.match_catalog_file`: the same file bytes, or the same decoded
+pixels in a re-saved / re-encoded copy) is searched as that case.  Any other query image (or a catalogued one
+without an embedding yet) is embedded on the fly with the encoder the index was built from.  The index of an
+encoder version is loaded from ``<workspace>/indexes/<version>/`` (memory-mapped), extended with embeddings added
+since it was saved, or built and saved when there is none.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,15 @@ import numpy as np
 from sqlalchemy import func, select
 
 from radloop.retrieval.index import IndexConfig, IndexManager, index_folder
+from radloop.retrieval.query_match import match_catalog_file
 
 #: Filter keys and the catalog column (on ``Image``) each one reads; ``finding`` is special.
 FILTER_KEYS = ("body_region", "finding", "split", "dataset", "modality", "view", "laterality")
 #: Laterality spellings that mean the same side: the vocabulary's words and DICOM's ImageLaterality codes.
 LATERALITY_SYNONYMS = {"left": ("left", "l"), "right": ("right", "r"), "bilateral": ("bilateral", "b")}
 EXCERPT_CHARS = 240
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -247,20 +251,21 @@ def _query_vector(catalog, model_version: str, image, case_id: str | None) -> tu
     from radloop.core.schema import Image
 
     image_id, source = None, image
-    with catalog.session() as session:
-        if case_id is not None:
+    if case_id is not None:
+        with catalog.session() as session:
             row = session.get(Image, case_id) or session.scalars(
                 select(Image).where(Image.study_id == case_id).order_by(Image.id)).first()
             if row is None:
                 raise LookupError(_no_query_image(session, case_id))
             image_id, source = row.id, catalog.workspace.absolute(row.render_path)
-        elif isinstance(image, (str, Path)):
-            path = Path(image)
-            if not path.is_file():
-                raise FileNotFoundError(f"query image not found: {path}")
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            row = session.scalars(select(Image).where(Image.content_hash == digest)).first()
-            image_id = row.id if row is not None else None
+    elif isinstance(image, (str, Path)):
+        path = Path(image)
+        if not path.is_file():
+            raise FileNotFoundError(f"query image not found: {path}")
+        match = match_catalog_file(catalog, path.read_bytes())
+        if match is not None:  # the CLI's stderr; the app says it on the page (views_search)
+            logger.warning("query %s: %s: searching as that case (its own study left out)", path, match.message)
+            image_id = match.image_id
     if image_id is not None:
         try:
             return load_embeddings(catalog, model_version, [image_id]).vectors[0], image_id
@@ -351,7 +356,8 @@ def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_
 
     Args:
         catalog: the workspace catalog.
-        image: query image file (PNG/JPEG/DICOM) or a 2-D array; embedded on the fly when not catalogued.
+        image: query image file (PNG/JPEG/DICOM) or a 2-D array; a file that is a catalogued image (same bytes
+            or same pixels, :func:`~radloop.retrieval.query_match.match_catalog_file`) is searched as that case, anything else embedded on the fly.
         case_id: a catalog image id (``I-...``) or study id (``S-...``, its first image).
         k: number of neighbours.
         filters: ``{"body_region": "wrist", "finding": "fracture", ...}`` (values may be lists: any of);
