@@ -204,6 +204,7 @@ CLINICAL_SENTENCES = [
     "ON 2/3 OF THE IMAGES; ON 4/5 STRENGTH; POSITIVE ON 1/2 VIEWS.",
     "Given on 1/2 dose; disc bulge on 4/5 disc; on 3/5 and 4/5 strength.",
     "Compared to 1/2 of the prior size; since 4/5 strength returned.",
+    "Strength prior 4/5, now 5/5. MOTOR PREVIOUS 3/5; grade prior 2/4.",
     # not ages: temperatures, yttrium-90, coordinates
     "Fever to 101F overnight; 100 F this morning.",
     "Y-90 radioembolization; 90Y microspheres; 90 Y dose; coordinates x 95 y 100.",
