@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -85,14 +88,28 @@ def embed_command(
     json_output: JsonOption = False,
 ) -> None:
     """Embed every catalog image not yet embedded by this encoder version (resumable, sharded)."""
+    started = time.time()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from radloop.core.catalog import Catalog
     from radloop.core.workspace import resolve_workspace
-    from radloop.ssl.embed import embed_catalog, resolve_encoder
 
+    if not (devices.isdigit() or devices == "auto" or devices.replace(",", "").isdigit()):
+        fail(f"--devices {devices!r}: a number of devices, a comma list of device indices, or auto")
     ws = resolve_workspace(workspace)
     try:
         catalog = Catalog.open(ws, create=False)
+    except (FileNotFoundError, LookupError, ValueError) as error:
+        fail(str(error))
+    # an unknown accelerator name is refused below; a GPU that is absent is not needed for nothing to embed
+    quick = accelerator.lower() in ("auto", "cpu", "gpu", "cuda", "mps") and not _maybe_extra_process()
+    done = _nothing_to_embed(catalog, encoder, fp16=fp16, normalize=not no_normalize) if quick else None
+    if done is not None:  # answered from the catalog: torch, Lightning and the weights never loaded
+        done["seconds"] = round(time.time() - started, 1)
+        emit(done, json_output, title="embed")
+        return
+    from radloop.ssl.embed import embed_catalog, resolve_encoder
+
+    try:
         bundle = resolve_encoder(catalog, encoder)
     except (FileNotFoundError, LookupError, ValueError) as error:
         fail(str(error))
@@ -102,8 +119,6 @@ def embed_command(
         require_accelerator(accelerator)
     except ValueError as error:
         fail(str(error))
-    if not (devices.isdigit() or devices == "auto" or devices.replace(",", "").isdigit()):
-        fail(f"--devices {devices!r}: a number of devices, a comma list of device indices, or auto")
     parsed_devices: int | str = int(devices) if devices.isdigit() else devices
     try:
         summary = embed_catalog(catalog, bundle, batch_size=batch_size, fp16=fp16, normalize=not no_normalize,
@@ -119,6 +134,81 @@ def embed_command(
 
         summary["registry"] = ensure_encoder_registered(catalog, encoder, bundle, current_if_none=True)
     emit(summary, json_output, title="embed")
+
+
+def _maybe_extra_process() -> bool:
+    """Whether this may be an extra process of a multi-process run, asked without loading Lightning when it is not
+    loaded yet (Lightning reads the rank from the same variables)."""
+    if "lightning" in sys.modules:
+        return not is_global_rank_zero()
+    for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if name in os.environ:
+            return os.environ[name].strip() != "0"
+    return False
+
+
+def _encoder_on_record(catalog, encoder: str) -> tuple[str, int, str | None] | None:
+    """``(version, embedding length, registry note)`` of ``encoder``, resolved as
+    :func:`radloop.ssl.embed.resolve_encoder` does but from the registry and the folder's ``encoder.json`` alone
+    (no torch, no weights).  None where only loading the encoder tells: an unknown name, a missing or overwritten
+    folder, a folder not registered yet (loading it reports what is wrong, or registers it)."""
+    from sqlalchemy import select
+
+    from radloop.core.schema import Model
+
+    path = Path(encoder)
+    registered: str | None = None
+    if path.exists():
+        folder = path.parent if path.is_file() else path
+    else:
+        with catalog.session() as session:
+            if encoder == "current":
+                row = session.scalars(select(Model).where(Model.task == "encoder", Model.kind == "encoder",
+                                                          Model.is_current.is_(True))
+                                      .order_by(Model.created_at.desc())).first()
+            else:
+                row = session.get(Model, encoder)
+            if row is None:
+                return None
+            registered, stored = row.version, Path(row.path)
+        folder = stored if stored.is_absolute() else catalog.workspace.absolute(str(stored))
+    try:  # the file names of radloop.ssl.encoders (importing it imports torch)
+        config = json.loads((folder / "encoder.json").read_text())
+        version, dim = str(config["version"]), int(config["embed_dim"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not (folder / "encoder.safetensors").is_file():
+        return None
+    if registered is not None:
+        return (version, dim, None) if version == registered else None
+    with catalog.session() as session:
+        known = session.get(Model, version) is not None
+    return (version, dim, "already registered") if known else None
+
+
+def _nothing_to_embed(catalog, encoder: str, *, fp16: bool, normalize: bool) -> dict | None:
+    """The summary of an ``embed`` run with nothing to do, from the catalog alone when the encoder's version is
+    known without its weights; None when there is something to embed (lost shards included) or the encoder
+    must be loaded to tell."""
+    from sqlalchemy import func, select
+
+    from radloop.core.embeddings import lost_shards, missing_image_ids
+    from radloop.core.schema import Image
+
+    known = _encoder_on_record(catalog, encoder)
+    if known is None:
+        return None
+    version, dim, registry = known
+    if lost_shards(catalog, version) or missing_image_ids(catalog, version):
+        return None
+    with catalog.session() as session:
+        total = session.scalar(select(func.count()).select_from(Image)) or 0
+    summary = {"model_version": version, "embedded": 0, "skipped": 0, "shards": 0, "dim": dim,
+               "dtype": "float16" if fp16 else "float32", "normalized": normalize, "already_embedded": total,
+               "seconds": None}
+    if registry is not None:
+        summary["registry"] = registry
+    return summary
 
 
 def reexport_command(

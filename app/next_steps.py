@@ -63,9 +63,8 @@ def no_current_encoder(versions: list[str]) -> str:
 
 
 MISSING_SEARCH_FILE = ("A file the case search needs is missing from the workspace (was `embeddings/` or `indexes/` "
-                       f"moved or deleted?). {command('index')} rebuilds a lost index from the embeddings; lost "
-                       "embedding files must be restored, as `radloop embed` skips images the catalog already "
-                       "lists as embedded.")
+                       f"moved or deleted?). {command('index')} rebuilds a lost index from the embeddings; "
+                       f"{command('embed')} embeds the images of lost embedding files again.")
 NO_INDEX_HITS = f"The index returned no neighbours: rebuild it with {command('index')}."
 NO_FILTERED_HITS = ("No case matches these filters among the nearest neighbours: widen them (another region or "
                     "finding, or no finding filter).")

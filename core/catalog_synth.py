@@ -206,16 +206,18 @@ def _register_encoder(catalog: Catalog) -> int:
 
 def _store_embeddings(catalog: Catalog, ids: list[str], dim: int, seed: int, say, shard: int = 4096) -> int:
     """Clustered unit vectors (the shape of real embeddings) in shards of ``shard`` rows, via ``write_shard``."""
-    from radloop.core.embeddings import write_shard
+    from radloop.core.embeddings import next_shard_index, shard_number, write_shard
 
     rng = np.random.default_rng(seed + 7)
+    index = next_shard_index(catalog, SYNTH_ENCODER)  # then counted here: no lookup per shard
     centres = rng.standard_normal((256, dim)).astype(np.float32)
     for start in range(0, len(ids), shard):
         chunk = ids[start:start + shard]
         vectors = centres[rng.integers(0, len(centres), len(chunk))] + 0.6 * rng.standard_normal(
             (len(chunk), dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        write_shard(catalog, SYNTH_ENCODER, chunk, vectors.astype(np.float32), normalized=True)
+        path = write_shard(catalog, SYNTH_ENCODER, chunk, vectors.astype(np.float32), normalized=True, index=index)
+        index = shard_number(path) + 1
         if (start // shard) % 10 == 0:
             say(f"embeddings: {start + len(chunk):,} / {len(ids):,}")
     return len(ids)

@@ -1,27 +1,53 @@
 """Embedding storage: sharded ``.npy`` files under ``<workspace>/embeddings/<model_version>/`` with one
 catalog row per (image, model version) pointing at ``(shard_path, row)``.
 
-Writers append whole shards (written to a temporary name, then renamed, then recorded), so an
-interrupted run leaves either a complete shard with its rows or nothing; rerunning embeds only what is
-missing.
+Writers append whole shards (written to a temporary name, then linked to a free ``shard-NNNNN.npy`` name, then
+recorded), so an interrupted run leaves either a complete shard with its rows or nothing; rerunning embeds only
+what is missing.  A shard file lost from disk (deleted, truncated) leaves rows that point nowhere:
+:func:`forget_lost_shards` removes them so that ``radloop embed`` embeds those images again, and
+:func:`load_embeddings` names such a shard instead of failing inside numpy.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 
-from radloop.core.catalog import IN_CHUNK, Catalog
+from radloop.core.catalog import IN_CHUNK, Catalog, chunked
 from radloop.core.schema import Embedding, Image
+
+__all__ = [
+    "EmbeddingSet", "EmbeddingShardError", "LostShard", "embedded_versions", "embedding_mark", "forget_lost_shards",
+    "load_embeddings", "lost_shards", "missing_image_ids", "next_shard_index", "shard_number", "write_shard",
+]
+
+logger = logging.getLogger(__name__)
+
+_SHARD_NAME = re.compile(r"shard-(\d+)\.npy")
 
 
 def _safe_version(model_version: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", model_version)
+
+
+def _fix_hint(model_version: str) -> str:
+    return (f"run `radloop embed --encoder {model_version}`: it embeds the images of missing or unreadable shard "
+            "files again and writes new shards")
+
+
+class EmbeddingShardError(FileNotFoundError, ValueError):
+    """A shard file the catalog points at is missing, unreadable or shorter than its rows say.
+
+    Both a ``FileNotFoundError`` and a ``ValueError``, so that commands report it where they report a missing
+    file or a bad value; not a ``LookupError``, which callers read as "not embedded yet" (embedding those images
+    again would then collide with the rows that are still there).
+    """
 
 
 @dataclass(frozen=True)
@@ -43,6 +69,51 @@ class EmbeddingSet:
         return int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0
 
 
+@dataclass(frozen=True)
+class LostShard:
+    """A shard file that cannot serve the catalog rows pointing at it.
+
+    Attributes:
+        shard_path: workspace-relative path the rows point at.
+        images: how many rows (images) point at it.
+        reason: what is wrong (``is missing``, ``is unreadable (...)``, ``is truncated (...)``).
+    """
+
+    shard_path: str
+    images: int
+    reason: str
+
+
+def shard_number(path: str | Path) -> int | None:
+    """``N`` of a ``shard-NNNNN.npy`` path, None for any other name."""
+    match = _SHARD_NAME.fullmatch(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def _read_shard(path: Path, rows: int) -> tuple[np.ndarray | None, str | None]:
+    """``(memory-mapped (R, D) array, None)``, or ``(None, what is wrong)`` when the file cannot serve ``rows`` rows.
+
+    Raises:
+        PermissionError: the file is there but may not be read (not a lost shard: fix the permissions).
+    """
+    try:
+        shard = np.load(path, mmap_mode="r")
+    except FileNotFoundError:
+        return None, "is missing"
+    except PermissionError:
+        raise
+    except (OSError, ValueError, EOFError) as error:  # cut inside the header or the data, not an .npy file
+        return None, f"is unreadable ({error})"
+    if not isinstance(shard, np.ndarray):  # an .npz archive: np.load opened it
+        shard.close()
+        return None, "is unreadable (not an .npy array)"
+    if shard.ndim != 2:
+        return None, "is unreadable (not a 2-D array)"
+    if shard.shape[0] < rows:
+        return None, f"is truncated (it holds {shard.shape[0]} rows, the catalog points at row {rows - 1})"
+    return shard, None
+
+
 def missing_image_ids(catalog: Catalog, model_version: str) -> list[str]:
     """Catalog images with no embedding for ``model_version`` (sorted, deterministic)."""
     with catalog.session() as session:
@@ -52,9 +123,87 @@ def missing_image_ids(catalog: Catalog, model_version: str) -> list[str]:
         return list(session.scalars(select(Image.id).where(~done.exists()).order_by(Image.id)))
 
 
+def lost_shards(catalog: Catalog, model_version: str) -> list[LostShard]:
+    """The shards of ``model_version`` whose file is missing, unreadable or shorter than its rows say.
+
+    One grouped query (a row per shard, not per image) and one header read per shard file.
+    """
+    query = (select(Embedding.shard_path, func.count(), func.max(Embedding.row))
+             .where(Embedding.model_version == model_version).group_by(Embedding.shard_path))
+    with catalog.session() as session:
+        shards = session.execute(query).all()
+    lost = []
+    for shard_path, images, last_row in sorted(shards):
+        shard, reason = _read_shard(catalog.workspace.absolute(shard_path), int(last_row) + 1)
+        del shard  # only the header was read: release the map
+        if reason is not None:
+            lost.append(LostShard(shard_path=shard_path, images=int(images), reason=reason))
+    return lost
+
+
+def forget_lost_shards(catalog: Catalog, model_version: str) -> list[LostShard]:
+    """Delete the catalog rows of ``model_version`` that point at lost shards (:func:`lost_shards`), with a
+    warning, so that those images count as not embedded; returns the lost shards."""
+    lost = lost_shards(catalog, model_version)
+    if not lost:
+        return []
+    with catalog.session() as session:
+        for paths in chunked([shard.shard_path for shard in lost]):
+            session.execute(delete(Embedding).where(Embedding.model_version == model_version,
+                                                    Embedding.shard_path.in_(paths)))
+    names = ", ".join(f"{Path(shard.shard_path).name} {shard.reason}" for shard in lost[:10])
+    logger.warning("embeddings of %s: %d images pointed at %d lost shard file(s) (%s%s); their catalog rows are "
+                   "removed and the images are embedded again", model_version, sum(shard.images for shard in lost),
+                   len(lost), names, ", ..." if len(lost) > 10 else "")
+    return lost
+
+
+def next_shard_index(catalog: Catalog, model_version: str) -> int:
+    """One past the highest shard number of ``model_version`` that a catalog row or a file in its folder uses.
+
+    One query and one folder listing: a writer calls it once and counts on from there.  Rows count as well as
+    files, so the name of a lost shard whose rows remain is never given to new vectors.
+    """
+    folder = catalog.workspace.embeddings_dir / _safe_version(model_version)
+    with catalog.session() as session:
+        names = list(session.scalars(select(Embedding.shard_path).where(Embedding.model_version == model_version)
+                                     .distinct()))
+    if folder.is_dir():
+        names += os.listdir(folder)
+    numbers = [number for number in map(shard_number, names) if number is not None]
+    return max(numbers, default=-1) + 1
+
+
+def _publish(temporary: Path, folder: Path, index: int) -> Path:
+    """Give the written ``temporary`` file the first free name ``shard-NNNNN.npy`` from ``index`` on."""
+    while True:
+        target = folder / f"shard-{index:05d}.npy"
+        try:
+            os.link(temporary, target)  # fails when the name is taken, also by a process that got there first
+        except FileExistsError:
+            index += 1
+            continue
+        except OSError:  # a file system without hard links: look, then rename
+            if target.exists():
+                index += 1
+                continue
+            os.replace(temporary, target)
+            return target
+        os.unlink(temporary)
+        return target
+
+
 def write_shard(catalog: Catalog, model_version: str, image_ids: list[str], vectors: np.ndarray,
-                *, normalized: bool) -> Path:
+                *, normalized: bool, index: int | None = None) -> Path:
     """Write one shard (vectors (N, D), float16 or float32) and record its rows atomically-enough.
+
+    Args:
+        index: the lowest shard number to use (taken names are skipped; an existing file is never replaced).
+            A writer of many shards passes one past its previous shard's number (:func:`shard_number`), starting
+            from :func:`next_shard_index`; None looks that up (one query over the version's rows).
+
+    Returns:
+        The shard file's path.
 
     Raises:
         ValueError: length mismatch or a non-2-D array.
@@ -63,17 +212,12 @@ def write_shard(catalog: Catalog, model_version: str, image_ids: list[str], vect
         raise ValueError(f"vectors shape {vectors.shape} does not match {len(image_ids)} image ids")
     folder = catalog.workspace.embeddings_dir / _safe_version(model_version)
     folder.mkdir(parents=True, exist_ok=True)
-    with catalog.session() as session:
-        count = session.scalar(select(func.count(func.distinct(Embedding.shard_path)))
-                               .where(Embedding.model_version == model_version)) or 0
-    index = count
-    while (folder / f"shard-{index:05d}.npy").exists():
-        index += 1
-    target = folder / f"shard-{index:05d}.npy"
-    temporary = folder / f".shard-{index:05d}.npy.tmp"
+    if index is None:
+        index = next_shard_index(catalog, model_version)
+    temporary = folder / f".shard-{index:05d}-{os.getpid()}.npy.tmp"
     with open(temporary, "wb") as handle:
         np.save(handle, vectors)
-    os.replace(temporary, target)
+    target = _publish(temporary, folder, index)
     relative = catalog.workspace.relative(target)
     with catalog.session() as session:  # one executemany, not one ORM object per row
         session.execute(insert(Embedding), [
@@ -92,6 +236,8 @@ def load_embeddings(catalog: Catalog, model_version: str, image_ids: list[str] |
 
     Raises:
         LookupError: no embeddings for that model version.
+        EmbeddingShardError: a shard file the rows point at is missing, unreadable or truncated (the message
+            names it and the command that re-creates it).
     """
     query = select(Embedding.image_id, Embedding.shard_path, Embedding.row).where(
         Embedding.model_version == model_version).order_by(Embedding.image_id)
@@ -112,7 +258,13 @@ def load_embeddings(catalog: Catalog, model_version: str, image_ids: list[str] |
         shard_rows.append(row)
     vectors: np.ndarray | None = None
     for shard_path, (positions, shard_rows) in by_shard.items():
-        shard = np.load(catalog.workspace.absolute(shard_path), mmap_mode="r")
+        path = catalog.workspace.absolute(shard_path)
+        shard, reason = _read_shard(path, max(shard_rows) + 1)
+        if shard is not None and vectors is not None and shard.shape[1:] != vectors.shape[1:]:
+            shard, reason = None, f"is unreadable (its vectors have {shard.shape[1]} values, others {vectors.shape[1]})"
+        if shard is None:
+            raise EmbeddingShardError(f"the embedding shard file {path} of {model_version} {reason} ({len(positions)} "
+                                      f"of the embeddings asked for lie in it); {_fix_hint(model_version)}")
         if vectors is None:
             vectors = np.empty((len(rows), *shard.shape[1:]), dtype=np.float32)
         vectors[np.asarray(positions)] = shard[np.asarray(shard_rows)]  # float16 shards: converted here

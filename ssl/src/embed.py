@@ -3,7 +3,9 @@
 Runs through Lightning's predict loop (one code path for CPU, one GPU or many: ``devices=4`` shards the
 images over processes); a prediction writer appends shards of ``shard_size`` rows with
 :func:`radloop.core.embeddings.write_shard`, so an interrupted run keeps every finished shard and a rerun
-embeds only what is missing.  Unreadable images are skipped with a logged reason (retried next run).
+embeds only what is missing.  Unreadable images are skipped with a logged reason (retried next run).  Images
+whose shard file was lost from disk (deleted, truncated) count as missing: their rows are removed with a
+warning and they are embedded again.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from sqlalchemy import func, select
 from torch.utils.data import Dataset
 
 from radloop.core.catalog import Catalog
-from radloop.core.embeddings import missing_image_ids, write_shard
+from radloop.core.embeddings import (forget_lost_shards, missing_image_ids, next_shard_index, shard_number,
+                                     write_shard)
 from radloop.core.schema import Image, Model
 from radloop.ssl.encoders import EncoderBundle, check_registered_version, load_encoder, preprocess
 from radloop.ssl.pixels import UnreadableImage
@@ -113,6 +116,7 @@ class _ShardWriter(BasePredictionWriter):
         self.vectors: list[np.ndarray] = []
         self.written = 0
         self.shards = 0
+        self.next_index: int | None = None  # looked up at the first shard, then counted here (no query per shard)
         self.skipped: dict[str, str] = {}
         self.lock_path = catalog.workspace.embeddings_dir / ".write.lock"
 
@@ -143,8 +147,11 @@ class _ShardWriter(BasePredictionWriter):
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.lock_path, "w") as lock:  # processes of one run append shards one at a time
             fcntl.flock(lock, fcntl.LOCK_EX)
-            write_shard(self.catalog, self.version, self.ids[:rows], vectors[:rows].astype(self.dtype),
-                        normalized=self.normalized)
+            if self.next_index is None:
+                self.next_index = next_shard_index(self.catalog, self.version)
+            path = write_shard(self.catalog, self.version, self.ids[:rows], vectors[:rows].astype(self.dtype),
+                               normalized=self.normalized, index=self.next_index)
+            self.next_index = shard_number(path) + 1  # past names other processes took meanwhile too
         self.written += rows
         self.shards += 1
         self.ids, self.vectors = self.ids[rows:], [vectors[rows:]] if rows < len(vectors) else []
@@ -155,11 +162,15 @@ def embed_catalog(catalog: Catalog, bundle: EncoderBundle, *, batch_size: int = 
                   accelerator: str = "auto", num_workers: int = 0, progress: bool = True) -> dict[str, Any]:
     """Embed the catalog images that have no embedding for ``bundle.version`` yet.
 
+    Rows that point at a lost shard file (missing, unreadable, truncated) are removed first, with a warning, so
+    that their images are embedded again.
+
     Returns:
         Summary: model_version, embedded, skipped (unreadable, retried next time), shards, dim, dtype,
-        normalized, already_embedded, seconds.
+        normalized, already_embedded, seconds; lost_shards ({images, shards}) when some were lost.
     """
     started = time.time()
+    lost = forget_lost_shards(catalog, bundle.version)
     missing = missing_image_ids(catalog, bundle.version)
     with catalog.session() as session:
         total = session.scalar(select(func.count()).select_from(Image)) or 0
@@ -169,6 +180,9 @@ def embed_catalog(catalog: Catalog, bundle: EncoderBundle, *, batch_size: int = 
     summary: dict[str, Any] = {"model_version": bundle.version, "embedded": 0, "skipped": 0, "shards": 0,
                                "dim": bundle.embed_dim, "dtype": "float16" if fp16 else "float32",
                                "normalized": normalize, "already_embedded": total - len(missing)}
+    if lost:
+        summary["lost_shards"] = {"images": sum(shard.images for shard in lost),
+                                  "shards": [Path(shard.shard_path).name for shard in lost]}
     if items:
         writer = _ShardWriter(catalog, bundle.version, shard_size=shard_size, fp16=fp16, normalized=normalize)
         loader = torch.utils.data.DataLoader(_CatalogImages(items, bundle), batch_size=batch_size, shuffle=False,
