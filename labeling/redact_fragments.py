@@ -1,0 +1,181 @@
+"""Pattern pieces of :mod:`radloop.labeling.redact_rules`: placeholders, case variants, street, name, date and age
+fragments (:data:`FRAGMENTS`, written ``{piece}`` in a rule's pattern) and :func:`words`, which turns phrase lists
+into regex alternations.  Word lists live in :mod:`radloop.labeling.redact_words`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Mapping
+
+from radloop.labeling.redact_words import NOT_NAMES, NOT_STREET_NAMES, PROCEDURE_WORDS, PROSE_WORDS
+from radloop.labeling.redact_words import PROSE_SUFFIXES as _PROSE_SUFFIXES
+
+__all__ = ["CASES", "FRAGMENTS", "PLACEHOLDERS", "words"]
+
+#: What each kind of identifier becomes (an age over 89 keeps what HIPAA Safe Harbor allows: "90 or older").
+PLACEHOLDERS: Mapping[str, str] = {
+    "date": "[DATE]", "time": "[TIME]", "id": "[ID]", "phone": "[PHONE]", "email": "[EMAIL]", "url": "[URL]",
+    "name": "[NAME]", "age": "[AGE 90+]", "address": "[ADDRESS]",
+}
+
+_MONTHS_FULL = ("January", "February", "March", "April", "June", "July", "August", "September", "October",
+                "November", "December")  # "May" only next to a year: it is also a verb
+_MONTHS_SHORT = ("Jan", "Feb", "Mar", "Apr", "Jun", "Jul", "Aug", "Sept", "Sep", "Oct", "Nov", "Dec")
+CASES = {"any": ("lower", "capitalize", "title", "upper"), "title": ("title", "upper"), "exact": ()}
+#: Street types.  Strong ones make a street address after a house number and 1-3 street-name words, in
+#: Title or UPPER case ("Street", "AVE") ...
+_STREET_TYPES = ("Street", "Avenue", "Ave", "Road", "Boulevard", "Blvd", "Parkway", "Pkwy", "Highway", "Hwy",
+                 "Terrace")
+_STREET_TYPES_TITLE = ("Rd",)  # strong in Title case only ("RD" needs evidence, below)
+#: ... weak ones are also report words ("in place", "ST elevation", "air crescent", "drive line", "3 way
+#: stopcock", "Circle of Willis"): an address only with more evidence (see the street-address rules).  The
+#: second tuple is Title case only but before "City, ST 12345": in UPPER case they are abbreviations (DR, LN,
+#: RD) or words (WAY); "Ct" and "Pl" are left out (title-cased "Ct" is the modality).
+_STREET_TYPES_WEAK = ("St", "Place", "Court", "Crescent", "Circle", "Trail", "Lane", "Drive")
+_STREET_TYPES_WEAK_TITLE = ("Av", "Ln", "Dr", "Ter", "Cir", "Way")
+#: Weak types that make an address where they end a line, the text or a clause ("9 OAK ST", "(4 Willow Dr),"):
+#: not Av, Ln (AV block, lymph nodes); UPPER case also RD.
+_STREET_TYPES_WEAK_END = tuple(kind for kind in (*_STREET_TYPES_WEAK, *_STREET_TYPES_WEAK_TITLE)
+                               if kind not in ("Av", "Ln"))
+#: What may follow a street type in place of a capitalised word: a direction, an apartment or suite, and in
+#: Title or UPPER case a preposition ("1234 OAK STREET WITH HER SON"; "STREET AND PRESCRIPTION DRUGS" stays).
+_STREET_DIRECTIONS = ("NE", "NW", "SE", "SW")
+_STREET_FOLLOWERS = ("With", "In", "On", "At", "Near", "For", "To", "From", "Since", "Where", "When")
+_UNIT_WORDS = ("Apt", "Apartment", "Suite", "Ste", "Unit", "Floor", "Fl", "Room", "Rm")
+#: USPS state codes: "City, ST" without a ZIP code is evidence only with one of them and a Title-case city.
+_STATES = """AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC
+ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY PR GU VI""".split()
+#: Street types written short: their dot belongs to the address ("Main St."), a full word's is the sentence's.
+_STREET_ABBREVIATIONS = frozenset("St Ave Rd Blvd Pkwy Hwy Av Ln Dr Ter Cir".split())
+
+
+def words(phrases: Iterable[str], case: str = "any") -> str:
+    """A regex matching each phrase (in the given case forms) only at the start of a word.
+
+    The phrases are merged into a trie, so a candidate position costs the length of the longest phrase,
+    not the number of phrases; each alternative starts with a literal (the engine skips to candidate
+    characters) followed by a look-behind on the character before it.  Words are separated by 1-3 blanks.
+    """
+    trie: dict = {}
+    for phrase in phrases:
+        for form in {getattr(phrase, method)() for method in CASES[case]} or {phrase}:
+            node = trie
+            for unit in re.findall(r" +|[^ ]", form):
+                node = node.setdefault(" " if unit.startswith(" ") else unit, {})
+            node[""] = {}  # a phrase ends here
+
+    def render(node: dict) -> str:
+        ends = "" in node
+        branches = [(r"[ \t]{1,3}" if unit == " " else re.escape(unit)) + render(child)
+                    for unit, child in sorted(node.items()) if unit]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 and not ends else "(?:" + "|".join(branches) + ")"
+        return body + "?" if ends else body
+
+    return "(?:" + "|".join(re.escape(first) + r"(?<![\w.].)" + render(child)
+                            for first, child in sorted(trie.items())) + ")"
+
+
+def _street_types(kinds: Iterable[str], title: bool = True, upper: bool = True) -> str:
+    """A regex matching the street types as written (``title``) and/or in UPPER case, as whole words; an
+    abbreviation takes its dot along."""
+    forms = [form for kind in kinds for form in ((kind,) if title else ()) + ((kind.upper(),) if upper else ())]
+    full = [form for form in forms if form.title() not in _STREET_ABBREVIATIONS]
+    short = [form for form in forms if form.title() in _STREET_ABBREVIATIONS]
+    abbreviated = f"|{words(short, 'exact')}(?![\\w'’])\\.?" if short else ""
+    return f"(?:{words(full, 'exact')}(?![\\w'’]){abbreviated})"
+
+
+_PROSE_FORM = ("(?![A-Za-z]{3,31}+(?![\\w'’])(?i:" + "|".join(
+    f"(?<={'[a-z]{' + str(size - len(end)) + '}' if size > len(end) else ''}{end})"
+    for end, size in sorted(_PROSE_SUFFIXES.items())) + "))")
+_NOT_NAME = rf"(?!{words(NOT_NAMES | PROSE_WORDS, 'title')}(?![\w'’])){_PROSE_FORM}"  # names are capitalised
+_NAME_WORD = r"(?:[A-Z]['’])?[A-Z][a-z]{1,30}(?:[A-Z][a-z]{1,30})?(?:-[A-Z][a-z]{1,30})?(?![\w'’])"
+_INITIAL = r"[A-Z]\.(?!\w)"  # "J.", also "A." ("Roe, Jane A."): no word check
+_NAME = rf"(?:{_NOT_NAME}{_NAME_WORD}|{_INITIAL})"
+_UPPER_NAME = (rf"(?:{_NOT_NAME}(?:(?:[A-Z]['’])?[A-Z]{{2,30}}(?:-[A-Z]{{2,30}})?(?![\w'’])|{_NAME_WORD})"
+               rf"|{_INITIAL})")
+
+_NOT_STREET_NAME = rf"(?!{words(NOT_STREET_NAMES)}(?![\w'’]))"
+_STREET_WORD_TITLE = (rf"{_NOT_STREET_NAME}(?:(?:[A-Z]['’])?[A-Z][a-z]{{1,30}}(?:[A-Z][a-z]{{1,30}})?"
+                      r"|\d{1,3}(?:st|nd|rd|th))")
+_STREET_WORD_UPPER = rf"{_NOT_STREET_NAME}(?:(?:[A-Z]['’])?[A-Z]{{3,30}}|\d{{1,3}}(?i:st|nd|rd|th))"
+_MONTH_SLASH_DAY = r"(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])(?![\w/]|[.,]\d)"
+_CITY_WORD = r"(?:[A-Z][a-z]{1,30}|[A-Z]{2,30})"
+_TITLE_CITY = r"(?:[A-Z][a-z]{1,30}[ \t]{1,3}){0,2}[A-Z][a-z]{1,30}"
+_ZIP = r"\d{5}(?:-\d{4})?(?!\d)"
+_STATE = rf"{words(_STATES, 'exact')}(?!\w)"
+_UNIT = (rf"(?:{words(_UNIT_WORDS, 'title')}\.?[ \t]{{0,3}}#?|#)"
+         r"[ \t]{0,3}(?:[A-Za-z]?\d{1,5}[A-Za-z]?|[A-Z])(?!\w)")
+
+#: Regex pieces the rules share, written ``{piece}`` in a pattern.  Month names match in Title or UPPER
+#: case only ("march", "may" are verbs).  ``name``: a capitalised word (O'Brien, McDonald, Smith-Jones) or
+#: an initial, never a :data:`NOT_NAMES` or :data:`PROSE_WORDS` word nor one with a prose ending; ``names``:
+#: 1-3 of them, commas between allowed ("Smith, John"); ``upper_names``: 1-4, UPPER-CASE words too.
+#: ``month_slash_day``: a valid m/d without a year; ``month_slash_days``: one, a range or a list of up to six
+#: ("3/5-3/7", "3/5, 3/7 and 3/9"); ``age_ninety_plus``: 90-119; ``sex_follows``: M, female, male ... next,
+#: or F (not "F/U", not before a temperature word) after 90-94 or 111-119: 95-110 F is a temperature ("a
+#: 102F") unless female, woman, yo, year ... follows ("a 97 F female"); ``procedure``: up to 3 spine words and
+#: a procedure ("posterior lumbar interbody fusion", "-ectomies").  Street addresses: ``house_number`` ("12", "12B");
+#: ``street_words_title`` / ``street_words_upper``: 1-3 Title-case / UPPER-CASE words (3 letters at least) or
+#: ordinals ("5th"), never a :data:`NOT_STREET_NAMES` word, with their blanks; ``street_type_strong_*`` /
+#: ``street_type_weak_*``: the types of :data:`_STREET_TYPES` / :data:`_STREET_TYPES_WEAK` in that case;
+#: ``street_type_any``: all of them; ``street_direction``: N, N., NE, North ...; ``street_end``: an
+#: abbreviation's dot, or no capitalised word or number next but a direction or apartment ("3 Different
+#: Street Drugs", "3 MEASUREMENTS AVE 10.5" are no address), never a possessive ("St. Luke's");
+#: ``street_tail``: what may follow (NW, "Apt 4", "#12", ", City, ST 12345"); ``street_evidence_title`` /
+#: ``street_evidence_upper``: what must follow a weak type (a direction, an apartment, a "City, ST" with a
+#: state code / a "City, ST 12345" with a ZIP code); ``street_evidence_end``: the end of a line, the text or
+#: a clause (, ; or a closing bracket) after one of ``street_type_weak_end_*`` (:data:`_STREET_TYPES_WEAK_END`).
+FRAGMENTS: Mapping[str, str] = {
+    "month_full": words(_MONTHS_FULL, "title"),
+    "month_any": words((*_MONTHS_FULL, "May", *_MONTHS_SHORT), "title"),
+    "ordinal": r"(?:st|nd|rd|th)?",
+    "year": r"(?:19|20)\d{2}(?!\d)",
+    "name": f"(?:{_NAME})",
+    "names": rf"(?:{_NAME}(?:,?[ \t]{{1,3}}(?=[A-Z]))?){{1,3}}(?<![ \t,])",
+    "upper_names": rf"(?:{_UPPER_NAME}(?:,?[ \t]{{1,3}}(?=[A-Z]))?){{1,4}}(?<![ \t,])",
+    "title_word": r"(?:Dr|DR|Doctor)\.?[ \t]{1,3}",
+    "month_slash_day": _MONTH_SLASH_DAY,
+    "month_slash_days": rf"{_MONTH_SLASH_DAY}(?>(?:(?:[ \t]{{0,3}}(?:-|(?i:to|through))|,?[ \t]{{1,3}}(?i:and|or)|,)"
+                        rf"[ \t]{{0,3}}{_MONTH_SLASH_DAY}){{0,5}})",
+    "age_ninety_plus": r"(?:9\d|1[01]\d)(?![.,]?\d|\+)",  # "90+" is Safe Harbor's own aggregate
+    "sex_follows": r"(?:(?<!9[5-9])(?<!10\d)(?<!110)(?=[ \t]{0,2}F(?![\w°'’/])(?![ \t]{0,3}(?i:fever|febrile"
+                   r"|temp|temperature|degrees?|deg|oral|orally|rectal|rectally|axillary|tympanic|core)(?!\w)))"
+                   r"|(?=[ \t]{0,2}F(?![\w°'’/])[ \t]{0,3}(?i:female|woman|lady|girl|y/?o|y\.o|years?|yrs?|old)"
+                   r"(?!\w))"
+                   r"|(?=[ \t]{0,2}(?:M(?![\w°'’/])|(?i:female|male|woman|man|lady|gentleman)(?!\w))))",
+    "procedure": rf"(?i:(?:{words(PROCEDURE_WORDS)}(?![\w'’])[ \t]{{1,3}}){{0,3}}(?:[a-z]{{0,20}}"
+                 r"(?:ectom|otom|ostom)(?:y|ies)|[a-z]{0,20}plast(?:y|ies)|[a-z]{0,20}(?:desis|deses)|fusions?"
+                 r"|decompressions?|hardware"
+                 r"|instrumentation|acdf|[pta]lif|xlif)(?![\w'’]))",
+    "house_number": r"\d(?<![\w.,/:#+-].)(?=\d{0,4}(?:-?[A-Za-z])?[ \t]{1,3}(?:[A-Z]|\d{1,3}[A-Za-z]))"
+                    r"\d{0,4}(?:-?[A-Za-z](?![\w'’]))?[ \t]{1,3}",
+    "street_words_title": rf"(?:{_STREET_WORD_TITLE}(?![\w'’])[ \t]{{1,3}}){{1,3}}",
+    "street_words_upper": rf"(?:{_STREET_WORD_UPPER}(?![\w'’])[ \t]{{1,3}}){{1,3}}",
+    "street_words_any": rf"(?:(?:{_STREET_WORD_TITLE}|{_STREET_WORD_UPPER})(?![\w'’])[ \t]{{1,3}}){{1,3}}",
+    "street_type_strong_title": _street_types((*_STREET_TYPES, *_STREET_TYPES_TITLE), upper=False),
+    "street_type_strong_upper": _street_types(_STREET_TYPES, title=False),
+    "street_type_weak_title": _street_types((*_STREET_TYPES_WEAK, *_STREET_TYPES_WEAK_TITLE), upper=False),
+    "street_type_weak_upper": _street_types((*_STREET_TYPES_WEAK, *_STREET_TYPES_WEAK_TITLE, *_STREET_TYPES_TITLE),
+                                            title=False),
+    "street_type_weak_end_title": _street_types(_STREET_TYPES_WEAK_END, upper=False),
+    "street_type_weak_end_upper": _street_types((*_STREET_TYPES_WEAK_END, *_STREET_TYPES_TITLE), title=False),
+    "street_evidence_end": r"\.?[ \t]{0,3}(?:[,;)\r\n]|$)",
+    "street_type_any": f"(?:{_street_types((*_STREET_TYPES, *_STREET_TYPES_WEAK))}"
+                       f"|{_street_types((*_STREET_TYPES_TITLE, *_STREET_TYPES_WEAK_TITLE), upper=False)})",
+    "street_direction": r"(?:(?:N[EW]?|S[EW]?|[EW])\.?|North|South|East|West|NORTH|SOUTH|EAST|WEST)[ \t]{1,3}",
+    "street_end": rf"(?!\.?[ \t]{{1,3}}[A-Z][A-Za-z]{{0,30}}['’][sS]\b)(?:(?<=\.)|(?![ \t]{{1,3}}"
+                  rf"(?!{words((*_STREET_DIRECTIONS, *_UNIT_WORDS, *_STREET_FOLLOWERS), 'title')}\.?(?!\w))"
+                  r"(?:[A-Z]|\d(?!\d{0,2}(?i:st|nd|rd|th)\b))))",
+    "street_tail": rf"(?:[ \t]{{1,3}}(?:N[EW]|S[EW])(?!\w))?(?:,?[ \t]{{1,3}}{_UNIT})?"
+                   rf"(?:,[ \t]{{1,3}}(?:(?:{_CITY_WORD}[ \t]{{1,3}}){{0,2}}{_CITY_WORD},?[ \t]{{1,3}}"
+                   rf"(?:[A-Z]{{2}}[ \t]{{1,3}}{_ZIP}|{_STATE}(?:[ \t]{{1,3}}{_ZIP})?)))?",
+    "street_evidence_title": rf"\.?(?:[ \t]{{1,3}}(?:N[EW]|S[EW])(?!\w)|,?[ \t]{{1,3}}{_UNIT}"
+                             rf"|,[ \t]{{1,3}}{_TITLE_CITY},?[ \t]{{1,3}}{_STATE})",
+    "street_evidence_upper": rf"\.?(?:[ \t]{{1,3}}(?:N[EW]|S[EW]))?(?:,?[ \t]{{1,3}}{_UNIT})?"
+                             rf",[ \t]{{1,3}}(?:{_CITY_WORD}[ \t]{{1,3}}){{0,2}}{_CITY_WORD},?[ \t]{{1,3}}[A-Z]{{2}}"
+                             rf"[ \t]{{1,3}}{_ZIP}",
+}
