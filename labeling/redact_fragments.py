@@ -129,6 +129,14 @@ _UNIT = (rf"(?:{words(_UNIT_WORDS, 'title')}\.?[ \t]{{0,3}}#?|#)"
 #: ``street_evidence_upper``: what must follow a weak type (a direction, an apartment, a "City, ST" with a
 #: state code / a "City, ST 12345" with a ZIP code); ``street_evidence_end``: the end of a line, the text or
 #: a clause (, ; or a closing bracket) after one of ``street_type_weak_end_*`` (:data:`_STREET_TYPES_WEAK_END`).
+#: Scores written before a bare "prior"/"previous" ("strength prior 4/5", "Grip strength, prior 4/5", "Reflex:
+#: prior 2/4"): fixed-width look-behinds placed right after the cue, so that the rule still starts with its cue
+#: literal (a pattern that starts with a look-behind is tried at every position: ~10x slower).
+_SCORE_WORDS = (("strength", "reflexes"), ("reflex",), ("power", "motor", "grade", "score"))
+_NOT_AFTER_SCORE = "".join(
+    rf"(?<!(?i:{'|'.join(group)}){separator}(?i:{cue}))"
+    for group in _SCORE_WORDS for separator in (r"[ \t:,]", r"[ \t:,][ \t]") for cue in ("prior", "previous"))
+
 FRAGMENTS: Mapping[str, str] = {
     "month_full": words(_MONTHS_FULL, "title"),
     "month_any": words((*_MONTHS_FULL, "May", *_MONTHS_SHORT), "title"),
@@ -147,6 +155,7 @@ FRAGMENTS: Mapping[str, str] = {
                    r"|(?=[ \t]{0,2}F(?![\w°'’/])[ \t]{0,3}(?i:female|woman|lady|girl|y/?o|y\.o|years?|yrs?|old)"
                    r"(?!\w))"
                    r"|(?=[ \t]{0,2}(?:M(?![\w°'’/])|(?i:female|male|woman|man|lady|gentleman)(?!\w))))",
+    "not_after_score": _NOT_AFTER_SCORE,
     "procedure": rf"(?i:(?:{words(PROCEDURE_WORDS)}(?![\w'’])[ \t]{{1,3}}){{0,3}}(?:[a-z]{{0,20}}"
                  r"(?:ectom|otom|ostom)(?:y|ies)|[a-z]{0,20}plast(?:y|ies)|[a-z]{0,20}(?:desis|deses)|fusions?"
                  r"|decompressions?|hardware"

@@ -79,20 +79,28 @@ REDACTION_RULES: tuple[dict, ...] = (
                   "PRIOR TO 11/2", "prior study 3/5"]},
     {"name": "date_month_day_after_prior", "kind": "date",
      "cues": ["prior", "previous"],
-     "pattern": r"(?<!(?i:strength|reflexes)[ \t])(?<!(?i:power|motor|grade|score)[ \t])"
-                r"{cues}[ \t]{0,3}(?P<phi>{month_slash_days})"
-                r"(?=[ \t]{0,3}(?:[.,;:)\]\r\n]|$)|[ \t]{1,3}(?i:stud(?:y|ies)|exams?|examinations?|films?|radiographs?"
+     "pattern": r"{cues}{not_after_score}[ \t]{0,3}(?P<phi>{month_slash_days})(?=[ \t]{0,3}(?:[.,;:)\]\r\n]|$))",
+     "provenance": "month/day without a year after a bare 'prior'/'previous' before punctuation or a line end "
+                   "('prior 3/5.', 'prior 3/5, stable'); not a score after 'strength', 'power', 'motor', 'grade', "
+                   "'score' or 'reflex(es)' ('strength prior 4/5, now 5/5', 'Grip strength, prior 4/5.')",
+     "examples": ["prior 3/5", "Comparison: prior 3/5.", "prior 3/5, 3/7", "seen prior 3/5, stable"]},
+    {"name": "date_month_day_after_prior_study", "kind": "date",
+     "cues": ["prior", "previous"],
+     "pattern": r"{cues}[ \t]{0,3}(?P<phi>{month_slash_days})"
+                r"(?=[ \t]{1,3}(?i:stud(?:y|ies)|exams?|examinations?|films?|radiographs?"
                 r"|x-?rays?|cxr|ct|cta|mri|mr|pet|ultrasound|us|scans?|imaging|reports?|chest|pa|ap|portable)(?!\w)"
                 r"|[ \t]{1,3}(?i:and|or)[ \t]{1,3}(?i:prior|previous)(?!\w)"
-                r"|[ \t]{1,3}(?i:at|from)[ \t]{1,3}(?:(?i:the|an?)[ \t]{1,3})?(?i:outside|osh|outlying|another|other)"
-                r"(?!\w))",
-     "provenance": "month/day without a year after a bare 'prior'/'previous' before punctuation, a line end, a study "
-                   "word, 'and prior' or 'at/from the outside ...' ('prior 3/5.', 'prior 3/5 exam', 'prior 3/5 at "
-                   "the outside hospital'): a level, fraction or procedure after it stays ('prior 4/5 fusion', "
-                   "'prior 4/5 and 5/6 discectomies', 'prior 2/3 gastrectomy'), and so does a score after "
-                   "'strength', 'power', 'motor', 'grade', 'score' or 'reflexes' ('strength prior 4/5, now 5/5')",
-     "examples": ["prior 3/5", "Comparison: prior 3/5.", "prior 3/5 exam", "PREVIOUS 4/12 CT", "prior 3/5, 3/7",
-                  "prior 3/5 at the outside hospital", "PREVIOUS 4/12 FROM OSH"]},
+                r"|[ \t]{1,3}(?i:at|from)[ \t]{1,3}(?:(?i:the|an?)[ \t]{1,3})?(?:(?i:outside|osh|outlying)(?!\w)"
+                r"|(?i:another|other)[ \t]{1,3}(?i:hospitals?|facility|facilities|institutions?|clinics?|centers?"
+                r"|centres?|sites?|practices?)(?!\w)))",
+     "provenance": "month/day without a year after a bare 'prior'/'previous' before a study word, 'and prior' or "
+                   "'at/from the outside ...' / 'another hospital' ('prior 3/5 exam', 'Agatston score prior 3/5 "
+                   "CT', 'prior 3/5 at the outside hospital'): a level, fraction or procedure after it stays "
+                   "('prior 4/5 fusion', 'prior 4/5 and 5/6 discectomies', 'prior 2/3 gastrectomy', 'worse than "
+                   "prior 4/5 at other levels')",
+     "examples": ["prior 3/5 exam", "PREVIOUS 4/12 CT", "prior 3/5 at the outside hospital", "PREVIOUS 4/12 FROM OSH",
+                  "Agatston score prior 3/5 CT", "Motor prior 3/5 exam normal", "prior 3/5 from another hospital",
+                  "Grade prior 3/5 and prior films"]},
     {"name": "date_day_month", "kind": "date",
      "pattern": r"\d(?<![\w.].)(?=\d?(?:st|nd|rd|th)?[ \t-]{1,3}(?:of[ \t]{1,3})?[ADFJMNOS])"
                 r"\d?{ordinal}[ \t-]{1,3}(?:of[ \t]{1,3})?(?:{month_any}\.?,?[ \t-]{1,3}{year}|{month_full}(?!\w))",

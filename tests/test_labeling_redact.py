@@ -21,6 +21,11 @@ PHI_PARTS = ("John", "Doe", "12345", "01/02/1960", "Smith", "2024-03-05")
 #: (text, identifiers that must be gone, what it must become)
 PHI_CASES = [
     ("Dr. Smith reviewed the film.", ["Smith"], "Dr. [NAME] reviewed the film."),
+    # a date after "<score word> prior" is still a date when a study word, "and prior" or a place follows
+    ("Agatston score prior 3/5 CT: 120.", ["3/5"], "Agatston score prior [DATE] CT: 120."),
+    ("Grade prior 3/5 and prior 4/2 films unchanged.", ["3/5", "4/2"],
+     "Grade prior [DATE] and prior [DATE] films unchanged."),
+    ("Seen prior 3/5 at the outside hospital.", ["3/5"], "Seen prior [DATE] at the outside hospital."),
     ("Discussed with Dr Alan Smith at 10:45.", ["Alan", "Smith", "10:45"], "Discussed with Dr [NAME] at [TIME]."),
     ("Mr. Jones, Mrs. O'Brien, Ms. Green and Miss White.", ["Jones", "O'Brien", "Green", "White"],
      "Mr. [NAME], Mrs. [NAME], Ms. [NAME] and Miss [NAME]."),
@@ -205,6 +210,8 @@ CLINICAL_SENTENCES = [
     "Given on 1/2 dose; disc bulge on 4/5 disc; on 3/5 and 4/5 strength.",
     "Compared to 1/2 of the prior size; since 4/5 strength returned.",
     "Strength prior 4/5, now 5/5. MOTOR PREVIOUS 3/5; grade prior 2/4.",
+    "Strength: prior 4/5, now 5/5. Grip strength, prior 4/5. Strength  prior 4/5. Reflex prior 2/4.",
+    "Narrowing worse than prior 4/5 at other levels; prior 2/3 from another view; prior 1/2 from other projections.",
     # not ages: temperatures, yttrium-90, coordinates
     "Fever to 101F overnight; 100 F this morning.",
     "Y-90 radioembolization; 90Y microspheres; 90 Y dose; coordinates x 95 y 100.",
