@@ -77,7 +77,7 @@ def search_command(
                                 same_study=same_study)
         else:
             hits = search_cases(catalog, image=image, case_id=case, k=k, filters=parsed, encoder=encoder,
-                                same_study=same_study)
+                                same_study=same_study, match_file=False)  # looked up above
         version = resolve_encoder_version(catalog, encoder)
     except (ValueError, LookupError, FileNotFoundError) as error:
         fail(str(error))

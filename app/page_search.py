@@ -36,6 +36,17 @@ def _decode(upload) -> np.ndarray | None:
         return None
 
 
+def _upload_match(catalog, upload):
+    """:func:`views_search.catalog_match_for_upload`, once per uploaded file: the page reruns on every click,
+    and a file that is no catalogued one is decoded for its pixel hash (up to ~1 s for a JPEG 2000 DICOM)."""
+    key = (getattr(upload, "file_id", None) or upload.name, upload.size, str(catalog.workspace.root))
+    cached = st.session_state.get("_search_upload_match")
+    if cached is None or cached[0] != key:
+        cached = (key, views_search.catalog_match_for_upload(catalog, upload.getvalue()))
+        st.session_state["_search_upload_match"] = cached
+    return cached[1]
+
+
 @ui.safe_page
 def render() -> None:
     """Render the case search."""
@@ -79,7 +90,7 @@ def render() -> None:
     if upload is not None and image is None:
         return
     query_id = None if image is not None else case_id
-    match = views_search.catalog_match_for_upload(catalog, upload.getvalue()) if image is not None else None
+    match = _upload_match(catalog, upload) if image is not None else None
     st.subheader("Query")
     if image is not None:
         st.image(image, caption=upload.name, width=256)

@@ -245,7 +245,8 @@ def _no_query_image(session, case_id: str) -> str:
             + ": there is nothing to search with; pass an image id of another study, or --image PATH")
 
 
-def _query_vector(catalog, model_version: str, image, case_id: str | None) -> tuple[np.ndarray, str | None]:
+def _query_vector(catalog, model_version: str, image, case_id: str | None,
+                  match_file: bool = True) -> tuple[np.ndarray, str | None]:
     """(vector (D,), catalog image id of the query or None)."""
     from radloop.core.embeddings import load_embeddings
     from radloop.core.schema import Image
@@ -262,7 +263,7 @@ def _query_vector(catalog, model_version: str, image, case_id: str | None) -> tu
         path = Path(image)
         if not path.is_file():
             raise FileNotFoundError(f"query image not found: {path}")
-        match = match_catalog_file(catalog, path.read_bytes())
+        match = match_catalog_file(catalog, path.read_bytes()) if match_file else None
         if match is not None:  # the CLI's stderr; the app says it on the page (views_search)
             logger.warning("query %s: %s: searching as that case (its own study left out)", path, match.message)
             image_id = match.image_id
@@ -348,7 +349,8 @@ def _describe(catalog, hits: list[tuple[str, float]]) -> list[CaseNeighbour]:
 
 def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_id: str | None = None,
                  k: int = 10, filters: dict[str, Any] | None = None, encoder: str | None = None,
-                 index_config: IndexConfig | None = None, same_study: bool = False) -> list[CaseNeighbour]:
+                 index_config: IndexConfig | None = None, same_study: bool = False,
+                 match_file: bool = True) -> list[CaseNeighbour]:
     """The ``k`` catalog cases nearest to a query image (file or 2-D array) or a catalog image/study id.
 
     The query case itself is never among its neighbours, nor (unless ``same_study``) the other images of its
@@ -357,13 +359,16 @@ def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_
     Args:
         catalog: the workspace catalog.
         image: query image file (PNG/JPEG/DICOM) or a 2-D array; a file that is a catalogued image (same bytes
-            or same pixels, :func:`~radloop.retrieval.query_match.match_catalog_file`) is searched as that case, anything else embedded on the fly.
+            or same pixels, :func:`~radloop.retrieval.query_match.match_catalog_file`) is searched as that case,
+            anything else embedded on the fly.
         case_id: a catalog image id (``I-...``) or study id (``S-...``, its first image).
         k: number of neighbours.
         filters: ``{"body_region": "wrist", "finding": "fracture", ...}`` (values may be lists: any of);
             values are checked against the vocabulary and the catalog (see ``resolve_filter_values``).
         encoder: encoder version (or folder); default the current encoder.
         index_config: used when the index must be built.
+        match_file: look the query file up in the catalog first (False: the caller did, and it is none; the file
+            is embedded without decoding it once more for its pixel hash).
 
     Raises:
         ValueError: neither or both of image/case_id, bad k, unknown filter key or value.
@@ -376,7 +381,7 @@ def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_
     checked = resolve_filter_values(catalog, check_filters(filters))
     version = resolve_encoder_version(catalog, encoder)
     manager = load_index(catalog, version, index_config)
-    vector, query_id = _query_vector(catalog, version, image, case_id)
+    vector, query_id = _query_vector(catalog, version, image, case_id, match_file)
     allowed = _allowed_ids(catalog, checked)
     if allowed is not None and not allowed:
         return []
