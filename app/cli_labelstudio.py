@@ -120,8 +120,9 @@ def ls_init(url: Annotated[Optional[str], typer.Option("--url", help="Label Stud
         result = init_project(client, resolve_workspace(workspace).ensure(), title=project,
                               document_root=str(document_root) if document_root else None, media_url=media_url,
                               report_text=report_text)
-    except (LabelStudioError, ValueError) as error:
-        fail(str(error))
+    except (LabelStudioError, ValueError, OSError) as error:  # OSError: the media folder or binding not written
+        message = str(error)  # init_project says here what became of a project it created; PEP 678 notes too
+        fail("; ".join([message, *(note for note in getattr(error, "__notes__", ()) if note not in message)]))
     emit(result, as_json, title="Label Studio project")
 
 

@@ -228,7 +228,8 @@ class LabelStudioClient:
     def get_project(self, project_id: int) -> dict:
         project = self.call(f"read project {project_id}", lambda: self._sdk.projects.get(id=project_id),
                             project_id=project_id)
-        return {"id": project.id, "title": project.title, "label_config": project.label_config or ""}
+        return {"id": project.id, "title": project.title, "label_config": project.label_config or "",
+                "task_number": project.task_number}
 
     def create_project(self, title: str, label_config: str, description: str = "") -> int:
         project = self.call(f"create project {title!r}", lambda: self._sdk.projects.create(
@@ -267,6 +268,27 @@ class LabelStudioClient:
                 raise
             return found
         return storage.id
+
+    def list_storages(self, project_id: int) -> list[dict]:
+        """The project's import and export storages of every type, as ``{"direction", "type", "id"}`` dicts
+        (``type``: Label Studio's name, e.g. ``localfiles``, ``s3``); the SDK does not wrap these two lists."""
+        import functools
+
+        from label_studio_sdk.core.api_error import ApiError
+
+        def _list(direction: str, path: str) -> list[dict]:
+            response = self._sdk._client_wrapper.httpx_client.request(path, method="GET",
+                                                                      params={"project": project_id})
+            if response.status_code >= 400:  # as the SDK's own calls do, so that `call` retries and translates it
+                raise ApiError(status_code=response.status_code, headers=dict(response.headers), body=response.text)
+            return [{"direction": direction, "type": item.get("type"), "id": item.get("id")}
+                    for item in response.json()]
+
+        storages = []
+        for direction, path in (("import", "api/storages/"), ("export", "api/storages/export")):
+            storages += self.call(f"list the {direction} storages of project {project_id}",
+                                  functools.partial(_list, direction, path), project_id=project_id)
+        return storages
 
     def local_file_status(self, relative: str) -> int:
         """HTTP status of ``/data/local-files/?d=<relative>`` (200 served, 404 not under the server's document

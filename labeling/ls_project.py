@@ -26,6 +26,7 @@ from urllib.parse import quote
 from radloop.core.workspace import Workspace
 from radloop.labeling.ls_client import AuthenticationError, LabelStudioClient, ProjectNotFoundError
 from radloop.labeling.ls_config import DEFAULT_REPORT_TEXT, build_label_config, check_report_text, config_digest
+from radloop.labeling.ls_init_rollback import remove_created_project
 
 __all__ = ["DEFAULT_PROJECT_TITLE", "ProjectBinding", "check_local_files", "image_url", "init_project",
            "label_studio_url", "load_binding", "media_dir", "repair_image_urls",
@@ -243,35 +244,13 @@ def _refused_probe(client: LabelStudioClient, status: int) -> Exception:
                       "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true, or pass --media-url")
 
 
-def _add_to_message(error: BaseException, note: str) -> None:
-    """Append ``note`` to ``error``'s message (what the CLI prints), keeping its type and traceback."""
-    if len(error.args) == 1 and isinstance(error.args[0], str):
-        error.args = (f"{error.args[0]}; {note}",)
-    else:
-        error.add_note(note)
-
-
-def _remove_created_project(client: LabelStudioClient, workspace: Workspace, project_id: int, title: str,
-                            error: Exception) -> None:
-    """Delete the project ``init_project`` created before failing with ``error`` (Label Studio deletes its
-    storages with it), and say so in ``error``; a failed deletion is noted with the id to delete by hand."""
+def _bound_to(workspace: Workspace, url: str, project_id: int) -> bool:
+    """Whether the workspace's binding (readable) names project ``project_id`` on ``url``."""
     try:
         bound = load_binding(workspace)
     except (FileNotFoundError, ValueError, TypeError, KeyError):
-        bound = None
-    if bound is not None and (bound.url, bound.project_id) == (client.url, project_id):
-        return  # the binding was written: a project kept with it beats a binding to a deleted one
-    try:
-        client.delete_project(project_id)
-    except ProjectNotFoundError:
-        pass  # already gone (a retried delete whose first answer was lost)
-    except Exception as failure:  # the original error matters more: keep it, say what is left to do
-        _add_to_message(error, f"the project it created could not be removed ({failure}): delete Label Studio "
-                               f"project {project_id} ({title!r}) by hand, or fix the cause and rerun `radloop ls "
-                               "init`, which reuses it")
-        return
-    _add_to_message(error, f"the project it created was removed (Label Studio project {project_id}, {title!r}): fix "
-                           "the cause and rerun `radloop ls init`")
+        return False
+    return (bound.url, bound.project_id) == (url, project_id)
 
 
 def repair_image_urls(client: LabelStudioClient, project_id: int, previous: ProjectBinding, media: Path,
@@ -314,13 +293,16 @@ def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str 
 
     A project created by this call is deleted again (with its storage) when a later step fails (storage
     refused, serving check failed, binding not written): the error then says it was removed, or which
-    project id to delete by hand when that failed too.  A project that existed before is never deleted, nor
-    one on interruption (Ctrl-C: left unbound, a warning names it).
+    project id to delete by hand when that failed too.  It is kept, and the error says why, when it is no
+    longer untouched (tasks, another storage, a changed title or config: another workspace's ``ls init`` may
+    have bound to it meanwhile; :mod:`radloop.labeling.ls_init_rollback`).  A project that existed before is
+    never deleted, nor one on interruption (Ctrl-C: left unbound, a warning names it).
 
     Raises:
         ValueError: the media folder is not under ``document_root``; an unknown ``report_text``; Label Studio
             does not serve the media folder (see :func:`check_local_files`).
         radloop.labeling.ls_client.LabelStudioError: server / token problems.
+        OSError: the media folder or the binding cannot be written.
     """
     previous = None
     try:
@@ -379,8 +361,10 @@ def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str 
                                  media_url=media_url, storage_id=storage_id, report_text=report_text)
         save_binding(workspace, binding)
     except Exception as error:
-        if created:
-            _remove_created_project(client, workspace, project_id, title, error)
+        # a binding written before the failure: a project kept with it beats a binding to a deleted one
+        if created and not _bound_to(workspace, client.url, project_id):
+            remove_created_project(client, project_id, title=title, digest=digest, storage_id=storage_id,
+                                   error=error)
         raise
     except BaseException:  # Ctrl-C: no more requests; a rerun finds the project by title and completes it
         if created:

@@ -1,6 +1,7 @@
 """`radloop ls init` is all or nothing for the project it creates: a later step that fails (storage refused,
-serving check failed, binding not written) removes that project again; a project that existed before is never
-touched, nor one left by Ctrl-C.  A fake client, in memory; tests/test_ls_init_cleanup_live.py does it for real."""
+serving check failed, binding not written) removes that project again, unless another workspace may have bound
+to it meanwhile (tasks, another storage, a changed config); a project that existed before is never touched, nor
+one left by Ctrl-C.  A fake client, in memory; tests/test_ls_init_cleanup_live.py does it for real."""
 
 from __future__ import annotations
 
@@ -23,19 +24,23 @@ class FakeServer:
         serving: the local-files probe's HTTP status, or an exception it raises.
         storage_error: raised by ``ensure_local_storage``.
         delete_error: raised by ``delete_project``.
+        list_error: raised by ``list_storages``.
         token_refused_after: ``whoami`` calls accepted before the token is refused (None: always accepted).
     """
 
     url = URL
 
     def __init__(self, *, serving: int | BaseException = 200, storage_error: Exception | None = None,
-                 delete_error: Exception | None = None, token_refused_after: int | None = None) -> None:
+                 delete_error: Exception | None = None, list_error: Exception | None = None,
+                 token_refused_after: int | None = None) -> None:
         self.projects: dict[int, dict] = {}
         self.storages: dict[int, tuple[int, str]] = {}
+        self.tasks: dict[int, int] = {}  # project id -> task count
         self.deleted: list[int] = []
         self.serving = serving
         self.storage_error = storage_error
         self.delete_error = delete_error
+        self.list_error = list_error
         self.token_refused_after = token_refused_after
         self.whoami_calls = 0
         self._ids = itertools.count(1)
@@ -53,7 +58,7 @@ class FakeServer:
     def get_project(self, project_id: int) -> dict:
         if project_id not in self.projects:
             raise ProjectNotFoundError(f"Label Studio project {project_id} was not found")
-        return {"id": project_id, **self.projects[project_id]}
+        return {"id": project_id, **self.projects[project_id], "task_number": self.tasks.get(project_id, 0)}
 
     def create_project(self, title: str, label_config: str, description: str = "") -> int:
         project_id = next(self._ids)
@@ -77,6 +82,12 @@ class FakeServer:
         storage_id = next(self._ids)
         self.storages[storage_id] = (project_id, path)
         return storage_id
+
+    def list_storages(self, project_id: int) -> list[dict]:
+        if self.list_error is not None:
+            raise self.list_error
+        return [{"direction": "import", "type": "localfiles", "id": storage_id}
+                for storage_id, (project, _path) in self.storages.items() if project == project_id]
 
     def local_file_status(self, relative: str) -> int:
         if isinstance(self.serving, BaseException):
@@ -182,3 +193,125 @@ def test_a_probe_answered_401_with_an_accepted_token_names_a_proxy(workspace):
     with pytest.raises(ValueError, match="HTTP 401.*accepts the API token.*proxy"):
         check_local_files(FakeServer(serving=401), media, str(workspace.root), explicit=True)
     assert not _probe_files(workspace)
+
+
+class RacingServer(FakeServer):
+    """Another workspace's ``ls init`` (or use) happens while this one checks serving, which then fails.
+
+    Args:
+        meanwhile: what the other workspace does to the project created here: ``bind`` (its whole ``ls init``),
+            ``tasks`` (tasks appear), ``config`` (its ``ls init`` with another report setting rewrites the config).
+    """
+
+    def __init__(self, other_workspace, meanwhile: str, **kwargs) -> None:
+        super().__init__(serving=403, **kwargs)
+        self.other_workspace = other_workspace
+        self.meanwhile = meanwhile
+        self.other_summary: dict | None = None
+        self._raced = False
+
+    def local_file_status(self, relative: str) -> int:
+        if self.meanwhile == "tasks":
+            self.tasks[1] = 2
+        elif not self._raced:
+            self._raced = True
+            self.serving = 200  # the other workspace's own serving check (a call back into here) passes
+            report_text = "none" if self.meanwhile == "config" else None
+            self.other_summary = init_project(self, self.other_workspace, report_text=report_text)
+            self.serving = 403
+        return super().local_file_status(relative)
+
+
+@pytest.mark.parametrize("meanwhile, reason", [
+    ("bind", "because it has a storage this `ls init` did not add (import localfiles 3)"),
+    ("tasks", "because it has 2 task(s)"),
+    ("config", "because its title or labelling config was changed"),
+])
+def test_a_created_project_another_workspace_took_up_meanwhile_is_kept(workspace, tmp_path, meanwhile, reason):
+    from radloop.core.workspace import resolve_workspace
+
+    other = resolve_workspace(tmp_path / "other").ensure()
+    server = RacingServer(other, meanwhile)
+    with pytest.raises(ValueError, match="serving is switched off") as raised:
+        init_project(server, workspace)
+    message = str(raised.value)
+    assert f"the project it created was kept (Label Studio project 1, 'radloop findings') {reason}: another " \
+           "workspace's `ls init` may have bound to it meanwhile" in message, message
+    assert "removed" not in message
+    assert 1 in server.projects and not server.deleted and not binding_path(workspace).exists()
+    if meanwhile != "tasks":
+        assert server.other_summary["project_id"] == 1 and not server.other_summary["created"]
+        assert load_binding(other).project_id == 1  # the other binding still points at a live project
+
+
+def test_a_created_project_whose_state_cannot_be_read_is_kept(workspace):
+    server = FakeServer(serving=403, list_error=LabelStudioError(
+        "Label Studio refused to list the import storages of project 1 (HTTP 500): Server Error"))
+    with pytest.raises(ValueError, match="serving is switched off") as raised:
+        init_project(server, workspace)
+    assert "the project it created was kept (Label Studio project 1, 'radloop findings') because whether it is " \
+           "untouched could not be checked (Label Studio refused to list the import storages" in str(raised.value)
+    assert 1 in server.projects and not server.deleted
+
+
+def test_a_created_project_deleted_meanwhile_is_reported_gone(workspace):
+    class Server(FakeServer):
+        def local_file_status(self, relative: str) -> int:
+            self.projects.clear()  # deleted in Label Studio's UI while the check ran
+            return 403
+
+    with pytest.raises(ValueError, match="serving is switched off") as raised:
+        init_project(Server(), workspace)
+    assert "the project it created was removed (Label Studio project 1" in str(raised.value)
+    assert "kept" not in str(raised.value)
+
+
+def test_an_os_error_with_a_file_name_carries_the_removal_as_a_note(workspace):
+    """OSError(errno, strerror, filename) prints its attributes, not its args: the removal is a PEP 678 note
+    (tracebacks show it; `ls init` prints it, below)."""
+    (workspace.root / "labelstudio" / "project.tmp").mkdir(parents=True)  # save_binding's temporary name
+    server = FakeServer()
+    with pytest.raises(IsADirectoryError) as raised:
+        init_project(server, workspace)
+    temporary = str(workspace.root / "labelstudio" / "project.tmp")
+    assert str(raised.value) == f"[Errno 21] Is a directory: {temporary!r}"
+    assert raised.value.__notes__ == ["the project it created was removed (Label Studio project 1, 'radloop "
+                                      "findings'): fix the cause and rerun `radloop ls init`"]
+    assert raised.value.errno == 21 and server.deleted == [1]
+
+
+def test_ls_init_reports_an_unwritable_binding_without_a_traceback(workspace, monkeypatch):
+    from typer.testing import CliRunner
+
+    from radloop.app import cli_labelstudio
+    from radloop.app.cli import build_app
+
+    (workspace.root / "labelstudio" / "project.tmp").mkdir(parents=True)
+    server = FakeServer()
+    monkeypatch.setattr(cli_labelstudio, "_client", lambda url, token: server)
+    result = CliRunner().invoke(build_app(), ["ls", "init", "--url", URL, "--workspace", str(workspace.root)])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    output = " ".join(result.output.split())
+    assert "error: [Errno 21] Is a directory" in output, output
+    assert "the project it created was removed (Label Studio project 1, 'radloop findings')" in output
+    assert server.deleted == [1]
+
+
+def test_ls_init_prints_the_notes_of_an_error(workspace, monkeypatch):
+    from typer.testing import CliRunner
+
+    from radloop.app import cli_labelstudio
+    from radloop.app.cli import build_app
+    from radloop.labeling import ls_project
+
+    def refused(*args, **kwargs):
+        error = PermissionError(13, "Permission denied")
+        error.add_note("a note from further down")
+        raise error
+
+    monkeypatch.setattr(ls_project, "init_project", refused)
+    monkeypatch.setattr(cli_labelstudio, "_client", lambda url, token: FakeServer())
+    result = CliRunner().invoke(build_app(), ["ls", "init", "--url", URL, "--workspace", str(workspace.root)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "error: [Errno 13] Permission denied; a note from further down" in " ".join(result.output.split())

@@ -1,5 +1,6 @@
 """`radloop ls init` against a REAL Label Studio server (tests/ls_server.py): a project it creates and then
-cannot configure is not left behind; a refused token is not reported as serving switched off."""
+cannot configure is not left behind, unless another workspace bound to it meanwhile; a refused token is not
+reported as serving switched off."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from ls_catalog import build_round_catalog
 from ls_server import label_studio  # noqa: F401  (session fixture)
 
 from radloop.labeling.ls_client import AuthenticationError, LabelStudioClient
-from radloop.labeling.ls_project import binding_path, check_local_files, init_project, media_dir
+from radloop.labeling.ls_project import binding_path, check_local_files, init_project, load_binding, media_dir
 
 pytestmark = pytest.mark.labelstudio
 
 TITLE = "radloop cleanup live"
+RACE_TITLE = "radloop cleanup race live"
 
 
 def test_a_refused_serving_check_leaves_no_project_behind(label_studio, test_catalog_url, monkeypatch):  # noqa: F811
@@ -48,3 +50,45 @@ def test_a_refused_serving_check_leaves_no_project_behind(label_studio, test_cat
         if project_id is not None:
             client.delete_project(project_id)
         catalog.dispose()
+
+
+class _RacedClient(LabelStudioClient):
+    """A client whose serving check lets another workspace's whole `ls init` run first, then finds serving off."""
+
+    def __init__(self, *args, other_init, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.other_init = other_init
+        self.other_summary: dict | None = None
+
+    def local_file_status(self, relative: str) -> int:
+        if self.other_summary is None:
+            self.other_summary = self.other_init()
+        return 403
+
+
+def test_a_created_project_another_workspace_bound_to_meanwhile_is_kept(label_studio, monkeypatch):  # noqa: F811
+    from radloop.core.workspace import resolve_workspace
+
+    server = label_studio
+    monkeypatch.delenv("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", raising=False)
+    first = resolve_workspace(server.document_root / "ws-race-first").ensure()
+    second = resolve_workspace(server.document_root / "ws-race-second").ensure()
+    client = LabelStudioClient(server.url, server.token, retries=2, backoff=0.2)
+    raced = _RacedClient(server.url, server.token, retries=2, backoff=0.2,
+                         other_init=lambda: init_project(client, second, title=RACE_TITLE))
+    try:
+        assert client.find_project(RACE_TITLE) is None
+        with pytest.raises(ValueError, match=r"does not serve local files \(HTTP 403") as raised:
+            init_project(raced, first, title=RACE_TITLE)
+        project_id = raced.other_summary["project_id"]
+        assert not raced.other_summary["created"] and load_binding(second).project_id == project_id
+        assert f"the project it created was kept (Label Studio project {project_id}, {RACE_TITLE!r}) because it " \
+               "has a storage this `ls init` did not add (import localfiles " in str(raised.value), str(raised.value)
+        assert client.find_project(RACE_TITLE) == project_id and client.get_project(project_id)["task_number"] == 0
+        assert [(storage["direction"], storage["type"]) for storage in client.list_storages(project_id)] == \
+            [("import", "localfiles")] * 2
+        assert not binding_path(first).exists()
+    finally:
+        project_id = client.find_project(RACE_TITLE)
+        if project_id is not None:
+            client.delete_project(project_id)
