@@ -84,6 +84,9 @@ def embed_command(
     devices: Annotated[str, typer.Option("--devices", help="Lightning devices (e.g. 1, 4, auto).")] = "1",
     accelerator: Annotated[str, typer.Option("--accelerator", help="cpu | gpu | auto")] = "auto",
     workers: Annotated[int, typer.Option("--workers", min=0, help="Data loader processes.")] = 0,
+    reembed_lost: Annotated[bool, typer.Option("--reembed-lost", help=(
+        "Embed the images again even when every shard file of the encoder is lost (without it, embed stops and "
+        "names the folder, which may only be moved or not mounted)."))] = False,
     workspace: WorkspaceOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -102,7 +105,10 @@ def embed_command(
         fail(str(error))
     # an unknown accelerator name is refused below; a GPU that is absent is not needed for nothing to embed
     quick = accelerator.lower() in ("auto", "cpu", "gpu", "cuda", "mps") and not _maybe_extra_process()
-    done = _nothing_to_embed(catalog, encoder, fp16=fp16, normalize=not no_normalize) if quick else None
+    try:
+        done = _nothing_to_embed(catalog, encoder, fp16=fp16, normalize=not no_normalize) if quick else None
+    except OSError as error:  # a shard file that could not be read (permissions, I/O error)
+        fail(_embed_error(error))
     if done is not None:  # answered from the catalog: torch, Lightning and the weights never loaded
         done["seconds"] = round(time.time() - started, 1)
         emit(done, json_output, title="embed")
@@ -119,14 +125,18 @@ def embed_command(
         require_accelerator(accelerator)
     except ValueError as error:
         fail(str(error))
+    from sqlalchemy.exc import IntegrityError
+
     parsed_devices: int | str = int(devices) if devices.isdigit() else devices
     try:
         summary = embed_catalog(catalog, bundle, batch_size=batch_size, fp16=fp16, normalize=not no_normalize,
                                 shard_size=shard_size, devices=parsed_devices, accelerator=accelerator,
-                                num_workers=workers, progress=not json_output)
+                                num_workers=workers, progress=not json_output, reembed_lost=reembed_lost)
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into a graceful shutdown + sys.exit(1)
         fail("embedding interrupted: the shards written so far are kept; rerun the same command to embed the "
              "rest", code=130)
+    except (OSError, IntegrityError) as error:  # an unreadable shard file, all shards lost, rows refused
+        fail(_embed_error(error))
     if not is_global_rank_zero():  # the summary counts every process's images already: rank 0 reports it
         return
     if Path(encoder).exists():  # a folder: register it so that rounds, search and training find it
@@ -134,6 +144,20 @@ def embed_command(
 
         summary["registry"] = ensure_encoder_registered(catalog, encoder, bundle, current_if_none=True)
     emit(summary, json_output, title="embed")
+
+
+def _embed_error(error: Exception) -> str:
+    """What `radloop embed` says for lost shards it may not forget, a file it could not read or write, or rows the
+    catalog refused."""
+    from radloop.core.embeddings import EmbeddingShardError
+
+    if isinstance(error, EmbeddingShardError):
+        return str(error)
+    if isinstance(error, OSError):
+        return (f"embedding stopped: {error} (no catalog row was forgotten, and the shards written so far are "
+                "kept: rerun the same command once that is fixed)")
+    return (f"the catalog refused the new embeddings ({getattr(error, 'orig', error)}): another run may have "
+            "recorded the same images meanwhile; the shards written so far are kept: rerun the same command")
 
 
 def _maybe_extra_process() -> bool:

@@ -3,16 +3,23 @@ catalog row per (image, model version) pointing at ``(shard_path, row)``.
 
 Writers append whole shards (written to a temporary name, then linked to a free ``shard-NNNNN.npy`` name, then
 recorded), so an interrupted run leaves either a complete shard with its rows or nothing; rerunning embeds only
-what is missing.  A shard file lost from disk (deleted, truncated) leaves rows that point nowhere:
-:func:`forget_lost_shards` removes them so that ``radloop embed`` embeds those images again, and
-:func:`load_embeddings` names such a shard instead of failing inside numpy.
+what is missing.  A shard file lost from disk (deleted, truncated, of the wrong width) leaves rows that point
+nowhere: :func:`forget_lost_shards` removes them so that ``radloop embed`` embeds those images again (unless
+every shard of the version is lost: a moved or unmounted folder is restored, not re-embedded), and
+:func:`load_embeddings` names such a shard instead of failing inside numpy.  Writers that check the catalog before
+they write (``radloop embed``) do so under :func:`embedding_write_lock`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import pickle
 import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,13 +30,15 @@ from radloop.core.catalog import IN_CHUNK, Catalog, chunked
 from radloop.core.schema import Embedding, Image
 
 __all__ = [
-    "EmbeddingSet", "EmbeddingShardError", "LostShard", "embedded_versions", "embedding_mark", "forget_lost_shards",
-    "load_embeddings", "lost_shards", "missing_image_ids", "next_shard_index", "shard_number", "write_shard",
+    "EmbeddingSet", "EmbeddingShardError", "LostShard", "embedded_image_ids", "embedded_versions", "embedding_mark",
+    "embedding_write_lock", "forget_lost_shards", "load_embeddings", "lost_shards", "missing_image_ids",
+    "next_shard_index", "shard_number", "write_shard",
 ]
 
 logger = logging.getLogger(__name__)
 
 _SHARD_NAME = re.compile(r"shard-(\d+)\.npy")
+_NEXT_SHARD = ".next-shard"  # in a version's folder: the lowest shard number never used (see forget_lost_shards)
 
 
 def _safe_version(model_version: str) -> str:
@@ -76,7 +85,8 @@ class LostShard:
     Attributes:
         shard_path: workspace-relative path the rows point at.
         images: how many rows (images) point at it.
-        reason: what is wrong (``is missing``, ``is unreadable (...)``, ``is truncated (...)``).
+        reason: what is wrong (``is missing``, ``is unreadable (...)``, ``is truncated (...)``,
+            ``has the wrong width (...)``).
     """
 
     shard_path: str
@@ -90,19 +100,40 @@ def shard_number(path: str | Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _read_shard(path: Path, rows: int) -> tuple[np.ndarray | None, str | None]:
-    """``(memory-mapped (R, D) array, None)``, or ``(None, what is wrong)`` when the file cannot serve ``rows`` rows.
+@contextmanager
+def embedding_write_lock(catalog: Catalog) -> Iterator[None]:
+    """Hold the workspace's embedding write lock (``flock`` on ``<embeddings_dir>/.write.lock``) for the block.
+
+    ``radloop embed``'s writers and :func:`forget_lost_shards` check the catalog and then change it under this
+    lock, so that no other run changes it in between.  Not reentrant: a process that holds it must not ask again.
+    """
+    catalog.workspace.embeddings_dir.mkdir(parents=True, exist_ok=True)
+    with open(catalog.workspace.embeddings_dir / ".write.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+def _majority_dim(dims: Iterable[tuple[int, int]]) -> int | None:
+    """The vector width most of the ``(dim, rows)`` pairs record (None for none)."""
+    counts: Counter[int] = Counter()
+    for dim, rows in dims:
+        counts[int(dim)] += int(rows)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def _read_shard(path: Path, rows: int, dim: int | None) -> tuple[np.ndarray | None, str | None]:
+    """``(memory-mapped (R, D) array, None)``, or ``(None, what is wrong)`` when the file cannot serve ``rows`` rows
+    of ``dim`` values.
 
     Raises:
-        PermissionError: the file is there but may not be read (not a lost shard: fix the permissions).
+        OSError: any other failure to read (permissions, an I/O error, a stale NFS handle, no memory to map): not
+            a lost shard, since the same file may read next time, so its rows must not be forgotten.
     """
     try:
         shard = np.load(path, mmap_mode="r")
     except FileNotFoundError:
-        return None, "is missing"
-    except PermissionError:
-        raise
-    except (OSError, ValueError, EOFError) as error:  # cut inside the header or the data, not an .npy file
+        return None, "is missing" if path.parent.is_dir() else f"is missing (so is its folder {path.parent})"
+    except (ValueError, EOFError, pickle.UnpicklingError) as error:  # cut inside the header or data, not an .npy
         return None, f"is unreadable ({error})"
     if not isinstance(shard, np.ndarray):  # an .npz archive: np.load opened it
         shard.close()
@@ -111,6 +142,8 @@ def _read_shard(path: Path, rows: int) -> tuple[np.ndarray | None, str | None]:
         return None, "is unreadable (not a 2-D array)"
     if shard.shape[0] < rows:
         return None, f"is truncated (it holds {shard.shape[0]} rows, the catalog points at row {rows - 1})"
+    if dim is not None and shard.shape[1] != dim:
+        return None, f"has the wrong width (vectors of {shard.shape[1]} values, the catalog's of {dim})"
     return shard, None
 
 
@@ -123,34 +156,92 @@ def missing_image_ids(catalog: Catalog, model_version: str) -> list[str]:
         return list(session.scalars(select(Image.id).where(~done.exists()).order_by(Image.id)))
 
 
+def embedded_image_ids(catalog: Catalog, model_version: str, image_ids: list[str]) -> set[str]:
+    """Those of ``image_ids`` that have an embedding for ``model_version``."""
+    found: set[str] = set()
+    with catalog.session() as session:
+        for chunk in chunked(image_ids):
+            found.update(session.scalars(select(Embedding.image_id).where(Embedding.model_version == model_version,
+                                                                          Embedding.image_id.in_(chunk))))
+    return found
+
+
 def lost_shards(catalog: Catalog, model_version: str) -> list[LostShard]:
-    """The shards of ``model_version`` whose file is missing, unreadable or shorter than its rows say.
+    """The shards of ``model_version`` whose file is missing, unreadable, shorter than its rows say, or holds
+    vectors of another width than most of the version's rows record.
 
     One grouped query (a row per shard, not per image) and one header read per shard file.
+
+    Raises:
+        OSError: a shard file could not be read for another reason than those (see :func:`_read_shard`).
     """
-    query = (select(Embedding.shard_path, func.count(), func.max(Embedding.row))
+    query = (select(Embedding.shard_path, func.count(), func.max(Embedding.row), func.max(Embedding.dim))
              .where(Embedding.model_version == model_version).group_by(Embedding.shard_path))
     with catalog.session() as session:
         shards = session.execute(query).all()
+    dim = _majority_dim((shard_dim, images) for _, images, _, shard_dim in shards)
     lost = []
-    for shard_path, images, last_row in sorted(shards):
-        shard, reason = _read_shard(catalog.workspace.absolute(shard_path), int(last_row) + 1)
+    for shard_path, images, last_row, _ in sorted(shards):
+        shard, reason = _read_shard(catalog.workspace.absolute(shard_path), int(last_row) + 1, dim)
         del shard  # only the header was read: release the map
         if reason is not None:
             lost.append(LostShard(shard_path=shard_path, images=int(images), reason=reason))
     return lost
 
 
-def forget_lost_shards(catalog: Catalog, model_version: str) -> list[LostShard]:
+def _refuse_total_loss(catalog: Catalog, model_version: str, lost: list[LostShard]) -> None:
+    """Raise when ``lost`` is every shard of ``model_version``: a folder moved or not mounted, whose rows must not
+    be forgotten (copied back, its files would pair the rows re-embedded meanwhile with the wrong vectors)."""
+    with catalog.session() as session:
+        shards = session.scalar(select(func.count(func.distinct(Embedding.shard_path)))
+                                .where(Embedding.model_version == model_version)) or 0
+    if len(lost) < shards:
+        return
+    folder = catalog.workspace.absolute(lost[0].shard_path).parent
+    where = (f"its folder {folder} is missing" if not folder.is_dir() else
+             f"none of its {len(lost)} shard files in {folder} is usable ({Path(lost[0].shard_path).name} "
+             f"{lost[0].reason})")
+    raise EmbeddingShardError(
+        f"every embedding shard file of {model_version} is lost ({sum(shard.images for shard in lost)} images): "
+        f"{where}. If the folder was moved or is not mounted, restore it; or rerun with --reembed-lost to embed "
+        "those images again")
+
+
+def forget_lost_shards(catalog: Catalog, model_version: str, *, allow_total_loss: bool = False) -> list[LostShard]:
     """Delete the catalog rows of ``model_version`` that point at lost shards (:func:`lost_shards`), with a
-    warning, so that those images count as not embedded; returns the lost shards."""
-    lost = lost_shards(catalog, model_version)
+    warning, so that those images count as not embedded; returns the lost shards.
+
+    The rows are listed again and deleted under :func:`embedding_write_lock` (another run may have repaired them
+    meanwhile), and the lost shards' numbers are never given to new shards (:func:`next_shard_index`).
+
+    Args:
+        allow_total_loss: forget the rows even when every shard of the version is lost.
+
+    Raises:
+        EmbeddingShardError: every shard is lost and not ``allow_total_loss`` (nothing is forgotten; the message
+            names the folder).
+        OSError: a shard file could not be read (nothing is forgotten).
+    """
+    lost = lost_shards(catalog, model_version)  # the usual answer (none), without the lock
     if not lost:
         return []
-    with catalog.session() as session:
-        for paths in chunked([shard.shard_path for shard in lost]):
-            session.execute(delete(Embedding).where(Embedding.model_version == model_version,
-                                                    Embedding.shard_path.in_(paths)))
+    if not allow_total_loss:  # before the lock, whose file would re-create a moved embeddings folder
+        _refuse_total_loss(catalog, model_version, lost)
+    with embedding_write_lock(catalog):
+        lost = lost_shards(catalog, model_version)
+        if not lost:
+            return []
+        if not allow_total_loss:
+            _refuse_total_loss(catalog, model_version, lost)
+        folder = catalog.workspace.embeddings_dir / _safe_version(model_version)
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary = folder / f"{_NEXT_SHARD}-{os.getpid()}.tmp"
+        temporary.write_text(str(next_shard_index(catalog, model_version)))  # counts the rows about to go
+        os.replace(temporary, folder / _NEXT_SHARD)
+        with catalog.session() as session:
+            for paths in chunked([shard.shard_path for shard in lost]):
+                session.execute(delete(Embedding).where(Embedding.model_version == model_version,
+                                                        Embedding.shard_path.in_(paths)))
     names = ", ".join(f"{Path(shard.shard_path).name} {shard.reason}" for shard in lost[:10])
     logger.warning("embeddings of %s: %d images pointed at %d lost shard file(s) (%s%s); their catalog rows are "
                    "removed and the images are embedded again", model_version, sum(shard.images for shard in lost),
@@ -159,19 +250,26 @@ def forget_lost_shards(catalog: Catalog, model_version: str) -> list[LostShard]:
 
 
 def next_shard_index(catalog: Catalog, model_version: str) -> int:
-    """One past the highest shard number of ``model_version`` that a catalog row or a file in its folder uses.
+    """One past the highest shard number of ``model_version`` that a catalog row or a file in its folder uses, and
+    never below the mark :func:`forget_lost_shards` leaves in the folder.
 
     One query and one folder listing: a writer calls it once and counts on from there.  Rows count as well as
-    files, so the name of a lost shard whose rows remain is never given to new vectors.
+    files, and the mark as well as both, so the name of a lost shard is never given to new vectors (a run that
+    listed it as lost could otherwise delete their rows).
     """
     folder = catalog.workspace.embeddings_dir / _safe_version(model_version)
     with catalog.session() as session:
         names = list(session.scalars(select(Embedding.shard_path).where(Embedding.model_version == model_version)
                                      .distinct()))
+    floor = 0
     if folder.is_dir():
-        names += os.listdir(folder)
+        listing = os.listdir(folder)
+        names += listing
+        if _NEXT_SHARD in listing:
+            with suppress(FileNotFoundError, ValueError):  # a mark cut short by a crash: the files still count
+                floor = int((folder / _NEXT_SHARD).read_text())
     numbers = [number for number in map(shard_number, names) if number is not None]
-    return max(numbers, default=-1) + 1
+    return max(max(numbers, default=-1) + 1, floor)
 
 
 def _publish(temporary: Path, folder: Path, index: int) -> Path:
@@ -207,6 +305,8 @@ def write_shard(catalog: Catalog, model_version: str, image_ids: list[str], vect
 
     Raises:
         ValueError: length mismatch or a non-2-D array.
+        sqlalchemy.exc.IntegrityError: an image already has an embedding for ``model_version`` (the shard file
+            is removed again).
     """
     if vectors.ndim != 2 or vectors.shape[0] != len(image_ids):
         raise ValueError(f"vectors shape {vectors.shape} does not match {len(image_ids)} image ids")
@@ -219,11 +319,15 @@ def write_shard(catalog: Catalog, model_version: str, image_ids: list[str], vect
         np.save(handle, vectors)
     target = _publish(temporary, folder, index)
     relative = catalog.workspace.relative(target)
-    with catalog.session() as session:  # one executemany, not one ORM object per row
-        session.execute(insert(Embedding), [
-            {"image_id": image_id, "model_version": model_version, "shard_path": relative, "row": row,
-             "dim": int(vectors.shape[1]), "dtype": str(vectors.dtype), "normalized": normalized}
-            for row, image_id in enumerate(image_ids)])
+    try:
+        with catalog.session() as session:  # one executemany, not one ORM object per row
+            session.execute(insert(Embedding), [
+                {"image_id": image_id, "model_version": model_version, "shard_path": relative, "row": row,
+                 "dim": int(vectors.shape[1]), "dtype": str(vectors.dtype), "normalized": normalized}
+                for row, image_id in enumerate(image_ids)])
+    except BaseException:
+        target.unlink(missing_ok=True)  # rolled back: no row points at it (e.g. an image embedded meanwhile)
+        raise
     return target
 
 
@@ -236,10 +340,11 @@ def load_embeddings(catalog: Catalog, model_version: str, image_ids: list[str] |
 
     Raises:
         LookupError: no embeddings for that model version.
-        EmbeddingShardError: a shard file the rows point at is missing, unreadable or truncated (the message
-            names it and the command that re-creates it).
+        EmbeddingShardError: a shard file the rows point at is missing, unreadable, truncated or of another width
+            than most of the rows asked for record (the message names it and the command that re-creates it).
+        OSError: a shard file could not be read for another reason (see :func:`_read_shard`).
     """
-    query = select(Embedding.image_id, Embedding.shard_path, Embedding.row).where(
+    query = select(Embedding.image_id, Embedding.shard_path, Embedding.row, Embedding.dim).where(
         Embedding.model_version == model_version).order_by(Embedding.image_id)
     with catalog.session() as session:
         if image_ids is not None and len(image_ids) <= IN_CHUNK:
@@ -250,23 +355,20 @@ def load_embeddings(catalog: Catalog, model_version: str, image_ids: list[str] |
     if not rows:
         raise LookupError(f"no embeddings for model version {model_version!r}: run "
                           f"`radloop embed --encoder {model_version}` first")
-    ids = [image_id for image_id, _, _ in rows]
+    ids = [image_id for image_id, _, _, _ in rows]
+    dim = _majority_dim(Counter(row_dim for _, _, _, row_dim in rows).items())
     by_shard: dict[str, tuple[list[int], list[int]]] = {}
-    for position, (_, shard_path, row) in enumerate(rows):
+    for position, (_, shard_path, row, _) in enumerate(rows):
         positions, shard_rows = by_shard.setdefault(shard_path, ([], []))
         positions.append(position)
         shard_rows.append(row)
-    vectors: np.ndarray | None = None
+    vectors = np.empty((len(rows), dim), dtype=np.float32)
     for shard_path, (positions, shard_rows) in by_shard.items():
         path = catalog.workspace.absolute(shard_path)
-        shard, reason = _read_shard(path, max(shard_rows) + 1)
-        if shard is not None and vectors is not None and shard.shape[1:] != vectors.shape[1:]:
-            shard, reason = None, f"is unreadable (its vectors have {shard.shape[1]} values, others {vectors.shape[1]})"
+        shard, reason = _read_shard(path, max(shard_rows) + 1, dim)
         if shard is None:
             raise EmbeddingShardError(f"the embedding shard file {path} of {model_version} {reason} ({len(positions)} "
                                       f"of the embeddings asked for lie in it); {_fix_hint(model_version)}")
-        if vectors is None:
-            vectors = np.empty((len(rows), *shard.shape[1:]), dtype=np.float32)
         vectors[np.asarray(positions)] = shard[np.asarray(shard_rows)]  # float16 shards: converted here
         del shard
     return EmbeddingSet(model_version=model_version, image_ids=ids, vectors=vectors)

@@ -1,22 +1,28 @@
 """`radloop embed` with nothing to do (answered from the catalog, no torch), shard files lost from disk
-(re-embedded by `embed`, named by `load_embeddings`), and shard naming without a query per shard."""
+(re-embedded by `embed`, named by `load_embeddings`; a whole lost folder refused), concurrent runs, read errors
+that are not a lost shard, and shard naming without a query per shard."""
 
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
 from ssl_workspace import build_workspace
 
-from radloop.core.embeddings import (EmbeddingShardError, load_embeddings, lost_shards, missing_image_ids,
-                                     next_shard_index, write_shard)
+from radloop.core import embeddings
+from radloop.core.embeddings import (EmbeddingShardError, forget_lost_shards, load_embeddings, lost_shards,
+                                     missing_image_ids, next_shard_index, write_shard)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -32,13 +38,24 @@ def encoder_dir(tmp_path):
                         method="simclr", mean=[0.4], std=[0.2]).config, tmp_path / "encoder"
 
 
-def _embed(catalog, folder, *extra: str) -> dict:
+def _invoke_embed(catalog, folder, *extra: str):
     from radloop.app.cli import build_app
 
-    result = CliRunner().invoke(build_app(), ["embed", "--encoder", str(folder), "--accelerator", "cpu",
-                                              "-w", str(catalog.workspace.root), "--json", *extra])
+    return CliRunner().invoke(build_app(), ["embed", "--encoder", str(folder), "--accelerator", "cpu",
+                                            "-w", str(catalog.workspace.root), "--json", *extra])
+
+
+def _embed(catalog, folder, *extra: str) -> dict:
+    result = _invoke_embed(catalog, folder, *extra)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
+
+
+def _refused(result, *phrases: str) -> None:
+    """A clear error (exit 2, no traceback) that says each of ``phrases``."""
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())  # rich wraps long lines
+    assert "error:" in text and "Traceback" not in text and all(phrase in text for phrase in phrases), text
 
 
 def _shard_folder(catalog) -> Path:
@@ -207,3 +224,108 @@ def test_the_shard_writer_looks_the_next_name_up_once_not_per_shard(catalog):
     assert names == [f"shard-{index:05d}.npy" for index in range(6)]
     stored = load_embeddings(catalog, VERSION)
     assert stored.image_ids == sorted(ids) and missing_image_ids(catalog, VERSION) == []
+
+
+@pytest.mark.parametrize("odd", [0, 1])
+def test_a_shard_of_another_width_is_lost_and_named_whichever_is_read_first(catalog, odd):
+    ids = build_workspace(catalog, 6)
+    shards = [write_shard(catalog, VERSION, ids[:3], _vectors(3), normalized=True),
+              write_shard(catalog, VERSION, ids[3:], _vectors(3, seed=1), normalized=True)]
+    np.save(shards[odd], _vectors(3, dim=4))  # e.g. restored from another encoder's folder
+    assert [(Path(shard.shard_path).name, shard.reason) for shard in lost_shards(catalog, VERSION)] == [
+        (shards[odd].name, "has the wrong width (vectors of 4 values, the catalog's of 8)")]
+    with pytest.raises(EmbeddingShardError, match=f"{shards[odd]} of {VERSION} has the wrong width"):
+        load_embeddings(catalog, VERSION)
+    assert [shard.images for shard in forget_lost_shards(catalog, VERSION)] == [3]
+    assert missing_image_ids(catalog, VERSION) == sorted(ids[3 * odd:3 * odd + 3])
+
+
+def test_forgetting_lost_shards_looks_again_under_the_lock_and_never_frees_a_shard_number(catalog):
+    """Run B lists a lost shard; run A meanwhile forgets it and records its images again; B must not delete A's
+    rows (it used to, by shard path, A's new shard having taken the freed name)."""
+    ids = build_workspace(catalog, 6)
+    write_shard(catalog, VERSION, ids[:3], _vectors(3), normalized=True)
+    write_shard(catalog, VERSION, ids[3:], _vectors(3, seed=1), normalized=True).unlink()  # shard-00001, lost
+    listing, calls = embeddings.lost_shards, []
+
+    def listed_then_other_run(catalog_, version):
+        lost = listing(catalog_, version)
+        if not calls:
+            calls.append(version)
+            assert [shard.images for shard in embeddings.forget_lost_shards(catalog, VERSION)] == [3]  # run A
+            calls.append(write_shard(catalog, VERSION, missing_image_ids(catalog, VERSION), _vectors(3, seed=2),
+                                     normalized=True))
+        return lost
+
+    with mock.patch.object(embeddings, "lost_shards", listed_then_other_run):
+        assert embeddings.forget_lost_shards(catalog, VERSION) == []  # run B
+    assert calls[1].name == "shard-00002.npy"  # not the lost shard's number
+    assert missing_image_ids(catalog, VERSION) == [] and lost_shards(catalog, VERSION) == []
+    assert next_shard_index(catalog, VERSION) == 3
+
+
+def test_two_runs_of_one_encoder_both_finish_and_leave_no_shard_without_rows(catalog, encoder_dir):
+    from radloop.ssl.embed import _ShardWriter
+
+    ids = build_workspace(catalog, 6)
+    first, second = (_ShardWriter(catalog, VERSION, shard_size=10, fp16=False, normalized=True) for _ in range(2))
+    for writer, chosen, seed in ((first, ids[:4], 0), (second, ids, 1)):  # both started before either wrote
+        batch = {"image_ids": chosen, "skipped": {}, "vectors": _vectors(len(chosen), seed=seed)}
+        writer.write_on_batch_end(None, None, batch, None, None, 0)
+    first.flush()
+    second.flush()  # used to fail with IntegrityError after publishing its shard
+    assert (first.written, second.written, second.embedded_meanwhile) == (4, 2, 4)
+    stored = load_embeddings(catalog, VERSION)
+    expected = {**dict(zip(ids, _vectors(6, seed=1))), **dict(zip(ids[:4], _vectors(4)))}
+    np.testing.assert_array_equal(stored.vectors, np.stack([expected[image_id] for image_id in stored.image_ids]))
+    with pytest.raises(IntegrityError):  # a writer that does not check first: its shard file is removed again
+        write_shard(catalog, VERSION, ids[:1], _vectors(1), normalized=True)
+    names = sorted(path.name for path in _shard_folder(catalog).glob("shard-*"))
+    assert names == ["shard-00000.npy", "shard-00001.npy"]
+    error = IntegrityError("INSERT INTO embeddings", {}, Exception("UNIQUE constraint failed"))
+    with mock.patch("radloop.ssl.embed.embed_catalog", side_effect=error):  # the encoder's images: not embedded
+        _refused(_invoke_embed(catalog, encoder_dir[1]), "the catalog refused the new embeddings",
+                 "UNIQUE constraint failed", "rerun the same command")
+
+
+def test_a_version_whose_every_shard_is_lost_is_refused_not_forgotten(catalog, encoder_dir):
+    config, folder = encoder_dir
+    build_workspace(catalog, 6)
+    _embed(catalog, folder, "--shard-size", "2")
+    shards = _shard_folder(catalog)
+    moved = catalog.workspace.root / "moved-away"
+    shutil.move(shards, moved)  # a folder moved, or a volume not mounted
+    _refused(_invoke_embed(catalog, folder), f"its folder {shards} is missing", "restore it", "--reembed-lost")
+    assert missing_image_ids(catalog, config.version) == [] and not shards.exists()  # nothing forgotten or made
+    shutil.move(moved, shards)
+    assert _embed(catalog, folder)["embedded"] == 0 and len(load_embeddings(catalog, config.version).image_ids) == 6
+    for path in shards.glob("shard-*.npy"):
+        path.unlink()
+    with pytest.raises(EmbeddingShardError, match="none of its 3 shard files .* --reembed-lost"):
+        forget_lost_shards(catalog, config.version)
+    again = _embed(catalog, folder, "--shard-size", "2", "--reembed-lost")
+    assert again["embedded"] == 6 and again["lost_shards"]["images"] == 6
+    assert sorted(path.name for path in shards.glob("shard-*.npy")) == [f"shard-{index:05d}.npy" for index in (3, 4, 5)]
+
+
+@pytest.mark.parametrize("error", [OSError(errno.EIO, "Input/output error"), OSError(errno.ESTALE, "Stale file handle"),
+                                   PermissionError(errno.EACCES, "Permission denied")])
+def test_a_shard_that_fails_to_read_for_another_reason_is_not_lost(catalog, encoder_dir, error):
+    """Only a missing file or bad content is a lost shard: an I/O error may pass, and its rows must stay."""
+    config, folder = encoder_dir
+    build_workspace(catalog, 4)
+    _embed(catalog, folder, "--shard-size", "2")
+    load = np.load
+
+    def failing(path, *args, **kwargs):
+        if Path(path).name == "shard-00001.npy":
+            raise error
+        return load(path, *args, **kwargs)
+
+    with mock.patch.object(np, "load", failing):
+        with pytest.raises(type(error)):
+            forget_lost_shards(catalog, config.version)
+        with pytest.raises(type(error)):
+            load_embeddings(catalog, config.version)
+        _refused(_invoke_embed(catalog, folder), "embedding stopped", error.strerror, "no catalog row was forgotten")
+    assert missing_image_ids(catalog, config.version) == [] and lost_shards(catalog, config.version) == []

@@ -4,13 +4,14 @@ Runs through Lightning's predict loop (one code path for CPU, one GPU or many: `
 images over processes); a prediction writer appends shards of ``shard_size`` rows with
 :func:`radloop.core.embeddings.write_shard`, so an interrupted run keeps every finished shard and a rerun
 embeds only what is missing.  Unreadable images are skipped with a logged reason (retried next run).  Images
-whose shard file was lost from disk (deleted, truncated) count as missing: their rows are removed with a
-warning and they are embedded again.
+whose shard file was lost from disk (deleted, truncated, of the wrong width) count as missing: their rows are
+removed with a warning and they are embedded again, unless every shard of the encoder is lost (a moved or unmounted
+folder: restore it, or pass ``reembed_lost``).  Two runs of one encoder at once finish both: a writer skips the
+images another run recorded meanwhile.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import time
 from pathlib import Path
@@ -24,8 +25,8 @@ from sqlalchemy import func, select
 from torch.utils.data import Dataset
 
 from radloop.core.catalog import Catalog
-from radloop.core.embeddings import (forget_lost_shards, missing_image_ids, next_shard_index, shard_number,
-                                     write_shard)
+from radloop.core.embeddings import (embedded_image_ids, embedding_write_lock, forget_lost_shards,
+                                     missing_image_ids, next_shard_index, shard_number, write_shard)
 from radloop.core.schema import Image, Model
 from radloop.ssl.encoders import EncoderBundle, check_registered_version, load_encoder, preprocess
 from radloop.ssl.pixels import UnreadableImage
@@ -105,7 +106,8 @@ class _EncoderModule(L.LightningModule):
 
 
 class _ShardWriter(BasePredictionWriter):
-    """Buffers each process's embeddings and appends a shard every ``shard_size`` rows (file-locked)."""
+    """Buffers each process's embeddings and appends a shard every ``shard_size`` rows (under the embedding write
+    lock), leaving out the images another run recorded meanwhile."""
 
     def __init__(self, catalog: Catalog, version: str, *, shard_size: int, fp16: bool, normalized: bool) -> None:
         super().__init__(write_interval="batch")
@@ -115,10 +117,10 @@ class _ShardWriter(BasePredictionWriter):
         self.ids: list[str] = []
         self.vectors: list[np.ndarray] = []
         self.written = 0
+        self.embedded_meanwhile = 0  # by another run of the same encoder
         self.shards = 0
         self.next_index: int | None = None  # looked up at the first shard, then counted here (no query per shard)
         self.skipped: dict[str, str] = {}
-        self.lock_path = catalog.workspace.embeddings_dir / ".write.lock"
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         self.skipped.update(prediction["skipped"])
@@ -134,9 +136,10 @@ class _ShardWriter(BasePredictionWriter):
             import torch.distributed as dist
 
             parts: list[Any] = [None] * trainer.world_size
-            dist.all_gather_object(parts, (self.written, self.shards, self.skipped))
+            dist.all_gather_object(parts, (self.written, self.shards, self.skipped, self.embedded_meanwhile))
             self.written, self.shards = sum(part[0] for part in parts), sum(part[1] for part in parts)
             self.skipped = {image_id: reason for part in parts for image_id, reason in part[2].items()}
+            self.embedded_meanwhile = sum(part[3] for part in parts)
 
     def flush(self, rows: int | None = None) -> None:
         """Write the first ``rows`` buffered rows (all when None) as one shard."""
@@ -144,33 +147,47 @@ class _ShardWriter(BasePredictionWriter):
             return
         vectors = np.concatenate(self.vectors)
         rows = len(self.ids) if rows is None else rows
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "w") as lock:  # processes of one run append shards one at a time
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if self.next_index is None:
-                self.next_index = next_shard_index(self.catalog, self.version)
-            path = write_shard(self.catalog, self.version, self.ids[:rows], vectors[:rows].astype(self.dtype),
-                               normalized=self.normalized, index=self.next_index)
-            self.next_index = shard_number(path) + 1  # past names other processes took meanwhile too
-        self.written += rows
-        self.shards += 1
+        ids, block = self.ids[:rows], vectors[:rows]
+        with embedding_write_lock(self.catalog):  # processes of this run and of others append one at a time
+            taken = embedded_image_ids(self.catalog, self.version, ids)  # by another run since this one started
+            if taken:
+                keep = [position for position, image_id in enumerate(ids) if image_id not in taken]
+                ids, block = [ids[position] for position in keep], block[keep]
+            if ids:
+                if self.next_index is None:
+                    self.next_index = next_shard_index(self.catalog, self.version)
+                path = write_shard(self.catalog, self.version, ids, block.astype(self.dtype),
+                                   normalized=self.normalized, index=self.next_index)
+                self.next_index = shard_number(path) + 1  # past names other processes took meanwhile too
+                self.shards += 1
+        self.written += len(ids)
+        self.embedded_meanwhile += rows - len(ids)
         self.ids, self.vectors = self.ids[rows:], [vectors[rows:]] if rows < len(vectors) else []
 
 
 def embed_catalog(catalog: Catalog, bundle: EncoderBundle, *, batch_size: int = 64, fp16: bool = False,
                   normalize: bool = True, shard_size: int = 4096, devices: int | str = 1,
-                  accelerator: str = "auto", num_workers: int = 0, progress: bool = True) -> dict[str, Any]:
+                  accelerator: str = "auto", num_workers: int = 0, progress: bool = True,
+                  reembed_lost: bool = False) -> dict[str, Any]:
     """Embed the catalog images that have no embedding for ``bundle.version`` yet.
 
-    Rows that point at a lost shard file (missing, unreadable, truncated) are removed first, with a warning, so
-    that their images are embedded again.
+    Rows that point at a lost shard file (missing, unreadable, truncated, of the wrong width) are removed first,
+    with a warning, so that their images are embedded again.
+
+    Args:
+        reembed_lost: do so even when every shard of the version is lost (else that raises).
 
     Returns:
         Summary: model_version, embedded, skipped (unreadable, retried next time), shards, dim, dtype,
-        normalized, already_embedded, seconds; lost_shards ({images, shards}) when some were lost.
+        normalized, already_embedded, seconds; lost_shards ({images, shards}) when some were lost;
+        embedded_meanwhile (images another run of the encoder recorded first) when not 0.
+
+    Raises:
+        EmbeddingShardError: every shard of the version is lost and not ``reembed_lost`` (nothing is forgotten).
+        OSError: a shard file could not be read (permissions, I/O error): nothing is forgotten.
     """
     started = time.time()
-    lost = forget_lost_shards(catalog, bundle.version)
+    lost = forget_lost_shards(catalog, bundle.version, allow_total_loss=reembed_lost)
     missing = missing_image_ids(catalog, bundle.version)
     with catalog.session() as session:
         total = session.scalar(select(func.count()).select_from(Image)) or 0
@@ -193,6 +210,8 @@ def embed_catalog(catalog: Catalog, bundle: EncoderBundle, *, batch_size: int = 
                             logger=False, enable_progress_bar=progress, enable_model_summary=False)
         trainer.predict(_EncoderModule(bundle, normalize), dataloaders=loader, return_predictions=False)
         summary.update(embedded=writer.written, skipped=len(writer.skipped), shards=writer.shards)
+        if writer.embedded_meanwhile:
+            summary["embedded_meanwhile"] = writer.embedded_meanwhile
         if writer.skipped:
             summary["skipped_examples"] = dict(list(writer.skipped.items())[:5])
     summary["seconds"] = round(time.time() - started, 1)
