@@ -127,6 +127,7 @@ def test_demo_pretraining_minutes_count_fractions():
     assert "trainer.max_time=00:00:02:30" in pretrain_overrides(2.5)
     assert "trainer.max_time=00:01:05:00" in pretrain_overrides(65)
     assert "trainer.max_steps=150" in pretrain_overrides(2.5)
+    assert {"trainer.fit_schedule_to_time=true", "trainer.checkpoint_every_n_steps=150"} <= set(pretrain_overrides(2.5))
 
 
 def test_lightning_progress_bars_write_to_stderr(capfd):

@@ -44,6 +44,7 @@ class PretrainResult:
     final_loss: float | None = None
     resumed_from: str | None = None
     registered: bool = False
+    scheduled_steps: int | None = None  # where the LR schedule ends: total_steps, or fewer fitted to max_time
 
     def to_json(self) -> dict[str, Any]:
         result = asdict(self)
@@ -125,8 +126,12 @@ _RESUME_SECTIONS = ("method", "model", "simclr", "mae", "optim")
 _EXPORT_ONLY = ("export_pooling", "export_flip_average", "init_from")
 
 
-def check_resume(checkpoint: str | Path, config: PretrainConfig, total_steps: int, run_dir: Path) -> None:
+def check_resume(checkpoint: str | Path, config: PretrainConfig, total_steps: int, run_dir: Path) -> int | None:
     """Refuse a resume that Lightning would turn into a traceback or quietly into nothing.
+
+    Returns:
+        The step the checkpoint's schedule was fitted to end at (``trainer.fit_schedule_to_time``): the resumed
+        run keeps it; None when the schedule was not fitted (it ends at ``total_steps``).
 
     Raises:
         ValueError: not a Lightning checkpoint; trained with another model/method/optimiser config; or a
@@ -138,6 +143,8 @@ def check_resume(checkpoint: str | Path, config: PretrainConfig, total_steps: in
         state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)  # tensors mapped, not read
         saved = state["hyper_parameters"]
         step, old_total, old_config = int(state["global_step"]), int(saved["total_steps"]), saved["config"]
+        schedule = state.get("schedule") or {}
+        fitted = int(schedule["scheduled_steps"]) if schedule.get("steps_per_second") is not None else None
     except Exception as error:  # noqa: BLE001 (pickle, zip and key errors all mean "not ours")
         raise ValueError(f"{checkpoint} is not a radloop pretraining checkpoint ({type(error).__name__})") from None
     fresh = f"start a new run with --no-resume (or --out ANOTHER_FOLDER; {run_dir} is this config's default)"
@@ -154,13 +161,15 @@ def check_resume(checkpoint: str | Path, config: PretrainConfig, total_steps: in
         raise ValueError(f"checkpoint {checkpoint} was trained with other settings ({', '.join(changed[:6])}): "
                          f"it cannot be resumed with these; {fresh}")
     if old_total != total_steps:
-        if step >= old_total:
+        schedule_end = fitted or old_total
+        if step >= schedule_end:
             raise ValueError(
-                f"the run in {run_dir} has finished its {old_total}-step schedule; to train longer, start a new "
+                f"the run in {run_dir} has finished its {schedule_end}-step schedule; to train longer, start a new "
                 f"run from its weights: --out NEW_FOLDER --set model.init_from={checkpoint}")
         raise ValueError(f"checkpoint {checkpoint} belongs to a {old_total}-step schedule and these settings make "
                          f"{total_steps} steps: resume with the same settings (trainer.max_steps, data.batch_size, "
                          f"devices), or {fresh}")
+    return fitted
 
 
 def registered_encoder_in(catalog: Catalog, encoder_dir: Path) -> str | None:
@@ -223,7 +232,7 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
 
     from radloop.ssl.encoders import encoder_version, save_encoder
     from radloop.ssl.pretrain_data import PixelStore, catalog_images
-    from radloop.ssl.pretrain_module import PretrainDataModule, SSLPretrainer
+    from radloop.ssl.pretrain_module import PretrainDataModule, SSLPretrainer, TimeFittedSchedule
     from radloop.ssl.precision import effective_precision
     from radloop.ssl.trainer_progress import trainer_callbacks
 
@@ -266,6 +275,7 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
                                   every_n_train_steps=config.trainer.checkpoint_every_n_steps, save_last=True,
                                   save_top_k=1, monitor=None)
     trainer_settings = config.trainer
+    time_fit = [TimeFittedSchedule()] if trainer_settings.fit_schedule_to_time else []
     trainer = L.Trainer(
         accelerator=trainer_settings.accelerator, devices=trainer_settings.devices,
         num_nodes=trainer_settings.num_nodes, strategy=trainer_settings.strategy,
@@ -274,7 +284,8 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
         max_epochs=1, max_time=trainer_settings.max_time, gradient_clip_val=trainer_settings.gradient_clip_val,
         log_every_n_steps=trainer_settings.log_every_n_steps,
         # the progress bar goes to stderr: stdout carries `radloop pretrain --json`'s output
-        callbacks=[checkpoints, *trainer_callbacks(trainer_settings.enable_progress_bar), *(callbacks or [])],
+        callbacks=[checkpoints, *time_fit, *trainer_callbacks(trainer_settings.enable_progress_bar),
+                   *(callbacks or [])],
         logger=_loggers(config, run_dir) or False, use_distributed_sampler=False,
         enable_progress_bar=trainer_settings.enable_progress_bar, enable_model_summary=False,
         num_sanity_val_steps=0, deterministic=trainer_settings.deterministic,
@@ -287,8 +298,8 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
     if config.model.init_from:
         _warm_start(module, Path(config.model.init_from))
 
-    if ckpt_path:
-        check_resume(ckpt_path, config, total_steps, run_dir)
+    if ckpt_path and (fitted := check_resume(ckpt_path, config, total_steps, run_dir)):
+        trainer.fit_loop.epoch_loop.max_steps = fitted  # the module restores the fitted schedule itself
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except SystemExit:  # Lightning's answer to Ctrl-C: a graceful shutdown, then sys.exit(1)
@@ -298,7 +309,7 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
                 f"{run_dir / 'checkpoints'} (one every {trainer_settings.checkpoint_every_n_steps} steps) is kept; "
                 "rerun the same command to resume") from None
         raise
-    if trainer.global_step >= total_steps:
+    if trainer.global_step >= module.scheduled_steps:
         # the periodic checkpoints stop short of the last steps: last.ckpt must be the finished state, so that a
         # rerun knows the run is complete (and does not train its last steps again).  A run stopped early
         # (max_time, a callback) keeps its periodic last.ckpt, from which a rerun continues.
@@ -307,7 +318,7 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
     result = PretrainResult(run_dir=str(run_dir), encoder_dir=None, version=None, steps=trainer.global_step,
                             total_steps=total_steps, seconds=round(time.time() - started, 1), images=len(store),
                             skipped=dict(store.skipped), final_loss=float(loss) if loss is not None else None,
-                            resumed_from=ckpt_path)
+                            resumed_from=ckpt_path, scheduled_steps=module.scheduled_steps)
     if not trainer.is_global_zero:
         return result
 

@@ -110,7 +110,13 @@ class TrainerSettings(StrictModel):
     accumulate_grad_batches: int = Field(1, ge=1)
     max_epochs: int | None = Field(None, ge=1)
     max_steps: int | None = Field(None, ge=1)
-    max_time: str | None = Field(None, description="DD:HH:MM:SS safety stop")
+    max_time: str | None = Field(None, description="DD:HH:MM:SS safety stop (with fit_schedule_to_time: the budget "
+                                 "the schedule is fitted into)")
+    fit_schedule_to_time: bool = Field(
+        False, description="end the warm-up + cosine schedule when max_time runs out instead of at max_steps: the "
+        "step rate is measured over the warm-up, then the run's total shrinks (never grows) to the steps that fit in "
+        "the rest of max_time and the run stops there, fully decayed; the total is fixed once and kept in checkpoints "
+        "(radloop.ssl.pretrain_module.TimeFittedSchedule)")
     gradient_clip_val: float | None = None
     log_every_n_steps: int = 10
     checkpoint_every_n_steps: int = Field(200, ge=1)
@@ -139,6 +145,9 @@ class TrainerSettings(StrictModel):
     def _length(self) -> "TrainerSettings":
         if self.max_epochs is None and self.max_steps is None:
             raise ValueError("set trainer.max_steps or trainer.max_epochs")
+        if self.fit_schedule_to_time and not self.max_time:
+            raise ValueError("trainer.fit_schedule_to_time fits the schedule into trainer.max_time: set "
+                             "trainer.max_time (DD:HH:MM:SS) or leave fit_schedule_to_time false")
         return self
 
 
