@@ -85,7 +85,7 @@ def embed_command(
     accelerator: Annotated[str, typer.Option("--accelerator", help="cpu | gpu | auto")] = "auto",
     workers: Annotated[int, typer.Option("--workers", min=0, help="Data loader processes.")] = 0,
     reembed_lost: Annotated[bool, typer.Option("--reembed-lost", help=(
-        "Embed the images again even when every shard file of the encoder is lost (without it, embed stops and "
+        "Embed the images again even when every shard file of the encoder is missing (without it, embed stops and "
         "names the folder, which may only be moved or not mounted)."))] = False,
     workspace: WorkspaceOption = None,
     json_output: JsonOption = False,

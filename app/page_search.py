@@ -37,9 +37,11 @@ def _decode(upload) -> np.ndarray | None:
 
 
 def _upload_match(catalog, upload):
-    """:func:`views_search.catalog_match_for_upload`, once per uploaded file: the page reruns on every click,
-    and a file that is no catalogued one is decoded for its pixel hash (up to ~1 s for a JPEG 2000 DICOM)."""
-    key = (getattr(upload, "file_id", None) or upload.name, upload.size, str(catalog.workspace.root))
+    """:func:`views_search.catalog_match_for_upload`, once per uploaded file and catalog state: the page reruns on
+    every click, and a file that is no catalogued one is decoded for its pixel hash (up to ~1 s for a JPEG 2000
+    DICOM).  The number of catalogued images is part of the key: an upload ingested meanwhile is matched again."""
+    key = (getattr(upload, "file_id", None) or upload.name, upload.size, str(catalog.workspace.root),
+           views_search.catalog_image_count(catalog))
     cached = st.session_state.get("_search_upload_match")
     if cached is None or cached[0] != key:
         cached = (key, views_search.catalog_match_for_upload(catalog, upload.getvalue()))

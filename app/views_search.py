@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from radloop.retrieval.query_match import CatalogMatch
 
 __all__ = ["SearchReadiness", "SearchOutcome", "search_readiness", "find_similar", "neighbour_pairs", "decode_image",
-           "catalog_image_for_upload", "catalog_match_for_upload", "resolve_case", "NEXT_STEP_ENCODER",
-           "NEXT_STEP_INDEX"]
+           "catalog_image_count", "catalog_image_for_upload", "catalog_match_for_upload", "resolve_case",
+           "NEXT_STEP_ENCODER", "NEXT_STEP_INDEX"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,12 @@ def catalog_match_for_upload(catalog: Catalog, data: bytes) -> CatalogMatch | No
     except ImportError:  # no case search in this build: find_similar says so
         return None
     return match_catalog_file(catalog, data)
+
+
+def catalog_image_count(catalog: Catalog) -> int:
+    """How many images the catalog holds (one indexed count: cheap enough for every page rerun)."""
+    with catalog.session() as session:
+        return session.scalar(select(func.count()).select_from(Image)) or 0
 
 
 def resolve_case(catalog: Catalog, case_id: str) -> str | None:

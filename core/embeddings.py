@@ -47,7 +47,8 @@ def _safe_version(model_version: str) -> str:
 
 def _fix_hint(model_version: str) -> str:
     return (f"run `radloop embed --encoder {model_version}`: it embeds the images of missing or unreadable shard "
-            "files again and writes new shards")
+            "files again and writes new shards (when every shard file of the version is missing, restore its folder "
+            "or add --reembed-lost)")
 
 
 class EmbeddingShardError(FileNotFoundError, ValueError):
@@ -190,8 +191,11 @@ def lost_shards(catalog: Catalog, model_version: str) -> list[LostShard]:
 
 
 def _refuse_total_loss(catalog: Catalog, model_version: str, lost: list[LostShard]) -> None:
-    """Raise when ``lost`` is every shard of ``model_version``: a folder moved or not mounted, whose rows must not
-    be forgotten (copied back, its files would pair the rows re-embedded meanwhile with the wrong vectors)."""
+    """Raise when every shard file of ``model_version`` is missing: a folder moved or not mounted, whose rows must
+    not be forgotten (copied back, its files would pair the rows re-embedded meanwhile with the wrong vectors).
+    Files that are there but damaged (cut, unreadable, another width) are no moved folder: they are forgotten."""
+    if not all(shard.reason.startswith("is missing") for shard in lost):
+        return
     with catalog.session() as session:
         shards = session.scalar(select(func.count(func.distinct(Embedding.shard_path)))
                                 .where(Embedding.model_version == model_version)) or 0
@@ -199,12 +203,12 @@ def _refuse_total_loss(catalog: Catalog, model_version: str, lost: list[LostShar
         return
     folder = catalog.workspace.absolute(lost[0].shard_path).parent
     where = (f"its folder {folder} is missing" if not folder.is_dir() else
-             f"none of its {len(lost)} shard files in {folder} is usable ({Path(lost[0].shard_path).name} "
-             f"{lost[0].reason})")
+             f"its only shard file, {Path(lost[0].shard_path).name}, is missing from {folder}" if len(lost) == 1 else
+             f"none of its {len(lost)} shard files is in {folder}")
     raise EmbeddingShardError(
-        f"every embedding shard file of {model_version} is lost ({sum(shard.images for shard in lost)} images): "
-        f"{where}. If the folder was moved or is not mounted, restore it; or rerun with --reembed-lost to embed "
-        "those images again")
+        f"every embedding shard file of {model_version} is missing ({sum(shard.images for shard in lost)} images): "
+        f"{where}. If the folder was moved or is not mounted, restore it; to embed those images again instead, run "
+        f"`radloop embed --encoder {model_version} --reembed-lost`")
 
 
 def forget_lost_shards(catalog: Catalog, model_version: str, *, allow_total_loss: bool = False) -> list[LostShard]:

@@ -301,7 +301,7 @@ def test_a_version_whose_every_shard_is_lost_is_refused_not_forgotten(catalog, e
     assert _embed(catalog, folder)["embedded"] == 0 and len(load_embeddings(catalog, config.version).image_ids) == 6
     for path in shards.glob("shard-*.npy"):
         path.unlink()
-    with pytest.raises(EmbeddingShardError, match="none of its 3 shard files .* --reembed-lost"):
+    with pytest.raises(EmbeddingShardError, match="none of its 3 shard files is in .* --reembed-lost"):
         forget_lost_shards(catalog, config.version)
     again = _embed(catalog, folder, "--shard-size", "2", "--reembed-lost")
     assert again["embedded"] == 6 and again["lost_shards"]["images"] == 6
@@ -329,3 +329,21 @@ def test_a_shard_that_fails_to_read_for_another_reason_is_not_lost(catalog, enco
             load_embeddings(catalog, config.version)
         _refused(_invoke_embed(catalog, folder), "embedding stopped", error.strerror, "no catalog row was forgotten")
     assert missing_image_ids(catalog, config.version) == [] and lost_shards(catalog, config.version) == []
+
+
+def test_a_version_with_one_damaged_shard_is_repaired_not_refused(catalog, encoder_dir):
+    """A file that is there but cut is no moved folder: even as the version's only shard it is re-embedded (the
+    refusal is for missing files only), and a missing only shard is named as such."""
+    config, folder = encoder_dir
+    build_workspace(catalog, 4)
+    _embed(catalog, folder)
+    [shard] = list(_shard_folder(catalog).glob("shard-*.npy"))
+    shard.write_bytes(shard.read_bytes()[:100])  # cut inside the data
+    again = _embed(catalog, folder)
+    assert again["embedded"] == 4 and again["lost_shards"] == {"images": 4, "shards": [shard.name]}
+    assert len(load_embeddings(catalog, config.version).image_ids) == 4
+    shard.unlink()  # the cut file, no longer pointed at
+    [shard] = list(_shard_folder(catalog).glob("shard-*.npy"))  # the new one
+    shard.unlink()
+    _refused(_invoke_embed(catalog, folder), f"its only shard file, {shard.name}, is missing",
+             f"radloop embed --encoder {config.version} --reembed-lost")

@@ -127,6 +127,18 @@ def test_without_the_setting_max_time_still_cuts_the_schedule(catalog, tmp_path,
     assert _logged_lrs(tmp_path / "run")[-1] > 0.5 * LR  # left near its peak
 
 
+def test_a_budget_spent_before_the_fit_is_said(catalog, tmp_path, caplog):
+    """max_time used up by the start-up before a few steps could be timed: the run says the schedule was never fitted
+    (the encoder stopped at warm-up LR) instead of passing silently."""
+    build_workspace(catalog, 16)
+    with caplog.at_level(logging.INFO, logger="radloop.ssl.pretrain_module"):
+        result = pretrain(catalog, _config("trainer.fit_schedule_to_time=true"), tmp_path / "run", register=False,
+                          callbacks=[StepClock(20, startup=19.5, seconds_per_step=1.0)])
+    assert result.steps < 3 and result.scheduled_steps == result.total_steps
+    assert "schedule fitted" not in caplog.text
+    assert "max_time ran out after" in caplog.text and "before the schedule could be fitted" in caplog.text
+
+
 def test_resume_keeps_the_fitted_total(catalog, tmp_path):
     build_workspace(catalog, 16)
     config = _config("trainer.fit_schedule_to_time=true", "trainer.checkpoint_every_n_steps=2")

@@ -243,3 +243,13 @@ class TimeFittedSchedule(L.Callback):
         if trainer.is_global_zero:
             logger.info("schedule fitted to time: %d steps at %.3g steps/s (at step %d, %.0f s of max_time left; "
                         "max_steps %d)", scheduled, rate, step, remaining, pl_module.total_steps)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: SSLPretrainer) -> None:
+        if self._timer is None or pl_module.fitted_steps_per_second is not None or not trainer.is_global_zero:
+            return
+        if trainer.global_step >= pl_module.scheduled_steps:
+            return  # max_steps came first: the schedule ran to its end anyway
+        lr = trainer.optimizers[0].param_groups[0]["lr"] / max(pl_module.config.optim.lr, 1e-30)
+        logger.warning("max_time ran out after %d steps, before the schedule could be fitted to it (too little time "
+                       "for a warm-up and a few timed steps): the encoder stopped at %.2f x the peak LR; give "
+                       "trainer.max_time more time", trainer.global_step, lr)
