@@ -302,3 +302,29 @@ def test_model_version_names_the_head_once(name, head, prefix):
     labeled = SimpleNamespace(image_ids=["a"], targets=[[1]], weights=[1.0], regions=[None], boxes=[[]])
     version = _version(config, "enc-1", labeled)
     assert version.startswith(prefix) and len(version) == len(prefix) + 8, version
+
+
+def test_embeddings_for_leaves_out_what_another_run_stored_meanwhile(filled, tmp_path, monkeypatch):
+    """Training embeds the labelled images the store lacks; a `radloop embed` that stores some of them meanwhile
+    must not make its write fail (it was a UNIQUE-constraint error)."""
+    from radloop.core.embeddings import load_embeddings, missing_image_ids, write_shard
+    from radloop.ssl import encoder_adapter
+    from radloop.ssl.encoders import load_encoder
+    from radloop.ssl.finetune_jobs import embeddings_for
+
+    version = filled.current_model("encoder").version
+    bundle = load_encoder(tmp_path / "encoder")
+    labeled = build_labeled_set(filled, ["fracture"], splits=["train"])
+    embed_images = encoder_adapter.embed_images
+
+    def racing(bundle, paths, **kwargs):
+        vectors = embed_images(bundle, paths, **kwargs)
+        write_shard(filled, version, labeled.image_ids[:2], vectors[:2], normalized=True)  # the other run
+        return vectors
+
+    monkeypatch.setattr(encoder_adapter, "embed_images", racing)
+    matrix = embeddings_for(filled, bundle, version, labeled, progress=False)
+    assert matrix.shape[0] == len(labeled.image_ids)
+    stored = load_embeddings(filled, version, labeled.image_ids)
+    assert sorted(stored.image_ids) == sorted(labeled.image_ids)
+    assert not set(labeled.image_ids) & set(missing_image_ids(filled, version))

@@ -103,7 +103,7 @@ def embeddings_for(catalog: Catalog, bundle: Any, version: str | None, labeled: 
 
     Newly computed embeddings of a registered encoder are written to the shared store.
     """
-    from radloop.core.embeddings import load_embeddings, write_shard
+    from radloop.core.embeddings import embedded_image_ids, embedding_write_lock, load_embeddings, write_shard
     from radloop.ssl.encoder_adapter import embed_images
 
     known: dict[str, np.ndarray] = {}
@@ -117,8 +117,13 @@ def embeddings_for(catalog: Catalog, bundle: Any, version: str | None, labeled: 
     if missing:
         vectors = embed_images(bundle, [labeled.paths[i] for i in missing], batch_size=batch_size, normalize=True,
                                progress=progress)
-        if version is not None:
-            write_shard(catalog, version, [labeled.image_ids[i] for i in missing], vectors, normalized=True)
+        if version is not None:  # under the store's write lock, leaving out what another run stored meanwhile
+            ids = [labeled.image_ids[i] for i in missing]
+            with embedding_write_lock(catalog):
+                done = embedded_image_ids(catalog, version, ids)
+                keep = [j for j, image_id in enumerate(ids) if image_id not in done]
+                if keep:
+                    write_shard(catalog, version, [ids[j] for j in keep], vectors[keep], normalized=True)
         known.update({labeled.image_ids[i]: vector for i, vector in zip(missing, vectors)})
     matrix = np.stack([known[image_id] for image_id in labeled.image_ids]).astype(np.float32)
     return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
