@@ -15,12 +15,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.trainer.states import RunningStage
 
+from lightning_helpers import StopAtStep
 from ssl_workspace import build_workspace
 
 from radloop.core.config import ConfigError, load_config
@@ -60,15 +60,6 @@ class StepClock(Timer):
             return 0.0
         steps = self._trainer.global_step - self._first_step if self._trainer is not None else 0
         return self._offset + (self.startup if steps else 0.0) + steps * self.seconds_per_step
-
-
-class _StopAt(L.Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True
 
 
 def _config(*extra: str) -> PretrainConfig:
@@ -145,7 +136,7 @@ def test_resume_keeps_the_fitted_total(catalog, tmp_path):
     straight = pretrain(catalog, config, tmp_path / "straight", register=False, callbacks=[StepClock(20)])
     assert straight.steps == straight.scheduled_steps == FITTED_STEPS
     run = tmp_path / "resumed"
-    first = pretrain(catalog, config, run, register=False, callbacks=[StepClock(20), _StopAt(6)])
+    first = pretrain(catalog, config, run, register=False, callbacks=[StepClock(20), StopAtStep(6)])
     assert first.steps == 6 and first.scheduled_steps == FITTED_STEPS
     # a faster machine now (0.1 s a step): fitting again would plan more steps; the checkpoint's total is kept
     resumed = pretrain(catalog, config, run, register=False, callbacks=[StepClock(20, seconds_per_step=0.1)])
@@ -165,7 +156,7 @@ def test_a_run_resumed_before_the_fit_is_fitted_after_it(catalog, tmp_path):
     build_workspace(catalog, 16)
     config = _config("trainer.fit_schedule_to_time=true", "trainer.checkpoint_every_n_steps=2")
     run = tmp_path / "run"
-    first = pretrain(catalog, config, run, register=False, callbacks=[StepClock(20), _StopAt(2)])
+    first = pretrain(catalog, config, run, register=False, callbacks=[StepClock(20), StopAtStep(2)])
     assert first.steps == 2 and first.scheduled_steps == 100  # not fitted yet
     # resumed with 2 s spent: timed from step 3, fitted at step 5 (5 s >= 2 s) with 15 s left -> 5 + 13
     resumed = pretrain(catalog, config, run, register=False, callbacks=[StepClock(20)])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
 
+from lightning_helpers import StopAtStep
 from ssl_workspace import build_workspace
 
 from radloop.core.config import ConfigError, load_config
@@ -165,15 +165,6 @@ def test_step_sampler_is_a_function_of_the_step_and_splits_ranks():
         assert len(both) == 4 and len({i for i, _ in both}) == 4
 
 
-class _StopAt(L.Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True
-
-
 @pytest.mark.parametrize("method", [pytest.param("simclr", marks=pytest.mark.slow), "mae"])
 def test_resume_from_checkpoint_is_exact(catalog, tmp_path, method):
     """Bit-identical weights after an interruption; on a CUDA machine this runs on the GPU, where it needs
@@ -181,7 +172,7 @@ def test_resume_from_checkpoint_is_exact(catalog, tmp_path, method):
     build_workspace(catalog, 16)
     config = _config(method, "trainer.deterministic=true")
     straight = pretrain(catalog, config, tmp_path / "straight", register=False)
-    interrupted = pretrain(catalog, config, tmp_path / "resumed", register=False, callbacks=[_StopAt(2)])
+    interrupted = pretrain(catalog, config, tmp_path / "resumed", register=False, callbacks=[StopAtStep(2)])
     assert interrupted.steps == 2
     resumed = pretrain(catalog, config, tmp_path / "resumed", register=False)
     assert resumed.resumed_from and resumed.resumed_from.endswith("last.ckpt")
