@@ -161,7 +161,7 @@ def embedded_image_ids(catalog: Catalog, model_version: str, image_ids: list[str
     """Those of ``image_ids`` that have an embedding for ``model_version``."""
     found: set[str] = set()
     with catalog.session() as session:
-        for chunk in chunked(image_ids):
+        for chunk in chunked(image_ids, IN_CHUNK):
             found.update(session.scalars(select(Embedding.image_id).where(Embedding.model_version == model_version,
                                                                           Embedding.image_id.in_(chunk))))
     return found
@@ -243,7 +243,7 @@ def forget_lost_shards(catalog: Catalog, model_version: str, *, allow_total_loss
         temporary.write_text(str(next_shard_index(catalog, model_version)))  # counts the rows about to go
         os.replace(temporary, folder / _NEXT_SHARD)
         with catalog.session() as session:
-            for paths in chunked([shard.shard_path for shard in lost]):
+            for paths in chunked([shard.shard_path for shard in lost], IN_CHUNK):
                 session.execute(delete(Embedding).where(Embedding.model_version == model_version,
                                                         Embedding.shard_path.in_(paths)))
     names = ", ".join(f"{Path(shard.shard_path).name} {shard.reason}" for shard in lost[:10])
@@ -338,9 +338,9 @@ def write_shard(catalog: Catalog, model_version: str, image_ids: list[str], vect
 def load_embeddings(catalog: Catalog, model_version: str, image_ids: list[str] | None = None) -> EmbeddingSet:
     """Load all (or the given) embeddings of ``model_version`` as float32, in catalog-id order.
 
-    Vectors are gathered shard by shard into one preallocated array (no per-row copies).  More than
-    :data:`IN_CHUNK` ids are not sent as bound parameters (PostgreSQL takes 65535 at most): the version's rows
-    are read in order and filtered here.
+    Vectors are gathered shard by shard into one preallocated array (no per-row copies).  Ids are sent in chunks
+    of :data:`IN_CHUNK` (PostgreSQL takes 65535 bound parameters at most); for a third of the version or more, the
+    version's rows are read in order and filtered here instead (one read beats many chunks there).
 
     Raises:
         LookupError: no embeddings for that model version.
@@ -351,11 +351,18 @@ def load_embeddings(catalog: Catalog, model_version: str, image_ids: list[str] |
     query = select(Embedding.image_id, Embedding.shard_path, Embedding.row, Embedding.dim).where(
         Embedding.model_version == model_version).order_by(Embedding.image_id)
     with catalog.session() as session:
-        if image_ids is not None and len(image_ids) <= IN_CHUNK:
-            rows = session.execute(query.where(Embedding.image_id.in_(image_ids))).all()
-        else:  # every row, in the database's order; a long id list filters here, not as bound parameters
-            wanted = None if image_ids is None else set(image_ids)
-            rows = [row for row in session.execute(query) if wanted is None or row[0] in wanted]
+        wanted = None if image_ids is None else sorted(set(image_ids))
+        if wanted is not None and len(wanted) > IN_CHUNK and len(wanted) * 3 > (session.scalar(
+                select(func.count()).select_from(Embedding).where(Embedding.model_version == model_version)) or 0):
+            # a third of the version or more: one ordered read of every row, filtered here (at 300k rows and a 120k
+            # list 1.05 s vs 1.11 s in chunks; no id list is sent as bound parameters: PostgreSQL takes 65535)
+            keep = set(wanted)
+            rows = [row for row in session.execute(query) if row[0] in keep]
+        elif wanted is not None:  # sorted ids in chunks: the chunks' ordered rows concatenate in catalog-id order
+            rows = [row for chunk in chunked(wanted, IN_CHUNK) for row in session.execute(query.where(
+                Embedding.image_id.in_(chunk)))]
+        else:
+            rows = session.execute(query).all()
     if not rows:
         raise LookupError(f"no embeddings for model version {model_version!r}: run "
                           f"`radloop embed --encoder {model_version}` first")

@@ -210,7 +210,9 @@ def test_embeddings_load_and_missing_match_the_row_by_row_reader(synthetic, boun
     write_shard(synthetic, SYNTH_ENCODER, ids[:5], half[:5].astype(np.float32), normalized=True)
     assert missing_image_ids(synthetic, SYNTH_ENCODER) == []
     for version, subset in ((SYNTH_ENCODER, None), (SYNTH_ENCODER, ids[::2] + ["I-unknown"]),
-                            (SYNTH_ENCODER, ids[3:9]), (SYNTH_ENCODER + "-b", None), (SYNTH_ENCODER + "-b", ids[:4])):
+                            (SYNTH_ENCODER, ids[3:9]), (SYNTH_ENCODER + "-b", None), (SYNTH_ENCODER + "-b", ids[:4]),
+                            # under a third of the version, more than IN_CHUNK (50) with long_lists: read in chunks
+                            (SYNTH_ENCODER, list(np.random.default_rng(1).permutation(ids[100:190])) + ["I-unknown"])):
         expected_ids, expected = _reference_embeddings(synthetic, version, subset)
         with bound:
             loaded = load_embeddings(synthetic, version, subset)
