@@ -16,13 +16,13 @@ from sqlalchemy import func, select
 from radloop.app import next_steps
 from radloop.app.views import CaseCard, case_cards
 from radloop.core.catalog import Catalog
-from radloop.core.schema import DuplicateSource, Embedding, Image, Model
+from radloop.core.schema import Embedding, Image, Model
 
 if TYPE_CHECKING:
     from radloop.retrieval.query_match import CatalogMatch
 
 __all__ = ["SearchReadiness", "SearchOutcome", "search_readiness", "find_similar", "neighbour_pairs", "decode_image",
-           "catalog_image_count", "catalog_image_for_upload", "catalog_match_for_upload", "resolve_case",
+           "catalog_image_count", "catalog_match_for_upload", "resolve_case",
            "NEXT_STEP_ENCODER", "NEXT_STEP_INDEX"]
 
 logger = logging.getLogger(__name__)
@@ -119,18 +119,6 @@ def decode_image(data: bytes) -> np.ndarray:
         return decode_upload(data)
     except ValueError as error:
         raise ValueError(f"not a readable image ({error})") from None
-
-
-def catalog_image_for_upload(catalog: Catalog, data: bytes) -> str | None:
-    """The catalog image an uploaded file is (same file bytes as an ingested file or a recorded duplicate of
-    one), or None: searching by that case leaves the case and its study out of their own neighbours.  The search
-    page uses :func:`catalog_match_for_upload`, which also knows a re-saved copy by its pixels."""
-    from radloop.core.deid import content_hash
-
-    digest = content_hash(data)
-    with catalog.session() as session:
-        return (session.scalar(select(Image.id).where(Image.content_hash == digest))
-                or session.scalar(select(DuplicateSource.image_id).where(DuplicateSource.content_hash == digest)))
 
 
 def catalog_match_for_upload(catalog: Catalog, data: bytes) -> CatalogMatch | None:

@@ -153,6 +153,7 @@ def test_uploading_a_catalogued_file_searches_by_its_case(app_workspace, env):
     """A radiologist uploads a file that is already in the archive: the first 'neighbour' used to be the image
     itself (distance 0); now the upload is recognised and its own study is left out."""
     from radloop.core.catalog import Catalog
+    from radloop.retrieval.query_match import CatalogMatch
 
     catalog = Catalog.open(app_workspace, create=False)
     with catalog.session() as session:
@@ -160,8 +161,10 @@ def test_uploading_a_catalogued_file_searches_by_its_case(app_workspace, env):
             select(Image.id, Image.source_path).where(Image.dataset == "bone_fracture").order_by(Image.id)
             .limit(1)).one()
     data = Path(source).read_bytes()
-    assert views_search.catalog_image_for_upload(catalog, data) == image_id
-    assert views_search.catalog_image_for_upload(catalog, data + b"\0") is None
+    assert views_search.catalog_match_for_upload(catalog, data) == CatalogMatch(image_id, "file")
+    # other bytes: no byte match (a match by pixels is tested in test_search_upload_pixels.py)
+    other_bytes = views_search.catalog_match_for_upload(catalog, data + b"\0")
+    assert other_bytes is None or other_bytes.matched_by == "pixels"
     catalog.dispose()
     calls = _fake_search(env, _image_ids(app_workspace))
     app = open_page(app_workspace, "page_search.py", env)
