@@ -172,39 +172,24 @@ def _maybe_extra_process() -> bool:
 
 
 def _encoder_on_record(catalog, encoder: str) -> tuple[str, int, str | None] | None:
-    """``(version, embedding length, registry note)`` of ``encoder``, resolved as
-    :func:`radloop.ssl.embed.resolve_encoder` does but from the registry and the folder's ``encoder.json`` alone
-    (no torch, no weights).  None where only loading the encoder tells: an unknown name, a missing or overwritten
-    folder, a folder not registered yet (loading it reports what is wrong, or registers it)."""
-    from sqlalchemy import select
-
+    """``(version, embedding length, registry note)`` of ``encoder``, found by the lookup behind
+    :func:`radloop.ssl.embed.resolve_encoder` (:func:`radloop.core.registry.locate_encoder`) but read from the
+    folder's ``encoder.json`` alone (no torch, no weights).  None where only loading the encoder tells: an unknown
+    name, a missing or overwritten folder, a folder not registered yet (loading it reports what is wrong, or
+    registers it)."""
+    from radloop.core.registry import ENCODER_CONFIG_FILE, ENCODER_WEIGHTS_FILE, locate_encoder
     from radloop.core.schema import Model
 
-    path = Path(encoder)
-    registered: str | None = None
-    if path.exists():
-        folder = path.parent if path.is_file() else path
-    else:
-        with catalog.session() as session:
-            if encoder == "current":
-                row = session.scalars(select(Model).where(Model.task == "encoder", Model.kind == "encoder",
-                                                          Model.is_current.is_(True))
-                                      .order_by(Model.created_at.desc())).first()
-            else:
-                row = session.get(Model, encoder)
-            if row is None:
-                return None
-            registered, stored = row.version, Path(row.path)
-        folder = stored if stored.is_absolute() else catalog.workspace.absolute(str(stored))
-    try:  # the file names of radloop.ssl.encoders (importing it imports torch)
-        config = json.loads((folder / "encoder.json").read_text())
+    try:
+        location = locate_encoder(catalog, encoder)
+        config = json.loads((location.folder / ENCODER_CONFIG_FILE).read_text())
         version, dim = str(config["version"]), int(config["embed_dim"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (LookupError, OSError, ValueError, KeyError, TypeError):
         return None
-    if not (folder / "encoder.safetensors").is_file():
+    if not (location.folder / ENCODER_WEIGHTS_FILE).is_file():
         return None
-    if registered is not None:
-        return (version, dim, None) if version == registered else None
+    if location.registered is not None:
+        return (version, dim, None) if version == location.registered else None
     with catalog.session() as session:
         known = session.get(Model, version) is not None
     return (version, dim, "already registered") if known else None

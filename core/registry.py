@@ -36,10 +36,15 @@ MODEL_KINDS = ("encoder", "probe", "classifier", "detector")
 TASK_ENCODER = "encoder"
 TASK_FINDINGS = "findings"
 TASK_DETECTION = "detection"
+#: The two files of an exported encoder folder (written by :mod:`radloop.ssl.encoders`, which imports torch;
+#: named here so that the catalog side can find an encoder without importing it).
+ENCODER_WEIGHTS_FILE = "encoder.safetensors"
+ENCODER_CONFIG_FILE = "encoder.json"
 
 __all__ = [
-    "MODEL_KINDS", "TASK_DETECTION", "TASK_ENCODER", "TASK_FINDINGS", "ModelRecord", "RegistryError",
-    "get_model", "list_models", "move_model_folder", "register_model", "rollback", "set_current",
+    "ENCODER_CONFIG_FILE", "ENCODER_WEIGHTS_FILE", "MODEL_KINDS", "TASK_DETECTION", "TASK_ENCODER", "TASK_FINDINGS",
+    "EncoderLocation", "ModelRecord", "RegistryError", "get_model", "list_models", "locate_encoder",
+    "move_model_folder", "register_model", "rollback", "set_current",
 ]
 
 
@@ -242,3 +247,42 @@ def rollback(catalog: Catalog, task: str) -> ModelRecord:
         _make_current(session, previous)
         session.flush()
         return _record(previous)
+
+
+@dataclass(frozen=True)
+class EncoderLocation:
+    """Where an encoder named on the command line lives: its ``folder``, and ``registered``, the version the
+    registry recorded for that folder when the name was a registered version or ``current`` (None for a path)."""
+
+    folder: Path
+    registered: str | None = None
+
+
+def locate_encoder(catalog: Catalog, name: str | Path) -> EncoderLocation:
+    """The folder of an encoder given as a folder (or file) path, a registered encoder version, or ``current`` (the
+    workspace's current encoder) -- the one lookup behind :func:`radloop.ssl.embed.resolve_encoder` and the
+    torch-free checks of ``radloop embed``.  Nothing is read from the folder.
+
+    Raises:
+        LookupError: neither an existing path nor a registered version (or no current encoder); the message lists
+            the registered encoders.
+    """
+    path = Path(name)
+    if path.exists():
+        return EncoderLocation(path.parent if path.is_file() else path)
+    with catalog.session() as session:
+        known = session.scalars(select(Model.version).where(Model.kind == "encoder")).all()
+        if str(name) == "current":
+            row = session.scalars(select(Model).where(Model.task == TASK_ENCODER, Model.kind == "encoder",
+                                                      Model.is_current.is_(True))
+                                  .order_by(Model.created_at.desc())).first()
+            if row is None:
+                raise LookupError("the workspace has no current encoder: run `radloop pretrain` or pass --encoder "
+                                  f"FOLDER (encoders: {', '.join(known) if known else 'none registered'})")
+        else:
+            row = session.get(Model, str(name))
+        if row is None:
+            listed = ", ".join(known) if known else "none registered"
+            raise LookupError(f"encoder {name!r} is neither a folder nor a registered version (encoders: {listed})")
+        version, stored = row.version, Path(row.path)
+    return EncoderLocation(stored if stored.is_absolute() else catalog.workspace.absolute(str(stored)), version)

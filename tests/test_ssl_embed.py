@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -65,6 +67,27 @@ def test_resolve_encoder_by_path_or_registered_version(catalog, encoder_dir):
     assert resolve_encoder(catalog, config.version).version == config.version
     with pytest.raises(LookupError, match="neither a folder nor a registered version"):
         resolve_encoder(catalog, "enc-nope")
+
+
+def test_locate_encoder_is_the_lookup_behind_resolve_encoder(catalog, encoder_dir):
+    """One torch-free lookup (path, file, registered version, ``current``) serves `resolve_encoder` and the quick
+    checks of `radloop embed`: a file names its folder, a registered name its recorded version."""
+    from radloop.core.registry import ENCODER_CONFIG_FILE, locate_encoder, register_model, set_current
+
+    config, folder = encoder_dir
+    with pytest.raises(LookupError, match="no current encoder.*none registered"):
+        locate_encoder(catalog, "current")
+    assert locate_encoder(catalog, folder / ENCODER_CONFIG_FILE) == locate_encoder(catalog, folder)
+    assert locate_encoder(catalog, folder).registered is None
+    assert resolve_encoder(catalog, folder / ENCODER_CONFIG_FILE).version == config.version
+    register_model(catalog, config.version, kind="encoder", task="encoder", path=folder)
+    set_current(catalog, config.version)
+    for name in (config.version, "current"):
+        location = locate_encoder(catalog, name)
+        assert location.folder.resolve() == Path(folder).resolve() and location.registered == config.version
+        assert resolve_encoder(catalog, name).version == config.version
+    with pytest.raises(LookupError, match=f"encoders: {config.version}"):
+        locate_encoder(catalog, "enc-nope")
 
 
 def test_embed_images_accepts_arrays_of_any_depth_and_is_order_stable():

@@ -27,7 +27,8 @@ from torch.utils.data import Dataset
 from radloop.core.catalog import Catalog
 from radloop.core.embeddings import (embedded_image_ids, embedding_write_lock, forget_lost_shards,
                                      missing_image_ids, next_shard_index, shard_number, write_shard)
-from radloop.core.schema import Image, Model
+from radloop.core.registry import locate_encoder
+from radloop.core.schema import Image
 from radloop.ssl.encoders import EncoderBundle, check_registered_version, load_encoder, preprocess
 from radloop.ssl.pixels import UnreadableImage
 
@@ -44,26 +45,11 @@ def resolve_encoder(catalog: Catalog, name: str | Path) -> EncoderBundle:
         LookupError: neither an encoder folder nor a registered version (or no current encoder);
             ``EncoderOverwrittenError``: the registered version's folder now holds another version.
     """
-    path = Path(name)
-    if path.exists():
-        return load_encoder(path)
-    with catalog.session() as session:
-        known = session.scalars(select(Model.version).where(Model.kind == "encoder")).all()
-        if str(name) == "current":
-            row = session.scalars(select(Model).where(Model.task == "encoder", Model.kind == "encoder",
-                                                      Model.is_current.is_(True))
-                                  .order_by(Model.created_at.desc())).first()
-            if row is None:
-                raise LookupError("the workspace has no current encoder: run `radloop pretrain` or pass --encoder "
-                                  f"FOLDER (encoders: {', '.join(known) if known else 'none registered'})")
-        else:
-            row = session.get(Model, str(name))
-    if row is None:
-        listed = ", ".join(known) if known else "none registered"
-        raise LookupError(f"encoder {name!r} is neither a folder nor a registered version (encoders: {listed})")
-    folder = Path(row.path)
-    folder = folder if folder.is_absolute() else catalog.workspace.absolute(row.path)
-    return check_registered_version(load_encoder(folder), row.version, folder)
+    location = locate_encoder(catalog, name)
+    bundle = load_encoder(location.folder)
+    if location.registered is None:
+        return bundle
+    return check_registered_version(bundle, location.registered, location.folder)
 
 
 class _CatalogImages(Dataset):

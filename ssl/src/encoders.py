@@ -28,6 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from radloop.core.registry import ENCODER_CONFIG_FILE, ENCODER_WEIGHTS_FILE
 from radloop.ssl.pixels import read_image, resize_square, to_unit_float
 from radloop.ssl.settings import PoolingName
 
@@ -39,8 +40,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ENCODER_WEIGHTS_FILE = "encoder.safetensors"
-ENCODER_CONFIG_FILE = "encoder.json"
 Pooling = PoolingName
 
 
