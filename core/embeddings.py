@@ -17,6 +17,7 @@ import logging
 import os
 import pickle
 import re
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 _SHARD_NAME = re.compile(r"shard-(\d+)\.npy")
 _NEXT_SHARD = ".next-shard"  # in a version's folder: the lowest shard number never used (see forget_lost_shards)
+#: Seconds after its last write when a writer's temporary file counts as left by a killed process.
+STALE_TEMPORARY_S = 3600.0
 
 
 def _safe_version(model_version: str) -> str:
@@ -253,13 +256,36 @@ def forget_lost_shards(catalog: Catalog, model_version: str, *, allow_total_loss
     return lost
 
 
+def _shard_mark(folder: Path) -> int:
+    """The lowest shard number never used that :func:`forget_lost_shards` left in ``folder`` (0 when none)."""
+    with suppress(FileNotFoundError, NotADirectoryError, ValueError):  # a mark cut short by a crash: files count
+        return int((folder / _NEXT_SHARD).read_text())
+    return 0
+
+
+def _sweep_temporaries(folder: Path, listing: list[str]) -> None:
+    """Remove temporary files (a shard or mark being written) that no write touched for :data:`STALE_TEMPORARY_S`:
+    left by a killed process (a live writer links its file away within the same call).  Age, not the process id,
+    decides: the writer may run on another host of a shared file system."""
+    now = time.time()
+    for name in listing:
+        if not (name.endswith(".tmp") and (name.startswith(".shard-") or name.startswith(f"{_NEXT_SHARD}-"))):
+            continue
+        path = folder / name
+        with suppress(OSError):
+            if now - path.stat().st_mtime > STALE_TEMPORARY_S:
+                path.unlink()
+                logger.info("removed %s, left by an interrupted writer", path)
+
+
 def next_shard_index(catalog: Catalog, model_version: str) -> int:
     """One past the highest shard number of ``model_version`` that a catalog row or a file in its folder uses, and
     never below the mark :func:`forget_lost_shards` leaves in the folder.
 
-    One query and one folder listing: a writer calls it once and counts on from there.  Rows count as well as
-    files, and the mark as well as both, so the name of a lost shard is never given to new vectors (a run that
-    listed it as lost could otherwise delete their rows).
+    One query and one folder listing: a writer calls it once and counts on from there (:func:`write_shard` checks
+    the mark again for each shard).  Rows count as well as files, and the mark as well as both, so the name of a
+    lost shard is never given to new vectors (a run that listed it as lost could otherwise delete their rows).
+    Temporary files that interrupted writers left in the folder are removed on the way (:func:`_sweep_temporaries`).
     """
     folder = catalog.workspace.embeddings_dir / _safe_version(model_version)
     with catalog.session() as session:
@@ -269,9 +295,9 @@ def next_shard_index(catalog: Catalog, model_version: str) -> int:
     if folder.is_dir():
         listing = os.listdir(folder)
         names += listing
+        _sweep_temporaries(folder, listing)
         if _NEXT_SHARD in listing:
-            with suppress(FileNotFoundError, ValueError):  # a mark cut short by a crash: the files still count
-                floor = int((folder / _NEXT_SHARD).read_text())
+            floor = _shard_mark(folder)
     numbers = [number for number in map(shard_number, names) if number is not None]
     return max(max(numbers, default=-1) + 1, floor)
 
@@ -302,7 +328,8 @@ def write_shard(catalog: Catalog, model_version: str, image_ids: list[str], vect
     Args:
         index: the lowest shard number to use (taken names are skipped; an existing file is never replaced).
             A writer of many shards passes one past its previous shard's number (:func:`shard_number`), starting
-            from :func:`next_shard_index`; None looks that up (one query over the version's rows).
+            from :func:`next_shard_index`; None looks that up (one query over the version's rows).  Never below
+            the mark of numbers :func:`forget_lost_shards` retired, also when they were retired after the lookup.
 
     Returns:
         The shard file's path.
@@ -318,6 +345,8 @@ def write_shard(catalog: Catalog, model_version: str, image_ids: list[str], vect
     folder.mkdir(parents=True, exist_ok=True)
     if index is None:
         index = next_shard_index(catalog, model_version)
+    else:  # a writer counting on from its first lookup: numbers forgotten since then are still never reused
+        index = max(index, _shard_mark(folder))
     temporary = folder / f".shard-{index:05d}-{os.getpid()}.npy.tmp"
     with open(temporary, "wb") as handle:
         np.save(handle, vectors)

@@ -5,10 +5,12 @@ that are not a lost shard, and shard naming without a query per shard."""
 from __future__ import annotations
 
 import errno
+import os
 import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -194,6 +196,37 @@ def test_shard_names_never_replace_a_file_nor_reuse_a_lost_shards_name(catalog):
     assert next_shard_index(catalog, VERSION) == 4
     assert write_shard(catalog, VERSION, ids[3:4], _vectors(1), normalized=True).name == "shard-00004.npy"
     assert not list(first.parent.glob(".shard-*.tmp"))
+
+
+def test_a_writer_counting_on_never_reuses_a_number_retired_after_its_lookup(catalog):
+    """A long run counts shard numbers on from its first lookup; a shard it wrote that is lost and forgotten by
+    another run meanwhile retires its number (the mark), and the long run's next shard skips it."""
+    ids = build_workspace(catalog, 4)
+    index = embeddings.next_shard_index(catalog, VERSION)
+    first = write_shard(catalog, VERSION, ids[:1], _vectors(1), normalized=True, index=index)
+    second = write_shard(catalog, VERSION, ids[1:2], _vectors(1), normalized=True,
+                         index=embeddings.shard_number(first) + 1)
+    second.unlink()  # lost while the long run goes on ...
+    assert [shard.images for shard in embeddings.forget_lost_shards(catalog, VERSION)] == [1]  # ... forgotten
+    # the long run counted on from its own last shard: shard-00002; without the mark it would be 00001 again
+    third = write_shard(catalog, VERSION, ids[2:3], _vectors(1), normalized=True,
+                        index=embeddings.shard_number(first) + 1)
+    assert third.name == "shard-00002.npy"
+
+
+def test_temporaries_of_killed_writers_are_swept_when_stale(catalog):
+    ids = build_workspace(catalog, 2)
+    folder = write_shard(catalog, VERSION, ids[:1], _vectors(1), normalized=True).parent
+    stale, fresh = folder / ".shard-00007-4242.npy.tmp", folder / ".shard-00008-4243.npy.tmp"
+    mark, other = folder / ".next-shard-4242.tmp", folder / "notes.tmp"
+    for path in (stale, fresh, mark, other):
+        path.write_bytes(b"x")
+    old = time.time() - embeddings.STALE_TEMPORARY_S - 60
+    for path in (stale, mark, other):
+        os.utime(path, (old, old))
+    assert embeddings.next_shard_index(catalog, VERSION) == 1
+    assert not stale.exists() and not mark.exists()
+    assert fresh.exists() and other.exists()  # a live writer's file, and a file radloop did not write
 
 
 def test_the_shard_writer_looks_the_next_name_up_once_not_per_shard(catalog):
