@@ -271,23 +271,30 @@ class LabelStudioClient:
 
     def list_storages(self, project_id: int) -> list[dict]:
         """The project's import and export storages of every type, as ``{"direction", "type", "id"}`` dicts
-        (``type``: Label Studio's name, e.g. ``localfiles``, ``s3``); the SDK does not wrap these two lists."""
+        (``type``: Label Studio's name, e.g. ``localfiles``, ``s3``); the SDK does not wrap these lists.
+
+        Each type is listed on its own endpoint: Label Studio's all-types list answers ``[]`` for a type whose
+        listing fails, which would read as "no storage"; here such a failure is raised.
+        """
         import functools
 
         from label_studio_sdk.core.api_error import ApiError
 
-        def _list(direction: str, path: str) -> list[dict]:
+        def _get(path: str) -> list[dict]:
             response = self._sdk._client_wrapper.httpx_client.request(path, method="GET",
                                                                       params={"project": project_id})
             if response.status_code >= 400:  # as the SDK's own calls do, so that `call` retries and translates it
                 raise ApiError(status_code=response.status_code, headers=dict(response.headers), body=response.text)
-            return [{"direction": direction, "type": item.get("type"), "id": item.get("id")}
-                    for item in response.json()]
+            return response.json()
 
         storages = []
-        for direction, path in (("import", "api/storages/"), ("export", "api/storages/export")):
-            storages += self.call(f"list the {direction} storages of project {project_id}",
-                                  functools.partial(_list, direction, path), project_id=project_id)
+        for direction, prefix in (("import", "api/storages/"), ("export", "api/storages/export/")):
+            types = self.call(f"list the {direction} storage types", functools.partial(_get, f"{prefix}types"))
+            for name in [str(kind["name"]) for kind in types]:
+                path = f"{prefix}{name}/" if direction == "import" else f"{prefix}{name}"  # Label Studio's routes
+                storages += [{"direction": direction, "type": name, "id": item.get("id")} for item in self.call(
+                    f"list the {direction} {name} storages of project {project_id}", functools.partial(_get, path),
+                    project_id=project_id)]
         return storages
 
     def local_file_status(self, relative: str) -> int:

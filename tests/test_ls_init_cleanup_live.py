@@ -92,3 +92,26 @@ def test_a_created_project_another_workspace_bound_to_meanwhile_is_kept(label_st
         project_id = client.find_project(RACE_TITLE)
         if project_id is not None:
             client.delete_project(project_id)
+
+
+def test_storages_of_both_directions_are_listed_per_type(label_studio):  # noqa: F811
+    """`list_storages` reads each storage type's own list (Label Studio's all-types list answers [] for a type
+    whose listing fails): an export storage, and the import storage, of a real project are both found."""
+    server = label_studio
+    client = LabelStudioClient(server.url, server.token, retries=2, backoff=0.2)
+    folder = (server.document_root / "ws-storage-list").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    project_id = client.create_project("radloop storage list live", "<View><Image name='image' value='$image'/></View>")
+    http = client._sdk._client_wrapper.httpx_client
+    try:
+        assert client.list_storages(project_id) == []
+        for route in ("api/storages/localfiles/", "api/storages/export/localfiles"):
+            response = http.request(route, method="POST", json={"project": project_id, "path": str(folder),
+                                                                 "title": "radloop test", "use_blob_urls": True})
+            assert response.status_code == 201, response.text
+        listed = client.list_storages(project_id)
+        assert sorted((storage["direction"], storage["type"]) for storage in listed) == \
+            [("export", "localfiles"), ("import", "localfiles")]
+        assert all(isinstance(storage["id"], int) for storage in listed)
+    finally:
+        client.delete_project(project_id)
