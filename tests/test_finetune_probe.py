@@ -56,3 +56,33 @@ def test_one_class_and_unlabelled_findings_are_explained():
         LinearProbe().fit(vectors, np.zeros((100, 1), int), ["fracture"])
     with pytest.raises(ProbeError, match="columns"):
         LinearProbe().fit(vectors, targets, ["fracture"])
+
+
+def test_calibration_never_reverses_the_ranking_of_a_weak_probe():
+    """With few labels and no signal, Platt scaling on cross-validated values often fits a negative slope, which
+    turned every reported AUROC into 1 - AUROC: the calibration then falls back to the labelled share, in the
+    logits' order."""
+    from sklearn.metrics import roc_auc_score
+
+    from radloop.ssl.probe import MIN_PLATT_SLOPE
+
+    rng = np.random.default_rng(0)
+    fallbacks = 0
+    for seed in range(12):
+        draw = np.random.default_rng(seed)
+        embeddings, labels = draw.standard_normal((40, 16)), draw.integers(0, 2, 40)
+        labels[:2] = (0, 1)
+        probe = LinearProbe(C=1.0, random_state=0).fit(embeddings, labels[:, None], ["fracture"])
+        slope, intercept = probe.calibration_[0]
+        assert slope >= MIN_PLATT_SLOPE
+        held_out, truth = rng.standard_normal((60, 16)), rng.integers(0, 2, 60)
+        logits, probabilities = probe.decision_function(held_out)[:, 0], probe.predict_proba(held_out)[:, 0]
+        assert roc_auc_score(truth, probabilities) == pytest.approx(roc_auc_score(truth, logits))
+        if slope == pytest.approx(MIN_PLATT_SLOPE):
+            fallbacks += 1
+            assert probabilities == pytest.approx(np.full(60, labels.mean()), abs=0.02)
+    assert fallbacks >= 2  # the case happens with such data (seeds chosen to include it)
+    # a probe with signal keeps its fitted slope
+    embeddings = rng.standard_normal((80, 16))
+    labels = (embeddings[:, 0] > 0).astype(int)
+    assert LinearProbe(C=1.0).fit(embeddings, labels[:, None], ["fracture"]).calibration_[0, 0] > 0.1

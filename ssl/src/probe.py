@@ -4,7 +4,10 @@ Embeddings are centred and scaled to unit RMS coordinate (L2-normalised embeddin
 would otherwise make any fixed ``C`` over-regularise).  One L2-regularised logistic
 regression per finding (class-balanced weights, so rare findings are not
 ignored), followed by Platt scaling fitted on cross-validated decision values so that the reported
-probabilities are calibrated despite the re-weighting (Platt 1999; Niculescu-Mizil & Caruana 2005).  Body
+probabilities are calibrated despite the re-weighting (Platt 1999; Niculescu-Mizil & Caruana 2005).  The
+calibration never reverses the probe's ranking: where the cross-validated values carry no signal (a fitted slope
+at or below zero, common with a few dozen labels and a weak encoder), the probabilities fall back to the labelled
+share of the finding, ordered by the logits (slope :data:`MIN_PLATT_SLOPE`).  Body
 region is a multinomial logistic regression.  The learned state is plain arrays, saved as safetensors +
 JSON (no pickle) and applied with numpy at prediction time (microseconds per image).
 """
@@ -19,6 +22,8 @@ import numpy as np
 
 PROBE_WEIGHTS = "probe.safetensors"
 PROBE_CONFIG = "probe.json"
+#: Smallest Platt slope: a fitted slope at or below zero would turn the probe's ranking upside down.
+MIN_PLATT_SLOPE = 1e-3
 
 __all__ = ["LinearProbe", "ProbeError"]
 
@@ -74,7 +79,13 @@ class LinearProbe:
 
         calibrator = LogisticRegression(C=1e6, max_iter=1000)
         calibrator.fit(decision[:, None], labels, sample_weight=weights)
-        return float(calibrator.coef_[0, 0]), float(calibrator.intercept_[0])
+        slope, intercept = float(calibrator.coef_[0, 0]), float(calibrator.intercept_[0])
+        if slope > MIN_PLATT_SLOPE:
+            return slope, intercept
+        # No usable signal in the cross-validated values (or a reversed one): the calibrated probability is the
+        # labelled share (the intercept-only fit), kept in the logits' order by a tiny positive slope.
+        share = float(np.clip(np.average(labels, weights=weights), 1e-6, 1 - 1e-6))
+        return MIN_PLATT_SLOPE, float(np.log(share / (1 - share)))
 
     def _fit_finding(self, embeddings: np.ndarray, labels: np.ndarray, weights: np.ndarray):
         from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -183,7 +194,8 @@ class LinearProbe:
     def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (N, T) float32, columns in ``findings_`` order."""
         logits = self.decision_function(embeddings)
-        return _sigmoid(self.calibration_[:, 0] * logits + self.calibration_[:, 1]).astype(np.float32)
+        slopes = np.maximum(self.calibration_[:, 0], MIN_PLATT_SLOPE)  # probes saved before the floor existed
+        return _sigmoid(slopes * logits + self.calibration_[:, 1]).astype(np.float32)
 
     def predict_region_proba(self, embeddings: np.ndarray) -> np.ndarray:
         """Body-region probabilities (N, R) float32, columns in ``regions_`` order (R may be 0)."""
