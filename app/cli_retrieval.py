@@ -268,13 +268,21 @@ def bench_active_learning_command(
         if headroom:
             summary["tasks"][name]["headroom"] = headroom
         random_spread = entry["strategies"]["random"]["std"][-1] if "random" in entry["strategies"] else 0.0
+        if "savings_noise_floor" in entry:
+            summary["tasks"][name]["savings_noise_floor"] = entry["savings_noise_floor"]
         for strategy, saving in (entry.get("label_savings") or {}).items():
             needed = entry["labels_to_reach_random"][strategy]
             curve = entry["strategies"][strategy]
+            last = curve["labels"][-1]  # the budget, or the last whole step below it
             console.print(f"{name:9s} {strategy:18s} label savings {saving:5.2f}x "
-                          f"({needed if needed is not None else '>' + str(budget)} labels to reach random's "
-                          f"{entry['metric']} {entry['random_final']:.3f} ± {random_spread:.3f} at {budget}; "
+                          f"({needed if needed is not None else '>' + str(last)} labels to reach random's "
+                          f"{entry['metric']} {entry['random_final']:.3f} ± {random_spread:.3f} at {last}; "
                           f"its own final {curve['mean'][-1]:.3f} ± {curve['std'][-1]:.3f}, ± = seed std)")
+        if entry.get("savings_noise_floor", 1.0) > 1.0:
+            console.print(f"{name:9s} note: random's mean curve already reached its final score at "
+                          f"{round(entry['strategies']['random']['labels'][-1] / entry['savings_noise_floor'])} "
+                          f"labels, so a copy of random would show {entry['savings_noise_floor']:.2f}x: savings up "
+                          "to that are within random's own curve (more --seeds flatten it)")
         if headroom:
             console.print(f"{name:9s} headroom for {headroom['savings']:g}x: "
                           f"{headroom['share_reaching_reference']:.2%} of {headroom['draws']} random "

@@ -121,7 +121,13 @@ def learning_curve(task: TaskData, strategy: str, *, budget: int, step: int, see
 
 
 def label_savings(curves: dict[str, dict], budget: int) -> tuple[dict[str, float], dict[str, int | None]]:
-    """Savings per strategy relative to ``random`` and the labels each needs to reach random's final score."""
+    """Savings per strategy relative to ``random`` and the labels each needs to reach random's final score.
+
+    A strategy's savings are random's labels (the last step, where its final score is measured) divided by the
+    first step at which the strategy's seed-averaged curve reaches that score (no interpolation); one that never
+    does gets ``labels random needs to reach the strategy's final score / random's labels`` (< 1).  ``random``
+    itself is 1.0 by definition: :func:`savings_noise_floor` tells what this formula would give it.
+    """
     if "random" not in curves:
         raise ValueError("label savings need the 'random' strategy in the run")
     random_labels, random_mean = curves["random"]["labels"], curves["random"]["mean"]
@@ -140,6 +146,16 @@ def label_savings(curves: dict[str, dict], budget: int) -> tuple[dict[str, float
             random_reach = next(labels for labels, mean in zip(random_labels, random_mean) if mean >= final)
             savings[name] = round(random_reach / random_labels[-1], 3)
     return savings, needed
+
+
+def savings_noise_floor(curves: dict[str, dict]) -> float:
+    """The savings :func:`label_savings` would give a copy of random's own curve: random's labels divided by the
+    first step at which random's seed-averaged curve already reaches its final score.  1.0 for a curve that still
+    rises at the end; above 1 when it levelled off (or peaked) earlier, and then savings up to this figure are
+    within what random's own curve gives."""
+    labels, mean = curves["random"]["labels"], curves["random"]["mean"]
+    first = next(count for count, value in zip(labels, mean) if value >= mean[-1] - 1e-12)
+    return round(labels[-1] / first, 3)
 
 
 def random_subset_headroom(task: TaskData, *, labels: int, reference_labels: int, draws: int = 2000,
@@ -186,7 +202,8 @@ def run_benchmark(tasks: list[TaskData], strategies: list[str], *, budget: int, 
                   regularization: float = 0.1, pca_components: int | None = None,
                   headroom_draws: int = 0, headroom_savings: float = 5.0,
                   progress: Callable[[str], None] | None = None) -> dict:
-    """Learning curves (mean, std over seeds) and label savings for every task and strategy.
+    """Learning curves (mean, std over seeds: the population std, ddof 0, also said in the JSON as ``std_ddof``)
+    and label savings for every task and strategy, with ``savings_noise_floor`` (:func:`savings_noise_floor`).
 
     With ``headroom_draws`` > 0 every task also gets ``headroom``: :func:`random_subset_headroom` for
     ``budget / headroom_savings`` labels against ``budget`` random ones.
@@ -206,7 +223,7 @@ def run_benchmark(tasks: list[TaskData], strategies: list[str], *, budget: int, 
             raise ValueError(f"strategy {name!r} needs {', '.join(sorted(needs))}, which this COCO benchmark "
                              "does not have (no reports, no strata)")
     say = progress or (lambda _message: None)
-    result: dict = {"budget": budget, "step": step, "seeds": seeds, "tasks": {},
+    result: dict = {"budget": budget, "step": step, "seeds": seeds, "std_ddof": 0, "tasks": {},
                     "probe": {"C": regularization, "pca_components": pca_components or None}}
     for task in tasks:
         curves: dict[str, dict] = {}
@@ -225,6 +242,7 @@ def run_benchmark(tasks: list[TaskData], strategies: list[str], *, budget: int, 
         if "random" in curves:
             entry["label_savings"], entry["labels_to_reach_random"] = label_savings(curves, budget)
             entry["random_final"] = curves["random"]["mean"][-1]
+            entry["savings_noise_floor"] = savings_noise_floor(curves)
         if headroom_draws:
             reference = min(budget, len(task.pool_y))
             small = max(1, round(reference / headroom_savings))

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from radloop.retrieval.al_bench import label_savings, probe_features, random_subset_headroom, score
+from radloop.retrieval.al_bench import (label_savings, probe_features, random_subset_headroom, savings_noise_floor,
+                                       score)
 from radloop.retrieval.al_tasks import TaskData
 from radloop.retrieval.al_tasks import load_coco_targets
 
@@ -70,6 +71,16 @@ def test_label_savings_arithmetic():
     savings, needed = label_savings(curves, 40)
     assert needed == {"random": 40, "good": 20, "bad": None}
     assert savings == {"random": 1.0, "good": 2.0, "bad": 0.75}  # random reaches 0.62 at 30 of 40
+    assert savings_noise_floor(curves) == 1.0  # random still rises at the end
+
+
+def test_savings_noise_floor_is_what_a_copy_of_random_would_get():
+    """A random curve that peaked before the budget lets a strategy with random's very curve show savings > 1:
+    the benchmark says how much (the floor) next to the savings."""
+    curves = {"random": {"labels": [50, 100, 150, 200], "mean": [0.55, 0.60, 0.61, 0.60]}}
+    curves["copy"] = {"labels": curves["random"]["labels"], "mean": list(curves["random"]["mean"])}
+    savings, _ = label_savings(curves, 200)
+    assert savings["copy"] == savings_noise_floor(curves) == 2.0  # random reached 0.60 at 100 of 200
 
 
 def test_balanced_accuracy_score_is_sklearns_without_the_missing_class_warning():
@@ -114,13 +125,14 @@ def test_bench_active_learning_cli(tmp_path):
         "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert data["probe"] == {"C": 0.1, "pca_components": None}
+    assert data["probe"] == {"C": 0.1, "pca_components": None} and data["std_ddof"] == 0
     for task in ("region", "fracture"):
         entry = data["tasks"][task]
         for name in ("random", "margin", "kcenter", "typiclust", "cluster_margin", "badge"):
             curve = entry["strategies"][name]
             assert curve["labels"] == [10, 20, 30] and len(curve["mean"]) == len(curve["std"]) == 3
             assert name in entry["label_savings"]
+        assert entry["savings_noise_floor"] >= 1.0
     assert data["tasks"]["region"]["strategies"]["random"]["mean"][-1] > 0.9  # separable synthetic regions
     assert out.with_suffix(".png").stat().st_size > 1000
     printed = result.stderr + result.output
