@@ -7,7 +7,9 @@ Contract with ingest (COCO / YOLO detection sets and Label Studio pulls):
   ``meta["value"]`` 1 (present) or 0 (absent);
 - an image whose boxes were annotated exhaustively (a detection set) carries
   ``Image.meta["box_source"]``: then "no fracture box" means "fracture absent".
-- ``Image.body_region`` is the region (for the fracture set: from its boxes' class names).
+- ``Image.body_region`` is the region (for the fracture set: from its boxes' class names);
+- Label Studio rows (``source="labelstudio"``) are versioned by ``external_id`` / ``version``: an image's boxes
+  come from its newest answer, over the imported ones of the labels it drew or ruled out (:func:`_resolve_boxes`).
 """
 
 from __future__ import annotations
@@ -125,15 +127,26 @@ def _labels(box_source, image_boxes: list[Box], choices: dict[str, int] | None) 
     return labels
 
 
+#: The source of annotations pulled from Label Studio (``radloop.labeling.ls_sync``): versioned by ``external_id``.
+LABEL_STUDIO_SOURCE = "labelstudio"
+
+
 def _expert_annotations(session, image_ids, *, everything: bool = False
                         ) -> tuple[dict[str, list[Box]], dict[str, dict[str, int]]]:
     """(image id -> boxes, image id -> finding -> newest answer 1/0) of ``image_ids`` (every image with
-    ``everything``), in annotation order (created, then id) so that the newest answer wins."""
-    boxes: dict[str, list[Box]] = defaultdict(list)
+    ``everything``), in annotation order (created, then id) so that the newest answer wins.
+
+    Boxes (see :func:`_resolve_boxes`): a Label Studio annotation counts with its newest version only, the newest
+    annotation of the image wins, and it overrides the image's imported (COCO / YOLO) boxes of the labels it drew or
+    ruled out; append-only history stays in the catalog.
+    """
+    imported: dict[str, list[Box]] = defaultdict(list)
+    answers: dict[str, _Answers] = defaultdict(_Answers)
     choices: dict[str, dict[str, int]] = defaultdict(dict)
     query = (select(Annotation.image_id, Annotation.kind, Annotation.label, Annotation.x, Annotation.y,
-                    Annotation.w, Annotation.h, Annotation.meta)
-             .where(Annotation.kind.in_(("box", "choice"))).order_by(Annotation.created_at, Annotation.id))
+                    Annotation.w, Annotation.h, Annotation.meta, Annotation.source, Annotation.external_id,
+                    Annotation.version)
+             .where(Annotation.kind.in_(("box", "choice", "skip"))).order_by(Annotation.created_at, Annotation.id))
     if everything:
         found = session.execute(query)
     elif len(image_ids) <= IN_CHUNK:  # a few images: by the image index
@@ -141,13 +154,67 @@ def _expert_annotations(session, image_ids, *, everything: bool = False
     else:  # most of the archive: one pass over the (far fewer) annotations, not thousands of IN lists
         wanted = set(image_ids)
         found = (row for row in session.execute(query) if row[0] in wanted)
-    for image_id, kind, label, x, y, w, h, meta in found:
-        if kind == "box" and None not in (x, y, w, h):
-            boxes[image_id].append(Box(label, x, y, w, h))
-        elif kind == "choice":
+    for image_id, kind, label, x, y, w, h, meta, source, external_id, version in found:
+        if source == LABEL_STUDIO_SOURCE and external_id:
+            answers[image_id].add(external_id, int(version or 1), kind, label, (x, y, w, h), meta)
+        elif kind == "box" and None not in (x, y, w, h):
+            imported[image_id].append(Box(label, x, y, w, h))
+        if kind == "choice":
             value = (meta or {}).get("value", 1)
             if value is None:  # annotators disagreed (consensus "uncertain"): unknown again
                 choices[image_id].pop(label, None)
             else:
                 choices[image_id][label] = int(bool(value))
-    return boxes, choices
+    boxes = {image_id: _resolve_boxes(imported.get(image_id, []), answers.get(image_id))
+             for image_id in set(imported) | set(answers)}
+    return {image_id: found_boxes for image_id, found_boxes in boxes.items() if found_boxes}, choices
+
+
+@dataclass
+class _Version:
+    boxes: list[Box] = field(default_factory=list)
+    choices: dict[str, int] = field(default_factory=dict)
+    skipped: bool = False
+    order: int = 0  # arrival of its last row (rows come in annotation order)
+
+
+@dataclass
+class _Answers:
+    """One image's Label Studio annotations: ``external_id`` -> version number -> what that version holds."""
+
+    versions: dict[str, dict[int, _Version]] = field(default_factory=lambda: defaultdict(dict))
+    rows: int = 0
+
+    def add(self, external_id: str, version: int, kind: str, label: str, geometry: tuple, meta: dict | None) -> None:
+        self.rows += 1
+        entry = self.versions[external_id].setdefault(version, _Version())
+        entry.order = self.rows
+        if kind == "box" and None not in geometry:
+            entry.boxes.append(Box(label, *geometry))
+        elif kind == "choice" and (meta or {}).get("value") is not None:
+            entry.choices[label] = int(bool(meta["value"]))
+        elif kind == "skip":
+            entry.skipped = True
+
+    def newest(self) -> _Version | None:
+        """The newest version of the most recently answered annotation (skipped ones do not answer)."""
+        latest = [entry for history in self.versions.values() for entry in (history[max(history)],)
+                  if not entry.skipped]
+        return max(latest, key=lambda entry: entry.order) if latest else None
+
+
+def _resolve_boxes(imported: list[Box], answers: _Answers | None) -> list[Box]:
+    """An image's boxes for training and evaluation.
+
+    Without a Label Studio answer: the imported boxes.  With one, its newest answer (older versions of an annotation
+    were edited away; of several annotators the newest answer wins, as for unresolved choices) gives the boxes of
+    every label it drew, and an imported box stays only when that answer neither drew its label nor ruled it out
+    (``label`` answered 0): Label Studio does not show imported boxes, so an answer without boxes that still says
+    "fracture" keeps the dataset's fracture box, and one that says "no fracture" drops it.
+    """
+    answer = answers.newest() if answers is not None else None
+    if answer is None:
+        return list(imported)
+    drawn = {box.label for box in answer.boxes}
+    kept = [box for box in imported if box.label not in drawn and answer.choices.get(box.label) != 0]
+    return kept + answer.boxes
