@@ -86,7 +86,10 @@ class CasePredictor:
         if self.predictor is not None:
             images = [case.pixels if case.pixels is not None else str(self.catalog.workspace.absolute(case.render_path))
                       for case in cases]
-            outputs = self.predictor.predict(images)
+            # The model reads the render (or the fetched pixels); its boxes come back in the original's pixels,
+            # which is what prediction_to_ls divides by the geometry's original size.
+            sizes = [(case.geometry.width, case.geometry.height) for case in cases]
+            outputs = self.predictor.predict(images, original_sizes=sizes)
             return [PredictionRecord(model_version=str(output.model_version), choices=dict(output.choices),
                                      boxes=tuple(output.boxes)) for output in outputs]
         weak: dict[str, PredictionRecord] = {}

@@ -44,15 +44,20 @@ class RawBox:
     reference_height: float | None = None
 
     def to_pixels(self, width: int, height: int) -> tuple[float, float, float, float]:
-        """(x, y, w, h) in pixels of the actual image (``width`` x ``height``)."""
+        """(x, y, w, h) in pixels of the actual image (``width`` x ``height``), clipped to the image.
+
+        Clipping moves the edges that stick out and keeps the others: a box starting left of (above) the image
+        loses the part cut off from its width (height), as one ending beyond the right (bottom) edge does.
+        """
         if self.normalized:
             scale_x, scale_y = float(width), float(height)
         else:
             scale_x = width / self.reference_width if self.reference_width else 1.0
             scale_y = height / self.reference_height if self.reference_height else 1.0
-        x, y = max(0.0, self.x * scale_x), max(0.0, self.y * scale_y)
-        w = min(self.w * scale_x, width - x)
-        h = min(self.h * scale_y, height - y)
+        left, top = self.x * scale_x, self.y * scale_y
+        x, y = max(0.0, left), max(0.0, top)
+        w = min(left + self.w * scale_x, width) - x
+        h = min(top + self.h * scale_y, height) - y
         return round(x, 3), round(y, 3), round(max(w, 0.0), 3), round(max(h, 0.0), 3)
 
 

@@ -15,7 +15,10 @@ Pre-annotations per task:
   a positive mention ticked as present (score 1.0), an uncertain one only ("possible fracture") ticked under
   "Cannot tell" instead (score 0.5), a negative one left unticked;
 - the current image model's choices and boxes with per-result scores, from
-  ``radloop.ssl.predict.load_predictor`` (skipped when that module or a current model does not exist).
+  ``radloop.ssl.predict.load_predictor`` (the findings model with the current detector's boxes, or the
+  detector alone; skipped when that module or a current model does not exist).  The model sees the render;
+  its boxes come back in original-image pixels (each image's catalog size goes with it), which the adapter
+  turns into percentages of the displayed render.
 """
 
 from __future__ import annotations
@@ -154,7 +157,8 @@ def build_task_payloads(catalog: Catalog, round_id: int, *, selection_ids: list[
         images = [image for _, image in rows]
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
-            outputs = predictor.predict([str(workspace.absolute(image.render_path)) for image in chunk])
+            outputs = predictor.predict([str(workspace.absolute(image.render_path)) for image in chunk],
+                                        original_sizes=[(image.width, image.height) for image in chunk])
             for image, output in zip(chunk, outputs):
                 model_predictions[image.id] = PredictionRecord(
                     model_version=output.model_version, choices=dict(output.choices), boxes=tuple(output.boxes))

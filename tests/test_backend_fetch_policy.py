@@ -33,7 +33,7 @@ class MeanModel:
 
     model_version = "fetch-test-1"
 
-    def predict(self, images):
+    def predict(self, images, *, original_sizes=None):
         return [_Output({"fracture": float(np.asarray(image).mean() / 255)}) for image in images]
 
 

@@ -27,7 +27,7 @@ class SureModel:
 
     model_version = "live-model-1"
 
-    def predict(self, images):
+    def predict(self, images, *, original_sizes=None):
         return [ImagePrediction({"fracture": 0.9}, [], self.model_version) for _ in images]
 
 

@@ -99,7 +99,7 @@ def test_downloads_never_run_past_the_predict_budget(monkeypatch):
     class ImageModel:
         model_version = "img-v1"
 
-        def predict(self, images):
+        def predict(self, images, *, original_sizes=None):
             return [SimpleNamespace(model_version="img-v1", choices={"fracture": 0.9}, boxes=()) for _ in images]
 
     monkeypatch.setattr(backend_module, "fetch_image", slow_fetch)

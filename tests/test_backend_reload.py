@@ -29,7 +29,7 @@ class VersionModel:
 
     model_version: str
 
-    def predict(self, images):
+    def predict(self, images, *, original_sizes=None):
         return [_Output({"fracture": 0.9}, [], self.model_version) for _ in images]
 
 

@@ -22,7 +22,7 @@ PROJECT_ID = 7
 class _Model:
     model_version = "training-test-1"
 
-    def predict(self, images):
+    def predict(self, images, *, original_sizes=None):
         raise AssertionError("not called in these tests")
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from ingest_data import fracture_subset
 from radloop.core.ingest import ingest_paths
+from radloop.core.ingest_sources import RawBox
 from radloop.core.schema import Annotation, Image, Study
 from radloop.core.targets import image_targets
 
@@ -140,3 +141,30 @@ def test_unboxed_copy_of_a_source_image_gets_its_study_region(subset, catalog):
         assert copy.body_region == source.body_region is not None
         assert copy.meta["body_region_from"] == "study"
         assert session.get(Study, copy.study_id).body_region == source.body_region
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (RawBox("elbow positive", -10.0, -4.0, 50.0, 20.0), (0.0, 0.0, 40.0, 16.0)),         # COCO, left/top cut off
+    (RawBox("elbow positive", 80.0, 90.0, 50.0, 20.0), (80.0, 90.0, 20.0, 10.0)),        # right/bottom cut off
+    (RawBox("elbow positive", -10.0, 90.0, 120.0, 20.0), (0.0, 90.0, 100.0, 10.0)),      # wider than the image
+    (RawBox("elbow positive", -0.05, 0.2, 0.3, 0.1, normalized=True), (0.0, 20.0, 25.0, 10.0)),  # YOLO
+    (RawBox("elbow positive", -20.0, 10.0, 100.0, 40.0, reference_width=200.0, reference_height=200.0),
+     (0.0, 5.0, 40.0, 20.0)),                                                            # COCO at another size
+])
+def test_box_partly_outside_the_image_keeps_only_its_inside_part(raw, expected):
+    assert raw.to_pixels(100, 100) == expected
+
+
+def test_ingested_box_sticking_out_left_and_top_is_clipped_not_shifted(tmp_path, catalog):
+    folder = tmp_path / "yolo"
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    (folder / "data.yaml").write_text("names: ['fracture']\n")
+    PILImage.new("L", (200, 100), 90).save(folder / "images" / "edge.png")
+    # centre (0.05, 0.1), size 0.3 x 0.4: spans x -0.1..0.2 and y -0.1..0.3 of the image
+    (folder / "labels" / "edge.txt").write_text("0 0.05 0.1 0.3 0.4\n")
+    summary = ingest_paths(catalog, [folder], dataset="edge", workers=1, progress=False)
+    assert summary.images_added == 1 and summary.annotations_added == 1
+    with catalog.session() as session:
+        [box] = session.scalars(select(Annotation).where(Annotation.kind == "box"))
+        assert (box.x, box.y, box.w, box.h) == pytest.approx((0.0, 0.0, 40.0, 30.0))

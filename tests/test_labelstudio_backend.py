@@ -30,24 +30,24 @@ class _Output:
 @dataclass
 class BrightSpotModel:
     """A tiny deterministic image model for contract tests: fracture probability = mean brightness, and a
-    box around the brightest 16 x 16 block (original pixels, scaled from the render)."""
+    box around the brightest 16 x 16 block (original pixels, scaled from the render by ``original_sizes``)."""
 
     model_version: str = "test-model-1"
-    scale: float = 1.0
     calls: list = field(default_factory=list)
 
-    def predict(self, images):
+    def predict(self, images, *, original_sizes):
         from PIL import Image as PILImage
 
         outputs = []
-        for image in images:
+        for image, (width, height) in zip(images, original_sizes, strict=True):
             pixels = np.asarray(PILImage.open(image).convert("L")) if isinstance(image, str) else image
             self.calls.append(pixels.shape)
             probability = float(pixels.mean() / 255.0)
             blocks = pixels[: pixels.shape[0] // 16 * 16, : pixels.shape[1] // 16 * 16]
             sums = blocks.reshape(blocks.shape[0] // 16, 16, blocks.shape[1] // 16, 16).sum(axis=(1, 3))
             row, column = np.unravel_index(int(sums.argmax()), sums.shape)
-            box = Box("fracture", column * 16 * self.scale, row * 16 * self.scale, 16 * self.scale, 16 * self.scale,
+            scale_x, scale_y = width / pixels.shape[1], height / pixels.shape[0]
+            box = Box("fracture", column * 16 * scale_x, row * 16 * scale_y, 16 * scale_x, 16 * scale_y,
                       score=round(probability, 4))
             outputs.append(_Output({"fracture": probability, "normal": 1 - probability}, [box], self.model_version))
         return outputs
@@ -111,9 +111,10 @@ def test_predict_uses_project_names_and_original_pixels(catalog, cases):
     rect = kinds["rectanglelabels"]
     assert rect["from_name"] == "rect" and rect["value"]["rectanglelabels"] == ["fracture"]
     assert rect["score"] is not None and rect["value"]["rotation"] == 0
-    # boxes are divided by the ORIGINAL size: case 0's original is 2x its render and this model (scale=1)
-    # reports the bright block at (48, 16) px, i.e. 25 % / 12.5 % of the 192 x 128 original
-    assert rect["value"]["x"] == pytest.approx(48 / 192 * 100) and rect["value"]["y"] == pytest.approx(16 / 128 * 100)
+    # case 0's original is 2x its render: the model saw the bright block at (48, 16) of the 96 x 64 render and
+    # returned it at (96, 32) of the 192 x 128 original; either way it is 50 % / 25 % of the image
+    assert rect["value"]["x"] == pytest.approx(48 / 96 * 100) and rect["value"]["y"] == pytest.approx(16 / 64 * 100)
+    assert rect["value"]["width"] == pytest.approx(16 / 96 * 100)
     assert rect["original_width"] == 96 and rect["original_height"] == 64  # what Label Studio displays
     assert results[1]["result"][1]["value"]["x"] == pytest.approx(48 / 96 * 100)
     # an unknown case with no image URL gets no prediction (``[]``), not an empty one ("none present")

@@ -31,18 +31,17 @@ pytestmark = pytest.mark.labelstudio
 
 
 class CentreModel:
-    """Deterministic stand-in image model: fracture probability from brightness, one centred box."""
+    """Deterministic stand-in image model: fracture probability from brightness, one centred box (original px)."""
 
-    def __init__(self, model_version: str, original_sizes: dict[str, tuple[int, int]] | None = None) -> None:
+    def __init__(self, model_version: str) -> None:
         self.model_version = model_version
 
-    def predict(self, images):
+    def predict(self, images, *, original_sizes):
         from PIL import Image as PILImage
 
         outputs = []
-        for image in images:
+        for image, (width, height) in zip(images, original_sizes, strict=True):
             pixels = np.asarray(PILImage.open(image).convert("L")) if isinstance(image, str) else image
-            height, width = pixels.shape
             probability = round(float(pixels.mean()) / 255.0 + 0.4, 4)
             box = Box("fracture", width / 4, height / 4, width / 2, height / 2, score=0.77)
             outputs.append(ImagePrediction({"fracture": probability, "normal": 1 - probability}, [box], self.model_version))
@@ -136,8 +135,8 @@ def test_push_imports_deidentified_tasks_with_predictions(env):
         rect = [r for r in model["result"] if r["type"] == "rectanglelabels"][0]
         assert rect["score"] == 0.77 and rect["value"]["rotation"] == 0
         assert rect["original_width"] == image.render_width
-        # the model box (render px here) divided by the ORIGINAL width: case 0 is a 2x original
-        assert rect["value"]["x"] == pytest.approx(image.render_width / 4 * 100 / image.width)
+        # the model box (original px; case 0 is a 2x original) is a quarter in on the displayed render too
+        assert rect["value"]["x"] == pytest.approx(25.0) and rect["value"]["width"] == pytest.approx(50.0)
     with PILImage.open(catalog.workspace.root / "labelstudio" / "media" / f"{env['image_ids'][0]}.png") as staged:
         assert not (set(staged.info) - {"dpi", "gamma"})
     # re-running never duplicates

@@ -217,9 +217,25 @@ class DetectorPredictor(Predictor):
         self.train_summary: dict[str, Any] = {}
 
     @torch.inference_mode()
-    def predict(self, images, original_sizes: Sequence[tuple[int, int]] | None = None,
+    def predict(self, images, *, original_sizes: Sequence[tuple[int, int]] | None = None,
                 batch_size: int = 4) -> list[ImagePrediction]:
-        """Predict boxes; ``original_sizes`` (width, height) rescales from render to original pixels."""
+        """Boxes in original-image pixels, scaled from the pixels the model saw (the render).
+
+        Args:
+            images: render paths or 2-D arrays.
+            original_sizes: (width, height) of each image's original (``Image.width, Image.height``; an image
+                that is its own original gives its own size).  Required: a box in render pixels divided by
+                the original size lands in the wrong place on any image larger than its render.
+
+        Raises:
+            TypeError: no ``original_sizes``.
+            ValueError: not one size per image.
+        """
+        if original_sizes is None:
+            raise TypeError("DetectorPredictor.predict needs original_sizes, the (width, height) of each image's "
+                            "original: boxes are returned in original-image pixels")
+        if len(original_sizes) != len(images):
+            raise ValueError(f"{len(original_sizes)} original sizes for {len(images)} images")
         results = []
         device = pick_device()  # the GPU when there is one (Lightning hands models back on the CPU)
         self.model.to(device)
@@ -228,10 +244,8 @@ class DetectorPredictor(Predictor):
             outputs = [{key: value.cpu() for key, value in output.items()}
                        for output in self.model([tensor.to(device) for tensor in tensors])]
             for offset, (tensor, output) in enumerate(zip(tensors, outputs)):
-                scale_x = scale_y = 1.0
-                if original_sizes is not None:
-                    width, height = original_sizes[start + offset]
-                    scale_x, scale_y = width / tensor.shape[2], height / tensor.shape[1]
+                width, height = original_sizes[start + offset]
+                scale_x, scale_y = width / tensor.shape[2], height / tensor.shape[1]
                 boxes = []
                 for (x0, y0, x1, y1), label, score in zip(output["boxes"].tolist(), output["labels"].tolist(),
                                                           output["scores"].tolist()):

@@ -345,7 +345,8 @@ class ClassifierPredictor(Predictor):
         self.meta["calibration"] = {**calibration, "images": int(len(images))}
         return messages
 
-    def predict(self, images, batch_size: int = 32) -> list[ImagePrediction]:
+    def predict(self, images, batch_size: int = 32, *, original_sizes=None) -> list[ImagePrediction]:
+        """Finding and region probabilities (no boxes: ``original_sizes`` is not needed and ignored)."""
         results = []
         for batch in self._batches(images, batch_size):
             probabilities, regions = self.predict_arrays(batch)

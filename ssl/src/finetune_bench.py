@@ -124,7 +124,7 @@ def predict_latency(catalog: Catalog, task: str = "findings", *, n_images: int =
     for target in targets:
         path = catalog.workspace.absolute(target.render_path)
         started = time.perf_counter()
-        predictor.predict([path])
+        predictor.predict([path], original_sizes=[(target.width, target.height)])
         timings.append((time.perf_counter() - started) * 1000.0)
     timings = np.asarray(timings[1:] or timings)
     return {"model": predictor.model_version, "threads": threads, "load_s": round(load_seconds, 3),

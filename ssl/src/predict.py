@@ -6,10 +6,15 @@ on encoder embeddings (fast on CPU: one encoder forward pass + a matrix product)
 detectors are loaded the same way.  A predictor holds no per-request state and can be shared by a server's
 requests; training never happens here.
 
+Box units: models see the render (long side at most ``MAX_RENDER_SIDE``), but boxes always come back in
+*original*-image pixels, the unit of catalog boxes and of the Label Studio adapter.  The caller says each
+image's original size (``Image.width, Image.height``; an image that is its own original gives its own size)
+in ``original_sizes``; a predictor that returns boxes refuses to guess it.
+
 Usage::
 
-    predictor = load_predictor(catalog, "findings")
-    [prediction] = predictor.predict(["renders/I-0123.png"])
+    predictor = load_predictor(catalog, "findings", with_detector=True)
+    [prediction] = predictor.predict(["renders/I-0123.png"], original_sizes=[(image.width, image.height)])
     prediction.choices["fracture"], prediction.boxes
 """
 
@@ -26,8 +31,10 @@ from radloop.core.records import Box
 from radloop.core.registry import TASK_DETECTION, ModelRecord, current_model, get_model
 
 ImageInput = str | Path | np.ndarray
+#: (width, height) of an image's original, in pixels.
+ImageSize = tuple[int, int]
 
-__all__ = ["ImagePrediction", "Predictor", "ProbePredictor", "CombinedPredictor", "load_predictor",
+__all__ = ["ImagePrediction", "ImageSize", "Predictor", "ProbePredictor", "CombinedPredictor", "load_predictor",
            "predictor_for_version"]
 
 
@@ -54,14 +61,21 @@ class ImagePrediction:
 
 
 class Predictor:
-    """Base class: ``model_version``, ``findings`` and ``predict(images)``."""
+    """Base class: ``model_version``, ``findings`` and ``predict(images, original_sizes=...)``."""
 
     model_version: str
     findings: list[str]
     regions: list[str]
 
-    def predict(self, images: Sequence[ImageInput]) -> list[ImagePrediction]:
-        """Predictions for images given as render paths or 2-D arrays (in input order)."""
+    def predict(self, images: Sequence[ImageInput], *,
+                original_sizes: Sequence[ImageSize] | None = None) -> list[ImagePrediction]:
+        """Predictions for images given as render paths or 2-D arrays (in input order).
+
+        Args:
+            images: render paths or 2-D arrays.
+            original_sizes: (width, height) of each image's original; boxes come back in those pixels.  Image-level
+                heads ignore it; predictors that return boxes require it.
+        """
         raise NotImplementedError
 
     def predict_proba_embeddings(self, vectors: np.ndarray) -> np.ndarray:
@@ -105,7 +119,8 @@ class ProbePredictor(Predictor):
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return self.probe.predict_proba(vectors)
 
-    def predict(self, images: Sequence[ImageInput]) -> list[ImagePrediction]:
+    def predict(self, images: Sequence[ImageInput], *,
+                original_sizes: Sequence[ImageSize] | None = None) -> list[ImagePrediction]:
         import torch
 
         from radloop.ssl.encoder_adapter import embed_images
@@ -123,27 +138,38 @@ class ProbePredictor(Predictor):
 
 
 class CombinedPredictor(Predictor):
-    """A findings predictor plus a detector's boxes (for pre-annotations with both)."""
+    """A findings predictor plus a detector's boxes (for pre-annotations with both).
 
-    def __init__(self, findings: Predictor, detector: Predictor) -> None:
+    Without a findings predictor (a workspace whose only model is a detector) the choices are the detector's
+    own (each label's best box score) and there are no body regions.
+    """
+
+    def __init__(self, findings: Predictor | None, detector: Predictor) -> None:
         self.findings_predictor = findings
         self.detector = detector
-        self.model_version = f"{findings.model_version}+{detector.model_version}"
-        self.findings = list(findings.findings)
+        self.model_version = (detector.model_version if findings is None
+                              else f"{findings.model_version}+{detector.model_version}")
+        self.findings = list((findings or detector).findings)
         self.regions = list(getattr(findings, "regions", []))
 
     @property
     def encoder_version(self) -> str | None:
-        return self.findings_predictor.encoder_version
+        return None if self.findings_predictor is None else self.findings_predictor.encoder_version
 
     def predict_proba_embeddings(self, vectors: np.ndarray) -> np.ndarray:
+        if self.findings_predictor is None:
+            return super().predict_proba_embeddings(vectors)
         return self.findings_predictor.predict_proba_embeddings(vectors)
 
-    def predict(self, images: Sequence[ImageInput]) -> list[ImagePrediction]:
-        first = self.findings_predictor.predict(images)
-        second = self.detector.predict(images)
+    def predict(self, images: Sequence[ImageInput], *,
+                original_sizes: Sequence[ImageSize] | None = None) -> list[ImagePrediction]:
+        boxed = self.detector.predict(images, original_sizes=original_sizes)
+        if self.findings_predictor is None:
+            return [ImagePrediction(choices=b.choices, boxes=b.boxes, model_version=self.model_version)
+                    for b in boxed]
+        first = self.findings_predictor.predict(images, original_sizes=original_sizes)
         return [ImagePrediction(choices=a.choices, boxes=b.boxes, model_version=self.model_version,
-                                regions=a.regions) for a, b in zip(first, second)]
+                                regions=a.regions) for a, b in zip(first, boxed)]
 
 
 def _load_probe_predictor(catalog: Catalog, record: ModelRecord) -> Predictor:
@@ -192,19 +218,20 @@ def predictor_for_version(catalog: Catalog, version: str) -> Predictor:
 
 
 def load_predictor(catalog: Catalog, task: str = "findings", *, with_detector: bool = False) -> Predictor | None:
-    """The current model of ``task`` as a predictor, or None when the task has no current model.
+    """The current model of ``task`` as a predictor, or None when there is no model to predict with.
 
     Args:
         catalog: the workspace catalog.
         task: registry task (``findings`` for image-level choices, ``detection`` for boxes).
-        with_detector: also attach the current ``detection`` model's boxes (when there is one).
+        with_detector: also attach the current ``detection`` model's boxes (when there is one); with no current
+            ``task`` model, the detector alone (a :class:`CombinedPredictor` without findings head).
     """
     record = current_model(catalog, task)
-    if record is None:
-        return None
-    predictor = LOADERS[record.kind](catalog, record) if record.kind in LOADERS else None
-    if predictor is None:
-        raise ValueError(f"current model {record.version!r} of task {task!r} is a {record.kind}, not a head")
+    predictor = None
+    if record is not None:
+        predictor = LOADERS[record.kind](catalog, record) if record.kind in LOADERS else None
+        if predictor is None:
+            raise ValueError(f"current model {record.version!r} of task {task!r} is a {record.kind}, not a head")
     if with_detector and task != TASK_DETECTION:
         detector_record = current_model(catalog, TASK_DETECTION)
         if detector_record is not None:
