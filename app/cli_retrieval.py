@@ -170,10 +170,26 @@ def _load_npz(path: Path):
     return (None if names is None else [str(name) for name in names]), data["vectors"]
 
 
+def _refuse_shared_images(pool_names: list[str], pool_folder: Path, eval_names: list[str],
+                          eval_folder: Path) -> None:
+    """Stop when the evaluation set holds pool images: the same file name in the same images folder, or one
+    file reached by both (a linked folder or file); the message counts them and names one.  One path
+    resolution per image, no pixels read."""
+    import os
+
+    pool_files = {os.path.realpath(pool_folder / name) for name in pool_names}
+    shared = [name for name in eval_names if os.path.realpath(eval_folder / name) in pool_files]
+    if shared:
+        fail(f"--eval-coco shares {len(shared)} of its {len(eval_names)} image(s) with the pool (--train-coco), "
+             f"e.g. {eval_folder / shared[0]}: a strategy would be scored on images it may select and train on; "
+             "remove them from one side, or leave --eval-coco out to hold out --eval-fraction of the pool")
+
+
 def bench_active_learning_command(
     train_coco: Annotated[Path, typer.Option("--train-coco", help="COCO file of the pool images.")],
     train_images: Annotated[Path, typer.Option("--train-images", help="Folder of the pool images.")],
-    eval_coco: Annotated[Optional[Path], typer.Option("--eval-coco", help="COCO file of held-out images.")] = None,
+    eval_coco: Annotated[Optional[Path], typer.Option("--eval-coco", help=(
+        "COCO file of held-out images (refused when it shares images with the pool)."))] = None,
     eval_images: Annotated[Optional[Path], typer.Option("--eval-images", help="Folder of held-out images.")] = None,
     eval_fraction: Annotated[float, typer.Option(
         "--eval-fraction", help="Without --eval-coco: hold out this fraction of the train images (seeded; "
@@ -223,6 +239,7 @@ def bench_active_learning_command(
             eval_images = train_images
         else:
             evaluation = al_tasks.load_coco_targets(eval_coco)
+            _refuse_shared_images(pool.file_names, train_images, evaluation.file_names, eval_images)
         if embeddings is not None:
             names, vectors = _load_npz(embeddings)
             if names is None:

@@ -222,11 +222,19 @@ def _embed_and_index(catalog: Catalog) -> dict[str, Any]:
     return {"embedded": int(added), "index_size": len(manager), "index": str(path)}
 
 
-def _rounds(catalog: Catalog, options: DemoOptions, result: DemoResult, say: Say) -> dict[str, Any]:
-    from radloop.app.rounds import RoundConfig, finish_round, labelled_image_ids, start_round
+def _round_config(options: DemoOptions, **changes: Any):
+    """The settings of the demo's rounds (simulated, fracture): its rounds, its next batch and its random
+    baseline all read them from here (the baseline fits the rounds' probe, on their pool and held-out split)."""
+    from radloop.app.rounds import RoundConfig
 
-    base = RoundConfig(task="fracture", budget=options.budget, simulate=True, dataset="fracture",
-                       random_state=options.seed, cold_start_strategy=options.cold_start_strategy)
+    return RoundConfig(task="fracture", budget=options.budget, simulate=True, dataset="fracture",
+                       random_state=options.seed, cold_start_strategy=options.cold_start_strategy, **changes)
+
+
+def _rounds(catalog: Catalog, options: DemoOptions, result: DemoResult, say: Say) -> dict[str, Any]:
+    from radloop.app.rounds import finish_round, labelled_image_ids, start_round
+
+    base = _round_config(options)
     for number in range(options.rounds):
         strategy = options.cold_start_strategy if number == 0 else options.strategy
         if number and _pool_exhausted(catalog, base, labelled_image_ids(catalog, "fracture", simulate=True)):
@@ -252,17 +260,25 @@ def _pool_exhausted(catalog: Catalog, config, labelled: dict) -> bool:
 
 
 def _random_baseline(catalog: Catalog, options: DemoOptions, result: DemoResult) -> dict[str, Any]:
-    """Random selection at the same label counts (mean over seeds): what active learning is measured against."""
+    """Random selection at the same label counts (mean over seeds): what active learning is measured against.
+
+    The probe, pool and held-out split are the rounds' own (:func:`_round_config`,
+    :func:`radloop.app.round_labels.round_probe`): only the choice of images differs.
+    """
     from sklearn.metrics import roc_auc_score
 
+    from radloop.app.round_labels import round_probe
     from radloop.core.embeddings import load_embeddings
     from radloop.core.registry import current_model
     from radloop.core.targets import image_targets
-    from radloop.ssl.probe import LinearProbe, ProbeError
+    from radloop.ssl.probe import ProbeError
 
+    config = _round_config(options)
     version = current_model(catalog, "encoder").version
-    pool = [t for t in image_targets(catalog, dataset="fracture", split="train") if t.fracture is not None]
-    held = [t for t in image_targets(catalog, dataset="fracture", split="test") if t.fracture is not None]
+    pool = [t for t in image_targets(catalog, dataset=config.dataset, split=config.pool_split)
+            if t.fracture is not None]
+    held = [t for t in image_targets(catalog, dataset=config.dataset, split=config.eval_split)
+            if t.fracture is not None]
     if not pool or len({t.fracture for t in held}) < 2:  # a small --limit: no AUROC can be measured
         result.random_baseline.extend({"labels": entry["labels_total"], "auroc_mean": None, "auroc_std": None}
                                       for entry in result.rounds)
@@ -281,7 +297,8 @@ def _random_baseline(catalog: Catalog, options: DemoOptions, result: DemoResult)
             rng = np.random.default_rng(1000 + seed)
             picked = rng.choice(len(pool_y), size=min(count, len(pool_y)), replace=False)
             try:
-                probe = LinearProbe(random_state=seed).fit(pool_x[picked], pool_y[picked, None], ["fracture"])
+                probe = round_probe(config, random_state=seed).fit(pool_x[picked], pool_y[picked, None],
+                                                                   [config.task])
             except ProbeError:
                 continue
             scores.append(roc_auc_score(held_y, probe.predict_proba(held_x)[:, 0]))
@@ -295,11 +312,11 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 
 
 def _next_batch(catalog: Catalog, options: DemoOptions) -> dict[str, Any]:
-    from radloop.app.rounds import RoundConfig, labelled_image_ids, start_round
+    from radloop.app.rounds import labelled_image_ids, start_round
 
-    config = RoundConfig(task="fracture", budget=options.budget, strategy=options.strategy, dataset="fracture",
-                         simulate=options.label_studio_url is None, label_studio_url=options.label_studio_url,
-                         random_state=options.seed)
+    config = _round_config(options).model_copy(update={
+        "strategy": options.strategy, "simulate": options.label_studio_url is None,
+        "label_studio_url": options.label_studio_url})
     if _pool_exhausted(catalog, config, labelled_image_ids(catalog, "fracture", simulate=config.simulate)):
         return {"note": "every pool image is labelled: no next batch (a larger --limit gives a larger pool)"}
     report = start_round(catalog, config=config)

@@ -1,5 +1,6 @@
 """What a round buys and still waits for: simulated answers, the Label Studio tasks answered or pending,
-the probe trained on every label so far, and its held-out metric.
+the probe trained on every label so far (except labels of the evaluation split's images), and its held-out
+metric.
 
 Split from :mod:`radloop.app.rounds` (the state machine); these functions do one step each and are
 idempotent, so the state machine can rerun them after a crash.
@@ -16,13 +17,14 @@ from sqlalchemy import select
 
 from radloop.core.catalog import Catalog
 from radloop.core.config import save_resolved_config
-from radloop.core.schema import Annotation, Round, Selection
+from radloop.core.schema import Annotation, Image, Round, Selection, Study
 from radloop.core.targets import image_labels, image_targets
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SIMULATE_SOURCE", "labelled_image_ids", "late_answers_hint", "open_task_notes", "pending_images",
-           "round_progress", "simulate_answers", "train_round_probe", "without_pending"]
+           "round_probe", "round_progress", "simulate_answers", "train_round_probe", "training_labels",
+           "without_pending"]
 
 SIMULATE_SOURCE = "simulate"
 Progress = Any
@@ -50,6 +52,42 @@ def labelled_image_ids(catalog: Catalog, task: str, *, simulate: bool) -> dict[s
         else:
             labels[image_id] = int(bool(value))
     return labels
+
+
+def training_labels(catalog: Catalog, config: Any) -> tuple[dict[str, int], int]:
+    """The labels a round's probe trains on: :func:`labelled_image_ids` without the images of
+    ``config.eval_split``, and how many labelled images were left out for that reason.
+
+    The evaluation split's images are the held-out truth the round's metric is measured on; an expert label
+    of one of them (bought in Label Studio, or ingested) must not train the probe that is scored on it.
+    """
+    labelled = labelled_image_ids(catalog, config.task, simulate=config.simulate)
+    held_out = images_in_split(catalog, list(labelled), config.eval_split)
+    return {image_id: value for image_id, value in labelled.items() if image_id not in held_out}, len(held_out)
+
+
+def images_in_split(catalog: Catalog, image_ids: list[str], split: str) -> set[str]:
+    """The ids among ``image_ids`` whose study is in ``split`` (queried in chunks: bind-parameter limits)."""
+    found: set[str] = set()
+    with catalog.session() as session:
+        for start in range(0, len(image_ids), 5000):
+            found.update(session.scalars(select(Image.id).join(Study, Study.id == Image.study_id).where(
+                Image.id.in_(image_ids[start:start + 5000]), Study.split == split)))
+    return found
+
+
+def round_probe(config: Any, random_state: int | None = None):
+    """The linear probe a round fits, with the round config's settings (``probe_C``); the demo's random
+    baseline fits the same one, so that the two are compared on selection alone.
+
+    Args:
+        config: the round's :class:`~radloop.app.round_record.RoundConfig`.
+        random_state: seed of the probe's calibration folds (default: ``config.random_state``).
+    """
+    from radloop.ssl.probe import LinearProbe
+
+    return LinearProbe(C=config.probe_C,
+                       random_state=config.random_state if random_state is None else random_state)
 
 
 def round_progress(catalog: Catalog, round_ids: list[int] | None = None) -> dict[int, dict[str, int]]:
@@ -143,25 +181,31 @@ def simulate_answers(catalog: Catalog, round_id: int, task: str) -> int:
 
 
 def train_round_probe(catalog: Catalog, row: Round, config: Any, progress: Progress) -> dict[str, Any]:
-    """Fit the probe on every label bought so far, evaluate on the held-out split, register it."""
+    """Fit the probe on every label bought so far, evaluate on the held-out split, register it.
+
+    Labels of images in the evaluation split are left out of training (:func:`training_labels`); the
+    result's note counts them.  ``labels_total`` is the number of labels the probe was trained on.
+    """
     from sklearn.metrics import roc_auc_score
 
     from radloop.core.embeddings import load_embeddings
     from radloop.core.registry import register_model
-    from radloop.ssl.probe import LinearProbe, ProbeError
+    from radloop.ssl.probe import ProbeError
 
     encoder_version = row.model_version
-    labelled = labelled_image_ids(catalog, config.task, simulate=config.simulate)
+    labelled, left_out = training_labels(catalog, config)
+    held_out_note = (f"{left_out} labelled image(s) of the '{config.eval_split}' split (the evaluation split) "
+                     "left out of training: they stay the held-out truth" if left_out else None)
     if not labelled:  # nothing bought for the task yet (e.g. no selected image has ground truth for it)
-        return {"labels_total": 0, "note": f"no labels for '{config.task}' yet: no model trained"}
+        return {"labels_total": 0, "note": _joined(f"no labels for '{config.task}' yet: no model trained",
+                                                   held_out_note)}
     train = load_embeddings(catalog, encoder_version, sorted(labelled))
     targets = np.array([[labelled[image_id]] for image_id in train.image_ids], dtype=np.int64)
     progress(f"training a probe on {len(train.image_ids)} labels", 0.5)
     try:
-        probe = LinearProbe(C=config.probe_C, random_state=config.random_state).fit(
-            _normalize(train.vectors), targets, [config.task])
+        probe = round_probe(config).fit(_normalize(train.vectors), targets, [config.task])
     except ProbeError as error:
-        return {"labels_total": len(labelled), "note": f"no model trained yet: {error}"}
+        return {"labels_total": len(labelled), "note": _joined(f"no model trained yet: {error}", held_out_note)}
     # the held-out split's labels only (not a target per image of the split)
     truth = {image_id: labels[config.task] for image_id, labels in image_labels(
         catalog, split=config.eval_split, dataset=config.dataset).items() if labels.get(config.task) is not None}
@@ -173,18 +217,20 @@ def train_round_probe(catalog: Catalog, row: Round, config: Any, progress: Progr
         scores = probe.predict_proba(_normalize(held_out.vectors))[:, 0]
         if labels.min() != labels.max():
             metric = float(roc_auc_score(labels, scores))
-    note = None
+    note = held_out_note
     if metric is None:
         positives = sum(bool(value) for value in truth.values())
-        note = (f"no metric: AUROC needs both classes among the '{config.eval_split}' split's labelled images "
-                f"({len(evaluation)} labelled, {positives} with {config.task})")
+        note = _joined(note, f"no metric: AUROC needs both classes among the '{config.eval_split}' split's "
+                             f"labelled images ({len(evaluation)} labelled, {positives} with {config.task})")
     version = f"probe-{config.task}-r{row.number:03d}-{encoder_version[-8:]}"
     folder = catalog.workspace.models_dir / version
     probe.save(folder)
     save_resolved_config(config, folder / "round_config.yaml")
-    with catalog.session() as session:
-        annotation_ids = list(session.scalars(select(Annotation.id).where(
-            Annotation.kind == "choice", Annotation.label == config.task)))
+    with catalog.session() as session:  # the choices behind the training labels: `radloop evaluate` checks them
+        annotation_ids = [annotation_id for annotation_id, image_id in session.execute(
+            select(Annotation.id, Annotation.image_id).where(Annotation.kind == "choice",
+                                                             Annotation.label == config.task))
+                          if image_id in labelled]
     metrics = {f"auroc.{config.task}": metric, "labels": len(labelled), "eval_images": len(evaluation)}
     from radloop.core.registry import RegistryError
 
@@ -197,9 +243,10 @@ def train_round_probe(catalog: Catalog, row: Round, config: Any, progress: Progr
     except RegistryError:
         logger.info("model %s registered already (resumed round)", version)
     if kept:
-        note = "; ".join(filter(None, [note, f"{version} registered, not current: {kept} (`radloop models "
-                                               f"set-current {version}` to use it)"]))
-    result = {"labels_total": len(labelled), "metric": metric, "model_version": version}
+        note = _joined(note, f"{version} registered, not current: {kept} (`radloop models set-current {version}` "
+                             "to use it)")
+    result = {"labels_total": len(labelled), "metric": metric, "model_version": version,
+              "eval_images": len(evaluation)}
     return {**result, "note": note} if note else result
 
 
@@ -216,6 +263,10 @@ def _becomes_current(catalog: Catalog, metric_name: str, metric: float | None) -
         return True, None
     score = f"{metric_name} {theirs:.3f}" if isinstance(theirs, (int, float)) else "trained outside the rounds"
     return False, f"the current findings model {current.version} ({score}) stays current"
+
+
+def _joined(*notes: str | None) -> str:
+    return "; ".join(note for note in notes if note)
 
 
 def _normalize(vectors: np.ndarray) -> np.ndarray:

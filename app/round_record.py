@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import model_validator
 from sqlalchemy import select
 
 from radloop.app.round_labels import round_progress
@@ -38,7 +39,13 @@ class RoundError(RuntimeError):
 
 
 class RoundConfig(StrictModel):
-    """Settings of a round (``configs/rounds/default.yaml``; every field can be overridden)."""
+    """Settings of a round (``configs/rounds/default.yaml``; every field can be overridden).
+
+    ``pool_split`` (where the round selects images to label) and ``eval_split`` (the held-out split its
+    metric is measured on) must differ: a probe trained on images of the split it is scored on reports a
+    leaked metric.  The probe never trains on images of ``eval_split`` either, wherever their labels came
+    from (:func:`radloop.app.round_labels.training_labels`).
+    """
 
     task: str = "fracture"
     strategy: str = "badge"
@@ -60,6 +67,14 @@ class RoundConfig(StrictModel):
     #: False: images an expert answered "cannot tell" for ``task``, or whose task was skipped, in an earlier
     #: round stay out of new rounds' pools (the round's notes count them); True: they may be selected again
     reselect_unclear: bool = False
+
+    @model_validator(mode="after")
+    def _pool_is_not_the_eval_split(self) -> "RoundConfig":
+        if self.pool_split == self.eval_split:
+            raise ValueError(f"pool_split and eval_split are both {self.pool_split!r}: a round would select (and "
+                             f"train on) images of the split its metric is measured on; set pool_split (e.g. "
+                             f"'train') and eval_split (e.g. 'test') to different splits")
+        return self
 
 
 def load_round_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RoundConfig:

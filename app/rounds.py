@@ -9,8 +9,10 @@ point is resumed by running the same command again::
 answers of earlier rounds, scores the unlabelled pool with the current model (:mod:`.round_pool`), selects a
 batch with a strategy and hands it to annotators (Label Studio when configured, else an import file under
 ``rounds/``).  ``finish_round`` collects the answers (Label Studio, or the dataset's ground truth with
-``simulate``), trains a calibrated linear probe on every label bought so far, evaluates it on the held-out
-split and records what the round bought: the round's answered selections, counted in the catalog (an
+``simulate``), trains a calibrated linear probe on every label bought so far (never on an image of the
+evaluation split, whose labels stay the held-out truth), evaluates it on the held-out split and records what
+the round bought (``metric_before`` is the previous finished round's metric for the same task, see
+:func:`_previous_metric`): the round's answered selections, counted in the catalog (an
 earlier ``radloop round pull`` included).  Tasks still unanswered at that point are reported; a later
 ``radloop round pull --round N`` (or the next ``start_round``) collects them, and until then their images
 stay out of new rounds' pools.  Label Studio being unreachable while pushing or finishing is a
@@ -29,6 +31,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from radloop.app.round_labels import (
@@ -43,7 +46,7 @@ from radloop.app.round_record import (
     open_round, report_of, round_id_for_number, round_server, update_round,
 )
 from radloop.core.catalog import ROUND_LOCK_KEY, Catalog, lock_for_write
-from radloop.core.config import save_resolved_config
+from radloop.core.config import ConfigError, save_resolved_config
 from radloop.core.schema import Round, Selection
 from radloop.core.vocabulary import FINDINGS
 
@@ -112,6 +115,7 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     answered "cannot tell" for the task or skipped, are left out of the pool (the round's notes say how many).
 
     Raises:
+        ConfigError: settings that do not validate (e.g. ``pool_split`` equal to ``eval_split``).
         RoundError: an unknown task, no encoder, an empty pool, a round open with other settings than the
             ones given (it is resumed when none differ, and the report's first note says so), or Label Studio
             unreachable while pushing (the selection is kept: rerunning pushes it).
@@ -122,7 +126,7 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     progress = progress or _noop
     given = {k: v for k, v in overrides.items() if v is not None}
     config = (config or RoundConfig()).model_copy(update=given)
-    config = RoundConfig.model_validate(config.model_dump())  # validate the overrides too
+    config = _validated(config)  # the overrides too
     if config.task not in FINDINGS:
         raise RoundError(f"unknown task {config.task!r}: a round labels one finding of the vocabulary; "
                          f"valid: {', '.join(FINDINGS)}")
@@ -226,6 +230,26 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     return _hand_out(catalog, round_id, config, progress)
 
 
+def _validated(config: RoundConfig) -> RoundConfig:
+    """``config`` validated again (keyword overrides are set without validation).
+
+    Raises:
+        ConfigError: naming each setting that does not validate.
+    """
+    try:
+        return RoundConfig.model_validate(config.model_dump())
+    except ValidationError as error:
+        problems = [_problem(item) for item in error.errors()]
+        raise ConfigError(f"invalid round settings: {'; '.join(problems)}") from None
+
+
+def _problem(item: dict[str, Any]) -> str:
+    """One pydantic error as ``setting: message`` (a check across settings has no single one to name)."""
+    where = ".".join(str(part) for part in item["loc"])
+    message = item["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
 #: the settings that make a round what it is: a start while a round is open may not change them
 ROUND_DEFINING = ("task", "strategy", "strategy_params", "budget", "cold_start_strategy", "encoder", "dataset",
                   "pool_split", "eval_split", "simulate", "random_state", "probe_C", "reselect_unclear")
@@ -273,7 +297,7 @@ def _resume_config(row: Round, config: RoundConfig, overridden: set[str]) -> Rou
                          f"options resumes round {row.number}")
     if not row.config:
         return config
-    own = RoundConfig.model_validate(row.config)
+    own = _started_with(row)
     return own.model_copy(update={name: getattr(config, name)
                                   for name in ("label_studio_url", "label_studio_project", "push")})
 
@@ -332,7 +356,7 @@ def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate
     row = open_round(catalog)
     if row is None:
         raise RoundError("no open round: start one with `radloop round start --budget 50`" + late_answers_hint(catalog))
-    config = RoundConfig.model_validate(row.config)
+    config = _started_with(row)
     if simulate is not None:
         config = config.model_copy(update={"simulate": simulate})
     if row.state == "created":
@@ -353,12 +377,14 @@ def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate
         spent = {"labels_spent": answered} if config.simulate else {}
         row = update_round(catalog, row.id, state="answered", notes=lambda notes: notes + open_tasks, **spent)
     if row.state == "answered":
-        previous = _previous_metric(catalog, row.number)
         result = train_round_probe(catalog, row, config, progress)
+        previous, previous_note = _previous_metric(catalog, row, config, result.get("eval_images"))
+        added = [note for note in (previous_note, result.get("note")) if note]
         row = update_round(catalog, row.id, state="trained", metric_name=f"auroc.{config.task}",
                            metric_before=previous, metric_after=result.get("metric"),
-                           meta={"labels_total": result["labels_total"], "probe_version": result.get("model_version")},
-                           notes=lambda notes: notes + ([result["note"]] if "note" in result else []))
+                           meta={"labels_total": result["labels_total"], "probe_version": result.get("model_version"),
+                                 "eval_images": result.get("eval_images")},
+                           notes=lambda notes: notes + added)
     if row.state == "trained":
         row = update_round(catalog, row.id, state="finished", finished_at=datetime.now(timezone.utc))
     progress("round finished", 1.0)
@@ -385,10 +411,55 @@ def _pull_answers(catalog: Catalog, row: Round, config: RoundConfig) -> None:
                          "brought; rerun `radloop round finish` to resume") from error
 
 
-def _previous_metric(catalog: Catalog, number: int) -> float | None:
+def _started_with(row: Round) -> RoundConfig:
+    """The settings an open round was started with.
+
+    A round started before ``pool_split == eval_split`` was refused still resumes and finishes: its probe
+    never trains on the evaluation split's images (:func:`.round_labels.training_labels`), so its metric is a
+    held-out one; new rounds with such settings are refused by :class:`RoundConfig`.
+    """
+    saved = row.config or {}
+    try:
+        return RoundConfig.model_validate(saved)
+    except ValidationError:
+        if saved.get("pool_split") is None or saved.get("pool_split") != saved.get("eval_split"):
+            raise
+        logger.warning("round %s was started with pool_split = eval_split = %r; it finishes without training "
+                       "on that split", row.number, saved["eval_split"])
+        return RoundConfig.model_construct(**saved)
+
+
+def _previous_metric(catalog: Catalog, row: Round, config: RoundConfig,
+                     eval_images: int | None = None) -> tuple[float | None, str | None]:
+    """``metric_before`` of a round: the ``metric_after`` of the latest finished round of the same task and
+    metric, and a note when there is one but it is not comparable.
+
+    An earlier round measured with another encoder (other features), on another evaluation split, or on
+    another number of evaluation images (``eval_images``: images ingested since, another ``dataset``) scored
+    on something else: ``metric_before`` is then left empty (not re-measured) and the note says what changed.
+    Rounds of other tasks never count.
+    """
+    name = f"auroc.{config.task}"
     with catalog.session() as session:
-        return session.scalar(select(Round.metric_after).where(Round.number < number, Round.state == "finished")
-                              .order_by(Round.number.desc()))
+        previous = session.scalars(select(Round).where(
+            Round.number < row.number, Round.state == "finished", Round.task == config.task,
+            Round.metric_name == name).order_by(Round.number.desc())).first()
+        if previous is None:
+            return None, None
+        changed = _measured_otherwise(previous, row.model_version, config.eval_split, eval_images)
+        if not changed:
+            return previous.metric_after, None
+        return None, (f"no metric before: round {previous.number}'s {name} was measured otherwise "
+                      f"({'; '.join(changed)}), so it is not this round's starting point")
+
+
+def _measured_otherwise(previous: Round, encoder: str | None, eval_split: str, eval_images: int | None) -> list[str]:
+    """What differs between how ``previous`` measured its metric and how this round does (what each recorded)."""
+    theirs = {"encoder": previous.model_version, "eval_split": (previous.config or {}).get("eval_split"),
+              "eval_images": (previous.meta or {}).get("eval_images")}
+    mine = {"encoder": encoder, "eval_split": eval_split, "eval_images": eval_images}
+    return [f"{name} {theirs[name]!r} -> {mine[name]!r}" for name in theirs
+            if theirs[name] is not None and mine[name] is not None and theirs[name] != mine[name]]
 
 
 def round_status(catalog: Catalog) -> list[RoundReport]:

@@ -25,18 +25,21 @@ def rounds_frame(catalog: Catalog) -> pd.DataFrame:
     """All active-learning rounds in order, with the labels bought so far and the metric gain.
 
     ``labels_total`` is the round's recorded ``meta["labels_total"]`` (labels the model was trained on) when
-    the round scripts stored it, else the running sum of ``labels_spent``.
+    the round scripts stored it, else the running sum of ``labels_spent`` over the rounds of the same task
+    (labels bought for another finding do not train this one's model).
 
     Returns:
         DataFrame with the columns of :data:`ROUND_COLUMNS` (empty when no round was run).
     """
     with catalog.session() as session:
         rounds = session.scalars(select(Round).order_by(Round.number, Round.id)).all()
-    rows, total = [], 0
+    rows, totals = [], {}
     for round_ in rounds:
         # The round scripts record how many labels the model was trained on; else count what rounds spent.
         recorded = (round_.meta or {}).get("labels_total")
-        total = int(recorded) if isinstance(recorded, (int, float)) else total + (round_.labels_spent or 0)
+        total = (int(recorded) if isinstance(recorded, (int, float))
+                 else totals.get(round_.task, 0) + (round_.labels_spent or 0))
+        totals[round_.task] = total
         gain = (round_.metric_after - round_.metric_before
                 if round_.metric_after is not None and round_.metric_before is not None else None)
         rows.append((round_.id, round_.number, round_.state, round_.strategy, round_.budget, round_.task,
@@ -46,7 +49,9 @@ def rounds_frame(catalog: Catalog) -> pd.DataFrame:
 
 
 def learning_curve(rounds: pd.DataFrame, baseline: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Metric against the cumulative number of expert labels, one line per metric name.
+    """Metric against the cumulative number of expert labels, one line per metric name (``auroc.<task>``:
+    one line per task; a round's ``metric_before`` is empty when the previous round of its task measured
+    otherwise, e.g. with another encoder, and then gives no point).
 
     Each finished round gives the point (labels before it, metric before) and (labels after it, metric
     after); duplicate x positions keep the latest value.

@@ -19,7 +19,7 @@ from radloop.core.vocabulary import BODY_REGIONS
 from radloop.ssl.finetune_data import DataError, LabeledSet, build_labeled_set
 from radloop.ssl.finetune_metrics import box_map50, classification_metrics, region_metrics
 
-__all__ = ["coco_labeled_set", "evaluate_model", "evaluate_predictor"]
+__all__ = ["coco_labeled_set", "evaluate_model", "evaluate_predictor", "training_data"]
 
 
 def evaluate_predictor(predictor: Any, labeled: LabeledSet, *, catalog: Catalog | None = None,
@@ -123,11 +123,26 @@ def coco_labeled_set(coco_file: str | Path, images_dir: str | Path, findings: li
     return result
 
 
+def training_data(config: dict[str, Any]) -> dict[str, Any]:
+    """What a registered model's config says about the data it was trained and evaluated on: a training job's
+    ``data`` section, or for an active-learning round's probe (``round`` in its config, no ``data``) the
+    round's settings: it selected from ``pool_split``, was scored on ``eval_split``, restricted to ``dataset``."""
+    if "data" in config or "round" not in config:
+        return dict(config.get("data", {}))
+    data = {"train_splits": [config.get("pool_split", "train")], "eval_split": config.get("eval_split", "test"),
+            "dataset": config.get("dataset")}
+    return {**data, "findings": [config["task"]]} if config.get("task") else data
+
+
 def evaluate_model(catalog: Catalog, version: str, *, coco: str | Path | None = None,
                    images: str | Path | None = None, split: str | None = None,
                    progress: bool = False) -> dict[str, Any]:
     """Evaluate registered ``version`` on the held-out catalog split (default: the job's eval split) or a COCO file
     (its images under ``images``, default: the COCO file's folder).
+
+    A catalog split is refused when the model was trained on it (a training job's ``data.train_splits``, a
+    round probe's ``pool_split``: :func:`training_data`) or when any of its images' annotations trained the
+    model (a round probe records the expert choices it trained on, whatever their split).
 
     Raises:
         DataError: the split overlaps the model's training images, or has no images.
@@ -138,7 +153,7 @@ def evaluate_model(catalog: Catalog, version: str, *, coco: str | Path | None = 
 
     record = get_model(catalog, version)
     predictor = predictor_for_version(catalog, version)
-    data = record.config.get("data", {})
+    data = training_data(record.config or {})
     findings = list(dict.fromkeys(list(data.get("findings", predictor.findings)) + list(predictor.findings)))
     if coco is not None:
         # as `radloop ingest` reads a COCO file: its images sit in its folder unless ``images`` names another
@@ -153,7 +168,9 @@ def evaluate_model(catalog: Catalog, version: str, *, coco: str | Path | None = 
         trained_on = set(record.annotation_ids)
         leaked = [i for i in labeled.annotation_ids if i in trained_on]
         if leaked:
-            raise DataError(f"{len(leaked)} annotations of split {split!r} were used to train {version}")
+            leaked_images = len({labeled.annotations[i] for i in leaked})
+            raise DataError(f"{len(leaked)} annotations of split {split!r} ({leaked_images} image(s)) were used "
+                            f"to train {version}: evaluation would leak")
         source = f"split:{split}"
     metrics = evaluate_predictor(predictor, labeled, catalog=catalog if coco is None else None,
                                  encoder_version=record.parent_version, progress=progress)
