@@ -172,8 +172,9 @@ def _load_npz(path: Path):
 
 def _refuse_shared_images(pool_names: list[str], pool_folder: Path, eval_names: list[str],
                           eval_folder: Path) -> None:
-    """Stop when the evaluation set holds pool images: the same file name in the same images folder, or one
-    file reached by both (a linked folder or file); the message counts them and names one.  One path
+    """Stop when the evaluation set holds pool images (the same file name in the same images folder, or one file
+    reached by both: a linked folder or file), or names another file like a pool image (embeddings are matched
+    to images by file name, so the two would share one vector); the message counts them and names one.  One path
     resolution per image, no pixels read."""
     import os
 
@@ -183,6 +184,12 @@ def _refuse_shared_images(pool_names: list[str], pool_folder: Path, eval_names: 
         fail(f"--eval-coco shares {len(shared)} of its {len(eval_names)} image(s) with the pool (--train-coco), "
              f"e.g. {eval_folder / shared[0]}: a strategy would be scored on images it may select and train on; "
              "remove them from one side, or leave --eval-coco out to hold out --eval-fraction of the pool")
+    pool_base = {Path(name).name for name in pool_names}
+    namesakes = [name for name in eval_names if Path(name).name in pool_base]
+    if namesakes:
+        fail(f"{len(namesakes)} evaluation image(s) have the file name of a different pool image, e.g. "
+             f"{eval_folder / namesakes[0]}: embeddings are matched to images by file name, so each pair would get "
+             "one vector; rename them (or copy the evaluation images under new names)")
 
 
 def bench_active_learning_command(

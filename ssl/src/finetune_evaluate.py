@@ -42,12 +42,11 @@ def evaluate_predictor(predictor: Any, labeled: LabeledSet, *, catalog: Catalog 
         order = [predictor.findings.index(name) for name in findings]
         probabilities = probabilities[:, order]
     else:
-        kwargs = {"original_sizes": labeled.sizes} if hasattr(predictor, "meta") and "labels" in predictor.meta else {}
-        predictions = predictor.predict(list(labeled.paths), **kwargs)
+        predictions = predictor.predict(list(labeled.paths), original_sizes=labeled.sizes)  # boxes: original px
         probabilities = np.array([[p.choices.get(name, 0.0) for name in findings] for p in predictions],
                                  dtype=np.float32).reshape(len(labeled), len(findings))
         predicted_regions = [p.body_region for p in predictions]
-        if kwargs:
+        if "labels" in (getattr(predictor, "meta", None) or {}):  # a detector: its boxes are scored too
             predicted_boxes = [p.boxes for p in predictions]
     metrics: dict[str, Any] = {"n_images": len(labeled)}
     metrics.update(classification_metrics(labeled.targets[:, columns], probabilities, findings))
