@@ -8,8 +8,9 @@ Contract with ingest (COCO / YOLO detection sets and Label Studio pulls):
 - an image whose boxes were annotated exhaustively (a detection set) carries
   ``Image.meta["box_source"]``: then "no fracture box" means "fracture absent".
 - ``Image.body_region`` is the region (for the fracture set: from its boxes' class names);
-- Label Studio rows (``source="labelstudio"``) are versioned by ``external_id`` / ``version``: an image's boxes
-  come from its newest answer, over the imported ones of the labels it drew or ruled out (:func:`_resolve_boxes`).
+- Label Studio rows (``source="labelstudio"``) are versioned by ``external_id`` / ``version``: per label, an
+  image's boxes come from the newest annotation that drew it, over the imported ones, and none where the
+  answers rule the label out (:func:`_resolve_boxes`).
 """
 
 from __future__ import annotations
@@ -136,9 +137,9 @@ def _expert_annotations(session, image_ids, *, everything: bool = False
     """(image id -> boxes, image id -> finding -> newest answer 1/0) of ``image_ids`` (every image with
     ``everything``), in annotation order (created, then id) so that the newest answer wins.
 
-    Boxes (see :func:`_resolve_boxes`): a Label Studio annotation counts with its newest version only, the newest
-    annotation of the image wins, and it overrides the image's imported (COCO / YOLO) boxes of the labels it drew or
-    ruled out; append-only history stays in the catalog.
+    Boxes (see :func:`_resolve_boxes`): a Label Studio annotation counts with its newest version only; per label,
+    the newest annotation that drew it replaces the image's imported (COCO / YOLO) boxes, and a label the image's
+    answers rule out (consensus included) has none; append-only history stays in the catalog.
     """
     imported: dict[str, list[Box]] = defaultdict(list)
     answers: dict[str, _Answers] = defaultdict(_Answers)
@@ -165,7 +166,7 @@ def _expert_annotations(session, image_ids, *, everything: bool = False
                 choices[image_id].pop(label, None)
             else:
                 choices[image_id][label] = int(bool(value))
-    boxes = {image_id: _resolve_boxes(imported.get(image_id, []), answers.get(image_id))
+    boxes = {image_id: _resolve_boxes(imported.get(image_id, []), answers.get(image_id), choices.get(image_id, {}))
              for image_id in set(imported) | set(answers)}
     return {image_id: found_boxes for image_id, found_boxes in boxes.items() if found_boxes}, choices
 
@@ -196,25 +197,24 @@ class _Answers:
         elif kind == "skip":
             entry.skipped = True
 
-    def newest(self) -> _Version | None:
-        """The newest version of the most recently answered annotation (skipped ones do not answer)."""
-        latest = [entry for history in self.versions.values() for entry in (history[max(history)],)
-                  if not entry.skipped]
-        return max(latest, key=lambda entry: entry.order) if latest else None
+    def answered(self) -> list[_Version]:
+        """The newest version of each annotation that answered (skipped ones do not), oldest first."""
+        latest = [history[max(history)] for history in self.versions.values()]
+        return sorted((entry for entry in latest if not entry.skipped), key=lambda entry: entry.order)
 
 
-def _resolve_boxes(imported: list[Box], answers: _Answers | None) -> list[Box]:
-    """An image's boxes for training and evaluation.
+def _resolve_boxes(imported: list[Box], answers: _Answers | None, labels: dict[str, int]) -> list[Box]:
+    """An image's boxes for training and evaluation, label by label.
 
-    Without a Label Studio answer: the imported boxes.  With one, its newest answer (older versions of an annotation
-    were edited away; of several annotators the newest answer wins, as for unresolved choices) gives the boxes of
-    every label it drew, and an imported box stays only when that answer neither drew its label nor ruled it out
-    (``label`` answered 0): Label Studio does not show imported boxes, so an answer without boxes that still says
-    "fracture" keeps the dataset's fracture box, and one that says "no fracture" drops it.
+    ``labels``: the image's resolved expert answers (newest answer, or the annotators' consensus).  A label they
+    rule out (0) has no boxes.  Otherwise the newest Label Studio annotation that drew the label gives its boxes
+    (older versions of an annotation were edited away; several annotators' boxes are not pooled), else the
+    imported boxes stay: Label Studio does not show imported boxes, so an answer that draws nothing but says
+    "fracture" (or "cannot tell") keeps the dataset's box.
     """
-    answer = answers.newest() if answers is not None else None
-    if answer is None:
-        return list(imported)
-    drawn = {box.label for box in answer.boxes}
-    kept = [box for box in imported if box.label not in drawn and answer.choices.get(box.label) != 0]
-    return kept + answer.boxes
+    drawn: dict[str, list[Box]] = {}
+    for entry in answers.answered() if answers is not None else []:
+        for label in {box.label for box in entry.boxes}:  # a later annotation's drawing of a label wins
+            drawn[label] = [box for box in entry.boxes if box.label == label]
+    kept = [box for box in imported if box.label not in drawn]
+    return [box for box in kept + [box for boxes in drawn.values() for box in boxes] if labels.get(box.label) != 0]

@@ -1,5 +1,6 @@
-"""Which boxes train and evaluate: a Label Studio annotation counts with its newest version, the newest annotation
-of an image wins, and it overrides the imported (COCO / YOLO) boxes of the labels it drew or ruled out."""
+"""Which boxes train and evaluate: a Label Studio annotation counts with its newest version; per label, the newest
+annotation that drew it replaces the imported (COCO / YOLO) boxes, and a label the answers rule out (consensus
+included) has none."""
 
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ def boxed(catalog):
     return catalog
 
 
-def _answer(catalog, annotation: int, version: int, *, boxes=(), choices=None, skip=False) -> None:
-    common = dict(image_id="I-1", source="labelstudio", external_id=f"ls:1:{annotation}", version=version,
+def _answer(catalog, annotation: int, version: int | None, *, boxes=(), choices=None, skip=False,
+            source: str = "labelstudio") -> None:
+    external = "ls:consensus:I-1" if source == "labelstudio:consensus" else f"ls:1:{annotation}"
+    common = dict(image_id="I-1", source=source, external_id=external, version=version,
                   meta={"ls_annotation_id": annotation})
     with catalog.session() as session:  # one version per commit: later versions come later
         if skip:
@@ -63,3 +66,24 @@ def test_of_several_annotators_the_newest_answer_gives_the_boxes(boxed):
     _answer(boxed, 7, 1, boxes=[(12, 22, 30, 40)], choices={"fracture": 1})
     _answer(boxed, 9, 1, boxes=[(11, 21, 30, 40), (200, 100, 20, 20)], choices={"fracture": 1})
     assert _boxes(boxed) == [(11, 21, 30, 40), (200, 100, 20, 20)]
+
+
+def test_an_answer_that_draws_nothing_keeps_an_earlier_experts_boxes(boxed):
+    _answer(boxed, 7, 1, boxes=[(100, 100, 20, 20)], choices={"fracture": 1})  # A draws (not seeing the dataset box)
+    _answer(boxed, 9, 1, choices={"fracture": None})  # B, later: cannot tell
+    assert _boxes(boxed) == [(100, 100, 20, 20)]
+
+
+def test_disagreeing_annotators_follow_the_consensus_not_the_last_vote(boxed):
+    _answer(boxed, 7, 1, boxes=[(10, 20, 30, 40)], choices={"fracture": 1})  # A confirms
+    _answer(boxed, 9, 1, choices={"fracture": 0})  # B says no
+    _answer(boxed, 0, None, choices={"fracture": None}, source="labelstudio:consensus")  # a tie: unknown
+    (target,) = image_targets(boxed)
+    assert _boxes(boxed) == [(10, 20, 30, 40)] and target.labels == {"fracture": 1}  # as the dataset's box says
+    _answer(boxed, 8, 1, boxes=[(11, 21, 30, 40)], choices={"fracture": 1})  # C agrees with A: majority 1
+    _answer(boxed, 0, None, choices={"fracture": 1}, source="labelstudio:consensus")
+    assert _boxes(boxed) == [(11, 21, 30, 40)] and image_targets(boxed)[0].labels == {"fracture": 1}
+    _answer(boxed, 6, 1, choices={"fracture": 0})  # two against two ... then a majority against
+    _answer(boxed, 5, 1, choices={"fracture": 0})
+    _answer(boxed, 0, None, choices={"fracture": 0}, source="labelstudio:consensus")
+    assert _boxes(boxed) == [] and image_targets(boxed)[0].labels == {"fracture": 0}
