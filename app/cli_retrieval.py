@@ -297,7 +297,7 @@ def bench_active_learning_command(
         for strategy, saving in (entry.get("label_savings") or {}).items():
             needed = entry["labels_to_reach_random"][strategy]
             curve = entry["strategies"][strategy]
-            last = curve["labels"][-1]  # the budget, or the last whole step below it
+            last = entry["strategies"]["random"]["labels"][-1]  # random's final step: the budget, or below it
             console.print(f"{name:9s} {strategy:18s} label savings {saving:5.2f}x "
                           f"({needed if needed is not None else '>' + str(last)} labels to reach random's "
                           f"{entry['metric']} {entry['random_final']:.3f} ± {random_spread:.3f} at {last}; "

@@ -424,9 +424,12 @@ def _started_with(row: Round) -> RoundConfig:
     except ValidationError:
         if saved.get("pool_split") is None or saved.get("pool_split") != saved.get("eval_split"):
             raise
-        logger.warning("round %s was started with pool_split = eval_split = %r; it finishes without training "
-                       "on that split", row.number, saved["eval_split"])
-        return RoundConfig.model_construct(**saved)
+    # every other setting validated as usual (with a stand-in eval split), then the saved split put back unchecked
+    stand_in = next(split for split in ("test", "val", "train") if split != saved["pool_split"])
+    config = RoundConfig.model_validate({**saved, "eval_split": stand_in})
+    logger.warning("round %s was started with pool_split = eval_split = %r; it finishes without training "
+                   "on that split", row.number, saved["eval_split"])
+    return config.model_copy(update={"eval_split": saved["eval_split"]})
 
 
 def _previous_metric(catalog: Catalog, row: Round, config: RoundConfig,

@@ -281,8 +281,10 @@ def locate_encoder(catalog: Catalog, name: str | Path) -> EncoderLocation:
                                   f"FOLDER (encoders: {', '.join(known) if known else 'none registered'})")
         else:
             row = session.get(Model, str(name))
+        listed = ", ".join(known) if known else "none registered"
         if row is None:
-            listed = ", ".join(known) if known else "none registered"
             raise LookupError(f"encoder {name!r} is neither a folder nor a registered version (encoders: {listed})")
+        if row.kind != "encoder":
+            raise LookupError(f"{name!r} is a registered {row.kind}, not an encoder (encoders: {listed})")
         version, stored = row.version, Path(row.path)
     return EncoderLocation(stored if stored.is_absolute() else catalog.workspace.absolute(str(stored)), version)

@@ -156,7 +156,8 @@ def features_for(images: CocoImages, ids: list[str], vectors: np.ndarray, source
         ValueError: images without a vector (the message counts and names some).
     """
     row_of = {Path(str(name)).name: row for row, name in enumerate(ids)}
-    missing = [name for name in images.file_names if name not in row_of]
+    keys = [Path(name).name for name in images.file_names]  # a COCO file_name may carry a subfolder
+    missing = [name for name, key in zip(images.file_names, keys) if key not in row_of]
     if missing:
         raise ValueError(f"{len(missing)} image(s) have no embedding in {source}, e.g. {missing[:3]}")
-    return np.asarray(vectors[[row_of[name] for name in images.file_names]], dtype=np.float32)
+    return np.asarray(vectors[[row_of[key] for key in keys]], dtype=np.float32)

@@ -270,3 +270,14 @@ def test_cli_bench_selection_stratified():
                                               "--json"])
     assert result.exit_code == 0, result.output
     assert set(json.loads(result.stdout)["seconds"]) == {"stratified", "report_disagreement"}
+
+
+def test_features_are_found_for_coco_file_names_with_a_subfolder():
+    from radloop.retrieval.al_tasks import CocoImages, features_for
+
+    images = CocoImages(file_names=["train/a.jpg", "b.jpg"], regions=[None, None], fracture=np.array([0, 1]))
+    vectors = np.arange(6, dtype=np.float32).reshape(3, 2)
+    rows = features_for(images, ["b.jpg", "x.jpg", "train/a.jpg"], vectors, "test")
+    np.testing.assert_array_equal(rows, vectors[[2, 0]])
+    with pytest.raises(ValueError, match=r"1 image\(s\) have no embedding in test, e.g. \['train/a.jpg'\]"):
+        features_for(images, ["b.jpg"], vectors[:1], "test")

@@ -267,3 +267,30 @@ def test_bench_refuses_an_evaluation_set_that_shares_pool_images(bench_sets):
     elsewhere = _bench(tmp_path, _write_coco(tmp_path / "names.json", held[:15] + pool[:5]), tmp_path / "held_images")
     text = " ".join(elsewhere.output.split())  # same names, other files: embeddings matched by name would mix them
     assert elsewhere.exit_code == 2 and "5 evaluation image(s) have the file name of a different pool image" in text
+
+
+def test_a_round_opened_before_the_refusal_still_finishes_with_its_other_settings_checked(tmp_path, test_catalog_url):
+    """A round started (before this check) with pool_split = eval_split resumes and finishes without training on
+    that split; its other saved settings are still validated."""
+    from pydantic import ValidationError
+
+    from radloop.app.rounds import _started_with, finish_round, start_round
+    from radloop.core.schema import Round
+
+    root = (tmp_path / "ws").resolve()
+    catalog = build_rounds_catalog(root, test_catalog_url(root), 40)
+    try:
+        start_round(catalog, strategy="random", budget=5, simulate=True, dataset="fracture")
+        with catalog.session() as session:
+            row = session.scalars(select(Round)).one()
+            row.config = {**row.config, "pool_split": "train", "eval_split": "train"}
+        with catalog.session() as session:
+            row = session.scalars(select(Round)).one()
+            assert (_started_with(row).pool_split, _started_with(row).eval_split) == ("train", "train")
+            with pytest.raises(ValidationError, match="budget"):
+                _started_with(Round(number=9, config={**row.config, "budget": "lots"}))
+        report = finish_round(catalog)
+        assert report.state == "finished"
+        assert any("left out of training" in note for note in report.notes), report.notes
+    finally:
+        catalog.dispose()

@@ -88,6 +88,9 @@ def test_locate_encoder_is_the_lookup_behind_resolve_encoder(catalog, encoder_di
         assert resolve_encoder(catalog, name).version == config.version
     with pytest.raises(LookupError, match=f"encoders: {config.version}"):
         locate_encoder(catalog, "enc-nope")
+    register_model(catalog, "probe-fracture-1", kind="probe", task="findings", path=folder)
+    with pytest.raises(LookupError, match=f"'probe-fracture-1' is a registered probe, not an encoder \\(encoders: "):
+        locate_encoder(catalog, "probe-fracture-1")
 
 
 def test_embed_images_accepts_arrays_of_any_depth_and_is_order_stable():
