@@ -45,7 +45,8 @@ def synthetic(catalog):
 
 
 def _reference_targets(catalog, *, dataset=None, split=None, image_ids=None):
-    """image_targets as it was: whole ORM rows, annotations by 5000 ids (the reference for identical output)."""
+    """image_targets row by row: whole ORM rows, annotations by 5000 ids, a label answered 0 keeps no boxes (this
+    catalog has no Label Studio rows); the reference for identical output."""
     from radloop.core.targets import ImageTargets
 
     with catalog.session() as session:
@@ -73,12 +74,14 @@ def _reference_targets(catalog, *, dataset=None, split=None, image_ids=None):
                         choices[a.image_id][a.label] = int(bool(value))
     result = []
     for image, study_split in rows:
+        answers = choices.get(image.id, {})
+        kept = [box for box in boxes.get(image.id, []) if answers.get(box.label) != 0]  # ruled out: no boxes
         labels = {}
         if (image.meta or {}).get("box_source"):
-            labels["fracture"] = int("fracture" in {box.label for box in boxes.get(image.id, [])})
-        labels.update(choices.get(image.id, {}))
+            labels["fracture"] = int("fracture" in {box.label for box in kept})
+        labels.update(answers)
         result.append(ImageTargets(image.id, image.study_id, study_split, image.body_region, image.render_path,
-                                   image.width, image.height, labels, tuple(boxes.get(image.id, []))))
+                                   image.width, image.height, labels, tuple(kept)))
     return result
 
 
