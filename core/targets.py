@@ -157,7 +157,7 @@ def _expert_annotations(session, image_ids, *, everything: bool = False
         found = (row for row in session.execute(query) if row[0] in wanted)
     for image_id, kind, label, x, y, w, h, meta, source, external_id, version in found:
         if source == LABEL_STUDIO_SOURCE and external_id:
-            answers[image_id].add(external_id, int(version or 1), kind, label, (x, y, w, h), meta)
+            answers[image_id].add(external_id, int(version or 1), kind, label, (x, y, w, h))
         elif kind == "box" and None not in (x, y, w, h):
             imported[image_id].append(Box(label, x, y, w, h))
         if kind == "choice":
@@ -174,7 +174,6 @@ def _expert_annotations(session, image_ids, *, everything: bool = False
 @dataclass
 class _Version:
     boxes: list[Box] = field(default_factory=list)
-    choices: dict[str, int] = field(default_factory=dict)
     skipped: bool = False
     order: int = 0  # arrival of its last row (rows come in annotation order)
 
@@ -186,14 +185,14 @@ class _Answers:
     versions: dict[str, dict[int, _Version]] = field(default_factory=lambda: defaultdict(dict))
     rows: int = 0
 
-    def add(self, external_id: str, version: int, kind: str, label: str, geometry: tuple, meta: dict | None) -> None:
+    def add(self, external_id: str, version: int, kind: str, label: str, geometry: tuple) -> None:
+        """One row (box, choice or skip) of version ``version`` of annotation ``external_id``: a version answered
+        with its choices even where it drew nothing (its choices count with the image's others, in ``labels``)."""
         self.rows += 1
         entry = self.versions[external_id].setdefault(version, _Version())
         entry.order = self.rows
         if kind == "box" and None not in geometry:
             entry.boxes.append(Box(label, *geometry))
-        elif kind == "choice" and (meta or {}).get("value") is not None:
-            entry.choices[label] = int(bool(meta["value"]))
         elif kind == "skip":
             entry.skipped = True
 

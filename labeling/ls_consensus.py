@@ -11,12 +11,13 @@ from sqlalchemy import select
 
 from radloop.core.catalog import Catalog
 from radloop.core.schema import Annotation, Selection
+from radloop.core.targets import LABEL_STUDIO_SOURCE
 from radloop.labeling.ls_adapter import AnnotationVersion
 
 __all__ = ["CONSENSUS_SOURCE", "RULE", "SELECTION_STATES", "SOURCE", "consensus", "round_progress",
            "selection_states"]
 
-SOURCE = "labelstudio"
+SOURCE = LABEL_STUDIO_SOURCE  # one name for the rows a pull writes (the targets read them by it)
 CONSENSUS_SOURCE = "labelstudio:consensus"
 RULE = "newest per annotator and task, then majority over the image's tasks and rounds, tie -> uncertain"
 #: What a round's selection waits for, as the catalog knows it (what was pulled), first match wins.
