@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from radloop.core.catalog import Catalog
+from radloop.core.catalog import IN_CHUNK, Catalog, chunked
 from radloop.core.config import save_resolved_config
 from radloop.core.schema import Annotation, Image, Round, Selection, Study
 from radloop.core.targets import image_labels, image_targets
@@ -70,9 +70,9 @@ def images_in_split(catalog: Catalog, image_ids: list[str], split: str) -> set[s
     """The ids among ``image_ids`` whose study is in ``split`` (queried in chunks: bind-parameter limits)."""
     found: set[str] = set()
     with catalog.session() as session:
-        for start in range(0, len(image_ids), 5000):
+        for chunk in chunked(image_ids, IN_CHUNK):
             found.update(session.scalars(select(Image.id).join(Study, Study.id == Image.study_id).where(
-                Image.id.in_(image_ids[start:start + 5000]), Study.split == split)))
+                Image.id.in_(chunk), Study.split == split)))
     return found
 
 

@@ -105,11 +105,11 @@ class _Counter:
 @pytest.fixture
 def bound(monkeypatch, synthetic, request):
     """With ``long_lists``, IN_CHUNK of 50 in every reader; a :class:`_Counter` (``with bound:`` counts)."""
-    from radloop.app import round_pool
+    from radloop.app import round_labels, round_pool
     from radloop.core import embeddings, targets
 
     if request.node.callspec.params.get("long_lists"):
-        for module in (round_pool, embeddings, targets):
+        for module in (round_labels, round_pool, embeddings, targets):
             monkeypatch.setattr(module, "IN_CHUNK", 50)
     counter = _Counter()
     event.listen(synthetic.engine, "before_cursor_execute", counter)
@@ -181,6 +181,21 @@ def test_round_pool_readers_match_the_row_by_row_readers(synthetic, bound, long_
         truth_pool, truth_regions, note = without_truth(synthetic, config, pool, regions)
     assert truth_pool == [i for i in pool if i in known] and note
     assert truth_regions == [r for i, r in zip(pool, regions) if i in known]
+
+
+
+@pytest.mark.parametrize("long_lists", [False, True])
+def test_images_in_split_matches_the_row_by_row_reader(synthetic, bound, long_lists):
+    from radloop.app.round_labels import images_in_split
+
+    ids = _ids(synthetic)
+    with synthetic.session() as session:
+        split_of = dict(session.execute(select(Image.id, Study.split).join(Study, Study.id == Image.study_id)).all())
+    for split in ("train", "test"):
+        for wanted in (ids, ids[::2], ids[:3], []):
+            with bound:
+                got = images_in_split(synthetic, wanted, split)
+            assert got == {i for i in wanted if split_of[i] == split}
 
 
 def _reference_embeddings(catalog, version, image_ids=None):
