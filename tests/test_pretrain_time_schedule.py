@@ -217,3 +217,22 @@ def test_the_demo_fits_its_pretraining_to_its_minutes():
 
 if __name__ == "__main__":  # a Lightning DDP launch re-runs this file once per extra process
     _script_two_processes(*sys.argv[1:])
+
+
+def test_the_progress_bar_total_follows_the_fitted_schedule(catalog, tmp_path):
+    """The training bar first counts to max_steps, then, once the schedule is fitted, to the fitted total."""
+    from lightning.pytorch.callbacks import Callback
+
+    class BarTotals(Callback):
+        def __init__(self) -> None:
+            self.totals: list = []
+
+        def on_train_batch_end(self, trainer, *_args) -> None:
+            self.totals.append(trainer.progress_bar_callback.train_progress_bar.total)
+
+    build_workspace(catalog, 16)
+    seen = BarTotals()
+    result = pretrain(catalog, _config("trainer.fit_schedule_to_time=true", "trainer.enable_progress_bar=true"),
+                      tmp_path / "run", register=False, callbacks=[StepClock(20), seen])
+    assert result.steps == result.scheduled_steps == FITTED_STEPS
+    assert seen.totals[0] == 100 and seen.totals[-1] == FITTED_STEPS

@@ -240,8 +240,11 @@ class TimeFittedSchedule(L.Callback):
         scheduler = trainer.lr_scheduler_configs[0].scheduler
         for group, base_lr in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
             group["lr"] = base_lr * pl_module.lr_factor(scheduler.last_epoch)
-        bar = getattr(trainer.progress_bar_callback, "_train_progress_bar", None)  # Lightning's tqdm bar, if shown
-        if bar is not None and hasattr(bar, "total"):  # its total was max_steps' batches
+        try:  # Lightning's tqdm bar (public property), if shown: its total was max_steps' batches
+            bar = trainer.progress_bar_callback.train_progress_bar
+        except (AttributeError, TypeError):  # no bar, a bar of another kind, or none created yet
+            bar = None
+        if bar is not None and hasattr(bar, "total"):
             bar.total = scheduled * trainer.accumulate_grad_batches
         if trainer.is_global_zero:
             logger.info("schedule fitted to time: %d steps at %.3g steps/s (at step %d, %.0f s of max_time left; "
