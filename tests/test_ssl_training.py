@@ -187,6 +187,32 @@ def test_resume_from_checkpoint_is_exact(catalog, tmp_path, method):
     assert "train/loss" in earlier and (tmp_path / "resumed" / "logs" / "metrics.csv").is_file()
 
 
+
+def test_a_resumed_run_shows_the_epoch_total_on_its_progress_bar(catalog, tmp_path):
+    """Lightning skips on_train_epoch_start when it resumes mid-epoch: the bar had no total (no ETA), no epoch
+    and counted the restored steps as done at once; now it starts at the restored step and counts to the end."""
+    from lightning.pytorch.callbacks import Callback
+
+    class Bars(Callback):
+        def __init__(self) -> None:
+            self.rows: list = []
+
+        def on_train_batch_end(self, trainer, *_args) -> None:
+            bar = trainer.progress_bar_callback.train_progress_bar
+            self.rows.append((trainer.global_step, bar.initial, bar.total, bar.desc))
+
+    build_workspace(catalog, 16)
+    config = _config("mae", "trainer.enable_progress_bar=true", "trainer.max_steps=6")
+    first, resumed = Bars(), Bars()
+    pretrain(catalog, config, tmp_path / "run", register=False, callbacks=[StopAtStep(3), first])
+    result = pretrain(catalog, config, tmp_path / "run", register=False, callbacks=[resumed])
+    assert result.resumed_from and result.steps == 6
+    assert {row[2] for row in first.rows + resumed.rows} == {6}
+    assert all(row[3].startswith("Epoch 0") for row in first.rows + resumed.rows)
+    restored = resumed.rows[0][0] - 1  # the checkpoint's step (checkpoint_every_n_steps=2: step 2)
+    assert restored == 2 and {row[1] for row in resumed.rows} == {restored}
+
+
 def test_resume_refuses_what_it_cannot_do(catalog, tmp_path):
     """A finished run cannot be extended (its schedule has ended), a checkpoint of other settings cannot be
     resumed, a file that is not a checkpoint is named: clear errors instead of a traceback or a silent no-op."""

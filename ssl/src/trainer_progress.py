@@ -17,7 +17,7 @@ def trainer_callbacks(progress: bool) -> list:
     if not progress:
         return []
     from lightning.pytorch.callbacks import TQDMProgressBar
-    from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+    from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm, convert_inf
 
     class StderrProgressBar(TQDMProgressBar):
         def _bar(self, desc: str, position_offset: int = 0, leave: bool = True, **kwargs) -> Tqdm:
@@ -26,6 +26,23 @@ def trainer_callbacks(progress: bool) -> list:
 
         def init_train_tqdm(self) -> Tqdm:
             return self._bar(self.train_description, smoothing=0)
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            super().on_train_start(trainer, pl_module)
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+            if not done:  # a fresh epoch: on_train_epoch_start gives the bar its total and description
+                return
+            # Resumed mid-epoch, Lightning skips on_train_epoch_start: the bar had no total (no ETA), counted
+            # the restored batches as done in its first second (a wrong rate) and was called "Training".
+            # Its total is what Lightning's total_train_batches gave at the start of this epoch.
+            total = trainer.num_training_batches
+            if trainer.max_epochs == -1 and trainer.max_steps is not None and trainer.max_steps > 0:
+                at_epoch_start = trainer.global_step - done // max(1, trainer.accumulate_grad_batches)
+                total = min(total, trainer.max_steps - at_epoch_start)
+            bar = self.train_progress_bar
+            bar.reset(total=convert_inf(total))
+            bar.initial = bar.n = done
+            bar.set_description(f"Epoch {trainer.current_epoch}")
 
         def init_predict_tqdm(self) -> Tqdm:
             return self._bar(self.predict_description, smoothing=0)
