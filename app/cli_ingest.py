@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from radloop.app.options import JsonOption, WorkspaceOption, console, emit, fail
+from radloop.core.ingest_sources import UNBOXED_CHOICES
 
 
 def register(groups) -> None:
@@ -34,6 +35,11 @@ def ingest_command(
     limit: Annotated[Optional[int], typer.Option(
         "--limit", min=1, help="Only the first N images (sorted by path) of each input path.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per catalog transaction.")] = 64,
+    unboxed: Annotated[str, typer.Option(
+        "--unboxed",
+        help="An image of a COCO/YOLO set without a box: 'negative' (the set boxed every fracture) or 'unknown' "
+             "(it did not: the image is catalogued as a plain image, its fracture label unknown until an expert "
+             "or a report says otherwise). Applies to the images this run adds.")] = "negative",
     workspace: WorkspaceOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -49,6 +55,8 @@ def ingest_command(
     from radloop.core.workspace import resolve_workspace
 
     paths = paths or []
+    if unboxed not in UNBOXED_CHOICES:
+        fail(f"--unboxed {unboxed}: choose {' or '.join(UNBOXED_CHOICES)}")
     if not paths and not reports:
         fail("nothing to ingest: give image/report paths and/or --reports FILE")
     missing = [str(path) for path in [*paths, *(reports or []), *([images] if images else [])] if not path.exists()]
@@ -63,7 +71,7 @@ def ingest_command(
     try:
         summary = ingest_paths(catalog, paths, reports=reports, images_dir=images, workers=workers,
                                dataset=dataset, progress=sys.stderr.isatty(), limit=limit,
-                               batch_size=batch_size)
+                               batch_size=batch_size, unboxed=unboxed)
     finally:
         catalog.dispose()
     result = summary.to_dict()

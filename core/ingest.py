@@ -76,6 +76,9 @@ class IngestSummary:
     #: boxes not stored because the image already had the same box from another source (counted again by a
     #: re-run of that source, which stores nothing either)
     boxes_skipped_duplicate: int = 0
+    #: images of a detection set without a box catalogued as plain images (``unboxed="unknown"``): their fracture
+    #: label stays unknown instead of "no fracture"
+    images_unboxed_unknown: int = 0
     reports_added: int = 0
     reports_updated: int = 0
     reports_skipped_existing: int = 0
@@ -124,7 +127,8 @@ def default_workers() -> int:
 
 def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iterable[str | Path] | None = None,
                  images_dir: str | Path | None = None, workers: int | None = None, dataset: str | None = None,
-                 progress: bool = True, limit: int | None = None, batch_size: int = 64) -> IngestSummary:
+                 progress: bool = True, limit: int | None = None, batch_size: int = 64,
+                 unboxed: str = "negative") -> IngestSummary:
     """Ingest images, detection sets and reports into ``catalog``.
 
     Args:
@@ -137,6 +141,9 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
         progress: show a progress bar on stderr.
         limit: only the first ``limit`` images (sorted by path) of each input path, e.g. for a quick demo.
         batch_size: images per catalog transaction.
+        unboxed: ``"negative"`` (default) or ``"unknown"``: what an image of a COCO / YOLO set without a box
+            means (:data:`radloop.core.ingest_sources.UNBOXED_CHOICES`); it applies to the images this run
+            catalogues; an image an earlier run catalogued from a detection set keeps that set's meaning.
 
     Returns:
         The run's :class:`IngestSummary` (also written to ``<workspace>/logs/ingest-<run_id>.json``).
@@ -148,8 +155,9 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
     workers = max(1, int(workers or default_workers()))
     summary = IngestSummary(run_id=run_id, workers=workers)
     found = discover([Path(p) for p in paths], images_dir=Path(images_dir) if images_dir else None,
-                     dataset=dataset, reports=[Path(r) for r in reports], limit=limit)
+                     dataset=dataset, reports=[Path(r) for r in reports], limit=limit, unboxed=unboxed)
     summary.images_found = len(found.image_tasks)
+    summary.images_unboxed_unknown = found.unboxed_unknown
     summary.files_ignored = len(found.ignored_files)
     summary.sources = dict(found.sources)
     _remove_stale_temporaries(catalog.workspace.root)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -86,6 +86,15 @@ class Discovery:
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # (path, stage, reason)
     ignored_files: list[str] = field(default_factory=list)
     sources: Counter = field(default_factory=Counter)
+    #: images of a detection set without a box that ``unboxed="unknown"`` catalogued as plain images
+    unboxed_unknown: int = 0
+
+
+#: What an image of a COCO / YOLO set without any box means: ``negative`` (the set boxed every fracture, so no
+#: box = no fracture; what the catalog has always assumed) or ``unknown`` (the set is not exhaustive, e.g. only
+#: some positive studies were boxed: such an image is catalogued as a plain image, its fracture label unknown
+#: until an expert or a report says otherwise).
+UNBOXED_CHOICES = ("negative", "unknown")
 
 
 def region_for_class(name: str) -> str | None:
@@ -108,7 +117,7 @@ def box_label_for_class(name: str) -> str:
 
 
 def discover(paths: list[Path], *, images_dir: Path | None = None, dataset: str | None = None,
-             reports: list[Path] | None = None, limit: int | None = None) -> Discovery:
+             reports: list[Path] | None = None, limit: int | None = None, unboxed: str = "negative") -> Discovery:
     """Classify every input path and list image tasks (sorted by path) and report files.
 
     Args:
@@ -117,7 +126,10 @@ def discover(paths: list[Path], *, images_dir: Path | None = None, dataset: str 
         dataset: dataset name for every image (default: the input path's name).
         reports: extra report files (Open-i XML/tgz/folder, CSV).
         limit: keep only the first ``limit`` images (sorted by path) of each input path.
+        unboxed: what a detection-set image without a box means (:data:`UNBOXED_CHOICES`).
     """
+    if unboxed not in UNBOXED_CHOICES:
+        raise ValueError(f"unboxed must be one of {', '.join(UNBOXED_CHOICES)}, not {unboxed!r}")
     found = Discovery()
     for report in reports or []:
         _add_report_path(Path(report), found)
@@ -141,6 +153,11 @@ def discover(paths: list[Path], *, images_dir: Path | None = None, dataset: str 
     for task in found.image_tasks:  # a file named twice (folder + explicit path) is ingested once
         unique.setdefault(str(Path(task.path).resolve()), task)
     found.image_tasks = sorted(unique.values(), key=lambda task: (task.dataset, task.path))
+    if unboxed == "unknown":
+        for index, task in enumerate(found.image_tasks):
+            if task.box_source and not task.boxes:
+                found.image_tasks[index] = replace(task, box_source=None)
+                found.unboxed_unknown += 1
     return found
 
 

@@ -168,3 +168,55 @@ def test_ingested_box_sticking_out_left_and_top_is_clipped_not_shifted(tmp_path,
     with catalog.session() as session:
         [box] = session.scalars(select(Annotation).where(Annotation.kind == "box"))
         assert (box.x, box.y, box.w, box.h) == pytest.approx((0.0, 0.0, 40.0, 30.0))
+
+
+def _yolo_set(folder: Path, boxed: list[str], unboxed: list[str]) -> Path:
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    (folder / "data.yaml").write_text("names: ['wrist positive']\n")
+    for name in boxed + unboxed:  # pixels differ between names (equal pixels would be one image)
+        PILImage.new("L", (64, 48), ord(name)).save(folder / "images" / f"{name}.png")
+        if name in boxed:
+            (folder / "labels" / f"{name}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    return folder
+
+
+def _fracture_labels(catalog) -> dict[str, int | None]:
+    from radloop.core.targets import image_labels
+
+    with catalog.session() as session:
+        names = dict(session.execute(select(Image.id, Image.external_id)).all())
+    labels = image_labels(catalog)
+    return {names[image_id]: labels.get(image_id, {}).get("fracture") for image_id in names}
+
+
+def test_unboxed_images_of_a_non_exhaustive_set_stay_unknown(tmp_path, catalog):
+    folder = _yolo_set(tmp_path / "set", boxed=["a", "b"], unboxed=["c", "d"])
+    summary = ingest_paths(catalog, [folder], dataset="partial", workers=1, progress=False, unboxed="unknown")
+    assert summary.images_added == 4 and summary.annotations_added == 2 and summary.images_unboxed_unknown == 2
+    assert _fracture_labels(catalog) == {"a": 1, "b": 1, "c": None, "d": None}
+    with catalog.session() as session:
+        marks = dict(session.execute(select(Image.external_id, Image.meta["box_source"].as_string())).all())
+    assert marks == {"a": "yolo:set", "b": "yolo:set", "c": None, "d": None}
+    # the default, as before: an unboxed image of a detection set is a negative
+    other = _yolo_set(tmp_path / "full", boxed=["e"], unboxed=["f"])
+    summary = ingest_paths(catalog, [other], dataset="full", workers=1, progress=False)
+    assert summary.images_unboxed_unknown == 0
+    labels = _fracture_labels(catalog)
+    assert (labels["e"], labels["f"]) == (1, 0)
+
+
+def test_unboxed_takes_negative_or_unknown_only(tmp_path, catalog):
+    from typer.testing import CliRunner
+
+    from radloop.app.cli import build_app
+
+    folder = _yolo_set(tmp_path / "set", boxed=["a"], unboxed=["b"])
+    with pytest.raises(ValueError, match="unboxed must be one of negative, unknown, not 'maybe'"):
+        ingest_paths(catalog, [folder], workers=1, progress=False, unboxed="maybe")
+    result = CliRunner().invoke(build_app(), ["ingest", str(folder), "--unboxed", "maybe", "-w", str(tmp_path / "ws")])
+    assert result.exit_code == 2 and "maybe" in result.output
+    result = CliRunner().invoke(build_app(), ["ingest", str(folder), "--unboxed", "unknown", "-j", "1", "--json",
+                                      "-w", str(tmp_path / "ws")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["images_unboxed_unknown"] == 1
