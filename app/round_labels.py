@@ -184,7 +184,8 @@ def train_round_probe(catalog: Catalog, row: Round, config: Any, progress: Progr
     """Fit the probe on every label bought so far, evaluate on the held-out split, register it.
 
     Labels of images in the evaluation split are left out of training (:func:`training_labels`); the
-    result's note counts them.  ``labels_total`` is the number of labels the probe was trained on.
+    result's note and ``labels_left_out`` count them.  ``labels_total`` is the number of labels the probe was
+    trained on.
     """
     from sklearn.metrics import roc_auc_score
 
@@ -197,15 +198,16 @@ def train_round_probe(catalog: Catalog, row: Round, config: Any, progress: Progr
     held_out_note = (f"{left_out} labelled image(s) of the '{config.eval_split}' split (the evaluation split) "
                      "left out of training: they stay the held-out truth" if left_out else None)
     if not labelled:  # nothing bought for the task yet (e.g. no selected image has ground truth for it)
-        return {"labels_total": 0, "note": _joined(f"no labels for '{config.task}' yet: no model trained",
-                                                   held_out_note)}
+        return {"labels_total": 0, "labels_left_out": left_out,
+                "note": _joined(f"no labels for '{config.task}' yet: no model trained", held_out_note)}
     train = load_embeddings(catalog, encoder_version, sorted(labelled))
     targets = np.array([[labelled[image_id]] for image_id in train.image_ids], dtype=np.int64)
     progress(f"training a probe on {len(train.image_ids)} labels", 0.5)
     try:
         probe = round_probe(config).fit(_normalize(train.vectors), targets, [config.task])
     except ProbeError as error:
-        return {"labels_total": len(labelled), "note": _joined(f"no model trained yet: {error}", held_out_note)}
+        return {"labels_total": len(labelled), "labels_left_out": left_out,
+                "note": _joined(f"no model trained yet: {error}", held_out_note)}
     # the held-out split's labels only (not a target per image of the split)
     truth = {image_id: labels[config.task] for image_id, labels in image_labels(
         catalog, split=config.eval_split, dataset=config.dataset).items() if labels.get(config.task) is not None}
@@ -245,8 +247,8 @@ def train_round_probe(catalog: Catalog, row: Round, config: Any, progress: Progr
     if kept:
         note = _joined(note, f"{version} registered, not current: {kept} (`radloop models set-current {version}` "
                              "to use it)")
-    result = {"labels_total": len(labelled), "metric": metric, "model_version": version,
-              "eval_images": len(evaluation)}
+    result = {"labels_total": len(labelled), "labels_left_out": left_out, "metric": metric,
+              "model_version": version, "eval_images": len(evaluation)}
     return {**result, "note": note} if note else result
 
 

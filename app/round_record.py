@@ -99,6 +99,9 @@ class RoundReport:
     labels_spent: int = 0
     #: labels the round's model was trained on: known when the round finishes (None while it is open)
     labels_total: int | None = None
+    #: expert labels of evaluation-split images left out of that training (they stay the held-out truth);
+    #: None while the round is open and for rounds finished before this was recorded
+    labels_left_out: int | None = None
     metric_name: str | None = None
     metric_before: float | None = None
     metric_after: float | None = None
@@ -119,6 +122,8 @@ def report_of(row: Round, catalog: Catalog, progress: dict[int, dict[str, int]] 
                        answered=tasks.get("answered", 0), skipped=tasks.get("skipped", 0),
                        pending=tasks.get("pending", 0),
                        labels_spent=row.labels_spent, labels_total=(int(meta["labels_total"]) if meta.get("labels_total") is not None else None),
+                       labels_left_out=(int(meta["labels_left_out"]) if meta.get("labels_left_out") is not None
+                                        else None),
                        metric_name=row.metric_name, metric_before=row.metric_before,
                        metric_after=row.metric_after, model_version=row.model_version,
                        tasks_file=meta.get("tasks_file"), notes=list(meta.get("notes", [])))

@@ -383,7 +383,8 @@ def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate
         row = update_round(catalog, row.id, state="trained", metric_name=f"auroc.{config.task}",
                            metric_before=previous, metric_after=result.get("metric"),
                            meta={"labels_total": result["labels_total"], "probe_version": result.get("model_version"),
-                                 "eval_images": result.get("eval_images")},
+                                 "eval_images": result.get("eval_images"),
+                                 "labels_left_out": result.get("labels_left_out")},
                            notes=lambda notes: notes + added)
     if row.state == "trained":
         row = update_round(catalog, row.id, state="finished", finished_at=datetime.now(timezone.utc))

@@ -208,7 +208,8 @@ def test_labels_of_evaluation_images_never_train_the_probe(round_catalog):
     assert (f"{len(test_images)} labelled image(s) of the 'test' split (the evaluation split) left out of "
             "training: they stay the held-out truth") in done.notes
     labels, _ = training_labels(round_catalog, RoundConfig(simulate=True))
-    assert done.labels_total == len(labels)
+    assert done.labels_total == len(labels) and done.labels_left_out == len(test_images) > 0
+    assert done.to_json()["labels_left_out"] == len(test_images)
     record = get_model(round_catalog, f"probe-fracture-r{done.number:03d}-{done.model_version[-8:]}")
     with round_catalog.session() as session:
         trained_images = set(session.scalars(select(Annotation.image_id).where(
