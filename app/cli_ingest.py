@@ -37,9 +37,9 @@ def ingest_command(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per catalog transaction.")] = 64,
     unboxed: Annotated[str, typer.Option(
         "--unboxed",
-        help="An image of a COCO/YOLO set without a box: 'negative' (the set boxed every fracture) or 'unknown' "
-             "(it did not: the image is catalogued as a plain image, its fracture label unknown until an expert "
-             "or a report says otherwise). Applies to the images this run adds.")] = "negative",
+        help="An image of a COCO/YOLO set without a fracture box: 'negative' (the set boxed every fracture) or "
+             "'unknown' (it did not: the image's fracture label stays unknown until an expert or a report says "
+             "otherwise; its other boxes are kept). Applies to the images this run adds.")] = "negative",
     workspace: WorkspaceOption = None,
     json_output: JsonOption = False,
 ) -> None:

@@ -76,8 +76,8 @@ class IngestSummary:
     #: boxes not stored because the image already had the same box from another source (counted again by a
     #: re-run of that source, which stores nothing either)
     boxes_skipped_duplicate: int = 0
-    #: images of a detection set without a box catalogued as plain images (``unboxed="unknown"``): their fracture
-    #: label stays unknown instead of "no fracture"
+    #: images this run added from a detection set without a fracture box, with ``unboxed="unknown"``: their
+    #: fracture label stays unknown instead of "no fracture" (``meta["unboxed_source"]``)
     images_unboxed_unknown: int = 0
     reports_added: int = 0
     reports_updated: int = 0
@@ -141,9 +141,10 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
         progress: show a progress bar on stderr.
         limit: only the first ``limit`` images (sorted by path) of each input path, e.g. for a quick demo.
         batch_size: images per catalog transaction.
-        unboxed: ``"negative"`` (default) or ``"unknown"``: what an image of a COCO / YOLO set without a box
-            means (:data:`radloop.core.ingest_sources.UNBOXED_CHOICES`); it applies to the images this run
-            catalogues; an image an earlier run catalogued from a detection set keeps that set's meaning.
+        unboxed: ``"negative"`` (default) or ``"unknown"``: what an image of a COCO / YOLO set without a
+            fracture box means (:data:`radloop.core.ingest_sources.UNBOXED_CHOICES`); it applies to the images
+            this run adds: an image an earlier run catalogued keeps what it was given (a later run of the same
+            set with the default does not make it a negative).
 
     Returns:
         The run's :class:`IngestSummary` (also written to ``<workspace>/logs/ingest-<run_id>.json``).
@@ -157,7 +158,6 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
     found = discover([Path(p) for p in paths], images_dir=Path(images_dir) if images_dir else None,
                      dataset=dataset, reports=[Path(r) for r in reports], limit=limit, unboxed=unboxed)
     summary.images_found = len(found.image_tasks)
-    summary.images_unboxed_unknown = found.unboxed_unknown
     summary.files_ignored = len(found.ignored_files)
     summary.sources = dict(found.sources)
     _remove_stale_temporaries(catalog.workspace.root)

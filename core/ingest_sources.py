@@ -17,7 +17,8 @@ import yaml
 from radloop.core.vocabulary import BODY_REGIONS
 
 __all__ = [
-    "Discovery", "ImageTask", "RawBox", "box_label_for_class", "discover", "region_for_class",
+    "UNBOXED_CHOICES", "Discovery", "ImageTask", "RawBox", "box_label_for_class", "discover", "has_fracture_box",
+    "region_for_class",
 ]
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -73,6 +74,9 @@ class ImageTask:
     body_region: str | None = None
     boxes: tuple[RawBox, ...] = ()
     box_source: str | None = None
+    #: an image of a detection set that did not box every fracture (``unboxed="unknown"``) and has no fracture
+    #: box: its boxes are stored, but "no fracture box" does not mean "no fracture" (no ``meta["box_source"]``)
+    fracture_unknown: bool = False
 
 
 @dataclass
@@ -86,13 +90,11 @@ class Discovery:
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # (path, stage, reason)
     ignored_files: list[str] = field(default_factory=list)
     sources: Counter = field(default_factory=Counter)
-    #: images of a detection set without a box that ``unboxed="unknown"`` catalogued as plain images
-    unboxed_unknown: int = 0
 
 
-#: What an image of a COCO / YOLO set without any box means: ``negative`` (the set boxed every fracture, so no
-#: box = no fracture; what the catalog has always assumed) or ``unknown`` (the set is not exhaustive, e.g. only
-#: some positive studies were boxed: such an image is catalogued as a plain image, its fracture label unknown
+#: What an image of a COCO / YOLO set without a fracture box means: ``negative`` (the set boxed every fracture,
+#: so no box = no fracture; what the catalog has always assumed) or ``unknown`` (the set is not exhaustive, e.g.
+#: only some positive studies were boxed: the image's other boxes are stored, its fracture label stays unknown
 #: until an expert or a report says otherwise).
 UNBOXED_CHOICES = ("negative", "unknown")
 
@@ -155,10 +157,14 @@ def discover(paths: list[Path], *, images_dir: Path | None = None, dataset: str 
     found.image_tasks = sorted(unique.values(), key=lambda task: (task.dataset, task.path))
     if unboxed == "unknown":
         for index, task in enumerate(found.image_tasks):
-            if task.box_source and not task.boxes:
-                found.image_tasks[index] = replace(task, box_source=None)
-                found.unboxed_unknown += 1
+            if task.box_source and not has_fracture_box(task):
+                found.image_tasks[index] = replace(task, fracture_unknown=True)
     return found
+
+
+def has_fracture_box(task: ImageTask) -> bool:
+    """Whether one of the task's boxes is a fracture box (by the vocabulary label of its class)."""
+    return any(box_label_for_class(box.source_label) == "fracture" for box in task.boxes)
 
 
 def _default_dataset(path: Path) -> str:

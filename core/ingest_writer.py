@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from radloop.core.boxes import same_box
 from radloop.core.catalog import Catalog
-from radloop.core.ingest_sources import ImageTask, box_label_for_class
+from radloop.core.ingest_sources import ImageTask, box_label_for_class, has_fracture_box
 from radloop.core.ingest_worker import ImageOutcome
 from radloop.core.schema import Annotation, DuplicateSource, Image, IngestError, Study
 from radloop.core.splits import split_for_study
@@ -136,7 +136,10 @@ class CatalogWriter:
                     session.flush()  # no ORM relationships: flush the study before its image (foreign key)
                     self.summary.studies_added += 1
                 meta = dict(columns.pop("meta", None) or {})
-                if task.box_source:
+                if task.box_source and task.fracture_unknown:  # its set did not box every fracture
+                    meta["unboxed_source"] = task.box_source
+                    self.summary.images_unboxed_unknown += 1
+                elif task.box_source:
                     meta["box_source"] = task.box_source
                 session.add(Image(**columns, meta=meta))
                 session.flush()  # the image before its boxes
@@ -250,9 +253,16 @@ class CatalogWriter:
             self.catalog.workspace.absolute(outcome.image[key]).unlink(missing_ok=True)
 
     def _attach_detection_source(self, image: Image, task: ImageTask) -> None:
-        """An image already catalogued (e.g. as a plain JPEG) now listed by a detection set."""
+        """An image already catalogued (e.g. as a plain JPEG) now listed by a detection set.
+
+        It becomes exhaustively boxed (``meta["box_source"]``) unless it is already, the set is ingested with
+        ``unboxed="unknown"`` and has no fracture box for it, or an earlier run of this same set catalogued it
+        with an unknown fracture label (``meta["unboxed_source"]``): the ``unboxed`` choice applies to the
+        images a run adds, so a later run with the default does not turn them into negatives.
+        """
         meta = dict(image.meta or {})
-        if meta.get("box_source") != task.box_source and "box_source" not in meta:
+        keeps_unknown = meta.get("unboxed_source") == task.box_source and not has_fracture_box(task)
+        if "box_source" not in meta and not task.fracture_unknown and not keeps_unknown:
             meta["box_source"] = task.box_source
             image.meta = meta
         if image.body_region is None and task.body_region:

@@ -170,14 +170,14 @@ def test_ingested_box_sticking_out_left_and_top_is_clipped_not_shifted(tmp_path,
         assert (box.x, box.y, box.w, box.h) == pytest.approx((0.0, 0.0, 40.0, 30.0))
 
 
-def _yolo_set(folder: Path, boxed: list[str], unboxed: list[str]) -> Path:
+def _yolo_set(folder: Path, boxed: list[str], unboxed: list[str], foreign: tuple[str, ...] = ()) -> Path:
     (folder / "images").mkdir(parents=True)
     (folder / "labels").mkdir()
-    (folder / "data.yaml").write_text("names: ['wrist positive']\n")
-    for name in boxed + unboxed:  # pixels differ between names (equal pixels would be one image)
+    (folder / "data.yaml").write_text("names: ['wrist positive', 'foreign body']\n")
+    for name in boxed + unboxed + list(foreign):  # pixels differ between names (equal pixels would be one image)
         PILImage.new("L", (64, 48), ord(name)).save(folder / "images" / f"{name}.png")
-        if name in boxed:
-            (folder / "labels" / f"{name}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+        if name in boxed or name in foreign:
+            (folder / "labels" / f"{name}.txt").write_text(f"{int(name in foreign)} 0.5 0.5 0.2 0.2\n")
     return folder
 
 
@@ -191,13 +191,22 @@ def _fracture_labels(catalog) -> dict[str, int | None]:
 
 
 def test_unboxed_images_of_a_non_exhaustive_set_stay_unknown(tmp_path, catalog):
-    folder = _yolo_set(tmp_path / "set", boxed=["a", "b"], unboxed=["c", "d"])
+    folder = _yolo_set(tmp_path / "set", boxed=["a", "b"], unboxed=["c", "d"], foreign=("g",))
     summary = ingest_paths(catalog, [folder], dataset="partial", workers=1, progress=False, unboxed="unknown")
-    assert summary.images_added == 4 and summary.annotations_added == 2 and summary.images_unboxed_unknown == 2
-    assert _fracture_labels(catalog) == {"a": 1, "b": 1, "c": None, "d": None}
+    assert summary.images_added == 5 and summary.annotations_added == 3 and summary.images_unboxed_unknown == 3
+    # "g" has a foreign-body box only: kept, but no fracture box does not mean no fracture either
+    assert _fracture_labels(catalog) == {"a": 1, "b": 1, "c": None, "d": None, "g": None}
     with catalog.session() as session:
-        marks = dict(session.execute(select(Image.external_id, Image.meta["box_source"].as_string())).all())
-    assert marks == {"a": "yolo:set", "b": "yolo:set", "c": None, "d": None}
+        marks = {name: (meta.get("box_source"), meta.get("unboxed_source"))
+                 for name, meta in session.execute(select(Image.external_id, Image.meta))}
+        [foreign_box] = session.scalars(select(Annotation).where(Annotation.label == "foreign_body"))
+    unknown = (None, "yolo:set")
+    assert marks == {"a": ("yolo:set", None), "b": ("yolo:set", None), "c": unknown, "d": unknown, "g": unknown}
+    assert foreign_box.source == "yolo:set"
+    # a later run of the same set with the default (a resumed ingest, say) adds nothing and makes no negative
+    again = ingest_paths(catalog, [folder], dataset="partial", workers=1, progress=False)
+    assert again.images_added == 0 and again.images_unboxed_unknown == 0
+    assert _fracture_labels(catalog) == {"a": 1, "b": 1, "c": None, "d": None, "g": None}
     # the default, as before: an unboxed image of a detection set is a negative
     other = _yolo_set(tmp_path / "full", boxed=["e"], unboxed=["f"])
     summary = ingest_paths(catalog, [other], dataset="full", workers=1, progress=False)
