@@ -236,3 +236,28 @@ def test_the_progress_bar_total_follows_the_fitted_schedule(catalog, tmp_path):
                       tmp_path / "run", register=False, callbacks=[StepClock(20), seen])
     assert result.steps == result.scheduled_steps == FITTED_STEPS
     assert seen.totals[0] == 100 and seen.totals[-1] == FITTED_STEPS
+
+
+def test_a_resumed_fitted_run_counts_to_the_fitted_total(catalog, tmp_path):
+    """Resumed mid-epoch after the fit, the bar counts from the restored step to the fitted total (the run's
+    max_steps), not to the planned max_steps' batches."""
+    from lightning.pytorch.callbacks import Callback
+
+    class Bars(Callback):
+        def __init__(self) -> None:
+            self.rows: list = []
+
+        def on_train_batch_end(self, trainer, *_args) -> None:
+            bar = trainer.progress_bar_callback.train_progress_bar
+            self.rows.append((trainer.global_step, bar.initial, bar.total))
+
+    build_workspace(catalog, 16)
+    config = _config("trainer.fit_schedule_to_time=true", "trainer.checkpoint_every_n_steps=2",
+                     "trainer.enable_progress_bar=true")
+    first, resumed = Bars(), Bars()
+    pretrain(catalog, config, tmp_path / "run", register=False, callbacks=[StepClock(20), StopAtStep(6), first])
+    result = pretrain(catalog, config, tmp_path / "run", register=False,
+                      callbacks=[StepClock(20, seconds_per_step=0.1), resumed])
+    assert result.resumed_from and result.steps == FITTED_STEPS
+    assert first.rows[-1][2] == FITTED_STEPS
+    assert {(initial, total) for _, initial, total in resumed.rows} == {(6, FITTED_STEPS)}

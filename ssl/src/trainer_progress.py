@@ -34,11 +34,15 @@ def trainer_callbacks(progress: bool) -> list:
                 return
             # Resumed mid-epoch, Lightning skips on_train_epoch_start: the bar had no total (no ETA), counted
             # the restored batches as done in its first second (a wrong rate) and was called "Training".
-            # Its total is what Lightning's total_train_batches gave at the start of this epoch.
+            # Its total: the epoch's batches, or fewer when max_steps ends the run first (a resumed pretraining
+            # run whose schedule was fitted to max_time gets the fitted step count as max_steps).
             total = trainer.num_training_batches
-            if trainer.max_epochs == -1 and trainer.max_steps is not None and trainer.max_steps > 0:
-                at_epoch_start = trainer.global_step - done // max(1, trainer.accumulate_grad_batches)
-                total = min(total, trainer.max_steps - at_epoch_start)
+            accumulate = max(1, trainer.accumulate_grad_batches)
+            if trainer.max_steps is not None and trainer.max_steps > 0:
+                at_epoch_start = trainer.global_step - done // accumulate
+                total = min(total, (trainer.max_steps - at_epoch_start) * accumulate)
+            if done >= total:  # resumed at an epoch's end: leave the next epoch's bar to Lightning
+                return
             bar = self.train_progress_bar
             bar.reset(total=convert_inf(total))
             bar.initial = bar.n = done
