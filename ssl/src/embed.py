@@ -190,8 +190,10 @@ def embed_catalog(catalog: Catalog, bundle: EncoderBundle, *, batch_size: int = 
         writer = _ShardWriter(catalog, bundle.version, shard_size=shard_size, fp16=fp16, normalized=normalize)
         loader = torch.utils.data.DataLoader(_CatalogImages(items, bundle), batch_size=batch_size, shuffle=False,
                                              num_workers=num_workers, collate_fn=_collate)
+        from radloop.ssl.distributed import destroy_process_group_at_exit
         from radloop.ssl.trainer_progress import trainer_callbacks
 
+        destroy_process_group_at_exit()  # several devices: Lightning leaves the DDP process group alive
         trainer = L.Trainer(accelerator=accelerator, devices=devices, callbacks=[writer, *trainer_callbacks(progress)],
                             logger=False, enable_progress_bar=progress, enable_model_summary=False)
         trainer.predict(_EncoderModule(bundle, normalize), dataloaders=loader, return_predictions=False)

@@ -230,6 +230,7 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.utilities import rank_zero_only
 
+    from radloop.ssl.distributed import destroy_process_group_at_exit
     from radloop.ssl.encoders import encoder_version, save_encoder
     from radloop.ssl.pretrain_data import PixelStore, catalog_images
     from radloop.ssl.pretrain_module import PretrainDataModule, SSLPretrainer, TimeFittedSchedule
@@ -276,6 +277,7 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
                                   save_top_k=1, monitor=None)
     trainer_settings = config.trainer
     time_fit = [TimeFittedSchedule()] if trainer_settings.fit_schedule_to_time else []
+    destroy_process_group_at_exit()  # several devices: Lightning leaves the DDP process group alive
     trainer = L.Trainer(
         accelerator=trainer_settings.accelerator, devices=trainer_settings.devices,
         num_nodes=trainer_settings.num_nodes, strategy=trainer_settings.strategy,
