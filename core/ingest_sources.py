@@ -128,7 +128,7 @@ def discover(paths: list[Path], *, images_dir: Path | None = None, dataset: str 
         dataset: dataset name for every image (default: the input path's name).
         reports: extra report files (Open-i XML/tgz/folder, CSV).
         limit: keep only the first ``limit`` images (sorted by path) of each input path.
-        unboxed: what a detection-set image without a box means (:data:`UNBOXED_CHOICES`).
+        unboxed: what a detection-set image without a fracture box means (:data:`UNBOXED_CHOICES`).
     """
     if unboxed not in UNBOXED_CHOICES:
         raise ValueError(f"unboxed must be one of {', '.join(UNBOXED_CHOICES)}, not {unboxed!r}")
