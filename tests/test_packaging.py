@@ -46,6 +46,9 @@ def test_namespace_imports():
     assert not (REPO_ROOT / "ssl" / "__init__.py").exists()
 
 
+EXTRA_CONFIGS = ("site.yaml", "site.yml", "rounds/wards/er.yaml", "ssl/local.yml")
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     setuptools = pytest.importorskip("setuptools", reason="building a wheel without build isolation needs setuptools")
@@ -57,6 +60,9 @@ def wheel(tmp_path_factory) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     for name in SOURCES:
         shutil.copytree(REPO_ROOT / name, source / name, ignore=ignore)
+    for extra in EXTRA_CONFIGS:  # where a site may add configs: top level, deeper folders, the .yml spelling
+        (source / "configs" / extra).parent.mkdir(parents=True, exist_ok=True)
+        (source / "configs" / extra).write_text("name: extra\n")
     out = tmp_path_factory.mktemp("dist")
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
                              "-q", "-w", str(out), str(source)], capture_output=True, text=True, timeout=300)
@@ -71,6 +77,8 @@ def test_the_wheel_holds_every_shipped_config_and_rule_file(wheel):
     assert configs, "no configs in the checkout"
     missing = [name for name in configs if f"radloop/configs/{name}" not in names]
     assert not missing, f"configs missing from the wheel: {missing}"
+    extras = [name for name in EXTRA_CONFIGS if f"radloop/configs/{name}" not in names]
+    assert not extras, f"added configs missing from the wheel: {extras}"
     rules = REPO_ROOT / "labeling" / "rules"
     rule_files = [path.relative_to(rules).as_posix() for path in rules.rglob("*")
                   if path.is_file() and path.suffix in {".json", ".yaml", ".yml", ".tsv"}]
