@@ -291,6 +291,8 @@ def bench_active_learning_command(
         headroom = entry.get("headroom")
         if headroom:
             summary["tasks"][name]["headroom"] = headroom
+        if "full_pool" in entry:
+            summary["tasks"][name]["full_pool"] = entry["full_pool"]
         random_spread = entry["strategies"]["random"]["std"][-1] if "random" in entry["strategies"] else 0.0
         if "savings_noise_floor" in entry:
             summary["tasks"][name]["savings_noise_floor"] = entry["savings_noise_floor"]
@@ -307,6 +309,11 @@ def bench_active_learning_command(
                           f"{round(entry['strategies']['random']['labels'][-1] / entry['savings_noise_floor'])} "
                           f"labels, so a copy of random would show {entry['savings_noise_floor']:.2f}x: savings up "
                           "to that are within random's own curve (more --seeds flatten it)")
+        full = entry.get("full_pool")
+        if full:
+            console.print(f"{name:9s} every pool label ({full['labels']}): {entry['metric']} {full['score']:.3f}"
+                          + (f"; random at {entry['strategies']['random']['labels'][-1]} labels: "
+                             f"{entry['random_final']:.3f}" if "random_final" in entry else ""))
         if headroom:
             console.print(f"{name:9s} headroom for {headroom['savings']:g}x: "
                           f"{headroom['share_reaching_reference']:.2%} of {headroom['draws']} random "

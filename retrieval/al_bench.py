@@ -198,12 +198,22 @@ def random_subset_headroom(task: TaskData, *, labels: int, reference_labels: int
             "share_reaching_reference": round(float((small >= reference.mean()).mean()), 4)}
 
 
+def full_pool_score(task: TaskData, *, regularization: float = 0.1, pca_components: int | None = None) -> dict:
+    """The benchmark's probe trained on every pool image's label, scored on the evaluation images: the score that
+    labelling the whole pool would buy, against which a learning curve's remaining headroom reads (a strategy
+    that saves k times random's labels must score, with budget / k labels, what random does with the budget)."""
+    scaler = probe_features(task.pool_x, pca_components)
+    probe = LinearProbe(len(task.classes), regularization).fit(task.pool_x, task.pool_y, scaler)
+    return {"labels": len(task.pool_y), "score": round(score(task.metric, task.eval_y, probe.predict_proba(task.eval_x)), 4)}
+
+
 def run_benchmark(tasks: list[TaskData], strategies: list[str], *, budget: int, step: int, seeds: int,
                   regularization: float = 0.1, pca_components: int | None = None,
                   headroom_draws: int = 0, headroom_savings: float = 5.0,
                   progress: Callable[[str], None] | None = None) -> dict:
     """Learning curves (mean, std over seeds: the population std, ddof 0, also said in the JSON as ``std_ddof``)
-    and label savings for every task and strategy, with ``savings_noise_floor`` (:func:`savings_noise_floor`).
+    and label savings for every task and strategy, with ``savings_noise_floor`` (:func:`savings_noise_floor`) and
+    ``full_pool`` (:func:`full_pool_score`: the probe on every pool label).
 
     With ``headroom_draws`` > 0 every task also gets ``headroom``: :func:`random_subset_headroom` for
     ``budget / headroom_savings`` labels against ``budget`` random ones.
@@ -243,6 +253,7 @@ def run_benchmark(tasks: list[TaskData], strategies: list[str], *, budget: int, 
             entry["label_savings"], entry["labels_to_reach_random"] = label_savings(curves, budget)
             entry["random_final"] = curves["random"]["mean"][-1]
             entry["savings_noise_floor"] = savings_noise_floor(curves)
+        entry["full_pool"] = full_pool_score(task, regularization=regularization, pca_components=pca_components)
         if headroom_draws:
             reference = min(budget, len(task.pool_y))
             small = max(1, round(reference / headroom_savings))
@@ -270,6 +281,9 @@ def plot_curves(result: dict, path: str | Path) -> Path:
             axis.plot(curve["labels"], mean, marker="o", markersize=3, label=strategy,
                       linewidth=2.5 if strategy == "random" else 1.5, color="black" if strategy == "random" else None)
             axis.fill_between(curve["labels"], mean - std, mean + std, alpha=0.12)
+        if "full_pool" in entry:
+            axis.axhline(entry["full_pool"]["score"], color="grey", linestyle="--", linewidth=1,
+                         label=f"all {entry['full_pool']['labels']} pool labels")
         axis.set_title(f"{name} ({entry['n_pool']} pool / {entry['n_eval']} eval images)")
         axis.set_xlabel("labelled images")
         axis.set_ylabel(entry["metric"])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from radloop.retrieval.al_bench import (label_savings, probe_features, random_subset_headroom, savings_noise_floor,
-                                       score)
+from radloop.retrieval.al_bench import (LinearProbe, full_pool_score, label_savings, probe_features,
+                                       random_subset_headroom, run_benchmark, savings_noise_floor, score)
 from radloop.retrieval.al_tasks import TaskData
 from radloop.retrieval.al_tasks import load_coco_targets
 
@@ -240,6 +240,26 @@ def test_bench_active_learning_headroom_in_json_and_printed(tmp_path):
     bad, _ = _bench_fracture(tmp_path / "bad", 80, 30, "--strategies", "random", "--headroom-draws", "12",
                              "--headroom-savings", "1")
     assert bad.exit_code != 0 and "headroom_savings must be above 1" in bad.output
+
+
+def test_full_pool_score_is_the_probe_on_every_pool_label():
+    task = _binary_task(1.0, 40)
+    full = full_pool_score(task, regularization=0.5)
+    probe = LinearProbe(2, 0.5).fit(task.pool_x, task.pool_y, probe_features(task.pool_x))
+    assert full == {"labels": 600, "score": round(score("auroc", task.eval_y, probe.predict_proba(task.eval_x)), 4)}
+    few = LinearProbe(2, 0.5).fit(task.pool_x[:40], task.pool_y[:40], probe_features(task.pool_x))
+    assert full["score"] > score("auroc", task.eval_y, few.predict_proba(task.eval_x))  # more labels, more signal
+    result = run_benchmark([task], ["random"], budget=40, step=20, seeds=1, regularization=0.5)
+    assert result["tasks"]["fracture"]["full_pool"] == full
+
+
+def test_bench_active_learning_prints_the_full_pool_score(tmp_path):
+    result, out = _bench_fracture(tmp_path, 80, 30, "--strategies", "random")
+    assert result.exit_code == 0, result.output
+    entry = json.loads(out.read_text())["tasks"]["fracture"]
+    assert entry["full_pool"]["labels"] == entry["n_pool"]
+    assert f"every pool label ({entry['n_pool']}): auroc {entry['full_pool']['score']:.3f}; random at 30 labels" \
+        in result.stderr + result.output
 
 
 def test_bench_selection_refuses_a_budget_larger_than_the_pool():
