@@ -19,14 +19,16 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	# pip's output is filtered of this machine's index notices; pipefail keeps a failed install failing make
+	set -o pipefail; $(BIN)/pip install -q --upgrade pip 2>&1 | { grep -v 'WARNING: Location' || true; }
 	# torch/torchvision first, exactly the builds that lie on this machine's disk
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[all,test]' 2>&1 | grep -v 'WARNING: Location' || true
+	set -o pipefail; $(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | { grep -v 'WARNING: Location' || true; }
+	set -o pipefail; $(BIN)/pip install -q -e '.[all,test]' 2>&1 | { grep -v 'WARNING: Location' || true; }
 	# medspacy pins spacy<3.8 on Python 3.11 (thinc built for numpy 1.x) while label-studio-sdk
 	# needs numpy>=2.2: spaCy 3.8 works with medspacy (pip warns about the pin, harmless).
 	# Second step, after the resolver is done: spaCy 3.8, numpy 2 and the current label-studio-sdk.
-	$(BIN)/pip install -q 'spacy>=3.8,<3.9' 'numpy>=2.2' 'label-studio-sdk>=2.1' 2>&1 | grep -v "WARNING: Location\|dependency conflicts\|requires spacy<3.8\|resolver does not" || true
+	set -o pipefail; $(BIN)/pip install -q 'spacy>=3.8,<3.9' 'numpy>=2.2' 'label-studio-sdk>=2.1' 2>&1 | \
+	  { grep -v "WARNING: Location\|dependency conflicts\|requires spacy<3.8\|resolver does not" || true; }
 	$(BIN)/python -c 'import ssl, radloop.core, medspacy, timm, faiss, label_studio_sdk; ssl.create_default_context()'
 	@touch $@
 
