@@ -314,9 +314,10 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 def _next_batch(catalog: Catalog, options: DemoOptions) -> dict[str, Any]:
     from radloop.app.rounds import labelled_image_ids, start_round
 
+    # the experts' batch: not simulated, so `radloop round finish` pulls their answers (or, with no server yet,
+    # says how to hand the batch out); `radloop round finish --simulate` still answers it from the ground truth
     config = _round_config(options).model_copy(update={
-        "strategy": options.strategy, "simulate": options.label_studio_url is None,
-        "label_studio_url": options.label_studio_url})
+        "strategy": options.strategy, "simulate": False, "label_studio_url": options.label_studio_url})
     if _pool_exhausted(catalog, config, labelled_image_ids(catalog, "fracture", simulate=config.simulate)):
         return {"note": "every pool image is labelled: no next batch (a larger --limit gives a larger pool)"}
     report = start_round(catalog, config=config)

@@ -359,6 +359,10 @@ def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate
     config = _started_with(row)
     if simulate is not None:
         config = config.model_copy(update={"simulate": simulate})
+    elif config.simulate and row.state in ("selected", "pushed") and _in_label_studio(catalog, row.id):
+        # a simulated round whose batch was pushed to Label Studio since (`radloop round push`): its answers are
+        # the experts'; only an explicit --simulate answers it from the ground truth
+        config = config.model_copy(update={"simulate": False})
     if row.state == "created":
         raise RoundError(f"round {row.number} has no selection yet: run `radloop round start` again to resume it")
     if row.state in ("selected", "pushed"):
@@ -390,6 +394,13 @@ def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate
         row = update_round(catalog, row.id, state="finished", finished_at=datetime.now(timezone.utc))
     progress("round finished", 1.0)
     return report_of(row, catalog)
+
+
+def _in_label_studio(catalog: Catalog, round_id: int) -> bool:
+    """Whether any of the round's tasks was pushed to a Label Studio project."""
+    from radloop.labeling import ls_sync
+
+    return ls_sync.pushed_binding(catalog, round_id) is not None
 
 
 def _pull_answers(catalog: Catalog, row: Round, config: RoundConfig) -> None:

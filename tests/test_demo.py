@@ -33,6 +33,13 @@ def test_demo_small_subset(tmp_path):
     assert summary["next_batch"]["selected"] == 12
     assert (workspace / summary["next_batch"]["label_studio_import_file"]).exists()
     assert (workspace / "rounds" / "learning_curve.png").stat().st_size > 10_000
+    # the experts' batch stays open as an expert round: a plain finish does not answer it from the ground truth
+    finish = CliRunner().invoke(build_app(), ["round", "finish", "--workspace", str(workspace)])
+    assert finish.exit_code != 0 and "went to an import file" in finish.output, finish.output
+    simulated = CliRunner().invoke(build_app(), ["round", "finish", "--simulate", "--workspace", str(workspace),
+                                                 "--json"])
+    assert simulated.exit_code == 0, simulated.output
+    assert json.loads(simulated.stdout)["labels_spent"] == 12
 
 
 def test_demo_missing_data_is_a_clear_error(tmp_path):

@@ -127,6 +127,32 @@ def test_start_pulls_from_where_the_tasks_went_and_keeps_the_workspace_binding(f
     assert ls_sync.pushed_binding(catalog, second.round_id) is None  # written to an import file only
 
 
+def test_a_simulated_round_pushed_to_label_studio_since_is_finished_with_the_experts_answers(fresh, monkeypatch):
+    """A round started as a simulation (the demo's) whose batch was then pushed (`radloop round push`): a plain
+    finish pulls the experts' answers instead of answering from the ground truth; --simulate still simulates."""
+    from radloop.app.rounds import finish_round, start_round
+    from radloop.core.schema import Annotation
+    from radloop.labeling import ls_sync
+
+    catalog, fake = fresh
+    use_fake(monkeypatch, fake)
+    first = start_round(catalog, strategy="random", budget=2, dataset="fracture", simulate=True)
+    assert ls_sync.pushed_binding(catalog, first.round_id) is None
+    ls_sync.push_round(catalog, fake, first.round_id)
+    answered, waiting = _selected(catalog, first.round_id)
+    fake.annotate(fake.task_of(first.round_id, answered), ["fracture"])
+    report = finish_round(catalog)
+    assert (report.labels_spent, report.pending) == (1, 1)
+    with catalog.session() as session:
+        sources = set(session.scalars(select(Annotation.source).where(Annotation.image_id.in_([answered, waiting]))))
+    assert "simulate" not in sources and sources
+
+    second = start_round(catalog, strategy="random", budget=2, dataset="fracture", simulate=True)
+    ls_sync.push_round(catalog, fake, second.round_id)
+    monkeypatch.setattr(ls_sync, "pull_round", lambda *args, **kwargs: pytest.fail("--simulate pulled"))
+    assert finish_round(catalog, simulate=True).labels_spent == 2
+
+
 # ------------------------------------------------------------------ "cannot tell" and skipped images
 def test_images_answered_cannot_tell_or_skipped_stay_out_unless_reselect_unclear(fresh, monkeypatch):
     from radloop.app.rounds import RoundError, finish_round, labelled_image_ids, start_round
