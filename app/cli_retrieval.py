@@ -192,6 +192,14 @@ def _refuse_shared_images(pool_names: list[str], pool_folder: Path, eval_names: 
              "one vector; rename them (or copy the evaluation images under new names)")
 
 
+def _refuse_missing_images(names: list[str], folder: Path, coco: Path, option: str) -> None:
+    """Exit when images that ``coco`` lists are not files in ``folder`` (checked before an encoder is loaded)."""
+    missing = [name for name in names if not (folder / name).is_file()]
+    if missing:
+        fail(f"{len(missing):,} of the {len(names):,} images listed in {coco} are not in {folder} (e.g. {missing[0]}): "
+             f"pass the folder that holds them with {option}")
+
+
 def bench_active_learning_command(
     train_coco: Annotated[Path, typer.Option("--train-coco", help="COCO file of the pool images.")],
     train_images: Annotated[Path, typer.Option("--train-images", help="Folder of the pool images.")],
@@ -253,13 +261,25 @@ def bench_active_learning_command(
                 fail(f"{embeddings} needs a file_names (or ids) array")
             source = str(embeddings)
         else:
-            from radloop.ssl import embed_images, load_encoder
+            from radloop.ssl import UnreadableImage, embed_images, load_encoder
 
-            bundle = load_encoder(encoder)
+            if eval_coco is None:  # both sides come from --train-coco
+                _refuse_missing_images(pool.file_names + evaluation.file_names, train_images, train_coco,
+                                       "--train-images")
+            else:
+                _refuse_missing_images(pool.file_names, train_images, train_coco, "--train-images")
+                _refuse_missing_images(evaluation.file_names, eval_images, eval_coco, "--eval-images")
+            try:
+                bundle = load_encoder(encoder)
+            except FileNotFoundError as error:  # not an encoder folder (no encoder.json / weights)
+                fail(f"--encoder {encoder}: {error}")
             names = pool.file_names + evaluation.file_names
             folders = [train_images] * len(pool.file_names) + [eval_images] * len(evaluation.file_names)
             _say(f"embedding {len(names)} images with {bundle.version}")
-            vectors = embed_images(bundle, [str(folder / name) for folder, name in zip(folders, names)])
+            try:
+                vectors = embed_images(bundle, [str(folder / name) for folder, name in zip(folders, names)])
+            except UnreadableImage as error:  # names the file and the decoder's reason
+                fail(f"cannot read {error}: replace the file or leave it out of the COCO file")
             source = bundle.version
             import numpy as np
 
@@ -405,7 +425,7 @@ def bench_catalog_command(
     synthetic archive catalogs (SQLite), one process per operation."""
     import tempfile
 
-    from radloop.core.catalog_bench import bench_catalog
+    from radloop.core.catalog_bench import bench_catalog, check_operations
 
     try:
         counts = [int(size) for size in sizes.split(",") if size.strip()]
@@ -413,8 +433,15 @@ def bench_catalog_command(
         fail(f"--sizes {sizes!r}: comma-separated numbers of images")
     if any(count < 2 for count in counts):
         fail("each size must be at least 2 images (two per study)")
+    chosen = None if operations is None else [name.strip() for name in operations.split(",") if name.strip()]
+    if chosen is not None and not chosen:
+        fail(f"--operations {operations!r} names no operation")
+    try:
+        check_operations(chosen)  # before any catalog is built
+    except ValueError as error:
+        fail(f"--operations: {error}")
     with tempfile.TemporaryDirectory(prefix="radloop-bench-catalog-") as temporary:
         result = bench_catalog(counts, folder or Path(temporary), keep=keep and folder is not None,
-                               operations=[name.strip() for name in operations.split(",")] if operations else None,
+                               operations=chosen,
                                progress=_say)
     emit(result, json_output, title="catalog benchmark")

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["OPERATIONS", "bench_catalog", "run_measured"]
+__all__ = ["OPERATIONS", "bench_catalog", "check_operations", "run_measured"]
 
 #: Python run for the "overview" operation: what the app's overview page computes (app/page_overview.py)
 OVERVIEW = """
@@ -53,6 +53,19 @@ OPERATIONS: list[tuple[str, list[str]]] = [
     ("round finish 2", ["round", "finish", "--simulate", "--json"]),
     ("round status", ["round", "status", "--json"]),
 ]
+
+
+def check_operations(operations: list[str] | None) -> None:
+    """Refuse operation names that are not in :data:`OPERATIONS` (a misspelt name would measure nothing).
+
+    Raises:
+        ValueError: unknown names (the message names them and lists the valid ones).
+    """
+    valid = [name for name, _ in OPERATIONS]
+    unknown = [name for name in operations or () if name not in valid]
+    if unknown:
+        raise ValueError(f"unknown operation{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(repr(name) for name in unknown)}; valid: {', '.join(valid)}")
 
 
 def run_measured(command: list[str], *, env: dict | None = None, cwd: str | None = None) -> dict:
@@ -94,9 +107,16 @@ def bench_catalog(sizes: list[int], folder: Path, *, operations: list[str] | Non
                   keep: bool = False, progress=None) -> dict:
     """Build a synthetic catalog of each size under ``folder`` and measure each operation on it.
 
+    Args:
+        operations: names from :data:`OPERATIONS` to measure (default: all).
+
     Returns:
         ``{"sizes": {size: {"build": ..., "operations": {name: {wall_s, peak_rss_mb, rc}}}}}``.
+
+    Raises:
+        ValueError: an unknown operation name (before anything is built).
     """
+    check_operations(operations)
     say = progress or (lambda _message: None)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "200"}
     env.pop("RADLOOP_DATABASE_URL", None)  # never a site's database
