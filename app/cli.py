@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "radloop.app.cli_labeling",
     "radloop.app.cli_ssl",
     "radloop.app.cli_retrieval",
+    "radloop.app.cli_bench",
     "radloop.app.cli_labelstudio",
     "radloop.app.cli_train",
     "radloop.app.cli_round",

@@ -81,6 +81,11 @@ def _short(value: Any) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def say(message: str) -> None:
+    """A dim progress line on the console (stderr)."""
+    console.print(f"[dim]{message}[/dim]")
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print a clear error (no traceback) and exit."""
     from rich.markup import escape
