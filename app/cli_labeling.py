@@ -10,7 +10,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from radloop.app.options import JsonOption, WorkspaceOption, console, emit, fail, open_catalog
+from radloop.app.options import JsonOption, WorkspaceOption, check_output_file, console, emit, fail, open_catalog
 
 InputArgument = Annotated[str, typer.Argument(
     help="Open-i XML tarball (.tgz) or folder, a CSV with columns report_id,text, or 'catalog' "
@@ -59,8 +59,10 @@ def label_reports_command(
     """Label radiology reports: findings with status, temporality, site, laterality, device type, evidence."""
     from radloop.labeling import ReportLabeler
 
-    labeler = ReportLabeler()
     to_stdout = str(out) == "-"
+    if not to_stdout:
+        check_output_file(out)
+    labeler = ReportLabeler()
     catalog = open_catalog(workspace) if source == "catalog" else None
     # written next to --out and renamed at the end: an interrupted or failed run leaves the previous file whole
     partial = None if to_stdout else out.with_name(out.name + ".partial")
@@ -130,10 +132,13 @@ def label_reports_command(
         progress.close()
         if partial is not None:
             handle.close()
-            if completed:
-                partial.replace(out)
-            else:
-                partial.unlink(missing_ok=True)
+            try:
+                if completed:
+                    partial.replace(out)
+            except OSError as error:
+                fail(f"cannot write --out {out}: {error.strerror or error}")
+            finally:
+                partial.unlink(missing_ok=True)  # gone once renamed; else what a failed run wrote
     summary = {"input": source, "out": str(out), "rules_version": labeler.rules_version, **counts}
     if to_stdout:
         console.print(json.dumps(summary))
@@ -156,6 +161,8 @@ def eval_reports_command(
     for path, name in ((reports, "--reports"), (negbio, "--negbio"), (labels, "--labels")):
         if path is not None and not path.exists():
             fail(f"{name} not found: {path}")
+    if disagreements is not None:
+        check_output_file(disagreements, "--disagreements")
     sources = list(_open_sources(str(reports)))
     if not sources:
         fail(f"no Open-i reports in {reports}")

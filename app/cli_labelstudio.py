@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from radloop.app.options import JsonOption, WorkspaceOption, console, emit, fail, open_catalog
+from radloop.app.options import JsonOption, WorkspaceOption, check_output_file, console, emit, fail, open_catalog
 
 TokenOption = Annotated[Optional[str], typer.Option(
     "--token", help="Label Studio API token (default: $LABEL_STUDIO_API_KEY or $RADLOOP_LS_TOKEN). Never stored.",
@@ -142,6 +142,7 @@ def ls_export(out: Annotated[Path, typer.Option("--out", help="Where to write th
     from radloop.labeling.ls_project import load_binding, report_text_setting
     from radloop.labeling.ls_tasks import export_tasks_json
 
+    check_output_file(out)
     catalog = open_catalog(workspace)
     try:
         binding = load_binding(catalog.workspace)
@@ -154,7 +155,7 @@ def ls_export(out: Annotated[Path, typer.Option("--out", help="Where to write th
         result = export_tasks_json(catalog, _round_id(catalog, round_id), out, binding=binding,
                                    document_root=str(document_root) if document_root else None, media_url=media_url,
                                    report_text=report_text)
-    except (LookupError, FileNotFoundError, ValueError) as error:
+    except (LookupError, OSError, ValueError) as error:  # OSError: e.g. --out or the media folder not writable
         fail(str(error))
     emit({**result, "report_text": report_text}, as_json, title="Label Studio import file")
 
@@ -201,8 +202,8 @@ def round_push(round_id: RoundOption = None, token: TokenOption = None,
         if as_json:
             emit({**error.summary, "error": str(error)}, True)
         fail(str(error), code=3)
-    except (LabelStudioError, LookupError, FileNotFoundError) as error:
-        fail(str(error))
+    except (LabelStudioError, LookupError, FileNotFoundError, ValueError) as error:  # ValueError: the binding's
+        fail(str(error))  # document root no longer contains the workspace's images, or it is unreadable
     emit(result, as_json, title="round push")
 
 

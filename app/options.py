@@ -94,6 +94,13 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def check_output_file(path: Path, option: str = "--out") -> None:
+    """Exit with one clear line when an output file option names an existing folder: checked before any work,
+    as the write would otherwise fail only at the end."""
+    if path.is_dir():
+        fail(f"{option} {path} is a folder: give a file path")
+
+
 def open_catalog(workspace: Path | None):
     """Open an existing workspace's catalog, or exit with what to run first."""
     from radloop.core.catalog import Catalog

@@ -28,8 +28,8 @@ from radloop.labeling.ls_client import AuthenticationError, LabelStudioClient, P
 from radloop.labeling.ls_config import DEFAULT_REPORT_TEXT, build_label_config, check_report_text, config_digest
 from radloop.labeling.ls_init_rollback import remove_created_project
 
-__all__ = ["DEFAULT_PROJECT_TITLE", "ProjectBinding", "check_local_files", "image_url", "init_project",
-           "label_studio_url", "load_binding", "media_dir", "repair_image_urls",
+__all__ = ["DEFAULT_PROJECT_TITLE", "ProjectBinding", "check_document_root", "check_local_files", "image_url",
+           "init_project", "label_studio_url", "load_binding", "media_dir", "repair_image_urls",
            "report_text_setting", "save_binding", "stage_render"]
 
 logger = logging.getLogger(__name__)
@@ -161,16 +161,37 @@ def stage_render(workspace: Workspace, image_id: str, render_path: str) -> Path:
     return target
 
 
+def check_document_root(media: Path, document_root: str) -> Path:
+    """Check that the local-files ``document_root`` contains the staged renders' folder ``media`` (task URLs are
+    relative to it); returns ``media`` relative to it.
+
+    Raises:
+        ValueError: it does not, naming both folders.
+    """
+    root = Path(document_root).resolve()
+    folder = media.resolve()
+    if not folder.is_relative_to(root):
+        raise ValueError(f"the Label Studio document root {document_root} does not contain the workspace's staged "
+                         f"images ({media}): the document root (--document-root, the server's "
+                         "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT) must be a parent folder of the workspace; or serve "
+                         "the images with --media-url")
+    return folder.relative_to(root)
+
+
 def image_url(binding: ProjectBinding | None, staged: Path, *, document_root: str | None = None,
               media_url: str | None = None) -> str:
-    """The URL a task uses for a staged render (local-files storage or radloop-served)."""
+    """The URL a task uses for a staged render (local-files storage or radloop-served).
+
+    Raises:
+        ValueError: no document root nor media URL, or a document root that does not contain the render.
+    """
     media_url = media_url or (binding.media_url if binding else None)
     if media_url:
         return f"{media_url.rstrip('/')}/{quote(staged.name)}"
     root = document_root or (binding.document_root if binding else None)
     if not root:
         raise ValueError("neither a local-files document root nor a media URL is configured")
-    relative = staged.resolve().relative_to(Path(root).resolve())
+    relative = check_document_root(staged.parent, root) / staged.name
     return "/data/local-files/?d=" + quote(relative.as_posix())
 
 
@@ -325,10 +346,7 @@ def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str 
     if not media_url:
         document_root = document_root or os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT") \
             or str(workspace.root)
-        if not media.resolve().is_relative_to(Path(document_root).resolve()):
-            raise ValueError(f"media folder {media} is not under the Label Studio document root {document_root}: "
-                             "set LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (server and here) to a parent of the "
-                             "workspace, or pass --media-url")
+        check_document_root(media, document_root)
     client.whoami()
     project_id = None
     if previous and previous.url == client.url:

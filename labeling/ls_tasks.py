@@ -23,6 +23,7 @@ Pre-annotations per task:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -37,7 +38,8 @@ from radloop.core.schema import Image, Report, Round, Selection, WeakLabel
 from radloop.core.vocabulary import IMAGE_FINDINGS
 from radloop.labeling.ls_adapter import ImageGeometry, PredictionRecord, TaskData, task_key, task_to_ls
 from radloop.labeling.ls_config import ParsedLabelConfig, build_label_config, check_report_text, parse_label_config
-from radloop.labeling.ls_project import ProjectBinding, image_url, report_text_setting, stage_render
+from radloop.labeling.ls_project import (ProjectBinding, check_document_root, image_url, media_dir,
+                                          report_text_setting, stage_render)
 from radloop.labeling.redact import redact_report
 
 __all__ = ["NO_REPORT", "REPORT_WITHHELD", "TaskPayload", "build_task_payloads", "export_tasks_json",
@@ -152,6 +154,7 @@ def build_task_payloads(catalog: Catalog, round_id: int, *, selection_ids: list[
         weak = weak_label_predictions(session, study_ids)
         round_number = round_row.number
     staged = {image.id: stage_render(workspace, image.id, image.render_path) for _, image in rows}
+    urls = {image_id: url_for(path) for image_id, path in staged.items()}  # a bad URL setting fails before the model
     model_predictions: dict[str, PredictionRecord] = {}
     if predictor is not None and rows:
         images = [image for _, image in rows]
@@ -165,7 +168,7 @@ def build_task_payloads(catalog: Catalog, round_id: int, *, selection_ids: list[
     payloads = []
     for selection, image in rows:
         geometry = ImageGeometry(image.width, image.height, image.render_width, image.render_height)
-        data = TaskData(case_id=image.id, study_id=image.study_id, image_url=url_for(staged[image.id]),
+        data = TaskData(case_id=image.id, study_id=image.study_id, image_url=urls[image.id],
                         report=task_report(reports.get(image.study_id, []), report_text),
                         body_region=image.body_region or "unknown", strategy=selection.strategy,
                         selection_score=None if selection.score is None else round(float(selection.score), 6),
@@ -184,18 +187,34 @@ def export_tasks_json(catalog: Catalog, round_id: int, path: str | os.PathLike, 
     Images are staged like a push; their URLs use ``media_url`` or local-files paths under
     ``document_root`` (default: the binding's, else the workspace root).  The report field follows
     ``report_text``, else the binding's (``binding``, else the workspace's) setting, else ``redacted``.
+    The file is written beside ``path`` and renamed; a failed write leaves neither it nor a partial file.
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder (checked before any work).
+        ValueError: the document root does not contain the workspace's media folder (checked before any
+            work); an unknown ``report_text``.
+        LookupError / FileNotFoundError: see :func:`build_task_payloads`.
     """
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"{target} is a folder: give a file path")
     root = document_root or (binding.document_root if binding else None) or str(catalog.workspace.root)
+    if not (media_url or (binding.media_url if binding else None)):
+        check_document_root(media_dir(catalog.workspace), root)
     report_text = report_text_setting(catalog.workspace, binding, report_text)
     predictor = load_current_predictor(catalog) if with_model else None
     payloads = build_task_payloads(
         catalog, round_id, predictor=predictor, report_text=report_text,
         url_for=lambda staged: image_url(binding, staged, document_root=root, media_url=media_url))
-    target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_suffix(target.suffix + ".tmp")
-    temporary.write_text(json.dumps([payload.task for payload in payloads], indent=1))
-    os.replace(temporary, target)
+    try:
+        temporary.write_text(json.dumps([payload.task for payload in payloads], indent=1))
+        os.replace(temporary, target)
+    except BaseException:  # disk full, Ctrl-C: no half-written file is left beside the output
+        with contextlib.suppress(OSError):  # the error to report is the write's, not this clean-up's
+            temporary.unlink(missing_ok=True)
+        raise
     return {"path": str(target), "tasks": len(payloads),
             "predictions": sum(len(payload.task["predictions"]) for payload in payloads),
             "model_version": getattr(predictor, "model_version", None)}
