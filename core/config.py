@@ -80,21 +80,43 @@ def find_config(file: Path) -> Path:
     raise ConfigError(f"config file not found: {file}{hint}")
 
 
+def _read_settings(file: Path) -> dict[str, Any]:
+    """The top-level mapping of YAML ``file``.
+
+    A file without settings is refused rather than read as "all defaults": an empty pretraining config
+    would otherwise start an hours-long default run.  A job's defaults come from passing no file at all.
+    """
+    try:
+        loaded = yaml.safe_load(file.read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config file {file}: {error}") from None
+    except yaml.YAMLError as error:
+        mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark and problem else str(error)
+        raise ConfigError(f"config file {file} is not valid YAML ({' '.join(where.split())})") from None
+    if loaded is None or loaded == {}:
+        raise ConfigError(f"config file {file} has no settings (nothing but blank lines, comments or an empty "
+                          f"value): write the job's settings in it, or start from one of radloop's configs in "
+                          f"{shipped_configs()}")
+    if not isinstance(loaded, dict):
+        found = "a list" if isinstance(loaded, list) else f"the single value {str(loaded)[:40]!r}"
+        raise ConfigError(f"config file {file} must be a mapping of settings (key: value) at the top level, "
+                          f"not {found}")
+    return loaded
+
+
 def load_config(path: str | Path | None, model: type[ModelT], overrides: list[str] | None = None) -> ModelT:
     """Load a YAML file (or just defaults when ``path`` is None) into ``model``.
 
     Raises:
-        ConfigError: the file is missing, not a mapping, or does not validate (unknown keys named).
+        ConfigError: the file is missing, unreadable, not YAML, has no settings (empty, only comments,
+            ``null``), is not a mapping, or does not validate (unknown keys named).
     """
     data: dict[str, Any] = {}
     source = "(built-in defaults)"
     if path is not None:
         source = str(path)
-        file = find_config(Path(path))
-        loaded = yaml.safe_load(file.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config {file} must be a mapping at the top level")
-        data = loaded
+        data = _read_settings(find_config(Path(path)))
     data = apply_overrides(data, overrides)
     if overrides:
         source += " with --set " + " ".join(overrides)

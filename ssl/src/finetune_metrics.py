@@ -1,7 +1,7 @@
 """Held-out metrics: AUROC / average precision per finding, calibration error, region accuracy, box mAP@0.5.
 
 Classification metrics come from scikit-learn, box mAP from torchmetrics (COCO-style, IoU 0.5).  A metric
-that is undefined on the data (one class only in the held-out labels) is reported as ``None`` and explained
+that is undefined on the data (no held-out labels, or one class only) is reported as ``None`` and explained
 in ``notes`` rather than silently dropped.
 """
 
@@ -61,8 +61,12 @@ def classification_metrics(targets: np.ndarray, probabilities: np.ndarray, findi
         pooled_probabilities.append(scores)
         if labels.size == 0 or labels.min() == labels.max():
             result[f"auroc.{finding}"] = result[f"ap.{finding}"] = None
-            notes.append(f"{finding}: held-out labels have one class only ({labels.size} images); "
-                         "AUROC/AP undefined")
+            if labels.size == 0:
+                notes.append(f"{finding}: no labelled held-out images (0 of {len(targets)}); AUROC/AP undefined")
+            else:
+                value = "present" if labels[0] == 1 else "absent"
+                notes.append(f"{finding}: held-out labels have one class only (all {labels.size} images {value}); "
+                             "AUROC/AP undefined")
             continue
         result[f"auroc.{finding}"] = float(roc_auc_score(labels, scores))
         result[f"ap.{finding}"] = float(average_precision_score(labels, scores))
@@ -81,8 +85,11 @@ def region_metrics(true_regions: Sequence[str | None], predicted: Sequence[str |
         return {"region_balanced_accuracy": None, "region_accuracy": None, "n.region": 0}
     truth = [t for t, _ in pairs]
     guess = [p if p is not None else "<none>" for _, p in pairs]
-    return {"region_balanced_accuracy": balanced_accuracy(truth, guess),
-            "region_accuracy": float(np.mean([t == p for t, p in zip(truth, guess)])), "n.region": len(pairs)}
+    accuracy = float(np.mean([t == p for t, p in zip(truth, guess)]))
+    # one region in the truth: the mean recall is that region's recall, the accuracy; scikit-learn would warn
+    # about its confusion matrix's shape when the predictions name that region only, too
+    balanced = accuracy if len(set(truth)) == 1 else balanced_accuracy(truth, guess)
+    return {"region_balanced_accuracy": balanced, "region_accuracy": accuracy, "n.region": len(pairs)}
 
 
 def _to_xyxy(boxes: Sequence[Box], labels: list[str]):

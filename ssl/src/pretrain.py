@@ -206,6 +206,46 @@ def _overwrite_refused(encoder_dir: Path, registered: str, detail: str, hint: st
                       f"pretrain into a new folder with --out NEW_FOLDER{hint}")
 
 
+def _checkpoint_step(checkpoint: Path) -> int | None:
+    """The training step ``checkpoint`` was saved at (tensors memory-mapped, not read); None when unreadable."""
+    import torch
+
+    try:
+        return int(torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+    except Exception:  # noqa: BLE001 (a half-written or foreign file: the message names it without a step)
+        return None
+
+
+def _interrupted(step: int, run_dir: Path, resume: bool | str, kept: str, every: int, scheduled: int) -> str:
+    """What an interrupted run leaves behind and what rerunning the same command does with it.
+
+    ``kept``: the checkpoint this run wrote last (or resumed from), ``ModelCheckpoint.last_model_path``; "" if
+    none.  It need not be ``last.ckpt``: a ``--no-resume`` run beside an earlier run's checkpoints writes
+    ``last-v1.ckpt``.
+    """
+    head = f"pretraining interrupted at step {step}"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if isinstance(resume, (str, Path)) and str(resume) not in ("", "auto"):
+        rerun_from: Path | None = Path(resume)
+    else:
+        rerun_from = last if resume and last.is_file() else None
+    written = Path(kept) if kept and Path(kept).is_file() else None
+
+    def at_step(checkpoint: Path) -> str:
+        saved = _checkpoint_step(checkpoint)
+        return f"{checkpoint} (step {saved})" if saved is not None else str(checkpoint)
+
+    if written and (rerun_from is None or rerun_from.resolve() != written.resolve()):
+        then = "starts from the beginning again" if rerun_from is None else f"resumes from {at_step(rerun_from)}"
+        return (f"{head}: its checkpoint {at_step(written)} is kept: rerun with --checkpoint {written} to resume "
+                f"from it (the same command {then})")
+    if rerun_from is not None:
+        return f"{head}: rerun the same command to resume from {at_step(rerun_from)}"
+    first = (f"the first comes at step {every}" if every < scheduled else
+             f"the only one comes at the end, step {scheduled}")
+    return f"{head}: no checkpoint was written yet ({first}); a rerun starts from the beginning"
+
+
 def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, resume: bool | str = True,
              register: bool = True, callbacks: list | None = None) -> PretrainResult:
     """Train, export and register an encoder.
@@ -306,10 +346,9 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except SystemExit:  # Lightning's answer to Ctrl-C: a graceful shutdown, then sys.exit(1)
         if trainer.interrupted:
-            raise KeyboardInterrupt(
-                f"pretraining interrupted at step {trainer.global_step}: the last checkpoint in "
-                f"{run_dir / 'checkpoints'} (one every {trainer_settings.checkpoint_every_n_steps} steps) is kept; "
-                "rerun the same command to resume") from None
+            raise KeyboardInterrupt(_interrupted(trainer.global_step, run_dir, resume, checkpoints.last_model_path,
+                                                 trainer_settings.checkpoint_every_n_steps,
+                                                 module.scheduled_steps)) from None
         raise
     if trainer.global_step >= module.scheduled_steps:
         # the periodic checkpoints stop short of the last steps: last.ckpt must be the finished state, so that a
