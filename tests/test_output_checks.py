@@ -1,4 +1,4 @@
-"""Output paths and document roots the CLI refuses in one clear line .
+"""Output paths and document roots the CLI refuses in one clear line.
 
 `--out` naming a folder is refused before any work (`ls export`, `label-reports`, `eval-reports
 --disagreements`); a write that fails midway leaves no temporary file beside the output; a document root that
