@@ -334,7 +334,7 @@ def _hand_out(catalog: Catalog, round_id: int, config: RoundConfig, progress: Pr
         handed = None
     else:
         handed = (f"batch written to {meta['tasks_file']} ({source}); import it into Label Studio, or connect a "
-                  "server with `radloop ls init --url URL` and rerun `radloop round start`")
+                  f"server with `radloop ls init --url URL` and run `radloop round push --round {number}`")
     row = update_round(catalog, round_id, state="pushed", meta=meta, notes=lambda notes: [  # a rerun replaces
         note for note in notes if not note.startswith("batch ")] + ([handed] if handed else []))  # its note
     progress("round started", 1.0)
@@ -373,6 +373,12 @@ def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate
             _pull_answers(catalog, row, config)
         tasks = round_progress(catalog, [row.id]).get(row.id, {})
         answered = tasks.get("answered", 0)
+        if answered == 0 and not config.simulate and tasks.get("not_in_label_studio"):
+            outside, total = tasks["not_in_label_studio"], sum(tasks.values())
+            raise RoundError(f"round {row.number}: " + (f"its {outside}" if outside == total else
+                                                        f"{outside} of its {total}") +
+                             f" task(s) are not in Label Studio yet: push them with `radloop round push --round "
+                             f"{row.number}` (or finish with --simulate)")
         if answered == 0 and not config.simulate:
             raise RoundError(f"round {row.number}: no annotations yet in Label Studio ({tasks.get('pending', 0)} "
                              "task(s) waiting); label the tasks, then rerun `radloop round finish`")

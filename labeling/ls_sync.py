@@ -196,16 +196,23 @@ def push_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
 
     Raises:
         LookupError: no such round.  ProjectNotFoundError / AuthenticationError: see the message.
+        ValueError: the round is finished (its images are labelled); with ``recreate_deleted`` a finished
+            round's tasks deleted in Label Studio are imported again, and only those.
         PushIncompleteError: the server failed part-way (what was imported is recorded; re-run to finish).
+
+    A completed push replaces the round's "batch ..." note (e.g. an import file's) by one naming the server.
     """
-    binding = _resolve_binding(catalog, client, binding, project)
     with catalog.session() as session:
         round_row = session.get(Round, round_id)
         if round_row is None:
             raise LookupError(f"no round with id {round_id}")
-        number = round_row.number
+        number, finished = round_row.number, round_row.state == "finished"
         selections = session.scalars(select(Selection).where(Selection.round_id == round_id)
                                      .order_by(Selection.rank, Selection.id)).all()
+    if finished and not recreate_deleted:  # importing its tasks again would have labelled images labelled twice
+        raise ValueError(f"round {number} is finished: its images are labelled; start a new round with "
+                         "`radloop round start`")
+    binding = _resolve_binding(catalog, client, binding, project)
     existing = _existing_keys(client, binding, round_id)
     already = _record_existing(catalog, round_id, binding, existing)
     to_push, deleted = [], []
@@ -220,12 +227,16 @@ def push_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
                     set_ls_meta(selection, deleted_at=now_iso())
                 if not recreate_deleted:
                     continue
+            elif finished:  # only a deleted task of a finished round is imported again
+                continue
             to_push.append(selection.id)
     summary = SyncSummary({"round_id": round_id, "project_id": binding.project_id, "selected": len(selections),
                "already_in_label_studio": len(existing), "recorded_from_label_studio": already,
                "deleted_in_label_studio": len(deleted), "imported": 0, "predictions": 0,
                "model_version": None})
     if not to_push:
+        if not finished:
+            _note_pushed(catalog, round_id, binding.url)
         return summary
     predictor = predictor if predictor is not None else (load_current_predictor(catalog) if with_model else None)
     summary["model_version"] = getattr(predictor, "model_version", None)
@@ -254,7 +265,25 @@ def push_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
         summary["predictions"] += sum(len(payload.task["predictions"]) for payload in chunk)
         if progress is not None:
             progress(len(chunk))
+    if not finished:
+        _note_pushed(catalog, round_id, binding.url)
     return summary
+
+
+def _note_pushed(catalog: Catalog, round_id: int, url: str) -> None:
+    """Replace the round's "batch ..." note (where ``radloop round start`` handed its batch, e.g. an import
+    file) by one saying it is in Label Studio at ``url``, under the round's lock (as
+    ``radloop.app.round_record.update_round`` writes notes); a round without such a note keeps its notes."""
+    pushed = f"batch pushed to Label Studio at {url}"
+    with catalog.session() as session:
+        round_row = get_for_update(session, Round, round_id)
+        meta = dict(round_row.meta or {})
+        notes = list(meta.get("notes", []))
+        kept = [note for note in notes if not note.startswith("batch ")]
+        if len(kept) == len(notes) or notes == kept + [pushed]:
+            return
+        meta["notes"] = kept + [pushed]
+        round_row.meta = meta  # reassign: JSON columns do not track in-place changes
 
 
 def _geometries(catalog: Catalog, case_ids: set[str]) -> dict[str, ImageGeometry]:
