@@ -56,12 +56,19 @@ def replaceable(root: Path, keep: bool) -> str | None:
 
 
 def explore_command(root: Path) -> str:
-    """The shell line that opens the demo's workspace in the app. With a site ``RADLOOP_DATABASE_URL`` in the
-    environment the app would read that database instead of the demo's SQLite file, so the line clears it."""
+    """The shell line that opens the demo's workspace in the app, from any folder: this interpreter runs
+    Streamlit (``streamlit`` need not be on PATH) on the installed app's ``main.py`` by absolute path.  With a
+    site ``RADLOOP_DATABASE_URL`` in the environment the app would read that database instead of the demo's
+    SQLite file, so the line clears it."""
     import os
+    import shlex
+    import sys
+    from importlib.resources import files
 
     clear = "RADLOOP_DATABASE_URL= " if os.environ.get("RADLOOP_DATABASE_URL") else ""
-    return f"{clear}RADLOOP_WORKSPACE={root} streamlit run app/main.py"
+    app_main = Path(str(files("radloop.app").joinpath("main.py"))).resolve()
+    return (f"{clear}RADLOOP_WORKSPACE={shlex.quote(str(Path(root).resolve()))} "
+            f"{shlex.quote(sys.executable)} -m streamlit run {shlex.quote(str(app_main))}")
 
 
 def register(groups) -> None:

@@ -88,7 +88,9 @@ def _pull_client(catalog, round_key: int, token: Optional[str]):
 
 def ls_init(url: Annotated[Optional[str], typer.Option("--url", help="Label Studio URL ($LABEL_STUDIO_URL).")] = None,
             token: TokenOption = None,
-            project: Annotated[str, typer.Option("--project", help="Project title.")] = "radloop findings",
+            project: Annotated[Optional[str], typer.Option(
+                "--project", help="Project title; renames the bound project (default: keep the bound project's "
+                "title; a new project is called 'radloop findings').")] = None,
             document_root: Annotated[Optional[Path], typer.Option(
                 "--document-root", help="The server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (must contain the "
                 "workspace); default: that variable, else the parent folder the server is found to serve the "
@@ -303,10 +305,8 @@ def serve_backend(host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     _set_threads(threads)
     _log_requests()
     catalog = open_catalog(workspace)
-    if train_config is not None and not train_config.exists():
-        fail(f"training config not found: {train_config}")
     settings = BackendSettings(debounce_s=debounce, auth=_backend_auth(auth), label_studio_token=token_from_env(),
-                               train_config=str(train_config) if train_config else None,
+                               train_config=_train_config_path(train_config),
                                **_fetch_settings(catalog, label_studio_url, allow_url_prefix, allow_any_url))
     try:
         app = create_app(catalog, settings=settings)
@@ -317,6 +317,20 @@ def serve_backend(host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     console.print(f"radloop ML backend on http://{host}:{port} (model {app.state.holder.get().model_version}); "
                   f"image URLs fetched from: {allowed}")
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _train_config_path(train_config: Optional[Path]) -> Optional[str]:
+    """The absolute path of ``--train-config`` (None: not given): the file itself, else, for a relative path
+    given outside the repository, radloop's shipped config of that name, as every other --config option;
+    fails naming both when neither exists."""
+    from radloop.core.config import ConfigError, find_config
+
+    if train_config is None:
+        return None
+    try:
+        return str(find_config(train_config).resolve())
+    except ConfigError as error:
+        fail(f"training {error}")
 
 
 def _log_requests() -> None:

@@ -302,13 +302,16 @@ def repair_image_urls(client: LabelStudioClient, project_id: int, previous: Proj
     return repaired
 
 
-def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str = DEFAULT_PROJECT_TITLE,
+def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str | None = None,
                  document_root: str | None = None, media_url: str | None = None,
                  report_text: str | None = None) -> dict:
     """Create or update (idempotent) the workspace's project; returns a summary.
 
     The project is found by the binding's id (when it still exists on the same server), else by title;
-    its labelling config is replaced when the generated one differs.  ``report_text`` (what tasks carry as
+    its labelling config is replaced when the generated one differs.  ``title`` renames a bound project; None
+    keeps its current title (one chosen earlier or renamed in Label Studio's UI), and finds or creates one
+    under the binding's title on the same server, else :data:`DEFAULT_PROJECT_TITLE`.  The summary's
+    ``config_updated`` and ``title_updated`` say which of the two changed.  ``report_text`` (what tasks carry as
     report: ``redacted``, ``none``, ``as_stored``) is saved in the binding; None keeps the binding's
     setting (``redacted`` for a new one).
 
@@ -355,16 +358,20 @@ def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str 
         except ProjectNotFoundError:
             project_id = None
     if project_id is None:
+        if title is None:
+            title = previous.title if previous and previous.url == client.url else DEFAULT_PROJECT_TITLE
         project_id = client.find_project(title)
-    created = updated = False
+    created = config_updated = title_updated = False
     if project_id is None:
         project_id = client.create_project(title, label_config, description="radloop active-learning round tasks")
         created = True
     else:
         current = client.get_project(project_id)
-        if config_digest(current["label_config"]) != digest or current["title"] != title:
+        title = current["title"] if title is None else title
+        config_updated = config_digest(current["label_config"]) != digest
+        title_updated = current["title"] != title
+        if config_updated or title_updated:  # both fields sent: an unchanged one is written back as it is
             client.update_project(project_id, label_config=label_config, title=title)
-            updated = True
     storage_id = None
     served_from = None
     try:  # all or nothing for a project created here: a half-configured one must not linger in the UI
@@ -389,7 +396,8 @@ def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str 
             logger.warning("interrupted: Label Studio project %s (%r), created by this `ls init`, is kept; rerun "
                            "`radloop ls init` (it reuses it) or delete it in Label Studio", project_id, title)
         raise
-    return {"project_id": project_id, "title": title, "created": created, "config_updated": updated,
+    return {"project_id": project_id, "title": title, "created": created, "config_updated": config_updated,
+            "title_updated": title_updated,
             "url": client.url, "storage_id": storage_id, "media_dir": str(media), "report_text": report_text,
             "binding": str(binding_path(workspace)),
             "document_root": binding.document_root,
