@@ -143,7 +143,7 @@ def test_a_project_that_existed_is_never_removed(workspace, found_by):
     server = FakeServer(serving=403)
     if found_by == "title":
         existing = server.create_project(TITLE, "<View/>")
-    else:  # bound under another title: init renames it, then fails
+    else:  # bound under another title (kept: no --project), then init fails
         existing = server.create_project("an older title", "<View/>")
         save_binding(workspace, ProjectBinding(url=URL, project_id=existing, title="an older title",
                                                config_digest="d"))
