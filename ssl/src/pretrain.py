@@ -216,6 +216,15 @@ def _checkpoint_step(checkpoint: Path) -> int | None:
         return None
 
 
+def _resume_checkpoint(run_dir: Path, resume: bool | str) -> Path | None:
+    """The checkpoint a run resumes from: ``resume`` when it is a path, else the run's ``checkpoints/last.ckpt``
+    when ``resume`` is true and the file exists; None: a fresh start."""
+    if isinstance(resume, (str, Path)) and str(resume) not in ("", "auto"):
+        return Path(resume)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return last if resume and last.is_file() else None
+
+
 def _interrupted(step: int, run_dir: Path, resume: bool | str, kept: str, every: int, scheduled: int) -> str:
     """What an interrupted run leaves behind and what rerunning the same command does with it.
 
@@ -224,11 +233,7 @@ def _interrupted(step: int, run_dir: Path, resume: bool | str, kept: str, every:
     ``last-v1.ckpt``.
     """
     head = f"pretraining interrupted at step {step}"
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if isinstance(resume, (str, Path)) and str(resume) not in ("", "auto"):
-        rerun_from: Path | None = Path(resume)
-    else:
-        rerun_from = last if resume and last.is_file() else None
+    rerun_from = _resume_checkpoint(run_dir, resume)  # what the same command resumes from now
     written = Path(kept) if kept and Path(kept).is_file() else None
 
     def at_step(checkpoint: Path) -> str:
@@ -280,11 +285,8 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
     started = time.time()
     require_accelerator(config.trainer.accelerator)
     run_dir = Path(run_dir)
-    ckpt_path = None
-    if isinstance(resume, (str, Path)) and str(resume) not in ("", "auto"):
-        ckpt_path = str(resume)
-    elif resume and (run_dir / "checkpoints" / "last.ckpt").is_file():
-        ckpt_path = str(run_dir / "checkpoints" / "last.ckpt")
+    resume_from = _resume_checkpoint(run_dir, resume)
+    ckpt_path = None if resume_from is None else str(resume_from)
     encoder_dir = run_dir / "encoder"
     registered = registered_encoder_in(catalog, encoder_dir)
     same_run = ckpt_path is not None and Path(ckpt_path).resolve().parent == (run_dir / "checkpoints").resolve()
