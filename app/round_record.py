@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import model_validator
+from pydantic import ValidationError, model_validator
 from sqlalchemy import select
 
 from radloop.app.round_labels import round_progress
@@ -27,11 +27,16 @@ from radloop.core.schema import Round
 logger = logging.getLogger(__name__)
 
 __all__ = ["Progress", "RoundConfig", "RoundError", "RoundReport", "STATES", "label_studio_server",
-           "load_round_config", "open_round", "report_of", "round_id_for_number",
-           "round_server", "update_round"]
+           "load_round_config", "no_progress", "open_round", "report_of", "round_id_for_number",
+           "round_server", "started_with", "update_round"]
 
 Progress = Callable[[str, float], None]
 STATES = ("created", "selected", "pushed", "answered", "trained", "finished")
+
+
+def no_progress(_message: str, _fraction: float) -> None:
+    """The :data:`Progress` callback of a caller that shows none."""
+    return None
 
 
 class RoundError(RuntimeError):
@@ -121,7 +126,8 @@ def report_of(row: Round, catalog: Catalog, progress: dict[int, dict[str, int]] 
                        task=row.task, budget=row.budget, selected=int(meta.get("selected", 0)),
                        answered=tasks.get("answered", 0), skipped=tasks.get("skipped", 0),
                        pending=tasks.get("pending", 0),
-                       labels_spent=row.labels_spent, labels_total=(int(meta["labels_total"]) if meta.get("labels_total") is not None else None),
+                       labels_spent=row.labels_spent,
+                       labels_total=(int(meta["labels_total"]) if meta.get("labels_total") is not None else None),
                        labels_left_out=(int(meta["labels_left_out"]) if meta.get("labels_left_out") is not None
                                         else None),
                        metric_name=row.metric_name, metric_before=row.metric_before,
@@ -157,6 +163,27 @@ def update_round(catalog: Catalog, round_id: int, *, meta: dict[str, Any] | None
             setattr(row, key, value)
         session.flush()
         return row
+
+
+def started_with(row: Round) -> RoundConfig:
+    """The settings an open round was started with.
+
+    A round started before ``pool_split == eval_split`` was refused still resumes and finishes: its probe
+    never trains on the evaluation split's images (:func:`radloop.app.round_labels.training_labels`), so its metric is a
+    held-out one; new rounds with such settings are refused by :class:`RoundConfig`.
+    """
+    saved = row.config or {}
+    try:
+        return RoundConfig.model_validate(saved)
+    except ValidationError:
+        if saved.get("pool_split") is None or saved.get("pool_split") != saved.get("eval_split"):
+            raise
+    # every other setting validated as usual (with a stand-in eval split), then the saved split put back unchecked
+    stand_in = next(split for split in ("test", "val", "train") if split != saved["pool_split"])
+    config = RoundConfig.model_validate({**saved, "eval_split": stand_in})
+    logger.warning("round %s was started with pool_split = eval_split = %r; it finishes without training "
+                   "on that split", row.number, saved["eval_split"])
+    return config.model_copy(update={"eval_split": saved["eval_split"]})
 
 
 def open_round(catalog: Catalog) -> Round | None:

@@ -8,14 +8,14 @@ point is resumed by running the same command again::
 ``start_round`` embeds new images with the current encoder, refreshes the case-search index, pulls late
 answers of earlier rounds, scores the unlabelled pool with the current model (:mod:`.round_pool`), selects a
 batch with a strategy and hands it to annotators (Label Studio when configured, else an import file under
-``rounds/``).  ``finish_round`` collects the answers (Label Studio, or the dataset's ground truth with
-``simulate``), trains a calibrated linear probe on every label bought so far (never on an image of the
-evaluation split, whose labels stay the held-out truth), evaluates it on the held-out split and records what
-the round bought (``metric_before`` is the previous finished round's metric for the same task, see
-:func:`_previous_metric`): the round's answered selections, counted in the catalog (an
-earlier ``radloop round pull`` included).  Tasks still unanswered at that point are reported; a later
-``radloop round pull --round N`` (or the next ``start_round``) collects them, and until then their images
-stay out of new rounds' pools.  Label Studio being unreachable while pushing or finishing is a
+``rounds/``).  ``finish_round`` (:mod:`.round_finish`, re-exported here) collects the answers (Label Studio,
+or the dataset's ground truth with ``simulate``), trains a calibrated linear probe on every label bought so
+far (never on an image of the evaluation split, whose labels stay the held-out truth), evaluates it on the
+held-out split and records what the round bought (``metric_before`` is the previous finished round's metric
+for the same task, see :func:`.round_finish._previous_metric`): the round's answered selections, counted in
+the catalog (an earlier ``radloop round pull`` included).  Tasks still unanswered at that point are reported;
+a later ``radloop round pull --round N`` (or the next ``start_round``) collects them, and until then their
+images stay out of new rounds' pools.  Label Studio being unreachable while pushing or finishing is a
 :class:`RoundError` too: nothing is lost, rerunning the same command resumes.  The round's row is updated
 under its lock (:func:`.round_record.update_round`), as pulls do.
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -35,15 +34,15 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from radloop.app.round_labels import (
-    labelled_image_ids, late_answers_hint, open_task_notes, round_progress, simulate_answers, train_round_probe,
-    without_pending,
+    labelled_image_ids, round_progress, without_pending,
 )
 from radloop.app.round_pool import (
     pool_images, pool_probabilities, pool_weak_labels, pull_late_answers, without_truth, without_unclear,
 )
+from radloop.app.round_finish import finish_round
 from radloop.app.round_record import (
     STATES, Progress, RoundConfig, RoundError, RoundReport, label_studio_server, load_round_config,
-    open_round, report_of, round_id_for_number, round_server, update_round,
+    no_progress, open_round, report_of, round_id_for_number, started_with, update_round,
 )
 from radloop.core.catalog import ROUND_LOCK_KEY, Catalog, lock_for_write
 from radloop.core.config import ConfigError, save_resolved_config
@@ -56,11 +55,7 @@ __all__ = ["RoundConfig", "RoundError", "RoundReport", "STATES", "start_round", 
            "load_round_config", "labelled_image_ids", "label_studio_server", "round_id_for_number"]
 
 # names from before the split that the demo and tests use
-_pool, _open_round = pool_images, open_round
-
-
-def _noop(_message: str, _fraction: float) -> None:
-    return None
+_pool, _open_round, _noop = pool_images, open_round, no_progress
 
 
 def _current_encoder(catalog: Catalog, config: RoundConfig):
@@ -123,7 +118,7 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
     from radloop.core.embeddings import load_embeddings
     from radloop.retrieval import get_strategy
 
-    progress = progress or _noop
+    progress = progress or no_progress
     given = {k: v for k, v in overrides.items() if v is not None}
     config = (config or RoundConfig()).model_copy(update=given)
     config = _validated(config)  # the overrides too
@@ -297,7 +292,7 @@ def _resume_config(row: Round, config: RoundConfig, overridden: set[str]) -> Rou
                          f"options resumes round {row.number}")
     if not row.config:
         return config
-    own = _started_with(row)
+    own = started_with(row)
     return own.model_copy(update={name: getattr(config, name)
                                   for name in ("label_studio_url", "label_studio_project", "push")})
 
@@ -335,152 +330,10 @@ def _hand_out(catalog: Catalog, round_id: int, config: RoundConfig, progress: Pr
     else:
         handed = (f"batch written to {meta['tasks_file']} ({source}); import it into Label Studio, or connect a "
                   f"server with `radloop ls init --url URL` and run `radloop round push --round {number}`")
-    row = update_round(catalog, round_id, state="pushed", meta=meta, notes=lambda notes: [  # a rerun replaces
-        note for note in notes if not note.startswith("batch ")] + ([handed] if handed else []))  # its note
+    row = update_round(catalog, round_id, state="pushed", meta=meta,  # a rerun replaces its note
+                       notes=lambda notes: ls_sync.with_batch_note(notes, handed))
     progress("round started", 1.0)
     return report_of(row, catalog)
-
-
-def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate: bool | None = None) -> RoundReport:
-    """Collect the answers of the open round, fine-tune, evaluate and record what the round bought.
-
-    The round's answered selections in the catalog count, whether this call or an earlier ``radloop round
-    pull`` brought them; ``labels_spent`` is their number (a pull records it under the round's lock).  Tasks
-    still unanswered are reported in the round's notes (a later pull collects them).
-
-    Raises:
-        RoundError: no open round, no answers yet (Label Studio still labelling), or Label Studio unreachable
-            (nothing is lost: rerunning resumes).
-    """
-    progress = progress or _noop
-    row = open_round(catalog)
-    if row is None:
-        raise RoundError("no open round: start one with `radloop round start --budget 50`" + late_answers_hint(catalog))
-    config = _started_with(row)
-    if simulate is not None:
-        config = config.model_copy(update={"simulate": simulate})
-    elif config.simulate and row.state in ("selected", "pushed") and _in_label_studio(catalog, row.id):
-        # a simulated round whose batch was pushed to Label Studio since (`radloop round push`): its answers are
-        # the experts'; only an explicit --simulate answers it from the ground truth
-        config = config.model_copy(update={"simulate": False})
-    if row.state == "created":
-        raise RoundError(f"round {row.number} has no selection yet: run `radloop round start` again to resume it")
-    if row.state in ("selected", "pushed"):
-        progress("collecting answers", 0.1)
-        if config.simulate:
-            simulate_answers(catalog, row.id, config.task)
-        else:
-            _pull_answers(catalog, row, config)
-        tasks = round_progress(catalog, [row.id]).get(row.id, {})
-        answered = tasks.get("answered", 0)
-        if answered == 0 and not config.simulate and tasks.get("not_in_label_studio"):
-            outside, total = tasks["not_in_label_studio"], sum(tasks.values())
-            raise RoundError(f"round {row.number}: " + (f"its {outside}" if outside == total else
-                                                        f"{outside} of its {total}") +
-                             f" task(s) are not in Label Studio yet: push them with `radloop round push --round "
-                             f"{row.number}` (or finish with --simulate)")
-        if answered == 0 and not config.simulate:
-            raise RoundError(f"round {row.number}: no annotations yet in Label Studio ({tasks.get('pending', 0)} "
-                             "task(s) waiting); label the tasks, then rerun `radloop round finish`")
-        open_tasks = [] if config.simulate else open_task_notes(row, tasks)
-        # a Label Studio round's labels_spent is the pull's, stored under the lock: not this older count
-        spent = {"labels_spent": answered} if config.simulate else {}
-        row = update_round(catalog, row.id, state="answered", notes=lambda notes: notes + open_tasks, **spent)
-    if row.state == "answered":
-        result = train_round_probe(catalog, row, config, progress)
-        previous, previous_note = _previous_metric(catalog, row, config, result.get("eval_images"))
-        added = [note for note in (previous_note, result.get("note")) if note]
-        row = update_round(catalog, row.id, state="trained", metric_name=f"auroc.{config.task}",
-                           metric_before=previous, metric_after=result.get("metric"),
-                           meta={"labels_total": result["labels_total"], "probe_version": result.get("model_version"),
-                                 "eval_images": result.get("eval_images"),
-                                 "labels_left_out": result.get("labels_left_out")},
-                           notes=lambda notes: notes + added)
-    if row.state == "trained":
-        row = update_round(catalog, row.id, state="finished", finished_at=datetime.now(timezone.utc))
-    progress("round finished", 1.0)
-    return report_of(row, catalog)
-
-
-def _in_label_studio(catalog: Catalog, round_id: int) -> bool:
-    """Whether any of the round's tasks was pushed to a Label Studio project."""
-    from radloop.labeling import ls_sync
-
-    return ls_sync.pushed_binding(catalog, round_id) is not None
-
-
-def _pull_answers(catalog: Catalog, row: Round, config: RoundConfig) -> None:
-    """Pull the round's new annotations from Label Studio into the catalog."""
-    from radloop.labeling import ls_sync
-    from radloop.labeling.ls_client import LabelStudioError
-
-    binding = ls_sync.pushed_binding(catalog, row.id)  # where its tasks went, even if the workspace moved since
-    url = binding.url if binding is not None else round_server(catalog, row, config)
-    if not url:
-        raise RoundError(f"round {row.number} went to an import file ({(row.meta or {}).get('tasks_file')}); "
-                         "import it into Label Studio, then connect the workspace with `radloop ls init --url "
-                         "URL` (or set LABEL_STUDIO_URL) and rerun, or finish with --simulate")
-    try:
-        ls_sync.pull_round(catalog, ls_sync.client_from_env(url), row.id, binding=binding,
-                           project=None if binding is not None else config.label_studio_project)
-    except LabelStudioError as error:
-        raise RoundError(f"round {row.number}: the answers could not be pulled from Label Studio at {url}: "
-                         f"{error}\nNothing was lost: round {row.number} stays open with what earlier pulls "
-                         "brought; rerun `radloop round finish` to resume") from error
-
-
-def _started_with(row: Round) -> RoundConfig:
-    """The settings an open round was started with.
-
-    A round started before ``pool_split == eval_split`` was refused still resumes and finishes: its probe
-    never trains on the evaluation split's images (:func:`.round_labels.training_labels`), so its metric is a
-    held-out one; new rounds with such settings are refused by :class:`RoundConfig`.
-    """
-    saved = row.config or {}
-    try:
-        return RoundConfig.model_validate(saved)
-    except ValidationError:
-        if saved.get("pool_split") is None or saved.get("pool_split") != saved.get("eval_split"):
-            raise
-    # every other setting validated as usual (with a stand-in eval split), then the saved split put back unchecked
-    stand_in = next(split for split in ("test", "val", "train") if split != saved["pool_split"])
-    config = RoundConfig.model_validate({**saved, "eval_split": stand_in})
-    logger.warning("round %s was started with pool_split = eval_split = %r; it finishes without training "
-                   "on that split", row.number, saved["eval_split"])
-    return config.model_copy(update={"eval_split": saved["eval_split"]})
-
-
-def _previous_metric(catalog: Catalog, row: Round, config: RoundConfig,
-                     eval_images: int | None = None) -> tuple[float | None, str | None]:
-    """``metric_before`` of a round: the ``metric_after`` of the latest finished round of the same task and
-    metric, and a note when there is one but it is not comparable.
-
-    An earlier round measured with another encoder (other features), on another evaluation split, or on
-    another number of evaluation images (``eval_images``: images ingested since, another ``dataset``) scored
-    on something else: ``metric_before`` is then left empty (not re-measured) and the note says what changed.
-    Rounds of other tasks never count.
-    """
-    name = f"auroc.{config.task}"
-    with catalog.session() as session:
-        previous = session.scalars(select(Round).where(
-            Round.number < row.number, Round.state == "finished", Round.task == config.task,
-            Round.metric_name == name).order_by(Round.number.desc())).first()
-        if previous is None:
-            return None, None
-        changed = _measured_otherwise(previous, row.model_version, config.eval_split, eval_images)
-        if not changed:
-            return previous.metric_after, None
-        return None, (f"no metric before: round {previous.number}'s {name} was measured otherwise "
-                      f"({'; '.join(changed)}), so it is not this round's starting point")
-
-
-def _measured_otherwise(previous: Round, encoder: str | None, eval_split: str, eval_images: int | None) -> list[str]:
-    """What differs between how ``previous`` measured its metric and how this round does (what each recorded)."""
-    theirs = {"encoder": previous.model_version, "eval_split": (previous.config or {}).get("eval_split"),
-              "eval_images": (previous.meta or {}).get("eval_images")}
-    mine = {"encoder": encoder, "eval_split": eval_split, "eval_images": eval_images}
-    return [f"{name} {theirs[name]!r} -> {mine[name]!r}" for name in theirs
-            if theirs[name] is not None and mine[name] is not None and theirs[name] != mine[name]]
 
 
 def round_status(catalog: Catalog) -> list[RoundReport]:

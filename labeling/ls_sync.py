@@ -55,9 +55,9 @@ from radloop.labeling.ls_project import DEFAULT_PROJECT_TITLE, ProjectBinding, i
 from radloop.labeling.ls_pull_store import LabelStudioRead, ls_meta, now_iso, set_ls_meta, store_pull
 from radloop.labeling.ls_tasks import build_task_payloads, export_tasks_json, load_current_predictor
 
-__all__ = ["CONSENSUS_SOURCE", "PushIncompleteError", "SELECTION_STATES", "SOURCE", "SyncSummary", "client_from_env",
-           "consensus", "ensure_project", "export_tasks_json", "pull_round", "push_round", "round_progress",
-           "selection_states"]
+__all__ = ["BATCH_NOTE", "CONSENSUS_SOURCE", "PushIncompleteError", "SELECTION_STATES", "SOURCE", "SyncSummary",
+           "client_from_env", "consensus", "ensure_project", "export_tasks_json", "pull_round", "push_round",
+           "round_progress", "selection_states", "with_batch_note"]
 
 logger = logging.getLogger(__name__)
 #: Incremental pulls re-read tasks updated this long before the cursor (clock skew, same-second writes).
@@ -274,16 +274,27 @@ def _note_pushed(catalog: Catalog, round_id: int, url: str) -> None:
     """Replace the round's "batch ..." note (where ``radloop round start`` handed its batch, e.g. an import
     file) by one saying it is in Label Studio at ``url``, under the round's lock (as
     ``radloop.app.round_record.update_round`` writes notes); a round without such a note keeps its notes."""
-    pushed = f"batch pushed to Label Studio at {url}"
     with catalog.session() as session:
         round_row = get_for_update(session, Round, round_id)
         meta = dict(round_row.meta or {})
         notes = list(meta.get("notes", []))
-        kept = [note for note in notes if not note.startswith("batch ")]
-        if len(kept) == len(notes) or notes == kept + [pushed]:
+        replaced = with_batch_note(notes, f"batch pushed to Label Studio at {url}")
+        if not any(note.startswith(BATCH_NOTE) for note in notes) or replaced == notes:
             return
-        meta["notes"] = kept + [pushed]
+        meta["notes"] = replaced
         round_row.meta = meta  # reassign: JSON columns do not track in-place changes
+
+
+#: the prefix of a round's one note saying where its batch went (an import file, a Label Studio server)
+BATCH_NOTE = "batch "
+
+
+def with_batch_note(notes: list[str], note: str | None) -> list[str]:
+    """A round's ``notes`` with its :data:`BATCH_NOTE` note replaced by ``note`` (dropped when ``None``): a round
+    has one such note, the latest hand-out's (``radloop round start``, a rerun, ``radloop round push``)."""
+    if note is not None and not note.startswith(BATCH_NOTE):
+        raise ValueError(f"a batch note starts with {BATCH_NOTE!r}: {note!r}")
+    return [kept for kept in notes if not kept.startswith(BATCH_NOTE)] + ([note] if note is not None else [])
 
 
 def _geometries(catalog: Catalog, case_ids: set[str]) -> dict[str, ImageGeometry]:

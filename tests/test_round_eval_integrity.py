@@ -113,7 +113,8 @@ def test_evaluate_refuses_the_images_a_round_probe_trained_on(round_catalog):
 
 # ------------------------------------------------------------------------ F4: metric_before
 def test_metric_before_comes_from_the_same_task_measured_the_same_way(round_catalog):
-    from radloop.app.rounds import RoundConfig, _previous_metric
+    from radloop.app.round_finish import _previous_metric
+    from radloop.app.rounds import RoundConfig
     from radloop.core.schema import Round
 
     with round_catalog.session() as session:
@@ -275,7 +276,8 @@ def test_a_round_opened_before_the_refusal_still_finishes_with_its_other_setting
     that split; its other saved settings are still validated."""
     from pydantic import ValidationError
 
-    from radloop.app.rounds import _started_with, finish_round, start_round
+    from radloop.app.round_record import started_with
+    from radloop.app.rounds import finish_round, start_round
     from radloop.core.schema import Round
 
     root = (tmp_path / "ws").resolve()
@@ -287,9 +289,9 @@ def test_a_round_opened_before_the_refusal_still_finishes_with_its_other_setting
             row.config = {**row.config, "pool_split": "train", "eval_split": "train"}
         with catalog.session() as session:
             row = session.scalars(select(Round)).one()
-            assert (_started_with(row).pool_split, _started_with(row).eval_split) == ("train", "train")
+            assert (started_with(row).pool_split, started_with(row).eval_split) == ("train", "train")
             with pytest.raises(ValidationError, match="budget"):
-                _started_with(Round(number=9, config={**row.config, "budget": "lots"}))
+                started_with(Round(number=9, config={**row.config, "budget": "lots"}))
         report = finish_round(catalog)
         assert report.state == "finished"
         assert any("left out of training" in note for note in report.notes), report.notes

@@ -94,3 +94,15 @@ def test_a_finished_rounds_deleted_task_is_still_imported_again_on_request(unbou
     fake.tasks.pop(deleted)
     summary = ls_sync.push_round(catalog, fake, started.round_id, with_model=False, recreate_deleted=True)
     assert (summary["deleted_in_label_studio"], summary["imported"]) == (1, 1)
+
+
+def test_a_round_keeps_one_batch_note_written_by_either_hand_out():
+    """`round start` (app) and `round push` (labeling) replace the note through the same rule."""
+    from radloop.labeling.ls_sync import with_batch_note
+
+    notes = ["resumed round 2", "batch written to rounds/round-002/label_studio_tasks.json", "3 left out"]
+    assert with_batch_note(notes, "batch pushed to Label Studio at http://ls") == [
+        "resumed round 2", "3 left out", "batch pushed to Label Studio at http://ls"]
+    assert with_batch_note(notes, None) == ["resumed round 2", "3 left out"]
+    with pytest.raises(ValueError, match="batch note"):
+        with_batch_note(notes, "pushed to Label Studio")  # would not be replaced by the next hand-out

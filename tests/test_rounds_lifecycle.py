@@ -536,11 +536,11 @@ def test_a_strategy_without_weak_labels_says_cold_start_only_without_a_model(fre
 
 
 def test_missing_encoder_files_and_lookups_are_one_error_line(fresh, monkeypatch):
-    from radloop.app import rounds
+    from radloop.app import round_finish, rounds
 
     catalog, _fake = fresh
     rounds.start_round(catalog, strategy="random", budget=2, dataset="fracture", simulate=True)
-    monkeypatch.setattr(rounds, "train_round_probe", lambda *args: (_ for _ in ()).throw(
+    monkeypatch.setattr(round_finish, "train_round_probe", lambda *args: (_ for _ in ()).throw(
         LookupError("no embeddings for model version enc-x")))
     result = _cli(catalog, "round", "finish")
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output

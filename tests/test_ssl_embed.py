@@ -89,7 +89,7 @@ def test_locate_encoder_is_the_lookup_behind_resolve_encoder(catalog, encoder_di
     with pytest.raises(LookupError, match=f"encoders: {config.version}"):
         locate_encoder(catalog, "enc-nope")
     register_model(catalog, "probe-fracture-1", kind="probe", task="findings", path=folder)
-    with pytest.raises(LookupError, match=f"'probe-fracture-1' is a registered probe, not an encoder \\(encoders: "):
+    with pytest.raises(LookupError, match="'probe-fracture-1' is a registered probe, not an encoder \\(encoders: "):
         locate_encoder(catalog, "probe-fracture-1")
 
 
