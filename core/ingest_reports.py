@@ -5,7 +5,8 @@ Links, where the data says so:
   same study, whichever is ingested first.
 - CSV ``study_id``: pseudonym of that key in the ``study`` namespace, the same one DICOM images get from
   their StudyInstanceUID, so a CSV keyed by StudyInstanceUID links to its DICOMs.
-- CSV ``image``: the study of the catalogued image with that external id (file stem).
+- CSV ``image``: the study of the catalogued image with that external id (file stem); also when the row's
+  ``study_id`` is no catalogued study (e.g. a hospital's study number beside PNG images).
 Reports still unlinked are linked at the end of every later ingest once their images arrive.  A CSV none
 of whose reports reaches a catalogued image while the catalog has images gets one warning that says so.
 """
@@ -132,23 +133,31 @@ def _write_batch(catalog: Catalog, batch: list, summary: "IngestSummary", run_id
                 reason = f"warning: report {item.report_id} is not valid UTF-8; decoded as {item.encoding}"
                 session.add(IngestError(run_id=run_id, path=item.source, stage="encoding", reason=reason))
                 summary.record_problem(item.source, "encoding", reason, warning=True)
-            study_id = _study_for(session, item, key, dataset)
-            via_images = bool(study_id) and not (item.study_key and item.study_namespace)
+            study_id, via_images = _study_for(session, item, key, dataset)
             _upsert(session, item, study_id, dataset, summary, via_images=via_images)
 
 
-def _study_for(session, item: ParsedReport, key: bytes, dataset: str) -> str | None:
-    if item.study_key and item.study_namespace:
-        study_id = study_pseudonym(key, item.study_namespace, item.study_key)
-        if session.get(Study, study_id) is None:
-            region = "chest" if item.study_namespace == "openi" else None
-            session.add(Study(id=study_id, dataset=dataset, body_region=region, split=split_for_study(study_id)))
-            session.flush()
-        return study_id
-    if item.image_external_ids:
-        return session.scalars(select(Image.study_id).where(
-            Image.external_id.in_(list(item.image_external_ids))).limit(1)).first()
-    return None
+def _study_for(session, item: ParsedReport, key: bytes, dataset: str) -> tuple[str | None, bool]:
+    """The report's study and whether it came from an image the report names.
+
+    A study key (Open-i uid, CSV ``study_id``) whose study is catalogued decides.  One that is not (e.g. a
+    hospital's own study number beside PNG images, which carry no StudyInstanceUID) gives way to the study of
+    a catalogued image the report names; with no such image, the study is created for images still to come.
+    """
+    by_image = (session.scalars(select(Image.study_id).where(
+        Image.external_id.in_(list(item.image_external_ids))).limit(1)).first()
+        if item.image_external_ids else None)
+    if not (item.study_key and item.study_namespace):
+        return by_image, by_image is not None
+    study_id = study_pseudonym(key, item.study_namespace, item.study_key)
+    if session.get(Study, study_id) is not None:
+        return study_id, False
+    if by_image is not None:
+        return by_image, True
+    region = "chest" if item.study_namespace == "openi" else None
+    session.add(Study(id=study_id, dataset=dataset, body_region=region, split=split_for_study(study_id)))
+    session.flush()
+    return study_id, False
 
 
 def _upsert(session, item: ParsedReport, study_id: str | None, dataset: str, summary: "IngestSummary", *,
