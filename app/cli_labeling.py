@@ -125,6 +125,9 @@ def label_reports_command(
                 if report.error and result.error is None:
                     result.error = report.error
                 write(report.report_id, result)
+            if counts["reports"] == 0:  # an empty folder or a header-only CSV: say so, keep an earlier --out
+                raise ValueError(f"no reports in {source}: expected Open-i XML files (.xml) or CSV rows "
+                                 "(report_id,text)")
         completed = True
     except ValueError as error:
         fail(str(error))

@@ -22,6 +22,17 @@ SITE_WINDOW = 14
 LATERALITY_WINDOW = 10
 #: Findings that are anatomy-agnostic words; a site attaches to them (chest findings keep laterality only).
 SITED_FINDINGS = frozenset({"fracture", "dislocation", "foreign_body", "device"})
+#: Findings that have no side: a laterality word near them belongs to something else ("cardiomegaly with
+#: right mediastinal shift", "the heart is mildly enlarged ... more prominent on the left").
+UNSIDED_FINDINGS = frozenset({"cardiomegaly"})
+#: A laterality word after a finding and followed, within this many words (no punctuation), by the word
+#: of another emitted finding describes that finding ("left lower lobe atelectasis and right pleural
+#: effusion": "right" is the effusion's side, not the atelectasis').  One before the finding is shared
+#: ("right shoulder fracture or dislocation", "left pleural effusion with adjacent atelectasis"), and so
+#: is one after two coordinated findings ("atelectasis or infiltrate in the right base").
+OWN_SIDE_GAP = 3
+#: Target categories that never take a laterality word from another finding (not emitted as findings).
+NOT_EMITTED = frozenset({"abnormal", "pseudo", "normal"})
 #: Sites joined by these words share one finding word ("fracture of the right radius and left ulna"):
 #: the finding gets one mention per site, each with its own laterality.
 SITE_CONJUNCTIONS = frozenset({"and", "or", ",", "&", "/"})
@@ -202,6 +213,8 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str]) -> list[Fi
         if (section or "") not in excluded:
             targets.append((ent, section))
     sites, sides = _anatomy(doc, site_matcher) if targets else ([], [])
+    emitted_starts = {ent.start for ent, _ in targets if ent.label_ not in NOT_EMITTED}
+    side_owner = _side_owners(doc, sides, emitted_starts) if sides else {}
     mentions: list[FindingMention] = []
     normal_evidence = None
     abnormal_asserted = False
@@ -228,8 +241,9 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str]) -> list[Fi
         if category in SITED_FINDINGS:
             site_candidates = in_sentence(sites)
             found = _nearest(ent, site_candidates, SITE_WINDOW)
-        side_candidates = in_sentence(sides)
-        side = _nearest(ent, side_candidates, LATERALITY_WINDOW)
+        side_candidates = [item for item in in_sentence(sides)
+                           if item[1] < ent.start or side_owner.get(item[1], ent.start) == ent.start]
+        side = None if category in UNSIDED_FINDINGS else _nearest(ent, side_candidates, LATERALITY_WINDOW)
         rule = ent._.target_rule
         device_type = (rule.metadata or {}).get("device_type") if rule is not None else None
         mention = FindingMention(
@@ -240,9 +254,27 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str]) -> list[Fi
         mentions.append(mention)
         if found is not None:
             mentions += _site_mentions(doc, mention, found, site_candidates, side_candidates)
+        # a phrase naming two findings ("fracture-dislocation"): the same evidence for each
+        for also in (rule.metadata or {}).get("also_findings", ()) if rule is not None else ():
+            mentions += [replace(extra, finding=also) for extra in mentions if extra.start == mention.start
+                         and extra.finding == category]
     if labelled_text:
         mentions.append(_normal_entry(normal_evidence, abnormal_asserted))
     return mentions
+
+
+def _side_owners(doc, sides, emitted_starts) -> dict[int, int]:
+    """``side start -> start of the emitted finding it stands in front of``, for the laterality words
+    followed within :data:`OWN_SIDE_GAP` words (no punctuation between) by a finding's words."""
+    owners = {}
+    for _, start, end in sides:
+        for index in range(end, min(end + OWN_SIDE_GAP + 1, len(doc))):
+            if index in emitted_starts:
+                owners[start] = index
+                break
+            if doc[index].is_punct or doc[index].is_sent_start:
+                break
+    return owners
 
 
 def _normal_entry(evidence, abnormal_asserted: bool) -> FindingMention:
