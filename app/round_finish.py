@@ -8,7 +8,8 @@ Split from :mod:`radloop.app.rounds` (the round's state machine and its start), 
 Answers come from Label Studio (a pull, :mod:`radloop.labeling.ls_sync`) or, in simulation, from the
 dataset's own expert annotations; the probe trains on every label bought so far except the evaluation
 split's (:func:`radloop.app.round_labels.train_round_probe`), and ``metric_before`` is the previous finished
-round's metric when it was measured the same way (:func:`_previous_metric`).
+round's metric when it was measured the same way (:func:`_previous_metric`), else the same probe fitted on
+the labels held before this round, measured the way this round measures (:func:`_metric_before`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 
 from radloop.app.round_labels import (
-    late_answers_hint, open_task_notes, round_progress, simulate_answers, train_round_probe,
+    late_answers_hint, open_task_notes, remeasure_before, round_progress, simulate_answers, train_round_probe,
 )
 from radloop.app.round_record import (
     Progress, RoundConfig, RoundError, RoundReport, no_progress, open_round, report_of, round_server,
@@ -80,7 +81,7 @@ def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate
         row = update_round(catalog, row.id, state="answered", notes=lambda notes: notes + open_tasks, **spent)
     if row.state == "answered":
         result = train_round_probe(catalog, row, config, progress)
-        previous, previous_note = _previous_metric(catalog, row, config, result.get("eval_images"))
+        previous, previous_note = _metric_before(catalog, row, config, result.get("eval_images"))
         added = [note for note in (previous_note, result.get("note")) if note]
         row = update_round(catalog, row.id, state="trained", metric_name=f"auroc.{config.task}",
                            metric_before=previous, metric_after=result.get("metric"),
@@ -128,7 +129,7 @@ def _previous_metric(catalog: Catalog, row: Round, config: RoundConfig,
 
     An earlier round measured with another encoder (other features), on another evaluation split, or on
     another number of evaluation images (``eval_images``: images ingested since, another ``dataset``) scored
-    on something else: ``metric_before`` is then left empty (not re-measured) and the note says what changed.
+    on something else: no metric then, and a note saying what changed (:func:`_metric_before` measures again).
     Rounds of other tasks never count.
     """
     name = f"auroc.{config.task}"
@@ -141,8 +142,24 @@ def _previous_metric(catalog: Catalog, row: Round, config: RoundConfig,
         changed = _measured_otherwise(previous, row.model_version, config.eval_split, eval_images)
         if not changed:
             return previous.metric_after, None
-        return None, (f"no metric before: round {previous.number}'s {name} was measured otherwise "
-                      f"({'; '.join(changed)}), so it is not this round's starting point")
+        return None, (f"round {previous.number}'s {name} was measured otherwise ({'; '.join(changed)}), so it "
+                      "is not this round's starting point")
+
+
+def _metric_before(catalog: Catalog, row: Round, config: RoundConfig,
+                   eval_images: int | None) -> tuple[float | None, str | None]:
+    """``metric_before`` and its note: the previous round's metric when it was measured the same way
+    (:func:`_previous_metric`), else measured again the way this round measures
+    (:func:`radloop.app.round_labels.remeasure_before`: this round's encoder and evaluation images, the
+    labels held before this round), so that every round says what its labels bought."""
+    previous, note = _previous_metric(catalog, row, config, eval_images)
+    if note is None:
+        return previous, None
+    metric, labels, why = remeasure_before(catalog, row, config)
+    if metric is None:
+        return None, f"{note}; no metric before: {why}"
+    return metric, (f"{note}; metric before measured again: the probe on the {labels} label(s) held before "
+                    f"this round, with this round's encoder and evaluation images")
 
 
 def _measured_otherwise(previous: Round, encoder: str | None, eval_split: str, eval_images: int | None) -> list[str]:

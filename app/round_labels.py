@@ -23,8 +23,8 @@ from radloop.core.targets import image_labels, image_targets
 logger = logging.getLogger(__name__)
 
 __all__ = ["SIMULATE_SOURCE", "labelled_image_ids", "late_answers_hint", "open_task_notes", "pending_images",
-           "round_probe", "round_progress", "simulate_answers", "train_round_probe", "training_labels",
-           "without_pending"]
+           "labels_before_round", "remeasure_before", "round_probe", "round_progress", "simulate_answers",
+           "train_round_probe", "training_labels", "without_pending"]
 
 SIMULATE_SOURCE = "simulate"
 Progress = Any
@@ -187,9 +187,6 @@ def train_round_probe(catalog: Catalog, row: Round, config: Any, progress: Progr
     result's note and ``labels_left_out`` count them.  ``labels_total`` is the number of labels the probe was
     trained on.
     """
-    from sklearn.metrics import roc_auc_score
-
-    from radloop.core.embeddings import load_embeddings
     from radloop.core.registry import register_model
     from radloop.ssl.probe import ProbeError
 
@@ -200,25 +197,14 @@ def train_round_probe(catalog: Catalog, row: Round, config: Any, progress: Progr
     if not labelled:  # nothing bought for the task yet (e.g. no selected image has ground truth for it)
         return {"labels_total": 0, "labels_left_out": left_out,
                 "note": _joined(f"no labels for '{config.task}' yet: no model trained", held_out_note)}
-    train = load_embeddings(catalog, encoder_version, sorted(labelled))
-    targets = np.array([[labelled[image_id]] for image_id in train.image_ids], dtype=np.int64)
-    progress(f"training a probe on {len(train.image_ids)} labels", 0.5)
+    progress(f"training a probe on {len(labelled)} labels", 0.5)
     try:
-        probe = round_probe(config).fit(_normalize(train.vectors), targets, [config.task])
+        probe = _fitted_probe(catalog, config, encoder_version, labelled)
     except ProbeError as error:
         return {"labels_total": len(labelled), "labels_left_out": left_out,
                 "note": _joined(f"no model trained yet: {error}", held_out_note)}
-    # the held-out split's labels only (not a target per image of the split)
-    truth = {image_id: labels[config.task] for image_id, labels in image_labels(
-        catalog, split=config.eval_split, dataset=config.dataset).items() if labels.get(config.task) is not None}
+    metric, truth = _held_out_auroc(catalog, config, encoder_version, probe)
     evaluation = sorted(truth)
-    metric = None
-    if evaluation:
-        held_out = load_embeddings(catalog, encoder_version, evaluation)
-        labels = np.array([truth[image_id] for image_id in held_out.image_ids])
-        scores = probe.predict_proba(_normalize(held_out.vectors))[:, 0]
-        if labels.min() != labels.max():
-            metric = float(roc_auc_score(labels, scores))
     note = held_out_note
     if metric is None:
         positives = sum(bool(value) for value in truth.values())
@@ -250,6 +236,66 @@ def train_round_probe(catalog: Catalog, row: Round, config: Any, progress: Progr
     result = {"labels_total": len(labelled), "labels_left_out": left_out, "metric": metric,
               "model_version": version, "eval_images": len(evaluation)}
     return {**result, "note": note} if note else result
+
+
+def labels_before_round(catalog: Catalog, row: Round, config: Any) -> dict[str, int]:
+    """The training labels (:func:`training_labels`) the task had besides those of ``row``'s own selections."""
+    labelled, _ = training_labels(catalog, config)
+    with catalog.session() as session:
+        own = set(session.scalars(select(Selection.image_id).where(Selection.round_id == row.id)))
+    return {image_id: value for image_id, value in labelled.items() if image_id not in own}
+
+
+def remeasure_before(catalog: Catalog, row: Round, config: Any) -> tuple[float | None, int, str | None]:
+    """What the task scored before ``row``'s labels, measured the way ``row`` measures: the round's probe
+    fitted on :func:`labels_before_round` with the round's encoder, scored on the round's evaluation images
+    (nothing registered).  Returns the AUROC (``None`` when it cannot be measured), the labels it was fitted
+    on and, when it is ``None``, why."""
+    from radloop.ssl.probe import ProbeError
+
+    before = labels_before_round(catalog, row, config)
+    if not before:
+        return None, 0, f"no '{config.task}' labels before round {row.number}"
+    try:
+        probe = _fitted_probe(catalog, config, row.model_version, before)
+    except ProbeError as error:
+        return None, len(before), str(error)
+    metric, truth = _held_out_auroc(catalog, config, row.model_version, probe)
+    return metric, len(before), (None if metric is not None else
+                                 f"AUROC needs both classes among the {len(truth)} labelled evaluation images")
+
+
+def _fitted_probe(catalog: Catalog, config: Any, encoder_version: str, labelled: dict[str, int]):
+    """The round's probe fitted on ``labelled`` (image id -> 0/1) with the encoder's embeddings.
+
+    Raises:
+        ProbeError: labels the probe cannot fit (e.g. one class only).
+    """
+    from radloop.core.embeddings import load_embeddings
+
+    train = load_embeddings(catalog, encoder_version, sorted(labelled))
+    targets = np.array([[labelled[image_id]] for image_id in train.image_ids], dtype=np.int64)
+    return round_probe(config).fit(_normalize(train.vectors), targets, [config.task])
+
+
+def _held_out_auroc(catalog: Catalog, config: Any, encoder_version: str, probe) -> tuple[float | None, dict]:
+    """The probe's AUROC on the evaluation split's images labelled for the task (``None`` without both
+    classes), and those images' labels."""
+    from sklearn.metrics import roc_auc_score
+
+    from radloop.core.embeddings import load_embeddings
+
+    # the held-out split's labels only (not a target per image of the split)
+    truth = {image_id: labels[config.task] for image_id, labels in image_labels(
+        catalog, split=config.eval_split, dataset=config.dataset).items() if labels.get(config.task) is not None}
+    if not truth:
+        return None, truth
+    held_out = load_embeddings(catalog, encoder_version, sorted(truth))
+    labels = np.array([truth[image_id] for image_id in held_out.image_ids])
+    if labels.min() == labels.max():
+        return None, truth
+    scores = probe.predict_proba(_normalize(held_out.vectors))[:, 0]
+    return float(roc_auc_score(labels, scores)), truth
 
 
 def _becomes_current(catalog: Catalog, metric_name: str, metric: float | None) -> tuple[bool, str | None]:
