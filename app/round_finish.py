@@ -151,11 +151,15 @@ def _metric_before(catalog: Catalog, row: Round, config: RoundConfig,
     """``metric_before`` and its note: the previous round's metric when it was measured the same way
     (:func:`_previous_metric`), else measured again the way this round measures
     (:func:`radloop.app.round_labels.remeasure_before`: this round's encoder and evaluation images, the
-    labels held before this round), so that every round says what its labels bought."""
+    labels held before this round), so that every round says what its labels bought.  A task's first round
+    is measured so too when labels were held before it (expert labels ingested or bought outside rounds)."""
     previous, note = _previous_metric(catalog, row, config, eval_images)
-    if note is None:
+    if previous is not None:
         return previous, None
     metric, labels, why = remeasure_before(catalog, row, config)
+    if note is None:  # the task's first round: labels held before it (e.g. ingested expert labels) count too
+        return metric, (None if metric is None else f"metric before: the probe on the {labels} label(s) held "
+                        "before this round (no earlier round of the task)")
     if metric is None:
         return None, f"{note}; no metric before: {why}"
     return metric, (f"{note}; metric before measured again: the probe on the {labels} label(s) held before "

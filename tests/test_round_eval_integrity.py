@@ -299,23 +299,49 @@ def test_a_round_opened_before_the_refusal_still_finishes_with_its_other_setting
         catalog.dispose()
 
 
-def test_metric_before_is_measured_again_when_the_last_round_measured_otherwise(tmp_path, test_catalog_url):
-    """A round evaluated on another split than the last one still says what its labels bought: the probe on the
-    labels held before it, with its encoder, scored on its evaluation images (computed here independently)."""
+
+def _probe_auroc(catalog, labels: dict, encoder: str, split: str) -> float:
+    """The rounds' probe fitted on ``labels`` with ``encoder``, its fracture AUROC on ``split`` (computed here)."""
     from sklearn.metrics import roc_auc_score
 
-    from radloop.app.round_labels import labelled_image_ids, round_probe
-    from radloop.app.rounds import RoundConfig, finish_round, start_round
+    from radloop.app.round_labels import round_probe
+    from radloop.app.rounds import RoundConfig
     from radloop.core.embeddings import load_embeddings
-    from radloop.core.schema import Selection
     from radloop.core.targets import image_labels
+
+    def unit(vectors):
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    train = load_embeddings(catalog, encoder, sorted(labels))
+    probe = round_probe(RoundConfig(dataset="fracture")).fit(
+        unit(train.vectors), np.array([[labels[i]] for i in train.image_ids]), ["fracture"])
+    truth = {image_id: values["fracture"] for image_id, values in image_labels(
+        catalog, split=split, dataset="fracture").items() if values.get("fracture") is not None}
+    held = load_embeddings(catalog, encoder, sorted(truth))
+    return roc_auc_score([truth[i] for i in held.image_ids], probe.predict_proba(unit(held.vectors))[:, 0])
+
+
+def test_metric_before_is_measured_again_when_the_last_round_measured_otherwise(tmp_path, test_catalog_url):
+    """A round evaluated on another split than the last one still says what its labels bought: the probe on the
+    labels held before it, with its encoder, scored on its evaluation images; so is a task's first round when
+    labels were held before it."""
+    from radloop.app.round_labels import SIMULATE_SOURCE, labelled_image_ids
+    from radloop.app.rounds import finish_round, start_round
+    from radloop.core.schema import Annotation, Selection
 
     root = (tmp_path / "ws").resolve()
     catalog = build_rounds_catalog(root, test_catalog_url(root), 120)
     try:
         _fixed_splits(catalog)
+        truth = dict(zip(_split_images(catalog, "train"), [1, 0] * 6))  # 12 labels held before any round
+        with catalog.session() as session:
+            session.add_all(Annotation(image_id=image_id, source=SIMULATE_SOURCE, kind="choice", label="fracture",
+                                       annotator="earlier", meta={"value": value}) for image_id, value in truth.items())
         start_round(catalog, strategy="random", budget=30, simulate=True, dataset="fracture")
         first = finish_round(catalog)
+        assert first.metric_before == pytest.approx(_probe_auroc(catalog, truth, first.model_version, "test"))
+        assert any("the probe on the 12 label(s) held before this round" in note for note in first.notes)
+
         start = start_round(catalog, strategy="random", budget=10, simulate=True, dataset="fracture",
                             eval_split="val")
         second = finish_round(catalog)
@@ -324,18 +350,8 @@ def test_metric_before_is_measured_again_when_the_last_round_measured_otherwise(
         val = set(_split_images(catalog, "val"))
         before = {image_id: value for image_id, value in labelled_image_ids(catalog, "fracture", simulate=True).items()
                   if image_id not in own and image_id not in val}
-        assert 0 < len(before) <= first.labels_total
-        config = RoundConfig(dataset="fracture", eval_split="val")
-        train = load_embeddings(catalog, second.model_version, sorted(before))
-        unit = train.vectors / np.linalg.norm(train.vectors, axis=1, keepdims=True)
-        probe = round_probe(config).fit(unit, np.array([[before[i]] for i in train.image_ids]), ["fracture"])
-        truth = {image_id: labels["fracture"] for image_id, labels in image_labels(
-            catalog, split="val", dataset="fracture").items() if labels.get("fracture") is not None}
-        held = load_embeddings(catalog, second.model_version, sorted(truth))
-        scores = probe.predict_proba(held.vectors / np.linalg.norm(held.vectors, axis=1, keepdims=True))[:, 0]
-        expected = roc_auc_score([truth[i] for i in held.image_ids], scores)
-        assert second.metric_before == pytest.approx(expected)
-        assert first.metric_after is not None and second.metric_before != pytest.approx(first.metric_after)
+        assert 12 < len(before) <= first.labels_total
+        assert second.metric_before == pytest.approx(_probe_auroc(catalog, before, second.model_version, "val"))
         note = next(note for note in second.notes if "measured otherwise" in note)
         assert "eval_split 'test' -> 'val'" in note and f"the probe on the {len(before)} label(s)" in note
     finally:
