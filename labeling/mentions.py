@@ -14,6 +14,9 @@ from .pipeline import TARGET_GROUP
 #: ConText categories -> effect.
 NEGATION = frozenset({"NEGATED_EXISTENCE"})
 UNCERTAINTY = frozenset({"POSSIBLE_EXISTENCE", "HYPOTHETICAL"})
+#: A finding only supposed ("if there is concern for bony abnormality", "recommend CT to evaluate for a
+#: mass") is uncertain but asserts nothing: it does not make the report abnormal.
+HYPOTHETICAL = frozenset({"HYPOTHETICAL"})
 OLD = "OLD"
 ACUTE = "ACUTE"
 
@@ -88,7 +91,8 @@ def _anatomy(doc, site_matcher) -> tuple[list, list]:
 
     A laterality rule with ``metadata.needs_site_after`` (the single letters "R"/"L") counts only when
     a site other than its ``metadata.except_sites`` follows it (position words and ordinals may come
-    between): "R wrist", "L 5th rib" are sides, "L spine" (lumbar), "L1", "R/O" are not.
+    between): "R wrist", "L 5th rib" are sides, "L spine" (lumbar), "L1", "R/O" are not.  One right before
+    a word of its ``metadata.not_before`` is no side ("right ventricle" is a heart chamber).
     """
     sites, sides, conditional = [], [], []
     vocab = doc.vocab.strings
@@ -99,6 +103,8 @@ def _anatomy(doc, site_matcher) -> tuple[list, list]:
         metadata = (rule.metadata or {}) if rule is not None else {}
         if category not in LATERALITIES:
             sites.append((category, start, end))
+        elif end < len(doc) and doc[end].lower_ in metadata.get("not_before", ()):
+            continue
         elif metadata.get("needs_site_after"):
             conditional.append((category, start, end, frozenset(metadata.get("except_sites", ()))))
         else:
@@ -200,7 +206,8 @@ def _section_at(sections: list[tuple[int, int, str | None]], index: int) -> str 
 
 
 def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str]) -> list[FindingMention]:
-    """Mentions of one report, plus one ``normal`` entry (positive when nothing abnormal is asserted).
+    """Mentions of one report, plus one ``normal`` entry (positive when nothing abnormal is asserted:
+    positive or possible; a merely hypothetical finding asserts nothing).
 
     Targets in excluded sections (indication, history, comparison, technique) are dropped: a finding
     someone asks about is not a finding.
@@ -231,7 +238,7 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str]) -> list[Fi
             if status == "positive" and normal_evidence is None:
                 normal_evidence = (ent, section)
             continue
-        if status != "negative":
+        if status == "positive" or (status == "uncertain" and not categories & HYPOTHETICAL):
             abnormal_asserted = True
         if category == "abnormal":
             continue
@@ -245,7 +252,7 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str]) -> list[Fi
                            if item[1] < ent.start or side_owner.get(item[1], ent.start) == ent.start]
         side = None if category in UNSIDED_FINDINGS else _nearest(ent, side_candidates, LATERALITY_WINDOW)
         rule = ent._.target_rule
-        device_type = (rule.metadata or {}).get("device_type") if rule is not None else None
+        device_type = _device_type(ent, (rule.metadata or {}) if rule is not None else {})
         mention = FindingMention(
             finding=category, status=status, temporality=_temporality(ent, modifiers),
             site=found[0] if found else None, laterality=side[0] if side else None, device_type=device_type,
@@ -261,6 +268,17 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str]) -> list[Fi
     if labelled_text:
         mentions.append(_normal_entry(normal_evidence, abnormal_asserted))
     return mentions
+
+
+def _device_type(span, metadata: dict) -> str | None:
+    """``metadata.device_type``, or the type of the last word of ``span`` in ``metadata.device_type_by_word``
+    ("fracture of the superior-most sternotomy XXXX": sternotomy -> sternotomy_wires)."""
+    by_word = metadata.get("device_type_by_word")
+    if by_word:
+        for token in reversed(span):
+            if token.lower_ in by_word:
+                return by_word[token.lower_]
+    return metadata.get("device_type")
 
 
 def _side_owners(doc, sides, emitted_starts) -> dict[int, int]:

@@ -8,6 +8,7 @@ TargetMatcher (into the span group :data:`TARGET_GROUP`), modifiers from ConText
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 from .rules_loader import RuleSet
@@ -19,6 +20,32 @@ TARGET_GROUP = "radloop_targets"
 #: token, so ".." / "..." / "...." must be listed or negation leaks into the next sentence.  (A change
 #: here changes the labels: bump ``rules_loader.PIPELINE_REVISION``.)
 SENTENCE_END = (".", "..", "...", "....", "!", "?", ";")
+#: The token before a header that starts a line or follows a sentence end (medspacy's ``newline_pattern``
+#: is searched in that token's text with its trailing whitespace).
+HEADER_START = re.compile(r"[\n\r]\s*$|^(?:" + "|".join(re.escape(end) for end in SENTENCE_END) + r")\s*$")
+
+
+class LineStartHeaders:
+    """medspacy's start-of-line header filter, for some section categories only.
+
+    The Sectionizer calls ``filter_start_lines(doc, matches)`` when ``require_start_line`` is set; this
+    keeps every header match except one of ``categories`` that neither starts the text, a line, nor a
+    sentence (:data:`HEADER_START`).
+
+    Args:
+        sectionizer: The medspacy Sectionizer, its rules added (medspacy names each match after its rule).
+        categories: The section categories to restrict.
+    """
+
+    def __init__(self, sectionizer, categories: frozenset[str]):
+        self.restricted_ids = {rule._rule_id for rule in sectionizer.rules if rule.category in categories}
+
+    def __call__(self, doc, matches):
+        from medspacy.section_detection.util import is_start_line
+
+        strings = doc.vocab.strings
+        return [match for match in matches
+                if strings[match[0]] not in self.restricted_ids or is_start_line(match[1], doc, HEADER_START)]
 
 
 def silence_pyrush() -> None:
@@ -48,7 +75,8 @@ def token_texts(nlp) -> Callable[[str], list[str]]:
 def build_pipeline(rule_set: RuleSet, nlp=None):
     """Return a ``spacy.Language``: sentencizer -> sectionizer -> target matcher -> ConText.
 
-    Targets go to the span group :data:`TARGET_GROUP` (not ``doc.ents``).
+    Targets go to the span group :data:`TARGET_GROUP` (not ``doc.ents``).  Headers of the rule set's
+    ``line_start_sections`` count only at a line or sentence start (:class:`LineStartHeaders`).
 
     Args:
         rule_set: The rules.
@@ -66,6 +94,9 @@ def build_pipeline(rule_set: RuleSet, nlp=None):
     sectionizer = nlp.add_pipe("medspacy_sectionizer",
                                config={"rules": None, "apply_sentence_boundary": True})
     sectionizer.add(rule_set.section_rules)
+    if rule_set.line_start_sections:
+        sectionizer.require_start_line = True
+        sectionizer.filter_start_lines = LineStartHeaders(sectionizer, rule_set.line_start_sections)
     matcher = nlp.add_pipe("medspacy_target_matcher", config={"result_type": "group", "span_group_name": TARGET_GROUP})
     matcher.add(rule_set.target_rules)
     context = nlp.add_pipe("medspacy_context", config={"rules": None, "span_attrs": None, "input_span_type": "group",

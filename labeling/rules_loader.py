@@ -42,6 +42,8 @@ class RuleSet:
     section_rules: list = field(default_factory=list)
     site_rules: list = field(default_factory=list)
     excluded_sections: frozenset[str] = frozenset()
+    #: Section categories whose headers count only at the start of a line or after a sentence end.
+    line_start_sections: frozenset[str] = frozenset()
     files: tuple[str, ...] = ()
     version: str = ""
 
@@ -57,8 +59,10 @@ def rule_files() -> list[str]:
 #: ``pipeline.py``: stored weak labels are tagged with the version, and ``label-reports catalog`` relabels
 #: only reports without rows of the current one.  2: ".." / "..." end a sentence.  3: only real HTML
 #: markup is blanked ("<2 mm ... >10 degrees" stays text); coordinated sites give a mention each;
-#: laterality rules may need a site after them (``needs_site_after``).
-PIPELINE_REVISION = 3
+#: laterality rules may need a site after them (``needs_site_after``).  4: ``line_start_sections`` headers
+#: count only at a line or sentence start; a hypothetical finding no longer vetoes *normal*; laterality
+#: ``not_before`` words.
+PIPELINE_REVISION = 4
 
 
 def rules_version() -> str:
@@ -169,14 +173,16 @@ def _check_phrase_conflicts(rules: list, seen: dict, where: str) -> None:
         if rule.pattern is not None:
             continue
         phrase = " ".join(rule.literal.lower().split())
-        outcome = (rule.category, (rule.metadata or {}).get("device_type"))
+        metadata = rule.metadata or {}
+        outcome = (rule.category, metadata.get("device_type"), tuple(sorted((metadata.get("device_type_by_word") or {}).items())))
         first = seen.setdefault(phrase, (where, outcome))
         if first[1] != outcome:
             raise ValueError(f"rule file {where}: phrase {phrase!r} is {outcome} but {first[0]} makes it {first[1]}")
 
 
 def _check_site_metadata(rule, where: str) -> None:
-    """``needs_site_after`` (a laterality that counts only before a site) and its ``except_sites``."""
+    """``needs_site_after`` (a laterality that counts only before a site) and its ``except_sites``; ``not_before``
+    (words a laterality does not count in front of)."""
     metadata = rule.metadata or {}
     if "needs_site_after" in metadata and (rule.category not in LATERALITIES
                                            or not isinstance(metadata["needs_site_after"], bool)):
@@ -184,6 +190,10 @@ def _check_site_metadata(rule, where: str) -> None:
     unknown = set(metadata.get("except_sites", ())) - set(SITES)
     if unknown:
         raise ValueError(f"rule file {where}: except_sites {sorted(unknown)} are not SITES")
+    not_before = metadata.get("not_before")
+    if not_before is not None and (rule.category not in LATERALITIES or not isinstance(not_before, list) or
+                                   not all(isinstance(word, str) and word == word.lower() for word in not_before)):
+        raise ValueError(f"rule file {where}: not_before must be a list of lower-case words on a laterality rule")
 
 
 def load_rule_set(tokenize: Callable[[str], list[str]] | None = None) -> RuleSet:
@@ -199,6 +209,7 @@ def load_rule_set(tokenize: Callable[[str], list[str]] | None = None) -> RuleSet
 
     rule_set = RuleSet(files=tuple(rule_files()), version=rules_version())
     excluded: set[str] = set()
+    line_start: set[str] = set()
     phrases: dict[str, dict] = {}  # rule kind -> {phrase: (where, outcome)}
     kinds = {"target_rules": (TargetRule, rule_set.target_rules),
              "context_rules": (ConTextRule, rule_set.context_rules),
@@ -215,6 +226,7 @@ def load_rule_set(tokenize: Callable[[str], list[str]] | None = None) -> RuleSet
         key = lists[0]
         rule_class, target = kinds[key]
         excluded.update(data.get("metadata", {}).get("excluded_sections", []))
+        line_start.update(data.get("metadata", {}).get("line_start_sections", []))
         for index, authored in enumerate(data[key]):
             try:
                 if isinstance(authored.get("pattern"), str):
@@ -229,9 +241,13 @@ def load_rule_set(tokenize: Callable[[str], list[str]] | None = None) -> RuleSet
             if key == "target_rules" and rule.category not in FINDINGS + INTERNAL_CATEGORIES:
                 raise ValueError(f"rule file {name}, rule {index}: category {rule.category!r} is not in the "
                                  f"vocabulary (core/vocabulary.py FINDINGS) nor {INTERNAL_CATEGORIES}")
-            device_type = (rule.metadata or {}).get("device_type") if key == "target_rules" else None
-            if device_type is not None and device_type not in DEVICE_TYPES:
-                raise ValueError(f"rule file {name}, rule {index}: device_type {device_type!r} not in DEVICE_TYPES")
+            metadata = (rule.metadata or {}) if key == "target_rules" else {}
+            device_types = {metadata.get("device_type"), *dict(metadata.get("device_type_by_word") or {}).values()}
+            if device_types - {None} - set(DEVICE_TYPES):
+                raise ValueError(f"rule file {name}, rule {index}: device_type {sorted(device_types - {None} - set(DEVICE_TYPES))} "
+                                 f"not in DEVICE_TYPES")
+            if metadata.get("device_type_by_word") and rule.category != "device":
+                raise ValueError(f"rule file {name}, rule {index}: device_type_by_word on a {rule.category!r} rule")
             if key == "site_rules" and rule.category not in SITES + LATERALITIES:
                 raise ValueError(f"rule file {name}, rule {index}: {rule.category!r} is not a site or laterality")
             if key == "site_rules":
@@ -239,4 +255,8 @@ def load_rule_set(tokenize: Callable[[str], list[str]] | None = None) -> RuleSet
             _check_phrase_conflicts(rules, phrases.setdefault(key, {}), f"{name}, rule {index}")
             target.extend(rules)
     rule_set.excluded_sections = frozenset(excluded)
+    rule_set.line_start_sections = frozenset(line_start)
+    unknown = rule_set.line_start_sections - {rule.category for rule in rule_set.section_rules}
+    if unknown:
+        raise ValueError(f"line_start_sections {sorted(unknown)} are no section rule's category")
     return rule_set
