@@ -27,12 +27,38 @@ def _load_npz(path: Path):
 
     if not path.is_file():
         fail(f"--embeddings {path} does not exist")
-    data = np.load(path, allow_pickle=False)
+    import zipfile
+
+    how = "save it with numpy.savez(PATH, vectors=..., file_names=...)"
+    if not zipfile.is_zipfile(path):  # numpy would read anything else as a pickle, and refuse it as one
+        with open(path, "rb") as handle:
+            single = handle.read(6) == b"\x93NUMPY"  # a bare .npy array: no file names to match images by
+        fail(f"--embeddings {path} is " + ("a single .npy array, not an NPZ archive of named arrays" if single
+                                           else "not an NPZ archive") + f": {how}")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:  # a damaged archive
+        fail(f"--embeddings {path} is not a readable NPZ archive ({error}): {how}")
     missing = [key for key in ("vectors",) if key not in data]
     if missing:
         fail(f"{path} has no {missing[0]!r} array (expected ids, vectors, file_names)")
-    names = data["file_names"] if "file_names" in data else data["ids"] if "ids" in data else None
-    return (None if names is None else [str(name) for name in names]), data["vectors"]
+    try:
+        names = data["file_names"] if "file_names" in data else data["ids"] if "ids" in data else None
+        vectors = data["vectors"]
+    except (ValueError, OSError, EOFError) as error:  # a damaged member, an object (pickled) array
+        fail(f"--embeddings {path}: cannot read its arrays ({error})")
+    if vectors.ndim != 2 or vectors.dtype.kind not in "biuf" or not vectors.size:
+        fail(f"--embeddings {path}: 'vectors' must be a non-empty numeric (N, D) array, got {vectors.dtype} "
+             f"of shape {vectors.shape}")
+    if names is not None and len(names) != len(vectors):
+        fail(f"--embeddings {path}: {len(names)} file names for {len(vectors)} vectors")
+    from radloop.retrieval.arrays import as_float32
+
+    try:  # rows numbered as in the file (benchmarks shuffle or subset them later)
+        vectors = as_float32(f"the vectors in {path}", vectors)
+    except ValueError as error:
+        fail(str(error))
+    return (None if names is None else [str(name) for name in names]), vectors
 
 
 def _refuse_shared_images(pool_names: list[str], pool_folder: Path, eval_names: list[str],
@@ -259,6 +285,9 @@ def bench_selection_command(
     """Time selection strategies at scale against a plain NumPy k-center greedy reference."""
     from radloop.retrieval.scale_bench import bench_selection, clustered_vectors
 
+    names = tuple(name.strip() for name in strategies.split(",") if name.strip())
+    if not names:
+        fail(f"--strategies {strategies!r} names no strategy")
     if labelled >= n:
         fail(f"--labelled {labelled} leaves no pool of --n {n}")
     if budget > n - labelled:
@@ -267,7 +296,7 @@ def bench_selection_command(
     say(f"generating {n:,} clustered unit vectors of dimension {dim} (seed {seed})")
     vectors = clustered_vectors(n, dim, seed=seed)
     try:
-        result = bench_selection(vectors, budget, strategies=tuple(s.strip() for s in strategies.split(",") if s),
+        result = bench_selection(vectors, budget, strategies=names,
                                  labelled=labelled, seed=seed, reference=reference, progress=say)
     except ValueError as error:
         fail(str(error))

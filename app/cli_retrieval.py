@@ -146,4 +146,11 @@ def index_info_command(
     manifest = index_folder(catalog.workspace, version) / MANIFEST
     if not manifest.is_file():
         fail(f"no index for {version}: run `radloop index build --encoder {version}`")
-    emit(json.loads(manifest.read_text()), json_output, title="index")
+    try:
+        saved = json.loads(manifest.read_text())
+        if not isinstance(saved, dict) or "model_version" not in saved:
+            raise ValueError("no model_version")
+    except ValueError as error:  # truncated or overwritten manifest (JSON and text decoding errors alike)
+        fail(f"the index at {manifest.parent} cannot be read ({manifest.name}: {error}): rebuild it with "
+             f"`radloop index build --encoder {version}`")
+    emit(saved, json_output, title="index")

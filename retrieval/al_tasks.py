@@ -42,9 +42,19 @@ def load_coco_targets(path: str | Path) -> CocoImages:
     Raises:
         ValueError: the file is not COCO detection JSON.
     """
-    data = json.loads(Path(path).read_text())
-    if not all(key in data for key in ("images", "annotations", "categories")):
+    try:
+        data = json.loads(Path(path).read_text())
+    except ValueError as error:  # not JSON, or not text at all (UnicodeDecodeError)
+        raise ValueError(f"{path} is not a COCO JSON file ({error})") from None
+    if not isinstance(data, dict) or not all(key in data for key in ("images", "annotations", "categories")):
         raise ValueError(f"{path} is not a COCO detection file (needs images, annotations, categories)")
+    try:
+        return _coco_targets(data)
+    except (KeyError, TypeError, AttributeError) as error:  # an entry without file_name, id, category_id, ...
+        raise ValueError(f"{path} is not a COCO detection file: an entry lacks or mistypes {error}") from None
+
+
+def _coco_targets(data: dict) -> CocoImages:
     parents = {category.get("supercategory") for category in data["categories"]}
     names = {category["id"]: category["name"] for category in data["categories"]
              if not (category["name"] in parents and category.get("supercategory") in (None, "none", ""))}

@@ -29,7 +29,7 @@ import numpy as np
 from radloop.retrieval.arrays import as_float32
 from radloop.retrieval.index_config import IndexConfig, choose_factory
 from radloop.retrieval.index_search import IndexSearch, SearchResult, _id_list
-from radloop.retrieval.index_store import MANIFEST, IndexPersistence
+from radloop.retrieval.index_store import MANIFEST, IndexPersistence, faiss_reason
 
 __all__ = ["IndexConfig", "IndexManager", "MANIFEST", "SearchResult", "choose_factory", "index_folder"]
 
@@ -153,7 +153,7 @@ class IndexManager(IndexSearch, IndexPersistence):
         try:
             index = faiss.index_factory(self.dim, self.factory, metric)
         except RuntimeError as error:
-            raise ValueError(f"bad FAISS factory string {self.factory!r}: {error}") from None
+            raise ValueError(f"bad FAISS factory string {self.factory!r}: {faiss_reason(error)}") from None
         ivf = faiss.try_extract_index_ivf(index)
         if ivf is not None:
             ivf.cp.max_points_per_centroid = self.config.train_points_per_cell

@@ -17,22 +17,22 @@ class IndexConfig(StrictModel):
     #: a FAISS factory string ("Flat", "HNSW32", "IVF4096,SQ8", ...) that overrides the automatic choice.
     factory: str | None = None
     #: up to this many vectors the index is exact (IndexFlat).
-    exact_max: int = 100_000
+    exact_max: int = Field(100_000, ge=0)
     #: when an approximate index with 8-bit codes would exceed this, product quantisation is used.
-    memory_budget_mb: float | None = None
+    memory_budget_mb: float | None = Field(None, gt=0)
     #: IVF cells visited per query (None: calibrated when the index is built, see ``target_recall``).
-    nprobe: int | None = None
+    nprobe: int | None = Field(None, ge=1)
     #: with ``nprobe: null``, the smallest power-of-two nprobe whose recall@10 against exact search reaches
     #: this on ``calibration_queries`` vectors sampled from the data (their own match left out).
     target_recall: float = Field(0.98, gt=0.0, le=1.0)
     calibration_queries: int = Field(500, ge=10)
     #: HNSW search breadth (HNSW indexes).
-    ef_search: int = 128
+    ef_search: int = Field(128, ge=1)
     #: search breadth of an HNSW coarse quantiser over the IVF cells (None: max(32, 2 x nprobe)).
-    coarse_ef_search: int | None = None
+    coarse_ef_search: int | None = Field(None, ge=1)
     #: k-means training points per IVF cell and iterations (FAISS's 256 x 25 costs minutes at 1M vectors).
-    train_points_per_cell: int = 16
-    train_iterations: int = 10
+    train_points_per_cell: int = Field(16, ge=1)
+    train_iterations: int = Field(10, ge=1)
     #: re-rank ``rerank_factor * k`` approximate candidates with exact distances from the stored vectors
     #: (``vectors-<gen>.npy``, memory-mapped on load: on disk, not in the index's memory).  None: on for lossy
     #: codes (8-bit and smaller scalar codes, PQ, LSH, RaBitQ), off for exact vectors and 16-bit codes.

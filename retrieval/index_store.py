@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,14 +18,33 @@ if TYPE_CHECKING:
     from radloop.retrieval.index import IndexManager
 
 MANIFEST = "manifest.json"
-__all__ = ["IndexPersistence", "MANIFEST"]
+__all__ = ["IndexPersistence", "MANIFEST", "faiss_reason"]
+
+
+def faiss_reason(error: BaseException) -> str:
+    """The reason in a FAISS ``RuntimeError`` without its C++ signature and source location
+    (``Error in ... at /project/faiss/...cpp:276: Error: 'ret == (size)' failed: read error ...``)."""
+    text = " ".join(str(error).split())
+    found = re.search(r" at \S+\.(?:cpp|h):\d+: (?:Error: )?(.*)$", text)
+    return found.group(1) if found else text
+
+
+def _unreadable(folder: Path, detail: str, model_version: str | None) -> ValueError:
+    """The error for an index folder whose files cannot be read (truncated, overwritten, deleted)."""
+    rebuild = "radloop index build" + (f" --encoder {model_version}" if model_version else "")
+    return ValueError(f"the index at {folder} cannot be read ({detail}): rebuild it with `{rebuild}`")
 
 
 def _generation_files(folder: Path, manifest: dict | None = None) -> dict[str, str]:
     """The files of the saved index generation the manifest names (older layouts: fixed names)."""
     if manifest is None:
         path = folder / MANIFEST
-        manifest = json.loads(path.read_text()) if path.is_file() else {}
+        try:
+            manifest = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError):  # a garbled manifest names nothing: a rebuild replaces it (and the files
+            manifest = {}  # it named go with the leftovers of interrupted saves)
+        if not isinstance(manifest, dict):
+            manifest = {}
     if manifest.get("files"):
         return dict(manifest["files"])
     legacy = {"index": "index.faiss", "ids": "ids.json"}
@@ -113,7 +133,12 @@ class IndexPersistence:
         folder = Path(folder)
         if not (folder / MANIFEST).is_file():
             raise FileNotFoundError(f"no index at {folder} (missing {MANIFEST}): build one with `radloop index build`")
-        manifest = json.loads((folder / MANIFEST).read_text())
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text())
+            if not isinstance(manifest, dict) or not isinstance(manifest.get("model_version"), str):
+                raise ValueError("no model_version")
+        except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise _unreadable(folder, f"{MANIFEST}: {error}", model_version) from None
         if model_version is not None and manifest["model_version"] != model_version:
             raise ValueError(f"index at {folder} was built for model version {manifest['model_version']!r}, "
                              f"not {model_version!r}")
@@ -121,7 +146,24 @@ class IndexPersistence:
 
     @classmethod
     def _open(cls, folder: Path, manifest: dict, *, mmap: bool) -> "IndexManager":
-        """The index generation ``manifest`` names in ``folder``, checked for consistency."""
+        """The index generation ``manifest`` names in ``folder``, checked for consistency.
+
+        Raises:
+            ValueError: a file is missing, truncated or not what the manifest says (the message names the folder
+                and says to rebuild), or the files disagree.
+        """
+        try:
+            manager = cls._read_generation(folder, manifest, mmap=mmap)
+        except RuntimeError as error:  # FAISS: truncated or overwritten index file, or one that is gone
+            raise _unreadable(folder, faiss_reason(error), manifest.get("model_version")) from None
+        except (OSError, KeyError, TypeError, ValueError) as error:  # id map / vectors / manifest entries
+            detail = f"{type(error).__name__}: {error}" if isinstance(error, (KeyError, TypeError)) else str(error)
+            raise _unreadable(folder, detail, manifest.get("model_version")) from None
+        manager._check_consistent(str(folder))
+        return manager
+
+    @classmethod
+    def _read_generation(cls, folder: Path, manifest: dict, *, mmap: bool) -> "IndexManager":
         import faiss
 
         manager = cls(manifest["dim"], manifest["model_version"], IndexConfig(**manifest["config"]))
@@ -141,11 +183,13 @@ class IndexPersistence:
         if manager.index is None:
             manager.index = faiss.read_index(path)
         manager._apply_search_parameters()
-        stored = json.loads((folder / files["ids"]).read_text())
+        try:
+            stored = json.loads((folder / files["ids"]).read_text())
+        except ValueError as error:  # JSON / text decoding: name the file
+            raise ValueError(f"{files['ids']}: {error}") from None
         manager._ids = stored["ids"]
         manager._removed = set(stored.get("removed", []))
         manager._labels = {value: label for label, value in enumerate(manager._ids) if value is not None}
         if "vectors" in files and (folder / files["vectors"]).is_file():
             manager._vectors = np.load(folder / files["vectors"], mmap_mode="r" if mmap else None)
-        manager._check_consistent(str(folder))
         return manager

@@ -281,7 +281,10 @@ def _query_vector(catalog, model_version: str, image, case_id: str | None,
     except MemoryError:
         raise
     except Exception as error:  # noqa: BLE001 (PIL, pydicom and radloop's own decode errors alike)
-        raise ValueError(f"cannot read the query image {source}: {error} (PNG, JPEG or DICOM)") from None
+        # an array query is named by its shape: its values would flood the message (the app passes uploads so)
+        named = (f"(an array of shape {source.shape}, dtype {source.dtype})" if isinstance(source, np.ndarray)
+                 else source)
+        raise ValueError(f"cannot read the query image {named}: {error} (PNG, JPEG or DICOM)") from None
 
 
 def _study_images(catalog, image_id: str) -> list[str]:
