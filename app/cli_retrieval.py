@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from radloop.app.options import JsonOption, OverrideOption, WorkspaceOption, console, emit, fail, open_catalog
+from radloop.app.options import JsonOption, OverrideOption, WorkspaceOption, console, emit, fail, open_catalog, say
 
 index_app = typer.Typer(no_args_is_help=True, help="Case-search indexes (FAISS): build, inspect.")
 
@@ -117,6 +117,7 @@ def index_build_command(
     catalog = open_catalog(workspace)
     try:
         version = resolve_encoder_version(catalog, encoder)
+        say(f"building the case-search index of {version}'s embeddings (minutes for millions of images)")
         start = time.perf_counter()
         manager = IndexManager.from_catalog(catalog, version, settings)
         folder = manager.save(index_folder(catalog.workspace, version))

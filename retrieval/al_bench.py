@@ -237,6 +237,11 @@ def run_benchmark(tasks: list[TaskData], strategies: list[str], *, budget: int, 
                     "probe": {"C": regularization, "pca_components": pca_components or None}}
     for task in tasks:
         curves: dict[str, dict] = {}
+        covers = (f"the budget ({budget}) covers the whole pool ({len(task.pool_y)} images): every strategy ends "
+                  "on the same labels, so random's final score is the full pool's and savings compare the earlier "
+                  "steps only" if budget >= len(task.pool_y) else None)
+        if covers:
+            say(f"{task.name}: note: {covers}")
         for name in strategies:
             runs = []
             for seed in range(seeds):
@@ -248,7 +253,7 @@ def run_benchmark(tasks: list[TaskData], strategies: list[str], *, budget: int, 
             curves[name] = {"labels": labels, "mean": np.round(matrix.mean(axis=0), 4).tolist(),
                             "std": np.round(matrix.std(axis=0), 4).tolist(), "runs": np.round(matrix, 4).tolist()}
         entry = {"metric": task.metric, "classes": task.classes, "n_pool": len(task.pool_y),
-                 "n_eval": len(task.eval_y), "strategies": curves}
+                 "n_eval": len(task.eval_y), "strategies": curves, **({"note": covers} if covers else {})}
         if "random" in curves:
             entry["label_savings"], entry["labels_to_reach_random"] = label_savings(curves, budget)
             entry["random_final"] = curves["random"]["mean"][-1]

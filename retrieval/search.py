@@ -261,6 +261,8 @@ def _query_vector(catalog, model_version: str, image, case_id: str | None,
             image_id, source = row.id, catalog.workspace.absolute(row.render_path)
     elif isinstance(image, (str, Path)):
         path = Path(image)
+        if path.is_dir():
+            raise FileNotFoundError(f"query image is a folder, not an image file: {path}")
         if not path.is_file():
             raise FileNotFoundError(f"query image not found: {path}")
         match = match_catalog_file(catalog, path.read_bytes()) if match_file else None
