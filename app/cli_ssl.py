@@ -36,6 +36,11 @@ def pretrain_command(
 ) -> None:
     """Pretrain an encoder (MAE or SimCLR) on the workspace's images, export and register it."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import warnings
+
+    # Lightning's notes on a resumed run's folders are wrong here ("previous log files will be deleted": the
+    # earlier metrics.csv is moved aside first) or expected (checkpoints/ is where the resume comes from)
+    warnings.filterwarnings("ignore", message=".*(exists and is not empty|LeafSpec).*")
     from radloop.core.catalog import Catalog
     from radloop.core.config import ConfigError, load_config
     from radloop.core.workspace import resolve_workspace
@@ -137,6 +142,8 @@ def embed_command(
              "rest", code=130)
     except (OSError, IntegrityError) as error:  # an unreadable shard file, all shards lost, rows refused
         fail(_embed_error(error))
+    except ValueError as error:  # --no-normalize against vectors stored normalized (or the reverse)
+        fail(str(error))
     if not is_global_rank_zero():  # the summary counts every process's images already: rank 0 reports it
         return
     if Path(encoder).exists():  # a folder: register it so that rounds, search and training find it

@@ -56,6 +56,8 @@ def train(
         result = run_training(catalog, job, register=register, progress=True)
     except (ValueError, RegistryError, FileNotFoundError) as error:
         fail(str(error))
+    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into a graceful shutdown + sys.exit(1)
+        fail("training interrupted: no model was registered; rerun the same command to train it again", code=130)
     title = f"trained {result.version}" if register else "trained and measured (not saved: --no-register)"
     emit(result.to_json(), as_json, title=title)
 
@@ -165,11 +167,19 @@ def bench_finetune(
         result = run_bench(open_catalog(workspace), config, overrides, progress=True)
     except (ConfigError, ValueError, FileNotFoundError) as error:
         fail(str(error))
+    _show_bench(result, as_json)
+    if result.get("interrupted"):
+        fail(f"bench interrupted: {result['interrupted']}; the {len(result['rows'])} row(s) measured before it are "
+             "shown above", code=130)
+
+
+def _show_bench(result: dict, as_json: bool) -> None:
     if as_json:
         emit(result, True)
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from radloop.app.options import show
 
     table = Table("head", "init", "labels", "train", "AUROC frac", "region bal. acc", "mAP@0.5", "s",
                   title="radloop bench finetune (held-out split)")
@@ -178,7 +188,7 @@ def bench_finetune(
         table.add_row(row["head"], row["init"], f"{row['fraction']:.0%}", str(row.get("train_images", "-")),
                       *[f"{c:.3f}" if isinstance(c, float) else ("error" if "error" in row else "-") for c in cells],
                       str(row.get("seconds")))
-    Console().print(table)
+    show(table)  # 160 columns into a pipe or log (rich's 80 cut "pretrained" to "pretrai…")
 
 
 def bench_predict(

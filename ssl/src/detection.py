@@ -157,8 +157,13 @@ def train_detector(bundle: Any, paths: Sequence[Path], sizes: Sequence[tuple[int
     are negatives when ``config.include_negatives``; anything else is left out.
 
     Raises:
-        ValueError: no usable box at all (after dropping degenerate ones).
+        ValueError: no usable box at all (after dropping degenerate ones); a ViT encoder (no feature stages).
     """
+    backbone = getattr(getattr(bundle, "model", None), "backbone", None)
+    if hasattr(backbone, "num_prefix_tokens"):  # one stride only: no feature pyramid for the FPN
+        raise ValueError(f"detection needs a CNN encoder with feature stages (e.g. resnet18); "
+                         f"{bundle.config.timm_name} ({getattr(bundle, 'version', '?')}) is a ViT: "
+                         "train the detector on a CNN encoder (encoder.version=VERSION or encoder.path=FOLDER)")
     messages: list[str] = []
     chosen_paths, chosen_sizes, chosen_boxes = [], [], []
     for path, size, image_boxes, negative in zip(paths, sizes, boxes, known_negative):

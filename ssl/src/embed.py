@@ -28,7 +28,7 @@ from radloop.core.catalog import Catalog
 from radloop.core.embeddings import (embedded_image_ids, embedding_write_lock, forget_lost_shards,
                                      missing_image_ids, next_shard_index, shard_number, write_shard)
 from radloop.core.registry import locate_encoder
-from radloop.core.schema import Image
+from radloop.core.schema import Embedding, Image
 from radloop.ssl.encoders import EncoderBundle, check_registered_version, load_encoder, preprocess
 from radloop.ssl.pixels import UnreadableImage
 
@@ -151,6 +151,20 @@ class _ShardWriter(BasePredictionWriter):
         self.ids, self.vectors = self.ids[rows:], [vectors[rows:]] if rows < len(vectors) else []
 
 
+def _check_same_normalization(catalog: Catalog, version: str, normalize: bool) -> None:
+    """Refuse to add raw vectors to a version stored L2-normalized, or the reverse: loaders, indexes and the rounds'
+    strategies read a version's vectors as one set, and unit-length vectors beside raw ones (norms in the tens)
+    would make distances between the two meaningless."""
+    with catalog.session() as session:
+        stored = set(session.scalars(select(Embedding.normalized).where(Embedding.model_version == version)
+                                     .distinct()))
+    if stored and normalize not in stored:  # one setting stored (an earlier mix is left as it is)
+        kept, flag = ("L2-normalized", "without --no-normalize") if not normalize else \
+            ("raw (--no-normalize)", "with --no-normalize")
+        raise ValueError(f"the embeddings stored for {version} are {kept}: embedding the other images "
+                         f"{'raw' if not normalize else 'normalized'} would mix the two in one set; rerun {flag}")
+
+
 def embed_catalog(catalog: Catalog, bundle: EncoderBundle, *, batch_size: int = 64, fp16: bool = False,
                   normalize: bool = True, shard_size: int = 4096, devices: int | str = 1,
                   accelerator: str = "auto", num_workers: int = 0, progress: bool = True,
@@ -171,6 +185,7 @@ def embed_catalog(catalog: Catalog, bundle: EncoderBundle, *, batch_size: int = 
     Raises:
         EmbeddingShardError: every shard of the version is lost and not ``reembed_lost`` (nothing is forgotten).
         OSError: a shard file could not be read (permissions, I/O error): nothing is forgotten.
+        ValueError: the version's stored vectors were written with the other ``normalize`` setting.
     """
     started = time.time()
     lost = forget_lost_shards(catalog, bundle.version, allow_total_loss=reembed_lost)
@@ -187,6 +202,7 @@ def embed_catalog(catalog: Catalog, bundle: EncoderBundle, *, batch_size: int = 
         summary["lost_shards"] = {"images": sum(shard.images for shard in lost),
                                   "shards": [Path(shard.shard_path).name for shard in lost]}
     if items:
+        _check_same_normalization(catalog, bundle.version, normalize)
         writer = _ShardWriter(catalog, bundle.version, shard_size=shard_size, fp16=fp16, normalized=normalize)
         loader = torch.utils.data.DataLoader(_CatalogImages(items, bundle), batch_size=batch_size, shuffle=False,
                                              num_workers=num_workers, collate_fn=_collate)

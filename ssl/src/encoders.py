@@ -117,6 +117,10 @@ class PooledEncoder(nn.Module):
         if pooling == "multiscale" and not hasattr(backbone, "forward_intermediates"):
             raise ValueError(f"pooling 'multiscale' needs a timm model with forward_intermediates; "
                              f"{type(backbone).__name__} has none (use pooling 'default')")
+        if pooling == "avg_tokens" and not hasattr(backbone, "num_prefix_tokens"):
+            # a CNN's forward_features is a (B, C, H, W) map: its "token" mean would be a width-long vector
+            raise ValueError(f"pooling 'avg_tokens' averages a ViT's patch tokens; {type(backbone).__name__} has "
+                             "none (use pooling 'default' or 'multiscale')")
         self.backbone = backbone
         self.pooling = pooling
         self.flip_average = flip_average

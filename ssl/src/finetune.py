@@ -209,9 +209,13 @@ def train_classifier(bundle: Any, images: Sequence[Path], targets: np.ndarray, w
     """
     from torch.utils.data import DataLoader, WeightedRandomSampler
 
-    image_size, mean, std = encoder_stats(bundle)
-    image_size = config.image_size or image_size  # conv nets transfer across input sizes
+    encoder_size, mean, std = encoder_stats(bundle)
+    image_size = config.image_size or encoder_size  # conv nets transfer across input sizes
     backbone, _report = timm_backbone_from_bundle(bundle)
+    if image_size != encoder_size and hasattr(backbone, "num_prefix_tokens"):  # refused before any image is read
+        raise ValueError(f"finetune.image_size {image_size}: the encoder {bundle.config.timm_name} is a ViT built for "
+                         f"{encoder_size} px and keeps that input size; leave finetune.image_size unset "
+                         f"(or set it to {encoder_size})")
     names = region_names if region_names is not None else sorted({r for r in regions if r})
     if len(names) < 2:
         names = []

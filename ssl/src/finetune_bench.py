@@ -50,7 +50,8 @@ def run_bench(catalog: Catalog, config_path: str | Path, overrides: list[str] | 
               progress: bool = True) -> dict[str, Any]:
     """Run the grid; returns ``{"rows": [...], "figures": {"<head>.<init>.<fraction>.<metric>": value}}``.
 
-    ``overrides`` with a ``bench.`` prefix change the bench config; the rest go to every job.
+    ``overrides`` with a ``bench.`` prefix change the bench config; the rest go to every job.  Interrupted (Ctrl-C),
+    the grid stops and the rows measured so far come back with ``"interrupted": "during <job>"``.
     """
     from radloop.ssl.finetune_jobs import run_training
 
@@ -73,8 +74,10 @@ def run_bench(catalog: Catalog, config_path: str | Path, overrides: list[str] | 
                     rows.append(row)
                     log.warning("bench %s/%s/%s failed: %s", head, init, fraction, error)
                     continue
-                except (KeyboardInterrupt, SystemExit):
-                    raise
+                except (KeyboardInterrupt, SystemExit):  # Ctrl-C (Lightning: sys.exit(1)): keep the rows measured
+                    log.warning("bench interrupted during %s/%s/%s", head, init, fraction)
+                    return {"config": str(config_path), "rows": rows, "figures": figures,
+                            "interrupted": f"during {head}/{init}/{fraction:g}"}
                 except Exception as error:  # noqa: BLE001 - a broken job (e.g. a missing package) must not
                     # lose the rows already measured: report it with its traceback in the log, go on
                     log.exception("bench %s/%s/%s crashed", head, init, fraction)

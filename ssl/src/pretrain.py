@@ -251,6 +251,17 @@ def _interrupted(step: int, run_dir: Path, resume: bool | str, kept: str, every:
     return f"{head}: no checkpoint was written yet ({first}); a rerun starts from the beginning"
 
 
+def _interrupted_before_training(run_dir: Path, resume: bool | str) -> str:
+    """What a run interrupted while it read its images (before Lightning started) leaves, and what a rerun does."""
+    head = "pretraining interrupted while reading the images, before its first step"
+    rerun_from = _resume_checkpoint(run_dir, resume)
+    if rerun_from is not None and rerun_from.is_file():
+        saved = _checkpoint_step(rerun_from)
+        return f"{head}: rerun the same command to resume from {rerun_from}" + (
+            f" (step {saved})" if saved is not None else "")
+    return f"{head}: nothing was trained; rerun the same command to start"
+
+
 def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, resume: bool | str = True,
              register: bool = True, callbacks: list | None = None) -> PretrainResult:
     """Train, export and register an encoder.
@@ -284,7 +295,9 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
 
     started = time.time()
     require_accelerator(config.trainer.accelerator)
-    run_dir = Path(run_dir)
+    # absolute: the registry stores a relative folder as workspace-relative, so `--out runs/x` run from elsewhere
+    # would register a folder that does not exist (every later command would fail to load the current encoder)
+    run_dir = Path(run_dir).absolute()
     resume_from = _resume_checkpoint(run_dir, resume)
     ckpt_path = None if resume_from is None else str(resume_from)
     encoder_dir = run_dir / "encoder"
@@ -303,7 +316,11 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
         raise ValueError(f"no catalog images match datasets={data.datasets} splits={data.splits}: "
                          "ingest images first (`radloop ingest ...`)")
     cache_size = data.cache_size or round(1.25 * data.crop_size)
-    store = PixelStore(items, cache_size=cache_size, cache=data.cache, threads=config.trainer.num_threads or 2)
+    try:
+        store = PixelStore(items, cache_size=cache_size, cache=data.cache, threads=config.trainer.num_threads or 2,
+                           progress=config.trainer.enable_progress_bar and rank_zero_only.rank == 0)
+    except KeyboardInterrupt:  # before Lightning's own handler: say what a rerun does, not "resume" blindly
+        raise KeyboardInterrupt(_interrupted_before_training(run_dir, resume)) from None
     if len(store) < data.batch_size:
         raise ValueError(f"only {len(store)} readable images (skipped {len(store.skipped)}); "
                          f"need at least one batch of {data.batch_size}")

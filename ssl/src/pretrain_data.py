@@ -18,6 +18,7 @@ import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,7 +46,8 @@ class CatalogImage:
 
 def catalog_images(catalog: Catalog, *, datasets: list[str] | None = None, splits: list[str] | None = None,
                    limit: int | None = None) -> list[CatalogImage]:
-    """Catalog images (sorted by id) to pretrain on; 16-bit originals are preferred over 8-bit renders."""
+    """Catalog images (sorted by id) to pretrain on; 16-bit originals are preferred over 8-bit renders (the render
+    stands in for an original that is no longer there)."""
     with catalog.session() as session:
         query = select(Image.id, Image.render_path, Image.source_path, Image.bits_stored, Image.source_format) \
             .join(Study, Study.id == Image.study_id)
@@ -57,7 +59,9 @@ def catalog_images(catalog: Catalog, *, datasets: list[str] | None = None, split
     items = []
     for image_id, render_path, source_path, bits_stored, source_format in rows:
         high_bit_png = (bits_stored or 8) > 8 and (source_format or "").lower() in ("png", "dicom")
-        path = source_path if high_bit_png and source_path else str(catalog.workspace.absolute(render_path))
+        # an original no longer reachable (archive unmounted or moved since ingest): its 8-bit render, not a skip
+        original = high_bit_png and source_path and Path(source_path).is_file()
+        path = source_path if original else str(catalog.workspace.absolute(render_path))
         items.append(CatalogImage(image_id=image_id, path=path))
     return items[:limit] if limit else items
 
@@ -71,9 +75,11 @@ class PixelStore:
             (uint8 in RAM); without a cache, images are read from disk on each access at full size.
         cache: decode into RAM up front.
         threads: decoder threads while filling the cache.
+        progress: show a progress bar on stderr while filling the cache.
     """
 
-    def __init__(self, items: list[CatalogImage], *, cache_size: int, cache: bool = True, threads: int = 2) -> None:
+    def __init__(self, items: list[CatalogImage], *, cache_size: int, cache: bool = True, threads: int = 2,
+                 progress: bool = False) -> None:
         self.cache_size = cache_size
         self.skipped: dict[str, str] = {}
         self._cache: torch.Tensor | None = None
@@ -88,7 +94,13 @@ class PixelStore:
             resized = resize_square(pixels, cache_size)
             return (resized.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            decoded = list(pool.map(load, items))
+            results = pool.map(load, items)
+            if progress:  # an archive takes minutes to decode: show it (stderr; stdout carries --json)
+                from tqdm import tqdm
+
+                results = tqdm(results, total=len(items), desc=f"cache images ({cache_size}px)", unit="img",
+                               leave=False)
+            decoded = list(results)
         kept, arrays = [], []
         for item, result in zip(items, decoded):
             if isinstance(result, str):
