@@ -103,3 +103,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def sigint_restored():
+    """Lightning ignores SIGINT after a Ctrl-C (a second one must not cut its shutdown short): put it back."""
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, previous)

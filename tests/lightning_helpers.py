@@ -14,3 +14,14 @@ class StopAtStep(L.Callback):
     def on_train_batch_end(self, trainer, *args) -> None:
         if trainer.global_step >= self.step:
             trainer.should_stop = True
+
+
+class InterruptAtStep(L.Callback):
+    """Ctrl-C once ``trainer.global_step`` reaches ``step`` (Lightning shuts down, then exits)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            raise KeyboardInterrupt

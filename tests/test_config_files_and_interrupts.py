@@ -4,15 +4,14 @@ metrics on a split without labels (or with one class only) explain themselves wi
 from __future__ import annotations
 
 import re
-import signal
 import warnings
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from lightning_helpers import InterruptAtStep
 from ssl_workspace import build_workspace
 
 from radloop.app.cli import build_app
@@ -80,23 +79,6 @@ def test_every_command_that_loads_a_config_refuses_it_in_one_line(catalog, tmp_p
     assert not (catalog.workspace.root / "models" / "runs").exists()  # nothing started
 
 
-class InterruptAtStep(L.Callback):
-    """Ctrl-C once ``trainer.global_step`` reaches ``step`` (Lightning shuts down, then exits)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step >= self.step:
-            raise KeyboardInterrupt
-
-
-@pytest.fixture
-def sigint_restored():
-    """Lightning ignores SIGINT after a Ctrl-C (a second one must not cut its shutdown short): put it back."""
-    previous = signal.getsignal(signal.SIGINT)
-    yield
-    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.usefixtures("one_torch_thread", "sigint_restored")

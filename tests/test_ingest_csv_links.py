@@ -13,11 +13,16 @@ from radloop.core.ingest import ingest_paths
 from radloop.core.schema import Image, Report, Study
 
 
-def test_a_study_number_no_image_carries_gives_way_to_the_image_named(tmp_path, catalog):
+def _catalogue_case_a(tmp_path, catalog) -> None:
+    """One real chest PNG ingested as ``case_a.png`` (a PNG has no StudyInstanceUID: its study is its own)."""
     images = tmp_path / "images"
     images.mkdir()
     shutil.copy(data_path("iu_xray_images", "CXR3_IM-1384-1001.png"), images / "case_a.png")
     ingest_paths(catalog, [images], workers=1, progress=False)
+
+
+def test_a_study_number_no_image_carries_gives_way_to_the_image_named(tmp_path, catalog):
+    _catalogue_case_a(tmp_path, catalog)
     reports = tmp_path / "reports.csv"
     reports.write_text("report_id,text,study_id,image\n"
                        "R1,Transverse fracture of the distal radius.,ACC-0001,case_a.png\n"
@@ -38,10 +43,7 @@ def test_a_study_number_no_image_carries_gives_way_to_the_image_named(tmp_path, 
 
 
 def test_a_catalogued_study_still_decides_over_the_image_column(tmp_path, catalog):
-    images = tmp_path / "images"
-    images.mkdir()
-    shutil.copy(data_path("iu_xray_images", "CXR3_IM-1384-1001.png"), images / "case_a.png")
-    ingest_paths(catalog, [images], workers=1, progress=False)
+    _catalogue_case_a(tmp_path, catalog)
     first = tmp_path / "first.csv"
     first.write_text("report_id,text,study_id,image\nR1,Fracture.,ACC-0009,\n", encoding="utf-8")
     ingest_paths(catalog, [], reports=[first], workers=1, progress=False)  # makes study ACC-0009

@@ -4,7 +4,6 @@ and `embed`, each checked where it went wrong."""
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +28,6 @@ TINY = ["model.image_size=32", "model.patch_size=8", "data.crop_size=32", "data.
 def _invoke(*args: str):
     return CliRunner().invoke(build_app(), list(args), terminal_width=400, env={"COLUMNS": "400"})
 
-
-@pytest.fixture
-def sigint_restored():
-    """Lightning ignores SIGINT after a Ctrl-C: put the handler back."""
-    previous = signal.getsignal(signal.SIGINT)
-    yield
-    signal.signal(signal.SIGINT, previous)
 
 
 def test_pretrain_out_relative_to_the_current_folder_registers_the_folder_it_wrote(catalog, tmp_path, monkeypatch,

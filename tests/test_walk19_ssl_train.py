@@ -4,15 +4,14 @@ first-time user met them."""
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from finetune_workspace import fill_fracture_catalog, register_random_encoder
+from lightning_helpers import InterruptAtStep
 
 from radloop.app.cli import build_app
 
@@ -52,23 +51,6 @@ def vit_encoder(tmp_path):
     return folder
 
 
-@pytest.fixture
-def sigint_restored():
-    """Lightning ignores SIGINT after a Ctrl-C (its shutdown must not be cut short): put the handler back."""
-    previous = signal.getsignal(signal.SIGINT)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
-class InterruptAtStep(L.Callback):
-    """Ctrl-C once ``trainer.global_step`` reaches ``step`` (Lightning shuts down, then calls sys.exit(1))."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step >= self.step:
-            raise KeyboardInterrupt
 
 
 def _interrupt_fine_tuning(monkeypatch) -> None:
