@@ -50,6 +50,19 @@ def _fill(catalog, count=60, seed=0):
     return ids, vectors
 
 
+def register_random_resnet(catalog, version: str):
+    """A random-init ResNet-18 encoder at 32 px, saved under the workspace's models and registered as current."""
+    from radloop.core.registry import register_model
+    from radloop.ssl import random_encoder, save_encoder
+
+    bundle = random_encoder("resnet18", 32)
+    folder = catalog.workspace.models_dir / "enc"
+    saved = save_encoder(bundle.model.backbone if hasattr(bundle.model, "backbone") else bundle.model, folder,
+                         timm_name="resnet18", image_size=32, method="random", version=version)
+    register_model(catalog, saved.version, "encoder", "encoder", folder, make_current=True)
+    return saved
+
+
 def test_search_by_case_returns_described_neighbours(catalog):
     ids, _ = _fill(catalog)
     hits = search_cases(catalog, case_id=ids[0], k=5, encoder=VERSION)
@@ -147,14 +160,9 @@ def test_image_outside_the_catalog_is_embedded_on_the_fly(catalog, tmp_path):
     torch = pytest.importorskip("torch")
     from PIL import Image as PILImage
 
-    from radloop.core.registry import register_model
-    from radloop.ssl import embed_images, random_encoder, save_encoder
+    from radloop.ssl import embed_images
 
-    bundle = random_encoder("resnet18", 32)
-    folder = catalog.workspace.models_dir / "enc"
-    saved = save_encoder(bundle.model.backbone if hasattr(bundle.model, "backbone") else bundle.model, folder,
-                         timm_name="resnet18", image_size=32, method="random", version="enc-fly")
-    register_model(catalog, saved.version, "encoder", "encoder", folder, make_current=True)
+    saved = register_random_resnet(catalog, "enc-fly")
     pixels = np.random.default_rng(0).integers(0, 255, size=(3, 40, 40), dtype=np.uint8)
     files = []
     for i, array in enumerate(pixels):

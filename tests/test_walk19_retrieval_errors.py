@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from radloop.retrieval import IndexConfig, IndexManager, index_folder, search_cases
-from test_retrieval_search import VERSION, _fill
+from test_retrieval_search import VERSION, _fill, register_random_resnet
 
 
 def _invoke(arguments: list[str]):
@@ -175,15 +175,10 @@ def test_an_array_query_that_cannot_be_embedded_is_named_by_its_shape(catalog):
     """The app passes uploads as arrays: a failing one used to print every pixel value in the message."""
     pytest.importorskip("torch")
     from radloop.core.embeddings import write_shard
-    from radloop.core.registry import register_model
     from radloop.core.schema import Image, Study
-    from radloop.ssl import embed_images, random_encoder, save_encoder
+    from radloop.ssl import embed_images
 
-    bundle = random_encoder("resnet18", 32)
-    folder = catalog.workspace.models_dir / "enc"
-    saved = save_encoder(bundle.model.backbone if hasattr(bundle.model, "backbone") else bundle.model, folder,
-                         timm_name="resnet18", image_size=32, method="random", version="enc-walk")
-    register_model(catalog, saved.version, "encoder", "encoder", folder, make_current=True)
+    saved = register_random_resnet(catalog, "enc-walk")
     pixels = np.random.default_rng(0).integers(0, 255, size=(2, 40, 40), dtype=np.uint8)
     with catalog.session() as session:
         for i in range(2):
