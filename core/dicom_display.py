@@ -2,6 +2,10 @@
 
 :mod:`radloop.core.dicom_io` reads and decodes the stored values and calls :func:`to_display` /
 :func:`to_display_uint8`; the order and choices are described there.
+
+Pixel padding (PS3.3 C.7.5.1.1.2: Pixel Padding Value, up to Pixel Padding Range Limit, in stored values) is no
+image: it is left out of the automatic window's percentiles and shown black, whatever the polarity (a MONOCHROME1
+CR's padding of 0 would otherwise be the brightest thing in the render and squeeze the anatomy's contrast).
 """
 
 from __future__ import annotations
@@ -20,7 +24,13 @@ def to_display(stored: np.ndarray, dataset: pydicom.Dataset) -> tuple[np.ndarray
     if stored.ndim == 3:  # colour: luminance, then a plain percentile window
         values = stored[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         return _auto_window(values)
-    return _voi_and_polarity(_modality(stored, dataset), dataset)
+    padding = _padding_mask(stored, dataset)
+    values = _modality(stored, dataset)
+    sample = None if padding is None else values[::4, ::4][~padding[::4, ::4]]
+    display, source = _voi_and_polarity(values, dataset, sample=sample)
+    if padding is not None:
+        display[padding] = 0.0
+    return display, source
 
 
 def to_display_uint8(stored: np.ndarray, dataset: pydicom.Dataset) -> tuple[np.ndarray, str]:
@@ -34,9 +44,42 @@ def to_display_uint8(stored: np.ndarray, dataset: pydicom.Dataset) -> tuple[np.n
         return _uint8(display), source
     domain = np.arange(low, high + 1, dtype=np.int64).astype(stored.dtype)[np.newaxis, :]
     sample = _modality(stored[::4, ::4], dataset)  # the auto window's percentiles come from the image
+    padding = _padding_mask(stored[::4, ::4], dataset)
+    if padding is not None:
+        sample = sample[~padding]
     display, source = _voi_and_polarity(_modality(domain, dataset), dataset, sample=sample)
     table = _uint8(display)[0]
+    domain_padding = _padding_mask(domain, dataset)
+    if domain_padding is not None:
+        table[domain_padding[0]] = 0
     return np.take(table, stored if low == 0 else stored.astype(np.int32) - low), source
+
+
+def _padding_mask(stored: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray | None:
+    """Where ``stored`` holds pixel padding (Pixel Padding Value, through Pixel Padding Range Limit when given),
+    or None when the data set declares none."""
+    value = _stored_number(dataset.get("PixelPaddingValue"), dataset)
+    if value is None:
+        return None
+    limit = _stored_number(dataset.get("PixelPaddingRangeLimit"), dataset)
+    low, high = (value, value) if limit is None else (min(value, limit), max(value, limit))
+    wide = stored.astype(np.int64, copy=False)
+    return (wide >= low) & (wide <= high)
+
+
+def _stored_number(value, dataset: pydicom.Dataset) -> int | None:
+    """A US-or-SS attribute as an int (raw bytes where pydicom could not tell the VR, signed when the pixels are)."""
+    if isinstance(value, (bytes, bytearray)):
+        if len(value) != 2:
+            return None
+        signed = dataset.get("PixelRepresentation") == 1
+        return int.from_bytes(value, "little" if _is_little_endian(dataset) else "big", signed=signed)
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        value = value[0] if len(value) else None
+    try:
+        return int(value) if value is not None and str(value).strip() != "" else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _uint8(display: np.ndarray) -> np.ndarray:
@@ -158,7 +201,7 @@ def _window_or_auto(values: np.ndarray, dataset: pydicom.Dataset,
 def _auto_window(values: np.ndarray, sample: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     """Percentile window (0.5-99.5 %) from a strided sample of the image; min/max when that range is flat."""
     values = values.astype(np.float32, copy=False)
-    sample = values[::4, ::4] if sample is None else sample
+    sample = values[::4, ::4] if sample is None or sample.size == 0 else sample  # all padding: the whole image
     low, high = np.percentile(sample, [0.5, 99.5])
     source = "percentile"
     if high <= low:

@@ -42,7 +42,7 @@ from radloop.core.dicom_pixels import PIXEL_TAGS, decode_stored_values
 from radloop.core.input_errors import EmptyFileError, NotDicomError, TruncatedFileError
 
 __all__ = ["DicomImage", "DicomMetadata", "decode_stored_values", "display_image", "has_burned_in_annotation",
-           "is_dicom_bytes", "read_dataset", "read_dicom"]
+           "header_values_unlogged", "is_dicom_bytes", "read_dataset", "read_dicom"]
 
 #: explicit VR transfer syntax -> the one in the other byte order (both UIDs are 19 characters long)
 OTHER_BYTE_ORDER = {ExplicitVRLittleEndian: ExplicitVRBigEndian, ExplicitVRBigEndian: ExplicitVRLittleEndian}
@@ -125,18 +125,30 @@ def read_dicom(source: str | os.PathLike | bytes, *, as_uint8: bool = False) -> 
         EmptyFileError, NotDicomError, TruncatedFileError, NoPixelDataError,
         UnsupportedTransferSyntaxError, CorruptImageError: with a reason that names the problem.
     """
-    dataset = read_dataset(source)
-    return display_image(dataset, decode_stored_values(dataset), as_uint8=as_uint8)
+    with header_values_unlogged():
+        dataset = read_dataset(source)
+        return display_image(dataset, decode_stored_values(dataset), as_uint8=as_uint8)
+
+
+def header_values_unlogged():
+    """A context in which pydicom reads header values without validating them.
+
+    pydicom's validation warns *and logs* an invalid value with the value itself ("Invalid value for VR DA:
+    '2023-04-17 Doe'", "... VR UI: '1.2.3.x'"): a malformed date, UID or id of the header would reach the
+    console and the log.  The values read are the same either way.
+    """
+    return pydicom.config.disable_value_validation()
 
 
 def display_image(dataset: pydicom.Dataset, stored: np.ndarray, *, as_uint8: bool = False) -> DicomImage:
     """The windowed image and metadata record of a data set whose stored values are already decoded
     (:func:`read_dicom` in steps, for a caller that also needs the stored values, e.g. ingest's pixel hash)."""
-    if as_uint8:
-        values, voi_source = to_display_uint8(stored, dataset)
-    else:
-        values, voi_source = to_display(stored, dataset)
-    return DicomImage(pixels=values, metadata=_metadata(dataset, stored.shape, voi_source))
+    with header_values_unlogged():
+        if as_uint8:
+            values, voi_source = to_display_uint8(stored, dataset)
+        else:
+            values, voi_source = to_display(stored, dataset)
+        return DicomImage(pixels=values, metadata=_metadata(dataset, stored.shape, voi_source))
 
 
 def read_dataset(source: str | os.PathLike | bytes) -> pydicom.Dataset:

@@ -38,6 +38,8 @@ from radloop.core.input_errors import (
 __all__ = ["PIXEL_TAGS", "decode_stored_values"]
 
 PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+#: SOP Class UID of a DICOMDIR (Media Storage Directory Storage, PS3.4 Annex B)
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 #: JPEG start-of-frame markers (ITU T.81 B.1.1.3: SOF0-3, 5-7, 9-11, 13-15) and JPEG-LS SOF55 (T.87 C.2.2)
 SOF_MARKERS = frozenset([*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0), 0xF7])
 #: pydicom's RLE decoder, on a segment longer (a warning) or shorter (an error) than Rows x Columns
@@ -51,9 +53,7 @@ def decode_stored_values(dataset: pydicom.Dataset) -> np.ndarray:
         NoPixelDataError, UnsupportedTransferSyntaxError, TruncatedFileError, CorruptImageError.
     """
     if not any(tag in dataset for tag in PIXEL_TAGS):
-        hint = (" although the image module (Rows/Columns) is present: the pixel data was removed or the file "
-                "is truncated") if "Rows" in dataset else ""
-        raise NoPixelDataError(f"DICOM object has no pixel data element{hint}")
+        raise NoPixelDataError(f"DICOM object has no pixel data element{_no_pixels_hint(dataset)}")
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is None:
         syntax = _syntax_from_encoding(dataset)
@@ -104,6 +104,26 @@ def decode_stored_values(dataset: pydicom.Dataset) -> np.ndarray:
         except Exception as error:  # noqa: BLE001
             raise CorruptImageError(f"PALETTE COLOR image whose palette cannot be applied: {error}") from error
     return _respect_bits_stored(array, dataset)
+
+
+def _no_pixels_hint(dataset: pydicom.Dataset) -> str:
+    """Why a data set has no pixel data, as far as its header tells: a DICOMDIR, another kind of object (its SOP
+    class named), or an image whose pixels were removed or cut off."""
+    file_meta = getattr(dataset, "file_meta", None)
+    sop_class = str(dataset.get("SOPClassUID", "") or (file_meta.get("MediaStorageSOPClassUID", "")
+                                                        if file_meta is not None else "") or "").strip()
+    if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in dataset:
+        return (": it is a DICOMDIR (the index of a DICOM disc or folder), not an image; ingest the folder, "
+                "whose image files are ingested themselves")
+    if "Rows" in dataset:
+        return (" although the image module (Rows/Columns) is present: the pixel data was removed or the file "
+                "is truncated")
+    if not sop_class:
+        return " nor a SOP Class UID: the header is cut short or damaged"
+    name = pydicom.uid.UID(sop_class).name
+    if "Image Storage" in name:  # an image class without Rows either: the header stops early
+        return f" nor Rows/Columns although its SOP Class is {name}: the file is truncated or damaged"
+    return f" (SOP Class {name}): not an image object" if name != sop_class else f" (SOP Class {sop_class})"
 
 
 def _file(dataset: pydicom.Dataset) -> str:

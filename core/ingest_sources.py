@@ -7,6 +7,7 @@ Every image becomes an :class:`ImageTask` (picklable) that carries the boxes its
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,9 @@ RASTER_SUFFIXES = {".png", ".jpg", ".jpeg"}
 #: Suffixes skipped (and counted) when walking a folder; passed explicitly they are still tried.
 IGNORED_SUFFIXES = {".txt", ".md", ".json", ".yaml", ".yml", ".gz", ".zip", ".py", ".html", ".pdf", ".csv",
                     ".tgz", ".log", ".ini", ".cfg", ".sqlite", ".key", ".tmp"}
+#: A DICOM media's directory file (PS3.10 8.6): an index of the images beside it, not an image; skipped (and
+#: counted) in a folder like the suffixes above.
+MEDIA_DIRECTORY = "DICOMDIR"
 OPENI_IMAGE = re.compile(r"^(CXR\d+)_")
 ROBOFLOW_COPY = re.compile(r"^(.+?)\.rf\.[0-9a-f]{16,}$")
 REGION_ALIASES = {"finger": "fingers", "hands": "hand", "thumb": "fingers", "radius": "forearm",
@@ -198,18 +202,51 @@ def _discover_file(path: Path, dataset: str, images_dir: Path | None, found: Dis
 
 
 def _discover_folder(root: Path, dataset: str, found: Discovery) -> None:
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.name.startswith("."):
+    for path in _folder_files(root, found):
+        if path.name.startswith("."):
             continue
         suffix = path.suffix.lower()
         if suffix == ".xml":
             found.report_files.append(path)
             found.report_datasets[str(path)] = dataset
-        elif suffix in IGNORED_SUFFIXES:
+        elif suffix in IGNORED_SUFFIXES or path.name.upper() == MEDIA_DIRECTORY:
             found.ignored_files.append(str(path))
         else:  # images, extension-less files (often DICOM) and anything unknown: tried, errors recorded
             found.image_tasks.append(_plain_task(path, root, dataset))
     found.sources["folders"] += 1
+
+
+def _folder_files(root: Path, found: Discovery) -> list[Path]:
+    """The files under ``root`` (sorted), through symbolic links to folders too (an archive's dated folders are
+    often links to other volumes), each real folder once (a link loop ends there).  A folder that cannot be
+    listed and a link whose target is gone are recorded as ``read`` errors (``Path.rglob`` skipped all three
+    without a word)."""
+    files: list[Path] = []
+    listed: set[tuple[int, int]] = set()
+
+    def unlistable(error: OSError) -> None:
+        found.errors.append((str(error.filename or root), "read",
+                             f"cannot list folder ({error.strerror or error}): its files are not ingested"))
+
+    for folder, folders, names in os.walk(root, onerror=unlistable, followlinks=True):
+        try:
+            status = os.stat(folder)
+        except OSError as error:
+            unlistable(error)
+            folders[:] = []
+            continue
+        if (status.st_dev, status.st_ino) in listed:  # a link back up (loop) or a second link to one folder
+            folders[:] = []
+            continue
+        listed.add((status.st_dev, status.st_ino))
+        for name in names:
+            path = Path(folder, name)
+            if path.is_file():
+                files.append(path)
+            elif path.is_symlink() and not path.exists():
+                found.errors.append((str(path), "read",
+                                     f"broken symbolic link (its target {os.readlink(path)} does not exist)"))
+    return sorted(files)
 
 
 def _plain_task(path: Path, root: Path, dataset: str) -> ImageTask:

@@ -21,7 +21,8 @@ import pydicom
 
 from radloop.core.deid import content_hash, image_id_for_hash, instance_pseudonym, pixel_hash, study_pseudonym
 from radloop.core.dicom_io import (
-    DicomImage, decode_stored_values, display_image, has_burned_in_annotation, is_dicom_bytes, read_dataset,
+    DicomImage, decode_stored_values, display_image, has_burned_in_annotation, header_values_unlogged, is_dicom_bytes,
+    read_dataset,
 )
 from radloop.core.ingest_sources import ImageTask
 from radloop.core.input_errors import EmptyFileError, InputError, NotDicomError, UnsupportedFileError
@@ -98,7 +99,8 @@ def process_task(index: int, task: ImageTask, context: WorkerContext) -> ImageOu
     """Ingest one image file; never raises for bad input (returns an ``error`` outcome instead)."""
     started = time.perf_counter()
     try:
-        outcome = _process(index, task, context)
+        with header_values_unlogged():  # an invalid header value is not echoed to the console or log
+            outcome = _process(index, task, context)
     except InputError as error:
         outcome = ImageOutcome(index=index, status="error", stage=error.stage, reason=str(error))
     except OSError as error:
@@ -221,7 +223,8 @@ def file_pixel_hash(data: bytes) -> str:
     Raises:
         radloop.core.input_errors.InputError, ValueError, OSError: not a PNG, JPEG or DICOM ingest can decode.
     """
-    return _duplicate_keys(data, b"")[0]  # the SOP pseudonym (keyed with nothing here) is not wanted
+    with header_values_unlogged():
+        return _duplicate_keys(data, b"")[0]  # the SOP pseudonym (keyed with nothing here) is not wanted
 
 
 def _raster_pixel_hash(grey: np.ndarray) -> str:

@@ -22,6 +22,10 @@ _STRONG_CUES = (*(f"{who} {role}" for who in ("referring", "ordering", "attendin
                                          "ordered".split()), "discussed with")
 _WEAK_CUES = ("seen by", "doctor")
 _NARRATIVE_CUES = (*_STRONG_CUES, *_WEAK_CUES)
+#: Sign-off labels written with a colon instead of "by" ("Signed: Jane Roe MD").
+_SIGN_OFF_CUES = ("signed", "e-signed", "electronically signed", "cosigned", "co-signed", "dictated", "transcribed")
+#: Credentials written after a clinician's name ("Jane Roe MD", "Roe, Jane, M.D."): a name before them is one.
+_CREDENTIALS = ("MD", "M.D.", "D.O.", "PhD", "Ph.D.", "MBBS", "MBChB", "FRCR", "FRCPC", "FACR", "RN")
 
 #: The rules, applied in this order, each over the previous one's output.  Keys:
 #:   ``name``; ``kind`` (a :data:`PLACEHOLDERS` key); ``pattern`` (a regex; ``{piece}`` from
@@ -195,12 +199,13 @@ REDACTION_RULES: tuple[dict, ...] = (
      "provenance": "signature blocks ('Referring physician: X', 'Attending: X')",
      "examples": ["Referring physician: Jane Roe", "Attending: SMITH, JOHN", "attending: Alan Smith"]},
     {"name": "cue_label", "kind": "name",
-     "cues": [*_NARRATIVE_CUES, "patient", "pt", "name"],
+     "cues": [*_NARRATIVE_CUES, "patient", "pt", "name", *_SIGN_OFF_CUES],
      "pattern": r"{cues}[ \t]{0,3}[:=][ \t]{0,3}(?:{title_word})?(?P<phi>{upper_names})",
      "provenance": "header and sign-off lines with a colon ('Interpreted by: X', 'Patient: DOE, JOHN'): the colon "
                    "makes the cue strong enough for UPPER-CASE names",
      "examples": ["Interpreted by: John Smith, MD", "Verified by: ROE, JANE", "Patient: John Doe",
-                  "PATIENT: DOE, JOHN", "Name: John Doe", "Pt: John Doe", "Seen by: John Smith"]},
+                  "PATIENT: DOE, JOHN", "Name: John Doe", "Pt: John Doe", "Seen by: John Smith",
+                  "Signed: Jane Roe MD", "ELECTRONICALLY SIGNED: ROE, JANE", "Dictated: Jane Roe"]},
     {"name": "cue_phrase", "kind": "name",
      "cues": list(_STRONG_CUES),
      "pattern": r"{cues}[ \t]{1,3}(?P<phi>{names})",
@@ -218,6 +223,11 @@ REDACTION_RULES: tuple[dict, ...] = (
      "pattern": r"{cues}\.?[ \t]{1,3}(?P<phi>(?:{upper_names}))",
      "provenance": "names after a title (UPPER-CASE titles only as DR. and MRS.: DR, MR, MS are abbreviations)",
      "examples": ["Dr. Smith", "Dr Alan Smith", "Mrs. O'Brien", "DR. JONES"]},
+    {"name": "name_before_credential", "kind": "name", "cues": list(_CREDENTIALS), "cue_case": "exact",
+     "pattern": r"(?P<phi>(?=[A-Z])(?<![\w'’.-]){names})(?=,?[ \t]{1,3}{cues}(?![\w'’]))",
+     "provenance": "sign-off lines without a cue word: capitalised names before a credential ('Hortensia Blotch MD "
+                   "2023-04-17', 'Roe, Jane, M.D.'); report words before one stay ('Findings MD')",
+     "examples": ["Jane Roe MD", "Roe, Jane, M.D.", "Jo Roe PhD", "Signed Jane Roe, MD"]},
     {"name": "patient_name", "kind": "name", "cues": ["patient"], "case_evidence": True,
      "pattern": r"{cues}[ \t]{1,3}(?P<phi>(?:{name}(?:[ \t]{1,3}(?=[A-Z]))?){2,3}(?<![ \t]))",
      "provenance": "'Patient John Doe' (two capitalised words at least, no prose word: 'Patient History', 'Patient "

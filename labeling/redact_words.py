@@ -17,6 +17,7 @@ patient pt name age sex gender dob id mrn history information position positioni
 report reports findings finding impression comparison indication indications technique exam examination
 study date time left right bilateral chest radiograph radiology department hospital clinic service
 physician provider radiologist resident attending referring ordering
+signed cosigned dictated transcribed electronically emergency staff consulting
 """.split())
 
 #: Words of prose that are no names (a name stops before them) and are nobody's name, so that Title-cased
