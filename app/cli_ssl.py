@@ -205,11 +205,11 @@ def _encoder_on_record(catalog, encoder: str) -> tuple[str, int, str | None] | N
 def _nothing_to_embed(catalog, encoder: str, *, fp16: bool, normalize: bool) -> dict | None:
     """The summary of an ``embed`` run with nothing to do, from the catalog alone when the encoder's version is
     known without its weights; None when there is something to embed (lost shards included) or the encoder
-    must be loaded to tell."""
+    must be loaded to tell.  ``dtype`` and ``normalized`` say how the vectors are stored, whatever the flags."""
     from sqlalchemy import func, select
 
     from radloop.core.embeddings import lost_shards, missing_image_ids
-    from radloop.core.schema import Image
+    from radloop.core.schema import Embedding, Image
 
     known = _encoder_on_record(catalog, encoder)
     if known is None:
@@ -219,8 +219,15 @@ def _nothing_to_embed(catalog, encoder: str, *, fp16: bool, normalize: bool) -> 
         return None
     with catalog.session() as session:
         total = session.scalar(select(func.count()).select_from(Image)) or 0
+        stored = session.execute(select(Embedding.normalized, Embedding.dtype)
+                                 .where(Embedding.model_version == version).distinct()).all()
+
+    def one_or_mixed(values: set, flag):  # what is stored, not the flag; the flag where nothing is stored yet
+        return next(iter(values)) if len(values) == 1 else ("mixed" if values else flag)
+
     summary = {"model_version": version, "embedded": 0, "skipped": 0, "shards": 0, "dim": dim,
-               "dtype": "float16" if fp16 else "float32", "normalized": normalize, "already_embedded": total,
+               "dtype": one_or_mixed({row[1] for row in stored}, "float16" if fp16 else "float32"),
+               "normalized": one_or_mixed({row[0] for row in stored}, normalize), "already_embedded": total,
                "seconds": None}
     if registry is not None:
         summary["registry"] = registry
@@ -312,8 +319,12 @@ def bench_throughput_command(
 ) -> None:
     """MAE ViT-B/16 pretraining throughput (images/s) and peak GPU memory, bf16; tiny shape on CPU."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from radloop.ssl.throughput import pretrain_throughput
+    from radloop.ssl.throughput import check_throughput_args, pretrain_throughput
 
-    result = pretrain_throughput(image_sizes or [224, 448], batch_size=batch_size, steps=steps,
-                                 compile_model=compile_model)
+    sizes = image_sizes or [224, 448]
+    try:  # before a GPU model is built: a size such as 200 failed inside timm with a traceback
+        check_throughput_args(sizes, batch_size=batch_size, steps=steps)
+    except ValueError as error:
+        fail(str(error))
+    result = pretrain_throughput(sizes, batch_size=batch_size, steps=steps, compile_model=compile_model)
     emit(result, json_output, title="bench pretrain-throughput")

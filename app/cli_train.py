@@ -171,6 +171,9 @@ def bench_finetune(
     if result.get("interrupted"):
         fail(f"bench interrupted: {result['interrupted']}; the {len(result['rows'])} row(s) measured before it are "
              "shown above", code=130)
+    rows = result.get("rows") or []
+    if rows and all("error" in row for row in rows):  # nothing measured: a script must not take it for figures
+        fail(f"every bench job failed ({len(rows)} of {len(rows)}); first error: {rows[0]['error']}", code=1)
 
 
 def _show_bench(result: dict, as_json: bool) -> None:

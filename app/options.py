@@ -87,11 +87,22 @@ def say(message: str) -> None:
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print a clear error (no traceback) and exit."""
+    """Print a clear error (no traceback) and exit.
+
+    On a terminal the error starts on a line of its own: a progress bar stopped mid-run (an interrupted epoch)
+    leaves the cursor at the end of its line, and the error read "Epoch 0:  0%|...error: ..."."""
     from rich.markup import escape
 
-    console.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True, highlight=False)
+    start = "\n" if _is_terminal(sys.stderr) else ""
+    console.print(f"{start}[bold red]error:[/bold red] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def check_output_file(path: Path, option: str = "--out") -> None:

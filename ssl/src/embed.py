@@ -32,7 +32,7 @@ from radloop.core.schema import Embedding, Image
 from radloop.ssl.encoders import EncoderBundle, check_registered_version, load_encoder, preprocess
 from radloop.ssl.pixels import UnreadableImage
 
-__all__ = ["embed_catalog", "resolve_encoder"]
+__all__ = ["embed_catalog", "resolve_encoder", "stored_normalization"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,18 +151,29 @@ class _ShardWriter(BasePredictionWriter):
         self.ids, self.vectors = self.ids[rows:], [vectors[rows:]] if rows < len(vectors) else []
 
 
+def stored_normalization(catalog: Catalog, version: str) -> set[bool]:
+    """The ``normalized`` settings of ``version``'s stored vectors: ``{True}`` or ``{False}``; empty when none is
+    stored; both only where an earlier radloop mixed them."""
+    with catalog.session() as session:
+        return set(session.scalars(select(Embedding.normalized).where(Embedding.model_version == version)
+                                   .distinct()))
+
+
 def _check_same_normalization(catalog: Catalog, version: str, normalize: bool) -> None:
     """Refuse to add raw vectors to a version stored L2-normalized, or the reverse: loaders, indexes and the rounds'
     strategies read a version's vectors as one set, and unit-length vectors beside raw ones (norms in the tens)
     would make distances between the two meaningless."""
-    with catalog.session() as session:
-        stored = set(session.scalars(select(Embedding.normalized).where(Embedding.model_version == version)
-                                     .distinct()))
+    stored = stored_normalization(catalog, version)
     if stored and normalize not in stored:  # one setting stored (an earlier mix is left as it is)
         kept, flag = ("L2-normalized", "without --no-normalize") if not normalize else \
             ("raw (--no-normalize)", "with --no-normalize")
         raise ValueError(f"the embeddings stored for {version} are {kept}: embedding the other images "
                          f"{'raw' if not normalize else 'normalized'} would mix the two in one set; rerun {flag}")
+
+
+def _one_or_mixed(values: set, default: Any) -> Any:
+    """The one value stored, ``default`` when none is, ``"mixed"`` when several are."""
+    return next(iter(values)) if len(values) == 1 else ("mixed" if values else default)
 
 
 def embed_catalog(catalog: Catalog, bundle: EncoderBundle, *, batch_size: int = 64, fp16: bool = False,
@@ -179,8 +190,9 @@ def embed_catalog(catalog: Catalog, bundle: EncoderBundle, *, batch_size: int = 
 
     Returns:
         Summary: model_version, embedded, skipped (unreadable, retried next time), shards, dim, dtype,
-        normalized, already_embedded, seconds; lost_shards ({images, shards}) when some were lost;
-        embedded_meanwhile (images another run of the encoder recorded first) when not 0.
+        normalized (with nothing to embed: as the version's vectors are stored), already_embedded, seconds;
+        lost_shards ({images, shards}) when some were lost; embedded_meanwhile (images another run of the encoder
+        recorded first) when not 0.
 
     Raises:
         EmbeddingShardError: every shard of the version is lost and not ``reembed_lost`` (nothing is forgotten).
@@ -218,5 +230,11 @@ def embed_catalog(catalog: Catalog, bundle: EncoderBundle, *, batch_size: int = 
             summary["embedded_meanwhile"] = writer.embedded_meanwhile
         if writer.skipped:
             summary["skipped_examples"] = dict(list(writer.skipped.items())[:5])
+    else:  # nothing to embed: what is stored, not the flags (the same where images were embedded)
+        with catalog.session() as session:
+            stored = session.execute(select(Embedding.normalized, Embedding.dtype)
+                                     .where(Embedding.model_version == bundle.version).distinct()).all()
+        summary.update(normalized=_one_or_mixed({row[0] for row in stored}, normalize),
+                       dtype=_one_or_mixed({row[1] for row in stored}, summary["dtype"]))
     summary["seconds"] = round(time.time() - started, 1)
     return summary

@@ -203,7 +203,6 @@ def save_encoder(backbone: nn.Module, folder: str | Path, *, timm_name: str, ima
     from safetensors.torch import save_file
 
     target = Path(folder)
-    target.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in backbone.state_dict().items()}
     if version is None:
         version = encoder_version(state, timm_name=timm_name, image_size=image_size, method=method,
@@ -216,6 +215,7 @@ def save_encoder(backbone: nn.Module, folder: str | Path, *, timm_name: str, ima
     config = EncoderConfig(timm_name=timm_name, image_size=image_size, patch_size=patch_size, mean=list(mean),
                            std=list(std), method=method, embed_dim=embed_dim, version=version, pooling=pooling,
                            flip_average=flip_average, data=data or {}, model_kwargs=model_kwargs or {})
+    target.mkdir(parents=True, exist_ok=True)  # only now: a refused setting above leaves no empty folder behind
     save_file(state, str(target / ENCODER_WEIGHTS_FILE), metadata={"version": version})
     (target / ENCODER_CONFIG_FILE).write_text(json.dumps(config.model_dump(), indent=2) + "\n")
     return _bundle(backbone.to("cpu"), config)

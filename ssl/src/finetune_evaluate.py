@@ -133,6 +133,17 @@ def training_data(config: dict[str, Any]) -> dict[str, Any]:
     return {**data, "findings": [config["task"]]} if config.get("task") else data
 
 
+def _use_of(config: dict[str, Any], split: str) -> str:
+    """What a model's labelled images of ``split`` served, as a verb phrase: a fine-tuned classifier's
+    ``data.calibration_split`` Platt-scaled it and/or chose its epoch; any other split's trained it."""
+    summary = config.get("train_summary") or {}
+    if split != (config.get("data") or {}).get("calibration_split"):
+        return "train"
+    uses = [verb for key, verb in (("calibration", "calibrate"), ("epoch_selection", "select the epoch of"))
+            if key in summary]
+    return " and ".join(uses) or "train"
+
+
 def evaluate_model(catalog: Catalog, version: str, *, coco: str | Path | None = None,
                    images: str | Path | None = None, split: str | None = None,
                    progress: bool = False) -> dict[str, Any]:
@@ -141,7 +152,8 @@ def evaluate_model(catalog: Catalog, version: str, *, coco: str | Path | None = 
 
     A catalog split is refused when the model was trained on it (a training job's ``data.train_splits``, a
     round probe's ``pool_split``: :func:`training_data`) or when any of its images' annotations trained the
-    model (a round probe records the expert choices it trained on, whatever their split).
+    model (a round probe records the expert choices it trained on, whatever their split) or calibrated it (a
+    fine-tuned classifier's ``data.calibration_split``, also used to select its epoch).
 
     Raises:
         DataError: the split overlaps the model's training images, or has no images.
@@ -169,7 +181,7 @@ def evaluate_model(catalog: Catalog, version: str, *, coco: str | Path | None = 
         if leaked:
             leaked_images = len({labeled.annotations[i] for i in leaked})
             raise DataError(f"{len(leaked)} annotations of split {split!r} ({leaked_images} image(s)) were used "
-                            f"to train {version}: evaluation would leak")
+                            f"to {_use_of(record.config or {}, split)} {version}: evaluation would leak")
         source = f"split:{split}"
     metrics = evaluate_predictor(predictor, labeled, catalog=catalog if coco is None else None,
                                  encoder_version=record.parent_version, progress=progress)

@@ -101,7 +101,9 @@ def embeddings_for(catalog: Catalog, bundle: Any, version: str | None, labeled: 
                    batch_size: int = 64, progress: bool = True) -> np.ndarray:
     """(N, D) L2-normalised embeddings of ``labeled``'s images: stored ones reused, missing ones computed.
 
-    Newly computed embeddings of a registered encoder are written to the shared store.
+    Newly computed embeddings of a registered encoder are written to the shared store in the setting its stored
+    vectors have (raw where ``radloop embed --no-normalize`` stored them raw, else L2-normalized): a version's
+    vectors stay one set (:func:`radloop.ssl.embed.embed_catalog` refuses a mix too).
     """
     from radloop.core.embeddings import embedded_image_ids, embedding_write_lock, load_embeddings, write_shard
     from radloop.ssl.encoder_adapter import embed_images
@@ -115,18 +117,34 @@ def embeddings_for(catalog: Catalog, bundle: Any, version: str | None, labeled: 
             known = {}
     missing = [i for i, image_id in enumerate(labeled.image_ids) if image_id not in known]
     if missing:
-        vectors = embed_images(bundle, [labeled.paths[i] for i in missing], batch_size=batch_size, normalize=True,
-                               progress=progress)
+        raw = embed_images(bundle, [labeled.paths[i] for i in missing], batch_size=batch_size, normalize=False,
+                           progress=progress)
+        vectors = _unit_rows(raw)
         if version is not None:  # under the store's write lock, leaving out what another run stored meanwhile
             ids = [labeled.image_ids[i] for i in missing]
             with embedding_write_lock(catalog):
                 done = embedded_image_ids(catalog, version, ids)
                 keep = [j for j, image_id in enumerate(ids) if image_id not in done]
                 if keep:
-                    write_shard(catalog, version, [ids[j] for j in keep], vectors[keep], normalized=True)
+                    normalized = _stored_normalization(catalog, version)
+                    write_shard(catalog, version, [ids[j] for j in keep], (vectors if normalized else raw)[keep],
+                                normalized=normalized)
         known.update({labeled.image_ids[i]: vector for i, vector in zip(missing, vectors)})
-    matrix = np.stack([known[image_id] for image_id in labeled.image_ids]).astype(np.float32)
+    return _unit_rows(np.stack([known[image_id] for image_id in labeled.image_ids]).astype(np.float32))
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """``matrix`` (N, D) with each row L2-normalized (float32)."""
+    matrix = matrix.astype(np.float32)
     return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+
+
+def _stored_normalization(catalog: Catalog, version: str) -> bool:
+    """Whether new vectors of ``version`` are stored L2-normalized: False only where every stored one is raw
+    (``radloop embed --no-normalize``); True for a version with none stored yet (``radloop embed``'s default)."""
+    from radloop.ssl.embed import stored_normalization
+
+    return stored_normalization(catalog, version) != {False}
 
 
 def _version(config: TrainConfig, parent: str | None, labeled: LabeledSet) -> str:

@@ -16,7 +16,10 @@ import torch
 from radloop.ssl.encoders import build_backbone
 from radloop.ssl.mae import MaskedAutoencoder
 
-__all__ = ["measure_mae_throughput", "pretrain_throughput"]
+__all__ = ["GPU_PATCH_SIZE", "check_throughput_args", "measure_mae_throughput", "pretrain_throughput"]
+
+#: ViT-B/16's patch side (px): every measured image size is a multiple of it.
+GPU_PATCH_SIZE = 16
 
 
 def measure_mae_throughput(timm_name: str, image_size: int, *, patch_size: int | None, batch_size: int, steps: int,
@@ -60,9 +63,35 @@ def measure_mae_throughput(timm_name: str, image_size: int, *, patch_size: int |
     return result
 
 
+def check_throughput_args(image_sizes: Sequence[int], *, batch_size: int, steps: int) -> None:
+    """Refuse, before any model is built, what the GPU measurement would fail on mid-run with a traceback.
+
+    Raises:
+        ValueError: no image size, an image size that is not a positive multiple of the ViT-B/16 patch (16 px),
+            or a batch size or step count below 1; one line naming the option.
+    """
+    if not image_sizes:
+        raise ValueError("--image-size: give at least one image size (e.g. 224)")
+    for size in image_sizes:
+        if size < GPU_PATCH_SIZE or size % GPU_PATCH_SIZE:
+            below = size // GPU_PATCH_SIZE * GPU_PATCH_SIZE
+            near = f"{below} or {below + GPU_PATCH_SIZE}" if size > GPU_PATCH_SIZE else str(GPU_PATCH_SIZE)
+            raise ValueError(f"--image-size {size}: the MAE ViT-B/16 cuts images into {GPU_PATCH_SIZE}-px patches; "
+                             f"use a multiple of {GPU_PATCH_SIZE} (e.g. {near})")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: at least 1")
+    if steps < 1:
+        raise ValueError(f"--steps {steps}: at least 1")
+
+
 def pretrain_throughput(image_sizes: Sequence[int] = (224, 448), *, batch_size: int = 256, steps: int = 20,
                         compile_model: bool = False) -> dict[str, Any]:
-    """MAE ViT-B/16 throughput at each image size on the GPU, or a tiny CPU shape when there is none."""
+    """MAE ViT-B/16 throughput at each image size on the GPU, or a tiny CPU shape when there is none.
+
+    Raises:
+        ValueError: arguments :func:`check_throughput_args` refuses (checked on the CPU too).
+    """
+    check_throughput_args(image_sizes, batch_size=batch_size, steps=steps)
     if torch.cuda.is_available():
         device = torch.device("cuda")
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -71,8 +100,9 @@ def pretrain_throughput(image_sizes: Sequence[int] = (224, 448), *, batch_size: 
         for size in image_sizes:
             # 448 px has 4x the tokens: keep the per-step memory comparable.
             size_batch = max(1, batch_size * (224 * 224) // (size * size)) if size > 224 else batch_size
-            runs.append(measure_mae_throughput("vit_base_patch16_224", size, patch_size=16, batch_size=size_batch,
-                                               steps=steps, device=device, compile_model=compile_model))
+            runs.append(measure_mae_throughput("vit_base_patch16_224", size, patch_size=GPU_PATCH_SIZE,
+                                               batch_size=size_batch, steps=steps, device=device,
+                                               compile_model=compile_model))
         return {"device": torch.cuda.get_device_name(device), "gpu": True, "runs": runs,
                 "goal_images_per_s_224": 3000}
     device = torch.device("cpu")
