@@ -28,7 +28,10 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,7 +39,6 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
-
 from radloop.core.dicom_display import to_display, to_display_uint8
 from radloop.core.dicom_pixels import PIXEL_TAGS, decode_stored_values
 from radloop.core.input_errors import EmptyFileError, NotDicomError, TruncatedFileError
@@ -130,14 +132,36 @@ def read_dicom(source: str | os.PathLike | bytes, *, as_uint8: bool = False) -> 
         return display_image(dataset, decode_stored_values(dataset), as_uint8=as_uint8)
 
 
-def header_values_unlogged():
+@contextmanager
+def header_values_unlogged() -> Iterator[None]:
     """A context in which pydicom reads header values without validating them.
 
     pydicom's validation warns *and logs* an invalid value with the value itself ("Invalid value for VR DA:
     '2023-04-17 Doe'", "... VR UI: '1.2.3.x'"): a malformed date, UID or id of the header would reach the
-    console and the log.  The values read are the same either way.
+    console and the log.  The values read are the same either way.  pydicom's own
+    ``config.disable_value_validation`` saves and restores a process-wide setting, which threads reading at once
+    (pretraining's image cache) would restore out of order; here the first entry saves it and the last exit
+    restores it.
     """
-    return pydicom.config.disable_value_validation()
+    global _unlogged_depth, _saved_modes
+    settings = pydicom.config.settings
+    with _unlogged_lock:
+        if _unlogged_depth == 0:
+            _saved_modes = (settings._reading_validation_mode, settings._writing_validation_mode)
+            settings.reading_validation_mode = settings.writing_validation_mode = pydicom.config.IGNORE
+        _unlogged_depth += 1
+    try:
+        yield
+    finally:
+        with _unlogged_lock:
+            _unlogged_depth -= 1
+            if _unlogged_depth == 0:
+                settings._reading_validation_mode, settings._writing_validation_mode = _saved_modes
+
+
+_unlogged_lock = threading.Lock()
+_unlogged_depth = 0
+_saved_modes: tuple = (None, None)
 
 
 def display_image(dataset: pydicom.Dataset, stored: np.ndarray, *, as_uint8: bool = False) -> DicomImage:

@@ -96,3 +96,33 @@ def test_label_studio_report_field_has_no_sign_off_name():
     field = task_report([REPORT], "redacted")
     assert not [word for word in ("Hortensia", "Blotch", "Roe", "ROE", "Jane", "JANE", "Quixote") if word in field]
     assert "No fracture" in field
+
+
+def test_header_values_stay_unchecked_while_another_thread_still_reads():
+    """Pretraining's image cache reads DICOMs in threads: one thread leaving the context while another is
+    still inside must not switch pydicom's value check (which echoes invalid values) back on, and the last one
+    out restores the caller's setting."""
+    import threading
+
+    import pydicom
+
+    from radloop.core.dicom_io import header_values_unlogged
+
+    settings = pydicom.config.settings
+    before = (settings.reading_validation_mode, settings.writing_validation_mode)
+    inside, left, seen = threading.Event(), threading.Event(), []
+
+    def reader() -> None:
+        with header_values_unlogged():
+            inside.set()
+            left.wait(5)
+            seen.append(settings.reading_validation_mode)
+
+    thread = threading.Thread(target=reader)
+    with header_values_unlogged():
+        thread.start()
+        assert inside.wait(5)
+    left.set()  # the first reader has left; the second is still reading
+    thread.join(5)
+    assert seen == [pydicom.config.IGNORE]
+    assert (settings.reading_validation_mode, settings.writing_validation_mode) == before
