@@ -208,8 +208,8 @@ def _nothing_to_embed(catalog, encoder: str, *, fp16: bool, normalize: bool) -> 
     must be loaded to tell.  ``dtype`` and ``normalized`` say how the vectors are stored, whatever the flags."""
     from sqlalchemy import func, select
 
-    from radloop.core.embeddings import lost_shards, missing_image_ids
-    from radloop.core.schema import Embedding, Image
+    from radloop.core.embeddings import lost_shards, missing_image_ids, stored_setting, stored_settings
+    from radloop.core.schema import Image
 
     known = _encoder_on_record(catalog, encoder)
     if known is None:
@@ -219,16 +219,10 @@ def _nothing_to_embed(catalog, encoder: str, *, fp16: bool, normalize: bool) -> 
         return None
     with catalog.session() as session:
         total = session.scalar(select(func.count()).select_from(Image)) or 0
-        stored = session.execute(select(Embedding.normalized, Embedding.dtype)
-                                 .where(Embedding.model_version == version).distinct()).all()
-
-    def one_or_mixed(values: set, flag):  # what is stored, not the flag; the flag where nothing is stored yet
-        return next(iter(values)) if len(values) == 1 else ("mixed" if values else flag)
-
+    normalized, dtypes = stored_settings(catalog, version)  # what is stored, not the flags (unless nothing is)
     summary = {"model_version": version, "embedded": 0, "skipped": 0, "shards": 0, "dim": dim,
-               "dtype": one_or_mixed({row[1] for row in stored}, "float16" if fp16 else "float32"),
-               "normalized": one_or_mixed({row[0] for row in stored}, normalize), "already_embedded": total,
-               "seconds": None}
+               "dtype": stored_setting(dtypes, "float16" if fp16 else "float32"),
+               "normalized": stored_setting(normalized, normalize), "already_embedded": total, "seconds": None}
     if registry is not None:
         summary["registry"] = registry
     return summary

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, func, insert, select
@@ -33,7 +34,7 @@ from radloop.core.schema import Embedding, Image
 __all__ = [
     "EmbeddingSet", "EmbeddingShardError", "LostShard", "embedded_image_ids", "embedded_versions", "embedding_mark",
     "embedding_write_lock", "forget_lost_shards", "load_embeddings", "lost_shards", "missing_image_ids",
-    "next_shard_index", "shard_number", "write_shard",
+    "next_shard_index", "shard_number", "stored_setting", "stored_settings", "write_shard",
 ]
 
 logger = logging.getLogger(__name__)
@@ -412,6 +413,20 @@ def load_embeddings(catalog: Catalog, model_version: str, image_ids: list[str] |
         vectors[np.asarray(positions)] = shard[np.asarray(shard_rows)]  # float16 shards: converted here
         del shard
     return EmbeddingSet(model_version=model_version, image_ids=ids, vectors=vectors)
+
+
+def stored_settings(catalog: Catalog, model_version: str) -> tuple[set[bool], set[str]]:
+    """How ``model_version``'s vectors are stored: its ``normalized`` settings and ``dtype`` s (empty sets when
+    nothing is stored; more than one only where an earlier radloop mixed them)."""
+    with catalog.session() as session:
+        rows = session.execute(select(Embedding.normalized, Embedding.dtype)
+                               .where(Embedding.model_version == model_version).distinct()).all()
+    return {row[0] for row in rows}, {row[1] for row in rows}
+
+
+def stored_setting(values: set, default: Any) -> Any:
+    """The one value of a :func:`stored_settings` set, ``default`` when it is empty, ``"mixed"`` for several."""
+    return next(iter(values)) if len(values) == 1 else ("mixed" if values else default)
 
 
 def embedded_versions(catalog: Catalog) -> dict[str, int]:

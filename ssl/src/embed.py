@@ -26,9 +26,10 @@ from torch.utils.data import Dataset
 
 from radloop.core.catalog import Catalog
 from radloop.core.embeddings import (embedded_image_ids, embedding_write_lock, forget_lost_shards,
-                                     missing_image_ids, next_shard_index, shard_number, write_shard)
+                                     missing_image_ids, next_shard_index, shard_number, stored_setting,
+                                     stored_settings, write_shard)
 from radloop.core.registry import locate_encoder
-from radloop.core.schema import Embedding, Image
+from radloop.core.schema import Image
 from radloop.ssl.encoders import EncoderBundle, check_registered_version, load_encoder, preprocess
 from radloop.ssl.pixels import UnreadableImage
 
@@ -154,9 +155,7 @@ class _ShardWriter(BasePredictionWriter):
 def stored_normalization(catalog: Catalog, version: str) -> set[bool]:
     """The ``normalized`` settings of ``version``'s stored vectors: ``{True}`` or ``{False}``; empty when none is
     stored; both only where an earlier radloop mixed them."""
-    with catalog.session() as session:
-        return set(session.scalars(select(Embedding.normalized).where(Embedding.model_version == version)
-                                   .distinct()))
+    return stored_settings(catalog, version)[0]
 
 
 def _check_same_normalization(catalog: Catalog, version: str, normalize: bool) -> None:
@@ -169,11 +168,6 @@ def _check_same_normalization(catalog: Catalog, version: str, normalize: bool) -
             ("raw (--no-normalize)", "with --no-normalize")
         raise ValueError(f"the embeddings stored for {version} are {kept}: embedding the other images "
                          f"{'raw' if not normalize else 'normalized'} would mix the two in one set; rerun {flag}")
-
-
-def _one_or_mixed(values: set, default: Any) -> Any:
-    """The one value stored, ``default`` when none is, ``"mixed"`` when several are."""
-    return next(iter(values)) if len(values) == 1 else ("mixed" if values else default)
 
 
 def embed_catalog(catalog: Catalog, bundle: EncoderBundle, *, batch_size: int = 64, fp16: bool = False,
@@ -231,10 +225,8 @@ def embed_catalog(catalog: Catalog, bundle: EncoderBundle, *, batch_size: int = 
         if writer.skipped:
             summary["skipped_examples"] = dict(list(writer.skipped.items())[:5])
     else:  # nothing to embed: what is stored, not the flags (the same where images were embedded)
-        with catalog.session() as session:
-            stored = session.execute(select(Embedding.normalized, Embedding.dtype)
-                                     .where(Embedding.model_version == bundle.version).distinct()).all()
-        summary.update(normalized=_one_or_mixed({row[0] for row in stored}, normalize),
-                       dtype=_one_or_mixed({row[1] for row in stored}, summary["dtype"]))
+        normalized, dtypes = stored_settings(catalog, bundle.version)
+        summary.update(normalized=stored_setting(normalized, normalize),
+                       dtype=stored_setting(dtypes, summary["dtype"]))
     summary["seconds"] = round(time.time() - started, 1)
     return summary
