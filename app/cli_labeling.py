@@ -25,6 +25,21 @@ def register(groups) -> None:
     groups.bench.command("label-reports")(bench_label_reports_command)
 
 
+
+
+def _pseudonym_key(workspace: Path | None) -> bytes:
+    """The secret key of an existing workspace (made there on first use, as ingest does); exits with what to do
+    when the workspace does not exist (a key made up in a new folder would be the only way to join the labels
+    back, in a folder nobody asked for)."""
+    from radloop.core.workspace import resolve_workspace
+
+    resolved = resolve_workspace(workspace)
+    if not resolved.root.is_dir():
+        fail(f"--pseudonymize-ids: no workspace at {resolved.root} (its secret.key makes the pseudonyms); pass "
+             "--workspace with the workspace these reports belong to, or create one with `radloop ingest`")
+    return resolved.pseudonym_key
+
+
 def _record(report_id: str, result) -> dict:
     record = {"report_id": report_id, "findings": [mention.to_json() for mention in result]}
     if result.error is not None:
@@ -54,14 +69,29 @@ def label_reports_command(
     n_process: ProcessesOption = 1,
     force: Annotated[bool, typer.Option("--force", help="catalog: relabel reports already labelled with these rules.")] = False,
     workspace: WorkspaceOption = None,
+    pseudonymize_ids: Annotated[bool, typer.Option(
+        "--pseudonymize-ids",
+        help="Write 'R-' + 16 hex (HMAC-SHA256 with the workspace's secret.key) instead of each report id, which "
+             "is often an accession number.  Needs an existing workspace (--workspace; also for a tarball or CSV "
+             "input).  Off by default: earlier label files and eval-reports --labels join on the plain ids; "
+             "inside the workspace the pseudonym can be recomputed to join back.")] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Label radiology reports: findings with status, temporality, site, laterality, device type, evidence."""
+    """Label radiology reports: findings with status, temporality, site, laterality, device type, evidence.
+
+    The output holds each report's id as given (often an accession number) unless --pseudonymize-ids.
+    """
+    from radloop.core.deid import report_pseudonym
     from radloop.labeling import ReportLabeler
 
     to_stdout = str(out) == "-"
     if not to_stdout:
         check_output_file(out)
+    key = _pseudonym_key(workspace) if pseudonymize_ids else None
+
+    def written_id(report_id: str) -> str:
+        return report_id if key is None else report_pseudonym(key, report_id)
+
     labeler = ReportLabeler()
     catalog = open_catalog(workspace) if source == "catalog" else None
     # written next to --out and renamed at the end: an interrupted or failed run leaves the previous file whole
@@ -79,7 +109,7 @@ def label_reports_command(
     labelled_now: set[str] = set()
 
     def write(report_id: str, result) -> None:
-        handle.write(json.dumps(_record(report_id, result)) + "\n")
+        handle.write(json.dumps(_record(written_id(report_id), result)) + "\n")
         labelled_now.add(report_id)
         counts["reports"] += 1
         counts["errors"] += result.error is not None
@@ -99,7 +129,7 @@ def label_reports_command(
                 # always holds every labelled report (a rerun must not leave an empty file)
                 from_catalog = 0
                 for report_id, findings in stored_mentions(catalog, labeler.rules_version, exclude=labelled_now):
-                    handle.write(json.dumps({"report_id": report_id, "findings": findings}) + "\n")
+                    handle.write(json.dumps({"report_id": written_id(report_id), "findings": findings}) + "\n")
                     from_catalog += 1
                     counts["mentions"] += len(findings)
                     counts["positive_findings"] += sum(f["status"] == "positive" and f["finding"] != "normal"
@@ -142,7 +172,8 @@ def label_reports_command(
                 fail(f"cannot write --out {out}: {error.strerror or error}")
             finally:
                 partial.unlink(missing_ok=True)  # gone once renamed; else what a failed run wrote
-    summary = {"input": source, "out": str(out), "rules_version": labeler.rules_version, **counts}
+    summary = {"input": source, "out": str(out), "rules_version": labeler.rules_version,
+               "report_ids": "pseudonymized" if key is not None else "as given", **counts}
     if to_stdout:
         console.print(json.dumps(summary))
     else:

@@ -17,7 +17,7 @@ import numpy as np
 
 __all__ = [
     "PATIENT_IDENTIFIER_KEYWORDS", "PIXEL_HASH_VERSION", "content_hash", "image_id_for_hash", "instance_pseudonym",
-    "pixel_hash", "study_pseudonym",
+    "pixel_hash", "report_pseudonym", "study_pseudonym",
 ]
 
 #: DICOM attributes that identify a patient or a visit; ingest never copies them anywhere.
@@ -83,6 +83,13 @@ def study_pseudonym(key: bytes, namespace: str, source_key: str) -> str:
         source_key: the source's own key; it is never stored.
     """
     return "S-" + _keyed_digest(key, namespace, source_key)[:16]
+
+
+def report_pseudonym(key: bytes, report_id: str) -> str:
+    """Pseudonym ``R-`` + 16 hex of a report id (``radloop label-reports --pseudonymize-ids``): HMAC-SHA256 with
+    the workspace's secret key, as study ids.  Stable within a workspace (recompute it there to join labels back
+    to reports), not reversible without ``secret.key``, different between workspaces."""
+    return "R-" + _keyed_digest(key, "report", report_id)[:16]
 
 
 def instance_pseudonym(key: bytes, sop_instance_uid: str) -> str:

@@ -2,7 +2,8 @@
 
 :func:`redact_report` replaces dates, times, labelled record numbers, long digit runs, phone numbers,
 e-mail addresses, URLs, DICOM-style names (``DOE^JOHN``), names that follow a title or a cue word
-("Dr. Smith", "Patient John Doe", "signed by ...", "Attending: ...", "seen by Smith, John"), ages over 89
+("Dr. Smith", "Dr. van der Berg", "Patient John Doe", "Pt Jo Roe", "his wife Jane Doe", "signed by ...",
+"Attending: ...", "seen by Smith, John"), ages over 89
 ("92-year-old", "age 93", "94 y/o", "92 y.o", "a 92F", "History: 95 M"; 95-110 with F alone is a temperature,
 "spiked a 102F") and street addresses ("1234 Oak Street", "12 Elm Ave, Apt 4", "9 OAK ST" ending a line or
 clause) with typed placeholders (:data:`PLACEHOLDERS`).
@@ -10,7 +11,8 @@ It is conservative on purpose: clinical text (measurements, vertebral levels, ri
 devices "in place", "ST elevation", section headers, fractions and scores such as "3/5 strength", "L4/5",
 "BI-RADS 4/5", "120/80", French sizes "14F", temperatures "101F", the "XXXX" masks of de-identified sources),
 in lower, Title or UPPER case, is left alone.  A capitalised word after a cue is a name only when it is no
-prose word ("Patient Appears Morbidly Obese" stays) and, after the weak cues ("Patient", "seen by", "doctor"),
+prose word ("Patient Appears Morbidly Obese" stays) and, after the weak cues ("Patient", "Pt", a relation,
+"seen by", "doctor"),
 only outside Title-cased prose.  So names written without a title or cue word are missed, and so are a
 month/day without a year ("3/5") unless a date cue comes first ("on 3/5", "dated 3/5", "DOS: 3/5",
 "Comparison: 3/5"; after a bare "prior" only before punctuation, a line end or a study word: "prior 3/5.",

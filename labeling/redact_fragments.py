@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 from typing import Iterable, Mapping
 
-from radloop.labeling.redact_words import NOT_NAMES, NOT_STREET_NAMES, PROCEDURE_WORDS, PROSE_WORDS
+from radloop.labeling.redact_words import (NAME_PARTICLES, NOT_NAMES, NOT_STREET_NAMES, PROCEDURE_WORDS,
+                                          PROSE_WORDS)
 from radloop.labeling.redact_words import PROSE_SUFFIXES as _PROSE_SUFFIXES
 
 __all__ = ["CASES", "FRAGMENTS", "PLACEHOLDERS", "words"]
@@ -92,11 +93,17 @@ _PROSE_FORM = ("(?![A-Za-z]{3,31}+(?![\\w'’])(?i:" + "|".join(
     f"(?<={'[a-z]{' + str(size - len(end)) + '}' if size > len(end) else ''}{end})"
     for end, size in sorted(_PROSE_SUFFIXES.items())) + "))")
 _NOT_NAME = rf"(?!{words(NOT_NAMES | PROSE_WORDS, 'title')}(?![\w'’])){_PROSE_FORM}"  # names are capitalised
-_NAME_WORD = r"(?:[A-Z]['’])?[A-Z][a-z]{1,30}(?:[A-Z][a-z]{1,30})?(?:-[A-Z][a-z]{1,30})?(?![\w'’])"
+_NAME_WORD = (r"(?:[A-Z]['’])?[A-Z][a-z]{1,30}(?:[A-Z][a-z]{1,30})?(?:-(?:[A-Z]['’])?[A-Z][a-z]{1,30})?"
+              r"(?![\w'’])")
 _INITIAL = r"[A-Z]\.(?!\w)"  # "J.", also "A." ("Roe, Jane A."): no word check
-_NAME = rf"(?:{_NOT_NAME}{_NAME_WORD}|{_INITIAL})"
-_UPPER_NAME = (rf"(?:{_NOT_NAME}(?:(?:[A-Z]['’])?[A-Z]{{2,30}}(?:-[A-Z]{{2,30}})?(?![\w'’])|{_NAME_WORD})"
-               rf"|{_INITIAL})")
+#: Surname particles before a name word ("van der Berg", "de la Cruz", "al-Hassan", "d'Angelo", "St. John").
+_PARTICLE = rf"(?:{words(NAME_PARTICLES, 'exact')}(?:[ \t]{{1,3}}|(?<!\.)-)|[dl](?<![\w'’.-].)['’])"
+_PARTICLES = rf"(?:{_PARTICLE}(?=[A-Za-z])){{0,3}}"
+_NAME = rf"(?:{_PARTICLES}{_NOT_NAME}{_NAME_WORD}|{_INITIAL})"
+_UPPER_NAME = (rf"(?:{_PARTICLES}{_NOT_NAME}(?:(?:[A-Z]['’])?[A-Z]{{2,30}}(?:-(?:[A-Z]['’])?[A-Z]{{2,30}})?(?![\w'’])"
+               rf"|{_NAME_WORD})|{_INITIAL})")
+#: What may come next in a run of names: a capital or a particle ("Maria de la Cruz").
+_NEXT_NAME = rf"(?=[A-Z]|{_PARTICLE})"
 
 _NOT_STREET_NAME = rf"(?!{words(NOT_STREET_NAMES)}(?![\w'’]))"
 _STREET_WORD_TITLE = (rf"{_NOT_STREET_NAME}(?:(?:[A-Z]['’])?[A-Z][a-z]{{1,30}}(?:[A-Z][a-z]{{1,30}})?"
@@ -140,11 +147,13 @@ _NOT_AFTER_SCORE = "".join(
 FRAGMENTS: Mapping[str, str] = {
     "month_full": words(_MONTHS_FULL, "title"),
     "month_any": words((*_MONTHS_FULL, "May", *_MONTHS_SHORT), "title"),
-    "ordinal": r"(?:st|nd|rd|th)?",
+    "ordinal": r"(?:st|nd|rd|th|ST|ND|RD|TH)?",
+    "month_any_case": r"(?i:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+                      r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)(?![A-Za-z])",
     "year": r"(?:19|20)\d{2}(?!\d)",
     "name": f"(?:{_NAME})",
-    "names": rf"(?:{_NAME}(?:,?[ \t]{{1,3}}(?=[A-Z]))?){{1,3}}(?<![ \t,])",
-    "upper_names": rf"(?:{_UPPER_NAME}(?:,?[ \t]{{1,3}}(?=[A-Z]))?){{1,4}}(?<![ \t,])",
+    "names": rf"(?:{_NAME}(?:,?[ \t]{{1,3}}{_NEXT_NAME})?){{1,3}}(?<![ \t,])",
+    "upper_names": rf"(?:{_UPPER_NAME}(?:,?[ \t]{{1,3}}{_NEXT_NAME})?){{1,4}}(?<![ \t,])",
     "title_word": r"(?:Dr|DR|Doctor)\.?[ \t]{1,3}",
     "month_slash_day": _MONTH_SLASH_DAY,
     "month_slash_days": rf"{_MONTH_SLASH_DAY}(?>(?:(?:[ \t]{{0,3}}(?:-|(?i:to|through))|,?[ \t]{{1,3}}(?i:and|or)|,)"

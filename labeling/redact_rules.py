@@ -9,7 +9,7 @@ rules catch and what they leave alone, and why, is said there and in ``labeling/
 from __future__ import annotations
 
 from radloop.labeling.redact_fragments import CASES, FRAGMENTS, PLACEHOLDERS, words
-from radloop.labeling.redact_words import NOT_NAMES, NOT_STREET_NAMES, PROSE_WORDS
+from radloop.labeling.redact_words import NOT_NAMES, NOT_STREET_NAMES, PROSE_WORDS, RELATIVES
 
 __all__ = ["CASES", "FRAGMENTS", "NOT_NAMES", "NOT_STREET_NAMES", "PLACEHOLDERS", "PROSE_WORDS", "REDACTION_RULES",
            "words"]
@@ -110,6 +110,15 @@ REDACTION_RULES: tuple[dict, ...] = (
                 r"\d?{ordinal}[ \t-]{1,3}(?:of[ \t]{1,3})?(?:{month_any}\.?,?[ \t-]{1,3}{year}|{month_full}(?!\w))",
      "provenance": "written dates, day first (without a year: full month names but May)",
      "examples": ["5 March 2024", "5th of March, 2024", "05-Mar-2024", "on 5 March", "12th of June"]},
+    {"name": "date_day_month_compact", "kind": "date",
+     "pattern": r"\d(?<![\w.,/:+-].)(?:\d?(?P<sep>[-/.]?){month_any_case}(?P=sep)(?:{year}|\d{2}(?![\w.-]?\d))"
+                r"|(?<=[12])\d(?<=19|20)\d{2}(?P<sep2>[-/.]?){month_any_case}(?P=sep2)[0-3]?\d(?![\w.-]?\d))"
+                r"(?![A-Za-z])",
+     "provenance": "military/RIS dates with a month name and no blanks, day first or year first ('17APR2023', "
+                   "'17-Apr-23', '17/apr/2023', '2023APR17'), in any case: digits on both sides make the month a "
+                   "month",
+     "examples": ["17APR2023", "17APR23", "17-Apr-23", "17/apr/2023", "17.Apr.2023", "2023APR17", "2023-Apr-17",
+                  "5may2021"]},
     {"name": "time", "kind": "time",
      "pattern": r"\d(?<![\w:.].)(?=\d{0,3}[ \t]?[:AaPpHh])"
                 r"(?::[0-5]\d(?::[0-5]\d)?[ \t]?[AaPp]\.?[Mm]\b\.?|\d:[0-5]\d(?::[0-5]\d)?[ \t]?[AaPp]\.?[Mm]\b\.?"
@@ -172,11 +181,13 @@ REDACTION_RULES: tuple[dict, ...] = (
      "provenance": "unlabelled numbers of six or more digits (record numbers); measurements keep theirs",
      "examples": ["ref 12345678", "1234567"]},
     {"name": "date_month_day", "kind": "date",
-     "pattern": r"{month_any}(?:\.?[ \t]{1,3}[0-3]?\d{ordinal},?[ \t]{1,3}{year}|\.?,?[ \t]{1,3}{year}"
+     "pattern": r"{month_any}(?:\.?[ \t]{1,3}[0-3]?\d{ordinal}(?>[ \t]{0,3},[ \t]{0,3}|[ \t]{1,3}){year}"
+                r"|\.?,?[ \t]{1,3}{year}"
                 r"|(?:(?<=[A-Za-z]{4})|\.)[ \t]{1,3}[0-3]?\d{ordinal}(?![\w.,]?\d))",
      "provenance": "written dates, month first (without a year: full month names but May, or an "
                    "abbreviation with its dot); a month and year alone too (the month is an identifier)",
-     "examples": ["March 5, 2024", "Mar. 5 2024", "March 2024", "on March 5", "Sept. 12th"]},
+     "examples": ["March 5, 2024", "Mar. 5 2024", "March 2024", "on March 5", "Sept. 12th",
+                  "APRIL 17TH, 2023", "April 17th,2023", "April 17 , 2023"]},
     {"name": "phone_labelled", "kind": "phone",
      "cues": ["phone", "tel", "telephone", "pager", "beeper", "fax", "ext", "extension", "callback", "call back"],
      "pattern": r"{cues}(?>\.?[ \t]{0,3}(?i:no\.?|number|#)?[ \t]{0,3}[:#]?[ \t]{0,3})"
@@ -228,11 +239,20 @@ REDACTION_RULES: tuple[dict, ...] = (
      "provenance": "sign-off lines without a cue word: capitalised names before a credential ('Hortensia Blotch MD "
                    "2023-04-17', 'Roe, Jane, M.D.'); report words before one stay ('Findings MD')",
      "examples": ["Jane Roe MD", "Roe, Jane, M.D.", "Jo Roe PhD", "Signed Jane Roe, MD"]},
-    {"name": "patient_name", "kind": "name", "cues": ["patient"], "case_evidence": True,
-     "pattern": r"{cues}[ \t]{1,3}(?P<phi>(?:{name}(?:[ \t]{1,3}(?=[A-Z]))?){2,3}(?<![ \t]))",
-     "provenance": "'Patient John Doe' (two capitalised words at least, no prose word: 'Patient History', 'Patient "
-                   "Appears Morbidly Obese' stay; not in Title-cased prose)",
-     "examples": ["Patient John Doe"]},
+    {"name": "patient_name", "kind": "name", "cue_case": "exact", "case_evidence": True,
+     "cues": ["patient", "Patient", "PATIENT", "pt", "Pt"],
+     "pattern": r"{cues}(?:(?<=t)(?<![Nn]t)\.)?[ \t]{1,3}(?P<phi>(?:{name}(?:[ \t]{1,3}(?=[A-Z]))?){2,3}(?<![ \t]))",
+     "provenance": "'Patient John Doe', 'Pt Zebulon Quixote', 'Pt. Jo Roe' (two capitalised words at least, no prose "
+                   "word: 'Patient History', 'Patient Appears Morbidly Obese', 'Pt Was Rotated' stay; not in "
+                   "Title-cased prose; 'PT' is physical therapy / prothrombin time: not a cue)",
+     "examples": ["Patient John Doe", "Pt Zebulon Quixote", "pt. Jo Roe", "PATIENT Jo Roe"]},
+    {"name": "relative_name", "kind": "name", "case_evidence": True,
+     "cues": list(RELATIVES),
+     "pattern": r"{cues}(?![\w'’-]),?[ \t]{1,3}(?P<phi>{names})",
+     "provenance": "HIPAA Safe Harbor (A) names of relatives after the relation ('the patient's mother, Maria "
+                   "Quixote', 'his wife Jane Doe', 'son, John Smith'): capitalised words only, no prose word "
+                   "('mother's history of', 'mother Deceased', 'son, Unknown' stay); not in Title-cased prose",
+     "examples": ["the patient's mother, Maria Quixote", "his wife Jane Doe", "son, John Smith", "daughter Mary"]},
     {"name": "street_address_cued", "kind": "address",
      "cues": ["address", "home address", "mailing address", "lives at", "living at", "resides at", "residing at"],
      "pattern": r"{cues}[ \t]{0,3}[:=-]?[ \t]{0,3}"

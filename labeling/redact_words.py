@@ -4,7 +4,8 @@ nobody's name, word endings no name has, and words that are never a street name.
 
 from __future__ import annotations
 
-__all__ = ["NOT_NAMES", "NOT_STREET_NAMES", "PROCEDURE_WORDS", "PROSE_SUFFIXES", "PROSE_WORDS"]
+__all__ = ["NAME_PARTICLES", "NOT_NAMES", "NOT_STREET_NAMES", "PROCEDURE_WORDS", "PROSE_SUFFIXES", "PROSE_WORDS",
+           "RELATIVES"]
 
 #: Words that are never part of a name (a name stops before them): masks, titles, credentials, modalities,
 #: header words, common words after a cue.  Matched in Capitalised, Title and UPPER case.
@@ -48,7 +49,7 @@ rib ribs lobe lobes nodule nodules opacity density tumor tumors lesions hernia h
 infiltrates scar scarring hilar hila hilum mediastinum diaphragm hemidiaphragm osteophytes spurs fissure azygos
 vertebral thoracic workup silhouette contour contours bony soft pulmonary cardiac chronic interval prominent
 bibasilar basilar streaky coronary patchy persistent diffuse focal vague multilevel midline incidental calcific clear
-dense borderline
+dense borderline alive deceased living healthy unknown adopted
 """.split())
 
 #: Word endings no name has ("Rotation", "Morbidly", "Antibiotic", "Recalled"), with the shortest word each
@@ -89,3 +90,15 @@ bullet bullets shotgun shrapnel metallic foreign body bodies lumbar cervical tho
 PROCEDURE_WORDS = tuple("""spinal spine cervical thoracic lumbar sacral lumbosacral thoracolumbar cervicothoracic
 posterior anterior lateral posterolateral interbody transforaminal extreme oblique partial total subtotal bilateral
 left right open laparoscopic surgical disc disk level levels""".split())
+
+#: Relatives and carers whose name may follow ("the patient's mother, Maria Quixote", "his wife Jane Doe"):
+#: HIPAA Safe Harbor (A) covers relatives' names too.  Matched in lower, Capitalised, Title and UPPER case.
+RELATIVES = tuple("""mother father mom dad parent parents wife husband spouse partner son daughter child brother
+sister sibling aunt uncle niece nephew cousin grandmother grandfather grandson granddaughter grandchild stepmother
+stepfather stepson stepdaughter fiance fiancee fiancé fiancée girlfriend boyfriend guardian caregiver carer friend
+neighbor neighbour roommate""".split())
+
+#: Lower-case particles of multi-part surnames ("Dr. van der Berg", "Dr. de la Cruz", "Dr. al-Hassan"), up to
+#: three before the name word; "St." / "ST." ("Dr. St. John").  "do" is left out (an English word).
+NAME_PARTICLES = tuple("""van von der den de del della dei di da das dos du la le ten ter bin ibn al el St. ST.
+Ste. STE.""".split())

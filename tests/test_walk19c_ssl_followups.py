@@ -182,3 +182,20 @@ def test_an_error_after_a_progress_bar_starts_on_its_own_line(monkeypatch):
     with pytest.raises(typer.Exit):
         fail("training interrupted")
     assert pipe.getvalue() == "error: training interrupted\n"
+
+
+def test_run_bench_from_another_folder_finds_the_shipped_jobs(catalog, monkeypatch, tmp_path):
+    """`run_bench("configs/finetune/bench_cpu.yaml")` outside the repository loaded the shipped bench file but
+    looked for its job files (`probe_cpu.yaml`, ...) under the current folder."""
+    from radloop.ssl import finetune_bench, finetune_jobs
+
+    jobs = []
+
+    def first_job(catalog, config, **_kwargs):
+        jobs.append(config.name)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune_jobs, "run_training", first_job)
+    monkeypatch.chdir(tmp_path)
+    result = finetune_bench.run_bench(catalog, "configs/finetune/bench_cpu.yaml")
+    assert jobs and result["interrupted"].startswith("during "), result

@@ -53,12 +53,13 @@ def run_bench(catalog: Catalog, config_path: str | Path, overrides: list[str] | 
     ``overrides`` with a ``bench.`` prefix change the bench config; the rest go to every job.  Interrupted (Ctrl-C),
     the grid stops and the rows measured so far come back with ``"interrupted": "during <job>"``.
     """
+    from radloop.core.config import find_config
     from radloop.ssl.finetune_jobs import run_training
 
     overrides = list(overrides or [])
     bench = load_config(config_path, BenchConfig, [o[len("bench."):] for o in overrides if o.startswith("bench.")])
     job_overrides = [o for o in overrides if not o.startswith("bench.")]
-    folder = Path(config_path).resolve().parent
+    folder = find_config(Path(config_path)).resolve().parent  # the jobs lie beside the bench file it loaded
     rows: list[dict[str, Any]] = []
     figures: dict[str, Any] = {}
     for head, file in bench.heads.items():
