@@ -25,8 +25,6 @@ def register(groups) -> None:
     groups.bench.command("label-reports")(bench_label_reports_command)
 
 
-
-
 def _pseudonym_key(workspace: Path | None) -> bytes:
     """The secret key of an existing workspace (made there on first use, as ingest does); exits with what to do
     when the workspace does not exist (a key made up in a new folder would be the only way to join the labels

@@ -33,7 +33,7 @@ from radloop.core.schema import Image
 from radloop.ssl.encoders import EncoderBundle, check_registered_version, load_encoder, preprocess
 from radloop.ssl.pixels import UnreadableImage
 
-__all__ = ["embed_catalog", "resolve_encoder", "stored_normalization"]
+__all__ = ["embed_catalog", "resolve_encoder"]
 
 logger = logging.getLogger(__name__)
 
@@ -152,17 +152,11 @@ class _ShardWriter(BasePredictionWriter):
         self.ids, self.vectors = self.ids[rows:], [vectors[rows:]] if rows < len(vectors) else []
 
 
-def stored_normalization(catalog: Catalog, version: str) -> set[bool]:
-    """The ``normalized`` settings of ``version``'s stored vectors: ``{True}`` or ``{False}``; empty when none is
-    stored; both only where an earlier radloop mixed them."""
-    return stored_settings(catalog, version)[0]
-
-
 def _check_same_normalization(catalog: Catalog, version: str, normalize: bool) -> None:
     """Refuse to add raw vectors to a version stored L2-normalized, or the reverse: loaders, indexes and the rounds'
     strategies read a version's vectors as one set, and unit-length vectors beside raw ones (norms in the tens)
     would make distances between the two meaningless."""
-    stored = stored_normalization(catalog, version)
+    stored = stored_settings(catalog, version)[0]
     if stored and normalize not in stored:  # one setting stored (an earlier mix is left as it is)
         kept, flag = ("L2-normalized", "without --no-normalize") if not normalize else \
             ("raw (--no-normalize)", "with --no-normalize")

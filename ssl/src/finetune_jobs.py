@@ -142,9 +142,9 @@ def _unit_rows(matrix: np.ndarray) -> np.ndarray:
 def _stored_normalization(catalog: Catalog, version: str) -> bool:
     """Whether new vectors of ``version`` are stored L2-normalized: False only where every stored one is raw
     (``radloop embed --no-normalize``); True for a version with none stored yet (``radloop embed``'s default)."""
-    from radloop.ssl.embed import stored_normalization
+    from radloop.core.embeddings import stored_settings
 
-    return stored_normalization(catalog, version) != {False}
+    return stored_settings(catalog, version)[0] != {False}
 
 
 def _version(config: TrainConfig, parent: str | None, labeled: LabeledSet) -> str:
