@@ -45,6 +45,7 @@ def train(
     from radloop.core.registry import RegistryError
     from radloop.ssl.finetune_config import TrainConfig
     from radloop.ssl.finetune_jobs import run_training
+    from radloop.ssl.pixels import UnreadableImage
 
     _quiet_lightning()
     try:
@@ -54,6 +55,8 @@ def train(
     catalog = open_catalog(workspace)
     try:
         result = run_training(catalog, job, register=register, progress=True)
+    except UnreadableImage as error:  # a render cut or corrupted on disk (missing ones are left out, with a message)
+        fail(f"cannot read an image: {error}")
     except (ValueError, RegistryError, FileNotFoundError) as error:
         fail(str(error))
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into a graceful shutdown + sys.exit(1)
@@ -74,6 +77,7 @@ def evaluate(
     """AUROC / AP per finding, ECE, region accuracy and box mAP@0.5 of a model on held-out images."""
     from radloop.core.registry import RegistryError
     from radloop.ssl.finetune_evaluate import evaluate_model
+    from radloop.ssl.pixels import UnreadableImage
 
     _quiet_lightning()
     if split is not None and split not in ("train", "val", "test"):
@@ -81,6 +85,8 @@ def evaluate(
     catalog = open_catalog(workspace)
     try:
         result = evaluate_model(catalog, model, coco=coco, images=images, split=split, progress=True)
+    except UnreadableImage as error:
+        fail(f"cannot read an image: {error}")
     except (ValueError, RegistryError, FileNotFoundError) as error:
         fail(str(error))
     emit(result, as_json, title=f"evaluation of {model}")

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from radloop.core.boxes import sanitize_boxes
 from radloop.core.records import Box
-from radloop.ssl.encoder_adapter import encoder_stats, read_pixels, timm_backbone_from_bundle
+from radloop.ssl.encoder_adapter import encoder_stats, read_pixels, timm_backbone, timm_backbone_from_bundle
 from radloop.ssl.encoders import pick_device
 from radloop.ssl.predict import ImagePrediction, Predictor
 from radloop.ssl.finetune_config import DetectConfig, TrainerConfig
@@ -79,16 +79,17 @@ def build_detector(body: nn.Module, meta: dict[str, Any]) -> nn.Module:
                       box_score_thresh=meta["score_threshold"], box_detections_per_img=meta["detections_per_image"])
 
 
-def _body(timm_name: str, bundle: Any | None = None) -> nn.Module:
+def _body(meta: dict[str, Any], bundle: Any | None = None) -> nn.Module:
+    """The feature stages of ``bundle``'s backbone, or (``bundle`` None: a saved detector) an untrained one of the
+    architecture ``meta`` names, built with the encoder's ``model_kwargs`` as in training."""
     from timm.layers import freeze_batch_norm_2d
 
     kwargs = {"features_only": True, "out_indices": (1, 2, 3, 4)}
     if bundle is not None:
         body, _ = timm_backbone_from_bundle(bundle, **kwargs)
     else:
-        import timm
-
-        body = timm.create_model(timm_name, pretrained=False, in_chans=1, **kwargs)
+        body = timm_backbone(meta["timm_name"], int(meta.get("image_size") or 224),
+                             model_kwargs=meta.get("model_kwargs"), **kwargs)
     return freeze_batch_norm_2d(body)
 
 
@@ -180,12 +181,13 @@ def train_detector(bundle: Any, paths: Sequence[Path], sizes: Sequence[tuple[int
                          f"{' (' + str(len(messages)) + ' degenerate boxes dropped)' if messages else ''}; "
                          "annotate boxes or check the dataset's box labels")
     _size, mean, std = encoder_stats(bundle)
-    meta = {"timm_name": bundle.config.timm_name, "fpn_channels": config.fpn_channels,
+    meta = {"timm_name": bundle.config.timm_name, "model_kwargs": dict(bundle.config.model_kwargs),
+            "fpn_channels": config.fpn_channels,
             "min_size": config.min_size, "max_size": config.max_size, "labels": list(config.labels),
             "mean": mean, "std": std,
             "score_threshold": config.score_threshold, "detections_per_image": config.detections_per_image,
             "encoder_version": getattr(bundle, "version", None)}
-    body = _body(meta["timm_name"], bundle)
+    body = _body(meta, bundle)
     _freeze_early_stages(body, config.trainable_layers)
     model = build_detector(body, meta)
     dataset = BoxImages(chosen_paths, chosen_sizes, chosen_boxes, config.labels)
@@ -271,7 +273,7 @@ class DetectorPredictor(Predictor):
         from radloop.ssl.artifacts import read_artifact
 
         state, meta = read_artifact(folder, DETECTOR_WEIGHTS, DETECTOR_CONFIG)
-        model = build_detector(_body(meta["timm_name"]), meta)
+        model = build_detector(_body(meta), meta)
         model.load_state_dict(state)
         return cls(model, meta, model_version)
 

@@ -23,7 +23,10 @@ from radloop.ssl.encoders import embed_images as _embed_images
 from radloop.ssl.pixels import read_image, to_unit_float
 
 __all__ = ["embed_images", "encoder_from_registry", "encoder_stats", "ensure_encoder_registered", "load_encoder",
-           "preprocess_images", "random_encoder", "read_pixels", "timm_backbone_from_bundle"]
+           "preprocess_images", "random_encoder", "read_pixels", "timm_backbone", "timm_backbone_from_bundle"]
+
+#: timm names of ViT-style models, whose weights' shapes follow the input size and the patch size.
+VIT_PREFIXES = ("vit_", "deit_", "eva", "beit")
 
 
 def encoder_stats(bundle: EncoderBundle) -> tuple[int, float, float]:
@@ -100,6 +103,33 @@ def embed_images(bundle: EncoderBundle, images: Sequence[str | Path | np.ndarray
     return np.concatenate(chunks)
 
 
+def timm_backbone(timm_name: str, image_size: int, *, patch_size: int | None = None,
+                  model_kwargs: dict[str, Any] | None = None, **timm_kwargs: Any) -> torch.nn.Module:
+    """A fresh, untrained one-channel timm backbone built as the heads build it from an encoder.
+
+    A ViT gets the encoder's input size and patch size (its position embeddings and patch projection depend on
+    them); every architecture gets the encoder's ``model_kwargs``.  Saved heads rebuild their backbone with this
+    before loading their weights, so the shapes match the ones they trained with.
+
+    Args:
+        timm_name: the timm architecture.
+        image_size: the encoder's input size (used by ViTs only).
+        patch_size: a ViT's patch size (None: timm's default for ``timm_name``).
+        model_kwargs: the encoder's extra ``timm.create_model`` arguments.
+        **timm_kwargs: more ``timm.create_model`` arguments (e.g. ``features_only=True``).
+    """
+    import timm
+
+    kwargs = {"pretrained": False, "in_chans": 1, **dict(model_kwargs or {}), **timm_kwargs}
+    if timm_name.startswith(VIT_PREFIXES):
+        kwargs.setdefault("img_size", image_size)
+        if patch_size:
+            kwargs.setdefault("patch_size", patch_size)
+    if not kwargs.get("features_only"):
+        kwargs.setdefault("num_classes", 0)
+    return timm.create_model(timm_name, **kwargs)
+
+
 def timm_backbone_from_bundle(bundle: EncoderBundle, **timm_kwargs: Any) -> tuple[torch.nn.Module, dict[str, int]]:
     """A fresh timm backbone of the bundle's architecture carrying the bundle's weights.
 
@@ -116,17 +146,9 @@ def timm_backbone_from_bundle(bundle: EncoderBundle, **timm_kwargs: Any) -> tupl
     Raises:
         ValueError: none of the bundle's weights fit the backbone.
     """
-    import timm
-
     config = bundle.config
-    kwargs = {"pretrained": False, "in_chans": 1, **dict(config.model_kwargs), **timm_kwargs}
-    if config.timm_name.startswith(("vit_", "deit_", "eva", "beit")):
-        kwargs.setdefault("img_size", config.image_size)
-        if config.patch_size:
-            kwargs.setdefault("patch_size", config.patch_size)
-    if not kwargs.get("features_only"):
-        kwargs.setdefault("num_classes", 0)
-    model = timm.create_model(config.timm_name, **kwargs)
+    model = timm_backbone(config.timm_name, config.image_size, patch_size=config.patch_size,
+                          model_kwargs=config.model_kwargs, **timm_kwargs)
     target = model.state_dict()
     matched: dict[str, torch.Tensor] = {}
     source = bundle.model.state_dict()

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from radloop.ssl.encoder_adapter import encoder_stats, timm_backbone_from_bundle
+from radloop.ssl.encoder_adapter import encoder_stats, timm_backbone, timm_backbone_from_bundle
 from radloop.ssl.encoders import pick_device
 from radloop.ssl.finetune_config import FinetuneConfig, TrainerConfig
 from radloop.ssl.finetune_images import AugmentedImages, model_input, normalize_pixels, preload_images
@@ -255,7 +255,7 @@ def train_classifier(bundle: Any, images: Sequence[Path], targets: np.ndarray, w
                     enable_model_summary=False, deterministic=trainer.deterministic)
     fit.fit(module, loader)
     meta = {"timm_name": bundle.config.timm_name, "model_kwargs": dict(bundle.config.model_kwargs),
-            "image_size": image_size, "mean": mean, "std": std,
+            "patch_size": bundle.config.patch_size, "image_size": image_size, "mean": mean, "std": std,
             "findings": list(findings), "regions": names, "encoder_version": getattr(bundle, "version", None)}
     if best_epoch is not None:
         best_epoch.restore(net)
@@ -368,13 +368,15 @@ class ClassifierPredictor(Predictor):
 
     @classmethod
     def load(cls, folder: str | Path, model_version: str = "") -> "ClassifierPredictor":
-        import timm
-
         from radloop.ssl.artifacts import read_artifact
 
         state, meta = read_artifact(folder, CLASSIFIER_WEIGHTS, CLASSIFIER_CONFIG)
-        backbone = timm.create_model(meta["timm_name"], pretrained=False, in_chans=1, num_classes=0,
-                                     **meta.get("model_kwargs", {}))
+        # a ViT's shapes follow its input and patch size (classifiers saved before "patch_size" was kept: the
+        # patch projection's kernel says it)
+        patch = state.get("backbone.patch_embed.proj.weight")
+        patch_size = meta.get("patch_size") or (int(patch.shape[-1]) if patch is not None else None)
+        backbone = timm_backbone(meta["timm_name"], meta["image_size"], patch_size=patch_size,
+                                 model_kwargs=meta.get("model_kwargs"))
         net = FindingsClassifier(backbone, len(meta["findings"]), len(meta.get("regions", [])))
         net.load_state_dict(state)
         return cls(net, meta, model_version)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -30,10 +30,12 @@ FIGURES = ("auroc.fracture", "ap.fracture", "ece", "region_balanced_accuracy", "
 class BenchConfig(StrictModel):
     """``configs/finetune/bench_*.yaml``: job configs (paths relative to this file) and the grid."""
 
-    heads: dict[str, str] = {"probe": "probe_cpu.yaml", "finetune": "finetune_cpu.yaml",
-                             "detect": "detect_cpu.yaml"}
-    fractions: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0])
-    inits: list[Literal["pretrained", "random"]] = Field(default_factory=lambda: ["pretrained", "random"])
+    heads: dict[str, str] = Field(default_factory=lambda: {"probe": "probe_cpu.yaml", "finetune": "finetune_cpu.yaml",
+                                                           "detect": "detect_cpu.yaml"}, min_length=1)
+    fractions: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(default_factory=lambda: [0.01, 0.1, 1.0],
+                                                                    min_length=1)
+    inits: list[Literal["pretrained", "random"]] = Field(default_factory=lambda: ["pretrained", "random"],
+                                                         min_length=1)
     overrides: list[str] = Field(default_factory=list)  # applied to every job, e.g. data.max_eval_images=300
     seed: int = 0
 
@@ -62,41 +64,42 @@ def run_bench(catalog: Catalog, config_path: str | Path, overrides: list[str] | 
     folder = find_config(Path(config_path)).resolve().parent  # the jobs lie beside the bench file it loaded
     rows: list[dict[str, Any]] = []
     figures: dict[str, Any] = {}
-    for head, file in bench.heads.items():
-        for init in bench.inits:
-            for fraction in bench.fractions:
-                job = _job_config(folder, head, file, fraction, init, bench, job_overrides)
-                started = time.perf_counter()
-                row: dict[str, Any] = {"head": head, "init": init, "fraction": fraction}
-                try:
-                    result = run_training(catalog, job, register=False, progress=progress)
-                except ValueError as error:  # one class only, no boxes...: reported, the grid goes on
-                    row.update({"error": str(error), "seconds": round(time.perf_counter() - started, 1)})
-                    rows.append(row)
-                    log.warning("bench %s/%s/%s failed: %s", head, init, fraction, error)
-                    continue
-                except (KeyboardInterrupt, SystemExit):  # Ctrl-C (Lightning: sys.exit(1)): keep the rows measured
-                    log.warning("bench interrupted during %s/%s/%s", head, init, fraction)
-                    return {"config": str(config_path), "rows": rows, "figures": figures,
-                            "interrupted": f"during {head}/{init}/{fraction:g}"}
-                except Exception as error:  # noqa: BLE001 - a broken job (e.g. a missing package) must not
-                    # lose the rows already measured: report it with its traceback in the log, go on
-                    log.exception("bench %s/%s/%s crashed", head, init, fraction)
-                    row.update({"error": f"{type(error).__name__}: {error}",
-                                "seconds": round(time.perf_counter() - started, 1)})
-                    rows.append(row)
-                    continue
-                row.update({"train_images": result.train_summary["images"],
-                            "eval_images": result.metrics.get("n_images"),
-                            "seconds": round(time.perf_counter() - started, 1),
-                            "encoder": result.predictor.encoder_version if head == "probe" else
-                            getattr(result.predictor, "meta", {}).get("encoder_version")})
-                for metric in FIGURES:
-                    if metric in result.metrics:
-                        row[metric] = result.metrics[metric]
-                        figures[f"{head}.{init}.{fraction:g}.{metric}"] = result.metrics[metric]
-                rows.append(row)
-                log.info("bench row %s", row)
+    # every job's config is read before the first one trains: a missing job file or a bad override stops the bench
+    # now, not after the jobs before it ran for minutes (their rows would be lost with the error)
+    grid = [(head, init, fraction, _job_config(folder, head, file, fraction, init, bench, job_overrides))
+            for head, file in bench.heads.items() for init in bench.inits for fraction in bench.fractions]
+    for head, init, fraction, job in grid:
+        started = time.perf_counter()
+        row: dict[str, Any] = {"head": head, "init": init, "fraction": fraction}
+        try:
+            result = run_training(catalog, job, register=False, progress=progress)
+        except ValueError as error:  # one class only, no boxes...: reported, the grid goes on
+            row.update({"error": str(error), "seconds": round(time.perf_counter() - started, 1)})
+            rows.append(row)
+            log.warning("bench %s/%s/%s failed: %s", head, init, fraction, error)
+            continue
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C (Lightning: sys.exit(1)): keep the rows measured
+            log.warning("bench interrupted during %s/%s/%s", head, init, fraction)
+            return {"config": str(config_path), "rows": rows, "figures": figures,
+                    "interrupted": f"during {head}/{init}/{fraction:g}"}
+        except Exception as error:  # noqa: BLE001 - a broken job (e.g. a missing package) must not
+            # lose the rows already measured: report it with its traceback in the log, go on
+            log.exception("bench %s/%s/%s crashed", head, init, fraction)
+            row.update({"error": f"{type(error).__name__}: {error}",
+                        "seconds": round(time.perf_counter() - started, 1)})
+            rows.append(row)
+            continue
+        row.update({"train_images": result.train_summary["images"],
+                    "eval_images": result.metrics.get("n_images"),
+                    "seconds": round(time.perf_counter() - started, 1),
+                    "encoder": result.predictor.encoder_version if head == "probe" else
+                    getattr(result.predictor, "meta", {}).get("encoder_version")})
+        for metric in FIGURES:
+            if metric in result.metrics:
+                row[metric] = result.metrics[metric]
+                figures[f"{head}.{init}.{fraction:g}.{metric}"] = result.metrics[metric]
+        rows.append(row)
+        log.info("bench row %s", row)
     return {"config": str(config_path), "rows": rows, "figures": figures}
 
 

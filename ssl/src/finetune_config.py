@@ -13,6 +13,17 @@ __all__ = ["DataConfig", "DetectConfig", "EncoderConfigRef", "FinetuneConfig", "
            "TrainerConfig", "WeakLabelConfig"]
 
 
+#: Lightning's ``Trainer(precision=...)`` values.
+PRECISIONS = ("32-true", "32", "16-mixed", "16-true", "16", "bf16-mixed", "bf16-true", "bf16", "64-true", "64",
+              "transformer-engine", "transformer-engine-float16")
+
+
+def _max_steps(value: int) -> int:
+    if value != -1 and value < 1:
+        raise ValueError(f"max_steps {value}: -1 (max_epochs decides) or at least 1")
+    return value
+
+
 class WeakLabelConfig(StrictModel):
     """Report-derived weak labels for images no expert labelled (noise-aware: lower sample weight)."""
 
@@ -88,7 +99,7 @@ class FinetuneConfig(StrictModel):
     weight_decay: float = Field(0.05, ge=0.0)
     batch_size: int = Field(32, ge=1)
     max_epochs: int = Field(5, ge=1)
-    max_steps: int = -1
+    max_steps: int = -1  # -1: max_epochs decides; else at least 1 (0 would register an untrained model)
     max_time_minutes: float | None = Field(None, gt=0)
     warmup_steps: int = Field(20, ge=0)
     pos_weight: bool = True
@@ -100,6 +111,11 @@ class FinetuneConfig(StrictModel):
     # score the findings (mean AUROC) on data.calibration_split after every epoch and keep the best epoch's
     # weights: validation-based early stopping without a patience cut-off (training still runs its epochs)
     select_epoch: bool = False
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, value: int) -> int:
+        return _max_steps(value)
 
 
 class DetectConfig(StrictModel):
@@ -115,7 +131,7 @@ class DetectConfig(StrictModel):
     weight_decay: float = Field(1e-4, ge=0.0)
     batch_size: int = Field(4, ge=1)
     max_epochs: int = Field(3, ge=1)
-    max_steps: int = -1
+    max_steps: int = -1  # -1: max_epochs decides; else at least 1
     max_time_minutes: float | None = Field(None, gt=0)
     include_negatives: bool = True
     score_threshold: float = Field(0.05, ge=0.0, le=1.0)
@@ -130,16 +146,30 @@ class DetectConfig(StrictModel):
             raise ValueError(f"box labels must be in {', '.join(BOX_FINDINGS)}, got {value}")
         return value
 
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, value: int) -> int:
+        return _max_steps(value)
+
 
 class TrainerConfig(StrictModel):
     """Lightning ``Trainer`` settings shared by the fine-tuning and detection jobs."""
 
-    accelerator: str = "cpu"
+    accelerator: Literal["cpu", "gpu", "cuda", "mps", "auto"] = "cpu"
     devices: int | str = Field(1, description="one device: 1, or one device index as Lightning writes it ('0,')")
     precision: str = "32-true"
     num_threads: int | None = Field(2, ge=1)
     log_every_n_steps: int = Field(10, ge=1)
     deterministic: bool = False
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _known_precision(cls, value: object) -> str:
+        # refused when the config is read, not after the images are loaded (Lightning checks it only then)
+        text = str(value).strip()
+        if text not in PRECISIONS:
+            raise ValueError(f"precision {value!r} is not one of {', '.join(PRECISIONS)}")
+        return text
 
     @field_validator("devices")
     @classmethod

@@ -20,7 +20,7 @@ from radloop.core.records import Box
 from radloop.core.schema import Annotation, Report, WeakLabel
 from radloop.core.targets import ImageTargets, image_targets
 
-__all__ = ["DataError", "LabeledSet", "build_labeled_set", "check_no_leak", "subsample"]
+__all__ = ["DataError", "LabeledSet", "build_labeled_set", "check_no_leak", "drop_missing_renders", "subsample"]
 
 
 class DataError(ValueError):
@@ -161,6 +161,31 @@ def build_labeled_set(catalog: Catalog, findings: list[str], *, splits: list[str
                     .where(Annotation.image_id.in_(chunk), Annotation.kind.in_(("box", "choice")))):
                 result.annotations[int(annotation_id)] = image_id
     return result
+
+
+def drop_missing_renders(labeled: LabeledSet, what: str) -> tuple[LabeledSet, list[str]]:
+    """``labeled`` without the images whose render file is missing, and a message saying how many were left out.
+
+    A missing render would otherwise stop a job with a traceback after minutes of training (the detector reads its
+    images step by step, a held-out set is read after training); pretraining skips unreadable images the same way.
+
+    Args:
+        what: the set's role in the message, e.g. ``"training"``.
+
+    Raises:
+        DataError: every render of the set is missing.
+    """
+    missing = [row for row, path in enumerate(labeled.paths) if not Path(path).is_file()]
+    if not missing:
+        return labeled, []
+    example = labeled.paths[missing[0]]
+    if len(missing) == len(labeled):
+        raise DataError(f"all {len(labeled)} {what} images' render files are missing (e.g. {example}): "
+                        "is the workspace's renders/ folder there?")
+    gone = set(missing)
+    kept = [row for row in range(len(labeled)) if row not in gone]
+    message = f"{len(missing)} of {len(labeled)} {what} images left out: render file missing (e.g. {example})"
+    return labeled.take(kept), [message]
 
 
 def subsample(labeled: LabeledSet, fraction: float, *, seed: int = 0, stratify_column: int = 0) -> LabeledSet:

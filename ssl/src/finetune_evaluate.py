@@ -16,7 +16,7 @@ from radloop.core.boxes import sanitize_boxes
 from radloop.core.catalog import Catalog
 from radloop.core.records import Box
 from radloop.core.vocabulary import BODY_REGIONS
-from radloop.ssl.finetune_data import DataError, LabeledSet, build_labeled_set
+from radloop.ssl.finetune_data import DataError, LabeledSet, build_labeled_set, drop_missing_renders
 from radloop.ssl.finetune_metrics import box_map50, classification_metrics, region_metrics
 
 __all__ = ["coco_labeled_set", "evaluate_model", "evaluate_predictor", "training_data"]
@@ -169,6 +169,7 @@ def evaluate_model(catalog: Catalog, version: str, *, coco: str | Path | None = 
     if coco is not None:
         # as `radloop ingest` reads a COCO file: its images sit in its folder unless ``images`` names another
         labeled = coco_labeled_set(coco, images if images is not None else Path(coco).parent, findings)
+        notes: list[str] = []
         source = f"coco:{Path(coco).name}"
     else:
         split = split or data.get("eval_split", "test")
@@ -176,6 +177,7 @@ def evaluate_model(catalog: Catalog, version: str, *, coco: str | Path | None = 
             raise DataError(f"split {split!r} was used to train {version}: evaluation would leak")
         labeled = build_labeled_set(catalog, findings, splits=[split], dataset=data.get("dataset"),
                                     require_labels=False)
+        labeled, notes = drop_missing_renders(labeled, f"{split}-split")
         trained_on = set(record.annotation_ids)
         leaked = [i for i in labeled.annotation_ids if i in trained_on]
         if leaked:
@@ -185,4 +187,6 @@ def evaluate_model(catalog: Catalog, version: str, *, coco: str | Path | None = 
         source = f"split:{split}"
     metrics = evaluate_predictor(predictor, labeled, catalog=catalog if coco is None else None,
                                  encoder_version=record.parent_version, progress=progress)
+    if notes:
+        metrics["notes"] = notes + list(metrics.get("notes", []))
     return {"model": version, "kind": record.kind, "source": source, **metrics}

@@ -43,7 +43,8 @@ def preload_images(paths: Sequence[Path | str | np.ndarray], image_size: int, *,
     """
     missing = [str(p) for p in paths if not isinstance(p, np.ndarray) and not Path(p).is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} render(s) missing, e.g. {missing[0]}: re-run ingest")
+        raise FileNotFoundError(f"{len(missing)} render(s) missing, e.g. {missing[0]}: restore the workspace's "
+                                "renders/ folder (ingest skips images it has catalogued)")
     starts = range(0, len(paths), chunk)
     if progress:
         from tqdm import tqdm

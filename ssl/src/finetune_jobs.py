@@ -19,7 +19,8 @@ import numpy as np
 from radloop.core.catalog import Catalog
 from radloop.core.config import save_resolved_config
 from radloop.core.registry import ModelRecord, RegistryError, current_model, get_model, register_model
-from radloop.ssl.finetune_data import DataError, LabeledSet, build_labeled_set, check_no_leak, subsample
+from radloop.ssl.finetune_data import (DataError, LabeledSet, build_labeled_set, check_no_leak,
+                                      drop_missing_renders, subsample)
 from radloop.ssl.finetune_config import EncoderConfigRef, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -147,13 +148,18 @@ def _stored_normalization(catalog: Catalog, version: str) -> bool:
     return stored_settings(catalog, version)[0] != {False}
 
 
-def _version(config: TrainConfig, parent: str | None, labeled: LabeledSet) -> str:
-    """``<kind>-<name>-<8 hex>`` (``<kind>-<8 hex>`` when the name only repeats the head) of what the model learns from: config, encoder, images and their labels (targets,
-    weights, regions, boxes), so a corrected label is a new version, while the same labelled set is the same one."""
+def _version(config: TrainConfig, parent: str | None, labeled: LabeledSet,
+             calibration: LabeledSet | None = None) -> str:
+    """``<kind>-<name>-<8 hex>`` (``<kind>-<8 hex>`` when the name only repeats the head) of what the model learns
+    from: config, encoder, images and their labels (targets, weights, regions, boxes), and for a fine-tuned classifier
+    the labelled images that calibrate it or choose its epoch, so a corrected label is a new version, while the same
+    labelled sets are the same one."""
     labels = [np.asarray(labeled.targets).tolist(), [round(float(w), 6) for w in labeled.weights],
               list(labeled.regions), [[repr(box) for box in boxes] for boxes in labeled.boxes]]
-    digest = hashlib.sha256(json.dumps([config.model_dump(mode="json"), parent, labeled.image_ids, labels],
-                                       sort_keys=True, default=str).encode()).hexdigest()[:8]
+    learned_from = [config.model_dump(mode="json"), parent, labeled.image_ids, labels]
+    if calibration is not None:  # absent otherwise: probe and detector versions stay what they were
+        learned_from.append([calibration.image_ids, np.asarray(calibration.targets).tolist()])
+    digest = hashlib.sha256(json.dumps(learned_from, sort_keys=True, default=str).encode()).hexdigest()[:8]
     kind = {"probe": "probe", "finetune": "clf", "detect": "det"}[config.head]
     # the config's name without the head it repeats: probe.yaml -> probe-<hex> (was probe-probe-<hex>),
     # detect-gpu.yaml -> det-gpu-<hex>
@@ -189,10 +195,11 @@ def train_head(catalog: Catalog, config: TrainConfig, train: LabeledSet, bundle:
     elif config.head == "finetune":
         from radloop.ssl.finetune import train_classifier
 
-        trainable = [c for c in range(len(findings)) if len(np.unique(train.targets[:, c][train.targets[:, c] >= 0])) == 2]
-        if not trainable:
-            raise DataError(f"one class only: no finding among {', '.join(findings)} has both present and absent "
-                            f"training images ({summary['positives']} positives of {summary['labelled']} labelled)")
+        if not any(len(np.unique(column[column >= 0])) == 2 for column in train.targets.T):
+            counts = "; ".join(f"{name}: {summary['positives'][name]} present of {summary['labelled'][name]} labelled"
+                               for name in findings)
+            raise DataError(f"one class only: no finding has both present and absent training images ({counts}): "
+                            "label images of the missing class")
         validation = None
         if config.finetune.select_epoch:
             if calibration is not None and len(calibration):
@@ -229,17 +236,22 @@ def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True
     from radloop.ssl.finetune_evaluate import evaluate_predictor
 
     data = config.data
+    if config.head != "probe":  # the probe embeds wherever it can; the other heads train with Lightning
+        _check_accelerator(config.trainer.accelerator)
     findings = list(data.findings)
     if config.head == "detect":
         findings = list(dict.fromkeys(findings + config.detect.labels))
     train = build_labeled_set(catalog, findings, splits=data.train_splits, dataset=data.dataset,
                               weak_labels=data.weak_labels.use, weak_weight=data.weak_labels.weight)
+    train, render_messages = drop_missing_renders(train, "training")
     train = subsample(train, data.label_fraction, seed=data.seed)
     if data.max_train_images and len(train) > data.max_train_images:
         train = subsample(train, data.max_train_images / len(train), seed=data.seed)
     try:
         held_out = build_labeled_set(catalog, findings, splits=[data.eval_split], dataset=data.dataset,
                                      require_labels=False)
+        held_out, missing = drop_missing_renders(held_out, f"{data.eval_split}-split (evaluation)")
+        render_messages += missing
         if data.max_eval_images and len(held_out) > data.max_eval_images:
             held_out = held_out.take(np.random.default_rng(data.seed).choice(
                 len(held_out), data.max_eval_images, replace=False).tolist())
@@ -247,18 +259,18 @@ def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True
     except DataError as error:
         if "both the training" in str(error):
             raise
-        held_out = None
+        held_out, no_evaluation = None, str(error)
         log.warning("no held-out evaluation: %s", error)
     calibration, calibration_messages = _calibration_set(catalog, config, findings, train, held_out)
     bundle, encoder_version = resolve_encoder(catalog, config.encoder)
-    version = _version(config, encoder_version, train)
+    version = _version(config, encoder_version, train, calibration)
     if register and _is_registered(catalog, version):
         raise VersionExistsError(version)
     # one seed for head initialisation, augmentation, shuffling and sampling: the same job trains the same model
     L.seed_everything(data.seed, workers=True, verbose=False)
     predictor, train_summary, messages = train_head(catalog, config, train, bundle, encoder_version,
                                                     calibration=calibration, progress=progress)
-    messages = calibration_messages + messages
+    messages = render_messages + calibration_messages + messages
     metrics: dict[str, Any] = {}
     eval_summary: dict[str, Any] = {"split": data.eval_split, "images": 0}
     if held_out is not None:
@@ -266,7 +278,7 @@ def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True
                                      progress=progress)
         eval_summary = {"split": data.eval_split, **held_out.summary()}
     else:
-        messages.append(f"no images in eval split {data.eval_split!r}: metrics not measured")
+        messages.append(f"metrics not measured on eval split {data.eval_split!r}: {no_evaluation}")
     predictor.model_version = version
     result = JobResult(version=version, metrics=metrics, train_summary=train_summary, eval_summary=eval_summary,
                        messages=messages, predictor=predictor)
@@ -293,6 +305,25 @@ def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True
     return result
 
 
+def _check_accelerator(accelerator: str) -> None:
+    """Refuse, before any image is read, a GPU accelerator on a machine without one (Lightning's own error is a
+    traceback raised only once the images are loaded).
+
+    Raises:
+        DataError: ``gpu`` / ``cuda`` without a CUDA device, ``mps`` without Apple's MPS.
+    """
+    import torch
+
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        missing = "no CUDA GPU is visible"
+    elif accelerator == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        missing = "Apple's MPS is not available"
+    else:
+        return
+    raise DataError(f"trainer.accelerator={accelerator} but {missing} on this machine: use a CPU config "
+                    "(configs/finetune/*_cpu.yaml) or --set trainer.accelerator=cpu")
+
+
 def _calibration_set(catalog: Catalog, config: TrainConfig, findings: list[str], train: LabeledSet,
                      held_out: LabeledSet | None) -> tuple[LabeledSet | None, list[str]]:
     """The labelled images a fine-tuned classifier is calibrated (and its epoch selected) on: never training or
@@ -308,6 +339,7 @@ def _calibration_set(catalog: Catalog, config: TrainConfig, findings: list[str],
         return None, [f"{what}: calibration_split {split!r} is {role} (set data.calibration_split)"]
     try:
         calibration = build_labeled_set(catalog, findings, splits=[split], dataset=data.dataset)
+        calibration, messages = drop_missing_renders(calibration, f"{split}-split (calibration)")
         check_no_leak(train, calibration)
         if held_out is not None:
             check_no_leak(calibration, held_out)
@@ -315,7 +347,7 @@ def _calibration_set(catalog: Catalog, config: TrainConfig, findings: list[str],
         if "both the training" in str(error):
             raise
         return None, [f"{what}: {error}"]
-    return calibration, []
+    return calibration, messages
 
 
 def _is_registered(catalog: Catalog, version: str) -> bool:
