@@ -38,7 +38,9 @@ downloads in :mod:`radloop.app.backend_fetch`.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from typing import Any, Callable
 
@@ -59,8 +61,8 @@ from radloop.app.backend_runtime import (
 from radloop.app.backend_settings import BackendAuth, BackendSettings
 from radloop.core.catalog import Catalog
 from radloop.labeling.ls_adapter import (
-    AdapterError, ImageGeometry, PredictTask, parse_predict_request, parse_setup_request, parse_webhook,
-    prediction_to_ls,
+    AdapterError, ImageGeometry, PredictionRecord, PredictTask, parse_predict_request, parse_setup_request,
+    parse_webhook, prediction_to_ls,
 )
 from radloop.labeling.ls_config import (
     LabelConfigError, ParsedLabelConfig, build_label_config, parse_label_config,
@@ -69,6 +71,11 @@ from radloop.labeling.ls_config import (
 __all__ = ["BackendAuth", "BackendSettings", "FetchPolicy", "create_app"]
 
 logger = logging.getLogger(__name__)
+
+
+#: A JSON ``\\uXXXX`` escape of a UTF-16 surrogate: only a body holding one can decode to a string with an unpaired
+#: surrogate, which Python's json accepts but no UTF-8 consumer (SQLite, the XML parser) can take.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _http_error(status: int, reason: str) -> HTTPException:
@@ -87,6 +94,20 @@ def _label_studio_url(settings: BackendSettings, catalog: Catalog | None) -> str
     except ValueError as error:  # a damaged binding: say so, fetch from nowhere by default
         logger.warning("the workspace's Label Studio binding is unreadable (%s): rerun `radloop ls init`", error)
         return None
+
+
+def _shown_in(prediction: PredictionRecord, config: ParsedLabelConfig, draws_boxes: bool) -> bool:
+    """Whether the project's controls (the first Choices, "Cannot tell" and RectangleLabels ones, which
+    :func:`prediction_to_ls` fills) show an opinion of this prediction.  One they cannot show (a classifier's
+    findings in a boxes-only project, a fracture model in a chest project) is no prediction (``[]``), not an empty
+    one: Label Studio would store that as "none present", with the model's score, and never ask again."""
+    boxes = set(config.rectangles[0].labels) if config.rectangles else set()
+    if any(box.label in boxes for box in prediction.boxes):
+        return True
+    labels = {label for control in (*config.choices[:1], *config.cannot_tell[:1]) for label in control.labels}
+    if draws_boxes:  # a detector's "no box" for a label it boxes is an answer
+        labels |= boxes
+    return any(name in labels for name in (*prediction.choices, *prediction.uncertain))
 
 
 def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = None,
@@ -146,6 +167,14 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
         refusals.log(request, 422, detail)
         return JSONResponse(status_code=422, content={"detail": detail})
 
+    @app.exception_handler(Exception)
+    async def _failed(request, error):
+        # the traceback goes to the server log (uvicorn logs the exception after this answer); the caller gets
+        # JSON without it, and without the message, which may hold paths, SQL or task data
+        return JSONResponse(status_code=500, content={
+            "detail": f"internal error ({type(error).__name__}) in {request.url.path}; the ML backend's log has "
+                      "the details"})
+
     @app.exception_handler(StarletteHTTPException)
     async def _refused(request, error):  # noqa: ANN001
         refusals.log(request, error.status_code, str(error.detail), auth=settings.auth.enabled)
@@ -165,14 +194,19 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
                 raise too_large
         if not body:
             return {}
-        import json
-
         try:
-            return json.loads(body)
+            value = json.loads(body)
+            # an unpaired one fails here, not later as a 500 in the catalog (json decodes UTF-16/32 with surrogatepass)
+            if json.detect_encoding(body) != "utf-8" or _SURROGATE_ESCAPE.search(body):
+                json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise _http_error(400, "request body is not valid JSON text: it holds an unpaired UTF-16 surrogate "
+                                   "escape (\\ud800-\\udfff)") from None
         except (ValueError, UnicodeDecodeError) as error:
             raise _http_error(400, f"request body is not valid JSON: {error}") from None
         except RecursionError:
             raise _http_error(400, "request body is not valid JSON: nested too deeply") from None
+        return value
 
     @app.get("/health")
     def health() -> dict:
@@ -184,6 +218,8 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
     async def setup(request: Request) -> dict:
         try:
             parsed = parse_setup_request(await _json(request))
+            if len(parsed.project or "") > MAX_PROJECT_ID_CHARS:  # Label Studio sends "<id>.<created timestamp>"
+                raise AdapterError(f"setup 'project' is longer than {MAX_PROJECT_ID_CHARS} characters")
             config = parse_label_config(parsed.label_config) if parsed.label_config else None
             if config is not None:
                 check_radloop_labels(config)
@@ -258,8 +294,9 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
                 failures[index] = str(error)
         deferred = len(parsed.tasks) - len(cases)
         predictions = _predict_each(predictor, cases, failures, parsed.tasks)
+        draws_boxes = predictor.draws_boxes
         answered = {index: prediction for index, prediction in predictions.items()
-                    if prediction.choices or prediction.boxes}
+                    if _shown_in(prediction, config, draws_boxes)}
         logger.info("predict: %d task(s), %d answered, %d failed, %d deferred, project %r, model %s, %.2f s",
                     len(parsed.tasks), len(answered), len(failures), deferred,
                     (parsed.project or "")[:MAX_PROJECT_ID_CHARS], predictor.model_version, time.monotonic() - started)

@@ -66,6 +66,18 @@ class CasePredictor:
         return type(self.predictor).__name__ if self.predictor is not None else "ReportRules"
 
     @property
+    def draws_boxes(self) -> bool:
+        """Whether the model boxes findings (a detector, alone or attached): for it, no box is an answer."""
+        if self.predictor is None:
+            return False
+        try:
+            from radloop.ssl.detection import DetectorPredictor
+            from radloop.ssl.predict import CombinedPredictor
+        except ImportError:
+            return False
+        return isinstance(self.predictor, (DetectorPredictor, CombinedPredictor))
+
+    @property
     def reads_pixels(self) -> bool:
         """Whether :meth:`predict` looks at images (an image model); the report rules read only reports."""
         return self.predictor is not None

@@ -6,7 +6,6 @@ Split from :mod:`radloop.app.backend`, which re-exports both (import them from t
 from __future__ import annotations
 
 import base64
-import binascii
 import secrets
 from dataclasses import dataclass, field
 
@@ -34,11 +33,12 @@ class BackendAuth:
             return False
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and self.bearer_token:
-            return secrets.compare_digest(value.strip().encode(), self.bearer_token.encode())
+            # surrogatepass: no presented value can encode to the token's bytes unless it is the token
+            return secrets.compare_digest(value.strip().encode("utf-8", "surrogatepass"), self.bearer_token.encode())
         if scheme.lower() == "basic" and self.username and self.password:
             try:
                 user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text (headers arrive as latin-1)
                 return False
             return (secrets.compare_digest(user.encode(), self.username.encode())
                     and secrets.compare_digest(password.encode(), self.password.encode()))

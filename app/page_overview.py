@@ -34,8 +34,8 @@ def render() -> None:
     with right:
         st.subheader("Findings")
         findings = views.finding_counts(catalog)
-        if findings.empty:
-            ui.next_step(next_steps.NO_WEAK_LABELS)
+        if findings.empty:  # without reports, `label-reports` has nothing to label: say to ingest them first
+            ui.next_step(next_steps.NO_WEAK_LABELS if counts["reports"] else next_steps.NO_REPORTS)
         else:
             st.caption("Reports with a positive / negative / uncertain mention (weak labels) and images "
                        "with an expert label.")

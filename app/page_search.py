@@ -85,7 +85,7 @@ def render() -> None:
     if typed.strip() and upload is None:  # an upload wins over both
         case_id = views_search.resolve_case(catalog, typed)
         if case_id is None:
-            st.warning(f"No image or study `{typed.strip()}` in this catalog.")
+            st.warning(f"No image or study `{views_search.shown_case_id(typed)}` in this catalog.")
             return
 
     image = _decode(upload) if upload is not None else None
@@ -95,7 +95,8 @@ def render() -> None:
     match = _upload_match(catalog, upload) if image is not None else None
     st.subheader("Query")
     if image is not None:
-        st.image(image, caption=upload.name, width=256)
+        preview = views_search.query_preview(image)
+        st.image(preview, caption=upload.name, width=int(preview.shape[1]))
         if match is not None:
             if match.matched_by == "pixels":
                 st.caption(f"Same pixels as catalogued image `{match.image_id}` (a re-saved or re-encoded copy): "

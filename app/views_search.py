@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from radloop.retrieval.query_match import CatalogMatch
 
 __all__ = ["SearchReadiness", "SearchOutcome", "search_readiness", "find_similar", "neighbour_pairs", "decode_image",
-           "catalog_image_count", "catalog_match_for_upload", "resolve_case",
+           "query_preview", "catalog_image_count", "catalog_match_for_upload", "resolve_case", "shown_case_id",
            "NEXT_STEP_ENCODER", "NEXT_STEP_INDEX"]
 
 logger = logging.getLogger(__name__)
@@ -121,6 +121,22 @@ def decode_image(data: bytes) -> np.ndarray:
         raise ValueError(f"not a readable image ({error})") from None
 
 
+def query_preview(pixels: np.ndarray, side: int = 256) -> np.ndarray:
+    """An uploaded query image (H, W) uint8 fitted in a ``side`` x ``side`` box, each side at least one pixel.
+
+    Streamlit scales an image to a requested width itself and fails on a very thin one ("height and width must
+    be > 0" for a 10 x 5000 strip), which took the whole page down; the preview is also all the browser needs.
+    """
+    from PIL import Image as PILImage
+
+    height, width = pixels.shape[:2]
+    scale = min(1.0, side / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if size == (width, height):
+        return pixels
+    return np.asarray(PILImage.fromarray(pixels).resize(size, PILImage.Resampling.BILINEAR))
+
+
 def catalog_match_for_upload(catalog: Catalog, data: bytes) -> CatalogMatch | None:
     """The catalog image an uploaded file is, by its bytes or else by its decoded pixels (a re-saved DICOM, a
     re-encoded PNG), with how it matched; None when it is none (or case search is not installed)."""
@@ -146,6 +162,17 @@ def resolve_case(catalog: Catalog, case_id: str) -> str | None:
         if session.get(Image, case_id) is not None:
             return case_id
         return session.scalar(select(Image.id).where(Image.study_id == case_id).order_by(Image.id).limit(1))
+
+
+#: Longest typed case id echoed back: ids are ~20 characters, and a pasted report must not fill the page.
+SHOWN_CASE_ID_CHARS = 60
+
+
+def shown_case_id(case_id: str) -> str:
+    """A typed case id as a message shows it: stripped, cut to :data:`SHOWN_CASE_ID_CHARS`, without backticks
+    (it is shown as inline code)."""
+    text = " ".join(case_id.split()).replace("`", "'")
+    return text if len(text) <= SHOWN_CASE_ID_CHARS else text[:SHOWN_CASE_ID_CHARS - 1] + "…"
 
 
 def find_similar(catalog: Catalog, *, image: np.ndarray | None = None, case_id: str | None = None,
