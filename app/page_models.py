@@ -29,12 +29,28 @@ def render() -> None:
     st.dataframe(shown, hide_index=True, width="stretch")
     metric_columns = [column for column in shown.columns if column.startswith("metric:")]
     if metric_columns:
-        metric = st.selectbox("Metric", metric_columns, key="models_metric")
+        metric = st.selectbox("Metric", metric_columns, index=default_metric(metric_columns), key="models_metric")
         # Vega-Lite reads ":" and "." in a field name as type / nesting: plot under a plain name.
         plotted = shown[["version", metric]].dropna().rename(columns={metric: "value"})
         if not plotted.empty:
             st.altair_chart(_metric_chart(plotted, metric.removeprefix("metric:")), width="stretch")
     st.caption(next_steps.SWITCH_MODELS)
+
+
+#: Metrics that say how good a model is, in the order the picker prefers them (the columns are sorted by name,
+#: so without this a count such as ``eval_images`` came first).
+QUALITY_METRICS = ("auroc", "map50", "region_balanced_accuracy", "ap", "balanced_accuracy", "loss")
+
+
+def default_metric(columns: list[str]) -> int:
+    """Index of the column the Metric picker starts on: the first quality metric by :data:`QUALITY_METRICS`'
+    order (``metric:auroc.fracture`` before ``metric:ece.fracture`` and ``metric:eval_images``), else 0."""
+    for prefix in QUALITY_METRICS:
+        for index, column in enumerate(columns):
+            name = column.removeprefix("metric:")
+            if name == prefix or name.startswith((prefix + ".", prefix + "_")):
+                return index
+    return 0
 
 
 def _metric_chart(plotted, title: str):

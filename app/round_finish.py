@@ -117,9 +117,14 @@ def _pull_answers(catalog: Catalog, row: Round, config: RoundConfig) -> None:
         ls_sync.pull_round(catalog, ls_sync.client_from_env(url), row.id, binding=binding,
                            project=None if binding is not None else config.label_studio_project)
     except LabelStudioError as error:
+        never_pushed = ""
+        if binding is None and (row.meta or {}).get("tasks_file"):  # handed out as a file, never pushed
+            never_pushed = (f"\nRound {row.number}'s batch went to an import file and was never pushed: push it with "
+                            f"`radloop round push --round {row.number}` (or import the file into the project), or "
+                            "finish with --simulate")
         raise RoundError(f"round {row.number}: the answers could not be pulled from Label Studio at {url}: "
                          f"{error}\nNothing was lost: round {row.number} stays open with what earlier pulls "
-                         "brought; rerun `radloop round finish` to resume") from error
+                         f"brought; rerun `radloop round finish` to resume{never_pushed}") from error
 
 
 def _previous_metric(catalog: Catalog, row: Round, config: RoundConfig,

@@ -55,7 +55,8 @@ def parse_predict_request(body: Any) -> PredictRequest:
     """Typed ``/predict`` request (``{"tasks": [...], "label_config": ..., "project": ...}``).
 
     Raises:
-        AdapterError: not an object, no ``tasks`` list, or a task without a ``data`` object.
+        AdapterError: not an object, no ``tasks`` list, a task without a ``data`` object, or a ``label_config``
+            that is not text.
     """
     if not isinstance(body, dict):
         raise AdapterError("request body must be a JSON object")
@@ -68,23 +69,30 @@ def parse_predict_request(body: Any) -> PredictRequest:
             raise AdapterError(f"tasks[{index}] must be an object with a 'data' object")
         task_id = task.get("id")
         parsed.append(PredictTask(task_id=task_id if isinstance(task_id, int) else None, data=task["data"]))
-    config = body.get("label_config")
     project = body.get("project")
-    return PredictRequest(tasks=tuple(parsed), label_config=config if isinstance(config, str) else None,
+    return PredictRequest(tasks=tuple(parsed), label_config=_xml_text(body, "label_config"),
                           project=str(project) if project is not None else None)
+
+
+def _xml_text(body: dict, key: str) -> str | None:
+    """The labelling config under ``key`` (absent or null: None); anything but text is refused, not ignored (an
+    ignored config made the backend answer for a project whose controls it never saw)."""
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise AdapterError(f"{key!r} must be the project's labelling config as XML text, got {type(value).__name__}")
+    return value
 
 
 def parse_setup_request(body: Any) -> SetupRequest:
     """Typed ``/setup`` request (``project``, ``schema``, ``hostname``, ``access_token``).
 
     Raises:
-        AdapterError: not a JSON object.
+        AdapterError: not a JSON object, or a ``schema`` that is not text.
     """
     if not isinstance(body, dict):
         raise AdapterError("request body must be a JSON object")
-    schema = body.get("schema")
     return SetupRequest(project=str(body["project"]) if body.get("project") is not None else None,
-                        label_config=schema if isinstance(schema, str) else None,
+                        label_config=_xml_text(body, "schema"),
                         hostname=body.get("hostname") if isinstance(body.get("hostname"), str) else None,
                         access_token=body.get("access_token") if isinstance(body.get("access_token"), str) else None)
 

@@ -106,3 +106,21 @@ def test_a_round_keeps_one_batch_note_written_by_either_hand_out():
     assert with_batch_note(notes, None) == ["resumed round 2", "3 left out"]
     with pytest.raises(ValueError, match="batch note"):
         with_batch_note(notes, "pushed to Label Studio")  # would not be replaced by the next hand-out
+
+
+def test_finish_without_a_token_says_an_import_file_round_was_never_pushed(unbound, monkeypatch):
+    """The Streamlit page finishes without a token in its environment: the pull fails on the token, and the
+    error says the batch never reached Label Studio (not only that a token is missing)."""
+    from radloop.app.rounds import RoundError, finish_round, start_round
+
+    catalog, _ = unbound
+    start_round(catalog, strategy="random", budget=3, dataset="fracture")
+    bind_fake(catalog)
+    for name in ("LABEL_STUDIO_API_KEY", "RADLOOP_LS_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(RoundError) as raised:
+        finish_round(catalog)
+    message = str(raised.value)
+    assert "no Label Studio API token" in message, message
+    assert message.endswith("Round 1's batch went to an import file and was never pushed: push it with `radloop "
+                            "round push --round 1` (or import the file into the project), or finish with --simulate")
