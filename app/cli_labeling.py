@@ -178,6 +178,41 @@ def label_reports_command(
         emit(summary, json_output, title="label-reports")
 
 
+def _eval_pseudonym_key(workspace: Path | None) -> bytes:
+    """The key that wrote a pseudonymized labels file: an existing workspace's secret.key, never a new one (a
+    fresh key would match nothing)."""
+    from radloop.core.workspace import resolve_workspace
+
+    root = resolve_workspace(workspace).root
+    if not (root / "secret.key").is_file():
+        fail(f"--pseudonymize-ids: no secret.key in {root}; pass --workspace with the workspace whose "
+             "`label-reports --pseudonymize-ids` wrote the --labels file")
+    return _pseudonym_key(workspace)
+
+
+def _no_common_ids(labels: Path, predicted: dict, reports: Path, count: int, pseudonymized: bool,
+                   workspace: Path | None) -> str:
+    """Why a labels file matches none of the reports, with the likely cause."""
+    from radloop.core.workspace import resolve_workspace
+
+    from radloop.labeling.label_files import pseudonymized_ids
+
+    looks_pseudonymized = pseudonymized_ids(predicted)
+    if looks_pseudonymized and not pseudonymized:
+        return (f"--labels {labels} holds pseudonymized report ids (R-..., written by `label-reports "
+                f"--pseudonymize-ids`), none of the {count} ids in {reports}: add --pseudonymize-ids and the "
+                "--workspace that wrote the file")
+    if looks_pseudonymized:
+        return (f"--labels {labels}: none of its pseudonymized ids is the pseudonym of one of the {count} reports "
+                f"in {reports} under the key of workspace {resolve_workspace(workspace).root}: the file was written "
+                "with another workspace's secret.key (pass that one with --workspace) or for other reports")
+    if pseudonymized:
+        return (f"--labels {labels} holds plain report ids, not pseudonyms (R-...), and none matches the {count} "
+                f"reports in {reports}: drop --pseudonymize-ids, or label these reports with `radloop label-reports`")
+    return (f"--labels {labels} labels none of the {count} reports in {reports} (no report_id in common): label "
+            "them with `radloop label-reports` first")
+
+
 def eval_reports_command(
     reports: Annotated[Path, typer.Option("--reports", help="Open-i XML tarball or folder (with MeSH <major> coding).")],
     negbio: Annotated[Optional[Path], typer.Option("--negbio", help="NegBio openi_gld_std14.csv (14 chest findings).")] = None,
@@ -185,6 +220,11 @@ def eval_reports_command(
     disagreements: Annotated[Optional[Path], typer.Option("--disagreements", help="Write disagreement rows (TSV) here.")] = None,
     n_process: ProcessesOption = 1,
     workspace: WorkspaceOption = None,
+    pseudonymize_ids: Annotated[bool, typer.Option(
+        "--pseudonymize-ids",
+        help="The --labels file was written by `label-reports --pseudonymize-ids`: join it on the pseudonyms "
+             "(R-...) of the reports' ids (and the NegBio table's) under the secret.key of the same workspace "
+             "(--workspace).  Disagreement rows then name reports by pseudonym.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Score report labels against Open-i's manual MeSH coding and the NegBio table (P/R/F1, micro-F1)."""
@@ -193,32 +233,38 @@ def eval_reports_command(
     for path, name in ((reports, "--reports"), (negbio, "--negbio"), (labels, "--labels")):
         if path is not None and not path.exists():
             fail(f"{name} not found: {path}")
+    if pseudonymize_ids and labels is None:
+        fail("--pseudonymize-ids joins a --labels file written by `label-reports --pseudonymize-ids`; without "
+             "--labels eval-reports labels the reports itself and needs no pseudonyms")
     if disagreements is not None:
         check_output_file(disagreements, "--disagreements")
+    key = _eval_pseudonym_key(workspace) if pseudonymize_ids else None
     sources = list(_open_sources(str(reports)))
     if not sources:
         fail(f"no Open-i reports in {reports}")
-    majors = {report.report_id: report.expert_codes for report in sources}
+
+    def scored_id(report_id: str) -> str:
+        from radloop.core.deid import report_pseudonym
+
+        return report_id if key is None else report_pseudonym(key, report_id)
+
+    majors = {scored_id(report.report_id): report.expert_codes for report in sources}
     if negbio is None and not any(majors.values()):
         fail(f"no expert coding in {reports}: eval-reports scores against Open-i XML's MeSH <major> terms "
              "(or a NegBio table with --negbio); these reports carry none")
-    texts = {report.report_id: report.text or "" for report in sources}
+    texts = {scored_id(report.report_id): report.text or "" for report in sources}
     unlabelled = 0
     if labels is not None:
-        predicted = {}
-        with labels.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    try:
-                        record = json.loads(line)
-                        predicted[record["report_id"]] = record.get("findings", [])
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        fail(f"{labels}:{number}: not a label-reports JSON line")
+        from radloop.labeling.label_files import read_label_file
+
+        try:
+            predicted = read_label_file(labels)
+        except ValueError as error:
+            fail(str(error))
         rules = f"from labels file {labels}"
         unlabelled = len([report_id for report_id in majors if report_id not in predicted])
         if unlabelled == len(majors):
-            fail(f"--labels {labels} labels none of the {len(majors)} reports in {reports} (no report_id in "
-                 "common): label them with `radloop label-reports` first")
+            fail(_no_common_ids(labels, predicted, reports, len(majors), pseudonymize_ids, workspace))
         if unlabelled:
             console.print(f"warning: --labels {labels} covers {len(majors) - unlabelled} of {len(majors)} reports; "
                           f"the other {unlabelled} are left out of the scores", markup=False, highlight=False)
@@ -238,6 +284,8 @@ def eval_reports_command(
         table = read_negbio_table(negbio) if negbio is not None else None
     except (KeyError, ValueError) as error:
         fail(f"--negbio {negbio}: not a NegBio Open-i table ({error})")
+    if table is not None and key is not None:
+        table = {scored_id(report_id): positives for report_id, positives in table.items()}
     scores = score_reports(predicted, majors, table, texts)
     rows = scores.pop("disagreements")
     if disagreements is not None:
@@ -246,6 +294,8 @@ def eval_reports_command(
     scores.update(rules_version=rules, reports_without_labels_excluded=unlabelled,
                   disagreements=len(rows),
                   disagreements_file=str(disagreements) if disagreements else None)
+    if key is not None:
+        scores["report_ids"] = "pseudonymized"
     if json_output:
         emit(scores, True)
         return
@@ -267,6 +317,8 @@ def _print_scores(scores: dict) -> None:
     for key in ("micro_f1", "micro_f1_negbio_literal", "fracture_site_agreement", "fracture_old_agreement",
                 "mesh_uncoded_excluded", "reports_without_labels_excluded", "disagreements", "disagreements_file", "rules_version"):
         output.print(f"[bold]{key}[/bold] {scores.get(key)}")
+    if "report_ids" in scores:
+        output.print(f"[bold]report_ids[/bold] {scores['report_ids']}")
 
 
 def bench_label_reports_command(

@@ -3,7 +3,7 @@
 Public API (described in ``labeling/README.md``): :class:`ReportLabeler` (``label`` one text,
 ``label_many`` an iterable of texts), :func:`report_level`, :func:`label_catalog` /
 :func:`stored_mentions` (weak labels in the catalog), :func:`iter_reports` (Open-i XML or CSV
-reports), the Open-i/NegBio scorer :func:`score_reports` / :func:`read_negbio_table`, and
+reports), :func:`read_label_file` (a ``label-reports`` JSONL file), the Open-i/NegBio scorer :func:`score_reports` / :func:`read_negbio_table`, and
 :func:`mention_from_json` / :func:`mention_to_json` (mentions and their JSON dicts; the functions that
 take mentions accept either).  The Label Studio adapters are the ``ls_*`` modules.
 
@@ -20,7 +20,7 @@ from radloop.core.lazy import lazy_exports
 #: public name -> the submodule that defines it
 _EXPORTS = {
     "report_level": "aggregate",
-    "read_negbio_table": "evaluate", "score_reports": "evaluate",
+    "read_negbio_table": "evaluate", "score_reports": "evaluate", "read_label_file": "label_files",
     "LabelResult": "labeler", "ReportLabeler": "labeler",
     "mention_from_json": "mention_json", "mention_to_json": "mention_json",
     "load_rule_set": "rules_loader", "rules_version": "rules_loader",
@@ -29,7 +29,7 @@ _EXPORTS = {
 }
 
 __all__ = ["LabelResult", "LabelRunSummary", "ReportLabeler", "SourceReport", "iter_reports", "label_catalog",
-           "load_rule_set", "mention_from_json", "mention_to_json", "read_negbio_table", "report_level",
+           "load_rule_set", "mention_from_json", "mention_to_json", "read_label_file", "read_negbio_table", "report_level",
            "rules_version", "score_reports", "stored_mentions"]
 
 
@@ -39,6 +39,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from radloop.labeling.aggregate import report_level
     from radloop.labeling.evaluate import read_negbio_table, score_reports
+    from radloop.labeling.label_files import read_label_file
     from radloop.labeling.labeler import LabelResult, ReportLabeler
     from radloop.labeling.mention_json import mention_from_json, mention_to_json
     from radloop.labeling.rules_loader import load_rule_set, rules_version

@@ -10,6 +10,7 @@ from radloop.core.records import FindingMention
 from radloop.core.vocabulary import LATERALITIES
 
 from .pipeline import TARGET_GROUP
+from .sizes import stated_size_cm
 
 #: ConText categories -> effect.
 NEGATION = frozenset({"NEGATED_EXISTENCE"})
@@ -221,7 +222,7 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str]) -> list[Fi
             targets.append((ent, section))
     sites, sides = _anatomy(doc, site_matcher) if targets else ([], [])
     emitted_starts = {ent.start for ent, _ in targets if ent.label_ not in NOT_EMITTED}
-    side_owner = _side_owners(doc, sides, emitted_starts) if sides else {}
+    side_owner = _side_owners(doc, sides, emitted_starts, {start: end for _, start, end in sites}) if sides else {}
     mentions: list[FindingMention] = []
     normal_evidence = None
     abnormal_asserted = False
@@ -230,6 +231,10 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str]) -> list[Fi
         category = ent.label_
         if category == "pseudo":
             continue
+        rule = ent._.target_rule
+        metadata = (rule.metadata or {}) if rule is not None else {}
+        if "finding_by_size" in metadata:
+            category = _finding_by_size(ent, category, metadata["finding_by_size"])
         modifiers = ent._.modifiers
         categories = {modifier.category for modifier in modifiers}
         status = _status(categories)
@@ -248,11 +253,14 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str]) -> list[Fi
         if category in SITED_FINDINGS:
             site_candidates = in_sentence(sites)
             found = _nearest(ent, site_candidates, SITE_WINDOW)
+        device_type = _device_type(ent, metadata)
+        at_sites = metadata.get("at_sites")
+        if at_sites and found is not None and found[0] in at_sites["sites"]:
+            # "pins in the right tibia" are hardware, a pin in the foot's soft tissues a foreign body
+            category, device_type = at_sites["finding"], at_sites.get("device_type", device_type)
         side_candidates = [item for item in in_sentence(sides)
                            if item[1] < ent.start or side_owner.get(item[1], ent.start) == ent.start]
         side = None if category in UNSIDED_FINDINGS else _nearest(ent, side_candidates, LATERALITY_WINDOW)
-        rule = ent._.target_rule
-        device_type = _device_type(ent, (rule.metadata or {}) if rule is not None else {})
         mention = FindingMention(
             finding=category, status=status, temporality=_temporality(ent, modifiers),
             site=found[0] if found else None, laterality=side[0] if side else None, device_type=device_type,
@@ -262,12 +270,20 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str]) -> list[Fi
         if found is not None:
             mentions += _site_mentions(doc, mention, found, site_candidates, side_candidates)
         # a phrase naming two findings ("fracture-dislocation"): the same evidence for each
-        for also in (rule.metadata or {}).get("also_findings", ()) if rule is not None else ():
+        for also in metadata.get("also_findings", ()):
             mentions += [replace(extra, finding=also) for extra in mentions if extra.start == mention.start
                          and extra.finding == category]
     if labelled_text:
         mentions.append(_normal_entry(normal_evidence, abnormal_asserted))
     return mentions
+
+
+def _finding_by_size(span, category: str, by_size: dict) -> str:
+    """``by_size["finding"]`` when the sentence gives the span a size of at most ``by_size["at_most_cm"]`` (largest
+    dimension, right before or after its words: "a 2.6 cm masslike density" is a nodule), else ``category``."""
+    sentence, text = span.sent, span.doc.text
+    size = stated_size_cm(text[sentence.start_char:span.start_char], text[span.end_char:sentence.end_char])
+    return by_size["finding"] if size is not None and size <= by_size["at_most_cm"] else category
 
 
 def _device_type(span, metadata: dict) -> str | None:
@@ -281,11 +297,19 @@ def _device_type(span, metadata: dict) -> str | None:
     return metadata.get("device_type")
 
 
-def _side_owners(doc, sides, emitted_starts) -> dict[int, int]:
+def _side_owners(doc, sides, emitted_starts, site_ends: dict[int, int] | None = None) -> dict[int, int]:
     """``side start -> start of the emitted finding it stands in front of``, for the laterality words
-    followed within :data:`OWN_SIDE_GAP` words (no punctuation between) by a finding's words."""
+    followed within :data:`OWN_SIDE_GAP` words (no punctuation between) by a finding's words.  A side word
+    right before a site word is that site's: the finding right after the site takes it ("right hip fracture"),
+    else it is shared by the findings around it ("healed fracture of the right clavicle with callus formation",
+    "fracture of the right hip status post ORIF": both right)."""
     owners = {}
+    site_ends = site_ends or {}
     for _, start, end in sides:
+        if end in site_ends:
+            if site_ends[end] in emitted_starts:
+                owners[start] = site_ends[end]
+            continue
         for index in range(end, min(end + OWN_SIDE_GAP + 1, len(doc))):
             if index in emitted_starts:
                 owners[start] = index

@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from typing import Iterable, Mapping
 
-from radloop.labeling.redact_words import (NAME_PARTICLES, NOT_NAMES, NOT_STREET_NAMES, PROCEDURE_WORDS,
-                                          PROSE_WORDS)
+from radloop.labeling.redact_words import (FAMILY_HISTORY_WORDS, NAME_PARTICLES, NAME_SUFFIXES, NOT_NAMES,
+                                          NOT_STREET_NAMES, PATIENT_VERBS, PROCEDURE_WORDS, PROSE_WORDS)
 from radloop.labeling.redact_words import PROSE_SUFFIXES as _PROSE_SUFFIXES
 
 __all__ = ["CASES", "FRAGMENTS", "PLACEHOLDERS", "words"]
@@ -104,6 +104,23 @@ _UPPER_NAME = (rf"(?:{_PARTICLES}{_NOT_NAME}(?:(?:[A-Z]['’])?[A-Z]{{2,30}}(?:-
                rf"|{_NAME_WORD})|{_INITIAL})")
 #: What may come next in a run of names: a capital or a particle ("Maria de la Cruz").
 _NEXT_NAME = rf"(?=[A-Z]|{_PARTICLE})"
+#: The value of a patient-name label ("PT NAME: SMITH,JOHN A", "Patient name: J SMITH JR"): a name word first (or a
+#: surname before its comma), then names, initials without a dot, a generational suffix, or, where the field ends
+#: (line end, punctuation, two blanks, a demographic label), any capitalised word that is no header word: the
+#: label makes "JOHN BACK" a name.
+_BARE_INITIAL = r"[A-Z](?![\w'’])\.?"
+_SUFFIX = rf"{words(NAME_SUFFIXES, 'exact')}(?![\w'’])"
+_FIELD_WORD = (rf"(?!{words(NOT_NAMES, 'title')}(?![\w'’]))(?:[A-Z]['’])?[A-Z][A-Za-z]{{1,30}}"
+               r"(?:-(?:[A-Z]['’])?[A-Z][A-Za-z]{1,30})?(?![\w'’])")
+_DEMOGRAPHIC_LABELS = ("DOB", "date of birth", "birth date", "MRN", "age", "sex", "gender", "ID", "acct", "accession",
+                       "room", "SSN", "phone", "exam date", "date")
+_FIELD_END = (rf"(?=[ \t]{{0,3}}(?:[\r\n,;|]|\.(?!\w)|$)|[ \t]{{2}}|[ \t]{{1,3}}{words(_DEMOGRAPHIC_LABELS, 'title')}"
+              r"(?![\w'’]))")
+_LABEL_NAME = rf"(?:{_SUFFIX}|{_UPPER_NAME}|{_BARE_INITIAL}|{_FIELD_WORD}{_FIELD_END})"
+#: Relatives listed with a colon ("Mother: Jane Doe"): 2-3 capitalised words, none a family-history word
+#: ("Mother: Breast Cancer", "Father: Lou Gehrig Disease" stay).
+_FAMILY_HISTORY_WORD = rf"{words(FAMILY_HISTORY_WORDS, 'title')}(?![\w'’])"
+_RELATIVE_LIST_NAME = rf"(?!{_FAMILY_HISTORY_WORD}){_PARTICLES}{_NOT_NAME}{_NAME_WORD}"
 
 _NOT_STREET_NAME = rf"(?!{words(NOT_STREET_NAMES)}(?![\w'’]))"
 _STREET_WORD_TITLE = (rf"{_NOT_STREET_NAME}(?:(?:[A-Z]['’])?[A-Z][a-z]{{1,30}}(?:[A-Z][a-z]{{1,30}})?"
@@ -154,6 +171,11 @@ FRAGMENTS: Mapping[str, str] = {
     "name": f"(?:{_NAME})",
     "names": rf"(?:{_NAME}(?:,?[ \t]{{1,3}}{_NEXT_NAME})?){{1,3}}(?<![ \t,])",
     "upper_names": rf"(?:{_UPPER_NAME}(?:,?[ \t]{{1,3}}{_NEXT_NAME})?){{1,4}}(?<![ \t,])",
+    "label_names": rf"(?:{_UPPER_NAME}|{_BARE_INITIAL}|{_FIELD_WORD}(?=,))"
+                   rf"(?:(?:,[ \t]{{0,3}}|[ \t]{{1,3}}){_LABEL_NAME}){{0,4}}(?<![ \t,])",
+    "relative_list_names": rf"{_RELATIVE_LIST_NAME}(?:[ \t]{{1,3}}{_RELATIVE_LIST_NAME}){{1,2}}"
+                           rf"(?![ \t]{{1,3}}{_FAMILY_HISTORY_WORD})",
+    "patient_verbs": words(PATIENT_VERBS, "exact"),
     "title_word": r"(?:Dr|DR|Doctor)\.?[ \t]{1,3}",
     "month_slash_day": _MONTH_SLASH_DAY,
     "month_slash_days": rf"{_MONTH_SLASH_DAY}(?>(?:(?:[ \t]{{0,3}}(?:-|(?i:to|through))|,?[ \t]{{1,3}}(?i:and|or)|,)"

@@ -59,6 +59,18 @@ REDACTION_RULES: tuple[dict, ...] = (
                    "month of two digits when the year has two)",
      "examples": ["2024-03-05", "2024/03/05T10:30", "01/02/1960", "3/5/24", "25/12/2024", "11/7/ XXXX",
                   "05.03.2024", "5-3-2024", "05-03-24"]},
+    {"name": "date_numeric_hyphen_short_year", "kind": "date",
+     "pattern": r"\d(?<![\w./:+-].)(?<!(?i:ribs) .)(?<!(?i:rib) .)(?<!(?i:levels) .)(?<!(?i:level) .)"
+                r"(?!(?<=8)-9-10(?!\d)|(?<=9)-10-11(?!\d))"
+                r"(?:(?:(?<=[1-9])|(?<=0)[1-9]|(?<=1)[0-2])-(?:0?[1-9]|[12]\d|3[01])"
+                r"|(?:(?<=1)[3-9]|(?<=2)\d|(?<=3)[01])-(?:0?[1-9]|1[0-2]))-\d{2}(?![\w.-]?\d|[-/])"
+                r"(?![ \t]{0,3}(?i:x|cm|mm|m|ml|cc|mg|kg|%|ribs?|levels?|vertebrae|views?|images?|times|weeks?|days?"
+                r"|months?|years?)(?!\w))",
+     "provenance": "m-d-yy / d-m-yy with hyphens and one- or two-digit month and day ('4-17-23', '12-5-23', "
+                   "'17-4-23'); not a range or list of levels, ribs or sizes: two numbers ('ribs 4-7', 'C5-6', "
+                   "'T4-T7'), a one-digit last number ('4-5-6 cm'), a unit or counted noun after ('3-4-12 mm'), "
+                   "'ribs'/'levels' before, or three consecutive numbers ('8-9-10')",
+     "examples": ["seen 4-17-23.", "on 12-5-23", "17-4-23", "DOS 4-7-23"]},
     {"name": "date_month_day_cued", "kind": "date",
      "cues": ["dated", "date", "date of service", "date of exam", "date of study", "DOS", "as of",
               *(f"comparison{what}" for what in ("", " study", " exam", " examination", " film", " radiograph"))],
@@ -193,14 +205,21 @@ REDACTION_RULES: tuple[dict, ...] = (
      "pattern": r"{cues}(?>\.?[ \t]{0,3}(?i:no\.?|number|#)?[ \t]{0,3}[:#]?[ \t]{0,3})"
                 r"(?P<phi>\+?\(?\d[\d().-]{2,9}\d(?:[ ]\(?\d[\d().-]{0,9}\d){0,3})(?!\w)",
      "provenance": "phone, pager and extension numbers after their label", "examples": ["pager 4521", "ext. 1234"]},
+    {"name": "patient_name_label", "kind": "name",
+     "cues": ["patient name", "patient's name", "pt name", "pt. name", "name of patient", "patient full name"],
+     "pattern": r"{cues}[ \t]{0,3}[:=-]?[ \t]{0,3}(?P<phi>{label_names})",
+     "provenance": "demographic header lines: the label's value is a name, also with an initial without its dot, a "
+                   "comma without a blank, a suffix, or a surname that is also a word where the field ends ('PT NAME: "
+                   "SMITH,JOHN A', 'PT NAME: J SMITH JR', 'PT NAME: JOHN BACK')",
+     "examples": ["Patient name: John Doe", "PATIENT NAME: DOE, JOHN", "PT NAME: JOHN SMITH", "PT NAME: J SMITH",
+                  "PT NAME: SMITH,JOHN", "PT NAME: SMITH, JOHN A", "PT NAME: JOHN SMITH JR", "PT NAME: JOHN BACK",
+                  "PT NAME: BACK, JOHN"]},
     {"name": "signature", "kind": "name",
-     "cues": ["patient name", "patient's name", "pt name", "pt. name", "name of patient",
-              *(f"{how} by" for how in ("signed", "electronically signed", "dictated", "transcribed",
+     "cues": [*(f"{how} by" for how in ("signed", "electronically signed", "dictated", "transcribed",
                                         "dictated and signed", "electronically signed and dictated"))],
      "pattern": r"{cues}[ \t]{0,3}[:=-]?[ \t]{0,3}(?:{title_word})?(?P<phi>{upper_names})",
-     "provenance": "demographic header and signature lines",
-     "examples": ["Patient name: John Doe", "PATIENT NAME: DOE, JOHN", "dictated by Alan Smith",
-                  "ELECTRONICALLY SIGNED BY: JOHN SMITH, MD"]},
+     "provenance": "signature lines",
+     "examples": ["dictated by Alan Smith", "ELECTRONICALLY SIGNED BY: JOHN SMITH, MD"]},
     {"name": "role_label", "kind": "name",
      "cues": [*(f"{who} {role}" for who in ("referring", "ordering", "attending", "requesting", "consulting",
                                             "primary care") for role in (*_ROLES, "radiologist", "md")),
@@ -246,6 +265,13 @@ REDACTION_RULES: tuple[dict, ...] = (
                    "word: 'Patient History', 'Patient Appears Morbidly Obese', 'Pt Was Rotated' stay; not in "
                    "Title-cased prose; 'PT' is physical therapy / prothrombin time: not a cue)",
      "examples": ["Patient John Doe", "Pt Zebulon Quixote", "pt. Jo Roe", "PATIENT Jo Roe"]},
+    {"name": "patient_surname", "kind": "name", "cue_case": "exact", "case_evidence": True,
+     "cues": ["patient", "Patient", "pt", "Pt"],
+     "pattern": r"{cues}(?:(?<=t)(?<![Nn]t)\.)?[ \t]{1,3}(?P<phi>{name})(?=[ \t]{1,3}{patient_verbs}(?![\w'’-]))",
+     "provenance": "'Patient Smith presents ...': one capitalised word after 'Patient'/'Pt' only before a verb of "
+                   "report narrative in lower case (is, was, presents, fell, denies ...); no prose word ('Patient "
+                   "Positioning was', 'Patient Motion is', 'Patient Transport was' stay); not in Title-cased prose",
+     "examples": ["Patient Smith presents with cough", "pt. Roe fell", "Pt Quixote was seen"]},
     {"name": "relative_name", "kind": "name", "case_evidence": True,
      "cues": list(RELATIVES),
      "pattern": r"{cues}(?![\w'’-]),?[ \t]{1,3}(?P<phi>{names})",
@@ -253,6 +279,13 @@ REDACTION_RULES: tuple[dict, ...] = (
                    "Quixote', 'his wife Jane Doe', 'son, John Smith'): capitalised words only, no prose word "
                    "('mother's history of', 'mother Deceased', 'son, Unknown' stay); not in Title-cased prose",
      "examples": ["the patient's mother, Maria Quixote", "his wife Jane Doe", "son, John Smith", "daughter Mary"]},
+    {"name": "relative_name_list", "kind": "name", "case_evidence": True,
+     "cues": list(RELATIVES),
+     "pattern": r"{cues}(?![\w'’-])[ \t]{0,3}:[ \t]{0,3}(?P<phi>{relative_list_names})",
+     "provenance": "HIPAA Safe Harbor (A) relatives listed with a colon ('Mother: Jane Doe'): two or three "
+                   "capitalised words, none a family-history word ('Mother: breast cancer', 'Mother: Breast Cancer', "
+                   "'Father: Mi Htn', 'Mother: Deceased', 'Sister: Sickle Cell' stay); not in Title-cased prose",
+     "examples": ["Mother: Jane Doe", "Mother: Jane Doe; Father: breast cancer", "wife: Maria de la Cruz"]},
     {"name": "street_address_cued", "kind": "address",
      "cues": ["address", "home address", "mailing address", "lives at", "living at", "resides at", "residing at"],
      "pattern": r"{cues}[ \t]{0,3}[:=-]?[ \t]{0,3}"

@@ -4,8 +4,8 @@ nobody's name, word endings no name has, and words that are never a street name.
 
 from __future__ import annotations
 
-__all__ = ["NAME_PARTICLES", "NOT_NAMES", "NOT_STREET_NAMES", "PROCEDURE_WORDS", "PROSE_SUFFIXES", "PROSE_WORDS",
-           "RELATIVES"]
+__all__ = ["FAMILY_HISTORY_WORDS", "NAME_PARTICLES", "NAME_SUFFIXES", "NOT_NAMES", "NOT_STREET_NAMES",
+           "PATIENT_VERBS", "PROCEDURE_WORDS", "PROSE_SUFFIXES", "PROSE_WORDS", "RELATIVES"]
 
 #: Words that are never part of a name (a name stops before them): masks, titles, credentials, modalities,
 #: header words, common words after a cue.  Matched in Capitalised, Title and UPPER case.
@@ -49,7 +49,9 @@ rib ribs lobe lobes nodule nodules opacity density tumor tumors lesions hernia h
 infiltrates scar scarring hilar hila hilum mediastinum diaphragm hemidiaphragm osteophytes spurs fissure azygos
 vertebral thoracic workup silhouette contour contours bony soft pulmonary cardiac chronic interval prominent
 bibasilar basilar streaky coronary patchy persistent diffuse focal vague multilevel midline incidental calcific clear
-dense borderline alive deceased living healthy unknown adopted
+dense borderline alive deceased living healthy unknown adopted compliance tolerance transport identity safety
+mobility anxiety discomfort intake output response sedation hydration bed table chart room monitor portal record
+records transfer data
 """.split())
 
 #: Word endings no name has ("Rotation", "Morbidly", "Antibiotic", "Recalled"), with the shortest word each
@@ -102,3 +104,30 @@ neighbor neighbour roommate""".split())
 #: three before the name word; "St." / "ST." ("Dr. St. John").  "do" is left out (an English word).
 NAME_PARTICLES = tuple("""van von der den de del della dei di da das dos du la le ten ter bin ibn al el St. ST.
 Ste. STE.""".split())
+
+#: Words of family-history lists ("Mother: Breast Cancer", "Father: Heart Disease", "Sister: Sickle Cell", "Father:
+#: Mi Htn"): after "<relative>:" capitalised words are a name only when none of them is one of these (nor a prose
+#: word).  Conditions, organs, their abbreviations and the words around them.  Matched in Title and UPPER case.
+FAMILY_HISTORY_WORDS = frozenset("""
+cancer cancers ca carcinoma tumor tumour malignancy leukemia lymphoma melanoma sarcoma myeloma polyp polyps
+disease diseases disorder disorders syndrome condition attack failure stroke strokes diabetes diabetic asthma
+aneurysm aneurysms clot clots embolism arthritis lupus dementia alzheimer alzheimers parkinson parkinsons
+huntington crohn crohns hodgkin hodgkins graves hashimoto marfan down sickle cell cells cystic fibrosis sclerosis
+emphysema hypertension hyperlipidemia cholesterol pressure high blood sugar thyroid glaucoma seizure seizures epilepsy
+migraine migraines depression bipolar schizophrenia alcoholism addiction obesity gout anemia hemophilia kidney
+kidneys stones renal liver lung lungs breast breasts colon colorectal rectal prostate ovarian ovary uterine cervical
+pancreatic pancreas gastric stomach esophageal bladder skin brain bone bones heart cardiac coronary artery valve
+death died dead passed away sudden suicide accident overdose murdered killed natural causes age aged old type
+mi htn dm cad copd chf cva tia dvt pe afib aaa gerd ckd esrd hld hcv hbv hiv aids tb ra sle als ms
+hepatitis cirrhosis tuberculosis pneumonia infection covid dialysis transplant surgery multiple negative positive
+noncontributory unremarkable significant none unknown healthy well alive deceased living
+""".split())
+
+#: Generational suffixes written after a name ("JOHN SMITH JR", "Roe III"): part of the name after a name label.
+NAME_SUFFIXES = ("Jr", "Sr", "JR", "SR", "II", "III", "IV")
+
+#: Verbs of report narrative after "Patient <Surname>" ("Patient Smith presents with ..."): one capitalised word
+#: between "Patient" and one of these (lower case, as written) is a surname.
+PATIENT_VERBS = tuple("""is was has had presents presented reports reported complains complained denies denied states
+stated fell returns returned arrives arrived underwent comes came notes noted describes described developed
+sustained tripped slipped injured twisted""".split())

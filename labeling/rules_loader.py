@@ -61,8 +61,9 @@ def rule_files() -> list[str]:
 #: markup is blanked ("<2 mm ... >10 degrees" stays text); coordinated sites give a mention each;
 #: laterality rules may need a site after them (``needs_site_after``).  4: ``line_start_sections`` headers
 #: count only at a line or sentence start; a hypothetical finding no longer vetoes *normal*; laterality
-#: ``not_before`` words.
-PIPELINE_REVISION = 4
+#: ``not_before`` words.  5: target metadata ``finding_by_size`` / ``at_sites``; a side word right before a site
+#: is shared by the findings around it.
+PIPELINE_REVISION = 5
 
 
 def rules_version() -> str:
@@ -174,10 +175,36 @@ def _check_phrase_conflicts(rules: list, seen: dict, where: str) -> None:
             continue
         phrase = " ".join(rule.literal.lower().split())
         metadata = rule.metadata or {}
-        outcome = (rule.category, metadata.get("device_type"), tuple(sorted((metadata.get("device_type_by_word") or {}).items())))
+        outcome = (rule.category, metadata.get("device_type"), tuple(sorted((metadata.get("device_type_by_word") or {}).items())),
+                   tuple(sorted((metadata.get("finding_by_size") or {}).items())), repr(metadata.get("at_sites")))
         first = seen.setdefault(phrase, (where, outcome))
         if first[1] != outcome:
             raise ValueError(f"rule file {where}: phrase {phrase!r} is {outcome} but {first[0]} makes it {first[1]}")
+
+
+def _check_finding_by_size(by_size, where: str) -> None:
+    """``finding_by_size``: ``{"at_most_cm": <positive number>, "finding": <a vocabulary finding>}``."""
+    if (not isinstance(by_size, dict) or set(by_size) != {"at_most_cm", "finding"} or by_size["finding"] not in FINDINGS
+            or isinstance(by_size["at_most_cm"], bool) or not isinstance(by_size["at_most_cm"], (int, float))
+            or by_size["at_most_cm"] <= 0):
+        raise ValueError(f"rule file {where}: finding_by_size must be {{\"at_most_cm\": <cm > 0>, \"finding\": "
+                         f"<one of FINDINGS>}}, got {by_size!r}")
+
+
+def _check_at_sites(at_sites, category: str, where: str) -> None:
+    """``at_sites``: ``{"sites": [SITES], "finding": <a sited finding>, "device_type": <DEVICE_TYPES, devices
+    only>}`` on a sited (fracture, dislocation, device, foreign body) rule."""
+    from .mentions import SITED_FINDINGS
+
+    valid = (isinstance(at_sites, dict) and {"sites", "finding"} <= set(at_sites) <= {"sites", "finding", "device_type"}
+             and isinstance(at_sites["sites"], list) and at_sites["sites"] and set(at_sites["sites"]) <= set(SITES)
+             and at_sites["finding"] in SITED_FINDINGS and category in SITED_FINDINGS
+             and ("device_type" not in at_sites or (at_sites["finding"] == "device"
+                                                    and at_sites["device_type"] in DEVICE_TYPES)))
+    if not valid:
+        raise ValueError(f"rule file {where}: at_sites must be {{\"sites\": [SITES], \"finding\": <fracture, "
+                         f"dislocation, device or foreign_body>, \"device_type\": <DEVICE_TYPES, for a device>}} on "
+                         f"such a rule, got {at_sites!r} on a {category!r} rule")
 
 
 def _check_site_metadata(rule, where: str) -> None:
@@ -246,6 +273,10 @@ def load_rule_set(tokenize: Callable[[str], list[str]] | None = None) -> RuleSet
             if device_types - {None} - set(DEVICE_TYPES):
                 raise ValueError(f"rule file {name}, rule {index}: device_type {sorted(device_types - {None} - set(DEVICE_TYPES))} "
                                  f"not in DEVICE_TYPES")
+            if "finding_by_size" in metadata:
+                _check_finding_by_size(metadata["finding_by_size"], f"{name}, rule {index}")
+            if "at_sites" in metadata:
+                _check_at_sites(metadata["at_sites"], rule.category, f"{name}, rule {index}")
             if metadata.get("device_type_by_word") and rule.category != "device":
                 raise ValueError(f"rule file {name}, rule {index}: device_type_by_word on a {rule.category!r} rule")
             if key == "site_rules" and rule.category not in SITES + LATERALITIES:
