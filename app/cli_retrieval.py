@@ -36,7 +36,8 @@ def search_command(
     k: Annotated[int, typer.Option("--k", min=1, help="Number of neighbours.")] = 10,
     filters: Annotated[Optional[list[str]], typer.Option(
         "--filter", help="key=value, repeatable (same key: any of; keys: body_region, finding, split, dataset, "
-                         "modality, view, laterality).")] = None,
+                         "modality, view, laterality; body_region=unknown: images without a region, as "
+                         "`radloop info` counts them, likewise for modality, view, laterality).")] = None,
     encoder: Annotated[Optional[str], typer.Option("--encoder", help="Encoder version (default: the current one).")] = None,
     same_study: Annotated[bool, typer.Option(
         "--same-study", help="Also list the query's other study images (other views, copies).")] = False,

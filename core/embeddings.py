@@ -1,52 +1,43 @@
 """Embedding storage: sharded ``.npy`` files under ``<workspace>/embeddings/<model_version>/`` with one
-catalog row per (image, model version) pointing at ``(shard_path, row)``.
+catalog row per (image, model version) pointing at ``(shard_path, row)``; this module reads and checks them.
 
-Writers append whole shards (written to a temporary name, then linked to a free ``shard-NNNNN.npy`` name, then
-recorded), so an interrupted run leaves either a complete shard with its rows or nothing; rerunning embeds only
-what is missing.  A shard file lost from disk (deleted, truncated, of the wrong width) leaves rows that point
-nowhere: :func:`forget_lost_shards` removes them so that ``radloop embed`` embeds those images again (unless
-every shard of the version is lost: a moved or unmounted folder is restored, not re-embedded), and
-:func:`load_embeddings` names such a shard instead of failing inside numpy.  Writers that check the catalog before
-they write (``radloop embed``) do so under :func:`embedding_write_lock`.
+Writers append whole shards (:mod:`radloop.core.embedding_writer`: written to a temporary name, then linked to a
+free ``shard-NNNNN.npy`` name, then recorded), so an interrupted run leaves either a complete shard with its rows
+or nothing; rerunning embeds only what is missing.  A shard file lost from disk (deleted, truncated, of the wrong
+width) leaves rows that point nowhere: :func:`forget_lost_shards` removes them so that ``radloop embed`` embeds
+those images again (unless every shard of the version is lost: a moved or unmounted folder is restored, not
+re-embedded), and :func:`load_embeddings` names such a shard instead of failing inside numpy.  Writers that check
+the catalog before they write (``radloop embed``) do so under :func:`embedding_write_lock`.  The writer's names
+(:func:`write_shard`, :func:`next_shard_index`, :func:`shard_number`, :func:`embedding_write_lock`) are
+importable from here too.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import pickle
-import re
-import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, select
 
 from radloop.core.catalog import IN_CHUNK, Catalog, chunked
+from radloop.core.embedding_writer import (STALE_TEMPORARY_S, embedding_write_lock, next_shard_index,
+                                           retire_shard_numbers, shard_number, write_shard)
 from radloop.core.schema import Embedding, Image
 
 __all__ = [
-    "EmbeddingSet", "EmbeddingShardError", "LostShard", "embedded_image_ids", "embedded_versions", "embedding_mark",
-    "embedding_write_lock", "forget_lost_shards", "load_embeddings", "lost_shards", "missing_image_ids",
-    "next_shard_index", "shard_number", "stored_setting", "stored_settings", "write_shard",
+    "STALE_TEMPORARY_S", "EmbeddingSet", "EmbeddingShardError", "LostShard", "embedded_image_ids",
+    "embedded_versions", "embedding_mark", "embedding_write_lock", "forget_lost_shards", "load_embeddings",
+    "lost_shards", "missing_image_ids", "next_shard_index", "shard_number", "stored_setting", "stored_settings",
+    "write_shard",
 ]
 
 logger = logging.getLogger(__name__)
-
-_SHARD_NAME = re.compile(r"shard-(\d+)\.npy")
-_NEXT_SHARD = ".next-shard"  # in a version's folder: the lowest shard number never used (see forget_lost_shards)
-#: Seconds after its last write when a writer's temporary file counts as left by a killed process.
-STALE_TEMPORARY_S = 3600.0
-
-
-def _safe_version(model_version: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", model_version)
 
 
 def _fix_hint(model_version: str) -> str:
@@ -97,25 +88,6 @@ class LostShard:
     shard_path: str
     images: int
     reason: str
-
-
-def shard_number(path: str | Path) -> int | None:
-    """``N`` of a ``shard-NNNNN.npy`` path, None for any other name."""
-    match = _SHARD_NAME.fullmatch(Path(path).name)
-    return int(match.group(1)) if match else None
-
-
-@contextmanager
-def embedding_write_lock(catalog: Catalog) -> Iterator[None]:
-    """Hold the workspace's embedding write lock (``flock`` on ``<embeddings_dir>/.write.lock``) for the block.
-
-    ``radloop embed``'s writers and :func:`forget_lost_shards` check the catalog and then change it under this
-    lock, so that no other run changes it in between.  Not reentrant: a process that holds it must not ask again.
-    """
-    catalog.workspace.embeddings_dir.mkdir(parents=True, exist_ok=True)
-    with open(catalog.workspace.embeddings_dir / ".write.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
-        yield
 
 
 def _majority_dim(dims: Iterable[tuple[int, int]]) -> int | None:
@@ -220,7 +192,7 @@ def forget_lost_shards(catalog: Catalog, model_version: str, *, allow_total_loss
     warning, so that those images count as not embedded; returns the lost shards.
 
     The rows are listed again and deleted under :func:`embedding_write_lock` (another run may have repaired them
-    meanwhile), and the lost shards' numbers are never given to new shards (:func:`next_shard_index`).
+    meanwhile), and the lost shards' numbers are never given to new shards (:func:`retire_shard_numbers`).
 
     Args:
         allow_total_loss: forget the rows even when every shard of the version is lost.
@@ -241,11 +213,7 @@ def forget_lost_shards(catalog: Catalog, model_version: str, *, allow_total_loss
             return []
         if not allow_total_loss:
             _refuse_total_loss(catalog, model_version, lost)
-        folder = catalog.workspace.embeddings_dir / _safe_version(model_version)
-        folder.mkdir(parents=True, exist_ok=True)
-        temporary = folder / f"{_NEXT_SHARD}-{os.getpid()}.tmp"
-        temporary.write_text(str(next_shard_index(catalog, model_version)))  # counts the rows about to go
-        os.replace(temporary, folder / _NEXT_SHARD)
+        retire_shard_numbers(catalog, model_version)  # counts the rows about to go
         with catalog.session() as session:
             for paths in chunked([shard.shard_path for shard in lost], IN_CHUNK):
                 session.execute(delete(Embedding).where(Embedding.model_version == model_version,
@@ -255,114 +223,6 @@ def forget_lost_shards(catalog: Catalog, model_version: str, *, allow_total_loss
                    "removed and the images are embedded again", model_version, sum(shard.images for shard in lost),
                    len(lost), names, ", ..." if len(lost) > 10 else "")
     return lost
-
-
-def _shard_mark(folder: Path) -> int:
-    """The lowest shard number never used that :func:`forget_lost_shards` left in ``folder`` (0 when none)."""
-    with suppress(FileNotFoundError, NotADirectoryError, ValueError):  # a mark cut short by a crash: files count
-        return int((folder / _NEXT_SHARD).read_text())
-    return 0
-
-
-def _sweep_temporaries(folder: Path, listing: list[str]) -> None:
-    """Remove temporary files (a shard or mark being written) that no write touched for :data:`STALE_TEMPORARY_S`:
-    left by a killed process (a live writer links its file away within the same call).  Age, not the process id,
-    decides: the writer may run on another host of a shared file system."""
-    now = time.time()
-    for name in listing:
-        if not (name.endswith(".tmp") and (name.startswith(".shard-") or name.startswith(f"{_NEXT_SHARD}-"))):
-            continue
-        path = folder / name
-        with suppress(OSError):
-            if now - path.stat().st_mtime > STALE_TEMPORARY_S:
-                path.unlink()
-                logger.info("removed %s, left by an interrupted writer", path)
-
-
-def next_shard_index(catalog: Catalog, model_version: str) -> int:
-    """One past the highest shard number of ``model_version`` that a catalog row or a file in its folder uses, and
-    never below the mark :func:`forget_lost_shards` leaves in the folder.
-
-    One query and one folder listing: a writer calls it once and counts on from there (:func:`write_shard` checks
-    the mark again for each shard).  Rows count as well as files, and the mark as well as both, so the name of a
-    lost shard is never given to new vectors (a run that listed it as lost could otherwise delete their rows).
-    Temporary files that interrupted writers left in the folder are removed on the way (:func:`_sweep_temporaries`).
-    """
-    folder = catalog.workspace.embeddings_dir / _safe_version(model_version)
-    with catalog.session() as session:
-        names = list(session.scalars(select(Embedding.shard_path).where(Embedding.model_version == model_version)
-                                     .distinct()))
-    floor = 0
-    if folder.is_dir():
-        listing = os.listdir(folder)
-        names += listing
-        _sweep_temporaries(folder, listing)
-        if _NEXT_SHARD in listing:
-            floor = _shard_mark(folder)
-    numbers = [number for number in map(shard_number, names) if number is not None]
-    return max(max(numbers, default=-1) + 1, floor)
-
-
-def _publish(temporary: Path, folder: Path, index: int) -> Path:
-    """Give the written ``temporary`` file the first free name ``shard-NNNNN.npy`` from ``index`` on."""
-    while True:
-        target = folder / f"shard-{index:05d}.npy"
-        try:
-            os.link(temporary, target)  # fails when the name is taken, also by a process that got there first
-        except FileExistsError:
-            index += 1
-            continue
-        except OSError:  # a file system without hard links: look, then rename
-            if target.exists():
-                index += 1
-                continue
-            os.replace(temporary, target)
-            return target
-        os.unlink(temporary)
-        return target
-
-
-def write_shard(catalog: Catalog, model_version: str, image_ids: list[str], vectors: np.ndarray,
-                *, normalized: bool, index: int | None = None) -> Path:
-    """Write one shard (vectors (N, D), float16 or float32) and record its rows atomically-enough.
-
-    Args:
-        index: the lowest shard number to use (taken names are skipped; an existing file is never replaced).
-            A writer of many shards passes one past its previous shard's number (:func:`shard_number`), starting
-            from :func:`next_shard_index`; None looks that up (one query over the version's rows).  Never below
-            the mark of numbers :func:`forget_lost_shards` retired, also when they were retired after the lookup.
-
-    Returns:
-        The shard file's path.
-
-    Raises:
-        ValueError: length mismatch or a non-2-D array.
-        sqlalchemy.exc.IntegrityError: an image already has an embedding for ``model_version`` (the shard file
-            is removed again).
-    """
-    if vectors.ndim != 2 or vectors.shape[0] != len(image_ids):
-        raise ValueError(f"vectors shape {vectors.shape} does not match {len(image_ids)} image ids")
-    folder = catalog.workspace.embeddings_dir / _safe_version(model_version)
-    folder.mkdir(parents=True, exist_ok=True)
-    if index is None:
-        index = next_shard_index(catalog, model_version)
-    else:  # a writer counting on from its first lookup: numbers forgotten since then are still never reused
-        index = max(index, _shard_mark(folder))
-    temporary = folder / f".shard-{index:05d}-{os.getpid()}.npy.tmp"
-    with open(temporary, "wb") as handle:
-        np.save(handle, vectors)
-    target = _publish(temporary, folder, index)
-    relative = catalog.workspace.relative(target)
-    try:
-        with catalog.session() as session:  # one executemany, not one ORM object per row
-            session.execute(insert(Embedding), [
-                {"image_id": image_id, "model_version": model_version, "shard_path": relative, "row": row,
-                 "dim": int(vectors.shape[1]), "dtype": str(vectors.dtype), "normalized": normalized}
-                for row, image_id in enumerate(image_ids)])
-    except BaseException:
-        target.unlink(missing_ok=True)  # rolled back: no row points at it (e.g. an image embedded meanwhile)
-        raise
-    return target
 
 
 def load_embeddings(catalog: Catalog, model_version: str, image_ids: list[str] | None = None) -> EmbeddingSet:

@@ -21,6 +21,7 @@ loading in :mod:`radloop.retrieval.index_store`, both split from this module and
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -30,8 +31,11 @@ from radloop.retrieval.arrays import as_float32
 from radloop.retrieval.index_config import IndexConfig, choose_factory
 from radloop.retrieval.index_search import IndexSearch, SearchResult, _id_list
 from radloop.retrieval.index_store import MANIFEST, IndexPersistence, faiss_reason
+from radloop.retrieval.index_training import train_index
 
 __all__ = ["IndexConfig", "IndexManager", "MANIFEST", "SearchResult", "choose_factory", "index_folder"]
+
+logger = logging.getLogger(__name__)
 
 
 def _safe_name(model_version: str) -> str:
@@ -163,7 +167,9 @@ class IndexManager(IndexSearch, IndexPersistence):
             if ivf is not None and len(training) < ivf.nlist:
                 raise ValueError(f"index {self.factory!r} needs at least {ivf.nlist} vectors to train, "
                                  f"got {len(training)}")
-            index.train(training)
+            note = train_index(index, training, self.factory)  # FAISS's raw k-means warnings: one line
+            if note:
+                logger.warning(note)
         if not isinstance(index, (faiss.IndexIVF, faiss.IndexIDMap)) and ivf is None:
             index = faiss.IndexIDMap2(index)
         self.index = index
@@ -238,7 +244,13 @@ class IndexManager(IndexSearch, IndexPersistence):
         self._writable()
         start = len(self._ids)
         labels = np.arange(start, start + len(ids), dtype=np.int64)
-        self.index.add_with_ids(prepared, labels)
+        try:
+            self.index.add_with_ids(prepared, labels)
+        except RuntimeError as error:  # a forced factory FAISS cannot add to with ids (RFlat), or not twice (NSG)
+            if created:
+                self.index = None
+            raise ValueError(f"the {self.factory} index cannot take {'these' if created else 'more'} vectors: "
+                             f"{faiss_reason(error)}; rebuild with another --factory (Flat, HNSW32, IVF...)") from None
         self._ids.extend(ids)
         self._labels.update(zip(ids, labels.tolist()))
         if self.config.rerank:

@@ -22,11 +22,13 @@ __all__ = ["IndexPersistence", "MANIFEST", "faiss_reason"]
 
 
 def faiss_reason(error: BaseException) -> str:
-    """The reason in a FAISS ``RuntimeError`` without its C++ signature and source location
-    (``Error in ... at /project/faiss/...cpp:276: Error: 'ret == (size)' failed: read error ...``)."""
+    """The reason in a FAISS ``RuntimeError`` without its C++ signature and source location, and without the
+    failed assertion's expression where a message follows it
+    (``Error in ... at /project/faiss/...cpp:276: Error: 'ret == (size)' failed: read error ...``: ``read error ...``)."""
     text = " ".join(str(error).split())
     found = re.search(r" at \S+\.(?:cpp|h):\d+: (?:Error: )?(.*)$", text)
-    return found.group(1) if found else text
+    reason = found.group(1) if found else text
+    return re.sub(r"^'.*?' failed: (?=\S)", "", reason)
 
 
 def _unreadable(folder: Path, detail: str, model_version: str | None) -> ValueError:

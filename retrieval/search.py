@@ -19,11 +19,13 @@ from sqlalchemy import func, select
 
 from radloop.retrieval.index import IndexConfig, IndexManager, index_folder
 from radloop.retrieval.query_match import match_catalog_file
+from radloop.retrieval.search_filters import (FILTER_KEYS, LATERALITY_SYNONYMS, NULLABLE_KEYS, UNKNOWN_VALUE,
+                                              allowed_image_ids, check_filters, parse_filters, resolve_filter_values)
 
-#: Filter keys and the catalog column (on ``Image``) each one reads; ``finding`` is special.
-FILTER_KEYS = ("body_region", "finding", "split", "dataset", "modality", "view", "laterality")
-#: Laterality spellings that mean the same side: the vocabulary's words and DICOM's ImageLaterality codes.
-LATERALITY_SYNONYMS = {"left": ("left", "l"), "right": ("right", "r"), "bilateral": ("bilateral", "b")}
+__all__ = ["EXCERPT_CHARS", "FILTER_KEYS", "LATERALITY_SYNONYMS", "NULLABLE_KEYS", "UNKNOWN_VALUE", "CaseNeighbour",
+           "check_filters", "index_coverage", "load_index", "parse_filters", "resolve_encoder_version",
+           "resolve_filter_values", "search_cases"]
+
 EXCERPT_CHARS = 240
 
 logger = logging.getLogger(__name__)
@@ -56,93 +58,6 @@ class CaseNeighbour:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def parse_filters(items: list[str] | None) -> dict[str, list[str]]:
-    """``["body_region=wrist", "finding=fracture"]`` -> ``{"body_region": ["wrist"], ...}``.
-
-    Raises:
-        ValueError: an item without ``=`` or an unknown key (the valid keys are listed).
-    """
-    filters: dict[str, list[str]] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"filter {item!r} must look like key=value (keys: {', '.join(FILTER_KEYS)})")
-        key, value = (part.strip() for part in item.split("=", 1))
-        filters.setdefault(key, []).append(value)
-    check_filters(filters)
-    return filters
-
-
-def check_filters(filters: dict[str, Any] | None) -> dict[str, list[str]]:
-    """Normalise filter values to lists and reject unknown keys."""
-    normalised = {}
-    for key, value in (filters or {}).items():
-        if key not in FILTER_KEYS:
-            raise ValueError(f"unknown filter {key!r}; valid: {', '.join(FILTER_KEYS)}")
-        normalised[key] = [str(item) for item in (value if isinstance(value, (list, tuple, set)) else [value])]
-    return normalised
-
-
-def _vocabulary(key: str) -> tuple[str, ...]:
-    from radloop.core import vocabulary
-    from radloop.core.splits import SPLITS
-
-    return {"body_region": vocabulary.BODY_REGIONS, "finding": vocabulary.FINDINGS, "split": SPLITS,
-            "laterality": vocabulary.LATERALITIES}.get(key, ())
-
-
-def _stored_values(catalog, key: str) -> set[str]:
-    """The distinct values the catalog holds for a filter key."""
-    from radloop.core.schema import Annotation, Image, Study, WeakLabel
-
-    columns = ([Study.split] if key == "split" else [WeakLabel.finding, Annotation.label] if key == "finding"
-               else [getattr(Image, key)])
-    with catalog.session() as session:
-        return {value for column in columns for value in session.scalars(select(column).distinct())
-                if value is not None and value != ""}
-
-
-def resolve_filter_values(catalog, filters: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Map each filter value to the catalog values it matches, refusing values that match nothing known.
-
-    A value is valid when it is in the vocabulary (``radloop.core.vocabulary``: body regions, findings,
-    lateralities; ``radloop.core.splits.SPLITS``) or stored in the catalog (datasets, modalities, views and
-    any other value ingest wrote).  Matching ignores case; laterality also takes DICOM's codes
-    (``L`` / ``R`` / ``B`` for ``left`` / ``right`` / ``bilateral``).  A valid value that no image has yet
-    matches nothing (no hits), not an error.
-
-    Raises:
-        ValueError: a value that is neither in the vocabulary nor in the catalog (the valid ones are listed).
-    """
-    resolved = {}
-    for key, values in filters.items():
-        stored = _stored_values(catalog, key)
-        known = {value.lower(): value for value in (*_vocabulary(key), *sorted(stored))}
-        matched = []
-        for value in values:
-            wanted = value.strip().lower()
-            if key == "laterality":
-                wanted_set = next((set(spellings) for spellings in LATERALITY_SYNONYMS.values()
-                                   if wanted in spellings), {wanted})
-            else:
-                wanted_set = {wanted}
-            if not wanted_set & set(known):
-                if key == "laterality":
-                    synonyms = {spelling for spellings in LATERALITY_SYNONYMS.values() for spelling in spellings}
-                    valid = [f"{word} ({code.upper()})" for word, code in LATERALITY_SYNONYMS.values()] + sorted(
-                        item for item in stored if item.lower() not in synonyms)
-                else:
-                    valid = sorted(set(known.values()), key=str.lower)
-                if not _vocabulary(key):
-                    raise ValueError(f"no image has {key} {value!r}; values in the catalog: "
-                                     f"{', '.join(valid) or 'none'}")
-                raise ValueError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
-            matched += sorted(item for item in stored if item.lower() in wanted_set)
-            if key == "finding":  # expert labels and weak labels are looked up by the vocabulary name too
-                matched += [known[name] for name in sorted(wanted_set) if name in known]
-        resolved[key] = list(dict.fromkeys(matched))
-    return resolved
 
 
 def resolve_encoder_version(catalog, encoder: str | None = None) -> str:
@@ -206,34 +121,6 @@ def load_index(catalog, model_version: str, config: IndexConfig | None = None) -
     return manager
 
 
-def _allowed_ids(catalog, filters: dict[str, list[str]]) -> list[str] | None:
-    from radloop.core.schema import Image, Report, Study, WeakLabel
-    from radloop.core.targets import image_labels
-
-    if not filters:
-        return None
-    with catalog.session() as session:
-        query = select(Image.id, Image.study_id).join(Study, Study.id == Image.study_id)
-        for key, values in filters.items():
-            if key == "split":
-                query = query.where(Study.split.in_(values))
-            elif key != "finding":
-                query = query.where(getattr(Image, key).in_(values))
-        rows = session.execute(query).all()
-        allowed = {image_id for image_id, _ in rows}
-        if "finding" in filters:
-            wanted = set(filters["finding"])
-            positive_studies = set(session.scalars(
-                select(Report.study_id).join(WeakLabel, WeakLabel.report_id == Report.id)
-                .where(WeakLabel.finding.in_(wanted), WeakLabel.status == "positive")))
-            expert = image_labels(catalog, sorted(allowed))  # images without an expert label: absent
-            allowed = {image_id for image_id, study_id in rows
-                       if any(expert.get(image_id, {}).get(name) == 1 for name in wanted)
-                       or (study_id in positive_studies
-                           and not any(expert.get(image_id, {}).get(name) == 0 for name in wanted))}
-    return sorted(allowed)
-
-
 def _no_query_image(session, case_id: str) -> str:
     """Why ``case_id`` (neither an image id nor a study with images) cannot be a query."""
     from radloop.core.schema import Report, Study
@@ -286,7 +173,8 @@ def _query_vector(catalog, model_version: str, image, case_id: str | None,
         # an array query is named by its shape: its values would flood the message (the app passes uploads so)
         named = (f"(an array of shape {source.shape}, dtype {source.dtype})" if isinstance(source, np.ndarray)
                  else source)
-        raise ValueError(f"cannot read the query image {named}: {error} (PNG, JPEG or DICOM)") from None
+        detail = str(error).removeprefix(f"{source}: ")  # the decoder's message may name the file again
+        raise ValueError(f"cannot read the query image {named}: {detail} (PNG, JPEG or DICOM)") from None
 
 
 def _study_images(catalog, image_id: str) -> list[str]:
@@ -369,7 +257,8 @@ def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_
         case_id: a catalog image id (``I-...``) or study id (``S-...``, its first image).
         k: number of neighbours.
         filters: ``{"body_region": "wrist", "finding": "fracture", ...}`` (values may be lists: any of);
-            values are checked against the vocabulary and the catalog (see ``resolve_filter_values``).
+            values are checked against the vocabulary and the catalog (see ``resolve_filter_values``);
+            ``unknown`` (or ``None``) selects images without a body region, modality, view or laterality.
         encoder: encoder version (or folder); default the current encoder.
         index_config: used when the index must be built.
         match_file: look the query file up in the catalog first (False: the caller did, and it is none; the file
@@ -387,7 +276,7 @@ def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_
     version = resolve_encoder_version(catalog, encoder)
     manager = load_index(catalog, version, index_config)
     vector, query_id = _query_vector(catalog, version, image, case_id, match_file)
-    allowed = _allowed_ids(catalog, checked)
+    allowed = allowed_image_ids(catalog, checked)
     if allowed is not None and not allowed:
         return []
     excluded = None
