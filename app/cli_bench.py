@@ -235,8 +235,10 @@ def bench_active_learning_command(
 
 
 def bench_retrieval_command(
-    n: Annotated[int, typer.Option("--n", min=1000, help="Number of database vectors.")] = 1_000_000,
-    dim: Annotated[int, typer.Option("--dim", min=2)] = 384,
+    n: Annotated[Optional[int], typer.Option(
+        "--n", min=1000, help="Number of synthetic database vectors (default 1,000,000; not with --embeddings).")] = None,
+    dim: Annotated[Optional[int], typer.Option(
+        "--dim", min=2, help="Dimension of the synthetic vectors (default 384; not with --embeddings).")] = None,
     queries: Annotated[int, typer.Option("--queries", min=10, help="Held-out query vectors.")] = 1000,
     embeddings: Annotated[Optional[Path], typer.Option(
         "--embeddings", help="NPZ with real vectors instead of synthetic ones (queries held out from it).")] = None,
@@ -251,6 +253,12 @@ def bench_retrieval_command(
     from radloop.retrieval.scale_bench import bench_retrieval, clustered_vectors
 
     settings = index_config(None, (overrides or []) + ([f"factory={factory}"] if factory else []))
+    if embeddings is not None and (n is not None or dim is not None):
+        given = " and ".join(option for option, value in (("--n", n), ("--dim", dim)) if value is not None)
+        fail(f"{given} describe{'s' if ' and ' not in given else ''} synthetic vectors: with --embeddings the "
+             "file's own vectors are indexed, all of them at their dimension (leave out " + given + ")")
+    n = 1_000_000 if n is None else n
+    dim = 384 if dim is None else dim
     if embeddings is not None:
         _, vectors = _load_npz(embeddings)
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -288,6 +296,13 @@ def bench_selection_command(
     names = tuple(name.strip() for name in strategies.split(",") if name.strip())
     if not names:
         fail(f"--strategies {strategies!r} names no strategy")
+    from radloop.retrieval.strategies import get_strategy
+
+    for name in names:  # before generating the vectors (a million by default): an unknown name fails at once
+        try:
+            get_strategy(name)
+        except ValueError as error:
+            fail(str(error))
     if labelled >= n:
         fail(f"--labelled {labelled} leaves no pool of --n {n}")
     if budget > n - labelled:

@@ -66,7 +66,7 @@ def render() -> None:
         region = st.selectbox("Body region", ["all", *regions], key="search_region")
         k = st.slider("Neighbours", min_value=1, max_value=24, value=8, key="search_k")
         same_region = st.checkbox("Neighbours from this body region only", value=False, key="search_same_region",
-                                  disabled=region in ("all", views.UNKNOWN_REGION))
+                                  disabled=region == "all")
         finding = st.selectbox("Neighbours with finding", ["any", *FINDINGS], key="search_finding",
                                help="Expert label present, or a positive report mention without an expert "
                                     "label saying absent.")
@@ -111,7 +111,7 @@ def render() -> None:
             with st.container(width=320):
                 _card(cards[0])
     filters = {}
-    if same_region and region not in ("all", views.UNKNOWN_REGION):
+    if same_region and region != "all":  # "unknown": images without a region (the filter matches null)
         filters["body_region"] = region
     if finding != "any":
         filters["finding"] = finding

@@ -147,3 +147,13 @@ def test_case_search_finds_neighbours_with_the_real_index(app, live_workspace):
                if str(caption.value).split(" · ")[0] in BODY_REGIONS]
     assert regions == ["elbow", "elbow"]  # the query tile and its only same-region neighbour
     assert not app.error
+    # Images without a body region: "unknown" restricts the neighbours to them too (the box was disabled for it)
+    app.checkbox(key="search_same_region").uncheck().run()
+    assert "unknown" in app.selectbox(key="search_region").options
+    app.selectbox(key="search_region").set_value("unknown").run()
+    assert not app.checkbox(key="search_same_region").disabled
+    app.checkbox(key="search_same_region").check().run()
+    assert not app.exception and not app.error, [error.value for error in app.error]
+    shown = [str(caption.value).split(" · ")[0] for caption in app.caption]
+    tiles = [region for region in shown if region in BODY_REGIONS or region == "unknown region"]
+    assert len(tiles) >= 2 and set(tiles) == {"unknown region"}, shown  # the query tile and its neighbours
