@@ -40,15 +40,21 @@ def ingest_command(
         help="An image of a COCO/YOLO set without a fracture box: 'negative' (the set boxed every fracture) or "
              "'unknown' (it did not: the image's fracture label stays unknown until an expert or a report says "
              "otherwise; its other boxes are kept). Applies to the images this run adds.")] = "negative",
+    verify_renders: Annotated[bool, typer.Option(
+        "--verify-renders",
+        help="Decode the render and thumbnail of every catalogued image looked at (finds damage inside a file; "
+             "a few ms an image) instead of the quick check (missing, empty, not a PNG, cut short).")] = False,
     workspace: WorkspaceOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Ingest radiographs, detection sets and reports into the catalog (idempotent, resumable).
 
     A file whose decoded pixels are an image already catalogued (re-saved, re-encoded losslessly, exported
-    under new UIDs) is counted as a duplicate of it, not added. Bad files never stop the batch: each becomes
-    an ingest-error row with the stage and reason. The exit code is 1 when anything failed, 0 otherwise
-    (duplicates and warnings do not fail).
+    under new UIDs) is counted as a duplicate of it, not added. A catalogued image whose render or thumbnail is
+    missing or damaged gets it made again from its file (renders_restored); when its file is gone too it is
+    named in a warning (renders_not_restored). Bad files never stop the batch: each becomes an ingest-error row
+    with the stage and reason. The exit code is 1 when anything failed, 0 otherwise (duplicates and warnings do
+    not fail).
     """
     from radloop.core.catalog import Catalog
     from radloop.core.ingest import ingest_paths
@@ -71,7 +77,7 @@ def ingest_command(
     try:
         summary = ingest_paths(catalog, paths, reports=reports, images_dir=images, workers=workers,
                                dataset=dataset, progress=sys.stderr.isatty(), limit=limit,
-                               batch_size=batch_size, unboxed=unboxed)
+                               batch_size=batch_size, unboxed=unboxed, verify_renders=verify_renders)
     finally:
         catalog.dispose()
     result = summary.to_dict()
@@ -87,6 +93,13 @@ def ingest_command(
         if more > 0:
             console.print(f"[cyan]duplicate[/cyan] ... and {more} more (table duplicate_sources, run_id "
                           f"{summary.run_id})", highlight=False)
+        if summary.renders_restored:
+            console.print(f"[cyan]render[/cyan] {summary.renders_restored} missing or damaged render(s) made "
+                          "again from their files", highlight=False)
+        if summary.renders_not_restored:
+            console.print(f"[yellow]render[/yellow] {summary.renders_not_restored} image(s) still without a usable "
+                          "render (their files gone, changed or not given): the warnings of stage render name them "
+                          "(`radloop info --check-renders` counts them)", highlight=False)
         result.pop("error_samples")
         result.pop("duplicate_samples")
     emit(result, json_output, title=f"ingest {summary.run_id}")
@@ -103,11 +116,18 @@ def ingest_command(
 
 
 def info_command(
-    errors: Annotated[int, typer.Option("--errors", min=0, help="How many recent ingest errors (and warnings) to list.")] = 10,
+    errors: Annotated[int, typer.Option(
+        "--errors", min=0, help="How many recent ingest errors (and warnings) to list.")] = 10,
+    check_renders: Annotated[bool, typer.Option(
+        "--check-renders",
+        help="Also count the images whose render or thumbnail file is missing or damaged (reads two small pieces "
+             "of every file: ~0.15 s per 3,600 images).")] = False,
     workspace: WorkspaceOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Catalog overview: table counts, images by body region / dataset / split / format, recent errors and warnings."""
+    """Catalog overview: table counts, images by body region / dataset / split / format, recent errors and warnings
+    (with --check-renders, the images whose render is missing or damaged: `radloop ingest` of their files makes
+    them again)."""
     from radloop.core.catalog import Catalog
     from radloop.core.catalog_info import catalog_info
     from radloop.core.workspace import resolve_workspace
@@ -117,16 +137,19 @@ def info_command(
     except FileNotFoundError as error:
         fail(str(error))
     try:
-        result = catalog_info(catalog, recent_errors=errors)
+        result = catalog_info(catalog, recent_errors=errors, check_renders=check_renders)
     finally:
         catalog.dispose()
     recent_errors = result.pop("recent_errors") if not json_output else []
     recent_warnings = result.pop("recent_warnings") if not json_output else []
+    render_samples = result.pop("render_problem_samples", []) if not json_output else []
     emit(result, json_output, title=f"catalog {catalog.workspace.root}")
     for line in recent_errors:
         console.print(f"[red]ingest error[/red] {line}")
     for line in recent_warnings:
         console.print(f"[yellow]ingest warning[/yellow] {line}")
+    for line in render_samples:
+        console.print(f"[yellow]render[/yellow] {line}", highlight=False)
 
 
 def bench_ingest_command(

@@ -1,22 +1,32 @@
 """Catalog overview for `radloop info` and the app: counts by table, region, dataset, split, recent ingest errors
 and, apart from them as ingest counts them, ingest warnings, images still without a pixel hash (catalogued before
-duplicates were recognised), images flagged BurnedInAnnotation (kept out of active-learning rounds)."""
+duplicates were recognised), images flagged BurnedInAnnotation (kept out of active-learning rounds), and on request
+the images whose render or thumbnail file is missing or damaged (one quick check per file: not by default, as a
+catalog of a million images would take seconds to minutes)."""
 
 from __future__ import annotations
 
 from sqlalchemy import func, select
 
 from radloop.core.catalog import Catalog
+from radloop.core.render import render_problem
 from radloop.core.schema import Annotation, Image, IngestError, Report, Study
 
 __all__ = ["catalog_info"]
 
+#: how many images with a render problem ``check_renders`` names (the count covers them all)
+RENDER_SAMPLE_LIMIT = 10
 #: how ingest marks a warning in the ``ingest_errors`` table (``reason`` starts with it; see core/ingest_reports.py)
 WARNING_PREFIX = "warning: "
 
 
-def catalog_info(catalog: Catalog, *, recent_errors: int = 10) -> dict:
-    """A JSON-able overview of the catalog; ``recent_errors`` caps both the recent errors and recent warnings."""
+def catalog_info(catalog: Catalog, *, recent_errors: int = 10, check_renders: bool = False) -> dict:
+    """A JSON-able overview of the catalog; ``recent_errors`` caps both the recent errors and recent warnings.
+
+    ``check_renders`` adds ``images_with_render_problem`` (render or thumbnail file missing, empty, not a PNG or
+    cut short: :func:`radloop.core.render.render_problem`) and ``render_problem_samples`` (the first ones by id,
+    what is wrong and the source file ``radloop ingest`` restores them from); it reads every image's two files.
+    """
     result: dict = {"workspace": str(catalog.workspace.root), "schema_version": catalog.schema_version(),
                     "counts": catalog.counts()}
     with catalog.session() as session:
@@ -66,4 +76,20 @@ def catalog_info(catalog: Catalog, *, recent_errors: int = 10) -> dict:
 
         result["recent_errors"] = recent(~warning)
         result["recent_warnings"] = recent(warning)
+    if check_renders:
+        result.update(_render_problems(catalog))
     return result
+
+
+def _render_problems(catalog: Catalog) -> dict:
+    damaged, samples = 0, []
+    query = select(Image.id, Image.source_path, Image.render_path, Image.thumb_path).order_by(Image.id)
+    with catalog.session() as session:
+        for row in session.execute(query.execution_options(yield_per=5000)):
+            problems = [f"{relative} {problem}" for relative in (row.render_path, row.thumb_path)
+                        if (problem := render_problem(catalog.workspace.absolute(relative)))]
+            if problems:
+                damaged += 1
+                if len(samples) < RENDER_SAMPLE_LIMIT:
+                    samples.append(f"{row.id}: {'; '.join(problems)} (source {row.source_path})")
+    return {"images_with_render_problem": damaged, "render_problem_samples": samples}

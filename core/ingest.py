@@ -23,6 +23,13 @@ Guarantees:
   (an ``IngestError`` row, stage ``privacy``), again in every run that reads its file;
 - resumable: each batch is one transaction and renders are renamed into place, so an ingest killed at any
   point (even ``kill -9``) resumes on the next run without duplicates;
+- renders restored: a catalogued image whose file is read again gets its render and thumbnail checked
+  (:func:`radloop.core.render.render_problem`: gone, empty, not a PNG, cut short; with ``verify_renders`` also
+  decoded) and, when either is lost or damaged, made again from that file (``renders_restored``; id, hashes and
+  catalog row unchanged).  The images of the run's datasets whose file was not read (gone, changed, not among
+  the inputs) have their renders checked too; a lost one is counted in ``renders_not_restored`` with a warning
+  (stage ``render``) naming the image and why, and the run goes on.  The common re-run pays two small reads a
+  file (0.1-0.2 s of CPU for 3,631 images), no decode;
 - bad input never stops the batch: every failure becomes an ``IngestError`` row (stage + reason).
 
 Python API (used by ``radloop ingest`` and ``radloop demo``): :func:`ingest_paths`.
@@ -46,10 +53,11 @@ from sqlalchemy import select
 
 from radloop.core.catalog import Catalog
 from radloop.core.ingest_reports import write_reports
-from radloop.core.ingest_sources import ImageTask, discover
+from radloop.core.ingest_sources import Discovery, ImageTask, discover
 from radloop.core.ingest_worker import ImageOutcome, WorkerContext, init_worker, process_in_worker, process_task
 from radloop.core.ingest_writer import CatalogWriter, resolve_errors
-from radloop.core.schema import Image, Study
+from radloop.core.render import render_problem
+from radloop.core.schema import Image, IngestError, Study
 
 __all__ = ["IngestSummary", "default_workers", "ingest_paths", "propagate_study_regions"]
 
@@ -71,6 +79,12 @@ class IngestSummary:
     images_skipped_conflict: int = 0
     #: catalogued images without a pixel hash (ingested before it existed) that got it from this run
     pixel_hashes_backfilled: int = 0
+    #: catalogued images whose render or thumbnail was missing or damaged, made again from their file (read in
+    #: this run; ids, hashes and boxes unchanged)
+    renders_restored: int = 0
+    #: images of this run's datasets with a missing or damaged render whose file was not read in this run (gone,
+    #: changed since, or not among the inputs): not restored, one warning each (stage ``render``)
+    renders_not_restored: int = 0
     studies_added: int = 0
     annotations_added: int = 0
     #: boxes not stored because the image already had the same box from another source (counted again by a
@@ -91,8 +105,9 @@ class IngestSummary:
     elapsed_s: float = 0.0
     images_per_s: float = 0.0
     errors_by_stage: dict[str, int] = field(default_factory=dict)
-    #: CPU seconds summed over images (worker stages: read, hash, decode incl. windowing, render) and the
-    #: main process's catalog writes ("catalog"): where an ingest spends its CPU.
+    #: CPU seconds summed over images (worker stages: read, hash, decode incl. windowing, render, and
+    #: render_check: the renders of catalogued images looked at) and the main process's catalog writes
+    #: ("catalog"): where an ingest spends its CPU.
     stage_seconds: dict[str, float] = field(default_factory=dict)
     error_samples: list[dict] = field(default_factory=list)
     #: ``{"path", "duplicate_of", "original_path"}`` of the first duplicates found
@@ -128,7 +143,7 @@ def default_workers() -> int:
 def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iterable[str | Path] | None = None,
                  images_dir: str | Path | None = None, workers: int | None = None, dataset: str | None = None,
                  progress: bool = True, limit: int | None = None, batch_size: int = 64,
-                 unboxed: str = "negative") -> IngestSummary:
+                 unboxed: str = "negative", verify_renders: bool = False) -> IngestSummary:
     """Ingest images, detection sets and reports into ``catalog``.
 
     Args:
@@ -145,6 +160,9 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
             fracture box means (:data:`radloop.core.ingest_sources.UNBOXED_CHOICES`); it applies to the images
             this run adds: an image an earlier run catalogued keeps what it was given (a later run of the same
             set with the default does not make it a negative).
+        verify_renders: decode the render and thumbnail of every catalogued image looked at (damage inside a
+            file; ~2.5 ms of CPU an image of the fracture set) instead of the quick check (gone, empty, not a
+            PNG, cut short; ~40 us).
 
     Returns:
         The run's :class:`IngestSummary` (also written to ``<workspace>/logs/ingest-<run_id>.json``).
@@ -170,12 +188,15 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
         writer.add_error(path, stage, reason)
     writer.flush()
     context = WorkerContext(workspace_root=catalog.workspace.root, pseudonym_key=catalog.workspace.pseudonym_key,
-                            existing_hashes=frozenset(writer.known_hashes), backfill_hashes=writer.backfill_hashes)
+                            existing_hashes=frozenset(writer.known_hashes), backfill_hashes=writer.backfill_hashes,
+                            duplicate_hashes=frozenset(writer.duplicate_of), render_paths=writer.render_paths,
+                            verify_renders=verify_renders)
     backfills_first = [index for index, task in enumerate(found.image_tasks) if task.path in writer.backfill_paths]
     outcomes = _run_tasks(found.image_tasks, context, workers, first=backfills_first)
     for outcome in _progress(outcomes, len(found.image_tasks), progress):
         writer.add(outcome)
     writer.flush()
+    _report_unrestored_renders(catalog, found, writer, summary, decode=verify_renders)
     propagate_study_regions(catalog, writer.touched_studies)
     for report_file in found.report_files:
         write_reports(catalog, report_file, summary, run_id,
@@ -212,6 +233,53 @@ def propagate_study_regions(catalog: Catalog, study_ids: Iterable[str]) -> int:
                 if study.body_region is None:
                     study.body_region = regions[study.id].most_common(1)[0][0]
     return updated
+
+
+def _report_unrestored_renders(catalog: Catalog, found: Discovery, writer: CatalogWriter, summary: IngestSummary,
+                               *, decode: bool) -> None:
+    """Warn about each image of the run's datasets whose render or thumbnail is missing or damaged and whose file
+    the run did not read, so could not make it again: its file is gone, has changed, or was not an input.
+
+    A re-run of the same inputs reads every file, so it checks nothing here (the workers checked them all).
+    """
+    if not found.datasets:
+        return
+    clock = time.process_time()
+    with catalog.session() as session:
+        unread = [content for content in session.scalars(select(Image.content_hash).where(
+            Image.dataset.in_(sorted(found.datasets)))) if content not in writer.read_hashes]
+    inputs = {task.path for task in found.image_tasks}
+    for start in range(0, len(unread), 500):
+        lost = []
+        with catalog.session() as session:
+            for row in sorted(session.execute(
+                    select(Image.id, Image.source_path, Image.render_path, Image.thumb_path)
+                    .where(Image.content_hash.in_(unread[start:start + 500]))), key=lambda row: row.source_path):
+                problems = [f"{relative} {problem}" for relative in (row.render_path, row.thumb_path)
+                            if (problem := render_problem(catalog.workspace.absolute(relative), decode=decode))]
+                if problems:
+                    lost.append((row, problems))
+            # every run that finds a render still lost says so again, replacing what earlier runs said
+            resolve_errors(session, [row.source_path for row, _ in lost], summary.run_id)
+            for row, problems in lost:
+                why = _why_not_read(row.source_path, inputs, writer)
+                reason = f"{row.id}: {'; '.join(problems)}; not restored: {why}"
+                session.add(IngestError(run_id=summary.run_id, path=row.source_path, stage="render",
+                                        reason="warning: " + reason))
+                summary.record_problem(row.source_path, "render", reason, warning=True)
+                summary.renders_not_restored += 1
+    stages = summary.stage_seconds
+    stages["render_check"] = stages.get("render_check", 0.0) + time.process_time() - clock
+
+
+def _why_not_read(source_path: str, inputs: set[str], writer: CatalogWriter) -> str:
+    if source_path in writer.failed_paths:
+        return "its file could not be read in this run (see its error)"
+    if not os.path.exists(source_path):
+        return "its file is gone"
+    if source_path in inputs:
+        return "its file has changed since it was catalogued (not the same bytes)"
+    return "its file was not among this run's inputs (ingest it to restore the render)"
 
 
 def _remove_stale_temporaries(root: Path) -> None:

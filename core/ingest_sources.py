@@ -23,6 +23,8 @@ __all__ = [
 ]
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg"}
+#: A file with one of these endings, passed as an input path, is a report file (Open-i tarball / XML, CSV).
+REPORT_SUFFIXES = (".tgz", ".tar.gz", ".xml", ".csv")
 #: Suffixes skipped (and counted) when walking a folder; passed explicitly they are still tried.
 IGNORED_SUFFIXES = {".txt", ".md", ".json", ".yaml", ".yml", ".gz", ".zip", ".py", ".html", ".pdf", ".csv",
                     ".tgz", ".log", ".ini", ".cfg", ".sqlite", ".key", ".tmp"}
@@ -94,6 +96,9 @@ class Discovery:
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # (path, stage, reason)
     ignored_files: list[str] = field(default_factory=list)
     sources: Counter = field(default_factory=Counter)
+    #: the datasets of the image inputs (those of their images, and the name an image input that is gone or
+    #: yielded no image would have given them): whose catalogued images a re-run should have read
+    datasets: set[str] = field(default_factory=set)
 
 
 #: What an image of a COCO / YOLO set without a fracture box means: ``negative`` (the set boxed every fracture,
@@ -142,6 +147,8 @@ def discover(paths: list[Path], *, images_dir: Path | None = None, dataset: str 
     for path in paths:
         path = Path(path)
         name = dataset or _default_dataset(path)
+        if not (path.is_file() and path.name.lower().endswith(REPORT_SUFFIXES)):
+            found.datasets.add(name)  # not a report file
         if not path.exists():
             found.errors.append((str(path), "read", "path does not exist"))
             continue
@@ -159,6 +166,7 @@ def discover(paths: list[Path], *, images_dir: Path | None = None, dataset: str 
     for task in found.image_tasks:  # a file named twice (folder + explicit path) is ingested once
         unique.setdefault(str(Path(task.path).resolve()), task)
     found.image_tasks = sorted(unique.values(), key=lambda task: (task.dataset, task.path))
+    found.datasets |= {task.dataset for task in found.image_tasks}
     if unboxed == "unknown":
         for index, task in enumerate(found.image_tasks):
             if task.box_source and not has_fracture_box(task):
@@ -192,7 +200,7 @@ def _discover_file(path: Path, dataset: str, images_dir: Path | None, found: Dis
     lowered = path.name.lower()
     if lowered.endswith(".json"):
         _discover_coco(path, images_dir or path.parent, dataset, found)
-    elif lowered.endswith((".tgz", ".tar.gz", ".xml", ".csv")):
+    elif lowered.endswith(REPORT_SUFFIXES):
         found.report_files.append(path)
     elif lowered in ("data.yaml", "data.yml"):
         _discover_yolo(path.parent, dataset, found)
@@ -368,7 +376,8 @@ def _yolo_boxes(label_path: Path, names: dict[int, str], found: Discovery) -> tu
             class_id, values = int(float(tokens[0])), [float(t) for t in tokens[1:]]
             name = names[class_id]
         except (ValueError, KeyError):
-            found.errors.append((f"{label_path}:{number}", "parse", f"bad YOLO line (unknown class or number): {line!r}"))
+            found.errors.append((f"{label_path}:{number}", "parse",
+                                 f"bad YOLO line (unknown class or number): {line!r}"))
             continue
         if len(values) == 4:
             center_x, center_y, width, height = values

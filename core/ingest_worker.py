@@ -8,11 +8,18 @@ decoding, the worker also computes the duplicate keys of a new image: the pixel 
 PNG/JPEG the 8-bit grey pixels ingest keeps) and, for DICOM, the pseudonym of its SOPInstanceUID.  Whether the
 image is a duplicate is decided in the main process, which sees every outcome.  Workers write only
 render/thumbnail files (atomic renames); every catalog write happens in the main process.
+
+A catalogued image's render and thumbnail are looked at when its file is read again
+(:func:`radloop.core.render.render_problem`: the quick check, or a full decode with ``verify_renders``); one that
+is missing or damaged is made again from the bytes just read (they are the catalogued image's: same SHA-256), at
+the paths the catalog has for it, so nothing in the catalog changes but, should the render's size differ, its
+``render_width`` / ``render_height``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +33,7 @@ from radloop.core.dicom_io import (
 )
 from radloop.core.ingest_sources import ImageTask
 from radloop.core.input_errors import EmptyFileError, InputError, NotDicomError, UnsupportedFileError
-from radloop.core.render import read_raster, render_files
+from radloop.core.render import read_raster, render_files, render_problem
 
 __all__ = ["ImageOutcome", "WorkerContext", "file_pixel_hash", "process_task", "render_relative_paths"]
 
@@ -38,14 +45,21 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 class WorkerContext:
     """What a worker needs: where to write, the pseudonym key, and the hashes already catalogued.
 
-    ``existing_hashes`` are the content hashes of catalogued images and of recorded duplicate files;
-    ``backfill_hashes`` those of catalogued images without a pixel hash yet (decoded once to fill it in).
+    ``existing_hashes`` are the content hashes of catalogued images and of recorded duplicate files
+    (``duplicate_hashes``: those files have no render of their own); ``backfill_hashes`` those of catalogued
+    images without a pixel hash yet (decoded once to fill it in).  ``render_paths`` maps the content hash of a
+    catalogued image whose catalog render / thumbnail paths are not :func:`render_relative_paths` of its id to
+    those paths (none for images ingest catalogued).  ``verify_renders``: decode a catalogued image's render and
+    thumbnail to check them, not only the quick check.
     """
 
     workspace_root: Path
     pseudonym_key: bytes
     existing_hashes: frozenset[str] = frozenset()
     backfill_hashes: frozenset[str] = frozenset()
+    duplicate_hashes: frozenset[str] = frozenset()
+    render_paths: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    verify_renders: bool = False
 
 
 @dataclass
@@ -56,7 +70,9 @@ class ImageOutcome:
     pseudonymous study, ``stage``/``reason`` describe a failure.  ``pixel_hash`` / ``sop_pseudonym`` are the
     duplicate keys of a new image, or of an existing one whose row gets them backfilled;
     ``burned_in_annotation`` (DICOM BurnedInAnnotation YES: text, possibly identifying, in the pixels) is also
-    set for both (a new image has it in ``image["meta"]`` too).
+    set for both (a new image has it in ``image["meta"]`` too).  For an existing image whose render or
+    thumbnail was missing or damaged, ``render_restored`` says what was wrong and ``render_size`` is the
+    (width, height) of the render made again, or ``render_error`` why it could not be made.
     """
 
     index: int
@@ -72,6 +88,9 @@ class ImageOutcome:
     reason: str | None = None
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)  # CPU s: read, hash, decode (+window), render
+    render_restored: str | None = None
+    render_size: tuple[int, int] | None = None
+    render_error: str | None = None
 
 
 def render_relative_paths(image_id: str) -> tuple[str, str]:
@@ -134,6 +153,8 @@ def _process(index: int, task: ImageTask, context: WorkerContext) -> ImageOutcom
             except Exception:  # noqa: BLE001 - the image is catalogued; its row just stays without the keys
                 pass
             timings["decode"] = time.process_time() - clock
+        if digest not in context.duplicate_hashes:  # a recorded duplicate's render is its original's
+            _restore_render(outcome, data, context, timings)
         return outcome
     clock = time.process_time()
     columns: dict = {"dataset": task.dataset, "external_id": task.external_id, "source_path": task.path,
@@ -186,6 +207,30 @@ def _process(index: int, task: ImageTask, context: WorkerContext) -> ImageOutcom
                         sop_pseudonym=sop, burned_in_annotation=bool(columns["meta"].get("burned_in_annotation")),
                         image_id=image_id, study_id=study_id, image=columns,
                         stage_seconds=timings)
+
+
+def _restore_render(outcome: ImageOutcome, data: bytes, context: WorkerContext, timings: dict[str, float]) -> None:
+    """Make a catalogued image's render and thumbnail again from its file's ``data`` when either is missing or
+    damaged (a clean-up, a workspace copied without ``renders/``, a crash before the data reached the disk)."""
+    clock = time.process_time()
+    paths = context.render_paths.get(outcome.content_hash) or render_relative_paths(outcome.image_id)
+    problems = [f"{relative} {problem}" for relative in paths
+                if (problem := render_problem(context.workspace_root / relative, decode=context.verify_renders))]
+    timings["render_check"] = time.process_time() - clock
+    if not problems:
+        return
+    clock = time.process_time()
+    try:
+        pixels = read_raster(data).pixels if _is_raster(data) else _read_dicom(data)[0].pixels
+        timings["decode"] = timings.get("decode", 0.0) + time.process_time() - clock
+        clock = time.process_time()
+        sizes = render_files(pixels, context.workspace_root / paths[0], context.workspace_root / paths[1])
+        timings["render"] = time.process_time() - clock
+    except Exception as error:  # noqa: BLE001 - the image stays catalogued; its lost render is reported
+        outcome.render_error = f"{'; '.join(problems)}, and it could not be made again: {error}"
+        return
+    outcome.render_restored = "; ".join(problems)
+    outcome.render_size = (sizes.render_width, sizes.render_height)
 
 
 def _is_raster(data: bytes) -> bool:

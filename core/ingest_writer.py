@@ -7,6 +7,9 @@ an image already has from another source are not stored twice (``CatalogWriter._
 Warnings about a catalogued image (BurnedInAnnotation; a twin catalogued before duplicates were recognised) are
 made again each time its file is ingested again, from the catalog (no decode): every path looked at replaces
 what earlier runs said about it, so ``radloop info``'s error count stays what still needs attention.
+
+A catalogued image whose render a worker made again (:mod:`radloop.core.ingest_worker`) is counted in
+``renders_restored``; one whose render could not be made is an error of stage ``render``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import func, literal, select
 
 from radloop.core.boxes import same_box
 from radloop.core.catalog import Catalog
@@ -60,7 +63,19 @@ class CatalogWriter:
             #: content hash of a recorded duplicate file -> the catalogued image it duplicates
             self.duplicate_of: dict[str, str] = dict(session.execute(
                 select(DuplicateSource.content_hash, DuplicateSource.image_id)).all())
+            #: content hash -> (render, thumbnail) path of the catalogued images whose paths are not the ones
+            #: ingest gives an image (ingest_worker.render_relative_paths): the workers check and restore those
+            moved = (Image.render_path != _default_path("renders")) | (Image.thumb_path != _default_path("thumbs"))
+            self.render_paths: dict[str, tuple[str, str]] = {
+                content: (render, thumb) for content, render, thumb in session.execute(
+                    select(Image.content_hash, Image.render_path, Image.thumb_path).where(moved))}
         self.known_hashes |= set(self.duplicate_of)
+        #: content hashes of the files read in this run (their catalogued images' renders were checked), and the
+        #: paths of those that could not be read
+        self.read_hashes: set[str] = set()
+        self.failed_paths: set[str] = set()
+        #: catalogued images whose render (or thumbnail) this run made again
+        self.restored: set[str] = set()
         self.pending: list[ImageOutcome] = []
         self.touched_studies: set[str] = set()
         self.pending_errors: list[tuple[str, str, str]] = []
@@ -76,8 +91,10 @@ class CatalogWriter:
         for stage, seconds in outcome.stage_seconds.items():
             self.summary.stage_seconds[stage] = self.summary.stage_seconds.get(stage, 0.0) + seconds
         if outcome.status == "error":
+            self.failed_paths.add(self.tasks[outcome.index].path)
             self.add_error(self.tasks[outcome.index].path, outcome.stage or "decode", outcome.reason or "")
         else:
+            self.read_hashes.add(outcome.content_hash)
             self.pending.append(outcome)
         if len(self.pending) + len(self.pending_errors) >= self.batch_size or time.monotonic() - self.last_flush > 5:
             self.flush()
@@ -162,6 +179,9 @@ class CatalogWriter:
                     self.touched_studies.add(image.study_id)
                     self._attach_detection_source(image, task)
                     self._add_boxes(session, task, image.id, image.width, image.height, new=False)
+        for outcome in pending:
+            if outcome.status == "existing" and (outcome.render_restored or outcome.render_error):
+                self._note_render(session, outcome, images.get(outcome.image_id))
         for image_id, path in read_again.items():
             image = images.get(image_id)
             if image is None:
@@ -185,6 +205,22 @@ class CatalogWriter:
             image.meta = {**(image.meta or {}), "burned_in_annotation": True}
         self.summary.pixel_hashes_backfilled += 1
         return image
+
+    def _note_render(self, session, outcome: ImageOutcome, image: Image | None) -> None:
+        """Count a render a worker made again (its size into the row, should it differ), or record why it could not
+        be made (an error: the image stays catalogued without a usable render)."""
+        path = self.tasks[outcome.index].path
+        if outcome.render_error:
+            reason = f"{outcome.image_id}: {outcome.render_error}"
+            session.add(IngestError(run_id=self.summary.run_id, path=path, stage="render", reason=reason))
+            self.summary.record_problem(path, "render", reason)
+            return
+        if outcome.image_id not in self.restored:  # the same file twice in a run: one image
+            self.restored.add(outcome.image_id)
+            self.summary.renders_restored += 1
+        if image is not None and outcome.render_size and outcome.render_size != (image.render_width,
+                                                                                 image.render_height):
+            image.render_width, image.render_height = outcome.render_size
 
     def _warn_burned_in(self, session, image_id: str, path: str) -> None:
         if ("privacy", image_id) in self.warned:
@@ -299,6 +335,12 @@ class CatalogWriter:
                                    label=label, source_label=box.source_label,
                                    x=x, y=y, w=w, h=h, meta={}))
             self.summary.annotations_added += 1
+
+
+def _default_path(folder: str):
+    """SQL for the path ingest gives an image's render (``folder`` renders) or thumbnail (thumbs):
+    ``<folder>/<id[2:4]>/<id>.png``, as :func:`radloop.core.ingest_worker.render_relative_paths`."""
+    return literal(f"{folder}/") + func.substr(Image.id, 3, 2) + "/" + Image.id + ".png"
 
 
 @dataclass(frozen=True)

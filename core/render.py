@@ -9,6 +9,9 @@ small) and the fastest deflate that still compresses: ISA-L (``isal``, level 0) 
 Huffman-only strategy.  On the NEMA CR chest (1955x1841) that is ~3-4x faster than Pillow's fastest setting
 (whose adaptive per-row filter choice runs row by row) at a similar size (1.74 MB with ISA-L, 1.30 MB with
 zlib, vs 1.57 MB for Pillow level 1).  The files are standard PNGs (any reader opens them).
+
+:func:`render_problem` says whether a render (or thumbnail) file is still whole, so that a re-ingest can make a
+lost or damaged one again.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from radloop.core.input_errors import CorruptImageError, EmptyFileError, Truncat
 
 __all__ = [
     "MAX_RENDER_SIDE", "THUMB_SIDE", "RasterImage", "RenderResult", "encode_png_gray", "read_raster", "render_files",
-    "to_uint8",
+    "render_problem", "to_uint8",
 ]
 
 MAX_RENDER_SIDE = 2048
@@ -38,6 +41,8 @@ try:  # ISA-L deflate: ~3x faster than zlib at its fastest useful setting
 except ImportError:  # pragma: no cover - isal is a declared dependency; zlib keeps renders working without it
     _fast_zlib = None
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: the last 12 bytes of every PNG: the empty IEND chunk (length 0, type, its CRC)
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,46 @@ def render_files(pixels: np.ndarray, render_path: Path, thumb_path: Path) -> Ren
     _save_png(render, render_path)
     _save_png(np.asarray(thumb), thumb_path)
     return RenderResult(width=width, height=height, render_width=render.shape[1], render_height=render.shape[0])
+
+
+def render_problem(path: Path, *, decode: bool = False) -> str | None:
+    """Why the file at ``path`` is not a usable render or thumbnail (``"missing"``, ``"empty (0 bytes)"``, ...),
+    or None when it looks whole.
+
+    The quick check (two small reads, ~10 us a file) finds a file that is gone, empty, not a PNG, or cut short
+    or zero-filled at its end (an interrupted copy, a crash before the data reached the disk): it must start
+    with the PNG signature and end with the IEND chunk.  ``decode=True`` also checks every chunk's CRC and
+    decodes the pixels (damage inside the file; ~2 ms a fracture-set render, more for a 2048-px one).
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as error:  # no permission, an I/O error
+        return f"unreadable ({error.strerror or error})"
+    try:  # unbuffered reads of the two ends: a re-run checks every catalogued image it reads this way
+        size = os.fstat(descriptor).st_size
+        if size == 0:
+            return "empty (0 bytes)"
+        if os.pread(descriptor, len(PNG_SIGNATURE), 0) != PNG_SIGNATURE:
+            return "not a PNG (damaged)"
+        if size < len(PNG_SIGNATURE) + len(PNG_END):
+            return "cut short"
+        if os.pread(descriptor, len(PNG_END), size - len(PNG_END)) != PNG_END:
+            return "cut short or damaged (no PNG end chunk)"
+    except OSError as error:  # a folder in its place, an I/O error
+        return f"unreadable ({error.strerror or error})"
+    finally:
+        os.close(descriptor)
+    if decode:
+        try:
+            with PILImage.open(path) as image:
+                image.verify()  # the CRC of every chunk, pixel data included
+            with PILImage.open(path) as image:
+                image.load()
+        except Exception as error:  # noqa: BLE001 - Pillow raises SyntaxError, OSError, ValueError, zlib.error...
+            return f"undecodable ({error})"
+    return None
 
 
 def _fit(width: int, height: int, side: int) -> tuple[int, int]:
