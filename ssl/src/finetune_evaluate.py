@@ -19,7 +19,8 @@ from radloop.core.vocabulary import BODY_REGIONS
 from radloop.ssl.finetune_data import DataError, LabeledSet, build_labeled_set, drop_missing_renders
 from radloop.ssl.finetune_metrics import box_map50, classification_metrics, region_metrics
 
-__all__ = ["coco_labeled_set", "evaluate_model", "evaluate_predictor", "training_data"]
+__all__ = ["coco_labeled_set", "coco_labeled_set_with_notes", "evaluate_model", "evaluate_predictor",
+           "training_data"]
 
 
 def evaluate_predictor(predictor: Any, labeled: LabeledSet, *, catalog: Catalog | None = None,
@@ -77,7 +78,19 @@ def coco_labeled_set(coco_file: str | Path, images_dir: str | Path, findings: li
     """A held-out set from a COCO detection file (boxes exhaustive: no box -> finding absent).
 
     Class names map to ``fracture`` (or ``foreign_body`` when the name says so) and to a body region when
-    their first word is one (``"elbow positive"`` -> elbow).
+    their first word is one (``"elbow positive"`` -> elbow).  Images not found under ``images_dir`` are left
+    out (:func:`coco_labeled_set_with_notes` also says how many).
+
+    Raises:
+        DataError: unreadable file, or none of its images exists under ``images_dir``.
+    """
+    return coco_labeled_set_with_notes(coco_file, images_dir, findings)[0]
+
+
+def coco_labeled_set_with_notes(coco_file: str | Path, images_dir: str | Path,
+                                findings: list[str]) -> tuple[LabeledSet, list[str]]:
+    """:func:`coco_labeled_set` and a note naming how many of the file's images were not found under
+    ``images_dir`` (with one example), so that a score on a subset says it is one.
 
     Raises:
         DataError: unreadable file, or none of its images exists under ``images_dir``.
@@ -100,9 +113,11 @@ def coco_labeled_set(coco_file: str | Path, images_dir: str | Path, findings: li
             regions.setdefault(annotation["image_id"], _coco_region(name))
     result = LabeledSet(findings=list(findings))
     rows = []
+    missing: list[str] = []
     for entry in entries:
         path = folder / entry["file_name"]
         if not path.is_file():
+            missing.append(str(entry["file_name"]))
             continue
         image_boxes = boxes.get(entry["id"], [])
         present = {b.label for b in image_boxes}
@@ -113,13 +128,15 @@ def coco_labeled_set(coco_file: str | Path, images_dir: str | Path, findings: li
         result.sizes.append((int(entry["width"]), int(entry["height"])))
         result.regions.append(regions.get(entry["id"]))
         result.boxes.append(image_boxes)
+    where = f"{folder} (the COCO file's folder)" if folder == coco_path.parent else str(folder)
     if not rows:
-        where = f"{folder} (the COCO file's folder)" if folder == coco_path.parent else str(folder)
         raise DataError(f"none of the {len(entries)} images of {coco_path.name} is under {where}: "
                         "pass --images FOLDER, the folder their file_name paths are in")
     result.targets = np.asarray(rows, dtype=np.int64)
     result.weights = np.ones(len(rows), dtype=np.float32)
-    return result
+    notes = [f"{len(missing)} of {len(entries)} images of {coco_path.name} left out: not under {where} "
+             f"(e.g. {missing[0]}); scored on the {len(rows)} found"] if missing else []
+    return result, notes
 
 
 def training_data(config: dict[str, Any]) -> dict[str, Any]:
@@ -168,8 +185,8 @@ def evaluate_model(catalog: Catalog, version: str, *, coco: str | Path | None = 
     findings = list(dict.fromkeys(list(data.get("findings", predictor.findings)) + list(predictor.findings)))
     if coco is not None:
         # as `radloop ingest` reads a COCO file: its images sit in its folder unless ``images`` names another
-        labeled = coco_labeled_set(coco, images if images is not None else Path(coco).parent, findings)
-        notes: list[str] = []
+        labeled, notes = coco_labeled_set_with_notes(coco, images if images is not None else Path(coco).parent,
+                                                     findings)
         source = f"coco:{Path(coco).name}"
     else:
         split = split or data.get("eval_split", "test")

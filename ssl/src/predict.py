@@ -16,13 +16,19 @@ Usage::
     predictor = load_predictor(catalog, "findings", with_detector=True)
     [prediction] = predictor.predict(["renders/I-0123.png"], original_sizes=[(image.width, image.height)])
     prediction.choices["fracture"], prediction.boxes
+
+New files (not in the catalog; ``radloop predict``): :func:`predict_files` reads each PNG/JPEG/DICOM file as
+ingest renders it (:func:`read_rendered`), so a model sees the pixels it would see on the catalog render::
+
+    for result in predict_files(predictor_for_version(catalog, "probe-..."), ["new/wrist.dcm"]):
+        result.error or result.prediction.choices
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -34,8 +40,8 @@ ImageInput = str | Path | np.ndarray
 #: (width, height) of an image's original, in pixels.
 ImageSize = tuple[int, int]
 
-__all__ = ["ImagePrediction", "ImageSize", "Predictor", "ProbePredictor", "CombinedPredictor", "load_predictor",
-           "predictor_for_version"]
+__all__ = ["CombinedPredictor", "FilePrediction", "ImagePrediction", "ImageSize", "Predictor", "ProbePredictor",
+           "load_predictor", "predict_files", "predictor_for_version", "read_rendered"]
 
 
 @dataclass(frozen=True)
@@ -237,3 +243,116 @@ def load_predictor(catalog: Catalog, task: str = "findings", *, with_detector: b
         if detector_record is not None:
             predictor = CombinedPredictor(predictor, LOADERS[detector_record.kind](catalog, detector_record))
     return predictor
+
+
+@dataclass(frozen=True)
+class FilePrediction:
+    """The prediction for one file of :func:`predict_files`, or why the file could not be read.
+
+    Attributes:
+        path: the file as given.
+        prediction: the model's output (None when ``error``); boxes in the original's pixels.
+        original_size: (width, height) of the file's image (None when ``error``).
+        error: one line saying why the file was not predicted (None when it was).
+    """
+
+    path: str
+    prediction: ImagePrediction | None = None
+    original_size: ImageSize | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """One JSON object: ``file`` and ``error``, or the size, ``findings``, ``regions`` and ``boxes``."""
+        if self.prediction is None:
+            return {"file": self.path, "error": self.error}
+        prediction = self.prediction
+        width, height = self.original_size or (None, None)
+        return {"file": self.path, "model_version": prediction.model_version, "width": width, "height": height,
+                "findings": dict(prediction.choices), "body_region": prediction.body_region,
+                "regions": dict(prediction.regions),
+                "boxes": [{"label": b.label, "x": b.x, "y": b.y, "w": b.w, "h": b.h, "score": b.score}
+                          for b in prediction.boxes]}
+
+
+def read_rendered(path: str | Path) -> tuple[np.ndarray, ImageSize]:
+    """A PNG/JPEG or DICOM file (recognised by content, whatever its name) as the render ingest writes for it.
+
+    Decoded as ingest decodes it (:func:`radloop.core.render.read_raster`; DICOM windowed to 8 bits by
+    :func:`radloop.core.dicom_io.read_dicom`) and scaled down as :func:`radloop.core.render.render_files`
+    scales it (long side at most ``MAX_RENDER_SIDE``, bilinear): the pixels training and the ML backend read
+    from the catalog render of the same file.
+
+    Returns:
+        (pixels, (width, height)): the render (H, W) uint8 and the size of the original (boxes are in its pixels).
+
+    Raises:
+        radloop.core.input_errors.InputError: empty, truncated, undecodable, or not a PNG, JPEG or DICOM file.
+        OSError: the file cannot be read.
+    """
+    from PIL import Image as PILImage
+
+    from radloop.core.dicom_io import is_dicom_bytes, read_dicom
+    from radloop.core.ingest_worker import JPEG_MAGIC, PNG_MAGIC
+    from radloop.core.input_errors import EmptyFileError, NotDicomError, UnsupportedFileError
+    from radloop.core.render import MAX_RENDER_SIDE, read_raster, to_uint8
+
+    data = Path(path).read_bytes()
+    if not data:
+        raise EmptyFileError("file is empty (0 bytes)")
+    if data.startswith((PNG_MAGIC, JPEG_MAGIC)):
+        pixels = read_raster(data).pixels
+    else:
+        try:
+            pixels = read_dicom(data, as_uint8=True).pixels
+        except NotDicomError as error:
+            if not is_dicom_bytes(data):
+                raise UnsupportedFileError("not a DICOM, PNG or JPEG file") from error
+            raise
+    pixels = pixels if pixels.dtype == np.uint8 else to_uint8(pixels)
+    height, width = pixels.shape
+    if max(width, height) > MAX_RENDER_SIDE:  # as render_files: the model never saw more than the render
+        scale = MAX_RENDER_SIDE / max(width, height)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        pixels = np.asarray(PILImage.fromarray(pixels).resize(size, PILImage.Resampling.BILINEAR, reducing_gap=2.0))
+    return pixels, (width, height)
+
+
+def predict_files(predictor: Predictor, paths: Sequence[str | Path], *, batch_size: int = 16,
+                  on_result: Callable[[FilePrediction], None] | None = None) -> list[FilePrediction]:
+    """Predict image files, each read by :func:`read_rendered`; a file that cannot be read is reported, not fatal.
+
+    Args:
+        predictor: any :class:`Predictor` (boxes come back in each file's original pixels).
+        paths: PNG, JPEG or DICOM files.
+        batch_size: files decoded and predicted together (renders of up to 2048 x 2048 bytes each).
+        on_result: called with each result as it is known (progress bars, per-file error lines).
+
+    Returns:
+        One :class:`FilePrediction` per path, in input order.
+    """
+    from radloop.core.input_errors import InputError
+
+    results: list[FilePrediction] = []
+    for start in range(0, len(paths), batch_size):
+        batch: list[FilePrediction | None] = []
+        pixels, sizes = [], []
+        for path in paths[start:start + batch_size]:
+            try:
+                image, size = read_rendered(path)
+            except (InputError, OSError) as error:
+                reason = (error.strerror or str(error)) if isinstance(error, OSError) else str(error)
+                batch.append(FilePrediction(str(path), error=reason))
+            except Exception as error:  # noqa: BLE001 - any decoder failure means this file only, as in ingest
+                batch.append(FilePrediction(str(path), error=f"cannot decode: {type(error).__name__}: {error}"))
+            else:
+                batch.append(None)
+                pixels.append(image)
+                sizes.append(size)
+        predictions = iter(predictor.predict(pixels, original_sizes=sizes) if pixels else [])
+        sizes_left = iter(sizes)
+        for path, done in zip(paths[start:start + batch_size], batch):
+            result = done or FilePrediction(str(path), prediction=next(predictions), original_size=next(sizes_left))
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    return results
