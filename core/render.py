@@ -31,7 +31,7 @@ from radloop.core.input_errors import CorruptImageError, EmptyFileError, Truncat
 
 __all__ = [
     "MAX_RENDER_SIDE", "THUMB_SIDE", "RasterImage", "RenderResult", "encode_png_gray", "read_raster", "render_files",
-    "render_problem", "to_uint8",
+    "render_pixels", "render_problem", "to_uint8",
 ]
 
 MAX_RENDER_SIDE = 2048
@@ -121,15 +121,23 @@ def decode_upload(data: bytes) -> np.ndarray:
         raise ValueError(f"image too large to decode safely ({error})") from None
 
 
+def render_pixels(pixels: np.ndarray) -> np.ndarray:
+    """The render of ``pixels`` (H, W), in memory: uint8, long side scaled down to :data:`MAX_RENDER_SIDE`
+    (bilinear) when longer; what :func:`render_files` writes, for a file the catalog has no render of."""
+    pixels = pixels if pixels.dtype == np.uint8 else to_uint8(pixels)
+    height, width = pixels.shape
+    if max(width, height) <= MAX_RENDER_SIDE:
+        return pixels
+    return np.asarray(PILImage.fromarray(pixels).resize(_fit(width, height, MAX_RENDER_SIDE),
+                                                        PILImage.Resampling.BILINEAR, reducing_gap=2.0))
+
+
 def render_files(pixels: np.ndarray, render_path: Path, thumb_path: Path) -> RenderResult:
     """Write the 8-bit render (long side <= 2048) and the 256-px thumbnail of ``pixels`` (H, W) uint8."""
     pixels = pixels if pixels.dtype == np.uint8 else to_uint8(pixels)
     height, width = pixels.shape
-    image = PILImage.fromarray(pixels)
-    render = pixels
-    if max(width, height) > MAX_RENDER_SIDE:
-        image = image.resize(_fit(width, height, MAX_RENDER_SIDE), PILImage.Resampling.BILINEAR, reducing_gap=2.0)
-        render = np.asarray(image)
+    render = render_pixels(pixels)
+    image = PILImage.fromarray(render)
     thumb = image.resize(_fit(width, height, THUMB_SIDE), PILImage.Resampling.BILINEAR, reducing_gap=2.0)
     _save_png(render, render_path)
     _save_png(np.asarray(thumb), thumb_path)

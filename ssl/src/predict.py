@@ -289,12 +289,10 @@ def read_rendered(path: str | Path) -> tuple[np.ndarray, ImageSize]:
         radloop.core.input_errors.InputError: empty, truncated, undecodable, or not a PNG, JPEG or DICOM file.
         OSError: the file cannot be read.
     """
-    from PIL import Image as PILImage
-
     from radloop.core.dicom_io import is_dicom_bytes, read_dicom
     from radloop.core.ingest_worker import JPEG_MAGIC, PNG_MAGIC
     from radloop.core.input_errors import EmptyFileError, NotDicomError, UnsupportedFileError
-    from radloop.core.render import MAX_RENDER_SIDE, read_raster, to_uint8
+    from radloop.core.render import read_raster, render_pixels
 
     data = Path(path).read_bytes()
     if not data:
@@ -308,13 +306,8 @@ def read_rendered(path: str | Path) -> tuple[np.ndarray, ImageSize]:
             if not is_dicom_bytes(data):
                 raise UnsupportedFileError("not a DICOM, PNG or JPEG file") from error
             raise
-    pixels = pixels if pixels.dtype == np.uint8 else to_uint8(pixels)
     height, width = pixels.shape
-    if max(width, height) > MAX_RENDER_SIDE:  # as render_files: the model never saw more than the render
-        scale = MAX_RENDER_SIDE / max(width, height)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        pixels = np.asarray(PILImage.fromarray(pixels).resize(size, PILImage.Resampling.BILINEAR, reducing_gap=2.0))
-    return pixels, (width, height)
+    return render_pixels(pixels), (width, height)  # as render_files: the model never saw more than the render
 
 
 def predict_files(predictor: Predictor, paths: Sequence[str | Path], *, batch_size: int = 16,
