@@ -140,6 +140,11 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _absolute(path: str | os.PathLike) -> Path:
+    """``path`` made absolute against the current folder, ``..`` folded, symbolic links not followed."""
+    return Path(os.path.abspath(path))
+
+
 def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iterable[str | Path] | None = None,
                  images_dir: str | Path | None = None, workers: int | None = None, dataset: str | None = None,
                  progress: bool = True, limit: int | None = None, batch_size: int = 64,
@@ -173,8 +178,10 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     workers = max(1, int(workers or default_workers()))
     summary = IngestSummary(run_id=run_id, workers=workers)
-    found = discover([Path(p) for p in paths], images_dir=Path(images_dir) if images_dir else None,
-                     dataset=dataset, reports=[Path(r) for r in reports], limit=limit, unboxed=unboxed)
+    # absolute (symbolic links kept as given): the catalog's source paths must not depend on the folder the run
+    # started in (a restore, a 16-bit original read for pretraining), and `radloop ingest .` names its dataset
+    found = discover([_absolute(p) for p in paths], images_dir=_absolute(images_dir) if images_dir else None,
+                     dataset=dataset, reports=[_absolute(r) for r in reports], limit=limit, unboxed=unboxed)
     summary.images_found = len(found.image_tasks)
     summary.files_ignored = len(found.ignored_files)
     summary.sources = dict(found.sources)
