@@ -253,6 +253,10 @@ def models_list(
         tasks = sorted({record.task for record in list_models(catalog)})
         console.print(f"no models for task {task!r} (tasks in the registry: {', '.join(tasks) or 'none yet'})",
                       markup=False, highlight=False)
+    elif not records:
+        console.print("no models registered yet: `radloop pretrain --config configs/ssl/simclr_cpu.yaml` registers "
+                      "an encoder, `radloop train --config configs/finetune/probe_cpu.yaml` a head on it",
+                      markup=False, highlight=False)
     if as_json:
         emit({"models": records}, True)
         return

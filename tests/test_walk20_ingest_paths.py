@@ -28,3 +28,4 @@ def test_relative_inputs_are_stored_absolute_and_dot_names_the_dataset(tmp_path,
     monkeypatch.chdir(tmp_path)  # the same files by another relative path: the same images, nothing added
     again = ingest_paths(catalog, ["wrist_xrays"], workers=1)
     assert again.images_added == 0 and again.images_skipped_existing == 2
+
