@@ -15,7 +15,9 @@ aspect ratio, a rotated rectangle, an unknown label or a malformed value becomes
 
 Choices semantics: a submitted (not cancelled) annotation says, for every finding listed in the project's
 Choices control, 1 when ticked and 0 when not (the view says "none ticked = none present", so an unticked
-finding is an answer); a drawn box of a finding also counts as 1 for that finding.  A finding ticked in the
+finding is an answer); a drawn box of a finding also counts as 1 for that finding, also one quarantined for
+its geometry (rotated, another aspect ratio, too small); a box whose label is no finding of the control leaves
+the unticked findings unread (not 0), as a broken Choices result does.  A finding ticked in the
 "Cannot tell" control (:data:`~radloop.labeling.ls_config.CANNOT_TELL_NAME`) is ``None`` (uncertain: no
 label, like a consensus tie), whatever else the annotation says about it.
 """
@@ -146,6 +148,16 @@ def _check_size_seen(result: dict, geometry: ImageGeometry) -> str | None:
     return None
 
 
+def _box_label(result: dict, config: ParsedLabelConfig) -> str | None:
+    """The finding a rectanglelabels result names (one label of the vocabulary and of its control), else None."""
+    value = result.get("value")
+    labels = value.get("rectanglelabels") if isinstance(value, dict) else None
+    if not isinstance(labels, list) or len(labels) != 1 or labels[0] not in FINDINGS:
+        return None
+    control = config.control(str(result.get("from_name")))
+    return labels[0] if control is None or labels[0] in control.labels else None
+
+
 def _convert_rectangle(result: dict, config: ParsedLabelConfig,
                        geometry: ImageGeometry | None) -> tuple[list[Box], str | None, str | None]:
     """Boxes of one rectanglelabels result, or a quarantine reason; plus an optional note."""
@@ -193,6 +205,7 @@ def parse_annotation(raw: dict, config: ParsedLabelConfig, geometry: ImageGeomet
     ticked: set[str] = set()
     unsure: set[str] = set()  # ticked under "Cannot tell"
     boxes: list[Box] = []
+    drawn: set[str] = set()  # findings boxed, a quarantined box of a known finding included
     comments: list[str] = []
     choices_unreliable = False  # a broken Choices result: unticked findings cannot be read as absent
     results = raw.get("result") or []
@@ -225,7 +238,14 @@ def parse_annotation(raw: dict, config: ParsedLabelConfig, geometry: ImageGeomet
             found, reason, note = _convert_rectangle(result, config, geometry)
             if reason:
                 problems.append(ResultProblem(reason, result))
+                # the box is unusable but it was drawn: its finding is present, not the "0" of an unticked one
+                label = _box_label(result, config)
+                if label is None:
+                    choices_unreliable = True
+                else:
+                    drawn.add(label)
             boxes.extend(found)
+            drawn.update(box.label for box in found)
             if note:
                 notes.append(note)
         elif kind == "textarea" and from_name in config.comment_names:
@@ -244,14 +264,14 @@ def parse_annotation(raw: dict, config: ParsedLabelConfig, geometry: ImageGeomet
             choices = {name: int(name in ticked) for name in shown if name in FINDINGS}
         else:
             choices = {name: 1 for name in ticked}
-        for box in boxes:  # a drawn box says the finding is present even if its tick was forgotten
-            if box.label in unsure:
+        for label in sorted(drawn):  # a drawn box says the finding is present even if its tick was forgotten
+            if label in unsure:
                 continue
-            if choices.get(box.label) == 0:
-                notes.append(f"{box.label} implied by a drawn box")
-            choices[box.label] = 1
+            if choices.get(label) == 0:
+                notes.append(f"{label} implied by a drawn box")
+            choices[label] = 1
         for name in sorted(unsure):  # "Cannot tell" is the deliberate answer: it wins over a tick or a box
-            if name in ticked or any(box.label == name for box in boxes):
+            if name in ticked or name in drawn:
                 notes.append(f"{name} ticked or boxed as present and under Cannot tell: stored as uncertain")
             choices[name] = None
     lead_time = raw.get("lead_time")

@@ -270,6 +270,27 @@ def push_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
     return summary
 
 
+def _moved_project_error(catalog: Catalog, binding: ProjectBinding, number: int,
+                         finished: bool) -> ProjectNotFoundError | None:
+    """The error for a round whose project is gone while the workspace is bound to another one (``ls init`` was
+    rerun after the project was deleted): "rerun ls init" would not help, pushing the round there does."""
+    try:
+        current = load_binding(catalog.workspace)
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+    if current.project_id == binding.project_id and current.url.rstrip("/") == binding.url.rstrip("/"):
+        return None
+    where = f"project {current.project_id}" + ("" if current.url.rstrip("/") == binding.url.rstrip("/")
+                                                else f" at {current.url}")
+    gone = (f"round {number}'s tasks were in Label Studio project {binding.project_id} at {binding.url}, which was "
+            f"not found (deleted?); the workspace is now bound to {where}")
+    if finished:
+        return ProjectNotFoundError(f"{gone}: round {number} is finished and its answers already pulled stay in the "
+                                    "catalog; its unanswered tasks cannot be pulled any more")
+    return ProjectNotFoundError(f"{gone}: `radloop round push --round {number}` hands the round's tasks to it "
+                                "(answers already pulled stay in the catalog)")
+
+
 def _note_pushed(catalog: Catalog, round_id: int, url: str) -> None:
     """Replace the round's "batch ..." note (where ``radloop round start`` handed its batch, e.g. an import
     file) by one saying it is in Label Studio at ``url``, under the round's lock (as
@@ -348,8 +369,12 @@ def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
         round_row = session.get(Round, round_id)
         if round_row is None:
             raise LookupError(f"no round with id {round_id}")
+        number, finished = round_row.number, round_row.state == "finished"
         pull_state = (round_row.meta or {}).get("ls_pull")
-    config = parse_label_config(client.get_project(binding.project_id)["label_config"])
+    try:
+        config = parse_label_config(client.get_project(binding.project_id)["label_config"])
+    except ProjectNotFoundError as error:
+        raise _moved_project_error(catalog, binding, number, finished) or error
     for attempt in range(1, PULL_ATTEMPTS + 1):
         last_try = attempt == PULL_ATTEMPTS
         read = None if last_try else _read_label_studio(catalog, client, binding, round_id, pull_state, full)
