@@ -98,11 +98,13 @@ def register(groups) -> None:
         if not reports:
             console.print("no rounds yet: `radloop round start --budget 50` (cold start: typiclust)")
             return
-        rows = [[r.number, r.state, r.strategy, r.task, r.selected, r.answered, r.pending, outside[r.round_id],
+        rows = [[r.number, r.state, r.strategy, r.task, r.selected, r.answered, r.skipped, r.pending, r.deleted,
+                 outside[r.round_id],
                  r.labels_spent, "" if r.labels_total is None else r.labels_total, r.metric_name or "", _fmt(r.metric_before), _fmt(r.metric_after)]
                 for r in reports]
-        show(listing_table(["round", "state", "strategy", "task", "selected", "answered", "pending",
-                            "not in Label Studio", "labels spent", "labels total", "metric", "before", "after"],
+        # the task columns add up to "selected": answered + skipped + pending + deleted + not in Label Studio
+        show(listing_table(["round", "state", "strategy", "task", "selected", "answered", "skipped", "pending",
+                            "deleted", "not in Label Studio", "labels spent", "labels total", "metric", "before", "after"],
                            rows), stderr=True)
         for report in reports:  # what a round had to say (cold start, why no metric, ...)
             for note in report.notes:

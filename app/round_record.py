@@ -97,10 +97,11 @@ class RoundReport:
     task: str
     budget: int
     selected: int = 0
-    #: selections answered / skipped / still waiting in Label Studio, as far as pulls brought them
+    #: selections answered / skipped / still waiting / deleted in Label Studio, as far as pulls brought them
     answered: int = 0
     skipped: int = 0
     pending: int = 0
+    deleted: int = 0
     labels_spent: int = 0
     #: labels the round's model was trained on: known when the round finishes (None while it is open)
     labels_total: int | None = None
@@ -125,7 +126,7 @@ def report_of(row: Round, catalog: Catalog, progress: dict[int, dict[str, int]] 
     return RoundReport(round_id=row.id, number=row.number, state=row.state, strategy=row.strategy,
                        task=row.task, budget=row.budget, selected=int(meta.get("selected", 0)),
                        answered=tasks.get("answered", 0), skipped=tasks.get("skipped", 0),
-                       pending=tasks.get("pending", 0),
+                       pending=tasks.get("pending", 0), deleted=tasks.get("deleted", 0),
                        labels_spent=row.labels_spent,
                        labels_total=(int(meta["labels_total"]) if meta.get("labels_total") is not None else None),
                        labels_left_out=(int(meta["labels_left_out"]) if meta.get("labels_left_out") is not None
