@@ -215,12 +215,19 @@ def push_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
     binding = _resolve_binding(catalog, client, binding, project)
     existing = _existing_keys(client, binding, round_id)
     already = _record_existing(catalog, round_id, binding, existing)
-    to_push, deleted = [], []
+    states = selection_states(catalog, [round_id])
+    to_push, deleted, answered_elsewhere = [], [], 0
     with catalog.session() as session:
         for selection in session.scalars(select(Selection).where(Selection.round_id == round_id)):
             if task_key(selection.image_id, round_id) in existing:
                 continue
             meta = ls_meta(selection)
+            if states.get((round_id, selection.image_id)) == "answered" and meta.get("project_id") not in (
+                    None, binding.project_id):
+                # answered in the project it was pushed to before (the workspace is bound to another one since):
+                # the answer is in the catalog, so the experts are not asked again
+                answered_elsewhere += 1
+                continue
             if selection.ls_task_id is not None and meta.get("project_id") == binding.project_id:
                 deleted.append(selection.id)
                 if not meta.get("deleted_at"):
@@ -232,7 +239,8 @@ def push_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
             to_push.append(selection.id)
     summary = SyncSummary({"round_id": round_id, "project_id": binding.project_id, "selected": len(selections),
                "already_in_label_studio": len(existing), "recorded_from_label_studio": already,
-               "deleted_in_label_studio": len(deleted), "imported": 0, "predictions": 0,
+               "deleted_in_label_studio": len(deleted), "answered_in_another_project": answered_elsewhere,
+               "imported": 0, "predictions": 0,
                "model_version": None})
     if not to_push:
         if not finished:
