@@ -282,9 +282,11 @@ def bench_retrieval_command(
 
 def bench_selection_command(
     n: Annotated[int, typer.Option("--n", min=10, help="Pool size.")] = 1_000_000,
-    dim: Annotated[int, typer.Option("--dim", min=2)] = 384,
-    budget: Annotated[int, typer.Option("--budget", min=1)] = 1000,
-    strategies: Annotated[str, typer.Option("--strategies")] = "kcenter,cluster_margin",
+    dim: Annotated[int, typer.Option("--dim", min=2, help="Dimension of the synthetic vectors.")] = 384,
+    budget: Annotated[int, typer.Option("--budget", min=1, help="How many vectors each strategy selects.")] = 1000,
+    strategies: Annotated[str, typer.Option(
+        "--strategies", help="Comma-separated strategy names (checked before any vector is generated).")
+    ] = "kcenter,cluster_margin",
     labelled: Annotated[int, typer.Option("--labelled", min=0, help="Samples labelled beforehand.")] = 0,
     reference: Annotated[bool, typer.Option("--reference/--no-reference", help="Time the NumPy k-center too.")] = True,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -330,8 +332,10 @@ def bench_catalog_command(
     keep: Annotated[bool, typer.Option("--keep", help="Keep the workspaces (default: deleted).")] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Wall time and peak memory of info, the overview, index build, search, embed and simulated rounds on
-    synthetic archive catalogs (SQLite), one process per operation."""
+    """Wall time and peak memory of catalog operations on synthetic archive catalogs (SQLite).
+
+    Measured: info, the overview, index build, search, embed and simulated rounds, one process per operation.
+    """
     import tempfile
 
     from radloop.core.catalog_bench import bench_catalog, check_operations

@@ -125,9 +125,11 @@ def info_command(
     workspace: WorkspaceOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Catalog overview: table counts, images by body region / dataset / split / format, recent errors and warnings
-    (with --check-renders, the images whose render is missing or damaged: `radloop ingest` of their files makes
-    them again)."""
+    """Catalog overview: table counts, images by body region / dataset / split / format, recent errors and warnings.
+
+    With --check-renders, also the images whose render or thumbnail is missing or damaged (`radloop ingest` of
+    their files makes them again).
+    """
     from radloop.core.catalog import Catalog
     from radloop.core.catalog_info import catalog_info
     from radloop.core.workspace import resolve_workspace

@@ -71,8 +71,9 @@ def label_reports_command(
         "--pseudonymize-ids",
         help="Write 'R-' + 16 hex (HMAC-SHA256 with the workspace's secret.key) instead of each report id, which "
              "is often an accession number.  Needs an existing workspace (--workspace; also for a tarball or CSV "
-             "input).  Off by default: earlier label files and eval-reports --labels join on the plain ids; "
-             "inside the workspace the pseudonym can be recomputed to join back.")] = False,
+             "input).  Off by default (earlier label files hold the plain ids); `eval-reports --labels F "
+             "--pseudonymize-ids` with the same workspace scores such a file, and inside the workspace the pseudonym "
+             "can be recomputed to join back.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Label radiology reports: findings with status, temporality, site, laterality, device type, evidence.

@@ -20,7 +20,7 @@ BenchOverrideOption = Annotated[
     typer.Option("--set", "-s", help=(
         "Override KEY=VALUE (repeatable). Plain keys go to every job config the bench runs, e.g. "
         "data.max_eval_images=300; keys prefixed 'bench.' change the bench file itself, e.g. "
-        "bench.fractions=[1.0] or bench.inits=[pretrained] to shrink the grid (an unknown key is named).")),
+        "bench.fractions=[1.0] or bench.inits=\\[pretrained] to shrink the grid (an unknown key is named).")),
 ]
 
 
@@ -71,7 +71,9 @@ def train(
 
 def evaluate(
     model: Annotated[str, typer.Option("--model", "-m", help="Registered model version.")],
-    coco: Annotated[Optional[Path], typer.Option("--coco", help="External COCO file to evaluate on.")] = None,
+    coco: Annotated[Optional[Path], typer.Option("--coco", help=(
+        "External COCO file to evaluate on (its images not found under --images are left out and counted in notes).")
+    )] = None,
     images: Annotated[Optional[Path], typer.Option(
         "--images", help="Image folder of --coco (default: the COCO file's folder).")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Catalog split (default: the job's eval split).")] = None,
