@@ -32,7 +32,11 @@ def catalog_info(catalog: Catalog, *, recent_errors: int = 10, check_renders: bo
     with catalog.session() as session:
         def grouped(column, *where) -> dict:
             query = select(column, func.count()).where(*where).group_by(column).order_by(func.count().desc())
-            return {str(key) if key is not None else "unknown": count for key, count in session.execute(query)}
+            counts: dict = {}
+            for key, count in session.execute(query):  # null and "" are both no value: one "unknown" group
+                name = str(key) if key not in (None, "") else "unknown"
+                counts[name] = counts.get(name, 0) + count
+            return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
         result["images_by_body_region"] = grouped(Image.body_region)
         result["images_by_dataset"] = grouped(Image.dataset)
