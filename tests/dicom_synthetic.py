@@ -26,3 +26,16 @@ def synthetic_dataset(words: np.ndarray, bits: int = 12, allocated: int = 16, hi
     for key, value in attributes.items():
         setattr(dataset, key, value)
     return dataset
+
+
+def dx_part10_file(path, shape: tuple[int, int] = (48, 64), seed: int = 7):
+    """Write a 12-bit DX (HAND) Part 10 file, explicit VR little endian, seeded pixels of ``shape``; returns
+    ``path``."""
+    import pydicom
+
+    pixels = np.random.default_rng(seed).integers(0, 4096, size=shape, dtype=np.uint16)
+    dataset = synthetic_dataset(pixels, StudyInstanceUID=generate_uid(), SeriesInstanceUID=generate_uid(),
+                                BodyPartExamined="HAND")
+    dataset.preamble = b"\0" * 128
+    pydicom.dcmwrite(path, dataset, enforce_file_format=True)
+    return path

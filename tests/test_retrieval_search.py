@@ -19,26 +19,31 @@ VERSION = "enc-test-0001"
 REGIONS = ("wrist", "elbow", "shoulder")
 
 
+def add_study_image(session, index: int, region: str | None, **image_columns) -> str:
+    """A synthetic study and its one image (no files) numbered ``index``; returns the image id."""
+    study, image = f"S-{index:016x}", f"I-{index:016x}"
+    session.add(Study(id=study, dataset="synthetic", body_region=region, split="train"))
+    session.flush()
+    session.add(Image(id=image, study_id=study, content_hash=f"{index:064x}", dataset="synthetic",
+                      source_path=f"/nowhere/{index}.png", source_format="png",
+                      render_path=f"renders/{image}.png", thumb_path=f"thumbs/{image}.png",
+                      width=64, height=64, render_width=64, render_height=64, body_region=region, **image_columns))
+    return image
+
+
 def _fill(catalog, count=60, seed=0):
     rng = np.random.default_rng(seed)
     ids, vectors = [], []
     with catalog.session() as session:
         for i in range(count):
-            study, image = f"S-{i:016x}", f"I-{i:016x}"
             region = REGIONS[i % 3]
-            session.add(Study(id=study, dataset="synthetic", body_region=region, split="train"))
-            session.flush()
-            session.add(Image(id=image, study_id=study, content_hash=f"{i:064x}", dataset="synthetic",
-                              source_path=f"/nowhere/{i}.png", source_format="png",
-                              render_path=f"renders/{image}.png", thumb_path=f"thumbs/{image}.png",
-                              width=64, height=64, render_width=64, render_height=64, body_region=region,
-                              meta={"box_source": "synthetic"}))
+            image = add_study_image(session, i, region, meta={"box_source": "synthetic"})
             session.flush()
             if i % 4 == 0:
                 session.add(Annotation(image_id=image, source="coco:test", kind="box", label="fracture",
                                        source_label=f"{region} fracture", x=1, y=1, w=5, h=5))
             report = f"R-{i:016x}"
-            session.add(Report(id=report, study_id=study, content_hash=f"{i:064x}", text=f"Report {i}. " * 40,
+            session.add(Report(id=report, study_id=f"S-{i:016x}", content_hash=f"{i:064x}", text=f"Report {i}. " * 40,
                                sections={"FINDINGS": f"Findings of case {i}.", "IMPRESSION": "No acute change."}))
             session.flush()
             session.add(WeakLabel(report_id=report, finding="fracture",

@@ -20,11 +20,11 @@ import pydicom
 import pytest
 from PIL import Image as PILImage
 from PIL.PngImagePlugin import PngInfo
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless, generate_uid
+from pydicom.uid import ImplicitVRLittleEndian, RLELossless, generate_uid
 from sqlalchemy import select, update
 
 from conftest import DATA_ROOT
+from dicom_synthetic import dx_part10_file
 from radloop.core.ingest_worker import file_pixel_hash
 from radloop.core.ingest import ingest_paths
 from radloop.core.schema import Image
@@ -45,25 +45,6 @@ class Searchable:
     png: Path
     ids: dict[str, str]  # file name -> image id
     version: str
-
-
-def _synthetic_dicom(path: Path) -> Path:
-    """A 12-bit DX Part 10 file, explicit VR little endian."""
-    pixels = np.random.default_rng(7).integers(0, 4096, size=(48, 64), dtype=np.uint16)
-    dataset = Dataset()
-    dataset.preamble = b"\0" * 128
-    dataset.file_meta = FileMetaDataset()
-    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    dataset.StudyInstanceUID, dataset.SeriesInstanceUID = generate_uid(), generate_uid()
-    dataset.Modality, dataset.BodyPartExamined = "DX", "HAND"
-    dataset.Rows, dataset.Columns = pixels.shape
-    dataset.SamplesPerPixel, dataset.PhotometricInterpretation, dataset.PixelRepresentation = 1, "MONOCHROME2", 0
-    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 12, 11
-    dataset.PixelData = pixels.tobytes()
-    dataset.save_as(path, enforce_file_format=True)
-    return path
 
 
 def _png(path: Path, seed: int, **save_options) -> Path:
@@ -98,7 +79,7 @@ def _searchable(catalog, folder: Path) -> Searchable:
     from radloop.ssl import embed_images, random_encoder, save_encoder
 
     folder.mkdir()
-    dicom = REAL_DICOM if REAL_DICOM.is_file() else _synthetic_dicom(folder / "scan.dcm")
+    dicom = REAL_DICOM if REAL_DICOM.is_file() else dx_part10_file(folder / "scan.dcm")
     png = _png(folder / "scan.png", seed=1)
     others = [_png(folder / f"other{i}.png", seed=10 + i) for i in range(3)]
     summary = ingest_paths(catalog, [dicom, png, *others], workers=1, progress=False)

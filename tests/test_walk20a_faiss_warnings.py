@@ -11,6 +11,7 @@ import pytest
 
 from radloop.retrieval import IndexConfig, IndexManager
 from radloop.retrieval.index_training import captured_clustering_warnings
+from test_walk20a_index_errors import embedded_catalog
 
 RAW = "WARNING clustering"
 
@@ -57,19 +58,8 @@ def test_index_build_cli_with_a_forced_factory_prints_no_raw_warning(catalog, wo
     from typer.testing import CliRunner
 
     from radloop.app.cli import build_app
-    from radloop.core.embeddings import write_shard
-    from radloop.core.schema import Image, Study
 
-    ids = []
-    with catalog.session() as session:
-        for i in range(300):
-            session.add(Study(id=f"S-{i}", dataset="synthetic", split="train"))
-            session.flush()
-            session.add(Image(id=f"I-{i:04d}", study_id=f"S-{i}", content_hash=f"{i:064x}", dataset="synthetic",
-                              source_path=f"/nowhere/{i}.png", source_format="png", render_path=f"r/{i}.png",
-                              thumb_path=f"t/{i}.png", width=8, height=8, render_width=8, render_height=8))
-            ids.append(f"I-{i:04d}")
-    write_shard(catalog, "enc-small", ids, _vectors(300), normalized=False)
+    embedded_catalog(catalog, "enc-small", _vectors(300))
     result = CliRunner().invoke(build_app(), ["index", "build", "--encoder", "enc-small", "--factory", "IVF16,PQ4",
                                               "--json", "--workspace", str(workspace.root)])
     assert result.exit_code == 0, result.output

@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 from radloop.core.catalog_info import catalog_info
 from radloop.core.embeddings import write_shard
-from radloop.core.schema import Image, Study
+from radloop.core.schema import Image
 from radloop.retrieval import search_cases
+from test_retrieval_search import add_study_image
 
 VERSION = "enc-walk20a"
 #: one region per image: None (no region), "" (an older ingest's empty value) and two named regions
@@ -24,15 +25,7 @@ def _fill(catalog) -> list[str]:
     ids = []
     with catalog.session() as session:
         for i, region in enumerate(REGIONS):
-            study, image = f"S-{i:016x}", f"I-{i:016x}"
-            session.add(Study(id=study, dataset="synthetic", body_region=region, split="train"))
-            session.flush()
-            session.add(Image(id=image, study_id=study, content_hash=f"{i:064x}", dataset="synthetic",
-                              source_path=f"/nowhere/{i}.png", source_format="png",
-                              render_path=f"renders/{image}.png", thumb_path=f"thumbs/{image}.png",
-                              width=64, height=64, render_width=64, render_height=64, body_region=region,
-                              modality="DX" if i % 2 else None))
-            ids.append(image)
+            ids.append(add_study_image(session, i, region, modality="DX" if i % 2 else None))
     write_shard(catalog, VERSION, ids, rng.normal(size=(len(ids), 8)).astype(np.float32), normalized=False)
     return ids
 
@@ -43,7 +36,7 @@ def _no_region(ids: list[str]) -> set[str]:
 
 def test_body_region_unknown_selects_the_images_info_counts_as_unknown(catalog):
     ids = _fill(catalog)
-    assert catalog_info(catalog)["images_by_body_region"]["unknown"] == 5  # the five null regions (and one "")
+    assert catalog_info(catalog)["images_by_body_region"]["unknown"] == 6  # the five null regions and the one ""
     query = ids[0]  # a wrist image: the filter, not the query's region, decides
     for value in ("unknown", "Unknown", " UNKNOWN ", None):
         hits = search_cases(catalog, case_id=query, k=20, filters={"body_region": value}, encoder=VERSION)

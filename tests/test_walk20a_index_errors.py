@@ -50,21 +50,28 @@ def test_faiss_reason_drops_the_source_location_and_the_assertion_expression():
     assert faiss_reason(bare) == "'metric == METRIC_L2' failed"  # nothing else to say
 
 
-def test_index_build_cli_refuses_an_untrainable_factory_in_one_line(catalog, workspace):
-    from radloop.app.cli import build_app
+def embedded_catalog(catalog, version: str, vectors: np.ndarray) -> list[str]:
+    """One synthetic image (no files) per row of ``vectors``, embedded by encoder ``version``; their ids."""
     from radloop.core.embeddings import write_shard
     from radloop.core.schema import Image, Study
 
     ids = []
     with catalog.session() as session:
-        for i in range(130):
+        for i in range(len(vectors)):
             session.add(Study(id=f"S-{i}", dataset="synthetic", split="train"))
             session.flush()
             session.add(Image(id=f"I-{i:04d}", study_id=f"S-{i}", content_hash=f"{i:064x}", dataset="synthetic",
                               source_path=f"/nowhere/{i}.png", source_format="png", render_path=f"r/{i}.png",
                               thumb_path=f"t/{i}.png", width=8, height=8, render_width=8, render_height=8))
             ids.append(f"I-{i:04d}")
-    write_shard(catalog, "enc-small", ids, _vectors(130), normalized=False)
+    write_shard(catalog, version, ids, vectors, normalized=False)
+    return ids
+
+
+def test_index_build_cli_refuses_an_untrainable_factory_in_one_line(catalog, workspace):
+    from radloop.app.cli import build_app
+
+    embedded_catalog(catalog, "enc-small", _vectors(130))
     result = CliRunner().invoke(build_app(), ["index", "build", "--encoder", "enc-small", "--factory", "IVF16,PQ8",
                                               "--workspace", str(workspace.root)])
     assert result.exit_code == 2, result.output

@@ -12,14 +12,12 @@ import json
 import os
 
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 import radloop.core.ingest_worker as ingest_worker
+from dicom_synthetic import dx_part10_file
 from ingest_data import fracture_subset
 from radloop.app.cli import build_app
 from radloop.core.catalog_info import catalog_info
@@ -28,30 +26,12 @@ from radloop.core.render import render_problem
 from radloop.core.schema import Annotation, Image, IngestError
 
 
-def _small_dicom(path) -> None:
-    """A 12-bit 40 x 56 DX instance (explicit VR little endian), seeded pixels."""
-    pixels = np.random.default_rng(7).integers(0, 4096, size=(40, 56), dtype=np.uint16)
-    dataset = Dataset()
-    dataset.preamble = b"\0" * 128
-    dataset.file_meta = FileMetaDataset()
-    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    dataset.StudyInstanceUID, dataset.SeriesInstanceUID = generate_uid(), generate_uid()
-    dataset.Modality, dataset.BodyPartExamined = "DX", "HAND"
-    dataset.Rows, dataset.Columns = pixels.shape
-    dataset.SamplesPerPixel, dataset.PhotometricInterpretation, dataset.PixelRepresentation = 1, "MONOCHROME2", 0
-    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 12, 11
-    dataset.PixelData = pixels.tobytes()
-    pydicom.dcmwrite(path, dataset, enforce_file_format=True)
-
-
 def _inputs(tmp_path):
     """(COCO json, its images folder, a folder with one DICOM)."""
     yolo, coco = fracture_subset(tmp_path / "fracture", count=6)
     dicoms = tmp_path / "dicoms"
     dicoms.mkdir()
-    _small_dicom(dicoms / "hand.dcm")
+    dx_part10_file(dicoms / "hand.dcm", shape=(40, 56))
     return coco, yolo / "train" / "images", dicoms
 
 
