@@ -26,8 +26,8 @@ Guarantees:
 - renders restored: a catalogued image whose file is read again gets its render and thumbnail checked
   (:func:`radloop.core.render.render_problem`: gone, empty, not a PNG, cut short; with ``verify_renders`` also
   decoded) and, when either is lost or damaged, made again from that file (``renders_restored``; id, hashes and
-  catalog row unchanged).  The images of the run's datasets whose file was not read (gone, changed, not among
-  the inputs) have their renders checked too; a lost one is counted in ``renders_not_restored`` with a warning
+  catalog row unchanged).  The images of the run's datasets catalogued from under its input folders whose file
+  was not read (gone, changed, not among the inputs) have their renders checked too; a lost one is counted in ``renders_not_restored`` with a warning
   (stage ``render``) naming the image and why, and the run goes on.  The common re-run pays two small reads a
   file (0.1-0.2 s of CPU for 3,631 images), no decode;
 - bad input never stops the batch: every failure becomes an ``IngestError`` row (stage + reason).
@@ -49,7 +49,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from radloop.core.catalog import Catalog
 from radloop.core.ingest_reports import write_reports
@@ -180,8 +180,12 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
     summary = IngestSummary(run_id=run_id, workers=workers)
     # absolute (symbolic links kept as given): the catalog's source paths must not depend on the folder the run
     # started in (a restore, a 16-bit original read for pretraining), and `radloop ingest .` names its dataset
-    found = discover([_absolute(p) for p in paths], images_dir=_absolute(images_dir) if images_dir else None,
+    inputs = [_absolute(p) for p in paths]
+    found = discover(inputs, images_dir=_absolute(images_dir) if images_dir else None,
                      dataset=dataset, reports=[_absolute(r) for r in reports], limit=limit, unboxed=unboxed)
+    # where the inputs' images live: the folders given, a file's folder (a COCO json beside its images), --images
+    scopes = sorted({str(path if path.is_dir() else path.parent) for path in inputs}
+                    | ({str(_absolute(images_dir))} if images_dir else set()))
     summary.images_found = len(found.image_tasks)
     summary.files_ignored = len(found.ignored_files)
     summary.sources = dict(found.sources)
@@ -203,7 +207,7 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
     for outcome in _progress(outcomes, len(found.image_tasks), progress):
         writer.add(outcome)
     writer.flush()
-    _report_unrestored_renders(catalog, found, writer, summary, decode=verify_renders)
+    _report_unrestored_renders(catalog, found, scopes, writer, summary, decode=verify_renders)
     propagate_study_regions(catalog, writer.touched_studies)
     for report_file in found.report_files:
         write_reports(catalog, report_file, summary, run_id,
@@ -242,19 +246,23 @@ def propagate_study_regions(catalog: Catalog, study_ids: Iterable[str]) -> int:
     return updated
 
 
-def _report_unrestored_renders(catalog: Catalog, found: Discovery, writer: CatalogWriter, summary: IngestSummary,
-                               *, decode: bool) -> None:
-    """Warn about each image of the run's datasets whose render or thumbnail is missing or damaged and whose file
-    the run did not read, so could not make it again: its file is gone, has changed, or was not an input.
+def _report_unrestored_renders(catalog: Catalog, found: Discovery, scopes: list[str], writer: CatalogWriter,
+                               summary: IngestSummary, *, decode: bool) -> None:
+    """Warn about each image of the run's datasets, catalogued from under the run's input folders (``scopes``),
+    whose render or thumbnail is missing or damaged and whose file the run did not read, so could not make it
+    again: its file is gone, has changed, or was not an input.
 
-    A re-run of the same inputs reads every file, so it checks nothing here (the workers checked them all).
+    A re-run of the same inputs reads every file, so it checks nothing here (the workers checked them all); a
+    run that adds a new folder to a large dataset does not look at the renders of the dataset's other folders.
     """
-    if not found.datasets:
+    if not found.datasets or not scopes:
         return
     clock = time.process_time()
+    under_inputs = or_(*(Image.source_path.startswith(scope.rstrip(os.sep) + os.sep, autoescape=True)
+                         for scope in scopes))
     with catalog.session() as session:
         unread = [content for content in session.scalars(select(Image.content_hash).where(
-            Image.dataset.in_(sorted(found.datasets)))) if content not in writer.read_hashes]
+            Image.dataset.in_(sorted(found.datasets)), under_inputs)) if content not in writer.read_hashes]
     inputs = {task.path for task in found.image_tasks}
     for start in range(0, len(unread), 500):
         lost = []

@@ -254,3 +254,21 @@ def test_info_counts_missing_renders_only_when_asked(tmp_path, catalog):
     assert info["render_problem_samples"] == [f"{row[0]}: {row[5]} empty (0 bytes) (source {row[-1]})"]
     result = runner.invoke(build_app(), ["info", "--check-renders", "--workspace", str(catalog.workspace.root)])
     assert result.exit_code == 0 and "empty (0 bytes)" in result.output
+
+
+def test_a_new_folder_added_to_a_dataset_does_not_check_the_other_folders_renders(tmp_path, catalog):
+    """A daily batch ingested into a large dataset (`--dataset archive`) must not look at every render the
+    dataset already has: only images catalogued from under the run's own input folders are checked."""
+    rng = np.random.default_rng(11)
+    first, second = tmp_path / "day1", tmp_path / "day2"
+    for folder in (first, second):
+        folder.mkdir()
+        PILImage.fromarray(rng.integers(0, 256, size=(48, 64), dtype=np.uint8)).save(folder / "a.png")
+    ingest_paths(catalog, [first], dataset="archive", progress=False, workers=1)
+    (old,) = _rows(catalog)
+    (catalog.workspace.root / old[4]).unlink()  # day 1's render lost, its file gone too
+    (first / "a.png").unlink()
+    added = ingest_paths(catalog, [second], dataset="archive", progress=False, workers=1)
+    assert added.images_added == 1 and added.renders_not_restored == 0 and added.warnings == 0
+    again = ingest_paths(catalog, [first], dataset="archive", progress=False, workers=1)  # day 1's folder again
+    assert again.renders_not_restored == 1 and "its file is gone" in again.error_samples[0]["reason"]
