@@ -169,21 +169,14 @@ def predict(
 
 
 def _image_files(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """The files to predict (named files as given; folders walked recursively, through links to folders, each real
-    folder once, skipping what ingest skips: hidden files, text/archive suffixes, DICOMDIR) and the paths that
-    could not be read, with why."""
-    import os
-
-    from radloop.core.ingest_sources import IGNORED_SUFFIXES, MEDIA_DIRECTORY
+    """The files to predict (named files as given; folders walked as ingest walks them, recursively, through
+    links to folders, each real folder once, skipping what ingest skips: hidden files, text/archive suffixes,
+    DICOMDIR) and the paths that could not be read, with why."""
+    from radloop.core.ingest_sources import IGNORED_SUFFIXES, MEDIA_DIRECTORY, Discovery, folder_files
 
     skipped = IGNORED_SUFFIXES | {".xml"}
     files: list[Path] = []
     failed: list[tuple[Path, str]] = []
-    listed: set[tuple[int, int]] = set()
-
-    def unlistable(error: OSError) -> None:
-        failed.append((Path(error.filename or ""), f"cannot list folder ({error.strerror or error})"))
-
     for path in paths:
         if path.is_file():
             files.append(path)
@@ -191,16 +184,10 @@ def _image_files(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]
         if not path.is_dir():
             failed.append((path, "no such file or folder"))
             continue
-        for folder, folders, names in os.walk(path, followlinks=True, onerror=unlistable):
-            status = os.stat(folder)
-            if (status.st_dev, status.st_ino) in listed:  # a link loop, or a second link to one folder
-                folders[:] = []
-                continue
-            listed.add((status.st_dev, status.st_ino))
-            folders[:] = sorted(name for name in folders if not name.startswith("."))
-            files += sorted(Path(folder, name) for name in names if not name.startswith(".")
-                            and Path(name).suffix.lower() not in skipped and name.upper() != MEDIA_DIRECTORY
-                            and Path(folder, name).is_file())
+        found = Discovery()
+        files += [file for file in folder_files(path, found) if not file.name.startswith(".")
+                  and file.suffix.lower() not in skipped and file.name.upper() != MEDIA_DIRECTORY]
+        failed += [(Path(where), reason) for where, _, reason in found.errors]
     return files, failed
 
 

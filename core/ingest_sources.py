@@ -18,8 +18,8 @@ import yaml
 from radloop.core.vocabulary import BODY_REGIONS
 
 __all__ = [
-    "UNBOXED_CHOICES", "Discovery", "ImageTask", "RawBox", "box_label_for_class", "discover", "has_fracture_box",
-    "region_for_class",
+    "IGNORED_SUFFIXES", "MEDIA_DIRECTORY", "UNBOXED_CHOICES", "Discovery", "ImageTask", "RawBox",
+    "box_label_for_class", "discover", "folder_files", "has_fracture_box", "region_for_class",
 ]
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -210,7 +210,7 @@ def _discover_file(path: Path, dataset: str, images_dir: Path | None, found: Dis
 
 
 def _discover_folder(root: Path, dataset: str, found: Discovery) -> None:
-    for path in _folder_files(root, found):
+    for path in folder_files(root, found):
         if path.name.startswith("."):
             continue
         suffix = path.suffix.lower()
@@ -224,7 +224,7 @@ def _discover_folder(root: Path, dataset: str, found: Discovery) -> None:
     found.sources["folders"] += 1
 
 
-def _folder_files(root: Path, found: Discovery) -> list[Path]:
+def folder_files(root: Path, found: Discovery) -> list[Path]:
     """The files under ``root`` (sorted), through symbolic links to folders too (an archive's dated folders are
     often links to other volumes), each real folder once (a link loop ends there).  A folder that cannot be
     listed and a link whose target is gone are recorded as ``read`` errors (``Path.rglob`` skipped all three
