@@ -35,7 +35,8 @@ from radloop.core.ingest_sources import ImageTask
 from radloop.core.input_errors import EmptyFileError, InputError, NotDicomError, UnsupportedFileError
 from radloop.core.render import read_raster, render_files, render_problem
 
-__all__ = ["ImageOutcome", "WorkerContext", "file_pixel_hash", "process_task", "render_relative_paths"]
+__all__ = ["JPEG_MAGIC", "PNG_MAGIC", "ImageOutcome", "WorkerContext", "file_pixel_hash", "process_task",
+           "render_relative_paths"]
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
