@@ -397,5 +397,11 @@ def test_project_deleted_then_reinit(env):
     assert _count(catalog, Annotation) == annotations_before
     created = init_project(client, catalog.workspace, title="radloop it", document_root=str(server.document_root))
     assert created["created"] and created["project_id"] != binding.project_id
+    from radloop.labeling.ls_sync import selection_states
+
+    # the tasks answered in the deleted project keep their answers in the catalog: not asked again
+    answered = sum(state == "answered" for state in selection_states(catalog, [env["round_id"]]).values())
+    assert answered >= 1
     summary = push_round(catalog, client, env["round_id"], with_model=False)
-    assert summary["imported"] == 4 and len(_round_tasks(env)) == 4
+    assert summary["answered_in_another_project"] == answered
+    assert summary["imported"] == 4 - answered and len(_round_tasks(env)) == 4 - answered

@@ -32,11 +32,15 @@ def test_factories_that_cannot_take_ids_or_more_vectors_are_refused_in_one_line(
                                          r"implemented for this type of index; rebuild with another --factory"):
         manager.add(vectors, [str(i) for i in range(130)])
     assert manager.index is None and len(manager) == 0  # unchanged: a later add starts again
-    graph = IndexManager.build(vectors[:110], [str(i) for i in range(110)], "v", IndexConfig(factory="NSG32"))
+    with pytest.raises(ValueError, match=r"^the NSG32 index needs at least 1,000 vectors \(got 110\): FAISS's NSG "
+                                         "graph build can abort the process on small sets"):  # NNDescent's assert
+        IndexManager.build(vectors[:110], [str(i) for i in range(110)], "v", IndexConfig(factory="NSG32"))
+    many = _vectors(1020)
+    graph = IndexManager.build(many[:1000], [str(i) for i in range(1000)], "v", IndexConfig(factory="NSG32"))
     with pytest.raises(ValueError, match=r"^the NSG32 index cannot take more vectors: NSG does not support "
                                          "incremental addition"):
-        graph.add(vectors[110:], [str(i) for i in range(110, 130)])
-    assert len(graph) == 110
+        graph.add(many[1000:], [str(i) for i in range(1000, 1020)])
+    assert len(graph) == 1000
 
 
 def test_faiss_reason_drops_the_source_location_and_the_assertion_expression():
