@@ -22,6 +22,7 @@ import numpy as np
 from sqlalchemy import insert
 
 from radloop.core.catalog import Catalog
+from radloop.core.ingest_worker import render_relative_paths
 from radloop.core.schema import Annotation, Image, IngestError, Report, Study, WeakLabel
 from radloop.core.splits import split_for_study
 
@@ -67,8 +68,8 @@ def build_synthetic_catalog(catalog: Catalog, images: int, *, seed: int = 0, dim
         choice_share: images with an image-level expert answer for ``fracture`` (ingested labels).
         burned_in_share: images flagged ``burned_in_annotation`` (kept out of rounds).
         embed / encoder: store the embeddings / register a small random ResNet-18 as the current encoder.
-        renders: give every image a render file (hard links to one small grey PNG: handing a round's batch to
-            annotators stages the renders of its images).
+        renders: give every image a render and a thumbnail file (hard links to one small grey PNG: handing
+            a round's batch to annotators stages the renders of its images).
 
     Returns:
         Counts of what was written and the seconds each part took.
@@ -104,12 +105,12 @@ def build_synthetic_catalog(catalog: Catalog, images: int, *, seed: int = 0, dim
                 if boxed:
                     meta["box_source"] = "coco:fractures.coco.json"
                 width, height = int(rng.integers(1800, 3000)), int(rng.integers(1800, 3000))
+                render_path, thumb_path = render_relative_paths(image_id)
                 image_rows.append({
                     "id": image_id, "study_id": study_id, "content_hash": _hex("", seed, i, 64),
                     "dataset": "archive", "external_id": f"IMG{i:08d}",
                     "source_path": f"/archive/{2015 + s % 10}/{s % 997:03d}/{image_id}.dcm",
-                    "source_format": "dicom", "render_path": f"renders/{image_id[2:4]}/{image_id}.png",
-                    "thumb_path": f"thumbs/{image_id[2:4]}/{image_id}.jpg", "width": width, "height": height,
+                    "source_format": "dicom", "render_path": render_path, "thumb_path": thumb_path, "width": width, "height": height,
                     "render_width": 1024, "render_height": int(1024 * height / width), "body_region": region,
                     "modality": "DX", "view": view, "laterality": None if region == "chest" else "L",
                     "pixel_spacing_row": 0.14, "pixel_spacing_col": 0.14, "pixel_spacing_source": "imager",
@@ -171,20 +172,22 @@ def build_synthetic_catalog(catalog: Catalog, images: int, *, seed: int = 0, dim
 
 
 def _link_renders(catalog: Catalog, ids: list[str]) -> None:
-    """``renders/<xx>/<id>.png`` for every image: hard links to one 64 x 64 grey PNG per folder ``<xx>`` (no disk
-    per image; one file per folder keeps each file's links under the file system's limit)."""
+    """The render and the thumbnail of every image, at ingest's paths: hard links to one 64 x 64 grey PNG per
+    folder (no disk per image; one file per folder keeps each file's links under the file system's limit). With
+    both present, ``radloop info --check-renders`` finds nothing missing."""
     import os
 
     from PIL import Image as PILImage
 
-    sources: dict[str, Path] = {}
+    sources: dict[Path, Path] = {}
     for image_id in ids:
-        folder = catalog.workspace.renders_dir / image_id[2:4]
-        if image_id[2:4] not in sources:
-            folder.mkdir(exist_ok=True)
-            sources[image_id[2:4]] = folder / "synthetic.png"
-            PILImage.new("L", (64, 64), 128).save(sources[image_id[2:4]])
-        os.link(sources[image_id[2:4]], folder / f"{image_id}.png")
+        for relative in render_relative_paths(image_id):
+            path = catalog.workspace.absolute(relative)
+            if path.parent not in sources:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                sources[path.parent] = path.parent / "synthetic.png"
+                PILImage.new("L", (64, 64), 128).save(sources[path.parent])
+            os.link(sources[path.parent], path)
 
 
 def _register_encoder(catalog: Catalog) -> int:
