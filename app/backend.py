@@ -321,15 +321,26 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
             return dict(zip(indices, predictor.predict([cases[index] for index in indices])))
         except (OSError, ValueError) as error:  # UnreadableImage is an OSError
             if len(indices) == 1:
-                failures[indices[0]] = f"task {tasks[indices[0]].task_id}: {error}"
+                failures[indices[0]] = _read_failure(tasks[indices[0]], cases[indices[0]], error)
                 return {}
         answered = {}
         for index in indices:
             try:
                 answered[index] = predictor.predict([cases[index]])[0]
             except (OSError, ValueError) as error:
-                failures[index] = f"task {tasks[index].task_id}: {error}"
+                failures[index] = _read_failure(tasks[index], cases[index], error)
         return answered
+
+    def _read_failure(task, case: CaseInput, error: Exception) -> str:
+        """Why ``task`` got no prediction, as the response says it.  A catalog render that cannot be read is
+        named by image id only: the server's file path (in ``error``) goes to its log, for the operator, not to
+        Label Studio, which shows the reason to annotators."""
+        if case.pixels is None and case.render_path:
+            logger.warning("predict: task %s: the render of image %s cannot be read: %s", task.task_id,
+                           case.case_id, error)
+            return (f"task {task.task_id}: the render of image {case.case_id} cannot be read on the ML backend "
+                    "server (its log names the file; `radloop ingest` of the image's folder again restores it)")
+        return f"task {task.task_id}: {error}"
 
     @app.post("/webhook")
     async def webhook(request: Request) -> dict:
