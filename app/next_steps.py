@@ -9,7 +9,7 @@ from __future__ import annotations
 __all__ = ["COMMANDS", "EMPTY_WORKSPACE", "NO_IMAGES", "NO_REPORTS", "NO_WEAK_LABELS", "NO_ENCODER",
            "NO_ENCODER_FOR_ROUNDS", "NO_EMBEDDINGS", "NO_INDEX_HITS", "NO_FILTERED_HITS", "NO_RETRIEVAL", "NO_LABELER",
            "NO_ROUND", "NO_ROUND_SCRIPTS", "NO_METRIC", "NO_METRIC_FINISHED", "NO_MODELS", "SWITCH_MODELS",
-           "ROUND_RESUMABLE", "PAGE_FAILED", "BROKEN_CATALOG", "MISSING_SEARCH_FILE", "command", "no_embeddings",
+           "ROUND_RESUMABLE", "PAGE_FAILED", "BROKEN_CATALOG", "DATABASE_UNREACHABLE", "MISSING_SEARCH_FILE", "command", "no_embeddings",
            "no_current_encoder"]
 
 #: Purpose -> the command line (``radloop`` sub-command path first, then its arguments).
@@ -88,5 +88,8 @@ ROUND_RESUMABLE = (f"Fix the cause above and press the button again: every round
 BROKEN_CATALOG = (f"If the catalog was written by a newer radloop, upgrade radloop; if the file is damaged, "
                   f"rebuild the workspace ({command('demo')}, or {command('ingest')} into a new folder) or point "
                   "the app at another one with `RADLOOP_WORKSPACE=/path/to/workspace`.")
+DATABASE_UNREACHABLE = ("Check that the database server is running and reachable from this machine, and that "
+                        "`RADLOOP_DATABASE_URL` (read when the app starts) names it; reload the page once it "
+                        "answers. Nothing is lost: the catalog lives on the server.")
 PAGE_FAILED = (f"Check that the workspace was built by this radloop version ({command('demo')} builds a fresh "
                "one); the server log has the details.")

@@ -77,17 +77,21 @@ def require_catalog(*, need_images: bool = False, need_reports: bool = False) ->
     ws = workspace()
     try:
         catalog = open_catalog_or_none(ws)
+        counts = catalog.counts() if catalog is not None else None
     except Exception as error:  # noqa: BLE001 - a broken or newer catalog: say so instead of a traceback
         logger.exception("cannot open the catalog of %s", ws.root)
-        st.error(f"The catalog in `{ws.root}` cannot be opened: {type(error).__name__}: {error}")
-        next_step(next_steps.BROKEN_CATALOG)
+        if _server_unreachable(ws, error):
+            st.error(f"The catalog database server cannot be reached: {_first_line(error)}")
+            next_step(next_steps.DATABASE_UNREACHABLE)
+        else:
+            st.error(f"The catalog in `{ws.root}` cannot be opened: {type(error).__name__}: {error}")
+            next_step(next_steps.BROKEN_CATALOG)
         st.stop()
     if catalog is None:
         st.warning(f"No radloop catalog in `{ws.root}`.")
         next_step(views.NEXT_STEP_EMPTY + " Point the app at another workspace with "
                   "`RADLOOP_WORKSPACE=/path/to/workspace streamlit run app/main.py`.")
         st.stop()
-    counts = catalog.counts()
     if counts["images"] + counts["reports"] == 0:
         st.warning(f"The workspace `{ws.root}` has no images or reports yet.")
         next_step(views.NEXT_STEP_EMPTY)
@@ -101,6 +105,20 @@ def require_catalog(*, need_images: bool = False, need_reports: bool = False) ->
         next_step(next_steps.NO_REPORTS)
         st.stop()
     return catalog
+
+
+def _server_unreachable(ws: Workspace, error: Exception) -> bool:
+    """True when ``error`` says a server catalog (PostgreSQL) did not answer: no connection, not a bad file."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return not ws.database_url.startswith("sqlite") and isinstance(error, (OperationalError, InterfaceError))
+
+
+def _first_line(error: Exception) -> str:
+    """The driver's own first line ("connection to server at … failed: Connection refused"), without
+    SQLAlchemy's SQL echo and background link."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def safe_page(render: Callable[[], Any]) -> Callable[[], Any]:
@@ -128,12 +146,12 @@ def sidebar_workspace() -> None:
         st.caption(f"Workspace: `{ws.root}`")
         try:
             catalog = open_catalog_or_none(ws)
+            counts = catalog.counts() if catalog is not None else None
         except Exception:  # noqa: BLE001 - the page itself explains the problem
             st.caption("the catalog cannot be opened")
             return
         if catalog is None:
             st.caption("no catalog yet")
             return
-        counts = catalog.counts()
         st.caption(" · ".join(f"{counts[name]} {name.replace('_', ' ')}"
                               for name in ("images", "reports", "annotations", "rounds")))
