@@ -90,7 +90,7 @@ class ReportLabeler:
                     if len(text) > self.chunk_chars:
                         result.extend(self._label_long(text))
                     else:
-                        result.extend(doc_mentions(doc, self._sites, self._rule_set.excluded_sections))
+                        result.extend(doc_mentions(doc, self._sites, self._rule_set.excluded_sections, self._rule_set.exam_side))
                 except Exception as failure:  # noqa: BLE001  one bad report must not stop a run
                     result.error = f"labelling failed: {type(failure).__name__}: {failure}"
             yield result
@@ -104,7 +104,7 @@ class ReportLabeler:
             prefix = f"{header}\n" if header else ""
             doc = self._nlp(prefix + piece)
             shift = offset - len(prefix)
-            for mention in doc_mentions(doc, self._sites, self._rule_set.excluded_sections):
+            for mention in doc_mentions(doc, self._sites, self._rule_set.excluded_sections, self._rule_set.exam_side):
                 if mention.start is not None:
                     mention = replace(mention, start=mention.start + shift, end=mention.end + shift)
                 (normals if mention.finding == "normal" else mentions).append(mention)

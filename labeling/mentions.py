@@ -9,6 +9,7 @@ from typing import Iterable
 from radloop.core.records import FindingMention
 from radloop.core.vocabulary import LATERALITIES
 
+from .exam_side import ExamSide, exam_side, with_exam_side
 from .pipeline import TARGET_GROUP
 from .sizes import stated_size_cm
 
@@ -70,6 +71,16 @@ def _temporality(span, modifiers) -> str:
     if acute:
         return "acute"
     return "unspecified"
+
+
+def _absent_sign(modifier, span, negated_spans: list[tuple[int, int]]) -> bool:
+    """Whether an OLD/ACUTE trigger lies inside another target that is negated: a sign said to be absent is no
+    evidence of age ("fracture with no callus formation": the callus target is negated, so its "callus" makes
+    nothing old)."""
+    if modifier.category not in (OLD, ACUTE):
+        return False
+    start, end = modifier.modifier_span
+    return any(low <= start and end <= high and (low, high) != (span.start, span.end) for low, high in negated_spans)
 
 
 def _nearest(span, candidates: list[tuple[str, int, int]], window: int) -> tuple[str, int, int] | None:
@@ -206,12 +217,14 @@ def _section_at(sections: list[tuple[int, int, str | None]], index: int) -> str 
     return None
 
 
-def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str]) -> list[FindingMention]:
+def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str],
+                 exam_settings: ExamSide | None = None) -> list[FindingMention]:
     """Mentions of one report, plus one ``normal`` entry (positive when nothing abnormal is asserted:
     positive or possible; a merely hypothetical finding asserts nothing).
 
     Targets in excluded sections (indication, history, comparison, technique) are dropped: a finding
-    someone asks about is not a finding.
+    someone asks about is not a finding.  With ``exam_settings``, a finding without a side of its own takes
+    the one side the exam's title or technique line names (:mod:`~radloop.labeling.exam_side`).
     """
     excluded = excluded_sections if isinstance(excluded_sections, (set, frozenset)) else set(excluded_sections)
     sections = _section_categories(doc)
@@ -222,6 +235,8 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str]) -> list[Fi
             targets.append((ent, section))
     sites, sides = _anatomy(doc, site_matcher) if targets else ([], [])
     emitted_starts = {ent.start for ent, _ in targets if ent.label_ not in NOT_EMITTED}
+    negated_spans = [(ent.start, ent.end) for ent, _ in targets
+                     if any(modifier.category in NEGATION for modifier in ent._.modifiers)]
     side_owner = _side_owners(doc, sides, emitted_starts, {start: end for _, start, end in sites}) if sides else {}
     mentions: list[FindingMention] = []
     normal_evidence = None
@@ -235,7 +250,7 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str]) -> list[Fi
         metadata = (rule.metadata or {}) if rule is not None else {}
         if "finding_by_size" in metadata:
             category = _finding_by_size(ent, category, metadata["finding_by_size"])
-        modifiers = ent._.modifiers
+        modifiers = [modifier for modifier in ent._.modifiers if not _absent_sign(modifier, ent, negated_spans)]
         categories = {modifier.category for modifier in modifiers}
         status = _status(categories)
         labelled_text = True
@@ -273,6 +288,9 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str]) -> list[Fi
         for also in metadata.get("also_findings", ()):
             mentions += [replace(extra, finding=also) for extra in mentions if extra.start == mention.start
                          and extra.finding == category]
+    if exam_settings is not None and mentions:
+        side = exam_side(doc, lambda index: _section_at(sections, index), sides, emitted_starts, exam_settings)
+        mentions = with_exam_side(mentions, side, exam_settings)
     if labelled_text:
         mentions.append(_normal_entry(normal_evidence, abnormal_asserted))
     return mentions

@@ -121,6 +121,11 @@ _LABEL_NAME = rf"(?:{_SUFFIX}|{_UPPER_NAME}|{_BARE_INITIAL}|{_FIELD_WORD}{_FIELD
 #: ("Mother: Breast Cancer", "Father: Lou Gehrig Disease" stay).
 _FAMILY_HISTORY_WORD = rf"{words(FAMILY_HISTORY_WORDS, 'title')}(?![\w'’])"
 _RELATIVE_LIST_NAME = rf"(?!{_FAMILY_HISTORY_WORD}){_PARTICLES}{_NOT_NAME}{_NAME_WORD}"
+#: The same in UPPER case ("MOTHER: JANE DOE"): words of three letters at least ("MOTHER: CA", "FATHER: MI HTN" stay).
+_RELATIVE_LIST_UPPER_NAME = (rf"(?!{_FAMILY_HISTORY_WORD}){_PARTICLES}{_NOT_NAME}(?:[A-Z]['’])?[A-Z]{{3,30}}"
+                             r"(?:-(?:[A-Z]['’])?[A-Z]{2,30})?(?![\w'’])")
+#: Where a one-word value of "<relative>:" ends: a line end, the text's end, or punctuation ("Mother: Jane;").
+_RELATIVE_FIELD_END = r"(?=[ \t]{0,3}(?:[\r\n,;.|()]|$))"
 
 _NOT_STREET_NAME = rf"(?!{words(NOT_STREET_NAMES)}(?![\w'’]))"
 _STREET_WORD_TITLE = (rf"{_NOT_STREET_NAME}(?:(?:[A-Z]['’])?[A-Z][a-z]{{1,30}}(?:[A-Z][a-z]{{1,30}})?"
@@ -161,6 +166,19 @@ _NOT_AFTER_SCORE = "".join(
     rf"(?<!(?i:{'|'.join(group)}){separator}(?i:{cue}))"
     for group in _SCORE_WORDS for separator in (r"[ \t:,]", r"[ \t:,][ \t]") for cue in ("prior", "previous"))
 
+#: Words before a list of rib or vertebral numbers ("ribs 7-9-11", "fractures 7-9-11", "left posterior 7-9-11"): after
+#: one of them and a blank, three hyphenated numbers ending in 1-12 (a rib or thoracic level, not a year such as 23)
+#: are no date ("fracture 4-17-23" is one).  Written as a negative look-ahead over alternative fixed-width look-behinds,
+#: placed right after the rule's first digit.
+_LIST_WORDS = ("rib", "ribs", "level", "levels", "fracture", "fractures", "fx", "fxs", "vertebra", "vertebrae",
+               "vertebral", "body", "bodies", "left", "right", "bilateral", "posterior", "anterior", "lateral",
+               "posterolateral", "anterolateral")
+_NOT_AFTER_LIST = ("(?!(?:" + "|".join(rf"(?<=(?i:{word})[ \t].)" for word in _LIST_WORDS) + ")"
+                   r"\d?-\d{1,2}-(?:0[1-9]|1[0-2])(?![\w.-]?\d))")
+#: A unit or counted noun right after a number list ("2.5.10 cm", "7-9-11 ribs"): no date.
+_COUNT_AFTER = (r"(?i:x|cm|mm|m|ml|cc|mg|kg|%|ribs?|levels?|vertebrae|views?|images?|times|weeks?|days?|months?|years?)"
+                r"(?!\w)")
+
 FRAGMENTS: Mapping[str, str] = {
     "month_full": words(_MONTHS_FULL, "title"),
     "month_any": words((*_MONTHS_FULL, "May", *_MONTHS_SHORT), "title"),
@@ -173,7 +191,9 @@ FRAGMENTS: Mapping[str, str] = {
     "upper_names": rf"(?:{_UPPER_NAME}(?:,?[ \t]{{1,3}}{_NEXT_NAME})?){{1,4}}(?<![ \t,])",
     "label_names": rf"(?:{_UPPER_NAME}|{_BARE_INITIAL}|{_FIELD_WORD}(?=,))"
                    rf"(?:(?:,[ \t]{{0,3}}|[ \t]{{1,3}}){_LABEL_NAME}){{0,4}}(?<![ \t,])",
-    "relative_list_names": rf"{_RELATIVE_LIST_NAME}(?:[ \t]{{1,3}}{_RELATIVE_LIST_NAME}){{1,2}}"
+    "relative_list_names": rf"(?:{_RELATIVE_LIST_NAME}(?:[ \t]{{1,3}}{_RELATIVE_LIST_NAME}){{1,2}}"
+                           rf"|{_RELATIVE_LIST_UPPER_NAME}(?:[ \t]{{1,3}}{_RELATIVE_LIST_UPPER_NAME}){{1,2}}"
+                           rf"|{_RELATIVE_LIST_NAME}{_RELATIVE_FIELD_END})"
                            rf"(?![ \t]{{1,3}}{_FAMILY_HISTORY_WORD})",
     "patient_verbs": words(PATIENT_VERBS, "exact"),
     "title_word": r"(?:Dr|DR|Doctor)\.?[ \t]{1,3}",
@@ -187,6 +207,8 @@ FRAGMENTS: Mapping[str, str] = {
                    r"(?!\w))"
                    r"|(?=[ \t]{0,2}(?:M(?![\w°'’/])|(?i:female|male|woman|man|lady|gentleman)(?!\w))))",
     "not_after_score": _NOT_AFTER_SCORE,
+    "not_after_list": _NOT_AFTER_LIST,
+    "count_after": _COUNT_AFTER,
     "procedure": rf"(?i:(?:{words(PROCEDURE_WORDS)}(?![\w'’])[ \t]{{1,3}}){{0,3}}(?:[a-z]{{0,20}}"
                  r"(?:ectom|otom|ostom)(?:y|ies)|[a-z]{0,20}plast(?:y|ies)|[a-z]{0,20}(?:desis|deses)|fusions?"
                  r"|decompressions?|hardware"

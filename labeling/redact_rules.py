@@ -19,9 +19,13 @@ _ROLES = ("physician", "doctor", "provider", "clinician")
 #: cues come before capitalised report words in Title-cased prose ("Seen By Portable Technique"): no evidence there.
 _STRONG_CUES = (*(f"{who} {role}" for who in ("referring", "ordering", "attending", "requesting") for role in _ROLES),
                 *(f"{how} by" for how in "reviewed read interpreted approved verified reported examined referred "
-                                         "ordered".split()), "discussed with")
+                                         "ordered".split()), "discussed with",
+                *(f"{how} to" for how in ("communicated", "relayed", "conveyed")))
 _WEAK_CUES = ("seen by", "doctor")
 _NARRATIVE_CUES = (*_STRONG_CUES, *_WEAK_CUES)
+#: Labels of a contact person's name ("Emergency contact: Jane Doe", "HCP: Jane Doe"), written with a colon.
+_CONTACT_CUES = ("emergency contact", "contact person", "next of kin", "NOK", "HCP", "health care proxy",
+                 "healthcare proxy", "health care agent", "POA", "power of attorney")
 #: Sign-off labels written with a colon instead of "by" ("Signed: Jane Roe MD").
 _SIGN_OFF_CUES = ("signed", "e-signed", "electronically signed", "cosigned", "co-signed", "dictated", "transcribed")
 #: Credentials written after a clinician's name ("Jane Roe MD", "Roe, Jane, M.D."): a name before them is one.
@@ -50,26 +54,36 @@ REDACTION_RULES: tuple[dict, ...] = (
      "provenance": "DICOM PS3.5 6.2 PN value representation (family^given^middle^prefix^suffix)",
      "examples": ["DOE^JOHN", "DOE^JOHN^Q^^"]},
     {"name": "date_numeric", "kind": "date",
-     "pattern": r"\d(?<![\w./-].)(?=\d{0,3}[-/.])(?:(?<=[12])\d(?<=19|20)\d{2}[-/.][01]?\d[-/.][0-3]?\d"
+     "pattern": r"\d(?<![\w./-].){not_after_list}(?=\d{0,3}[-/.])(?:(?<=[12])\d(?<=19|20)\d{2}[-/.][01]?\d[-/.][0-3]?\d"
                 r"(?:[T ][0-2]?\d:[0-5]\d(?::[0-5]\d)?)?(?![\w/-])"
                 r"|\d?/{1,2}\d{1,3}/[ ]?(?:\d{4}|\d{2}|XXXX)(?![\w/])"
                 r"|\d?[.-][01]?\d[.-](?:19|20)\d{2}(?![\w.-]?\d)|\d[.-][01]\d[.-]\d{2}(?![\w.-]?\d))",
      "provenance": "ISO 8601 (RIS/HL7 exports); m/d/y and d/m/y with slashes, also Open-i's month/day "
                    "before a masked year (02/010/XXXX, 11//15/XXXX, 11/7/ XXXX); d.m.y and d-m-y (day and "
-                   "month of two digits when the year has two)",
+                   "month of two digits when the year has two; not a rib list: 'ribs 10-11-12')",
      "examples": ["2024-03-05", "2024/03/05T10:30", "01/02/1960", "3/5/24", "25/12/2024", "11/7/ XXXX",
                   "05.03.2024", "5-3-2024", "05-03-24"]},
+    {"name": "date_numeric_dotted_short_year", "kind": "date",
+     "pattern": r"\d(?<![\w./:+-].)(?=\d?\.)(?:(?<=0)[1-9]|(?<=1)[0-2]|(?<=[1-9]))\.(?:0?[1-9]|[12]\d|3[01])"
+                r"\.\d{2}(?![\w.-]?\d|[/-]|[ \t]{0,3}{count_after})"
+                r"|\d(?<![\w./:+-].)(?=\d\.)(?:(?<=1)[3-9]|(?<=2)\d|(?<=3)[01])\.(?:0?[1-9]|1[0-2])"
+                r"\.\d{2}(?![\w.-]?\d|[/-]|[ \t]{0,3}{count_after})",
+     "provenance": "m.d.yy / d.m.yy with dots and one- or two-digit month and day ('4.17.23', '17.4.23'; 'seen "
+                   "05.03.24' and '4.17.2023' are date_numeric's); a decimal ('4.5 cm'), a one-digit last number "
+                   "('1.2.3'), an invalid month or day ('4.45.12') or a unit or counted noun after ('2.5.10 cm') "
+                   "stays",
+     "examples": ["seen 4.17.23.", "on 12.5.23", "17.4.23", "DOS 4.7.23"]},
     {"name": "date_numeric_hyphen_short_year", "kind": "date",
-     "pattern": r"\d(?<![\w./:+-].)(?<!(?i:ribs) .)(?<!(?i:rib) .)(?<!(?i:levels) .)(?<!(?i:level) .)"
+     "pattern": r"\d(?<![\w./:+-].){not_after_list}"
                 r"(?!(?<=8)-9-10(?!\d)|(?<=9)-10-11(?!\d))"
                 r"(?:(?:(?<=[1-9])|(?<=0)[1-9]|(?<=1)[0-2])-(?:0?[1-9]|[12]\d|3[01])"
                 r"|(?:(?<=1)[3-9]|(?<=2)\d|(?<=3)[01])-(?:0?[1-9]|1[0-2]))-\d{2}(?![\w.-]?\d|[-/])"
-                r"(?![ \t]{0,3}(?i:x|cm|mm|m|ml|cc|mg|kg|%|ribs?|levels?|vertebrae|views?|images?|times|weeks?|days?"
-                r"|months?|years?)(?!\w))",
+                r"(?![ \t]{0,3}{count_after})",
      "provenance": "m-d-yy / d-m-yy with hyphens and one- or two-digit month and day ('4-17-23', '12-5-23', "
                    "'17-4-23'); not a range or list of levels, ribs or sizes: two numbers ('ribs 4-7', 'C5-6', "
                    "'T4-T7'), a one-digit last number ('4-5-6 cm'), a unit or counted noun after ('3-4-12 mm'), "
-                   "'ribs'/'levels' before, or three consecutive numbers ('8-9-10')",
+                   "a rib, level or fracture word, a side or position before ('ribs 7-9-11', 'fractures 7-9-11', 'left "
+                   "posterior 7-9-11'), or three consecutive numbers ('8-9-10')",
      "examples": ["seen 4-17-23.", "on 12-5-23", "17-4-23", "DOS 4-7-23"]},
     {"name": "date_month_day_cued", "kind": "date",
      "cues": ["dated", "date", "date of service", "date of exam", "date of study", "DOS", "as of",
@@ -229,19 +243,23 @@ REDACTION_RULES: tuple[dict, ...] = (
      "provenance": "signature blocks ('Referring physician: X', 'Attending: X')",
      "examples": ["Referring physician: Jane Roe", "Attending: SMITH, JOHN", "attending: Alan Smith"]},
     {"name": "cue_label", "kind": "name",
-     "cues": [*_NARRATIVE_CUES, "patient", "pt", "name", *_SIGN_OFF_CUES],
+     "cues": [*_NARRATIVE_CUES, "patient", "pt", "name", *_SIGN_OFF_CUES, *_CONTACT_CUES],
      "pattern": r"{cues}[ \t]{0,3}[:=][ \t]{0,3}(?:{title_word})?(?P<phi>{upper_names})",
-     "provenance": "header and sign-off lines with a colon ('Interpreted by: X', 'Patient: DOE, JOHN'): the colon "
-                   "makes the cue strong enough for UPPER-CASE names",
+     "provenance": "header and sign-off lines with a colon ('Interpreted by: X', 'Patient: DOE, JOHN'), contact "
+                   "labels ('Emergency contact: X', 'HCP: X', 'Next of kin: X'; walk 21c): the colon makes the cue "
+                   "strong enough for UPPER-CASE names",
      "examples": ["Interpreted by: John Smith, MD", "Verified by: ROE, JANE", "Patient: John Doe",
                   "PATIENT: DOE, JOHN", "Name: John Doe", "Pt: John Doe", "Seen by: John Smith",
-                  "Signed: Jane Roe MD", "ELECTRONICALLY SIGNED: ROE, JANE", "Dictated: Jane Roe"]},
+                  "Signed: Jane Roe MD", "ELECTRONICALLY SIGNED: ROE, JANE", "Dictated: Jane Roe",
+                  "Emergency contact: Jane Doe", "HCP: Jane Doe", "NEXT OF KIN: JANE DOE"]},
     {"name": "cue_phrase", "kind": "name",
      "cues": list(_STRONG_CUES),
      "pattern": r"{cues}[ \t]{1,3}(?P<phi>{names})",
      "provenance": "narrative cues, capitalised words only ('discussed with the', 'read by CT' stay), surname first "
-                   "too ('read by Smith, John'), in any text ('Referring Physician Jane Roe' in Title-cased prose)",
-     "examples": ["referring physician Jane Roe", "interpreted by Jo Roe", "discussed with Jo", "Read By Roe, Jo"]},
+                   "too ('read by Smith, John'), in any text ('Referring Physician Jane Roe' in Title-cased prose); "
+                   "'communicated/relayed/conveyed to' (walk 21c: results communication)",
+     "examples": ["referring physician Jane Roe", "interpreted by Jo Roe", "discussed with Jo", "Read By Roe, Jo",
+                  "communicated to Jane Roe by telephone"]},
     {"name": "cue_phrase_weak", "kind": "name", "case_evidence": True,
      "cues": list(_WEAK_CUES),
      "pattern": r"{cues}[ \t]{1,3}(?P<phi>{names})",
@@ -283,9 +301,12 @@ REDACTION_RULES: tuple[dict, ...] = (
      "cues": list(RELATIVES),
      "pattern": r"{cues}(?![\w'’-])[ \t]{0,3}:[ \t]{0,3}(?P<phi>{relative_list_names})",
      "provenance": "HIPAA Safe Harbor (A) relatives listed with a colon ('Mother: Jane Doe'): two or three "
-                   "capitalised words, none a family-history word ('Mother: breast cancer', 'Mother: Breast Cancer', "
-                   "'Father: Mi Htn', 'Mother: Deceased', 'Sister: Sickle Cell' stay); not in Title-cased prose",
-     "examples": ["Mother: Jane Doe", "Mother: Jane Doe; Father: breast cancer", "wife: Maria de la Cruz"]},
+                   "capitalised words or UPPER-CASE words of three letters at least ('MOTHER: JANE DOE'), or one "
+                   "capitalised word ending the field ('Mother: Jane', 'Mother: Jane;'), none a family-history word "
+                   "('Mother: breast cancer', 'Mother: Breast Cancer', 'Father: Mi Htn', 'Mother: Deceased', 'Sister: "
+                   "Sickle Cell', 'MOTHER: BREAST CA', 'Mother: Stroke.' stay); not in Title-cased prose",
+     "examples": ["Mother: Jane Doe", "Mother: Jane Doe; Father: breast cancer", "wife: Maria de la Cruz",
+                  "MOTHER: JANE DOE", "Mother: Jane", "Mother: Jane; Father: stroke"]},
     {"name": "street_address_cued", "kind": "address",
      "cues": ["address", "home address", "mailing address", "lives at", "living at", "resides at", "residing at"],
      "pattern": r"{cues}[ \t]{0,3}[:=-]?[ \t]{0,3}"

@@ -121,6 +121,10 @@ death died dead passed away sudden suicide accident overdose murdered killed nat
 mi htn dm cad copd chf cva tia dvt pe afib aaa gerd ckd esrd hld hcv hbv hiv aids tb ra sle als ms
 hepatitis cirrhosis tuberculosis pneumonia infection covid dialysis transplant surgery multiple negative positive
 noncontributory unremarkable significant none unknown healthy well alive deceased living
+good fair poor fine excellent health arrhythmia arrhythmias angina fibromyalgia murmur allergy allergies hypothyroid
+hyperthyroid hypothyroidism hyperthyroidism autism dyslexia polio mental illness
+osa pad pvd bph ibs ibd ocd ptsd adhd chd ashd cabg aml cll cml nhl hcc rcc brca svt wpw hcm dcm iddm niddm pkd
+djd bp
 """.split())
 
 #: Generational suffixes written after a name ("JOHN SMITH JR", "Roe III"): part of the name after a name label.

@@ -22,6 +22,7 @@ from typing import Callable
 from radloop.core.vocabulary import DEVICE_TYPES, FINDINGS, LATERALITIES, SITES
 
 from .callbacks import get_callback
+from .exam_side import ExamSide
 
 RULES_PACKAGE = "radloop.labeling.rules"
 
@@ -44,6 +45,8 @@ class RuleSet:
     excluded_sections: frozenset[str] = frozenset()
     #: Section categories whose headers count only at the start of a line or after a sentence end.
     line_start_sections: frozenset[str] = frozenset()
+    #: Where the exam's side is read and which findings take it (``sites.json`` ``metadata.exam_side``).
+    exam_side: ExamSide | None = None
     files: tuple[str, ...] = ()
     version: str = ""
 
@@ -62,8 +65,9 @@ def rule_files() -> list[str]:
 #: laterality rules may need a site after them (``needs_site_after``).  4: ``line_start_sections`` headers
 #: count only at a line or sentence start; a hypothetical finding no longer vetoes *normal*; laterality
 #: ``not_before`` words.  5: target metadata ``finding_by_size`` / ``at_sites``; a side word right before a site
-#: is shared by the findings around it.
-PIPELINE_REVISION = 5
+#: is shared by the findings around it.  6: a finding without a side takes the exam's one side (``sites.json``
+#: ``metadata.exam_side``); an OLD/ACUTE trigger inside a negated target is no evidence ("no callus formation").
+PIPELINE_REVISION = 6
 
 
 def rules_version() -> str:
@@ -254,6 +258,10 @@ def load_rule_set(tokenize: Callable[[str], list[str]] | None = None) -> RuleSet
         rule_class, target = kinds[key]
         excluded.update(data.get("metadata", {}).get("excluded_sections", []))
         line_start.update(data.get("metadata", {}).get("line_start_sections", []))
+        if "exam_side" in data.get("metadata", {}):
+            if rule_set.exam_side is not None:
+                raise ValueError(f"rule file {name}: exam_side is set in two rule files")
+            rule_set.exam_side = ExamSide.from_metadata(data["metadata"]["exam_side"], name)
         for index, authored in enumerate(data[key]):
             try:
                 if isinstance(authored.get("pattern"), str):
@@ -290,4 +298,8 @@ def load_rule_set(tokenize: Callable[[str], list[str]] | None = None) -> RuleSet
     unknown = rule_set.line_start_sections - {rule.category for rule in rule_set.section_rules}
     if unknown:
         raise ValueError(f"line_start_sections {sorted(unknown)} are no section rule's category")
+    unknown = (rule_set.exam_side.sections if rule_set.exam_side else frozenset()) - {
+        rule.category for rule in rule_set.section_rules}
+    if unknown:
+        raise ValueError(f"exam_side sections {sorted(unknown)} are no section rule's category")
     return rule_set

@@ -133,5 +133,6 @@ def test_dev_reports_label_as_with_the_authored_token_patterns():
     reference_rules = load_rule_set()  # no tokenizer: token patterns stay token patterns
     nlp = build_pipeline(reference_rules)
     sites = build_site_matcher(nlp, reference_rules)
-    expected = [doc_mentions(nlp(clean_text(text)[0]), sites, reference_rules.excluded_sections) for text in texts]
+    expected = [doc_mentions(nlp(clean_text(text)[0]), sites, reference_rules.excluded_sections, reference_rules.exam_side)
+                for text in texts]
     assert [list(result) for result in Labeler().label_many(texts)] == expected

@@ -88,9 +88,10 @@ def test_a_name_label_does_not_take_the_next_header():
     assert redact_report("PT NAME: JOHN SMITH CLINICAL HISTORY: FALL").text == "PT NAME: [NAME] CLINICAL HISTORY: FALL"
 
 
-def test_upper_case_relatives_lists_are_left_alone():
-    """In UPPER case a condition and a name look alike ("MOTHER: SUDDEN DEATH"): a documented miss."""
-    assert not redact_report("MOTHER: JANE DOE. FATHER: SUDDEN DEATH.").changed
+def test_upper_case_relatives_lists():
+    """Walk 21c: UPPER-CASE names after "<relative>:" are redacted (two or three words of three letters at least);
+    a condition stays ("FATHER: SUDDEN DEATH": family-history words).  Was a documented miss."""
+    assert redact_report("MOTHER: JANE DOE. FATHER: SUDDEN DEATH.").text == "MOTHER: [NAME]. FATHER: SUDDEN DEATH."
 
 
 @pytest.mark.parametrize("case", ["as_written", "upper", "title"])
