@@ -91,8 +91,10 @@ def search_command(
         console.print("no neighbours" + (" match these filters" if parsed else ""), markup=False, highlight=False)
         return
     from radloop.app.options import listing_table, show
+    from radloop.retrieval.search_filters import UNKNOWN_VALUE
 
-    rows = [[hit.rank, hit.image_id, f"{hit.distance:.4f}", hit.body_region or "",
+    # no region: the word `radloop info` groups such images under and `--filter body_region=unknown` selects
+    rows = [[hit.rank, hit.image_id, f"{hit.distance:.4f}", hit.body_region or UNKNOWN_VALUE,
              ", ".join(f"{key}={value}" for key, value in hit.labels.items()), hit.report_excerpt[:80]]
             for hit in hits]
     show(listing_table(["rank", "image", "distance", "region", "labels", "report"], rows,

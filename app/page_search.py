@@ -62,7 +62,8 @@ def render() -> None:
 
     query_column, options_column = st.columns([2, 1])
     with options_column:
-        regions = views.region_counts(catalog)["body_region"].tolist()
+        # null and "" (an older ingest's empty value) are both counted as "unknown": one option
+        regions = list(dict.fromkeys(views.region_counts(catalog)["body_region"].tolist()))
         region = st.selectbox("Body region", ["all", *regions], key="search_region")
         k = st.slider("Neighbours", min_value=1, max_value=24, value=8, key="search_k")
         same_region = st.checkbox("Neighbours from this body region only", value=False, key="search_same_region",

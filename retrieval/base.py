@@ -7,6 +7,7 @@ fails with a message naming the problem (wrong shape, NaN, empty pool, budget 0)
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import ClassVar
@@ -220,7 +221,9 @@ class SelectionStrategy(BaseEstimator):
     ``get_strategy``), so values set with ``set_params`` are checked too (scikit-learn's convention).
 
     After ``select``: ``scores_`` (one float per picked index, same order) and ``reasons_`` (one short
-    human-readable reason per picked index) describe the picks.  What a score means depends on the strategy
+    human-readable reason per picked index) describe the picks; ``notes_`` (a list of one-line strings, usually
+    empty) says what the selection as a whole should tell the user (e.g. a ``stratified`` quota that had nothing
+    to pick from), each also issued as a ``UserWarning``.  What a score means depends on the strategy
     (each class documents it); only for the score-ranking strategies (``least_confidence``, ``margin``,
     ``entropy``, ``report_disagreement``) and ``kcenter`` does a higher score mean picked earlier.
     """
@@ -270,8 +273,11 @@ class SelectionStrategy(BaseEstimator):
             budget, embeddings=embeddings, labeled_mask=labeled_mask, probabilities=probabilities,
             weak_labels=weak_labels, groups=groups, random_state=random_state, needs=self.needs,
             strategy=self.name)
+        self.notes_: list[str] = []  # _select appends what the caller should pass on (a round's notes)
         picks, scores, reasons = self._select(data)
         picks = np.asarray(picks, dtype=np.int64)
+        for note in self.notes_:
+            warnings.warn(note, UserWarning, stacklevel=2)
         self.scores_ = np.asarray(scores, dtype=np.float64)
         self.reasons_ = list(reasons)
         return picks

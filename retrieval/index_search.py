@@ -22,7 +22,7 @@ class SearchResult:
 
     Attributes:
         ids: Q lists of up to k image ids, nearest first.
-        distances: float32 (Q, k): 1 - cosine similarity (cosine) or Euclidean distance (l2); inf pads.
+        distances: float32 (Q, min(k, entries)): 1 - cosine similarity (cosine) or Euclidean distance (l2); inf pads.
     """
 
     ids: list[list[str]]
@@ -51,7 +51,7 @@ class IndexSearch:
 
         Args:
             queries: float array (Q, D) or (D,).
-            k: neighbours per query.
+            k: neighbours per query (at most the number of entries: ``distances`` has min(k, len) columns).
             allowed_ids: restrict results to these ids (a list; FAISS id selector: exact filtering).
             exclude_ids: drop these ids from the results (a list; e.g. the query image itself).
             model_version: the encoder version of the queries; checked against the index's when given.
@@ -63,8 +63,10 @@ class IndexSearch:
         self._check_version(model_version)
         if self.index is None or not len(self):
             raise ValueError("the index is empty")
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        # never more neighbours than entries: a huge k would allocate a (Q, k) padding array (MemoryError)
+        k = min(int(k), len(self))
         queries = np.asarray(queries)
         prepared = self._prepare(queries[None, :] if queries.ndim == 1 else queries)
         exclude_ids = _id_list(exclude_ids or (), "exclude_ids")

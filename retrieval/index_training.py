@@ -4,8 +4,9 @@ FAISS's k-means (an IVF index's coarse cells, a PQ / OPQ codebook) prints ``WARN
 centroids: please provide at least M training points`` straight to file descriptor 2 whenever N is below
 ``min_points_per_centroid`` x K, once per clustering (an OPQ index repeats it hundreds of times).  Neither
 ``verbose`` nor Python's ``sys.stderr`` reaches it, so :func:`train_index` points descriptor 2 at a temporary file
-while FAISS trains, drops those lines, writes anything else back, and returns what they meant as one radloop line
-(:func:`clustering_note`), which the caller logs.
+while FAISS trains (only when the training set is small enough for a warning: descriptor 2 is the whole
+process's, see :func:`train_index`), drops those lines, writes anything else back, and returns what they meant as
+one radloop line (:func:`clustering_note`), which the caller logs.
 
 :func:`train_index` also turns off the polysemous training that ``index_factory`` switches on for 8-bit PQ codes
 (``PQ8``, ``IVF...,PQ16``): it renumbers each sub-quantiser's centroids (about 3 s each, minutes for a 512-d
@@ -21,13 +22,14 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
 from radloop.retrieval.index_store import faiss_reason
 
-__all__ = ["CLUSTERING_WARNING", "captured_clustering_warnings", "clustering_note", "train_index"]
+__all__ = ["CLUSTERING_WARNING", "MIN_POINTS_PER_CENTROID", "captured_clustering_warnings", "clustering_note",
+           "largest_clustering", "train_index"]
 
 #: The line FAISS's ``Clustering::train`` prints when it has fewer points than ``min_points_per_centroid`` x K.
 CLUSTERING_WARNING = re.compile(r"WARNING clustering (\d+) points to (\d+) centroids: "
@@ -92,9 +94,60 @@ def _coded_parts(index) -> list:
     return parts + ([faiss.downcast_index(ivf)] if ivf is not None else [])
 
 
+#: ``faiss.ClusteringParameters().min_points_per_centroid``: a k-means into K centroids from fewer than this x K
+#: points prints :data:`CLUSTERING_WARNING` (FAISS's only use of it).
+MIN_POINTS_PER_CENTROID = 39
+#: Transforms and index types whose training runs no k-means (the others: IVF cells, PQ / OPQ / additive codes).
+_NO_KMEANS = ("PCAMatrix", "RandomRotationMatrix", "NormalizationTransform", "CenteringTransform",
+              "RemapDimensionsTransform", "ITQTransform", "ITQMatrix", "IndexFlat", "IndexFlatIP", "IndexFlatL2",
+              "IndexScalarQuantizer", "IndexPreTransform", "IndexIDMap", "IndexIDMap2", "IndexRefine",
+              "IndexRefineFlat", "IndexHNSWFlat", "IndexHNSWSQ", "IndexLSH")
+
+
+def largest_clustering(index) -> int | None:
+    """The most centroids any k-means run by ``index.train`` asks for: the IVF cells, a PQ codebook (2^nbits),
+    OPQ's 8-bit codebook, an additive quantizer's largest; None when a part needing training is none of these
+    (it may cluster: assume the worst)."""
+    import faiss
+
+    largest, parts = 0, list(_coded_parts(index))
+    for part in list(parts):
+        refine = getattr(part, "refine_index", None)
+        if isinstance(refine, faiss.Index):
+            parts += _coded_parts(refine)
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        largest = max(largest, int(ivf.nlist))
+    for part in parts:
+        pq = getattr(part, "pq", None)
+        quantizer = next((getattr(part, name) for name in ("rq", "lsq", "aq") if hasattr(part, name)), None)
+        if isinstance(pq, faiss.ProductQuantizer):
+            largest = max(largest, int(pq.ksub))
+        elif quantizer is not None and hasattr(quantizer, "nbits"):
+            largest = max(largest, 2 ** int(max(faiss.vector_to_array(quantizer.nbits), default=8)))
+        elif not (part.is_trained or type(part).__name__ in _NO_KMEANS or part is ivf
+                  or isinstance(part, faiss.IndexIVF)):
+            return None
+        if isinstance(part, faiss.IndexPreTransform):
+            for position in range(part.chain.size()):
+                transform = faiss.downcast_VectorTransform(part.chain.at(position))
+                if isinstance(transform, faiss.OPQMatrix):  # its own PQ: 8 bits unless given one
+                    largest = max(largest, 256, int(transform.pq.ksub) if transform.pq is not None else 0)
+                elif not (transform.is_trained or type(transform).__name__ in _NO_KMEANS):
+                    return None
+    return largest
+
+
 def train_index(index, training: np.ndarray, factory: str) -> str | None:
     """``index.train(training)`` without polysemous training and with FAISS's clustering warnings kept off
     stderr; returns :func:`clustering_note` for them (None when the training set was large enough).
+
+    Descriptor 2 is the whole process's: while it is captured, every other thread's stderr (the Streamlit
+    server's, another request's) waits in the capture too.  So it is captured only when a warning can come at
+    all: a training set smaller than :data:`MIN_POINTS_PER_CENTROID` x :func:`largest_clustering` (a forced IVF /
+    PQ factory on a small set, which trains in about a second).  radloop's own choices (``Flat`` up to
+    ``exact_max`` vectors, ~4 sqrt(N) IVF cells beyond) never need it, so the long trainings of a large index
+    leave stderr alone.
 
     Raises:
         ValueError: FAISS refused to train (too few vectors for a codebook, ...): one line, its reason.
@@ -102,7 +155,9 @@ def train_index(index, training: np.ndarray, factory: str) -> str | None:
     for part in _coded_parts(index):
         if hasattr(part, "do_polysemous_training"):  # IndexPQ, IndexIVFPQ
             part.do_polysemous_training = False
-    with captured_clustering_warnings() as warnings:
+    largest = largest_clustering(index)
+    may_warn = largest is None or len(training) < MIN_POINTS_PER_CENTROID * largest
+    with captured_clustering_warnings() if may_warn else nullcontext([]) as warnings:
         try:
             index.train(training)
         except RuntimeError as error:  # e.g. a PQ8 codebook (256 centroids) from fewer than 256 vectors

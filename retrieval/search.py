@@ -145,13 +145,19 @@ def _query_vector(catalog, model_version: str, image, case_id: str | None,
                 select(Image).where(Image.study_id == case_id).order_by(Image.id)).first()
             if row is None:
                 raise LookupError(_no_query_image(session, case_id))
-            image_id, source = row.id, catalog.workspace.absolute(row.render_path)
+            image_id = row.id
+            source = catalog.workspace.absolute(row.render_path) if row.render_path else None
+    elif isinstance(image, np.ndarray):
+        _check_query_array(image)
     elif isinstance(image, (str, Path)):
         path = Path(image)
+        where = "" if path.is_absolute() else f" (looked for {path.absolute()})"  # the CLI's cwd may surprise
         if path.is_dir():
-            raise FileNotFoundError(f"query image is a folder, not an image file: {path}")
+            raise FileNotFoundError(f"query image is a folder, not an image file: {path}{where}")
         if not path.is_file():
-            raise FileNotFoundError(f"query image not found: {path}")
+            raise FileNotFoundError(f"query image not found: {path}{where}")
+        if path.stat().st_size == 0:
+            raise ValueError(f"cannot read the query image {path}: the file is empty (0 bytes)")
         match = match_catalog_file(catalog, path.read_bytes()) if match_file else None
         if match is not None:  # the CLI's stderr; the app says it on the page (views_search)
             logger.warning("query %s: %s: searching as that case (its own study left out)", path, match.message)
@@ -161,10 +167,19 @@ def _query_vector(catalog, model_version: str, image, case_id: str | None,
             return load_embeddings(catalog, model_version, [image_id]).vectors[0], image_id
         except LookupError:
             pass  # in the catalog but not embedded yet: embed it now
+    if case_id is not None and (source is None or not Path(source).is_file()):
+        raise FileNotFoundError(f"case {image_id} is not embedded with {model_version} and its render "
+                                f"{source or '(none recorded)'} is missing, so it cannot be embedded now either")
     from radloop.ssl import embed_images
     from radloop.ssl.embed import resolve_encoder
 
-    bundle = resolve_encoder(catalog, model_version)
+    try:
+        bundle = resolve_encoder(catalog, model_version)
+    except LookupError as error:  # embeddings written by an encoder that is not registered here (copied in)
+        what = (f"case {image_id} is not embedded with {model_version}" if image_id is not None
+                else f"the query image must be embedded with {model_version}")
+        raise LookupError(f"{what}, and that encoder is not at hand to embed it ({error}); search a case embedded "
+                          "with it, or with a registered encoder") from None
     try:
         return embed_images(bundle, [source])[0], image_id
     except MemoryError:
@@ -173,8 +188,33 @@ def _query_vector(catalog, model_version: str, image, case_id: str | None,
         # an array query is named by its shape: its values would flood the message (the app passes uploads so)
         named = (f"(an array of shape {source.shape}, dtype {source.dtype})" if isinstance(source, np.ndarray)
                  else source)
-        detail = str(error).removeprefix(f"{source}: ")  # the decoder's message may name the file again
+        detail = _decode_failure(str(error).removeprefix(f"{source}: "))  # it may name the file again
         raise ValueError(f"cannot read the query image {named}: {detail} (PNG, JPEG or DICOM)") from None
+
+
+def _check_query_array(image: np.ndarray) -> None:
+    """Refuse a query array the encoder cannot take, naming it by its shape (not its values).
+
+    Raises:
+        ValueError: an empty array, or one with NaN or infinite pixels.
+    """
+    named = f"(an array of shape {image.shape}, dtype {image.dtype})"
+    if image.size == 0:
+        raise ValueError(f"cannot read the query image {named}: it has no pixels")
+    if image.dtype.kind in "fc" and not np.isfinite(image).all():
+        raise ValueError(f"cannot read the query image {named}: {int((~np.isfinite(image)).sum()):,} pixel(s) are "
+                         "NaN or infinite")
+
+
+def _decode_failure(detail: str) -> str:
+    """A decoder's message as the app's upload check words it (``radloop.core.render.decode_upload``): what is
+    wrong with the file, without the exception's class name and the file named once more."""
+    kind, _, message = detail.partition(": ")
+    if kind == "UnidentifiedImageError":
+        return "unrecognised content, not an image"
+    if kind == "DecompressionBombError":
+        return f"image too large to decode safely ({message})"
+    return detail
 
 
 def _study_images(catalog, image_id: str) -> list[str]:
@@ -270,8 +310,14 @@ def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_
     """
     if (image is None) == (case_id is None):
         raise ValueError("give exactly one of image or case_id")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    if isinstance(case_id, str):  # pasted from a spreadsheet or a report: ids never hold surrounding blanks
+        case_id = case_id.strip()
+    if image is not None and not isinstance(image, (str, Path, np.ndarray)):
+        raise ValueError(f"image must be a file path or a 2-D array, got {type(image).__name__}"
+                         + (" (file bytes: decode them first, e.g. with PIL)" if isinstance(image, (bytes, bytearray))
+                            else ""))
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
     checked = resolve_filter_values(catalog, check_filters(filters))
     version = resolve_encoder_version(catalog, encoder)
     manager = load_index(catalog, version, index_config)

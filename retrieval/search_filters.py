@@ -36,22 +36,37 @@ def parse_filters(items: list[str] | None) -> dict[str, list[str]]:
             raise ValueError(f"filter {item!r} must look like key=value (keys: {', '.join(FILTER_KEYS)})")
         key, value = (part.strip() for part in item.split("=", 1))
         filters.setdefault(key, []).append(value)
-    check_filters(filters)
-    return filters
+    return check_filters(filters)  # a repeated value once
 
 
 def check_filters(filters: dict[str, Any] | None) -> dict[str, list[str]]:
     """Normalise filter values to lists and reject unknown keys and empty values; ``None`` is read as ``unknown``
-    (no value)."""
+    (no value).
+
+    An empty list (``{"body_region": []}``) is refused like an empty value (the CLI's ``--filter body_region=``):
+    "any of no values" would silently match nothing, and reading it as "no constraint" would silently search
+    every region; leave the key out for no constraint.
+
+    Raises:
+        ValueError: an unknown key (the valid ones listed), an empty value or an empty list (the key named).
+    """
+    if filters is not None and not isinstance(filters, dict):
+        raise ValueError(f"filters must be a dict key -> value(s) such as {{'body_region': 'wrist'}}, got "
+                         f"{type(filters).__name__} {filters!r:.80}" + ("; parse_filters reads key=value strings"
+                                                                      if isinstance(filters, (str, list)) else ""))
     normalised = {}
     for key, value in (filters or {}).items():
         if key not in FILTER_KEYS:
             raise ValueError(f"unknown filter {key!r}; valid: {', '.join(FILTER_KEYS)}")
-        normalised[key] = [UNKNOWN_VALUE if item is None else str(item)
-                           for item in (value if isinstance(value, (list, tuple, set)) else [value])]
+        hint = f"; {key}={UNKNOWN_VALUE} selects the images without one" if key in NULLABLE_KEYS else ""
+        items = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
+        if not items:
+            raise ValueError(f"filter {key!r} has no value (an empty list): leave the key out for no constraint"
+                             f"{hint}")
+        # a repeated value (``--filter body_region=wrist`` twice) is one value
+        normalised[key] = list(dict.fromkeys(UNKNOWN_VALUE if item is None else str(item) for item in items))
         if any(not item.strip() for item in normalised[key]):
-            hint = f" ({key}={UNKNOWN_VALUE} selects the images without one)" if key in NULLABLE_KEYS else ""
-            raise ValueError(f"filter {key!r} has an empty value{hint}")
+            raise ValueError(f"filter {key!r} has an empty value" + (f" ({hint[2:]})" if hint else ""))
     return normalised
 
 
@@ -112,10 +127,14 @@ def resolve_filter_values(catalog, filters: dict[str, list[str]]) -> dict[str, l
                     valid = sorted(set(known.values()), key=str.lower)
                 if key in NULLABLE_KEYS and UNKNOWN_VALUE not in {item.lower() for item in valid}:
                     valid.append(f"{UNKNOWN_VALUE} (no value)")
+                several = (f" (several values: repeat --filter {key}=VALUE, or a list in the Python API)"
+                           if "," in value else "")
                 if not _vocabulary(key):
                     raise ValueError(f"no image has {key} {value!r}; values in the catalog: "
-                                     f"{', '.join(valid) or 'none'}")
-                raise ValueError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
+                                     f"{', '.join(valid) or 'none'}{several}")
+                if wanted == UNKNOWN_VALUE:  # e.g. finding=None: "no value" is no finding's value
+                    several = f" ({UNKNOWN_VALUE}, or None, applies to {', '.join(NULLABLE_KEYS)} only)"
+                raise ValueError(f"unknown {key} {value!r}; valid: {', '.join(valid)}{several}")
             matched += sorted(item for item in stored if item.lower() in wanted_set)
             if key == "finding":  # expert labels and weak labels are looked up by the vocabulary name too
                 matched += [known[name] for name in sorted(wanted_set) if name in known]

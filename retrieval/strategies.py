@@ -39,7 +39,9 @@ class StratifiedSelection(SelectionStrategy):
         base: registry name of the strategy used inside each stratum (any but ``stratified``).
         quotas: stratum -> share of the budget (fractions >= 0, normalised) or None for equal shares over
             the strata present in the pool.  Strata without a quota get nothing; budget a stratum cannot use
-            (too few samples) goes to the others.
+            (too few samples) goes to the others.  A quota stratum with no unlabelled sample (labelled in full,
+            or absent) and a budget the quota strata cannot fill are told in ``notes_`` (and as a
+            ``UserWarning``); quotas none of whose strata is in the pool are refused.
         base_params: keyword parameters of the base strategy.
     """
 
@@ -93,6 +95,22 @@ class StratifiedSelection(SelectionStrategy):
             left -= sum(grant.values())
         return counts
 
+    def _note_unused_quotas(self, unused: list, labeled_groups: np.ndarray, present: list) -> None:
+        """Tell (in ``notes_``) which quota strata have no unlabelled sample: their share goes
+        to the other quota strata.  A stratum labelled in full is a normal late-round state, hence no error."""
+        labeled = {}
+        for value in labeled_groups.tolist():
+            labeled[str(value)] = labeled.get(str(value), 0) + 1
+        named = [f"{key!s} ({f'all {labeled[str(key)]} labelled' if labeled.get(str(key)) else 'no sample'})"
+                 for key in sorted(unused, key=str)]
+        note = (f"stratified: {len(unused)} of {len(self.quotas)} quota strata have nothing left to select, their "
+                f"share went to the other quota strata: {', '.join(named)} (strata in the pool: "
+                f"{', '.join(map(str, present))})")
+        self._warn(note)
+
+    def _warn(self, note: str) -> None:
+        self.notes_.append(note)  # ``select`` issues it as a UserWarning too
+
     def _select(self, data: SelectionInput):
         groups = np.array([UNKNOWN_STRATUM if _is_missing(value) else value for value in data.groups.tolist()],
                           dtype=object)
@@ -110,7 +128,16 @@ class StratifiedSelection(SelectionStrategy):
             if len(unknown) == len(self.quotas):
                 raise ValueError(f"no quota stratum {sorted(map(str, self.quotas))} occurs in the pool "
                                  f"(strata: {sorted(map(str, present))})")
+            unused = [key for key in unknown if self.quotas[key] > 0]  # a zero share asks for nothing anyway
+            if unused:
+                self._note_unused_quotas(unused, groups[data.labeled], present)
         allocation = self._allocate(counts, data.budget)
+        granted = sum(allocation.values())
+        if self.quotas and granted < min(data.budget, len(data.pool)):
+            left_out = [str(key) for key, share in allocation.items() if share == 0]
+            self._warn(f"stratified: budget {data.budget}, but the strata with a quota hold only {granted} "
+                       f"unlabelled sample(s): {granted} selected; strata without a quota get none "
+                       f"({', '.join(left_out)})")
         ranked = []  # (position within the stratum's share, stratum number, pick, score, reason)
         for number, (key, share) in enumerate(allocation.items()):
             if share <= 0:
