@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import distinct, func, select
+from sqlalchemy import distinct, func, literal_column, select
 
 from radloop.app import next_steps
 from radloop.core.catalog import Catalog
@@ -55,12 +55,13 @@ def region_counts(catalog: Catalog) -> pd.DataFrame:
     Returns:
         DataFrame with columns ``body_region, images, studies``.
     """
+    # null and "" are both unknown (as in `radloop info` and the search filter): one row, each study once
+    # (inline constants: PostgreSQL matches the GROUP BY expression to the SELECT one only without parameters)
+    region = func.coalesce(func.nullif(Image.body_region, literal_column("''")), literal_column(f"'{UNKNOWN_REGION}'"))
     with catalog.session() as session:
         rows = session.execute(
-            select(Image.body_region, func.count(Image.id), func.count(distinct(Image.study_id)))
-            .group_by(Image.body_region)).all()
-    frame = pd.DataFrame([(region or UNKNOWN_REGION, images, studies) for region, images, studies in rows],
-                         columns=["body_region", "images", "studies"])
+            select(region, func.count(Image.id), func.count(distinct(Image.study_id))).group_by(region)).all()
+    frame = pd.DataFrame([tuple(row) for row in rows], columns=["body_region", "images", "studies"])
     return frame.sort_values(["images", "body_region"], ascending=[False, True], ignore_index=True)
 
 
@@ -149,7 +150,7 @@ def list_cases(catalog: Catalog, *, body_region: str | None = None, limit: int =
         query = (select(Image.id, Image.study_id, Image.body_region, Study.split, Image.dataset,
                         Image.external_id).join(Study, Study.id == Image.study_id))
         if body_region == UNKNOWN_REGION:
-            query = query.where(Image.body_region.is_(None))
+            query = query.where(Image.body_region.is_(None) | (Image.body_region == ""))
         elif body_region:
             query = query.where(Image.body_region == body_region)
         rows = session.execute(query.order_by(Image.created_at.desc(), Image.id).limit(limit)).all()

@@ -1,0 +1,32 @@
+"""The app's region table and case picker treat an empty-string region like a missing one: one `unknown` row
+(there were two), and picking `unknown` lists the images stored with "" too (it listed only the null ones)."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+
+
+def test_empty_and_null_regions_are_one_unknown_row_and_one_pick(tmp_path, catalog):
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from radloop.app import views
+    from radloop.core.ingest import ingest_paths
+    from radloop.core.schema import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for index in range(4):
+        PILImage.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(folder / f"x{index}.png")
+    ingest_paths(catalog, [folder], workers=1)
+    with catalog.session() as session:
+        ids = sorted(session.scalars(Image.__table__.select().with_only_columns(Image.id)))
+        session.execute(update(Image).where(Image.id == ids[0]).values(body_region=""))
+        session.execute(update(Image).where(Image.id == ids[1]).values(body_region="wrist"))
+        session.commit()
+    counts = views.region_counts(catalog)
+    assert counts.to_dict("records") == [{"body_region": "unknown", "images": 3, "studies": 3},
+                                         {"body_region": "wrist", "images": 1, "studies": 1}]
+    picked = views.list_cases(catalog, body_region="unknown")
+    assert sorted(picked["image_id"]) == sorted(set(ids) - {ids[1]})
