@@ -33,6 +33,9 @@ def _quiet_lightning() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*(LeafSpec|litlogger|num_workers|does not have many workers).*")
+    # a rerun resumes its job's checkpoint on purpose (radloop.ssl.finetune_checkpoints says so in its messages)
+    warnings.filterwarnings("ignore", message=".*(Checkpoint directory .* exists and is not empty|resuming from a "
+                            "checkpoint that ended before the epoch ended).*")
 
 
 def train(
@@ -63,7 +66,10 @@ def train(
         fail(f"cannot read an image: {error}")
     except (ValueError, RegistryError, FileNotFoundError) as error:
         fail(str(error))
-    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into a graceful shutdown + sys.exit(1)
+    except KeyboardInterrupt as error:  # from Lightning's graceful shutdown: says which checkpoint a rerun resumes
+        fail(str(error) or "training interrupted: no model was registered; rerun the same command to train it "
+             "again", code=130)
+    except SystemExit:  # Lightning turns Ctrl-C into a graceful shutdown + sys.exit(1)
         fail("training interrupted: no model was registered; rerun the same command to train it again", code=130)
     title = f"trained {result.version}" if register else "trained and measured (not saved: --no-register)"
     emit(result.to_json(), as_json, title=title)
@@ -104,9 +110,11 @@ def predict(
         metavar="FILE_OR_FOLDER", show_default=False)],
     model: Annotated[Optional[str], typer.Option(
         "--model", "-m", help="Registered model version (default: the current model of --task).")] = None,
-    task: Annotated[str, typer.Option("--task", help=(
-        "Registry task whose current model predicts: findings (image-level choices), detection (boxes), or "
-        "a job's own data.task."))] = "findings",
+    task: Annotated[Optional[str], typer.Option("--task", help=(
+        "Registry task whose current model predicts: findings (image-level choices: probes, fine-tuned "
+        "classifiers, round probes), detection (boxes), or a job's own `task`. Default: findings, or the one "
+        "task with a current model when the workspace has no findings model (e.g. only a detector)."),
+        show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Also write one JSON line per file here (failed files as {file, error}).")] = None,
     workspace: WorkspaceOption = None,
@@ -127,11 +135,14 @@ def predict(
             fail(f"--out {out}: folder {out.absolute().parent} does not exist")
     catalog = open_catalog(workspace)
     if model is None:
-        record = current_model(catalog, task)
+        record = current_model(catalog, task or "findings")
+        if record is None and task is None:  # no findings model: the workspace's only task with a current head
+            heads = {r.task: r for r in list_models(catalog) if r.is_current and r.task != "encoder"}
+            record = next(iter(heads.values())) if len(heads) == 1 else None
         if record is None:
             tasks = sorted({r.task for r in list_models(catalog)} - {"encoder"})
             known = f" (tasks with models: {', '.join(tasks)}; pass --task or --model)" if tasks else ""
-            fail(f"no model registered for task {task!r}{known}: train one with "
+            fail(f"no model registered for task {task or 'findings'!r}{known}: train one with "
                  "`radloop train --config configs/finetune/probe_cpu.yaml`")
         model = record.version
     files, failed = _image_files(paths)

@@ -25,6 +25,7 @@ from radloop.core.records import Box
 from radloop.ssl.encoder_adapter import encoder_stats, read_pixels, timm_backbone, timm_backbone_from_bundle
 from radloop.ssl.encoders import pick_device
 from radloop.ssl.predict import ImagePrediction, Predictor
+from radloop.ssl.finetune_checkpoints import checkpoint_callback, fit_resumable
 from radloop.ssl.finetune_config import DetectConfig, TrainerConfig
 from radloop.ssl.precision import effective_precision
 from radloop.ssl.trainer_progress import trainer_callbacks
@@ -33,7 +34,7 @@ DETECTOR_WEIGHTS = "detector.safetensors"
 DETECTOR_CONFIG = "detector.json"
 
 __all__ = ["BoxImages", "DetectorModule", "DetectorPredictor", "TimmFPNBackbone", "build_detector",
-           "train_detector"]
+           "detector_determinism", "known_negatives", "train_detector"]
 
 
 class TimmFPNBackbone(nn.Module):
@@ -151,14 +152,17 @@ class DetectorModule(L.LightningModule):
 
 def train_detector(bundle: Any, paths: Sequence[Path], sizes: Sequence[tuple[int, int]],
                    boxes: Sequence[Sequence[Box]], known_negative: Sequence[bool], config: DetectConfig,
-                   trainer: TrainerConfig, *, progress: bool = True) -> tuple["DetectorPredictor", list[str]]:
-    """Train a detector; returns it as a predictor and the messages about dropped/clipped boxes.
+                   trainer: TrainerConfig, *, progress: bool = True,
+                   checkpoints: Path | None = None) -> tuple["DetectorPredictor", list[str]]:
+    """Train a detector; returns it as a predictor and the messages about dropped/clipped boxes (and about a
+    resumed checkpoint: ``checkpoints`` is the job's folder, :mod:`radloop.ssl.finetune_checkpoints`).
 
     Images with usable boxes are positives; images with ``known_negative`` (exhaustively annotated, no box)
     are negatives when ``config.include_negatives``; anything else is left out.
 
     Raises:
         ValueError: no usable box at all (after dropping degenerate ones); a ViT encoder (no feature stages).
+        KeyboardInterrupt: Ctrl-C during training, with what a rerun does.
     """
     backbone = getattr(getattr(bundle, "model", None), "backbone", None)
     if hasattr(backbone, "num_prefix_tokens"):  # one stride only: no feature pyramid for the FPN
@@ -196,20 +200,22 @@ def train_detector(bundle: Any, paths: Sequence[Path], sizes: Sequence[tuple[int
     total = config.max_steps if config.max_steps > 0 else len(loader) * config.max_epochs
     if trainer.num_threads:
         torch.set_num_threads(trainer.num_threads)
+    saving = [checkpoint_callback(checkpoints, trainer.checkpoint_every_n_steps)] if checkpoints else []
     fit = L.Trainer(accelerator=trainer.accelerator, devices=trainer.devices,
                     precision=effective_precision(trainer.precision, trainer.accelerator),
                     max_epochs=config.max_epochs, max_steps=config.max_steps,
                     max_time={"minutes": config.max_time_minutes} if config.max_time_minutes else None,
-                    log_every_n_steps=min(trainer.log_every_n_steps, len(loader)), enable_checkpointing=False,
+                    log_every_n_steps=min(trainer.log_every_n_steps, len(loader)), enable_checkpointing=bool(saving),
                     logger=False, enable_progress_bar=progress, enable_model_summary=False,
-                    callbacks=trainer_callbacks(progress))
+                    callbacks=trainer_callbacks(progress) + saving,
+                    deterministic=detector_determinism(trainer.deterministic, trainer.accelerator))
     module = DetectorModule(model, config, total)
-    fit.fit(module, loader)
+    resumed = fit_resumable(fit, module, loader, checkpoints, "detector training")
     module.final_loss = float(fit.callback_metrics.get("loss", torch.tensor(float("nan"))))
     predictor = DetectorPredictor(model.eval(), meta, model_version="")
     predictor.train_summary = {"images": len(dataset), "boxes": n_boxes, "dropped_or_clipped": len(messages),
                                "final_loss": module.final_loss, "steps": int(fit.global_step)}
-    return predictor, messages
+    return predictor, messages + resumed
 
 
 class DetectorPredictor(Predictor):
@@ -276,6 +282,15 @@ class DetectorPredictor(Predictor):
         model = build_detector(_body(meta), meta)
         model.load_state_dict(state)
         return cls(model, meta, model_version)
+
+
+def detector_determinism(deterministic: bool, accelerator: str) -> bool | str:
+    """Lightning's ``deterministic`` for the detector: ``trainer.deterministic`` as given on the CPU; on a GPU
+    ``"warn"`` (deterministic algorithms wherever torch has one), because torchvision's CUDA ``roi_align``
+    backward has no deterministic implementation and strict mode would stop the first training step."""
+    if deterministic and accelerator != "cpu":
+        return "warn"
+    return deterministic
 
 
 def known_negatives(targets: np.ndarray, findings: list[str], labels: list[str]) -> list[bool]:

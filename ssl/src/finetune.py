@@ -3,7 +3,8 @@
 Recipe: layer-wise learning-rate decay over timm's layer groups (BEiT, Bao et al. 2022; MAE, He et al. 2022)
 with AdamW, linear warm-up and cosine decay; ``linear`` freezes the backbone, ``partial`` trains only the top
 ``trainable_fraction`` of its layer groups, ``full`` trains everything.  Class imbalance: per-finding
-``pos_weight`` in the BCE loss and, optionally, a sampler that balances positives.  Unknown labels (-1) are
+``pos_weight`` in the BCE loss and, optionally, a sampler that balances the first finding's present and absent
+images (:func:`balanced_sample_weights`; unknown ones are not counted as absent).  Unknown labels (-1) are
 masked out of the loss; report-derived rows carry a lower sample weight.  Saved as
 ``classifier.safetensors`` + ``classifier.json``.
 """
@@ -21,8 +22,10 @@ from torch import nn
 
 from radloop.ssl.encoder_adapter import encoder_stats, timm_backbone, timm_backbone_from_bundle
 from radloop.ssl.encoders import pick_device
+from radloop.ssl.finetune_checkpoints import checkpoint_callback, fit_resumable
 from radloop.ssl.finetune_config import FinetuneConfig, TrainerConfig
-from radloop.ssl.finetune_images import AugmentedImages, model_input, normalize_pixels, preload_images
+from radloop.ssl.finetune_epochs import BestEpoch
+from radloop.ssl.finetune_images import AugmentedImages, model_input, preload_images
 from radloop.ssl.predict import ImagePrediction, Predictor
 from radloop.ssl.precision import effective_precision
 from radloop.ssl.trainer_progress import trainer_callbacks
@@ -30,8 +33,8 @@ from radloop.ssl.trainer_progress import trainer_callbacks
 CLASSIFIER_WEIGHTS = "classifier.safetensors"
 CLASSIFIER_CONFIG = "classifier.json"
 
-__all__ = ["ClassifierPredictor", "FindingsClassifier", "FindingsClassifierModule", "fit_platt", "layer_decay_groups",
-           "train_classifier"]
+__all__ = ["ClassifierPredictor", "FindingsClassifier", "FindingsClassifierModule", "balanced_sample_weights",
+           "fit_platt", "layer_decay_groups", "train_classifier"]
 
 
 class FindingsClassifier(nn.Module):
@@ -140,61 +143,30 @@ def _pos_weight(targets: np.ndarray) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-class BestEpoch(L.Callback):
-    """Scores the findings on validation images after every training epoch and keeps the best epoch's weights.
+def balanced_sample_weights(labels: np.ndarray) -> np.ndarray:
+    """Sampling weights (N,) that draw present and absent images of one finding equally often.
 
-    The score is the mean AUROC over the findings that have both classes among the validation images; the
-    earliest epoch wins ties.  :meth:`restore` loads the kept weights into the network.
+    ``labels``: (N,) 1 present / 0 absent / -1 unknown.  The labelled images keep their share of the draws, split
+    half present, half absent; images whose label is unknown (kept for another finding or their body region)
+    keep their own share and are never counted as absent.  With one known class only there is nothing to
+    balance: every image is drawn equally often.
     """
-
-    def __init__(self, pixels: torch.Tensor, targets: np.ndarray, mean: float, std: float, batch_size: int) -> None:
-        self.pixels, self.targets = pixels, np.asarray(targets)
-        self.mean, self.std, self.batch_size = mean, std, batch_size
-        self.scores: list[float | None] = []
-        self.best_epoch: int | None = None
-        self._best_state: dict[str, torch.Tensor] | None = None
-
-    @torch.no_grad()
-    def score(self, net: FindingsClassifier, device: torch.device) -> float | None:
-        from sklearn.metrics import roc_auc_score
-
-        was_training = net.training
-        net.eval()
-        logits = []
-        for start in range(0, len(self.pixels), self.batch_size):
-            batch = normalize_pixels(self.pixels[start:start + self.batch_size], self.mean, self.std)
-            logits.append(net(batch.to(device))[0].float().cpu().numpy())
-        net.train(was_training)
-        logits_all = np.concatenate(logits) if logits else np.zeros((0, self.targets.shape[1]), np.float32)
-        aurocs = []
-        for column in range(self.targets.shape[1]):
-            known = self.targets[:, column] >= 0
-            if len(np.unique(self.targets[known, column])) == 2:
-                aurocs.append(roc_auc_score(self.targets[known, column], logits_all[known, column]))
-        return float(np.mean(aurocs)) if aurocs else None
-
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        score = self.score(module.net, module.device)
-        self.scores.append(score)
-        best = self.scores[self.best_epoch - 1] if self.best_epoch else None
-        if score is not None and (best is None or score > best):
-            self.best_epoch = len(self.scores)
-            self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in module.net.state_dict().items()}
-
-    def restore(self, net: nn.Module) -> None:
-        if self._best_state is not None:
-            net.load_state_dict(self._best_state)
-
-    def summary(self) -> dict[str, Any]:
-        return {"metric": "mean AUROC of the findings", "images": int(len(self.pixels)),
-                "scores": [None if s is None else round(s, 4) for s in self.scores], "best_epoch": self.best_epoch}
+    labels = np.asarray(labels)
+    present, absent = labels == 1, labels == 0
+    if not present.any() or not absent.any():
+        return np.full(len(labels), 1.0 / max(len(labels), 1))
+    known_share = (present | absent).mean()
+    weights = np.full(len(labels), 1.0 / len(labels))  # the unknown images' own share
+    weights[present] = 0.5 * known_share / present.sum()
+    weights[absent] = 0.5 * known_share / absent.sum()
+    return weights
 
 
 def train_classifier(bundle: Any, images: Sequence[Path], targets: np.ndarray, weights: np.ndarray,
                      regions: Sequence[str | None], findings: list[str], config: FinetuneConfig,
                      trainer: TrainerConfig, *, region_names: list[str] | None = None,
                      validation: tuple[Sequence[Path], np.ndarray] | None = None,
-                     progress: bool = True) -> "ClassifierPredictor":
+                     progress: bool = True, checkpoints: Path | None = None) -> "ClassifierPredictor":
     """Fine-tune ``bundle``'s backbone on labelled images; returns the trained model as a predictor.
 
     With ``validation`` (render paths, (M, T) targets) the findings are scored on those images after every
@@ -206,6 +178,12 @@ def train_classifier(bundle: Any, images: Sequence[Path], targets: np.ndarray, w
         targets: (N, T) 1 / 0 / -1.
         weights: (N,) sample weights.
         regions: body region per image (None unknown); ``region_names`` fixes the class order.
+        checkpoints: the job's checkpoint folder: training resumes from its ``last.ckpt`` and saves there
+            (:mod:`radloop.ssl.finetune_checkpoints`; what happened is in ``meta["checkpoint_messages"]``, which
+            is not saved with the model); None: no checkpoints.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C during training, with what a rerun does.
     """
     from torch.utils.data import DataLoader, WeightedRandomSampler
 
@@ -226,9 +204,7 @@ def train_classifier(bundle: Any, images: Sequence[Path], targets: np.ndarray, w
                               regions=region_index)
     sampler = None
     if config.balanced_sampling:
-        positive = targets[:, 0] == 1
-        share = max(positive.mean(), 1e-6)
-        sample = np.where(positive, 0.5 / share, 0.5 / max(1 - share, 1e-6))
+        sample = balanced_sample_weights(targets[:, 0])
         sampler = WeightedRandomSampler(torch.as_tensor(sample, dtype=torch.double), len(sample), replacement=True)
     loader = DataLoader(dataset, batch_size=min(config.batch_size, len(dataset)), shuffle=sampler is None,
                         sampler=sampler, num_workers=config.num_workers, drop_last=len(dataset) > config.batch_size)
@@ -245,22 +221,25 @@ def train_classifier(bundle: Any, images: Sequence[Path], targets: np.ndarray, w
     if validation is not None and len(validation[0]):
         best_epoch = BestEpoch(preload_images(validation[0], image_size, progress=progress), validation[1], mean, std,
                                config.batch_size)
+    saving = [checkpoint_callback(checkpoints, trainer.checkpoint_every_n_steps)] if checkpoints else []
     fit = L.Trainer(accelerator=trainer.accelerator, devices=trainer.devices,
                     precision=effective_precision(trainer.precision, trainer.accelerator),
                     max_epochs=config.max_epochs, max_steps=config.max_steps,
                     max_time={"minutes": config.max_time_minutes} if config.max_time_minutes else None,
                     log_every_n_steps=min(trainer.log_every_n_steps, steps_per_epoch),
-                    enable_checkpointing=False, logger=False, enable_progress_bar=progress,
-                    callbacks=trainer_callbacks(progress) + ([best_epoch] if best_epoch is not None else []),
+                    enable_checkpointing=bool(saving), logger=False, enable_progress_bar=progress,
+                    callbacks=trainer_callbacks(progress) + saving + ([best_epoch] if best_epoch is not None else []),
                     enable_model_summary=False, deterministic=trainer.deterministic)
-    fit.fit(module, loader)
+    checkpoint_messages = fit_resumable(fit, module, loader, checkpoints, "fine-tuning")
     meta = {"timm_name": bundle.config.timm_name, "model_kwargs": dict(bundle.config.model_kwargs),
             "patch_size": bundle.config.patch_size, "image_size": image_size, "mean": mean, "std": std,
             "findings": list(findings), "regions": names, "encoder_version": getattr(bundle, "version", None)}
     if best_epoch is not None:
         best_epoch.restore(net)
         meta["epoch_selection"] = best_epoch.summary()
-    return ClassifierPredictor(net.eval(), meta, model_version="")
+    predictor = ClassifierPredictor(net.eval(), meta, model_version="")
+    predictor.checkpoint_messages = checkpoint_messages
+    return predictor
 
 
 def fit_platt(logits: np.ndarray, targets: np.ndarray,
@@ -309,6 +288,7 @@ class ClassifierPredictor(Predictor):
         self.model_version = model_version
         self.findings = list(meta["findings"])
         self.regions = list(meta.get("regions", []))
+        self.checkpoint_messages: list[str] = []  # how training used its checkpoints (not saved with the model)
 
     @torch.inference_mode()
     def predict_arrays(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from radloop.core.config import StrictModel
 from radloop.core.vocabulary import BOX_FINDINGS, FINDINGS
@@ -43,6 +43,8 @@ class DataConfig(StrictModel):
     # with a message when it is a training split or the eval split, or holds no labelled images)
     calibration_split: Literal["train", "val", "test"] | None = "val"
     label_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    # a hard cap on the training images, applied after label_fraction and stratified by the first finding (each
+    # class keeps at least one image when the cap allows); probe and fine-tuning jobs need at least 2
     max_train_images: int | None = Field(None, ge=1)
     max_eval_images: int | None = Field(None, ge=1)
     weak_labels: WeakLabelConfig = WeakLabelConfig()
@@ -160,6 +162,12 @@ class TrainerConfig(StrictModel):
     precision: str = "32-true"
     num_threads: int | None = Field(2, ge=1)
     log_every_n_steps: int = Field(10, ge=1)
+    # fine-tuning and detection save <workspace>/models/runs/<version>/checkpoints/last.ckpt this often (and at the
+    # end of training): rerunning an interrupted job resumes there (``finetune_checkpoints``); not part of the
+    # model's version
+    checkpoint_every_n_steps: int = Field(50, ge=1)
+    # torch's deterministic algorithms (Lightning ``deterministic``); the detector on a GPU warns instead of
+    # failing where torchvision has none (``detection.detector_determinism``)
     deterministic: bool = False
 
     @field_validator("precision", mode="before")
@@ -196,6 +204,14 @@ class TrainConfig(StrictModel):
     finetune: FinetuneConfig = FinetuneConfig()
     detect: DetectConfig = DetectConfig()
     trainer: TrainerConfig = TrainerConfig()
+
+    @model_validator(mode="after")
+    def _two_images_for_a_classifier(self) -> "TrainConfig":
+        cap = self.data.max_train_images
+        if cap is not None and cap < 2 and self.head != "detect":
+            raise ValueError(f"data.max_train_images={cap}: a {self.head} head needs at least 2 training images, one "
+                             f"with and one without {self.data.findings[0]}; set data.max_train_images=2 or more")
+        return self
 
     @property
     def resolved_task(self) -> str:

@@ -20,7 +20,8 @@ from radloop.core.records import Box
 from radloop.core.schema import Annotation, Report, WeakLabel
 from radloop.core.targets import ImageTargets, image_targets
 
-__all__ = ["DataError", "LabeledSet", "build_labeled_set", "check_no_leak", "drop_missing_renders", "subsample"]
+__all__ = ["DataError", "LabeledSet", "build_labeled_set", "cap_images", "check_no_leak", "drop_missing_renders",
+           "drop_unlabelled", "subsample"]
 
 
 class DataError(ValueError):
@@ -189,7 +190,8 @@ def drop_missing_renders(labeled: LabeledSet, what: str) -> tuple[LabeledSet, li
 
 
 def subsample(labeled: LabeledSet, fraction: float, *, seed: int = 0, stratify_column: int = 0) -> LabeledSet:
-    """Keep ``fraction`` of the images, stratified by one finding (at least one image of each class).
+    """Keep ``fraction`` of the images, stratified by one finding (at least one image of each class, so a small
+    fraction may keep a few more than ``fraction``; :func:`cap_images` keeps an exact number).
 
     Raises:
         DataError: ``fraction`` outside (0, 1].
@@ -206,6 +208,63 @@ def subsample(labeled: LabeledSet, fraction: float, *, seed: int = 0, stratify_c
         count = max(1, int(round(fraction * len(rows))))
         chosen.extend(rng.choice(rows, size=min(count, len(rows)), replace=False).tolist())
     return labeled.take(sorted(chosen))
+
+
+def cap_images(labeled: LabeledSet, count: int, *, seed: int = 0, stratify_column: int = 0) -> LabeledSet:
+    """Exactly ``count`` images (all of them when there are no more), stratified by one finding.
+
+    Each class of the finding (present, absent, unknown) keeps its share of ``count`` (largest remainders round
+    it), and each known class (present / absent) keeps at least one image when ``count`` is at least the number
+    of known classes: ``data.max_train_images`` is a hard cap, never exceeded to keep a class.
+
+    Raises:
+        DataError: ``count`` below 1.
+    """
+    if count < 1:
+        raise DataError(f"an image cap must be at least 1, got {count}")
+    if count >= len(labeled):
+        return labeled
+    column = labeled.targets[:, stratify_column] if labeled.targets.size else np.full(len(labeled), -1)
+    values, sizes = np.unique(column, return_counts=True)
+    exact = count * sizes / len(labeled)
+    quota = np.floor(exact).astype(int)
+    known = values >= 0
+    if count >= int(known.sum()):
+        quota[known] = np.maximum(quota[known], 1)
+    while quota.sum() > count:  # the minimum of one took images from the largest classes
+        floor = np.where(known, 1, 0)
+        quota[int(np.argmax(np.where(quota > floor, quota, -1)))] -= 1
+    while quota.sum() < count:  # largest remainder first, among classes with images left
+        remainder = np.where(quota < sizes, exact - quota, -np.inf)
+        quota[int(np.argmax(remainder))] += 1
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for value, take in zip(values, quota):
+        rows = np.flatnonzero(column == value)
+        chosen.extend(rng.choice(rows, size=int(take), replace=False).tolist())
+    return labeled.take(sorted(chosen))
+
+
+def drop_unlabelled(labeled: LabeledSet, *, regions: bool) -> tuple[LabeledSet, list[str]]:
+    """``labeled`` without the rows a classifier cannot learn from, and a message saying how many were left out.
+
+    A row whose findings are all unknown (-1) adds nothing to a probe's or fine-tuned classifier's findings (its
+    loss is masked out) and, without a body region (or with ``regions`` False: the region head is off), nothing at
+    all: kept, it would only take a place in the batches, in ``data.max_train_images`` and in the label fraction.
+
+    Raises:
+        DataError: no row has a known finding label (or a body region, with ``regions``).
+    """
+    useful = [row for row in range(len(labeled))
+              if (labeled.targets[row] >= 0).any() or (regions and labeled.regions[row])]
+    if len(useful) == len(labeled):
+        return labeled, []
+    what = f"a known label for {', '.join(labeled.findings)}" + (" or a body region" if regions else "")
+    if not useful:
+        raise DataError(f"none of the {len(labeled)} training images has {what}: annotate some (Label Studio), "
+                        "turn on data.weak_labels.use, or ingest a labelled dataset")
+    message = f"{len(labeled) - len(useful)} of {len(labeled)} training images left out: no {what[2:]}"
+    return labeled.take(useful), [message]
 
 
 def check_no_leak(train: LabeledSet, held_out: LabeledSet) -> None:

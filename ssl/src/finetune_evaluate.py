@@ -23,16 +23,71 @@ __all__ = ["coco_labeled_set", "coco_labeled_set_with_notes", "evaluate_model", 
            "training_data"]
 
 
+def _predict_originals(predictor: Any, labeled: LabeledSet,
+                       batch_size: int = 16) -> tuple[LabeledSet, list[Any], list[str]]:
+    """Predictions for a set whose paths are original files (a COCO file's images), each read as ingest renders
+    it (:func:`radloop.ssl.predict.read_rendered`: decoded as ingest decodes it, long side scaled down to the
+    render's), so a model is scored on the pixels it trained on and ``radloop predict`` gives it; boxes come back
+    in the pixels of the sizes the set records (the COCO file's, those of its ground-truth boxes; a size recorded
+    as (0, 0), not in the file, becomes the image's own).
+
+    Returns:
+        (the readable rows of ``labeled``, their predictions, a note naming the unreadable files if any).
+
+    Raises:
+        DataError: no file can be read.
+    """
+    from radloop.core.input_errors import InputError
+    from radloop.ssl.predict import read_rendered
+
+    kept: list[int] = []
+    predictions: list[Any] = []
+    unreadable: list[str] = []
+    for start in range(0, len(labeled), batch_size):
+        pixels, rows = [], []
+        for row in range(start, min(start + batch_size, len(labeled))):
+            try:
+                image, size = read_rendered(labeled.paths[row])
+            except (InputError, OSError) as error:
+                reason = (error.strerror or str(error)) if isinstance(error, OSError) else str(error)
+                unreadable.append(f"{labeled.paths[row]}: {reason}")
+                continue
+            except Exception as error:  # noqa: BLE001 - any decoder failure means this file only, as in ingest
+                unreadable.append(f"{labeled.paths[row]}: cannot decode: {type(error).__name__}: {error}")
+                continue
+            pixels.append(image)
+            if not all(labeled.sizes[row]):  # a COCO file without the image's width and height: its own
+                labeled.sizes[row] = size
+            rows.append(row)
+        if rows:
+            predictions += predictor.predict(pixels, original_sizes=[labeled.sizes[row] for row in rows])
+            kept += rows
+    if not kept:
+        raise DataError(f"none of the {len(labeled)} images could be read (e.g. {unreadable[0]})")
+    notes = [f"{len(unreadable)} of {len(labeled)} images left out: unreadable (e.g. {unreadable[0]})"
+             ] if unreadable else []
+    return (labeled if len(kept) == len(labeled) else labeled.take(kept)), predictions, notes
+
+
 def evaluate_predictor(predictor: Any, labeled: LabeledSet, *, catalog: Catalog | None = None,
-                       encoder_version: str | None = None, progress: bool = False) -> dict[str, Any]:
-    """Metrics of ``predictor`` on ``labeled`` (probes reuse stored embeddings when a catalog is given)."""
+                       encoder_version: str | None = None, progress: bool = False,
+                       originals: bool = False) -> dict[str, Any]:
+    """Metrics of ``predictor`` on ``labeled`` (probes reuse stored embeddings when a catalog is given).
+
+    ``originals``: ``labeled.paths`` are original files, not catalog renders (an external COCO file's images):
+    they are rendered in memory as ingest renders them first, and unreadable ones are left out with a note.
+    """
     from radloop.ssl.predict import ProbePredictor
 
+    notes: list[str] = []
+    predictions = None
+    if originals:
+        labeled, predictions, notes = _predict_originals(predictor, labeled)
     findings = [name for name in predictor.findings if name in labeled.findings]
     columns = [labeled.findings.index(name) for name in findings]
     predicted_regions: list[str | None] = [None] * len(labeled)
     predicted_boxes: list[list[Box]] | None = None
-    if isinstance(predictor, ProbePredictor) and catalog is not None:
+    if isinstance(predictor, ProbePredictor) and catalog is not None and predictions is None:
         from radloop.ssl.finetune_jobs import embeddings_for
 
         vectors = embeddings_for(catalog, predictor.encoder, encoder_version, labeled, progress=progress)
@@ -43,7 +98,8 @@ def evaluate_predictor(predictor: Any, labeled: LabeledSet, *, catalog: Catalog 
         order = [predictor.findings.index(name) for name in findings]
         probabilities = probabilities[:, order]
     else:
-        predictions = predictor.predict(list(labeled.paths), original_sizes=labeled.sizes)  # boxes: original px
+        if predictions is None:
+            predictions = predictor.predict(list(labeled.paths), original_sizes=labeled.sizes)  # boxes: original px
         probabilities = np.array([[p.choices.get(name, 0.0) for name in findings] for p in predictions],
                                  dtype=np.float32).reshape(len(labeled), len(findings))
         predicted_regions = [p.body_region for p in predictions]
@@ -58,10 +114,12 @@ def evaluate_predictor(predictor: Any, labeled: LabeledSet, *, catalog: Catalog 
         truth = [sanitize_boxes([b for b in boxes if b.label in labels], w, h)[0]
                  for boxes, (w, h) in zip(labeled.boxes, labeled.sizes)]
         boxes = box_map50(predicted_boxes, truth, labels)
-        notes = boxes.pop("notes", [])
+        box_notes = boxes.pop("notes", [])
         metrics.update(boxes)
-        if notes:
-            metrics.setdefault("notes", []).extend(notes)
+        if box_notes:
+            metrics.setdefault("notes", []).extend(box_notes)
+    if notes:  # the unreadable originals first (the metrics' own notes replace a "notes" key they find)
+        metrics["notes"] = notes + list(metrics.get("notes", []))
     return metrics
 
 
@@ -100,21 +158,28 @@ def coco_labeled_set_with_notes(coco_file: str | Path, images_dir: str | Path,
         coco = json.loads(coco_path.read_text())
         categories = {c["id"]: c["name"] for c in coco["categories"]}
         entries = coco["images"]
-    except (OSError, ValueError, KeyError) as error:
-        raise DataError(f"cannot read COCO file {coco_path}: {error}") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"cannot read COCO file {coco_path}: {type(error).__name__}: {error}") from None
     boxes: dict[Any, list[Box]] = {}
     regions: dict[Any, str] = {}
-    for annotation in coco.get("annotations", []):
-        name = categories.get(annotation["category_id"], "")
-        x, y, w, h = annotation["bbox"]
-        boxes.setdefault(annotation["image_id"], []).append(Box(_coco_label(name), float(x), float(y),
-                                                                float(w), float(h)))
+    for number, annotation in enumerate(coco.get("annotations", [])):
+        try:
+            name = categories.get(annotation["category_id"], "")
+            x, y, w, h = (float(value) for value in annotation["bbox"])
+            image_id = annotation["image_id"]
+        except (KeyError, TypeError, ValueError) as error:  # a missing key, a bbox that is not 4 numbers
+            raise DataError(f"cannot read COCO file {coco_path}: annotation #{number} (id "
+                            f"{annotation.get('id') if isinstance(annotation, dict) else '?'}) has no usable "
+                            f"category_id, bbox [x, y, w, h] and image_id ({type(error).__name__}: {error})") from None
+        boxes.setdefault(image_id, []).append(Box(_coco_label(name), x, y, w, h))
         if _coco_region(name):
-            regions.setdefault(annotation["image_id"], _coco_region(name))
+            regions.setdefault(image_id, _coco_region(name))
     result = LabeledSet(findings=list(findings))
     rows = []
     missing: list[str] = []
-    for entry in entries:
+    for number, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "file_name" not in entry or "id" not in entry:
+            raise DataError(f"cannot read COCO file {coco_path}: image #{number} has no file_name and id")
         path = folder / entry["file_name"]
         if not path.is_file():
             missing.append(str(entry["file_name"]))
@@ -125,10 +190,16 @@ def coco_labeled_set_with_notes(coco_file: str | Path, images_dir: str | Path,
         result.image_ids.append(str(entry["file_name"]))
         result.study_ids.append(str(entry["file_name"]))
         result.paths.append(path)
-        result.sizes.append((int(entry["width"]), int(entry["height"])))
+        try:  # (0, 0): not in the file; the image's own size is read with its pixels (_predict_originals)
+            result.sizes.append((int(entry.get("width") or 0), int(entry.get("height") or 0)))
+        except (TypeError, ValueError):
+            raise DataError(f"cannot read COCO file {coco_path}: image {entry['file_name']} has width "
+                            f"{entry.get('width')!r} and height {entry.get('height')!r}") from None
         result.regions.append(regions.get(entry["id"]))
         result.boxes.append(image_boxes)
     where = f"{folder} (the COCO file's folder)" if folder == coco_path.parent else str(folder)
+    if not entries:
+        raise DataError(f"COCO file {coco_path} lists no images: nothing to evaluate on")
     if not rows:
         raise DataError(f"none of the {len(entries)} images of {coco_path.name} is under {where}: "
                         "pass --images FOLDER, the folder their file_name paths are in")
@@ -203,7 +274,7 @@ def evaluate_model(catalog: Catalog, version: str, *, coco: str | Path | None = 
                             f"to {_use_of(record.config or {}, split)} {version}: evaluation would leak")
         source = f"split:{split}"
     metrics = evaluate_predictor(predictor, labeled, catalog=catalog if coco is None else None,
-                                 encoder_version=record.parent_version, progress=progress)
+                                 encoder_version=record.parent_version, progress=progress, originals=coco is not None)
     if notes:
         metrics["notes"] = notes + list(metrics.get("notes", []))
     return {"model": version, "kind": record.kind, "source": source, **metrics}

@@ -3,7 +3,9 @@
 A job trains on ``data.train_splits`` (expert labels first, report weak labels optionally), evaluates on
 ``data.eval_split`` (study-level, checked not to overlap), saves the artefacts (safetensors + JSON + the
 resolved YAML config) under ``<workspace>/models/<version>/`` and registers the model with its parent
-encoder, config, metrics and the expert annotation ids it used.
+encoder, config, metrics and the expert annotation ids it used.  Fine-tuning and detection keep Lightning
+checkpoints in ``<workspace>/models/runs/<version>/checkpoints/`` while they train: the same command, rerun after
+a Ctrl-C, resumes there (:mod:`radloop.ssl.finetune_checkpoints`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,13 +22,15 @@ import numpy as np
 from radloop.core.catalog import Catalog
 from radloop.core.config import save_resolved_config
 from radloop.core.registry import ModelRecord, RegistryError, current_model, get_model, register_model
-from radloop.ssl.finetune_data import (DataError, LabeledSet, build_labeled_set, check_no_leak,
-                                      drop_missing_renders, subsample)
+from radloop.ssl.finetune_checkpoints import remove_checkpoints
+from radloop.ssl.finetune_data import (DataError, LabeledSet, build_labeled_set, cap_images, check_no_leak,
+                                      drop_missing_renders, drop_unlabelled, subsample)
 from radloop.ssl.finetune_config import EncoderConfigRef, TrainConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JobResult", "VersionExistsError", "embeddings_for", "resolve_encoder", "run_training", "train_head"]
+__all__ = ["JobResult", "VersionExistsError", "checkpoint_folder", "embeddings_for", "resolve_encoder", "run_training",
+           "train_head"]
 
 
 class VersionExistsError(RegistryError):
@@ -156,7 +161,9 @@ def _version(config: TrainConfig, parent: str | None, labeled: LabeledSet,
     labelled sets are the same one."""
     labels = [np.asarray(labeled.targets).tolist(), [round(float(w), 6) for w in labeled.weights],
               list(labeled.regions), [[repr(box) for box in boxes] for boxes in labeled.boxes]]
-    learned_from = [config.model_dump(mode="json"), parent, labeled.image_ids, labels]
+    settings = config.model_dump(mode="json")
+    settings["trainer"].pop("checkpoint_every_n_steps", None)  # when it saves does not change what it learns
+    learned_from = [settings, parent, labeled.image_ids, labels]
     if calibration is not None:  # absent otherwise: probe and detector versions stay what they were
         learned_from.append([calibration.image_ids, np.asarray(calibration.targets).tolist()])
     digest = hashlib.sha256(json.dumps(learned_from, sort_keys=True, default=str).encode()).hexdigest()[:8]
@@ -172,11 +179,12 @@ def _version(config: TrainConfig, parent: str | None, labeled: LabeledSet,
 
 
 def train_head(catalog: Catalog, config: TrainConfig, train: LabeledSet, bundle: Any, encoder_version: str | None,
-               *, calibration: LabeledSet | None = None,
-               progress: bool = True) -> tuple[Any, dict[str, Any], list[str]]:
+               *, calibration: LabeledSet | None = None, progress: bool = True,
+               checkpoints: Path | None = None) -> tuple[Any, dict[str, Any], list[str]]:
     """Train the configured head on ``train``; returns (predictor, train summary, messages).
 
-    ``calibration``: labelled held-out images on which a fine-tuned classifier is Platt-scaled."""
+    ``calibration``: labelled held-out images on which a fine-tuned classifier is Platt-scaled.
+    ``checkpoints``: the job's checkpoint folder (fine-tuning and detection resume from it and save there)."""
     messages: list[str] = []
     summary = train.summary()
     findings = train.findings
@@ -207,7 +215,9 @@ def train_head(catalog: Catalog, config: TrainConfig, train: LabeledSet, bundle:
             elif config.data.calibration_split is None:  # other reasons come from _calibration_set
                 messages.append("epoch not selected: data.calibration_split is null; the last epoch is kept")
         predictor = train_classifier(bundle, train.paths, train.targets, train.weights, regions, findings,
-                                     config.finetune, config.trainer, validation=validation, progress=progress)
+                                     config.finetune, config.trainer, validation=validation, progress=progress,
+                                     checkpoints=checkpoints)
+        messages.extend(predictor.checkpoint_messages)
         if "epoch_selection" in predictor.meta:
             summary["epoch_selection"] = {"split": config.data.calibration_split, **predictor.meta["epoch_selection"]}
         if config.finetune.calibrate and calibration is not None and len(calibration):
@@ -218,7 +228,8 @@ def train_head(catalog: Catalog, config: TrainConfig, train: LabeledSet, bundle:
 
         negatives = known_negatives(train.targets, findings, config.detect.labels)
         predictor, messages = train_detector(bundle, train.paths, train.sizes, train.boxes, negatives,
-                                             config.detect, config.trainer, progress=progress)
+                                             config.detect, config.trainer, progress=progress,
+                                             checkpoints=checkpoints)
         summary["detector"] = predictor.train_summary
     return predictor, summary, messages
 
@@ -230,6 +241,8 @@ def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True
         DataError: no labelled training images, one class only, or a train/eval study overlap.
         VersionExistsError: ``register`` and this very job (config, encoder, labelled images) was registered
             before; checked before training.
+        KeyboardInterrupt: Ctrl-C while a fine-tuned classifier or detector trained; the message says which
+            checkpoint the same command resumes from (:func:`checkpoint_folder`).
     """
     import lightning as L
 
@@ -244,9 +257,12 @@ def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True
     train = build_labeled_set(catalog, findings, splits=data.train_splits, dataset=data.dataset,
                               weak_labels=data.weak_labels.use, weak_weight=data.weak_labels.weight)
     train, render_messages = drop_missing_renders(train, "training")
+    if config.head != "detect":  # the detector picks its own images: boxed ones and known negatives
+        train, unlabelled = drop_unlabelled(train, regions=data.body_region)
+        render_messages += unlabelled
     train = subsample(train, data.label_fraction, seed=data.seed)
-    if data.max_train_images and len(train) > data.max_train_images:
-        train = subsample(train, data.max_train_images / len(train), seed=data.seed)
+    if data.max_train_images:  # exact (the label fraction keeps one image of each class, the cap does not add)
+        train = cap_images(train, data.max_train_images, seed=data.seed)
     try:
         held_out = build_labeled_set(catalog, findings, splits=[data.eval_split], dataset=data.dataset,
                                      require_labels=False)
@@ -268,8 +284,10 @@ def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True
         raise VersionExistsError(version)
     # one seed for head initialisation, augmentation, shuffling and sampling: the same job trains the same model
     L.seed_everything(data.seed, workers=True, verbose=False)
+    checkpoints = None if config.head == "probe" else checkpoint_folder(catalog, version)
     predictor, train_summary, messages = train_head(catalog, config, train, bundle, encoder_version,
-                                                    calibration=calibration, progress=progress)
+                                                    calibration=calibration, progress=progress,
+                                                    checkpoints=checkpoints)
     messages = render_messages + calibration_messages + messages
     metrics: dict[str, Any] = {}
     eval_summary: dict[str, Any] = {"split": data.eval_split, "images": 0}
@@ -302,7 +320,14 @@ def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True
                                        parent_version=encoder_version, config=stored_config,
                                        metrics=_json_safe(metrics), annotation_ids=annotation_ids,
                                        make_current=config.make_current)
+    remove_checkpoints(checkpoints)  # the job is done: nothing left to resume
     return result
+
+
+def checkpoint_folder(catalog: Catalog, version: str) -> Path:
+    """Where the job of ``version`` keeps its training checkpoints: ``<workspace>/models/runs/<version>/checkpoints``
+    (the same job, rerun, resumes from them)."""
+    return catalog.workspace.models_dir / "runs" / version / "checkpoints"
 
 
 def _check_accelerator(accelerator: str) -> None:
