@@ -23,8 +23,8 @@ from radloop.app.round_labels import (
     late_answers_hint, open_task_notes, remeasure_before, round_progress, simulate_answers, train_round_probe,
 )
 from radloop.app.round_record import (
-    Progress, RoundConfig, RoundError, RoundReport, no_progress, open_round, report_of, round_server,
-    started_with, update_round,
+    TOKEN_VARIABLES_HINT, Progress, RoundConfig, RoundError, RoundReport, no_progress, open_round, report_of,
+    round_server, started_with, update_round,
 )
 from radloop.core.catalog import Catalog
 from radloop.core.schema import Round
@@ -105,7 +105,7 @@ def _in_label_studio(catalog: Catalog, round_id: int) -> bool:
 def _pull_answers(catalog: Catalog, row: Round, config: RoundConfig) -> None:
     """Pull the round's new annotations from Label Studio into the catalog."""
     from radloop.labeling import ls_sync
-    from radloop.labeling.ls_client import LabelStudioError
+    from radloop.labeling.ls_client import AuthenticationError, LabelStudioError
 
     binding = ls_sync.pushed_binding(catalog, row.id)  # where its tasks went, even if the workspace moved since
     url = binding.url if binding is not None else round_server(catalog, row, config)
@@ -117,6 +117,9 @@ def _pull_answers(catalog: Catalog, row: Round, config: RoundConfig) -> None:
         ls_sync.pull_round(catalog, ls_sync.client_from_env(url), row.id, binding=binding,
                            project=None if binding is not None else config.label_studio_project)
     except LabelStudioError as error:
+        rerun = "rerun `radloop round finish` to resume"
+        if isinstance(error, AuthenticationError):  # `round finish` has no --token option: only the variables help
+            rerun = f"{TOKEN_VARIABLES_HINT}, then rerun `radloop round finish` to resume"
         never_pushed = ""
         if binding is None and (row.meta or {}).get("tasks_file"):  # handed out as a file, never pushed
             never_pushed = (f"\nRound {row.number}'s batch went to an import file and was never pushed: push it with "
@@ -124,7 +127,7 @@ def _pull_answers(catalog: Catalog, row: Round, config: RoundConfig) -> None:
                             "finish with --simulate")
         raise RoundError(f"round {row.number}: the answers could not be pulled from Label Studio at {url}: "
                          f"{error}\nNothing was lost: round {row.number} stays open with what earlier pulls "
-                         f"brought; rerun `radloop round finish` to resume{never_pushed}") from error
+                         f"brought; {rerun}{never_pushed}") from error
 
 
 def _previous_metric(catalog: Catalog, row: Round, config: RoundConfig,

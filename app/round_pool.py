@@ -85,21 +85,30 @@ def pool_weak_labels(catalog: Catalog, image_ids: list[str], task: str) -> np.nd
 
 
 def pull_late_answers(catalog: Catalog, config: RoundConfig, progress: Progress) -> list[str]:
-    """Pull every earlier round that still has unanswered Label Studio tasks; returns notes for the new round.
+    """Pull every earlier round with Label Studio tasks, unanswered or answered; returns notes for the new round.
+
+    A round whose tasks are all answered is pulled too: an answer corrected in Label Studio after its round
+    finished (a new version) must reach this round's pool and probe, not only late answers.
 
     Each round is pulled from the server and project its tasks were pushed to (recorded per task), whatever
     the workspace is bound to now; the pull never creates or re-binds a project.  A server that cannot be
     reached (quick timeouts: :data:`LATE_PULL_TIMEOUT_S`, one retry), refuses the token or fails otherwise is
     noted (and logged), not fatal: the round goes on with what the catalog has; the other rounds on that
-    server are not tried again.  A simulated round talks to no server.
+    server are not tried again.  A finished round whose project was deleted in Label Studio has its unanswered
+    tasks released by the pull (:func:`radloop.labeling.ls_sync.pull_round`): noted, and their images join
+    the pool.  A simulated round talks to no server.
     """
     if config.simulate:
         return []
-    waiting = sorted(round_id for round_id, tasks in round_progress(catalog).items() if tasks.get("pending"))
+    states = round_progress(catalog)
+    pending = {round_id for round_id, tasks in states.items() if tasks.get("pending")}
+    # rounds whose tasks are all answered too: an expert may have corrected (or deleted) an answer since
+    answered = {round_id for round_id, tasks in states.items() if tasks.get("answered") or tasks.get("skipped")}
+    waiting = sorted(pending | answered)
     if not waiting:
         return []
     from radloop.labeling import ls_sync
-    from radloop.labeling.ls_client import LabelStudioError
+    from radloop.labeling.ls_client import LabelStudioError, ProjectNotFoundError
 
     progress("collecting late answers from Label Studio", 0.3)
     with catalog.session() as session:
@@ -110,6 +119,8 @@ def pull_late_answers(catalog: Catalog, config: RoundConfig, progress: Progress)
     reasons: dict[str, str] = {}
     for row in rows:
         binding = ls_sync.pushed_binding(catalog, row.id)
+        if binding is None and row.id not in pending:  # answered outside Label Studio (simulated): nothing to read
+            continue
         if binding is None:
             notes.append(f"round {row.number} waits for Label Studio answers but records no server its tasks went "
                          f"to: `radloop round pull --round {row.number}` pulls it from the workspace's project")
@@ -122,6 +133,15 @@ def pull_late_answers(catalog: Catalog, config: RoundConfig, progress: Progress)
             client = ls_sync.client_from_env(url, timeout=LATE_PULL_TIMEOUT_S, retries=1, max_retry_after=5.0)
             summary = ls_sync.pull_round(catalog, client, row.id, binding=binding)
         except (LabelStudioError, ValueError, LookupError) as error:  # e.g. a label config edited in the UI
+            if getattr(error, "released", 0):  # a finished round's project was deleted: its tasks are released
+                notes.append(f"round {row.number}'s Label Studio project {binding.project_id} at {url} was "
+                             f"deleted: its {error.released} unanswered task(s) were released, so their images "
+                             "are in this round's pool again (answers already pulled stay in the catalog)")
+                continue
+            if isinstance(error, ProjectNotFoundError) and row.id not in pending:
+                # every task answered and pulled, the project gone since: nothing more can come from it
+                logger.info("round %s: its Label Studio project is gone (%s); nothing left to pull", row.number, error)
+                continue
             logger.warning("round %s: late answers not pulled from Label Studio at %s: %s", row.number, url, error)
             failed[url] = [row.number]
             reasons[url] = str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -26,12 +26,16 @@ from radloop.core.schema import Round
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Progress", "RoundConfig", "RoundError", "RoundReport", "STATES", "label_studio_server",
-           "load_round_config", "no_progress", "open_round", "report_of", "round_id_for_number",
+__all__ = ["Progress", "RoundConfig", "RoundError", "RoundReport", "STATES", "TOKEN_VARIABLES_HINT",
+           "label_studio_server", "load_round_config", "no_progress", "open_round", "report_of", "round_id_for_number",
            "round_server", "started_with", "update_round"]
 
 Progress = Callable[[str, float], None]
 STATES = ("created", "selected", "pushed", "answered", "trained", "finished")
+#: What fixes a refused token for the `radloop round ...` commands that talk to Label Studio without a --token
+#: option (start, finish): they read the token from the environment only.
+TOKEN_VARIABLES_HINT = ("set LABEL_STUDIO_API_KEY (or RADLOOP_LS_TOKEN) to a valid token of that server (this "
+                        "command has no --token option)")
 
 
 def no_progress(_message: str, _fraction: float) -> None:

@@ -41,8 +41,8 @@ from radloop.app.round_pool import (
 )
 from radloop.app.round_finish import finish_round
 from radloop.app.round_record import (
-    STATES, Progress, RoundConfig, RoundError, RoundReport, label_studio_server, load_round_config,
-    no_progress, open_round, report_of, round_id_for_number, started_with, update_round,
+    STATES, TOKEN_VARIABLES_HINT, Progress, RoundConfig, RoundError, RoundReport, label_studio_server,
+    load_round_config, no_progress, open_round, report_of, round_id_for_number, started_with, update_round,
 )
 from radloop.core.catalog import ROUND_LOCK_KEY, Catalog, lock_for_write
 from radloop.core.config import ConfigError, save_resolved_config
@@ -313,15 +313,18 @@ def _hand_out(catalog: Catalog, round_id: int, config: RoundConfig, progress: Pr
     meta: dict[str, Any] = {"tasks_file": catalog.workspace.relative(tasks_file)}
     url, source = (None, "simulated") if config.simulate else label_studio_server(catalog, config)
     if url:
-        from radloop.labeling.ls_client import LabelStudioError
+        from radloop.labeling.ls_client import AuthenticationError, LabelStudioError
 
         try:
             client = ls_sync.client_from_env(url)
             pushed = dict(ls_sync.push_round(catalog, client, round_id, project=config.label_studio_project))
         except LabelStudioError as error:
+            # `round start` has no --token option: a refused (or missing) token is fixed in the environment
+            fix = f"{TOKEN_VARIABLES_HINT}, then " if isinstance(error, AuthenticationError) else ""
             raise RoundError(f"round {number}: the batch could not be pushed to Label Studio at {url}: {error}\n"
-                             f"Nothing was lost: the selection of round {number} is saved; rerun `radloop round "
-                             "start` to push it (tasks already in Label Studio are not imported twice)") from error
+                             f"Nothing was lost: the selection of round {number} is saved; {fix}rerun `radloop "
+                             "round start` to push it (tasks already in Label Studio are not imported twice)"
+                             ) from error
         meta["label_studio"] = {"url": url, "source": source, "project": config.label_studio_project,
                                 "pushed": pushed}
         handed = f"batch pushed to Label Studio at {url} (server from {source})"

@@ -1,4 +1,5 @@
-"""Storing what a pull read from Label Studio: annotation versions, quarantined results, withdrawals, consensus.
+"""Storing what a pull read from Label Studio: annotation versions, quarantined results, withdrawals, consensus;
+and releasing a finished round's unanswered tasks whose project was deleted.
 
 :func:`radloop.labeling.ls_sync.pull_round` reads Label Studio (:class:`LabelStudioRead`) and calls
 :func:`store_pull` under the round's lock; the rules (append-only versions, withdrawal of deleted annotations,
@@ -8,18 +9,24 @@ the disagreement rule) are described in ``ls_sync``'s docstring.  Also the helpe
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import select
 
+from radloop.core.catalog import Catalog, get_for_update
 from radloop.core.schema import Annotation, QuarantinedAnnotation, Round, Selection
 from radloop.labeling.ls_adapter import ImageGeometry, LSTask, parse_task
+from radloop.labeling.ls_client import LabelStudioClient, LabelStudioError
 from radloop.labeling.ls_consensus import SOURCE, _reconcile, _selection_states, _withdraw_deleted
 from radloop.labeling.ls_project import ProjectBinding
 
-__all__ = ["LabelStudioRead", "ls_meta", "now_iso", "set_ls_meta", "store_pull"]
+__all__ = ["LabelStudioRead", "ls_meta", "now_iso", "release_deleted_project_tasks", "released_note", "set_ls_meta",
+           "store_pull"]
+
+logger = logging.getLogger(__name__)
 
 
 def ls_meta(selection: Selection) -> dict:
@@ -153,3 +160,53 @@ def store_pull(session, round_row: Round, read: LabelStudioRead, config, binding
     round_row.meta = meta
     round_row.labels_spent = progress["answered"]  # late answers of a finished round count too
     return counts, missing, progress
+
+
+def release_deleted_project_tasks(catalog: Catalog, client: LabelStudioClient, round_id: int,
+                                  binding: ProjectBinding) -> int:
+    """Release a finished round's unanswered tasks in ``binding``'s project, which Label Studio no longer has;
+    returns how many.
+
+    A finished round is not handed out again, so such tasks would wait for ever: "pending", their images stay
+    out of every new round's pool and each start tries to pull them.  Released, they count as deleted in Label
+    Studio (``meta["ls"]["deleted_at"]``, ``released``), their images may be selected again, and the round
+    gets a note saying so.  Answered and skipped selections keep their state: their annotations are in the
+    catalog, untouched.  Runs under the round's lock, as a pull stores.
+
+    Only a Label Studio server that accepts the token and says "no such project" releases anything: a 404 from
+    something else at that address (a proxy, another web server on a reused port) leaves the tasks waiting.
+    """
+    try:
+        client.whoami()
+    except LabelStudioError:
+        return 0
+    with catalog.session() as session:
+        round_row = get_for_update(session, Round, round_id)
+        if round_row is None or round_row.state != "finished":
+            return 0
+        number = round_row.number
+        states = _selection_states(session, [round_id])
+        released = 0
+        for selection in session.scalars(select(Selection).where(Selection.round_id == round_id,
+                                                                 Selection.ls_task_id.is_not(None))):
+            meta = ls_meta(selection)
+            if (states.get((round_id, selection.image_id)) != "pending"
+                    or str(meta.get("project_id")) != str(binding.project_id)
+                    or (meta.get("url") or binding.url).rstrip("/") != binding.url.rstrip("/")):
+                continue
+            set_ls_meta(selection, deleted_at=now_iso(), status="project_deleted", released=True)
+            released += 1
+        if released:
+            meta = dict(round_row.meta or {})
+            meta["notes"] = list(meta.get("notes", [])) + [released_note(number, binding, released)]
+            round_row.meta = meta  # reassign: JSON columns do not track in-place changes
+    if released:
+        logger.warning("%s", released_note(number, binding, released))
+    return released
+
+
+def released_note(number: int, binding: ProjectBinding, released: int) -> str:
+    """The round note (and error text) saying that ``released`` tasks of round ``number`` were released."""
+    return (f"{released} unanswered task(s) of round {number} were released: their Label Studio project "
+            f"{binding.project_id} at {binding.url} was deleted, so new rounds may select their images again "
+            "(answers already pulled stay in the catalog)")

@@ -52,7 +52,9 @@ from radloop.labeling.ls_consensus import (
     CONSENSUS_SOURCE, SELECTION_STATES, SOURCE, consensus, round_progress, selection_states,
 )
 from radloop.labeling.ls_project import DEFAULT_PROJECT_TITLE, ProjectBinding, image_url, init_project, load_binding
-from radloop.labeling.ls_pull_store import LabelStudioRead, ls_meta, now_iso, set_ls_meta, store_pull
+from radloop.labeling.ls_pull_store import (
+    LabelStudioRead, ls_meta, now_iso, release_deleted_project_tasks, released_note, set_ls_meta, store_pull,
+)
 from radloop.labeling.ls_tasks import build_task_payloads, export_tasks_json, load_current_predictor
 
 __all__ = ["BATCH_NOTE", "CONSENSUS_SOURCE", "PushIncompleteError", "SELECTION_STATES", "SOURCE", "SyncSummary",
@@ -278,10 +280,11 @@ def push_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
     return summary
 
 
-def _moved_project_error(catalog: Catalog, binding: ProjectBinding, number: int,
-                         finished: bool) -> ProjectNotFoundError | None:
+def _moved_project_error(catalog: Catalog, binding: ProjectBinding, number: int, finished: bool,
+                         released: int = 0) -> ProjectNotFoundError | None:
     """The error for a round whose project is gone while the workspace is bound to another one (``ls init`` was
-    rerun after the project was deleted): "rerun ls init" would not help, pushing the round there does."""
+    rerun after the project was deleted): "rerun ls init" would not help, pushing the round there does.
+    ``released``: the finished round's unanswered tasks :func:`_release_tasks_of_deleted_project` released."""
     try:
         current = load_binding(catalog.workspace)
     except (FileNotFoundError, ValueError, TypeError):
@@ -294,7 +297,8 @@ def _moved_project_error(catalog: Catalog, binding: ProjectBinding, number: int,
             f"not found (deleted?); the workspace is now bound to {where}")
     if finished:
         return ProjectNotFoundError(f"{gone}: round {number} is finished and its answers already pulled stay in the "
-                                    "catalog; its unanswered tasks cannot be pulled any more")
+                                    "catalog; its unanswered tasks cannot be pulled any more"
+                                    + (f"; {released_note(number, binding, released)}" if released else ""))
     return ProjectNotFoundError(f"{gone}: `radloop round push --round {number}` hands the round's tasks to it "
                                 "(answers already pulled stay in the catalog)")
 
@@ -361,6 +365,9 @@ def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
 
     Raises:
         LookupError: no such round.  ProjectNotFoundError / AuthenticationError / ServerUnavailableError.
+            A finished round whose project Label Studio no longer has gets its unanswered tasks released first
+            (:func:`radloop.labeling.ls_pull_store.release_deleted_project_tasks`); the error says how many (its
+            ``released``).
 
     The summary's ``annotations_added`` counts new non-skipped annotation versions; ``answered`` /
     ``pending`` count the round's selections with an answer / with a task still waiting (``answered`` is
@@ -382,7 +389,12 @@ def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
     try:
         config = parse_label_config(client.get_project(binding.project_id)["label_config"])
     except ProjectNotFoundError as error:
-        raise _moved_project_error(catalog, binding, number, finished) or error
+        released = release_deleted_project_tasks(catalog, client, round_id, binding) if finished else 0
+        raised = _moved_project_error(catalog, binding, number, finished, released) or error
+        if released and raised is error:
+            raised = ProjectNotFoundError(f"{error}; {released_note(number, binding, released)}")
+        raised.released = released
+        raise raised from None
     for attempt in range(1, PULL_ATTEMPTS + 1):
         last_try = attempt == PULL_ATTEMPTS
         read = None if last_try else _read_label_studio(catalog, client, binding, round_id, pull_state, full)

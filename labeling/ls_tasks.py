@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -42,12 +43,18 @@ from radloop.labeling.ls_project import (ProjectBinding, check_document_root, im
                                           report_text_setting, stage_render)
 from radloop.labeling.redact import redact_report
 
-__all__ = ["NO_REPORT", "REPORT_WITHHELD", "TaskPayload", "build_task_payloads", "export_tasks_json",
-           "load_current_predictor", "task_report", "weak_label_predictions"]
+__all__ = ["MAX_REPORT_CHARS", "MIN_REPORT_SHARE", "NO_REPORT", "REPORT_WITHHELD", "TaskPayload",
+           "build_task_payloads", "export_tasks_json", "load_current_predictor", "task_report",
+           "weak_label_predictions"]
 
 #: The report field of a study without a report, and of every task under ``report_text="none"``.
 NO_REPORT = "(no report for this study)"
 REPORT_WITHHELD = "(report text not sent to Label Studio by radloop)"
+#: The longest report field a task carries (characters, about five pages): a study with dozens of reports made
+#: a 61,000-character task nobody reads.  Longer fields are cut, saying so (:func:`task_report`).
+MAX_REPORT_CHARS = 12_000
+#: Each report keeps at least this many characters when a study has so many that equal shares would be less.
+MIN_REPORT_SHARE = 1_500
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +106,15 @@ def weak_label_predictions(session, study_ids: list[str]) -> dict[str, Predictio
             for study_id, choices in by_study.items()}
 
 
-def task_report(texts: list[str], report_text: str) -> str:
+def task_report(texts: list[str], report_text: str, *, max_chars: int = MAX_REPORT_CHARS) -> str:
     """The report field of a task: a study's stored report texts as ``report_text`` says.
+
+    One report is shown as it is.  Several get a header each ("=== Report 2 of 3 ==="), in the order given; a
+    text stored twice is shown once, its header naming the other copies.  A field longer than ``max_chars``
+    is cut, deterministically and saying so in the text: each report gets an equal share (a short one's
+    unused share goes to the others), a report over its share keeps its FINDINGS and IMPRESSION sections
+    first (:func:`_fit_report`); when shares would fall below :data:`MIN_REPORT_SHARE`, only the first
+    reports are shown and a last line names the others.
 
     Raises:
         ValueError: an unknown ``report_text``.
@@ -109,7 +123,122 @@ def task_report(texts: list[str], report_text: str) -> str:
         return REPORT_WITHHELD
     if report_text == "redacted":
         texts = [redact_report(text).text for text in texts]  # one report at a time: no match spans two
-    return "\n\n".join(texts) or NO_REPORT
+    texts = [text.strip() for text in texts if text and text.strip()]
+    if not texts:
+        return NO_REPORT
+    copies: dict[str, list[int]] = {}
+    for number, text in enumerate(texts, start=1):
+        copies.setdefault(text, []).append(number)
+    if len(copies) == 1:
+        return _fit_report(texts[0], max_chars)
+    parts = []
+    for text, numbers in copies.items():
+        header = f"=== Report {numbers[0]} of {len(texts)}"
+        if len(numbers) > 1:
+            header += f" (the same text as report{'s' if len(numbers) > 2 else ''} " + \
+                      ", ".join(str(number) for number in numbers[1:]) + ")"
+        parts.append((f"{header} ===", text))
+    shown = len(parts)
+    while True:  # the first `shown` reports, each with at least MIN_REPORT_SHARE characters if cut
+        kept = parts[:shown]
+        omitted = [numbers[0] for numbers in list(copies.values())[shown:]]
+        tail = (f"[cut by radloop: {len(omitted)} more report(s) of this study not shown: number(s) "
+                f"{_number_ranges(omitted)} of {len(texts)}]" if omitted else "")
+        budget = max_chars - len(tail) - sum(len(header) + 3 for header, _ in kept)  # 3: newline, blank line
+        shares = _shares([len(text) for _, text in kept], budget)
+        if shown == 1 or all(share >= _floor(text) for share, (_, text) in zip(shares, kept)):
+            break
+        shown -= 1
+    blocks = [f"{header}\n{_fit_report(text, share)}" for (header, text), share in zip(kept, shares)]
+    return "\n\n".join(blocks + ([tail] if tail else []))
+
+
+def _number_ranges(numbers: list[int]) -> str:
+    """``[2, 3, 4, 7]`` -> ``"2-4, 7"``."""
+    runs: list[list[int]] = []
+    for number in numbers:
+        if runs and number == runs[-1][1] + 1:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+    return ", ".join(str(first) if first == last else f"{first}-{last}" for first, last in runs)
+
+
+def _shares(lengths: list[int], budget: int) -> list[int]:
+    """Characters each text may keep out of ``budget``: equal shares, a short text's unused share going to
+    the longer ones (water-filling; deterministic)."""
+    shares = list(lengths)
+    left, waiting = max(budget, 0), sorted(range(len(lengths)), key=lambda index: (lengths[index], index))
+    while waiting:
+        share = left // len(waiting)
+        if lengths[waiting[0]] > share:  # the shortest left is over an equal share: so is every longer one
+            for index in waiting:
+                shares[index] = share
+            break
+        left -= lengths[waiting.pop(0)]
+    return shares
+
+
+#: A report section's header at the start of a line ("FINDINGS:", "Impression:"); only these names, so that a
+#: line such as "LEFT WRIST: ..." inside the findings is not taken for a section and left out.
+_SECTION = re.compile(r"(?im)^[ \t]*(COMPARISON|INDICATION|CLINICAL HISTORY|HISTORY|TECHNIQUE|FINDINGS|IMPRESSION|"
+                      r"CONCLUSION)[ \t]*:")
+#: The sections an expert labelling the image needs most: kept first when a report must be cut.
+_KEY_SECTIONS = ("FINDINGS", "IMPRESSION", "CONCLUSION")
+
+
+def _floor(text: str) -> int:
+    """The fewest characters ``text`` is shown in before another report is left out instead: all of it, its
+    FINDINGS and IMPRESSION sections with their note, or :data:`MIN_REPORT_SHARE`, whichever is least."""
+    key = _key_sections(text)
+    return min(len(text), MIN_REPORT_SHARE, len("\n".join(key[0]) + key[1]) if key else len(text))
+
+
+def _key_sections(text: str) -> tuple[list[str], str] | None:
+    """The FINDINGS and IMPRESSION sections of ``text`` (in their order) and the note naming what they leave
+    out; None when it has neither."""
+    matches = list(_SECTION.finditer(text))
+    sections = [(match.group(1).upper(), text[match.start():following.start() if following else len(text)].strip())
+                for match, following in zip(matches, matches[1:] + [None])]
+    key = [body for name, body in sections if name in _KEY_SECTIONS]
+    if not key:
+        return None
+    left_out = [name for name, _ in sections if name not in _KEY_SECTIONS]
+    if text[:matches[0].start()].strip():
+        left_out.insert(0, "the text before the first section")
+    return key, (f"\n[cut by radloop: left out {', '.join(left_out)}]" if left_out else "")
+
+
+def _fit_report(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters (or a little more for a tiny limit), saying what was cut.
+
+    A text that fits is returned as it is.  Else, when it is written in sections, its FINDINGS and IMPRESSION
+    sections are kept (in their order) and the other sections left out, named in a note; key sections still
+    too long share the room (a short impression stays whole, a long findings section is cut).  A text without
+    those sections is cut at a word boundary.
+    """
+    if len(text) <= limit:
+        return text
+    found = _key_sections(text)
+    if found is None:
+        return _cut(text, limit)
+    key, note = found
+    room = limit - len(note) - (len(key) - 1)  # the newlines between the kept sections
+    shares = _shares([len(body) for body in key], room)
+    return "\n".join(_cut(body, share) for body, share in zip(key, shares)) + note
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` cut to about ``limit`` characters at a word boundary, ending with a note saying how much went."""
+    if len(text) <= limit:
+        return text
+    marker = f" ... [cut by radloop: {{}} of {len(text)} characters left out]"
+    room = max(limit - len(marker), 40)
+    cut = text[:room]
+    if " " in cut[room // 2:]:  # end on a word boundary
+        cut = cut[:cut.rindex(" ")]
+    cut = cut.rstrip()
+    return cut + marker.format(len(text) - len(cut))
 
 
 def _report_texts(session, study_ids: list[str]) -> dict[str, list[str]]:

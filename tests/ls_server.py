@@ -5,11 +5,20 @@ Starts ``label-studio`` from ``$RADLOOP_LS_VENV`` (default ``~/.cache/radloop/la
 and legacy API token, local-files serving rooted at a temporary document root, and ``ML_BLOCK_LOCAL_IP=false``
 so that a loopback ML backend is allowed.  The server is stopped at the end of the session, also when tests
 fail (fixture finaliser + atexit).  Skips with the reason when the venv is missing.
+
+A pytest process that dies without its teardown (``kill -9``, a hard crash) must not leave servers behind:
+each server runs in its own process group and is started with ``PR_SET_PDEATHSIG`` (Linux), so the kernel
+kills it when the pytest process that started it goes; and every server is recorded in a pidfile under
+:data:`PIDFILE_DIR` (one folder per checkout), from which the next session's first server start reaps those
+whose pytest is gone (:func:`reap_stale_servers`; never a live session's).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import hashlib
+import json
 import os
 import re
 import secrets
@@ -25,6 +34,69 @@ import pytest
 
 DEFAULT_VENV = Path.home() / ".cache" / "radloop" / "label-studio-venv"
 STARTUP_TIMEOUT_S = 180.0
+#: Pidfiles of the test servers this checkout's sessions started (a session's own are removed at its stop).
+PIDFILE_DIR = (Path.home() / ".cache" / "radloop" / "label-studio-test-servers"
+               / hashlib.sha256(str(Path(__file__).resolve().parents[1]).encode()).hexdigest()[:16])
+
+
+def _process_start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), None when it is gone:
+    with the pid it names one process, not a later one that got the same pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _die_with_parent(parent: int):
+    """``preexec_fn``: the child gets SIGKILL when the process that started it dies (Linux), even by SIGKILL;
+    None where there is no ``prctl`` (then the pidfile reaper is left).
+
+    libc is loaded here, in the parent: between fork and exec the child only calls into it (no import, no
+    lock that another thread of the parent could hold)."""
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def arrange() -> None:
+        prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+    return arrange
+
+
+def reap_stale_servers(folder: Path = PIDFILE_DIR) -> list[int]:
+    """Kill the test servers recorded in ``folder`` whose pytest process is gone; returns their pids.
+
+    A record names the server (pid, start time, data dir) and the pytest process that started it (pid, start
+    time).  A server whose pytest still runs (another session of this checkout) is left alone; a record whose
+    server is gone, or whose pid now names another process, is only removed.
+    """
+    reaped = []
+    for record_path in sorted(folder.glob("*.json")):
+        try:
+            record = json.loads(record_path.read_text())
+            owner_alive = _process_start_time(record["owner_pid"]) == record["owner_start"]
+            server_alive = _process_start_time(record["pid"]) == record["start"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # being written, or not ours: left as it is
+        if owner_alive and server_alive:
+            continue
+        if server_alive:
+            try:
+                command = Path(f"/proc/{record['pid']}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                command = ""
+            if record["data_dir"] in command:  # still that server: its whole group goes
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(record["pid"], signal.SIGKILL)
+                reaped.append(record["pid"])
+        record_path.unlink(missing_ok=True)
+    return reaped
 
 
 def _free_port() -> int:
@@ -99,8 +171,9 @@ class LabelStudioServer:
             [str(self.executable), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(self.port),
              "--data-dir", str(self.data_dir)],
             env=self.environment(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
         log.close()
+        self._write_pidfile()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -122,9 +195,26 @@ class LabelStudioServer:
         self.stop()
         raise RuntimeError(f"Label Studio did not become healthy in {timeout:.0f} s; log: {self._log_tail()}")
 
+    @property
+    def pidfile(self) -> Path | None:
+        """This server's record for :func:`reap_stale_servers` (None before its first start)."""
+        return None if self.process is None else PIDFILE_DIR / f"{self.process.pid}.json"
+
+    def _write_pidfile(self) -> None:
+        record = {"pid": self.process.pid, "start": _process_start_time(self.process.pid),
+                  "owner_pid": os.getpid(), "owner_start": _process_start_time(os.getpid()),
+                  "data_dir": str(self.data_dir), "port": self.port}
+        PIDFILE_DIR.mkdir(parents=True, exist_ok=True)
+        temporary = self.pidfile.with_suffix(".tmp")
+        temporary.write_text(json.dumps(record))
+        os.replace(temporary, self.pidfile)
+
     def stop(self) -> None:
         """Stop the server's process group (SIGTERM, then SIGKILL)."""
-        process, self.process = self.process, None
+        process = self.process
+        if process is not None:
+            self.pidfile.unlink(missing_ok=True)
+        self.process = None
         if process is None or process.poll() is not None:
             return
         try:
@@ -199,6 +289,7 @@ def start_label_studio(root: Path) -> LabelStudioServer:
     if executable is None:
         pytest.skip(f"Label Studio venv not found ({os.environ.get('RADLOOP_LS_VENV') or DEFAULT_VENV}): "
                     "run `make labelstudio` (or set RADLOOP_LS_VENV)")
+    reap_stale_servers()  # servers an earlier session of this checkout left when it was killed
     template = _migrated_template(executable)
     if template is not None:
         shutil.copytree(template, root / "ls-data")
