@@ -53,11 +53,12 @@ def ingest_command(
     under new UIDs) is counted as a duplicate of it, not added. A catalogued image whose render or thumbnail is
     missing or damaged gets it made again from its file (renders_restored); when its file is gone too it is
     named in a warning (renders_not_restored). Bad files never stop the batch: each becomes an ingest-error row
-    with the stage and reason. The exit code is 1 when anything failed, 0 otherwise (duplicates and warnings do
-    not fail).
+    with the stage and reason. One ingest at a time per workspace: a second one stops at once, naming the pid
+    of the one running (exit code 3). Ctrl-C keeps what was written and says so (exit code 130); the same
+    command resumes. The exit code is 1 when anything failed, 0 otherwise (duplicates and warnings do not fail).
     """
     from radloop.core.catalog import Catalog
-    from radloop.core.ingest import ingest_paths
+    from radloop.core.ingest import IngestInterrupted, IngestLockedError, ingest_paths
     from radloop.core.workspace import resolve_workspace
 
     paths = paths or []
@@ -78,6 +79,14 @@ def ingest_command(
         summary = ingest_paths(catalog, paths, reports=reports, images_dir=images, workers=workers,
                                dataset=dataset, progress=sys.stderr.isatty(), limit=limit,
                                batch_size=batch_size, unboxed=unboxed, verify_renders=verify_renders)
+    except IngestLockedError as error:
+        fail(str(error), code=3)
+    except IngestInterrupted as interrupted:
+        done = interrupted.summary
+        fail(f"ingest {done.run_id} interrupted: of {done.images_found} image(s) found, {done.images_added} "
+             f"were added and {done.images_skipped_existing} were already catalogued before it stopped; the batch "
+             "in progress was not written. Run the same command again to resume (it adds only what is missing).",
+             code=130)
     finally:
         catalog.dispose()
     result = summary.to_dict()

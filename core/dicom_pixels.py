@@ -32,7 +32,7 @@ from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, JPEGTransferSyntaxes, RLELossless
 
 from radloop.core.input_errors import (
-    CorruptImageError, NoPixelDataError, TruncatedFileError, UnsupportedTransferSyntaxError,
+    CorruptImageError, NoPixelDataError, NotAnImageObjectError, TruncatedFileError, UnsupportedTransferSyntaxError,
 )
 
 __all__ = ["PIXEL_TAGS", "decode_stored_values"]
@@ -53,7 +53,9 @@ def decode_stored_values(dataset: pydicom.Dataset) -> np.ndarray:
         NoPixelDataError, UnsupportedTransferSyntaxError, TruncatedFileError, CorruptImageError.
     """
     if not any(tag in dataset for tag in PIXEL_TAGS):
-        raise NoPixelDataError(f"DICOM object has no pixel data element{_no_pixels_hint(dataset)}")
+        hint = _no_pixels_hint(dataset)
+        error = NotAnImageObjectError if hint.endswith(NOT_AN_IMAGE) else NoPixelDataError
+        raise error(f"DICOM object has no pixel data element{hint}")
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is None:
         syntax = _syntax_from_encoding(dataset)
@@ -106,6 +108,11 @@ def decode_stored_values(dataset: pydicom.Dataset) -> np.ndarray:
     return _respect_bits_stored(array, dataset)
 
 
+#: The end of the message of a data set of a known class that is no image (a structured report, a presentation
+#: state, an encapsulated PDF): :class:`NotAnImageObjectError`, skipped by ingest with a warning.
+NOT_AN_IMAGE = ": not an image object"
+
+
 def _no_pixels_hint(dataset: pydicom.Dataset) -> str:
     """Why a data set has no pixel data, as far as its header tells: a DICOMDIR, another kind of object (its SOP
     class named), or an image whose pixels were removed or cut off."""
@@ -123,7 +130,7 @@ def _no_pixels_hint(dataset: pydicom.Dataset) -> str:
     name = pydicom.uid.UID(sop_class).name
     if "Image Storage" in name:  # an image class without Rows either: the header stops early
         return f" nor Rows/Columns although its SOP Class is {name}: the file is truncated or damaged"
-    return f" (SOP Class {name}): not an image object" if name != sop_class else f" (SOP Class {sop_class})"
+    return f" (SOP Class {name}){NOT_AN_IMAGE}" if name != sop_class else f" (SOP Class {sop_class})"
 
 
 def _file(dataset: pydicom.Dataset) -> str:

@@ -27,10 +27,15 @@ Guarantees:
   (:func:`radloop.core.render.render_problem`: gone, empty, not a PNG, cut short; with ``verify_renders`` also
   decoded) and, when either is lost or damaged, made again from that file (``renders_restored``; id, hashes and
   catalog row unchanged).  The images of the run's datasets catalogued from under its input folders whose file
-  was not read (gone, changed, not among the inputs) have their renders checked too; a lost one is counted in ``renders_not_restored`` with a warning
-  (stage ``render``) naming the image and why, and the run goes on.  The common re-run pays two small reads a
-  file (0.1-0.2 s of CPU for 3,631 images), no decode;
-- bad input never stops the batch: every failure becomes an ``IngestError`` row (stage + reason).
+  was not read (gone, changed, not among the inputs) have their renders checked too; a lost one is counted in
+  ``renders_not_restored`` with a warning (stage ``render``) naming the image and why, and the run goes on.
+  The common re-run pays two small reads a file (0.1-0.2 s of CPU for 3,631 images), no decode;
+- one at a time: an ingest holds the workspace's ingest lock (:mod:`radloop.core.ingest_lock`); a second one
+  raises :class:`IngestLockedError` naming the process that holds it, before it reads anything;
+- interrupted (Ctrl-C): :class:`IngestInterrupted`, whose summary says what was written; the log is written too;
+- bad input never stops the batch: every failure becomes an ``IngestError`` row (stage + reason); a DICOM object of a
+  class that holds no image (structured report, presentation state, encapsulated PDF) is skipped with a warning
+  (stage ``skip``, ``files_not_images``), not a failure.
 
 Python API (used by ``radloop ingest`` and ``radloop demo``): :func:`ingest_paths`.
 """
@@ -52,14 +57,16 @@ from pathlib import Path
 from sqlalchemy import or_, select
 
 from radloop.core.catalog import Catalog
-from radloop.core.ingest_reports import write_reports
+from radloop.core.ingest_lock import IngestLockedError, ingest_lock
+from radloop.core.ingest_reports import link_unlinked_reports, write_reports
 from radloop.core.ingest_sources import Discovery, ImageTask, discover
 from radloop.core.ingest_worker import ImageOutcome, WorkerContext, init_worker, process_in_worker, process_task
 from radloop.core.ingest_writer import CatalogWriter, resolve_errors
 from radloop.core.render import render_problem
 from radloop.core.schema import Image, IngestError, Study
 
-__all__ = ["IngestSummary", "default_workers", "ingest_paths", "propagate_study_regions"]
+__all__ = ["IngestInterrupted", "IngestLockedError", "IngestSummary", "default_workers", "ingest_paths",
+           "propagate_study_regions"]
 
 ERROR_SAMPLE_LIMIT = 20
 
@@ -101,6 +108,9 @@ class IngestSummary:
     errors: int = 0
     warnings: int = 0
     files_ignored: int = 0
+    #: DICOM objects of a class that holds no image (structured report, presentation state, encapsulated PDF):
+    #: skipped, one warning each (stage ``skip``), again in every run that reads them
+    files_not_images: int = 0
     workers: int = 1
     elapsed_s: float = 0.0
     images_per_s: float = 0.0
@@ -113,6 +123,8 @@ class IngestSummary:
     #: ``{"path", "duplicate_of", "original_path"}`` of the first duplicates found
     duplicate_samples: list[dict] = field(default_factory=list)
     sources: dict[str, int] = field(default_factory=dict)
+    #: the run was stopped (Ctrl-C, SIGINT) before it finished: its counts are those of the batches written
+    interrupted: bool = False
 
     @property
     def failed(self) -> bool:
@@ -130,6 +142,17 @@ class IngestSummary:
         if len(self.error_samples) < ERROR_SAMPLE_LIMIT:
             self.error_samples.append({"path": path, "stage": stage, "reason": reason,
                                        "severity": "warning" if warning else "error"})
+
+
+class IngestInterrupted(KeyboardInterrupt):
+    """An ingest stopped by Ctrl-C (SIGINT); ``summary`` counts what it wrote before (its log is written too).
+
+    Every batch written is committed and the one in hand is not, so a re-run of the same inputs adds the rest.
+    """
+
+    def __init__(self, summary: IngestSummary) -> None:
+        super().__init__(summary.run_id)
+        self.summary = summary
 
 
 def default_workers() -> int:
@@ -178,6 +201,31 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     workers = max(1, int(workers or default_workers()))
     summary = IngestSummary(run_id=run_id, workers=workers)
+    try:
+        with ingest_lock(catalog.workspace.root, run_id):
+            _ingest(catalog, summary, paths, reports, images_dir=images_dir, dataset=dataset, progress=progress,
+                    limit=limit, batch_size=batch_size, unboxed=unboxed, verify_renders=verify_renders)
+    except KeyboardInterrupt:
+        # the batches written so far are committed; the one in hand was rolled back: a re-run resumes
+        summary.interrupted = True
+        _finish(catalog, summary, started)
+        raise IngestInterrupted(summary) from None
+    _finish(catalog, summary, started)
+    return summary
+
+
+def _finish(catalog: Catalog, summary: IngestSummary, started: float) -> None:
+    summary.elapsed_s = round(time.perf_counter() - started, 3)
+    summary.images_per_s = round(summary.images_found / summary.elapsed_s, 3) if summary.elapsed_s else 0.0
+    summary.stage_seconds = {stage: round(seconds, 3) for stage, seconds in summary.stage_seconds.items()}
+    _write_log(catalog, summary)
+
+
+def _ingest(catalog: Catalog, summary: IngestSummary, paths: list, reports: list, *,
+            images_dir: str | Path | None, dataset: str | None, progress: bool, limit: int | None,
+            batch_size: int, unboxed: str, verify_renders: bool) -> None:
+    """The body of :func:`ingest_paths`, run under the workspace's ingest lock; fills in ``summary``."""
+    run_id, workers = summary.run_id, summary.workers
     # absolute (symbolic links kept as given): the catalog's source paths must not depend on the folder the run
     # started in (a restore, a 16-bit original read for pretraining), and `radloop ingest .` names its dataset
     inputs = [_absolute(p) for p in paths]
@@ -209,14 +257,11 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
     writer.flush()
     _report_unrestored_renders(catalog, found, scopes, writer, summary, decode=verify_renders)
     propagate_study_regions(catalog, writer.touched_studies)
+    if summary.images_added:  # reports ingested before their images get their study now
+        summary.reports_linked += link_unlinked_reports(catalog)
     for report_file in found.report_files:
         write_reports(catalog, report_file, summary, run_id,
                       dataset=dataset or found.report_datasets.get(str(report_file)))
-    summary.elapsed_s = round(time.perf_counter() - started, 3)
-    summary.images_per_s = round(summary.images_found / summary.elapsed_s, 3) if summary.elapsed_s else 0.0
-    summary.stage_seconds = {stage: round(seconds, 3) for stage, seconds in summary.stage_seconds.items()}
-    _write_log(catalog, summary)
-    return summary
 
 
 def propagate_study_regions(catalog: Catalog, study_ids: Iterable[str]) -> int:

@@ -7,8 +7,9 @@ Links, where the data says so:
   their StudyInstanceUID, so a CSV keyed by StudyInstanceUID links to its DICOMs.
 - CSV ``image``: the study of the catalogued image with that external id (file stem); also when the row's
   ``study_id`` is no catalogued study (e.g. a hospital's study number beside PNG images).
-Reports still unlinked are linked at the end of every later ingest once their images arrive.  A CSV none
-of whose reports reaches a catalogued image while the catalog has images gets one warning that says so.
+Reports still unlinked (or linked to a study that has no image) are linked at the end of every later ingest
+once their images arrive, an ingest of images alone included.  A CSV none of whose reports reaches a
+catalogued image while the catalog has images gets one warning that says so.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import aliased
 
 from radloop.core.catalog import Catalog
 from radloop.core.deid import study_pseudonym
@@ -52,17 +54,32 @@ def write_reports(catalog: Catalog, path: Path, summary: "IngestSummary", run_id
 
 
 def link_unlinked_reports(catalog: Catalog) -> int:
-    """Give reports without a study the study of a catalogued image they name; returns how many."""
+    """Give the reports still waiting for their images the study of a catalogued image they name; returns how many.
+
+    Waiting: no study, or a study of its own, with no image and no other report (made for the report from its
+    ``study_id``, a key its images may never carry: a hospital's study number beside PNGs).  This is the rule
+    :func:`write_reports` applies when the images come first (a study the catalog has decides, else the image
+    named), so the order of the two ingests does not matter; ``ingest_paths`` calls it after writing images as
+    well as after each report file.
+    """
     linked = 0
+    other = aliased(Report)
     with catalog.session() as session:
-        reports = session.scalars(select(Report).where(Report.study_id.is_(None))).all()
-        for report in reports:
-            if not report.image_external_ids:
-                continue
-            study = session.scalars(select(Image.study_id).where(
-                Image.external_id.in_(list(report.image_external_ids))).limit(1)).first()
-            if study:
-                report.study_id = study
+        has_images = select(Image.id).where(Image.study_id == Report.study_id).exists()
+        shared = select(other.id).where(other.study_id == Report.study_id, other.id != Report.id).exists()
+        waiting = session.execute(select(Report.id, Report.study_id, Report.image_external_ids).where(
+            or_(Report.study_id.is_(None), ~has_images & ~shared))).all()
+        waiting = [row for row in waiting if row.image_external_ids]
+        names = sorted({name for row in waiting for name in row.image_external_ids})
+        study_of: dict[str, str] = {}
+        for start in range(0, len(names), BATCH):
+            for external_id, study_id in session.execute(select(Image.external_id, Image.study_id).where(
+                    Image.external_id.in_(names[start:start + BATCH])).order_by(Image.id)):
+                study_of.setdefault(external_id, study_id)
+        for row in waiting:
+            study = next((study_of[name] for name in row.image_external_ids if name in study_of), None)
+            if study and study != row.study_id:
+                session.get(Report, row.id).study_id = study
                 linked += 1
     return linked
 

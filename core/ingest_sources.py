@@ -6,6 +6,7 @@ Every image becomes an :class:`ImageTask` (picklable) that carries the boxes its
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -252,9 +253,19 @@ def folder_files(root: Path, found: Discovery) -> list[Path]:
             if path.is_file():
                 files.append(path)
             elif path.is_symlink() and not path.exists():
-                found.errors.append((str(path), "read",
-                                     f"broken symbolic link (its target {os.readlink(path)} does not exist)"))
+                found.errors.append((str(path), "read", _dangling_link_reason(path)))
     return sorted(files)
+
+
+def _dangling_link_reason(path: Path) -> str:
+    """Why a symbolic link leads to no file: its target is gone, or the links lead round in a loop (``a -> b``,
+    ``b -> a``; it was called broken, its target named as missing though it is there)."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return f"symbolic link loop (it leads through {os.readlink(path)} back to a link, never to a file)"
+    return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
 
 
 def _plain_task(path: Path, root: Path, dataset: str) -> ImageTask:

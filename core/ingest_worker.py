@@ -18,6 +18,7 @@ the paths the catalog has for it, so nothing in the catalog changes but, should 
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,7 +33,9 @@ from radloop.core.dicom_io import (
     read_dataset,
 )
 from radloop.core.ingest_sources import ImageTask
-from radloop.core.input_errors import EmptyFileError, InputError, NotDicomError, UnsupportedFileError
+from radloop.core.input_errors import (
+    EmptyFileError, InputError, NotAnImageObjectError, NotDicomError, UnsupportedFileError,
+)
 from radloop.core.render import read_raster, render_files, render_problem
 
 __all__ = ["JPEG_MAGIC", "PNG_MAGIC", "ImageOutcome", "WorkerContext", "file_pixel_hash", "process_task",
@@ -65,7 +68,7 @@ class WorkerContext:
 
 @dataclass
 class ImageOutcome:
-    """Result of one task: ``status`` added | existing | error.
+    """Result of one task: ``status`` added | existing | error | skipped (a DICOM object that is no image).
 
     ``image`` holds the catalog columns of a new image (no patient identifiers), ``study_id`` its
     pseudonymous study, ``stage``/``reason`` describe a failure.  ``pixel_hash`` / ``sop_pseudonym`` are the
@@ -104,8 +107,13 @@ _context: WorkerContext | None = None
 
 
 def init_worker(context: WorkerContext) -> None:
-    """Pool initializer: keep the context for :func:`process_in_worker` (one per worker process)."""
+    """Pool initializer: keep the context for :func:`process_in_worker` (one per worker process).
+
+    A worker ignores SIGINT: Ctrl-C reaches every process of the terminal's group, and the main process alone
+    stops the run (it ends the pool); workers that took it printed a KeyboardInterrupt traceback each.
+    """
     global _context
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _context = context
 
 
@@ -121,6 +129,8 @@ def process_task(index: int, task: ImageTask, context: WorkerContext) -> ImageOu
     try:
         with header_values_unlogged():  # an invalid header value is not echoed to the console or log
             outcome = _process(index, task, context)
+    except NotAnImageObjectError as error:  # a report or presentation state beside the images: not a failure
+        outcome = ImageOutcome(index=index, status="skipped", stage=error.stage, reason=str(error))
     except InputError as error:
         outcome = ImageOutcome(index=index, status="error", stage=error.stage, reason=str(error))
     except OSError as error:

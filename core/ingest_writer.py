@@ -14,6 +14,7 @@ A catalogued image whose render a worker made again (:mod:`radloop.core.ingest_w
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from sqlalchemy import func, literal, select
 
 from radloop.core.boxes import same_box
 from radloop.core.catalog import Catalog
+from radloop.core.catalog_info import WARNING_PREFIX
 from radloop.core.ingest_sources import ImageTask, box_label_for_class, has_fracture_box
 from radloop.core.ingest_worker import ImageOutcome
 from radloop.core.schema import Annotation, DuplicateSource, Image, IngestError, Study
@@ -93,6 +95,11 @@ class CatalogWriter:
         if outcome.status == "error":
             self.failed_paths.add(self.tasks[outcome.index].path)
             self.add_error(self.tasks[outcome.index].path, outcome.stage or "decode", outcome.reason or "")
+        elif outcome.status == "skipped":  # a warning row, replaced by the next run's like an error row
+            path, reason = self.tasks[outcome.index].path, outcome.reason or ""
+            self.pending_errors.append((path, outcome.stage or "skip", WARNING_PREFIX + reason))
+            self.summary.record_problem(path, outcome.stage or "skip", reason, warning=True)
+            self.summary.files_not_images += 1
         else:
             self.read_hashes.add(outcome.content_hash)
             self.pending.append(outcome)
@@ -103,13 +110,21 @@ class CatalogWriter:
         if not self.pending and not self.pending_errors:
             return
         started = time.process_time()
-        with self.catalog.session() as session:
-            for path, stage, reason in self.pending_errors:
-                session.add(IngestError(run_id=self.summary.run_id, path=path, stage=stage, reason=reason))
-            self._write_images(session)
-            # every path looked at now replaces what earlier runs said about it (this run's error rows stay)
-            examined = [self.tasks[outcome.index].path for outcome in self.pending]
-            resolve_errors(session, examined + [path for path, _, _ in self.pending_errors], self.summary.run_id)
+        # the summary counts what is committed: a batch rolled back (Ctrl-C or a database error mid-write) takes
+        # its counts back, or an interrupted run said it added images that the re-run then added again
+        counted = copy.deepcopy(vars(self.summary))
+        try:
+            with self.catalog.session() as session:
+                for path, stage, reason in self.pending_errors:
+                    session.add(IngestError(run_id=self.summary.run_id, path=path, stage=stage, reason=reason))
+                self._write_images(session)
+                # every path looked at now replaces what earlier runs said about it (this run's error rows stay)
+                examined = [self.tasks[outcome.index].path for outcome in self.pending]
+                resolve_errors(session, examined + [path for path, _, _ in self.pending_errors],
+                               self.summary.run_id)
+        except BaseException:
+            vars(self.summary).update(counted)
+            raise
         self.pending, self.pending_errors = [], []
         stages = self.summary.stage_seconds
         stages["catalog"] = stages.get("catalog", 0.0) + time.process_time() - started

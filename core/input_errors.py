@@ -7,7 +7,8 @@ from __future__ import annotations
 
 
 class InputError(ValueError):
-    """An input file that cannot be ingested.  ``stage`` is read | decode | render | parse."""
+    """An input file that cannot be ingested.  ``stage`` is read | decode | render | parse, or skip (no image:
+    a warning, :class:`NotAnImageObjectError`)."""
 
     stage = "read"
 
@@ -34,6 +35,13 @@ class NoPixelDataError(InputError):
     """A DICOM object without an image (structured report, presentation state, stripped pixels)."""
 
     stage = "decode"
+
+
+class NotAnImageObjectError(NoPixelDataError):
+    """A DICOM object of a class that holds no image (structured report, presentation state, encapsulated PDF, key
+    object selection): normal in an archive folder beside the images, so ingest skips it with a warning."""
+
+    stage = "skip"
 
 
 class UnsupportedTransferSyntaxError(InputError):
