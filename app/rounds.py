@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -191,11 +192,18 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
         notes.append(f"budget {config.budget} is more than the {unlabelled} unlabelled images of the pool: "
                      f"all {unlabelled} selected")
     progress(f"selecting {min(config.budget, unlabelled)} images with {strategy_name}", 0.6)
-    picked = strategy.select(
-        min(config.budget, unlabelled), embeddings=vectors, labeled_mask=labelled_mask,
-        probabilities=probabilities, weak_labels=weak_labels,
-        groups=np.array([region or "unknown" for region in regions], dtype=object),
-        random_state=config.random_state)
+    with warnings.catch_warnings(record=True) as caught:  # the strategy's notes go to the round's notes, once
+        warnings.simplefilter("always")
+        picked = strategy.select(
+            min(config.budget, unlabelled), embeddings=vectors, labeled_mask=labelled_mask,
+            probabilities=probabilities, weak_labels=weak_labels,
+            groups=np.array([region or "unknown" for region in regions], dtype=object),
+            random_state=config.random_state)
+    strategy_notes = list(getattr(strategy, "notes_", []))
+    notes.extend(f"{strategy_name}: {note}" for note in strategy_notes)
+    for warning in caught:  # anything else warned while selecting is shown as usual
+        if str(warning.message) not in strategy_notes:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     scores = getattr(strategy, "scores_", None)
     reasons = getattr(strategy, "reasons_", None)
 

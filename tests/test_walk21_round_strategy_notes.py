@@ -1,0 +1,25 @@
+"""A round records its strategy's notes (a stratified quota naming a region with nothing left to pick) in the
+round's notes, where `round status` and the app show them, instead of a Python warning on stderr."""
+
+from __future__ import annotations
+
+import warnings
+
+from rounds_workspace import build_rounds_catalog
+
+
+def test_stratified_quota_for_an_absent_region_is_a_round_note(tmp_path, test_catalog_url):
+    from radloop.app.rounds import load_round_config, start_round
+
+    root = (tmp_path / "ws").resolve()
+    catalog = build_rounds_catalog(root, test_catalog_url(root), 60)
+    try:
+        config = load_round_config(None, ["strategy=stratified", "budget=6",
+                                          "strategy_params={base: random, quotas: {wrist: 0.5, knee: 0.5}}"])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            report = start_round(catalog, config=config, simulate=True)
+        assert any(note.startswith("stratified: ") and "knee" in note for note in report.notes), report.notes
+        assert not [w for w in caught if "knee" in str(w.message)], [str(w.message) for w in caught]
+    finally:
+        catalog.dispose()
