@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from radloop.app.options import JsonOption, OverrideOption, WorkspaceOption, console, emit, fail, open_catalog, say
+from radloop.app.options import (
+    JsonOption, OverrideOption, WorkspaceOption, console, emit, fail, note_large_images, open_catalog, say,
+)
 
 index_app = typer.Typer(no_args_is_help=True, help="Case-search indexes (FAISS): build, inspect.")
 
@@ -60,6 +62,7 @@ def search_command(
     if image is not None and image.is_file():  # a catalogued file (or a re-saved copy) is searched as that case
         from radloop.retrieval.query_match import match_catalog_file
 
+        note_large_images([image])
         match = match_catalog_file(catalog, image.read_bytes())
         if match is not None:
             console.print(f"note: {match.message}: searching as that case (its own study left out)", markup=False,

@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from radloop.app.options import (
-    JsonOption, OverrideOption, WorkspaceOption, check_output_file, console, emit, fail, open_catalog,
+    JsonOption, OverrideOption, WorkspaceOption, check_output_file, console, emit, fail, note_large_images,
+    open_catalog,
 )
 
 DEFAULT_BENCH_CONFIG = Path("configs/finetune/bench_cpu.yaml")
@@ -126,7 +127,7 @@ def predict(
     cannot be read gets a one-line error and the others are still predicted; the exit code is then 1. With
     --json the predictions are printed on stdout (only the counts when --out is given).
     """
-    from radloop.core.registry import RegistryError, current_model, list_models
+    from radloop.core.registry import RegistryError
     from radloop.ssl.predict import FilePrediction, predictor_for_version
 
     if out is not None:
@@ -135,20 +136,12 @@ def predict(
             fail(f"--out {out}: folder {out.absolute().parent} does not exist")
     catalog = open_catalog(workspace)
     if model is None:
-        record = current_model(catalog, task or "findings")
-        if record is None and task is None:  # no findings model: the workspace's only task with a current head
-            heads = {r.task: r for r in list_models(catalog) if r.is_current and r.task != "encoder"}
-            record = next(iter(heads.values())) if len(heads) == 1 else None
-        if record is None:
-            tasks = sorted({r.task for r in list_models(catalog)} - {"encoder"})
-            known = f" (tasks with models: {', '.join(tasks)}; pass --task or --model)" if tasks else ""
-            fail(f"no model registered for task {task or 'findings'!r}{known}: train one with "
-                 "`radloop train --config configs/finetune/probe_cpu.yaml`")
-        model = record.version
+        model = _current_head(catalog, task).version
     files, failed = _image_files(paths)
     if not files and not failed:
         fail(f"no image files in {', '.join(str(p) for p in paths)}")
     _quiet_lightning()
+    note_large_images(files)
     predictor = None
     if files:
         try:
@@ -177,6 +170,23 @@ def predict(
     if errors:
         fail(f"{len(errors)} of {len(results)} files could not be predicted (first: {errors[0].path}: "
              f"{errors[0].error})", code=1)
+
+
+def _current_head(catalog, task: str | None):
+    """The current model of ``task``; without a task, of ``findings``, else of the workspace's one task with a
+    current head (e.g. only a detector).  Fails naming the tasks that have models."""
+    from radloop.core.registry import current_model, list_models
+
+    record = current_model(catalog, task or "findings")
+    if record is None and task is None:  # no findings model: the workspace's only task with a current head
+        heads = {r.task: r for r in list_models(catalog) if r.is_current and r.task != "encoder"}
+        record = next(iter(heads.values())) if len(heads) == 1 else None
+    if record is None:
+        tasks = sorted({r.task for r in list_models(catalog)} - {"encoder"})
+        known = f" (tasks with models: {', '.join(tasks)}; pass --task or --model)" if tasks else ""
+        fail(f"no model registered for task {task or 'findings'!r}{known}: train one with "
+             "`radloop train --config configs/finetune/probe_cpu.yaml`")
+    return record
 
 
 def _image_files(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
@@ -351,7 +361,10 @@ def _show_bench(result: dict, as_json: bool) -> None:
 
 
 def bench_predict(
-    task: Annotated[str, typer.Option("--task", help="Registry task whose current model is timed.")] = "findings",
+    task: Annotated[Optional[str], typer.Option("--task", help=(
+        "Registry task whose current model is timed. Default: findings, or the one task with a current model "
+        "when the workspace has no findings model (e.g. only a detector), as `radloop predict`."),
+        show_default=False)] = None,
     n_images: Annotated[int, typer.Option("--n", min=1, help="Held-out images, one per call.")] = 50,
     threads: Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads (1 is fastest on a busy 2-core host).")] = 1,
     workspace: WorkspaceOption = None,
@@ -360,9 +373,11 @@ def bench_predict(
     """Single-image prediction latency (p50/p95 ms) of the current model, as the ML backend calls it."""
     from radloop.ssl.finetune_bench import predict_latency
 
+    catalog = open_catalog(workspace)
+    task = _current_head(catalog, task).task
     _quiet_lightning()
     try:
-        result = predict_latency(open_catalog(workspace), task, n_images=n_images, threads=threads)
+        result = predict_latency(catalog, task, n_images=n_images, threads=threads)
     except ValueError as error:
         fail(str(error))
     emit(result, as_json, title="prediction latency")

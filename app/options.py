@@ -86,6 +86,20 @@ def say(message: str) -> None:
     console.print(f"[dim]{message}[/dim]")
 
 
+def note_large_images(paths: list[Path]) -> None:
+    """One ``note:`` line for each PNG/JPEG over Pillow's decompression-bomb warning limit, instead of Pillow's
+    two-line warning for each time the file is decoded (a search query is decoded twice)."""
+    import warnings
+
+    from radloop.core.render import PILLOW_SIZE_WARNING, large_image_note
+
+    warnings.filterwarnings("ignore", message=PILLOW_SIZE_WARNING)
+    for path in paths:
+        note = large_image_note(path)
+        if note is not None:
+            console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print a clear error (no traceback) and exit.
 

@@ -30,9 +30,14 @@ from PIL import UnidentifiedImageError
 from radloop.core.input_errors import CorruptImageError, EmptyFileError, TruncatedFileError, UnsupportedFileError
 
 __all__ = [
-    "MAX_RENDER_SIDE", "THUMB_SIDE", "RasterImage", "RenderResult", "encode_png_gray", "read_raster", "render_files",
-    "render_pixels", "render_problem", "to_uint8",
+    "MAX_RENDER_SIDE", "PILLOW_SIZE_WARNING", "THUMB_SIDE", "RasterImage", "RenderResult", "encode_png_gray",
+    "large_image_note", "read_raster", "render_files", "render_pixels", "render_problem", "to_uint8",
 ]
+
+#: the text of Pillow's ``DecompressionBombWarning`` (a ``warnings`` filter's ``message``): the CLI commands that
+#: decode files a user names replace it by one :func:`large_image_note` line per file (the warning came once
+#: per decode, and ``warnings`` shows it again whenever a filter changes in between: twice for a search query)
+PILLOW_SIZE_WARNING = r"Image size \(\d+ pixels\) exceeds limit of \d+ pixels"
 
 MAX_RENDER_SIDE = 2048
 THUMB_SIDE = 256
@@ -105,6 +110,25 @@ def read_raster(data: bytes) -> RasterImage:
             image = image.convert("L")
         pixels = np.asarray(image)
     return RasterImage(pixels=pixels, format=file_format, mode=mode)
+
+
+def large_image_note(path: str | Path) -> str | None:
+    """One line for a PNG/JPEG file over Pillow's decompression-bomb warning limit (decoded anyway), or None.
+
+    Reads the header only.  Above twice the limit Pillow refuses the file: decoding it reports that instead.
+    """
+    limit = PILImage.MAX_IMAGE_PIXELS
+    if not limit:
+        return None
+    try:
+        with PILImage.open(path) as image:
+            width, height = image.size
+    except Exception:  # noqa: BLE001 - DICOM, not an image, too large, unreadable: decoding says why
+        return None
+    if width * height <= limit or width * height > 2 * limit:
+        return None
+    return (f"{path}: {width} x {height} pixels ({width * height / 1e6:.1f} megapixels) is over Pillow's "
+            f"decompression-bomb warning limit ({limit / 1e6:.1f} megapixels); decoded anyway")
 
 
 def decode_upload(data: bytes) -> np.ndarray:

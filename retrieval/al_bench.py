@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from radloop.core.config import did_you_mean
 from radloop.retrieval.al_tasks import TaskData
 from radloop.retrieval.strategies import STRATEGIES, get_strategy
 
@@ -227,7 +228,8 @@ def run_benchmark(tasks: list[TaskData], strategies: list[str], *, budget: int, 
         raise ValueError(f"headroom_savings must be above 1, got {headroom_savings}")
     for name in strategies:
         if name not in STRATEGIES:
-            raise ValueError(f"unknown selection strategy {name!r}; valid: {', '.join(sorted(STRATEGIES))}")
+            raise ValueError(f"unknown selection strategy {name!r}{did_you_mean(name, STRATEGIES)}; valid: "
+                             f"{', '.join(sorted(STRATEGIES))}")
         needs = set(STRATEGIES[name].needs) - {"embeddings", "probabilities"}
         if needs:
             raise ValueError(f"strategy {name!r} needs {', '.join(sorted(needs))}, which this COCO benchmark "

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from radloop.core.config import did_you_mean
 from radloop.retrieval.badge import BadgeSelection
 from radloop.retrieval.base import SelectionInput, SelectionStrategy
 from radloop.retrieval.diversity import ClusterMarginSelection, KCenterSelection, TypiClustSelection
@@ -173,7 +174,8 @@ def get_strategy(name: str, **params) -> SelectionStrategy:
             value outside its valid range (``select`` checks again, after ``set_params``).
     """
     if name not in STRATEGIES:
-        raise ValueError(f"unknown selection strategy {name!r}; valid: {', '.join(sorted(STRATEGIES))}")
+        raise ValueError(f"unknown selection strategy {name!r}{did_you_mean(name, STRATEGIES)}; valid: "
+                         f"{', '.join(sorted(STRATEGIES))}")
     try:
         strategy = STRATEGIES[name](**params)
     except TypeError as error:

@@ -59,7 +59,7 @@ def run_bench(catalog: Catalog, config_path: str | Path, overrides: list[str] | 
     from radloop.ssl.finetune_jobs import run_training
 
     overrides = list(overrides or [])
-    bench = load_config(config_path, BenchConfig, [o[len("bench."):] for o in overrides if o.startswith("bench.")])
+    bench = load_config(config_path, BenchConfig, [o for o in overrides if o.startswith("bench.")], prefix="bench.")
     job_overrides = [o for o in overrides if not o.startswith("bench.")]
     folder = find_config(Path(config_path)).resolve().parent  # the jobs lie beside the bench file it loaded
     rows: list[dict[str, Any]] = []

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from radloop.core.config import StrictModel
+from radloop.core.config import StrictModel, did_you_mean
 from radloop.core.vocabulary import BOX_FINDINGS, FINDINGS
 
 __all__ = ["DataConfig", "DetectConfig", "EncoderConfigRef", "FinetuneConfig", "ProbeConfig", "TrainConfig",
@@ -55,7 +55,8 @@ class DataConfig(StrictModel):
     def _known_findings(cls, value: list[str]) -> list[str]:
         unknown = [name for name in value if name not in FINDINGS]
         if unknown or not value:
-            raise ValueError(f"unknown finding(s) {unknown or '(none given)'}; valid: {', '.join(FINDINGS)}")
+            hint = did_you_mean(unknown[0], FINDINGS) if len(unknown) == 1 else ""
+            raise ValueError(f"unknown finding(s) {unknown or '(none given)'}{hint}; valid: {', '.join(FINDINGS)}")
         return value
 
     @field_validator("eval_split")
@@ -176,7 +177,8 @@ class TrainerConfig(StrictModel):
         # refused when the config is read, not after the images are loaded (Lightning checks it only then)
         text = str(value).strip()
         if text not in PRECISIONS:
-            raise ValueError(f"precision {value!r} is not one of {', '.join(PRECISIONS)}")
+            raise ValueError(f"precision {value!r} is not one of {', '.join(PRECISIONS)}"
+                             f"{did_you_mean(text, PRECISIONS)}")
         return text
 
     @field_validator("devices")
