@@ -21,8 +21,9 @@ Guarantees:
   Two such rows that turn out to be one image both stay, and every run that reads the younger one's file warns;
 - privacy: a DICOM with BurnedInAnnotation YES is flagged (kept out of active-learning rounds) and warned about
   (an ``IngestError`` row, stage ``privacy``), again in every run that reads its file;
-- resumable: each batch is one transaction and renders are renamed into place, so an ingest killed at any
-  point (even ``kill -9``) resumes on the next run without duplicates;
+- resumable: each batch is one transaction and a new image's renders are renamed into place once it is
+  committed (:mod:`radloop.core.ingest_renders`), so an ingest killed at any point (even ``kill -9``) resumes on
+  the next run without duplicates, and leaves no render that the catalog does not name;
 - renders restored: a catalogued image whose file is read again gets its render and thumbnail checked
   (:func:`radloop.core.render.render_problem`: gone, empty, not a PNG, cut short; with ``verify_renders`` also
   decoded) and, when either is lost or damaged, made again from that file (``renders_restored``; id, hashes and
@@ -32,7 +33,9 @@ Guarantees:
   The common re-run pays two small reads a file (0.1-0.2 s of CPU for 3,631 images), no decode;
 - one at a time: an ingest holds the workspace's ingest lock (:mod:`radloop.core.ingest_lock`); a second one
   raises :class:`IngestLockedError` naming the process that holds it, before it reads anything;
-- interrupted (Ctrl-C): :class:`IngestInterrupted`, whose summary says what was written; the log is written too;
+- interrupted (Ctrl-C): :class:`IngestInterrupted` (:mod:`radloop.core.ingest_summary`), whose summary says what
+  was written (a Ctrl-C that lands while a batch commits waits for it); the log is written too.  Killed, it takes
+  its worker processes with it, quietly (:func:`radloop.core.ingest_worker.init_worker`);
 - bad input never stops the batch: every failure becomes an ``IngestError`` row (stage + reason); a DICOM object of a
   class that holds no image (structured report, presentation state, encapsulated PDF) is skipped with a warning
   (stage ``skip``, ``files_not_images``), not a failure.
@@ -50,7 +53,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -58,8 +61,10 @@ from sqlalchemy import or_, select
 
 from radloop.core.catalog import Catalog
 from radloop.core.ingest_lock import IngestLockedError, ingest_lock
+from radloop.core.ingest_renders import remove_stale_temporaries
 from radloop.core.ingest_reports import link_unlinked_reports, write_reports
 from radloop.core.ingest_sources import Discovery, ImageTask, discover
+from radloop.core.ingest_summary import IngestInterrupted, IngestSummary
 from radloop.core.ingest_worker import ImageOutcome, WorkerContext, init_worker, process_in_worker, process_task
 from radloop.core.ingest_writer import CatalogWriter, resolve_errors
 from radloop.core.render import render_problem
@@ -67,92 +72,6 @@ from radloop.core.schema import Image, IngestError, Study
 
 __all__ = ["IngestInterrupted", "IngestLockedError", "IngestSummary", "default_workers", "ingest_paths",
            "propagate_study_regions"]
-
-ERROR_SAMPLE_LIMIT = 20
-
-
-@dataclass
-class IngestSummary:
-    """What one ingest run did.  ``errors`` counts failures (files/reports not ingested)."""
-
-    run_id: str
-    images_found: int = 0
-    images_added: int = 0
-    images_skipped_existing: int = 0
-    #: new files whose pixels are an image already catalogued (or added earlier in the run): not added; each
-    #: is in the ``duplicate_sources`` table (the first ones also in ``duplicate_samples``)
-    images_skipped_duplicate: int = 0
-    #: new DICOM files with a catalogued image's SOPInstanceUID but other pixels: not added, one warning each
-    images_skipped_conflict: int = 0
-    #: catalogued images without a pixel hash (ingested before it existed) that got it from this run
-    pixel_hashes_backfilled: int = 0
-    #: catalogued images whose render or thumbnail was missing or damaged, made again from their file (read in
-    #: this run; ids, hashes and boxes unchanged)
-    renders_restored: int = 0
-    #: images of this run's datasets with a missing or damaged render whose file was not read in this run (gone,
-    #: changed since, or not among the inputs): not restored, one warning each (stage ``render``)
-    renders_not_restored: int = 0
-    studies_added: int = 0
-    annotations_added: int = 0
-    #: boxes not stored because the image already had the same box from another source (counted again by a
-    #: re-run of that source, which stores nothing either)
-    boxes_skipped_duplicate: int = 0
-    #: images this run added from a detection set without a fracture box, with ``unboxed="unknown"``: their
-    #: fracture label stays unknown instead of "no fracture" (``meta["unboxed_source"]``)
-    images_unboxed_unknown: int = 0
-    reports_added: int = 0
-    reports_updated: int = 0
-    reports_skipped_existing: int = 0
-    #: reports of this run given a study through the images they name (when written, or later in the run)
-    reports_linked: int = 0
-    errors: int = 0
-    warnings: int = 0
-    files_ignored: int = 0
-    #: DICOM objects of a class that holds no image (structured report, presentation state, encapsulated PDF):
-    #: skipped, one warning each (stage ``skip``), again in every run that reads them
-    files_not_images: int = 0
-    workers: int = 1
-    elapsed_s: float = 0.0
-    images_per_s: float = 0.0
-    errors_by_stage: dict[str, int] = field(default_factory=dict)
-    #: CPU seconds summed over images (worker stages: read, hash, decode incl. windowing, render, and
-    #: render_check: the renders of catalogued images looked at) and the main process's catalog writes
-    #: ("catalog"): where an ingest spends its CPU.
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    error_samples: list[dict] = field(default_factory=list)
-    #: ``{"path", "duplicate_of", "original_path"}`` of the first duplicates found
-    duplicate_samples: list[dict] = field(default_factory=list)
-    sources: dict[str, int] = field(default_factory=dict)
-    #: the run was stopped (Ctrl-C, SIGINT) before it finished: its counts are those of the batches written
-    interrupted: bool = False
-
-    @property
-    def failed(self) -> bool:
-        return self.errors > 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def record_problem(self, path: str, stage: str, reason: str, *, warning: bool = False) -> None:
-        if warning:
-            self.warnings += 1
-        else:
-            self.errors += 1
-            self.errors_by_stage[stage] = self.errors_by_stage.get(stage, 0) + 1
-        if len(self.error_samples) < ERROR_SAMPLE_LIMIT:
-            self.error_samples.append({"path": path, "stage": stage, "reason": reason,
-                                       "severity": "warning" if warning else "error"})
-
-
-class IngestInterrupted(KeyboardInterrupt):
-    """An ingest stopped by Ctrl-C (SIGINT); ``summary`` counts what it wrote before (its log is written too).
-
-    Every batch written is committed and the one in hand is not, so a re-run of the same inputs adds the rest.
-    """
-
-    def __init__(self, summary: IngestSummary) -> None:
-        super().__init__(summary.run_id)
-        self.summary = summary
 
 
 def default_workers() -> int:
@@ -202,9 +121,15 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
     workers = max(1, int(workers or default_workers()))
     summary = IngestSummary(run_id=run_id, workers=workers)
     try:
-        with ingest_lock(catalog.workspace.root, run_id):
-            _ingest(catalog, summary, paths, reports, images_dir=images_dir, dataset=dataset, progress=progress,
-                    limit=limit, batch_size=batch_size, unboxed=unboxed, verify_renders=verify_renders)
+        with ingest_lock(catalog.workspace.root, run_id) as exclusive:
+            remove_stale_temporaries(catalog.workspace.root, exclusive=exclusive)  # what a killed run left
+            try:
+                _ingest(catalog, summary, paths, reports, images_dir=images_dir, dataset=dataset,
+                        progress=progress, limit=limit, batch_size=batch_size, unboxed=unboxed,
+                        verify_renders=verify_renders)
+            except BaseException:  # renders of a batch rolled back, or made but never handed over: no image's
+                remove_stale_temporaries(catalog.workspace.root, exclusive=exclusive)
+                raise
     except KeyboardInterrupt:
         # the batches written so far are committed; the one in hand was rolled back: a re-run resumes
         summary.interrupted = True
@@ -237,7 +162,6 @@ def _ingest(catalog: Catalog, summary: IngestSummary, paths: list, reports: list
     summary.images_found = len(found.image_tasks)
     summary.files_ignored = len(found.ignored_files)
     summary.sources = dict(found.sources)
-    _remove_stale_temporaries(catalog.workspace.root)
     writer = CatalogWriter(catalog, summary, found.image_tasks, batch_size)
     # errors an earlier run recorded about these input paths themselves (a missing path, an unreadable COCO
     # json, a COCO json without its images) are looked at again now: this run records them again if they remain
@@ -251,10 +175,11 @@ def _ingest(catalog: Catalog, summary: IngestSummary, paths: list, reports: list
                             duplicate_hashes=frozenset(writer.duplicate_of), render_paths=writer.render_paths,
                             verify_renders=verify_renders)
     backfills_first = [index for index, task in enumerate(found.image_tasks) if task.path in writer.backfill_paths]
-    outcomes = _run_tasks(found.image_tasks, context, workers, first=backfills_first)
-    for outcome in _progress(outcomes, len(found.image_tasks), progress):
-        writer.add(outcome)
-    writer.flush()
+    # closed on the way out, an interrupt's included: the pool ends (its workers with it) before the lock is let go
+    with closing(_run_tasks(found.image_tasks, context, workers, first=backfills_first)) as outcomes:
+        for outcome in _progress(outcomes, len(found.image_tasks), progress):
+            writer.add(outcome)
+        writer.flush()
     _report_unrestored_renders(catalog, found, scopes, writer, summary, decode=verify_renders)
     propagate_study_regions(catalog, writer.touched_studies)
     if summary.images_added:  # reports ingested before their images get their study now
@@ -342,22 +267,6 @@ def _why_not_read(source_path: str, inputs: set[str], writer: CatalogWriter) -> 
     return "its file was not among this run's inputs (ingest it to restore the render)"
 
 
-def _remove_stale_temporaries(root: Path) -> None:
-    """Delete half-written renders (``.<name>.<pid>.tmp``) left by an ingest that was killed.
-
-    Only files of processes that no longer exist are removed, so a concurrent ingest is never disturbed.
-    """
-    for folder in (root / "renders", root / "thumbs"):
-        for path in folder.glob("*/.*.tmp"):
-            try:
-                pid = int(path.name.rsplit(".", 2)[-2])
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                path.unlink(missing_ok=True)
-            except (ValueError, PermissionError, IndexError):
-                continue
-
-
 def _run_tasks(tasks: list[ImageTask], context: WorkerContext, workers: int,
                first: Iterable[int] = ()) -> Iterator[ImageOutcome]:
     """Outcomes of ``tasks``: those of the task indices ``first`` (the files of rows awaiting a pixel-hash
@@ -373,7 +282,8 @@ def _run_tasks(tasks: list[ImageTask], context: WorkerContext, workers: int,
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     chunksize = max(1, min(8, len(tasks) // (workers * 16)))
     processes = min(workers, len(tasks))
-    with multiprocessing.get_context(method).Pool(processes, initializer=init_worker, initargs=(context,)) as pool:
+    with multiprocessing.get_context(method).Pool(processes, initializer=init_worker,
+                                                     initargs=(context, os.getpid())) as pool:
         for phase in phases:
             # Largest first (longest-processing-time scheduling): one big file last would idle the other workers.
             order = sorted(phase, key=lambda index: -_file_size(tasks[index].path))

@@ -8,7 +8,8 @@ a second ingest stops at once with :class:`IngestLockedError` naming the pid tha
 
 The lock is ``flock`` on an open file: the kernel drops it when the process ends, however it ends (``kill -9``
 included), so a killed ingest never leaves a stale lock for the next run to clear.  Its worker processes inherit
-the open file and hold the lock until they end too (they are still writing renders).  The file's text (pid,
+the open file and hold the lock until they end too (with the ingest, :func:`radloop.core.ingest_worker.init_worker`),
+so whoever holds the lock knows no other ingest's process is writing renders.  The file's text (pid,
 host, start time) only says who holds it.  Where ``fcntl`` is missing (Windows) no lock is taken.  The lock is
 per workspace folder: two workspaces sharing one PostgreSQL catalog are not serialised by it.
 """
@@ -43,14 +44,18 @@ class IngestLockedError(RuntimeError):
 
 
 @contextmanager
-def ingest_lock(root: Path, run_id: str) -> Iterator[None]:
+def ingest_lock(root: Path, run_id: str) -> Iterator[bool]:
     """Hold the ingest lock of the workspace at ``root`` for the ``with`` block.
+
+    Yields:
+        True when a lock is held (no other ingest of this workspace, nor any of its workers, is running), False
+        where none can be taken (no ``fcntl``).
 
     Raises:
         IngestLockedError: another process holds it (it is not waited for).
     """
     if fcntl is None:
-        yield
+        yield False
         return
     path = Path(root) / LOCK_NAME
     handle = open(path, "a+", encoding="utf-8")
@@ -66,7 +71,7 @@ def ingest_lock(root: Path, run_id: str) -> Iterator[None]:
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}, run {run_id}, started {started}")
         handle.flush()
         try:
-            yield
+            yield True
         finally:
             handle.seek(0)
             handle.truncate()

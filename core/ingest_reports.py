@@ -8,33 +8,32 @@ Links, where the data says so:
 - CSV ``image``: the study of the catalogued image with that external id (file stem); also when the row's
   ``study_id`` is no catalogued study (e.g. a hospital's study number beside PNG images).
 Reports still unlinked (or linked to a study that has no image) are linked at the end of every later ingest
-once their images arrive, an ingest of images alone included.  A CSV none of whose reports reaches a
-catalogued image while the catalog has images gets one warning that says so.
+once their images arrive, an ingest of images alone included; a study made for such a report that nothing
+refers to any more is deleted in the same transaction (:func:`remove_empty_studies`).  A CSV none of whose
+reports reaches a catalogued image while the catalog has images gets one warning that says so.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import aliased
 
 from radloop.core.catalog import Catalog
 from radloop.core.deid import study_pseudonym
+from radloop.core.ingest_summary import IngestSummary
 from radloop.core.reports_io import ParsedReport, ReportProblem, read_reports
-from radloop.core.schema import Image, IngestError, Report, Study
+from radloop.core.schema import Base, Image, IngestError, Report, Study
 from radloop.core.splits import split_for_study
 
-if TYPE_CHECKING:
-    from radloop.core.ingest import IngestSummary
-
-__all__ = ["link_unlinked_reports", "write_reports"]
+__all__ = ["link_unlinked_reports", "remove_empty_studies", "write_reports"]
 
 BATCH = 500
 
 
-def write_reports(catalog: Catalog, path: Path, summary: "IngestSummary", run_id: str, *,
+def write_reports(catalog: Catalog, path: Path, summary: IngestSummary, run_id: str, *,
                   dataset: str | None = None) -> None:
     """Read one report source and write its reports (and problems) to the catalog in batches."""
     name = dataset or _dataset_name(path)
@@ -76,12 +75,38 @@ def link_unlinked_reports(catalog: Catalog) -> int:
             for external_id, study_id in session.execute(select(Image.external_id, Image.study_id).where(
                     Image.external_id.in_(names[start:start + BATCH])).order_by(Image.id)):
                 study_of.setdefault(external_id, study_id)
+        left: set[str] = set()  # the studies the linked reports leave
         for row in waiting:
             study = next((study_of[name] for name in row.image_external_ids if name in study_of), None)
             if study and study != row.study_id:
                 session.get(Report, row.id).study_id = study
                 linked += 1
+                if row.study_id:
+                    left.add(row.study_id)
+        remove_empty_studies(session, left)
     return linked
+
+
+def remove_empty_studies(session, study_ids: Iterable[str]) -> int:
+    """Delete those of ``study_ids`` that nothing refers to any more (no image, no report: no row of any table
+    with a foreign key to ``studies``), in the caller's transaction; returns how many.
+
+    A study made for a report whose images were still to come (its ``study_id`` a key they never carry, e.g. a
+    hospital's study number beside PNGs) is empty once the report joins its images' study: left, it was one
+    study too many in ``radloop info`` and in every per-study count.
+    """
+    study_ids = sorted(set(study_ids))
+    if not study_ids:
+        return 0
+    session.flush()  # the reports' new studies first
+    referring = [column for table in Base.metadata.tables.values() for key in table.foreign_keys
+                 if key.column.table.name == Study.__tablename__ for column in [key.parent]]
+    removed = 0
+    for start in range(0, len(study_ids), BATCH):
+        unused = [~select(column).where(column == Study.id).exists() for column in referring]
+        removed += session.execute(delete(Study).where(
+            Study.id.in_(study_ids[start:start + BATCH]), *unused)).rowcount or 0
+    return removed
 
 
 #: how a CSV report reaches its images (said in the warning about a CSV that reaches none)
@@ -89,7 +114,7 @@ CSV_LINK_RULE = ("a CSV report links to images through its study_id column (the 
                  "images) or its image column (the file name or stem of an ingested image)")
 
 
-def _warn_unlinked_csv(catalog: Catalog, csv_reports: dict[str, list[str]], summary: "IngestSummary",
+def _warn_unlinked_csv(catalog: Catalog, csv_reports: dict[str, list[str]], summary: IngestSummary,
                        run_id: str) -> None:
     """One warning per CSV file none of whose reports reaches a catalogued image, when the catalog has images
     (a report-only workspace has nothing to link to: no warning then)."""
@@ -134,10 +159,11 @@ def _in_xml_folder(path: Path) -> bool:
         return False
 
 
-def _write_batch(catalog: Catalog, batch: list, summary: "IngestSummary", run_id: str, dataset: str,
+def _write_batch(catalog: Catalog, batch: list, summary: IngestSummary, run_id: str, dataset: str,
                  key: bytes) -> None:
     if not batch:
         return
+    left: set[str | None] = set()  # studies that updated reports moved away from
     with catalog.session() as session:
         for item in batch:
             if isinstance(item, ReportProblem):
@@ -151,7 +177,8 @@ def _write_batch(catalog: Catalog, batch: list, summary: "IngestSummary", run_id
                 session.add(IngestError(run_id=run_id, path=item.source, stage="encoding", reason=reason))
                 summary.record_problem(item.source, "encoding", reason, warning=True)
             study_id, via_images = _study_for(session, item, key, dataset)
-            _upsert(session, item, study_id, dataset, summary, via_images=via_images)
+            left.add(_upsert(session, item, study_id, dataset, summary, via_images=via_images))
+        remove_empty_studies(session, left - {None})
 
 
 def _study_for(session, item: ParsedReport, key: bytes, dataset: str) -> tuple[str | None, bool]:
@@ -177,8 +204,9 @@ def _study_for(session, item: ParsedReport, key: bytes, dataset: str) -> tuple[s
     return study_id, False
 
 
-def _upsert(session, item: ParsedReport, study_id: str | None, dataset: str, summary: "IngestSummary", *,
-            via_images: bool = False) -> None:
+def _upsert(session, item: ParsedReport, study_id: str | None, dataset: str, summary: IngestSummary, *,
+            via_images: bool = False) -> str | None:
+    """Add or update the report; returns the study it left (an updated report moved to another one), if any."""
     digest = item.content_hash
     existing = session.get(Report, item.report_id)
     if via_images and (existing is None or existing.study_id is None):
@@ -198,6 +226,8 @@ def _upsert(session, item: ParsedReport, study_id: str | None, dataset: str, sum
         meta["previous_content_hash"] = existing.content_hash
         existing.text, existing.sections, existing.content_hash = item.text, dict(item.sections), digest
         existing.expert_codes, existing.image_external_ids = list(item.expert_codes), list(item.image_external_ids)
-        existing.study_id = study_id or existing.study_id
+        previous, existing.study_id = existing.study_id, study_id or existing.study_id
         existing.meta = meta
         summary.reports_updated += 1
+        return previous if previous != existing.study_id else None
+    return None

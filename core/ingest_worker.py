@@ -7,7 +7,8 @@ decoding, the worker also computes the duplicate keys of a new image: the pixel 
 (:func:`radloop.core.deid.pixel_hash`: for DICOM the stored values, before the modality LUT and the window; for
 PNG/JPEG the 8-bit grey pixels ingest keeps) and, for DICOM, the pseudonym of its SOPInstanceUID.  Whether the
 image is a duplicate is decided in the main process, which sees every outcome.  Workers write only
-render/thumbnail files (atomic renames); every catalog write happens in the main process.
+render/thumbnail files (a new image's under pending names, :mod:`radloop.core.ingest_renders`); every catalog
+write happens in the main process.
 
 A catalogued image's render and thumbnail are looked at when its file is read again
 (:func:`radloop.core.render.render_problem`: the quick check, or a full decode with ``verify_renders``); one that
@@ -18,7 +19,10 @@ the paths the catalog has for it, so nothing in the catalog changes but, should 
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +36,7 @@ from radloop.core.dicom_io import (
     DicomImage, decode_stored_values, display_image, has_burned_in_annotation, header_values_unlogged, is_dicom_bytes,
     read_dataset,
 )
+from radloop.core.ingest_renders import pending_paths
 from radloop.core.ingest_sources import ImageTask
 from radloop.core.input_errors import (
     EmptyFileError, InputError, NotAnImageObjectError, NotDicomError, UnsupportedFileError,
@@ -95,6 +100,9 @@ class ImageOutcome:
     render_restored: str | None = None
     render_size: tuple[int, int] | None = None
     render_error: str | None = None
+    #: a new image's render and thumbnail as written, under pending names (workspace-relative), put in place at
+    #: ``image["render_path"]`` / ``image["thumb_path"]`` only once the image is committed
+    pending_renders: tuple[str, str] | None = None
 
 
 def render_relative_paths(image_id: str) -> tuple[str, str]:
@@ -104,22 +112,45 @@ def render_relative_paths(image_id: str) -> tuple[str, str]:
 
 
 _context: WorkerContext | None = None
+_parent_pid: int | None = None
+
+#: prctl(2) option: the signal a process gets when its parent ends (Linux)
+PR_SET_PDEATHSIG = 1
 
 
-def init_worker(context: WorkerContext) -> None:
+def init_worker(context: WorkerContext, parent_pid: int | None = None) -> None:
     """Pool initializer: keep the context for :func:`process_in_worker` (one per worker process).
 
     A worker ignores SIGINT: Ctrl-C reaches every process of the terminal's group, and the main process alone
     stops the run (it ends the pool); workers that took it printed a KeyboardInterrupt traceback each.
+
+    A worker ends with its parent (``parent_pid``, the ingest): killed with it on Linux (``PR_SET_PDEATHSIG``),
+    elsewhere before its next task.  After a ``kill -9`` of the ingest, workers that went on printed a
+    BrokenPipeError traceback each when they handed over a result, and rendered files no one would catalogue.
     """
-    global _context
+    global _context, _parent_pid
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _context = context
+    _context, _parent_pid = context, parent_pid
+    if parent_pid is None:
+        return
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):  # no prctl to call: the check before each task remains
+            pass
+    _exit_if_orphaned()  # the parent may have ended before the line above
+
+
+def _exit_if_orphaned() -> None:
+    """End this worker quietly when the ingest that started it is gone (no traceback, no more renders)."""
+    if _parent_pid is not None and os.getppid() != _parent_pid:
+        os._exit(0)
 
 
 def process_in_worker(item: tuple[int, ImageTask]) -> ImageOutcome:
     """Pool entry point: :func:`process_task` with the context given to :func:`init_worker`."""
     assert _context is not None, "init_worker was not called"
+    _exit_if_orphaned()
     return process_task(item[0], item[1], _context)
 
 
@@ -208,7 +239,9 @@ def _process(index: int, task: ImageTask, context: WorkerContext) -> ImageOutcom
     timings["decode"] = time.process_time() - clock
     clock = time.process_time()
     render_path, thumb_path = render_relative_paths(image_id)
-    sizes = render_files(pixels, context.workspace_root / render_path, context.workspace_root / thumb_path)
+    # pending names: renamed into place once the image is committed (radloop.core.ingest_renders)
+    pending = pending_paths((render_path, thumb_path), index)
+    sizes = render_files(pixels, context.workspace_root / pending[0], context.workspace_root / pending[1])
     columns.update(id=image_id, content_hash=digest, study_id=study_id, render_path=render_path,
                    thumb_path=thumb_path, width=sizes.width, height=sizes.height,
                    render_width=sizes.render_width, render_height=sizes.render_height,
@@ -216,7 +249,7 @@ def _process(index: int, task: ImageTask, context: WorkerContext) -> ImageOutcom
     timings["render"] = time.process_time() - clock
     return ImageOutcome(index=index, status="added", content_hash=digest, pixel_hash=pixels_key,
                         sop_pseudonym=sop, burned_in_annotation=bool(columns["meta"].get("burned_in_annotation")),
-                        image_id=image_id, study_id=study_id, image=columns,
+                        image_id=image_id, study_id=study_id, image=columns, pending_renders=pending,
                         stage_seconds=timings)
 
 

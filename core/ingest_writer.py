@@ -8,29 +8,30 @@ Warnings about a catalogued image (BurnedInAnnotation; a twin catalogued before 
 made again each time its file is ingested again, from the catalog (no decode): every path looked at replaces
 what earlier runs said about it, so ``radloop info``'s error count stays what still needs attention.
 
-A catalogued image whose render a worker made again (:mod:`radloop.core.ingest_worker`) is counted in
-``renders_restored``; one whose render could not be made is an error of stage ``render``.
+A new image's render and thumbnail, written by a worker under pending names, are renamed into place once its
+batch is committed, and deleted when it was rolled back or the file did not become an image
+(:mod:`radloop.core.ingest_renders`).  A catalogued image whose render a worker made again
+(:mod:`radloop.core.ingest_worker`) is counted in ``renders_restored``; one whose render could not be made is an
+error of stage ``render``.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from sqlalchemy import func, literal, select
 
 from radloop.core.boxes import same_box
 from radloop.core.catalog import Catalog
 from radloop.core.catalog_info import WARNING_PREFIX
+from radloop.core.ingest_keys import Catalogued, CataloguedKeys
+from radloop.core.ingest_renders import settle_renders
 from radloop.core.ingest_sources import ImageTask, box_label_for_class, has_fracture_box
+from radloop.core.ingest_summary import IngestSummary, interrupt_deferred
 from radloop.core.ingest_worker import ImageOutcome
 from radloop.core.schema import Annotation, DuplicateSource, Image, IngestError, Study
 from radloop.core.splits import split_for_study
-
-if TYPE_CHECKING:
-    from radloop.core.ingest import IngestSummary
 
 __all__ = ["CatalogWriter", "resolve_errors"]
 
@@ -48,11 +49,10 @@ def resolve_errors(session, paths: list[str], run_id: str) -> None:
             IngestError.path.in_(paths[start:start + 500]), IngestError.run_id != run_id))
 
 
-
 class CatalogWriter:
     """Collects worker outcomes and writes them to the catalog, one transaction per batch."""
 
-    def __init__(self, catalog: Catalog, summary: "IngestSummary", tasks: list[ImageTask], batch_size: int):
+    def __init__(self, catalog: Catalog, summary: IngestSummary, tasks: list[ImageTask], batch_size: int):
         self.catalog, self.summary, self.tasks, self.batch_size = catalog, summary, tasks, max(1, batch_size)
         with catalog.session() as session:
             self.known_hashes: set[str] = set(session.scalars(select(Image.content_hash)).all())
@@ -83,6 +83,8 @@ class CatalogWriter:
         self.pending_errors: list[tuple[str, str, str]] = []
         #: (stage, image id) of the catalogued images warned about in this run: one warning each per run
         self.warned: set[tuple[str, str]] = set()
+        #: task indices of the batch's new files that became images (their renders go into place on commit)
+        self.placed: set[int] = set()
         self.last_flush = time.monotonic()
 
     def add_error(self, path: str, stage: str, reason: str) -> None:
@@ -113,6 +115,7 @@ class CatalogWriter:
         # the summary counts what is committed: a batch rolled back (Ctrl-C or a database error mid-write) takes
         # its counts back, or an interrupted run said it added images that the re-run then added again
         counted = copy.deepcopy(vars(self.summary))
+        self.placed, committed = set(), False
         try:
             with self.catalog.session() as session:
                 for path, stage, reason in self.pending_errors:
@@ -122,13 +125,26 @@ class CatalogWriter:
                 examined = [self.tasks[outcome.index].path for outcome in self.pending]
                 resolve_errors(session, examined + [path for path, _, _ in self.pending_errors],
                                self.summary.run_id)
+                with interrupt_deferred():  # a Ctrl-C now waits until the commit is known and followed up
+                    session.commit()
+                    committed = True
+                    # the new images' renders go into place, those of files that did not become images away
+                    settle_renders(self.catalog.workspace.root, self._renders(self.placed))
         except BaseException:
-            vars(self.summary).update(counted)
+            if not committed:
+                vars(self.summary).update(counted)
+                settle_renders(self.catalog.workspace.root, self._renders(set()))  # rolled back: none is an image
             raise
         self.pending, self.pending_errors = [], []
         stages = self.summary.stage_seconds
         stages["catalog"] = stages.get("catalog", 0.0) + time.process_time() - started
         self.last_flush = time.monotonic()
+
+    def _renders(self, placed: set[int]) -> list[tuple[tuple[str, str], tuple[str, str] | None]]:
+        """(pending, final or None) render paths of the batch's new files (see ``settle_renders``)."""
+        return [(outcome.pending_renders,
+                 (outcome.image["render_path"], outcome.image["thumb_path"]) if outcome.index in placed else None)
+                for outcome in self.pending if outcome.pending_renders]
 
     def _write_images(self, session) -> None:
         # by task index: of duplicates in one batch the first by path wins, whatever order the workers finished in
@@ -146,7 +162,7 @@ class CatalogWriter:
         # backfills first: a new file of this batch is compared with the keys of rows catalogued before them
         backfilled = [image for outcome in pending if (image := self._backfill(outcome, images)) is not None]
         session.flush()
-        known = _CataloguedKeys(session, [*((o.pixel_hash, o.sop_pseudonym) for o in pending),
+        known = CataloguedKeys(session, [*((o.pixel_hash, o.sop_pseudonym) for o in pending),
                                           *((image.pixel_hash, image.sop_pseudonym) for image in images.values())])
         for outcome in pending:
             task = self.tasks[outcome.index]
@@ -175,6 +191,7 @@ class CatalogWriter:
                     meta["box_source"] = task.box_source
                 session.add(Image(**columns, meta=meta))
                 session.flush()  # the image before its boxes
+                self.placed.add(outcome.index)
                 self.known_hashes.add(outcome.content_hash)
                 known.add(outcome.image_id, outcome.pixel_hash, outcome.sop_pseudonym, task.path)
                 self.touched_studies.add(outcome.study_id)
@@ -186,8 +203,6 @@ class CatalogWriter:
             # Already catalogued (earlier run, or the same bytes twice in this run), as an image or a duplicate.
             self.summary.images_skipped_existing += 1
             image_id = self.duplicate_of.get(outcome.content_hash, outcome.image_id)
-            if outcome.status == "added" and image_id != outcome.image_id:
-                self._discard_renders(session, outcome)  # the same bytes twice, rendered before dedupe
             if task.box_source:
                 image = session.get(Image, image_id)
                 if image is not None:
@@ -246,7 +261,7 @@ class CatalogWriter:
         session.add(IngestError(run_id=self.summary.run_id, path=path, stage="privacy", reason="warning: " + reason))
         self.summary.record_problem(path, "privacy", reason, warning=True)
 
-    def _warn_if_twin(self, session, known: "_CataloguedKeys", image_id: str, pixel_hash: str | None,
+    def _warn_if_twin(self, session, known: CataloguedKeys, image_id: str, pixel_hash: str | None,
                       sop_pseudonym: str | None, path: str) -> None:
         """Warn about a catalogued image that an older one duplicates (both catalogued before one had its keys)."""
         if ("duplicate", image_id) in self.warned:
@@ -266,7 +281,7 @@ class CatalogWriter:
                                 reason="warning: " + reason))
         self.summary.record_problem(path, "duplicate", reason, warning=True)
 
-    def _add_duplicate(self, session, outcome: ImageOutcome, task: ImageTask, original: "_Catalogued") -> None:
+    def _add_duplicate(self, session, outcome: ImageOutcome, task: ImageTask, original: Catalogued) -> None:
         """A new file with the pixels of ``original``: recorded as its duplicate source, not as an image."""
         session.add(DuplicateSource(image_id=original.image_id, content_hash=outcome.content_hash,
                                     source_path=task.path, source_format=outcome.image.get("source_format", ""),
@@ -277,7 +292,6 @@ class CatalogWriter:
         if len(self.summary.duplicate_samples) < DUPLICATE_SAMPLE_LIMIT:
             self.summary.duplicate_samples.append({"path": task.path, "duplicate_of": original.image_id,
                                                    "original_path": original.source_path})
-        self._discard_renders(session, outcome)
         if task.box_source:
             image = session.get(Image, original.image_id)
             if image is not None:
@@ -285,7 +299,7 @@ class CatalogWriter:
                 self._attach_detection_source(image, task)
                 self._add_boxes(session, task, image.id, image.width, image.height, new=False)
 
-    def _warn_sop_conflict(self, session, outcome: ImageOutcome, task: ImageTask, original: "_Catalogued") -> None:
+    def _warn_sop_conflict(self, session, outcome: ImageOutcome, task: ImageTask, original: Catalogued) -> None:
         """Same SOPInstanceUID as ``original``, other pixels: the catalogued one stays, the new file is reported."""
         reason = (f"same DICOM SOPInstanceUID as {original.image_id} ({original.source_path}) but other pixels "
                   f"(a corrected re-send?): not ingested as {outcome.image_id}; {original.image_id}, ingested "
@@ -294,14 +308,6 @@ class CatalogWriter:
                                 reason="warning: " + reason))
         self.summary.record_problem(task.path, "duplicate", reason, warning=True)
         self.summary.images_skipped_conflict += 1
-        self._discard_renders(session, outcome)
-
-    def _discard_renders(self, session, outcome: ImageOutcome) -> None:
-        """Delete the render and thumbnail a worker wrote for a file that did not become an image."""
-        if not outcome.image or session.get(Image, outcome.image_id) is not None:
-            return
-        for key in ("render_path", "thumb_path"):
-            self.catalog.workspace.absolute(outcome.image[key]).unlink(missing_ok=True)
 
     def _attach_detection_source(self, image: Image, task: ImageTask) -> None:
         """An image already catalogued (e.g. as a plain JPEG) now listed by a detection set.
@@ -356,48 +362,3 @@ def _default_path(folder: str):
     """SQL for the path ingest gives an image's render (``folder`` renders) or thumbnail (thumbs):
     ``<folder>/<id[2:4]>/<id>.png``, as :func:`radloop.core.ingest_worker.render_relative_paths`."""
     return literal(f"{folder}/") + func.substr(Image.id, 3, 2) + "/" + Image.id + ".png"
-
-
-@dataclass(frozen=True)
-class _Catalogued:
-    image_id: str
-    source_path: str
-    pixel_hash: str | None = None
-    sop_pseudonym: str | None = None
-
-
-class _CataloguedKeys:
-    """The catalogued images with the pixel hashes or SOP pseudonyms a batch carries (one query per kind and 500
-    keys), kept up to date while the batch is written.  Of rows sharing a key the oldest is the original."""
-
-    def __init__(self, session, keys: list[tuple[str | None, str | None]]):
-        self.by_pixels: dict[str, _Catalogued] = {}
-        self.by_sop: dict[str, _Catalogued] = {}
-        #: every row loaded, by image id (the originals' twins among them)
-        self.rows: dict[str, _Catalogued] = {}
-        found = {}
-        for column, wanted in ((Image.pixel_hash, {pixels for pixels, _ in keys if pixels}),
-                               (Image.sop_pseudonym, {sop for _, sop in keys if sop})):
-            wanted = sorted(wanted)
-            for start in range(0, len(wanted), 500):
-                for row in session.execute(
-                        select(Image.id, Image.pixel_hash, Image.sop_pseudonym, Image.source_path, Image.created_at)
-                        .where(column.in_(wanted[start:start + 500]))):
-                    found[row.id] = row
-        # oldest first over both queries: a row found by its pixel hash may share a SOP pseudonym with an older one
-        for row in sorted(found.values(), key=lambda row: (row.created_at is None, row.created_at or 0, row.id)):
-            self.add(row.id, row.pixel_hash, row.sop_pseudonym, row.source_path)
-
-    def add(self, image_id: str, pixel_hash: str | None, sop_pseudonym: str | None, source_path: str) -> None:
-        entry = _Catalogued(image_id=image_id, source_path=source_path, pixel_hash=pixel_hash,
-                            sop_pseudonym=sop_pseudonym)
-        self.rows.setdefault(image_id, entry)
-        if pixel_hash:
-            self.by_pixels.setdefault(pixel_hash, entry)
-        if sop_pseudonym:
-            self.by_sop.setdefault(sop_pseudonym, entry)
-
-    def sharing_keys(self, image_id: str, pixel_hash: str | None, sop_pseudonym: str | None) -> list[_Catalogued]:
-        """The other loaded rows with this pixel hash or SOP pseudonym."""
-        return [row for row in self.rows.values() if row.image_id != image_id and (
-            (pixel_hash and row.pixel_hash == pixel_hash) or (sop_pseudonym and row.sop_pseudonym == sop_pseudonym))]
