@@ -23,5 +23,6 @@ PAGES = [
 ]
 
 navigation = st.navigation(PAGES)
+ui.keep_widget_state()  # filters and picks survive a visit to another page
 ui.sidebar_workspace()
 navigation.run()

@@ -9,8 +9,8 @@ from __future__ import annotations
 __all__ = ["COMMANDS", "EMPTY_WORKSPACE", "NO_IMAGES", "NO_REPORTS", "NO_WEAK_LABELS", "NO_ENCODER",
            "NO_ENCODER_FOR_ROUNDS", "NO_EMBEDDINGS", "NO_INDEX_HITS", "NO_FILTERED_HITS", "NO_RETRIEVAL", "NO_LABELER",
            "NO_ROUND", "NO_ROUND_SCRIPTS", "NO_METRIC", "NO_METRIC_FINISHED", "NO_MODELS", "SWITCH_MODELS",
-           "ROUND_RESUMABLE", "PAGE_FAILED", "BROKEN_CATALOG", "DATABASE_UNREACHABLE", "MISSING_SEARCH_FILE", "command", "no_embeddings",
-           "no_current_encoder"]
+           "ROUND_RESUMABLE", "FINISH_SIMULATED", "PAGE_FAILED", "BROKEN_CATALOG", "DATABASE_UNREACHABLE",
+           "MISSING_SEARCH_FILE", "command", "no_embeddings", "no_current_encoder", "open_round"]
 
 #: Purpose -> the command line (``radloop`` sub-command path first, then its arguments).
 COMMANDS = {
@@ -62,6 +62,19 @@ def no_current_encoder(versions: list[str]) -> str:
             f"{command('models_current').replace('VERSION', versions[0])}.")
 
 
+def open_round(number: int, state: str) -> str:
+    """The latest round is not finished: what it waits on and the step that moves it on, by its state."""
+    if state in ("created", "selected"):  # selection interrupted, or the batch not handed out yet
+        return (f"Round {number} is open (*{state}*) and its batch is not handed out yet: resume it on the *Round "
+                f"control* page (or rerun {command('round_start')} with its settings).")
+    if state in ("answered", "trained"):  # answers are in; training or evaluation was interrupted
+        return (f"Round {number} has its answers (*{state}*): finish it on the *Round control* page or with "
+                f"{command('round_finish')} to train and evaluate the model.")
+    return (f"Round {number} is open (*{state}*): the *Selection queue* page shows the images it waits on; once "
+            f"they are labelled, finish it on the *Round control* page or with {command('round_finish')} "
+            "(`--simulate` answers from the dataset's ground truth when there are no experts).")
+
+
 MISSING_SEARCH_FILE = ("A file the case search needs is missing from the workspace (was `embeddings/` or `indexes/` "
                        f"moved or deleted?). {command('index')} rebuilds a lost index from the embeddings; "
                        f"{command('embed')} embeds the images of lost embedding files again.")
@@ -85,6 +98,9 @@ NO_MODELS = (f"No model registered yet: {command('pretrain')} registers an encod
 SWITCH_MODELS = f"Switch models with {command('models_current')} or {command('models_rollback')}."
 ROUND_RESUMABLE = (f"Fix the cause above and press the button again: every round step is resumable. "
                    f"{command('round_status')} shows where the round stands.")
+FINISH_SIMULATED = ("If the experts' answers are what is missing (no Label Studio, or the batch only written to the "
+                    "import file), tick *Simulate the answers* in *Finish the round* and press *Finish round* again: "
+                    "the dataset's ground truth answers the open tasks.")
 BROKEN_CATALOG = (f"If the catalog was written by a newer radloop, upgrade radloop; if the file is damaged, "
                   f"rebuild the workspace ({command('demo')}, or {command('ingest')} into a new folder) or point "
                   "the app at another one with `RADLOOP_WORKSPACE=/path/to/workspace`.")

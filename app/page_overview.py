@@ -75,6 +75,9 @@ def render() -> None:
         st.caption("Metric against expert labels spent")
         st.altair_chart(_curve_chart(curve), width="stretch")
     st.dataframe(rounds.drop(columns=["round_id"]), hide_index=True, width="stretch")
+    latest = rounds.iloc[-1]
+    if latest["state"] != "finished":  # the loop waits on this round: say so where the rounds are listed
+        ui.next_step(next_steps.open_round(int(latest["number"]), str(latest["state"])))
 
 
 def _curve_chart(curve):

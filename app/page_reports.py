@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import streamlit as st
 
 from radloop.app import next_steps, ui, views, views_reports
 from radloop.core.vocabulary import FINDINGS, STATUSES
 
+
+logger = logging.getLogger("radloop.app")
 
 REPORT_LIMIT = 200
 IMAGES_SHOWN = 4
@@ -21,6 +25,40 @@ def _labeler():
 def _legend() -> str:
     return " ".join(f'<mark style="background:{colour};color:#111;padding:0 4px;border-radius:3px">{status}</mark>'
                     for status, colour in views_reports.STATUS_COLOURS.items())
+
+
+def _live_mentions(detail: views_reports.ReportDetail) -> tuple[list, str] | None:
+    """The live rules' mentions of the report and their caption, or None (said why) to keep the stored ones."""
+    try:
+        labeler = _labeler()
+    except Exception as error:  # noqa: BLE001 - a broken rules install must not hide the report and its labels
+        logger.exception("the report labeller could not be built")
+        st.warning(f"The report rules could not be loaded ({type(error).__name__}: {error}); showing the stored "
+                   "weak labels.")
+        return None
+    if labeler is None:
+        ui.next_step(views_reports.NEXT_STEP_LABELER)
+        return None
+    if detail.rules_versions and labeler.rules_version not in detail.rules_versions:
+        st.info(f"The rules changed since this report's weak labels were stored "
+                f"({', '.join(detail.rules_versions)}; now `{labeler.rules_version}`): "
+                f"{next_steps.command('labels')} relabels the catalog (older rows are kept per "
+                "version).", icon=":material/update:")
+    live, error = views_reports.live_mentions(labeler, detail.text)
+    if error:
+        st.warning(f"The labeller could not label this report ({error}); showing stored weak labels.")
+        return None
+    return live, f"Live rules `{labeler.rules_version}` (ConText modifiers in the table)"
+
+
+def _mentions(detail: views_reports.ReportDetail, mentions: list, caption: str) -> None:
+    """The report text with ``mentions`` highlighted, then the table of them."""
+    st.html(views_reports.highlight_html(views_reports.highlight_segments(detail.text, mentions)))
+    st.caption(caption)
+    if mentions:
+        st.dataframe(views_reports.mentions_frame(mentions), hide_index=True, width="stretch")
+    else:
+        st.caption("No finding mentioned in this report.")
 
 
 @ui.safe_page
@@ -59,33 +97,22 @@ def render() -> None:
 
     source = st.radio("Mentions", ["live rules (ConText modifiers)", "stored weak labels"], horizontal=True,
                       key="reports_source")
-    mentions, caption = detail.stored, "Stored weak labels" + (
-        f" (rules {', '.join(detail.rules_versions)})" if detail.rules_versions else "")
-    if source.startswith("live"):
-        labeler = _labeler()
-        if labeler is None:
-            ui.next_step(views_reports.NEXT_STEP_LABELER)
-        else:
-            live, error = views_reports.live_mentions(labeler, detail.text)
-            if error:
-                st.warning(f"The labeller could not label this report ({error}); showing stored weak labels.")
-            else:
-                mentions, caption = live, f"Live rules `{labeler.rules_version}` (ConText modifiers in the table)"
-            if detail.rules_versions and labeler.rules_version not in detail.rules_versions:
-                st.info(f"The rules changed since this report's weak labels were stored "
-                        f"({', '.join(detail.rules_versions)}; now `{labeler.rules_version}`): "
-                        f"{next_steps.command('labels')} relabels the catalog (older rows are kept per "
-                        "version).", icon=":material/update:")
-
+    notes = st.container()  # the labeller's messages, above the report
     st.markdown(f"**{detail.report_id}** · study `{detail.study_id or '—'}` · "
                 f"{len(detail.image_ids)} image(s)")
     st.html(_legend())
-    st.html(views_reports.highlight_html(views_reports.highlight_segments(detail.text, mentions)))
-    st.caption(caption)
-    if mentions:
-        st.dataframe(views_reports.mentions_frame(mentions), hide_index=True, width="stretch")
-    else:
-        st.caption("No finding mentioned in this report.")
+    # The stored weak labels first: the report is readable at once, while the first visit builds the medspacy
+    # pipeline (5-10 s), and stays readable when the pipeline cannot be built.
+    report = st.empty()
+    with report.container():
+        _mentions(detail, detail.stored, "Stored weak labels" + (
+            f" (rules {', '.join(detail.rules_versions)})" if detail.rules_versions else ""))
+    if source.startswith("live"):
+        with notes:
+            live = _live_mentions(detail)
+        if live is not None:
+            with report.container():
+                _mentions(detail, *live)
     if detail.expert_codes:
         st.caption("Expert codes (MeSH): " + "; ".join(detail.expert_codes))
     cards = [card for card in views.case_cards(catalog, detail.image_ids[:IMAGES_SHOWN]) if card.thumb is not None]

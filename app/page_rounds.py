@@ -28,21 +28,22 @@ def _progress_reporter(status, bar):
 _RESULT_KEY = "round_action_result"
 
 
-def _run(action: str, function, catalog, **kwargs) -> None:
+def _run(action: str, function, catalog, *, hint: str | None = None, **kwargs) -> None:
     """Run a round step with live progress, keep its outcome and rerun the page, so that the header and the
-    forms show the rounds as they are now (not as they were before the click)."""
+    forms show the rounds as they are now (not as they were before the click).  ``hint``: an extra next step
+    shown when the step fails."""
     with st.status(f"{action}…", expanded=True) as status:
         bar = st.progress(0.0)
         result = views_control.run_round_action(function, catalog, progress=_progress_reporter(status, bar),
                                                **kwargs)
-    st.session_state[_RESULT_KEY] = (action, result.ok, result.summary, result.message)
+    st.session_state[_RESULT_KEY] = (action, result.ok, result.summary, result.message, hint)
     st.rerun()
 
 
 def _show_last_result() -> None:
     if _RESULT_KEY not in st.session_state:
         return
-    action, ok, summary, message = st.session_state.pop(_RESULT_KEY)
+    action, ok, summary, message, hint = st.session_state.pop(_RESULT_KEY)
     if ok:
         st.success(f"{action}: done", icon=":material/check_circle:")
         if summary:
@@ -50,6 +51,8 @@ def _show_last_result() -> None:
     else:
         st.error(f"{action}: failed. {message}")
         ui.next_step(next_steps.ROUND_RESUMABLE)
+        if hint:
+            ui.next_step(hint)
 
 
 @ui.safe_page
@@ -143,7 +146,9 @@ def render() -> None:
              simulate=simulate, label_studio_url=label_studio.url if label_studio.reachable and not simulate
              else None, push=bool(label_studio.reachable) or simulate)
     if finish:
-        _run("Finishing round", api.finish, catalog, simulate=True if simulate_missing else None)
+        # the round scripts' message names the CLI's --simulate: say where that is on this page
+        _run("Finishing round", api.finish, catalog, simulate=True if simulate_missing else None,
+             hint=None if simulate_missing else next_steps.FINISH_SIMULATED)
 
 
 def _round_server(catalog) -> str | None:

@@ -86,7 +86,7 @@ def render() -> None:
     if typed.strip() and upload is None:  # an upload wins over both
         case_id = views_search.resolve_case(catalog, typed)
         if case_id is None:
-            st.warning(f"No image or study `{views_search.shown_case_id(typed)}` in this catalog.")
+            st.warning(views_search.unresolved_case_message(catalog, typed))
             return
 
     image = _decode(upload) if upload is not None else None

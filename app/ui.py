@@ -21,7 +21,8 @@ from radloop.app import next_steps, views
 from radloop.core.catalog import Catalog
 from radloop.core.workspace import Workspace, resolve_workspace
 
-__all__ = ["workspace", "require_catalog", "safe_page", "next_step", "cached_catalog", "sidebar_workspace"]
+__all__ = ["workspace", "require_catalog", "safe_page", "next_step", "cached_catalog", "sidebar_workspace",
+           "keep_widget_state", "PAGE_WIDGET_PREFIXES"]
 
 logger = logging.getLogger("radloop.app")
 
@@ -153,5 +154,29 @@ def sidebar_workspace() -> None:
         if catalog is None:
             st.caption("no catalog yet")
             return
-        st.caption(" · ".join(f"{counts[name]} {name.replace('_', ' ')}"
+        st.caption(" · ".join(f"{counts[name]:,} {name.replace('_', ' ')}"  # 3,639 as on the pages
                               for name in ("images", "reports", "annotations", "rounds")))
+
+
+#: The widget keys of each page (by its url path): every key starting with the prefix.  Streamlit forgets the value
+#: of a widget that a run did not draw, so a visit to another page reset the case search's filters, the report
+#: picked, the queue's round, ...
+PAGE_WIDGET_PREFIXES = {"search": "search_", "reports": "reports_", "queue": "queue_", "rounds": "round_",
+                        "models": "models_"}
+#: Widgets whose value Session State may not set (Streamlit refuses it): they start empty again.
+UNSETTABLE_KEYS = frozenset({"search_upload"})
+_PREFIXES = tuple(PAGE_WIDGET_PREFIXES.values())
+
+
+def keep_widget_state() -> None:
+    """Keep the widget values of every page across visits to the others.
+
+    Streamlit's documented recipe for ``st.navigation`` apps ("interrupt the widget clean-up", run in the
+    entrypoint): a value re-saved in a run is not dropped at its end.  It is re-saved on every run, the shown
+    page's too: the browser's widgets start from their defaults on every page change, and only a value set
+    through Session State in the run that draws a widget is sent to them (re-saving on the entering run only
+    left the box at "all" while the search ran on "elbow", because the browser reruns the page once more).
+    """
+    for key in list(st.session_state.keys()):
+        if isinstance(key, str) and key.startswith(_PREFIXES) and key not in UNSETTABLE_KEYS:
+            st.session_state[key] = st.session_state[key]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 from sqlalchemy import select
 
+from radloop.app.views import UNKNOWN_REGION
 from radloop.core.catalog import Catalog
 from radloop.core.schema import Annotation, Image, Round, Selection
 from radloop.core.workspace import Workspace
@@ -149,7 +150,8 @@ def latest_round(catalog: Catalog) -> RoundInfo | None:
 class SelectionQueue:
     """The images a round picked for annotation.
 
-    ``items`` has columns ``rank, image_id, score, strategy, reason, body_region, annotated, ls_task_id``;
+    ``items`` has columns ``rank, image_id, score, strategy, reason, body_region, annotated, ls_task_id``
+    (``body_region`` is ``unknown`` for an image without one, as the tiles and the overview name it);
     ``annotated`` says whether the round already received an expert answer (any annotation kind, skips
     included) for the image.
     """
@@ -182,7 +184,8 @@ def selection_queue(catalog: Catalog, round_id: int | None = None) -> SelectionQ
                                                         Annotation.round_id == round_.id)))
         info = _round_info(round_)
     items = pd.DataFrame(
-        [(selection.rank, selection.image_id, selection.score, selection.strategy, selection.reason, region,
+        [(selection.rank, selection.image_id, selection.score, selection.strategy, selection.reason,
+          region or UNKNOWN_REGION,
           selection.image_id in annotated, selection.ls_task_id) for selection, region in rows],
         columns=columns)
     return SelectionQueue(round=info, items=items)

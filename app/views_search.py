@@ -16,13 +16,14 @@ from sqlalchemy import func, select
 from radloop.app import next_steps
 from radloop.app.views import CaseCard, case_cards
 from radloop.core.catalog import Catalog
-from radloop.core.schema import Embedding, Image, Model
+from radloop.core.schema import Embedding, Image, Model, Study
 
 if TYPE_CHECKING:
     from radloop.retrieval.query_match import CatalogMatch
 
 __all__ = ["SearchReadiness", "SearchOutcome", "search_readiness", "find_similar", "neighbour_pairs", "decode_image",
            "query_preview", "catalog_image_count", "catalog_match_for_upload", "resolve_case", "shown_case_id",
+           "unresolved_case_message",
            "NEXT_STEP_ENCODER", "NEXT_STEP_INDEX"]
 
 logger = logging.getLogger(__name__)
@@ -173,6 +174,18 @@ def shown_case_id(case_id: str) -> str:
     (it is shown as inline code)."""
     text = " ".join(case_id.split()).replace("`", "'")
     return text if len(text) <= SHOWN_CASE_ID_CHARS else text[:SHOWN_CASE_ID_CHARS - 1] + "…"
+
+
+def unresolved_case_message(catalog: Catalog, case_id: str) -> str:
+    """Why a typed case id resolved to no image: an unknown id, or a study without images (a report-only study,
+    such as the demo's Open-i reports: "no image or study" read as if the id were mistyped)."""
+    shown = shown_case_id(case_id)
+    with catalog.session() as session:
+        study = session.get(Study, case_id.strip()) if case_id.strip() else None
+    if study is None:
+        return f"No image or study `{shown}` in this catalog."
+    return (f"Study `{shown}` has no images in this catalog (only its report was imported). Type an image id "
+            "(`I-…`) or the id of a study with images, or pick a case.")
 
 
 def find_similar(catalog: Catalog, *, image: np.ndarray | None = None, case_id: str | None = None,
