@@ -52,7 +52,7 @@ def pretrain_command(
         fail(str(error))
     if checkpoint is not None and not checkpoint.is_file():
         fail(f"--checkpoint {checkpoint} does not exist")
-    from radloop.ssl.pretrain import pretrain
+    from radloop.ssl.pretrain import PretrainStorageError, pretrain
 
     ws = resolve_workspace(workspace)
     try:
@@ -66,6 +66,8 @@ def pretrain_command(
         fail(str(error))
     except KeyboardInterrupt as error:
         fail(str(error) or "interrupted: rerun the same command to resume", code=130)
+    except PretrainStorageError as error:  # a full disk while writing a checkpoint or the encoder: what is kept
+        fail(str(error))
     if is_global_rank_zero():  # DDP re-runs this command once per extra device: one report, not one per process
         emit(result.to_json(), json_output, title="pretrain")
 

@@ -167,9 +167,13 @@ def write_shard(catalog: Catalog, model_version: str, image_ids: list[str], vect
     else:  # a writer counting on from its first lookup: numbers forgotten since then are still never reused
         index = max(index, _shard_mark(folder))
     temporary = folder / f".shard-{index:05d}-{os.getpid()}.npy.tmp"
-    with open(temporary, "wb") as handle:
-        np.save(handle, vectors)
-    target = _publish(temporary, folder, index)
+    try:
+        with open(temporary, "wb") as handle:
+            np.save(handle, vectors)
+        target = _publish(temporary, folder, index)
+    except BaseException:  # e.g. the disk filled up: the partial file would hold the space for an hour
+        temporary.unlink(missing_ok=True)
+        raise
     relative = catalog.workspace.relative(target)
     try:
         with catalog.session() as session:  # one executemany, not one ORM object per row

@@ -103,7 +103,9 @@ def build_backbone(timm_name: str, image_size: int, *, patch_size: int | None = 
 
 
 def _is_vit(timm_name: str) -> bool:
-    return timm_name.startswith(("vit_", "deit_", "eva", "beit"))
+    from radloop.ssl.settings import VIT_PREFIXES
+
+    return timm_name.startswith(VIT_PREFIXES)
 
 
 class PooledEncoder(nn.Module):
@@ -216,8 +218,17 @@ def save_encoder(backbone: nn.Module, folder: str | Path, *, timm_name: str, ima
                            std=list(std), method=method, embed_dim=embed_dim, version=version, pooling=pooling,
                            flip_average=flip_average, data=data or {}, model_kwargs=model_kwargs or {})
     target.mkdir(parents=True, exist_ok=True)  # only now: a refused setting above leaves no empty folder behind
-    save_file(state, str(target / ENCODER_WEIGHTS_FILE), metadata={"version": version})
-    (target / ENCODER_CONFIG_FILE).write_text(json.dumps(config.model_dump(), indent=2) + "\n")
+    # both files written under temporary names, then renamed: a full disk or a kill mid-write leaves the folder's
+    # earlier files (or none), never half a weights file beside a config that names it
+    weights, settings = (target / f".{name}.{os.getpid()}.tmp" for name in (ENCODER_WEIGHTS_FILE, ENCODER_CONFIG_FILE))
+    try:
+        save_file(state, str(weights), metadata={"version": version})
+        settings.write_text(json.dumps(config.model_dump(), indent=2) + "\n")
+        os.replace(weights, target / ENCODER_WEIGHTS_FILE)
+        os.replace(settings, target / ENCODER_CONFIG_FILE)
+    finally:
+        weights.unlink(missing_ok=True)
+        settings.unlink(missing_ok=True)
     return _bundle(backbone.to("cpu"), config)
 
 

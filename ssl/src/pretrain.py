@@ -22,11 +22,24 @@ from typing import Any
 
 from radloop.core.catalog import Catalog
 from radloop.core.config import save_resolved_config
-from radloop.ssl.settings import PretrainConfig
+from radloop.ssl.settings import PretrainConfig, TrainerSettings, peak_lr
 
-__all__ = ["PretrainResult", "pretrain", "register_encoder", "registered_encoder_in"]
+__all__ = ["PretrainResult", "PretrainStorageError", "pretrain", "register_encoder", "registered_encoder_in"]
 
 logger = logging.getLogger(__name__)
+
+
+class PretrainStorageError(OSError):
+    """A checkpoint or the exported encoder could not be written (a full disk, a quota, a lost mount).
+
+    Its message says which checkpoint is kept (checkpoints are written under a temporary name and renamed, so
+    none is ever half-written) and that rerunning the same command, once there is room, resumes from it; nothing
+    was registered.  ``errno`` is the underlying error's.
+    """
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 @dataclass
@@ -45,6 +58,8 @@ class PretrainResult:
     resumed_from: str | None = None
     registered: bool = False
     scheduled_steps: int | None = None  # where the LR schedule ends: total_steps, or fewer fitted to max_time
+    effective_batch_size: int | None = None  # images per optimizer step over every process
+    peak_lr: float | None = None  # optim.lr scaled to effective_batch_size by optim.lr_scaling
 
     def to_json(self) -> dict[str, Any]:
         result = asdict(self)
@@ -121,13 +136,46 @@ def require_accelerator(accelerator: str) -> None:
                          "config (configs/ssl/*_cpu.yaml) or --set trainer.accelerator=cpu (embed: --accelerator cpu)")
 
 
+def require_layer_sync_support(trainer: TrainerSettings) -> None:
+    """Refuse ``trainer.sync_batchnorm`` on several CPU processes before the images are read: torch's
+    ``SyncBatchNorm`` runs on GPUs only, and every process would fail at its first step with a traceback ("expected
+    input tensor to be on GPU").  One process is fine: Lightning leaves the layers alone there.
+
+    Raises:
+        ValueError: naming the setting to change.
+    """
+    import torch
+
+    accelerator = str(trainer.accelerator).lower()
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    devices = trainer.devices
+    if isinstance(devices, list):
+        per_node = len(devices)
+    elif str(devices).isdigit():
+        per_node = int(devices)
+    elif isinstance(devices, str) and "," in devices:
+        per_node = len([part for part in devices.split(",") if part.strip()])
+    else:  # "auto" / -1 on a CPU: Lightning runs one process
+        per_node = 1
+    if trainer.sync_batchnorm and on_cpu and per_node * trainer.num_nodes > 1:
+        raise ValueError(f"trainer.sync_batchnorm needs GPUs (torch's SyncBatchNorm); these "
+                         f"{per_node * trainer.num_nodes} CPU processes would fail at the first step: "
+                         "--set trainer.sync_batchnorm=false (each process then normalises its own batch)")
+
+
 #: Config sections that must match for a checkpoint to resume (the export settings may change).
 _RESUME_SECTIONS = ("method", "model", "simclr", "mae", "optim")
 _EXPORT_ONLY = ("export_pooling", "export_flip_average", "init_from")
 
 
-def check_resume(checkpoint: str | Path, config: PretrainConfig, total_steps: int, run_dir: Path) -> int | None:
-    """Refuse a resume that Lightning would turn into a traceback or quietly into nothing.
+def check_resume(checkpoint: str | Path, config: PretrainConfig, total_steps: int, run_dir: Path, *,
+                 world_size: int | None = None, effective_batch_size: int | None = None,
+                 lr: float | None = None) -> int | None:
+    """Refuse a resume that Lightning would turn into a traceback or quietly into nothing; warn about one on
+    another number of processes (or another per-device batch or accumulation) than the checkpoint was written by.
+
+    Such a resume runs (e.g. on the nodes that are left), but its remaining batches are not those of an
+    uninterrupted run, the effective batch changes and, with ``optim.lr_scaling``, so does the peak LR.
 
     Returns:
         The step the checkpoint's schedule was fitted to end at (``trainer.fit_schedule_to_time``): the resumed
@@ -145,6 +193,7 @@ def check_resume(checkpoint: str | Path, config: PretrainConfig, total_steps: in
         step, old_total, old_config = int(state["global_step"]), int(saved["total_steps"]), saved["config"]
         schedule = state.get("schedule") or {}
         fitted = int(schedule["scheduled_steps"]) if schedule.get("steps_per_second") is not None else None
+        batch = state.get("batch") or {}  # absent in checkpoints written before it was saved
     except Exception as error:  # noqa: BLE001 (pickle, zip and key errors all mean "not ours")
         raise ValueError(f"{checkpoint} is not a radloop pretraining checkpoint ({type(error).__name__})") from None
     fresh = f"start a new run with --no-resume (or --out ANOTHER_FOLDER; {run_dir} is this config's default)"
@@ -153,8 +202,11 @@ def check_resume(checkpoint: str | Path, config: PretrainConfig, total_steps: in
     for section in _RESUME_SECTIONS:
         old, new = old_config.get(section), new_config.get(section)
         if isinstance(old, dict) and isinstance(new, dict):
+            # a key the checkpoint lacks was added to the settings since: its default is what that run used
+            defaults = {key: field.default for key, field in
+                        type(getattr(config, section)).model_fields.items()} if section != "method" else {}
             changed += [f"{section}.{key}" for key in sorted(set(old) | set(new))
-                        if key not in _EXPORT_ONLY and old.get(key) != new.get(key)]
+                        if key not in _EXPORT_ONLY and old.get(key, defaults.get(key)) != new.get(key)]
         elif old != new:
             changed.append(section)
     if changed:
@@ -169,6 +221,18 @@ def check_resume(checkpoint: str | Path, config: PretrainConfig, total_steps: in
         raise ValueError(f"checkpoint {checkpoint} belongs to a {old_total}-step schedule and these settings make "
                          f"{total_steps} steps: resume with the same settings (trainer.max_steps, data.batch_size, "
                          f"devices), or {fresh}")
+    before = batch.get("effective_batch_size")
+    if effective_batch_size is not None and before is not None and before != effective_batch_size:
+        from lightning.pytorch.utilities import rank_zero_only
+
+        if rank_zero_only.rank == 0:
+            logger.warning(
+                "resuming %s (written at step %d by %s processes, %s images per optimizer step) on %s processes with "
+                "%d images per step: the remaining batches are not those of an uninterrupted run, and the peak LR "
+                "is %.3g (it was %.3g); resume on %s processes with the same data.batch_size and "
+                "trainer.accumulate_grad_batches for an exact resume", checkpoint, step, batch.get("world_size"),
+                before, world_size, effective_batch_size, lr if lr is not None else float("nan"),
+                batch.get("peak_lr", float("nan")), batch.get("world_size"))
     return fitted
 
 
@@ -225,14 +289,15 @@ def _resume_checkpoint(run_dir: Path, resume: bool | str) -> Path | None:
     return last if resume and last.is_file() else None
 
 
-def _interrupted(step: int, run_dir: Path, resume: bool | str, kept: str, every: int, scheduled: int) -> str:
+def _interrupted(step: int, run_dir: Path, resume: bool | str, kept: str, every: int, scheduled: int,
+                 head: str | None = None) -> str:
     """What an interrupted run leaves behind and what rerunning the same command does with it.
 
     ``kept``: the checkpoint this run wrote last (or resumed from), ``ModelCheckpoint.last_model_path``; "" if
     none.  It need not be ``last.ckpt``: a ``--no-resume`` run beside an earlier run's checkpoints writes
-    ``last-v1.ckpt``.
+    ``last-v1.ckpt``.  ``head``: what stopped it (default: "pretraining interrupted at step N").
     """
-    head = f"pretraining interrupted at step {step}"
+    head = head or f"pretraining interrupted at step {step}"
     rerun_from = _resume_checkpoint(run_dir, resume)  # what the same command resumes from now
     written = Path(kept) if kept and Path(kept).is_file() else None
 
@@ -286,6 +351,7 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.utilities import rank_zero_only
 
+    from radloop.ssl.checkpoint_io import SameFolderCheckpointIO, remove_partial_checkpoints
     from radloop.ssl.distributed import destroy_process_group_at_exit
     from radloop.ssl.encoders import encoder_version, save_encoder
     from radloop.ssl.pretrain_data import PixelStore, catalog_images
@@ -295,6 +361,7 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
 
     started = time.time()
     require_accelerator(config.trainer.accelerator)
+    require_layer_sync_support(config.trainer)
     # absolute: the registry stores a relative folder as workspace-relative, so `--out runs/x` run from elsewhere
     # would register a folder that does not exist (every later command would fail to load the current encoder)
     run_dir = Path(run_dir).absolute()
@@ -329,6 +396,7 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
         config = config.model_copy(update={"data": data.model_copy(update={"mean": [mean], "std": [std]})})
     if rank_zero_only.rank == 0:  # every DDP process runs this function: one writer
         save_resolved_config(config, run_dir / "config.yaml")
+        remove_partial_checkpoints(run_dir / "checkpoints")
 
     checkpoints = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step-{step}",
                                   auto_insert_metric_name=False,
@@ -348,6 +416,7 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
         callbacks=[checkpoints, *time_fit, *trainer_callbacks(trainer_settings.enable_progress_bar),
                    *(callbacks or [])],
         logger=_loggers(config, run_dir) or False, use_distributed_sampler=False,
+        plugins=[SameFolderCheckpointIO()],  # never half-written, never through a small /tmp
         enable_progress_bar=trainer_settings.enable_progress_bar, enable_model_summary=False,
         num_sanity_val_steps=0, deterministic=trainer_settings.deterministic,
         sync_batchnorm=trainer_settings.sync_batchnorm)
@@ -355,12 +424,30 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
     total_batches = datamodule.total_batches(trainer.world_size)
     total_steps = total_batches // trainer_settings.accumulate_grad_batches
     trainer.fit_loop.epoch_loop.max_steps = total_steps
-    module = SSLPretrainer(config, total_steps)
+    effective_batch = data.batch_size * trainer.world_size * trainer_settings.accumulate_grad_batches
+    lr = peak_lr(config.optim, effective_batch)
+    if rank_zero_only.rank == 0:
+        scaled = "" if config.optim.lr_scaling == "none" else (
+            f" (optim.lr {config.optim.lr:.3g} for {config.optim.reference_batch_size} images, "
+            f"{config.optim.lr_scaling} scaling)")
+        logger.info("effective batch %d (data.batch_size %d x %d processes x %d accumulated), peak LR %.3g%s",
+                    effective_batch, data.batch_size, trainer.world_size, trainer_settings.accumulate_grad_batches,
+                    lr, scaled)
+    module = SSLPretrainer(config, total_steps, peak_lr=lr)
     if config.model.init_from:
         _warm_start(module, Path(config.model.init_from))
 
-    if ckpt_path and (fitted := check_resume(ckpt_path, config, total_steps, run_dir)):
+    if ckpt_path and (fitted := check_resume(ckpt_path, config, total_steps, run_dir, world_size=trainer.world_size,
+                                             effective_batch_size=effective_batch, lr=lr)):
         trainer.fit_loop.epoch_loop.max_steps = fitted  # the module restores the fitted schedule itself
+    def stopped_by(error: OSError, doing: str) -> PretrainStorageError:
+        head = (f"pretraining stopped at step {trainer.global_step}: {doing} ({error}); nothing was registered and "
+                "no checkpoint is half-written; once there is room")
+        return PretrainStorageError(
+            _interrupted(trainer.global_step, run_dir, resume, checkpoints.last_model_path,
+                         trainer_settings.checkpoint_every_n_steps, module.scheduled_steps, head=head),
+            errno=error.errno)
+
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except SystemExit:  # Lightning's answer to Ctrl-C: a graceful shutdown, then sys.exit(1)
@@ -369,16 +456,22 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
                                                  trainer_settings.checkpoint_every_n_steps,
                                                  module.scheduled_steps)) from None
         raise
+    except OSError as error:  # a checkpoint or log that could not be written (full disk); checkpoints are atomic
+        raise stopped_by(error, "a write failed") from error
     if trainer.global_step >= module.scheduled_steps:
         # the periodic checkpoints stop short of the last steps: last.ckpt must be the finished state, so that a
         # rerun knows the run is complete (and does not train its last steps again).  A run stopped early
         # (max_time, a callback) keeps its periodic last.ckpt, from which a rerun continues.
-        trainer.save_checkpoint(str(run_dir / "checkpoints" / "last.ckpt"))
+        try:
+            trainer.save_checkpoint(str(run_dir / "checkpoints" / "last.ckpt"))
+        except OSError as error:
+            raise stopped_by(error, "writing the final checkpoint failed") from error
     loss = trainer.callback_metrics.get("train/loss")
     result = PretrainResult(run_dir=str(run_dir), encoder_dir=None, version=None, steps=trainer.global_step,
                             total_steps=total_steps, seconds=round(time.time() - started, 1), images=len(store),
                             skipped=dict(store.skipped), final_loss=float(loss) if loss is not None else None,
-                            resumed_from=ckpt_path, scheduled_steps=module.scheduled_steps)
+                            resumed_from=ckpt_path, scheduled_steps=module.scheduled_steps,
+                            effective_batch_size=effective_batch, peak_lr=lr)
     if not trainer.is_global_zero:
         return result
 
@@ -397,11 +490,19 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
                 f"; its checkpoint is kept: --out NEW_FOLDER --checkpoint {run_dir / 'checkpoints' / 'last.ckpt'} "
                 "exports it there")
         _keep_earlier_export(catalog, encoder_dir, registered)
-    bundle = save_encoder(
-        backbone, encoder_dir, version=version, **export,
-        data={"datasets": data.datasets, "splits": data.splits, "images": len(store), "skipped": len(store.skipped),
-              "steps": trainer.global_step, "crop_size": data.crop_size, "config_name": config.name})
-    save_resolved_config(config, encoder_dir / "config.yaml")
+    try:
+        bundle = save_encoder(
+            backbone, encoder_dir, version=version, **export,
+            data={"datasets": data.datasets, "splits": data.splits, "images": len(store),
+                  "skipped": len(store.skipped), "steps": trainer.global_step, "crop_size": data.crop_size,
+                  "config_name": config.name})
+        save_resolved_config(config, encoder_dir / "config.yaml")
+    except OSError as error:
+        finished = run_dir / "checkpoints" / "last.ckpt"
+        raise PretrainStorageError(
+            f"pretraining finished {trainer.global_step} steps, but exporting the encoder to {encoder_dir} failed "
+            f"({error}); nothing was registered and the trained state is kept in {finished}: free space and rerun "
+            "the same command to export and register it (no step is trained again)", errno=error.errno) from error
     result.encoder_dir, result.version = str(encoder_dir), bundle.version
     if register:
         metrics = {"final_loss": result.final_loss, "steps": result.steps, "seconds": result.seconds}

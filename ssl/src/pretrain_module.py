@@ -71,12 +71,15 @@ class SSLPretrainer(L.LightningModule):
     Args:
         config: the resolved pretraining config.
         total_steps: optimizer steps in the whole run (for the cosine schedule).
+        peak_lr: the schedule's peak LR (``optim.lr`` scaled to the effective batch: :func:`settings.peak_lr`);
+            None: ``optim.lr``.
     """
 
-    def __init__(self, config: PretrainConfig, total_steps: int) -> None:
+    def __init__(self, config: PretrainConfig, total_steps: int, peak_lr: float | None = None) -> None:
         super().__init__()
         self.config = config
         self.total_steps = total_steps
+        self.peak_lr = config.optim.lr if peak_lr is None else float(peak_lr)
         optim = config.optim
         self.scheduled_steps = total_steps
         self.warmup_steps = optim.warmup_steps if optim.warmup_steps is not None \
@@ -134,7 +137,7 @@ class SSLPretrainer(L.LightningModule):
             skip = parameter.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "mask_token"))
             (no_decay if skip else decay).append(parameter)
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": optim.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=optim.lr, betas=optim.betas)
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=self.peak_lr, betas=optim.betas)
         # the lambda reads the schedule's length when called: a schedule fitted later applies from then on
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
@@ -151,6 +154,9 @@ class SSLPretrainer(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["schedule"] = {"scheduled_steps": self.scheduled_steps, "warmup_steps": self.warmup_steps,
                                   "steps_per_second": self.fitted_steps_per_second}
+        world_size = self.trainer.world_size
+        checkpoint["batch"] = {"world_size": world_size, "peak_lr": self.peak_lr, "effective_batch_size":
+                               self.config.data.batch_size * world_size * self.config.trainer.accumulate_grad_batches}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         schedule = checkpoint.get("schedule") or {}
@@ -255,7 +261,7 @@ class TimeFittedSchedule(L.Callback):
             return
         if trainer.global_step >= pl_module.scheduled_steps:
             return  # max_steps came first: the schedule ran to its end anyway
-        lr = trainer.optimizers[0].param_groups[0]["lr"] / max(pl_module.config.optim.lr, 1e-30)
+        lr = trainer.optimizers[0].param_groups[0]["lr"] / max(pl_module.peak_lr, 1e-30)
         logger.warning("max_time ran out after %d steps, before the schedule could be fitted to it (too little time "
                        "for a warm-up and a few timed steps): the encoder stopped at %.2f x the peak LR; give "
                        "trainer.max_time more time", trainer.global_step, lr)

@@ -6,15 +6,20 @@ Load with ``radloop.core.config.load_config(path, PretrainConfig, overrides)``; 
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from radloop.core.config import StrictModel
+from radloop.core.config import StrictModel, did_you_mean
+from radloop.ssl.finetune_config import PRECISIONS
 
 __all__ = ["AugmentSettings", "DataSettings", "MAESettings", "ModelSettings", "OptimSettings",
-           "PretrainConfig", "SimCLRSettings", "TrainerSettings"]
+           "PretrainConfig", "SimCLRSettings", "TrainerSettings", "peak_lr"]
 
+
+#: accelerators pretraining runs on (``radloop.ssl.pretrain.require_accelerator`` checks the same at start)
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
 #: Pooling of an exported encoder (what each name means: ``radloop.ssl.encoders.EncoderConfig``).
 PoolingName = Literal["default", "avg_tokens", "multiscale"]
@@ -91,7 +96,20 @@ class DataSettings(StrictModel):
 
 
 class OptimSettings(StrictModel):
-    lr: float = Field(1e-3, gt=0.0, description="peak learning rate (AdamW)")
+    """AdamW with linear warm-up and cosine decay.
+
+    ``lr`` is the peak LR as written unless ``lr_scaling`` says it is the LR of ``reference_batch_size`` images
+    per optimizer step: then the peak is ``lr x effective / reference`` (linear, the MAE paper's rule) or
+    ``lr x sqrt(effective / reference)`` (sqrt), where effective = ``data.batch_size x devices x num_nodes x
+    accumulate_grad_batches`` (:func:`peak_lr`).  The run logs and reports both numbers.
+    """
+
+    lr: float = Field(1e-3, gt=0.0, description="peak learning rate (AdamW); with lr_scaling, the LR of "
+                      "reference_batch_size images per optimizer step")
+    lr_scaling: Literal["none", "linear", "sqrt"] = Field(
+        "none", description="scale lr with the effective batch (per-device batch x devices x nodes x accumulation) "
+        "over reference_batch_size: 'linear' (MAE: lr = base_lr x batch / 256), 'sqrt', or 'none' (lr as written)")
+    reference_batch_size: int = Field(256, ge=1, description="the effective batch lr is meant for (with lr_scaling)")
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int | None = Field(None, ge=0)
@@ -129,6 +147,26 @@ class TrainerSettings(StrictModel):
     deterministic: bool | Literal["warn"] = Field(
         False, description="deterministic kernels (Lightning's flag): makes a resumed GPU run bit-identical to an "
         "uninterrupted one, at some speed; CPU runs resume exactly without it")
+
+    @field_validator("accelerator", mode="before")
+    @classmethod
+    def _known_accelerator(cls, value: object) -> str:
+        # refused when the config is read, not after the images are cached
+        text = str(value).strip().lower()
+        if text not in ACCELERATORS:
+            raise ValueError(f"accelerator {value!r} is not one of {', '.join(ACCELERATORS)}"
+                             f"{did_you_mean(text, ACCELERATORS)}")
+        return text
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _known_precision(cls, value: object) -> str:
+        # `precision: 16` in YAML is a number; Lightning's own check comes only after the images are cached
+        text = str(value).strip()
+        if text not in PRECISIONS:
+            raise ValueError(f"precision {value!r} is not one of {', '.join(PRECISIONS)}"
+                             f"{did_you_mean(text, PRECISIONS)}")
+        return text
 
     @field_validator("strategy")
     @classmethod
@@ -171,4 +209,48 @@ class PretrainConfig(StrictModel):
             raise ValueError("MAE trains at the encoder's image_size: set data.crop_size == model.image_size")
         if self.method == "mae" and self.augment.local_views:
             raise ValueError("augment.local_views (multi-crop) is for SimCLR only")
+        if self.method == "mae" and self.mae.decoder_dim % self.mae.decoder_heads:
+            raise ValueError(f"mae.decoder_dim {self.mae.decoder_dim} is not divisible by mae.decoder_heads "
+                             f"{self.mae.decoder_heads}")
+        self._check_vit_sizes()
         return self
+
+    def _check_vit_sizes(self) -> None:
+        """A ViT's sizes, checked here rather than after the images are cached (minutes at archive scale, then a
+        traceback from inside timm or the MAE's patchify on every DDP process)."""
+        model = self.model
+        if not model.timm_name.startswith(VIT_PREFIXES):
+            return
+        patch = model.patch_size or _default_patch_size(model.timm_name)
+        sizes = {"model.image_size": model.image_size, "data.crop_size": self.data.crop_size}
+        if self.method == "simclr" and self.augment.local_views:
+            sizes["augment.local_crop_size"] = self.augment.local_crop_size
+        if patch:
+            bad = [f"{name} {size}" for name, size in sizes.items() if size % patch]
+            if bad:
+                raise ValueError(f"{', '.join(bad)} not divisible by the ViT patch size {patch} "
+                                 f"({'model.patch_size' if model.patch_size else model.timm_name}): use a multiple "
+                                 f"of {patch}")
+        if not model.kwargs.get("dynamic_img_size"):
+            # timm builds the position embedding for model.image_size and refuses any other input size
+            other = [f"{name} {size}" for name, size in sizes.items() if size != model.image_size]
+            if other:
+                raise ValueError(f"a ViT trains at model.image_size {model.image_size} only: {', '.join(other)} "
+                                 "differ (set them equal, or model.kwargs.dynamic_img_size=true)")
+
+
+#: timm names of Vision Transformers (their patch embedding fixes the input sizes): as radloop.ssl.encoders.
+VIT_PREFIXES = ("vit_", "deit_", "eva", "beit")
+
+
+def _default_patch_size(timm_name: str) -> int | None:
+    """The patch size a timm ViT name states (``vit_tiny_patch16_224`` -> 16); None when it states none."""
+    match = re.search(r"patch(\d+)", timm_name)
+    return int(match.group(1)) if match else None
+
+
+def peak_lr(optim: OptimSettings, effective_batch_size: int) -> float:
+    """The run's peak LR: ``optim.lr`` scaled from ``optim.reference_batch_size`` to ``effective_batch_size``
+    images per optimizer step by ``optim.lr_scaling`` (Goyal et al. 2017, linear; He et al. 2022 use it for MAE)."""
+    ratio = effective_batch_size / optim.reference_batch_size
+    return optim.lr * {"none": 1.0, "linear": ratio, "sqrt": ratio ** 0.5}[optim.lr_scaling]
