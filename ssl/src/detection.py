@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from radloop.core.boxes import sanitize_boxes
 from radloop.core.records import Box
+from radloop.ssl.checkpoint_io import SameFolderCheckpointIO
 from radloop.ssl.encoder_adapter import encoder_stats, read_pixels, timm_backbone, timm_backbone_from_bundle
 from radloop.ssl.encoders import pick_device
 from radloop.ssl.predict import ImagePrediction, Predictor
@@ -208,6 +209,7 @@ def train_detector(bundle: Any, paths: Sequence[Path], sizes: Sequence[tuple[int
                     log_every_n_steps=min(trainer.log_every_n_steps, len(loader)), enable_checkpointing=bool(saving),
                     logger=False, enable_progress_bar=progress, enable_model_summary=False,
                     callbacks=trainer_callbacks(progress) + saving,
+                    plugins=[SameFolderCheckpointIO()],  # checkpoints never half-written, never through /tmp
                     deterministic=detector_determinism(trainer.deterministic, trainer.accelerator))
     module = DetectorModule(model, config, total)
     resumed = fit_resumable(fit, module, loader, checkpoints, "detector training")

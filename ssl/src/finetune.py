@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from radloop.ssl.checkpoint_io import SameFolderCheckpointIO
 from radloop.ssl.encoder_adapter import encoder_stats, timm_backbone, timm_backbone_from_bundle
 from radloop.ssl.encoders import pick_device
 from radloop.ssl.finetune_checkpoints import checkpoint_callback, fit_resumable
@@ -229,7 +230,8 @@ def train_classifier(bundle: Any, images: Sequence[Path], targets: np.ndarray, w
                     log_every_n_steps=min(trainer.log_every_n_steps, steps_per_epoch),
                     enable_checkpointing=bool(saving), logger=False, enable_progress_bar=progress,
                     callbacks=trainer_callbacks(progress) + saving + ([best_epoch] if best_epoch is not None else []),
-                    enable_model_summary=False, deterministic=trainer.deterministic)
+                    enable_model_summary=False, deterministic=trainer.deterministic,
+                    plugins=[SameFolderCheckpointIO()])  # checkpoints never half-written, never through /tmp
     checkpoint_messages = fit_resumable(fit, module, loader, checkpoints, "fine-tuning")
     meta = {"timm_name": bundle.config.timm_name, "model_kwargs": dict(bundle.config.model_kwargs),
             "patch_size": bundle.config.patch_size, "image_size": image_size, "mean": mean, "std": std,

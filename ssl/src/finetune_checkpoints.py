@@ -5,19 +5,23 @@ A job's checkpoints live in ``<workspace>/models/runs/<version>/checkpoints/``: 
 digest of the job's config, encoder and labelled images (:func:`radloop.ssl.finetune_jobs._version`), so rerunning
 the same command after a Ctrl-C resumes the same job (weights, optimizer, LR schedule, step, elapsed ``max_time``,
 the epoch selection's scores) with Lightning's ``ckpt_path``, and any change to what the model learns from starts a
-new one.  A job resumed mid-epoch draws the rest of that epoch's batches afresh (the loaders keep no position), so
-it is not bit-identical to an uninterrupted run.  The folder is removed once the job is done (model saved and
+new one.  The job's Trainer writes through :class:`radloop.ssl.checkpoint_io.SameFolderCheckpointIO`, as pretraining's
+does (``plugins=[SameFolderCheckpointIO()]``): a temporary file in the checkpoint folder, flushed, then renamed, so
+``last.ckpt`` is always whole and never goes through a small or full system temp folder.  A job resumed mid-epoch
+draws the rest of that epoch's batches afresh (the loaders keep no position), so it is not bit-identical to an
+uninterrupted run.  The folder is removed once the job is done (model saved and
 registered, or measured with ``--no-register``).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import Checkpoint
+
+from radloop.ssl.checkpoint_io import remove_partial_checkpoints
 
 __all__ = ["LAST_CHECKPOINT", "LastCheckpoint", "checkpoint_callback", "fit_resumable", "remove_checkpoints",
            "resume_from"]
@@ -31,11 +35,9 @@ def checkpoint_callback(folder: Path, every_n_steps: int):
 
 
 def _save(trainer: Any, path: Path) -> None:
-    """``trainer.save_checkpoint`` to ``path`` through a temporary file: a Ctrl-C while it writes leaves the
-    previous checkpoint whole."""
-    partial = path.with_name(path.name + ".partial")
-    trainer.save_checkpoint(str(partial))
-    os.replace(partial, path)
+    """``trainer.save_checkpoint`` to ``path``; the trainer's ``SameFolderCheckpointIO`` writes it beside ``path``
+    and renames it, so a Ctrl-C or a full disk while it writes leaves the previous checkpoint whole."""
+    trainer.save_checkpoint(str(path))
 
 
 class LastCheckpoint(Checkpoint):
@@ -97,12 +99,19 @@ def resume_from(folder: Path | None, module: Any) -> tuple[str | None, int | Non
 def fit_resumable(fit: Any, module: Any, loader: Any, folder: Path | None, what: str) -> list[str]:
     """``fit.fit(module, loader)``, resumed from ``folder``'s checkpoint when there is one, saved there at the end.
 
+    ``fit`` is built with ``plugins=[SameFolderCheckpointIO()]`` (see the module docstring); temporary files that a
+    killed earlier write left in ``folder`` are removed first.
+
     Returns:
         Messages (resumed from which step, a checkpoint that could not be used).
 
     Raises:
         KeyboardInterrupt: Ctrl-C (Lightning's graceful shutdown); the message says what a rerun does.
     """
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if folder is not None and rank_zero_only.rank == 0:  # a write killed mid-checkpoint (SIGKILL) left its file
+        remove_partial_checkpoints(folder)
     ckpt_path, _step, messages = resume_from(folder, module)
     try:
         fit.fit(module, loader, ckpt_path=ckpt_path)

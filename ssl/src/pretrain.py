@@ -9,6 +9,9 @@ Run folder layout (``--out``, default ``<workspace>/models/runs/<config name>``)
 
 Multi-GPU / multi-node: set ``trainer.devices``, ``trainer.num_nodes`` and ``trainer.strategy=ddp`` and
 launch with torchrun or SLURM ``srun`` (see ssl/README.md); Lightning does the distribution.
+
+The checks before training (:mod:`radloop.ssl.pretrain_checks`) and the messages after a stop
+(:mod:`radloop.ssl.pretrain_interrupts`) live beside this module; their public names import from here as well.
 """
 
 from __future__ import annotations
@@ -22,24 +25,16 @@ from typing import Any
 
 from radloop.core.catalog import Catalog
 from radloop.core.config import save_resolved_config
-from radloop.ssl.settings import PretrainConfig, TrainerSettings, peak_lr
+from radloop.ssl.pretrain_checks import check_resume, require_layer_sync_support, resume_checkpoint
+from radloop.ssl.pretrain_interrupts import (
+    PretrainStorageError, export_failed, interrupted, interrupted_before_training, write_failed,
+)
+from radloop.ssl.settings import PretrainConfig, peak_lr
 
-__all__ = ["PretrainResult", "PretrainStorageError", "pretrain", "register_encoder", "registered_encoder_in"]
+__all__ = ["PretrainResult", "PretrainStorageError", "check_resume", "pretrain", "register_encoder",
+           "registered_encoder_in", "require_accelerator", "require_layer_sync_support"]
 
 logger = logging.getLogger(__name__)
-
-
-class PretrainStorageError(OSError):
-    """A checkpoint or the exported encoder could not be written (a full disk, a quota, a lost mount).
-
-    Its message says which checkpoint is kept (checkpoints are written under a temporary name and renamed, so
-    none is ever half-written) and that rerunning the same command, once there is room, resumes from it; nothing
-    was registered.  ``errno`` is the underlying error's.
-    """
-
-    def __init__(self, message: str, errno: int | None = None) -> None:
-        super().__init__(message)
-        self.errno = errno
 
 
 @dataclass
@@ -136,106 +131,6 @@ def require_accelerator(accelerator: str) -> None:
                          "config (configs/ssl/*_cpu.yaml) or --set trainer.accelerator=cpu (embed: --accelerator cpu)")
 
 
-def require_layer_sync_support(trainer: TrainerSettings) -> None:
-    """Refuse ``trainer.sync_batchnorm`` on several CPU processes before the images are read: torch's
-    ``SyncBatchNorm`` runs on GPUs only, and every process would fail at its first step with a traceback ("expected
-    input tensor to be on GPU").  One process is fine: Lightning leaves the layers alone there.
-
-    Raises:
-        ValueError: naming the setting to change.
-    """
-    import torch
-
-    accelerator = str(trainer.accelerator).lower()
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    devices = trainer.devices
-    if isinstance(devices, list):
-        per_node = len(devices)
-    elif str(devices).isdigit():
-        per_node = int(devices)
-    elif isinstance(devices, str) and "," in devices:
-        per_node = len([part for part in devices.split(",") if part.strip()])
-    else:  # "auto" / -1 on a CPU: Lightning runs one process
-        per_node = 1
-    if trainer.sync_batchnorm and on_cpu and per_node * trainer.num_nodes > 1:
-        raise ValueError(f"trainer.sync_batchnorm needs GPUs (torch's SyncBatchNorm); these "
-                         f"{per_node * trainer.num_nodes} CPU processes would fail at the first step: "
-                         "--set trainer.sync_batchnorm=false (each process then normalises its own batch)")
-
-
-#: Config sections that must match for a checkpoint to resume (the export settings may change).
-_RESUME_SECTIONS = ("method", "model", "simclr", "mae", "optim")
-_EXPORT_ONLY = ("export_pooling", "export_flip_average", "init_from")
-
-
-def check_resume(checkpoint: str | Path, config: PretrainConfig, total_steps: int, run_dir: Path, *,
-                 world_size: int | None = None, effective_batch_size: int | None = None,
-                 lr: float | None = None) -> int | None:
-    """Refuse a resume that Lightning would turn into a traceback or quietly into nothing; warn about one on
-    another number of processes (or another per-device batch or accumulation) than the checkpoint was written by.
-
-    Such a resume runs (e.g. on the nodes that are left), but its remaining batches are not those of an
-    uninterrupted run, the effective batch changes and, with ``optim.lr_scaling``, so does the peak LR.
-
-    Returns:
-        The step the checkpoint's schedule was fitted to end at (``trainer.fit_schedule_to_time``): the resumed
-        run keeps it; None when the schedule was not fitted (it ends at ``total_steps``).
-
-    Raises:
-        ValueError: not a Lightning checkpoint; trained with another model/method/optimiser config; or a
-            schedule of another length (a finished run cannot be extended: its cosine schedule has ended).
-    """
-    import torch
-
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)  # tensors mapped, not read
-        saved = state["hyper_parameters"]
-        step, old_total, old_config = int(state["global_step"]), int(saved["total_steps"]), saved["config"]
-        schedule = state.get("schedule") or {}
-        fitted = int(schedule["scheduled_steps"]) if schedule.get("steps_per_second") is not None else None
-        batch = state.get("batch") or {}  # absent in checkpoints written before it was saved
-    except Exception as error:  # noqa: BLE001 (pickle, zip and key errors all mean "not ours")
-        raise ValueError(f"{checkpoint} is not a radloop pretraining checkpoint ({type(error).__name__})") from None
-    fresh = f"start a new run with --no-resume (or --out ANOTHER_FOLDER; {run_dir} is this config's default)"
-    new_config = config.model_dump()
-    changed = []
-    for section in _RESUME_SECTIONS:
-        old, new = old_config.get(section), new_config.get(section)
-        if isinstance(old, dict) and isinstance(new, dict):
-            # a key the checkpoint lacks was added to the settings since: its default is what that run used
-            defaults = {key: field.default for key, field in
-                        type(getattr(config, section)).model_fields.items()} if section != "method" else {}
-            changed += [f"{section}.{key}" for key in sorted(set(old) | set(new))
-                        if key not in _EXPORT_ONLY and old.get(key, defaults.get(key)) != new.get(key)]
-        elif old != new:
-            changed.append(section)
-    if changed:
-        raise ValueError(f"checkpoint {checkpoint} was trained with other settings ({', '.join(changed[:6])}): "
-                         f"it cannot be resumed with these; {fresh}")
-    if old_total != total_steps:
-        schedule_end = fitted or old_total
-        if step >= schedule_end:
-            raise ValueError(
-                f"the run in {run_dir} has finished its {schedule_end}-step schedule; to train longer, start a new "
-                f"run from its weights: --out NEW_FOLDER --set model.init_from={checkpoint}")
-        raise ValueError(f"checkpoint {checkpoint} belongs to a {old_total}-step schedule and these settings make "
-                         f"{total_steps} steps: resume with the same settings (trainer.max_steps, data.batch_size, "
-                         f"devices), or {fresh}")
-    before = batch.get("effective_batch_size")
-    if effective_batch_size is not None and before is not None and before != effective_batch_size:
-        from lightning.pytorch.utilities import rank_zero_only
-
-        if rank_zero_only.rank == 0:
-            logger.warning(
-                "resuming %s (written at step %d by %s processes, %s images per optimizer step) on %s processes with "
-                "%d images per step: the remaining batches are not those of an uninterrupted run, and the peak LR "
-                "is %.3g (it was %.3g); resume on %s processes with the same data.batch_size and "
-                "trainer.accumulate_grad_batches for an exact resume", checkpoint, step, batch.get("world_size"),
-                before, world_size, effective_batch_size, lr if lr is not None else float("nan"),
-                batch.get("peak_lr", float("nan")), batch.get("world_size"))
-    return fitted
-
-
 def registered_encoder_in(catalog: Catalog, encoder_dir: Path) -> str | None:
     """The version ``encoder_dir`` holds when the catalog's registry points that version at this folder, else None
     (no encoder there, an unreadable ``encoder.json``, or a version not registered for it)."""
@@ -269,62 +164,6 @@ def _overwrite_refused(encoder_dir: Path, registered: str, detail: str, hint: st
                       f"its weights under its name (its embeddings and searches would silently use other weights); "
                       f"pretrain into a new folder with --out NEW_FOLDER{hint}")
 
-
-def _checkpoint_step(checkpoint: Path) -> int | None:
-    """The training step ``checkpoint`` was saved at (tensors memory-mapped, not read); None when unreadable."""
-    import torch
-
-    try:
-        return int(torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["global_step"])
-    except Exception:  # noqa: BLE001 (a half-written or foreign file: the message names it without a step)
-        return None
-
-
-def _resume_checkpoint(run_dir: Path, resume: bool | str) -> Path | None:
-    """The checkpoint a run resumes from: ``resume`` when it is a path, else the run's ``checkpoints/last.ckpt``
-    when ``resume`` is true and the file exists; None: a fresh start."""
-    if isinstance(resume, (str, Path)) and str(resume) not in ("", "auto"):
-        return Path(resume)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    return last if resume and last.is_file() else None
-
-
-def _interrupted(step: int, run_dir: Path, resume: bool | str, kept: str, every: int, scheduled: int,
-                 head: str | None = None) -> str:
-    """What an interrupted run leaves behind and what rerunning the same command does with it.
-
-    ``kept``: the checkpoint this run wrote last (or resumed from), ``ModelCheckpoint.last_model_path``; "" if
-    none.  It need not be ``last.ckpt``: a ``--no-resume`` run beside an earlier run's checkpoints writes
-    ``last-v1.ckpt``.  ``head``: what stopped it (default: "pretraining interrupted at step N").
-    """
-    head = head or f"pretraining interrupted at step {step}"
-    rerun_from = _resume_checkpoint(run_dir, resume)  # what the same command resumes from now
-    written = Path(kept) if kept and Path(kept).is_file() else None
-
-    def at_step(checkpoint: Path) -> str:
-        saved = _checkpoint_step(checkpoint)
-        return f"{checkpoint} (step {saved})" if saved is not None else str(checkpoint)
-
-    if written and (rerun_from is None or rerun_from.resolve() != written.resolve()):
-        then = "starts from the beginning again" if rerun_from is None else f"resumes from {at_step(rerun_from)}"
-        return (f"{head}: its checkpoint {at_step(written)} is kept: rerun with --checkpoint {written} to resume "
-                f"from it (the same command {then})")
-    if rerun_from is not None:
-        return f"{head}: rerun the same command to resume from {at_step(rerun_from)}"
-    first = (f"the first comes at step {every}" if every < scheduled else
-             f"the only one comes at the end, step {scheduled}")
-    return f"{head}: no checkpoint was written yet ({first}); a rerun starts from the beginning"
-
-
-def _interrupted_before_training(run_dir: Path, resume: bool | str) -> str:
-    """What a run interrupted while it read its images (before Lightning started) leaves, and what a rerun does."""
-    head = "pretraining interrupted while reading the images, before its first step"
-    rerun_from = _resume_checkpoint(run_dir, resume)
-    if rerun_from is not None and rerun_from.is_file():
-        saved = _checkpoint_step(rerun_from)
-        return f"{head}: rerun the same command to resume from {rerun_from}" + (
-            f" (step {saved})" if saved is not None else "")
-    return f"{head}: nothing was trained; rerun the same command to start"
 
 
 def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, resume: bool | str = True,
@@ -365,7 +204,7 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
     # absolute: the registry stores a relative folder as workspace-relative, so `--out runs/x` run from elsewhere
     # would register a folder that does not exist (every later command would fail to load the current encoder)
     run_dir = Path(run_dir).absolute()
-    resume_from = _resume_checkpoint(run_dir, resume)
+    resume_from = resume_checkpoint(run_dir, resume)
     ckpt_path = None if resume_from is None else str(resume_from)
     encoder_dir = run_dir / "encoder"
     registered = registered_encoder_in(catalog, encoder_dir)
@@ -387,7 +226,7 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
         store = PixelStore(items, cache_size=cache_size, cache=data.cache, threads=config.trainer.num_threads or 2,
                            progress=config.trainer.enable_progress_bar and rank_zero_only.rank == 0)
     except KeyboardInterrupt:  # before Lightning's own handler: say what a rerun does, not "resume" blindly
-        raise KeyboardInterrupt(_interrupted_before_training(run_dir, resume)) from None
+        raise KeyboardInterrupt(interrupted_before_training(run_dir, resume)) from None
     if len(store) < data.batch_size:
         raise ValueError(f"only {len(store)} readable images (skipped {len(store.skipped)}); "
                          f"need at least one batch of {data.batch_size}")
@@ -440,21 +279,18 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
     if ckpt_path and (fitted := check_resume(ckpt_path, config, total_steps, run_dir, world_size=trainer.world_size,
                                              effective_batch_size=effective_batch, lr=lr)):
         trainer.fit_loop.epoch_loop.max_steps = fitted  # the module restores the fitted schedule itself
+
     def stopped_by(error: OSError, doing: str) -> PretrainStorageError:
-        head = (f"pretraining stopped at step {trainer.global_step}: {doing} ({error}); nothing was registered and "
-                "no checkpoint is half-written; once there is room")
-        return PretrainStorageError(
-            _interrupted(trainer.global_step, run_dir, resume, checkpoints.last_model_path,
-                         trainer_settings.checkpoint_every_n_steps, module.scheduled_steps, head=head),
-            errno=error.errno)
+        return write_failed(error, doing, trainer.global_step, run_dir, resume, checkpoints.last_model_path,
+                            trainer_settings.checkpoint_every_n_steps, module.scheduled_steps)
 
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except SystemExit:  # Lightning's answer to Ctrl-C: a graceful shutdown, then sys.exit(1)
         if trainer.interrupted:
-            raise KeyboardInterrupt(_interrupted(trainer.global_step, run_dir, resume, checkpoints.last_model_path,
-                                                 trainer_settings.checkpoint_every_n_steps,
-                                                 module.scheduled_steps)) from None
+            raise KeyboardInterrupt(interrupted(trainer.global_step, run_dir, resume, checkpoints.last_model_path,
+                                                trainer_settings.checkpoint_every_n_steps,
+                                                module.scheduled_steps)) from None
         raise
     except OSError as error:  # a checkpoint or log that could not be written (full disk); checkpoints are atomic
         raise stopped_by(error, "a write failed") from error
@@ -498,11 +334,7 @@ def pretrain(catalog: Catalog, config: PretrainConfig, run_dir: str | Path, *, r
                   "config_name": config.name})
         save_resolved_config(config, encoder_dir / "config.yaml")
     except OSError as error:
-        finished = run_dir / "checkpoints" / "last.ckpt"
-        raise PretrainStorageError(
-            f"pretraining finished {trainer.global_step} steps, but exporting the encoder to {encoder_dir} failed "
-            f"({error}); nothing was registered and the trained state is kept in {finished}: free space and rerun "
-            "the same command to export and register it (no step is trained again)", errno=error.errno) from error
+        raise export_failed(error, trainer.global_step, encoder_dir, run_dir / "checkpoints" / "last.ckpt") from error
     result.encoder_dir, result.version = str(encoder_dir), bundle.version
     if register:
         metrics = {"final_loss": result.final_loss, "steps": result.steps, "seconds": result.seconds}
