@@ -201,3 +201,15 @@ def build_app_workspace(root: Path, data_root: Path, *, fractures: int = 8, repo
                                                                  "(closest to the decision boundary)"))
     catalog.dispose()
     return workspace
+
+
+def real_app_workspace(tmp_path_factory, test_catalog_url, name: str) -> Catalog:
+    """:func:`build_app_workspace` in a fresh temporary folder on the test database; skips, naming the file, when
+    ``../shared/data`` lacks a set it reads."""
+    from conftest import DATA_ROOT, data_path
+
+    data_path(*FRACTURE_DIR)
+    data_path(*REPORTS_ARCHIVE)
+    data_path(*CHEST_IMAGE)
+    root = (tmp_path_factory.mktemp(name) / "ws").resolve()
+    return build_app_workspace(root, DATA_ROOT, database_url=test_catalog_url(root))

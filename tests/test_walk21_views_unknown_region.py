@@ -5,23 +5,15 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
+from noise_images import ingest_noise_images
+
 
 def test_empty_and_null_regions_are_one_unknown_row_and_one_pick(tmp_path, catalog):
-    import numpy as np
-    from PIL import Image as PILImage
-
     from radloop.app import views
-    from radloop.core.ingest import ingest_paths
     from radloop.core.schema import Image
 
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(2)
-    for index in range(4):
-        PILImage.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(folder / f"x{index}.png")
-    ingest_paths(catalog, [folder], workers=1)
+    ids = ingest_noise_images(catalog, tmp_path / "images", 4, seed=2)
     with catalog.session() as session:
-        ids = sorted(session.scalars(Image.__table__.select().with_only_columns(Image.id)))
         session.execute(update(Image).where(Image.id == ids[0]).values(body_region=""))
         session.execute(update(Image).where(Image.id == ids[1]).values(body_region="wrist"))
         session.commit()

@@ -14,19 +14,14 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from app_workspace import build_app_workspace  # noqa: E402
-from conftest import DATA_ROOT, data_path  # noqa: E402
+from app_workspace import real_app_workspace  # noqa: E402
 
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 
 
 @pytest.fixture(scope="module")
 def app_workspace(tmp_path_factory, test_catalog_url):
-    data_path("bone_fracture_xray_roboflow_v4", "yolo", "train")
-    data_path("iu_xray_reports", "NLMCXR_reports_dev.tgz")
-    data_path("iu_xray_images", "CXR3_IM-1384-1001.png")
-    root = (tmp_path_factory.mktemp("walk21h") / "ws").resolve()
-    return build_app_workspace(root, DATA_ROOT, database_url=test_catalog_url(root))
+    return real_app_workspace(tmp_path_factory, test_catalog_url, "walk21h")
 
 
 @pytest.fixture

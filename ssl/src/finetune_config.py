@@ -18,6 +18,15 @@ PRECISIONS = ("32-true", "32", "16-mixed", "16-true", "16", "bf16-mixed", "bf16-
               "transformer-engine", "transformer-engine-float16")
 
 
+def known_precision(value: object) -> str:
+    """``value`` as one of :data:`PRECISIONS` (YAML's ``16`` is a number), or a ValueError with the likely one:
+    checked when a config is read, not when Lightning builds the trainer after the images are loaded."""
+    text = str(value).strip()
+    if text not in PRECISIONS:
+        raise ValueError(f"precision {value!r} is not one of {', '.join(PRECISIONS)}{did_you_mean(text, PRECISIONS)}")
+    return text
+
+
 def _max_steps(value: int) -> int:
     if value != -1 and value < 1:
         raise ValueError(f"max_steps {value}: -1 (max_epochs decides) or at least 1")
@@ -174,12 +183,7 @@ class TrainerConfig(StrictModel):
     @field_validator("precision", mode="before")
     @classmethod
     def _known_precision(cls, value: object) -> str:
-        # refused when the config is read, not after the images are loaded (Lightning checks it only then)
-        text = str(value).strip()
-        if text not in PRECISIONS:
-            raise ValueError(f"precision {value!r} is not one of {', '.join(PRECISIONS)}"
-                             f"{did_you_mean(text, PRECISIONS)}")
-        return text
+        return known_precision(value)
 
     @field_validator("devices")
     @classmethod

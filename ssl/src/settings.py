@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from radloop.core.config import StrictModel, did_you_mean
-from radloop.ssl.finetune_config import PRECISIONS
+from radloop.ssl.finetune_config import known_precision
 
 __all__ = ["AugmentSettings", "DataSettings", "MAESettings", "ModelSettings", "OptimSettings",
            "PretrainConfig", "SimCLRSettings", "TrainerSettings", "peak_lr"]
@@ -161,12 +161,7 @@ class TrainerSettings(StrictModel):
     @field_validator("precision", mode="before")
     @classmethod
     def _known_precision(cls, value: object) -> str:
-        # `precision: 16` in YAML is a number; Lightning's own check comes only after the images are cached
-        text = str(value).strip()
-        if text not in PRECISIONS:
-            raise ValueError(f"precision {value!r} is not one of {', '.join(PRECISIONS)}"
-                             f"{did_you_mean(text, PRECISIONS)}")
-        return text
+        return known_precision(value)  # before the images are cached, not when Lightning builds the trainer
 
     @field_validator("strategy")
     @classmethod

@@ -1,0 +1,22 @@
+"""Tiny random PNGs ingested into a test catalog: images to count and group when their pixels do not matter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def ingest_noise_images(catalog, folder: Path, count: int, *, seed: int = 0) -> list[str]:
+    """Write ``count`` random 32 x 32 PNGs into ``folder``, ingest them and return their image ids, sorted."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from radloop.core.ingest import ingest_paths
+    from radloop.core.schema import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        PILImage.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(folder / f"x{index}.png")
+    ingest_paths(catalog, [folder], workers=1)
+    with catalog.session() as session:
+        return sorted(session.scalars(Image.__table__.select().with_only_columns(Image.id)))
