@@ -20,3 +20,21 @@ def ingest_noise_images(catalog, folder: Path, count: int, *, seed: int = 0) -> 
     ingest_paths(catalog, [folder], workers=1)
     with catalog.session() as session:
         return sorted(session.scalars(Image.__table__.select().with_only_columns(Image.id)))
+
+
+def named_pngs(folder: Path, names: list[str]) -> Path:
+    """``<name>.png`` (40 x 40 noise seeded by the name: distinct pixels for each name) for each name; ``folder``."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        rng = np.random.default_rng(sum(name.encode()))
+        PILImage.fromarray(rng.integers(0, 256, size=(40, 40), dtype=np.uint8)).save(folder / f"{name}.png")
+    return folder
+
+
+def reports_csv(path: Path, rows) -> Path:
+    """A reports CSV (``report_id,text,study_id,image``) with ``rows``; ``path``."""
+    path.write_text("report_id,text,study_id,image\n" + "".join(",".join(row) + "\n" for row in rows))
+    return path

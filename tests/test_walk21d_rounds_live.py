@@ -15,6 +15,7 @@ too few in the pool's "train" split.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import pytest
 from ls_server import label_studio  # noqa: F401  (session fixture)
@@ -40,6 +41,33 @@ def _selected(catalog, round_id) -> list[str]:
                                     .order_by(Selection.rank)))
 
 
+@contextmanager
+def _live_workspace(server, test_catalog_url, monkeypatch, name: str):
+    """A 24-image rounds workspace bound to a new project ``walk21d <name>`` on ``server``; yields
+    ``(catalog, client, projects)``: append a project made later to ``projects``, every one is deleted after."""
+    root = (server.document_root / f"ws-walk21d-{name}").resolve()
+    catalog = build_rounds_catalog(root, test_catalog_url(root), 24)
+    client = LabelStudioClient(server.url, server.token, retries=2, backoff=0.2)
+    projects = [new_project(server, client, catalog, name)]
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
+    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
+    try:
+        yield catalog, client, projects
+    finally:
+        for project_id in projects:
+            try:
+                client.delete_project(project_id)
+            except Exception:  # noqa: BLE001 - already deleted
+                pass
+        catalog.dispose()
+
+
+def new_project(server, client, catalog, name: str) -> int:
+    """A new project ``walk21d <name>`` the workspace binds to (``radloop ls init``)."""
+    return init_project(client, catalog.workspace, title=f"walk21d {name}",
+                        document_root=str(server.document_root))["project_id"]
+
+
 def test_finished_round_of_a_deleted_project_releases_its_unanswered_tasks(label_studio, test_catalog_url,  # noqa: F811
                                                                           monkeypatch):
     from radloop.app.cli import build_app
@@ -48,14 +76,7 @@ def test_finished_round_of_a_deleted_project_releases_its_unanswered_tasks(label
     from radloop.core.schema import Annotation
 
     server = label_studio
-    root = (server.document_root / "ws-walk21d-released").resolve()
-    catalog = build_rounds_catalog(root, test_catalog_url(root), 24)
-    client = LabelStudioClient(server.url, server.token, retries=2, backoff=0.2)
-    projects = [init_project(client, catalog.workspace, title="walk21d released",
-                             document_root=str(server.document_root))["project_id"]]
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
-    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
-    try:
+    with _live_workspace(server, test_catalog_url, monkeypatch, "released") as (catalog, client, projects):
         first = start_round(catalog, strategy="random", budget=4, dataset="fracture")
         tasks = {task["data"]["case_id"]: task["id"] for task in client.iter_tasks(projects[0], round_id=first.round_id)}
         answered, *unanswered = _selected(catalog, first.round_id)
@@ -64,8 +85,7 @@ def test_finished_round_of_a_deleted_project_releases_its_unanswered_tasks(label
         assert set(pending_images(catalog)) == set(unanswered)
         # the project is deleted in Label Studio; `radloop ls init` makes a new one
         client.delete_project(projects[0])
-        projects.append(init_project(client, catalog.workspace, title="walk21d released",
-                                     document_root=str(server.document_root))["project_id"])
+        projects.append(new_project(server, client, catalog, "released"))
 
         root_arg, env = str(catalog.workspace.root), {"RADLOOP_DATABASE_URL": catalog.workspace.database_url,
                                                       "LABEL_STUDIO_API_KEY": server.token}
@@ -91,47 +111,25 @@ def test_finished_round_of_a_deleted_project_releases_its_unanswered_tasks(label
         picked = set(_selected(catalog, second.round_id))
         assert set(unanswered) <= picked and answered not in picked
         assert not any("late answers not pulled" in note for note in second.notes), second.notes
-    finally:
-        for project_id in projects:
-            try:
-                client.delete_project(project_id)
-            except Exception:  # noqa: BLE001 - already deleted
-                pass
-        catalog.dispose()
 
 
 def test_late_pull_before_a_start_releases_and_notes(label_studio, test_catalog_url, monkeypatch):  # noqa: F811
     from radloop.app.rounds import finish_round, start_round
 
     server = label_studio
-    root = (server.document_root / "ws-walk21d-late").resolve()
-    catalog = build_rounds_catalog(root, test_catalog_url(root), 24)
-    client = LabelStudioClient(server.url, server.token, retries=2, backoff=0.2)
-    projects = [init_project(client, catalog.workspace, title="walk21d late",
-                             document_root=str(server.document_root))["project_id"]]
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
-    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
-    try:
+    with _live_workspace(server, test_catalog_url, monkeypatch, "late") as (catalog, client, projects):
         first = start_round(catalog, strategy="random", budget=3, dataset="fracture")
         tasks = {task["data"]["case_id"]: task["id"] for task in client.iter_tasks(projects[0], round_id=first.round_id)}
         answered, *unanswered = _selected(catalog, first.round_id)
         client.create_annotation(tasks[answered], [_choices("findings", "normal")])
         finish_round(catalog)
         client.delete_project(projects[0])
-        projects.append(init_project(client, catalog.workspace, title="walk21d late",
-                                     document_root=str(server.document_root))["project_id"])
+        projects.append(new_project(server, client, catalog, "late"))
         second = start_round(catalog, strategy="random", budget=1000, dataset="fracture")
         assert any(note.startswith(f"round 1's Label Studio project {projects[0]}") and "2 unanswered task(s) "
                    "were released" in note for note in second.notes), second.notes
         assert not any("late answers not pulled" in note for note in second.notes), second.notes
         assert set(unanswered) <= set(_selected(catalog, second.round_id))
-    finally:
-        for project_id in projects:
-            try:
-                client.delete_project(project_id)
-            except Exception:  # noqa: BLE001 - already deleted
-                pass
-        catalog.dispose()
 
 
 def test_wrong_token_hint_names_the_variables_not_a_missing_option(label_studio, test_catalog_url,  # noqa: F811
@@ -140,14 +138,8 @@ def test_wrong_token_hint_names_the_variables_not_a_missing_option(label_studio,
     from radloop.app.rounds import start_round
 
     server = label_studio
-    root = (server.document_root / "ws-walk21d-token").resolve()
-    catalog = build_rounds_catalog(root, test_catalog_url(root), 24)
-    client = LabelStudioClient(server.url, server.token, retries=2, backoff=0.2)
-    project_id = init_project(client, catalog.workspace, title="walk21d token",
-                              document_root=str(server.document_root))["project_id"]
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
-    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
-    try:
+    with _live_workspace(server, test_catalog_url, monkeypatch, "token") as (catalog, client, projects):
+        project_id = projects[0]
         start_round(catalog, strategy="random", budget=2, dataset="fracture")
         env = {"RADLOOP_DATABASE_URL": catalog.workspace.database_url, "LABEL_STUDIO_API_KEY": "0" * 40}
         args = ["--workspace", str(catalog.workspace.root)]
@@ -169,9 +161,6 @@ def test_wrong_token_hint_names_the_variables_not_a_missing_option(label_studio,
         assert started.exit_code == 2 and "rejected the API token" in text, started.output
         assert "(this command has no --token option), then rerun `radloop round start` to push it" in text, \
             started.output
-    finally:
-        client.delete_project(project_id)
-        catalog.dispose()
 
 
 def test_an_answer_edited_after_the_finish_reaches_the_next_round(label_studio, test_catalog_url,  # noqa: F811
@@ -184,14 +173,8 @@ def test_an_answer_edited_after_the_finish_reaches_the_next_round(label_studio, 
     from radloop.core.schema import Annotation
 
     server = label_studio
-    root = (server.document_root / "ws-walk21d-edited").resolve()
-    catalog = build_rounds_catalog(root, test_catalog_url(root), 24)
-    client = LabelStudioClient(server.url, server.token, retries=2, backoff=0.2)
-    project_id = init_project(client, catalog.workspace, title="walk21d edited",
-                              document_root=str(server.document_root))["project_id"]
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
-    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
-    try:
+    with _live_workspace(server, test_catalog_url, monkeypatch, "edited") as (catalog, client, projects):
+        project_id = projects[0]
         first = start_round(catalog, strategy="random", budget=2, dataset="fracture")
         tasks = {task["data"]["case_id"]: task["id"] for task in client.iter_tasks(project_id, round_id=first.round_id)}
         corrected, other = _selected(catalog, first.round_id)
@@ -219,10 +202,6 @@ def test_an_answer_edited_after_the_finish_reaches_the_next_round(label_studio, 
             client.create_annotation(task["id"], [_choices("findings", "normal")])
         finish_round(catalog)
         client.delete_project(project_id)
-        project_id = init_project(client, catalog.workspace, title="walk21d edited",
-                                  document_root=str(server.document_root))["project_id"]
+        projects.append(new_project(server, client, catalog, "edited"))
         third = start_round(catalog, strategy="random", budget=2, dataset="fracture")
         assert not any("not pulled" in note for note in third.notes), third.notes
-    finally:
-        client.delete_project(project_id)
-        catalog.dispose()

@@ -12,25 +12,12 @@
 
 from __future__ import annotations
 
-import numpy as np
-from PIL import Image as PILImage
 from sqlalchemy import select
+
+from noise_images import named_pngs, reports_csv
 
 from radloop.core.ingest import ingest_paths
 from radloop.core.schema import Image, Report
-
-
-def _pngs(folder, names):
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:  # seeded by the name: distinct pixels for each name
-        rng = np.random.default_rng(sum(name.encode()))
-        PILImage.fromarray(rng.integers(0, 256, size=(40, 40), dtype=np.uint8)).save(folder / f"{name}.png")
-    return folder
-
-
-def _csv(path, rows):
-    path.write_text("report_id,text,study_id,image\n" + "".join(",".join(row) + "\n" for row in rows))
-    return path
 
 
 REPORTS = [("R1", "Fracture of the distal radius.", "", "wrist_a"),
@@ -46,15 +33,15 @@ def _links(catalog) -> dict[str, str | None]:
 
 
 def test_reports_before_their_images_are_linked_by_an_images_only_ingest(tmp_path, catalog):
-    reports = _csv(tmp_path / "reports.csv", REPORTS)
+    reports = reports_csv(tmp_path / "reports.csv", REPORTS)
     first = ingest_paths(catalog, [], reports=[reports], workers=1, progress=False)
     assert (first.reports_added, first.reports_linked) == (3, 0)
-    images = ingest_paths(catalog, [_pngs(tmp_path / "pngs", ["wrist_a", "wrist_b"])], workers=1, progress=False)
+    images = ingest_paths(catalog, [named_pngs(tmp_path / "pngs", ["wrist_a", "wrist_b"])], workers=1, progress=False)
     assert images.reports_linked == 2
     assert _links(catalog) == {"R1": "wrist_a", "R2": "wrist_b", "R3": None}  # R3's image is still to come
     twice = ingest_paths(catalog, [], reports=[reports], workers=1, progress=False)
     assert (twice.reports_added, twice.reports_skipped_existing, twice.reports_linked) == (0, 3, 0)
-    later = ingest_paths(catalog, [_pngs(tmp_path / "later", ["wrist_later"])], workers=1, progress=False)
+    later = ingest_paths(catalog, [named_pngs(tmp_path / "later", ["wrist_later"])], workers=1, progress=False)
     assert later.reports_linked == 1
     assert _links(catalog) == {"R1": "wrist_a", "R2": "wrist_b", "R3": "wrist_later"}
 
@@ -64,9 +51,9 @@ def test_either_order_gives_the_same_links(tmp_path, workspace, test_catalog_url
     from radloop.core.workspace import Workspace
 
     # R4 and R5 share a study number: a study with another report decides over the image column, in both orders
-    reports = _csv(tmp_path / "reports.csv", REPORTS[:2] + [("R4", "Old fracture.", "HOSP-0050", ""),
+    reports = reports_csv(tmp_path / "reports.csv", REPORTS[:2] + [("R4", "Old fracture.", "HOSP-0050", ""),
                                                            ("R5", "Healed.", "HOSP-0050", "wrist_a")])
-    folder = _pngs(tmp_path / "pngs", ["wrist_a", "wrist_b"])
+    folder = named_pngs(tmp_path / "pngs", ["wrist_a", "wrist_b"])
     links = []
     for order in ("reports first", "images first"):
         root = tmp_path / order.replace(" ", "_")

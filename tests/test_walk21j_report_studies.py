@@ -9,27 +9,14 @@ with a foreign key to ``studies``).  A study that still has a report, or an imag
 
 from __future__ import annotations
 
-import numpy as np
-from PIL import Image as PILImage
 from sqlalchemy import select
+
+from noise_images import named_pngs, reports_csv
 
 from radloop.core.catalog_info import catalog_info
 from radloop.core.ingest import ingest_paths
 from radloop.core.ingest_reports import remove_empty_studies
 from radloop.core.schema import Image, Report, Study
-
-
-def _pngs(folder, names):
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:  # seeded by the name: distinct pixels for each name
-        rng = np.random.default_rng(sum(name.encode()))
-        PILImage.fromarray(rng.integers(0, 256, size=(40, 40), dtype=np.uint8)).save(folder / f"{name}.png")
-    return folder
-
-
-def _csv(path, rows):
-    path.write_text("report_id,text,study_id,image\n" + "".join(",".join(row) + "\n" for row in rows))
-    return path
 
 
 def _studies(catalog) -> dict[str, tuple[int, int]]:
@@ -42,13 +29,13 @@ def _studies(catalog) -> dict[str, tuple[int, int]]:
 
 def test_a_report_linked_after_its_images_leaves_no_empty_study(tmp_path, catalog):
     # R2's study number gets a study of its own; R4 and R5 share one (it stays: it decides over R5's image column)
-    reports = _csv(tmp_path / "reports.csv", [("R1", "Fracture of the distal radius.", "", "wrist_a"),
+    reports = reports_csv(tmp_path / "reports.csv", [("R1", "Fracture of the distal radius.", "", "wrist_a"),
                                               ("R2", "No fracture.", "HOSP-0042", "wrist_b"),
                                               ("R4", "Old fracture.", "HOSP-0050", ""),
                                               ("R5", "Healed.", "HOSP-0050", "wrist_a")])
     first = ingest_paths(catalog, [], reports=[reports], workers=1, progress=False)
     assert first.reports_added == 4 and len(_studies(catalog)) == 2  # HOSP-0042 and HOSP-0050
-    images = ingest_paths(catalog, [_pngs(tmp_path / "pngs", ["wrist_a", "wrist_b"])], workers=1, progress=False)
+    images = ingest_paths(catalog, [named_pngs(tmp_path / "pngs", ["wrist_a", "wrist_b"])], workers=1, progress=False)
     assert (images.studies_added, images.reports_linked) == (2, 2)
     studies = _studies(catalog)
     assert sorted(studies.values()) == [(0, 2), (1, 1), (1, 1)]  # HOSP-0042's study is gone, HOSP-0050's stays
@@ -64,10 +51,10 @@ def test_a_report_linked_after_its_images_leaves_no_empty_study(tmp_path, catalo
 
 def test_an_updated_report_that_moves_to_another_study_leaves_no_empty_study(tmp_path, catalog):
     reports = tmp_path / "reports.csv"
-    _csv(reports, [("R1", "Fracture.", "HOSP-0001", "")])
+    reports_csv(reports, [("R1", "Fracture.", "HOSP-0001", "")])
     ingest_paths(catalog, [], reports=[reports], workers=1, progress=False)
     (before,) = _studies(catalog)
-    _csv(reports, [("R1", "Fracture, corrected study number.", "HOSP-0002", "")])  # the source changed
+    reports_csv(reports, [("R1", "Fracture, corrected study number.", "HOSP-0002", "")])  # the source changed
     updated = ingest_paths(catalog, [], reports=[reports], workers=1, progress=False)
     assert updated.reports_updated == 1
     (after,) = _studies(catalog)
@@ -75,7 +62,7 @@ def test_an_updated_report_that_moves_to_another_study_leaves_no_empty_study(tmp
 
 
 def test_only_studies_nothing_refers_to_are_removed(tmp_path, catalog):
-    ingest_paths(catalog, [_pngs(tmp_path / "pngs", ["wrist_a"])], workers=1, progress=False)
+    ingest_paths(catalog, [named_pngs(tmp_path / "pngs", ["wrist_a"])], workers=1, progress=False)
     with catalog.session() as session:
         (with_image,) = session.scalars(select(Study.id))
         session.add_all([Study(id="S-report", dataset="d", split="train"), Study(id="S-empty", dataset="d",
