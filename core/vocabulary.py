@@ -36,7 +36,7 @@ SITES = (
 DEVICE_TYPES = (
     "central_line", "picc", "endotracheal_tube", "tracheostomy_tube", "enteric_tube", "chest_tube",
     "pacemaker", "sternotomy_wires", "surgical_clips", "orthopedic_hardware", "stent", "prosthetic_valve",
-    "port", "other_device",
+    "port", "cast_splint", "other_device",
 )
 
 #: Body regions images are grouped by (DICOM BodyPartExamined / dataset class names map onto these).

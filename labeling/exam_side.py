@@ -1,7 +1,9 @@
-"""The side of the examination ("XR WRIST LEFT 3 VIEWS", "EXAM: LEFT WRIST") for findings that name none.
+"""The side of the examination ("XR WRIST LEFT 3 VIEWS", "EXAM: LEFT WRIST", "Right shoulder.") for findings
+that name none.
 
-A limb radiograph report often gives the side only in its title or its exam/technique line and then writes
-"There is a distal radius fracture."  The settings come from ``sites.json`` ``metadata.exam_side``
+A limb radiograph report often gives the side only in its title, its exam/technique line or a region header
+leading the text ("Right shoulder. Healing scapular fracture.") and then writes "There is a distal radius
+fracture."  The settings come from ``sites.json`` ``metadata.exam_side``
 (:class:`ExamSide`): which sections count as the exam's description, which findings take the side, and which
 sites and device types never do (a midline site, a chest device on a rib series).
 """
@@ -14,12 +16,17 @@ from typing import Mapping
 from radloop.core.records import FindingMention
 from radloop.core.vocabulary import DEVICE_TYPES, FINDINGS, SITES
 
-__all__ = ["EXAM_SIDE_KEYS", "ExamSide", "exam_side", "first_line_end", "with_exam_side"]
+__all__ = ["EXAM_SIDE_KEYS", "ExamSide", "exam_side", "first_line_end", "header_sides", "with_exam_side"]
 
 #: The keys of ``metadata.exam_side``.
-EXAM_SIDE_KEYS = frozenset({"sections", "findings", "not_sites", "device_types", "view_words", "provenance"})
+EXAM_SIDE_KEYS = frozenset({"sections", "findings", "not_sites", "device_types", "view_words", "header_sections",
+                            "header_words", "provenance"})
 #: How many words after a side word a view word may stand ("left anterior oblique").
 VIEW_WORD_GAP = 2
+#: Tokens that end a region header ("Right shoulder." / "Left wrist:"); a line break ends one too.
+HEADER_ENDS = frozenset({".", ":", ";"})
+#: Punctuation that may stand inside a region header ("Right shoulder - 3 views").
+HEADER_PUNCT = frozenset({"-", ",", "/", "(", ")"})
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,10 @@ class ExamSide:
         device_types: For a device, the types that take it (a pacemaker on a left rib series stays unsided).
         view_words: A side word followed by one of these (within :data:`VIEW_WORD_GAP` words) names a view, not
             the exam's side ("left lateral decubitus view", "right anterior oblique").
+        header_sections: Section categories whose body may start with a region header ("FINDINGS: Right shoulder.
+            ..."); the text before any header always may.
+        header_words: Lower-case words a region header may hold besides side and site words and numbers ("Right
+            shoulder, 3 views:").
     """
 
     sections: frozenset[str] = frozenset()
@@ -42,6 +53,8 @@ class ExamSide:
     not_sites: frozenset[str] = frozenset()
     device_types: frozenset[str] = frozenset()
     view_words: frozenset[str] = frozenset()
+    header_sections: frozenset[str] = frozenset()
+    header_words: frozenset[str] = frozenset()
 
     @classmethod
     def from_metadata(cls, settings: Mapping, where: str = "sites.json") -> "ExamSide":
@@ -50,12 +63,13 @@ class ExamSide:
             raise ValueError(f"{where}: exam_side must be a mapping with keys {sorted(EXAM_SIDE_KEYS)}, got {settings!r}")
         allowed = {"findings": FINDINGS, "not_sites": SITES, "device_types": DEVICE_TYPES}
         values = {}
-        for key in ("sections", "findings", "not_sites", "device_types", "view_words"):
+        for key in ("sections", "findings", "not_sites", "device_types", "view_words", "header_sections",
+                    "header_words"):
             items = settings.get(key, [])
             if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
                 raise ValueError(f"{where}: exam_side.{key} must be a list of strings, got {items!r}")
-            if key == "view_words" and any(item != item.lower() for item in items):
-                raise ValueError(f"{where}: exam_side.view_words must be lower-case words, got {items!r}")
+            if key in ("view_words", "header_words") and any(item != item.lower() for item in items):
+                raise ValueError(f"{where}: exam_side.{key} must be lower-case words, got {items!r}")
             unknown = set(items) - set(allowed.get(key, items))
             if unknown:
                 raise ValueError(f"{where}: exam_side.{key} has unknown values {sorted(unknown)}")
@@ -78,7 +92,7 @@ def first_line_end(doc) -> int | None:
     return None
 
 
-def exam_side(doc, section_at, sides, finding_starts, settings: ExamSide) -> str | None:
+def exam_side(doc, section_at, sides, finding_starts, settings: ExamSide, sites=()) -> str | None:
     """The one side the exam description names, else ``None`` (none, both, or "bilateral").
 
     Args:
@@ -87,6 +101,7 @@ def exam_side(doc, section_at, sides, finding_starts, settings: ExamSide) -> str
         sides: Laterality matches ``(category, start, end)``.
         finding_starts: Token starts of the report's targets (a first line with one is no title).
         settings: :class:`ExamSide`.
+        sites: Site matches ``(category, start, end)``, for region headers (:func:`header_sides`).
     """
     if not sides or not settings.findings:
         return None
@@ -97,8 +112,75 @@ def exam_side(doc, section_at, sides, finding_starts, settings: ExamSide) -> str
     named = {category for category, start, end in sides
              if (section_at(start) in settings.sections
                  or (title_end is not None and start < title_end and section_at(start) in exam_sections))
-             and not any(token.lower_ in settings.view_words for token in doc[end:end + VIEW_WORD_GAP])}
+             and not _names_view(doc, end, settings)}
+    if sites:
+        named |= header_sides(doc, section_at, sides, sites, finding_starts, settings)
     return next(iter(named)) if len(named) == 1 and named <= {"left", "right"} else None
+
+
+def _names_view(doc, side_end: int, settings: ExamSide) -> bool:
+    return any(token.lower_ in settings.view_words for token in doc[side_end:side_end + VIEW_WORD_GAP])
+
+
+def header_sides(doc, section_at, sides, sites, finding_starts, settings: ExamSide) -> set[str]:
+    """The sides the region headers name ("Right shoulder. Healing scapular fracture.", "Left wrist: ..."), when the
+    first one leads the text or a section body; else none.
+
+    A region header starts a sentence or a line in no section or one of ``settings.header_sections``, holds a side
+    and a site word and else only ``settings.header_words``, numbers and some punctuation, and ends at ".", ":",
+    ";", a line or sentence end.  A side of a view ("left anterior oblique") makes it none.  Every such header
+    counts, so that "Left knee: ... Right ankle: ..." names both sides (and so none).
+    """
+    allowed = settings.header_sections | {None}
+    side_at = {index: (category, end) for category, start, end in sides for index in range(start, end)}
+    site_tokens = {index for _, start, end in sites for index in range(start, end)}
+    titles = {index for section in doc._.sections for index in range(section.title_start, section.title_end)}
+    leading = {_content_start(doc, 0, titles)} | {_content_start(doc, section.body_start, titles)
+                                                   for section in doc._.sections}
+    starts = {sentence.start for sentence in doc.sents}
+    starts |= {token.i + 1 for token in doc if "\n" in token.text or "\n" in token.whitespace_
+               or "\r" in token.text or "\r" in token.whitespace_}
+    headers, finding_starts = [], set(finding_starts)
+    for start in sorted({_content_start(doc, start, titles) for start in starts} - {None}):
+        if section_at(start) in allowed:
+            named = _header_at(doc, start, side_at, site_tokens, finding_starts, settings)
+            if named:
+                headers.append((start, named))
+    if not headers or headers[0][0] not in leading:
+        return set()
+    return set().union(*(named for _, named in headers))
+
+
+def _content_start(doc, index: int, titles: set[int]) -> int | None:
+    """The first token at or after ``index`` that is no blank and no section title."""
+    while index < len(doc) and (doc[index].is_space or index in titles):
+        index += 1
+    return index if index < len(doc) else None
+
+
+def _header_at(doc, start: int, side_at, site_tokens, finding_starts, settings: ExamSide) -> set[str] | None:
+    """The sides of the region header at ``start`` (see :func:`header_sides`), else ``None``."""
+    named, has_site = set(), False
+    for index in range(start, len(doc)):
+        token = doc[index]
+        if index > start and (token.is_sent_start or token.is_space):
+            break
+        if token.text in HEADER_ENDS:
+            break
+        if index in finding_starts:
+            return None
+        if index in side_at:
+            category, end = side_at[index]
+            if _names_view(doc, end, settings):
+                return None
+            named.add(category)
+        elif index in site_tokens:
+            has_site = True
+        elif not (token.lower_ in settings.header_words or token.like_num or token.text in HEADER_PUNCT):
+            return None
+        if "\n" in token.whitespace_ or "\r" in token.whitespace_:
+            break
+    return named if named and has_site else None
 
 
 def with_exam_side(mentions: list[FindingMention], side: str | None, settings: ExamSide) -> list[FindingMention]:

@@ -289,7 +289,7 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str],
             mentions += [replace(extra, finding=also) for extra in mentions if extra.start == mention.start
                          and extra.finding == category]
     if exam_settings is not None and mentions:
-        side = exam_side(doc, lambda index: _section_at(sections, index), sides, emitted_starts, exam_settings)
+        side = exam_side(doc, lambda index: _section_at(sections, index), sides, emitted_starts, exam_settings, sites)
         mentions = with_exam_side(mentions, side, exam_settings)
     if labelled_text:
         mentions.append(_normal_entry(normal_evidence, abnormal_asserted))

@@ -9,7 +9,8 @@ import re
 from typing import Iterable, Mapping
 
 from radloop.labeling.redact_words import (FAMILY_HISTORY_WORDS, NAME_PARTICLES, NAME_SUFFIXES, NOT_NAMES,
-                                          NOT_STREET_NAMES, PATIENT_VERBS, PROCEDURE_WORDS, PROSE_WORDS)
+                                          NOT_STREET_NAMES, PATIENT_VERBS, PROCEDURE_WORDS, PROSE_WORDS, RELATIVES,
+                                          UPPER_NAME_PARTICLES)
 from radloop.labeling.redact_words import PROSE_SUFFIXES as _PROSE_SUFFIXES
 
 __all__ = ["CASES", "FRAGMENTS", "PLACEHOLDERS", "words"]
@@ -99,7 +100,12 @@ _INITIAL = r"[A-Z]\.(?!\w)"  # "J.", also "A." ("Roe, Jane A."): no word check
 #: Surname particles before a name word ("van der Berg", "de la Cruz", "al-Hassan", "d'Angelo", "St. John").
 _PARTICLE = rf"(?:{words(NAME_PARTICLES, 'exact')}(?:[ \t]{{1,3}}|(?<!\.)-)|[dl](?<![\w'’.-].)['’])"
 _PARTICLES = rf"(?:{_PARTICLE}(?=[A-Za-z])){{0,3}}"
-_NAME = rf"(?:{_PARTICLES}{_NOT_NAME}{_NAME_WORD}|{_INITIAL})"
+#: UPPER-CASE particles ("DE LA CRUZ"), taken whole (atomic: a run of "DE DE DE ..." is not split every way).
+_UPPER_PARTICLES = rf"(?>(?:{words(UPPER_NAME_PARTICLES, 'exact')}[ \t]{{1,3}}(?=[A-Z])){{1,3}})"
+#: An UPPER-CASE surname after UPPER-CASE particles, where Title-case names are expected ("Maria DE LA CRUZ").
+_UPPER_PARTICLE_NAME = (rf"{_UPPER_PARTICLES}(?!{words([word.upper() for word in NOT_NAMES], 'exact')}(?![\w'’]))"
+                        r"(?:[A-Z]['’])?[A-Z]{2,30}(?:-(?:[A-Z]['’])?[A-Z]{2,30})?(?![\w'’])")
+_NAME = rf"(?:{_PARTICLES}{_NOT_NAME}{_NAME_WORD}|{_UPPER_PARTICLE_NAME}|{_INITIAL})"
 _UPPER_NAME = (rf"(?:{_PARTICLES}{_NOT_NAME}(?:(?:[A-Z]['’])?[A-Z]{{2,30}}(?:-(?:[A-Z]['’])?[A-Z]{{2,30}})?(?![\w'’])"
                rf"|{_NAME_WORD})|{_INITIAL})")
 #: What may come next in a run of names: a capital or a particle ("Maria de la Cruz").
@@ -120,10 +126,15 @@ _LABEL_NAME = rf"(?:{_SUFFIX}|{_UPPER_NAME}|{_BARE_INITIAL}|{_FIELD_WORD}{_FIELD
 #: Relatives listed with a colon ("Mother: Jane Doe"): 2-3 capitalised words, none a family-history word
 #: ("Mother: Breast Cancer", "Father: Lou Gehrig Disease" stay).
 _FAMILY_HISTORY_WORD = rf"{words(FAMILY_HISTORY_WORDS, 'title')}(?![\w'’])"
-_RELATIVE_LIST_NAME = rf"(?!{_FAMILY_HISTORY_WORD}){_PARTICLES}{_NOT_NAME}{_NAME_WORD}"
+_RELATIVE_LIST_NAME = rf"{_PARTICLES}(?!{_FAMILY_HISTORY_WORD}){_NOT_NAME}{_NAME_WORD}"
 #: The same in UPPER case ("MOTHER: JANE DOE"): words of three letters at least ("MOTHER: CA", "FATHER: MI HTN" stay).
-_RELATIVE_LIST_UPPER_NAME = (rf"(?!{_FAMILY_HISTORY_WORD}){_PARTICLES}{_NOT_NAME}(?:[A-Z]['’])?[A-Z]{{3,30}}"
-                             r"(?:-(?:[A-Z]['’])?[A-Z]{2,30})?(?![\w'’])")
+_RELATIVE_LIST_UPPER_NAME = (rf"(?:{_PARTICLES}|{_UPPER_PARTICLES})(?!{_FAMILY_HISTORY_WORD}){_NOT_NAME}"
+                             r"(?:[A-Z]['’])?[A-Z]{3,30}(?:-(?:[A-Z]['’])?[A-Z]{2,30})?(?![\w'’])")
+#: A first name of two letters with a vowel ("MOTHER: JO ROE"; walk 22a), only before more UPPER-CASE names.
+_RELATIVE_LIST_UPPER_SHORT = rf"(?!{_FAMILY_HISTORY_WORD}){_NOT_NAME}(?=[A-Z]?[AEIOUY])[A-Z]{{2}}(?![\w'’])"
+#: One UPPER-CASE word may end the field when it has a vowel ("MOTHER: JANE"; "MOTHER: HTN", "MOTHER: CANCER"
+#: stay): the group ``vowel`` records that, a conditional reads it (one copy of the word pattern, not two).
+_UPPER_VOWEL = r"(?P<vowel>(?=[A-Z]{0,30}[AEIOUY]))?"
 #: Where a one-word value of "<relative>:" ends: a line end, the text's end, or punctuation ("Mother: Jane;").
 _RELATIVE_FIELD_END = r"(?=[ \t]{0,3}(?:[\r\n,;.|()]|$))"
 
@@ -142,7 +153,9 @@ _UNIT = (rf"(?:{words(_UNIT_WORDS, 'title')}\.?[ \t]{{0,3}}#?|#)"
 #: Regex pieces the rules share, written ``{piece}`` in a pattern.  Month names match in Title or UPPER
 #: case only ("march", "may" are verbs).  ``name``: a capitalised word (O'Brien, McDonald, Smith-Jones) or
 #: an initial, never a :data:`NOT_NAMES` or :data:`PROSE_WORDS` word nor one with a prose ending; ``names``:
-#: 1-3 of them, commas between allowed ("Smith, John"); ``upper_names``: 1-4, UPPER-CASE words too.
+#: 1-3 of them, commas between allowed ("Smith, John"); ``upper_names``: 1-4, UPPER-CASE words too; ``next_name``: a
+#: look-ahead for the next name of a run (a capital or a particle: "Pt Maria van der Berg"); ``relative``: a relation
+#: word ("daughter", "HCP: Daughter" is no name).
 #: ``month_slash_day``: a valid m/d without a year; ``month_slash_days``: one, a range or a list of up to six
 #: ("3/5-3/7", "3/5, 3/7 and 3/9"); ``age_ninety_plus``: 90-119; ``sex_follows``: M, female, male ... next,
 #: or F (not "F/U", not before a temperature word) after 90-94 or 111-119: 95-110 F is a temperature ("a
@@ -167,13 +180,15 @@ _NOT_AFTER_SCORE = "".join(
     for group in _SCORE_WORDS for separator in (r"[ \t:,]", r"[ \t:,][ \t]") for cue in ("prior", "previous"))
 
 #: Words before a list of rib or vertebral numbers ("ribs 7-9-11", "fractures 7-9-11", "left posterior 7-9-11"): after
-#: one of them and a blank, three hyphenated numbers ending in 1-12 (a rib or thoracic level, not a year such as 23)
-#: are no date ("fracture 4-17-23" is one).  Written as a negative look-ahead over alternative fixed-width look-behinds,
-#: placed right after the rule's first digit.
+#: one of them and a blank, a blank and a bracket or a bracket ("rib fractures (7-9-11)"; walk 22a), three hyphenated
+#: numbers ending in 1-12 (a rib or thoracic level, not a year such as 23) are no date ("fracture 4-17-23" is one).
+#: Written as a negative look-ahead over alternative fixed-width look-behinds, placed right after the rule's first
+#: digit.
 _LIST_WORDS = ("rib", "ribs", "level", "levels", "fracture", "fractures", "fx", "fxs", "vertebra", "vertebrae",
                "vertebral", "body", "bodies", "left", "right", "bilateral", "posterior", "anterior", "lateral",
                "posterolateral", "anterolateral")
-_NOT_AFTER_LIST = ("(?!(?:" + "|".join(rf"(?<=(?i:{word})[ \t].)" for word in _LIST_WORDS) + ")"
+_NOT_AFTER_LIST = ("(?!(?:" + "|".join(rf"(?<=(?i:{word}){gap}.)" for word in _LIST_WORDS
+                                       for gap in (r"[ \t]", r"[ \t]\(", r"\(")) + ")"
                    r"\d?-\d{1,2}-(?:0[1-9]|1[0-2])(?![\w.-]?\d))")
 #: A unit or counted noun right after a number list ("2.5.10 cm", "7-9-11 ribs"): no date.
 _COUNT_AFTER = (r"(?i:x|cm|mm|m|ml|cc|mg|kg|%|ribs?|levels?|vertebrae|views?|images?|times|weeks?|days?|months?|years?)"
@@ -192,10 +207,13 @@ FRAGMENTS: Mapping[str, str] = {
     "label_names": rf"(?:{_UPPER_NAME}|{_BARE_INITIAL}|{_FIELD_WORD}(?=,))"
                    rf"(?:(?:,[ \t]{{0,3}}|[ \t]{{1,3}}){_LABEL_NAME}){{0,4}}(?<![ \t,])",
     "relative_list_names": rf"(?:{_RELATIVE_LIST_NAME}(?:[ \t]{{1,3}}{_RELATIVE_LIST_NAME}){{1,2}}"
-                           rf"|{_RELATIVE_LIST_UPPER_NAME}(?:[ \t]{{1,3}}{_RELATIVE_LIST_UPPER_NAME}){{1,2}}"
-                           rf"|{_RELATIVE_LIST_NAME}{_RELATIVE_FIELD_END})"
+                           rf"|{_RELATIVE_LIST_NAME}{_RELATIVE_FIELD_END}"
+                           rf"|(?:{_UPPER_VOWEL}{_RELATIVE_LIST_UPPER_NAME}|{_RELATIVE_LIST_UPPER_SHORT})"
+                           rf"(?:(?:[ \t]{{1,3}}{_RELATIVE_LIST_UPPER_NAME}){{1,2}}|(?(vowel){_RELATIVE_FIELD_END}|(?!))))"
                            rf"(?![ \t]{{1,3}}{_FAMILY_HISTORY_WORD})",
     "patient_verbs": words(PATIENT_VERBS, "exact"),
+    "next_name": _NEXT_NAME,
+    "relative": rf"{words(RELATIVES)}(?![\w'’])",
     "title_word": r"(?:Dr|DR|Doctor)\.?[ \t]{1,3}",
     "month_slash_day": _MONTH_SLASH_DAY,
     "month_slash_days": rf"{_MONTH_SLASH_DAY}(?>(?:(?:[ \t]{{0,3}}(?:-|(?i:to|through))|,?[ \t]{{1,3}}(?i:and|or)|,)"

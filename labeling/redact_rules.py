@@ -243,15 +243,22 @@ REDACTION_RULES: tuple[dict, ...] = (
      "provenance": "signature blocks ('Referring physician: X', 'Attending: X')",
      "examples": ["Referring physician: Jane Roe", "Attending: SMITH, JOHN", "attending: Alan Smith"]},
     {"name": "cue_label", "kind": "name",
-     "cues": [*_NARRATIVE_CUES, "patient", "pt", "name", *_SIGN_OFF_CUES, *_CONTACT_CUES],
+     "cues": [*_NARRATIVE_CUES, "patient", "pt", "name", *_SIGN_OFF_CUES],
      "pattern": r"{cues}[ \t]{0,3}[:=][ \t]{0,3}(?:{title_word})?(?P<phi>{upper_names})",
-     "provenance": "header and sign-off lines with a colon ('Interpreted by: X', 'Patient: DOE, JOHN'), contact "
-                   "labels ('Emergency contact: X', 'HCP: X', 'Next of kin: X'; walk 21c): the colon makes the cue "
-                   "strong enough for UPPER-CASE names",
+     "provenance": "header and sign-off lines with a colon ('Interpreted by: X', 'Patient: DOE, JOHN'): the colon "
+                   "makes the cue strong enough for UPPER-CASE names",
      "examples": ["Interpreted by: John Smith, MD", "Verified by: ROE, JANE", "Patient: John Doe",
                   "PATIENT: DOE, JOHN", "Name: John Doe", "Pt: John Doe", "Seen by: John Smith",
-                  "Signed: Jane Roe MD", "ELECTRONICALLY SIGNED: ROE, JANE", "Dictated: Jane Roe",
-                  "Emergency contact: Jane Doe", "HCP: Jane Doe", "NEXT OF KIN: JANE DOE"]},
+                  "Signed: Jane Roe MD", "ELECTRONICALLY SIGNED: ROE, JANE", "Dictated: Jane Roe"]},
+    {"name": "contact_label", "kind": "name",
+     "cues": list(_CONTACT_CUES),
+     "pattern": r"{cues}[ \t]{0,3}[:=][ \t]{0,3}(?:{relative},?[ \t]{1,3}(?=[A-Z]))?(?!{relative})"
+                r"(?P<phi>{upper_names})",
+     "provenance": "contact labels ('Emergency contact: X', 'HCP: X', 'Next of kin: X'; walk 21c), UPPER-CASE names "
+                   "too; a relation word is no name (walk 22a: 'HCP: Daughter' stays, 'HCP: Daughter Jane Doe' keeps "
+                   "'Daughter')",
+     "examples": ["Emergency contact: Jane Doe", "HCP: Jane Doe", "NEXT OF KIN: JANE DOE", "HCP: Daughter Jane Doe",
+                  "Next of kin: wife, Jane Doe"]},
     {"name": "cue_phrase", "kind": "name",
      "cues": list(_STRONG_CUES),
      "pattern": r"{cues}[ \t]{1,3}(?P<phi>{names})",
@@ -278,11 +285,11 @@ REDACTION_RULES: tuple[dict, ...] = (
      "examples": ["Jane Roe MD", "Roe, Jane, M.D.", "Jo Roe PhD", "Signed Jane Roe, MD"]},
     {"name": "patient_name", "kind": "name", "cue_case": "exact", "case_evidence": True,
      "cues": ["patient", "Patient", "PATIENT", "pt", "Pt"],
-     "pattern": r"{cues}(?:(?<=t)(?<![Nn]t)\.)?[ \t]{1,3}(?P<phi>(?:{name}(?:[ \t]{1,3}(?=[A-Z]))?){2,3}(?<![ \t]))",
+     "pattern": r"{cues}(?:(?<=t)(?<![Nn]t)\.)?[ \t]{1,3}(?P<phi>(?:{name}(?:[ \t]{1,3}{next_name})?){2,3}(?<![ \t]))",
      "provenance": "'Patient John Doe', 'Pt Zebulon Quixote', 'Pt. Jo Roe' (two capitalised words at least, no prose "
                    "word: 'Patient History', 'Patient Appears Morbidly Obese', 'Pt Was Rotated' stay; not in "
                    "Title-cased prose; 'PT' is physical therapy / prothrombin time: not a cue)",
-     "examples": ["Patient John Doe", "Pt Zebulon Quixote", "pt. Jo Roe", "PATIENT Jo Roe"]},
+     "examples": ["Patient John Doe", "Pt Zebulon Quixote", "pt. Jo Roe", "PATIENT Jo Roe", "Pt Maria van der Berg"]},
     {"name": "patient_surname", "kind": "name", "cue_case": "exact", "case_evidence": True,
      "cues": ["patient", "Patient", "pt", "Pt"],
      "pattern": r"{cues}(?:(?<=t)(?<![Nn]t)\.)?[ \t]{1,3}(?P<phi>{name})(?=[ \t]{1,3}{patient_verbs}(?![\w'’-]))",
@@ -300,13 +307,16 @@ REDACTION_RULES: tuple[dict, ...] = (
     {"name": "relative_name_list", "kind": "name", "case_evidence": True,
      "cues": list(RELATIVES),
      "pattern": r"{cues}(?![\w'’-])[ \t]{0,3}:[ \t]{0,3}(?P<phi>{relative_list_names})",
-     "provenance": "HIPAA Safe Harbor (A) relatives listed with a colon ('Mother: Jane Doe'): two or three "
-                   "capitalised words or UPPER-CASE words of three letters at least ('MOTHER: JANE DOE'), or one "
-                   "capitalised word ending the field ('Mother: Jane', 'Mother: Jane;'), none a family-history word "
-                   "('Mother: breast cancer', 'Mother: Breast Cancer', 'Father: Mi Htn', 'Mother: Deceased', 'Sister: "
-                   "Sickle Cell', 'MOTHER: BREAST CA', 'Mother: Stroke.' stay); not in Title-cased prose",
+     "provenance": "HIPAA Safe Harbor (A) relatives listed with a colon ('Mother: Jane Doe'): two or three capitalised "
+                   "words or UPPER-CASE words of three letters at least ('MOTHER: JANE DOE'; the first may have two with"
+                   " a vowel: 'MOTHER: JO ROE'), or one capitalised word, or UPPER-CASE word with a vowel, ending the "
+                   "field ('Mother: Jane', 'Mother: Jane;', 'MOTHER: JANE'), none a family-history word ('Mother: breast"
+                   " cancer', 'Mother: Breast Cancer', 'Father: Mi Htn', 'Mother: Deceased', 'Sister: Sickle Cell', "
+                   "'MOTHER: BREAST CA', 'Mother: Stroke.', 'MOTHER: HTN', 'Mother: Tay-Sachs', 'Mother: von Willebrand'"
+                   " stay); surname particles in either case ('MOTHER: MARIA DE LA CRUZ'); not in Title-cased prose",
      "examples": ["Mother: Jane Doe", "Mother: Jane Doe; Father: breast cancer", "wife: Maria de la Cruz",
-                  "MOTHER: JANE DOE", "Mother: Jane", "Mother: Jane; Father: stroke"]},
+                  "MOTHER: JANE DOE", "Mother: Jane", "Mother: Jane; Father: stroke", "MOTHER: JANE", "MOTHER: JO ROE",
+                  "MOTHER: MARIA DE LA CRUZ"]},
     {"name": "street_address_cued", "kind": "address",
      "cues": ["address", "home address", "mailing address", "lives at", "living at", "resides at", "residing at"],
      "pattern": r"{cues}[ \t]{0,3}[:=-]?[ \t]{0,3}"

@@ -5,7 +5,7 @@ nobody's name, word endings no name has, and words that are never a street name.
 from __future__ import annotations
 
 __all__ = ["FAMILY_HISTORY_WORDS", "NAME_PARTICLES", "NAME_SUFFIXES", "NOT_NAMES", "NOT_STREET_NAMES",
-           "PATIENT_VERBS", "PROCEDURE_WORDS", "PROSE_SUFFIXES", "PROSE_WORDS", "RELATIVES"]
+           "PATIENT_VERBS", "PROCEDURE_WORDS", "PROSE_SUFFIXES", "PROSE_WORDS", "RELATIVES", "UPPER_NAME_PARTICLES"]
 
 #: Words that are never part of a name (a name stops before them): masks, titles, credentials, modalities,
 #: header words, common words after a cue.  Matched in Capitalised, Title and UPPER case.
@@ -104,10 +104,16 @@ neighbor neighbour roommate""".split())
 #: three before the name word; "St." / "ST." ("Dr. St. John").  "do" is left out (an English word).
 NAME_PARTICLES = tuple("""van von der den de del della dei di da das dos du la le ten ter bin ibn al el St. ST.
 Ste. STE.""".split())
+#: The same in UPPER case ("Maria DE LA CRUZ", "JAN VAN DER BERG"; walk 22a).  Left out: LE, EL, AL, TEN, TER, BIN,
+#: IBN (lower extremity, words, abbreviations); also part of :data:`NAME_PARTICLES`' runs.  After one of these an
+#: UPPER-CASE surname counts as a name where Title-case names are expected ("referring physician Maria DE LA CRUZ").
+UPPER_NAME_PARTICLES = tuple("VAN VON DER DEN DE DEL DELLA DI DA DAS DOS DU LA".split())
 
 #: Words of family-history lists ("Mother: Breast Cancer", "Father: Heart Disease", "Sister: Sickle Cell", "Father:
 #: Mi Htn"): after "<relative>:" capitalised words are a name only when none of them is one of these (nor a prose
-#: word).  Conditions, organs, their abbreviations and the words around them.  Matched in Title and UPPER case.
+#: word).  Conditions, organs, their abbreviations and the words around them; eponyms of rare conditions that are
+#: nobody's usual name ("Mother: Tay-Sachs", "MOTHER: VON WILLEBRAND"; walk 22a: Wilson, Turner, Addison stay out, they
+#: are names).  Matched in Title and UPPER case.
 FAMILY_HISTORY_WORDS = frozenset("""
 cancer cancers ca carcinoma tumor tumour malignancy leukemia lymphoma melanoma sarcoma myeloma polyp polyps
 disease diseases disorder disorders syndrome condition attack failure stroke strokes diabetes diabetic asthma
@@ -125,6 +131,12 @@ good fair poor fine excellent health arrhythmia arrhythmias angina fibromyalgia 
 hyperthyroid hypothyroidism hyperthyroidism autism dyslexia polio mental illness
 osa pad pvd bph ibs ibd ocd ptsd adhd chd ashd cabg aml cll cml nhl hcc rcc brca svt wpw hcm dcm iddm niddm pkd
 djd bp
+oa gi ad pd uc bleed bleeding knees hips asd vsd pda avm pud uti etoh ipf ild pah
+tay sachs ehlers danlos kawasaki cushing behcet sjogren raynaud fabry gaucher niemann willebrand paget guillain barre
+charcot duchenne klinefelter noonan alport cowden peutz jeghers hirschsprung kartagener osler rendu tourette asperger
+gehrig creutzfeldt jakob perthes osgood schlatter scheuermann dupuytren kienbock whipple wegener takayasu moyamoya
+fanconi blackfan wiskott hurler pompe krabbe canavan rett prader willi angelman digeorge patau meniere waldenstrom
+castleman
 """.split())
 
 #: Generational suffixes written after a name ("JOHN SMITH JR", "Roe III"): part of the name after a name label.

@@ -67,7 +67,9 @@ def rule_files() -> list[str]:
 #: ``not_before`` words.  5: target metadata ``finding_by_size`` / ``at_sites``; a side word right before a site
 #: is shared by the findings around it.  6: a finding without a side takes the exam's one side (``sites.json``
 #: ``metadata.exam_side``); an OLD/ACUTE trigger inside a negated target is no evidence ("no callus formation").
-PIPELINE_REVISION = 6
+#: 7: a region header leading the text or a findings/impression body ("Right shoulder. Healing scapular fracture.")
+#: gives the exam's side too (``exam_side.header_sections`` / ``header_words``).
+PIPELINE_REVISION = 7
 
 
 def rules_version() -> str:
@@ -298,7 +300,8 @@ def load_rule_set(tokenize: Callable[[str], list[str]] | None = None) -> RuleSet
     unknown = rule_set.line_start_sections - {rule.category for rule in rule_set.section_rules}
     if unknown:
         raise ValueError(f"line_start_sections {sorted(unknown)} are no section rule's category")
-    unknown = (rule_set.exam_side.sections if rule_set.exam_side else frozenset()) - {
+    exam = rule_set.exam_side
+    unknown = ((exam.sections | exam.header_sections) if exam else frozenset()) - {
         rule.category for rule in rule_set.section_rules}
     if unknown:
         raise ValueError(f"exam_side sections {sorted(unknown)} are no section rule's category")

@@ -103,7 +103,7 @@ def test_pipeline_revision_was_bumped():
 ])
 def test_casts_and_splints_are_devices(labeler, text):
     devices = [m for m in _found(labeler, text, "device") if m.status == "positive"]
-    assert devices and {m.device_type for m in devices} == {"other_device"}, devices
+    assert devices and {m.device_type for m in devices} == {"cast_splint"}, devices
 
 
 @pytest.mark.parametrize("text", [
