@@ -48,9 +48,17 @@ def train(
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Train a head (probe, fine-tuning, detection) on expert labels; evaluate on the held-out split; register it."""
+    """Train a head (probe, fine-tuning, detection) on expert labels; evaluate on the held-out split; register it.
+
+    The version is a digest of the config, the encoder and the labelled images: a version registered already is
+    refused before training (unless --no-register). Fine-tuning and detection keep a checkpoint in
+    <workspace>/models/runs/<version>/checkpoints/ while they train: after a Ctrl-C (exit code 130) or a crash, the
+    same command resumes there. The same job started in a second process stops at once naming the first one's pid
+    (exit code 3).
+    """
     from radloop.core.config import ConfigError, load_config
     from radloop.core.registry import RegistryError
+    from radloop.ssl.finetune_checkpoints import JobLockedError
     from radloop.ssl.finetune_config import TrainConfig
     from radloop.ssl.finetune_jobs import run_training
     from radloop.ssl.pixels import UnreadableImage
@@ -65,6 +73,8 @@ def train(
         result = run_training(catalog, job, register=register, progress=True)
     except UnreadableImage as error:  # a render cut or corrupted on disk (missing ones are left out, with a message)
         fail(f"cannot read an image: {error}")
+    except JobLockedError as error:  # the same job in another process: exit 3, as a second ingest
+        fail(str(error), code=3)
     except (ValueError, RegistryError, FileNotFoundError) as error:
         fail(str(error))
     except KeyboardInterrupt as error:  # from Lightning's graceful shutdown: says which checkpoint a rerun resumes
@@ -83,7 +93,9 @@ def evaluate(
     )] = None,
     images: Annotated[Optional[Path], typer.Option(
         "--images", help="Image folder of --coco (default: the COCO file's folder).")] = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="Catalog split (default: the job's eval split).")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help=(
+        "Catalog split: train, val or test (default: the job's eval split); a split the model trained, calibrated "
+        "or chose its epoch on is refused. Not with --coco."))] = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -95,6 +107,10 @@ def evaluate(
     _quiet_lightning()
     if split is not None and split not in ("train", "val", "test"):
         fail(f"--split {split!r}: one of train, val, test")
+    if coco is not None and split is not None:  # --split was ignored without a word
+        fail(f"--split {split} and --coco {coco} each choose the images to evaluate on: give one of them")
+    if images is not None and coco is None:  # ignored too: the catalog split was evaluated
+        fail(f"--images {images} is the image folder of a --coco file: give --coco FILE too")
     catalog = open_catalog(workspace)
     try:
         result = evaluate_model(catalog, model, coco=coco, images=images, split=split, progress=True)
@@ -320,7 +336,11 @@ def bench_finetune(
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Label efficiency: AUROC (fracture), region balanced accuracy, box mAP at 1/10/100 % labels, pretrained vs random."""
+    """Label efficiency: AUROC (fracture), region balanced accuracy, box mAP at 1/10/100 % labels, pretrained vs random.
+
+    The grid (heads, label fractions, inits, overrides for every job) is the bench file's; nothing is registered,
+    and a job that fails is a row with its error while the grid goes on.
+    """
     from radloop.core.config import ConfigError, find_config
     from radloop.ssl.finetune_bench import run_bench
 

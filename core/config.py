@@ -3,28 +3,29 @@
 Every job's tunables live in ``configs/*.yaml``.  Models declare ``extra="forbid"`` so that an unknown
 key fails fast.  Every problem is reported on one line of its own: where the value came from (the file and
 its line, or the ``--set`` override), the dotted key, what is wrong and what is allowed, with a "did you
-mean" for a near-miss key or choice (:func:`did_you_mean`).
+mean" for a near-miss key or choice (:func:`did_you_mean`).  YAML 1.1 reads an unquoted ``no``, ``off``, ``yes``
+or ``on`` as a boolean: where the setting is text (a job name), an override keeps the word and a file is refused
+with a line saying to quote it.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import re
-import types
-import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
+from radloop.core.config_messages import LineMap, did_you_mean, format_validation_error, section_model, wants_text
 
-#: (path parts) -> first line (1-based) of that key or list item in a config file
-LineMap = dict[tuple[Any, ...], int]
+__all__ = ["ConfigError", "StrictModel", "apply_overrides", "config_lines", "did_you_mean", "find_config",
+           "load_config", "save_resolved_config", "shipped_configs"]
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -35,16 +36,6 @@ class StrictModel(BaseModel):
     """Base for config models: unknown keys are errors, values are validated on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
-
-
-def did_you_mean(value: object, choices: Iterable[str]) -> str:
-    """``" (did you mean 'x'?)"`` for the choice closest to ``value`` (difflib), or ``""`` when none is close."""
-    names = [str(choice) for choice in choices]
-    matches = difflib.get_close_matches(str(value), names, n=1, cutoff=0.6)
-    if not matches and str(value):  # a shortened name: 'avg' for 'avg_tokens'
-        matches = [name for name in names if name.lower().startswith(str(value).lower())][:2]
-        matches = matches if len(matches) == 1 else []
-    return f" (did you mean {matches[0]!r}?)" if matches else ""
 
 
 class _ConfigLoader(yaml.SafeLoader):
@@ -68,27 +59,83 @@ _ConfigLoader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-def _parse_value(text: str) -> Any:
-    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+#: (path parts) -> the word YAML 1.1 read as a boolean there (``no``, ``on``, ``Yes``...)
+BoolWords = dict[tuple[Any, ...], str]
 
 
-def _override_keys(override: str) -> tuple[list[str], str]:
-    """(key parts, raw value) of ``a.b.c=value``.
+def _bool_words(node: yaml.Node | None, path: tuple[Any, ...], words: BoolWords,
+                walked: set[int] | None = None) -> BoolWords:
+    """Record in ``words`` each unquoted scalar under ``node`` that YAML reads as a boolean, with its text: a
+    setting that expects text (a job name ``no``) gets the word back, or a message saying to quote it."""
+    walked = set() if walked is None else walked
+    if node is None or id(node) in walked:
+        return words
+    walked.add(id(node))
+    if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:bool" and node.style is None:
+        words[path] = node.value
+    elif isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                _bool_words(value_node, (*path, key_node.value), words, walked)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _bool_words(item, (*path, index), words, walked)
+    return words
+
+
+def _parse_value(text: str) -> tuple[Any, BoolWords]:
+    """The YAML value of ``text`` and its boolean words (:func:`_bool_words`)."""
+    loader = _ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+        return (None if node is None else loader.construct_document(node)), _bool_words(node, (), {})
+    finally:
+        loader.dispose()
+
+
+def _override_keys(override: str, label: str | None = None) -> tuple[list[str], str]:
+    """(key parts, raw value) of ``a.b.c=value``; messages start with ``label`` (default ``--set <override>``).
 
     Raises:
         ConfigError: no ``=``, nothing before it, or an empty part in the dotted key (``a..b``, ``.a``, ``a.``).
     """
+    label = label or f"--set {override}"
     if "=" not in override:
-        raise ConfigError(f"--set {override}: an override must look like key.path=value (e.g. "
-                          f"trainer.max_steps=100)")
+        raise ConfigError(f"{label}: an override must look like key.path=value (e.g. trainer.max_steps=100)")
     dotted, raw = override.split("=", 1)
     keys = [key.strip() for key in dotted.strip().split(".")]
     if not dotted.strip():
-        raise ConfigError(f"--set {override}: no key before '=' (it must look like key.path=value)")
+        raise ConfigError(f"{label}: no key before '=' (it must look like key.path=value)")
     if any(not key for key in keys):
-        raise ConfigError(f"--set {override}: the key {dotted.strip()!r} has an empty part (two dots in a row, or a "
+        raise ConfigError(f"{label}: the key {dotted.strip()!r} has an empty part (two dots in a row, or a "
                           f"dot at an end): write it as {'.'.join(key for key in keys if key)!r}")
     return keys, raw
+
+
+def _apply(data: dict[str, Any], overrides: Sequence[str], labels: Sequence[str | None]
+           ) -> tuple[dict[str, Any], dict[tuple[Any, ...], tuple[str, int]]]:
+    """:func:`apply_overrides`, plus the boolean words of the values set: path -> (word, override index)."""
+    result = copy.deepcopy(data)
+    words: dict[tuple[Any, ...], tuple[str, int]] = {}
+    for index, (override, label) in enumerate(zip(overrides, labels)):
+        keys, raw = _override_keys(override, label)
+        label = label or f"--set {override}"
+        node = result
+        for depth, key in enumerate(keys[:-1]):
+            if node.get(key) is None:  # absent, or "trainer:" with nothing under it
+                node[key] = {}
+            node = node[key]
+            if not isinstance(node, dict):
+                raise ConfigError(f"{label}: {'.'.join(keys[:depth + 1])!r} is a value ({node!r}), not a "
+                                  f"section with keys")
+        try:
+            node[keys[-1]], found = _parse_value(raw) if raw.strip() else (None, {})
+        except yaml.YAMLError as error:
+            problem = " ".join(str(error).split())
+            raise ConfigError(f"{label}: the value is not valid YAML ({problem})") from None
+        words = {path: word for path, word in words.items() if path[:len(keys)] != tuple(keys)}
+        words.update({(*keys, *path): (word, index) for path, word in found.items()})
+    return result, words
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
@@ -99,23 +146,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
         ConfigError: an override without ``=``, with an empty key or key part, or one that goes into a value
             as if it were a section (``data.batch_size.x=1``).
     """
-    result = copy.deepcopy(data)
-    for override in overrides or ():
-        keys, raw = _override_keys(override)
-        node = result
-        for depth, key in enumerate(keys[:-1]):
-            if node.get(key) is None:  # absent, or "trainer:" with nothing under it
-                node[key] = {}
-            node = node[key]
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {override}: {'.'.join(keys[:depth + 1])!r} is a value ({node!r}), not a "
-                                  f"section with keys")
-        try:
-            node[keys[-1]] = _parse_value(raw) if raw.strip() else None
-        except yaml.YAMLError as error:
-            problem = " ".join(str(error).split())
-            raise ConfigError(f"--set {override}: the value is not valid YAML ({problem})") from None
-    return result
+    return _apply(data, list(overrides or ()), [None] * len(overrides or ()))[0]
 
 
 # ------------------------------------------------------------------------------------------ reading files
@@ -156,8 +187,8 @@ def _yaml_problem(file: Path, error: yaml.YAMLError, text: str) -> ConfigError:
     return ConfigError(f"config file {file} is not valid YAML ({' '.join(where.split())}){hint}")
 
 
-def _read_settings(file: Path) -> tuple[dict[str, Any], LineMap]:
-    """The top-level mapping of YAML ``file`` and the line of each of its keys.
+def _read_settings(file: Path) -> tuple[dict[str, Any], LineMap, BoolWords]:
+    """The top-level mapping of YAML ``file``, the line of each of its keys and its boolean words.
 
     A file without settings is refused rather than read as "all defaults": an empty pretraining config
     would otherwise start an hours-long default run.  A job's defaults come from passing no file at all.
@@ -171,6 +202,7 @@ def _read_settings(file: Path) -> tuple[dict[str, Any], LineMap]:
     try:
         node = loader.get_single_node()
         _key_lines(node, (), lines, file)
+        words = _bool_words(node, (), {})
         loaded = None if node is None else loader.construct_document(node)
     except yaml.YAMLError as error:
         raise _yaml_problem(file, error, text) from None
@@ -184,122 +216,38 @@ def _read_settings(file: Path) -> tuple[dict[str, Any], LineMap]:
         found = "a list" if isinstance(loaded, list) else f"the single value {str(loaded)[:40]!r}"
         raise ConfigError(f"config file {file} must be a mapping of settings (key: value) at the top level, "
                           f"not {found}")
-    return loaded, lines
+    return loaded, lines, words
 
 
-# ------------------------------------------------------------------------------------------ error messages
-def _section_model(annotation: Any) -> type[BaseModel] | None:
-    """The config model ``annotation`` is (``Optional`` unwrapped), or None for a plain value."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        models = [arg for arg in typing.get_args(annotation) if isinstance(arg, type) and issubclass(arg, BaseModel)]
-        return models[0] if len(models) == 1 else None
-    return None
+def config_lines(path: str | Path) -> LineMap:
+    """The line of each key and list item of config file ``path`` (see :func:`load_config` for its errors)."""
+    return _read_settings(find_config(Path(path)))[1]
 
 
-def _model_at(model: type[BaseModel], path: Sequence[Any]) -> type[BaseModel] | None:
-    """The section model at ``path`` (``()``: ``model`` itself), or None when the path is not a section."""
-    for part in path:
-        field = model.model_fields.get(str(part))
-        if field is None or (model := _section_model(field.annotation)) is None:
-            return None
-    return model
-
-
-def _all_keys(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    keys: list[tuple[str, ...]] = []
-    for name, field in model.model_fields.items():
-        keys.append((*prefix, name))
-        if (section := _section_model(field.annotation)) is not None:
-            keys += _all_keys(section, (*prefix, name))
-    return keys
-
-
-def _unknown_key(model: type[BaseModel], path: tuple[Any, ...]) -> str:
-    """``unknown key 'a.b'`` and the key meant: a near miss in the same section, the same name in another
-    section (a wrong indent), else the keys the section allows."""
-    dotted = ".".join(str(part) for part in path)
-    parent, name = path[:-1], str(path[-1])
-    section = _model_at(model, parent)
-    allowed = list(section.model_fields) if section is not None else []
-    near = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
-    if near:
-        return f"unknown key {dotted!r} (did you mean {'.'.join((*map(str, parent), near[0]))!r}?)"
-    everywhere = [".".join(key) for key in _all_keys(model)]
-    elsewhere = [key for key in everywhere if key.rsplit(".", 1)[-1] == name]
-    elsewhere = elsewhere or difflib.get_close_matches(dotted, everywhere, n=1, cutoff=0.75)
-    if elsewhere:  # the same name in several sections (batch_size of probe, finetune, detect): all of them
-        named = [repr(key) for key in elsewhere]
-        choices = named[0] if len(named) == 1 else f"{', '.join(named[:-1])} or {named[-1]}"
-        return f"unknown key {dotted!r} (did you mean {choices}?)"
-    where = f"in {'.'.join(map(str, parent))}" if parent else "at the top level"
-    return f"unknown key {dotted!r}; the keys {where} are {', '.join(allowed)}"
-
-
-def _shown(value: Any) -> str:
-    if value is None:
-        return "null"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _problem(model: type[BaseModel], item: dict[str, Any]) -> str:
-    """One pydantic error as ``key: what is wrong (got ...; did you mean ...)``, without pydantic's wording
-    ("Value error, ", ``<root>``)."""
-    path = tuple(item["loc"])
-    if item["type"] == "extra_forbidden":
-        return _unknown_key(model, path)
-    dotted = ".".join(str(part) for part in path)
-    message = item["msg"]
-    for prefix in ("Value error, ", "Assertion failed, "):
-        message = message.removeprefix(prefix)
-    value = item.get("input")
-    if item["type"] in ("value_error", "assertion_error"):
-        names_itself = not dotted or f"{dotted}." in message or f"{dotted}=" in message  # a check across keys
-        return message if names_itself else f"{dotted}: {message}"
-    section = _model_at(model, path) if path else None
-    if item["type"] in ("model_type", "model_attributes_type", "dict_type") and section is not None:
-        if isinstance(value, list):  # "- key: value" lines under a section
-            return (f"{dotted} is a section of settings ({', '.join(section.model_fields)}), not a list: write its "
-                    f"key: value lines without '-'")
-        if value is None:  # "trainer:" with nothing under it, or --set trainer=
-            return (f"{dotted} is empty (null): write its settings indented under it "
-                    f"({', '.join(section.model_fields)}), or leave it out for the defaults")
-        return (f"{dotted} is a section of settings ({', '.join(section.model_fields)}), not a single value "
-                f"(got {_shown(value)})")
-    if item["type"] == "missing":
-        return f"missing required key {dotted!r}"
-    detail = f"got {_shown(value)}" if isinstance(value, (str, int, float, bool, type(None))) else ""
-    if item["type"] == "list_type" and isinstance(value, (str, int, float)):
-        detail += f"; write a list: [{value}]"
-    if item["type"] == "literal_error" and isinstance(value, str):
-        choices = re.findall(r"'([^']*)'", str(item.get("ctx", {}).get("expected", "")))
-        hint = did_you_mean(value, choices)
-        detail += f"; {hint.strip(' ()')}" if hint else ""
-    return f"{dotted}: {message}" + (f" ({detail})" if detail else "")
-
-
-def _origin(path: tuple[Any, ...], model: type[BaseModel], file: str | None, lines: LineMap,
-            overrides: Sequence[str], shown: Sequence[str]) -> str:
-    """Where the value at ``path`` came from: the override that set it (or a section around it), else the
-    file's line; a check across a section's settings that overrides took part in names the file and them all."""
-    texts = tuple(map(str, path))
-    every = (f"{file} with " if file else "defaults with ") + f"--set {' '.join(shown)}"
-    for override, as_given in reversed(list(zip(overrides, shown))):
-        keys = tuple(key.strip() for key in override.split("=", 1)[0].strip().split("."))
-        if texts[:len(keys)] == keys:
-            return f"--set {as_given}" if file is None else f"{file}, --set {as_given}"
-    section = not path or _model_at(model, path) is not None
-    if section and any(tuple(key.strip() for key in override.split("=", 1)[0].strip().split("."))[:len(texts)]
-                       == texts for override in overrides):
-        return every
-    if file is None:
-        return every if overrides else "(defaults)"
-    for length in range(len(path), 0, -1):
-        if path[:length] in lines:
-            return f"{file}, line {lines[path[:length]]}"
-    return file
+# ------------------------------------------------------------------------------------------ values as written
+def _keep_words(data: dict[str, Any], model: type[BaseModel], file: str | None, lines: LineMap,
+                file_words: BoolWords, set_words: dict[tuple[Any, ...], tuple[str, int]],
+                overridden: Sequence[tuple[str, ...]]) -> dict[str, Any]:
+    """YAML 1.1 reads ``no``, ``off``, ``yes``, ``on`` as booleans: where the setting takes text (a job name, a
+    class name), an override's word is kept as written; a file's is refused with a line saying to quote it."""
+    for path, (word, _index) in set_words.items():
+        node = data
+        if wants_text(model, path):
+            for part in path[:-1]:
+                node = node[part]
+            node[path[-1]] = word
+    problems = []
+    for path, word in file_words.items():
+        if any(path[:len(keys)] == keys for keys in overridden) or not wants_text(model, path):
+            continue
+        line = next((lines[path[:length]] for length in range(len(path), 0, -1) if path[:length] in lines), 0)
+        dotted = ".".join(map(str, path))
+        problems.append(f"invalid config {file}, line {line}: {dotted}: YAML reads the unquoted word {word} as the "
+                        f"boolean {str(word.lower() in ('yes', 'on', 'true')).lower()}, but this setting is text: "
+                        f"quote it (\"{word}\") to keep the word")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return data
 
 
 def _sections_to_override(data: dict[str, Any], model: type[BaseModel], overrides: Sequence[str] | None
@@ -314,7 +262,7 @@ def _sections_to_override(data: dict[str, Any], model: type[BaseModel], override
         node, section = data, model
         for key in keys[:-1]:
             field = section.model_fields.get(key) if section is not None else None
-            inner = _section_model(field.annotation) if field is not None else None
+            inner = section_model(field.annotation) if field is not None else None
             if not isinstance(node, dict) or inner is None:
                 break
             if node.get(key) is None and not field.is_required():  # absent, or "trainer:" with nothing under it
@@ -323,18 +271,6 @@ def _sections_to_override(data: dict[str, Any], model: type[BaseModel], override
                     node[key] = default.model_dump(mode="json")
             node, section = node.get(key), inner
     return data
-
-
-def _format_validation_error(error: ValidationError, model: type[BaseModel], file: str | None, lines: LineMap,
-                             overrides: Sequence[str], shown: Sequence[str]) -> str:
-    """One line per problem, in the file's order: ``invalid config <file, line / --set override>: <key>: <what
-    is wrong>``."""
-    def line_of(item: dict[str, Any]) -> int:
-        path = tuple(item["loc"])
-        return next((lines[path[:length]] for length in range(len(path), 0, -1) if path[:length] in lines), 0)
-
-    return "\n".join(f"invalid config {_origin(tuple(item['loc']), model, file, lines, overrides, shown)}: "
-                     f"{_problem(model, item)}" for item in sorted(error.errors(), key=line_of))
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -359,29 +295,35 @@ def find_config(file: Path) -> Path:
 
 
 def load_config(path: str | Path | None, model: type[ModelT], overrides: list[str] | None = None, *,
-                prefix: str = "") -> ModelT:
+                prefix: str = "", origins: Sequence[str | None] | None = None) -> ModelT:
     """Load a YAML file (or just defaults when ``path`` is None) into ``model``.
 
     ``prefix``: the overrides are written with it (``bench.fractions=[1.0]`` for the bench config's
-    ``fractions``); it is taken off to apply them, and messages show them as written.
+    ``fractions``); it is taken off to apply them, and messages show them as written.  ``origins``: for each
+    override, how messages name where it came from (None: ``--set <override>``), e.g. a bench file's entry.
 
     Raises:
         ConfigError: the file is missing, unreadable, not YAML, sets a key twice, has no settings (empty, only
-            comments, ``null``), is not a mapping, or does not validate (one line per problem, each naming the
-            file's line or the override, the key, and the key or value likely meant).
+            comments, ``null``), is not a mapping, writes an unquoted ``no``/``yes``/``on``/``off`` where text is
+            expected, or does not validate (one line per problem, each naming the file's line or the override,
+            the key, and the key or value likely meant).
     """
     data: dict[str, Any] = {}
     lines: LineMap = {}
+    file_words: BoolWords = {}
     if path is not None:
-        data, lines = _read_settings(find_config(Path(path)))
+        data, lines, file_words = _read_settings(find_config(Path(path)))
     shown = list(overrides or ())
     applied = [override.removeprefix(prefix) for override in shown]
-    data = apply_overrides(_sections_to_override(data, model, applied), applied)
+    labels = [origin or f"--set {as_given}" for origin, as_given in zip(origins or [None] * len(shown), shown)]
+    data, set_words = _apply(_sections_to_override(data, model, applied), applied, labels)
+    overridden = [tuple(key.strip() for key in override.split("=", 1)[0].strip().split(".")) for override in applied]
+    data = _keep_words(data, model, None if path is None else str(path), lines, file_words, set_words, overridden)
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_format_validation_error(error, model, None if path is None else str(path), lines,
-                                                   applied, shown)) from None
+        raise ConfigError(format_validation_error(error, model, None if path is None else str(path), lines,
+                                                   applied, labels)) from None
 
 
 def save_resolved_config(config: BaseModel, path: str | Path) -> Path:

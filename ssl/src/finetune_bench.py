@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from radloop.core.catalog import Catalog
-from radloop.core.config import StrictModel, load_config
+from radloop.core.config import StrictModel, config_lines, load_config
 from radloop.ssl.finetune_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -41,11 +41,25 @@ class BenchConfig(StrictModel):
 
 
 def _job_config(folder: Path, name: str, file: str, fraction: float, init: str, bench: BenchConfig,
-                extra: list[str]) -> TrainConfig:
+                extra: list[str], entries: list[str]) -> TrainConfig:
+    """The job of one grid cell; ``entries`` names where each of ``bench.overrides`` came from."""
     path = Path(file) if Path(file).is_absolute() else folder / file
-    overrides = [*bench.overrides, *extra, f"data.label_fraction={fraction}", f"encoder.init={init}",
-                 f"data.seed={bench.seed}", "make_current=false", f"name=bench-{name}"]
-    return load_config(path, TrainConfig, overrides)
+    grid = [f"data.label_fraction={fraction}", f"encoder.init={init}", f"data.seed={bench.seed}",
+            "make_current=false", f"name=bench-{name}"]
+    origins = [*entries, *[None] * len(extra), *[f"the bench grid's {setting}" for setting in grid]]
+    return load_config(path, TrainConfig, [*bench.overrides, *extra, *grid], origins=origins)
+
+
+def _override_entries(bench_file: Path, bench: BenchConfig, bench_overrides: list[str]) -> list[str]:
+    """How messages name each of ``bench.overrides``: the bench file's ``overrides:`` entry and its line, or the
+    ``--set bench.overrides=...`` that replaced them."""
+    given = [o for o in bench_overrides if o.split("=", 1)[0].strip().startswith("bench.overrides")]
+    if given:
+        return [f"overrides entry {entry!r} (from --set {given[-1]})" for entry in bench.overrides]
+    lines = config_lines(bench_file)
+    return [f"overrides entry {entry!r} of bench file {bench_file}" + (
+        f", line {lines[('overrides', index)]}" if ("overrides", index) in lines else "")
+        for index, entry in enumerate(bench.overrides)]
 
 
 def run_bench(catalog: Catalog, config_path: str | Path, overrides: list[str] | None = None, *,
@@ -56,24 +70,29 @@ def run_bench(catalog: Catalog, config_path: str | Path, overrides: list[str] | 
     the grid stops and the rows measured so far come back with ``"interrupted": "during <job>"``.
     """
     from radloop.core.config import find_config
+    from radloop.ssl.finetune_checkpoints import JobLockedError
     from radloop.ssl.finetune_jobs import run_training
 
     overrides = list(overrides or [])
-    bench = load_config(config_path, BenchConfig, [o for o in overrides if o.startswith("bench.")], prefix="bench.")
+    bench_overrides = [o for o in overrides if o.startswith("bench.")]
+    bench = load_config(config_path, BenchConfig, bench_overrides, prefix="bench.")
     job_overrides = [o for o in overrides if not o.startswith("bench.")]
-    folder = find_config(Path(config_path)).resolve().parent  # the jobs lie beside the bench file it loaded
+    bench_file = find_config(Path(config_path))
+    folder = bench_file.resolve().parent  # the jobs lie beside the bench file it loaded
+    entries = _override_entries(bench_file, bench, bench_overrides)
     rows: list[dict[str, Any]] = []
     figures: dict[str, Any] = {}
     # every job's config is read before the first one trains: a missing job file or a bad override stops the bench
     # now, not after the jobs before it ran for minutes (their rows would be lost with the error)
-    grid = [(head, init, fraction, _job_config(folder, head, file, fraction, init, bench, job_overrides))
+    grid = [(head, init, fraction, _job_config(folder, head, file, fraction, init, bench, job_overrides, entries))
             for head, file in bench.heads.items() for init in bench.inits for fraction in bench.fractions]
     for head, init, fraction, job in grid:
         started = time.perf_counter()
         row: dict[str, Any] = {"head": head, "init": init, "fraction": fraction}
         try:
             result = run_training(catalog, job, register=False, progress=progress)
-        except ValueError as error:  # one class only, no boxes...: reported, the grid goes on
+        except (ValueError, JobLockedError) as error:  # one class only, no boxes, the job running elsewhere...:
+            # reported, the grid goes on
             row.update({"error": str(error), "seconds": round(time.perf_counter() - started, 1)})
             rows.append(row)
             log.warning("bench %s/%s/%s failed: %s", head, init, fraction, error)

@@ -11,11 +11,22 @@ does (``plugins=[SameFolderCheckpointIO()]``): a temporary file in the checkpoin
 draws the rest of that epoch's batches afresh (the loaders keep no position), so it is not bit-identical to an
 uninterrupted run.  The folder is removed once the job is done (model saved and
 registered, or measured with ``--no-register``).
+
+One process at a time trains a job: two would write one ``last.ckpt`` in turns, and each resume the other's
+steps.  :func:`job_lock` holds ``flock`` on ``<workspace>/models/runs/<version>/job.lock`` while the job runs; a second
+process stops at once with :class:`JobLockedError` naming the holder's pid.  The kernel drops the lock when its
+process ends, however it ends (``kill -9`` included), so the rerun after a killed job resumes its checkpoint.
+Where ``fcntl`` is missing (Windows) no lock is taken.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +34,86 @@ from lightning.pytorch.callbacks import Checkpoint
 
 from radloop.ssl.checkpoint_io import remove_partial_checkpoints
 
-__all__ = ["LAST_CHECKPOINT", "LastCheckpoint", "checkpoint_callback", "fit_resumable", "remove_checkpoints",
-           "resume_from"]
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+__all__ = ["JOB_LOCK", "LAST_CHECKPOINT", "JobLockedError", "LastCheckpoint", "checkpoint_callback", "fit_resumable",
+           "job_lock", "remove_checkpoints", "resume_from"]
 
 LAST_CHECKPOINT = "last.ckpt"
+JOB_LOCK = "job.lock"
+
+
+class JobLockedError(RuntimeError):
+    """Another process is training the same job (same version, same checkpoint folder)."""
+
+    def __init__(self, lock_path: Path, holder: str) -> None:
+        self.lock_path = lock_path
+        self.holder = holder
+        super().__init__(f"this job ({lock_path.parent.name}) is already training in another process "
+                         f"({holder or 'holder unknown'}) and both would write its checkpoint "
+                         f"{lock_path.parent / 'checkpoints' / LAST_CHECKPOINT}: wait for that one to finish, or "
+                         f"stop it and rerun this command to resume from its checkpoint. Lock: {lock_path}")
+
+
+def _locked_file(path: Path):
+    """``path`` opened and ``flock``-ed; a file that a finishing holder removed meanwhile is not the lock."""
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held until job_lock ends
+        except FileNotFoundError:  # the run folder went away between mkdir and open
+            continue
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            raise JobLockedError(path, holder) from None
+        try:
+            current = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            return handle
+        handle.close()
+
+
+@contextmanager
+def job_lock(folder: Path | None) -> Iterator[bool]:
+    """Hold the lock of the job whose checkpoint folder is ``folder`` for the ``with`` block (module docstring).
+
+    The lock file (and the run folder, once empty) is removed at the end.
+
+    Yields:
+        True when the lock is held, False where none is taken (``folder`` None, or no ``fcntl``).
+
+    Raises:
+        JobLockedError: another process holds it (it is not waited for).
+    """
+    if folder is None or fcntl is None:
+        yield False
+        return
+    path = Path(folder).parent / JOB_LOCK
+    handle = _locked_file(path)
+    try:
+        handle.seek(0)
+        handle.truncate()
+        started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}")
+        handle.flush()
+        yield True
+    finally:
+        path.unlink(missing_ok=True)  # while held: a process that opened it meanwhile sees it is gone
+        try:
+            path.parent.rmdir()
+        except OSError:  # checkpoints left to resume from
+            pass
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        handle.close()
 
 
 def checkpoint_callback(folder: Path, every_n_steps: int):

@@ -5,7 +5,7 @@ A job trains on ``data.train_splits`` (expert labels first, report weak labels o
 resolved YAML config) under ``<workspace>/models/<version>/`` and registers the model with its parent
 encoder, config, metrics and the expert annotation ids it used.  Fine-tuning and detection keep Lightning
 checkpoints in ``<workspace>/models/runs/<version>/checkpoints/`` while they train: the same command, rerun after
-a Ctrl-C, resumes there (:mod:`radloop.ssl.finetune_checkpoints`).
+a Ctrl-C, resumes there, and the same job in a second process is refused (:mod:`radloop.ssl.finetune_checkpoints`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from radloop.core.catalog import Catalog
 from radloop.core.config import save_resolved_config
 from radloop.core.registry import ModelRecord, RegistryError, current_model, get_model, register_model
-from radloop.ssl.finetune_checkpoints import remove_checkpoints
+from radloop.ssl.finetune_checkpoints import job_lock, remove_checkpoints
 from radloop.ssl.finetune_data import (DataError, LabeledSet, build_labeled_set, cap_images, check_no_leak,
                                       drop_missing_renders, drop_unlabelled, subsample)
 from radloop.ssl.finetune_config import EncoderConfigRef, TrainConfig
@@ -243,6 +243,7 @@ def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True
             before; checked before training.
         KeyboardInterrupt: Ctrl-C while a fine-tuned classifier or detector trained; the message says which
             checkpoint the same command resumes from (:func:`checkpoint_folder`).
+        JobLockedError: another process is training this very job (fine-tuning, detection): it is not waited for.
     """
     import lightning as L
 
@@ -280,47 +281,48 @@ def run_training(catalog: Catalog, config: TrainConfig, *, register: bool = True
     calibration, calibration_messages = _calibration_set(catalog, config, findings, train, held_out)
     bundle, encoder_version = resolve_encoder(catalog, config.encoder)
     version = _version(config, encoder_version, train, calibration)
-    if register and _is_registered(catalog, version):
-        raise VersionExistsError(version)
-    # one seed for head initialisation, augmentation, shuffling and sampling: the same job trains the same model
-    L.seed_everything(data.seed, workers=True, verbose=False)
     checkpoints = None if config.head == "probe" else checkpoint_folder(catalog, version)
-    predictor, train_summary, messages = train_head(catalog, config, train, bundle, encoder_version,
-                                                    calibration=calibration, progress=progress,
-                                                    checkpoints=checkpoints)
-    messages = render_messages + calibration_messages + messages
-    metrics: dict[str, Any] = {}
-    eval_summary: dict[str, Any] = {"split": data.eval_split, "images": 0}
-    if held_out is not None:
-        metrics = evaluate_predictor(predictor, held_out, catalog=catalog, encoder_version=encoder_version,
-                                     progress=progress)
-        eval_summary = {"split": data.eval_split, **held_out.summary()}
-    else:
-        messages.append(f"metrics not measured on eval split {data.eval_split!r}: {no_evaluation}")
-    predictor.model_version = version
-    result = JobResult(version=version, metrics=metrics, train_summary=train_summary, eval_summary=eval_summary,
-                       messages=messages, predictor=predictor)
-    if register:
-        # expert labels the model used: its training images', plus the calibration images' when they scaled it
-        # or chose its epoch
-        used = "calibration" in train_summary or "epoch_selection" in train_summary
-        annotation_ids = sorted(set(train.annotation_ids) | set(
-            calibration.annotation_ids if calibration is not None and used else []))
-        folder = catalog.workspace.models_dir / version
-        if config.head == "probe":
-            predictor.probe.save(folder)
+    with job_lock(checkpoints):  # one process per job: a second would write the same checkpoint
+        if register and _is_registered(catalog, version):  # checked under the lock: not while another registers it
+            raise VersionExistsError(version)
+        # one seed for head initialisation, augmentation, shuffling and sampling: the same job trains the same model
+        L.seed_everything(data.seed, workers=True, verbose=False)
+        predictor, train_summary, messages = train_head(catalog, config, train, bundle, encoder_version,
+                                                        calibration=calibration, progress=progress,
+                                                        checkpoints=checkpoints)
+        messages = render_messages + calibration_messages + messages
+        metrics: dict[str, Any] = {}
+        eval_summary: dict[str, Any] = {"split": data.eval_split, "images": 0}
+        if held_out is not None:
+            metrics = evaluate_predictor(predictor, held_out, catalog=catalog, encoder_version=encoder_version,
+                                         progress=progress)
+            eval_summary = {"split": data.eval_split, **held_out.summary()}
         else:
-            predictor.save(folder)
-        save_resolved_config(config, folder / "config.yaml")
-        kind = {"probe": "probe", "finetune": "classifier", "detect": "detector"}[config.head]
-        stored_config = {**config.model_dump(mode="json"), "embeddings": {"normalize": True},
-                         "train_summary": train_summary, "eval_summary": eval_summary,
-                         "encoder_init": config.encoder.init}
-        result.record = register_model(catalog, version, kind=kind, task=config.resolved_task, path=folder,
-                                       parent_version=encoder_version, config=stored_config,
-                                       metrics=_json_safe(metrics), annotation_ids=annotation_ids,
-                                       make_current=config.make_current)
-    remove_checkpoints(checkpoints)  # the job is done: nothing left to resume
+            messages.append(f"metrics not measured on eval split {data.eval_split!r}: {no_evaluation}")
+        predictor.model_version = version
+        result = JobResult(version=version, metrics=metrics, train_summary=train_summary, eval_summary=eval_summary,
+                           messages=messages, predictor=predictor)
+        if register:
+            # expert labels the model used: its training images', plus the calibration images' when they scaled it
+            # or chose its epoch
+            used = "calibration" in train_summary or "epoch_selection" in train_summary
+            annotation_ids = sorted(set(train.annotation_ids) | set(
+                calibration.annotation_ids if calibration is not None and used else []))
+            folder = catalog.workspace.models_dir / version
+            if config.head == "probe":
+                predictor.probe.save(folder)
+            else:
+                predictor.save(folder)
+            save_resolved_config(config, folder / "config.yaml")
+            kind = {"probe": "probe", "finetune": "classifier", "detect": "detector"}[config.head]
+            stored_config = {**config.model_dump(mode="json"), "embeddings": {"normalize": True},
+                             "train_summary": train_summary, "eval_summary": eval_summary,
+                             "encoder_init": config.encoder.init}
+            result.record = register_model(catalog, version, kind=kind, task=config.resolved_task, path=folder,
+                                           parent_version=encoder_version, config=stored_config,
+                                           metrics=_json_safe(metrics), annotation_ids=annotation_ids,
+                                           make_current=config.make_current)
+        remove_checkpoints(checkpoints)  # the job is done: nothing left to resume
     return result
 
 
