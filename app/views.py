@@ -50,11 +50,16 @@ def open_catalog(workspace: Workspace) -> Catalog:
 
 
 def region_counts(catalog: Catalog) -> pd.DataFrame:
-    """Images and studies per body region (``unknown`` for images without one), largest first.
+    """Images and studies per body region (``unknown`` for images without one), largest first; computed again
+    only when the catalog changed (:meth:`radloop.core.catalog.Catalog.cached`: it scans every image).
 
     Returns:
         DataFrame with columns ``body_region, images, studies``.
     """
+    return catalog.cached("views.region_counts", lambda: _region_counts(catalog)).copy()
+
+
+def _region_counts(catalog: Catalog) -> pd.DataFrame:
     # null and "" are both unknown (as in `radloop info` and the search filter): one row, each study once
     # (inline constants: PostgreSQL matches the GROUP BY expression to the SELECT one only without parameters)
     region = func.coalesce(func.nullif(Image.body_region, literal_column("''")), literal_column(f"'{UNKNOWN_REGION}'"))
@@ -74,8 +79,13 @@ def finding_counts(catalog: Catalog) -> pd.DataFrame:
 
     Returns:
         DataFrame with columns ``finding, positive, negative, uncertain, expert_positive, expert_negative``,
-        sorted by the number of positive reports.
+        sorted by the number of positive reports.  Computed again only when the catalog changed (it scans every
+        weak label).
     """
+    return catalog.cached("views.finding_counts", lambda: _finding_counts(catalog)).copy()
+
+
+def _finding_counts(catalog: Catalog) -> pd.DataFrame:
     from radloop.core.targets import image_labels
 
     table: dict[str, Counter] = defaultdict(Counter)
@@ -120,8 +130,12 @@ def weak_label_coverage(catalog: Catalog) -> Coverage:
     """Reports with at least one weak label, and images whose study has such a report.
 
     A report without any mention (e.g. a very short normal report) counts as not labelled: the rules found
-    nothing to say about it.
+    nothing to say about it.  Computed again only when the catalog changed (it scans every weak label).
     """
+    return catalog.cached("views.weak_label_coverage", lambda: _weak_label_coverage(catalog))
+
+
+def _weak_label_coverage(catalog: Catalog) -> Coverage:
     with catalog.session() as session:
         reports = session.scalar(select(func.count(Report.id))) or 0
         labelled = session.scalar(select(func.count(distinct(WeakLabel.report_id)))) or 0

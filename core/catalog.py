@@ -11,6 +11,10 @@ applies the missing ones in order inside one transaction that holds the migratio
 open an old catalog at once: one migrates, the others wait and find it done) and records them in
 ``schema_version``.
 
+Every write transaction of a catalog opened here adds one row to ``catalog_revisions`` (an engine event, before
+its first INSERT / UPDATE / DELETE): :meth:`Catalog.revision` is a cheap marker of the committed content, and
+:meth:`Catalog.cached` reuses an aggregate (the app's overview) until it changes.
+
 Read-check-write sequences that two processes may run at once (two pulls of one round) start their session
 with :func:`get_for_update`, which holds a lock until the session's transaction ends.
 """
@@ -18,19 +22,20 @@ with :func:`get_for_update`, which holds a lock until the session's transaction 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, create_engine, event, func, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from radloop.core.schema import (
-    Annotation, Base, DuplicateSource, Embedding, Image, IngestError, Model, Report, Round, SchemaVersion,
-    Selection, Study, WeakLabel,
+    Annotation, Base, CatalogRevision, DuplicateSource, Embedding, Image, IngestError, Model, Report,
+    ReportImageName, Round, SchemaVersion, Selection, Study, WeakLabel,
 )
 from radloop.core.workspace import Workspace
 
@@ -71,10 +76,35 @@ def _migration_2_pixel_duplicates(connection: Connection) -> None:
     DuplicateSource.__table__.create(connection, checkfirst=True)
 
 
+def _migration_3_scale_indexes(connection: Connection) -> None:
+    """Indexes on ``images.created_at`` (the app's case picker), the ``catalog_revisions`` change log and the
+    ``report_image_names`` index of the image names reports give, filled from the reports already catalogued."""
+    indexes = {index["name"] for index in inspect(connection).get_indexes(Image.__tablename__)}
+    for index in Image.__table__.indexes:
+        if Image.__table__.c.created_at in list(index.columns) and index.name not in indexes:
+            index.create(connection)
+    CatalogRevision.__table__.create(connection, checkfirst=True)
+    if inspect(connection).has_table(ReportImageName.__tablename__):  # a new catalog: made by migration 1
+        return
+    ReportImageName.__table__.create(connection)
+    last = ""
+    while True:  # by pages of report ids: a million reports are never all in memory
+        rows = connection.execute(select(Report.id, Report.image_external_ids).where(Report.id > last)
+                                  .order_by(Report.id).limit(IN_CHUNK)).all()
+        if not rows:
+            return
+        names = [{"report_id": report_id, "external_id": name} for report_id, external_ids in rows
+                 for name in dict.fromkeys(external_ids or ())]
+        if names:
+            connection.execute(ReportImageName.__table__.insert(), names)
+        last = rows[-1][0]
+
+
 #: Ordered schema migrations.  Append, never edit a released one.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _migration_1_initial),
     (2, "pixel hash and SOP pseudonym of images, duplicate sources", _migration_2_pixel_duplicates),
+    (3, "created_at indexes of images, catalog revisions, report image names", _migration_3_scale_indexes),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -97,6 +127,41 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+#: ``connection.info`` key: this transaction has added its ``catalog_revisions`` row
+_REVISION_LOGGED = "radloop_revision_logged"
+
+
+def _log_revision(connection: Connection, _cursor, statement: str, *_args) -> None:
+    """Before a transaction's first write, add its ``catalog_revisions`` row (in the same transaction, so that the
+    marker changes exactly when the write commits).
+
+    SQLite then deletes the older rows: its writers take turns, so the newest id alone marks the content and the
+    table keeps one row.  PostgreSQL keeps them (one small row per write transaction): writers overlap there, so
+    a transaction given an older id may commit after a newer one, and only the count tells.
+    """
+    if connection.info.get(_REVISION_LOGGED) or not statement.lstrip()[:6].upper().startswith(
+            ("INSERT", "UPDATE", "DELETE")):
+        return
+    connection.info[_REVISION_LOGGED] = True
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(f"INSERT INTO {CatalogRevision.__tablename__} DEFAULT VALUES")
+        if connection.dialect.name == "sqlite":
+            cursor.execute(f"DELETE FROM {CatalogRevision.__tablename__} WHERE id < last_insert_rowid()")
+    finally:
+        cursor.close()
+
+
+def _new_transaction(connection: Connection, *_args) -> None:
+    connection.info[_REVISION_LOGGED] = False
+
+
+def _watch_writes(engine: Engine) -> None:
+    event.listen(engine, "before_cursor_execute", _log_revision)
+    for name in ("begin", "commit", "rollback", "rollback_savepoint"):  # a rolled-back row must be added again
+        event.listen(engine, name, _new_transaction)
 
 
 #: Key of PostgreSQL's transaction-level advisory lock that serialises migrations (any constant bigint).
@@ -194,6 +259,9 @@ class Catalog:
     workspace: Workspace
     engine: Engine
     _sessions: sessionmaker
+    #: name -> (revision, value) of :meth:`cached`
+    _cache: dict[str, tuple[tuple[int, int], Any]] = field(default_factory=dict, repr=False, compare=False)
+    _cache_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def open(cls, workspace: Workspace, *, create: bool = True) -> "Catalog":
@@ -220,6 +288,7 @@ class Catalog:
             workspace.ensure()
             engine = create_engine(url, pool_pre_ping=True)
         migrate(engine)
+        _watch_writes(engine)
         return cls(workspace=workspace, engine=engine, _sessions=sessionmaker(engine, expire_on_commit=False))
 
     @contextmanager
@@ -242,8 +311,33 @@ class Catalog:
     def table_names(self) -> list[str]:
         return sorted(inspect(self.engine).get_table_names())
 
+    def revision(self) -> tuple[int, int]:
+        """A marker of the committed content: the ``catalog_revisions`` rows and the newest one's id.
+
+        Any commit through a catalog opened by :meth:`open` (any process) changes it; read it before what it
+        guards, so that a value computed afterwards is at least as new as the marker it is stored under.
+        """
+        with self.engine.connect() as connection:
+            count, newest = connection.execute(select(func.count(), func.max(CatalogRevision.id))).one()
+        return count, newest or 0
+
+    def cached(self, name: str, compute: Callable[[], T]) -> T:
+        """``compute()``, reused until the catalog changes (:meth:`revision`); callers must not modify it."""
+        revision = self.revision()
+        with self._cache_lock:
+            stored = self._cache.get(name)
+        if stored is not None and stored[0] == revision:
+            return stored[1]
+        value = compute()
+        with self._cache_lock:
+            self._cache[name] = (revision, value)
+        return value
+
     def counts(self) -> dict[str, int]:
-        """Row counts of the main tables (for summaries and the app's overview)."""
+        """Row counts of the main tables (for summaries and the app's overview); reused until the catalog changes."""
+        return dict(self.cached("counts", self._count_rows))
+
+    def _count_rows(self) -> dict[str, int]:
         tables = {"studies": Study, "images": Image, "reports": Report, "weak_labels": WeakLabel,
                   "annotations": Annotation, "embeddings": Embedding, "models": Model, "rounds": Round,
                   "selections": Selection, "ingest_errors": IngestError, "duplicate_sources": DuplicateSource}

@@ -8,7 +8,8 @@ Links, where the data says so:
 - CSV ``image``: the study of the catalogued image with that external id (file stem); also when the row's
   ``study_id`` is no catalogued study (e.g. a hospital's study number beside PNG images).
 Reports still unlinked (or linked to a study that has no image) are linked at the end of every later ingest
-once their images arrive, an ingest of images alone included; a study made for such a report that nothing
+once their images arrive, an ingest of images alone included (found by the new images' names through the
+``report_image_names`` index, so that the work follows the ingest's size, not the number of reports waiting); a study made for such a report that nothing
 refers to any more is deleted in the same transaction (:func:`remove_empty_studies`).  A CSV none of whose
 reports reaches a catalogued image while the catalog has images gets one warning that says so.
 """
@@ -18,14 +19,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, insert, or_, select
 from sqlalchemy.orm import aliased
 
-from radloop.core.catalog import Catalog
+from radloop.core.catalog import Catalog, chunked
 from radloop.core.deid import study_pseudonym
 from radloop.core.ingest_summary import IngestSummary
 from radloop.core.reports_io import ParsedReport, ReportProblem, read_reports
-from radloop.core.schema import Base, Image, IngestError, Report, Study
+from radloop.core.schema import Base, Image, IngestError, Report, ReportImageName, Study
 from radloop.core.splits import split_for_study
 
 __all__ = ["link_unlinked_reports", "remove_empty_studies", "write_reports"]
@@ -40,19 +41,23 @@ def write_reports(catalog: Catalog, path: Path, summary: IngestSummary, run_id: 
     key = catalog.workspace.pseudonym_key
     batch: list[ParsedReport | ReportProblem] = []
     csv_reports: dict[str, list[str]] = {}  # CSV file -> ids of the reports read from it
+    written: set[str] = set()  # ids of the reports read, and of the reports of the studies they left
     for item in read_reports(path):
         batch.append(item)
-        if isinstance(item, ParsedReport) and item.meta.get("format") == "csv":
-            csv_reports.setdefault(item.source.rsplit(":", 1)[0], []).append(item.report_id)
+        if isinstance(item, ParsedReport):
+            written.add(item.report_id)
+            if item.meta.get("format") == "csv":
+                csv_reports.setdefault(item.source.rsplit(":", 1)[0], []).append(item.report_id)
         if len(batch) >= BATCH:
-            _write_batch(catalog, batch, summary, run_id, name, key)
+            written |= _write_batch(catalog, batch, summary, run_id, name, key)
             batch = []
-    _write_batch(catalog, batch, summary, run_id, name, key)
-    summary.reports_linked += link_unlinked_reports(catalog)
+    written |= _write_batch(catalog, batch, summary, run_id, name, key)
+    summary.reports_linked += link_unlinked_reports(catalog, report_ids=written)
     _warn_unlinked_csv(catalog, csv_reports, summary, run_id)
 
 
-def link_unlinked_reports(catalog: Catalog) -> int:
+def link_unlinked_reports(catalog: Catalog, *, image_names: Iterable[str] | None = None,
+                          report_ids: Iterable[str] | None = None) -> int:
     """Give the reports still waiting for their images the study of a catalogued image they name; returns how many.
 
     Waiting: no study, or a study of its own, with no image and no other report (made for the report from its
@@ -60,20 +65,28 @@ def link_unlinked_reports(catalog: Catalog) -> int:
     :func:`write_reports` applies when the images come first (a study the catalog has decides, else the image
     named), so the order of the two ingests does not matter; ``ingest_paths`` calls it after writing images as
     well as after each report file.
+
+    Args:
+        image_names: external ids of the images an ingest added: only the reports naming one of them are looked
+            at (``report_image_names`` index), so the work follows the ingest, not the reports waiting.
+        report_ids: only these reports are looked at (those a report file wrote).
+            With neither, every waiting report that names a catalogued image (one indexed join).
     """
     linked = 0
-    other = aliased(Report)
     with catalog.session() as session:
-        has_images = select(Image.id).where(Image.study_id == Report.study_id).exists()
-        shared = select(other.id).where(other.study_id == Report.study_id, other.id != Report.id).exists()
-        waiting = session.execute(select(Report.id, Report.study_id, Report.image_external_ids).where(
-            or_(Report.study_id.is_(None), ~has_images & ~shared))).all()
-        waiting = [row for row in waiting if row.image_external_ids]
+        if image_names is not None:
+            scope: set[str] | None = set()
+            for part in chunked(sorted(set(image_names))):
+                scope.update(session.scalars(select(ReportImageName.report_id).where(
+                    ReportImageName.external_id.in_(part))))
+        else:
+            scope = set(report_ids) if report_ids is not None else None
+        waiting = _waiting_reports(session, scope)
         names = sorted({name for row in waiting for name in row.image_external_ids})
         study_of: dict[str, str] = {}
-        for start in range(0, len(names), BATCH):
+        for part in chunked(names):
             for external_id, study_id in session.execute(select(Image.external_id, Image.study_id).where(
-                    Image.external_id.in_(names[start:start + BATCH])).order_by(Image.id)):
+                    Image.external_id.in_(part)).order_by(Image.id)):
                 study_of.setdefault(external_id, study_id)
         left: set[str] = set()  # the studies the linked reports leave
         for row in waiting:
@@ -85,6 +98,23 @@ def link_unlinked_reports(catalog: Catalog) -> int:
                     left.add(row.study_id)
         remove_empty_studies(session, left)
     return linked
+
+
+def _waiting_reports(session, scope: set[str] | None) -> list:
+    """``(id, study_id, image_external_ids)`` of the waiting reports among ``scope`` (None: all of them that name
+    a catalogued image), those naming at least one image."""
+    other = aliased(Report)
+    has_images = select(Image.id).where(Image.study_id == Report.study_id).exists()
+    shared = select(other.id).where(other.study_id == Report.study_id, other.id != Report.id).exists()
+    query = select(Report.id, Report.study_id, Report.image_external_ids).where(
+        or_(Report.study_id.is_(None), ~has_images & ~shared))
+    if scope is None:
+        named = (select(ReportImageName.report_id)
+                 .join(Image, Image.external_id == ReportImageName.external_id))
+        rows = session.execute(query.where(Report.id.in_(named))).all()
+    else:
+        rows = [row for ids in chunked(sorted(scope)) for row in session.execute(query.where(Report.id.in_(ids)))]
+    return [row for row in rows if row.image_external_ids]
 
 
 def remove_empty_studies(session, study_ids: Iterable[str]) -> int:
@@ -160,10 +190,13 @@ def _in_xml_folder(path: Path) -> bool:
 
 
 def _write_batch(catalog: Catalog, batch: list, summary: IngestSummary, run_id: str, dataset: str,
-                 key: bytes) -> None:
+                 key: bytes) -> set[str]:
+    """Write one batch; returns the ids of the other reports of the studies its updated reports left (one of
+    them may be waiting for its images now that it no longer shares its study)."""
     if not batch:
-        return
+        return set()
     left: set[str | None] = set()  # studies that updated reports moved away from
+    names: dict[str, list[str]] = {}  # report id -> the image names it gives now (reports added or changed)
     with catalog.session() as session:
         for item in batch:
             if isinstance(item, ReportProblem):
@@ -177,8 +210,25 @@ def _write_batch(catalog: Catalog, batch: list, summary: IngestSummary, run_id: 
                 session.add(IngestError(run_id=run_id, path=item.source, stage="encoding", reason=reason))
                 summary.record_problem(item.source, "encoding", reason, warning=True)
             study_id, via_images = _study_for(session, item, key, dataset)
-            left.add(_upsert(session, item, study_id, dataset, summary, via_images=via_images))
-        remove_empty_studies(session, left - {None})
+            left.add(_upsert(session, item, study_id, dataset, summary, via_images=via_images, names=names))
+        _store_image_names(session, names)
+        left.discard(None)
+        others = {report_id for studies in chunked(sorted(left)) for report_id in session.scalars(
+            select(Report.id).where(Report.study_id.in_(studies)))}
+        remove_empty_studies(session, left)
+    return others
+
+
+def _store_image_names(session, names: dict[str, list[str]]) -> None:
+    """Replace the ``report_image_names`` rows of the reports in ``names`` (report id -> image names)."""
+    session.flush()  # the reports first
+    table = ReportImageName.__table__
+    for ids in chunked(sorted(names)):
+        session.execute(delete(table).where(table.c.report_id.in_(ids)))
+    rows = [{"report_id": report_id, "external_id": name} for report_id, given in names.items()
+            for name in dict.fromkeys(given)]
+    for part in chunked(rows):
+        session.execute(insert(table), part)
 
 
 def _study_for(session, item: ParsedReport, key: bytes, dataset: str) -> tuple[str | None, bool]:
@@ -205,8 +255,9 @@ def _study_for(session, item: ParsedReport, key: bytes, dataset: str) -> tuple[s
 
 
 def _upsert(session, item: ParsedReport, study_id: str | None, dataset: str, summary: IngestSummary, *,
-            via_images: bool = False) -> str | None:
-    """Add or update the report; returns the study it left (an updated report moved to another one), if any."""
+            via_images: bool = False, names: dict[str, list[str]]) -> str | None:
+    """Add or update the report (its image names into ``names`` when it is new or changed); returns the study it
+    left (an updated report moved to another one), if any."""
     digest = item.content_hash
     existing = session.get(Report, item.report_id)
     if via_images and (existing is None or existing.study_id is None):
@@ -217,6 +268,7 @@ def _upsert(session, item: ParsedReport, study_id: str | None, dataset: str, sum
                            text=item.text, sections=dict(item.sections), expert_codes=list(item.expert_codes),
                            image_external_ids=list(item.image_external_ids), meta=meta))
         session.flush()  # a repeated id later in this batch must find this row
+        names[item.report_id] = list(item.image_external_ids)
         summary.reports_added += 1
     elif existing.content_hash == digest:
         if existing.study_id is None and study_id:
@@ -228,6 +280,7 @@ def _upsert(session, item: ParsedReport, study_id: str | None, dataset: str, sum
         existing.expert_codes, existing.image_external_ids = list(item.expert_codes), list(item.image_external_ids)
         previous, existing.study_id = existing.study_id, study_id or existing.study_id
         existing.meta = meta
+        names[item.report_id] = list(item.image_external_ids)
         summary.reports_updated += 1
         return previous if previous != existing.study_id else None
     return None

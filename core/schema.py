@@ -73,7 +73,9 @@ class Image(Base):
     pixel_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     sop_pseudonym: Mapped[str | None] = mapped_column(String(40), index=True)
     meta: Mapped[dict] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # indexed (schema version 3, with body_region first in ix_images_region_created): the app's case picker
+    # lists the newest images, of one region or all
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
 class DuplicateSource(Base):
@@ -104,6 +106,24 @@ class Report(Base):
     image_external_ids: Mapped[list] = mapped_column(JSON, default=list)
     meta: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReportImageName(Base):
+    """One image external id a report names (``Report.image_external_ids``), indexed (schema version 3): an ingest
+    of images finds the reports waiting for them by the new images' names instead of re-reading every report."""
+
+    __tablename__ = "report_image_names"
+    report_id: Mapped[str] = mapped_column(ForeignKey("reports.id"), primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
+
+
+class CatalogRevision(Base):
+    """A row per write transaction (schema version 3; SQLite keeps only the newest): a cheap marker of the
+    catalog's content (:meth:`radloop.core.catalog.Catalog.revision`), so that aggregates are recomputed only
+    when it changed."""
+
+    __tablename__ = "catalog_revisions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
 
 
 class WeakLabel(Base):
@@ -237,3 +257,4 @@ class IngestError(Base):
 
 
 Index("ix_annotations_image_label", Annotation.image_id, Annotation.label)
+Index("ix_images_region_created", Image.body_region, Image.created_at)

@@ -51,7 +51,8 @@ def test_two_processes_opening_a_schema_1_catalog_at_once_both_succeed_and_migra
         time.sleep(1.0)  # the other opener reads the version meanwhile (before the fix: 1, so it migrated too)
 
     monkeypatch.setattr(catalog_module, "MIGRATIONS",
-                        [catalog_module.MIGRATIONS[0], (version, description, slow_migration_2)])
+                        [catalog_module.MIGRATIONS[0], (version, description, slow_migration_2),
+                         *catalog_module.MIGRATIONS[2:]])
     opened: list[Catalog] = []
 
     def first():
@@ -66,7 +67,7 @@ def test_two_processes_opening_a_schema_1_catalog_at_once_both_succeed_and_migra
         assert not errors, errors
         assert len(runs) == 1 and len(opened) == 2
         with opened[0].session() as session:
-            assert session.scalars(select(SchemaVersion.version).order_by(SchemaVersion.version)).all() == [1, 2]
+            assert session.scalars(select(SchemaVersion.version).order_by(SchemaVersion.version)).all() == [1, 2, 3]
         assert all(catalog.schema_version() == SCHEMA_VERSION for catalog in opened)
     finally:
         for catalog in opened:

@@ -273,7 +273,7 @@ def test_catalog_of_schema_1_migrates_and_a_re_ingest_backfills_pixel_hashes(tmp
 
     catalog = Catalog.open(workspace)  # migration 2 runs
     try:
-        assert catalog.schema_version() == SCHEMA_VERSION == 2
+        assert catalog.schema_version() == SCHEMA_VERSION
         inspector = inspect(catalog.engine)
         assert {"pixel_hash", "sop_pseudonym"} <= {column["name"] for column in inspector.get_columns("images")}
         assert {"ix_images_pixel_hash", "ix_images_sop_pseudonym"} <= {
@@ -296,7 +296,7 @@ def test_catalog_of_schema_1_migrates_and_a_re_ingest_backfills_pixel_hashes(tmp
     finally:
         catalog.dispose()
     reopened = Catalog.open(workspace)  # migration 2 does not run twice
-    assert reopened.schema_version() == 2 and reopened.counts()["duplicate_sources"] == 1
+    assert reopened.schema_version() == SCHEMA_VERSION and reopened.counts()["duplicate_sources"] == 1
     reopened.dispose()
 
 
