@@ -7,8 +7,9 @@ so the guidance cannot drift from the real command names.
 from __future__ import annotations
 
 __all__ = ["COMMANDS", "EMPTY_WORKSPACE", "NO_IMAGES", "NO_REPORTS", "NO_WEAK_LABELS", "NO_ENCODER",
-           "NO_ENCODER_FOR_ROUNDS", "NO_EMBEDDINGS", "NO_INDEX_HITS", "NO_FILTERED_HITS", "NO_RETRIEVAL", "NO_LABELER",
-           "NO_ROUND", "NO_ROUND_SCRIPTS", "NO_METRIC", "NO_METRIC_FINISHED", "NO_MODELS", "SWITCH_MODELS",
+           "NO_ENCODER_FOR_ROUNDS", "NO_EMBEDDINGS", "NO_INDEX_HITS", "NO_FILTERED_HITS", "NO_MATCHING_REPORTS",
+           "NO_RETRIEVAL", "NO_LABELER", "NO_ROUND", "NO_ROUND_SCRIPTS", "NO_METRIC", "NO_METRIC_FINISHED", "NO_MODELS",
+           "SWITCH_MODELS",
            "ROUND_RESUMABLE", "FINISH_SIMULATED", "PAGE_FAILED", "BROKEN_CATALOG", "DATABASE_UNREACHABLE",
            "MISSING_SEARCH_FILE", "command", "no_embeddings", "no_current_encoder", "open_round"]
 
@@ -81,6 +82,8 @@ MISSING_SEARCH_FILE = ("A file the case search needs is missing from the workspa
 NO_INDEX_HITS = f"The index returned no neighbours: rebuild it with {command('index')}."
 NO_FILTERED_HITS = ("No case matches these filters among the nearest neighbours: widen them (another region or "
                     "finding, or no finding filter).")
+NO_MATCHING_REPORTS = ("No report matches these filters: clear *Text contains*, or set *Finding* and *Status* back to "
+                       "*any*.")
 NO_RETRIEVAL = ("Case search is not available in this build (`radloop.retrieval.search_cases` is missing): "
                 "install radloop with the `retrieval` extra (`pip install -e '.[all]'`).")
 NO_LABELER = ("The report labeller is not available in this build (`radloop.labeling.ReportLabeler`): install "

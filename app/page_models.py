@@ -26,10 +26,11 @@ def render() -> None:
     if not current.empty:
         st.caption("Current: " + ", ".join(f"`{row.version}` ({row.task or row.kind})"
                                            for row in current.itertuples()))
-    st.dataframe(shown, hide_index=True, width="stretch")
+    ui.table(shown)  # missing metrics and parents as "—", not a grey "None"
     metric_columns = [column for column in shown.columns if column.startswith("metric:")]
     if metric_columns:
-        metric = st.selectbox("Metric", metric_columns, index=default_metric(metric_columns), key="models_metric")
+        ui.widget_default("models_metric", metric_columns[default_metric(metric_columns)], metric_columns)
+        metric = st.selectbox("Metric", metric_columns, key="models_metric")
         # Vega-Lite reads ":" and "." in a field name as type / nesting: plot under a plain name.
         plotted = shown[["version", metric]].dropna().rename(columns={metric: "value"})
         if not plotted.empty:
@@ -53,6 +54,10 @@ def default_metric(columns: list[str]) -> int:
     return 0
 
 
+#: Pixels per version bar: a fixed total height (axis included, as Streamlit fits the chart) overlapped the labels.
+BAR_STEP = 28
+
+
 def _metric_chart(plotted, title: str):
     """Horizontal bars, best first, with whole version names: they share long prefixes
     (``probe-fracture-r001-…``, ``-r002-…``) and a cut label made the rounds indistinguishable."""
@@ -62,7 +67,7 @@ def _metric_chart(plotted, title: str):
             .encode(x=alt.X("value:Q", title=title),
                     y=alt.Y("version:N", sort="-x", title=None, axis=alt.Axis(labelLimit=0)),
                     tooltip=["version", alt.Tooltip("value:Q", title=title)])
-            .properties(height=40 + 28 * len(plotted)))
+            .properties(height=alt.Step(BAR_STEP)))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def render() -> None:
             ui.next_step(next_steps.NO_IMAGES)
         else:
             st.bar_chart(regions, x="body_region", y="images", horizontal=True, sort="-images", height=260)
-            st.dataframe(regions, hide_index=True, width="stretch")
+            ui.table(regions)
     with right:
         st.subheader("Findings")
         findings = views.finding_counts(catalog)
@@ -39,7 +39,7 @@ def render() -> None:
         else:
             st.caption("Reports with a positive / negative / uncertain mention (weak labels) and images "
                        "with an expert label.")
-            st.dataframe(findings, hide_index=True, width="stretch", column_config={
+            ui.table(findings, column_config={
                 "positive": st.column_config.NumberColumn("pos.", help="reports with a positive mention"),
                 "negative": st.column_config.NumberColumn("neg.", help="reports with a negated mention"),
                 "uncertain": st.column_config.NumberColumn("unc.", help="reports with an uncertain mention"),
@@ -74,7 +74,7 @@ def render() -> None:
     else:
         st.caption("Metric against expert labels spent")
         st.altair_chart(_curve_chart(curve), width="stretch")
-    st.dataframe(rounds.drop(columns=["round_id"]), hide_index=True, width="stretch")
+    ui.table(rounds.drop(columns=["round_id"]))
     latest = rounds.iloc[-1]
     if latest["state"] != "finished":  # the loop waits on this round: say so where the rounds are listed
         ui.next_step(next_steps.open_round(int(latest["number"]), str(latest["state"])))
@@ -82,11 +82,12 @@ def render() -> None:
 
 def _curve_chart(curve):
     """Metric against labels, the y axis fitted to the values (AUROCs of 0.48–0.60 are flat lines on 0–1) and
-    the legend below, so that long series names ("random selection (demo baseline)") are not cut."""
+    the legend below, so that long series names ("random selection (demo baseline)") are not cut; label counts are
+    whole numbers on the x axis (no 10.5 ticks)."""
     import altair as alt
 
     return (alt.Chart(curve).mark_line(point=True)
-            .encode(x=alt.X("labels:Q", title="expert labels"),
+            .encode(x=alt.X("labels:Q", title="expert labels", axis=alt.Axis(format="d", tickMinStep=1)),
                     y=alt.Y("metric:Q", title="metric", scale=alt.Scale(zero=False)),
                     color=alt.Color("metric_name:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=0)),
                     tooltip=["metric_name", "labels", alt.Tooltip("metric:Q", format=".3f")])

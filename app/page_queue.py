@@ -5,10 +5,20 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from radloop.app import next_steps, ui, views, views_rounds
+from radloop.app import next_steps, ui, views, views_rounds, views_search
 
 THUMBNAILS = 8
 GRID_COLUMNS = 4
+#: The queue table's headers in a reader's words ("ls_task_id", "annotated" meant nothing to a radiologist).
+QUEUE_COLUMNS = {
+    "image_id": st.column_config.TextColumn("image"),
+    "score": st.column_config.NumberColumn("score", format="%.4f", help="The strategy's score (higher: picked first)."),
+    "reason": st.column_config.TextColumn("why selected", width="large"),
+    "body_region": st.column_config.TextColumn("region"),
+    "annotated": st.column_config.CheckboxColumn("answered", help="An expert answer for this round is in."),
+    "ls_task_id": st.column_config.NumberColumn("Label Studio task", format="%d",
+                                                help="The task's id in Label Studio, once the batch was pushed."),
+}
 
 
 @ui.safe_page
@@ -43,9 +53,7 @@ def render() -> None:
         ui.next_step(f"Round {info.number} has not selected images yet: "
                      f"{next_steps.command('round_start')} resumes it.")
         return
-    st.dataframe(queue.items, hide_index=True, width="stretch",
-                 column_config={"score": st.column_config.NumberColumn(format="%.4f"),
-                                "reason": st.column_config.TextColumn(width="large")})
+    ui.table(queue.items, column_config=QUEUE_COLUMNS)
     if is_open and queue.pending:
         st.subheader(f"Next to label (top {min(THUMBNAILS, queue.pending)} of {queue.pending} awaiting)")
         ranked = queue.items[~queue.items["annotated"]].head(THUMBNAILS)
@@ -53,13 +61,14 @@ def render() -> None:
         st.subheader(f"Selected by round {info.number} (top {min(THUMBNAILS, len(queue.items))} by rank)")
         ranked = queue.items.head(THUMBNAILS)
     cards = {card.image_id: card for card in views.case_cards(catalog, ranked["image_id"].tolist())}
+    alts = views_search.image_descriptions(catalog, list(cards))
     rows = list(ranked.itertuples())
     for start in range(0, len(rows), GRID_COLUMNS):  # one st.columns row per line: tiles stay aligned
         for column, row in zip(st.columns(GRID_COLUMNS), rows[start:start + GRID_COLUMNS], strict=False):
             card = cards.get(row.image_id)
             with column:
                 if card is not None and card.thumb is not None:
-                    st.image(str(card.thumb), width="stretch")
+                    st.image(str(card.thumb), width="stretch", alt=alts.get(row.image_id, row.image_id))
                 st.markdown(f"**#{row.rank}** `{row.image_id}`")
                 score = f"score {row.score:.4g} · " if pd.notna(row.score) else ""  # 147, 0.4397: as stored
                 st.caption(f"{score}{views.text_or(row.reason, '')}")

@@ -6,7 +6,7 @@ import logging
 
 import streamlit as st
 
-from radloop.app import next_steps, ui, views, views_reports
+from radloop.app import next_steps, ui, views, views_reports, views_search
 from radloop.core.vocabulary import FINDINGS, STATUSES
 
 
@@ -14,6 +14,8 @@ logger = logging.getLogger("radloop.app")
 
 REPORT_LIMIT = 200
 IMAGES_SHOWN = 4
+#: A report whose study has no image in the catalog ("0 image(s)" read as if the images had been lost).
+NO_STUDY_IMAGES = "no images of this study in the catalog (the report was imported without them)"
 
 
 @st.cache_resource(show_spinner="Loading the report rules…")
@@ -27,14 +29,24 @@ def _legend() -> str:
                     for status, colour in views_reports.STATUS_COLOURS.items())
 
 
+#: Longest error text the page echoes (a rule file's error can print the whole rule set).
+ERROR_CHARS = 200
+
+
+def _short(error: Exception) -> str:
+    """The first line of ``error``, cut to :data:`ERROR_CHARS`."""
+    text = (str(error).strip().splitlines() or [""])[0]
+    return text if len(text) <= ERROR_CHARS else text[:ERROR_CHARS - 1] + "…"
+
+
 def _live_mentions(detail: views_reports.ReportDetail) -> tuple[list, str] | None:
     """The live rules' mentions of the report and their caption, or None (said why) to keep the stored ones."""
     try:
         labeler = _labeler()
     except Exception as error:  # noqa: BLE001 - a broken rules install must not hide the report and its labels
         logger.exception("the report labeller could not be built")
-        st.warning(f"The report rules could not be loaded ({type(error).__name__}: {error}); showing the stored "
-                   "weak labels.")
+        st.warning(f"The report rules could not be loaded ({type(error).__name__}: {_short(error)}); showing the "
+                   "stored weak labels. The server log has the details.")
         return None
     if labeler is None:
         ui.next_step(views_reports.NEXT_STEP_LABELER)
@@ -56,7 +68,7 @@ def _mentions(detail: views_reports.ReportDetail, mentions: list, caption: str) 
     st.html(views_reports.highlight_html(views_reports.highlight_segments(detail.text, mentions)))
     st.caption(caption)
     if mentions:
-        st.dataframe(views_reports.mentions_frame(mentions), hide_index=True, width="stretch")
+        ui.table(views_reports.mentions_frame(mentions))  # no laterality, site, ...: "—"
     else:
         st.caption("No finding mentioned in this report.")
 
@@ -77,12 +89,12 @@ def render() -> None:
     pages = max(1, -(-total // REPORT_LIMIT))
     page = 1
     if pages > 1:  # every report stays reachable, a page of REPORT_LIMIT at a time; other filters: page 1 again
-        page = int(filter_columns[2].number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1,
-                                                  step=1, key=f"reports_page_of_{pages}"))
+        ui.widget_default(f"reports_page_of_{pages}", 1)
+        page = int(filter_columns[2].number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1,
+                                                  key=f"reports_page_of_{pages}"))
     reports = views_reports.list_reports(catalog, **filters, limit=REPORT_LIMIT, offset=(page - 1) * REPORT_LIMIT)
     if reports.empty:
-        ui.next_step("No report matches these filters." if finding != "any" or text else
-                     views_reports.NEXT_STEP_WEAK)
+        ui.next_step(next_steps.NO_MATCHING_REPORTS if finding != "any" or text else views_reports.NEXT_STEP_WEAK)
         return
     if not views_reports.weak_label_total(catalog):
         ui.next_step(views_reports.NEXT_STEP_WEAK)
@@ -99,7 +111,7 @@ def render() -> None:
                       key="reports_source")
     notes = st.container()  # the labeller's messages, above the report
     st.markdown(f"**{detail.report_id}** · study `{detail.study_id or '—'}` · "
-                f"{len(detail.image_ids)} image(s)")
+                + (f"{len(detail.image_ids)} image(s)" if detail.image_ids else NO_STUDY_IMAGES))
     st.html(_legend())
     # The stored weak labels first: the report is readable at once, while the first visit builds the medspacy
     # pipeline (5-10 s), and stays readable when the pipeline cannot be built.
@@ -118,9 +130,10 @@ def render() -> None:
     cards = [card for card in views.case_cards(catalog, detail.image_ids[:IMAGES_SHOWN]) if card.thumb is not None]
     if cards:
         st.subheader("Images of this study")
+        alts = views_search.image_descriptions(catalog, [card.image_id for card in cards])
         for column, card in zip(st.columns(IMAGES_SHOWN), cards, strict=False):
             column.image(str(card.thumb), caption=f"{card.image_id} · {card.body_region or 'unknown'}",
-                         width="stretch")
+                         width="stretch", alt=alts.get(card.image_id, card.image_id))
 
 
 if __name__ == "__main__":

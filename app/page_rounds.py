@@ -114,15 +114,18 @@ def render() -> None:
     else:
         with start_column, st.form("start_round"):
             st.subheader("Start a round")
-            task = st.selectbox("Finding to label", tasks, key="round_task",
-                                index=tasks.index(defaults["task"]) if defaults.get("task") in tasks else 0)
-            strategy = st.selectbox("Strategy", strategies, key="round_strategy",
-                                    index=strategies.index(defaults["strategy"])
-                                    if defaults.get("strategy") in strategies else 0)
+            # defaults through Session State (ui.widget_default): no "default value but also ..." server warning
+            ui.widget_default("round_task", defaults["task"] if defaults.get("task") in tasks else tasks[0], tasks)
+            ui.widget_default("round_strategy", defaults["strategy"] if defaults.get("strategy") in strategies
+                              else strategies[0], strategies)
+            ui.widget_default("round_budget", int(defaults.get("budget") or 20))
+            ui.widget_default("round_simulate", not label_studio.reachable)
+            task = st.selectbox("Finding to label", tasks, key="round_task")
+            strategy = st.selectbox("Strategy", strategies, key="round_strategy")
             budget = st.number_input("Budget (images to label)", min_value=1, max_value=10_000, step=5,
-                                     value=int(defaults.get("budget") or 20), key="round_budget")
+                                     key="round_budget")
             simulate = st.checkbox("Simulate the experts (answer from the dataset's ground truth)",
-                                   value=not label_studio.reachable, key="round_simulate")
+                                   key="round_simulate")
             start = st.form_submit_button("Start round", type="primary", disabled=encoder is None)
     with finish_column, st.form("finish_round"):
         st.subheader("Finish the round")

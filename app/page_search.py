@@ -14,9 +14,9 @@ GRID_COLUMNS = 4
 CASE_LIMIT = 500
 
 
-def _card(card: CaseCard) -> None:
+def _card(card: CaseCard, alt: str) -> None:
     if card.thumb is not None:
-        st.image(str(card.thumb), width="stretch")
+        st.image(str(card.thumb), width="stretch", alt=alt)  # id, region and side for a screen reader
     else:
         st.caption("(no thumbnail)")
     title = f"**{card.image_id}**"
@@ -65,7 +65,8 @@ def render() -> None:
         # null and "" (an older ingest's empty value) are both counted as "unknown": one option
         regions = list(dict.fromkeys(views.region_counts(catalog)["body_region"].tolist()))
         region = st.selectbox("Body region", ["all", *regions], key="search_region")
-        k = st.slider("Neighbours", min_value=1, max_value=24, value=8, key="search_k")
+        ui.widget_default("search_k", 8)
+        k = st.slider("Neighbours", min_value=1, max_value=24, key="search_k")
         same_region = st.checkbox("Neighbours from this body region only", value=False, key="search_same_region",
                                   disabled=region == "all")
         finding = st.selectbox("Neighbours with finding", ["any", *FINDINGS], key="search_finding",
@@ -97,7 +98,8 @@ def render() -> None:
     st.subheader("Query")
     if image is not None:
         preview = views_search.query_preview(image)
-        st.image(preview, caption=upload.name, width=int(preview.shape[1]))
+        st.image(preview, caption=upload.name, width=int(preview.shape[1]),
+                 alt=f"Uploaded query radiograph {upload.name}")
         if match is not None:
             if match.matched_by == "pixels":
                 st.caption(f"Same pixels as catalogued image `{match.image_id}` (a re-saved or re-encoded copy): "
@@ -110,7 +112,7 @@ def render() -> None:
         cards = views.case_cards(catalog, [query_id])
         if cards:
             with st.container(width=320):
-                _card(cards[0])
+                _card(cards[0], views_search.image_descriptions(catalog, [query_id]).get(query_id, query_id))
     filters = {}
     if same_region and region != "all":  # "unknown": images without a region (the filter matches null)
         filters["body_region"] = region
@@ -125,10 +127,11 @@ def render() -> None:
         else:
             ui.next_step(outcome.message)
         return
+    alts = views_search.image_descriptions(catalog, [card.image_id for card in outcome.neighbours])
     for start in range(0, len(outcome.neighbours), GRID_COLUMNS):
         for column, card in zip(st.columns(GRID_COLUMNS), outcome.neighbours[start:start + GRID_COLUMNS], strict=False):
             with column:
-                _card(card)
+                _card(card, alts.get(card.image_id, card.image_id))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from radloop.app import next_steps, views
@@ -22,7 +23,8 @@ from radloop.core.catalog import Catalog
 from radloop.core.workspace import Workspace, resolve_workspace
 
 __all__ = ["workspace", "require_catalog", "safe_page", "next_step", "cached_catalog", "sidebar_workspace",
-           "keep_widget_state", "PAGE_WIDGET_PREFIXES"]
+           "keep_widget_state", "widget_default", "table", "shown_missing", "PAGE_WIDGET_PREFIXES", "MISSING",
+           "REGION_COLUMNS"]
 
 logger = logging.getLogger("radloop.app")
 
@@ -122,6 +124,34 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+#: How a table cell without a value reads (Streamlit's own default is a grey "None", read as the text "None").
+MISSING = "—"
+#: Columns naming a body region: a missing one reads ``unknown``, as in the pickers, tiles and the overview.
+REGION_COLUMNS = ("body_region", "region")
+
+
+def shown_missing(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` as a table shows it: a missing region as ``unknown``, an empty text cell as :data:`MISSING` (as
+    :func:`table` shows a null one); numbers and dates keep their types."""
+    shown = frame.copy()
+    for column in shown.columns:
+        if shown[column].dtype != object and not pd.api.types.is_string_dtype(shown[column].dtype):
+            continue
+        values = shown[column].astype(object)
+        empty = values.isna() | values.map(lambda value: isinstance(value, str) and not value.strip())
+        if column in REGION_COLUMNS:
+            shown[column] = values.where(~empty, views.UNKNOWN_REGION)
+        elif empty.any():
+            shown[column] = values.where(~empty | values.isna(), MISSING)
+    return shown
+
+
+def table(frame: pd.DataFrame, **options: Any) -> None:
+    """``st.dataframe`` of ``frame`` without its index, missing values as :data:`MISSING` (see
+    :func:`shown_missing`)."""
+    st.dataframe(shown_missing(frame), hide_index=True, width="stretch", placeholder=MISSING, **options)
+
+
 def safe_page(render: Callable[[], Any]) -> Callable[[], Any]:
     """Decorate a page's ``render``: unexpected errors become a message, not a traceback."""
 
@@ -180,3 +210,14 @@ def keep_widget_state() -> None:
     for key in list(st.session_state.keys()):
         if isinstance(key, str) and key.startswith(_PREFIXES) and key not in UNSETTABLE_KEYS:
             st.session_state[key] = st.session_state[key]
+
+
+def widget_default(key: str, value: Any, options: list | None = None) -> None:
+    """Start widget ``key`` at ``value`` through Session State (kept while it is one of ``options``, when given).
+
+    A widget drawn with its own default (``value=``, ``index=``) whose key :func:`keep_widget_state` re-saved made
+    Streamlit log "created with a default value but also had its value set via the Session State API" with a
+    stack trace on the server; a widget started here is drawn without one.
+    """
+    if key not in st.session_state or (options is not None and st.session_state[key] not in options):
+        st.session_state[key] = value

@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from radloop.app import next_steps
-from radloop.app.views import CaseCard, case_cards
+from radloop.app.views import UNKNOWN_REGION, CaseCard, case_cards
 from radloop.core.catalog import Catalog
 from radloop.core.schema import Embedding, Image, Model, Study
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SearchReadiness", "SearchOutcome", "search_readiness", "find_similar", "neighbour_pairs", "decode_image",
            "query_preview", "catalog_image_count", "catalog_match_for_upload", "resolve_case", "shown_case_id",
-           "unresolved_case_message",
+           "unresolved_case_message", "image_descriptions",
            "NEXT_STEP_ENCODER", "NEXT_STEP_INDEX"]
 
 logger = logging.getLogger(__name__)
@@ -186,6 +186,26 @@ def unresolved_case_message(catalog: Catalog, case_id: str) -> str:
         return f"No image or study `{shown}` in this catalog."
     return (f"Study `{shown}` has no images in this catalog (only its report was imported). Type an image id "
             "(`I-…`) or the id of a study with images, or pick a case.")
+
+
+#: DICOM laterality codes (0020,0060 / 0020,0062) as words.
+_SIDES = {"L": "left", "R": "right", "B": "both sides"}
+
+
+def image_descriptions(catalog: Catalog, image_ids: list[str]) -> dict[str, str]:
+    """What a screen reader says for each image (its ``alt`` text): "Radiograph I-…, elbow, left, PA view"; a
+    missing region is ``unknown`` and a missing side ``side unknown``, so that every image says both."""
+    with catalog.session() as session:
+        rows = session.execute(select(Image.id, Image.body_region, Image.laterality, Image.view)
+                               .where(Image.id.in_(list(image_ids)))).all()
+    described = {}
+    for image_id, region, laterality, view in rows:
+        side = _SIDES.get((laterality or "").strip().upper(), "side unknown")
+        parts = [f"Radiograph {image_id}", f"{(region or '').strip() or UNKNOWN_REGION} region", side]
+        if view and view.strip():
+            parts.append(f"{view.strip()} view")
+        described[image_id] = ", ".join(parts)
+    return described
 
 
 def find_similar(catalog: Catalog, *, image: np.ndarray | None = None, case_id: str | None = None,
