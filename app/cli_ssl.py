@@ -140,6 +140,8 @@ def embed_command(
                                 shard_size=shard_size, devices=parsed_devices, accelerator=accelerator,
                                 num_workers=workers, progress=not json_output, reembed_lost=reembed_lost)
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into a graceful shutdown + sys.exit(1)
+        if not is_global_rank_zero():  # an extra process of a multi-device run: rank 0 says it, once
+            raise typer.Exit(130) from None
         fail("embedding interrupted: the shards written so far are kept; rerun the same command to embed the "
              "rest", code=130)
     except (OSError, IntegrityError) as error:  # an unreadable shard file, all shards lost, rows refused

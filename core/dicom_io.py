@@ -67,6 +67,8 @@ class DicomMetadata:
     ``pixel_spacing`` is (row, column) spacing in mm; ``pixel_spacing_source`` says which attribute gave it
     (``PixelSpacing`` is calibrated at the patient, ``ImagerPixelSpacing`` at the detector).
     ``window_source`` records how the display window was chosen: voi_lut | window | percentile | minmax.
+    ``orientation`` is PatientOrientation (row, column direction, e.g. ``["L", "F"]``): the pixels are
+    rendered as stored, so a frontal view whose rows run to the patient's right (``"R"``) shows mirrored.
     """
 
     modality: str | None
@@ -84,6 +86,7 @@ class DicomMetadata:
     transfer_syntax: str
     number_of_frames: int
     window_source: str
+    orientation: list[str] | None = None
     #: BurnedInAnnotation YES: text (possibly identifying) is part of the pixels; ingest warns and flags it
     burned_in_annotation: bool = False
     study_instance_uid: str | None = field(default=None, repr=False)
@@ -293,10 +296,19 @@ def _metadata(dataset: pydicom.Dataset, shape: tuple[int, ...], window_source: s
         transfer_syntax=str(syntax) if syntax else "",
         number_of_frames=int(dataset.get("NumberOfFrames", 1) or 1),
         window_source=window_source,
+        orientation=_orientation(dataset),
         burned_in_annotation=has_burned_in_annotation(dataset),
         study_instance_uid=_text(dataset, "StudyInstanceUID"),
         study_fallback_key=_study_fallback_key(dataset),
     )
+
+
+def _orientation(dataset: pydicom.Dataset) -> list[str] | None:
+    """PatientOrientation as its two direction codes (``["R", "F"]``), None when absent or malformed."""
+    value = dataset.get("PatientOrientation")
+    values = [str(part).strip().upper() for part in (value if isinstance(value, (list, tuple,
+              pydicom.multival.MultiValue)) else str(value or "").split("\\"))]
+    return values if len(values) == 2 and all(part and set(part) <= set("LRAPHF") for part in values) else None
 
 
 def _study_fallback_key(dataset: pydicom.Dataset) -> str | None:

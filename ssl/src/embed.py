@@ -7,13 +7,20 @@ embeds only what is missing.  Unreadable images are skipped with a logged reason
 whose shard file was lost from disk (deleted, truncated, of the wrong width) count as missing: their rows are
 removed with a warning and they are embedded again, unless every shard of the encoder is lost (a moved or unmounted
 folder: restore it, or pass ``reembed_lost``).  Two runs of one encoder at once finish both: a writer skips the
-images another run recorded meanwhile.
+images another run recorded meanwhile.  Ctrl-C holds back until the shard being written is recorded, and on several
+processes (Lightning's ``ddp`` launch) the launcher passes it on to the others and waits for them before Lightning
+kills them, so no process is stopped halfway through a shard.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +43,8 @@ from radloop.ssl.pixels import UnreadableImage
 __all__ = ["embed_catalog", "resolve_encoder"]
 
 logger = logging.getLogger(__name__)
+#: how long the launcher of a multi-process run waits, after Ctrl-C, for the others to finish their shard
+STOP_WAIT_S = 30.0
 
 
 def resolve_encoder(catalog: Catalog, name: str | Path) -> EncoderBundle:
@@ -128,10 +137,18 @@ class _ShardWriter(BasePredictionWriter):
             self.skipped = {image_id: reason for part in parts for image_id, reason in part[2].items()}
             self.embedded_meanwhile = sum(part[3] for part in parts)
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            _stop_launched_processes(trainer)
+
     def flush(self, rows: int | None = None) -> None:
-        """Write the first ``rows`` buffered rows (all when None) as one shard."""
+        """Write the first ``rows`` buffered rows (all when None) as one shard (Ctrl-C waits until it is recorded)."""
         if not self.ids:
             return
+        with _sigint_deferred():
+            self._flush(rows)
+
+    def _flush(self, rows: int | None) -> None:
         vectors = np.concatenate(self.vectors)
         rows = len(self.ids) if rows is None else rows
         ids, block = self.ids[:rows], vectors[:rows]
@@ -150,6 +167,42 @@ class _ShardWriter(BasePredictionWriter):
         self.written += len(ids)
         self.embedded_meanwhile += rows - len(ids)
         self.ids, self.vectors = self.ids[rows:], [vectors[rows:]] if rows < len(vectors) else []
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back until the block ends, then raise it: a shard is written and its rows recorded whole
+    (a KeyboardInterrupt inside the write threw the shard away, and a second one, the launcher passing Ctrl-C on,
+    could cut that clean-up short and leave a partial file)."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+    caught: list[tuple[int, Any]] = []
+    signal.signal(signal.SIGINT, lambda number, frame: caught.append((number, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            previous(*caught[0])
+
+
+def _stop_launched_processes(trainer: L.Trainer) -> None:
+    """Pass Ctrl-C on to the processes this one launched (Lightning's ``ddp`` launch re-runs the command once per
+    extra device) and wait for them to stop: Lightning kills them (SIGKILL) right after, which left a half-written
+    shard file when SIGINT reached the launcher alone (``kill -INT``), or when a process was still writing."""
+    launched = [process for process in getattr(trainer.strategy.launcher, "procs", None) or []
+                if isinstance(process, subprocess.Popen) and process.poll() is None]
+    for process in launched:
+        process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_WAIT_S
+    for process in launched:
+        try:
+            process.wait(max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            logger.warning("embedding process %d did not stop within %.0f s of Ctrl-C: it is killed", process.pid,
+                           STOP_WAIT_S)
 
 
 def _check_same_normalization(catalog: Catalog, version: str, normalize: bool) -> None:
