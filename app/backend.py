@@ -3,7 +3,8 @@
 Endpoints (the contract Label Studio calls, see ``label_studio/ml/api_connector.py``):
 
 - ``GET /health`` -> ``{"status": "UP", "model_class", "model_version", "last_training"}``: the model being
-  served (reloaded when the registry's current model changes) and the newest training run in brief
+  served (when the registry's current model changed and loading it takes longer than Label Studio's 1-s /
+  3-s timeouts of /health and /setup allow, they answer with the model in place while it loads) and the newest training run in brief
   (``{"status": "failed", "error": ...}`` when it failed; None before the first).
 - ``POST /setup`` ``{"project", "schema", "hostname", "access_token"}`` -> ``{"model_version": ...}``;
   remembers the project's labelling config and how to fetch images from Label Studio; 422 for a config
@@ -210,7 +211,7 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
 
     @app.get("/health")
     def health() -> dict:
-        current = holder.get()
+        current = holder.get(wait_s=0.3)  # Label Studio waits 1 s: a longer model load goes on in the background
         return {"status": "UP", "model_class": current.kind, "model_version": current.model_version,
                 "last_training": scheduler.last_run()}
 
@@ -226,7 +227,10 @@ def create_app(catalog: Catalog | None, *, settings: BackendSettings | None = No
         except (AdapterError, LabelConfigError) as error:
             raise _http_error(422, str(error)) from None
         projects.remember(parsed.project or "", config, parsed.hostname, parsed.access_token)
-        return {"model_version": holder.get().model_version}
+        from starlette.concurrency import run_in_threadpool
+
+        # Label Studio waits 3 s; the wait runs off the event loop, which other requests share
+        return {"model_version": (await run_in_threadpool(holder.get, wait_s=1.0)).model_version}
 
     def _label_studio(project: str | None) -> tuple[str, str | None] | None:
         """Base URL and token for relative image URLs: the configured Label Studio URL with the project's

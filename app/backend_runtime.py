@@ -138,10 +138,20 @@ class ModelHolder:
         self._current = loader()
         self.swaps = 0
 
-    def get(self) -> CasePredictor:
-        """The current predictor; first reloads it when the registry's current model changed."""
+    def get(self, *, wait_s: float | None = None) -> CasePredictor:
+        """The current predictor; first reloads it when the registry's current model changed.
+
+        ``wait_s``: wait at most that long for a due check (and reload), which then goes on in a background
+        thread, and answer with the model in place: Label Studio gives ``/health`` 1 s and ``/setup`` 3 s, and
+        a backend that misses them is marked disconnected ("Retrieve predictions" then predicts nothing).
+        """
         if self._registry_state is not None and time.monotonic() - self._checked_at >= self.check_interval_s:
-            self._refresh()
+            if wait_s is None:
+                self._refresh()
+            else:
+                check = threading.Thread(target=self._refresh, name="radloop-model-check", daemon=True)
+                check.start()
+                check.join(wait_s)
         with self._lock:
             return self._current
 

@@ -180,7 +180,13 @@ def ls_connect_backend(backend_url: Annotated[str, typer.Option("--backend-url",
         backend_id = client.ensure_ml_backend(binding.project_id, backend_url,
                                               basic_auth=(auth_user, password) if auth_user else None)
     except LabelStudioError as error:
-        fail(str(error))
+        message = str(error)
+        if "authentication parameters" in message:  # Label Studio's words for a 401/403 from the backend
+            message += ("\nThe ML backend refused the credentials: pass `--auth-user USER` with the password in "
+                        "$RADLOOP_BACKEND_PASSWORD, as `radloop serve-backend --auth basic:USER` was started with "
+                        "(Label Studio sends basic auth only: a backend started with `--auth bearer` cannot be "
+                        "connected)")
+        fail(message)
     emit({"project_id": binding.project_id, "ml_backend_id": backend_id, "backend_url": backend_url}, as_json)
 
 

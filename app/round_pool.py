@@ -1,8 +1,8 @@
 """The pool a new round selects from, and what the strategies score it with.
 
-Before a round selects, the earlier rounds still waiting for Label Studio answers are pulled
-(:func:`pull_late_answers`), so that an answer given since the last pull counts: its image joins the pool
-labelled instead of waiting.  The pool is the split's images, less those flagged at ingest (text burned into
+Before a round selects, the earlier Label Studio rounds that changed there since they were last read are
+pulled (:func:`pull_late_answers`), so that an answer given or corrected since the last pull counts: its image
+joins the pool labelled instead of waiting.  The pool is the split's images, less those flagged at ingest (text burned into
 the pixels), those whose task in an earlier round is still unanswered
 (:func:`radloop.app.round_labels.without_pending`) and, unless ``reselect_unclear``, those the experts could
 not label (:func:`without_unclear`).
@@ -85,10 +85,14 @@ def pool_weak_labels(catalog: Catalog, image_ids: list[str], task: str) -> np.nd
 
 
 def pull_late_answers(catalog: Catalog, config: RoundConfig, progress: Progress) -> list[str]:
-    """Pull every earlier round with Label Studio tasks, unanswered or answered; returns notes for the new round.
+    """Pull the earlier Label Studio rounds that changed there since they were last read, unanswered or
+    answered; returns notes for the new round.
 
     A round whose tasks are all answered is pulled too: an answer corrected in Label Studio after its round
-    finished (a new version) must reach this round's pool and probe, not only late answers.
+    finished (a new version) must reach this round's pool and probe, not only late answers.  Each project is
+    asked once which of its rounds changed since they were last read
+    (:func:`radloop.labeling.ls_changes.probe_project`: tasks updated since the rounds' mark, the project's task
+    count); only those are pulled, so that a start after hundreds of rounds costs a few requests per project.
 
     Each round is pulled from the server and project its tasks were pushed to (recorded per task), whatever
     the workspace is bound to now; the pull never creates or re-binds a project.  A server that cannot be
@@ -108,15 +112,14 @@ def pull_late_answers(catalog: Catalog, config: RoundConfig, progress: Progress)
     if not waiting:
         return []
     from radloop.labeling import ls_sync
+    from radloop.labeling.ls_changes import probe_project, record_probe
     from radloop.labeling.ls_client import LabelStudioError, ProjectNotFoundError
 
     progress("collecting late answers from Label Studio", 0.3)
     with catalog.session() as session:
         rows = list(session.scalars(select(Round).where(Round.id.in_(waiting)).order_by(Round.number)))
     notes: list[str] = []
-    added: dict[int, int] = {}
-    failed: dict[str, list[int]] = {}  # server -> rounds not pulled
-    reasons: dict[str, str] = {}
+    projects: dict[tuple[str, int], tuple[Any, list[Round]]] = {}  # (server, project) -> (binding, rounds)
     for row in rows:
         binding = ls_sync.pushed_binding(catalog, row.id)
         if binding is None and row.id not in pending:  # answered outside Label Studio (simulated): nothing to read
@@ -125,29 +128,58 @@ def pull_late_answers(catalog: Catalog, config: RoundConfig, progress: Progress)
             notes.append(f"round {row.number} waits for Label Studio answers but records no server its tasks went "
                          f"to: `radloop round pull --round {row.number}` pulls it from the workspace's project")
             continue
-        url = binding.url
+        projects.setdefault((binding.url, binding.project_id), (binding, []))[1].append(row)
+    added: dict[int, int] = {}
+    failed: dict[str, list[int]] = {}  # server -> rounds not pulled
+    reasons: dict[str, str] = {}
+    clients: dict[str, Any] = {}
+
+    def fail(url: str, numbers: list[int], error: Exception) -> None:
+        failed.setdefault(url, []).extend(numbers)
+        reasons.setdefault(url, str(error).splitlines()[0] if str(error) else type(error).__name__)
+
+    for (url, _project_id), (binding, group) in projects.items():
         if url in failed:
-            failed[url].append(row.number)
+            failed[url].extend(row.number for row in group)
             continue
         try:  # a quick client: an unreachable server delays the start by seconds, not minutes
-            client = ls_sync.client_from_env(url, timeout=LATE_PULL_TIMEOUT_S, retries=1, max_retry_after=5.0)
-            summary = ls_sync.pull_round(catalog, client, row.id, binding=binding)
-        except (LabelStudioError, ValueError, LookupError) as error:  # e.g. a label config edited in the UI
-            if getattr(error, "released", 0):  # a finished round's project was deleted: its tasks are released
-                notes.append(f"round {row.number}'s Label Studio project {binding.project_id} at {url} was "
-                             f"deleted: its {error.released} unanswered task(s) were released, so their images "
-                             "are in this round's pool again (answers already pulled stay in the catalog)")
-                continue
-            if isinstance(error, ProjectNotFoundError) and row.id not in pending:
-                # every task answered and pulled, the project gone since: nothing more can come from it
-                logger.info("round %s: its Label Studio project is gone (%s); nothing left to pull", row.number, error)
-                continue
-            logger.warning("round %s: late answers not pulled from Label Studio at %s: %s", row.number, url, error)
-            failed[url] = [row.number]
-            reasons[url] = str(error).splitlines()[0] if str(error) else type(error).__name__
+            client = clients.get(url) or clients.setdefault(url, ls_sync.client_from_env(
+                url, timeout=LATE_PULL_TIMEOUT_S, retries=1, max_retry_after=5.0))
+            probe = probe_project(catalog, client, binding, [row.id for row in group])
+        except ProjectNotFoundError:
+            probe = None  # the project is gone: each round's pull says what that means for it
+        except (LabelStudioError, ValueError, LookupError) as error:
+            logger.warning("late answers not pulled from Label Studio at %s: %s", url, error)
+            fail(url, [row.number for row in group], error)
             continue
-        if summary["annotations_added"]:
-            added[row.number] = summary["annotations_added"]
+        done = [row.id for row in group if probe is not None and row.id not in probe.to_pull]  # nothing changed
+        for row in group:
+            if row.id in done:
+                continue
+            if url in failed:
+                failed[url].append(row.number)
+                continue
+            try:
+                summary = ls_sync.pull_round(catalog, client, row.id, binding=binding)
+            except (LabelStudioError, ValueError, LookupError) as error:  # e.g. a label config edited in the UI
+                if getattr(error, "released", 0):  # a finished round's project was deleted: its tasks are released
+                    notes.append(f"round {row.number}'s Label Studio project {binding.project_id} at {url} was "
+                                 f"deleted: its {error.released} unanswered task(s) were released, so their images "
+                                 "are in this round's pool again (answers already pulled stay in the catalog)")
+                    continue
+                if isinstance(error, ProjectNotFoundError) and row.id not in pending:
+                    # every task answered and pulled, the project gone since: nothing more can come from it
+                    logger.info("round %s: its Label Studio project is gone (%s); nothing left to pull",
+                                row.number, error)
+                    continue
+                logger.warning("round %s: late answers not pulled from Label Studio at %s: %s", row.number, url, error)
+                fail(url, [row.number], error)
+                continue
+            done.append(row.id)
+            if summary["annotations_added"]:
+                added[row.number] = summary["annotations_added"]
+        if probe is not None:
+            record_probe(catalog, probe, done, complete=len(done) == len(group))
     for url, numbers in failed.items():
         commands = ", ".join(f"`radloop round pull --round {number}`" for number in numbers)
         notes.append(f"late answers not pulled from Label Studio at {url} before selecting ({reasons[url]}): "

@@ -105,8 +105,9 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
         config: round settings; keyword ``overrides`` (e.g. ``strategy="margin", budget=50``) apply on top.
         progress: callback ``(message, fraction)`` for long steps.
 
-    Earlier rounds with unanswered Label Studio tasks are pulled first, so that answers given since the last
-    pull count (Label Studio unreachable: noted, and the round goes on with what the catalog has).  Images
+    Earlier Label Studio rounds that changed there since they were last read are pulled first
+    (:func:`radloop.app.round_pool.pull_late_answers`), so that answers given or corrected since the last pull
+    count (Label Studio unreachable: noted, and the round goes on with what the catalog has).  Images
     whose task in an earlier round is still unanswered, and unless ``reselect_unclear`` those an expert
     answered "cannot tell" for the task or skipped, are left out of the pool (the round's notes say how many).
 

@@ -54,6 +54,9 @@ class ProjectBinding:
     media_url: str | None = None
     storage_id: int | None = None
     report_text: str = DEFAULT_REPORT_TEXT
+    #: the title last asked for (``ls init --project``, a round config's ``label_studio_project``); the project
+    #: is renamed only when a different one is asked for, so that a rename in Label Studio's UI is kept
+    asked_title: str | None = None
 
     def __post_init__(self) -> None:
         check_report_text(self.report_text)
@@ -308,9 +311,10 @@ def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str 
     """Create or update (idempotent) the workspace's project; returns a summary.
 
     The project is found by the binding's id (when it still exists on the same server), else by title;
-    its labelling config is replaced when the generated one differs.  ``title`` renames a bound project; None
-    keeps its current title (one chosen earlier or renamed in Label Studio's UI), and finds or creates one
-    under the binding's title on the same server, else :data:`DEFAULT_PROJECT_TITLE`.  The summary's
+    its labelling config is replaced when the generated one differs.  ``title`` renames a bound project (and is
+    saved as the binding's ``asked_title``); None keeps its current title (one chosen earlier or renamed in Label
+    Studio's UI), and finds or creates one under the binding's title on the same server, else
+    :data:`DEFAULT_PROJECT_TITLE`.  The summary's
     ``config_updated`` and ``title_updated`` say which of the two changed.  ``report_text`` (what tasks carry as
     report: ``redacted``, ``none``, ``as_stored``) is saved in the binding; None keeps the binding's
     setting (``redacted`` for a new one).
@@ -341,6 +345,8 @@ def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str 
                              "init` with --report-text redacted|none|as_stored to say what tasks may carry") from error
     if report_text is None:
         report_text = previous.report_text if previous else DEFAULT_REPORT_TEXT
+    asked = title if title is not None else (previous.asked_title if previous and previous.url == client.url
+                                             else None)
     label_config = build_label_config(report_text=check_report_text(report_text))
     digest = config_digest(label_config)
     media = media_dir(workspace)
@@ -383,7 +389,8 @@ def init_project(client: LabelStudioClient, workspace: Workspace, *, title: str 
             repaired = repair_image_urls(client, project_id, previous, media, document_root, media_url)
         binding = ProjectBinding(url=client.url, project_id=project_id, title=title, config_digest=digest,
                                  document_root=str(Path(document_root).resolve()) if document_root else None,
-                                 media_url=media_url, storage_id=storage_id, report_text=report_text)
+                                 media_url=media_url, storage_id=storage_id, report_text=report_text,
+                                 asked_title=asked)
         save_binding(workspace, binding)
     except Exception as error:
         # a binding written before the failure: a project kept with it beats a binding to a deleted one

@@ -140,7 +140,8 @@ def store_pull(session, round_row: Round, read: LabelStudioRead, config, binding
         selection = selections[task.case_id]
         live = [v for v in task.annotations if not v.cancelled]
         status = "annotated" if live else ("skipped" if task.annotations else "pending")
-        set_ls_meta(selection, status=status, annotations=len(task.annotations), pulled_at=now_iso())
+        set_ls_meta(selection, status=status, annotations=len(task.annotations), pulled_at=now_iso(),
+                    task_updated_at=task.updated_at.isoformat() if task.updated_at else None)
         if task.updated_at and (newest_update is None or task.updated_at.isoformat() > newest_update):
             newest_update = task.updated_at.isoformat()
         counts["tasks"] += 1

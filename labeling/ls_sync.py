@@ -118,14 +118,18 @@ def _resolve_binding(catalog: Catalog, client: LabelStudioClient, binding: Proje
                      project: str | None) -> ProjectBinding:
     """The workspace's project on ``client``'s server: the binding ``radloop ls init`` saved when it is for this
     server (and ``project``, when a title is asked for), else the project is created or re-bound with the
-    binding's own settings (document root, media URL) kept."""
+    binding's own settings (document root, media URL) kept.
+
+    A ``project`` title (a round config's ``label_studio_project``) equal to the bound project's title or to the
+    title last asked for (``asked_title``) keeps the binding: a project renamed in Label Studio's UI stays renamed
+    while the config names it as before; a new name in the config renames the bound project once."""
     if binding is not None:
         return binding
     try:
         current = load_binding(catalog.workspace)
     except FileNotFoundError:
         current = None
-    if current is not None and current.url == client.url and project in (None, current.title):
+    if current is not None and current.url == client.url and project in (None, current.title, current.asked_title):
         return current
     from radloop.labeling.ls_project import DEFAULT_PROJECT_TITLE
 
