@@ -234,7 +234,8 @@ def default_train_function(catalog: Catalog | None, config_path: str | Path | No
     config at ``config_path`` (e.g. ``configs/finetune/probe_cpu.yaml``), registering the new model as current.
 
     Returns a dict with ``status``: ``trained``; ``unchanged`` (the labelled set, and so the version, is the
-    registered one's: outcome "no new labels; model <version> unchanged"); ``recorded`` (no config, or no
+    registered one's: outcome "no new labels; model <version> unchanged"); ``busy`` (the same job is training in
+    another process, e.g. a ``radloop train`` beside the backend: outcome says which); ``recorded`` (no config, or no
     fine-tuning installed).  Every request is appended to ``<workspace>/logs/training-requests.jsonl``.
     """
 
@@ -253,6 +254,7 @@ def default_train_function(catalog: Catalog | None, config_path: str | Path | No
         try:
             from radloop.core.config import load_config
             from radloop.ssl.finetune_config import TrainConfig
+            from radloop.ssl.finetune_checkpoints import JobLockedError
             from radloop.ssl.finetune_jobs import VersionExistsError, run_training
         except ImportError as error:
             return {"status": "recorded", "trained": False, "pull": pulled,
@@ -263,6 +265,8 @@ def default_train_function(catalog: Catalog | None, config_path: str | Path | No
         except VersionExistsError as error:
             return {"status": "unchanged", "trained": False, "version": error.version, "pull": pulled,
                     "outcome": f"no new labels; model {error.version} unchanged"}
+        except JobLockedError as error:  # the same job is training elsewhere (a CLI `radloop train`): not an error
+            return {"status": "busy", "trained": False, "pull": pulled, "outcome": str(error)}
         return {"status": "trained", "trained": True, "version": result.version, "pull": pulled,
                 "outcome": f"trained and registered model {result.version}", "metrics": {
                     key: value for key, value in result.metrics.items() if isinstance(value, (int, float, str))}}
