@@ -63,7 +63,8 @@ def build_app() -> typer.Typer:
     groups = CommandGroups(
         root=app,
         bench=typer.Typer(no_args_is_help=True, help="Benchmarks: commands that print measured figures."),
-        labelstudio=typer.Typer(no_args_is_help=True, help="Label Studio projects."),
+        labelstudio=typer.Typer(no_args_is_help=True, help="Label Studio: create the workspace's project, connect "
+                                                            "the ML backend, export a round's tasks."),
         round=typer.Typer(no_args_is_help=True, help="Active-learning rounds: start, push, pull, status, finish."),
         models=typer.Typer(no_args_is_help=True, help="Model registry: list, set current, roll back."),
     )

@@ -40,7 +40,8 @@ def search_command(
         "--filter", help="key=value, repeatable (same key: any of; keys: body_region, finding, split, dataset, "
                          "modality, view, laterality; body_region=unknown: images without a region, as "
                          "`radloop info` counts them, likewise for modality, view, laterality).")] = None,
-    encoder: Annotated[Optional[str], typer.Option("--encoder", help="Encoder version (default: the current one).")] = None,
+    encoder: Annotated[Optional[str], typer.Option(
+        "--encoder", help="Encoder version or encoder folder (default: the current encoder).")] = None,
     same_study: Annotated[bool, typer.Option(
         "--same-study", help="Also list the query's other study images (other views, copies).")] = False,
     workspace: WorkspaceOption = None,
@@ -70,10 +71,10 @@ def search_command(
     try:
         if match is not None:
             hits = search_cases(catalog, case_id=match.image_id, k=k, filters=parsed, encoder=encoder,
-                                same_study=same_study)
+                                same_study=same_study, progress=say)
         else:
             hits = search_cases(catalog, image=image, case_id=case, k=k, filters=parsed, encoder=encoder,
-                                same_study=same_study, match_file=False)  # looked up above
+                                same_study=same_study, match_file=False, progress=say)  # looked up above
         version = resolve_encoder_version(catalog, encoder)
     except (ValueError, LookupError, FileNotFoundError) as error:
         fail(str(error))
@@ -101,12 +102,14 @@ def search_command(
              ", ".join(f"{key}={value}" for key, value in hit.labels.items()), hit.report_excerpt[:80]]
             for hit in hits]
     show(listing_table(["rank", "image", "distance", "region", "labels", "report"], rows,
-                       title=f"{len(hits)} neighbours of {result['query']}", whole=("image",)))
+                       title=f"{len(hits)} neighbour{'s' if len(hits) != 1 else ''} of {result['query']}",
+                       whole=("image",)))
 
 
 @index_app.command("build")
 def index_build_command(
-    encoder: Annotated[Optional[str], typer.Option("--encoder", help="Encoder version (default: the current one).")] = None,
+    encoder: Annotated[Optional[str], typer.Option(
+        "--encoder", help="Encoder version or encoder folder (default: the current encoder).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Index YAML (configs/retrieval/index.yaml).")] = None,
     factory: Annotated[Optional[str], typer.Option("--factory", help="FAISS factory string, overrides the choice.")] = None,
     overrides: OverrideOption = None,
@@ -125,7 +128,7 @@ def index_build_command(
         version = resolve_encoder_version(catalog, encoder)
         say(f"building the case-search index of {version}'s embeddings (minutes for millions of images)")
         start = time.perf_counter()
-        manager = IndexManager.from_catalog(catalog, version, settings)
+        manager = IndexManager.from_catalog(catalog, version, settings, progress=say)
         folder = manager.save(index_folder(catalog.workspace, version))
     except (ValueError, LookupError) as error:
         fail(str(error))
@@ -137,7 +140,8 @@ def index_build_command(
 
 @index_app.command("info")
 def index_info_command(
-    encoder: Annotated[Optional[str], typer.Option("--encoder", help="Encoder version (default: the current one).")] = None,
+    encoder: Annotated[Optional[str], typer.Option(
+        "--encoder", help="Encoder version or encoder folder (default: the current encoder).")] = None,
     workspace: WorkspaceOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -160,4 +164,11 @@ def index_info_command(
     except ValueError as error:  # truncated or overwritten manifest (JSON and text decoding errors alike)
         fail(f"the index at {manifest.parent} cannot be read ({manifest.name}: {error}): rebuild it with "
              f"`radloop index build --encoder {version}`")
+    from radloop.retrieval.search import index_coverage
+
+    unindexed = index_coverage(catalog, version)[0] - int(saved.get("count") or 0)  # count: live ids only
+    if unindexed > 0:  # the manifest's counts alone read as if the index covered every embedded image
+        console.print(f"note: {unindexed:,} images embedded with {version} since this index was saved are not in "
+                      "it yet: the next `radloop search` adds them (or `radloop index build`)", markup=False,
+                      highlight=False)
     emit(saved, json_output, title="index")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -77,27 +78,40 @@ class IndexManager(IndexSearch, IndexPersistence):
         self.trained_count: int | None = None  # vectors the index was created (trained) with; later adds extend it
         #: the catalog's embedding rows this index holds, as :func:`radloop.core.embeddings.embedding_mark` took it
         self.catalog_mark: dict | None = None
+        self._progress: Callable[[str], None] | None = None  # set by build / from_catalog while they run
 
     # ----------------------------------------------------------------------------------------- building
     @classmethod
-    def build(cls, vectors: np.ndarray, ids: list[str], model_version: str,
-              config: IndexConfig | None = None) -> "IndexManager":
-        """Choose, train and fill an index from ``vectors`` (N, D) with ``ids`` (N; stored as ``str(id)``)."""
+    def build(cls, vectors: np.ndarray, ids: list[str], model_version: str, config: IndexConfig | None = None,
+              progress: Callable[[str], None] | None = None) -> "IndexManager":
+        """Choose, train and fill an index from ``vectors`` (N, D) with ``ids`` (N; stored as ``str(id)``);
+        ``progress`` is told each stage that takes long at scale (training, adding, calibrating)."""
         vectors = np.asarray(vectors)
         if vectors.ndim != 2:
             raise ValueError(f"vectors must be (N, D), got shape {vectors.shape}")
         manager = cls(vectors.shape[1], model_version, config)
-        manager.add(vectors, ids, model_version=model_version)
+        manager._progress = progress
+        try:
+            manager.add(vectors, ids, model_version=model_version)
+        finally:
+            manager._progress = None
         return manager
 
+    def _say(self, message: str) -> None:
+        if self._progress is not None:
+            self._progress(message)
+
     @classmethod
-    def from_catalog(cls, catalog, model_version: str, config: IndexConfig | None = None) -> "IndexManager":
-        """Build from the embeddings stored in the catalog for ``model_version``."""
+    def from_catalog(cls, catalog, model_version: str, config: IndexConfig | None = None,
+                     progress: Callable[[str], None] | None = None) -> "IndexManager":
+        """Build from the embeddings stored in the catalog for ``model_version`` (``progress``: see ``build``)."""
         from radloop.core.embeddings import embedding_mark, load_embeddings
 
         mark = embedding_mark(catalog, model_version)  # before reading: rows added meanwhile lie above it
+        if progress is not None and mark["count"]:
+            progress(f"reading {mark['count']:,} embeddings of {model_version}")
         embeddings = load_embeddings(catalog, model_version)
-        manager = cls.build(embeddings.vectors, embeddings.image_ids, model_version, config)
+        manager = cls.build(embeddings.vectors, embeddings.image_ids, model_version, config, progress)
         manager.catalog_mark = mark
         return manager
 
@@ -176,6 +190,7 @@ class IndexManager(IndexSearch, IndexPersistence):
             if ivf is not None and len(training) < ivf.nlist:
                 raise ValueError(f"index {self.factory!r} needs at least {ivf.nlist} vectors to train, "
                                  f"got {len(training)}")
+            self._say(f"training {self.factory} on {len(training):,} vectors")
             note = train_index(index, training, self.factory)  # FAISS's raw k-means warnings: one line
             if note:
                 logger.warning(note)
@@ -253,6 +268,7 @@ class IndexManager(IndexSearch, IndexPersistence):
         self._writable()
         start = len(self._ids)
         labels = np.arange(start, start + len(ids), dtype=np.int64)
+        self._say(f"adding {len(ids):,} vectors to the {self.factory} index")
         try:
             self.index.add_with_ids(prepared, labels)
         except RuntimeError as error:  # a forced factory FAISS cannot add to with ids (RFlat), or not twice (NSG)
@@ -282,6 +298,7 @@ class IndexManager(IndexSearch, IndexPersistence):
         ivf = faiss.try_extract_index_ivf(self.index)
         if ivf is None or self.config.nprobe is not None or len(vectors) <= k + 1:
             return
+        self._say(f"calibrating nprobe to recall@{k} >= {self.config.target_recall} on sampled vectors")
         rng = np.random.default_rng(self.config.seed)
         rows = np.sort(rng.choice(len(vectors), min(self.config.calibration_queries, len(vectors)), replace=False))
         queries = vectors[rows]

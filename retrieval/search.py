@@ -10,6 +10,7 @@ since it was saved, or built and saved when there is none.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,11 @@ def resolve_encoder_version(catalog, encoder: str | None = None) -> str:
         if path.is_dir() and (path / "encoder.json").is_file():
             from radloop.ssl import load_encoder
 
-            return load_encoder(path).version
+            version = load_encoder(path).version
+            if not _has_embeddings(catalog, version):  # core's hint would name the version, unknown to `embed`
+                raise LookupError(f"encoder {encoder} ({version}) has no embeddings in this workspace: run "
+                                  f"`radloop embed --encoder {encoder}` first")
+            return version
         from radloop.core.schema import Model
 
         with catalog.session() as session:
@@ -94,14 +99,29 @@ def resolve_encoder_version(catalog, encoder: str | None = None) -> str:
                       "current: pass --encoder VERSION")
 
 
-def load_index(catalog, model_version: str, config: IndexConfig | None = None) -> IndexManager:
-    """The saved index of ``model_version``, brought up to date with the catalog's embeddings."""
+def _has_embeddings(catalog, model_version: str) -> bool:
+    from radloop.core.schema import Embedding
+
+    with catalog.session() as session:
+        return session.scalar(select(Embedding.id).where(Embedding.model_version == model_version).limit(1)) is not None
+
+
+def load_index(catalog, model_version: str, config: IndexConfig | None = None,
+               progress: Callable[[str], None] | None = None) -> IndexManager:
+    """The saved index of ``model_version``, brought up to date with the catalog's embeddings.
+
+    ``progress`` is told when the index has to be built (the first search: a minute for a million images) or
+    extended with embeddings added since it was saved.
+    """
     from radloop.core.embeddings import embedding_mark, load_embeddings
     from radloop.core.schema import Embedding
 
+    say = progress or (lambda _message: None)
     folder = index_folder(catalog.workspace, model_version)
     if not (folder / "manifest.json").is_file():
-        manager = IndexManager.from_catalog(catalog, model_version, config)
+        say(f"building the case-search index of {model_version}'s embeddings on first use "
+            "(minutes for millions of images; saved for the next searches)")
+        manager = IndexManager.from_catalog(catalog, model_version, config, progress)
         manager.save(folder)
         return manager
     manager = IndexManager.load(folder, model_version=model_version)
@@ -114,6 +134,7 @@ def load_index(catalog, model_version: str, config: IndexConfig | None = None) -
         stored = set(session.scalars(query))
     missing = sorted(image_id for image_id in stored if image_id not in manager)
     if missing:
+        say(f"adding {len(missing):,} new embeddings to the case-search index of {model_version}")
         new = load_embeddings(catalog, model_version, missing)
         manager.add(new.vectors, new.image_ids, model_version=model_version)
         manager.catalog_mark = latest  # every row up to it is indexed now
@@ -132,8 +153,8 @@ def _no_query_image(session, case_id: str) -> str:
             + ": there is nothing to search with; pass an image id of another study, or --image PATH")
 
 
-def _query_vector(catalog, model_version: str, image, case_id: str | None,
-                  match_file: bool = True) -> tuple[np.ndarray, str | None]:
+def _query_vector(catalog, model_version: str, image, case_id: str | None, match_file: bool = True,
+                  say: Callable[[str], None] = lambda _message: None) -> tuple[np.ndarray, str | None]:
     """(vector (D,), catalog image id of the query or None)."""
     from radloop.core.embeddings import load_embeddings
     from radloop.core.schema import Image
@@ -180,6 +201,7 @@ def _query_vector(catalog, model_version: str, image, case_id: str | None,
                 else f"the query image must be embedded with {model_version}")
         raise LookupError(f"{what}, and that encoder is not at hand to embed it ({error}); search a case embedded "
                           "with it, or with a registered encoder") from None
+    say(f"embedding the query image with {model_version}" + (" (not embedded yet)" if image_id is not None else ""))
     try:
         return embed_images(bundle, [source])[0], image_id
     except MemoryError:
@@ -283,7 +305,7 @@ def _describe(catalog, hits: list[tuple[str, float]]) -> list[CaseNeighbour]:
 def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_id: str | None = None,
                  k: int = 10, filters: dict[str, Any] | None = None, encoder: str | None = None,
                  index_config: IndexConfig | None = None, same_study: bool = False,
-                 match_file: bool = True) -> list[CaseNeighbour]:
+                 match_file: bool = True, progress: Callable[[str], None] | None = None) -> list[CaseNeighbour]:
     """The ``k`` catalog cases nearest to a query image (file or 2-D array) or a catalog image/study id.
 
     The query case itself is never among its neighbours, nor (unless ``same_study``) the other images of its
@@ -303,6 +325,8 @@ def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_
         index_config: used when the index must be built.
         match_file: look the query file up in the catalog first (False: the caller did, and it is none; the file
             is embedded without decoding it once more for its pixel hash).
+        progress: told when the index is built on first use or extended (see :func:`load_index`), and when the
+            query image is embedded on the fly.
 
     Raises:
         ValueError: neither or both of image/case_id, bad k, unknown filter key or value.
@@ -320,8 +344,8 @@ def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
     checked = resolve_filter_values(catalog, check_filters(filters))
     version = resolve_encoder_version(catalog, encoder)
-    manager = load_index(catalog, version, index_config)
-    vector, query_id = _query_vector(catalog, version, image, case_id, match_file)
+    manager = load_index(catalog, version, index_config, progress)
+    vector, query_id = _query_vector(catalog, version, image, case_id, match_file, progress or (lambda _message: None))
     allowed = allowed_image_ids(catalog, checked)
     if allowed is not None and not allowed:
         return []

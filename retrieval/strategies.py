@@ -176,6 +176,12 @@ def get_strategy(name: str, **params) -> SelectionStrategy:
     if name not in STRATEGIES:
         raise ValueError(f"unknown selection strategy {name!r}{did_you_mean(name, STRATEGIES)}; valid: "
                          f"{', '.join(sorted(STRATEGIES))}")
+    accepted = STRATEGIES[name]._get_param_names()
+    unknown = sorted(key for key in params if key not in accepted)
+    if unknown:  # named here: the constructor's TypeError names its Python class, not the key's valid neighbours
+        raise ValueError(f"bad parameters for strategy {name!r}: unknown parameter {unknown[0]!r}"
+                         f"{did_you_mean(unknown[0], accepted)}; valid: "
+                         f"{', '.join(accepted) if accepted else 'none (it takes no parameters)'}")
     try:
         strategy = STRATEGIES[name](**params)
     except TypeError as error:
