@@ -46,9 +46,9 @@ from radloop.app.round_record import (
     load_round_config, no_progress, open_round, report_of, round_id_for_number, started_with, update_round,
 )
 from radloop.core.catalog import ROUND_LOCK_KEY, Catalog, lock_for_write
-from radloop.core.config import ConfigError, save_resolved_config
+from radloop.core.config import ConfigError, did_you_mean, save_resolved_config
 from radloop.core.schema import Round, Selection
-from radloop.core.vocabulary import FINDINGS
+from radloop.core.vocabulary import BODY_REGIONS, FINDINGS
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +128,7 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
         raise RoundError(f"unknown task {config.task!r}: a round labels one finding of the vocabulary; "
                          f"valid: {', '.join(FINDINGS)}")
     get_strategy(config.strategy, **config.strategy_params)  # unknown names / parameters fail here
+    _check_quota_regions(config.strategy_params.get("quotas") if config.strategy == "stratified" else None)
     if config.budget < 1:
         raise RoundError(f"budget must be at least 1, got {config.budget}")
 
@@ -198,7 +199,7 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
         picked = strategy.select(
             min(config.budget, unlabelled), embeddings=vectors, labeled_mask=labelled_mask,
             probabilities=probabilities, weak_labels=weak_labels,
-            groups=np.array([region or "unknown" for region in regions], dtype=object),
+            groups=np.array([region or UNKNOWN_REGION for region in regions], dtype=object),
             random_state=config.random_state)
     strategy_notes = list(getattr(strategy, "notes_", []))
     notes.extend(f"{strategy_name}: {note}" for note in strategy_notes)
@@ -255,6 +256,22 @@ def _problem(item: dict[str, Any]) -> str:
 
 
 #: the settings that make a round what it is: a start while a round is open may not change them
+#: the stratum of images without a body region (a ``stratified`` quota may name it)
+UNKNOWN_REGION = "unknown"
+
+
+def _check_quota_regions(quotas: Any) -> None:
+    """A ``stratified`` round's strata are body regions: a quota naming none of the vocabulary's (a typo: 'wirst')
+    fails before the pool is embedded and indexed, not after."""
+    if not isinstance(quotas, dict):
+        return
+    valid = (*BODY_REGIONS, UNKNOWN_REGION)
+    for key in quotas:
+        if str(key) not in valid:
+            raise RoundError(f"strategy 'stratified': quota stratum {key!r} is not a body region"
+                             f"{did_you_mean(key, valid)}; valid: {', '.join(valid)}")
+
+
 ROUND_DEFINING = ("task", "strategy", "strategy_params", "budget", "cold_start_strategy", "encoder", "dataset",
                   "pool_split", "eval_split", "simulate", "random_state", "probe_C", "reselect_unclear")
 

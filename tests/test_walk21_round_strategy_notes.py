@@ -23,3 +23,22 @@ def test_stratified_quota_for_an_absent_region_is_a_round_note(tmp_path, test_ca
         assert not [w for w in caught if "knee" in str(w.message)], [str(w.message) for w in caught]
     finally:
         catalog.dispose()
+
+
+def test_a_quota_typo_fails_before_the_pool_is_embedded(tmp_path, test_catalog_url, monkeypatch):
+    """'wirst' failed after the pool was embedded and indexed (24 s on the demo; walk 22g) -> at once."""
+    import pytest
+
+    from radloop.app import rounds
+    from radloop.app.rounds import RoundError, load_round_config, start_round
+
+    root = (tmp_path / "ws").resolve()
+    catalog = build_rounds_catalog(root, test_catalog_url(root), 20)
+    monkeypatch.setattr(rounds, "open_round", lambda _catalog: pytest.fail("got past the settings checks"))
+    try:
+        config = load_round_config(None, ["strategy=stratified", "budget=6",
+                                          "strategy_params={base: random, quotas: {wirst: 0.5, unknown: 0.5}}"])
+        with pytest.raises(RoundError, match=r"quota stratum 'wirst' is not a body region \(did you mean 'wrist'"):
+            start_round(catalog, config=config, simulate=True)
+    finally:
+        catalog.dispose()
