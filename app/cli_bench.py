@@ -41,7 +41,9 @@ def _load_npz(path: Path):
         fail(f"--embeddings {path} is not a readable NPZ archive ({error}): {how}")
     missing = [key for key in ("vectors",) if key not in data]
     if missing:
-        fail(f"{path} has no {missing[0]!r} array (expected ids, vectors, file_names)")
+        held = ", ".join(sorted(data.files)) or "none"
+        fail(f"--embeddings {path} has no 'vectors' array (it holds: {held}); only 'vectors' is required, "
+             f"'file_names' (or 'ids') match them to images: {how}")
     try:
         names = data["file_names"] if "file_names" in data else data["ids"] if "ids" in data else None
         vectors = data["vectors"]
@@ -288,7 +290,8 @@ def bench_selection_command(
         "--strategies", help="Comma-separated strategy names (checked before any vector is generated).")
     ] = "kcenter,cluster_margin",
     labelled: Annotated[int, typer.Option("--labelled", min=0, help="Samples labelled beforehand.")] = 0,
-    reference: Annotated[bool, typer.Option("--reference/--no-reference", help="Time the NumPy k-center too.")] = True,
+    reference: Annotated[bool, typer.Option("--reference/--no-reference", help="Time the NumPy k-center greedy too (only when kcenter is one of the strategies: it is "
+                                  "kcenter's reference).")] = True,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     json_output: JsonOption = False,
 ) -> None:

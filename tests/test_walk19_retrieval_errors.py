@@ -122,6 +122,10 @@ def test_embeddings_that_are_not_an_npz_archive_are_one_error(tmp_path):
                     file_names=np.asarray([f"{i}.png" for i in range(10)]))
     _refused(_invoke(["bench", "retrieval", "--queries", "10", "--embeddings", mismatch]),
              "10 file names for 40 vectors")
+    # an archive without 'vectors' named three arrays as expected; it now says what it holds (lead, walk 22g)
+    other = _npz(tmp_path / "other.npz", embeddings=np.ones((40, 4), np.float32))
+    _refused(_invoke(["bench", "retrieval", "--queries", "10", "--embeddings", other]),
+             "has no 'vectors' array (it holds: embeddings); only 'vectors' is required")
 
 
 def test_nan_rows_are_numbered_as_in_the_embeddings_file(tmp_path):
