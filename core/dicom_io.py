@@ -43,8 +43,9 @@ from radloop.core.dicom_display import to_display, to_display_uint8
 from radloop.core.dicom_pixels import PIXEL_TAGS, decode_stored_values
 from radloop.core.input_errors import EmptyFileError, NotDicomError, TruncatedFileError
 
-__all__ = ["DicomImage", "DicomMetadata", "decode_stored_values", "display_image", "has_burned_in_annotation",
-           "header_values_unlogged", "is_dicom_bytes", "read_dataset", "read_dicom"]
+__all__ = ["DicomImage", "DicomMetadata", "decode_stored_values", "dicom_body_region", "dicom_laterality",
+           "display_image", "has_burned_in_annotation", "header_values_unlogged", "is_dicom_bytes", "read_dataset",
+           "read_dicom"]
 
 #: explicit VR transfer syntax -> the one in the other byte order (both UIDs are 19 characters long)
 OTHER_BYTE_ORDER = {ExplicitVRLittleEndian: ExplicitVRBigEndian, ExplicitVRBigEndian: ExplicitVRLittleEndian}
@@ -58,6 +59,39 @@ BODY_PART_REGIONS = {
     "TSPINE": "spine", "LSPINE": "spine", "SSPINE": "spine", "SKULL": "skull", "HEAD": "skull",
     "ABDOMEN": "abdomen", "EXTREMITY": "extremity",
 }
+#: regions too generic to keep when a description names the part (BodyPartExamined EXTREMITY on a lower-leg CR)
+GENERIC_REGIONS = (None, "extremity", "other")
+#: attributes read, in this order, for the part (and the side) when BodyPartExamined (the Laterality
+#: attributes) are missing or generic; the first that names any decides, and naming two keeps the generic
+DESCRIPTION_TAGS = ("AcquisitionDeviceProcessingDescription", "ProtocolName", "SeriesDescription",
+                    "StudyDescription", "RequestedProcedureDescription")
+#: names (upper case, whole words; "-", "_", "/" and brackets count as spaces) -> region, for free-text
+#: descriptions.  Bare ARM and HEAD are left out: "arm" is any part of the limb, "head" as often the femoral head.
+DESCRIPTION_REGIONS = {
+    "chest": ("CHEST", "THORAX", "CXR", "LUNG", "LUNGS", "RIB", "RIBS", "STERNUM"),
+    "fingers": ("FINGER", "FINGERS", "THUMB", "THUMBS"),
+    "hand": ("HAND", "HANDS", "METACARPAL", "METACARPALS"),
+    "wrist": ("WRIST", "WRISTS", "SCAPHOID", "CARPAL", "CARPUS"),
+    "forearm": ("FOREARM", "FOREARMS", "RADIUS", "ULNA"),
+    "elbow": ("ELBOW", "ELBOWS", "OLECRANON"),
+    "humerus": ("HUMERUS", "HUMERAL", "UPPER ARM"),
+    "shoulder": ("SHOULDER", "SHOULDERS", "CLAVICLE", "SCAPULA"),
+    "pelvis": ("PELVIS", "PELVIC", "SACRUM", "SACROILIAC"),
+    "hip": ("HIP", "HIPS"),
+    "knee": ("KNEE", "KNEES", "PATELLA", "KNEECAP"),
+    "ankle": ("ANKLE", "ANKLES"),
+    "foot": ("FOOT", "FEET", "TOE", "TOES", "CALCANEUS", "HEEL"),
+    "leg": ("LEG", "LEGS", "LOWER LEG", "UPPER LEG", "TIBIA", "TIBIAL", "FIBULA", "FIBULAR", "TIB", "FIB", "FEMUR",
+            "FEMORAL", "THIGH", "SHIN"),
+    "spine": ("SPINE", "SPINAL", "CSPINE", "TSPINE", "LSPINE", "C SPINE", "T SPINE", "L SPINE", "CERVICAL",
+              "LUMBAR", "VERTEBRA", "VERTEBRAE", "COCCYX"),
+    "skull": ("SKULL", "CRANIUM", "FACIAL BONES", "MANDIBLE"),
+    "abdomen": ("ABDOMEN", "ABDOMINAL", "KUB"),
+}
+#: side words of descriptions -> DICOM laterality; BILATERAL names both sides, so it gives none
+DESCRIPTION_SIDES = {"L": ("LEFT", "LT", "BILATERAL", "BILAT"), "R": ("RIGHT", "RT", "BILATERAL", "BILAT")}
+#: midline regions: a side in their descriptions is a view ("LEFT LATERAL DECUBITUS"), not the image's laterality
+UNPAIRED_REGIONS = ("chest", "spine", "skull", "abdomen", "pelvis")
 
 
 @dataclass(frozen=True)
@@ -87,6 +121,10 @@ class DicomMetadata:
     number_of_frames: int
     window_source: str
     orientation: list[str] | None = None
+    #: the attribute the body region / laterality came from (``BodyPartExamined``, ``ImageLaterality``, or a
+    #: description such as ``AcquisitionDeviceProcessingDescription`` when those are missing or generic)
+    region_from: str | None = None
+    laterality_from: str | None = None
     #: BurnedInAnnotation YES: text (possibly identifying) is part of the pixels; ingest warns and flags it
     burned_in_annotation: bool = False
     study_instance_uid: str | None = field(default=None, repr=False)
@@ -275,17 +313,54 @@ def _text(dataset: pydicom.Dataset, keyword: str) -> str | None:
     return text or None
 
 
+def _named(text: str | None, names: dict[str, tuple[str, ...]]) -> set[str]:
+    """The keys of ``names`` whose words occur in ``text`` as whole words."""
+    words = f" {' '.join(''.join(c if c.isalnum() else ' ' for c in (text or '').upper()).split())} "
+    return {key for key, values in names.items() if any(f" {value} " in words for value in values)}
+
+
+def dicom_body_region(dataset: pydicom.Dataset) -> tuple[str | None, str | None]:
+    """(body region, attribute it came from): BodyPartExamined, else when that is missing or generic
+    (EXTREMITY, OTHER, unknown) the first of ``DESCRIPTION_TAGS`` that names a part, if it names just one."""
+    part = _text(dataset, "BodyPartExamined")
+    region = BODY_PART_REGIONS.get(part.upper().replace(" ", "").replace("-", "").replace("_", "")) if part else None
+    if region is None and len(named := _named(part, DESCRIPTION_REGIONS)) == 1:
+        region = named.pop()
+    if region in GENERIC_REGIONS:
+        for keyword in DESCRIPTION_TAGS:
+            if named := _named(_text(dataset, keyword), DESCRIPTION_REGIONS):
+                if len(named) == 1:
+                    return named.pop(), keyword
+                break  # two parts named: keep the generic region
+    return region, "BodyPartExamined" if region else None
+
+
+def dicom_laterality(dataset: pydicom.Dataset, region: str | None = None) -> tuple[str | None, str | None]:
+    """(laterality, attribute it came from): ImageLaterality / Laterality, else the side (``L`` / ``R``) the first
+    of ``DESCRIPTION_TAGS`` naming one names ("LEFT WRIST"); both sides named, or a midline ``region``, give none."""
+    for keyword in ("ImageLaterality", "Laterality"):
+        if value := _text(dataset, keyword):
+            return value, keyword
+    for keyword in DESCRIPTION_TAGS if region not in UNPAIRED_REGIONS else ():
+        if named := _named(_text(dataset, keyword), DESCRIPTION_SIDES):
+            return (named.pop(), keyword) if len(named) == 1 else (None, None)
+    return None, None
+
+
 def _metadata(dataset: pydicom.Dataset, shape: tuple[int, ...], window_source: str) -> DicomMetadata:
     body_part = _text(dataset, "BodyPartExamined")
+    region, region_from = dicom_body_region(dataset)
+    side, side_from = dicom_laterality(dataset, region)
     spacing, spacing_source = _spacing(dataset)
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
     return DicomMetadata(
         modality=_text(dataset, "Modality"),
         body_part=body_part,
-        body_region=BODY_PART_REGIONS.get(body_part.upper().replace(" ", "").replace("-", "").replace("_", ""))
-        if body_part else None,
+        body_region=region,
+        region_from=region_from,
         view_position=_text(dataset, "ViewPosition"),
-        laterality=_text(dataset, "ImageLaterality") or _text(dataset, "Laterality"),
+        laterality=side,
+        laterality_from=side_from,
         pixel_spacing=spacing,
         pixel_spacing_source=spacing_source,
         rows=int(shape[0]),

@@ -232,7 +232,8 @@ def _process(index: int, task: ImageTask, context: WorkerContext) -> ImageOutcom
             body_region=task.body_region or metadata.body_region,
             meta={"dicom": {key: value for key, value in metadata.to_record().items()
                             if key in ("body_part", "transfer_syntax", "window_source", "number_of_frames",
-                                       "bits_allocated") or (key == "orientation" and value)},
+                                       "bits_allocated")
+                            or (key in ("orientation", "region_from", "laterality_from") and value)},
                   # text in the pixels (possibly identifying): kept out of active-learning pools, warned about
                   **({"burned_in_annotation": True} if metadata.burned_in_annotation else {})},
         )

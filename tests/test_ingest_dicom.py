@@ -70,8 +70,10 @@ def test_garbage_above_bits_stored_is_ignored(tmp_path):
 
 def test_metadata_keeps_technical_attributes_only():
     extremity = read_dicom(dicom_file("RG3_UNCR.dcm")).metadata
+    # BodyPartExamined EXTREMITY, AcquisitionDeviceProcessingDescription "LOWER LEG": the leg region
     assert (extremity.modality, extremity.body_region, extremity.view_position, extremity.laterality) == \
-        ("CR", "extremity", "AP", "R")
+        ("CR", "leg", "AP", "R")
+    assert (extremity.region_from, extremity.laterality_from) == ("AcquisitionDeviceProcessingDescription", "Laterality")
     assert (extremity.rows, extremity.columns) == (1760, 1760)
     chest = read_dicom(dicom_file("RG1_J2KI.dcm")).metadata
     assert chest.pixel_spacing is None  # the file's 0/0 placeholder is not a spacing

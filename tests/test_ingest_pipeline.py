@@ -57,6 +57,7 @@ def test_ingest_records_every_bad_file_and_keeps_going(tmp_path, catalog):
         assert splits[image.study_id] in ("train", "val", "test")
     by_name = {image.external_id: image for image in images}
     assert by_name["RG3_J2KR"].laterality == "R" and by_name["RG1_J2KI"].body_region == "chest"
+    assert by_name["RG3_J2KR"].body_region == "leg"  # BodyPartExamined EXTREMITY, processing "LOWER LEG"
     assert by_name["RG1_J2KI"].bits_stored == 15 and by_name["RG3_J2KR"].bits_stored == 10
     # lossy RG3 is another image of the same DICOM study (same StudyInstanceUID pseudonym)
     assert by_name["RG3_J2KI"].study_id == by_name["RG3_J2KR"].study_id != by_name["RG1_J2KR"].study_id
@@ -145,7 +146,7 @@ def test_cli_ingest_json_summary_exit_codes_and_info(tmp_path):
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert info["counts"]["images"] == 5 and info["counts"]["ingest_errors"] == 6
-    assert info["images_by_body_region"] == {"chest": 3, "extremity": 2}
+    assert info["images_by_body_region"] == {"chest": 3, "leg": 2}  # RG3: EXTREMITY, "LOWER LEG" processing
     result = runner.invoke(app, ["ingest", str(tmp_path / "missing"), "--workspace", str(workspace)])
     assert result.exit_code == 2 and "no such file" in result.output
 

@@ -62,7 +62,10 @@ def test_metadata_keeps_view_laterality_region_and_orientation(ingested):
     catalog, _summary = ingested
     rows = _rows(catalog)
     leg, chest = rows["RG3_J2KI"], rows["RG1_J2KI"]
-    assert (leg["region"], leg["view"], leg["laterality"]) == ("extremity", "AP", "R")
+    # BodyPartExamined says EXTREMITY; AcquisitionDeviceProcessingDescription "LOWER LEG" names the part (walk 22h)
+    assert (leg["region"], leg["view"], leg["laterality"]) == ("leg", "AP", "R")
+    assert leg["meta"]["dicom"]["region_from"] == "AcquisitionDeviceProcessingDescription"
+    assert "laterality_from" in leg["meta"]["dicom"]
     assert (chest["region"], chest["view"], chest["laterality"]) == ("chest", "PA", None)
     assert leg["meta"]["dicom"]["orientation"] == ["R", "F"]
     assert chest["meta"]["dicom"]["orientation"] == ["L", "F"]
