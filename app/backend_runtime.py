@@ -2,7 +2,8 @@
 
 - :class:`CasePredictor` turns cases (catalog image + study) into :class:`PredictionRecord` s, from the
   registry's current image model (``radloop.ssl.predict.load_predictor``) when there is one, else from
-  the report rules' weak labels of the case's study (``model_version`` ``report-rules``, what ``/setup`` answers).
+  the report rules' weak labels of the case's study (``model_version`` ``report-rules:<rules version>``, the
+  catalog's newest, what ``/setup`` answers and what ``radloop ls push`` stamps on the same pre-annotations).
 - :class:`ModelHolder` keeps the current :class:`CasePredictor`; :meth:`ModelHolder.reload` builds the new
   one outside the lock and swaps a single reference, so a request sees the old or the new model, never a
   half-loaded one.  It also notices when the registry's current model changes (``radloop round finish``,
@@ -29,7 +30,9 @@ from radloop.core.catalog import Catalog
 from radloop.core.registry import TASK_DETECTION
 from radloop.core.schema import Image, Model
 from radloop.labeling.ls_adapter import ImageGeometry, PredictionRecord
-from radloop.labeling.ls_tasks import load_current_predictor, weak_label_predictions
+from radloop.labeling.ls_tasks import (
+    load_current_predictor, newest_rules_version, rules_model_version, weak_label_predictions,
+)
 
 __all__ = ["CaseInput", "CasePredictor", "ModelHolder", "TrainingRequest", "TrainingScheduler",
            "annotation_puller", "default_train_function", "pull_project_annotations", "registry_state"]
@@ -54,12 +57,19 @@ class CasePredictor:
     def __init__(self, catalog: Catalog | None, predictor: Any = None) -> None:
         self.catalog = catalog
         self.predictor = predictor
+        self._rules_version: str | None = None
+        if predictor is None and catalog is not None:  # read once: a relabel changes registry_state (a reload)
+            with catalog.session() as session:
+                self._rules_version = newest_rules_version(session)
 
     @property
     def model_version(self) -> str:
+        """The image model's version, else ``report-rules:<the catalog's newest rules version>``: the version the
+        push stamps on the same weak labels, so Label Studio (which skips tasks holding a prediction of the
+        version ``/setup`` answers) sends no pushed task again and shows one prediction, one version."""
         if self.predictor is not None:
             return str(self.predictor.model_version)
-        return "report-rules"
+        return rules_model_version(self._rules_version)
 
     @property
     def kind(self) -> str:
@@ -110,9 +120,10 @@ class CasePredictor:
             with self.catalog.session() as session:
                 weak = weak_label_predictions(session, study_ids)
         empty = PredictionRecord(model_version=self.model_version, choices={})
-        # Stamped with the version /setup answers ("report-rules", not "report-rules:<rules version>"): Label
-        # Studio skips tasks holding a prediction of the version /setup gave, so a task answered once is not
-        # sent again by the next "Retrieve predictions" (and deferred tasks get their turn).
+        # Stamped with the version /setup answers (the catalog's newest rules version, also on a study labelled
+        # only by older rules): Label Studio skips tasks holding a prediction of the version /setup gave, so a
+        # task answered once is not sent again by the next "Retrieve predictions" (and deferred tasks get their
+        # turn).  Tasks pushed with these weak labels carry that version already and are not sent at all.
         return [replace(weak.get(case.study_id or "", empty), model_version=self.model_version) for case in cases]
 
 
@@ -193,12 +204,15 @@ class ModelHolder:
 
 
 def registry_state(catalog: Catalog, task: str = "findings") -> tuple:
-    """What :func:`load_case_predictor` would load, in one small query: the current (task, version) pairs of
-    ``task`` and of the detector it attaches."""
+    """What :func:`load_case_predictor` would load, in two small queries: the current (task, version) pairs of
+    ``task`` and of the detector it attaches, then ``("report-rules", version)`` of the newest weak labels when
+    there are any (a relabel changes what the rules-only predictor answers)."""
     with catalog.session() as session:
         rows = session.execute(select(Model.task, Model.version).where(
             Model.is_current.is_(True), Model.task.in_(sorted({task, TASK_DETECTION})))).all()
-    return tuple(sorted((row.task, row.version) for row in rows))
+        rules_version = newest_rules_version(session)
+    state = tuple(sorted((row.task, row.version) for row in rows))
+    return state + ((("report-rules", rules_version),) if rules_version else ())
 
 
 def load_case_predictor(catalog: Catalog | None, task: str = "findings") -> CasePredictor:

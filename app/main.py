@@ -2,16 +2,20 @@
 
 Reads the same workspace as the CLI (``$RADLOOP_WORKSPACE``, else ``./radloop-workspace``).  Each page is a
 flat module ``app/page_*.py`` that only renders what :mod:`radloop.app.views` returns.  Streamlit executes
-this file as a script, so everything is imported as ``radloop.app.*``.
+this file as a script, so everything is imported as ``radloop.app.*``.  Each run also makes sure the report
+labeller is being built in the background (:func:`radloop.app.views_reports.labeler_build`, once per server).
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from radloop.app import ui
+from radloop.app import ui, views_reports
 
 st.set_page_config(page_title="radloop", page_icon=":material/radiology:", layout="wide")
+# The Report explorer's medspacy pipeline takes 10-20 s to build: start it in the background now, once per server
+# process (later runs return the same build), so that the first visit of that page rarely waits; never blocks.
+views_reports.labeler_build()
 
 PAGES = [
     st.Page("page_overview.py", title="Overview", icon=":material/dashboard:", url_path="overview", default=True),

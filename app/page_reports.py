@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 import streamlit as st
 
 from radloop.app import next_steps, ui, views, views_reports, views_search
 from radloop.core.vocabulary import FINDINGS, STATUSES
-
-
-logger = logging.getLogger("radloop.app")
 
 REPORT_LIMIT = 200
 IMAGES_SHOWN = 4
@@ -18,10 +13,14 @@ IMAGES_SHOWN = 4
 NO_STUDY_IMAGES = "no images of this study in the catalog (the report was imported without them)"
 
 
-@st.cache_resource(show_spinner="Loading the report rules…")
 def _labeler():
-    """The report labeller (medspacy pipeline, loaded once per server), or None when not installed."""
-    return views_reports.load_labeler()
+    """The report labeller (medspacy pipeline, built once per server in the background since the app started:
+    see ``app/main.py``), or None when not installed; raises the build's error."""
+    build = views_reports.labeler_build()
+    if build.done():
+        return build.result()
+    with st.spinner("Loading the report rules…"):
+        return build.result()
 
 
 def _legend() -> str:
@@ -44,9 +43,10 @@ def _live_mentions(detail: views_reports.ReportDetail) -> tuple[list, str] | Non
     try:
         labeler = _labeler()
     except Exception as error:  # noqa: BLE001 - a broken rules install must not hide the report and its labels
-        logger.exception("the report labeller could not be built")
-        st.warning(f"The report rules could not be loaded ({type(error).__name__}: {_short(error)}); showing the "
-                   "stored weak labels. The server log has the details.")
+        # logged once, by the build (views_reports.labeler_build)
+        st.warning(f"The report rules could not be loaded ({type(error).__name__}: {_short(error)}): the live "
+                   "rules are unavailable until the app is restarted; showing the stored weak labels. The server "
+                   "log has the details.")
         return None
     if labeler is None:
         ui.next_step(views_reports.NEXT_STEP_LABELER)
@@ -113,8 +113,8 @@ def render() -> None:
     st.markdown(f"**{detail.report_id}** · study `{detail.study_id or '—'}` · "
                 + (f"{len(detail.image_ids)} image(s)" if detail.image_ids else NO_STUDY_IMAGES))
     st.html(_legend())
-    # The stored weak labels first: the report is readable at once, while the first visit builds the medspacy
-    # pipeline (5-10 s), and stays readable when the pipeline cannot be built.
+    # The stored weak labels first: the report is readable at once while the medspacy pipeline is still being
+    # built (app/main.py starts it when the server starts; 10-20 s), and stays readable when it cannot be built.
     report = st.empty()
     with report.container():
         _mentions(detail, detail.stored, "Stored weak labels" + (

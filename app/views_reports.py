@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import html
 import logging
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 from sqlalchemy import distinct, func, select
@@ -17,6 +19,7 @@ from radloop.core.schema import Image, Report, WeakLabel
 
 __all__ = ["ReportDetail", "Segment", "list_reports", "count_reports", "mention_summary", "report_detail",
            "stored_mentions", "live_mentions", "mentions_frame", "highlight_segments", "load_labeler",
+           "labeler_build",
            "weak_label_total", "highlight_html", "STATUS_COLOURS", "NEXT_STEP_LABELER", "NEXT_STEP_WEAK"]
 
 logger = logging.getLogger(__name__)
@@ -151,6 +154,34 @@ def load_labeler() -> Any | None:
     except ImportError:
         return None
     return ReportLabeler()
+
+
+_builds: dict[Callable[[], Any], Future] = {}
+_builds_lock = threading.Lock()
+
+
+def labeler_build() -> Future:
+    """The build of the report labeller (:func:`load_labeler`), started in a background thread on the first call
+    of this server process (``app/main.py`` calls it on start); later calls return the same future.
+
+    Its ``result()`` is the labeller or None, or raises the build's error (logged once here).  Keyed by the
+    loader, so a stand-in ``load_labeler`` (tests) gets its own build.
+    """
+    loader = load_labeler
+    with _builds_lock:
+        build = _builds.get(loader)
+        if build is None:
+            build = _builds[loader] = Future()
+            threading.Thread(target=_build, args=(loader, build), name="radloop-labeler-build", daemon=True).start()
+    return build
+
+
+def _build(loader: Callable[[], Any], build: Future) -> None:
+    try:
+        build.set_result(loader())
+    except BaseException as error:  # the page shows the stored labels and says why
+        logger.exception("the report labeller could not be built; the Report explorer shows stored weak labels")
+        build.set_exception(error)
 
 
 def live_mentions(labeler: Any, text: str) -> tuple[list[FindingMention], str | None]:

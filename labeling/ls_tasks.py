@@ -44,8 +44,8 @@ from radloop.labeling.ls_project import (ProjectBinding, check_document_root, im
 from radloop.labeling.redact import redact_report
 
 __all__ = ["MAX_REPORT_CHARS", "MIN_REPORT_SHARE", "NO_REPORT", "REPORT_WITHHELD", "TaskPayload",
-           "build_task_payloads", "export_tasks_json", "load_current_predictor", "task_report",
-           "weak_label_predictions"]
+           "build_task_payloads", "export_tasks_json", "load_current_predictor", "newest_rules_version",
+           "rules_model_version", "task_report", "weak_label_predictions"]
 
 #: The report field of a study without a report, and of every task under ``report_text="none"``.
 NO_REPORT = "(no report for this study)"
@@ -85,25 +85,40 @@ def load_current_predictor(catalog: Catalog, task: str = "findings"):
 def weak_label_predictions(session, study_ids: list[str]) -> dict[str, PredictionRecord]:
     """Report-rule pre-annotations per study: positive -> 1.0, uncertain -> 0.5, negative -> 0.0.
 
-    A finding whose strongest mention is uncertain is listed in ``uncertain`` (not pre-ticked as present).
+    A finding whose strongest mention is uncertain is listed in ``uncertain`` (not pre-ticked as present).  Only
+    the study's newest rules version counts (``radloop labels`` keeps older rows per version); its
+    ``model_version`` is ``report-rules:<that version>``, what the ML backend's rules answer too
+    (:func:`newest_rules_version`).
     """
     rows = session.execute(
-        select(Report.study_id, WeakLabel.finding, WeakLabel.status, WeakLabel.rules_version)
+        select(Report.study_id, WeakLabel.finding, WeakLabel.status, WeakLabel.rules_version, WeakLabel.id)
         .join(WeakLabel, WeakLabel.report_id == Report.id).where(Report.study_id.in_(study_ids))).all()
+    newest: dict[str, tuple[int, str]] = {}
+    for study_id, _finding, _status, rules_version, row_id in rows:
+        if row_id > newest.get(study_id, (-1, ""))[0]:
+            newest[study_id] = (row_id, rules_version)
     weight = {"positive": 1.0, "uncertain": 0.5, "negative": 0.0}
     by_study: dict[str, dict[str, float]] = {}
-    versions: dict[str, str] = {}
-    for study_id, finding, status, rules_version in rows:
-        if finding not in IMAGE_FINDINGS or status not in weight:
+    for study_id, finding, status, rules_version, _row_id in rows:
+        if finding not in IMAGE_FINDINGS or status not in weight or rules_version != newest[study_id][1]:
             continue
         findings = by_study.setdefault(study_id, {})
         findings[finding] = max(findings.get(finding, 0.0), weight[status])
-        versions[study_id] = rules_version
     uncertain = weight["uncertain"]
     return {study_id: PredictionRecord(
-                model_version=f"report-rules:{versions[study_id]}", choices=choices,
+                model_version=rules_model_version(newest[study_id][1]), choices=choices,
                 uncertain=tuple(name for name, value in choices.items() if value == uncertain))
             for study_id, choices in by_study.items()}
+
+
+def rules_model_version(rules_version: str | None) -> str:
+    """The ``model_version`` of the report rules' predictions: ``report-rules:<rules version>``."""
+    return f"report-rules:{rules_version}" if rules_version else "report-rules"
+
+
+def newest_rules_version(session) -> str | None:
+    """The rules version of the catalog's newest weak label (None when there is none): one indexed query."""
+    return session.scalars(select(WeakLabel.rules_version).order_by(WeakLabel.id.desc()).limit(1)).first()
 
 
 def task_report(texts: list[str], report_text: str, *, max_chars: int = MAX_REPORT_CHARS) -> str:

@@ -383,9 +383,10 @@ def test_fallback_predictor_serves_report_weak_labels(catalog, cases):
     result = client.post("/predict", json={"tasks": [{"id": 1, "data": {"case_id": cases[0]}}]}).json()
     prediction = result["results"][0]
     # the version /setup answers: Label Studio skips tasks holding a prediction of that version, so a task
-    # answered once is not sent again (with "report-rules:r9" every click re-sent every task)
+    # answered once is not sent again; it is the rules version the push stamps too (walk 22j: one prediction
+    # per task, not a pushed "report-rules:r9" beside a backend "report-rules")
     setup = client.post("/setup", json={"project": "1", "schema": "", "hostname": "", "access_token": ""}).json()
-    assert prediction["model_version"] == setup["model_version"] == "report-rules"
+    assert prediction["model_version"] == setup["model_version"] == "report-rules:r9"
     assert prediction["result"][0]["value"]["choices"] == ["fracture"]
 
 

@@ -78,14 +78,21 @@ def test_backend_contract_with_basic_auth(label_studio, test_catalog_url):  # no
             backend_ids.append(backend_id)
             assert client.sdk.ml.get(id=backend_id).state == "CO"
             assert {("GET", "/health", 200), ("POST", "/setup", 200)} <= set(calls), calls
-            assert client.sdk.ml.list_model_versions(id=str(backend_id)).versions == ["report-rules"]
+            assert client.sdk.ml.list_model_versions(id=str(backend_id)).versions == ["report-rules:test-rules-1"]
 
-            # "Retrieve predictions": /health, /setup, then one /predict for every task
+            # "Retrieve predictions": /health, /setup, then /predict for the tasks without a prediction of the
+            # version /setup gave (the pushed ones hold it: walk 22j), here one task imported without predictions
+            pushed = client.iter_tasks(project_id, round_id=round_id)
+            extra = client.import_tasks(project_id, [{"data": dict(pushed[0]["data"], round_id=None)}])
             calls.clear()
             client.retrieve_predictions(project_id)
             assert ("POST", "/predict", 200) in calls, calls
             tasks = client.iter_tasks(project_id, round_id=round_id)
-            assert all("report-rules" in [p["model_version"] for p in task["predictions"]] for task in tasks), tasks
+            assert all([p["model_version"] for p in task["predictions"]] == ["report-rules:test-rules-1"]
+                       for task in tasks), tasks
+            added = [task for task in client.iter_tasks(project_id) if task["id"] in extra]
+            assert [[p["model_version"] for p in task["predictions"]] for task in added] == \
+                [["report-rules:test-rules-1"]], added
 
             # an annotation: the project webhook (with the backend's credentials) schedules a run that pulls it
             calls.clear()
