@@ -100,11 +100,21 @@ def _migration_3_scale_indexes(connection: Connection) -> None:
         last = rows[-1][0]
 
 
+def _migration_4_report_date(connection: Connection) -> None:
+    """``reports.report_date`` (nullable): NULL for the reports catalogued before, until a re-ingest of a source
+    that gives dates fills it (a new catalog already has it: migration 1 creates the current tables)."""
+    if "report_date" not in {column["name"] for column in inspect(connection).get_columns(Report.__tablename__)}:
+        column = Report.__table__.c.report_date
+        connection.execute(text(f"ALTER TABLE {Report.__tablename__} ADD COLUMN report_date "
+                                f"{column.type.compile(dialect=connection.dialect)}"))
+
+
 #: Ordered schema migrations.  Append, never edit a released one.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _migration_1_initial),
     (2, "pixel hash and SOP pseudonym of images, duplicate sources", _migration_2_pixel_duplicates),
     (3, "created_at indexes of images, catalog revisions, report image names", _migration_3_scale_indexes),
+    (4, "report dates", _migration_4_report_date),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -129,6 +139,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+#: PostgreSQL keeps one ``catalog_revisions`` row per write transaction; a read finding more compacts them
+REVISIONS_KEPT = 10_000
+
 #: ``connection.info`` key: this transaction has added its ``catalog_revisions`` row
 _REVISION_LOGGED = "radloop_revision_logged"
 
@@ -139,7 +152,8 @@ def _log_revision(connection: Connection, _cursor, statement: str, *_args) -> No
 
     SQLite then deletes the older rows: its writers take turns, so the newest id alone marks the content and the
     table keeps one row.  PostgreSQL keeps them (one small row per write transaction): writers overlap there, so
-    a transaction given an older id may commit after a newer one, and only the count tells.
+    a transaction given an older id may commit after a newer one, and only the count tells; a read finding more
+    than :data:`REVISIONS_KEPT` compacts them when no writer is open (:meth:`Catalog._compact_revisions`).
     """
     if connection.info.get(_REVISION_LOGGED) or not statement.lstrip()[:6].upper().startswith(
             ("INSERT", "UPDATE", "DELETE")):
@@ -319,7 +333,29 @@ class Catalog:
         """
         with self.engine.connect() as connection:
             count, newest = connection.execute(select(func.count(), func.max(CatalogRevision.id))).one()
+        if count > REVISIONS_KEPT and self.engine.dialect.name == "postgresql" and self._compact_revisions():
+            return self.revision()
         return count, newest or 0
+
+    def _compact_revisions(self) -> bool:
+        """PostgreSQL: keep only the newest ``catalog_revisions`` row (the table grows by one row per write
+        transaction); True when done.
+
+        Only while no write transaction is open (``LOCK … NOWAIT`` fails while one holds an uncommitted row, and
+        then nothing is done): afterwards every new row gets a larger id, so the pair (rows, newest id) never
+        returns to a value read before: the count restarts at 1 under a newer id than any seen, then grows.
+        """
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(text(f"LOCK TABLE {CatalogRevision.__tablename__} IN EXCLUSIVE MODE NOWAIT"))
+                # the DELETE is a write: its own revision row (the newest) is added first and kept
+                connection.execute(text(f"DELETE FROM {CatalogRevision.__tablename__} WHERE id < "
+                                        f"(SELECT max(id) FROM {CatalogRevision.__tablename__})"))
+        except OperationalError:  # a writer holds the table (lock not available): compact on a later read
+            return False
+        return True
 
     def cached(self, name: str, compute: Callable[[], T]) -> T:
         """``compute()``, reused until the catalog changes (:meth:`revision`); callers must not modify it."""
