@@ -169,6 +169,11 @@ def _log_revision(connection: Connection, _cursor, statement: str, *_args) -> No
 
 
 def _new_transaction(connection: Connection, *_args) -> None:
+    if connection.invalidated or connection.closed:
+        # an interrupt mid-statement invalidates the connection and the rollback event still fires: reading its
+        # ``info`` would try to reconnect inside the rollback (PendingRollbackError over the KeyboardInterrupt);
+        # the DBAPI connection that replaces it starts with a fresh ``info``, so no flag is left set
+        return
     connection.info[_REVISION_LOGGED] = False
 
 
