@@ -24,7 +24,7 @@ def ingest_command(
         help="DICOM/PNG/JPEG files or folders (recursive), a COCO json (with --images), a YOLO folder "
              "(images/ + labels/ + data.yaml), or report files (Open-i XML .tgz/folder, CSV).")] = None,
     reports: Annotated[Optional[list[Path]], typer.Option(
-        "--reports", help="Report file: Open-i XML tarball/folder/file or CSV report_id,text[,study_id,image] "
+        "--reports", help="Report file: Open-i XML tarball/folder/file or CSV report_id,text[,study_id,image,report_date] "
                           "(repeatable).")] = None,
     images: Annotated[Optional[Path], typer.Option(
         "--images", help="Image folder of a COCO json (default: the json's folder).")] = None,

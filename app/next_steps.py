@@ -40,7 +40,7 @@ EMPTY_WORKSPACE = (f"Run {command('demo')} for the whole loop on the bundled rea
                    f"with {command('ingest')} (then {command('labels')} for weak labels from the reports).")
 NO_IMAGES = f"No images yet: {command('ingest')} imports radiographs (DICOM, PNG, JPEG, COCO/YOLO sets)."
 NO_REPORTS = (f"No reports yet: {command('ingest_reports')} imports them (Open-i XML tarball or folder, or a "
-              f"CSV with report_id,text[,study_id,image]); then {command('labels')}.")
+              f"CSV with report_id,text[,study_id,image,report_date]); then {command('labels')}.")
 NO_WEAK_LABELS = f"The reports have no weak labels yet: run {command('labels')}."
 NO_ENCODER = (f"No encoder is registered in this workspace. Pretrain one with {command('pretrain')} (or run "
               f"{command('demo')}), then embed the images with {command('embed')} and build the index with "

@@ -92,13 +92,15 @@ def render() -> None:
         ui.widget_default(f"reports_page_of_{pages}", 1)
         page = int(filter_columns[2].number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1,
                                                   key=f"reports_page_of_{pages}"))
-    reports = views_reports.list_reports(catalog, **filters, limit=REPORT_LIMIT, offset=(page - 1) * REPORT_LIMIT)
+    reports = views_reports.list_reports(catalog, **filters, limit=REPORT_LIMIT, offset=(page - 1) * REPORT_LIMIT,
+                                          with_dates=True)
     if reports.empty:
         ui.next_step(next_steps.NO_MATCHING_REPORTS if finding != "any" or text else views_reports.NEXT_STEP_WEAK)
         return
     if not views_reports.weak_label_total(catalog):
         ui.next_step(views_reports.NEXT_STEP_WEAK)
-    labels = {row.report_id: f"{row.report_id} · {row.summary or 'no mentions'}" for row in reports.itertuples()}
+    labels = {row.report_id: " · ".join(part for part in (row.report_id, row.report_date, row.summary or "no mentions")
+                                        if part) for row in reports.itertuples()}
     first = (page - 1) * REPORT_LIMIT + 1
     shown = f"{total:,} match" if pages == 1 else f"{first:,}–{first + len(reports) - 1:,} of {total:,}"
     report_id = st.selectbox(f"Report ({shown})", list(labels), format_func=labels.get, key="reports_id")
@@ -110,7 +112,8 @@ def render() -> None:
     source = st.radio("Mentions", ["live rules (ConText modifiers)", "stored weak labels"], horizontal=True,
                       key="reports_source")
     notes = st.container()  # the labeller's messages, above the report
-    st.markdown(f"**{detail.report_id}** · study `{detail.study_id or '—'}` · "
+    st.markdown(f"**{detail.report_id}** · " + (f"{detail.report_date} · " if detail.report_date else "")
+                + f"study `{detail.study_id or '—'}` · "
                 + (f"{len(detail.image_ids)} image(s)" if detail.image_ids else NO_STUDY_IMAGES))
     st.html(_legend())
     # The stored weak labels first: the report is readable at once while the medspacy pipeline is still being

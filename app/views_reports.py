@@ -64,7 +64,7 @@ def count_reports(catalog: Catalog, *, finding: str | None = None, status: str |
 
 
 def list_reports(catalog: Catalog, *, finding: str | None = None, status: str | None = None,
-                 text: str | None = None, limit: int = 200, offset: int = 0) -> pd.DataFrame:
+                 text: str | None = None, limit: int = 200, offset: int = 0, with_dates: bool = False) -> pd.DataFrame:
     """Reports matching the filters, by id (``offset`` / ``limit``: one page of them).
 
     Args:
@@ -74,16 +74,18 @@ def list_reports(catalog: Catalog, *, finding: str | None = None, status: str | 
         text: case-insensitive substring of the report text.
         limit: maximum rows.
         offset: matching reports to skip first.
+        with_dates: add the ``report_date`` column (after ``study_id``).
 
     Returns:
-        DataFrame with columns ``report_id, study_id, mentions, findings, summary`` (``findings`` a comma list
-        of the findings mentioned, whatever their status; ``summary`` the same with the status, see
-        :func:`mention_summary`).
+        DataFrame with columns ``report_id, study_id[, report_date], mentions, findings, summary``
+        (``report_date`` an ISO date or "" when the source gave none; ``findings`` a comma list of the findings
+        mentioned, whatever their status; ``summary`` the same with the status, see :func:`mention_summary`).
     """
     with catalog.session() as session:
-        query = _report_filter(select(Report.id, Report.study_id), finding=finding, status=status, text=text)
+        query = _report_filter(select(Report.id, Report.study_id, Report.report_date), finding=finding,
+                               status=status, text=text)
         rows = session.execute(query.order_by(Report.id).offset(offset).limit(limit)).all()
-        report_ids = [report_id for report_id, _ in rows]
+        report_ids = [report_id for report_id, _, _ in rows]
         statuses: dict[str, dict[str, str]] = {}
         counts: dict[str, int] = {}
         for report_id, label_finding, label_status, mentions in session.execute(
@@ -95,10 +97,13 @@ def list_reports(catalog: Catalog, *, finding: str | None = None, status: str | 
             if current is None or _STATUS_RANK.get(label_status, 0) > _STATUS_RANK.get(current, 0):
                 found[label_finding] = label_status
             counts[report_id] = counts.get(report_id, 0) + mentions
-    return pd.DataFrame([(report_id, study_id, counts.get(report_id, 0),
-                          ", ".join(sorted(statuses.get(report_id, {}))), mention_summary(statuses.get(report_id, {})))
-                         for report_id, study_id in rows],
-                        columns=["report_id", "study_id", "mentions", "findings", "summary"])
+    frame = pd.DataFrame([(report_id, study_id, counts.get(report_id, 0),
+                           ", ".join(sorted(statuses.get(report_id, {}))), mention_summary(statuses.get(report_id, {})))
+                          for report_id, study_id, _ in rows],
+                         columns=["report_id", "study_id", "mentions", "findings", "summary"])
+    if with_dates:
+        frame.insert(2, "report_date", [when.isoformat() if when else "" for _, _, when in rows])
+    return frame
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,7 @@ class ReportDetail:
     image_ids: list[str]
     stored: list[FindingMention]
     rules_versions: tuple[str, ...]
+    report_date: str = ""  # ISO date, "" when the source gave none
 
 
 def stored_mentions(catalog: Catalog, report_id: str) -> tuple[list[FindingMention], tuple[str, ...]]:
@@ -138,7 +144,8 @@ def report_detail(catalog: Catalog, report_id: str) -> ReportDetail | None:
     mentions, versions = stored_mentions(catalog, report_id)
     return ReportDetail(report_id=report.id, study_id=report.study_id, text=report.text,
                         sections=dict(report.sections or {}), expert_codes=list(report.expert_codes or []),
-                        image_ids=image_ids, stored=mentions, rules_versions=versions)
+                        image_ids=image_ids, stored=mentions, rules_versions=versions,
+                        report_date=report.report_date.isoformat() if report.report_date else "")
 
 
 def weak_label_total(catalog: Catalog) -> int:

@@ -96,7 +96,7 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
     Args:
         catalog: an open catalog (its workspace receives the renders).
         paths: DICOM/PNG/JPEG files or folders (recursive), a COCO json, a YOLO folder, report files.
-        reports: report files (Open-i XML tarball/folder/file, CSV ``report_id,text[,study_id,image]``).
+        reports: report files (Open-i XML tarball/folder/file, CSV ``report_id,text[,study_id,image,report_date]``).
         images_dir: image folder of a COCO json (default: the json's folder).
         workers: decode/render processes (default: the usable CPU cores; 1 = in this process).
         dataset: dataset name for every image (default: each input path's name).

@@ -12,6 +12,9 @@ once their images arrive, an ingest of images alone included (found by the new i
 ``report_image_names`` index, so that the work follows the ingest's size, not the number of reports waiting); a study made for such a report that nothing
 refers to any more is deleted in the same transaction (:func:`remove_empty_studies`).  A CSV none of whose
 reports reaches a catalogued image while the catalog has images gets one warning that says so.
+A report's date (``Report.report_date``) is stored as the source gives it, like the text (which holds dates
+too); a re-ingest that gives a date where there was none, or another one, updates it, one that gives none
+keeps the stored one.
 """
 
 from __future__ import annotations
@@ -266,20 +269,26 @@ def _upsert(session, item: ParsedReport, study_id: str | None, dataset: str, sum
     if existing is None:
         session.add(Report(id=item.report_id, study_id=study_id, content_hash=digest, dataset=dataset,
                            text=item.text, sections=dict(item.sections), expert_codes=list(item.expert_codes),
-                           image_external_ids=list(item.image_external_ids), meta=meta))
+                           image_external_ids=list(item.image_external_ids), meta=meta,
+                           report_date=item.report_date))
         session.flush()  # a repeated id later in this batch must find this row
         names[item.report_id] = list(item.image_external_ids)
         summary.reports_added += 1
     elif existing.content_hash == digest:
         if existing.study_id is None and study_id:
             existing.study_id = study_id
-        summary.reports_skipped_existing += 1
+        if item.report_date is not None and existing.report_date != item.report_date:  # the date is no part of
+            existing.report_date = item.report_date  # the hash: a source that gained or corrected one updates it
+            summary.reports_updated += 1
+        else:
+            summary.reports_skipped_existing += 1
     else:  # the source changed: keep the newest text, remember the previous hash
         meta["previous_content_hash"] = existing.content_hash
         existing.text, existing.sections, existing.content_hash = item.text, dict(item.sections), digest
         existing.expert_codes, existing.image_external_ids = list(item.expert_codes), list(item.image_external_ids)
         previous, existing.study_id = existing.study_id, study_id or existing.study_id
         existing.meta = meta
+        existing.report_date = item.report_date or existing.report_date
         names[item.report_id] = list(item.image_external_ids)
         summary.reports_updated += 1
         return previous if previous != existing.study_id else None

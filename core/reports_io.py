@@ -2,7 +2,15 @@
 
 Open-i: the report id is ``<uId id="CXR1">``; ``<AbstractText Label=...>`` gives the sections (COMPARISON,
 INDICATION, FINDINGS, IMPRESSION), ``<MeSH><major>`` the manual (expert) MeSH coding and ``<parentImage id>``
-the Open-i image stems.  CSV: ``report_id,text[,study_id,image]`` with a header row.
+the Open-i image stems.  CSV: ``report_id,text[,study_id,image,report_date]`` with a header row (other columns
+are ignored).
+
+A report's date (``ParsedReport.report_date``) comes from a CSV's ``report_date``, ``date`` or ``study_date``
+column (the first of them a row fills): ``YYYY-MM-DD``, ``YYYYMMDD`` or an ISO date-time (its date as written;
+the time and any offset are dropped).  ``03/05/2023`` and other forms are refused (month or day first is a
+guess); a file's unreadable dates make one ``warning`` naming their lines, not the values, and those reports
+are kept without a date.  Open-i XML carries no report date (its ``articleDate`` / ``PubDate`` are the
+collection's publication date, 2013-08-01 in every IU report), so none is read from it.
 
 Bytes that are not UTF-8 are decoded with a fallback (cp1252, then latin-1) and the fallback is recorded
 (``ParsedReport.encoding`` / a :class:`ReportProblem` of severity ``warning``).  A report without text is
@@ -20,12 +28,19 @@ import tarfile
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 
-__all__ = ["ParsedReport", "ReportProblem", "decode_text", "format_sections", "read_reports"]
+__all__ = ["DATE_COLUMNS", "ParsedReport", "ReportProblem", "decode_text", "format_sections", "parse_report_date",
+           "read_reports"]
 
 SECTION_ORDER = ("COMPARISON", "INDICATION", "FINDINGS", "IMPRESSION")
 FALLBACK_ENCODINGS = ("cp1252", "latin-1")
+#: CSV columns that give a report's date, the first a row fills deciding
+DATE_COLUMNS = ("report_date", "date", "study_date")
+#: the date forms :func:`parse_report_date` accepts (said in the warning about the others)
+DATE_FORMS = "YYYY-MM-DD, YYYYMMDD or an ISO date-time"
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ].*)?|\d{8}")
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,7 @@ class ParsedReport:
     study_namespace: str | None = None  # "openi" | "study"
     encoding: str = "utf-8"
     meta: dict = field(default_factory=dict)
+    report_date: date | None = None
 
     @property
     def content_hash(self) -> str:
@@ -71,6 +87,22 @@ def decode_text(data: bytes) -> tuple[str, str]:
         except UnicodeDecodeError:
             continue
     return data.decode("latin-1", errors="replace"), "latin-1"  # unreachable: latin-1 decodes every byte
+
+
+def parse_report_date(value: str) -> date | None:
+    """The date of ``value`` (see the module docstring for the forms); None for a blank value.
+
+    Raises:
+        ValueError: another form, or no such day.
+    """
+    value = value.strip()
+    if not value:
+        return None
+    if not _ISO_DATE.fullmatch(value):
+        raise ValueError(f"not {DATE_FORMS}")
+    if len(value) == 8:
+        return datetime.strptime(value, "%Y%m%d").date()
+    return datetime.fromisoformat(value).date() if len(value) > 10 else date.fromisoformat(value)
 
 
 def format_sections(sections: dict[str, str]) -> str:
@@ -163,9 +195,12 @@ def _read_csv(data: bytes, source: str) -> Iterator[ParsedReport | ReportProblem
     reader = csv.DictReader(io.StringIO(text, newline=""))
     fields = [name.strip().lower() for name in reader.fieldnames or []]
     if "report_id" not in fields or "text" not in fields:
-        yield ReportProblem(source, "parse", f"CSV needs a header with report_id,text[,study_id,image]; got {fields}")
+        yield ReportProblem(source, "parse",
+                            f"CSV needs a header with report_id,text[,study_id,image,report_date]; got {fields}")
         return
     reader.fieldnames = fields
+    date_columns = [name for name in DATE_COLUMNS if name in fields]
+    bad_dates: list[int] = []  # lines whose date could not be read
     for line, row in enumerate(reader, start=2):
         report_id = (row.get("report_id") or "").strip()
         body = (row.get("text") or "").strip()
@@ -183,9 +218,20 @@ def _read_csv(data: bytes, source: str) -> Iterator[ParsedReport | ReportProblem
         meta = {"format": "csv"}
         if encoding != "utf-8":
             meta["decode_fallback"] = encoding
+        given = next((row[name] for name in date_columns if (row.get(name) or "").strip()), "")
+        try:
+            report_date = parse_report_date(given)
+        except ValueError:
+            report_date = None
+            bad_dates.append(line)
         yield ParsedReport(report_id=report_id, text=body, source=where, sections=_sections_of(body),
                            image_external_ids=images, study_key=study, study_namespace="study" if study else None,
-                           encoding=encoding, meta=meta)
+                           encoding=encoding, meta=meta, report_date=report_date)
+    if bad_dates:
+        lines = ", ".join(str(line) for line in bad_dates[:10]) + (", ..." if len(bad_dates) > 10 else "")
+        yield ReportProblem(source, "parse", f"{len(bad_dates)} report date(s) not understood (line(s) {lines}; "
+                                             f"accepted: {DATE_FORMS}; 03/05/2023 is ambiguous): those reports "
+                                             f"are kept without a date", "warning")
 
 
 _SECTION_HEADER = re.compile(r"(?im)^\s*(COMPARISON|INDICATION|HISTORY|TECHNIQUE|FINDINGS|IMPRESSION)\s*:\s*")

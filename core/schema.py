@@ -10,10 +10,10 @@ JSON ``meta`` columns so that a part can add attributes without a migration.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 from sqlalchemy import (
-    JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
+    JSON, Boolean, Date, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -106,6 +106,9 @@ class Report(Base):
     image_external_ids: Mapped[list] = mapped_column(JSON, default=list)
     meta: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # the report's date as its source gives it (schema version 4; NULL when the source has none or an unreadable
+    # one): orders a study's reports
+    report_date: Mapped[date | None] = mapped_column(Date)
 
 
 class ReportImageName(Base):

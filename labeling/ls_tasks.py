@@ -7,6 +7,9 @@ the caller's, else the workspace's binding, else ``redacted``; see
   names without a title or cue word are missed);
 - ``none``: the fixed note :data:`REPORT_WITHHELD`, no report text;
 - ``as_stored``: the stored text, for sites whose reports are de-identified at the source.
+A study's several reports are ordered by their date (``Report.report_date``; undated ones last, then by report
+id), each under a header that gives the date: the year only under ``redacted`` (HIPAA Safe Harbor keeps no
+finer date; the order still follows the full date), the date under ``as_stored``.
 Weak labels are computed on the stored text as before; the pre-annotations carry only finding choices and
 scores (no evidence spans or other report text).
 
@@ -29,6 +32,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, Callable
 
@@ -121,24 +125,29 @@ def newest_rules_version(session) -> str | None:
     return session.scalars(select(WeakLabel.rules_version).order_by(WeakLabel.id.desc()).limit(1)).first()
 
 
-def task_report(texts: list[str], report_text: str, *, max_chars: int = MAX_REPORT_CHARS) -> str:
+def task_report(texts: list[str], report_text: str, *, max_chars: int = MAX_REPORT_CHARS,
+                dates: list[date | None] | None = None) -> str:
     """The report field of a task: a study's stored report texts as ``report_text`` says.
 
-    One report is shown as it is.  Several get a header each ("=== Report 2 of 3 ==="), in the order given; a
-    text stored twice is shown once, its header naming the other copies.  A field longer than ``max_chars``
-    is cut, deterministically and saying so in the text: each report gets an equal share (a short one's
+    One report is shown as it is.  Several get a header each ("=== Report 2 of 3 · 2023-04-05 ==="), by their
+    ``dates`` (one per text; undated last, then in the order given; the header's date is the year only under
+    ``redacted``); a text stored twice is shown once, its header naming the other copies.  A field longer than
+    ``max_chars`` is cut, deterministically and saying so in the text: each report gets an equal share (a short one's
     unused share goes to the others), a report over its share keeps its FINDINGS and IMPRESSION sections
     first (:func:`_fit_report`); when shares would fall below :data:`MIN_REPORT_SHARE`, only the first
     reports are shown and a last line names the others.
 
     Raises:
-        ValueError: an unknown ``report_text``.
+        ValueError: an unknown ``report_text``; ``dates`` not one per text.
     """
     if check_report_text(report_text) == "none":
         return REPORT_WITHHELD
-    if report_text == "redacted":
-        texts = [redact_report(text).text for text in texts]  # one report at a time: no match spans two
-    texts = [text.strip() for text in texts if text and text.strip()]
+    dated = sorted(zip(texts, [None] * len(texts) if dates is None else dates, strict=True),  # a stable sort
+                   key=lambda pair: (pair[1] is None, pair[1] or date.min))
+    if report_text == "redacted":  # one report at a time: no match spans two
+        dated = [(redact_report(text).text, when) for text, when in dated]
+    dated = [(text.strip(), when) for text, when in dated if text and text.strip()]
+    texts = [text for text, _ in dated]
     if not texts:
         return NO_REPORT
     copies: dict[str, list[int]] = {}
@@ -146,9 +155,14 @@ def task_report(texts: list[str], report_text: str, *, max_chars: int = MAX_REPO
         copies.setdefault(text, []).append(number)
     if len(copies) == 1:
         return _fit_report(texts[0], max_chars)
+    any_date = any(when is not None for _, when in dated)
     parts = []
     for text, numbers in copies.items():
         header = f"=== Report {numbers[0]} of {len(texts)}"
+        if any_date:
+            when = dated[numbers[0] - 1][1]
+            header += " · " + ("no date" if when is None else str(when.year) if report_text == "redacted"
+                               else when.isoformat())
         if len(numbers) > 1:
             header += f" (the same text as report{'s' if len(numbers) > 2 else ''} " + \
                       ", ".join(str(number) for number in numbers[1:]) + ")"
@@ -256,11 +270,13 @@ def _cut(text: str, limit: int) -> str:
     return cut + marker.format(len(text) - len(cut))
 
 
-def _report_texts(session, study_ids: list[str]) -> dict[str, list[str]]:
-    texts: dict[str, list[str]] = {}
-    for study_id, text in session.execute(
-            select(Report.study_id, Report.text).where(Report.study_id.in_(study_ids)).order_by(Report.id)).all():
-        texts.setdefault(study_id, []).append(text or "")
+def _report_texts(session, study_ids: list[str]) -> dict[str, list[tuple[str, date | None]]]:
+    """Each study's ``(text, report date)`` pairs, by report id (:func:`task_report` orders them by date)."""
+    texts: dict[str, list[tuple[str, date | None]]] = {}
+    for study_id, text, when in session.execute(
+            select(Report.study_id, Report.text, Report.report_date).where(Report.study_id.in_(study_ids))
+            .order_by(Report.id)).all():
+        texts.setdefault(study_id, []).append((text or "", when))
     return texts
 
 
@@ -313,7 +329,8 @@ def build_task_payloads(catalog: Catalog, round_id: int, *, selection_ids: list[
     for selection, image in rows:
         geometry = ImageGeometry(image.width, image.height, image.render_width, image.render_height)
         data = TaskData(case_id=image.id, study_id=image.study_id, image_url=urls[image.id],
-                        report=task_report(reports.get(image.study_id, []), report_text),
+                        report=task_report([text for text, _ in reports.get(image.study_id, [])], report_text,
+                                           dates=[when for _, when in reports.get(image.study_id, [])]),
                         body_region=image.body_region or "unknown", strategy=selection.strategy,
                         selection_score=None if selection.score is None else round(float(selection.score), 6),
                         round_number=round_number, round_id=round_id)
