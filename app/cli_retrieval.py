@@ -37,8 +37,8 @@ def search_command(
     case: Annotated[Optional[str], typer.Option("--case", help="Query catalog image id (I-...) or study id (S-...).")] = None,
     k: Annotated[int, typer.Option("--k", min=1, help="Number of neighbours.")] = 10,
     filters: Annotated[Optional[list[str]], typer.Option(
-        "--filter", help="key=value, repeatable (same key: any of; keys: body_region, finding, split, dataset, "
-                         "modality, view, laterality; body_region=unknown: images without a region, as "
+        "--filter", help="key=value, repeatable (same key: any of; keys, in any case: body_region, finding, split, "
+                         "dataset, modality, view, laterality; body_region=unknown: images without a region, as "
                          "`radloop info` counts them, likewise for modality, view, laterality).")] = None,
     encoder: Annotated[Optional[str], typer.Option(
         "--encoder", help="Encoder version or encoder folder (default: the current encoder).")] = None,
@@ -56,7 +56,8 @@ def search_command(
         parsed = parse_filters(filters)
     except ValueError as error:
         fail(str(error))
-    from radloop.retrieval.search import index_coverage, resolve_encoder_version
+    from radloop.retrieval.search import (DISTANCES, index_coverage, index_metric, metric_change_note,
+                                          resolve_search_encoder)
 
     catalog = open_catalog(workspace)
     match = None
@@ -69,19 +70,26 @@ def search_command(
             console.print(f"note: {match.message}: searching as that case (its own study left out)", markup=False,
                           highlight=False)
     try:
+        version, bundle = resolve_search_encoder(catalog, encoder)  # an encoder folder loaded once, not per step
+        chosen = bundle if bundle is not None else version
         if match is not None:
-            hits = search_cases(catalog, case_id=match.image_id, k=k, filters=parsed, encoder=encoder,
+            hits = search_cases(catalog, case_id=match.image_id, k=k, filters=parsed, encoder=chosen,
                                 same_study=same_study, progress=say)
         else:
-            hits = search_cases(catalog, image=image, case_id=case, k=k, filters=parsed, encoder=encoder,
+            hits = search_cases(catalog, image=image, case_id=case, k=k, filters=parsed, encoder=chosen,
                                 same_study=same_study, match_file=False, progress=say)  # looked up above
-        version = resolve_encoder_version(catalog, encoder)
     except (ValueError, LookupError, FileNotFoundError) as error:
         fail(str(error))
     embedded, total = index_coverage(catalog, version)
+    metric, change = index_metric(catalog, version)  # the saved index the search just used
+    metric = hits[0].metric if hits else metric
     result = {"query": str(image) if image else case, "k": k, "filters": parsed, "encoder": version,
+              "metric": metric, "distance": DISTANCES.get(metric, metric),
               "images_searched": embedded, "images_in_catalog": total,
               "neighbours": [hit.to_dict() for hit in hits]}
+    if change:  # rebuilt with another metric (e.g. `round start` over an l2 index): not the distances seen before
+        result["metric_change"] = change
+        console.print(f"note: {metric_change_note(version, change)}", markup=False, highlight=False)
     if match is not None:  # how the query file was recognised: "file" (same bytes) or "pixels" (re-saved copy)
         result["query_match"] = {"image_id": match.image_id, "matched_by": match.matched_by}
     if embedded < total:
@@ -101,7 +109,8 @@ def search_command(
     rows = [[hit.rank, hit.image_id, f"{hit.distance:.4f}", hit.body_region or UNKNOWN_VALUE,
              ", ".join(f"{key}={value}" for key, value in hit.labels.items()), hit.report_excerpt[:80]]
             for hit in hits]
-    show(listing_table(["rank", "image", "distance", "region", "labels", "report"], rows,
+    column = "distance (1 - cosine)" if metric == "cosine" else f"distance ({metric.upper()})"
+    show(listing_table(["rank", "image", column, "region", "labels", "report"], rows,
                        title=f"{len(hits)} neighbour{'s' if len(hits) != 1 else ''} of {result['query']}",
                        whole=("image",)))
 
@@ -129,7 +138,7 @@ def index_build_command(
         say(f"building the case-search index of {version}'s embeddings (minutes for millions of images)")
         start = time.perf_counter()
         manager = IndexManager.from_catalog(catalog, version, settings, progress=say)
-        folder = manager.save(index_folder(catalog.workspace, version))
+        folder = manager.save(index_folder(catalog.workspace, version), note_metric_change=False)  # as asked
     except (ValueError, LookupError) as error:
         fail(str(error))
     emit({"model_version": version, "count": len(manager), "factory": manager.factory, "path": str(folder),

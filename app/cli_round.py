@@ -69,8 +69,12 @@ def register(groups) -> None:
             fail(_label_studio_failed(error, "start"))
         except (RoundError, ConfigError, ValueError, LookupError, FileNotFoundError) as error:
             fail(_one_line(error))
+        from radloop.app.round_record import shown_state
+
         resumed = bool(report.notes) and report.notes[0].startswith(f"resumed round {report.number} ")
-        emit(report.to_json(), json_output, title=f"round {report.number}" + (" (resumed)" if resumed else ""))
+        # the table says "exported" for a batch only written to an import file (stored, and in JSON, as "pushed")
+        shown = report.to_json() if json_output else {**report.to_json(), "state": shown_state(report)}
+        emit(shown, json_output, title=f"round {report.number}" + (" (resumed)" if resumed else ""))
         if not json_output and resumed:
             console.print(report.notes[0], markup=False, highlight=False)
 
@@ -78,18 +82,19 @@ def register(groups) -> None:
     def status(workspace: WorkspaceOption = None, json_output: JsonOption = False) -> None:
         """Show every round: state, strategy, tasks answered / pending, labels spent, metric before/after.
 
+        State "exported": the batch was only written to an import file (--no-push, or no server), not pushed.
+
         Answered and pending count what pulls brought into the catalog; `radloop round pull --round N` (N: the
         round column) collects answers given in Label Studio since; `radloop round start` pulls them first.
         """
         from radloop.app.options import listing_table, show
-        from radloop.app.round_labels import round_progress
+        from radloop.app.round_record import shown_state
         from radloop.app.rounds import round_status
 
         catalog = open_catalog(workspace)
         reports = round_status(catalog)
-        progress = round_progress(catalog, [report.round_id for report in reports]) if reports else {}
         # tasks written to an import file (or not pushed yet): waiting, though not "pending" in Label Studio
-        outside = {r.round_id: progress.get(r.round_id, {}).get("not_in_label_studio", 0) for r in reports}
+        outside = {r.round_id: r.not_in_label_studio for r in reports}
         if json_output:
             emit({"rounds": [{**report.to_json(), "not_in_label_studio": outside[report.round_id],
                               **({"hint": hint} if (hint := _import_hint(report, outside[report.round_id])) else {})}
@@ -98,7 +103,7 @@ def register(groups) -> None:
         if not reports:
             console.print("no rounds yet: `radloop round start --budget 50` (cold start: typiclust)")
             return
-        rows = [[r.number, r.state, r.strategy, r.task, r.selected, r.answered, r.skipped, r.pending, r.deleted,
+        rows = [[r.number, shown_state(r), r.strategy, r.task, r.selected, r.answered, r.skipped, r.pending, r.deleted,
                  outside[r.round_id],
                  r.labels_spent, "" if r.labels_total is None else r.labels_total, r.metric_name or "", _fmt(r.metric_before), _fmt(r.metric_after)]
                 for r in reports]
@@ -107,9 +112,12 @@ def register(groups) -> None:
                             "deleted", "not in Label Studio", "labels spent", "labels total", "metric", "before", "after"],
                            rows), stderr=True)
         for report in reports:  # what a round had to say (cold start, why no metric, ...)
+            hint = _import_hint(report, outside[report.round_id])
             for note in report.notes:
+                if hint and note.startswith("batch written to "):  # the hint says it again, with today's count
+                    continue
                 console.print(f"round {report.number}: {note}", markup=False, highlight=False)
-            if hint := _import_hint(report, outside[report.round_id]):
+            if hint:
                 console.print(f"round {report.number}: {hint}", markup=False, highlight=False)
             if report.pending and report.state == "finished":
                 console.print(f"round {report.number}: {report.pending} task(s) still unanswered in Label Studio "

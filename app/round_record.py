@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Progress", "RoundConfig", "RoundError", "RoundReport", "STATES", "TOKEN_VARIABLES_HINT",
            "label_studio_server", "load_round_config", "no_progress", "open_round", "report_of", "round_id_for_number",
-           "round_server", "started_with", "update_round"]
+           "round_server", "shown_state", "started_with", "update_round"]
 
 Progress = Callable[[str, float], None]
 STATES = ("created", "selected", "pushed", "answered", "trained", "finished")
@@ -118,17 +118,38 @@ class RoundReport:
     model_version: str | None = None
     tasks_file: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: selections in no Label Studio project: written to the import file only (or not handed out yet)
+    not_in_label_studio: int = 0
+    #: where the batch went: "Label Studio", "import file" (``--no-push`` or no server: ``state`` still
+    #: reads "pushed", see :func:`shown_state`), "simulation", or None before it was handed out
+    handed_out: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def _handed_out(row: Round, selected: int, outside: int) -> str | None:
+    """Where a round's batch went (see :attr:`RoundReport.handed_out`)."""
+    if row.state in ("created", "selected"):
+        return None
+    if (row.config or {}).get("simulate"):
+        return "simulation"
+    return "import file" if selected and outside >= selected else "Label Studio"
+
+
+def shown_state(report: RoundReport) -> str:
+    """The state to show a user: ``exported`` for a round whose batch was only written to an import file (stored
+    as ``pushed``, which read as if Label Studio had it), else the stored state."""
+    return "exported" if report.state == "pushed" and report.handed_out == "import file" else report.state
 
 
 def report_of(row: Round, catalog: Catalog, progress: dict[int, dict[str, int]] | None = None) -> RoundReport:
     """The report of a round's row (``progress``: :func:`round_progress` of several rounds, read once)."""
     meta = row.meta or {}
     tasks = (progress if progress is not None else round_progress(catalog, [row.id])).get(row.id, {})
+    selected, outside = int(meta.get("selected", 0)), tasks.get("not_in_label_studio", 0)
     return RoundReport(round_id=row.id, number=row.number, state=row.state, strategy=row.strategy,
-                       task=row.task, budget=row.budget, selected=int(meta.get("selected", 0)),
+                       task=row.task, budget=row.budget, selected=selected,
                        answered=tasks.get("answered", 0), skipped=tasks.get("skipped", 0),
                        pending=tasks.get("pending", 0), deleted=tasks.get("deleted", 0),
                        labels_spent=row.labels_spent,
@@ -137,7 +158,8 @@ def report_of(row: Round, catalog: Catalog, progress: dict[int, dict[str, int]] 
                                         else None),
                        metric_name=row.metric_name, metric_before=row.metric_before,
                        metric_after=row.metric_after, model_version=row.model_version,
-                       tasks_file=meta.get("tasks_file"), notes=list(meta.get("notes", [])))
+                       tasks_file=meta.get("tasks_file"), notes=list(meta.get("notes", [])),
+                       not_in_label_studio=outside, handed_out=_handed_out(row, selected, outside))
 
 
 def update_round(catalog: Catalog, round_id: int, *, meta: dict[str, Any] | None = None,

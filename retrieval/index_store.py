@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from radloop.retrieval.index import IndexManager
 
 MANIFEST = "manifest.json"
-__all__ = ["IndexPersistence", "MANIFEST", "faiss_reason"]
+__all__ = ["DISTANCES", "IndexPersistence", "MANIFEST", "faiss_reason", "metric_change_note", "saved_metric"]
+#: What a search hit's ``distance`` is, by the index's metric (``IndexConfig.metric``).
+DISTANCES = {"cosine": "1 - cosine similarity", "l2": "Euclidean (L2) distance"}
 
 
 def faiss_reason(error: BaseException) -> str:
@@ -55,8 +57,40 @@ def _generation_files(folder: Path, manifest: dict | None = None) -> dict[str, s
     return legacy if manifest else {}
 
 
+def _saved_manifest(folder: Path) -> dict:
+    """The manifest saved in ``folder``, ``{}`` when there is none or it cannot be read."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def saved_metric(folder: str | os.PathLike) -> tuple[str, dict | None]:
+    """(the distance metric of the index saved in ``folder``, its ``metric_change`` or None); ``cosine`` (the
+    default an index is built with on first use) when there is no readable manifest."""
+    manifest = _saved_manifest(Path(folder))
+    return str(manifest.get("metric") or "cosine"), manifest.get("metric_change") or None
+
+
+def metric_change_note(model_version: str, change: dict) -> str:
+    """What to tell a searcher whose index was rebuilt with another metric (``change``: a ``metric_change``)."""
+    before, now = change.get("from"), change.get("to")
+    when = str(change.get("at") or "")[:10]
+    return (f"the case-search index of {model_version} was rebuilt with {now} distance"
+            + (f" on {when}" if when else "") + f" (it was built with {before} before; `radloop round start` "
+            f"rebuilds it with the default, cosine): distances are {DISTANCES.get(str(now), now)} now, not "
+            f"comparable with earlier searches; `radloop index build --encoder {model_version} --set "
+            f"metric={before}` builds it with {before} again")
+
+
 class IndexPersistence:
     """``save`` / ``load`` of an index manager (mixed into :class:`~radloop.retrieval.index.IndexManager`)."""
+
+    #: set when the index in its folder replaced one built with another distance metric (``radloop round
+    #: start`` rebuilds with the default, cosine): ``{"from": "l2", "to": "cosine", "at": ISO time}``; kept
+    #: by later saves with the same metric so that case search keeps saying its distances changed
+    metric_change: dict | None = None
 
     def _check_consistent(self, where: str) -> None:
         """The FAISS index holds one vector per live id plus one per tombstone (index types that cannot delete).
@@ -70,11 +104,14 @@ class IndexPersistence:
             raise ValueError(f"index at {where} is inconsistent ({self.index.ntotal} vectors, {len(self._labels)} "
                              f"ids, {len(self._removed)} removed): rebuild it with `radloop index build`")
 
-    def save(self, folder: str | os.PathLike) -> Path:
+    def save(self, folder: str | os.PathLike, *, note_metric_change: bool = True) -> Path:
         """Write the index, id map, manifest (and vectors for re-ranking) to ``folder`` as a new generation.
 
         The new files are read back and checked as ``load`` checks them before the manifest switches to them;
-        the previous generation is deleted only after the switch.
+        the previous generation is deleted only after the switch.  When the index there was built with another
+        metric, the manifest records the change (``metric_change``, see :attr:`metric_change`); a save with the
+        same metric keeps a recorded change.  ``note_metric_change=False`` (``radloop index build``: the metric
+        asked for) records none and drops a recorded one.
 
         Raises:
             ValueError: nothing to save, or the new generation does not load back consistently (the previous
@@ -89,6 +126,14 @@ class IndexPersistence:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         previous = _generation_files(folder)  # deleted once the new generation is in place
+        before = _saved_manifest(folder)
+        if not note_metric_change:
+            self.metric_change = None
+        elif before.get("metric") and before["metric"] != self.config.metric:
+            self.metric_change = {"from": before["metric"], "to": self.config.metric,
+                                  "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        elif self.metric_change is None and before.get("metric") == self.config.metric:
+            self.metric_change = before.get("metric_change")  # a rebuild with the same metric: still changed
         generation = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f") + f"-{os.getpid()}"
         files = {"index": f"index-{generation}.faiss", "ids": f"ids-{generation}.json"}
         faiss.write_index(self.index, str(folder / files["index"]))
@@ -102,7 +147,7 @@ class IndexPersistence:
             "factory": self.factory, "count": len(self), "faiss_version": faiss.__version__,
             "saved_at": datetime.now(timezone.utc).isoformat(), "config": self.config.model_dump(),
             "calibration": self.calibration, "trained_count": self.trained_count, "catalog": self.catalog_mark,
-            "files": files,
+            "files": files, **({"metric_change": self.metric_change} if self.metric_change else {}),
         }
         try:  # verify before the switch: a generation that would not load must not replace a good one
             written = self._open(folder, manifest, mmap=True)
@@ -173,6 +218,7 @@ class IndexPersistence:
         manager.calibration = manifest.get("calibration")
         manager.trained_count = manifest.get("trained_count")
         manager.catalog_mark = manifest.get("catalog")
+        manager.metric_change = manifest.get("metric_change")
         files = _generation_files(folder, manifest)
         path = str(folder / files["index"])
         manager.index, manager.memory_mapped, manager._source = None, False, folder / files["index"]

@@ -19,13 +19,15 @@ import numpy as np
 from sqlalchemy import func, select
 
 from radloop.retrieval.index import IndexConfig, IndexManager, index_folder
+from radloop.retrieval.index_store import DISTANCES, metric_change_note, saved_metric
 from radloop.retrieval.query_match import match_catalog_file
 from radloop.retrieval.search_filters import (FILTER_KEYS, LATERALITY_SYNONYMS, NULLABLE_KEYS, UNKNOWN_VALUE,
                                               allowed_image_ids, check_filters, parse_filters, resolve_filter_values)
 
-__all__ = ["EXCERPT_CHARS", "FILTER_KEYS", "LATERALITY_SYNONYMS", "NULLABLE_KEYS", "UNKNOWN_VALUE", "CaseNeighbour",
-           "check_filters", "index_coverage", "load_index", "parse_filters", "resolve_encoder_version",
-           "resolve_filter_values", "search_cases"]
+__all__ = ["DISTANCES", "EXCERPT_CHARS", "FILTER_KEYS", "LATERALITY_SYNONYMS", "NULLABLE_KEYS", "UNKNOWN_VALUE",
+           "CaseNeighbour", "check_filters", "index_coverage", "index_metric", "load_index", "metric_change_note",
+           "parse_filters", "resolve_encoder_version", "resolve_filter_values", "resolve_search_encoder",
+           "search_cases"]
 
 EXCERPT_CHARS = 240
 
@@ -38,7 +40,9 @@ class CaseNeighbour:
 
     Attributes:
         rank: 1 = nearest.
-        distance: 1 - cosine similarity (0 = identical direction).
+        distance: by the index's ``metric``: 1 - cosine similarity (``cosine``, the default: 0 = identical
+            direction) or Euclidean distance (``l2``, an index built with ``--set metric=l2``).
+        metric: ``cosine`` or ``l2`` (:data:`DISTANCES` words them).
         thumb_path / render_path: absolute paths of the thumbnail and the 8-bit render.
         labels: expert labels finding -> 0/1.
         report_labels: report weak labels finding -> positive/negative/uncertain.
@@ -56,6 +60,7 @@ class CaseNeighbour:
     labels: dict[str, int] = field(default_factory=dict)
     report_labels: dict[str, str] = field(default_factory=dict)
     report_excerpt: str = ""
+    metric: str = "cosine"
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -67,18 +72,35 @@ def resolve_encoder_version(catalog, encoder: str | None = None) -> str:
     Raises:
         LookupError: none can be chosen (the message says what to run).
     """
+    return resolve_search_encoder(catalog, encoder)[0]
+
+
+def resolve_search_encoder(catalog, encoder: Any = None) -> tuple[str, Any]:
+    """(the encoder version to search with, the encoder loaded from a folder or None): as
+    :func:`resolve_encoder_version`, keeping the encoder an encoder folder was loaded for (a loaded
+    ``EncoderBundle`` is taken as it is), so that no caller loads it twice.
+
+    Raises:
+        LookupError: none can be chosen (the message says what to run).
+    """
     from radloop.core.embeddings import embedded_versions
 
+    if encoder is not None and not isinstance(encoder, (str, Path)):  # an EncoderBundle loaded already
+        if not _has_embeddings(catalog, encoder.version):
+            raise LookupError(f"encoder {encoder.version} has no embeddings in this workspace: run `radloop embed` "
+                              "with it first")
+        return encoder.version, encoder
     if encoder:
         path = Path(encoder)
         if path.is_dir() and (path / "encoder.json").is_file():
             from radloop.ssl import load_encoder
 
-            version = load_encoder(path).version
-            if not _has_embeddings(catalog, version):  # core's hint would name the version, unknown to `embed`
-                raise LookupError(f"encoder {encoder} ({version}) has no embeddings in this workspace: run "
+            bundle = load_encoder(path)
+            if not _has_embeddings(catalog, bundle.version):  # core's hint would name the version, unknown to `embed`
+                raise LookupError(f"encoder {encoder} ({bundle.version}) has no embeddings in this workspace: run "
                                   f"`radloop embed --encoder {encoder}` first")
-            return version
+            return bundle.version, bundle
+        encoder = str(encoder)
         from radloop.core.schema import Model
 
         with catalog.session() as session:
@@ -86,13 +108,13 @@ def resolve_encoder_version(catalog, encoder: str | None = None) -> str:
         known = registered | set(embedded_versions(catalog))
         if encoder not in known:
             raise LookupError(f"unknown encoder {encoder!r} (encoders: {', '.join(sorted(known)) or 'none yet'})")
-        return encoder
+        return encoder, None
     current = catalog.current_model("encoder", kind="encoder") or catalog.current_model("encoder")
     if current is not None:
-        return current.version
+        return current.version, None
     versions = embedded_versions(catalog)
     if len(versions) == 1:
-        return next(iter(versions))
+        return next(iter(versions)), None
     if not versions:
         raise LookupError("no embeddings in the catalog: train or register an encoder and run `radloop embed`")
     raise LookupError(f"several encoder versions are embedded ({', '.join(sorted(versions))}) and none is "
@@ -154,8 +176,9 @@ def _no_query_image(session, case_id: str) -> str:
 
 
 def _query_vector(catalog, model_version: str, image, case_id: str | None, match_file: bool = True,
-                  say: Callable[[str], None] = lambda _message: None) -> tuple[np.ndarray, str | None]:
-    """(vector (D,), catalog image id of the query or None)."""
+                  say: Callable[[str], None] = lambda _message: None, bundle: Any = None,
+                  ) -> tuple[np.ndarray, str | None]:
+    """(vector (D,), catalog image id of the query or None); ``bundle``: the encoder already loaded, if any."""
     from radloop.core.embeddings import load_embeddings
     from radloop.core.schema import Image
 
@@ -195,7 +218,7 @@ def _query_vector(catalog, model_version: str, image, case_id: str | None, match
     from radloop.ssl.embed import resolve_encoder
 
     try:
-        bundle = resolve_encoder(catalog, model_version)
+        bundle = bundle if bundle is not None else resolve_encoder(catalog, model_version)
     except LookupError as error:  # embeddings written by an encoder that is not registered here (copied in)
         what = (f"case {image_id} is not embedded with {model_version}" if image_id is not None
                 else f"the query image must be embedded with {model_version}")
@@ -261,7 +284,13 @@ def index_coverage(catalog, model_version: str) -> tuple[int, int]:
     return int(embedded), int(total)
 
 
-def _describe(catalog, hits: list[tuple[str, float]]) -> list[CaseNeighbour]:
+def index_metric(catalog, model_version: str) -> tuple[str, dict | None]:
+    """(the distance metric of the saved index of ``model_version``, its ``metric_change`` or None): what the
+    distances of a search with it are (:func:`~radloop.retrieval.index_store.saved_metric`)."""
+    return saved_metric(index_folder(catalog.workspace, model_version))
+
+
+def _describe(catalog, hits: list[tuple[str, float]], metric: str = "cosine") -> list[CaseNeighbour]:
     from radloop.core.schema import Image, Report, Study, WeakLabel
     from radloop.core.targets import image_targets
 
@@ -298,7 +327,8 @@ def _describe(catalog, hits: list[tuple[str, float]]) -> list[CaseNeighbour]:
             render_path=str(catalog.workspace.absolute(image.render_path)) if image.render_path else None,
             body_region=image.body_region, split=splits.get(image.study_id),
             labels=dict(targets[image_id].labels) if image_id in targets else {},
-            report_labels=weak.get(report.id, {}) if report is not None else {}, report_excerpt=excerpt))
+            report_labels=weak.get(report.id, {}) if report is not None else {}, report_excerpt=excerpt,
+            metric=metric))
     return result
 
 
@@ -321,7 +351,8 @@ def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_
         filters: ``{"body_region": "wrist", "finding": "fracture", ...}`` (values may be lists: any of);
             values are checked against the vocabulary and the catalog (see ``resolve_filter_values``);
             ``unknown`` (or ``None``) selects images without a body region, modality, view or laterality.
-        encoder: encoder version (or folder); default the current encoder.
+        encoder: encoder version, encoder folder or loaded ``EncoderBundle`` (see :func:`resolve_search_encoder`);
+            default the current encoder.
         index_config: used when the index must be built.
         match_file: look the query file up in the catalog first (False: the caller did, and it is none; the file
             is embedded without decoding it once more for its pixel hash).
@@ -343,9 +374,10 @@ def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
     checked = resolve_filter_values(catalog, check_filters(filters))
-    version = resolve_encoder_version(catalog, encoder)
+    version, bundle = resolve_search_encoder(catalog, encoder)  # a folder's encoder loaded once, kept for the query
     manager = load_index(catalog, version, index_config, progress)
-    vector, query_id = _query_vector(catalog, version, image, case_id, match_file, progress or (lambda _message: None))
+    vector, query_id = _query_vector(catalog, version, image, case_id, match_file, progress or (lambda _message: None),
+                                     bundle)
     allowed = allowed_image_ids(catalog, checked)
     if allowed is not None and not allowed:
         return []
@@ -354,4 +386,4 @@ def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_
         excluded = [query_id] if same_study else _study_images(catalog, query_id)
     found = manager.search(vector, k, allowed_ids=allowed, exclude_ids=excluded, model_version=version)
     hits = [(image_id, float(distance)) for image_id, distance in zip(found.ids[0], found.distances[0])]
-    return _describe(catalog, hits)
+    return _describe(catalog, hits, manager.config.metric)

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import or_, select
 
 __all__ = ["FILTER_KEYS", "LATERALITY_SYNONYMS", "NULLABLE_KEYS", "UNKNOWN_VALUE", "allowed_image_ids",
-           "check_filters", "parse_filters", "resolve_filter_values"]
+           "check_filters", "filter_key", "parse_filters", "resolve_filter_values"]
 
 #: Filter keys and the catalog column (on ``Image``) each one reads; ``finding`` is special.
 FILTER_KEYS = ("body_region", "finding", "split", "dataset", "modality", "view", "laterality")
@@ -22,6 +22,12 @@ LATERALITY_SYNONYMS = {"left": ("left", "l"), "right": ("right", "r"), "bilatera
 UNKNOWN_VALUE = "unknown"
 #: Filter keys read from an ``Image`` column that may be empty (null): the ones ``unknown`` applies to.
 NULLABLE_KEYS = ("body_region", "modality", "view", "laterality")
+
+
+def filter_key(key: object) -> object:
+    """A filter key as :data:`FILTER_KEYS` spells it: case and blanks ignored, ``-`` read as ``_``
+    (``Body-Region`` -> ``body_region``); anything else (not a string) as given."""
+    return key.strip().lower().replace("-", "_") if isinstance(key, str) else key
 
 
 def parse_filters(items: list[str] | None) -> dict[str, list[str]]:
@@ -36,12 +42,12 @@ def parse_filters(items: list[str] | None) -> dict[str, list[str]]:
             raise ValueError(f"filter {item!r} must look like key=value (keys: {', '.join(FILTER_KEYS)})")
         key, value = (part.strip() for part in item.split("=", 1))
         filters.setdefault(key, []).append(value)
-    return check_filters(filters)  # a repeated value once
+    return check_filters(filters)  # keys as FILTER_KEYS spells them, a repeated value once
 
 
 def check_filters(filters: dict[str, Any] | None) -> dict[str, list[str]]:
-    """Normalise filter values to lists and reject unknown keys and empty values; ``None`` is read as ``unknown``
-    (no value).
+    """Normalise filter keys (:func:`filter_key`: ``Body_Region`` or ``body-region`` is ``body_region``) and
+    values (to lists), and reject unknown keys and empty values; ``None`` is read as ``unknown`` (no value).
 
     An empty list (``{"body_region": []}``) is refused like an empty value (the CLI's ``--filter body_region=``):
     "any of no values" would silently match nothing, and reading it as "no constraint" would silently search
@@ -54,17 +60,19 @@ def check_filters(filters: dict[str, Any] | None) -> dict[str, list[str]]:
         raise ValueError(f"filters must be a dict key -> value(s) such as {{'body_region': 'wrist'}}, got "
                          f"{type(filters).__name__} {filters!r:.80}" + ("; parse_filters reads key=value strings"
                                                                       if isinstance(filters, (str, list)) else ""))
-    normalised = {}
-    for key, value in (filters or {}).items():
+    normalised: dict[str, list[str]] = {}
+    for given, value in (filters or {}).items():
+        key = filter_key(given)
         if key not in FILTER_KEYS:
-            raise ValueError(f"unknown filter {key!r}; valid: {', '.join(FILTER_KEYS)}")
+            raise ValueError(f"unknown filter {given!r}; valid: {', '.join(FILTER_KEYS)}")
         hint = f"; {key}={UNKNOWN_VALUE} selects the images without one" if key in NULLABLE_KEYS else ""
         items = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
         if not items:
             raise ValueError(f"filter {key!r} has no value (an empty list): leave the key out for no constraint"
                              f"{hint}")
-        # a repeated value (``--filter body_region=wrist`` twice) is one value
-        normalised[key] = list(dict.fromkeys(UNKNOWN_VALUE if item is None else str(item) for item in items))
+        # a repeated value (``--filter body_region=wrist`` twice, or under two spellings of the key) is one value
+        normalised[key] = list(dict.fromkeys([*normalised.get(key, []),
+                                              *(UNKNOWN_VALUE if item is None else str(item) for item in items)]))
         if any(not item.strip() for item in normalised[key]):
             raise ValueError(f"filter {key!r} has an empty value" + (f" ({hint[2:]})" if hint else ""))
     return normalised
