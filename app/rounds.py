@@ -43,7 +43,8 @@ from radloop.app.round_pool import (
 from radloop.app.round_finish import finish_round
 from radloop.app.round_record import (
     STATES, TOKEN_VARIABLES_HINT, Progress, RoundConfig, RoundError, RoundReport, label_studio_server,
-    load_round_config, no_progress, open_round, report_of, round_id_for_number, started_with, update_round,
+    load_round_config, no_progress, open_round, report_of, round_id_for_number, shown_state, started_with,
+    update_round,
 )
 from radloop.core.catalog import ROUND_LOCK_KEY, Catalog, lock_for_write
 from radloop.core.config import ConfigError, did_you_mean, save_resolved_config
@@ -81,16 +82,20 @@ def _ensure_embeddings(catalog: Catalog, encoder_version: str, encoder: Any, pro
 
 def _refresh_index(catalog: Catalog, encoder_version: str, progress: Progress) -> str | None:
     """Rebuild the case-search index of the encoder unless the saved one holds its embeddings already (a
-    round without new images: rebuilding would give the same index, at minutes per million images); a failure
-    is noted, not fatal."""
+    round without new images: rebuilding would give the same index, at minutes per million images), with the
+    settings the saved one was built with (`radloop index build --set metric=l2` or a factory stay so; was: the
+    defaults, so every round turned such an index into a cosine one); a failure is noted, not fatal."""
     progress("updating the case-search index", 0.2)
     try:
         from radloop.retrieval.index import IndexManager, index_folder
+        from radloop.retrieval.index_store import saved_config
 
-        if IndexManager.saved_is_current(catalog, encoder_version):
-            return str(index_folder(catalog.workspace, encoder_version))
-        manager = IndexManager.from_catalog(catalog, encoder_version)
-        return str(manager.save(index_folder(catalog.workspace, encoder_version)))
+        folder = index_folder(catalog.workspace, encoder_version)
+        config = saved_config(folder)
+        if IndexManager.saved_is_current(catalog, encoder_version, config):
+            return str(folder)
+        manager = IndexManager.from_catalog(catalog, encoder_version, config)
+        return str(manager.save(folder))
     except Exception as error:  # the index serves case search; selection works from arrays
         logger.warning("index not updated: %s", error)
         return None
@@ -138,8 +143,8 @@ def start_round(catalog: Catalog, *, config: RoundConfig | None = None, progress
         logger.info("round %s is open in state %s; resuming it", row.number, row.state)
         report = (_hand_out(catalog, row.id, resumed, progress) if row.state == "selected"
                   else report_of(row, catalog))
-        report.notes.insert(0, f"resumed round {report.number} (open in state {row.state}), started with "
-                               f"{_describe(_saved_settings(row))}: no new round was started; `radloop round "
+        report.notes.insert(0, f"resumed round {report.number} (open in state {shown_state(report)}), started "
+                               f"with {_describe(_saved_settings(row))}: no new round was started; `radloop round "
                                "finish` closes it")
         return report
     encoder_version, encoder = _current_encoder(catalog, config)

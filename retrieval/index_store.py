@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from radloop.retrieval.index import IndexManager
 
 MANIFEST = "manifest.json"
-__all__ = ["DISTANCES", "IndexPersistence", "MANIFEST", "faiss_reason", "metric_change_note", "saved_metric"]
+__all__ = ["DISTANCES", "IndexPersistence", "MANIFEST", "faiss_reason", "metric_change_note", "saved_config",
+           "saved_metric"]
 #: What a search hit's ``distance`` is, by the index's metric (``IndexConfig.metric``).
 DISTANCES = {"cosine": "1 - cosine similarity", "l2": "Euclidean (L2) distance"}
 
@@ -71,6 +72,18 @@ def saved_metric(folder: str | os.PathLike) -> tuple[str, dict | None]:
     default an index is built with on first use) when there is no readable manifest."""
     manifest = _saved_manifest(Path(folder))
     return str(manifest.get("metric") or "cosine"), manifest.get("metric_change") or None
+
+
+def saved_config(folder: str | os.PathLike) -> IndexConfig | None:
+    """The config the index saved in ``folder`` was built with (metric, factory, ...), None when there is no
+    readable manifest or its config no longer validates."""
+    config = _saved_manifest(Path(folder)).get("config")
+    if not isinstance(config, dict):
+        return None
+    try:
+        return IndexConfig(**config)
+    except (TypeError, ValueError):
+        return None
 
 
 def metric_change_note(model_version: str, change: dict) -> str:

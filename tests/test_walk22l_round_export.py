@@ -53,6 +53,12 @@ def test_a_no_push_round_shows_exported_with_its_tasks_outside_label_studio(roun
     text = " ".join(status.output.split())
     assert "round 1: 3 task(s) not in Label Studio yet: import the import file" in text
     assert "round 1: batch written to" not in text  # the hint above says it, with today's count
+    # starting again resumes it, and says so in the shown state (lead, after walk 22l's report: "open in state
+    # pushed")
+    again = _cli(catalog, "round", "start", "--strategy", "random", "--budget", "3", "--no-push",
+                 "--set", "dataset=fracture")
+    assert again.exit_code == 0, again.output
+    assert "resumed round 1 (open in state exported)" in " ".join(again.output.split()), again.output
 
 
 def test_a_round_pushed_to_label_studio_still_shows_pushed(rounds_catalog, monkeypatch):
