@@ -14,14 +14,14 @@ GRID_COLUMNS = 4
 CASE_LIMIT = 500
 
 
-def _card(card: CaseCard, alt: str) -> None:
+def _card(card: CaseCard, alt: str, distance_label: str = "distance") -> None:
     if card.thumb is not None:
         st.image(str(card.thumb), width="stretch", alt=alt)  # id, region and side for a screen reader
     else:
         st.caption("(no thumbnail)")
     title = f"**{card.image_id}**"
     if card.distance is not None:  # rounding can make a self-match slightly negative: never show "-0.000"
-        title += f" · distance {max(card.distance, 0.0):.3f}"
+        title += f" · {distance_label} {max(card.distance, 0.0):.3f}"
     st.markdown(title)
     st.caption(f"{card.body_region or 'unknown region'} · {card.split or '?'} · {card.label_summary}")
     if card.report_snippet:
@@ -127,11 +127,13 @@ def render() -> None:
         else:
             ui.next_step(outcome.message)
         return
+    if outcome.metric_note:
+        st.caption(outcome.metric_note)
     alts = views_search.image_descriptions(catalog, [card.image_id for card in outcome.neighbours])
     for start in range(0, len(outcome.neighbours), GRID_COLUMNS):
         for column, card in zip(st.columns(GRID_COLUMNS), outcome.neighbours[start:start + GRID_COLUMNS], strict=False):
             with column:
-                _card(card, alts.get(card.image_id, card.image_id))
+                _card(card, alts.get(card.image_id, card.image_id), outcome.distance_label)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,10 @@ class SearchOutcome:
     neighbours: list[CaseCard] = field(default_factory=list)
     message: str | None = None
     query_image_id: str | None = None
+    #: what the cards' distances are: "distance (1 - cosine)" or "distance (L2)" (the index's metric)
+    distance_label: str = "distance"
+    #: the index was rebuilt with another metric than it was built with (what `radloop search` says too)
+    metric_note: str | None = None
 
 
 def _field(item: Any, *names: str) -> Any:
@@ -243,4 +247,16 @@ def find_similar(catalog: Catalog, *, image: np.ndarray | None = None, case_id: 
         return SearchOutcome(message=message, query_image_id=case_id)
     cards = case_cards(catalog, [image_id for image_id, _ in pairs],
                        distances=[distance for _, distance in pairs])
-    return SearchOutcome(neighbours=cards, query_image_id=case_id)
+    hits = [item for name in ("neighbours", "hits") for item in (getattr(result, name, None) or [])] \
+        if not isinstance(result, (list, tuple)) else list(result)
+    metric = next((value for item in hits if (value := _field(item, "metric"))), "cosine")
+    note = None
+    try:
+        from radloop.retrieval.search import index_metric, metric_change_note
+
+        _, change = index_metric(catalog, readiness.encoder_version)
+        note = metric_change_note(readiness.encoder_version, change) if change else None
+    except (ImportError, OSError, ValueError):  # the note is extra: a search result without it is still right
+        logger.debug("index metric not read", exc_info=True)
+    return SearchOutcome(neighbours=cards, query_image_id=case_id, metric_note=note,
+                         distance_label="distance (L2)" if metric == "l2" else "distance (1 - cosine)")

@@ -390,3 +390,26 @@ def test_next_step_commands_exist_in_the_cli(purpose):
     assert command is not None, f"`{next_steps.COMMANDS[purpose]}` names no registered radloop command"
     options = {option for parameter in command.params for option in getattr(parameter, "opts", [])}
     assert {word for word in words if word.startswith("--")} <= options
+
+
+def test_search_cards_name_the_distance_and_a_metric_change(filled, monkeypatch):
+    """The app's cards said "distance 0.300" whatever the index's metric (lead, after walk 22l: the CLI names it)."""
+    import radloop.retrieval
+    from radloop.retrieval import search as search_module
+
+    with filled.session() as session:
+        session.add(Model(version="enc-1", kind="encoder", task="encoder", path="models/enc-1", is_current=True))
+        for row, image_id in enumerate(("I-a", "I-b", "I-c")):
+            session.add(Embedding(image_id=image_id, model_version="enc-1", shard_path="e.npy", row=row, dim=4,
+                                  dtype="float32"))
+    hits = [{"image_id": "I-a", "distance": 0.0, "metric": "l2"}, {"image_id": "I-c", "distance": 0.3, "metric": "l2"}]
+    monkeypatch.setattr(radloop.retrieval, "search_cases", lambda catalog, **_: hits, raising=False)
+    outcome = views_search.find_similar(filled, case_id="I-a", k=2)
+    assert outcome.distance_label == "distance (L2)" and outcome.metric_note is None
+    for hit in hits:
+        hit["metric"] = "cosine"
+    monkeypatch.setattr(search_module, "index_metric",
+                        lambda catalog, version: ("cosine", {"from": "l2", "to": "cosine", "at": "2026-11-28"}))
+    outcome = views_search.find_similar(filled, case_id="I-a", k=2)
+    assert outcome.distance_label == "distance (1 - cosine)"
+    assert outcome.metric_note and "rebuilt with cosine distance" in outcome.metric_note
