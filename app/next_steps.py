@@ -68,6 +68,10 @@ def open_round(number: int, state: str) -> str:
     if state in ("created", "selected"):  # selection interrupted, or the batch not handed out yet
         return (f"Round {number} is open (*{state}*) and its batch is not handed out yet: resume it on the *Round "
                 f"control* page (or rerun {command('round_start')} with its settings).")
+    if state == "exported":  # `round start --no-push`: the batch is in an import file under rounds/
+        return (f"Round {number}'s batch was written to a Label Studio import file (*exported*), not sent to a "
+                f"server: import it into Label Studio (`radloop round status` names the file), or finish it with "
+                f"{command('round_finish')} `--simulate` to answer from the dataset's ground truth.")
     if state in ("answered", "trained"):  # answers are in; training or evaluation was interrupted
         return (f"Round {number} has its answers (*{state}*): finish it on the *Round control* page or with "
                 f"{command('round_finish')} to train and evaluate the model.")

@@ -43,10 +43,21 @@ def rounds_frame(catalog: Catalog) -> pd.DataFrame:
         totals[round_.task] = total
         gain = (round_.metric_after - round_.metric_before
                 if round_.metric_after is not None and round_.metric_before is not None else None)
-        rows.append((round_.id, round_.number, round_.state, round_.strategy, round_.budget, round_.task,
+        rows.append((round_.id, round_.number, _shown_state(catalog, round_), round_.strategy, round_.budget,
+                     round_.task,
                      round_.labels_spent or 0, total, round_.metric_name, round_.metric_before,
                      round_.metric_after, gain, round_.model_version, round_.created_at, round_.finished_at))
     return pd.DataFrame(rows, columns=ROUND_COLUMNS)
+
+
+def _shown_state(catalog: Catalog, round_: Round) -> str:
+    """The state as `radloop round status` shows it: ``exported`` for a round whose batch was only written to a
+    Label Studio import file (stored as ``pushed``, which read as if Label Studio had it)."""
+    if round_.state != "pushed":
+        return round_.state
+    from radloop.app.round_record import report_of, shown_state
+
+    return shown_state(report_of(round_, catalog))
 
 
 def learning_curve(rounds: pd.DataFrame, baseline: pd.DataFrame | None = None) -> pd.DataFrame:

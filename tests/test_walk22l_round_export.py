@@ -72,3 +72,16 @@ def test_a_round_pushed_to_label_studio_still_shows_pushed(rounds_catalog, monke
     assert report.state == "pushed" and report.handed_out == "Label Studio" and report.not_in_label_studio == 0
     assert shown_state(report) == "pushed"
     assert _state_cell(_cli(catalog, "round", "status").output) == "pushed"
+
+
+def test_the_app_shows_an_exported_round_and_its_next_step(rounds_catalog):
+    """The app's rounds table said "pushed" for a --no-push round (lead, after walk 22l's report)."""
+    from radloop.app import next_steps, views_rounds
+
+    catalog = rounds_catalog
+    assert _cli(catalog, "round", "start", "--strategy", "random", "--budget", "3", "--no-push",
+                "--set", "dataset=fracture").exit_code == 0
+    frame = views_rounds.rounds_frame(catalog)
+    assert frame["state"].tolist() == ["exported"]
+    step = next_steps.open_round(1, "exported")
+    assert "import file" in step and "--simulate" in step
