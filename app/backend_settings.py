@@ -40,8 +40,10 @@ class BackendAuth:
                 user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
             except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text (headers arrive as latin-1)
                 return False
-            return (secrets.compare_digest(user.encode(), self.username.encode())
-                    and secrets.compare_digest(password.encode(), self.password.encode()))
+            # both compared whatever the first says: the answer's time must not tell a right user name
+            user_ok = secrets.compare_digest(user.encode(), self.username.encode())
+            password_ok = secrets.compare_digest(password.encode(), self.password.encode())
+            return user_ok and password_ok
         return False
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -27,11 +28,23 @@ from sqlalchemy import select
 from radloop.core.catalog import Catalog
 from radloop.core.schema import Selection
 
-__all__ = ["TrainingRequest", "TrainingScheduler", "annotation_puller", "default_train_function",
+__all__ = ["TrainingRequest", "TrainingScheduler", "annotation_puller", "brief_error", "default_train_function",
            "pull_project_annotations"]
 
 # the runtime's logger name, kept from before the split: `radloop serve-backend` lets its INFO lines through
 logger = logging.getLogger("radloop.app.backend_runtime")
+
+#: An absolute server path in an error message (not a URL's path: that follows its host or another slash).
+_SERVER_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s'\"/]+/)+([^\s'\"/]*)")
+
+
+def brief_error(error: BaseException) -> str:
+    """A failed run's error as ``/health`` and ``/training`` answer it: type and message, without the server's
+    paths (a file is named by its name only) or a database error's SQL and parameters (task data); the
+    server log has the whole error."""
+    message = str(error).split("\n[SQL:", 1)[0].split("\n(Background on this error", 1)[0]
+    message = _SERVER_PATH.sub(lambda match: ".../" + match.group(1), message)
+    return f"{type(error).__name__}: {message[:500]}"
 
 
 @dataclass(frozen=True)
@@ -136,7 +149,7 @@ class TrainingScheduler:
                                                           else None) or record["status"])
             except Exception as error:  # a failed run is recorded, the server keeps serving
                 logger.exception("background training failed")
-                record.update(ok=False, status="failed", error=f"{type(error).__name__}: {error}")
+                record.update(ok=False, status="failed", error=brief_error(error))
             record["finished_at"] = datetime.now(timezone.utc).isoformat()
             record["seconds"] = round(time.monotonic() - started, 3)
             with self._condition:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from radloop.retrieval.query_match import CatalogMatch
 
 __all__ = ["SearchReadiness", "SearchOutcome", "search_readiness", "find_similar", "neighbour_pairs", "decode_image",
+           "check_dicom_upload_size",
            "query_preview", "catalog_image_count", "catalog_match_for_upload", "resolve_case", "shown_case_id",
            "unresolved_case_message", "image_descriptions",
            "NEXT_STEP_ENCODER", "NEXT_STEP_INDEX"]
@@ -120,10 +121,36 @@ def decode_image(data: bytes) -> np.ndarray:
 
     try:
         if is_dicom_bytes(data):
+            check_dicom_upload_size(data)
             return read_dicom(data, as_uint8=True).pixels
         return decode_upload(data)
     except ValueError as error:
         raise ValueError(f"not a readable image ({error})") from None
+
+
+def check_dicom_upload_size(data: bytes) -> None:
+    """Refuse a DICOM upload whose header declares more pixels than Pillow decodes (twice its decompression-bomb
+    limit, as for a PNG/JPEG), before its pixels are decoded: a few kilobytes of compressed (RLE, JPEG) data may
+    declare 65535 x 65535 pixels, which the decoder would allocate (gigabytes) before finding out.
+
+    Raises:
+        ValueError: too many pixels; a header that cannot be read says why.
+    """
+    from PIL import Image as PILImage
+
+    from radloop.core.dicom_io import header_values_unlogged, read_dataset
+
+    with header_values_unlogged():
+        dataset = read_dataset(data)
+        try:
+            pixels = (int(dataset.get("Rows") or 0) * int(dataset.get("Columns") or 0)
+                      * int(dataset.get("SamplesPerPixel") or 1))
+        except (TypeError, ValueError):
+            return  # decoding reports a header that makes no sense
+    limit = 2 * (PILImage.MAX_IMAGE_PIXELS or 0)
+    if limit and pixels > limit:
+        raise ValueError(f"image too large to decode safely ({dataset.get('Columns')} x {dataset.get('Rows')} "
+                         f"pixels declared; at most {limit / 1e6:.0f} megapixels)")
 
 
 def query_preview(pixels: np.ndarray, side: int = 256) -> np.ndarray:
@@ -149,6 +176,13 @@ def catalog_match_for_upload(catalog: Catalog, data: bytes) -> CatalogMatch | No
         from radloop.retrieval.query_match import match_catalog_file
     except ImportError:  # no case search in this build: find_similar says so
         return None
+    from radloop.core.dicom_io import is_dicom_bytes
+
+    if is_dicom_bytes(data):
+        try:  # its pixel hash decodes the pixels: not those of a DICOM too large to decode safely
+            check_dicom_upload_size(data)
+        except Exception:  # noqa: BLE001 - as match_catalog_file: an unreadable file matches nothing
+            return None
     return match_catalog_file(catalog, data)
 
 

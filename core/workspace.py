@@ -7,6 +7,7 @@ points it at PostgreSQL for a multi-user site.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from dataclasses import dataclass
@@ -76,16 +77,28 @@ class Workspace:
     def pseudonym_key(self) -> bytes:
         """Per-workspace secret used to derive pseudonymous study ids (HMAC key).
 
-        Stored in ``<root>/secret.key`` with mode 0600; never leaves the workspace.
+        Stored in ``<root>/secret.key`` with mode 0600 (created whole, see :func:`_create_key_file`); never
+        leaves the workspace.
+
+        Raises:
+            OSError: the file is empty or damaged (never used as a key), or cannot be read.
         """
         path = self.root / "secret.key"
         if not path.exists():
             if not self.root.exists():
                 self.ensure()  # private to the owner, like every new workspace
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_hex(32))
-        return bytes.fromhex(path.read_text().strip())
+            _create_key_file(path)
+        text = path.read_text().strip()
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            key = b""
+        if len(key) < 16:  # an empty or damaged file must never become a guessable HMAC key
+            # an OSError naming the file: the CLI shows it as one line
+            raise OSError(errno.EINVAL, "the workspace's pseudonym key is empty or damaged (not 32+ hex digits); "
+                                        "restore it from a backup (a new key would give every study a new id)",
+                          str(path))
+        return key
 
     def relative(self, path: Path | str) -> str:
         """Path relative to the workspace root (what the catalog stores for files it owns)."""
@@ -94,6 +107,29 @@ class Workspace:
     def absolute(self, relative_path: str) -> Path:
         """Inverse of :meth:`relative`."""
         return self.root / relative_path
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a new random key to ``path``, mode 0600 from its creation, whole or not at all: the key is written
+    to a private temporary file that is then linked into place (an existing key, e.g. one another process
+    created meanwhile, is kept; a reader never sees a partly written one)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process created it first: theirs is the key
+        except OSError:  # a file system without hard links: create it in place (O_EXCL keeps an existing one)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(temporary.read_text())
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def resolve_workspace(path: str | os.PathLike | None = None) -> Workspace:
