@@ -90,6 +90,9 @@ def main() -> None:
         logging.getLogger(name).propagate = False
     # Pillow logs image metadata (EXIF ImageDescription / Artist, PNG text: often a patient's name) at DEBUG
     logging.getLogger("PIL").setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))
+    # httpx logs every request's full URL at INFO: signed image URLs, Label Studio `?d=` local-file paths
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().getEffectiveLevel()))
     try:
         build_app()()
     except OSError as error:

@@ -322,7 +322,24 @@ def serve_backend(host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     allowed = "any URL" if policy.allows_any else ", ".join(policy.prefixes) or "none (catalog cases only)"
     console.print(f"radloop ML backend on http://{host}:{port} (model {app.state.holder.get().model_version}); "
                   f"image URLs fetched from: {allowed}")
+    if auth is None and not _loopback(host):
+        console.print(f"warning: serving on {host} without --auth: anyone who reaches port {port} can read "
+                      "predictions drawn from the reports and start training; use --auth basic:USER (what Label "
+                      "Studio sends) behind the site's TLS reverse proxy", style="yellow", markup=False,
+                      highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (127.x.x.x, ::1, localhost)."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
 
 
 def _train_config_path(train_config: Optional[Path]) -> Optional[str]:

@@ -189,6 +189,15 @@ def _convert_rectangle(result: dict, config: ParsedLabelConfig,
     return [clean], None, (f"{label} box {reason}" if reason else None)
 
 
+def _shape(raw: object) -> str:
+    """What an unusable task / annotation is, for a message that reaches logs: its type, its keys and its id's
+    type, never its values (the task's data holds report text)."""
+    if not isinstance(raw, dict):
+        return f"a {type(raw).__name__}, not an object"
+    keys = ", ".join(sorted(map(str, raw))[:20]) or "none"
+    return f"id {type(raw.get('id')).__name__ if 'id' in raw else 'missing'}; keys: {keys}"
+
+
 def parse_annotation(raw: dict, config: ParsedLabelConfig, geometry: ImageGeometry | None) -> AnnotationVersion:
     """Convert one Label Studio annotation (any version) into an :class:`AnnotationVersion`.
 
@@ -196,7 +205,7 @@ def parse_annotation(raw: dict, config: ParsedLabelConfig, geometry: ImageGeomet
         AdapterError: no id / task / timestamps (the whole annotation is unusable).
     """
     if not isinstance(raw, dict) or not isinstance(raw.get("id"), int):
-        raise AdapterError(f"annotation without an integer id: {str(raw)[:200]}")
+        raise AdapterError(f"annotation without an integer id: {_shape(raw)}")
     created = _parse_time(raw.get("created_at"), f"annotation {raw['id']} created_at")
     updated = _parse_time(raw.get("updated_at") or raw.get("created_at"), f"annotation {raw['id']} updated_at")
     cancelled = bool(raw.get("was_cancelled"))
@@ -292,7 +301,7 @@ def parse_task(raw: dict, config: ParsedLabelConfig,
         AdapterError: the task has no integer id.
     """
     if not isinstance(raw, dict) or not isinstance(raw.get("id"), int):
-        raise AdapterError(f"task without an integer id: {str(raw)[:200]}")
+        raise AdapterError(f"task without an integer id: {_shape(raw)}")
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     case_id = data.get("case_id") if isinstance(data.get("case_id"), str) else None
     round_id = data.get("round_id") if isinstance(data.get("round_id"), int) else None
