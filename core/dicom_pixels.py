@@ -46,6 +46,24 @@ SOF_MARKERS = frozenset([*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0x
 RLE_SEGMENT_SIZE = re.compile(r"RLE segment[^(\d]*\(?(\d+) vs\. (\d+) bytes")
 
 
+def _check_declared_size(dataset: pydicom.Dataset) -> None:
+    """Refuse a frame declaring more pixels than Pillow decodes (twice its decompression-bomb limit, as ingest
+    and uploads apply to PNG / JPEG), before decoding: a few kilobytes of RLE or JPEG data may declare 65535 x 65535
+    pixels, which the decoder allocates (gigabytes) before it finds out.  Radiographs stay far below (a stitched
+    long-leg CR: ~30 megapixels)."""
+    from PIL import Image as PILImage
+
+    limit = 2 * (PILImage.MAX_IMAGE_PIXELS or 0)
+    try:
+        rows, columns = int(dataset.get("Rows") or 0), int(dataset.get("Columns") or 0)
+        samples = int(dataset.get("SamplesPerPixel") or 1)
+    except (TypeError, ValueError):
+        return  # decoding reports a header that makes no sense
+    if limit and rows * columns * samples > limit:
+        raise CorruptImageError(f"image too large to decode safely ({columns} x {rows} pixels declared; at most "
+                                f"{limit / 1e6:.0f} megapixels)")
+
+
 def decode_stored_values(dataset: pydicom.Dataset) -> np.ndarray:
     """Decode the first frame's stored values (H, W), or (H, W, 3) for colour, with unused high bits cleared.
 
@@ -56,6 +74,7 @@ def decode_stored_values(dataset: pydicom.Dataset) -> np.ndarray:
         hint = _no_pixels_hint(dataset)
         error = NotAnImageObjectError if hint.endswith(NOT_AN_IMAGE) else NoPixelDataError
         raise error(f"DICOM object has no pixel data element{hint}")
+    _check_declared_size(dataset)
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is None:
         syntax = _syntax_from_encoding(dataset)

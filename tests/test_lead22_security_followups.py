@@ -75,3 +75,36 @@ def test_an_unusable_task_is_described_without_its_report_text():
     with pytest.raises(AdapterError) as raised:
         parse_annotation({"result": [{"value": {"text": ["JOHN DOE"]}}]}, None, None)
     assert "JOHN DOE" not in str(raised.value) and "id missing" in str(raised.value)
+
+
+def test_ingest_refuses_a_dicom_declaring_a_huge_image_without_decoding_it(tmp_path, monkeypatch):
+    """Walk 22n guarded uploads only: ingest decoded 2.6 kB of RLE declaring 60000 x 60000 pixels (3.35 GiB) in a
+    worker; now any decode refuses it from the header, and ingest records one error and goes on."""
+    from test_walk22n_security import _rle_dicom
+
+    from radloop.core import dicom_pixels
+    from radloop.core.catalog import Catalog
+    from radloop.core.ingest import ingest_paths
+    from radloop.core.input_errors import CorruptImageError
+    from radloop.core.workspace import resolve_workspace
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("pixels decoded")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(dicom_pixels, "pixel_array", no_decode)
+        import pydicom
+
+        with pytest.raises(CorruptImageError, match="too large to decode safely .*60000 x 60000"):
+            dicom_pixels.decode_stored_values(pydicom.dcmread(__import__("io").BytesIO(_rle_dicom(60000, 60000))))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "bomb.dcm").write_bytes(_rle_dicom(60000, 60000))
+    (folder / "small.dcm").write_bytes(_rle_dicom(16, 16, runs=2))
+    monkeypatch.delenv("RADLOOP_DATABASE_URL", raising=False)
+    catalog = Catalog.open(resolve_workspace(tmp_path / "ws"))
+    try:
+        summary = ingest_paths(catalog, [folder], workers=1, progress=False)
+    finally:
+        catalog.dispose()
+    assert summary.images_added == 1 and summary.errors_by_stage == {"decode": 1}, summary
