@@ -228,8 +228,11 @@ class LabelStudioClient:
     def get_project(self, project_id: int) -> dict:
         project = self.call(f"read project {project_id}", lambda: self._sdk.projects.get(id=project_id),
                             project_id=project_id)
+        total, skipped = project.total_annotations_number, project.skipped_annotations_number
+        # Label Studio 1.23.2 counts skipped annotations apart from total_annotations_number (checked live)
+        annotations = None if total is None else total + (skipped or 0)
         return {"id": project.id, "title": project.title, "label_config": project.label_config or "",
-                "task_number": project.task_number}
+                "task_number": project.task_number, "annotation_number": annotations}
 
     def create_project(self, title: str, label_config: str, description: str = "") -> int:
         project = self.call(f"create project {title!r}", lambda: self._sdk.projects.create(

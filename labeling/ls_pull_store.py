@@ -23,8 +23,8 @@ from radloop.labeling.ls_client import LabelStudioClient, LabelStudioError
 from radloop.labeling.ls_consensus import SOURCE, _reconcile, _selection_states, _withdraw_deleted
 from radloop.labeling.ls_project import ProjectBinding
 
-__all__ = ["LabelStudioRead", "ls_meta", "now_iso", "release_deleted_project_tasks", "released_note", "set_ls_meta",
-           "store_pull"]
+__all__ = ["LabelStudioRead", "ls_annotation_count", "ls_meta", "now_iso", "release_deleted_project_tasks",
+           "released_note", "set_ls_meta", "store_pull", "stored_annotation_counts"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,33 @@ class LabelStudioRead:
     all_task_ids: set[int]
     annotators: dict[int, str]
     geometries: dict[str, ImageGeometry]
+    #: tasks read although unchanged, because Label Studio counts fewer annotations on them than the catalog
+    rechecked: int = 0
+
+
+def ls_annotation_count(task: dict) -> int | None:
+    """How many annotations Label Studio counts on a listed task (``total_annotations`` + ``cancelled_annotations``,
+    also in a listing without annotations); None when the listing does not say."""
+    total, cancelled = task.get("total_annotations"), task.get("cancelled_annotations")
+    if not isinstance(total, int):
+        return None
+    return total + (cancelled if isinstance(cancelled, int) else 0)
+
+
+def stored_annotation_counts(session, project_id: int, task_ids, round_ids=None) -> Counter:
+    """Task id -> how many Label Studio annotations of ``project_id`` the catalog holds live (not withdrawn) for
+    each of ``task_ids`` (optionally only rows of ``round_ids``)."""
+    task = Annotation.meta["ls_task_id"].as_integer()  # one row per annotation and task, read by the database
+    query = select(Annotation.external_id, task).distinct().where(
+        Annotation.source == SOURCE, Annotation.kind.in_(("choice", "box", "skip")),
+        Annotation.external_id.like(f"ls:{int(project_id)}:%"))
+    if round_ids is not None:
+        query = query.where(Annotation.round_id.in_(list(round_ids)))
+    wanted, found = set(task_ids), defaultdict(set)
+    for external_id, task_id in session.execute(query):
+        if task_id in wanted:
+            found[task_id].add(external_id)
+    return Counter({task_id: len(ids) for task_id, ids in found.items()})
 
 
 def _store_task(session, task: LSTask, round_id: int, project_id: int, annotators: dict[int, str],

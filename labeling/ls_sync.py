@@ -13,9 +13,10 @@ with ``version`` + 1, the annotator and the time — choices as ``Annotation(kin
 meta={"value": 1|0})``, rectangles as ``Annotation(kind="box")`` in original pixels, a skipped/cancelled
 task as ``Annotation(kind="skip")``.  Unconvertible results go to ``QuarantinedAnnotation`` with a reason.
 An annotation deleted in Label Studio is withdrawn: its rows get ``kind="withdrawn"`` (the former kind in
-``meta["withdrawn"]``), so that no reader trains on them; the pull notices it for every task it reads, and
-only ``full=True`` reads tasks that did not change otherwise (Label Studio does not bump a task's
-``updated_at`` when one of its annotations is deleted).
+``meta["withdrawn"]``), so that no reader trains on them; the pull notices it for every task it reads, and an
+incremental pull also reads the tasks that Label Studio counts fewer annotations on (``total_annotations`` +
+``cancelled_annotations``) than the catalog holds live, in case a deletion left the task's ``updated_at`` as it
+was (summary: ``tasks_with_deleted_annotations``).
 
 Disagreement rule (documented, applied per image and finding over all the image's tasks, in every round):
 1. each annotator's newest non-cancelled, non-withdrawn annotation of a task is one vote (an image in two
@@ -51,7 +52,8 @@ from radloop.labeling.ls_consensus import (
 )
 from radloop.labeling.ls_project import DEFAULT_PROJECT_TITLE, ProjectBinding, init_project, load_binding
 from radloop.labeling.ls_pull_store import (
-    LabelStudioRead, ls_meta, release_deleted_project_tasks, released_note, store_pull,
+    LabelStudioRead, ls_annotation_count, ls_meta, release_deleted_project_tasks, released_note, store_pull,
+    stored_annotation_counts,
 )
 from radloop.labeling.ls_push import (  # noqa: F401  (re-exported: the push's home was this module)
     BATCH_NOTE, PushIncompleteError, SyncSummary, _existing_keys, _note_pushed, _record_existing, push_round,
@@ -189,12 +191,22 @@ def _read_label_studio(catalog: Catalog, client: LabelStudioClient, binding: Pro
         since = datetime.fromisoformat(state["cursor"]).astimezone(timezone.utc) - CURSOR_MARGIN
         cursor = since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     raw_tasks = client.iter_tasks(binding.project_id, round_id=round_id, updated_after=cursor)
-    all_ids = {task["id"] for task in client.iter_tasks(binding.project_id, round_id=round_id,
-                                                        with_annotations=False)}
+    listed = client.iter_tasks(binding.project_id, round_id=round_id, with_annotations=False)
+    all_ids = {task["id"] for task in listed}
+    shrunk: set[int] = set()
+    if cursor is not None:  # an annotation deleted leaves its task unchanged: its annotation count says so
+        read_ids = {task["id"] for task in raw_tasks}
+        counts = {task["id"]: ls_annotation_count(task) for task in listed if task["id"] not in read_ids}
+        with catalog.session() as session:
+            stored = stored_annotation_counts(session, binding.project_id, counts, round_ids=[round_id])
+        shrunk = {task_id for task_id, count in counts.items() if count is not None and count < stored[task_id]}
+        if shrunk:  # one listing of the round's tasks with their annotations; the store withdraws the missing
+            raw_tasks += [task for task in client.iter_tasks(binding.project_id, round_id=round_id)
+                          if task["id"] in shrunk]
     annotators = client.user_emails() if raw_tasks else {}
     case_ids = {task["data"].get("case_id") for task in raw_tasks if isinstance(task.get("data"), dict)}
     geometries = _geometries(catalog, {case for case in case_ids if isinstance(case, str)})
-    return LabelStudioRead(state, cursor, raw_tasks, all_ids, annotators, geometries)
+    return LabelStudioRead(state, cursor, raw_tasks, all_ids, annotators, geometries, rechecked=len(shrunk))
 
 
 def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, binding: ProjectBinding | None = None,
@@ -202,8 +214,8 @@ def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
     """Fetch new/changed annotations of the round's tasks into the catalog (append-only); returns a summary.
 
     Args:
-        full: ignore the incremental cursor and re-read every task (still no duplicate rows); only a full
-            pull sees annotations deleted in Label Studio on tasks that did not change otherwise.
+        full: ignore the incremental cursor and re-read every task (still no duplicate rows).  An incremental
+            pull sees deleted annotations too: it re-reads the tasks whose annotation count dropped.
 
     Raises:
         LookupError: no such round.  ProjectNotFoundError / AuthenticationError / ServerUnavailableError.
@@ -258,4 +270,5 @@ def pull_round(catalog: Catalog, client: LabelStudioClient, round_id: int, *, bi
         "boxes": counts["boxes"], "skipped": counts["skipped"], "quarantined": counts["quarantined"],
         "withdrawn": counts["withdrawn"], "consensus_rows": counts["consensus"],
         "disagreements": counts["disagreements"], "deleted_tasks": sorted(missing),
+        "tasks_with_deleted_annotations": read.rechecked,
         "answered": progress["answered"], "pending": progress["pending"]})

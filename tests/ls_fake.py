@@ -1,6 +1,7 @@
 """A fake Label Studio for offline round tests: the client calls ``push_round`` / ``pull_round`` make, in Label
-Studio's JSON shapes, served from memory.  Like Label Studio 1.23, it does not bump a task's ``updated_at``
-when an annotation is deleted."""
+Studio's JSON shapes, served from memory.  Unlike Label Studio 1.23.2 (walk 22m, live), it does not bump a task's
+``updated_at`` when an annotation is deleted: it stands for a server that does not, which radloop's annotation
+counts still catch."""
 
 from __future__ import annotations
 
