@@ -8,43 +8,22 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from ls_catalog import add_round, build_round_catalog
+from ls_catalog import add_round
+from ls_live_rounds import choices, live_rounds
 from ls_server import label_studio  # noqa: F401  (session fixture)
 from sqlalchemy import select
 
-from radloop.labeling.ls_client import LabelStudioClient
-from radloop.labeling.ls_project import init_project
 from radloop.labeling.ls_sync import pull_round, push_round
 
 pytestmark = pytest.mark.labelstudio
 
 
-def _choices(*values: str) -> list[dict]:
-    return [{"from_name": "findings", "to_name": "image", "type": "choices", "value": {"choices": list(values)}}]
-
-
 def test_deleted_annotations_are_withdrawn_without_a_full_pull(label_studio, test_catalog_url, monkeypatch):  # noqa: F811
-    from radloop.app.round_pool import pull_late_answers
-    from radloop.app.round_record import RoundConfig, no_progress
     from radloop.core.schema import Annotation, Round
-    from radloop.labeling import ls_sync
 
-    server = label_studio
-    root = (server.document_root / "ws-walk22m-deleted").resolve()
-    catalog, first, image_ids = build_round_catalog(root, n_images=2, database_url=test_catalog_url(root))
-    client = LabelStudioClient(server.url, server.token, retries=2, backoff=0.2)
-    project_id = init_project(client, catalog.workspace, title="walk22m deleted",
-                              document_root=str(server.document_root))["project_id"]
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
-    pulled: list[int] = []
-    real = ls_sync.pull_round
-    monkeypatch.setattr(ls_sync, "pull_round", lambda catalog, client, round_id, **kwargs: pulled.append(
-        round_id) or real(catalog, client, round_id, **kwargs))
-
-    def pull_before_start() -> list[int]:
-        pulled.clear()
-        pull_late_answers(catalog, RoundConfig(), no_progress)
-        return list(pulled)
+    live = live_rounds(label_studio, test_catalog_url, monkeypatch, "walk22m-deleted")
+    catalog, first, image_ids = live.catalog, live.first_round, live.image_ids
+    client, project_id, pull_before_start = live.client, live.project_id, live.pull_before_start
 
     def kinds(annotation_id: int) -> set[str]:
         with catalog.session() as session:
@@ -60,7 +39,7 @@ def test_deleted_annotations_are_withdrawn_without_a_full_pull(label_studio, tes
                 key = (round_id, task["data"]["case_id"])
                 tasks[key] = task["id"]
                 skip = key == (rounds[1], image_ids[1])  # one skipped task: Label Studio counts it apart
-                answers[key] = client.create_annotation(task["id"], [] if skip else _choices("fracture"),
+                answers[key] = client.create_annotation(task["id"], [] if skip else choices("fracture"),
                                                         was_cancelled=skip)
         assert client.get_project(project_id)["annotation_number"] == 4  # skipped one included
         assert pull_before_start() == rounds
@@ -105,5 +84,4 @@ def test_deleted_annotations_are_withdrawn_without_a_full_pull(label_studio, tes
         assert kinds(answers[(rounds[0], image_ids[0])]) == {"withdrawn"}
         assert kinds(answers[(rounds[0], image_ids[1])]) == {"choice"}
     finally:
-        client.delete_project(project_id)
-        catalog.dispose()
+        live.close()
