@@ -125,7 +125,10 @@ def _create_key_file(path: Path) -> None:
         except FileExistsError:
             pass  # another process created it first: theirs is the key
         except OSError:  # a file system without hard links: create it in place (O_EXCL keeps an existing one)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return  # another process created it first (the temporary file goes below)
             with os.fdopen(fd, "w") as handle:
                 handle.write(temporary.read_text())
     finally:

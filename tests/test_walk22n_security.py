@@ -218,3 +218,22 @@ def test_brief_error_keeps_urls_and_plain_messages():
     assert brief_error(ZeroDivisionError("division by zero")) == "ZeroDivisionError: division by zero"
     text = "HTTP 401 from http://ls:8080/api/projects/3/tasks"
     assert brief_error(RuntimeError(text)) == f"RuntimeError: {text}"
+
+
+def test_a_key_created_meanwhile_is_kept_where_hard_links_fail(tmp_path, monkeypatch):
+    """The fallback for file systems without hard links raised FileExistsError when another process had just
+    created the key (lead, re-reading walk 22n's change)."""
+    import os
+
+    from radloop.core import workspace as workspace_module
+
+    path = tmp_path / "secret.key"
+    path.write_text("cd" * 32)
+
+    def no_links(*_args, **_kwargs):
+        raise OSError("hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    workspace_module._create_key_file(path)
+    assert path.read_text() == "cd" * 32
+    assert [item.name for item in tmp_path.iterdir()] == ["secret.key"]
