@@ -7,6 +7,9 @@ which no retry cures.  Other statuses (4xx, 501, 505 ...) fail at once.  Request
 (creating projects, annotations, ML backends; task import) are never retried: a lost response may hide a
 success, so :mod:`radloop.labeling.ls_sync` reconciles by listing the project's tasks before importing
 again (no duplicates).  The API token is kept only in memory: it never appears in messages, ``repr`` or logs.
+
+The errors, the token's environment variables and the retry rules live in :mod:`radloop.labeling.ls_client_errors`,
+the ML-backend calls in :mod:`radloop.labeling.ls_client_ml`; every name stays importable from here.
 """
 
 from __future__ import annotations
@@ -17,6 +20,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from radloop.labeling.ls_client_errors import (  # noqa: F401 - TOKEN_ENV_VARS is re-exported
+    RETRY_STATUSES, SERVER_ERROR_RETRIES, TOKEN_ENV_VARS, AuthenticationError, LabelStudioError, ProjectNotFoundError,
+    ServerUnavailableError, TaskNotFoundError, _retry_after, _status, _unreachable, token_from_env,
+)
+from radloop.labeling.ls_client_ml import MLBackendCalls
+
 __all__ = [
     "AuthenticationError", "LabelStudioClient", "LabelStudioError", "ProjectNotFoundError",
     "ServerUnavailableError", "TaskNotFoundError", "token_from_env",
@@ -25,74 +34,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Environment variables the token may come from (first set wins).
-TOKEN_ENV_VARS = ("LABEL_STUDIO_API_KEY", "RADLOOP_LS_TOKEN")
 
-
-class LabelStudioError(RuntimeError):
-    """A Label Studio request failed; the message says which request and why."""
-
-
-class AuthenticationError(LabelStudioError):
-    """The server rejected the API token (HTTP 401/403)."""
-
-
-class ServerUnavailableError(LabelStudioError):
-    """The server could not be reached (down, restarting, wrong URL) after all retries."""
-
-
-class ProjectNotFoundError(LabelStudioError):
-    """The project does not exist (deleted in Label Studio?)."""
-
-
-class TaskNotFoundError(LabelStudioError):
-    """The task does not exist (deleted in Label Studio?)."""
-
-
-def token_from_env(environ: dict[str, str] | None = None) -> str | None:
-    """The API token from ``LABEL_STUDIO_API_KEY`` or ``RADLOOP_LS_TOKEN`` (None when neither is set)."""
-    import os
-
-    environ = os.environ if environ is None else environ
-    for name in TOKEN_ENV_VARS:
-        if environ.get(name):
-            return environ[name]
-    return None
-
-
-#: HTTP statuses another attempt may cure: request timeout, rate limit, gateway and unavailable errors.
-RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
-#: How many times one call retries HTTP 500 (Label Studio's answer to its own bugs as well as to overload).
-SERVER_ERROR_RETRIES = 1
-
-
-def _unreachable(error: BaseException) -> bool:
-    """A network failure: no connection, a timeout, a dropped connection (not a malformed request)."""
-    import httpx
-
-    if isinstance(error, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)):
-        return False
-    return isinstance(error, (httpx.TransportError, ConnectionError, TimeoutError))
-
-
-def _status(error: BaseException) -> int | None:
-    from label_studio_sdk.core.api_error import ApiError
-
-    return error.status_code if isinstance(error, ApiError) else None
-
-
-def _retry_after(error: BaseException) -> float | None:
-    """The seconds a ``Retry-After`` header asks for (None without one, or when it is an HTTP date)."""
-    headers = getattr(error, "headers", None) or {}
-    value = next((value for key, value in headers.items() if str(key).lower() == "retry-after"), None)
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        return None
-    return seconds if 0 <= seconds <= float("inf") else None  # not negative, not NaN
-
-
-class LabelStudioClient:
+class LabelStudioClient(MLBackendCalls):
     """Label Studio operations radloop needs, on top of ``label_studio_sdk.LabelStudio``.
 
     Args:
@@ -359,65 +302,6 @@ class LabelStudioClient:
     def update_annotation(self, annotation_id: int, result: list[dict]) -> None:
         self.call(f"update annotation {annotation_id}",
                   lambda: self._sdk.annotations.update(id=annotation_id, result=result))
-
-    # ----------------------------------------------------------------------------------- ML backend
-    def ensure_ml_backend(self, project_id: int, url: str, *, title: str = "radloop",
-                          basic_auth: tuple[str, str] | None = None, timeout: float = 30.0) -> int:
-        """Connect (or update) the radloop ML backend; Label Studio checks ``/health`` and ``/setup`` on save."""
-        auth: dict[str, Any] = {"auth_method": "NONE"}
-        if basic_auth:
-            auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": basic_auth[0], "basic_auth_pass": basic_auth[1]}
-        backends = self.call("list ML backends", lambda: list(self._sdk.ml.list(project=project_id)),
-                             project_id=project_id)
-        backend_id = None
-        for backend in backends:
-            if backend.url.rstrip("/") == url.rstrip("/"):
-                # Label Studio 1.23 re-validates the backend on PATCH with the request's fields only: without
-                # ``project`` its /setup check fails (HTTP 500, "setup_() missing ... 'project'")
-                self.call("update ML backend", lambda: self._sdk.ml.update(
-                    id=backend.id, project=project_id, url=url, title=title, is_interactive=False,
-                    timeout=timeout, **auth))
-                backend_id = backend.id
-        if backend_id is None:
-            backend_id = self.call("connect the ML backend", lambda: self._sdk.ml.create(
-                project=project_id, url=url, title=title, is_interactive=False, timeout=timeout, **auth),
-                idempotent=False, project_id=project_id).id
-        self._authorize_backend_webhook(project_id, url, basic_auth)
-        return backend_id
-
-    def _authorize_backend_webhook(self, project_id: int, url: str, basic_auth: tuple[str, str] | None) -> None:
-        """Give the webhook Label Studio created for the backend the backend's credentials.
-
-        Label Studio sends START_TRAINING with the backend's basic auth, but annotation events go through
-        a plain project webhook without credentials; without this they would be refused by an
-        authenticated backend.
-        """
-        import base64
-
-        target = url.rstrip("/") + "/webhook"
-        headers = {}
-        if basic_auth:
-            encoded = base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode()).decode()
-            headers = {"Authorization": f"Basic {encoded}"}
-        hooks = self.call("list webhooks", lambda: list(self._sdk.webhooks.list(project=str(project_id))),
-                          project_id=project_id)
-        for hook in hooks:
-            if hook.url.rstrip("/") == target and (hook.headers or {}) != headers:
-                self.call("set the backend webhook's credentials",
-                          lambda: self._sdk.webhooks.update(id=hook.id, url=hook.url, headers=headers))
-
-    def train(self, backend_id: int) -> None:
-        """Ask Label Studio to send START_TRAINING to the backend."""
-        self.call("start training", lambda: self._sdk.ml.train(id=backend_id), idempotent=False)
-
-    def retrieve_predictions(self, project_id: int) -> None:
-        """Ask Label Studio to fetch predictions for all the project's tasks from its ML backend.
-
-        (The Data Manager action "Retrieve predictions": Label Studio then calls the backend's ``/predict``.)
-        """
-        self.call("retrieve predictions from the ML backend", lambda: self._sdk.actions.create(
-            id="retrieve_tasks_predictions", project=project_id, selected_items={"all": True, "excluded": []}),
-            idempotent=False, project_id=project_id)
 
 
 def iter_chunks(items: list[T], size: int) -> Iterator[list[T]]:
