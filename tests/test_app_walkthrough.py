@@ -182,7 +182,8 @@ def test_search_by_typed_case_or_study_id(app_workspace, env):
     app = open_page(app_workspace, "page_search.py", env)
     app.text_input(key="search_case_id").input(f" {wanted} ").run()
     assert calls[-1]["case_id"] == wanted
-    assert "distance -0.000" not in texts(app) and f"**{ids[0]}** · distance 0.000" in texts(app)
+    # the cards name the index's distance (a search hit without a metric: the default, cosine)
+    assert "-0.000" not in texts(app) and f"**{ids[0]}** · distance (1 - cosine) 0.000" in texts(app)
     from radloop.core.catalog import Catalog
 
     catalog = Catalog.open(app_workspace, create=False)
