@@ -137,3 +137,4 @@ def test_the_app_listens_on_this_machine_only_and_sends_no_usage_statistics():
     shown = subprocess.run([str(streamlit), "config", "show"], cwd=REPO_ROOT, capture_output=True, text=True,
                            timeout=120).stdout
     assert 'address = "127.0.0.1"' in shown and "gatherUsageStats = false" in shown
+    assert "maxUploadSize = 64" in shown  # megabytes per upload (Streamlit's default: 200)
