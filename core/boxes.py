@@ -54,7 +54,7 @@ def box_to_ls_percent(box: Box, width: int, height: int) -> dict[str, float]:
 
 def box_from_ls_percent(value: dict[str, float], width: int, height: int, label: str,
                         score: float | None = None) -> Box:
-    """Pixel box of a Label Studio percent value (``x, y, width, height``; rotation must be 0).
+    """Pixel box of a Label Studio percent value (``x, y, width, height``; rotation 0 or a whole turn).
 
     Raises:
         BoxError: a missing key, a rotated rectangle, or a non-positive image size.
@@ -63,7 +63,8 @@ def box_from_ls_percent(value: dict[str, float], width: int, height: int, label:
     missing = [key for key in ("x", "y", "width", "height") if key not in value]
     if missing:
         raise BoxError(f"Label Studio rectangle lacks {', '.join(missing)}: {value}")
-    if abs(float(value.get("rotation", 0.0) or 0.0)) > 1e-9:
+    turn = float(value.get("rotation", 0.0) or 0.0) % 360.0  # a whole turn (360, -360) leaves the box as it is
+    if not math.isfinite(turn) or min(turn, 360.0 - turn) > 1e-9:
         raise BoxError(f"rotated rectangles are not supported (rotation={value['rotation']})")
     return Box(label=label,
                x=round(float(value["x"]) * width / 100.0, PIXEL_DECIMALS),

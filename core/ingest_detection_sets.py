@@ -1,11 +1,15 @@
 """Discovery of detection sets: a COCO json (with its image folder) and a YOLO folder (``data.yaml``).
 
 Boxes are kept as the set wrote them (:class:`RawBox`); they are scaled to the decoded image in the worker.
+A JPEG/PNG with an EXIF orientation other than 1 is stored (and rendered) in its coded pixel layout, while
+annotation tools draw on the rotated view that viewers show: its boxes are mapped into the coded layout
+(:func:`oriented_box`), unless a COCO entry's size says the tool drew on the coded layout itself.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -13,9 +17,69 @@ import yaml
 
 from radloop.core.ingest_tasks import Discovery, ImageTask, RawBox, plain_task, region_for_class
 
-__all__ = ["RASTER_SUFFIXES", "discover_coco", "discover_yolo"]
+__all__ = ["RASTER_SUFFIXES", "coco_box_orientation", "discover_coco", "discover_yolo", "exif_orientation",
+           "oriented_box"]
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg"}
+#: EXIF orientations whose displayed view swaps width and height.
+SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
+
+
+def exif_orientation(path: Path) -> int:
+    """The EXIF orientation tag of a JPEG/PNG file (1: none, or unreadable; 2..8: flipped and/or rotated)."""
+    from PIL import Image as PILImage
+
+    try:
+        with warnings.catch_warnings():  # a very large image is the decode stage's to note, not the header read's
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            with PILImage.open(path) as image:
+                value = image.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - an unreadable file is the decode stage's to report
+        return 1
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _stored_point(u: float, v: float, orientation: int) -> tuple[float, float]:
+    """A point of the displayed view (normalised ``u`` right, ``v`` down) in the coded pixel layout."""
+    return {1: (u, v), 2: (1 - u, v), 3: (1 - u, 1 - v), 4: (u, 1 - v), 5: (v, u), 6: (v, 1 - u),
+            7: (1 - v, 1 - u), 8: (1 - v, u)}[orientation]
+
+
+def oriented_box(box: RawBox, orientation: int) -> RawBox:
+    """``box`` drawn on the displayed view of an image with EXIF ``orientation``, in the coded pixel layout.
+
+    The result is normalised (fractions of the coded image), so it scales to the decoded image like a YOLO box.
+    """
+    if orientation == 1:
+        return box
+    if box.normalized:
+        scale_x = scale_y = 1.0
+    elif box.reference_width and box.reference_height:
+        scale_x, scale_y = 1.0 / box.reference_width, 1.0 / box.reference_height
+    else:  # pixels of an unknown size: nothing to map with
+        return box
+    corners = [_stored_point(u, v, orientation) for u, v in
+               ((box.x * scale_x, box.y * scale_y), ((box.x + box.w) * scale_x, (box.y + box.h) * scale_y))]
+    left, right = sorted(c[0] for c in corners)
+    top, bottom = sorted(c[1] for c in corners)
+    return RawBox(box.source_label, left, top, right - left, bottom - top, True)
+
+
+def coco_box_orientation(path: Path, reference: tuple[float | None, float | None]) -> int:
+    """The orientation to map a COCO entry's boxes with: the file's, unless the entry's size is the coded
+    layout's (not square), which says the annotation tool drew on the coded pixels."""
+    orientation = exif_orientation(path)
+    width, height = reference
+    if orientation in SWAPPING_ORIENTATIONS and width and height and width != height:
+        from PIL import Image as PILImage
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            with PILImage.open(path) as image:
+                coded_width, coded_height = image.size
+        if abs(width / height - coded_width / coded_height) < abs(width / height - coded_height / coded_width):
+            return 1
+    return orientation
 
 
 def discover_coco(json_path: Path, images_dir: Path, dataset: str, found: Discovery) -> None:
@@ -54,6 +118,9 @@ def discover_coco(json_path: Path, images_dir: Path, dataset: str, found: Discov
         reference = (float(entry.get("width") or 0) or None, float(entry.get("height") or 0) or None)
         image_boxes = tuple(RawBox(b.source_label, b.x, b.y, b.w, b.h, False, *reference)
                             for b in boxes.get(entry["id"], []))
+        if image_boxes:
+            orientation = coco_box_orientation(path, reference)
+            image_boxes = tuple(oriented_box(box, orientation) for box in image_boxes)
         found.image_tasks.append(_annotated_task(path, images_dir, dataset, image_boxes, source))
     found.sources["coco"] += 1
 
@@ -91,6 +158,9 @@ def discover_yolo(root: Path, dataset: str | None, found: Discovery) -> None:
                 continue
             label_path = labels_dir / path.relative_to(images_dir).with_suffix(".txt")
             boxes = _yolo_boxes(label_path, names, found)
+            if boxes:
+                orientation = exif_orientation(path)
+                boxes = tuple(oriented_box(box, orientation) for box in boxes)
             found.image_tasks.append(_annotated_task(path, images_dir, dataset, boxes, source))
     found.sources["yolo"] += 1
 

@@ -52,7 +52,8 @@ def image_targets(catalog: Catalog, *, dataset: str | None = None, split: str | 
     """Targets of catalog images, sorted by image id.
 
     Later choice annotations of the same (image, finding) override earlier ones (append-only history,
-    the newest version wins); detection-set images get ``fracture``/``foreign_body`` from their boxes.
+    the newest version wins); detection-set images get ``fracture``/``foreign_body`` from their boxes.  Boxes
+    without area (zero width or height) count for the labels but are left out of ``boxes``.
 
     Only the columns the targets need are read (not whole rows: an archive's image metadata is large), and
     more than :data:`~radloop.core.catalog.IN_CHUNK` ``image_ids`` are not sent as bound parameters
@@ -79,7 +80,8 @@ def image_targets(catalog: Catalog, *, dataset: str | None = None, split: str | 
         result.append(ImageTargets(
             image_id=image_id, study_id=study_id, split=study_split, body_region=body_region,
             render_path=render_path, width=width, height=height,
-            labels=_labels(box_source, image_boxes, choices.get(image_id)), boxes=tuple(image_boxes)))
+            labels=_labels(box_source, image_boxes, choices.get(image_id)),
+            boxes=tuple(box for box in image_boxes if _has_area(box))))
     return result
 
 
@@ -117,6 +119,12 @@ def image_labels(catalog: Catalog, image_ids: list[str] | None = None, *, datase
         if labels:
             result[image_id] = labels
     return result
+
+
+def _has_area(box: Box) -> bool:
+    """Whether a catalog box can be trained on and matched: a set's zero-width box, or one that lay wholly outside
+    its image (ingest clips it to zero size), still says "fracture" but marks no place."""
+    return box.w > 0 and box.h > 0
 
 
 def _labels(box_source, image_boxes: list[Box], choices: dict[str, int] | None) -> dict[str, int]:

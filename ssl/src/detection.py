@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from radloop.core.boxes import sanitize_boxes
+from radloop.core.boxes import sanitize_box, sanitize_boxes
 from radloop.core.records import Box
 from radloop.ssl.checkpoint_io import SameFolderCheckpointIO
 from radloop.ssl.encoder_adapter import encoder_stats, read_pixels, timm_backbone, timm_backbone_from_bundle
@@ -33,6 +33,9 @@ from radloop.ssl.trainer_progress import trainer_callbacks
 
 DETECTOR_WEIGHTS = "detector.safetensors"
 DETECTOR_CONFIG = "detector.json"
+#: Predicted boxes narrower or lower than this many original pixels are dropped: the Label Studio pull refuses
+#: them (``radloop.labeling.ls_adapter``), so an expert who accepted one would lose it.
+MIN_PREDICTED_BOX_PX = 1.0
 
 __all__ = ["BoxImages", "DetectorModule", "DetectorPredictor", "TimmFPNBackbone", "build_detector",
            "detector_determinism", "known_negatives", "train_detector"]
@@ -234,7 +237,9 @@ class DetectorPredictor(Predictor):
     @torch.inference_mode()
     def predict(self, images, *, original_sizes: Sequence[tuple[int, int]] | None = None,
                 batch_size: int = 4) -> list[ImagePrediction]:
-        """Boxes in original-image pixels, scaled from the pixels the model saw (the render).
+        """Boxes in original-image pixels, scaled from the pixels the model saw (the render), clipped to the
+        image; boxes under :data:`MIN_PREDICTED_BOX_PX` on a side are left out (the choices, max box score per
+        label, still count them).
 
         Args:
             images: render paths or 2-D arrays.
@@ -261,14 +266,16 @@ class DetectorPredictor(Predictor):
             for offset, (tensor, output) in enumerate(zip(tensors, outputs)):
                 width, height = original_sizes[start + offset]
                 scale_x, scale_y = width / tensor.shape[2], height / tensor.shape[1]
-                boxes = []
+                boxes, scores = [], {name: 0.0 for name in self.findings}
                 for (x0, y0, x1, y1), label, score in zip(output["boxes"].tolist(), output["labels"].tolist(),
                                                           output["scores"].tolist()):
-                    boxes.append(Box(self.findings[label - 1], x0 * scale_x, y0 * scale_y, (x1 - x0) * scale_x,
-                                     (y1 - y0) * scale_y, score=float(score)))
-                choices = {name: max([b.score for b in boxes if b.label == name], default=0.0)
-                           for name in self.findings}
-                results.append(ImagePrediction(choices=choices, boxes=boxes, model_version=self.model_version))
+                    scores[self.findings[label - 1]] = max(scores[self.findings[label - 1]], float(score))
+                    box, _ = sanitize_box(Box(self.findings[label - 1], x0 * scale_x, y0 * scale_y,
+                                              (x1 - x0) * scale_x, (y1 - y0) * scale_y, score=float(score)),
+                                          width, height, min_size=MIN_PREDICTED_BOX_PX)
+                    if box is not None:  # a sub-pixel sliver (from a wide render row) is no usable box
+                        boxes.append(box)
+                results.append(ImagePrediction(choices=scores, boxes=boxes, model_version=self.model_version))
         return results
 
     def save(self, folder: str | Path) -> Path:
