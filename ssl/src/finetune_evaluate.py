@@ -145,6 +145,26 @@ def coco_labeled_set(coco_file: str | Path, images_dir: str | Path, findings: li
     return coco_labeled_set_with_notes(coco_file, images_dir, findings)[0]
 
 
+def _coded_layout_boxes(path: Path, image_boxes: list[Box],
+                        size: tuple[int, int]) -> tuple[list[Box], tuple[int, int]]:
+    """A COCO entry's boxes and size in the image's coded pixel layout, the one ingest and ``read_rendered``
+    decode: boxes drawn on the view an EXIF orientation tag rotates or flips are mapped as ingest maps them
+    (:func:`radloop.core.ingest_detection_sets.oriented_box`); others come back as they are."""
+    from radloop.core.ingest_detection_sets import SWAPPING_ORIENTATIONS, coco_box_orientation, oriented_box
+    from radloop.core.ingest_tasks import RawBox
+
+    orientation = coco_box_orientation(path, (float(size[0]), float(size[1])))
+    if orientation == 1:
+        return image_boxes, size
+    coded = (size[1], size[0]) if orientation in SWAPPING_ORIENTATIONS else size
+    mapped = []
+    for box in image_boxes:
+        raw = oriented_box(RawBox(box.label, box.x, box.y, box.w, box.h, False, *map(float, size)), orientation)
+        mapped.append(Box(box.label, raw.x * coded[0], raw.y * coded[1], raw.w * coded[0], raw.h * coded[1],
+                          score=box.score))
+    return mapped, coded
+
+
 def coco_labeled_set_with_notes(coco_file: str | Path, images_dir: str | Path,
                                 findings: list[str]) -> tuple[LabeledSet, list[str]]:
     """:func:`coco_labeled_set` and a note naming how many of the file's images were not found under
@@ -185,16 +205,19 @@ def coco_labeled_set_with_notes(coco_file: str | Path, images_dir: str | Path,
             missing.append(str(entry["file_name"]))
             continue
         image_boxes = boxes.get(entry["id"], [])
+        try:  # (0, 0): not in the file; the image's own size is read with its pixels (_predict_originals)
+            size = (int(entry.get("width") or 0), int(entry.get("height") or 0))
+        except (TypeError, ValueError):
+            raise DataError(f"cannot read COCO file {coco_path}: image {entry['file_name']} has width "
+                            f"{entry.get('width')!r} and height {entry.get('height')!r}") from None
+        if image_boxes and all(size):  # boxes drawn on an EXIF-rotated view: into the coded layout, as ingest
+            image_boxes, size = _coded_layout_boxes(path, image_boxes, size)
         present = {b.label for b in image_boxes}
         rows.append([int(name in present) if name in ("fracture", "foreign_body") else -1 for name in findings])
         result.image_ids.append(str(entry["file_name"]))
         result.study_ids.append(str(entry["file_name"]))
         result.paths.append(path)
-        try:  # (0, 0): not in the file; the image's own size is read with its pixels (_predict_originals)
-            result.sizes.append((int(entry.get("width") or 0), int(entry.get("height") or 0)))
-        except (TypeError, ValueError):
-            raise DataError(f"cannot read COCO file {coco_path}: image {entry['file_name']} has width "
-                            f"{entry.get('width')!r} and height {entry.get('height')!r}") from None
+        result.sizes.append(size)
         result.regions.append(regions.get(entry["id"]))
         result.boxes.append(image_boxes)
     where = f"{folder} (the COCO file's folder)" if folder == coco_path.parent else str(folder)
