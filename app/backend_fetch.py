@@ -147,9 +147,34 @@ def fetch_image(url: str, policy: FetchPolicy, label_studio: tuple[str, str | No
     from radloop.core.render import decode_upload
 
     try:
-        return decode_upload(body)
+        pixels = decode_upload(body)
     except ValueError as error:
         raise AdapterError(f"image URL did not return a PNG/JPEG image: {error}") from None
+    return _as_displayed(pixels, body)
+
+
+#: EXIF orientation -> the transpose that turns the coded pixels into the view browsers show (Pillow's
+#: ``ImageOps.exif_transpose`` table).
+_DISPLAY_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
+                      6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+def _as_displayed(pixels: np.ndarray, body: bytes) -> np.ndarray:
+    """``pixels`` turned as Label Studio's browser shows the file: a JPEG/PNG with an EXIF orientation tag is
+    displayed rotated / flipped, and the boxes and percentages the backend answers with are read on that view."""
+    import io
+
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(io.BytesIO(body)) as image:
+            orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - the pixels decoded; a damaged EXIF block means no orientation
+        return pixels
+    name = _DISPLAY_TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+    if name is None:
+        return pixels
+    return np.asarray(PILImage.fromarray(pixels).transpose(getattr(PILImage.Transpose, name)))
 
 
 def _follow(client: httpx.Client, request: httpx.Request, policy: FetchPolicy, deadline: float, timeout: float,
