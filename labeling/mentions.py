@@ -48,6 +48,11 @@ SITE_GAP_WORDS = frozenset({"the", "a", "an", "distal", "proximal", "mid", "midd
 #: so it is not coordinated with the site before it.
 SITE_CLAUSE_VERBS = frozenset({"is", "are", "was", "were", "appears", "appear", "remains", "remain", "looks",
                                "look", "shows", "show", "demonstrates", "has", "have", "seems", "seem"})
+#: Size words that may stand in "phalanx of the little toe" (site refinement, :func:`_refine_sites`).
+SIZE_WORDS = frozenset({"great", "big", "little", "small"})
+#: A side word after these words ("fracture on the right with a broken nail") locates what comes before it,
+#: so it is no side of the finding that follows.
+TRAILING_SIDE_BEFORE = ("on", "the")
 _ORDINAL = re.compile(r"^(?:\d+(?:st|nd|rd|th)?|first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|"
                       r"tenth|eleventh|twelfth)$")
 
@@ -106,7 +111,7 @@ def _anatomy(doc, site_matcher) -> tuple[list, list]:
     between): "R wrist", "L 5th rib" are sides, "L spine" (lumbar), "L1", "R/O" are not.  One right before
     a word of its ``metadata.not_before`` is no side ("right ventricle" is a heart chamber).
     """
-    sites, sides, conditional = [], [], []
+    sites, sides, conditional, refinable = [], [], [], {}
     vocab = doc.vocab.strings
     for match_id, start, end in site_matcher(doc):
         label = vocab[match_id]
@@ -115,6 +120,8 @@ def _anatomy(doc, site_matcher) -> tuple[list, list]:
         metadata = (rule.metadata or {}) if rule is not None else {}
         if category not in LATERALITIES:
             sites.append((category, start, end))
+            if metadata.get("of_sites"):
+                refinable[start] = frozenset(metadata["of_sites"])
         elif end < len(doc) and doc[end].lower_ in metadata.get("not_before", ()):
             continue
         elif metadata.get("needs_site_after"):
@@ -131,7 +138,25 @@ def _anatomy(doc, site_matcher) -> tuple[list, list]:
                 sides.append((category, start, end))
     sites.sort(key=lambda item: item[1])
     sides.sort(key=lambda item: item[1])
+    if refinable:
+        sites = _refine_sites(doc, sites, sides, refinable)
     return sites, sides
+
+
+def _refine_sites(doc, sites, sides, refinable: dict[int, frozenset]) -> list[tuple[str, int, int]]:
+    """A site word with ``metadata.of_sites`` followed by "of the <site>" of one of those sites takes that site:
+    "proximal phalanx of the right great toe" is the foot (sides, positions, ordinals, size words between)."""
+    side_tokens = {index for _, start, end in sides for index in range(start, end)}
+    refined = []
+    for position, (category, start, end) in enumerate(sites):
+        allowed = refinable.get(start)
+        if allowed and position + 1 < len(sites) and sites[position + 1][0] in allowed \
+                and end < len(doc) and doc[end].lower_ == "of" \
+                and all(index in side_tokens or _gap_word(doc[index]) or doc[index].lower_ in SIZE_WORDS
+                        for index in range(end + 1, sites[position + 1][1])):
+            category = sites[position + 1][0]
+        refined.append((category, start, end))
+    return refined
 
 
 def _gap_word(token) -> bool:
@@ -266,7 +291,7 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str],
         in_sentence = lambda items: [item for item in items if sentence.start <= item[1] < sentence.end]  # noqa: E731
         found = None
         if category in SITED_FINDINGS:
-            site_candidates = in_sentence(sites)
+            site_candidates = _after_label(doc, ent, in_sentence(sites))
             found = _nearest(ent, site_candidates, SITE_WINDOW)
         device_type = _device_type(ent, metadata)
         at_sites = metadata.get("at_sites")
@@ -296,6 +321,17 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str],
     return mentions
 
 
+def _after_label(doc, span, candidates: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """The sites after the last ":" before ``span`` in its sentence, when there are any: a region label
+    ("Left hand: fracture at the base of the proximal phalanx of the ring finger") yields to the site the
+    sentence names (finger, not hand); its side still counts."""
+    colon = next((index for index in range(span.start - 1, span.sent.start - 1, -1) if doc[index].text == ":"), None)
+    if colon is None:
+        return candidates
+    after = [candidate for candidate in candidates if candidate[1] > colon]
+    return after or candidates
+
+
 def _finding_by_size(span, category: str, by_size: dict) -> str:
     """``by_size["finding"]`` when the sentence gives the span a size of at most ``by_size["at_most_cm"]`` (largest
     dimension, right before or after its words: "a 2.6 cm masslike density" is a nodule), else ``category``."""
@@ -320,13 +356,16 @@ def _side_owners(doc, sides, emitted_starts, site_ends: dict[int, int] | None = 
     followed within :data:`OWN_SIDE_GAP` words (no punctuation between) by a finding's words.  A side word
     right before a site word is that site's: the finding right after the site takes it ("right hip fracture"),
     else it is shared by the findings around it ("healed fracture of the right clavicle with callus formation",
-    "fracture of the right hip status post ORIF": both right)."""
+    "fracture of the right hip status post ORIF": both right).  One after "on the" locates what comes before it
+    ("fracture on the right with a broken nail": both right)."""
     owners = {}
     site_ends = site_ends or {}
     for _, start, end in sides:
         if end in site_ends:
             if site_ends[end] in emitted_starts:
                 owners[start] = site_ends[end]
+            continue
+        if start >= 2 and (doc[start - 2].lower_, doc[start - 1].lower_) == TRAILING_SIDE_BEFORE:
             continue
         for index in range(end, min(end + OWN_SIDE_GAP + 1, len(doc))):
             if index in emitted_starts:

@@ -68,8 +68,10 @@ def rule_files() -> list[str]:
 #: is shared by the findings around it.  6: a finding without a side takes the exam's one side (``sites.json``
 #: ``metadata.exam_side``); an OLD/ACUTE trigger inside a negated target is no evidence ("no callus formation").
 #: 7: a region header leading the text or a findings/impression body ("Right shoulder. Healing scapular fracture.")
-#: gives the exam's side too (``exam_side.header_sections`` / ``header_words``).
-PIPELINE_REVISION = 7
+#: gives the exam's side too (``exam_side.header_sections`` / ``header_words``).  8: a site before a ":" label in the
+#: sentence yields to one after it ("Left hand: fracture of the ... ring finger"); site rule ``of_sites`` ("phalanx of
+#: the great toe" is the foot); "on the right" after a finding is no side of the next finding.
+PIPELINE_REVISION = 8
 
 
 def rules_version() -> str:
@@ -215,8 +217,12 @@ def _check_at_sites(at_sites, category: str, where: str) -> None:
 
 def _check_site_metadata(rule, where: str) -> None:
     """``needs_site_after`` (a laterality that counts only before a site) and its ``except_sites``; ``not_before``
-    (words a laterality does not count in front of)."""
+    (words a laterality does not count in front of); ``of_sites`` (a site word that "of the <site>" refines)."""
     metadata = rule.metadata or {}
+    of_sites = metadata.get("of_sites")
+    if of_sites is not None and (rule.category in LATERALITIES or not isinstance(of_sites, list)
+                                 or not set(of_sites) <= set(SITES)):
+        raise ValueError(f"rule file {where}: of_sites must be a list of SITES on a site rule, got {of_sites!r}")
     if "needs_site_after" in metadata and (rule.category not in LATERALITIES
                                            or not isinstance(metadata["needs_site_after"], bool)):
         raise ValueError(f"rule file {where}: needs_site_after must be true/false on a laterality rule")
