@@ -10,6 +10,7 @@ since it was saved, or built and saved when there is none.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +21,14 @@ from sqlalchemy import func, select
 
 from radloop.retrieval.index import IndexConfig, IndexManager, index_folder
 from radloop.retrieval.index_store import DISTANCES, metric_change_note, saved_metric
-from radloop.retrieval.query_match import match_catalog_file
+from radloop.retrieval.query_match import check_query_array, decode_failure, match_catalog_file, pil_pixels
 from radloop.retrieval.search_filters import (FILTER_KEYS, LATERALITY_SYNONYMS, NULLABLE_KEYS, UNKNOWN_VALUE,
                                               allowed_image_ids, check_filters, parse_filters, resolve_filter_values)
 
 __all__ = ["DISTANCES", "EXCERPT_CHARS", "FILTER_KEYS", "LATERALITY_SYNONYMS", "NULLABLE_KEYS", "UNKNOWN_VALUE",
-           "CaseNeighbour", "check_filters", "index_coverage", "index_metric", "load_index", "metric_change_note",
-           "parse_filters", "resolve_encoder_version", "resolve_filter_values", "resolve_search_encoder",
-           "search_cases"]
+           "CaseNeighbour", "check_filters", "index_coverage", "index_folder_lock", "index_metric", "load_index",
+           "metric_change_note", "parse_filters", "resolve_encoder_version", "resolve_filter_values",
+           "resolve_search_encoder", "search_cases"]
 
 EXCERPT_CHARS = 240
 
@@ -63,6 +64,7 @@ class CaseNeighbour:
     metric: str = "cosine"
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a dict (``pandas.DataFrame([hit.to_dict() for hit in hits])`` tabulates a search)."""
         return dict(self.__dict__)
 
 
@@ -133,13 +135,32 @@ def load_index(catalog, model_version: str, config: IndexConfig | None = None,
     """The saved index of ``model_version``, brought up to date with the catalog's embeddings.
 
     ``progress`` is told when the index has to be built (the first search: a minute for a million images) or
-    extended with embeddings added since it was saved.
+    extended with embeddings added since it was saved.  Threads of one process that load the same index wait for
+    each other (it is built or extended once); other processes are not locked out.
     """
+    folder = index_folder(catalog.workspace, model_version)
+    with index_folder_lock(folder):  # concurrent first searches (app sessions, notebook threads) build it once
+        return _load_index(catalog, model_version, folder, config, progress)
+
+
+_FOLDER_LOCKS: dict[str, threading.Lock] = {}
+_FOLDER_LOCKS_GUARD = threading.Lock()
+
+
+def index_folder_lock(folder: Path) -> threading.Lock:
+    """The lock of an index folder in this process (:func:`load_index` builds, extends and saves under it; other
+    savers in the same process should too): two threads that both built and saved an index deleted each
+    other's generation, leaving a manifest that names missing files."""
+    with _FOLDER_LOCKS_GUARD:
+        return _FOLDER_LOCKS.setdefault(str(Path(folder).absolute()), threading.Lock())
+
+
+def _load_index(catalog, model_version: str, folder: Path, config: IndexConfig | None,
+                progress: Callable[[str], None] | None) -> IndexManager:
     from radloop.core.embeddings import embedding_mark, load_embeddings
     from radloop.core.schema import Embedding
 
     say = progress or (lambda _message: None)
-    folder = index_folder(catalog.workspace, model_version)
     if not (folder / "manifest.json").is_file():
         say(f"building the case-search index of {model_version}'s embeddings on first use "
             "(minutes for millions of images; saved for the next searches)")
@@ -192,7 +213,7 @@ def _query_vector(catalog, model_version: str, image, case_id: str | None, match
             image_id = row.id
             source = catalog.workspace.absolute(row.render_path) if row.render_path else None
     elif isinstance(image, np.ndarray):
-        _check_query_array(image)
+        check_query_array(image)
     elif isinstance(image, (str, Path)):
         path = Path(image)
         where = "" if path.is_absolute() else f" (looked for {path.absolute()})"  # the CLI's cwd may surprise
@@ -233,33 +254,8 @@ def _query_vector(catalog, model_version: str, image, case_id: str | None, match
         # an array query is named by its shape: its values would flood the message (the app passes uploads so)
         named = (f"(an array of shape {source.shape}, dtype {source.dtype})" if isinstance(source, np.ndarray)
                  else source)
-        detail = _decode_failure(str(error).removeprefix(f"{source}: "))  # it may name the file again
+        detail = decode_failure(str(error).removeprefix(f"{source}: "))  # it may name the file again
         raise ValueError(f"cannot read the query image {named}: {detail} (PNG, JPEG or DICOM)") from None
-
-
-def _check_query_array(image: np.ndarray) -> None:
-    """Refuse a query array the encoder cannot take, naming it by its shape (not its values).
-
-    Raises:
-        ValueError: an empty array, or one with NaN or infinite pixels.
-    """
-    named = f"(an array of shape {image.shape}, dtype {image.dtype})"
-    if image.size == 0:
-        raise ValueError(f"cannot read the query image {named}: it has no pixels")
-    if image.dtype.kind in "fc" and not np.isfinite(image).all():
-        raise ValueError(f"cannot read the query image {named}: {int((~np.isfinite(image)).sum()):,} pixel(s) are "
-                         "NaN or infinite")
-
-
-def _decode_failure(detail: str) -> str:
-    """A decoder's message as the app's upload check words it (``radloop.core.render.decode_upload``): what is
-    wrong with the file, without the exception's class name and the file named once more."""
-    kind, _, message = detail.partition(": ")
-    if kind == "UnidentifiedImageError":
-        return "unrecognised content, not an image"
-    if kind == "DecompressionBombError":
-        return f"image too large to decode safely ({message})"
-    return detail
 
 
 def _study_images(catalog, image_id: str) -> list[str]:
@@ -343,9 +339,9 @@ def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_
 
     Args:
         catalog: the workspace catalog.
-        image: query image file (PNG/JPEG/DICOM) or a 2-D array; a file that is a catalogued image (same bytes
-            or same pixels, :func:`~radloop.retrieval.query_match.match_catalog_file`) is searched as that case,
-            anything else embedded on the fly.
+        image: query image file (PNG/JPEG/DICOM), a 2-D array or a PIL image (its pixels); a file that is a
+            catalogued image (same bytes or same pixels, :func:`~radloop.retrieval.query_match.match_catalog_file`)
+            is searched as that case, anything else embedded on the fly.
         case_id: a catalog image id (``I-...``) or study id (``S-...``, its first image).
         k: number of neighbours.
         filters: ``{"body_region": "wrist", "finding": "fracture", ...}`` (values may be lists: any of);
@@ -367,6 +363,7 @@ def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_
         raise ValueError("give exactly one of image or case_id")
     if isinstance(case_id, str):  # pasted from a spreadsheet or a report: ids never hold surrounding blanks
         case_id = case_id.strip()
+    image = pil_pixels(image)  # a notebook's ``PIL.Image.open(...)``: its pixels
     if image is not None and not isinstance(image, (str, Path, np.ndarray)):
         raise ValueError(f"image must be a file path or a 2-D array, got {type(image).__name__}"
                          + (" (file bytes: decode them first, e.g. with PIL)" if isinstance(image, (bytes, bytearray))

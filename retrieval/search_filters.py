@@ -30,15 +30,18 @@ def filter_key(key: object) -> object:
     return key.strip().lower().replace("-", "_") if isinstance(key, str) else key
 
 
-def parse_filters(items: list[str] | None) -> dict[str, list[str]]:
-    """``["body_region=wrist", "finding=fracture"]`` -> ``{"body_region": ["wrist"], ...}``.
+def parse_filters(items: list[str] | str | None) -> dict[str, list[str]]:
+    """``["body_region=wrist", "finding=fracture"]`` -> ``{"body_region": ["wrist"], ...}``; a single string
+    (``"body_region=wrist"``) is one filter.
 
     Raises:
         ValueError: an item without ``=`` or an unknown key (the valid keys are listed).
     """
     filters: dict[str, list[str]] = {}
+    if isinstance(items, str):  # one filter, not its characters one by one ("filter 'b' must look like ...")
+        items = [items]
     for item in items or []:
-        if "=" not in item:
+        if not isinstance(item, str) or "=" not in item:
             raise ValueError(f"filter {item!r} must look like key=value (keys: {', '.join(FILTER_KEYS)})")
         key, value = (part.strip() for part in item.split("=", 1))
         filters.setdefault(key, []).append(value)
