@@ -21,6 +21,7 @@ with :func:`get_for_update`, which holds a lock until the session's transaction 
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -33,13 +34,14 @@ from sqlalchemy import Connection, create_engine, event, func, inspect, select, 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from radloop.core.schema import (
-    Annotation, Base, CatalogRevision, DuplicateSource, Embedding, Image, IngestError, Model, Report,
-    ReportImageName, Round, SchemaVersion, Selection, Study, WeakLabel,
+from radloop.core.schema import (  # MIGRATIONS, SCHEMA_VERSION: also imported from here (their home was here)
+    MIGRATIONS, SCHEMA_VERSION, Annotation, CatalogRevision, DuplicateSource, Embedding, Image, IngestError, Model,
+    Report, Round, SchemaVersion, Selection, Study, WeakLabel,
 )
 from radloop.core.workspace import Workspace
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 #: values per ``IN (...)`` list: far below the bound-parameter limits of SQLite (32766 or 250000, by build) and
 #: PostgreSQL (65535), large enough that a million ids take a few hundred queries
@@ -50,73 +52,6 @@ def chunked(values: list, size: int = IN_CHUNK) -> Iterator[list]:
     """``values`` in consecutive slices of at most ``size`` (to look up ``IN`` lists of any length)."""
     for start in range(0, len(values), size):
         yield values[start:start + size]
-
-
-def _migration_1_initial(connection: Connection) -> None:
-    Base.metadata.create_all(connection)
-
-
-def _migration_2_pixel_duplicates(connection: Connection) -> None:
-    """``images.pixel_hash`` and ``images.sop_pseudonym`` (nullable, indexed) and the ``duplicate_sources`` table.
-
-    A new catalog already has them (migration 1 creates the current tables), so each step checks first.
-    Rows ingested before keep NULL keys until a re-ingest of their file backfills them (core.ingest).
-    """
-    inspector = inspect(connection)
-    columns = {column["name"] for column in inspector.get_columns(Image.__tablename__)}
-    indexes = {index["name"] for index in inspector.get_indexes(Image.__tablename__)}
-    for name in ("pixel_hash", "sop_pseudonym"):
-        column = Image.__table__.c[name]
-        if name not in columns:
-            connection.execute(text(f"ALTER TABLE {Image.__tablename__} ADD COLUMN {name} "
-                                    f"{column.type.compile(dialect=connection.dialect)}"))
-        for index in Image.__table__.indexes:
-            if list(index.columns) == [column] and index.name not in indexes:
-                index.create(connection)
-    DuplicateSource.__table__.create(connection, checkfirst=True)
-
-
-def _migration_3_scale_indexes(connection: Connection) -> None:
-    """Indexes on ``images.created_at`` (the app's case picker), the ``catalog_revisions`` change log and the
-    ``report_image_names`` index of the image names reports give, filled from the reports already catalogued."""
-    indexes = {index["name"] for index in inspect(connection).get_indexes(Image.__tablename__)}
-    for index in Image.__table__.indexes:
-        if Image.__table__.c.created_at in list(index.columns) and index.name not in indexes:
-            index.create(connection)
-    CatalogRevision.__table__.create(connection, checkfirst=True)
-    if inspect(connection).has_table(ReportImageName.__tablename__):  # a new catalog: made by migration 1
-        return
-    ReportImageName.__table__.create(connection)
-    last = ""
-    while True:  # by pages of report ids: a million reports are never all in memory
-        rows = connection.execute(select(Report.id, Report.image_external_ids).where(Report.id > last)
-                                  .order_by(Report.id).limit(IN_CHUNK)).all()
-        if not rows:
-            return
-        names = [{"report_id": report_id, "external_id": name} for report_id, external_ids in rows
-                 for name in dict.fromkeys(external_ids or ())]
-        if names:
-            connection.execute(ReportImageName.__table__.insert(), names)
-        last = rows[-1][0]
-
-
-def _migration_4_report_date(connection: Connection) -> None:
-    """``reports.report_date`` (nullable): NULL for the reports catalogued before, until a re-ingest of a source
-    that gives dates fills it (a new catalog already has it: migration 1 creates the current tables)."""
-    if "report_date" not in {column["name"] for column in inspect(connection).get_columns(Report.__tablename__)}:
-        column = Report.__table__.c.report_date
-        connection.execute(text(f"ALTER TABLE {Report.__tablename__} ADD COLUMN report_date "
-                                f"{column.type.compile(dialect=connection.dialect)}"))
-
-
-#: Ordered schema migrations.  Append, never edit a released one.
-MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
-    (1, "initial schema", _migration_1_initial),
-    (2, "pixel hash and SOP pseudonym of images, duplicate sources", _migration_2_pixel_duplicates),
-    (3, "created_at indexes of images, catalog revisions, report image names", _migration_3_scale_indexes),
-    (4, "report dates", _migration_4_report_date),
-]
-SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -216,7 +151,7 @@ def migrate(engine: Engine) -> int:
     with engine.connect() as connection:
         current = _schema_version(connection)
     if current >= SCHEMA_VERSION:
-        _check_not_newer(current)
+        _check_not_newer(current, engine)
         return current
     with engine.begin() as connection:
         if connection.dialect.name == "sqlite":
@@ -225,7 +160,7 @@ def migrate(engine: Engine) -> int:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         SchemaVersion.__table__.create(connection, checkfirst=True)
         current = _schema_version(connection)
-        _check_not_newer(current)
+        _check_not_newer(current, engine)
         for version, description, function in MIGRATIONS:
             if version > current:
                 function(connection)
@@ -249,10 +184,21 @@ def lock_for_write(session: Session, key: int) -> None:
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
-def _check_not_newer(current: int) -> None:
+class CatalogVersionError(OSError):
+    """The catalog was written by a newer radloop (schema version above :data:`SCHEMA_VERSION`): it is left
+    untouched.  An OSError naming the database (like a file of an unknown format), so that the CLI prints it as
+    one line and exits 2 instead of a traceback."""
+
+    def __str__(self) -> str:
+        return f"{self.strerror}: {self.filename}"
+
+
+def _check_not_newer(current: int, engine: Engine) -> None:
     if current > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"catalog schema version {current} is newer than this radloop ({SCHEMA_VERSION}); upgrade radloop")
+        url = engine.url
+        where = url.database if url.get_backend_name() == "sqlite" else url.render_as_string(hide_password=True)
+        raise CatalogVersionError(0, f"catalog schema version {current} is newer than this radloop knows "
+                                     f"({SCHEMA_VERSION}): upgrade radloop to open it", where)
 
 
 def get_for_update(session: Session, entity: type[T], ident) -> T | None:
@@ -284,11 +230,13 @@ class Catalog:
 
     @classmethod
     def open(cls, workspace: Workspace, *, create: bool = True) -> "Catalog":
-        """Open (and migrate) the catalog of ``workspace``.
+        """Open (and migrate) the catalog of ``workspace``; a migration is logged once (WARNING), by the process
+        that ran it.
 
         Raises:
             FileNotFoundError: ``create=False`` and the SQLite file (or, with a server database, the
                 workspace folder) does not exist.
+            CatalogVersionError: the catalog is of a newer radloop.
         """
         url = workspace.database_url
         if url.startswith("sqlite"):
@@ -306,7 +254,11 @@ class Catalog:
                     "database): run `radloop ingest ...` first, or check --workspace")
             workspace.ensure()
             engine = create_engine(url, pool_pre_ping=True)
-        migrate(engine)
+        before = migrate(engine)
+        if 0 < before < SCHEMA_VERSION:  # this process upgraded it (once: a concurrent opener finds it done)
+            logger.warning("catalog %s upgraded from schema version %d to %d (%s); an older radloop can no "
+                           "longer open it", workspace.root, before, SCHEMA_VERSION,
+                           "; ".join(description for version, description, _ in MIGRATIONS if version > before))
         _watch_writes(engine)
         return cls(workspace=workspace, engine=engine, _sessions=sessionmaker(engine, expire_on_commit=False))
 

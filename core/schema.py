@@ -5,15 +5,18 @@ content hash (``I-<16 hex>``); no DICOM header identifier (name, patient id, bir
 UIDs) enters these tables.  What the site supplies is kept as given, so the catalog must be protected like the
 archive: reports keep their source id (Open-i ``CXR123``, or a CSV's ``report_id``, often an accession number)
 and their text; images keep their source path and file stem (``external_id``).  Free-form extras go into the
-JSON ``meta`` columns so that a part can add attributes without a migration.
+JSON ``meta`` columns so that a part can add attributes without a migration; a new column or table takes one
+(:data:`MIGRATIONS`, at the end: append, never edit a released one).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, timezone
 
 from sqlalchemy import (
-    JSON, Boolean, Date, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
+    JSON, Boolean, Connection, Date, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
+    inspect, select, text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -261,3 +264,76 @@ class IngestError(Base):
 
 Index("ix_annotations_image_label", Annotation.image_id, Annotation.label)
 Index("ix_images_region_created", Image.body_region, Image.created_at)
+
+
+# Migrations: applied in order by radloop.core.catalog.migrate, each recorded in ``schema_version``.
+
+#: report rows read per query by a migration that backfills from them
+MIGRATION_PAGE = 5000
+
+
+def _migration_1_initial(connection: Connection) -> None:
+    Base.metadata.create_all(connection)
+
+
+def _migration_2_pixel_duplicates(connection: Connection) -> None:
+    """``images.pixel_hash`` and ``images.sop_pseudonym`` (nullable, indexed) and the ``duplicate_sources`` table.
+
+    A new catalog already has them (migration 1 creates the current tables), so each step checks first.
+    Rows ingested before keep NULL keys until a re-ingest of their file backfills them (core.ingest).
+    """
+    inspector = inspect(connection)
+    columns = {column["name"] for column in inspector.get_columns(Image.__tablename__)}
+    indexes = {index["name"] for index in inspector.get_indexes(Image.__tablename__)}
+    for name in ("pixel_hash", "sop_pseudonym"):
+        column = Image.__table__.c[name]
+        if name not in columns:
+            connection.execute(text(f"ALTER TABLE {Image.__tablename__} ADD COLUMN {name} "
+                                    f"{column.type.compile(dialect=connection.dialect)}"))
+        for index in Image.__table__.indexes:
+            if list(index.columns) == [column] and index.name not in indexes:
+                index.create(connection)
+    DuplicateSource.__table__.create(connection, checkfirst=True)
+
+
+def _migration_3_scale_indexes(connection: Connection) -> None:
+    """Indexes on ``images.created_at`` (the app's case picker), the ``catalog_revisions`` change log and the
+    ``report_image_names`` index of the image names reports give, filled from the reports already catalogued."""
+    indexes = {index["name"] for index in inspect(connection).get_indexes(Image.__tablename__)}
+    for index in Image.__table__.indexes:
+        if Image.__table__.c.created_at in list(index.columns) and index.name not in indexes:
+            index.create(connection)
+    CatalogRevision.__table__.create(connection, checkfirst=True)
+    if inspect(connection).has_table(ReportImageName.__tablename__):  # a new catalog: made by migration 1
+        return
+    ReportImageName.__table__.create(connection)
+    last = ""
+    while True:  # by pages of report ids: a million reports are never all in memory
+        rows = connection.execute(select(Report.id, Report.image_external_ids).where(Report.id > last)
+                                  .order_by(Report.id).limit(MIGRATION_PAGE)).all()
+        if not rows:
+            return
+        names = [{"report_id": report_id, "external_id": name} for report_id, external_ids in rows
+                 for name in dict.fromkeys(external_ids or ())]
+        if names:
+            connection.execute(ReportImageName.__table__.insert(), names)
+        last = rows[-1][0]
+
+
+def _migration_4_report_date(connection: Connection) -> None:
+    """``reports.report_date`` (nullable): NULL for the reports catalogued before, until a re-ingest of a source
+    that gives dates fills it (a new catalog already has it: migration 1 creates the current tables)."""
+    if "report_date" not in {column["name"] for column in inspect(connection).get_columns(Report.__tablename__)}:
+        column = Report.__table__.c.report_date
+        connection.execute(text(f"ALTER TABLE {Report.__tablename__} ADD COLUMN report_date "
+                                f"{column.type.compile(dialect=connection.dialect)}"))
+
+
+#: Ordered schema migrations.  Append, never edit a released one.
+MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
+    (1, "initial schema", _migration_1_initial),
+    (2, "pixel hash and SOP pseudonym of images, duplicate sources", _migration_2_pixel_duplicates),
+    (3, "created_at indexes of images, catalog revisions, report image names", _migration_3_scale_indexes),
+    (4, "report dates", _migration_4_report_date),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
