@@ -2,8 +2,9 @@
 rows (:func:`write_shard`), the shard numbers new shards get (:func:`next_shard_index`), and the workspace's
 embedding write lock.
 
-A shard is written to a temporary name, then linked to a free ``shard-NNNNN.npy`` name, then recorded, so an
-interrupted run leaves either a complete shard with its rows or nothing.  Numbers of shards found lost are never
+A shard is written to a temporary name (flushed to disk), then linked to a free ``shard-NNNNN.npy`` name, then
+recorded, so an interrupted run leaves either a complete shard with its rows or nothing; a write the disk refused
+names the shard and the cause (:func:`radloop.core.workspace.write_failure`).  Numbers of shards found lost are never
 given again (:func:`retire_shard_numbers`; see :func:`radloop.core.embeddings.forget_lost_shards`), and temporary
 files a killed writer left behind are removed after :data:`STALE_TEMPORARY_S`.  Reading, checking and forgetting
 shards live in :mod:`radloop.core.embeddings`, which re-exports these names.
@@ -22,9 +23,11 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import insert, select
+from sqlalchemy.exc import OperationalError
 
 from radloop.core.catalog import Catalog
 from radloop.core.schema import Embedding
+from radloop.core.workspace import catalog_write_failure, write_failure
 
 __all__ = ["STALE_TEMPORARY_S", "embedding_write_lock", "next_shard_index", "retire_shard_numbers", "shard_folder",
            "shard_number", "write_shard"]
@@ -71,8 +74,13 @@ def retire_shard_numbers(catalog: Catalog, model_version: str) -> None:
     folder = shard_folder(catalog, model_version)
     folder.mkdir(parents=True, exist_ok=True)
     temporary = folder / f"{_NEXT_SHARD}-{os.getpid()}.tmp"
-    temporary.write_text(str(next_shard_index(catalog, model_version)))
-    os.replace(temporary, folder / _NEXT_SHARD)
+    try:
+        temporary.write_text(str(next_shard_index(catalog, model_version)))
+        os.replace(temporary, folder / _NEXT_SHARD)
+    except OSError as error:  # a full disk: no row is forgotten (the caller deletes them after this)
+        raise write_failure(error, folder / _NEXT_SHARD, f"the shard-number mark of {model_version}") from None
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _shard_mark(folder: Path) -> int:
@@ -157,6 +165,9 @@ def write_shard(catalog: Catalog, model_version: str, image_ids: list[str], vect
         ValueError: length mismatch or a non-2-D array.
         sqlalchemy.exc.IntegrityError: an image already has an embedding for ``model_version`` (the shard file
             is removed again).
+        OSError: the shard or its catalog rows could not be written (a full disk, a read-only folder): the
+            message names the file and the cause (:func:`radloop.core.workspace.write_failure`); nothing of the
+            shard is left.
     """
     if vectors.ndim != 2 or vectors.shape[0] != len(image_ids):
         raise ValueError(f"vectors shape {vectors.shape} does not match {len(image_ids)} image ids")
@@ -168,8 +179,14 @@ def write_shard(catalog: Catalog, model_version: str, image_ids: list[str], vect
         index = max(index, _shard_mark(folder))
     temporary = folder / f".shard-{index:05d}-{os.getpid()}.npy.tmp"
     try:
-        with open(temporary, "wb") as handle:
-            np.save(handle, vectors)
+        try:
+            with open(temporary, "wb") as handle:
+                np.save(handle, vectors)
+                handle.flush()
+                os.fsync(handle.fileno())  # whole on disk before a name and rows point at it
+        except OSError as error:  # numpy's short write names neither the file nor the cause
+            raise write_failure(error, folder / f"shard-{index:05d}.npy", f"an embedding shard of {model_version}"
+                                ) from None
         target = _publish(temporary, folder, index)
     except BaseException:  # e.g. the disk filled up: the partial file would hold the space for an hour
         temporary.unlink(missing_ok=True)
@@ -181,7 +198,11 @@ def write_shard(catalog: Catalog, model_version: str, image_ids: list[str], vect
                 {"image_id": image_id, "model_version": model_version, "shard_path": relative, "row": row,
                  "dim": int(vectors.shape[1]), "dtype": str(vectors.dtype), "normalized": normalized}
                 for row, image_id in enumerate(image_ids)])
-    except BaseException:
+    except BaseException as error:
         target.unlink(missing_ok=True)  # rolled back: no row points at it (e.g. an image embedded meanwhile)
+        full = isinstance(error, OperationalError) and catalog_write_failure(
+            error, catalog.workspace, f"the rows of embedding shard {target.name} to the catalog")
+        if full:
+            raise full from None
         raise
     return target

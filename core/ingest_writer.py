@@ -21,6 +21,7 @@ import copy
 import time
 
 from sqlalchemy import func, literal, select
+from sqlalchemy.exc import OperationalError
 
 from radloop.core.boxes import same_box
 from radloop.core.catalog import Catalog
@@ -32,6 +33,7 @@ from radloop.core.ingest_summary import IngestSummary, interrupt_deferred
 from radloop.core.ingest_worker import ImageOutcome
 from radloop.core.schema import Annotation, DuplicateSource, Image, IngestError, Study
 from radloop.core.splits import split_for_study
+from radloop.core.workspace import catalog_write_failure
 
 __all__ = ["CatalogWriter", "resolve_errors"]
 
@@ -130,10 +132,15 @@ class CatalogWriter:
                     committed = True
                     # the new images' renders go into place, those of files that did not become images away
                     settle_renders(self.catalog.workspace.root, self._renders(self.placed))
-        except BaseException:
+        except BaseException as error:
             if not committed:
                 vars(self.summary).update(counted)
                 settle_renders(self.catalog.workspace.root, self._renders(set()))  # rolled back: none is an image
+            full = isinstance(error, OperationalError) and catalog_write_failure(
+                error, self.catalog.workspace, f"a batch of {len(self.pending)} image(s) to the catalog (nothing of "
+                "it was kept; the same command resumes once there is room)")
+            if full:
+                raise full from None
             raise
         self.pending, self.pending_errors = [], []
         stages = self.summary.stage_seconds

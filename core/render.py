@@ -27,11 +27,13 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
-from radloop.core.input_errors import CorruptImageError, EmptyFileError, TruncatedFileError, UnsupportedFileError
+from radloop.core.input_errors import (CorruptImageError, EmptyFileError, InputError, TruncatedFileError,
+                                       UnsupportedFileError)
+from radloop.core.workspace import write_failure
 
 __all__ = [
-    "MAX_RENDER_SIDE", "PILLOW_SIZE_WARNING", "THUMB_SIDE", "RasterImage", "RenderResult", "encode_png_gray",
-    "large_image_note", "read_raster", "render_files", "render_pixels", "render_problem", "to_uint8",
+    "MAX_RENDER_SIDE", "PILLOW_SIZE_WARNING", "THUMB_SIDE", "RasterImage", "RenderResult", "RenderWriteError",
+    "encode_png_gray", "large_image_note", "read_raster", "render_files", "render_pixels", "render_problem", "to_uint8",
 ]
 
 #: the text of Pillow's ``DecompressionBombWarning`` (a ``warnings`` filter's ``message``): the CLI commands that
@@ -48,6 +50,17 @@ except ImportError:  # pragma: no cover - isal is a declared dependency; zlib ke
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: the last 12 bytes of every PNG: the empty IEND chunk (length 0, type, its CRC)
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+class RenderWriteError(InputError):
+    """A render or thumbnail could not be written (a full disk, a read-only workspace): ``errno`` and
+    ``filename`` are the write's (:func:`radloop.core.workspace.write_failure`)."""
+
+    stage = "render"
+
+    def __init__(self, error: OSError):
+        super().__init__(f"{error.strerror}: {error.filename}")
+        self.errno, self.filename = error.errno, error.filename
 
 
 @dataclass(frozen=True)
@@ -163,8 +176,11 @@ def render_files(pixels: np.ndarray, render_path: Path, thumb_path: Path) -> Ren
     render = render_pixels(pixels)
     image = PILImage.fromarray(render)
     thumb = image.resize(_fit(width, height, THUMB_SIDE), PILImage.Resampling.BILINEAR, reducing_gap=2.0)
-    _save_png(render, render_path)
-    _save_png(np.asarray(thumb), thumb_path)
+    for pixels_out, path, what in ((render, render_path, "render"), (np.asarray(thumb), thumb_path, "thumbnail")):
+        try:
+            _save_png(pixels_out, path)
+        except OSError as error:  # a full disk: the file's stage is render, not read (nor the input's fault)
+            raise RenderWriteError(write_failure(error, path, f"the {what}")) from None
     return RenderResult(width=width, height=height, render_width=render.shape[1], render_height=render.shape[0])
 
 
@@ -239,5 +255,8 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
 def _save_png(pixels: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(encode_png_gray(np.ascontiguousarray(pixels)))
-    os.replace(temporary, path)
+    try:
+        temporary.write_bytes(encode_png_gray(np.ascontiguousarray(pixels)))
+        os.replace(temporary, path)
+    finally:  # a full disk: the partial file would hold its space until the next ingest's sweep
+        temporary.unlink(missing_ok=True)

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 DEFAULT_WORKSPACE = "radloop-workspace"
+
+#: What a refused write's errno means to a user (:func:`write_failure`): the system's words, plainer ones added.
+STORAGE_CAUSES = {errno.ENOSPC: "No space left on device (disk full)", errno.EDQUOT: "Disk quota exceeded",
+                  errno.EROFS: "Read-only file system", errno.EACCES: "Permission denied",
+                  errno.EPERM: "Operation not permitted"}
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,57 @@ def _create_key_file(path: Path) -> None:
                 handle.write(temporary.read_text())
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def write_failure(error: BaseException, path: str | os.PathLike, what: str) -> OSError:
+    """An ``OSError`` naming ``path`` and the cause (``No space left on device (disk full)``, ``Read-only file
+    system``...) for a write of ``what`` that failed with ``error``: the CLI prints it as one line.
+
+    Libraries rarely say so themselves: numpy's short write is ``OSError('N requested and M written')`` (no errno),
+    safetensors raises ``SafetensorError('... No space left on device (os error 28)')``, FAISS a ``RuntimeError``
+    and ``torch.save`` ``RuntimeError('[enforce fail ...] unexpected pos ...')``.  Their errno is read from the
+    message where it is there (a short write counts as a full disk), else a file system with no space left counts
+    as a full disk.
+    """
+    code = getattr(error, "errno", None)
+    if code not in STORAGE_CAUSES:
+        text = str(error)
+        if re.search(r"\d+ requested and \d+ written", text):  # numpy: the file system took part of it
+            code = errno.ENOSPC
+        code = next((number for number, words in ((errno.ENOSPC, ("No space left", "os error 28")),
+                                                  (errno.EDQUOT, ("quota exceeded", "os error 122")),
+                                                  (errno.EROFS, ("Read-only file system", "os error 30")))
+                     if any(word in text for word in words)), code)
+    if code not in STORAGE_CAUSES and _no_space_left(Path(path)):
+        code = errno.ENOSPC
+    cause = STORAGE_CAUSES.get(code) or (getattr(error, "strerror", None) or str(error) or type(error).__name__)
+    return OSError(code if code in STORAGE_CAUSES else getattr(error, "errno", None) or errno.EIO,
+                   f"{cause}: could not write {what}", str(path))
+
+
+def catalog_write_failure(error: BaseException, workspace: "Workspace", what: str) -> OSError | None:
+    """The ``OSError`` (:func:`write_failure`) naming the catalog's file for a database error that says the disk
+    is full (SQLite: ``database or disk is full``; PostgreSQL: ``could not extend file ...: No space left on
+    device``), None for any other error."""
+    text = str(getattr(error, "orig", None) or error)
+    if "disk is full" not in text and "No space left" not in text:
+        return None
+    from sqlalchemy import make_url
+
+    url = make_url(workspace.database_url)
+    where = url.database if url.get_backend_name() == "sqlite" and url.database else url.render_as_string()
+    return write_failure(OSError(errno.ENOSPC, "No space left on device"), where, what)
+
+
+def _no_space_left(path: Path) -> bool:
+    """Whether the file system holding ``path`` (or its nearest existing folder) has no free block left."""
+    for folder in (path, *path.parents):
+        try:
+            stats = os.statvfs(folder)
+        except OSError:
+            continue
+        return stats.f_bavail == 0
+    return False
 
 
 def resolve_workspace(path: str | os.PathLike | None = None) -> Workspace:

@@ -22,16 +22,19 @@ loading in :mod:`radloop.retrieval.index_store`, both split from this module and
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
 
+from radloop.core.workspace import write_failure
 from radloop.retrieval.arrays import as_float32
 from radloop.retrieval.index_config import IndexConfig, choose_factory
 from radloop.retrieval.index_search import IndexSearch, SearchResult, _id_list
-from radloop.retrieval.index_store import MANIFEST, IndexPersistence, faiss_reason
+from radloop.retrieval.index_store import MANIFEST, IndexPersistence, _generation_files, faiss_reason
 from radloop.retrieval.index_training import train_index
 
 __all__ = ["IndexConfig", "IndexManager", "MANIFEST", "SearchResult", "choose_factory", "index_folder"]
@@ -49,6 +52,23 @@ def _safe_name(model_version: str) -> str:
 def index_folder(workspace, model_version: str) -> Path:
     """``<workspace>/indexes/<model_version>/``."""
     return Path(workspace.indexes_dir) / _safe_name(model_version)
+
+
+def _faiss_write_error(error: RuntimeError) -> bool:
+    """Whether FAISS failed writing a file (``could not open ... for writing: Read-only file system``, ``write error
+    in ...: 8110 != 15360 (No space left on device)``)."""
+    return "for writing" in str(error) or "write error" in str(error)
+
+
+def _remove_unsaved_generation(folder: Path) -> None:
+    """Delete the files this process wrote in ``folder`` that the manifest does not name (a save that failed)."""
+    named = set(_generation_files(folder).values())
+    patterns = (f"index-*-{os.getpid()}.faiss", f"ids-*-{os.getpid()}.json", f"vectors-*-{os.getpid()}.npy")
+    leftovers = [path for pattern in patterns for path in folder.glob(pattern)]
+    for path in [*leftovers, folder / f".{MANIFEST}.{os.getpid()}.tmp"]:
+        if path.name not in named:
+            with suppress(OSError):  # a read-only folder refuses even the unlink of a missing file
+                path.unlink(missing_ok=True)
 
 
 class IndexManager(IndexSearch, IndexPersistence):
@@ -151,6 +171,18 @@ class IndexManager(IndexSearch, IndexPersistence):
                 return False
             count = len(stored)
         return count == len(saved) and saved.factory == choose_factory(count, saved.dim, config)
+
+    def save(self, folder: str | os.PathLike, *, note_metric_change: bool = True) -> Path:
+        """:meth:`IndexPersistence.save <radloop.retrieval.index_store.IndexPersistence.save>`, with a write the
+        disk refuses (full, read-only; FAISS says so in a ``RuntimeError``) as an ``OSError`` naming the folder and
+        the cause, and none of the new generation's files left (the previous generation stays the saved index)."""
+        try:
+            return super().save(folder, note_metric_change=note_metric_change)
+        except (OSError, RuntimeError) as error:
+            if isinstance(error, RuntimeError) and not _faiss_write_error(error):
+                raise
+            _remove_unsaved_generation(Path(folder))
+            raise write_failure(error, folder, f"the index of {self.model_version}") from None
 
     def _prepare(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors)

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from radloop.core.workspace import write_failure
+
 __all__ = ["SameFolderCheckpointIO", "remove_partial_checkpoints"]
 
 logger = logging.getLogger(__name__)
@@ -25,7 +27,9 @@ logger = logging.getLogger(__name__)
 class SameFolderCheckpointIO(TorchCheckpointIO):
     """``torch.save`` to ``.<name>.<pid>.tmp`` in the checkpoint's own folder, flushed to disk, then
     ``os.replace``: a checkpoint file is always a complete one (the previous one until the new one is whole), and
-    a failed write (a full disk) removes its temporary file.  Remote paths (``s3://``...) go to Lightning's."""
+    a failed write (a full disk) removes its temporary file and raises an ``OSError`` (``torch.save``'s own
+    ``RuntimeError`` on a full disk becomes one naming the checkpoint and the cause).  Remote paths (``s3://``...)
+    go to Lightning's."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None or "://" in str(path):
@@ -40,8 +44,19 @@ class SameFolderCheckpointIO(TorchCheckpointIO):
                 handle.flush()
                 os.fsync(handle.fileno())  # whole on disk before the rename makes it the checkpoint
             os.replace(temporary, target)
+        except RuntimeError as error:  # an OSError (a full disk seen at open or fsync) stays as it is
+            if _is_write_error(error):
+                raise write_failure(error, target, "the checkpoint") from error
+            raise
         finally:
             temporary.unlink(missing_ok=True)
+
+
+def _is_write_error(error: RuntimeError) -> bool:
+    """Whether ``torch.save`` failed writing (a full disk reads ``[enforce fail at inline_container.cc:...]
+    unexpected pos 704 vs 598``, not an ``OSError``), not on what it was given."""
+    text = str(error)
+    return "inline_container" in text or "write failed" in text or "No space left" in text
 
 
 def remove_partial_checkpoints(folder: Path) -> list[Path]:
