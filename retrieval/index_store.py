@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +15,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from radloop.retrieval.index_config import IndexConfig
+
+try:
+    import fcntl
+except ImportError:  # Windows: saves are not serialised across processes
+    fcntl = None
 
 if TYPE_CHECKING:
     from radloop.retrieval.index import IndexManager
@@ -56,6 +63,23 @@ def _generation_files(folder: Path, manifest: dict | None = None) -> dict[str, s
     if (folder / "vectors.npy").is_file():
         legacy["vectors"] = "vectors.npy"
     return legacy if manifest else {}
+
+
+#: the lock file one save of an index folder holds from reading the previous generation to deleting it
+SAVE_LOCK = ".save.lock"
+
+
+@contextmanager
+def _save_lock(folder: Path) -> Iterator[None]:
+    """Serialise saves into ``folder`` across processes (``flock``; the kernel drops it with the process): a save
+    deletes every generation but its own once it switched, so two at once deleted each other's files and left a
+    manifest naming none (a round started while ``radloop index build`` ran, two app sessions extending one index)."""
+    if fcntl is None:
+        yield
+        return
+    with open(folder / SAVE_LOCK, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # waits for the other save; released when the file closes
+        yield
 
 
 def _saved_manifest(folder: Path) -> dict:
@@ -129,15 +153,22 @@ class IndexPersistence:
         Raises:
             ValueError: nothing to save, or the new generation does not load back consistently (the previous
                 one is left in place then).
-        """
-        import faiss
 
+        Saves into one folder wait for one another (a lock file, ``.save.lock``, across processes).
+        """
         if self.index is None:
             raise ValueError("nothing to save: the index is empty")
         self._check_consistent("(unsaved)")
         self._writable()  # a memory-mapped IVF index refers to its file: write a self-contained copy
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        with _save_lock(folder):
+            return self._save_locked(folder, note_metric_change=note_metric_change)
+
+    def _save_locked(self, folder: Path, *, note_metric_change: bool) -> Path:
+        """:meth:`save` while holding the folder's save lock."""
+        import faiss
+
         previous = _generation_files(folder)  # deleted once the new generation is in place
         before = _saved_manifest(folder)
         if not note_metric_change:
@@ -171,8 +202,8 @@ class IndexPersistence:
                 (folder / name).unlink(missing_ok=True)
             raise
         del written
-        (folder / f".{MANIFEST}.tmp").write_text(json.dumps(manifest, indent=2))
-        os.replace(folder / f".{MANIFEST}.tmp", folder / MANIFEST)  # the switch to the new generation
+        (folder / f".{MANIFEST}.{os.getpid()}.tmp").write_text(json.dumps(manifest, indent=2))
+        os.replace(folder / f".{MANIFEST}.{os.getpid()}.tmp", folder / MANIFEST)  # the switch to the new generation
         # the previous generation, and any left by a save that was interrupted before its switch
         leftovers = set(previous.values()) | {path.name for pattern in ("index-*.faiss", "ids-*.json", "vectors-*.npy")
                                              for path in folder.glob(pattern)}
@@ -202,7 +233,14 @@ class IndexPersistence:
         if model_version is not None and manifest["model_version"] != model_version:
             raise ValueError(f"index at {folder} was built for model version {manifest['model_version']!r}, "
                              f"not {model_version!r}")
-        return cls._open(folder, manifest, mmap=mmap)
+        try:
+            return cls._open(folder, manifest, mmap=mmap)
+        except ValueError:
+            # a save switched to a new generation and deleted this one's files between our reads: open the new one
+            again = _saved_manifest(folder)
+            if not again or again == manifest or again.get("model_version") != manifest["model_version"]:
+                raise
+            return cls._open(folder, again, mmap=mmap)
 
     @classmethod
     def _open(cls, folder: Path, manifest: dict, *, mmap: bool) -> "IndexManager":
