@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import codecs
 import importlib
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 import typer
@@ -83,7 +85,31 @@ def build_app() -> typer.Typer:
     return app
 
 
+def _escape_unencodable(error: UnicodeError):
+    """The bytes of an undecodable file name as they came (surrogateescape), any other character the stream's
+    encoding lacks as an escape (``\\xe9``)."""
+    try:
+        return codecs.lookup_error("surrogateescape")(error)
+    except UnicodeError:
+        return codecs.lookup_error("backslashreplace")(error)
+
+
+def _never_fail_on_encoding() -> None:
+    """Print what an ASCII or Latin-1 stream cannot encode as escapes instead of failing with UnicodeEncodeError:
+    with ``LC_ALL=C`` and UTF-8 mode off (``PYTHONUTF8=0``), a workspace path or report text with an accent
+    printed a traceback.  UTF-8 streams (the usual case, and Python's default under ``LANG=C``) are left alone."""
+    codecs.register_error("radloop-escape", _escape_unencodable)
+    for stream in (sys.stdout, sys.stderr):
+        encoding = codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name
+        if encoding != "utf-8" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="radloop-escape")
+            except (ValueError, OSError):  # a closed or detached stream: nothing will be printed there anyway
+                pass
+
+
 def main() -> None:
+    _never_fail_on_encoding()
     logging.basicConfig(level=os.environ.get("RADLOOP_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("lightning.pytorch", "lightning.fabric"):  # they print through their own handler already

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
-from radloop.app.options import JsonOption, WorkspaceOption, console, emit, fail
+from radloop.app.options import JsonOption, WorkspaceOption, console, emit, fail, progress_bars
 from radloop.core.ingest_sources import UNBOXED_CHOICES
 
 
@@ -93,11 +94,12 @@ def ingest_command(
     result["workspace"] = str(catalog.workspace.root)
     if not json_output:
         for sample in summary.error_samples:
-            console.print(f"[yellow]{sample['severity']}[/yellow] {sample['stage']}: {sample['path']}: "
-                          f"{sample['reason']}")
+            console.print(f"[yellow]{sample['severity']}[/yellow] "
+                          + escape(f"{sample['stage']}: {sample['path']}: {sample['reason']}"))
         for sample in summary.duplicate_samples:
-            console.print(f"[cyan]duplicate[/cyan] {sample['path']}: same pixels as {sample['duplicate_of']} "
-                          f"({sample['original_path']})", highlight=False)
+            console.print("[cyan]duplicate[/cyan] " + escape(f"{sample['path']}: same pixels as "
+                                                             f"{sample['duplicate_of']} ({sample['original_path']})"),
+                          highlight=False)
         more = summary.images_skipped_duplicate - len(summary.duplicate_samples)
         if more > 0:
             console.print(f"[cyan]duplicate[/cyan] ... and {more} more (table duplicate_sources, run_id "
@@ -115,8 +117,8 @@ def ingest_command(
     report_rows = summary.reports_added + summary.reports_skipped_existing + summary.reports_updated
     if summary.images_found == 0 and report_rows == 0 and not summary.failed:
         ignored = f" ({summary.files_ignored} file(s) ignored by type)" if summary.files_ignored else ""
-        console.print(f"[yellow]warning[/yellow] nothing to ingest was found in "
-                      f"{', '.join(str(p) for p in [*paths, *(reports or [])])}{ignored}", highlight=False)
+        console.print("[yellow]warning[/yellow] nothing to ingest was found in "
+                      + escape(f"{', '.join(str(p) for p in [*paths, *(reports or [])])}{ignored}"), highlight=False)
     if summary.failed:
         if not json_output:
             console.print(f"[bold red]{summary.errors} input(s) failed[/bold red]; details: `radloop info` "
@@ -156,11 +158,11 @@ def info_command(
     render_samples = result.pop("render_problem_samples", []) if not json_output else []
     emit(result, json_output, title=f"catalog {catalog.workspace.root}")
     for line in recent_errors:
-        console.print(f"[red]ingest error[/red] {line}")
+        console.print(f"[red]ingest error[/red] {escape(line)}")
     for line in recent_warnings:
-        console.print(f"[yellow]ingest warning[/yellow] {line}")
+        console.print(f"[yellow]ingest warning[/yellow] {escape(line)}")
     for line in render_samples:
-        console.print(f"[yellow]render[/yellow] {line}", highlight=False)
+        console.print(f"[yellow]render[/yellow] {escape(line)}", highlight=False)
 
 
 def bench_ingest_command(
@@ -182,7 +184,8 @@ def bench_ingest_command(
 
     if not path.exists():
         fail(f"no such file or folder: {path}")
-    result = bench_ingest(path, workers=workers, repeat=repeat, limit=limit, progress=not json_output)
+    result = bench_ingest(path, workers=workers, repeat=repeat, limit=limit,
+                          progress=not json_output and progress_bars())
     if result["n_images"] == 0:
         fail(f"no ingestible images under {path}")
     emit(result, json_output, title="bench ingest")

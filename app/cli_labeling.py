@@ -173,8 +173,8 @@ def label_reports_command(
                 partial.unlink(missing_ok=True)  # gone once renamed; else what a failed run wrote
     summary = {"input": source, "out": str(out), "rules_version": labeler.rules_version,
                "report_ids": "pseudonymized" if key is not None else "as given", **counts}
-    if to_stdout:
-        console.print(json.dumps(summary))
+    if to_stdout:  # stdout holds the labels: the summary is one JSON line on stderr (not wrapped, no markup)
+        console.print(json.dumps(summary), markup=False, highlight=False, soft_wrap=True)
     else:
         emit(summary, json_output, title="label-reports")
 
@@ -305,6 +305,7 @@ def eval_reports_command(
 
 def _print_scores(scores: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"eval-reports: {scores['reports']} reports")
@@ -317,7 +318,7 @@ def _print_scores(scores: dict) -> None:
     output.print(table)
     for key in ("micro_f1", "micro_f1_negbio_literal", "fracture_site_agreement", "fracture_old_agreement",
                 "mesh_uncoded_excluded", "reports_without_labels_excluded", "disagreements", "disagreements_file", "rules_version"):
-        output.print(f"[bold]{key}[/bold] {scores.get(key)}")
+        output.print(f"[bold]{key}[/bold] {escape(str(scores.get(key)))}")  # a file name is not markup
     if "report_ids" in scores:
         output.print(f"[bold]report_ids[/bold] {scores['report_ids']}")
 

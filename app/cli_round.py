@@ -108,9 +108,10 @@ def register(groups) -> None:
                  r.labels_spent, "" if r.labels_total is None else r.labels_total, r.metric_name or "", _fmt(r.metric_before), _fmt(r.metric_after)]
                 for r in reports]
         # the task columns add up to "selected": answered + skipped + pending + deleted + not in Label Studio
+        # the listing on stdout (`radloop round status | grep exported`), like `models list`; notes on stderr
         show(listing_table(["round", "state", "strategy", "task", "selected", "answered", "skipped", "pending",
                             "deleted", "not in Label Studio", "labels spent", "labels total", "metric", "before", "after"],
-                           rows), stderr=True)
+                           rows))
         for report in reports:  # what a round had to say (cold start, why no metric, ...)
             hint = _import_hint(report, outside[report.round_id])
             for note in report.notes:

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from radloop.app.options import JsonOption, OverrideOption, WorkspaceOption, emit, fail
+from radloop.app.options import JsonOption, OverrideOption, WorkspaceOption, emit, fail, progress_bars
 
 
 def register(groups) -> None:
@@ -50,6 +50,11 @@ def pretrain_command(
         settings = load_config(config, PretrainConfig, overrides)
     except ConfigError as error:
         fail(str(error))
+    if not progress_bars() and not any(item.split("=")[0].strip() == "trainer.enable_progress_bar"
+                                       for item in overrides or []):
+        # into a log file or pipe: no bar (unless --set asks for one), each update would be a carriage return
+        trainer = settings.trainer.model_copy(update={"enable_progress_bar": False})
+        settings = settings.model_copy(update={"trainer": trainer})
     if checkpoint is not None and not checkpoint.is_file():
         fail(f"--checkpoint {checkpoint} does not exist")
     from radloop.ssl.pretrain import PretrainStorageError, pretrain
@@ -100,6 +105,10 @@ def embed_command(
     """Embed every catalog image not yet embedded by this encoder version (resumable, sharded)."""
     started = time.time()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import warnings
+
+    # Lightning's own deprecation note (its code, not the user's): a line in every cron mail and CI log
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     from radloop.core.catalog import Catalog
     from radloop.core.workspace import resolve_workspace
 
@@ -138,7 +147,8 @@ def embed_command(
     try:
         summary = embed_catalog(catalog, bundle, batch_size=batch_size, fp16=fp16, normalize=not no_normalize,
                                 shard_size=shard_size, devices=parsed_devices, accelerator=accelerator,
-                                num_workers=workers, progress=not json_output, reembed_lost=reembed_lost)
+                                num_workers=workers, progress=not json_output and progress_bars(),
+                                reembed_lost=reembed_lost)
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into a graceful shutdown + sys.exit(1)
         if not is_global_rank_zero():  # an extra process of a multi-device run: rank 0 says it, once
             raise typer.Exit(130) from None
@@ -300,7 +310,7 @@ def bench_ssl_command(
         catalog = Catalog.open(ws, create=False)
         bundles = [resolve_encoder(catalog, name) for name in encoders]
         result = benchmark_encoders(catalog, bundles, fractions=label_fractions, repeats=repeats, seed=seed,
-                                    baselines=not no_baselines, batch_size=batch_size, progress=True,
+                                    baselines=not no_baselines, batch_size=batch_size, progress=progress_bars(),
                                     device=None if device == "auto" else device)  # tqdm: stderr
     except (FileNotFoundError, LookupError, ValueError) as error:
         fail(str(error))

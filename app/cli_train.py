@@ -11,7 +11,8 @@ import typer
 from radloop.app.cli_predict import (  # noqa: F401  (re-exported: predict's home was this module)
     _current_head, _image_files, _predict_with_progress, _show_predictions, predict,
 )
-from radloop.app.options import JsonOption, OverrideOption, WorkspaceOption, console, emit, fail, open_catalog
+from radloop.app.options import (JsonOption, OverrideOption, WorkspaceOption, console, emit, fail, open_catalog,
+                                 progress_bars)
 
 DEFAULT_BENCH_CONFIG = Path("configs/finetune/bench_cpu.yaml")
 
@@ -69,7 +70,7 @@ def train(
         fail(str(error))
     catalog = open_catalog(workspace)
     try:
-        result = run_training(catalog, job, register=register, progress=True)
+        result = run_training(catalog, job, register=register, progress=progress_bars())
     except UnreadableImage as error:  # a render cut or corrupted on disk (missing ones are left out, with a message)
         fail(f"cannot read an image: {error}")
     except JobLockedError as error:  # the same job in another process: exit 3, as a second ingest
@@ -112,7 +113,7 @@ def evaluate(
         fail(f"--images {images} is the image folder of a --coco file: give --coco FILE too")
     catalog = open_catalog(workspace)
     try:
-        result = evaluate_model(catalog, model, coco=coco, images=images, split=split, progress=True)
+        result = evaluate_model(catalog, model, coco=coco, images=images, split=split, progress=progress_bars())
     except UnreadableImage as error:
         fail(f"cannot read an image: {error}")
     except (ValueError, RegistryError, FileNotFoundError) as error:
@@ -206,7 +207,7 @@ def bench_finetune(
     except ConfigError as error:
         fail(f"bench {error}")
     try:
-        result = run_bench(open_catalog(workspace), config, overrides, progress=True)
+        result = run_bench(open_catalog(workspace), config, overrides, progress=progress_bars())
     except (ConfigError, ValueError, FileNotFoundError) as error:
         fail(str(error))
     _show_bench(result, as_json)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -28,32 +29,50 @@ console = Console(stderr=True)
 def emit(result: dict[str, Any], as_json: bool, *, title: str | None = None) -> None:
     """Print a command's summary: JSON on stdout with ``--json``, else a readable table on stderr+stdout."""
     if as_json:
-        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+        sys.stdout.write(json.dumps(_json_ready(result), indent=2, default=str, allow_nan=False) + "\n")
         sys.stdout.flush()
         return
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, show_header=False, box=None)
+    # Text, not markup: keys and values hold paths and dataset names ("scans [/b]" ended in a MarkupError)
+    table = Table(title=None if title is None else Text(title), show_header=False, box=None)
     for key, value in _flatten(result).items():
-        table.add_row(f"[bold]{key}[/bold]", _short(value))
+        table.add_row(Text(str(key), style="bold"), Text(_short(value)))
     show(table)
+
+
+def _json_ready(value: Any) -> Any:
+    """``value`` with NaN / infinity as null (``jq`` and most parsers refuse Python's ``NaN``) and NumPy scalars as
+    the numbers they hold (``default=str`` made an ``np.float32`` a quoted string)."""
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def listing_table(headers: list[str], rows: list[list[Any]], *, title: str | None = None,
                   whole: tuple[str, ...] = ()):
     """A rich table whose cells wrap onto more lines instead of ending in "…" (narrow terminals, pipes, logs).
 
-    Columns named in ``whole`` (versions and ids that users copy into the next command) are never broken.
+    Columns named in ``whole`` (versions and ids that users copy into the next command) are never broken.  Title
+    and cells are plain text, never markup (file names, report text).
     """
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title)
+    table = Table(title=None if title is None else Text(title))
     for index, header in enumerate(headers):
         keep = header in whole
         width = max([len(str(row[index])) for row in rows] + [len(header)]) if keep else None
         table.add_column(header, overflow="fold", no_wrap=keep, min_width=width)
     for row in rows:
-        table.add_row(*[str(cell) for cell in row])
+        table.add_row(*[Text(str(cell)) for cell in row])
     return table
 
 
@@ -82,8 +101,10 @@ def _short(value: Any) -> str:
 
 
 def say(message: str) -> None:
-    """A dim progress line on the console (stderr)."""
-    console.print(f"[dim]{message}[/dim]")
+    """A dim progress line on the console (stderr); the message is plain text (it may name files), not markup."""
+    from rich.text import Text
+
+    console.print(Text(message, style="dim"))
 
 
 def note_large_images(paths: list[Path]) -> None:
@@ -110,6 +131,12 @@ def fail(message: str, code: int = 2) -> None:
     start = "\n" if _is_terminal(sys.stderr) else ""
     console.print(f"{start}[bold red]error:[/bold red] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
+
+
+def progress_bars() -> bool:
+    """Whether to draw progress bars (on stderr): only on a terminal.  Into a file or a pipe (cron, CI logs) a bar
+    redraws its line with a carriage return at every update: one log line thousands of updates long."""
+    return _is_terminal(sys.stderr)
 
 
 def _is_terminal(stream: Any) -> bool:
