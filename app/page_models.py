@@ -17,6 +17,7 @@ def render() -> None:
         ui.next_step(next_steps.NO_MODELS)
         return
     tasks = sorted(models["task"].dropna().unique())
+    ui.kept_choice("models_task", ["all", *tasks], lambda value: f"task `{value}`")
     task = st.selectbox("Task", ["all", *tasks], key="models_task")
     shown = models if task == "all" else models[models["task"] == task]
     # metrics no version of this task has (an encoder's loss among probes' AUROCs) are empty columns: drop them

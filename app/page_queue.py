@@ -32,6 +32,8 @@ def render() -> None:
         return
     choices = {int(row.round_id): f"round {row.number} · {row.strategy} · {row.state}"
                for row in rounds.iloc[::-1].itertuples()}
+    _follow_newest(choices)
+    ui.kept_choice("queue_round", list(choices), lambda value: choices.get(value, "the round picked earlier"))
     round_id = st.selectbox("Round", list(choices), format_func=choices.get, key="queue_round")
     queue = views_rounds.selection_queue(catalog, round_id)
     info = queue.round
@@ -74,6 +76,21 @@ def render() -> None:
                 st.caption(f"{score}{views.text_or(row.reason, '')}")
                 if card is not None:
                     st.caption(f"{card.body_region or 'unknown region'} · {card.label_summary}")
+
+
+_NEWEST_KEY = "_queue_newest_round"
+
+
+def _follow_newest(choices: dict[int, str]) -> None:
+    """A page left on the newest round moves to a round started since (by another session or the CLI), and says
+    so; an older round the user picked stays picked."""
+    newest = next(iter(choices))
+    previous = st.session_state.get(_NEWEST_KEY)
+    st.session_state[_NEWEST_KEY] = newest
+    if previous is not None and previous != newest and st.session_state.get("queue_round") == previous:
+        st.session_state["queue_round"] = newest
+        st.info(f"A newer round was started since this page was drawn: showing {choices[newest]} (the earlier "
+                "round stays in the picker).", icon=":material/update:")
 
 
 if __name__ == "__main__":

@@ -103,6 +103,9 @@ def render() -> None:
                                         if part) for row in reports.itertuples()}
     first = (page - 1) * REPORT_LIMIT + 1
     shown = f"{total:,} match" if pages == 1 else f"{first:,}–{first + len(reports) - 1:,} of {total:,}"
+    # a relabel (new rules) or re-ingest meanwhile can take the picked report out of the filter's matches: say so
+    ui.kept_choice("reports_id", list(labels), lambda value: f"report `{value}`",
+                   context=(finding, status, text, page))
     report_id = st.selectbox(f"Report ({shown})", list(labels), format_func=labels.get, key="reports_id")
     detail = views_reports.report_detail(catalog, report_id)
     if detail is None:

@@ -26,6 +26,30 @@ def _progress_reporter(status, bar):
 
 
 _RESULT_KEY = "round_action_result"
+#: The button clicked, as the page showed it: (action, round number). Set by the button's callback, which Streamlit
+#: runs even when the rerun no longer draws that button (the rounds changed under the page).
+_CLICK_KEY = "_round_click"
+
+
+def _clicked(action: str, number: int | None) -> None:
+    st.session_state[_CLICK_KEY] = (action, number)
+
+
+def stale_click_message(action: str, number: int | None, open_number: int | None) -> str | None:
+    """Why a click on a round button drawn before the rounds changed (another browser session, `radloop round`, a
+    nightly job) does nothing now, or None when it still applies.  ``number``: the round the button named;
+    ``open_number``: the round open now, if any."""
+    meanwhile = "meanwhile (in another session or by a `radloop round` command)"
+    if action == "start" and open_number is not None:
+        return (f"Round {open_number} was started {meanwhile}: no new round was started. It is shown below: "
+                "finish it before starting another.")
+    if action in ("resume", "finish") and open_number != number:
+        verb = "resumed" if action == "resume" else "finished"
+        if open_number is None:
+            return f"Round {number} was finished {meanwhile}: nothing was {verb}. Its outcome is shown below."
+        return (f"Round {number} was finished and round {open_number} started {meanwhile}: nothing was {verb}. "
+                f"Check round {open_number} below before you {action} it.")
+    return None
 
 
 def _run(action: str, function, catalog, *, hint: str | None = None, **kwargs) -> None:
@@ -62,6 +86,11 @@ def render() -> None:
     catalog = ui.require_catalog(need_images=True)
     _show_last_result()
     current = views_rounds.latest_round(catalog)
+    open_round = current is not None and current.state != "finished"
+    click = st.session_state.pop(_CLICK_KEY, None)
+    if click is not None and (stale := stale_click_message(*click, current.number if open_round else None)):
+        st.warning(stale, icon=":material/update:")
+        click = None
     if current is None:
         st.caption("No round yet.")
     else:
@@ -96,7 +125,6 @@ def render() -> None:
     defaults = api.defaults
     strategies = views_control.strategy_names()
     tasks = list(IMAGE_FINDINGS)
-    open_round = current is not None and current.state != "finished"
     start_column, finish_column = st.columns(2)
     if open_round:
         # An open round resumes with its own settings: editable fields here would be refused by the round
@@ -109,8 +137,9 @@ def render() -> None:
             st.caption(f"State *{current.state}*. Resuming completes an interrupted selection or hand-out (Label "
                        "Studio, or the import file) and shows the round's summary. To start a round with other "
                        "settings, finish this one first.")
-            start = st.form_submit_button(f"Resume round {current.number}", disabled=encoder is None,
-                                          type="primary" if current.state == "selected" else "secondary")
+            st.form_submit_button(f"Resume round {current.number}", disabled=encoder is None,
+                                  type="primary" if current.state == "selected" else "secondary",
+                                  on_click=_clicked, args=("resume", current.number))
     else:
         with start_column, st.form("start_round"):
             st.subheader("Start a round")
@@ -126,7 +155,8 @@ def render() -> None:
                                      key="round_budget")
             simulate = st.checkbox("Simulate the experts (answer from the dataset's ground truth)",
                                    key="round_simulate")
-            start = st.form_submit_button("Start round", type="primary", disabled=encoder is None)
+            st.form_submit_button("Start round", type="primary", disabled=encoder is None, on_click=_clicked,
+                                  args=("start", None))
     with finish_column, st.form("finish_round"):
         st.subheader("Finish the round")
         st.caption("Pull the annotations, fine-tune, evaluate and record the metric before/after."
@@ -134,24 +164,27 @@ def render() -> None:
         simulate_missing = st.checkbox("Simulate the answers (dataset ground truth)", value=False,
                                        key="round_finish_simulate")
         # once the batch is handed out, finishing is what the round waits for
-        finish = st.form_submit_button(f"Finish round {current.number}" if open_round else "Finish round",
-                                       type="primary" if open_round and current.state != "selected" else "secondary",
-                                       disabled=not open_round)
-    if start and open_round:  # no round-defining options: the round scripts resume it as it was started
+        st.form_submit_button(f"Finish round {current.number}" if open_round else "Finish round",
+                              type="primary" if open_round and current.state != "selected" else "secondary",
+                              disabled=not open_round, on_click=_clicked,
+                              args=("finish", current.number if open_round else None))
+    action = click[0] if click is not None else None
+    if action == "resume":  # no round-defining options: the round scripts resume it as it was started
         _run(f"Resuming round {current.number}", api.start, catalog,
              label_studio_url=label_studio.url if label_studio.reachable else None,
              push=bool(label_studio.reachable) or current.simulate)
-    elif start:
+    elif action == "start":
         if not simulate and not label_studio.reachable:
             st.info("No Label Studio: the round writes the Label Studio import file under `rounds/`; "
                     "import it by hand or tick *Simulate*.")
         _run("Starting round", api.start, catalog, task=task, strategy=strategy, budget=int(budget),
              simulate=simulate, label_studio_url=label_studio.url if label_studio.reachable and not simulate
              else None, push=bool(label_studio.reachable) or simulate)
-    if finish:
-        # the round scripts' message names the CLI's --simulate: say where that is on this page
+    elif action == "finish":
+        # the round scripts' message names the CLI's --simulate: say where that is on this page; ``number``: the
+        # round scripts refuse when another round is open by the time they run (a race with another session)
         _run("Finishing round", api.finish, catalog, simulate=True if simulate_missing else None,
-             hint=None if simulate_missing else next_steps.FINISH_SIMULATED)
+             number=current.number, hint=None if simulate_missing else next_steps.FINISH_SIMULATED)
 
 
 def _round_server(catalog) -> str | None:

@@ -64,6 +64,7 @@ def render() -> None:
     with options_column:
         # null and "" (an older ingest's empty value) are both counted as "unknown": one option
         regions = list(dict.fromkeys(views.region_counts(catalog)["body_region"].tolist()))
+        ui.kept_choice("search_region", ["all", *regions], lambda value: f"body region `{value}`")
         region = st.selectbox("Body region", ["all", *regions], key="search_region")
         ui.widget_default("search_k", 8)
         k = st.slider("Neighbours", min_value=1, max_value=24, key="search_k")
@@ -79,6 +80,8 @@ def render() -> None:
         labels = {row.image_id: f"{row.image_id} · {views.text_or(row.body_region, views.UNKNOWN_REGION)}"
                   for row in cases.itertuples()}
         pick_column, typed_column = st.columns([3, 2])
+        # a case removed, or pushed out of the newest CASE_LIMIT by an ingest, meanwhile: said, not swapped silently
+        ui.kept_choice("search_case", list(labels), lambda value: f"case `{value}`", context=region)
         case_id = pick_column.selectbox("…or pick a case" + (f" (newest {CASE_LIMIT:,})" if len(cases) == CASE_LIMIT
                                                              else ""),
                                         list(labels), key="search_case", format_func=labels.get)
@@ -119,7 +122,8 @@ def render() -> None:
     if finding != "any":
         filters["finding"] = finding
     with st.spinner("Searching (the first search loads the encoder and the index)…"):
-        outcome = views_search.find_similar(catalog, image=image, case_id=query_id, k=k, filters=filters)
+        outcome = views_search.find_similar(catalog, image=image, case_id=query_id, k=k, filters=filters,
+                                            readiness=readiness)  # the encoder named at the top of the page
     st.subheader("Nearest cases")
     if outcome.message:
         if outcome.message == readiness.message:

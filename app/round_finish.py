@@ -34,19 +34,24 @@ logger = logging.getLogger(__name__)
 __all__ = ["finish_round"]
 
 
-def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate: bool | None = None) -> RoundReport:
+def finish_round(catalog: Catalog, *, progress: Progress | None = None, simulate: bool | None = None,
+                 number: int | None = None) -> RoundReport:
     """Collect the answers of the open round, fine-tune, evaluate and record what the round bought.
 
     The round's answered selections in the catalog count, whether this call or an earlier ``radloop round
     pull`` brought them; ``labels_spent`` is their number (a pull records it under the round's lock).  Tasks
-    still unanswered are reported in the round's notes (a later pull collects them).
+    still unanswered are reported in the round's notes (a later pull collects them).  ``number``: the round the
+    caller means (the app's button named it); another open round, or none, is refused instead of finished.
 
     Raises:
-        RoundError: no open round, no answers yet (Label Studio still labelling), or Label Studio unreachable
-            (nothing is lost: rerunning resumes).
+        RoundError: no open round (or not round ``number``), no answers yet (Label Studio still labelling), or
+            Label Studio unreachable (nothing is lost: rerunning resumes).
     """
     progress = progress or no_progress
     row = open_round(catalog)
+    if number is not None and (row is None or row.number != number):
+        raise RoundError(f"round {number} is not open any more" + (f" (round {row.number} is)" if row is not None
+                                                                    else "") + ": nothing was done")
     if row is None:
         raise RoundError("no open round: start one with `radloop round start --budget 50`" + late_answers_hint(catalog))
     config = started_with(row)

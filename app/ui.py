@@ -23,8 +23,8 @@ from radloop.core.catalog import Catalog
 from radloop.core.workspace import Workspace, resolve_workspace
 
 __all__ = ["workspace", "require_catalog", "safe_page", "next_step", "cached_catalog", "sidebar_workspace",
-           "keep_widget_state", "widget_default", "table", "shown_missing", "PAGE_WIDGET_PREFIXES", "MISSING",
-           "REGION_COLUMNS"]
+           "keep_widget_state", "widget_default", "kept_choice", "table", "shown_missing", "PAGE_WIDGET_PREFIXES",
+           "MISSING", "REGION_COLUMNS"]
 
 logger = logging.getLogger("radloop.app")
 
@@ -221,3 +221,33 @@ def widget_default(key: str, value: Any, options: list | None = None) -> None:
     """
     if key not in st.session_state or (options is not None and st.session_state[key] not in options):
         st.session_state[key] = value
+
+
+def kept_choice(key: str, options: list, describe: Callable[[Any], str], *, context: Any = None) -> None:
+    """Before drawing selectbox ``key``: when the value it kept (a case, a report, a round picked earlier) is no
+    longer among ``options`` because the workspace changed under the page (another session, the CLI, a nightly
+    ingest or relabel), say so instead of silently showing the first option in its place.
+
+    ``context``: what ``options`` were listed for (the page's filter values); when the user changed it, a pick that
+    left the list is the filter's doing and goes without a word.  ``describe(value)``: how the message names a
+    value ("case `I-…`").
+    """
+    seen_key = f"_kept_choice_context_{key}"
+    changed_filters = st.session_state.get(seen_key, context) != context
+    st.session_state[seen_key] = context
+    if key not in st.session_state or st.session_state[key] in options:
+        return
+    gone = st.session_state[key]
+    # set, not dropped: only a value set through Session State is sent to the browser's widget (a dropped one left
+    # the box showing the old pick while the page used the first option)
+    if options:
+        st.session_state[key] = options[0]
+    else:
+        del st.session_state[key]
+    if changed_filters or gone is None:
+        return
+    replacement = f"showing {describe(options[0])} instead" if options else "nothing is left to show"
+    named = describe(gone)
+    st.warning(f"{named[:1].upper()}{named[1:]} is no longer listed: the workspace changed since this page was drawn "
+               f"(another session or a command such as an ingest, a relabel or a round); {replacement}.",
+               icon=":material/update:")

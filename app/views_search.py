@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["SearchReadiness", "SearchOutcome", "search_readiness", "find_similar", "neighbour_pairs", "decode_image",
            "check_dicom_upload_size",
            "query_preview", "catalog_image_count", "catalog_match_for_upload", "resolve_case", "shown_case_id",
-           "unresolved_case_message", "image_descriptions",
+           "unresolved_case_message", "image_descriptions", "encoder_changed_message",
            "NEXT_STEP_ENCODER", "NEXT_STEP_INDEX"]
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class SearchReadiness:
 
 def search_readiness(catalog: Catalog) -> SearchReadiness:
     """Check that an encoder is current and has embeddings (the index itself is checked by the search)."""
-    encoder = catalog.current_model("encoder", kind="encoder") or catalog.current_model("encoder")
+    encoder = _current_encoder(catalog)
     if encoder is None:
         with catalog.session() as session:
             registered = list(session.scalars(select(Model.version).where(Model.kind == "encoder")
@@ -61,6 +61,17 @@ def search_readiness(catalog: Catalog) -> SearchReadiness:
                                   .where(Embedding.model_version == encoder.version)) or 0
     return SearchReadiness(encoder_version=encoder.version, embedded_images=embedded,
                            message=None if embedded else next_steps.no_embeddings(encoder.version))
+
+
+def encoder_changed_message(checked: str | None, now: str) -> str:
+    """What the case search says when the current encoder changed while it ran (a nightly job, the CLI)."""
+    return (f"The current encoder changed while searching (`{checked}` -> `{now}`, set in another session or by "
+            "a command): no neighbours are shown under the old name. Search again (any click on the page) to "
+            f"search with `{now}`.")
+
+
+def _current_encoder(catalog: Catalog) -> Model | None:
+    return catalog.current_model("encoder", kind="encoder") or catalog.current_model("encoder")
 
 
 @dataclass(frozen=True)
@@ -247,15 +258,18 @@ def image_descriptions(catalog: Catalog, image_ids: list[str]) -> dict[str, str]
 
 
 def find_similar(catalog: Catalog, *, image: np.ndarray | None = None, case_id: str | None = None,
-                 k: int = 8, filters: dict[str, Any] | None = None) -> SearchOutcome:
+                 k: int = 8, filters: dict[str, Any] | None = None,
+                 readiness: SearchReadiness | None = None) -> SearchOutcome:
     """The ``k`` cases nearest to an uploaded ``image`` (2-D uint8 array) or to catalog image ``case_id``.
 
     The query case itself is left out of its own neighbours.  Missing parts (retrieval not installed, no
-    encoder, no embeddings or index) give an outcome with a ``message`` instead of raising.
+    encoder, no embeddings or index) give an outcome with a ``message`` instead of raising.  ``readiness``: the
+    page's own check (default: checked here): when another process sets a new current encoder meanwhile, the
+    outcome says so instead of showing that encoder's neighbours under the name of the one checked.
     """
     if (image is None) == (case_id is None):
         return SearchOutcome(message="Upload an image or pick a case from the catalog.")
-    readiness = search_readiness(catalog)
+    readiness = readiness or search_readiness(catalog)
     if not readiness.ready:
         return SearchOutcome(message=readiness.message, query_image_id=case_id)
     try:
@@ -275,6 +289,12 @@ def find_similar(catalog: Catalog, *, image: np.ndarray | None = None, case_id: 
     except (ValueError, RuntimeError, OSError) as error:
         logger.warning("case search failed", exc_info=True)
         return SearchOutcome(message=f"Case search failed: {error}", query_image_id=case_id)
+    # Checked again after the search (as often as before: the page's check is passed in): another process may have
+    # set a new current encoder since the page named one, and these would be its neighbours under the old name
+    # (index and query vector are always of one version; the caption would not be).
+    now = search_readiness(catalog).encoder_version
+    if now is not None and now != readiness.encoder_version:
+        return SearchOutcome(message=encoder_changed_message(readiness.encoder_version, now), query_image_id=case_id)
     pairs = [(image_id, distance) for image_id, distance in neighbour_pairs(result) if image_id != case_id][:k]
     if not pairs:
         message = next_steps.NO_FILTERED_HITS if filters else next_steps.NO_INDEX_HITS
