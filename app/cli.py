@@ -128,7 +128,8 @@ def main() -> None:
             raise
         from radloop.app.options import console
 
-        console.print(f"error: {error.strerror or error}: {error.filename}", markup=False, highlight=False)
+        console.print(f"error: {error.strerror or error}: {error.filename}", markup=False, highlight=False,
+                      soft_wrap=True)  # one line however narrow the terminal: scripts grep it
         raise SystemExit(2) from None
 
 
