@@ -7,9 +7,10 @@ resolves the name through :data:`CALLBACKS`.  An unknown name is an error at loa
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from spacy.tokens import Span
+if TYPE_CHECKING:  # type hints only: importing spaCy (and torch through it) costs seconds
+    from spacy.tokens import Span
 
 _COMPARISON_BEFORE = re.compile(r"\b(?:compared?\s+(?:to|with)|comparison\s+(?:to|with)|since|than|from|versus|vs\.?)\s*(?:the\s+)?$",
                                 re.IGNORECASE)
