@@ -388,6 +388,11 @@ class IndexManager(IndexSearch, IndexPersistence):
     def __len__(self) -> int:
         return len(self._labels)
 
+    def __repr__(self) -> str:  # what a notebook shows
+        return (f"IndexManager(model_version={self.model_version!r}, entries={len(self)}, dim={self.dim}, "
+                f"factory={self.factory!r}, metric={self.config.metric!r}"
+                + (", memory_mapped=True" if self.memory_mapped else "") + ")")
+
     def __contains__(self, image_id) -> bool:
         return str(image_id) in self._labels
 
