@@ -128,6 +128,10 @@ def register(groups) -> None:
     @groups.round.command("finish")
     def finish(simulate: Annotated[bool, typer.Option("--simulate", help="Answer from the dataset's ground "
                                                       "truth instead of pulling from Label Studio.")] = False,
+               number: Annotated[Optional[int], typer.Option(
+                   "--round", "-r", metavar="N", show_default=False,
+                   help="Finish only if round N is the open one (a script's guard: refused when another round "
+                        "was started meanwhile).")] = None,
                workspace: WorkspaceOption = None, json_output: JsonOption = False) -> None:
         """Finish the open round: pull (or simulate) answers, fine-tune, evaluate, record what it bought.
 
@@ -141,7 +145,7 @@ def register(groups) -> None:
         try:
             bar, update = _progress()
             with bar:
-                report = finish_round(catalog, progress=update, simulate=simulate or None)
+                report = finish_round(catalog, progress=update, simulate=simulate or None, number=number)
         except LabelStudioError as error:
             fail(_label_studio_failed(error, "finish"))
         except (RoundError, LookupError, FileNotFoundError) as error:  # e.g. an encoder folder deleted since
