@@ -108,6 +108,13 @@ def _never_fail_on_encoding() -> None:
                 pass
 
 
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # no stderr, or a closed one
+        return False
+
+
 def main() -> None:
     _never_fail_on_encoding()
     logging.basicConfig(level=os.environ.get("RADLOOP_LOG_LEVEL", "WARNING"),
@@ -119,6 +126,10 @@ def main() -> None:
     # httpx logs every request's full URL at INFO: signed image URLs, Label Studio `?d=` local-file paths
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().getEffectiveLevel()))
+    if not _stderr_is_terminal():  # a log file or pipe: no bars, so long training says where it is once a minute
+        from radloop.ssl import trainer_progress
+
+        trainer_progress.LOG_LINES_WITHOUT_BAR = 60.0
     try:
         build_app()()
     except OSError as error:
