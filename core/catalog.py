@@ -21,7 +21,9 @@ with :func:`get_for_update`, which holds a lock until the session's transaction 
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -31,14 +33,15 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, create_engine, event, func, inspect, select, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from radloop.core.schema import (  # MIGRATIONS, SCHEMA_VERSION: also imported from here (their home was here)
     MIGRATIONS, SCHEMA_VERSION, Annotation, CatalogRevision, DuplicateSource, Embedding, Image, IngestError, Model,
     Report, Round, SchemaVersion, Selection, Study, WeakLabel,
 )
-from radloop.core.workspace import Workspace
+from radloop.core.workspace import Workspace, catalog_write_failure, write_failure
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -72,6 +75,49 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _read_only(db_path: str) -> bool:
+    """Whether the SQLite file exists but cannot be written (no write permission on it or its folder, or a
+    read-only mount): SQLite could not even open it there, as the WAL's ``-shm`` file cannot be made."""
+    if not os.path.isfile(db_path):
+        return False
+    folder = os.path.dirname(os.path.abspath(db_path))
+    if not (os.access(db_path, os.W_OK) and os.access(folder, os.W_OK)):
+        return True
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        return False
+
+
+def _open_read_only(db_path: str) -> Engine:
+    """An engine reading ``db_path`` that turns any write into one ``OSError`` (EROFS) naming it.
+
+    ``immutable=1``: SQLite neither locks nor needs the ``-shm`` file (``mode=ro`` alone fails on a WAL database
+    where it cannot be made), but takes the file for unchanging: writes others make meanwhile (or left in a
+    ``-wal`` file) are not seen until the catalog is opened again."""
+    from urllib.parse import quote
+
+    engine = create_engine(URL.create("sqlite", database=f"file:{quote(os.path.abspath(db_path))}",
+                                      query={"mode": "ro", "immutable": "1", "uri": "true"}))
+
+    def refuse_writes(context) -> None:  # SQLite: "attempt to write a readonly database"
+        if "readonly database" in str(context.original_exception):
+            raise OSError(errno.EROFS, "the workspace is read-only: this command needs to write", db_path)
+
+    event.listen(engine, "handle_error", refuse_writes)
+    return engine
+
+
+def _storage_failure(error: BaseException, workspace: Workspace, db_path: str | None, what: str) -> OSError | None:
+    """The one-line ``OSError`` for a catalog error caused by a full disk (``database or disk is full``; SQLite's
+    ``disk I/O error`` where it cannot grow its ``-shm`` file), None for any other error."""
+    failure = catalog_write_failure(error, workspace, what)
+    if failure is None and db_path and "disk I/O error" in str(error):
+        failure = write_failure(OSError("disk I/O error"), db_path, what)  # ENOSPC if the disk is full
+        return failure if failure.errno in (errno.ENOSPC, errno.EDQUOT) else None
+    return failure
 
 
 #: PostgreSQL keeps one ``catalog_revisions`` row per write transaction; a read finding more compacts them
@@ -231,22 +277,27 @@ class Catalog:
     @classmethod
     def open(cls, workspace: Workspace, *, create: bool = True) -> "Catalog":
         """Open (and migrate) the catalog of ``workspace``; a migration is logged once (WARNING), by the process
-        that ran it.
+        that ran it.  A SQLite catalog that cannot be written is opened read-only (:func:`_open_read_only`).
 
         Raises:
             FileNotFoundError: ``create=False`` and the SQLite file (or, with a server database, the
                 workspace folder) does not exist.
             CatalogVersionError: the catalog is of a newer radloop.
+            OSError: the disk is full (ENOSPC, naming the catalog).
         """
         url = workspace.database_url
+        db_path = None
         if url.startswith("sqlite"):
             db_path = url.split("sqlite:///", 1)[-1]
-            if not create and not __import__("os").path.exists(db_path):
+            if not create and not os.path.exists(db_path):
                 raise FileNotFoundError(
                     f"no catalog at {db_path}: run `radloop ingest ...` or `radloop demo` first")
-            workspace.ensure()
-            engine = create_engine(url, connect_args={"timeout": 30})
-            event.listen(engine, "connect", _sqlite_pragmas)
+            if _read_only(db_path):  # e.g. a shared workspace, read-only rights: reads work, writes are refused
+                engine = _open_read_only(db_path)
+            else:
+                workspace.ensure()
+                engine = create_engine(url, connect_args={"timeout": 30})
+                event.listen(engine, "connect", _sqlite_pragmas)
         else:
             if not create and not workspace.root.is_dir():  # the database exists, but not this workspace
                 raise FileNotFoundError(
@@ -254,7 +305,13 @@ class Catalog:
                     "database): run `radloop ingest ...` first, or check --workspace")
             workspace.ensure()
             engine = create_engine(url, pool_pre_ping=True)
-        before = migrate(engine)
+        try:
+            before = migrate(engine)
+        except OperationalError as error:
+            failure = _storage_failure(error, workspace, db_path, "the catalog (opening it)")
+            if failure:
+                raise failure from None
+            raise
         if 0 < before < SCHEMA_VERSION:  # this process upgraded it (once: a concurrent opener finds it done)
             logger.warning("catalog %s upgraded from schema version %d to %d (%s); an older radloop can no "
                            "longer open it", workspace.root, before, SCHEMA_VERSION,
@@ -264,11 +321,18 @@ class Catalog:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session that commits on success and rolls back on error."""
+        """A session that commits on success and rolls back on error; a commit refused for a full disk raises an
+        ``OSError`` (ENOSPC) naming the catalog, a write to a read-only catalog one (EROFS)."""
         session = self._sessions()
         try:
             yield session
-            session.commit()
+            try:
+                session.commit()
+            except OperationalError as error:  # a full disk: one line naming the catalog, not a traceback
+                failure = _storage_failure(error, self.workspace, None, "the changes to the catalog (none was kept)")
+                if failure:
+                    raise failure from None
+                raise
         except BaseException:
             session.rollback()
             raise

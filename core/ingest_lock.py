@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from radloop.core.workspace import write_failure
+
 try:
     import fcntl
 except ImportError:  # Windows
@@ -68,8 +70,12 @@ def ingest_lock(root: Path, run_id: str) -> Iterator[bool]:
         handle.seek(0)
         handle.truncate()
         started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, run {run_id}, started {started}")
-        handle.flush()
+        holder = f"pid {os.getpid()} on {socket.gethostname()}, run {run_id}, started {started}"
+        try:  # unbuffered: a refused write leaves nothing for close() to try again
+            os.write(handle.fileno(), holder.encode("utf-8"))
+        except OSError as error:  # a full disk: "[Errno 28] No space left on device" named no file
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            raise write_failure(error, path, "the ingest lock file") from None
         try:
             yield True
         finally:
