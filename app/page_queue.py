@@ -69,8 +69,8 @@ def render() -> None:
         for column, row in zip(st.columns(GRID_COLUMNS), rows[start:start + GRID_COLUMNS], strict=False):
             card = cards.get(row.image_id)
             with column:
-                if card is not None and card.thumb is not None:
-                    st.image(str(card.thumb), width="stretch", alt=alts.get(row.image_id, row.image_id))
+                if card is not None:  # finding boxes drawn on the thumbnail, counted in its caption
+                    ui.case_image(card, alts.get(row.image_id, row.image_id))
                 st.markdown(f"**#{row.rank}** `{row.image_id}`")
                 score = f"score {row.score:.4g} · " if pd.notna(row.score) else ""  # 147, 0.4397: as stored
                 st.caption(f"{score}{views.text_or(row.reason, '')}")

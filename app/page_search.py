@@ -15,9 +15,7 @@ CASE_LIMIT = 500
 
 
 def _card(card: CaseCard, alt: str, distance_label: str = "distance") -> None:
-    if card.thumb is not None:
-        st.image(str(card.thumb), width="stretch", alt=alt)  # id, region and side for a screen reader
-    else:
+    if not ui.case_image(card, alt):  # finding boxes drawn on it, counted in its caption
         st.caption("(no thumbnail)")
     title = f"**{card.image_id}**"
     if card.distance is not None:  # rounding can make a self-match slightly negative: never show "-0.000"

@@ -23,8 +23,8 @@ from radloop.core.catalog import Catalog
 from radloop.core.workspace import Workspace, resolve_workspace
 
 __all__ = ["workspace", "require_catalog", "safe_page", "next_step", "cached_catalog", "sidebar_workspace",
-           "keep_widget_state", "widget_default", "kept_choice", "table", "shown_missing", "PAGE_WIDGET_PREFIXES",
-           "MISSING", "REGION_COLUMNS"]
+           "keep_widget_state", "widget_default", "kept_choice", "table", "shown_missing", "case_image",
+           "PAGE_WIDGET_PREFIXES", "MISSING", "REGION_COLUMNS"]
 
 logger = logging.getLogger("radloop.app")
 
@@ -251,3 +251,25 @@ def kept_choice(key: str, options: list, describe: Callable[[Any], str], *, cont
     st.warning(f"{named[:1].upper()}{named[1:]} is no longer listed: the workspace changed since this page was drawn "
                f"(another session or a command such as an ingest, a relabel or a round); {replacement}.",
                icon=":material/update:")
+
+
+def case_image(card: views.CaseCard, alt: str) -> bool:
+    """Show a case's thumbnail with its finding boxes outlined and a caption saying how many of what ("2 fracture
+    boxes (red)"); a case without boxes shows the thumbnail file as stored.  False when it has no thumbnail."""
+    from radloop.app.boxes_view import boxed_thumbnail, boxes_caption
+
+    described = boxes_caption(card.boxes)
+    if card.thumb is None:
+        if described:
+            st.caption(f"{described} (not drawn: no thumbnail)")
+        return False
+    drawn = boxed_thumbnail(card.thumb, card.boxes, card.width, card.height)
+    if drawn is None:
+        st.image(str(card.thumb), width="stretch", alt=alt)  # id, region and side for a screen reader
+        if described:
+            st.caption(f"{described} (not drawn: the thumbnail could not be read)")
+        return True
+    # PNG: a lossless outline (JPEG would smear the box's colour into the radiograph)
+    st.image(drawn, width="stretch", caption=boxes_caption(card.boxes, colours=True), output_format="PNG",
+             alt=f"{alt}; {described} outlined")
+    return True

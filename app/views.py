@@ -18,6 +18,7 @@ from sqlalchemy import distinct, func, literal_column, select
 
 from radloop.app import next_steps
 from radloop.core.catalog import Catalog
+from radloop.core.records import Box
 from radloop.core.schema import Image, Model, Report, Study, WeakLabel
 from radloop.core.workspace import Workspace
 
@@ -177,7 +178,8 @@ class CaseCard:
     """What a grid tile shows about one image.
 
     ``thumb`` is an absolute path (None when the file is missing); ``expert_labels`` maps finding -> 1/0
-    from annotations; ``weak_labels`` maps finding -> status from its study's reports.
+    from annotations; ``weak_labels`` maps finding -> status from its study's reports.  ``boxes`` are the
+    image's finding boxes in original pixels, ``width`` x ``height`` its original size (to scale them).
     """
 
     image_id: str
@@ -190,6 +192,9 @@ class CaseCard:
     report_id: str | None
     report_snippet: str
     distance: float | None = None
+    boxes: tuple[Box, ...] = ()
+    width: int | None = None
+    height: int | None = None
 
     @property
     def label_summary(self) -> str:
@@ -254,7 +259,8 @@ def case_cards(catalog: Catalog, image_ids: list[str], *, distances: list[float]
             expert_labels=dict(target.labels) if target else {},
             weak_labels=dict(weak.get(report.id, {})) if report else {},
             report_id=report.id if report else None, report_snippet=_snippet(report, snippet_length),
-            distance=distance_of.get(image_id)))
+            distance=distance_of.get(image_id), boxes=target.boxes if target else (),
+            width=image.width, height=image.height))
     return cards
 
 
