@@ -178,6 +178,11 @@ def labeler_build() -> Future:
     with _builds_lock:
         build = _builds.get(loader)
         if build is None:
+            # spaCy imports torch: torch imported by two threads at once (the build, and a page that embeds a
+            # query) can leave one with a half-initialised torch ("operator prims::fmod does not exist"), so it is
+            # imported here, in the calling thread, before the build thread starts (once per server process)
+            import torch  # noqa: F401
+
             build = _builds[loader] = Future()
             threading.Thread(target=_build, args=(loader, build), name="radloop-labeler-build", daemon=True).start()
     return build
