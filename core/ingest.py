@@ -65,7 +65,9 @@ from radloop.core.ingest_renders import remove_stale_temporaries
 from radloop.core.ingest_reports import link_unlinked_reports, write_reports
 from radloop.core.ingest_sources import Discovery, ImageTask, discover
 from radloop.core.ingest_summary import IngestInterrupted, IngestSummary
-from radloop.core.ingest_worker import ImageOutcome, WorkerContext, init_worker, process_in_worker, process_task
+from radloop.core.ingest_worker import (
+    ImageOutcome, RenderStorageError, WorkerContext, init_worker, process_in_worker, process_task,
+)
 from radloop.core.ingest_writer import CatalogWriter, resolve_errors
 from radloop.core.render import render_problem
 from radloop.core.schema import Image, IngestError, Study
@@ -113,6 +115,11 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
 
     Returns:
         The run's :class:`IngestSummary` (also written to ``<workspace>/logs/ingest-<run_id>.json``).
+
+    Raises:
+        OSError: a render or thumbnail write refused for a full disk, a quota or a read-only file system; the run
+            stops at the first (every later image would fail alike), naming the folder and the cause; the images
+            committed before stay, and a rerun once there is room continues.
     """
     started = time.perf_counter()
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
@@ -130,6 +137,8 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
             except BaseException:  # renders of a batch rolled back, or made but never handed over: no image's
                 remove_stale_temporaries(catalog.workspace.root, exclusive=exclusive)
                 raise
+    except RenderStorageError as error:
+        raise _stopped_for_storage(catalog, summary, started, error) from None
     except KeyboardInterrupt:
         # the batches written so far are committed; the one in hand was rolled back: a re-run resumes
         summary.interrupted = True
@@ -137,6 +146,25 @@ def ingest_paths(catalog: Catalog, paths: Iterable[str | Path], *, reports: Iter
         raise IngestInterrupted(summary) from None
     _finish(catalog, summary, started)
     return summary
+
+
+def _stopped_for_storage(catalog: Catalog, summary: IngestSummary, started: float,
+                         error: RenderStorageError) -> OSError:
+    """The one-line error for a run stopped by a render write its file system refused: the folder (``renders``
+    or ``thumbs``), the cause, what stays and how to continue; the run's log is written when there is room."""
+    root = catalog.workspace.root
+    try:
+        folder = root / Path(error.filename).relative_to(root).parts[0]
+    except (TypeError, ValueError, IndexError):
+        folder = Path(error.filename or root).parent
+    summary.interrupted = True
+    try:
+        _finish(catalog, summary, started)
+    except OSError:  # the log is on the same full disk
+        pass
+    return OSError(error.errno, f"ingest stopped: {error.strerror}; the {summary.images_added} image(s) added "
+                   "before stay catalogued: free space (or make the folder writable) and run the same command "
+                   "again to continue", str(folder))
 
 
 def _finish(catalog: Catalog, summary: IngestSummary, started: float) -> None:
@@ -177,8 +205,12 @@ def _ingest(catalog: Catalog, summary: IngestSummary, paths: list, reports: list
     backfills_first = [index for index, task in enumerate(found.image_tasks) if task.path in writer.backfill_paths]
     # closed on the way out, an interrupt's included: the pool ends (its workers with it) before the lock is let go
     with closing(_run_tasks(found.image_tasks, context, workers, first=backfills_first)) as outcomes:
-        for outcome in _progress(outcomes, len(found.image_tasks), progress):
-            writer.add(outcome)
+        try:
+            for outcome in _progress(outcomes, len(found.image_tasks), progress):
+                writer.add(outcome)
+        except RenderStorageError:  # the renders' disk is full: the images handled before it are committed
+            writer.flush()
+            raise
         writer.flush()
     _report_unrestored_renders(catalog, found, scopes, writer, summary, decode=verify_renders)
     propagate_study_regions(catalog, writer.touched_studies)

@@ -20,6 +20,7 @@ the paths the catalog has for it, so nothing in the catalog changes but, should 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import signal
 import sys
@@ -41,13 +42,28 @@ from radloop.core.ingest_sources import ImageTask
 from radloop.core.input_errors import (
     EmptyFileError, InputError, NotAnImageObjectError, NotDicomError, UnsupportedFileError,
 )
-from radloop.core.render import read_raster, render_files, render_problem
+from radloop.core.render import RenderWriteError, read_raster, render_files, render_problem
 
-__all__ = ["JPEG_MAGIC", "PNG_MAGIC", "ImageOutcome", "WorkerContext", "file_pixel_hash", "process_task",
-           "render_relative_paths"]
+__all__ = ["JPEG_MAGIC", "PNG_MAGIC", "ImageOutcome", "RenderStorageError", "WorkerContext", "file_pixel_hash",
+           "process_task", "render_relative_paths"]
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
+#: errnos of a refused render write that every later image would meet too: the run stops at the first
+STOP_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+class RenderStorageError(OSError):
+    """A render or thumbnail write refused by its file system (full, over quota, read-only): raised out of
+    :func:`process_task` (an ``OSError`` pickles through the pool) so that the run stops at the first such image
+    instead of recording the same error for every later one."""
+
+
+def _stop_for_storage(error: RenderWriteError) -> None:
+    """Raise :class:`RenderStorageError` when ``error``'s errno says every later render would fail alike."""
+    if error.errno in STOP_ERRNOS:
+        strerror = str(error).removesuffix(f": {error.filename}")
+        raise RenderStorageError(error.errno, strerror, error.filename) from None
 
 
 @dataclass(frozen=True)
@@ -160,9 +176,13 @@ def process_task(index: int, task: ImageTask, context: WorkerContext) -> ImageOu
     try:
         with header_values_unlogged():  # an invalid header value is not echoed to the console or log
             outcome = _process(index, task, context)
+    except RenderStorageError:  # a lost render made again on a full disk (_restore_render): the run stops
+        raise
     except NotAnImageObjectError as error:  # a report or presentation state beside the images: not a failure
         outcome = ImageOutcome(index=index, status="skipped", stage=error.stage, reason=str(error))
     except InputError as error:
+        if isinstance(error, RenderWriteError):
+            _stop_for_storage(error)
         outcome = ImageOutcome(index=index, status="error", stage=error.stage, reason=str(error))
     except OSError as error:
         outcome = ImageOutcome(index=index, status="error", stage="read", reason=f"cannot read file: {error}")
@@ -272,6 +292,8 @@ def _restore_render(outcome: ImageOutcome, data: bytes, context: WorkerContext, 
         sizes = render_files(pixels, context.workspace_root / paths[0], context.workspace_root / paths[1])
         timings["render"] = time.process_time() - clock
     except Exception as error:  # noqa: BLE001 - the image stays catalogued; its lost render is reported
+        if isinstance(error, RenderWriteError):
+            _stop_for_storage(error)
         outcome.render_error = f"{'; '.join(problems)}, and it could not be made again: {error}"
         return
     outcome.render_restored = "; ".join(problems)

@@ -90,13 +90,15 @@ def test_a_full_disk_while_ingest_writes_renders_is_a_render_failure_not_a_bad_i
                                                                                    monkeypatch):
     """Measured on a 100 KB tmpfs under renders/: each image after the disk filled was recorded as
     ``read: <input>.png: cannot read file: [Errno 28] No space left on device`` (blaming the input) and its half
-    written temporary render stayed until the run ended.  Now the stage is ``render``, the message names the
-    render being written and says disk full, no partial file is left, and a rerun adds exactly those images."""
+    written temporary render stayed until the run ended.  Now (with walk 23j) the run stops at the first refused
+    render with an ``OSError`` naming the renders folder and saying disk full (not an input's error row), no
+    partial file is left, and a rerun adds exactly the images not yet catalogued."""
     from PIL import Image as PILImage
 
     from radloop.core import render
     from radloop.core.catalog import Catalog
-    from radloop.core.schema import IngestError
+    from radloop.core.ingest import ingest_paths
+    from radloop.core.schema import Image, IngestError
 
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -114,22 +116,23 @@ def test_a_full_disk_while_ingest_writes_renders_is_a_render_failure_not_a_bad_i
         return real_write_bytes(self, data)
 
     monkeypatch.setattr(render.Path, "write_bytes", fills_after_two)
-    command = ["ingest", str(inputs), "-w", str(workspace.root), "-j", "1", "--json"]
-    stopped = CliRunner().invoke(build_app(), command)
-    assert stopped.exit_code == 1, stopped.output
-    assert json.loads(stopped.stdout)["images_added"] == 1
     catalog = Catalog.open(workspace)
     try:
+        with pytest.raises(OSError) as stopped:
+            ingest_paths(catalog, [inputs], workers=1)
+        assert stopped.value.errno == errno.ENOSPC
+        assert stopped.value.filename == str(workspace.renders_dir)
+        assert DISK_FULL in str(stopped.value)
         with catalog.session() as session:
             errors = [(row.stage, row.reason) for row in session.query(IngestError)]
+            images = session.query(Image).count()
     finally:
         catalog.dispose()
-    assert len(errors) == 2 and all(stage == "render" for stage, _ in errors), errors
-    assert all(reason.startswith(DISK_FULL + ": could not write the render: ") and str(workspace.renders_dir) in reason
-               for _, reason in errors), errors
+    assert (images, errors) == (1, [])
     assert [path for path in workspace.root.rglob("*") if path.name.endswith((".tmp", ".pending"))] == []
 
     monkeypatch.setattr(render.Path, "write_bytes", real_write_bytes)
+    command = ["ingest", str(inputs), "-w", str(workspace.root), "-j", "1", "--json"]
     again = CliRunner().invoke(build_app(), command)
     assert again.exit_code == 0, again.output
     summary = json.loads(again.stdout)

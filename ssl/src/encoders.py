@@ -202,7 +202,8 @@ def save_encoder(backbone: nn.Module, folder: str | Path, *, timm_name: str, ima
     same weights exported to embed differently get another version, so ``radloop embed`` never mixes their
     vectors.
     """
-    from safetensors.torch import save_file
+    from radloop.core.workspace import write_failure
+    from radloop.ssl.artifacts import write_safetensors
 
     target = Path(folder)
     state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in backbone.state_dict().items()}
@@ -222,8 +223,12 @@ def save_encoder(backbone: nn.Module, folder: str | Path, *, timm_name: str, ima
     # earlier files (or none), never half a weights file beside a config that names it
     weights, settings = (target / f".{name}.{os.getpid()}.tmp" for name in (ENCODER_WEIGHTS_FILE, ENCODER_CONFIG_FILE))
     try:
-        save_file(state, str(weights), metadata={"version": version})
-        settings.write_text(json.dumps(config.model_dump(), indent=2) + "\n")
+        # a full disk: an OSError naming the weights file (safetensors' own error is no OSError)
+        write_safetensors(state, weights, {"version": version}, named=target / ENCODER_WEIGHTS_FILE)
+        try:
+            settings.write_text(json.dumps(config.model_dump(), indent=2) + "\n")
+        except OSError as error:
+            raise write_failure(error, target / ENCODER_CONFIG_FILE, f"the settings {ENCODER_CONFIG_FILE}") from None
         os.replace(weights, target / ENCODER_WEIGHTS_FILE)
         os.replace(settings, target / ENCODER_CONFIG_FILE)
     finally:
@@ -237,8 +242,10 @@ def load_encoder(path: str | Path) -> EncoderBundle:
 
     Raises:
         FileNotFoundError: no ``encoder.json`` / ``encoder.safetensors`` there.
-        ValueError: an invalid config or weights that do not fit the architecture.
+        ValueError: an invalid or damaged (cut short) config or weights file, or weights that do not fit the
+            architecture; the message names the file and what to do.
     """
+    from pydantic import ValidationError
     from safetensors.torch import load_file
 
     folder = Path(path)
@@ -248,11 +255,27 @@ def load_encoder(path: str | Path) -> EncoderBundle:
     for file in (config_file, weights_file):
         if not file.is_file():
             raise FileNotFoundError(f"not an encoder folder: {file} is missing")
-    config = EncoderConfig.model_validate_json(config_file.read_text())
+    remedy = ("re-export it (rerun the radloop pretrain command that made it: it exports from the run's "
+              "last.ckpt without training again) or pretrain it again")
+    try:
+        config = EncoderConfig.model_validate_json(config_file.read_bytes())
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem.get("loc", ()))
+        raise ValueError(f"{config_file} is damaged or not an encoder config ({where + ': ' if where else ''}"
+                         f"{problem['msg']}): "
+                         f"{remedy}") from None
     backbone = build_backbone(config.timm_name, config.image_size, patch_size=config.patch_size,
                               **config.model_kwargs)
     try:
-        backbone.load_state_dict(load_file(str(weights_file)), strict=True)
+        weights = load_file(str(weights_file))
+    except Exception as error:  # SafetensorError (no OSError, no ValueError) for a file cut short or garbled
+        if isinstance(error, OSError):
+            raise
+        raise ValueError(f"{weights_file} is damaged (cut short or not a safetensors file: {error}): "
+                         f"{remedy}") from None
+    try:
+        backbone.load_state_dict(weights, strict=True)
     except RuntimeError as error:
         raise ValueError(f"{weights_file} does not fit {config.timm_name}: {error}") from None
     return _bundle(backbone, config)

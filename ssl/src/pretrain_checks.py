@@ -71,6 +71,11 @@ def check_resume(checkpoint: str | Path, config: PretrainConfig, total_steps: in
 
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)  # tensors mapped, not read
+    except Exception as error:  # noqa: BLE001 (pickle and zip errors)
+        if _cut_short(Path(checkpoint)):
+            raise ValueError(damaged_checkpoint(Path(checkpoint), error)) from None
+        raise ValueError(f"{checkpoint} is not a radloop pretraining checkpoint ({type(error).__name__})") from None
+    try:
         saved = state["hyper_parameters"]
         step, old_total, old_config = int(state["global_step"]), int(saved["total_steps"]), saved["config"]
         schedule = state.get("schedule") or {}
@@ -116,6 +121,31 @@ def check_resume(checkpoint: str | Path, config: PretrainConfig, total_steps: in
                 before, world_size, effective_batch_size, lr if lr is not None else float("nan"),
                 batch.get("peak_lr", float("nan")), batch.get("world_size"))
     return fitted
+
+
+def _cut_short(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` (which torch could not load) is a torch checkpoint damaged, not a foreign file: empty,
+    or a torch zip archive (``PK`` header) whose end is missing or garbled (a crash or a full disk mid-copy)."""
+    try:
+        with open(checkpoint, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return False
+    return head in (b"", b"PK\x03\x04")
+
+
+def damaged_checkpoint(checkpoint: Path, error: BaseException) -> str:
+    """The message for a damaged checkpoint: what torch said, and the whole earlier ``step-N.ckpt`` of its folder
+    to resume from, else starting again."""
+    earlier = sorted(((step, path) for path in checkpoint.parent.glob("step-*.ckpt")
+                      if path != checkpoint and (step := checkpoint_step(path)) is not None), reverse=True)
+    what = str(error).splitlines()[0] if str(error) else type(error).__name__
+    head = f"{checkpoint} is damaged (cut short or garbled, e.g. by a crash or a full disk: {what})"
+    if earlier:
+        step, path = earlier[0]
+        return (f"{head}: resume from the earlier checkpoint with --checkpoint {path} (step {step}), or start "
+                "again with --no-resume")
+    return f"{head}: no earlier step-N.ckpt is there; start again with --no-resume (or --out ANOTHER_FOLDER)"
 
 
 def checkpoint_step(checkpoint: Path) -> int | None:
