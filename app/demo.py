@@ -166,6 +166,10 @@ def _encoder(catalog: Catalog, options: DemoOptions) -> dict[str, Any]:
         return {"encoder": existing.version, "source": "latest in workspace"}
     config_file = options.pretrain_config or _default_config("ssl/simclr_cpu.yaml")
     config = load_config(config_file, PretrainConfig, pretrain_overrides(options.pretrain_minutes))
+    from radloop.app.options import progress_bars
+
+    if not progress_bars():  # `radloop demo 2> log`: no bar (a line of carriage returns), a plain line a minute
+        config = config.model_copy(update={"trainer": config.trainer.model_copy(update={"enable_progress_bar": False})})
     from radloop.ssl.pretrain_data import catalog_images
 
     data = config.data
@@ -209,13 +213,14 @@ def _default_config(relative: str) -> Path:
 
 
 def _embed_and_index(catalog: Catalog) -> dict[str, Any]:
+    from radloop.app.options import progress_bars  # a bar only on a terminal: `radloop demo 2> log` stays readable
     from radloop.core.registry import current_model
     from radloop.retrieval.index import IndexManager, index_folder
     from radloop.ssl.embed import embed_catalog
     from radloop.ssl.encoder_adapter import encoder_from_registry
 
     version = current_model(catalog, "encoder").version
-    summary = embed_catalog(catalog, encoder_from_registry(catalog, version), progress=True)
+    summary = embed_catalog(catalog, encoder_from_registry(catalog, version), progress=progress_bars())
     added = summary["embedded"]
     manager = IndexManager.from_catalog(catalog, version)
     path = manager.save(index_folder(catalog.workspace, version))
