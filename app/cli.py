@@ -142,6 +142,44 @@ def main() -> None:
         console.print(f"error: {error.strerror or error}: {error.filename}", markup=False, highlight=False,
                       soft_wrap=True)  # one line however narrow the terminal: scripts grep it
         raise SystemExit(2) from None
+    except Exception as error:
+        line = _database_failure(error)
+        if line is None or os.environ.get("RADLOOP_DEBUG"):
+            raise
+        from radloop.app.options import console
+
+        console.print(f"error: {line}", markup=False, highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+
+
+#: what the catalog database said (SQLite / PostgreSQL) -> what to do about it
+_DATABASE_HINTS = (
+    (("disk is full", "No space left"), "the disk holding the catalog is full: free space and run the same command "
+                                        "again (nothing of the failed write was kept)"),
+    (("readonly database", "read-only"), "the catalog cannot be written here (read-only): run this command where "
+                                         "the workspace is writable"),
+    (("database is locked", "could not obtain lock", "lock timeout"),
+     "another process held the catalog's write lock too long: run the same command again (or when the other "
+     "radloop command has finished)"),
+    (("could not connect", "Connection refused", "server closed the connection", "unable to open database"),
+     "the catalog database cannot be reached: check RADLOOP_DATABASE_URL / the workspace folder and that the "
+     "server runs"),
+)
+
+
+def _database_failure(error: BaseException) -> str | None:
+    """One line for a database error the user's environment causes (disk full, read-only, a lock held too long,
+    the server down): the driver's first line, without the SQL statement and its values, and what to do; None for
+    any other error (a bug: its traceback is wanted)."""
+    from sqlalchemy.exc import OperationalError
+
+    if not isinstance(error, OperationalError):
+        return None
+    said = str(getattr(error, "orig", None) or error).strip().splitlines()[0] if str(error).strip() else ""
+    for needles, hint in _DATABASE_HINTS:
+        if any(needle.lower() in said.lower() for needle in needles):
+            return f"catalog database: {said}: {hint}"
+    return None
 
 
 if __name__ == "__main__":
