@@ -15,6 +15,8 @@ reports reaches a catalogued image while the catalog has images gets one warning
 A report's date (``Report.report_date``) is stored as the source gives it, like the text (which holds dates
 too); a re-ingest that gives a date where there was none, or another one, updates it, one that gives none
 keeps the stored one.
+A report whose text changed loses its weak labels (those of the old text), so that the next ``label-reports
+catalog`` labels it, and only it, again.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from radloop.core.catalog import Catalog, chunked
 from radloop.core.deid import study_pseudonym
 from radloop.core.ingest_summary import IngestSummary
 from radloop.core.reports_io import ParsedReport, ReportProblem, read_reports
-from radloop.core.schema import Base, Image, IngestError, Report, ReportImageName, Study
+from radloop.core.schema import Base, Image, IngestError, Report, ReportImageName, Study, WeakLabel
 from radloop.core.splits import split_for_study
 
 __all__ = ["link_unlinked_reports", "remove_empty_studies", "write_reports"]
@@ -201,6 +203,10 @@ def _write_batch(catalog: Catalog, batch: list, summary: IngestSummary, run_id: 
     left: set[str | None] = set()  # studies that updated reports moved away from
     names: dict[str, list[str]] = {}  # report id -> the image names it gives now (reports added or changed)
     with catalog.session() as session:
+        # the batch's reports already catalogued, in one query (not one per report); the new ones join as added
+        ids = sorted({item.report_id for item in batch if isinstance(item, ParsedReport)})
+        known = {report.id: report for part in chunked(ids)
+                 for report in session.scalars(select(Report).where(Report.id.in_(part)))}
         for item in batch:
             if isinstance(item, ReportProblem):
                 warning = item.severity == "warning"
@@ -213,7 +219,8 @@ def _write_batch(catalog: Catalog, batch: list, summary: IngestSummary, run_id: 
                 session.add(IngestError(run_id=run_id, path=item.source, stage="encoding", reason=reason))
                 summary.record_problem(item.source, "encoding", reason, warning=True)
             study_id, via_images = _study_for(session, item, key, dataset)
-            left.add(_upsert(session, item, study_id, dataset, summary, via_images=via_images, names=names))
+            left.add(_upsert(session, item, study_id, dataset, summary, via_images=via_images, names=names,
+                             known=known))
         _store_image_names(session, names)
         left.discard(None)
         others = {report_id for studies in chunked(sorted(left)) for report_id in session.scalars(
@@ -258,20 +265,21 @@ def _study_for(session, item: ParsedReport, key: bytes, dataset: str) -> tuple[s
 
 
 def _upsert(session, item: ParsedReport, study_id: str | None, dataset: str, summary: IngestSummary, *,
-            via_images: bool = False, names: dict[str, list[str]]) -> str | None:
+            via_images: bool = False, names: dict[str, list[str]], known: dict[str, Report]) -> str | None:
     """Add or update the report (its image names into ``names`` when it is new or changed); returns the study it
-    left (an updated report moved to another one), if any."""
+    left (an updated report moved to another one), if any.  ``known``: the batch's catalogued reports by id (a
+    report added here joins it, so that a repeated id later in the batch finds it)."""
     digest = item.content_hash
-    existing = session.get(Report, item.report_id)
+    existing = known.get(item.report_id)
     if via_images and (existing is None or existing.study_id is None):
         summary.reports_linked += 1
     meta = dict(item.meta, source=Path(item.source.split(":")[0]).name)
     if existing is None:
-        session.add(Report(id=item.report_id, study_id=study_id, content_hash=digest, dataset=dataset,
-                           text=item.text, sections=dict(item.sections), expert_codes=list(item.expert_codes),
-                           image_external_ids=list(item.image_external_ids), meta=meta,
-                           report_date=item.report_date))
-        session.flush()  # a repeated id later in this batch must find this row
+        known[item.report_id] = report = Report(
+            id=item.report_id, study_id=study_id, content_hash=digest, dataset=dataset, text=item.text,
+            sections=dict(item.sections), expert_codes=list(item.expert_codes),
+            image_external_ids=list(item.image_external_ids), meta=meta, report_date=item.report_date)
+        session.add(report)
         names[item.report_id] = list(item.image_external_ids)
         summary.reports_added += 1
     elif existing.content_hash == digest:
@@ -284,6 +292,9 @@ def _upsert(session, item: ParsedReport, study_id: str | None, dataset: str, sum
             summary.reports_skipped_existing += 1
     else:  # the source changed: keep the newest text, remember the previous hash
         meta["previous_content_hash"] = existing.content_hash
+        # its weak labels are those of the old text: drop them (and the meta that marks it labelled, replaced
+        # below), so that the next `label-reports catalog` labels this report again, and it alone
+        session.execute(delete(WeakLabel).where(WeakLabel.report_id == item.report_id))
         existing.text, existing.sections, existing.content_hash = item.text, dict(item.sections), digest
         existing.expert_codes, existing.image_external_ids = list(item.expert_codes), list(item.image_external_ids)
         previous, existing.study_id = existing.study_id, study_id or existing.study_id

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from itertools import chain
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from .checks import require_many
-from .labeler import ReportLabeler
 from .sources import assemble_text
+
+if TYPE_CHECKING:  # the labeller (spaCy, medspaCy: ~500 MB) is imported only when a report needs labelling
+    from .labeler import ReportLabeler
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,22 @@ def report_text(report) -> str | None:
     return report.text
 
 
+#: ``Report.meta`` key: the rules versions that labelled the report and found nothing in it (such a report has no
+#: ``weak_labels`` row to show it was labelled; without the mark every run would label it again).  An ingest that
+#: changes the report's text replaces its meta and deletes its rows, so the next run labels it again.
+EMPTY_KEY = "weak_labels_empty"
+_END = object()
+
+
+def _of_version(version: str):
+    """``weak_labels.rules_version = version``, written (``|| ''``) so that SQLite finds the rows by their report id
+    and not through the rules-version index: every row of a run has the same version, so that index made each
+    per-report lookup scan all of them (quadratic: hours at a million reports)."""
+    from radloop.core.schema import WeakLabel
+
+    return WeakLabel.rules_version.concat("") == version
+
+
 def iter_catalog_reports(catalog, *, batch_size: int = 500) -> Iterator[tuple[str, str | None]]:
     """Yield ``(report_id, text)`` for every catalog report, reading in id-ordered pages."""
     from sqlalchemy import select
@@ -41,47 +60,80 @@ def iter_catalog_reports(catalog, *, batch_size: int = 500) -> Iterator[tuple[st
     last_id = ""
     while True:
         with catalog.session() as session:
-            rows = session.execute(select(Report).where(Report.id > last_id).order_by(Report.id).limit(batch_size)).scalars().all()
-            page = [(row.id, report_text(row)) for row in rows]
-        if not page:
+            rows = session.execute(select(Report.id, Report.text, Report.sections).where(Report.id > last_id)
+                                   .order_by(Report.id).limit(batch_size)).all()
+        if not rows:
             return
-        yield from page
-        last_id = page[-1][0]
+        for row in rows:
+            yield row.id, report_text(row)
+        last_id = rows[-1].id
+
+
+def _reports_to_label(catalog, version: str, force: bool, counts: dict,
+                      batch_size: int = 500) -> Iterator[tuple[str, str | None]]:
+    """Yield ``(report_id, text)`` of the reports to label, in id order, a page at a time: those with no row of
+    ``version`` and no :data:`EMPTY_KEY` mark of it (all with ``force``).  Only their texts are read, so a rerun
+    with nothing to do reads ids alone; ``counts`` gets ``total`` and ``skipped``."""
+    from sqlalchemy import select
+
+    from radloop.core.schema import Report, WeakLabel
+
+    labelled = select(WeakLabel.id).where(WeakLabel.report_id == Report.id, _of_version(version)).exists()
+    last_id = ""
+    while True:
+        with catalog.session() as session:
+            rows = session.execute(select(Report.id, labelled).where(Report.id > last_id)
+                                   .order_by(Report.id).limit(batch_size)).all()
+            if not rows:
+                return
+            ids = [report_id for report_id, has_rows in rows if force or not has_rows]
+            if ids and not force:  # those labelled before with nothing found
+                marked = {report_id for report_id, meta in session.execute(
+                    select(Report.id, Report.meta).where(Report.id.in_(ids))) if version in (meta or {}).get(EMPTY_KEY, ())}
+                ids = [report_id for report_id in ids if report_id not in marked]
+            texts = {row.id: report_text(row) for row in session.execute(
+                select(Report.id, Report.text, Report.sections).where(Report.id.in_(ids)))} if ids else {}
+        counts["total"] += len(rows)
+        counts["skipped"] += len(rows) - len(ids)
+        for report_id in ids:
+            yield report_id, texts[report_id]
+        last_id = rows[-1][0]
 
 
 def label_catalog(catalog, labeler: ReportLabeler | None = None, *, n_process: int = 1, force: bool = False,
                   commit_every: int = 1000, on_result=None) -> LabelRunSummary:
     """Label the catalog's reports and store ``WeakLabel`` rows under the labeller's ``rules_version``.
 
-    Idempotent: reports that already have rows for this rules version are skipped (``force`` relabels
-    them, replacing their rows).  Rows of other rules versions are kept, so versions can be compared.
+    Idempotent: reports labelled with this rules version before (rows, or the :data:`EMPTY_KEY` mark of a report
+    in which nothing was found) are skipped (``force`` relabels them, replacing their rows).  Rows of other rules
+    versions are kept, so versions can be compared.  Rows are written in batches of ``commit_every`` reports, one
+    transaction each: an interrupted run keeps what it committed (Ctrl-C: every report labelled so far) and the
+    next one goes on from there.
 
     Args:
         catalog: An open :class:`radloop.core.catalog.Catalog`.
-        labeler: Defaults to a fresh :class:`ReportLabeler`.
+        labeler: Defaults to a :class:`ReportLabeler` built only when a report needs labelling (seconds and
+            hundreds of MB: a rerun with nothing to label does without).
         n_process: Worker processes.
         force: Relabel reports already labelled with this rules version.
         commit_every: Rows are committed in batches of this many reports.
         on_result: Optional callback ``(report_id, LabelResult)`` (e.g. to also write JSONL).
     """
-    from sqlalchemy import delete, select
+    from sqlalchemy import delete, insert, select
 
-    from radloop.core.schema import WeakLabel
+    from radloop.core.catalog import chunked
+    from radloop.core.schema import Report, WeakLabel
 
-    labeler = labeler or ReportLabeler()
-    version = labeler.rules_version
-    with catalog.session() as session:
-        done = set(session.execute(select(WeakLabel.report_id).where(WeakLabel.rules_version == version).distinct()).scalars())
-    total = skipped = labelled = written = errors = 0
+    from .rules_loader import rules_version
+
+    version = labeler.rules_version if labeler is not None else rules_version()
+    counts = {"total": 0, "skipped": 0}
+    labelled = written = errors = 0
     todo: deque[str] = deque()  # ids of reports handed to the labeller, in order
+    reports = _reports_to_label(catalog, version, force, counts)
 
     def texts() -> Iterator[str | None]:
-        nonlocal total, skipped
-        for report_id, text in iter_catalog_reports(catalog):
-            total += 1
-            if report_id in done and not force:
-                skipped += 1
-                continue
+        for report_id, text in reports:
             todo.append(report_id)
             yield text
 
@@ -91,36 +143,56 @@ def label_catalog(catalog, labeler: ReportLabeler | None = None, *, n_process: i
         nonlocal written
         if not pending:
             return
+        ids = [report_id for report_id, _ in pending]
+        rows = [{"report_id": report_id, "finding": mention.finding, "status": mention.status,
+                 "temporality": mention.temporality, "site": mention.site, "laterality": mention.laterality,
+                 "device_type": mention.device_type, "evidence": mention.evidence, "start": mention.start,
+                 "end": mention.end, "section": mention.section, "rules_version": version}
+                for report_id, result in pending for mention in result]
+        empty = [report_id for report_id, result in pending if not len(result)]
         with catalog.session() as session:
-            ids = [report_id for report_id, _ in pending]
-            session.execute(delete(WeakLabel).where(WeakLabel.rules_version == version, WeakLabel.report_id.in_(ids)))
-            for report_id, result in pending:
-                for mention in result:
-                    session.add(WeakLabel(report_id=report_id, finding=mention.finding, status=mention.status,
-                                          temporality=mention.temporality, site=mention.site,
-                                          laterality=mention.laterality, device_type=mention.device_type,
-                                          evidence=mention.evidence, start=mention.start, end=mention.end,
-                                          section=mention.section, rules_version=version))
-                    written += 1
+            for part in chunked(ids):
+                session.execute(delete(WeakLabel).where(_of_version(version),
+                                                        WeakLabel.report_id.in_(part)))
+            for part in chunked(rows):
+                session.execute(insert(WeakLabel), part)
+            for part in chunked(empty):
+                for report in session.scalars(select(Report).where(Report.id.in_(part))):
+                    marks = list((report.meta or {}).get(EMPTY_KEY, ()))
+                    if version not in marks:
+                        report.meta = {**(report.meta or {}), EMPTY_KEY: [*marks, version]}
+        written += len(rows)
         pending.clear()
 
-    for result in labeler.label_many(texts(), n_process=n_process):
-        report_id = todo.popleft()
-        labelled += 1
-        errors += result.error is not None
-        if on_result is not None:
-            on_result(report_id, result)
-        pending.append((report_id, result))
-        if len(pending) >= commit_every:
+    stream = texts()
+    first = next(stream, _END)
+    if first is not _END:  # something to label: only now build the labeller
+        if labeler is None:
+            from .labeler import ReportLabeler
+
+            labeler = ReportLabeler()
+        try:
+            for result in labeler.label_many(chain([first], stream), n_process=n_process):
+                report_id = todo.popleft()
+                labelled += 1
+                errors += result.error is not None
+                if on_result is not None:
+                    on_result(report_id, result)
+                pending.append((report_id, result))
+                if len(pending) >= commit_every:
+                    flush()
+        except KeyboardInterrupt:  # Ctrl-C: keep the reports labelled since the last commit too
             flush()
-    flush()
-    return LabelRunSummary(version, total, labelled, skipped, written, errors)
+            raise
+        flush()
+    return LabelRunSummary(version, counts["total"], labelled, counts["skipped"], written, errors)
 
 
 def stored_mentions(catalog, rules_version: str, *, exclude: Iterable[str] = frozenset(),
                     batch_size: int = 500) -> Iterator[tuple[str, list[dict]]]:
     """Yield ``(report_id, findings)`` from the catalog's ``WeakLabel`` rows of ``rules_version`` (findings in
-    the ``FindingMention.to_json`` layout, in stored order), report by report in id order, skipping ``exclude``.
+    the ``FindingMention.to_json`` layout, in stored order), report by report in id order, skipping ``exclude``;
+    a report labelled with these rules in which nothing was found (:data:`EMPTY_KEY`) comes with an empty list.
 
     The rows hold no ConText modifiers (``mention_from_json`` turns an entry into a record with none).
 
@@ -136,25 +208,34 @@ def _stored_mentions(catalog, rules_version: str, exclude: set[str],
                      batch_size: int) -> Iterator[tuple[str, list[dict]]]:
     from sqlalchemy import select
 
-    from radloop.core.schema import WeakLabel
+    from radloop.core.schema import Report, WeakLabel
 
     columns = ("finding", "status", "temporality", "site", "laterality", "device_type", "evidence", "start", "end",
                "section")
+    labelled = select(WeakLabel.id).where(WeakLabel.report_id == Report.id,
+                                          _of_version(rules_version)).exists()
     last_id = ""
     while True:
         with catalog.session() as session:
-            ids = session.execute(select(WeakLabel.report_id).where(
-                WeakLabel.rules_version == rules_version, WeakLabel.report_id > last_id).distinct()
-                .order_by(WeakLabel.report_id).limit(batch_size)).scalars().all()
-            if not ids:
+            page = session.execute(select(Report.id, labelled).where(Report.id > last_id)
+                                   .order_by(Report.id).limit(batch_size)).all()
+            if not page:
                 return
-            rows = session.execute(select(WeakLabel).where(
-                WeakLabel.rules_version == rules_version, WeakLabel.report_id.in_(ids))
-                .order_by(WeakLabel.report_id, WeakLabel.id)).scalars().all()
-            grouped: dict[str, list[dict]] = {report_id: [] for report_id in ids}
-            for row in rows:
-                grouped[row.report_id].append({name: getattr(row, name) for name in columns})
-        for report_id in ids:
-            if report_id not in exclude:
+            wanted = [report_id for report_id, _ in page if report_id not in exclude]
+            with_rows = [report_id for report_id, has_rows in page if has_rows and report_id not in exclude]
+            grouped: dict[str, list[dict]] = {report_id: [] for report_id in with_rows}
+            if with_rows:
+                for row in session.execute(select(WeakLabel.report_id, *(getattr(WeakLabel, name) for name in columns))
+                                           .where(_of_version(rules_version),
+                                                  WeakLabel.report_id.in_(with_rows))
+                                           .order_by(WeakLabel.report_id, WeakLabel.id)):
+                    grouped[row[0]].append(dict(zip(columns, row[1:])))
+            others = [report_id for report_id in wanted if report_id not in grouped]
+            if others:  # labelled with nothing found (EMPTY_KEY), or not labelled with these rules
+                for report_id, meta in session.execute(select(Report.id, Report.meta).where(Report.id.in_(others))):
+                    if rules_version in (meta or {}).get(EMPTY_KEY, ()):
+                        grouped[report_id] = []
+        for report_id in wanted:
+            if report_id in grouped:
                 yield report_id, grouped[report_id]
-        last_id = ids[-1]
+        last_id = page[-1][0]

@@ -197,7 +197,8 @@ def test_label_reports_catalog_rerun_writes_every_report_and_keeps_old_file_on_f
     second = runner.invoke(build_app(), command)
     assert second.exit_code == 0, second.output
     summary = json.loads(second.stdout)
-    assert summary["skipped_already_labelled"] == 2 and summary["written_from_catalog"] == 2
+    # R3 has no finding: marked done (walk 23f), so not relabelled on every run any more
+    assert summary["skipped_already_labelled"] == 3 and summary["written_from_catalog"] == 3
     assert summary["reports"] == 3 and records() == labelled
     assert not out.with_name(out.name + ".partial").exists()
 
