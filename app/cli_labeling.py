@@ -91,8 +91,11 @@ def label_reports_command(
     def written_id(report_id: str) -> str:
         return report_id if key is None else report_pseudonym(key, report_id)
 
-    labeler = ReportLabeler()
     catalog = open_catalog(workspace) if source == "catalog" else None
+    # the catalog's labeller is built by label_catalog only when a report needs labelling (a rerun with nothing
+    # to do: seconds and ~900 MB less)
+    labeler = ReportLabeler() if catalog is None else None
+    rules_version = labeler.rules_version if labeler is not None else None
     # written next to --out and renamed at the end: an interrupted or failed run leaves the previous file whole
     partial = None if to_stdout else out.with_name(out.name + ".partial")
     if partial is not None:
@@ -123,11 +126,12 @@ def label_reports_command(
             from radloop.labeling.store import stored_mentions
 
             try:
-                summary = label_catalog(catalog, labeler, n_process=n_process, force=force, on_result=write)
+                summary = label_catalog(catalog, None, n_process=n_process, force=force, on_result=write)
+                rules_version = summary.rules_version
                 # reports labelled by an earlier run with these rules: their stored mentions, so that --out
                 # always holds every labelled report (a rerun must not leave an empty file)
                 from_catalog = 0
-                for report_id, findings in stored_mentions(catalog, labeler.rules_version, exclude=labelled_now):
+                for report_id, findings in stored_mentions(catalog, rules_version, exclude=labelled_now):
                     handle.write(json.dumps({"report_id": written_id(report_id), "findings": findings}) + "\n")
                     from_catalog += 1
                     counts["mentions"] += len(findings)
@@ -171,7 +175,7 @@ def label_reports_command(
                 fail(f"cannot write --out {out}: {error.strerror or error}")
             finally:
                 partial.unlink(missing_ok=True)  # gone once renamed; else what a failed run wrote
-    summary = {"input": source, "out": str(out), "rules_version": labeler.rules_version,
+    summary = {"input": source, "out": str(out), "rules_version": rules_version,
                "report_ids": "pseudonymized" if key is not None else "as given", **counts}
     if to_stdout:  # stdout holds the labels: the summary is one JSON line on stderr (not wrapped, no markup)
         console.print(json.dumps(summary), markup=False, highlight=False, soft_wrap=True)
