@@ -88,7 +88,7 @@ def build_pipeline(rule_set: RuleSet, nlp=None):
     import medspacy  # noqa: F401  (registers the medspacy factories)
 
     # medspacy builds a token Matcher per component even when all its rules are phrases (spaCy W036)
-    warnings.filterwarnings("ignore", message=r".*\[W036\]")
+    warnings.filterwarnings("ignore", message=r".*\[W036\]", module=r"(spacy|medspacy)(\.|$)")  # theirs only
     nlp = nlp if nlp is not None else blank_pipeline()
     nlp.add_pipe("sentencizer", config={"punct_chars": list(SENTENCE_END)})
     sectionizer = nlp.add_pipe("medspacy_sectionizer",
