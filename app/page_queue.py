@@ -42,7 +42,7 @@ def render() -> None:
     columns[0].metric("Selected", len(queue.items))
     columns[1].metric("Awaiting labels" if is_open else "Never answered", queue.pending)
     columns[2].metric("Budget", info.budget)
-    columns[3].metric("State", info.state)
+    columns[3].metric("State", info.shown_state or info.state)
     for note in info.notes:
         st.caption(f"Note: {note}")
     if info.label_studio_url:

@@ -96,7 +96,7 @@ def render() -> None:
     else:
         columns = st.columns(4)
         columns[0].metric("Latest round", current.number)
-        columns[1].metric("State", current.state)
+        columns[1].metric("State", current.shown_state or current.state)
         columns[2].metric("Labels spent", current.labels_spent)
         if current.metric_after is not None:
             delta = (current.metric_after - current.metric_before if current.metric_before is not None else None)
@@ -134,7 +134,7 @@ def render() -> None:
             answers = "simulated answers (dataset ground truth)" if current.simulate else "expert answers"
             st.markdown(f"Finding **{current.task or '?'}** · strategy **{current.strategy}** · budget "
                         f"**{current.budget}** · {answers}")
-            st.caption(f"State *{current.state}*. Resuming completes an interrupted selection or hand-out (Label "
+            st.caption(f"State *{current.shown_state or current.state}*. Resuming completes an interrupted selection or hand-out (Label "
                        "Studio, or the import file) and shows the round's summary. To start a round with other "
                        "settings, finish this one first.")
             st.form_submit_button(f"Resume round {current.number}", disabled=encoder is None,

@@ -137,9 +137,11 @@ class RoundInfo:
     label_studio_url: str | None = None
     task: str | None = None
     simulate: bool = False
+    #: the state to show (``exported`` for a batch only written to an import file, as `radloop round status`)
+    shown_state: str = ""
 
 
-def _round_info(round_: Round) -> RoundInfo:
+def _round_info(round_: Round, catalog: Catalog | None = None) -> RoundInfo:
     meta = round_.meta or {}
     pushed = meta.get("label_studio") if isinstance(meta.get("label_studio"), dict) else {}
     return RoundInfo(round_id=round_.id, number=round_.number, state=round_.state, strategy=round_.strategy,
@@ -147,14 +149,15 @@ def _round_info(round_: Round) -> RoundInfo:
                      metric_before=round_.metric_before, metric_after=round_.metric_after,
                      model_version=round_.model_version, notes=tuple(str(note) for note in meta.get("notes") or ()),
                      tasks_file=meta.get("tasks_file"), label_studio_url=pushed.get("url"), task=round_.task,
-                     simulate=bool((round_.config or {}).get("simulate", meta.get("simulate", False))))
+                     simulate=bool((round_.config or {}).get("simulate", meta.get("simulate", False))),
+                     shown_state=_shown_state(catalog, round_) if catalog is not None else round_.state)
 
 
 def latest_round(catalog: Catalog) -> RoundInfo | None:
     """The most recent round (highest number), or None before the first one."""
     with catalog.session() as session:
         round_ = session.scalars(select(Round).order_by(Round.number.desc(), Round.id.desc())).first()
-        return _round_info(round_) if round_ is not None else None
+        return _round_info(round_, catalog) if round_ is not None else None
 
 
 @dataclass(frozen=True)
@@ -193,7 +196,7 @@ def selection_queue(catalog: Catalog, round_id: int | None = None) -> SelectionQ
         annotated = set(session.scalars(
             select(Annotation.image_id).distinct().where(Annotation.image_id.in_(selected),
                                                         Annotation.round_id == round_.id)))
-        info = _round_info(round_)
+        info = _round_info(round_, catalog)
     items = pd.DataFrame(
         [(selection.rank, selection.image_id, selection.score, selection.strategy, selection.reason,
           region or UNKNOWN_REGION,

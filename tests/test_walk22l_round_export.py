@@ -85,3 +85,16 @@ def test_the_app_shows_an_exported_round_and_its_next_step(rounds_catalog):
     assert frame["state"].tolist() == ["exported"]
     step = next_steps.open_round(1, "exported")
     assert "import file" in step and "--simulate" in step
+
+
+def test_the_queue_and_round_control_show_exported_too(rounds_catalog):
+    """The Queue page's and Round control's State metric still said "pushed" for a --no-push round (walk 23b)."""
+    from radloop.app import views_rounds
+
+    catalog = rounds_catalog
+    assert _cli(catalog, "round", "start", "--strategy", "random", "--budget", "3", "--no-push",
+                "--set", "dataset=fracture").exit_code == 0
+    latest = views_rounds.latest_round(catalog)
+    queue = views_rounds.selection_queue(catalog, latest.round_id)
+    assert (latest.state, latest.shown_state) == ("pushed", "exported")  # stored vs shown
+    assert queue.round.shown_state == "exported"
