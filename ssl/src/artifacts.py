@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["read_artifact", "save_artifact", "write_safetensors"]
+__all__ = ["read_artifact", "save_artifact", "write_safetensors", "write_weights_and_json"]
 
 
 def write_safetensors(state: dict, path: str | Path, metadata: dict[str, str] | None = None, *,
@@ -30,6 +30,34 @@ def write_safetensors(state: dict, path: str | Path, metadata: dict[str, str] | 
         raise write_failure(error, named or path, f"the weights file {Path(named or path).name}") from None
 
 
+def write_weights_and_json(target: Path, state: dict, weights_name: str, config_name: str, text: str, *,
+                           metadata: dict[str, str] | None = None) -> None:
+    """Write ``state`` to ``target/weights_name`` (safetensors) and ``text`` to ``target/config_name``, both under
+    temporary names, flushed to disk, then renamed: a full disk or a kill midway leaves the folder's earlier files
+    (or none), never half a weights file beside a config that names it.
+
+    Raises:
+        OSError: a file could not be written; the message names it and the cause, and no temporary file is left.
+    """
+    from radloop.core.workspace import write_failure
+
+    weights, config = (target / f".{name}.{os.getpid()}.tmp" for name in (weights_name, config_name))
+    try:
+        write_safetensors(state, weights, metadata, named=target / weights_name)
+        try:
+            with open(config, "w") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            raise write_failure(error, target / config_name, f"the file {config_name}") from None
+        os.replace(weights, target / weights_name)
+        os.replace(config, target / config_name)
+    finally:
+        weights.unlink(missing_ok=True)
+        config.unlink(missing_ok=True)
+
+
 def save_artifact(module: Any, folder: str | Path, weights_name: str, config_name: str, meta: dict) -> Path:
     """Write ``module.state_dict()`` to ``folder/weights_name`` and ``meta`` to ``folder/config_name``.
 
@@ -40,27 +68,11 @@ def save_artifact(module: Any, folder: str | Path, weights_name: str, config_nam
         OSError: a file could not be written (a full disk, a read-only folder); the message names it and the
             cause (:func:`radloop.core.workspace.write_failure`), and no temporary file is left.
     """
-    from radloop.core.workspace import write_failure
-
     target = Path(folder)
     target.mkdir(parents=True, exist_ok=True)
     # predictors may hold their model on the GPU (they move there to predict): weights are saved from the CPU
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
-    weights, config = (target / f".{name}.{os.getpid()}.tmp" for name in (weights_name, config_name))
-    try:
-        write_safetensors(state, weights, named=target / weights_name)
-        try:
-            with open(config, "w") as handle:
-                handle.write(json.dumps(meta, indent=2))
-                handle.flush()
-                os.fsync(handle.fileno())
-        except OSError as error:
-            raise write_failure(error, target / config_name, f"the model file {config_name}") from None
-        os.replace(weights, target / weights_name)
-        os.replace(config, target / config_name)
-    finally:
-        weights.unlink(missing_ok=True)
-        config.unlink(missing_ok=True)
+    write_weights_and_json(target, state, weights_name, config_name, json.dumps(meta, indent=2))
     return target
 
 

@@ -202,8 +202,7 @@ def save_encoder(backbone: nn.Module, folder: str | Path, *, timm_name: str, ima
     same weights exported to embed differently get another version, so ``radloop embed`` never mixes their
     vectors.
     """
-    from radloop.core.workspace import write_failure
-    from radloop.ssl.artifacts import write_safetensors
+    from radloop.ssl.artifacts import write_weights_and_json
 
     target = Path(folder)
     state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in backbone.state_dict().items()}
@@ -219,21 +218,10 @@ def save_encoder(backbone: nn.Module, folder: str | Path, *, timm_name: str, ima
                            std=list(std), method=method, embed_dim=embed_dim, version=version, pooling=pooling,
                            flip_average=flip_average, data=data or {}, model_kwargs=model_kwargs or {})
     target.mkdir(parents=True, exist_ok=True)  # only now: a refused setting above leaves no empty folder behind
-    # both files written under temporary names, then renamed: a full disk or a kill mid-write leaves the folder's
-    # earlier files (or none), never half a weights file beside a config that names it
-    weights, settings = (target / f".{name}.{os.getpid()}.tmp" for name in (ENCODER_WEIGHTS_FILE, ENCODER_CONFIG_FILE))
-    try:
-        # a full disk: an OSError naming the weights file (safetensors' own error is no OSError)
-        write_safetensors(state, weights, {"version": version}, named=target / ENCODER_WEIGHTS_FILE)
-        try:
-            settings.write_text(json.dumps(config.model_dump(), indent=2) + "\n")
-        except OSError as error:
-            raise write_failure(error, target / ENCODER_CONFIG_FILE, f"the settings {ENCODER_CONFIG_FILE}") from None
-        os.replace(weights, target / ENCODER_WEIGHTS_FILE)
-        os.replace(settings, target / ENCODER_CONFIG_FILE)
-    finally:
-        weights.unlink(missing_ok=True)
-        settings.unlink(missing_ok=True)
+    # both files written under temporary names, then renamed (a full disk: an OSError naming the file, the
+    # folder's earlier files kept)
+    write_weights_and_json(target, state, ENCODER_WEIGHTS_FILE, ENCODER_CONFIG_FILE,
+                           json.dumps(config.model_dump(), indent=2) + "\n", metadata={"version": version})
     return _bundle(backbone.to("cpu"), config)
 
 
