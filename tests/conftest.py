@@ -113,3 +113,26 @@ def sigint_restored():
     previous = signal.getsignal(signal.SIGINT)
     yield
     signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture(autouse=True)
+def _cli_progress_setting_restored():
+    """`radloop.app.cli.main()` run in-process (a test's CliRunner does not call it, some tests do) turns on the
+    once-a-minute progress lines for the whole process when stderr is no terminal: each test gets the setting back."""
+    from radloop.ssl import trainer_progress
+
+    saved = trainer_progress.LOG_LINES_WITHOUT_BAR
+    yield
+    trainer_progress.LOG_LINES_WITHOUT_BAR = saved
+
+
+@pytest.fixture(autouse=True)
+def _sigint_handler_restored():
+    """Every test starts with Python's own SIGINT handler: Lightning leaves SIGINT ignored after a Ctrl-C it
+    handled (see ``sigint_restored``), and an ignored SIGINT is inherited by every process a later test starts, so
+    one test's leak made the interrupt tests after it fail (their runs ended before a signal could land)."""
+    import signal
+
+    yield
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -17,12 +17,11 @@ def _trainer(step, max_steps=100, rank=0, metrics=None):
                            callback_metrics=metrics or {}, num_predict_batches=[40])
 
 
-def test_lines_name_the_step_rate_time_left_and_loss(capsys, monkeypatch):
+def test_lines_name_the_step_rate_time_left_and_loss(capsys):
     import torch
 
     clock = iter([0.0, 30.0, 61.0, 62.0, 130.0])
-    monkeypatch.setattr(trainer_progress.time, "monotonic", lambda: next(clock))
-    callback = trainer_progress.log_line_callback(60.0)
+    callback = trainer_progress.log_line_callback(60.0, clock=lambda: next(clock))
     callback.setup(_trainer(0), None, "fit")
     for step in (10, 13, 16, 17, 24):
         callback.on_train_batch_end(_trainer(step, metrics={"train/loss": torch.tensor(0.53125)}), None, None,
@@ -32,10 +31,9 @@ def test_lines_name_the_step_rate_time_left_and_loss(capsys, monkeypatch):
                      "training: step 24/100 (24%), 0.11 steps/s, about 12 min left, loss 0.5312"]
 
 
-def test_only_the_first_process_prints(capsys, monkeypatch):
+def test_only_the_first_process_prints(capsys):
     clock = iter([0.0, 100.0])
-    monkeypatch.setattr(trainer_progress.time, "monotonic", lambda: next(clock))
-    callback = trainer_progress.log_line_callback(60.0)
+    callback = trainer_progress.log_line_callback(60.0, clock=lambda: next(clock))
     callback.setup(_trainer(0, rank=1), None, "predict")
     for batch in (0, 5):
         callback.on_predict_batch_end(_trainer(0, rank=1), None, None, None, batch)

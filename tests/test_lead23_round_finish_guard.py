@@ -22,6 +22,6 @@ def test_round_finish_passes_the_round_number_and_prints_the_refusal(tmp_path, m
     monkeypatch.setattr(rounds, "finish_round", finish_round)
     result = CliRunner().invoke(build_app(), ["round", "finish", "--round", "2", "--simulate",
                                               "--workspace", str(tmp_path / "ws")])
-    assert asked == [2], result.output
+    assert asked == [2], (result.output, repr(result.exception))
     assert result.exit_code == 2
     assert "round 2 is not open any more (round 3 is)" in result.output

@@ -132,6 +132,7 @@ def test_embed_reports_its_throughput(embedding_workspace):
     summary = embed_catalog(catalog, load_encoder(encoder_dir), batch_size=8, shard_size=16, accelerator="cpu",
                             progress=False)
     assert summary["embedded"] == IMAGES and summary["images_per_second"] > 0
-    assert summary["images_per_second"] >= IMAGES / max(summary["seconds"], 1e-9)  # the loop, not the start-up
+    # the loop, not the start-up ("seconds" is rounded to 0.1 s: a 0.149 s run says 0.1)
+    assert summary["images_per_second"] >= IMAGES / (summary["seconds"] + 0.05)
     again = embed_catalog(catalog, load_encoder(encoder_dir), accelerator="cpu", progress=False)
     assert again["embedded"] == 0 and "images_per_second" not in again

@@ -71,9 +71,9 @@ def trainer_callbacks(progress: bool) -> list:
     return [StderrProgressBar(refresh_rate=5)]
 
 
-def log_line_callback(interval: float):
-    """A Lightning callback printing one plain line to stderr at most every ``interval`` seconds while training
-    or predicting: ``training: step 1200/5000 (24%), 3.10 steps/s, about 20 min left, loss 0.5312``."""
+def log_line_callback(interval: float, clock=time.monotonic):
+    """A Lightning callback printing one plain line to stderr at most every ``interval`` seconds (by ``clock``)
+    while training or predicting: ``training: step 1200/5000 (24%), 3.10 steps/s, about 20 min left, loss 0.5312``."""
     from lightning.pytorch.callbacks import Callback
 
     class LogLines(Callback):
@@ -82,7 +82,7 @@ def log_line_callback(interval: float):
             self.is_not_first_rank = False
 
         def _line(self, what: str, done: int, total, unit: str, extra: str = "") -> None:
-            now = time.monotonic()
+            now = clock()
             if self.is_not_first_rank:  # several processes: one line, from the first
                 return
             if self.started is None:
