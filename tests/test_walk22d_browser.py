@@ -30,7 +30,8 @@ def test_model_metric_bars_do_not_overlap(server, browser):  # noqa: F811
 
     base_url, _ = server
     browser.get(f"{base_url}/models")
-    chart = _wait_for(browser, '[data-testid="stVegaLiteChart"] svg', 1)[0]
+    # the server's first page run also imports torch (before the background labeller build): allow for a busy machine
+    chart = _wait_for(browser, '[data-testid="stVegaLiteChart"] svg', 1, timeout=60.0)[0]
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         names = [text for text in chart.find_elements(By.TAG_NAME, "text") if text.text.startswith("findings-probe-")]
