@@ -64,6 +64,14 @@ def test_a_short_write_of_a_shard_names_the_shard_and_says_disk_full(catalog, mo
     assert sorted(load_embeddings(catalog, VERSION).image_ids) == sorted(ids)
 
 
+def _catalog_named(workspace) -> str:
+    """How a disk-full error names the catalog: the SQLite file, or the server's URL without its password."""
+    from sqlalchemy import make_url
+
+    url = make_url(workspace.database_url)
+    return str(workspace.root / "catalog.sqlite") if url.get_backend_name() == "sqlite" else url.render_as_string()
+
+
 def test_a_full_catalog_while_recording_a_shard_says_so_and_removes_the_shard(catalog):
     """SQLite answers ``database or disk is full`` when the rows are committed: before, a traceback out of
     `radloop embed` (an ``OperationalError`` it does not catch); now an ``OSError`` naming the catalog file (the
@@ -81,7 +89,7 @@ def test_a_full_catalog_while_recording_a_shard_says_so_and_removes_the_shard(ca
     finally:
         event.remove(catalog.engine, "before_cursor_execute", full)
     assert caught.value.errno == errno.ENOSPC
-    assert caught.value.filename == str(catalog.workspace.root / "catalog.sqlite")
+    assert caught.value.filename == _catalog_named(catalog.workspace)
     assert DISK_FULL + ": could not write the rows of embedding shard shard-00000.npy" in caught.value.strerror
     assert _files(embedding_writer.shard_folder(catalog, VERSION)) == []
 
@@ -213,7 +221,7 @@ def test_a_full_catalog_during_ingest_is_one_line_and_the_rerun_adds_everything(
     # an OSError naming a file: `radloop`'s main() prints it as "error: <cause>: <file>" (exit 2), no traceback
     error = stopped.exception
     assert isinstance(error, OSError) and error.errno == errno.ENOSPC, stopped.exc_info
-    assert error.filename == str(workspace.root / "catalog.sqlite") and error.strerror.startswith(DISK_FULL)
+    assert error.filename == _catalog_named(workspace) and error.strerror.startswith(DISK_FULL)
     assert [path for path in workspace.root.rglob("*") if path.name.endswith((".tmp", ".pending"))] == []
     again = CliRunner().invoke(build_app(), command)
     assert again.exit_code == 0, again.output
