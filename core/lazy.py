@@ -6,6 +6,15 @@ Usage, in a package's ``__init__.py``::
 
 ``radloop.labeling`` and ``radloop.retrieval`` use it so that commands which need one part of a package (case
 search, the Label Studio rounds) do not pay for the heavy libraries of another (scikit-learn, medspaCy).
+
+A name is read from its submodule on first use and then kept in the package, as an eager ``from .sub import name``
+would keep it: replacing ``radloop.retrieval.search.search_cases`` afterwards is not seen as
+``radloop.retrieval.search_cases``.  This matters to tests only, not to callers: a test patches the name where the
+code under test looks it up, the package (``monkeypatch.setattr(radloop.retrieval, "search_cases", fake)``: the
+app's ``from radloop.retrieval import search_cases`` reads it there) or the submodule, or both.  A test that patches
+only the submodule before the package has read the name leaves its stand-in in the package if the code under test
+is the first to read it there: patch the package too, before the submodule (its undo then restores the real
+value there), or read the name through the package before patching.
 """
 
 from __future__ import annotations

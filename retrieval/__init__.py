@@ -1,9 +1,14 @@
 """FAISS indexes, nearest-neighbour case search, active-learning scoring and selection.
 
 Public API:
-- selection: ``STRATEGIES``, ``get_strategy``, the strategy classes, ``kcenter_greedy``;
-- indexes: ``IndexManager``, ``IndexConfig``, ``choose_factory``;
-- case search: ``search_cases``, ``CaseNeighbour``.
+- selection: ``STRATEGIES`` (name -> class), ``get_strategy(name, **params)`` (a strategy whose
+  ``select(budget, embeddings=..., labeled_mask=..., ...)`` returns indices in priority order), the strategy classes,
+  ``kcenter_greedy`` (picks and radii), ``validate_selection_input``;
+- indexes: ``IndexManager`` (``build`` / ``from_catalog`` / ``load``; ``search`` gives a ``SearchResult`` of ids and
+  distances), ``IndexConfig``, ``choose_factory``, ``index_folder``;
+- case search: ``search_cases(catalog, case_id=... | image=..., k=..., filters=...)`` (a list of ``CaseNeighbour``),
+  ``parse_filters`` (``"key=value"`` strings -> the ``filters`` dict), ``load_index`` (the workspace's saved index of
+  an encoder, brought up to date), ``match_catalog_file`` (the ``CatalogMatch`` a file is, or None).
 
 The names are imported on first use (PEP 562): case search and ``radloop index`` do not pay for scikit-learn
 and SciPy, which only the selection strategies need (seconds of start-up per command).

@@ -18,6 +18,9 @@ from sklearn.utils import check_random_state as _sklearn_check_random_state
 
 from radloop.retrieval.arrays import _check_finite, as_float32  # noqa: F401 (re-exported)
 
+__all__ = ["PROBABILITY_SUM_TOLERANCE", "WEAK_LABEL_STATUSES", "Interval", "Options", "SelectionInput",
+           "SelectionStrategy", "check_random_state", "top_scores", "validate_selection_input"]
+
 #: Report statuses (``radloop.core.vocabulary.STATUSES``, what the labeller's report level gives) as the
 #: class index of a binary finding's weak label: NaN = the report says nothing definite.
 WEAK_LABEL_STATUSES = {"positive": 1.0, "negative": 0.0, "uncertain": np.nan}
@@ -127,6 +130,9 @@ def validate_selection_input(budget: int, *, embeddings=None, labeled_mask=None,
                              weak_labels=None, groups=None, random_state=None,
                              needs: tuple[str, ...] = (), strategy: str = "strategy") -> SelectionInput:
     """Check shapes and values of a selection's inputs.
+
+    Returns:
+        The :class:`SelectionInput` a strategy's ``_select`` works on (pool and labelled indices, arrays converted).
 
     Raises:
         ValueError: budget < 1, no array to size the pool, mismatched lengths, NaNs or float32 overflow,

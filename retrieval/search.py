@@ -1,10 +1,10 @@
 """Case search: the catalog images nearest to a query image or case, with thumbnails, labels and reports.
 
-A query file that is a catalogued image (:func:`radloop.retrieval.query_match.match_catalog_file`: the same file bytes, or the same decoded
-pixels in a re-saved / re-encoded copy) is searched as that case.  Any other query image (or a catalogued one
-without an embedding yet) is embedded on the fly with the encoder the index was built from.  The index of an
-encoder version is loaded from ``<workspace>/indexes/<version>/`` (memory-mapped), extended with embeddings added
-since it was saved, or built and saved when there is none.
+A query file that is a catalogued image (:func:`radloop.retrieval.query_match.match_catalog_file`: the same file
+bytes, or the same decoded pixels in a re-saved / re-encoded copy) is searched as that case.  Any other query image
+(or a catalogued one without an embedding yet) is embedded on the fly with the encoder the index was built from.  The
+index of an encoder version is loaded from ``<workspace>/indexes/<version>/`` (memory-mapped), extended with
+embeddings added since it was saved, or built and saved when there is none.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import func, select
@@ -24,6 +24,12 @@ from radloop.retrieval.index_store import DISTANCES, metric_change_note, saved_m
 from radloop.retrieval.query_match import check_query_array, decode_failure, match_catalog_file, pil_pixels
 from radloop.retrieval.search_filters import (FILTER_KEYS, LATERALITY_SYNONYMS, NULLABLE_KEYS, UNKNOWN_VALUE,
                                               allowed_image_ids, check_filters, parse_filters, resolve_filter_values)
+
+if TYPE_CHECKING:  # annotations only: the catalog needs no more than sqlalchemy, an encoder needs torch
+    from PIL.Image import Image as PILImage
+
+    from radloop.core.catalog import Catalog
+    from radloop.ssl.encoders import EncoderBundle
 
 __all__ = ["DISTANCES", "EXCERPT_CHARS", "FILTER_KEYS", "LATERALITY_SYNONYMS", "NULLABLE_KEYS", "UNKNOWN_VALUE",
            "CaseNeighbour", "check_filters", "index_coverage", "index_folder_lock", "index_metric", "load_index",
@@ -68,8 +74,9 @@ class CaseNeighbour:
         return dict(self.__dict__)
 
 
-def resolve_encoder_version(catalog, encoder: str | None = None) -> str:
-    """The encoder version to search with: the one named, the current encoder, or the only one embedded.
+def resolve_encoder_version(catalog: Catalog, encoder: str | Path | EncoderBundle | None = None) -> str:
+    """The encoder version to search with: the one named (a version, an encoder folder or a loaded encoder), the
+    current encoder, or the only one embedded.
 
     Raises:
         LookupError: none can be chosen (the message says what to run).
@@ -77,7 +84,8 @@ def resolve_encoder_version(catalog, encoder: str | None = None) -> str:
     return resolve_search_encoder(catalog, encoder)[0]
 
 
-def resolve_search_encoder(catalog, encoder: Any = None) -> tuple[str, Any]:
+def resolve_search_encoder(catalog: Catalog, encoder: str | Path | EncoderBundle | None = None,
+                           ) -> tuple[str, EncoderBundle | None]:
     """(the encoder version to search with, the encoder loaded from a folder or None): as
     :func:`resolve_encoder_version`, keeping the encoder an encoder folder was loaded for (a loaded
     ``EncoderBundle`` is taken as it is), so that no caller loads it twice.
@@ -123,14 +131,14 @@ def resolve_search_encoder(catalog, encoder: Any = None) -> tuple[str, Any]:
                       "current: pass --encoder VERSION")
 
 
-def _has_embeddings(catalog, model_version: str) -> bool:
+def _has_embeddings(catalog: Catalog, model_version: str) -> bool:
     from radloop.core.schema import Embedding
 
     with catalog.session() as session:
         return session.scalar(select(Embedding.id).where(Embedding.model_version == model_version).limit(1)) is not None
 
 
-def load_index(catalog, model_version: str, config: IndexConfig | None = None,
+def load_index(catalog: Catalog, model_version: str, config: IndexConfig | None = None,
                progress: Callable[[str], None] | None = None) -> IndexManager:
     """The saved index of ``model_version``, brought up to date with the catalog's embeddings.
 
@@ -269,7 +277,7 @@ def _study_images(catalog, image_id: str) -> list[str]:
         return list(session.scalars(select(Image.id).where(Image.study_id == study)))
 
 
-def index_coverage(catalog, model_version: str) -> tuple[int, int]:
+def index_coverage(catalog: Catalog, model_version: str) -> tuple[int, int]:
     """(images embedded with ``model_version``, images in the catalog): search sees only the first."""
     from radloop.core.schema import Embedding, Image
 
@@ -280,7 +288,7 @@ def index_coverage(catalog, model_version: str) -> tuple[int, int]:
     return int(embedded), int(total)
 
 
-def index_metric(catalog, model_version: str) -> tuple[str, dict | None]:
+def index_metric(catalog: Catalog, model_version: str) -> tuple[str, dict | None]:
     """(the distance metric of the saved index of ``model_version``, its ``metric_change`` or None): what the
     distances of a search with it are (:func:`~radloop.retrieval.index_store.saved_metric`)."""
     return saved_metric(index_folder(catalog.workspace, model_version))
@@ -328,11 +336,12 @@ def _describe(catalog, hits: list[tuple[str, float]], metric: str = "cosine") ->
     return result
 
 
-def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_id: str | None = None,
-                 k: int = 10, filters: dict[str, Any] | None = None, encoder: str | None = None,
+def search_cases(catalog: Catalog, *, image: str | Path | np.ndarray | PILImage | None = None,
+                 case_id: str | None = None, k: int = 10, filters: dict[str, Any] | None = None,
+                 encoder: str | Path | EncoderBundle | None = None,
                  index_config: IndexConfig | None = None, same_study: bool = False,
                  match_file: bool = True, progress: Callable[[str], None] | None = None) -> list[CaseNeighbour]:
-    """The ``k`` catalog cases nearest to a query image (file or 2-D array) or a catalog image/study id.
+    """The ``k`` catalog cases nearest to a query image (file, 2-D array or PIL image) or a catalog image/study id.
 
     The query case itself is never among its neighbours, nor (unless ``same_study``) the other images of its
     study: other views and copies of the same radiograph are not other cases.
@@ -343,21 +352,28 @@ def search_cases(catalog, *, image: str | Path | np.ndarray | None = None, case_
             catalogued image (same bytes or same pixels, :func:`~radloop.retrieval.query_match.match_catalog_file`)
             is searched as that case, anything else embedded on the fly.
         case_id: a catalog image id (``I-...``) or study id (``S-...``, its first image).
-        k: number of neighbours.
-        filters: ``{"body_region": "wrist", "finding": "fracture", ...}`` (values may be lists: any of);
+        k: number of neighbours (fewer come back when the index or the filters hold fewer cases).
+        filters: ``{"body_region": "wrist", "finding": "fracture", ...}`` (values may be lists: any of;
+            ``parse_filters("body_region=wrist")`` builds one from ``key=value`` strings);
             values are checked against the vocabulary and the catalog (see ``resolve_filter_values``);
             ``unknown`` (or ``None``) selects images without a body region, modality, view or laterality.
         encoder: encoder version, encoder folder or loaded ``EncoderBundle`` (see :func:`resolve_search_encoder`);
             default the current encoder.
         index_config: used when the index must be built.
+        same_study: let the other images of the query's study be neighbours too.
         match_file: look the query file up in the catalog first (False: the caller did, and it is none; the file
             is embedded without decoding it once more for its pixel hash).
         progress: told when the index is built on first use or extended (see :func:`load_index`), and when the
             query image is embedded on the fly.
 
+    Returns:
+        :class:`CaseNeighbour` records, nearest first (``rank`` 1); ``[hit.to_dict() for hit in hits]`` for a
+        ``pandas.DataFrame``.  Empty when no catalog image passes the filters.
+
     Raises:
-        ValueError: neither or both of image/case_id, bad k, unknown filter key or value.
+        ValueError: neither or both of image/case_id, bad k, unknown filter key or value, an unreadable query image.
         LookupError: unknown case, no encoder or embeddings.
+        FileNotFoundError: the query file (or the render of a case that must be embedded now) is missing.
     """
     if (image is None) == (case_id is None):
         raise ValueError("give exactly one of image or case_id")

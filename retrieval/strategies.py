@@ -14,6 +14,8 @@ from radloop.retrieval.uncertainty import (
     EntropySelection, LeastConfidenceSelection, MarginSelection, RandomSelection, ReportDisagreementSelection,
 )
 
+__all__ = ["STRATEGIES", "UNKNOWN_STRATUM", "StratifiedSelection", "get_strategy"]
+
 
 #: The stratum of samples whose group is missing (None, NaN, empty), as ``app/rounds.py`` names missing regions.
 UNKNOWN_STRATUM = "unknown"
@@ -167,7 +169,8 @@ STRATEGIES: dict[str, type[SelectionStrategy]] = {
 
 
 def get_strategy(name: str, **params) -> SelectionStrategy:
-    """Instantiate a registered strategy.
+    """Instantiate a registered strategy: ``get_strategy("kcenter").select(budget, embeddings=..., labeled_mask=...)``
+    returns the picked indices in priority order (``STRATEGIES`` lists the names; ``params`` are its hyperparameters).
 
     Raises:
         ValueError: unknown name (the message lists the valid ones), unknown parameter, or a parameter

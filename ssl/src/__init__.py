@@ -1,7 +1,10 @@
 """Self-supervised encoders, pretraining (MAE, SimCLR), fine-tuning heads and embedding extraction.
 
-Public API (see CONTRACTS "Encoders"): :func:`load_encoder`, :func:`random_encoder`, :func:`embed_images`,
-:class:`EncoderBundle`, :class:`EncoderConfig`, :func:`save_encoder`.
+Public API (``ssl/README.md``): :func:`load_encoder` (an :class:`EncoderBundle` from an encoder folder),
+:func:`random_encoder` (an untrained one, the baseline), :func:`embed_images` (an (N, D) float32 array, one row per
+image path or 2-D array), :func:`save_encoder` (a backbone exported to a folder, returned as a bundle),
+:class:`EncoderConfig`, :func:`read_image` / :func:`preprocess` (the pixels an encoder sees).  Embedding the whole
+catalog: :func:`radloop.ssl.embed.embed_catalog`; training: ``radloop.ssl.pretrain`` / ``radloop.ssl.finetune_jobs``.
 
 The names are imported on first use (PEP 562): importing a submodule that needs no model (the configs
 ``radloop.ssl.settings`` / ``finetune_config``, ``artifacts``) does not pay for torch and timm (seconds).

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +46,9 @@ __all__ = ["embed_catalog", "resolve_encoder"]
 logger = logging.getLogger(__name__)
 #: how long the launcher of a multi-process run waits, after Ctrl-C, for the others to finish their shard
 STOP_WAIT_S = 30.0
+#: Lightning's loggers whose INFO lines (``GPU available: ...``, ``TPU available: ...``, the ``Tip: ... litlogger``
+#: and ``litmodels`` adverts) say nothing about the embedding; their warnings still show
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
 
 
 def resolve_encoder(catalog: Catalog, name: str | Path) -> EncoderBundle:
@@ -188,6 +192,24 @@ def _sigint_deferred() -> Iterator[None]:
             previous(*caught[0])
 
 
+@contextmanager
+def _lightning_quiet() -> Iterator[None]:
+    """Lightning's INFO lines and its internal ``LeafSpec`` deprecation warning held back for the block (a notebook's
+    ``embed_catalog(progress=False)`` printed five lines of them); warnings about the run itself still show."""
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        if logger.getEffectiveLevel() < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*\bLeafSpec\b.*")  # Lightning's own use of torch's pytree
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def _stop_launched_processes(trainer: L.Trainer) -> None:
     """Pass Ctrl-C on to the processes this one launched (Lightning's ``ddp`` launch re-runs the command once per
     extra device) and wait for them to stop: Lightning kills them (SIGKILL) right after, which left a half-written
@@ -227,7 +249,12 @@ def embed_catalog(catalog: Catalog, bundle: EncoderBundle, *, batch_size: int = 
     with a warning, so that their images are embedded again.
 
     Args:
+        progress: a progress bar on stderr; False prints nothing but the warnings about the run (unreadable
+            images, lost shards), none of Lightning's set-up lines.
         reembed_lost: do so even when every shard of the version is lost (else that raises).
+
+    The encoder is not registered in the workspace (``radloop embed --encoder FOLDER`` registers its folder:
+    :func:`radloop.ssl.encoder_adapter.ensure_encoder_registered`).
 
     Returns:
         Summary: model_version, embedded, skipped (unreadable, retried next time), shards, dim, dtype,
@@ -264,10 +291,12 @@ def embed_catalog(catalog: Catalog, bundle: EncoderBundle, *, batch_size: int = 
         from radloop.ssl.trainer_progress import trainer_callbacks
 
         destroy_process_group_at_exit()  # several devices: Lightning leaves the DDP process group alive
-        trainer = L.Trainer(accelerator=accelerator, devices=devices, callbacks=[writer, *trainer_callbacks(progress)],
-                            logger=False, enable_progress_bar=progress, enable_model_summary=False)
-        predict_started = time.time()
-        trainer.predict(_EncoderModule(bundle, normalize), dataloaders=loader, return_predictions=False)
+        with _lightning_quiet():
+            trainer = L.Trainer(accelerator=accelerator, devices=devices,
+                                callbacks=[writer, *trainer_callbacks(progress)], logger=False,
+                                enable_progress_bar=progress, enable_model_summary=False)
+            predict_started = time.time()
+            trainer.predict(_EncoderModule(bundle, normalize), dataloaders=loader, return_predictions=False)
         # decode + forward + shard writes over every process, start-up and the catalog queries excluded
         images_per_second = writer.written / max(time.time() - predict_started, 1e-9)
         summary.update(embedded=writer.written, skipped=len(writer.skipped), shards=writer.shards,
