@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "radloop.app.cli_bench",
     "radloop.app.cli_labelstudio",
     "radloop.app.cli_train",
+    "radloop.app.cli_export",
     "radloop.app.cli_round",
     "radloop.app.cli_demo",
 )

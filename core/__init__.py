@@ -17,6 +17,7 @@ from radloop.core.lazy import lazy_exports
 _EXPORTS = {
     "ConfigError": "config", "apply_overrides": "config", "did_you_mean": "config", "load_config": "config",
     "save_resolved_config": "config",
+    "export_dataset": "dataset_export",
     "Workspace": "workspace", "resolve_workspace": "workspace",
 }
 
@@ -25,6 +26,7 @@ __all__ = [
     "Workspace",
     "apply_overrides",
     "did_you_mean",
+    "export_dataset",
     "load_config",
     "resolve_workspace",
     "save_resolved_config",
@@ -36,4 +38,5 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from radloop.core.config import ConfigError, apply_overrides, did_you_mean, load_config, save_resolved_config
+    from radloop.core.dataset_export import export_dataset
     from radloop.core.workspace import Workspace, resolve_workspace
