@@ -16,17 +16,20 @@ from typing import Mapping
 from radloop.core.records import FindingMention
 from radloop.core.vocabulary import DEVICE_TYPES, FINDINGS, SITES
 
-__all__ = ["EXAM_SIDE_KEYS", "ExamSide", "exam_side", "first_line_end", "header_sides", "with_exam_side"]
+__all__ = ["EXAM_SIDE_KEYS", "ExamSide", "exam_side", "first_line_end", "header_sides", "with_exam_side",
+           "with_paragraph_side"]
 
 #: The keys of ``metadata.exam_side``.
 EXAM_SIDE_KEYS = frozenset({"sections", "findings", "not_sites", "device_types", "view_words", "header_sections",
-                            "header_words", "provenance"})
+                            "header_words", "same_site_only", "reason_words", "provenance"})
 #: How many words after a side word a view word may stand ("left anterior oblique").
 VIEW_WORD_GAP = 2
 #: Tokens that end a region header ("Right shoulder." / "Left wrist:"); a line break ends one too.
 HEADER_ENDS = frozenset({".", ":", ";"})
 #: Punctuation that may stand inside a region header ("Right shoulder - 3 views").
 HEADER_PUNCT = frozenset({"-", ",", "/", "(", ")"})
+#: How far (words, same sentence) a side word may be from the site it locates, for :func:`with_paragraph_side`.
+PARAGRAPH_SITE_WINDOW = 10
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,10 @@ class ExamSide:
             ..."); the text before any header always may.
         header_words: Lower-case words a region header may hold besides side and site words and numbers ("Right
             shoulder, 3 views:").
+        same_site_only: Sites that take a side from an earlier sentence (:func:`with_paragraph_side`) only from
+            the same site, and give theirs only to it ("rib": a chest report's left clavicle is no rib's side).
+        reason_words: Lower-case words of a reason for the exam ("Right shoulder pain."): a sentence with one gives
+            no side to other sentences.
     """
 
     sections: frozenset[str] = frozenset()
@@ -55,20 +62,22 @@ class ExamSide:
     view_words: frozenset[str] = frozenset()
     header_sections: frozenset[str] = frozenset()
     header_words: frozenset[str] = frozenset()
+    same_site_only: frozenset[str] = frozenset()
+    reason_words: frozenset[str] = frozenset()
 
     @classmethod
     def from_metadata(cls, settings: Mapping, where: str = "sites.json") -> "ExamSide":
         """Validate ``metadata.exam_side``; raise ``ValueError`` naming the bad key or value."""
         if not isinstance(settings, Mapping) or set(settings) - EXAM_SIDE_KEYS:
             raise ValueError(f"{where}: exam_side must be a mapping with keys {sorted(EXAM_SIDE_KEYS)}, got {settings!r}")
-        allowed = {"findings": FINDINGS, "not_sites": SITES, "device_types": DEVICE_TYPES}
+        allowed = {"findings": FINDINGS, "not_sites": SITES, "device_types": DEVICE_TYPES, "same_site_only": SITES}
         values = {}
         for key in ("sections", "findings", "not_sites", "device_types", "view_words", "header_sections",
-                    "header_words"):
+                    "header_words", "same_site_only", "reason_words"):
             items = settings.get(key, [])
             if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
                 raise ValueError(f"{where}: exam_side.{key} must be a list of strings, got {items!r}")
-            if key in ("view_words", "header_words") and any(item != item.lower() for item in items):
+            if key in ("view_words", "header_words", "reason_words") and any(item != item.lower() for item in items):
                 raise ValueError(f"{where}: exam_side.{key} must be lower-case words, got {items!r}")
             unknown = set(items) - set(allowed.get(key, items))
             if unknown:
@@ -194,3 +203,81 @@ def _takes_side(mention: FindingMention, settings: ExamSide) -> bool:
     return (mention.laterality is None and mention.finding in settings.findings
             and mention.site not in settings.not_sites
             and (mention.finding != "device" or mention.device_type in settings.device_types))
+
+
+def with_paragraph_side(doc, mentions: list[FindingMention], token_at: Mapping[int, int], section_at, sides, sites,
+                        blocked: set[int], settings: ExamSide) -> list[FindingMention]:
+    """``mentions``, those that would take the exam's side but have none given the one side that the earlier
+    sentences of their paragraph (same section, no line break between) locate at a site: "Posterior fat pad sign on
+    the left elbow. ... suspicious for an occult fracture." (elbow, left; a mention without a site also takes the
+    site when those sentences name one).
+
+    None when the paragraph names both sides or "bilateral" anywhere (each side word with a site in its sentence
+    counts: "Left knee. Fracture of the patella. Right ankle. ..." gives none).  Sentences in ``blocked`` (their
+    starts: an asserted chest finding, "left lower lobe atelectasis") or holding a ``settings.reason_words`` word
+    ("Right shoulder pain.") give nothing; a site of ``settings.same_site_only`` gives and takes a side only at that
+    site.  ``token_at`` maps a mention's start (characters) to its first token.
+    """
+    located: dict[int, list[tuple[str, str, bool]]] = {}
+    out = []
+    for mention in mentions:
+        index = token_at.get(mention.start) if mention.start is not None else None
+        if index is None or not _takes_side(mention, settings):
+            out.append(mention)
+            continue
+        if index not in located:
+            located[index] = _paragraph_sites(doc, index, section_at, sides, sites, blocked, settings)
+        pairs = [(site, side, earlier) for site, side, earlier in located[index] if mention.site is None
+                 or (site in settings.same_site_only) == (mention.site in settings.same_site_only)
+                 and (site == mention.site or site not in settings.same_site_only)]
+        named = {side for _, side, _ in pairs}
+        earlier = [(site, side) for site, side, before in pairs if before]
+        if not earlier or len(named) != 1 or not named <= {"left", "right"}:
+            out.append(mention)
+            continue
+        named_sites = {site for site, _ in earlier}
+        site = mention.site if mention.site is not None or len(named_sites) != 1 else next(iter(named_sites))
+        out.append(replace(mention, laterality=next(iter(named)), site=site))
+    return out
+
+
+def _paragraph_sites(doc, index: int, section_at, sides, sites, blocked: set[int], settings: ExamSide):
+    """``(site, side, earlier)`` for each side word located at a site in the paragraph of token ``index`` (its
+    sentences in the same section with no line break between); ``earlier``: in a sentence before ``index``'s."""
+    section, own = section_at(index), doc[index].sent
+    sentences = list(doc.sents)
+    position = next(number for number, sentence in enumerate(sentences) if sentence.start == own.start)
+    first = last = position
+    while first > 0 and _joined(doc, sentences[first - 1], sentences[first], section, section_at):
+        first -= 1
+    while last + 1 < len(sentences) and _joined(doc, sentences[last], sentences[last + 1], section, section_at):
+        last += 1
+    pairs = []
+    for sentence in sentences[first:last + 1]:
+        if sentence.start in blocked or any(token.lower_ in settings.reason_words for token in sentence):
+            continue
+        in_sentence = [site for site in sites if sentence.start <= site[1] < sentence.end
+                       and site[0] not in settings.not_sites]
+        for category, side_start, side_end in sides:
+            if not sentence.start <= side_start < sentence.end or _names_view(doc, side_end, settings):
+                continue
+            near = [(_gap(site, side_start, side_end), site[0]) for site in in_sentence]
+            near = [item for item in near if item[0] <= PARAGRAPH_SITE_WINDOW]
+            if near:
+                pairs.append((min(near)[1], category, sentence.start < own.start))
+    return pairs
+
+
+def _joined(doc, before, after, section, section_at) -> bool:
+    """Whether two neighbouring sentences are of one paragraph: both in ``section``, no line break between."""
+    return (section_at(before.start) == section == section_at(after.start)
+            and not any(_breaks_line(token) for token in doc[before.end - 1:after.start + 1]))
+
+
+def _gap(site, start: int, end: int) -> int:
+    """Tokens between a site match and the token range ``start:end``."""
+    return site[1] - end if site[1] >= end else start - site[2]
+
+
+def _breaks_line(token) -> bool:
+    return "\n" in token.text or "\r" in token.text or "\n" in token.whitespace_ or "\r" in token.whitespace_

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from typing import Iterable
 
 from radloop.core.records import FindingMention
-from radloop.core.vocabulary import LATERALITIES
 
-from .exam_side import ExamSide, exam_side, with_exam_side
-from .pipeline import TARGET_GROUP
+from .exam_side import ExamSide, exam_side, with_exam_side, with_paragraph_side
+from .pipeline import TARGET_GROUP, site_matches
+from .pipeline import gap_word as _gap_word
 from .sizes import stated_size_cm
 
 #: ConText categories -> effect.
@@ -41,20 +40,19 @@ NOT_EMITTED = frozenset({"abnormal", "pseudo", "normal"})
 #: Sites joined by these words share one finding word ("fracture of the right radius and left ulna"):
 #: the finding gets one mention per site, each with its own laterality.
 SITE_CONJUNCTIONS = frozenset({"and", "or", ",", "&", "/"})
-#: Words that may also stand between two coordinated sites (besides laterality words and ordinals).
-SITE_GAP_WORDS = frozenset({"the", "a", "an", "distal", "proximal", "mid", "middle", "lateral", "medial",
-                            "anterior", "posterior", "upper", "lower", "superior", "inferior", "also"})
+#: Part-of-bone words that may follow a site before the conjunction ("right mandibular angle and left parasymphysis",
+#: "left radial shaft and right ulnar shaft"); only between two coordinated sites.
+SITE_PART_WORDS = frozenset({"angle", "body", "bodies", "neck", "shaft", "shafts", "head", "heads", "base", "bases",
+                             "tip", "process", "condyle", "styloid", "diaphysis", "metaphysis", "epiphysis", "cortex"})
 #: A site followed by one of these starts a clause ("... of the humerus and the scapula is intact"),
 #: so it is not coordinated with the site before it.
 SITE_CLAUSE_VERBS = frozenset({"is", "are", "was", "were", "appears", "appear", "remains", "remain", "looks",
                                "look", "shows", "show", "demonstrates", "has", "have", "seems", "seem"})
-#: Size words that may stand in "phalanx of the little toe" (site refinement, :func:`_refine_sites`).
-SIZE_WORDS = frozenset({"great", "big", "little", "small"})
+#: Tokens that keep a site beyond :data:`SITE_WINDOW` from a finding (:func:`_unbroken_site`).
+CLAUSE_MARKS = frozenset({",", ";", ":", "(", ")", "[", "]"})
 #: A side word after these words ("fracture on the right with a broken nail") locates what comes before it,
 #: so it is no side of the finding that follows.
 TRAILING_SIDE_BEFORE = ("on", "the")
-_ORDINAL = re.compile(r"^(?:\d+(?:st|nd|rd|th)?|first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|"
-                      r"tenth|eleventh|twelfth)$")
 
 
 def _status(categories: set[str]) -> str:
@@ -88,6 +86,25 @@ def _absent_sign(modifier, span, negated_spans: list[tuple[int, int]]) -> bool:
     return any(low <= start and end <= high and (low, high) != (span.start, span.end) for low, high in negated_spans)
 
 
+def _other_finding_age(modifier, span, others: list[tuple[int, int]]) -> bool:
+    """Whether an OLD/ACUTE trigger stands nearer another finding's words than the device ``span``, or in front of a
+    later finding's words (no conjunction or punctuation between): "healing fracture of the radius with plate and
+    screws" and "new PICC and healed rib fractures" date the fractures, not the plate or the line."""
+    if modifier.category not in (OLD, ACUTE):
+        return False
+    start, end = modifier.modifier_span
+    doc = span.doc
+
+    def gap(low: int, high: int) -> int:
+        return low - end if low >= end else start - high
+
+    def leads(low: int) -> bool:
+        return span.end <= start and low >= end and not any(
+            doc[index].is_punct or doc[index].lower_ in SITE_CONJUNCTIONS for index in range(end, low))
+
+    return any(gap(low, high) <= gap(span.start, span.end) or leads(low) for low, high in others)
+
+
 def _nearest(span, candidates: list[tuple[str, int, int]], window: int) -> tuple[str, int, int] | None:
     """The candidate (label, start, end) inside ``span``, else the closest within ``window`` tokens."""
     best, best_distance = None, window + 1
@@ -101,66 +118,6 @@ def _nearest(span, candidates: list[tuple[str, int, int]], window: int) -> tuple
         if distance < best_distance:
             best, best_distance = candidate, distance
     return best
-
-
-def _anatomy(doc, site_matcher) -> tuple[list, list]:
-    """Site and laterality matches ``(category, start, end)``, in text order.
-
-    A laterality rule with ``metadata.needs_site_after`` (the single letters "R"/"L") counts only when
-    a site other than its ``metadata.except_sites`` follows it (position words and ordinals may come
-    between): "R wrist", "L 5th rib" are sides, "L spine" (lumbar), "L1", "R/O" are not.  One right before
-    a word of its ``metadata.not_before`` is no side ("right ventricle" is a heart chamber).
-    """
-    sites, sides, conditional, refinable = [], [], [], {}
-    vocab = doc.vocab.strings
-    for match_id, start, end in site_matcher(doc):
-        label = vocab[match_id]
-        rule = site_matcher.rule_map.get(label)
-        category = rule.category if rule is not None else label
-        metadata = (rule.metadata or {}) if rule is not None else {}
-        if category not in LATERALITIES:
-            sites.append((category, start, end))
-            if metadata.get("of_sites"):
-                refinable[start] = frozenset(metadata["of_sites"])
-        elif end < len(doc) and doc[end].lower_ in metadata.get("not_before", ()):
-            continue
-        elif metadata.get("needs_site_after"):
-            conditional.append((category, start, end, frozenset(metadata.get("except_sites", ()))))
-        else:
-            sides.append((category, start, end))
-    if conditional:
-        site_at = {start: category for category, start, _ in sites}
-        for category, start, end, excepted in conditional:
-            index = end
-            while index < len(doc) and index not in site_at and _gap_word(doc[index]):
-                index += 1
-            if site_at.get(index) is not None and site_at[index] not in excepted:
-                sides.append((category, start, end))
-    sites.sort(key=lambda item: item[1])
-    sides.sort(key=lambda item: item[1])
-    if refinable:
-        sites = _refine_sites(doc, sites, sides, refinable)
-    return sites, sides
-
-
-def _refine_sites(doc, sites, sides, refinable: dict[int, frozenset]) -> list[tuple[str, int, int]]:
-    """A site word with ``metadata.of_sites`` followed by "of the <site>" of one of those sites takes that site:
-    "proximal phalanx of the right great toe" is the foot (sides, positions, ordinals, size words between)."""
-    side_tokens = {index for _, start, end in sides for index in range(start, end)}
-    refined = []
-    for position, (category, start, end) in enumerate(sites):
-        allowed = refinable.get(start)
-        if allowed and position + 1 < len(sites) and sites[position + 1][0] in allowed \
-                and end < len(doc) and doc[end].lower_ == "of" \
-                and all(index in side_tokens or _gap_word(doc[index]) or doc[index].lower_ in SIZE_WORDS
-                        for index in range(end + 1, sites[position + 1][1])):
-            category = sites[position + 1][0]
-        refined.append((category, start, end))
-    return refined
-
-
-def _gap_word(token) -> bool:
-    return token.lower_ in SITE_GAP_WORDS or _ORDINAL.match(token.lower_) is not None
 
 
 def _own_side(doc, site_start: int, sides: list[tuple[str, int, int]]) -> str | None:
@@ -189,7 +146,7 @@ def _coordinated(doc, first: tuple[str, int, int], second: tuple[str, int, int],
         word = doc[index].lower_
         if word in SITE_CONJUNCTIONS:
             conjunction = True
-        elif index not in inside_side and not _gap_word(doc[index]):
+        elif index not in inside_side and not _gap_word(doc[index]) and not (word in SITE_PART_WORDS and not conjunction):
             return False
     return conjunction
 
@@ -206,23 +163,40 @@ def _site_mentions(doc, mention: FindingMention, site, sites, sides) -> list[Fin
     while first > 0 and _coordinated(doc, sites[first - 1], sites[first], sides):
         first -= 1
     chain = sites[first:last + 1]
-    if len(chain) < 2:
-        return []
     before_found = _own_side(doc, site[1], sides) is None
     extra, seen = [], {(mention.site, mention.laterality)}
     previous = None
     for candidate in chain:
+        listed = _listed_sides(doc, candidate[1], sides)
         if candidate == site:
             previous = mention.laterality
-            continue
-        side = _own_side(doc, candidate[1], sides)
-        if side is None:
-            side = previous if candidate != chain[0] else (mention.laterality if before_found else None)
-        previous = side
-        if (candidate[0], side) not in seen:
-            seen.add((candidate[0], side))
-            extra.append(replace(mention, site=candidate[0], laterality=side))
+        else:
+            side = _own_side(doc, candidate[1], sides)
+            if side is None:
+                side = previous if candidate != chain[0] else (mention.laterality if before_found else None)
+            previous = side
+            listed.insert(0, side)
+        for side in listed:
+            if (candidate[0], side) not in seen:
+                seen.add((candidate[0], side))
+                extra.append(replace(mention, site=candidate[0], laterality=side))
     return extra
+
+
+def _listed_sides(doc, site_start: int, sides: list[tuple[str, int, int]]) -> list[str]:
+    """The sides listed in front of a site when there are several: "left" and "right" in "the left 5th and right 6th
+    ribs" (one site word, a side each; ordinals, positions and conjunctions between); else none."""
+    side_at = {end: (category, start) for category, start, end in sides}
+    index, found = site_start, []
+    while index > 0:
+        if index in side_at:
+            found.append(side_at[index][0])
+            index = side_at[index][1]
+        elif _gap_word(doc[index - 1]) or doc[index - 1].lower_ in SITE_CONJUNCTIONS:
+            index -= 1
+        else:
+            break
+    return found if len(found) > 1 else []
 
 
 def _section_categories(doc) -> list[tuple[int, int, str | None]]:
@@ -258,8 +232,10 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str],
         section = _section_at(sections, ent.start)
         if (section or "") not in excluded:
             targets.append((ent, section))
-    sites, sides = _anatomy(doc, site_matcher) if targets else ([], [])
+    sites, sides = site_matches(doc, site_matcher) if targets else ([], [])
     emitted_starts = {ent.start for ent, _ in targets if ent.label_ not in NOT_EMITTED}
+    target_starts = {ent.start for ent, _ in targets}
+    finding_spans = [(ent.start, ent.end) for ent, _ in targets if ent.label_ not in NOT_EMITTED | {"device"}]
     negated_spans = [(ent.start, ent.end) for ent, _ in targets
                      if any(modifier.category in NEGATION for modifier in ent._.modifiers)]
     side_owner = _side_owners(doc, sides, emitted_starts, {start: end for _, start, end in sites}) if sides else {}
@@ -267,6 +243,8 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str],
     normal_evidence = None
     abnormal_asserted = False
     labelled_text = False
+    blocked: set[int] = set()
+    token_at: dict[int, int] = {}
     for ent, section in targets:
         category = ent.label_
         if category == "pseudo":
@@ -276,6 +254,8 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str],
         if "finding_by_size" in metadata:
             category = _finding_by_size(ent, category, metadata["finding_by_size"])
         modifiers = [modifier for modifier in ent._.modifiers if not _absent_sign(modifier, ent, negated_spans)]
+        if category == "device":
+            modifiers = [modifier for modifier in modifiers if not _other_finding_age(modifier, ent, finding_spans)]
         categories = {modifier.category for modifier in modifiers}
         status = _status(categories)
         labelled_text = True
@@ -285,6 +265,8 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str],
             continue
         if status == "positive" or (status == "uncertain" and not categories & HYPOTHETICAL):
             abnormal_asserted = True
+            if category not in SITED_FINDINGS and category != "abnormal":
+                blocked.add(ent.sent.start)  # a chest finding's side ("left pleural effusion") locates no bone
         if category == "abnormal":
             continue
         sentence = ent.sent
@@ -292,7 +274,7 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str],
         found = None
         if category in SITED_FINDINGS:
             site_candidates = _after_label(doc, ent, in_sentence(sites))
-            found = _nearest(ent, site_candidates, SITE_WINDOW)
+            found = _nearest(ent, site_candidates, SITE_WINDOW) or _unbroken_site(doc, ent, site_candidates, target_starts)
         device_type = _device_type(ent, metadata)
         at_sites = metadata.get("at_sites")
         if at_sites and found is not None and found[0] in at_sites["sites"]:
@@ -301,12 +283,15 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str],
         side_candidates = [item for item in in_sentence(sides)
                            if item[1] < ent.start or side_owner.get(item[1], ent.start) == ent.start]
         side = None if category in UNSIDED_FINDINGS else _nearest(ent, side_candidates, LATERALITY_WINDOW)
+        if side is None and found is not None:  # "fracture ... along the medial aspect ... of the left tibia"
+            side = _site_side(doc, found, side_candidates)
         mention = FindingMention(
             finding=category, status=status, temporality=_temporality(ent, modifiers),
             site=found[0] if found else None, laterality=side[0] if side else None, device_type=device_type,
             evidence=ent.text, start=ent.start_char, end=ent.end_char, section=section,
             modifiers=tuple(sorted(categories)))
         mentions.append(mention)
+        token_at[mention.start] = ent.start
         if found is not None:
             mentions += _site_mentions(doc, mention, found, site_candidates, side_candidates)
         # a phrase naming two findings ("fracture-dislocation"): the same evidence for each
@@ -316,9 +301,34 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str],
     if exam_settings is not None and mentions:
         side = exam_side(doc, lambda index: _section_at(sections, index), sides, emitted_starts, exam_settings, sites)
         mentions = with_exam_side(mentions, side, exam_settings)
+        mentions = with_paragraph_side(doc, mentions, token_at, lambda index: _section_at(sections, index), sides, sites,
+                                       blocked, exam_settings)
     if labelled_text:
         mentions.append(_normal_entry(normal_evidence, abnormal_asserted))
     return mentions
+
+
+def _unbroken_site(doc, span, candidates: list[tuple[str, int, int]], target_starts: set[int]):
+    """The first site after ``span`` beyond :data:`SITE_WINDOW` when no clause mark (",", ";", ":", brackets) and no
+    other target stands between: "a fracture involving the cortex along the medial aspect of the distal metaphysis of
+    the left tibia" (17 words) is the tibia's."""
+    after = [candidate for candidate in candidates if candidate[1] >= span.end]
+    if not after:
+        return None
+    site = after[0]
+    between = range(span.end, site[1])
+    if any(doc[index].text in CLAUSE_MARKS or index in target_starts for index in between):
+        return None
+    return site
+
+
+def _site_side(doc, site, side_candidates: list[tuple[str, int, int]]):
+    """The side candidate right in front of ``site`` (its own side word), else ``None``."""
+    side_ends = {candidate[2]: candidate for candidate in side_candidates}
+    index = site[1]
+    while index > 0 and index not in side_ends and _gap_word(doc[index - 1]):
+        index -= 1
+    return side_ends.get(index)
 
 
 def _after_label(doc, span, candidates: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:

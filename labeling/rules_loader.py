@@ -70,8 +70,10 @@ def rule_files() -> list[str]:
 #: 7: a region header leading the text or a findings/impression body ("Right shoulder. Healing scapular fracture.")
 #: gives the exam's side too (``exam_side.header_sections`` / ``header_words``).  8: a site before a ":" label in the
 #: sentence yields to one after it ("Left hand: fracture of the ... ring finger"); site rule ``of_sites`` ("phalanx of
-#: the great toe" is the foot); "on the right" after a finding is no side of the next finding.
-PIPELINE_REVISION = 8
+#: the great toe" is the foot); "on the right" after a finding is no side of the next finding.  9: a side/site from an
+#: earlier sentence of the paragraph (``exam_side.with_paragraph_side``); a site beyond the window with nothing between;
+#: part words between coordinated sites, several sides before one site; a device ignores a trigger nearer a finding.
+PIPELINE_REVISION = 9
 
 
 def rules_version() -> str:
