@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from radloop.app import next_steps, ui, views, views_rounds, views_search
+from radloop.app import boxes_view, next_steps, ui, views, views_rounds, views_search
 
 THUMBNAILS = 8
 GRID_COLUMNS = 4
@@ -69,13 +69,33 @@ def render() -> None:
         for column, row in zip(st.columns(GRID_COLUMNS), rows[start:start + GRID_COLUMNS], strict=False):
             card = cards.get(row.image_id)
             with column:
-                if card is not None:  # finding boxes drawn on the thumbnail, counted in its caption
+                predicted = queue.predicted.get(row.image_id)
+                if card is not None and predicted is not None:  # the model's boxes dashed, the catalog's solid
+                    _image_with_predictions(card, alts.get(row.image_id, row.image_id), predicted)
+                elif card is not None:  # finding boxes drawn on the thumbnail, counted in its caption
                     ui.case_image(card, alts.get(row.image_id, row.image_id))
                 st.markdown(f"**#{row.rank}** `{row.image_id}`")
                 score = f"score {row.score:.4g} · " if pd.notna(row.score) else ""  # 147, 0.4397: as stored
                 st.caption(f"{score}{views.text_or(row.reason, '')}")
                 if card is not None:
                     st.caption(f"{card.body_region or 'unknown region'} · {card.label_summary}")
+
+
+def _image_with_predictions(card: views.CaseCard, alt: str, predicted: views_rounds.PredictedBoxes) -> None:
+    """The thumbnail with the model's predicted boxes (the task's pre-annotations) dashed and the catalog's boxes
+    solid, the caption counting both kinds."""
+    described = boxes_view.both_caption(card.boxes, predicted.boxes, predicted.model_version)
+    if card.thumb is None:
+        st.caption(f"{described} (not drawn: no thumbnail)")
+        return
+    drawn = boxes_view.boxed_thumbnail(card.thumb, card.boxes, card.width, card.height, predicted=predicted.boxes)
+    if drawn is None:  # no box at all, or the file cannot be read: the file as stored
+        st.image(str(card.thumb), width="stretch", alt=f"{alt}; {described}")
+        unread = card.boxes or predicted.boxes
+        st.caption(f"{described} (not drawn: the thumbnail could not be read)" if unread else described)
+        return
+    st.image(drawn, width="stretch", output_format="PNG", alt=f"{alt}; {described} outlined",
+             caption=boxes_view.both_caption(card.boxes, predicted.boxes, predicted.model_version, colours=True))
 
 
 _NEWEST_KEY = "_queue_newest_round"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from radloop.app import next_steps, ui, views, views_reports, views_search
+from radloop.app import boxes_view, next_steps, ui, views, views_reports, views_search
 from radloop.core.vocabulary import FINDINGS, STATUSES
 
 REPORT_LIMIT = 200
@@ -138,8 +138,23 @@ def render() -> None:
         st.subheader("Images of this study")
         alts = views_search.image_descriptions(catalog, [card.image_id for card in cards])
         for column, card in zip(st.columns(IMAGES_SHOWN), cards, strict=False):
-            column.image(str(card.thumb), caption=f"{card.image_id} · {card.body_region or 'unknown'}",
-                         width="stretch", alt=alts.get(card.image_id, card.image_id))
+            with column:
+                _study_image(card, alts.get(card.image_id, card.image_id))
+
+
+def _study_image(card: views.CaseCard, alt: str) -> None:
+    """A thumbnail of the study with the catalog's finding boxes outlined (as on Search and Queue), its caption
+    naming the image, its region and how many boxes of what."""
+    caption = f"{card.image_id} · {card.body_region or 'unknown'}"
+    drawn = boxes_view.boxed_thumbnail(card.thumb, card.boxes, card.width, card.height)
+    if drawn is None:  # no boxes, or the file cannot be read: the file as stored
+        described = boxes_view.boxes_caption(card.boxes)
+        st.image(str(card.thumb), caption=caption + (f" · {described} (not drawn)" if described else ""),
+                 width="stretch", alt=alt)
+        return
+    # PNG: a lossless outline (JPEG would smear the box's colour into the radiograph)
+    st.image(drawn, caption=f"{caption} · {boxes_view.boxes_caption(card.boxes, colours=True)}", width="stretch",
+             output_format="PNG", alt=f"{alt}; {boxes_view.boxes_caption(card.boxes)} outlined")
 
 
 if __name__ == "__main__":

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 from sqlalchemy import select
 
 from radloop.app.views import UNKNOWN_REGION
 from radloop.core.catalog import Catalog
+from radloop.core.records import Box
 from radloop.core.schema import Annotation, Image, Round, Selection
 from radloop.core.workspace import Workspace
 
-__all__ = ["ROUND_COLUMNS", "DEMO_SUMMARY", "RoundInfo", "SelectionQueue", "rounds_frame", "learning_curve",
-           "demo_baseline", "latest_round", "selection_queue"]
+__all__ = ["ROUND_COLUMNS", "DEMO_SUMMARY", "PredictedBoxes", "RoundInfo", "SelectionQueue", "rounds_frame",
+           "learning_curve", "demo_baseline", "latest_round", "predicted_boxes", "selection_queue"]
 
 
 ROUND_COLUMNS = ["round_id", "number", "state", "strategy", "budget", "task", "labels_spent", "labels_total",
@@ -161,17 +162,49 @@ def latest_round(catalog: Catalog) -> RoundInfo | None:
 
 
 @dataclass(frozen=True)
+class PredictedBoxes:
+    """The model's boxes a selected image was sent to Label Studio with (original-image pixels, with scores)."""
+
+    model_version: str | None
+    boxes: tuple[Box, ...]
+
+
+#: ``Selection.meta`` key the task builder keeps the model's boxes under (``radloop.labeling.ls_tasks.PREDICTED_META``)
+_PREDICTED_META = "predicted"
+
+
+def predicted_boxes(meta: dict | None) -> PredictedBoxes | None:
+    """The model boxes stored in a selection's ``meta``; None when none were stored (a round built before they
+    were kept, or without a model).  Damaged entries are left out."""
+    stored = (meta or {}).get(_PREDICTED_META)
+    if not isinstance(stored, dict):
+        return None
+    boxes = []
+    for entry in stored.get("boxes") or ():
+        try:
+            score = entry.get("score")
+            boxes.append(Box(str(entry["label"]), float(entry["x"]), float(entry["y"]), float(entry["w"]),
+                             float(entry["h"]), None if score is None else float(score)))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            continue
+    version = stored.get("model_version")
+    return PredictedBoxes(model_version=str(version) if version else None, boxes=tuple(boxes))
+
+
+@dataclass(frozen=True)
 class SelectionQueue:
     """The images a round picked for annotation.
 
     ``items`` has columns ``rank, image_id, score, strategy, reason, body_region, annotated, ls_task_id``
     (``body_region`` is ``unknown`` for an image without one, as the tiles and the overview name it);
     ``annotated`` says whether the round already received an expert answer (any annotation kind, skips
-    included) for the image.
+    included) for the image.  ``predicted`` maps an image to the model boxes its task was sent with (images
+    without stored ones are absent).
     """
 
     round: RoundInfo | None
     items: pd.DataFrame
+    predicted: dict[str, PredictedBoxes] = field(default_factory=dict)
 
     @property
     def pending(self) -> int:
@@ -197,9 +230,11 @@ def selection_queue(catalog: Catalog, round_id: int | None = None) -> SelectionQ
             select(Annotation.image_id).distinct().where(Annotation.image_id.in_(selected),
                                                         Annotation.round_id == round_.id)))
         info = _round_info(round_, catalog)
+        predicted = {selection.image_id: found for selection, _ in rows
+                     if (found := predicted_boxes(selection.meta)) is not None}
     items = pd.DataFrame(
         [(selection.rank, selection.image_id, selection.score, selection.strategy, selection.reason,
           region or UNKNOWN_REGION,
           selection.image_id in annotated, selection.ls_task_id) for selection, region in rows],
         columns=columns)
-    return SelectionQueue(round=info, items=items)
+    return SelectionQueue(round=info, items=items, predicted=predicted)

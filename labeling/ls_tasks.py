@@ -21,7 +21,8 @@ Pre-annotations per task:
   ``radloop.ssl.predict.load_predictor`` (the findings model with the current detector's boxes, or the
   detector alone; skipped when that module or a current model does not exist).  The model sees the render;
   its boxes come back in original-image pixels (each image's catalog size goes with it), which the adapter
-  turns into percentages of the displayed render.
+  turns into percentages of the displayed render.  Its boxes are also kept in each selection's
+  ``Selection.meta["predicted"]`` (with the model version), for the app's Queue page.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any, Callable
 
 from sqlalchemy import select
 
-from radloop.core.catalog import Catalog
+from radloop.core.catalog import Catalog, get_for_update
 from radloop.core.schema import Image, Report, Round, Selection, WeakLabel
 from radloop.core.vocabulary import IMAGE_FINDINGS
 from radloop.labeling.ls_adapter import ImageGeometry, PredictionRecord, TaskData, task_key, task_to_ls
@@ -47,7 +48,7 @@ from radloop.labeling.ls_project import (ProjectBinding, check_document_root, im
                                           report_text_setting, stage_render)
 from radloop.labeling.redact import redact_report
 
-__all__ = ["MAX_REPORT_CHARS", "MIN_REPORT_SHARE", "NO_REPORT", "REPORT_WITHHELD", "TaskPayload",
+__all__ = ["MAX_REPORT_CHARS", "MIN_REPORT_SHARE", "NO_REPORT", "PREDICTED_META", "REPORT_WITHHELD", "TaskPayload",
            "build_task_payloads", "export_tasks_json", "load_current_predictor", "newest_rules_version",
            "rules_model_version", "task_report", "weak_label_predictions"]
 
@@ -325,6 +326,7 @@ def build_task_payloads(catalog: Catalog, round_id: int, *, selection_ids: list[
             for image, output in zip(chunk, outputs):
                 model_predictions[image.id] = PredictionRecord(
                     model_version=output.model_version, choices=dict(output.choices), boxes=tuple(output.boxes))
+        _store_predicted(catalog, {selection.id: model_predictions[image.id] for selection, image in rows})
     payloads = []
     for selection, image in rows:
         geometry = ImageGeometry(image.width, image.height, image.render_width, image.render_height)
@@ -338,6 +340,26 @@ def build_task_payloads(catalog: Catalog, round_id: int, *, selection_ids: list[
         payloads.append(TaskPayload(selection_id=selection.id, key=task_key(image.id, round_id), image_id=image.id,
                                     task=task_to_ls(data, predictions, geometry, config)))
     return payloads
+
+
+#: The key of ``Selection.meta`` holding the model's boxes sent as pre-annotations (the Queue page draws them):
+#: ``{"model_version": str, "boxes": [{"label", "x", "y", "w", "h", "score"}]}``, original-image pixels.
+PREDICTED_META = "predicted"
+
+
+def _store_predicted(catalog: Catalog, records: dict[int, PredictionRecord]) -> None:
+    """Keep each selection's model boxes in ``Selection.meta[PREDICTED_META]`` (the latest build's), each row
+    locked while its other keys (a push's ``ls``) are kept."""
+    with catalog.session() as session:
+        for selection_id, record in records.items():
+            selection = get_for_update(session, Selection, selection_id)
+            if selection is None:  # deleted meanwhile
+                continue
+            boxes = [{"label": box.label, "x": round(float(box.x), 1), "y": round(float(box.y), 1),
+                      "w": round(float(box.w), 1), "h": round(float(box.h), 1),
+                      "score": None if box.score is None else round(float(box.score), 4)} for box in record.boxes]
+            selection.meta = {**(selection.meta or {}),  # reassign: JSON columns do not track in-place changes
+                              PREDICTED_META: {"model_version": record.model_version, "boxes": boxes}}
 
 
 def export_tasks_json(catalog: Catalog, round_id: int, path: str | os.PathLike, *,
