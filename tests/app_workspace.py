@@ -203,13 +203,20 @@ def build_app_workspace(root: Path, data_root: Path, *, fractures: int = 8, repo
     return workspace
 
 
-def real_app_workspace(tmp_path_factory, test_catalog_url, name: str) -> Catalog:
-    """:func:`build_app_workspace` in a fresh temporary folder on the test database; skips, naming the file, when
-    ``../shared/data`` lacks a set it reads."""
+def real_app_workspace(tmp_path_factory, test_catalog_url, name: str, **options) -> Workspace:
+    """:func:`build_app_workspace` (with ``options``) in a fresh temporary folder on the test database; skips,
+    naming the file, when ``../shared/data`` lacks a set it reads."""
     from conftest import DATA_ROOT, data_path
 
     data_path(*FRACTURE_DIR)
     data_path(*REPORTS_ARCHIVE)
     data_path(*CHEST_IMAGE)
     root = (tmp_path_factory.mktemp(name) / "ws").resolve()
-    return build_app_workspace(root, DATA_ROOT, database_url=test_catalog_url(root))
+    return build_app_workspace(root, DATA_ROOT, database_url=test_catalog_url(root), **options)
+
+
+def point_app_at(monkeypatch, workspace: Workspace) -> None:
+    """Point the app at ``workspace`` (its folder and catalog URL), with a Label Studio that is down."""
+    monkeypatch.setenv("RADLOOP_WORKSPACE", str(workspace.root))
+    monkeypatch.setenv("RADLOOP_DATABASE_URL", workspace.database_url)
+    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")  # discard port: refused at once

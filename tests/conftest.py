@@ -95,6 +95,16 @@ def catalog(workspace):
 
 
 @pytest.fixture
+def env(monkeypatch):
+    """The app tests' environment, isolated from the caller's: no database URL (but the test catalog's PostgreSQL
+    one under ``RADLOOP_TEST_DATABASE=postgres``), a Label Studio that is down.  Returns ``monkeypatch``."""
+    if os.environ.get("RADLOOP_TEST_DATABASE") != "postgres":
+        monkeypatch.delenv("RADLOOP_DATABASE_URL", raising=False)
+    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")  # discard port: refused at once
+    return monkeypatch
+
+
+@pytest.fixture
 def one_torch_thread():
     """One intra-op torch thread: on a shared, oversubscribed CPU, OpenMP workers spin and run ~10x slower."""
     import torch

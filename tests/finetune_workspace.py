@@ -97,3 +97,31 @@ def register_random_encoder(catalog, folder: Path) -> str:
     saved = save_encoder(bundle.model.backbone, folder, timm_name="test_resnet", image_size=64, method="random")
     register_model(catalog, saved.version, kind="encoder", task="encoder", path=folder, make_current=True)
     return saved.version
+
+
+def filled_catalog(catalog, encoder_folder: Path, n_images: int = 24, **fill):
+    """``catalog`` with :func:`fill_fracture_catalog` (``fill``: its options) and a registered current encoder."""
+    fill_fracture_catalog(catalog, n_images, **fill)
+    register_random_encoder(catalog, encoder_folder)
+    return catalog
+
+
+def fresh_catalog(tmp_path_factory, test_catalog_url, name: str):
+    """An empty catalog in a new temporary workspace ``<name>/ws`` on the test database."""
+    from radloop.core.catalog import Catalog
+    from radloop.core.workspace import Workspace
+
+    root = (tmp_path_factory.mktemp(name) / "ws").resolve()
+    return Catalog.open(Workspace(root=root, database_url=test_catalog_url(root)).ensure())
+
+
+def train_job(name: str, head: str, *, batch_size: int, **sections):
+    """A one-epoch training job without augmentation, warm-up or body regions; ``sections`` update its sections."""
+    from radloop.ssl.finetune_config import TrainConfig
+
+    base = {"name": name, "head": head, "data": {"body_region": False},
+            "finetune": {"max_epochs": 1, "batch_size": batch_size, "augment": False, "warmup_steps": 0},
+            "trainer": {"num_threads": 1}}
+    for key, value in sections.items():
+        base[key] = {**base.get(key, {}), **value}
+    return TrainConfig.model_validate(base)

@@ -80,3 +80,23 @@ def fracture_subset(target: Path, count: int = 20) -> tuple[Path, Path]:
     coco_path = target / "subset.coco.json"
     coco_path.write_text(json.dumps(subset))
     return yolo, coco_path
+
+
+def committed_images(database: Path) -> int:
+    """The images a SQLite catalog holds now, read without a lock (0 while it cannot be read yet)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as connection:
+            return connection.execute("SELECT count(*) FROM images").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def wait_for_images(database: Path, process, at_least: int = 6, timeout: float = 60) -> None:
+    """Wait until the catalog holds ``at_least`` images, ``process`` (a running ingest) ends, or ``timeout`` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while committed_images(database) < at_least and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import update
+
 
 def ingest_noise_images(catalog, folder: Path, count: int, *, seed: int = 0) -> list[str]:
     """Write ``count`` random 32 x 32 PNGs into ``folder``, ingest them and return their image ids, sorted."""
@@ -20,6 +22,19 @@ def ingest_noise_images(catalog, folder: Path, count: int, *, seed: int = 0) -> 
     ingest_paths(catalog, [folder], workers=1)
     with catalog.session() as session:
         return sorted(session.scalars(Image.__table__.select().with_only_columns(Image.id)))
+
+
+def images_with_an_empty_region(catalog, folder: Path, *, seed: int = 0) -> list[str]:
+    """Four noise images: the first's body region an empty string, the second's ``wrist``, the others' null;
+    returns their image ids, sorted."""
+    from radloop.core.schema import Image
+
+    ids = ingest_noise_images(catalog, folder, 4, seed=seed)
+    with catalog.session() as session:
+        session.execute(update(Image).where(Image.id == ids[0]).values(body_region=""))
+        session.execute(update(Image).where(Image.id == ids[1]).values(body_region="wrist"))
+        session.commit()
+    return ids
 
 
 def named_pngs(folder: Path, names: list[str]) -> Path:

@@ -57,3 +57,26 @@ def build_workspace(catalog, count: int = 24, *, size: int = 64, real_dir: Path 
                               body_region=region, meta={}))
             ids.append(image_id)
     return ids
+
+
+def save_random_encoder(folder: Path) -> str:
+    """Save a random-init tiny ResNet encoder (32 px) into ``folder``, unregistered; returns its version."""
+    from radloop.ssl.encoders import random_encoder, save_encoder
+
+    bundle = random_encoder("test_resnet", 32)
+    return save_encoder(bundle.model.backbone, folder, timm_name="test_resnet", image_size=32,
+                        method="random").version
+
+
+def embed_command(catalog, encoder_dir: Path, *options: str) -> list[str]:
+    """``radloop embed`` of ``catalog`` with ``encoder_dir`` on the CPU in 2-image batches and 4-row shards."""
+    return ["embed", "-e", str(encoder_dir), "-w", str(catalog.workspace.root), "--batch-size", "2",
+            "--shard-size", "4", "--accelerator", "cpu", *options, "--json"]
+
+
+def embed_environment(catalog) -> dict[str, str]:
+    """The environment of an embedding subprocess: offline, one OpenMP thread, no warnings, the catalog's URL."""
+    import os
+
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+            "RADLOOP_DATABASE_URL": catalog.workspace.database_url}

@@ -26,15 +26,6 @@ def app_workspace(tmp_path_factory, test_catalog_url):
     return real_app_workspace(tmp_path_factory, test_catalog_url, "app")
 
 
-@pytest.fixture
-def env(monkeypatch):
-    """Isolate the app from the caller's environment: no database URL (but the test catalog's PostgreSQL one
-    under ``RADLOOP_TEST_DATABASE=postgres``), a Label Studio that is down."""
-    if os.environ.get("RADLOOP_TEST_DATABASE") != "postgres":
-        monkeypatch.delenv("RADLOOP_DATABASE_URL", raising=False)
-    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")  # discard port: refused at once
-    return monkeypatch
-
 
 def open_page(workspace: Path | Workspace, page: str, env) -> AppTest:
     """Open ``page`` on a workspace folder (catalog URL from the environment) or a Workspace (its own URL)."""
@@ -42,6 +33,11 @@ def open_page(workspace: Path | Workspace, page: str, env) -> AppTest:
         env.setenv("RADLOOP_DATABASE_URL", workspace.database_url)
         workspace = workspace.root
     env.setenv("RADLOOP_WORKSPACE", str(workspace))
+    return run_page(page)
+
+
+def run_page(page: str) -> AppTest:
+    """Start the app as the environment sets it up, go to ``page`` and check that no exception was raised."""
     app = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
     app.run()
     if page != PAGES[0]:
@@ -57,6 +53,15 @@ def texts(app: AppTest) -> str:
         parts += [str(element.value) for element in getattr(app, kind)]
     parts += [f"{metric.label}={metric.value}" for metric in app.metric]
     return "\n".join(parts)
+
+
+def _add_chest_image(catalog) -> None:
+    """Catalogue the real chest radiograph (test split): an image, no report, no encoder."""
+    from app_workspace import _add_image
+
+    with catalog.session() as session:
+        _add_image(session, catalog.workspace, data_path("iu_xray_images", "CXR3_IM-1384-1001.png"),
+                   dataset="iu_xray", body_region="chest", split="test", meta={})
 
 
 def test_app_workspace_catalog_is_the_test_database(app_workspace):
@@ -205,11 +210,7 @@ def test_round_control_without_label_studio(app_workspace, env):
 
 
 def test_round_control_without_encoder(catalog, env):
-    from app_workspace import _add_image
-
-    with catalog.session() as session:
-        _add_image(session, catalog.workspace, data_path("iu_xray_images", "CXR3_IM-1384-1001.png"),
-                   dataset="iu_xray", body_region="chest", split="test", meta={})
+    _add_chest_image(catalog)
     app = open_page(catalog.workspace.root, "page_rounds.py", env)
     assert next_steps.NO_ENCODER_FOR_ROUNDS in texts(app)
     assert app.button[0].disabled  # "Start round" waits for an encoder
@@ -275,11 +276,7 @@ def test_catalog_without_rows_says_what_to_do(catalog, env, page):
 
 
 def test_images_without_reports_and_reports_without_images(catalog, env):
-    from app_workspace import _add_image
-
-    with catalog.session() as session:
-        _add_image(session, catalog.workspace, data_path("iu_xray_images", "CXR3_IM-1384-1001.png"),
-                   dataset="iu_xray", body_region="chest", split="test", meta={})
+    _add_chest_image(catalog)
     app = open_page(catalog.workspace.root, "page_reports.py", env)
     assert "has images but no reports yet" in texts(app)
     assert next_steps.COMMANDS["ingest_reports"] in texts(app)

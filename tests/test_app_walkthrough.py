@@ -5,7 +5,6 @@ report reachable, status-aware report labels, finished rounds in the queue, empt
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import types
 from pathlib import Path
@@ -44,15 +43,6 @@ def finished_workspace(tmp_path_factory, test_catalog_url):
     body region (exhaustively annotated negatives)."""
     return _workspace(tmp_path_factory, test_catalog_url, "app-finished", open_round=False, negatives=2)
 
-
-@pytest.fixture
-def env(monkeypatch):
-    """As in test_app_pages: no database URL from the caller (but the test catalog's PostgreSQL one under
-    ``RADLOOP_TEST_DATABASE=postgres``), a Label Studio that is down."""
-    if os.environ.get("RADLOOP_TEST_DATABASE") != "postgres":
-        monkeypatch.delenv("RADLOOP_DATABASE_URL", raising=False)
-    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")  # discard port: refused at once
-    return monkeypatch
 
 
 def _fake_rounds(env, calls: list, *, refuse_changes_to: dict | None = None):

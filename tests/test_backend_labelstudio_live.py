@@ -8,13 +8,11 @@ import json
 import time
 
 import pytest
-from ls_catalog import build_round_catalog
+from ls_live_rounds import bound_round_catalog
 from ls_server import label_studio  # noqa: F401  (session fixture)
 from sqlalchemy import select
 
 from radloop.core.schema import Annotation
-from radloop.labeling.ls_client import LabelStudioClient
-from radloop.labeling.ls_project import init_project
 from radloop.labeling.ls_sync import push_round
 
 pytestmark = pytest.mark.labelstudio
@@ -29,11 +27,8 @@ def test_connect_twice_then_training_pulls_the_new_annotation(label_studio, test
     from radloop.app.cli import build_app
 
     server = label_studio
-    root = (server.document_root / "ws-backend").resolve()
-    catalog, round_id, image_ids = build_round_catalog(root, database_url=test_catalog_url(root))
-    client = LabelStudioClient(server.url, server.token, retries=2, backoff=0.2)
-    project_id = init_project(client, catalog.workspace, title="radloop backend live",
-                              document_root=str(server.document_root))["project_id"]
+    catalog, round_id, image_ids, client, project_id = bound_round_catalog(server, test_catalog_url, "ws-backend",
+                                                                           "radloop backend live")
     backend_ids: list[int] = []
     try:
         assert push_round(catalog, client, round_id, with_model=False)["imported"] == len(image_ids)
@@ -43,7 +38,7 @@ def test_connect_twice_then_training_pulls_the_new_annotation(label_studio, test
         with serve_in_thread(app) as url:
             for _attempt in range(2):  # the second run updates the backend (PATCH) instead of creating one
                 cli = CliRunner().invoke(build_app(), ["ls", "connect-backend", "--backend-url", url, "--workspace",
-                                                       str(root), "--json"], env=environment)
+                                                       str(catalog.workspace.root), "--json"], env=environment)
                 assert cli.exit_code == 0, cli.output
                 backend_ids.append(json.loads(cli.stdout)["ml_backend_id"])
             assert backend_ids[0] == backend_ids[1]

@@ -11,11 +11,10 @@ empty predictions only.
 from __future__ import annotations
 
 import pytest
-from ls_catalog import build_round_catalog
+from ls_live_rounds import bound_round_catalog
 from ls_server import label_studio  # noqa: F401  (session fixture)
 
-from radloop.labeling.ls_client import LabelStudioClient, LabelStudioError
-from radloop.labeling.ls_project import init_project
+from radloop.labeling.ls_client import LabelStudioError
 from radloop.labeling.ls_sync import push_round
 from radloop.ssl.predict import ImagePrediction
 
@@ -45,11 +44,8 @@ def test_retrieve_predictions_answers_every_task_and_stores_none_for_broken_ones
     from radloop.app.backend_runtime import CasePredictor
 
     server = label_studio
-    root = (server.document_root / "ws-predict").resolve()
-    catalog, round_id, image_ids = build_round_catalog(root, n_images=4, database_url=test_catalog_url(root))
-    client = LabelStudioClient(server.url, server.token, retries=2, backoff=0.2)
-    project_id = init_project(client, catalog.workspace, title="radloop predict live",
-                              document_root=str(server.document_root))["project_id"]
+    catalog, round_id, image_ids, client, project_id = bound_round_catalog(
+        server, test_catalog_url, "ws-predict", "radloop predict live", n_images=4)
     other = None
     try:
         assert push_round(catalog, client, round_id, with_model=False)["imported"] == len(image_ids)

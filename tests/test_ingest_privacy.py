@@ -13,6 +13,17 @@ from radloop.core.schema import Image, IngestError
 from test_ingest_dedupe import _catalog_of_schema_1, _dicom, _radiograph
 
 
+def _flagged(catalog) -> tuple[dict[str, Image], IngestError]:
+    """The images by file name and the one ingest warning, once ``burned.dcm`` is checked flagged and
+    ``clean.dcm`` not."""
+    with catalog.session() as session:
+        images = {image.source_path.rsplit("/", 1)[-1]: image for image in session.scalars(select(Image))}
+        warning = session.scalars(select(IngestError)).one()
+    assert images["burned.dcm"].meta.get("burned_in_annotation") is True
+    assert "burned_in_annotation" not in images["clean.dcm"].meta
+    return images, warning
+
+
 def _pooled(catalog) -> set[str]:
     """Image ids any round could select, whatever its pool split."""
     from radloop.app.rounds import RoundConfig, _pool
@@ -29,11 +40,7 @@ def test_burned_in_annotation_is_flagged_warned_and_kept_out_of_round_pools(tmp_
     _dicom(_radiograph(2), BurnedInAnnotation="NO").save_as(folder / "clean.dcm", enforce_file_format=True)
     summary = ingest_paths(catalog, [folder], workers=1, progress=False)
     assert summary.images_added == 2 and summary.errors == 0 and summary.warnings == 1
-    with catalog.session() as session:
-        images = {image.source_path.rsplit("/", 1)[-1]: image for image in session.scalars(select(Image))}
-        warning = session.scalars(select(IngestError)).one()
-    assert images["burned.dcm"].meta.get("burned_in_annotation") is True
-    assert "burned_in_annotation" not in images["clean.dcm"].meta
+    images, warning = _flagged(catalog)
     assert warning.stage == "privacy" and "BurnedInAnnotation" in warning.reason
     assert _pooled(catalog) == {images["clean.dcm"].id}
     assert catalog_info(catalog)["images_with_burned_in_annotation"] == 1
@@ -75,11 +82,7 @@ def test_an_image_catalogued_before_the_burned_in_check_is_flagged_when_its_file
         assert len(_pooled(catalog)) == 2 and catalog_info(catalog)["images_with_burned_in_annotation"] == 0
         summary = ingest_paths(catalog, [folder], workers=1, progress=False)
         assert summary.pixel_hashes_backfilled == 2 and summary.images_added == 0 and summary.warnings == 1
-        with catalog.session() as session:
-            images = {image.source_path.rsplit("/", 1)[-1]: image for image in session.scalars(select(Image))}
-            warning = session.scalars(select(IngestError)).one()
-        assert images["burned.dcm"].meta.get("burned_in_annotation") is True
-        assert "burned_in_annotation" not in images["clean.dcm"].meta
+        images, warning = _flagged(catalog)
         assert (warning.path, warning.stage) == (str(folder / "burned.dcm"), "privacy")
         assert warning.reason.startswith(f"warning: {images['burned.dcm'].id}: BurnedInAnnotation YES")
         assert _pooled(catalog) == {images["clean.dcm"].id}

@@ -7,13 +7,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pydicom
 from pydicom.uid import generate_uid
 from PIL import Image as PILImage
 
-from ingest_data import dicom_file
+from ingest_data import committed_images, dicom_file, wait_for_images
 
 N_FILES = 60
 
@@ -42,14 +41,6 @@ def _dead_pid() -> int:
     return child.pid
 
 
-def _count(database) -> int:
-    try:
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as connection:
-            return connection.execute("SELECT count(*) FROM images").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 def test_kill_9_mid_ingest_then_resume(tmp_path):
     folder = tmp_path / "dicoms"
     _variants(folder)
@@ -59,12 +50,10 @@ def test_kill_9_mid_ingest_then_resume(tmp_path):
                "--workers", "1", "--batch-size", "3", "--json"]
     env = {key: value for key, value in os.environ.items() if key != "RADLOOP_DATABASE_URL"}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.monotonic() + 60
-    while _count(database) < 6 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for_images(database, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    committed = _count(database)
+    committed = committed_images(database)
     assert 6 <= committed < N_FILES, f"the kill should land mid-run ({committed} of {N_FILES} committed)"
     stale = workspace / "renders" / "00" / f".I-00deadbeef000000.png.{_dead_pid()}.tmp"
     stale.parent.mkdir(parents=True, exist_ok=True)

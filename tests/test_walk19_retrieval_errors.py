@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from radloop.retrieval import IndexConfig, IndexManager, index_folder, search_cases
-from test_retrieval_search import VERSION, _fill, register_random_resnet
+from test_retrieval_search import VERSION, _fill
 
 
 def _invoke(arguments: list[str]):
@@ -178,20 +178,9 @@ def test_bench_retrieval_recall_compares_with_exact_search_on_the_same_normalise
 def test_an_array_query_that_cannot_be_embedded_is_named_by_its_shape(catalog):
     """The app passes uploads as arrays: a failing one used to print every pixel value in the message."""
     pytest.importorskip("torch")
-    from radloop.core.embeddings import write_shard
-    from radloop.core.schema import Image, Study
-    from radloop.ssl import embed_images
+    from search_pair import two_embedded_images
 
-    saved = register_random_resnet(catalog, "enc-walk")
-    pixels = np.random.default_rng(0).integers(0, 255, size=(2, 40, 40), dtype=np.uint8)
-    with catalog.session() as session:
-        for i in range(2):
-            session.add(Study(id=f"S-{i}", dataset="t", split="train"))
-            session.flush()
-            session.add(Image(id=f"I-{i}", study_id=f"S-{i}", content_hash=f"{i}" * 64, dataset="t",
-                              source_path=f"/nowhere/{i}.png", source_format="png", render_path=f"r{i}.png",
-                              thumb_path=f"t{i}.png", width=40, height=40, render_width=40, render_height=40))
-    write_shard(catalog, "enc-walk", ["I-0", "I-1"], embed_images(saved, list(pixels)), normalized=True)
+    two_embedded_images(catalog, "enc-walk")
     with pytest.raises(ValueError) as caught:
         search_cases(catalog, image=np.zeros((3, 40, 40, 2)), k=1)
     message = str(caught.value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from radloop.labeling import ReportLabeler, load_rule_set
+from report_mentions import found
 
 # medspacy calls its token Matcher even when a component's rules are all phrases (spaCy W036)
 pytestmark = pytest.mark.filterwarnings("ignore:.*W036:UserWarning")
@@ -19,10 +20,6 @@ def labeler():
     return ReportLabeler()
 
 
-def _found(labeler, text: str, finding: str) -> list:
-    return [mention for mention in labeler.label(text) if mention.finding == finding]
-
-
 @pytest.mark.parametrize("text", [
     "Pacemaker leads project over the right ventricle.",
     "Right ventricular lead in satisfactory position.",
@@ -30,12 +27,12 @@ def _found(labeler, text: str, finding: str) -> list:
     "Dual-chamber pacemaker with leads in the right atrium and left ventricle.",
 ])
 def test_a_heart_chamber_is_no_device_side(labeler, text):
-    devices = _found(labeler, text, "device")
+    devices = found(labeler, text, "device")
     assert devices and {mention.laterality for mention in devices} == {None}
 
 
 def test_a_side_word_keeps_its_side_before_other_words(labeler):
-    assert [m.laterality for m in _found(labeler, "Right subclavian catheter in the SVC.", "device")] == ["right"]
+    assert [m.laterality for m in found(labeler, "Right subclavian catheter in the SVC.", "device")] == ["right"]
 
 
 @pytest.mark.parametrize(("text", "finding", "status"), [
@@ -48,7 +45,7 @@ def test_a_side_word_keeps_its_side_before_other_words(labeler):
     ("History: cough FINDINGS: Small right pleural effusion.", "effusion", "positive"),
 ])
 def test_excluded_headers_count_at_a_line_or_sentence_start(labeler, text, finding, status):
-    assert [m.status for m in _found(labeler, text, finding)] == ([status] if status else [])
+    assert [m.status for m in found(labeler, text, finding)] == ([status] if status else [])
 
 
 def test_line_start_sections_are_section_categories():
@@ -63,7 +60,7 @@ def test_line_start_sections_are_section_categories():
     ("The lungs are clear. Possible small nodule in the right upper lobe.", "negative"),
 ])
 def test_only_an_asserted_or_possible_abnormality_vetoes_normal(labeler, text, normal):
-    assert [m.status for m in _found(labeler, text, "normal")] == [normal]
+    assert [m.status for m in found(labeler, text, "normal")] == [normal]
 
 
 def test_a_broken_device_named_once_is_a_device_and_no_fracture(labeler):
@@ -74,8 +71,8 @@ def test_a_broken_device_named_once_is_a_device_and_no_fracture(labeler):
 
 def test_a_comma_before_a_healed_finding_ends_the_uncertainty(labeler):
     text = "Axillary densities most suggestive of artifacts, healed right lateral 10th rib fracture noted."
-    assert [(m.status, m.temporality) for m in _found(labeler, text, "fracture")] == [("positive", "old")]
-    assert [m.status for m in _found(labeler, "Possible artifacts, effusion or consolidation.", "effusion")] == ["uncertain"]
+    assert [(m.status, m.temporality) for m in found(labeler, text, "fracture")] == [("positive", "old")]
+    assert [m.status for m in found(labeler, "Possible artifacts, effusion or consolidation.", "effusion")] == ["uncertain"]
 
 
 class _Rule:

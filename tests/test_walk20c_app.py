@@ -5,19 +5,17 @@ echoed back whole, and the overview does not send a workspace without reports to
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image as PILImage
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from app_workspace import point_app_at  # noqa: E402
 from radloop.app import next_steps, views_search  # noqa: E402
 from radloop.core.schema import Image, Study  # noqa: E402
-
-MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+from test_app_pages import run_page  # noqa: E402
 
 
 @pytest.fixture
@@ -35,19 +33,8 @@ def images_only(workspace, catalog, monkeypatch):
                               render_path=workspace.relative(render), thumb_path=workspace.relative(render), width=48,
                               height=64, render_width=48, render_height=64, body_region="wrist", modality="DX",
                               meta={}))
-    monkeypatch.setenv("RADLOOP_WORKSPACE", str(workspace.root))
-    monkeypatch.setenv("RADLOOP_DATABASE_URL", workspace.database_url)
-    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")
+    point_app_at(monkeypatch, workspace)
     return workspace
-
-
-def _open(page: str) -> AppTest:
-    app = AppTest.from_file(MAIN, default_timeout=60)
-    app.run()
-    if page != "page_overview.py":
-        app.switch_page(page).run()
-    assert not app.exception, [item.value for item in app.exception]
-    return app
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -59,7 +46,7 @@ def _png(pixels: np.ndarray) -> bytes:
 def test_a_very_thin_upload_is_previewed_instead_of_failing_the_page(images_only):
     """Streamlit scaled a 10 x 5000 strip to 256 px wide, i.e. 0 px high: "This page could not be shown:
     ValueError: height and width must be > 0"."""
-    app = _open("page_search.py")
+    app = run_page("page_search.py")
     strip = np.tile(np.arange(5000, dtype=np.uint16) % 256, (10, 1)).astype(np.uint8)
     app.file_uploader(key="search_upload").upload("strip.png", _png(strip), "image/png").run()
     assert not app.exception
@@ -72,7 +59,7 @@ def test_a_very_thin_upload_is_previewed_instead_of_failing_the_page(images_only
 
 
 def test_a_pasted_text_typed_as_case_id_is_not_echoed_whole(images_only):
-    app = _open("page_search.py")
+    app = run_page("page_search.py")
     pasted = "FINDINGS: " + "no acute fracture `seen` " * 4000
     app.text_input(key="search_case_id").input(pasted).run()
     [warning] = [item.value for item in app.warning]
@@ -83,7 +70,7 @@ def test_a_pasted_text_typed_as_case_id_is_not_echoed_whole(images_only):
 
 
 def test_overview_without_reports_says_to_ingest_reports_not_to_label_them(images_only):
-    app = _open("page_overview.py")
+    app = run_page("page_overview.py")
     infos = [item.value for item in app.info]
     assert next_steps.NO_REPORTS in infos
     assert next_steps.NO_WEAK_LABELS not in infos

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from finetune_workspace import fill_fracture_catalog, register_random_encoder
+from finetune_workspace import filled_catalog, train_job
 from radloop.core.config import ConfigError
 from radloop.core.records import Box
 from radloop.core.schema import Annotation
@@ -31,18 +31,11 @@ def _arrays(count: int, seed: int = 0) -> list[np.ndarray]:
 @pytest.fixture
 def filled(catalog, tmp_path):
     """24 real radiographs (train / test / val by study) and a registered tiny current encoder."""
-    fill_fracture_catalog(catalog, 24, seed=2, render_size=96, splits=("train", "test", "val"))
-    register_random_encoder(catalog, tmp_path / "encoder")
-    return catalog
+    return filled_catalog(catalog, tmp_path / "encoder", seed=2, render_size=96, splits=("train", "test", "val"))
 
 
 def _finetune_job(head: str = "finetune", **sections) -> TrainConfig:
-    base = {"name": "walk", "head": head, "data": {"body_region": False},
-            "finetune": {"max_epochs": 1, "batch_size": 8, "augment": False, "warmup_steps": 0},
-            "trainer": {"num_threads": 1}}
-    for key, value in sections.items():
-        base[key] = {**base.get(key, {}), **value}
-    return TrainConfig.model_validate(base)
+    return train_job("walk", head, batch_size=8, **sections)
 
 
 # ------------------------------------------------------------------------------------- saved models reload

@@ -18,7 +18,7 @@ from PIL import Image as PILImage
 from typer.testing import CliRunner
 
 from conftest import data_path
-from finetune_workspace import fill_fracture_catalog, fracture_coco, register_random_encoder
+from finetune_workspace import filled_catalog, fracture_coco, fresh_catalog
 
 DICOM_NAME = "siim_cr_chest_pa_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 
@@ -26,15 +26,11 @@ DICOM_NAME = "siim_cr_chest_pa_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.8
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, test_catalog_url):
     """(catalog, probe version, detector version, CLI env)."""
-    from radloop.core.catalog import Catalog
-    from radloop.core.workspace import Workspace
     from radloop.ssl.finetune_config import TrainConfig
     from radloop.ssl.finetune_jobs import run_training
 
-    root = (tmp_path_factory.mktemp("predict") / "ws").resolve()
-    catalog = Catalog.open(Workspace(root=root, database_url=test_catalog_url(root)).ensure())
-    fill_fracture_catalog(catalog, 24, seed=2, render_size=160)
-    register_random_encoder(catalog, root / "encoder")
+    catalog = fresh_catalog(tmp_path_factory, test_catalog_url, "predict")
+    filled_catalog(catalog, catalog.workspace.root / "encoder", seed=2, render_size=160)
     probe = run_training(catalog, TrainConfig.model_validate(
         {"name": "probe-predict", "head": "probe", "trainer": {"num_threads": 1}}), progress=False).version
     detector = run_training(catalog, TrainConfig.model_validate(

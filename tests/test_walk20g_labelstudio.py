@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import pytest
+from ls_live_rounds import delete_projects
 from ls_server import label_studio  # noqa: F401  (session fixture)
 from sqlalchemy import select
 
@@ -97,9 +98,5 @@ def test_round_in_a_deleted_project_after_ls_init_rebound(label_studio, test_cat
         moved = pull_round(catalog, client, round_two, binding=pushed_binding(catalog, round_two))
         assert moved["project_id"] == projects[1] and moved["pending"] == 2  # pulled from the new project
     finally:
-        for project_id in projects:
-            try:
-                client.delete_project(project_id)
-            except Exception:  # noqa: BLE001 - already deleted
-                pass
+        delete_projects(client, projects)
         catalog.dispose()

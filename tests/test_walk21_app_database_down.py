@@ -9,11 +9,11 @@ pytest.importorskip("streamlit")
 pytest.importorskip("psycopg")
 
 from radloop.app import next_steps  # noqa: E402
-from test_app_pages import env, open_page, texts  # noqa: E402, F401  (fixture)
+from test_app_pages import open_page, texts  # noqa: E402
 
 
 @pytest.mark.parametrize("page", ["page_overview.py", "page_search.py"])
-def test_unreachable_database_server_says_to_check_the_server(tmp_path, env, page):  # noqa: F811
+def test_unreachable_database_server_says_to_check_the_server(tmp_path, env, page):
     root = tmp_path / "ws"
     root.mkdir()
     env.setenv("RADLOOP_DATABASE_URL", "postgresql+psycopg://radloop:secret-word@127.0.0.1:9/radloop")

@@ -7,10 +7,10 @@ import pytest
 pytest.importorskip("streamlit")
 
 from conftest import data_path
-from test_app_pages import env, open_page  # noqa: F401 (the fixture)
+from test_app_pages import open_page
 
 
-def test_images_without_a_region_stored_as_null_and_as_empty_give_one_unknown_option(catalog, env):  # noqa: F811
+def test_images_without_a_region_stored_as_null_and_as_empty_give_one_unknown_option(catalog, env):
     from app_workspace import _add_image
 
     sources = [data_path("iu_xray_images", "CXR3_IM-1384-1001.png"),

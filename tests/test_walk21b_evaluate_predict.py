@@ -15,21 +15,17 @@ import pytest
 from PIL import Image as PILImage
 from typer.testing import CliRunner
 
-from finetune_workspace import fill_fracture_catalog, fracture_coco, register_random_encoder
+from finetune_workspace import filled_catalog, fracture_coco, fresh_catalog, register_random_encoder
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, test_catalog_url):
     """(catalog, {head: version}, CLI env)."""
-    from radloop.core.catalog import Catalog
-    from radloop.core.workspace import Workspace
     from radloop.ssl.finetune_config import TrainConfig
     from radloop.ssl.finetune_jobs import run_training
 
-    root = (tmp_path_factory.mktemp("evaluate") / "ws").resolve()
-    catalog = Catalog.open(Workspace(root=root, database_url=test_catalog_url(root)).ensure())
-    fill_fracture_catalog(catalog, 24, seed=2, render_size=96)
-    register_random_encoder(catalog, root / "encoder")
+    catalog = fresh_catalog(tmp_path_factory, test_catalog_url, "evaluate")
+    filled_catalog(catalog, catalog.workspace.root / "encoder", seed=2, render_size=96)
     jobs = {"probe": {"name": "probe-eval", "head": "probe"},
             "finetune": {"name": "clf-eval", "head": "finetune", "make_current": False,
                          "data": {"body_region": False, "max_eval_images": 2},

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from finetune_workspace import fill_fracture_catalog, register_random_encoder
+from finetune_workspace import fill_fracture_catalog, filled_catalog, register_random_encoder, train_job
 from radloop.core.config import ConfigError, load_config
 from radloop.ssl.finetune_config import FinetuneConfig, TrainConfig, TrainerConfig
 from radloop.ssl.finetune_data import DataError, LabeledSet, cap_images, drop_unlabelled
@@ -19,18 +19,11 @@ QUIET = TrainerConfig(num_threads=1, log_every_n_steps=1)
 @pytest.fixture
 def filled(catalog, tmp_path):
     """24 real radiographs (train / test / val by study) and a registered tiny current encoder."""
-    fill_fracture_catalog(catalog, 24, seed=2, render_size=96, splits=("train", "test", "val"))
-    register_random_encoder(catalog, tmp_path / "encoder")
-    return catalog
+    return filled_catalog(catalog, tmp_path / "encoder", seed=2, render_size=96, splits=("train", "test", "val"))
 
 
 def _job(head: str = "probe", **sections) -> TrainConfig:
-    base = {"name": "walk21b", "head": head, "data": {"body_region": False},
-            "finetune": {"max_epochs": 1, "batch_size": 4, "augment": False, "warmup_steps": 0},
-            "trainer": {"num_threads": 1}}
-    for key, value in sections.items():
-        base[key] = {**base.get(key, {}), **value}
-    return TrainConfig.model_validate(base)
+    return train_job("walk21b", head, batch_size=4, **sections)
 
 
 def _labeled(column: list[int]) -> LabeledSet:

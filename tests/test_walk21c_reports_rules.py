@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from radloop.labeling import ReportLabeler
+from report_mentions import found
 from radloop.labeling.exam_side import ExamSide, first_line_end
 from radloop.labeling.rules_loader import PIPELINE_REVISION, load_rule_set
 
@@ -16,10 +17,6 @@ def labeler():
     return ReportLabeler()
 
 
-def _found(labeler, text, finding):
-    return [m for m in labeler.label(text) if m.finding == finding]
-
-
 # --- the exam's side -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text", [
@@ -29,7 +26,7 @@ def _found(labeler, text, finding):
     "TECHNIQUE: Three views of the left wrist.\nFINDINGS: There is a distal radius fracture.\nIMPRESSION: Fracture.",
 ])
 def test_a_finding_without_a_side_takes_the_exams_one_side(labeler, text):
-    fractures = [m for m in _found(labeler, text, "fracture") if m.status == "positive"]
+    fractures = found(labeler, text, "fracture", "positive")
     assert fractures and {m.laterality for m in fractures} == {"left"}, fractures
 
 
@@ -44,19 +41,19 @@ def test_a_finding_without_a_side_takes_the_exams_one_side(labeler, text):
     ("INDICATION: left wrist pain\nFINDINGS: There is a distal radius fracture.", "fracture"),  # an indication
 ])
 def test_no_exam_side_when_the_exam_names_none_or_both(labeler, text, finding):
-    mentions = _found(labeler, text, finding)
+    mentions = found(labeler, text, finding)
     assert mentions and all(m.laterality is None for m in mentions), mentions
 
 
 def test_a_side_word_of_a_view_is_no_exam_side(labeler):
     text = "TECHNIQUE: PA, lateral and left anterior oblique views of the ribs.\nFINDINGS: Fracture of the 7th rib."
-    assert [m.laterality for m in _found(labeler, text, "fracture")] == [None]
+    assert [m.laterality for m in found(labeler, text, "fracture")] == [None]
     text = "TECHNIQUE: Left rib series with oblique views.\nFINDINGS: Fracture of the 7th rib."
-    assert [m.laterality for m in _found(labeler, text, "fracture")] == ["left"]
+    assert [m.laterality for m in found(labeler, text, "fracture")] == ["left"]
 
 
 def test_a_finding_keeps_its_own_side(labeler):
-    fractures = _found(labeler, "EXAM: LEFT WRIST. FINDINGS: Fracture of the right distal radius.", "fracture")
+    fractures = found(labeler, "EXAM: LEFT WRIST. FINDINGS: Fracture of the right distal radius.", "fracture")
     assert [m.laterality for m in fractures] == ["right"]
 
 
@@ -102,7 +99,7 @@ def test_pipeline_revision_was_bumped():
     "Overlying splint material obscures detail. Splint in place.",
 ])
 def test_casts_and_splints_are_devices(labeler, text):
-    devices = [m for m in _found(labeler, text, "device") if m.status == "positive"]
+    devices = found(labeler, text, "device", "positive")
     assert devices and {m.device_type for m in devices} == {"cast_splint"}, devices
 
 
@@ -116,7 +113,7 @@ def test_casts_and_splints_are_devices(labeler, text):
     "No cast.",
 ])
 def test_no_cast_present(labeler, text):
-    assert not [m for m in _found(labeler, text, "device") if m.status == "positive"]
+    assert not found(labeler, text, "device", "positive")
 
 
 # --- an absent healing sign ------------------------------------------------------------------------------------
@@ -127,7 +124,7 @@ def test_no_cast_present(labeler, text):
     "Fracture of the distal radius, no callous formation.",
 ])
 def test_absent_callus_does_not_make_a_fracture_old(labeler, text):
-    fractures = [m for m in _found(labeler, text, "fracture") if m.status == "positive"]
+    fractures = found(labeler, text, "fracture", "positive")
     assert fractures and all(m.temporality == "unspecified" for m in fractures), fractures
     assert all("OLD" not in m.modifiers for m in fractures)
 
@@ -138,7 +135,7 @@ def test_absent_callus_does_not_make_a_fracture_old(labeler, text):
     "Old rib fracture with no acute fracture.",
 ])
 def test_present_healing_signs_still_make_it_old(labeler, text):
-    fractures = [m for m in _found(labeler, text, "fracture") if m.status == "positive"]
+    fractures = found(labeler, text, "fracture", "positive")
     assert fractures and fractures[0].temporality == "old", fractures
 
 
@@ -155,9 +152,9 @@ def test_present_healing_signs_still_make_it_old(labeler, text):
     ("Cannot definitely rule out fracture.", "fracture"),
 ])
 def test_an_adverb_inside_cannot_be_excluded_keeps_it_uncertain(labeler, text, finding):
-    assert [m.status for m in _found(labeler, text, finding)] == ["uncertain"]
+    assert [m.status for m in found(labeler, text, finding)] == ["uncertain"]
 
 
 def test_plain_negation_and_exclusion_still_work(labeler):
-    assert [m.status for m in _found(labeler, "No fracture. Pneumonia is not excluded.", "fracture")] == ["negative"]
-    assert [m.status for m in _found(labeler, "Cannot exclude pneumonia.", "pneumonia")] == ["uncertain"]
+    assert [m.status for m in found(labeler, "No fracture. Pneumonia is not excluded.", "fracture")] == ["negative"]
+    assert [m.status for m in found(labeler, "Cannot exclude pneumonia.", "pneumonia")] == ["uncertain"]

@@ -18,6 +18,7 @@ import json
 from contextlib import contextmanager
 
 import pytest
+from ls_live_rounds import delete_projects
 from ls_server import label_studio  # noqa: F401  (session fixture)
 from rounds_workspace import build_rounds_catalog
 from sqlalchemy import select
@@ -54,12 +55,20 @@ def _live_workspace(server, test_catalog_url, monkeypatch, name: str):
     try:
         yield catalog, client, projects
     finally:
-        for project_id in projects:
-            try:
-                client.delete_project(project_id)
-            except Exception:  # noqa: BLE001 - already deleted
-                pass
+        delete_projects(client, projects)
         catalog.dispose()
+
+
+def _start_and_answer_one(catalog, client, project_id: int, budget: int, choice: str):
+    """Start a random round of ``budget`` and answer its first selected image with ``choice`` in Label Studio;
+    returns ``(round, answered image, unanswered images)``."""
+    from radloop.app.rounds import start_round
+
+    started = start_round(catalog, strategy="random", budget=budget, dataset="fracture")
+    tasks = {task["data"]["case_id"]: task["id"] for task in client.iter_tasks(project_id, round_id=started.round_id)}
+    answered, *unanswered = _selected(catalog, started.round_id)
+    client.create_annotation(tasks[answered], [_choices("findings", choice)])
+    return started, answered, unanswered
 
 
 def new_project(server, client, catalog, name: str) -> int:
@@ -77,10 +86,7 @@ def test_finished_round_of_a_deleted_project_releases_its_unanswered_tasks(label
 
     server = label_studio
     with _live_workspace(server, test_catalog_url, monkeypatch, "released") as (catalog, client, projects):
-        first = start_round(catalog, strategy="random", budget=4, dataset="fracture")
-        tasks = {task["data"]["case_id"]: task["id"] for task in client.iter_tasks(projects[0], round_id=first.round_id)}
-        answered, *unanswered = _selected(catalog, first.round_id)
-        client.create_annotation(tasks[answered], [_choices("findings", "fracture")])
+        first, answered, unanswered = _start_and_answer_one(catalog, client, projects[0], 4, "fracture")
         assert finish_round(catalog).pending == 3
         assert set(pending_images(catalog)) == set(unanswered)
         # the project is deleted in Label Studio; `radloop ls init` makes a new one
@@ -118,10 +124,7 @@ def test_late_pull_before_a_start_releases_and_notes(label_studio, test_catalog_
 
     server = label_studio
     with _live_workspace(server, test_catalog_url, monkeypatch, "late") as (catalog, client, projects):
-        first = start_round(catalog, strategy="random", budget=3, dataset="fracture")
-        tasks = {task["data"]["case_id"]: task["id"] for task in client.iter_tasks(projects[0], round_id=first.round_id)}
-        answered, *unanswered = _selected(catalog, first.round_id)
-        client.create_annotation(tasks[answered], [_choices("findings", "normal")])
+        _first, _answered, unanswered = _start_and_answer_one(catalog, client, projects[0], 3, "normal")
         finish_round(catalog)
         client.delete_project(projects[0])
         projects.append(new_project(server, client, catalog, "late"))

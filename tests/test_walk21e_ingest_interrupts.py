@@ -16,10 +16,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -27,6 +25,7 @@ from PIL import Image as PILImage
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from ingest_data import committed_images, wait_for_images
 from radloop.app.cli import build_app
 from radloop.core.ingest import IngestInterrupted, IngestLockedError, ingest_paths
 from radloop.core.ingest_lock import ingest_lock
@@ -140,14 +139,6 @@ def test_the_cli_says_what_an_interrupted_run_wrote(tmp_path, monkeypatch):
     assert "Run the same command again to resume" in output
 
 
-def _count(database) -> int:
-    try:
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as connection:
-            return connection.execute("SELECT count(*) FROM images").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 def test_ctrl_c_mid_run_says_so_without_worker_tracebacks_and_the_rerun_adds_the_rest(tmp_path):
     count = 150
     folder = _pngs(tmp_path / "pngs", count, size=256)
@@ -157,12 +148,10 @@ def test_ctrl_c_mid_run_says_so_without_worker_tracebacks_and_the_rerun_adds_the
     # a session of its own: Ctrl-C at a terminal reaches the whole process group, workers included
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=_environment(), start_new_session=True)
-    deadline = time.monotonic() + 60
-    while _count(workspace / "catalog.sqlite") < 6 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for_images(workspace / "catalog.sqlite", process)
     os.killpg(process.pid, signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
-    committed = _count(workspace / "catalog.sqlite")
+    committed = committed_images(workspace / "catalog.sqlite")
     assert 6 <= committed < count, f"the interrupt should land mid-run ({committed} of {count} committed)"
     output = " ".join((stdout + stderr).split())
     assert process.returncode == 130, output
@@ -172,4 +161,4 @@ def test_ctrl_c_mid_run_says_so_without_worker_tracebacks_and_the_rerun_adds_the
     assert resumed.returncode == 0, resumed.stderr
     result = json.loads(resumed.stdout)
     assert (result["images_added"], result["images_skipped_existing"]) == (count - committed, committed)
-    assert _count(workspace / "catalog.sqlite") == count
+    assert committed_images(workspace / "catalog.sqlite") == count

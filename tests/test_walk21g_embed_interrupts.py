@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from ssl_workspace import build_workspace
+from ssl_workspace import build_workspace, embed_command, embed_environment, save_random_encoder
 
 IMAGES = 40
 
@@ -36,14 +36,8 @@ main()
 
 @pytest.fixture
 def embedding_workspace(catalog, tmp_path):
-    from radloop.ssl.encoders import random_encoder, save_encoder
-
     ids = build_workspace(catalog, IMAGES)
-    bundle = random_encoder("test_resnet", 32)
-    encoder_dir = tmp_path / "encoder"
-    version = save_encoder(bundle.model.backbone, encoder_dir, timm_name="test_resnet", image_size=32,
-                           method="random").version
-    return catalog, ids, encoder_dir, version
+    return catalog, ids, tmp_path / "encoder", save_random_encoder(tmp_path / "encoder")
 
 
 def _rows(catalog, version: str) -> list[str]:
@@ -53,20 +47,10 @@ def _rows(catalog, version: str) -> list[str]:
         return [image_id for image_id, in session.query(Embedding.image_id).filter(Embedding.model_version == version)]
 
 
-def _command(catalog, encoder_dir) -> list[str]:
-    return ["embed", "-e", str(encoder_dir), "-w", str(catalog.workspace.root), "--batch-size", "2",
-            "--shard-size", "4", "--accelerator", "cpu", "--json"]
-
-
-def _environment(catalog) -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
-            "RADLOOP_DATABASE_URL": catalog.workspace.database_url}
-
-
 def _stop_mid_run(catalog, encoder_dir, version: str, signal_number: int) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen([sys.executable, "-c", SLOW_CLI, *_command(catalog, encoder_dir)],
-                               env=_environment(catalog), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    process = subprocess.Popen([sys.executable, "-c", SLOW_CLI, *embed_command(catalog, encoder_dir)],
+                               env=embed_environment(catalog), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
     deadline = time.monotonic() + 120
     try:
         while len(_rows(catalog, version)) < 8 and process.poll() is None and time.monotonic() < deadline:
@@ -113,8 +97,8 @@ def test_embed_stopped_mid_run_then_rerun_embeds_every_image_once(embedding_work
 
     assert sorted(load_embeddings(catalog, version).image_ids) == sorted(kept)  # what was kept reads back whole
 
-    rerun = subprocess.run([sys.executable, "-m", "radloop.app.cli", *_command(catalog, encoder_dir)],
-                           env=_environment(catalog), capture_output=True, text=True, timeout=180, check=False)
+    rerun = subprocess.run([sys.executable, "-m", "radloop.app.cli", *embed_command(catalog, encoder_dir)],
+                           env=embed_environment(catalog), capture_output=True, text=True, timeout=180, check=False)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     summary = json.loads(rerun.stdout)
     assert summary["embedded"] == IMAGES - len(kept) and summary["already_embedded"] == len(kept)

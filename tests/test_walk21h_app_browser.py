@@ -40,27 +40,43 @@ def _settle(driver, seconds: float = 3.0) -> None:
     time.sleep(seconds)
 
 
+def _open_search(driver, base_url: str) -> None:
+    """The case search page, its images drawn."""
+    driver.get(f"{base_url}/search")
+    _wait_for(driver, '[data-testid="stImage"] img', 1)
+    _settle(driver, 1.0)
+
+
+def _select_box(driver, label: str):
+    """The select box whose label starts with ``label``."""
+    from selenium.webdriver.common.by import By
+
+    return next(box for box in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSelectbox"]')
+                if box.text.startswith(label))
+
+
+def _to_models_and_back(driver) -> None:
+    """Through the sidebar to the Models page and back to the case search."""
+    _sidebar_link(driver, "Models").click()
+    _wait_for(driver, '[data-testid="stDataFrame"]', 1)
+    _settle(driver, 1.0)
+    _sidebar_link(driver, "Case search").click()
+    _wait_for(driver, '[data-testid="stImage"] img', 1)
+    _settle(driver)
+
+
 def test_search_region_is_still_shown_after_another_page(server, browser):  # noqa: F811
     from selenium.webdriver.common.by import By
 
     base_url, _ = server
-    browser.get(f"{base_url}/search")
-    _wait_for(browser, '[data-testid="stImage"] img', 1)
-    _settle(browser, 1.0)
-    region_box = next(box for box in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stSelectbox"]')
-                      if box.text.startswith("Body region"))
-    region_box.click()
+    _open_search(browser, base_url)
+    _select_box(browser, "Body region").click()
     next(option for option in _wait_for(browser, '[role="option"]', 2) if option.text.strip() == "elbow").click()
     _settle(browser)
     assert _boxes(browser)["Body region"] == "elbow"
     picked = _boxes(browser)["…or pick a case"]
     assert picked.endswith("· elbow")
-    _sidebar_link(browser, "Models").click()
-    _wait_for(browser, '[data-testid="stDataFrame"]', 1)
-    _settle(browser, 1.0)
-    _sidebar_link(browser, "Case search").click()
-    _wait_for(browser, '[data-testid="stImage"] img', 1)
-    _settle(browser)
+    _to_models_and_back(browser)
     shown = _boxes(browser)
     assert shown["Body region"] == "elbow", shown
     assert shown["…or pick a case"] == picked  # and the search still runs on it

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -20,12 +19,11 @@ from sqlalchemy import select, update
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from app_workspace import real_app_workspace  # noqa: E402
+from app_workspace import point_app_at, real_app_workspace  # noqa: E402
 from radloop.app import next_steps, views, views_rounds  # noqa: E402
 from radloop.core.catalog import Catalog  # noqa: E402
 from radloop.core.schema import Image, Report, Round, Selection  # noqa: E402
-
-MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+from test_app_pages import run_page  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -42,19 +40,8 @@ def catalog(app_workspace):
 
 @pytest.fixture
 def env(app_workspace, monkeypatch):
-    monkeypatch.setenv("RADLOOP_WORKSPACE", str(app_workspace.root))
-    monkeypatch.setenv("RADLOOP_DATABASE_URL", app_workspace.database_url)
-    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")
+    point_app_at(monkeypatch, app_workspace)
     return monkeypatch
-
-
-def _open(page: str) -> AppTest:
-    app = AppTest.from_file(MAIN, default_timeout=60)
-    app.run()
-    if page != "page_overview.py":
-        app.switch_page(page).run()
-    assert not app.exception, [item.value for item in app.exception]
-    return app
 
 
 def test_queue_names_a_missing_body_region_unknown(catalog, env):
@@ -64,7 +51,7 @@ def test_queue_names_a_missing_body_region_unknown(catalog, env):
     queue = views_rounds.selection_queue(catalog)
     assert queue.items.set_index("image_id").loc[first, "body_region"] == views.UNKNOWN_REGION
     assert queue.items["body_region"].notna().all()
-    app = _open("page_queue.py")
+    app = run_page("page_queue.py")
     table = app.dataframe[0].value
     assert table.set_index("image_id").loc[first, "body_region"] == "unknown"
 
@@ -73,7 +60,7 @@ def test_typed_report_only_study_says_it_has_no_images(catalog, env):
     with catalog.session() as session:
         study_id = session.scalar(select(Report.study_id).order_by(Report.id).limit(1))
         assert not session.scalar(select(Image.id).where(Image.study_id == study_id))  # a report-only study
-    app = _open("page_search.py")
+    app = run_page("page_search.py")
     app.text_input(key="search_case_id").input(study_id).run()
     warning = app.warning[0].value
     assert warning.startswith(f"Study `{study_id}` has no images") and "No image or study" not in warning
@@ -82,20 +69,20 @@ def test_typed_report_only_study_says_it_has_no_images(catalog, env):
 
 
 def test_overview_says_what_the_open_round_waits_on(catalog, env):
-    app = _open("page_overview.py")
+    app = run_page("page_overview.py")
     infos = [item.value for item in app.info]
     assert next_steps.open_round(2, "selected") in infos
     assert "Round control" in next_steps.open_round(2, "selected")
     with catalog.session() as session:
         session.execute(update(Round).where(Round.number == 2).values(state="pushed"))
     try:
-        app = _open("page_overview.py")
+        app = run_page("page_overview.py")
         pushed = next_steps.open_round(2, "pushed")
         assert pushed in [item.value for item in app.info] and "Selection queue" in pushed
         assert next_steps.command("round_finish") in pushed
         with catalog.session() as session:
             session.execute(update(Round).where(Round.number == 2).values(state="finished"))
-        app = _open("page_overview.py")
+        app = run_page("page_overview.py")
         assert not [item.value for item in app.info if "Round 2" in item.value]
     finally:
         with catalog.session() as session:
@@ -110,7 +97,7 @@ def test_sidebar_counts_have_thousands_separators(catalog, env):
         return {**counts, "images": 3639, "reports": 2945, "annotations": 2208}
 
     env.setattr(Catalog, "counts", many)
-    app = _open("page_overview.py")
+    app = run_page("page_overview.py")
     sidebar = [item.value for item in app.sidebar.caption]
     assert "3,639 images · 2,945 reports · 2,208 annotations · 2 rounds" in sidebar
     assert {metric.label: metric.value for metric in app.metric}["Images"] == "3,639"
@@ -135,7 +122,7 @@ def test_report_stays_readable_when_the_rules_cannot_be_loaded(catalog, env):
     st.cache_resource.clear()  # the page caches the labeller per server: build it again, with the broken loader
     env.setattr(views_reports, "load_labeler", broken)
     try:
-        app = _open("page_reports.py")
+        app = run_page("page_reports.py")
         assert "could not be shown" not in "\n".join(item.value for item in app.error)
         assert any("The report rules could not be loaded (OSError: rules file unreadable)" in item.value
                    for item in app.warning)
@@ -160,7 +147,7 @@ def test_failed_finish_says_where_simulate_is_on_the_page(catalog, env):
         raise RoundError("round 2: the answers could not be pulled from Label Studio; finish with --simulate")
 
     env.setattr(rounds, "finish_round", refused)
-    app = _open("page_rounds.py")
+    app = run_page("page_rounds.py")
     next(button for button in app.button if str(button.label).startswith("Finish round")).click().run()
     assert calls and "simulate" not in calls[0]
     assert any("Finishing round: failed" in item.value for item in app.error)

@@ -7,16 +7,14 @@ queue's round, the models' task); ``ui.keep_widget_state`` keeps them.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from app_workspace import real_app_workspace  # noqa: E402
-
-MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+from app_workspace import point_app_at, real_app_workspace  # noqa: E402
+from test_app_pages import MAIN  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +24,7 @@ def app_workspace(tmp_path_factory, test_catalog_url):
 
 @pytest.fixture
 def app(app_workspace, monkeypatch):
-    monkeypatch.setenv("RADLOOP_WORKSPACE", str(app_workspace.root))
-    monkeypatch.setenv("RADLOOP_DATABASE_URL", app_workspace.database_url)
-    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")
+    point_app_at(monkeypatch, app_workspace)
     app = AppTest.from_file(MAIN, default_timeout=60)
     app.run()
     return app

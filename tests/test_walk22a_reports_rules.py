@@ -7,6 +7,7 @@ import pytest
 
 from radloop.core.vocabulary import DEVICE_TYPES
 from radloop.labeling import ReportLabeler
+from report_mentions import found
 from radloop.labeling.exam_side import ExamSide
 from radloop.labeling.rules_loader import PIPELINE_REVISION, load_rule_set
 
@@ -16,10 +17,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*W036:UserWarning")
 @pytest.fixture(scope="module")
 def labeler():
     return ReportLabeler()
-
-
-def _found(labeler, text, finding):
-    return [m for m in labeler.label(text) if m.finding == finding]
 
 
 # --- a side in a region header ---------------------------------------------------------------------------------
@@ -32,7 +29,7 @@ def _found(labeler, text, finding):
     ("Right ribs. Healing fracture of the 6th rib.", "right"),
 ])
 def test_a_leading_region_header_gives_its_side(labeler, text, side):
-    fractures = [m for m in _found(labeler, text, "fracture") if m.status == "positive"]
+    fractures = found(labeler, text, "fracture", "positive")
     assert fractures and {m.laterality for m in fractures} == {side}, fractures
 
 
@@ -47,8 +44,8 @@ def test_a_leading_region_header_gives_its_side(labeler, text, side):
     ("Right shoulder pain. Healing scapular fracture.", "fracture"),  # more than a header
 ])
 def test_no_side_from_these_headers(labeler, text, finding):
-    found = _found(labeler, text, finding)
-    assert found and {m.laterality for m in found} == {None}, found
+    mentions = found(labeler, text, finding)
+    assert mentions and {m.laterality for m in mentions} == {None}, mentions
 
 
 def test_header_settings_are_validated():
@@ -70,13 +67,13 @@ def test_pipeline_revision_was_bumped():
     "Short arm cast on the left forearm.",
 ])
 def test_casts_and_splints_have_their_own_device_type(labeler, text):
-    devices = [m for m in _found(labeler, text, "device") if m.status == "positive"]
+    devices = found(labeler, text, "device", "positive")
     assert devices and {m.device_type for m in devices} == {"cast_splint"}, devices
 
 
 def test_cast_splint_is_in_the_vocabulary_and_takes_the_exams_side(labeler):
     assert "cast_splint" in DEVICE_TYPES and "cast_splint" in load_rule_set().exam_side.device_types
-    devices = _found(labeler, "XR FOREARM LEFT\nShort arm cast in place.", "device")
+    devices = found(labeler, "XR FOREARM LEFT\nShort arm cast in place.", "device")
     assert [(m.device_type, m.laterality) for m in devices] == [("cast_splint", "left")]
 
 
@@ -85,7 +82,7 @@ def test_cast_splint_is_in_the_vocabulary_and_takes_the_exams_side(labeler):
     "Left wrist, now out of cast. Healed distal radius fracture.",
 ])
 def test_no_cast_present(labeler, text):
-    assert not [m for m in _found(labeler, text, "device") if m.status == "positive"]
+    assert not found(labeler, text, "device", "positive")
 
 
 # --- "is excluded" ---------------------------------------------------------------------------------------------
@@ -103,4 +100,4 @@ def test_no_cast_present(labeler, text):
     ("Pneumothorax cannot be ruled out.", "pneumothorax", "uncertain"),
 ])
 def test_excluded_is_a_negation_but_cannot_be_excluded_stays_uncertain(labeler, text, finding, status):
-    assert [m.status for m in _found(labeler, text, finding)] == [status]
+    assert [m.status for m in found(labeler, text, finding)] == [status]

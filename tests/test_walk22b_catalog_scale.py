@@ -63,19 +63,20 @@ def test_schema_2_catalog_gains_the_created_at_indexes_on_open_and_keeps_its_dat
 
     catalog = Catalog.open(workspace)  # migration 3 runs
     try:
-        assert catalog.schema_version() == SCHEMA_VERSION == 4  # migrations 3 and 4 run
+        assert catalog.schema_version() == SCHEMA_VERSION  # migrations 3 and 4 run
         assert CREATED_AT_INDEXES <= {index["name"] for index in inspect(catalog.engine).get_indexes("images")}
         assert catalog.counts()["images"] == 6
         with catalog.session() as session:  # the report's image names are indexed from the report itself
             assert sorted(session.execute(select(ReportImageName.report_id, ReportImageName.external_id))) == [
                 ("R-1", "I-8"), ("R-1", "I-9")]
-            assert session.scalars(select(SchemaVersion.version).order_by(SchemaVersion.version)).all() == [1, 2, 3, 4]
+            assert session.scalars(select(SchemaVersion.version).order_by(SchemaVersion.version)).all() == [
+                *range(1, SCHEMA_VERSION + 1)]
         assert views.list_cases(catalog)["image_id"].tolist() == [f"I-{n}" for n in range(5, -1, -1)]
         assert views.list_cases(catalog, body_region="knee")["image_id"].tolist() == ["I-4", "I-2", "I-0"]
     finally:
         catalog.dispose()
     again = Catalog.open(workspace)  # migration 3 does not run twice
-    assert again.schema_version() == 4 and again.counts()["images"] == 6
+    assert again.schema_version() == SCHEMA_VERSION and again.counts()["images"] == 6
     again.dispose()
 
 

@@ -3,9 +3,10 @@ looked up in the ``report_image_names`` index), not the number of reports still 
 
 from __future__ import annotations
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from noise_images import reports_csv
+from sqlite_steps import sqlite_steps
 
 from radloop.core.ingest_reports import link_unlinked_reports, write_reports
 from radloop.core.ingest_summary import IngestSummary
@@ -34,26 +35,6 @@ def _studies(catalog) -> dict[str, str | None]:
         return dict(session.execute(select(Report.id, Report.study_id)).all())
 
 
-def _sqlite_steps(catalog, run) -> int:
-    """SQLite virtual-machine steps (in tens) that ``run`` makes the catalog take: the work done."""
-    steps = [0]
-
-    def count() -> int:
-        steps[0] += 1
-        return 0
-
-    def watch(connection, *_args):
-        connection.connection.dbapi_connection.set_progress_handler(count, 10)
-
-    event.listen(catalog.engine, "before_cursor_execute", watch)
-    try:
-        run()
-    finally:
-        event.remove(catalog.engine, "before_cursor_execute", watch)
-        catalog.engine.dispose()  # no connection keeps the handler
-    return steps[0]
-
-
 def test_images_arriving_link_the_reports_naming_them_without_reading_every_waiting_report(tmp_path, catalog):
     rows = [(f"R{n:05d}", "No fracture.", "HOSP-1" if n == 1 else "", f"img{n:05d}") for n in range(1500)]
     _write(catalog, reports_csv(tmp_path / "reports.csv", rows))
@@ -74,13 +55,13 @@ def test_images_arriving_link_the_reports_naming_them_without_reading_every_wait
         return
     # the work of linking one new image does not grow with the reports waiting (1500 then 3000)
     _add_images(catalog, ["img00002"])
-    few = _sqlite_steps(catalog, lambda: link_unlinked_reports(catalog, image_names=["img00002"]))
+    few = sqlite_steps(catalog, lambda: link_unlinked_reports(catalog, image_names=["img00002"]))
     _write(catalog, reports_csv(tmp_path / "more.csv", [(f"Q{n:05d}", "Fine.", "", f"q{n:05d}")
                                                         for n in range(1500)]))
     _add_images(catalog, ["img00003"])
-    many = _sqlite_steps(catalog, lambda: link_unlinked_reports(catalog, image_names=["img00003"]))
+    many = sqlite_steps(catalog, lambda: link_unlinked_reports(catalog, image_names=["img00003"]))
     assert _studies(catalog)["R00003"] == "S-img00003"
-    full = _sqlite_steps(catalog, lambda: link_unlinked_reports(catalog))
+    full = sqlite_steps(catalog, lambda: link_unlinked_reports(catalog))
     assert many < 2 * few + 10, (few, many)
     assert many * 20 < full, (many, full)
 

@@ -9,11 +9,9 @@ import json
 import time
 
 import pytest
-from ls_catalog import build_round_catalog
+from ls_live_rounds import bound_round_catalog
 from ls_server import label_studio  # noqa: F401  (session fixture)
 
-from radloop.labeling.ls_client import LabelStudioClient
-from radloop.labeling.ls_project import init_project
 from radloop.labeling.ls_sync import push_round
 
 pytestmark = pytest.mark.labelstudio
@@ -39,11 +37,9 @@ def test_backend_contract_with_basic_auth(label_studio, test_catalog_url):  # no
     from radloop.app.cli import build_app
 
     server = label_studio
-    root = (server.document_root / "ws-walk22c-backend").resolve()
-    catalog, round_id, image_ids = build_round_catalog(root, database_url=test_catalog_url(root))
-    client = LabelStudioClient(server.url, server.token, retries=2, backoff=0.2)
-    project_id = init_project(client, catalog.workspace, title="walk22c backend",
-                              document_root=str(server.document_root))["project_id"]
+    catalog, round_id, image_ids, client, project_id = bound_round_catalog(server, test_catalog_url,
+                                                                           "ws-walk22c-backend", "walk22c backend")
+    root = catalog.workspace.root
     backend_ids: list[int] = []
     calls: list[tuple[str, str, int]] = []
     try:

@@ -6,7 +6,6 @@ reader could read (id, region, side).
 
 from __future__ import annotations
 
-import os
 
 import pytest
 from sqlalchemy import select, update
@@ -42,13 +41,6 @@ def workspace(tmp_path_factory, test_catalog_url):
     catalog.dispose()
     return built
 
-
-@pytest.fixture
-def env(monkeypatch):
-    if os.environ.get("RADLOOP_TEST_DATABASE") != "postgres":
-        monkeypatch.delenv("RADLOOP_DATABASE_URL", raising=False)
-    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")
-    return monkeypatch
 
 
 def test_missing_table_values_read_as_a_dash_not_none(workspace, env):

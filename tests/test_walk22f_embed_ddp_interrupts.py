@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from ssl_workspace import build_workspace
+from ssl_workspace import build_workspace, embed_command, embed_environment, save_random_encoder
 from test_walk21g_embed_interrupts import _check_consistent, _rows
 
 IMAGES = 48
@@ -49,26 +49,12 @@ MESSAGE = "embedding interrupted: the shards written so far are kept; rerun the 
 
 @pytest.fixture
 def embedding_workspace(catalog, tmp_path):
-    from radloop.ssl.encoders import random_encoder, save_encoder
-
     ids = build_workspace(catalog, IMAGES)
-    bundle = random_encoder("test_resnet", 32)
     encoder_dir = tmp_path / "encoder"
-    version = save_encoder(bundle.model.backbone, encoder_dir, timm_name="test_resnet", image_size=32,
-                           method="random").version
+    version = save_random_encoder(encoder_dir)
     script = tmp_path / "slow_cli.py"
     script.write_text(SLOW_CLI)
     return catalog, ids, encoder_dir, version, script
-
-
-def _command(catalog, encoder_dir, devices: int) -> list[str]:
-    return ["embed", "-e", str(encoder_dir), "-w", str(catalog.workspace.root), "--batch-size", "2",
-            "--shard-size", "4", "--accelerator", "cpu", "--devices", str(devices), "--json"]
-
-
-def _environment(catalog) -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
-            "RADLOOP_DATABASE_URL": catalog.workspace.database_url}
 
 
 def _group_members(leader: int) -> list[int]:
@@ -86,9 +72,9 @@ def _group_members(leader: int) -> list[int]:
 
 
 def _interrupt_mid_run(catalog, encoder_dir, version: str, script, whole_group: bool):
-    process = subprocess.Popen([sys.executable, str(script), *_command(catalog, encoder_dir, 2)],
-                               env=_environment(catalog), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    process = subprocess.Popen([sys.executable, str(script), *embed_command(catalog, encoder_dir, "--devices", "2")],
+                               env=embed_environment(catalog), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
     deadline = time.monotonic() + 180
     try:
         while len(_rows(catalog, version)) < 8 and process.poll() is None and time.monotonic() < deadline:
@@ -137,8 +123,8 @@ def test_two_process_embed_interrupted_then_rerun_embeds_every_image_once(embedd
     assert on_disk == recorded, f"partial or unrecorded shard files: {sorted(on_disk - recorded)}\n{errors[-3000:]}"
     assert sorted(load_embeddings(catalog, version).image_ids) == sorted(kept)  # what was kept reads back whole
 
-    rerun = subprocess.run([sys.executable, str(script), *_command(catalog, encoder_dir, 2)],
-                           env=_environment(catalog), capture_output=True, text=True, timeout=240, check=False,
+    rerun = subprocess.run([sys.executable, str(script), *embed_command(catalog, encoder_dir, "--devices", "2")],
+                           env=embed_environment(catalog), capture_output=True, text=True, timeout=240, check=False,
                            start_new_session=True)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     summary = json.loads(rerun.stdout)

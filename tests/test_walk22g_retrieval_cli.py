@@ -148,21 +148,10 @@ def test_search_says_when_it_embeds_the_query_image(catalog, tmp_path):
     included) without a word; a catalogued query is not embedded again and says nothing."""
     from PIL import Image as PILImage
 
-    from radloop.core.schema import Image, Study
     from radloop.retrieval import search_cases
-    from radloop.ssl import embed_images
-    from test_retrieval_search import register_random_resnet
+    from search_pair import two_embedded_images
 
-    saved = register_random_resnet(catalog, "enc-say")
-    pixels = np.random.default_rng(0).integers(0, 255, size=(2, 40, 40), dtype=np.uint8)
-    with catalog.session() as session:
-        for i in range(2):
-            session.add(Study(id=f"S-{i}", dataset="t", split="train"))
-            session.flush()
-            session.add(Image(id=f"I-{i}", study_id=f"S-{i}", content_hash=f"{i}" * 64, dataset="t",
-                              source_path=f"/nowhere/{i}.png", source_format="png", render_path=f"r{i}.png",
-                              thumb_path=f"t{i}.png", width=40, height=40, render_width=40, render_height=40))
-    write_shard(catalog, "enc-say", ["I-0", "I-1"], embed_images(saved, list(pixels)), normalized=True)
+    pixels = two_embedded_images(catalog, "enc-say")
     query = tmp_path / "new.png"
     PILImage.fromarray(pixels[1]).save(query)
     told: list[str] = []

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from app_workspace import real_app_workspace  # noqa: E402
+from app_workspace import point_app_at, real_app_workspace  # noqa: E402
 from radloop.app import views_reports  # noqa: E402
 from test_app_pages import MAIN, texts  # noqa: E402
 
@@ -25,9 +25,7 @@ def app_workspace(tmp_path_factory, test_catalog_url):
 
 @pytest.fixture
 def env(app_workspace, monkeypatch):
-    monkeypatch.setenv("RADLOOP_WORKSPACE", str(app_workspace.root))
-    monkeypatch.setenv("RADLOOP_DATABASE_URL", app_workspace.database_url)
-    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")
+    point_app_at(monkeypatch, app_workspace)
     return monkeypatch
 
 

@@ -9,7 +9,6 @@ version selector lists one rules version.  A study's weak labels count only in t
 from __future__ import annotations
 
 import pytest
-from ls_catalog import build_round_catalog
 from ls_server import label_studio  # noqa: F401  (session fixture)
 
 from radloop.app.backend_runtime import CasePredictor, registry_state
@@ -68,16 +67,11 @@ def test_only_the_newest_rules_version_of_a_study_counts(catalog):
 def test_retrieve_predictions_leaves_one_rules_prediction_per_task(label_studio, test_catalog_url):  # noqa: F811
     from radloop.app.backend import BackendSettings, create_app
     from radloop.app.backend_bench import serve_in_thread
-    from radloop.labeling.ls_client import LabelStudioClient
-    from radloop.labeling.ls_project import init_project
+    from ls_live_rounds import bound_round_catalog
     from radloop.labeling.ls_sync import push_round
 
-    server = label_studio
-    root = (server.document_root / "ws-walk22j").resolve()
-    catalog, round_id, image_ids = build_round_catalog(root, n_images=3, database_url=test_catalog_url(root))
-    client = LabelStudioClient(server.url, server.token, retries=2, backoff=0.2)
-    project_id = init_project(client, catalog.workspace, title="walk22j rules predictions",
-                              document_root=str(server.document_root))["project_id"]
+    catalog, round_id, image_ids, client, project_id = bound_round_catalog(
+        label_studio, test_catalog_url, "ws-walk22j", "walk22j rules predictions", n_images=3)
     try:
         assert push_round(catalog, client, round_id, with_model=False)["imported"] == len(image_ids)
         app = create_app(catalog, predictor_loader=lambda: CasePredictor(catalog, None),

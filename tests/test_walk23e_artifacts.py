@@ -8,13 +8,12 @@ import json
 
 import pytest
 import torch
-from safetensors import SafetensorError
 
 from radloop.ssl import artifacts
 from radloop.ssl.artifacts import read_artifact, save_artifact
+from storage_faults import DISK_FULL, safetensors_disk_full
 
 WEIGHTS, CONFIG = "head.safetensors", "head.json"
-DISK_FULL = "No space left on device (disk full)"
 
 
 def _module(value: float) -> torch.nn.Module:
@@ -23,28 +22,17 @@ def _module(value: float) -> torch.nn.Module:
     return module
 
 
-def test_a_full_disk_while_exporting_a_model_keeps_the_previous_files_whole(tmp_path, monkeypatch):
+def test_a_full_disk_while_exporting_a_model_keeps_the_previous_files_whole(tmp_path):
     """safetensors on a real full disk raises ``SafetensorError('Error while serializing: I/O error: No space
     left on device (os error 28)')``, no OSError: before, `radloop train` ended in that traceback with half a
     weights file written over the folder's own; now an OSError naming the file and saying disk full, the
     previous weights and config untouched, and no temporary file."""
     save_artifact(_module(1.0), tmp_path, WEIGHTS, CONFIG, {"round": 1})
-    import safetensors.torch
-
-    real_save_file = safetensors.torch.save_file
-
-    def half_then_full(tensors, filename, *args, **kwargs):
-        with open(filename, "wb") as handle:
-            handle.write(b"\x08\x00 half the weights")
-        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
-
-    monkeypatch.setattr(safetensors.torch, "save_file", half_then_full)
-    with pytest.raises(OSError) as caught:
+    with safetensors_disk_full(), pytest.raises(OSError) as caught:
         save_artifact(_module(2.0), tmp_path, WEIGHTS, CONFIG, {"round": 2})
     assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(tmp_path / WEIGHTS))
     assert caught.value.strerror == f"{DISK_FULL}: could not write the weights file {WEIGHTS}"
     assert sorted(path.name for path in tmp_path.iterdir()) == [CONFIG, WEIGHTS]
-    monkeypatch.setattr(safetensors.torch, "save_file", real_save_file)
     state, meta = read_artifact(tmp_path, WEIGHTS, CONFIG)
     assert meta == {"round": 1} and float(state["weight"][0, 0]) == 1.0
 

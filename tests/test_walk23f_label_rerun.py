@@ -17,6 +17,7 @@ from radloop.core.records import FindingMention
 from radloop.core.schema import Report, WeakLabel
 from radloop.labeling.labeler import LabelResult
 from radloop.labeling.store import EMPTY_KEY, label_catalog, stored_mentions
+from sqlite_steps import sqlite_steps
 
 
 class CountingLabeler:
@@ -143,28 +144,6 @@ def test_a_report_ingest_looks_its_reports_up_a_batch_at_a_time_not_one_by_one(c
     assert len(on_reports) < 20, f"{len(on_reports)} statements on reports for 301 rows"
 
 
-def _sqlite_steps(catalog, run) -> int:
-    """SQLite virtual-machine steps (in hundreds) that ``run`` makes the catalog take: the work done."""
-    from sqlalchemy import event
-
-    steps = [0]
-
-    def count() -> int:
-        steps[0] += 1
-        return 0
-
-    def watch(connection, *_args):
-        connection.connection.dbapi_connection.set_progress_handler(count, 100)
-
-    event.listen(catalog.engine, "before_cursor_execute", watch)
-    try:
-        run()
-    finally:
-        event.remove(catalog.engine, "before_cursor_execute", watch)
-        catalog.engine.dispose()  # no connection keeps the handler
-    return steps[0]
-
-
 @pytest.mark.skipif(__import__("os").environ.get("RADLOOP_TEST_DATABASE") == "postgres", reason="SQLite steps")
 def test_a_rerun_and_the_stored_labels_cost_the_same_per_report_however_many_are_labelled(catalog):
     """Looking a report's rows up through the rules-version index (shared by every row of a run) scanned all of
@@ -184,7 +163,7 @@ def test_a_rerun_and_the_stored_labels_cost_the_same_per_report_however_many_are
 
     total = [0]
     grow(300)
-    few = _sqlite_steps(catalog, rerun)
+    few = sqlite_steps(catalog, rerun, every=100)
     grow(2100)
-    many = _sqlite_steps(catalog, rerun)
+    many = sqlite_steps(catalog, rerun, every=100)
     assert many < 8 * 2 * few, (few, many)  # 8 times the reports: linear work, not 64 times

@@ -121,22 +121,10 @@ def test_threads_searching_a_new_index_build_it_once_and_leave_it_loadable(catal
 def test_a_pil_image_is_searched_by_its_pixels(catalog, tmp_path):
     """A notebook's ``PIL.Image.open(path)`` was refused: ``image must be a file path or a 2-D array``."""
     pytest.importorskip("torch")
-    from radloop.core.embeddings import write_shard
-    from radloop.core.schema import Image, Study
     from radloop.retrieval import search_cases
-    from radloop.ssl import embed_images
-    from test_retrieval_search import register_random_resnet
+    from search_pair import two_embedded_images
 
-    saved = register_random_resnet(catalog, "enc-pil")
-    pixels = np.random.default_rng(5).integers(0, 255, size=(2, 40, 40), dtype=np.uint8)
-    with catalog.session() as session:
-        for i in range(2):
-            session.add(Study(id=f"S-{i}", dataset="t", split="train"))
-            session.flush()
-            session.add(Image(id=f"I-{i}", study_id=f"S-{i}", content_hash=f"{i}" * 64, dataset="t",
-                              source_path=f"s{i}.png", source_format="png", render_path=f"r{i}.png",
-                              thumb_path=f"t{i}.png", width=40, height=40, render_width=40, render_height=40))
-    write_shard(catalog, "enc-pil", ["I-0", "I-1"], embed_images(saved, list(pixels)), normalized=True)
+    pixels = two_embedded_images(catalog, "enc-pil", seed=5, source="s{}.png")
     for mode in ("L", "RGB", "P"):  # grey, colour and a palette image all give their pixels
         query = PILImage.fromarray(pixels[1]).convert(mode)
         hits = search_cases(catalog, image=query, k=1)

@@ -8,7 +8,6 @@ on a round button drawn before the rounds changed was silently lost.
 
 from __future__ import annotations
 
-import os
 
 import pytest
 from sqlalchemy import delete, select, update
@@ -28,13 +27,6 @@ def workspace(tmp_path_factory, test_catalog_url):
     """A fresh app fixture per test (the tests change it): round 2 open, the registry rows, no embeddings."""
     return real_app_workspace(tmp_path_factory, test_catalog_url, "walk23h")
 
-
-@pytest.fixture
-def env(monkeypatch):
-    if os.environ.get("RADLOOP_TEST_DATABASE") != "postgres":
-        monkeypatch.delenv("RADLOOP_DATABASE_URL", raising=False)
-    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")
-    return monkeypatch
 
 
 def other_process(workspace, *statements) -> None:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import delete, select, update
 
 from test_app_browser import _wait_for, browser, server  # noqa: F401 - the fixtures: a real server and Chromium
-from test_walk21h_app_browser import _boxes, _settle, _sidebar_link
+from test_walk21h_app_browser import _boxes, _open_search, _select_box, _settle, _to_models_and_back
 
 pytestmark = pytest.mark.browser
 
@@ -51,12 +51,8 @@ def test_a_picked_case_removed_meanwhile_is_said_and_the_box_shows_the_case_sear
     from radloop.core.workspace import resolve_workspace
 
     base_url, root = server
-    browser.get(f"{base_url}/search")
-    _wait_for(browser, '[data-testid="stImage"] img', 1)
-    _settle(browser, 1.0)
-    picker = next(box for box in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stSelectbox"]')
-                  if box.text.startswith("…or pick a case"))
-    picker.click()
+    _open_search(browser, base_url)
+    _select_box(browser, "…or pick a case").click()
     options = _wait_for(browser, '[role="option"]', 2)
     label = options[-1].text.strip()
     options[-1].click()
@@ -71,12 +67,7 @@ def test_a_picked_case_removed_meanwhile_is_said_and_the_box_shows_the_case_sear
             session.execute(delete(Image).where(Image.id == picked))
     finally:
         catalog.dispose()
-    _sidebar_link(browser, "Models").click()
-    _wait_for(browser, '[data-testid="stDataFrame"]', 1)
-    _settle(browser, 1.0)
-    _sidebar_link(browser, "Case search").click()
-    _wait_for(browser, '[data-testid="stImage"] img', 1)
-    _settle(browser)
+    _to_models_and_back(browser)
     body = browser.find_element(By.TAG_NAME, "body").text
     assert f"Case {picked} is no longer listed" in body and "Traceback" not in body, body
     shown = _boxes(browser)["…or pick a case"]

@@ -4,7 +4,6 @@ page's check and its search), a deleted index, a deleted thumbnail.  Embeddings 
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import numpy as np
@@ -38,13 +37,6 @@ def workspace(tmp_path_factory, test_catalog_url):
     catalog.dispose()
     return built
 
-
-@pytest.fixture
-def env(monkeypatch):
-    if os.environ.get("RADLOOP_TEST_DATABASE") != "postgres":
-        monkeypatch.delenv("RADLOOP_DATABASE_URL", raising=False)
-    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")
-    return monkeypatch
 
 
 def _set_current(session, version: str) -> None:

@@ -3,34 +3,12 @@ disk: the file is named as damaged, with the earlier checkpoint to resume from (
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from typer.testing import CliRunner
 
 from ssl_workspace import build_workspace
-
-from radloop.app.cli import build_app
+from test_walk21g_ssl_storage import _error_line, _pretrain
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-#: SimCLR in seconds: a tiny ResNet at 32 px, 4 steps of 4, a checkpoint every 2 steps.
-TINY = ["method=simclr", "model.timm_name=test_resnet", "model.image_size=32", "simclr.projection_hidden_dim=32",
-        "simclr.projection_dim=8", "augment.local_views=0", "data.crop_size=32", "data.batch_size=4",
-        "data.cache_size=40", "data.splits=null", "trainer.accelerator=cpu", "trainer.max_steps=4",
-        "trainer.checkpoint_every_n_steps=2", "trainer.num_threads=1", "trainer.enable_progress_bar=false",
-        "trainer.loggers=[csv]", "trainer.max_time=null"]
-
-
-def _pretrain(catalog, run_dir: Path):
-    sets = [part for override in TINY for part in ("--set", override)]
-    return CliRunner().invoke(build_app(), ["pretrain", "-c", "configs/ssl/simclr_cpu.yaml", "-w",
-                                            str(catalog.workspace.root), "--out", str(run_dir), "--json", *sets],
-                              terminal_width=400, env={"COLUMNS": "400"})
-
-
-def _error_line(output: str) -> str:
-    return " ".join(output[output.index("error:"):].split())
 
 
 def test_a_last_checkpoint_cut_short_is_named_damaged_with_the_checkpoint_to_resume_from(catalog, tmp_path):

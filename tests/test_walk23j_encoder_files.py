@@ -7,15 +7,14 @@ import errno
 import json
 
 import pytest
-from safetensors import SafetensorError
 from typer.testing import CliRunner
 
 from radloop.app.cli import build_app
 from radloop.ssl.encoders import ENCODER_CONFIG_FILE, ENCODER_WEIGHTS_FILE, load_encoder, random_encoder, save_encoder
+from storage_faults import DISK_FULL, safetensors_disk_full
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-DISK_FULL = "No space left on device (disk full)"
 
 
 def _export(folder, seed: int):
@@ -23,27 +22,16 @@ def _export(folder, seed: int):
     return save_encoder(bundle.model.backbone, folder, timm_name="test_resnet", image_size=32, method="simclr")
 
 
-def test_a_full_disk_while_exporting_an_encoder_is_an_oserror_and_keeps_the_previous_files(tmp_path, monkeypatch):
+def test_a_full_disk_while_exporting_an_encoder_is_an_oserror_and_keeps_the_previous_files(tmp_path):
     """safetensors on a full disk raises ``SafetensorError('... No space left on device (os error 28)')``, no
     OSError: before, that traceback escaped pretraining's export-failure handling with half a weights file
     written; now an OSError naming encoder.safetensors and the cause, the previous export untouched."""
-    import safetensors.torch
-
     first = _export(tmp_path, seed=0)
-    real_save_file = safetensors.torch.save_file
-
-    def half_then_full(tensors, filename, *args, **kwargs):
-        with open(filename, "wb") as handle:
-            handle.write(b"\x08\x00 half the weights")
-        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
-
-    monkeypatch.setattr(safetensors.torch, "save_file", half_then_full)
-    with pytest.raises(OSError) as caught:
+    with safetensors_disk_full(), pytest.raises(OSError) as caught:
         _export(tmp_path, seed=1)
     assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(tmp_path / ENCODER_WEIGHTS_FILE))
     assert caught.value.strerror == f"{DISK_FULL}: could not write the weights file {ENCODER_WEIGHTS_FILE}"
     assert sorted(path.name for path in tmp_path.iterdir()) == [ENCODER_CONFIG_FILE, ENCODER_WEIGHTS_FILE]
-    monkeypatch.setattr(safetensors.torch, "save_file", real_save_file)
     assert load_encoder(tmp_path).version == first.version
 
 
