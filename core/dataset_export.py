@@ -35,10 +35,11 @@ from typing import Callable, Iterable, Iterator
 from sqlalchemy import func, select
 
 from radloop.core.catalog import IN_CHUNK, Catalog, chunked
-from radloop.core.schema import Image, Report, Study, WeakLabel
+from radloop.core.schema import Image, Study, WeakLabel
 from radloop.core.splits import SPLITS
 from radloop.core.targets import image_targets
 from radloop.core.vocabulary import BOX_FINDINGS, FINDINGS
+from radloop.core.weak_status import newest_version_rows, study_status
 
 __all__ = ["EXPORT_FILES", "LABEL_MODES", "ExportError", "ExportSummary", "csv_columns", "export_dataset"]
 
@@ -293,31 +294,22 @@ def _weak_labels(catalog: Catalog, study_ids: set[str], *, with_mentions: bool
     (``data.weak_labels.use``) reads it: ``positive`` when any mention is positive, ``negative`` when all are
     negative, else ``uncertain`` (which training leaves unknown).
     """
-    columns = [Report.study_id, WeakLabel.id, WeakLabel.rules_version, WeakLabel.finding, WeakLabel.status]
-    if with_mentions:
-        columns += [WeakLabel.temporality, WeakLabel.site, WeakLabel.laterality, WeakLabel.device_type,
-                    WeakLabel.section, WeakLabel.evidence]
-    rows_of: dict[str, list] = defaultdict(list)
+    extra = ([WeakLabel.temporality, WeakLabel.site, WeakLabel.laterality, WeakLabel.device_type,
+              WeakLabel.section, WeakLabel.evidence] if with_mentions else [])
     with catalog.session() as session:
-        for chunk in chunked(sorted(study_ids), IN_CHUNK):
-            for row in session.execute(select(*columns).join(Report, Report.id == WeakLabel.report_id)
-                                       .where(Report.study_id.in_(chunk)).order_by(WeakLabel.id)):
-                rows_of[row[0]].append(row)
+        newest = newest_version_rows(session, study_ids, extra)
     statuses: dict[str, dict[str, tuple[str, str]]] = {}
     mentions: dict[str, tuple[str, list[dict]]] = {}
-    for study_id, rows in rows_of.items():
-        version = rows[-1][2]  # of the newest row
-        rows = [row for row in rows if row[2] == version]
-        seen: dict[str, set[str]] = defaultdict(set)
+    for study_id, (version, rows) in newest.items():
+        seen: dict[str, list[str]] = defaultdict(list)
         for row in rows:
-            if row[3] in FINDINGS:
-                seen[row[3]].add(row[4])
-        statuses[study_id] = {name: ("positive" if "positive" in found else "negative" if found == {"negative"}
-                                     else "uncertain", version) for name, found in seen.items()}
+            if row[0] in FINDINGS:
+                seen[row[0]].append(row[1])
+        statuses[study_id] = {name: (study_status(found), version) for name, found in seen.items()}
         if with_mentions:
             mentions[study_id] = (version, [
-                {"finding": row[3], "status": row[4], "temporality": row[5], "site": row[6], "laterality": row[7],
-                 "device_type": row[8], "section": row[9], "evidence": row[10]} for row in rows])
+                {"finding": row[0], "status": row[1], "temporality": row[2], "site": row[3], "laterality": row[4],
+                 "device_type": row[5], "section": row[6], "evidence": row[7]} for row in rows])
     return statuses, mentions
 
 

@@ -42,6 +42,7 @@ from sqlalchemy import select
 from radloop.core.catalog import Catalog, get_for_update
 from radloop.core.schema import Image, Report, Round, Selection, WeakLabel
 from radloop.core.vocabulary import IMAGE_FINDINGS
+from radloop.core.weak_status import newest_version_rows
 from radloop.labeling.ls_adapter import ImageGeometry, PredictionRecord, TaskData, task_key, task_to_ls
 from radloop.labeling.ls_config import ParsedLabelConfig, build_label_config, check_report_text, parse_label_config
 from radloop.labeling.ls_project import (ProjectBinding, check_document_root, image_url, media_dir,
@@ -95,23 +96,17 @@ def weak_label_predictions(session, study_ids: list[str]) -> dict[str, Predictio
     ``model_version`` is ``report-rules:<that version>``, what the ML backend's rules answer too
     (:func:`newest_rules_version`).
     """
-    rows = session.execute(
-        select(Report.study_id, WeakLabel.finding, WeakLabel.status, WeakLabel.rules_version, WeakLabel.id)
-        .join(WeakLabel, WeakLabel.report_id == Report.id).where(Report.study_id.in_(study_ids))).all()
-    newest: dict[str, tuple[int, str]] = {}
-    for study_id, _finding, _status, rules_version, row_id in rows:
-        if row_id > newest.get(study_id, (-1, ""))[0]:
-            newest[study_id] = (row_id, rules_version)
+    newest = newest_version_rows(session, study_ids)
     weight = {"positive": 1.0, "uncertain": 0.5, "negative": 0.0}
     by_study: dict[str, dict[str, float]] = {}
-    for study_id, finding, status, rules_version, _row_id in rows:
-        if finding not in IMAGE_FINDINGS or status not in weight or rules_version != newest[study_id][1]:
-            continue
-        findings = by_study.setdefault(study_id, {})
-        findings[finding] = max(findings.get(finding, 0.0), weight[status])
+    for study_id, (_version, rows) in newest.items():
+        for finding, status in rows:
+            if finding in IMAGE_FINDINGS and status in weight:
+                findings = by_study.setdefault(study_id, {})
+                findings[finding] = max(findings.get(finding, 0.0), weight[status])
     uncertain = weight["uncertain"]
     return {study_id: PredictionRecord(
-                model_version=rules_model_version(newest[study_id][1]), choices=choices,
+                model_version=rules_model_version(newest[study_id][0]), choices=choices,
                 uncertain=tuple(name for name, value in choices.items() if value == uncertain))
             for study_id, choices in by_study.items()}
 

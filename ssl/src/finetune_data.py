@@ -17,8 +17,9 @@ from sqlalchemy import select
 
 from radloop.core.catalog import Catalog
 from radloop.core.records import Box
-from radloop.core.schema import Annotation, Report, WeakLabel
+from radloop.core.schema import Annotation
 from radloop.core.targets import ImageTargets, image_targets
+from radloop.core.weak_status import newest_version_rows, study_status
 
 __all__ = ["DataError", "LabeledSet", "build_labeled_set", "cap_images", "check_no_leak", "drop_missing_renders",
            "drop_unlabelled", "subsample"]
@@ -88,24 +89,20 @@ class LabeledSet:
 
 
 def _report_status(catalog: Catalog, study_ids: list[str], findings: list[str]) -> dict[str, dict[str, int]]:
-    """Study -> finding -> 1/0 from report weak labels (positive beats negative; uncertain-only is skipped)."""
-    statuses: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    with catalog.session() as session:
-        for start in range(0, len(study_ids), 5000):
-            chunk = study_ids[start:start + 5000]
-            rows = session.execute(
-                select(Report.study_id, WeakLabel.finding, WeakLabel.status)
-                .join(Report, Report.id == WeakLabel.report_id)
-                .where(Report.study_id.in_(chunk), WeakLabel.finding.in_(findings))).all()
-            for study_id, finding, status in rows:
-                statuses[study_id][finding].add(status)
+    """Study -> finding -> 1/0 from its report weak labels of the newest rules version that labelled it
+    (positive beats negative; uncertain-only is skipped; :mod:`radloop.core.weak_status`)."""
     result: dict[str, dict[str, int]] = defaultdict(dict)
-    for study_id, per_finding in statuses.items():
-        for finding, seen in per_finding.items():
-            if "positive" in seen:
-                result[study_id][finding] = 1
-            elif seen == {"negative"}:
-                result[study_id][finding] = 0
+    with catalog.session() as session:
+        newest = newest_version_rows(session, study_ids)
+    for study_id, (_version, rows) in newest.items():
+        seen: dict[str, list[str]] = defaultdict(list)
+        for finding, status in rows:
+            if finding in findings:
+                seen[finding].append(status)
+        for finding, statuses in seen.items():
+            status = study_status(statuses)
+            if status != "uncertain":
+                result[study_id][finding] = int(status == "positive")
     return result
 
 
