@@ -123,10 +123,22 @@ def label_reports_command(
     try:
         if catalog is not None:
             from radloop.labeling import label_catalog
-            from radloop.labeling.store import stored_mentions
+            from radloop.labeling.rules_loader import rules_version as current_rules
+            from radloop.labeling.store import LabelRunInterrupted, count_to_label, stored_mentions
 
             try:
-                summary = label_catalog(catalog, None, n_process=n_process, force=force, on_result=write)
+                progress.total = count_to_label(catalog, current_rules(), force=force)
+                progress.refresh()
+                try:
+                    summary = label_catalog(catalog, None, n_process=n_process, force=force, on_result=write)
+                except LabelRunInterrupted as interrupted:
+                    progress.close()
+                    fail(f"interrupted: {interrupted.summary.reports_labelled} report(s) labelled in this run are "
+                         "kept in the catalog; run the same command again to label the rest", code=130)
+                except KeyboardInterrupt:  # a second Ctrl-C while the last batch was being written
+                    progress.close()
+                    fail("interrupted: the reports labelled up to the last batch written are kept in the catalog; "
+                         "run the same command again to label the rest", code=130)
                 rules_version = summary.rules_version
                 # reports labelled by an earlier run with these rules: their stored mentions, so that --out
                 # always holds every labelled report (a rerun must not leave an empty file)
@@ -195,14 +207,13 @@ def _eval_pseudonym_key(workspace: Path | None) -> bytes:
     return _pseudonym_key(workspace)
 
 
-def _no_common_ids(labels: Path, predicted: dict, reports: Path, count: int, pseudonymized: bool,
-                   workspace: Path | None) -> str:
-    """Why a labels file matches none of the reports, with the likely cause."""
+def _no_common_ids(labels: Path, reports: Path, count: int, pseudonymized: bool, workspace: Path | None) -> str:
+    """Why a labels file matches none of the reports, with the likely cause (the file is read again, streamed)."""
     from radloop.core.workspace import resolve_workspace
 
-    from radloop.labeling.label_files import pseudonymized_ids
+    from radloop.labeling.label_files import iter_label_file, pseudonymized_ids
 
-    looks_pseudonymized = pseudonymized_ids(predicted)
+    looks_pseudonymized = pseudonymized_ids(report_id for report_id, _ in iter_label_file(labels))
     if looks_pseudonymized and not pseudonymized:
         return (f"--labels {labels} holds pseudonymized report ids (R-..., written by `label-reports "
                 f"--pseudonymize-ids`), none of the {count} ids in {reports}: add --pseudonymize-ids and the "
@@ -263,13 +274,13 @@ def eval_reports_command(
         from radloop.labeling.label_files import read_label_file
 
         try:
-            predicted = read_label_file(labels)
+            predicted = read_label_file(labels, report_ids=majors)  # streamed: only the reports scored are kept
+            unlabelled = len([report_id for report_id in majors if report_id not in predicted])
+            if unlabelled == len(majors):
+                fail(_no_common_ids(labels, reports, len(majors), pseudonymize_ids, workspace))
         except ValueError as error:
             fail(str(error))
         rules = f"from labels file {labels}"
-        unlabelled = len([report_id for report_id in majors if report_id not in predicted])
-        if unlabelled == len(majors):
-            fail(_no_common_ids(labels, predicted, reports, len(majors), pseudonymize_ids, workspace))
         if unlabelled:
             console.print(f"warning: --labels {labels} covers {len(majors) - unlabelled} of {len(majors)} reports; "
                           f"the other {unlabelled} are left out of the scores", markup=False, highlight=False)

@@ -21,7 +21,7 @@ catalog`` labels it, and only it, again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from sqlalchemy import delete, func, insert, or_, select
@@ -80,34 +80,35 @@ def link_unlinked_reports(catalog: Catalog, *, image_names: Iterable[str] | None
     linked = 0
     with catalog.session() as session:
         if image_names is not None:
-            scope: set[str] | None = set()
-            for part in chunked(sorted(set(image_names))):
-                scope.update(session.scalars(select(ReportImageName.report_id).where(
-                    ReportImageName.external_id.in_(part))))
+            scope: list[str] | None = sorted({
+                report_id for part in chunked(sorted(set(image_names))) for report_id in session.scalars(
+                    select(ReportImageName.report_id).where(ReportImageName.external_id.in_(part)))})
         else:
-            scope = set(report_ids) if report_ids is not None else None
-        waiting = _waiting_reports(session, scope)
-        names = sorted({name for row in waiting for name in row.image_external_ids})
-        study_of: dict[str, str] = {}
-        for part in chunked(names):
-            for external_id, study_id in session.execute(select(Image.external_id, Image.study_id).where(
-                    Image.external_id.in_(part)).order_by(Image.id)):
-                study_of.setdefault(external_id, study_id)
+            scope = None if report_ids is None else sorted(
+                report_ids if isinstance(report_ids, (set, frozenset)) else set(report_ids))
         left: set[str] = set()  # the studies the linked reports leave
-        for row in waiting:
-            study = next((study_of[name] for name in row.image_external_ids if name in study_of), None)
-            if study and study != row.study_id:
-                session.get(Report, row.id).study_id = study
-                linked += 1
-                if row.study_id:
-                    left.add(row.study_id)
+        for waiting in _waiting_pages(session, scope):  # a page at a time: memory follows the page, not the reports
+            names = sorted({name for row in waiting for name in row.image_external_ids})
+            study_of: dict[str, str] = {}
+            for part in chunked(names):
+                for external_id, study_id in session.execute(select(Image.external_id, Image.study_id).where(
+                        Image.external_id.in_(part)).order_by(Image.id)):
+                    study_of.setdefault(external_id, study_id)
+            for row in waiting:
+                study = next((study_of[name] for name in row.image_external_ids if name in study_of), None)
+                if study and study != row.study_id:
+                    session.get(Report, row.id).study_id = study
+                    linked += 1
+                    if row.study_id:
+                        left.add(row.study_id)
         remove_empty_studies(session, left)
     return linked
 
 
-def _waiting_reports(session, scope: set[str] | None) -> list:
-    """``(id, study_id, image_external_ids)`` of the waiting reports among ``scope`` (None: all of them that name
-    a catalogued image), those naming at least one image."""
+def _waiting_pages(session, scope: list[str] | None) -> Iterator[list]:
+    """``(id, study_id, image_external_ids)`` of the waiting reports among ``scope`` (sorted ids; None: all of
+    them that name a catalogued image), those naming at least one image, a page of ids at a time.  Linking a
+    page's reports changes no other report's waiting (a report waits alone in its study)."""
     other = aliased(Report)
     has_images = select(Image.id).where(Image.study_id == Report.study_id).exists()
     shared = select(other.id).where(other.study_id == Report.study_id, other.id != Report.id).exists()
@@ -116,10 +117,14 @@ def _waiting_reports(session, scope: set[str] | None) -> list:
     if scope is None:
         named = (select(ReportImageName.report_id)
                  .join(Image, Image.external_id == ReportImageName.external_id))
-        rows = session.execute(query.where(Report.id.in_(named))).all()
+        last = ""
+        while rows := session.execute(query.where(Report.id.in_(named), Report.id > last)
+                                      .order_by(Report.id).limit(BATCH)).all():
+            last = rows[-1].id
+            yield [row for row in rows if row.image_external_ids]
     else:
-        rows = [row for ids in chunked(sorted(scope)) for row in session.execute(query.where(Report.id.in_(ids)))]
-    return [row for row in rows if row.image_external_ids]
+        for ids in chunked(scope, BATCH):
+            yield [row for row in session.execute(query.where(Report.id.in_(ids))) if row.image_external_ids]
 
 
 def remove_empty_studies(session, study_ids: Iterable[str]) -> int:

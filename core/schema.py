@@ -264,6 +264,7 @@ class IngestError(Base):
 
 Index("ix_annotations_image_label", Annotation.image_id, Annotation.label)
 Index("ix_images_region_created", Image.body_region, Image.created_at)
+Index("ix_weak_labels_report_version", WeakLabel.report_id, WeakLabel.rules_version)
 
 
 # Migrations: applied in order by radloop.core.catalog.migrate, each recorded in ``schema_version``.
@@ -329,11 +330,21 @@ def _migration_4_report_date(connection: Connection) -> None:
                                 f"{column.type.compile(dialect=connection.dialect)}"))
 
 
+def _migration_5_weak_label_lookup(connection: Connection) -> None:
+    """Index ``weak_labels(report_id, rules_version)``: a report's rows of one rules version, found directly (the
+    rules-version index alone holds every row of a run under one key; the report-id one, every version's rows)."""
+    indexes = {index["name"] for index in inspect(connection).get_indexes(WeakLabel.__tablename__)}
+    for index in WeakLabel.__table__.indexes:
+        if index.name == "ix_weak_labels_report_version" and index.name not in indexes:
+            index.create(connection)
+
+
 #: Ordered schema migrations.  Append, never edit a released one.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _migration_1_initial),
     (2, "pixel hash and SOP pseudonym of images, duplicate sources", _migration_2_pixel_duplicates),
     (3, "created_at indexes of images, catalog revisions, report image names", _migration_3_scale_indexes),
     (4, "report dates", _migration_4_report_date),
+    (5, "weak labels index by report and rules version", _migration_5_weak_label_lookup),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -26,6 +26,15 @@ class LabelRunSummary:
     errors: int
 
 
+class LabelRunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``label_catalog``, raised once the reports labelled so far are committed; ``summary`` says
+    how many (a rerun goes on from there)."""
+
+    def __init__(self, summary: LabelRunSummary):
+        super().__init__(f"interrupted after {summary.reports_labelled} report(s) labelled")
+        self.summary = summary
+
+
 def report_text(report) -> str | None:
     """A catalog report's text: ``Report.text``, else its sections joined as ``HEADER: body`` lines."""
     if report.text and report.text.strip():
@@ -42,17 +51,10 @@ EMPTY_KEY = "weak_labels_empty"
 _END = object()
 
 
-def _of_version(version: str):
-    """``weak_labels.rules_version = version``, written (``|| ''``) so that SQLite finds the rows by their report id
-    and not through the rules-version index: every row of a run has the same version, so that index made each
-    per-report lookup scan all of them (quadratic: hours at a million reports)."""
-    from radloop.core.schema import WeakLabel
-
-    return WeakLabel.rules_version.concat("") == version
-
-
-def iter_catalog_reports(catalog, *, batch_size: int = 500) -> Iterator[tuple[str, str | None]]:
-    """Yield ``(report_id, text)`` for every catalog report, reading in id-ordered pages."""
+def _pages(catalog, columns: tuple, read, batch_size: int) -> Iterator[tuple[list, object]]:
+    """Yield ``(page, read(session, page))`` for the catalog's reports in id-ordered pages of ``columns`` (the
+    report id first), keyset-paged; ``read`` runs in the page's session, which is closed before the yield (no
+    read transaction stays open while the caller labels or writes)."""
     from sqlalchemy import select
 
     from radloop.core.schema import Report
@@ -60,13 +62,33 @@ def iter_catalog_reports(catalog, *, batch_size: int = 500) -> Iterator[tuple[st
     last_id = ""
     while True:
         with catalog.session() as session:
-            rows = session.execute(select(Report.id, Report.text, Report.sections).where(Report.id > last_id)
+            page = session.execute(select(*columns).where(Report.id > last_id)
                                    .order_by(Report.id).limit(batch_size)).all()
-        if not rows:
-            return
-        for row in rows:
+            if not page:
+                return
+            result = read(session, page)
+        yield page, result
+        last_id = page[-1][0]
+
+
+def _labelled(version: str):
+    """Column: whether the report has ``weak_labels`` rows of ``version`` (found through the
+    ``(report_id, rules_version)`` index, schema 5)."""
+    from sqlalchemy import select
+
+    from radloop.core.schema import Report, WeakLabel
+
+    return select(WeakLabel.id).where(WeakLabel.report_id == Report.id, WeakLabel.rules_version == version).exists()
+
+
+def iter_catalog_reports(catalog, *, batch_size: int = 500) -> Iterator[tuple[str, str | None]]:
+    """Yield ``(report_id, text)`` for every catalog report, reading in id-ordered pages."""
+    from radloop.core.schema import Report
+
+    for page, _ in _pages(catalog, (Report.id, Report.text, Report.sections), lambda session, page: None,
+                          batch_size):
+        for row in page:
             yield row.id, report_text(row)
-        last_id = rows[-1].id
 
 
 def _reports_to_label(catalog, version: str, force: bool, counts: dict,
@@ -76,28 +98,40 @@ def _reports_to_label(catalog, version: str, force: bool, counts: dict,
     with nothing to do reads ids alone; ``counts`` gets ``total`` and ``skipped``."""
     from sqlalchemy import select
 
-    from radloop.core.schema import Report, WeakLabel
+    from radloop.core.schema import Report
 
-    labelled = select(WeakLabel.id).where(WeakLabel.report_id == Report.id, _of_version(version)).exists()
-    last_id = ""
-    while True:
-        with catalog.session() as session:
-            rows = session.execute(select(Report.id, labelled).where(Report.id > last_id)
-                                   .order_by(Report.id).limit(batch_size)).all()
-            if not rows:
-                return
-            ids = [report_id for report_id, has_rows in rows if force or not has_rows]
-            if ids and not force:  # those labelled before with nothing found
-                marked = {report_id for report_id, meta in session.execute(
-                    select(Report.id, Report.meta).where(Report.id.in_(ids))) if version in (meta or {}).get(EMPTY_KEY, ())}
-                ids = [report_id for report_id in ids if report_id not in marked]
-            texts = {row.id: report_text(row) for row in session.execute(
-                select(Report.id, Report.text, Report.sections).where(Report.id.in_(ids)))} if ids else {}
-        counts["total"] += len(rows)
-        counts["skipped"] += len(rows) - len(ids)
-        for report_id in ids:
-            yield report_id, texts[report_id]
-        last_id = rows[-1][0]
+    def read(session, page) -> dict[str, str | None]:
+        ids = [report_id for report_id, has_rows in page if force or not has_rows]
+        if ids and not force:  # those labelled before with nothing found
+            marked = {report_id for report_id, meta in session.execute(
+                select(Report.id, Report.meta).where(Report.id.in_(ids))) if version in (meta or {}).get(EMPTY_KEY, ())}
+            ids = [report_id for report_id in ids if report_id not in marked]
+        return {row.id: report_text(row) for row in session.execute(
+            select(Report.id, Report.text, Report.sections).where(Report.id.in_(ids)))} if ids else {}
+
+    for page, texts in _pages(catalog, (Report.id, _labelled(version)), read, batch_size):
+        counts["total"] += len(page)
+        counts["skipped"] += len(page) - len(texts)
+        for report_id, _ in page:
+            if report_id in texts:
+                yield report_id, texts[report_id]
+
+
+def count_to_label(catalog, version: str, *, force: bool = False) -> int:
+    """How many reports :func:`label_catalog` with ``version`` has to label (a progress bar's total): all of them
+    with ``force``, else those with no row of ``version`` and no :data:`EMPTY_KEY` mark of it.  One count through
+    the ``(report_id, rules_version)`` index, then the meta of the reports without rows alone (on a rerun, the
+    few in which nothing was found)."""
+    from sqlalchemy import func, select
+
+    from radloop.core.schema import Report
+
+    with catalog.session() as session:
+        if force:
+            return session.scalar(select(func.count()).select_from(Report)) or 0
+        without_rows = select(Report.meta).where(~_labelled(version))
+        return sum(version not in (meta or {}).get(EMPTY_KEY, ())
+                   for meta in session.scalars(without_rows.execution_options(yield_per=5000)))
 
 
 def label_catalog(catalog, labeler: ReportLabeler | None = None, *, n_process: int = 1, force: bool = False,
@@ -152,7 +186,7 @@ def label_catalog(catalog, labeler: ReportLabeler | None = None, *, n_process: i
         empty = [report_id for report_id, result in pending if not len(result)]
         with catalog.session() as session:
             for part in chunked(ids):
-                session.execute(delete(WeakLabel).where(_of_version(version),
+                session.execute(delete(WeakLabel).where(WeakLabel.rules_version == version,
                                                         WeakLabel.report_id.in_(part)))
             for part in chunked(rows):
                 session.execute(insert(WeakLabel), part)
@@ -181,9 +215,10 @@ def label_catalog(catalog, labeler: ReportLabeler | None = None, *, n_process: i
                 pending.append((report_id, result))
                 if len(pending) >= commit_every:
                     flush()
-        except KeyboardInterrupt:  # Ctrl-C: keep the reports labelled since the last commit too
+        except KeyboardInterrupt as error:  # Ctrl-C: keep the reports labelled since the last commit too
             flush()
-            raise
+            raise LabelRunInterrupted(LabelRunSummary(version, counts["total"], labelled, counts["skipped"], written,
+                                                      errors)) from error
         flush()
     return LabelRunSummary(version, counts["total"], labelled, counts["skipped"], written, errors)
 
@@ -212,30 +247,24 @@ def _stored_mentions(catalog, rules_version: str, exclude: set[str],
 
     columns = ("finding", "status", "temporality", "site", "laterality", "device_type", "evidence", "start", "end",
                "section")
-    labelled = select(WeakLabel.id).where(WeakLabel.report_id == Report.id,
-                                          _of_version(rules_version)).exists()
-    last_id = ""
-    while True:
-        with catalog.session() as session:
-            page = session.execute(select(Report.id, labelled).where(Report.id > last_id)
-                                   .order_by(Report.id).limit(batch_size)).all()
-            if not page:
-                return
-            wanted = [report_id for report_id, _ in page if report_id not in exclude]
-            with_rows = [report_id for report_id, has_rows in page if has_rows and report_id not in exclude]
-            grouped: dict[str, list[dict]] = {report_id: [] for report_id in with_rows}
-            if with_rows:
-                for row in session.execute(select(WeakLabel.report_id, *(getattr(WeakLabel, name) for name in columns))
-                                           .where(_of_version(rules_version),
-                                                  WeakLabel.report_id.in_(with_rows))
-                                           .order_by(WeakLabel.report_id, WeakLabel.id)):
-                    grouped[row[0]].append(dict(zip(columns, row[1:])))
-            others = [report_id for report_id in wanted if report_id not in grouped]
-            if others:  # labelled with nothing found (EMPTY_KEY), or not labelled with these rules
-                for report_id, meta in session.execute(select(Report.id, Report.meta).where(Report.id.in_(others))):
-                    if rules_version in (meta or {}).get(EMPTY_KEY, ()):
-                        grouped[report_id] = []
-        for report_id in wanted:
+
+    def read(session, page) -> dict[str, list[dict]]:
+        with_rows = [report_id for report_id, has_rows in page if has_rows and report_id not in exclude]
+        grouped: dict[str, list[dict]] = {report_id: [] for report_id in with_rows}
+        if with_rows:
+            for row in session.execute(select(WeakLabel.report_id, *(getattr(WeakLabel, name) for name in columns))
+                                       .where(WeakLabel.rules_version == rules_version,
+                                              WeakLabel.report_id.in_(with_rows))
+                                       .order_by(WeakLabel.report_id, WeakLabel.id)):
+                grouped[row[0]].append(dict(zip(columns, row[1:])))
+        others = [report_id for report_id, _ in page if report_id not in exclude and report_id not in grouped]
+        if others:  # labelled with nothing found (EMPTY_KEY), or not labelled with these rules
+            for report_id, meta in session.execute(select(Report.id, Report.meta).where(Report.id.in_(others))):
+                if rules_version in (meta or {}).get(EMPTY_KEY, ()):
+                    grouped[report_id] = []
+        return grouped
+
+    for page, grouped in _pages(catalog, (Report.id, _labelled(rules_version)), read, batch_size):
+        for report_id, _ in page:
             if report_id in grouped:
                 yield report_id, grouped[report_id]
-        last_id = page[-1][0]
