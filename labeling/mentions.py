@@ -253,6 +253,9 @@ def doc_mentions(doc, site_matcher, excluded_sections: Iterable[str],
         metadata = (rule.metadata or {}) if rule is not None else {}
         if "finding_by_size" in metadata:
             category = _finding_by_size(ent, category, metadata["finding_by_size"])
+        beside = metadata.get("beside_sites")
+        if beside and any(site in beside["sites"] and ent.sent.start <= start < ent.sent.end for site, start, _ in sites):
+            category = beside["finding"]  # "Left knee: effusion." is a joint effusion, no pleural one
         modifiers = [modifier for modifier in ent._.modifiers if not _absent_sign(modifier, ent, negated_spans)]
         if category == "device":
             modifiers = [modifier for modifier in modifiers if not _other_finding_age(modifier, ent, finding_spans)]

@@ -73,7 +73,8 @@ def rule_files() -> list[str]:
 #: the great toe" is the foot); "on the right" after a finding is no side of the next finding.  9: a side/site from an
 #: earlier sentence of the paragraph (``exam_side.with_paragraph_side``); a site beyond the window with nothing between;
 #: part words between coordinated sites, several sides before one site; a device ignores a trigger nearer a finding.
-PIPELINE_REVISION = 9
+#: 10: target metadata ``beside_sites`` (an unsited finding whose sentence names one of those sites is another one).
+PIPELINE_REVISION = 10
 
 
 def rules_version() -> str:
@@ -186,7 +187,8 @@ def _check_phrase_conflicts(rules: list, seen: dict, where: str) -> None:
         phrase = " ".join(rule.literal.lower().split())
         metadata = rule.metadata or {}
         outcome = (rule.category, metadata.get("device_type"), tuple(sorted((metadata.get("device_type_by_word") or {}).items())),
-                   tuple(sorted((metadata.get("finding_by_size") or {}).items())), repr(metadata.get("at_sites")))
+                   tuple(sorted((metadata.get("finding_by_size") or {}).items())), repr(metadata.get("at_sites")),
+                   repr(metadata.get("beside_sites")))
         first = seen.setdefault(phrase, (where, outcome))
         if first[1] != outcome:
             raise ValueError(f"rule file {where}: phrase {phrase!r} is {outcome} but {first[0]} makes it {first[1]}")
@@ -215,6 +217,20 @@ def _check_at_sites(at_sites, category: str, where: str) -> None:
         raise ValueError(f"rule file {where}: at_sites must be {{\"sites\": [SITES], \"finding\": <fracture, "
                          f"dislocation, device or foreign_body>, \"device_type\": <DEVICE_TYPES, for a device>}} on "
                          f"such a rule, got {at_sites!r} on a {category!r} rule")
+
+
+def _check_beside_sites(beside, category: str, where: str) -> None:
+    """``beside_sites``: ``{"sites": [SITES], "finding": <a vocabulary finding or "abnormal">}`` on an unsited
+    rule: the finding it names when its sentence names one of those sites ("Left knee: effusion." is a joint
+    effusion, no pleural one)."""
+    from .mentions import SITED_FINDINGS
+
+    valid = (isinstance(beside, dict) and set(beside) == {"sites", "finding"} and isinstance(beside["sites"], list)
+             and beside["sites"] and set(beside["sites"]) <= set(SITES)
+             and (beside["finding"] in FINDINGS or beside["finding"] == "abnormal") and category not in SITED_FINDINGS)
+    if not valid:
+        raise ValueError(f"rule file {where}: beside_sites must be {{\"sites\": [SITES], \"finding\": <one of FINDINGS "
+                         f"or abnormal>}} on an unsited rule, got {beside!r} on a {category!r} rule")
 
 
 def _check_site_metadata(rule, where: str) -> None:
@@ -295,6 +311,8 @@ def load_rule_set(tokenize: Callable[[str], list[str]] | None = None) -> RuleSet
                 _check_finding_by_size(metadata["finding_by_size"], f"{name}, rule {index}")
             if "at_sites" in metadata:
                 _check_at_sites(metadata["at_sites"], rule.category, f"{name}, rule {index}")
+            if "beside_sites" in metadata:
+                _check_beside_sites(metadata["beside_sites"], rule.category, f"{name}, rule {index}")
             if metadata.get("device_type_by_word") and rule.category != "device":
                 raise ValueError(f"rule file {name}, rule {index}: device_type_by_word on a {rule.category!r} rule")
             if key == "site_rules" and rule.category not in SITES + LATERALITIES:
