@@ -212,7 +212,8 @@ def _write_batch(catalog: Catalog, batch: list, summary: IngestSummary, run_id: 
         ids = sorted({item.report_id for item in batch if isinstance(item, ParsedReport)})
         known = {report.id: report for part in chunked(ids)
                  for report in session.scalars(select(Report).where(Report.id.in_(part)))}
-        for item in batch:
+        studies = _studies_for(session, batch, key, dataset)
+        for position, item in enumerate(batch):
             if isinstance(item, ReportProblem):
                 warning = item.severity == "warning"
                 session.add(IngestError(run_id=run_id, path=item.path, stage=item.stage,
@@ -223,7 +224,7 @@ def _write_batch(catalog: Catalog, batch: list, summary: IngestSummary, run_id: 
                 reason = f"warning: report {item.report_id} is not valid UTF-8; decoded as {item.encoding}"
                 session.add(IngestError(run_id=run_id, path=item.source, stage="encoding", reason=reason))
                 summary.record_problem(item.source, "encoding", reason, warning=True)
-            study_id, via_images = _study_for(session, item, key, dataset)
+            study_id, via_images = studies[position]
             left.add(_upsert(session, item, study_id, dataset, summary, via_images=via_images, names=names,
                              known=known))
         _store_image_names(session, names)
@@ -246,27 +247,43 @@ def _store_image_names(session, names: dict[str, list[str]]) -> None:
         session.execute(insert(table), part)
 
 
-def _study_for(session, item: ParsedReport, key: bytes, dataset: str) -> tuple[str | None, bool]:
-    """The report's study and whether it came from an image the report names.
+def _studies_for(session, batch: list, key: bytes, dataset: str) -> dict[int, tuple[str | None, bool]]:
+    """Each report's study (by its position in ``batch``) and whether it came from an image the report names.
 
     A study key (Open-i uid, CSV ``study_id``) whose study is catalogued decides.  One that is not (e.g. a
     hospital's own study number beside PNG images, which carry no StudyInstanceUID) gives way to the study of
     a catalogued image the report names; with no such image, the study is created for images still to come.
+    The batch's studies and images are looked up in a few queries and the new studies flushed once (a query and
+    a flush per report took 2.3 ms each: 100k reports with a study_id column took 227 s).
     """
-    by_image = (session.scalars(select(Image.study_id).where(
-        Image.external_id.in_(list(item.image_external_ids))).limit(1)).first()
-        if item.image_external_ids else None)
-    if not (item.study_key and item.study_namespace):
-        return by_image, by_image is not None
-    study_id = study_pseudonym(key, item.study_namespace, item.study_key)
-    if session.get(Study, study_id) is not None:
-        return study_id, False
-    if by_image is not None:
-        return by_image, True
-    region = "chest" if item.study_namespace == "openi" else None
-    session.add(Study(id=study_id, dataset=dataset, body_region=region, split=split_for_study(study_id)))
+    items = {position: item for position, item in enumerate(batch) if isinstance(item, ParsedReport)}
+    keyed = {position: study_pseudonym(key, item.study_namespace, item.study_key)
+             for position, item in items.items() if item.study_key and item.study_namespace}
+    existing: set[str] = set()
+    for part in chunked(sorted(set(keyed.values()))):
+        existing.update(session.scalars(select(Study.id).where(Study.id.in_(part))))
+    study_of_image: dict[str, str] = {}
+    for part in chunked(sorted({name for item in items.values() for name in item.image_external_ids})):
+        for external_id, study_id in session.execute(
+                select(Image.external_id, Image.study_id).where(Image.external_id.in_(part))):
+            study_of_image.setdefault(external_id, study_id)
+    result: dict[int, tuple[str | None, bool]] = {}
+    for position, item in items.items():
+        by_image = next((study_of_image[name] for name in item.image_external_ids if name in study_of_image), None)
+        study_id = keyed.get(position)
+        if study_id is None:
+            result[position] = (by_image, by_image is not None)
+        elif study_id in existing:
+            result[position] = (study_id, False)
+        elif by_image is not None:
+            result[position] = (by_image, True)
+        else:
+            region = "chest" if item.study_namespace == "openi" else None
+            session.add(Study(id=study_id, dataset=dataset, body_region=region, split=split_for_study(study_id)))
+            existing.add(study_id)
+            result[position] = (study_id, False)
     session.flush()
-    return study_id, False
+    return result
 
 
 def _upsert(session, item: ParsedReport, study_id: str | None, dataset: str, summary: IngestSummary, *,

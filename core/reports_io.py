@@ -20,9 +20,9 @@ are ``error`` problems.  Parsing never raises for one bad report.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
-import io
 import re
 import tarfile
 import xml.etree.ElementTree as ElementTree
@@ -123,7 +123,7 @@ def read_reports(path: Path) -> Iterator[ParsedReport | ReportProblem]:
         elif name.endswith((".tgz", ".tar.gz", ".tar")):
             yield from _read_tarball(path)
         elif name.endswith(".csv"):
-            yield from _read_csv(path.read_bytes(), str(path))
+            yield from _read_csv_file(path)
         elif name.endswith(".xml"):
             yield _read_openi_xml(path.read_bytes(), str(path))
         else:
@@ -188,11 +188,37 @@ def _read_openi_xml(data: bytes, source: str) -> ParsedReport | ReportProblem:
                         study_key=report_id, study_namespace="openi", encoding=encoding, meta=meta)
 
 
-def _read_csv(data: bytes, source: str) -> Iterator[ParsedReport | ReportProblem]:
-    text, encoding = decode_text(data)
+#: Bytes read at a time when a CSV file's encoding is checked.
+_ENCODING_CHUNK = 1 << 20
+
+
+def file_encoding(path: Path) -> str:
+    """The encoding :func:`decode_text` would pick for the file's bytes, found reading it a chunk at a time (a report
+    CSV of a million reports is GBs: decoding it whole held it several times over)."""
+    for encoding in ("utf-8", *FALLBACK_ENCODINGS):
+        decoder = codecs.getincrementaldecoder(encoding)()
+        try:
+            with path.open("rb") as handle:
+                while chunk := handle.read(_ENCODING_CHUNK):
+                    decoder.decode(chunk)
+                decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            continue
+        return encoding
+    return "latin-1"  # unreachable: latin-1 decodes every byte
+
+
+def _read_csv_file(path: Path) -> Iterator[ParsedReport | ReportProblem]:
+    """The reports of a CSV file, streamed: what is held at once is one row, not the file."""
+    encoding = file_encoding(path)
+    with path.open(encoding="utf-8-sig" if encoding == "utf-8" else encoding, newline="") as handle:
+        yield from _read_csv(handle, str(path), encoding)
+
+
+def _read_csv(handle, source: str, encoding: str) -> Iterator[ParsedReport | ReportProblem]:
     if encoding != "utf-8":
         yield ReportProblem(source, "encoding", f"file is not valid UTF-8; decoded as {encoding}", "warning")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader = csv.DictReader(handle)
     fields = [name.strip().lower() for name in reader.fieldnames or []]
     if "report_id" not in fields or "text" not in fields:
         yield ReportProblem(source, "parse",
