@@ -14,12 +14,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
-from PIL import Image as PILImage
 from sqlalchemy import select
-from torch import nn
 
+from bright_boxes import bright_detector, write_bright_images
 from radloop.app.backend import BackendSettings, create_app
 from radloop.app.backend_runtime import CasePredictor, load_case_predictor
 from radloop.core.ingest import ingest_paths
@@ -30,26 +28,12 @@ from radloop.labeling.ls_adapter import ImageGeometry, parse_annotation
 from radloop.labeling.ls_config import build_label_config, parse_label_config
 from radloop.labeling.ls_tasks import build_task_payloads, export_tasks_json
 from radloop.ssl import predict as predict_module
-from radloop.ssl.detection import DetectorPredictor
 from radloop.ssl.predict import CombinedPredictor, ImagePrediction, load_predictor
 
 #: original (width, height) -> the bright rectangle (x, y, w, h) in original pixels
 TRUE_BOXES = {(4000, 3000): (2000, 1500, 400, 300), (800, 1200): (200, 300, 160, 120)}
 #: how far (percentage points of the image) a box may be from the truth: render resampling blurs its edges
 TOLERANCE = 0.5
-
-
-class BrightRectangle(nn.Module):
-    """Boxes the pixels above half brightness, in the pixels of the tensor it is given."""
-
-    def forward(self, images):
-        outputs = []
-        for image in images:
-            rows, columns = torch.nonzero(image[0] > 0.5, as_tuple=True)
-            corners = [[columns.min(), rows.min(), columns.max() + 1, rows.max() + 1]]
-            outputs.append({"boxes": torch.tensor(corners, dtype=torch.float32), "labels": torch.tensor([1]),
-                            "scores": torch.tensor([0.9])})
-        return outputs
 
 
 class ConstantFindings:
@@ -64,19 +48,10 @@ class ConstantFindings:
         return [ImagePrediction({"fracture": 0.7}, model_version=self.model_version) for _ in images]
 
 
-def bright_detector(version: str = "det-test-1") -> DetectorPredictor:
-    return DetectorPredictor(BrightRectangle(), {"labels": ["fracture"]}, model_version=version)
-
-
 @pytest.fixture
 def big_round(tmp_path, catalog) -> int:
     """One image larger than its render and one that is its own render, both selected in round 1."""
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for (width, height), (x, y, w, h) in TRUE_BOXES.items():
-        pixels = np.zeros((height, width), dtype=np.uint8)
-        pixels[y:y + h, x:x + w] = 255
-        PILImage.fromarray(pixels).save(folder / f"bright_{width}x{height}.png")
+    folder = write_bright_images(tmp_path / "images", TRUE_BOXES)
     summary = ingest_paths(catalog, [folder], dataset="big", workers=1, progress=False)
     assert summary.images_added == 2
     with catalog.session() as session:

@@ -8,13 +8,13 @@ A stand-in detector boxes a known rectangle in the pixels it is given, inside ra
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image as PILImage
 from sqlalchemy import select
 from torch import nn
 
+from bright_boxes import bright_detector as shared_bright_detector
+from bright_boxes import write_bright_images
 from radloop.app import views_rounds
 from radloop.core.ingest import ingest_paths
 from radloop.core.records import Box
@@ -26,32 +26,14 @@ from radloop.ssl.detection import DetectorPredictor
 TRUE_BOXES = {(3000, 1500): (1500, 600, 300, 300), (400, 300): (100, 60, 120, 90)}
 
 
-class BrightRectangle(nn.Module):
-    """Boxes the pixels above half brightness, in the pixels of the tensor it is given."""
-
-    def forward(self, images):
-        outputs = []
-        for image in images:
-            rows, columns = torch.nonzero(image[0] > 0.5, as_tuple=True)
-            corners = [[columns.min(), rows.min(), columns.max() + 1, rows.max() + 1]]
-            outputs.append({"boxes": torch.tensor(corners, dtype=torch.float32), "labels": torch.tensor([1]),
-                            "scores": torch.tensor([0.875])})
-        return outputs
-
-
-def bright_detector(version: str = "det-24c") -> DetectorPredictor:
-    return DetectorPredictor(BrightRectangle(), {"labels": ["fracture"]}, model_version=version)
+def bright_detector(version: str = "det-24c"):
+    return shared_bright_detector(version, score=0.875)
 
 
 @pytest.fixture
 def picked(tmp_path, catalog) -> int:
     """Two images with a bright rectangle, both selected by round 1; the first one's task was pushed before."""
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for (width, height), (x, y, w, h) in TRUE_BOXES.items():
-        pixels = np.zeros((height, width), dtype=np.uint8)
-        pixels[y:y + h, x:x + w] = 255
-        PILImage.fromarray(pixels).save(folder / f"bright_{width}x{height}.png")
+    folder = write_bright_images(tmp_path / "images", TRUE_BOXES)
     assert ingest_paths(catalog, [folder], dataset="bright", workers=1, progress=False).images_added == 2
     with catalog.session() as session:
         images = list(session.scalars(select(Image).order_by(Image.id)))
