@@ -45,3 +45,24 @@ def write_bright_images(folder: Path, true_boxes: dict[tuple[int, int], tuple[in
         pixels[y:y + h, x:x + w] = 255
         PILImage.fromarray(pixels).save(folder / f"bright_{width}x{height}.png")
     return folder
+
+
+def bright_round(catalog, folder: Path, true_boxes: dict, *, dataset: str, first_meta: dict | None = None) -> int:
+    """The images of :func:`write_bright_images` ingested and all selected by round 1 (``labelling``, fracture), in
+    image id order; the first selection's ``meta`` is ``first_meta``.  Returns the round's id."""
+    from sqlalchemy import select
+
+    from radloop.core.ingest import ingest_paths
+    from radloop.core.schema import Image, Round, Selection
+
+    folder = write_bright_images(folder, true_boxes)
+    assert ingest_paths(catalog, [folder], dataset=dataset, workers=1, progress=False).images_added == len(true_boxes)
+    with catalog.session() as session:
+        images = list(session.scalars(select(Image).order_by(Image.id)))
+        round_row = Round(number=1, state="labelling", strategy="random", budget=len(images), task="fracture")
+        session.add(round_row)
+        session.flush()
+        for rank, image in enumerate(images, start=1):
+            session.add(Selection(round_id=round_row.id, image_id=image.id, rank=rank, strategy="random",
+                                  meta=(first_meta or {}) if rank == 1 else {}))
+        return round_row.id

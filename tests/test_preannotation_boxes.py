@@ -17,13 +17,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from bright_boxes import bright_detector, write_bright_images
+from bright_boxes import bright_detector, bright_round
 from radloop.app.backend import BackendSettings, create_app
 from radloop.app.backend_runtime import CasePredictor, load_case_predictor
-from radloop.core.ingest import ingest_paths
 from radloop.core.registry import register_model
 from radloop.core.render import MAX_RENDER_SIDE
-from radloop.core.schema import Image, Round, Selection
+from radloop.core.schema import Image
 from radloop.labeling.ls_adapter import ImageGeometry, parse_annotation
 from radloop.labeling.ls_config import build_label_config, parse_label_config
 from radloop.labeling.ls_tasks import build_task_payloads, export_tasks_json
@@ -51,17 +50,7 @@ class ConstantFindings:
 @pytest.fixture
 def big_round(tmp_path, catalog) -> int:
     """One image larger than its render and one that is its own render, both selected in round 1."""
-    folder = write_bright_images(tmp_path / "images", TRUE_BOXES)
-    summary = ingest_paths(catalog, [folder], dataset="big", workers=1, progress=False)
-    assert summary.images_added == 2
-    with catalog.session() as session:
-        images = list(session.scalars(select(Image).order_by(Image.id)))
-        round_row = Round(number=1, state="labelling", strategy="random", budget=2, task="fracture")
-        session.add(round_row)
-        session.flush()
-        for rank, image in enumerate(images, start=1):
-            session.add(Selection(round_id=round_row.id, image_id=image.id, rank=rank, strategy="random"))
-        return round_row.id
+    return bright_round(catalog, tmp_path / "images", TRUE_BOXES, dataset="big")
 
 
 def _images(catalog) -> dict[str, Image]:

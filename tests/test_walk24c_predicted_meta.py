@@ -14,11 +14,10 @@ from sqlalchemy import select
 from torch import nn
 
 from bright_boxes import bright_detector as shared_bright_detector
-from bright_boxes import write_bright_images
+from bright_boxes import bright_round
 from radloop.app import views_rounds
-from radloop.core.ingest import ingest_paths
 from radloop.core.records import Box
-from radloop.core.schema import Image, Round, Selection
+from radloop.core.schema import Image, Selection
 from radloop.labeling.ls_tasks import PREDICTED_META, build_task_payloads, export_tasks_json
 from radloop.ssl.detection import DetectorPredictor
 
@@ -33,17 +32,8 @@ def bright_detector(version: str = "det-24c"):
 @pytest.fixture
 def picked(tmp_path, catalog) -> int:
     """Two images with a bright rectangle, both selected by round 1; the first one's task was pushed before."""
-    folder = write_bright_images(tmp_path / "images", TRUE_BOXES)
-    assert ingest_paths(catalog, [folder], dataset="bright", workers=1, progress=False).images_added == 2
-    with catalog.session() as session:
-        images = list(session.scalars(select(Image).order_by(Image.id)))
-        round_row = Round(number=1, state="labelling", strategy="random", budget=2, task="fracture")
-        session.add(round_row)
-        session.flush()
-        for rank, image in enumerate(images, start=1):
-            session.add(Selection(round_id=round_row.id, image_id=image.id, rank=rank, strategy="random",
-                                  meta={"ls": {"task_id": 7, "project_id": 3}} if rank == 1 else {}))
-        return round_row.id
+    return bright_round(catalog, tmp_path / "images", TRUE_BOXES, dataset="bright",
+                        first_meta={"ls": {"task_id": 7, "project_id": 3}})
 
 
 def _metas(catalog, round_id: int) -> dict[str, dict]:
