@@ -10,7 +10,8 @@ Files written into the output folder (built in a temporary sibling folder and re
 interrupted export leaves no half dataset):
 
 - ``labels.csv``: one row per image (:func:`csv_columns`);
-- ``boxes.coco.json``: COCO with every exported image and the expert boxes, in original pixels as stored;
+- ``boxes.coco.json``: COCO with every exported image (``file_name`` its render) and the expert boxes in the render's
+  pixels (``bbox``, what COCO readers expect) and in the original's as stored (``bbox_original``);
 - ``export.json``: provenance and counts;
 - ``weak_labels.jsonl`` (``with_evidence`` only): each study's weak-label mentions with their evidence redacted.
 
@@ -49,8 +50,9 @@ LABEL_MODES = ("expert", "weak", "both")
 EXPORT_FILES = ("labels.csv", "boxes.coco.json", "export.json", "weak_labels.jsonl")
 _IMAGE_COLUMNS = ("image_id", "study_id", "split", "dataset", "body_region", "laterality", "view", "width",
                   "height", "render_width", "render_height", "render_path", "source_path")
-_BOX_NOTE = ("bbox is [x, y, w, h] in the original image's pixels (width x height), as the catalog stores it; a "
-             "render (file_name) whose long side was over 2048 px is scaled down: multiply by render_width / width")
+_BOX_NOTE = ("bbox is [x, y, w, h] in the pixels of file_name (the render: width x height, scaled down from the "
+             "original when its long side was over 2048 px); bbox_original is the box in the original image's pixels "
+             "(original_width x original_height, source_path), as the catalog stores it")
 
 
 class ExportError(ValueError):
@@ -249,18 +251,25 @@ def _write(catalog: Catalog, folder: Path, summary: ExportSummary, *, dataset, s
                 summary.scaled_renders += int((render_width, render_height) != (target.width, target.height))
                 summary.missing_renders += int(not os.path.isfile(render))
                 number += 1
+                # COCO readers take boxes in the pixels of file_name (the render, scaled down when its long side
+                # was over 2048 px): bbox is there, bbox_original in the original's pixels as stored
                 coco.write(("" if number == 1 else ",") + "\n" + json.dumps(
-                    {"id": number, "file_name": render, "width": target.width, "height": target.height,
-                     "render_width": render_width, "render_height": render_height, "radloop_image_id":
+                    {"id": number, "file_name": render, "width": render_width, "height": render_height,
+                     "original_width": target.width, "original_height": target.height, "radloop_image_id":
                      target.image_id, "source_path": source_path}))
                 if expert:
+                    scale_x, scale_y = render_width / target.width, render_height / target.height
                     for box in target.boxes:
                         category = categories.setdefault(box.label, len(categories) + 1)
                         box_id += 1
                         box_counts[box.label] += 1
+                        bbox = [box.x, box.y, box.w, box.h]
+                        if (scale_x, scale_y) != (1.0, 1.0):
+                            bbox = [round(box.x * scale_x, 3), round(box.y * scale_y, 3),
+                                    round(box.w * scale_x, 3), round(box.h * scale_y, 3)]
                         boxes.write(json.dumps({"id": box_id, "image_id": number, "category_id": category,
-                                                "bbox": [box.x, box.y, box.w, box.h], "area": box.w * box.h,
-                                                "iscrowd": 0}) + "\n")
+                                                "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0,
+                                                "bbox_original": [box.x, box.y, box.w, box.h]}) + "\n")
                 if evidence is not None and target.study_id in mentions and target.study_id not in studies_written:
                     studies_written.add(target.study_id)
                     version, rows = mentions[target.study_id]

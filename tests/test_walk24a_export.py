@@ -269,3 +269,33 @@ def test_a_missing_render_is_counted_and_noted(fractures, tmp_path):
     assert json.loads(result.stdout)["missing_renders"] == 1
     assert "1 exported images have no render file" in _one_line(result.stderr)
     assert json.loads((tmp_path / "out" / "export.json").read_text())["counts"]["missing_renders"] == 1
+
+
+def test_coco_boxes_are_in_the_pixels_of_the_rendered_file(tmp_path, catalog):
+    """An original over 2048 px is rendered scaled down; COCO readers take a box in the pixels of its file_name, so
+    ``bbox`` is in the render's pixels (it once was in the original's: boxes off by the scale) and ``bbox_original``
+    keeps the catalog's numbers."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from bright_boxes import write_bright_images
+
+    true_box = (1500, 600, 300, 300)
+    folder = write_bright_images(tmp_path / "big", {(3000, 1500): true_box})
+    assert ingest_paths(catalog, [folder], dataset="big", workers=1, progress=False).images_added == 1
+    with catalog.session() as session:
+        image = session.scalars(select(Image)).one()
+        session.add(Annotation(image_id=image.id, source="labelstudio", kind="box", label="fracture", x=1500.0,
+                               y=600.0, w=300.0, h=300.0, external_id="1", version=1))
+    export_dataset(catalog, tmp_path / "out")
+    coco = json.loads((tmp_path / "out" / "boxes.coco.json").read_text())
+    [entry], [annotation] = coco["images"], coco["annotations"]
+    assert (entry["original_width"], entry["original_height"]) == (3000, 1500)
+    render = PILImage.open(entry["file_name"])
+    assert (entry["width"], entry["height"]) == render.size == (2048, 1024)
+    assert annotation["bbox_original"] == [1500.0, 600.0, 300.0, 300.0]
+    x, y, w, h = annotation["bbox"]
+    assert (x, y, w, h) == pytest.approx([1500 * 2048 / 3000, 600 * 1024 / 1500, 300 * 2048 / 3000, 300 * 1024 / 1500])
+    pixels = np.asarray(render.convert("L"), dtype=np.float32)
+    inside = pixels[round(y) + 2:round(y + h) - 2, round(x) + 2:round(x + w) - 2]
+    assert inside.min() > 200 and pixels[:, : round(x) - 2].max() < 50  # the box sits on the bright square
